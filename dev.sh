@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine (see README.md):
+#   bash dev.sh quickstart [extra train flags]  set up, then train an FNO on built-in Darcy data in mixed precision
+#   bash dev.sh test [pytest args]              set up, then run the whole test suite with pytest
+#   bash dev.sh setup                           only set up
+# Setup creates .venv/, installs the CPU build of torch first when none is present (a bare
+# `pip install torch` would pull the multi-GB CUDA build), then this package with its test extra.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+# Elsewhere, point this at PyTorch's CPU wheel index: TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX=${TORCH_INDEX:-}
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "[dev.sh] creating virtual environment $VENV"
+    "$PYTHON" -m venv "$VENV"
+  fi
+  local pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+  if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+    echo "[dev.sh] installing CPU torch ($TORCH_SPEC)"
+    if [ -n "$TORCH_INDEX" ]; then
+      "${pip[@]}" --index-url "$TORCH_INDEX" "$TORCH_SPEC"
+    else
+      "${pip[@]}" "$TORCH_SPEC"
+    fi
+  fi
+  if ! "$VENV/bin/python" -c "import neuralop_mp, pytest" >/dev/null 2>&1 \
+     || [ pyproject.toml -nt "$VENV/.neuralop_mp_installed" ]; then
+    echo "[dev.sh] installing neuralop-mp and its dependencies"
+    "${pip[@]}" -e ".[test]"
+    touch "$VENV/.neuralop_mp_installed"
+  fi
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  setup) setup ;;
+  quickstart)
+    setup
+    exec "$VENV/bin/neuralop-mp" train darcy --model.fno_block_precision mixed "$@" ;;
+  test)
+    setup
+    # pytest exits non-zero on any failure and with 5 when it collected no test.
+    exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  *)
+    echo "usage: bash dev.sh {quickstart|test|setup} [args...]" >&2
+    exit 2 ;;
+esac

@@ -1,0 +1,52 @@
+"""neuralop-mp: mixed-precision training for neuraloperator.
+
+Importing the package registers the plugin's models with neuraloperator's
+model registry (by neuraloperator's own subclass mechanism) and nothing else:
+no global backend switch, no monkey-patching. Everything else is imported
+lazily on first attribute access, so ``import neuralop_mp`` stays cheap.
+"""
+from importlib import import_module
+
+from . import models as _models  # noqa: F401  (registers UNO with neuralop's registry)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "get_model": "neuralop_mp.models.registry",
+    "available_models": "neuralop_mp.models.registry",
+    "MixedPrecisionSpectralConv": "neuralop_mp.layers.spectral_conv",
+    "set_precision": "neuralop_mp.precision",
+    "precision": "neuralop_mp.precision",
+    "get_precision": "neuralop_mp.precision",
+    "PrecisionSchedule": "neuralop_mp.training.schedule",
+    "PrecisionPhase": "neuralop_mp.training.schedule",
+    "ComplexGradScaler": "neuralop_mp.training.loss_scaling",
+    "MixedPrecisionTrainer": "neuralop_mp.training.trainer",
+    "TensorGRaD": "neuralop_mp.optim.tensorgrad",
+    "TuckerProjector": "neuralop_mp.optim.tucker_projector",
+    "SparseProjector": "neuralop_mp.optim.sparse_projector",
+    "CompositeProjector": "neuralop_mp.optim.composite_projector",
+    "create_optimizer": "neuralop_mp.optim.factory",
+    "fno_tensorgrad_param_groups": "neuralop_mp.optim.param_groups",
+    "SavedTensorBytes": "neuralop_mp.memory",
+    "enable": "neuralop_mp.runner.activation",
+    "disable": "neuralop_mp.runner.activation",
+    "enabled": "neuralop_mp.runner.activation",
+}
+
+__all__ = sorted(_LAZY) + ["data", "__version__"]
+
+
+def __getattr__(name):
+    if name == "data":
+        return import_module("neuralop_mp.data")
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'neuralop_mp' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,145 @@
+"""Registry glue: make upstream's models buildable by name, with our spectral layer.
+
+neuraloperator registers every ``BaseModel`` subclass under its lowercased name and
+``neuralop.get_model(config)`` builds ``config.model.model_arch`` from the remaining
+``config.model`` fields. Upstream's ``UNO`` is a plain ``nn.Module``, so it cannot be
+built that way; subclassing it together with ``BaseModel`` registers it under
+``"uno"`` without touching any name upstream already uses.
+
+:func:`get_model` is upstream's ``get_model`` plus three plugin keys in
+``config.model``: ``fno_block_precision``, ``half_dtype`` and ``stabilizer``. When
+the precision is not "full" (or a precision schedule is configured), the model is
+built with :class:`~neuralop_mp.MixedPrecisionSpectralConv` as its spectral layer.
+"""
+import inspect
+
+from neuralop.models.base_model import BaseModel
+from neuralop.models.base_model import available_models as _upstream_available_models
+from neuralop.models.uno import UNO as _UpstreamUNO
+
+from ..precision import (
+    PRECISION_MODES,
+    check_choice,
+    normalize_half_dtype,
+    normalize_stabilizer,
+)
+
+# config.model keys that belong to the plugin, never passed to a constructor as-is
+PLUGIN_MODEL_KEYS = ("fno_block_precision", "half_dtype", "stabilizer")
+
+
+class UNO(_UpstreamUNO, BaseModel, name="UNO"):
+    """Upstream's U-shaped neural operator, registered as ``"uno"``.
+
+    Identical to :class:`neuralop.models.UNO` (same constructor, same state_dict
+    keys); it only adds ``BaseModel``'s registration and init-argument recording so
+    ``get_model`` can build it from a config.
+    """
+
+
+def available_models():
+    """Names ``get_model`` accepts (upstream's plus the ones registered here)."""
+    return _upstream_available_models()
+
+
+def _get(obj, key, default=None):
+    """Read a key from a dict, a Bunch or a zencfg config alike."""
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def _as_dict(section):
+    if hasattr(section, "to_dict"):
+        section = section.to_dict()
+    return dict(section)
+
+
+def _spectral_layer_kwarg(cls):
+    """Name of the constructor argument that takes the spectral layer class."""
+    params = inspect.signature(cls).parameters
+    for name in ("conv_module", "integral_operator"):
+        if name in params:
+            return name
+    return None
+
+
+def get_model(config, *, mixed_precision_layer=None):
+    """Build the model described by ``config.model``, as upstream's ``get_model`` does.
+
+    Parameters
+    ----------
+    config : dict-like or zencfg config
+        Must have ``model`` with ``model_arch`` (a registered name: "fno", "tfno",
+        "uno", ...), ``data_channels`` and the model's constructor arguments. May
+        have ``model.fno_block_precision`` ("full" | "mixed" | "half"),
+        ``model.half_dtype`` ("auto" | "float16" | "bfloat16"), ``model.stabilizer``
+        (None | "tanh"), ``patching.levels`` and ``opt.precision_schedule``.
+    mixed_precision_layer : bool, optional
+        Force (True) or forbid (False) the mixed-precision spectral layer. By default
+        it is used when the precision is not "full" or a precision schedule is set,
+        and with "full" and no schedule the model is exactly upstream's.
+
+    Returns
+    -------
+    torch.nn.Module
+    """
+    model_cfg = _as_dict(config["model"] if isinstance(config, dict) else config.model)
+    arch = str(model_cfg.pop("model_arch", model_cfg.pop("arch", ""))).lower()
+    registry = BaseModel._models
+    if arch not in registry:
+        raise ValueError(
+            f"Invalid model.model_arch={arch!r}; allowed values: {', '.join(sorted(registry))}."
+        )
+    cls = registry[arch]
+
+    mode = check_choice(
+        "model.fno_block_precision", model_cfg.pop("fno_block_precision", "full"), PRECISION_MODES
+    )
+    half_dtype = normalize_half_dtype(model_cfg.pop("half_dtype", "auto"), key="model.half_dtype")
+    stabilizer = normalize_stabilizer(model_cfg.pop("stabilizer", None), key="model.stabilizer")
+
+    data_channels = model_cfg.pop("data_channels")
+    patching_levels = _get(_get(config, "patching"), "levels", 0) or 0
+    if patching_levels:
+        data_channels *= patching_levels + 1
+    model_cfg["in_channels"] = data_channels
+
+    schedule = _get(_get(config, "opt"), "precision_schedule", None)
+    if mixed_precision_layer is None:
+        mixed_precision_layer = mode != "full" or bool(schedule)
+
+    params = inspect.signature(cls).parameters
+    unknown = sorted(k for k in model_cfg if k not in params)
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise ValueError(
+            f"config.model has keys {unknown} that {cls.__name__} does not accept; "
+            f"its arguments are: {', '.join(k for k in params if k != 'self')}."
+        )
+
+    if not mixed_precision_layer:
+        # exactly upstream: pass the flags through where the constructor takes them
+        if "fno_block_precision" in params:
+            model_cfg["fno_block_precision"] = mode
+        if "stabilizer" in params:
+            model_cfg["stabilizer"] = stabilizer
+        if mode != "full" and "fno_block_precision" not in params:
+            raise ValueError(f"{cls.__name__} has no fno_block_precision argument.")
+        return cls(**model_cfg)
+
+    from ..layers.spectral_conv import MixedPrecisionSpectralConv
+    from ..precision import set_precision
+
+    layer_kwarg = _spectral_layer_kwarg(cls)
+    if layer_kwarg is None:
+        raise ValueError(
+            f"model.model_arch={arch!r} ({cls.__name__}) takes no spectral layer "
+            "(conv_module / integral_operator), so it cannot run in mixed precision; "
+            "use fno_block_precision='full'."
+        )
+    model_cfg[layer_kwarg] = MixedPrecisionSpectralConv
+    model = cls(**model_cfg)
+    set_precision(model, mode, half_dtype=half_dtype, stabilizer=stabilizer)
+    return model
