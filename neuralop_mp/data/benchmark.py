@@ -1,0 +1,99 @@
+"""Time the default data generation and measure the solvers' validation errors.
+
+Run ``python -m neuralop_mp.data.benchmark``; writes the section ``data-generation``
+of docs/benchmarks.md (numbers quoted in docs/data.md come from here).
+"""
+import math
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from ..bench.report import header, markdown_table, update_section
+from .burgers import generate_burgers, initial_condition, solve_burgers
+from .darcy import generate_darcy, solve_darcy, vertex_grid
+from .navier_stokes import benchmark_forcing, generate_navier_stokes, initial_vorticity, solve_vorticity
+
+COMMAND = "python -m neuralop_mp.data.benchmark"
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def generation_times(root):
+    """Seconds to generate each dataset at its default size (cold cache)."""
+    return [
+        dict(dataset="darcy 16+32, 1000+200 each", seconds=_timed(lambda: generate_darcy(root, progress=False))),
+        dict(dataset="darcy 16+32, 500+100 each (test fixture)",
+             seconds=_timed(lambda: generate_darcy(root + "/small", n_train=500, n_test=100, progress=False))),
+        dict(dataset="navier_stokes 32 (solved 32, T=10), 400+100",
+             seconds=_timed(lambda: generate_navier_stokes(root, progress=False))),
+        dict(dataset="burgers 16 (solved 128, 17 times), 800+200",
+             seconds=_timed(lambda: generate_burgers(root, progress=False))),
+    ]
+
+
+def darcy_orders():
+    """Max error of the manufactured solution and observed orders, harmonic faces."""
+    errors = []
+    for res in (17, 33, 65, 129):
+        x = vertex_grid(res)
+        X, Y = np.meshgrid(x, x, indexing="ij")
+        pi = math.pi
+        a = 1 + 0.5 * np.sin(2 * pi * X) * np.cos(pi * Y)
+        u = np.sin(pi * X) * np.sin(pi * Y)
+        f = -(a * (-2 * pi**2 * u) + pi * np.cos(2 * pi * X) * np.cos(pi * Y) * pi * np.cos(pi * X) * np.sin(pi * Y)
+              - 0.5 * pi * np.sin(2 * pi * X) * np.sin(pi * Y) * pi * np.sin(pi * X) * np.cos(pi * Y))
+        errors.append((res, float(np.abs(solve_darcy(a, f) - u).max())))
+    return [dict(check=f"darcy manufactured, res {r}", value=e,
+                 order=(math.log2(errors[i - 1][1] / e) if i else None)) for i, (r, e) in enumerate(errors)]
+
+
+def ns_checks():
+    """Taylor-Green decay error and grid/time refinement of the default setting."""
+    n = 32
+    x = torch.arange(n, dtype=torch.float64) / n
+    X, Y = torch.meshgrid(x, x, indexing="ij")
+    w0 = (torch.sin(4 * math.pi * X) * torch.sin(4 * math.pi * Y))[None]
+    w = solve_vorticity(w0, 1.0, 1e-2, dt=1e-2)
+    ratio = ((w * w0).sum() / (w0 * w0).sum()).item()
+    tg = abs(ratio / math.exp(-2 * 1e-2 * (4 * math.pi) ** 2) - 1)
+    seeds = list(range(8))
+    ref = solve_vorticity(initial_vorticity(seeds, 128), 10.0, 1e-3, benchmark_forcing(128), dt=0.0125)
+    default = solve_vorticity(initial_vorticity(seeds, 32), 10.0, 1e-3, benchmark_forcing(32))
+    refinement = ((default - ref[:, ::4, ::4]).norm() / ref.norm()).item()
+    return [dict(check="NS Taylor-Green k0=2, nu=1e-2, T=1: relative amplitude error", value=tg),
+            dict(check="NS default (32 pts, dt 0.05, T=10) vs 128 pts, dt 0.0125: relative L2", value=refinement)]
+
+
+def burgers_checks():
+    """Refinement error of the default Burgers setting against a 1024-point run."""
+    seeds = list(range(16))
+    times = np.linspace(0, 1, 17)
+    ref = solve_burgers(initial_condition(seeds, 1024), times, 0.01)
+    default = solve_burgers(initial_condition(seeds, 128), times, 0.01)
+    err = ((default - ref[..., ::8]).norm() / ref.norm()).item()
+    return [dict(check="Burgers default (128 pts) vs 1024 pts, nu=0.01: relative L2", value=err)]
+
+
+def main():
+    with tempfile.TemporaryDirectory() as root:
+        times = generation_times(root)
+    checks = darcy_orders() + ns_checks() + burgers_checks()
+    body = "\n\n".join([
+        header("Offline data generation", COMMAND),
+        "Wall-clock seconds, cold cache, default sizes:",
+        markdown_table(times, ["dataset", "seconds"]),
+        "Solver validation:",
+        markdown_table(checks, ["check", "value", "order"]),
+    ])
+    print(body)
+    update_section("data-generation", body)
+
+
+if __name__ == "__main__":
+    main()

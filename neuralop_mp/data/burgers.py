@@ -1,0 +1,216 @@
+"""1-D viscous Burgers' equation on the unit circle, and its time-series dataset.
+
+Problem::
+
+    u_t + (u^2 / 2)_x = nu u_xx   on [0, 1) with periodic boundaries,
+
+initial condition a Gaussian random field with covariance ``625 (-Laplacian + 25)^(-2)``
+(``alpha = 2``, ``tau = 5``, ``sigma = 25``, the FNO Burgers benchmark [1]_).
+
+Solver: Fourier pseudo-spectral in space with the 2/3 rule on the nonlinear term,
+the integrating factor ``exp(-nu k^2 t)`` for the (stiff) viscous term and classical
+RK4 for the rest (Lawson's IF-RK4 [2]_), batched in torch. The step is set by the
+advective CFL condition from ``max |u0|`` (the maximum principle: ``max |u|`` never
+grows) and shrunk to land on every output time. Grid: ``x_j = j / n``.
+
+Dataset: ``burgers_{split}_{res}.pt`` in the layout of neuraloperator's mini
+Burgers files read by ``Burgers1dTimeDataset``: ``"x"`` = ``u(x, 0)`` of shape
+``(N, res)``, ``"y"`` = the trajectory ``u(x, t_m)`` of shape ``(N, n_time, res)`` at
+``t_m = m T / (n_time - 1)`` (``y[:, 0] == x``), and ``"visc"``, a 0-d tensor.
+
+References
+----------
+.. [1] Z. Li et al., "Fourier Neural Operator for Parametric Partial Differential
+   Equations", ICLR 2021, arXiv:2010.08895, Section 5.1.
+.. [2] L. N. Trefethen, "Spectral Methods in MATLAB", SIAM 2000, Chapter 10
+   (integrating factors, RK4 for the nonlinear term).
+.. [3] E. Hopf, "The partial differential equation u_t + u u_x = mu u_xx",
+   Comm. Pure Appl. Math. 3 (1950); J. D. Cole, Quart. Appl. Math. 9 (1951):
+   the transformation ``u = -2 nu (log phi)_x`` used to validate the solver.
+"""
+import math
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .compute import cpu_threads, default_device, solver_threads
+from .cache import GENERATOR_VERSION, data_file, needs_generation, resolve_root, save_data_file
+from .grf import sample_grf, sample_seed
+
+BURGERS_GRF = dict(alpha=2.0, tau=5.0, sigma=25.0, n_modes=32, period=1.0)
+DEFAULT_VISCOSITY = 0.01
+DEFAULT_T_FINAL = 1.0
+DEFAULT_N_TIME = 17
+# 128 points: 6.5e-6 relative L2 from a 1024-point run at nu = 0.01 (docs/data.md).
+DEFAULT_SOLVER_RESOLUTION = 128
+MIN_RESOLUTION = 8
+# Courant number on the dealiased band; RK4 is stable up to ~2.8, 1.0 keeps it accurate.
+COURANT = 1.0
+
+
+def periodic_grid(n):
+    """The ``n`` points ``j / n`` of the unit circle."""
+    return np.arange(n) / n
+
+
+def solve_burgers(u0, times, viscosity=DEFAULT_VISCOSITY, dt=None, progress=None):
+    """Solve the viscous Burgers equation for a batch of periodic initial conditions.
+
+    Parameters
+    ----------
+    u0 : torch.Tensor
+        Initial condition, shape ``(batch, n)``, real; dtype and device are used.
+    times : sequence of float
+        Increasing output times, the first >= 0.
+    viscosity : float
+        ``nu`` > 0.
+    dt : float, optional
+        Largest step; default from the CFL condition on ``max |u0|``.
+    progress : tqdm, optional
+        A bar advanced by one per output interval.
+
+    Returns
+    -------
+    torch.Tensor
+        ``u(x, t)`` at the requested times, shape ``(batch, len(times), n)``.
+    """
+    with solver_threads(u0):
+        return _solve_burgers(u0, times, viscosity, dt, progress)
+
+
+def _solve_burgers(u0, times, viscosity, dt, progress):
+    if viscosity <= 0:
+        raise ValueError(f"Invalid viscosity={viscosity!r}; allowed values: positive floats.")
+    n = u0.shape[-1]
+    k = torch.fft.rfftfreq(n, d=1.0 / n, dtype=u0.dtype, device=u0.device)
+    derivative = torch.where(k == n / 2, 0.0, 2 * math.pi * k)  # no odd derivative of the Nyquist mode
+    dealias = (k < n / 3).to(u0.dtype)
+    decay_rate = viscosity * (2 * math.pi * k) ** 2
+    if dt is None:
+        u_max = float(u0.abs().max()) or 1.0
+        dt = COURANT / (2 * math.pi * (n / 3) * u_max)
+
+    def nonlinear(u_hat):
+        u = torch.fft.irfft(u_hat, n=n)
+        return -0.5j * derivative * torch.fft.rfft(u * u) * dealias
+
+    u_hat = torch.fft.rfft(u0)
+    out, t_now = [], 0.0
+    for t_target in times:
+        interval = t_target - t_now
+        n_steps = math.ceil(interval / dt - 1e-9) if interval > 0 else 0
+        if n_steps:
+            h = interval / n_steps
+            half = torch.exp(-0.5 * h * decay_rate)
+            full = half * half
+            for _ in range(n_steps):
+                a = nonlinear(u_hat)
+                b = nonlinear(half * (u_hat + 0.5 * h * a))
+                c = nonlinear(half * u_hat + 0.5 * h * b)
+                d = nonlinear(full * u_hat + h * half * c)
+                u_hat = full * u_hat + h / 6 * (full * a + 2 * half * (b + c) + d)
+        t_now = t_target
+        out.append(torch.fft.irfft(u_hat, n=n))
+        if progress is not None:
+            progress.update(1)
+    return torch.stack(out, dim=1)
+
+
+def initial_condition(seeds, n, dtype=torch.float64):
+    """Benchmark GRF initial conditions, one per seed, on the ``n``-point periodic grid."""
+    if n < 2 * BURGERS_GRF["n_modes"] + 1:
+        raise ValueError(f"solver resolution {n} is too coarse for the {BURGERS_GRF['n_modes']}-mode initial field; use >= 65")
+    return sample_grf(seeds, periodic_grid(n), dim=1, **BURGERS_GRF).to(dtype)
+
+
+def burgers_settings(resolution, seed, viscosity, t_final, n_time, solver_resolution):
+    """Every setting that changes the data, as recorded in the file metadata."""
+    return dict(
+        generator="burgers", version=GENERATOR_VERSION, resolution=int(resolution), seed=int(seed),
+        viscosity=float(viscosity), t_final=float(t_final), n_time=int(n_time),
+        solver_resolution=int(solver_resolution), grf=dict(BURGERS_GRF), grid="periodic",
+    )
+
+
+def _check_int(key, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"Invalid {key}={value!r}; allowed values: integers >= {minimum}.")
+    return int(value)
+
+
+def generate_burgers_split(root, resolution, split, n_samples, seed=0, progress=True, overwrite=False, *,
+                           viscosity=DEFAULT_VISCOSITY, t_final=DEFAULT_T_FINAL, n_time=DEFAULT_N_TIME,
+                           solver_resolution=DEFAULT_SOLVER_RESOLUTION, batch_size=512, device=None):
+    """Write (or find in the cache) ``burgers_{split}_{resolution}.pt``; return its path."""
+    resolution = _check_int("Burgers resolution", resolution, MIN_RESOLUTION)
+    n_time = _check_int("n_time", n_time, 2)
+    # Solve on a multiple of the stored grid so that the stored points are solver points.
+    n_solve = resolution * math.ceil(_check_int("solver_resolution", solver_resolution, 65) / resolution)
+    path = data_file(resolve_root(root), "burgers", split, resolution)
+    settings = burgers_settings(resolution, seed, viscosity, t_final, n_time, n_solve)
+    if not needs_generation(path, settings, n_samples, overwrite):
+        return path
+    device = default_device(device)
+    times = np.linspace(0.0, t_final, n_time)
+    stride = n_solve // resolution
+    seeds = [sample_seed(seed, split, i) for i in range(n_samples)]
+    chunks = [seeds[i:i + batch_size] for i in range(0, n_samples, batch_size)]
+    trajectories = []
+    with cpu_threads(1), tqdm(total=n_time * len(chunks), desc=f"burgers {split} {resolution}",
+                              disable=not progress, leave=False) as bar:
+        for chunk in chunks:
+            u0 = initial_condition(chunk, n_solve).to(device)
+            trajectories.append(solve_burgers(u0, times, viscosity, progress=bar)[..., ::stride].float().cpu())
+    y = torch.cat(trajectories)
+    tensors = {"x": y[:, 0].clone(), "y": y, "visc": torch.tensor(float(viscosity))}
+    return save_data_file(path, tensors, settings, n_samples)
+
+
+def generate_burgers(root=None, resolutions=(16,), n_train=800, n_test=200, seed=0, progress=True,
+                     overwrite=False, *, viscosity=DEFAULT_VISCOSITY, t_final=DEFAULT_T_FINAL,
+                     n_time=DEFAULT_N_TIME, solver_resolution=DEFAULT_SOLVER_RESOLUTION, device=None):
+    """Generate viscous Burgers trajectories in the layout of upstream's ``Burgers1dTimeDataset``.
+
+    Writes ``burgers_train_{res}.pt`` and ``burgers_test_{res}.pt``: ``"x"`` float32
+    ``(N, res)``, ``"y"`` float32 ``(N, n_time, res)``, ``"visc"``, plus ``"meta"``.
+    The defaults (16 points, 17 times on ``[0, 1]``, ``nu = 0.01``) match the shape of
+    neuraloperator's mini Burgers files. Upstream's ``Burgers1dTimeDataset`` accepts
+    only resolutions 16 and 128; :func:`neuralop_mp.data.load_burgers` reads any.
+
+    Parameters
+    ----------
+    root : str or Path, optional
+        Output folder; default :func:`~neuralop_mp.data.cache.default_data_root`.
+    resolutions : sequence of int
+        Stored grid sizes (>= 8).
+    n_train, n_test : int
+        Samples per split.
+    seed : int
+        Base seed; each sample's initial field comes from ``(seed, split, index)``.
+    progress : bool
+        Show a tqdm progress bar.
+    overwrite : bool
+        Regenerate even when a matching file exists (and replace foreign files).
+    viscosity, t_final, n_time : float, float, int
+        ``nu``, the final time and the number of stored times (``t = 0`` included).
+    solver_resolution : int
+        Smallest grid solved on; rounded up to a multiple of each stored resolution.
+    device : str or torch.device, optional
+        Default CUDA when available, else CPU.
+
+    Returns
+    -------
+    dict
+        ``{res: (train_path, test_path)}``.
+    """
+    if isinstance(resolutions, int):
+        resolutions = (resolutions,)
+    kwargs = dict(viscosity=viscosity, t_final=t_final, n_time=n_time, solver_resolution=solver_resolution,
+                  device=device)
+    out = {}
+    for res in resolutions:
+        train = generate_burgers_split(root, res, "train", n_train, seed, progress, overwrite, **kwargs)
+        test = generate_burgers_split(root, res, "test", n_test, seed, progress, overwrite, **kwargs)
+        out[int(res)] = (train, test)
+    return out

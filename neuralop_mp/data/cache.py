@@ -1,0 +1,86 @@
+"""On-disk cache of generated datasets: file names, metadata, and the skip/regenerate rule.
+
+Each file we write is a dict with the tensors upstream's readers expect (``x``,
+``y``, ...) plus a ``meta`` dict of plain values: generator name and version,
+every setting that changes the data, and the number of samples. A later call
+with the same settings finds the file and skips the work; a file holding at
+least as many samples as requested is also a hit, because sample ``i`` depends
+only on ``(seed, split, i)`` (see :func:`neuralop_mp.data.grf.sample_seed`), so
+the requested samples are its first rows. Files without ``meta`` were not
+written by us (e.g. upstream's downloaded data): we never overwrite them unless
+told to.
+"""
+import os
+from pathlib import Path
+
+import torch
+
+# Bump when the numerics of a generator change, so stale caches are regenerated.
+GENERATOR_VERSION = 1
+
+
+def default_data_root():
+    """Where generated data lives: ``$NEURALOP_MP_DATA`` if set, else ``~/.cache/neuralop_mp/data``."""
+    env = os.environ.get("NEURALOP_MP_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "neuralop_mp" / "data"
+
+
+def resolve_root(root):
+    """``root`` as a Path, or the default data root when ``root`` is None."""
+    return default_data_root() if root is None else Path(root).expanduser()
+
+
+def data_file(root, prefix, split, resolution):
+    """Path of ``{prefix}_{split}_{resolution}.pt``, the naming upstream's PTDataset reads."""
+    return Path(root) / f"{prefix}_{split}_{resolution}.pt"
+
+
+def read_file_info(path):
+    """``(meta, n_samples)`` of a data file without reading its tensors into memory.
+
+    ``meta`` is None for files we did not write.
+    """
+    data = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
+    return data.get("meta"), int(data["x"].shape[0])
+
+
+def settings_match(meta, settings, n_samples):
+    """True when ``meta`` records exactly ``settings`` and at least ``n_samples`` samples."""
+    if meta is None:
+        return False
+    recorded = {k: v for k, v in meta.items() if k != "n_samples"}
+    return recorded == settings and meta.get("n_samples", -1) >= n_samples
+
+
+def needs_generation(path, settings, n_samples, overwrite):
+    """Decide whether ``path`` must be (re)generated for ``settings`` and ``n_samples``.
+
+    Raises
+    ------
+    FileExistsError
+        If the file exists, was not written by this package and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if overwrite or not path.exists():
+        return True
+    meta, _ = read_file_info(path)
+    if meta is None:
+        raise FileExistsError(
+            f"{path} exists but was not written by neuralop_mp (no metadata); refusing to replace it. "
+            "Pass overwrite=True (CLI: --overwrite) to replace it, or choose another root."
+        )
+    return not settings_match(meta, settings, n_samples)
+
+
+def save_data_file(path, tensors, settings, n_samples):
+    """Write ``tensors`` plus metadata atomically (a partial file never looks complete)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(tensors)
+    payload["meta"] = dict(settings, n_samples=int(n_samples))
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path

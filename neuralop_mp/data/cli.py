@@ -1,0 +1,117 @@
+"""``neuralop-mp data {darcy,navier_stokes,burgers}``: generate datasets offline.
+
+Example::
+
+    neuralop-mp data darcy --root ~/data --res 16 32 --n-train 1000 --n-test 200 --seed 0
+    neuralop-mp data navier_stokes --res 32 --viscosity 1e-3 --t-final 10
+    neuralop-mp data burgers --res 16 --n-time 17
+
+Prints one line per file (cached files are marked). Exit status 0 on success,
+2 on bad arguments (the message names the bad value and the allowed ones).
+"""
+import argparse
+import sys
+import time
+
+DATASETS = ("darcy", "navier_stokes", "burgers")
+# Defaults per dataset: resolutions, n_train, n_test (those of the generate_* functions).
+DEFAULTS = {
+    "darcy": ((16, 32), 1000, 200),
+    "navier_stokes": ((32,), 400, 100),
+    "burgers": ((16,), 800, 200),
+}
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: positive integers")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: positive numbers")
+    return value
+
+
+def build_parser(prog="neuralop-mp data"):
+    """The argument parser of the ``data`` command."""
+    parser = argparse.ArgumentParser(prog=prog, description="Generate PDE datasets offline, in neuraloperator's file layouts.")
+    parser.add_argument("dataset", choices=DATASETS, help="which dataset to generate")
+    parser.add_argument("--root", default=None, help="output folder (default: $NEURALOP_MP_DATA or ~/.cache/neuralop_mp/data)")
+    parser.add_argument("--res", type=_positive_int, nargs="+", default=None,
+                        help="stored resolutions (darcy: any >= 4; navier_stokes: powers of 2; burgers: >= 8)")
+    parser.add_argument("--n-train", type=_positive_int, default=None, help="training samples per resolution")
+    parser.add_argument("--n-test", type=_positive_int, default=None, help="test samples per resolution")
+    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="regenerate even if matching files exist")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    physics = parser.add_argument_group("navier_stokes and burgers")
+    physics.add_argument("--viscosity", type=_positive_float, default=None, help="nu (default 1e-3 / 0.01)")
+    physics.add_argument("--t-final", type=_positive_float, default=None, help="final time (default 10 / 1)")
+    physics.add_argument("--solver-resolution", type=_positive_int, default=None, help="smallest grid solved on")
+    physics.add_argument("--n-time", type=_positive_int, default=None, help="burgers: stored time points (default 17)")
+    return parser
+
+
+def _generate(args):
+    resolutions, n_train, n_test = DEFAULTS[args.dataset]
+    common = dict(resolutions=tuple(args.res or resolutions), n_train=args.n_train or n_train,
+                  n_test=args.n_test or n_test, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
+    physics = {k: getattr(args, k) for k in ("viscosity", "t_final", "solver_resolution", "n_time")
+               if getattr(args, k) is not None}
+    if args.dataset == "darcy":
+        from .darcy import generate_darcy as generate
+
+        allowed = set()
+    elif args.dataset == "navier_stokes":
+        from .navier_stokes import generate_navier_stokes as generate
+
+        allowed = {"viscosity", "t_final", "solver_resolution"}
+    else:
+        from .burgers import generate_burgers as generate
+
+        allowed = {"viscosity", "t_final", "solver_resolution", "n_time"}
+    unused = sorted(set(physics) - allowed)
+    if unused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+        raise ValueError(f"{flags} does not apply to dataset {args.dataset!r}")
+    return generate(args.root, **common, **physics)
+
+
+def main(argv=None):
+    """Run ``neuralop-mp data ...``; return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits on --help and on bad arguments
+        return int(exit_.code or 0)
+    start = time.perf_counter()
+    before = {}
+    try:
+        from .cache import resolve_root
+
+        root = resolve_root(args.root)
+        before = {p: p.stat().st_mtime_ns for p in root.glob("*.pt")} if root.exists() else {}
+        files = _generate(args)
+    except (ValueError, FileExistsError) as err:
+        print(f"neuralop-mp data: error: {err}", file=sys.stderr)
+        return 2
+    for res, paths in files.items():
+        for path in paths:
+            cached = before.get(path) == path.stat().st_mtime_ns
+            print(f"{path}{'  (cached)' if cached else ''}")
+    print(f"done in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

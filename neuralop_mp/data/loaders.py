@@ -1,0 +1,184 @@
+"""Offline loaders: generate missing files, then read them with upstream's own dataset code.
+
+Each ``load_*`` returns ``(train_loader, test_loaders, data_processor)`` like
+upstream's ``load_darcy_flow_small`` but never touches the network: files are
+read through upstream's dataset classes with ``download=False`` (or, for
+resolutions those classes refuse, through the ``PTDataset`` code they all use),
+so what we generate is exactly what an upstream user would read.
+
+A file that exists and holds at least the requested number of samples is used as
+is, whoever wrote it (our generator with any settings, or upstream's download).
+To change the physics (viscosity, final time, ...) generate explicitly with the
+CLI or ``generate_*`` and ``overwrite=True``.
+"""
+from pathlib import Path
+
+from neuralop.data.datasets.burgers import Burgers1dTimeDataProcessor, Burgers1dTimeDataset
+from neuralop.data.datasets.darcy import DarcyDataset
+from neuralop.data.datasets.navier_stokes import NavierStokesDataset
+from neuralop.data.datasets.pt_dataset import PTDataset
+from torch.utils.data import DataLoader
+
+from .burgers import generate_burgers_split
+from .cache import data_file, read_file_info, resolve_root
+from .darcy import generate_darcy_split
+from .navier_stokes import generate_navier_stokes_split
+
+# Resolutions upstream's dataset classes accept (they assert on anything else).
+UPSTREAM_RESOLUTIONS = {"darcy": (16, 32, 64, 128, 421), "nsforcing": (128, 1024), "burgers": (16, 128)}
+
+
+def _needed_files(train_resolution, test_resolutions, n_train, n_tests):
+    test_resolutions, n_tests = list(test_resolutions), list(n_tests)
+    if len(test_resolutions) != len(n_tests):
+        raise ValueError(f"n_tests={n_tests} needs one entry per test resolution {test_resolutions}")
+    return [(int(train_resolution), "train", int(n_train))] + [
+        (int(res), "test", int(n)) for res, n in zip(test_resolutions, n_tests)
+    ]
+
+
+def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, progress=True, seed=0):
+    """Make sure every ``(resolution, split, n_samples)`` file exists with enough samples.
+
+    Missing files (and our own files with too few samples) are generated when
+    ``generate`` is True; otherwise a FileNotFoundError names the missing files and
+    the command that generates them.
+    """
+    root = Path(root)
+    missing = []
+    for res, split, n in needed:
+        path = data_file(root, prefix, split, res)
+        if path.exists():
+            meta, n_file = read_file_info(path)
+            if n_file >= n:
+                continue
+            if meta is None or not generate:
+                raise ValueError(f"{path} holds {n_file} samples but {n} were requested; "
+                                 f"lower the count or regenerate it (`neuralop-mp data {cli_name} ... --overwrite`).")
+        if generate:
+            generate_split(root, res, split, n, seed=seed, progress=progress, overwrite=path.exists())
+        else:
+            missing.append((path, res, split, n))
+    if missing:
+        names = ", ".join(str(p) for p, *_ in missing)
+        resolutions = " ".join(str(r) for r in sorted({r for _, r, _, _ in missing}))
+        n_train = max([n for _, _, s, n in missing if s == "train"], default=0)
+        n_test = max([n for _, _, s, n in missing if s == "test"], default=0)
+        raise FileNotFoundError(
+            f"Missing data files: {names}. Generate them offline with:\n"
+            f"  neuralop-mp data {cli_name} --root {root} --res {resolutions} "
+            f"--n-train {max(n_train, 1)} --n-test {max(n_test, 1)}\n"
+            "or call the loader with generate=True."
+        )
+
+
+def make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes):
+    """DataLoaders over a PTDataset: shuffled training batches, ordered test batches."""
+    test_batch_sizes = list(test_batch_sizes)
+    if len(test_batch_sizes) != len(list(test_resolutions)):
+        raise ValueError(f"test_batch_sizes={test_batch_sizes} needs one entry per test resolution {list(test_resolutions)}")
+    # num_workers=0: worker processes cost more than they save on these small tensors.
+    train_loader = DataLoader(dataset.train_db, batch_size=batch_size, shuffle=True, num_workers=0)
+    test_loaders = {
+        res: DataLoader(dataset.test_dbs[res], batch_size=bs, shuffle=False, num_workers=0)
+        for res, bs in zip(test_resolutions, test_batch_sizes)
+    }
+    return train_loader, test_loaders, dataset.data_processor
+
+
+def _accepted_upstream(prefix, resolutions):
+    return all(r in UPSTREAM_RESOLUTIONS[prefix] for r in resolutions)
+
+
+def load_darcy(data_root=None, n_train=1000, n_tests=(200, 200), batch_size=32, test_batch_sizes=(32, 32),
+               train_resolution=16, test_resolutions=(16, 32), encode_input=False, encode_output=True,
+               generate=True, progress=True, seed=0):
+    """Darcy-flow loaders from local files, generating the missing ones first.
+
+    Reads with upstream's ``DarcyDataset(download=False)`` (resolutions 16, 32, 64,
+    128, 421) or its ``PTDataset`` base for any other resolution.
+
+    Parameters
+    ----------
+    data_root : str or Path, optional
+        Folder of ``darcy_{split}_{res}.pt``; default ``$NEURALOP_MP_DATA`` or
+        ``~/.cache/neuralop_mp/data``.
+    n_train, n_tests, batch_size, test_batch_sizes, train_resolution, test_resolutions,
+    encode_input, encode_output
+        As in upstream's ``DarcyDataset``.
+    generate : bool
+        Generate missing files; when False a missing file raises FileNotFoundError
+        naming it and the ``neuralop-mp data darcy`` command that makes it.
+    progress : bool
+        Progress bar while generating.
+    seed : int
+        Seed for generated files.
+
+    Returns
+    -------
+    tuple
+        ``(train_loader, {res: test_loader}, data_processor)``.
+    """
+    root = resolve_root(data_root)
+    test_resolutions = [int(r) for r in test_resolutions]
+    needed = _needed_files(train_resolution, test_resolutions, n_train, n_tests)
+    ensure_files(root, "darcy", needed, generate_darcy_split, "darcy", generate, progress, seed)
+    common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
+                  test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
+                  test_resolutions=test_resolutions, encode_input=encode_input, encode_output=encode_output)
+    if _accepted_upstream("darcy", test_resolutions + [int(train_resolution)]):
+        dataset = DarcyDataset(root_dir=root, download=False, **common)
+    else:
+        dataset = PTDataset(root_dir=root, dataset_name="darcy", **common)
+    return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes)
+
+
+def load_navier_stokes(data_root=None, n_train=400, n_tests=(100,), batch_size=16, test_batch_sizes=(16,),
+                       train_resolution=32, test_resolutions=(32,), encode_input=False, encode_output=True,
+                       generate=True, progress=True, seed=0):
+    """Forced 2-D Navier-Stokes loaders (``nsforcing_{split}_{res}.pt``), generating missing files.
+
+    Reads with upstream's ``NavierStokesDataset(download=False)`` when every
+    resolution is one it accepts (128, 1024), otherwise with its ``PTDataset`` base.
+    Parameters and return value as in :func:`load_darcy`.
+    """
+    root = resolve_root(data_root)
+    test_resolutions = [int(r) for r in test_resolutions]
+    needed = _needed_files(train_resolution, test_resolutions, n_train, n_tests)
+    ensure_files(root, "nsforcing", needed, generate_navier_stokes_split, "navier_stokes", generate, progress, seed)
+    common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
+                  test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
+                  test_resolutions=test_resolutions, encode_input=encode_input, encode_output=encode_output)
+    if _accepted_upstream("nsforcing", test_resolutions + [int(train_resolution)]):
+        dataset = NavierStokesDataset(root_dir=root, download=False, **common)
+    else:
+        dataset = PTDataset(root_dir=root, dataset_name="nsforcing", **common)
+    return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes)
+
+
+def load_burgers(data_root=None, n_train=800, n_tests=(200,), batch_size=32, test_batch_sizes=(32,),
+                 train_resolution=16, test_resolutions=(16,), generate=True, progress=True, seed=0):
+    """1-D Burgers time-series loaders (``burgers_{split}_{res}.pt``), generating missing files.
+
+    Reads with upstream's ``Burgers1dTimeDataset`` (resolutions 16, 128; it has no
+    download path) or, for other resolutions, the same ``PTDataset`` reading plus
+    upstream's ``Burgers1dTimeDataProcessor``. As upstream, inputs and outputs are
+    normalized, and the processor repeats ``x`` along the time axis of ``y``:
+    batches reach the model as ``(B, 1, n_time, res)``.
+    Parameters and return value as in :func:`load_darcy`.
+    """
+    root = resolve_root(data_root)
+    test_resolutions = [int(r) for r in test_resolutions]
+    needed = _needed_files(train_resolution, test_resolutions, n_train, n_tests)
+    ensure_files(root, "burgers", needed, generate_burgers_split, "burgers", generate, progress, seed)
+    common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
+                  test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
+                  test_resolutions=test_resolutions)
+    if _accepted_upstream("burgers", test_resolutions + [int(train_resolution)]):
+        dataset = Burgers1dTimeDataset(root_dir=root, **common)
+    else:
+        dataset = PTDataset(root_dir=root, dataset_name="burgers", encode_input=True, encode_output=True,
+                            channel_dim=1, **common)
+        processor = dataset.data_processor
+        dataset._data_processor = Burgers1dTimeDataProcessor(processor.in_normalizer, processor.out_normalizer)
+    return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes)

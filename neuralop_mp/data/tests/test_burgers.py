@@ -1,0 +1,62 @@
+"""Burgers solver (Cole-Hopf exact solution, conservation, dissipation) and upstream's reader."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from neuralop.data.datasets.burgers import Burgers1dTimeDataset
+
+from neuralop_mp.data import generate_burgers, load_burgers
+from neuralop_mp.data.burgers import initial_condition, solve_burgers
+
+
+def cole_hopf(x, t, nu, a, b):
+    """Exact solution from phi = a + b exp(-4 pi^2 nu t) cos(2 pi x), u = -2 nu phi_x / phi."""
+    decay = b * math.exp(-4 * math.pi**2 * nu * t)
+    return 4 * math.pi * nu * decay * torch.sin(2 * math.pi * x) / (a + decay * torch.cos(2 * math.pi * x))
+
+
+def test_matches_the_cole_hopf_exact_solution():
+    x = torch.arange(64, dtype=torch.float64) / 64
+    nu, a = 0.05, 1.0
+    b = 0.4 + 0.2 * torch.rand(()).item()
+    times = [0.0, 0.2, 0.5]
+    u = solve_burgers(cole_hopf(x, 0.0, nu, a, b)[None], times, nu)
+    for i, t in enumerate(times):
+        exact = cole_hopf(x, t, nu, a, b)
+        assert (u[0, i] - exact).abs().max() < 1e-6 * exact.abs().max()
+
+
+def test_mean_is_conserved_and_energy_decays():
+    u0 = initial_condition([1, 2, 3], 128) + 0.3  # a nonzero mean must be kept too
+    u = solve_burgers(u0, np.linspace(0, 1, 11), 0.01)
+    mean = u.mean(-1)
+    assert (mean - mean[:, :1]).abs().max() < 1e-12
+    energy = (u - mean[..., None]).pow(2).mean(-1)
+    assert (energy[:, 1:] < energy[:, :-1]).all()
+
+
+def test_bad_resolution_is_rejected():
+    with pytest.raises(ValueError, match=r"resolution=4; allowed values: integers >= 8"):
+        generate_burgers(None, resolutions=(4,), n_train=1, n_test=1, progress=False)
+
+
+def test_files_match_upstreams_mini_burgers_layout(tmp_path):
+    paths = generate_burgers(tmp_path, resolutions=(16,), n_train=6, n_test=4, progress=False)
+    data = torch.load(paths[16][0])
+    assert data["x"].shape == (6, 16) and data["y"].shape == (6, 17, 16)
+    assert data["visc"].item() == pytest.approx(0.01)
+    torch.testing.assert_close(data["y"][:, 0], data["x"], rtol=0, atol=0)
+    dataset = Burgers1dTimeDataset(root_dir=tmp_path, n_train=6, n_tests=[4], train_resolution=16,
+                                   test_resolutions=[16], batch_size=2, test_batch_sizes=[2])
+    sample = dataset.train_db[0]
+    assert sample["x"].shape == (1, 16) and sample["y"].shape == (1, 17, 16)
+    batch = dataset.data_processor.preprocess({"x": sample["x"][None], "y": sample["y"][None]})
+    assert batch["x"].shape == batch["y"].shape == (1, 1, 17, 16)
+
+
+def test_load_burgers_reads_a_resolution_upstream_refuses(tmp_path):
+    train, tests, processor = load_burgers(tmp_path, n_train=4, n_tests=(2,), batch_size=2, test_batch_sizes=(2,),
+                                           train_resolution=32, test_resolutions=(32,), progress=False)
+    batch = processor.preprocess(next(iter(train)))
+    assert batch["x"].shape == batch["y"].shape == (2, 1, 17, 32)
