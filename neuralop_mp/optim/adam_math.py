@@ -1,0 +1,82 @@
+"""Adam moment arithmetic shared by the dense and the compressed branches, and the
+storage of moments in a narrower dtype than they are computed in."""
+import math
+
+import torch
+
+STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def compute_dtype(tensor):
+    """The dtype optimizer math runs in for ``tensor``: at least fp32 / complex64."""
+    if tensor.is_complex():
+        return torch.promote_types(tensor.dtype, torch.complex64)
+    return torch.promote_types(tensor.dtype, torch.float32)
+
+
+def as_real(x):
+    """Real view of a complex tensor (element-wise math on (re, im) pairs), else ``x``."""
+    return torch.view_as_real(x) if x.is_complex() else x
+
+
+def as_complex_like(x, like):
+    """Undo :func:`as_real` for a tensor shaped like ``as_real(like)``."""
+    return torch.view_as_complex(x.contiguous()) if like.is_complex() else x
+
+
+def update_moments(exp_avg, exp_avg_sq, grad, beta1, beta2):
+    """In place: ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2`` (real tensors)."""
+    exp_avg.lerp_(grad, 1.0 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+
+
+def adam_direction(exp_avg, exp_avg_sq, step, beta1, beta2, eps, correct_bias=True):
+    """Normalised update ``m_hat / (sqrt(v_hat) + eps)`` after ``step`` updates.
+
+    eps is added to the bias-corrected root, as torch's AdamW does, so that the
+    dense branch matches ``torch.optim.AdamW`` to float rounding.
+
+    References
+    ----------
+    .. [1] D. P. Kingma, J. Ba, "Adam: A method for stochastic optimization", ICLR 2015.
+    .. [2] I. Loshchilov, F. Hutter, "Decoupled weight decay regularization", ICLR 2019.
+    """
+    if correct_bias:
+        bias1 = 1.0 - beta1**step
+        root_bias2 = math.sqrt(1.0 - beta2**step)
+    else:
+        bias1, root_bias2 = 1.0, 1.0
+    denom = (exp_avg_sq.sqrt() / root_bias2).add_(eps)
+    return (exp_avg / bias1).div_(denom)
+
+
+def load_moment(stored):
+    """fp32 working copy of a stored moment (bf16 storage is widened)."""
+    return stored.float() if stored.dtype == torch.bfloat16 else stored
+
+
+def store_moment(stored, value, seed):
+    """Write ``value`` (fp32) into ``stored``; bf16 storage rounds stochastically.
+
+    Round-to-nearest into bf16 (8 significant bits) stalls Adam's second moment:
+    ``0.999 * v`` rounds back to ``v``, so v never decays. Stochastic rounding is
+    unbiased, so the moment follows its fp32 trajectory in expectation. The noise
+    comes from a generator seeded with ``seed``, which keeps steps reproducible.
+
+    References
+    ----------
+    .. [1] M. P. Connolly, N. J. Higham, T. Mary, "Stochastic rounding and its
+       probabilistic backward error analysis", SIAM J. Sci. Comput. 43(1), 2021.
+    """
+    if stored.dtype != torch.bfloat16:
+        if stored.data_ptr() != value.data_ptr():
+            stored.copy_(value)
+        return
+    generator = torch.Generator(device=value.device)
+    generator.manual_seed(int(seed) % (2**62))
+    value = value.float().contiguous()
+    noise = torch.randint(0, 1 << 16, value.shape, generator=generator, dtype=torch.int32, device=value.device)
+    # adding uniform noise below the kept 16 bits, then truncating, rounds up with
+    # probability equal to the discarded fraction
+    rounded = (value.view(torch.int32) + noise).bitwise_and_(-65536).view(torch.float32)
+    stored.copy_(rounded)

@@ -1,0 +1,351 @@
+"""TensorGRaD: AdamW whose moments for large tensor weights live in a compressed space."""
+import math
+
+import torch
+from torch.optim import Optimizer
+
+from .adam_math import (
+    STATE_DTYPES,
+    adam_direction,
+    as_complex_like,
+    as_real,
+    compute_dtype,
+    load_moment,
+    store_moment,
+    update_moments,
+)
+from .composite_projector import CompositeProjector
+from .group_settings import UPSTREAM_GROUP_DEFAULTS, validate_group
+
+_MOMENTS = ("exp_avg", "exp_avg_sq")
+_BASIS = "_basis_"
+
+
+class TensorGRaD(Optimizer):
+    """AdamW with sparse + low-rank compressed moments for tensor-shaped weights.
+
+    For a routed parameter with gradient ``G`` the optimizer splits ``G`` into
+    compressed parts with a :class:`CompositeProjector` (by default a 5% random-k
+    sparse part, then a Tucker core of the residual holding 25% of the entries),
+    keeps separate Adam moments *and bias-correction step counters* for each
+    part in its compressed shape, projects each part's normalised update
+    ``m_hat / (sqrt(v_hat) + eps)`` back, and applies
+    ``p <- p (1 - lr wd) - lr (scale * U_lowrank + lambda_sparse * sparse_scale * U_sparse)``.
+    Weight decay is decoupled and applies to compressed parameters too;
+    ``p.grad`` is never modified. Bases are refreshed when the parameter's step
+    count is a multiple of ``update_proj_gap`` (step 0 included). Every other
+    parameter (and every group with ``compress=False``) gets plain AdamW.
+
+    Routing: a parameter is compressed when its group has ``compress=True``, it
+    has at least ``min_params`` entries and at least two modes longer than 1;
+    the decision is cached in ``state[p]["compressed"]``.
+
+    On a refresh, sparse moments are reset by default (``reset_sparse_moments=True``)
+    together with that branch's step counter: a new random (or top-k) index set
+    mostly selects entries whose history was never tracked, and bias correction
+    from a fresh counter restores a correctly scaled first update. With
+    ``False`` the moments of entries chosen again move with them and new entries
+    start at zero. Low-rank moments carry over by default: the new factors are
+    rotated to align with the old ones, so the core coordinates keep their meaning
+    (set ``reset_lowrank_moments=True`` to reset them).
+
+    Complex parameters: moments are kept on ``view_as_real`` of the compressed
+    parts (as torch's AdamW does for complex tensors), projections use conjugate
+    transposes. Half-precision parameters / gradients (e.g. complex32 spectral
+    weights) are up-cast to fp32 / complex64 for the math, the update is cast back.
+
+    Parameters
+    ----------
+    params : iterable of tensors or dicts
+        Parameters or param groups. Every keyword below is also a group key.
+        A group that names upstream's ``tensorgrad`` key gets upstream's defaults
+        for the keys it leaves out (``order="lowrank_first"``, no sparse part,
+        ``rank_convention="params"``, gap 50, 10 HOOI sweeps), and when any group
+        names ``tensorgrad``, groups naming neither ``tensorgrad`` nor ``compress``
+        get plain AdamW, as with upstream's class.
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-6
+    weight_decay : float, default 0.0
+        Decoupled (AdamW) weight decay, applied to every parameter.
+    correct_bias : bool, default True
+    compress : bool, default True
+        False: the group is plain AdamW. ``tensorgrad`` is upstream's name for it.
+    min_params : int, default 1000
+    rank : float, int, sequence of int or None, default 0.25
+        Tucker rank (see :class:`TuckerProjector`); None drops the low-rank part.
+    rank_convention : {"core", "mode", "params"}, default "core"
+        "core": a float rank is the fraction of entries the Tucker core keeps.
+    sparse_ratio : float or None, default 0.05
+        None drops the sparse part.
+    sparse_type : {"randk", "randomk", "topk", "structured", "structured_randk"}, default "randk"
+    sparse_mode : int, default 0
+        Mode whose slices the structured types keep.
+    order : {"sparse_first", "lowrank_first"}, default "sparse_first"
+    update_proj_gap : int, default 100
+    scale, sparse_scale, lambda_sparse : float, default 1.0
+        Multipliers of the low-rank and sparse updates (upstream's keys).
+    scale_by_mask_ratio : bool, default False
+        Also multiply the sparse update by ``sqrt(numel / k)`` (upstream's key).
+    warm_restart : bool, default True
+        Start each Tucker refresh from the previous factors.
+    tucker_n_iter_max : int, default 1
+        HOOI sweeps per refresh (0 = plain higher-order SVD on a cold start).
+    reset_sparse_moments : bool, default True
+    reset_lowrank_moments : bool, default False
+    state_dtype : {"float32", "bfloat16"}, default "float32"
+        Storage dtype of compressed moments and Tucker factors; the arithmetic is
+        fp32, bf16 moments are written with stochastic rounding. Survives
+        ``load_state_dict``.
+    seed : int, default 0
+        Seeds random-k selection (per parameter and refresh) and stochastic rounding.
+
+    References
+    ----------
+    .. [1] S. Loeschcke, D. Pitt, R. George, J. Zhao, C. Luo, Y. Tian, J. Kossaifi,
+       A. Anandkumar, "TensorGRaD: Tensor Gradient Robust Decomposition for
+       Memory-Efficient Neural Operator Training", arXiv:2501.02379, 2025.
+    .. [2] J. Zhao et al., "GaLore: Memory-Efficient LLM Training by Gradient
+       Low-Rank Projection", ICML 2024.
+    .. [3] I. Loshchilov, F. Hutter, "Decoupled weight decay regularization", ICLR 2019.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, *,
+                 correct_bias=True, compress=True, min_params=1000, rank=0.25, rank_convention="core",
+                 sparse_ratio=0.05, sparse_type="randk", sparse_mode=0, order="sparse_first",
+                 update_proj_gap=100, scale=1.0, sparse_scale=1.0, lambda_sparse=1.0,
+                 scale_by_mask_ratio=False, warm_restart=True, tucker_n_iter_max=1,
+                 reset_sparse_moments=True, reset_lowrank_moments=False, state_dtype="float32", seed=0,
+                 activation_checkpoint=False):
+        defaults = dict(
+            lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps,
+            weight_decay=weight_decay, correct_bias=correct_bias, compress=compress, min_params=min_params,
+            rank=rank, rank_convention=rank_convention, sparse_ratio=sparse_ratio, sparse_type=sparse_type,
+            sparse_mode=sparse_mode, order=order, update_proj_gap=update_proj_gap, scale=scale,
+            sparse_scale=sparse_scale, lambda_sparse=lambda_sparse, scale_by_mask_ratio=scale_by_mask_ratio,
+            warm_restart=warm_restart, tucker_n_iter_max=tucker_n_iter_max,
+            reset_sparse_moments=reset_sparse_moments, reset_lowrank_moments=reset_lowrank_moments,
+            state_dtype=state_dtype, seed=seed,
+            # accepted for upstream compatibility; refreshes build no autograd graph
+            activation_checkpoint=activation_checkpoint,
+        )
+        validate_group(dict(defaults))
+        params = list(params) if not isinstance(params, torch.Tensor) else [params]
+        if any(isinstance(g, dict) and "tensorgrad" in g for g in params):
+            params = [
+                dict(g, compress=False) if isinstance(g, dict) and "tensorgrad" not in g and "compress" not in g
+                else g
+                for g in params
+            ]
+        super().__init__(params, defaults)
+
+    # ------------------------------------------------------------------ groups
+    def add_param_group(self, param_group):
+        if "tensorgrad" in param_group and "compress" not in param_group:
+            param_group = dict(param_group)
+            param_group["compress"] = bool(param_group["tensorgrad"])
+            for key, value in UPSTREAM_GROUP_DEFAULTS.items():
+                param_group.setdefault(key, value)
+        if isinstance(param_group.get("betas"), list):
+            param_group = dict(param_group, betas=tuple(param_group["betas"]))
+        super().add_param_group(param_group)
+        validate_group(self.param_groups[-1])
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+
+    @staticmethod
+    def routes_to_compression(param, group):
+        """Whether ``param`` in ``group`` gets compressed moments."""
+        long_modes = sum(1 for d in param.shape if d > 1)
+        return bool(group["compress"]) and param.numel() >= group["min_params"] and long_modes >= 2
+
+    @staticmethod
+    def projector_for(group):
+        """The (stateless) composite projector a group's settings describe."""
+        return CompositeProjector.from_settings(
+            group["rank"], group["sparse_ratio"], order=group["order"], sparse_type=group["sparse_type"],
+            sparse_mode=group["sparse_mode"], rank_convention=group["rank_convention"],
+            n_iter=group["tucker_n_iter_max"], warm_start=group["warm_restart"],
+        )
+
+    # -------------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Perform one optimisation step; returns the closure's loss if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        ordinal = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                ordinal += 1
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("TensorGRaD does not support sparse gradients (torch.sparse layouts).")
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["compressed"] = torch.tensor(self.routes_to_compression(p, group))
+                    state["seed"] = torch.tensor(int(group["seed"]) * 1_000_003 + ordinal, dtype=torch.int64)
+                if bool(state["compressed"]):
+                    update = self._compressed_update(p, group, state)
+                else:
+                    update = self._dense_update(p, group, state)
+                if group["weight_decay"] != 0:
+                    p.mul_(1.0 - group["lr"] * group["weight_decay"])
+                p.add_(update.to(p.dtype), alpha=-group["lr"])
+                state["step"] += 1
+        return loss
+
+    def _dense_update(self, p, group, state):
+        grad = p.grad.to(compute_dtype(p))
+        if "exp_avg" not in state:
+            for key in _MOMENTS:
+                state[key] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+        beta1, beta2 = group["betas"]
+        exp_avg, exp_avg_sq = as_real(state["exp_avg"]), as_real(state["exp_avg_sq"])
+        update_moments(exp_avg, exp_avg_sq, as_real(grad), beta1, beta2)
+        step = float(state["step"]) + 1
+        direction = adam_direction(exp_avg, exp_avg_sq, step, beta1, beta2, group["eps"], group["correct_bias"])
+        return as_complex_like(direction, grad)
+
+    def _compressed_update(self, p, group, state):
+        grad = p.grad.to(compute_dtype(p))
+        projector = self.projector_for(group)
+        step = int(state["step"])
+        seed = int(state["seed"])
+        bases = {name: self._read_basis(state, name, grad) for name in projector.names}
+        if step % group["update_proj_gap"] == 0:
+            bases = self._refresh(projector, grad, state, group, bases, seed + step)
+
+        beta1, beta2 = group["betas"]
+        storage = STATE_DTYPES[group["state_dtype"]]
+        directions = {}
+        for salt, (name, part) in enumerate(projector.project(grad, bases).items()):
+            part_real = as_real(part)
+            if f"{name}_exp_avg" not in state:
+                for key in _MOMENTS:
+                    state[f"{name}_{key}"] = torch.zeros(part_real.shape, dtype=storage, device=part.device)
+                state[f"{name}_step"] = torch.tensor(0.0)
+            exp_avg = load_moment(state[f"{name}_exp_avg"])
+            exp_avg_sq = load_moment(state[f"{name}_exp_avg_sq"])
+            update_moments(exp_avg, exp_avg_sq, part_real, beta1, beta2)
+            state[f"{name}_step"] += 1
+            branch_step = float(state[f"{name}_step"])
+            stream = (seed * 1_000_003 + step) * 8 + 2 * salt
+            store_moment(state[f"{name}_exp_avg"], exp_avg, stream)
+            store_moment(state[f"{name}_exp_avg_sq"], exp_avg_sq, stream + 1)
+            direction = adam_direction(exp_avg, exp_avg_sq, branch_step, beta1, beta2, group["eps"],
+                                       group["correct_bias"])
+            directions[name] = as_complex_like(direction, part)
+
+        full = projector.project_back(directions, bases, grad.shape)
+        update = None
+        for name, tensor in full.items():
+            if name == "lowrank":
+                weight = group["scale"]
+            else:
+                weight = group["sparse_scale"] * group["lambda_sparse"]
+                if group["scale_by_mask_ratio"]:
+                    weight *= math.sqrt(1.0 / projector["sparse"].kept_fraction(grad.shape))
+            tensor = tensor * weight if weight != 1.0 else tensor
+            update = tensor if update is None else update.add_(tensor)
+        return update
+
+    def _refresh(self, projector, grad, state, group, old_bases, seed):
+        has_old = int(state["step"]) > 0
+        new_bases = projector.compute_bases(grad, old_bases if has_old else None, seed=seed)
+        storage = STATE_DTYPES[group["state_dtype"]]
+        for name in projector.names:
+            if has_old and f"{name}_exp_avg" in state:
+                reset = group["reset_sparse_moments"] if name == "sparse" else group["reset_lowrank_moments"]
+                if reset:
+                    for key in (*_MOMENTS, "step"):
+                        del state[f"{name}_{key}"]
+                else:
+                    for key in _MOMENTS:
+                        state[f"{name}_{key}"] = projector[name].transfer_moment(
+                            state[f"{name}_{key}"], old_bases[name], new_bases[name])
+            for key in [k for k in state if k.startswith(name + _BASIS)]:
+                del state[key]
+            for key, tensor in new_bases[name].items():
+                if tensor.is_floating_point() or tensor.is_complex():
+                    tensor = as_real(tensor).to(storage)
+                state[f"{name}{_BASIS}{key}"] = tensor
+        return {name: self._read_basis(state, name, grad) for name in projector.names}
+
+    @staticmethod
+    def _read_basis(state, name, like):
+        prefix = name + _BASIS
+        basis = {}
+        for key, tensor in state.items():
+            if key.startswith(prefix):
+                if tensor.is_floating_point():
+                    tensor = tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+                    tensor = as_complex_like(tensor, like)
+                basis[key[len(prefix):]] = tensor
+        return basis
+
+    # ------------------------------------------------------------- state_dict
+    def load_state_dict(self, state_dict):
+        """Load a state_dict, keeping every saved state tensor's dtype.
+
+        torch's loader casts floating-point state to the parameter's dtype (and,
+        for real parameters, integer state too), which would widen bf16 moments
+        and turn int32 indices into floats. The per-parameter state is therefore
+        moved aside, torch loads the param groups, and the state is put back with
+        only its device changed.
+        """
+        saved_state = state_dict["state"]
+        super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
+        params = [p for group in self.param_groups for p in group["params"]]
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        by_id = dict(zip(saved_ids, params))
+        for key, value in saved_state.items():
+            param = by_id[key]
+            self.state[param] = {
+                k: v.to(device=param.device, copy=True) if isinstance(v, torch.Tensor) else v
+                for k, v in value.items()
+            }
+
+    # ----------------------------------------------------------------- memory
+    def memory_report(self):
+        """Bytes held by parameters, gradients and optimizer state, by category.
+
+        Returns a dict with ``params``, ``grads`` (gradients present now),
+        ``moments``, ``factors``, ``indices``, ``other`` (step counters, seeds,
+        flags), ``state`` (their sum), ``adamw_state`` (the two full-size
+        moments torch's AdamW would keep for the same parameters), and
+        ``state_ratio = state / adamw_state``.
+        """
+        report = dict.fromkeys(("params", "grads", "moments", "factors", "indices", "other"), 0)
+        adamw = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                size = p.numel() * p.element_size()
+                report["params"] += size
+                adamw += 2 * size
+                if p.grad is not None:
+                    report["grads"] += p.grad.numel() * p.grad.element_size()
+                for key, value in self.state.get(p, {}).items():
+                    if not isinstance(value, torch.Tensor):
+                        continue
+                    nbytes = value.numel() * value.element_size()
+                    if key.endswith(_MOMENTS):
+                        report["moments"] += nbytes
+                    elif _BASIS + "factor" in key:
+                        report["factors"] += nbytes
+                    elif _BASIS in key:
+                        report["indices"] += nbytes
+                    else:
+                        report["other"] += nbytes
+        report["state"] = report["moments"] + report["factors"] + report["indices"] + report["other"]
+        report["adamw_state"] = adamw
+        report["state_ratio"] = report["state"] / adamw if adamw else float("nan")
+        return report

@@ -1,0 +1,135 @@
+import math
+
+import pytest
+import torch
+
+from neuralop_mp.optim import TuckerProjector
+from neuralop_mp.optim.tests.helpers import low_rank_tensor, random_tensor
+
+# FNO spectral weight shapes: (in, out, modes...) for 1D, 2D and 3D problems
+FNO_SHAPES = [(8, 6, 10), (8, 6, 6, 4), (6, 5, 4, 4, 3)]
+
+
+def _relative_error(approx, exact):
+    return ((approx - exact).norm() / exact.norm()).item()
+
+
+@pytest.mark.parametrize(
+    "rank, convention, expected",
+    [
+        (0.25, "mode", (8, 8, 4, 2)),  # ceil(0.25 * d)
+        (1.0, "mode", (32, 32, 16, 5)),
+        (0.25, "core", (23, 23, 11, 4)),  # round(0.25 ** (1/4) * d): core ~25% of the entries
+        (3, "mode", (3, 3, 3, 3)),
+        ((4, 5, 6, 7), "mode", (4, 5, 6, 5)),  # clipped to the mode size
+    ],
+)
+def test_mode_ranks_conventions(rank, convention, expected):
+    assert TuckerProjector(rank, rank_convention=convention).mode_ranks((32, 32, 16, 5)) == expected
+
+
+def test_params_convention_is_tensorlys():
+    from tensorly.tucker_tensor import validate_tucker_rank
+
+    shape = (32, 32, 8, 5)
+    ranks = TuckerProjector(0.25, rank_convention="params").mode_ranks(shape)
+    assert ranks == tuple(validate_tucker_rank(shape, rank=0.25))
+    core_and_factors = math.prod(ranks) + sum(r * d for r, d in zip(ranks, shape))
+    assert core_and_factors <= 0.3 * math.prod(shape)
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.5, -2, 0, (3, 0), "half", True])
+def test_bad_rank_is_named(bad):
+    with pytest.raises((ValueError, TypeError), match="rank"):
+        TuckerProjector(bad)
+
+
+def test_default_convention_core_keeps_about_the_fraction_of_entries():
+    shape = (128, 128, 64, 33)  # an FNO_Large2d-like spectral weight
+    ranks = TuckerProjector(0.25).mode_ranks(shape)
+    assert abs(math.prod(ranks) / math.prod(shape) - 0.25) < 0.02
+
+
+def test_bad_convention_lists_allowed():
+    with pytest.raises(ValueError, match=r"rank_convention='tensorly'.*'core', 'mode', 'params'"):
+        TuckerProjector(0.5, rank_convention="tensorly")
+
+
+def test_per_mode_ranks_need_one_per_mode():
+    with pytest.raises(ValueError, match="one rank per mode"):
+        TuckerProjector((2, 2)).mode_ranks((4, 4, 4))
+
+
+@pytest.mark.parametrize("complex_", [True, False])
+def test_reconstruction_error_falls_as_rank_grows(complex_):
+    # a tensor with a decaying multilinear spectrum, not exactly low-rank
+    grad = sum(
+        (0.5**r) * low_rank_tensor((12, 10, 8), (r + 1, r + 1, r + 1), complex_, seed=r)[0] for r in range(8)
+    ).to(torch.complex64 if complex_ else torch.float32)
+    errors = []
+    for rank in (0.1, 0.25, 0.5, 0.75, 1.0):
+        proj = TuckerProjector(rank, rank_convention="mode", n_iter=0)
+        basis = proj.compute_basis(grad)
+        errors.append(_relative_error(proj.project_back(proj.project(grad, basis), basis), grad))
+    assert all(a >= b - 1e-6 for a, b in zip(errors, errors[1:])), errors
+    assert errors[0] > 0.05 and errors[-1] < 1e-6, errors
+
+
+@pytest.mark.parametrize("shape", FNO_SHAPES)
+def test_complex_projection_matches_float64_reference(shape):
+    proj = TuckerProjector(0.5, rank_convention="mode")
+    ranks = proj.mode_ranks(shape)
+    exact, _ = low_rank_tensor(shape, ranks, complex_=True, seed=3)
+    grad = exact.to(torch.complex64)
+    basis = proj.compute_basis(grad)
+    core = proj.project(grad, basis)
+    # an exactly rank-(d/2) tensor is recovered by its projection (needs conjugate transposes)
+    assert _relative_error(proj.project_back(core, basis).to(torch.complex128), exact) < 1e-5
+    # the core equals G x_k U_k^H computed in float64
+    ref = exact
+    for k in range(len(shape)):
+        u = basis[f"factor_{k}"].to(torch.complex128)
+        ref = torch.tensordot(ref, u.conj(), dims=([k], [0])).movedim(-1, k)
+    assert core.shape == ranks
+    assert _relative_error(core.to(torch.complex128), ref) < 1e-5
+    # factors are orthonormal in the complex sense
+    for u in basis.values():
+        eye = torch.eye(u.shape[1], dtype=u.dtype)
+        torch.testing.assert_close(u.conj().T @ u, eye, atol=1e-5, rtol=0)
+
+
+def test_projection_is_orthogonal_for_generic_complex_gradient():
+    grad = random_tensor((9, 7, 6), seed=4).to(torch.complex64)
+    proj = TuckerProjector(0.5, rank_convention="mode")
+    basis = proj.compute_basis(grad)
+    approx = proj.project_back(proj.project(grad, basis), basis)
+    residual = grad - approx
+    # <G - PG, PG> = 0 and projecting twice changes nothing
+    assert abs(torch.vdot(residual.flatten(), approx.flatten())) < 1e-4 * grad.norm() ** 2
+    again = proj.project_back(proj.project(approx, basis), basis)
+    assert _relative_error(again, approx) < 1e-5
+
+
+def test_full_rank_modes_are_not_rotated():
+    proj = TuckerProjector((4, 3, 2))
+    grad = random_tensor((4, 6, 5), seed=5).to(torch.complex64)
+    basis = proj.compute_basis(grad)
+    assert sorted(basis) == ["factor_1", "factor_2"]
+    assert proj.project(grad, basis).shape == (4, 3, 2)
+
+
+def test_warm_start_recovers_subspace_and_aligns_to_previous():
+    exact, factors = low_rank_tensor((10, 8, 6), (3, 3, 2), complex_=True, seed=6)
+    grad = exact.to(torch.complex64)
+    proj = TuckerProjector((3, 3, 2), n_iter=1, warm_start=True)
+    first = proj.compute_basis(grad)
+    # a perturbed gradient: the warm-started refresh stays aligned with the old basis
+    noisy = grad + 1e-3 * random_tensor(grad.shape, seed=7).to(torch.complex64)
+    second = proj.compute_basis(noisy, previous=first)
+    for key in first:
+        overlap = second[key].conj().T @ first[key]
+        torch.testing.assert_close(overlap, torch.eye(overlap.shape[0], dtype=overlap.dtype), atol=1e-2, rtol=0)
+    # and it spans the true subspace
+    for k, u_true in enumerate(factors):
+        u = second[f"factor_{k}"].to(torch.complex128)
+        assert torch.linalg.matrix_norm(u_true - u @ (u.conj().T @ u_true)) < 1e-2
