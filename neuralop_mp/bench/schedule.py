@@ -1,0 +1,159 @@
+"""Benchmark: accuracy and time of full vs mixed vs precision-schedule training on Darcy.
+
+Run ``python -m neuralop_mp.bench.schedule`` (about 3-5 minutes on 2 CPU cores). It
+trains the same FNO, from the same initial weights and with the same data order,
+once per (run, seed) and writes the table to the "schedule" section of
+docs/benchmarks.md.
+
+Runs:
+
+- ``full``: upstream's SpectralConv, float32, no autocast.
+- ``mixed``: constant "mixed" schedule (half-type Fourier contraction + autocast).
+- ``paper``: the paper's schedule, half 25% / mixed 50% / full 25% (tanh where the
+  half type is float16, see :mod:`neuralop_mp.training.schedule`).
+- ``paper+tanh``: the same with tanh forced in the first phase, the paper's exact
+  fp16 recipe, run in the bfloat16 of a CPU.
+
+References
+----------
+.. [1] Tu, R. et al. (2024). "Guaranteed Approximation Bounds for Mixed-Precision
+       Neural Operators". ICLR 2024, arXiv:2307.15034 (Navier-Stokes: schedule
+       H1 0.00515 vs full 0.00536 at equal wall-clock).
+"""
+import argparse
+import contextlib
+import io
+import os
+import statistics
+import sys
+import warnings
+
+import torch
+from neuralop.losses import H1Loss, LpLoss
+
+RUNS = {
+    "full": None,
+    "mixed": "mixed",
+    "paper": "paper",
+    "paper+tanh": "half:0.25/tanh,mixed:0.5,full:0.25",
+}
+METRICS = ("16_l2", "16_h1", "32_l2", "32_h1")
+MODEL = {"model_arch": "fno", "data_channels": 1, "out_channels": 1, "n_modes": [8, 8],
+         "hidden_channels": 16, "n_layers": 3}
+
+
+def train_once(loaders, schedule, seed, n_epochs, lr):
+    """Train one model; returns final metrics, seconds per epoch and the trainer's history."""
+    import neuralop_mp
+    from neuralop_mp.training.trainer import MixedPrecisionTrainer
+
+    train_loader, test_loaders, data_processor = loaders
+    torch.manual_seed(seed)
+    model = neuralop_mp.get_model({"model": dict(MODEL), "opt": {"precision_schedule": schedule}})
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_epochs)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=n_epochs, data_processor=data_processor,
+                                    precision_schedule=schedule)
+    l2, h1 = LpLoss(d=2, reduction="sum"), H1Loss(d=2, reduction="sum")
+    torch.manual_seed(seed + 1000)  # data order: the same for every run of this seed
+    metrics = trainer.train(train_loader, test_loaders, optimizer, scheduler, training_loss=h1,
+                            eval_losses={"l2": l2, "h1": h1})
+    history = trainer.history
+    seconds = sum(h["epoch_time"] for h in history) / len(history)
+    return {k: float(metrics[k]) for k in METRICS}, seconds, history
+
+
+def summarize(name, schedule, results):
+    """One table row: mean (and spread) over seeds."""
+    def mean(key):
+        return statistics.fmean(r[key] for r in results)
+
+    row = {"run": name, "schedule": schedule or "(upstream SpectralConv)"}
+    for key in METRICS:
+        values = [r[key] for r in results]
+        spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+        row[key] = f"{statistics.fmean(values):.4f}{spread}"
+    row["s/epoch"] = f"{mean('seconds'):.2f}"
+    row["skipped"] = sum(r["skipped"] for r in results)
+    row["saved MB (phase 1)"] = f"{mean('saved_bytes') / 2**20:.2f}"
+    row["phases"] = results[0]["phases"]
+    return row
+
+
+def phases_text(history):
+    """``half x2, mixed x4, full x2`` from a history."""
+    parts, last, count = [], None, 0
+    for h in history + [{"precision": None}]:
+        if h["precision"] != last and last is not None:
+            parts.append(f"{last} x{count}")
+            count = 0
+        last, count = h["precision"], count + 1
+    return ", ".join(parts)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--n-train", type=int, default=500)
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's choice); 1 is faster on a busy machine")
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/ alone")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import neuralop_mp
+    from neuralop_mp.bench.report import header, markdown_table, update_section
+
+    warnings.filterwarnings("ignore", category=UserWarning)  # upstream's unused-kwargs chatter
+    with contextlib.redirect_stdout(io.StringIO()):
+        loaders = neuralop_mp.data.load_darcy(n_train=args.n_train, n_tests=(200, 200), batch_size=16,
+                                              test_batch_sizes=(50, 50), train_resolution=16,
+                                              test_resolutions=(16, 32), progress=False)
+    rows, means = [], {}
+    for name in args.runs:
+        results = []
+        for seed in args.seeds:
+            metrics, seconds, history = train_once(loaders, RUNS[name], seed, args.epochs, args.lr)
+            metrics.update(seconds=seconds, skipped=sum(h["skipped_steps"] for h in history),
+                           saved_bytes=history[0]["saved_bytes"] or 0, phases=phases_text(history))
+            results.append(metrics)
+            print(f"{name:>10} seed {seed}: " + ", ".join(f"{k}={metrics[k]:.4f}" for k in METRICS)
+                  + f", {seconds:.2f} s/epoch", file=sys.stderr, flush=True)
+        rows.append(summarize(name, RUNS[name], results))
+        means[name] = {k: statistics.fmean(r[k] for r in results) for k in ("16_l2", "16_h1", "seconds")}
+    if "full" in means:  # relative to full precision, so the table reads at a glance
+        for row in rows:
+            m, ref = means[row["run"]], means["full"]
+            row["L2/H1 vs full"] = (f"{100 * (m['16_l2'] / ref['16_l2'] - 1):+.1f}% / "
+                                   f"{100 * (m['16_h1'] / ref['16_h1'] - 1):+.1f}%")
+            row["time vs full"] = f"{m['seconds'] / ref['seconds']:.2f}x"
+
+    columns = ["run", "schedule", *METRICS, "L2/H1 vs full", "s/epoch", "time vs full", "skipped",
+               "saved MB (phase 1)", "phases"]
+    table = markdown_table(rows, columns)
+    shown = sys.argv[1:] if argv is None else argv
+    command = "python -m neuralop_mp.bench.schedule" + (" " + " ".join(shown) if shown else "")
+    body = (header("Precision schedule: full vs mixed vs schedule (Darcy)", command)
+            + f"\nFNO {MODEL['n_layers']} layers, {MODEL['hidden_channels']} channels, "
+            f"{MODEL['n_modes'][0]}x{MODEL['n_modes'][1]} modes; built-in Darcy, train {args.n_train} samples "
+            f"at 16x16, test 200 at 16x16 and 32x32 (zero-shot 2x); AdamW lr {args.lr}, cosine, "
+            f"{args.epochs} epochs, H1 training loss, batch 16; seeds {args.seeds} (mean ± std). Same "
+            "initial weights and data order for every run of a seed. Half type: bfloat16 (CPU default); "
+            "on CPU \"half\" runs as \"mixed\" (torch.fft has no CPU half). s/epoch is training time only; "
+            "saved MB = bytes autograd saved for backward on the first batch of the first phase. "
+            f"{torch.get_num_threads()} torch thread(s); load average when the run ended: "
+            f"{os.getloadavg()[0]:.1f} (times are only comparable "
+            "within one run).\n\n"
+            + table + "\n")
+    print(table)
+    if not args.no_write:
+        print(f"wrote {update_section('schedule', body)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

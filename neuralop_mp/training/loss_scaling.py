@@ -1,0 +1,191 @@
+"""Dynamic loss scaling that handles complex gradients, plus a non-finite step guard.
+
+Why not ``torch.amp.GradScaler``: its unscale kernel
+(``_amp_foreach_non_finite_check_and_unscale_``) is not implemented for complex
+dtypes (PyTorch issue 58228; still true for the CPU kernel of torch 2.13, see
+``tests/test_loss_scaling.py::test_torch_gradscaler_rejects_complex_grads``), and
+the spectral weights of an FNO are complex. Here every gradient is unscaled and
+checked through ``torch.view_as_real``, which sees both the real and the imaginary
+part, so an inf hiding in an imaginary part is found too.
+
+The finiteness check runs even when scaling is disabled (bfloat16 and float32
+need no scaling: bf16 has float32's exponent range): a non-finite gradient never
+reaches the weights in any precision.
+
+References
+----------
+.. [1] Micikevicius, P. et al. (2018). "Mixed Precision Training". ICLR 2018,
+       arXiv:1710.03740 (dynamic loss scaling).
+.. [2] PyTorch issue 58228, "GradScaler: unscale not implemented for ComplexFloat".
+"""
+import torch
+
+_STATE_KEYS = (
+    "scale", "growth_factor", "backoff_factor", "growth_interval", "growth_tracker",
+    "enabled", "skipped_steps", "consecutive_skips", "total_steps",
+)
+
+
+def _real_view(tensor):
+    """A real view of ``tensor`` (a complex tensor is viewed as (..., 2) real pairs)."""
+    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
+
+
+class ComplexGradScaler:
+    """Dynamic loss scaler for real and complex parameters, with step skipping.
+
+    Usage mirrors ``torch.amp.GradScaler``::
+
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)      # optional, e.g. before gradient clipping
+        stepped = scaler.step(optimizer)
+        scaler.update()
+
+    Parameters
+    ----------
+    init_scale : float, default 2.0**16
+        Initial loss scale.
+    growth_factor : float, default 2.0
+        Factor applied to the scale after ``growth_interval`` consecutive finite steps.
+    backoff_factor : float, default 0.5
+        Factor applied to the scale after a step with non-finite gradients.
+    growth_interval : int, default 2000
+        Number of consecutive finite steps before the scale grows.
+    enabled : bool, default True
+        Scale the loss. When False the scale stays 1 and never changes, but
+        :meth:`step` still skips steps whose gradients are not finite.
+
+    Attributes
+    ----------
+    skipped_steps : int
+        Steps skipped since construction (or the loaded state).
+    consecutive_skips : int
+        Steps skipped in a row; reset by a finite step.
+    last_step_skipped : bool
+        Whether the most recent step was skipped.
+    """
+
+    def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5,
+                 growth_interval=2000, enabled=True):
+        if not init_scale > 0:
+            raise ValueError(f"Invalid init_scale={init_scale!r}; it must be > 0.")
+        if not growth_factor > 1.0:
+            raise ValueError(f"Invalid growth_factor={growth_factor!r}; it must be > 1.")
+        if not 0.0 < backoff_factor < 1.0:
+            raise ValueError(f"Invalid backoff_factor={backoff_factor!r}; it must be in (0, 1).")
+        if int(growth_interval) != growth_interval or growth_interval < 1:
+            raise ValueError(f"Invalid growth_interval={growth_interval!r}; it must be an integer >= 1.")
+        self.enabled = bool(enabled)
+        self.scale_value = float(init_scale) if self.enabled else 1.0
+        self.growth_factor = float(growth_factor)
+        self.backoff_factor = float(backoff_factor)
+        self.growth_interval = int(growth_interval)
+        self.growth_tracker = 0
+        self.skipped_steps = 0
+        self.consecutive_skips = 0
+        self.total_steps = 0
+        self.last_step_skipped = False
+        self._found_inf = None  # per-step: None until the gradients were checked
+
+    # ------------------------------------------------------------------ per step
+    def get_scale(self):
+        """The current loss scale (1.0 when disabled)."""
+        return self.scale_value if self.enabled else 1.0
+
+    def scale(self, loss):
+        """Multiply ``loss`` by the current scale (no-op when disabled)."""
+        return loss * self.scale_value if self.enabled else loss
+
+    @staticmethod
+    def _grads(optimizer):
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    if param.grad.is_sparse:
+                        raise NotImplementedError("ComplexGradScaler does not handle sparse gradients.")
+                    yield param.grad
+
+    def unscale_(self, optimizer):
+        """Divide the gradients of ``optimizer``'s parameters by the scale, in place,
+        and record whether any of them (real or imaginary part) is inf or NaN.
+
+        Returns
+        -------
+        bool
+            True when a non-finite gradient was found.
+        """
+        if self._found_inf is not None:
+            raise RuntimeError("unscale_() was already called for this step; call update() first.")
+        inverse = 1.0 / self.scale_value if self.enabled else None
+        finite_by_device = {}
+        for grad in self._grads(optimizer):
+            real = _real_view(grad)
+            if inverse is not None:
+                real.mul_(inverse)
+            # flags stay on the device; read back once per device below (one sync per step)
+            finite_by_device.setdefault(real.device, []).append(torch.isfinite(real).all())
+        self._found_inf = any(not bool(torch.stack(flags).all()) for flags in finite_by_device.values())
+        return self._found_inf
+
+    def skip_step(self):
+        """Mark the current step as non-finite without looking at gradients
+        (e.g. when the loss itself is not finite and backward was not run)."""
+        self._found_inf = True
+
+    def step(self, optimizer, *args, **kwargs):
+        """Unscale (if not done yet), then run ``optimizer.step`` unless a gradient is
+        non-finite. Returns True if the optimizer stepped, False if the step was skipped."""
+        if self._found_inf is None:
+            self.unscale_(optimizer)
+        self.total_steps += 1
+        if self._found_inf:
+            self.skipped_steps += 1
+            self.consecutive_skips += 1
+            self.last_step_skipped = True
+            return False
+        optimizer.step(*args, **kwargs)
+        self.consecutive_skips = 0
+        self.last_step_skipped = False
+        return True
+
+    def update(self):
+        """Adjust the scale after a step: back off on a skipped step, grow after
+        ``growth_interval`` finite steps in a row. Clears the per-step state."""
+        found_inf = bool(self._found_inf)
+        self._found_inf = None
+        if not self.enabled:
+            return
+        if found_inf:
+            self.scale_value *= self.backoff_factor
+            self.growth_tracker = 0
+        else:
+            self.growth_tracker += 1
+            if self.growth_tracker == self.growth_interval:
+                self.scale_value *= self.growth_factor
+                self.growth_tracker = 0
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self):
+        """Plain numbers only, loadable with ``torch.load(weights_only=True)``."""
+        state = {key: getattr(self, key) for key in _STATE_KEYS if key != "scale"}
+        state["scale"] = self.scale_value
+        return state
+
+    def load_state_dict(self, state):
+        missing = [key for key in _STATE_KEYS if key not in state]
+        if missing:
+            raise KeyError(f"ComplexGradScaler state is missing {missing}.")
+        self.scale_value = float(state["scale"])
+        self.growth_factor = float(state["growth_factor"])
+        self.backoff_factor = float(state["backoff_factor"])
+        self.growth_interval = int(state["growth_interval"])
+        self.growth_tracker = int(state["growth_tracker"])
+        self.enabled = bool(state["enabled"])
+        self.skipped_steps = int(state["skipped_steps"])
+        self.consecutive_skips = int(state["consecutive_skips"])
+        self.total_steps = int(state["total_steps"])
+        self._found_inf = None
+
+    def __repr__(self):
+        return (f"ComplexGradScaler(scale={self.get_scale():g}, enabled={self.enabled}, "
+                f"skipped_steps={self.skipped_steps})")

@@ -1,0 +1,387 @@
+"""Precision schedules: which precision each training epoch runs in.
+
+A schedule is an ordered list of :class:`PrecisionPhase`. Each phase names a
+spectral-layer precision mode, whether the rest of the network runs under
+``torch.autocast``, the stabilizer applied before every forward FFT, and how long
+it lasts: either a share of the run (``half:0.25``) or the epoch at which it ends
+(``half@10``). All phases of one schedule use the same kind of length.
+
+String syntax (:meth:`PrecisionSchedule.parse`)
+-----------------------------------------------
+Phases are separated by commas; each phase is ``MODE[:SHARE | @END][/OPTION...]``.
+
+- ``MODE`` is one of ``full``, ``mixed``, ``half``.
+- ``:SHARE`` is the fraction of the epochs (shares must sum to 1 within 1e-6); the
+  last phase may omit it and takes what is left.
+- ``@END`` is the epoch (0-based, exclusive) at which the phase ends; the last
+  phase may omit it and runs to the end of training.
+- ``/OPTION`` overrides a default: ``/tanh``, ``/notanh`` or ``/autotanh`` (stabilizer),
+  ``/autocast`` or ``/noautocast``.
+
+Defaults follow the paper [1]_: a "half" phase uses autocast and the tanh
+stabilizer, a "mixed" phase autocast without tanh, a "full" phase neither. So
+``"half:0.25,mixed:0.5,full:0.25"`` is the paper's schedule (preset ``"paper"``),
+``"mixed"`` alone is a constant schedule, and ``"half@10/notanh,full"`` runs
+epochs 0-9 in half precision without tanh and the rest in full precision.
+
+The stabilizer default of a "half" phase is ``"auto"``: tanh when the half type
+is float16 (the paper's setting: fp16 overflows at 65504 inside FFTs), none with
+bfloat16, which has float32's exponent range and cannot overflow there. Forcing
+tanh with bf16 only costs accuracy: on the built-in Darcy data (CPU, bf16, 10
+epochs) ``half:0.25/tanh,...`` ended at 0.117 test L2 against 0.075 without tanh
+and 0.075 in full precision (``docs/training.md``). Write ``/tanh`` to force it.
+
+Rounding rule (share schedules)
+-------------------------------
+With ``n_epochs`` epochs and cumulative shares ``c_1 < c_2 < ... < c_K = 1``,
+phase ``k`` ends at epoch ``floor(c_k * n_epochs)`` (exclusive). Rounding down
+hands fractional epochs to the later, more precise phase, and guarantees the last
+phase at least one epoch, so the final model is always trained (and evaluated) in
+the last phase's precision. With fewer epochs than phases, the phases whose range
+rounds to nothing are skipped: the paper schedule on 2 epochs runs "mixed" then
+"full"; on 1 epoch only "full".
+
+References
+----------
+.. [1] Tu, R., White, C., Kossaifi, J., Bonev, B., Pekhimenko, G.,
+       Azizzadenesheli, K., and Anandkumar, A. (2024). "Guaranteed Approximation
+       Bounds for Mixed-Precision Neural Operators". ICLR 2024, arXiv:2307.15034.
+"""
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..precision import PRECISION_MODES, STABILIZERS, check_choice
+
+SHARE_TOLERANCE = 1e-6
+STABILIZER_CHOICES = STABILIZERS + ("auto",)
+_OPTIONS = {
+    "tanh": ("stabilizer", "tanh"),
+    "autotanh": ("stabilizer", "auto"),
+    "notanh": ("stabilizer", None),
+    "autocast": ("autocast", True),
+    "noautocast": ("autocast", False),
+}
+
+
+class _ModeDefault:
+    """Sentinel: "use the mode's default" (shown as such in signatures and help())."""
+
+    def __repr__(self):
+        return "<mode default>"
+
+
+_UNSET = _ModeDefault()
+
+
+def _default_stabilizer(mode):
+    return "auto" if mode == "half" else None
+
+
+@dataclass(frozen=True)
+class PrecisionPhase:
+    """One phase of a precision schedule.
+
+    Parameters
+    ----------
+    mode : {"full", "mixed", "half"}
+        ``fno_block_precision`` of the mixed-precision spectral layers.
+    share : float, optional
+        Fraction of the training epochs, in (0, 1]. Exclusive with ``end_epoch``.
+    end_epoch : int, optional
+        Epoch (0-based, exclusive) at which the phase ends. Exclusive with ``share``.
+        ``None`` on the last phase of an epoch schedule: runs to the end.
+    autocast : bool, optional
+        Run the network (outside the spectral layers' own casts) under
+        ``torch.autocast``. Default: ``mode != "full"``.
+    stabilizer : {None, "tanh", "auto"}, optional
+        Pre-activation before every forward FFT. Default: "auto" for "half"
+        (tanh with float16, whose FFT inputs overflow otherwise; none with
+        bfloat16), None for the other modes. See :meth:`stabilizer_for`.
+    """
+
+    mode: str
+    share: float = None
+    end_epoch: int = None
+    autocast: bool = None
+    stabilizer: object = field(default=_UNSET)
+
+    def __post_init__(self):
+        check_choice("precision phase mode", self.mode, PRECISION_MODES)
+        if self.share is not None and self.end_epoch is not None:
+            raise ValueError(
+                f"A precision phase has either a share or an end_epoch, not both "
+                f"(got share={self.share!r}, end_epoch={self.end_epoch!r})."
+            )
+        if self.share is not None:
+            if isinstance(self.share, bool) or not isinstance(self.share, (int, float)):
+                raise TypeError(f"Invalid phase share={self.share!r}; expected a number in (0, 1].")
+            if not 0.0 < float(self.share) <= 1.0:
+                raise ValueError(f"Invalid phase share={self.share!r}; a share must be in (0, 1].")
+            object.__setattr__(self, "share", float(self.share))
+        if self.end_epoch is not None:
+            if isinstance(self.end_epoch, bool) or int(self.end_epoch) != self.end_epoch:
+                raise TypeError(f"Invalid phase end_epoch={self.end_epoch!r}; expected an integer.")
+            if self.end_epoch < 1:
+                raise ValueError(f"Invalid phase end_epoch={self.end_epoch!r}; it must be >= 1.")
+            object.__setattr__(self, "end_epoch", int(self.end_epoch))
+        autocast = self.mode != "full" if self.autocast is None else self.autocast
+        if not isinstance(autocast, bool):
+            raise TypeError(f"Invalid phase autocast={autocast!r}; expected True or False.")
+        object.__setattr__(self, "autocast", autocast)
+        stabilizer = _default_stabilizer(self.mode) if self.stabilizer is _UNSET else self.stabilizer
+        if isinstance(stabilizer, str) and stabilizer.strip().lower() in ("none", "null", ""):
+            stabilizer = None
+        check_choice("precision phase stabilizer", stabilizer, STABILIZER_CHOICES)
+        object.__setattr__(self, "stabilizer", stabilizer)
+
+    def stabilizer_for(self, half_dtype):
+        """The stabilizer this phase applies when the half type is ``half_dtype``
+        (a torch dtype): "auto" is "tanh" for float16 and None otherwise."""
+        if self.stabilizer == "auto":
+            return "tanh" if half_dtype == torch.float16 else None
+        return self.stabilizer
+
+    @property
+    def is_full(self):
+        """True when the phase changes nothing: full precision, no autocast, no stabilizer."""
+        return self.mode == "full" and not self.autocast and self.stabilizer is None
+
+    def __str__(self):
+        text = self.mode
+        if self.share is not None:
+            text += f":{self.share:.12g}"
+        elif self.end_epoch is not None:
+            text += f"@{self.end_epoch}"
+        if self.stabilizer != _default_stabilizer(self.mode):
+            text += {"tanh": "/tanh", None: "/notanh", "auto": "/autotanh"}[self.stabilizer]
+        if self.autocast != (self.mode != "full"):
+            text += "/autocast" if self.autocast else "/noautocast"
+        return text
+
+
+def _parse_phase(text, position):
+    """Parse one ``MODE[:SHARE|@END][/OPTION...]`` item of a schedule string."""
+    head, *options = [part.strip() for part in text.strip().split("/")]
+    kwargs = {}
+    if ":" in head:
+        mode, amount = (s.strip() for s in head.split(":", 1))
+        try:
+            kwargs["share"] = float(amount)
+        except ValueError:
+            raise ValueError(
+                f"Invalid share {amount!r} in precision phase {position} ({text.strip()!r}); "
+                "expected a number such as 'half:0.25'."
+            ) from None
+    elif "@" in head:
+        mode, amount = (s.strip() for s in head.split("@", 1))
+        if not amount.isdigit():
+            raise ValueError(
+                f"Invalid end epoch {amount!r} in precision phase {position} ({text.strip()!r}); "
+                "expected an integer such as 'half@10'."
+            )
+        kwargs["end_epoch"] = int(amount)
+    else:
+        mode = head
+    check_choice(f"precision phase {position} mode", mode.lower(), PRECISION_MODES)
+    for option in options:
+        key = check_choice(f"precision phase {position} option", option.lower(), tuple(_OPTIONS))
+        name, value = _OPTIONS[key]
+        kwargs[name] = value
+    return PrecisionPhase(mode.lower(), **kwargs)
+
+
+def _as_phase(item, position):
+    """Coerce a list item of a config (str, dict, tuple, PrecisionPhase) into a phase."""
+    if isinstance(item, PrecisionPhase):
+        return item
+    if isinstance(item, str):
+        return _parse_phase(item, position)
+    if isinstance(item, dict) or hasattr(item, "to_dict"):
+        return PrecisionPhase(**(item.to_dict() if hasattr(item, "to_dict") else dict(item)))
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        mode, share = item
+        return PrecisionPhase(mode, share=share)
+    raise TypeError(
+        f"Invalid precision phase {position}: {item!r}; expected a string like 'half:0.25', "
+        "a dict of PrecisionPhase fields, a (mode, share) pair or a PrecisionPhase."
+    )
+
+
+class PrecisionSchedule:
+    """An ordered, validated list of precision phases over a training run.
+
+    Parameters
+    ----------
+    phases : sequence of PrecisionPhase
+        At least one. Either every phase has a ``share`` (shares sum to 1 within
+        1e-6; the last may be None and takes what is left) or every phase but
+        possibly the last has an ``end_epoch`` (strictly increasing). A single
+        phase with neither is a constant schedule.
+
+    Examples
+    --------
+    >>> schedule = PrecisionSchedule.parse("half:0.25,mixed:0.5,full:0.25")
+    >>> [schedule.phase_for_epoch(e, 8).mode for e in range(8)]
+    ['half', 'half', 'mixed', 'mixed', 'mixed', 'mixed', 'full', 'full']
+    """
+
+    PRESETS = {"paper": "half:0.25,mixed:0.5,full:0.25"}
+
+    def __init__(self, phases):
+        phases = [_as_phase(p, i + 1) for i, p in enumerate(phases)]
+        if not phases:
+            raise ValueError("A precision schedule needs at least one phase, e.g. 'mixed' or 'half:0.25,full:0.75'.")
+        self.phases = tuple(self._validated(phases))
+
+    @staticmethod
+    def _validated(phases):
+        body, last = phases[:-1], phases[-1]
+        if len(phases) == 1 and last.share is None and last.end_epoch is None:
+            return phases
+        if any(p.share is not None for p in phases):
+            if any(p.share is None for p in body) or last.end_epoch is not None:
+                raise ValueError(
+                    f"Mixed phase lengths in schedule {','.join(map(str, phases))!r}: give every "
+                    "phase a share (the last may omit it), or every phase an end epoch."
+                )
+            total = sum(p.share for p in body)
+            if last.share is None:
+                if total >= 1.0 - SHARE_TOLERANCE:
+                    raise ValueError(
+                        f"Phase shares {[p.share for p in body]} already sum to {total:.6g}; "
+                        f"nothing is left for the last phase {last.mode!r}."
+                    )
+                phases[-1] = PrecisionPhase(last.mode, share=1.0 - total, autocast=last.autocast,
+                                            stabilizer=last.stabilizer)
+            else:
+                total += last.share
+                if abs(total - 1.0) > SHARE_TOLERANCE:
+                    raise ValueError(
+                        f"Phase shares {[p.share for p in phases]} sum to {total:.6g}; they must "
+                        f"sum to 1 (within {SHARE_TOLERANCE:g})."
+                    )
+            return phases
+        if any(p.end_epoch is None for p in body):
+            raise ValueError(
+                f"Phase {body.index(next(p for p in body if p.end_epoch is None)) + 1} of schedule "
+                f"{','.join(map(str, phases))!r} has no length; only the last phase may omit it."
+            )
+        ends = [p.end_epoch for p in phases if p.end_epoch is not None]
+        if any(b <= a for a, b in zip(ends, ends[1:])):
+            raise ValueError(f"Phase end epochs {ends} must be strictly increasing.")
+        return phases
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def parse(cls, text):
+        """Build a schedule from its string form (see the module docstring) or a preset name."""
+        if not isinstance(text, str):
+            raise TypeError(f"PrecisionSchedule.parse expects a string, got {type(text).__name__}.")
+        text = cls.PRESETS.get(text.strip().lower(), text)
+        items = [item for item in text.split(",")]
+        if not text.strip() or any(not item.strip() for item in items):
+            raise ValueError(
+                f"Invalid precision schedule {text!r}: empty phase. Expected e.g. "
+                f"'half:0.25,mixed:0.5,full:0.25' or a preset: {', '.join(cls.PRESETS)}."
+            )
+        return cls([_parse_phase(item, i + 1) for i, item in enumerate(items)])
+
+    @classmethod
+    def from_config(cls, value):
+        """Build a schedule from a config value; None or "" mean no schedule (returns None).
+
+        Accepts a :class:`PrecisionSchedule`, a string (:meth:`parse`), or a list of
+        phase strings / dicts / ``(mode, share)`` pairs / :class:`PrecisionPhase`.
+        """
+        if value is None or isinstance(value, PrecisionSchedule):
+            return value
+        if isinstance(value, str):
+            if value.strip().lower() in ("", "none", "null"):
+                return None
+            return cls.parse(value)
+        if isinstance(value, (list, tuple)):
+            return cls(list(value))
+        raise TypeError(
+            f"Invalid opt.precision_schedule={value!r}; expected None, a string like "
+            "'half:0.25,mixed:0.5,full:0.25', a list of phases or a PrecisionSchedule."
+        )
+
+    @classmethod
+    def constant(cls, mode, **phase_kwargs):
+        """A one-phase schedule: the whole run in ``mode`` (with that mode's defaults)."""
+        return cls([PrecisionPhase(mode, **phase_kwargs)])
+
+    @classmethod
+    def paper(cls):
+        """The paper's schedule: half+tanh+autocast 25%, mixed+autocast 50%, full 25%."""
+        return cls.parse("paper")
+
+    # ------------------------------------------------------------------ queries
+    def boundaries(self, n_epochs):
+        """``[(start, end), ...]`` epoch ranges of each phase for a run of ``n_epochs``.
+
+        Empty ranges (``start == end``) are phases skipped in a run this short. The
+        last range always ends at ``n_epochs``.
+        """
+        n_epochs = int(n_epochs)
+        if n_epochs < 1:
+            raise ValueError(f"Invalid n_epochs={n_epochs}; a schedule needs at least one epoch.")
+        ends, cumulative = [], 0.0
+        for phase in self.phases[:-1]:
+            if phase.share is not None:
+                cumulative += phase.share
+                # tiny slack: 0.3 * 10 is 2.9999999999999996 in floating point
+                end = math.floor(cumulative * n_epochs + 1e-9)
+                end = min(end, n_epochs - 1)  # the last phase always gets an epoch
+            else:
+                end = min(phase.end_epoch, n_epochs)
+            ends.append(max(end, ends[-1] if ends else 0))
+        ends.append(n_epochs)
+        starts = [0] + ends[:-1]
+        return list(zip(starts, ends))
+
+    def index_for_epoch(self, epoch, n_epochs):
+        """Index of the phase that epoch ``epoch`` (0-based) of ``n_epochs`` runs in."""
+        if not 0 <= epoch < n_epochs:
+            raise ValueError(f"Invalid epoch={epoch}; expected 0 <= epoch < n_epochs={n_epochs}.")
+        for index, (start, end) in enumerate(self.boundaries(n_epochs)):
+            if start <= epoch < end:
+                return index
+        raise AssertionError("unreachable: the last phase ends at n_epochs")
+
+    def phase_for_epoch(self, epoch, n_epochs):
+        """The :class:`PrecisionPhase` of epoch ``epoch`` (0-based) in a run of ``n_epochs``."""
+        return self.phases[self.index_for_epoch(epoch, n_epochs)]
+
+    @property
+    def is_full(self):
+        """True when every phase is plain full precision (the schedule changes nothing)."""
+        return all(p.is_full for p in self.phases)
+
+    @property
+    def uses_half(self):
+        """True when some phase runs a half type (half/mixed layers or autocast)."""
+        return any(p.mode != "full" or p.autocast for p in self.phases)
+
+    def __iter__(self):
+        return iter(self.phases)
+
+    def __len__(self):
+        return len(self.phases)
+
+    def __getitem__(self, index):
+        return self.phases[index]
+
+    def __eq__(self, other):
+        return isinstance(other, PrecisionSchedule) and self.phases == other.phases
+
+    def __hash__(self):
+        return hash(self.phases)
+
+    def __str__(self):
+        return ",".join(str(p) for p in self.phases)
+
+    def __repr__(self):
+        return f"PrecisionSchedule.parse({str(self)!r})"

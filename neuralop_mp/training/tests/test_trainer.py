@@ -1,0 +1,235 @@
+"""MixedPrecisionTrainer: phase switching, autocast, guarded steps, upstream equivalence."""
+import pytest
+import torch
+from neuralop.training import Trainer
+
+import neuralop_mp.training.trainer as trainer_module
+from neuralop_mp.training.loss_scaling import ComplexGradScaler
+from neuralop_mp.training.trainer import MixedPrecisionTrainer
+
+from .tiny import (assert_same, loss, optimizer_and_scheduler, snapshot, spectral_weights, tiny_data,
+                   tiny_fno)
+
+
+class RecordingTrainer(MixedPrecisionTrainer):
+    """Records, at every epoch start, what the layers and autocast really are."""
+
+    def on_epoch_start(self, epoch):
+        super().on_epoch_start(epoch)
+        from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
+
+        layers = [m for m in self.model.modules() if isinstance(m, MixedPrecisionSpectralConv)]
+        self.seen.append((epoch, {l.fno_block_precision for l in layers}, self.model.fno_blocks.stabilizer))
+
+
+def autocast_probe(model, record):
+    """Forward pre-hook that records whether autocast is on during the forward pass."""
+    return model.register_forward_pre_hook(lambda *_: record.append(torch.is_autocast_enabled("cpu")))
+
+
+@pytest.mark.parametrize("n_epochs, half_dtype", [(1, "auto"), (2, "float16"), (3, "auto"), (4, "float16"),
+                                                  (6, "bfloat16")])
+def test_layers_switch_at_the_schedules_boundaries(n_epochs, half_dtype, monkeypatch):
+    calls = []
+    real_set_precision = trainer_module.set_precision
+    monkeypatch.setattr(trainer_module, "set_precision",
+                        lambda model, mode, **kw: calls.append((mode, kw)) or real_set_precision(model, mode, **kw))
+    model = tiny_fno()
+    train, test = tiny_data(n=8, batch_size=8)
+    trainer = RecordingTrainer(model=model, n_epochs=n_epochs, precision_schedule="paper", half_dtype=half_dtype)
+    trainer.seen = []
+    autocast_seen = []
+    autocast_probe(model, autocast_seen)
+    trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
+
+    schedule = trainer.precision_schedule
+    expected = [schedule.phase_for_epoch(e, n_epochs) for e in range(n_epochs)]
+    assert [mode for mode, _ in calls] == [p.mode for p in expected]
+    dtype = torch.float16 if half_dtype == "float16" else torch.bfloat16
+    stabilizers = [p.stabilizer_for(dtype) for p in expected]
+    if n_epochs >= 4:  # the half phase is reached: tanh exactly when fp16
+        assert stabilizers[0] == ("tanh" if half_dtype == "float16" else None)
+    assert all(kw == {"half_dtype": half_dtype, "stabilizer": s} for (_, kw), s in zip(calls, stabilizers))
+    assert trainer.seen == [(e, {p.mode}, s) for e, (p, s) in enumerate(zip(expected, stabilizers))]
+    assert [h["stabilizer"] for h in trainer.history] == stabilizers
+    # one training and one evaluation forward (1 batch each + 2 test batches) per epoch
+    train_autocast = autocast_seen[::3]
+    assert train_autocast == [p.autocast for p in expected]
+    assert [h["precision"] for h in trainer.history] == [p.mode for p in expected]
+    assert [h["phase"] for h in trainer.history] == [schedule.index_for_epoch(e, n_epochs) for e in range(n_epochs)]
+
+
+def test_history_has_the_agreed_keys_and_saved_bytes_shrink_in_half_phases():
+    model = tiny_fno()
+    train, test = tiny_data()
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=4, precision_schedule="mixed:0.5,full:0.5")
+    trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
+    keys = {"epoch", "phase", "precision", "autocast", "stabilizer", "half_dtype", "train_loss", "train_err",
+            "lr", "skipped_steps", "loss_scale", "epoch_time", "saved_bytes", "8_l2"}
+    assert all(keys <= set(h) for h in trainer.history)
+    assert [h["epoch"] for h in trainer.history] == [0, 1, 2, 3]
+    assert [h["lr"] for h in trainer.history] == [1e-2, 5e-3, 5e-3, 2.5e-3]  # StepLR(2, 0.5) after each epoch
+    assert all(h["half_dtype"] == "bfloat16" and h["loss_scale"] == 1.0 for h in trainer.history)
+    assert not trainer.scaler.enabled  # bf16 on CPU: no scaling
+    mixed, full = trainer.history[0]["saved_bytes"], trainer.history[-1]["saved_bytes"]
+    assert 0 < mixed < full
+
+
+def test_constant_full_schedule_and_no_schedule_match_upstream_bit_for_bit():
+    results = []
+    for make in (
+        lambda m: Trainer(model=m, n_epochs=3),
+        lambda m: MixedPrecisionTrainer(model=m, n_epochs=3),
+        lambda m: MixedPrecisionTrainer(model=m, n_epochs=3, precision_schedule="full"),
+    ):
+        model = tiny_fno(mixed_precision_layer=False)
+        train, test = tiny_data()
+        torch.manual_seed(1)  # same shuffling for each run
+        make(model).train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
+        results.append(model.state_dict())
+    for other in results[1:]:
+        assert all(torch.equal(results[0][k], other[k]) for k in results[0] if torch.is_tensor(results[0][k]))
+
+
+def test_mixed_precision_flag_without_schedule_autocasts_with_a_scaler():
+    model = tiny_fno(mixed_precision_layer=False)  # an upstream model: layers untouched
+    train, test = tiny_data(n=8, batch_size=8)
+    seen = []
+    autocast_probe(model, seen)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=2, mixed_precision=True, half_dtype="float16")
+    assert trainer.scaler.enabled  # upstream's mixed_precision=True has no scaler at all
+    trainer.scaler = ComplexGradScaler(init_scale=2.0**8)
+    trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
+    assert all(seen) and len(seen) == 6  # training and evaluation forwards under autocast
+    assert [(h["precision"], h["autocast"], h["half_dtype"]) for h in trainer.history] == [("full", True, "float16")] * 2
+    assert all(h["train_loss"] == h["train_loss"] for h in trainer.history)
+
+
+def test_schedule_needs_mixed_precision_layers():
+    plain = tiny_fno(mixed_precision_layer=False)
+    with pytest.raises(ValueError, match=r"switches the spectral layers to \['half', 'mixed'\].*"
+                                         r"no MixedPrecisionSpectralConv layer.*neuralop_mp.get_model"):
+        MixedPrecisionTrainer(model=plain, n_epochs=4, precision_schedule="paper")
+    # full-precision phases (autocast only) are fine on an upstream model
+    MixedPrecisionTrainer(model=plain, n_epochs=4, precision_schedule="full/autocast")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"half_dtype": "fp16"}, r"Invalid half_dtype='fp16'; allowed values: 'auto', 'float16', 'bfloat16'"),
+    ({"loss_scaling": "static"}, r"Invalid loss_scaling='static'; allowed values: 'auto', 'dynamic', 'none'"),
+    ({"max_consecutive_skips": 0}, r"max_consecutive_skips=0"),
+    ({"precision_schedule": "half:0.5,full:0.6"}, r"sum to 1.1"),
+])
+def test_invalid_trainer_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MixedPrecisionTrainer(model=tiny_fno(), n_epochs=2, **kwargs)
+
+
+@pytest.mark.parametrize("half_dtype, loss_scaling, schedule, enabled", [
+    ("float16", "auto", "mixed", True),
+    ("bfloat16", "auto", "mixed", False),
+    ("auto", "auto", "mixed", False),       # auto = bfloat16 on CPU
+    ("float16", "auto", "full", False),     # never computes in fp16
+    ("float16", "none", "mixed", False),
+    ("bfloat16", "dynamic", "mixed", True),
+    ("float16", True, "mixed", True),
+])
+def test_loss_scaling_only_where_float16_is_used(half_dtype, loss_scaling, schedule, enabled):
+    trainer = MixedPrecisionTrainer(model=tiny_fno(), n_epochs=2, half_dtype=half_dtype,
+                                    loss_scaling=loss_scaling, precision_schedule=schedule)
+    assert trainer.scaler.enabled is enabled
+
+
+def inject_on_steps(param, steps, value):
+    """Gradient hook writing ``value`` into one entry of ``param``'s gradient on the given steps."""
+    counter = {"step": -1}
+
+    def hook(grad):
+        counter["step"] += 1
+        if counter["step"] in steps:
+            grad = grad.clone()
+            grad.view(-1)[1] = value
+        return grad
+
+    return param.register_hook(hook)
+
+
+@pytest.mark.parametrize("half_dtype", ["float16", "bfloat16"])
+def test_injected_inf_gradient_skips_the_step(half_dtype):
+    model = tiny_fno()
+    train, test = tiny_data(n=8, batch_size=8)  # one step per epoch
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1, precision_schedule="mixed", half_dtype=half_dtype)
+    if half_dtype == "float16":  # start low enough that the first step does not overflow
+        trainer.scaler = ComplexGradScaler(init_scale=2.0**8)
+    trainer.train(train, test, optimizer, scheduler, training_loss=loss())
+    assert optimizer.state and trainer.scaler.skipped_steps == 0
+    weights, state = snapshot(model, optimizer)
+    scale = trainer.scaler.get_scale()
+
+    # the imaginary part of one entry of one complex spectral weight's gradient
+    inject_on_steps(spectral_weights(model)[0], {0}, complex(0.0, float("inf")))
+    if half_dtype == "bfloat16":  # no scaling: a skip is never expected, so it warns
+        with pytest.warns(RuntimeWarning, match="skipped 1 optimizer step"):
+            trainer.train(train, test, optimizer, scheduler, training_loss=loss())
+    else:
+        trainer.train(train, test, optimizer, scheduler, training_loss=loss())
+    after_weights, after_state = snapshot(model, optimizer)
+    assert_same(weights, after_weights)
+    assert_same(state, after_state)
+    assert trainer.history[-1]["skipped_steps"] == 1 and trainer.scaler.skipped_steps == 1
+    assert trainer.scaler.get_scale() == (scale / 2 if half_dtype == "float16" else 1.0)
+
+
+def test_non_finite_loss_skips_without_backward():
+    model = tiny_fno()
+    train, test = tiny_data(n=8, batch_size=4)
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1, precision_schedule="mixed")
+    calls = {"n": 0}
+    lp = loss()
+
+    def sometimes_nan_loss(out, **sample):
+        calls["n"] += 1
+        value = lp(out, **sample)
+        return value * float("nan") if calls["n"] == 2 else value
+
+    with pytest.warns(RuntimeWarning, match="skipped 1 optimizer step"):
+        trainer.train(train, test, optimizer, scheduler, training_loss=sometimes_nan_loss, eval_losses={"l2": lp})
+    entry = trainer.history[-1]
+    assert entry["skipped_steps"] == 1
+    assert entry["train_loss"] == entry["train_loss"]  # the NaN batch is left out of the average
+    assert int(optimizer.state[next(iter(model.parameters()))]["step"]) == 1
+
+
+def test_persistent_non_finite_gradients_stop_training_with_advice():
+    model = tiny_fno()
+    train, test = tiny_data(n=16, batch_size=2)
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    weights, _ = snapshot(model, optimizer)
+    inject_on_steps(spectral_weights(model)[-1], set(range(100)), float("nan"))
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=2, precision_schedule="mixed:0.5,full:0.5",
+                                    half_dtype="float16", max_consecutive_skips=3)
+    with pytest.raises(RuntimeError) as info:
+        trainer.train(train, test, optimizer, scheduler, training_loss=loss())
+    message = str(info.value)
+    for part in ("3 consecutive optimizer steps", "epoch 0, batch 2", "phase 1/2 'mixed:0.5'",
+                 "fno_block_precision='mixed'", "tanh stabilizer", "half_dtype='bfloat16'", "lower the learning rate"):
+        assert part in message, part
+    assert trainer.scaler.get_scale() == 2.0**16 / 8  # backed off three times
+    after, _ = snapshot(model, optimizer)
+    assert_same(weights, after)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_float16_schedule_scales_loss_and_reports_peak_memory():
+    model = tiny_fno()
+    train, test = tiny_data(size=16)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=4, device="cuda", precision_schedule="paper")
+    assert trainer.autocast_dtype == torch.float16 and trainer.scaler.enabled
+    trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
+    history = trainer.history
+    assert [h["precision"] for h in history] == ["half", "mixed", "mixed", "full"]
+    assert history[0]["stabilizer"] == "tanh" and history[1]["stabilizer"] is None
+    assert all(h["cuda_peak_bytes"] > 0 and "saved_bytes" not in h for h in history)
+    assert all(h["train_loss"] == h["train_loss"] for h in history)  # finite losses were averaged

@@ -1,0 +1,416 @@
+"""MixedPrecisionTrainer: upstream's Trainer with precision schedules and safe loss scaling.
+
+It follows upstream's ``IncrementalFNOTrainer`` precedent: the model is changed
+during training through the Trainer's template methods, not callbacks.
+
+- ``on_epoch_start`` picks the schedule's phase for the epoch and switches every
+  mixed-precision spectral layer with :func:`neuralop_mp.precision.set_precision`.
+- ``train_one_batch`` runs the forward pass under ``torch.autocast`` in phases
+  that ask for it and computes the loss in float32.
+- ``train_one_epoch`` replaces upstream's ``loss.backward(); optimizer.step()``
+  by a scaled backward and a guarded step (:class:`ComplexGradScaler`): a
+  non-finite loss or gradient never reaches the weights. Upstream's
+  ``Trainer(mixed_precision=True)`` autocasts with no scaler at all.
+- ``checkpoint`` / ``resume_state_from_dir`` save and restore the schedule
+  position, scaler, history and RNG state in weights-only files, and resume at the
+  epoch after the saved one (upstream re-trains the saved epoch).
+
+References
+----------
+.. [1] Tu, R. et al. (2024). "Guaranteed Approximation Bounds for Mixed-Precision
+       Neural Operators". ICLR 2024, arXiv:2307.15034.
+"""
+import math
+import warnings
+from timeit import default_timer
+
+import torch
+from neuralop.training import Trainer
+import neuralop.mpu.comm as comm
+
+from ..memory import SavedTensorBytes
+from ..precision import check_choice, get_precision, normalize_half_dtype, resolve_half_dtype, set_precision
+from . import checkpointing
+from .loss_scaling import ComplexGradScaler
+from .schedule import PrecisionSchedule
+
+LOSS_SCALING = ("auto", "dynamic", "none")
+_HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+def _has_mixed_precision_layers(model):
+    from ..layers.spectral_conv import MixedPrecisionSpectralConv
+
+    return any(isinstance(m, MixedPrecisionSpectralConv) for m in model.modules())
+
+
+def _as_float32(out):
+    """Cast half-type model outputs to float32 so losses are computed in float32."""
+    if torch.is_tensor(out) and out.dtype in _HALF_TYPES:
+        return out.float()
+    if isinstance(out, (tuple, list)):
+        return type(out)(_as_float32(o) for o in out)
+    return out
+
+
+def _normalize_loss_scaling(value):
+    if value is True:
+        value = "dynamic"
+    elif value is False or value is None:
+        value = "none"
+    return check_choice("loss_scaling", value, LOSS_SCALING)
+
+
+class MixedPrecisionTrainer(Trainer):
+    """neuralop's Trainer with precision schedules, autocast, and complex-safe loss scaling.
+
+    Same constructor contract and ``train(...)`` signature/return as
+    :class:`neuralop.training.Trainer`, plus the keywords below.
+
+    Parameters
+    ----------
+    model, n_epochs, device, data_processor, eval_interval, log_output, use_distributed, verbose, wandb_log
+        As in :class:`neuralop.training.Trainer`.
+    mixed_precision : bool, default False
+        Without a schedule: run the forward pass under autocast for the whole run
+        (with loss scaling, unlike upstream). With a schedule, the phases decide.
+    precision_schedule : PrecisionSchedule, str, list or None
+        Anything :meth:`PrecisionSchedule.from_config` accepts, e.g. ``"paper"`` or
+        ``"half:0.25,mixed:0.5,full:0.25"``. None: the layers keep their precision.
+    half_dtype : {"auto", "float16", "bfloat16"}
+        Half type of autocast and of the spectral layers (set on them at each
+        phase). "auto" = float16 on CUDA, bfloat16 elsewhere.
+    loss_scaling : {"auto", "dynamic", "none"} or bool
+        "auto" scales the loss only when float16 is used (bfloat16 and float32 have
+        float32's range). The non-finite guard runs in every case.
+    max_consecutive_skips : int, default 20
+        Stop with a RuntimeError after this many skipped steps in a row.
+    progress : bool, default False
+        Show a tqdm bar over epochs (postfix: phase, loss, skipped steps, scale).
+
+    Attributes
+    ----------
+    history : list of dict
+        One entry per epoch: ``epoch``, ``phase``, ``precision``, ``autocast``,
+        ``stabilizer``, ``half_dtype``, ``train_loss``, ``train_err``, ``lr``,
+        ``skipped_steps``, ``loss_scale``, ``epoch_time``, ``saved_bytes`` (CPU:
+        bytes saved for backward by the epoch's first batch) or ``cuda_peak_bytes``,
+        and the eval metrics (``"{loader}_{loss}"``) of epochs that were evaluated.
+    scaler : ComplexGradScaler
+    """
+
+    def __init__(self, *, model, n_epochs, device="cpu", data_processor=None, eval_interval=1,
+                 log_output=False, use_distributed=False, verbose=False, wandb_log=False,
+                 mixed_precision=False, precision_schedule=None, half_dtype="auto",
+                 loss_scaling="auto", max_consecutive_skips=20, progress=False):
+        super().__init__(model=model, n_epochs=n_epochs, wandb_log=wandb_log, device=device,
+                         mixed_precision=mixed_precision, data_processor=data_processor,
+                         eval_interval=eval_interval, log_output=log_output,
+                         use_distributed=use_distributed, verbose=verbose)
+        self.precision_schedule = PrecisionSchedule.from_config(precision_schedule)
+        self.half_dtype = normalize_half_dtype(half_dtype)
+        self.autocast_dtype = resolve_half_dtype(self.half_dtype, device)
+        self.loss_scaling = _normalize_loss_scaling(loss_scaling)
+        if isinstance(max_consecutive_skips, bool) or int(max_consecutive_skips) != max_consecutive_skips \
+                or max_consecutive_skips < 1:
+            raise ValueError(f"Invalid max_consecutive_skips={max_consecutive_skips!r}; expected an integer >= 1.")
+        self.max_consecutive_skips = int(max_consecutive_skips)
+        self.progress = bool(progress)
+        self.has_mixed_precision_layers = _has_mixed_precision_layers(model)
+        schedule = self.precision_schedule
+        if schedule is not None and not self.has_mixed_precision_layers:
+            modes = sorted({p.mode for p in schedule if p.mode != "full"})
+            if modes:
+                raise ValueError(
+                    f"precision_schedule={str(schedule)!r} switches the spectral layers to {modes}, but "
+                    f"{type(model).__name__} has no MixedPrecisionSpectralConv layer. Build the model with "
+                    "neuralop_mp.get_model(config) (with opt.precision_schedule set) or pass "
+                    "conv_module=neuralop_mp.MixedPrecisionSpectralConv."
+                )
+        self.scaler = ComplexGradScaler(enabled=self._scaling_enabled())
+        self.history = []
+        self.phase_index, self.phase = None, None
+        self.autocast_enabled = bool(mixed_precision) and schedule is None
+        self._bar = None
+
+    # ------------------------------------------------------------------ precision state
+    def _uses_float16(self):
+        """Whether some part of the run computes in float16."""
+        if self.precision_schedule is not None:
+            return self.autocast_dtype == torch.float16 and self.precision_schedule.uses_half
+        if self.mixed_precision and self.autocast_dtype == torch.float16:
+            return True
+        if self.has_mixed_precision_layers:
+            mode, layer_dtype, _ = get_precision(self.model)
+            return mode != "full" and resolve_half_dtype(layer_dtype, self.device) == torch.float16
+        return False
+
+    def _scaling_enabled(self):
+        if self.loss_scaling == "auto":
+            return self._uses_float16()
+        return self.loss_scaling == "dynamic"
+
+    def _current_precision(self):
+        """(mode, stabilizer) the layers run in now, for the history."""
+        if self.phase is not None:
+            return self.phase.mode, self.phase.stabilizer_for(self.autocast_dtype)
+        if self.has_mixed_precision_layers:
+            mode, _, stabilizer = get_precision(self.model)
+            return mode, stabilizer
+        return "full", None
+
+    def _autocast(self):
+        return torch.autocast(device_type=self.autocast_device_type, dtype=self.autocast_dtype,
+                              enabled=self.autocast_enabled)
+
+    def on_epoch_start(self, epoch):
+        """Select the schedule's phase for ``epoch`` and switch the model to it."""
+        super().on_epoch_start(epoch)
+        schedule = self.precision_schedule
+        if schedule is not None:
+            self.phase_index = schedule.index_for_epoch(epoch, self.n_epochs)
+            self.phase = schedule[self.phase_index]
+            stabilizer = self.phase.stabilizer_for(self.autocast_dtype)
+            if self.has_mixed_precision_layers:
+                set_precision(self.model, self.phase.mode, half_dtype=self.half_dtype, stabilizer=stabilizer)
+            else:  # only full phases reach here (checked in __init__)
+                set_precision(self.model, "full", stabilizer=stabilizer)
+            self.autocast_enabled = self.phase.autocast
+        if self.progress and self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.n_epochs, initial=epoch, unit="epoch", desc="train")
+        if self.autocast_device_type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    # ------------------------------------------------------------------ one batch / epoch
+    def _prepare(self, sample):
+        if self.data_processor is not None:
+            return self.data_processor.preprocess(sample)
+        return {k: v.to(self.device) for k, v in sample.items() if torch.is_tensor(v)}
+
+    def train_one_batch(self, idx, sample, training_loss):
+        """Forward under the phase's autocast, loss in float32; returns the loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.regularizer:
+            self.regularizer.reset()
+        sample = self._prepare(sample)
+        self.n_samples += sample["y"].shape[0] if torch.is_tensor(sample["y"]) else 1
+        with self._autocast():
+            out = self.model(**sample)
+        out = _as_float32(out)
+        if self.epoch == 0 and idx == 0 and self.verbose and torch.is_tensor(out):
+            print(f"Raw outputs of shape {out.shape}")
+        if self.data_processor is not None:
+            out, sample = self.data_processor.postprocess(out, sample)
+        loss = training_loss(out, **sample)
+        if self.regularizer:
+            loss = loss + self.regularizer.loss
+        return loss
+
+    def _backward_and_step(self, loss):
+        """Scaled backward and guarded optimizer step; returns (loss_is_finite, stepped)."""
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if finite:
+            self.scaler.scale(loss).backward()
+        else:
+            self.scaler.skip_step()  # backward through inf/NaN would only make NaN gradients
+        stepped = self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return finite, stepped
+
+    def train_one_epoch(self, epoch, train_loader, training_loss):
+        """Upstream's epoch with a guarded step; returns
+        ``(train_err, avg_loss, avg_lasso_loss, epoch_train_time)`` as upstream does.
+
+        Losses of non-finite batches are left out of the averages (they are counted
+        in ``history[-1]["skipped_steps"]``)."""
+        self.on_epoch_start(epoch)
+        self.model.train()
+        if self.data_processor:
+            self.data_processor.train()
+        start = default_timer()
+        self.n_samples = 0
+        train_err, lasso_sum, finite_batches, finite_samples = 0.0, 0.0, 0, 0
+        skipped_before, saved_bytes = self.scaler.skipped_steps, None
+        for idx, sample in enumerate(train_loader):
+            samples_before = self.n_samples
+            if idx == 0 and self.autocast_device_type != "cuda":
+                with SavedTensorBytes(exclude=self.model.parameters()) as meter:
+                    loss = self.train_one_batch(idx, sample, training_loss)
+                saved_bytes = meter.bytes
+            else:
+                loss = self.train_one_batch(idx, sample, training_loss)
+            finite, _ = self._backward_and_step(loss)
+            if finite:
+                train_err += loss.item()
+                finite_batches += 1
+                finite_samples += self.n_samples - samples_before
+                if self.regularizer:
+                    lasso_sum += float(self.regularizer.loss)
+            if self.scaler.consecutive_skips >= self.max_consecutive_skips:
+                self._close_bar()
+                raise RuntimeError(self._too_many_skips_message(epoch, idx))
+
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(train_err)
+        else:
+            self.scheduler.step()
+        epoch_train_time = default_timer() - start
+
+        train_err = train_err / finite_batches if finite_batches else math.nan
+        avg_loss = train_err * finite_batches / finite_samples if finite_samples else math.nan
+        avg_lasso_loss = lasso_sum / finite_samples if self.regularizer and finite_samples else None
+        lr = self.optimizer.param_groups[-1]["lr"]
+        skipped = self.scaler.skipped_steps - skipped_before
+        self._record_epoch(epoch, avg_loss, train_err, lr, skipped, epoch_train_time, saved_bytes)
+        if skipped and (self.verbose or not self.scaler.enabled):
+            # with float16 scaling a few early skips are the scale calibrating itself
+            warnings.warn(f"Epoch {epoch}: skipped {skipped} optimizer step(s) with non-finite loss or "
+                          f"gradients ({self._phase_text()}).", RuntimeWarning, stacklevel=2)
+        if self.verbose and epoch % self.eval_interval == 0:
+            self.log_training(epoch=epoch, time=epoch_train_time, avg_loss=avg_loss, train_err=train_err,
+                              avg_lasso_loss=avg_lasso_loss, lr=lr)
+        return train_err, avg_loss, avg_lasso_loss, epoch_train_time
+
+    def _record_epoch(self, epoch, avg_loss, train_err, lr, skipped, epoch_time, saved_bytes):
+        mode, stabilizer = self._current_precision()
+        entry = dict(epoch=epoch, phase=self.phase_index, precision=mode, autocast=self.autocast_enabled,
+                     stabilizer=stabilizer, half_dtype=str(self.autocast_dtype).replace("torch.", ""),
+                     train_loss=float(avg_loss), train_err=float(train_err), lr=float(lr),
+                     skipped_steps=skipped, loss_scale=self.scaler.get_scale(), epoch_time=epoch_time)
+        if self.autocast_device_type == "cuda":
+            entry["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(self.device)
+        else:
+            entry["saved_bytes"] = saved_bytes
+        self.history.append(entry)
+        if self._bar is not None:
+            self._bar.set_postfix(phase=mode, loss=f"{avg_loss:.4g}", skipped=skipped,
+                                  scale=f"{self.scaler.get_scale():g}", refresh=False)
+            self._bar.update(1)
+
+    def _phase_text(self):
+        mode, stabilizer = self._current_precision()
+        where = f"phase {self.phase_index + 1}/{len(self.precision_schedule)} {str(self.phase)!r}: " \
+            if self.phase is not None else ""
+        dtype = str(self.autocast_dtype).replace("torch.", "")
+        return (f"{where}fno_block_precision={mode!r}, autocast={self.autocast_enabled} ({dtype}), "
+                f"stabilizer={stabilizer!r}, loss scale {self.scaler.get_scale():g}")
+
+    def _too_many_skips_message(self, epoch, idx):
+        mode, stabilizer = self._current_precision()
+        tips = []
+        if mode != "full" and stabilizer is None:
+            tips.append(f"enable the tanh stabilizer in this phase (e.g. '{mode}:SHARE/tanh')")
+        if self.autocast_dtype == torch.float16 and (mode != "full" or self.autocast_enabled):
+            tips.append("use half_dtype='bfloat16' (float32's exponent range, no overflow)")
+        tips += ["lower the learning rate", "check the data for NaN/inf"]
+        return (f"Training stopped: {self.scaler.consecutive_skips} consecutive optimizer steps were "
+                f"skipped because the loss or the gradients were not finite (epoch {epoch}, batch {idx}, "
+                f"{self._phase_text()}). Try: " + "; ".join(tips) + ".")
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_one_batch(self, sample, eval_losses, return_output=False):
+        """Upstream's evaluation step, run in the current phase's precision
+        (the precision the model was last trained in); losses in float32."""
+        sample = self._prepare(sample)
+        self.n_samples += sample["y"].size(0)
+        with self._autocast():
+            out = self.model(**sample)
+        out = _as_float32(out)
+        if self.data_processor is not None:
+            out, sample = self.data_processor.postprocess(out, sample)
+        losses = {name: loss(out, **sample) for name, loss in eval_losses.items()}
+        return losses, (out if return_output else None)
+
+    def evaluate_all(self, epoch, eval_losses, test_loaders, eval_modes, max_autoregressive_steps=None):
+        metrics = super().evaluate_all(epoch=epoch, eval_losses=eval_losses, test_loaders=test_loaders,
+                                       eval_modes=eval_modes, max_autoregressive_steps=max_autoregressive_steps)
+        if self.history and self.history[-1]["epoch"] == epoch:
+            for key, value in metrics.items():
+                if torch.is_tensor(value) or isinstance(value, (int, float)):
+                    self.history[-1][key] = float(value)
+        return metrics
+
+    # ------------------------------------------------------------------ train / checkpoint
+    def train(self, train_loader, test_loaders, optimizer, scheduler, regularizer=None,
+              training_loss=None, eval_losses=None, eval_modes=None, save_every=None, save_best=None,
+              save_dir="./ckpt", resume_from_dir=None, max_autoregressive_steps=None):
+        """Upstream's ``Trainer.train`` (same arguments and return value). A resumed run
+        continues at the epoch after the checkpoint, in that epoch's phase."""
+        if resume_from_dir is not None:
+            # resume here rather than inside upstream's train(), so a finished run is detected
+            self.optimizer, self.scheduler, self.regularizer = optimizer, scheduler, regularizer or None
+            self.save_best = save_best
+            self.resume_state_from_dir(resume_from_dir)
+            if self.start_epoch >= self.n_epochs:
+                warnings.warn(f"The checkpoint in {resume_from_dir} already finished all "
+                              f"{self.n_epochs} epochs; nothing to train.", stacklevel=2)
+                return {k: v for k, v in (self.history[-1] if self.history else {}).items()}
+        try:
+            return super().train(train_loader, test_loaders, optimizer, scheduler, regularizer=regularizer,
+                                 training_loss=training_loss, eval_losses=eval_losses, eval_modes=eval_modes,
+                                 save_every=save_every, save_best=save_best, save_dir=save_dir,
+                                 resume_from_dir=None, max_autoregressive_steps=max_autoregressive_steps)
+        finally:
+            self._close_bar()
+
+    def _close_bar(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def precision_state_dict(self):
+        """Schedule position, scaler, history and RNG state (weights-only loadable)."""
+        epoch = getattr(self, "epoch", None)
+        state = dict(epoch=epoch, next_epoch=None if epoch is None else epoch + 1, n_epochs=self.n_epochs,
+                     schedule=None if self.precision_schedule is None else str(self.precision_schedule),
+                     phase_index=self.phase_index, half_dtype=self.half_dtype,
+                     scaler=self.scaler.state_dict(), history=[dict(h) for h in self.history],
+                     rng_state=torch.get_rng_state())
+        if torch.cuda.is_available():
+            state["cuda_rng_state"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def checkpoint(self, save_dir):
+        """Upstream's checkpoint files (weights-only loadable) plus ``precision_state.pt``."""
+        if comm.get_local_rank() != 0:
+            return
+        save_name = "best_model" if self.save_best is not None else "model"
+        checkpointing.save_training_files(save_dir, save_name, self.model, optimizer=self.optimizer,
+                                          scheduler=self.scheduler, regularizer=self.regularizer,
+                                          epoch=self.epoch, precision_state=self.precision_state_dict())
+        if self.verbose:
+            print(f"[Rank 0]: saved training state to {save_dir}")
+
+    def resume_state_from_dir(self, save_dir):
+        """Load a checkpoint and set ``start_epoch`` to the epoch after the saved one.
+
+        Restores model, optimizer, scheduler, regularizer, loss scaler, history and
+        the RNG state (so data shuffling continues as in an uninterrupted run). An
+        upstream checkpoint without ``precision_state.pt`` resumes after its
+        manifest's epoch with a fresh scaler.
+        """
+        self.model = self.model.to(self.device)  # optimizer state follows the parameters' device
+        manifest, state = checkpointing.load_training_files(
+            save_dir, self.model, optimizer=getattr(self, "optimizer", None),
+            scheduler=getattr(self, "scheduler", None), regularizer=getattr(self, "regularizer", None))
+        next_epoch = None
+        if state is not None:
+            saved = (state["schedule"], state["n_epochs"])
+            current = (None if self.precision_schedule is None else str(self.precision_schedule), self.n_epochs)
+            if saved != current:
+                warnings.warn(f"Resuming a run saved with (schedule, n_epochs)={saved} as {current}: the "
+                              "phase boundaries move.", stacklevel=2)
+            self.scaler.load_state_dict(state["scaler"])
+            self.history = [dict(h) for h in state["history"]]
+            torch.set_rng_state(state["rng_state"])
+            if "cuda_rng_state" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng_state"])
+            next_epoch = state["next_epoch"]
+        elif manifest.get("epoch") is not None:
+            next_epoch = manifest["epoch"] + 1
+        if next_epoch is not None and next_epoch > self.start_epoch:
+            self.start_epoch = next_epoch
+            if self.verbose:
+                print(f"Trainer resuming from epoch {next_epoch}")
