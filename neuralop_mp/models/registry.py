@@ -11,11 +11,13 @@ built that way; subclassing it together with ``BaseModel`` registers it under
 the precision is not "full" (or a precision schedule is configured), the model is
 built with :class:`~neuralop_mp.MixedPrecisionSpectralConv` as its spectral layer.
 """
+import functools
 import inspect
 
 from neuralop.models.base_model import BaseModel
 from neuralop.models.base_model import available_models as _upstream_available_models
 from neuralop.models.uno import UNO as _UpstreamUNO
+from torch import nn
 
 from ..precision import (
     PRECISION_MODES,
@@ -54,12 +56,36 @@ def _get(obj, key, default=None):
 def _as_dict(section):
     if hasattr(section, "to_dict"):
         section = section.to_dict()
-    return dict(section)
+    section = dict(section)
+    section.pop("_config_name", None)  # zencfg's subclass tag, not a model argument
+    return section
+
+
+def _constructor_params(cls):
+    """Named constructor arguments of ``cls``, following ``**kwargs`` up the MRO.
+
+    TFNO's own ``__init__`` is ``(*args, **kwargs)`` and forwards to FNO's, so its
+    real arguments are FNO's. Returns ``(params, takes_any)``: ``takes_any`` is True
+    when the ``**kwargs`` chain reaches ``nn.Module`` (a model that consumes arbitrary
+    keywords itself), so unknown keys cannot be told apart from valid ones.
+    """
+    params = {}
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    for klass in cls.__mro__:
+        if klass is nn.Module:
+            return params, True
+        if "__init__" not in vars(klass):
+            continue
+        sig = inspect.signature(vars(klass)["__init__"]).parameters
+        params.update({k: p for k, p in sig.items() if k != "self" and p.kind in named})
+        if not any(p.kind is p.VAR_KEYWORD for p in sig.values()):
+            return params, False
+    return params, True
 
 
 def _spectral_layer_kwarg(cls):
     """Name of the constructor argument that takes the spectral layer class."""
-    params = inspect.signature(cls).parameters
+    params, _ = _constructor_params(cls)
     for name in ("conv_module", "integral_operator"):
         if name in params:
             return name
@@ -108,15 +134,17 @@ def get_model(config, *, mixed_precision_layer=None):
     model_cfg["in_channels"] = data_channels
 
     schedule = _get(_get(config, "opt"), "precision_schedule", None)
+    params, takes_any = _constructor_params(cls)
     if mixed_precision_layer is None:
-        mixed_precision_layer = mode != "full" or bool(schedule)
+        # a stabilizer on a model whose constructor has none (UNO) is applied by our layer
+        needs_layer_stabilizer = stabilizer is not None and "stabilizer" not in params
+        mixed_precision_layer = mode != "full" or bool(schedule) or needs_layer_stabilizer
 
-    params = inspect.signature(cls).parameters
     unknown = sorted(k for k in model_cfg if k not in params)
-    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    if unknown and not takes_any:
         raise ValueError(
             f"config.model has keys {unknown} that {cls.__name__} does not accept; "
-            f"its arguments are: {', '.join(k for k in params if k != 'self')}."
+            f"its arguments are: {', '.join(params)}."
         )
 
     if not mixed_precision_layer:
@@ -140,6 +168,11 @@ def get_model(config, *, mixed_precision_layer=None):
             "use fno_block_precision='full'."
         )
     model_cfg[layer_kwarg] = MixedPrecisionSpectralConv
+    if "operator_block" in params:
+        # upstream UNO stores integral_operator but never hands it to its blocks:
+        # give the blocks our layer directly
+        block = model_cfg.get("operator_block", params["operator_block"].default)
+        model_cfg["operator_block"] = functools.partial(block, conv_module=MixedPrecisionSpectralConv)
     model = cls(**model_cfg)
     set_precision(model, mode, half_dtype=half_dtype, stabilizer=stabilizer)
     return model

@@ -1,0 +1,151 @@
+"""Registry glue: UNO by name, upstream names intact, our layer injected, "full" == upstream."""
+import neuralop
+import neuralop.models as upstream_models
+import pytest
+import torch
+from neuralop.layers.spectral_convolution import SpectralConv
+from neuralop.models.base_model import BaseModel
+from zencfg.bunch import Bunch
+
+import neuralop_mp
+from neuralop_mp.models.registry import UNO as RegisteredUNO
+
+SMALL = {
+    "fno": dict(model_arch="fno", data_channels=1, out_channels=1, n_modes=[4, 4], hidden_channels=8, n_layers=2),
+    "tfno": dict(model_arch="tfno", data_channels=1, out_channels=1, n_modes=[4, 4], hidden_channels=8,
+                 n_layers=2, rank=0.5),
+    "uno": dict(model_arch="uno", data_channels=1, out_channels=1, hidden_channels=8, lifting_channels=8,
+                projection_channels=8, n_layers=2, uno_out_channels=[8, 8], uno_n_modes=[[4, 4], [4, 4]],
+                uno_scalings=[[1.0, 1.0], [1.0, 1.0]], channel_mlp_skip="linear"),
+}
+UPSTREAM_CLASS = {"fno": upstream_models.FNO, "tfno": upstream_models.TFNO, "uno": upstream_models.UNO}
+
+
+def config_for(arch, **model_overrides):
+    return Bunch({"model": {**SMALL[arch], **model_overrides}})
+
+
+def spectral_layers(model):
+    return [m for m in model.modules() if isinstance(m, SpectralConv)]
+
+
+def test_uno_buildable_by_upstream_and_plugin_get_model():
+    for build in (neuralop.get_model, neuralop_mp.get_model):
+        model = build(config_for("uno"))
+        assert isinstance(model, upstream_models.UNO)
+        assert isinstance(model, BaseModel)
+        assert model(torch.randn(2, 1, 8, 8)).shape == (2, 1, 8, 8)
+    assert "uno" in neuralop_mp.available_models()
+
+
+@pytest.mark.parametrize("name", ["fno", "tfno", "uqno", "fnogno", "gino"])
+def test_upstream_names_still_map_to_upstream_classes(name):
+    upstream = {cls.__name__.lower(): cls for cls in vars(upstream_models).values()
+                if isinstance(cls, type) and issubclass(cls, BaseModel)}
+    assert BaseModel._models[name] is upstream[name]
+    assert BaseModel._models[name].__module__.startswith("neuralop.")
+
+
+def test_uno_registration_keeps_upstream_state_dict_keys():
+    torch.manual_seed(0)
+    ours = neuralop_mp.get_model(config_for("uno"))
+    torch.manual_seed(0)
+    kwargs = {k: v for k, v in SMALL["uno"].items() if k not in ("model_arch", "data_channels")}
+    theirs = upstream_models.UNO(in_channels=1, **kwargs)
+    ours_keys = {k for k in ours.state_dict() if k != "_metadata"}
+    assert ours_keys == set(theirs.state_dict())
+    assert type(ours) is RegisteredUNO
+
+
+@pytest.mark.parametrize("arch", ["fno", "tfno", "uno"])
+def test_full_precision_equals_upstream_with_same_weights(arch):
+    model = neuralop_mp.get_model(config_for(arch, fno_block_precision="full"))
+    assert all(type(layer) is SpectralConv for layer in spectral_layers(model))
+    kwargs = {k: v for k, v in SMALL[arch].items() if k not in ("model_arch", "data_channels")}
+    upstream = UPSTREAM_CLASS[arch](in_channels=1, **kwargs)
+    state = {k: v for k, v in upstream.state_dict().items() if k != "_metadata"}
+    model.load_state_dict(state)
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), upstream(x))
+
+
+@pytest.mark.parametrize("arch", ["fno", "tfno", "uno"])
+def test_mixed_precision_injects_our_layer(arch):
+    from neuralop_mp import MixedPrecisionSpectralConv, get_precision
+
+    model = neuralop_mp.get_model(config_for(arch, fno_block_precision="mixed", half_dtype="bfloat16"))
+    layers = spectral_layers(model)
+    assert layers and all(isinstance(layer, MixedPrecisionSpectralConv) for layer in layers)
+    assert get_precision(model)[:2] == ("mixed", "bfloat16")
+
+
+@pytest.mark.parametrize("arch", ["fno", "tfno", "uno"])
+def test_our_layer_in_full_precision_matches_upstream_weights(arch):
+    # a schedule forces our layer even in "full"; with upstream's weights the outputs agree
+    config = config_for(arch, fno_block_precision="full")
+    config["opt"] = {"precision_schedule": "mixed:0.5,full:0.5"}
+    model = neuralop_mp.get_model(config)
+    from neuralop_mp import MixedPrecisionSpectralConv
+
+    assert all(isinstance(layer, MixedPrecisionSpectralConv) for layer in spectral_layers(model))
+    kwargs = {k: v for k, v in SMALL[arch].items() if k not in ("model_arch", "data_channels")}
+    upstream = UPSTREAM_CLASS[arch](in_channels=1, **kwargs)
+    model.load_state_dict({k: v for k, v in upstream.state_dict().items() if k != "_metadata"})
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), upstream(x), rtol=1e-5, atol=1e-6)
+
+
+def test_stabilizer_reaches_tfno_blocks_in_full_precision():
+    # TFNO's constructor is (*args, **kwargs): the flag must still be forwarded
+    model = neuralop_mp.get_model(config_for("tfno", stabilizer="tanh"))
+    assert model.fno_blocks.stabilizer == "tanh"
+    assert all(type(layer) is SpectralConv for layer in spectral_layers(model))
+
+
+def test_stabilizer_on_uno_uses_our_layer_instead_of_being_dropped():
+    model = neuralop_mp.get_model(config_for("uno", stabilizer="tanh"))
+    blocks = [m for m in model.modules() if type(m).__name__ == "FNOBlocks"]
+    assert blocks and all(b.stabilizer == "tanh" for b in blocks)
+
+
+def test_bad_arch_names_value_and_allowed():
+    with pytest.raises(ValueError, match=r"model_arch='fnoo'.*fno.*tfno.*uno"):
+        neuralop_mp.get_model(config_for("fno", model_arch="fnoo"))
+
+
+def test_unknown_model_key_is_an_error_not_ignored():
+    with pytest.raises(ValueError, match=r"n_mode.*FNO does not accept"):
+        neuralop_mp.get_model(config_for("fno", n_mode=[4, 4]))
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("fno_block_precision", "hlaf", "'full', 'mixed', 'half'"),
+    ("half_dtype", "fp16", "'auto', 'float16', 'bfloat16'"),
+    ("stabilizer", "relu", "None, 'tanh'"),
+])
+def test_bad_precision_flags_rejected(key, value, allowed):
+    with pytest.raises(ValueError) as info:
+        neuralop_mp.get_model(config_for("fno", **{key: value}))
+    assert f"model.{key}={value!r}" in str(info.value) and allowed in str(info.value)
+
+
+def test_patching_levels_multiply_input_channels():
+    config = config_for("fno")
+    config["patching"] = {"levels": 2}
+    model = neuralop_mp.get_model(config)
+    assert model._init_kwargs["in_channels"] == 3
+
+
+def test_zencfg_config_builds_with_every_model_field_recorded():
+    from neuralop_mp.configs import load_config
+
+    config = load_config("darcy", {"model.hidden_channels": "8", "model.n_layers": "2"})
+    model = neuralop_mp.get_model(config)
+    recorded = model._init_kwargs
+    for name in type(config.model).model_fields:
+        if name in ("model_arch", "data_channels", "fno_block_precision", "half_dtype", "stabilizer"):
+            continue
+        assert recorded[name] == getattr(config.model, name), name
+    assert recorded["in_channels"] == config.model.data_channels

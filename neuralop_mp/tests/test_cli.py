@@ -1,0 +1,144 @@
+"""``neuralop-mp``: command dispatch, help, config errors, and the train wiring (no training here)."""
+import importlib
+import json
+import math
+import sys
+import types
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from neuralop_mp import cli
+from neuralop_mp.train_report import format_summary, to_jsonable, write_outputs
+
+
+def test_console_script_points_at_main():
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "neuralop-mp"]
+    assert script.value == "neuralop_mp.cli:main"
+
+
+def test_top_level_help_lists_commands(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("train", "data", "run"):
+        assert f"  {command} " in out
+    assert cli.main([]) == 2  # no command: usage and a usage-error exit code
+
+
+def test_unknown_command_is_a_usage_error(capsys):
+    assert cli.main(["trian"]) == 2
+    err = capsys.readouterr().err
+    assert "'trian'" in err and "train, data, run" in err
+
+
+@pytest.mark.parametrize("config_name, class_name", [("darcy", "DarcyConfig"),
+                                                     ("navier_stokes", "NavierStokesConfig")])
+def test_train_help_shows_every_config_field(capsys, config_name, class_name):
+    assert cli.main(["train", config_name, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"Fields of {class_name}" in out
+    for key in ("--model.fno_block_precision 'full'", "--model.half_dtype 'auto'", "--model.stabilizer None",
+                "--opt.optimizer 'adamw'", "--opt.precision_schedule None", "--data.test_resolutions",
+                "--output_dir None", "--model {FNOConfig, TFNOConfig, UNOConfig}"):
+        assert key in out
+
+
+def test_train_help_reflects_overrides_given_before_it(capsys):
+    assert cli.main(["train", "darcy", "--opt.n_epochs", "3", "--help"]) == 0
+    assert "--opt.n_epochs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--model.fno_block_precision", "hlaf"], ["model.fno_block_precision='hlaf'", "'full', 'mixed', 'half'"]),
+    (["--opt.optimzer", "tensorgrad"], ["--opt.optimzer", "--opt.optimizer"]),
+    (["--opt.precision_schedule", "half:2"], ["opt.precision_schedule"]),
+    (["--opt.n_epochs"], ["Missing value for option --opt.n_epochs"]),
+])
+def test_train_config_errors_exit_2_with_the_message(capsys, args, fragments):
+    assert cli.main(["train", "darcy", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neuralop-mp train: error:")
+    for fragment in fragments:
+        assert fragment in err
+
+
+def test_train_unknown_config_name(capsys):
+    assert cli.main(["train", "navier-stoke"]) == 2
+    assert "Did you mean: navier_stokes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, module", [("data", "neuralop_mp.data.cli"), ("run", "neuralop_mp.runner.cli")])
+def test_data_and_run_hand_their_arguments_on(monkeypatch, command, module):
+    calls = []
+    fake = types.ModuleType(module)
+    fake.main = lambda argv: calls.append(list(argv)) or 7
+    monkeypatch.setitem(sys.modules, module, fake)
+    monkeypatch.setattr(importlib.import_module(module.rpartition(".")[0]), "cli", fake, raising=False)
+    args = ["x.py", "--mp.precision", "mixed", "--", "--epochs", "2"]
+    assert cli.main([command, *args]) == 7
+    assert calls == [args]
+
+
+def fake_result(tmp_path=None):
+    history = [
+        {"epoch": e, "precision": "mixed", "train_loss": 1.0 / (e + 1), "16_l2": 0.5 / (e + 1),
+         "16_h1": 0.7 / (e + 1), "saved_bytes": 1000 + e, "skipped_steps": 0}
+        for e in range(3)
+    ]
+    return {
+        "config_name": "darcy", "config": {"name": "darcy"}, "device": "cpu", "model": "FNO",
+        "train_resolution": 16, "test_resolutions": [16, 32],
+        "metrics": {"16_l2": 0.0612, "16_h1": 0.1234, "32_l2": 0.0899, "32_h1": float("nan")},
+        "seconds_per_epoch": 1.25, "train_time_s": 3.75,
+        "precision": {"schedule": "mixed", "half_dtype": "auto", "final_mode": "mixed",
+                      "phases": [{"mode": "mixed", "start_epoch": 0, "end_epoch": 3, "autocast": True,
+                                  "stabilizer": None}]},
+        "skipped_steps": 0,
+        "memory": {"n_params": 1234, "params_bytes": 4936, "optimizer_state_bytes": 9872,
+                   "saved_bytes": 1002, "cuda_peak_bytes": None},
+        "history": history, "wall_time_s": 5.0, "output_dir": None, "files": {},
+    }
+
+
+def test_train_runs_the_pipeline_with_the_overridden_config_and_prints_the_summary(monkeypatch, capsys):
+    import neuralop_mp.train_pipeline as pipeline
+
+    seen = {}
+
+    def fake_run(config, *, progress):
+        seen.update(config=config, progress=progress)
+        return fake_result()
+
+    monkeypatch.setattr(pipeline, "run_training", fake_run)
+    assert cli.main(["train", "darcy", "--model.fno_block_precision", "mixed", "--opt.n_epochs", "3"]) == 0
+    assert seen["progress"] is True
+    assert seen["config"].model.fno_block_precision == "mixed" and seen["config"].opt.n_epochs == 3
+    out = capsys.readouterr().out
+    assert "test rel. L2 @ 16 (train)" in out and "0.0612" in out
+    assert "test rel. L2 @ 32 (2x)" in out and "0.0899" in out
+
+
+def test_summary_table_has_every_reported_quantity():
+    table = format_summary(fake_result())
+    for fragment in ("test rel. L2 @ 16 (train)", "test H1 @ 16 (train)", "test rel. L2 @ 32 (2x)",
+                     "test H1 @ 32 (2x)", "| n/a", "seconds / epoch", "1.25", "precision (final)",
+                     "mixed+autocast [epochs 0-2]", "skipped steps", "1,234 (4.82 KiB)",
+                     "optimizer state", "9.64 KiB", "saved activations / step", "1002 B"):
+        assert fragment in table, fragment
+
+
+def test_results_json_and_loss_curve_are_written(tmp_path):
+    files = write_outputs(fake_result(), tmp_path / "run")
+    data = json.loads(Path(files["results"]).read_text())
+    assert data["metrics"]["16_l2"] == pytest.approx(0.0612)
+    assert data["metrics"]["32_h1"] == "nan"  # JSON has no NaN: kept readable as a string
+    assert len(data["history"]) == 3 and data["files"] == files
+    assert Path(files["loss_curve"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_to_jsonable_handles_tensors_and_infinities():
+    import torch
+
+    assert to_jsonable({"a": torch.tensor([1.5, 2.0]), 3: math.inf, "p": Path("/x")}) == \
+        {"a": [1.5, 2.0], "3": "inf", "p": "/x"}

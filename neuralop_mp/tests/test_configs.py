@@ -1,0 +1,221 @@
+"""Configs: load under zencfg 1.0.0, override, round trip, reject every bad value."""
+import json
+import typing
+
+import pytest
+from zencfg import make_config_from_nested_dict
+
+from neuralop_mp.configs import (
+    CONFIGS,
+    BurgersConfig,
+    DarcyConfig,
+    DataConfig,
+    ModelConfig,
+    NavierStokesConfig,
+    OptimizationConfig,
+    PatchingConfig,
+    TFNOConfig,
+    TrainConfig,
+    UNOConfig,
+    config_keys,
+    config_to_dict,
+    load_config,
+    parse_overrides,
+)
+from neuralop_mp.configs import burgers, darcy, navier_stokes
+
+
+@pytest.mark.parametrize("name, cls, module", [
+    ("darcy", DarcyConfig, darcy), ("navier_stokes", NavierStokesConfig, navier_stokes),
+    ("burgers", BurgersConfig, burgers),
+])
+def test_builtin_configs_load_without_arguments(name, cls, module):
+    config = cls()  # zencfg 1.0.0: no required field may lack a default
+    assert CONFIGS[name] is cls and module.Default is cls
+    assert load_config(name) == config
+    assert config.name == name
+    assert isinstance(config.model, ModelConfig) and isinstance(config.data, DataConfig)
+
+
+def test_every_section_class_instantiates_without_arguments():
+    for section in (ModelConfig, OptimizationConfig, PatchingConfig, DataConfig, TrainConfig,
+                    TFNOConfig, UNOConfig):
+        section()
+
+
+def test_darcy_defaults_are_the_quickstart_sizes():
+    config = DarcyConfig()
+    assert config.data.train_resolution == 16
+    assert 2 * config.data.train_resolution in config.data.test_resolutions
+    assert config.model.fno_block_precision == "full"
+    assert config.opt.precision_schedule is None
+
+
+def test_dotted_overrides_from_the_command_line_form():
+    config = load_config("darcy", [
+        "--model.fno_block_precision", "mixed", "--opt.n_epochs", "5",
+        "--data.test_resolutions", "[16,32]", "--data.n_tests", "[10,10]",
+        "--data.test_batch_sizes=[5,5]", "--opt.precision_schedule", "half:0.25,mixed:0.5,full:0.25",
+        "--model.stabilizer", "tanh", "--opt.betas", "[0.8, 0.99]",
+    ])
+    assert config.model.fno_block_precision == "mixed"
+    assert config.opt.n_epochs == 5 and isinstance(config.opt.n_epochs, int)
+    assert config.data.test_resolutions == [16, 32] and config.data.test_batch_sizes == [5, 5]
+    assert config.opt.precision_schedule == "half:0.25,mixed:0.5,full:0.25"
+    assert config.opt.betas == [0.8, 0.99]
+    # untouched fields keep the darcy defaults
+    assert config.model.n_modes == DarcyConfig().model.n_modes
+
+
+def test_section_selection_then_field_override():
+    config = load_config("darcy", {"model": "TFNOConfig", "model.rank": "0.3"})
+    assert type(config.model) is TFNOConfig
+    assert config.model.model_arch == "tfno" and config.model.rank == pytest.approx(0.3)
+    config = load_config("darcy", ["--model", "UNOConfig", "--model.uno_out_channels", "[8,8,8,8]"])
+    assert type(config.model) is UNOConfig and config.model.uno_out_channels == [8, 8, 8, 8]
+
+
+def test_round_trip_through_json_and_flat_overrides():
+    config = load_config("darcy", {"model.fno_block_precision": "mixed", "opt.optimizer": "tensorgrad",
+                                   "data.n_train": "100"})
+    text = json.dumps(config_to_dict(config))
+    rebuilt = make_config_from_nested_dict(DarcyConfig, json.loads(text))
+    assert rebuilt == config
+    flat = {k: v for k, v in config.to_dict(flatten=True).items() if not k.endswith("_config_name")}
+    assert load_config("darcy", flat) == config
+
+
+def test_parse_overrides_forms_and_errors():
+    assert parse_overrides(["--a.b", "1", "--c=x=y"]) == {"a.b": "1", "c": "x=y"}
+    with pytest.raises(ValueError, match="Missing value for option --a"):
+        parse_overrides(["--a"])
+    with pytest.raises(ValueError, match="got 'stray'"):
+        parse_overrides(["stray"])
+
+
+def test_unknown_key_lists_close_valid_keys():
+    with pytest.raises(ValueError) as info:
+        load_config("darcy", {"model.fno_block_precison": "mixed"})
+    assert "--model.fno_block_precison" in str(info.value)
+    assert "--model.fno_block_precision" in str(info.value)
+    with pytest.raises(ValueError, match=r"--opt\.n_epochs"):
+        load_config("darcy", {"opt.epochs": "3"})
+
+
+def test_unknown_config_name_lists_builtin_names():
+    with pytest.raises(ValueError, match=r"'darcyy'.*burgers, darcy, navier_stokes.*Did you mean: darcy"):
+        load_config("darcyy")
+
+
+def test_a_config_file_by_path_and_class(tmp_path):
+    path = tmp_path / "my_experiment.py"
+    path.write_text(
+        "from zencfg import ConfigBase\n"
+        "from neuralop_mp.configs import DarcyConfig\n"
+        "class Wide(DarcyConfig):\n"
+        "    name: str = 'wide'\n"
+        "class Other(ConfigBase):\n"
+        "    width: int = 3\n"
+    )
+    config = load_config(f"{path}:Wide", {"opt.n_epochs": "2"})
+    assert config.name == "wide" and config.opt.n_epochs == 2
+    assert load_config(str(path)).name == "wide"  # the file's only TrainConfig
+    with pytest.raises(TypeError, match="not a neuralop_mp.configs.TrainConfig"):
+        load_config(f"{path}:Other")
+    with pytest.raises(FileNotFoundError):
+        load_config(str(tmp_path / "missing.py"))
+
+
+BAD_VALUES = [
+    ("model.fno_block_precision", "hlaf", "'full', 'mixed', 'half'"),
+    ("model.half_dtype", "fp16", "'auto', 'float16', 'bfloat16'"),
+    ("model.stabilizer", "relu", "None, 'tanh'"),
+    ("model.model_arch", "fnoo", "'fno'"),
+    ("model.norm", "batch_norm", "'group_norm'"),
+    ("model.fno_skip", "skip", "'soft-gating'"),
+    ("model.channel_mlp_skip", "skip", "'soft-gating'"),
+    ("model.factorization", "svd", "'tucker'"),
+    ("model.implementation", "lazy", "'reconstructed'"),
+    ("model.positional_embedding", "sinus", "'grid'"),
+    ("opt.optimizer", "adam", "'adamw', 'tensorgrad', 'galore', 'sparse'"),
+    ("opt.training_loss", "l1", "'h1', 'l2'"),
+    ("opt.scheduler", "cosine", "'StepLR', 'CosineAnnealingLR', 'ReduceLROnPlateau'"),
+    ("opt.tensorgrad_sparse_type", "random", "'randk'"),
+    ("opt.tensorgrad_state_dtype", "float16", "'float32', 'bfloat16'"),
+    ("opt.loss_scaling", "static", "'auto', 'dynamic', 'none'"),
+    ("opt.precision_schedule", "half:0.5,quarter:0.5", "'full', 'mixed', 'half'"),
+    ("device", "tpu", "'cpu', 'cuda'"),
+]
+
+
+@pytest.mark.parametrize("key, value, allowed", BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_every_bad_enumerated_value_names_key_value_and_allowed(key, value, allowed):
+    with pytest.raises(ValueError) as info:
+        load_config("darcy", {key: value})
+    message = str(info.value)
+    assert key in message and repr(value).strip("'") in message and allowed in message
+
+
+def test_uno_specific_enumerations_are_checked_too():
+    with pytest.raises(ValueError, match=r"model.horizontal_skip='gate'.*'linear'"):
+        load_config("darcy", {"model": "UNOConfig", "model.horizontal_skip": "gate"})
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("opt.n_epochs", "0", "opt.n_epochs=0"),
+    ("opt.learning_rate", "-1e-3", "opt.learning_rate=-0.001"),
+    ("data.n_train", "0", "data.n_train=0"),
+    ("data.n_tests", "[10]", "one entry per test set"),
+    ("opt.betas", "[0.9]", "opt.betas"),
+    ("opt.tensorgrad_sparse_ratio", "1.5", "opt.tensorgrad_sparse_ratio=1.5"),
+])
+def test_bad_numbers_and_lengths(key, value, fragment):
+    with pytest.raises(ValueError, match=fragment.replace(".", r"\.").replace("[", r"\[")):
+        load_config("darcy", {key: value})
+
+
+def test_type_errors_come_from_zencfg():
+    with pytest.raises(TypeError, match="n_epochs"):
+        load_config("darcy", {"opt.n_epochs": "many"})
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("paper", "half:0.25,mixed:0.5,full:0.25"), ("mixed:0.5,full:0.5", "mixed:0.5,full:0.5"),
+    ("None", None), ("null", None),
+])
+def test_valid_schedule_strings_and_no_schedule(value, expected):
+    from neuralop_mp.configs.validation import validate_precision_schedule
+
+    config = load_config("darcy", {"opt.precision_schedule": value})
+    schedule = validate_precision_schedule(config.opt.precision_schedule)
+    assert (None if schedule is None else str(schedule)) == expected
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("model.stabilizer", "None", None), ("model.stabilizer", "null", None), ("model.stabilizer", "tanh", "tanh"),
+    ("model.norm", "none", None), ("model.positional_embedding", "None", None), ("output_dir", "", None),
+    ("opt.precision_schedule", "None", None), ("name", "None", "None"),  # name is not Optional
+])
+def test_null_spellings_become_none_where_none_is_allowed(key, value, expected):
+    config = load_config("darcy", {key: value})
+    section, _, name = key.rpartition(".")
+    assert getattr(getattr(config, section) if section else config, name) == expected
+
+
+FREE_TEXT = {"name", "output_dir", "data.data_root"}
+
+
+def test_every_string_field_is_validated_or_declared_free_text():
+    # a new str field must join the validation table (BAD_VALUES) or FREE_TEXT
+    validated = {key for key, _, _ in BAD_VALUES} | {"model.horizontal_skip"}
+    configs = [DarcyConfig(), load_config("darcy", {"model": "UNOConfig"}),
+               load_config("darcy", {"model": "TFNOConfig"})]
+    for config in configs:
+        for key in config_keys(config):
+            section, _, name = key.rpartition(".")
+            owner = type(getattr(config, section)) if section else type(config)
+            if name not in owner.model_fields:
+                continue
+            annotation = owner.model_fields[name].annotation
+            if str in (annotation, *typing.get_args(annotation)):
+                assert key in validated | FREE_TEXT, f"{key} is a string field without validation"

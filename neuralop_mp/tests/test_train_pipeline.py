@@ -1,0 +1,215 @@
+"""Every config field reaches the object it configures (no silently ignored key).
+
+Each test sets the fields of one section to non-default values, runs the pipeline
+step that reads that section, and checks the value on the built object. A final
+check per section asserts the test covered every field of the section, so a new
+config field without a consumer fails here.
+"""
+import inspect
+
+import pytest
+import torch
+from neuralop.losses import H1Loss, LpLoss
+
+from neuralop_mp.configs import (
+    DataConfig,
+    FNOConfig,
+    OptimizationConfig,
+    PatchingConfig,
+    TrainConfig,
+    UNOConfig,
+    load_config,
+)
+from neuralop_mp import train_pipeline as pipeline
+
+# non-default values of every FNO/TFNO model field (small, so building is fast)
+FNO_VALUES = {
+    "model_arch": "tfno", "data_channels": 2, "out_channels": 3, "n_modes": [6, 4],
+    "hidden_channels": 12, "n_layers": 2, "lifting_channel_ratio": 3.0,
+    "projection_channel_ratio": 1.5, "positional_embedding": None, "norm": "group_norm",
+    "use_channel_mlp": False, "channel_mlp_expansion": 0.25, "channel_mlp_dropout": 0.1,
+    "channel_mlp_skip": "linear", "fno_skip": "identity", "domain_padding": 0.25,
+    "factorization": "cp", "rank": 0.5, "fixed_rank_modes": True, "implementation": "reconstructed",
+    "separable": True, "preactivation": True,
+}
+UNO_VALUES = {
+    "model_arch": "uno", "data_channels": 2, "out_channels": 3, "hidden_channels": 12,
+    "lifting_channels": 16, "projection_channels": 16, "positional_embedding": None, "n_layers": 2,
+    "uno_out_channels": [12, 12], "uno_n_modes": [[4, 4], [4, 4]],
+    "uno_scalings": [[1.0, 1.0], [1.0, 1.0]], "channel_mlp_dropout": 0.1,
+    "channel_mlp_expansion": 0.25, "norm": "group_norm", "preactivation": True, "fno_skip": "identity",
+    "horizontal_skip": "identity", "channel_mlp_skip": "linear", "separable": False,
+    "factorization": "tucker", "rank": 0.5, "fixed_rank_modes": True, "implementation": "reconstructed",
+    "domain_padding": 0.25,
+}
+PRECISION_VALUES = {"fno_block_precision": "mixed", "half_dtype": "bfloat16", "stabilizer": "tanh"}
+
+
+def with_section(section, values, **extra):
+    overrides = {f"{section}.{k}": repr(v) if isinstance(v, list) else ("None" if v is None else str(v))
+                 for k, v in values.items()}
+    overrides.update(extra)
+    return load_config("darcy", overrides)
+
+
+@pytest.mark.parametrize("section_cls, values", [(FNOConfig, FNO_VALUES), (UNOConfig, UNO_VALUES)],
+                         ids=["fno-tfno", "uno"])
+def test_every_model_field_reaches_the_model(section_cls, values):
+    from neuralop_mp import get_precision
+
+    extra = {"model": section_cls.__name__}
+    config = with_section("model", {**values, **PRECISION_VALUES}, **extra)
+    model = pipeline.build_model(config)
+    recorded = model._init_kwargs
+    for name, value in values.items():
+        if name == "model_arch":
+            assert type(model).__name__.lower() == value
+        elif name == "data_channels":
+            assert recorded["in_channels"] == value
+        else:
+            assert recorded[name] == value, name
+    assert get_precision(model) == ("mixed", "bfloat16", "tanh")
+    covered = set(values) | set(PRECISION_VALUES)
+    assert covered == set(section_cls.model_fields)
+
+
+OPT_VALUES = {
+    "n_epochs": 7, "training_loss": "l2", "eval_interval": 2, "optimizer": "tensorgrad",
+    "learning_rate": 0.02, "weight_decay": 0.001, "betas": [0.8, 0.95], "tensorgrad_rank": 0.5,
+    "tensorgrad_sparse_ratio": 0.1, "tensorgrad_sparse_type": "topk", "tensorgrad_update_proj_gap": 7,
+    "tensorgrad_scale": 0.5, "tensorgrad_state_dtype": "bfloat16", "tensorgrad_min_params": 10,
+    "scheduler": "StepLR", "step_size": 3, "gamma": 0.25, "scheduler_T_max": 11, "scheduler_patience": 4,
+    "precision_schedule": "mixed:0.5,full:0.5", "loss_scaling": "dynamic", "max_consecutive_skips": 5,
+}
+SMALL_MODEL = {"model.hidden_channels": "8", "model.n_layers": "2", "model.n_modes": "[4,4]"}
+
+
+def test_every_opt_field_reaches_optimizer_scheduler_losses_or_trainer():
+    config = with_section("opt", OPT_VALUES, **SMALL_MODEL)
+    model = pipeline.build_model(config)
+    optimizer = pipeline.build_optimizer(model, config)
+    assert type(optimizer).__name__ == "TensorGRaD"
+    for group in optimizer.param_groups:
+        assert group["lr"] == pytest.approx(0.02) and group["weight_decay"] == pytest.approx(0.001)
+        assert tuple(group["betas"]) == pytest.approx((0.8, 0.95))
+    compressed = [g for g in optimizer.param_groups if g.get("compress")]
+    assert compressed
+    group = compressed[0]
+    assert group["rank"] == 0.5 and group["sparse_ratio"] == 0.1 and group["sparse_type"] == "topk"
+    assert group["update_proj_gap"] == 7 and group["scale"] == 0.5 and group["state_dtype"] == "bfloat16"
+    assert group["min_params"] == 10
+
+    scheduler = pipeline.build_scheduler(optimizer, config)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.StepLR)
+    assert scheduler.step_size == 3 and scheduler.gamma == 0.25
+    cosine = pipeline.build_scheduler(optimizer, load_config("darcy", {"opt.scheduler": "CosineAnnealingLR",
+                                                                        "opt.scheduler_T_max": "11"}))
+    assert cosine.T_max == 11
+    plateau = pipeline.build_scheduler(optimizer, load_config("darcy", {
+        "opt.scheduler": "ReduceLROnPlateau", "opt.scheduler_patience": "4", "opt.gamma": "0.25"}))
+    assert plateau.patience == 4 and plateau.factor == 0.25
+
+    training_loss, eval_losses = pipeline.build_losses(config, 2)
+    assert isinstance(training_loss, LpLoss) and isinstance(eval_losses["h1"], H1Loss)
+
+    schedule = pipeline.build_schedule(config)
+    trainer = pipeline.build_trainer(config, model, None, schedule, progress=False)
+    assert trainer.n_epochs == 7 and trainer.eval_interval == 2
+    assert str(trainer.precision_schedule) == "mixed:0.5,full:0.5"
+    assert trainer.loss_scaling == "dynamic" and trainer.max_consecutive_skips == 5
+    assert set(OPT_VALUES) == set(OptimizationConfig.model_fields)
+
+
+@pytest.mark.parametrize("mode, autocast, stabilizer", [("full", False, None), ("mixed", True, None),
+                                                        ("half", True, "auto")])
+def test_constant_schedule_from_model_precision(mode, autocast, stabilizer):
+    config = load_config("darcy", {"model.fno_block_precision": mode})
+    (phase,) = list(pipeline.build_schedule(config))
+    assert (phase.mode, phase.autocast, phase.stabilizer) == (mode, autocast, stabilizer)
+    explicit = load_config("darcy", {"model.fno_block_precision": mode, "model.stabilizer": "tanh"})
+    assert list(pipeline.build_schedule(explicit))[0].stabilizer == "tanh"
+
+
+@pytest.mark.parametrize("loader_name, config_name", [("load_darcy", "darcy"),
+                                                      ("load_navier_stokes", "navier_stokes"),
+                                                      ("load_burgers", "burgers")])
+def test_every_data_field_reaches_the_loader(monkeypatch, loader_name, config_name):
+    import neuralop_mp.data as data_module
+
+    calls = []
+
+    def recorder(**kwargs):
+        calls.append(kwargs)
+        return "train", {"res": "test"}, "processor"
+
+    monkeypatch.setattr(data_module, loader_name, recorder, raising=False)
+    values = {"data_root": "/somewhere", "n_train": 17, "batch_size": 5, "train_resolution": 8,
+              "n_tests": [3, 4], "test_resolutions": [8, 16], "test_batch_sizes": [2, 3],
+              "generate": False, "seed": 9}
+    if config_name != "burgers":  # Burgers data is always normalized (as upstream's)
+        values.update(encode_input=True, encode_output=False)
+    config = load_config(config_name, {f"data.{k}": str(v) for k, v in values.items()})
+    assert pipeline.build_data(config, progress=False) == ("train", {"res": "test"}, "processor")
+    assert calls == [{**values, "progress": False}]
+    assert set(values) == set(type(config.data).model_fields)
+
+
+@pytest.mark.parametrize("config_name", ["darcy", "navier_stokes", "burgers"])
+def test_data_sections_match_their_real_loader_signature(config_name):
+    import neuralop_mp.data as data_module
+
+    config = load_config(config_name)
+    loader = getattr(data_module, type(config.data).loader)
+    params = inspect.signature(loader).parameters
+    missing = [name for name in type(config.data).model_fields if name not in params]
+    assert not missing, f"{loader.__name__} does not take {missing}"
+
+
+def test_patching_fields_reach_the_data_processor():
+    config = load_config("darcy", {**SMALL_MODEL, "patching.levels": "1", "patching.padding": "0.25",
+                                   "patching.stitching": "true"})
+    model = pipeline.build_model(config)
+    assert model._init_kwargs["in_channels"] == 2  # data_channels * (levels + 1)
+    processor = pipeline.attach_patching(config, model, None)
+    assert (processor.levels, processor.padding_fraction, processor.stitching) == (1, 0.25, True)
+    assert set(PatchingConfig.model_fields) == {"levels", "padding", "stitching"}
+
+
+def test_top_level_fields_reach_their_consumers(tmp_path):
+    a = pipeline.build_model(load_config("darcy", {**SMALL_MODEL, "seed": "1"}))
+    b = pipeline.build_model(load_config("darcy", {**SMALL_MODEL, "seed": "1"}))
+    c = pipeline.build_model(load_config("darcy", {**SMALL_MODEL, "seed": "2"}))
+    first = lambda m: next(m.parameters()).detach()  # noqa: E731
+    assert torch.equal(first(a), first(b)) and not torch.equal(first(a), first(c))
+    assert pipeline.resolve_device("cpu") == torch.device("cpu")
+    assert pipeline.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+    config = load_config("darcy", {**SMALL_MODEL, "verbose": "false", "name": "exp", "device": "cpu"})
+    model = pipeline.build_model(config, pipeline.resolve_device(config.device))
+    device = pipeline.resolve_device(config.device)
+    trainer = pipeline.build_trainer(config, model, None, pipeline.build_schedule(config), device, progress=False)
+    assert trainer.verbose is False and torch.device(trainer.device) == torch.device("cpu")
+    assert pipeline.default_output_dir(config).name.startswith("exp-")
+    # output_dir is exercised end to end in integration_tests/test_cli_train.py
+    assert set(TrainConfig.model_fields) == {"name", "output_dir", "device", "seed", "verbose",
+                                             "model", "opt", "data", "patching"}
+
+
+def test_loader_that_does_not_take_a_field_is_an_error(monkeypatch):
+    import neuralop_mp.data as data_module
+
+    def narrow_loader(data_root=None, n_train=10):
+        raise AssertionError("must not be called")
+
+    monkeypatch.setattr(data_module, "load_darcy", narrow_loader, raising=False)
+    with pytest.raises(ValueError, match=r"config.data has fields \[.*'batch_size'.*load_darcy"):
+        pipeline.build_data(load_config("darcy"))
+
+
+def test_tensor_bytes_counts_nested_state():
+    state = {"a": {"exp_avg": torch.zeros(10), "step": torch.tensor(1.0)}, "b": [torch.zeros(3, dtype=torch.bfloat16)]}
+    assert pipeline.tensor_bytes(state) == 10 * 4 + 4 + 3 * 2
+
+
+def test_data_config_category_is_the_darcy_loader():
+    assert DataConfig.loader == "load_darcy"
