@@ -1,0 +1,272 @@
+"""Switching the plugin on for unmodified neuraloperator code, and off again.
+
+``enable(...)`` replaces, for the duration of one activation, the names an
+upstream training script uses to build its model, trainer, optimizer and data:
+
+* ``neuralop.get_model`` (also ``neuralop.models.get_model`` and
+  ``neuralop.models.base_model.get_model``) builds through
+  :func:`neuralop_mp.get_model` with the requested precision, so the model gets
+  :class:`~neuralop_mp.MixedPrecisionSpectralConv` layers;
+* ``neuralop.Trainer`` (also ``neuralop.training.Trainer`` and
+  ``neuralop.training.trainer.Trainer``) becomes a subclass of
+  :class:`~neuralop_mp.MixedPrecisionTrainer` bound to the requested schedule;
+* ``neuralop.training.AdamW`` (and ``torch.optim.Adam`` / ``torch.optim.AdamW``
+  when an optimizer kind is requested) builds the optimizer through
+  :func:`neuralop_mp.optim.factory.create_optimizer`;
+* upstream's dataset classes read files already on disk without any network
+  call (:mod:`neuralop_mp.runner.offline`).
+
+``disable()`` puts every replaced attribute back exactly as it was. Nothing is
+patched on import: importing this module changes nothing.
+
+Examples
+--------
+>>> import neuralop, neuralop_mp
+>>> with neuralop_mp.enabled(precision="mixed", schedule="paper") as report:
+...     exec(open("train_darcy.py").read())       # an unmodified upstream script
+>>> report.models[0]["layer_types"]
+['MixedPrecisionSpectralConv']
+"""
+from contextlib import contextmanager
+from importlib import import_module
+
+from ..precision import PRECISION_MODES, check_choice, normalize_half_dtype, normalize_stabilizer
+from .report import ActivationReport
+
+#: optimizer kinds the factory builds (agreed interface of neuralop_mp.optim.factory)
+OPTIMIZER_KINDS = ("adamw", "tensorgrad", "galore", "sparse")
+
+#: extra optimizer settings ``enable(optimizer_options=...)`` passes to the factory
+OPTIMIZER_OPTION_KEYS = (
+    "tensorgrad_rank",
+    "tensorgrad_sparse_ratio",
+    "tensorgrad_sparse_type",
+    "tensorgrad_update_proj_gap",
+    "tensorgrad_scale",
+    "tensorgrad_state_dtype",
+    "tensorgrad_min_params",
+)
+
+# (module, attribute) pairs that hold each replaced upstream name
+GET_MODEL_SITES = (
+    ("neuralop", "get_model"),
+    ("neuralop.models", "get_model"),
+    ("neuralop.models.base_model", "get_model"),
+)
+TRAINER_SITES = (
+    ("neuralop", "Trainer"),
+    ("neuralop.training", "Trainer"),
+    ("neuralop.training.trainer", "Trainer"),
+)
+NEURALOP_ADAMW_SITES = (
+    ("neuralop.training", "AdamW"),
+    ("neuralop.training.adamw", "AdamW"),
+)
+TORCH_OPTIMIZER_SITES = (
+    ("torch.optim", "Adam"),
+    ("torch.optim", "AdamW"),
+)
+
+_state = {"patches": None, "report": None}
+
+
+class AttributePatches:
+    """Attribute replacements that can be undone exactly, in reverse order."""
+
+    def __init__(self):
+        self._undo = []
+
+    def set(self, owner, name, value):
+        """Replace ``owner.name`` by ``value``, remembering the old value."""
+        self._undo.append((owner, name, owner.__dict__.get(name, _MISSING)))
+        setattr(owner, name, value)
+
+    def set_module_attr(self, module_name, name, value):
+        self.set(import_module(module_name), name, value)
+
+    def restore(self):
+        """Put back every replaced attribute (last replaced, first restored)."""
+        while self._undo:
+            owner, name, old = self._undo.pop()
+            if old is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, old)
+
+    def __len__(self):
+        return len(self._undo)
+
+
+_MISSING = object()
+
+
+def _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, optimizer_options):
+    """Check every option up front, so a bad value fails before anything is patched."""
+    if precision is not None:
+        check_choice("precision", precision, PRECISION_MODES)
+    if half_dtype is not None:
+        half_dtype = normalize_half_dtype(half_dtype)
+    if stabilizer is not None:
+        stabilizer = normalize_stabilizer(stabilizer)
+    if schedule is not None and schedule != "":
+        from ..training.schedule import PrecisionSchedule
+
+        schedule = PrecisionSchedule.from_config(schedule)
+    else:
+        schedule = None
+    if optimizer is not None:
+        check_choice("optimizer", optimizer, OPTIMIZER_KINDS)
+    optimizer_options = dict(optimizer_options or {})
+    for key in optimizer_options:
+        check_choice("optimizer option", key, OPTIMIZER_OPTION_KEYS)
+    return dict(
+        precision=precision,
+        half_dtype=half_dtype,
+        schedule=schedule,
+        stabilizer=stabilizer,
+        optimizer=optimizer,
+        optimizer_options=optimizer_options,
+    )
+
+
+def is_enabled():
+    """True while an activation is in force."""
+    return _state["patches"] is not None
+
+
+def active_report():
+    """The :class:`ActivationReport` of the activation in force, or None."""
+    return _state["report"]
+
+
+def enable(
+    *,
+    precision=None,
+    half_dtype=None,
+    schedule=None,
+    stabilizer=None,
+    optimizer=None,
+    optimizer_options=None,
+    loss_scaling=None,
+    data_root=None,
+    offline=True,
+):
+    """Activate the plugin for unmodified neuraloperator code; undo with :func:`disable`.
+
+    Parameters
+    ----------
+    precision : {"full", "mixed", "half"}, optional
+        ``fno_block_precision`` of models built through ``neuralop.get_model``;
+        by default the script's own ``config.model.fno_block_precision``.
+    half_dtype : {"auto", "float16", "bfloat16"}, optional
+        Half type of the mixed-precision layers and of autocast.
+    schedule : str, list or PrecisionSchedule, optional
+        Precision schedule of the trainer, e.g. ``"half:0.25,mixed:0.5,full:0.25"``
+        or ``"paper"``. Without it and with ``precision`` given, the trainer keeps
+        that precision for the whole run.
+    stabilizer : {None, "tanh"}, optional
+        Pre-activation before every forward FFT.
+    optimizer : {"adamw", "tensorgrad", "galore", "sparse"}, optional
+        Kind of optimizer built in place of ``neuralop.training.AdamW`` (which is
+        always replaced, by "adamw" when no kind is given) and, only when a kind
+        is given, in place of ``torch.optim.Adam`` / ``torch.optim.AdamW``.
+    optimizer_options : dict, optional
+        Factory settings such as ``tensorgrad_rank`` (see ``OPTIMIZER_OPTION_KEYS``).
+    loss_scaling : str, optional
+        Passed to the trainer (its default is "auto").
+    data_root : str or Path, optional
+        Folder that upstream's dataset classes read instead of the script's own.
+    offline : bool, default True
+        Make upstream's dataset classes read present files without any network
+        call, and fail with the command that generates missing ones.
+
+    Returns
+    -------
+    ActivationReport
+        Filled in while the plugin is active: models built, trainers, optimizers,
+        datasets read, and notes on what could not be intercepted.
+
+    Raises
+    ------
+    RuntimeError
+        If the plugin is already enabled (activations do not nest).
+    ValueError
+        On an invalid option, before anything is patched.
+    """
+    if is_enabled():
+        raise RuntimeError("neuralop_mp is already enabled; call neuralop_mp.disable() first.")
+    options = _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, optimizer_options)
+    options["loss_scaling"] = loss_scaling
+    options["data_root"] = None if data_root is None else str(data_root)
+    options["offline"] = bool(offline)
+
+    # Import everything we build with *before* patching, so that our own modules bind
+    # upstream's original classes (MixedPrecisionTrainer subclasses the real Trainer).
+    from . import intercept, offline as offline_data
+
+    parts = intercept.plugin_parts()
+    report = ActivationReport(options)
+    if options["stabilizer"] is not None and options["schedule"] is not None:
+        report.note(
+            "stabilizer is the one the model is built with; each schedule phase then sets its own "
+            "(tanh in 'half' phases, none otherwise, unless written as e.g. 'mixed/tanh')."
+        )
+    patches = AttributePatches()
+    try:
+        get_model = intercept.make_get_model(options, report, parts)
+        for module, name in GET_MODEL_SITES:
+            patches.set_module_attr(module, name, get_model)
+
+        trainer_cls = intercept.make_trainer_class(options, report, parts)
+        for module, name in TRAINER_SITES:
+            patches.set_module_attr(module, name, trainer_cls)
+
+        kind = options["optimizer"] or "adamw"
+        original = getattr(import_module(NEURALOP_ADAMW_SITES[0][0]), NEURALOP_ADAMW_SITES[0][1])
+        replacement = intercept.make_optimizer_class(original, kind, options, report, parts)
+        for module, name in NEURALOP_ADAMW_SITES:
+            patches.set_module_attr(module, name, replacement)
+        if options["optimizer"] is not None:
+            for module, name in TORCH_OPTIMIZER_SITES:
+                original = getattr(import_module(module), name)
+                patches.set_module_attr(
+                    module, name, intercept.make_optimizer_class(original, kind, options, report, parts)
+                )
+
+        if options["offline"] or options["data_root"]:
+            offline_data.install(patches, report, data_root=options["data_root"])
+    except BaseException:
+        patches.restore()
+        raise
+    _state["patches"], _state["report"] = patches, report
+    return report
+
+
+def disable():
+    """Undo :func:`enable`: restore every replaced attribute.
+
+    Returns the finished :class:`ActivationReport` (trainer histories copied, no
+    reference to models or trainers kept), or None if the plugin was not enabled.
+    """
+    patches, report = _state["patches"], _state["report"]
+    if patches is None:
+        return None
+    try:
+        patches.restore()
+    finally:
+        _state["patches"] = _state["report"] = None
+        report.finish()
+    return report
+
+
+@contextmanager
+def enabled(**options):
+    """Context manager form of :func:`enable` / :func:`disable`; yields the report.
+
+    Everything is restored when the block ends, also when it raises.
+    """
+    report = enable(**options)
+    try:
+        yield report
+    finally:
+        disable()

@@ -1,0 +1,248 @@
+"""``neuralop-mp run SCRIPT.py [--mp.* ...] -- [script args]``: an upstream script with the plugin on.
+
+The script runs in this process exactly as ``python SCRIPT.py ARGS`` would run
+it (``__name__ == "__main__"``, its directory first on ``sys.path``,
+``sys.argv == [SCRIPT.py, *ARGS]``, the working directory unchanged), inside
+:func:`neuralop_mp.enabled`. Afterwards ``sys.argv``, ``sys.path``, the modules
+imported from the script's folders and every patched name are restored, also
+when the script fails. Before the script starts we print what the plugin will
+intercept (and what it cannot); after it ends, a summary.
+
+Everything before ``--`` belongs to ``neuralop-mp run`` (the script path and
+``--mp.*`` flags, as ``--mp.flag value`` or ``--mp.flag=value``); everything
+after ``--`` goes to the script untouched, ``--mp.*`` look-alikes included.
+"""
+import json
+import runpy
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..precision import HALF_DTYPES, PRECISION_MODES, check_choice
+from .activation import OPTIMIZER_KINDS, enabled
+from .static_check import describe_plan, scan_source, start_warnings
+from .summary import format_summary
+
+USAGE = (
+    "usage: neuralop-mp run SCRIPT.py [--mp.precision {full,mixed,half}] [--mp.half_dtype "
+    "{auto,float16,bfloat16}] [--mp.schedule SCHEDULE] [--mp.stabilizer {None,tanh}] "
+    "[--mp.optimizer {adamw,tensorgrad,galore,sparse}] [--mp.tensorgrad_* VALUE] "
+    "[--mp.loss_scaling VALUE] [--mp.data-root DIR] [--mp.report FILE.json] [-- SCRIPT ARGS...]"
+)
+
+
+def _choice(allowed):
+    def convert(flag, value):
+        return check_choice(flag, value, allowed)
+
+    return convert
+
+
+def _number(kind):
+    def convert(flag, value):
+        try:
+            return kind(value)
+        except ValueError:
+            raise UsageError(f"Invalid {flag}={value!r}; expected {'an integer' if kind is int else 'a number'}.") from None
+
+    return convert
+
+
+def _text(flag, value):
+    return value
+
+
+def _stabilizer(flag, value):
+    value = None if value.strip().lower() in ("none", "null", "") else value
+    return check_choice(flag, value, (None, "tanh"))
+
+
+# flag (as written after --mp.) -> (destination, converter)
+FLAGS = {
+    "precision": ("precision", _choice(PRECISION_MODES)),
+    "half_dtype": ("half_dtype", _choice(HALF_DTYPES)),
+    "schedule": ("schedule", _text),
+    "stabilizer": ("stabilizer", _stabilizer),
+    "optimizer": ("optimizer", _choice(OPTIMIZER_KINDS)),
+    "loss_scaling": ("loss_scaling", _text),
+    "data-root": ("data_root", _text),
+    "report": ("report", _text),
+    "tensorgrad_rank": ("tensorgrad_rank", _number(float)),
+    "tensorgrad_sparse_ratio": ("tensorgrad_sparse_ratio", _number(float)),
+    "tensorgrad_sparse_type": ("tensorgrad_sparse_type", _text),
+    "tensorgrad_update_proj_gap": ("tensorgrad_update_proj_gap", _number(int)),
+    "tensorgrad_scale": ("tensorgrad_scale", _number(float)),
+    "tensorgrad_state_dtype": ("tensorgrad_state_dtype", _choice(("float32", "bfloat16"))),
+    "tensorgrad_min_params": ("tensorgrad_min_params", _number(int)),
+}
+KNOWN_FLAGS = tuple(f"--mp.{name}" for name in FLAGS)
+
+
+class UsageError(ValueError):
+    """Bad command line for ``neuralop-mp run``."""
+
+
+def _canonical(name):
+    """Flag name after ``--mp.``, with ``-`` and ``_`` accepted alike."""
+    wanted = name.replace("-", "_")
+    for known in FLAGS:
+        if known.replace("-", "_") == wanted:
+            return known
+    return None
+
+
+def parse_args(argv):
+    """Split ``argv`` into ``(script, options, script_args)``.
+
+    Raises
+    ------
+    UsageError
+        On a missing script, an unknown ``--mp.*`` flag (the message lists the
+        known ones), a flag without value, or an argument before ``--`` that is
+        not ours. Bad values raise the ``check_choice`` ValueError.
+    """
+    argv = list(argv)
+    if "--" in argv:
+        split = argv.index("--")
+        ours, script_args = argv[:split], argv[split + 1:]
+    else:
+        ours, script_args = argv, []
+    script, options, i = None, {}, 0
+    while i < len(ours):
+        token = ours[i]
+        if token.startswith(("--mp.", "--mp-", "--mp_")):
+            name, has_value, value = token[5:].partition("=")
+            flag = _canonical(name)
+            if flag is None:
+                raise UsageError(f"Unknown flag {token.split('=')[0]!r}; known flags: {', '.join(KNOWN_FLAGS)}.")
+            if not has_value:
+                if i + 1 >= len(ours) or ours[i + 1].startswith("--mp."):
+                    raise UsageError(f"--mp.{flag} needs a value.")
+                i += 1
+                value = ours[i]
+            dest, convert = FLAGS[flag]
+            options[dest] = convert(f"--mp.{flag}", value)
+        elif script is None and not token.startswith("-"):
+            script = token
+        else:
+            raise UsageError(
+                f"Unexpected argument {token!r} before '--'. The script's own arguments go after '--', "
+                f"e.g. neuralop-mp run train.py --mp.precision mixed -- --opt.n_epochs 3"
+            )
+        i += 1
+    if script is None:
+        raise UsageError("No script given. " + USAGE)
+    return script, options, script_args
+
+
+@dataclass
+class RunResult:
+    """Outcome of :func:`run_script`: the script's exit status and the activation report."""
+
+    exit_status: int
+    report: object
+    error: BaseException = None
+
+
+def _under(path, folders):
+    try:
+        path = Path(path).resolve()
+    except (OSError, TypeError):
+        return False
+    return any(folder == path or folder in path.parents for folder in folders)
+
+
+def _exit_status(code):
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # sys.exit("message") prints it, as Python does
+    return 1
+
+
+def run_script(script, script_args=(), *, report_path=None, out=None, **options):
+    """Run ``script`` as ``python script *script_args`` would, with the plugin enabled.
+
+    Parameters
+    ----------
+    script : str or Path
+    script_args : sequence of str
+        The script's ``sys.argv[1:]``.
+    report_path : str or Path, optional
+        Write the activation report there as JSON.
+    out : file, optional
+        Where our own messages go (default: ``sys.stdout``).
+    **options
+        Keyword arguments of :func:`neuralop_mp.enable` plus optimizer settings
+        (``tensorgrad_rank``, ...), which are passed as ``optimizer_options``.
+
+    Returns
+    -------
+    RunResult
+    """
+    out = out or sys.stdout
+    path = Path(script)
+    if not path.is_file():
+        raise UsageError(f"Script {str(script)!r} not found.")
+    enable_options = {k: v for k, v in options.items() if not k.startswith("tensorgrad_")}
+    optimizer_options = {k: v for k, v in options.items() if k.startswith("tensorgrad_")}
+    if optimizer_options:
+        enable_options["optimizer_options"] = optimizer_options
+
+    scan = scan_source(path.read_text(), filename=str(path))
+    shown = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None) or "defaults"
+    print(f"neuralop-mp run: {path} with the plugin enabled ({shown})", file=out)
+    print(f"neuralop-mp run: intercepting {describe_plan(scan)}", file=out)
+    for warning in start_warnings(scan, enable_options):
+        print(f"neuralop-mp run: WARNING: {warning}", file=out)
+    out.flush()
+
+    script_dir = path.resolve().parent
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    saved_modules = set(sys.modules)
+    status, error, report = 0, None, None
+    try:
+        sys.argv = [str(path)] + list(script_args)
+        sys.path.insert(0, str(script_dir))
+        with enabled(**enable_options) as report:
+            try:
+                runpy.run_path(str(path), run_name="__main__")
+            except SystemExit as exit_:
+                status = _exit_status(exit_.code)
+            except Exception as exc:  # the script's own failure: report it like Python would
+                traceback.print_exc()
+                status, error = 1, exc
+    finally:
+        added_paths = [Path(p).resolve() for p in sys.path if p and p not in saved_path]
+        sys.argv, sys.path[:] = saved_argv, saved_path
+        folders = [script_dir] + added_paths
+        for name in set(sys.modules) - saved_modules:
+            if _under(getattr(sys.modules[name], "__file__", None), folders):
+                del sys.modules[name]
+    sys.stdout.flush()
+    print(format_summary(report, exit_status=status), file=out)
+    if report_path:
+        Path(report_path).write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    return RunResult(status, report, error)
+
+
+def main(argv=None):
+    """Entry point of ``neuralop-mp run``; returns the exit status (2 on a usage error)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        print(__doc__)
+        return 0 if argv else 2
+    try:
+        script, options, script_args = parse_args(argv)
+        report_path = options.pop("report", None)
+        return run_script(script, script_args, report_path=report_path, **options).exit_status
+    except ValueError as exc:  # UsageError, or a bad option value (check_choice message)
+        print(f"neuralop-mp run: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The stand-ins that :func:`neuralop_mp.enable` puts in place of upstream's names.
+
+Each ``make_*`` function returns an object bound to one activation's options and
+report: a ``get_model`` function, a ``Trainer`` class and optimizer classes. They
+accept exactly what the names they replace accept, so an unmodified script calls
+them without noticing, and they record what they did in the report.
+"""
+import inspect
+import threading
+from types import SimpleNamespace
+
+from ..training.schedule import PrecisionSchedule
+
+# While the factory builds an optimizer it may itself call torch.optim.AdamW, which
+# is then one of our stand-ins: this flag makes the stand-ins step aside.
+_building = threading.local()
+
+
+def plugin_parts():
+    """The plugin classes and functions the stand-ins build with.
+
+    Imported here, before :func:`neuralop_mp.enable` patches anything, so that they
+    bind upstream's original classes (``MixedPrecisionTrainer`` subclasses the real
+    ``Trainer``, the factory's AdamW is torch's). Tests replace this function to run
+    the stand-ins against fakes.
+    """
+    from ..layers.spectral_conv import MixedPrecisionSpectralConv
+    from ..models.registry import get_model
+    from ..optim.factory import create_optimizer
+    from ..training.trainer import MixedPrecisionTrainer
+
+    return SimpleNamespace(
+        get_model=get_model,
+        MixedPrecisionTrainer=MixedPrecisionTrainer,
+        MixedPrecisionSpectralConv=MixedPrecisionSpectralConv,
+        create_optimizer=create_optimizer,
+    )
+
+
+def _section(config, key):
+    """``config[key]`` of a dict, Bunch or zencfg config, as a plain dict (or None)."""
+    if isinstance(config, dict):
+        value = config.get(key)
+    else:
+        value = getattr(config, key, None)
+    if value is None:
+        return None
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    return dict(value)
+
+
+def plugin_config(config, options):
+    """The config that :func:`neuralop_mp.get_model` receives for a script's config.
+
+    The script's ``config.model`` with the requested precision, half dtype and
+    stabilizer written over it, the script's ``patching`` section, and the
+    requested schedule as ``opt.precision_schedule`` (so the model gets the
+    mixed-precision layer even when it starts in "full"). The script's own config
+    object is not modified.
+    """
+    model = _section(config, "model")
+    if model is None:
+        raise ValueError("neuralop.get_model(config): config has no 'model' section.")
+    if options.get("precision") is not None:
+        model["fno_block_precision"] = options["precision"]
+    if options.get("half_dtype") is not None:
+        model["half_dtype"] = options["half_dtype"]
+    if options.get("stabilizer") is not None:
+        model["stabilizer"] = options["stabilizer"]
+    built = {"model": model}
+    patching = _section(config, "patching")
+    if patching is not None:
+        built["patching"] = patching
+    opt = _section(config, "opt") or {}
+    if options.get("schedule") is not None:
+        opt["precision_schedule"] = str(options["schedule"])
+    built["opt"] = opt
+    return built
+
+
+def make_get_model(options, report, parts):
+    """A ``get_model(config)`` that builds through :func:`neuralop_mp.get_model`."""
+
+    def get_model(config):
+        built = plugin_config(config, options)
+        model = parts.get_model(built)
+        report.record_model(model, arch=str(built["model"].get("model_arch", "")))
+        return model
+
+    get_model.__doc__ = (
+        "neuraloperator's get_model, replaced by neuralop_mp while the plugin is enabled: "
+        "builds through neuralop_mp.get_model with the requested precision."
+    )
+    get_model.__module__ = __name__
+    return get_model
+
+
+def trainer_schedule(options):
+    """The schedule the trainer is bound to: the requested one, else constant ``precision``."""
+    if options.get("schedule") is not None:
+        return options["schedule"]
+    if options.get("precision") is not None:
+        kwargs = {}
+        if options.get("stabilizer") is not None:
+            kwargs["stabilizer"] = options["stabilizer"]
+        return PrecisionSchedule.constant(options["precision"], **kwargs)
+    return None
+
+
+def make_trainer_class(options, report, parts):
+    """A ``Trainer`` subclass of :class:`MixedPrecisionTrainer` bound to ``options``.
+
+    It takes upstream ``Trainer``'s constructor arguments; the schedule, half dtype
+    and loss scaling of the activation are filled in unless the script passes them.
+    """
+    schedule = trainer_schedule(options)
+
+    def has_mixed_precision_layer(model):
+        return any(isinstance(m, parts.MixedPrecisionSpectralConv) for m in model.modules())
+
+    class Trainer(parts.MixedPrecisionTrainer):
+        __doc__ = (
+            "neuraloperator's Trainer, replaced by neuralop_mp while the plugin is enabled: "
+            f"a MixedPrecisionTrainer with precision_schedule={str(schedule)!r}."
+        )
+
+        def __init__(self, *args, **kwargs):
+            model = kwargs.get("model", args[0] if args else None)
+            switches_layers = schedule is not None and any(p.mode != "full" for p in schedule)
+            if switches_layers and model is not None and not has_mixed_precision_layer(model):
+                raise RuntimeError(
+                    f"neuralop-mp: precision schedule {str(schedule)!r} requested, but the model "
+                    f"passed to Trainer ({type(model).__name__}) has no MixedPrecisionSpectralConv "
+                    "layer: the script built it without neuralop.get_model, so the plugin cannot "
+                    "switch its precision. Build the model with get_model(config), or run "
+                    "without --mp.precision/--mp.schedule."
+                )
+            kwargs.setdefault("precision_schedule", schedule)
+            if options.get("half_dtype") is not None:
+                kwargs.setdefault("half_dtype", options["half_dtype"])
+            if options.get("loss_scaling") is not None:
+                kwargs.setdefault("loss_scaling", options["loss_scaling"])
+            super().__init__(*args, **kwargs)
+            report.record_trainer(self, schedule=kwargs["precision_schedule"])
+
+    Trainer.__module__ = __name__
+    Trainer.__qualname__ = "Trainer"
+    return Trainer
+
+
+def _bind(replaced, args, kwargs):
+    """Bind a call to the replaced optimizer class's signature (its own defaults applied)."""
+    bound = inspect.signature(replaced).bind(*args, **kwargs)
+    bound.apply_defaults()
+    values = dict(bound.arguments)
+    for name, param in inspect.signature(replaced).parameters.items():
+        if param.kind is param.VAR_KEYWORD:
+            values.update(values.pop(name, {}))
+    return values
+
+
+def _find_model(report, params):
+    """The model built during the activation whose parameters are exactly ``params``."""
+    wanted = {id(p) for p in params}
+    for model in report.live_models():
+        own = {id(p) for p in model.parameters()}
+        trainable = {id(p) for p in model.parameters() if p.requires_grad}
+        if wanted in (own, trainable):
+            return model
+    return None
+
+
+def _parameter_holder(params):
+    """A module holding bare parameters, for the factory when no built model matches."""
+    from torch import nn
+
+    holder = nn.Module()
+    holder.params = nn.ParameterList(params)
+    return holder
+
+
+# arguments of the replaced classes that the factory has a field for
+_FORWARDED = {"lr": "learning_rate", "weight_decay": "weight_decay", "betas": "betas"}
+
+
+def make_optimizer_class(replaced, kind, options, report, parts):
+    """A stand-in for optimizer class ``replaced`` that builds a factory optimizer of ``kind``.
+
+    Calling it with the replaced class's arguments (``params, lr, betas,
+    weight_decay, ...``) returns ``create_optimizer(model, opt_config)``, where
+    ``model`` is the model built through ``get_model`` that owns ``params``. Other
+    arguments the factory has no field for (``eps``, ``amsgrad``...) are noted in
+    the report when they differ from the replaced class's default. Parameter
+    groups (dicts) are handed to the replaced class unchanged, with a note.
+    """
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(replaced).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+    class OptimizerStandIn:
+        def __new__(cls, *args, **kwargs):
+            if getattr(_building, "active", False):
+                return replaced(*args, **kwargs)
+            values = _bind(replaced, args, kwargs)
+            params = list(values.pop("params"))
+            if any(isinstance(p, dict) for p in params):
+                report.note(
+                    f"{replaced.__qualname__} was given parameter groups; it was built as the script "
+                    f"asked, not as a {kind!r} optimizer."
+                )
+                return replaced(params, **{k: v for k, v in values.items()})
+            opt_config = {"optimizer": kind}
+            for name, field in _FORWARDED.items():
+                if name in values:
+                    opt_config[field] = values.pop(name)
+            opt_config.update(options.get("optimizer_options") or {})
+            ignored = sorted(k for k, v in values.items() if k in defaults and v != defaults[k])
+            ignored += sorted(k for k in values if k not in defaults)
+            if ignored:
+                report.note(
+                    f"{replaced.__qualname__} arguments {ignored} have no equivalent in the "
+                    f"{kind!r} optimizer and were not used."
+                )
+            model = _find_model(report, params)
+            if model is None:
+                report.note(
+                    f"The parameters given to {replaced.__qualname__} do not belong to a model built "
+                    "through get_model; the optimizer sees them as a flat list of parameters."
+                )
+            _building.active = True
+            try:
+                optimizer = parts.create_optimizer(
+                    model if model is not None else _parameter_holder(params), opt_config
+                )
+            finally:
+                _building.active = False
+            report.record_optimizer(optimizer, replaced, kind, model_matched=model is not None)
+            return optimizer
+
+    OptimizerStandIn.__name__ = OptimizerStandIn.__qualname__ = replaced.__name__
+    OptimizerStandIn.__module__ = __name__
+    OptimizerStandIn.__doc__ = (
+        f"{replaced.__module__}.{replaced.__qualname__}, replaced by neuralop_mp while the plugin is "
+        f"enabled: builds a {kind!r} optimizer through neuralop_mp.optim.factory.create_optimizer."
+    )
+    OptimizerStandIn.replaced = replaced
+    return OptimizerStandIn

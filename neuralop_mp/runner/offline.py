@@ -1,0 +1,172 @@
+"""Offline data for upstream's loaders while the plugin is enabled.
+
+Upstream's ``DarcyDataset`` and ``NavierStokesDataset`` (behind
+``load_darcy_flow_small`` and ``load_navier_stokes_pt``) ask Zenodo for the
+record's file list on every construction with ``download=True``, even when the
+files are already on disk, so an unmodified script fails on a machine without
+network. While the plugin is enabled:
+
+* the dataset classes read the ``{name}_train_{res}.pt`` / ``{name}_test_{res}.pt``
+  files that are present and never call the network, whatever ``download`` says;
+* with a ``data_root``, they read from that folder instead of the script's;
+* when files are missing they raise :class:`OfflineDataError` naming the missing
+  files and the ``neuralop-mp data ...`` command that generates them;
+* upstream's download helpers raise :class:`OfflineDataError` instead of
+  connecting, for any other dataset that would try.
+
+Upstream only accepts the resolutions its Zenodo records host (Navier–Stokes:
+128 and 1024). Offline, any resolution whose files are present is read, so data
+generated at 16 or 32 points per side works.
+"""
+import inspect
+import sys
+from importlib import import_module
+from pathlib import Path
+
+from neuralop.data.datasets.pt_dataset import PTDataset
+
+
+class OfflineDataError(FileNotFoundError):
+    """Data files are missing and the plugin does not download (no network call)."""
+
+
+# dataset -> where upstream defines its class, the files' prefix, our generator's name,
+# and whether its __init__ downloads (then we run PTDataset's loading ourselves)
+DATASETS = {
+    "darcy": dict(module="neuralop.data.datasets.darcy", cls="DarcyDataset", prefix="darcy", downloads=True),
+    "navier_stokes": dict(
+        module="neuralop.data.datasets.navier_stokes", cls="NavierStokesDataset", prefix="nsforcing", downloads=True
+    ),
+    "burgers": dict(module="neuralop.data.datasets.burgers", cls="Burgers1dTimeDataset", prefix="burgers", downloads=False),
+}
+
+DOWNLOAD_FUNCTIONS = ("download_from_zenodo_record", "download_from_url")
+
+
+def expected_files(prefix, resolutions):
+    """File names upstream's PTDataset reads for ``resolutions`` (train and test)."""
+    names = []
+    for res in sorted(set(int(r) for r in resolutions)):
+        names += [f"{prefix}_train_{res}.pt", f"{prefix}_test_{res}.pt"]
+    return names
+
+
+def generate_command(dataset, resolutions, root):
+    """The shell command that writes the files of ``dataset`` at ``resolutions`` into ``root``."""
+    res = " ".join(str(r) for r in sorted(set(int(r) for r in resolutions)))
+    return f"neuralop-mp data {dataset} --res {res} --root {root}"
+
+
+def require_files(dataset, root, train_resolution, test_resolutions):
+    """Return the paths of a dataset's files, or raise :class:`OfflineDataError` naming the missing ones.
+
+    Only the training file of the training resolution and the test files of the
+    test resolutions are read by upstream, so only those are required.
+    """
+    prefix = DATASETS[dataset]["prefix"]
+    root = Path(root)
+    needed = [root / f"{prefix}_train_{int(train_resolution)}.pt"]
+    needed += [root / f"{prefix}_test_{int(r)}.pt" for r in test_resolutions]
+    missing = [p.name for p in needed if not p.is_file()]
+    if missing:
+        resolutions = [train_resolution, *test_resolutions]
+        raise OfflineDataError(
+            f"neuralop-mp (offline data): {', '.join(missing)} not found in {root}. "
+            f"Generate them with:\n    {generate_command(dataset, resolutions, root)}\n"
+            "or point the script at a folder that has them with --mp.data-root DIR. "
+            "(While the plugin is enabled, datasets are never downloaded.)"
+        )
+    return needed
+
+
+def _resolve_root(root_dir, data_root):
+    return Path(data_root if data_root is not None else root_dir).expanduser()
+
+
+def _arguments(init, self, args, kwargs):
+    bound = inspect.signature(init).bind(self, *args, **kwargs)
+    bound.apply_defaults()
+    values = dict(bound.arguments)
+    values.pop("self")
+    return values
+
+
+def _listify(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _downloading_init(dataset, original, report, data_root):
+    """``__init__`` for a class that downloads: check files, then load them as upstream does."""
+    prefix = DATASETS[dataset]["prefix"]
+
+    def __init__(self, *args, **kwargs):
+        values = _arguments(original, self, args, kwargs)
+        root = _resolve_root(values["root_dir"], data_root)
+        test_resolutions = _listify(values["test_resolutions"])
+        files = require_files(dataset, root, values["train_resolution"], test_resolutions)
+        report.record_dataset(dataset, root, files, download_requested=values.get("download", False))
+        # upstream's __init__ after its download step, without the resolution whitelist
+        PTDataset.__init__(
+            self,
+            root_dir=root,
+            dataset_name=prefix,
+            n_train=values["n_train"],
+            n_tests=values["n_tests"],
+            batch_size=values["batch_size"],
+            test_batch_sizes=values["test_batch_sizes"],
+            train_resolution=values["train_resolution"],
+            test_resolutions=test_resolutions,
+            encode_input=values["encode_input"],
+            encode_output=values["encode_output"],
+            encoding=values["encoding"],
+            channel_dim=values["channel_dim"],
+            input_subsampling_rate=values["subsampling_rate"],
+            output_subsampling_rate=values["subsampling_rate"],
+        )
+
+    return __init__
+
+
+def _reading_init(dataset, original, report, data_root):
+    """``__init__`` for a class that only reads: check files, then run upstream's own."""
+
+    def __init__(self, *args, **kwargs):
+        values = _arguments(original, self, args, kwargs)
+        root = _resolve_root(values["root_dir"], data_root)
+        files = require_files(dataset, root, values["train_resolution"], _listify(values["test_resolutions"]))
+        report.record_dataset(dataset, root, files, download_requested=False)
+        values["root_dir"] = root
+        original(self, **values)
+
+    return __init__
+
+
+def _blocked_download(name):
+    def blocked(*args, **kwargs):
+        raise OfflineDataError(
+            f"neuralop-mp (offline data): {name}{args or ''} was called, but the plugin never "
+            "downloads. Generate the data with `neuralop-mp data ...` and pass --mp.data-root DIR."
+        )
+
+    blocked.__name__ = name
+    return blocked
+
+
+def install(patches, report, data_root=None):
+    """Patch upstream's dataset classes and download helpers (undone by ``patches.restore()``)."""
+    for dataset, spec in DATASETS.items():
+        cls = getattr(import_module(spec["module"]), spec["cls"])
+        original = cls.__init__
+        make = _downloading_init if spec["downloads"] else _reading_init
+        init = make(dataset, original, report, data_root)
+        init.__doc__ = original.__doc__
+        patches.set(cls, "__init__", init)
+
+    web_utils = import_module("neuralop.data.datasets.web_utils")
+    originals = {name: getattr(web_utils, name) for name in DOWNLOAD_FUNCTIONS}
+    for module_name, module in list(sys.modules.items()):
+        if module is None or not (module_name == "neuralop" or module_name.startswith("neuralop.")):
+            continue
+        for name, original in originals.items():
+            if module.__dict__.get(name) is original:
+                patches.set(module, name, _blocked_download(name))

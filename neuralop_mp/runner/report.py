@@ -1,0 +1,149 @@
+"""What an activation of the plugin actually intercepted, recorded as it happens.
+
+The report is how a user (and our tests) can tell that a script really ran with
+the plugin: which models were built through ``get_model`` and with which spectral
+layer, which trainer and optimizer classes were used, which precision phases
+the trainer went through, and which data files were read.
+"""
+import time
+import weakref
+
+
+def _spectral_layer_types(model):
+    """Sorted names of the spectral-convolution classes inside ``model``."""
+    from neuralop.layers.spectral_convolution import SpectralConv
+
+    return sorted({type(m).__name__ for m in model.modules() if isinstance(m, SpectralConv)})
+
+
+class ActivationReport:
+    """Record of one activation: filled in by the interceptors, finished by ``disable``.
+
+    Attributes
+    ----------
+    options : dict
+        The validated options of the activation.
+    models : list of dict
+        One entry per model built through ``neuralop.get_model``: ``arch``,
+        ``model_class``, ``layer_types`` (spectral layer classes inside it),
+        ``precision`` (mode, half dtype, stabilizer) when it has our layer.
+    trainers : list of dict
+        One entry per trainer created: ``class``, ``bases``, ``schedule``,
+        and after :meth:`finish`, ``history`` (the trainer's per-epoch records).
+    optimizers : list of dict
+        One entry per optimizer built in place of the script's: ``replaced``
+        (the class the script called), ``kind``, ``class``, ``model_matched``.
+    datasets : list of dict
+        One entry per dataset read offline: ``dataset``, ``root``, ``files``,
+        ``download_requested``.
+    notes : list of str
+        Things that were requested but could not be applied, in words.
+    """
+
+    def __init__(self, options):
+        self.options = dict(options)
+        self.models = []
+        self.trainers = []
+        self.optimizers = []
+        self.datasets = []
+        self.notes = []
+        self.started = time.perf_counter()
+        self.elapsed = None
+        self._model_refs = []
+        self._trainer_refs = []
+
+    # -- recording -------------------------------------------------------------
+    def record_model(self, model, arch):
+        entry = {
+            "arch": arch,
+            "model_class": type(model).__name__,
+            "layer_types": _spectral_layer_types(model),
+        }
+        try:
+            from ..precision import get_precision
+
+            mode, half_dtype, stabilizer = get_precision(model)
+            entry["precision"] = {"mode": mode, "half_dtype": half_dtype, "stabilizer": stabilizer}
+        except (ValueError, ImportError):
+            entry["precision"] = None  # upstream's layer: built in full precision, as upstream
+        self.models.append(entry)
+        self._model_refs.append(weakref.ref(model))
+        return entry
+
+    def record_trainer(self, trainer, schedule):
+        entry = {
+            "class": type(trainer).__name__,
+            "bases": [c.__name__ for c in type(trainer).__mro__[1:-1]],
+            "schedule": None if schedule is None else str(schedule),
+            "history": None,
+        }
+        self.trainers.append(entry)
+        self._trainer_refs.append((entry, trainer))  # strong until finish(): history is read then
+        return entry
+
+    def record_optimizer(self, optimizer, replaced, kind, model_matched):
+        entry = {
+            "replaced": f"{replaced.__module__}.{replaced.__qualname__}",
+            "kind": kind,
+            "class": type(optimizer).__name__,
+            "model_matched": model_matched,
+        }
+        self.optimizers.append(entry)
+        return entry
+
+    def record_dataset(self, dataset, root, files, download_requested):
+        entry = {
+            "dataset": dataset,
+            "root": str(root),
+            "files": [str(f) for f in files],
+            "download_requested": bool(download_requested),
+        }
+        self.datasets.append(entry)
+        return entry
+
+    def note(self, message):
+        if message not in self.notes:
+            self.notes.append(message)
+
+    # -- reading ---------------------------------------------------------------
+    def live_models(self):
+        """Models built during the activation that are still alive."""
+        return [m for m in (r() for r in self._model_refs) if m is not None]
+
+    def live_trainers(self):
+        return [t for _, t in self._trainer_refs]
+
+    def finish(self):
+        """Copy the trainers' histories and drop every reference to them."""
+        for entry, trainer in self._trainer_refs:
+            history = getattr(trainer, "history", None)
+            entry["history"] = [dict(h) for h in history] if history else []
+        self._trainer_refs = []
+        if self.elapsed is None:
+            self.elapsed = time.perf_counter() - self.started
+
+    def phases_seen(self):
+        """Precision modes the trainers went through, in order, without repeats in a row."""
+        seen = []
+        for entry, trainer in self._trainer_refs or [(t, None) for t in self.trainers]:
+            history = entry.get("history")
+            if history is None and trainer is not None:
+                history = getattr(trainer, "history", None)
+            for h in history or []:
+                mode = h.get("precision")
+                if mode is not None and (not seen or seen[-1] != mode):
+                    seen.append(mode)
+        return seen
+
+    def to_dict(self):
+        """A JSON-serialisable view of the report."""
+        return {
+            "options": {k: (str(v) if k == "schedule" and v is not None else v) for k, v in self.options.items()},
+            "models": self.models,
+            "trainers": self.trainers,
+            "optimizers": self.optimizers,
+            "datasets": self.datasets,
+            "phases_seen": self.phases_seen(),
+            "notes": self.notes,
+            "elapsed_s": self.elapsed,
+        }

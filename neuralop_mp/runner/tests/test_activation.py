@@ -1,0 +1,212 @@
+"""enable / disable / enabled: what is replaced while active, and that all of it comes back."""
+import importlib
+
+import neuralop
+import neuralop.models
+import neuralop.models.base_model
+import neuralop.training
+import neuralop.training.adamw
+import neuralop.training.trainer
+import pytest
+import torch
+
+import neuralop_mp
+from neuralop_mp.runner import activation
+from neuralop_mp.runner.activation import (
+    GET_MODEL_SITES,
+    NEURALOP_ADAMW_SITES,
+    TORCH_OPTIMIZER_SITES,
+    TRAINER_SITES,
+)
+from neuralop_mp.training.schedule import PrecisionSchedule
+
+from .conftest import FakeMixedPrecisionSpectralConv, FakeMixedPrecisionTrainer
+
+ALL_SITES = GET_MODEL_SITES + TRAINER_SITES + NEURALOP_ADAMW_SITES + TORCH_OPTIMIZER_SITES
+
+
+def _current():
+    return {site: getattr(importlib.import_module(site[0]), site[1]) for site in ALL_SITES}
+
+
+@pytest.fixture
+def originals():
+    before = _current()
+    yield before
+    assert _current() == before, "a test left a patched name behind"
+
+
+def test_importing_the_runner_patches_nothing(originals):
+    # the runner modules are imported by now (conftest); upstream's names are untouched
+    assert neuralop.get_model.__module__ == "neuralop.models.base_model"
+    assert neuralop.Trainer.__module__ == "neuralop.training.trainer"
+    assert neuralop.training.AdamW.__module__ == "neuralop.training.adamw"
+    assert torch.optim.AdamW.__module__ == "torch.optim.adamw"
+    assert not activation.is_enabled()
+
+
+def test_public_names_are_the_activation_functions():
+    assert neuralop_mp.enable is activation.enable
+    assert neuralop_mp.disable is activation.disable
+    assert neuralop_mp.enabled is activation.enabled
+
+
+def test_every_site_is_replaced_while_enabled_and_restored_after(fake_parts, originals):
+    with neuralop_mp.enabled(precision="mixed", optimizer="tensorgrad") as report:
+        now = _current()
+        for site in ALL_SITES:
+            assert now[site] is not originals[site], site
+        assert neuralop.get_model is neuralop.models.get_model is neuralop.models.base_model.get_model
+        assert neuralop.Trainer is neuralop.training.Trainer is neuralop.training.trainer.Trainer
+        assert issubclass(neuralop.Trainer, FakeMixedPrecisionTrainer)
+        assert activation.active_report() is report
+    assert _current() == originals
+    assert activation.active_report() is None
+
+
+def test_torch_optimizers_are_left_alone_without_an_optimizer_request(fake_parts, originals):
+    with neuralop_mp.enabled(precision="mixed"):
+        assert torch.optim.Adam is originals[("torch.optim", "Adam")]
+        assert torch.optim.AdamW is originals[("torch.optim", "AdamW")]
+        assert neuralop.training.AdamW is not originals[("neuralop.training", "AdamW")]
+
+
+def test_restored_when_the_block_raises(fake_parts, originals):
+    with pytest.raises(KeyError, match="boom"):
+        with neuralop_mp.enabled(precision="half", optimizer="adamw"):
+            raise KeyError("boom")
+    assert not activation.is_enabled()
+
+
+def test_enable_does_not_nest(fake_parts, originals):
+    neuralop_mp.enable(precision="mixed")
+    try:
+        with pytest.raises(RuntimeError, match="already enabled"):
+            neuralop_mp.enable(precision="half")
+    finally:
+        report = neuralop_mp.disable()
+    assert report is not None and report.options["precision"] == "mixed"
+    assert neuralop_mp.disable() is None  # disabling twice is harmless
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"precision": "hlaf"}, "Invalid precision='hlaf'; allowed values: 'full', 'mixed', 'half'."),
+        ({"optimizer": "sgd"}, "Invalid optimizer='sgd'; allowed values: 'adamw', 'tensorgrad', 'galore', 'sparse'."),
+        ({"half_dtype": "fp8"}, "Invalid half_dtype='fp8'; allowed values: 'auto', 'float16', 'bfloat16'."),
+        ({"optimizer_options": {"tensorgrad_rnk": 1}}, "Invalid optimizer option='tensorgrad_rnk'"),
+    ],
+)
+def test_bad_options_fail_before_anything_is_patched(fake_parts, originals, kwargs, message):
+    with pytest.raises(ValueError) as info:
+        neuralop_mp.enable(**kwargs)
+    assert str(info.value).startswith(message)
+    assert not activation.is_enabled()
+
+
+def test_get_model_builds_through_the_plugin_with_the_requested_precision(fake_parts, tiny_config, originals):
+    schedule = "half:0.25,mixed:0.5,full:0.25"
+    with neuralop_mp.enabled(precision="mixed", half_dtype="bfloat16", stabilizer="tanh", schedule=schedule) as report:
+        model = neuralop.get_model(tiny_config)
+    (seen,) = fake_parts["get_model"]
+    assert seen["model"]["fno_block_precision"] == "mixed"
+    assert seen["model"]["half_dtype"] == "bfloat16"
+    assert seen["model"]["stabilizer"] == "tanh"
+    assert seen["opt"]["precision_schedule"] == schedule
+    assert seen["patching"] == {"levels": 0}
+    assert "fno_block_precision" not in tiny_config["model"], "the script's config must not be modified"
+    assert any(isinstance(m, FakeMixedPrecisionSpectralConv) for m in model.modules())
+    assert report.models[0]["layer_types"] == ["FakeMixedPrecisionSpectralConv"]
+    assert report.models[0]["arch"] == "fno"
+
+
+def test_get_model_keeps_the_scripts_precision_when_none_is_requested(fake_parts, tiny_config):
+    with neuralop_mp.enabled():
+        model = neuralop.get_model(tiny_config)
+    assert "fno_block_precision" not in fake_parts["get_model"][0]["model"]
+    assert not any(isinstance(m, FakeMixedPrecisionSpectralConv) for m in model.modules())
+
+
+def test_trainer_takes_upstream_arguments_and_is_bound_to_the_schedule(fake_parts, tiny_config):
+    with neuralop_mp.enabled(schedule="paper", half_dtype="bfloat16", loss_scaling="dynamic") as report:
+        model = neuralop.get_model(tiny_config)
+        trainer = neuralop.Trainer(
+            model=model, n_epochs=3, device="cpu", mixed_precision=False, data_processor=None,
+            eval_interval=1, log_output=False, use_distributed=False, verbose=False, wandb_log=False,
+        )
+    assert isinstance(trainer, FakeMixedPrecisionTrainer)
+    assert trainer.precision_schedule == PrecisionSchedule.parse("half:0.25,mixed:0.5,full:0.25")
+    assert (trainer.half_dtype, trainer.loss_scaling, trainer.n_epochs) == ("bfloat16", "dynamic", 3)
+    assert report.trainers[0]["schedule"] == "half:0.25,mixed:0.5,full:0.25"
+    assert report.trainers[0]["history"][0]["precision"] == "mixed"  # copied when disabled
+    assert report.phases_seen() == ["mixed"]
+
+
+def test_precision_alone_means_a_constant_schedule_and_script_kwargs_win(fake_parts, tiny_config):
+    with neuralop_mp.enabled(precision="half", stabilizer=None):
+        model = neuralop.get_model(tiny_config)
+        constant = neuralop.Trainer(model=model, n_epochs=1)
+        explicit = neuralop.Trainer(model=model, n_epochs=1, precision_schedule=None, half_dtype="float16")
+    assert constant.precision_schedule == PrecisionSchedule.constant("half")
+    assert explicit.precision_schedule is None and explicit.half_dtype == "float16"
+
+
+def test_trainer_refuses_a_model_the_plugin_did_not_build(fake_parts, tiny_config):
+    from neuralop.models import FNO
+
+    direct = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=1)
+    with neuralop_mp.enabled(precision="mixed"):
+        with pytest.raises(RuntimeError, match=r"built it without neuralop.get_model"):
+            neuralop.Trainer(model=direct, n_epochs=1)
+    with neuralop_mp.enabled(precision="full"):  # nothing to switch: upstream's model is fine
+        trainer = neuralop.Trainer(model=direct, n_epochs=1)
+    assert trainer.precision_schedule == PrecisionSchedule.constant("full")
+
+
+def test_optimizers_are_built_by_the_factory_for_the_matching_model(fake_parts, tiny_config, originals):
+    upstream_adamw = originals[("neuralop.training", "AdamW")]
+    with neuralop_mp.enabled(optimizer="tensorgrad", optimizer_options={"tensorgrad_rank": 0.2}) as report:
+        model = neuralop.get_model(tiny_config)
+        from neuralop.training import AdamW
+
+        opt = AdamW(model.parameters(), lr=5e-3, weight_decay=1e-4)
+        torch_opt = torch.optim.Adam(model.parameters(), 2e-3, (0.8, 0.9))
+    # the fake factory itself called torch.optim.AdamW (patched): the stand-in stepped aside
+    assert type(opt) is originals[("torch.optim", "AdamW")]
+    (m1, cfg1), (m2, cfg2) = fake_parts["create_optimizer"]
+    assert m1 is model and m2 is model
+    assert cfg1 == {"optimizer": "tensorgrad", "learning_rate": 5e-3, "weight_decay": 1e-4,
+                    "betas": (0.9, 0.999), "tensorgrad_rank": 0.2}
+    assert cfg2["learning_rate"] == 2e-3 and cfg2["betas"] == (0.8, 0.9) and cfg2["weight_decay"] == 0
+    assert [o["replaced"] for o in report.optimizers] == [
+        f"{upstream_adamw.__module__}.AdamW", "torch.optim.adam.Adam"
+    ]
+    assert all(o["model_matched"] and o["kind"] == "tensorgrad" for o in report.optimizers)
+    assert torch_opt.param_groups[0]["lr"] == 2e-3
+
+
+def test_optimizer_arguments_without_equivalent_are_reported(fake_parts, tiny_config):
+    with neuralop_mp.enabled(optimizer="adamw") as report:
+        model = neuralop.get_model(tiny_config)
+        torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-4, amsgrad=True)
+    assert any("['amsgrad', 'eps']" in n for n in report.notes), report.notes
+
+
+def test_parameter_groups_are_built_as_the_script_asked(fake_parts, tiny_config, originals):
+    with neuralop_mp.enabled(optimizer="tensorgrad") as report:
+        model = neuralop.get_model(tiny_config)
+        opt = torch.optim.Adam([{"params": model.parameters(), "lr": 1e-2}])
+    assert type(opt) is originals[("torch.optim", "Adam")]
+    assert fake_parts["create_optimizer"] == []
+    assert any("parameter groups" in n for n in report.notes)
+
+
+def test_parameters_of_an_unknown_model_still_get_the_requested_optimizer(fake_parts):
+    layer = torch.nn.Linear(3, 2)
+    with neuralop_mp.enabled(optimizer="tensorgrad") as report:
+        torch.optim.Adam(layer.parameters(), lr=1e-3)
+    (holder, cfg), = fake_parts["create_optimizer"]
+    assert [p is q for p, q in zip(holder.parameters(), layer.parameters())] == [True, True]
+    assert report.optimizers[0]["model_matched"] is False
+    assert any("do not belong to a model built through get_model" in n for n in report.notes)

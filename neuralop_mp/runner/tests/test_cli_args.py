@@ -1,0 +1,89 @@
+"""Argument handling of ``neuralop-mp run``: our flags before ``--``, the script's after."""
+import pytest
+
+from neuralop_mp.runner.cli import KNOWN_FLAGS, UsageError, main, parse_args
+
+
+def test_flags_before_separator_are_ours_and_the_rest_goes_to_the_script():
+    script, options, script_args = parse_args(
+        ["train.py", "--mp.precision", "mixed", "--mp.half_dtype=bfloat16", "--mp.data-root", "/d",
+         "--", "--opt.n_epochs", "3", "--mp.precision", "half"]
+    )
+    assert script == "train.py"
+    assert options == {"precision": "mixed", "half_dtype": "bfloat16", "data_root": "/d"}
+    # after '--' everything is the script's, even a flag spelled like ours
+    assert script_args == ["--opt.n_epochs", "3", "--mp.precision", "half"]
+
+
+def test_flags_may_come_before_the_script_and_without_separator():
+    script, options, script_args = parse_args(["--mp.schedule", "half:0.25,mixed:0.5,full:0.25", "t.py"])
+    assert (script, options, script_args) == ("t.py", {"schedule": "half:0.25,mixed:0.5,full:0.25"}, [])
+
+
+@pytest.mark.parametrize("spelling", ["--mp.data-root", "--mp.data_root", "--mp-data-root"])
+def test_dash_and_underscore_spellings_are_the_same_flag(spelling):
+    assert parse_args(["t.py", spelling, "/x"])[1] == {"data_root": "/x"}
+
+
+def test_tensorgrad_settings_are_converted_to_numbers():
+    _, options, _ = parse_args(
+        ["t.py", "--mp.optimizer", "tensorgrad", "--mp.tensorgrad_rank", "0.2", "--mp.tensorgrad_update_proj_gap=50"]
+    )
+    assert options == {"optimizer": "tensorgrad", "tensorgrad_rank": 0.2, "tensorgrad_update_proj_gap": 50}
+    assert isinstance(options["tensorgrad_update_proj_gap"], int)
+    with pytest.raises(UsageError, match=r"Invalid --mp.tensorgrad_rank='big'; expected a number"):
+        parse_args(["t.py", "--mp.tensorgrad_rank", "big"])
+
+
+def test_unknown_flag_lists_every_known_flag():
+    with pytest.raises(UsageError) as info:
+        parse_args(["t.py", "--mp.precison", "mixed"])
+    message = str(info.value)
+    assert "'--mp.precison'" in message
+    for flag in KNOWN_FLAGS:
+        assert flag in message
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["t.py", "--mp.precision", "hlaf"], "Invalid --mp.precision='hlaf'; allowed values: 'full', 'mixed', 'half'."),
+        (["t.py", "--mp.half_dtype", "fp8"], "Invalid --mp.half_dtype='fp8'; allowed values: 'auto', 'float16', 'bfloat16'."),
+        (["t.py", "--mp.optimizer", "sgd"], "Invalid --mp.optimizer='sgd'; allowed values: 'adamw', 'tensorgrad', 'galore', 'sparse'."),
+        (["t.py", "--mp.stabilizer", "clip"], "Invalid --mp.stabilizer='clip'; allowed values: None, 'tanh'."),
+    ],
+)
+def test_bad_values_get_the_check_choice_message(argv, message):
+    with pytest.raises(ValueError) as info:
+        parse_args(argv)
+    assert str(info.value) == message
+
+
+def test_stabilizer_none_spellings():
+    assert parse_args(["t.py", "--mp.stabilizer", "None"])[1] == {"stabilizer": None}
+    assert parse_args(["t.py", "--mp.stabilizer", "tanh"])[1] == {"stabilizer": "tanh"}
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["t.py", "--opt.n_epochs", "3"], "Unexpected argument '--opt.n_epochs' before '--'"),
+        (["t.py", "other.py"], "Unexpected argument 'other.py' before '--'"),
+        (["t.py", "--mp.precision"], "--mp.precision needs a value"),
+        (["t.py", "--mp.precision", "--mp.half_dtype", "bfloat16"], "--mp.precision needs a value"),
+        (["--mp.precision", "mixed"], "No script given"),
+    ],
+)
+def test_malformed_command_lines(argv, fragment):
+    with pytest.raises(UsageError, match=fragment.replace(".", r"\.").replace("(", r"\(")):
+        parse_args(argv)
+
+
+def test_main_reports_usage_errors_with_status_2(capsys):
+    assert main(["t.py", "--mp.nope", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neuralop-mp run: error: Unknown flag '--mp.nope'")
+    assert main(["missing_script.py"]) == 2
+    assert "Script 'missing_script.py' not found" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+    assert "usage: neuralop-mp run SCRIPT.py" in capsys.readouterr().out

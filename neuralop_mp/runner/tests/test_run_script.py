@@ -1,0 +1,113 @@
+"""run_script runs a file as ``python SCRIPT.py`` would, with the plugin on, and restores everything."""
+import json
+import os
+import sys
+import textwrap
+
+import neuralop
+import pytest
+
+from neuralop_mp.runner import activation
+from neuralop_mp.runner.cli import main, run_script
+
+PROBE = textwrap.dedent(
+    """
+    import json, os, sys
+    import neuralop
+    from helper_module_for_probe import VALUE   # a module beside the script
+    record = {
+        "name": __name__,
+        "argv": sys.argv,
+        "path0": sys.path[0],
+        "cwd": os.getcwd(),
+        "helper": VALUE,
+        "get_model_module": neuralop.get_model.__module__,
+        "trainer_bases": [c.__name__ for c in neuralop.Trainer.__mro__[1:3]],
+    }
+    with open(sys.argv[1], "w") as f:
+        json.dump(record, f)
+    print("probe says hello")
+    if len(sys.argv) > 2:
+        if sys.argv[2] == "raise":
+            raise ZeroDivisionError("script failed")
+        sys.exit(int(sys.argv[2]))
+    """
+)
+
+
+@pytest.fixture
+def probe(tmp_path):
+    folder = tmp_path / "scripts"
+    folder.mkdir()
+    (folder / "probe.py").write_text(PROBE)
+    (folder / "helper_module_for_probe.py").write_text("VALUE = 42\n")
+    return folder / "probe.py", tmp_path / "record.json"
+
+
+def test_script_runs_as_main_with_its_argv_path_and_the_plugin_on(probe, fake_parts, capsys):
+    script, record_file = probe
+    argv_before, path_before, cwd = sys.argv[:], sys.path[:], os.getcwd()
+    result = run_script(script, [str(record_file)], precision="mixed")
+    record = json.loads(record_file.read_text())
+    assert result.exit_status == 0 and result.error is None
+    assert record["name"] == "__main__"
+    assert record["argv"] == [str(script), str(record_file)]
+    assert record["path0"] == str(script.parent.resolve())
+    assert record["cwd"] == cwd
+    assert record["helper"] == 42
+    assert record["get_model_module"] == "neuralop_mp.runner.intercept"
+    assert record["trainer_bases"] == ["FakeMixedPrecisionTrainer", "Trainer"]
+    # everything restored
+    assert (sys.argv, sys.path, os.getcwd()) == (argv_before, path_before, cwd)
+    assert "helper_module_for_probe" not in sys.modules
+    assert neuralop.get_model.__module__ == "neuralop.models.base_model"
+    assert not activation.is_enabled()
+    out = capsys.readouterr().out
+    # our header first, the script's own output, then our summary with its end check
+    assert out.index("neuralop-mp run: intercepting") < out.index("probe says hello") < out.index("neuralop-mp summary")
+    assert "WARNING: the script never calls get_model" in out.split("probe says hello")[0]
+    assert "WARNING: no model was built through neuralop.get_model: the requested precision was NOT applied" in out
+
+
+def test_exit_status_and_failures_are_reported_and_everything_restored(probe, fake_parts, capsys):
+    script, record_file = probe
+    path_before = sys.path[:]
+    assert run_script(script, [str(record_file), "3"]).exit_status == 3
+    failed = run_script(script, [str(record_file), "raise"])
+    assert failed.exit_status == 1 and isinstance(failed.error, ZeroDivisionError)
+    assert "ZeroDivisionError: script failed" in capsys.readouterr().err
+    assert sys.path == path_before and not activation.is_enabled()
+    assert neuralop.Trainer.__module__ == "neuralop.training.trainer"
+
+
+def test_main_passes_arguments_after_the_separator_and_writes_the_report(probe, fake_parts, tmp_path):
+    script, record_file = probe
+    report_file = tmp_path / "report.json"
+    status = main([str(script), "--mp.precision", "half", "--mp.report", str(report_file), "--", str(record_file)])
+    assert status == 0
+    assert json.loads(record_file.read_text())["argv"] == [str(script), str(record_file)]
+    report = json.loads(report_file.read_text())
+    assert report["options"]["precision"] == "half"
+    assert report["models"] == [] and report["elapsed_s"] > 0
+
+
+def test_bad_option_value_stops_before_the_script_runs(probe, fake_parts, capsys):
+    script, record_file = probe
+    assert main([str(script), "--mp.schedule", "half:0.5,full:0.7", "--", str(record_file)]) == 2
+    assert "sum to" in capsys.readouterr().err
+    assert not record_file.exists()
+
+
+def test_direct_model_construction_is_announced_before_the_script_runs(tmp_path, fake_parts, capsys):
+    script = tmp_path / "direct.py"
+    script.write_text(
+        "from neuralop.models import FNO\n"
+        "from neuralop import Trainer\n"
+        "model = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1)\n"
+        "print('built directly')\n"
+    )
+    assert run_script(script, [], precision="mixed").exit_status == 0
+    head = capsys.readouterr().out.split("built directly")[0]
+    assert "builds its model directly (FNO(...))" in head
+    assert "requested precision will NOT be applied" in head
+    assert "never creates neuralop.Trainer" in head
