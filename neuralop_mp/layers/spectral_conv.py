@@ -1,0 +1,320 @@
+"""Mixed-precision spectral convolution: a drop-in subclass of upstream's SpectralConv.
+
+``x -> iFFT(W . FFT(x)[kept modes]) + bias``, where the Fourier-domain product runs
+in a 16-bit type ("mixed", "half") or in complex64 ("full"). Same constructor, same
+parameters and state_dict keys as :class:`neuralop.layers.spectral_convolution.SpectralConv`,
+so it can be passed as ``conv_module`` to FNO/TFNO/FNOBlocks and an upstream
+checkpoint loads into it. Design notes, fallback rules and measurements:
+docs/spectral_layer.md.
+
+References
+----------
+.. [1] Tu, R., White, C., Kossaifi, J., Bonev, B., Pekhimenko, G., Azizzadenesheli, K.,
+   Anandkumar, A. "Guaranteed Approximation Bounds for Mixed-Precision Neural
+   Operators", ICLR 2024, arXiv:2307.15034.
+.. [2] Li, Z. et al. "Fourier Neural Operator for Parametric Partial Differential
+   Equations", ICLR 2021.
+"""
+from typing import List, Optional, Union
+
+import torch
+from neuralop.layers.complex import ctanh
+from neuralop.layers.spectral_convolution import SpectralConv
+
+from ..precision import (
+    PRECISION_MODES,
+    STABILIZERS,
+    check_choice,
+    normalize_half_dtype,
+    normalize_stabilizer,
+    resolve_half_dtype,
+)
+from .complex_half import DEFAULT_COMPLEX_PRODUCT, compute_dtype_for, run_plan, to_real_form
+from .contraction_planner import plan_contraction
+from .fft import rfftn as rfftn_saving_nothing
+from .weight_contractions import spectral_equation, weight_kind, weight_operands
+
+Number = Union[int, float]
+
+
+def _is_power_of_two(n):
+    return n > 0 and n & (n - 1) == 0
+
+
+def _centered(size, kept):
+    """Slice of ``kept`` frequencies centred on the zero frequency of an fftshifted axis."""
+    start = size // 2 - kept // 2
+    return slice(start, start + kept)
+
+
+class MixedPrecisionSpectralConv(SpectralConv):
+    """Spectral convolution whose Fourier-domain product can run in half precision.
+
+    Parameters
+    ----------
+    in_channels, out_channels, n_modes, complex_data, max_n_modes, bias, separable,
+    resolution_scaling_factor, fno_block_precision, rank, factorization,
+    implementation, fixed_rank_modes, decomposition_kwargs, init_std, fft_norm, device
+        As upstream's ``SpectralConv``. ``fno_block_precision`` is validated:
+
+        * ``"full"``: the input is cast to float32 (complex64) at the layer boundary,
+          everything runs in fp32; equal to upstream up to fp32 rounding.
+        * ``"mixed"``: FFT and inverse FFT in fp32, the Fourier-domain product in the
+          16-bit ``half_dtype`` on (real, imag) pairs with fp32 accumulation, the
+          product's result back to fp32 before the inverse FFT.
+        * ``"half"``: as "mixed", and on CUDA with float16 the FFTs too run in fp16
+          when every transformed size (input and output) is a power of two. Otherwise
+          (other sizes, bfloat16, CPU) that call uses fp32 FFTs: never an exception.
+    half_dtype : {"auto", "float16", "bfloat16"}, default "auto"
+        16-bit type of the product; "auto" is float16 on CUDA, bfloat16 elsewhere.
+    stabilizer : {None, "tanh"}, default None
+        ``tanh`` applied to the input before the forward FFT (keeps fp16 FFTs from
+        overflowing). Inside ``FNOBlocks`` use the block's own ``stabilizer``;
+        :func:`neuralop_mp.set_precision` puts it there, so it is applied once.
+
+    Notes
+    -----
+    ``fno_block_precision``, ``half_dtype`` and ``stabilizer`` are plain attributes
+    read (and validated) on every forward, so they can change during training.
+    Under ``torch.autocast`` the layer returns the autocast dtype (real data), so the
+    rest of the block stays in half. Parameters and their gradients stay
+    complex64/float32. For odd sizes and for ``complex_data`` in 2D+, the output
+    spectrum is un-shifted with the inverse of the shift applied to the input; upstream
+    applies ``fftshift`` twice, which misplaces frequencies in those cases
+    (docs/spectral_layer.md), so results differ from upstream there.
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        n_modes,
+        complex_data=False,
+        max_n_modes=None,
+        bias=True,
+        separable=False,
+        resolution_scaling_factor: Optional[Union[Number, List[Number]]] = None,
+        fno_block_precision="full",
+        rank=0.5,
+        factorization=None,
+        implementation="reconstructed",
+        fixed_rank_modes=False,
+        decomposition_kwargs: Optional[dict] = None,
+        init_std="auto",
+        fft_norm="forward",
+        device=None,
+        *,
+        half_dtype="auto",
+        stabilizer=None,
+    ):
+        check_choice("fno_block_precision", fno_block_precision, PRECISION_MODES)
+        check_choice("implementation", implementation, ("reconstructed", "factorized"))
+        super().__init__(
+            in_channels,
+            out_channels,
+            n_modes,
+            complex_data=complex_data,
+            max_n_modes=max_n_modes,
+            bias=bias,
+            separable=separable,
+            resolution_scaling_factor=resolution_scaling_factor,
+            fno_block_precision=fno_block_precision,
+            rank=rank,
+            factorization=factorization,
+            implementation=implementation,
+            fixed_rank_modes=fixed_rank_modes,
+            decomposition_kwargs=decomposition_kwargs,
+            init_std=init_std,
+            fft_norm=fft_norm,
+            device=device,
+        )
+        self.half_dtype = normalize_half_dtype(half_dtype)
+        self.stabilizer = normalize_stabilizer(stabilizer)
+        self.complex_product = DEFAULT_COMPLEX_PRODUCT
+
+    # ------------------------------------------------------------------ settings
+    def _settings(self):
+        """Validated (mode, half_dtype name, stabilizer) as set right now."""
+        mode = self.fno_block_precision
+        if mode not in PRECISION_MODES:
+            check_choice("fno_block_precision", mode, PRECISION_MODES)
+        if self.stabilizer not in STABILIZERS:
+            self.stabilizer = normalize_stabilizer(self.stabilizer)
+        return mode, normalize_half_dtype(self.half_dtype), self.stabilizer
+
+    def extra_repr(self):
+        return (
+            f"{self.in_channels}, {self.out_channels}, n_modes={self.n_modes}, "
+            f"fno_block_precision={self.fno_block_precision!r}, half_dtype={self.half_dtype!r}, "
+            f"stabilizer={self.stabilizer!r}"
+        )
+
+    # ------------------------------------------------------------- mode geometry
+    def _shifted_dims(self):
+        """Axes (negative indices) that are fftshifted around the contraction."""
+        if self.order == 1:
+            return []
+        dims = list(range(-self.order, 0))
+        return dims if self.complex_data else dims[:-1]
+
+    def _kept_weight(self, fft_size):
+        """The weight restricted to the modes used for a spectrum of ``fft_size``."""
+        shifted = set(self._shifted_dims())
+        slices = [slice(None)] if self.separable else [slice(None), slice(None)]
+        for axis, (size, n_mode, max_mode) in enumerate(zip(fft_size, self.n_modes, self.max_n_modes)):
+            start = max_mode - min(size, n_mode)
+            if not start:
+                slices.append(slice(None))
+            elif axis - self.order in shifted:
+                slices.append(slice(start // 2, -((start + 1) // 2)))
+            else:
+                slices.append(slice(None, -start))
+        return self.weight[tuple(slices)]
+
+    def _mode_slices(self, fft_size, kept_modes):
+        shifted = set(self._shifted_dims())
+        slices = [slice(None), slice(None)]
+        for axis, (size, kept) in enumerate(zip(fft_size, kept_modes)):
+            slices.append(_centered(size, kept) if axis - self.order in shifted else slice(None, kept))
+        return tuple(slices)
+
+    def _operands(self, fft_size):
+        weight = self._kept_weight(fft_size)
+        kind = weight_kind(weight, self.implementation)
+        operands = weight_operands(weight, kind)
+        first = 1 if self.separable else 2
+        kept_modes = operands[0].shape[first:] if kind == "dense" else weight.shape[first:]
+        return kind, operands, list(kept_modes)
+
+    def _is_parameter_view(self, t):
+        """Whether ``t`` shares memory with a parameter (then keeping it costs nothing)."""
+        ptr = t.untyped_storage().data_ptr()
+        return any(p.untyped_storage().data_ptr() == ptr for p in self.parameters())
+
+    def _fft_size(self, spatial):
+        size = list(spatial)
+        if not self.complex_data:
+            size[-1] = size[-1] // 2 + 1
+        return size
+
+    def _output_spatial(self, spatial, output_shape):
+        if output_shape is not None:
+            return list(output_shape)
+        if self.resolution_scaling_factor is not None:
+            return [round(s * r) for s, r in zip(spatial, self.resolution_scaling_factor)]
+        return list(spatial)
+
+    def contraction_plan(self, x_shape, mode=None):
+        """The pairwise contraction order used for an input of shape ``x_shape``.
+
+        Parameters
+        ----------
+        x_shape : tuple of int
+            ``(batch, in_channels, *spatial)`` of the layer's input.
+        mode : {"full", "mixed", "half"}, optional
+            Precision to plan for; defaults to the current ``fno_block_precision``
+            (bytes per complex element: 8 in "full", 4 in the 16-bit modes).
+
+        Returns
+        -------
+        ContractionPlan
+            ``.steps`` (order), ``.path``, ``.peak_bytes``, ``.intermediate_bytes``,
+            ``.flops``. Cached per shape.
+        """
+        mode = check_choice("mode", mode or self.fno_block_precision, PRECISION_MODES)
+        batch, _, *spatial = x_shape
+        fft_size = self._fft_size(spatial)
+        kind, operands, kept = self._operands(fft_size)
+        equation = spectral_equation(kind, 2 + self.order, self.separable)
+        shapes = [(batch, self.in_channels, *kept)] + [tuple(op.shape) for op in operands]
+        itemsize = 8 if mode == "full" else 4
+        return plan_contraction(equation, shapes, itemsize)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, output_shape=None):
+        """Spectral convolution of ``x`` of shape ``(batch, in_channels, d_1, ..., d_n)``."""
+        mode, half_name, stabilizer = self._settings()
+        device_type = x.device.type
+        autocast_dtype = None
+        if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+            autocast_dtype = torch.get_autocast_dtype(device_type)
+        half = None if mode == "full" else resolve_half_dtype(half_name, x.device)
+        with torch.autocast(device_type, enabled=False) if device_type in ("cpu", "cuda") else _null():
+            y = self._forward_no_autocast(x, mode, half, stabilizer, output_shape)
+        if autocast_dtype is not None and not y.is_complex():
+            y = y.to(autocast_dtype)
+        return y
+
+    def _fft_in_half(self, mode, half, x, spatial, out_spatial):
+        """fp16 FFTs only where cuFFT computes them: CUDA, float16, power-of-2 sizes."""
+        return (
+            mode == "half"
+            and half == torch.float16
+            and x.device.type == "cuda"
+            and all(_is_power_of_two(n) for n in list(spatial) + list(out_spatial))
+        )
+
+    def _forward_no_autocast(self, x, mode, half, stabilizer, output_shape):
+        batch, _, *spatial = x.shape
+        out_spatial = self._output_spatial(spatial, output_shape)
+        fft_dims = list(range(-self.order, 0))
+        fft_half = self._fft_in_half(mode, half, x, spatial, out_spatial)
+        if self.complex_data:
+            x = x.to(torch.complex32 if fft_half else torch.complex64)
+        else:
+            x = x.to(torch.float16 if fft_half else torch.float32)
+        if stabilizer == "tanh":
+            x = ctanh(x) if self.complex_data else torch.tanh(x)
+
+        if self.complex_data:
+            spectrum = torch.fft.fftn(x, dim=fft_dims, norm=self.fft_norm)
+        else:
+            spectrum = rfftn_saving_nothing(x, dim=fft_dims, norm=self.fft_norm)
+        shifted = self._shifted_dims()
+        if shifted:
+            spectrum = torch.fft.fftshift(spectrum, dim=shifted)
+
+        fft_size = list(spectrum.shape[2:])
+        kind, operands, kept = self._operands(fft_size)
+        slices = self._mode_slices(fft_size, kept)
+        x_kept = spectrum[slices]
+        equation = spectral_equation(kind, x_kept.ndim, self.separable)
+        itemsize = 8 if mode == "full" else 2 * half.itemsize
+        plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], itemsize)
+
+        if mode == "full":
+            out_kept = run_plan(plan, [x_kept] + operands, real_form=False)
+        else:
+            real = [to_real_form(t, half) for t in [x_kept] + operands]
+            out = run_plan(
+                plan,
+                real,
+                real_form=True,
+                method=self.complex_product,
+                compute_dtype=compute_dtype_for(half, x.device),
+                sources=[None] + [t if self._is_parameter_view(t) else None for t in operands],
+            )
+            out = out.to(torch.float16 if fft_half else torch.float32)
+            out_kept = torch.view_as_complex(out.contiguous())
+
+        out_fft = out_kept.new_zeros([batch, self.out_channels, *fft_size])
+        out_fft[slices] = out_kept
+        if shifted:
+            out_fft = torch.fft.ifftshift(out_fft, dim=shifted)
+        if self.complex_data:
+            y = torch.fft.ifftn(out_fft, s=out_spatial, dim=fft_dims, norm=self.fft_norm)
+        else:
+            y = torch.fft.irfftn(out_fft, s=out_spatial, dim=fft_dims, norm=self.fft_norm)
+        if fft_half:
+            y = y.to(torch.complex64 if self.complex_data else torch.float32)
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

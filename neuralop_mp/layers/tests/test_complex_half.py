@@ -1,0 +1,84 @@
+"""Complex products on (real, imag) pairs in 16-bit types: values, gradients, saved tensors."""
+import pytest
+import torch
+
+from neuralop_mp.layers.complex_half import (
+    complex_einsum_pair,
+    compute_dtype_for,
+    native_half_matmul,
+    to_real_form,
+)
+from neuralop_mp.layers.tests.reference import U, gamma
+
+CASES = [
+    ("abcd,becd->aecd", (3, 16, 5, 4), (16, 7, 5, 4)),  # dense spectral weight
+    ("fbg,geh->beh", (1, 6, 3), (3, 5, 2)),  # TT core with a lone size-1 boundary rank
+    ("abc,bc->abc", (2, 3, 4), (3, 4)),  # separable (Hadamard)
+]
+
+
+def _complex(t):
+    t = t.double()
+    return torch.complex(t[..., 0], t[..., 1])
+
+
+@pytest.mark.parametrize("equation,shape_a,shape_b", CASES)
+@pytest.mark.parametrize("method", ["block", "gauss"])
+def test_exact_in_float64_with_gradients(equation, shape_a, shape_b, method):
+    a = torch.randn(*shape_a, dtype=torch.cdouble, requires_grad=True)
+    b = torch.randn(*shape_b, dtype=torch.cdouble, requires_grad=True)
+    ref = torch.einsum(equation, a, b)
+    ra = to_real_form(a.detach(), torch.float64).requires_grad_()
+    rb = to_real_form(b.detach(), torch.float64).requires_grad_()
+    out = complex_einsum_pair(equation, ra, rb, method=method, compute_dtype=torch.float64)
+    assert torch.allclose(_complex(out), ref, atol=1e-12)
+    g = torch.randn_like(ref)
+    ga, gb = torch.autograd.grad(ref, (a, b), g)
+    gra, grb = torch.autograd.grad(out, (ra, rb), torch.view_as_real(g))
+    assert torch.allclose(_complex(gra), ga, atol=1e-12)
+    assert torch.allclose(_complex(grb), gb, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("method", ["block", "gauss"])
+@pytest.mark.parametrize("compute", ["native", "float32"])
+def test_componentwise_error_bound_in_16_bit(dtype, method, compute):
+    """|C - C_ref| <= sqrt(2) gamma_k(u) sum|a||b| + gamma_n(2^-24) sum|a||b| per entry.
+
+    block: k = 3 roundings (a, b, result). gauss: the sums Ar + Ai, Br + Bi, Bi - Br are
+    rounded too and bounded by sqrt(2)|.|, so k = 4 and the absolute terms grow by 2.
+    n = 2 * 16 (real-form contraction length).
+    """
+    equation, sa, sb = CASES[0]
+    a = torch.randn(*sa, dtype=torch.cdouble)
+    b = torch.randn(*sb, dtype=torch.cdouble)
+    compute_dtype = dtype if compute == "native" else torch.float32
+    out = complex_einsum_pair(equation, to_real_form(a, dtype), to_real_form(b, dtype), method=method,
+                              compute_dtype=compute_dtype)
+    assert out.dtype == dtype
+    absolute = torch.einsum(equation, a.abs(), b.abs())
+    k, growth = (3, 1) if method == "block" else (4, 2)
+    bound = (2**0.5 * gamma(k, U[dtype]) * growth + gamma(32, U[torch.float32])) * absolute
+    err = (_complex(out) - torch.einsum(equation, a, b)).abs()
+    assert (err <= bound).all()
+    assert err.max() > 1e-6  # really rounded to 16 bits
+
+
+def test_only_16bit_operands_are_saved_for_backward():
+    saved = []
+    a = to_real_form(torch.randn(4, 8, 3, dtype=torch.cfloat), torch.bfloat16).requires_grad_()
+    b = to_real_form(torch.randn(8, 5, 3, dtype=torch.cfloat), torch.bfloat16).requires_grad_()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        complex_einsum_pair("bix,iox->box", a, b, compute_dtype=torch.float32)
+    assert [t.dtype for t in saved] == [torch.bfloat16, torch.bfloat16]
+    assert [t.shape for t in saved] == [a.shape, b.shape]
+
+
+def test_compute_dtype_and_bad_method():
+    assert isinstance(native_half_matmul(torch.bfloat16, "cpu"), bool)
+    assert compute_dtype_for(torch.bfloat16, "cpu") in (torch.bfloat16, torch.float32)
+    if torch.cuda.is_available():
+        assert compute_dtype_for(torch.float16, "cuda") == torch.float16
+    a = to_real_form(torch.randn(2, 2, dtype=torch.cfloat), torch.bfloat16)
+    with pytest.raises(ValueError, match=r"complex_product='karatsuba'.*'block', 'gauss'"):
+        complex_einsum_pair("ij,jk->ik", a, a, method="karatsuba")

@@ -1,0 +1,274 @@
+"""MixedPrecisionSpectralConv: correctness against float64, drop-in compatibility, precision switching."""
+import io
+import math
+
+import pytest
+import torch
+from neuralop.layers.spectral_convolution import SpectralConv
+from neuralop.models import FNO
+
+from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
+from neuralop_mp.layers.weight_contractions import spectral_equation, weight_kind, weight_operands
+from neuralop_mp.layers.tests.reference import (
+    U,
+    finite,
+    half_relative_bound,
+    reference_forward,
+    rel_err,
+    upstream_float64,
+)
+from neuralop_mp.memory import SavedTensorBytes
+
+HALF = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+GEOMETRIES = [  # (n_modes, spatial size)
+    ((6,), (16,)),
+    ((6,), (15,)),
+    ((6, 4), (12, 10)),
+    ((6, 4), (11, 9)),
+    ((4, 4, 4), (8, 7, 8)),
+]
+
+
+def _input(spatial, complex_data, batch=3, channels=4):
+    dtype = torch.cfloat if complex_data else torch.float32
+    return torch.randn(batch, channels, *spatial, dtype=dtype)
+
+
+def _ref_weight(layer):
+    return layer.weight.to_tensor().detach()
+
+
+@pytest.mark.parametrize("n_modes,spatial", GEOMETRIES)
+@pytest.mark.parametrize("complex_data", [False, True])
+def test_full_matches_float64_reference(n_modes, spatial, complex_data):
+    layer = MixedPrecisionSpectralConv(4, 5, n_modes, complex_data=complex_data)
+    x = _input(spatial, complex_data)
+    ref, *_ = reference_forward(x, _ref_weight(layer), complex_data, bias=layer.bias.detach())
+    y = layer(x)
+    assert y.dtype == (torch.cfloat if complex_data else torch.float32)
+    assert rel_err(y, ref) <= 1e-5
+
+
+@pytest.mark.parametrize("n_modes,spatial", GEOMETRIES)
+@pytest.mark.parametrize("complex_data", [False, True])
+@pytest.mark.parametrize("mode", ["mixed", "half"])
+@pytest.mark.parametrize("half_dtype", ["bfloat16", "float16"])
+def test_half_modes_within_derived_bound(n_modes, spatial, complex_data, mode, half_dtype):
+    """Dense weight: k = 3 roundings (x, W, result); contraction length n = 2 * in_channels.
+
+    See :func:`reference.half_relative_bound` for the derivation of the tolerance.
+    """
+    layer = MixedPrecisionSpectralConv(
+        4, 5, n_modes, complex_data=complex_data, bias=False, fno_block_precision=mode, half_dtype=half_dtype
+    )
+    x = _input(spatial, complex_data)
+    ref, x_kept, w, eq = reference_forward(x, _ref_weight(layer), complex_data)
+    bound = half_relative_bound(x_kept, [w], eq, 3, U[HALF[half_dtype]], 2 * 4)
+    y = layer(x)
+    assert finite(y)
+    err = rel_err(y, ref)
+    assert err <= bound
+    # the 16-bit path really ran: the error is far above fp32 rounding
+    assert err > 1e-5
+
+
+@pytest.mark.parametrize("factorization", ["cp", "tucker", "tt"])
+@pytest.mark.parametrize("separable", [False, True])
+@pytest.mark.parametrize("implementation", ["factorized", "reconstructed"])
+@pytest.mark.parametrize("mode", ["full", "mixed"])
+def test_factorized_equals_dense_with_reconstructed_weight(factorization, separable, implementation, mode):
+    """Factorized layer vs dense layer holding the reconstructed weight, each against float64.
+
+    "full": both within 1e-5 of the float64 reference. "mixed" (bf16): each within its
+    derived bound; the factorized chain has k = operands + pairwise steps roundings.
+    """
+    kwargs = dict(separable=separable, bias=False, fno_block_precision=mode, half_dtype="bfloat16")
+    fact = MixedPrecisionSpectralConv(6, 6, (6, 6), factorization=factorization, rank=0.5,
+                                      implementation=implementation, **kwargs)
+    dense = MixedPrecisionSpectralConv(6, 6, (6, 6), **kwargs)
+    weight = _ref_weight(fact)
+    with torch.no_grad():
+        dense.weight.tensor.copy_(weight)
+    x = _input((12, 10), False, channels=6)
+    ref, x_kept, w, eq = reference_forward(x, weight, separable=separable)
+    if mode == "full":
+        assert rel_err(fact(x), ref) <= 1e-5
+        assert rel_err(dense(x), ref) <= 1e-5
+        return
+    # bound of the factorized layer: absolute values of its own chain of operands
+    if implementation == "factorized":
+        kind = weight_kind(fact.weight, implementation)
+        chain = [op.detach().to(torch.complex128) for op in weight_operands(fact.weight, kind)]
+        chain_eq = spectral_equation(kind, 4, separable)
+        plan = fact.contraction_plan(x.shape)
+        rounds = len(plan.shapes) + len(plan.steps)
+    else:
+        chain, chain_eq, rounds = [w], eq, 3
+    fact_bound = half_relative_bound(x_kept, chain, chain_eq, rounds, U[torch.bfloat16], _summed_length(chain_eq, x_kept, chain))
+    dense_bound = half_relative_bound(x_kept, [w], eq, 3, U[torch.bfloat16], _summed_length(eq, x_kept, [w]))
+    for layer, bound in ((fact, fact_bound), (dense, dense_bound)):
+        y = layer(x)
+        assert finite(y)
+        assert rel_err(y, ref) <= bound
+
+
+def _summed_length(eq, *operands):
+    """Contraction length: product of the sizes of the indices summed over (x2 for real form)."""
+    inputs, out = eq.split("->")
+    sizes = {}
+    tensors = [operands[0]] + list(operands[1])
+    for subs, t in zip(inputs.split(","), tensors):
+        sizes.update(zip(subs, t.shape))
+    return 2 * math.prod(d for c, d in sizes.items() if c not in out)
+
+
+@pytest.mark.parametrize("factorization", [None, "tucker", "cp", "tt"])
+@pytest.mark.parametrize("separable", [False, True])
+def test_full_equals_upstream_and_loads_its_state_dict(factorization, separable):
+    up = SpectralConv(6, 6, (8, 6), factorization=factorization, separable=separable,
+                      implementation="factorized", rank=0.5)
+    ours = MixedPrecisionSpectralConv(6, 6, (8, 6), factorization=factorization, separable=separable,
+                                      implementation="factorized", rank=0.5)
+    assert set(ours.state_dict()) == set(up.state_dict())
+    ours.load_state_dict(up.state_dict(), strict=True)
+    x = torch.randn(2, 6, 16, 12)
+    assert rel_err(ours(x), up(x).double()) <= 1e-5
+
+
+def test_upstream_fno_checkpoint_loads_into_fno_with_our_layer():
+    kwargs = dict(n_modes=(6, 6), in_channels=2, out_channels=1, hidden_channels=8, n_layers=2)
+    up = FNO(**kwargs)
+    buffer = io.BytesIO()
+    torch.save(up.state_dict(), buffer)
+    buffer.seek(0)
+    ours = FNO(conv_module=MixedPrecisionSpectralConv, **kwargs)
+    # upstream BaseModel checkpoints pickle their init kwargs (e.g. F.gelu): a trusted local file
+    ours.load_state_dict(torch.load(buffer, weights_only=False), strict=True)
+    x = torch.randn(2, 2, 16, 16)
+    assert rel_err(ours(x), up(x).double()) <= 1e-5
+
+
+def test_n_modes_changed_at_run_time_uses_centre_of_weight():
+    layer = MixedPrecisionSpectralConv(4, 4, (8, 8), max_n_modes=(8, 5), bias=False)
+    up = SpectralConv(4, 4, (8, 8), max_n_modes=(8, 5), bias=False)
+    up.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 4, 16, 16)
+    for n_modes in [(4, 4), (6, 8), (8, 8)]:
+        layer.n_modes, up.n_modes = n_modes, n_modes
+        kept_x, kept_y = n_modes[0], n_modes[1] // 2 + 1
+        start = (8 - kept_x) // 2
+        weight = _ref_weight(layer)[:, :, start : start + kept_x, :kept_y]
+        ref, *_ = reference_forward(x, weight)
+        assert layer(x).shape == x.shape
+        assert rel_err(layer(x), ref) <= 1e-5
+        assert rel_err(up(x), ref) <= 1e-5  # same semantics as upstream (even sizes)
+
+
+@pytest.mark.parametrize("mode", ["full", "mixed"])
+def test_resolution_scaling_and_output_shape(mode):
+    layer = MixedPrecisionSpectralConv(3, 3, (6, 6), resolution_scaling_factor=2, fno_block_precision=mode)
+    x = torch.randn(2, 3, 12, 12)
+    y = layer(x)
+    assert y.shape == (2, 3, 24, 24)
+    ref, x_kept, w, eq = reference_forward(x, _ref_weight(layer), bias=layer.bias.detach(), out_spatial=[24, 24])
+    tol = 1e-5 if mode == "full" else 0.05
+    assert rel_err(y, ref) <= tol
+    y = layer(x, output_shape=(10, 14))
+    assert y.shape == (2, 3, 10, 14)
+    assert layer.transform(x, output_shape=(10, 14)).shape == (2, 3, 10, 14)
+
+
+def test_odd_sizes_fix_upstream_shift():
+    """Identity weights must reproduce the input; upstream's double fftshift fails on odd sizes."""
+    for complex_data in (False, True):
+        layer = MixedPrecisionSpectralConv(2, 2, (7, 7), bias=False, complex_data=complex_data)
+        with torch.no_grad():
+            layer.weight.tensor.zero_()
+            layer.weight.tensor[0, 0] = layer.weight.tensor[1, 1] = 1
+        x = _input((7, 7), complex_data, batch=1, channels=2)
+        assert (layer(x) - x).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["full", "mixed", "half"])
+def test_autocast_dtype_in_and_out(mode):
+    layer = MixedPrecisionSpectralConv(4, 4, (6, 6), fno_block_precision=mode)
+    x = torch.randn(2, 4, 12, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    # outside autocast a half input is cast to fp32 at the boundary: full == full of the cast input
+    y_half_in = layer(x.bfloat16())
+    assert y_half_in.dtype == torch.float32
+    assert rel_err(y_half_in, layer(x.bfloat16().float()).double()) <= 1e-6
+    assert rel_err(y.float(), layer(x.bfloat16().float()).double()) <= 0.05
+
+
+@pytest.mark.parametrize("mode", ["full", "mixed", "half"])
+@pytest.mark.parametrize("factorization", [None, "tucker"])
+def test_gradients_every_mode_stay_fp32(mode, factorization):
+    layer = MixedPrecisionSpectralConv(4, 4, (6, 6), factorization=factorization,
+                                       implementation="factorized", fno_block_precision=mode)
+    x = torch.randn(2, 4, 12, 12, requires_grad=True)
+    layer(x).square().mean().backward()
+    grads = [p.grad for p in layer.parameters()] + [x.grad]
+    assert all(g is not None and finite(g) for g in grads)
+    assert all(g.dtype in (torch.float32, torch.complex64) for g in grads)
+    assert all(p.dtype in (torch.float32, torch.complex64) for p in layer.parameters())
+    if mode != "full":  # same direction as the full-precision gradient
+        full = MixedPrecisionSpectralConv(4, 4, (6, 6), factorization=factorization, implementation="factorized")
+        full.load_state_dict(layer.state_dict())
+        x2 = x.detach().clone().requires_grad_()
+        full(x2).square().mean().backward()
+        cos = torch.nn.functional.cosine_similarity(x.grad.flatten(), x2.grad.flatten(), dim=0)
+        assert cos > 0.99
+
+
+def test_invalid_settings_are_rejected_with_allowed_values():
+    with pytest.raises(ValueError, match=r"fno_block_precision='hlaf'.*'full', 'mixed', 'half'"):
+        MixedPrecisionSpectralConv(2, 2, (4,), fno_block_precision="hlaf")
+    with pytest.raises(ValueError, match=r"half_dtype='fp8'.*'bfloat16'"):
+        MixedPrecisionSpectralConv(2, 2, (4,), half_dtype="fp8")
+    with pytest.raises(ValueError, match=r"stabilizer='relu'.*'tanh'"):
+        MixedPrecisionSpectralConv(2, 2, (4,), stabilizer="relu")
+    layer = MixedPrecisionSpectralConv(2, 2, (4,))
+    layer.fno_block_precision = "mixd"  # upstream would silently run in full precision
+    with pytest.raises(ValueError, match="mixd"):
+        layer(torch.randn(1, 2, 8))
+
+
+def test_tanh_stabilizer_prevents_fp16_overflow():
+    """Inputs scaled to 1e4: the fp16 product overflows (65504) without tanh, never with it."""
+    torch.manual_seed(0)
+    layer = MixedPrecisionSpectralConv(32, 32, (8, 8), fno_block_precision="half", half_dtype="float16",
+                                       init_std=1.0, bias=False, fft_norm="backward")
+    x = 1e4 * torch.randn(2, 32, 16, 16)
+    assert not finite(layer(x))
+    layer.stabilizer = "tanh"
+    for scale in (1.0, 1e2, 1e4):
+        y = layer(scale * torch.randn(2, 32, 16, 16))
+        assert finite(y)
+
+
+def test_layer_saves_only_16bit_spectra_for_backward():
+    layer = MixedPrecisionSpectralConv(8, 8, (8, 8), fno_block_precision="mixed")
+    up = SpectralConv(8, 8, (8, 8))
+    x0 = torch.randn(4, 8, 32, 32, requires_grad=True)
+    with SavedTensorBytes(exclude=up.parameters()) as upstream_meter:
+        up(x0 * 1.0)  # an activation, as inside a network: upstream's rfftn keeps it alive
+    with SavedTensorBytes(exclude=layer.parameters()) as meter:
+        layer(x0 * 1.0)
+    kept = 4 * 8 * 8 * 5  # batch * channels * kept modes
+    # only the 16-bit kept spectrum (4 bytes per complex): no full-resolution tensor, and no
+    # 16-bit copy of the weight (re-cast from the parameter in backward)
+    assert meter.bytes == 4 * kept
+    assert meter.bytes < upstream_meter.bytes
+
+
+def test_contraction_plan_is_exposed_and_cached():
+    layer = MixedPrecisionSpectralConv(16, 16, (8, 8), factorization="tucker", rank=0.3, implementation="factorized")
+    plan = layer.contraction_plan((4, 16, 32, 32))
+    assert plan is layer.contraction_plan((4, 16, 32, 32))
+    assert len(plan.steps) == 5 and plan.peak_bytes > 0 and plan.flops > 0
+    half_plan = layer.contraction_plan((4, 16, 32, 32), mode="mixed")
+    assert half_plan.peak_bytes * 2 == plan.peak_bytes
+    assert math.prod(plan.shapes[0]) == 4 * 16 * 8 * 5

@@ -1,0 +1,81 @@
+"""The einsum of a spectral layer's Fourier-domain product, for each weight format.
+
+Same index conventions as upstream's ``neuralop.layers.spectral_convolution``:
+the input spectrum is ``(batch, in, k_1, ..., k_d)``, dense weights are
+``(in, out, k_1, ..., k_d)`` (``(channels, k_1, ..., k_d)`` when separable), and
+factorized weights contribute their CP weights/factors, Tucker core/factors or TT
+cores. Here the equation is only *written*; :mod:`.contraction_planner` decides
+the evaluation order and :mod:`.complex_half` evaluates it.
+
+References
+----------
+.. [1] Kossaifi, J. et al. "Multi-Grid Tensorized Fourier Neural Operator for
+   High-Resolution PDEs", TMLR 2024.
+"""
+import torch
+from tltorch.factorized_tensors.core import FactorizedTensor
+
+_SYMBOLS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+WEIGHT_KINDS = ("dense", "cp", "tucker", "tt")
+
+
+def weight_kind(weight, implementation):
+    """Which contraction a (possibly factorized) weight uses: dense, cp, tucker or tt.
+
+    With ``implementation="reconstructed"`` every weight is reconstructed to a dense
+    tensor first, as upstream does.
+    """
+    if implementation == "reconstructed" or torch.is_tensor(weight):
+        return "dense"
+    if not isinstance(weight, FactorizedTensor):
+        raise TypeError(f"Unexpected spectral weight type {type(weight).__name__}.")
+    name = weight.name.lower()
+    for kind in ("dense", "tucker", "tt", "cp"):
+        if name.endswith(kind):
+            return kind
+    raise ValueError(f"Unexpected factorization {weight.name!r}; supported: Dense, CP, Tucker, TT.")
+
+
+def weight_operands(weight, kind):
+    """The weight tensors of the einsum, in the order :func:`spectral_equation` names them."""
+    if kind == "dense":
+        return [weight if torch.is_tensor(weight) else weight.to_tensor()]
+    if kind == "cp":
+        return [weight.weights, *weight.factors]
+    if kind == "tucker":
+        return [weight.core, *weight.factors]
+    return list(weight.factors)  # tt
+
+
+def spectral_equation(kind, x_ndim, separable=False):
+    """Einsum of the spectrum ``x`` (``x_ndim`` dims) with the weight operands of ``kind``.
+
+    Examples
+    --------
+    >>> spectral_equation("dense", 4)
+    'abcd,becd->aecd'
+    >>> spectral_equation("tucker", 4)
+    'abcd,fghi,bf,eg,ch,di->aecd'
+    """
+    if kind not in WEIGHT_KINDS:
+        raise ValueError(f"Invalid kind={kind!r}; allowed values: {', '.join(map(repr, WEIGHT_KINDS))}.")
+    x = _SYMBOLS[:x_ndim]
+    batch, channel, spatial = x[0], x[1], x[2:]
+    out_channel = _SYMBOLS[x_ndim]
+    spare = iter(_SYMBOLS[x_ndim + 1 :])
+    # weight modes: (in, [out], k_1..k_d); the output keeps batch, out (or in), k_1..k_d
+    modes = [channel] + ([] if separable else [out_channel]) + list(spatial)
+    out = batch + (channel if separable else out_channel) + spatial
+
+    if kind == "dense":
+        weights = ["".join(modes)]
+    elif kind == "cp":
+        rank = next(spare)
+        weights = [rank] + [m + rank for m in modes]
+    elif kind == "tucker":
+        core = [next(spare) for _ in modes]
+        weights = ["".join(core)] + [m + r for m, r in zip(modes, core)]
+    else:  # tt: cores (r_{k-1}, n_k, r_k), boundary ranks are 1
+        ranks = [next(spare) for _ in range(len(modes) + 1)]
+        weights = [ranks[k] + m + ranks[k + 1] for k, m in enumerate(modes)]
+    return f"{x},{','.join(weights)}->{out}"
