@@ -134,6 +134,10 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
         spectral convolution) and on layers that live outside an FNOBlocks, so
         tanh is applied exactly once per forward FFT.
 
+    Upstream ``SoftGating`` skips of a model with mixed-precision layers become
+    :class:`~neuralop_mp.layers.soft_gating.HalfSafeSoftGating` (same parameters,
+    same outputs in fp32) so that autocast activations stay in half.
+
     Returns
     -------
     list
@@ -160,6 +164,11 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
             "or pass conv_module=neuralop_mp.MixedPrecisionSpectralConv."
         )
     snapshot = _snapshot(model)
+    if layers:
+        # the block's soft-gating skip would otherwise promote autocast activations to fp32
+        from .layers.soft_gating import adopt_half_safe_soft_gating
+
+        adopt_half_safe_soft_gating(model)
     blocks = _fno_blocks(model)
     in_block = {id(c) for b in blocks for c in b.convs}
 
