@@ -143,7 +143,8 @@ def build_schedule(config):
     """``opt.precision_schedule`` if set, else a constant schedule of ``model.fno_block_precision``.
 
     The constant schedule keeps that mode's defaults (autocast on for "mixed" and
-    "half", tanh for "half") unless ``model.stabilizer`` is given explicitly.
+    "half"; for "half", tanh with float16 and none with bfloat16, whose range needs no
+    stabilizer) unless ``model.stabilizer`` is given explicitly.
     """
     from .configs.validation import validate_precision_schedule
     from .training.schedule import PrecisionSchedule

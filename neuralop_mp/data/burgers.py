@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .compute import cpu_threads, default_device, solver_threads
-from .cache import GENERATOR_VERSION, data_file, needs_generation, resolve_root, save_data_file
+from .cache import GENERATOR_VERSION, data_file, generate_train_test, needs_generation, resolve_root, save_data_file
 from .grf import sample_grf, sample_seed
 
 BURGERS_GRF = dict(alpha=2.0, tau=5.0, sigma=25.0, n_modes=32, period=1.0)
@@ -204,13 +204,7 @@ def generate_burgers(root=None, resolutions=(16,), n_train=800, n_test=200, seed
     dict
         ``{res: (train_path, test_path)}``.
     """
-    if isinstance(resolutions, int):
-        resolutions = (resolutions,)
-    kwargs = dict(viscosity=viscosity, t_final=t_final, n_time=n_time, solver_resolution=solver_resolution,
-                  device=device)
-    out = {}
-    for res in resolutions:
-        train = generate_burgers_split(root, res, "train", n_train, seed, progress, overwrite, **kwargs)
-        test = generate_burgers_split(root, res, "test", n_test, seed, progress, overwrite, **kwargs)
-        out[int(res)] = (train, test)
-    return out
+    return generate_train_test(
+        generate_burgers_split, root, resolutions, n_train, n_test, seed, progress, overwrite,
+        viscosity=viscosity, t_final=t_final, n_time=n_time, solver_resolution=solver_resolution, device=device,
+    )

@@ -84,3 +84,18 @@ def save_data_file(path, tensors, settings, n_samples):
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def generate_train_test(generate_split, root, resolutions, n_train, n_test, seed, progress, overwrite, **kwargs):
+    """Run a per-split generator for the train and the test split of every resolution.
+
+    Returns ``{res: (train_path, test_path)}``, the shape every ``generate_*`` returns.
+    """
+    if isinstance(resolutions, int):
+        resolutions = (resolutions,)
+    splits = (("train", n_train), ("test", n_test))
+    return {
+        int(res): tuple(generate_split(root, res, split, n, seed, progress, overwrite, **kwargs) for split, n in splits)
+        for res in resolutions
+    }
+

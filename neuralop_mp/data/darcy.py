@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..precision import check_choice
 from .compute import cpu_threads
-from .cache import GENERATOR_VERSION, data_file, needs_generation, resolve_root, save_data_file
+from .cache import GENERATOR_VERSION, data_file, generate_train_test, needs_generation, resolve_root, save_data_file
 from .grf import sample_grf, sample_seed
 
 FACE_AVERAGES = ("harmonic", "arithmetic")
@@ -204,14 +204,7 @@ def generate_darcy(root=None, resolutions=(16, 32), n_train=1000, n_test=200, se
     dict
         ``{res: (train_path, test_path)}``.
     """
-    if isinstance(resolutions, int):
-        resolutions = (resolutions,)
-    out = {}
-    for res in resolutions:
-        train = generate_darcy_split(root, res, "train", n_train, seed, progress, overwrite)
-        test = generate_darcy_split(root, res, "test", n_test, seed, progress, overwrite)
-        out[int(res)] = (train, test)
-    return out
+    return generate_train_test(generate_darcy_split, root, resolutions, n_train, n_test, seed, progress, overwrite)
 
 
 def _check_resolution(resolution):

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .compute import cpu_threads, default_device, solver_threads
-from .cache import GENERATOR_VERSION, data_file, needs_generation, resolve_root, save_data_file
+from .cache import GENERATOR_VERSION, data_file, generate_train_test, needs_generation, resolve_root, save_data_file
 from .grf import sample_grf, sample_seed
 
 # n_modes=10: the spectrum decays as |k|^-5, so mode 10 carries < 1% of mode 1's amplitude.
@@ -228,12 +228,7 @@ def generate_navier_stokes(root=None, resolutions=(32,), n_train=400, n_test=100
     dict
         ``{res: (train_path, test_path)}``.
     """
-    if isinstance(resolutions, int):
-        resolutions = (resolutions,)
-    kwargs = dict(viscosity=viscosity, t_final=t_final, solver_resolution=solver_resolution, device=device)
-    out = {}
-    for res in resolutions:
-        train = generate_navier_stokes_split(root, res, "train", n_train, seed, progress, overwrite, **kwargs)
-        test = generate_navier_stokes_split(root, res, "test", n_test, seed, progress, overwrite, **kwargs)
-        out[int(res)] = (train, test)
-    return out
+    return generate_train_test(
+        generate_navier_stokes_split, root, resolutions, n_train, n_test, seed, progress, overwrite,
+        viscosity=viscosity, t_final=t_final, solver_resolution=solver_resolution, device=device,
+    )
