@@ -11,8 +11,8 @@ from neuralop.losses import LpLoss
 import neuralop_mp
 from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
 
-N_EPOCHS = 8
-N_TRAIN, BATCH = 128, 16
+N_EPOCHS = 10
+N_TRAIN, BATCH = 500, 16
 SMALL = dict(lifting_channel_ratio=2, projection_channel_ratio=2)
 MODELS = {
     "fno": dict(n_modes=(8, 8), hidden_channels=16, n_layers=2, **SMALL),
