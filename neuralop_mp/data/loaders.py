@@ -119,18 +119,10 @@ def load_darcy(data_root=None, n_train=1000, n_tests=(200, 200), batch_size=32, 
     tuple
         ``(train_loader, {res: test_loader}, data_processor)``.
     """
-    root = resolve_root(data_root)
-    test_resolutions = [int(r) for r in test_resolutions]
-    needed = _needed_files(train_resolution, test_resolutions, n_train, n_tests)
-    ensure_files(root, "darcy", needed, generate_darcy_split, "darcy", generate, progress, seed)
-    common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
-                  test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
-                  test_resolutions=test_resolutions, encode_input=encode_input, encode_output=encode_output)
-    if _accepted_upstream("darcy", test_resolutions + [int(train_resolution)]):
-        dataset = DarcyDataset(root_dir=root, download=False, **common)
-    else:
-        dataset = PTDataset(root_dir=root, dataset_name="darcy", **common)
-    return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes)
+    return _load_2d(
+        "darcy", DarcyDataset, generate_darcy_split, "darcy", data_root, n_train, n_tests, batch_size, test_batch_sizes,
+        train_resolution, test_resolutions, encode_input, encode_output, generate, progress, seed,
+    )
 
 
 def load_navier_stokes(data_root=None, n_train=400, n_tests=(100,), batch_size=16, test_batch_sizes=(16,),
@@ -142,18 +134,10 @@ def load_navier_stokes(data_root=None, n_train=400, n_tests=(100,), batch_size=1
     resolution is one it accepts (128, 1024), otherwise with its ``PTDataset`` base.
     Parameters and return value as in :func:`load_darcy`.
     """
-    root = resolve_root(data_root)
-    test_resolutions = [int(r) for r in test_resolutions]
-    needed = _needed_files(train_resolution, test_resolutions, n_train, n_tests)
-    ensure_files(root, "nsforcing", needed, generate_navier_stokes_split, "navier_stokes", generate, progress, seed)
-    common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
-                  test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
-                  test_resolutions=test_resolutions, encode_input=encode_input, encode_output=encode_output)
-    if _accepted_upstream("nsforcing", test_resolutions + [int(train_resolution)]):
-        dataset = NavierStokesDataset(root_dir=root, download=False, **common)
-    else:
-        dataset = PTDataset(root_dir=root, dataset_name="nsforcing", **common)
-    return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes)
+    return _load_2d(
+        "nsforcing", NavierStokesDataset, generate_navier_stokes_split, "navier_stokes", data_root, n_train, n_tests, batch_size, test_batch_sizes,
+        train_resolution, test_resolutions, encode_input, encode_output, generate, progress, seed,
+    )
 
 
 def load_burgers(data_root=None, n_train=800, n_tests=(200,), batch_size=32, test_batch_sizes=(32,),
@@ -181,4 +165,26 @@ def load_burgers(data_root=None, n_train=800, n_tests=(200,), batch_size=32, tes
                             channel_dim=1, **common)
         processor = dataset.data_processor
         dataset._data_processor = Burgers1dTimeDataProcessor(processor.in_normalizer, processor.out_normalizer)
+    return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes)
+
+
+def _load_2d(dataset_name, upstream_class, generate_split, cli_name, data_root, n_train, n_tests, batch_size,
+             test_batch_sizes, train_resolution, test_resolutions, encode_input, encode_output, generate,
+             progress, seed):
+    """Shared body of the 2-D loaders: make sure the files exist, then read them as upstream does.
+
+    ``upstream_class`` reads them with ``download=False`` when it accepts every
+    resolution; otherwise its ``PTDataset`` base does the same reading.
+    """
+    root = resolve_root(data_root)
+    test_resolutions = [int(r) for r in test_resolutions]
+    needed = _needed_files(train_resolution, test_resolutions, n_train, n_tests)
+    ensure_files(root, dataset_name, needed, generate_split, cli_name, generate, progress, seed)
+    common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
+                  test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
+                  test_resolutions=test_resolutions, encode_input=encode_input, encode_output=encode_output)
+    if _accepted_upstream(dataset_name, test_resolutions + [int(train_resolution)]):
+        dataset = upstream_class(root_dir=root, download=False, **common)
+    else:
+        dataset = PTDataset(root_dir=root, dataset_name=dataset_name, **common)
     return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes)
