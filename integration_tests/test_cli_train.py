@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from neuralop_mp.cli import main
 
@@ -19,17 +18,7 @@ SHORT_RUN = [
 ]
 
 
-@pytest.fixture
-def one_thread():
-    # On a loaded shared CPU, torch's intra-op threads spin against each other: this
-    # tiny run took 100 s with 2 threads and 4 s with 1 (see docs/configs.md).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_train_darcy_mixed_writes_summary_results_and_curve(darcy_root, tmp_path, capsys, one_thread):
+def test_train_darcy_mixed_writes_summary_results_and_curve(darcy_root, tmp_path, capsys):
     out = tmp_path / "mixed"
     args = ["train", "darcy", "--data.data_root", str(darcy_root), "--output_dir", str(out),
             "--model.fno_block_precision", "mixed", *SHORT_RUN]

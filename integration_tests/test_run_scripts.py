@@ -24,14 +24,6 @@ SCRIPTS = Path(__file__).parent / "scripts"
 TINY = ["--verbose", "false", "--data.n_train", "32", "--data.batch_size", "16"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a loaded 2-core machine, two OpenMP threads made each tiny
-    FFT ~1000x slower (20 ms instead of 15 us) while waiting for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -40,18 +40,8 @@ def train_darcy(darcy_root, schedule):
     return {k: float(v) for k, v in metrics.items() if k.startswith(("16_", "32_"))}, trainer
 
 
-@pytest.fixture
-def single_thread():
-    # small tensors: a second intra-op thread gains little, and on a busy shared runner
-    # spinning threads make the run several times slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_paper_schedule_ends_within_3_percent_of_full_precision(darcy_root, single_thread):
+def test_paper_schedule_ends_within_3_percent_of_full_precision(darcy_root):
     full, _ = train_darcy(darcy_root, None)
     scheduled, trainer = train_darcy(darcy_root, "paper")
 

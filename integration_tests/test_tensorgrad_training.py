@@ -51,17 +51,12 @@ def _tensorgrad(model):
 def test_tensorgrad_matches_adamw_on_darcy(darcy_root):
     from neuralop_mp.data import load_darcy
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: one thread is faster and immune to oversubscription
-    try:
-        train_loader, test_loaders, processor = load_darcy(
-            darcy_root, n_train=500, n_tests=(100,), batch_size=32, test_batch_sizes=(100,),
-            train_resolution=16, test_resolutions=(16,), progress=False, generate=False)
-        adamw_error, _ = _train(lambda m: torch.optim.AdamW(m.parameters(), lr=LR, weight_decay=WD), train_loader,
-                                test_loaders[16], processor)
-        tensorgrad_error, optimizer = _train(_tensorgrad, train_loader, test_loaders[16], processor)
-    finally:
-        torch.set_num_threads(threads)
+    train_loader, test_loaders, processor = load_darcy(
+        darcy_root, n_train=500, n_tests=(100,), batch_size=32, test_batch_sizes=(100,),
+        train_resolution=16, test_resolutions=(16,), progress=False, generate=False)
+    adamw_error, _ = _train(lambda m: torch.optim.AdamW(m.parameters(), lr=LR, weight_decay=WD), train_loader,
+                            test_loaders[16], processor)
+    tensorgrad_error, optimizer = _train(_tensorgrad, train_loader, test_loaders[16], processor)
 
     compressed = [p for p, s in optimizer.state.items() if bool(s["compressed"])]
     assert len(compressed) == 3 and all("sparse_exp_avg" in optimizer.state[p] for p in compressed)
