@@ -9,7 +9,6 @@ numeric ranges and list lengths that would otherwise fail deep inside training.
 import torch
 
 from neuralop_mp.precision import (
-    HALF_DTYPES,
     PRECISION_MODES,
     check_choice,
     normalize_half_dtype,

@@ -94,16 +94,6 @@ def rel_err(y, ref):
     return ((y.to(ref.dtype) - ref).norm() / ref.norm()).item()
 
 
-def upstream_float64(layer):
-    """A deep copy of an (upstream or ours) layer with float64 / complex128 parameters."""
-    import copy
-
-    ref = copy.deepcopy(layer)
-    for p in ref.parameters():
-        p.data = p.data.to(torch.complex128 if p.is_complex() else torch.float64)
-    return ref
-
-
 def finite(t):
     return bool(torch.isfinite(torch.view_as_real(t) if t.is_complex() else t).all())
 

@@ -15,7 +15,6 @@ from neuralop_mp.layers.tests.reference import (
     half_relative_bound,
     reference_forward,
     rel_err,
-    upstream_float64,
 )
 from neuralop_mp.memory import SavedTensorBytes
 
