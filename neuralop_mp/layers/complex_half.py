@@ -33,6 +33,8 @@ References
 .. [2] Higham, N. J. "Stability of a method for multiplying complex matrices with
    three real matrix multiplications", SIAM J. Matrix Anal. Appl. 13 (1992).
 """
+import functools
+
 import torch
 
 COMPLEX_PRODUCTS = ("block", "gauss")
@@ -43,10 +45,15 @@ _SYMBOLS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 def native_half_matmul(dtype, device):
     """Whether ``device`` multiplies ``dtype`` (float16/bfloat16) natively and fast."""
-    device = torch.device(device)
-    if device.type == "cuda":
+    return _native_half_matmul(dtype, torch.device(device).type)
+
+
+@functools.lru_cache(maxsize=None)
+def _native_half_matmul(dtype, device_type):
+    # a hardware property: probed once per (dtype, device type), not on every forward
+    if device_type == "cuda":
         return True
-    if device.type != "cpu":
+    if device_type != "cpu":
         return False
     probe = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}
     name = probe.get(dtype)

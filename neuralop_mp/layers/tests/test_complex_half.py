@@ -6,6 +6,7 @@ from neuralop_mp.layers.complex_half import (
     complex_einsum_pair,
     compute_dtype_for,
     native_half_matmul,
+    _native_half_matmul,
     to_real_form,
 )
 from neuralop_mp.layers.tests.reference import U, gamma
@@ -74,11 +75,16 @@ def test_only_16bit_operands_are_saved_for_backward():
     assert [t.shape for t in saved] == [a.shape, b.shape]
 
 
-def test_compute_dtype_and_bad_method():
-    assert isinstance(native_half_matmul(torch.bfloat16, "cpu"), bool)
-    assert compute_dtype_for(torch.bfloat16, "cpu") in (torch.bfloat16, torch.float32)
-    if torch.cuda.is_available():
-        assert compute_dtype_for(torch.float16, "cuda") == torch.float16
+def test_compute_dtype_rule_and_bad_method():
+    # CUDA multiplies 16-bit natively (no probe needed: the device need not exist here);
+    # other non-CPU devices are never assumed to; CPU follows its probe, asked once.
+    assert compute_dtype_for(torch.float16, "cuda") == torch.float16
+    assert compute_dtype_for(torch.bfloat16, "meta") == torch.float32
+    native = native_half_matmul(torch.bfloat16, "cpu")
+    assert compute_dtype_for(torch.bfloat16, "cpu") == (torch.bfloat16 if native else torch.float32)
+    hits = _native_half_matmul.cache_info().hits
+    native_half_matmul(torch.bfloat16, torch.device("cpu"))
+    assert _native_half_matmul.cache_info().hits == hits + 1
     a = to_real_form(torch.randn(2, 2, dtype=torch.cfloat), torch.bfloat16)
     with pytest.raises(ValueError, match=r"complex_product='karatsuba'.*'block', 'gauss'"):
         complex_einsum_pair("ij,jk->ik", a, a, method="karatsuba")
