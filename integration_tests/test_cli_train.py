@@ -60,8 +60,7 @@ def test_train_reports_bad_flags_before_touching_data(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("config_name, resolutions", [("navier_stokes", (32, 64)), ("burgers", (32, 64))])
-def test_navier_stokes_and_burgers_configs_train_on_generated_data(config_name, resolutions, tmp_path,
-                                                                   capsys, one_thread):
+def test_navier_stokes_and_burgers_configs_train_on_generated_data(config_name, resolutions, tmp_path, capsys):
     out = tmp_path / config_name
     args = ["train", config_name, "--data.data_root", str(tmp_path / "data"), "--output_dir", str(out),
             "--data.n_train", "16", "--data.batch_size", "8", "--data.n_tests", "[8,8]",
