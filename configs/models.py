@@ -1,8 +1,8 @@
 """Model sections of a training config (``config.model``).
 
 Every field of a model section is a constructor argument of the model named by
-``model_arch``, except the plugin's three precision keys (``fno_block_precision``,
-``half_dtype``, ``stabilizer``), which :func:`neuralop_mp.get_model` turns into the
+``model_arch``, except the plugin's four precision keys (``fno_block_precision``,
+``half_dtype``, ``stabilizer``, ``spectral_weight_dtype``), which :func:`neuralop_mp.get_model` turns into the
 mixed-precision spectral layer and its settings, and ``data_channels``, which
 becomes ``in_channels`` (times ``patching.levels + 1``) exactly as upstream's
 ``get_model`` does.
@@ -32,6 +32,8 @@ class ModelConfig(ConfigBase):
     half_dtype: str = "auto"
     # plugin: pre-activation before every forward FFT (None | "tanh")
     stabilizer: Optional[str] = None
+    # plugin: storage of the spectral weights and their gradients ("complex64" | "complex32")
+    spectral_weight_dtype: str = "complex64"
 
 
 class FNOConfig(ModelConfig):

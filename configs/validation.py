@@ -8,6 +8,7 @@ numeric ranges and list lengths that would otherwise fail deep inside training.
 """
 import torch
 
+from neuralop_mp.layers.weight_storage import normalize_spectral_weight_dtype
 from neuralop_mp.precision import (
     PRECISION_MODES,
     check_choice,
@@ -62,6 +63,7 @@ def validate_model(model, prefix="model"):
     check_choice(f"{prefix}.fno_block_precision", model.fno_block_precision, PRECISION_MODES)
     normalize_half_dtype(model.half_dtype, key=f"{prefix}.half_dtype")
     normalize_stabilizer(model.stabilizer, key=f"{prefix}.stabilizer")
+    normalize_spectral_weight_dtype(model.spectral_weight_dtype, key=f"{prefix}.spectral_weight_dtype")
     enumerated = {
         "norm": (NORMS, False),
         "fno_skip": (SKIPS, False),

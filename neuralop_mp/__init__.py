@@ -19,6 +19,8 @@ _LAZY = {
     "set_precision": "neuralop_mp.precision",
     "precision": "neuralop_mp.precision",
     "get_precision": "neuralop_mp.precision",
+    "set_spectral_weight_dtype": "neuralop_mp.layers.weight_storage",
+    "get_spectral_weight_dtype": "neuralop_mp.layers.weight_storage",
     "PrecisionSchedule": "neuralop_mp.training.schedule",
     "PrecisionPhase": "neuralop_mp.training.schedule",
     "ComplexGradScaler": "neuralop_mp.training.loss_scaling",

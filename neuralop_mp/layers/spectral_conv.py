@@ -33,6 +33,7 @@ from .complex_half import DEFAULT_COMPLEX_PRODUCT, compute_dtype_for, run_plan, 
 from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
+from .weight_storage import layer_weight_dtype, normalize_spectral_weight_dtype, store_layer_weights
 
 Number = Union[int, float]
 
@@ -71,6 +72,12 @@ class MixedPrecisionSpectralConv(SpectralConv):
         ``tanh`` applied to the input before the forward FFT (keeps fp16 FFTs from
         overflowing). Inside ``FNOBlocks`` use the block's own ``stabilizer``;
         :func:`neuralop_mp.set_precision` puts it there, so it is applied once.
+    spectral_weight_dtype : {"complex64", "complex32"}, default "complex64"
+        Storage dtype of the spectral weight (dense, or every CP/Tucker/TT factor)
+        and hence of its gradient. "complex32" halves their memory (TensorGRaD's
+        half recipe); "full" then widens the weights to complex64 for its product.
+        Switch a built model with :func:`neuralop_mp.set_spectral_weight_dtype`
+        (:mod:`neuralop_mp.layers.weight_storage`).
 
     Notes
     -----
@@ -78,7 +85,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
     read (and validated) on every forward, so they can change during training.
     Under ``torch.autocast`` the layer returns the autocast dtype (real data), so the
     rest of the block stays in half. Parameters and their gradients stay
-    complex64/float32. For odd sizes and for ``complex_data`` in 2D+, the output
+    complex64/float32, except spectral weights stored in complex32. For odd sizes and for ``complex_data`` in 2D+, the output
     spectrum is un-shifted with the inverse of the shift applied to the input; upstream
     applies ``fftshift`` twice, which misplaces frequencies in those cases
     (docs/spectral_layer.md), so results differ from upstream there.
@@ -106,6 +113,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
         *,
         half_dtype="auto",
         stabilizer=None,
+        spectral_weight_dtype="complex64",
     ):
         check_choice("fno_block_precision", fno_block_precision, PRECISION_MODES)
         check_choice("implementation", implementation, ("reconstructed", "factorized"))
@@ -131,6 +139,12 @@ class MixedPrecisionSpectralConv(SpectralConv):
         self.half_dtype = normalize_half_dtype(half_dtype)
         self.stabilizer = normalize_stabilizer(stabilizer)
         self.complex_product = DEFAULT_COMPLEX_PRODUCT
+        store_layer_weights(self, normalize_spectral_weight_dtype(spectral_weight_dtype))
+
+    @property
+    def spectral_weight_dtype(self):
+        """Storage dtype of the spectral weight: "complex64" or "complex32"."""
+        return layer_weight_dtype(self)
 
     # ------------------------------------------------------------------ settings
     def _settings(self):
@@ -146,7 +160,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
         return (
             f"{self.in_channels}, {self.out_channels}, n_modes={self.n_modes}, "
             f"fno_block_precision={self.fno_block_precision!r}, half_dtype={self.half_dtype!r}, "
-            f"stabilizer={self.stabilizer!r}"
+            f"stabilizer={self.stabilizer!r}, spectral_weight_dtype={self.spectral_weight_dtype!r}"
         )
 
     # ------------------------------------------------------------- mode geometry
@@ -283,7 +297,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
         plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], itemsize)
 
         if mode == "full":
-            out_kept = run_plan(plan, [x_kept] + operands, real_form=False)
+            # complex32-stored weights are widened: "full" multiplies in complex64
+            wide = [op.to(torch.complex64) if op.dtype != torch.complex64 else op for op in operands]
+            out_kept = run_plan(plan, [x_kept] + wide, real_form=False)
         else:
             real = [to_real_form(t, half) for t in [x_kept] + operands]
             out = run_plan(

@@ -39,7 +39,27 @@ def weight_kind(weight, implementation):
 def weight_operands(weight, kind):
     """The weight tensors of the einsum, in the order :func:`spectral_equation` names them."""
     if kind == "dense":
-        return [weight if torch.is_tensor(weight) else weight.to_tensor()]
+        return [weight if torch.is_tensor(weight) else dense_weight(weight)]
+    return _factors(weight, kind)
+
+
+def dense_weight(weight):
+    """The full tensor of a factorized weight.
+
+    complex64 factors are reconstructed by tltorch (upstream's own numbers); 16-bit
+    (complex32) factors, which tensorly's matrix products do not support, are widened
+    to complex64 and contracted here.
+    """
+    kind = weight_kind(weight, "factorized")
+    factors = [] if kind == "dense" else _factors(weight, kind)
+    if all(f.dtype == torch.complex64 for f in factors):
+        return weight.to_tensor()
+    modes = _SYMBOLS[: len(weight.shape)]
+    subscripts = _factor_subscripts(kind, list(modes), iter(_SYMBOLS[len(modes):]))
+    return torch.einsum(f"{','.join(subscripts)}->{modes}", *[f.to(torch.complex64) for f in factors])
+
+
+def _factors(weight, kind):
     if kind == "cp":
         return [weight.weights, *weight.factors]
     if kind == "tucker":
@@ -66,16 +86,20 @@ def spectral_equation(kind, x_ndim, separable=False):
     # weight modes: (in, [out], k_1..k_d); the output keeps batch, out (or in), k_1..k_d
     modes = [channel] + ([] if separable else [out_channel]) + list(spatial)
     out = batch + (channel if separable else out_channel) + spatial
+    return f"{x},{','.join(_factor_subscripts(kind, modes, spare))}->{out}"
 
+
+def _factor_subscripts(kind, modes, spare):
+    """Einsum subscripts of the operands of a ``kind`` weight whose modes are ``modes``
+    (one symbol each); ``spare`` yields unused symbols for the ranks."""
     if kind == "dense":
-        weights = ["".join(modes)]
-    elif kind == "cp":
+        return ["".join(modes)]
+    if kind == "cp":
         rank = next(spare)
-        weights = [rank] + [m + rank for m in modes]
-    elif kind == "tucker":
+        return [rank] + [m + rank for m in modes]
+    if kind == "tucker":
         core = [next(spare) for _ in modes]
-        weights = ["".join(core)] + [m + r for m, r in zip(modes, core)]
-    else:  # tt: cores (r_{k-1}, n_k, r_k), boundary ranks are 1
-        ranks = [next(spare) for _ in range(len(modes) + 1)]
-        weights = [ranks[k] + m + ranks[k + 1] for k, m in enumerate(modes)]
-    return f"{x},{','.join(weights)}->{out}"
+        return ["".join(core)] + [m + r for m, r in zip(modes, core)]
+    # tt: cores (r_{k-1}, n_k, r_k), boundary ranks are 1
+    ranks = [next(spare) for _ in range(len(modes) + 1)]
+    return [ranks[k] + m + ranks[k + 1] for k, m in enumerate(modes)]

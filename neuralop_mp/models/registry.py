@@ -6,8 +6,9 @@ neuraloperator registers every ``BaseModel`` subclass under its lowercased name 
 built that way; subclassing it together with ``BaseModel`` registers it under
 ``"uno"`` without touching any name upstream already uses.
 
-:func:`get_model` is upstream's ``get_model`` plus three plugin keys in
-``config.model``: ``fno_block_precision``, ``half_dtype`` and ``stabilizer``. When
+:func:`get_model` is upstream's ``get_model`` plus four plugin keys in
+``config.model``: ``fno_block_precision``, ``half_dtype``, ``stabilizer`` and
+``spectral_weight_dtype``. When
 the precision is not "full" (or a precision schedule is configured), the model is
 built with :class:`~neuralop_mp.MixedPrecisionSpectralConv` as its spectral layer.
 """
@@ -19,6 +20,7 @@ from neuralop.models.base_model import available_models as _upstream_available_m
 from neuralop.models.uno import UNO as _UpstreamUNO
 from torch import nn
 
+from ..layers.weight_storage import normalize_spectral_weight_dtype
 from ..precision import (
     PRECISION_MODES,
     check_choice,
@@ -27,7 +29,7 @@ from ..precision import (
 )
 
 # config.model keys that belong to the plugin, never passed to a constructor as-is
-PLUGIN_MODEL_KEYS = ("fno_block_precision", "half_dtype", "stabilizer")
+PLUGIN_MODEL_KEYS = ("fno_block_precision", "half_dtype", "stabilizer", "spectral_weight_dtype")
 
 
 class UNO(_UpstreamUNO, BaseModel, name="UNO"):
@@ -102,10 +104,13 @@ def get_model(config, *, mixed_precision_layer=None):
         "uno", ...), ``data_channels`` and the model's constructor arguments. May
         have ``model.fno_block_precision`` ("full" | "mixed" | "half"),
         ``model.half_dtype`` ("auto" | "float16" | "bfloat16"), ``model.stabilizer``
-        (None | "tanh"), ``patching.levels`` and ``opt.precision_schedule``.
+        (None | "tanh"), ``model.spectral_weight_dtype`` ("complex64" | "complex32":
+        storage of the spectral weights and their gradients), ``patching.levels``
+        and ``opt.precision_schedule``.
     mixed_precision_layer : bool, optional
         Force (True) or forbid (False) the mixed-precision spectral layer. By default
-        it is used when the precision is not "full" or a precision schedule is set,
+        it is used when the precision is not "full", a precision schedule is set or
+        the spectral weights are stored in complex32,
         and with "full" and no schedule the model is exactly upstream's.
 
     Returns
@@ -126,6 +131,8 @@ def get_model(config, *, mixed_precision_layer=None):
     )
     half_dtype = normalize_half_dtype(model_cfg.pop("half_dtype", "auto"), key="model.half_dtype")
     stabilizer = normalize_stabilizer(model_cfg.pop("stabilizer", None), key="model.stabilizer")
+    weight_dtype = normalize_spectral_weight_dtype(model_cfg.pop("spectral_weight_dtype", "complex64"),
+                                                   key="model.spectral_weight_dtype")
 
     data_channels = model_cfg.pop("data_channels")
     patching_levels = _get(_get(config, "patching"), "levels", 0) or 0
@@ -138,7 +145,8 @@ def get_model(config, *, mixed_precision_layer=None):
     if mixed_precision_layer is None:
         # a stabilizer on a model whose constructor has none (UNO) is applied by our layer
         needs_layer_stabilizer = stabilizer is not None and "stabilizer" not in params
-        mixed_precision_layer = mode != "full" or bool(schedule) or needs_layer_stabilizer
+        mixed_precision_layer = (mode != "full" or bool(schedule) or needs_layer_stabilizer
+                                 or weight_dtype != "complex64")
 
     unknown = sorted(k for k in model_cfg if k not in params)
     if unknown and not takes_any:
@@ -148,6 +156,9 @@ def get_model(config, *, mixed_precision_layer=None):
         )
 
     if not mixed_precision_layer:
+        if weight_dtype != "complex64":
+            raise ValueError(f"model.spectral_weight_dtype={weight_dtype!r} needs the mixed-precision spectral "
+                             "layer; do not pass mixed_precision_layer=False.")
         # exactly upstream: pass the flags through where the constructor takes them
         if "fno_block_precision" in params:
             model_cfg["fno_block_precision"] = mode
@@ -158,6 +169,7 @@ def get_model(config, *, mixed_precision_layer=None):
         return cls(**model_cfg)
 
     from ..layers.spectral_conv import MixedPrecisionSpectralConv
+    from ..layers.weight_storage import set_spectral_weight_dtype
     from ..precision import set_precision
 
     layer_kwarg = _spectral_layer_kwarg(cls)
@@ -175,4 +187,6 @@ def get_model(config, *, mixed_precision_layer=None):
         model_cfg["operator_block"] = functools.partial(block, conv_module=MixedPrecisionSpectralConv)
     model = cls(**model_cfg)
     set_precision(model, mode, half_dtype=half_dtype, stabilizer=stabilizer)
+    if weight_dtype != "complex64":
+        set_spectral_weight_dtype(model, weight_dtype)
     return model

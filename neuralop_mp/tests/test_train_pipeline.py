@@ -42,7 +42,8 @@ UNO_VALUES = {
     "factorization": "tucker", "rank": 0.5, "fixed_rank_modes": True, "implementation": "reconstructed",
     "domain_padding": 0.25,
 }
-PRECISION_VALUES = {"fno_block_precision": "mixed", "half_dtype": "bfloat16", "stabilizer": "tanh"}
+PRECISION_VALUES = {"fno_block_precision": "mixed", "half_dtype": "bfloat16", "stabilizer": "tanh",
+                    "spectral_weight_dtype": "complex32"}
 
 
 def with_section(section, values, **extra):
@@ -55,7 +56,7 @@ def with_section(section, values, **extra):
 @pytest.mark.parametrize("section_cls, values", [(FNOConfig, FNO_VALUES), (UNOConfig, UNO_VALUES)],
                          ids=["fno-tfno", "uno"])
 def test_every_model_field_reaches_the_model(section_cls, values):
-    from neuralop_mp import get_precision
+    from neuralop_mp import get_precision, get_spectral_weight_dtype
 
     extra = {"model": section_cls.__name__}
     config = with_section("model", {**values, **PRECISION_VALUES}, **extra)
@@ -69,6 +70,7 @@ def test_every_model_field_reaches_the_model(section_cls, values):
         else:
             assert recorded[name] == value, name
     assert get_precision(model) == ("mixed", "bfloat16", "tanh")
+    assert get_spectral_weight_dtype(model) == "complex32"
     covered = set(values) | set(PRECISION_VALUES)
     assert covered == set(section_cls.model_fields)
 

@@ -8,6 +8,7 @@ from neuralop.models.base_model import BaseModel
 from zencfg.bunch import Bunch
 
 import neuralop_mp
+from neuralop_mp.models.registry import PLUGIN_MODEL_KEYS
 from neuralop_mp.models.registry import UNO as RegisteredUNO
 
 SMALL = {
@@ -124,6 +125,7 @@ def test_unknown_model_key_is_an_error_not_ignored():
     ("fno_block_precision", "hlaf", "'full', 'mixed', 'half'"),
     ("half_dtype", "fp16", "'auto', 'float16', 'bfloat16'"),
     ("stabilizer", "relu", "None, 'tanh'"),
+    ("spectral_weight_dtype", "complex16", "'complex64', 'complex32'"),
 ])
 def test_bad_precision_flags_rejected(key, value, allowed):
     with pytest.raises(ValueError) as info:
@@ -145,7 +147,7 @@ def test_zencfg_config_builds_with_every_model_field_recorded():
     model = neuralop_mp.get_model(config)
     recorded = model._init_kwargs
     for name in type(config.model).model_fields:
-        if name in ("model_arch", "data_channels", "fno_block_precision", "half_dtype", "stabilizer"):
+        if name in ("model_arch", "data_channels") or name in PLUGIN_MODEL_KEYS:
             continue
         assert recorded[name] == getattr(config.model, name), name
     assert recorded["in_channels"] == config.model.data_channels
