@@ -56,27 +56,55 @@ def load_moment(stored):
 
 
 def store_moment(stored, value, seed):
-    """Write ``value`` (fp32) into ``stored``; bf16 storage rounds stochastically.
+    """Write ``value`` (fp32) into ``stored``; 16-bit storage rounds stochastically.
 
     Round-to-nearest into bf16 (8 significant bits) stalls Adam's second moment:
     ``0.999 * v`` rounds back to ``v``, so v never decays. Stochastic rounding is
-    unbiased, so the moment follows its fp32 trajectory in expectation. The noise
+    unbiased, so the moment follows its fp32 trajectory in expectation.
+    """
+    if stored.dtype in (torch.bfloat16, torch.float16):
+        stochastic_round_(stored, value, seed)
+    elif stored.data_ptr() != value.data_ptr():
+        stored.copy_(value)
+
+
+# significand bits after the leading one, and the exponent of the smallest normal number
+_HALF_FORMATS = {torch.float16: (10, -14), torch.bfloat16: (7, -126)}
+
+
+def stochastic_round_(stored, value, seed):
+    """Write ``value`` into the 16-bit tensor ``stored`` (float16 or bfloat16; a
+    complex32 tensor through ``view_as_real``), rounding stochastically.
+
+    ``x`` becomes one of its two neighbouring 16-bit numbers, the upper one with
+    probability equal to the distance from the lower one in units of their spacing,
+    so the rounding is unbiased: updates much smaller than the spacing still move
+    the stored value in expectation (round-to-nearest drops them all). The noise
     comes from a generator seeded with ``seed``, which keeps steps reproducible.
+    Values beyond the type's range become inf, as a plain cast would.
 
     References
     ----------
     .. [1] M. P. Connolly, N. J. Higham, T. Mary, "Stochastic rounding and its
        probabilistic backward error analysis", SIAM J. Sci. Comput. 43(1), 2021.
     """
-    if stored.dtype != torch.bfloat16:
-        if stored.data_ptr() != value.data_ptr():
-            stored.copy_(value)
-        return
+    if stored.is_complex():
+        stored, value = torch.view_as_real(stored), torch.view_as_real(value) if value.is_complex() else value
+    if stored.dtype not in _HALF_FORMATS:
+        raise TypeError(f"stochastic_round_ writes float16 or bfloat16 tensors, got {stored.dtype}.")
     generator = torch.Generator(device=value.device)
     generator.manual_seed(int(seed) % (2**62))
     value = value.float().contiguous()
-    noise = torch.randint(0, 1 << 16, value.shape, generator=generator, dtype=torch.int32, device=value.device)
-    # adding uniform noise below the kept 16 bits, then truncating, rounds up with
-    # probability equal to the discarded fraction
-    rounded = (value.view(torch.int32) + noise).bitwise_and_(-65536).view(torch.float32)
-    stored.copy_(rounded)
+    if stored.dtype == torch.bfloat16:
+        # bf16 is the top half of fp32: add uniform noise below the kept 16 bits,
+        # then truncate; it rounds up with probability equal to the discarded fraction
+        noise = torch.randint(0, 1 << 16, value.shape, generator=generator, dtype=torch.int32, device=value.device)
+        stored.copy_((value.view(torch.int32) + noise).bitwise_and_(-65536).view(torch.float32))
+        return
+    bits, min_exponent = _HALF_FORMATS[stored.dtype]
+    # spacing of the 16-bit numbers around x: 2**(e - 1 - bits) for |x| in [2**(e-1), 2**e),
+    # constant below the smallest normal number (subnormals); every operation is exact in fp32
+    _, exponent = torch.frexp(value)
+    spacing = torch.ldexp(torch.ones_like(value), (exponent - 1 - bits).clamp_(min=min_exponent - bits))
+    noise = torch.rand(value.shape, generator=generator, device=value.device)
+    stored.copy_(torch.floor(value / spacing + noise).mul_(spacing))

@@ -111,8 +111,20 @@ def _tensorgrad_groups(model, settings):
     return groups
 
 
+_SIXTEEN_BIT = (torch.float16, torch.bfloat16, torch.complex32)
+
+
 @register_optimizer("adamw", "torch.optim.AdamW on every parameter")
 def _build_adamw(model, common, settings):
+    if any(p.dtype in _SIXTEEN_BIT for p in model.parameters()):
+        # torch's AdamW keeps moments in the parameter's dtype: for complex32 weights the
+        # squared gradients underflow in fp16 and updates below the fp16 spacing are lost.
+        # TensorGRaD without compression is the same AdamW update with fp32 moments and
+        # stochastically rounded weight writes; eps is torch's default.
+        from .tensorgrad import TensorGRaD
+
+        return TensorGRaD([p for p in model.parameters() if p.requires_grad], compress=False,
+                          **{"eps": 1e-8, **common})
     return torch.optim.AdamW(model.parameters(), **common)
 
 

@@ -11,6 +11,7 @@ from .adam_math import (
     as_real,
     compute_dtype,
     load_moment,
+    stochastic_round_,
     store_moment,
     update_moments,
 )
@@ -51,8 +52,15 @@ class TensorGRaD(Optimizer):
 
     Complex parameters: moments are kept on ``view_as_real`` of the compressed
     parts (as torch's AdamW does for complex tensors), projections use conjugate
-    transposes. Half-precision parameters / gradients (e.g. complex32 spectral
-    weights) are up-cast to fp32 / complex64 for the math, the update is cast back.
+    transposes. 16-bit parameters and gradients (complex32 spectral weights,
+    :func:`neuralop_mp.set_spectral_weight_dtype`; float16 / bfloat16 tensors) are
+    up-cast to complex64 / fp32 for the math, moments of every branch stay fp32 (or
+    ``state_dtype``), and the new weights are written back with stochastic rounding,
+    so updates smaller than the 16-bit spacing are not lost.
+
+    Loss scaling: ``step(grad_scale=s)`` divides each gradient by ``s`` after the
+    up-cast. :class:`~neuralop_mp.ComplexGradScaler` uses it (``supports_grad_scale``)
+    instead of unscaling 16-bit gradients in place, where small ones would underflow.
 
     Parameters
     ----------
@@ -173,9 +181,22 @@ class TensorGRaD(Optimizer):
         )
 
     # -------------------------------------------------------------------- step
+    supports_grad_scale = True
+
     @torch.no_grad()
-    def step(self, closure=None):
-        """Perform one optimisation step; returns the closure's loss if given."""
+    def step(self, closure=None, *, grad_scale=None):
+        """Perform one optimisation step; returns the closure's loss if given.
+
+        Parameters
+        ----------
+        closure : callable, optional
+            Re-evaluates the model and returns the loss.
+        grad_scale : float, optional
+            The gradients are ``grad_scale`` times the true ones (loss scaling): each
+            is divided by it in fp32, after the up-cast from its storage dtype.
+        """
+        if grad_scale is not None and not (math.isfinite(grad_scale) and grad_scale > 0):
+            raise ValueError(f"Invalid grad_scale={grad_scale!r}; expected a finite number > 0.")
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -193,18 +214,34 @@ class TensorGRaD(Optimizer):
                     state["step"] = torch.tensor(0.0)
                     state["compressed"] = torch.tensor(self.routes_to_compression(p, group))
                     state["seed"] = torch.tensor(int(group["seed"]) * 1_000_003 + ordinal, dtype=torch.int64)
+                grad = p.grad.to(compute_dtype(p))
+                if grad_scale is not None and grad_scale != 1.0:
+                    grad = grad.mul_(1.0 / grad_scale) if grad is not p.grad else grad / grad_scale
                 if bool(state["compressed"]):
-                    update = self._compressed_update(p, group, state)
+                    update = self._compressed_update(grad, group, state)
                 else:
-                    update = self._dense_update(p, group, state)
-                if group["weight_decay"] != 0:
-                    p.mul_(1.0 - group["lr"] * group["weight_decay"])
-                p.add_(update.to(p.dtype), alpha=-group["lr"])
+                    update = self._dense_update(grad, group, state)
+                self._apply(p, update, group, state)
                 state["step"] += 1
         return loss
 
-    def _dense_update(self, p, group, state):
-        grad = p.grad.to(compute_dtype(p))
+    @staticmethod
+    def _apply(p, update, group, state):
+        """``p <- p (1 - lr wd) - lr update``; a 16-bit ``p`` is updated in fp32 and
+        written back with stochastic rounding."""
+        decay = 1.0 - group["lr"] * group["weight_decay"]
+        if compute_dtype(p) == p.dtype:
+            if decay != 1.0:
+                p.mul_(decay)
+            p.add_(update, alpha=-group["lr"])
+            return
+        wide = p.to(update.dtype)
+        if decay != 1.0:
+            wide.mul_(decay)
+        wide.add_(update, alpha=-group["lr"])
+        stochastic_round_(p, wide, (int(state["seed"]) * 1_000_003 + int(state["step"])) * 8 + 7)
+
+    def _dense_update(self, grad, group, state):
         if "exp_avg" not in state:
             for key in _MOMENTS:
                 state[key] = torch.zeros_like(grad, memory_format=torch.preserve_format)
@@ -215,8 +252,7 @@ class TensorGRaD(Optimizer):
         direction = adam_direction(exp_avg, exp_avg_sq, step, beta1, beta2, group["eps"], group["correct_bias"])
         return as_complex_like(direction, grad)
 
-    def _compressed_update(self, p, group, state):
-        grad = p.grad.to(compute_dtype(p))
+    def _compressed_update(self, grad, group, state):
         projector = self.projector_for(group)
         step = int(state["step"])
         seed = int(state["seed"])
@@ -320,17 +356,16 @@ class TensorGRaD(Optimizer):
 
         Returns a dict with ``params``, ``grads`` (gradients present now),
         ``moments``, ``factors``, ``indices``, ``other`` (step counters, seeds,
-        flags), ``state`` (their sum), ``adamw_state`` (the two full-size
-        moments torch's AdamW would keep for the same parameters), and
-        ``state_ratio = state / adamw_state``.
+        flags), ``state`` (their sum), ``adamw_state`` (two full-size moments in
+        the dtype the math runs in, fp32 / complex64, what AdamW keeps for fp32
+        weights), and ``state_ratio = state / adamw_state``.
         """
         report = dict.fromkeys(("params", "grads", "moments", "factors", "indices", "other"), 0)
         adamw = 0
         for group in self.param_groups:
             for p in group["params"]:
-                size = p.numel() * p.element_size()
-                report["params"] += size
-                adamw += 2 * size
+                report["params"] += p.numel() * p.element_size()
+                adamw += 2 * p.numel() * torch.empty((), dtype=compute_dtype(p)).element_size()
                 if p.grad is not None:
                     report["grads"] += p.grad.numel() * p.grad.element_size()
                 for key, value in self.state.get(p, {}).items():

@@ -8,6 +8,11 @@ the spectral weights of an FNO are complex. Here every gradient is unscaled and
 checked through ``torch.view_as_real``, which sees both the real and the imaginary
 part, so an inf hiding in an imaginary part is found too.
 
+An optimizer that declares ``supports_grad_scale`` (:class:`~neuralop_mp.TensorGRaD`)
+is handed the scale by :meth:`ComplexGradScaler.step` and divides each gradient by
+it after up-casting to fp32, so 16-bit gradients (complex32 spectral weights) are
+never unscaled in place, where the small ones would underflow to zero again.
+
 The finiteness check runs even when scaling is disabled (bfloat16 and float32
 need no scaling: bf16 has float32's exponent range): a non-finite gradient never
 reaches the weights in any precision.
@@ -116,7 +121,11 @@ class ComplexGradScaler:
         """
         if self._found_inf is not None:
             raise RuntimeError("unscale_() was already called for this step; call update() first.")
-        inverse = 1.0 / self.scale_value if self.enabled else None
+        self._found_inf = self._inspect(optimizer, 1.0 / self.scale_value if self.enabled else None)
+        return self._found_inf
+
+    def _inspect(self, optimizer, inverse):
+        """Whether a gradient is non-finite; multiplies them by ``inverse`` unless None."""
         finite_by_device = {}
         for grad in self._grads(optimizer):
             real = _real_view(grad)
@@ -124,8 +133,7 @@ class ComplexGradScaler:
                 real.mul_(inverse)
             # flags stay on the device; read back once per device below (one sync per step)
             finite_by_device.setdefault(real.device, []).append(torch.isfinite(real).all())
-        self._found_inf = any(not bool(torch.stack(flags).all()) for flags in finite_by_device.values())
-        return self._found_inf
+        return any(not bool(torch.stack(flags).all()) for flags in finite_by_device.values())
 
     def skip_step(self):
         """Mark the current step as non-finite without looking at gradients
@@ -134,9 +142,16 @@ class ComplexGradScaler:
 
     def step(self, optimizer, *args, **kwargs):
         """Unscale (if not done yet), then run ``optimizer.step`` unless a gradient is
-        non-finite. Returns True if the optimizer stepped, False if the step was skipped."""
+        non-finite. Returns True if the optimizer stepped, False if the step was skipped.
+
+        An optimizer with ``supports_grad_scale`` gets ``grad_scale=<scale>`` instead
+        of in-place unscaled gradients (unless :meth:`unscale_` was called first)."""
         if self._found_inf is None:
-            self.unscale_(optimizer)
+            if self.enabled and getattr(optimizer, "supports_grad_scale", False):
+                self._found_inf = self._inspect(optimizer, None)
+                kwargs = dict(kwargs, grad_scale=self.scale_value)
+            else:
+                self.unscale_(optimizer)
         self.total_steps += 1
         if self._found_inf:
             self.skipped_steps += 1

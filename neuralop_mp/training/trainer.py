@@ -82,7 +82,9 @@ class MixedPrecisionTrainer(Trainer):
         phase). "auto" = float16 on CUDA, bfloat16 elsewhere.
     loss_scaling : {"auto", "dynamic", "none"} or bool
         "auto" scales the loss only when float16 is used (bfloat16 and float32 have
-        float32's range). The non-finite guard runs in every case.
+        float32's range): as the half type, or as storage, i.e. complex32 spectral
+        weights, whose gradients are float16 pairs. The non-finite guard runs in
+        every case.
     max_consecutive_skips : int, default 20
         Stop with a RuntimeError after this many skipped steps in a row.
     progress : bool, default False
@@ -135,7 +137,9 @@ class MixedPrecisionTrainer(Trainer):
 
     # ------------------------------------------------------------------ precision state
     def _uses_float16(self):
-        """Whether some part of the run computes in float16."""
+        """Whether some part of the run computes in float16 or keeps gradients in its range."""
+        if any(p.dtype in (torch.float16, torch.complex32) for p in self.model.parameters()):
+            return True
         if self.precision_schedule is not None:
             return self.autocast_dtype == torch.float16 and self.precision_schedule.uses_half
         if self.mixed_precision and self.autocast_dtype == torch.float16:

@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from neuralop_mp.layers.weight_storage import set_spectral_weight_dtype
+from neuralop_mp.optim import TensorGRaD
 from neuralop_mp.training.checkpointing import PRECISION_STATE_FILE
 from neuralop_mp.training.loss_scaling import ComplexGradScaler
 from neuralop_mp.training.trainer import MixedPrecisionTrainer
@@ -27,9 +29,13 @@ class CrashingTrainer(MixedPrecisionTrainer):
         super().on_epoch_start(epoch)
 
 
-def make_run(model_seed, loss_scaling="auto", crash_at=None):
+def make_run(model_seed, loss_scaling="auto", crash_at=None, complex32=False):
     model = tiny_fno(seed=model_seed)
     optimizer, scheduler = optimizer_and_scheduler(model)
+    if complex32:  # the half recipe: complex32 spectral weights, TensorGRaD refreshing every 3 steps
+        set_spectral_weight_dtype(model, "complex32")
+        optimizer = TensorGRaD(model.parameters(), lr=1e-2, min_params=50, update_proj_gap=3, state_dtype="bfloat16")
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
     trainer = CrashingTrainer(model=model, n_epochs=N_EPOCHS, precision_schedule=SCHEDULE,
                               loss_scaling=loss_scaling)
     trainer.crash_at = crash_at
@@ -38,31 +44,41 @@ def make_run(model_seed, loss_scaling="auto", crash_at=None):
     return model, optimizer, scheduler, trainer
 
 
+def _bits(t):
+    return torch.view_as_real(t) if t.is_complex() else t  # torch.equal has no complex32 kernel
+
+
 def without_times(history):
     return [{k: v for k, v in h.items() if k != "epoch_time"} for h in history]
 
 
-@pytest.mark.parametrize("loss_scaling", ["auto", "dynamic"])
-def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, loss_scaling):
-    """bf16 autocast + mixed layers (CPU), then full: N epochs straight vs N/2 + checkpoint + resume."""
+@pytest.mark.parametrize("loss_scaling, complex32", [("auto", False), ("dynamic", False), ("auto", True)])
+def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, loss_scaling, complex32):
+    """bf16 autocast + mixed layers (CPU), then full: N epochs straight vs N/2 + checkpoint + resume.
+    With complex32 weights: TensorGRaD's bases, bf16 moments and stochastic rounding too."""
     train, test = tiny_data()
     torch.manual_seed(123)
-    model, optimizer, scheduler, straight = make_run(0, loss_scaling)
+    model, optimizer, scheduler, straight = make_run(0, loss_scaling, complex32=complex32)
     straight.train(train, test, optimizer, scheduler, training_loss=loss())
 
     torch.manual_seed(123)
-    _, optimizer, scheduler, first = make_run(0, loss_scaling, crash_at=N_EPOCHS // 2)
+    _, optimizer, scheduler, first = make_run(0, loss_scaling, crash_at=N_EPOCHS // 2, complex32=complex32)
     with pytest.raises(Interrupted):
         first.train(train, test, optimizer, scheduler, training_loss=loss(), save_every=1, save_dir=tmp_path)
 
     torch.manual_seed(999)  # a different process state: everything must come from the checkpoint
-    resumed_model, optimizer, scheduler, resumed = make_run(1, loss_scaling)
+    resumed_model, optimizer, scheduler, resumed = make_run(1, loss_scaling, complex32=complex32)
     resumed.train(train, test, optimizer, scheduler, training_loss=loss(), resume_from_dir=tmp_path)
 
     final, expected = resumed_model.state_dict(), model.state_dict()
+    assert final.keys() == expected.keys()
     for key in expected:
         if torch.is_tensor(expected[key]):
-            assert torch.equal(final[key], expected[key]), key
+            assert final[key].dtype == expected[key].dtype, key
+            assert torch.equal(_bits(final[key]), _bits(expected[key])), key
+    if complex32:
+        assert resumed.scaler.enabled  # complex32 gradients have fp16's range
+        assert any(v.dtype == torch.complex32 for v in final.values() if torch.is_tensor(v))
     assert without_times(resumed.history) == without_times(straight.history)
     assert resumed.scaler.state_dict() == straight.scaler.state_dict()
     assert [h["precision"] for h in resumed.history] == ["half", "mixed", "mixed", "full"]

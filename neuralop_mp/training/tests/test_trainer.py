@@ -140,6 +140,26 @@ def test_loss_scaling_only_where_float16_is_used(half_dtype, loss_scaling, sched
     assert trainer.scaler.enabled is enabled
 
 
+def test_complex32_spectral_weights_turn_loss_scaling_on():
+    """bf16 compute needs no scaling, but complex32 gradients are fp16 pairs."""
+    from neuralop_mp import set_spectral_weight_dtype
+    from neuralop_mp.optim import TensorGRaD
+
+    model = tiny_fno()
+    assert not MixedPrecisionTrainer(model=model, n_epochs=1, precision_schedule="mixed").scaler.enabled
+    set_spectral_weight_dtype(model, "complex32")
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=2, precision_schedule="mixed", half_dtype="bfloat16")
+    assert trainer.scaler.enabled
+    train, test = tiny_data()
+    optimizer = TensorGRaD(model.parameters(), lr=1e-2, min_params=50)
+    before = [p.detach().clone() for p in spectral_weights(model)]
+    trainer.train(train, test, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, 1), training_loss=loss())
+    assert trainer.scaler.skipped_steps == 0  # seeded: no scaled gradient overflows fp16 here
+    assert all(p.dtype == torch.complex32 for p in spectral_weights(model))
+    assert all(not torch.equal(torch.view_as_real(p.detach()), torch.view_as_real(q))
+               for p, q in zip(spectral_weights(model), before))
+
+
 def inject_on_steps(param, steps, value):
     """Gradient hook writing ``value`` into one entry of ``param``'s gradient on the given steps."""
     counter = {"step": -1}
