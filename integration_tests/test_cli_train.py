@@ -52,6 +52,24 @@ def test_train_darcy_mixed_writes_summary_results_and_curve(darcy_root, tmp_path
     assert png == out / "loss_curve.png" and png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_train_darcy_half_recipe_complex32_weights_and_tensorgrad(darcy_root, tmp_path, capsys):
+    out = tmp_path / "half_recipe"
+    args = ["train", "darcy", "--data.data_root", str(darcy_root), "--output_dir", str(out),
+            "--model.fno_block_precision", "mixed", "--model.spectral_weight_dtype", "complex32",
+            "--opt.optimizer", "tensorgrad", "--opt.tensorgrad_min_params", "100", *SHORT_RUN]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "spectral weights stored in" in printed and "complex32" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["precision"]["spectral_weight_dtype"] == "complex32"
+    assert all(math.isfinite(v) and v < 0.9 for v in results["metrics"].values())
+    losses = [h["train_loss"] for h in results["history"]]
+    assert losses[-1] < losses[0]
+    # AdamW keeps at least 2x the parameter bytes (4x for complex32 weights, with fp32 moments);
+    # compressed moments of the spectral weights keep the total below 2x
+    assert 0 < results["memory"]["optimizer_state_bytes"] < 2 * results["memory"]["params_bytes"]
+
+
 def test_train_reports_bad_flags_before_touching_data(tmp_path, capsys):
     args = ["train", "darcy", "--data.data_root", str(tmp_path / "never"), "--model.half_dtype", "half"]
     assert main(args) == 2

@@ -113,6 +113,7 @@ def test_navier_stokes_script_in_mixed_bfloat16(ns_root, no_network, tmp_path, c
     report = json.loads(report_file.read_text())
     assert report["models"][0]["layer_types"] == ["MixedPrecisionSpectralConv"]
     assert report["models"][0]["precision"] == {"mode": "mixed", "half_dtype": "bfloat16", "stabilizer": None}
+    assert report["models"][0]["spectral_weight_dtype"] == "complex64"
     assert report["optimizers"][0]["class"] == "AdamW" and report["optimizers"][0]["kind"] == "adamw"
     assert report["phases_seen"] == ["mixed"]
     assert [h["half_dtype"] for h in report["trainers"][0]["history"]] == ["bfloat16", "bfloat16"]
@@ -121,10 +122,11 @@ def test_navier_stokes_script_in_mixed_bfloat16(ns_root, no_network, tmp_path, c
     assert "config.navier_stokes_config" not in sys.modules and "config" not in sys.modules
 
 
-def test_burgers_script_in_half_with_galore(burgers_root, no_network):
+def test_burgers_script_in_half_with_galore_and_complex32_weights(burgers_root, no_network):
     result = run_script(
         SCRIPTS / "train_burgers.py", TINY + ["--opt.n_epochs", "2"],
         precision="half", optimizer="galore", data_root=burgers_root, tensorgrad_min_params=100,
+        spectral_weight_dtype="complex32",
     )
     assert result.exit_status == 0, result.error
     _assert_active(result.report, optimizer_class="TensorGRaD", phases=["half"], dataset="burgers",
@@ -132,6 +134,7 @@ def test_burgers_script_in_half_with_galore(burgers_root, no_network):
     # "auto" half type on a CPU is bfloat16 (on CUDA: float16)
     expected = "float16" if torch.cuda.is_available() else "bfloat16"
     assert [h["half_dtype"] for h in result.report.trainers[0]["history"]] == [expected, expected]
+    assert result.report.models[0]["spectral_weight_dtype"] == "complex32"
     assert no_network == []
 
 

@@ -303,6 +303,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             "phases": phase_ranges(schedule, config.opt.n_epochs, half_dtype),
             "final_mode": history[-1].get("precision") if history else config.model.fno_block_precision,
             "half_dtype": f"{config.model.half_dtype} ({str(half_dtype).replace('torch.', '')})",
+            "spectral_weight_dtype": config.model.spectral_weight_dtype,
         },
         "skipped_steps": sum(int(h.get("skipped_steps") or 0) for h in history),
         "memory": memory_figures(model, optimizer, history),

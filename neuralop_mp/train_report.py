@@ -64,6 +64,7 @@ def summary_rows(result):
         ("seconds / epoch (training)", f"{result['seconds_per_epoch']:.2f}"),
         ("precision (final)", f"{precision['final_mode']} (half_dtype {precision['half_dtype']})"),
         ("precision phases", phases or str(precision["schedule"])),
+        ("spectral weights stored in", precision.get("spectral_weight_dtype", "complex64")),
         ("skipped steps (inf/nan)", str(result["skipped_steps"])),
         ("parameters", f"{memory['n_params']:,} ({human_bytes(memory['params_bytes'])})"),
         ("optimizer state", human_bytes(memory["optimizer_state_bytes"])),

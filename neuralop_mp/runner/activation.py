@@ -30,6 +30,7 @@ Examples
 from contextlib import contextmanager
 from importlib import import_module
 
+from ..layers.weight_storage import normalize_spectral_weight_dtype
 from ..precision import PRECISION_MODES, check_choice, normalize_half_dtype, normalize_stabilizer
 from .report import ActivationReport
 
@@ -100,8 +101,11 @@ class AttributePatches:
 _MISSING = object()
 
 
-def _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, optimizer_options):
+def _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, optimizer_options,
+                       spectral_weight_dtype=None):
     """Check every option up front, so a bad value fails before anything is patched."""
+    if spectral_weight_dtype is not None:
+        spectral_weight_dtype = normalize_spectral_weight_dtype(spectral_weight_dtype)
     if precision is not None:
         check_choice("precision", precision, PRECISION_MODES)
     if half_dtype is not None:
@@ -124,6 +128,7 @@ def _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, o
         half_dtype=half_dtype,
         schedule=schedule,
         stabilizer=stabilizer,
+        spectral_weight_dtype=spectral_weight_dtype,
         optimizer=optimizer,
         optimizer_options=optimizer_options,
     )
@@ -145,6 +150,7 @@ def enable(
     half_dtype=None,
     schedule=None,
     stabilizer=None,
+    spectral_weight_dtype=None,
     optimizer=None,
     optimizer_options=None,
     loss_scaling=None,
@@ -166,6 +172,9 @@ def enable(
         that precision for the whole run.
     stabilizer : {None, "tanh"}, optional
         Pre-activation before every forward FFT.
+    spectral_weight_dtype : {"complex64", "complex32"}, optional
+        Storage of the spectral weights (and their gradients) of models built
+        through ``neuralop.get_model``; "complex32" is TensorGRaD's half recipe.
     optimizer : {"adamw", "tensorgrad", "galore", "sparse"}, optional
         Kind of optimizer built in place of ``neuralop.training.AdamW`` (which is
         always replaced, by "adamw" when no kind is given) and, only when a kind
@@ -195,7 +204,8 @@ def enable(
     """
     if is_enabled():
         raise RuntimeError("neuralop_mp is already enabled; call neuralop_mp.disable() first.")
-    options = _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, optimizer_options)
+    options = _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, optimizer_options,
+                                 spectral_weight_dtype)
     options["loss_scaling"] = loss_scaling
     options["data_root"] = None if data_root is None else str(data_root)
     options["offline"] = bool(offline)

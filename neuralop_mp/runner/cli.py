@@ -19,6 +19,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..layers.weight_storage import SPECTRAL_WEIGHT_DTYPES
 from ..precision import HALF_DTYPES, PRECISION_MODES, check_choice
 from .activation import OPTIMIZER_KINDS, enabled
 from .static_check import describe_plan, scan_source, start_warnings
@@ -27,6 +28,7 @@ from .summary import format_summary
 USAGE = (
     "usage: neuralop-mp run SCRIPT.py [--mp.precision {full,mixed,half}] [--mp.half_dtype "
     "{auto,float16,bfloat16}] [--mp.schedule SCHEDULE] [--mp.stabilizer {None,tanh}] "
+    "[--mp.spectral_weight_dtype {complex64,complex32}] "
     "[--mp.optimizer {adamw,tensorgrad,galore,sparse}] [--mp.tensorgrad_* VALUE] "
     "[--mp.loss_scaling VALUE] [--mp.data-root DIR] [--mp.report FILE.json] [-- SCRIPT ARGS...]"
 )
@@ -64,6 +66,7 @@ FLAGS = {
     "half_dtype": ("half_dtype", _choice(HALF_DTYPES)),
     "schedule": ("schedule", _text),
     "stabilizer": ("stabilizer", _stabilizer),
+    "spectral_weight_dtype": ("spectral_weight_dtype", _choice(SPECTRAL_WEIGHT_DTYPES)),
     "optimizer": ("optimizer", _choice(OPTIMIZER_KINDS)),
     "loss_scaling": ("loss_scaling", _text),
     "data-root": ("data_root", _text),

@@ -53,8 +53,8 @@ def _section(config, key):
 def plugin_config(config, options):
     """The config that :func:`neuralop_mp.get_model` receives for a script's config.
 
-    The script's ``config.model`` with the requested precision, half dtype and
-    stabilizer written over it, the script's ``patching`` section, and the
+    The script's ``config.model`` with the requested precision, half dtype,
+    stabilizer and spectral weight dtype written over it, the script's ``patching`` section, and the
     requested schedule as ``opt.precision_schedule`` (so the model gets the
     mixed-precision layer even when it starts in "full"). The script's own config
     object is not modified.
@@ -68,6 +68,8 @@ def plugin_config(config, options):
         model["half_dtype"] = options["half_dtype"]
     if options.get("stabilizer") is not None:
         model["stabilizer"] = options["stabilizer"]
+    if options.get("spectral_weight_dtype") is not None:
+        model["spectral_weight_dtype"] = options["spectral_weight_dtype"]
     built = {"model": model}
     patching = _section(config, "patching")
     if patching is not None:

@@ -64,6 +64,9 @@ class ActivationReport:
 
             mode, half_dtype, stabilizer = get_precision(model)
             entry["precision"] = {"mode": mode, "half_dtype": half_dtype, "stabilizer": stabilizer}
+            from ..layers.weight_storage import get_spectral_weight_dtype
+
+            entry["spectral_weight_dtype"] = get_spectral_weight_dtype(model)
         except (ValueError, ImportError):
             entry["precision"] = None  # upstream's layer: built in full precision, as upstream
         self.models.append(entry)

@@ -56,7 +56,8 @@ def format_summary(report, exit_status=None):
     for m in report.models:
         precision = m.get("precision")
         prec = (
-            f"{precision['mode']} (half dtype {precision['half_dtype']}, stabilizer {precision['stabilizer']})"
+            f"{precision['mode']} (half dtype {precision['half_dtype']}, stabilizer {precision['stabilizer']}, "
+            f"spectral weights {m.get('spectral_weight_dtype', 'complex64')})"
             if precision
             else "upstream layer"
         )

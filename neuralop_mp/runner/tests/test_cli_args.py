@@ -51,6 +51,8 @@ def test_unknown_flag_lists_every_known_flag():
         (["t.py", "--mp.half_dtype", "fp8"], "Invalid --mp.half_dtype='fp8'; allowed values: 'auto', 'float16', 'bfloat16'."),
         (["t.py", "--mp.optimizer", "sgd"], "Invalid --mp.optimizer='sgd'; allowed values: 'adamw', 'tensorgrad', 'galore', 'sparse'."),
         (["t.py", "--mp.stabilizer", "clip"], "Invalid --mp.stabilizer='clip'; allowed values: None, 'tanh'."),
+        (["t.py", "--mp.spectral_weight_dtype", "half"],
+         "Invalid --mp.spectral_weight_dtype='half'; allowed values: 'complex64', 'complex32'."),
     ],
 )
 def test_bad_values_get_the_check_choice_message(argv, message):
