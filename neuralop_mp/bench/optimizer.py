@@ -10,11 +10,13 @@ the accuracy run). It compares, on FNO models from small to FNO_Large2d-like
   ``galore`` (low-rank only), ``sparse`` (sparse only).
 
 State bytes and step times come from steps on random gradients (no forward pass), so
-the large model fits a CPU run. Total training memory adds parameters, gradients and
-the bytes autograd saves for backward (:class:`~neuralop_mp.SavedTensorBytes`)
-measured on a forward pass of the model with the mixed-precision spectral layer. A
-short Darcy run (16 x 16) compares final test errors. Results go to the "optimizer"
-section of docs/benchmarks.md.
+the large model fits a CPU run. Total training memory is measured on one real training
+step of each setup in :data:`TRAINING_SETUPS`: parameters, gradients, optimizer state
+and the bytes autograd saves for backward (:class:`~neuralop_mp.SavedTensorBytes`),
+from AdamW in full precision (the baseline) to TensorGRaD with the mixed-precision layer
+and complex32 spectral weights (the half recipe). A short Darcy run (16 x 16) compares
+final test errors, in full precision and with the half recipe. Results go to the
+"optimizer" section of docs/benchmarks.md.
 """
 import argparse
 import statistics
@@ -107,65 +109,87 @@ def measure_optimizer(size, name, n_steps=3):
     return result
 
 
-def activation_bytes(size, precision):
-    """Bytes saved for backward in one forward pass at the size's batch / resolution."""
-    from .. import MixedPrecisionSpectralConv, set_precision
+# Training setups of the memory table: (spectral layer precision or None for upstream's
+# layer, autocast bf16, spectral weight storage, optimizer)
+TRAINING_SETUPS = {
+    "AdamW, full precision (baseline)": (None, False, "complex64", "torch_adamw"),
+    "AdamW, upstream layer + bf16 autocast": (None, True, "complex64", "torch_adamw"),
+    "TensorGRaD fp32 states, mixed layer": ("mixed", True, "complex64", "tensorgrad"),
+    "TensorGRaD bf16 states, mixed layer": ("mixed", True, "complex64", "tensorgrad_bf16"),
+    "AdamW, mixed layer, complex32 spectral weights": ("mixed", True, "complex32", "adamw"),
+    "TensorGRaD fp32 states, mixed layer, complex32 spectral weights": ("mixed", True, "complex32", "tensorgrad"),
+    "TensorGRaD bf16 states, mixed layer, complex32 spectral weights": ("mixed", True, "complex32",
+                                                                        "tensorgrad_bf16"),
+}
+
+
+def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name):
+    """Bytes of one real training step: params, grads, optimizer state after the step, and
+    what autograd saved for backward, at the size's batch and resolution."""
+    from .. import MixedPrecisionSpectralConv, set_precision, set_spectral_weight_dtype
 
     torch.manual_seed(0)
     _, _, _, res, batch = SIZES[size]
-    model = build_fno(size, conv_module=MixedPrecisionSpectralConv)
-    set_precision(model, precision)
+    model = build_fno(size, conv_module=MixedPrecisionSpectralConv if precision else None)
+    if precision:
+        set_precision(model, precision, half_dtype="bfloat16")
+        set_spectral_weight_dtype(model, weight_dtype)
+    optimizer = make_optimizer(optimizer_name, model)
     x = torch.randn(batch, 1, res, res)
     with SavedTensorBytes(exclude=model.parameters()) as meter:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision != "full"):
-            model(x)
-    return meter.bytes
-
-
-def total_memory_rows(size, states):
-    """Training memory: params + grads + optimizer state + activations (MB)."""
-    model = build_fno(size)
-    spectral = sum(p.numel() for n, p in model.named_parameters() if "convs" in n and p.is_complex())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(x).float().square().mean()
+    loss.backward()
+    optimizer.step()
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    act_full, act_mixed = activation_bytes(size, "full"), activation_bytes(size, "mixed")
-    baseline = params + params + states["torch_adamw"] + act_full
-    # the paper's half recipe stores spectral weights and their gradients in complex32 (4 bytes)
-    params_half = params - spectral * 4
+    grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
+    return params, grads, state_bytes(optimizer), meter.bytes
+
+
+def total_memory_rows(size):
+    """Training memory of each :data:`TRAINING_SETUPS` entry, measured (MB), and its ratio
+    to the baseline."""
     rows = []
-    for label, p_bytes, state_key, act in (
-        ("AdamW, full precision (baseline)", params, "torch_adamw", act_full),
-        ("TensorGRaD fp32 states, mixed layer", params, "tensorgrad", act_mixed),
-        ("TensorGRaD bf16 states, mixed layer", params, "tensorgrad_bf16", act_mixed),
-        ("TensorGRaD fp32 states, mixed layer, complex32 spectral weights+grads", params_half, "tensorgrad", act_mixed),
-        ("TensorGRaD bf16 states, mixed layer, complex32 spectral weights+grads", params_half, "tensorgrad_bf16",
-         act_mixed),
-    ):
-        total = 2 * p_bytes + states[state_key] + act
-        rows.append({"setup": label, "params+grads_MB": 2 * p_bytes / 2**20, "state_MB": states[state_key] / 2**20,
-                     "activations_MB": act / 2**20, "total_MB": total / 2**20, "vs_baseline": total / baseline})
+    for label, setup in TRAINING_SETUPS.items():
+        params, grads, state, activations = training_step_memory(size, *setup)
+        total = params + grads + state + activations
+        rows.append({"setup": label, "params+grads_MB": (params + grads) / 2**20, "state_MB": state / 2**20,
+                     "activations_MB": activations / 2**20, "total_MB": total / 2**20, "total_B": total})
+        print(f"{size:8s} {label:66s} total {total / 2**20:9.1f} MB", flush=True)
+    for row in rows:
+        row["vs_baseline"] = row.pop("total_B") / (rows[0]["total_MB"] * 2**20)
     return rows
 
 
-def darcy_accuracy(names, epochs=8, lr=5e-3, scale=4.0):
+# rows of the accuracy table: optimizer, and whether the model runs the half recipe
+# (mixed layer in bf16 + autocast, complex32 spectral weights and gradients)
+ACCURACY_RUNS = [("torch_adamw", False), ("upstream_adamw", False), ("tensorgrad", False),
+                 ("tensorgrad_bf16", False), ("galore", False), ("sparse", False), ("adamw", True),
+                 ("tensorgrad", True), ("tensorgrad_bf16", True)]
+
+
+def darcy_accuracy(runs, epochs=8, lr=5e-3, scale=4.0):
     """Final 16x16 Darcy test relative L2 after ``epochs`` (500 train / 100 test samples)."""
     import os
     import tempfile
 
     from neuralop.losses import LpLoss
 
-    try:
-        from ..data import load_darcy
-    except ImportError:  # the data module is not in this checkout: use upstream's loader directly
-        load_darcy = _upstream_darcy_loaders
+    from .. import MixedPrecisionSpectralConv, set_precision, set_spectral_weight_dtype
+    from ..data import load_darcy
 
     root = os.environ.get("NEURALOP_MP_DATA") or tempfile.mkdtemp(prefix="neuralop_mp_bench_")
+    train, tests, processor = load_darcy(root, n_train=500, n_tests=(100,), batch_size=32, test_batch_sizes=(100,),
+                                         train_resolution=16, test_resolutions=(16,), progress=False)
     loss_fn = LpLoss(d=2, p=2)
     rows = []
-    for name in names:
+    for name, half in runs:
         torch.manual_seed(0)
-        train, tests, processor = load_darcy(root, n_train=500, n_tests=(100,), batch_size=32, test_batch_sizes=(100,),
-                                             train_resolution=16, test_resolutions=(16,), progress=False)
-        model = FNO(n_modes=(8, 8), in_channels=1, out_channels=1, hidden_channels=24, n_layers=3)
+        kwargs = {"conv_module": MixedPrecisionSpectralConv} if half else {}
+        model = FNO(n_modes=(8, 8), in_channels=1, out_channels=1, hidden_channels=24, n_layers=3, **kwargs)
+        if half:
+            set_precision(model, "mixed", half_dtype="bfloat16")
+            set_spectral_weight_dtype(model, "complex32")
         optimizer = make_optimizer(name, model, lr=lr, update_proj_gap=10, scale=scale)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(train))
         torch.manual_seed(1)
@@ -174,34 +198,25 @@ def darcy_accuracy(names, epochs=8, lr=5e-3, scale=4.0):
             for batch in train:
                 batch = processor.preprocess(batch)
                 optimizer.zero_grad()
-                loss_fn(model(batch["x"]), batch["y"]).backward()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
+                    out = model(batch["x"])
+                loss_fn(out.float(), batch["y"]).backward()
                 optimizer.step()
                 schedule.step()
+        train_s = time.perf_counter() - start
         error, count = 0.0, 0
         with torch.no_grad():
             for batch in tests[16]:
                 batch = processor.preprocess(batch)
-                out, batch = processor.postprocess(model(batch["x"]), batch)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
+                    out = model(batch["x"])
+                out, batch = processor.postprocess(out.float(), batch)
                 error += loss_fn(out, batch["y"]).item()
                 count += batch["y"].shape[0]
-        rows.append({"optimizer": name, "test_rel_L2": error / count, "train_s": time.perf_counter() - start})
+        rows.append({"optimizer": name, "weights": "complex32, mixed layer" if half else "complex64, full",
+                     "test_rel_L2": error / count, "train_s": train_s})
+        print(f"darcy16 {name:16s} half={half!s:5s} rel L2 {error / count:.4f}  ({train_s:.1f} s)", flush=True)
     return rows
-
-
-def _upstream_darcy_loaders(root, n_train, n_tests, batch_size, test_batch_sizes, train_resolution,
-                            test_resolutions, progress=False):
-    from neuralop.data.datasets.darcy import DarcyDataset
-
-    from ..data.darcy import generate_darcy
-
-    generate_darcy(root, resolutions=(train_resolution,), n_train=n_train, n_test=max(n_tests), progress=progress)
-    ds = DarcyDataset(root, n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
-                      test_batch_sizes=list(test_batch_sizes), train_resolution=train_resolution,
-                      test_resolutions=list(test_resolutions), download=False)
-    train = torch.utils.data.DataLoader(ds.train_db, batch_size=batch_size, shuffle=True)
-    tests = {r: torch.utils.data.DataLoader(ds.test_dbs[r], batch_size=b)
-             for r, b in zip(test_resolutions, test_batch_sizes)}
-    return train, tests, ds.data_processor
 
 
 def main(argv=None):
@@ -225,16 +240,11 @@ def main(argv=None):
         for row in state_rows:
             if row["size"] == size:
                 row["state_vs_adamw"] = row["state_MB"] * 2**20 / per_size["torch_adamw"]
-        memory_rows += [dict(r, size=size) for r in total_memory_rows(size, per_size)]
-    for row in memory_rows:
-        print(f"{row['size']:8s} {row['setup']:72s} total {row['total_MB']:9.1f} MB  x{row['vs_baseline']:.3f}")
+        memory_rows += [dict(r, size=size) for r in total_memory_rows(size)]
 
     accuracy_rows = []
     if not args.quick:
-        accuracy_rows = darcy_accuracy(["torch_adamw", "upstream_adamw", "tensorgrad", "tensorgrad_bf16", "galore",
-                                        "sparse"])
-        for row in accuracy_rows:
-            print(f"darcy16 {row['optimizer']:16s} rel L2 {row['test_rel_L2']:.4f}  ({row['train_s']:.1f} s)")
+        accuracy_rows = darcy_accuracy(ACCURACY_RUNS)
 
     command = "python -m neuralop_mp.bench.optimizer" + (" --quick" if args.quick else "")
     body = [header("Optimizer state and training memory (TensorGRaD)", command)]
@@ -244,12 +254,19 @@ def main(argv=None):
     body.append(markdown_table(state_rows, ["size", "optimizer", "params_MB", "state_MB", "state_vs_adamw",
                                             "first_step_s", "step_s"]))
     body.append("\n### Training memory: params + grads + optimizer state + saved activations\n")
+    body.append("Measured on one real training step of each setup (forward at the size's batch and "
+                "resolution, backward, optimizer step): bytes of the parameters, of their gradients, of the "
+                "optimizer state after the step, and of the tensors autograd saved for backward. "
+                "\"mixed layer\": our spectral layer with its product in bfloat16, the rest under bf16 "
+                "autocast. \"complex32 spectral weights\": the spectral weights, and so their gradients, "
+                "stored in complex32 (`model.spectral_weight_dtype`). \"AdamW\" with complex32 weights is the "
+                "factory's `adamw`, i.e. AdamW with fp32 moments.\n")
     body.append(markdown_table(memory_rows, ["size", "setup", "params+grads_MB", "state_MB", "activations_MB",
                                              "total_MB", "vs_baseline"]))
     if accuracy_rows:
         body.append("\n### Darcy 16x16, 500 train / 100 test, FNO hidden 24, 3 layers, 8 epochs, lr 5e-3, "
                     "cosine schedule, gap 10, TensorGRaD scale 4 (no weight decay)\n")
-        body.append(markdown_table(accuracy_rows, ["optimizer", "test_rel_L2", "train_s"]))
+        body.append(markdown_table(accuracy_rows, ["optimizer", "weights", "test_rel_L2", "train_s"]))
     text = "\n".join(body)
     if not args.no_write:
         update_section("optimizer", text)

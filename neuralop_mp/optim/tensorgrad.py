@@ -365,7 +365,7 @@ class TensorGRaD(Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 report["params"] += p.numel() * p.element_size()
-                adamw += 2 * p.numel() * torch.empty((), dtype=compute_dtype(p)).element_size()
+                adamw += 2 * p.numel() * compute_dtype(p).itemsize
                 if p.grad is not None:
                     report["grads"] += p.grad.numel() * p.grad.element_size()
                 for key, value in self.state.get(p, {}).items():
