@@ -33,7 +33,7 @@ from .complex_half import DEFAULT_COMPLEX_PRODUCT, compute_dtype_for, run_plan, 
 from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
-from .weight_storage import layer_weight_dtype, normalize_spectral_weight_dtype, store_layer_weights
+from .weight_storage import layer_weight_dtype, store_layer_weights
 
 Number = Union[int, float]
 
@@ -85,8 +85,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
     read (and validated) on every forward, so they can change during training.
     Under ``torch.autocast`` the layer returns the autocast dtype (real data), so the
     rest of the block stays in half. Parameters and their gradients stay
-    complex64/float32, except spectral weights stored in complex32. For odd sizes and for ``complex_data`` in 2D+, the output
-    spectrum is un-shifted with the inverse of the shift applied to the input; upstream
+    complex64/float32, except spectral weights stored in complex32. For odd sizes
+    and for ``complex_data`` in 2D+, the output spectrum is un-shifted with the
+    inverse of the shift applied to the input; upstream
     applies ``fftshift`` twice, which misplaces frequencies in those cases
     (docs/spectral_layer.md), so results differ from upstream there.
     """
@@ -139,7 +140,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
         self.half_dtype = normalize_half_dtype(half_dtype)
         self.stabilizer = normalize_stabilizer(stabilizer)
         self.complex_product = DEFAULT_COMPLEX_PRODUCT
-        store_layer_weights(self, normalize_spectral_weight_dtype(spectral_weight_dtype))
+        store_layer_weights(self, spectral_weight_dtype)
 
     @property
     def spectral_weight_dtype(self):

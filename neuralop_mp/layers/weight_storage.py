@@ -41,7 +41,8 @@ def normalize_spectral_weight_dtype(value, key="spectral_weight_dtype"):
     if isinstance(value, torch.dtype):
         names = {v: k for k, v in _TORCH_DTYPES.items()}
         value = names.get(value, str(value).replace("torch.", ""))
-    value = {"chalf": "complex32", "cfloat": "complex64", None: "complex64"}.get(value, value)
+    if value is None or isinstance(value, str):
+        value = {"chalf": "complex32", "cfloat": "complex64", None: "complex64"}.get(value, value)
     return check_choice(key, value, SPECTRAL_WEIGHT_DTYPES)
 
 

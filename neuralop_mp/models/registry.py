@@ -8,9 +8,9 @@ built that way; subclassing it together with ``BaseModel`` registers it under
 
 :func:`get_model` is upstream's ``get_model`` plus four plugin keys in
 ``config.model``: ``fno_block_precision``, ``half_dtype``, ``stabilizer`` and
-``spectral_weight_dtype``. When
-the precision is not "full" (or a precision schedule is configured), the model is
-built with :class:`~neuralop_mp.MixedPrecisionSpectralConv` as its spectral layer.
+``spectral_weight_dtype``. When the precision is not "full" (or a precision schedule
+is configured, or the spectral weights are stored in complex32), the model is built
+with :class:`~neuralop_mp.MixedPrecisionSpectralConv` as its spectral layer.
 """
 import functools
 import inspect
@@ -20,7 +20,7 @@ from neuralop.models.base_model import available_models as _upstream_available_m
 from neuralop.models.uno import UNO as _UpstreamUNO
 from torch import nn
 
-from ..layers.weight_storage import normalize_spectral_weight_dtype
+from ..layers.weight_storage import normalize_spectral_weight_dtype, set_spectral_weight_dtype
 from ..precision import (
     PRECISION_MODES,
     check_choice,
@@ -169,7 +169,6 @@ def get_model(config, *, mixed_precision_layer=None):
         return cls(**model_cfg)
 
     from ..layers.spectral_conv import MixedPrecisionSpectralConv
-    from ..layers.weight_storage import set_spectral_weight_dtype
     from ..precision import set_precision
 
     layer_kwarg = _spectral_layer_kwarg(cls)

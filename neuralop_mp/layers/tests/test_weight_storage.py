@@ -141,6 +141,10 @@ def test_bad_storage_dtype_and_upstream_layers_are_rejected():
     with pytest.raises(ValueError, match=r"spectral_weight_dtype='complex16'; allowed values: 'complex64', "
                                          r"'complex32'"):
         MixedPrecisionSpectralConv(4, 4, (4,), spectral_weight_dtype="complex16")
+    config = {"model": {"model_arch": "fno", "data_channels": 1, "n_modes": [4, 4],
+                        "spectral_weight_dtype": "complex32"}}
+    with pytest.raises(ValueError, match="spectral_weight_dtype='complex32' needs the mixed-precision"):
+        neuralop_mp.get_model(config, mixed_precision_layer=False)
     with pytest.raises(ValueError, match="no MixedPrecisionSpectralConv"):
         neuralop_mp.set_spectral_weight_dtype(FNO(n_modes=(4, 4), in_channels=1, out_channels=1,
                                                   hidden_channels=4), "complex32")
