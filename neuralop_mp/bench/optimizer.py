@@ -163,9 +163,9 @@ def total_memory_rows(size):
 
 # rows of the accuracy table: optimizer, and whether the model runs the half recipe
 # (mixed layer in bf16 + autocast, complex32 spectral weights and gradients)
-ACCURACY_RUNS = [("torch_adamw", False), ("upstream_adamw", False), ("tensorgrad", False),
-                 ("tensorgrad_bf16", False), ("galore", False), ("sparse", False), ("adamw", True),
-                 ("tensorgrad", True), ("tensorgrad_bf16", True)]
+ACCURACY_RUNS = [("torch_adamw", False), ("upstream_adamw", False), ("upstream_galore", False),
+                 ("tensorgrad", False), ("tensorgrad_bf16", False), ("galore", False), ("sparse", False),
+                 ("adamw", True), ("tensorgrad", True), ("tensorgrad_bf16", True)]
 
 
 def darcy_accuracy(runs, epochs=8, lr=5e-3, scale=4.0):

@@ -95,6 +95,8 @@ def test_enable_does_not_nest(fake_parts, originals):
         ({"precision": "hlaf"}, "Invalid precision='hlaf'; allowed values: 'full', 'mixed', 'half'."),
         ({"optimizer": "sgd"}, "Invalid optimizer='sgd'; allowed values: 'adamw', 'tensorgrad', 'galore', 'sparse'."),
         ({"half_dtype": "fp8"}, "Invalid half_dtype='fp8'; allowed values: 'auto', 'float16', 'bfloat16'."),
+        ({"spectral_weight_dtype": "complex16"},
+         "Invalid spectral_weight_dtype='complex16'; allowed values: 'complex64', 'complex32'."),
         ({"optimizer_options": {"tensorgrad_rnk": 1}}, "Invalid optimizer option='tensorgrad_rnk'"),
     ],
 )
