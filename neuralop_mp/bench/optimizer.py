@@ -149,15 +149,15 @@ def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name
 def total_memory_rows(size):
     """Training memory of each :data:`TRAINING_SETUPS` entry, measured (MB), and its ratio
     to the baseline."""
-    rows = []
+    rows, baseline = [], None
     for label, setup in TRAINING_SETUPS.items():
         params, grads, state, activations = training_step_memory(size, *setup)
         total = params + grads + state + activations
+        baseline = baseline or total  # the first setup
         rows.append({"setup": label, "params+grads_MB": (params + grads) / 2**20, "state_MB": state / 2**20,
-                     "activations_MB": activations / 2**20, "total_MB": total / 2**20, "total_B": total})
-        print(f"{size:8s} {label:66s} total {total / 2**20:9.1f} MB", flush=True)
-    for row in rows:
-        row["vs_baseline"] = row.pop("total_B") / (rows[0]["total_MB"] * 2**20)
+                     "activations_MB": activations / 2**20, "total_MB": total / 2**20,
+                     "vs_baseline": total / baseline})
+        print(f"{size:8s} {label:66s} total {total / 2**20:9.1f} MB  x{total / baseline:.3f}", flush=True)
     return rows
 
 

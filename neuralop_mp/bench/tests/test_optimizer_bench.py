@@ -1,0 +1,54 @@
+"""The training-memory measurement of the optimizer benchmark, on a tiny FNO."""
+import pytest
+import torch
+
+from neuralop_mp.bench import optimizer as bench
+
+
+@pytest.fixture
+def tiny_size(monkeypatch):
+    # hidden 8, 6 modes (spectral weights of 8*8*6*6 = 2304 entries each), 2 layers, 16^2, batch 2
+    monkeypatch.setitem(bench.SIZES, "tiny", (8, 6, 2, 16, 2))
+    return "tiny"
+
+
+def _spectral_entries(size):
+    model = bench.build_fno(size)
+    return sum(p.numel() for p in model.parameters() if p.is_complex())
+
+
+def test_complex32_storage_halves_spectral_params_and_grads_and_nothing_else(tiny_size):
+    measured = {label: bench.training_step_memory(tiny_size, *setup) for label, setup in bench.TRAINING_SETUPS.items()}
+    params, grads, state, activations = measured["AdamW, full precision (baseline)"]
+    model = bench.build_fno(tiny_size)
+    assert params == grads == sum(p.numel() * p.element_size() for p in model.parameters())
+    n_tensors = len(list(model.parameters()))
+    assert state == 2 * params + 4 * n_tensors  # torch AdamW: two moments and a 0-d fp32 step each
+
+    saved_by_storage = 4 * _spectral_entries(tiny_size)  # 8 -> 4 bytes an entry
+    for states in ("fp32", "bf16"):
+        wide = measured[f"TensorGRaD {states} states, mixed layer"]
+        half = measured[f"TensorGRaD {states} states, mixed layer, complex32 spectral weights"]
+        assert half[0] == wide[0] - saved_by_storage and half[1] == wide[1] - saved_by_storage
+        assert half[2] == wide[2]  # the compressed state does not depend on the weights' storage
+        assert half[3] == wide[3]  # weights are never saved for backward
+        assert half[3] < activations  # the mixed layer saves 16-bit tensors
+    adamw_half = measured["AdamW, mixed layer, complex32 spectral weights"]
+    # moments of the full fp32 / complex64 size (not the halved weights'), plus a few scalars per tensor
+    assert 2 * params <= adamw_half[2] < 2 * params + 16 * n_tensors
+    totals = {label: sum(parts) for label, parts in measured.items()}
+    best = totals["TensorGRaD bf16 states, mixed layer, complex32 spectral weights"]
+    assert best == min(totals.values())
+
+
+def test_total_memory_rows_are_relative_to_the_baseline(tiny_size, monkeypatch):
+    monkeypatch.setattr(bench, "TRAINING_SETUPS", {
+        "AdamW, full precision (baseline)": bench.TRAINING_SETUPS["AdamW, full precision (baseline)"],
+        "half": ("mixed", True, "complex32", "tensorgrad_bf16"),
+    })
+    rows = bench.total_memory_rows(tiny_size)
+    assert rows[0]["vs_baseline"] == 1.0
+    assert rows[1]["vs_baseline"] == pytest.approx(rows[1]["total_MB"] / rows[0]["total_MB"])
+    assert 0 < rows[1]["vs_baseline"] < 1
+    torch.testing.assert_close(rows[1]["params+grads_MB"] + rows[1]["state_MB"] + rows[1]["activations_MB"],
+                               rows[1]["total_MB"])
