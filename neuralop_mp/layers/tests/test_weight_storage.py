@@ -148,3 +148,35 @@ def test_bad_storage_dtype_and_upstream_layers_are_rejected():
     with pytest.raises(ValueError, match="no MixedPrecisionSpectralConv"):
         neuralop_mp.set_spectral_weight_dtype(FNO(n_modes=(4, 4), in_channels=1, out_channels=1,
                                                   hidden_channels=4), "complex32")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_half_mode_with_complex32_weights_trains_a_step():
+    """fp16 FFTs ("half", power-of-2 sizes), complex32 weights, scaled loss, TensorGRaD step."""
+    from neuralop_mp.optim import TensorGRaD
+    from neuralop_mp.training.loss_scaling import ComplexGradScaler
+
+    torch.manual_seed(0)
+    kwargs = dict(n_modes=(8, 8), in_channels=1, out_channels=1, hidden_channels=16, n_layers=2)
+    models = {}
+    for dtype in ("complex64", "complex32"):
+        torch.manual_seed(0)
+        model = FNO(conv_module=MixedPrecisionSpectralConv, **kwargs).cuda()
+        neuralop_mp.set_precision(model, "half", half_dtype="float16", stabilizer="tanh")
+        neuralop_mp.set_spectral_weight_dtype(model, dtype)
+        models[dtype] = model
+    with torch.no_grad():  # same (rounded) values in both
+        for p, q in zip(models["complex64"].parameters(), models["complex32"].parameters()):
+            p.copy_(q)
+    x = torch.randn(4, 1, 32, 32, device="cuda")
+    outs = {}
+    for dtype, model in models.items():
+        optimizer = TensorGRaD(model.parameters(), lr=1e-3, min_params=100)
+        scaler = ComplexGradScaler(init_scale=2.0**10)
+        with torch.autocast("cuda", dtype=torch.float16):
+            out = model(x)
+        scaler.scale(out.float().square().mean()).backward()
+        assert scaler.step(optimizer)
+        outs[dtype] = out.float().detach()
+    assert all(p.grad.dtype == torch.complex32 for p in models["complex32"].parameters() if p.is_complex())
+    assert rel_err(outs["complex32"], outs["complex64"]) <= 1e-2  # two fp16 pipelines, same weights
