@@ -2,10 +2,10 @@
 
 Every field of a model section is a constructor argument of the model named by
 ``model_arch``, except the plugin's four precision keys (``fno_block_precision``,
-``half_dtype``, ``stabilizer``, ``spectral_weight_dtype``), which :func:`neuralop_mp.get_model` turns into the
-mixed-precision spectral layer and its settings, and ``data_channels``, which
-becomes ``in_channels`` (times ``patching.levels + 1``) exactly as upstream's
-``get_model`` does.
+``half_dtype``, ``stabilizer``, ``spectral_weight_dtype``), which
+:func:`neuralop_mp.get_model` turns into the mixed-precision spectral layer and its
+settings, and ``data_channels``, which becomes ``in_channels`` (times
+``patching.levels + 1``) exactly as upstream's ``get_model`` does.
 
 Unlike upstream's ``config/models.py`` no field is required: under zencfg 1.0.0 a
 required field without default (upstream's ``ModelConfig.arch``) makes every

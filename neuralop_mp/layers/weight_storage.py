@@ -113,11 +113,10 @@ def set_spectral_weight_dtype(model, dtype):
     Call it before building the optimizer: an optimizer's existing state was made
     for the old dtype. Checkpoints load across dtypes (``load_state_dict`` casts).
     """
-    layers = _layers(model)
-    name = normalize_spectral_weight_dtype(dtype)
+    target = normalize_spectral_weight_dtype(dtype)  # a bad value fails before anything changes
     previous = get_spectral_weight_dtype(model)
-    for layer in layers:
-        store_layer_weights(layer, name)
+    for layer in _layers(model):
+        store_layer_weights(layer, target)
     return previous
 
 

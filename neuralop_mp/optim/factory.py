@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 
 from ..precision import check_choice
+from .adam_math import compute_dtype
 from .param_groups import spectral_parameters
 
 # opt.tensorgrad_<key> fields -> TensorGRaD group keys, with the factory's defaults
@@ -111,12 +112,9 @@ def _tensorgrad_groups(model, settings):
     return groups
 
 
-_SIXTEEN_BIT = (torch.float16, torch.bfloat16, torch.complex32)
-
-
 @register_optimizer("adamw", "torch.optim.AdamW on every parameter")
 def _build_adamw(model, common, settings):
-    if any(p.dtype in _SIXTEEN_BIT for p in model.parameters()):
+    if any(compute_dtype(p) != p.dtype for p in model.parameters()):
         # torch's AdamW keeps moments in the parameter's dtype: for complex32 weights the
         # squared gradients underflow in fp16 and updates below the fp16 spacing are lost.
         # TensorGRaD without compression is the same AdamW update with fp32 moments and

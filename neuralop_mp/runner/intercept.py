@@ -54,8 +54,8 @@ def plugin_config(config, options):
     """The config that :func:`neuralop_mp.get_model` receives for a script's config.
 
     The script's ``config.model`` with the requested precision, half dtype,
-    stabilizer and spectral weight dtype written over it, the script's ``patching`` section, and the
-    requested schedule as ``opt.precision_schedule`` (so the model gets the
+    stabilizer and spectral weight dtype written over it, the script's ``patching``
+    section, and the requested schedule as ``opt.precision_schedule`` (so the model gets the
     mixed-precision layer even when it starts in "full"). The script's own config
     object is not modified.
     """

@@ -11,6 +11,7 @@ from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
 from neuralop_mp.layers.tests.reference import reference_forward, rel_err
 from neuralop_mp.layers.weight_contractions import dense_weight
 from neuralop_mp.layers.weight_storage import spectral_weight_parameters
+from neuralop_mp.tests.exact import equal_exactly
 from neuralop_mp.training.checkpointing import plain_state_dict
 
 FACTORIZATIONS = [None, "cp", "tucker", "tt"]
@@ -26,12 +27,6 @@ def _pair(factorization, implementation="factorized", mode="full", separable=Fal
         for p, q in zip(wide.parameters(), half.parameters()):
             p.copy_(q)  # widening complex32 -> complex64 is exact
     return half, wide
-
-
-def _bits(t):
-    """A tensor comparable with torch.equal (which has no complex32 kernel)."""
-    t = t.detach()
-    return torch.view_as_real(t) if t.is_complex() else t
 
 
 def _reference_weight(layer):
@@ -115,7 +110,7 @@ def test_checkpoints_load_across_storage_dtypes():
     for name, p in upstream.named_parameters():
         if p.is_complex():
             assert ours[name].dtype == torch.complex32
-            assert torch.equal(_bits(ours[name]), _bits(p.detach().to(torch.complex32)))
+            assert equal_exactly(ours[name], p.detach().to(torch.complex32))
     buffer = io.BytesIO()
     torch.save(plain_state_dict(model), buffer)
     buffer.seek(0)
@@ -124,7 +119,7 @@ def test_checkpoints_load_across_storage_dtypes():
     neuralop_mp.set_spectral_weight_dtype(restored, "complex32")
     restored.load_state_dict(state)
     for (name, p), q in zip(model.named_parameters(), restored.parameters()):
-        assert p.dtype == q.dtype and torch.equal(_bits(p), _bits(q)), name
+        assert equal_exactly(p, q), name
 
 
 def test_get_model_config_key_and_switch_back():
