@@ -1,39 +1,43 @@
 """Model sections of a training config (``config.model``).
 
 Every field of a model section is a constructor argument of the model named by
-``model_arch``, except the plugin's four precision keys (``fno_block_precision``,
-``half_dtype``, ``stabilizer``, ``spectral_weight_dtype``), which
-:func:`neuralop_mp.get_model` turns into the mixed-precision spectral layer and its
-settings, and ``data_channels``, which becomes ``in_channels`` (times
+``model_arch``, except the plugin's precision keys (the fields of
+:class:`~neuralop_mp.PrecisionPolicy`: ``fno_block_precision``, ``half_dtype``,
+``stabilizer``, ``spectral_weight_dtype``), which :func:`neuralop_mp.get_model` hands to
+the plugin's model class for the architecture, and ``data_channels``, which becomes ``in_channels`` (times
 ``patching.levels + 1``) exactly as upstream's ``get_model`` does.
 
 Unlike upstream's ``config/models.py`` no field is required: under zencfg 1.0.0 a
 required field without default (upstream's ``ModelConfig.arch``) makes every
 subclass fail to instantiate.
 """
+import types
 from typing import List, Optional
 
 from zencfg import ConfigBase
 
+from neuralop_mp.precision_policy import PrecisionPolicy
 
-class ModelConfig(ConfigBase):
-    """Fields shared by every model section.
 
-    Select a subclass on the command line by its class name, e.g.
-    ``--model TFNOConfig`` (this starts from that class's own defaults).
-    """
+def _model_config_body(namespace):
+    # the plugin's keys are PrecisionPolicy's fields (same names, types and defaults), so
+    # a new plugin model key is declared once, in PrecisionPolicy
+    fields = PrecisionPolicy.config_fields()
+    namespace["__annotations__"] = {"model_arch": str, "data_channels": int, "out_channels": int,
+                                    **{key: config_type for key, (config_type, _, _) in fields.items()}}
+    namespace.update(model_arch="fno", data_channels=1, out_channels=1)
+    namespace.update({key: default for key, (_, default, _) in fields.items()})
+    namespace["__doc__"] = (
+        "Fields shared by every model section.\n\n"
+        "Select a subclass on the command line by its class name, e.g. ``--model TFNOConfig``\n"
+        "(this starts from that class's own defaults). The plugin's keys:\n\n"
+        + "\n".join(f"- ``{key}``: {help}" for key, (_, _, help) in fields.items())
+    )
+    namespace["__module__"] = __name__
+    namespace["__qualname__"] = "ModelConfig"
 
-    model_arch: str = "fno"
-    data_channels: int = 1
-    out_channels: int = 1
-    # plugin: precision of the spectral convolutions ("full" | "mixed" | "half")
-    fno_block_precision: str = "full"
-    # plugin: half type of "mixed"/"half" ("auto": float16 on CUDA, bfloat16 on CPU)
-    half_dtype: str = "auto"
-    # plugin: pre-activation before every forward FFT (None | "tanh")
-    stabilizer: Optional[str] = None
-    # plugin: storage of the spectral weights and their gradients ("complex64" | "complex32")
-    spectral_weight_dtype: str = "complex64"
+
+ModelConfig = types.new_class("ModelConfig", (ConfigBase,), exec_body=_model_config_body)
 
 
 class FNOConfig(ModelConfig):

@@ -2,41 +2,63 @@
 
 zencfg checks types (an int field gets an int); this module checks values: each
 enumerated flag against its allowed values, with the plugin's one error format
-(:func:`neuralop_mp.precision.check_choice`: key, bad value, allowed values), the
-precision schedule through :meth:`PrecisionSchedule.from_config`, and the few
-numeric ranges and list lengths that would otherwise fail deep inside training.
+(:func:`neuralop_mp.vocabulary.check_choice`: key, bad value, allowed values), the
+plugin's precision keys through :meth:`PrecisionPolicy.from_config`, the precision
+schedule through :meth:`PrecisionSchedule.from_config`, and the few numeric ranges
+and list lengths that would otherwise fail deep inside training.
+
+Allowed values that upstream defines are read from upstream at run time, so they
+follow the installed version: normalization layers and skip connections from the
+``Literal`` annotations of ``FNO``'s constructor, factorizations from tltorch's
+registry of factorized tensors.
 """
+import inspect
+import typing
+
 import torch
 
-from neuralop_mp.layers.weight_storage import normalize_spectral_weight_dtype
-from neuralop_mp.precision import (
-    PRECISION_MODES,
-    check_choice,
-    normalize_half_dtype,
-    normalize_stabilizer,
-)
+from neuralop_mp.precision_policy import PrecisionPolicy
+from neuralop_mp.vocabulary import check_choice, none_if_null
 
 TRAINING_LOSSES = ("h1", "l2")
 SCHEDULERS = ("StepLR", "CosineAnnealingLR", "ReduceLROnPlateau", "none")
-NORMS = (None, "group_norm", "instance_norm", "ada_in")
-SKIPS = ("linear", "identity", "soft-gating", None)
+# upstream compares positional_embedding with "grid" and names these two in its error,
+# but defines no list of either
 POSITIONAL_EMBEDDINGS = ("grid", None)
-FACTORIZATIONS = (None, "dense", "tucker", "cp", "tt")
 IMPLEMENTATIONS = ("factorized", "reconstructed")
 DEVICES = ("cpu", "cuda", "cuda:<index>", "auto")
 
 _MISSING = object()
 
 
-def _none_if_null(value):
-    """Configs spell "no value" as None, "None", "none", "null" or ""."""
-    if isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
-        return None
-    return value
+def _literal_choices(cls, argument):
+    """The values of a ``Literal[...]`` annotation of ``cls.__init__``'s ``argument``,
+    plus None when that is the argument's default."""
+    param = inspect.signature(cls.__init__).parameters[argument]
+    values = tuple(typing.get_args(param.annotation))
+    if param.default is None and None not in values:
+        values += (None,)
+    return values
+
+
+def upstream_choices():
+    """Allowed values of the model fields that upstream defines, read from the installed version."""
+    from neuralop.models import FNO
+    from tltorch import FactorizedTensor
+
+    skips = _literal_choices(FNO, "fno_skip")
+    factorizations = tuple(sorted(name for name in FactorizedTensor._factorizations if not name.startswith("complex")))
+    return {
+        "norm": _literal_choices(FNO, "norm"),
+        "fno_skip": skips,
+        "channel_mlp_skip": _literal_choices(FNO, "channel_mlp_skip"),
+        "horizontal_skip": skips,  # UNO's argument is not annotated; it builds the same skips
+        "factorization": (None,) + factorizations,
+    }
 
 
 def _check_optional_choice(key, value, allowed, *, ignore_case=False):
-    value = _none_if_null(value)
+    value = none_if_null(value)
     probe = value.lower() if ignore_case and isinstance(value, str) else value
     if probe not in allowed:
         check_choice(key, value, allowed)  # raises with the standard message
@@ -60,19 +82,10 @@ def validate_model(model, prefix="model"):
     import neuralop_mp  # noqa: F401  (registers "uno")
 
     check_choice(f"{prefix}.model_arch", str(model.model_arch).lower(), tuple(sorted(BaseModel._models)))
-    check_choice(f"{prefix}.fno_block_precision", model.fno_block_precision, PRECISION_MODES)
-    normalize_half_dtype(model.half_dtype, key=f"{prefix}.half_dtype")
-    normalize_stabilizer(model.stabilizer, key=f"{prefix}.stabilizer")
-    normalize_spectral_weight_dtype(model.spectral_weight_dtype, key=f"{prefix}.spectral_weight_dtype")
-    enumerated = {
-        "norm": (NORMS, False),
-        "fno_skip": (SKIPS, False),
-        "channel_mlp_skip": (SKIPS, False),
-        "horizontal_skip": (SKIPS, False),
-        "positional_embedding": (POSITIONAL_EMBEDDINGS, False),
-        "factorization": (FACTORIZATIONS, True),
-        "implementation": (IMPLEMENTATIONS, False),
-    }
+    PrecisionPolicy.from_config(model, prefix=prefix)
+    enumerated = {name: (allowed, name == "factorization") for name, allowed in upstream_choices().items()}
+    enumerated["positional_embedding"] = (POSITIONAL_EMBEDDINGS, False)
+    enumerated["implementation"] = (IMPLEMENTATIONS, False)
     for name, (allowed, ignore_case) in enumerated.items():
         value = _field(model, name)
         if value is not _MISSING:
@@ -99,7 +112,7 @@ def validate_opt(opt):
     for name, allowed in _owned_choices().items():
         check_choice(f"opt.{name}", getattr(opt, name), allowed)
     check_choice("opt.training_loss", opt.training_loss, TRAINING_LOSSES)
-    scheduler = _none_if_null(opt.scheduler)
+    scheduler = none_if_null(opt.scheduler)
     check_choice("opt.scheduler", "none" if scheduler is None else scheduler, SCHEDULERS)
     _check_positive("opt.n_epochs", opt.n_epochs)
     _check_positive("opt.learning_rate", opt.learning_rate)
@@ -118,7 +131,7 @@ def validate_opt(opt):
 
 def validate_precision_schedule(value):
     """Parse ``opt.precision_schedule``; return the schedule or None."""
-    value = _none_if_null(value)
+    value = none_if_null(value)
     if value is None:
         return None
     from neuralop_mp.training.schedule import PrecisionSchedule

@@ -7,7 +7,7 @@ lazily on first attribute access, so ``import neuralop_mp`` stays cheap.
 """
 from importlib import import_module
 
-from . import models as _models  # noqa: F401  (registers UNO with neuralop's registry)
+from . import models as _models  # noqa: F401  (registers the plugin's models with neuralop's registry)
 
 __version__ = "0.1.0"
 
@@ -15,12 +15,20 @@ __version__ = "0.1.0"
 _LAZY = {
     "get_model": "neuralop_mp.models.registry",
     "available_models": "neuralop_mp.models.registry",
+    "load_model": "neuralop_mp.models.checkpoints",
+    "MixedPrecisionFNO": "neuralop_mp.models.mixed_precision_models",
+    "MixedPrecisionTFNO": "neuralop_mp.models.mixed_precision_models",
+    "MixedPrecisionUNO": "neuralop_mp.models.mixed_precision_models",
     "MixedPrecisionSpectralConv": "neuralop_mp.layers.spectral_conv",
-    "set_precision": "neuralop_mp.precision",
-    "precision": "neuralop_mp.precision",
-    "get_precision": "neuralop_mp.precision",
-    "set_spectral_weight_dtype": "neuralop_mp.layers.weight_storage",
-    "get_spectral_weight_dtype": "neuralop_mp.layers.weight_storage",
+    "PrecisionPolicy": "neuralop_mp.precision_policy",
+    "set_precision": "neuralop_mp.layers.precision_switch",
+    "precision": "neuralop_mp.layers.precision_switch",
+    "get_precision": "neuralop_mp.layers.precision_switch",
+    "get_precision_policy": "neuralop_mp.layers.precision_switch",
+    "apply_precision_policy": "neuralop_mp.layers.precision_switch",
+    "mixed_precision_layers": "neuralop_mp.layers.precision_switch",
+    "set_spectral_weight_dtype": "neuralop_mp.layers.precision_switch",
+    "get_spectral_weight_dtype": "neuralop_mp.layers.precision_switch",
     "PrecisionSchedule": "neuralop_mp.training.schedule",
     "PrecisionPhase": "neuralop_mp.training.schedule",
     "ComplexGradScaler": "neuralop_mp.training.loss_scaling",

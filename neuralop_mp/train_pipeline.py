@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .precision import normalize_stabilizer, resolve_half_dtype
+from .precision_policy import PrecisionPolicy
 
 
 def resolve_device(device):
@@ -115,7 +115,7 @@ def build_scheduler(optimizer, config):
     if name.lower() in ("none", "null", ""):
         return lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
     from .configs.validation import SCHEDULERS
-    from .precision import check_choice
+    from .vocabulary import check_choice
 
     check_choice("opt.scheduler", name, SCHEDULERS)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -133,13 +133,13 @@ def build_losses(config, n_dims):
 
     eval_losses = {"l2": LpLoss(d=n_dims, p=2), "h1": H1Loss(d=n_dims)}
     from .configs.validation import TRAINING_LOSSES
-    from .precision import check_choice
+    from .vocabulary import check_choice
 
     check_choice("opt.training_loss", config.opt.training_loss, TRAINING_LOSSES)
     return eval_losses[config.opt.training_loss], eval_losses
 
 
-def build_schedule(config):
+def build_schedule(config, policy=None):
     """``opt.precision_schedule`` if set, else a constant schedule of ``model.fno_block_precision``.
 
     The constant schedule keeps that mode's defaults (autocast on for "mixed" and
@@ -152,12 +152,12 @@ def build_schedule(config):
     schedule = validate_precision_schedule(config.opt.precision_schedule)
     if schedule is not None:
         return schedule
-    stabilizer = normalize_stabilizer(config.model.stabilizer, key="model.stabilizer")
-    phase_kwargs = {"stabilizer": stabilizer} if stabilizer is not None else {}
-    return PrecisionSchedule.constant(config.model.fno_block_precision, **phase_kwargs)
+    policy = policy or PrecisionPolicy.from_config(config.model)
+    phase_kwargs = {"stabilizer": policy.stabilizer} if policy.stabilizer is not None else {}
+    return PrecisionSchedule.constant(policy.fno_block_precision, **phase_kwargs)
 
 
-def build_trainer(config, model, data_processor, schedule, device="cpu", *, progress=True):
+def build_trainer(config, model, data_processor, schedule, device="cpu", *, progress=True, policy=None):
     """:class:`~neuralop_mp.MixedPrecisionTrainer` running ``schedule`` for ``opt.n_epochs``."""
     from .training.trainer import MixedPrecisionTrainer
 
@@ -171,7 +171,7 @@ def build_trainer(config, model, data_processor, schedule, device="cpu", *, prog
         verbose=config.verbose,
         mixed_precision=any(phase.autocast for phase in schedule),
         precision_schedule=schedule,
-        half_dtype=config.model.half_dtype,
+        half_dtype=(policy or PrecisionPolicy.from_config(config.model)).half_dtype,
         loss_scaling=opt.loss_scaling,
         max_consecutive_skips=opt.max_consecutive_skips,
         progress=progress,
@@ -263,8 +263,9 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     training_loss, eval_losses = build_losses(config, data_dims(train_loader))
-    schedule = build_schedule(config)
-    trainer = build_trainer(config, model, data_processor, schedule, device, progress=progress)
+    policy = PrecisionPolicy.from_config(config.model)
+    schedule = build_schedule(config, policy)
+    trainer = build_trainer(config, model, data_processor, schedule, device, progress=progress, policy=policy)
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"[neuralop-mp] {type(model).__name__} with {n_params:,} parameters, "
@@ -283,7 +284,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         eval_losses=eval_losses,
     )
     train_time = time.perf_counter() - train_start
-    half_dtype = resolve_half_dtype(config.model.half_dtype, device)
+    half_dtype = policy.half_torch_dtype(device)
     history = list(getattr(trainer, "history", []))
     metrics = evaluate_final(trainer, test_loaders, eval_losses)
     epoch_times = [h["epoch_time"] for h in history if h.get("epoch_time") is not None]
@@ -301,9 +302,9 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         "precision": {
             "schedule": str(schedule),
             "phases": phase_ranges(schedule, config.opt.n_epochs, half_dtype),
-            "final_mode": history[-1].get("precision") if history else config.model.fno_block_precision,
-            "half_dtype": f"{config.model.half_dtype} ({str(half_dtype).replace('torch.', '')})",
-            "spectral_weight_dtype": config.model.spectral_weight_dtype,
+            "final_mode": history[-1].get("precision") if history else policy.fno_block_precision,
+            "half_dtype": f"{policy.half_dtype} ({str(half_dtype).replace('torch.', '')})",
+            "spectral_weight_dtype": policy.spectral_weight_dtype,
         },
         "skipped_steps": sum(int(h.get("skipped_steps") or 0) for h in history),
         "memory": memory_figures(model, optimizer, history),

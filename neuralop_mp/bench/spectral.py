@@ -26,7 +26,7 @@ from neuralop.models import FNO, TFNO
 from ..layers.complex_half import native_half_matmul
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..memory import SavedTensorBytes
-from ..precision import set_precision
+from ..layers.precision_switch import set_precision
 from .report import header, markdown_table, update_section
 
 HALF = {"bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -31,7 +31,7 @@ import scipy.sparse.linalg
 import torch
 from tqdm.auto import tqdm
 
-from ..precision import check_choice
+from ..vocabulary import check_choice
 from .compute import cpu_threads
 from .cache import GENERATOR_VERSION, data_file, generate_train_test, needs_generation, resolve_root, save_data_file
 from .grf import sample_grf, sample_seed

@@ -181,7 +181,7 @@ def complex_einsum_pair(equation, a, b, *, method=DEFAULT_COMPLEX_PRODUCT, compu
         Real-form result in the operands' dtype.
     """
     if method not in COMPLEX_PRODUCTS:
-        from ..precision import check_choice
+        from ..vocabulary import check_choice
 
         check_choice("complex_product", method, COMPLEX_PRODUCTS)
     if compute_dtype is None:

@@ -15,20 +15,15 @@ References
 .. [2] Li, Z. et al. "Fourier Neural Operator for Parametric Partial Differential
    Equations", ICLR 2021.
 """
+import inspect
 from typing import List, Optional, Union
 
 import torch
 from neuralop.layers.complex import ctanh
 from neuralop.layers.spectral_convolution import SpectralConv
 
-from ..precision import (
-    PRECISION_MODES,
-    STABILIZERS,
-    check_choice,
-    normalize_half_dtype,
-    normalize_stabilizer,
-    resolve_half_dtype,
-)
+from ..precision_policy import PrecisionPolicy
+from ..vocabulary import PRECISION_MODES, STABILIZERS, check_choice, normalize_half_dtype, normalize_stabilizer, resolve_half_dtype
 from .complex_half import DEFAULT_COMPLEX_PRODUCT, compute_dtype_for, run_plan, to_real_form
 from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
@@ -36,6 +31,31 @@ from .weight_contractions import spectral_equation, weight_kind, weight_operands
 from .weight_storage import layer_weight_dtype, store_layer_weights
 
 Number = Union[int, float]
+
+
+def _check_forwardable(parent_init, kwargs):
+    """Raise a TypeError naming the keywords that the parent constructor does not take.
+
+    Newer neuraloperator versions pass new keywords from ``FNOBlocks`` to every
+    ``conv_module`` (e.g. ``enforce_hermitian_symmetry``); they are forwarded to
+    ``SpectralConv`` unchanged. An installed version that does not know one gets this
+    message instead of a bare ``unexpected keyword`` from deep inside the constructor.
+    """
+    if not kwargs:
+        return
+    params = inspect.signature(parent_init).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(k for k in kwargs if k not in params)
+    if unknown:
+        import neuralop
+
+        accepted = [name for name, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        raise TypeError(
+            f"MixedPrecisionSpectralConv got keyword argument(s) {unknown} that the installed "
+            f"neuraloperator {getattr(neuralop, '__version__', '?')}'s SpectralConv does not take; "
+            f"its arguments are: {', '.join(accepted)}, plus half_dtype, stabilizer, spectral_weight_dtype."
+        )
 
 
 def _is_power_of_two(n):
@@ -76,8 +96,15 @@ class MixedPrecisionSpectralConv(SpectralConv):
         Storage dtype of the spectral weight (dense, or every CP/Tucker/TT factor)
         and hence of its gradient. "complex32" halves their memory (TensorGRaD's
         half recipe); "full" then widens the weights to complex64 for its product.
-        Switch a built model with :func:`neuralop_mp.set_spectral_weight_dtype`
-        (:mod:`neuralop_mp.layers.weight_storage`).
+        Switch a built model with :func:`neuralop_mp.set_spectral_weight_dtype`.
+    **kwargs
+        Any other keyword is passed on to ``SpectralConv`` unchanged (newer
+        neuraloperator versions pass e.g. ``enforce_hermitian_symmetry`` from
+        ``FNOBlocks``); one that the installed ``SpectralConv`` does not take raises a
+        TypeError naming it.
+
+    The four precision arguments are parsed together into a
+    :class:`~neuralop_mp.PrecisionPolicy` (one validation, one error format).
 
     Notes
     -----
@@ -115,9 +142,13 @@ class MixedPrecisionSpectralConv(SpectralConv):
         half_dtype="auto",
         stabilizer=None,
         spectral_weight_dtype="complex64",
+        **kwargs,
     ):
-        check_choice("fno_block_precision", fno_block_precision, PRECISION_MODES)
+        # the four precision settings are parsed and validated once, together
+        policy = PrecisionPolicy(fno_block_precision=fno_block_precision, half_dtype=half_dtype,
+                                 stabilizer=stabilizer, spectral_weight_dtype=spectral_weight_dtype)
         check_choice("implementation", implementation, ("reconstructed", "factorized"))
+        _check_forwardable(super().__init__, kwargs)
         super().__init__(
             in_channels,
             out_channels,
@@ -127,7 +158,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
             bias=bias,
             separable=separable,
             resolution_scaling_factor=resolution_scaling_factor,
-            fno_block_precision=fno_block_precision,
+            fno_block_precision=policy.fno_block_precision,
             rank=rank,
             factorization=factorization,
             implementation=implementation,
@@ -136,11 +167,19 @@ class MixedPrecisionSpectralConv(SpectralConv):
             init_std=init_std,
             fft_norm=fft_norm,
             device=device,
+            **kwargs,
         )
-        self.half_dtype = normalize_half_dtype(half_dtype)
-        self.stabilizer = normalize_stabilizer(stabilizer)
+        self.half_dtype = policy.half_dtype
+        self.stabilizer = policy.stabilizer
         self.complex_product = DEFAULT_COMPLEX_PRODUCT
-        store_layer_weights(self, spectral_weight_dtype)
+        store_layer_weights(self, policy.spectral_weight_dtype)
+
+    @property
+    def precision_policy(self):
+        """The layer's own settings as a :class:`~neuralop_mp.PrecisionPolicy`
+        (a stabilizer applied by an enclosing ``FNOBlocks`` is not the layer's)."""
+        return PrecisionPolicy(self.fno_block_precision, self.half_dtype, self.stabilizer,
+                               self.spectral_weight_dtype)
 
     @property
     def spectral_weight_dtype(self):

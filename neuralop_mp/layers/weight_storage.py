@@ -29,21 +29,9 @@ import warnings
 
 import torch
 
-from ..precision import check_choice
+from ..vocabulary import SPECTRAL_WEIGHT_DTYPES, normalize_spectral_weight_dtype, spectral_weight_torch_dtype
 
-SPECTRAL_WEIGHT_DTYPES = ("complex64", "complex32")
-_TORCH_DTYPES = {"complex64": torch.complex64, "complex32": torch.complex32}
-
-
-def normalize_spectral_weight_dtype(value, key="spectral_weight_dtype"):
-    """Accept a torch dtype or its name ("complex64", "complex32", "chalf", "cfloat");
-    return the canonical name."""
-    if isinstance(value, torch.dtype):
-        names = {v: k for k, v in _TORCH_DTYPES.items()}
-        value = names.get(value, str(value).replace("torch.", ""))
-    if value is None or isinstance(value, str):
-        value = {"chalf": "complex32", "cfloat": "complex64", None: "complex64"}.get(value, value)
-    return check_choice(key, value, SPECTRAL_WEIGHT_DTYPES)
+__all__ = ["SPECTRAL_WEIGHT_DTYPES", "spectral_weight_parameters", "store_layer_weights", "layer_weight_dtype"]
 
 
 def spectral_weight_parameters(layer):
@@ -61,7 +49,7 @@ def store_layer_weights(layer, dtype):
     built before still refers to them. A gradient of the old dtype is dropped: it
     could not be accumulated into.
     """
-    target = _TORCH_DTYPES[normalize_spectral_weight_dtype(dtype)]
+    target = spectral_weight_torch_dtype(dtype)
     with warnings.catch_warnings():
         # torch warns once that complex32 is "experimental"; the ops we use are covered by tests
         warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
@@ -78,51 +66,3 @@ def layer_weight_dtype(layer):
     if len(dtypes) != 1:
         raise ValueError(f"Spectral weight parameters of one layer have mixed dtypes: {sorted(map(str, dtypes))}.")
     return normalize_spectral_weight_dtype(dtypes.pop())
-
-
-def _layers(model):
-    from .spectral_conv import MixedPrecisionSpectralConv
-
-    layers = [m for m in model.modules() if isinstance(m, MixedPrecisionSpectralConv)]
-    if not layers:
-        raise ValueError(
-            f"{type(model).__name__} has no MixedPrecisionSpectralConv layer, so its spectral weights cannot "
-            "be stored in another dtype; build it with neuralop_mp.get_model(config) or "
-            "conv_module=neuralop_mp.MixedPrecisionSpectralConv."
-        )
-    return layers
-
-
-def set_spectral_weight_dtype(model, dtype):
-    """Store every mixed-precision spectral layer's weights in ``dtype``, in place.
-
-    Parameters
-    ----------
-    model : nn.Module
-        A model with :class:`~neuralop_mp.MixedPrecisionSpectralConv` layers.
-    dtype : {"complex64", "complex32"} or torch dtype
-        "complex32" halves the memory of the spectral weights and their gradients.
-
-    Returns
-    -------
-    str
-        The previous storage dtype.
-
-    Notes
-    -----
-    Call it before building the optimizer: an optimizer's existing state was made
-    for the old dtype. Checkpoints load across dtypes (``load_state_dict`` casts).
-    """
-    target = normalize_spectral_weight_dtype(dtype)  # a bad value fails before anything changes
-    previous = get_spectral_weight_dtype(model)
-    for layer in _layers(model):
-        store_layer_weights(layer, target)
-    return previous
-
-
-def get_spectral_weight_dtype(model):
-    """Storage dtype name of the model's spectral weights (raises if layers disagree)."""
-    names = {layer_weight_dtype(layer) for layer in _layers(model)}
-    if len(names) != 1:
-        raise ValueError(f"Spectral layers of the model store their weights in different dtypes: {sorted(names)}.")
-    return names.pop()

@@ -1,66 +1,33 @@
-"""Registry glue: make upstream's models buildable by name, with our spectral layer.
+"""Build a model by name from a config, as upstream's ``get_model`` does, plus the plugin keys.
 
-neuraloperator registers every ``BaseModel`` subclass under its lowercased name and
-``neuralop.get_model(config)`` builds ``config.model.model_arch`` from the remaining
-``config.model`` fields. Upstream's ``UNO`` is a plain ``nn.Module``, so it cannot be
-built that way; subclassing it together with ``BaseModel`` registers it under
-``"uno"`` without touching any name upstream already uses.
-
-:func:`get_model` is upstream's ``get_model`` plus four plugin keys in
-``config.model``: ``fno_block_precision``, ``half_dtype``, ``stabilizer`` and
-``spectral_weight_dtype``. When the precision is not "full" (or a precision schedule
-is configured, or the spectral weights are stored in complex32), the model is built
-with :class:`~neuralop_mp.MixedPrecisionSpectralConv` as its spectral layer.
+:func:`get_model` is upstream's ``get_model`` plus the plugin's model keys in
+``config.model`` (the fields of :class:`~neuralop_mp.PrecisionPolicy`:
+``fno_block_precision``, ``half_dtype``, ``stabilizer``, ``spectral_weight_dtype``).
+When they ask for anything but upstream's defaults (or a precision schedule is
+configured), the model is the plugin's class for the architecture
+(:mod:`neuralop_mp.models.mixed_precision_models`), which takes those keys as
+constructor arguments, so its checkpoints keep them.
 """
-import functools
 import inspect
 
 from neuralop.models.base_model import BaseModel
 from neuralop.models.base_model import available_models as _upstream_available_models
-from neuralop.models.uno import UNO as _UpstreamUNO
 from torch import nn
 
-from ..layers.weight_storage import normalize_spectral_weight_dtype, set_spectral_weight_dtype
-from ..precision import (
-    PRECISION_MODES,
-    check_choice,
-    normalize_half_dtype,
-    normalize_stabilizer,
-)
+from ..precision_policy import PrecisionPolicy
+from ..vocabulary import none_if_null, read_key, section_as_dict
+from .mixed_precision_models import PLUGIN_MODEL_CLASSES
+from .uno_registration import UNO
 
-# config.model keys that belong to the plugin, never passed to a constructor as-is
-PLUGIN_MODEL_KEYS = ("fno_block_precision", "half_dtype", "stabilizer", "spectral_weight_dtype")
+__all__ = ["UNO", "PLUGIN_MODEL_KEYS", "available_models", "get_model"]
 
-
-class UNO(_UpstreamUNO, BaseModel, name="UNO"):
-    """Upstream's U-shaped neural operator, registered as ``"uno"``.
-
-    Identical to :class:`neuralop.models.UNO` (same constructor, same state_dict
-    keys); it only adds ``BaseModel``'s registration and init-argument recording so
-    ``get_model`` can build it from a config.
-    """
+# config.model keys that belong to the plugin (one list: the policy's fields)
+PLUGIN_MODEL_KEYS = PrecisionPolicy.keys()
 
 
 def available_models():
     """Names ``get_model`` accepts (upstream's plus the ones registered here)."""
     return _upstream_available_models()
-
-
-def _get(obj, key, default=None):
-    """Read a key from a dict, a Bunch or a zencfg config alike."""
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(key, default)
-    return getattr(obj, key, default)
-
-
-def _as_dict(section):
-    if hasattr(section, "to_dict"):
-        section = section.to_dict()
-    section = dict(section)
-    section.pop("_config_name", None)  # zencfg's subclass tag, not a model argument
-    return section
 
 
 def _constructor_params(cls):
@@ -85,15 +52,6 @@ def _constructor_params(cls):
     return params, True
 
 
-def _spectral_layer_kwarg(cls):
-    """Name of the constructor argument that takes the spectral layer class."""
-    params, _ = _constructor_params(cls)
-    for name in ("conv_module", "integral_operator"):
-        if name in params:
-            return name
-    return None
-
-
 def get_model(config, *, mixed_precision_layer=None):
     """Build the model described by ``config.model``, as upstream's ``get_model`` does.
 
@@ -102,22 +60,23 @@ def get_model(config, *, mixed_precision_layer=None):
     config : dict-like or zencfg config
         Must have ``model`` with ``model_arch`` (a registered name: "fno", "tfno",
         "uno", ...), ``data_channels`` and the model's constructor arguments. May
-        have ``model.fno_block_precision`` ("full" | "mixed" | "half"),
-        ``model.half_dtype`` ("auto" | "float16" | "bfloat16"), ``model.stabilizer``
-        (None | "tanh"), ``model.spectral_weight_dtype`` ("complex64" | "complex32":
-        storage of the spectral weights and their gradients), ``patching.levels``
-        and ``opt.precision_schedule``.
+        have the plugin keys ``model.fno_block_precision`` ("full" | "mixed" |
+        "half"), ``model.half_dtype`` ("auto" | "float16" | "bfloat16"),
+        ``model.stabilizer`` (None | "tanh"), ``model.spectral_weight_dtype``
+        ("complex64" | "complex32"), and ``patching.levels`` and
+        ``opt.precision_schedule``.
     mixed_precision_layer : bool, optional
         Force (True) or forbid (False) the mixed-precision spectral layer. By default
-        it is used when the precision is not "full", a precision schedule is set or
-        the spectral weights are stored in complex32,
-        and with "full" and no schedule the model is exactly upstream's.
+        it is used when the plugin keys are not upstream's defaults or a precision
+        schedule is set; otherwise the model is exactly upstream's.
 
     Returns
     -------
     torch.nn.Module
+        Upstream's class, or the plugin's class for the architecture
+        (:class:`~neuralop_mp.models.MixedPrecisionFNO`, ``...TFNO``, ``...UNO``).
     """
-    model_cfg = _as_dict(config["model"] if isinstance(config, dict) else config.model)
+    model_cfg = section_as_dict(read_key(config, "model"))
     arch = str(model_cfg.pop("model_arch", model_cfg.pop("arch", ""))).lower()
     registry = BaseModel._models
     if arch not in registry:
@@ -125,28 +84,23 @@ def get_model(config, *, mixed_precision_layer=None):
             f"Invalid model.model_arch={arch!r}; allowed values: {', '.join(sorted(registry))}."
         )
     cls = registry[arch]
-
-    mode = check_choice(
-        "model.fno_block_precision", model_cfg.pop("fno_block_precision", "full"), PRECISION_MODES
-    )
-    half_dtype = normalize_half_dtype(model_cfg.pop("half_dtype", "auto"), key="model.half_dtype")
-    stabilizer = normalize_stabilizer(model_cfg.pop("stabilizer", None), key="model.stabilizer")
-    weight_dtype = normalize_spectral_weight_dtype(model_cfg.pop("spectral_weight_dtype", "complex64"),
-                                                   key="model.spectral_weight_dtype")
+    policy, model_cfg = PrecisionPolicy.pop_from(model_cfg, prefix="model")
 
     data_channels = model_cfg.pop("data_channels")
-    patching_levels = _get(_get(config, "patching"), "levels", 0) or 0
+    patching_levels = read_key(read_key(config, "patching"), "levels", 0) or 0
     if patching_levels:
         data_channels *= patching_levels + 1
     model_cfg["in_channels"] = data_channels
 
-    schedule = _get(_get(config, "opt"), "precision_schedule", None)
+    plugin_classes = set(PLUGIN_MODEL_CLASSES.values())
+    schedule = none_if_null(read_key(read_key(config, "opt"), "precision_schedule"))
     params, takes_any = _constructor_params(cls)
     if mixed_precision_layer is None:
         # a stabilizer on a model whose constructor has none (UNO) is applied by our layer
-        needs_layer_stabilizer = stabilizer is not None and "stabilizer" not in params
-        mixed_precision_layer = (mode != "full" or bool(schedule) or needs_layer_stabilizer
-                                 or weight_dtype != "complex64")
+        needs_layer_stabilizer = policy.stabilizer is not None and "stabilizer" not in params
+        mixed_precision_layer = (cls in plugin_classes or bool(schedule) or needs_layer_stabilizer
+                                 or not policy.replace(stabilizer=None).is_default)
+
 
     unknown = sorted(k for k in model_cfg if k not in params)
     if unknown and not takes_any:
@@ -156,36 +110,21 @@ def get_model(config, *, mixed_precision_layer=None):
         )
 
     if not mixed_precision_layer:
-        if weight_dtype != "complex64":
-            raise ValueError(f"model.spectral_weight_dtype={weight_dtype!r} needs the mixed-precision spectral "
-                             "layer; do not pass mixed_precision_layer=False.")
-        # exactly upstream: pass the flags through where the constructor takes them
-        if "fno_block_precision" in params:
-            model_cfg["fno_block_precision"] = mode
-        if "stabilizer" in params:
-            model_cfg["stabilizer"] = stabilizer
-        if mode != "full" and "fno_block_precision" not in params:
-            raise ValueError(f"{cls.__name__} has no fno_block_precision argument.")
-        return cls(**model_cfg)
+        # exactly upstream: upstream's own flags pass through where the constructor takes them
+        upstream_flags = {key: value for key, value in policy.as_dict().items() if key in params}
+        plugin_only = {key: value for key, value in policy.as_dict().items()
+                       if key not in params and value != PrecisionPolicy.defaults()[key]}
+        if cls in plugin_classes or plugin_only:
+            shown = ", ".join(f"model.{key}={value!r}" for key, value in plugin_only.items()) or repr(arch)
+            raise ValueError(f"{shown} needs the mixed-precision spectral layer; do not pass "
+                             "mixed_precision_layer=False.")
+        return cls(**model_cfg, **upstream_flags)
 
-    from ..layers.spectral_conv import MixedPrecisionSpectralConv
-    from ..precision import set_precision
-
-    layer_kwarg = _spectral_layer_kwarg(cls)
-    if layer_kwarg is None:
+    plugin_cls = cls if cls in plugin_classes else PLUGIN_MODEL_CLASSES.get(arch)
+    if plugin_cls is None:
         raise ValueError(
-            f"model.model_arch={arch!r} ({cls.__name__}) takes no spectral layer "
-            "(conv_module / integral_operator), so it cannot run in mixed precision; "
-            "use fno_block_precision='full'."
+            f"model.model_arch={arch!r} ({cls.__name__}) has no mixed-precision version, so it can only run "
+            f"in full precision (fno_block_precision='full', no schedule); mixed precision is available for: "
+            f"{', '.join(sorted(PLUGIN_MODEL_CLASSES))}."
         )
-    model_cfg[layer_kwarg] = MixedPrecisionSpectralConv
-    if "operator_block" in params:
-        # upstream UNO stores integral_operator but never hands it to its blocks:
-        # give the blocks our layer directly
-        block = model_cfg.get("operator_block", params["operator_block"].default)
-        model_cfg["operator_block"] = functools.partial(block, conv_module=MixedPrecisionSpectralConv)
-    model = cls(**model_cfg)
-    set_precision(model, mode, half_dtype=half_dtype, stabilizer=stabilizer)
-    if weight_dtype != "complex64":
-        set_spectral_weight_dtype(model, weight_dtype)
-    return model
+    return plugin_cls(**model_cfg, **policy.as_dict())

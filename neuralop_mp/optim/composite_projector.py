@@ -1,5 +1,5 @@
 """Robust (sparse + low-rank) decomposition of a gradient by two projectors in sequence."""
-from ..precision import check_choice
+from ..vocabulary import check_choice
 from .sparse_projector import SparseProjector
 from .tucker_projector import TuckerProjector
 

@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from ..precision import check_choice
+from ..vocabulary import check_choice
 from .adam_math import compute_dtype
 from .param_groups import spectral_parameters
 

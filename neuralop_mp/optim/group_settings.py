@@ -4,7 +4,7 @@ the bad value."""
 import math
 from numbers import Integral, Real
 
-from ..precision import check_choice
+from ..vocabulary import check_choice
 from .adam_math import STATE_DTYPES
 from .composite_projector import ORDERS
 from .sparse_projector import SPARSE_TYPES, _check_ratio

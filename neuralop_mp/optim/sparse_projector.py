@@ -10,7 +10,7 @@ from numbers import Integral, Real
 
 import torch
 
-from ..precision import check_choice
+from ..vocabulary import check_choice
 
 SPARSE_TYPES = ("randk", "randomk", "topk", "structured", "structured_randk")
 _INT32_MAX = 2**31 - 1

@@ -11,7 +11,7 @@ from numbers import Integral, Real
 import torch
 from tensorly.tucker_tensor import validate_tucker_rank
 
-from ..precision import check_choice
+from ..vocabulary import check_choice
 
 RANK_CONVENTIONS = ("core", "mode", "params")
 

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from importlib import import_module
 
 from ..layers.weight_storage import normalize_spectral_weight_dtype
-from ..precision import PRECISION_MODES, check_choice, normalize_half_dtype, normalize_stabilizer
+from ..vocabulary import PRECISION_MODES, check_choice, normalize_half_dtype, normalize_stabilizer
 from .report import ActivationReport
 
 #: optimizer kinds the factory builds (agreed interface of neuralop_mp.optim.factory)

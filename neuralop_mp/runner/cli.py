@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..layers.weight_storage import SPECTRAL_WEIGHT_DTYPES
-from ..precision import HALF_DTYPES, PRECISION_MODES, check_choice
+from ..vocabulary import HALF_DTYPES, PRECISION_MODES, check_choice
 from .activation import OPTIMIZER_KINDS, enabled
 from .static_check import describe_plan, scan_source, start_warnings
 from .summary import format_summary

@@ -60,13 +60,12 @@ class ActivationReport:
             "layer_types": _spectral_layer_types(model),
         }
         try:
-            from ..precision import get_precision
+            from ..layers.precision_switch import get_precision_policy
 
-            mode, half_dtype, stabilizer = get_precision(model)
-            entry["precision"] = {"mode": mode, "half_dtype": half_dtype, "stabilizer": stabilizer}
-            from ..layers.weight_storage import get_spectral_weight_dtype
-
-            entry["spectral_weight_dtype"] = get_spectral_weight_dtype(model)
+            policy = get_precision_policy(model)
+            entry["precision"] = {"mode": policy.fno_block_precision, "half_dtype": policy.half_dtype,
+                                  "stabilizer": policy.stabilizer}
+            entry["spectral_weight_dtype"] = policy.spectral_weight_dtype
         except (ValueError, ImportError):
             entry["precision"] = None  # upstream's layer: built in full precision, as upstream
         self.models.append(entry)

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..precision import PRECISION_MODES, STABILIZERS, check_choice
+from ..vocabulary import PRECISION_MODES, STABILIZERS, check_choice, none_if_null, section_as_dict
 
 SHARE_TOLERANCE = 1e-6
 STABILIZER_CHOICES = STABILIZERS + ("auto",)
@@ -131,9 +131,7 @@ class PrecisionPhase:
             raise TypeError(f"Invalid phase autocast={autocast!r}; expected True or False.")
         object.__setattr__(self, "autocast", autocast)
         stabilizer = _default_stabilizer(self.mode) if self.stabilizer is _UNSET else self.stabilizer
-        if isinstance(stabilizer, str) and stabilizer.strip().lower() in ("none", "null", ""):
-            stabilizer = None
-        check_choice("precision phase stabilizer", stabilizer, STABILIZER_CHOICES)
+        stabilizer = check_choice("precision phase stabilizer", none_if_null(stabilizer), STABILIZER_CHOICES)
         object.__setattr__(self, "stabilizer", stabilizer)
 
     def stabilizer_for(self, half_dtype):
@@ -142,6 +140,12 @@ class PrecisionPhase:
         if self.stabilizer == "auto":
             return "tanh" if half_dtype == torch.float16 else None
         return self.stabilizer
+
+    def policy(self, base, half_dtype):
+        """The :class:`~neuralop_mp.PrecisionPolicy` of this phase: ``base`` (a policy: half
+        type and weight storage) with this phase's mode and stabilizer; ``half_dtype`` is
+        the torch dtype that resolves a stabilizer of "auto"."""
+        return base.replace(fno_block_precision=self.mode, stabilizer=self.stabilizer_for(half_dtype))
 
     @property
     def is_full(self):
@@ -198,8 +202,8 @@ def _as_phase(item, position):
         return item
     if isinstance(item, str):
         return _parse_phase(item, position)
-    if isinstance(item, dict) or hasattr(item, "to_dict"):
-        return PrecisionPhase(**(item.to_dict() if hasattr(item, "to_dict") else dict(item)))
+    if isinstance(item, dict) or hasattr(type(item), "to_dict"):  # dict, Bunch, zencfg section
+        return PrecisionPhase(**section_as_dict(item))
     if isinstance(item, (tuple, list)) and len(item) == 2:
         mode, share = item
         return PrecisionPhase(mode, share=share)
@@ -298,7 +302,7 @@ class PrecisionSchedule:
         if value is None or isinstance(value, PrecisionSchedule):
             return value
         if isinstance(value, str):
-            if value.strip().lower() in ("", "none", "null"):
+            if none_if_null(value) is None:
                 return None
             return cls.parse(value)
         if isinstance(value, (list, tuple)):

@@ -4,7 +4,8 @@ It follows upstream's ``IncrementalFNOTrainer`` precedent: the model is changed
 during training through the Trainer's template methods, not callbacks.
 
 - ``on_epoch_start`` picks the schedule's phase for the epoch and switches every
-  mixed-precision spectral layer with :func:`neuralop_mp.precision.set_precision`.
+  mixed-precision spectral layer to the phase's :class:`~neuralop_mp.PrecisionPolicy`
+  (only what differs from the model's current settings is changed).
 - ``train_one_batch`` runs the forward pass under ``torch.autocast`` in phases
   that ask for it and computes the loss in float32.
 - ``train_one_epoch`` replaces upstream's ``loss.backward(); optimizer.step()``
@@ -29,19 +30,20 @@ from neuralop.training import Trainer
 import neuralop.mpu.comm as comm
 
 from ..memory import SavedTensorBytes
-from ..precision import check_choice, get_precision, normalize_half_dtype, resolve_half_dtype, set_precision
+from ..layers.precision_switch import (
+    apply_precision_policy,
+    get_precision,
+    get_precision_policy,
+    mixed_precision_layers,
+    set_precision,
+)
+from ..vocabulary import check_choice, normalize_half_dtype, resolve_half_dtype
 from . import checkpointing
 from .loss_scaling import ComplexGradScaler
 from .schedule import PrecisionSchedule
 
 LOSS_SCALING = ("auto", "dynamic", "none")
 _HALF_TYPES = (torch.float16, torch.bfloat16)
-
-
-def _has_mixed_precision_layers(model):
-    from ..layers.spectral_conv import MixedPrecisionSpectralConv
-
-    return any(isinstance(m, MixedPrecisionSpectralConv) for m in model.modules())
 
 
 def _as_float32(out):
@@ -118,7 +120,7 @@ class MixedPrecisionTrainer(Trainer):
             raise ValueError(f"Invalid max_consecutive_skips={max_consecutive_skips!r}; expected an integer >= 1.")
         self.max_consecutive_skips = int(max_consecutive_skips)
         self.progress = bool(progress)
-        self.has_mixed_precision_layers = _has_mixed_precision_layers(model)
+        self.has_mixed_precision_layers = bool(mixed_precision_layers(model))
         schedule = self.precision_schedule
         if schedule is not None and not self.has_mixed_precision_layers:
             modes = sorted({p.mode for p in schedule if p.mode != "full"})
@@ -174,11 +176,11 @@ class MixedPrecisionTrainer(Trainer):
         if schedule is not None:
             self.phase_index = schedule.index_for_epoch(epoch, self.n_epochs)
             self.phase = schedule[self.phase_index]
-            stabilizer = self.phase.stabilizer_for(self.autocast_dtype)
             if self.has_mixed_precision_layers:
-                set_precision(self.model, self.phase.mode, half_dtype=self.half_dtype, stabilizer=stabilizer)
+                base = get_precision_policy(self.model).replace(half_dtype=self.half_dtype)
+                apply_precision_policy(self.model, self.phase.policy(base, self.autocast_dtype))
             else:  # only full phases reach here (checked in __init__)
-                set_precision(self.model, "full", stabilizer=stabilizer)
+                set_precision(self.model, "full", stabilizer=self.phase.stabilizer_for(self.autocast_dtype))
             self.autocast_enabled = self.phase.autocast
         if self.progress and self._bar is None:
             from tqdm.auto import tqdm

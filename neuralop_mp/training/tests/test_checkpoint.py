@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from neuralop_mp.layers.weight_storage import set_spectral_weight_dtype
+from neuralop_mp.layers.precision_switch import set_spectral_weight_dtype
 from neuralop_mp.optim import TensorGRaD
 from neuralop_mp.tests.exact import equal_exactly
 from neuralop_mp.training.checkpointing import PRECISION_STATE_FILE

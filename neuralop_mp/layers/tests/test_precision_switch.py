@@ -1,4 +1,4 @@
-"""neuralop_mp.precision: switching a built model, restoring it, stabilizer placement, validation."""
+"""Switching a built model's precision: set, read, restore, stabilizer placement, validation."""
 import pytest
 import torch
 from neuralop.layers.fno_block import FNOBlocks
@@ -7,15 +7,8 @@ from torch.overrides import TorchFunctionMode
 
 import neuralop_mp
 from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
-from neuralop_mp.precision import (
-    get_precision,
-    normalize_half_dtype,
-    normalize_stabilizer,
-    precision,
-    resolve_half_dtype,
-    restore_precision,
-    set_precision,
-)
+from neuralop_mp.layers.precision_switch import get_precision, precision, restore_precision, set_precision
+from neuralop_mp.vocabulary import normalize_half_dtype, normalize_stabilizer, resolve_half_dtype
 
 
 def _fno(cls=FNO, n_layers=3):

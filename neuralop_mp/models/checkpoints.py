@@ -1,0 +1,106 @@
+"""One call to load a model checkpoint, whichever class saved it and whichever loads it.
+
+Upstream's ``BaseModel.from_checkpoint`` is a classmethod that calls
+``cls(**recorded_init_kwargs)``: the caller has to know the saving class, and
+upstream's classes cannot take the plugin's keys. :func:`load_model` reads the
+class name the checkpoint recorded (or takes the class to load into), adapts the
+recorded arguments across upstream's and the plugin's classes, and loads the weights.
+"""
+import inspect
+import warnings
+from pathlib import Path
+
+import torch
+from neuralop.layers.fno_block import FNOBlocks
+from neuralop.layers.spectral_convolution import SpectralConv
+from neuralop.models.base_model import BaseModel
+
+from ..layers.spectral_conv import MixedPrecisionSpectralConv
+from ..precision_policy import PrecisionPolicy
+from .mixed_precision_models import PLUGIN_MODEL_CLASSES
+
+_RECORD_ONLY = ("_name", "_version", "args")
+
+
+def read_checkpoint_metadata(save_folder, save_name):
+    """The constructor arguments recorded by ``save_checkpoint`` (``<name>_metadata.pkl``).
+
+    The file holds pickled classes and functions (upstream records ``conv_module``,
+    ``non_linearity``...), so it is read with ``weights_only=False``, as upstream
+    does: load only checkpoints you trust.
+    """
+    path = Path(save_folder) / f"{save_name}_metadata.pkl"
+    if not path.exists():
+        raise FileNotFoundError(f"No model checkpoint metadata at {path} (written by model.save_checkpoint).")
+    return torch.load(path, weights_only=False)
+
+
+def _for_upstream_class(cls, kwargs):
+    """Arguments of a plugin model's record that upstream's ``cls`` can take: the plugin's
+    layer back to ``SpectralConv``, plugin-only keys dropped (with a warning when they
+    were not the defaults: upstream's model runs them in full precision)."""
+    params = inspect.signature(cls).parameters
+    policy, kwargs = PrecisionPolicy.pop_from(kwargs)
+    if not policy.is_default:
+        warnings.warn(f"Loading a checkpoint saved with {policy} into upstream's {cls.__name__}: it runs in full "
+                      "precision with complex64 weights (load it into the plugin's class to keep the settings).",
+                      stacklevel=3)
+    for key, value in list(kwargs.items()):
+        if isinstance(value, type) and issubclass(value, MixedPrecisionSpectralConv):
+            kwargs[key] = SpectralConv
+    if "operator_block" in kwargs and getattr(kwargs["operator_block"], "func", None) is FNOBlocks:
+        kwargs["operator_block"] = FNOBlocks
+    for key in ("fno_block_precision", "stabilizer"):
+        if key in params:
+            kwargs[key] = PrecisionPolicy.defaults()[key] if key == "fno_block_precision" else policy.stabilizer
+    return kwargs
+
+
+def load_model(save_folder, save_name, model_class=None, *, precision_policy=None, map_location=None):
+    """Rebuild a model saved with ``model.save_checkpoint(save_folder, save_name)``.
+
+    Parameters
+    ----------
+    save_folder : str or Path
+    save_name : str
+    model_class : type or str, optional
+        The class to build (or its registered name, e.g. "fno" or
+        "mixedprecisionfno"). Default: the class that saved the checkpoint. A
+        checkpoint of upstream's FNO/TFNO/UNO loads into the plugin's class for it
+        and the other way round; the plugin's precision keys do not exist upstream
+        (a warning says so when they were not the defaults).
+    precision_policy : PrecisionPolicy, str or dict, optional
+        Precision settings to build the plugin's model with instead of the
+        recorded ones (e.g. load an upstream checkpoint to evaluate it in "mixed").
+    map_location : optional
+        As for ``torch.load``.
+
+    Returns
+    -------
+    torch.nn.Module
+        The model, with the checkpoint's weights.
+    """
+    kwargs = dict(read_checkpoint_metadata(save_folder, save_name))
+    saved_name = str(kwargs.get("_name", ""))
+    args = kwargs.pop("args", ())
+    for key in _RECORD_ONLY:
+        kwargs.pop(key, None)
+    if model_class is None:
+        model_class = saved_name
+    if isinstance(model_class, str):
+        registry = BaseModel._models
+        if model_class.lower() not in registry:
+            raise ValueError(f"Invalid model_class={model_class!r}; registered models: {', '.join(sorted(registry))}.")
+        model_class = registry[model_class.lower()]
+    if precision_policy is not None:
+        if model_class in BaseModel._models.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
+            model_class = PLUGIN_MODEL_CLASSES.get(model_class.__name__.lower(), model_class)
+        if model_class not in PLUGIN_MODEL_CLASSES.values():
+            raise ValueError(f"precision_policy needs one of the plugin's classes, not {model_class.__name__}.")
+        kwargs.update(PrecisionPolicy.coerce(precision_policy).as_dict())
+    saved_class = BaseModel._models.get(saved_name.lower())
+    if saved_class in PLUGIN_MODEL_CLASSES.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
+        kwargs = _for_upstream_class(model_class, kwargs)
+    model = model_class(*args, **kwargs)
+    model.load_checkpoint(save_folder, save_name, map_location=map_location)
+    return model

@@ -1,0 +1,159 @@
+"""FNO, TFNO and UNO whose precision is a constructor argument.
+
+Upstream's ``BaseModel`` records the keyword arguments a model was built with and
+``save_checkpoint`` / ``from_checkpoint`` rebuild the model from them. A precision set
+on a built model (``set_precision``) is invisible to that record, so these subclasses
+take the plugin's model keys (the fields of :class:`~neuralop_mp.PrecisionPolicy`:
+``fno_block_precision``, ``half_dtype``, ``stabilizer``, ``spectral_weight_dtype``)
+as constructor arguments, build their spectral layers with them, and write the
+model's current settings into the record whenever it is saved. They are registered
+in upstream's registry under names of their own ("mixedprecisionfno",
+"mixedprecisiontfno", "mixedprecisionuno"); "fno", "tfno" stay upstream's classes.
+
+A checkpoint of upstream's plain model loads into these classes (its recorded
+``conv_module=SpectralConv`` becomes the mixed-precision layer), and
+:func:`neuralop_mp.load_model` loads theirs into upstream's classes.
+"""
+import functools
+import inspect
+
+from neuralop.layers.fno_block import FNOBlocks
+from neuralop.layers.spectral_convolution import SpectralConv
+from neuralop.models.fno import FNO, TFNO
+
+from ..layers.precision_switch import get_precision_policy
+from ..layers.soft_gating import adopt_half_safe_soft_gating
+from ..layers.spectral_conv import MixedPrecisionSpectralConv
+from ..precision_policy import PrecisionPolicy
+from .uno_registration import UNO
+
+
+def _layer_class(value, key):
+    """Our layer for upstream's default ``SpectralConv`` (what upstream checkpoints record);
+    any subclass of ours as given; anything else is refused."""
+    if value is SpectralConv or value is None:
+        return MixedPrecisionSpectralConv
+    if isinstance(value, type) and issubclass(value, MixedPrecisionSpectralConv):
+        return value
+    raise TypeError(
+        f"Invalid {key}={value!r}: a mixed-precision model needs MixedPrecisionSpectralConv or a subclass "
+        "of it (upstream's SpectralConv is replaced by it)."
+    )
+
+
+def _signature_with_policy(upstream_signature, layer_kwarg, **default_overrides):
+    """Upstream's constructor signature, the layer argument defaulting to our layer, and
+    every policy key: upstream's own (``fno_block_precision``, ``stabilizer``) where they
+    are, the others keyword-only at the end."""
+    params = []
+    for name, param in upstream_signature.parameters.items():
+        if name == layer_kwarg:
+            param = param.replace(default=MixedPrecisionSpectralConv)
+        elif name in PrecisionPolicy.defaults():
+            param = param.replace(default=PrecisionPolicy.defaults()[name])
+        elif name in default_overrides:
+            param = param.replace(default=default_overrides[name])
+        params.append(param)
+    present = {p.name for p in params}
+    params += [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=default)
+               for key, default in PrecisionPolicy.defaults().items() if key not in present]
+    return upstream_signature.replace(parameters=params)
+
+
+class _PrecisionRecordingModel:
+    """Constructor and checkpoint glue shared by the plugin's model classes.
+
+    ``_layer_kwarg`` names the upstream argument that takes the spectral layer. The
+    stabilizer is always applied by the enclosing ``FNOBlocks`` (upstream applies it
+    right before each spectral convolution), so the layers get none: tanh runs once.
+    """
+
+    _layer_kwarg = "conv_module"
+
+    def __init__(self, *args, **kwargs):
+        arguments = type(self).__signature__.bind(*args, **kwargs).arguments
+        policy, arguments = PrecisionPolicy.pop_from(arguments, prefix=type(self).__name__)
+        layer = functools.partial(
+            _layer_class(arguments.pop(self._layer_kwarg, None), self._layer_kwarg),
+            half_dtype=policy.half_dtype,
+            stabilizer=None,
+            spectral_weight_dtype=policy.spectral_weight_dtype,
+        )
+        upstream_kwargs = self._upstream_kwargs(arguments, policy, layer)
+        super().__init__(**upstream_kwargs)
+        # the block's soft-gating skip would otherwise promote autocast activations to fp32
+        adopt_half_safe_soft_gating(self)
+
+    def _upstream_kwargs(self, arguments, policy, layer):
+        return {**arguments, self._layer_kwarg: layer, "fno_block_precision": policy.fno_block_precision,
+                "stabilizer": policy.stabilizer}
+
+    @property
+    def precision_policy(self):
+        """The model's current settings (a :class:`~neuralop_mp.PrecisionPolicy`)."""
+        return get_precision_policy(self)
+
+    def _record_current_policy(self):
+        # set_precision / a schedule may have switched the model since it was built
+        self._init_kwargs.update(self.precision_policy.as_dict())
+
+    def state_dict(self, *args, **kwargs):
+        """Upstream's state dict; its ``_metadata`` holds the current precision settings."""
+        self._record_current_policy()
+        return super().state_dict(*args, **kwargs)
+
+    def save_checkpoint(self, save_folder, save_name):
+        """Upstream's ``save_checkpoint``, recording the current precision settings."""
+        self._record_current_policy()
+        return super().save_checkpoint(save_folder, save_name)
+
+
+class MixedPrecisionFNO(_PrecisionRecordingModel, FNO, name="MixedPrecisionFNO"):
+    """Upstream's :class:`~neuralop.models.FNO` with mixed-precision spectral layers.
+
+    Takes every argument of ``FNO`` plus ``half_dtype`` and ``spectral_weight_dtype``;
+    ``fno_block_precision`` and ``stabilizer`` keep upstream's names and meaning but are
+    validated and carried out by :class:`~neuralop_mp.MixedPrecisionSpectralConv`.
+    ``conv_module`` defaults to that layer (upstream's ``SpectralConv`` is replaced by it).
+
+    Examples
+    --------
+    >>> model = MixedPrecisionFNO(n_modes=(8, 8), in_channels=1, out_channels=1, hidden_channels=8,
+    ...                           fno_block_precision="mixed", half_dtype="bfloat16")
+    >>> model.precision_policy.fno_block_precision
+    'mixed'
+    """
+
+    __signature__ = _signature_with_policy(inspect.signature(FNO), "conv_module")
+
+
+class MixedPrecisionTFNO(_PrecisionRecordingModel, TFNO, name="MixedPrecisionTFNO"):
+    """Upstream's :class:`~neuralop.models.TFNO` (Tucker, rank 0.1 by default) with
+    mixed-precision spectral layers; arguments as :class:`MixedPrecisionFNO`."""
+
+    __signature__ = _signature_with_policy(inspect.signature(FNO), "conv_module",
+                                           factorization="Tucker", rank=0.1)
+
+
+class MixedPrecisionUNO(_PrecisionRecordingModel, UNO, name="MixedPrecisionUNO"):
+    """Upstream's U-shaped neural operator with mixed-precision spectral layers.
+
+    Upstream's ``UNO`` has no ``stabilizer`` argument and never hands its
+    ``integral_operator`` or a precision to its blocks: here the layer, the precision
+    and the stabilizer are given to every ``FNOBlocks`` directly.
+    """
+
+    _layer_kwarg = "integral_operator"
+    __signature__ = _signature_with_policy(inspect.signature(UNO), "integral_operator")
+
+    def _upstream_kwargs(self, arguments, policy, layer):
+        block = arguments.pop("operator_block", FNOBlocks)
+        if isinstance(block, functools.partial):  # a record of ours: keep its block class only
+            block = block.func
+        return {**arguments, "integral_operator": layer,
+                "operator_block": functools.partial(block, conv_module=layer, stabilizer=policy.stabilizer,
+                                                    fno_block_precision=policy.fno_block_precision)}
+
+
+#: upstream architecture name -> the plugin's class for it
+PLUGIN_MODEL_CLASSES = {"fno": MixedPrecisionFNO, "tfno": MixedPrecisionTFNO, "uno": MixedPrecisionUNO}

@@ -1,0 +1,150 @@
+"""PrecisionPolicy: the precision settings of the plugin's spectral layers, parsed once.
+
+A policy is what ``model.fno_block_precision``, ``model.half_dtype``,
+``model.stabilizer`` and ``model.spectral_weight_dtype`` mean together. It is
+validated when it is made (a bad value raises a ValueError naming the key, the value
+and the allowed values) and immutable afterwards, so the config, the model
+constructor, the spectral layer, the schedule's phases and the trainer can pass one
+object around instead of re-reading and re-checking strings.
+
+The fields of :class:`PrecisionPolicy` are the single list of plugin model keys:
+config sections, ``get_model`` and the plugin's model classes take their names,
+defaults and normalizers from here.
+
+References
+----------
+.. [1] Tu, R., White, C., Kossaifi, J., Bonev, B., Pekhimenko, G., Azizzadenesheli, K.,
+   Anandkumar, A. "Guaranteed Approximation Bounds for Mixed-Precision Neural
+   Operators", ICLR 2024, arXiv:2307.15034.
+"""
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .vocabulary import (
+    normalize_half_dtype,
+    normalize_precision,
+    normalize_spectral_weight_dtype,
+    normalize_stabilizer,
+    read_key,
+    resolve_half_dtype,
+    spectral_weight_torch_dtype,
+)
+
+
+def _key(normalize, config_type, help):
+    """A policy field: its normalizer, its type in a config section, a one-line help."""
+    return {"normalize": normalize, "config_type": config_type, "help": help}
+
+
+@dataclass(frozen=True)
+class PrecisionPolicy:
+    """Precision settings of the mixed-precision spectral layers.
+
+    Parameters
+    ----------
+    fno_block_precision : {"full", "mixed", "half"}, default "full"
+        Upstream's flag: where the 16-bit type is used inside the spectral layer.
+    half_dtype : {"auto", "float16", "bfloat16"} or torch dtype, default "auto"
+        16-bit type of "mixed"/"half"; "auto" is float16 on CUDA, bfloat16 elsewhere.
+    stabilizer : {None, "tanh"}, default None
+        Pre-activation before every forward FFT; "none"/"null"/"" mean None.
+    spectral_weight_dtype : {"complex64", "complex32"} or torch dtype, default "complex64"
+        Storage of the spectral weights and of their gradients.
+
+    Examples
+    --------
+    >>> policy = PrecisionPolicy("mixed", half_dtype="bfloat16", stabilizer="none")
+    >>> policy.stabilizer is None, policy.replace(fno_block_precision="full").half_dtype
+    (True, 'bfloat16')
+    """
+
+    fno_block_precision: str = field(default="full", metadata=_key(
+        normalize_precision, str, 'precision of the spectral convolutions ("full" | "mixed" | "half")'))
+    half_dtype: str = field(default="auto", metadata=_key(
+        normalize_half_dtype, str, 'half type of "mixed"/"half" ("auto": float16 on CUDA, bfloat16 elsewhere)'))
+    stabilizer: Optional[str] = field(default=None, metadata=_key(
+        normalize_stabilizer, Optional[str], 'pre-activation before every forward FFT (None | "tanh")'))
+    spectral_weight_dtype: str = field(default="complex64", metadata=_key(
+        normalize_spectral_weight_dtype, str,
+        'storage of the spectral weights and their gradients ("complex64" | "complex32")'))
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, f.metadata["normalize"](getattr(self, f.name), key=f.name))
+
+    # ------------------------------------------------------------------ the key list
+    @classmethod
+    def keys(cls):
+        """Names of the policy's fields: the plugin's model keys, in order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def defaults(cls):
+        """``{key: default}`` of every field."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def config_fields(cls):
+        """``{key: (type, default, help)}``: what a config section declares for each key."""
+        return {f.name: (f.metadata["config_type"], f.default, f.metadata["help"]) for f in dataclasses.fields(cls)}
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_config(cls, section, prefix="model"):
+        """The policy of a config section (dict, Bunch or zencfg config); missing keys
+        take their defaults. Error messages name ``prefix.key``."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            value = read_key(section, f.name, f.default)
+            values[f.name] = f.metadata["normalize"](value, key=f"{prefix}.{f.name}")
+        return cls(**values)
+
+    @classmethod
+    def pop_from(cls, mapping, prefix="model"):
+        """Remove the policy's keys from a dict and return ``(policy, remaining dict)``."""
+        rest = dict(mapping)
+        present = {key: rest.pop(key) for key in cls.keys() if key in rest}
+        return cls.from_config(present, prefix=prefix), rest
+
+    @classmethod
+    def coerce(cls, value):
+        """A policy from a policy, a mode string, a dict of fields, or None (the default)."""
+        if isinstance(value, cls):
+            return value
+        if value is None:
+            return cls()
+        if isinstance(value, str):
+            return cls(fno_block_precision=value)
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(cls.keys()))
+            if unknown:
+                raise TypeError(f"Unknown precision policy keys {unknown}; allowed keys: {', '.join(cls.keys())}.")
+            return cls(**value)
+        raise TypeError(
+            f"Expected a PrecisionPolicy, a precision mode or a dict of {', '.join(cls.keys())}; "
+            f"got {type(value).__name__}."
+        )
+
+    # ------------------------------------------------------------------ derived values
+    def replace(self, **changes):
+        """A copy with some fields changed (validated like a new policy)."""
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self):
+        """``{key: value}`` of every field (plain strings and None)."""
+        return dataclasses.asdict(self)
+
+    def half_torch_dtype(self, device):
+        """The torch 16-bit dtype this policy computes in on ``device``."""
+        return resolve_half_dtype(self.half_dtype, device)
+
+    @property
+    def weight_torch_dtype(self):
+        """The torch dtype the spectral weights are stored in."""
+        return spectral_weight_torch_dtype(self.spectral_weight_dtype)
+
+    @property
+    def is_default(self):
+        """True when every field has its default (a model with this policy is upstream's)."""
+        return self == type(self)()

@@ -1,0 +1,146 @@
+"""The plugin's vocabulary: allowed values of its flags and the small readers of configs.
+
+A leaf module: it imports nothing from the rest of the package (only torch and the
+standard library), so every other module can use it without creating an import cycle.
+
+- allowed values of the precision flags (:data:`PRECISION_MODES`, :data:`HALF_DTYPES`,
+  :data:`STABILIZERS`, :data:`SPECTRAL_WEIGHT_DTYPES`) and their normalizers;
+- :func:`check_choice`, the one error format for a bad value (key, value, allowed
+  values);
+- :func:`none_if_null`: configs spell "no value" as None, "None", "none", "null" or "";
+- :func:`read_key` and :func:`section_as_dict`: read a config section whether it is a
+  dict, a Bunch or a zencfg config object, under zencfg 0.7 and 1.0 alike.
+"""
+from collections.abc import Mapping
+
+import torch
+
+PRECISION_MODES = ("full", "mixed", "half")
+HALF_DTYPES = ("auto", "float16", "bfloat16")
+STABILIZERS = (None, "tanh")
+SPECTRAL_WEIGHT_DTYPES = ("complex64", "complex32")
+NULL_SPELLINGS = ("none", "null", "")
+
+_TORCH_HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+_TORCH_COMPLEX = {"complex64": torch.complex64, "complex32": torch.complex32}
+# other names torch uses for the same complex dtypes
+_COMPLEX_ALIASES = {"chalf": "complex32", "cfloat": "complex64"}
+# zencfg's tag of the selected config subclass: bookkeeping, never a model argument
+CONFIG_NAME_KEY = "_config_name"
+
+
+def check_choice(key, value, allowed):
+    """Return ``value`` if it is one of ``allowed``, else raise a ValueError.
+
+    The message names the key, the bad value and every allowed value, e.g.
+    ``Invalid model.fno_block_precision='hlaf'; allowed values: 'full', 'mixed', 'half'.``
+    """
+    try:
+        ok = value in allowed
+    except TypeError:  # an unhashable value tested against a set-like
+        ok = False
+    if not ok:
+        shown = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"Invalid {key}={value!r}; allowed values: {shown}.")
+    return value
+
+
+def none_if_null(value):
+    """Map the spellings configs use for "no value" ("None", "none", "null", "") to None."""
+    if isinstance(value, str) and value.strip().lower() in NULL_SPELLINGS:
+        return None
+    return value
+
+
+def normalize_precision(value, key="fno_block_precision"):
+    """Validate a precision mode ("full", "mixed" or "half")."""
+    return check_choice(key, value, PRECISION_MODES)
+
+
+def normalize_stabilizer(value, key="stabilizer"):
+    """Validate a stabilizer; the spellings of "no stabilizer" become None."""
+    return check_choice(key, none_if_null(value), STABILIZERS)
+
+
+def normalize_half_dtype(value, key="half_dtype"):
+    """Accept a torch half dtype or its name (None means "auto"); return the canonical name."""
+    if value is None:
+        value = "auto"
+    if isinstance(value, torch.dtype):
+        names = {v: k for k, v in _TORCH_HALF.items()}
+        value = names.get(value, str(value).replace("torch.", ""))
+    return check_choice(key, value, HALF_DTYPES)
+
+
+def normalize_spectral_weight_dtype(value, key="spectral_weight_dtype"):
+    """Accept a torch complex dtype or its name ("complex64", "complex32", "chalf",
+    "cfloat"; None means "complex64"); return the canonical name."""
+    if value is None:
+        value = "complex64"
+    if isinstance(value, torch.dtype):
+        names = {v: k for k, v in _TORCH_COMPLEX.items()}
+        value = names.get(value, str(value).replace("torch.", ""))
+    if isinstance(value, str):
+        value = _COMPLEX_ALIASES.get(value, value)
+    return check_choice(key, value, SPECTRAL_WEIGHT_DTYPES)
+
+
+def resolve_half_dtype(half_dtype, device):
+    """The torch dtype that ``half_dtype`` means on ``device``.
+
+    "auto" is float16 on CUDA (tensor cores, cuFFT half) and bfloat16 elsewhere:
+    CPUs with AVX512-BF16/AMX run bf16 matmuls fast while fp16 CPU matmuls are
+    slow, and bf16 has fp32's exponent range, so it cannot overflow.
+    """
+    name = normalize_half_dtype(half_dtype)
+    if name == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.bfloat16
+    return _TORCH_HALF[name]
+
+
+def spectral_weight_torch_dtype(name):
+    """The torch dtype of a spectral weight dtype name (or alias)."""
+    return _TORCH_COMPLEX[normalize_spectral_weight_dtype(name)]
+
+
+def _is_mapping(obj):
+    # a zencfg Bunch is a dict whose attribute access raises KeyError for missing keys
+    return isinstance(obj, Mapping)
+
+
+def read_key(section, key, default=None):
+    """Read ``key`` from a config section: a dict, a Bunch or a zencfg config object.
+
+    ``None`` as the section gives ``default``. A missing key gives ``default``, whatever
+    the object raises for it: zencfg 0.7's Bunch raises KeyError from attribute access
+    (so even ``hasattr`` raises), zencfg 1.0 raises AttributeError.
+    """
+    if section is None:
+        return default
+    if _is_mapping(section):
+        return section.get(key, default)
+    try:
+        return getattr(section, key)
+    except (AttributeError, KeyError):
+        return default
+
+
+def section_as_dict(section):
+    """A config section as a plain ``dict`` of its fields, without zencfg's ``_config_name``.
+
+    Accepts a dict, a Bunch or a zencfg config object (0.7 or 1.0). The method is
+    looked up on the type, never on the instance, so a Bunch's KeyError-raising
+    attribute access is never triggered.
+    """
+    if section is None:
+        return {}
+    if not _is_mapping(section):
+        to_dict = getattr(type(section), "to_dict", None)
+        if to_dict is None:
+            raise TypeError(
+                f"Expected a config section (dict, Bunch or zencfg config), got {type(section).__name__}."
+            )
+        section = to_dict(section)
+    plain = dict(section)
+    plain.pop(CONFIG_NAME_KEY, None)
+    return plain
