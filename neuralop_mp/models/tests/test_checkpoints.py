@@ -1,0 +1,121 @@
+"""Precision survives upstream's checkpoint API; upstream checkpoints load into ours and back."""
+import neuralop
+import pytest
+import torch
+from neuralop.models import FNO
+from neuralop.models.base_model import BaseModel
+from zencfg.bunch import Bunch
+
+import neuralop_mp
+from neuralop_mp import MixedPrecisionFNO, MixedPrecisionTFNO, MixedPrecisionUNO, PrecisionPolicy
+from neuralop_mp.layers.weight_storage import spectral_weight_parameters
+from neuralop_mp.tests.exact import equal_exactly
+
+from .test_registry import SMALL
+
+NON_DEFAULT = {
+    "fno": dict(fno_block_precision="mixed", half_dtype="bfloat16", stabilizer="tanh", spectral_weight_dtype="complex32"),
+    "tfno": dict(fno_block_precision="half", half_dtype="float16", stabilizer="tanh", spectral_weight_dtype="complex32"),
+    "uno": dict(fno_block_precision="mixed", half_dtype="bfloat16", stabilizer="tanh", spectral_weight_dtype="complex32"),
+}
+PLUGIN_CLASS = {"fno": MixedPrecisionFNO, "tfno": MixedPrecisionTFNO, "uno": MixedPrecisionUNO}
+
+
+def build(arch, **policy):
+    torch.manual_seed(0)
+    return neuralop_mp.get_model(Bunch({"model": {**SMALL[arch], **policy}}))
+
+
+def weights(model):
+    return {k: v for k, v in model.state_dict().items() if k != "_metadata"}
+
+
+def assert_same_weights(a, b, *, cast=None):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        left, right = wa[key], wb[key]
+        if cast is not None:
+            left, right = left.to(cast) if left.is_complex() else left, right.to(cast) if right.is_complex() else right
+        assert equal_exactly(left, right), key
+
+
+@pytest.mark.parametrize("arch", ["fno", "tfno", "uno"])
+@pytest.mark.parametrize("loader", ["from_checkpoint", "load_model"])
+def test_precision_dtypes_and_weights_survive_a_checkpoint(arch, loader, tmp_path):
+    model = build(arch, **NON_DEFAULT[arch])
+    assert type(model) is PLUGIN_CLASS[arch]
+    model.save_checkpoint(tmp_path, "m")
+    if loader == "from_checkpoint":
+        loaded = type(model).from_checkpoint(tmp_path, "m")
+    else:
+        loaded = neuralop_mp.load_model(tmp_path, "m")
+    assert type(loaded) is type(model)
+    assert loaded.precision_policy == PrecisionPolicy(**NON_DEFAULT[arch]) == model.precision_policy
+    assert {p.dtype for layer in neuralop_mp.mixed_precision_layers(loaded)
+            for p in spectral_weight_parameters(layer)} == {torch.complex32}
+    assert_same_weights(model, loaded)
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))  # same weights, same settings: bit for bit
+
+
+def test_checkpoint_records_the_precision_the_model_is_in_when_saved(tmp_path):
+    model = build("fno", fno_block_precision="mixed", half_dtype="bfloat16")
+    neuralop_mp.set_precision(model, "full", stabilizer="tanh")  # e.g. the last phase of a schedule
+    model.save_checkpoint(tmp_path, "m")
+    loaded = neuralop_mp.load_model(tmp_path, "m")
+    assert loaded.precision_policy == PrecisionPolicy("full", "bfloat16", "tanh", "complex64")
+
+
+def test_upstream_names_stay_upstream_and_plugin_names_are_ours():
+    assert BaseModel._models["fno"] is neuralop.models.FNO
+    assert BaseModel._models["tfno"] is neuralop.models.TFNO
+    for cls in (MixedPrecisionFNO, MixedPrecisionTFNO, MixedPrecisionUNO):
+        assert BaseModel._models[cls.__name__.lower()] is cls
+    # a plain config still gives upstream's own class, through either get_model
+    for get_model in (neuralop.get_model, neuralop_mp.get_model):
+        assert type(get_model(Bunch({"model": dict(SMALL["fno"])}))) is FNO
+
+
+def _upstream_fno():
+    torch.manual_seed(1)
+    kwargs = {k: v for k, v in SMALL["fno"].items() if k not in ("model_arch", "data_channels")}
+    return FNO(in_channels=1, **kwargs)
+
+
+def test_upstream_checkpoint_loads_into_ours(tmp_path):
+    upstream = _upstream_fno()
+    upstream.save_checkpoint(tmp_path, "up")
+    ours = MixedPrecisionFNO.from_checkpoint(tmp_path, "up")  # upstream's classmethod, our class
+    assert neuralop_mp.mixed_precision_layers(ours) and ours.precision_policy.is_default
+    assert_same_weights(upstream, ours)
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        # "full" is upstream's computation up to fp32 rounding of a different contraction order
+        torch.testing.assert_close(ours(x), upstream(x), rtol=1e-5, atol=1e-5)
+    mixed = neuralop_mp.load_model(tmp_path, "up", precision_policy={"fno_block_precision": "mixed",
+                                                                      "half_dtype": "bfloat16"})
+    assert type(mixed) is MixedPrecisionFNO and mixed.precision_policy.fno_block_precision == "mixed"
+    assert_same_weights(upstream, mixed)
+
+
+def test_our_checkpoint_loads_into_upstream_and_back(tmp_path):
+    ours = build("fno", **NON_DEFAULT["fno"])
+    ours.save_checkpoint(tmp_path, "ours")
+    with pytest.warns(UserWarning, match="runs in full precision"):
+        upstream = neuralop_mp.load_model(tmp_path, "ours", model_class=FNO)
+    assert type(upstream) is FNO
+    assert all(type(m).__name__ == "SpectralConv" for m in upstream.fno_blocks.convs)
+    assert_same_weights(ours, upstream, cast=torch.complex64)  # complex32 -> complex64 is exact
+    upstream.save_checkpoint(tmp_path, "back")
+    again = neuralop_mp.load_model(tmp_path, "back", model_class="mixedprecisionfno",
+                                   precision_policy=ours.precision_policy)
+    assert again.precision_policy == ours.precision_policy
+    assert_same_weights(ours, again)
+
+
+def test_load_model_rejects_an_unknown_class_name(tmp_path):
+    _upstream_fno().save_checkpoint(tmp_path, "up")
+    with pytest.raises(ValueError, match=r"Invalid model_class='fnoo'; registered models: .*mixedprecisionfno"):
+        neuralop_mp.load_model(tmp_path, "up", model_class="fnoo")
