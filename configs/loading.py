@@ -12,6 +12,8 @@ from pathlib import Path
 
 from zencfg import ConfigBase, load_config_from_file, make_config
 
+from neuralop_mp.vocabulary import none_if_null
+
 from .base import TrainConfig
 from .burgers import BurgersConfig
 from .darcy import DarcyConfig
@@ -153,16 +155,13 @@ def _is_section(config, key):
     return "." not in key and isinstance(getattr(config, key, None), ConfigBase)
 
 
-_NULL_SPELLINGS = ("none", "null", "")
-
-
 def _none_for_null_strings(config):
     """``--model.norm None`` arrives as the string "None": make it None where None is allowed."""
     for name, field in type(config).model_fields.items():
         value = getattr(config, name)
         if isinstance(value, ConfigBase):
             _none_for_null_strings(value)
-        elif (isinstance(value, str) and value.strip().lower() in _NULL_SPELLINGS
+        elif (isinstance(value, str) and none_if_null(value) is None
                 and type(None) in typing.get_args(field.annotation)):
             setattr(config, name, None)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .precision_policy import PrecisionPolicy
+from .vocabulary import none_if_null
 
 
 def resolve_device(device):
@@ -112,7 +113,7 @@ def build_scheduler(optimizer, config):
         return lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=opt.gamma, patience=opt.scheduler_patience, mode="min"
         )
-    if name.lower() in ("none", "null", ""):
+    if none_if_null(name) is None:
         return lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
     from .configs.validation import SCHEDULERS
     from .vocabulary import check_choice

@@ -17,9 +17,7 @@ class RecordingTrainer(MixedPrecisionTrainer):
 
     def on_epoch_start(self, epoch):
         super().on_epoch_start(epoch)
-        from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
-
-        layers = [m for m in self.model.modules() if isinstance(m, MixedPrecisionSpectralConv)]
+        layers = precision_switch.mixed_precision_layers(self.model)
         self.seen.append((epoch, {l.fno_block_precision for l in layers}, self.model.fno_blocks.stabilizer))
 
 
