@@ -23,7 +23,14 @@ from neuralop.layers.complex import ctanh
 from neuralop.layers.spectral_convolution import SpectralConv
 
 from ..precision_policy import PrecisionPolicy
-from ..vocabulary import PRECISION_MODES, STABILIZERS, check_choice, normalize_half_dtype, normalize_stabilizer, resolve_half_dtype
+from ..vocabulary import (
+    PRECISION_MODES,
+    STABILIZERS,
+    check_choice,
+    normalize_half_dtype,
+    normalize_stabilizer,
+    resolve_half_dtype,
+)
 from .complex_half import DEFAULT_COMPLEX_PRODUCT, compute_dtype_for, run_plan, to_real_form
 from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing

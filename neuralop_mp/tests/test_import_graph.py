@@ -99,7 +99,8 @@ def test_vocabulary_is_a_leaf():
     for leaf in LEAVES:
         assert package_imports(leaf, modules[leaf], modules) == set()
         tree = ast.parse(modules[leaf].read_text())
-        nested = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.level or "neuralop_mp" in (n.module or ""))]
+        nested = [n for n in ast.walk(tree)
+                  if isinstance(n, ast.ImportFrom) and (n.level or "neuralop_mp" in (n.module or ""))]
         assert not nested, f"{leaf} imports from the package"
 
 

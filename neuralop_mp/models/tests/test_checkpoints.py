@@ -13,10 +13,13 @@ from neuralop_mp.tests.exact import equal_exactly
 
 from .test_registry import SMALL
 
+_NON_DEFAULT_MIXED = dict(fno_block_precision="mixed", half_dtype="bfloat16", stabilizer="tanh",
+                          spectral_weight_dtype="complex32")
 NON_DEFAULT = {
-    "fno": dict(fno_block_precision="mixed", half_dtype="bfloat16", stabilizer="tanh", spectral_weight_dtype="complex32"),
-    "tfno": dict(fno_block_precision="half", half_dtype="float16", stabilizer="tanh", spectral_weight_dtype="complex32"),
-    "uno": dict(fno_block_precision="mixed", half_dtype="bfloat16", stabilizer="tanh", spectral_weight_dtype="complex32"),
+    "fno": _NON_DEFAULT_MIXED,
+    "tfno": dict(fno_block_precision="half", half_dtype="float16", stabilizer="tanh",
+                 spectral_weight_dtype="complex32"),
+    "uno": _NON_DEFAULT_MIXED,
 }
 PLUGIN_CLASS = {"fno": MixedPrecisionFNO, "tfno": MixedPrecisionTFNO, "uno": MixedPrecisionUNO}
 
