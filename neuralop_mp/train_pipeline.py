@@ -68,12 +68,13 @@ def build_data(config, *, progress=True):
     return loader(**kwargs)
 
 
-def build_model(config, device="cpu"):
-    """Seed torch with ``config.seed`` and build ``config.model`` on ``device``."""
+def build_model(config, device="cpu", policy=None):
+    """Seed torch with ``config.seed`` and build ``config.model`` on ``device`` (with
+    ``policy``, the parsed precision keys, when given)."""
     from .models.registry import get_model
 
     torch.manual_seed(config.seed)
-    return get_model(config).to(device)
+    return get_model(config, precision_policy=policy).to(device)
 
 
 def attach_patching(config, model, data_processor, device="cpu"):
@@ -259,12 +260,13 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
 
     log(f"[neuralop-mp] {config.name}: loading data ({type(config.data).__name__})")
     train_loader, test_loaders, data_processor = build_data(config, progress=progress)
-    model = build_model(config, device)
+    # the precision keys are parsed once; model, schedule and trainer share the policy
+    policy = PrecisionPolicy.from_config(config.model)
+    model = build_model(config, device, policy)
     data_processor = attach_patching(config, model, data_processor, device)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     training_loss, eval_losses = build_losses(config, data_dims(train_loader))
-    policy = PrecisionPolicy.from_config(config.model)
     schedule = build_schedule(config, policy)
     trainer = build_trainer(config, model, data_processor, schedule, device, progress=progress, policy=policy)
     n_params = sum(p.numel() for p in model.parameters())

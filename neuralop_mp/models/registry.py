@@ -52,7 +52,7 @@ def _constructor_params(cls):
     return params, True
 
 
-def get_model(config, *, mixed_precision_layer=None):
+def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
     """Build the model described by ``config.model``, as upstream's ``get_model`` does.
 
     Parameters
@@ -69,6 +69,10 @@ def get_model(config, *, mixed_precision_layer=None):
         Force (True) or forbid (False) the mixed-precision spectral layer. By default
         it is used when the plugin keys are not upstream's defaults or a precision
         schedule is set; otherwise the model is exactly upstream's.
+    precision_policy : PrecisionPolicy, optional
+        The precision keys of ``config.model`` already parsed (by a caller that
+        shares the policy with the schedule and the trainer); ``config.model``'s own
+        precision keys are then ignored.
 
     Returns
     -------
@@ -84,7 +88,11 @@ def get_model(config, *, mixed_precision_layer=None):
             f"Invalid model.model_arch={arch!r}; allowed values: {', '.join(sorted(registry))}."
         )
     cls = registry[arch]
-    policy, model_cfg = PrecisionPolicy.pop_from(model_cfg, prefix="model")
+    if precision_policy is None:
+        policy, model_cfg = PrecisionPolicy.pop_from(model_cfg, prefix="model")
+    else:  # parsed by the caller: config.model's keys are not read again
+        policy = PrecisionPolicy.coerce(precision_policy)
+        model_cfg = {key: value for key, value in model_cfg.items() if key not in PrecisionPolicy.keys()}
 
     data_channels = model_cfg.pop("data_channels")
     patching_levels = read_key(read_key(config, "patching"), "levels", 0) or 0

@@ -128,11 +128,22 @@ def test_config_precision_is_set_at_construction_and_not_again_before_training(m
     real, calls = precision_switch.set_precision, []
     monkeypatch.setattr(precision_switch, "set_precision",
                         lambda model, *args, **kwargs: calls.append(args) or real(model, *args, **kwargs))
-    model = train_pipeline.build_model(config)
-    assert model.precision_policy == PrecisionPolicy(mode, "bfloat16")
-    trainer = train_pipeline.build_trainer(config, model, None, train_pipeline.build_schedule(config),
-                                           progress=False)
+    policy = PrecisionPolicy.from_config(config.model)  # parsed once, shared by model, schedule, trainer
+    model = train_pipeline.build_model(config, policy=policy)
+    assert model.precision_policy == policy == PrecisionPolicy(mode, "bfloat16")
+    trainer = train_pipeline.build_trainer(config, model, None, train_pipeline.build_schedule(config, policy),
+                                           progress=False, policy=policy)
     train, test = tiny_data(n=4, batch_size=4)
     trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
     assert calls == []  # the trainer found the model already in its phase's settings
     assert [(h["precision"], h["autocast"]) for h in trainer.history] == [(mode, True)] * 2
+
+
+def test_get_model_takes_an_already_parsed_policy_over_the_configs_keys():
+    config = {"model": {"model_arch": "tfno", "data_channels": 1, "out_channels": 1, "n_modes": [4, 4],
+                        "hidden_channels": 4, "n_layers": 1, "fno_block_precision": "hlaf"}}
+    with pytest.raises(ValueError, match="Invalid model.fno_block_precision='hlaf'"):
+        neuralop_mp.get_model(config)
+    policy = PrecisionPolicy("mixed", "float16", "tanh")  # the config's keys are not read again
+    model = neuralop_mp.get_model(config, precision_policy=policy)
+    assert type(model) is MixedPrecisionTFNO and model.precision_policy == policy
