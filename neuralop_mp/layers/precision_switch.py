@@ -225,7 +225,7 @@ def apply_precision_policy(model, policy):
             return None
         _layers_or_raise(model, f"it cannot take {policy}")
     previous = get_precision_policy(model)
-    if previous.as_dict() != {**policy.as_dict(), "spectral_weight_dtype": previous.spectral_weight_dtype}:
+    if previous.replace(spectral_weight_dtype=policy.spectral_weight_dtype) != policy:
         set_precision(model, policy.fno_block_precision, half_dtype=policy.half_dtype,
                       stabilizer=policy.stabilizer)
     if previous.spectral_weight_dtype != policy.spectral_weight_dtype:

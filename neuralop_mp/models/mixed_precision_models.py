@@ -73,12 +73,12 @@ class _PrecisionRecordingModel:
     def __init__(self, *args, **kwargs):
         arguments = type(self).__signature__.bind(*args, **kwargs).arguments
         policy, arguments = PrecisionPolicy.pop_from(arguments, prefix=type(self).__name__)
-        layer = functools.partial(
-            _layer_class(arguments.pop(self._layer_kwarg, None), self._layer_kwarg),
-            half_dtype=policy.half_dtype,
-            stabilizer=None,
-            spectral_weight_dtype=policy.spectral_weight_dtype,
-        )
+        # every policy key reaches the layer; FNOBlocks passes fno_block_precision itself
+        # and applies the stabilizer, so the layer gets none (tanh once per forward FFT)
+        layer_settings = {**policy.as_dict(), "stabilizer": None}
+        layer_settings.pop("fno_block_precision")
+        layer = functools.partial(_layer_class(arguments.pop(self._layer_kwarg, None), self._layer_kwarg),
+                                  **layer_settings)
         upstream_kwargs = self._upstream_kwargs(arguments, policy, layer)
         super().__init__(**upstream_kwargs)
         # the block's soft-gating skip would otherwise promote autocast activations to fp32

@@ -117,3 +117,21 @@ def test_half_dtype_and_stabilizer_normalisation():
 def test_public_names_resolve():
     assert neuralop_mp.set_precision is set_precision
     assert neuralop_mp.MixedPrecisionSpectralConv is MixedPrecisionSpectralConv
+
+
+def test_apply_precision_policy_changes_only_what_differs(monkeypatch):
+    import neuralop_mp.layers.precision_switch as switch
+    from neuralop_mp import PrecisionPolicy
+
+    model = _fno()
+    calls = []
+    real = switch.set_precision
+    monkeypatch.setattr(switch, "set_precision", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    previous = switch.apply_precision_policy(model, PrecisionPolicy("mixed", "bfloat16", "tanh", "complex32"))
+    assert previous == PrecisionPolicy() and len(calls) == 1
+    assert switch.get_precision_policy(model) == PrecisionPolicy("mixed", "bfloat16", "tanh", "complex32")
+    assert {p.dtype for p in model.fno_blocks.convs.parameters() if p.is_complex()} == {torch.complex32}
+    switch.apply_precision_policy(model, PrecisionPolicy("mixed", "bfloat16", "tanh", "complex32"))
+    assert len(calls) == 1  # already there: nothing set again
+    switch.apply_precision_policy(model, "full")  # a mode string is a policy with defaults elsewhere
+    assert switch.get_precision_policy(model) == PrecisionPolicy() and len(calls) == 2
