@@ -32,6 +32,7 @@ from ..precision import (
 from .complex_half import DEFAULT_COMPLEX_PRODUCT, compute_dtype_for, run_plan, to_real_form
 from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
+from .input_checks import check_input, check_layer_arguments
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
 from .weight_storage import layer_weight_dtype, store_layer_weights
 
@@ -118,6 +119,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
     ):
         check_choice("fno_block_precision", fno_block_precision, PRECISION_MODES)
         check_choice("implementation", implementation, ("reconstructed", "factorized"))
+        check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable)
         super().__init__(
             in_channels,
             out_channels,
@@ -248,6 +250,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, output_shape=None):
         """Spectral convolution of ``x`` of shape ``(batch, in_channels, d_1, ..., d_n)``."""
+        check_input(self, x)
         mode, half_name, stabilizer = self._settings()
         device_type = x.device.type
         autocast_dtype = None
