@@ -28,7 +28,7 @@ def _as_tuple(n_modes):
     return tuple(n_modes) if isinstance(n_modes, (list, tuple)) else (n_modes,)
 
 
-def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable):
+def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable, complex_data=False):
     """Refuse constructor arguments that would build a wrong or oversized layer.
 
     Rules: channels and every ``n_modes`` entry are integers >= 1; with a
@@ -54,7 +54,8 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
         raise ValueError(f"Invalid rank={rank!r}; allowed values: a fraction in (0, 1] of the dense weight's "
                          "parameters, or an integer >= 1.")
     # the weight is (in, out, *modes) with the last mode halved (+1) for real data; separable: (in, *modes)
-    shape = (in_channels,) + (() if separable else (out_channels,)) + modes
+    weight_modes = modes if complex_data else modes[:-1] + (modes[-1] // 2 + 1,)
+    shape = (in_channels,) + (() if separable else (out_channels,)) + weight_modes
     dense = 1
     for d in shape:
         dense *= d

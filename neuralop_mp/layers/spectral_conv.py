@@ -119,7 +119,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
     ):
         check_choice("fno_block_precision", fno_block_precision, PRECISION_MODES)
         check_choice("implementation", implementation, ("reconstructed", "factorized"))
-        check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable)
+        check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable, complex_data)
         super().__init__(
             in_channels,
             out_channels,
