@@ -32,6 +32,7 @@ import neuralop.mpu.comm as comm
 from ..memory import SavedTensorBytes
 from ..precision import check_choice, get_precision, normalize_half_dtype, resolve_half_dtype, set_precision
 from . import checkpointing
+from .guarded_step import ScaleGradient, StepThroughTrainer, non_finite_parameters
 from .loss_scaling import ComplexGradScaler
 from .schedule import PrecisionSchedule
 
@@ -52,41 +53,6 @@ def _as_float32(out):
     if isinstance(out, (tuple, list)):
         return type(out)(_as_float32(o) for o in out)
     return out
-
-
-def _real_view(tensor):
-    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
-
-
-class _ScaleGradient(torch.autograd.Function):
-    """Identity on the loss whose backward multiplies the gradient by the loss scale:
-    upstream's ``loss.backward()`` then runs a scaled backward while ``loss.item()``
-    still reads the true loss."""
-
-    @staticmethod
-    def forward(ctx, loss, scale):
-        ctx.scale = scale
-        return loss.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.scale, None
-
-
-class _StepThroughTrainer:
-    """The optimizer as upstream's epoch loop sees it: ``step()`` is the trainer's
-    guarded step; everything else is the real optimizer's."""
-
-    def __init__(self, optimizer, guarded_step):
-        self._optimizer, self._guarded_step = optimizer, guarded_step
-
-    def step(self, closure=None):
-        if closure is not None:
-            raise ValueError("MixedPrecisionTrainer does not support optimizer closures.")
-        self._guarded_step()
-
-    def __getattr__(self, name):
-        return getattr(self._optimizer, name)
 
 
 def _normalize_loss_scaling(value):
@@ -278,7 +244,7 @@ class MixedPrecisionTrainer(Trainer):
             self.scaler.skip_step()  # backward through inf/NaN would only make NaN gradients
             return torch.zeros((), device=loss.device, requires_grad=True)
         if self.scaler.enabled:
-            return _ScaleGradient.apply(loss, self.scaler.get_scale())
+            return ScaleGradient.apply(loss, self.scaler.get_scale())
         return loss
 
     def _guarded_step(self):
@@ -301,12 +267,9 @@ class MixedPrecisionTrainer(Trainer):
     def _check_weights_finite(self, optimizer, idx):
         """The gradients were finite; if the weights are not, the update overflowed
         (e.g. an infinite learning rate). Stop: every later step would build on NaN."""
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        flags = torch.stack([torch.isfinite(_real_view(p.detach())).all() for p in params])
-        if bool(flags.all()):
+        bad = non_finite_parameters(optimizer, self.model)
+        if not bad:
             return
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        bad = [names.get(id(p), f"param {i}") for i, (p, ok) in enumerate(zip(params, flags.tolist())) if not ok]
         lrs = sorted({g.get("lr") for g in optimizer.param_groups}, key=str)
         self._close_bar()
         raise RuntimeError(
@@ -324,7 +287,7 @@ class MixedPrecisionTrainer(Trainer):
         self._epoch_stats = dict(loss_sum=0.0, batches=0, samples=0, lasso_sum=0.0, saved_bytes=None)
         skipped_before = self.scaler.skipped_steps
         self._optimizer_in_epoch = self.optimizer
-        self.optimizer = _StepThroughTrainer(self._optimizer_in_epoch, self._guarded_step)
+        self.optimizer = StepThroughTrainer(self._optimizer_in_epoch, self._guarded_step)
         try:
             _, _, _, epoch_train_time = super().train_one_epoch(epoch, train_loader, training_loss)
         finally:
