@@ -13,8 +13,9 @@ from neuralop.losses import LpLoss
 import neuralop_mp
 from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
 
-N_EPOCHS = 10
-N_TRAIN, BATCH = 500, 16
+N_EPOCHS = 8
+N_TRAIN, BATCH = 160, 16
+SEEDS = (0, 1, 2)
 SMALL = dict(lifting_channel_ratio=2, projection_channel_ratio=2)
 MODELS = {
     "fno": dict(n_modes=(8, 8), hidden_channels=16, n_layers=2, **SMALL),
@@ -33,9 +34,9 @@ def _loaders(root):
                       train_resolution=16, test_resolutions=(16,), generate=False, progress=False)
 
 
-def _train(arch, precision, loaders):
+def _train(arch, precision, loaders, seed=0):
     train_loader, test_loaders, processor = loaders
-    torch.manual_seed(0)
+    torch.manual_seed(seed)  # weights and shuffling
     config = {"model": {"model_arch": arch, "data_channels": 1, "out_channels": 1,
                         "fno_block_precision": precision, **MODELS[arch]}}
     model = neuralop_mp.get_model(config)

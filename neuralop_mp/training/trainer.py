@@ -285,7 +285,7 @@ class MixedPrecisionTrainer(Trainer):
         Losses of non-finite batches are left out of the averages (they are counted
         in ``history[-1]["skipped_steps"]``)."""
         self._epoch_stats = dict(loss_sum=0.0, batches=0, samples=0, lasso_sum=0.0, saved_bytes=None)
-        skipped_before = self.scaler.skipped_steps
+        skipped_before, steps_before = self.scaler.skipped_steps, self.scaler.total_steps
         self._optimizer_in_epoch = self.optimizer
         self.optimizer = StepThroughTrainer(self._optimizer_in_epoch, self._guarded_step)
         try:
@@ -293,6 +293,14 @@ class MixedPrecisionTrainer(Trainer):
         finally:
             self.optimizer = self._optimizer_in_epoch
         stats = self._epoch_stats
+        n_batches = self.scaler.total_steps - steps_before
+        if n_batches and not stats["batches"]:
+            self._close_bar()
+            raise RuntimeError(
+                f"Every training loss of epoch {epoch} was inf/NaN ({n_batches} batches): nothing was learned. "
+                "The data or the model produces non-finite values: check the training data for inf/NaN "
+                "(the built-in loaders report them per sample), then the learning rate and the precision "
+                f"({self._phase_text()}).")
         train_err = stats["loss_sum"] / stats["batches"] if stats["batches"] else math.nan
         avg_loss = stats["loss_sum"] / stats["samples"] if stats["samples"] else math.nan
         avg_lasso_loss = stats["lasso_sum"] / stats["samples"] if self.regularizer and stats["samples"] else None
@@ -358,10 +366,18 @@ class MixedPrecisionTrainer(Trainer):
     def evaluate_all(self, epoch, eval_losses, test_loaders, eval_modes, max_autoregressive_steps=None):
         metrics = super().evaluate_all(epoch=epoch, eval_losses=eval_losses, test_loaders=test_loaders,
                                        eval_modes=eval_modes, max_autoregressive_steps=max_autoregressive_steps)
-        if self.history and self.history[-1]["epoch"] == epoch:
-            for key, value in metrics.items():
-                if torch.is_tensor(value) or isinstance(value, (int, float)):
+        non_finite = []
+        for key, value in metrics.items():
+            if torch.is_tensor(value) or isinstance(value, (int, float)):
+                if not math.isfinite(float(value)):
+                    non_finite.append(key)
+                if self.history and self.history[-1]["epoch"] == epoch:
                     self.history[-1][key] = float(value)
+        if non_finite:
+            warnings.warn(f"Epoch {epoch}: evaluation metrics {non_finite} are inf/NaN although the weights are "
+                          "finite: a test sample (input or target) is probably not finite. The built-in loaders "
+                          "refuse such files (neuralop_mp.data.file_checks); check your test data.",
+                          RuntimeWarning, stacklevel=2)
         return metrics
 
     # ------------------------------------------------------------------ train / checkpoint

@@ -50,6 +50,46 @@ def test_inf_loss_mid_run_is_skipped_counted_and_weights_stay_finite():
     assert int(optimizer.state[next(iter(model.parameters()))]["step"]) == 7
 
 
+class NanTargets(torch.utils.data.Dataset):
+    """A user's own dataset with one NaN sample (the built-in loaders refuse such files)."""
+
+    def __init__(self, n, nan_at):
+        gen = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 1, 8, 8, generator=gen)
+        self.y = torch.tanh(self.x)
+        if nan_at is not None:
+            self.y[nan_at, 0, 1, 1] = float("nan")
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+def test_an_epoch_whose_every_loss_is_nan_stops_with_a_clear_error():
+    """With a normalizer fitted on NaN data every loss is NaN: a clear stop, not exit 0 with 'n/a'."""
+    model = tiny_fno()
+    data = NanTargets(8, nan_at=None)
+    data.y[:] = float("nan")
+    train = torch.utils.data.DataLoader(data, batch_size=4)
+    test = {"8": torch.utils.data.DataLoader(NanTargets(4, None), batch_size=4)}
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1)
+    with pytest.raises(RuntimeError, match=r"Every training loss of epoch 0 was inf/NaN \(2 batches\)"):
+        trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
+    assert all_finite(model)
+
+
+def test_nan_in_one_test_target_warns_naming_the_metric():
+    model = tiny_fno()
+    train = torch.utils.data.DataLoader(NanTargets(8, None), batch_size=4)
+    test = {"8": torch.utils.data.DataLoader(NanTargets(4, nan_at=2), batch_size=4)}
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1)
+    with pytest.warns(RuntimeWarning, match=r"evaluation metrics \['8_l2'\] are inf/NaN"):
+        trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
+    assert all_finite(model)
+
+
 def test_loss_scale_has_a_floor_then_warns_then_stops():
     """One inf input sample with float16: each epoch the scale halves; at the floor the scaler
     warns, then stops instead of letting every gradient underflow."""
