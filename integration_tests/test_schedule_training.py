@@ -5,6 +5,7 @@ the same seeds and epochs (one-sided: ending better is fine).
 """
 import contextlib
 import io
+import statistics
 
 import pytest
 import torch
@@ -42,15 +43,19 @@ def train_darcy(darcy_root, schedule, seed=0):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_paper_schedule_ends_within_3_percent_of_full_precision(darcy_root):
-    full, _ = train_darcy(darcy_root, None)
-    scheduled, trainer = train_darcy(darcy_root, "paper")
+def test_paper_schedule_ends_within_tolerance_of_full_precision(darcy_root):
+    full, scheduled = [], []
+    for seed in SEEDS:
+        full.append(train_darcy(darcy_root, None, seed)[0]["16_l2"])
+        metrics, trainer = train_darcy(darcy_root, "paper", seed)
+        scheduled.append(metrics["16_l2"])
 
-    # the schedule really ran: half -> mixed -> full, layers switched, nothing skipped
-    assert [h["precision"] for h in trainer.history] == ["half"] * 2 + ["mixed"] * 4 + ["full"] * 2
-    assert [h["autocast"] for h in trainer.history] == [True] * 6 + [False] * 2
-    assert sum(h["skipped_steps"] for h in trainer.history) == 0
-    assert neuralop_mp.get_precision(trainer.model)[0] == "full"
+        # the schedule really ran: half -> mixed -> full, layers switched, nothing skipped
+        assert [h["precision"] for h in trainer.history] == ["half"] * 2 + ["mixed"] * 4 + ["full"] * 2
+        assert [h["autocast"] for h in trainer.history] == [True] * 6 + [False] * 2
+        assert sum(h["skipped_steps"] for h in trainer.history) == 0
+        assert neuralop_mp.get_precision(trainer.model)[0] == "full"
 
-    assert full["16_l2"] < 0.3  # it learned something, so the comparison means something
-    assert scheduled["16_l2"] <= 1.03 * full["16_l2"], (scheduled, full)
+    mean_full, mean_scheduled = statistics.mean(full), statistics.mean(scheduled)
+    assert mean_full < 0.3  # it learned something, so the comparison means something
+    assert mean_scheduled <= (1 + TOLERANCE) * mean_full, (scheduled, full)

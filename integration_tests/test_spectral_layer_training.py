@@ -6,6 +6,8 @@ final test relative L2 error may be at most 5% (relative) above the full-precisi
 Being better is no failure: over seeds 0-2 the mixed/full ratio ranged from -4% to +3.4%
 (FNO, TFNO and UNO alike, 2026-12-02, AVX512-BF16 CPU), which is seed noise at this size.
 """
+import statistics
+
 import pytest
 import torch
 from neuralop.losses import LpLoss
@@ -72,9 +74,12 @@ def _train(arch, precision, loaders, seed=0):
 @pytest.mark.parametrize("arch", ["fno", "tfno", "uno"])
 def test_mixed_precision_trains_like_full(arch, darcy_root):
     loaders = _loaders(darcy_root)
-    _, full = _train(arch, "full", loaders)
-    model, mixed = _train(arch, "mixed", loaders)
+    full = [_train(arch, "full", loaders, seed)[1] for seed in SEEDS]
+    runs = [_train(arch, "mixed", loaders, seed) for seed in SEEDS]
+    mixed = [error for _, error in runs]
+    model = runs[-1][0]
     assert any(isinstance(m, MixedPrecisionSpectralConv) for m in model.modules())
     assert neuralop_mp.get_precision(model)[0] == "mixed"
-    assert full < 0.6  # learned something: a constant predictor is ~1.0
-    assert mixed <= 1.05 * full, f"{arch}: mixed {mixed:.4f} vs full {full:.4f}"
+    mean_full, mean_mixed = statistics.mean(full), statistics.mean(mixed)
+    assert mean_full < 0.6  # learned something: a constant predictor is ~1.0
+    assert mean_mixed <= (1 + TOLERANCE) * mean_full, f"{arch}: mixed {mixed} vs full {full}"

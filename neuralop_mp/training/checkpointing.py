@@ -270,6 +270,27 @@ def check_model_state(model, state, path):
             f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, shape mismatches {shapes[:5]}.")
 
 
+def check_optimizer_state(optimizer, state, path):
+    """Refuse an optimizer state of another optimizer class or another parameter layout
+    (torch loads it and fails only at the first ``step()``)."""
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    if groups is None:
+        raise CheckpointError(f"{path} does not hold an optimizer state dict.")
+    current = optimizer.param_groups
+    sizes = [len(g["params"]) for g in groups], [len(g["params"]) for g in current]
+    if sizes[0] != sizes[1]:
+        raise CheckpointError(f"{path} holds parameter groups of sizes {sizes[0]}; this run's "
+                              f"{type(optimizer).__name__} has {sizes[1]}: another model or another grouping.")
+    for i, (saved, now) in enumerate(zip(groups, current)):
+        saved_keys, keys = set(saved) - {"params"}, set(now) - {"params"}
+        # keys missing on one side only is what a newer torch adds to a class: accepted
+        if saved_keys - keys and keys - saved_keys:
+            raise CheckpointError(
+                f"{path} was written by another optimizer than this run's {type(optimizer).__name__}: parameter "
+                f"group {i} has settings {sorted(saved_keys - keys)} that it lacks and lacks "
+                f"{sorted(keys - saved_keys)}.")
+
+
 def _load_into(obj, role, state, path):
     try:
         obj.load_state_dict(state)
@@ -306,9 +327,14 @@ def load_training_files(save_dir, model, optimizer=None, scheduler=None, regular
                                   f"of epoch {manifest.get('epoch')}.")
     model_state = load_weights_only(model_path)
     check_model_state(unwrap(model), model_state, model_path)
-    _load_into(unwrap(model), "model", model_state, model_path)
+    states = {}
     for role, obj in objects.items():
         if obj is not None:
             path = save_dir / f"{role}.pt"
-            _load_into(obj, role, load_weights_only(path), path)
+            states[role] = (obj, load_weights_only(path), path)
+    if optimizer is not None:
+        check_optimizer_state(optimizer, states["optimizer"][1], states["optimizer"][2])
+    _load_into(unwrap(model), "model", model_state, model_path)
+    for role, (obj, state, path) in states.items():
+        _load_into(obj, role, state, path)
     return manifest, precision_state

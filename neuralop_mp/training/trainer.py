@@ -13,7 +13,7 @@ during training through the Trainer's template methods, not callbacks.
   step (:class:`ComplexGradScaler`): a non-finite loss or gradient never reaches
   the weights, and weights made non-finite by the update stop the run. Upstream's
   ``Trainer(mixed_precision=True)`` autocasts with no scaler at all.
-- ``checkpoint`` / ``resume_state_from_dir`` save and restore the schedule
+- ``checkpoint`` / ``resume_state_from_dir`` (:mod:`.resume`) save and restore the schedule
   position, scaler, history and RNG state in weights-only files, and resume at the
   epoch after the saved one (upstream re-trains the saved epoch).
 
@@ -27,13 +27,13 @@ import warnings
 
 import torch
 from neuralop.training import Trainer
-import neuralop.mpu.comm as comm
 
 from ..memory import SavedTensorBytes
 from ..precision import check_choice, get_precision, normalize_half_dtype, resolve_half_dtype, set_precision
 from . import checkpointing
 from .guarded_step import ScaleGradient, StepThroughTrainer, non_finite_parameters
 from .loss_scaling import ComplexGradScaler
+from .resume import TrainingStateCheckpoints
 from .schedule import PrecisionSchedule
 
 LOSS_SCALING = ("auto", "dynamic", "none")
@@ -63,7 +63,7 @@ def _normalize_loss_scaling(value):
     return check_choice("loss_scaling", value, LOSS_SCALING)
 
 
-class MixedPrecisionTrainer(Trainer):
+class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
     """neuralop's Trainer with precision schedules, autocast, and complex-safe loss scaling.
 
     Same constructor contract and ``train(...)`` signature/return as
@@ -409,78 +409,3 @@ class MixedPrecisionTrainer(Trainer):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-    def precision_state_dict(self):
-        """Schedule position, scaler, history and RNG state (weights-only loadable)."""
-        epoch = getattr(self, "epoch", None)
-        state = dict(epoch=epoch, next_epoch=None if epoch is None else epoch + 1, n_epochs=self.n_epochs,
-                     schedule=None if self.precision_schedule is None else str(self.precision_schedule),
-                     phase_index=self.phase_index, half_dtype=self.half_dtype,
-                     scaler=self.scaler.state_dict(), history=[dict(h) for h in self.history],
-                     rng_state=torch.get_rng_state())
-        if torch.cuda.is_available():
-            state["cuda_rng_state"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def checkpoint(self, save_dir):
-        """Upstream's checkpoint files (weights-only loadable) plus ``precision_state.pt``."""
-        if comm.get_local_rank() != 0:
-            return
-        save_name = "best_model" if self.save_best is not None else "model"
-        checkpointing.save_training_files(save_dir, save_name, self.model, optimizer=self.optimizer,
-                                          scheduler=self.scheduler, regularizer=self.regularizer,
-                                          epoch=self.epoch, precision_state=self.precision_state_dict())
-        if self.verbose:
-            print(f"[Rank 0]: saved training state to {save_dir}")
-
-    def _load_scaler_state(self, scaler_state, saved_half_dtype):
-        """Restore the scaler, but let this run decide whether scaling is on: a bfloat16
-        checkpoint resumed in float16 must start scaling (and the reverse must stop)."""
-        wanted = self._scaling_enabled()
-        self.scaler.load_state_dict(scaler_state)
-        if self.scaler.enabled != wanted:
-            warnings.warn(
-                f"The checkpoint was saved with loss scaling {'on' if self.scaler.enabled else 'off'} "
-                f"(half_dtype={saved_half_dtype!r}); this run (half_dtype={self.half_dtype!r}, "
-                f"loss_scaling={self.loss_scaling!r}) turns it {'on' if wanted else 'off'}"
-                + (f", starting from scale {ComplexGradScaler().get_scale():g}." if wanted else "."),
-                RuntimeWarning, stacklevel=3)
-            self.scaler.set_enabled(wanted)
-
-    def resume_state_from_dir(self, save_dir):
-        """Load a checkpoint and set ``start_epoch`` to the epoch after the saved one.
-
-        Restores model, optimizer, scheduler, regularizer, loss scaler, history and
-        the RNG state (so data shuffling continues as in an uninterrupted run). An
-        upstream checkpoint without ``precision_state.pt`` resumes after its
-        manifest's epoch with a fresh scaler.
-
-        Nothing is loaded before the whole folder is verified
-        (:func:`~neuralop_mp.training.checkpointing.verify_checkpoint`): a missing
-        optimizer/scheduler file, a file of another size or checksum than the
-        manifest records, a newer format or another model's weights raise
-        :class:`~neuralop_mp.training.checkpointing.CheckpointError` naming the file.
-        """
-        self.model = self.model.to(self.device)  # optimizer state follows the parameters' device
-        manifest, state = checkpointing.load_training_files(
-            save_dir, self.model, optimizer=getattr(self, "optimizer", None),
-            scheduler=getattr(self, "scheduler", None), regularizer=getattr(self, "regularizer", None))
-        next_epoch = None
-        if state is not None:
-            saved = (state["schedule"], state["n_epochs"])
-            current = (None if self.precision_schedule is None else str(self.precision_schedule), self.n_epochs)
-            if saved != current:
-                warnings.warn(f"Resuming a run saved with (schedule, n_epochs)={saved} as {current}: the "
-                              "phase boundaries move.", stacklevel=2)
-            self._load_scaler_state(state["scaler"], state.get("half_dtype"))
-            self.history = [dict(h) for h in state["history"]]
-            torch.set_rng_state(state["rng_state"])
-            if "cuda_rng_state" in state and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["cuda_rng_state"])
-            next_epoch = state["next_epoch"]
-        elif manifest.get("epoch") is not None:
-            next_epoch = manifest["epoch"] + 1
-        if next_epoch is not None and next_epoch > self.start_epoch:
-            self.start_epoch = next_epoch
-            if self.verbose:
-                print(f"Trainer resuming from epoch {next_epoch}")

@@ -176,6 +176,26 @@ def test_another_models_checkpoint_is_refused_before_any_weight_changes(ckpt):
     assert_refused(ckpt, r"checkpoint of another model.*shape mismatches", hidden=8)
 
 
+def test_another_optimizers_state_is_refused(ckpt):
+    """AdamW's state loaded into SGD would fail only at the first step()."""
+    model, trainer = fresh_resumer()
+    trainer.optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    trainer.scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, 1)
+    before = weights(model)
+    with pytest.raises(CheckpointError, match=r"optimizer.pt was written by another optimizer than this run's SGD"):
+        trainer.resume_state_from_dir(ckpt)
+    assert all(torch.equal(before[k], v) for k, v in weights(model).items())
+
+
+def test_an_optimizer_state_of_another_parameter_grouping_is_refused(ckpt):
+    model, trainer = fresh_resumer()
+    params = list(model.parameters())
+    trainer.optimizer = torch.optim.AdamW([{"params": params[:3]}, {"params": params[3:]}], lr=1e-2)
+    trainer.scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, 1)
+    with pytest.raises(CheckpointError, match=r"optimizer.pt holds parameter groups of sizes \[\d+\]"):
+        trainer.resume_state_from_dir(ckpt)
+
+
 def test_a_future_format_version_is_refused(ckpt):
     manifest = torch.load(ckpt / MANIFEST_FILE, weights_only=True)
     manifest["format_version"] = FORMAT_VERSION + 1
