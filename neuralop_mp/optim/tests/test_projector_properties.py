@@ -15,7 +15,8 @@ from neuralop_mp.optim.tucker_projector import TuckerProjector
 
 pytestmark = pytest.mark.reliability
 
-SETTINGS = settings(max_examples=30, deadline=None)
+# derandomize: CI runs the same examples every time (to explore, raise max_examples and drop it)
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 
 
 @st.composite
