@@ -138,6 +138,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
         self.phase_index, self.phase = None, None
         self.autocast_enabled = bool(mixed_precision) and schedule is None
         self._bar = None
+        self._epoch_stats = self._fresh_epoch_stats()  # filled by train_one_batch / _guarded_step
 
     # ------------------------------------------------------------------ precision state
     def _uses_float16(self):
@@ -278,13 +279,17 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
             f"{type(optimizer).__name__}). Lower the learning rate or check the optimizer's settings; "
             "resume from the last checkpoint, the current weights are lost.")
 
+    @staticmethod
+    def _fresh_epoch_stats():
+        return dict(loss_sum=0.0, batches=0, samples=0, lasso_sum=0.0, saved_bytes=None)
+
     def train_one_epoch(self, epoch, train_loader, training_loss):
         """Upstream's epoch with a guarded step; returns
         ``(train_err, avg_loss, avg_lasso_loss, epoch_train_time)`` as upstream does.
 
         Losses of non-finite batches are left out of the averages (they are counted
         in ``history[-1]["skipped_steps"]``)."""
-        self._epoch_stats = dict(loss_sum=0.0, batches=0, samples=0, lasso_sum=0.0, saved_bytes=None)
+        self._epoch_stats = self._fresh_epoch_stats()
         skipped_before, steps_before = self.scaler.skipped_steps, self.scaler.total_steps
         self._optimizer_in_epoch = self.optimizer
         self.optimizer = StepThroughTrainer(self._optimizer_in_epoch, self._guarded_step)
