@@ -190,6 +190,7 @@ def _int_at_least(key, value, minimum):
 def validate_value_ranges(config):
     """Check the numeric ranges of model and optimizer fields that types cannot catch.
 
+    ``opt.precision_schedule`` must reach its last phase within ``opt.n_epochs``;
     ``model.n_modes`` entries (and each ``uno_n_modes`` entry) >= 1, ``model.n_layers``
     >= 1, ``model.hidden_channels`` >= 1, ``model.domain_padding`` >= 0 (scalar or
     per dimension), ``model.rank`` > 0, ``opt.gamma`` in (0, 1] and ``opt.step_size``
@@ -224,6 +225,13 @@ def validate_value_ranges(config):
     rank = _field(model, "rank")
     if rank is not _MISSING and rank is not None and not rank > 0:
         raise ValueError(f"Invalid model.rank={rank!r}; allowed values: a fraction > 0 or an integer >= 1.")
+    schedule = validate_precision_schedule(opt.precision_schedule)
+    if schedule is not None and isinstance(opt.n_epochs, int) and opt.n_epochs >= 1:
+        try:
+            schedule.check_fits(opt.n_epochs)  # a last phase that never runs: refused before any data is read
+        except ValueError as error:
+            raise ValueError(f"Invalid opt.precision_schedule={str(schedule)!r} with opt.n_epochs={opt.n_epochs}: "
+                             f"{error}") from None
     if _none_if_null(opt.scheduler) == "StepLR":
         gamma, step_size = _field(opt, "gamma"), _field(opt, "step_size")
         if gamma is not _MISSING and not 0 < gamma <= 1:

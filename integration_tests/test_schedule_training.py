@@ -18,7 +18,7 @@ from .conftest import DARCY_N_TEST
 
 N_TRAIN = 120
 SEEDS = (0, 1, 2)
-TOLERANCE = 0.05  # provisional
+TOLERANCE = 0.02  # from the measured seed spread, see the module docstring
 N_EPOCHS = 8
 MODEL = {"model_arch": "fno", "data_channels": 1, "out_channels": 1, "n_modes": [6, 6],
          "hidden_channels": 16, "n_layers": 3}

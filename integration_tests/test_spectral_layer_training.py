@@ -1,10 +1,25 @@
 """Upstream FNO, TFNO and UNO with the mixed-precision layer train on Darcy as well as in full precision.
 
 Same seeds, same data, same plain training loop; "mixed" runs the spectral product in
-bfloat16 and the rest of the network under ``torch.autocast(cpu, bfloat16)``. The
-final test relative L2 error may be at most 5% (relative) above the full-precision one.
-Being better is no failure: over seeds 0-2 the mixed/full ratio ranged from -4% to +3.4%
-(FNO, TFNO and UNO alike, 2026-12-02, AVX512-BF16 CPU), which is seed noise at this size.
+bfloat16 and the rest of the network under ``torch.autocast(cpu, bfloat16)``. Over
+seeds 0-2 (weights and shuffling), the mean final test relative L2 error in "mixed" may
+be at most ``1 + TOLERANCE[arch]`` times the full-precision mean (one-sided: better is
+no failure).
+
+Measured seed spread (this configuration, seeds 0-4, 2026-12-03, this repository's 2-core
+CPU machine; ``_train(arch, precision, _loaders(root), seed)`` for each seed):
+
+- FNO: full L2 0.197, 0.196, 0.246, 0.236, 0.210; per-seed ratio mixed/full 1.007,
+  1.025, 0.984, 1.003, 0.995, std s = 0.0151;
+- TFNO: full 0.211, 0.215, 0.218, 0.200, 0.248; ratios 1.014, 0.991, 1.006, 1.011,
+  1.011, s = 0.0092;
+- UNO: full 0.211, 0.181, 0.215, 0.184, 0.237; ratios 0.993, 0.998, 0.939, 0.971,
+  0.949, s = 0.0259.
+
+A mean over 3 seeds has a standard error of about s / sqrt(3); each tolerance is 3 of
+those, sqrt(3) s, rounded up to the next percent (0.026 -> 3%, 0.016 -> 2%,
+0.045 -> 5%). The ten 3-seed means of the five seeds ranged 0.994-1.011 (FNO),
+1.002-1.012 (TFNO), 0.952-0.988 (UNO).
 """
 import statistics
 
@@ -18,7 +33,7 @@ from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
 N_EPOCHS = 8
 N_TRAIN, BATCH = 160, 16
 SEEDS = (0, 1, 2)
-TOLERANCE = 0.05  # provisional
+TOLERANCE = {"fno": 0.03, "tfno": 0.02, "uno": 0.05}  # from the seed spread, see the docstring
 SMALL = dict(lifting_channel_ratio=2, projection_channel_ratio=2)
 MODELS = {
     "fno": dict(n_modes=(8, 8), hidden_channels=16, n_layers=2, **SMALL),
@@ -83,4 +98,4 @@ def test_mixed_precision_trains_like_full(arch, darcy_root):
     assert neuralop_mp.get_precision(model)[0] == "mixed"
     mean_full, mean_mixed = statistics.mean(full), statistics.mean(mixed)
     assert mean_full < 0.6  # learned something: a constant predictor is ~1.0
-    assert mean_mixed <= (1 + TOLERANCE) * mean_full, f"{arch}: mixed {mixed} vs full {full}"
+    assert mean_mixed <= (1 + TOLERANCE[arch]) * mean_full, f"{arch}: mixed {mixed} vs full {full}"

@@ -18,6 +18,8 @@ pytestmark = pytest.mark.reliability
     (["--opt.gamma", "0"], r"Invalid opt.gamma=0.0 with StepLR"),
     (["--opt.gamma", "1.5"], r"Invalid opt.gamma=1.5 with StepLR"),
     (["--opt.step_size", "0"], r"Invalid opt.step_size=0; allowed values: integers >= 1"),
+    (["--opt.precision_schedule", "half@5,full", "--opt.n_epochs", "5"],
+     r"Invalid opt.precision_schedule='half@5,full' with opt.n_epochs=5: .*never reaches its last phase 'full'"),
     (["--opt.precision_schedule", "half@5,,full"], r"Invalid opt.precision_schedule='half@5,,full'.*empty phase"),
 ])
 def test_nonsense_values_are_refused_naming_key_value_and_allowed_values(overrides, message):
