@@ -202,12 +202,11 @@ def validate_value_ranges(config):
         Naming the key, the bad value and the allowed ones.
     """
     model, opt = config.model, config.opt
-    for key in ("n_modes",):
-        modes = _field(model, key)
-        if modes is not _MISSING and modes is not None:
-            modes = list(modes) if isinstance(modes, (list, tuple)) else [modes]
-            if not modes or any(isinstance(m, bool) or int(m) != m or m < 1 for m in modes):
-                raise ValueError(f"Invalid model.{key}={modes!r}; allowed values: one integer >= 1 per dimension.")
+    modes = _field(model, "n_modes")
+    if modes is not _MISSING and modes is not None:
+        modes = list(modes) if isinstance(modes, (list, tuple)) else [modes]
+        if not modes or any(isinstance(m, bool) or int(m) != m or m < 1 for m in modes):
+            raise ValueError(f"Invalid model.n_modes={modes!r}; allowed values: one integer >= 1 per dimension.")
     uno_modes = _field(model, "uno_n_modes")
     if uno_modes is not _MISSING and uno_modes is not None:
         for layer in uno_modes:
