@@ -186,4 +186,68 @@ def validate_config(config):
     validate_opt(config.opt)
     validate_data(config.data)
     _check_positive("patching.levels", config.patching.levels, allow_zero=True)
+    validate_value_ranges(config)
     return config
+
+
+# ---------------------------------------------------------------- value ranges
+# Values of the right type that build a model or a schedule that silently does
+# something else than asked: a (4, 4, 0, 3) spectral weight, no spectral layer at
+# all, an ignored negative padding, a learning rate that alternates sign.
+
+def _int_at_least(key, value, minimum):
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise ValueError(f"Invalid {key}={value!r}; allowed values: integers >= {minimum}.")
+
+
+def validate_value_ranges(config):
+    """Check the numeric ranges of model and optimizer fields that types cannot catch.
+
+    ``opt.precision_schedule`` must reach its last phase within ``opt.n_epochs``;
+    ``model.n_modes`` entries (and each ``uno_n_modes`` entry) >= 1, ``model.n_layers``
+    >= 1, ``model.hidden_channels`` >= 1, ``model.domain_padding`` >= 0 (scalar or
+    per dimension), ``model.rank`` > 0, ``opt.gamma`` in (0, 1] and ``opt.step_size``
+    >= 1 when ``opt.scheduler`` is StepLR.
+
+    Raises
+    ------
+    ValueError
+        Naming the key, the bad value and the allowed ones.
+    """
+    model, opt = config.model, config.opt
+    modes = _field(model, "n_modes")
+    if modes is not _MISSING and modes is not None:
+        modes = list(modes) if isinstance(modes, (list, tuple)) else [modes]
+        if not modes or any(isinstance(m, bool) or int(m) != m or m < 1 for m in modes):
+            raise ValueError(f"Invalid model.n_modes={modes!r}; allowed values: one integer >= 1 per dimension.")
+    uno_modes = _field(model, "uno_n_modes")
+    if uno_modes is not _MISSING and uno_modes is not None:
+        for layer in uno_modes:
+            if any(isinstance(m, bool) or int(m) != m or m < 1 for m in layer):
+                raise ValueError(f"Invalid model.uno_n_modes entry {list(layer)!r}; allowed values: integers >= 1.")
+    for key in ("n_layers", "hidden_channels"):
+        value = _field(model, key)
+        if value is not _MISSING and value is not None:
+            _int_at_least(f"model.{key}", value, 1)
+    padding = none_if_null(_field(model, "domain_padding"))
+    if padding is not _MISSING and padding is not None:
+        values = list(padding) if isinstance(padding, (list, tuple)) else [padding]
+        if any(v < 0 for v in values):
+            raise ValueError(f"Invalid model.domain_padding={padding!r}; allowed values: None or fractions >= 0.")
+    rank = _field(model, "rank")
+    if rank is not _MISSING and rank is not None and not rank > 0:
+        raise ValueError(f"Invalid model.rank={rank!r}; allowed values: a fraction > 0 or an integer >= 1.")
+    schedule = validate_precision_schedule(opt.precision_schedule)
+    if schedule is not None and isinstance(opt.n_epochs, int) and opt.n_epochs >= 1:
+        try:
+            schedule.check_fits(opt.n_epochs)  # a last phase that never runs: refused before any data is read
+        except ValueError as error:
+            raise ValueError(f"Invalid opt.precision_schedule={str(schedule)!r} with opt.n_epochs={opt.n_epochs}: "
+                             f"{error}") from None
+    if none_if_null(opt.scheduler) == "StepLR":
+        gamma, step_size = _field(opt, "gamma"), _field(opt, "step_size")
+        if gamma is not _MISSING and not 0 < gamma <= 1:
+            raise ValueError(f"Invalid opt.gamma={gamma!r} with StepLR; allowed values: 0 < gamma <= 1 "
+                             "(the learning rate is multiplied by gamma every step_size epochs).")
+        if step_size is not _MISSING:
+            _int_at_least("opt.step_size", step_size, 1)

@@ -5,6 +5,7 @@ the same seeds and epochs (one-sided: ending better is fine).
 """
 import contextlib
 import io
+import statistics
 
 import pytest
 import torch
@@ -15,41 +16,47 @@ from neuralop_mp.training.trainer import MixedPrecisionTrainer
 
 from .conftest import DARCY_N_TEST
 
-N_TRAIN = 250
+N_TRAIN = 120
+SEEDS = (0, 1, 2)
+TOLERANCE = 0.02  # from the measured seed spread, see the module docstring
 N_EPOCHS = 8
 MODEL = {"model_arch": "fno", "data_channels": 1, "out_channels": 1, "n_modes": [6, 6],
          "hidden_channels": 16, "n_layers": 3}
 
 
-def train_darcy(darcy_root, schedule):
+def train_darcy(darcy_root, schedule, seed=0):
     with contextlib.redirect_stdout(io.StringIO()):  # upstream's dataset prints while loading
         train_loader, test_loaders, data_processor = neuralop_mp.data.load_darcy(
             data_root=darcy_root, n_train=N_TRAIN, n_tests=(DARCY_N_TEST, DARCY_N_TEST), batch_size=16,
             test_batch_sizes=(50, 50), train_resolution=16, test_resolutions=(16, 32), generate=False,
             progress=False)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = neuralop_mp.get_model({"model": dict(MODEL), "opt": {"precision_schedule": schedule}})
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=N_EPOCHS)
     trainer = MixedPrecisionTrainer(model=model, n_epochs=N_EPOCHS, data_processor=data_processor,
                                     precision_schedule=schedule)
     l2, h1 = LpLoss(d=2, reduction="sum"), H1Loss(d=2, reduction="sum")
-    torch.manual_seed(1)  # same shuffling in both runs
+    torch.manual_seed(100 + seed)  # same shuffling in both runs of a seed
     metrics = trainer.train(train_loader, test_loaders, optimizer, scheduler, training_loss=h1,
                             eval_losses={"l2": l2, "h1": h1})
     return {k: float(v) for k, v in metrics.items() if k.startswith(("16_", "32_"))}, trainer
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_paper_schedule_ends_within_3_percent_of_full_precision(darcy_root):
-    full, _ = train_darcy(darcy_root, None)
-    scheduled, trainer = train_darcy(darcy_root, "paper")
+def test_paper_schedule_ends_within_tolerance_of_full_precision(darcy_root):
+    full, scheduled = [], []
+    for seed in SEEDS:
+        full.append(train_darcy(darcy_root, None, seed)[0]["16_l2"])
+        metrics, trainer = train_darcy(darcy_root, "paper", seed)
+        scheduled.append(metrics["16_l2"])
 
-    # the schedule really ran: half -> mixed -> full, layers switched, nothing skipped
-    assert [h["precision"] for h in trainer.history] == ["half"] * 2 + ["mixed"] * 4 + ["full"] * 2
-    assert [h["autocast"] for h in trainer.history] == [True] * 6 + [False] * 2
-    assert sum(h["skipped_steps"] for h in trainer.history) == 0
-    assert neuralop_mp.get_precision(trainer.model)[0] == "full"
+        # the schedule really ran: half -> mixed -> full, layers switched, nothing skipped
+        assert [h["precision"] for h in trainer.history] == ["half"] * 2 + ["mixed"] * 4 + ["full"] * 2
+        assert [h["autocast"] for h in trainer.history] == [True] * 6 + [False] * 2
+        assert sum(h["skipped_steps"] for h in trainer.history) == 0
+        assert neuralop_mp.get_precision(trainer.model)[0] == "full"
 
-    assert full["16_l2"] < 0.3  # it learned something, so the comparison means something
-    assert scheduled["16_l2"] <= 1.03 * full["16_l2"], (scheduled, full)
+    mean_full, mean_scheduled = statistics.mean(full), statistics.mean(scheduled)
+    assert mean_full < 0.3  # it learned something, so the comparison means something
+    assert mean_scheduled <= (1 + TOLERANCE) * mean_full, (scheduled, full)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .file_checks import DataFileError, read_data_file, unreadable_file_warning
+
 # Bump when the numerics of a generator change, so stale caches are regenerated.
 GENERATOR_VERSION = 1
 
@@ -42,7 +44,7 @@ def read_file_info(path):
 
     ``meta`` is None for files we did not write.
     """
-    data = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
+    data = read_data_file(path)
     return data.get("meta"), int(data["x"].shape[0])
 
 
@@ -65,7 +67,11 @@ def needs_generation(path, settings, n_samples, overwrite):
     path = Path(path)
     if overwrite or not path.exists():
         return True
-    meta, _ = read_file_info(path)
+    try:
+        meta, _ = read_file_info(path)
+    except DataFileError as err:  # nothing usable in it: replacing it loses nothing
+        unreadable_file_warning(path, err)
+        return True
     if meta is None:
         raise FileExistsError(
             f"{path} exists but was not written by neuralop_mp (no metadata); refusing to replace it. "
@@ -80,9 +86,15 @@ def save_data_file(path, tensors, settings, n_samples):
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(tensors)
     payload["meta"] = dict(settings, n_samples=int(n_samples))
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    # a unique temporary name: two generations of the same file never share a partial file
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -22,34 +22,64 @@ from torch.utils.data import DataLoader
 from .burgers import generate_burgers_split
 from .cache import data_file, read_file_info, resolve_root
 from .darcy import generate_darcy_split
+from .file_checks import DataFileError, check_data_file, unreadable_file_warning
 from .navier_stokes import generate_navier_stokes_split
 
 # Resolutions upstream's dataset classes accept (they assert on anything else).
 UPSTREAM_RESOLUTIONS = {"darcy": (16, 32, 64, 128, 421), "nsforcing": (128, 1024), "burgers": (16, 128)}
 
 
+# Trailing spatial axes of the stored tensors (Burgers' y is (N, time, space)).
+SPATIAL_DIMS = {"darcy": 2, "nsforcing": 2, "burgers": 1}
+
+
+def _positive_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) and not (hasattr(value, "__index__")):
+        raise TypeError(f"Invalid {name}={value!r}; allowed values: integers >= {minimum}.")
+    if int(value) < minimum:
+        raise ValueError(f"Invalid {name}={value!r}; allowed values: integers >= {minimum}.")
+    return int(value)
+
+
 def _needed_files(train_resolution, test_resolutions, n_train, n_tests):
+    """``[(resolution, split, n_samples), ...]``, every value checked before any file is touched."""
     test_resolutions, n_tests = list(test_resolutions), list(n_tests)
     if len(test_resolutions) != len(n_tests):
         raise ValueError(f"n_tests={n_tests} needs one entry per test resolution {test_resolutions}")
-    return [(int(train_resolution), "train", int(n_train))] + [
-        (int(res), "test", int(n)) for res, n in zip(test_resolutions, n_tests)
+    if not test_resolutions:
+        raise ValueError("test_resolutions is empty; allowed values: one or more resolutions (integers >= 2).")
+    train_resolution = _positive_int("train_resolution", train_resolution, 2)
+    test_resolutions = [_positive_int("test_resolutions entry", r, 2) for r in test_resolutions]
+    n_train = _positive_int("n_train", n_train, 1)
+    n_tests = [_positive_int("n_tests entry", n, 1) for n in n_tests]
+    return [(train_resolution, "train", n_train)] + [
+        (res, "test", n) for res, n in zip(test_resolutions, n_tests)
     ]
 
 
 def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, progress=True, seed=0):
-    """Make sure every ``(resolution, split, n_samples)`` file exists with enough samples.
+    """Make sure every ``(resolution, split, n_samples)`` file exists with enough samples,
+    then check each (:func:`~neuralop_mp.data.file_checks.check_data_file`): declared
+    resolution, sample count, finite values.
 
-    Missing files (and our own files with too few samples) are generated when
-    ``generate`` is True; otherwise a FileNotFoundError names the missing files and
-    the command that generates them.
+    Missing files, unreadable ones (a partial file from an interrupted generation or
+    copy; replaced with a warning, never loaded) and our own files with too few
+    samples are generated when ``generate`` is True; otherwise a FileNotFoundError
+    names the missing files and the command that generates them.
     """
     root = Path(root)
     missing = []
     for res, split, n in needed:
         path = data_file(root, prefix, split, res)
         if path.exists():
-            meta, n_file = read_file_info(path)
+            try:
+                meta, n_file = read_file_info(path)
+            except DataFileError as err:
+                if not generate:
+                    raise
+                unreadable_file_warning(path, err)
+                generate_split(root, res, split, n, seed=seed, progress=progress, overwrite=True)
+                continue
             if n_file >= n:
                 continue
             if meta is None or not generate:
@@ -70,6 +100,8 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
             f"--n-train {max(n_train, 1)} --n-test {max(n_test, 1)}\n"
             "or call the loader with generate=True."
         )
+    for res, split, n in needed:
+        check_data_file(data_file(root, prefix, split, res), res, n, SPATIAL_DIMS[prefix])
 
 
 def make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes):

@@ -34,6 +34,7 @@ from ..vocabulary import (
 from .complex_half import DEFAULT_COMPLEX_PRODUCT, compute_dtype_for, run_plan, to_real_form
 from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
+from .input_checks import check_input, check_layer_arguments
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
 from .weight_storage import layer_weight_dtype, store_layer_weights
 
@@ -156,6 +157,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
                                  stabilizer=stabilizer, spectral_weight_dtype=spectral_weight_dtype)
         check_choice("implementation", implementation, ("reconstructed", "factorized"))
         _check_forwardable(super().__init__, kwargs)
+        check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable, complex_data)
         super().__init__(
             in_channels,
             out_channels,
@@ -294,6 +296,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, output_shape=None):
         """Spectral convolution of ``x`` of shape ``(batch, in_channels, d_1, ..., d_n)``."""
+        check_input(self, x)
         mode, half_name, stabilizer = self._settings()
         device_type = x.device.type
         autocast_dtype = None

@@ -1,29 +1,46 @@
-"""Checkpoint files that load with ``torch.load(weights_only=True)``.
+"""Checkpoint folders that are complete or absent, verified before anything is loaded.
 
-Upstream's ``save_training_state`` writes ``{name}_state_dict.pt``,
-``optimizer.pt``, ``scheduler.pt``, ``regularizer.pt`` and ``manifest.pt``. Two of
-its habits break a safe resume on torch >= 2.6, where ``torch.load`` defaults to
-``weights_only=True``:
+Layout: a checkpoint is one folder holding upstream's files
+(``{name}_state_dict.pt``, ``optimizer.pt``, ``scheduler.pt``, ``regularizer.pt``,
+``manifest.pt``) plus ``precision_state.pt`` (schedule position, loss scaler,
+history, RNG state). Upstream's ``load_training_state`` reads it as is.
 
-- ``BaseModel.state_dict`` adds a ``_metadata`` entry holding the constructor
-  arguments, which contain classes and functions (``conv_module``,
-  ``non_linearity=F.gelu``): a weights-only load refuses them. We save the model's
-  state dict without it (``BaseModel.load_state_dict`` does not need it).
-- ``{name}_metadata.pkl`` pickles the same objects; it is only for
-  ``BaseModel.from_checkpoint`` and is not written here.
+Crash safety: the folder is written under a temporary sibling name
+(``{folder}.tmp``) and renamed into place once every file is on disk, so a
+crash while writing leaves the previous checkpoint untouched (or, between the
+two renames, under ``{folder}.old``, which resume then uses with a warning).
 
-We keep upstream's file names, so upstream's ``load_training_state`` reads our
-model/optimizer/scheduler files too, and add one file, ``precision_state.pt``
-(see :data:`PRECISION_STATE_FILE`), for the schedule position, loss scaler,
-history and RNG state.
+Verification (:func:`verify_checkpoint`) runs before anything is loaded: the
+manifest records ``format_version``, the epoch and, per file, its size and
+SHA-256. A missing file, a file of another size or checksum (truncated, random
+bytes, or left by another epoch), an unknown format version, or an optimizer /
+scheduler file that the resuming run needs but the checkpoint lacks, each raise
+:class:`CheckpointError` naming the file.
+
+Weights-only loading: ``BaseModel.state_dict`` adds a ``_metadata`` entry holding
+constructor arguments (classes and functions), which ``torch.load(weights_only=True)``
+refuses; we save the model's state dict without it.
 """
+import hashlib
+import os
 import pickle
+import shutil
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
 
 PRECISION_STATE_FILE = "precision_state.pt"
-FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.pt"
+FORMAT_VERSION = 2
+# Format 1 (before manifests listed files) is still read, with a warning: it cannot be verified.
+READABLE_FORMAT_VERSIONS = (1, 2)
+_STATE_FILES = ("optimizer", "scheduler", "regularizer")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder that cannot be resumed from safely (the message names the file)."""
 
 
 def unwrap(model):
@@ -41,37 +58,113 @@ def plain_state_dict(model):
 
 def load_weights_only(path):
     """``torch.load(path, weights_only=True)`` onto the CPU, with a clear error when the
-    file holds pickled Python objects (as upstream's model checkpoints do)."""
+    file holds pickled Python objects (as upstream's model checkpoints do) or is not a
+    torch file at all."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # torch.save writes zip archives
+        raise CheckpointError(f"{path} is not a readable torch file: not a zip archive (truncated or "
+                              "overwritten with other bytes).")
     try:
         return torch.load(Path(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise RuntimeError(
+        raise CheckpointError(
             f"{path} cannot be loaded with torch.load(weights_only=True): it contains pickled "
             "Python objects (upstream's BaseModel.save_checkpoint stores the constructor "
             "arguments, classes and functions included, under '_metadata'). Checkpoints written "
             "by MixedPrecisionTrainer.checkpoint() do not; to convert an upstream one, load it "
             "with weights_only=False only if you trust it, drop '_metadata' and save it again."
         ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable torch file ({type(err).__name__}: {err}).") from err
+
+
+def file_digest(path):
+    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _temporary_and_old(save_dir):
+    return save_dir.with_name(save_dir.name + ".tmp"), save_dir.with_name(save_dir.name + ".old")
 
 
 def save_training_files(save_dir, save_name, model, optimizer=None, scheduler=None,
                         regularizer=None, epoch=None, precision_state=None):
-    """Write upstream's checkpoint files (weights-only loadable) plus our precision state."""
+    """Write a complete checkpoint folder at ``save_dir``, atomically (see module docstring).
+
+    Returns
+    -------
+    dict
+        The manifest written to ``manifest.pt``.
+    """
     save_dir = Path(save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {"model": f"{save_name}_state_dict.pt"}
-    torch.save(plain_state_dict(model), save_dir / manifest["model"])
-    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("regularizer", regularizer)):
+    tmp_dir, old_dir = _temporary_and_old(save_dir)
+    if tmp_dir.exists():  # left by a crash during an earlier write: never complete
+        shutil.rmtree(tmp_dir)
+    tmp_dir.mkdir(parents=True)
+    objects = {"model": (f"{save_name}_state_dict.pt", plain_state_dict(model))}
+    for name, obj in zip(_STATE_FILES, (optimizer, scheduler, regularizer)):
         if obj is not None:
-            torch.save(obj.state_dict(), save_dir / f"{name}.pt")
-            manifest[name] = f"{name}.pt"
-    if epoch is not None:
-        manifest["epoch"] = epoch
+            objects[name] = (f"{name}.pt", obj.state_dict())
     if precision_state is not None:
-        torch.save({"format_version": FORMAT_VERSION, **precision_state}, save_dir / PRECISION_STATE_FILE)
-        manifest["precision_state"] = PRECISION_STATE_FILE
-    torch.save(manifest, save_dir / "manifest.pt")
+        objects["precision_state"] = (PRECISION_STATE_FILE,
+                                      {"format_version": FORMAT_VERSION, **precision_state})
+    manifest = {"format_version": FORMAT_VERSION, "epoch": epoch, "files": {}}
+    for role, (filename, payload) in objects.items():
+        path = tmp_dir / filename
+        torch.save(payload, path)
+        manifest[role] = filename  # upstream's manifest keys
+        manifest["files"][filename] = {"size": path.stat().st_size, "sha256": file_digest(path), "epoch": epoch}
+    torch.save(manifest, tmp_dir / MANIFEST_FILE)
+    _fsync_folder(tmp_dir)
+    if save_dir.exists():
+        _check_replaceable(save_dir)
+        if old_dir.exists():
+            shutil.rmtree(old_dir)
+        os.replace(save_dir, old_dir)
+    os.replace(tmp_dir, save_dir)
+    if old_dir.exists():
+        shutil.rmtree(old_dir)
     return manifest
+
+
+def _fsync_folder(folder):
+    """Flush every file of ``folder`` to disk before the rename makes it visible."""
+    for path in folder.iterdir():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+
+
+def _known_file(name):
+    return name.endswith("_state_dict.pt") or name in (
+        MANIFEST_FILE, PRECISION_STATE_FILE, *(f"{n}.pt" for n in _STATE_FILES)) or name.endswith("_metadata.pkl")
+
+
+def _check_replaceable(save_dir):
+    """Refuse to replace a folder that holds anything but checkpoint files."""
+    if not save_dir.is_dir():
+        raise CheckpointError(f"Checkpoint path {save_dir} exists and is not a folder.")
+    foreign = sorted(p.name for p in save_dir.iterdir() if not _known_file(p.name))
+    if foreign:
+        raise CheckpointError(
+            f"Checkpoint folder {save_dir} also holds {foreign[:5]}, which are not checkpoint files; "
+            "a checkpoint replaces its whole folder. Choose a folder used only for checkpoints."
+        )
+
+
+def check_save_dir(save_dir):
+    """Fail before training when ``save_dir`` could not take a checkpoint: it is not a folder,
+    holds other files, or its parent is not writable."""
+    save_dir = Path(save_dir)
+    if save_dir.exists():
+        _check_replaceable(save_dir)
+    parent = save_dir.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CheckpointError(f"Cannot write checkpoints to {save_dir}: {parent} is not writable.")
 
 
 def checkpoint_name(save_dir):
@@ -80,30 +173,168 @@ def checkpoint_name(save_dir):
     for name in ("best_model", "model"):
         if (save_dir / f"{name}_state_dict.pt").exists():
             return name
-    raise FileNotFoundError(
+    raise CheckpointError(
         f"No checkpoint in {save_dir}: expected best_model_state_dict.pt or model_state_dict.pt."
     )
 
 
-def load_training_files(save_dir, model, optimizer=None, scheduler=None, regularizer=None):
-    """Load what :func:`save_training_files` wrote into the given objects, in place.
+def resolve_checkpoint_dir(save_dir):
+    """``save_dir``, or ``{save_dir}.old`` when a crash came between the two renames of a save."""
+    save_dir = Path(save_dir)
+    _, old_dir = _temporary_and_old(save_dir)
+    if not save_dir.exists() and old_dir.is_dir():
+        warnings.warn(f"{save_dir} is missing but {old_dir} holds the previous complete checkpoint "
+                      "(a crash during the last save); resuming from it.", RuntimeWarning, stacklevel=3)
+        return old_dir
+    if not save_dir.is_dir():
+        raise CheckpointError(f"Checkpoint folder {save_dir} does not exist.")
+    return save_dir
+
+
+def verify_checkpoint(save_dir, require=()):
+    """Check a checkpoint folder completely, loading no state.
+
+    Parameters
+    ----------
+    save_dir : Path
+    require : iterable of str
+        Roles (``"optimizer"``, ``"scheduler"``, ``"regularizer"``) the resuming run
+        needs: a checkpoint without them would silently start them fresh.
 
     Returns
     -------
     manifest : dict
-        Upstream's manifest (may hold ``epoch``).
-    precision_state : dict or None
-        The contents of ``precision_state.pt``, or None for an upstream checkpoint.
+        The manifest; ``{}`` for an upstream checkpoint without one.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file and what is wrong with it.
     """
     save_dir = Path(save_dir)
     save_name = checkpoint_name(save_dir)
-    unwrap(model).load_state_dict(load_weights_only(save_dir / f"{save_name}_state_dict.pt"))
-    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("regularizer", regularizer)):
-        path = save_dir / f"{name}.pt"
-        if obj is not None and path.exists():
-            obj.load_state_dict(load_weights_only(path))
-    manifest_path = save_dir / "manifest.pt"
+    manifest_path = save_dir / MANIFEST_FILE
     manifest = load_weights_only(manifest_path) if manifest_path.exists() else {}
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{manifest_path} does not hold a manifest dict (got {type(manifest).__name__}).")
+    ours = (save_dir / PRECISION_STATE_FILE).exists() or "format_version" in manifest
+    version = manifest.get("format_version", 1 if ours else None)
+    if version is not None and version not in READABLE_FORMAT_VERSIONS:
+        raise CheckpointError(
+            f"{manifest_path} has format_version={version!r}; this version of neuralop_mp reads "
+            f"{list(READABLE_FORMAT_VERSIONS)}. It was written by a newer neuralop_mp: upgrade to resume it."
+        )
+    files = manifest.get("files")
+    if files is not None:
+        for filename, entry in files.items():
+            path = save_dir / filename
+            if not path.exists():
+                raise CheckpointError(f"{path} is listed in {manifest_path} but missing: the checkpoint is incomplete.")
+            size = path.stat().st_size
+            if size != entry["size"]:
+                raise CheckpointError(
+                    f"{path} has {size} bytes but the manifest (epoch {manifest.get('epoch')}) recorded "
+                    f"{entry['size']}: truncated, overwritten or left by another epoch.")
+            if file_digest(path) != entry["sha256"]:
+                raise CheckpointError(
+                    f"{path} does not match its checksum in {manifest_path} (epoch {manifest.get('epoch')}): "
+                    "corrupted, or written by another epoch than the manifest.")
+        if f"{save_name}_state_dict.pt" not in files:
+            raise CheckpointError(f"{save_dir / (save_name + '_state_dict.pt')} is not listed in {manifest_path}.")
+    else:
+        if ours:
+            warnings.warn(f"{save_dir} is a format-1 checkpoint without file checksums; it cannot be verified.",
+                          RuntimeWarning, stacklevel=3)
+        load_weights_only(save_dir / f"{save_name}_state_dict.pt")  # no checksum: at least readable
+    for role in require:
+        if not (save_dir / f"{role}.pt").exists():
+            raise CheckpointError(
+                f"{save_dir / (role + '.pt')} is missing: resuming would start the {role} from scratch. "
+                f"Pass {role}=None to resume without it, or use a complete checkpoint.")
+    return manifest
+
+
+def check_model_state(model, state, path):
+    """Refuse a model state dict of another architecture before copying any tensor
+    (``load_state_dict`` copies matching entries before it reports missing ones)."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__}).")
+    expected = {k: v for k, v in plain_state_dict(model).items() if torch.is_tensor(v)}
+    saved = {k: v for k, v in state.items() if k != "_metadata"}
+    missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
+    shapes = [f"{k}: saved {tuple(saved[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
+              if k in saved and torch.is_tensor(saved[k]) and saved[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{path} is the checkpoint of another model than {type(model).__name__}: "
+            f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, shape mismatches {shapes[:5]}.")
+
+
+def check_optimizer_state(optimizer, state, path):
+    """Refuse an optimizer state of another optimizer class or another parameter layout
+    (torch loads it and fails only at the first ``step()``)."""
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    if groups is None:
+        raise CheckpointError(f"{path} does not hold an optimizer state dict.")
+    current = optimizer.param_groups
+    sizes = [len(g["params"]) for g in groups], [len(g["params"]) for g in current]
+    if sizes[0] != sizes[1]:
+        raise CheckpointError(f"{path} holds parameter groups of sizes {sizes[0]}; this run's "
+                              f"{type(optimizer).__name__} has {sizes[1]}: another model or another grouping.")
+    for i, (saved, now) in enumerate(zip(groups, current)):
+        saved_keys, keys = set(saved) - {"params"}, set(now) - {"params"}
+        # keys missing on one side only is what a newer torch adds to a class: accepted
+        if saved_keys - keys and keys - saved_keys:
+            raise CheckpointError(
+                f"{path} was written by another optimizer than this run's {type(optimizer).__name__}: parameter "
+                f"group {i} has settings {sorted(saved_keys - keys)} that it lacks and lacks "
+                f"{sorted(keys - saved_keys)}.")
+
+
+def _load_into(obj, role, state, path):
+    try:
+        obj.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as err:
+        raise CheckpointError(f"{path} does not fit this run's {role} ({type(obj).__name__}): {err}") from err
+
+
+def load_training_files(save_dir, model, optimizer=None, scheduler=None, regularizer=None):
+    """Verify the checkpoint folder (:func:`verify_checkpoint`), then load it into the
+    given objects in place.
+
+    Returns
+    -------
+    manifest : dict
+        The manifest (may hold ``epoch``).
+    precision_state : dict or None
+        The contents of ``precision_state.pt``, or None for an upstream checkpoint.
+    """
+    save_dir = resolve_checkpoint_dir(save_dir)
+    objects = dict(zip(_STATE_FILES, (optimizer, scheduler, regularizer)))
+    manifest = verify_checkpoint(save_dir, require=[r for r, o in objects.items() if o is not None])
+    save_name = checkpoint_name(save_dir)
+    model_path = save_dir / f"{save_name}_state_dict.pt"
+    precision_state = None
     state_path = save_dir / PRECISION_STATE_FILE
-    precision_state = load_weights_only(state_path) if state_path.exists() else None
+    if state_path.exists():
+        precision_state = load_weights_only(state_path)
+        version = precision_state.get("format_version")
+        if version not in READABLE_FORMAT_VERSIONS:
+            raise CheckpointError(f"{state_path} has format_version={version!r}; readable: "
+                                  f"{list(READABLE_FORMAT_VERSIONS)}.")
+        if manifest.get("files") is not None and precision_state.get("epoch") != manifest.get("epoch"):
+            raise CheckpointError(f"{state_path} is of epoch {precision_state.get('epoch')} but the manifest "
+                                  f"of epoch {manifest.get('epoch')}.")
+    model_state = load_weights_only(model_path)
+    check_model_state(unwrap(model), model_state, model_path)
+    states = {}
+    for role, obj in objects.items():
+        if obj is not None:
+            path = save_dir / f"{role}.pt"
+            states[role] = (obj, load_weights_only(path), path)
+    if optimizer is not None:
+        check_optimizer_state(optimizer, states["optimizer"][1], states["optimizer"][2])
+    _load_into(unwrap(model), "model", model_state, model_path)
+    for role, (obj, state, path) in states.items():
+        _load_into(obj, role, state, path)
     return manifest, precision_state

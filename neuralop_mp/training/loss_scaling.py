@@ -23,8 +23,12 @@ References
        arXiv:1710.03740 (dynamic loss scaling).
 .. [2] PyTorch issue 58228, "GradScaler: unscale not implemented for ComplexFloat".
 """
+import warnings
+
 import torch
 
+# Added after the first release: optional in loaded states (older checkpoints lack them).
+_OPTIONAL_STATE = {"min_scale": 1.0, "max_floor_hits": 10, "floor_hits": 0}
 _STATE_KEYS = (
     "scale", "growth_factor", "backoff_factor", "growth_interval", "growth_tracker",
     "enabled", "skipped_steps", "consecutive_skips", "total_steps",
@@ -59,6 +63,14 @@ class ComplexGradScaler:
     enabled : bool, default True
         Scale the loss. When False the scale stays 1 and never changes, but
         :meth:`step` still skips steps whose gradients are not finite.
+    min_scale : float, default 1.0
+        Floor of the scale. Scales below 1 would shrink gradients, not protect them
+        from underflow: a run that keeps overflowing at scale 1 overflows in its data
+        or its model, which no scale fixes. Reaching the floor warns once.
+    max_floor_hits : int, default 10
+        After this many non-finite steps at the floor (without the scale growing in
+        between), :meth:`update` raises a RuntimeError instead of letting every later
+        step be skipped or every gradient underflow.
 
     Attributes
     ----------
@@ -71,7 +83,7 @@ class ComplexGradScaler:
     """
 
     def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5,
-                 growth_interval=2000, enabled=True):
+                 growth_interval=2000, enabled=True, min_scale=1.0, max_floor_hits=10):
         if not init_scale > 0:
             raise ValueError(f"Invalid init_scale={init_scale!r}; it must be > 0.")
         if not growth_factor > 1.0:
@@ -80,6 +92,14 @@ class ComplexGradScaler:
             raise ValueError(f"Invalid backoff_factor={backoff_factor!r}; it must be in (0, 1).")
         if int(growth_interval) != growth_interval or growth_interval < 1:
             raise ValueError(f"Invalid growth_interval={growth_interval!r}; it must be an integer >= 1.")
+        if not 0 < min_scale <= init_scale:
+            raise ValueError(f"Invalid min_scale={min_scale!r}; it must be in (0, init_scale={init_scale!r}].")
+        if isinstance(max_floor_hits, bool) or int(max_floor_hits) != max_floor_hits or max_floor_hits < 1:
+            raise ValueError(f"Invalid max_floor_hits={max_floor_hits!r}; it must be an integer >= 1.")
+        self.min_scale = float(min_scale)
+        self.max_floor_hits = int(max_floor_hits)
+        self.floor_hits = 0
+        self.init_scale = float(init_scale)
         self.enabled = bool(enabled)
         self.scale_value = float(init_scale) if self.enabled else 1.0
         self.growth_factor = float(growth_factor)
@@ -171,19 +191,47 @@ class ComplexGradScaler:
         if not self.enabled:
             return
         if found_inf:
-            self.scale_value *= self.backoff_factor
             self.growth_tracker = 0
+            if self.scale_value * self.backoff_factor >= self.min_scale:
+                self.scale_value *= self.backoff_factor
+                return
+            self.scale_value = self.min_scale
+            self.floor_hits += 1
+            if self.floor_hits == 1:
+                warnings.warn(
+                    f"The loss scale reached its floor {self.min_scale:g} and a step was still not finite: "
+                    "the data or the model overflows (not the gradients' range). Training stops after "
+                    f"{self.max_floor_hits} such steps. Check the data for inf/NaN, use bfloat16, or enable "
+                    "the tanh stabilizer.", RuntimeWarning, stacklevel=2)
+            if self.floor_hits >= self.max_floor_hits:
+                raise RuntimeError(
+                    f"Loss scaling gave up: {self.floor_hits} steps were not finite at the scale floor "
+                    f"{self.min_scale:g} ({self.skipped_steps} skipped of {self.total_steps} steps). The data or "
+                    "the model overflows in float16: check the data for inf/NaN (neuralop_mp.data reports "
+                    "them per sample), use half_dtype='bfloat16', enable the tanh stabilizer, or lower "
+                    "the learning rate.")
         else:
             self.growth_tracker += 1
             if self.growth_tracker == self.growth_interval:
                 self.scale_value *= self.growth_factor
                 self.growth_tracker = 0
+                self.floor_hits = 0  # the scale recovered: the earlier overflows were transient
+
+    def set_enabled(self, enabled):
+        """Turn scaling on (from ``init_scale``) or off (scale 1), keeping the counters."""
+        enabled = bool(enabled)
+        if enabled != self.enabled:
+            self.enabled = enabled
+            self.scale_value = self.init_scale if enabled else 1.0
+            self.growth_tracker = 0
+            self.floor_hits = 0
 
     # ------------------------------------------------------------------ state
     def state_dict(self):
         """Plain numbers only, loadable with ``torch.load(weights_only=True)``."""
         state = {key: getattr(self, key) for key in _STATE_KEYS if key != "scale"}
         state["scale"] = self.scale_value
+        state.update({key: getattr(self, key) for key in _OPTIONAL_STATE})
         return state
 
     def load_state_dict(self, state):
@@ -199,6 +247,9 @@ class ComplexGradScaler:
         self.skipped_steps = int(state["skipped_steps"])
         self.consecutive_skips = int(state["consecutive_skips"])
         self.total_steps = int(state["total_steps"])
+        self.min_scale = float(state.get("min_scale", _OPTIONAL_STATE["min_scale"]))
+        self.max_floor_hits = int(state.get("max_floor_hits", _OPTIONAL_STATE["max_floor_hits"]))
+        self.floor_hits = int(state.get("floor_hits", _OPTIONAL_STATE["floor_hits"]))
         self._found_inf = None
 
     def __repr__(self):

@@ -48,6 +48,7 @@ References
        Bounds for Mixed-Precision Neural Operators". ICLR 2024, arXiv:2307.15034.
 """
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -345,6 +346,39 @@ class PrecisionSchedule:
         ends.append(n_epochs)
         starts = [0] + ends[:-1]
         return list(zip(starts, ends))
+
+    def phases_without_epochs(self, n_epochs):
+        """Indices of the phases that get no epoch in a run of ``n_epochs``."""
+        return [i for i, (start, end) in enumerate(self.boundaries(n_epochs)) if start == end]
+
+    def check_fits(self, n_epochs):
+        """Refuse a schedule whose last phase never runs; warn about other skipped phases.
+
+        An end-epoch schedule can ask for more epochs than the run has:
+        ``"half@5,full"`` on 5 epochs or fewer never reaches "full", so the model would
+        end (and be evaluated) in another precision than the one asked for last.
+        Share schedules always give the last phase an epoch; on short runs their
+        earlier phases may round to nothing (see the module docstring).
+
+        Raises
+        ------
+        ValueError
+            When the last phase gets no epoch.
+        """
+        skipped = self.phases_without_epochs(n_epochs)
+        last = len(self.phases) - 1
+        if last in skipped:
+            # the last range always ends at n_epochs, so it is empty only for end-epoch schedules
+            raise ValueError(
+                f"Precision schedule {str(self)!r} never reaches its last phase {str(self.phases[last])!r} "
+                f"in a run of {n_epochs} epochs (the phase before it ends at epoch "
+                f"{self.phases[last - 1].end_epoch}). Use more epochs, earlier end epochs, or shares "
+                "such as 'half:0.5,full:0.5'.")
+        if skipped:
+            names = [str(self.phases[i]) for i in skipped]
+            warnings.warn(f"Precision schedule {str(self)!r}: phase(s) {names} get no epoch in a run of "
+                          f"{n_epochs} epochs and are skipped.", UserWarning, stacklevel=2)
+        return self
 
     def index_for_epoch(self, epoch, n_epochs):
         """Index of the phase that epoch ``epoch`` (0-based) of ``n_epochs`` runs in."""

@@ -8,11 +8,13 @@ during training through the Trainer's template methods, not callbacks.
   (only what differs from the model's current settings is changed).
 - ``train_one_batch`` runs the forward pass under ``torch.autocast`` in phases
   that ask for it and computes the loss in float32.
-- ``train_one_epoch`` replaces upstream's ``loss.backward(); optimizer.step()``
-  by a scaled backward and a guarded step (:class:`ComplexGradScaler`): a
-  non-finite loss or gradient never reaches the weights. Upstream's
+- upstream's ``train_one_epoch`` runs unchanged; during it, its
+  ``loss.backward()`` is a scaled backward (the loss returned by
+  ``train_one_batch`` scales its gradient) and its ``optimizer.step()`` a guarded
+  step (:class:`ComplexGradScaler`): a non-finite loss or gradient never reaches
+  the weights, and weights made non-finite by the update stop the run. Upstream's
   ``Trainer(mixed_precision=True)`` autocasts with no scaler at all.
-- ``checkpoint`` / ``resume_state_from_dir`` save and restore the schedule
+- ``checkpoint`` / ``resume_state_from_dir`` (:mod:`.resume`) save and restore the schedule
   position, scaler, history and RNG state in weights-only files, and resume at the
   epoch after the saved one (upstream re-trains the saved epoch).
 
@@ -23,11 +25,9 @@ References
 """
 import math
 import warnings
-from timeit import default_timer
 
 import torch
 from neuralop.training import Trainer
-import neuralop.mpu.comm as comm
 
 from ..memory import SavedTensorBytes
 from ..layers.precision_switch import (
@@ -39,7 +39,9 @@ from ..layers.precision_switch import (
 )
 from ..vocabulary import check_choice, normalize_half_dtype, resolve_half_dtype
 from . import checkpointing
+from .guarded_step import ScaleGradient, StepThroughTrainer, non_finite_parameters
 from .loss_scaling import ComplexGradScaler
+from .resume import TrainingStateCheckpoints
 from .schedule import PrecisionSchedule
 
 LOSS_SCALING = ("auto", "dynamic", "none")
@@ -63,7 +65,7 @@ def _normalize_loss_scaling(value):
     return check_choice("loss_scaling", value, LOSS_SCALING)
 
 
-class MixedPrecisionTrainer(Trainer):
+class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
     """neuralop's Trainer with precision schedules, autocast, and complex-safe loss scaling.
 
     Same constructor contract and ``train(...)`` signature/return as
@@ -112,6 +114,8 @@ class MixedPrecisionTrainer(Trainer):
                          eval_interval=eval_interval, log_output=log_output,
                          use_distributed=use_distributed, verbose=verbose)
         self.precision_schedule = PrecisionSchedule.from_config(precision_schedule)
+        if self.precision_schedule is not None:
+            self.precision_schedule.check_fits(n_epochs)  # a last phase that never runs is an error
         self.half_dtype = normalize_half_dtype(half_dtype)
         self.autocast_dtype = resolve_half_dtype(self.half_dtype, device)
         self.loss_scaling = _normalize_loss_scaling(loss_scaling)
@@ -136,6 +140,7 @@ class MixedPrecisionTrainer(Trainer):
         self.phase_index, self.phase = None, None
         self.autocast_enabled = bool(mixed_precision) and schedule is None
         self._bar = None
+        self._epoch_stats = self._fresh_epoch_stats()  # filled by train_one_batch / _guarded_step
 
     # ------------------------------------------------------------------ precision state
     def _uses_float16(self):
@@ -190,13 +195,19 @@ class MixedPrecisionTrainer(Trainer):
             torch.cuda.reset_peak_memory_stats(self.device)
 
     # ------------------------------------------------------------------ one batch / epoch
+    # Upstream's ``train_one_epoch`` runs, per batch: ``loss = self.train_one_batch(...)``,
+    # ``loss.backward()``, ``self.optimizer.step()``, ``loss.item()``. We override only
+    # ``train_one_batch`` (forward under the phase's autocast; the returned loss scales its
+    # gradient by the loss scale on backward) and, for the duration of the epoch, hand
+    # upstream an optimizer whose ``step()`` is the scaler's guarded step. The epoch
+    # wrapper below only adds bookkeeping around ``super().train_one_epoch``.
+    # tests/test_upstream_contract.py fails when upstream's loop changes under this.
     def _prepare(self, sample):
         if self.data_processor is not None:
             return self.data_processor.preprocess(sample)
         return {k: v.to(self.device) for k, v in sample.items() if torch.is_tensor(v)}
 
-    def train_one_batch(self, idx, sample, training_loss):
-        """Forward under the phase's autocast, loss in float32; returns the loss."""
+    def _forward_loss(self, idx, sample, training_loss):
         self.optimizer.zero_grad(set_to_none=True)
         if self.regularizer:
             self.regularizer.reset()
@@ -214,16 +225,65 @@ class MixedPrecisionTrainer(Trainer):
             loss = loss + self.regularizer.loss
         return loss
 
-    def _backward_and_step(self, loss):
-        """Scaled backward and guarded optimizer step; returns (loss_is_finite, stepped)."""
-        finite = bool(torch.isfinite(loss.detach()).all())
-        if finite:
-            self.scaler.scale(loss).backward()
+    def train_one_batch(self, idx, sample, training_loss):
+        """Forward under the phase's autocast, loss in float32.
+
+        Returns the loss, ready for upstream's ``loss.backward()``: with loss scaling
+        its backward multiplies the gradient by the scale (its value is the unscaled
+        loss). A non-finite loss is returned as a detached 0 (its backward does
+        nothing) and the step is marked to be skipped."""
+        samples_before = self.n_samples
+        if idx == 0 and self.autocast_device_type != "cuda":
+            with SavedTensorBytes(exclude=self.model.parameters()) as meter:
+                loss = self._forward_loss(idx, sample, training_loss)
+            self._epoch_stats["saved_bytes"] = meter.bytes
         else:
+            loss = self._forward_loss(idx, sample, training_loss)
+        finite = bool(torch.isfinite(loss.detach()).all())
+        self._batch = dict(idx=idx, finite=finite, loss=float(loss.detach()) if finite else math.nan,
+                           samples=self.n_samples - samples_before,
+                           lasso=float(self.regularizer.loss) if self.regularizer and finite else 0.0)
+        if not finite:
             self.scaler.skip_step()  # backward through inf/NaN would only make NaN gradients
-        stepped = self.scaler.step(self.optimizer)
+            return torch.zeros((), device=loss.device, requires_grad=True)
+        if self.scaler.enabled:
+            return ScaleGradient.apply(loss, self.scaler.get_scale())
+        return loss
+
+    def _guarded_step(self):
+        """What upstream's ``self.optimizer.step()`` runs during an epoch: the scaler's
+        guarded step, then the checks that stop a run going wrong."""
+        optimizer, batch, stats = self._optimizer_in_epoch, self._batch, self._epoch_stats
+        stepped = self.scaler.step(optimizer)
         self.scaler.update()
-        return finite, stepped
+        if stepped:
+            self._check_weights_finite(optimizer, batch["idx"])
+        if batch["finite"]:
+            stats["loss_sum"] += batch["loss"]
+            stats["batches"] += 1
+            stats["samples"] += batch["samples"]
+            stats["lasso_sum"] += batch["lasso"]
+        if self.scaler.consecutive_skips >= self.max_consecutive_skips:
+            self._close_bar()
+            raise RuntimeError(self._too_many_skips_message(self.epoch, batch["idx"]))
+
+    def _check_weights_finite(self, optimizer, idx):
+        """The gradients were finite; if the weights are not, the update overflowed
+        (e.g. an infinite learning rate). Stop: every later step would build on NaN."""
+        bad = non_finite_parameters(optimizer, self.model)
+        if not bad:
+            return
+        lrs = sorted({g.get("lr") for g in optimizer.param_groups}, key=str)
+        self._close_bar()
+        raise RuntimeError(
+            f"The optimizer step at epoch {self.epoch}, batch {idx} turned the weights {bad[:3]} into inf/NaN "
+            f"although every gradient was finite: the update itself is not finite (learning rate(s) {lrs}, "
+            f"{type(optimizer).__name__}). Lower the learning rate or check the optimizer's settings; "
+            "resume from the last checkpoint, the current weights are lost.")
+
+    @staticmethod
+    def _fresh_epoch_stats():
+        return dict(loss_sum=0.0, batches=0, samples=0, lasso_sum=0.0, saved_bytes=None)
 
     def train_one_epoch(self, epoch, train_loader, training_loss):
         """Upstream's epoch with a guarded step; returns
@@ -231,52 +291,33 @@ class MixedPrecisionTrainer(Trainer):
 
         Losses of non-finite batches are left out of the averages (they are counted
         in ``history[-1]["skipped_steps"]``)."""
-        self.on_epoch_start(epoch)
-        self.model.train()
-        if self.data_processor:
-            self.data_processor.train()
-        start = default_timer()
-        self.n_samples = 0
-        train_err, lasso_sum, finite_batches, finite_samples = 0.0, 0.0, 0, 0
-        skipped_before, saved_bytes = self.scaler.skipped_steps, None
-        for idx, sample in enumerate(train_loader):
-            samples_before = self.n_samples
-            if idx == 0 and self.autocast_device_type != "cuda":
-                with SavedTensorBytes(exclude=self.model.parameters()) as meter:
-                    loss = self.train_one_batch(idx, sample, training_loss)
-                saved_bytes = meter.bytes
-            else:
-                loss = self.train_one_batch(idx, sample, training_loss)
-            finite, _ = self._backward_and_step(loss)
-            if finite:
-                train_err += loss.item()
-                finite_batches += 1
-                finite_samples += self.n_samples - samples_before
-                if self.regularizer:
-                    lasso_sum += float(self.regularizer.loss)
-            if self.scaler.consecutive_skips >= self.max_consecutive_skips:
-                self._close_bar()
-                raise RuntimeError(self._too_many_skips_message(epoch, idx))
-
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(train_err)
-        else:
-            self.scheduler.step()
-        epoch_train_time = default_timer() - start
-
-        train_err = train_err / finite_batches if finite_batches else math.nan
-        avg_loss = train_err * finite_batches / finite_samples if finite_samples else math.nan
-        avg_lasso_loss = lasso_sum / finite_samples if self.regularizer and finite_samples else None
+        self._epoch_stats = self._fresh_epoch_stats()
+        skipped_before, steps_before = self.scaler.skipped_steps, self.scaler.total_steps
+        self._optimizer_in_epoch = self.optimizer
+        self.optimizer = StepThroughTrainer(self._optimizer_in_epoch, self._guarded_step)
+        try:
+            _, _, _, epoch_train_time = super().train_one_epoch(epoch, train_loader, training_loss)
+        finally:
+            self.optimizer = self._optimizer_in_epoch
+        stats = self._epoch_stats
+        n_batches = self.scaler.total_steps - steps_before
+        if n_batches and not stats["batches"]:
+            self._close_bar()
+            raise RuntimeError(
+                f"Every training loss of epoch {epoch} was inf/NaN ({n_batches} batches): nothing was learned. "
+                "The data or the model produces non-finite values: check the training data for inf/NaN "
+                "(the built-in loaders report them per sample), then the learning rate and the precision "
+                f"({self._phase_text()}).")
+        train_err = stats["loss_sum"] / stats["batches"] if stats["batches"] else math.nan
+        avg_loss = stats["loss_sum"] / stats["samples"] if stats["samples"] else math.nan
+        avg_lasso_loss = stats["lasso_sum"] / stats["samples"] if self.regularizer and stats["samples"] else None
         lr = self.optimizer.param_groups[-1]["lr"]
         skipped = self.scaler.skipped_steps - skipped_before
-        self._record_epoch(epoch, avg_loss, train_err, lr, skipped, epoch_train_time, saved_bytes)
+        self._record_epoch(epoch, avg_loss, train_err, lr, skipped, epoch_train_time, stats["saved_bytes"])
         if skipped and (self.verbose or not self.scaler.enabled):
             # with float16 scaling a few early skips are the scale calibrating itself
             warnings.warn(f"Epoch {epoch}: skipped {skipped} optimizer step(s) with non-finite loss or "
                           f"gradients ({self._phase_text()}).", RuntimeWarning, stacklevel=2)
-        if self.verbose and epoch % self.eval_interval == 0:
-            self.log_training(epoch=epoch, time=epoch_train_time, avg_loss=avg_loss, train_err=train_err,
-                              avg_lasso_loss=avg_lasso_loss, lr=lr)
         return train_err, avg_loss, avg_lasso_loss, epoch_train_time
 
     def _record_epoch(self, epoch, avg_loss, train_err, lr, skipped, epoch_time, saved_bytes):
@@ -332,10 +373,18 @@ class MixedPrecisionTrainer(Trainer):
     def evaluate_all(self, epoch, eval_losses, test_loaders, eval_modes, max_autoregressive_steps=None):
         metrics = super().evaluate_all(epoch=epoch, eval_losses=eval_losses, test_loaders=test_loaders,
                                        eval_modes=eval_modes, max_autoregressive_steps=max_autoregressive_steps)
-        if self.history and self.history[-1]["epoch"] == epoch:
-            for key, value in metrics.items():
-                if torch.is_tensor(value) or isinstance(value, (int, float)):
+        non_finite = []
+        for key, value in metrics.items():
+            if torch.is_tensor(value) or isinstance(value, (int, float)):
+                if not math.isfinite(float(value)):
+                    non_finite.append(key)
+                if self.history and self.history[-1]["epoch"] == epoch:
                     self.history[-1][key] = float(value)
+        if non_finite:
+            warnings.warn(f"Epoch {epoch}: evaluation metrics {non_finite} are inf/NaN although the weights are "
+                          "finite: a test sample (input or target) is probably not finite. The built-in loaders "
+                          "refuse such files (neuralop_mp.data.file_checks); check your test data.",
+                          RuntimeWarning, stacklevel=2)
         return metrics
 
     # ------------------------------------------------------------------ train / checkpoint
@@ -344,6 +393,8 @@ class MixedPrecisionTrainer(Trainer):
               save_dir="./ckpt", resume_from_dir=None, max_autoregressive_steps=None):
         """Upstream's ``Trainer.train`` (same arguments and return value). A resumed run
         continues at the epoch after the checkpoint, in that epoch's phase."""
+        if save_every is not None or save_best is not None:
+            checkpointing.check_save_dir(save_dir)  # fail now, not after the first epoch
         if resume_from_dir is not None:
             # resume here rather than inside upstream's train(), so a finished run is detected
             self.optimizer, self.scheduler, self.regularizer = optimizer, scheduler, regularizer or None
@@ -365,58 +416,3 @@ class MixedPrecisionTrainer(Trainer):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-    def precision_state_dict(self):
-        """Schedule position, scaler, history and RNG state (weights-only loadable)."""
-        epoch = getattr(self, "epoch", None)
-        state = dict(epoch=epoch, next_epoch=None if epoch is None else epoch + 1, n_epochs=self.n_epochs,
-                     schedule=None if self.precision_schedule is None else str(self.precision_schedule),
-                     phase_index=self.phase_index, half_dtype=self.half_dtype,
-                     scaler=self.scaler.state_dict(), history=[dict(h) for h in self.history],
-                     rng_state=torch.get_rng_state())
-        if torch.cuda.is_available():
-            state["cuda_rng_state"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def checkpoint(self, save_dir):
-        """Upstream's checkpoint files (weights-only loadable) plus ``precision_state.pt``."""
-        if comm.get_local_rank() != 0:
-            return
-        save_name = "best_model" if self.save_best is not None else "model"
-        checkpointing.save_training_files(save_dir, save_name, self.model, optimizer=self.optimizer,
-                                          scheduler=self.scheduler, regularizer=self.regularizer,
-                                          epoch=self.epoch, precision_state=self.precision_state_dict())
-        if self.verbose:
-            print(f"[Rank 0]: saved training state to {save_dir}")
-
-    def resume_state_from_dir(self, save_dir):
-        """Load a checkpoint and set ``start_epoch`` to the epoch after the saved one.
-
-        Restores model, optimizer, scheduler, regularizer, loss scaler, history and
-        the RNG state (so data shuffling continues as in an uninterrupted run). An
-        upstream checkpoint without ``precision_state.pt`` resumes after its
-        manifest's epoch with a fresh scaler.
-        """
-        self.model = self.model.to(self.device)  # optimizer state follows the parameters' device
-        manifest, state = checkpointing.load_training_files(
-            save_dir, self.model, optimizer=getattr(self, "optimizer", None),
-            scheduler=getattr(self, "scheduler", None), regularizer=getattr(self, "regularizer", None))
-        next_epoch = None
-        if state is not None:
-            saved = (state["schedule"], state["n_epochs"])
-            current = (None if self.precision_schedule is None else str(self.precision_schedule), self.n_epochs)
-            if saved != current:
-                warnings.warn(f"Resuming a run saved with (schedule, n_epochs)={saved} as {current}: the "
-                              "phase boundaries move.", stacklevel=2)
-            self.scaler.load_state_dict(state["scaler"])
-            self.history = [dict(h) for h in state["history"]]
-            torch.set_rng_state(state["rng_state"])
-            if "cuda_rng_state" in state and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["cuda_rng_state"])
-            next_epoch = state["next_epoch"]
-        elif manifest.get("epoch") is not None:
-            next_epoch = manifest["epoch"] + 1
-        if next_epoch is not None and next_epoch > self.start_epoch:
-            self.start_epoch = next_epoch
-            if self.verbose:
-                print(f"Trainer resuming from epoch {next_epoch}")

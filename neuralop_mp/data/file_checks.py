@@ -1,0 +1,100 @@
+"""Checks of a data file before it is trained on: readable, of its declared size, finite.
+
+A file named ``darcy_train_16.pt`` promises 16x16 samples; upstream's readers
+trust the name, so a file with 8x8 arrays under that name trains at 8 while every
+summary says 16. A NaN in one target poisons the output normalizer (its mean and
+std become NaN) and every batch is then skipped. Both are caught here, before any
+work, with the path, the tensor and the sample indices in the message.
+"""
+import warnings
+from pathlib import Path
+
+import torch
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be used as is; the message names the path."""
+
+
+def read_data_file(path):
+    """The dict stored in ``path`` (memory-mapped, weights-only).
+
+    Raises
+    ------
+    DataFileError
+        When the file is not a complete torch file (e.g. truncated by an interrupted
+        copy or write) or holds no ``x``/``y`` tensors.
+    """
+    path = Path(path)
+    try:
+        data = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for broken files
+        raise DataFileError(f"{path} is not a readable data file (truncated or corrupted: "
+                            f"{type(err).__name__}: {err}).") from err
+    if not isinstance(data, dict) or not all(torch.is_tensor(data.get(k)) for k in ("x", "y")):
+        raise DataFileError(f"{path} does not hold a dict with tensors 'x' and 'y'.")
+    return data
+
+
+def non_finite_samples(tensor, n_samples=None):
+    """Indices (along the first axis, among the first ``n_samples``) of samples holding inf or NaN."""
+    t = tensor if n_samples is None else tensor[:n_samples]
+    if t.shape[0] == 0:
+        return []
+    finite = torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+    return torch.nonzero(~finite).flatten().tolist()
+
+
+def check_data_file(path, resolution, n_samples, spatial_dims):
+    """Check that ``path`` holds at least ``n_samples`` finite samples at ``resolution``.
+
+    Parameters
+    ----------
+    path : Path
+    resolution : int
+        Points per spatial axis the file name declares.
+    n_samples : int
+        Samples the run will read (the first ``n_samples`` rows).
+    spatial_dims : int
+        Number of trailing spatial axes of ``x`` and ``y`` (2 for Darcy and
+        Navier-Stokes, 1 for Burgers, whose ``y`` has a time axis before space).
+
+    Raises
+    ------
+    DataFileError
+        Naming the path and what is wrong: unreadable, wrong spatial size, fewer
+        samples than requested, or the indices of non-finite samples.
+    """
+    data = read_data_file(path)
+    meta = data.get("meta") or {}
+    for key in ("x", "y"):
+        tensor = data[key]
+        spatial = tuple(tensor.shape[-spatial_dims:])
+        if tensor.ndim < spatial_dims + 1 or spatial != (resolution,) * spatial_dims:
+            raise DataFileError(
+                f"{path}: '{key}' has shape {tuple(tensor.shape)}, i.e. samples of size {spatial}, but the "
+                f"file name declares resolution {resolution}. Regenerate it (`neuralop-mp data ... --overwrite`) "
+                "or rename it after its real resolution.")
+    n_x, n_y = data["x"].shape[0], data["y"].shape[0]
+    if n_x != n_y:
+        raise DataFileError(f"{path}: 'x' holds {n_x} samples but 'y' holds {n_y}.")
+    if "n_samples" in meta and meta["n_samples"] != n_x:
+        raise DataFileError(f"{path}: its metadata declares {meta['n_samples']} samples but it holds {n_x}.")
+    if "resolution" in meta and meta["resolution"] != resolution:
+        raise DataFileError(f"{path}: its metadata declares resolution {meta['resolution']}, its name {resolution}.")
+    if n_x < n_samples:
+        raise DataFileError(f"{path} holds {n_x} samples but {n_samples} were requested.")
+    for key in ("x", "y"):
+        bad = non_finite_samples(data[key], n_samples)
+        if bad:
+            raise DataFileError(
+                f"{path}: '{key}' holds inf/NaN in {len(bad)} of the first {n_samples} samples, at sample "
+                f"indices {bad[:10]}{' ...' if len(bad) > 10 else ''}. One non-finite sample makes the "
+                "normalizer NaN and every batch is skipped: fix or drop these samples, or regenerate the file.")
+    return data
+
+
+def unreadable_file_warning(path, err):
+    """Warn that ``path`` is replaced because it cannot be read."""
+    warnings.warn(f"{path} cannot be read ({err}); it is regenerated (a partial file from an interrupted "
+                  "generation or copy is never loaded).", RuntimeWarning, stacklevel=3)

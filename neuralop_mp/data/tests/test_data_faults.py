@@ -1,0 +1,122 @@
+"""Data files that lie about their contents, are half written or hold inf/NaN are caught
+before training, with the path and the sample index in the message."""
+import os
+
+import pytest
+import torch
+
+from neuralop_mp.data import generate_darcy, load_darcy
+from neuralop_mp.data.file_checks import DataFileError
+
+pytestmark = pytest.mark.reliability
+
+SMALL = dict(n_train=4, n_tests=[2], batch_size=2, test_batch_sizes=[2], train_resolution=8,
+             test_resolutions=[8], progress=False)
+
+
+@pytest.fixture(scope="module")
+def darcy8(tmp_path_factory):
+    """Darcy files at resolution 8 (4 train, 2 test samples), generated once."""
+    root = tmp_path_factory.mktemp("darcy8")
+    generate_darcy(root, resolutions=(8,), n_train=4, n_test=2, progress=False)
+    return root
+
+
+def copy_of(darcy8, tmp_path):
+    for name in ("darcy_train_8.pt", "darcy_test_8.pt"):
+        (tmp_path / name).write_bytes((darcy8 / name).read_bytes())
+    return tmp_path
+
+
+def test_file_with_8x8_arrays_named_16_is_refused_with_the_path(darcy8, tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / f"darcy_{split}_16.pt").write_bytes((darcy8 / f"darcy_{split}_8.pt").read_bytes())
+    with pytest.raises(DataFileError, match=r"darcy_train_16.pt: 'x' has shape \(4, 8, 8\).*declares resolution 16"):
+        load_darcy(tmp_path, **dict(SMALL, train_resolution=16, test_resolutions=[16]), generate=False)
+
+
+def test_nan_in_one_training_target_is_reported_with_its_sample_index(darcy8, tmp_path):
+    root = copy_of(darcy8, tmp_path)
+    data = torch.load(root / "darcy_train_8.pt", weights_only=True)
+    data["y"][2, 3, 3] = float("nan")
+    torch.save(data, root / "darcy_train_8.pt")
+    with pytest.raises(DataFileError, match=r"darcy_train_8.pt: 'y' holds inf/NaN in 1 of the first 4 samples, "
+                                            r"at sample indices \[2\]"):
+        load_darcy(root, **SMALL, generate=False)
+
+
+def test_inf_in_one_test_input_is_reported_with_its_sample_index(darcy8, tmp_path):
+    root = copy_of(darcy8, tmp_path)
+    data = torch.load(root / "darcy_test_8.pt", weights_only=True)
+    data["x"][1, 0, 0] = float("inf")
+    torch.save(data, root / "darcy_test_8.pt")
+    with pytest.raises(DataFileError, match=r"darcy_test_8.pt: 'x' holds inf/NaN .* sample indices \[1\]"):
+        load_darcy(root, **SMALL, generate=False)
+
+
+def test_a_sample_past_the_requested_count_is_not_checked(darcy8, tmp_path):
+    root = copy_of(darcy8, tmp_path)
+    data = torch.load(root / "darcy_train_8.pt", weights_only=True)
+    data["y"][3] = float("nan")
+    torch.save(data, root / "darcy_train_8.pt")
+    train, _, _ = load_darcy(root, **dict(SMALL, n_train=3), generate=False)
+    assert len(train.dataset) == 3
+
+
+def test_partially_written_file_is_regenerated_never_loaded(darcy8, tmp_path):
+    root = copy_of(darcy8, tmp_path)
+    good = (root / "darcy_train_8.pt").read_bytes()
+    (root / "darcy_train_8.pt").write_bytes(good[: len(good) // 2])  # an interrupted write/copy
+    with pytest.raises(DataFileError, match=r"darcy_train_8.pt is not a readable data file"):
+        load_darcy(root, **SMALL, generate=False)
+    with pytest.warns(RuntimeWarning, match=r"darcy_train_8.pt cannot be read .* it is regenerated"):
+        train, _, _ = load_darcy(root, **SMALL, generate=True)
+    regenerated = torch.load(root / "darcy_train_8.pt", weights_only=True)
+    expected = torch.load(darcy8 / "darcy_train_8.pt", weights_only=True)
+    assert torch.equal(regenerated["x"], expected["x"]) and torch.equal(regenerated["y"], expected["y"])
+    assert len(train.dataset) == 4
+
+
+def test_generation_writes_through_a_temporary_file(tmp_path, monkeypatch):
+    """Killed while saving: the final name never holds a partial file, no temporary is left."""
+    real_save = torch.save
+
+    def dying_save(obj, path, *args, **kwargs):
+        real_save(obj, path, *args, **kwargs)
+        with open(path, "r+b") as f:
+            f.truncate(100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        generate_darcy(tmp_path, resolutions=(8,), n_train=2, n_test=1, progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_sample_count_declared_in_metadata_must_match(darcy8, tmp_path):
+    root = copy_of(darcy8, tmp_path)
+    data = torch.load(root / "darcy_train_8.pt", weights_only=True)
+    data["meta"]["n_samples"] = 40
+    torch.save(data, root / "darcy_train_8.pt")
+    with pytest.raises(DataFileError, match=r"metadata declares 40 samples but it holds 4"):
+        load_darcy(root, **SMALL, generate=False)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"train_resolution": 0}, r"Invalid train_resolution=0; allowed values: integers >= 2"),
+    ({"train_resolution": 1}, r"Invalid train_resolution=1; allowed values: integers >= 2"),
+    ({"train_resolution": -16}, r"Invalid train_resolution=-16"),
+    ({"test_resolutions": [-8]}, r"Invalid test_resolutions entry=-8"),
+    ({"n_train": 0}, r"Invalid n_train=0; allowed values: integers >= 1"),
+    ({"n_tests": [0]}, r"Invalid n_tests entry=0; allowed values: integers >= 1"),
+    ({"test_resolutions": [], "n_tests": [], "test_batch_sizes": []}, r"test_resolutions is empty"),
+])
+def test_nonsense_sizes_are_refused_before_any_file_is_touched(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        load_darcy(tmp_path / "never", **dict(SMALL, **override))
+    assert not (tmp_path / "never").exists()
+
+
+def test_float_resolution_is_a_type_error(tmp_path):
+    with pytest.raises(TypeError, match=r"Invalid train_resolution=16.5"):
+        load_darcy(tmp_path, **dict(SMALL, train_resolution=16.5))

@@ -1,0 +1,59 @@
+"""The pieces that let upstream's epoch loop run a scaled, guarded step unchanged.
+
+neuralop's ``Trainer.train_one_epoch`` calls, per batch, ``loss = train_one_batch(...)``,
+``loss.backward()`` and ``self.optimizer.step()``. :class:`ScaleGradient` makes that
+``backward`` a scaled one while ``loss.item()`` still reads the true loss;
+:class:`StepThroughTrainer` stands in for the optimizer so that ``step()`` is the
+trainer's guarded step; :func:`non_finite_parameters` is the check after it.
+"""
+import torch
+
+
+def _real_view(tensor):
+    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
+
+
+class ScaleGradient(torch.autograd.Function):
+    """Identity on the loss whose backward multiplies the gradient by the loss scale:
+    upstream's ``loss.backward()`` then runs a scaled backward while ``loss.item()``
+    still reads the true loss."""
+
+    @staticmethod
+    def forward(ctx, loss, scale):
+        ctx.scale = scale
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
+class StepThroughTrainer:
+    """The optimizer as upstream's epoch loop sees it: ``step()`` is the trainer's
+    guarded step; everything else is the real optimizer's."""
+
+    def __init__(self, optimizer, guarded_step):
+        self._optimizer, self._guarded_step = optimizer, guarded_step
+
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("MixedPrecisionTrainer does not support optimizer closures.")
+        self._guarded_step()
+
+    def __getattr__(self, name):
+        return getattr(self._optimizer, name)
+
+
+def non_finite_parameters(optimizer, model=None):
+    """Names (from ``model``, else ``"param i"``) of the optimizer's parameters holding inf/NaN.
+
+    One device sync for all parameters: the per-parameter flags are stacked first.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not params:
+        return []
+    flags = torch.stack([torch.isfinite(_real_view(p.detach())).all() for p in params])
+    if bool(flags.all()):
+        return []
+    names = {id(p): n for n, p in model.named_parameters()} if model is not None else {}
+    return [names.get(id(p), f"param {i}") for i, (p, ok) in enumerate(zip(params, flags.tolist())) if not ok]

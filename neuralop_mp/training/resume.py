@@ -1,0 +1,95 @@
+"""Checkpoint and resume of :class:`~neuralop_mp.training.trainer.MixedPrecisionTrainer`.
+
+What the trainer adds to upstream's ``checkpoint`` / ``resume_state_from_dir``: the
+schedule position, loss scaler, history and RNG state (``precision_state.pt``), a
+verified, atomically written folder (:mod:`~neuralop_mp.training.checkpointing`),
+resume at the epoch after the saved one, and a loss scaler that follows the
+resuming run's precision.
+"""
+import warnings
+
+import torch
+import neuralop.mpu.comm as comm
+
+from . import checkpointing
+from .loss_scaling import ComplexGradScaler
+
+
+class TrainingStateCheckpoints:
+    """Mixin for a neuralop ``Trainer`` subclass with ``precision_schedule``, ``scaler``,
+    ``history``, ``half_dtype`` and ``_scaling_enabled()``."""
+
+    def precision_state_dict(self):
+        """Schedule position, scaler, history and RNG state (weights-only loadable)."""
+        epoch = getattr(self, "epoch", None)
+        state = dict(epoch=epoch, next_epoch=None if epoch is None else epoch + 1, n_epochs=self.n_epochs,
+                     schedule=None if self.precision_schedule is None else str(self.precision_schedule),
+                     phase_index=self.phase_index, half_dtype=self.half_dtype,
+                     scaler=self.scaler.state_dict(), history=[dict(h) for h in self.history],
+                     rng_state=torch.get_rng_state())
+        if torch.cuda.is_available():
+            state["cuda_rng_state"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def checkpoint(self, save_dir):
+        """Upstream's checkpoint files (weights-only loadable) plus ``precision_state.pt``."""
+        if comm.get_local_rank() != 0:
+            return
+        save_name = "best_model" if self.save_best is not None else "model"
+        checkpointing.save_training_files(save_dir, save_name, self.model, optimizer=self.optimizer,
+                                          scheduler=self.scheduler, regularizer=self.regularizer,
+                                          epoch=self.epoch, precision_state=self.precision_state_dict())
+        if self.verbose:
+            print(f"[Rank 0]: saved training state to {save_dir}")
+
+    def _load_scaler_state(self, scaler_state, saved_half_dtype):
+        """Restore the scaler, but let this run decide whether scaling is on: a bfloat16
+        checkpoint resumed in float16 must start scaling (and the reverse must stop)."""
+        wanted = self._scaling_enabled()
+        self.scaler.load_state_dict(scaler_state)
+        if self.scaler.enabled != wanted:
+            warnings.warn(
+                f"The checkpoint was saved with loss scaling {'on' if self.scaler.enabled else 'off'} "
+                f"(half_dtype={saved_half_dtype!r}); this run (half_dtype={self.half_dtype!r}, "
+                f"loss_scaling={self.loss_scaling!r}) turns it {'on' if wanted else 'off'}"
+                + (f", starting from scale {ComplexGradScaler().get_scale():g}." if wanted else "."),
+                RuntimeWarning, stacklevel=3)
+            self.scaler.set_enabled(wanted)
+
+    def resume_state_from_dir(self, save_dir):
+        """Load a checkpoint and set ``start_epoch`` to the epoch after the saved one.
+
+        Restores model, optimizer, scheduler, regularizer, loss scaler, history and
+        the RNG state (so data shuffling continues as in an uninterrupted run). An
+        upstream checkpoint without ``precision_state.pt`` resumes after its
+        manifest's epoch with a fresh scaler.
+
+        Nothing is loaded before the whole folder is verified
+        (:func:`~neuralop_mp.training.checkpointing.verify_checkpoint`): a missing
+        optimizer/scheduler file, a file of another size or checksum than the
+        manifest records, a newer format or another model's weights raise
+        :class:`~neuralop_mp.training.checkpointing.CheckpointError` naming the file.
+        """
+        self.model = self.model.to(self.device)  # optimizer state follows the parameters' device
+        manifest, state = checkpointing.load_training_files(
+            save_dir, self.model, optimizer=getattr(self, "optimizer", None),
+            scheduler=getattr(self, "scheduler", None), regularizer=getattr(self, "regularizer", None))
+        next_epoch = None
+        if state is not None:
+            saved = (state["schedule"], state["n_epochs"])
+            current = (None if self.precision_schedule is None else str(self.precision_schedule), self.n_epochs)
+            if saved != current:
+                warnings.warn(f"Resuming a run saved with (schedule, n_epochs)={saved} as {current}: the "
+                              "phase boundaries move.", stacklevel=2)
+            self._load_scaler_state(state["scaler"], state.get("half_dtype"))
+            self.history = [dict(h) for h in state["history"]]
+            torch.set_rng_state(state["rng_state"])
+            if "cuda_rng_state" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng_state"])
+            next_epoch = state["next_epoch"]
+        elif manifest.get("epoch") is not None:
+            next_epoch = manifest["epoch"] + 1
+        if next_epoch is not None and next_epoch > self.start_epoch:
+            self.start_epoch = next_epoch
+            if self.verbose:
+                print(f"Trainer resuming from epoch {next_epoch}")
