@@ -56,7 +56,8 @@ def _get(obj, key, default=None):
 
 
 def _as_dict(section):
-    if hasattr(section, "to_dict"):
+    # dicts first: a zencfg 0.7 Bunch raises KeyError (not AttributeError) in hasattr
+    if not isinstance(section, dict) and hasattr(section, "to_dict"):
         section = section.to_dict()
     section = dict(section)
     section.pop("_config_name", None)  # zencfg's subclass tag, not a model argument

@@ -9,6 +9,7 @@ import inspect
 import threading
 from types import SimpleNamespace
 
+from ..configs.zencfg_compat import read_key, section_dict
 from ..training.schedule import PrecisionSchedule
 
 # While the factory builds an optimizer it may itself call torch.optim.AdamW, which
@@ -38,16 +39,8 @@ def plugin_parts():
 
 
 def _section(config, key):
-    """``config[key]`` of a dict, Bunch or zencfg config, as a plain dict (or None)."""
-    if isinstance(config, dict):
-        value = config.get(key)
-    else:
-        value = getattr(config, key, None)
-    if value is None:
-        return None
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
-    return dict(value)
+    """``config[key]`` of a dict, Bunch (zencfg 0.7 or 1.0) or zencfg config, as a plain dict (or None)."""
+    return section_dict(read_key(config, key))
 
 
 def plugin_config(config, options):

@@ -199,7 +199,8 @@ def _as_phase(item, position):
     if isinstance(item, str):
         return _parse_phase(item, position)
     if isinstance(item, dict) or hasattr(item, "to_dict"):
-        return PrecisionPhase(**(item.to_dict() if hasattr(item, "to_dict") else dict(item)))
+        # dicts first: a zencfg 0.7 Bunch raises KeyError (not AttributeError) in hasattr
+        return PrecisionPhase(**(dict(item) if isinstance(item, dict) else item.to_dict()))
     if isinstance(item, (tuple, list)) and len(item) == 2:
         mode, share = item
         return PrecisionPhase(mode, share=share)
