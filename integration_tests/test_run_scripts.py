@@ -181,3 +181,31 @@ def test_missing_data_names_the_files_and_the_command(in_scripts, no_network, tm
     assert "nsforcing_train_16.pt, nsforcing_test_16.pt not found" in message
     assert f"neuralop-mp data navier_stokes --res 16 --root {empty}" in message
     assert no_network == []
+
+
+RUN = {"train_darcy.py", "train_navier_stokes.py", "train_burgers.py", "train_burgers_pino.py"}
+
+
+def test_every_upstream_script_either_runs_or_is_refused_up_front(in_scripts, capsys):
+    from neuralop_mp.runner.upstream_scripts import REFUSED
+
+    scripts = {p.name for p in in_scripts.glob("*.py")}
+    assert scripts == RUN | set(REFUSED), "classify new upstream scripts in neuralop_mp.runner.upstream_scripts"
+    for name in sorted(REFUSED):
+        assert main([name, "--mp.precision", "mixed"]) == 2, name
+        captured = capsys.readouterr()
+        assert f"{name} is one of neuraloperator's own scripts that neuralop-mp run does not run" in captured.err
+        assert REFUSED[name].reason in captured.err
+        assert "with the plugin enabled" not in captured.out  # refused before the script starts
+
+
+def test_upstream_train_burgers_pino_runs_with_the_mixed_precision_layer(in_scripts, burgers_root, no_network,
+                                                                        capsys):
+    result = run_script("train_burgers_pino.py", TINY_BURGERS + ["--opt.n_epochs", "1"], precision="mixed",
+                        data_root=burgers_root)
+    assert result.exit_status == 0, result.error
+    (model,) = result.report.models
+    assert model["layer_types"] == ["MixedPrecisionSpectralConv"] and model["precision"]["mode"] == "mixed"
+    assert result.report.trainers == []  # its own training loop: no schedule, said before it starts
+    assert "never creates neuralop.Trainer" in capsys.readouterr().out
+    assert no_network == []

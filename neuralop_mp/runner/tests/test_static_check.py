@@ -51,3 +51,11 @@ def test_torch_optimizers_are_named_as_kept():
     (warning,) = start_warnings(scan, {"optimizer": "tensorgrad"})
     assert "torch.optim.Adam, torch.optim.AdamW" in warning and "is kept" in warning
     assert "no neuralop AdamW" in describe_plan(scan)
+
+
+def test_only_upstreams_own_script_is_refused_not_a_namesake():
+    from neuralop_mp.runner.upstream_scripts import refusal_reason
+
+    assert "GINO" in refusal_reason("train_poisson.py", "from config.poisson_gino_config import Default\n")
+    assert refusal_reason("train_poisson.py", "from my_configs import Default\n") is None
+    assert refusal_reason("train_darcy.py", "from config.darcy_config import Default\n") is None
