@@ -46,7 +46,7 @@ def _legacy_fields(config_cls):
     except Exception:  # unresolvable forward references: fall back to the raw annotations
         hints = {}
         for klass in reversed(config_cls.__mro__):
-            hints.update(getattr(klass, "__annotations__", {}) if "__annotations__" in vars(klass) else {})
+            hints.update(vars(klass).get("__annotations__", {}))
     fields = {}
     for klass in reversed(config_cls.__mro__):
         if klass is object or klass is ConfigBase:
