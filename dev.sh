@@ -13,6 +13,8 @@ VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 # Elsewhere, point this at PyTorch's CPU wheel index: TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX=${TORCH_INDEX:-}
+ZENCFG_ALT=zencfg==1.0.0
+ZENCFG_ALT_DIR=zencfg-1.0.0
 
 setup() {
   if [ ! -x "$VENV/bin/python" ]; then
@@ -33,6 +35,12 @@ setup() {
     echo "[dev.sh] installing neuralop-mp and its dependencies"
     "${pip[@]}" -e ".[test]"
     touch "$VENV/.neuralop_mp_installed"
+  fi
+  # The plugin requires zencfg 0.7 (what neuraloperator 2.0.0's configs need); a copy of
+  # zencfg 1.0 beside it lets the tests check our configs under 1.0 as well.
+  if [ ! -f "$VENV/$ZENCFG_ALT_DIR/zencfg/__init__.py" ]; then
+    echo "[dev.sh] installing $ZENCFG_ALT into $VENV/$ZENCFG_ALT_DIR (for the zencfg 1.0 tests)"
+    "${pip[@]}" --no-deps --target "$VENV/$ZENCFG_ALT_DIR" "$ZENCFG_ALT"
   fi
 }
 

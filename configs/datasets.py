@@ -1,13 +1,13 @@
 """Data sections (``config.data``): which built-in dataset, its sizes and loaders.
 
 Each section's fields are keyword arguments of the loader named by its
-``loader`` class attribute (``neuralop_mp.data.load_darcy``, ...), so every field
+``loader_name()`` method (``neuralop_mp.data.load_darcy``, ...), so every field
 reaches the loader and a field the loader does not take is an error, not a
 silently ignored key. ``data_root=None`` means :func:`neuralop_mp.data.default_data_root`
 (``$NEURALOP_MP_DATA``, else ``~/.cache/neuralop_mp/data``); missing files are
 generated there when ``generate`` is true.
 """
-from typing import ClassVar, List, Optional
+from typing import List, Optional
 
 from zencfg import ConfigBase
 
@@ -15,7 +15,11 @@ from zencfg import ConfigBase
 class DataConfig(ConfigBase):
     """Fields every built-in dataset loader takes."""
 
-    loader: ClassVar[str] = "load_darcy"
+    # A method, not a class attribute: zencfg 0.7 makes every public non-callable
+    # class attribute a field, and fails on a ClassVar annotation.
+    def loader_name(self):
+        """Name of the ``neuralop_mp.data`` function that takes this section's fields."""
+        return "load_darcy"
 
     data_root: Optional[str] = None
     n_train: int = 1000
@@ -31,7 +35,8 @@ class DataConfig(ConfigBase):
 class DarcyDatasetConfig(DataConfig):
     """2D Darcy flow (piecewise-constant permeability -> pressure), generated offline."""
 
-    loader: ClassVar[str] = "load_darcy"
+    def loader_name(self):
+        return "load_darcy"
 
     encode_input: bool = False
     encode_output: bool = True
@@ -40,7 +45,8 @@ class DarcyDatasetConfig(DataConfig):
 class NavierStokesDatasetConfig(DarcyDatasetConfig):
     """2D Navier-Stokes vorticity on the torus (initial -> later vorticity), generated offline."""
 
-    loader: ClassVar[str] = "load_navier_stokes"
+    def loader_name(self):
+        return "load_navier_stokes"
 
     n_train: int = 200
     batch_size: int = 16
@@ -57,7 +63,8 @@ class BurgersDatasetConfig(DataConfig):
     this section has no ``encode_*`` fields.
     """
 
-    loader: ClassVar[str] = "load_burgers"
+    def loader_name(self):
+        return "load_burgers"
 
     n_train: int = 500
     batch_size: int = 32

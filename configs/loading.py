@@ -6,11 +6,13 @@
 mixed``, ``--data.test_resolutions "[16,32]"``); a key that is not a field of the
 config is rejected with the closest valid keys, before zencfg sees it.
 """
+import copy
 import difflib
+import runpy
 import typing
 from pathlib import Path
 
-from zencfg import ConfigBase, load_config_from_file, make_config
+from zencfg import ConfigBase, load_config_from_file
 
 from neuralop_mp.vocabulary import none_if_null
 
@@ -19,6 +21,7 @@ from .burgers import BurgersConfig
 from .darcy import DarcyConfig
 from .navier_stokes import NavierStokesConfig
 from .validation import validate_config
+from .zencfg_compat import category, config_fields, is_config, select_subclass
 
 CONFIGS = {
     "darcy": DarcyConfig,
@@ -57,23 +60,20 @@ def _default_config_in_file(path):
         return load_config_from_file(path.parent, path.name, config_name="Default")
     except AttributeError:
         pass
-    import sys
-
-    defined = []
-    for module_name, module in list(sys.modules.items()):
-        if getattr(module, "__file__", None) and Path(module.__file__).resolve() == path.resolve():
-            defined = [
-                value for value in vars(module).values()
-                if isinstance(value, type) and issubclass(value, TrainConfig)
-                and value.__module__ == module_name
-            ]
-            break
+    # list the file's own TrainConfig classes (by running it once under a throwaway
+    # name), then load the one found through zencfg like any named class
+    namespace = runpy.run_path(str(path), run_name="_neuralop_mp_config_scan")
+    defined = [
+        value for value in namespace.values()
+        if isinstance(value, type) and issubclass(value, TrainConfig)
+        and value.__module__ == "_neuralop_mp_config_scan"
+    ]
     if len(defined) != 1:
         names = ", ".join(sorted(c.__name__ for c in defined)) or "none"
         raise ValueError(
             f"{path}: name the config class as {path}:ClassName (TrainConfig classes found: {names})."
         )
-    return defined[0]
+    return load_config_from_file(path.parent, path.name, config_name=defined[0].__name__)
 
 
 def resolve_config(spec):
@@ -103,12 +103,11 @@ def resolve_config(spec):
 
 def config_keys(config):
     """Every dotted key of a config (class or instance), sections included."""
-    config_cls = config if isinstance(config, type) else type(config)
     keys = []
-    for name, field in config_cls.model_fields.items():
-        value = getattr(config, name) if not isinstance(config, type) else field.default
+    for name, (_, default) in config_fields(config).items():
+        value = getattr(config, name) if not isinstance(config, type) else default
         keys.append(name)
-        if isinstance(value, ConfigBase):
+        if is_config(value):
             keys.extend(f"{name}.{sub}" for sub in config_keys(value))
     return keys
 
@@ -152,18 +151,34 @@ def _check_keys(config, overrides):
 
 
 def _is_section(config, key):
-    return "." not in key and isinstance(getattr(config, key, None), ConfigBase)
+    return "." not in key and is_config(getattr(config, key, None))
 
 
 def _none_for_null_strings(config):
     """``--model.norm None`` arrives as the string "None": make it None where None is allowed."""
-    for name, field in type(config).model_fields.items():
+    for name, (annotation, _) in config_fields(config).items():
         value = getattr(config, name)
-        if isinstance(value, ConfigBase):
+        if is_config(value):
             _none_for_null_strings(value)
         elif (isinstance(value, str) and none_if_null(value) is None
-                and type(None) in typing.get_args(field.annotation)):
+                and type(None) in typing.get_args(annotation)):
             setattr(config, name, None)
+
+
+def _apply_overrides(config, overrides):
+    """Set each dotted key on ``config`` in place; zencfg parses and type-checks the value.
+
+    Assignment rather than ``zencfg.make_config``: zencfg 0.7's ``make_config`` rebuilds
+    an instance from its flat dict and loses a selected section class (``--model
+    TFNOConfig`` would come back as an ``FNOConfig``).
+    """
+    for key, value in overrides.items():
+        *path, name = key.split(".")
+        section = config
+        for part in path:
+            section = getattr(section, part)
+        setattr(section, name, value)
+    return config
 
 
 def load_config(spec="darcy", overrides=None, *, validate=True):
@@ -196,14 +211,17 @@ def load_config(spec="darcy", overrides=None, *, validate=True):
         overrides = parse_overrides(list(overrides))
     overrides = {str(k): v for k, v in overrides.items()}
 
-    base = source if isinstance(source, ConfigBase) else source()
-    # section selections first (--model TFNOConfig): they decide which keys exist
+    # a copy: zencfg 0.7 assigns class-level default sections to instances as they
+    # are, so editing the config in place would edit every later config's defaults
+    base = copy.deepcopy(source if is_config(source) else source())
+    # section selections first (--model TFNOConfig): they decide which keys exist, and
+    # the selected class starts from its own defaults (same under zencfg 0.7 and 1.0)
     selections = {k: v for k, v in overrides.items() if _is_section(base, k)}
-    if selections:
-        base = make_config(base, **selections)
+    for key, class_name in selections.items():
+        setattr(base, key, select_subclass(category(type(getattr(base, key))), class_name)())
     rest = {k: v for k, v in overrides.items() if k not in selections}
     _check_keys(base, rest)
-    config = make_config(base, **rest) if rest else base
+    config = _apply_overrides(base, rest)
     _none_for_null_strings(config)
     if validate:
         validate_config(config)
@@ -211,8 +229,17 @@ def load_config(spec="darcy", overrides=None, *, validate=True):
 
 
 def config_to_dict(config):
-    """A JSON-ready nested dict of the config (``_config_name`` keys included)."""
-    return _plain(config.to_dict())
+    """A JSON-ready nested dict of the config's fields.
+
+    Each section carries its class name under ``_config_name``, so
+    ``make_config_from_nested_dict(type(config), config_to_dict(config))`` rebuilds
+    the same config, section classes included (under zencfg 0.7 and 1.0 alike).
+    """
+    result = {"_config_name": type(config).__name__}
+    for name in config_fields(config):
+        value = getattr(config, name)
+        result[name] = config_to_dict(value) if is_config(value) else _plain(value)
+    return result
 
 
 def _plain(value):

@@ -1,10 +1,62 @@
-"""Shared fixtures of the end-to-end tests: one small Darcy dataset per test session."""
+"""Shared fixtures of the end-to-end tests: generated datasets and upstream's real scripts."""
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
 # Sizes shared by the integration tests: 16x16 training grid, 32x32 for the 2x test.
 DARCY_N_TRAIN = 500
 DARCY_N_TEST = 100
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+UPSTREAM_NAME = "neuraloperator-2.0.0"
+
+
+def upstream_source():
+    """neuraloperator 2.0.0's repository folders (``scripts/``, ``config/``), or None.
+
+    ``$NEURALOP_UPSTREAM_SOURCE`` if set, else ``shared/upstream/neuraloperator-2.0.0``
+    beside the checkout or beside one of its parent folders (CI has it at
+    ``../shared`` from the repository root).
+    """
+    if os.environ.get("NEURALOP_UPSTREAM_SOURCE"):
+        return Path(os.environ["NEURALOP_UPSTREAM_SOURCE"])
+    for folder in REPO_ROOT.parents:
+        candidate = folder / "shared" / "upstream" / UPSTREAM_NAME
+        if (candidate / "scripts").is_dir():
+            return candidate
+    return None
+
+
+def require_upstream_source():
+    """The upstream folder; skips (fails under CI=true) when it is not there."""
+    source = upstream_source()
+    if source is None or not (source / "scripts").is_dir():
+        message = (f"neuraloperator 2.0.0's scripts/ and config/ not found (../shared/upstream/{UPSTREAM_NAME} "
+                   "or $NEURALOP_UPSTREAM_SOURCE)")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + "; CI must have them.")
+        pytest.skip(message)
+    return source
+
+
+@pytest.fixture(scope="session")
+def upstream_scripts(tmp_path_factory):
+    """A writable copy of upstream's ``scripts/`` and ``config/`` side by side; returns ``scripts/``.
+
+    The originals are read-only (shared/), and upstream's scripts import
+    ``config`` through ``sys.path.insert(0, "../")``, so both folders are copied
+    and a script runs from inside the copied ``scripts/``.
+    """
+    source = require_upstream_source()
+    root = tmp_path_factory.mktemp("neuraloperator")
+    for name in ("scripts", "config"):
+        shutil.copytree(source / name, root / name)
+    for path in root.rglob("*"):
+        path.chmod(path.stat().st_mode | 0o200)
+    return root / "scripts"
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,23 @@
-"""Upstream-style training scripts run end to end under ``neuralop-mp run`` on generated data.
+"""neuraloperator 2.0.0's real training scripts, unmodified, under ``neuralop-mp run``.
 
-The stand-in scripts in ``integration_tests/scripts/`` follow neuraloperator's
-script structure and know nothing about the plugin. Each test runs one through
-the runner in-process, with the network blocked, and asserts from the activation
-report that the plugin really was active: the model got the mixed-precision
-layer, the optimizer is the requested kind, the trainer went through the
-requested precision phases, and the data was read offline from our folder.
+Each test copies upstream's ``scripts/`` and ``config/`` (fixture
+``upstream_scripts``), runs one script from inside the copied ``scripts/`` as a
+user would (``cd scripts && neuralop-mp run train_darcy.py ...``), in process,
+with the network blocked, on data our generators wrote in upstream's file
+layouts. The script's own flags (``--distributed``, ``--wandb``) stay at
+upstream's defaults; only sizes are made tiny through the script's own zencfg
+command line. Under zencfg 0.7 upstream's model configs accept ``--model.*``
+overrides only together with ``--model.arch`` (their ``arch`` field has no
+default), hence ``--model.arch fno`` in ``TINY_MODEL``.
+
+Each test asserts from the activation report that the plugin really was active
+(the model has the mixed-precision layer, the trainer went through the requested
+phases, data came from our folder) and that the epochs ran with finite metrics.
 """
 import json
+import math
 import socket
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,11 +26,13 @@ from neuralop_mp.runner import activation
 from neuralop_mp.runner.cli import main, run_script
 from neuralop_mp.runner.offline import OfflineDataError
 
-SCRIPTS = Path(__file__).parent / "scripts"
-# small enough for a few seconds per script on two CPU cores
-TINY = ["--verbose", "false", "--data.n_train", "32", "--data.batch_size", "16"]
-
-
+TINY_MODEL = ["--model.arch", "fno", "--model.n_modes", "[8,8]", "--model.hidden_channels", "8",
+              "--model.n_layers", "2"]
+TINY = ["--verbose", "false", "--data.n_train", "32", "--data.batch_size", "16", *TINY_MODEL]
+TINY_DARCY = TINY + ["--data.n_tests", "[16,16]"]
+TINY_NAVIER_STOKES = TINY + ["--data.train_resolution", "16", "--data.test_resolutions", "[16]",
+                             "--data.n_tests", "[16]", "--data.test_batch_sizes", "[16]"]
+TINY_BURGERS = TINY + ["--data.n_tests", "[16]"]
 
 
 @pytest.fixture
@@ -48,6 +57,13 @@ def no_network(monkeypatch):
     return attempts
 
 
+@pytest.fixture
+def in_scripts(upstream_scripts, monkeypatch):
+    """Work from inside the copied ``scripts/`` folder (upstream finds ``../config`` from there)."""
+    monkeypatch.chdir(upstream_scripts)
+    return upstream_scripts
+
+
 @pytest.fixture(scope="module")
 def ns_root(tmp_path_factory):
     from neuralop_mp.data.navier_stokes import generate_navier_stokes
@@ -67,84 +83,129 @@ def burgers_root(tmp_path_factory):
     return root
 
 
-def _assert_active(report, *, layer="MixedPrecisionSpectralConv", optimizer_class, phases, dataset, root):
+def _assert_ran_with_plugin(report, *, epochs, phases, dataset, root, optimizer_class="AdamW",
+                            layer="MixedPrecisionSpectralConv"):
+    """The plugin's layer, trainer, optimizer and offline data were used; every epoch ran, metrics finite."""
     assert not activation.is_enabled()
-    (model,) = report.models
+    report = report if isinstance(report, dict) else report.to_dict()
+    (model,) = report["models"]
     assert model["layer_types"] == [layer]
-    (opt,) = report.optimizers
-    assert opt["replaced"] == "neuralop.training.adamw.AdamW"
-    assert opt["class"] == optimizer_class and opt["model_matched"]
-    (trainer,) = report.trainers
+    (optimizer,) = report["optimizers"]
+    assert optimizer["replaced"] == "neuralop.training.adamw.AdamW"
+    assert optimizer["class"] == optimizer_class and optimizer["model_matched"]
+    (trainer,) = report["trainers"]
     assert trainer["bases"][0] == "MixedPrecisionTrainer"
-    assert report.phases_seen() == phases
-    assert [h["skipped_steps"] for h in trainer["history"]] == [0] * len(trainer["history"])
-    (data,) = report.datasets
-    assert data["dataset"] == dataset and Path(data["root"]) == Path(root)
+    history = trainer["history"]
+    assert [h["epoch"] for h in history] == list(range(epochs))
+    assert report["phases_seen"] == phases
+    assert [h["skipped_steps"] for h in history] == [0] * epochs
+    metrics = {k: v for k, v in history[-1].items() if k.endswith(("_l2", "_h1"))}
+    assert metrics, f"no evaluation metric in the last epoch: {sorted(history[-1])}"
+    for name, value in {**metrics, "train_loss": history[-1]["train_loss"]}.items():
+        assert math.isfinite(value), f"{name} = {value}"
+    (data,) = report["datasets"]
+    assert data["dataset"] == dataset and data["root"] == str(root)
+    # upstream's config package (imported from the copy) does not outlive the run
+    assert "config" not in sys.modules
 
 
-def test_darcy_script_with_schedule_and_tensorgrad(darcy_root, no_network, capsys):
+def test_upstream_train_darcy_in_mixed_precision(in_scripts, darcy_root, no_network, capsys):
+    result = run_script("train_darcy.py", TINY_DARCY + ["--opt.n_epochs", "2"], precision="mixed",
+                        data_root=darcy_root)
+    assert result.exit_status == 0, result.error
+    _assert_ran_with_plugin(result.report, epochs=2, phases=["mixed"], dataset="darcy", root=darcy_root)
+    assert result.report.models[0]["precision"]["mode"] == "mixed"
+    assert no_network == []
+    out = capsys.readouterr().out
+    assert out.index("intercepting get_model; Trainer; AdamW; load_darcy_flow_small") < out.index(
+        "neuralop-mp summary")
+
+
+def test_upstream_train_navier_stokes_in_mixed_bfloat16_through_the_cli(in_scripts, ns_root, no_network, tmp_path):
+    report_file = tmp_path / "report.json"
+    status = main([
+        "train_navier_stokes.py", "--mp.precision", "mixed", "--mp.half_dtype", "bfloat16",
+        "--mp.data-root", str(ns_root), "--mp.report", str(report_file),
+        "--", *TINY_NAVIER_STOKES, "--opt.n_epochs", "2",
+    ])
+    assert status == 0
+    report = json.loads(report_file.read_text())
+    _assert_ran_with_plugin(report, epochs=2, phases=["mixed"], dataset="navier_stokes", root=ns_root)
+    assert report["models"][0]["precision"] == {"mode": "mixed", "half_dtype": "bfloat16", "stabilizer": None}
+    assert [h["half_dtype"] for h in report["trainers"][0]["history"]] == ["bfloat16", "bfloat16"]
+    assert no_network == []
+
+
+def test_upstream_train_burgers_in_mixed_precision(in_scripts, burgers_root, no_network):
+    result = run_script("train_burgers.py", TINY_BURGERS + ["--opt.n_epochs", "2"], precision="mixed",
+                        data_root=burgers_root)
+    assert result.exit_status == 0, result.error
+    _assert_ran_with_plugin(result.report, epochs=2, phases=["mixed"], dataset="burgers", root=burgers_root)
+    assert no_network == []
+
+
+def test_upstream_train_darcy_with_tensorgrad_and_a_precision_schedule(in_scripts, darcy_root, no_network, capsys):
     result = run_script(
-        SCRIPTS / "train_darcy.py",
-        TINY + ["--opt.n_epochs", "3", "--data.n_tests", "[16, 16]", "--verbose", "true"],
+        "train_darcy.py", TINY_DARCY + ["--opt.n_epochs", "3"],
         schedule="half@1,mixed@2,full", optimizer="tensorgrad", data_root=darcy_root,
         tensorgrad_rank=0.5, tensorgrad_min_params=100,
     )
     assert result.exit_status == 0, result.error
-    _assert_active(result.report, optimizer_class="TensorGRaD", phases=["half", "mixed", "full"],
-                   dataset="darcy", root=darcy_root)
+    _assert_ran_with_plugin(result.report, epochs=3, phases=["half", "mixed", "full"], dataset="darcy",
+                            root=darcy_root, optimizer_class="TensorGRaD")
     history = result.report.trainers[0]["history"]
     assert [h["autocast"] for h in history] == [True, True, False]
     assert no_network == []
-    out = capsys.readouterr().out
-    # the script's own output is still there, between our header and our summary
-    assert out.index("intercepting get_model; Trainer; AdamW") < out.index("### Beginning Training") < out.index(
-        "neuralop-mp summary")
-    assert "precision phases: half (epoch 0), mixed (epoch 1), full (epoch 2)" in out
+    assert "precision phases: half (epoch 0), mixed (epoch 1), full (epoch 2)" in capsys.readouterr().out
 
 
-def test_navier_stokes_script_in_mixed_bfloat16(ns_root, no_network, tmp_path, capsys):
-    report_file = tmp_path / "report.json"
-    status = main([
-        str(SCRIPTS / "train_navier_stokes.py"), "--mp.precision", "mixed", "--mp.half_dtype", "bfloat16",
-        "--mp.data-root", str(ns_root), "--mp.report", str(report_file),
-        "--", *TINY, "--opt.n_epochs", "2",
-    ])
-    assert status == 0
-    report = json.loads(report_file.read_text())
-    assert report["models"][0]["layer_types"] == ["MixedPrecisionSpectralConv"]
-    assert report["models"][0]["precision"] == {"mode": "mixed", "half_dtype": "bfloat16", "stabilizer": None}
-    assert report["models"][0]["spectral_weight_dtype"] == "complex64"
-    assert report["optimizers"][0]["class"] == "AdamW" and report["optimizers"][0]["kind"] == "adamw"
-    assert report["phases_seen"] == ["mixed"]
-    assert [h["half_dtype"] for h in report["trainers"][0]["history"]] == ["bfloat16", "bfloat16"]
-    assert report["datasets"][0]["dataset"] == "navier_stokes"
-    assert no_network == []
-    assert "config.navier_stokes_config" not in sys.modules and "config" not in sys.modules
-
-
-def test_burgers_script_in_half_with_galore_and_complex32_weights(burgers_root, no_network):
-    result = run_script(
-        SCRIPTS / "train_burgers.py", TINY + ["--opt.n_epochs", "2"],
-        precision="half", optimizer="galore", data_root=burgers_root, tensorgrad_min_params=100,
-        spectral_weight_dtype="complex32",
-    )
+@pytest.mark.parametrize("precision", ["full", "half"])
+def test_upstream_train_burgers_in_full_and_half_precision(in_scripts, burgers_root, no_network, precision):
+    result = run_script("train_burgers.py", TINY_BURGERS + ["--opt.n_epochs", "1"], precision=precision,
+                        data_root=burgers_root)
     assert result.exit_status == 0, result.error
-    _assert_active(result.report, optimizer_class="TensorGRaD", phases=["half"], dataset="burgers",
-                   root=burgers_root)
-    # "auto" half type on a CPU is bfloat16 (on CUDA: float16)
-    expected = "float16" if torch.cuda.is_available() else "bfloat16"
-    assert [h["half_dtype"] for h in result.report.trainers[0]["history"]] == [expected, expected]
-    assert result.report.models[0]["spectral_weight_dtype"] == "complex32"
-    assert no_network == []
+    # "full" without a schedule builds exactly upstream's model; the trainer is still ours
+    layer = "SpectralConv" if precision == "full" else "MixedPrecisionSpectralConv"
+    _assert_ran_with_plugin(result.report, epochs=1, phases=[precision], dataset="burgers", root=burgers_root,
+                            layer=layer)
+    autocast = [h["autocast"] for h in result.report.trainers[0]["history"]]
+    assert autocast == [precision != "full"]
 
 
-def test_missing_data_names_the_files_and_the_command(no_network, tmp_path, capsys):
+def test_missing_data_names_the_files_and_the_command(in_scripts, no_network, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = run_script(SCRIPTS / "train_navier_stokes.py", TINY, precision="mixed", data_root=empty)
+    result = run_script("train_navier_stokes.py", TINY_NAVIER_STOKES, precision="mixed", data_root=empty)
     assert result.exit_status == 1 and isinstance(result.error, OfflineDataError)
     message = str(result.error)
     assert "nsforcing_train_16.pt, nsforcing_test_16.pt not found" in message
     assert f"neuralop-mp data navier_stokes --res 16 --root {empty}" in message
     assert no_network == []
-    assert "WARNING: no model was built through neuralop.get_model" in capsys.readouterr().out
+
+
+RUN = {"train_darcy.py", "train_navier_stokes.py", "train_burgers.py", "train_burgers_pino.py"}
+
+
+def test_every_upstream_script_either_runs_or_is_refused_up_front(in_scripts, capsys):
+    from neuralop_mp.runner.upstream_scripts import REFUSED
+
+    scripts = {p.name for p in in_scripts.glob("*.py")}
+    assert scripts == RUN | set(REFUSED), "classify new upstream scripts in neuralop_mp.runner.upstream_scripts"
+    for name in sorted(REFUSED):
+        assert main([name, "--mp.precision", "mixed"]) == 2, name
+        captured = capsys.readouterr()
+        assert f"{name} is one of neuraloperator's own scripts that neuralop-mp run does not run" in captured.err
+        assert REFUSED[name].reason in captured.err
+        assert "with the plugin enabled" not in captured.out  # refused before the script starts
+
+
+def test_upstream_train_burgers_pino_runs_with_the_mixed_precision_layer(in_scripts, burgers_root, no_network,
+                                                                        capsys):
+    result = run_script("train_burgers_pino.py", TINY_BURGERS + ["--opt.n_epochs", "1"], precision="mixed",
+                        data_root=burgers_root)
+    assert result.exit_status == 0, result.error
+    (model,) = result.report.models
+    assert model["layer_types"] == ["MixedPrecisionSpectralConv"] and model["precision"]["mode"] == "mixed"
+    assert result.report.trainers == []  # its own training loop: no schedule, said before it starts
+    assert "never creates neuralop.Trainer" in capsys.readouterr().out
+    assert no_network == []

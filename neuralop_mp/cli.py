@@ -32,19 +32,10 @@ def _error(message, command=None):
     return 2
 
 
-def _category(config_cls):
-    """The zencfg category of a section class (the ancestor right below ConfigBase)."""
-    from zencfg import ConfigBase
-
-    for klass in config_cls.__mro__:
-        if ConfigBase in klass.__bases__:
-            return klass
-    return config_cls
-
-
 def train_help(spec="darcy"):
     """``neuralop-mp train --help``: usage and every field of the config with its value."""
     from .configs import available_configs, config_keys, load_config
+    from .configs.zencfg_compat import category, is_config, subclass_choices
 
     config = load_config(spec, validate=False)
     lines = [
@@ -63,8 +54,8 @@ def train_help(spec="darcy"):
         value = config
         for part in key.split("."):
             value = getattr(value, part)
-        if hasattr(value, "model_fields"):
-            choices = [c for c in _category(type(value))._config_name_choices() if c != "ModelConfig"]
+        if is_config(value):
+            choices = [c for c in subclass_choices(category(value)) if c != "ModelConfig"]
             lines.append(f"  --{key} {{{', '.join(choices)}}}  (current: {type(value).__name__})")
         else:
             lines.append(f"  --{key} {value!r}")

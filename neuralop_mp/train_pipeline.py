@@ -39,7 +39,9 @@ def resolve_device(device):
 
 def section_kwargs(section):
     """The fields of a config section as a plain dict (no zencfg bookkeeping)."""
-    return {name: getattr(section, name) for name in type(section).model_fields}
+    from .configs.zencfg_compat import field_names
+
+    return {name: getattr(section, name) for name in field_names(section)}
 
 
 def build_data(config, *, progress=True):
@@ -52,7 +54,7 @@ def build_data(config, *, progress=True):
     """
     from . import data as data_module
 
-    loader_name = type(config.data).loader
+    loader_name = config.data.loader_name()
     loader = getattr(data_module, loader_name)
     kwargs = section_kwargs(config.data)
     params = inspect.signature(loader).parameters

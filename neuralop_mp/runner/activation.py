@@ -10,9 +10,11 @@ upstream training script uses to build its model, trainer, optimizer and data:
 * ``neuralop.Trainer`` (also ``neuralop.training.Trainer`` and
   ``neuralop.training.trainer.Trainer``) becomes a subclass of
   :class:`~neuralop_mp.MixedPrecisionTrainer` bound to the requested schedule;
-* ``neuralop.training.AdamW`` (and ``torch.optim.Adam`` / ``torch.optim.AdamW``
-  when an optimizer kind is requested) builds the optimizer through
-  :func:`neuralop_mp.optim.factory.create_optimizer`;
+* ``neuralop.training.AdamW`` (what upstream's scripts import) builds the
+  optimizer through :func:`neuralop_mp.optim.factory.create_optimizer`. The
+  stand-in is a subclass of upstream's class: ``isinstance`` with it holds for
+  upstream's optimizers, and a class that subclasses it keeps its own
+  ``__init__``. ``torch.optim`` is never touched;
 * upstream's dataset classes read files already on disk without any network
   call (:mod:`neuralop_mp.runner.offline`).
 
@@ -62,10 +64,6 @@ TRAINER_SITES = (
 NEURALOP_ADAMW_SITES = (
     ("neuralop.training", "AdamW"),
     ("neuralop.training.adamw", "AdamW"),
-)
-TORCH_OPTIMIZER_SITES = (
-    ("torch.optim", "Adam"),
-    ("torch.optim", "AdamW"),
 )
 
 _state = {"patches": None, "report": None}
@@ -176,9 +174,9 @@ def enable(
         Storage of the spectral weights (and their gradients) of models built
         through ``neuralop.get_model``; "complex32" is TensorGRaD's half recipe.
     optimizer : {"adamw", "tensorgrad", "galore", "sparse"}, optional
-        Kind of optimizer built in place of ``neuralop.training.AdamW`` (which is
-        always replaced, by "adamw" when no kind is given) and, only when a kind
-        is given, in place of ``torch.optim.Adam`` / ``torch.optim.AdamW``.
+        Kind of optimizer built in place of ``neuralop.training.AdamW`` (always
+        replaced, by "adamw" when no kind is given). ``torch.optim``'s classes are
+        never replaced: an optimizer a script builds from them is kept.
     optimizer_options : dict, optional
         Factory settings such as ``tensorgrad_rank`` (see ``OPTIMIZER_OPTION_KEYS``).
     loss_scaling : str, optional
@@ -236,12 +234,6 @@ def enable(
         replacement = intercept.make_optimizer_class(original, kind, options, report, parts)
         for module, name in NEURALOP_ADAMW_SITES:
             patches.set_module_attr(module, name, replacement)
-        if options["optimizer"] is not None:
-            for module, name in TORCH_OPTIMIZER_SITES:
-                original = getattr(import_module(module), name)
-                patches.set_module_attr(
-                    module, name, intercept.make_optimizer_class(original, kind, options, report, parts)
-                )
 
         if options["offline"] or options["data_root"]:
             offline_data.install(patches, report, data_root=options["data_root"])

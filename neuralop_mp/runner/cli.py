@@ -24,6 +24,7 @@ from ..vocabulary import HALF_DTYPES, PRECISION_MODES, check_choice
 from .activation import OPTIMIZER_KINDS, enabled
 from .static_check import describe_plan, scan_source, start_warnings
 from .summary import format_summary
+from .upstream_scripts import refusal_reason
 
 USAGE = (
     "usage: neuralop-mp run SCRIPT.py [--mp.precision {full,mixed,half}] [--mp.half_dtype "
@@ -184,6 +185,13 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
     Returns
     -------
     RunResult
+
+    Raises
+    ------
+    UsageError
+        When ``script`` is missing, or is one of neuraloperator's own scripts that
+        cannot run with the plugin (:mod:`neuralop_mp.runner.upstream_scripts`,
+        the message says why), before anything runs.
     """
     out = out or sys.stdout
     path = Path(script)
@@ -194,7 +202,15 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
     if optimizer_options:
         enable_options["optimizer_options"] = optimizer_options
 
-    scan = scan_source(path.read_text(), filename=str(path))
+    source = path.read_text()
+    reason = refusal_reason(path.name, source)
+    if reason is not None:
+        raise UsageError(
+            f"{path.name} is one of neuraloperator's own scripts that neuralop-mp run does not run: {reason}. "
+            "The scripts it runs: train_darcy.py, train_navier_stokes.py, train_burgers.py, "
+            "train_burgers_pino.py (docs/upstream_scripts.md)."
+        )
+    scan = scan_source(source, filename=str(path))
     shown = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None) or "defaults"
     print(f"neuralop-mp run: {path} with the plugin enabled ({shown})", file=out)
     print(f"neuralop-mp run: intercepting {describe_plan(scan)}", file=out)

@@ -7,12 +7,14 @@ them without noticing, and they record what they did in the report.
 """
 import inspect
 import threading
+import weakref
 from types import SimpleNamespace
 
+from ..configs.zencfg_compat import read_key, section_dict
 from ..training.schedule import PrecisionSchedule
 
-# While the factory builds an optimizer it may itself call torch.optim.AdamW, which
-# is then one of our stand-ins: this flag makes the stand-ins step aside.
+# While the factory builds an optimizer it may itself call the replaced name (a
+# factory optimizer that subclasses upstream's AdamW): this flag makes the stand-in step aside.
 _building = threading.local()
 
 
@@ -38,16 +40,8 @@ def plugin_parts():
 
 
 def _section(config, key):
-    """``config[key]`` of a dict, Bunch or zencfg config, as a plain dict (or None)."""
-    if isinstance(config, dict):
-        value = config.get(key)
-    else:
-        value = getattr(config, key, None)
-    if value is None:
-        return None
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
-    return dict(value)
+    """``config[key]`` of a dict, Bunch (zencfg 0.7 or 1.0) or zencfg config, as a plain dict (or None)."""
+    return section_dict(read_key(config, key))
 
 
 def plugin_config(config, options):
@@ -186,6 +180,21 @@ def _parameter_holder(params):
 _FORWARDED = {"lr": "learning_rate", "weight_decay": "weight_decay", "betas": "betas"}
 
 
+class _StandInType(type):
+    """Metaclass of the optimizer stand-ins: ``isinstance`` holds for what the replaced name meant.
+
+    An instance of the replaced class (built before the activation, or by a
+    subclass) and every optimizer the stand-in built count as instances, so code
+    that checks ``isinstance(opt, neuralop.training.AdamW)`` while the plugin is
+    active sees the optimizer it was given as one.
+    """
+
+    def __instancecheck__(cls, obj):
+        if "replaced" not in vars(cls):  # a subclass of the stand-in: ordinary isinstance
+            return super().__instancecheck__(obj)
+        return isinstance(obj, cls.replaced) or obj in cls.built
+
+
 def make_optimizer_class(replaced, kind, options, report, parts):
     """A stand-in for optimizer class ``replaced`` that builds a factory optimizer of ``kind``.
 
@@ -195,6 +204,9 @@ def make_optimizer_class(replaced, kind, options, report, parts):
     arguments the factory has no field for (``eps``, ``amsgrad``...) are noted in
     the report when they differ from the replaced class's default. Parameter
     groups (dicts) are handed to the replaced class unchanged, with a note.
+
+    The stand-in is a subclass of ``replaced``: a class deriving from it (defined
+    while the plugin is active) is built as itself, with its own ``__init__``.
     """
     defaults = {
         name: p.default
@@ -202,10 +214,11 @@ def make_optimizer_class(replaced, kind, options, report, parts):
         if p.default is not inspect.Parameter.empty
     }
 
-    class OptimizerStandIn:
+    class OptimizerStandIn(replaced, metaclass=_StandInType):
         def __new__(cls, *args, **kwargs):
-            if getattr(_building, "active", False):
-                return replaced(*args, **kwargs)
+            if cls is not OptimizerStandIn or getattr(_building, "active", False):
+                # a user's subclass, or the factory itself: plain construction, own __init__
+                return replaced.__new__(cls)
             values = _bind(replaced, args, kwargs)
             params = list(values.pop("params"))
             if any(isinstance(p, dict) for p in params):
@@ -239,6 +252,7 @@ def make_optimizer_class(replaced, kind, options, report, parts):
                 )
             finally:
                 _building.active = False
+            OptimizerStandIn.built.add(optimizer)
             report.record_optimizer(optimizer, replaced, kind, model_matched=model is not None)
             return optimizer
 
@@ -249,4 +263,5 @@ def make_optimizer_class(replaced, kind, options, report, parts):
         f"enabled: builds a {kind!r} optimizer through neuralop_mp.optim.factory.create_optimizer."
     )
     OptimizerStandIn.replaced = replaced
+    OptimizerStandIn.built = weakref.WeakSet()
     return OptimizerStandIn

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 DIRECT_MODEL_CLASSES = ("FNO", "TFNO", "UNO", "SFNO", "UQNO", "LocalNO", "CODANO", "FNOGNO", "GINO")
 # upstream trainers that are not neuralop.Trainer (they keep subclassing the original)
 OTHER_TRAINERS = ("IncrementalFNOTrainer",)
-# optimizers the plugin can stand in for, and which of them need --mp.optimizer
-INTERCEPTED_OPTIMIZERS = ("AdamW", "Adam")
+# the optimizer the plugin stands in for (neuralop.training.AdamW; torch.optim is never touched)
+INTERCEPTED_OPTIMIZERS = ("AdamW",)
+OPTIMIZER_NAMES = ("AdamW", "Adam", "SGD", "Adagrad", "RMSprop")
 # upstream loaders and dataset classes whose files the plugin reads offline
 OFFLINE_LOADERS = (
     "load_darcy_flow_small",
@@ -33,6 +34,8 @@ class ScriptScan:
     """Names a script calls, as far as its source shows."""
 
     calls: set = field(default_factory=set)
+    # optimizer calls by where their name comes from, e.g. "torch.optim.Adam", "neuralop.training.AdamW"
+    optimizer_calls: set = field(default_factory=set)
 
     @property
     def uses_get_model(self):
@@ -52,7 +55,21 @@ class ScriptScan:
 
     @property
     def optimizers(self):
-        return sorted(c for c in self.calls if c in INTERCEPTED_OPTIMIZERS or c.endswith(("SGD", "Adagrad", "RMSprop")))
+        """Optimizer class names the script calls (last part of the name)."""
+        return sorted({c.rpartition(".")[2] for c in self.optimizer_calls})
+
+    @property
+    def torch_optimizers(self):
+        """Optimizers the script builds from ``torch.optim`` (kept as they are)."""
+        return sorted(c for c in self.optimizer_calls if c.startswith(("torch.", "optim.")))
+
+    @property
+    def replaceable_optimizers(self):
+        """Optimizer calls the plugin replaces: ``AdamW`` not taken from ``torch.optim``."""
+        return sorted(
+            c for c in self.optimizer_calls
+            if c.rpartition(".")[2] in INTERCEPTED_OPTIMIZERS and c not in self.torch_optimizers
+        )
 
     @property
     def loaders(self):
@@ -68,15 +85,36 @@ def _called_name(func):
     return None
 
 
+def _dotted_name(func):
+    """``a.b.C`` for ``a.b.C(...)``, ``C`` for ``C(...)``, None for anything else."""
+    parts = []
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if not isinstance(func, ast.Name):
+        return None
+    return ".".join([func.id, *reversed(parts)])
+
+
 def scan_source(source, filename="<script>"):
     """Collect the names of everything the script calls (by the last part of the name)."""
     tree = ast.parse(source, filename=filename)
     scan = ScriptScan()
+    imported = {}  # local name -> "module.name" of `from module import name`
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                imported[alias.asname or alias.name] = f"{node.module}.{alias.name}"
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             name = _called_name(node.func)
             if name:
                 scan.calls.add(name)
+            if name in OPTIMIZER_NAMES:
+                dotted = _dotted_name(node.func) or name
+                head, _, rest = dotted.partition(".")
+                origin = imported.get(head)
+                scan.optimizer_calls.add(f"{origin}.{rest}" if origin and rest else origin or dotted)
     return scan
 
 
@@ -103,11 +141,13 @@ def start_warnings(scan, options):
             "loss scaling or per-epoch summary from the plugin."
         )
     if options.get("optimizer") is not None:
-        unreachable = [o for o in scan.optimizers if o not in INTERCEPTED_OPTIMIZERS]
-        if not any(o in INTERCEPTED_OPTIMIZERS for o in scan.optimizers):
+        unreachable = sorted(set(scan.optimizer_calls) - set(scan.replaceable_optimizers))
+        if not scan.replaceable_optimizers:
             warnings.append(
-                f"--mp.optimizer {options['optimizer']}: the script creates no Adam/AdamW optimizer "
-                f"that the plugin can replace{' (it uses ' + ', '.join(unreachable) + ')' if unreachable else ''}."
+                f"--mp.optimizer {options['optimizer']}: the script creates no neuralop.training.AdamW "
+                f"optimizer that the plugin can replace"
+                f"{' (it uses ' + ', '.join(unreachable) + ')' if unreachable else ''}; torch.optim's "
+                "classes are never replaced, so the script's own optimizer is kept."
             )
     if options.get("data_root") and not scan.loaders:
         warnings.append(
@@ -122,7 +162,7 @@ def describe_plan(scan):
     parts = []
     parts.append("get_model" if scan.uses_get_model else "no get_model")
     parts.append("Trainer" if scan.uses_trainer else "no Trainer")
-    reachable = [o for o in scan.optimizers if o in INTERCEPTED_OPTIMIZERS]
-    parts.append(", ".join(reachable) if reachable else "no Adam/AdamW")
+    reachable = sorted({o.rpartition(".")[2] for o in scan.replaceable_optimizers})
+    parts.append(", ".join(reachable) if reachable else "no neuralop AdamW")
     parts.append(", ".join(scan.loaders) if scan.loaders else "no upstream loader")
     return "; ".join(parts)

@@ -15,14 +15,14 @@ from neuralop_mp.runner import activation
 from neuralop_mp.runner.activation import (
     GET_MODEL_SITES,
     NEURALOP_ADAMW_SITES,
-    TORCH_OPTIMIZER_SITES,
     TRAINER_SITES,
 )
 from neuralop_mp.training.schedule import PrecisionSchedule
 
 from .conftest import FakeMixedPrecisionSpectralConv, FakeMixedPrecisionTrainer
 
-ALL_SITES = GET_MODEL_SITES + TRAINER_SITES + NEURALOP_ADAMW_SITES + TORCH_OPTIMIZER_SITES
+ALL_SITES = GET_MODEL_SITES + TRAINER_SITES + NEURALOP_ADAMW_SITES
+TORCH_OPTIMIZERS = {name: getattr(torch.optim, name) for name in dir(torch.optim) if isinstance(getattr(torch.optim, name), type)}
 
 
 def _current():
@@ -64,11 +64,54 @@ def test_every_site_is_replaced_while_enabled_and_restored_after(fake_parts, ori
     assert activation.active_report() is None
 
 
-def test_torch_optimizers_are_left_alone_without_an_optimizer_request(fake_parts, originals):
-    with neuralop_mp.enabled(precision="mixed"):
-        assert torch.optim.Adam is originals[("torch.optim", "Adam")]
-        assert torch.optim.AdamW is originals[("torch.optim", "AdamW")]
-        assert neuralop.training.AdamW is not originals[("neuralop.training", "AdamW")]
+def test_torch_optim_is_never_replaced_and_isinstance_and_subclassing_hold(fake_parts):
+    layer = torch.nn.Linear(3, 2)
+    with neuralop_mp.enabled(precision="mixed", optimizer="tensorgrad") as report:
+        now = {name: getattr(torch.optim, name) for name in TORCH_OPTIMIZERS}
+        assert now == TORCH_OPTIMIZERS
+        opt = torch.optim.AdamW(layer.parameters(), lr=1e-3)
+        assert isinstance(opt, torch.optim.AdamW) and type(opt) is TORCH_OPTIMIZERS["AdamW"]
+
+        class MyOpt(torch.optim.AdamW):
+            def __init__(self, params, lr):
+                super().__init__(params, lr=lr, eps=1e-3)
+                self.built_by_my_init = True
+
+        mine = MyOpt(layer.parameters(), lr=2e-3)
+    assert mine.built_by_my_init and mine.param_groups[0]["eps"] == 1e-3
+    assert isinstance(mine, torch.optim.AdamW) and isinstance(mine, torch.optim.Optimizer)
+    assert fake_parts["create_optimizer"] == [] and report.optimizers == []
+
+
+def test_a_subclass_of_the_replaced_neuralop_adamw_keeps_its_own_init(fake_parts, tiny_config, originals):
+    upstream_adamw = originals[("neuralop.training", "AdamW")]
+    with neuralop_mp.enabled(optimizer="tensorgrad") as report:
+        model = neuralop.get_model(tiny_config)
+
+        class MyOpt(neuralop.training.AdamW):
+            def __init__(self, params, lr):
+                super().__init__(params, lr=lr)
+                self.built_by_my_init = True
+
+        mine = MyOpt(model.parameters(), lr=2e-3)
+        assert isinstance(mine, MyOpt) and isinstance(mine, neuralop.training.AdamW)
+        assert not isinstance(torch.optim.SGD(model.parameters(), lr=0.1), MyOpt)
+    assert type(mine) is MyOpt and mine.built_by_my_init and isinstance(mine, upstream_adamw)
+    assert mine.param_groups[0]["lr"] == 2e-3
+    assert fake_parts["create_optimizer"] == [] and report.optimizers == []
+
+
+def test_isinstance_with_the_replaced_name_holds_for_what_it_built_and_for_upstreams(fake_parts, tiny_config,
+                                                                                     originals):
+    upstream_adamw = originals[("neuralop.training", "AdamW")]
+    model_params = torch.nn.Linear(2, 2).parameters()
+    before = upstream_adamw(model_params, lr=1e-3)
+    with neuralop_mp.enabled(optimizer="adamw"):
+        model = neuralop.get_model(tiny_config)
+        built = neuralop.training.AdamW(model.parameters(), lr=1e-3)
+        assert type(built) is not upstream_adamw  # the factory's optimizer, not upstream's
+        assert isinstance(built, neuralop.training.AdamW) and isinstance(before, neuralop.training.AdamW)
+        assert not isinstance(torch.optim.SGD(model.parameters(), lr=0.1), neuralop.training.AdamW)
 
 
 def test_restored_when_the_block_raises(fake_parts, originals):
@@ -173,33 +216,31 @@ def test_optimizers_are_built_by_the_factory_for_the_matching_model(fake_parts, 
         from neuralop.training import AdamW
 
         opt = AdamW(model.parameters(), lr=5e-3, weight_decay=1e-4)
-        torch_opt = torch.optim.Adam(model.parameters(), 2e-3, (0.8, 0.9))
-    # the fake factory itself called torch.optim.AdamW (patched): the stand-in stepped aside
-    assert type(opt) is originals[("torch.optim", "AdamW")]
+        second = neuralop.training.adamw.AdamW(model.parameters(), 2e-3, (0.8, 0.9))
+    # the fake factory builds a torch AdamW
+    assert type(opt) is torch.optim.AdamW and type(second) is torch.optim.AdamW
     (m1, cfg1), (m2, cfg2) = fake_parts["create_optimizer"]
     assert m1 is model and m2 is model
     assert cfg1 == {"optimizer": "tensorgrad", "learning_rate": 5e-3, "weight_decay": 1e-4,
                     "betas": (0.9, 0.999), "tensorgrad_rank": 0.2}
-    assert cfg2["learning_rate"] == 2e-3 and cfg2["betas"] == (0.8, 0.9) and cfg2["weight_decay"] == 0
-    assert [o["replaced"] for o in report.optimizers] == [
-        f"{upstream_adamw.__module__}.AdamW", "torch.optim.adam.Adam"
-    ]
+    assert cfg2["learning_rate"] == 2e-3 and cfg2["betas"] == (0.8, 0.9) and cfg2["weight_decay"] == 0.0
+    assert [o["replaced"] for o in report.optimizers] == [f"{upstream_adamw.__module__}.AdamW"] * 2
     assert all(o["model_matched"] and o["kind"] == "tensorgrad" for o in report.optimizers)
-    assert torch_opt.param_groups[0]["lr"] == 2e-3
+    assert second.param_groups[0]["lr"] == 2e-3
 
 
 def test_optimizer_arguments_without_equivalent_are_reported(fake_parts, tiny_config):
     with neuralop_mp.enabled(optimizer="adamw") as report:
         model = neuralop.get_model(tiny_config)
-        torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-4, amsgrad=True)
-    assert any("['amsgrad', 'eps']" in n for n in report.notes), report.notes
+        neuralop.training.AdamW(model.parameters(), lr=1e-3, eps=1e-4, correct_bias=False)
+    assert any("['correct_bias', 'eps']" in n for n in report.notes), report.notes
 
 
 def test_parameter_groups_are_built_as_the_script_asked(fake_parts, tiny_config, originals):
     with neuralop_mp.enabled(optimizer="tensorgrad") as report:
         model = neuralop.get_model(tiny_config)
-        opt = torch.optim.Adam([{"params": model.parameters(), "lr": 1e-2}])
-    assert type(opt) is originals[("torch.optim", "Adam")]
+        opt = neuralop.training.AdamW([{"params": model.parameters(), "lr": 1e-2}])
+    assert type(opt) is originals[("neuralop.training", "AdamW")]
     assert fake_parts["create_optimizer"] == []
     assert any("parameter groups" in n for n in report.notes)
 
@@ -207,7 +248,7 @@ def test_parameter_groups_are_built_as_the_script_asked(fake_parts, tiny_config,
 def test_parameters_of_an_unknown_model_still_get_the_requested_optimizer(fake_parts):
     layer = torch.nn.Linear(3, 2)
     with neuralop_mp.enabled(optimizer="tensorgrad") as report:
-        torch.optim.Adam(layer.parameters(), lr=1e-3)
+        neuralop.training.AdamW(layer.parameters(), lr=1e-3)
     (holder, cfg), = fake_parts["create_optimizer"]
     assert [p is q for p, q in zip(holder.parameters(), layer.parameters())] == [True, True]
     assert report.optimizers[0]["model_matched"] is False

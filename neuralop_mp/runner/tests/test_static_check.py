@@ -30,10 +30,32 @@ def test_what_cannot_be_reached_is_named():
     assert len(warnings) == 4, warnings
     assert "builds its model directly (TFNO(...))" in warnings[0] and "NOT be applied" in warnings[0]
     assert "IncrementalFNOTrainer" in warnings[1]
-    assert "creates no Adam/AdamW optimizer" in warnings[2] and "SGD" in warnings[2]
+    assert "creates no neuralop.training.AdamW optimizer" in warnings[2] and "torch.optim.SGD" in warnings[2]
     assert "--mp.data-root" in warnings[3]
 
 
 def test_without_precision_request_a_direct_model_is_only_mentioned():
     warnings = start_warnings(scan_source("model = FNO(n_modes=(4,))\nTrainer(model=model)\n"), {})
     assert warnings == ["the script builds its model directly (FNO(...)): its model keeps upstream's spectral layer."]
+
+
+def test_torch_optimizers_are_named_as_kept():
+    source = (
+        "import torch\nfrom torch.optim import AdamW\nfrom neuralop import get_model, Trainer\n"
+        "model = get_model(config)\nopt = AdamW(model.parameters())\n"
+        "other = torch.optim.Adam(model.parameters())\nTrainer(model=model)\n"
+    )
+    scan = scan_source(source)
+    assert scan.torch_optimizers == ["torch.optim.Adam", "torch.optim.AdamW"]
+    assert scan.replaceable_optimizers == []
+    (warning,) = start_warnings(scan, {"optimizer": "tensorgrad"})
+    assert "torch.optim.Adam, torch.optim.AdamW" in warning and "is kept" in warning
+    assert "no neuralop AdamW" in describe_plan(scan)
+
+
+def test_only_upstreams_own_script_is_refused_not_a_namesake():
+    from neuralop_mp.runner.upstream_scripts import refusal_reason
+
+    assert "GINO" in refusal_reason("train_poisson.py", "from config.poisson_gino_config import Default\n")
+    assert refusal_reason("train_poisson.py", "from my_configs import Default\n") is None
+    assert refusal_reason("train_darcy.py", "from config.darcy_config import Default\n") is None
