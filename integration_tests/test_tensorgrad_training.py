@@ -98,5 +98,5 @@ def test_half_recipe_matches_full_precision_adamw_on_darcy(loaders, adamw_error)
     spectral = [p for p, s in optimizer.state.items() if bool(s["compressed"])]
     assert len(spectral) == 3
     assert all(p.dtype == torch.complex32 and p.grad.dtype == torch.complex32 for p in spectral)
-    assert all(optimizer.state[p]["lowrank_exp_avg"].dtype == torch.float32 for p in spectral)
+    assert all(optimizer.state[p]["low_rank_exp_avg"].dtype == torch.float32 for p in spectral)
     assert half_error <= 1.05 * adamw_error, (half_error, adamw_error)
