@@ -83,9 +83,10 @@ def adam_step(exp_avg, exp_avg_sq, grad, step, beta1, beta2, eps, correct_bias, 
     return as_complex_like((exp_avg / denom).mul_(root_bias2 / bias1), grad)
 
 
-def load_moment(stored):
-    """fp32 working copy of a stored moment (bf16 storage is widened)."""
-    return stored.float() if stored.dtype == torch.bfloat16 else stored
+def load_moment(stored, dtype=torch.float32):
+    """Working copy of a stored moment in ``dtype`` (the stored tensor itself when
+    it already has that dtype, so updates land in place)."""
+    return stored if stored.dtype == dtype else stored.to(dtype)
 
 
 def store_moment(stored, value, seed):

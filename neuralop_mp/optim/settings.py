@@ -85,7 +85,12 @@ def _betas():
             raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); expected {text}.")
         if len(value) != 2:
             raise ValueError(f"Invalid {key}={value!r}; expected {text}.")
-        return tuple(beta(f"{key}[{i}]", b) for i, b in enumerate(value))
+        for i, b in enumerate(value):
+            try:
+                beta(f"{key}[{i}]", b)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"Invalid {key}[{i}]={b!r} in {key}={tuple(value)!r}; expected {text}.") from None
+        return tuple(value)
 
     return check, text
 
@@ -100,15 +105,19 @@ def _optional(check_text, what):
 
 
 def _rank():
+    text = "a float in (0, 1], a positive int, a sequence of positive ints (one per mode), or None (no low-rank part)"
+
     def check(key, value):
         if isinstance(value, list):
             value = tuple(value)
         if value is not None and not isinstance(value, (Real, tuple)) or isinstance(value, bool):
-            raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); expected a float in (0, 1], "
-                            "a positive int, a sequence of positive ints, or None (no low-rank part).")
-        return None if value is None else _check_rank(value, key)
+            raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); expected {text}.")
+        try:
+            return None if value is None else _check_rank(value, key)
+        except ValueError:
+            raise ValueError(f"Invalid {key}={value!r}; expected {text}.") from None
 
-    return check, "a float in (0, 1], a positive int, a sequence of positive ints, or None (no low-rank part)"
+    return check, text
 
 
 def _sparse_ratio():
@@ -116,6 +125,8 @@ def _sparse_ratio():
         if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
             raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); expected a float in (0, 1], "
                             "or None (no sparse part).")
+        if value is not None and not 0.0 < value <= 1.0:
+            raise ValueError(f"Invalid {key}={value!r}; expected a float in (0, 1], or None (no sparse part).")
         return None if value is None else _check_ratio(value, key)
 
     return check, "a float in (0, 1], or None (no sparse part)"

@@ -42,14 +42,13 @@ def checked_state(optimizer, state_dict):
         raise ValueError(f"The state dict has {len(saved_groups)} param group(s); this TensorGRaD has "
                          f"{len(optimizer.param_groups)}.")
     upstream = is_upstream_layout(saved_groups)
-    any_tensorgrad = any("tensorgrad" in g for g in saved_groups)
     groups, by_index = [], {}
     ordinal = 0
     for group_index, (saved, current) in enumerate(zip(saved_groups, optimizer.param_groups)):
         if len(saved["params"]) != len(current["params"]):
             raise ValueError(f"Param group {group_index} of the state dict has {len(saved['params'])} parameters; "
                              f"this TensorGRaD's has {len(current['params'])}: saved for another model.")
-        group = _upstream_group(saved, any_tensorgrad) if upstream else dict(saved)
+        group = _upstream_group(saved) if upstream else dict(saved)
         group = validate_group({**DEFAULTS, **group})
         groups.append(group)
         for position, (index, param) in enumerate(zip(saved["params"], current["params"])):
@@ -70,18 +69,19 @@ def checked_state(optimizer, state_dict):
 
 
 def is_upstream_layout(param_groups):
-    """Whether param groups were saved by upstream's class (no ``compress`` key)."""
-    return bool(param_groups) and all("compress" not in g for g in param_groups)
+    """Whether param groups were saved by upstream's ``TensorGRaD`` or ``AdamW``: they
+    carry ``correct_bias`` but not this class's ``compress`` (torch's optimizers have neither)."""
+    return bool(param_groups) and all("compress" not in g and "correct_bias" in g for g in param_groups)
 
 
-def _upstream_group(group, any_tensorgrad):
+def _upstream_group(group):
     group = dict(group)
     if "tensorgrad" in group:
         group["compress"] = bool(group["tensorgrad"])
         for key, value in UPSTREAM_GROUP_DEFAULTS.items():
             group.setdefault(key, value)
     else:
-        group["compress"] = False if any_tensorgrad else group.get("compress", True)
+        group["compress"] = False  # upstream's plain AdamW groups
         group.setdefault("adam_convention", "neuralop")
     return group
 
@@ -116,7 +116,8 @@ def _upstream_param_state(value, group, ordinal):
             sq = value["exp_avg_sq"]
             out["exp_avg_sq"] = sq.real.contiguous() if sq.is_complex() else sq
         return out
-    storage = STATE_DTYPES[group["state_dtype"]]
+    # moments and factors as TensorGRaD stores them: bf16 when asked, else as computed
+    storage = STATE_DTYPES[group["state_dtype"]] if group["state_dtype"] != "float32" else None
     for branch, projector_key in (("low_rank", "low_rank_projector"), ("sparse", "sparse_projector")):
         if projector_key not in value:
             continue
@@ -129,7 +130,8 @@ def _upstream_param_state(value, group, ordinal):
         if f"{branch}_exp_avg" in value:
             out[f"{branch}_exp_avg"] = _real_moment(value[f"{branch}_exp_avg"], storage)
             sq = value[f"{branch}_exp_avg_sq"]
-            out[f"{branch}_exp_avg_sq"] = (sq.real if sq.is_complex() else sq).contiguous().to(storage)
+            sq = (sq.real if sq.is_complex() else sq).contiguous()
+            out[f"{branch}_exp_avg_sq"] = sq if storage is None else sq.to(storage)
             out[f"{branch}_step"] = torch.tensor(float(step))  # upstream's branches share the step count
     return out
 

@@ -303,7 +303,7 @@ class TensorGRaD(Optimizer):
 
         beta1, beta2 = group["betas"]
         convention = group["adam_convention"]
-        storage = STATE_DTYPES[group["state_dtype"]]
+        storage = self._storage_dtype(group, grad)
         directions = {}
         for salt, (name, part) in enumerate(projector.project(grad, bases).items()):
             if f"{name}_exp_avg" not in state:
@@ -311,8 +311,8 @@ class TensorGRaD(Optimizer):
                 state[f"{name}_exp_avg_sq"] = torch.zeros(second_moment_shape(part, convention), dtype=storage,
                                                           device=part.device)
                 state[f"{name}_step"] = torch.tensor(0.0)
-            exp_avg = load_moment(state[f"{name}_exp_avg"])
-            exp_avg_sq = load_moment(state[f"{name}_exp_avg_sq"])
+            exp_avg = load_moment(state[f"{name}_exp_avg"], as_real(part).dtype)
+            exp_avg_sq = load_moment(state[f"{name}_exp_avg_sq"], as_real(part).dtype)
             state[f"{name}_step"] += 1
             directions[name] = adam_step(exp_avg, exp_avg_sq, part, float(state[f"{name}_step"]), beta1, beta2,
                                          group["eps"], group["correct_bias"], convention)
@@ -333,10 +333,17 @@ class TensorGRaD(Optimizer):
             update = tensor if update is None else update.add_(tensor)
         return update
 
+    @staticmethod
+    def _storage_dtype(group, grad):
+        """dtype of compressed moments and factors: bf16 if asked, else that of the math
+        (fp32, or fp64 for double-precision parameters)."""
+        storage = STATE_DTYPES[group["state_dtype"]]
+        return as_real(grad).dtype if storage == torch.float32 else storage
+
     def _refresh(self, projector, grad, state, group, old_bases, seed):
         has_old = int(state["step"]) > 0
         new_bases = projector.compute_bases(grad, old_bases if has_old else None, seed=seed)
-        storage = STATE_DTYPES[group["state_dtype"]]
+        storage = self._storage_dtype(group, grad)
         for name in projector.names:
             if has_old and f"{name}_exp_avg" in state:
                 reset = group["reset_sparse_moments"] if name == "sparse" else group["reset_lowrank_moments"]
