@@ -29,7 +29,7 @@ class OptimizationConfig(ConfigBase):
     tensorgrad_sparse_ratio: float = 0.05
     tensorgrad_sparse_type: str = "randk"
     tensorgrad_update_proj_gap: int = 100
-    tensorgrad_scale: float = 1.0
+    tensorgrad_scale: float = 4.0
     tensorgrad_state_dtype: str = "float32"  # "float32" | "bfloat16"
     tensorgrad_nonfinite_grad: str = "raise"  # "raise" | "skip"
     # learning-rate scheduler

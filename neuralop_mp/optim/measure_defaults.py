@@ -33,17 +33,34 @@ def load_task(task, root, seed=0):
     return train, tests[16], processor
 
 
-def train_and_test(loaders, opt_config, seed, epochs):
-    """Train a fresh FNO (seeded) with the optimizer ``opt_config`` describes; return the test relative L2."""
-    from neuralop.losses import LpLoss
+def build_model(half=False):
+    """The FNO; ``half``: the half recipe (complex32 spectral weights, their product in
+    bfloat16 in ``MixedPrecisionSpectralConv``, the rest under bfloat16 autocast)."""
     from neuralop.models import FNO
+
+    import neuralop_mp
+
+    if not half:
+        return FNO(**MODEL)
+    model = FNO(conv_module=neuralop_mp.MixedPrecisionSpectralConv, **MODEL)
+    neuralop_mp.set_precision(model, "mixed", half_dtype="bfloat16")
+    neuralop_mp.set_spectral_weight_dtype(model, "complex32")
+    return model
+
+
+def train_and_test(loaders, opt_config, seed, epochs, half=False, lr=LR):
+    """Train a fresh FNO (seeded) with the optimizer ``opt_config`` describes.
+
+    Returns the test relative L2 error and the optimizer.
+    """
+    from neuralop.losses import LpLoss
 
     from neuralop_mp.optim import create_optimizer
 
     train_loader, test_loader, processor = loaders
     torch.manual_seed(seed)
-    model = FNO(**MODEL)
-    optimizer = create_optimizer(model, {"learning_rate": LR, "weight_decay": WD, **opt_config})
+    model = build_model(half)
+    optimizer = create_optimizer(model, {"learning_rate": lr, "weight_decay": WD, **opt_config})
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(train_loader))
     loss_fn = LpLoss(d=2, p=2)
     for _ in range(epochs):
@@ -51,7 +68,9 @@ def train_and_test(loaders, opt_config, seed, epochs):
         for batch in train_loader:
             batch = processor.preprocess(batch)
             optimizer.zero_grad()
-            loss_fn(model(batch["x"]), batch["y"]).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
+                out = model(batch["x"])
+            loss_fn(out.float(), batch["y"]).backward()
             optimizer.step()
             schedule.step()
     model.eval()
@@ -59,10 +78,12 @@ def train_and_test(loaders, opt_config, seed, epochs):
     with torch.no_grad():
         for batch in test_loader:
             batch = processor.preprocess(batch)
-            out, batch = processor.postprocess(model(batch["x"]), batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
+                out = model(batch["x"])
+            out, batch = processor.postprocess(out.float(), batch)
             error += loss_fn(out, batch["y"]).item()
             count += batch["y"].shape[0]
-    return error / count
+    return error / count, optimizer
 
 
 def parse_variant(text):
@@ -88,6 +109,8 @@ def main(argv=None):
     parser.add_argument("--variants", nargs="+", default=["adamw", "", "adam_convention=neuralop"],
                         help="'adamw', or comma-separated TensorGRaD fields ('' = all defaults)")
     parser.add_argument("--data-root", default=None, help="data folder (default: a temporary one)")
+    parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument("--half", action="store_true", help="TensorGRaD variants use the half recipe")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     root = args.data_root or tempfile.mkdtemp(prefix="tensorgrad_measure_")
@@ -98,7 +121,8 @@ def main(argv=None):
             errors = []
             for seed in args.seeds:
                 start = time.perf_counter()
-                errors.append(train_and_test(loaders, parse_variant(variant), seed, args.epochs))
+                half = args.half and variant != "adamw"
+                errors.append(train_and_test(loaders, parse_variant(variant), seed, args.epochs, half, args.lr)[0])
                 print(f"{task} {variant or 'defaults'!r} seed {seed}: {errors[-1]:.4f} "
                       f"({time.perf_counter() - start:.1f} s)", flush=True)
             results[(task, variant)] = errors

@@ -187,7 +187,7 @@ TENSORGRAD_OPTIONS = (
     _option("sparse_mode", 0, _int(0)),
     _option("order", "sparse_first", _choice(ORDERS), choices=ORDERS),
     _option("update_proj_gap", 100, _int(1), True),
-    _option("scale", 1.0, _real(0.0), True),
+    _option("scale", 4.0, _real(0.0), True),  # measured: docs/tensorgrad.md, "Default scale"
     _option("sparse_scale", 1.0, _real(0.0)),
     _option("lambda_sparse", 1.0, _real(0.0)),
     _option("scale_by_mask_ratio", False, _bool()),
@@ -209,7 +209,8 @@ CONFIG_OPTIONS = tuple(option for option in TENSORGRAD_OPTIONS if option.in_conf
 # names ``tensorgrad`` is written for upstream's class: it gets upstream's
 # meaning for the keys it leaves out (low-rank first, no sparse part unless
 # sparse_ratio is given, tensorly's float-rank convention, gap 50, 10 HOOI sweeps,
-# no size threshold, |g|^2 moments with upstream's eps and weight-decay placement).
+# no size threshold, |g|^2 moments with upstream's eps and weight-decay placement,
+# low-rank update not scaled).
 UPSTREAM_GROUP_DEFAULTS = {
     "order": "lowrank_first",
     "sparse_ratio": None,
@@ -218,6 +219,7 @@ UPSTREAM_GROUP_DEFAULTS = {
     "tucker_n_iter_max": 10,
     "min_params": 0,  # upstream compresses every weight of a tensorgrad group
     "adam_convention": "neuralop",
+    "scale": 1.0,
 }
 
 

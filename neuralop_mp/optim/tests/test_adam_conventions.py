@@ -65,7 +65,7 @@ def test_neuralop_convention_without_bias_correction_equals_upstream():
 
 
 @pytest.mark.parametrize("convention", ["torch", "neuralop"])
-@pytest.mark.parametrize("settings", [dict(rank=1.0, sparse_ratio=None),
+@pytest.mark.parametrize("settings", [dict(rank=1.0, sparse_ratio=None, scale=1.0),  # scale multiplies low-rank updates
                                       dict(rank=None, sparse_ratio=1.0, reset_sparse_moments=False)])
 def test_full_rank_or_full_support_path_equals_uncompressed(convention, settings):
     grads = _grads(10, 1.0)

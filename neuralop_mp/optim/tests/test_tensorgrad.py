@@ -41,10 +41,10 @@ def _assert_close_to(params, reference, rtol):
 @pytest.mark.parametrize(
     "settings",
     [
-        dict(rank=1.0, sparse_ratio=None),  # full Tucker factors
+        dict(rank=1.0, sparse_ratio=None, scale=1.0),  # full Tucker factors, low-rank update not scaled
         dict(rank=None, sparse_ratio=1.0, reset_sparse_moments=False),  # every entry, moments carried
         dict(rank=None, sparse_ratio=1.0, sparse_type="topk", update_proj_gap=1000),
-        dict(rank=1.0, sparse_ratio=None, order="lowrank_first", state_dtype="float32"),
+        dict(rank=1.0, sparse_ratio=None, order="lowrank_first", state_dtype="float32", scale=1.0),
     ],
 )
 def test_full_rank_or_full_support_reduces_to_adamw(settings):
