@@ -63,6 +63,10 @@ def checked_state(optimizer, state_dict):
         where = f"Parameter {position} of param group {group_index} (shape {tuple(param.shape)})"
         if upstream:
             value = _upstream_param_state(value, group, ordinal)
+        elif isinstance(value, dict) and any(k.startswith("lowrank_") for k in value):
+            # this class's earlier name of the low-rank branch
+            value = {("low_rank_" + k[len("lowrank_"):] if k.startswith("lowrank_") else k): v
+                     for k, v in value.items()}
         check_param_state(optimizer, param, group, value, where)
         state[param] = value
     return groups, state

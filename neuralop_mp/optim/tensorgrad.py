@@ -283,18 +283,18 @@ class TensorGRaD(Optimizer):
         if not decay_first and decay != 1.0:
             wide.mul_(decay)
         if wide is not p:
-            # the step counter was already advanced: the noise stream of step s is (s + 1)
+            # step was already advanced: the pre-increment count names this step's noise stream
             stochastic_round_(p, wide, (int(state["seed"]) * 1_000_003 + int(state["step"]) - 1) * 8 + 7)
 
     def _dense_update(self, grad, group, state):
         convention = group["adam_convention"]
         if "exp_avg" not in state:
             state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
-            # "neuralop" keeps one real |g|^2 per (complex) entry, as upstream's AdamW
-            state["exp_avg_sq"] = (torch.zeros_like(grad, memory_format=torch.preserve_format)
-                                   if convention == "torch" else torch.zeros(second_moment_shape(grad, convention),
-                                                                             dtype=as_real(grad).dtype,
-                                                                             device=grad.device))
+            if convention == "torch":  # complex like the gradient, as torch's AdamW keeps it
+                state["exp_avg_sq"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+            else:  # one real |g|^2 per (complex) entry, as upstream's AdamW
+                state["exp_avg_sq"] = torch.zeros(second_moment_shape(grad, convention), dtype=as_real(grad).dtype,
+                                                  device=grad.device)
         beta1, beta2 = group["betas"]
         exp_avg_sq = as_real(state["exp_avg_sq"]) if convention == "torch" else state["exp_avg_sq"]
         return adam_step(as_real(state["exp_avg"]), exp_avg_sq, grad, float(state["step"]) + 1, beta1, beta2,

@@ -202,3 +202,14 @@ def test_state_saved_with_other_settings_loads_with_its_own_settings():
     saved["param_groups"][0]["rank"] = 0.25
     with pytest.raises(ValueError, match=r"'low_rank_exp_avg' has shape"):
         opt.load_state_dict(saved)
+
+
+def test_state_saved_under_the_earlier_branch_name_still_loads():
+    params = _params()
+    opt = _trained(params)
+    saved = opt.state_dict()
+    saved["state"][0] = {k.replace("low_rank_", "lowrank_"): v for k, v in saved["state"][0].items()}
+    restored = TensorGRaD([torch.nn.Parameter(p.detach().clone()) for p in params], min_params=10)
+    restored.load_state_dict(saved)
+    for key, value in opt.state[params[0]].items():
+        assert torch.equal(restored.state[restored.param_groups[0]["params"][0]][key], value), key
