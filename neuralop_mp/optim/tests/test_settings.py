@@ -64,3 +64,14 @@ def test_run_command_line_flags_are_the_table_config_options():
     assert parse_args(argv)[1] == {f"tensorgrad_{k}": v for k, v in NON_DEFAULT.items()}
     with pytest.raises((UsageError, ValueError), match=r"tensorgrad_adam_convention='pytorch'"):
         parse_args(["t.py", "--mp.tensorgrad_adam_convention", "pytorch"])
+
+
+def test_config_docs_list_every_setting_with_its_default():
+    import ast
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "configs.md").read_text()
+    rows = dict(re.findall(r"^\| `(tensorgrad_\w+)` \| `([^`]*)` \|", text, re.M))
+    assert {name: ast.literal_eval(value) for name, value in rows.items()} == {
+        o.config_field: o.default for o in CONFIG_OPTIONS}
