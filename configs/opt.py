@@ -21,13 +21,17 @@ class OptimizationConfig(ConfigBase):
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     betas: List[float] = [0.9, 0.999]
+    # TensorGRaD settings: names, defaults and allowed values are those of
+    # neuralop_mp.optim.settings.CONFIG_OPTIONS (a test keeps the two equal)
+    tensorgrad_adam_convention: str = "torch"  # "torch" | "neuralop"
+    tensorgrad_min_params: int = 1000
     tensorgrad_rank: float = 0.25
     tensorgrad_sparse_ratio: float = 0.05
     tensorgrad_sparse_type: str = "randk"
     tensorgrad_update_proj_gap: int = 100
-    tensorgrad_scale: float = 1.0
+    tensorgrad_scale: float = 4.0
     tensorgrad_state_dtype: str = "float32"  # "float32" | "bfloat16"
-    tensorgrad_min_params: int = 1000
+    tensorgrad_nonfinite_grad: str = "raise"  # "raise" | "skip"
     # learning-rate scheduler
     scheduler: str = "StepLR"  # "StepLR" | "CosineAnnealingLR" | "ReduceLROnPlateau" | "none"
     step_size: int = 10

@@ -94,15 +94,11 @@ def validate_model(model, prefix="model"):
 
 def _owned_choices():
     """Allowed values defined by the modules that consume them, so the lists never drift."""
-    from neuralop_mp.optim.adam_math import STATE_DTYPES
     from neuralop_mp.optim.factory import list_optimizers
-    from neuralop_mp.optim.sparse_projector import SPARSE_TYPES
     from neuralop_mp.training.trainer import LOSS_SCALING
 
     return {
         "optimizer": tuple(list_optimizers()),
-        "tensorgrad_sparse_type": tuple(SPARSE_TYPES),
-        "tensorgrad_state_dtype": tuple(STATE_DTYPES),
         "loss_scaling": tuple(LOSS_SCALING),
     }
 
@@ -118,12 +114,9 @@ def validate_opt(opt):
     _check_positive("opt.learning_rate", opt.learning_rate)
     _check_positive("opt.weight_decay", opt.weight_decay, allow_zero=True)
     _check_positive("opt.eval_interval", opt.eval_interval)
-    if not 0 < opt.tensorgrad_rank:
-        raise ValueError(f"Invalid opt.tensorgrad_rank={opt.tensorgrad_rank!r}; it must be > 0.")
-    if not 0 <= opt.tensorgrad_sparse_ratio < 1:
-        raise ValueError(
-            f"Invalid opt.tensorgrad_sparse_ratio={opt.tensorgrad_sparse_ratio!r}; it must be in [0, 1)."
-        )
+    from neuralop_mp.optim.settings import check_config_fields
+
+    check_config_fields(opt)  # the optimizer's own checks of every opt.tensorgrad_* field
     if len(opt.betas) != 2 or not all(0 <= b < 1 for b in opt.betas):
         raise ValueError(f"Invalid opt.betas={list(opt.betas)!r}; expected two values in [0, 1).")
     validate_precision_schedule(opt.precision_schedule)

@@ -24,35 +24,69 @@ def as_complex_like(x, like):
     return torch.view_as_complex(x.contiguous()) if like.is_complex() else x
 
 
-def update_moments(exp_avg, exp_avg_sq, grad, beta1, beta2):
-    """In place: ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2`` (real tensors)."""
-    exp_avg.lerp_(grad, 1.0 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+#: how Adam treats complex entries, places eps and orders weight decay (see adam_step)
+ADAM_CONVENTIONS = ("torch", "neuralop")
 
 
-def adam_direction(exp_avg, exp_avg_sq, step, beta1, beta2, eps, correct_bias=True):
-    """Normalised update ``m_hat / (sqrt(v_hat) + eps)`` after ``step`` updates.
+def second_moment_shape(part, convention):
+    """Shape of the second moment kept for a (possibly complex) compressed part.
 
-    eps is added to the bias-corrected root, as torch's AdamW does, so that the
-    dense branch matches ``torch.optim.AdamW`` to float rounding.
+    "torch" keeps one per real number (``view_as_real``: ``(..., 2)`` for complex
+    parts); "neuralop" keeps ``|g|^2`` per complex entry, so half as many.
+    """
+    if convention == "neuralop" or not part.is_complex():
+        return tuple(part.shape)
+    return tuple(part.shape) + (2,)
+
+
+def adam_step(exp_avg, exp_avg_sq, grad, step, beta1, beta2, eps, correct_bias, convention):
+    """Update the moments in place and return the normalised Adam direction.
+
+    ``exp_avg`` is a real tensor shaped like ``as_real(grad)``; ``exp_avg_sq`` is
+    shaped by :func:`second_moment_shape`. ``step`` counts this update (1 on the
+    first call). The direction has ``grad``'s shape and dtype; the weight update
+    is ``lr`` times it.
+
+    Conventions (they agree on real tensors up to the placement of eps):
+
+    - "torch", as ``torch.optim.AdamW``: complex entries are split into real and
+      imaginary parts, each normalised by its own second moment;
+      ``m_hat / (sqrt(v_hat) + eps)`` with eps added after bias correction.
+    - "neuralop", as upstream neuraloperator's ``AdamW`` and ``TensorGRaD`` and the
+      TensorGRaD authors' code: one second moment ``|g|^2`` per complex entry, so
+      the phase of the complex update is that of ``m``;
+      ``(sqrt(bc2) / bc1) m / (sqrt(v) + eps)``, i.e. eps is added before bias
+      correction (effectively ``eps / sqrt(bc2)``).
 
     References
     ----------
     .. [1] D. P. Kingma, J. Ba, "Adam: A method for stochastic optimization", ICLR 2015.
     .. [2] I. Loshchilov, F. Hutter, "Decoupled weight decay regularization", ICLR 2019.
     """
+    grad_real = as_real(grad)
+    exp_avg.lerp_(grad_real, 1.0 - beta1)
     if correct_bias:
-        bias1 = 1.0 - beta1**step
-        root_bias2 = math.sqrt(1.0 - beta2**step)
+        bias1, root_bias2 = 1.0 - beta1**step, math.sqrt(1.0 - beta2**step)
     else:
         bias1, root_bias2 = 1.0, 1.0
-    denom = (exp_avg_sq.sqrt() / root_bias2).add_(eps)
-    return (exp_avg / bias1).div_(denom)
+    if convention == "torch":
+        exp_avg_sq.mul_(beta2).addcmul_(grad_real, grad_real, value=1.0 - beta2)
+        denom = (exp_avg_sq.sqrt() / root_bias2).add_(eps)
+        return as_complex_like((exp_avg / bias1).div_(denom), grad)
+    if grad.is_complex():
+        squared = grad_real.square().sum(-1)
+        exp_avg_sq.mul_(beta2).add_(squared, alpha=1.0 - beta2)
+        denom = exp_avg_sq.sqrt().add_(eps).unsqueeze(-1)
+    else:
+        exp_avg_sq.mul_(beta2).addcmul_(grad_real, grad_real, value=1.0 - beta2)
+        denom = exp_avg_sq.sqrt().add_(eps)
+    return as_complex_like((exp_avg / denom).mul_(root_bias2 / bias1), grad)
 
 
-def load_moment(stored):
-    """fp32 working copy of a stored moment (bf16 storage is widened)."""
-    return stored.float() if stored.dtype == torch.bfloat16 else stored
+def load_moment(stored, dtype=torch.float32):
+    """Working copy of a stored moment in ``dtype`` (the stored tensor itself when
+    it already has that dtype, so updates land in place)."""
+    return stored if stored.dtype == dtype else stored.to(dtype)
 
 
 def store_moment(stored, value, seed):

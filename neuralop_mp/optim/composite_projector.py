@@ -20,7 +20,7 @@ class CompositeProjector:
     only, or sparse only) behind the same interface.
 
     Stateless: bases are dicts of tensors keyed by the projector's ``name``
-    ("sparse", "lowrank"), stored by the optimizer in its state.
+    ("sparse", "low_rank"), stored by the optimizer in its state.
 
     Parameters
     ----------

@@ -12,28 +12,12 @@ import torch
 from ..vocabulary import check_choice
 from .adam_math import compute_dtype
 from .param_groups import spectral_parameters
+from .settings import DEFAULTS, TENSORGRAD_OPTIONS
 
-# opt.tensorgrad_<key> fields -> TensorGRaD group keys, with the factory's defaults
-TENSORGRAD_FIELDS = {
-    "rank": 0.25,
-    "sparse_ratio": 0.05,
-    "sparse_type": "randk",
-    "update_proj_gap": 100,
-    "scale": 1.0,
-    "state_dtype": "float32",
-    "min_params": 1000,
-    # optional extras; absent fields keep TensorGRaD's own defaults
-    "order": None,
-    "sparse_scale": None,
-    "lambda_sparse": None,
-    "rank_convention": None,
-    "reset_sparse_moments": None,
-    "reset_lowrank_moments": None,
-    "warm_restart": None,
-    "tucker_n_iter_max": None,
-    "sparse_mode": None,
-    "seed": None,
-}
+# opt.tensorgrad_<key> fields: every TensorGRaD setting; the ones in configs (and on
+# the command line) are CONFIG_OPTIONS, absent fields keep TensorGRaD's defaults
+TENSORGRAD_FIELDS = tuple(option.name for option in TENSORGRAD_OPTIONS
+                          if option.name not in ("lr", "betas", "weight_decay", "compress"))
 
 
 @dataclass(frozen=True)
@@ -86,13 +70,9 @@ def _tensorgrad_settings(opt_config):
         known = ", ".join(f"tensorgrad_{k}" for k in TENSORGRAD_FIELDS)
         raise ValueError(f"Unknown opt field(s) {unknown}; known TensorGRaD fields: {known}.")
     present = set(_field_names(opt_config))
-    settings = {}
-    for key, default in TENSORGRAD_FIELDS.items():
-        field = f"tensorgrad_{key}"
-        if field in present:  # an explicit None (e.g. no sparse part) is kept
-            settings[key] = _get(opt_config, field)
-        elif default is not None:
-            settings[key] = default
+    # an explicit None (e.g. no sparse part) is kept; absent fields keep TensorGRaD's defaults
+    settings = {key: _get(opt_config, f"tensorgrad_{key}") for key in TENSORGRAD_FIELDS
+                if f"tensorgrad_{key}" in present}
     if isinstance(settings.get("rank"), list):
         settings["rank"] = tuple(settings["rank"])
     return settings
@@ -101,14 +81,14 @@ def _tensorgrad_settings(opt_config):
 def _tensorgrad_groups(model, settings):
     """Spectral weights compressed, everything else plain AdamW; models without
     spectral layers are routed by shape (see ``TensorGRaD.routes_to_compression``)."""
-    spectral = spectral_parameters(model, settings.get("min_params", 1000))
+    spectral = spectral_parameters(model, settings.get("min_params", DEFAULTS["min_params"]))
     if not spectral:
         return [dict(settings, params=[p for p in model.parameters() if p.requires_grad])]
     ids = {id(p) for p in spectral}
     regular = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     groups = [dict(settings, params=spectral, compress=True)]
     if regular:
-        groups.insert(0, {"params": regular, "compress": False})
+        groups.insert(0, dict(settings, params=regular, compress=False))  # same Adam convention
     return groups
 
 
@@ -157,11 +137,9 @@ def create_optimizer(model, opt_config):
         The ``opt`` section (a whole config with an ``opt`` attribute is accepted
         too). Fields: ``optimizer`` ("adamw" | "tensorgrad" | "galore" | "sparse",
         default "adamw"), ``learning_rate`` (1e-3), ``weight_decay`` (0.0),
-        ``betas`` (optional), and ``tensorgrad_rank`` (0.25),
-        ``tensorgrad_sparse_ratio`` (0.05), ``tensorgrad_sparse_type`` ("randk"),
-        ``tensorgrad_update_proj_gap`` (100), ``tensorgrad_scale`` (1.0),
-        ``tensorgrad_state_dtype`` ("float32"), ``tensorgrad_min_params`` (1000),
-        plus optional ``tensorgrad_<key>`` for the other TensorGRaD keys.
+        ``betas`` (optional), and ``tensorgrad_<key>`` for any TensorGRaD
+        setting ``<key>`` (:data:`~neuralop_mp.optim.settings.TENSORGRAD_OPTIONS`;
+        defaults are TensorGRaD's).
 
     Returns
     -------

@@ -16,9 +16,9 @@ SPARSE_TYPES = ("randk", "randomk", "topk", "structured", "structured_randk")
 _INT32_MAX = 2**31 - 1
 
 
-def _check_ratio(sparse_ratio):
+def _check_ratio(sparse_ratio, key="sparse_ratio"):
     if isinstance(sparse_ratio, bool) or not isinstance(sparse_ratio, Real) or not 0.0 < sparse_ratio <= 1.0:
-        raise ValueError(f"Invalid sparse_ratio={sparse_ratio!r}; expected a float in (0, 1].")
+        raise ValueError(f"Invalid {key}={sparse_ratio!r}; expected a float in (0, 1].")
     return float(sparse_ratio)
 
 

@@ -4,22 +4,24 @@ import math
 import torch
 from torch.optim import Optimizer
 
+from . import nonfinite
 from .adam_math import (
     STATE_DTYPES,
-    adam_direction,
+    adam_step,
     as_complex_like,
     as_real,
     compute_dtype,
     load_moment,
+    second_moment_shape,
     stochastic_round_,
     store_moment,
-    update_moments,
 )
 from .composite_projector import CompositeProjector
-from .group_settings import UPSTREAM_GROUP_DEFAULTS, validate_group
+from .state_checks import BASIS_INFIX, checked_state
+from .state_memory import state_memory_report
+from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, validate_group
 
 _MOMENTS = ("exp_avg", "exp_avg_sq")
-_BASIS = "_basis_"
 
 
 class TensorGRaD(Optimizer):
@@ -31,7 +33,8 @@ class TensorGRaD(Optimizer):
     keeps separate Adam moments *and bias-correction step counters* for each
     part in its compressed shape, projects each part's normalised update
     ``m_hat / (sqrt(v_hat) + eps)`` back, and applies
-    ``p <- p (1 - lr wd) - lr (scale * U_lowrank + lambda_sparse * sparse_scale * U_sparse)``.
+    ``p <- p (1 - lr wd) - lr (scale * U_lowrank + lambda_sparse * sparse_scale * U_sparse)``
+    (with ``adam_convention="neuralop"`` the decay follows the update).
     Weight decay is decoupled and applies to compressed parameters too;
     ``p.grad`` is never modified. Bases are refreshed when the parameter's step
     count is a multiple of ``update_proj_gap`` (step 0 included). Every other
@@ -50,9 +53,9 @@ class TensorGRaD(Optimizer):
     rotated to align with the old ones, so the core coordinates keep their meaning
     (set ``reset_lowrank_moments=True`` to reset them).
 
-    Complex parameters: moments are kept on ``view_as_real`` of the compressed
-    parts (as torch's AdamW does for complex tensors), projections use conjugate
-    transposes. 16-bit parameters and gradients (complex32 spectral weights,
+    Complex parameters: first moments are kept on ``view_as_real`` of the
+    compressed parts; second moments per real number ("torch" convention) or per
+    complex entry ("neuralop"); projections use conjugate transposes. 16-bit parameters and gradients (complex32 spectral weights,
     :func:`neuralop_mp.set_spectral_weight_dtype`; float16 / bfloat16 tensors) are
     up-cast to complex64 / fp32 for the math, moments of every branch stay fp32 (or
     ``state_dtype``), and the new weights are written back with stochastic rounding,
@@ -77,6 +80,13 @@ class TensorGRaD(Optimizer):
     weight_decay : float, default 0.0
         Decoupled (AdamW) weight decay, applied to every parameter.
     correct_bias : bool, default True
+    adam_convention : {"torch", "neuralop"}, default "torch"
+        "torch": as ``torch.optim.AdamW`` (real and imaginary parts normalised
+        separately, eps added after bias correction, weight decay before the
+        update). "neuralop": as upstream neuraloperator's ``AdamW`` and the
+        TensorGRaD authors (one ``|g|^2`` second moment per complex entry, eps
+        added before bias correction, weight decay after the update). See
+        :func:`~neuralop_mp.optim.adam_math.adam_step`.
     compress : bool, default True
         False: the group is plain AdamW. ``tensorgrad`` is upstream's name for it.
     min_params : int, default 1000
@@ -91,8 +101,14 @@ class TensorGRaD(Optimizer):
         Mode whose slices the structured types keep.
     order : {"sparse_first", "lowrank_first"}, default "sparse_first"
     update_proj_gap : int, default 100
-    scale, sparse_scale, lambda_sparse : float, default 1.0
-        Multipliers of the low-rank and sparse updates (upstream's keys).
+    scale : float, default 4.0
+        Multiplier of the low-rank update (upstream's key; upstream's default and
+        that of upstream-style groups is 1.0). At rank 0.25 the Adam-normalised
+        core update is about half as long as AdamW's; 4.0 matched AdamW on the
+        built-in Darcy and Navier-Stokes tasks (docs/tensorgrad.md). Use 1.0 with
+        rank 1.0 for exactly AdamW.
+    sparse_scale, lambda_sparse : float, default 1.0
+        Multipliers of the sparse update (upstream's keys).
     scale_by_mask_ratio : bool, default False
         Also multiply the sparse update by ``sqrt(numel / k)`` (upstream's key).
     warm_restart : bool, default True
@@ -105,6 +121,10 @@ class TensorGRaD(Optimizer):
         Storage dtype of compressed moments and Tucker factors; the arithmetic is
         fp32, bf16 moments are written with stochastic rounding. Survives
         ``load_state_dict``.
+    nonfinite_grad : {"raise", "skip"}, default "raise"
+        What a NaN/inf gradient (checked for every parameter before any update)
+        or a non-finite update does: raise :class:`~neuralop_mp.optim.nonfinite.NonFiniteError`
+        naming the parameter, or warn and skip (see :meth:`step`).
     seed : int, default 0
         Seeds random-k selection (per parameter and refresh) and stochastic rounding.
 
@@ -118,30 +138,38 @@ class TensorGRaD(Optimizer):
     .. [3] I. Loshchilov, F. Hutter, "Decoupled weight decay regularization", ICLR 2019.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, *,
-                 correct_bias=True, compress=True, min_params=1000, rank=0.25, rank_convention="core",
-                 sparse_ratio=0.05, sparse_type="randk", sparse_mode=0, order="sparse_first",
-                 update_proj_gap=100, scale=1.0, sparse_scale=1.0, lambda_sparse=1.0,
-                 scale_by_mask_ratio=False, warm_restart=True, tucker_n_iter_max=1,
-                 reset_sparse_moments=True, reset_lowrank_moments=False, state_dtype="float32", seed=0,
-                 activation_checkpoint=False):
+    def __init__(self, params, lr=DEFAULTS["lr"], betas=DEFAULTS["betas"], eps=DEFAULTS["eps"],
+                 weight_decay=DEFAULTS["weight_decay"], *, correct_bias=DEFAULTS["correct_bias"],
+                 adam_convention=DEFAULTS["adam_convention"], compress=DEFAULTS["compress"],
+                 min_params=DEFAULTS["min_params"], rank=DEFAULTS["rank"], rank_convention=DEFAULTS["rank_convention"],
+                 sparse_ratio=DEFAULTS["sparse_ratio"], sparse_type=DEFAULTS["sparse_type"],
+                 sparse_mode=DEFAULTS["sparse_mode"], order=DEFAULTS["order"],
+                 update_proj_gap=DEFAULTS["update_proj_gap"], scale=DEFAULTS["scale"],
+                 sparse_scale=DEFAULTS["sparse_scale"], lambda_sparse=DEFAULTS["lambda_sparse"],
+                 scale_by_mask_ratio=DEFAULTS["scale_by_mask_ratio"], warm_restart=DEFAULTS["warm_restart"],
+                 tucker_n_iter_max=DEFAULTS["tucker_n_iter_max"],
+                 reset_sparse_moments=DEFAULTS["reset_sparse_moments"],
+                 reset_lowrank_moments=DEFAULTS["reset_lowrank_moments"], state_dtype=DEFAULTS["state_dtype"],
+                 nonfinite_grad=DEFAULTS["nonfinite_grad"], seed=DEFAULTS["seed"],
+                 activation_checkpoint=DEFAULTS["activation_checkpoint"]):
         defaults = dict(
             lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps,
-            weight_decay=weight_decay, correct_bias=correct_bias, compress=compress, min_params=min_params,
-            rank=rank, rank_convention=rank_convention, sparse_ratio=sparse_ratio, sparse_type=sparse_type,
-            sparse_mode=sparse_mode, order=order, update_proj_gap=update_proj_gap, scale=scale,
-            sparse_scale=sparse_scale, lambda_sparse=lambda_sparse, scale_by_mask_ratio=scale_by_mask_ratio,
-            warm_restart=warm_restart, tucker_n_iter_max=tucker_n_iter_max,
+            weight_decay=weight_decay, correct_bias=correct_bias, adam_convention=adam_convention,
+            compress=compress, min_params=min_params, rank=rank, rank_convention=rank_convention,
+            sparse_ratio=sparse_ratio, sparse_type=sparse_type, sparse_mode=sparse_mode, order=order,
+            update_proj_gap=update_proj_gap, scale=scale, sparse_scale=sparse_scale, lambda_sparse=lambda_sparse,
+            scale_by_mask_ratio=scale_by_mask_ratio, warm_restart=warm_restart, tucker_n_iter_max=tucker_n_iter_max,
             reset_sparse_moments=reset_sparse_moments, reset_lowrank_moments=reset_lowrank_moments,
-            state_dtype=state_dtype, seed=seed,
-            # accepted for upstream compatibility; refreshes build no autograd graph
+            state_dtype=state_dtype, nonfinite_grad=nonfinite_grad, seed=seed,
             activation_checkpoint=activation_checkpoint,
         )
-        validate_group(dict(defaults))
+        validate_group(defaults)
         params = list(params) if not isinstance(params, torch.Tensor) else [params]
         if any(isinstance(g, dict) and "tensorgrad" in g for g in params):
+            # a model written for upstream's class: its plain groups are upstream's AdamW
             params = [
-                dict(g, compress=False) if isinstance(g, dict) and "tensorgrad" not in g and "compress" not in g
+                dict(g, compress=False, adam_convention=g.get("adam_convention", "neuralop"))
+                if isinstance(g, dict) and "tensorgrad" not in g and "compress" not in g
                 else g
                 for g in params
             ]
@@ -149,15 +177,18 @@ class TensorGRaD(Optimizer):
 
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group):
+        """Add a group (also after construction); its settings are checked before
+        it joins, so a bad value leaves the optimizer unchanged."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"Invalid param_group of type {type(param_group).__name__}; expected a dict.")
+        param_group = dict(param_group)
         if "tensorgrad" in param_group and "compress" not in param_group:
-            param_group = dict(param_group)
             param_group["compress"] = bool(param_group["tensorgrad"])
             for key, value in UPSTREAM_GROUP_DEFAULTS.items():
                 param_group.setdefault(key, value)
-        if isinstance(param_group.get("betas"), list):
-            param_group = dict(param_group, betas=tuple(param_group["betas"]))
+        settings = validate_group({**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}})
+        param_group.update((k, settings[k]) for k in param_group if k in settings)
         super().add_param_group(param_group)
-        validate_group(self.param_groups[-1])
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -194,6 +225,15 @@ class TensorGRaD(Optimizer):
         grad_scale : float, optional
             The gradients are ``grad_scale`` times the true ones (loss scaling): each
             is divided by it in fp32, after the up-cast from its storage dtype.
+
+        Raises
+        ------
+        NonFiniteError
+            A gradient holds NaN or inf (checked for every parameter before any is
+            updated), or an update is not finite (e.g. ``eps=0`` with a zero
+            moment), and the group's ``nonfinite_grad`` is "raise". With "skip",
+            a warning is issued instead and nothing (a gradient) or that
+            parameter (an update) is left unchanged.
         """
         if grad_scale is not None and not (math.isfinite(grad_scale) and grad_scale > 0):
             raise ValueError(f"Invalid grad_scale={grad_scale!r}; expected a finite number > 0.")
@@ -201,9 +241,11 @@ class TensorGRaD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if not nonfinite.gradients_are_finite(self):
+            return loss
         ordinal = 0
-        for group in self.param_groups:
-            for p in group["params"]:
+        for group_index, group in enumerate(self.param_groups):
+            for position, p in enumerate(group["params"]):
                 ordinal += 1
                 if p.grad is None:
                     continue
@@ -221,36 +263,42 @@ class TensorGRaD(Optimizer):
                     update = self._compressed_update(grad, group, state)
                 else:
                     update = self._dense_update(grad, group, state)
-                self._apply(p, update, group, state)
                 state["step"] += 1
+                if nonfinite.update_is_finite(update, group, group_index, position, p):
+                    self._apply(p, update, group, state)
         return loss
 
     @staticmethod
     def _apply(p, update, group, state):
-        """``p <- p (1 - lr wd) - lr update``; a 16-bit ``p`` is updated in fp32 and
+        """Decoupled weight decay and the update, in the order of the group's
+        ``adam_convention``: "torch" ``p <- p (1 - lr wd) - lr u``, "neuralop"
+        ``p <- (p - lr u)(1 - lr wd)``. A 16-bit ``p`` is updated in fp32 and
         written back with stochastic rounding."""
         decay = 1.0 - group["lr"] * group["weight_decay"]
-        if compute_dtype(p) == p.dtype:
-            if decay != 1.0:
-                p.mul_(decay)
-            p.add_(update, alpha=-group["lr"])
-            return
-        wide = p.to(update.dtype)
-        if decay != 1.0:
+        decay_first = group["adam_convention"] == "torch"
+        wide = p if compute_dtype(p) == p.dtype else p.to(update.dtype)
+        if decay_first and decay != 1.0:
             wide.mul_(decay)
         wide.add_(update, alpha=-group["lr"])
-        stochastic_round_(p, wide, (int(state["seed"]) * 1_000_003 + int(state["step"])) * 8 + 7)
+        if not decay_first and decay != 1.0:
+            wide.mul_(decay)
+        if wide is not p:
+            # step was already advanced: the pre-increment count names this step's noise stream
+            stochastic_round_(p, wide, (int(state["seed"]) * 1_000_003 + int(state["step"]) - 1) * 8 + 7)
 
     def _dense_update(self, grad, group, state):
+        convention = group["adam_convention"]
         if "exp_avg" not in state:
-            for key in _MOMENTS:
-                state[key] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+            state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+            if convention == "torch":  # complex like the gradient, as torch's AdamW keeps it
+                state["exp_avg_sq"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+            else:  # one real |g|^2 per (complex) entry, as upstream's AdamW
+                state["exp_avg_sq"] = torch.zeros(second_moment_shape(grad, convention), dtype=as_real(grad).dtype,
+                                                  device=grad.device)
         beta1, beta2 = group["betas"]
-        exp_avg, exp_avg_sq = as_real(state["exp_avg"]), as_real(state["exp_avg_sq"])
-        update_moments(exp_avg, exp_avg_sq, as_real(grad), beta1, beta2)
-        step = float(state["step"]) + 1
-        direction = adam_direction(exp_avg, exp_avg_sq, step, beta1, beta2, group["eps"], group["correct_bias"])
-        return as_complex_like(direction, grad)
+        exp_avg_sq = as_real(state["exp_avg_sq"]) if convention == "torch" else state["exp_avg_sq"]
+        return adam_step(as_real(state["exp_avg"]), exp_avg_sq, grad, float(state["step"]) + 1, beta1, beta2,
+                         group["eps"], group["correct_bias"], convention)
 
     def _compressed_update(self, grad, group, state):
         projector = self.projector_for(group)
@@ -261,30 +309,28 @@ class TensorGRaD(Optimizer):
             bases = self._refresh(projector, grad, state, group, bases, seed + step)
 
         beta1, beta2 = group["betas"]
-        storage = STATE_DTYPES[group["state_dtype"]]
+        convention = group["adam_convention"]
+        storage = self._storage_dtype(group, grad)
         directions = {}
         for salt, (name, part) in enumerate(projector.project(grad, bases).items()):
-            part_real = as_real(part)
             if f"{name}_exp_avg" not in state:
-                for key in _MOMENTS:
-                    state[f"{name}_{key}"] = torch.zeros(part_real.shape, dtype=storage, device=part.device)
+                state[f"{name}_exp_avg"] = torch.zeros(as_real(part).shape, dtype=storage, device=part.device)
+                state[f"{name}_exp_avg_sq"] = torch.zeros(second_moment_shape(part, convention), dtype=storage,
+                                                          device=part.device)
                 state[f"{name}_step"] = torch.tensor(0.0)
-            exp_avg = load_moment(state[f"{name}_exp_avg"])
-            exp_avg_sq = load_moment(state[f"{name}_exp_avg_sq"])
-            update_moments(exp_avg, exp_avg_sq, part_real, beta1, beta2)
+            exp_avg = load_moment(state[f"{name}_exp_avg"], as_real(part).dtype)
+            exp_avg_sq = load_moment(state[f"{name}_exp_avg_sq"], as_real(part).dtype)
             state[f"{name}_step"] += 1
-            branch_step = float(state[f"{name}_step"])
+            directions[name] = adam_step(exp_avg, exp_avg_sq, part, float(state[f"{name}_step"]), beta1, beta2,
+                                         group["eps"], group["correct_bias"], convention)
             stream = (seed * 1_000_003 + step) * 8 + 2 * salt
             store_moment(state[f"{name}_exp_avg"], exp_avg, stream)
             store_moment(state[f"{name}_exp_avg_sq"], exp_avg_sq, stream + 1)
-            direction = adam_direction(exp_avg, exp_avg_sq, branch_step, beta1, beta2, group["eps"],
-                                       group["correct_bias"])
-            directions[name] = as_complex_like(direction, part)
 
         full = projector.project_back(directions, bases, grad.shape)
         update = None
         for name, tensor in full.items():
-            if name == "lowrank":
+            if name == "low_rank":
                 weight = group["scale"]
             else:
                 weight = group["sparse_scale"] * group["lambda_sparse"]
@@ -294,10 +340,17 @@ class TensorGRaD(Optimizer):
             update = tensor if update is None else update.add_(tensor)
         return update
 
+    @staticmethod
+    def _storage_dtype(group, grad):
+        """dtype of compressed moments and factors: bf16 if asked, else that of the math
+        (fp32, or fp64 for double-precision parameters)."""
+        storage = STATE_DTYPES[group["state_dtype"]]
+        return as_real(grad).dtype if storage == torch.float32 else storage
+
     def _refresh(self, projector, grad, state, group, old_bases, seed):
         has_old = int(state["step"]) > 0
         new_bases = projector.compute_bases(grad, old_bases if has_old else None, seed=seed)
-        storage = STATE_DTYPES[group["state_dtype"]]
+        storage = self._storage_dtype(group, grad)
         for name in projector.names:
             if has_old and f"{name}_exp_avg" in state:
                 reset = group["reset_sparse_moments"] if name == "sparse" else group["reset_lowrank_moments"]
@@ -308,17 +361,17 @@ class TensorGRaD(Optimizer):
                     for key in _MOMENTS:
                         state[f"{name}_{key}"] = projector[name].transfer_moment(
                             state[f"{name}_{key}"], old_bases[name], new_bases[name])
-            for key in [k for k in state if k.startswith(name + _BASIS)]:
+            for key in [k for k in state if k.startswith(name + BASIS_INFIX)]:
                 del state[key]
             for key, tensor in new_bases[name].items():
                 if tensor.is_floating_point() or tensor.is_complex():
                     tensor = as_real(tensor).to(storage)
-                state[f"{name}{_BASIS}{key}"] = tensor
+                state[f"{name}{BASIS_INFIX}{key}"] = tensor
         return {name: self._read_basis(state, name, grad) for name in projector.names}
 
     @staticmethod
     def _read_basis(state, name, like):
-        prefix = name + _BASIS
+        prefix = name + BASIS_INFIX
         basis = {}
         for key, tensor in state.items():
             if key.startswith(prefix):
@@ -330,21 +383,23 @@ class TensorGRaD(Optimizer):
 
     # ------------------------------------------------------------- state_dict
     def load_state_dict(self, state_dict):
-        """Load a state_dict, keeping every saved state tensor's dtype.
+        """Load a state_dict after checking that it fits these parameters.
+
+        Accepted: a state_dict of this class, or one in the layout of upstream
+        neuraloperator's ``TensorGRaD`` (main branch), which is converted. Every
+        parameter's state is checked against the parameter (kind of state, moment
+        and basis shapes) before anything is loaded: a state dict of another
+        optimizer or of another model size raises a ValueError naming the
+        parameter and the mismatch.
 
         torch's loader casts floating-point state to the parameter's dtype (and,
         for real parameters, integer state too), which would widen bf16 moments
-        and turn int32 indices into floats. The per-parameter state is therefore
-        moved aside, torch loads the param groups, and the state is put back with
-        only its device changed.
+        and turn int32 indices into floats, so each saved tensor keeps its dtype;
+        only its device changes.
         """
-        saved_state = state_dict["state"]
-        super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
-        params = [p for group in self.param_groups for p in group["params"]]
-        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
-        by_id = dict(zip(saved_ids, params))
-        for key, value in saved_state.items():
-            param = by_id[key]
+        groups, state_by_param = checked_state(self, state_dict)
+        super().load_state_dict({"state": {}, "param_groups": groups})
+        for param, value in state_by_param.items():
             self.state[param] = {
                 k: v.to(device=param.device, copy=True) if isinstance(v, torch.Tensor) else v
                 for k, v in value.items()
@@ -352,35 +407,6 @@ class TensorGRaD(Optimizer):
 
     # ----------------------------------------------------------------- memory
     def memory_report(self):
-        """Bytes held by parameters, gradients and optimizer state, by category.
-
-        Returns a dict with ``params``, ``grads`` (gradients present now),
-        ``moments``, ``factors``, ``indices``, ``other`` (step counters, seeds,
-        flags), ``state`` (their sum), ``adamw_state`` (two full-size moments in
-        the dtype the math runs in, fp32 / complex64, what AdamW keeps for fp32
-        weights), and ``state_ratio = state / adamw_state``.
-        """
-        report = dict.fromkeys(("params", "grads", "moments", "factors", "indices", "other"), 0)
-        adamw = 0
-        for group in self.param_groups:
-            for p in group["params"]:
-                report["params"] += p.numel() * p.element_size()
-                adamw += 2 * p.numel() * compute_dtype(p).itemsize
-                if p.grad is not None:
-                    report["grads"] += p.grad.numel() * p.grad.element_size()
-                for key, value in self.state.get(p, {}).items():
-                    if not isinstance(value, torch.Tensor):
-                        continue
-                    nbytes = value.numel() * value.element_size()
-                    if key.endswith(_MOMENTS):
-                        report["moments"] += nbytes
-                    elif _BASIS + "factor" in key:
-                        report["factors"] += nbytes
-                    elif _BASIS in key:
-                        report["indices"] += nbytes
-                    else:
-                        report["other"] += nbytes
-        report["state"] = report["moments"] + report["factors"] + report["indices"] + report["other"]
-        report["adamw_state"] = adamw
-        report["state_ratio"] = report["state"] / adamw if adamw else float("nan")
-        return report
+        """Bytes held by parameters, gradients and optimizer state, by category
+        (see :func:`~neuralop_mp.optim.state_memory.state_memory_report`)."""
+        return state_memory_report(self)

@@ -16,23 +16,23 @@ from ..vocabulary import check_choice
 RANK_CONVENTIONS = ("core", "mode", "params")
 
 
-def _check_rank(rank):
+def _check_rank(rank, key="rank"):
     """Validate ``rank`` (float fraction, positive int, or sequence of positive ints)."""
     if isinstance(rank, bool):
-        raise TypeError(f"Invalid rank={rank!r}; expected a float in (0, 1], a positive int or a sequence of them.")
+        raise TypeError(f"Invalid {key}={rank!r}; expected a float in (0, 1], a positive int or a sequence of them.")
     if isinstance(rank, Integral):
         if rank < 1:
-            raise ValueError(f"Invalid rank={rank!r}; an int rank must be >= 1.")
+            raise ValueError(f"Invalid {key}={rank!r}; an int rank must be >= 1.")
         return int(rank)
     if isinstance(rank, Real):
         if not 0.0 < float(rank) <= 1.0:
-            raise ValueError(f"Invalid rank={rank!r}; a float rank is a fraction and must be in (0, 1].")
+            raise ValueError(f"Invalid {key}={rank!r}; a float rank is a fraction and must be in (0, 1].")
         return float(rank)
     if isinstance(rank, (list, tuple)) and rank:
         if all(isinstance(r, Integral) and not isinstance(r, bool) and r >= 1 for r in rank):
             return tuple(int(r) for r in rank)
     raise ValueError(
-        f"Invalid rank={rank!r}; expected a float in (0, 1], a positive int, "
+        f"Invalid {key}={rank!r}; expected a float in (0, 1], a positive int, "
         "or a sequence of positive ints (one per mode)."
     )
 
@@ -126,7 +126,7 @@ class TuckerProjector:
        for Memory-Efficient Neural Operator Training", arXiv:2501.02379, 2025.
     """
 
-    name = "lowrank"
+    name = "low_rank"
 
     def __init__(self, rank=0.25, *, rank_convention="core", n_iter=1, warm_start=True):
         self.rank = _check_rank(rank)

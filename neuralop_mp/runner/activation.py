@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from importlib import import_module
 
 from ..layers.weight_storage import normalize_spectral_weight_dtype
+from ..optim.settings import CONFIG_OPTIONS
 from ..vocabulary import PRECISION_MODES, check_choice, normalize_half_dtype, normalize_stabilizer
 from .report import ActivationReport
 
@@ -40,15 +41,7 @@ from .report import ActivationReport
 OPTIMIZER_KINDS = ("adamw", "tensorgrad", "galore", "sparse")
 
 #: extra optimizer settings ``enable(optimizer_options=...)`` passes to the factory
-OPTIMIZER_OPTION_KEYS = (
-    "tensorgrad_rank",
-    "tensorgrad_sparse_ratio",
-    "tensorgrad_sparse_type",
-    "tensorgrad_update_proj_gap",
-    "tensorgrad_scale",
-    "tensorgrad_state_dtype",
-    "tensorgrad_min_params",
-)
+OPTIMIZER_OPTION_KEYS = tuple(option.config_field for option in CONFIG_OPTIONS)
 
 # (module, attribute) pairs that hold each replaced upstream name
 GET_MODEL_SITES = (

@@ -72,14 +72,26 @@ FLAGS = {
     "loss_scaling": ("loss_scaling", _text),
     "data-root": ("data_root", _text),
     "report": ("report", _text),
-    "tensorgrad_rank": ("tensorgrad_rank", _number(float)),
-    "tensorgrad_sparse_ratio": ("tensorgrad_sparse_ratio", _number(float)),
-    "tensorgrad_sparse_type": ("tensorgrad_sparse_type", _text),
-    "tensorgrad_update_proj_gap": ("tensorgrad_update_proj_gap", _number(int)),
-    "tensorgrad_scale": ("tensorgrad_scale", _number(float)),
-    "tensorgrad_state_dtype": ("tensorgrad_state_dtype", _choice(("float32", "bfloat16"))),
-    "tensorgrad_min_params": ("tensorgrad_min_params", _number(int)),
 }
+
+
+def _tensorgrad_flags():
+    """``--mp.tensorgrad_<name>`` for every TensorGRaD setting configs expose (one table)."""
+    from ..optim.settings import CONFIG_OPTIONS
+
+    flags = {}
+    for option in CONFIG_OPTIONS:
+        if option.choices:
+            convert = _choice(option.choices)
+        elif isinstance(option.default, (int, float)) and not isinstance(option.default, bool):
+            convert = _number(type(option.default))
+        else:
+            convert = _text
+        flags[option.config_field] = (option.config_field, convert)
+    return flags
+
+
+FLAGS.update(_tensorgrad_flags())
 KNOWN_FLAGS = tuple(f"--mp.{name}" for name in FLAGS)
 
 

@@ -145,6 +145,8 @@ BAD_VALUES = [
     ("opt.scheduler", "cosine", "'StepLR', 'CosineAnnealingLR', 'ReduceLROnPlateau'"),
     ("opt.tensorgrad_sparse_type", "random", "'randk'"),
     ("opt.tensorgrad_state_dtype", "float16", "'float32', 'bfloat16'"),
+    ("opt.tensorgrad_adam_convention", "pytorch", "'torch', 'neuralop'"),
+    ("opt.tensorgrad_nonfinite_grad", "ignore", "'raise', 'skip'"),
     ("opt.loss_scaling", "static", "'auto', 'dynamic', 'none'"),
     ("opt.precision_schedule", "half:0.5,quarter:0.5", "'full', 'mixed', 'half'"),
     ("device", "tpu", "'cpu', 'cuda'"),

@@ -85,6 +85,7 @@ OPT_VALUES = {
     "learning_rate": 0.02, "weight_decay": 0.001, "betas": [0.8, 0.95], "tensorgrad_rank": 0.5,
     "tensorgrad_sparse_ratio": 0.1, "tensorgrad_sparse_type": "topk", "tensorgrad_update_proj_gap": 7,
     "tensorgrad_scale": 0.5, "tensorgrad_state_dtype": "bfloat16", "tensorgrad_min_params": 10,
+    "tensorgrad_adam_convention": "neuralop", "tensorgrad_nonfinite_grad": "skip",
     "scheduler": "StepLR", "step_size": 3, "gamma": 0.25, "scheduler_T_max": 11, "scheduler_patience": 4,
     "precision_schedule": "mixed:0.5,full:0.5", "loss_scaling": "dynamic", "max_consecutive_skips": 5,
 }
@@ -105,6 +106,7 @@ def test_every_opt_field_reaches_optimizer_scheduler_losses_or_trainer():
     assert group["rank"] == 0.5 and group["sparse_ratio"] == 0.1 and group["sparse_type"] == "topk"
     assert group["update_proj_gap"] == 7 and group["scale"] == 0.5 and group["state_dtype"] == "bfloat16"
     assert group["min_params"] == 10
+    assert all(g["adam_convention"] == "neuralop" and g["nonfinite_grad"] == "skip" for g in optimizer.param_groups)
 
     scheduler = pipeline.build_scheduler(optimizer, config)
     assert isinstance(scheduler, torch.optim.lr_scheduler.StepLR)

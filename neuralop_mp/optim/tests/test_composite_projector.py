@@ -24,7 +24,7 @@ def test_default_is_sparse_randk_5_percent_then_tucker_quarter():
     sparse, lowrank = composite.projectors
     assert isinstance(sparse, SparseProjector) and (sparse.sparse_ratio, sparse.sparse_type) == (0.05, "randk")
     assert isinstance(lowrank, TuckerProjector) and (lowrank.rank, lowrank.rank_convention) == (0.25, "core")
-    assert composite.names == ["sparse", "lowrank"]
+    assert composite.names == ["sparse", "low_rank"]
 
 
 def _error(composite, grad, exact):
@@ -55,16 +55,16 @@ def test_second_part_is_fitted_to_the_residual():
     sparse, lowrank = composite.projectors
     residual = grad - sparse.project_back(sparse.project(grad, bases["sparse"]), bases["sparse"], grad.shape)
     direct = lowrank.compute_basis(residual)
-    for key, u in bases["lowrank"].items():
+    for key, u in bases["low_rank"].items():
         torch.testing.assert_close(u, direct[key])
     # and the gradient passed in is left untouched
     assert torch.equal(grad, _low_rank_plus_outliers(seed=1).to(torch.complex64))
 
 
 def test_from_settings_builds_single_branches_and_validates():
-    assert CompositeProjector.from_settings(0.25, None).names == ["lowrank"]
+    assert CompositeProjector.from_settings(0.25, None).names == ["low_rank"]
     assert CompositeProjector.from_settings(None, 0.1).names == ["sparse"]
-    assert CompositeProjector.from_settings(0.25, 0.1, order="lowrank_first").names == ["lowrank", "sparse"]
+    assert CompositeProjector.from_settings(0.25, 0.1, order="lowrank_first").names == ["low_rank", "sparse"]
     with pytest.raises(ValueError, match="rank=None with sparse_ratio=None"):
         CompositeProjector.from_settings(None, None)
     with pytest.raises(ValueError, match=r"order='sparse'.*'sparse_first', 'lowrank_first'"):

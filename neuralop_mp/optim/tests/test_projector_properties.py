@@ -103,10 +103,10 @@ def test_tucker_recovers_a_tensor_of_exactly_that_rank(shape, seed, data):
 def test_composite_reconstruction_is_sparse_part_plus_lowrank_of_the_residual(grad, ratio, rank):
     composite = CompositeProjector.from_settings(rank, ratio)
     bases = composite.compute_bases(grad, seed=0)
-    sparse, lowrank = composite["sparse"], composite["lowrank"]
+    sparse, lowrank = composite["sparse"], composite["low_rank"]
     first = sparse.project_back(sparse.project(grad, bases["sparse"]), bases["sparse"], grad.shape)
     residual = grad - first
-    second = lowrank.project_back(lowrank.project(residual, bases["lowrank"]), bases["lowrank"], grad.shape)
+    second = lowrank.project_back(lowrank.project(residual, bases["low_rank"]), bases["low_rank"], grad.shape)
     assert close(composite.reconstruct(grad, bases), first + second)
     full = CompositeProjector.from_settings(1.0, 1.0)
     assert close(full.reconstruct(grad, full.compute_bases(grad, seed=0)), grad)

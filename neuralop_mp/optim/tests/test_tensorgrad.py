@@ -41,10 +41,10 @@ def _assert_close_to(params, reference, rtol):
 @pytest.mark.parametrize(
     "settings",
     [
-        dict(rank=1.0, sparse_ratio=None),  # full Tucker factors
+        dict(rank=1.0, sparse_ratio=None, scale=1.0),  # full Tucker factors, low-rank update not scaled
         dict(rank=None, sparse_ratio=1.0, reset_sparse_moments=False),  # every entry, moments carried
         dict(rank=None, sparse_ratio=1.0, sparse_type="topk", update_proj_gap=1000),
-        dict(rank=1.0, sparse_ratio=None, order="lowrank_first", state_dtype="float32"),
+        dict(rank=1.0, sparse_ratio=None, order="lowrank_first", state_dtype="float32", scale=1.0),
     ],
 )
 def test_full_rank_or_full_support_reduces_to_adamw(settings):
@@ -75,7 +75,7 @@ def test_zero_residual_second_part_equals_first_alone():
     run_steps(TensorGRaD(groups(alone), rank=None, **common), alone, grads)
     opt = TensorGRaD(groups(composite), rank=0.5, **common)
     run_steps(opt, composite, grads)
-    assert "lowrank_exp_avg" in opt.state[composite[0]]
+    assert "low_rank_exp_avg" in opt.state[composite[0]]
     for a, b in zip(alone, composite):
         torch.testing.assert_close(a, b, atol=1e-7, rtol=0)
 
@@ -111,10 +111,10 @@ def test_bfloat16_state_survives_load_state_dict(tmp_path):
     model_a, opt_a, model_b, opt_b = _lockstep("bfloat16", tmp_path)
     state = opt_b.state[model_b[0]]
     assert state["sparse_exp_avg_sq"].dtype == torch.bfloat16
-    assert state["lowrank_exp_avg"].dtype == torch.bfloat16
-    assert any(k.startswith("lowrank_basis_factor") and v.dtype == torch.bfloat16 for k, v in state.items())
+    assert state["low_rank_exp_avg"].dtype == torch.bfloat16
+    assert any(k.startswith("low_rank_basis_factor") and v.dtype == torch.bfloat16 for k, v in state.items())
     assert state["sparse_basis_indices"].dtype == torch.int32
-    assert opt_b.state[model_b[1]]["lowrank_exp_avg_sq"].dtype == torch.bfloat16  # real weight
+    assert opt_b.state[model_b[1]]["low_rank_exp_avg_sq"].dtype == torch.bfloat16  # real weight
 
 
 def test_bfloat16_state_tracks_float32_state():
@@ -135,14 +135,14 @@ def test_refresh_happens_exactly_at_the_gap():
     for step, grads in enumerate(_grads(13)):
         run_steps(opt, params, [grads[:1]])
         state = opt.state[params[0]]
-        current = (state["sparse_basis_indices"].clone(), state["lowrank_basis_factor_0"].clone())
+        current = (state["sparse_basis_indices"].clone(), state["low_rank_basis_factor_0"].clone())
         if previous is not None:
             changed = not torch.equal(current[0], previous[0]) or not torch.equal(current[1], previous[1])
             assert changed == (step % 4 == 0), step
         previous = current
         # the sparse branch restarts its moments and bias-correction counter with each new index set
         assert int(state["sparse_step"]) == step % 4 + 1
-        assert int(state["lowrank_step"]) == step + 1
+        assert int(state["low_rank_step"]) == step + 1
 
 
 def test_weight_decay_applies_to_compressed_params_and_grad_is_untouched():
@@ -179,7 +179,7 @@ def test_compressed_training_of_1d_2d_3d_complex_and_real_weights(shape):
     state = opt.state[weight]
     assert bool(state["compressed"])
     expected_core = tuple(-(-d // 2) for d in shape) + ((2,) if complex_ else ())
-    assert tuple(state["lowrank_exp_avg"].shape) == expected_core
+    assert tuple(state["low_rank_exp_avg"].shape) == expected_core
     # starts at relative error 1; measured 0.06-0.11 here (AdamW: 0.0)
     assert (weight - target).norm() < 0.2 * target.norm()
 
@@ -205,7 +205,7 @@ def test_upstream_style_groups_keep_upstream_meaning():
         "lowrank_first", "params", 50)
     regular.grad, spectral.grad = torch.randn_like(regular), torch.randn_like(spectral)
     opt.step()
-    assert "lowrank_exp_avg" in opt.state[spectral] and "sparse_exp_avg" not in opt.state[spectral]
+    assert "low_rank_exp_avg" in opt.state[spectral] and "sparse_exp_avg" not in opt.state[spectral]
 
 
 def test_memory_report_counts_compressed_state():
@@ -266,7 +266,7 @@ def test_bfloat16_params_are_updated_in_float32():
     before = weight.detach().clone()
     opt.step()
     assert weight.dtype == torch.bfloat16 and not torch.equal(weight, before)
-    assert opt.state[weight]["lowrank_exp_avg"].dtype == torch.float32
+    assert opt.state[weight]["low_rank_exp_avg"].dtype == torch.float32
 
 
 def test_state_dict_loads_with_weights_only_from_bytes():

@@ -1,0 +1,69 @@
+"""Non-finite gradients and updates in TensorGRaD: found before they reach the weights.
+
+A NaN or inf gradient would otherwise flow into the moments and the weights, and on
+a projector-refresh step make the eigen-decomposition fail with a message that
+does not mention NaN. The group setting ``nonfinite_grad`` chooses what happens:
+"raise" (default) raises :class:`NonFiniteError`; "skip" warns and leaves the
+weights (and, for a gradient, all optimizer state) unchanged.
+"""
+import warnings
+
+import torch
+
+from .adam_math import as_real
+
+_ADVICE = (
+    "Check the loss and the data for NaN/inf, lower the learning rate, or construct TensorGRaD with "
+    "nonfinite_grad='skip' to skip such steps with a warning."
+)
+
+
+class NonFiniteError(RuntimeError):
+    """A gradient or an update holds NaN or inf."""
+
+
+def describe(group, group_index, position, param):
+    """``parameter 'fno_blocks.convs.0.weight' (group 1, shape (4, 4, 3, 2))``; the name
+    is known when the optimizer was given ``model.named_parameters()``."""
+    names = group.get("param_names")
+    label = f"parameter {names[position]!r}" if names else f"parameter {position}"
+    return f"{label} (group {group_index}, shape {tuple(param.shape)}, {param.dtype})"
+
+
+def _handle(message, groups):
+    if any(group["nonfinite_grad"] == "raise" for group in groups):
+        raise NonFiniteError(f"{message}. {_ADVICE}")
+    warnings.warn(f"TensorGRaD: {message}; skipped (nonfinite_grad='skip').", RuntimeWarning, stacklevel=4)
+
+
+def gradients_are_finite(optimizer):
+    """True when every gradient is finite; otherwise raise or warn (see module doc)."""
+    entries = [
+        (group, group_index, position, p)
+        for group_index, group in enumerate(optimizer.param_groups)
+        for position, p in enumerate(group["params"])
+        if p.grad is not None and not p.grad.is_sparse
+    ]
+    if not entries:
+        return True
+    # one reduction per parameter, one synchronisation for all of them
+    flags = torch.stack([torch.isfinite(as_real(p.grad)).all().cpu() for *_, p in entries])
+    if bool(flags.all()):
+        return True
+    bad = [entry for entry, ok in zip(entries, flags.tolist()) if not ok]
+    where = ", ".join(describe(*entry) for entry in bad)
+    _handle(f"non-finite gradient (NaN or inf) in {where}; no parameter or optimizer state was changed",
+            [entry[0] for entry in bad])
+    return False
+
+
+def update_is_finite(update, group, group_index, position, param):
+    """True when ``update`` is finite; otherwise raise or warn, before the weight changes."""
+    if bool(torch.isfinite(as_real(update)).all()):
+        return True
+    _handle(
+        f"non-finite update (NaN or inf) for {describe(group, group_index, position, param)} from finite "
+        f"gradients (lr={group['lr']!r}, eps={group['eps']!r}); the parameter was not changed",
+        [group],
+    )
+    return False

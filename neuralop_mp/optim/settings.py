@@ -1,0 +1,244 @@
+"""Every setting of :class:`~neuralop_mp.optim.tensorgrad.TensorGRaD` in one table.
+
+Each :class:`Option` holds a setting's name, default, allowed values and the check
+that enforces them. The optimizer's defaults and validation, the factory's
+``opt.tensorgrad_*`` fields, the config fields of ``configs/opt.py`` and the
+command-line flags are read from (or tested against) this table, so a default or
+a name lives in one place.
+"""
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Callable
+
+from .adam_math import ADAM_CONVENTIONS, STATE_DTYPES
+from .composite_projector import ORDERS
+from .sparse_projector import SPARSE_TYPES, _check_ratio
+from .tucker_projector import RANK_CONVENTIONS, _check_rank
+
+NONFINITE_GRAD_ACTIONS = ("raise", "skip")
+
+
+def _real(low=None, high=None, low_open=False, high_open=False):
+    """Check of a finite real number in an interval; wrong types raise TypeError."""
+    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+    text = f"a finite number in {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+
+    def check(key, value):
+        if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a 0-d tensor learning rate
+            check(key, value.item())
+            return value
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); expected {text}.")
+        bad = not math.isfinite(value)
+        bad = bad or (low is not None and (value <= low if low_open else value < low))
+        bad = bad or (high is not None and (value >= high if high_open else value > high))
+        if bad:
+            raise ValueError(f"Invalid {key}={value!r}; expected {text}.")
+        return value
+
+    return check, text
+
+
+def _int(low):
+    text = f"an int >= {low}"
+
+    def check(key, value):
+        if isinstance(value, bool) or not isinstance(value, Integral):
+            raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); expected {text}.")
+        if value < low:
+            raise ValueError(f"Invalid {key}={value!r}; expected {text}.")
+        return int(value)
+
+    return check, text
+
+
+def _bool():
+    def check(key, value):
+        if not isinstance(value, bool):
+            raise TypeError(f"Invalid {key}={value!r}; expected True or False.")
+        return value
+
+    return check, "True or False"
+
+
+def _choice(allowed):
+    text = "one of " + ", ".join(repr(a) for a in allowed)
+
+    def check(key, value):
+        if not isinstance(value, str):
+            raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); allowed values: "
+                            + ", ".join(repr(a) for a in allowed) + ".")
+        if value not in allowed:
+            raise ValueError(f"Invalid {key}={value!r}; allowed values: " + ", ".join(repr(a) for a in allowed) + ".")
+        return value
+
+    return check, text
+
+
+def _betas():
+    beta, _ = _real(0.0, 1.0, high_open=True)
+    text = "two finite numbers in [0, 1)"
+
+    def check(key, value):
+        if not isinstance(value, (tuple, list)):
+            raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); expected {text}.")
+        if len(value) != 2:
+            raise ValueError(f"Invalid {key}={value!r}; expected {text}.")
+        for i, b in enumerate(value):
+            try:
+                beta(f"{key}[{i}]", b)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"Invalid {key}[{i}]={b!r} in {key}={tuple(value)!r}; expected {text}.") from None
+        return tuple(value)
+
+    return check, text
+
+
+def _optional(check_text, what):
+    check, text = check_text
+
+    def optional(key, value):
+        return None if value is None else check(key, value)
+
+    return optional, f"{text}, or None ({what})"
+
+
+def _rank():
+    text = "a float in (0, 1], a positive int, a sequence of positive ints (one per mode), or None (no low-rank part)"
+
+    def check(key, value):
+        if isinstance(value, list):
+            value = tuple(value)
+        if value is not None and not isinstance(value, (Real, tuple)) or isinstance(value, bool):
+            raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); expected {text}.")
+        try:
+            return None if value is None else _check_rank(value, key)
+        except ValueError:
+            raise ValueError(f"Invalid {key}={value!r}; expected {text}.") from None
+
+    return check, text
+
+
+def _sparse_ratio():
+    def check(key, value):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+            raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); expected a float in (0, 1], "
+                            "or None (no sparse part).")
+        if value is not None and not 0.0 < value <= 1.0:
+            raise ValueError(f"Invalid {key}={value!r}; expected a float in (0, 1], or None (no sparse part).")
+        return None if value is None else _check_ratio(value, key)
+
+    return check, "a float in (0, 1], or None (no sparse part)"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One TensorGRaD setting.
+
+    Attributes
+    ----------
+    name : str
+        Constructor keyword and param-group key.
+    default : object
+        Default of the constructor (and of the config field, when ``in_config``).
+    check : callable
+        ``check(key, value) -> value``; raises TypeError (wrong type) or ValueError
+        (out of range) with a message naming ``key``, the value and ``allowed``.
+    allowed : str
+        The allowed values, in words.
+    in_config : bool
+        Exposed as ``opt.tensorgrad_<name>`` in configs and on the command line.
+    choices : tuple or None
+        The allowed values of a text setting.
+    """
+
+    name: str
+    default: object
+    check: Callable
+    allowed: str
+    in_config: bool = False
+    choices: tuple = None
+
+    @property
+    def config_field(self):
+        return f"tensorgrad_{self.name}"
+
+
+def _option(name, default, check_text, in_config=False, choices=None):
+    check, text = check_text
+    return Option(name, default, check, text, in_config, choices)
+
+
+#: every setting, in constructor order
+TENSORGRAD_OPTIONS = (
+    _option("lr", 1e-3, _real(0.0)),
+    _option("betas", (0.9, 0.999), _betas()),
+    _option("eps", 1e-6, _real(0.0)),
+    _option("weight_decay", 0.0, _real(0.0)),
+    _option("correct_bias", True, _bool()),
+    _option("adam_convention", "torch", _choice(ADAM_CONVENTIONS), True, ADAM_CONVENTIONS),
+    _option("compress", True, _bool()),
+    _option("min_params", 1000, _int(0), True),
+    _option("rank", 0.25, _rank(), True),
+    _option("rank_convention", "core", _choice(RANK_CONVENTIONS), choices=RANK_CONVENTIONS),
+    _option("sparse_ratio", 0.05, _sparse_ratio(), True),
+    _option("sparse_type", "randk", _choice(SPARSE_TYPES), True, SPARSE_TYPES),
+    _option("sparse_mode", 0, _int(0)),
+    _option("order", "sparse_first", _choice(ORDERS), choices=ORDERS),
+    _option("update_proj_gap", 100, _int(1), True),
+    _option("scale", 4.0, _real(0.0), True),  # measured: docs/tensorgrad.md, "Default scale"
+    _option("sparse_scale", 1.0, _real(0.0)),
+    _option("lambda_sparse", 1.0, _real(0.0)),
+    _option("scale_by_mask_ratio", False, _bool()),
+    _option("warm_restart", True, _bool()),
+    _option("tucker_n_iter_max", 1, _int(0)),
+    _option("reset_sparse_moments", True, _bool()),
+    _option("reset_lowrank_moments", False, _bool()),
+    _option("state_dtype", "float32", _choice(tuple(STATE_DTYPES)), True, tuple(STATE_DTYPES)),
+    _option("nonfinite_grad", "raise", _choice(NONFINITE_GRAD_ACTIONS), True, NONFINITE_GRAD_ACTIONS),
+    _option("seed", 0, _int(0)),
+    # accepted for upstream compatibility; a refresh builds no autograd graph
+    _option("activation_checkpoint", False, _bool()),
+)
+OPTIONS_BY_NAME = {option.name: option for option in TENSORGRAD_OPTIONS}
+DEFAULTS = {option.name: option.default for option in TENSORGRAD_OPTIONS}
+CONFIG_OPTIONS = tuple(option for option in TENSORGRAD_OPTIONS if option.in_config)
+
+# Group keys of upstream neuraloperator's TensorGRaD (main branch). A group that
+# names ``tensorgrad`` is written for upstream's class: it gets upstream's
+# meaning for the keys it leaves out (low-rank first, no sparse part unless
+# sparse_ratio is given, tensorly's float-rank convention, gap 50, 10 HOOI sweeps,
+# no size threshold, |g|^2 moments with upstream's eps and weight-decay placement,
+# low-rank update not scaled).
+UPSTREAM_GROUP_DEFAULTS = {
+    "order": "lowrank_first",
+    "sparse_ratio": None,
+    "rank_convention": "params",
+    "update_proj_gap": 50,
+    "tucker_n_iter_max": 10,
+    "min_params": 0,  # upstream compresses every weight of a tensorgrad group
+    "adam_convention": "neuralop",
+    "scale": 1.0,
+}
+
+
+def validate_group(group):
+    """Check every setting of a param group (defaults filled in), in place; returns it."""
+    for option in TENSORGRAD_OPTIONS:
+        if option.name in group:
+            group[option.name] = option.check(option.name, group[option.name])
+    if group["compress"] and group["rank"] is None and group["sparse_ratio"] is None:
+        raise ValueError(
+            "Invalid rank=None with sparse_ratio=None in a compressed group; set one of them or compress=False."
+        )
+    return group
+
+
+def check_config_fields(opt):
+    """Check the ``tensorgrad_<name>`` fields of a config's ``opt`` section (an
+    object with attributes) with the same checks as the optimizer; messages name
+    ``opt.tensorgrad_<name>``."""
+    for option in CONFIG_OPTIONS:
+        if hasattr(opt, option.config_field):
+            option.check(f"opt.{option.config_field}", getattr(opt, option.config_field))

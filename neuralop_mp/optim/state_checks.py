@@ -1,0 +1,217 @@
+"""What :meth:`TensorGRaD.load_state_dict` accepts: checked state, and upstream's layout.
+
+A state dict is checked against the optimizer's parameters *before* anything is
+loaded, so one saved for another model size or by another optimizer fails in
+``load_state_dict`` with a message naming the parameter, not at the first
+``step()`` with a KeyError or a shape error.
+
+Upstream neuraloperator's ``TensorGRaD`` (main branch) keeps, per parameter,
+``step`` (an int), ``exp_avg`` / ``exp_avg_sq`` (plain AdamW) or
+``low_rank_exp_avg`` / ``low_rank_exp_avg_sq`` (+ ``sparse_exp_avg`` /
+``sparse_exp_avg_sq``) as complex tensors with ``|g|^2`` in the second moment,
+and projector objects ``low_rank_projector`` (``proj_tensor``: one factor per
+mode) and ``sparse_projector`` (``indices`` into the flattened tensor). Its param
+groups carry ``tensorgrad`` but not this class's ``compress``. Such a state dict
+is converted to this class's layout: same moment keys, real views (bf16-capable)
+instead of complex moments, factors and int32 indices as tensors.
+"""
+import torch
+
+from .adam_math import STATE_DTYPES, as_real, compute_dtype
+from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, validate_group
+
+#: state keys of a basis tensor: ``<branch>_basis_<key>``, e.g. ``low_rank_basis_factor_0``
+BASIS_INFIX = "_basis_"
+REQUIRED_KEYS = ("step", "compressed", "seed")
+_BRANCH_SUFFIXES = ("_exp_avg", "_exp_avg_sq", "_step")
+
+
+def checked_state(optimizer, state_dict):
+    """Param groups and ``{param: state}`` of ``state_dict``, checked against ``optimizer``.
+
+    Raises
+    ------
+    ValueError
+        The number of groups or parameters differs, or a parameter's state does
+        not fit it (another optimizer's state, another shape, other settings).
+    """
+    if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+        raise ValueError("Invalid optimizer state dict: expected a dict with 'state' and 'param_groups'.")
+    saved_groups = state_dict["param_groups"]
+    if len(saved_groups) != len(optimizer.param_groups):
+        raise ValueError(f"The state dict has {len(saved_groups)} param group(s); this TensorGRaD has "
+                         f"{len(optimizer.param_groups)}.")
+    upstream = is_upstream_layout(saved_groups)
+    groups, by_index = [], {}
+    ordinal = 0
+    for group_index, (saved, current) in enumerate(zip(saved_groups, optimizer.param_groups)):
+        if len(saved["params"]) != len(current["params"]):
+            raise ValueError(f"Param group {group_index} of the state dict has {len(saved['params'])} parameters; "
+                             f"this TensorGRaD's has {len(current['params'])}: saved for another model.")
+        group = _upstream_group(saved) if upstream else dict(saved)
+        group = validate_group({**DEFAULTS, **group})
+        groups.append(group)
+        for position, (index, param) in enumerate(zip(saved["params"], current["params"])):
+            ordinal += 1
+            by_index[index] = (param, group, group_index, position, ordinal)
+    state = {}
+    for index, value in state_dict["state"].items():
+        if index not in by_index:
+            raise ValueError(f"The state dict holds state for parameter index {index!r}, which none of its "
+                             "param groups lists.")
+        param, group, group_index, position, ordinal = by_index[index]
+        where = f"Parameter {position} of param group {group_index} (shape {tuple(param.shape)})"
+        if upstream:
+            value = _upstream_param_state(value, group, ordinal)
+        elif isinstance(value, dict) and any(k.startswith("lowrank_") for k in value):
+            # this class's earlier name of the low-rank branch
+            value = {("low_rank_" + k[len("lowrank_"):] if k.startswith("lowrank_") else k): v
+                     for k, v in value.items()}
+        check_param_state(optimizer, param, group, value, where)
+        state[param] = value
+    return groups, state
+
+
+def is_upstream_layout(param_groups):
+    """Whether param groups were saved by upstream's ``TensorGRaD`` or ``AdamW``: they
+    carry ``correct_bias`` but not this class's ``compress`` (torch's optimizers have neither)."""
+    return bool(param_groups) and all("compress" not in g and "correct_bias" in g for g in param_groups)
+
+
+def _upstream_group(group):
+    group = dict(group)
+    if "tensorgrad" in group:
+        group["compress"] = bool(group["tensorgrad"])
+        for key, value in UPSTREAM_GROUP_DEFAULTS.items():
+            group.setdefault(key, value)
+    else:
+        group["compress"] = False  # upstream's plain AdamW groups
+        group.setdefault("adam_convention", "neuralop")
+    return group
+
+
+def _attribute(obj, name):
+    if isinstance(obj, dict):
+        return obj[name]
+    return getattr(obj, name)
+
+
+def _real_moment(tensor, storage=None):
+    """Upstream's complex moment as this class stores it: ``|g|^2`` moments are
+    real-valued complex tensors (keep the real part); first moments become real views."""
+    if tensor.is_complex():
+        tensor = torch.view_as_real(tensor).contiguous()
+    return tensor if storage is None else tensor.to(storage)
+
+
+def _upstream_param_state(value, group, ordinal):
+    if not isinstance(value, dict) or "step" not in value:
+        raise ValueError(f"Invalid upstream TensorGRaD state {sorted(value) if isinstance(value, dict) else value!r}"
+                         ": expected a dict with 'step'.")
+    step = int(value["step"])
+    out = {
+        "step": torch.tensor(float(step)),
+        "compressed": torch.tensor(bool(group["compress"])),
+        "seed": torch.tensor(int(group["seed"]) * 1_000_003 + ordinal, dtype=torch.int64),
+    }
+    if "low_rank_projector" not in value:
+        if "exp_avg" in value:
+            out["exp_avg"] = value["exp_avg"]
+            sq = value["exp_avg_sq"]
+            out["exp_avg_sq"] = sq.real.contiguous() if sq.is_complex() else sq
+        return out
+    # moments and factors as TensorGRaD stores them: bf16 when asked, else as computed
+    storage = STATE_DTYPES[group["state_dtype"]] if group["state_dtype"] != "float32" else None
+    for branch, projector_key in (("low_rank", "low_rank_projector"), ("sparse", "sparse_projector")):
+        if projector_key not in value:
+            continue
+        projector = value[projector_key]
+        if branch == "low_rank":
+            for mode, factor in enumerate(_attribute(projector, "proj_tensor")):
+                out[f"low_rank{BASIS_INFIX}factor_{mode}"] = _real_moment(factor, storage)
+        else:
+            out[f"sparse{BASIS_INFIX}indices"] = _attribute(projector, "indices").to(torch.int32)
+        if f"{branch}_exp_avg" in value:
+            out[f"{branch}_exp_avg"] = _real_moment(value[f"{branch}_exp_avg"], storage)
+            sq = value[f"{branch}_exp_avg_sq"]
+            sq = (sq.real if sq.is_complex() else sq).contiguous()
+            out[f"{branch}_exp_avg_sq"] = sq if storage is None else sq.to(storage)
+            out[f"{branch}_step"] = torch.tensor(float(step))  # upstream's branches share the step count
+    return out
+
+
+def _fail(where, what):
+    raise ValueError(f"{where}: {what}. The state dict was saved for another model or optimizer settings; "
+                     "load it into a matching optimizer or start this one fresh.")
+
+
+def _check_shape(where, key, tensor, expected):
+    if not isinstance(tensor, torch.Tensor):
+        _fail(where, f"state {key!r} is a {type(tensor).__name__}, expected a tensor")
+    if tuple(tensor.shape) != tuple(expected):
+        _fail(where, f"state {key!r} has shape {tuple(tensor.shape)}, expected {tuple(expected)}")
+
+
+def check_param_state(optimizer, param, group, value, where):
+    """Raise ValueError unless ``value`` is TensorGRaD state that fits ``param`` in ``group``."""
+    if not isinstance(value, dict):
+        _fail(where, f"state is a {type(value).__name__}, expected a dict")
+    missing = [k for k in REQUIRED_KEYS if k not in value]
+    if missing:
+        raise ValueError(
+            f"{where}: state keys {sorted(value)} are not TensorGRaD's (missing {missing}): the state dict was "
+            "saved by another optimizer. Load it into that optimizer, or start this one fresh."
+        )
+    complex_ = compute_dtype(param).is_complex
+    real_shape = tuple(param.shape) + ((2,) if complex_ else ())
+    convention = group["adam_convention"]
+    compressed = bool(value["compressed"])
+    if compressed != optimizer.routes_to_compression(param, group):
+        _fail(where, f"state was saved {'compressed' if compressed else 'uncompressed'}, but with these settings "
+                     f"the parameter is {'uncompressed' if compressed else 'compressed'}")
+    if not compressed:
+        if "exp_avg" in value:
+            _check_shape(where, "exp_avg", as_real(value["exp_avg"]), real_shape)
+            sq_shape = real_shape if convention == "torch" else tuple(param.shape)
+            _check_shape(where, "exp_avg_sq", as_real(value.get("exp_avg_sq")), sq_shape)
+        return
+    projector = optimizer.projector_for(group)
+    branches = projector.names
+    for key in value:
+        branch = _branch_of(key)
+        if branch is not None and branch not in branches:
+            _fail(where, f"state {key!r} belongs to a {branch!r} part, but the group has only {branches}")
+    for name in branches:
+        part = projector[name]
+        shape = part.compressed_shape(param.shape)
+        if f"{name}_exp_avg" in value:
+            _check_shape(where, f"{name}_exp_avg", value[f"{name}_exp_avg"], shape + ((2,) if complex_ else ()))
+            sq = shape + ((2,) if complex_ and convention == "torch" else ())
+            _check_shape(where, f"{name}_exp_avg_sq", value.get(f"{name}_exp_avg_sq"), sq)
+        for key, tensor in value.items():
+            if key.startswith(name + BASIS_INFIX):
+                _check_basis(where, key, tensor, key[len(name + BASIS_INFIX):], param, part, shape, complex_)
+
+
+def _branch_of(key):
+    for branch in ("low_rank", "sparse"):
+        if key.startswith(branch + BASIS_INFIX) or key in (branch + s for s in _BRANCH_SUFFIXES):
+            return branch
+    return None
+
+
+def _check_basis(where, key, tensor, basis_key, param, part, shape, complex_):
+    if not isinstance(tensor, torch.Tensor):
+        _fail(where, f"state {key!r} is a {type(tensor).__name__}, expected a tensor")
+    if basis_key.startswith("factor_"):
+        mode = int(basis_key.split("_")[1])
+        if mode >= param.dim():
+            _fail(where, f"state {key!r} is a factor of mode {mode}, but the parameter has {param.dim()} modes")
+        _check_shape(where, key, tensor, (param.shape[mode], shape[mode]) + ((2,) if complex_ else ()))
+    elif basis_key == "indices":
+        axis = part.mode if getattr(part, "structured", False) else None
+        count = shape[axis] if axis is not None else shape[0]
+        bound = param.shape[axis] if axis is not None else param.numel()
+        _check_shape(where, key, tensor, (count,))
+        if tensor.numel() and (int(tensor.min()) < 0 or int(tensor.max()) >= bound):
+            _fail(where, f"state {key!r} holds indices outside [0, {bound})")

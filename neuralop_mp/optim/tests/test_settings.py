@@ -1,0 +1,79 @@
+"""One table of TensorGRaD settings: the constructor, the factory, the config fields
+and both command lines are checked against it, so a default or a name cannot drift."""
+import inspect
+
+import pytest
+import torch
+from neuralop.models import FNO
+
+from configs.opt import OptimizationConfig
+from configs.zencfg_compat import config_fields
+from neuralop_mp.configs import load_config
+from neuralop_mp.optim import TensorGRaD, create_optimizer
+from neuralop_mp.optim.factory import TENSORGRAD_FIELDS
+from neuralop_mp.optim.settings import CONFIG_OPTIONS, TENSORGRAD_OPTIONS
+
+# a non-default value of every setting configs expose
+NON_DEFAULT = {"adam_convention": "neuralop", "min_params": 10, "rank": 0.5, "sparse_ratio": 0.1,
+               "sparse_type": "topk", "update_proj_gap": 7, "scale": 3.0, "state_dtype": "bfloat16",
+               "nonfinite_grad": "skip"}
+
+
+def test_constructor_keywords_and_defaults_are_the_table():
+    signature = inspect.signature(TensorGRaD.__init__).parameters
+    keywords = {name: p.default for name, p in signature.items() if name not in ("self", "params")}
+    assert keywords == {o.name: o.default for o in TENSORGRAD_OPTIONS}
+    assert TensorGRaD([torch.nn.Parameter(torch.zeros(3))]).defaults == keywords
+
+
+def test_config_fields_are_the_table_config_options():
+    fields = {name: default for name, (_, default) in config_fields(OptimizationConfig).items()
+              if name.startswith("tensorgrad_")}
+    assert fields == {o.config_field: o.default for o in CONFIG_OPTIONS}
+    assert set(NON_DEFAULT) == {o.name for o in CONFIG_OPTIONS}
+    assert {o.name for o in CONFIG_OPTIONS} <= set(TENSORGRAD_FIELDS)
+
+
+def test_every_config_field_reaches_the_compressed_group():
+    torch.manual_seed(0)
+    model = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1)
+    config = {"optimizer": "tensorgrad", **{f"tensorgrad_{k}": v for k, v in NON_DEFAULT.items()}}
+    optimizer = create_optimizer(model, config)
+    compressed = [g for g in optimizer.param_groups if g["compress"]][0]
+    assert {k: compressed[k] for k in NON_DEFAULT} == NON_DEFAULT
+    # the uncompressed group uses the same Adam arithmetic
+    assert {g["adam_convention"] for g in optimizer.param_groups} == {"neuralop"}
+
+
+def test_train_command_line_takes_every_setting_and_checks_it_as_the_optimizer_does():
+    overrides = {f"opt.tensorgrad_{k}": str(v) for k, v in NON_DEFAULT.items()}
+    config = load_config("darcy", overrides)
+    assert {k: getattr(config.opt, f"tensorgrad_{k}") for k in NON_DEFAULT} == NON_DEFAULT
+    with pytest.raises(ValueError, match=r"Invalid opt\.tensorgrad_adam_convention='pytorch'; allowed values: "
+                                         r"'torch', 'neuralop'"):
+        load_config("darcy", {"opt.tensorgrad_adam_convention": "pytorch"})
+    with pytest.raises(ValueError, match=r"Invalid opt\.tensorgrad_update_proj_gap=0; expected an int >= 1"):
+        load_config("darcy", {"opt.tensorgrad_update_proj_gap": "0"})
+
+
+def test_run_command_line_flags_are_the_table_config_options():
+    from neuralop_mp.runner.activation import OPTIMIZER_OPTION_KEYS
+    from neuralop_mp.runner.cli import FLAGS, UsageError, parse_args
+
+    expected = {o.config_field for o in CONFIG_OPTIONS}
+    assert {k for k in FLAGS if k.startswith("tensorgrad_")} == expected == set(OPTIMIZER_OPTION_KEYS)
+    argv = ["t.py"] + [f"--mp.tensorgrad_{k}={v}" for k, v in NON_DEFAULT.items()]
+    assert parse_args(argv)[1] == {f"tensorgrad_{k}": v for k, v in NON_DEFAULT.items()}
+    with pytest.raises((UsageError, ValueError), match=r"tensorgrad_adam_convention='pytorch'"):
+        parse_args(["t.py", "--mp.tensorgrad_adam_convention", "pytorch"])
+
+
+def test_config_docs_list_every_setting_with_its_default():
+    import ast
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "configs.md").read_text()
+    rows = dict(re.findall(r"^\| `(tensorgrad_\w+)` \| `([^`]*)` \|", text, re.M))
+    assert {name: ast.literal_eval(value) for name, value in rows.items()} == {
+        o.config_field: o.default for o in CONFIG_OPTIONS}
