@@ -20,6 +20,9 @@ import typing
 
 from zencfg import ConfigBase
 
+# one reader for a key of a dict, Bunch or config object, shared with the rest of the package
+from neuralop_mp.vocabulary import read_key  # noqa: F401  (re-exported)
+
 #: True under zencfg >= 1.0 (configs are pydantic models)
 PYDANTIC_CONFIGS = hasattr(ConfigBase, "model_fields")
 
@@ -79,18 +82,6 @@ def config_fields(config):
 def field_names(config):
     """Names of the fields of a config class or instance."""
     return list(config_fields(config))
-
-
-def read_key(obj, key, default=None):
-    """``obj[key]`` of a dict or Bunch, ``obj.key`` of anything else; ``default`` when absent."""
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(key, default)
-    try:
-        return getattr(obj, key)
-    except (AttributeError, KeyError):
-        return default
 
 
 def section_dict(value):
