@@ -125,7 +125,7 @@ def _check_options(args, spec, flags):
     for arg in args:
         name = arg.partition("=")[0]
         if name.startswith("--") and name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.6)
+            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.8)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise ValueError(f"Unknown option {name}.{hint} Options: {', '.join(sorted(flags))} and the "
                              f"config keys (`{PROG} train {spec} --help` lists them).")
