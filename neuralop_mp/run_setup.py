@@ -65,9 +65,9 @@ def default_threads(cpus=None, load=None):
     """Intra-op threads for training on the CPU: the CPUs that other processes leave idle.
 
     torch starts one thread per core, and its OpenMP threads spin while they wait for
-    each other: on a 2-core machine with one other busy process, two threads ran an
-    epoch of the quickstart ~3x slower than one (see docs/configs.md). So the CPUs that
-    the 1-minute load average shows busy are left out, keeping at least one.
+    each other: on a busy 2-core machine two threads ran a quickstart epoch in ~130 s
+    instead of 4-10 s with one (docs/configs.md, "Threads on a shared CPU"). So the CPUs
+    that the 1-minute load average shows busy are left out, keeping at least one.
 
     Parameters
     ----------

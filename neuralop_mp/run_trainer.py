@@ -66,6 +66,15 @@ class RunFolderTrainer(MixedPrecisionTrainer):
             self._save_if_best(epoch, metrics)
         return metrics
 
+    def checkpoint(self, save_dir):
+        """The training state after every epoch, without the trainer's per-epoch "saved" line
+        (the summary names the run folder)."""
+        verbose, self.verbose = self.verbose, False
+        try:
+            super().checkpoint(save_dir)
+        finally:
+            self.verbose = verbose
+
     def duration_message(self, epoch, train_seconds, eval_seconds):
         """The expected remaining time after ``epoch``, given one epoch's training and evaluation time."""
         remaining = range(epoch + 1, self.n_epochs)
