@@ -190,3 +190,34 @@ def test_eval_bad_input_exits_2_with_the_message(tmp_path, capsys, args, fragmen
     assert err.startswith("neuralop-mp eval: error:")
     for fragment in fragments:
         assert fragment in err, err
+
+
+def test_train_help_lists_the_run_options(capsys):
+    assert cli.main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--save_best", "--resume RUN_DIR", "--threads N|auto"):
+        assert option in out
+
+
+def test_eval_help(capsys):
+    assert cli.main(["eval", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "CHECKPOINT_OR_RUN_DIR" in out and "--res RES" in out and "--precision" in out
+    assert cli.main(["eval"]) == 2  # no checkpoint: usage and a usage-error exit code
+
+
+def test_resume_before_the_first_checkpoint_says_there_is_nothing_to_resume(tmp_path, capsys):
+    from neuralop_mp.run_folder import write_command
+
+    write_command(tmp_path, "darcy", ["--opt.n_epochs", "2"])
+    assert cli.main(["train", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"Nothing to resume in {tmp_path}: it has no checkpoint/ folder" in err
+
+
+def test_resume_refuses_another_config(tmp_path, capsys):
+    from neuralop_mp.run_folder import write_command
+
+    write_command(tmp_path, "darcy", [])
+    assert cli.main(["train", "burgers", "--resume", str(tmp_path)]) == 2
+    assert "continues a run of config 'darcy'; leave out the config 'burgers'" in capsys.readouterr().err
