@@ -5,9 +5,16 @@ precision; the full-size run and its accuracy are recorded in docs/configs.md.
 """
 import json
 import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from neuralop_mp.cli import main
 
@@ -90,3 +97,154 @@ def test_navier_stokes_and_burgers_configs_train_on_generated_data(config_name, 
     assert set(results["metrics"]) == {f"{r}_{m}" for r in resolutions for m in ("l2", "h1")}
     assert all(math.isfinite(v) for v in results["metrics"].values())
     assert len(results["history"]) == 2 and (out / "loss_curve.png").exists()
+
+
+# ---------------------------------------------------------------- run folder, eval, resume
+TINY_RUN = [
+    "--data.n_train", "64", "--data.batch_size", "16", "--data.n_tests", "[32,32]",
+    "--data.test_batch_sizes", "[16,16]", "--model.hidden_channels", "8", "--model.n_layers", "2",
+    "--model.n_modes", "[6,6]", "--opt.step_size", "2", "--verbose", "false",
+]
+
+
+@pytest.mark.filterwarnings("error:.*received unexpected keyword arguments")
+def test_train_then_eval_reproduces_the_final_metrics_exactly(darcy_root, tmp_path, capsys):
+    """half on CPU: reported as running as mixed; the run folder holds upstream-format models
+    (final and best) that `eval` reads back to the same errors, bit for bit."""
+    from neuralop.models import FNO
+
+    import neuralop_mp
+    from neuralop_mp.evaluate import run_evaluation
+
+    out = tmp_path / "run"
+    assert main(["train", "darcy", "--data.data_root", str(darcy_root), "--output_dir", str(out),
+                 "--model.fno_block_precision", "half", "--opt.n_epochs", "4", "--save_best", *TINY_RUN]) == 0
+    printed = capsys.readouterr().out
+    assert "| precision as run " in printed and "half: runs as mixed on CPU, fp32 FFT" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["precision"]["phases"][0]["ran_as"].startswith("half: runs as mixed on CPU, fp32 FFT")
+
+    # the final model, in upstream's save_checkpoint format, with its precision
+    saved = neuralop_mp.load_model(out, "model")
+    assert isinstance(saved, FNO)
+    assert isinstance(saved.fno_blocks.convs[0], neuralop_mp.MixedPrecisionSpectralConv)
+    policy = neuralop_mp.get_precision_policy(saved)
+    assert policy.fno_block_precision == "half" and policy.half_dtype == "auto"
+    # the best model is the epoch with the lowest test L2 at the training resolution
+    l2 = [h["16_l2"] for h in results["history"]]
+    assert results["best"] == {"metric": "16_l2", "value": min(l2), "epoch": l2.index(min(l2))}
+    assert (out / "best_model_state_dict.pt").is_file() and (out / "best_model_metadata.pkl").is_file()
+
+    assert main(["eval", str(out)]) == 0
+    table = capsys.readouterr().out
+    for key, value in results["metrics"].items():
+        res, loss = key.split("_")
+        label = f"test {'rel. L2' if loss == 'l2' else 'H1'} @ {res}"
+        assert re.search(rf"\| {re.escape(label)} .*\| {value:.4f} ", table), (label, table)
+    evaluated = run_evaluation(out, progress=False, log=lambda *a: None)
+    assert evaluated["metrics"] == results["metrics"]  # exactly: same weights, data, precision, batches
+    assert evaluated["precision"]["mode"] == "half" and evaluated["precision"]["autocast"]
+
+    best = run_evaluation(out / "best_model_state_dict.pt", progress=False, log=lambda *a: None)
+    assert best["metrics"]["16_l2"] == results["best"]["value"]
+
+
+def test_eval_reads_a_checkpoint_of_upstreams_plain_fno(darcy_root, tmp_path, capsys):
+    from neuralop.losses import LpLoss
+    from neuralop.models import FNO
+
+    from neuralop_mp.data import load_darcy
+
+    torch.manual_seed(1)
+    model = FNO(n_modes=(6, 6), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2)
+    model.save_checkpoint(tmp_path / "ckpt", "fno")
+    data = ["--data.data_root", str(darcy_root), "--data.n_train", "64", "--data.n_tests", "[32]",
+            "--data.test_batch_sizes", "[16]"]
+    json_path = tmp_path / "eval.json"
+    assert main(["eval", str(tmp_path / "ckpt" / "fno_state_dict.pt"), "--res", "16", "--json", str(json_path),
+                 *data]) == 0
+    evaluated = json.loads(json_path.read_text())
+    assert evaluated["precision"]["mode"] == "full" and evaluated["test_resolutions"] == [16]
+
+    # the same error computed by hand, with the loader's normalizer
+    _, loaders, processor = load_darcy(data_root=darcy_root, n_train=64, n_tests=[32], test_resolutions=[16],
+                                       test_batch_sizes=[16], progress=False)
+    model.eval()
+    processor.eval()
+    total = 0.0
+    with torch.no_grad():
+        for batch in loaders[16]:
+            sample = processor.preprocess(batch)
+            out, sample = processor.postprocess(model(sample["x"]), sample)
+            total += float(LpLoss(d=2)(out, sample["y"]))
+    assert evaluated["metrics"]["16_l2"] == pytest.approx(total / 32, rel=1e-6)
+
+    # in mixed precision the upstream model is rebuilt with the mixed-precision layer
+    assert main(["eval", str(tmp_path / "ckpt"), "--res", "16", "--precision", "mixed", "--json", str(json_path),
+                 *data]) == 0
+    mixed = json.loads(json_path.read_text())
+    assert mixed["precision"]["ran_as"].startswith("mixed: fp32 FFT, bfloat16 contraction")
+    # bfloat16 keeps ~3 digits: the error moves, but far less than the error itself
+    assert mixed["metrics"]["16_l2"] != evaluated["metrics"]["16_l2"]
+    assert mixed["metrics"]["16_l2"] == pytest.approx(evaluated["metrics"]["16_l2"], rel=0.05)
+
+
+def test_sigkill_mid_run_then_resume_is_bitwise_identical(darcy_root, tmp_path):
+    """A real `neuralop-mp train` process killed with SIGKILL after its first checkpoint,
+    resumed with --resume, ends with exactly the weights of an uninterrupted run."""
+    args = ["--data.data_root", str(darcy_root), "--model.fno_block_precision", "mixed",
+            "--opt.n_epochs", "5", "--data.n_train", "160", *TINY_RUN[2:]]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert main(["train", "darcy", *args, "--output_dir", str(straight), "--threads", "1"]) == 0
+
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    process = subprocess.Popen([sys.executable, "-m", "neuralop_mp.cli", "train", "darcy", *args,
+                                "--output_dir", str(killed), "--threads", "1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    manifest = killed / "checkpoint" / "manifest.pt"
+    deadline = time.monotonic() + 120
+    while not manifest.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    # the manifest is the last file of a checkpoint: the process is now training epoch 1
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert not (killed / "results.json").exists() and not (killed / "model_state_dict.pt").exists()
+    saved_epoch = torch.load(manifest, weights_only=True)["epoch"]
+    assert 0 <= saved_epoch < 4
+
+    assert main(["train", "--resume", str(killed), "--threads", "1"]) == 0
+    resumed = json.loads((killed / "results.json").read_text())
+    assert [h["epoch"] for h in resumed["history"]] == list(range(5))
+    expected = torch.load(straight / "model_state_dict.pt", weights_only=False)
+    got = torch.load(killed / "model_state_dict.pt", weights_only=False)
+    expected.pop("_metadata"), got.pop("_metadata")
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert resumed["metrics"] == json.loads((straight / "results.json").read_text())["metrics"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device_fails_before_any_work(tmp_path, capsys):
+    data_root = tmp_path / "never"
+    assert main(["train", "darcy", "--device", "cuda", "--data.data_root", str(data_root),
+                 "--output_dir", str(tmp_path / "out")]) == 2
+    assert "device 'cuda' is not available" in capsys.readouterr().err
+    assert not data_root.exists() and not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_dir_fails_before_any_work(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    data_root = tmp_path / "never"
+    assert main(["train", "darcy", "--output_dir", str(tmp_path / "a_file" / "run"),
+                 "--data.data_root", str(data_root)]) == 2
+    assert "is not writable" in capsys.readouterr().err
+    assert not data_root.exists()
+
+
+def test_missing_data_folder_names_the_command_that_generates_it(tmp_path, capsys):
+    missing = tmp_path / "no_data"
+    assert main(["train", "darcy", "--data.data_root", str(missing), "--data.generate", "false",
+                 "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neuralop-mp train: error: data: Missing data files:")
+    assert f"neuralop-mp data darcy --root {missing} --res 16 32" in err

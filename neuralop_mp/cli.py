@@ -1,18 +1,23 @@
-"""The ``neuralop-mp`` command: ``train``, ``data`` and ``run``.
+"""The ``neuralop-mp`` command: ``train``, ``eval``, ``data`` and ``run``.
 
 ``neuralop-mp train CONFIG [--key value ...]`` loads a config (a built-in name or
 ``path.py[:ClassName]``), applies the dotted overrides, trains, prints a summary
-table and writes ``results.json`` and ``loss_curve.png``. ``data`` and ``run``
-hand their arguments unchanged to :func:`neuralop_mp.data.cli.main` and
-:func:`neuralop_mp.runner.cli.main`.
+table and writes a run folder (:mod:`neuralop_mp.run_folder`): ``results.json``,
+``loss_curve.png``, the final model and the training state ``--resume`` continues
+from. ``eval`` evaluates a saved model (:mod:`neuralop_mp.evaluate`). ``data`` and
+``run`` hand their arguments unchanged to :func:`neuralop_mp.data.cli.main` and
+:func:`neuralop_mp.runner.cli.main`. A command is a line in :data:`COMMANDS` and a
+function in :data:`HANDLERS`.
 """
+import difflib
 import sys
-import warnings
+from pathlib import Path
 
 PROG = "neuralop-mp"
 
 COMMANDS = {
-    "train": "train a model from a config: neuralop-mp train CONFIG [--key value ...]",
+    "train": "train a model from a config: neuralop-mp train CONFIG [--key value ...] [--save_best] [--resume RUN_DIR]",
+    "eval": "evaluate a saved model: neuralop-mp eval CHECKPOINT_OR_RUN_DIR [--res 16 32] [--precision MODE]",
     "data": "generate the built-in datasets offline: neuralop-mp data {darcy,navier_stokes,burgers} ...",
     "run": "run an upstream training script with the plugin: neuralop-mp run SCRIPT.py [--mp.* ...] -- [args]",
 }
@@ -46,6 +51,10 @@ def train_help(spec="darcy"):
         "Override any field with its dotted key, e.g.",
         "  --model.fno_block_precision mixed --opt.n_epochs 5 --data.test_resolutions \"[16,32]\"",
         "  --model TFNOConfig            (select another section class; starts from its defaults)",
+        "Run options (not config keys):",
+        "  --save_best         also keep the model with the lowest test L2 at the training resolution",
+        "  --resume RUN_DIR    continue a run from the last epoch its folder saved",
+        "  --threads N|auto    torch CPU threads (auto: the CPUs other processes leave idle)",
         "Field reference: docs/configs.md.",
         "",
         f"Fields of {type(config).__name__} (current values):",
@@ -62,33 +71,196 @@ def train_help(spec="darcy"):
     return "\n".join(lines)
 
 
+# Options of `train` that are not config keys: name -> metavar (None: a switch without value).
+TRAIN_FLAGS = {"--resume": "RUN_DIR", "--save_best": None, "--threads": "N|auto"}
+# Options of `eval` besides --key value config overrides.
+EVAL_FLAGS = {"--res": "RES [RES ...]", "--precision": "{full,mixed,half}", "--config": "CONFIG",
+              "--threads": "N|auto", "--json": "FILE"}
+
+
+def _pop_flags(args, flags):
+    """Split ``args`` into ``({flag: value}, rest)``; a flag may be written ``--flag=value``.
+
+    ``--res`` takes every following value up to the next option.
+    """
+    found, rest, i = {}, [], 0
+    while i < len(args):
+        name, eq, value = args[i].partition("=")
+        if name not in flags:
+            rest.append(args[i])
+            i += 1
+            continue
+        i += 1
+        if flags[name] is None:  # a switch
+            found[name] = True
+            continue
+        if eq:
+            values = [value]
+        else:
+            values = []
+            while i < len(args) and (not args[i].startswith("--")) and (name == "--res" or not values):
+                values.append(args[i])
+                i += 1
+        if not values:
+            raise ValueError(f"Missing value for option {name} ({flags[name]}).")
+        found[name] = values if name == "--res" else values[0]
+    return found, rest
+
+
+def _check_options(args, spec, flags):
+    """Every ``--key`` of ``args`` is a config key of ``spec`` or one of ``flags``, else a did-you-mean."""
+    from .configs import config_keys, load_config
+
+    config = load_config(spec, validate=False)
+    known = {f"--{k}" for k in config_keys(config)} | set(flags)
+    for arg in args:
+        name = arg.partition("=")[0]
+        if name.startswith("--") and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.8)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ValueError(f"Unknown option {name}.{hint} Options: {', '.join(sorted(flags))} and the "
+                             f"config keys (`{PROG} train {spec} --help` lists them).")
+
+
+def _resolve_threads(value):
+    from .run_setup import default_threads, parse_threads
+
+    threads = parse_threads(value)
+    return default_threads() if threads is None else threads
+
+
 def train_command(argv):
     """``neuralop-mp train``; returns the exit code."""
     from .configs import load_config
+    from .run_folder import read_command
+    from .run_setup import RunSetupError
 
     args = list(argv)
-    spec = "darcy"
+    spec = None
     if args and not args[0].startswith("-"):
         spec = args.pop(0)
     try:
         if any(a in ("-h", "--help") for a in args):
-            print(train_help(spec))
+            print(train_help(spec or "darcy"))
             return 0
-        config = load_config(spec, args)
+        flags, overrides = _pop_flags(args, TRAIN_FLAGS)
+        resume = flags.get("--resume")
+        save_best = bool(flags.get("--save_best"))
+        if resume is not None:
+            recorded = read_command(resume)
+            if recorded is None:
+                raise RunSetupError(f"Nothing to resume in {resume}: it has no command.json (it is not a "
+                                    f"run folder of `{PROG} train`, or the run never started).")
+            if spec is not None and spec != recorded["config"]:
+                raise ValueError(f"--resume {resume} continues a run of config {recorded['config']!r}; "
+                                 f"leave out the config {spec!r}.")
+            spec = recorded["config"]
+            save_best = save_best or bool(recorded.get("flags", {}).get("save_best"))
+            overrides = [*recorded["overrides"], *overrides, "--output_dir", str(resume)]
+        spec = spec or "darcy"
+        _check_options(overrides, spec, TRAIN_FLAGS)
+        config = load_config(spec, overrides)
+        threads = _resolve_threads(flags.get("--threads"))
     except (ValueError, TypeError, FileNotFoundError, AttributeError, ImportError) as error:
         return _error(str(error), "train")
 
     from .train_pipeline import run_training
     from .train_report import format_summary
 
-    with warnings.catch_warnings():
-        # upstream's Trainer passes the whole batch dict to the model and the losses;
-        # the resulting "unexpected keyword arguments" warnings are noise here
-        warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")
-        result = run_training(config, progress=True)
+    command = (spec, [a for a in overrides if a])
+    try:
+        result = run_training(config, progress=True, resume=resume is not None, save_best=save_best,
+                              threads=threads, command=command)
+    except RunSetupError as error:
+        return _error(str(error), "train")
     print()
     print(format_summary(result))
     return 0
+
+
+def eval_help():
+    return "\n".join([
+        f"usage: {PROG} eval CHECKPOINT_OR_RUN_DIR [--res RES ...] [--precision {{full,mixed,half}}]",
+        "                   [--config CONFIG] [--threads N|auto] [--json FILE] [--key value ...]",
+        "",
+        "Evaluate a saved model (a run folder of `neuralop-mp train`, or a NAME_state_dict.pt written by",
+        "save_checkpoint, upstream's FNO included) and print the test errors as `train` does.",
+        "",
+        "  --res RES ...     test resolutions (default: the run's, else the config's)",
+        "  --precision MODE  evaluate in this precision (default: the one the run finished in)",
+        "  --config CONFIG   take data and settings from this config instead of the run's own",
+        "                    (default for a checkpoint without a run folder: darcy)",
+        "  --threads N|auto  torch CPU threads (default: the run's, else auto)",
+        "  --json FILE       also write the result as JSON",
+        "  --key value       any config override, e.g. --data.data_root DIR --device cpu",
+    ])
+
+
+def eval_command(argv):
+    """``neuralop-mp eval``; returns the exit code."""
+    import json
+
+    from .run_folder import find_checkpoint, read_command, read_results
+    from .run_setup import RunSetupError
+
+    args = list(argv)
+    if not args or any(a in ("-h", "--help") for a in args):
+        print(eval_help())
+        return 0 if args else 2
+    path = args.pop(0)
+    try:
+        flags, overrides = _pop_flags(args, EVAL_FLAGS)
+        folder, _ = find_checkpoint(path)
+        recorded = read_command(folder)
+        spec = flags.get("--config") or (recorded["config"] if recorded else "darcy")
+        _check_options(overrides, spec, EVAL_FLAGS)
+        threads = flags.get("--threads")
+        if threads is None:
+            threads = (read_results(folder) or {}).get("threads")
+        threads = _resolve_threads(threads)
+        resolutions = flags.get("--res")
+        if resolutions is not None:
+            try:
+                resolutions = [int(r) for r in resolutions]
+            except ValueError:
+                raise ValueError(f"Invalid --res {' '.join(resolutions)}: give integer grid sizes, "
+                                 "e.g. --res 16 32.") from None
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        return _error(str(error), "eval")
+
+    import torch
+
+    from .evaluate import run_evaluation
+    from .train_report import format_eval_summary
+
+    torch.set_num_threads(threads)
+    try:
+        result = run_evaluation(path, spec=flags.get("--config"), overrides=overrides,
+                                resolutions=resolutions, precision=flags.get("--precision"), progress=True)
+    except (RunSetupError, ValueError, FileNotFoundError) as error:
+        return _error(str(error), "eval")
+    result["threads"] = threads
+    print()
+    print(format_eval_summary(result))
+    if flags.get("--json"):
+        Path(flags["--json"]).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _data_command(argv):
+    from .data.cli import main as data_main
+
+    return data_main(argv)
+
+
+def _run_command(argv):
+    from .runner.cli import main as run_main
+
+    return run_main(argv)
+
+
+# command -> function(argv) -> exit code; the help lines are in COMMANDS
+HANDLERS = {"train": train_command, "eval": eval_command, "data": _data_command, "run": _run_command}
 
 
 def main(argv=None):
@@ -98,17 +270,11 @@ def main(argv=None):
         print(_usage())
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "train":
-        return train_command(rest)
-    if command == "data":
-        from .data.cli import main as data_main
-
-        return data_main(rest)
-    if command == "run":
-        from .runner.cli import main as run_main
-
-        return run_main(rest)
-    return _error(f"unknown command {command!r}; choose from: {', '.join(COMMANDS)}.")
+    if command in HANDLERS:
+        return HANDLERS[command](rest)
+    close = difflib.get_close_matches(command, list(COMMANDS), n=1)
+    hint = f" Did you mean: {close[0]}?" if close else ""
+    return _error(f"unknown command {command!r}; choose from: {', '.join(COMMANDS)}.{hint}")
 
 
 if __name__ == "__main__":

@@ -27,14 +27,8 @@ from pathlib import Path
 import torch
 
 from .precision_policy import PrecisionPolicy
+from .run_setup import RunSetupError, check_writable, resolve_device  # noqa: F401 (resolve_device re-exported)
 from .vocabulary import none_if_null
-
-
-def resolve_device(device):
-    """``"auto"`` -> CUDA when available, else CPU; anything else as torch reads it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def section_kwargs(section):
@@ -161,12 +155,20 @@ def build_schedule(config, policy=None):
     return PrecisionSchedule.constant(policy.fno_block_precision, **phase_kwargs)
 
 
-def build_trainer(config, model, data_processor, schedule, device="cpu", *, progress=True, policy=None):
-    """:class:`~neuralop_mp.MixedPrecisionTrainer` running ``schedule`` for ``opt.n_epochs``."""
+def build_trainer(config, model, data_processor, schedule, device="cpu", *, progress=True, policy=None,
+                  **run_kwargs):
+    """The trainer running ``schedule`` for ``opt.n_epochs``.
+
+    A :class:`~neuralop_mp.MixedPrecisionTrainer`; with ``run_kwargs`` (``run_dir``,
+    ``best_metric``, ``log``) a :class:`~neuralop_mp.run_trainer.RunFolderTrainer`.
+    """
+    from .run_trainer import RunFolderTrainer
     from .training.trainer import MixedPrecisionTrainer
 
     opt = config.opt
-    return MixedPrecisionTrainer(
+    trainer_class = RunFolderTrainer if run_kwargs else MixedPrecisionTrainer
+    return trainer_class(
+        **run_kwargs,
         model=model,
         n_epochs=opt.n_epochs,
         device=device,
@@ -229,7 +231,15 @@ def evaluate_final(trainer, test_loaders, eval_losses):
     return metrics
 
 
-def run_training(config, *, progress=True, output_dir=None, write=True, log=print):
+def _setup_error(step, error):
+    """A bad input found while setting the run up, as a one-line :class:`RunSetupError`."""
+    if isinstance(error, RunSetupError):
+        return error
+    return RunSetupError(f"{step}: {error}")
+
+
+def run_training(config, *, progress=True, output_dir=None, write=True, log=print, resume=False,
+                 save_best=False, threads=None, command=None):
     """Train and evaluate the experiment ``config`` describes; write its results.
 
     Parameters
@@ -241,27 +251,66 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     output_dir : str or Path, optional
         Overrides ``config.output_dir``; default ``./runs/<name>-<timestamp>``.
     write : bool
-        Write ``results.json`` and ``loss_curve.png`` into the output folder.
+        Write the run folder: ``results.json``, ``loss_curve.png``, the final model
+        (upstream's ``save_checkpoint`` format, :mod:`neuralop_mp.run_folder`) and the
+        per-epoch training state in ``checkpoint/``.
     log : callable
         Receives the pipeline's progress messages (``print`` by default).
+    resume : bool
+        Continue the run in the output folder from its ``checkpoint/`` (the epoch after
+        the last one saved); the result is bitwise the one of an uninterrupted run on CPU.
+    save_best : bool
+        Also write ``best_model_*``: the model with the lowest test L2 at the training
+        resolution over the evaluated epochs.
+    threads : int, optional
+        torch's intra-op CPU threads for this run (default: left as they are).
+    command : tuple, optional
+        ``(config spec, overrides)`` the run was started with, recorded in the run
+        folder's ``command.json`` for ``--resume`` and ``neuralop-mp eval``.
 
     Returns
     -------
     dict
         ``config`` (nested dict), ``metrics`` (final test errors per resolution),
         ``history`` (the trainer's per-epoch records), ``memory``, ``precision``
-        (final mode and the schedule's phases), ``seconds_per_epoch``,
-        ``wall_time_s``, ``train_resolution``, ``output_dir`` and ``files``.
+        (final mode, the schedule's phases and what each ran as on this device),
+        ``seconds_per_epoch``, ``wall_time_s``, ``train_resolution``, ``output_dir``,
+        ``files`` and ``threads``.
+
+    Raises
+    ------
+    RunSetupError
+        Before any data is loaded or generated, for an unavailable device or an
+        unwritable output folder; while loading data, for missing files that are not
+        to be generated (with the command that generates them).
     """
     from .configs import config_to_dict, validate_config
-    from .train_report import phase_ranges, write_outputs
+    from .run_folder import CHECKPOINT_DIR, FINAL_MODEL, save_model, write_command
+    from .run_records import phase_ranges
+    from .train_report import precision_as_run, write_outputs
 
     validate_config(config)
     start = time.perf_counter()
     device = resolve_device(config.device)
+    out = Path(output_dir or config.output_dir or default_output_dir(config)) if write else None
+    checkpoint_dir = out / CHECKPOINT_DIR if write else None
+    if resume and not (write and checkpoint_dir.is_dir()):
+        raise RunSetupError(f"Nothing to resume in {out}: it has no {CHECKPOINT_DIR}/ folder "
+                            "(a run writes one after its first epoch).")
+    if write:
+        check_writable(out)
+        if command is not None and not resume:
+            write_command(out, *command, save_best=bool(save_best))
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    if device.type == "cpu":
+        log(f"[neuralop-mp] {torch.get_num_threads()} CPU thread(s) for torch (--threads to change)")
 
     log(f"[neuralop-mp] {config.name}: loading data ({type(config.data).__name__})")
-    train_loader, test_loaders, data_processor = build_data(config, progress=progress)
+    try:
+        train_loader, test_loaders, data_processor = build_data(config, progress=progress)
+    except (FileNotFoundError, ValueError) as error:
+        raise _setup_error("data", error) from error
     # the precision keys are parsed once; model, schedule and trainer share the policy
     policy = PrecisionPolicy.from_config(config.model)
     model = build_model(config, device, policy)
@@ -270,12 +319,15 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     scheduler = build_scheduler(optimizer, config)
     training_loss, eval_losses = build_losses(config, data_dims(train_loader))
     schedule = build_schedule(config, policy)
-    trainer = build_trainer(config, model, data_processor, schedule, device, progress=progress, policy=policy)
+    best_metric = f"{config.data.train_resolution}_l2" if save_best else None
+    trainer = build_trainer(config, model, data_processor, schedule, device, progress=progress, policy=policy,
+                            run_dir=out, best_metric=best_metric, log=_progress_log(log, progress))
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"[neuralop-mp] {type(model).__name__} with {n_params:,} parameters, "
         f"{len(train_loader.dataset)} training samples at {config.data.train_resolution}, "
-        f"precision schedule {schedule}, optimizer {type(optimizer).__name__}, on {device}"
+        f"precision schedule {schedule}, optimizer {type(optimizer).__name__}, on {device}, "
+        f"{config.opt.n_epochs} epochs" + (f", resuming from {checkpoint_dir}" if resume else "")
     )
 
     train_start = time.perf_counter()
@@ -287,17 +339,25 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         regularizer=False,
         training_loss=training_loss,
         eval_losses=eval_losses,
+        save_every=1 if write else None,
+        save_dir=checkpoint_dir or "./ckpt",
+        resume_from_dir=checkpoint_dir if resume else None,
     )
     train_time = time.perf_counter() - train_start
     half_dtype = policy.half_torch_dtype(device)
     history = list(getattr(trainer, "history", []))
     metrics = evaluate_final(trainer, test_loaders, eval_losses)
     epoch_times = [h["epoch_time"] for h in history if h.get("epoch_time") is not None]
+    phases = phase_ranges(history)
+    sizes = [config.data.train_resolution, *test_loaders]
+    for phase in phases:
+        phase["ran_as"] = precision_as_run(phase["mode"], half_dtype, device, sizes)
 
     result = {
         "config_name": config.name,
         "config": config_to_dict(config),
         "device": str(device),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "model": type(model).__name__,
         "train_resolution": config.data.train_resolution,
         "test_resolutions": list(test_loaders),
@@ -306,7 +366,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         "train_time_s": train_time,
         "precision": {
             "schedule": str(schedule),
-            "phases": phase_ranges(schedule, config.opt.n_epochs, half_dtype),
+            "phases": phases,
             "final_mode": history[-1].get("precision") if history else policy.fno_block_precision,
             "half_dtype": f"{policy.half_dtype} ({str(half_dtype).replace('torch.', '')})",
             "spectral_weight_dtype": policy.spectral_weight_dtype,
@@ -314,13 +374,36 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         "skipped_steps": sum(int(h.get("skipped_steps") or 0) for h in history),
         "memory": memory_figures(model, optimizer, history),
         "history": history,
+        "best": best_epoch(history, best_metric),
         "wall_time_s": time.perf_counter() - start,
     }
     result["output_dir"] = None
     result["files"] = {}
     if write:
-        out = Path(output_dir or config.output_dir or default_output_dir(config))
         result["output_dir"] = str(out)
-        result["files"] = write_outputs(result, out)
+        model_files = save_model(model, out, FINAL_MODEL)
+        result["files"] = write_outputs(result, out, extra_files={
+            "model": model_files["state_dict"], "checkpoint": str(checkpoint_dir),
+            **({"best_model": str(out / "best_model_state_dict.pt")} if save_best else {})})
     result["model_object"] = model
     return result
+
+
+def best_epoch(history, metric):
+    """``{"metric", "value", "epoch"}`` of the lowest ``metric`` in the history, or None."""
+    if metric is None:
+        return None
+    values = [(h[metric], h["epoch"]) for h in history if isinstance(h.get(metric), float)]
+    if not values:
+        return None
+    value, epoch = min(values)
+    return {"metric": metric, "value": value, "epoch": epoch}
+
+
+def _progress_log(log, progress):
+    """Messages printed while a tqdm bar runs go through ``tqdm.write`` so the bar stays intact."""
+    if not progress or log is not print:
+        return log
+    from tqdm.auto import tqdm
+
+    return tqdm.write

@@ -8,51 +8,63 @@ from pathlib import Path
 
 import torch
 
+from .run_records import human_bytes  # noqa: F401 (part of this module's interface)
 
-def phase_ranges(schedule, n_epochs, half_dtype=None):
-    """The epochs each phase of ``schedule`` runs in a run of ``n_epochs`` (skipped phases omitted).
 
-    With ``half_dtype`` (a torch dtype) a phase's "auto" stabilizer is resolved to
-    what it applies with that half type.
+def precision_as_run(mode, half_dtype, device, sizes):
+    """What the spectral layers compute in ``mode`` on ``device``, in words.
+
+    "half" asks for half-precision FFTs, which only cuFFT computes, in float16 and at
+    power-of-2 sizes; elsewhere the layer runs the FFTs in float32 (the same
+    fallback rules as :class:`~neuralop_mp.MixedPrecisionSpectralConv`), so on a CPU
+    "half" computes exactly what "mixed" does. A report must say so.
+
+    Parameters
+    ----------
+    mode : {"full", "mixed", "half"}
+    half_dtype : torch.dtype
+        The resolved half type (float16 or bfloat16).
+    device : torch.device or str
+    sizes : iterable of int
+        Grid sizes the model sees (training and test resolutions).
     """
-    ranges = []
-    for phase, (start, end) in zip(schedule, schedule.boundaries(n_epochs)):
-        if end > start:
-            stabilizer = phase.stabilizer_for(half_dtype) if half_dtype is not None else phase.stabilizer
-            ranges.append({
-                "mode": phase.mode,
-                "start_epoch": start,
-                "end_epoch": end,
-                "autocast": phase.autocast,
-                "stabilizer": stabilizer,
-            })
-    return ranges
-
-
-def human_bytes(n):
-    """``1536`` -> ``"1.5 KiB"``; None -> ``"n/a"``."""
-    if n is None:
-        return "n/a"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
+    device = torch.device(device)
+    dtype = str(half_dtype).replace("torch.", "")
+    if mode == "full":
+        return "full: fp32 FFT, complex64 contraction"
+    if mode == "mixed":
+        return f"mixed: fp32 FFT, {dtype} contraction"
+    if device.type != "cuda":
+        return f"half: runs as mixed on {device.type.upper()}, fp32 FFT, {dtype} contraction"
+    if half_dtype != torch.float16:
+        return f"half: fp32 FFT (cuFFT has no {dtype}), {dtype} contraction"
+    odd = sorted({int(n) for n in sizes if int(n) & (int(n) - 1)})
+    if odd:
+        return (f"half: fp16 FFT at power-of-2 sizes, fp32 FFT at sizes {', '.join(map(str, odd))}, "
+                "float16 contraction")
+    return "half: fp16 FFT, float16 contraction"
 
 
 def _fmt_error(value):
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
-def summary_rows(result):
-    """``[(quantity, value), ...]`` of the final summary table."""
+def metric_rows(result):
+    """``[(quantity, value), ...]``: test relative L2 and H1 at every test resolution."""
     metrics = result["metrics"]
     train_res = result["train_resolution"]
     rows = []
     for res in result["test_resolutions"]:
+        res = int(res)
         tag = f"{res}" + (" (train)" if res == train_res else f" ({res / train_res:g}x)")
         rows.append((f"test rel. L2 @ {tag}", _fmt_error(metrics.get(f"{res}_l2"))))
         rows.append((f"test H1 @ {tag}", _fmt_error(metrics.get(f"{res}_h1"))))
+    return rows
+
+
+def summary_rows(result):
+    """``[(quantity, value), ...]`` of the final summary table."""
+    rows = metric_rows(result)
     precision = result["precision"]
     phases = ", ".join(
         f"{p['mode']}{'+autocast' if p['autocast'] else ''}{'+' + p['stabilizer'] if p['stabilizer'] else ''}"
@@ -60,10 +72,12 @@ def summary_rows(result):
         for p in precision["phases"]
     )
     memory = result["memory"]
+    ran_as = list(dict.fromkeys(p["ran_as"] for p in precision["phases"] if p.get("ran_as")))
     rows += [
         ("seconds / epoch (training)", f"{result['seconds_per_epoch']:.2f}"),
         ("precision (final)", f"{precision['final_mode']} (half_dtype {precision['half_dtype']})"),
         ("precision phases", phases or str(precision["schedule"])),
+        *(("precision as run", text) for text in ran_as),
         ("spectral weights stored in", precision.get("spectral_weight_dtype", "complex64")),
         ("skipped steps (inf/nan)", str(result["skipped_steps"])),
         ("parameters", f"{memory['n_params']:,} ({human_bytes(memory['params_bytes'])})"),
@@ -72,6 +86,11 @@ def summary_rows(result):
     if memory.get("cuda_peak_bytes") is not None:
         rows.append(("CUDA peak memory", human_bytes(memory["cuda_peak_bytes"])))
     rows.append(("saved activations / step", human_bytes(memory.get("saved_bytes"))))
+    if result.get("threads"):
+        rows.append(("torch CPU threads", str(result["threads"])))
+    if result.get("best"):
+        best = result["best"]
+        rows.append(("best model", f"epoch {best['epoch']}, {best['metric']} {best['value']:.4f}"))
     rows.append(("wall time", f"{result['wall_time_s']:.1f} s"))
     if result.get("output_dir"):
         rows.append(("output folder", result["output_dir"]))
@@ -80,8 +99,28 @@ def summary_rows(result):
 
 def format_summary(result):
     """The final summary as a plain-text table."""
-    rows = summary_rows(result)
-    title = f"{result['config_name']}: {result['model']} on {result['device']}"
+    return format_table(f"{result['config_name']}: {result['model']} on {result['device']}", summary_rows(result))
+
+
+def format_eval_summary(result):
+    """What ``neuralop-mp eval`` prints: the metric rows of :func:`format_summary`, then
+    the precision the model ran in."""
+    precision = result["precision"]
+    mode = precision["mode"] + ("+autocast" if precision["autocast"] else "") + \
+        (f"+{precision['stabilizer']}" if precision["stabilizer"] else "")
+    rows = metric_rows(result) + [
+        ("precision", f"{mode} (half_dtype {precision['half_dtype']})"),
+        ("precision as run", precision["ran_as"]),
+        ("checkpoint", result["checkpoint"]),
+    ]
+    if result.get("threads"):
+        rows.append(("torch CPU threads", str(result["threads"])))
+    rows.append(("wall time", f"{result['wall_time_s']:.1f} s"))
+    return format_table(f"eval: {result['model']} on {result['device']}", rows)
+
+
+def format_table(title, rows):
+    """``title`` over a two-column plain-text table of ``(quantity, value)`` rows."""
     width = max(len(q) for q, _ in rows)
     value_width = max(len(v) for _, v in rows)
     rule = "+" + "-" * (width + 2) + "+" + "-" * (value_width + 2) + "+"
@@ -140,13 +179,17 @@ def plot_loss_curve(history, path, train_resolution):
     return path
 
 
-def write_outputs(result, output_dir):
-    """Write ``results.json`` and ``loss_curve.png`` into ``output_dir``; return their paths."""
+def write_outputs(result, output_dir, extra_files=None):
+    """Write ``results.json`` and ``loss_curve.png`` into ``output_dir``; return every file's path.
+
+    ``extra_files`` (name -> path, e.g. the model files) are listed in results.json too.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "results": str(output_dir / "results.json"),
         "loss_curve": str(output_dir / "loss_curve.png"),
+        **(extra_files or {}),
     }
     plot_loss_curve(result["history"], files["loss_curve"], result["train_resolution"])
     payload = {k: v for k, v in result.items() if k != "model_object"}

@@ -13,6 +13,7 @@ Everything before ``--`` belongs to ``neuralop-mp run`` (the script path and
 after ``--`` goes to the script untouched, ``--mp.*`` look-alikes included.
 """
 import json
+import re
 import runpy
 import sys
 import traceback
@@ -264,7 +265,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
-        print(__doc__)
+        print(re.sub(r"(?::\w+:)?`+([^`]+)`+", r"\1", __doc__))  # reST roles and literals as plain text
         return 0 if argv else 2
     try:
         script, options, script_args = parse_args(argv)

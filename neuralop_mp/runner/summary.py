@@ -1,13 +1,6 @@
 """The text ``neuralop-mp run`` prints after the script: what ran, in which precision, at what cost."""
-
-
-def _bytes(n):
-    if n is None:
-        return "n/a"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024.0
+from ..run_records import human_bytes as _bytes
+from ..run_records import phase_ranges
 
 
 def _history(report):
@@ -15,18 +8,6 @@ def _history(report):
     for trainer in report.trainers:
         rows += trainer.get("history") or []
     return rows
-
-
-def phase_ranges(history):
-    """``[(mode, first_epoch, last_epoch), ...]``: consecutive epochs in the same precision."""
-    ranges = []
-    for h in history:
-        mode, epoch = h.get("precision"), h.get("epoch")
-        if ranges and ranges[-1][0] == mode:
-            ranges[-1][2] = epoch
-        else:
-            ranges.append([mode, epoch, epoch])
-    return [tuple(r) for r in ranges]
 
 
 def end_warnings(report):
@@ -70,7 +51,7 @@ def format_summary(report, exit_status=None):
     for t in report.trainers:
         lines.append(f"trainer: {t['class']} (a {t['bases'][0] if t['bases'] else 'Trainer'}), schedule {t['schedule']}")
     if history:
-        ranges = phase_ranges(history)
+        ranges = [(r["mode"], r["start_epoch"], r["end_epoch"] - 1) for r in phase_ranges(history)]
         lines.append(
             "precision phases: "
             + ", ".join(f"{mode} (epochs {a}-{b})" if a != b else f"{mode} (epoch {a})" for mode, a, b in ranges)

@@ -21,7 +21,7 @@ def test_console_script_points_at_main():
 def test_top_level_help_lists_commands(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("train", "data", "run"):
+    for command in ("train", "eval", "data", "run"):
         assert f"  {command} " in out
     assert cli.main([]) == 2  # no command: usage and a usage-error exit code
 
@@ -29,7 +29,7 @@ def test_top_level_help_lists_commands(capsys):
 def test_unknown_command_is_a_usage_error(capsys):
     assert cli.main(["trian"]) == 2
     err = capsys.readouterr().err
-    assert "'trian'" in err and "train, data, run" in err
+    assert "'trian'" in err and "train, eval, data, run" in err and "Did you mean: train?" in err
 
 
 @pytest.mark.parametrize("config_name, class_name", [("darcy", "DarcyConfig"),
@@ -106,13 +106,17 @@ def test_train_runs_the_pipeline_with_the_overridden_config_and_prints_the_summa
 
     seen = {}
 
-    def fake_run(config, *, progress):
-        seen.update(config=config, progress=progress)
+    def fake_run(config, **kwargs):
+        seen.update(config=config, **kwargs)
         return fake_result()
 
     monkeypatch.setattr(pipeline, "run_training", fake_run)
-    assert cli.main(["train", "darcy", "--model.fno_block_precision", "mixed", "--opt.n_epochs", "3"]) == 0
-    assert seen["progress"] is True
+    assert cli.main(["train", "darcy", "--model.fno_block_precision", "mixed", "--threads", "3",
+                     "--opt.n_epochs", "3", "--save_best"]) == 0
+    assert seen["progress"] is True and seen["threads"] == 3 and seen["save_best"] is True
+    assert seen["resume"] is False
+    # the run folder records the config and overrides, without the run options
+    assert seen["command"] == ("darcy", ["--model.fno_block_precision", "mixed", "--opt.n_epochs", "3"])
     assert seen["config"].model.fno_block_precision == "mixed" and seen["config"].opt.n_epochs == 3
     out = capsys.readouterr().out
     assert "test rel. L2 @ 16 (train)" in out and "0.0612" in out
@@ -142,3 +146,78 @@ def test_to_jsonable_handles_tensors_and_infinities():
 
     assert to_jsonable({"a": torch.tensor([1.5, 2.0]), 3: math.inf, "p": Path("/x")}) == \
         {"a": [1.5, 2.0], "3": "inf", "p": "/x"}
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--resum", "runs/x"], ["Unknown option --resum.", "Did you mean: --resume"]),
+    (["--save-best"], ["Unknown option --save-best.", "--save_best"]),
+    (["--thread", "2"], ["Did you mean: --threads"]),
+    (["--threads", "0"], ["Invalid --threads '0'", "auto or an integer >= 1"]),
+    (["--threads", "many"], ["Invalid --threads 'many'"]),
+    (["--threads"], ["Missing value for option --threads"]),
+    (["--modle.n_layers", "2"], ["Did you mean: --model.n_layers"]),
+])
+def test_train_run_options_misspelled_or_bad_exit_2_naming_the_allowed_ones(capsys, args, fragments):
+    assert cli.main(["train", "darcy", *args]) == 2
+    err = capsys.readouterr().err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_resume_needs_a_run_folder(tmp_path, capsys):
+    assert cli.main(["train", "--resume", str(tmp_path)]) == 2
+    assert f"Nothing to resume in {tmp_path}: it has no command.json" in capsys.readouterr().err
+
+
+def test_pop_flags_reads_switches_values_and_lists():
+    flags, rest = cli._pop_flags(["--res", "16", "32", "--x.y", "1", "--precision=mixed", "--save_best"],
+                                 {**cli.EVAL_FLAGS, "--save_best": None})
+    assert flags == {"--res": ["16", "32"], "--precision": "mixed", "--save_best": True}
+    assert rest == ["--x.y", "1"]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["nowhere/run"], ["No model checkpoint at nowhere/run"]),
+    (["{ckpt}", "--precision", "hlaf"], ["--precision='hlaf'", "'full', 'mixed', 'half'"]),
+    (["{ckpt}", "--res", "16", "x"], ["Invalid --res 16 x"]),
+    (["{ckpt}", "--ress", "16"], ["Unknown option --ress.", "Did you mean: --res"]),
+])
+def test_eval_bad_input_exits_2_with_the_message(tmp_path, capsys, args, fragments):
+    (tmp_path / "model_state_dict.pt").write_bytes(b"")
+    args = [a.replace("{ckpt}", str(tmp_path)) for a in args]
+    assert cli.main(["eval", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neuralop-mp eval: error:")
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_train_help_lists_the_run_options(capsys):
+    assert cli.main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--save_best", "--resume RUN_DIR", "--threads N|auto"):
+        assert option in out
+
+
+def test_eval_help(capsys):
+    assert cli.main(["eval", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "CHECKPOINT_OR_RUN_DIR" in out and "--res RES" in out and "--precision" in out
+    assert cli.main(["eval"]) == 2  # no checkpoint: usage and a usage-error exit code
+
+
+def test_resume_before_the_first_checkpoint_says_there_is_nothing_to_resume(tmp_path, capsys):
+    from neuralop_mp.run_folder import write_command
+
+    write_command(tmp_path, "darcy", ["--opt.n_epochs", "2"])
+    assert cli.main(["train", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"Nothing to resume in {tmp_path}: it has no checkpoint/ folder" in err
+
+
+def test_resume_refuses_another_config(tmp_path, capsys):
+    from neuralop_mp.run_folder import write_command
+
+    write_command(tmp_path, "darcy", [])
+    assert cli.main(["train", "burgers", "--resume", str(tmp_path)]) == 2
+    assert "continues a run of config 'darcy'; leave out the config 'burgers'" in capsys.readouterr().err

@@ -23,6 +23,7 @@ References
 .. [1] Tu, R. et al. (2024). "Guaranteed Approximation Bounds for Mixed-Precision
        Neural Operators". ICLR 2024, arXiv:2307.15034.
 """
+import inspect
 import math
 import warnings
 
@@ -55,6 +56,25 @@ def _as_float32(out):
     if isinstance(out, (tuple, list)):
         return type(out)(_as_float32(o) for o in out)
     return out
+
+
+def _accepted(fn, sample):
+    """The entries of ``sample`` that ``fn`` names as parameters (all of them when it names
+    none and takes ``**kwargs``).
+
+    Upstream's Trainer calls ``model(**sample)`` and ``loss(out, **sample)``; its models
+    and losses take ``**kwargs`` but warn about every key they do not use ("FNO.forward()
+    received unexpected keyword arguments: ['y']"), once per batch.
+    """
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return sample
+    named = {k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    chosen = {k: v for k, v in sample.items() if k in named}
+    if not chosen and any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return sample
+    return chosen
 
 
 def _normalize_loss_scaling(value):
@@ -214,13 +234,13 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
         sample = self._prepare(sample)
         self.n_samples += sample["y"].shape[0] if torch.is_tensor(sample["y"]) else 1
         with self._autocast():
-            out = self.model(**sample)
+            out = self.model(**_accepted(self.model.forward, sample))
         out = _as_float32(out)
         if self.epoch == 0 and idx == 0 and self.verbose and torch.is_tensor(out):
             print(f"Raw outputs of shape {out.shape}")
         if self.data_processor is not None:
             out, sample = self.data_processor.postprocess(out, sample)
-        loss = training_loss(out, **sample)
+        loss = training_loss(out, **_accepted(training_loss, sample))
         if self.regularizer:
             loss = loss + self.regularizer.loss
         return loss
@@ -363,11 +383,11 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
         sample = self._prepare(sample)
         self.n_samples += sample["y"].size(0)
         with self._autocast():
-            out = self.model(**sample)
+            out = self.model(**_accepted(self.model.forward, sample))
         out = _as_float32(out)
         if self.data_processor is not None:
             out, sample = self.data_processor.postprocess(out, sample)
-        losses = {name: loss(out, **sample) for name, loss in eval_losses.items()}
+        losses = {name: loss(out, **_accepted(loss, sample)) for name, loss in eval_losses.items()}
         return losses, (out if return_output else None)
 
     def evaluate_all(self, epoch, eval_losses, test_loaders, eval_modes, max_autoregressive_steps=None):

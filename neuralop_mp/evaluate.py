@@ -1,0 +1,123 @@
+"""``neuralop-mp eval``: the test errors of a saved model, as ``neuralop-mp train`` reports them.
+
+The model comes from a ``save_checkpoint`` folder (a run folder of ``neuralop-mp
+train``, or upstream's own ``FNO(...).save_checkpoint(folder, name)``). The data and
+the evaluation settings come from the run's config (its ``command.json``), else from
+a built-in config (``darcy`` by default), with any ``--key value`` override on top.
+A model is evaluated in the precision its run finished in, unless ``precision`` says
+otherwise; with the same data, device and thread count, the errors are bitwise the
+ones ``train`` reported for its final epoch.
+"""
+import json
+import time
+from pathlib import Path
+
+from .run_folder import find_checkpoint, load_model, read_command
+
+def eval_config(folder, spec=None, overrides=(), resolutions=None):
+    """The config of an evaluation: the run's own (if ``folder`` has one), else ``spec``
+    (default ``darcy``), then ``overrides``, then ``resolutions`` as the test resolutions."""
+    from .configs import load_config
+
+    recorded = read_command(folder)
+    if recorded and spec is None:
+        base_spec, base_overrides = recorded["config"], recorded["overrides"]
+    else:
+        base_spec, base_overrides = spec or "darcy", []
+    args = [*base_overrides, *overrides]
+    if not resolutions:
+        return load_config(base_spec, args)
+    resolutions = [int(r) for r in resolutions]
+    bad = [r for r in resolutions if r < 2]
+    if bad:
+        raise ValueError(f"Invalid --res {bad}: resolutions are grid sizes >= 2.")
+    data = load_config(base_spec, args, validate=False).data
+    return load_config(base_spec, args + [
+        "--data.test_resolutions", json.dumps(resolutions),
+        "--data.n_tests", json.dumps([data.n_tests[0]] * len(resolutions)),
+        "--data.test_batch_sizes", json.dumps([data.test_batch_sizes[0]] * len(resolutions)),
+    ])
+
+
+def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision=None, progress=False,
+                   log=print):
+    """Evaluate the model checkpoint at ``path`` on every test resolution.
+
+    Parameters
+    ----------
+    path : str or Path
+        A run folder, a folder with one ``NAME_state_dict.pt``, or that file.
+    spec : str, optional
+        Config to take data and settings from instead of the run's own (a built-in
+        name or ``path.py[:Class]``).
+    overrides : list of str
+        ``--key value`` config overrides (``--data.data_root DIR``, ``--device cpu``, ...).
+    resolutions : list of int, optional
+        Test resolutions (default: the config's).
+    precision : {"full", "mixed", "half"}, optional
+        Evaluate in this precision instead of the one the run finished in.
+
+    Returns
+    -------
+    dict
+        ``checkpoint``, ``model``, ``device``, ``train_resolution``,
+        ``test_resolutions``, ``metrics`` (``{"16_l2": ..., "16_h1": ...}``),
+        ``precision`` (mode, autocast, stabilizer, half dtype, what it ran as) and
+        ``wall_time_s``.
+    """
+    from .vocabulary import check_choice, PRECISION_MODES, resolve_half_dtype
+    from .run_setup import resolve_device
+    from .train_pipeline import attach_patching, build_data, build_losses, build_schedule, build_trainer, data_dims
+    from .train_report import precision_as_run
+    from .training.schedule import PrecisionSchedule
+
+    start = time.perf_counter()
+    folder, name = find_checkpoint(path)
+    if precision is not None:
+        precision = check_choice("--precision", precision, PRECISION_MODES)
+    config = eval_config(folder, spec, overrides, resolutions)
+    device = resolve_device(config.device)
+    model, saved_precision = load_model(folder / f"{name}_state_dict.pt",
+                                        mixed_precision_layer=precision not in (None, "full"))
+    model = model.to(device)
+    log(f"[neuralop-mp] {type(model).__name__} from {folder / name}_*: loading data ({type(config.data).__name__})")
+    train_loader, test_loaders, data_processor = build_data(config, progress=progress)
+    data_processor = attach_patching(config, model, data_processor, device)
+    if data_processor is not None:
+        data_processor = data_processor.to(device)
+    _, eval_losses = build_losses(config, data_dims(train_loader))
+
+    if precision is not None:
+        schedule, epoch = PrecisionSchedule.constant(precision), 0
+    elif read_command(folder) is not None and spec is None:
+        schedule, epoch = build_schedule(config), config.opt.n_epochs - 1  # the run's last phase
+    else:  # a model saved elsewhere: the precision its file records, without autocast
+        schedule, epoch = PrecisionSchedule.constant(saved_precision["mode"], autocast=False), 0
+    if saved_precision.get("half_dtype") is None and precision in (None, "full"):
+        schedule, epoch = PrecisionSchedule.constant("full"), 0  # upstream's layers: full precision
+    trainer = build_trainer(config, model, data_processor, schedule, device, progress=False)
+    trainer.on_epoch_start(epoch)
+    metrics = {}
+    for resolution, loader in test_loaders.items():
+        errors = trainer.evaluate(eval_losses, loader, log_prefix=str(resolution))
+        metrics.update({k: float(v) for k, v in errors.items()})
+
+    half_dtype = resolve_half_dtype(config.model.half_dtype, device)
+    mode = trainer.phase.mode if trainer.phase is not None else "full"
+    return {
+        "checkpoint": str(folder / f"{name}_state_dict.pt"),
+        "model": type(model).__name__,
+        "device": str(device),
+        "train_resolution": config.data.train_resolution,
+        "test_resolutions": list(test_loaders),
+        "metrics": metrics,
+        "precision": {
+            "mode": mode,
+            "autocast": bool(trainer.autocast_enabled),
+            "stabilizer": trainer.phase.stabilizer_for(half_dtype) if trainer.phase is not None else None,
+            "half_dtype": str(half_dtype).replace("torch.", ""),
+            "ran_as": precision_as_run(mode, half_dtype, device,
+                                       [config.data.train_resolution, *test_loaders]),
+        },
+        "wall_time_s": time.perf_counter() - start,
+    }

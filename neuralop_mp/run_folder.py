@@ -1,0 +1,138 @@
+"""The model files of a ``neuralop-mp train`` run folder, and loading a model back from them.
+
+A run folder holds, besides ``results.json`` and ``loss_curve.png``:
+
+- ``model_state_dict.pt`` + ``model_metadata.pkl``: the final model, written by
+  upstream's ``BaseModel.save_checkpoint(folder, "model")``; its metadata records the
+  precision the model ran in, so ``neuralop_mp.load_model(folder, "model")`` (or the
+  plugin class's ``from_checkpoint``) gives it back in that precision;
+- ``best_model_*`` the same way for the model with the lowest test L2 at the training
+  resolution (``neuralop-mp train --save_best``);
+- ``command.json``: the config and overrides the run was started with, from which
+  ``--resume`` and ``neuralop-mp eval`` rebuild the same config;
+- ``checkpoint/``: the trainer's training state after the last finished epoch,
+  which ``neuralop-mp train --resume RUN_DIR`` continues from.
+"""
+import json
+from pathlib import Path
+
+import torch
+
+CHECKPOINT_DIR = "checkpoint"
+FINAL_MODEL = "model"
+BEST_MODEL = "best_model"
+RESULTS_FILE = "results.json"
+COMMAND_FILE = "command.json"
+
+
+def model_precision(model):
+    """``{"mode", "half_dtype", "stabilizer", "spectral_weight_dtype"}`` of a model;
+    ``mode`` is "full" and ``half_dtype`` None for a model without mixed-precision layers."""
+    from .layers.precision_switch import get_precision_policy, mixed_precision_layers
+
+    if not mixed_precision_layers(model):  # upstream's layers: full precision
+        return {"mode": "full", "half_dtype": None, "stabilizer": None, "spectral_weight_dtype": "complex64"}
+    policy = get_precision_policy(model)
+    return {"mode": policy.fno_block_precision, "half_dtype": policy.half_dtype,
+            "stabilizer": policy.stabilizer, "spectral_weight_dtype": policy.spectral_weight_dtype}
+
+
+def save_model(model, folder, name=FINAL_MODEL):
+    """Write ``model`` with upstream's ``save_checkpoint(folder, name)`` (precision included).
+
+    Returns
+    -------
+    dict
+        ``{"state_dict": path, "metadata": path}``.
+    """
+    from .training.checkpointing import unwrap
+
+    folder = Path(folder)
+    model = unwrap(model)
+    if not hasattr(model, "save_checkpoint"):
+        raise TypeError(f"{type(model).__name__} is not a neuralop BaseModel: it has no save_checkpoint().")
+    model.save_checkpoint(folder, name)
+    return {"state_dict": str(folder / f"{name}_state_dict.pt"),
+            "metadata": str(folder / f"{name}_metadata.pkl")}
+
+
+def find_checkpoint(path):
+    """``(folder, name)`` of the model checkpoint that ``path`` points at.
+
+    ``path`` is a run folder (its final model, else its best model), a folder with a
+    single ``*_state_dict.pt``, or a ``NAME_state_dict.pt`` file.
+    """
+    path = Path(path)
+    suffix = "_state_dict.pt"
+    if path.is_file() and path.name.endswith(suffix):
+        return path.parent, path.name[: -len(suffix)]
+    if not path.is_dir():
+        raise FileNotFoundError(f"No model checkpoint at {path}: give a run folder of `neuralop-mp train` "
+                                f"or a NAME{suffix} file written by save_checkpoint.")
+    for name in (FINAL_MODEL, BEST_MODEL):
+        if (path / f"{name}{suffix}").is_file():
+            return path, name
+    found = sorted(p.name[: -len(suffix)] for p in path.glob(f"*{suffix}"))
+    if len(found) == 1:
+        return path, found[0]
+    raise FileNotFoundError(
+        f"No single model checkpoint in {path}: expected {FINAL_MODEL}{suffix}"
+        + (f"; found {', '.join(f + suffix for f in found)}: name one of them." if found else ".")
+    )
+
+
+def load_model(path, map_location="cpu", mixed_precision_layer=False):
+    """Rebuild a model from a checkpoint written by ``save_checkpoint``, in its saved precision.
+
+    Works for models written by ``neuralop-mp train`` and for upstream's own
+    ``FNO(...).save_checkpoint(folder, name)`` (which runs in full precision).
+    The metadata file is a pickle (upstream's format): load only checkpoints you trust.
+
+    Parameters
+    ----------
+    path : str or Path
+        See :func:`find_checkpoint`.
+    map_location : str or torch.device
+    mixed_precision_layer : bool
+        Build a model saved with upstream's ``SpectralConv`` as the plugin's class for
+        it instead (same parameters and state dict keys), so it can run in "mixed" or
+        "half".
+
+    Returns
+    -------
+    model : torch.nn.Module
+    precision : dict
+        :func:`model_precision` of the loaded model.
+    """
+    from .layers.precision_switch import mixed_precision_layers
+    from .models.checkpoints import load_model as load_checkpoint
+
+    folder, name = find_checkpoint(path)
+    metadata_path = folder / f"{name}_metadata.pkl"
+    if not metadata_path.is_file():
+        raise FileNotFoundError(f"{metadata_path} is missing: save_checkpoint writes it next to "
+                                f"{name}_state_dict.pt, and the model cannot be rebuilt without it.")
+    model = load_checkpoint(folder, name, map_location=map_location)
+    if mixed_precision_layer and not mixed_precision_layers(model):
+        model = load_checkpoint(folder, name, precision_policy="full", map_location=map_location)
+    return model, model_precision(model)
+
+
+def read_results(run_dir):
+    """The ``results.json`` of a run folder, or None when there is none."""
+    path = Path(run_dir) / RESULTS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_command(run_dir, spec, overrides, **flags):
+    """Record the config, overrides and run flags (``save_best``) a run was started with."""
+    path = Path(run_dir) / COMMAND_FILE
+    path.write_text(json.dumps({"config": str(spec), "overrides": list(overrides), "flags": flags},
+                               indent=2) + "\n")
+    return path
+
+
+def read_command(run_dir):
+    """The dict :func:`write_command` wrote (``config``, ``overrides``, ``flags``), or None."""
+    path = Path(run_dir) / COMMAND_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,118 @@
+"""Checks and choices made before a run does any work: device, CPU threads, output folder.
+
+Each check fails with a :class:`RunSetupError` naming the bad value and what is
+allowed, so ``neuralop-mp`` can print one line instead of a traceback, and does so
+before data is generated or loaded (an unwritable output folder used to fail after
+the last epoch, losing the results).
+"""
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N")
+
+
+class RunSetupError(ValueError):
+    """A run cannot start as configured; the message says why and what to change."""
+
+
+def resolve_device(device):
+    """The torch device a run uses; fails now when it is unavailable.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
+
+    Raises
+    ------
+    RunSetupError
+        For a malformed name, or a CUDA device this torch or this machine lacks.
+    """
+    text = str(device).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(text)
+    except RuntimeError:
+        raise RunSetupError(f"Invalid device {device!r}; allowed: {', '.join(DEVICE_FORMS)}.") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise RunSetupError(f"Unsupported device {device!r}; allowed: {', '.join(DEVICE_FORMS)}.")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA device is visible")
+            raise RunSetupError(f"device {device!r} is not available: {why} (torch {torch.__version__}). "
+                                "Use --device cpu, or --device auto to pick CUDA only when present.")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise RunSetupError(f"device {device!r} is not available: {count} CUDA device(s), "
+                                f"indices 0..{count - 1}.")
+    return resolved
+
+
+def available_cpus():
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_threads(cpus=None, load=None):
+    """Intra-op threads for training on the CPU: the CPUs that other processes leave idle.
+
+    torch starts one thread per core, and its OpenMP threads spin while they wait for
+    each other: on a busy 2-core machine two threads ran a quickstart epoch in ~130 s
+    instead of 4-10 s with one (docs/configs.md, "Threads on a shared CPU"). So the CPUs
+    that the 1-minute load average shows busy are left out, keeping at least one.
+
+    Parameters
+    ----------
+    cpus : int, optional
+        Available CPUs (default :func:`available_cpus`).
+    load : float, optional
+        Load average of the last minute (default ``os.getloadavg()[0]``, 0 where the
+        OS has none).
+    """
+    cpus = available_cpus() if cpus is None else int(cpus)
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = 0.0
+    return max(1, min(cpus, cpus - int(round(load))))
+
+
+def parse_threads(value):
+    """``--threads``: "auto" (None) or a positive int."""
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        threads = int(str(value))
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise RunSetupError(f"Invalid --threads {value!r}; allowed: auto or an integer >= 1.")
+    return threads
+
+
+def check_writable(folder):
+    """Create ``folder`` if needed and prove a file can be written in it.
+
+    Raises
+    ------
+    RunSetupError
+        Naming the folder and the reason (permission, a file in the way, read-only disk).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_check_"):
+            pass
+    except OSError as error:
+        raise RunSetupError(f"Output folder {str(folder)!r} is not writable ({error.strerror or error}); "
+                            "choose another with --output_dir.") from None
+    return folder

@@ -1,0 +1,98 @@
+"""The trainer of ``neuralop-mp train``: keeps the best model and says how long the run will take.
+
+It adds two things to :class:`~neuralop_mp.MixedPrecisionTrainer` through its
+template methods:
+
+- after each evaluation, when ``best_metric`` (e.g. ``"16_l2"``) is the lowest seen so
+  far, the model is written into the run folder with upstream's ``save_checkpoint``
+  (:func:`neuralop_mp.run_folder.save_model`); the lowest value is taken from the
+  history, so a resumed run keeps comparing against the epochs before the kill;
+- after the first epoch it trains in this process, it logs the expected time of the
+  rest of the run, from that epoch's training and evaluation times.
+"""
+import math
+import time
+
+from .run_folder import BEST_MODEL, save_model
+from .training.trainer import MixedPrecisionTrainer
+
+
+def format_duration(seconds):
+    """``75`` -> ``"1.2 min"``; ``20`` -> ``"20 s"``; ``5400`` -> ``"1.5 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class RunFolderTrainer(MixedPrecisionTrainer):
+    """:class:`~neuralop_mp.MixedPrecisionTrainer` plus best-model files and a duration estimate.
+
+    Parameters
+    ----------
+    run_dir : str or Path, optional
+        Where the best model goes (nothing is written without it).
+    best_metric : str, optional
+        Evaluation key to minimise, ``"{resolution}_{loss}"``; None: no best model.
+    log : callable, optional
+        Receives the duration estimate (default: nothing is logged).
+    **kwargs
+        As :class:`~neuralop_mp.MixedPrecisionTrainer`.
+    """
+
+    def __init__(self, *, run_dir=None, best_metric=None, log=None, **kwargs):
+        super().__init__(**kwargs)
+        self.run_dir = run_dir
+        self.best_metric = best_metric
+        self.log = log
+        self.best_files = None
+        self._estimated = False
+        self._epoch_started = None
+
+    def on_epoch_start(self, epoch):
+        super().on_epoch_start(epoch)
+        self._epoch_started = time.perf_counter()
+
+    def evaluate_all(self, epoch, eval_losses, test_loaders, eval_modes, max_autoregressive_steps=None):
+        eval_started = time.perf_counter()
+        metrics = super().evaluate_all(epoch, eval_losses, test_loaders, eval_modes,
+                                       max_autoregressive_steps=max_autoregressive_steps)
+        if not self._estimated and self.log is not None and self._epoch_started is not None:
+            self._estimated = True
+            self.log(self.duration_message(epoch, eval_started - self._epoch_started,
+                                           time.perf_counter() - eval_started))
+        if self.best_metric is not None and self.run_dir is not None:
+            self._save_if_best(epoch, metrics)
+        return metrics
+
+    def checkpoint(self, save_dir):
+        """The training state after every epoch, without the trainer's per-epoch "saved" line
+        (the summary names the run folder)."""
+        verbose, self.verbose = self.verbose, False
+        try:
+            super().checkpoint(save_dir)
+        finally:
+            self.verbose = verbose
+
+    def duration_message(self, epoch, train_seconds, eval_seconds):
+        """The expected remaining time after ``epoch``, given one epoch's training and evaluation time."""
+        remaining = range(epoch + 1, self.n_epochs)
+        n_evals = sum(1 for e in remaining if e % self.eval_interval == 0)
+        total = len(remaining) * train_seconds + n_evals * eval_seconds
+        return (f"[neuralop-mp] epoch {epoch} took {train_seconds + eval_seconds:.1f} s "
+                f"(training {train_seconds:.1f} s, evaluation {eval_seconds:.1f} s): expect about "
+                f"{format_duration(total)} for the remaining {len(remaining)} epoch(s)")
+
+    def _save_if_best(self, epoch, metrics):
+        value = metrics.get(self.best_metric)
+        if value is None:
+            raise KeyError(f"best_metric={self.best_metric!r} is not an evaluation key; "
+                           f"keys: {', '.join(sorted(metrics))}.")
+        value = float(value)
+        earlier = [h[self.best_metric] for h in self.history
+                   if h.get("epoch") != epoch and h.get(self.best_metric) is not None]
+        best_before = min((v for v in earlier if math.isfinite(v)), default=math.inf)
+        if math.isfinite(value) and value < best_before:
+            self.best_files = save_model(self.model, self.run_dir, BEST_MODEL)
+            self.best_files["epoch"] = epoch

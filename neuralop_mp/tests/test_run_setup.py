@@ -1,0 +1,94 @@
+"""Checks before a run starts: device, threads, output folder; what a precision runs as."""
+import types
+
+import pytest
+import torch
+
+from neuralop_mp.run_records import human_bytes, phase_ranges
+from neuralop_mp.run_setup import RunSetupError, check_writable, default_threads, parse_threads, resolve_device
+from neuralop_mp.run_trainer import RunFolderTrainer, format_duration
+from neuralop_mp.train_report import precision_as_run
+
+
+def test_auto_device_picks_cuda_only_when_present():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(" CPU ") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_unavailable_cuda_fails_with_what_to_use_instead(device):
+    with pytest.raises(RunSetupError, match=rf"device '{device}' is not available: .*--device cpu.*--device auto"):
+        resolve_device(device)
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "meta"])
+def test_malformed_or_unsupported_device_names_the_allowed_forms(device):
+    with pytest.raises(RunSetupError, match=rf"device '{device}'.*allowed: auto, cpu, cuda, cuda:N"):
+        resolve_device(device)
+
+
+@pytest.mark.parametrize("cpus, load, threads", [
+    (2, 0.0, 2),   # idle machine: every CPU
+    (2, 1.1, 1),   # one other busy process: leave its CPU alone
+    (2, 7.0, 1),   # overloaded: still one thread
+    (16, 3.6, 12),
+    (1, 0.0, 1),
+])
+def test_default_threads_leaves_the_busy_cpus_alone(cpus, load, threads):
+    assert default_threads(cpus=cpus, load=load) == threads
+
+
+def test_parse_threads():
+    assert parse_threads("auto") is None and parse_threads(None) is None and parse_threads("3") == 3
+    for bad in ("0", "-2", "two", "1.5"):
+        with pytest.raises(RunSetupError, match=f"Invalid --threads '{bad}'; allowed: auto or an integer >= 1"):
+            parse_threads(bad)
+
+
+def test_output_folder_is_created_and_checked_writable(tmp_path):
+    assert check_writable(tmp_path / "a" / "b").is_dir()
+    assert list((tmp_path / "a" / "b").iterdir()) == []  # the probe file is gone
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RunSetupError, match=f"Output folder '{blocker / 'run'}' is not writable"):
+        check_writable(blocker / "run")
+
+
+@pytest.mark.parametrize("mode, dtype, device, sizes, text", [
+    ("half", torch.bfloat16, "cpu", [16, 32], "half: runs as mixed on CPU, fp32 FFT, bfloat16 contraction"),
+    ("half", torch.float16, "cpu", [16], "half: runs as mixed on CPU, fp32 FFT, float16 contraction"),
+    ("half", torch.bfloat16, "cuda", [16], "half: fp32 FFT (cuFFT has no bfloat16), bfloat16 contraction"),
+    ("half", torch.float16, "cuda", [16, 24, 32], "half: fp16 FFT at power-of-2 sizes, fp32 FFT at sizes 24"),
+    ("half", torch.float16, "cuda", [16, 32], "half: fp16 FFT, float16 contraction"),
+    ("mixed", torch.bfloat16, "cpu", [16], "mixed: fp32 FFT, bfloat16 contraction"),
+    ("full", torch.bfloat16, "cpu", [16], "full: fp32 FFT, complex64 contraction"),
+])
+def test_precision_as_run_says_what_the_layer_computes(mode, dtype, device, sizes, text):
+    assert precision_as_run(mode, dtype, device, sizes).startswith(text)
+
+
+def test_phase_ranges_group_consecutive_epochs_of_one_precision():
+    history = [dict(epoch=e, precision=m, autocast=a, stabilizer=s) for e, (m, a, s) in enumerate(
+        [("half", True, "tanh")] * 2 + [("mixed", True, None)] * 3 + [("full", False, None)])]
+    assert phase_ranges(history) == [
+        {"mode": "half", "autocast": True, "stabilizer": "tanh", "start_epoch": 0, "end_epoch": 2},
+        {"mode": "mixed", "autocast": True, "stabilizer": None, "start_epoch": 2, "end_epoch": 5},
+        {"mode": "full", "autocast": False, "stabilizer": None, "start_epoch": 5, "end_epoch": 6},
+    ]
+    # two trainers' histories one after the other: the epochs restart, so do the ranges
+    assert [(r["start_epoch"], r["end_epoch"]) for r in phase_ranges(history[:2] + history[:2])] == [(0, 2), (0, 2)]
+
+
+def test_human_bytes():
+    assert [human_bytes(n) for n in (None, 512, 1536, 3 * 2**20, 5 * 2**40)] == \
+        ["n/a", "512 B", "1.50 KiB", "3.00 MiB", "5120.00 GiB"]
+
+
+def test_duration_estimate_counts_remaining_epochs_and_evaluations():
+    trainer = types.SimpleNamespace(n_epochs=10, eval_interval=2)
+    message = RunFolderTrainer.duration_message(trainer, 0, 6.0, 2.0)
+    # 9 epochs of 6 s training, evaluations at epochs 2, 4, 6, 8 of 2 s: 62 s
+    assert message.endswith("expect about 62 s for the remaining 9 epoch(s)")
+    assert "epoch 0 took 8.0 s (training 6.0 s, evaluation 2.0 s)" in message
+    assert [format_duration(s) for s in (20, 150, 7200)] == ["20 s", "2.5 min", "2.0 h"]
