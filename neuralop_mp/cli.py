@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "train a model from a config: neuralop-mp train CONFIG [--key value ...]",
     "data": "generate the built-in datasets offline: neuralop-mp data {darcy,navier_stokes,burgers} ...",
     "run": "run an upstream training script with the plugin: neuralop-mp run SCRIPT.py [--mp.* ...] -- [args]",
+    "bench": "run a benchmark: neuralop-mp bench {spectral,optimizer,schedule,gpu} [--quick] [--out DIR]",
 }
 
 
@@ -117,6 +118,10 @@ def main(argv=None):
         from .runner.cli import main as run_main
 
         return run_main(rest)
+    if command == "bench":
+        from .bench.cli import main as bench_main
+
+        return bench_main(rest)
     return _error(f"unknown command {command!r}; choose from: {', '.join(COMMANDS)}.")
 
 
