@@ -32,6 +32,8 @@ _LAZY = {
     "create_optimizer": "neuralop_mp.optim.factory",
     "fno_tensorgrad_param_groups": "neuralop_mp.optim.param_groups",
     "SavedTensorBytes": "neuralop_mp.memory",
+    "model_product_paths": "neuralop_mp.layers.product_paths",
+    "summarize_product_paths": "neuralop_mp.layers.product_paths",
     "enable": "neuralop_mp.runner.activation",
     "disable": "neuralop_mp.runner.activation",
     "enabled": "neuralop_mp.runner.activation",

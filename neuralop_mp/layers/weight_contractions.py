@@ -59,19 +59,6 @@ def dense_weight(weight):
     return torch.einsum(f"{','.join(subscripts)}->{modes}", *[f.to(torch.complex64) for f in factors])
 
 
-def reconstruction_equation(kind, n_operands):
-    """Einsum that rebuilds the dense ``(in, out, *modes)`` weight from ``n_operands`` operands.
-
-    Examples
-    --------
-    >>> reconstruction_equation("cp", 4)
-    'd,ad,bd,cd->abc'
-    """
-    ndim = n_operands if kind == "tt" else n_operands - 1
-    modes = _SYMBOLS[:ndim]
-    return f"{','.join(_factor_subscripts(kind, list(modes), iter(_SYMBOLS[ndim:])))}->{modes}"
-
-
 def _factors(weight, kind):
     if kind == "cp":
         return [weight.weights, *weight.factors]
