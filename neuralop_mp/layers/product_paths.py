@@ -9,12 +9,14 @@ The product is evaluated in one of two ways:
   factorized (CP/Tucker/TT) and separable weights: the einsum over the input and
   the weight's factors, pairwise, in the order with the smallest intermediates.
 
-Its multiplications run in the 16-bit type where the device has 16-bit matrix
-units (CUDA; CPUs with AVX512-BF16/AMX for bfloat16, AVX512-FP16/AMX-FP16 for
-float16), and elsewhere in float32 on operands rounded to 16 bits: the same numbers
-(a product of two 16-bit values is exact in float32) without a slow emulated 16-bit
-matmul; there the pairwise steps use complex64 einsums instead of the real 2x2 block
-form, whose extra copies only pay with 16-bit matrix units. The choice depends only
+Its multiplications run in the 16-bit type on CUDA, and on CPU in float32 on
+operands rounded to 16 bits: the same numbers (a product of two 16-bit values is
+exact in float32). CPUs without 16-bit matrix units would emulate the 16-bit matmul
+(several times slower); on CPUs with them (AVX512-BF16, AMX) these thin per-mode
+matmuls gain little, while the 16-bit real 2x2 block form of the pairwise steps
+costs layout copies that dominated small TFNO steps (1.56x upstream's time at 64^2
+before this choice, docs/benchmarks.md of 2026-12-02). On CPU the pairwise steps
+therefore use one complex64 einsum each. The choice depends only
 on the weight format, the precision, the half type and the device, so it is made
 once per (weight kind, separable, mode, half dtype, device type) and cached; every
 layer records the path of its last forward, which :func:`model_product_paths`
@@ -71,13 +73,16 @@ def _choose(kind, separable, mode, half, device_type):
     if mode == "full" or half is None:
         return ProductPath(kernel, torch.float32, f"{why}; full precision")
     name = _dtype_name(half)
-    if native_half_matmul(half, device_type):
+    if device_type != "cpu" and native_half_matmul(half, device_type):
         return ProductPath(kernel, half, f"{why}; {name} matrix units")
-    return ProductPath(
-        kernel, torch.float32, complex_product="complex" if kernel == PAIRWISE else None, reason=
-        f"{why}; no {name} matrix units on this {device_type.upper()}: {name}-rounded operands multiplied "
-        "in float32 (same numbers as a 16-bit matmul with fp32 accumulation, faster than emulated 16-bit)",
-    )
+    if device_type == "cpu" and native_half_matmul(half, device_type):
+        detail = (f"float32 kernels on {name}-rounded operands: on CPU these thin per-mode matmuls gain "
+                  f"little from {name} units, and the 16-bit forms need extra layout copies")
+    else:
+        detail = (f"no {name} matrix units on this {device_type.upper()}: {name}-rounded operands multiplied "
+                  "in float32 (faster than emulated 16-bit)")
+    return ProductPath(kernel, torch.float32, f"{why}; {detail}; the same numbers as a 16-bit matmul with "
+                       "float32 accumulation", complex_product="complex" if kernel == PAIRWISE else None)
 
 
 def choose_product_path(kind, separable, mode, half, device):
