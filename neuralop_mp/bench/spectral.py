@@ -92,8 +92,13 @@ def _crash_note(exc, device):
     return f"crashes on {device.type.upper()}: {type(exc).__name__}: {message}"
 
 
-def measure_size(arch, res, batch, variants, rounds, device, model_kwargs):
-    """Rows of one (arch, resolution, batch): saved bytes, then interleaved timed rounds."""
+def measure_size(arch, res, batch, variants, rounds, device, model_kwargs, slow_step_s=float("inf")):
+    """Rows of one (arch, resolution, batch): saved bytes, then interleaved timed rounds.
+
+    An autocast variant whose warm-up step took longer than ``slow_step_s`` (emulated
+    16-bit autocast on CPUs without 16-bit matrix units) is not repeated: its time is that
+    one step's (first-call and hook overheads included, small at that duration).
+    """
     torch.manual_seed(0)
     x = torch.randn(batch, 1, res, res, device=device)
     live, rows = {}, {}
@@ -102,16 +107,22 @@ def measure_size(arch, res, batch, variants, rounds, device, model_kwargs):
         model = build(arch, v, model_kwargs, device)
         row = rows[v.name] = dict(model=arch, res=res, batch=batch, variant=v.name)
         try:
+            start = time.perf_counter()
             with SavedTensorBytes(exclude=model.parameters()) as meter, _autocast(v, device):
                 out = model(x)
             row["saved MiB"] = meter.bytes / 2**20
             out.float().square().mean().backward()  # also the warm-up
             del out
+            warmup_s = time.perf_counter() - start
         except Exception as exc:  # upstream's half modes on CPU, e.g. "MKL FFT doesn't support Half"
             row["note"] = _crash_note(exc, device)
             continue
         if v.ours:
             row["product path"] = "; ".join(summarize_product_paths(model))
+        if v.autocast is not None and warmup_s > slow_step_s:
+            row["step s"] = warmup_s
+            row["note"] = "one step only (autocast step slower than --slow-step-s)"
+            continue
         live[v.name] = (model, v, [])
     for _ in range(rounds):
         for model, v, times in live.values():
@@ -138,7 +149,8 @@ def add_ratios(rows):
     return rows
 
 
-def run(quick=False, sizes=None, rounds=None, models=("FNO", "TFNO"), threads=None, device=None):
+def run(quick=False, sizes=None, rounds=None, models=("FNO", "TFNO"), threads=None, device=None,
+        slow_step_s=float("inf")):
     """Measure; returns (markdown body, data dict)."""
     if threads:
         torch.set_num_threads(threads)
@@ -150,7 +162,7 @@ def run(quick=False, sizes=None, rounds=None, models=("FNO", "TFNO"), threads=No
     rows = []
     for arch in models:
         for res, batch in sizes:
-            for row in measure_size(arch, res, batch, VARIANTS, rounds, device, model_kwargs):
+            for row in measure_size(arch, res, batch, VARIANTS, rounds, device, model_kwargs, slow_step_s):
                 rows.append(row)
                 print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()
                        if k != "product path"}, flush=True)
@@ -181,9 +193,20 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=None, help="interleaved timed rounds (default 3)")
     parser.add_argument("--models", nargs="+", default=["FNO", "TFNO"], choices=["FNO", "TFNO"])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--sizes", nargs="+", default=None, metavar="RESxBATCH",
+                        help="e.g. 64x2 256x2 (default: " + " ".join(f"{r}x{b}" for r, b in SIZES) + ")")
+    parser.add_argument("--slow-step-s", type=float, default=float("inf"),
+                        help="autocast rows whose warm-up step took longer are not repeated (default: never)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    body, data = run(quick=args.quick, rounds=args.rounds, models=args.models, threads=args.threads)
+    try:
+        sizes = [tuple(int(n) for n in s.lower().split("x")) for s in args.sizes] if args.sizes else None
+        if sizes and any(len(s) != 2 for s in sizes):
+            raise ValueError
+    except ValueError:
+        parser.error(f"invalid --sizes {' '.join(args.sizes)!r}; expected RESxBATCH items such as 64x2 256x2")
+    body, data = run(quick=args.quick, sizes=sizes, rounds=args.rounds, models=args.models, threads=args.threads,
+                     slow_step_s=args.slow_step_s)
     shown = sys.argv[1:] if argv is None else argv
     command = "neuralop-mp bench spectral " + " ".join(a for a in shown if a != "--update-docs")
     text = header("Spectral layer: step time and saved-for-backward bytes", command.strip()) + "\n" + body
