@@ -29,7 +29,7 @@ from ..precision import (
     normalize_stabilizer,
     resolve_half_dtype,
 )
-from .complex_half import DEFAULT_COMPLEX_PRODUCT, run_plan, to_real_form
+from .complex_half import DEFAULT_COMPLEX_PRODUCT, run_plan, run_plan_rounded, to_real_form
 from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
 from .mode_matmul import dense_mode_product
@@ -315,6 +315,11 @@ class MixedPrecisionSpectralConv(SpectralConv):
             # complex32-stored weights are widened: "full" multiplies in complex64
             wide = [op.to(torch.complex64) if op.dtype != torch.complex64 else op for op in operands]
             out_kept = run_plan(plan, [x_kept] + wide, real_form=False)
+        elif path.complex_product == "complex":
+            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 2 * half.itemsize)
+            out_kept = run_plan_rounded(plan, [x_kept] + operands, half)
+            if fft_half:
+                out_kept = out_kept.to(torch.complex32)
         else:
             plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 2 * half.itemsize)
             real = [to_real_form(t, half) for t in [x_kept] + operands]
@@ -322,7 +327,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
                 plan,
                 real,
                 real_form=True,
-                method=path.complex_product or self.complex_product,
+                method=self.complex_product,
                 compute_dtype=path.compute_dtype,
                 sources=[None] + [t if self._is_parameter_view(t) else None for t in operands],
             )
