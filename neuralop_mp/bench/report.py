@@ -108,3 +108,16 @@ def write_results(name, body, data, out=None, update_docs=False, doc_path=DEFAUL
         update_section(name, body, doc_path)
     print(f"wrote {folder / (name + '.md')} and {name}.json" + (f"; updated {doc_path}" if update_docs else ""))
     return folder
+
+
+def shown_command(prog, argv):
+    """``prog`` and its arguments as a reader would re-run them: without ``--out DIR``/``--update-docs``."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif arg != "--update-docs" and not arg.startswith("--out="):
+            shown.append(arg)
+    return " ".join([prog, *shown])

@@ -31,7 +31,7 @@ import warnings
 import torch
 from neuralop.losses import H1Loss, LpLoss
 
-from .report import add_output_arguments, write_results
+from .report import add_output_arguments, shown_command, write_results
 
 RUNS = {
     "full": None,
@@ -142,7 +142,7 @@ def main(argv=None):
                "saved MB (phase 1)", "phases"]
     table = markdown_table(rows, columns)
     shown = sys.argv[1:] if argv is None else argv
-    command = "neuralop-mp bench schedule" + (" " + " ".join(a for a in shown if a != "--update-docs") if shown else "")
+    command = shown_command("neuralop-mp bench schedule", shown)
     body = (header("Precision schedule: full vs mixed vs schedule (Darcy)", command)
             + f"\nFNO {MODEL['n_layers']} layers, {MODEL['hidden_channels']} channels, "
             f"{MODEL['n_modes'][0]}x{MODEL['n_modes'][1]} modes; built-in Darcy, train {args.n_train} samples "

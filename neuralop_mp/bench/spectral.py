@@ -34,7 +34,7 @@ from ..layers.product_paths import summarize_product_paths
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..memory import SavedTensorBytes
 from ..precision import set_precision
-from .report import add_output_arguments, header, markdown_table, write_results
+from .report import add_output_arguments, header, markdown_table, shown_command, write_results
 
 MODEL = dict(n_modes=(32, 32), hidden_channels=64, n_layers=4)
 QUICK_MODEL = dict(n_modes=(8, 8), hidden_channels=16, n_layers=2)
@@ -207,9 +207,8 @@ def main(argv=None):
         parser.error(f"invalid --sizes {' '.join(args.sizes)!r}; expected RESxBATCH items such as 64x2 256x2")
     body, data = run(quick=args.quick, sizes=sizes, rounds=args.rounds, models=args.models, threads=args.threads,
                      slow_step_s=args.slow_step_s)
-    shown = sys.argv[1:] if argv is None else argv
-    command = "neuralop-mp bench spectral " + " ".join(a for a in shown if a != "--update-docs")
-    text = header("Spectral layer: step time and saved-for-backward bytes", command.strip()) + "\n" + body
+    command = shown_command("neuralop-mp bench spectral", sys.argv[1:] if argv is None else argv)
+    text = header("Spectral layer: step time and saved-for-backward bytes", command) + "\n" + body
     print(text)
     write_results("spectral", text, data, out=args.out, update_docs=args.update_docs)
     return 0

@@ -80,3 +80,10 @@ def test_gpu_shell_script_requires_an_output_folder():
     script = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu.sh"
     done = subprocess.run(["bash", str(script)], capture_output=True, text=True)
     assert done.returncode == 2 and "usage: bash benchmarks/gpu.sh OUT_DIR" in done.stderr
+
+
+def test_shown_command_drops_where_the_results_went():
+    from neuralop_mp.bench.report import shown_command
+
+    argv = ["--quick", "--out", "runs/x", "--update-docs", "--rounds", "3", "--out=runs/y"]
+    assert shown_command("neuralop-mp bench spectral", argv) == "neuralop-mp bench spectral --quick --rounds 3"
