@@ -128,3 +128,12 @@ def test_model_report_lists_every_layer_and_its_path():
     assert rows[0]["input_shape"] == (2, 8, 16, 16)
     (line,) = summarize_product_paths(model)
     assert line.startswith("mixed: mode-batched matmul")
+
+
+def test_autocast_pays_only_with_16_bit_matrix_units(monkeypatch):
+    assert product_paths.autocast_pays(torch.float16, "cuda")  # no device needed: a CUDA property
+    monkeypatch.setattr(product_paths, "native_half_matmul", lambda dtype, device: False)
+    assert not product_paths.autocast_pays(torch.bfloat16, "cpu")
+    monkeypatch.setattr(product_paths, "native_half_matmul", lambda dtype, device: dtype == torch.bfloat16)
+    assert product_paths.autocast_pays(torch.bfloat16, "cpu")
+    assert not product_paths.autocast_pays(torch.float16, "cpu")
