@@ -123,6 +123,9 @@ def test_train_then_eval_reproduces_the_final_metrics_exactly(darcy_root, tmp_pa
     assert "| precision as run " in printed and "half: runs as mixed on CPU, fp32 FFT" in printed
     results = json.loads((out / "results.json").read_text())
     assert results["precision"]["phases"][0]["ran_as"].startswith("half: runs as mixed on CPU, fp32 FFT")
+    # the spectral kernel chosen on this device is reported, not silent
+    assert results["precision"]["product_paths"] and results["precision"]["product_paths"][0].startswith("half: ")
+    assert "| spectral product path " in printed
 
     # the final model, in upstream's save_checkpoint format, with its precision
     saved = neuralop_mp.load_model(out, "model")

@@ -40,6 +40,8 @@ _LAZY = {
     "create_optimizer": "neuralop_mp.optim.factory",
     "fno_tensorgrad_param_groups": "neuralop_mp.optim.param_groups",
     "SavedTensorBytes": "neuralop_mp.memory",
+    "model_product_paths": "neuralop_mp.layers.path_report",
+    "summarize_product_paths": "neuralop_mp.layers.path_report",
     "enable": "neuralop_mp.runner.activation",
     "disable": "neuralop_mp.runner.activation",
     "enabled": "neuralop_mp.runner.activation",

@@ -20,6 +20,7 @@ COMMANDS = {
     "eval": "evaluate a saved model: neuralop-mp eval CHECKPOINT_OR_RUN_DIR [--res 16 32] [--precision MODE]",
     "data": "generate the built-in datasets offline: neuralop-mp data {darcy,navier_stokes,burgers} ...",
     "run": "run an upstream training script with the plugin: neuralop-mp run SCRIPT.py [--mp.* ...] -- [args]",
+    "bench": "run a benchmark: neuralop-mp bench {spectral,optimizer,schedule,gpu} [--quick] [--out DIR]",
 }
 
 
@@ -259,8 +260,15 @@ def _run_command(argv):
     return run_main(argv)
 
 
+def _bench_command(argv):
+    from .bench.cli import main as bench_main
+
+    return bench_main(argv)
+
+
 # command -> function(argv) -> exit code; the help lines are in COMMANDS
-HANDLERS = {"train": train_command, "eval": eval_command, "data": _data_command, "run": _run_command}
+HANDLERS = {"train": train_command, "eval": eval_command, "data": _data_command, "run": _run_command,
+            "bench": _bench_command}
 
 
 def main(argv=None):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from .layers.path_report import summarize_product_paths
 from .precision_policy import PrecisionPolicy
 from .run_setup import RunSetupError, check_writable, resolve_device  # noqa: F401 (resolve_device re-exported)
 from .vocabulary import none_if_null
@@ -370,6 +371,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             "final_mode": history[-1].get("precision") if history else policy.fno_block_precision,
             "half_dtype": f"{policy.half_dtype} ({str(half_dtype).replace('torch.', '')})",
             "spectral_weight_dtype": policy.spectral_weight_dtype,
+            # the kernel each spectral layer chose on this device in the last forward (evaluation)
+            "product_paths": summarize_product_paths(model),
         },
         "skipped_steps": sum(int(h.get("skipped_steps") or 0) for h in history),
         "memory": memory_figures(model, optimizer, history),

@@ -78,6 +78,7 @@ def summary_rows(result):
         ("precision (final)", f"{precision['final_mode']} (half_dtype {precision['half_dtype']})"),
         ("precision phases", phases or str(precision["schedule"])),
         *(("precision as run", text) for text in ran_as),
+        *(("spectral product path", text) for text in precision.get("product_paths", [])),
         ("spectral weights stored in", precision.get("spectral_weight_dtype", "complex64")),
         ("skipped steps (inf/nan)", str(result["skipped_steps"])),
         ("parameters", f"{memory['n_params']:,} ({human_bytes(memory['params_bytes'])})"),

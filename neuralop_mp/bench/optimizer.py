@@ -1,7 +1,7 @@
 """Benchmark: optimizer-state memory, step time and total training memory of TensorGRaD.
 
-Run ``python -m neuralop_mp.bench.optimizer`` (``--quick`` skips the large model and
-the accuracy run). It compares, on FNO models from small to FNO_Large2d-like
+Run ``neuralop-mp bench optimizer [--out DIR] [--update-docs]`` (``--quick``: the
+tiny model only, no accuracy run). It compares, on FNO models from small to FNO_Large2d-like
 (128 channels, 64 x 64 modes):
 
 - torch's ``AdamW``; upstream ``neuralop.training.AdamW`` dense and with its
@@ -27,7 +27,7 @@ import torch
 from neuralop.models import FNO
 
 from ..memory import SavedTensorBytes
-from .report import header, markdown_table, update_section
+from .report import add_output_arguments, header, markdown_table, write_results
 
 SIZES = {
     # name: (hidden channels, modes per dim, layers, resolution, batch) for activations
@@ -36,6 +36,10 @@ SIZES = {
     "large2d": (128, 64, 2, 128, 2),  # 2 layers keep the CPU run short; ratios do not depend on depth
 }
 OPTIMIZERS = ("torch_adamw", "upstream_adamw", "upstream_galore", "tensorgrad", "tensorgrad_bf16", "galore", "sparse")
+
+
+# (hidden, modes, layers, resolution, batch) of --quick: checks the benchmark runs, in seconds
+QUICK_SIZE = (8, 6, 2, 16, 2)
 
 
 def build_fno(size, conv_module=None):
@@ -221,11 +225,13 @@ def darcy_accuracy(runs, epochs=8, lr=5e-3, scale=4.0):
 
 def main(argv=None):
     torch.set_num_threads(1)  # a shared 2-core box: one thread avoids oversubscription stalls
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="skip the large model and the accuracy run")
-    parser.add_argument("--no-write", action="store_true", help="print only, do not update docs/benchmarks.md")
+    parser = argparse.ArgumentParser(prog="neuralop-mp bench optimizer", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny model only, no accuracy run (seconds)")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
-    sizes = ["small", "medium"] if args.quick else list(SIZES)
+    if args.quick:
+        SIZES.setdefault("quick", QUICK_SIZE)
+    sizes = ["quick"] if args.quick else [s for s in SIZES if s != "quick"]
 
     state_rows, memory_rows = [], []
     for size in sizes:
@@ -246,7 +252,7 @@ def main(argv=None):
     if not args.quick:
         accuracy_rows = darcy_accuracy(ACCURACY_RUNS)
 
-    command = "python -m neuralop_mp.bench.optimizer" + (" --quick" if args.quick else "")
+    command = "neuralop-mp bench optimizer" + (" --quick" if args.quick else "")
     body = [header("Optimizer state and training memory (TensorGRaD)", command)]
     body.append("Sizes (hidden, modes, layers, activation resolution, batch): "
                 + "; ".join(f"{k} = {v}" for k, v in SIZES.items() if k in sizes) + ".\n")
@@ -268,9 +274,10 @@ def main(argv=None):
                     "cosine schedule, gap 10, TensorGRaD scale 4 (no weight decay)\n")
         body.append(markdown_table(accuracy_rows, ["optimizer", "weights", "test_rel_L2", "train_s"]))
     text = "\n".join(body)
-    if not args.no_write:
-        update_section("optimizer", text)
     print(text)
+    data = dict(sizes={k: v for k, v in SIZES.items() if k in sizes}, optimizer_state=state_rows,
+                training_memory=memory_rows, accuracy=accuracy_rows)
+    write_results("optimizer", text, data, out=args.out, update_docs=args.update_docs)
     return 0
 
 

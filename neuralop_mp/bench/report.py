@@ -1,9 +1,16 @@
-"""Writing benchmark tables into docs/benchmarks.md, one named section per benchmark.
+"""Where benchmark results go: a run folder, and docs/benchmarks.md only when asked.
 
-Each benchmark owns the text between ``<!-- BEGIN name -->`` and ``<!-- END name -->``
-so re-running one benchmark replaces its own section and leaves the others alone.
+Every benchmark writes ``<name>.md`` (its section: header, tables) and
+``<name>.json`` (the measured rows) into ``--out DIR`` (default
+``./runs/bench-<name>-<YYYYmmdd-HHMMSS>``). Only ``--update-docs`` also rewrites
+its section of docs/benchmarks.md, the text between ``<!-- BEGIN name -->`` and
+``<!-- END name -->``, so one benchmark never touches another's section and a
+user measuring their own machine never edits the docs by accident.
 """
 import datetime
+import json
+import math
+import os
 import platform
 from pathlib import Path
 
@@ -55,3 +62,62 @@ def markdown_table(rows, columns):
     for r in rows:
         lines.append("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |")
     return "\n".join(lines)
+
+
+def add_output_arguments(parser):
+    """``--out DIR`` and ``--update-docs``, shared by every benchmark."""
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="folder for the markdown and JSON results (default: ./runs/bench-NAME-TIMESTAMP)")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="also rewrite this benchmark's section of docs/benchmarks.md")
+    return parser
+
+
+def default_output_dir(name, now=None):
+    """``./runs/bench-<name>-<YYYYmmdd-HHMMSS>``."""
+    stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"bench-{name}-{stamp}"
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def write_results(name, body, data, out=None, update_docs=False, doc_path=DEFAULT_DOC):
+    """Write ``<name>.md`` and ``<name>.json`` into ``out``; with ``update_docs`` also the docs section.
+
+    Returns the output folder. ``data`` is made JSON-safe (non-finite floats become
+    null, other objects their ``str``).
+    """
+    folder = Path(out) if out else default_output_dir(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.md").write_text(body.rstrip() + "\n")
+    payload = {"benchmark": name, "device": device_description(), "date": datetime.date.today().isoformat(),
+               "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+               **_jsonable(data)}
+    (folder / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    if update_docs:
+        update_section(name, body, doc_path)
+    print(f"wrote {folder / (name + '.md')} and {name}.json" + (f"; updated {doc_path}" if update_docs else ""))
+    return folder
+
+
+def shown_command(prog, argv):
+    """``prog`` and its arguments as a reader would re-run them: without ``--out DIR``/``--update-docs``."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif arg != "--update-docs" and not arg.startswith("--out="):
+            shown.append(arg)
+    return " ".join([prog, *shown])

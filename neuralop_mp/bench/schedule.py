@@ -1,9 +1,9 @@
 """Benchmark: accuracy and time of full vs mixed vs precision-schedule training on Darcy.
 
-Run ``python -m neuralop_mp.bench.schedule`` (about 3-5 minutes on 2 CPU cores). It
+Run ``neuralop-mp bench schedule`` (about 3-5 minutes on 2 CPU cores). It
 trains the same FNO, from the same initial weights and with the same data order,
-once per (run, seed) and writes the table to the "schedule" section of
-docs/benchmarks.md.
+once per (run, seed) and writes the table to ``--out DIR`` (with ``--update-docs``
+also to the "schedule" section of docs/benchmarks.md).
 
 Runs:
 
@@ -30,6 +30,8 @@ import warnings
 
 import torch
 from neuralop.losses import H1Loss, LpLoss
+
+from .report import add_output_arguments, shown_command, write_results
 
 RUNS = {
     "full": None,
@@ -92,7 +94,9 @@ def phases_text(history):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="neuralop-mp bench schedule", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="1 epoch, 1 seed, 64 training samples, runs full and mixed (seconds)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--n-train", type=int, default=500)
@@ -100,13 +104,15 @@ def main(argv=None):
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice); 1 is faster on a busy machine")
-    parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/ alone")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.seeds, args.n_train, args.runs = 1, [0], 64, ["full", "mixed"]
     if args.threads:
         torch.set_num_threads(args.threads)
 
     import neuralop_mp
-    from neuralop_mp.bench.report import header, markdown_table, update_section
+    from neuralop_mp.bench.report import header, markdown_table
 
     warnings.filterwarnings("ignore", category=UserWarning)  # upstream's unused-kwargs chatter
     with contextlib.redirect_stdout(io.StringIO()):
@@ -136,7 +142,7 @@ def main(argv=None):
                "saved MB (phase 1)", "phases"]
     table = markdown_table(rows, columns)
     shown = sys.argv[1:] if argv is None else argv
-    command = "python -m neuralop_mp.bench.schedule" + (" " + " ".join(shown) if shown else "")
+    command = shown_command("neuralop-mp bench schedule", shown)
     body = (header("Precision schedule: full vs mixed vs schedule (Darcy)", command)
             + f"\nFNO {MODEL['n_layers']} layers, {MODEL['hidden_channels']} channels, "
             f"{MODEL['n_modes'][0]}x{MODEL['n_modes'][1]} modes; built-in Darcy, train {args.n_train} samples "
@@ -150,8 +156,9 @@ def main(argv=None):
             "within one run).\n\n"
             + table + "\n")
     print(table)
-    if not args.no_write:
-        print(f"wrote {update_section('schedule', body)}", file=sys.stderr)
+    write_results("schedule", body, dict(rows=rows, epochs=args.epochs, seeds=args.seeds, n_train=args.n_train,
+                                         threads=torch.get_num_threads()),
+                  out=args.out, update_docs=args.update_docs)
     return 0
 
 

@@ -1,205 +1,216 @@
-"""Benchmark: memory and step time of FNO/TFNO with upstream's and our spectral layer.
+"""Benchmark: step time and saved-for-backward bytes of FNO/TFNO, upstream's layer vs ours.
 
-For FNO and TFNO 2D (4 layers, 64 hidden channels, 32 modes) at several resolutions,
-measures per training step:
+For FNO and TFNO 2D (4 layers, 64 hidden channels, 32x32 modes) at each (resolution,
+batch), one training step (forward + backward) of:
 
-- bytes of tensors saved for backward (``neuralop_mp.memory.SavedTensorBytes``,
-  parameters excluded; device independent),
-- forward+backward time (median over repetitions),
-- on CUDA, ``torch.cuda.max_memory_allocated``,
+- upstream neuraloperator in full precision, upstream's own ``fno_block_precision``
+  "mixed" and "half" (on CPU they crash: the row says so), upstream under
+  ``torch.autocast``;
+- our layer in full precision, "mixed" bfloat16 with and without autocast, "mixed"
+  float16 with tanh.
 
-for upstream full precision, upstream's own "mixed"/"half" (or the error they raise),
-upstream under ``torch.autocast``, and our layer in each mode and half type (under
-autocast for the 16-bit modes), with ratios to upstream full. Writes the table to
-docs/benchmarks.md (section "spectral").
+Variants are interleaved: each round times every variant once, and the table shows
+the median over rounds, so load from other processes hits all variants alike
+(ratios from one run are what to compare; absolute seconds depend on the load,
+printed with the table). Memory is the bytes autograd saves for backward
+(parameters excluded): device independent. The spectral product path each of our
+rows used is listed under the table.
 
-Usage: ``python -m neuralop_mp.bench.spectral [--quick] [--batch 4] [--resolutions 64 128]``
+Usage: ``neuralop-mp bench spectral [--quick] [--out DIR] [--update-docs]``
+(or ``python -m neuralop_mp.bench.spectral``).
 """
 import argparse
+import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 from neuralop.models import FNO, TFNO
 
 from ..layers.complex_half import native_half_matmul
+from ..layers.path_report import summarize_product_paths
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..memory import SavedTensorBytes
 from ..layers.precision_switch import set_precision
-from .report import header, markdown_table, update_section
+from .report import add_output_arguments, header, markdown_table, shown_command, write_results
 
-HALF = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _variants(device):
-    """(name, model class kwargs, upstream precision, our (mode, half, stabilizer) or None, autocast dtype)."""
-    auto = torch.float16 if device.type == "cuda" else torch.bfloat16
-    rows = [
-        ("upstream full", None, "full", None),
-        ("upstream mixed", None, "mixed", None),
-        ("upstream half", None, "half", None),
-        (f"upstream + autocast {str(auto)[6:]}", None, "full", auto),
-        ("ours full", ("full", "auto", None), None, None),
-    ]
-    for half in ("bfloat16", "float16"):
-        stab = "tanh" if half == "float16" else None
-        rows.append((f"ours mixed {half} + autocast", ("mixed", half, stab), None, HALF[half]))
-        rows.append((f"ours half {half} + autocast", ("half", half, stab), None, HALF[half]))
-    rows.append(("ours mixed bfloat16, no autocast", ("mixed", "bfloat16", None), None, None))
-    return rows
+MODEL = dict(n_modes=(32, 32), hidden_channels=64, n_layers=4)
+QUICK_MODEL = dict(n_modes=(8, 8), hidden_channels=16, n_layers=2)
+SIZES = [(64, 1), (64, 2), (128, 2), (256, 2), (64, 32)]  # (resolution, batch)
+QUICK_SIZES = [(32, 2)]
 
 
-def _build(arch, ours, upstream_mode, device):
+@dataclass(frozen=True)
+class Variant:
+    """One row: whose layer, its precision and the autocast dtype around the model."""
+
+    name: str
+    ours: bool
+    mode: str
+    half_dtype: str = "bfloat16"
+    stabilizer: str = None
+    autocast: torch.dtype = None
+
+
+VARIANTS = [
+    Variant("upstream full", False, "full"),
+    Variant("upstream mixed", False, "mixed"),
+    Variant("upstream half", False, "half"),
+    Variant("upstream + autocast bfloat16", False, "full", autocast=torch.bfloat16),
+    Variant("ours full", True, "full"),
+    Variant("ours mixed bfloat16 + autocast", True, "mixed", autocast=torch.bfloat16),
+    Variant("ours mixed bfloat16", True, "mixed"),
+    Variant("ours mixed float16 + tanh", True, "mixed", "float16", "tanh"),
+]
+
+
+def build(arch, variant, model_kwargs, device):
     cls = FNO if arch == "FNO" else TFNO
-    kwargs = dict(n_modes=(32, 32), in_channels=1, out_channels=1, hidden_channels=64, n_layers=4)
-    if ours is None:
-        model = cls(fno_block_precision=upstream_mode, **kwargs)
-    else:
-        model = cls(conv_module=MixedPrecisionSpectralConv, **kwargs)
-        mode, half, stab = ours
-        set_precision(model, mode, half_dtype=half, stabilizer=stab)
+    kwargs = dict(in_channels=1, out_channels=1, **model_kwargs)
+    if not variant.ours:
+        return cls(fno_block_precision=variant.mode, **kwargs).to(device)
+    model = cls(conv_module=MixedPrecisionSpectralConv, **kwargs)
+    set_precision(model, variant.mode, half_dtype=variant.half_dtype, stabilizer=variant.stabilizer)
     return model.to(device)
 
 
-def _step(model, x, autocast):
-    device_type = x.device.type
-    with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
+def _autocast(variant, device):
+    return torch.autocast(device.type, dtype=variant.autocast or torch.float32, enabled=variant.autocast is not None)
+
+
+def _step(model, x, variant, device):
+    model.zero_grad(set_to_none=True)
+    with _autocast(variant, device):
         out = model(x)
     out.float().square().mean().backward()
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def _crash_note(exc, device):
+    message = str(exc).strip().splitlines()[0][:90]
+    return f"crashes on {device.type.upper()}: {type(exc).__name__}: {message}"
 
 
-def measure(arch, variant, resolution, batch, reps, device, max_forward_s=float("inf")):
-    name, ours, upstream_mode, autocast = variant
+def measure_size(arch, res, batch, variants, rounds, device, model_kwargs, slow_step_s=float("inf")):
+    """Rows of one (arch, resolution, batch): saved bytes, then interleaved timed rounds.
+
+    An autocast variant whose warm-up step took longer than ``slow_step_s`` (emulated
+    16-bit autocast on CPUs without 16-bit matrix units) is not repeated: its time is that
+    one step's (first-call and hook overheads included, small at that duration).
+    """
     torch.manual_seed(0)
-    model = _build(arch, ours, upstream_mode, device)
-    x = torch.randn(batch, 1, resolution, resolution, device=device)
-    row = dict(model=arch, res=resolution, variant=name)
-    try:
-        with torch.no_grad(), torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-            model(x)  # warm-up: kernel selection, plan caches
-        start = time.perf_counter()
-        with SavedTensorBytes(exclude=model.parameters()) as meter:
-            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+    x = torch.randn(batch, 1, res, res, device=device)
+    live, rows = {}, {}
+    for v in variants:
+        torch.manual_seed(0)
+        model = build(arch, v, model_kwargs, device)
+        row = rows[v.name] = dict(model=arch, res=res, batch=batch, variant=v.name)
+        try:
+            start = time.perf_counter()
+            with SavedTensorBytes(exclude=model.parameters()) as meter, _autocast(v, device):
                 out = model(x)
-        forward_s = time.perf_counter() - start
-        row["saved MiB"] = meter.bytes / 2**20
-        out.float().square().mean().backward()
-        del out
-    except Exception as exc:  # upstream's half modes on CPU, e.g. "not implemented for 'ComplexHalf'"
-        message = str(exc).strip().splitlines()[0][:90]
-        row["note"] = f"crashes on {device.type.upper()}: {type(exc).__name__}: {message}"
-        return row
-    if forward_s > max_forward_s:
-        row["note"] = f"timing skipped: one forward took {forward_s:.0f} s"
-        return row
-    times = []
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    for _ in range(reps):
-        model.zero_grad(set_to_none=True)
-        _sync(device)
-        start = time.perf_counter()
-        _step(model, x, autocast)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    row["step s"] = statistics.median(times)
-    if device.type == "cuda":
-        row["cuda peak MiB"] = torch.cuda.max_memory_allocated() / 2**20
-    return row
-
-
-def compare_complex_products(device, batch, reps=5):
-    """Time of the dense spectral product (64 channels, 32x17 modes) per complex-product method."""
-    from ..layers.complex_half import compute_dtype_for, complex_einsum_pair, to_real_form
-
-    eq = "bixy,ioxy->boxy"
-    x = torch.randn(batch, 64, 32, 17, dtype=torch.cfloat, device=device)
-    w = torch.randn(64, 64, 32, 17, dtype=torch.cfloat, device=device)
-    rows = []
-    for half in ("bfloat16", "float16"):
-        dtype = HALF[half]
-        a = to_real_form(x, dtype).requires_grad_()
-        b = to_real_form(w, dtype).requires_grad_()
-        for method in ("block", "gauss"):
-            times = []
-            for _ in range(reps + 1):
-                _sync(device)
-                start = time.perf_counter()
-                out = complex_einsum_pair(eq, a, b, method=method)
-                out.float().sum().backward()
-                _sync(device)
-                times.append(time.perf_counter() - start)
-            rows.append(dict(half=half, method=method, compute=str(compute_dtype_for(dtype, device))[6:],
-                             **{"fwd+bwd ms": 1e3 * statistics.median(times[1:])}))
-    return rows
+            row["saved MiB"] = meter.bytes / 2**20
+            out.float().square().mean().backward()  # also the warm-up
+            del out
+            warmup_s = time.perf_counter() - start
+        except Exception as exc:  # upstream's half modes on CPU, e.g. "MKL FFT doesn't support Half"
+            row["note"] = _crash_note(exc, device)
+            continue
+        if v.ours:
+            row["product path"] = "; ".join(summarize_product_paths(model))
+        if v.autocast is not None and warmup_s > slow_step_s:
+            row["step s"] = warmup_s
+            row["note"] = "one step only (autocast step slower than --slow-step-s)"
+            continue
+        live[v.name] = (model, v, [])
+    for _ in range(rounds):
+        for model, v, times in live.values():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            _step(model, x, v, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    for name, (_, _, times) in live.items():
+        rows[name]["step s"] = statistics.median(times)
+    return list(rows.values())
 
 
 def add_ratios(rows):
-    base = {(r["model"], r["res"]): r for r in rows if r["variant"] == "upstream full"}
+    """``saved / up. full`` and ``time / up. full`` against upstream full of the same size."""
+    base = {(r["model"], r["res"], r["batch"]): r for r in rows if r["variant"] == "upstream full"}
     for r in rows:
-        b = base.get((r["model"], r["res"]))
-        if b is None:
-            continue
+        b = base.get((r["model"], r["res"], r["batch"]))
         for key, ratio in (("saved MiB", "saved / up. full"), ("step s", "time / up. full")):
-            if key in r and key in b:
+            if b is not None and key in r and key in b:
                 r[ratio] = r[key] / b[key]
     return rows
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="resolutions 32 and 64 only, 1 repetition")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default 4 on CUDA, 2 on CPU)")
-    parser.add_argument("--resolutions", type=int, nargs="+", default=None)
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per row")
-    parser.add_argument("--models", nargs="+", default=["FNO", "TFNO"], choices=["FNO", "TFNO"])
-    parser.add_argument("--max-forward-s", type=float, default=60.0,
-                        help="skip the timed steps of a row whose first forward took longer (slow CPU bf16)")
-    parser.add_argument("--no-write", action="store_true", help="print only, do not update docs/benchmarks.md")
-    args = parser.parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cuda = device.type == "cuda"
-    resolutions = args.resolutions or ([32, 64] if args.quick else ([64, 128, 256, 512, 1024] if cuda else [64, 128, 256]))
-    batch = args.batch or (4 if cuda else 2)
-    reps = args.reps or (5 if cuda else 1)
+def run(quick=False, sizes=None, rounds=None, models=("FNO", "TFNO"), threads=None, device=None,
+        slow_step_s=float("inf")):
+    """Measure; returns (markdown body, data dict)."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(device or "cpu")
+    sizes = sizes or (QUICK_SIZES if quick else SIZES)
+    rounds = rounds or (1 if quick else 3)
+    model_kwargs = QUICK_MODEL if quick else MODEL
+    load_before = os.getloadavg()[0]
     rows = []
-    for arch in args.models:
-        for res in resolutions:
-            for variant in _variants(device):
-                row = measure(arch, variant, res, batch, reps if res < 256 or cuda else 1, device,
-                              args.max_forward_s)
+    for arch in models:
+        for res, batch in sizes:
+            for row in measure_size(arch, res, batch, VARIANTS, rounds, device, model_kwargs, slow_step_s):
                 rows.append(row)
-                print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+                print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()
+                       if k != "product path"}, flush=True)
     add_ratios(rows)
-    products = compare_complex_products(device, batch)
-    product_table = markdown_table(products, ["half", "method", "compute", "fwd+bwd ms"])
-    print(product_table)
-    columns = ["model", "res", "variant", "saved MiB", "saved / up. full", "step s", "time / up. full"]
-    if cuda:
-        columns.append("cuda peak MiB")
-    columns.append("note")
+    load_after = os.getloadavg()[0]
+    columns = ["model", "res", "batch", "variant", "saved MiB", "saved / up. full", "step s", "time / up. full",
+               "note"]
     table = markdown_table(rows, columns)
-    print(table)
-    if not args.no_write:
-        command = "python -m neuralop_mp.bench.spectral " + " ".join(argv if argv is not None else sys.argv[1:])
-        native = native_half_matmul(torch.bfloat16, device)
-        body = (
-            header("Spectral layer: saved-for-backward bytes and step time", command.strip())
-            + f"\nFNO/TFNO 2D, 4 layers, 64 hidden channels, 32x32 modes, batch {batch}; "
-            f"native bf16 matmul on this device: {native}. Ratios are to upstream full precision "
-            "at the same resolution.\n\n" + table + "\n"
-            + "\nComplex product in real arithmetic (dense 64x64 channels, 32x17 modes, "
-            f"batch {batch}):\n\n" + product_table + "\n"
-        )
-        if not cuda:
-            body += "\nGPU rows (512^2, 1024^2, cuda peak memory, fp16 FFTs): pending, no GPU in this session.\n"
-        update_section("spectral", body)
+    paths = sorted({r["product path"] for r in rows if r.get("product path")})
+    native = native_half_matmul(torch.bfloat16, device)
+    modes, hidden, layers = model_kwargs["n_modes"], model_kwargs["hidden_channels"], model_kwargs["n_layers"]
+    body = (
+        f"FNO/TFNO 2D, {layers} layers, {hidden} hidden channels, {modes[0]}x{modes[1]} modes; "
+        f"{torch.get_num_threads()} torch thread(s); native bfloat16 matmul on this device: {native}. "
+        f"Median over {rounds} interleaved round(s) of one training step each; ratios are to upstream full "
+        f"precision at the same size. Load average (1 min) before / after: {load_before:.1f} / {load_after:.1f}.\n\n"
+        + table + "\n\nSpectral product paths of our rows (`neuralop_mp.model_product_paths`):\n\n"
+        + "\n".join(f"- {p}" for p in paths) + "\n"
+    )
+    data = dict(rows=rows, model=model_kwargs, rounds=rounds, threads=torch.get_num_threads(),
+                native_bf16_matmul=native, load_average_before=load_before, load_average_after=load_after)
+    return body, data
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="neuralop-mp bench spectral", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small model at 32^2, one round (seconds)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved timed rounds (default 3)")
+    parser.add_argument("--models", nargs="+", default=["FNO", "TFNO"], choices=["FNO", "TFNO"])
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--sizes", nargs="+", default=None, metavar="RESxBATCH",
+                        help="e.g. 64x2 256x2 (default: " + " ".join(f"{r}x{b}" for r, b in SIZES) + ")")
+    parser.add_argument("--slow-step-s", type=float, default=float("inf"),
+                        help="autocast rows whose warm-up step took longer are not repeated (default: never)")
+    add_output_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        sizes = [tuple(int(n) for n in s.lower().split("x")) for s in args.sizes] if args.sizes else None
+        if sizes and any(len(s) != 2 for s in sizes):
+            raise ValueError
+    except ValueError:
+        parser.error(f"invalid --sizes {' '.join(args.sizes)!r}; expected RESxBATCH items such as 64x2 256x2")
+    body, data = run(quick=args.quick, sizes=sizes, rounds=args.rounds, models=args.models, threads=args.threads,
+                     slow_step_s=args.slow_step_s)
+    command = shown_command("neuralop-mp bench spectral", sys.argv[1:] if argv is None else argv)
+    text = header("Spectral layer: step time and saved-for-backward bytes", command) + "\n" + body
+    print(text)
+    write_results("spectral", text, data, out=args.out, update_docs=args.update_docs)
     return 0
 
 

@@ -10,6 +10,10 @@ contraction ``C = A . B`` is evaluated as real contractions:
   real einsum computes ``Cr = Ar Br - Ai Bi`` and ``Ci = Ar Bi + Ai Br`` with the
   subtraction inside the matmul's fp32 accumulator; the result is rounded to the
   16-bit type once.
+- ``"complex"``: the 16-bit operands widened to complex64 (complex128 with a
+  float64 ``compute_dtype``) and multiplied by one complex einsum: no 2x2 block to
+  build, so the fastest form where the products run in float32 anyway (no 16-bit
+  matrix units); needs a float32/float64 ``compute_dtype``.
 - ``"gauss"`` (3 real products): ``k1 = (Ar + Ai) Br``, ``k2 = Ar (Bi - Br)``,
   ``k3 = Ai (Br + Bi)``; ``Cr = k1 - k3``, ``Ci = k1 + k2``. 25% fewer multiplies,
   but three kernel launches, extra elementwise passes, and cancellation in
@@ -37,7 +41,7 @@ import functools
 
 import torch
 
-COMPLEX_PRODUCTS = ("block", "gauss")
+COMPLEX_PRODUCTS = ("block", "gauss", "complex")
 DEFAULT_COMPLEX_PRODUCT = "block"
 
 _SYMBOLS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -92,6 +96,11 @@ def _product(equation, a, b, method, compute_dtype):
     """Real-form ``einsum(equation, A, B)`` for complex A, B; returns real form in compute_dtype."""
     a, b = a.to(compute_dtype), b.to(compute_dtype)
     (sa, sb), so = equation.split("->")[0].split(","), equation.split("->")[1]
+    if method == "complex":
+        if compute_dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"complex_product='complex' needs a float32/float64 compute_dtype, got {compute_dtype}.")
+        product = torch.einsum(equation, torch.view_as_complex(a.contiguous()), torch.view_as_complex(b.contiguous()))
+        return torch.view_as_real(product)
     if method == "block":
         s, t = _spare_symbols(equation, 2)
         # expand the smaller operand: the 2x2 block doubles its size
@@ -166,8 +175,9 @@ def complex_einsum_pair(equation, a, b, *, method=DEFAULT_COMPLEX_PRODUCT, compu
         Einsum over the complex shapes (without the trailing real/imag axis).
     a, b : torch.Tensor
         Real-form operands (``(..., 2)``) of the same 16-bit dtype.
-    method : {"block", "gauss"}
-        4-product block form or Gauss's 3-product form.
+    method : {"block", "gauss", "complex"}
+        4-product block form, Gauss's 3-product form, or one complex einsum of the
+        widened operands (float32/float64 ``compute_dtype`` only).
     compute_dtype : torch.dtype, optional
         Dtype the products run in; by default the operands' dtype where the
         hardware multiplies it natively, else float32.
@@ -209,3 +219,42 @@ def run_plan(plan, operands, *, real_form, method=DEFAULT_COMPLEX_PRODUCT, compu
         else:
             current.append((torch.einsum(step, a, b), None))
     return current[0][0]
+
+
+def _rounded(z, half):
+    """Complex64 ``z`` with its real and imaginary parts rounded to ``half``."""
+    return torch.view_as_complex(torch.view_as_real(z).to(half).float())
+
+
+def _run_rounded(plan, operands, half):
+    """Pairwise complex64 einsums of the plan on operands rounded to ``half``; result rounded too.
+
+    Intermediates stay complex64 (float32 accumulation along the whole chain): one
+    rounding per operand and one of the result, as for a single 16-bit matmul.
+    """
+    current = [_rounded(t, half) for t in operands]
+    for (i, j), step in zip(plan.path, plan.steps):
+        a, b = current[i], current[j]
+        for k in sorted((i, j), reverse=True):
+            current.pop(k)
+        current.append(torch.einsum(step, a, b))
+    return _rounded(current[0], half)
+
+
+def run_plan_rounded(plan, operands, half):
+    """Evaluate ``plan`` in complex64 on operands rounded to ``half``; the result rounded too.
+
+    The float32-compute form of a 16-bit pairwise plan (CPU): one rounding per
+    operand and one of the result, float32 accumulation through the chain (fewer
+    roundings than the real-form path, which rounds every intermediate), and
+    gradients that flow back through the roundings in ``half``. Autograd keeps the
+    complex64 operands of each step: batch x channels x modes sized, so a constant
+    few MB per layer, against which the kernel count of the real-form path made
+    small TFNO steps slower than upstream's.
+
+    Returns
+    -------
+    torch.Tensor
+        Complex64 result.
+    """
+    return _run_rounded(plan, [op.to(torch.complex64) for op in operands], half)

@@ -27,15 +27,16 @@ class _RealFFTN(torch.autograd.Function):
     def backward(ctx, grad):
         shape, dtype, dims, norm = ctx.meta
         last = dims[-1]
+        n = shape[last]
         # y = R F x (R keeps the first n//2+1 frequencies of the last axis), so
-        # dL/dx = Re(F^H R^T g): zero-pad the dropped half, inverse FFT, real part
-        missing = shape[last] - grad.shape[last]
-        if missing:
-            pad_shape = list(grad.shape)
-            pad_shape[last] = missing
-            grad = torch.cat((grad, grad.new_zeros(pad_shape)), dim=last)
-        full = torch.fft.ifftn(grad, dim=dims, norm=_ADJOINT_NORM[norm])
-        return full.real.to(dtype), None, None
+        # dL/dx = Re(F^H R^T g). irfftn computes exactly that sum when the columns it
+        # counts twice (all but the zero and, for even n, the Nyquist frequency) are
+        # halved: one complex-to-real transform instead of zero-padding the missing
+        # half and a full complex inverse transform
+        halved = grad.clone()
+        halved.narrow(last, 1, (n + 1) // 2 - 1).mul_(0.5)
+        sizes = [shape[d] for d in dims]
+        return torch.fft.irfftn(halved, s=sizes, dim=dims, norm=_ADJOINT_NORM[norm]).to(dtype), None, None
 
 
 def rfftn(x, dim, norm="backward"):

@@ -31,10 +31,12 @@ from ..vocabulary import (
     normalize_stabilizer,
     resolve_half_dtype,
 )
-from .complex_half import DEFAULT_COMPLEX_PRODUCT, compute_dtype_for, run_plan, to_real_form
+from .complex_half import DEFAULT_COMPLEX_PRODUCT, run_plan, run_plan_rounded, to_real_form
 from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
 from .input_checks import check_input, check_layer_arguments
+from .mode_matmul import dense_mode_product
+from .product_paths import MODE_BATCHED, choose_product_path
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
 from .weight_storage import layer_weight_dtype, store_layer_weights
 
@@ -343,21 +345,39 @@ class MixedPrecisionSpectralConv(SpectralConv):
         slices = self._mode_slices(fft_size, kept)
         x_kept = spectrum[slices]
         equation = spectral_equation(kind, x_kept.ndim, self.separable)
-        itemsize = 8 if mode == "full" else 2 * half.itemsize
-        plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], itemsize)
-
-        if mode == "full":
+        path = choose_product_path(kind, self.separable, mode, half, x.device)
+        self.last_product_path = {
+            "input_shape": (batch, self.in_channels, *spatial),
+            "mode": mode,
+            "half_dtype": None if half is None else str(half).replace("torch.", ""),
+            "fft": "float16 (cuFFT)" if fft_half else "float32",
+            "kernel": path.kernel,
+            "compute_dtype": str(path.compute_dtype).replace("torch.", ""),
+            "reason": path.reason,
+        }
+        if path.kernel == MODE_BATCHED:
+            out_kept = dense_mode_product(x_kept, operands[0], half, path.compute_dtype)
+            if fft_half:
+                out_kept = out_kept.to(torch.complex32)
+        elif mode == "full":
+            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 8)
             # complex32-stored weights are widened: "full" multiplies in complex64
             wide = [op.to(torch.complex64) if op.dtype != torch.complex64 else op for op in operands]
             out_kept = run_plan(plan, [x_kept] + wide, real_form=False)
+        elif path.complex_product == "complex":
+            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 2 * half.itemsize)
+            out_kept = run_plan_rounded(plan, [x_kept] + operands, half)
+            if fft_half:
+                out_kept = out_kept.to(torch.complex32)
         else:
+            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 2 * half.itemsize)
             real = [to_real_form(t, half) for t in [x_kept] + operands]
             out = run_plan(
                 plan,
                 real,
                 real_form=True,
                 method=self.complex_product,
-                compute_dtype=compute_dtype_for(half, x.device),
+                compute_dtype=path.compute_dtype,
                 sources=[None] + [t if self._is_parameter_view(t) else None for t in operands],
             )
             out = out.to(torch.float16 if fft_half else torch.float32)

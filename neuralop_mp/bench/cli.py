@@ -1,0 +1,37 @@
+"""``neuralop-mp bench NAME [--quick] [--out DIR] [--update-docs] ...``: run one benchmark.
+
+Each benchmark writes ``NAME.md`` and ``NAME.json`` (and ``NAME_memory.png`` where it
+plots) into ``--out DIR`` (default ``./runs/bench-NAME-TIMESTAMP``); only
+``--update-docs`` rewrites its section of docs/benchmarks.md.
+"""
+import importlib
+
+BENCHMARKS = {
+    "spectral": ("neuralop_mp.bench.spectral", "step time and saved bytes of FNO/TFNO, upstream vs ours"),
+    "optimizer": ("neuralop_mp.bench.optimizer", "optimizer state and training memory of TensorGRaD"),
+    "schedule": ("neuralop_mp.bench.schedule", "accuracy and time of full vs mixed vs precision schedule"),
+    "gpu": ("neuralop_mp.bench.gpu", "the GPU campaign: CUDA tests, spectral and optimizer rows (--dry-run on CPU)"),
+}
+
+
+def usage():
+    lines = ["usage: neuralop-mp bench {" + ",".join(BENCHMARKS) + "} [--quick] [--out DIR] [--update-docs] ...",
+             "", "benchmarks:"]
+    width = max(map(len, BENCHMARKS))
+    lines += [f"  {name.ljust(width)}  {text}" for name, (_, text) in BENCHMARKS.items()]
+    lines += ["", "Run `neuralop-mp bench NAME --help` for the options of one benchmark."]
+    return "\n".join(lines)
+
+
+def main(argv):
+    """Dispatch to the benchmark's ``main``; returns the exit code."""
+    argv = list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in BENCHMARKS:
+        print(f"neuralop-mp bench: error: unknown benchmark {name!r}; choose from: {', '.join(BENCHMARKS)}.")
+        return 2
+    module = importlib.import_module(BENCHMARKS[name][0])
+    return module.main(rest)

@@ -1,0 +1,279 @@
+"""The GPU campaign in one call: CUDA tests, then spectral and optimizer rows on CUDA.
+
+``neuralop-mp bench gpu --out DIR`` (or ``bash benchmarks/gpu.sh DIR``) on a CUDA
+machine:
+
+1. runs the CUDA tests (``pytest -k cuda``);
+2. for FNO and TFNO 2D (4 layers, 64 hidden channels; FNO also 128 at 256^2) at
+   256, 512 and 1024^2 (powers of two: cuFFT computes half precision) and 768^2
+   (not a power of two: our "half" falls back to fp32 FFTs, upstream's crashes),
+   one training step of each variant: upstream full, upstream "mixed"/"half" with
+   tanh, upstream + fp16 autocast, ours "mixed"/"half" in float16 (tanh) and
+   bfloat16 under autocast, and ours "mixed" float16 with complex32 weights and
+   TensorGRaD (the step includes the optimizer step; the other rows use AdamW);
+3. reports per variant the peak ``torch.cuda.max_memory_allocated`` (reset before
+   each variant) and the median step time from CUDA events after warm-up steps,
+   with ratios to upstream full and to upstream "mixed";
+4. writes ``gpu.md``, ``gpu.json`` and ``gpu_memory.png`` (peak memory against
+   resolution) into the output folder.
+
+Budgeted for about 8 minutes on one H100/H200: a variant is skipped (and the row
+says so) once the time budget is spent. ``--dry-run`` walks every variant through
+the same code at a tiny size on CPU, with the CUDA calls (events, memory
+statistics, the test run) skipped: the CI check that the campaign cannot fail for
+a reason other than the GPU.
+
+References
+----------
+.. [1] Tu, R. et al. "Guaranteed Approximation Bounds for Mixed-Precision Neural
+   Operators", ICLR 2024, arXiv:2307.15034 (targets: up to 50% less memory, up to
+   58% more throughput).
+"""
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from neuralop.models import FNO, TFNO
+
+from ..layers.spectral_conv import MixedPrecisionSpectralConv
+from ..optim.factory import create_optimizer
+from ..layers.precision_switch import set_precision, set_spectral_weight_dtype
+from .report import add_output_arguments, header, markdown_table, write_results
+
+# (arch, hidden channels, resolution); 768 is the non-power-of-2 size
+SIZES = [("FNO", 64, 256), ("FNO", 128, 256), ("FNO", 64, 512), ("FNO", 64, 768), ("FNO", 64, 1024),
+         ("TFNO", 64, 256), ("TFNO", 64, 512), ("TFNO", 64, 1024)]
+DRY_SIZES = [("FNO", 8, 16), ("TFNO", 8, 12)]  # a power of two and not
+BATCH, DRY_BATCH = 4, 1
+MODES, DRY_MODES = 32, 4
+WARMUP, STEPS = 2, 5
+BUDGET_S = 420  # of the 8 minutes: the rest is the CUDA tests, start-up and writing
+
+
+@dataclass(frozen=True)
+class GpuVariant:
+    name: str
+    ours: bool
+    mode: str
+    half_dtype: str = "float16"
+    stabilizer: str = None
+    autocast: torch.dtype = None
+    optimizer: str = "adamw"
+    weight_dtype: str = "complex64"
+
+
+VARIANTS = [
+    GpuVariant("upstream full", False, "full"),
+    GpuVariant("upstream mixed + tanh", False, "mixed", stabilizer="tanh"),
+    GpuVariant("upstream half + tanh", False, "half", stabilizer="tanh"),
+    GpuVariant("upstream + autocast fp16", False, "full", autocast=torch.float16),
+    GpuVariant("ours mixed fp16 + tanh + autocast", True, "mixed", "float16", "tanh", torch.float16),
+    GpuVariant("ours half fp16 + tanh + autocast", True, "half", "float16", "tanh", torch.float16),
+    GpuVariant("ours mixed bf16 + autocast", True, "mixed", "bfloat16", None, torch.bfloat16),
+    GpuVariant("ours half bf16 + autocast", True, "half", "bfloat16", None, torch.bfloat16),
+    GpuVariant("ours mixed fp16 + tanh + autocast, complex32 weights, TensorGRaD", True, "mixed", "float16", "tanh",
+               torch.float16, optimizer="tensorgrad", weight_dtype="complex32"),
+]
+
+
+def build(arch, hidden, variant, modes, device):
+    cls = FNO if arch == "FNO" else TFNO
+    kwargs = dict(n_modes=(modes, modes), in_channels=1, out_channels=1, hidden_channels=hidden, n_layers=4)
+    if variant.ours:
+        model = cls(conv_module=MixedPrecisionSpectralConv, **kwargs)
+        set_precision(model, variant.mode, half_dtype=variant.half_dtype, stabilizer=variant.stabilizer)
+        if variant.weight_dtype != "complex64":
+            set_spectral_weight_dtype(model, variant.weight_dtype)
+    else:
+        model = cls(fno_block_precision=variant.mode, stabilizer=variant.stabilizer, **kwargs)
+    model = model.to(device)
+    optimizer = create_optimizer(model, {"optimizer": variant.optimizer, "learning_rate": 1e-4})
+    return model, optimizer
+
+
+class _Timer:
+    """CUDA events on a GPU, perf_counter elsewhere (the dry run)."""
+
+    def __init__(self, cuda):
+        self.cuda = cuda
+
+    def __enter__(self):
+        if self.cuda:
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.start.record()
+        else:
+            self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            self.end.record()
+            self.end.synchronize()
+            self.seconds = self.start.elapsed_time(self.end) / 1e3
+        else:
+            self.seconds = time.perf_counter() - self.t0
+        return False
+
+
+def _step(model, optimizer, x, variant, device_type):
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type, dtype=variant.autocast or torch.float32, enabled=variant.autocast is not None):
+        out = model(x)
+    out.float().square().mean().backward()
+    optimizer.step()
+
+
+def measure(arch, hidden, res, variant, batch, modes, device, steps=STEPS, warmup=WARMUP):
+    """One row: peak CUDA memory and median step time of ``variant`` at this size."""
+    cuda = device.type == "cuda"
+    row = dict(model=arch, hidden=hidden, res=res, variant=variant.name, batch=batch)
+    model = optimizer = None
+    try:
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        torch.manual_seed(0)
+        model, optimizer = build(arch, hidden, variant, modes, device)
+        x = torch.randn(batch, 1, res, res, device=device)
+        for _ in range(warmup):
+            _step(model, optimizer, x, variant, device.type)
+        times = []
+        for _ in range(steps):
+            with _Timer(cuda) as timer:
+                _step(model, optimizer, x, variant, device.type)
+            times.append(timer.seconds)
+        row["step ms"] = 1e3 * statistics.median(times)
+        if cuda:
+            row["peak MiB"] = torch.cuda.max_memory_allocated() / 2**20
+    except Exception as exc:  # upstream's half modes at non-power-of-2 sizes, or on CPU
+        message = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else ""
+        row["note"] = f"crashes: {type(exc).__name__}: {message}"
+    finally:
+        del model, optimizer
+    return row
+
+
+def add_ratios(rows):
+    """Time and memory relative to upstream full and to upstream mixed of the same size."""
+    for ref_name, tag in (("upstream full", "up. full"), ("upstream mixed + tanh", "up. mixed")):
+        base = {(r["model"], r["hidden"], r["res"]): r for r in rows if r["variant"] == ref_name}
+        for r in rows:
+            b = base.get((r["model"], r["hidden"], r["res"]))
+            if b is None:
+                continue
+            if "step ms" in r and "step ms" in b:
+                r[f"speed-up vs {tag}"] = b["step ms"] / r["step ms"]
+            if "peak MiB" in r and "peak MiB" in b:
+                r[f"memory / {tag}"] = r["peak MiB"] / b["peak MiB"]
+    return rows
+
+
+def run_cuda_tests(dry_run, timeout_s=150):
+    """``pytest -q -k cuda``; returns a one-line result."""
+    if dry_run:
+        return "skipped (dry run / quick)"
+    command = [sys.executable, "-m", "pytest", "-q", "-k", "cuda", "-p", "no:cacheprovider"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout_s} s"
+    lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
+    return f"exit code {done.returncode}: {lines[-1] if lines else done.stderr.strip()[-200:]}"
+
+
+def plot_memory(rows, path):
+    """Peak memory against resolution, one line per variant (FNO, 64 channels)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    hidden = min(r["hidden"] for r in rows)
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        points = sorted((r["res"], r["peak MiB"]) for r in rows if r["variant"] == variant
+                        and r["model"] == "FNO" and r["hidden"] == hidden and "peak MiB" in r)
+        if points:
+            ax.plot(*zip(*points), marker="o", label=variant)
+    ax.set_xlabel("resolution (N for N x N)")
+    ax.set_ylabel("peak CUDA memory of a training step (MiB)")
+    ax.set_yscale("log")
+    ax.set_title(f"FNO 2D, 4 layers, {hidden} channels: peak memory vs resolution")
+    if ax.lines:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(dry_run=False, quick=False, budget_s=BUDGET_S):
+    """Run the campaign; returns (markdown body, data dict, rows).
+
+    ``quick``: tiny sizes, no test run, on CUDA; ``dry_run``: the same on CPU.
+    """
+    if not dry_run and not torch.cuda.is_available():
+        raise RuntimeError("neuralop-mp bench gpu needs a CUDA device; on a CPU use --dry-run to check the script.")
+    device = torch.device("cpu" if dry_run else "cuda")
+    tiny = dry_run or quick
+    sizes, batch, modes = (DRY_SIZES, DRY_BATCH, DRY_MODES) if tiny else (SIZES, BATCH, MODES)
+    steps, warmup = (1, 1) if tiny else (STEPS, WARMUP)
+    start = time.perf_counter()
+    tests = run_cuda_tests(tiny)
+    print(f"CUDA tests: {tests}", flush=True)
+    rows = []
+    for arch, hidden, res in sizes:
+        for variant in VARIANTS:
+            if time.perf_counter() - start > budget_s:
+                rows.append(dict(model=arch, hidden=hidden, res=res, variant=variant.name, batch=batch,
+                                 note=f"skipped: time budget of {budget_s} s spent"))
+                continue
+            row = measure(arch, hidden, res, variant, batch, modes, device, steps, warmup)
+            rows.append(row)
+            print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    add_ratios(rows)
+    columns = ["model", "hidden", "res", "variant", "step ms", "speed-up vs up. full", "speed-up vs up. mixed",
+               "peak MiB", "memory / up. full", "memory / up. mixed", "note"]
+    body = (
+        f"CUDA tests (`pytest -k cuda`): {tests}.\n\n"
+        f"FNO/TFNO 2D, 4 layers, {modes}x{modes} modes, batch {batch}; {warmup} warm-up step(s), median of "
+        f"{steps} timed step(s) ({'perf_counter: dry run' if dry_run else 'CUDA events'}); peak = `torch.cuda.max_memory_allocated` of the training step "
+        "(reset before each variant; parameters, gradients and optimizer state included); every row but the "
+        "TensorGRaD one steps AdamW. 768 is not a power of two: our \"half\" runs its FFTs in fp32 there, "
+        f"cuFFT half elsewhere. Wall time: {time.perf_counter() - start:.0f} s.\n\n"
+        + markdown_table(rows, columns) + "\n"
+    )
+    return body, dict(rows=rows, cuda_tests=tests, dry_run=dry_run, batch=batch, modes=modes), rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="neuralop-mp bench gpu", description=__doc__.split("\n")[0])
+    parser.add_argument("--dry-run", action="store_true",
+                        help="every variant at a tiny size on CPU, CUDA calls skipped (checks the script)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, no test run (on a machine without CUDA: the dry run)")
+    parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="stop starting variants after this")
+    add_output_arguments(parser)
+    args = parser.parse_args(argv)
+    dry_run = args.dry_run or (args.quick and not torch.cuda.is_available())
+    try:
+        body, data, rows = run(dry_run=dry_run, quick=args.quick, budget_s=args.budget_s)
+    except RuntimeError as error:
+        print(f"neuralop-mp bench gpu: error: {error}", file=sys.stderr)
+        return 2
+    tiny = dry_run or args.quick
+    title = "GPU campaign" + (" (dry run on CPU: tiny sizes, no CUDA)" if dry_run else " (quick: tiny sizes)" if tiny else "")
+    command = "neuralop-mp bench gpu" + (" --dry-run" if dry_run else " --quick" if tiny else "")
+    text = header(title, command) + "\n" + body
+    print(text)
+    folder = write_results("gpu", text, data, out=args.out, update_docs=args.update_docs and not tiny)
+    plot_memory(rows, Path(folder) / "gpu_memory.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

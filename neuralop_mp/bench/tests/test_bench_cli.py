@@ -1,0 +1,89 @@
+"""``neuralop-mp bench NAME --quick --out DIR``: result files written, docs/ left alone."""
+import json
+
+import pytest
+
+from neuralop_mp import cli
+from neuralop_mp.bench import gpu
+from neuralop_mp.bench.report import DEFAULT_DOC
+
+FILES = {"spectral": ["spectral.md", "spectral.json"], "optimizer": ["optimizer.md", "optimizer.json"],
+         "schedule": ["schedule.md", "schedule.json"], "gpu": ["gpu.md", "gpu.json", "gpu_memory.png"]}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", list(FILES))
+def test_quick_run_writes_its_files_and_leaves_docs_untouched(name, tmp_path):
+    docs_before = DEFAULT_DOC.read_bytes()
+    out = tmp_path / "results"
+    assert cli.main(["bench", name, "--quick", "--out", str(out)]) == 0
+    assert DEFAULT_DOC.read_bytes() == docs_before
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES[name])
+    data = json.loads((out / f"{name}.json").read_text())
+    assert data["benchmark"] == name and data["device"]
+    text = (out / f"{name}.md").read_text()
+    assert text.startswith("## ") and "| " in text  # a titled section with a table
+    if name == "spectral":
+        rows = {r["variant"]: r for r in data["rows"] if r["model"] == "FNO"}
+        assert rows["upstream full"]["time / up. full"] == 1.0
+        assert rows["ours mixed bfloat16"]["saved MiB"] < rows["upstream full"]["saved MiB"]
+        assert rows["ours mixed bfloat16"]["product path"].startswith("mixed: mode-batched matmul")
+    if name == "optimizer":
+        assert {r["size"] for r in data["optimizer_state"]} == {"quick"}
+
+
+def test_gpu_dry_run_walks_every_variant_at_every_size(tmp_path):
+    assert gpu.main(["--dry-run", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+    assert len(rows) == len(gpu.DRY_SIZES) * len(gpu.VARIANTS)
+    for row in rows:
+        upstream_half = row["variant"].startswith(("upstream mixed", "upstream half"))
+        # on CPU only upstream's half modes crash; every other variant completes a training step
+        assert ("note" in row) == upstream_half, row
+        assert upstream_half or row["step ms"] > 0
+    assert (tmp_path / "gpu_memory.png").stat().st_size > 0
+
+
+def test_update_docs_rewrites_only_its_own_section(tmp_path, monkeypatch):
+    from neuralop_mp.bench import report
+
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n<!-- BEGIN other -->\nkept\n<!-- END other -->\n")
+    monkeypatch.setattr(report, "DEFAULT_DOC", doc)
+    report.write_results("spectral", "## new table", {"rows": []}, out=tmp_path / "a", update_docs=False,
+                         doc_path=doc)
+    assert "new table" not in doc.read_text()
+    report.write_results("spectral", "## new table", {"rows": [float("nan")]}, out=tmp_path / "b",
+                         update_docs=True, doc_path=doc)
+    text = doc.read_text()
+    assert "<!-- BEGIN other -->\nkept\n<!-- END other -->" in text and "## new table" in text
+    assert json.loads((tmp_path / "b" / "spectral.json").read_text())["rows"] == [None]
+
+
+def test_unknown_benchmark_names_the_choices(capsys):
+    assert cli.main(["bench", "spectrl"]) == 2
+    assert "'spectrl'; choose from: spectral, optimizer, schedule, gpu" in capsys.readouterr().out
+    assert cli.main(["bench", "--help"]) == 0
+    assert "spectral" in capsys.readouterr().out
+
+
+def test_gpu_without_cuda_and_without_dry_run_fails_clearly(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(gpu.torch.cuda, "is_available", lambda: False)
+    assert gpu.main(["--out", str(tmp_path)]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_gpu_shell_script_requires_an_output_folder():
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu.sh"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert done.returncode == 2 and "usage: bash benchmarks/gpu.sh OUT_DIR" in done.stderr
+
+
+def test_shown_command_drops_where_the_results_went():
+    from neuralop_mp.bench.report import shown_command
+
+    argv = ["--quick", "--out", "runs/x", "--update-docs", "--rounds", "3", "--out=runs/y"]
+    assert shown_command("neuralop-mp bench spectral", argv) == "neuralop-mp bench spectral --quick --rounds 3"

@@ -1,0 +1,127 @@
+"""Which kernel runs a spectral layer's Fourier-domain product, and why.
+
+The product is evaluated in one of two ways:
+
+- ``"mode-batched matmul"`` (:mod:`.mode_matmul`), for dense weights: one real
+  matmul batched over Fourier modes. ``torch.einsum`` on complex tensors runs, on
+  CPU, one small complex matmul per mode.
+- ``"pairwise plan"`` (:mod:`.contraction_planner` + :mod:`.complex_half`), for
+  factorized (CP/Tucker/TT) and separable weights: the einsum over the input and
+  the weight's factors, pairwise, in the order with the smallest intermediates.
+
+Its multiplications run in the 16-bit type on CUDA, and on CPU in float32 on
+operands rounded to 16 bits: the same numbers (a product of two 16-bit values is
+exact in float32). CPUs without 16-bit matrix units would emulate the 16-bit matmul
+(several times slower); on CPUs with them (AVX512-BF16, AMX) these thin per-mode
+matmuls gain little, while the 16-bit real 2x2 block form of the pairwise steps
+costs layout copies that dominated small TFNO steps (1.56x upstream's time at 64^2
+before this choice, docs/benchmarks.md of 2026-12-02). On CPU the pairwise steps
+therefore use one complex64 einsum each. The choice depends only
+on the weight format, the precision, the half type and the device, so it is made
+once per (weight kind, separable, mode, half dtype, device type) and cached; every
+layer records the path of its last forward, which :func:`model_product_paths`
+reports.
+"""
+import functools
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from .complex_half import native_half_matmul
+
+MODE_BATCHED = "mode-batched matmul"
+PAIRWISE = "pairwise plan"
+
+_warned = set()
+
+
+@dataclass(frozen=True)
+class ProductPath:
+    """How one spectral product runs.
+
+    Attributes
+    ----------
+    kernel : {"mode-batched matmul", "pairwise plan"}
+    compute_dtype : torch.dtype
+        Dtype of the multiplications (float32, or the 16-bit type on native hardware).
+    reason : str
+        Why this path was chosen, in words, for reports.
+    complex_product : {"complex", None}
+        For pairwise plans multiplied in float32: "complex" (complex64 einsums on
+        16-bit-rounded values); None keeps the layer's ``complex_product``.
+    """
+
+    kernel: str
+    compute_dtype: torch.dtype
+    reason: str
+    complex_product: str = None
+
+
+def _dtype_name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+@functools.lru_cache(maxsize=None)
+def _choose(kind, separable, mode, half, device_type):
+    if separable:
+        kernel, why = PAIRWISE, "separable weight: an elementwise product"
+    elif kind == "dense":
+        kernel, why = MODE_BATCHED, "dense weight: one matmul batched over modes"
+    else:
+        kernel, why = PAIRWISE, f"{kind} weight: pairwise, in the order with the smallest intermediates"
+    if mode == "full" or half is None:
+        return ProductPath(kernel, torch.float32, f"{why}; full precision")
+    name = _dtype_name(half)
+    if device_type != "cpu" and native_half_matmul(half, device_type):
+        return ProductPath(kernel, half, f"{why}; {name} matrix units")
+    if device_type == "cpu" and native_half_matmul(half, device_type):
+        detail = (f"float32 kernels on {name}-rounded operands: on CPU these thin per-mode matmuls gain "
+                  f"little from {name} units, and the 16-bit forms need extra layout copies")
+    else:
+        detail = (f"no {name} matrix units on this {device_type.upper()}: {name}-rounded operands multiplied "
+                  "in float32 (faster than emulated 16-bit)")
+    return ProductPath(kernel, torch.float32, f"{why}; {detail}; the same numbers as a 16-bit matmul with "
+                       "float32 accumulation", complex_product="complex" if kernel == PAIRWISE else None)
+
+
+def choose_product_path(kind, separable, mode, half, device):
+    """The :class:`ProductPath` of a product (cached; warns once about float16 on CPU).
+
+    Parameters
+    ----------
+    kind : {"dense", "cp", "tucker", "tt"}
+    separable : bool
+    mode : {"full", "mixed", "half"}
+    half : torch.dtype or None
+        16-bit type of the product (ignored in "full").
+    device : torch.device or str
+    """
+    device_type = torch.device(device).type
+    if mode != "full" and half == torch.float16 and device_type == "cpu" and not native_half_matmul(half, "cpu"):
+        _warn_float16_cpu_once()
+    return _choose(kind, bool(separable), mode, None if mode == "full" else half, device_type)
+
+
+def _warn_float16_cpu_once():
+    if "float16-cpu" in _warned:
+        return
+    _warned.add("float16-cpu")
+    warnings.warn(
+        "half_dtype='float16' on a CPU without float16 matrix units: the spectral product is "
+        "multiplied in float32 on float16-rounded values (the same numbers, no speed-up), and float16 "
+        "autocast elsewhere in the model is emulated and slow. Use half_dtype='bfloat16' (what 'auto' "
+        "picks on CPU): it has float32's exponent range, so it needs no tanh stabilizer against "
+        "overflow, and CPUs with AVX512-BF16 or AMX multiply it natively.",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def autocast_pays(dtype, device):
+    """Whether ``torch.autocast`` with ``dtype`` speeds up the rest of a model on ``device``.
+
+    On a CPU without native 16-bit matrix units autocast's 16-bit convolutions and
+    linear layers are emulated and several times slower than float32.
+    """
+    return native_half_matmul(dtype, device)

@@ -1,0 +1,138 @@
+"""The mode-batched dense product and the per-device choice of product path."""
+import warnings
+
+import pytest
+import torch
+from neuralop.models import FNO
+
+from neuralop_mp.layers import product_paths
+from neuralop_mp.layers.mode_matmul import dense_mode_product
+from neuralop_mp.layers.product_paths import (
+    MODE_BATCHED,
+    PAIRWISE,
+    choose_product_path,
+)
+from neuralop_mp.layers.path_report import model_product_paths, summarize_product_paths
+from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
+from neuralop_mp.layers.tests.reference import U, gamma, rel_err
+
+MODES = [(7,), (5, 4), (3, 4, 2)]
+
+
+def _operands(modes, batch=3, n_in=6, n_out=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, n_in, *modes, dtype=torch.cdouble, generator=gen)
+    w = torch.randn(n_in, n_out, *modes, dtype=torch.cdouble, generator=gen)
+    return x, w
+
+
+def _reference(x, w):
+    letters = "xyz"[: x.ndim - 2]
+    return torch.einsum(f"bi{letters},io{letters}->bo{letters}", x, w)
+
+
+@pytest.mark.parametrize("modes", MODES)
+def test_full_precision_matches_float64_with_gradients(modes):
+    x, w = _operands(modes)
+    xs = x.to(torch.cfloat).requires_grad_()
+    ws = w.to(torch.cfloat).requires_grad_()
+    y = dense_mode_product(xs, ws)
+    ref = _reference(x.requires_grad_(), w.requires_grad_())
+    assert y.dtype == torch.cfloat and y.shape == ref.shape
+    assert rel_err(y, ref) <= 1e-6
+    g = torch.randn_like(ref)
+    ga, gb = torch.autograd.grad(ref, (x, w), g)
+    gxs, gws = torch.autograd.grad(y, (xs, ws), g.to(torch.cfloat))
+    assert rel_err(gxs, ga) <= 1e-6
+    assert rel_err(gws, gb) <= 1e-6
+
+
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_16_bit_rounding_within_bound_for_both_compute_dtypes(half):
+    """Operands and result rounded to ``half`` (k = 3 roundings), fp32 accumulation over 2 * in.
+
+    Per entry ``|Y - Y_ref| <= (sqrt(2) gamma_3(u) + gamma_12(2^-24)) sum |x||w|`` (see
+    reference.half_relative_bound); the fp32 path and the native 16-bit matmul (emulated
+    here) both obey it, and both really round (error far above fp32's).
+    """
+    x, w = _operands((5, 4), seed=1)
+    ref = _reference(x, w)
+    bound = (2**0.5 * gamma(3, U[half]) + gamma(12, U[torch.float32])) * _reference(x.abs(), w.abs())
+    for compute in (torch.float32, half):
+        y = dense_mode_product(x.to(torch.cfloat), w.to(torch.cfloat), half, compute)
+        err = (y.cdouble() - ref).abs()
+        assert (err <= bound).all()
+        assert err.max() > 1e-5
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+def test_complex32_weight_gets_complex32_gradient():
+    x, w = _operands((4, 3), seed=2)
+    ws = w.to(torch.complex32).requires_grad_()
+    xs = x.to(torch.cfloat).requires_grad_()
+    y = dense_mode_product(xs, ws, torch.bfloat16)
+    y.abs().sum().backward()
+    assert ws.grad.dtype == torch.complex32 and xs.grad.dtype == torch.cfloat
+    assert torch.isfinite(torch.view_as_real(ws.grad.to(torch.cfloat))).all()
+
+
+def test_mismatched_shapes_are_rejected():
+    x, w = _operands((4, 3))
+    with pytest.raises(ValueError, match=r"\(3, 6, 4, 3\).*\(6, 5, 4, 2\)"):
+        dense_mode_product(x.to(torch.cfloat), w[..., :2].to(torch.cfloat))
+
+
+def test_path_rule_and_cache():
+    native = product_paths.native_half_matmul(torch.bfloat16, "cpu")
+    path = choose_product_path("dense", False, "mixed", torch.bfloat16, "cpu")
+    assert path.kernel == MODE_BATCHED
+    # on CPU always float32 products of 16-bit-rounded operands, with or without bf16 units
+    assert path.compute_dtype == torch.float32
+    assert ("bfloat16 units" if native else "no bfloat16 matrix units") in path.reason
+    tucker = choose_product_path("tucker", False, "mixed", torch.bfloat16, "cpu")
+    assert tucker.kernel == PAIRWISE and tucker.complex_product == "complex"
+    assert choose_product_path("dense", True, "full", None, "cpu").kernel == PAIRWISE
+    cuda = choose_product_path("dense", False, "half", torch.float16, "cuda")  # no device needed
+    assert cuda.compute_dtype == torch.float16
+    hits = product_paths._choose.cache_info().hits
+    assert choose_product_path("dense", False, "mixed", torch.bfloat16, torch.device("cpu")) is path
+    assert product_paths._choose.cache_info().hits == hits + 1
+
+
+def test_float16_on_cpu_without_fp16_units_warns_once(monkeypatch):
+    monkeypatch.setattr(product_paths, "native_half_matmul", lambda dtype, device: False)
+    monkeypatch.setattr(product_paths, "_warned", set())
+    product_paths._choose.cache_clear()  # choices made here must not outlive the patch
+    layer = MixedPrecisionSpectralConv(4, 4, (4, 4), fno_block_precision="mixed", half_dtype="float16")
+    x = torch.randn(2, 4, 8, 8)
+    with pytest.warns(UserWarning, match="bfloat16.*exponent range"):
+        layer(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer(x)  # a second forward does not warn again
+    product_paths._choose.cache_clear()
+
+
+def test_model_report_lists_every_layer_and_its_path():
+    model = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2,
+                conv_module=MixedPrecisionSpectralConv)
+    assert [r["kernel"] for r in model_product_paths(model)] == [None, None]
+    assert summarize_product_paths(model) == []
+    for conv in model.fno_blocks.convs:
+        conv.fno_block_precision, conv.half_dtype = "mixed", "bfloat16"
+    model(torch.randn(2, 1, 16, 16))
+    rows = model_product_paths(model)
+    assert len(rows) == 2
+    assert all(r["kernel"] == MODE_BATCHED and r["mode"] == "mixed" and r["fft"] == "float32" for r in rows)
+    assert rows[0]["input_shape"] == (2, 8, 16, 16)
+    (line,) = summarize_product_paths(model)
+    assert line.startswith("mixed: mode-batched matmul")
+
+
+def test_autocast_pays_only_with_16_bit_matrix_units(monkeypatch):
+    assert product_paths.autocast_pays(torch.float16, "cuda")  # no device needed: a CUDA property
+    monkeypatch.setattr(product_paths, "native_half_matmul", lambda dtype, device: False)
+    assert not product_paths.autocast_pays(torch.bfloat16, "cpu")
+    monkeypatch.setattr(product_paths, "native_half_matmul", lambda dtype, device: dtype == torch.bfloat16)
+    assert product_paths.autocast_pays(torch.bfloat16, "cpu")
+    assert not product_paths.autocast_pays(torch.float16, "cpu")
