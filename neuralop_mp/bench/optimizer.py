@@ -28,6 +28,7 @@ from neuralop.models import FNO
 
 from ..memory import SavedTensorBytes
 from .report import add_output_arguments, header, markdown_table, write_results
+from .tiny_training import fit_and_test
 
 SIZES = {
     # name: (hidden channels, modes per dim, layers, resolution, batch) for activations
@@ -177,15 +178,12 @@ def darcy_accuracy(runs, epochs=8, lr=5e-3, scale=4.0):
     import os
     import tempfile
 
-    from neuralop.losses import LpLoss
-
     from .. import MixedPrecisionSpectralConv, set_precision, set_spectral_weight_dtype
     from ..data import load_darcy
 
     root = os.environ.get("NEURALOP_MP_DATA") or tempfile.mkdtemp(prefix="neuralop_mp_bench_")
     train, tests, processor = load_darcy(root, n_train=500, n_tests=(100,), batch_size=32, test_batch_sizes=(100,),
                                          train_resolution=16, test_resolutions=(16,), progress=False)
-    loss_fn = LpLoss(d=2, p=2)
     rows = []
     for name, half in runs:
         torch.manual_seed(0)
@@ -197,29 +195,10 @@ def darcy_accuracy(runs, epochs=8, lr=5e-3, scale=4.0):
         optimizer = make_optimizer(name, model, lr=lr, update_proj_gap=10, scale=scale)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(train))
         torch.manual_seed(1)
-        start = time.perf_counter()
-        for _ in range(epochs):
-            for batch in train:
-                batch = processor.preprocess(batch)
-                optimizer.zero_grad()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
-                    out = model(batch["x"])
-                loss_fn(out.float(), batch["y"]).backward()
-                optimizer.step()
-                schedule.step()
-        train_s = time.perf_counter() - start
-        error, count = 0.0, 0
-        with torch.no_grad():
-            for batch in tests[16]:
-                batch = processor.preprocess(batch)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
-                    out = model(batch["x"])
-                out, batch = processor.postprocess(out.float(), batch)
-                error += loss_fn(out, batch["y"]).item()
-                count += batch["y"].shape[0]
+        error, train_s = fit_and_test(model, optimizer, schedule, train, tests[16], processor, epochs, autocast=half)
         rows.append({"optimizer": name, "weights": "complex32, mixed layer" if half else "complex64, full",
-                     "test_rel_L2": error / count, "train_s": train_s})
-        print(f"darcy16 {name:16s} half={half!s:5s} rel L2 {error / count:.4f}  ({train_s:.1f} s)", flush=True)
+                     "test_rel_L2": error, "train_s": train_s})
+        print(f"darcy16 {name:16s} half={half!s:5s} rel L2 {error:.4f}  ({train_s:.1f} s)", flush=True)
     return rows
 
 

@@ -53,8 +53,7 @@ def train_and_test(loaders, opt_config, seed, epochs, half=False, lr=LR):
 
     Returns the test relative L2 error and the optimizer.
     """
-    from neuralop.losses import LpLoss
-
+    from neuralop_mp.bench.tiny_training import fit_and_test
     from neuralop_mp.optim import create_optimizer
 
     train_loader, test_loader, processor = loaders
@@ -62,28 +61,8 @@ def train_and_test(loaders, opt_config, seed, epochs, half=False, lr=LR):
     model = build_model(half)
     optimizer = create_optimizer(model, {"learning_rate": lr, "weight_decay": WD, **opt_config})
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(train_loader))
-    loss_fn = LpLoss(d=2, p=2)
-    for _ in range(epochs):
-        model.train()
-        for batch in train_loader:
-            batch = processor.preprocess(batch)
-            optimizer.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
-                out = model(batch["x"])
-            loss_fn(out.float(), batch["y"]).backward()
-            optimizer.step()
-            schedule.step()
-    model.eval()
-    error, count = 0.0, 0
-    with torch.no_grad():
-        for batch in test_loader:
-            batch = processor.preprocess(batch)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
-                out = model(batch["x"])
-            out, batch = processor.postprocess(out.float(), batch)
-            error += loss_fn(out, batch["y"]).item()
-            count += batch["y"].shape[0]
-    return error / count, optimizer
+    error, _ = fit_and_test(model, optimizer, schedule, train_loader, test_loader, processor, epochs, autocast=half)
+    return error, optimizer
 
 
 def parse_variant(text):
