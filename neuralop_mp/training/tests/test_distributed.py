@@ -1,4 +1,4 @@
-"""Two ranks (gloo, CPU, spawned on localhost) train the same model and stay bitwise equal.
+"""Two ranks (gloo, CPU, forked on localhost) train the same model and stay bitwise equal.
 
 The runs: an FNO with the mixed-precision spectral layer, the schedule
 "mixed:0.5,full:0.5" (its phase changes after the first epoch), dynamic loss scaling,
@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import socket
 
 import pytest
@@ -19,6 +20,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from neuralop_mp.optim import TensorGRaD
+from neuralop_mp.training.checkpointing import unwrap
 from neuralop_mp.training.trainer import MixedPrecisionTrainer
 
 from .tiny import DictDataset, loss, tiny_fno
@@ -39,7 +41,7 @@ def _tensor_bytes(t):
 def state_digest(model, optimizer, scaler):
     """SHA-256 of the weights, every optimizer state tensor and the scaler state."""
     digest = hashlib.sha256()
-    for name, p in model.named_parameters():
+    for name, p in unwrap(model).named_parameters():
         digest.update(name.encode())
         digest.update(_tensor_bytes(p))
     for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"]):
@@ -90,6 +92,11 @@ class RecordingTrainer(MixedPrecisionTrainer):
                                  skipped=self.scaler.last_step_skipped))
         self.step_count += 1
 
+    def resume_state_from_dir(self, save_dir):
+        super().resume_state_from_dir(save_dir)
+        self.step_count = self.scaler.total_steps  # the injected faults stay at their steps of the whole run
+        self.resumed_digest = state_digest(self.model, self.optimizer, self.scaler)
+
     def checkpoint(self, save_dir):
         super().checkpoint(save_dir)
         if self.kill_after_epoch == self.epoch:
@@ -126,7 +133,7 @@ def _train(world_size, rank, n_epochs=2, save_dir=None, resume_from_dir=None, **
     except SimulatedKill:
         pass
     compressed = [sorted(s) for s in optimizer.state.values() if bool(s["compressed"])]
-    return dict(records=trainer.records, compressed=compressed, history=trainer.history,
+    return dict(records=trainer.records, resumed=getattr(trainer, "resumed_digest", None), compressed=compressed, history=trainer.history,
                 final=state_digest(model, optimizer, trainer.scaler), skipped=trainer.scaler.skipped_steps)
 
 
@@ -152,25 +159,66 @@ def run_ranks(tmp_path, world_size=2, **kwargs):
     """Train on ``world_size`` spawned gloo ranks; the result dict of each rank."""
     out = tmp_path / f"out_{len(list(tmp_path.iterdir()))}"
     out.mkdir()
-    mp.spawn(_worker, args=(world_size, _free_port(), str(out), kwargs), nprocs=world_size, join=True)
+    # fork: the children inherit the imported torch and neuralop (a fresh interpreter spends ~5 s importing)
+    mp.start_processes(_worker, args=(world_size, _free_port(), str(out), kwargs), nprocs=world_size, join=True,
+                       start_method="fork")
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
 
 
-def test_two_ranks_stay_bitwise_identical_through_refreshes_phase_change_and_one_rank_faults(tmp_path):
+FAULTS = dict(inf_grad_at=(1, 3), nan_input_at=(0, 5), n_epochs=3)
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+    """The uninterrupted 3-epoch 2-rank run with one-rank faults, checkpointing every epoch."""
+    tmp_path = tmp_path_factory.mktemp("whole")
+    return run_ranks(tmp_path, save_dir=str(tmp_path / "ckpt"), **FAULTS)
+
+
+def test_two_ranks_stay_bitwise_identical_through_refreshes_phase_change_and_one_rank_faults(whole_run):
     """Step 3: inf in rank 1's gradient after DDP's all-reduce; step 5: NaN in rank 0's
     batch (its loss is NaN; it must still join the all-reduce). Both steps are skipped
     on both ranks, every other step changes the weights, and after every step the two
     ranks' weights, optimizer state and scaler state hash the same."""
-    ranks = run_ranks(tmp_path, inf_grad_at=(1, 3), nan_input_at=(0, 5))
-    r0, r1 = ranks
-    assert len(r0["records"]) == len(r1["records"]) == 8
+    r0, r1 = whole_run
+    assert len(r0["records"]) == len(r1["records"]) == 12
     for a, b in zip(r0["records"], r1["records"]):
         assert a["digest"] == b["digest"], f"ranks differ after step {a['step']}"
         assert a["skipped"] == b["skipped"] == (a["step"] in (3, 5))
         assert a["changed"] == (a["step"] not in (3, 5))
     assert r0["skipped"] == r1["skipped"] == 2
-    assert [r["phase"] for r in r0["records"]] == [0] * 4 + [1] * 4
-    assert [h["precision"] for h in r0["history"]] == ["mixed", "full"]
+    assert [r["phase"] for r in r0["records"]] == [0] * 4 + [1] * 8
+    assert [h["precision"] for h in r0["history"]] == ["mixed", "full", "full"]
     # both TensorGRaD parts hold state (3 spectral-sized weights compressed)
     assert r0["compressed"] and all("sparse_exp_avg" in keys and "low_rank_exp_avg" in keys
                                     for keys in r0["compressed"])
+
+
+def test_two_rank_run_killed_after_a_checkpoint_resumes_on_two_ranks_bitwise_and_on_one_rank(tmp_path, whole_run):
+    """A 3-epoch 2-rank run stopped right after its epoch-1 checkpoint (rank 0 wrote it,
+    with TensorGRaD's compressed state, the scaler and the schedule position) resumes
+    on 2 ranks and ends bitwise equal to the uninterrupted 2-rank run; it also resumes
+    on 1 rank from exactly the saved state and finishes the run."""
+    whole = whole_run
+    killed = run_ranks(tmp_path, save_dir=str(tmp_path / "ckpt"), kill_after_epoch=1, **FAULTS)
+    assert [len(r["records"]) for r in killed] == [8, 8]
+    assert [r["digest"] for r in killed[0]["records"]] == [r["digest"] for r in whole[0]["records"][:8]]
+    shutil.copytree(tmp_path / "ckpt", tmp_path / "ckpt_one_rank")
+
+    resumed = run_ranks(tmp_path, save_dir=str(tmp_path / "ckpt"), resume_from_dir=str(tmp_path / "ckpt"), **FAULTS)
+    for rank in (0, 1):
+        assert resumed[rank]["resumed"] == killed[rank]["records"][-1]["digest"]
+        assert [r["digest"] for r in resumed[rank]["records"]] == [r["digest"] for r in whole[rank]["records"][8:]]
+        assert resumed[rank]["final"] == whole[rank]["final"]
+    assert [h["phase"] for h in resumed[0]["history"]] == [h["phase"] for h in whole[0]["history"]] == [0, 1, 1]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = _train(1, 0, n_epochs=3, resume_from_dir=str(tmp_path / "ckpt_one_rank"))
+    finally:
+        torch.set_num_threads(threads)
+    assert one["resumed"] == killed[0]["records"][-1]["digest"]
+    assert len(one["records"]) == N_TRAIN // BATCH  # the last epoch, all the data on one rank
+    assert [h["epoch"] for h in one["history"]] == [0, 1, 2] and one["history"][-1]["precision"] == "full"
+    assert all(not r["skipped"] and r["changed"] for r in one["records"])
