@@ -162,7 +162,9 @@ def build_schedule(config, policy=None):
 
 
 def build_trainer(config, model, data_processor, schedule, device="cpu", *, progress=True, policy=None):
-    """:class:`~neuralop_mp.MixedPrecisionTrainer` running ``schedule`` for ``opt.n_epochs``."""
+    """:class:`~neuralop_mp.MixedPrecisionTrainer` running ``schedule`` for ``opt.n_epochs``
+    (data parallel when this process is one rank of a ``torchrun`` process group)."""
+    from .training import distributed
     from .training.trainer import MixedPrecisionTrainer
 
     opt = config.opt
@@ -179,6 +181,7 @@ def build_trainer(config, model, data_processor, schedule, device="cpu", *, prog
         loss_scaling=opt.loss_scaling,
         max_consecutive_skips=opt.max_consecutive_skips,
         progress=progress,
+        use_distributed=distributed.is_distributed(),
     )
 
 
@@ -255,13 +258,19 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     """
     from .configs import config_to_dict, validate_config
     from .train_report import phase_ranges, write_outputs
+    from .training import distributed
 
     validate_config(config)
     start = time.perf_counter()
     device = resolve_device(config.device)
+    if distributed.launched_by_torchrun():  # one rank of several: DDP, a shard of the data, rank 0 writes
+        device = distributed.init_from_env("nccl" if device.type == "cuda" else "gloo")
+        if distributed.rank() != 0:
+            progress, write, log = False, False, (lambda *args, **kwargs: None)
 
     log(f"[neuralop-mp] {config.name}: loading data ({type(config.data).__name__})")
     train_loader, test_loaders, data_processor = build_data(config, progress=progress)
+    train_loader = distributed.shard_loader(train_loader, seed=config.seed)
     # the precision keys are parsed once; model, schedule and trainer share the policy
     policy = PrecisionPolicy.from_config(config.model)
     model = build_model(config, device, policy)
@@ -298,6 +307,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         "config_name": config.name,
         "config": config_to_dict(config),
         "device": str(device),
+        "world_size": distributed.world_size(),
         "model": type(model).__name__,
         "train_resolution": config.data.train_resolution,
         "test_resolutions": list(test_loaders),

@@ -167,6 +167,22 @@ def init_from_env(backend=None):
     return device
 
 
+def launched_by_torchrun():
+    """True in a process that ``torchrun`` started as one of several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def shard_loader(loader, seed=0):
+    """``loader`` over this rank's shard of its dataset (a shuffling DistributedSampler
+    seeded with ``seed``, the same on every rank); ``loader`` itself outside a group."""
+    if not is_distributed():
+        return loader
+    sampler = torch.utils.data.DistributedSampler(loader.dataset, shuffle=True, seed=int(seed))
+    return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
+                                       num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                                       pin_memory=loader.pin_memory, drop_last=loader.drop_last)
+
+
 def set_sampler_epoch(loader, epoch):
     """Reshuffle a DistributedSampler for ``epoch`` (upstream's loop never calls
     ``set_epoch``, so every epoch would see the same order)."""
