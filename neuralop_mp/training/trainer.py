@@ -73,8 +73,14 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
 
     Parameters
     ----------
-    model, n_epochs, device, data_processor, eval_interval, log_output, use_distributed, verbose, wandb_log
+    model, n_epochs, device, data_processor, eval_interval, log_output, verbose, wandb_log
         As in :class:`neuralop.training.Trainer`.
+    use_distributed : bool, default False
+        Inside a ``torch.distributed`` process group of several ranks: wrap the model
+        in DDP (on CPUs too, unlike upstream), check that the ranks agree on the
+        epochs and batches, reshuffle a DistributedSampler every epoch, skip a step
+        on every rank when one rank's loss or gradient is not finite, and average
+        evaluation metrics over ranks (:mod:`~neuralop_mp.training.distributed`).
     mixed_precision : bool, default False
         Without a schedule: run the forward pass under autocast for the whole run
         (with loss scaling, unlike upstream). With a schedule, the phases decide.
@@ -417,7 +423,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
         use_distributed = self.use_distributed
         if use_distributed and distributed.is_distributed():
             distributed.check_same_on_all_ranks(
-                n_epochs=self.n_epochs, start_epoch=self.start_epoch, batches_per_epoch=len(train_loader),
+                n_epochs=self.n_epochs, start_epoch=self.start_epoch,
+                batches_per_epoch=len(train_loader) if hasattr(train_loader, "__len__") else None,
                 precision_schedule=None if self.precision_schedule is None else str(self.precision_schedule))
             # wrapped here: upstream's train() would pass device_ids=[rank], which DDP refuses on CPUs
             self.model = distributed.wrap_model(self.model, self.device)

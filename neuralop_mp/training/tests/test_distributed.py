@@ -222,3 +222,47 @@ def test_two_rank_run_killed_after_a_checkpoint_resumes_on_two_ranks_bitwise_and
     assert len(one["records"]) == N_TRAIN // BATCH  # the last epoch, all the data on one rank
     assert [h["epoch"] for h in one["history"]] == [0, 1, 2] and one["history"][-1]["precision"] == "full"
     assert all(not r["skipped"] and r["changed"] for r in one["records"])
+
+
+def _collectives_worker(rank, world_size, port, out_dir, _):
+    from neuralop_mp.training import distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60))
+    result = {}
+    try:
+        result["any"] = [distributed.any_rank(rank == 1), distributed.any_rank(False)]
+        result["mean"] = distributed.mean_over_ranks({"l2": torch.tensor(float(rank)), "name": "x"})
+        distributed.check_same_on_all_ranks(n_epochs=4)
+        try:
+            distributed.check_same_on_all_ranks(n_epochs=4, batches_per_epoch=3 + rank)
+        except ValueError as err:
+            result["error"] = str(err)
+    finally:
+        dist.destroy_process_group()
+    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_collectives_agree_across_ranks_and_disagreement_is_named(tmp_path):
+    """One rank's flag is every rank's; metrics are averaged; ranks with different
+    numbers of batches get a ValueError naming the value of each rank (instead of a
+    run where one rank waits forever in a collective)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    mp.start_processes(_collectives_worker, args=(2, _free_port(), str(out), None), nprocs=2, join=True,
+                       start_method="fork")
+    for rank in (0, 1):
+        result = torch.load(out / f"rank{rank}.pt", weights_only=False)
+        assert result["any"] == [True, False]
+        assert result["mean"] == {"l2": 0.5, "name": "x"}
+        assert "batches_per_epoch per rank = [3, 4]" in result["error"] and "n_epochs" not in result["error"]
+
+
+def test_outside_a_process_group_the_helpers_are_local_and_bad_backends_are_refused():
+    from neuralop_mp.training import distributed
+
+    assert distributed.any_rank(True) is True and distributed.any_rank(0) is False
+    assert distributed.mean_over_ranks({"l2": 0.25}) == {"l2": 0.25}
+    assert distributed.world_size() == 1 and distributed.rank() == 0
+    with pytest.raises(ValueError, match=r"backend='mpi'.*\['gloo', 'nccl'\]"):
+        distributed.init_from_env("mpi")
