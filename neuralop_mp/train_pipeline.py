@@ -164,6 +164,7 @@ def build_trainer(config, model, data_processor, schedule, device="cpu", *, prog
     ``best_metric``, ``log``) a :class:`~neuralop_mp.run_trainer.RunFolderTrainer`.
     """
     from .run_trainer import RunFolderTrainer
+    from .training import distributed
     from .training.trainer import MixedPrecisionTrainer
 
     opt = config.opt
@@ -182,6 +183,7 @@ def build_trainer(config, model, data_processor, schedule, device="cpu", *, prog
         loss_scaling=opt.loss_scaling,
         max_consecutive_skips=opt.max_consecutive_skips,
         progress=progress,
+        use_distributed=distributed.is_distributed(),
     )
 
 
@@ -289,16 +291,23 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     from .run_folder import CHECKPOINT_DIR, FINAL_MODEL, save_model, write_command
     from .run_records import phase_ranges
     from .train_report import precision_as_run, write_outputs
+    from .training import distributed
 
     validate_config(config)
     start = time.perf_counter()
     device = resolve_device(config.device)
+    if distributed.launched_by_torchrun():  # one rank of several: DDP, a shard of the data, rank 0 writes
+        device = distributed.init_from_env("nccl" if device.type == "cuda" else "gloo")
+    is_writer = distributed.rank() == 0
+    if not is_writer:
+        progress, log = False, (lambda *args, **kwargs: None)
+    # every rank reads the same run folder (resume); only rank 0 writes into it
     out = Path(output_dir or config.output_dir or default_output_dir(config)) if write else None
     checkpoint_dir = out / CHECKPOINT_DIR if write else None
     if resume and not (write and checkpoint_dir.is_dir()):
         raise RunSetupError(f"Nothing to resume in {out}: it has no {CHECKPOINT_DIR}/ folder "
                             "(a run writes one after its first epoch).")
-    if write:
+    if write and is_writer:
         check_writable(out)
         if command is not None and not resume:
             write_command(out, *command, save_best=bool(save_best))
@@ -312,6 +321,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         train_loader, test_loaders, data_processor = build_data(config, progress=progress)
     except (FileNotFoundError, ValueError) as error:
         raise _setup_error("data", error) from error
+    train_loader = distributed.shard_loader(train_loader, seed=config.seed)
     # the precision keys are parsed once; model, schedule and trainer share the policy
     policy = PrecisionPolicy.from_config(config.model)
     model = build_model(config, device, policy)
@@ -322,7 +332,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     schedule = build_schedule(config, policy)
     best_metric = f"{config.data.train_resolution}_l2" if save_best else None
     trainer = build_trainer(config, model, data_processor, schedule, device, progress=progress, policy=policy,
-                            run_dir=out, best_metric=best_metric, log=_progress_log(log, progress))
+                            run_dir=out if is_writer else None, best_metric=best_metric,
+                            log=_progress_log(log, progress))
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"[neuralop-mp] {type(model).__name__} with {n_params:,} parameters, "
@@ -359,6 +370,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         "config": config_to_dict(config),
         "device": str(device),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "world_size": distributed.world_size(),
         "model": type(model).__name__,
         "train_resolution": config.data.train_resolution,
         "test_resolutions": list(test_loaders),
@@ -382,7 +394,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     }
     result["output_dir"] = None
     result["files"] = {}
-    if write:
+    if write and is_writer:
         result["output_dir"] = str(out)
         model_files = save_model(model, out, FINAL_MODEL)
         result["files"] = write_outputs(result, out, extra_files={

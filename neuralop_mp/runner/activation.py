@@ -15,6 +15,10 @@ upstream training script uses to build its model, trainer, optimizer and data:
   stand-in is a subclass of upstream's class: ``isinstance`` with it holds for
   upstream's optimizers, and a class that subclasses it keeps its own
   ``__init__``. ``torch.optim`` is never touched;
+* ``neuralop.training.setup`` (what the scripts call first) joins the process
+  group ``torchrun`` describes, on CPUs (gloo) as on GPUs (nccl), when the
+  script's ``distributed.use_distributed`` is set
+  (:mod:`neuralop_mp.runner.distributed_setup`);
 * upstream's dataset classes read files already on disk without any network
   call (:mod:`neuralop_mp.runner.offline`).
 
@@ -53,6 +57,10 @@ TRAINER_SITES = (
     ("neuralop", "Trainer"),
     ("neuralop.training", "Trainer"),
     ("neuralop.training.trainer", "Trainer"),
+)
+SETUP_SITES = (
+    ("neuralop.training", "setup"),
+    ("neuralop.training.torch_setup", "setup"),
 )
 NEURALOP_ADAMW_SITES = (
     ("neuralop.training", "AdamW"),
@@ -227,6 +235,12 @@ def enable(
         replacement = intercept.make_optimizer_class(original, kind, options, report, parts)
         for module, name in NEURALOP_ADAMW_SITES:
             patches.set_module_attr(module, name, replacement)
+
+        from .distributed_setup import make_setup
+
+        setup = make_setup(getattr(import_module(SETUP_SITES[1][0]), SETUP_SITES[1][1]), report)
+        for module, name in SETUP_SITES:
+            patches.set_module_attr(module, name, setup)
 
         if options["offline"] or options["data_root"]:
             offline_data.install(patches, report, data_root=options["data_root"])

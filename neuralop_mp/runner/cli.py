@@ -255,9 +255,15 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
                 del sys.modules[name]
     sys.stdout.flush()
     print(format_summary(report, exit_status=status), file=out)
-    if report_path:
+    if report_path and _rank() == 0:  # under torchrun every rank runs the script; one writes
         Path(report_path).write_text(json.dumps(report.to_dict(), indent=2, default=str))
     return RunResult(status, report, error)
+
+
+def _rank():
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def main(argv=None):

@@ -13,6 +13,10 @@ is handed the scale by :meth:`ComplexGradScaler.step` and divides each gradient 
 it after up-casting to fp32, so 16-bit gradients (complex32 spectral weights) are
 never unscaled in place, where the small ones would underflow to zero again.
 
+Under data parallelism (``torch.distributed`` initialised, more than one rank) the
+skip decision is all-reduced in :meth:`ComplexGradScaler.step`: a non-finite loss or
+gradient on one rank skips the step, and backs the scale off, on every rank.
+
 The finiteness check runs even when scaling is disabled (bfloat16 and float32
 need no scaling: bf16 has float32's exponent range): a non-finite gradient never
 reaches the weights in any precision.
@@ -26,6 +30,8 @@ References
 import warnings
 
 import torch
+
+from .distributed import any_rank
 
 # Added after the first release: optional in loaded states (older checkpoints lack them).
 _OPTIONAL_STATE = {"min_scale": 1.0, "max_floor_hits": 10, "floor_hits": 0}
@@ -165,13 +171,17 @@ class ComplexGradScaler:
         non-finite. Returns True if the optimizer stepped, False if the step was skipped.
 
         An optimizer with ``supports_grad_scale`` gets ``grad_scale=<scale>`` instead
-        of in-place unscaled gradients (unless :meth:`unscale_` was called first)."""
+        of in-place unscaled gradients (unless :meth:`unscale_` was called first).
+
+        In a process group of several ranks this is a collective: every rank calls
+        it once per step, and all of them skip when any one found a non-finite value."""
         if self._found_inf is None:
             if self.enabled and getattr(optimizer, "supports_grad_scale", False):
                 self._found_inf = self._inspect(optimizer, None)
                 kwargs = dict(kwargs, grad_scale=self.scale_value)
             else:
                 self.unscale_(optimizer)
+        self._found_inf = any_rank(self._found_inf)
         self.total_steps += 1
         if self._found_inf:
             self.skipped_steps += 1

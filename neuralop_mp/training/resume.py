@@ -11,7 +11,7 @@ import warnings
 import torch
 import neuralop.mpu.comm as comm
 
-from . import checkpointing
+from . import checkpointing, distributed
 from .loss_scaling import ComplexGradScaler
 
 
@@ -19,26 +19,38 @@ class TrainingStateCheckpoints:
     """Mixin for a neuralop ``Trainer`` subclass with ``precision_schedule``, ``scaler``,
     ``history``, ``half_dtype`` and ``_scaling_enabled()``."""
 
-    def precision_state_dict(self):
-        """Schedule position, scaler, history and RNG state (weights-only loadable)."""
+    def precision_state_dict(self, rng_states=None):
+        """Schedule position, scaler, history and RNG state (weights-only loadable).
+
+        ``rng_states``: every rank's CPU RNG state, indexed by rank (data-parallel runs)."""
         epoch = getattr(self, "epoch", None)
         state = dict(epoch=epoch, next_epoch=None if epoch is None else epoch + 1, n_epochs=self.n_epochs,
                      schedule=None if self.precision_schedule is None else str(self.precision_schedule),
                      phase_index=self.phase_index, half_dtype=self.half_dtype,
                      scaler=self.scaler.state_dict(), history=[dict(h) for h in self.history],
                      rng_state=torch.get_rng_state())
+        if rng_states is not None and len(rng_states) > 1:
+            state["rng_states_by_rank"] = list(rng_states)
         if torch.cuda.is_available():
             state["cuda_rng_state"] = torch.cuda.get_rng_state_all()
         return state
 
     def checkpoint(self, save_dir):
-        """Upstream's checkpoint files (weights-only loadable) plus ``precision_state.pt``."""
+        """Upstream's checkpoint files (weights-only loadable) plus ``precision_state.pt``.
+
+        Data-parallel runs: every rank calls it (upstream's loop does); rank 0 alone
+        writes, with every rank's RNG state, and the others wait until the folder is
+        in place, so a rank that stops after this call leaves a complete checkpoint."""
+        rng_states = distributed.gather_objects(torch.get_rng_state())
         if comm.get_local_rank() != 0:
+            distributed.barrier()
             return
         save_name = "best_model" if self.save_best is not None else "model"
         checkpointing.save_training_files(save_dir, save_name, self.model, optimizer=self.optimizer,
                                           scheduler=self.scheduler, regularizer=self.regularizer,
-                                          epoch=self.epoch, precision_state=self.precision_state_dict())
+                                          epoch=self.epoch,
+                                          precision_state=self.precision_state_dict(rng_states))
+        distributed.barrier()
         if self.verbose:
             print(f"[Rank 0]: saved training state to {save_dir}")
 
@@ -83,7 +95,12 @@ class TrainingStateCheckpoints:
                               "phase boundaries move.", stacklevel=2)
             self._load_scaler_state(state["scaler"], state.get("half_dtype"))
             self.history = [dict(h) for h in state["history"]]
-            torch.set_rng_state(state["rng_state"])
+            by_rank = state.get("rng_states_by_rank")
+            # the same number of ranks continues each rank's stream; another number restarts from rank 0's
+            if by_rank is not None and len(by_rank) == distributed.world_size():
+                torch.set_rng_state(by_rank[distributed.rank()])
+            else:
+                torch.set_rng_state(state["rng_state"])
             if "cuda_rng_state" in state and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(state["cuda_rng_state"])
             next_epoch = state["next_epoch"]

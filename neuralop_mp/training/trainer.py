@@ -39,7 +39,7 @@ from ..layers.precision_switch import (
     set_precision,
 )
 from ..vocabulary import check_choice, normalize_half_dtype, resolve_half_dtype
-from . import checkpointing
+from . import checkpointing, distributed
 from .guarded_step import ScaleGradient, StepThroughTrainer, non_finite_parameters
 from .loss_scaling import ComplexGradScaler
 from .resume import TrainingStateCheckpoints
@@ -93,8 +93,14 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
 
     Parameters
     ----------
-    model, n_epochs, device, data_processor, eval_interval, log_output, use_distributed, verbose, wandb_log
+    model, n_epochs, device, data_processor, eval_interval, log_output, verbose, wandb_log
         As in :class:`neuralop.training.Trainer`.
+    use_distributed : bool, default False
+        Inside a ``torch.distributed`` process group of several ranks: wrap the model
+        in DDP (on CPUs too, unlike upstream), check that the ranks agree on the
+        epochs and batches, reshuffle a DistributedSampler every epoch, skip a step
+        on every rank when one rank's loss or gradient is not finite, and average
+        evaluation metrics over ranks (:mod:`~neuralop_mp.training.distributed`).
     mixed_precision : bool, default False
         Without a schedule: run the forward pass under autocast for the whole run
         (with loss scaling, unlike upstream). With a schedule, the phases decide.
@@ -265,6 +271,11 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
                            lasso=float(self.regularizer.loss) if self.regularizer and finite else 0.0)
         if not finite:
             self.scaler.skip_step()  # backward through inf/NaN would only make NaN gradients
+            if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+                # DDP all-reduces gradients inside backward: this rank must run it through the
+                # model too, or the other ranks wait forever. Its value and gradient are zero
+                # or NaN; the step is skipped on every rank anyway (the scaler all-reduces the flag).
+                return torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0) * 0.0
             return torch.zeros((), device=loss.device, requires_grad=True)
         if self.scaler.enabled:
             return ScaleGradient.apply(loss, self.scaler.get_scale())
@@ -312,6 +323,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
         Losses of non-finite batches are left out of the averages (they are counted
         in ``history[-1]["skipped_steps"]``)."""
         self._epoch_stats = self._fresh_epoch_stats()
+        distributed.set_sampler_epoch(train_loader, epoch)
         skipped_before, steps_before = self.scaler.skipped_steps, self.scaler.total_steps
         self._optimizer_in_epoch = self.optimizer
         self.optimizer = StepThroughTrainer(self._optimizer_in_epoch, self._guarded_step)
@@ -393,6 +405,10 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
     def evaluate_all(self, epoch, eval_losses, test_loaders, eval_modes, max_autoregressive_steps=None):
         metrics = super().evaluate_all(epoch=epoch, eval_losses=eval_losses, test_loaders=test_loaders,
                                        eval_modes=eval_modes, max_autoregressive_steps=max_autoregressive_steps)
+        if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+            # each rank evaluated its shard: report (and pick save_best by) the mean over ranks,
+            # so every rank makes the same checkpoint decision
+            metrics = distributed.mean_over_ranks(metrics)
         non_finite = []
         for key, value in metrics.items():
             if torch.is_tensor(value) or isinstance(value, (int, float)):
@@ -424,12 +440,22 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
                 warnings.warn(f"The checkpoint in {resume_from_dir} already finished all "
                               f"{self.n_epochs} epochs; nothing to train.", stacklevel=2)
                 return {k: v for k, v in (self.history[-1] if self.history else {}).items()}
+        use_distributed = self.use_distributed
+        if use_distributed and distributed.is_distributed():
+            distributed.check_same_on_all_ranks(
+                n_epochs=self.n_epochs, start_epoch=self.start_epoch,
+                batches_per_epoch=len(train_loader) if hasattr(train_loader, "__len__") else None,
+                precision_schedule=None if self.precision_schedule is None else str(self.precision_schedule))
+            # wrapped here: upstream's train() would pass device_ids=[rank], which DDP refuses on CPUs
+            self.model = distributed.wrap_model(self.model, self.device)
+            self.use_distributed = False
         try:
             return super().train(train_loader, test_loaders, optimizer, scheduler, regularizer=regularizer,
                                  training_loss=training_loss, eval_losses=eval_losses, eval_modes=eval_modes,
                                  save_every=save_every, save_best=save_best, save_dir=save_dir,
                                  resume_from_dir=None, max_autoregressive_steps=max_autoregressive_steps)
         finally:
+            self.use_distributed = use_distributed
             self._close_bar()
 
     def _close_bar(self):

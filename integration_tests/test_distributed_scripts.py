@@ -1,0 +1,50 @@
+"""Upstream's real ``train_darcy.py`` under ``torchrun --nproc_per_node 2`` through
+``neuralop-mp run``, with its own ``--distributed.use_distributed True``: two CPU
+ranks (gloo), the plugin's layer in "mixed" precision, DDP, DistributedSamplers."""
+import json
+import os
+import subprocess
+import sys
+
+from .test_run_scripts import TINY_DARCY
+
+
+def test_upstream_train_darcy_under_torchrun_on_two_cpu_ranks(upstream_scripts, darcy_root, tmp_path):
+    report_file = tmp_path / "report.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "neuralop_mp.cli", "run", "train_darcy.py", "--mp.precision", "mixed",
+               "--mp.half_dtype", "bfloat16", "--mp.data-root", str(darcy_root), "--mp.report", str(report_file),
+               "--", *TINY_DARCY, "--opt.n_epochs", "2", "--distributed.use_distributed", "True"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(command, cwd=upstream_scripts, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    assert "data parallel: rank 0 of 2 (backend gloo, device cpu)" in report["notes"]
+    (model,) = report["models"]
+    assert model["layer_types"] == ["MixedPrecisionSpectralConv"] and model["precision"]["mode"] == "mixed"
+    (trainer,) = report["trainers"]
+    history = trainer["history"]
+    assert [h["epoch"] for h in history] == [0, 1] and [h["skipped_steps"] for h in history] == [0, 0]
+    # both ranks ran the script to the end: each printed the run's summary
+    assert done.stdout.count("neuralop-mp summary") == 2, done.stdout[-3000:]
+
+
+def test_neuralop_mp_train_under_torchrun_on_two_cpu_ranks(darcy_root, tmp_path):
+    """``neuralop-mp train`` detects torchrun: gloo on the CPU, DDP, each rank a shard of the
+    training set, one results folder written by rank 0."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "neuralop_mp.cli", "train", "darcy", "--data.data_root", str(darcy_root),
+               "--output_dir", str(out), "--model.fno_block_precision", "mixed", "--opt.precision_schedule",
+               "mixed:0.5,full:0.5", "--data.n_train", "32", "--data.batch_size", "8", "--data.n_tests", "[16,16]",
+               "--data.test_batch_sizes", "[16,16]", "--opt.n_epochs", "2", "--model.hidden_channels", "8",
+               "--model.n_layers", "2", "--verbose", "false"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["world_size"] == 2 and results["device"] == "cpu"
+    assert [h["precision"] for h in results["history"]] == ["mixed", "full"]
+    assert [h["skipped_steps"] for h in results["history"]] == [0, 0]
+    assert all(value == value for value in results["metrics"].values())  # no NaN
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # rank 1 wrote nothing

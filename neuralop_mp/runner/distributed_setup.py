@@ -1,0 +1,40 @@
+"""The stand-in for upstream's ``neuralop.training.setup`` under ``neuralop-mp run``.
+
+Upstream's ``setup(config)`` with ``distributed.use_distributed`` counts ranks with
+``torch.cuda.device_count()`` (so on CPUs it creates no process group, and on several
+nodes it counts one node's GPUs), always uses nccl, and returns ``cuda:<rank>`` (the
+wrong GPU on every node but the first; no device at all on CPUs). The stand-in joins
+the process group ``torchrun`` describes (:func:`~neuralop_mp.training.distributed.init_from_env`:
+nccl with ``cuda:LOCAL_RANK`` where CUDA is available, gloo on the CPU otherwise) and
+otherwise does what upstream does: seed ``distributed.seed + rank``, make rank 0 the
+logger. Without ``use_distributed`` upstream's own ``setup`` runs.
+"""
+import torch
+
+from ..configs.zencfg_compat import read_key
+from ..training import distributed
+
+
+def make_setup(original, report):
+    """A ``setup(config)`` like upstream's ``original`` that also runs data parallel on CPUs."""
+
+    def setup(config):
+        section = read_key(config, "distributed")
+        if section is None or not read_key(section, "use_distributed"):
+            return original(config)
+        model_parallel = read_key(section, "model_parallel_size")
+        if model_parallel not in (None, 1):
+            raise ValueError(f"Invalid distributed.model_parallel_size={model_parallel!r}: neuralop-mp runs "
+                             "data parallel only; allowed: 1 or None.")
+        device = distributed.init_from_env()
+        rank, world_size = distributed.rank(), distributed.world_size()
+        seed = read_key(section, "seed")
+        if seed is not None:
+            torch.manual_seed(seed + rank)  # upstream's rule; DDP then copies rank 0's weights to all
+            if device.type == "cuda":
+                torch.cuda.manual_seed(seed + rank)
+        backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
+        report.note(f"data parallel: rank {rank} of {world_size} (backend {backend}, device {device})")
+        return device, rank == 0
+
+    return setup

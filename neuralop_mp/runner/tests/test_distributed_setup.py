@@ -1,0 +1,36 @@
+"""The stand-in for upstream's ``setup()``: upstream's own without ``use_distributed``;
+with it, a process group on any device, and a clear refusal of model parallelism."""
+import pytest
+import torch
+
+from neuralop_mp.runner.distributed_setup import make_setup
+from neuralop_mp.runner.report import ActivationReport
+
+
+def _config(**distributed):
+    return {"distributed": {"use_distributed": False, "model_parallel_size": 1, "seed": None, **distributed}}
+
+
+def test_without_use_distributed_upstreams_setup_runs():
+    calls = []
+    setup = make_setup(lambda config: calls.append(config) or ("upstream-device", True), ActivationReport({}))
+    config = _config()
+    assert setup(config) == ("upstream-device", True)
+    assert calls == [config]
+
+
+def test_model_parallelism_is_refused_with_the_allowed_values():
+    setup = make_setup(lambda config: pytest.fail("upstream's setup must not run"), ActivationReport({}))
+    with pytest.raises(ValueError, match=r"model_parallel_size=2.*allowed: 1 or None"):
+        setup(_config(use_distributed=True, model_parallel_size=2))
+
+
+def test_outside_torchrun_use_distributed_runs_on_one_process_with_upstreams_seed(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    report = ActivationReport({})
+    device, is_logger = make_setup(lambda config: None, report)(_config(use_distributed=True, seed=7))
+    assert is_logger and device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    first = torch.rand(3)
+    torch.manual_seed(7)  # rank 0: upstream's rule is seed + rank
+    assert torch.equal(first, torch.rand(3))
+    assert "data parallel: rank 0 of 1 (backend none, device cpu)" in report.notes or torch.cuda.is_available()

@@ -1,0 +1,191 @@
+"""Data-parallel glue: what every rank must agree on, decided through torch.distributed.
+
+Data-parallel training (DistributedDataParallel, launched by ``torchrun``) keeps one
+copy of the model and the optimizer per rank and relies on every rank taking the
+same step. DDP all-reduces (averages) the gradients during ``backward``; from there
+the ranks must make the same decisions on their own:
+
+- skip or take the step: a loss or gradient that is non-finite on one rank only
+  (a bad sample, or an overflow after the all-reduce) must skip the step on every
+  rank, and the loss scale must back off everywhere. :func:`any_rank` all-reduces
+  that flag (one MAX of one number per step).
+- TensorGRaD's projectors: the Tucker factors come from an eigen-decomposition of
+  the all-reduced gradient (deterministic), the random-k sparse indices from a
+  ``torch.Generator`` seeded with the parameter's stored seed and the step, never
+  from a rank's global RNG; so they agree without communication.
+- the precision phase: chosen from the epoch number, the same on every rank as
+  long as every rank runs the same number of epochs and of batches per epoch,
+  which :func:`check_same_on_all_ranks` verifies before training starts.
+
+This module builds no communication of its own: it calls ``torch.distributed``
+collectives and DDP.
+"""
+import os
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+BACKENDS = ("gloo", "nccl")
+
+
+def is_distributed():
+    """True inside an initialised process group of more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank():
+    """This process's rank (0 outside a process group)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size():
+    """The number of ranks (1 outside a process group)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _collective_device():
+    """nccl only reduces CUDA tensors; gloo reduces CPU tensors."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def any_rank(flag):
+    """Whether ``flag`` is true on at least one rank (``flag`` itself outside a group).
+
+    A collective: every rank must call it at the same point, once per step.
+    """
+    if not is_distributed():
+        return bool(flag)
+    value = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def check_same_on_all_ranks(**values):
+    """Raise a ValueError naming each value that differs between ranks.
+
+    Values that decide when a precision phase starts or how many steps an epoch has
+    (``n_epochs``, the schedule, the number of batches) must be equal everywhere, or
+    ranks would wait on each other's collectives forever. A collective.
+    """
+    if not is_distributed():
+        return
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, values)
+    differing = {key: [g[key] for g in gathered] for key in values if any(g[key] != values[key] for g in gathered)}
+    if differing:
+        details = "; ".join(f"{key} per rank = {per_rank!r}" for key, per_rank in differing.items())
+        raise ValueError(
+            f"Data-parallel ranks disagree: {details}. Every rank must run the same schedule, number of "
+            "epochs and number of batches per epoch (use a DistributedSampler, which pads every rank to "
+            "the same length).")
+
+
+def mean_over_ranks(metrics):
+    """``metrics`` (a dict) with each number replaced by its mean over the ranks.
+
+    Each rank evaluates its shard of the test set (a DistributedSampler pads the
+    shards to equal sizes, so the plain mean is the whole set's mean up to the
+    padding). A collective; non-numeric entries are kept as they are.
+    """
+    if not is_distributed():
+        return metrics
+    keys = sorted(k for k, v in metrics.items()
+                  if (torch.is_tensor(v) and v.numel() == 1) or (isinstance(v, (int, float)) and not isinstance(v, bool)))
+    if not keys:
+        return metrics
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    values /= dist.get_world_size()
+    return {**metrics, **dict(zip(keys, values.tolist()))}
+
+
+def gather_objects(obj):
+    """``obj`` of every rank, as a list indexed by rank (``[obj]`` outside a group). A collective."""
+    if not is_distributed():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def barrier():
+    """Wait for every rank (nothing outside a group)."""
+    if is_distributed():
+        dist.barrier()
+
+
+def wrap_model(model, device):
+    """``model`` inside DistributedDataParallel, on ``device``.
+
+    Upstream's Trainer passes ``device_ids=[rank]`` whatever the device, which DDP
+    refuses for CPU modules (gloo) and which names the wrong GPU on any node but the
+    first; here a CPU model gets no ``device_ids`` and a CUDA model the index of its
+    own device. An already wrapped model is returned unchanged.
+    """
+    if isinstance(model, DistributedDataParallel):
+        return model
+    device = torch.device(device)
+    model = model.to(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return DistributedDataParallel(model, device_ids=[index], output_device=index)
+    return DistributedDataParallel(model)
+
+
+def init_from_env(backend=None):
+    """Join the process group ``torchrun`` describes in the environment; return the device.
+
+    Parameters
+    ----------
+    backend : {"gloo", "nccl"} or None
+        None: "nccl" when CUDA is available, else "gloo".
+
+    Returns
+    -------
+    torch.device
+        ``cuda:LOCAL_RANK`` with nccl, else the CPU. Outside torchrun (no
+        ``WORLD_SIZE`` in the environment) no group is created and the device is
+        ``cuda`` when available, else the CPU.
+    """
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"Invalid backend={backend!r}; expected one of {list(BACKENDS)} or None.")
+    if "WORLD_SIZE" not in os.environ:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl" and not torch.cuda.is_available():
+        raise ValueError("backend='nccl' needs CUDA, which is not available here; use backend='gloo' on CPUs.")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return device
+
+
+def launched_by_torchrun():
+    """True in a process that ``torchrun`` started as one of several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def shard_loader(loader, seed=0):
+    """``loader`` over this rank's shard of its dataset (a shuffling DistributedSampler
+    seeded with ``seed``, the same on every rank); ``loader`` itself outside a group."""
+    if not is_distributed():
+        return loader
+    sampler = torch.utils.data.DistributedSampler(loader.dataset, shuffle=True, seed=int(seed))
+    return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
+                                       num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                                       pin_memory=loader.pin_memory, drop_last=loader.drop_last)
+
+
+def set_sampler_epoch(loader, epoch):
+    """Reshuffle a DistributedSampler for ``epoch`` (upstream's loop never calls
+    ``set_epoch``, so every epoch would see the same order)."""
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
