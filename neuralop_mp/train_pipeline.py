@@ -15,6 +15,10 @@ step                      config fields
 :func:`build_trainer`     ``opt.n_epochs``, ``opt.eval_interval``, ``opt.loss_scaling``, ...
 ========================  =====================================================
 
+The model, optimizer, schedule and trainer precision steps call
+:mod:`neuralop_mp.build_steps`, the same functions ``neuralop-mp run`` builds with
+when an upstream script calls ``get_model``, ``Trainer`` or ``neuralop.training.AdamW``.
+
 :func:`run_training` chains them, trains, evaluates the final model at every test
 resolution and writes ``results.json`` and ``loss_curve.png``
 (:mod:`neuralop_mp.train_report`). ``neuralop-mp train`` is a thin shell around it.
