@@ -3,7 +3,8 @@
 Each ``make_*`` function returns an object bound to one activation's options and
 report: a ``get_model`` function, a ``Trainer`` class and optimizer classes. They
 accept exactly what the names they replace accept, so an unmodified script calls
-them without noticing, and they record what they did in the report.
+them without noticing, and they record what they did in the report. What they build,
+they build with :mod:`neuralop_mp.build_steps`, the steps ``neuralop-mp train`` uses.
 """
 import inspect
 import threading
