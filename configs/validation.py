@@ -82,7 +82,7 @@ def validate_model(model, prefix="model"):
     import neuralop_mp  # noqa: F401  (registers "uno")
 
     check_choice(f"{prefix}.model_arch", str(model.model_arch).lower(), tuple(sorted(BaseModel._models)))
-    PrecisionPolicy.from_config(model, prefix=prefix)
+    policy = PrecisionPolicy.from_config(model, prefix=prefix)
     enumerated = {name: (allowed, name == "factorization") for name, allowed in upstream_choices().items()}
     enumerated["positional_embedding"] = (POSITIONAL_EMBEDDINGS, False)
     enumerated["implementation"] = (IMPLEMENTATIONS, False)
@@ -90,6 +90,7 @@ def validate_model(model, prefix="model"):
         value = _field(model, name)
         if value is not _MISSING:
             _check_optional_choice(f"{prefix}.{name}", value, allowed, ignore_case=ignore_case)
+    return policy
 
 
 def _owned_choices():
@@ -124,15 +125,9 @@ def validate_opt(opt):
 
 def validate_precision_schedule(value):
     """Parse ``opt.precision_schedule``; return the schedule or None."""
-    value = none_if_null(value)
-    if value is None:
-        return None
-    from neuralop_mp.training.schedule import PrecisionSchedule
+    from neuralop_mp.build_steps import parse_precision_schedule
 
-    try:
-        return PrecisionSchedule.from_config(value)
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"Invalid opt.precision_schedule={value!r}: {error}") from None
+    return parse_precision_schedule(value)
 
 
 def validate_data(data):
@@ -174,13 +169,27 @@ def validate_config(config):
     config
         The same object, for chaining.
     """
+    validated_precision_policy(config)
+    return config
+
+
+def validated_precision_policy(config):
+    """Validate ``config`` as :func:`validate_config` does; return its precision policy.
+
+    For a caller that goes on to build from the config: the precision keys of
+    ``config.model`` are parsed once, here.
+
+    Returns
+    -------
+    PrecisionPolicy
+    """
     validate_device(config.device)
-    validate_model(config.model)
+    policy = validate_model(config.model)
     validate_opt(config.opt)
     validate_data(config.data)
     _check_positive("patching.levels", config.patching.levels, allow_zero=True)
     validate_value_ranges(config)
-    return config
+    return policy
 
 
 # ---------------------------------------------------------------- value ranges

@@ -15,6 +15,10 @@ step                      config fields
 :func:`build_trainer`     ``opt.n_epochs``, ``opt.eval_interval``, ``opt.loss_scaling``, ...
 ========================  =====================================================
 
+The model, optimizer, schedule and trainer precision steps call
+:mod:`neuralop_mp.build_steps`, the same functions ``neuralop-mp run`` builds with
+when an upstream script calls ``get_model``, ``Trainer`` or ``neuralop.training.AdamW``.
+
 :func:`run_training` chains them, trains, evaluates the final model at every test
 resolution and writes ``results.json`` and ``loss_curve.png``
 (:mod:`neuralop_mp.train_report`). ``neuralop-mp train`` is a thin shell around it.
@@ -27,7 +31,7 @@ from pathlib import Path
 import torch
 
 from .layers.path_report import summarize_product_paths
-from .precision_policy import PrecisionPolicy
+from . import build_steps
 from .run_setup import RunSetupError, check_writable, resolve_device  # noqa: F401 (resolve_device re-exported)
 from .vocabulary import none_if_null
 
@@ -67,11 +71,10 @@ def build_data(config, *, progress=True):
 
 def build_model(config, device="cpu", policy=None):
     """Seed torch with ``config.seed`` and build ``config.model`` on ``device`` (with
-    ``policy``, the parsed precision keys, when given)."""
-    from .models.registry import get_model
-
+    ``policy``, the parsed precision keys; parsed from ``config.model`` when not given)."""
     torch.manual_seed(config.seed)
-    return get_model(config, precision_policy=policy).to(device)
+    policy = policy or build_steps.precision_policy(config)
+    return build_steps.build_model(config, policy).to(device)
 
 
 def attach_patching(config, model, data_processor, device="cpu"):
@@ -92,10 +95,8 @@ def attach_patching(config, model, data_processor, device="cpu"):
 
 
 def build_optimizer(model, config):
-    """The optimizer ``config.opt`` names (:func:`neuralop_mp.optim.factory.create_optimizer`)."""
-    from .optim.factory import create_optimizer
-
-    return create_optimizer(model, config.opt)
+    """The optimizer ``config.opt`` names (:func:`neuralop_mp.build_steps.build_optimizer`)."""
+    return build_steps.build_optimizer(model, config.opt)
 
 
 def build_scheduler(optimizer, config):
@@ -139,21 +140,10 @@ def build_losses(config, n_dims):
 
 
 def build_schedule(config, policy=None):
-    """``opt.precision_schedule`` if set, else a constant schedule of ``model.fno_block_precision``.
-
-    The constant schedule keeps that mode's defaults (autocast on for "mixed" and
-    "half"; for "half", tanh with float16 and none with bfloat16, whose range needs no
-    stabilizer) unless ``model.stabilizer`` is given explicitly.
-    """
-    from .configs.validation import validate_precision_schedule
-    from .training.schedule import PrecisionSchedule
-
-    schedule = validate_precision_schedule(config.opt.precision_schedule)
-    if schedule is not None:
-        return schedule
-    policy = policy or PrecisionPolicy.from_config(config.model)
-    phase_kwargs = {"stabilizer": policy.stabilizer} if policy.stabilizer is not None else {}
-    return PrecisionSchedule.constant(policy.fno_block_precision, **phase_kwargs)
+    """``opt.precision_schedule`` if set, else a constant schedule of ``model.fno_block_precision``
+    (:func:`neuralop_mp.build_steps.precision_schedule`)."""
+    return build_steps.precision_schedule(config.opt.precision_schedule,
+                                          policy or build_steps.precision_policy(config))
 
 
 def build_trainer(config, model, data_processor, schedule, device="cpu", *, progress=True, policy=None,
@@ -177,10 +167,8 @@ def build_trainer(config, model, data_processor, schedule, device="cpu", *, prog
         data_processor=data_processor,
         eval_interval=opt.eval_interval,
         verbose=config.verbose,
-        mixed_precision=any(phase.autocast for phase in schedule),
-        precision_schedule=schedule,
-        half_dtype=(policy or PrecisionPolicy.from_config(config.model)).half_dtype,
-        loss_scaling=opt.loss_scaling,
+        **build_steps.trainer_precision_kwargs(
+            schedule, (policy or build_steps.precision_policy(config)).half_dtype, opt.loss_scaling),
         max_consecutive_skips=opt.max_consecutive_skips,
         progress=progress,
         use_distributed=distributed.is_distributed(),
@@ -287,13 +275,15 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         unwritable output folder; while loading data, for missing files that are not
         to be generated (with the command that generates them).
     """
-    from .configs import config_to_dict, validate_config
+    from .configs import config_to_dict
+    from .configs.validation import validated_precision_policy
     from .run_folder import CHECKPOINT_DIR, FINAL_MODEL, save_model, write_command
     from .run_records import phase_ranges
     from .train_report import precision_as_run, write_outputs
     from .training import distributed
 
-    validate_config(config)
+    # the precision keys are parsed once, while validating; model, schedule and trainer share the policy
+    policy = validated_precision_policy(config)
     start = time.perf_counter()
     device = resolve_device(config.device)
     if distributed.launched_by_torchrun():  # one rank of several: DDP, a shard of the data, rank 0 writes
@@ -322,8 +312,6 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     except (FileNotFoundError, ValueError) as error:
         raise _setup_error("data", error) from error
     train_loader = distributed.shard_loader(train_loader, seed=config.seed)
-    # the precision keys are parsed once; model, schedule and trainer share the policy
-    policy = PrecisionPolicy.from_config(config.model)
     model = build_model(config, device, policy)
     data_processor = attach_patching(config, model, data_processor, device)
     optimizer = build_optimizer(model, config)

@@ -28,9 +28,13 @@ _NO_LAYER_HINT = ("build it with neuralop_mp.get_model(config) or pass "
                   "conv_module=neuralop_mp.MixedPrecisionSpectralConv.")
 
 
-def mixed_precision_layers(model):
-    """Every :class:`~neuralop_mp.MixedPrecisionSpectralConv` in ``model`` (a bare layer included)."""
-    return [m for m in model.modules() if isinstance(m, MixedPrecisionSpectralConv)]
+def mixed_precision_layers(model, layer_class=None):
+    """Every :class:`~neuralop_mp.MixedPrecisionSpectralConv` in ``model`` (a bare layer included).
+
+    ``layer_class`` replaces that class (the runner's tests look for a fake one).
+    """
+    layer_class = MixedPrecisionSpectralConv if layer_class is None else layer_class
+    return [m for m in model.modules() if isinstance(m, layer_class)]
 
 
 def _fno_blocks(model):

@@ -3,15 +3,18 @@
 Each ``make_*`` function returns an object bound to one activation's options and
 report: a ``get_model`` function, a ``Trainer`` class and optimizer classes. They
 accept exactly what the names they replace accept, so an unmodified script calls
-them without noticing, and they record what they did in the report.
+them without noticing, and they record what they did in the report. What they build,
+they build with :mod:`neuralop_mp.build_steps`, the steps ``neuralop-mp train`` uses.
 """
 import inspect
 import threading
 import weakref
 from types import SimpleNamespace
 
+from .. import build_steps
 from ..configs.zencfg_compat import read_key, section_dict
-from ..training.schedule import PrecisionSchedule
+from ..layers.precision_switch import mixed_precision_layers
+from ..precision_policy import PrecisionPolicy
 
 # While the factory builds an optimizer it may itself call the replaced name (a
 # factory optimizer that subclasses upstream's AdamW): this flag makes the stand-in step aside.
@@ -80,7 +83,9 @@ def make_get_model(options, report, parts):
 
     def get_model(config):
         built = plugin_config(config, options)
-        model = parts.get_model(built)
+        # the same steps as `neuralop-mp train`: the precision keys parsed once, then the model
+        policy = build_steps.precision_policy(built)
+        model = build_steps.build_model(built, policy, get_model=parts.get_model)
         report.record_model(model, arch=str(built["model"].get("model_arch", "")))
         return model
 
@@ -92,16 +97,20 @@ def make_get_model(options, report, parts):
     return get_model
 
 
+def options_policy(options):
+    """The :class:`PrecisionPolicy` of an activation's precision options (defaults for those not given)."""
+    given = {key: options.get(option) for key, option in (
+        ("fno_block_precision", "precision"), ("half_dtype", "half_dtype"),
+        ("stabilizer", "stabilizer"), ("spectral_weight_dtype", "spectral_weight_dtype"))}
+    return PrecisionPolicy.from_config({k: v for k, v in given.items() if v is not None}, prefix="mp")
+
+
 def trainer_schedule(options):
-    """The schedule the trainer is bound to: the requested one, else constant ``precision``."""
-    if options.get("schedule") is not None:
-        return options["schedule"]
-    if options.get("precision") is not None:
-        kwargs = {}
-        if options.get("stabilizer") is not None:
-            kwargs["stabilizer"] = options["stabilizer"]
-        return PrecisionSchedule.constant(options["precision"], **kwargs)
-    return None
+    """The schedule the trainer is bound to: the requested one, else constant ``precision``
+    (:func:`neuralop_mp.build_steps.precision_schedule`); None when neither is requested."""
+    if options.get("schedule") is None and options.get("precision") is None:
+        return None
+    return build_steps.precision_schedule(options.get("schedule"), options_policy(options))
 
 
 def make_trainer_class(options, report, parts):
@@ -111,9 +120,10 @@ def make_trainer_class(options, report, parts):
     and loss scaling of the activation are filled in unless the script passes them.
     """
     schedule = trainer_schedule(options)
-
-    def has_mixed_precision_layer(model):
-        return any(isinstance(m, parts.MixedPrecisionSpectralConv) for m in model.modules())
+    precision_kwargs = build_steps.trainer_precision_kwargs(
+        schedule, options.get("half_dtype"), options.get("loss_scaling"))
+    # a script's explicit autocast flag is upstream's own argument: the schedule does not override it
+    precision_kwargs.pop("mixed_precision", None)
 
     class Trainer(parts.MixedPrecisionTrainer):
         __doc__ = (
@@ -124,7 +134,8 @@ def make_trainer_class(options, report, parts):
         def __init__(self, *args, **kwargs):
             model = kwargs.get("model", args[0] if args else None)
             switches_layers = schedule is not None and any(p.mode != "full" for p in schedule)
-            if switches_layers and model is not None and not has_mixed_precision_layer(model):
+            if switches_layers and model is not None and not mixed_precision_layers(
+                    model, layer_class=parts.MixedPrecisionSpectralConv):
                 raise RuntimeError(
                     f"neuralop-mp: precision schedule {str(schedule)!r} requested, but the model "
                     f"passed to Trainer ({type(model).__name__}) has no MixedPrecisionSpectralConv "
@@ -133,10 +144,8 @@ def make_trainer_class(options, report, parts):
                     "without --mp.precision/--mp.schedule."
                 )
             kwargs.setdefault("precision_schedule", schedule)
-            if options.get("half_dtype") is not None:
-                kwargs.setdefault("half_dtype", options["half_dtype"])
-            if options.get("loss_scaling") is not None:
-                kwargs.setdefault("loss_scaling", options["loss_scaling"])
+            for key, value in precision_kwargs.items():
+                kwargs.setdefault(key, value)
             super().__init__(*args, **kwargs)
             report.record_trainer(self, schedule=kwargs["precision_schedule"])
 
@@ -247,8 +256,9 @@ def make_optimizer_class(replaced, kind, options, report, parts):
                 )
             _building.active = True
             try:
-                optimizer = parts.create_optimizer(
-                    model if model is not None else _parameter_holder(params), opt_config
+                optimizer = build_steps.build_optimizer(
+                    model if model is not None else _parameter_holder(params), opt_config,
+                    create_optimizer=parts.create_optimizer,
                 )
             finally:
                 _building.active = False

@@ -33,8 +33,9 @@ class FakeMixedPrecisionTrainer(UpstreamTrainer):
 
 
 def _fake_parts(calls):
-    def get_model(config):
+    def get_model(config, precision_policy=None):
         calls["get_model"].append(config)
+        calls.setdefault("policies", []).append(precision_policy)
         model_cfg = dict(config["model"])
         layer = model_cfg.get("fno_block_precision", "full") != "full" or bool(
             (config.get("opt") or {}).get("precision_schedule")

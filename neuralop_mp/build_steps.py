@@ -1,0 +1,107 @@
+"""The steps from a config to a model, an optimizer and a trainer's precision arguments.
+
+``neuralop-mp train`` (:mod:`neuralop_mp.train_pipeline`) and ``neuralop-mp run`` /
+:func:`neuralop_mp.enable` (:mod:`neuralop_mp.runner.intercept`, which builds when an
+upstream script calls ``get_model``, ``Trainer`` or ``neuralop.training.AdamW``) both
+call these functions, so a config means the same model, optimizer and precision
+schedule on either path.
+
+Each step takes the function it builds with as an optional argument (``get_model``,
+``create_optimizer``), defaulting to the plugin's own: the runner passes the parts it
+bound before patching upstream's names (and its tests pass fakes).
+"""
+from .precision_policy import PrecisionPolicy
+from .vocabulary import none_if_null, read_key
+
+
+def precision_policy(config, prefix="model"):
+    """The :class:`PrecisionPolicy` of ``config.model`` (a whole config or the section).
+
+    Parsed and validated once; the model, the schedule and the trainer share it.
+    """
+    section = read_key(config, "model", None)
+    return PrecisionPolicy.from_config(config if section is None else section, prefix=prefix)
+
+
+def parse_precision_schedule(value):
+    """``opt.precision_schedule`` as a :class:`PrecisionSchedule`, or None when unset.
+
+    Raises
+    ------
+    ValueError
+        Naming the value and what is wrong with it.
+    """
+    from .training.schedule import PrecisionSchedule
+
+    if isinstance(value, PrecisionSchedule):
+        return value
+    value = none_if_null(value)
+    if value is None:
+        return None
+    try:
+        return PrecisionSchedule.from_config(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"Invalid opt.precision_schedule={value!r}: {error}") from None
+
+
+def precision_schedule(schedule, policy):
+    """The schedule the trainer runs: ``schedule`` if set, else ``policy``'s mode throughout.
+
+    The constant schedule keeps that mode's defaults (autocast on for "mixed" and
+    "half"; for "half", tanh with float16 and none with bfloat16, whose range needs no
+    stabilizer) unless the policy names a stabilizer.
+    """
+    from .training.schedule import PrecisionSchedule
+
+    parsed = parse_precision_schedule(schedule)
+    if parsed is not None:
+        return parsed
+    phase_kwargs = {"stabilizer": policy.stabilizer} if policy.stabilizer is not None else {}
+    return PrecisionSchedule.constant(policy.fno_block_precision, **phase_kwargs)
+
+
+def build_model(config, policy, get_model=None):
+    """``config.model`` built with the parsed ``policy`` (:func:`neuralop_mp.get_model`)."""
+    if get_model is None:
+        from .models.registry import get_model
+    return get_model(config, precision_policy=policy)
+
+
+def build_optimizer(model, opt_config, create_optimizer=None):
+    """The optimizer ``opt_config`` (an ``opt`` section or a dict of its fields) names.
+
+    See :func:`neuralop_mp.optim.factory.create_optimizer` for the fields.
+    """
+    if create_optimizer is None:
+        from .optim.factory import create_optimizer
+    return create_optimizer(model, opt_config)
+
+
+def trainer_precision_kwargs(schedule, half_dtype=None, loss_scaling=None):
+    """The :class:`~neuralop_mp.MixedPrecisionTrainer` arguments that carry the precision.
+
+    Parameters
+    ----------
+    schedule : PrecisionSchedule or None
+        What the trainer runs; ``mixed_precision`` (autocast) is on when a phase autocasts.
+    half_dtype : str, optional
+        The policy's half type ("auto" | "float16" | "bfloat16").
+    loss_scaling : str, optional
+        ``opt.loss_scaling``.
+
+    Returns
+    -------
+    dict
+        ``precision_schedule``, ``mixed_precision``, ``half_dtype`` and
+        ``loss_scaling``, each only when its input was given (the trainer's defaults
+        apply to the others).
+    """
+    kwargs = {}
+    if schedule is not None:
+        kwargs["precision_schedule"] = schedule
+        kwargs["mixed_precision"] = any(phase.autocast for phase in schedule)
+    if half_dtype is not None:
+        kwargs["half_dtype"] = half_dtype
+    if loss_scaling is not None:
+        kwargs["loss_scaling"] = loss_scaling
+    return kwargs
