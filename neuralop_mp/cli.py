@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "train a model from a config: neuralop-mp train CONFIG [--key value ...]",
     "data": "generate the built-in datasets offline: neuralop-mp data {darcy,navier_stokes,burgers} ...",
     "run": "run an upstream training script with the plugin: neuralop-mp run SCRIPT.py [--mp.* ...] -- [args]",
+    "diagnose": "precision vs discretization error per layer: neuralop-mp diagnose CONFIG_OR_CHECKPOINT [...]",
 }
 
 
@@ -104,6 +105,10 @@ def main(argv=None):
         from .data.cli import main as data_main
 
         return data_main(rest)
+    if command == "diagnose":
+        from .diagnose.cli import main as diagnose_main
+
+        return diagnose_main(rest)
     if command == "run":
         from .runner.cli import main as run_main
 
