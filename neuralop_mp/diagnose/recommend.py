@@ -10,8 +10,7 @@ Among the acceptable precisions the cheapest is chosen: "half" before "mixed" be
 bfloat16 first elsewhere. Only the model's own stabilizer is considered: switching
 tanh on or off changes the function the model computes.
 
-The model as a whole runs in the most precise of its layers' choices (every layer then
-meets the rule). ``autocast`` is recommended when the model-level error with autocast
+The model as a whole runs in one precision: the cheapest that every layer accepts. ``autocast`` is recommended when the model-level error with autocast
 also meets the rule against the model's discretization error.
 
 References
@@ -42,35 +41,45 @@ def _acceptable(error, bound):
     return error is not None and math.isfinite(error) and error <= bound
 
 
-def choose_layer(entry, *, tanh, device_type, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN,
-                 discretization_error=None):
-    """The cheapest acceptable ``(mode, half_dtype)`` of one layer entry of
-    :func:`~neuralop_mp.diagnose.measure.measure` (``("full", None)`` if none), with the reason."""
-    _check(fraction, overflow_margin)
-    disc = entry.get("discretization_error")
-    if disc is None:
-        disc = discretization_error
-    bound = fraction * disc if disc is not None else None
-    margin = entry["overflow"]["float16_margin"]
+def _candidates(device_type, half_dtypes):
+    """``(mode, half_dtype)`` pairs cheapest first ("half" only where it differs from "mixed")."""
     modes = _COST_ORDER[:-1] if device_type == "cuda" else ("mixed",)
-    for mode in modes:
-        for dtype in _dtype_order(device_type):
-            key = variant_name(mode, dtype, tanh)
-            if key not in entry["precision"]:
-                continue
-            if dtype == "float16" and not tanh and margin < overflow_margin:
-                continue  # overflow risk forces a safer choice
-            error = entry["precision"][key]["error"]
-            if bound is not None and _acceptable(error, bound):
-                return {"mode": mode, "half_dtype": dtype, "precision_error": error, "bound": bound}
+    return [(mode, dtype) for mode in modes for dtype in half_dtypes or _dtype_order(device_type)]
+
+
+def _accepts(entry, mode, dtype, *, tanh, bound, overflow_margin):
+    """The rule for one layer entry and one candidate; returns the error or None."""
+    measured = entry["precision"].get(variant_name(mode, dtype, tanh))
+    if measured is None or bound is None:
+        return None
+    if dtype == "float16" and not tanh and entry["overflow"]["float16_margin"] < overflow_margin:
+        return None  # overflow risk forces a safer choice
+    return measured["error"] if _acceptable(measured["error"], bound) else None
+
+
+def _bound(entry, fraction, discretization_error):
+    disc = entry.get("discretization_error")
+    disc = discretization_error if disc is None else disc
+    return fraction * disc if disc is not None else None
+
+
+def choose_layer(entry, *, tanh, device_type, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN,
+                 discretization_error=None, half_dtypes=None):
+    """The cheapest acceptable ``(mode, half_dtype)`` of one layer entry of
+    :func:`~neuralop_mp.diagnose.measure.measure` (``("full", None)`` if none), with
+    its error and the bound it met. ``discretization_error`` stands in for a layer whose
+    own could not be measured."""
+    _check(fraction, overflow_margin)
+    bound = _bound(entry, fraction, discretization_error)
+    for mode, dtype in _candidates(device_type, half_dtypes):
+        error = _accepts(entry, mode, dtype, tanh=tanh, bound=bound, overflow_margin=overflow_margin)
+        if error is not None:
+            return {"mode": mode, "half_dtype": dtype, "precision_error": error, "bound": bound}
     return {"mode": "full", "half_dtype": None, "precision_error": 0.0, "bound": bound}
 
 
-def _more_precise(a, b):
-    return a if _COST_ORDER.index(a["mode"]) >= _COST_ORDER.index(b["mode"]) else b
-
-
-def recommend(diagnosis, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN, device_type=None):
+def recommend(diagnosis, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN, device_type=None,
+              half_dtypes=None):
     """Per-layer and model precision, autocast, and a schedule string from a measurement.
 
     Parameters
@@ -84,6 +93,9 @@ def recommend(diagnosis, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_O
     device_type : str, optional
         The device the model will train on (decides float16 vs bfloat16 preference);
         defaults to the device measured on.
+    half_dtypes : sequence of {"float16", "bfloat16"}, optional
+        The 16-bit types allowed, in order of preference; default: both, the
+        device's preferred one first.
 
     Returns
     -------
@@ -99,15 +111,16 @@ def recommend(diagnosis, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_O
     layers = []
     for entry in diagnosis["layers"]:
         choice = choose_layer(entry, tanh=tanh, device_type=device_type, fraction=fraction,
-                              overflow_margin=overflow_margin, discretization_error=model_disc)
+                              overflow_margin=overflow_margin, discretization_error=model_disc,
+                              half_dtypes=half_dtypes)
         layers.append({"name": entry["name"], **choice})
-    chosen = layers[0]
-    for layer in layers[1:]:
-        chosen = _more_precise(layer, chosen)
-    mode = chosen["mode"]
-    # a single 16-bit type for the whole model: the one every half layer chose, or the device's first
-    dtypes = {layer["half_dtype"] for layer in layers if layer["half_dtype"]}
-    dtype = dtypes.pop() if len(dtypes) == 1 else _dtype_order(device_type)[0]
+    # the model runs in one precision: the cheapest candidate that every layer accepts
+    mode, dtype = "full", None
+    for candidate, candidate_dtype in _candidates(device_type, half_dtypes):
+        if all(_accepts(entry, candidate, candidate_dtype, tanh=tanh, overflow_margin=overflow_margin,
+                        bound=_bound(entry, fraction, model_disc)) is not None for entry in diagnosis["layers"]):
+            mode, dtype = candidate, candidate_dtype
+            break
     autocast = False
     if mode != "full":
         key = variant_name(mode, dtype, tanh, autocast=True)
