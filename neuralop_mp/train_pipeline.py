@@ -266,6 +266,12 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     policy = PrecisionPolicy.from_config(config.model)
     model = build_model(config, device, policy)
     data_processor = attach_patching(config, model, data_processor, device)
+    auto_decision = None
+    if policy.fno_block_precision == "auto":  # decided from the first batches, then trained as chosen
+        from .diagnose.auto import calibrate_from_loader
+
+        auto_decision = calibrate_from_loader(model, train_loader, data_processor)
+        policy = policy.replace(fno_block_precision=auto_decision["fno_block_precision"])
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     training_loss, eval_losses = build_losses(config, data_dims(train_loader))
@@ -310,6 +316,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             "final_mode": history[-1].get("precision") if history else policy.fno_block_precision,
             "half_dtype": f"{policy.half_dtype} ({str(half_dtype).replace('torch.', '')})",
             "spectral_weight_dtype": policy.spectral_weight_dtype,
+            "auto_decision": auto_decision,
         },
         "skipped_steps": sum(int(h.get("skipped_steps") or 0) for h in history),
         "memory": memory_figures(model, optimizer, history),

@@ -65,6 +65,12 @@ def summary_rows(result):
         ("precision (final)", f"{precision['final_mode']} (half_dtype {precision['half_dtype']})"),
         ("precision phases", phases or str(precision["schedule"])),
         ("spectral weights stored in", precision.get("spectral_weight_dtype", "complex64")),
+    ]
+    if precision.get("auto_decision"):  # fno_block_precision="auto": what the calibration decided
+        decision = precision["auto_decision"]
+        rows.append(("precision (auto decision)", f"{decision['fno_block_precision']} "
+                     f"({decision['rule']}; discretization error {decision['discretization_error']:.2e})"))
+    rows += [
         ("skipped steps (inf/nan)", str(result["skipped_steps"])),
         ("parameters", f"{memory['n_params']:,} ({human_bytes(memory['params_bytes'])})"),
         ("optimizer state", human_bytes(memory["optimizer_state_bytes"])),

@@ -83,3 +83,21 @@ def calibrate_precision(model, batches, *, fraction=DEFAULT_FRACTION, overflow_m
         set_precision(model, decision["fno_block_precision"])
     model.precision_decision = decision
     return decision
+
+
+def calibrate_from_loader(model, train_loader, data_processor=None, *, n_batches=2, **kwargs):
+    """:func:`calibrate_precision` on the first ``n_batches`` of a training loader, each
+    passed through the data processor as the trainer would (``"x"`` of each batch)."""
+    if data_processor is not None:
+        data_processor.eval()  # statistics of a fitted normalizer stay as they are
+    device = next(model.parameters()).device
+    xs = []
+    for i, batch in enumerate(train_loader):
+        if i >= n_batches:
+            break
+        if data_processor is not None:
+            batch = data_processor.preprocess(batch)
+        xs.append(batch["x"].to(device))
+    if data_processor is not None:
+        data_processor.train()
+    return calibrate_precision(model, xs, **kwargs)

@@ -48,3 +48,22 @@ def test_auto_decision_round_trips_through_a_checkpoint(tmp_path):
     x = _smooth(seed=3)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_set_precision_auto_points_to_the_calibration():
+    import pytest
+
+    from neuralop_mp import MixedPrecisionSpectralConv, set_precision
+
+    model = _model("bfloat16")
+    with pytest.raises(ValueError, match="calibrate_precision"):
+        set_precision(model, "auto")
+    assert get_precision(model)[0] == "full"
+    with pytest.raises(ValueError, match="'auto' for a single layer"):
+        MixedPrecisionSpectralConv(2, 2, (4, 4), fno_block_precision="auto")
+
+
+def test_auto_in_the_constructor_starts_in_full_until_calibrated():
+    model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=1,
+                              fno_block_precision="auto")
+    assert get_precision(model)[0] == "full" and model.precision_decision == "pending"
