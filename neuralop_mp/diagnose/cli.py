@@ -29,6 +29,10 @@ def _parser():
     p.add_argument("--fraction", type=float, default=None,
                    help="allowed precision error as a fraction of the discretization error (default 0.5)")
     p.add_argument("--out", default=None, help="output folder (default diagnose/<name>)")
+    p.add_argument("--recipe-table", action="store_true",
+                   help="instead: a markdown table of precision vs discretization error per recipe")
+    p.add_argument("--archs", default="FNOConfig,TFNOConfig", help="model sections of --recipe-table")
+    p.add_argument("--resolutions", default="64,128", help="resolutions N of --recipe-table")
     return p
 
 
@@ -82,6 +86,21 @@ def fine_inputs(loader_name, kwargs, resolution, n_samples):
     return batch["x"].float()
 
 
+def _recipe_table(args, overrides):
+    from .recipes import format_recipe_table, recipe_rows
+
+    resolutions = [int(r) for r in args.resolutions.split(",")]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")
+        rows = recipe_rows(args.target, overrides, args.archs.split(","), resolutions, args.n_samples, fine_inputs)
+    table = format_recipe_table(rows)
+    print(table)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "recipe_table.md").write_text(table + "\n")
+    return 0
+
+
 def main(argv=None):
     """Run the diagnosis; print the table; write results.json and error_bands.png."""
     from .measure import measure
@@ -94,6 +113,8 @@ def main(argv=None):
             value = getattr(args, name)
             if value is not None and value < 1:
                 raise ValueError(f"Invalid --{name.replace('_', '-')}={value}; allowed values: integers >= 1.")
+        if args.recipe_table:
+            return _recipe_table(args, overrides)
         model, loader, kwargs, n, name = _load(args, overrides)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")

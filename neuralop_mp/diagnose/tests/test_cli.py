@@ -47,3 +47,17 @@ def test_diagnose_checkpoint(tmp_path, capsys):
 def test_diagnose_bad_arguments(tmp_path, capsys, args, message):
     assert main(["diagnose", "darcy", "--out", str(tmp_path)] + args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_recipe_table_has_every_recipe_per_arch_and_resolution(tmp_path, capsys):
+    assert main(["diagnose", "darcy", "--recipe-table", "--resolutions", "8", "--n-samples", "2",
+                 "--model.hidden_channels", "4", "--model.n_layers", "1", "--model.n_modes", "[4, 4]",
+                 "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "recipe_table.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| FNO") or line.startswith("| TFNO")]
+    assert len(rows) == 2 * 8  # FNO and TFNO, 8 recipes each
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        precision, discretization, ratio = float(cells[3]), float(cells[4]), float(cells[5])
+        assert precision > 0 and discretization > 0
+        assert ratio == pytest.approx(precision / discretization, rel=0.05)
