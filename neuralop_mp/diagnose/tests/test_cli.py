@@ -24,6 +24,9 @@ def test_diagnose_config_prints_table_and_writes_json_and_png(tmp_path, capsys):
         assert 0 < entry["discretization_error"] < 1
     assert recommendation["model"]["fno_block_precision"] in ("mixed", "full")
     assert recommendation["schedule"] in printed
+    from neuralop_mp.training.schedule import PrecisionSchedule
+
+    assert PrecisionSchedule.parse(recommendation["schedule"])[-1].mode == "full"  # a schedule the trainer runs
     png = (tmp_path / "error_bands.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
