@@ -68,8 +68,9 @@ def summary_rows(result):
     ]
     if precision.get("auto_decision"):  # fno_block_precision="auto": what the calibration decided
         decision = precision["auto_decision"]
-        rows.append(("precision (auto decision)", f"{decision['fno_block_precision']} "
-                     f"({decision['rule']}; discretization error {decision['discretization_error']:.2e})"))
+        worst = max(layer["precision_error"] for layer in decision["per_layer"])
+        rows.append(("precision (auto decision)", f"{decision['fno_block_precision']} (largest layer precision "
+                     f"error {worst:.1e}, model discretization error {decision['discretization_error']:.1e})"))
     rows += [
         ("skipped steps (inf/nan)", str(result["skipped_steps"])),
         ("parameters", f"{memory['n_params']:,} ({human_bytes(memory['params_bytes'])})"),
