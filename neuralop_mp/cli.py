@@ -21,6 +21,7 @@ COMMANDS = {
     "data": "generate the built-in datasets offline: neuralop-mp data {darcy,navier_stokes,burgers} ...",
     "run": "run an upstream training script with the plugin: neuralop-mp run SCRIPT.py [--mp.* ...] -- [args]",
     "bench": "run a benchmark: neuralop-mp bench {spectral,optimizer,schedule,gpu} [--quick] [--out DIR]",
+    "diagnose": "precision vs discretization error per layer: neuralop-mp diagnose CONFIG_OR_CHECKPOINT [...]",
 }
 
 
@@ -266,9 +267,15 @@ def _bench_command(argv):
     return bench_main(argv)
 
 
+def _diagnose_command(argv):
+    from .diagnose.cli import main as diagnose_main
+
+    return diagnose_main(argv)
+
+
 # command -> function(argv) -> exit code; the help lines are in COMMANDS
 HANDLERS = {"train": train_command, "eval": eval_command, "data": _data_command, "run": _run_command,
-            "bench": _bench_command}
+            "bench": _bench_command, "diagnose": _diagnose_command}
 
 
 def main(argv=None):

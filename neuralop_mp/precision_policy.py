@@ -23,7 +23,7 @@ from typing import Optional
 
 from .vocabulary import (
     normalize_half_dtype,
-    normalize_precision,
+    normalize_precision_request,
     normalize_spectral_weight_dtype,
     normalize_stabilizer,
     read_key,
@@ -43,8 +43,10 @@ class PrecisionPolicy:
 
     Parameters
     ----------
-    fno_block_precision : {"full", "mixed", "half"}, default "full"
+    fno_block_precision : {"full", "mixed", "half", "auto"}, default "full"
         Upstream's flag: where the 16-bit type is used inside the spectral layer.
+        "auto": decided from a calibration on the first training batches
+        (:func:`neuralop_mp.diagnose.auto.calibrate_precision`); models start in "full".
     half_dtype : {"auto", "float16", "bfloat16"} or torch dtype, default "auto"
         16-bit type of "mixed"/"half"; "auto" is float16 on CUDA, bfloat16 elsewhere.
     stabilizer : {None, "tanh"}, default None
@@ -60,7 +62,8 @@ class PrecisionPolicy:
     """
 
     fno_block_precision: str = field(default="full", metadata=_key(
-        normalize_precision, str, 'precision of the spectral convolutions ("full" | "mixed" | "half")'))
+        normalize_precision_request, str,
+        'precision of the spectral convolutions ("full" | "mixed" | "half" | "auto")'))
     half_dtype: str = field(default="auto", metadata=_key(
         normalize_half_dtype, str, 'half type of "mixed"/"half" ("auto": float16 on CUDA, bfloat16 elsewhere)'))
     stabilizer: Optional[str] = field(default=None, metadata=_key(

@@ -314,6 +314,12 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     train_loader = distributed.shard_loader(train_loader, seed=config.seed)
     model = build_model(config, device, policy)
     data_processor = attach_patching(config, model, data_processor, device)
+    auto_decision = None
+    if policy.fno_block_precision == "auto":  # decided from the first batches, then trained as chosen
+        from .diagnose.auto import calibrate_from_loader
+
+        auto_decision = calibrate_from_loader(model, train_loader, data_processor)
+        policy = policy.replace(fno_block_precision=auto_decision["fno_block_precision"])
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     training_loss, eval_losses = build_losses(config, data_dims(train_loader))
@@ -373,6 +379,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             "spectral_weight_dtype": policy.spectral_weight_dtype,
             # the kernel each spectral layer chose on this device in the last forward (evaluation)
             "product_paths": summarize_product_paths(model),
+            "auto_decision": auto_decision,
         },
         "skipped_steps": sum(int(h.get("skipped_steps") or 0) for h in history),
         "memory": memory_figures(model, optimizer, history),

@@ -80,6 +80,13 @@ def summary_rows(result):
         *(("precision as run", text) for text in ran_as),
         *(("spectral product path", text) for text in precision.get("product_paths", [])),
         ("spectral weights stored in", precision.get("spectral_weight_dtype", "complex64")),
+    ]
+    if precision.get("auto_decision"):  # fno_block_precision="auto": what the calibration decided
+        decision = precision["auto_decision"]
+        worst = max(layer["precision_error"] for layer in decision["per_layer"])
+        rows.append(("precision (auto decision)", f"{decision['fno_block_precision']} (largest layer precision "
+                     f"error {worst:.1e}, model discretization error {decision['discretization_error']:.1e})"))
+    rows += [
         ("skipped steps (inf/nan)", str(result["skipped_steps"])),
         ("parameters", f"{memory['n_params']:,} ({human_bytes(memory['params_bytes'])})"),
         ("optimizer state", human_bytes(memory["optimizer_state_bytes"])),

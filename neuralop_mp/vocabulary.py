@@ -16,6 +16,9 @@ from collections.abc import Mapping
 import torch
 
 PRECISION_MODES = ("full", "mixed", "half")
+# "auto" is a request, never a layer's mode: neuralop_mp.diagnose.auto decides it from a calibration
+AUTO_PRECISION = "auto"
+PRECISION_REQUESTS = PRECISION_MODES + (AUTO_PRECISION,)
 HALF_DTYPES = ("auto", "float16", "bfloat16")
 STABILIZERS = (None, "tanh")
 SPECTRAL_WEIGHT_DTYPES = ("complex64", "complex32")
@@ -55,6 +58,11 @@ def none_if_null(value):
 def normalize_precision(value, key="fno_block_precision"):
     """Validate a precision mode ("full", "mixed" or "half")."""
     return check_choice(key, value, PRECISION_MODES)
+
+
+def normalize_precision_request(value, key="fno_block_precision"):
+    """Validate a requested precision: a mode, or "auto" (decided by a calibration)."""
+    return check_choice(key, value, PRECISION_REQUESTS)
 
 
 def normalize_stabilizer(value, key="stabilizer"):

@@ -100,9 +100,11 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
     model : nn.Module
         A model containing :class:`~neuralop_mp.MixedPrecisionSpectralConv` layers
         (FNO, TFNO, UNO, FNOBlocks, or a bare layer).
-    mode : {"full", "mixed", "half"}
+    mode : {"full", "mixed", "half", "auto"}
         New ``fno_block_precision``. Also written to upstream's copies of the flag
         on ``FNO`` and ``FNOBlocks`` so that they never disagree with the layers.
+        "auto" raises a ValueError pointing to
+        :func:`neuralop_mp.diagnose.calibrate_precision`, which decides from data.
     half_dtype : {"auto", "float16", "bfloat16"}, optional
         Half type of the layers; unchanged if not given.
     stabilizer : {None, "tanh"}, optional
@@ -135,6 +137,11 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
         changes["stabilizer"] = stabilizer
     wanted = PrecisionPolicy(**changes)
     mode = wanted.fno_block_precision
+    if mode == "auto":
+        # deciding needs data and the measurement (neuralop_mp.diagnose), which imports this module
+        raise ValueError("set_precision(model, 'auto') cannot decide without data; call "
+                         "neuralop_mp.diagnose.calibrate_precision(model, batches), which measures them and "
+                         "sets the chosen mode, or set model.fno_block_precision='auto' in a config.")
 
     layers = mixed_precision_layers(model)
     if not layers and (mode != "full" or half_dtype is not _UNCHANGED):

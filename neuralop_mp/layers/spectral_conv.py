@@ -154,6 +154,11 @@ class MixedPrecisionSpectralConv(SpectralConv):
         spectral_weight_dtype="complex64",
         **kwargs,
     ):
+        if fno_block_precision == "auto":  # a model-level request, decided from data
+            raise ValueError("Invalid fno_block_precision='auto' for a single layer; allowed values: 'full', "
+                             "'mixed', 'half'. 'auto' is for a model: neuralop_mp.set_precision(model, 'auto', "
+                             "calibration=...) or model.fno_block_precision='auto' in a config.")
+        check_choice("fno_block_precision", fno_block_precision, PRECISION_MODES)  # "auto" is no layer mode
         # the four precision settings are parsed and validated once, together
         policy = PrecisionPolicy(fno_block_precision=fno_block_precision, half_dtype=half_dtype,
                                  stabilizer=stabilizer, spectral_weight_dtype=spectral_weight_dtype)

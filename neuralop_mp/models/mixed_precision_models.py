@@ -73,6 +73,10 @@ class _PrecisionRecordingModel:
     def __init__(self, *args, **kwargs):
         arguments = type(self).__signature__.bind(*args, **kwargs).arguments
         policy, arguments = PrecisionPolicy.pop_from(arguments, prefix=type(self).__name__)
+        # "auto" is decided later from data (neuralop_mp.diagnose.auto); until then: full
+        auto = policy.fno_block_precision == "auto"
+        if auto:
+            policy = policy.replace(fno_block_precision="full")
         # every policy key reaches the layer; FNOBlocks passes fno_block_precision itself
         # and applies the stabilizer, so the layer gets none (tanh once per forward FFT)
         layer_settings = {**policy.as_dict(), "stabilizer": None}
@@ -83,6 +87,7 @@ class _PrecisionRecordingModel:
         super().__init__(**upstream_kwargs)
         # the block's soft-gating skip would otherwise promote autocast activations to fp32
         adopt_half_safe_soft_gating(self)
+        self.precision_decision = "pending" if auto else None
 
     def _upstream_kwargs(self, arguments, policy, layer):
         return {**arguments, self._layer_kwarg: layer, "fno_block_precision": policy.fno_block_precision,

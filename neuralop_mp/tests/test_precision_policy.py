@@ -35,7 +35,7 @@ def test_policy_is_immutable_and_replace_revalidates():
 
 
 @pytest.mark.parametrize("key, value, allowed", [
-    ("fno_block_precision", "hlaf", "'full', 'mixed', 'half'"),
+    ("fno_block_precision", "hlaf", "'full', 'mixed', 'half', 'auto'"),
     ("half_dtype", torch.float32, "'auto', 'float16', 'bfloat16'"),
     ("stabilizer", "Tanh", "None, 'tanh'"),
     ("spectral_weight_dtype", "complex128", "'complex64', 'complex32'"),

@@ -1,0 +1,103 @@
+"""``fno_block_precision="auto"``: choose the spectral layers' precision from a short calibration.
+
+The calibration is the measurement of :func:`~neuralop_mp.diagnose.measure.measure` on
+the first training batches, followed by the rule of
+:func:`~neuralop_mp.diagnose.recommend.recommend`, restricted to the model's own 16-bit
+type and stabilizer. Training batches exist at one resolution N only, so they serve as
+the fine grid: the discretization error is that of N/2 against N, which is larger than
+the error at N, so the bound errs towards the cheaper precision by at most that factor
+(the paper's estimate: order N^(-1/d)). Odd sizes lose their last point first.
+
+The decision is applied with :func:`~neuralop_mp.set_precision` and kept in
+``model.precision_decision``; a plugin model's checkpoint records the decided
+precision (its ``save_checkpoint`` writes the current settings), so
+:func:`neuralop_mp.load_model` rebuilds it in that precision.
+
+References
+----------
+.. [1] Tu, R. et al. "Guaranteed Approximation Bounds for Mixed-Precision Neural
+   Operators", ICLR 2024, arXiv:2307.15034.
+"""
+import torch
+
+from ..layers.precision_switch import get_precision, set_precision
+from ..vocabulary import normalize_half_dtype, resolve_half_dtype
+from .measure import measure
+from .recommend import DEFAULT_FRACTION, DEFAULT_OVERFLOW_MARGIN, recommend
+
+AUTO = "auto"
+
+
+def _even_grid(x):
+    """Drop the last point of odd spatial axes, so the grid restricts to half its size."""
+    index = (slice(None), slice(None)) + tuple(slice(0, s - s % 2) for s in x.shape[2:])
+    return x[index]
+
+
+def calibrate_precision(model, batches, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN,
+                        n_bands=4, apply=True):
+    """Decide ``fno_block_precision`` of ``model`` from a few input batches, and apply it.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model with :class:`~neuralop_mp.MixedPrecisionSpectralConv` layers. Its
+        ``half_dtype`` and stabilizer are kept; only the mode is decided.
+    batches : torch.Tensor or sequence of torch.Tensor
+        Model inputs ``(batch, channels, *spatial)`` (after the data processor).
+    fraction, overflow_margin : float
+        The rule of :func:`~neuralop_mp.diagnose.recommend.recommend`.
+    n_bands : int
+        Mode bands recorded in the decision.
+    apply : bool, default True
+        Switch the model to the decided precision.
+
+    Returns
+    -------
+    dict
+        ``fno_block_precision``, ``half_dtype``, ``per_layer`` (name, mode, error, bound),
+        ``discretization_error`` and ``calibration_resolution``; also stored as
+        ``model.precision_decision``.
+    """
+    if torch.is_tensor(batches):
+        batches = [batches]
+    batches = list(batches)
+    if not batches or not all(torch.is_tensor(b) for b in batches):
+        raise TypeError("calibrate_precision needs one or more input tensors (batch, channels, *spatial); "
+                        f"got {type(batches).__name__}.")
+    x = _even_grid(torch.cat([b.detach() for b in batches]).float())
+    _, half_name, _ = get_precision(model)
+    half = str(resolve_half_dtype(half_name, x.device)).replace("torch.", "")
+    diagnosis = measure(model, x, n_bands=n_bands, half_dtypes=(half,),
+                        modes=("mixed", "half") if x.device.type == "cuda" else ("mixed",))
+    rec = recommend(diagnosis, fraction=fraction, overflow_margin=overflow_margin, half_dtypes=(half,))
+    decision = {
+        "fno_block_precision": rec["model"]["fno_block_precision"],
+        "half_dtype": normalize_half_dtype(half_name),
+        "per_layer": rec["layers"],
+        "discretization_error": diagnosis["model"]["discretization_error"],
+        "calibration_resolution": diagnosis["fine_resolution"],
+        "rule": rec["rule"]["text"],
+    }
+    if apply:
+        set_precision(model, decision["fno_block_precision"])
+    model.precision_decision = decision
+    return decision
+
+
+def calibrate_from_loader(model, train_loader, data_processor=None, *, n_batches=2, **kwargs):
+    """:func:`calibrate_precision` on the first ``n_batches`` of a training loader, each
+    passed through the data processor as the trainer would (``"x"`` of each batch)."""
+    if data_processor is not None:
+        data_processor.eval()  # statistics of a fitted normalizer stay as they are
+    device = next(model.parameters()).device
+    xs = []
+    for i, batch in enumerate(train_loader):
+        if i >= n_batches:
+            break
+        if data_processor is not None:
+            batch = data_processor.preprocess(batch)
+        xs.append(batch["x"].to(device))
+    if data_processor is not None:
+        data_processor.train()
+    return calibrate_precision(model, xs, **kwargs)

@@ -1,0 +1,84 @@
+"""Fourier mode bands: split the error of a field into bands of frequencies.
+
+A band is a range of the largest absolute integer frequency over the spatial axes
+(``|k|_inf``), so band 0 holds the lowest modes. The error of a band is the norm of
+the difference restricted to that band divided by the norm of the *whole*
+reference, so the band errors of one comparison add up in squares to its total
+relative error, and a band without energy in the reference (beyond the kept modes
+of a spectral layer) is simply small instead of undefined.
+"""
+import math
+
+import torch
+
+
+def band_edges(spatial, n_bands):
+    """``n_bands`` contiguous ``[low, high)`` ranges of ``|k|_inf`` covering every mode of a
+    grid of size ``spatial`` (the highest resolvable frequency is ``min(spatial) // 2``)."""
+    if isinstance(n_bands, bool) or not isinstance(n_bands, int) or n_bands < 1:
+        raise ValueError(f"Invalid n_bands={n_bands!r}; allowed values: integers >= 1.")
+    k_max = max(int(s) // 2 for s in spatial) + 1
+    n_bands = min(n_bands, k_max)
+    cuts = [round(i * k_max / n_bands) for i in range(n_bands + 1)]
+    return [(cuts[i], cuts[i + 1]) for i in range(n_bands)]
+
+
+def _max_frequency(spatial):
+    """``|k|_inf`` of every entry of the real FFT (``rfftn``) of a grid of size ``spatial``."""
+    axes = []
+    for i, n in enumerate(spatial):
+        freq = torch.fft.rfftfreq(n, d=1.0 / n) if i == len(spatial) - 1 else torch.fft.fftfreq(n, d=1.0 / n)
+        axes.append(freq.abs().round().long())
+    grids = torch.meshgrid(*axes, indexing="ij")
+    k = grids[0]
+    for g in grids[1:]:
+        k = torch.maximum(k, g)
+    return k
+
+
+def _spectral_energy(field, spatial):
+    """Energy of each real-FFT entry summed over batch and channels, counting the
+    conjugate half of the spectrum twice (Parseval for ``rfftn``)."""
+    dims = tuple(range(-len(spatial), 0))
+    spectrum = torch.fft.rfftn(field.to(torch.float64), dim=dims, norm="forward")
+    energy = spectrum.abs().square().sum(dim=tuple(range(spectrum.ndim - len(spatial))))
+    weight = torch.full((spatial[-1] // 2 + 1,), 2.0, dtype=torch.float64)
+    weight[0] = 1.0
+    if spatial[-1] % 2 == 0:
+        weight[-1] = 1.0
+    return energy * weight
+
+
+def band_errors(difference, reference, edges):
+    """Per band: ``||difference restricted to the band|| / ||reference||``.
+
+    Parameters
+    ----------
+    difference, reference : torch.Tensor
+        Real fields of the same shape ``(..., *spatial)``; the last ``len(spatial)``
+        axes are spatial, where ``spatial`` is inferred from ``edges``' grid.
+    edges : list of (int, int)
+        From :func:`band_edges`.
+
+    Returns
+    -------
+    list of float
+    """
+    spatial = list(difference.shape[2:])
+    k = _max_frequency(spatial)
+    diff_energy = _spectral_energy(difference, spatial)
+    ref_total = float(reference.to(torch.float64).square().sum())
+    scale = math.sqrt(ref_total) if ref_total > 0 else float("nan")
+    out = []
+    for low, high in edges:
+        mask = (k >= low) & (k < high)
+        # rfftn with norm="forward" is the mean: Parseval gives sum |x|^2 = N * sum |X|^2
+        energy = float(diff_energy[mask].sum()) * math.prod(spatial)
+        out.append(math.sqrt(max(energy, 0.0)) / scale)
+    return out
+
+
+def relative_error(value, reference):
+    """``||value - reference|| / ||reference||`` computed in float64."""
+    value, reference = value.to(torch.float64), reference.to(torch.float64)
+    return float((value - reference).norm() / reference.norm())

@@ -1,0 +1,133 @@
+"""``neuralop-mp diagnose CONFIG_OR_CHECKPOINT [options] [--key value ...]``.
+
+CONFIG_OR_CHECKPOINT is a built-in config name, ``path.py[:ClassName]``, or a model
+checkpoint written by ``model.save_checkpoint(folder, name)`` given as ``folder/name``.
+A config's model is built untrained (seeded); its data section says which built-in
+dataset and resolution N to use. With a checkpoint, ``--data`` and ``--resolution`` say it.
+The inputs are a few test samples at 2N, passed through the data processor.
+"""
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+LOADERS = {"darcy": "load_darcy", "navier_stokes": "load_navier_stokes"}
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="neuralop-mp diagnose", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", metavar="CONFIG_OR_CHECKPOINT")
+    p.add_argument("--data", choices=sorted(LOADERS), default=None,
+                   help="built-in dataset (default: the config's; darcy for a checkpoint)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="working resolution N (default: the config's train_resolution; 16 for a checkpoint)")
+    p.add_argument("--n-samples", type=int, default=4, help="samples measured (default 4)")
+    p.add_argument("--n-bands", type=int, default=4, help="Fourier mode bands (default 4)")
+    p.add_argument("--fraction", type=float, default=None,
+                   help="allowed precision error as a fraction of the discretization error (default 0.5)")
+    p.add_argument("--out", default=None, help="output folder (default diagnose/<name>)")
+    p.add_argument("--recipe-table", action="store_true",
+                   help="instead: a markdown table of precision vs discretization error per recipe")
+    p.add_argument("--archs", default="FNOConfig,TFNOConfig", help="model sections of --recipe-table")
+    p.add_argument("--resolutions", default="64,128", help="resolutions N of --recipe-table")
+    return p
+
+
+def _checkpoint_path(target):
+    path = Path(target)
+    if Path(f"{target}_metadata.pkl").exists():
+        return path.parent, path.name
+    return None
+
+
+def _load(args, overrides):
+    """(model, loader name, loader kwargs, N, name)."""
+    checkpoint = _checkpoint_path(args.target)
+    if checkpoint is not None:
+        from ..models.checkpoints import load_model
+
+        if overrides:
+            raise ValueError(f"config overrides {overrides} do not apply to a checkpoint.")
+        model = load_model(*checkpoint)
+        data = args.data or "darcy"
+        return model, LOADERS[data], {}, args.resolution or 16, checkpoint[1]
+    from ..configs import load_config
+    from ..models.registry import get_model
+    from ..train_pipeline import section_kwargs
+
+    config = load_config(args.target, overrides)
+    torch.manual_seed(config.seed)
+    # the plugin's layer even for a full-precision config: it is what switches precision
+    model = get_model(config, mixed_precision_layer=True)
+    kwargs = section_kwargs(config.data)
+    loader = LOADERS[args.data] if args.data else config.data.loader_name()
+    if args.data:
+        kwargs = {}
+    n = args.resolution or kwargs.get("train_resolution", 16)
+    return model, loader, kwargs, n, Path(str(args.target)).stem
+
+
+def fine_inputs(loader_name, kwargs, resolution, n_samples):
+    """``n_samples`` processed test inputs at ``2 * resolution`` from a built-in dataset."""
+    from .. import data as data_module
+
+    keep = {k: v for k, v in kwargs.items() if k in ("data_root", "encode_input", "encode_output", "seed")}
+    train, tests, processor = getattr(data_module, loader_name)(
+        n_train=max(n_samples, 8), batch_size=n_samples, train_resolution=resolution,
+        test_resolutions=[2 * resolution], n_tests=[n_samples], test_batch_sizes=[n_samples],
+        progress=False, **keep)
+    batch = next(iter(tests[2 * resolution]))
+    if processor is not None:
+        processor.eval()
+        batch = processor.preprocess(batch)
+    return batch["x"].float()
+
+
+def _recipe_table(args, overrides):
+    from .recipes import format_recipe_table, recipe_rows
+
+    resolutions = [int(r) for r in args.resolutions.split(",")]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")
+        rows = recipe_rows(args.target, overrides, args.archs.split(","), resolutions, args.n_samples, fine_inputs)
+    table = format_recipe_table(rows)
+    print(table)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "recipe_table.md").write_text(table + "\n")
+    return 0
+
+
+def main(argv=None):
+    """Run the diagnosis; print the table; write results.json and error_bands.png."""
+    from .measure import measure
+    from .recommend import DEFAULT_FRACTION, recommend
+    from .report import format_table, plot_bands, write_json
+
+    args, overrides = _parser().parse_known_args(argv)
+    try:
+        for name in ("n_samples", "n_bands", "resolution"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise ValueError(f"Invalid --{name.replace('_', '-')}={value}; allowed values: integers >= 1.")
+        if args.recipe_table:
+            return _recipe_table(args, overrides)
+        model, loader, kwargs, n, name = _load(args, overrides)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")
+            x_fine = fine_inputs(loader, kwargs, n, args.n_samples)
+            diagnosis = measure(model, x_fine, n_bands=args.n_bands)
+        recommendation = recommend(diagnosis, fraction=args.fraction or DEFAULT_FRACTION)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"neuralop-mp diagnose: error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out or Path("diagnose") / name)
+    out.mkdir(parents=True, exist_ok=True)
+    print(format_table(diagnosis, recommendation))
+    write_json(diagnosis, recommendation, out / "results.json")
+    plot_bands(diagnosis, out / "error_bands.png")
+    print(f"\nwrote {out / 'results.json'} and {out / 'error_bands.png'}")
+    return 0

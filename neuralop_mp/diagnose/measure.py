@@ -1,0 +1,222 @@
+"""Measure, on a model and a few input batches, the three numbers behind precision choices.
+
+For every :class:`~neuralop_mp.MixedPrecisionSpectralConv` of the model and every band
+of Fourier modes:
+
+(a) precision error: relative difference of the layer's output computed in "mixed" and
+    "half", float16 and bfloat16, with and without tanh, against the same layer in full
+    precision on the same input (with the same tanh);
+(b) discretization error: the layer's output when the model sees the input at
+    resolution N (restricted from a 2N grid by taking every other point) against its
+    output at 2N restricted to the N grid;
+(c) overflow margin: float16's largest value divided by the largest magnitude the
+    layer's forward FFT sees (input and spectrum). bfloat16 has float32's range.
+
+The same comparisons are made at the model's output, including recipes that run the
+rest of the network under ``torch.autocast``.
+
+Layer inputs are recorded from one full-precision forward with the stabilizer
+switched off; a "+tanh" variant applies tanh to that recorded input, and its reference
+is the full-precision layer on the same tanh-ed input. On CPU "half" runs its FFTs in
+float32, exactly as "mixed" (only CUDA computes float16 FFTs): the result says so.
+
+References
+----------
+.. [1] Tu, R., White, C., Kossaifi, J., Bonev, B., Pekhimenko, G., Azizzadenesheli, K.,
+   Anandkumar, A. "Guaranteed Approximation Bounds for Mixed-Precision Neural
+   Operators", ICLR 2024, arXiv:2307.15034.
+"""
+import contextlib
+
+import torch
+
+from ..layers.precision_switch import get_precision, mixed_precision_layers, precision
+from .bands import band_edges, band_errors, relative_error
+
+FLOAT16_MAX = float(torch.finfo(torch.float16).max)
+HALF_MODES = ("mixed", "half")
+HALF_DTYPES = ("float16", "bfloat16")
+
+
+def variant_name(mode, half_dtype, tanh, autocast=False):
+    """Key of a precision variant, e.g. ``"mixed-bfloat16+tanh+autocast"``."""
+    return f"{mode}-{half_dtype}" + ("+tanh" if tanh else "") + ("+autocast" if autocast else "")
+
+
+def restrict(x, spatial_dims):
+    """Every other point of the last ``spatial_dims`` axes: a 2N grid restricted to N."""
+    index = (Ellipsis,) + (slice(None, None, 2),) * spatial_dims
+    return x[index]
+
+
+@contextlib.contextmanager
+def _recording(model):
+    """Record ``(input, output_shape)`` of every plugin spectral layer in forward order."""
+    layers = mixed_precision_layers(model)
+    records = {id(layer): [] for layer in layers}
+
+    def hook(layer, args, kwargs):
+        x = args[0]
+        output_shape = kwargs.get("output_shape", args[1] if len(args) > 1 else None)
+        records[id(layer)].append((x.detach().to(torch.float32), output_shape))
+
+    handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in layers]
+    try:
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _layer_names(model):
+    names = {id(m): name for name, m in model.named_modules()}
+    return [names[id(layer)] or type(layer).__name__ for layer in mixed_precision_layers(model)]
+
+
+@torch.no_grad()
+def _full_forward(model, x):
+    """Model output and each layer's recorded (input, output_shape) calls, in full
+    precision without stabilizer."""
+    with precision(model, "full", stabilizer=None):
+        with _recording(model) as records:
+            y = model(x)
+    return y.to(torch.float32), [records[id(layer)] for layer in mixed_precision_layers(model)]
+
+
+@torch.no_grad()
+def _layer_output(layer, calls, mode, half_dtype, tanh):
+    """The layer's outputs on its recorded calls, in one precision; settings restored."""
+    saved = (layer.fno_block_precision, layer.half_dtype, layer.stabilizer)
+    layer.fno_block_precision, layer.stabilizer = mode, None
+    if half_dtype is not None:
+        layer.half_dtype = half_dtype
+    try:
+        outs = [layer(torch.tanh(x) if tanh else x, output_shape=shape) for x, shape in calls]
+    finally:
+        layer.fno_block_precision, layer.half_dtype, layer.stabilizer = saved
+    return torch.cat([o.to(torch.float32) for o in outs])
+
+
+def _overflow(calls, order):
+    dims = tuple(range(-order, 0))
+    max_in = max(float(x.abs().max()) for x, _ in calls)
+    max_spec = max(float(torch.fft.rfftn(x.to(torch.float64), dim=dims, norm="forward").abs().max())
+                   for x, _ in calls)
+    largest = max(max_in, max_spec)
+    return {"max_abs_input": max_in, "max_abs_spectrum": max_spec,
+            "float16_margin": FLOAT16_MAX / largest if largest > 0 else float("inf")}
+
+
+def _check_inputs(model, x_fine, n_bands):
+    layers = mixed_precision_layers(model)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no MixedPrecisionSpectralConv layer to diagnose; "
+                         "build it with neuralop_mp.get_model(config) or a MixedPrecision* model class.")
+    if not torch.is_tensor(x_fine) or not x_fine.is_floating_point():
+        raise TypeError(f"x_fine must be a floating-point tensor (batch, channels, *spatial); got {type(x_fine).__name__}"
+                        + (f" of dtype {x_fine.dtype}" if torch.is_tensor(x_fine) else "") + ".")
+    order = layers[0].order
+    if x_fine.ndim != order + 2:
+        raise ValueError(f"x_fine has shape {tuple(x_fine.shape)}; allowed: (batch, channels) + {order} spatial axes.")
+    small = [s for s in x_fine.shape[2:] if s < 4 or s % 2]
+    if small:
+        raise ValueError(f"x_fine's spatial sizes {tuple(x_fine.shape[2:])} must be even and >= 4 "
+                         "(the fine grid 2N is restricted to N by taking every other point).")
+    band_edges(x_fine.shape[2:], n_bands)  # validates n_bands
+    return layers, order
+
+
+@torch.no_grad()
+def measure(model, x_fine, *, n_bands=4, half_dtypes=HALF_DTYPES, modes=HALF_MODES):
+    """Precision error, discretization error and overflow margin of each spectral layer.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model with :class:`~neuralop_mp.MixedPrecisionSpectralConv` layers. Its
+        precision settings are restored afterwards.
+    x_fine : torch.Tensor
+        A few input samples ``(batch, channels, *spatial)`` on the fine grid 2N (already
+        through the data processor). The model's working resolution N is ``x_fine``
+        restricted to every other point; precision errors are measured at N.
+    n_bands : int, default 4
+        Number of Fourier mode bands (by ``|k|_inf``, lowest first).
+    half_dtypes, modes : sequences of str
+        The 16-bit types and the modes ("mixed", "half") to measure.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``resolution``, ``fine_resolution``, ``device``, ``notes``,
+        ``bands``, ``stabilizer`` (the model's own), ``layers`` (per layer: ``name``,
+        ``overflow``, ``discretization_error``, ``discretization_bands``,
+        ``precision`` ``{variant: {"error", "bands"}}``) and ``model`` (the same at the
+        output, with autocast variants).
+    """
+    layers, order = _check_inputs(model, x_fine, n_bands)
+    _, _, model_stabilizer = get_precision(model)
+    x_coarse = restrict(x_fine, order).contiguous()
+    was_training = model.training
+    model.eval()
+    try:
+        y_coarse, calls_coarse = _full_forward(model, x_coarse)
+        y_fine, calls_fine = _full_forward(model, x_fine)
+        edges = band_edges(x_coarse.shape[2:], n_bands)
+        result = {
+            "device": x_fine.device.type,
+            "resolution": list(x_coarse.shape[2:]),
+            "fine_resolution": list(x_fine.shape[2:]),
+            "n_samples": int(x_fine.shape[0]),
+            "bands": [list(e) for e in edges],
+            "stabilizer": model_stabilizer,
+            "notes": [],
+            "layers": [],
+        }
+        if x_fine.device.type != "cuda" and "half" in modes:
+            result["notes"].append('on CPU "half" runs its FFTs in float32, i.e. exactly as "mixed"')
+        for name, layer, coarse, fine in zip(_layer_names(model), layers, calls_coarse, calls_fine):
+            entry = {"name": name, "overflow": _overflow(coarse, order), "precision": {}}
+            full_out = {t: _layer_output(layer, coarse, "full", None, t) for t in (False, True)}
+            for mode in modes:
+                for dtype in half_dtypes:
+                    for tanh in (False, True):
+                        out = _layer_output(layer, coarse, mode, dtype, tanh)
+                        ref = full_out[tanh]
+                        entry["precision"][variant_name(mode, dtype, tanh)] = {
+                            "error": relative_error(out, ref), "bands": band_errors(out - ref, ref, edges)}
+            # the layer's own output (no bias cancellation issue: both sides carry it)
+            out_c = _layer_output(layer, coarse, "full", None, False)
+            out_f = restrict(_layer_output(layer, fine, "full", None, False), order)
+            if out_c.shape == out_f.shape:
+                entry["discretization_error"] = relative_error(out_c, out_f)
+                entry["discretization_bands"] = band_errors(out_c - out_f, out_f, edges)
+            else:  # e.g. a layer that changes resolution: the grids do not nest
+                entry["discretization_error"], entry["discretization_bands"] = None, None
+            result["layers"].append(entry)
+        result["model"] = _model_level(model, x_coarse, y_coarse, y_fine, edges, order, modes, half_dtypes)
+    finally:
+        model.train(was_training)
+    return result
+
+
+def _model_level(model, x, y_full, y_fine, edges, order, modes, half_dtypes):
+    device_type = x.device.type
+    reference = {False: y_full}
+    with precision(model, "full", stabilizer="tanh"):
+        reference[True] = model(x).to(torch.float32)
+    out = {"precision": {}}
+    for mode in modes:
+        for dtype in half_dtypes:
+            for tanh in (False, True):
+                for autocast in (False, True):
+                    with precision(model, mode, half_dtype=dtype, stabilizer="tanh" if tanh else None):
+                        with torch.autocast(device_type, dtype=getattr(torch, dtype), enabled=autocast):
+                            y = model(x).to(torch.float32)
+                    ref = reference[tanh]
+                    out["precision"][variant_name(mode, dtype, tanh, autocast)] = {
+                        "error": relative_error(y, ref), "bands": band_errors(y - ref, ref, edges),
+                        "finite": bool(torch.isfinite(y).all())}
+    y_fine_r = restrict(y_fine, order)
+    out["discretization_error"] = relative_error(y_full, y_fine_r)
+    out["discretization_bands"] = band_errors(y_full - y_fine_r, y_fine_r, edges)
+    return out

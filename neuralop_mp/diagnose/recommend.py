@@ -1,0 +1,145 @@
+"""From a measurement to a precision choice: per layer, for the model, and a schedule.
+
+Rule: a precision is acceptable for a layer when its precision error is at most
+``fraction`` times the layer's discretization error (default 0.5: the rounding error
+stays well inside the error the grid already makes), and, for float16 without tanh,
+when the float16 overflow margin is at least ``overflow_margin`` (default 16: the
+largest pre-FFT magnitude may grow 16-fold during training before float16 overflows).
+Among the acceptable precisions the cheapest is chosen: "half" before "mixed" before
+"full" on CUDA ("half" is "mixed" elsewhere, so there "mixed" is named); between 16-bit types, float16 first on CUDA (tensor cores, half FFTs) and
+bfloat16 first elsewhere. Only the model's own stabilizer is considered: switching
+tanh on or off changes the function the model computes.
+
+The model as a whole runs in one precision: the cheapest that every layer accepts. ``autocast`` is recommended when the model-level error with autocast
+also meets the rule against the model's discretization error.
+
+References
+----------
+.. [1] Tu, R. et al. "Guaranteed Approximation Bounds for Mixed-Precision Neural
+   Operators", ICLR 2024, arXiv:2307.15034.
+"""
+import math
+
+from .measure import variant_name
+
+DEFAULT_FRACTION = 0.5
+DEFAULT_OVERFLOW_MARGIN = 16.0
+_COST_ORDER = ("half", "mixed", "full")
+
+
+def _dtype_order(device_type):
+    return ("float16", "bfloat16") if device_type == "cuda" else ("bfloat16", "float16")
+
+
+def _check(fraction, overflow_margin):
+    for name, value in (("fraction", fraction), ("overflow_margin", overflow_margin)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"Invalid {name}={value!r}; allowed values: finite numbers > 0.")
+
+
+def _acceptable(error, bound):
+    return error is not None and math.isfinite(error) and error <= bound
+
+
+def _candidates(device_type, half_dtypes):
+    """``(mode, half_dtype)`` pairs cheapest first ("half" only where it differs from "mixed")."""
+    modes = _COST_ORDER[:-1] if device_type == "cuda" else ("mixed",)
+    return [(mode, dtype) for mode in modes for dtype in half_dtypes or _dtype_order(device_type)]
+
+
+def _accepts(entry, mode, dtype, *, tanh, bound, overflow_margin):
+    """The rule for one layer entry and one candidate; returns the error or None."""
+    measured = entry["precision"].get(variant_name(mode, dtype, tanh))
+    if measured is None or bound is None:
+        return None
+    if dtype == "float16" and not tanh and entry["overflow"]["float16_margin"] < overflow_margin:
+        return None  # overflow risk forces a safer choice
+    return measured["error"] if _acceptable(measured["error"], bound) else None
+
+
+def _bound(entry, fraction, discretization_error):
+    disc = entry.get("discretization_error")
+    disc = discretization_error if disc is None else disc
+    return fraction * disc if disc is not None else None
+
+
+def choose_layer(entry, *, tanh, device_type, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN,
+                 discretization_error=None, half_dtypes=None):
+    """The cheapest acceptable ``(mode, half_dtype)`` of one layer entry of
+    :func:`~neuralop_mp.diagnose.measure.measure` (``("full", None)`` if none), with
+    its error and the bound it met. ``discretization_error`` stands in for a layer whose
+    own could not be measured."""
+    _check(fraction, overflow_margin)
+    bound = _bound(entry, fraction, discretization_error)
+    for mode, dtype in _candidates(device_type, half_dtypes):
+        error = _accepts(entry, mode, dtype, tanh=tanh, bound=bound, overflow_margin=overflow_margin)
+        if error is not None:
+            return {"mode": mode, "half_dtype": dtype, "precision_error": error, "bound": bound}
+    return {"mode": "full", "half_dtype": None, "precision_error": 0.0, "bound": bound}
+
+
+def recommend(diagnosis, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN, device_type=None,
+              half_dtypes=None):
+    """Per-layer and model precision, autocast, and a schedule string from a measurement.
+
+    Parameters
+    ----------
+    diagnosis : dict
+        What :func:`~neuralop_mp.diagnose.measure.measure` returned.
+    fraction : float, default 0.5
+        Precision error allowed, as a fraction of the discretization error.
+    overflow_margin : float, default 16
+        Smallest float16 overflow margin accepted for float16 without tanh.
+    device_type : str, optional
+        The device the model will train on (decides float16 vs bfloat16 preference);
+        defaults to the device measured on.
+    half_dtypes : sequence of {"float16", "bfloat16"}, optional
+        The 16-bit types allowed, in order of preference; default: both, the
+        device's preferred one first.
+
+    Returns
+    -------
+    dict
+        ``rule``, ``layers`` (name, mode, half_dtype, precision_error, bound),
+        ``model`` (fno_block_precision, half_dtype, stabilizer, autocast) and
+        ``schedule`` (a :class:`~neuralop_mp.PrecisionSchedule` string).
+    """
+    _check(fraction, overflow_margin)
+    device_type = device_type or diagnosis["device"]
+    tanh = diagnosis["stabilizer"] == "tanh"
+    model_disc = diagnosis["model"]["discretization_error"]
+    layers = []
+    for entry in diagnosis["layers"]:
+        choice = choose_layer(entry, tanh=tanh, device_type=device_type, fraction=fraction,
+                              overflow_margin=overflow_margin, discretization_error=model_disc,
+                              half_dtypes=half_dtypes)
+        layers.append({"name": entry["name"], **choice})
+    # the model runs in one precision: the cheapest candidate that every layer accepts
+    mode, dtype = "full", None
+    for candidate, candidate_dtype in _candidates(device_type, half_dtypes):
+        if all(_accepts(entry, candidate, candidate_dtype, tanh=tanh, overflow_margin=overflow_margin,
+                        bound=_bound(entry, fraction, model_disc)) is not None for entry in diagnosis["layers"]):
+            mode, dtype = candidate, candidate_dtype
+            break
+    autocast = False
+    if mode != "full":
+        key = variant_name(mode, dtype, tanh, autocast=True)
+        measured = diagnosis["model"]["precision"].get(key)
+        autocast = bool(measured) and _acceptable(measured["error"], fraction * model_disc)
+    stab = "/tanh" if tanh else "/notanh"
+    ac = "/autocast" if autocast else "/noautocast"
+    if mode == "half":
+        schedule = f"half:0.25{stab}{ac},mixed:0.5{stab}{ac},full:0.25{stab}/noautocast"
+    elif mode == "mixed":
+        schedule = f"mixed:0.75{stab}{ac},full:0.25{stab}/noautocast"
+    else:
+        schedule = f"full{stab}/noautocast"
+    return {
+        "rule": {"fraction": fraction, "overflow_margin": overflow_margin, "device_type": device_type,
+                 "text": f"cheapest precision with precision error <= {fraction:g} x discretization error; "
+                         f"float16 without tanh only with overflow margin >= {overflow_margin:g}"},
+        "layers": layers,
+        "model": {"fno_block_precision": mode, "half_dtype": dtype if mode != "full" else None,
+                  "stabilizer": diagnosis["stabilizer"], "autocast": autocast},
+        "schedule": schedule,
+    }

@@ -1,0 +1,18 @@
+"""``model.fno_block_precision="auto"`` in a config: decided before training, reported, applied."""
+import json
+
+from neuralop_mp.cli import main
+
+
+def test_train_with_auto_precision_reports_and_applies_the_decision(tmp_path, capsys):
+    args = ["train", "darcy", "--model.fno_block_precision", "auto", "--model.hidden_channels", "8",
+            "--model.n_layers", "2", "--opt.n_epochs", "1", "--data.n_train", "16", "--data.batch_size", "8",
+            "--data.n_tests", "[8, 8]", "--data.test_batch_sizes", "[8, 8]", "--output_dir", str(tmp_path)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "precision (auto decision)" in printed
+    result = json.loads((tmp_path / "results.json").read_text())
+    decision = result["precision"]["auto_decision"]
+    assert decision["fno_block_precision"] in ("full", "mixed")
+    assert result["precision"]["final_mode"] == decision["fno_block_precision"]
+    assert len(decision["per_layer"]) == 2

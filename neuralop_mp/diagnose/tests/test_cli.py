@@ -1,0 +1,66 @@
+"""``neuralop-mp diagnose`` on built-in Darcy data at tiny sizes, from a config and a checkpoint."""
+import json
+
+import pytest
+import torch
+
+from neuralop_mp import MixedPrecisionFNO
+from neuralop_mp.cli import main
+
+TINY = ["--n-samples", "2", "--n-bands", "3", "--model.hidden_channels", "8", "--model.n_layers", "2"]
+
+
+def test_diagnose_config_prints_table_and_writes_json_and_png(tmp_path, capsys):
+    assert main(["diagnose", "darcy", "--out", str(tmp_path)] + TINY) == 0
+    printed = capsys.readouterr().out
+    assert "fno_blocks.convs.0" in printed and "fno_blocks.convs.1" in printed
+    assert 'on CPU "half" runs its FFTs in float32' in printed
+    result = json.loads((tmp_path / "results.json").read_text())
+    diagnosis, recommendation = result["diagnosis"], result["recommendation"]
+    assert diagnosis["resolution"] == [16, 16] and diagnosis["fine_resolution"] == [32, 32]
+    assert len(diagnosis["layers"]) == 2 and len(diagnosis["bands"]) == 3
+    for entry in diagnosis["layers"]:
+        assert 0 < entry["precision"]["mixed-bfloat16"]["error"] < 0.05
+        assert 0 < entry["discretization_error"] < 1
+    assert recommendation["model"]["fno_block_precision"] in ("mixed", "full")
+    assert recommendation["schedule"] in printed
+    from neuralop_mp.training.schedule import PrecisionSchedule
+
+    assert PrecisionSchedule.parse(recommendation["schedule"])[-1].mode == "full"  # a schedule the trainer runs
+    png = (tmp_path / "error_bands.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_diagnose_checkpoint(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=1,
+                              fno_block_precision="mixed", half_dtype="bfloat16")
+    model.save_checkpoint(tmp_path / "ckpt", "model")
+    out = tmp_path / "out"
+    assert main(["diagnose", str(tmp_path / "ckpt" / "model"), "--data", "darcy", "--resolution", "16",
+                 "--n-samples", "2", "--out", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert [e["name"] for e in result["diagnosis"]["layers"]] == ["fno_blocks.convs.0"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n-samples", "0"], "--n-samples=0"),
+    (["--model.fno_block_precision", "hlaf"], "hlaf"),
+])
+def test_diagnose_bad_arguments(tmp_path, capsys, args, message):
+    assert main(["diagnose", "darcy", "--out", str(tmp_path)] + args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_recipe_table_has_every_recipe_per_arch_and_resolution(tmp_path, capsys):
+    assert main(["diagnose", "darcy", "--recipe-table", "--resolutions", "8", "--n-samples", "2",
+                 "--model.hidden_channels", "4", "--model.n_layers", "1", "--model.n_modes", "[4, 4]",
+                 "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "recipe_table.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| FNO") or line.startswith("| TFNO")]
+    assert len(rows) == 2 * 8  # FNO and TFNO, 8 recipes each
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        precision, discretization, ratio = float(cells[3]), float(cells[4]), float(cells[5])
+        assert precision > 0 and discretization > 0
+        assert ratio == pytest.approx(precision / discretization, rel=0.05)

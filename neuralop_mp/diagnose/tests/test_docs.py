@@ -1,0 +1,14 @@
+"""The python examples of docs/diagnose.md run as written."""
+import re
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "diagnose.md"
+
+
+def test_diagnose_doc_python_blocks_run(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(DOC), "exec"), {})
+    printed = capsys.readouterr().out
+    assert printed.split()[0] in ("full", "mixed")

@@ -1,0 +1,56 @@
+"""The recommendation rule on measurements with known numbers, and on a real measurement."""
+import pytest
+import torch
+
+from neuralop_mp import MixedPrecisionSpectralConv
+from neuralop_mp.diagnose import measure, recommend
+from neuralop_mp.diagnose.recommend import choose_layer
+
+
+def _entry(errors, disc=1e-2, margin=1e4):
+    return {"name": "conv", "discretization_error": disc, "overflow": {"float16_margin": margin},
+            "precision": {k: {"error": v, "bands": []} for k, v in errors.items()}}
+
+
+ERRORS = {"half-float16": 1e-4, "half-bfloat16": 1e-3, "mixed-float16": 1e-4, "mixed-bfloat16": 1e-3,
+          "half-float16+tanh": 1e-4, "mixed-float16+tanh": 1e-4}
+
+
+def test_cheapest_precision_below_the_fraction_of_discretization_error():
+    assert choose_layer(_entry(ERRORS), tanh=False, device_type="cuda")["mode"] == "half"
+    assert choose_layer(_entry(ERRORS), tanh=False, device_type="cuda")["half_dtype"] == "float16"
+    # on CPU "half" is "mixed"; bfloat16 first
+    cpu = choose_layer(_entry(ERRORS), tanh=False, device_type="cpu")
+    assert (cpu["mode"], cpu["half_dtype"]) == ("mixed", "bfloat16")
+    # bfloat16 above 0.5 x 1e-3: float16 is the cheapest acceptable one
+    cpu = choose_layer(_entry(ERRORS, disc=1e-3), tanh=False, device_type="cpu")
+    assert (cpu["mode"], cpu["half_dtype"]) == ("mixed", "float16")
+    # nothing below 0.5 x 1e-4: full
+    assert choose_layer(_entry(ERRORS, disc=1e-4), tanh=False, device_type="cpu")["mode"] == "full"
+    # the fraction is the knob
+    assert choose_layer(_entry(ERRORS, disc=1e-4), tanh=False, device_type="cpu", fraction=2)["mode"] == "mixed"
+
+
+def test_float16_without_tanh_needs_an_overflow_margin():
+    entry = _entry({"half-float16": 1e-5, "mixed-float16": 1e-5, "half-float16+tanh": 1e-5}, margin=3.0)
+    assert choose_layer(entry, tanh=False, device_type="cuda")["mode"] == "full"
+    assert choose_layer(entry, tanh=True, device_type="cuda")["mode"] == "half"
+    assert choose_layer(entry, tanh=False, device_type="cuda", overflow_margin=2.0)["mode"] == "half"
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "0.5", True])
+def test_bad_fraction_is_refused(bad):
+    with pytest.raises(ValueError, match="fraction"):
+        choose_layer(_entry(ERRORS), tanh=False, device_type="cpu", fraction=bad)
+
+
+def test_real_measurement_overflowing_float16_forces_a_safe_choice():
+    torch.manual_seed(0)
+    layer = MixedPrecisionSpectralConv(4, 4, (4, 4))
+    x = torch.randn(2, 4, 16, 16)
+    safe = recommend(measure(layer, x, n_bands=2), device_type="cuda", fraction=100)
+    assert safe["model"]["fno_block_precision"] == "half" and safe["model"]["half_dtype"] == "float16"
+    scaled = recommend(measure(layer, x * 1e5, n_bands=2), device_type="cuda", fraction=100)
+    # float16 would overflow (inf in the output): bfloat16 instead
+    assert scaled["model"]["half_dtype"] == "bfloat16"
+    assert scaled["layers"][0]["half_dtype"] == "bfloat16"
