@@ -44,6 +44,7 @@ from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..optim.factory import create_optimizer
 from ..layers.precision_switch import set_precision, set_spectral_weight_dtype
 from .report import add_output_arguments, header, markdown_table, write_results
+from .spectral import Variant
 
 # (arch, hidden channels, resolution); 768 is the non-power-of-2 size
 SIZES = [("FNO", 64, 256), ("FNO", 128, 256), ("FNO", 64, 512), ("FNO", 64, 768), ("FNO", 64, 1024),
@@ -56,13 +57,10 @@ BUDGET_S = 420  # of the 8 minutes: the rest is the CUDA tests, start-up and wri
 
 
 @dataclass(frozen=True)
-class GpuVariant:
-    name: str
-    ours: bool
-    mode: str
+class GpuVariant(Variant):
+    """A spectral benchmark row plus the optimizer and spectral weight storage (float16 by default on CUDA)."""
+
     half_dtype: str = "float16"
-    stabilizer: str = None
-    autocast: torch.dtype = None
     optimizer: str = "adamw"
     weight_dtype: str = "complex64"
 
