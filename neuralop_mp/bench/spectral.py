@@ -12,7 +12,9 @@ batch), one training step (forward + backward) of:
 Variants are interleaved: each round times every variant once, and the table shows
 the median over rounds, so load from other processes hits all variants alike
 (ratios from one run are what to compare; absolute seconds depend on the load,
-printed with the table). Memory is the bytes autograd saves for backward
+printed with the table). On CPU each step's process CPU time is reported too: with one
+torch thread it counts the work done, not the time spent waiting for a core that other
+processes hold, so its ratios are the ones to read on a shared machine. Memory is the bytes autograd saves for backward
 (parameters excluded): device independent. The spectral product path each of our
 rows used is listed under the table.
 
@@ -128,22 +130,26 @@ def measure_size(arch, res, batch, variants, rounds, device, model_kwargs, slow_
         for model, v, times in live.values():
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             _step(model, x, v, device)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
+            times.append((time.perf_counter() - start, time.process_time() - cpu_start))
     for name, (_, _, times) in live.items():
-        rows[name]["step s"] = statistics.median(times)
+        rows[name]["step s"] = statistics.median(wall for wall, _ in times)
+        if device.type == "cpu":
+            rows[name]["cpu s"] = statistics.median(cpu for _, cpu in times)
     return list(rows.values())
 
 
 def add_ratios(rows):
-    """``saved / up. full`` and ``time / up. full`` against upstream full of the same size."""
+    """``saved / up. full``, ``time / up. full`` and ``cpu / up. full`` against upstream full
+    of the same size."""
     base = {(r["model"], r["res"], r["batch"]): r for r in rows if r["variant"] == "upstream full"}
     for r in rows:
         b = base.get((r["model"], r["res"], r["batch"]))
-        for key, ratio in (("saved MiB", "saved / up. full"), ("step s", "time / up. full")):
+        for key, ratio in (("saved MiB", "saved / up. full"), ("step s", "time / up. full"),
+                           ("cpu s", "cpu / up. full")):
             if b is not None and key in r and key in b:
                 r[ratio] = r[key] / b[key]
     return rows
@@ -168,8 +174,9 @@ def run(quick=False, sizes=None, rounds=None, models=("FNO", "TFNO"), threads=No
                        if k != "product path"}, flush=True)
     add_ratios(rows)
     load_after = os.getloadavg()[0]
-    columns = ["model", "res", "batch", "variant", "saved MiB", "saved / up. full", "step s", "time / up. full",
-               "note"]
+    columns = ["model", "res", "batch", "variant", "saved MiB", "saved / up. full", "step s", "time / up. full"]
+    columns += ["cpu s", "cpu / up. full"] if device.type == "cpu" else []
+    columns += ["note"]
     table = markdown_table(rows, columns)
     paths = sorted({r["product path"] for r in rows if r.get("product path")})
     native = native_half_matmul(torch.bfloat16, device)

@@ -25,7 +25,8 @@ def test_quick_run_writes_its_files_and_leaves_docs_untouched(name, tmp_path):
     assert text.startswith("## ") and "| " in text  # a titled section with a table
     if name == "spectral":
         rows = {r["variant"]: r for r in data["rows"] if r["model"] == "FNO"}
-        assert rows["upstream full"]["time / up. full"] == 1.0
+        assert rows["upstream full"]["time / up. full"] == 1.0 and rows["upstream full"]["cpu / up. full"] == 1.0
+        assert all(r["cpu s"] > 0 for r in rows.values() if "step s" in r)  # process CPU time on CPU
         assert rows["ours mixed bfloat16"]["saved MiB"] < rows["upstream full"]["saved MiB"]
         assert rows["ours mixed bfloat16"]["product path"].startswith("mixed: mode-batched matmul")
     if name == "optimizer":
