@@ -7,8 +7,10 @@ template methods:
   far, the model is written into the run folder with upstream's ``save_checkpoint``
   (:func:`neuralop_mp.run_folder.save_model`); the lowest value is taken from the
   history, so a resumed run keeps comparing against the epochs before the kill;
-- after the first epoch it trains in this process, it logs the expected time of the
-  rest of the run, from that epoch's training and evaluation times.
+- after the first few training batches it logs a first estimate of the run's
+  duration (training only, from those batches' times), and after the first epoch it
+  trains in this process, the expected time of the rest of the run, from that epoch's
+  training and evaluation times.
 """
 import math
 import time
@@ -49,6 +51,42 @@ class RunFolderTrainer(MixedPrecisionTrainer):
         self.best_files = None
         self._estimated = False
         self._epoch_started = None
+        self._early_estimate = None  # (first epoch, batches per epoch, start time, batches timed)
+
+    #: training batches timed (after one warm-up batch) for the estimate logged at the start
+    EARLY_ESTIMATE_BATCHES = 3
+
+    def train_one_epoch(self, epoch, train_loader, training_loss):
+        if self._early_estimate is None and self.log is not None:
+            try:
+                n_batches = len(train_loader)
+            except TypeError:  # an iterable without a length: no early estimate
+                n_batches = None
+            # with one batch per epoch there is nothing to time after the warm-up
+            self._early_estimate = (epoch, n_batches if n_batches and n_batches > 1 else None, None, 0)
+        return super().train_one_epoch(epoch, train_loader, training_loss)
+
+    def train_one_batch(self, idx, sample, training_loss):
+        loss = super().train_one_batch(idx, sample, training_loss)
+        if self._early_estimate is not None and self._early_estimate[1]:
+            self._time_early_batches()
+        return loss
+
+    def _time_early_batches(self):
+        epoch, n_batches, started, timed = self._early_estimate
+        if started is None:  # the first batch is a warm-up (allocations, first-call overheads)
+            self._early_estimate = (epoch, n_batches, time.perf_counter(), 0)
+            return
+        timed += 1
+        if timed < min(self.EARLY_ESTIMATE_BATCHES, n_batches - 1):
+            self._early_estimate = (epoch, n_batches, started, timed)
+            return
+        per_batch = (time.perf_counter() - started) / timed
+        epochs = self.n_epochs - epoch
+        self.log(f"[neuralop-mp] {per_batch:.2f} s per training batch: expect about "
+                 f"{format_duration(per_batch * n_batches * epochs)} of training for {epochs} epoch(s) "
+                 f"of {n_batches} batches, plus evaluation (refined after the first epoch)")
+        self._early_estimate = (epoch, 0, None, 0)  # done
 
     def on_epoch_start(self, epoch):
         super().on_epoch_start(epoch)

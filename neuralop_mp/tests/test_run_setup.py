@@ -92,3 +92,32 @@ def test_duration_estimate_counts_remaining_epochs_and_evaluations():
     assert message.endswith("expect about 62 s for the remaining 9 epoch(s)")
     assert "epoch 0 took 8.0 s (training 6.0 s, evaluation 2.0 s)" in message
     assert [format_duration(s) for s in (20, 150, 7200)] == ["20 s", "2.5 min", "2.0 h"]
+
+
+def test_first_estimate_is_logged_after_a_few_batches_before_the_first_epoch_ends():
+    from neuralop_mp.training.tests.tiny import loss, optimizer_and_scheduler, tiny_data, tiny_fno
+
+    model = tiny_fno()
+    train, test = tiny_data(n=24, batch_size=4)  # 6 batches per epoch
+    messages = []
+    trainer = RunFolderTrainer(model=model, n_epochs=3, log=messages.append, verbose=False)
+    trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
+    early = [m for m in messages if "per training batch" in m]
+    after_epoch = [m for m in messages if "epoch 0 took" in m]
+    assert len(early) == 1 and len(after_epoch) == 1
+    assert messages.index(early[0]) < messages.index(after_epoch[0])
+    assert "for 3 epoch(s) of 6 batches" in early[0]
+    per_batch = float(early[0].split("] ")[1].split(" s per")[0])
+    assert per_batch > 0
+
+
+def test_no_first_estimate_with_one_batch_per_epoch():
+    from neuralop_mp.training.tests.tiny import loss, optimizer_and_scheduler, tiny_data, tiny_fno
+
+    model = tiny_fno()
+    train, test = tiny_data(n=4, batch_size=4)
+    messages = []
+    trainer = RunFolderTrainer(model=model, n_epochs=2, log=messages.append, verbose=False)
+    trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
+    assert not [m for m in messages if "per training batch" in m]
+    assert len([m for m in messages if "epoch 0 took" in m]) == 1
