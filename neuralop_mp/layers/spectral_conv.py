@@ -37,6 +37,7 @@ from .fft import rfftn as rfftn_saving_nothing
 from .input_checks import check_input, check_layer_arguments
 from .mode_matmul import dense_mode_product
 from .product_paths import MODE_BATCHED, choose_product_path
+from .truncated_fft import truncated_irfftn, truncated_rfftn
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
 from .weight_storage import layer_weight_dtype, store_layer_weights
 
@@ -337,18 +338,15 @@ class MixedPrecisionSpectralConv(SpectralConv):
         if stabilizer == "tanh":
             x = ctanh(x) if self.complex_data else torch.tanh(x)
 
-        if self.complex_data:
-            spectrum = torch.fft.fftn(x, dim=fft_dims, norm=self.fft_norm)
-        else:
-            spectrum = rfftn_saving_nothing(x, dim=fft_dims, norm=self.fft_norm)
-        shifted = self._shifted_dims()
-        if shifted:
-            spectrum = torch.fft.fftshift(spectrum, dim=shifted)
-
-        fft_size = list(spectrum.shape[2:])
+        fft_size = self._fft_size(spatial)
         kind, operands, kept = self._operands(fft_size)
-        slices = self._mode_slices(fft_size, kept)
-        x_kept = spectrum[slices]
+        # real data in float32: transform only the kept modes (truncated_fft); complex
+        # data and cuFFT's float16 transforms take the whole spectrum, as upstream does
+        truncated = not self.complex_data and not fft_half
+        if truncated:
+            x_kept = truncated_rfftn(x, fft_dims, kept, norm=self.fft_norm)
+        else:
+            x_kept = self._full_spectrum(x, fft_dims)[self._mode_slices(fft_size, kept)]
         equation = spectral_equation(kind, x_kept.ndim, self.separable)
         path = choose_product_path(kind, self.separable, mode, half, x.device)
         self.last_product_path = {
@@ -388,19 +386,36 @@ class MixedPrecisionSpectralConv(SpectralConv):
             out = out.to(torch.float16 if fft_half else torch.float32)
             out_kept = torch.view_as_complex(out.contiguous())
 
-        out_fft = out_kept.new_zeros([batch, self.out_channels, *fft_size])
-        out_fft[slices] = out_kept
-        if shifted:
-            out_fft = torch.fft.ifftshift(out_fft, dim=shifted)
-        if self.complex_data:
-            y = torch.fft.ifftn(out_fft, s=out_spatial, dim=fft_dims, norm=self.fft_norm)
+        if truncated:
+            y = truncated_irfftn(out_kept, fft_dims, spatial, out_spatial, norm=self.fft_norm)
         else:
-            y = torch.fft.irfftn(out_fft, s=out_spatial, dim=fft_dims, norm=self.fft_norm)
+            y = self._inverse_of_full_spectrum(out_kept, fft_size, kept, fft_dims, out_spatial)
         if fft_half:
             y = y.to(torch.complex64 if self.complex_data else torch.float32)
         if self.bias is not None:
             y = y + self.bias
         return y
+
+
+    def _full_spectrum(self, x, fft_dims):
+        """The whole (fftshifted) spectrum of ``x``; the truncated path avoids it."""
+        if self.complex_data:
+            spectrum = torch.fft.fftn(x, dim=fft_dims, norm=self.fft_norm)
+        else:
+            spectrum = rfftn_saving_nothing(x, dim=fft_dims, norm=self.fft_norm)
+        shifted = self._shifted_dims()
+        return torch.fft.fftshift(spectrum, dim=shifted) if shifted else spectrum
+
+    def _inverse_of_full_spectrum(self, out_kept, fft_size, kept, fft_dims, out_spatial):
+        """Zero spectrum, the kept block written in, unshifted, inverse-transformed."""
+        out_fft = out_kept.new_zeros([out_kept.shape[0], self.out_channels, *fft_size])
+        out_fft[self._mode_slices(fft_size, kept)] = out_kept
+        shifted = self._shifted_dims()
+        if shifted:
+            out_fft = torch.fft.ifftshift(out_fft, dim=shifted)
+        if self.complex_data:
+            return torch.fft.ifftn(out_fft, s=out_spatial, dim=fft_dims, norm=self.fft_norm)
+        return torch.fft.irfftn(out_fft, s=out_spatial, dim=fft_dims, norm=self.fft_norm)
 
 
 class _null:
