@@ -37,58 +37,84 @@ def kept_frequencies(size, kept):
     return [(j - kept // 2) % size for j in range(kept)]
 
 
-def _scatter(z, dim, index, length):
-    """``z`` placed at ``index`` along ``dim`` of a zero tensor of ``length``; indices
-    at or past ``length`` are dropped (the trimming ``ifft(n=length)`` would do)."""
-    inside = index < length
-    if not bool(inside.all()):
-        z, index = z.index_select(dim, inside.nonzero().flatten()), index[inside]
-    shape = list(z.shape)
-    shape[dim] = length
-    return z.new_zeros(shape).index_copy_(dim, index, z)
+class _AxisModes:
+    """The kept frequencies of one axis: as a tuple (decisions on the host, so a CUDA
+    step never waits for the device) and as an index tensor (the gathers)."""
+
+    def __init__(self, size, kept, device):
+        self.freqs = tuple(kept_frequencies(size, kept))
+        self.index = torch.tensor(self.freqs, device=device, dtype=torch.long)
+
+    def scatter(self, z, dim, length):
+        """``z`` placed at these frequencies along ``dim`` of a zero tensor of ``length``;
+        frequencies at or past ``length`` are dropped (the trimming ``ifft(n=length)`` does)."""
+        index = self.index
+        if max(self.freqs) >= length:
+            inside = [j for j, f in enumerate(self.freqs) if f < length]
+            z = z.index_select(dim, torch.tensor(inside, device=z.device, dtype=torch.long))
+            index = torch.tensor([self.freqs[j] for j in inside], device=z.device, dtype=torch.long)
+        shape = list(z.shape)
+        shape[dim] = length
+        return z.new_zeros(shape).index_copy_(dim, index, z)
+
+    def gather(self, g, dim):
+        """``g`` at these frequencies along ``dim``; zero past ``g``'s end (modes the
+        forward dropped when it trimmed the axis)."""
+        return _gather_or_zero(g, dim, self.index, max(self.freqs) + 1)
 
 
 @functools.lru_cache(maxsize=256)
-def _index_tensor(size, kept, device):
-    return torch.tensor(kept_frequencies(size, kept), device=device, dtype=torch.long)
+def _axis_modes(size, kept, device):
+    return _AxisModes(size, kept, device)
 
 
-def _indices(sizes, kept, device):
-    """Per non-last axis, the gathered frequency indices as a tensor (cached: the same few
-    shapes recur every step, and building them costs more than gathering at small sizes)."""
-    return [_index_tensor(n, k, device) for n, k in zip(sizes[:-1], kept[:-1])]
+def _axes(sizes, kept, device):
+    """Per non-last axis, its :class:`_AxisModes` (cached: the same few shapes recur every
+    step, and building index tensors costs more than gathering at small sizes)."""
+    return [_axis_modes(n, k, device) for n, k in zip(sizes[:-1], kept[:-1])]
 
 
-def _analysis(x, dims, kept, indices, norm):
+def _gather_or_zero(g, dim, index, top):
+    """``g.index_select(dim, index)``, reading zeros where an index (all below ``top``)
+    is past ``g``'s end."""
+    past = top - g.shape[dim]
+    if past > 0:
+        widths = [0, 0] * (-dim)
+        widths[-1] = past
+        g = torch.nn.functional.pad(g, widths)
+    return g.index_select(dim, index)
+
+
+def _analysis(x, dims, kept, axes, norm):
     """rfft along the last axis, keep its first ``kept[-1]`` columns, then transform and
     gather the kept frequencies along each other axis."""
     z = torch.fft.rfft(x, dim=dims[-1], norm=norm).narrow(dims[-1], 0, kept[-1])
-    for dim, index in zip(dims[:-1], indices):
-        z = torch.fft.fft(z, dim=dim, norm=norm).index_select(dim, index)
+    for dim, modes in zip(dims[:-1], axes):
+        z = torch.fft.fft(z, dim=dim, norm=norm).index_select(dim, modes.index)
     return z
 
 
-def _synthesis(z, dims, out_sizes, indices, norm):
+def _synthesis(z, dims, out_sizes, axes, norm):
     """Scatter and inverse-transform along each non-last axis, then irfft along the last
     (``irfft(n=...)`` zero-pads the missing columns itself)."""
-    for dim, index, length in zip(dims[:-1], indices, out_sizes[:-1]):
-        z = torch.fft.ifft(_scatter(z, dim, index, length), dim=dim, norm=norm)
+    for dim, modes, length in zip(dims[:-1], axes, out_sizes[:-1]):
+        z = torch.fft.ifft(modes.scatter(z, dim, length), dim=dim, norm=norm)
     return torch.fft.irfft(z, n=out_sizes[-1], dim=dims[-1], norm=norm)
 
 
 class _TruncatedRFFTN(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dims, kept, indices, norm):
-        ctx.meta = (x.shape, x.dtype, dims, indices, norm)
-        return _analysis(x, dims, kept, indices, norm)
+    def forward(ctx, x, dims, kept, axes, norm):
+        ctx.meta = (x.shape, x.dtype, dims, axes, norm)
+        return _analysis(x, dims, kept, axes, norm)
 
     @staticmethod
     def backward(ctx, grad):
-        shape, dtype, dims, indices, norm = ctx.meta
+        shape, dtype, dims, axes, norm = ctx.meta
         adjoint = _ADJOINT_NORM[norm]
         z = grad
-        for dim, index in zip(dims[:-1], indices):
-            z = torch.fft.ifft(_scatter(z, dim, index, shape[dim]), dim=dim, norm=adjoint)
+        for dim, modes in zip(dims[:-1], axes):
+            z = torch.fft.ifft(modes.scatter(z, dim, shape[dim]), dim=dim, norm=adjoint)
         # dL/dx = Re(F^H R^T g): irfft sums the columns that have a conjugate partner
         # twice, so those are halved first (the DC and, for even n, Nyquist column once)
         n = shape[dims[-1]]
@@ -101,13 +127,13 @@ class _TruncatedRFFTN(torch.autograd.Function):
 
 class _TruncatedIRFFTN(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, dims, out_sizes, indices, norm):
-        ctx.meta = (z.shape, dims, out_sizes, indices, norm)
-        return _synthesis(z, dims, out_sizes, indices, norm)
+    def forward(ctx, z, dims, out_sizes, axes, norm):
+        ctx.meta = (z.shape, dims, out_sizes, axes, norm)
+        return _synthesis(z, dims, out_sizes, axes, norm)
 
     @staticmethod
     def backward(ctx, grad):
-        z_shape, dims, out_sizes, indices, norm = ctx.meta
+        z_shape, dims, out_sizes, axes, norm = ctx.meta
         adjoint = _ADJOINT_NORM[norm]
         n = out_sizes[-1]
         columns = z_shape[dims[-1]]
@@ -120,21 +146,10 @@ class _TruncatedIRFFTN(torch.autograd.Function):
         if twice > 0:
             g.narrow(dims[-1], 1, twice).mul_(2)
         if g.shape[dims[-1]] < columns:  # the forward trimmed these columns away
-            g = _gather_or_zero(g, dims[-1], torch.arange(columns, device=g.device))
-        for dim, index in zip(dims[:-1], indices):
-            g = _gather_or_zero(torch.fft.fft(g, dim=dim, norm=adjoint), dim, index)
+            g = _gather_or_zero(g, dims[-1], torch.arange(columns, device=g.device), columns)
+        for dim, modes in zip(dims[:-1], axes):
+            g = modes.gather(torch.fft.fft(g, dim=dim, norm=adjoint), dim)
         return g, None, None, None, None
-
-
-def _gather_or_zero(g, dim, index):
-    """``g`` at ``index`` along ``dim``; zero where the index is past ``g``'s end (modes
-    the forward dropped when it trimmed the axis)."""
-    past = int(index.max()) + 1 - g.shape[dim] if index.numel() else 0
-    if past > 0:
-        widths = [0, 0] * (-dim)
-        widths[-1] = past
-        g = torch.nn.functional.pad(g, widths)
-    return g.index_select(dim, index)
 
 
 def truncated_rfftn(x, dims, kept, norm="backward"):
@@ -161,10 +176,10 @@ def truncated_rfftn(x, dims, kept, norm="backward"):
     """
     dims, kept = tuple(dims), tuple(kept)
     sizes = [x.shape[d] for d in dims]
-    indices = _indices(sizes, kept, x.device)
+    axes = _axes(sizes, kept, x.device)
     if not torch.is_grad_enabled() or not x.requires_grad:
-        return _analysis(x, dims, kept, indices, norm)
-    return _TruncatedRFFTN.apply(x, dims, kept, indices, norm)
+        return _analysis(x, dims, kept, axes, norm)
+    return _TruncatedRFFTN.apply(x, dims, kept, axes, norm)
 
 
 def truncated_irfftn(z, dims, fft_sizes, out_sizes, norm="backward"):
@@ -191,7 +206,7 @@ def truncated_irfftn(z, dims, fft_sizes, out_sizes, norm="backward"):
     """
     dims, out_sizes = tuple(dims), tuple(out_sizes)
     kept = [z.shape[d] for d in dims]
-    indices = _indices(list(fft_sizes), kept, z.device)
+    axes = _axes(list(fft_sizes), kept, z.device)
     if not torch.is_grad_enabled() or not z.requires_grad:
-        return _synthesis(z, dims, out_sizes, indices, norm)
-    return _TruncatedIRFFTN.apply(z, dims, out_sizes, indices, norm)
+        return _synthesis(z, dims, out_sizes, axes, norm)
+    return _TruncatedIRFFTN.apply(z, dims, out_sizes, axes, norm)
