@@ -30,7 +30,7 @@ NULL_SPELLINGS = ("none", "null", "")
 AUTOCAST_SCOPES = ("auto", "model", "fno_blocks", "spectral")
 # what "auto" means: CUDA's 16-bit matrix units make autocast pay; on a CPU (2 cores, no bf16 units)
 # the pointwise layers in bf16 cost accuracy and time, docs/diagnose.md "autocast scope"
-AUTO_AUTOCAST_SCOPE = {"cuda": "model", "other": "model"}
+AUTO_AUTOCAST_SCOPE = {"cuda": "model", "other": "spectral"}
 
 _TORCH_HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 _TORCH_COMPLEX = {"complex64": torch.complex64, "complex32": torch.complex32}
