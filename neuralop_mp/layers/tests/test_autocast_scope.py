@@ -130,3 +130,27 @@ def test_auto_scope_is_resolved_per_device_and_upstream_models_keep_plain_autoca
                    conv_module=MixedPrecisionSpectralConv)
     assert get_autocast_scope(upstream) == "model"
     assert get_autocast_scope(_model("fno", "auto")) == "auto"
+
+
+def test_trainer_with_autocast_in_scope_spectral_trains_exactly_as_mixed_without_autocast():
+    """The CPU default ("auto" is "spectral" there): a "mixed" phase with autocast on ends
+    with bit-identical weights to one with autocast off; scope "model" does not."""
+    from neuralop_mp.training.tests.tiny import loss, optimizer_and_scheduler, tiny_data
+    from neuralop_mp.vocabulary import AUTO_AUTOCAST_SCOPE
+
+    assert resolve_autocast_scope("auto", "cpu") == AUTO_AUTOCAST_SCOPE["other"] == "spectral"
+
+    def train(schedule, scope):
+        model = _model("fno", scope)
+        trainer = neuralop_mp.MixedPrecisionTrainer(model=model, n_epochs=1, precision_schedule=schedule,
+                                                    half_dtype="bfloat16", verbose=False)
+        train_loader, test_loaders = tiny_data(n=8, size=8)
+        torch.manual_seed(1)
+        trainer.train(train_loader, test_loaders, *optimizer_and_scheduler(model), training_loss=loss())
+        assert [h["autocast"] for h in trainer.history] == [schedule == "mixed"]
+        return [p.detach().clone() for p in model.parameters()]
+
+    reference = train("mixed/noautocast", "model")
+    for scope, equal in (("auto", True), ("spectral", True), ("model", False)):
+        weights = train("mixed", scope)
+        assert all(torch.equal(a, b) for a, b in zip(weights, reference)) is equal, scope
