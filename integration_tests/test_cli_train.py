@@ -43,6 +43,8 @@ def test_train_darcy_mixed_writes_summary_results_and_curve(darcy_root, tmp_path
     assert [h["epoch"] for h in results["history"]] == [0, 1, 2]
     assert {h["precision"] for h in results["history"]} == {"mixed"}
     assert all(h["autocast"] for h in results["history"])
+    # the CPU default keeps every layer but the spectral product in float32 under autocast
+    assert results["precision"]["autocast_scope"] == "auto (spectral)" and "autocast scope" in printed
     metrics = results["metrics"]
     assert set(metrics) == {"16_l2", "16_h1", "32_l2", "32_h1"}
     # sane: finite, and better than predicting zero (relative error 1)

@@ -55,8 +55,9 @@ def _loaders(root):
 def _train(arch, precision, loaders, seed=0):
     train_loader, test_loaders, processor = loaders
     torch.manual_seed(seed)  # weights and shuffling
+    # autocast over the whole model (scope "model"), what this test measures on any device
     config = {"model": {"model_arch": arch, "data_channels": 1, "out_channels": 1,
-                        "fno_block_precision": precision, **MODELS[arch]}}
+                        "fno_block_precision": precision, "autocast_scope": "model", **MODELS[arch]}}
     model = neuralop_mp.get_model(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, N_EPOCHS * len(train_loader))

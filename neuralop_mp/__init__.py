@@ -29,6 +29,8 @@ _LAZY = {
     "mixed_precision_layers": "neuralop_mp.layers.precision_switch",
     "set_spectral_weight_dtype": "neuralop_mp.layers.precision_switch",
     "get_spectral_weight_dtype": "neuralop_mp.layers.precision_switch",
+    "set_autocast_scope": "neuralop_mp.layers.autocast_scope",
+    "get_autocast_scope": "neuralop_mp.layers.autocast_scope",
     "PrecisionSchedule": "neuralop_mp.training.schedule",
     "PrecisionPhase": "neuralop_mp.training.schedule",
     "ComplexGradScaler": "neuralop_mp.training.loss_scaling",

@@ -1,7 +1,8 @@
 """PrecisionPolicy: the precision settings of the plugin's spectral layers, parsed once.
 
 A policy is what ``model.fno_block_precision``, ``model.half_dtype``,
-``model.stabilizer`` and ``model.spectral_weight_dtype`` mean together. It is
+``model.stabilizer``, ``model.spectral_weight_dtype`` and ``model.autocast_scope`` mean
+together. It is
 validated when it is made (a bad value raises a ValueError naming the key, the value
 and the allowed values) and immutable afterwards, so the config, the model
 constructor, the spectral layer, the schedule's phases and the trainer can pass one
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .vocabulary import (
+    normalize_autocast_scope,
     normalize_half_dtype,
     normalize_precision_request,
     normalize_spectral_weight_dtype,
@@ -53,6 +55,14 @@ class PrecisionPolicy:
         Pre-activation before every forward FFT; "none"/"null"/"" mean None.
     spectral_weight_dtype : {"complex64", "complex32"} or torch dtype, default "complex64"
         Storage of the spectral weights and of their gradients.
+    autocast_scope : {"auto", "model", "fno_blocks", "spectral"}, default "auto"
+        Where ``torch.autocast`` may round the model's activations to 16 bits: "model"
+        everywhere (plain autocast); "fno_blocks" everywhere but the lifting and
+        projection (and UNO's horizontal skips), which run in float32; "spectral"
+        nowhere but inside the spectral layers, as ``fno_block_precision`` says (the
+        model runs as without autocast). "auto": "model" on CUDA, "spectral" elsewhere
+        (:func:`neuralop_mp.vocabulary.resolve_autocast_scope`). Applied by the
+        plugin's model classes (:mod:`neuralop_mp.layers.autocast_scope`).
 
     Examples
     --------
@@ -71,6 +81,9 @@ class PrecisionPolicy:
     spectral_weight_dtype: str = field(default="complex64", metadata=_key(
         normalize_spectral_weight_dtype, str,
         'storage of the spectral weights and their gradients ("complex64" | "complex32")'))
+    autocast_scope: str = field(default="auto", metadata=_key(
+        normalize_autocast_scope, str,
+        'where autocast may round activations to 16 bits ("auto" | "model" | "fno_blocks" | "spectral")'))
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

@@ -33,7 +33,7 @@ import torch
 from .layers.path_report import summarize_product_paths
 from . import build_steps
 from .run_setup import RunSetupError, check_writable, resolve_device  # noqa: F401 (resolve_device re-exported)
-from .vocabulary import none_if_null
+from .vocabulary import none_if_null, resolve_autocast_scope
 
 
 def section_kwargs(section):
@@ -377,6 +377,9 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             "final_mode": history[-1].get("precision") if history else policy.fno_block_precision,
             "half_dtype": f"{policy.half_dtype} ({str(half_dtype).replace('torch.', '')})",
             "spectral_weight_dtype": policy.spectral_weight_dtype,
+            # where autocast phases rounded activations to 16 bits ("auto" resolved on this device)
+            "autocast_scope": (f"{policy.autocast_scope} "
+                               f"({resolve_autocast_scope(policy.autocast_scope, device.type)})"),
             # the kernel each spectral layer chose on this device in the last forward (evaluation)
             "product_paths": summarize_product_paths(model),
             "auto_decision": auto_decision,

@@ -81,6 +81,8 @@ def summary_rows(result):
         *(("spectral product path", text) for text in precision.get("product_paths", [])),
         ("spectral weights stored in", precision.get("spectral_weight_dtype", "complex64")),
     ]
+    if precision.get("autocast_scope") and any(p["autocast"] for p in precision["phases"]):
+        rows.append(("autocast scope", precision["autocast_scope"]))
     if precision.get("auto_decision"):  # fno_block_precision="auto": what the calibration decided
         decision = precision["auto_decision"]
         worst = max(layer["precision_error"] for layer in decision["per_layer"])

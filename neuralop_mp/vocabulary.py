@@ -4,7 +4,8 @@ A leaf module: it imports nothing from the rest of the package (only torch and t
 standard library), so every other module can use it without creating an import cycle.
 
 - allowed values of the precision flags (:data:`PRECISION_MODES`, :data:`HALF_DTYPES`,
-  :data:`STABILIZERS`, :data:`SPECTRAL_WEIGHT_DTYPES`) and their normalizers;
+  :data:`STABILIZERS`, :data:`SPECTRAL_WEIGHT_DTYPES`, :data:`AUTOCAST_SCOPES`) and their
+  normalizers;
 - :func:`check_choice`, the one error format for a bad value (key, value, allowed
   values);
 - :func:`none_if_null`: configs spell "no value" as None, "None", "none", "null" or "";
@@ -23,6 +24,13 @@ HALF_DTYPES = ("auto", "float16", "bfloat16")
 STABILIZERS = (None, "tanh")
 SPECTRAL_WEIGHT_DTYPES = ("complex64", "complex32")
 NULL_SPELLINGS = ("none", "null", "")
+# where torch.autocast may round a plugin model's activations to 16 bits (widest first):
+# "model" everywhere; "fno_blocks" not in lifting/projection; "spectral" nowhere but inside the
+# spectral layers, as fno_block_precision says. "auto" is resolved per device at every forward.
+AUTOCAST_SCOPES = ("auto", "model", "fno_blocks", "spectral")
+# what "auto" means: CUDA's 16-bit matrix units make autocast pay; on a CPU (2 cores, no bf16 units)
+# the pointwise layers in bf16 cost accuracy and time, docs/diagnose.md "autocast scope"
+AUTO_AUTOCAST_SCOPE = {"cuda": "model", "other": "spectral"}
 
 _TORCH_HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 _TORCH_COMPLEX = {"complex64": torch.complex64, "complex32": torch.complex32}
@@ -91,6 +99,20 @@ def normalize_spectral_weight_dtype(value, key="spectral_weight_dtype"):
     if isinstance(value, str):
         value = _COMPLEX_ALIASES.get(value, value)
     return check_choice(key, value, SPECTRAL_WEIGHT_DTYPES)
+
+
+def normalize_autocast_scope(value, key="autocast_scope"):
+    """Validate an autocast scope; None (and the other spellings of "no value") mean "auto"."""
+    value = none_if_null(value)
+    return check_choice(key, "auto" if value is None else value, AUTOCAST_SCOPES)
+
+
+def resolve_autocast_scope(scope, device_type):
+    """The scope ``scope`` means for a forward on ``device_type`` ("auto" is device-dependent)."""
+    scope = normalize_autocast_scope(scope)
+    if scope == "auto":
+        return AUTO_AUTOCAST_SCOPE["cuda" if device_type == "cuda" else "other"]
+    return scope
 
 
 def resolve_half_dtype(half_dtype, device):

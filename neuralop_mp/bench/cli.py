@@ -10,6 +10,8 @@ BENCHMARKS = {
     "spectral": ("neuralop_mp.bench.spectral", "step time and saved bytes of FNO/TFNO, upstream vs ours"),
     "optimizer": ("neuralop_mp.bench.optimizer", "optimizer state and training memory of TensorGRaD"),
     "schedule": ("neuralop_mp.bench.schedule", "accuracy and time of full vs mixed vs precision schedule"),
+    "scope": ("neuralop_mp.bench.autocast_scope", "test error, time and memory of autocast over the whole model vs "
+              "float32 lifting/projection/pointwise layers"),
     "gpu": ("neuralop_mp.bench.gpu", "the GPU campaign: CUDA tests, spectral and optimizer rows (--dry-run on CPU)"),
 }
 

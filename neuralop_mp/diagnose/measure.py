@@ -13,7 +13,7 @@ of Fourier modes:
     layer's forward FFT sees (input and spectrum). bfloat16 has float32's range.
 
 The same comparisons are made at the model's output, including recipes that run the
-rest of the network under ``torch.autocast``.
+rest of the network under ``torch.autocast`` (plain autocast: autocast scope "model").
 
 Layer inputs are recorded from one full-precision forward with the stabilizer
 switched off; a "+tanh" variant applies tanh to that recorded input, and its reference
@@ -30,6 +30,7 @@ import contextlib
 
 import torch
 
+from ..layers.autocast_scope import autocast_scope
 from ..layers.precision_switch import get_precision, mixed_precision_layers, precision
 from .bands import band_edges, band_errors, relative_error
 
@@ -209,7 +210,9 @@ def _model_level(model, x, y_full, y_fine, edges, order, modes, half_dtypes):
         for dtype in half_dtypes:
             for tanh in (False, True):
                 for autocast in (False, True):
-                    with precision(model, mode, half_dtype=dtype, stabilizer="tanh" if tanh else None):
+                    # "+autocast" is plain autocast over the whole model, whatever the model's own scope
+                    with precision(model, mode, half_dtype=dtype, stabilizer="tanh" if tanh else None), \
+                            autocast_scope(model, "model"):
                         with torch.autocast(device_type, dtype=getattr(torch, dtype), enabled=autocast):
                             y = model(x).to(torch.float32)
                     ref = reference[tanh]

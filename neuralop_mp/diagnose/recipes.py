@@ -5,19 +5,45 @@
 architecture and resolution N (seeded, untrained), measures it on built-in data at 2N
 (:func:`~neuralop_mp.diagnose.measure.measure`), and prints a markdown table of the
 model-output precision error of each recipe (16-bit type, spectral layers only or with
-autocast, with or without tanh) next to the discretization error (N vs 2N restricted).
+autocast, with or without tanh; autocast confined by each autocast scope) next to the
+discretization error (N vs 2N restricted).
 """
 import torch
 
-from .measure import measure, variant_name
+from ..layers.autocast_scope import autocast_scope
+from ..layers.precision_switch import precision
+from .bands import relative_error
+from .measure import measure, restrict, variant_name
 
 RECIPES = [(dtype, autocast, tanh) for dtype in ("bfloat16", "float16") for autocast in (False, True)
            for tanh in (False, True)]
+# autocast confined to part of the model (neuralop_mp.layers.autocast_scope); "model" is the
+# plain autocast of RECIPES
+SCOPE_RECIPES = [(dtype, scope) for dtype in ("bfloat16", "float16") for scope in ("fno_blocks", "spectral")]
 
 
 def _recipe_label(dtype, autocast, tanh):
     where = "spectral + autocast" if autocast else "spectral only"
     return f"{'bf16' if dtype == 'bfloat16' else 'fp16'}, {where}{', tanh' if tanh else ''}"
+
+
+def _scope_label(dtype, scope):
+    return f"{'bf16' if dtype == 'bfloat16' else 'fp16'}, spectral + autocast, scope {scope}"
+
+
+@torch.no_grad()
+def scope_errors(model, x):
+    """``{label: error}``: model-output precision error of "mixed" under autocast with
+    each scope of :data:`SCOPE_RECIPES`, against full precision without autocast."""
+    model.eval()
+    with precision(model, "full", stabilizer=None):
+        reference = model(x).to(torch.float32)
+    errors = {}
+    for dtype, scope in SCOPE_RECIPES:
+        with precision(model, "mixed", half_dtype=dtype, stabilizer=None), autocast_scope(model, scope):
+            with torch.autocast(x.device.type, dtype=getattr(torch, dtype)):
+                errors[_scope_label(dtype, scope)] = relative_error(model(x).to(torch.float32), reference)
+    return errors
 
 
 def recipe_rows(target, overrides, archs, resolutions, n_samples, fine_inputs):
@@ -36,6 +62,7 @@ def recipe_rows(target, overrides, archs, resolutions, n_samples, fine_inputs):
             diagnosis = measure(model, x_fine, modes=("mixed",), n_bands=1)
             errors = {_recipe_label(*r): diagnosis["model"]["precision"][variant_name("mixed", r[0], r[2], r[1])]["error"]
                       for r in RECIPES}
+            errors.update(scope_errors(model, restrict(x_fine, x_fine.ndim - 2).contiguous()))
             rows.append((arch.replace("Config", ""), n, diagnosis["model"]["discretization_error"], errors))
     return rows
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..precision_policy import PrecisionPolicy
 from ..vocabulary import normalize_spectral_weight_dtype
+from .autocast_scope import get_autocast_scope, set_autocast_scope
 from .soft_gating import adopt_half_safe_soft_gating
 from .spectral_conv import MixedPrecisionSpectralConv
 from .weight_storage import layer_weight_dtype, store_layer_weights
@@ -79,7 +80,8 @@ def get_spectral_weight_dtype(model):
 def get_precision_policy(model):
     """The model's current settings as one :class:`~neuralop_mp.PrecisionPolicy`."""
     mode, half_dtype, stabilizer = get_precision(model)
-    return PrecisionPolicy(mode, half_dtype, stabilizer, get_spectral_weight_dtype(model))
+    return PrecisionPolicy(mode, half_dtype, stabilizer, get_spectral_weight_dtype(model),
+                           get_autocast_scope(model))
 
 
 def _snapshot(model):
@@ -236,9 +238,12 @@ def apply_precision_policy(model, policy):
             return None
         _layers_or_raise(model, f"it cannot take {policy}")
     previous = get_precision_policy(model)
-    if previous.replace(spectral_weight_dtype=policy.spectral_weight_dtype) != policy:
+    if previous.replace(spectral_weight_dtype=policy.spectral_weight_dtype,
+                        autocast_scope=policy.autocast_scope) != policy:
         set_precision(model, policy.fno_block_precision, half_dtype=policy.half_dtype,
                       stabilizer=policy.stabilizer)
     if previous.spectral_weight_dtype != policy.spectral_weight_dtype:
         set_spectral_weight_dtype(model, policy.spectral_weight_dtype)
+    if previous.autocast_scope != policy.autocast_scope:
+        set_autocast_scope(model, policy.autocast_scope)
     return previous

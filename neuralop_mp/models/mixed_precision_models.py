@@ -4,8 +4,9 @@ Upstream's ``BaseModel`` records the keyword arguments a model was built with an
 ``save_checkpoint`` / ``from_checkpoint`` rebuild the model from them. A precision set
 on a built model (``set_precision``) is invisible to that record, so these subclasses
 take the plugin's model keys (the fields of :class:`~neuralop_mp.PrecisionPolicy`:
-``fno_block_precision``, ``half_dtype``, ``stabilizer``, ``spectral_weight_dtype``)
-as constructor arguments, build their spectral layers with them, and write the
+``fno_block_precision``, ``half_dtype``, ``stabilizer``, ``spectral_weight_dtype``,
+``autocast_scope``) as constructor arguments, build their spectral layers with them
+(and keep the layers outside autocast's scope in float32), and write the
 model's current settings into the record whenever it is saved. They are registered
 in upstream's registry under names of their own ("mixedprecisionfno",
 "mixedprecisiontfno", "mixedprecisionuno"); "fno", "tfno" stay upstream's classes.
@@ -21,6 +22,7 @@ from neuralop.layers.fno_block import FNOBlocks
 from neuralop.layers.spectral_convolution import SpectralConv
 from neuralop.models.fno import FNO, TFNO
 
+from ..layers.autocast_scope import set_autocast_scope
 from ..layers.precision_switch import get_precision_policy
 from ..layers.soft_gating import adopt_half_safe_soft_gating
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
@@ -81,12 +83,14 @@ class _PrecisionRecordingModel:
         # and applies the stabilizer, so the layer gets none (tanh once per forward FFT)
         layer_settings = {**policy.as_dict(), "stabilizer": None}
         layer_settings.pop("fno_block_precision")
+        layer_settings.pop("autocast_scope")  # a property of the whole model, applied below
         layer = functools.partial(_layer_class(arguments.pop(self._layer_kwarg, None), self._layer_kwarg),
                                   **layer_settings)
         upstream_kwargs = self._upstream_kwargs(arguments, policy, layer)
         super().__init__(**upstream_kwargs)
         # the block's soft-gating skip would otherwise promote autocast activations to fp32
         adopt_half_safe_soft_gating(self)
+        set_autocast_scope(self, policy.autocast_scope)
         self.precision_decision = "pending" if auto else None
 
     def _upstream_kwargs(self, arguments, policy, layer):
@@ -116,7 +120,8 @@ class _PrecisionRecordingModel:
 class MixedPrecisionFNO(_PrecisionRecordingModel, FNO, name="MixedPrecisionFNO"):
     """Upstream's :class:`~neuralop.models.FNO` with mixed-precision spectral layers.
 
-    Takes every argument of ``FNO`` plus ``half_dtype`` and ``spectral_weight_dtype``;
+    Takes every argument of ``FNO`` plus ``half_dtype``, ``spectral_weight_dtype`` and
+    ``autocast_scope`` (:mod:`neuralop_mp.layers.autocast_scope`);
     ``fno_block_precision`` and ``stabilizer`` keep upstream's names and meaning but are
     validated and carried out by :class:`~neuralop_mp.MixedPrecisionSpectralConv`.
     ``conv_module`` defaults to that layer (upstream's ``SpectralConv`` is replaced by it).

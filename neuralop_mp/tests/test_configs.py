@@ -133,6 +133,7 @@ BAD_VALUES = [
     ("model.half_dtype", "fp16", "'auto', 'float16', 'bfloat16'"),
     ("model.stabilizer", "relu", "None, 'tanh'"),
     ("model.spectral_weight_dtype", "complex16", "'complex64', 'complex32'"),
+    ("model.autocast_scope", "blocks", "'auto', 'model', 'fno_blocks', 'spectral'"),
     ("model.model_arch", "fnoo", "'fno'"),
     ("model.norm", "batch_norm", "'group_norm'"),
     ("model.fno_skip", "skip", "'soft-gating'"),

@@ -17,7 +17,7 @@ def test_values_are_normalized_once():
     policy = PrecisionPolicy("mixed", half_dtype=torch.bfloat16, stabilizer="null",
                              spectral_weight_dtype=torch.complex32)
     assert policy.as_dict() == {"fno_block_precision": "mixed", "half_dtype": "bfloat16", "stabilizer": None,
-                                "spectral_weight_dtype": "complex32"}
+                                "spectral_weight_dtype": "complex32", "autocast_scope": "auto"}
     assert PrecisionPolicy(stabilizer="None", spectral_weight_dtype="chalf", half_dtype=None) == \
         PrecisionPolicy(spectral_weight_dtype="complex32")
     assert policy.half_torch_dtype("cpu") is torch.bfloat16
@@ -39,6 +39,7 @@ def test_policy_is_immutable_and_replace_revalidates():
     ("half_dtype", torch.float32, "'auto', 'float16', 'bfloat16'"),
     ("stabilizer", "Tanh", "None, 'tanh'"),
     ("spectral_weight_dtype", "complex128", "'complex64', 'complex32'"),
+    ("autocast_scope", "blocks", "'auto', 'model', 'fno_blocks', 'spectral'"),
 ])
 def test_bad_value_in_a_config_names_the_key_the_value_and_the_allowed_values(key, value, allowed):
     shown = "float32" if value is torch.float32 else value

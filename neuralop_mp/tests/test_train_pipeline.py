@@ -44,7 +44,7 @@ UNO_VALUES = {
     "domain_padding": 0.25,
 }
 PRECISION_VALUES = {"fno_block_precision": "mixed", "half_dtype": "bfloat16", "stabilizer": "tanh",
-                    "spectral_weight_dtype": "complex32"}
+                    "spectral_weight_dtype": "complex32", "autocast_scope": "fno_blocks"}
 
 
 def with_section(section, values, **extra):
@@ -75,6 +75,7 @@ def test_every_model_field_reaches_the_model(section_cls, values):
             assert recorded[name] == value, name
     assert get_precision(model) == ("mixed", "bfloat16", "tanh")
     assert get_spectral_weight_dtype(model) == "complex32"
+    assert model.precision_policy.autocast_scope == "fno_blocks"
     assert {key: recorded[key] for key in PRECISION_VALUES} == PRECISION_VALUES  # kept by checkpoints
     covered = set(values) | set(PRECISION_VALUES)
     assert covered == set(field_names(section_cls))

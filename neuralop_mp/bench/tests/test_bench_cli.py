@@ -8,7 +8,7 @@ from neuralop_mp.bench import gpu
 from neuralop_mp.bench.report import DEFAULT_DOC
 
 FILES = {"spectral": ["spectral.md", "spectral.json"], "optimizer": ["optimizer.md", "optimizer.json"],
-         "schedule": ["schedule.md", "schedule.json"], "gpu": ["gpu.md", "gpu.json", "gpu_memory.png"]}
+         "schedule": ["schedule.md", "schedule.json"], "scope": ["scope.md", "scope.json"], "gpu": ["gpu.md", "gpu.json", "gpu_memory.png"]}
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -31,6 +31,12 @@ def test_quick_run_writes_its_files_and_leaves_docs_untouched(name, tmp_path):
         assert rows["ours mixed bfloat16"]["product path"].startswith("mixed: mode-batched matmul")
     if name == "optimizer":
         assert {r["size"] for r in data["optimizer_state"]} == {"quick"}
+    if name == "scope":
+        rows = {r["run"]: r for r in data["rows"]}
+        # scope "spectral" under autocast computes exactly what "mixed" without autocast does
+        assert rows["mixed+autocast spectral"]["L2 @ N"] == rows["mixed"]["L2 @ N"]
+        assert float(rows["mixed+autocast"]["saved MB"]) < float(rows["mixed+autocast fno_blocks"]["saved MB"]) \
+            < float(rows["full"]["saved MB"])
 
 
 def test_gpu_dry_run_walks_every_variant_at_every_size(tmp_path):
@@ -63,7 +69,7 @@ def test_update_docs_rewrites_only_its_own_section(tmp_path, monkeypatch):
 
 def test_unknown_benchmark_names_the_choices(capsys):
     assert cli.main(["bench", "spectrl"]) == 2
-    assert "'spectrl'; choose from: spectral, optimizer, schedule, gpu" in capsys.readouterr().out
+    assert "'spectrl'; choose from: spectral, optimizer, schedule, scope, gpu" in capsys.readouterr().out
     assert cli.main(["bench", "--help"]) == 0
     assert "spectral" in capsys.readouterr().out
 

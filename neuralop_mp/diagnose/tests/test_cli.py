@@ -58,7 +58,14 @@ def test_recipe_table_has_every_recipe_per_arch_and_resolution(tmp_path, capsys)
                  "--out", str(tmp_path)]) == 0
     table = (tmp_path / "recipe_table.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| FNO") or line.startswith("| TFNO")]
-    assert len(rows) == 2 * 8  # FNO and TFNO, 8 recipes each
+    assert len(rows) == 2 * 12  # FNO and TFNO, 8 recipes + 4 autocast scopes each
+    by_recipe = {tuple(c.strip() for c in row.strip("|").split("|")[:3]): float(row.split("|")[4])
+                 for row in rows}
+    for arch in ("FNO", "TFNO"):
+        for dtype in ("bf16", "fp16"):
+            # scope "spectral": autocast changes nothing, so it is the spectral-only recipe exactly
+            assert by_recipe[(arch, "8", f"{dtype}, spectral + autocast, scope spectral")] == \
+                by_recipe[(arch, "8", f"{dtype}, spectral only")]
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         precision, discretization, ratio = float(cells[3]), float(cells[4]), float(cells[5])

@@ -128,7 +128,8 @@ def test_apply_precision_policy_changes_only_what_differs(monkeypatch):
     real = switch.set_precision
     monkeypatch.setattr(switch, "set_precision", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
     previous = switch.apply_precision_policy(model, PrecisionPolicy("mixed", "bfloat16", "tanh", "complex32"))
-    assert previous == PrecisionPolicy() and len(calls) == 1
+    # upstream's FNO class never had a scope set: plain autocast ("model")
+    assert previous == PrecisionPolicy(autocast_scope="model") and len(calls) == 1
     assert switch.get_precision_policy(model) == PrecisionPolicy("mixed", "bfloat16", "tanh", "complex32")
     assert {p.dtype for p in model.fno_blocks.convs.parameters() if p.is_complex()} == {torch.complex32}
     switch.apply_precision_policy(model, PrecisionPolicy("mixed", "bfloat16", "tanh", "complex32"))

@@ -1,0 +1,154 @@
+"""Confining ``torch.autocast`` to part of a model: float32 lifting, projection, pointwise layers.
+
+Under ``torch.autocast`` every linear layer and convolution of a model runs in the 16-bit
+type, the 1x1 convolutions of the lifting, projection, skips and channel MLPs included.
+With bfloat16 (8 significant bits) that rounding, not the spectral layers, is what puts
+the model's precision error above its discretization error (docs/diagnose.md). An
+autocast scope says where autocast may act:
+
+- ``"model"``: everywhere (plain autocast);
+- ``"fno_blocks"``: inside the FNO blocks only; the lifting, the projection and UNO's
+  horizontal skips run in float32;
+- ``"spectral"``: nowhere; the model runs as without autocast, so 16 bits are used only
+  inside the spectral layers, where ``fno_block_precision`` puts them;
+- ``"auto"``: one of these by device, decided at every forward
+  (:func:`neuralop_mp.vocabulary.resolve_autocast_scope`).
+
+A module kept in float32 gets a forward pre-hook that, when autocast is on for its
+input's device and the scope asks for it, casts its floating inputs to float32 and
+switches autocast off until its forward returns (a forward hook that torch runs even
+when the forward raises restores autocast). Hooks and plain attributes add no
+parameter or buffer, so ``state_dict`` keys are unchanged and upstream checkpoints
+still load; outside autocast the hooks change nothing.
+
+References
+----------
+.. [1] Tu, R., White, C., Kossaifi, J., Bonev, B., Pekhimenko, G., Azizzadenesheli, K.,
+   Anandkumar, A. "Guaranteed Approximation Bounds for Mixed-Precision Neural
+   Operators", ICLR 2024, arXiv:2307.15034 (their recipe: the layers outside the
+   spectral convolution under autocast, i.e. scope "model").
+"""
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ..vocabulary import normalize_autocast_scope, resolve_autocast_scope
+
+# the scopes in which a module of each role runs in float32
+_FLOAT32_IN = {"model": ("spectral",), "outside_blocks": ("fno_blocks", "spectral")}
+# attributes of FNO/TFNO/UNO that hold the layers outside the FNO blocks
+_OUTSIDE_BLOCKS = ("lifting", "projection", "horizontal_skips")
+_AUTOCAST_DEVICES = ("cpu", "cuda")
+
+
+def _device_type(args, kwargs):
+    for value in (*args, *kwargs.values()):
+        if torch.is_tensor(value):
+            return value.device.type
+    return None
+
+
+def _to_float32(value):
+    if torch.is_tensor(value) and value.is_floating_point() and value.dtype != torch.float32:
+        return value.to(torch.float32)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_float32(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_float32(v) for k, v in value.items()}
+    return value
+
+
+def _enter_float32(module, args, kwargs):
+    """Forward pre-hook: autocast off and float32 inputs, when the scope asks for it."""
+    exits = module.__dict__.setdefault("_float32_scope_exits", [])
+    device_type = _device_type(args, kwargs)
+    if (device_type not in _AUTOCAST_DEVICES or not torch.is_autocast_enabled(device_type)
+            or resolve_autocast_scope(module._autocast_scope, device_type) not in module._float32_in):
+        exits.append(None)
+        return None
+    no_autocast = torch.autocast(device_type, enabled=False)
+    no_autocast.__enter__()
+    exits.append(no_autocast)
+    return _to_float32(args), _to_float32(kwargs)
+
+
+def _exit_float32(module, args, output):
+    """Forward hook (run even when the forward raises): restore autocast."""
+    exits = module.__dict__.get("_float32_scope_exits")
+    if exits:  # empty only if an earlier pre-hook raised before ours ran
+        no_autocast = exits.pop()
+        if no_autocast is not None:
+            no_autocast.__exit__(None, None, None)
+
+
+def scoped_modules(model):
+    """``[(module, role)]``: the modules an autocast scope can keep in float32.
+
+    The model itself (role "model", float32 in scope "spectral") and its lifting,
+    projection and horizontal skips (role "outside_blocks", float32 in "fno_blocks"
+    and "spectral").
+    """
+    found = [(model, "model")]
+    for name in _OUTSIDE_BLOCKS:
+        child = model._modules.get(name)
+        if isinstance(child, nn.ModuleDict):
+            children = list(child.values())
+        elif isinstance(child, nn.ModuleList):
+            children = list(child)
+        else:
+            children = [] if child is None else [child]
+        found += [(m, "outside_blocks") for m in children]
+    return found
+
+
+def set_autocast_scope(model, scope):
+    """Set where ``torch.autocast`` may act on ``model``, in place; returns the previous scope.
+
+    Parameters
+    ----------
+    model : nn.Module
+        An FNO, TFNO or UNO (plugin or upstream class); any other module takes only
+        "model", "spectral" and "auto".
+    scope : {"auto", "model", "fno_blocks", "spectral"}
+
+    Raises
+    ------
+    ValueError
+        On an unknown scope, or "fno_blocks" on a model without lifting or projection.
+
+    Examples
+    --------
+    >>> previous = set_autocast_scope(model, "fno_blocks")
+    >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+    ...     y = model(x)   # lifting and projection ran in float32
+    """
+    scope = normalize_autocast_scope(scope)
+    modules = scoped_modules(model)
+    if scope == "fno_blocks" and len(modules) == 1:
+        raise ValueError(f"Invalid autocast_scope='fno_blocks' for {type(model).__name__}: it has no "
+                         f"{' / '.join(_OUTSIDE_BLOCKS)} to keep in float32; allowed values for it: "
+                         "'auto', 'model', 'spectral'.")
+    previous = get_autocast_scope(model)
+    for module, role in modules:
+        if "_float32_in" not in module.__dict__:
+            module.register_forward_pre_hook(_enter_float32, with_kwargs=True)
+            module.register_forward_hook(_exit_float32, always_call=True)
+            module._float32_in = _FLOAT32_IN[role]
+        module._autocast_scope = scope
+    return previous
+
+
+def get_autocast_scope(model):
+    """The model's autocast scope; "model" (plain autocast) if none was ever set."""
+    return model.__dict__.get("_autocast_scope", "model")
+
+
+@contextmanager
+def autocast_scope(model, scope):
+    """Context manager: run a block with ``model``'s autocast scope set to ``scope``, then restore."""
+    previous = set_autocast_scope(model, scope)
+    try:
+        yield model
+    finally:
+        set_autocast_scope(model, previous)
