@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from neuralop.models import FNO, TFNO
 
+from ..layers.autocast_scope import set_autocast_scope
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..optim.factory import create_optimizer
 from ..layers.precision_switch import set_precision, set_spectral_weight_dtype
@@ -87,6 +88,7 @@ def build(arch, hidden, variant, modes, device):
         set_precision(model, variant.mode, half_dtype=variant.half_dtype, stabilizer=variant.stabilizer)
         if variant.weight_dtype != "complex64":
             set_spectral_weight_dtype(model, variant.weight_dtype)
+        set_autocast_scope(model, variant.autocast_scope)  # "auto": the whole model on CUDA
     else:
         model = cls(fno_block_precision=variant.mode, stabilizer=variant.stabilizer, **kwargs)
     model = model.to(device)

@@ -29,6 +29,10 @@ def test_quick_run_writes_its_files_and_leaves_docs_untouched(name, tmp_path):
         assert all(r["cpu s"] > 0 for r in rows.values() if "step s" in r)  # process CPU time on CPU
         assert rows["ours mixed bfloat16"]["saved MiB"] < rows["upstream full"]["saved MiB"]
         assert rows["ours mixed bfloat16"]["product path"].startswith("mixed: mode-batched matmul")
+        # on a CPU the default autocast scope keeps the pointwise layers in float32 (same saved
+        # bytes as without autocast); scope "model" autocasts them and saves half as much
+        auto, whole = rows["ours mixed bfloat16 + autocast"], rows["ours mixed bfloat16 + autocast, scope model"]
+        assert auto["saved MiB"] == rows["ours mixed bfloat16"]["saved MiB"] > whole["saved MiB"]
     if name == "optimizer":
         assert {r["size"] for r in data["optimizer_state"]} == {"quick"}
     if name == "scope":
