@@ -8,7 +8,7 @@ the fine grid: the discretization error is that of N/2 against N, which is large
 the error at N, so the bound errs towards the cheaper precision by at most that factor
 (the paper's estimate: order N^(-1/d)). Odd sizes lose their last point first.
 
-The decision is applied with :func:`~neuralop_mp.set_precision` and kept in
+The decision is applied to the layers and kept in
 ``model.precision_decision``; a plugin model's checkpoint records the decided
 precision (its ``save_checkpoint`` writes the current settings), so
 :func:`neuralop_mp.load_model` rebuilds it in that precision.
@@ -20,7 +20,7 @@ References
 """
 import torch
 
-from ..layers.precision_switch import get_precision, set_precision
+from ..layers.layer_precision import get_precision, set_fixed_precision
 from ..vocabulary import normalize_half_dtype, resolve_half_dtype
 from .measure import measure
 from .recommend import DEFAULT_FRACTION, DEFAULT_OVERFLOW_MARGIN, recommend
@@ -80,24 +80,44 @@ def calibrate_precision(model, batches, *, fraction=DEFAULT_FRACTION, overflow_m
         "rule": rec["rule"]["text"],
     }
     if apply:
-        set_precision(model, decision["fno_block_precision"])
+        set_fixed_precision(model, decision["fno_block_precision"])
     model.precision_decision = decision
     return decision
 
 
+def _model_input(batch):
+    """The model input of a loader batch: ``batch["x"]``, the first item of an ``(x, y)``
+    pair, or the batch itself."""
+    if isinstance(batch, dict) and "x" in batch:
+        return batch["x"]
+    if isinstance(batch, (list, tuple)) and batch and torch.is_tensor(batch[0]):
+        return batch[0]
+    if torch.is_tensor(batch):
+        return batch
+    raise TypeError(f"Cannot find the model input in a loader batch of type {type(batch).__name__}"
+                    + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else "")
+                    + "; allowed: {'x': ...} dicts, (x, y) pairs or input tensors.")
+
+
 def calibrate_from_loader(model, train_loader, data_processor=None, *, n_batches=2, **kwargs):
     """:func:`calibrate_precision` on the first ``n_batches`` of a training loader, each
-    passed through the data processor as the trainer would (``"x"`` of each batch)."""
+    passed through the data processor as the trainer would. Batches are ``{"x": ...}``
+    dicts (what neuraloperator's loaders give), ``(x, y)`` pairs or input tensors."""
+    was_training = getattr(data_processor, "training", False)
     if data_processor is not None:
         data_processor.eval()  # statistics of a fitted normalizer stay as they are
     device = next(model.parameters()).device
     xs = []
-    for i, batch in enumerate(train_loader):
-        if i >= n_batches:
-            break
+    try:
+        for i, batch in enumerate(train_loader):
+            if i >= n_batches:
+                break
+            if data_processor is not None:
+                batch = data_processor.preprocess(batch)
+            xs.append(_model_input(batch).to(device))
+    finally:
         if data_processor is not None:
-            batch = data_processor.preprocess(batch)
-        xs.append(batch["x"].to(device))
-    if data_processor is not None:
-        data_processor.train()
+            data_processor.train(was_training)
+    if not xs:
+        raise ValueError("The calibration loader gave no batch; 'auto' needs at least one batch of inputs.")
     return calibrate_precision(model, xs, **kwargs)

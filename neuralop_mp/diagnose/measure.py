@@ -30,7 +30,7 @@ import contextlib
 
 import torch
 
-from ..layers.precision_switch import get_precision, mixed_precision_layers, precision
+from ..layers.layer_precision import get_precision, mixed_precision_layers, precision
 from .bands import band_edges, band_errors, relative_error
 
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)
