@@ -10,6 +10,8 @@ BENCHMARKS = {
     "spectral": ("neuralop_mp.bench.spectral", "step time and saved bytes of FNO/TFNO, upstream vs ours"),
     "optimizer": ("neuralop_mp.bench.optimizer", "optimizer state and training memory of TensorGRaD"),
     "schedule": ("neuralop_mp.bench.schedule", "accuracy and time of full vs mixed vs precision schedule"),
+    "auto": ("neuralop_mp.bench.auto_precision",
+             '"auto" precision vs full, mixed and the paper schedule on Darcy and Navier-Stokes'),
     "gpu": ("neuralop_mp.bench.gpu", "the GPU campaign: CUDA tests, spectral and optimizer rows (--dry-run on CPU)"),
 }
 
