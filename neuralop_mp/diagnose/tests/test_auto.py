@@ -121,3 +121,14 @@ def test_auto_in_the_constructor_starts_in_full_until_calibrated():
     model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=1,
                               fno_block_precision="auto")
     assert get_precision(model)[0] == "full" and model.precision_decision == "pending"
+
+
+def test_calibrating_from_a_shuffling_loader_leaves_the_training_data_order_alone():
+    x = torch.cat([_smooth(seed=9), _smooth(seed=10)])
+    loader = torch.utils.data.DataLoader(DictDataset(x, x), batch_size=2, shuffle=True)
+    torch.manual_seed(3)
+    expected = [batch["x"] for batch in loader]  # the order training would see
+    model = _model("bfloat16")  # seeds torch itself
+    torch.manual_seed(3)
+    set_precision(model, "auto", calibration=loader)
+    assert all(torch.equal(a, batch["x"]) for a, batch in zip(expected, loader))
