@@ -1,5 +1,6 @@
 """``model.fno_block_precision="auto"`` in a config: decided before training, reported, applied."""
 import json
+import re
 
 from neuralop_mp.cli import main
 
@@ -16,6 +17,11 @@ def test_train_with_auto_precision_reports_and_applies_the_decision(tmp_path, ca
     assert decision["fno_block_precision"] in ("full", "mixed")
     assert result["precision"]["final_mode"] == decision["fno_block_precision"]
     assert len(decision["per_layer"]) == 2
+    # `neuralop-mp eval` evaluates in the decided mode ("auto" is no mode to run in)
+    assert main(["eval", str(tmp_path), "--res", "16"]) == 0
+    evaluated = capsys.readouterr().out
+    assert re.search(rf"\| precision\s+\| {decision['fno_block_precision']}\b", evaluated)
+    assert f"{result['metrics']['16_l2']:.4f}" in evaluated  # the same model, the same precision
 
 
 def test_auto_with_a_schedule_is_rechecked_at_each_phase_start_and_reported(tmp_path, capsys):
