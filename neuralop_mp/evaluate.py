@@ -39,6 +39,25 @@ def eval_config(folder, spec=None, overrides=(), resolutions=None):
     ])
 
 
+def _run_schedule(config, saved_precision):
+    """The schedule the run trained with. Under ``fno_block_precision="auto"`` the
+    configured mode is only the cheapest allowed: the run's last phase is taken in the
+    mode the run decided, which the checkpoint records."""
+    from . import build_steps
+    from .train_pipeline import build_schedule
+    from .training.schedule import PrecisionSchedule
+
+    policy = build_steps.precision_policy(config)
+    if policy.fno_block_precision != "auto":
+        return build_schedule(config, policy)
+    decided = saved_precision["mode"]
+    schedule = build_steps.parse_precision_schedule(config.opt.precision_schedule)
+    if schedule is None:  # decided once before training: a constant schedule of that mode
+        return build_schedule(config, policy.replace(fno_block_precision=decided))
+    last = schedule[-1]
+    return PrecisionSchedule.constant(decided, autocast=last.autocast, stabilizer=last.stabilizer)
+
+
 def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision=None, progress=False,
                    log=print):
     """Evaluate the model checkpoint at ``path`` on every test resolution.
@@ -67,7 +86,7 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     """
     from .vocabulary import check_choice, PRECISION_MODES, resolve_half_dtype
     from .run_setup import resolve_device
-    from .train_pipeline import attach_patching, build_data, build_losses, build_schedule, build_trainer, data_dims
+    from .train_pipeline import attach_patching, build_data, build_losses, build_trainer, data_dims
     from .train_report import precision_as_run
     from .training.schedule import PrecisionSchedule
 
@@ -90,7 +109,7 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     if precision is not None:
         schedule, epoch = PrecisionSchedule.constant(precision), 0
     elif read_command(folder) is not None and spec is None:
-        schedule, epoch = build_schedule(config), config.opt.n_epochs - 1  # the run's last phase
+        schedule, epoch = _run_schedule(config, saved_precision), config.opt.n_epochs - 1  # the run's last phase
     else:  # a model saved elsewhere: the precision its file records, without autocast
         schedule, epoch = PrecisionSchedule.constant(saved_precision["mode"], autocast=False), 0
     if saved_precision.get("half_dtype") is None and precision in (None, "full"):

@@ -147,11 +147,12 @@ def build_schedule(config, policy=None):
 
 
 def build_trainer(config, model, data_processor, schedule, device="cpu", *, progress=True, policy=None,
-                  **run_kwargs):
+                  auto_precision=False, **run_kwargs):
     """The trainer running ``schedule`` for ``opt.n_epochs``.
 
     A :class:`~neuralop_mp.MixedPrecisionTrainer`; with ``run_kwargs`` (``run_dir``,
     ``best_metric``, ``log``) a :class:`~neuralop_mp.run_trainer.RunFolderTrainer`.
+    ``auto_precision``: re-decide "auto" at each phase start of ``schedule``.
     """
     from .run_trainer import RunFolderTrainer
     from .training import distributed
@@ -172,6 +173,7 @@ def build_trainer(config, model, data_processor, schedule, device="cpu", *, prog
         max_consecutive_skips=opt.max_consecutive_skips,
         progress=progress,
         use_distributed=distributed.is_distributed(),
+        **({"auto_precision": True} if auto_precision else {}),
     )
 
 
@@ -315,11 +317,17 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     model = build_model(config, device, policy)
     data_processor = attach_patching(config, model, data_processor, device)
     auto_decision = None
-    if policy.fno_block_precision == "auto":  # decided from the first batches, then trained as chosen
-        from .diagnose.auto import calibrate_from_loader
+    # "auto" with a schedule: the trainer re-decides at each phase start (training/auto_phases.py);
+    # without one: decided here from the first batches, then trained as chosen
+    auto_phases = policy.fno_block_precision == "auto" and \
+        build_steps.parse_precision_schedule(config.opt.precision_schedule) is not None
+    if policy.fno_block_precision == "auto":
+        if not auto_phases:
+            from .diagnose.auto import calibrate_from_loader
 
-        auto_decision = calibrate_from_loader(model, train_loader, data_processor)
-        policy = policy.replace(fno_block_precision=auto_decision["fno_block_precision"])
+            auto_decision = calibrate_from_loader(model, train_loader, data_processor)
+        policy = policy.replace(fno_block_precision=auto_decision["fno_block_precision"] if auto_decision
+                                else "full")  # the model's mode until the first phase is decided
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     training_loss, eval_losses = build_losses(config, data_dims(train_loader))
@@ -327,7 +335,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     best_metric = f"{config.data.train_resolution}_l2" if save_best else None
     trainer = build_trainer(config, model, data_processor, schedule, device, progress=progress, policy=policy,
                             run_dir=out if is_writer else None, best_metric=best_metric,
-                            log=_progress_log(log, progress))
+                            log=_progress_log(log, progress), auto_precision=auto_phases)
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"[neuralop-mp] {type(model).__name__} with {n_params:,} parameters, "
@@ -383,6 +391,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             # the kernel each spectral layer chose on this device in the last forward (evaluation)
             "product_paths": summarize_product_paths(model),
             "auto_decision": auto_decision,
+            # "auto" under a schedule: each phase's re-check (per-epoch decisions are in the history)
+            "auto_rechecks": list(getattr(trainer, "auto_decisions", [])) if auto_phases else None,
         },
         "skipped_steps": sum(int(h.get("skipped_steps") or 0) for h in history),
         "memory": memory_figures(model, optimizer, history),

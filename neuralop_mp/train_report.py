@@ -88,6 +88,12 @@ def summary_rows(result):
         worst = max(layer["precision_error"] for layer in decision["per_layer"])
         rows.append(("precision (auto decision)", f"{decision['fno_block_precision']} (largest layer precision "
                      f"error {worst:.1e}, model discretization error {decision['discretization_error']:.1e})"))
+    for check in precision.get("auto_rechecks") or []:  # "auto" under a schedule: one row per phase start
+        worst = max((layer["precision_error"] for layer in check["per_layer"]), default=0.0)
+        bound = min((layer["bound"] for layer in check["per_layer"] if layer["bound"] is not None), default=None)
+        rows.append((f"precision (auto, epoch {check['epoch']})",
+                     f"phase {check['phase_mode']} runs {check['fno_block_precision']} (largest layer precision "
+                     f"error {worst:.1e}" + (f", smallest bound {bound:.1e})" if bound is not None else ")")))
     rows += [
         ("skipped steps (inf/nan)", str(result["skipped_steps"])),
         ("parameters", f"{memory['n_params']:,} ({human_bytes(memory['params_bytes'])})"),

@@ -12,6 +12,8 @@ BENCHMARKS = {
     "schedule": ("neuralop_mp.bench.schedule", "accuracy and time of full vs mixed vs precision schedule"),
     "scope": ("neuralop_mp.bench.autocast_scope", "test error, time and memory of autocast over the whole model vs "
               "float32 lifting/projection/pointwise layers"),
+    "auto": ("neuralop_mp.bench.auto_precision",
+             '"auto" precision vs full, mixed and the paper schedule on Darcy and Navier-Stokes'),
     "gpu": ("neuralop_mp.bench.gpu", "the GPU campaign: CUDA tests, spectral and optimizer rows (--dry-run on CPU)"),
 }
 

@@ -8,7 +8,7 @@ the fine grid: the discretization error is that of N/2 against N, which is large
 the error at N, so the bound errs towards the cheaper precision by at most that factor
 (the paper's estimate: order N^(-1/d)). Odd sizes lose their last point first.
 
-The decision is applied with :func:`~neuralop_mp.set_precision` and kept in
+The decision is applied to the layers and kept in
 ``model.precision_decision``; a plugin model's checkpoint records the decided
 precision (its ``save_checkpoint`` writes the current settings), so
 :func:`neuralop_mp.load_model` rebuilds it in that precision.
@@ -20,7 +20,7 @@ References
 """
 import torch
 
-from ..layers.precision_switch import get_precision, set_precision
+from ..layers.layer_precision import get_precision, set_fixed_precision
 from ..vocabulary import normalize_half_dtype, resolve_half_dtype
 from .measure import measure
 from .recommend import DEFAULT_FRACTION, DEFAULT_OVERFLOW_MARGIN, recommend
@@ -80,24 +80,109 @@ def calibrate_precision(model, batches, *, fraction=DEFAULT_FRACTION, overflow_m
         "rule": rec["rule"]["text"],
     }
     if apply:
-        set_precision(model, decision["fno_block_precision"])
+        set_fixed_precision(model, decision["fno_block_precision"])
     model.precision_decision = decision
     return decision
 
 
-def calibrate_from_loader(model, train_loader, data_processor=None, *, n_batches=2, **kwargs):
-    """:func:`calibrate_precision` on the first ``n_batches`` of a training loader, each
-    passed through the data processor as the trainer would (``"x"`` of each batch)."""
+def _model_input(batch):
+    """The model input of a loader batch: ``batch["x"]``, the first item of an ``(x, y)``
+    pair, or the batch itself."""
+    if isinstance(batch, dict) and "x" in batch:
+        return batch["x"]
+    if isinstance(batch, (list, tuple)) and batch and torch.is_tensor(batch[0]):
+        return batch[0]
+    if torch.is_tensor(batch):
+        return batch
+    raise TypeError(f"Cannot find the model input in a loader batch of type {type(batch).__name__}"
+                    + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else "")
+                    + "; allowed: {'x': ...} dicts, (x, y) pairs or input tensors.")
+
+
+def loader_inputs(model, train_loader, data_processor=None, *, n_batches=2):
+    """The model inputs of the first ``n_batches`` batches of a loader, each passed
+    through the data processor as the trainer would, on the model's device. Batches are
+    ``{"x": ...}`` dicts (what neuraloperator's loaders give), ``(x, y)`` pairs or
+    input tensors. The batches are drawn with the global RNG forked: a shuffling loader
+    draws its order from it, and the training that follows keeps the order it would
+    have had without the calibration."""
+    was_training = getattr(data_processor, "training", False)
     if data_processor is not None:
         data_processor.eval()  # statistics of a fitted normalizer stay as they are
     device = next(model.parameters()).device
     xs = []
-    for i, batch in enumerate(train_loader):
-        if i >= n_batches:
-            break
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for i, batch in enumerate(train_loader):
+                if i >= n_batches:
+                    break
+                if data_processor is not None:
+                    batch = data_processor.preprocess(batch)
+                xs.append(_model_input(batch).to(device))
+    finally:
         if data_processor is not None:
-            batch = data_processor.preprocess(batch)
-        xs.append(batch["x"].to(device))
-    if data_processor is not None:
-        data_processor.train()
-    return calibrate_precision(model, xs, **kwargs)
+            data_processor.train(was_training)
+    if not xs:
+        raise ValueError("The calibration loader gave no batch; 'auto' needs at least one batch of inputs.")
+    return xs
+
+
+def calibrate_from_loader(model, train_loader, data_processor=None, *, n_batches=2, **kwargs):
+    """:func:`calibrate_precision` on the first ``n_batches`` of a training loader
+    (:func:`loader_inputs`)."""
+    return calibrate_precision(model, loader_inputs(model, train_loader, data_processor, n_batches=n_batches),
+                               **kwargs)
+
+
+_PRECISION_ORDER = ("half", "mixed", "full")  # cheapest first
+
+
+def recheck_phase(model, batches, phase_mode, *, apply=True, **kwargs):
+    """Re-decide "auto" at the start of a precision-schedule phase.
+
+    The phase's mode is the cheapest the layers may run in; the measurement of
+    :func:`calibrate_precision` (with the model's current half type and stabilizer,
+    i.e. the phase's) decides whether it is accurate and safe enough, and the layers
+    run in the more precise of the phase's mode and the cheapest accepted one: a
+    "half" phase may end up "mixed" or "full", a "mixed" phase "full". Overflow risk
+    (float16 without tanh, margin below ``overflow_margin``) rules a 16-bit mode out
+    as it does in :func:`calibrate_precision`. Outside CUDA "half" runs as "mixed", so
+    an accepted "mixed" keeps a "half" phase as it is.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model with :class:`~neuralop_mp.MixedPrecisionSpectralConv` layers, in the
+        phase's half type and stabilizer.
+    batches : torch.Tensor or sequence of torch.Tensor
+        Model inputs, as for :func:`calibrate_precision`.
+    phase_mode : {"half", "mixed", "full"}
+        The mode the phase asks for; "full" is kept without measuring.
+    apply : bool, default True
+        Switch the layers to the decided mode.
+    **kwargs
+        ``fraction``, ``overflow_margin``, ``n_bands`` of :func:`calibrate_precision`.
+
+    Returns
+    -------
+    dict
+        The decision of :func:`calibrate_precision` with ``fno_block_precision`` the
+        mode the layers run in, ``phase_mode`` and ``cheapest_accepted`` (the
+        measurement's own choice); also stored as ``model.precision_decision``.
+    """
+    if phase_mode not in _PRECISION_ORDER:
+        raise ValueError(f"Invalid phase_mode={phase_mode!r}; allowed values: {', '.join(_PRECISION_ORDER)}.")
+    if phase_mode == "full":
+        decision = {"fno_block_precision": "full", "phase_mode": "full", "cheapest_accepted": None,
+                    "per_layer": [], "discretization_error": None, "rule": "full phase: nothing to decide"}
+    else:
+        decision = calibrate_precision(model, batches, apply=False, **kwargs)
+        accepted = decision["fno_block_precision"]
+        device = next(model.parameters()).device.type
+        covers = "half" if accepted == "mixed" and device != "cuda" else accepted  # same computation there
+        chosen = max(phase_mode, covers, key=_PRECISION_ORDER.index)
+        decision.update(fno_block_precision=chosen, phase_mode=phase_mode, cheapest_accepted=accepted)
+    if apply:
+        set_fixed_precision(model, decision["fno_block_precision"])
+    model.precision_decision = decision
+    return decision

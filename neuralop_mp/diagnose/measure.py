@@ -31,7 +31,7 @@ import contextlib
 import torch
 
 from ..layers.autocast_scope import autocast_scope
-from ..layers.precision_switch import get_precision, mixed_precision_layers, precision
+from ..layers.layer_precision import get_precision, mixed_precision_layers, precision
 from .bands import band_edges, band_errors, relative_error
 
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)

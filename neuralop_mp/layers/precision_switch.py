@@ -1,11 +1,13 @@
-"""Switching the precision of a built model: find its mixed-precision layers, set, read, restore.
+"""Switching the precision of a built model: a fixed mode, or "auto" decided from data.
 
-Upstream neuraloperator stores ``fno_block_precision`` at three levels (FNO,
-FNOBlocks, SpectralConv) and reads it only in the spectral layer; it never
-validates it, so a typo silently runs in full precision. :func:`set_precision`
-validates (through :class:`~neuralop_mp.PrecisionPolicy`) and keeps all copies in
-sync; :func:`precision` is the same switch as a context manager that restores the
-previous settings.
+:func:`set_precision` and :func:`precision` (the same switch as a context manager
+that restores the previous settings) take "full", "mixed" and "half", set through
+:mod:`.layer_precision`, and "auto": given a few input batches (or a loader), the
+precision error of each spectral layer is measured against its discretization error
+and the cheapest precision the rule accepts is set
+(:func:`neuralop_mp.diagnose.calibrate_precision`). The measurement is built on
+:mod:`.layer_precision`, not on this module, and is imported only when "auto" is
+asked for, so importing the layers never imports the measurement.
 
 References
 ----------
@@ -14,87 +16,47 @@ References
 """
 from contextlib import contextmanager
 
-from neuralop.layers.fno_block import FNOBlocks
+import torch
 from torch import nn
 
 from ..precision_policy import PrecisionPolicy
 from ..vocabulary import normalize_spectral_weight_dtype
-from .autocast_scope import get_autocast_scope, set_autocast_scope
-from .soft_gating import adopt_half_safe_soft_gating
-from .spectral_conv import MixedPrecisionSpectralConv
-from .weight_storage import layer_weight_dtype, store_layer_weights
+from .layer_precision import (  # noqa: F401  (the public names of a model's precision live here)
+    _UNCHANGED,
+    _layers_or_raise,
+    get_precision,
+    get_precision_policy,
+    get_spectral_weight_dtype,
+    mixed_precision_layers,
+    restore_precision,
+    set_fixed_precision,
+)
+from .autocast_scope import set_autocast_scope
+from .weight_storage import store_layer_weights
 
-_UNCHANGED = object()
-_NO_LAYER_HINT = ("build it with neuralop_mp.get_model(config) or pass "
-                  "conv_module=neuralop_mp.MixedPrecisionSpectralConv.")
-
-
-def mixed_precision_layers(model, layer_class=None):
-    """Every :class:`~neuralop_mp.MixedPrecisionSpectralConv` in ``model`` (a bare layer included).
-
-    ``layer_class`` replaces that class (the runner's tests look for a fake one).
-    """
-    layer_class = MixedPrecisionSpectralConv if layer_class is None else layer_class
-    return [m for m in model.modules() if isinstance(m, layer_class)]
-
-
-def _fno_blocks(model):
-    return [m for m in model.modules() if isinstance(m, FNOBlocks)]
+_CALIBRATION_HINT = ("pass calibration= a batch of model inputs (batch, channels, *spatial), a list of such "
+                     "batches, or a DataLoader (with data_processor= when its batches need preprocessing), "
+                     "e.g. set_precision(model, 'auto', calibration=x)")
 
 
-def _layers_or_raise(model, what):
-    layers = mixed_precision_layers(model)
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no MixedPrecisionSpectralConv layer, so {what}; "
-                         + _NO_LAYER_HINT)
-    return layers
+def _calibrate(model, calibration, data_processor, n_batches):
+    """Decide and set "auto" from ``calibration`` (tensor, tensors, or a loader)."""
+    # deferred: the measurement imports the layers; importing the layers must not import it
+    from ..diagnose.auto import calibrate_from_loader, calibrate_precision
+
+    if torch.is_tensor(calibration) or (isinstance(calibration, (list, tuple)) and calibration
+                                        and all(torch.is_tensor(b) for b in calibration)):
+        if data_processor is not None:
+            raise ValueError("data_processor= is used with a DataLoader as calibration; a tensor calibration "
+                             "is taken as model inputs as they are.")
+        return calibrate_precision(model, calibration)
+    if isinstance(calibration, (str, bytes, dict)) or not hasattr(calibration, "__iter__"):
+        raise TypeError(f"Invalid calibration of type {type(calibration).__name__}; {_CALIBRATION_HINT}.")
+    return calibrate_from_loader(model, calibration, data_processor, n_batches=n_batches)
 
 
-def get_precision(model):
-    """Return ``(mode, half_dtype, stabilizer)`` of the model's mixed-precision layers.
-
-    The stabilizer of a layer inside an ``FNOBlocks`` is the block's (upstream applies
-    it there). Raises a ValueError if the layers disagree (a model is switched as a
-    whole by :func:`set_precision`), or if the model has no such layer.
-    """
-    layers = _layers_or_raise(model, "it has no precision to read")
-    owner = {id(conv): block for block in _fno_blocks(model) for conv in block.convs}
-    states = set()
-    for layer in layers:
-        stabilizer = owner[id(layer)].stabilizer if id(layer) in owner else layer.stabilizer
-        states.add((layer.fno_block_precision, layer.half_dtype, stabilizer))
-    if len(states) != 1:
-        raise ValueError(f"Layers of the model are in different precisions: {sorted(map(str, states))}")
-    return states.pop()
-
-
-def get_spectral_weight_dtype(model):
-    """Storage dtype name of the model's spectral weights (raises if layers disagree)."""
-    layers = _layers_or_raise(model, "its spectral weights have no plugin storage dtype")
-    names = {layer_weight_dtype(layer) for layer in layers}
-    if len(names) != 1:
-        raise ValueError(f"Spectral layers of the model store their weights in different dtypes: {sorted(names)}.")
-    return names.pop()
-
-
-def get_precision_policy(model):
-    """The model's current settings as one :class:`~neuralop_mp.PrecisionPolicy`."""
-    mode, half_dtype, stabilizer = get_precision(model)
-    return PrecisionPolicy(mode, half_dtype, stabilizer, get_spectral_weight_dtype(model),
-                           get_autocast_scope(model))
-
-
-def _snapshot(model):
-    """Every precision-related attribute of every module, for an exact restore."""
-    snap = []
-    for m in model.modules():
-        for attr in ("fno_block_precision", "half_dtype", "stabilizer"):
-            if attr in m.__dict__:
-                snap.append((m, attr, m.__dict__[attr]))
-    return snap
-
-
-def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_UNCHANGED):
+def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_UNCHANGED, calibration=None,
+                  data_processor=None, n_batches=2):
     """Switch every mixed-precision spectral layer of a built model, in place.
 
     Parameters
@@ -105,8 +67,13 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
     mode : {"full", "mixed", "half", "auto"}
         New ``fno_block_precision``. Also written to upstream's copies of the flag
         on ``FNO`` and ``FNOBlocks`` so that they never disagree with the layers.
-        "auto" raises a ValueError pointing to
-        :func:`neuralop_mp.diagnose.calibrate_precision`, which decides from data.
+        "auto" measures ``calibration`` and sets the cheapest precision whose
+        precision error stays within the rule of
+        :func:`neuralop_mp.diagnose.recommend` (default: at most 0.5 x the
+        discretization error; float16 without tanh only with an overflow margin of at
+        least 16), with the model's half type and stabilizer (after ``half_dtype``
+        and ``stabilizer`` are applied). The decision is kept in
+        ``model.precision_decision``.
     half_dtype : {"auto", "float16", "bfloat16"}, optional
         Half type of the layers; unchanged if not given.
     stabilizer : {None, "tanh"}, optional
@@ -114,6 +81,16 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
         each ``FNOBlocks`` (upstream applies its stabilizer right before each
         spectral convolution) and on layers that live outside an FNOBlocks, so
         tanh is applied exactly once per forward FFT.
+    calibration : torch.Tensor, sequence of torch.Tensor or iterable of batches, optional
+        Only with ``mode="auto"``, and required there: model inputs
+        ``(batch, channels, *spatial)``, or a loader whose batches are
+        ``{"x": ...}`` dicts, ``(x, y)`` pairs or input tensors (the first
+        ``n_batches`` are used). Spatial sizes are the fine grid: errors are
+        measured at half of it.
+    data_processor : neuralop DataProcessor, optional
+        Applied to each loader batch before the measurement, as the trainer would.
+    n_batches : int, default 2
+        Loader batches used for the calibration.
 
     Upstream ``SoftGating`` skips of a model with mixed-precision layers become
     :class:`~neuralop_mp.layers.soft_gating.HalfSafeSoftGating` (same parameters,
@@ -127,64 +104,40 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
     Raises
     ------
     ValueError
-        On an invalid value, or if ``mode != "full"`` and the model has no
-        mixed-precision layer (upstream's own half modes crash on CPU, so we refuse
-        to silently hand the request to them).
+        On an invalid value; "auto" without ``calibration`` (the message says how to
+        pass it); ``calibration`` with another mode; ``mode != "full"`` on a model
+        without mixed-precision layer (upstream's own half modes crash on CPU, so we
+        refuse to silently hand the request to them).
+    TypeError
+        A ``calibration`` that is neither tensors nor an iterable of batches.
     """
-    # validated together, with the policy's messages; unchanged fields are not applied
-    changes = {"fno_block_precision": mode}
-    if half_dtype is not _UNCHANGED:
-        changes["half_dtype"] = half_dtype
-    if stabilizer is not _UNCHANGED:
-        changes["stabilizer"] = stabilizer
-    wanted = PrecisionPolicy(**changes)
-    mode = wanted.fno_block_precision
-    if mode == "auto":
-        # deciding needs data and the measurement (neuralop_mp.diagnose), which imports this module
-        raise ValueError("set_precision(model, 'auto') cannot decide without data; call "
-                         "neuralop_mp.diagnose.calibrate_precision(model, batches), which measures them and "
-                         "sets the chosen mode, or set model.fno_block_precision='auto' in a config.")
-
-    layers = mixed_precision_layers(model)
-    if not layers and (mode != "full" or half_dtype is not _UNCHANGED):
-        raise ValueError(f"Cannot set fno_block_precision={mode!r}: {type(model).__name__} has no "
-                         "MixedPrecisionSpectralConv layer; " + _NO_LAYER_HINT)
-    snapshot = _snapshot(model)
-    if layers:
-        # the block's soft-gating skip would otherwise promote autocast activations to fp32
-        adopt_half_safe_soft_gating(model)
-    blocks = _fno_blocks(model)
-    in_block = {id(c) for b in blocks for c in b.convs}
-
-    for m in model.modules():
-        # upstream's copies of the flag (FNO, TFNO, FNOBlocks, ...)
-        if "fno_block_precision" in m.__dict__:
-            m.fno_block_precision = mode
-    for layer in layers:
-        layer.fno_block_precision = mode
-        if half_dtype is not _UNCHANGED:
-            layer.half_dtype = wanted.half_dtype
-    if stabilizer is not _UNCHANGED:
-        for m in model.modules():  # FNO and FNOBlocks keep a copy of the stabilizer flag
-            if "stabilizer" in m.__dict__ and not isinstance(m, (nn.ModuleList, MixedPrecisionSpectralConv)):
-                m.stabilizer = wanted.stabilizer
-        for layer in layers:
-            # a layer inside an FNOBlocks leaves it to the block: tanh once per forward FFT
-            layer.stabilizer = None if id(layer) in in_block else wanted.stabilizer
+    wanted = PrecisionPolicy(fno_block_precision=mode)  # validates the mode, with the policy's message
+    if wanted.fno_block_precision != "auto":
+        if calibration is not None or data_processor is not None:
+            raise ValueError(f"calibration= and data_processor= are only used with mode='auto' (they decide it); "
+                             f"got mode={mode!r}.")
+        return set_fixed_precision(model, wanted.fno_block_precision, half_dtype=half_dtype, stabilizer=stabilizer)
+    if calibration is None:
+        raise ValueError(f"set_precision(model, 'auto') decides from data: {_CALIBRATION_HINT}. "
+                         "In a config, model.fno_block_precision='auto' calibrates on the first training batches.")
+    if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1:
+        raise ValueError(f"Invalid n_batches={n_batches!r}; allowed values: integers >= 1.")
+    current, _, _ = get_precision(model)
+    # the half type and stabilizer are set first: the calibration measures the model as it will run
+    snapshot = set_fixed_precision(model, current, half_dtype=half_dtype, stabilizer=stabilizer)
+    try:
+        _calibrate(model, calibration, data_processor, n_batches)
+    except BaseException:
+        restore_precision(snapshot)
+        raise
     return snapshot
-
-
-def restore_precision(snapshot):
-    """Undo :func:`set_precision` given the snapshot it returned."""
-    for module, attr, value in snapshot:
-        setattr(module, attr, value)
 
 
 @contextmanager
 def precision(model, mode, **kwargs):
     """Context manager: run a block with ``model`` switched to ``mode``, then restore.
 
-    Takes the arguments of :func:`set_precision`.
+    Takes the arguments of :func:`set_precision` ("auto" with ``calibration=``).
 
     Examples
     --------

@@ -14,6 +14,9 @@ during training through the Trainer's template methods, not callbacks.
   step (:class:`ComplexGradScaler`): a non-finite loss or gradient never reaches
   the weights, and weights made non-finite by the update stop the run. Upstream's
   ``Trainer(mixed_precision=True)`` autocasts with no scaler at all.
+- with ``auto_precision=True`` (``fno_block_precision="auto"`` under a schedule),
+  each phase that is not "full" is re-decided from a measurement on the first
+  training batches when it starts (:mod:`.auto_phases`).
 - ``checkpoint`` / ``resume_state_from_dir`` (:mod:`.resume`) save and restore the schedule
   position, scaler, history and RNG state in weights-only files, and resume at the
   epoch after the saved one (upstream re-trains the saved epoch).
@@ -40,6 +43,7 @@ from ..layers.precision_switch import (
 )
 from ..vocabulary import check_choice, normalize_half_dtype, resolve_half_dtype
 from . import checkpointing, distributed
+from .auto_phases import AutoPrecisionPhases
 from .guarded_step import ScaleGradient, StepThroughTrainer, non_finite_parameters
 from .loss_scaling import ComplexGradScaler
 from .resume import TrainingStateCheckpoints
@@ -85,7 +89,7 @@ def _normalize_loss_scaling(value):
     return check_choice("loss_scaling", value, LOSS_SCALING)
 
 
-class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
+class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Trainer):
     """neuralop's Trainer with precision schedules, autocast, and complex-safe loss scaling.
 
     Same constructor contract and ``train(...)`` signature/return as
@@ -119,6 +123,13 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
         Stop with a RuntimeError after this many skipped steps in a row.
     progress : bool, default False
         Show a tqdm bar over epochs (postfix: phase, loss, skipped steps, scale).
+    auto_precision : bool, default False
+        With a schedule: at the start of every phase that is not "full", measure the
+        model on the first ``auto_precision_batches`` training batches and run the
+        phase in the more precise of its mode and the cheapest mode the measurement
+        accepts (:mod:`~neuralop_mp.training.auto_phases`).
+    auto_precision_batches : int, default 2
+        Training batches each re-check measures.
 
     Attributes
     ----------
@@ -127,14 +138,19 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
         ``stabilizer``, ``half_dtype``, ``train_loss``, ``train_err``, ``lr``,
         ``skipped_steps``, ``loss_scale``, ``epoch_time``, ``saved_bytes`` (CPU:
         bytes saved for backward by the epoch's first batch) or ``cuda_peak_bytes``,
-        and the eval metrics (``"{loader}_{loss}"``) of epochs that were evaluated.
+        the eval metrics (``"{loader}_{loss}"``) of epochs that were evaluated, and
+        with ``auto_precision`` the ``auto_precision`` decision (and ``auto_check``
+        where it was measured).
+    auto_decisions : list of dict
+        With ``auto_precision``: every re-check's measurement and decision.
     scaler : ComplexGradScaler
     """
 
     def __init__(self, *, model, n_epochs, device="cpu", data_processor=None, eval_interval=1,
                  log_output=False, use_distributed=False, verbose=False, wandb_log=False,
                  mixed_precision=False, precision_schedule=None, half_dtype="auto",
-                 loss_scaling="auto", max_consecutive_skips=20, progress=False):
+                 loss_scaling="auto", max_consecutive_skips=20, progress=False, auto_precision=False,
+                 auto_precision_batches=2):
         super().__init__(model=model, n_epochs=n_epochs, wandb_log=wandb_log, device=device,
                          mixed_precision=mixed_precision, data_processor=data_processor,
                          eval_interval=eval_interval, log_output=log_output,
@@ -161,6 +177,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
                     "neuralop_mp.get_model(config) (with opt.precision_schedule set) or pass "
                     "conv_module=neuralop_mp.MixedPrecisionSpectralConv."
                 )
+        self._init_auto_precision(auto_precision, auto_precision_batches)
         self.scaler = ComplexGradScaler(enabled=self._scaling_enabled())
         self.history = []
         self.phase_index, self.phase = None, None
@@ -190,7 +207,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
     def _current_precision(self):
         """(mode, stabilizer) the layers run in now, for the history."""
         if self.phase is not None:
-            return self.phase.mode, self.phase.stabilizer_for(self.autocast_dtype)
+            mode = self._auto["mode"] if self.auto_precision and self._auto is not None else self.phase.mode
+            return mode, self.phase.stabilizer_for(self.autocast_dtype)
         if self.has_mixed_precision_layers:
             mode, _, stabilizer = get_precision(self.model)
             return mode, stabilizer
@@ -213,6 +231,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
             else:  # only full phases reach here (checked in __init__)
                 set_precision(self.model, "full", stabilizer=self.phase.stabilizer_for(self.autocast_dtype))
             self.autocast_enabled = self.phase.autocast
+            if self.auto_precision:
+                self._apply_auto_precision(epoch)
         if self.progress and self._bar is None:
             from tqdm.auto import tqdm
 
@@ -327,10 +347,12 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
         skipped_before, steps_before = self.scaler.skipped_steps, self.scaler.total_steps
         self._optimizer_in_epoch = self.optimizer
         self.optimizer = StepThroughTrainer(self._optimizer_in_epoch, self._guarded_step)
+        self._epoch_loader = train_loader  # for the "auto" re-check in on_epoch_start
         try:
             _, _, _, epoch_train_time = super().train_one_epoch(epoch, train_loader, training_loss)
         finally:
             self.optimizer = self._optimizer_in_epoch
+            self._epoch_loader = None
         stats = self._epoch_stats
         n_batches = self.scaler.total_steps - steps_before
         if n_batches and not stats["batches"]:
@@ -357,7 +379,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
         entry = dict(epoch=epoch, phase=self.phase_index, precision=mode, autocast=self.autocast_enabled,
                      stabilizer=stabilizer, half_dtype=str(self.autocast_dtype).replace("torch.", ""),
                      train_loss=float(avg_loss), train_err=float(train_err), lr=float(lr),
-                     skipped_steps=skipped, loss_scale=self.scaler.get_scale(), epoch_time=epoch_time)
+                     skipped_steps=skipped, loss_scale=self.scaler.get_scale(), epoch_time=epoch_time,
+                     **self._auto_records())
         if self.autocast_device_type == "cuda":
             entry["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(self.device)
         else:

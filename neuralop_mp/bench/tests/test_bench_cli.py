@@ -73,7 +73,7 @@ def test_update_docs_rewrites_only_its_own_section(tmp_path, monkeypatch):
 
 def test_unknown_benchmark_names_the_choices(capsys):
     assert cli.main(["bench", "spectrl"]) == 2
-    assert "'spectrl'; choose from: spectral, optimizer, schedule, scope, gpu" in capsys.readouterr().out
+    assert "'spectrl'; choose from: spectral, optimizer, schedule, scope, auto, gpu" in capsys.readouterr().out
     assert cli.main(["bench", "--help"]) == 0
     assert "spectral" in capsys.readouterr().out
 
