@@ -182,6 +182,7 @@ def build_trainer(config, model, data_processor, schedule, device="cpu", *, prog
         half_dtype=(policy or PrecisionPolicy.from_config(config.model)).half_dtype,
         loss_scaling=opt.loss_scaling,
         max_consecutive_skips=opt.max_consecutive_skips,
+        update_in_backward=bool(getattr(opt, "update_in_backward", False)),
         progress=progress,
         use_distributed=distributed.is_distributed(),
     )

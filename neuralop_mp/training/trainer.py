@@ -119,6 +119,11 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
         Stop with a RuntimeError after this many skipped steps in a row.
     progress : bool, default False
         Show a tqdm bar over epochs (postfix: phase, loss, skipped steps, scale).
+    update_in_backward : bool, default False
+        Step each parameter during backward, as soon as its gradient is accumulated,
+        and free that gradient (:mod:`~neuralop_mp.optim.update_in_backward`): the same
+        weights as the ordinary step, without all gradients held at once. Refused
+        (ValueError, at ``train()``) together with loss scaling or several ranks.
 
     Attributes
     ----------
@@ -134,7 +139,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
     def __init__(self, *, model, n_epochs, device="cpu", data_processor=None, eval_interval=1,
                  log_output=False, use_distributed=False, verbose=False, wandb_log=False,
                  mixed_precision=False, precision_schedule=None, half_dtype="auto",
-                 loss_scaling="auto", max_consecutive_skips=20, progress=False):
+                 loss_scaling="auto", max_consecutive_skips=20, progress=False, update_in_backward=False):
         super().__init__(model=model, n_epochs=n_epochs, wandb_log=wandb_log, device=device,
                          mixed_precision=mixed_precision, data_processor=data_processor,
                          eval_interval=eval_interval, log_output=log_output,
@@ -150,6 +155,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
             raise ValueError(f"Invalid max_consecutive_skips={max_consecutive_skips!r}; expected an integer >= 1.")
         self.max_consecutive_skips = int(max_consecutive_skips)
         self.progress = bool(progress)
+        if not isinstance(update_in_backward, bool):
+            raise TypeError(f"Invalid update_in_backward={update_in_backward!r}; expected True or False.")
+        self.update_in_backward = update_in_backward
         self.has_mixed_precision_layers = bool(mixed_precision_layers(model))
         schedule = self.precision_schedule
         if schedule is not None and not self.has_mixed_precision_layers:
@@ -449,6 +457,13 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
             # wrapped here: upstream's train() would pass device_ids=[rank], which DDP refuses on CPUs
             self.model = distributed.wrap_model(self.model, self.device)
             self.use_distributed = False
+        hooks = None
+        if self.update_in_backward:
+            from ..optim.update_in_backward import enable_update_in_backward
+
+            hooks = enable_update_in_backward(
+                optimizer, loss_scaling=self.loss_scaling if self.scaler.enabled else False,
+                distributed=bool(use_distributed and distributed.is_distributed()))
         try:
             return super().train(train_loader, test_loaders, optimizer, scheduler, regularizer=regularizer,
                                  training_loss=training_loss, eval_losses=eval_losses, eval_modes=eval_modes,
@@ -457,6 +472,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, Trainer):
         finally:
             self.use_distributed = use_distributed
             self._close_bar()
+            if hooks is not None:
+                hooks.remove()
 
     def _close_bar(self):
         if self._bar is not None:
