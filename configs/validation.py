@@ -86,6 +86,9 @@ def validate_model(model, prefix="model"):
     enumerated = {name: (allowed, name == "factorization") for name, allowed in upstream_choices().items()}
     enumerated["positional_embedding"] = (POSITIONAL_EMBEDDINGS, False)
     enumerated["implementation"] = (IMPLEMENTATIONS, False)
+    from neuralop_mp.models.recompute import RECOMPUTE_MODES
+
+    enumerated["recompute"] = ((None, *RECOMPUTE_MODES), False)
     for name, (allowed, ignore_case) in enumerated.items():
         value = _field(model, name)
         if value is not _MISSING:
