@@ -43,7 +43,7 @@ UNO_VALUES = {
     "factorization": "tucker", "rank": 0.5, "fixed_rank_modes": True, "implementation": "reconstructed",
     "domain_padding": 0.25,
 }
-PRECISION_VALUES = {"fno_block_precision": "mixed", "half_dtype": "bfloat16", "stabilizer": "tanh",
+PRECISION_VALUES = {"recompute": "fourier", "fno_block_precision": "mixed", "half_dtype": "bfloat16", "stabilizer": "tanh",
                     "spectral_weight_dtype": "complex32"}
 
 
@@ -75,7 +75,11 @@ def test_every_model_field_reaches_the_model(section_cls, values):
             assert recorded[name] == value, name
     assert get_precision(model) == ("mixed", "bfloat16", "tanh")
     assert get_spectral_weight_dtype(model) == "complex32"
-    assert {key: recorded[key] for key in PRECISION_VALUES} == PRECISION_VALUES  # kept by checkpoints
+    from neuralop_mp.models.recompute import recompute_mode
+
+    assert recompute_mode(model) == PRECISION_VALUES["recompute"]  # set on the built model, not recorded
+    assert {key: recorded[key] for key in PRECISION_VALUES if key != "recompute"} == {
+        key: value for key, value in PRECISION_VALUES.items() if key != "recompute"}  # kept by checkpoints
     covered = set(values) | set(PRECISION_VALUES)
     assert covered == set(field_names(section_cls))
 
@@ -88,6 +92,7 @@ OPT_VALUES = {
     "tensorgrad_adam_convention": "neuralop", "tensorgrad_nonfinite_grad": "skip",
     "scheduler": "StepLR", "step_size": 3, "gamma": 0.25, "scheduler_T_max": 11, "scheduler_patience": 4,
     "precision_schedule": "mixed:0.5,full:0.5", "loss_scaling": "dynamic", "max_consecutive_skips": 5,
+    "update_in_backward": True,
 }
 SMALL_MODEL = {"model.hidden_channels": "8", "model.n_layers": "2", "model.n_modes": "[4,4]"}
 
@@ -126,6 +131,7 @@ def test_every_opt_field_reaches_optimizer_scheduler_losses_or_trainer():
     assert trainer.n_epochs == 7 and trainer.eval_interval == 2
     assert str(trainer.precision_schedule) == "mixed:0.5,full:0.5"
     assert trainer.loss_scaling == "dynamic" and trainer.max_consecutive_skips == 5
+    assert trainer.update_in_backward is True
     assert set(OPT_VALUES) == set(field_names(OptimizationConfig))
 
 
