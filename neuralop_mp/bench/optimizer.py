@@ -115,7 +115,7 @@ def measure_optimizer(size, name, n_steps=3):
 
 
 # Training setups of the memory table: (spectral layer precision or None for upstream's
-# layer, autocast bf16, spectral weight storage, optimizer)
+# layer, autocast bf16, spectral weight storage, optimizer[, update in backward, recompute])
 TRAINING_SETUPS = {
     "AdamW, full precision (baseline)": (None, False, "complex64", "torch_adamw"),
     "AdamW, upstream layer + bf16 autocast": (None, True, "complex64", "torch_adamw"),
@@ -125,13 +125,21 @@ TRAINING_SETUPS = {
     "TensorGRaD fp32 states, mixed layer, complex32 spectral weights": ("mixed", True, "complex32", "tensorgrad"),
     "TensorGRaD bf16 states, mixed layer, complex32 spectral weights": ("mixed", True, "complex32",
                                                                         "tensorgrad_bf16"),
+    "... + update in backward": ("mixed", True, "complex32", "tensorgrad_bf16", True),
+    "... + update in backward + recompute fourier": ("mixed", True, "complex32", "tensorgrad_bf16", True,
+                                                     "fourier"),
 }
 
 
-def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name):
-    """Bytes of one real training step: params, grads, optimizer state after the step, and
-    what autograd saved for backward, at the size's batch and resolution."""
+def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name, update_in_backward=False,
+                         recompute="none"):
+    """Bytes of one real training step: params, grads, optimizer state after the step,
+    what autograd saved for backward, at the size's batch and resolution, and the peak of
+    live tensor bytes during the step (:class:`~neuralop_mp.peak_memory.PeakTensorBytes`)."""
     from .. import MixedPrecisionSpectralConv, set_precision, set_spectral_weight_dtype
+    from ..models.recompute import set_recompute
+    from ..optim.update_in_backward import enable_update_in_backward
+    from ..peak_memory import PeakTensorBytes
 
     torch.manual_seed(0)
     _, _, _, res, batch = SIZES[size]
@@ -139,16 +147,20 @@ def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name
     if precision:
         set_precision(model, precision, half_dtype="bfloat16")
         set_spectral_weight_dtype(model, weight_dtype)
+    set_recompute(model, recompute)
     optimizer = make_optimizer(optimizer_name, model)
+    if update_in_backward:
+        enable_update_in_backward(optimizer)
     x = torch.randn(batch, 1, res, res)
-    with SavedTensorBytes(exclude=model.parameters()) as meter:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = model(x).float().square().mean()
-    loss.backward()
-    optimizer.step()
+    with PeakTensorBytes(alive=[list(model.parameters()), x]) as peak:
+        with SavedTensorBytes(exclude=model.parameters()) as meter:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = model(x).float().square().mean()
+        loss.backward()
+        grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
+        optimizer.step()
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
-    return params, grads, state_bytes(optimizer), meter.bytes
+    return params, grads, state_bytes(optimizer), meter.bytes, peak.peak_bytes
 
 
 def total_memory_rows(size):
@@ -156,13 +168,15 @@ def total_memory_rows(size):
     to the baseline."""
     rows, baseline = [], None
     for label, setup in TRAINING_SETUPS.items():
-        params, grads, state, activations = training_step_memory(size, *setup)
+        params, grads, state, activations, peak = training_step_memory(size, *setup)
         total = params + grads + state + activations
-        baseline = baseline or total  # the first setup
+        baseline = baseline or (total, peak)  # the first setup
         rows.append({"setup": label, "params+grads_MB": (params + grads) / 2**20, "state_MB": state / 2**20,
                      "activations_MB": activations / 2**20, "total_MB": total / 2**20,
-                     "vs_baseline": total / baseline})
-        print(f"{size:8s} {label:66s} total {total / 2**20:9.1f} MB  x{total / baseline:.3f}", flush=True)
+                     "vs_baseline": total / baseline[0], "peak_MB": peak / 2**20,
+                     "peak_vs_baseline": peak / baseline[1]})
+        print(f"{size:8s} {label:66s} total {total / 2**20:9.1f} MB  x{total / baseline[0]:.3f}  "
+              f"peak {peak / 2**20:9.1f} MB  x{peak / baseline[1]:.3f}", flush=True)
     return rows
 
 
@@ -246,8 +260,11 @@ def main(argv=None):
                 "autocast. \"complex32 spectral weights\": the spectral weights, and so their gradients, "
                 "stored in complex32 (`model.spectral_weight_dtype`). \"AdamW\" with complex32 weights is the "
                 "factory's `adamw`, i.e. AdamW with fp32 moments.\n")
+    body.append("`peak_MB`: the peak of live tensor bytes during that step (forward, backward with the "
+                "in-backward updates where enabled, optimizer step), measured as docs/benchmarks.md describes; "
+                "`grads` there are those held after backward (none with update in backward).\n")
     body.append(markdown_table(memory_rows, ["size", "setup", "params+grads_MB", "state_MB", "activations_MB",
-                                             "total_MB", "vs_baseline"]))
+                                             "total_MB", "vs_baseline", "peak_MB", "peak_vs_baseline"]))
     if accuracy_rows:
         body.append("\n### Darcy 16x16, 500 train / 100 test, FNO hidden 24, 3 layers, 8 epochs, lr 5e-3, "
                     "cosine schedule, gap 10, TensorGRaD scale 4 (no weight decay)\n")
