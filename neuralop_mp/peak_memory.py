@@ -5,7 +5,7 @@ counter, so :class:`PeakTensorBytes` watches every tensor an operator returns (a
 ``TorchDispatchMode``, below autograd, so the tensors autograd saves, the gradients
 and the optimizer's temporaries are all seen), counts each storage once while any
 tensor holding it is alive (a weak reference tells when the last one dies), and
-keeps the largest total. Added to it are the bytes of the tensors named by
+keeps the largest total; a view of a tensor named by ``alive`` is not counted again. Added to it are the bytes of the tensors named by
 ``alive``, which exist before the block (parameters, optimizer state). The result
 is the peak of bytes held by tensors at any moment of the block, so freeing a
 gradient early lowers it, while a sum of params + grads + state + activations
@@ -19,16 +19,23 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 
+def _storage_key(tensor):
+    storage = tensor.untyped_storage()
+    return (storage.data_ptr(), storage.nbytes())
+
+
 def tensor_bytes(obj, seen=None):
-    """Bytes of the distinct storages of every tensor in a (nested) dict / list / tuple."""
+    """Bytes of the distinct storages of every tensor in a (nested) dict / list / tuple.
+
+    ``seen`` (a set) collects the storages counted, so a caller can tell them apart later.
+    """
     seen = set() if seen is None else seen
     if isinstance(obj, torch.Tensor):
-        storage = obj.untyped_storage()
-        key = (storage.data_ptr(), storage.nbytes())
+        key = _storage_key(obj)
         if key in seen:
             return 0
         seen.add(key)
-        return storage.nbytes()
+        return key[1]
     if isinstance(obj, dict):
         return sum(tensor_bytes(v, seen) for v in obj.values())
     if isinstance(obj, (list, tuple)):
@@ -37,8 +44,11 @@ def tensor_bytes(obj, seen=None):
 
 
 class _LiveStorages(TorchDispatchMode):
-    def __init__(self):
+    def __init__(self, counted=()):
         super().__init__()
+        # storages already in the baseline: an operator returning a view of one (a
+        # parameter's alias or real view) allocates nothing
+        self.counted = set(counted)
         self.live = {}  # storage key -> [bytes, tensors alive]
         self.current = 0
         self.peak = 0
@@ -57,6 +67,8 @@ class _LiveStorages(TorchDispatchMode):
             if isinstance(tensor, torch.Tensor) and tensor.device.type != "meta":
                 storage = tensor.untyped_storage()
                 key = (storage.data_ptr(), storage.nbytes())
+                if key in self.counted:
+                    continue
                 if key not in self.live:
                     self.live[key] = [storage.nbytes(), 0]
                     self.current += storage.nbytes()
@@ -100,13 +112,14 @@ class PeakTensorBytes:
         self._mode = None
 
     def __enter__(self):
-        self.baseline_bytes = tensor_bytes(list(self._alive))
+        counted = set()
+        self.baseline_bytes = tensor_bytes(list(self._alive), counted)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start = torch.cuda.memory_allocated(self.device)
         else:
-            self._mode = _LiveStorages()
+            self._mode = _LiveStorages(counted)
             self._mode.__enter__()
         return self
 

@@ -163,12 +163,12 @@ def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name
     return params, grads, state_bytes(optimizer), meter.bytes, peak.peak_bytes
 
 
-def total_memory_rows(size):
+def total_memory_rows(size, setups=None):
     """Training memory of each :data:`TRAINING_SETUPS` entry, measured (MB), and its ratio
     to the baseline."""
     rows, baseline = [], None
-    for label, setup in TRAINING_SETUPS.items():
-        params, grads, state, activations, peak = training_step_memory(size, *setup)
+    for label in setups or TRAINING_SETUPS:
+        params, grads, state, activations, peak = training_step_memory(size, *TRAINING_SETUPS[label])
         total = params + grads + state + activations
         baseline = baseline or (total, peak)  # the first setup
         rows.append({"setup": label, "params+grads_MB": (params + grads) / 2**20, "state_MB": state / 2**20,
@@ -220,16 +220,24 @@ def main(argv=None):
     torch.set_num_threads(1)  # a shared 2-core box: one thread avoids oversubscription stalls
     parser = argparse.ArgumentParser(prog="neuralop-mp bench optimizer", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tiny model only, no accuracy run (seconds)")
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), help="only these sizes (default: all)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the training-memory rows (no state-after-3-steps rows, no accuracy run)")
+    labels = list(TRAINING_SETUPS)
+    parser.add_argument("--setups", nargs="+", type=int, choices=range(len(labels)), metavar="N",
+                        help="only these rows of the training-memory table, by number (the first one named is "
+                             "the baseline of the ratios; default: all): "
+                             + "; ".join(f"{i} = {label}" for i, label in enumerate(labels)))
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         SIZES.setdefault("quick", QUICK_SIZE)
-    sizes = ["quick"] if args.quick else [s for s in SIZES if s != "quick"]
+    sizes = ["quick"] if args.quick else (args.sizes or [s for s in SIZES if s != "quick"])
 
     state_rows, memory_rows = [], []
     for size in sizes:
         per_size = {}
-        for name in OPTIMIZERS:
+        for name in () if args.memory_only else OPTIMIZERS:
             if size == "large2d" and name == "upstream_galore":
                 continue  # tensorly's 10-iteration Tucker of 34M-entry weights takes minutes on CPU
             row = measure_optimizer(size, name)
@@ -239,13 +247,14 @@ def main(argv=None):
         for row in state_rows:
             if row["size"] == size:
                 row["state_vs_adamw"] = row["state_MB"] * 2**20 / per_size["torch_adamw"]
-        memory_rows += [dict(r, size=size) for r in total_memory_rows(size)]
+        setups = None if args.setups is None else [labels[i] for i in args.setups]
+        memory_rows += [dict(r, size=size) for r in total_memory_rows(size, setups)]
 
     accuracy_rows = []
-    if not args.quick:
+    if not (args.quick or args.memory_only):
         accuracy_rows = darcy_accuracy(ACCURACY_RUNS)
 
-    command = "neuralop-mp bench optimizer" + (" --quick" if args.quick else "")
+    command = "neuralop-mp bench optimizer" + (" " + " ".join(argv) if argv else "")
     body = [header("Optimizer state and training memory (TensorGRaD)", command)]
     body.append("Sizes (hidden, modes, layers, activation resolution, batch): "
                 + "; ".join(f"{k} = {v}" for k, v in SIZES.items() if k in sizes) + ".\n")

@@ -18,6 +18,16 @@ def test_peak_counts_only_tensors_alive_at_the_same_time():
     assert view.untyped_storage().nbytes() == 4000
 
 
+def test_views_of_tensors_alive_before_the_block_are_not_counted_again():
+    weight = torch.randn(64, 64, dtype=torch.complex64)  # 32768 bytes
+    with PeakTensorBytes(alive=[weight]) as meter:
+        real = torch.view_as_real(weight)  # a view: nothing allocated
+        alias = weight[:32].t()
+        out = real.sum()  # 4 bytes
+    assert meter.peak_bytes == 32768 + out.untyped_storage().nbytes()
+    assert alias.untyped_storage().nbytes() == 32768
+
+
 def test_update_in_backward_lowers_the_measured_peak():
     """Gradients of wide layers dominate; freed during backward, they never coexist."""
     peaks = {}
