@@ -128,6 +128,7 @@ TRAINING_SETUPS = {
     "... + update in backward": ("mixed", True, "complex32", "tensorgrad_bf16", True),
     "... + update in backward + recompute fourier": ("mixed", True, "complex32", "tensorgrad_bf16", True,
                                                      "fourier"),
+    "... + update in backward + recompute block": ("mixed", True, "complex32", "tensorgrad_bf16", True, "block"),
 }
 
 

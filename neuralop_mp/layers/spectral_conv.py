@@ -78,6 +78,12 @@ def _centered(size, kept):
     return slice(start, start + kept)
 
 
+def _unshifted_indices(size, kept, device):
+    """Where the ``kept`` frequencies :func:`_centered` selects after ``fftshift`` lie in
+    the unshifted spectrum, in the same order (``fftshift`` moves index i to (i + size//2) % size)."""
+    return torch.arange(-(kept // 2), kept - kept // 2, device=device) % size
+
+
 class MixedPrecisionSpectralConv(SpectralConv):
     """Spectral convolution whose Fourier-domain product can run in half precision.
 
@@ -248,6 +254,24 @@ class MixedPrecisionSpectralConv(SpectralConv):
             slices.append(_centered(size, kept) if axis - self.order in shifted else slice(None, kept))
         return tuple(slices)
 
+    def _kept_index(self, fft_size, kept_modes, device):
+        """Index of the kept modes in the unshifted spectrum: :meth:`_mode_slices` composed
+        with ``fftshift``. Shifted axes get index tensors shaped to broadcast as an outer
+        product (they are adjacent, so the indexed axes keep their places)."""
+        shifted = set(self._shifted_dims())
+        if not shifted:
+            return self._mode_slices(fft_size, kept_modes)
+        index, n_shifted, position = [slice(None), slice(None)], len(shifted), 0
+        for axis, (size, kept) in enumerate(zip(fft_size, kept_modes)):
+            if axis - self.order in shifted:
+                shape = [1] * n_shifted
+                shape[position] = kept
+                index.append(_unshifted_indices(size, kept, device).view(shape))
+                position += 1
+            else:
+                index.append(slice(None, kept))
+        return tuple(index)
+
     def _operands(self, fft_size):
         weight = self._kept_weight(fft_size)
         kind = weight_kind(weight, self.implementation)
@@ -341,13 +365,11 @@ class MixedPrecisionSpectralConv(SpectralConv):
             spectrum = torch.fft.fftn(x, dim=fft_dims, norm=self.fft_norm)
         else:
             spectrum = rfftn_saving_nothing(x, dim=fft_dims, norm=self.fft_norm)
-        shifted = self._shifted_dims()
-        if shifted:
-            spectrum = torch.fft.fftshift(spectrum, dim=shifted)
-
         fft_size = list(spectrum.shape[2:])
         kind, operands, kept = self._operands(fft_size)
-        slices = self._mode_slices(fft_size, kept)
+        # the kept modes, read from the unshifted spectrum: the same values as fftshift then a
+        # centred slice, without a shifted copy of the whole spectrum (nor one of the output)
+        slices = self._kept_index(fft_size, kept, spectrum.device)
         x_kept = spectrum[slices]
         equation = spectral_equation(kind, x_kept.ndim, self.separable)
         path = choose_product_path(kind, self.separable, mode, half, x.device)
@@ -390,8 +412,6 @@ class MixedPrecisionSpectralConv(SpectralConv):
 
         out_fft = out_kept.new_zeros([batch, self.out_channels, *fft_size])
         out_fft[slices] = out_kept
-        if shifted:
-            out_fft = torch.fft.ifftshift(out_fft, dim=shifted)
         if self.complex_data:
             y = torch.fft.ifftn(out_fft, s=out_spatial, dim=fft_dims, norm=self.fft_norm)
         else:

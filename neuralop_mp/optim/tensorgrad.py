@@ -269,7 +269,9 @@ class TensorGRaD(Optimizer):
                 if self.free_grad_after_upcast:  # update in backward: nothing reads this gradient again
                     p.grad = None
                 if bool(state["compressed"]):
-                    projector, bases, directions = self._compressed_directions(grad, group, state)
+                    # an up-cast copy, or a gradient already released: the projection may overwrite it
+                    owned = grad is not p.grad
+                    projector, bases, directions = self._compressed_directions(grad, group, state, owned)
                     shape = grad.shape
                     del grad  # projected: free before the full-shape update is built
                     update = self._compressed_update(projector, bases, directions, shape, group)
@@ -330,9 +332,10 @@ class TensorGRaD(Optimizer):
         return adam_step(as_real(state["exp_avg"]), exp_avg_sq, grad, float(state["step"]) + 1, beta1, beta2,
                          group["eps"], group["correct_bias"], convention)
 
-    def _compressed_directions(self, grad, group, state):
+    def _compressed_directions(self, grad, group, state, owned=False):
         """Refresh the bases when due, project ``grad`` and step each part's moments;
-        returns ``(projector, bases, {name: Adam direction in the compressed space})``."""
+        returns ``(projector, bases, {name: Adam direction in the compressed space})``.
+        ``owned``: ``grad`` is this step's own tensor, which the projection may overwrite."""
         projector = self.projector_for(group)
         step = int(state["step"])
         seed = int(state["seed"])
@@ -344,7 +347,7 @@ class TensorGRaD(Optimizer):
         convention = group["adam_convention"]
         storage = self._storage_dtype(group, grad)
         directions = {}
-        for salt, (name, part) in enumerate(projector.project(grad, bases).items()):
+        for salt, (name, part) in enumerate(projector.project(grad, bases, consume=owned).items()):
             if f"{name}_exp_avg" not in state:
                 state[f"{name}_exp_avg"] = torch.zeros(as_real(part).shape, dtype=storage, device=part.device)
                 state[f"{name}_exp_avg_sq"] = torch.zeros(second_moment_shape(part, convention), dtype=storage,

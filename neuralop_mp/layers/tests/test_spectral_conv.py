@@ -259,9 +259,10 @@ def test_layer_saves_only_16bit_spectra_for_backward():
     with SavedTensorBytes(exclude=layer.parameters()) as meter:
         layer(x0 * 1.0)
     kept = 4 * 8 * 8 * 5  # batch * channels * kept modes
-    # only the 16-bit kept spectrum (4 bytes per complex): no full-resolution tensor, and no
-    # 16-bit copy of the weight (re-cast from the parameter in backward)
-    assert meter.bytes == 4 * kept
+    # only the 16-bit kept spectrum (4 bytes per complex) and the int64 index of the 8 kept
+    # rows (read from the unshifted spectrum): no full-resolution tensor, and no 16-bit copy
+    # of the weight (re-cast from the parameter in backward)
+    assert meter.bytes == 4 * kept + 8 * 8
     assert meter.bytes < upstream_meter.bytes
 
 

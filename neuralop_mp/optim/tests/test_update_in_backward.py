@@ -7,6 +7,7 @@ from neuralop.models import FNO
 
 from neuralop_mp.optim.factory import create_optimizer
 from neuralop_mp.optim.update_in_backward import enable_update_in_backward
+from neuralop_mp.tests.exact import equal_exactly
 
 N_STEPS = 5
 
@@ -46,13 +47,13 @@ def _train(model, optimizer, batches, in_backward):
 def _assert_same(model_a, opt_a, model_b, opt_b):
     params_b = dict(model_b.named_parameters())
     for name, a in model_a.named_parameters():
-        assert torch.equal(a, params_b[name]), name
+        assert equal_exactly(a, params_b[name]), name
     state_a, state_b = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
     assert state_a.keys() == state_b.keys()
     for index in state_a:
         assert state_a[index].keys() == state_b[index].keys()
         for key, value in state_a[index].items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(state_b[index][key])), (index, key)
+            assert equal_exactly(torch.as_tensor(value), torch.as_tensor(state_b[index][key])), (index, key)
 
 
 @pytest.mark.parametrize("name", sorted(OPT_CONFIGS))
@@ -89,6 +90,41 @@ def test_update_in_backward_through_a_checkpoint_resume(name):
     resumed_opt.load_state_dict(saved["opt"])
     _train(resumed_model, resumed_opt, batches[3:], in_backward=True)
     _assert_same(ref_model, ref_opt, resumed_model, resumed_opt)
+
+
+def test_half_recipe_is_bitwise_the_ordinary_step(monkeypatch):
+    """complex32 spectral weights, bf16 compressed states, mixed layer: the 16-bit gradient is
+    dropped once up-cast and the weights are written back chunk by chunk (chunks of 1000
+    elements here, so every spectral weight takes several); the ordinary step does the same
+    arithmetic, so the weights and state stay bitwise equal across two refreshes."""
+    from neuralop_mp import MixedPrecisionSpectralConv, set_precision, set_spectral_weight_dtype
+    from neuralop_mp.optim import adam_math, tensorgrad
+
+    monkeypatch.setattr(adam_math, "ROUNDING_CHUNK", 1000)
+    monkeypatch.setattr(tensorgrad, "ROUNDING_CHUNK", 1000)
+
+    def half_model():
+        torch.manual_seed(0)
+        model = FNO(n_modes=(6, 6), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2,
+                    conv_module=MixedPrecisionSpectralConv)
+        set_precision(model, "mixed", half_dtype="bfloat16")
+        set_spectral_weight_dtype(model, "complex32")
+        return model
+
+    config = dict(OPT_CONFIGS["tensorgrad"], tensorgrad_state_dtype="bfloat16")
+    batches = _batches(N_STEPS)
+    runs = []
+    for in_backward in (False, True):
+        model = half_model()
+        before = [p.detach().clone() for p in model.parameters()]
+        opt = create_optimizer(model, config)
+        _train(model, opt, batches, in_backward=in_backward)
+        runs.append((model, opt))
+    half = [p for p in model.parameters() if p.dtype == torch.complex32]
+    assert half and all(p.numel() * 2 > 1000 for p in half)  # several chunks each
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert opt.free_grad_after_upcast is False  # reset when the hooks were removed
+    _assert_same(*runs[0], *runs[1])
 
 
 def test_learning_rate_scheduler_is_read_by_each_hook():
