@@ -365,18 +365,27 @@ class TensorGRaD(Optimizer):
 
     @staticmethod
     def _compressed_update(projector, bases, directions, shape, group):
-        """The full-shape update: each part's direction projected back and weighted,
-        one part at a time (scaled in place and added), so at most two full-shape
-        tensors exist at once."""
+        """The full-shape update: each part's direction projected back and weighted.
+
+        The low-rank part is built first and scaled in place; a part that can add itself
+        into it (the sparse one: its entries, at their positions) does, so only one
+        full-shape tensor is built. Addition commutes exactly, so this is the sum of the
+        parts in any order.
+        """
+        names = sorted(projector.names, key=lambda name: name != "low_rank")
         update = None
-        for name in projector.names:
-            tensor = projector[name].project_back(directions.pop(name), bases[name], shape)
+        for name in names:
             if name == "low_rank":
                 weight = group["scale"]
             else:
                 weight = group["sparse_scale"] * group["lambda_sparse"]
                 if group["scale_by_mask_ratio"]:
                     weight *= math.sqrt(1.0 / projector["sparse"].kept_fraction(shape))
+            part = directions.pop(name)
+            if update is not None and hasattr(projector[name], "add_back_"):
+                projector[name].add_back_(update, part * weight if weight != 1.0 else part, bases[name])
+                continue
+            tensor = projector[name].project_back(part, bases[name], shape)
             if weight != 1.0:
                 tensor.mul_(weight)  # a fresh tensor of project_back: scaled where it lies
             update = tensor if update is None else update.add_(tensor)
