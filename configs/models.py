@@ -25,7 +25,9 @@ def _model_config_body(namespace):
     fields = PrecisionPolicy.config_fields()
     namespace["__annotations__"] = {"model_arch": str, "data_channels": int, "out_channels": int,
                                     **{key: config_type for key, (config_type, _, _) in fields.items()}}
-    namespace.update(model_arch="fno", data_channels=1, out_channels=1)
+    # None (= "none") | "fourier" | "block": see neuralop_mp.models.recompute
+    namespace["__annotations__"]["recompute"] = Optional[str]
+    namespace.update(model_arch="fno", data_channels=1, out_channels=1, recompute=None)
     namespace.update({key: default for key, (_, default, _) in fields.items()})
     namespace["__doc__"] = (
         "Fields shared by every model section.\n\n"

@@ -44,6 +44,8 @@ class OptimizationConfig(ConfigBase):
     # loss scaling of half-precision gradients ("auto": on for float16 only)
     loss_scaling: str = "auto"
     max_consecutive_skips: int = 20
+    # step each parameter during backward and free its gradient (neuralop_mp.optim.update_in_backward)
+    update_in_backward: bool = False
 
 
 class PatchingConfig(ConfigBase):

@@ -18,7 +18,7 @@ import typing
 import torch
 
 from neuralop_mp.precision_policy import PrecisionPolicy
-from neuralop_mp.vocabulary import check_choice, none_if_null
+from neuralop_mp.vocabulary import check_choice, none_if_null, normalize_flag, normalize_recompute
 
 TRAINING_LOSSES = ("h1", "l2")
 SCHEDULERS = ("StepLR", "CosineAnnealingLR", "ReduceLROnPlateau", "none")
@@ -90,6 +90,9 @@ def validate_model(model, prefix="model"):
         value = _field(model, name)
         if value is not _MISSING:
             _check_optional_choice(f"{prefix}.{name}", value, allowed, ignore_case=ignore_case)
+    recompute = _field(model, "recompute")
+    if recompute is not _MISSING:
+        normalize_recompute(recompute, key=f"{prefix}.recompute")
     return policy
 
 
@@ -121,6 +124,23 @@ def validate_opt(opt):
     if len(opt.betas) != 2 or not all(0 <= b < 1 for b in opt.betas):
         raise ValueError(f"Invalid opt.betas={list(opt.betas)!r}; expected two values in [0, 1).")
     validate_precision_schedule(opt.precision_schedule)
+    validate_update_in_backward(opt)
+
+
+def validate_update_in_backward(opt):
+    """``opt.update_in_backward`` as a bool; ValueError up front for the opt settings it
+    cannot be combined with (explicit loss scaling, TensorGRaD's skip of non-finite
+    gradients). "auto" loss scaling is checked by the trainer, once it knows whether
+    float16 is used."""
+    update_in_backward = normalize_flag(getattr(opt, "update_in_backward", False), "opt.update_in_backward")
+    if update_in_backward:
+        from neuralop_mp.optim.update_in_backward import check_update_in_backward_settings
+
+        nonfinite = getattr(opt, "tensorgrad_nonfinite_grad", None) if opt.optimizer == "tensorgrad" else None
+        check_update_in_backward_settings(
+            loss_scaling=opt.loss_scaling if opt.loss_scaling == "dynamic" else False,
+            nonfinite_grad=nonfinite, prefix="opt.")
+    return update_in_backward
 
 
 def validate_precision_schedule(value):

@@ -15,6 +15,7 @@ from neuralop_mp import build_steps, train_pipeline
 from neuralop_mp.configs import config_to_dict, load_config
 from neuralop_mp.configs.validation import validated_precision_policy
 from neuralop_mp.layers.precision_switch import get_precision_policy
+from neuralop_mp.models.recompute import recompute_mode
 from neuralop_mp.precision_policy import PrecisionPolicy
 
 SMALL_MODEL = {"model.n_modes": "[4,4]", "model.hidden_channels": "8", "model.n_layers": "2"}
@@ -25,8 +26,9 @@ CASES = {
         optimizer="tensorgrad", loss_scaling="dynamic",
         optimizer_options={"tensorgrad_rank": 0.3, "tensorgrad_sparse_ratio": 0.1, "tensorgrad_min_params": 100},
     ),
-    "mixed, tanh, adamw, constant": dict(precision="mixed", half_dtype="float16", stabilizer="tanh", optimizer="adamw",
-                                         loss_scaling="none"),
+    "mixed, tanh, adamw, constant, recompute, update in backward": dict(
+        precision="mixed", half_dtype="float16", stabilizer="tanh", optimizer="adamw", loss_scaling="none",
+        recompute="fourier", update_in_backward=True),
 }
 
 
@@ -44,6 +46,10 @@ def _train_overrides(case):
         overrides["model.stabilizer"] = case["stabilizer"]
     if case.get("schedule"):
         overrides["opt.precision_schedule"] = case["schedule"]
+    if case.get("recompute"):
+        overrides["model.recompute"] = case["recompute"]
+    if case.get("update_in_backward") is not None:
+        overrides["opt.update_in_backward"] = str(case["update_in_backward"]).lower()
     overrides.update({f"opt.{k}": str(v) for k, v in (case.get("optimizer_options") or {}).items()})
     return overrides
 
@@ -66,7 +72,8 @@ def _build_by_run(config, case):
     import neuralop
     import neuralop.training
 
-    script_model = {k: v for k, v in config_to_dict(config)["model"].items() if k not in PrecisionPolicy.keys()}
+    plugin_keys = (*PrecisionPolicy.keys(), "recompute")
+    script_model = {k: v for k, v in config_to_dict(config)["model"].items() if k not in plugin_keys}
     script_config = Bunch({"model": Bunch(script_model), "opt": Bunch({"n_epochs": config.opt.n_epochs})})
     options = {k: v for k, v in case.items() if v is not None}
     with neuralop_mp.enabled(**options):
@@ -103,6 +110,8 @@ def test_train_and_run_build_the_same_model_optimizer_and_trainer_settings(name)
     assert str(run_trainer.precision_schedule) == str(train_trainer.precision_schedule)
     assert run_trainer.half_dtype == train_trainer.half_dtype
     assert run_trainer.loss_scaling == train_trainer.loss_scaling
+    assert recompute_mode(run_model) == recompute_mode(train_model) == case.get("recompute", "none")
+    assert run_trainer.update_in_backward is train_trainer.update_in_backward is case.get("update_in_backward", False)
 
 
 def test_trainer_precision_kwargs_follow_the_schedule_and_leave_out_what_is_not_given():
@@ -113,6 +122,8 @@ def test_trainer_precision_kwargs_follow_the_schedule_and_leave_out_what_is_not_
     full = build_steps.precision_schedule(None, PrecisionPolicy("full"))
     assert build_steps.trainer_precision_kwargs(full)["mixed_precision"] is False
     assert build_steps.trainer_precision_kwargs(None) == {}
+    assert build_steps.trainer_memory_kwargs("true") == {"update_in_backward": True}
+    assert build_steps.trainer_memory_kwargs(None) == {}
 
 
 def test_a_bad_schedule_is_refused_naming_the_value():

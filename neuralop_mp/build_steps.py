@@ -11,7 +11,7 @@ Each step takes the function it builds with as an optional argument (``get_model
 bound before patching upstream's names (and its tests pass fakes).
 """
 from .precision_policy import PrecisionPolicy
-from .vocabulary import none_if_null, read_key
+from .vocabulary import none_if_null, normalize_flag, read_key
 
 
 def precision_policy(config, prefix="model"):
@@ -105,3 +105,22 @@ def trainer_precision_kwargs(schedule, half_dtype=None, loss_scaling=None):
     if loss_scaling is not None:
         kwargs["loss_scaling"] = loss_scaling
     return kwargs
+
+
+def trainer_memory_kwargs(update_in_backward=None):
+    """The :class:`~neuralop_mp.MixedPrecisionTrainer` arguments that carry the memory settings.
+
+    Parameters
+    ----------
+    update_in_backward : bool or str, optional
+        ``opt.update_in_backward`` (``"true"`` / ``"false"`` from a command line
+        accepted): step each parameter during backward and free its gradient.
+
+    Returns
+    -------
+    dict
+        ``update_in_backward`` when given (the trainer's default, off, applies otherwise).
+    """
+    if update_in_backward is None:
+        return {}
+    return {"update_in_backward": normalize_flag(update_in_backward, "opt.update_in_backward")}

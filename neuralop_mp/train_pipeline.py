@@ -171,6 +171,7 @@ def build_trainer(config, model, data_processor, schedule, device="cpu", *, prog
         **build_steps.trainer_precision_kwargs(
             schedule, (policy or build_steps.precision_policy(config)).half_dtype, opt.loss_scaling),
         max_consecutive_skips=opt.max_consecutive_skips,
+        **build_steps.trainer_memory_kwargs(getattr(opt, "update_in_backward", None)),
         progress=progress,
         use_distributed=distributed.is_distributed(),
         **({"auto_precision": True} if auto_precision else {}),
@@ -195,13 +196,13 @@ def tensor_bytes(obj):
 
 
 def memory_figures(model, optimizer, history):
-    """Parameter bytes, optimizer state bytes and the activation figure of the history."""
+    """Parameter bytes, optimizer state bytes and the largest activation and peak figures of the history."""
     figures = {
         "params_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
         "n_params": sum(p.numel() for p in model.parameters()),
         "optimizer_state_bytes": tensor_bytes(list(optimizer.state.values())),
     }
-    for key in ("saved_bytes", "cuda_peak_bytes"):
+    for key in ("saved_bytes", "step_peak_bytes", "cuda_peak_bytes"):
         values = [h[key] for h in history if h.get(key) is not None]
         figures[key] = max(values) if values else None
     return figures

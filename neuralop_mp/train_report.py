@@ -102,6 +102,8 @@ def summary_rows(result):
     if memory.get("cuda_peak_bytes") is not None:
         rows.append(("CUDA peak memory", human_bytes(memory["cuda_peak_bytes"])))
     rows.append(("saved activations / step", human_bytes(memory.get("saved_bytes"))))
+    if memory.get("step_peak_bytes") is not None:
+        rows.append(("peak tensor memory / step", human_bytes(memory["step_peak_bytes"])))
     if result.get("threads"):
         rows.append(("torch CPU threads", str(result["threads"])))
     if result.get("best"):

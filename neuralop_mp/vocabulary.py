@@ -6,6 +6,8 @@ standard library), so every other module can use it without creating an import c
 - allowed values of the precision flags (:data:`PRECISION_MODES`, :data:`HALF_DTYPES`,
   :data:`STABILIZERS`, :data:`SPECTRAL_WEIGHT_DTYPES`, :data:`AUTOCAST_SCOPES`) and their
   normalizers;
+- allowed values of the memory flags (:data:`RECOMPUTE_MODES`) and the reader of
+  on/off flags (:func:`normalize_flag`);
 - :func:`check_choice`, the one error format for a bad value (key, value, allowed
   values);
 - :func:`none_if_null`: configs spell "no value" as None, "None", "none", "null" or "";
@@ -31,6 +33,9 @@ AUTOCAST_SCOPES = ("auto", "model", "fno_blocks", "spectral")
 # what "auto" means: CUDA's 16-bit matrix units make autocast pay; on a CPU (2 cores, no bf16 units)
 # the pointwise layers in bf16 cost accuracy and time, docs/diagnose.md "autocast scope"
 AUTO_AUTOCAST_SCOPE = {"cuda": "model", "other": "spectral"}
+
+# what is recomputed in backward instead of saved (neuralop_mp.models.recompute)
+RECOMPUTE_MODES = ("none", "fourier", "block")
 
 _TORCH_HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 _TORCH_COMPLEX = {"complex64": torch.complex64, "complex32": torch.complex32}
@@ -113,6 +118,27 @@ def resolve_autocast_scope(scope, device_type):
     if scope == "auto":
         return AUTO_AUTOCAST_SCOPE["cuda" if device_type == "cuda" else "other"]
     return scope
+
+
+def normalize_recompute(value, key="recompute"):
+    """Validate a recompute mode; the spellings of "no value" mean "none", case is ignored."""
+    value = none_if_null(value)
+    if value is None:
+        return "none"
+    probe = value.lower() if isinstance(value, str) else value
+    if probe not in RECOMPUTE_MODES:
+        check_choice(key, value, RECOMPUTE_MODES)  # raises with the standard message
+    return probe
+
+
+def normalize_flag(value, key):
+    """An on/off setting as a bool: True/False, or the strings "true"/"false" of a
+    command line (any case); TypeError naming the key otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise TypeError(f"Invalid {key}={value!r}; allowed values: True, False.")
 
 
 def resolve_half_dtype(half_dtype, device):

@@ -115,7 +115,7 @@ def measure_optimizer(size, name, n_steps=3):
 
 
 # Training setups of the memory table: (spectral layer precision or None for upstream's
-# layer, autocast bf16, spectral weight storage, optimizer)
+# layer, autocast bf16, spectral weight storage, optimizer[, update in backward, recompute])
 TRAINING_SETUPS = {
     "AdamW, full precision (baseline)": (None, False, "complex64", "torch_adamw"),
     "AdamW, upstream layer + bf16 autocast": (None, True, "complex64", "torch_adamw"),
@@ -125,13 +125,22 @@ TRAINING_SETUPS = {
     "TensorGRaD fp32 states, mixed layer, complex32 spectral weights": ("mixed", True, "complex32", "tensorgrad"),
     "TensorGRaD bf16 states, mixed layer, complex32 spectral weights": ("mixed", True, "complex32",
                                                                         "tensorgrad_bf16"),
+    "... + update in backward": ("mixed", True, "complex32", "tensorgrad_bf16", True),
+    "... + update in backward + recompute fourier": ("mixed", True, "complex32", "tensorgrad_bf16", True,
+                                                     "fourier"),
+    "... + update in backward + recompute block": ("mixed", True, "complex32", "tensorgrad_bf16", True, "block"),
 }
 
 
-def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name):
-    """Bytes of one real training step: params, grads, optimizer state after the step, and
-    what autograd saved for backward, at the size's batch and resolution."""
+def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name, update_in_backward=False,
+                         recompute="none"):
+    """Bytes of one real training step: params, grads, optimizer state after the step,
+    what autograd saved for backward, at the size's batch and resolution, and the peak of
+    live tensor bytes during the step (:class:`~neuralop_mp.peak_memory.PeakTensorBytes`)."""
     from .. import MixedPrecisionSpectralConv, set_precision, set_spectral_weight_dtype
+    from ..models.recompute import set_recompute
+    from ..optim.update_in_backward import enable_update_in_backward
+    from ..peak_memory import PeakTensorBytes
 
     torch.manual_seed(0)
     _, _, _, res, batch = SIZES[size]
@@ -139,30 +148,36 @@ def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name
     if precision:
         set_precision(model, precision, half_dtype="bfloat16")
         set_spectral_weight_dtype(model, weight_dtype)
+    set_recompute(model, recompute)
     optimizer = make_optimizer(optimizer_name, model)
+    if update_in_backward:
+        enable_update_in_backward(optimizer)
     x = torch.randn(batch, 1, res, res)
-    with SavedTensorBytes(exclude=model.parameters()) as meter:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = model(x).float().square().mean()
-    loss.backward()
-    optimizer.step()
+    with PeakTensorBytes(alive=[list(model.parameters()), x]) as peak:
+        with SavedTensorBytes(exclude=model.parameters()) as meter:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = model(x).float().square().mean()
+        loss.backward()
+        grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
+        optimizer.step()
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
-    return params, grads, state_bytes(optimizer), meter.bytes
+    return params, grads, state_bytes(optimizer), meter.bytes, peak.peak_bytes
 
 
-def total_memory_rows(size):
+def total_memory_rows(size, setups=None):
     """Training memory of each :data:`TRAINING_SETUPS` entry, measured (MB), and its ratio
     to the baseline."""
     rows, baseline = [], None
-    for label, setup in TRAINING_SETUPS.items():
-        params, grads, state, activations = training_step_memory(size, *setup)
+    for label in setups or TRAINING_SETUPS:
+        params, grads, state, activations, peak = training_step_memory(size, *TRAINING_SETUPS[label])
         total = params + grads + state + activations
-        baseline = baseline or total  # the first setup
+        baseline = baseline or (total, peak)  # the first setup
         rows.append({"setup": label, "params+grads_MB": (params + grads) / 2**20, "state_MB": state / 2**20,
                      "activations_MB": activations / 2**20, "total_MB": total / 2**20,
-                     "vs_baseline": total / baseline})
-        print(f"{size:8s} {label:66s} total {total / 2**20:9.1f} MB  x{total / baseline:.3f}", flush=True)
+                     "vs_baseline": total / baseline[0], "peak_MB": peak / 2**20,
+                     "peak_vs_baseline": peak / baseline[1]})
+        print(f"{size:8s} {label:66s} total {total / 2**20:9.1f} MB  x{total / baseline[0]:.3f}  "
+              f"peak {peak / 2**20:9.1f} MB  x{peak / baseline[1]:.3f}", flush=True)
     return rows
 
 
@@ -206,16 +221,24 @@ def main(argv=None):
     torch.set_num_threads(1)  # a shared 2-core box: one thread avoids oversubscription stalls
     parser = argparse.ArgumentParser(prog="neuralop-mp bench optimizer", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tiny model only, no accuracy run (seconds)")
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), help="only these sizes (default: all)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the training-memory rows (no state-after-3-steps rows, no accuracy run)")
+    labels = list(TRAINING_SETUPS)
+    parser.add_argument("--setups", nargs="+", type=int, choices=range(len(labels)), metavar="N",
+                        help="only these rows of the training-memory table, by number (the first one named is "
+                             "the baseline of the ratios; default: all): "
+                             + "; ".join(f"{i} = {label}" for i, label in enumerate(labels)))
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         SIZES.setdefault("quick", QUICK_SIZE)
-    sizes = ["quick"] if args.quick else [s for s in SIZES if s != "quick"]
+    sizes = ["quick"] if args.quick else (args.sizes or [s for s in SIZES if s != "quick"])
 
     state_rows, memory_rows = [], []
     for size in sizes:
         per_size = {}
-        for name in OPTIMIZERS:
+        for name in () if args.memory_only else OPTIMIZERS:
             if size == "large2d" and name == "upstream_galore":
                 continue  # tensorly's 10-iteration Tucker of 34M-entry weights takes minutes on CPU
             row = measure_optimizer(size, name)
@@ -225,13 +248,14 @@ def main(argv=None):
         for row in state_rows:
             if row["size"] == size:
                 row["state_vs_adamw"] = row["state_MB"] * 2**20 / per_size["torch_adamw"]
-        memory_rows += [dict(r, size=size) for r in total_memory_rows(size)]
+        setups = None if args.setups is None else [labels[i] for i in args.setups]
+        memory_rows += [dict(r, size=size) for r in total_memory_rows(size, setups)]
 
     accuracy_rows = []
-    if not args.quick:
+    if not (args.quick or args.memory_only):
         accuracy_rows = darcy_accuracy(ACCURACY_RUNS)
 
-    command = "neuralop-mp bench optimizer" + (" --quick" if args.quick else "")
+    command = "neuralop-mp bench optimizer" + (" " + " ".join(argv) if argv else "")
     body = [header("Optimizer state and training memory (TensorGRaD)", command)]
     body.append("Sizes (hidden, modes, layers, activation resolution, batch): "
                 + "; ".join(f"{k} = {v}" for k, v in SIZES.items() if k in sizes) + ".\n")
@@ -246,8 +270,11 @@ def main(argv=None):
                 "autocast. \"complex32 spectral weights\": the spectral weights, and so their gradients, "
                 "stored in complex32 (`model.spectral_weight_dtype`). \"AdamW\" with complex32 weights is the "
                 "factory's `adamw`, i.e. AdamW with fp32 moments.\n")
+    body.append("`peak_MB`: the peak of live tensor bytes during that step (forward, backward with the "
+                "in-backward updates where enabled, optimizer step), measured as docs/benchmarks.md describes; "
+                "`grads` there are those held after backward (none with update in backward).\n")
     body.append(markdown_table(memory_rows, ["size", "setup", "params+grads_MB", "state_MB", "activations_MB",
-                                             "total_MB", "vs_baseline"]))
+                                             "total_MB", "vs_baseline", "peak_MB", "peak_vs_baseline"]))
     if accuracy_rows:
         body.append("\n### Darcy 16x16, 500 train / 100 test, FNO hidden 24, 3 layers, 8 epochs, lr 5e-3, "
                     "cosine schedule, gap 10, TensorGRaD scale 4 (no weight decay)\n")

@@ -17,6 +17,7 @@ from torch import nn
 from ..precision_policy import PrecisionPolicy
 from ..vocabulary import none_if_null, read_key, section_as_dict
 from .mixed_precision_models import PLUGIN_MODEL_CLASSES
+from .recompute import check_recompute_mode, set_recompute
 from .uno_registration import UNO
 
 __all__ = ["UNO", "PLUGIN_MODEL_KEYS", "available_models", "get_model"]
@@ -61,7 +62,9 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         Must have ``model`` with ``model_arch`` (a registered name: "fno", "tfno",
         "uno", ...), ``data_channels`` and the model's constructor arguments. May
         have the plugin keys ``model.fno_block_precision`` ("full" | "mixed" |
-        "half"), ``model.half_dtype`` ("auto" | "float16" | "bfloat16"),
+        "half"), ``model.recompute`` ("none" | "fourier" | "block", see
+        :func:`~neuralop_mp.models.recompute.set_recompute`), ``model.half_dtype``
+        ("auto" | "float16" | "bfloat16"),
         ``model.stabilizer`` (None | "tanh"), ``model.spectral_weight_dtype``
         ("complex64" | "complex32"), and ``patching.levels`` and
         ``opt.precision_schedule``.
@@ -88,6 +91,8 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
             f"Invalid model.model_arch={arch!r}; allowed values: {', '.join(sorted(registry))}."
         )
     cls = registry[arch]
+    # before the (possibly large) model is built; set on the built model, not a constructor argument
+    recompute = check_recompute_mode(model_cfg.pop("recompute", None), key="model.recompute")
     if precision_policy is None:
         policy, model_cfg = PrecisionPolicy.pop_from(model_cfg, prefix="model")
     else:  # parsed by the caller: config.model's keys are not read again
@@ -126,7 +131,7 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
             shown = ", ".join(f"model.{key}={value!r}" for key, value in plugin_only.items()) or repr(arch)
             raise ValueError(f"{shown} needs the mixed-precision spectral layer; do not pass "
                              "mixed_precision_layer=False.")
-        return cls(**model_cfg, **upstream_flags)
+        return set_recompute(cls(**model_cfg, **upstream_flags), recompute)
 
     plugin_cls = cls if cls in plugin_classes else PLUGIN_MODEL_CLASSES.get(arch)
     if plugin_cls is None:
@@ -135,4 +140,4 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
             f"in full precision (fno_block_precision='full', no schedule); mixed precision is available for: "
             f"{', '.join(sorted(PLUGIN_MODEL_CLASSES))}."
         )
-    return plugin_cls(**model_cfg, **policy.as_dict())
+    return set_recompute(plugin_cls(**model_cfg, **policy.as_dict()), recompute)

@@ -106,6 +106,26 @@ def store_moment(stored, value, seed):
 _HALF_FORMATS = {torch.float16: (10, -14), torch.bfloat16: (7, -126)}
 
 
+# elements rounded per chunk: the rounding's fp32 temporaries (noise, spacing, quotient)
+# then hold a few MB whatever the tensor's size, instead of several copies of it (they
+# coexist with the activations when the update runs during backward)
+ROUNDING_CHUNK = 1 << 18
+
+
+def rounding_generator(seed, device):
+    """The generator of the rounding noise of one write, seeded with ``seed``."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed) % (2**62))
+    return generator
+
+
+def flat_real(tensor):
+    """A 1-D real view of a contiguous ``tensor`` (complex through ``view_as_real``), or None."""
+    if tensor.is_complex():
+        tensor = torch.view_as_real(tensor)
+    return tensor.view(-1) if tensor.is_contiguous() else None
+
+
 def stochastic_round_(stored, value, seed):
     """Write ``value`` into the 16-bit tensor ``stored`` (float16 or bfloat16; a
     complex32 tensor through ``view_as_real``), rounding stochastically.
@@ -115,7 +135,9 @@ def stochastic_round_(stored, value, seed):
     so the rounding is unbiased: updates much smaller than the spacing still move
     the stored value in expectation (round-to-nearest drops them all). The noise
     comes from a generator seeded with ``seed``, which keeps steps reproducible.
-    Values beyond the type's range become inf, as a plain cast would.
+    Values beyond the type's range become inf, as a plain cast would. The work runs
+    in chunks of :data:`ROUNDING_CHUNK` elements, drawing the noise of each chunk in
+    turn from the one generator.
 
     References
     ----------
@@ -126,8 +148,25 @@ def stochastic_round_(stored, value, seed):
         stored, value = torch.view_as_real(stored), torch.view_as_real(value) if value.is_complex() else value
     if stored.dtype not in _HALF_FORMATS:
         raise TypeError(f"stochastic_round_ writes float16 or bfloat16 tensors, got {stored.dtype}.")
-    generator = torch.Generator(device=value.device)
-    generator.manual_seed(int(seed) % (2**62))
+    generator = rounding_generator(seed, value.device)
+    flat_stored, flat_value = flat_real(stored), value.reshape(-1)
+    if flat_stored is None:  # a strided target: round a contiguous copy, then write it back
+        rounded = torch.empty(stored.shape, dtype=stored.dtype, device=stored.device)
+        stochastic_round_chunks_(rounded.view(-1), flat_value, generator)
+        stored.copy_(rounded)
+        return
+    stochastic_round_chunks_(flat_stored, flat_value, generator)
+
+
+def stochastic_round_chunks_(stored, value, generator):
+    """:func:`stochastic_round_` of the 1-D ``value`` into the 1-D ``stored``, chunk by chunk."""
+    for start in range(0, value.numel(), ROUNDING_CHUNK):
+        stop = start + ROUNDING_CHUNK
+        stochastic_round_chunk_(stored[start:stop], value[start:stop], generator)
+
+
+def stochastic_round_chunk_(stored, value, generator):
+    """Round one chunk; ``generator`` continues the write's noise stream."""
     value = value.float().contiguous()
     if stored.dtype == torch.bfloat16:
         # bf16 is the top half of fp32: add uniform noise below the kept 16 bits,

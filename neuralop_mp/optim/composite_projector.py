@@ -65,7 +65,12 @@ class CompositeProjector:
     def names(self):
         return [p.name for p in self.projectors]
 
-    def _residual(self, projector, grad, basis):
+    @staticmethod
+    def _residual(projector, grad, basis, in_place=False):
+        """What ``projector`` leaves of ``grad``; ``in_place`` lets a projector that can
+        (the sparse one) write it into ``grad`` instead of a new tensor."""
+        if hasattr(projector, "residual"):
+            return projector.residual(grad, basis, in_place=in_place)
         return grad - projector.project_back(projector.project(grad, basis), basis, grad.shape)
 
     def compute_bases(self, grad, previous=None, seed=0):
@@ -79,14 +84,19 @@ class CompositeProjector:
                 target = self._residual(projector, target, bases[projector.name])
         return bases
 
-    def project(self, grad, bases):
-        """Compressed parts ``{name: tensor}`` (the gradient is not modified)."""
+    def project(self, grad, bases, *, consume=False):
+        """Compressed parts ``{name: tensor}``.
+
+        The gradient is not modified unless ``consume``: then the residual for the second
+        projector may be written into it (one full-shape tensor fewer), and the caller
+        must not read ``grad`` afterwards.
+        """
         parts, target = {}, grad
         for i, projector in enumerate(self.projectors):
             basis = bases[projector.name]
             parts[projector.name] = projector.project(target, basis)
             if i + 1 < len(self.projectors):
-                target = target - projector.project_back(parts[projector.name], basis, grad.shape)
+                target = self._residual(projector, target, basis, in_place=consume)
         return parts
 
     def project_back(self, parts, bases, shape):

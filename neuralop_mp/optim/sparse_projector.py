@@ -112,6 +112,34 @@ class SparseProjector:
             return grad.movedim(self._mode_of(grad.shape), 0)[indices].movedim(0, self._mode_of(grad.shape))
         return grad.reshape(-1)[indices]
 
+    def residual(self, grad, basis, *, in_place=False):
+        """``grad - project_back(project(grad))``: ``grad`` with the selected entries set to
+        zero (x - x is exactly 0 for the finite gradients the optimizer accepts), built
+        without the full-shape back-projection. ``in_place`` writes into ``grad``."""
+        indices = basis["indices"]
+        out = grad if in_place else grad.clone()
+        if self.structured:
+            out.movedim(self._mode_of(out.shape), 0)[indices] = 0
+        elif out.is_contiguous():
+            out.view(-1)[indices] = 0
+        else:
+            out = out.contiguous()
+            out.view(-1)[indices] = 0
+        return out
+
+    def add_back_(self, target, values, basis):
+        """``target += project_back(values)`` without the full-shape back-projection:
+        ``values`` added at the selected positions of ``target`` (returned)."""
+        indices = basis["indices"]
+        if self.structured:
+            mode = self._mode_of(target.shape)
+            target.movedim(mode, 0)[indices] += values.movedim(mode, 0)
+        elif target.is_contiguous():
+            target.view(-1)[indices] += values
+        else:  # a strided target (a low-rank back-projection ending on an inner mode)
+            target[torch.unravel_index(indices.long(), target.shape)] += values
+        return target
+
     def project_back(self, values, basis, shape):
         """Zeros of ``shape`` with the selected positions set to ``values``."""
         indices = basis["indices"]

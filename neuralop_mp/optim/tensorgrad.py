@@ -13,7 +13,11 @@ from .adam_math import (
     compute_dtype,
     load_moment,
     second_moment_shape,
+    ROUNDING_CHUNK,
+    flat_real,
+    rounding_generator,
     stochastic_round_,
+    stochastic_round_chunk_,
     store_moment,
 )
 from .composite_projector import CompositeProjector
@@ -213,6 +217,9 @@ class TensorGRaD(Optimizer):
 
     # -------------------------------------------------------------------- step
     supports_grad_scale = True
+    # set by neuralop_mp.optim.update_in_backward while it steps one parameter at a time:
+    # the gradient is dropped once up-cast, before the update's temporaries are allocated
+    free_grad_after_upcast = False
 
     @torch.no_grad()
     def step(self, closure=None, *, grad_scale=None):
@@ -259,10 +266,18 @@ class TensorGRaD(Optimizer):
                 grad = p.grad.to(compute_dtype(p))
                 if grad_scale is not None and grad_scale != 1.0:
                     grad = grad.mul_(1.0 / grad_scale) if grad is not p.grad else grad / grad_scale
+                if self.free_grad_after_upcast:  # update in backward: nothing reads this gradient again
+                    p.grad = None
                 if bool(state["compressed"]):
-                    update = self._compressed_update(grad, group, state)
+                    # an up-cast copy, or a gradient already released: the projection may overwrite it
+                    owned = grad is not p.grad
+                    projector, bases, directions = self._compressed_directions(grad, group, state, owned)
+                    shape = grad.shape
+                    del grad  # projected: free before the full-shape update is built
+                    update = self._compressed_update(projector, bases, directions, shape, group)
                 else:
                     update = self._dense_update(grad, group, state)
+                    del grad  # its memory is free for the update's application
                 state["step"] += 1
                 if nonfinite.update_is_finite(update, group, group_index, position, p):
                     self._apply(p, update, group, state)
@@ -273,18 +288,35 @@ class TensorGRaD(Optimizer):
         """Decoupled weight decay and the update, in the order of the group's
         ``adam_convention``: "torch" ``p <- p (1 - lr wd) - lr u``, "neuralop"
         ``p <- (p - lr u)(1 - lr wd)``. A 16-bit ``p`` is updated in fp32 and
-        written back with stochastic rounding."""
+        written back with stochastic rounding, chunk by chunk, so no fp32 copy of
+        the whole weight is made."""
         decay = 1.0 - group["lr"] * group["weight_decay"]
         decay_first = group["adam_convention"] == "torch"
-        wide = p if compute_dtype(p) == p.dtype else p.to(update.dtype)
-        if decay_first and decay != 1.0:
-            wide.mul_(decay)
-        wide.add_(update, alpha=-group["lr"])
-        if not decay_first and decay != 1.0:
-            wide.mul_(decay)
-        if wide is not p:
-            # step was already advanced: the pre-increment count names this step's noise stream
-            stochastic_round_(p, wide, (int(state["seed"]) * 1_000_003 + int(state["step"]) - 1) * 8 + 7)
+
+        def step_(wide, change):
+            if decay_first and decay != 1.0:
+                wide.mul_(decay)
+            wide.add_(change, alpha=-group["lr"])
+            if not decay_first and decay != 1.0:
+                wide.mul_(decay)
+
+        if compute_dtype(p) == p.dtype:
+            step_(p, update)
+            return
+        # step was already advanced: the pre-increment count names this step's noise stream
+        seed = (int(state["seed"]) * 1_000_003 + int(state["step"]) - 1) * 8 + 7
+        stored, change = flat_real(p), flat_real(update.contiguous())
+        if stored is None:  # a strided weight: through a whole fp32 copy
+            wide = p.to(update.dtype)
+            step_(wide, update)
+            stochastic_round_(p, wide, seed)
+            return
+        generator = rounding_generator(seed, p.device)
+        for start in range(0, stored.numel(), ROUNDING_CHUNK):
+            chunk = slice(start, start + ROUNDING_CHUNK)
+            wide = stored[chunk].float()
+            step_(wide, change[chunk])
+            stochastic_round_chunk_(stored[chunk], wide, generator)
 
     def _dense_update(self, grad, group, state):
         convention = group["adam_convention"]
@@ -300,7 +332,10 @@ class TensorGRaD(Optimizer):
         return adam_step(as_real(state["exp_avg"]), exp_avg_sq, grad, float(state["step"]) + 1, beta1, beta2,
                          group["eps"], group["correct_bias"], convention)
 
-    def _compressed_update(self, grad, group, state):
+    def _compressed_directions(self, grad, group, state, owned=False):
+        """Refresh the bases when due, project ``grad`` and step each part's moments;
+        returns ``(projector, bases, {name: Adam direction in the compressed space})``.
+        ``owned``: ``grad`` is this step's own tensor, which the projection may overwrite."""
         projector = self.projector_for(group)
         step = int(state["step"])
         seed = int(state["seed"])
@@ -312,7 +347,7 @@ class TensorGRaD(Optimizer):
         convention = group["adam_convention"]
         storage = self._storage_dtype(group, grad)
         directions = {}
-        for salt, (name, part) in enumerate(projector.project(grad, bases).items()):
+        for salt, (name, part) in enumerate(projector.project(grad, bases, consume=owned).items()):
             if f"{name}_exp_avg" not in state:
                 state[f"{name}_exp_avg"] = torch.zeros(as_real(part).shape, dtype=storage, device=part.device)
                 state[f"{name}_exp_avg_sq"] = torch.zeros(second_moment_shape(part, convention), dtype=storage,
@@ -326,18 +361,35 @@ class TensorGRaD(Optimizer):
             stream = (seed * 1_000_003 + step) * 8 + 2 * salt
             store_moment(state[f"{name}_exp_avg"], exp_avg, stream)
             store_moment(state[f"{name}_exp_avg_sq"], exp_avg_sq, stream + 1)
+        return projector, bases, directions
 
-        full = projector.project_back(directions, bases, grad.shape)
+    @staticmethod
+    def _compressed_update(projector, bases, directions, shape, group):
+        """The full-shape update: each part's direction projected back and weighted.
+
+        The low-rank part is built first and scaled in place; a part that can add itself
+        into it (the sparse one: its entries, at their positions) does, so only one
+        full-shape tensor is built. Addition commutes exactly, so this is the sum of the
+        parts in any order.
+        """
+        names = sorted(projector.names, key=lambda name: name != "low_rank")
         update = None
-        for name, tensor in full.items():
+        for name in names:
             if name == "low_rank":
                 weight = group["scale"]
             else:
                 weight = group["sparse_scale"] * group["lambda_sparse"]
                 if group["scale_by_mask_ratio"]:
-                    weight *= math.sqrt(1.0 / projector["sparse"].kept_fraction(grad.shape))
-            tensor = tensor * weight if weight != 1.0 else tensor
+                    weight *= math.sqrt(1.0 / projector["sparse"].kept_fraction(shape))
+            part = directions.pop(name)
+            if update is not None and hasattr(projector[name], "add_back_"):
+                projector[name].add_back_(update, part * weight if weight != 1.0 else part, bases[name])
+                continue
+            tensor = projector[name].project_back(part, bases[name], shape)
+            if weight != 1.0:
+                tensor.mul_(weight)  # a fresh tensor of project_back: scaled where it lies
             update = tensor if update is None else update.add_(tensor)
+            del tensor
         return update
 
     @staticmethod

@@ -38,7 +38,8 @@ from importlib import import_module
 
 from ..layers.weight_storage import normalize_spectral_weight_dtype
 from ..optim.settings import CONFIG_OPTIONS
-from ..vocabulary import PRECISION_MODES, check_choice, normalize_half_dtype, normalize_stabilizer
+from ..vocabulary import (PRECISION_MODES, check_choice, normalize_flag, normalize_half_dtype, normalize_recompute,
+                          normalize_stabilizer)
 from .report import ActivationReport
 
 #: optimizer kinds the factory builds (agreed interface of neuralop_mp.optim.factory)
@@ -101,8 +102,12 @@ _MISSING = object()
 
 
 def _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, optimizer_options,
-                       spectral_weight_dtype=None):
+                       spectral_weight_dtype=None, recompute=None, update_in_backward=None):
     """Check every option up front, so a bad value fails before anything is patched."""
+    if recompute is not None:
+        recompute = normalize_recompute(recompute)
+    if update_in_backward is not None:
+        update_in_backward = normalize_flag(update_in_backward, "update_in_backward")
     if spectral_weight_dtype is not None:
         spectral_weight_dtype = normalize_spectral_weight_dtype(spectral_weight_dtype)
     if precision is not None:
@@ -130,6 +135,8 @@ def _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, o
         spectral_weight_dtype=spectral_weight_dtype,
         optimizer=optimizer,
         optimizer_options=optimizer_options,
+        recompute=recompute,
+        update_in_backward=update_in_backward,
     )
 
 
@@ -153,6 +160,8 @@ def enable(
     optimizer=None,
     optimizer_options=None,
     loss_scaling=None,
+    recompute=None,
+    update_in_backward=None,
     data_root=None,
     offline=True,
 ):
@@ -182,6 +191,12 @@ def enable(
         Factory settings such as ``tensorgrad_rank`` (see ``OPTIMIZER_OPTION_KEYS``).
     loss_scaling : str, optional
         Passed to the trainer (its default is "auto").
+    recompute : {"none", "fourier", "block"}, optional
+        What models built through ``neuralop.get_model`` recompute in backward
+        instead of saving (:func:`neuralop_mp.models.recompute.set_recompute`).
+    update_in_backward : bool, optional
+        Passed to the trainer: step each parameter during backward and free its
+        gradient (:mod:`neuralop_mp.optim.update_in_backward`).
     data_root : str or Path, optional
         Folder that upstream's dataset classes read instead of the script's own.
     offline : bool, default True
@@ -204,7 +219,7 @@ def enable(
     if is_enabled():
         raise RuntimeError("neuralop_mp is already enabled; call neuralop_mp.disable() first.")
     options = _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, optimizer_options,
-                                 spectral_weight_dtype)
+                                 spectral_weight_dtype, recompute, update_in_backward)
     options["loss_scaling"] = loss_scaling
     options["data_root"] = None if data_root is None else str(data_root)
     options["offline"] = bool(offline)

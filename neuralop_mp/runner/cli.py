@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..layers.weight_storage import SPECTRAL_WEIGHT_DTYPES
-from ..vocabulary import HALF_DTYPES, PRECISION_MODES, check_choice
+from ..vocabulary import HALF_DTYPES, PRECISION_MODES, check_choice, normalize_flag, normalize_recompute
 from .activation import OPTIMIZER_KINDS, enabled
 from .static_check import describe_plan, scan_source, start_warnings
 from .summary import format_summary
@@ -32,7 +32,8 @@ USAGE = (
     "{auto,float16,bfloat16}] [--mp.schedule SCHEDULE] [--mp.stabilizer {None,tanh}] "
     "[--mp.spectral_weight_dtype {complex64,complex32}] "
     "[--mp.optimizer {adamw,tensorgrad,galore,sparse}] [--mp.tensorgrad_* VALUE] "
-    "[--mp.loss_scaling VALUE] [--mp.data-root DIR] [--mp.report FILE.json] [-- SCRIPT ARGS...]"
+    "[--mp.loss_scaling VALUE] [--mp.recompute {none,fourier,block}] [--mp.update_in_backward {true,false}] "
+    "[--mp.data-root DIR] [--mp.report FILE.json] [-- SCRIPT ARGS...]"
 )
 
 
@@ -57,6 +58,17 @@ def _text(flag, value):
     return value
 
 
+def _recompute(flag, value):
+    return normalize_recompute(value, key=flag)
+
+
+def _on_off(flag, value):
+    try:
+        return normalize_flag(value, flag)
+    except TypeError as error:
+        raise UsageError(str(error)) from None
+
+
 def _stabilizer(flag, value):
     value = None if value.strip().lower() in ("none", "null", "") else value
     return check_choice(flag, value, (None, "tanh"))
@@ -71,6 +83,8 @@ FLAGS = {
     "spectral_weight_dtype": ("spectral_weight_dtype", _choice(SPECTRAL_WEIGHT_DTYPES)),
     "optimizer": ("optimizer", _choice(OPTIMIZER_KINDS)),
     "loss_scaling": ("loss_scaling", _text),
+    "recompute": ("recompute", _recompute),
+    "update_in_backward": ("update_in_backward", _on_off),
     "data-root": ("data_root", _text),
     "report": ("report", _text),
 }

@@ -51,7 +51,7 @@ def plugin_config(config, options):
     """The config that :func:`neuralop_mp.get_model` receives for a script's config.
 
     The script's ``config.model`` with the requested precision, half dtype,
-    stabilizer and spectral weight dtype written over it, the script's ``patching``
+    stabilizer, spectral weight dtype and recompute mode written over it, the script's ``patching``
     section, and the requested schedule as ``opt.precision_schedule`` (so the model gets the
     mixed-precision layer even when it starts in "full"). The script's own config
     object is not modified.
@@ -67,6 +67,8 @@ def plugin_config(config, options):
         model["stabilizer"] = options["stabilizer"]
     if options.get("spectral_weight_dtype") is not None:
         model["spectral_weight_dtype"] = options["spectral_weight_dtype"]
+    if options.get("recompute") is not None:
+        model["recompute"] = options["recompute"]
     built = {"model": model}
     patching = _section(config, "patching")
     if patching is not None:
@@ -116,14 +118,16 @@ def trainer_schedule(options):
 def make_trainer_class(options, report, parts):
     """A ``Trainer`` subclass of :class:`MixedPrecisionTrainer` bound to ``options``.
 
-    It takes upstream ``Trainer``'s constructor arguments; the schedule, half dtype
-    and loss scaling of the activation are filled in unless the script passes them.
+    It takes upstream ``Trainer``'s constructor arguments; the schedule, half dtype,
+    loss scaling and update in backward of the activation are filled in unless the
+    script passes them.
     """
     schedule = trainer_schedule(options)
     precision_kwargs = build_steps.trainer_precision_kwargs(
         schedule, options.get("half_dtype"), options.get("loss_scaling"))
     # a script's explicit autocast flag is upstream's own argument: the schedule does not override it
     precision_kwargs.pop("mixed_precision", None)
+    precision_kwargs.update(build_steps.trainer_memory_kwargs(options.get("update_in_backward")))
 
     class Trainer(parts.MixedPrecisionTrainer):
         __doc__ = (

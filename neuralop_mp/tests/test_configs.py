@@ -141,6 +141,7 @@ BAD_VALUES = [
     ("model.factorization", "svd", "'tucker'"),
     ("model.implementation", "lazy", "'reconstructed'"),
     ("model.positional_embedding", "sinus", "'grid'"),
+    ("model.recompute", "spectral", "'fourier', 'block'"),
     ("opt.optimizer", "adam", "'adamw', 'tensorgrad', 'galore', 'sparse'"),
     ("opt.training_loss", "l1", "'h1', 'l2'"),
     ("opt.scheduler", "cosine", "'StepLR', 'CosineAnnealingLR', 'ReduceLROnPlateau'"),

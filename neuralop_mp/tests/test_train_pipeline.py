@@ -43,8 +43,8 @@ UNO_VALUES = {
     "factorization": "tucker", "rank": 0.5, "fixed_rank_modes": True, "implementation": "reconstructed",
     "domain_padding": 0.25,
 }
-PRECISION_VALUES = {"fno_block_precision": "mixed", "half_dtype": "bfloat16", "stabilizer": "tanh",
-                    "spectral_weight_dtype": "complex32", "autocast_scope": "fno_blocks"}
+PRECISION_VALUES = {"recompute": "fourier", "fno_block_precision": "mixed", "half_dtype": "bfloat16",
+                    "stabilizer": "tanh", "spectral_weight_dtype": "complex32", "autocast_scope": "fno_blocks"}
 
 
 def with_section(section, values, **extra):
@@ -75,8 +75,12 @@ def test_every_model_field_reaches_the_model(section_cls, values):
             assert recorded[name] == value, name
     assert get_precision(model) == ("mixed", "bfloat16", "tanh")
     assert get_spectral_weight_dtype(model) == "complex32"
+    from neuralop_mp.models.recompute import recompute_mode
+
     assert model.precision_policy.autocast_scope == "fno_blocks"
-    assert {key: recorded[key] for key in PRECISION_VALUES} == PRECISION_VALUES  # kept by checkpoints
+    assert recompute_mode(model) == PRECISION_VALUES["recompute"]  # set on the built model, not recorded
+    assert {key: recorded[key] for key in PRECISION_VALUES if key != "recompute"} == {
+        key: value for key, value in PRECISION_VALUES.items() if key != "recompute"}  # kept by checkpoints
     covered = set(values) | set(PRECISION_VALUES)
     assert covered == set(field_names(section_cls))
 
@@ -89,6 +93,7 @@ OPT_VALUES = {
     "tensorgrad_adam_convention": "neuralop", "tensorgrad_nonfinite_grad": "skip",
     "scheduler": "StepLR", "step_size": 3, "gamma": 0.25, "scheduler_T_max": 11, "scheduler_patience": 4,
     "precision_schedule": "mixed:0.5,full:0.5", "loss_scaling": "dynamic", "max_consecutive_skips": 5,
+    "update_in_backward": False,  # True is refused with the two values above: see the test below
 }
 SMALL_MODEL = {"model.hidden_channels": "8", "model.n_layers": "2", "model.n_modes": "[4,4]"}
 
@@ -128,6 +133,17 @@ def test_every_opt_field_reaches_optimizer_scheduler_losses_or_trainer():
     assert str(trainer.precision_schedule) == "mixed:0.5,full:0.5"
     assert trainer.loss_scaling == "dynamic" and trainer.max_consecutive_skips == 5
     assert set(OPT_VALUES) == set(field_names(OptimizationConfig))
+
+
+def test_update_in_backward_reaches_the_trainer_and_is_refused_with_dynamic_scaling_or_skips():
+    config = with_section("opt", {"update_in_backward": "true", "loss_scaling": "none"}, **SMALL_MODEL)
+    model = pipeline.build_model(config)
+    trainer = pipeline.build_trainer(config, model, None, pipeline.build_schedule(config), progress=False)
+    assert trainer.update_in_backward is True
+    refused = {**OPT_VALUES, "update_in_backward": True}
+    with pytest.raises(ValueError, match=r"opt.update_in_backward=True cannot be combined with "
+                                         r"opt.loss_scaling='dynamic' .*; opt.tensorgrad_nonfinite_grad='skip'"):
+        with_section("opt", refused, **SMALL_MODEL)
 
 
 @pytest.mark.parametrize("mode, autocast, stabilizer", [("full", False, None), ("mixed", True, None),

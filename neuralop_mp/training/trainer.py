@@ -34,6 +34,7 @@ import torch
 from neuralop.training import Trainer
 
 from ..memory import SavedTensorBytes
+from ..peak_memory import PeakTensorBytes
 from ..layers.precision_switch import (
     apply_precision_policy,
     get_precision,
@@ -41,7 +42,7 @@ from ..layers.precision_switch import (
     mixed_precision_layers,
     set_precision,
 )
-from ..vocabulary import check_choice, normalize_half_dtype, resolve_half_dtype
+from ..vocabulary import check_choice, normalize_flag, normalize_half_dtype, resolve_half_dtype
 from . import checkpointing, distributed
 from .auto_phases import AutoPrecisionPhases
 from .guarded_step import ScaleGradient, StepThroughTrainer, non_finite_parameters
@@ -130,14 +131,22 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         accepts (:mod:`~neuralop_mp.training.auto_phases`).
     auto_precision_batches : int, default 2
         Training batches each re-check measures.
+    update_in_backward : bool, default False
+        Step each parameter during backward, as soon as its gradient is accumulated,
+        and free that gradient (:mod:`~neuralop_mp.optim.update_in_backward`): the same
+        weights as the ordinary step, without all gradients held at once. Refused
+        (ValueError, when the trainer is built) together with loss scaling or several
+        ranks, and at ``train()`` with TensorGRaD's ``nonfinite_grad="skip"``.
 
     Attributes
     ----------
     history : list of dict
         One entry per epoch: ``epoch``, ``phase``, ``precision``, ``autocast``,
         ``stabilizer``, ``half_dtype``, ``train_loss``, ``train_err``, ``lr``,
-        ``skipped_steps``, ``loss_scale``, ``epoch_time``, ``saved_bytes`` (CPU:
-        bytes saved for backward by the epoch's first batch) or ``cuda_peak_bytes``,
+        ``skipped_steps``, ``loss_scale``, ``epoch_time``, ``saved_bytes`` and
+        ``step_peak_bytes`` (CPU: bytes saved for backward by the epoch's first batch,
+        and the peak of live tensor bytes during that whole step, measured by
+        :class:`~neuralop_mp.peak_memory.PeakTensorBytes`) or ``cuda_peak_bytes``,
         the eval metrics (``"{loader}_{loss}"``) of epochs that were evaluated, and
         with ``auto_precision`` the ``auto_precision`` decision (and ``auto_check``
         where it was measured).
@@ -150,7 +159,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                  log_output=False, use_distributed=False, verbose=False, wandb_log=False,
                  mixed_precision=False, precision_schedule=None, half_dtype="auto",
                  loss_scaling="auto", max_consecutive_skips=20, progress=False, auto_precision=False,
-                 auto_precision_batches=2):
+                 auto_precision_batches=2, update_in_backward=False):
         super().__init__(model=model, n_epochs=n_epochs, wandb_log=wandb_log, device=device,
                          mixed_precision=mixed_precision, data_processor=data_processor,
                          eval_interval=eval_interval, log_output=log_output,
@@ -166,6 +175,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             raise ValueError(f"Invalid max_consecutive_skips={max_consecutive_skips!r}; expected an integer >= 1.")
         self.max_consecutive_skips = int(max_consecutive_skips)
         self.progress = bool(progress)
+        self.update_in_backward = normalize_flag(update_in_backward, "update_in_backward")
         self.has_mixed_precision_layers = bool(mixed_precision_layers(model))
         schedule = self.precision_schedule
         if schedule is not None and not self.has_mixed_precision_layers:
@@ -179,10 +189,16 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                 )
         self._init_auto_precision(auto_precision, auto_precision_batches)
         self.scaler = ComplexGradScaler(enabled=self._scaling_enabled())
+        if self.update_in_backward:  # refused now, not after the data are loaded
+            from ..optim.update_in_backward import check_update_in_backward_settings
+
+            check_update_in_backward_settings(loss_scaling=self.loss_scaling if self.scaler.enabled else False,
+                                              distributed=bool(use_distributed and distributed.is_distributed()))
         self.history = []
         self.phase_index, self.phase = None, None
         self.autocast_enabled = bool(mixed_precision) and schedule is None
         self._bar = None
+        self._step_meter = None
         self._epoch_stats = self._fresh_epoch_stats()  # filled by train_one_batch / _guarded_step
 
     # ------------------------------------------------------------------ precision state
@@ -280,6 +296,11 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         nothing) and the step is marked to be skipped."""
         samples_before = self.n_samples
         if idx == 0 and self.autocast_device_type != "cuda":
+            # the peak of live tensor bytes of this whole step: forward here, upstream's backward
+            # (with the in-backward updates), the step; closed at the end of _guarded_step
+            self._step_meter = PeakTensorBytes(
+                alive=[list(self.model.parameters()), self._optimizer_in_epoch.state, sample])
+            self._step_meter.__enter__()
             with SavedTensorBytes(exclude=self.model.parameters()) as meter:
                 loss = self._forward_loss(idx, sample, training_loss)
             self._epoch_stats["saved_bytes"] = meter.bytes
@@ -305,7 +326,10 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         """What upstream's ``self.optimizer.step()`` runs during an epoch: the scaler's
         guarded step, then the checks that stop a run going wrong."""
         optimizer, batch, stats = self._optimizer_in_epoch, self._batch, self._epoch_stats
-        stepped = self.scaler.step(optimizer)
+        try:
+            stepped = self.scaler.step(optimizer)
+        finally:
+            self._close_step_meter()
         self.scaler.update()
         if stepped:
             self._check_weights_finite(optimizer, batch["idx"])
@@ -332,9 +356,15 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             f"{type(optimizer).__name__}). Lower the learning rate or check the optimizer's settings; "
             "resume from the last checkpoint, the current weights are lost.")
 
+    def _close_step_meter(self):
+        meter, self._step_meter = self._step_meter, None
+        if meter is not None:
+            meter.__exit__(None, None, None)
+            self._epoch_stats["step_peak_bytes"] = meter.peak_bytes
+
     @staticmethod
     def _fresh_epoch_stats():
-        return dict(loss_sum=0.0, batches=0, samples=0, lasso_sum=0.0, saved_bytes=None)
+        return dict(loss_sum=0.0, batches=0, samples=0, lasso_sum=0.0, saved_bytes=None, step_peak_bytes=None)
 
     def train_one_epoch(self, epoch, train_loader, training_loss):
         """Upstream's epoch with a guarded step; returns
@@ -353,6 +383,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         finally:
             self.optimizer = self._optimizer_in_epoch
             self._epoch_loader = None
+            self._close_step_meter()  # a step that raised before its end
         stats = self._epoch_stats
         n_batches = self.scaler.total_steps - steps_before
         if n_batches and not stats["batches"]:
@@ -367,14 +398,15 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         avg_lasso_loss = stats["lasso_sum"] / stats["samples"] if self.regularizer and stats["samples"] else None
         lr = self.optimizer.param_groups[-1]["lr"]
         skipped = self.scaler.skipped_steps - skipped_before
-        self._record_epoch(epoch, avg_loss, train_err, lr, skipped, epoch_train_time, stats["saved_bytes"])
+        self._record_epoch(epoch, avg_loss, train_err, lr, skipped, epoch_train_time, stats["saved_bytes"],
+                           stats["step_peak_bytes"])
         if skipped and (self.verbose or not self.scaler.enabled):
             # with float16 scaling a few early skips are the scale calibrating itself
             warnings.warn(f"Epoch {epoch}: skipped {skipped} optimizer step(s) with non-finite loss or "
                           f"gradients ({self._phase_text()}).", RuntimeWarning, stacklevel=2)
         return train_err, avg_loss, avg_lasso_loss, epoch_train_time
 
-    def _record_epoch(self, epoch, avg_loss, train_err, lr, skipped, epoch_time, saved_bytes):
+    def _record_epoch(self, epoch, avg_loss, train_err, lr, skipped, epoch_time, saved_bytes, step_peak_bytes=None):
         mode, stabilizer = self._current_precision()
         entry = dict(epoch=epoch, phase=self.phase_index, precision=mode, autocast=self.autocast_enabled,
                      stabilizer=stabilizer, half_dtype=str(self.autocast_dtype).replace("torch.", ""),
@@ -385,6 +417,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             entry["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(self.device)
         else:
             entry["saved_bytes"] = saved_bytes
+            entry["step_peak_bytes"] = step_peak_bytes
         self.history.append(entry)
         if self._bar is not None:
             self._bar.set_postfix(phase=mode, loss=f"{avg_loss:.4g}", skipped=skipped,
@@ -472,6 +505,13 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             # wrapped here: upstream's train() would pass device_ids=[rank], which DDP refuses on CPUs
             self.model = distributed.wrap_model(self.model, self.device)
             self.use_distributed = False
+        hooks = None
+        if self.update_in_backward:
+            from ..optim.update_in_backward import enable_update_in_backward
+
+            hooks = enable_update_in_backward(
+                optimizer, loss_scaling=self.loss_scaling if self.scaler.enabled else False,
+                distributed=bool(use_distributed and distributed.is_distributed()))
         try:
             return super().train(train_loader, test_loaders, optimizer, scheduler, regularizer=regularizer,
                                  training_loss=training_loss, eval_losses=eval_losses, eval_modes=eval_modes,
@@ -480,6 +520,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         finally:
             self.use_distributed = use_distributed
             self._close_bar()
+            if hooks is not None:
+                hooks.remove()
 
     def _close_bar(self):
         if self._bar is not None:

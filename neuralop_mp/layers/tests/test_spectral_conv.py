@@ -259,7 +259,8 @@ def test_layer_saves_only_16bit_spectra_for_backward():
     with SavedTensorBytes(exclude=layer.parameters()) as meter:
         layer(x0 * 1.0)
     kept = 4 * 8 * 8 * 5  # batch * channels * kept modes
-    # only the 16-bit kept spectrum (4 bytes per complex): no full-resolution tensor, and no
+    # only the 16-bit kept spectrum (4 bytes per complex): no full-resolution tensor, no
+    # index of the kept modes (the truncated transforms keep positions on the host), and no
     # 16-bit copy of the weight (re-cast from the parameter in backward)
     assert meter.bytes == 4 * kept
     assert meter.bytes < upstream_meter.bytes

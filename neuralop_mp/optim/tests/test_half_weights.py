@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from neuralop_mp.optim import TensorGRaD, create_optimizer
+from neuralop_mp.optim import adam_math
 from neuralop_mp.optim.adam_math import stochastic_round_
 from neuralop_mp.optim.tests.helpers import random_tensor, run_steps
 from neuralop_mp.tests.exact import equal_exactly
@@ -27,8 +28,11 @@ def _values_across_magnitudes(n, seed, dtype):
     return torch.randn(n, generator=g) * torch.logspace(-9, top, n)
 
 
+@pytest.mark.parametrize("chunk", [None, 256], ids=["one-chunk", "chunks-of-256"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_stochastic_rounding_picks_a_neighbour_and_is_unbiased(dtype):
+def test_stochastic_rounding_picks_a_neighbour_and_is_unbiased(dtype, chunk, monkeypatch):
+    if chunk is not None:  # the noise of each chunk continues the write's stream: still unbiased
+        monkeypatch.setattr(adam_math, "ROUNDING_CHUNK", chunk)
     seed = secrets.randbelow(2**31)  # fresh inputs each run, without touching torch's global RNG
     x = _values_across_magnitudes(2000, seed=seed, dtype=dtype)
     nearest = x.to(dtype)

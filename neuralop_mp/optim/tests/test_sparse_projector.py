@@ -47,6 +47,33 @@ def test_back_projection_keeps_selected_entries_and_zeros_the_rest(sparse_type):
     assert kept.sum() == values.numel()
 
 
+@pytest.mark.parametrize("sparse_type", ["randk", "topk", "structured"])
+def test_residual_is_bitwise_the_gradient_minus_its_back_projection(sparse_type):
+    """The shortcut (zero the selected entries) against the definition, on fresh random values."""
+    grad = random_tensor((6, 5, 4), seed=11).to(torch.complex64)
+    proj = SparseProjector(0.34, sparse_type, mode=1)
+    basis = proj.compute_basis(grad, seed=2)
+    expected = grad - proj.project_back(proj.project(grad, basis), basis, grad.shape)
+    copy = grad.clone()
+    assert torch.equal(proj.residual(grad, basis), expected)
+    assert torch.equal(grad, copy)  # not in place: the gradient is untouched
+    assert proj.residual(copy, basis, in_place=True) is copy and torch.equal(copy, expected)
+
+
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
+@pytest.mark.parametrize("sparse_type", ["randk", "structured"])
+def test_add_back_is_bitwise_adding_the_back_projection(sparse_type, strided):
+    grad = random_tensor((6, 5, 4), seed=12).to(torch.complex64)
+    target = random_tensor((6, 5, 4), seed=13).to(torch.complex64)
+    if strided:
+        target = target.transpose(0, 2).contiguous().transpose(0, 2)
+    proj = SparseProjector(0.34, sparse_type, mode=1)
+    basis = proj.compute_basis(grad, seed=4)
+    values = proj.project(grad, basis)
+    expected = proj.project_back(values, basis, grad.shape) + target
+    assert torch.equal(proj.add_back_(target, values, basis), expected)
+
+
 def test_structured_keeps_whole_slices_of_largest_norm():
     grad = random_tensor((4, 6, 3), seed=4).to(torch.complex64)
     grad[:, 2] *= 10

@@ -24,8 +24,10 @@ class FakeMixedPrecisionSpectralConv(SpectralConv):
 class FakeMixedPrecisionTrainer(UpstreamTrainer):
     """Records the plugin-only keyword arguments it was given."""
 
-    def __init__(self, *, precision_schedule=None, half_dtype="auto", loss_scaling="auto", **kwargs):
+    def __init__(self, *, precision_schedule=None, half_dtype="auto", loss_scaling="auto", update_in_backward=False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.update_in_backward = update_in_backward
         self.precision_schedule = precision_schedule
         self.half_dtype = half_dtype
         self.loss_scaling = loss_scaling
@@ -40,7 +42,7 @@ def _fake_parts(calls):
         layer = model_cfg.get("fno_block_precision", "full") != "full" or bool(
             (config.get("opt") or {}).get("precision_schedule")
         )
-        for key in ("fno_block_precision", "half_dtype", "stabilizer"):
+        for key in ("fno_block_precision", "half_dtype", "stabilizer", "recompute"):
             model_cfg.pop(key, None)
         if layer:
             model_cfg["conv_module"] = FakeMixedPrecisionSpectralConv

@@ -141,10 +141,12 @@ def test_enable_does_not_nest(fake_parts, originals):
         ({"spectral_weight_dtype": "complex16"},
          "Invalid spectral_weight_dtype='complex16'; allowed values: 'complex64', 'complex32'."),
         ({"optimizer_options": {"tensorgrad_rnk": 1}}, "Invalid optimizer option='tensorgrad_rnk'"),
+        ({"recompute": "spectral"}, "Invalid recompute='spectral'; allowed values: 'none', 'fourier', 'block'."),
+        ({"update_in_backward": "yes"}, "Invalid update_in_backward='yes'; allowed values: True, False."),
     ],
 )
 def test_bad_options_fail_before_anything_is_patched(fake_parts, originals, kwargs, message):
-    with pytest.raises(ValueError) as info:
+    with pytest.raises((ValueError, TypeError)) as info:
         neuralop_mp.enable(**kwargs)
     assert str(info.value).startswith(message)
     assert not activation.is_enabled()
@@ -186,6 +188,16 @@ def test_trainer_takes_upstream_arguments_and_is_bound_to_the_schedule(fake_part
     assert report.trainers[0]["schedule"] == "half:0.25,mixed:0.5,full:0.25"
     assert report.trainers[0]["history"][0]["precision"] == "mixed"  # copied when disabled
     assert report.phases_seen() == ["mixed"]
+
+
+def test_recompute_reaches_the_model_config_and_update_in_backward_the_trainer(fake_parts, tiny_config):
+    with neuralop_mp.enabled(recompute="Fourier", update_in_backward="true"):
+        model = neuralop.get_model(tiny_config)
+        trainer = neuralop.Trainer(model=model, n_epochs=1)
+        explicit = neuralop.Trainer(model=model, n_epochs=1, update_in_backward=False)
+    assert fake_parts["get_model"][0]["model"]["recompute"] == "fourier"
+    assert "recompute" not in tiny_config["model"], "the script's config must not be modified"
+    assert trainer.update_in_backward is True and explicit.update_in_backward is False
 
 
 def test_precision_alone_means_a_constant_schedule_and_script_kwargs_win(fake_parts, tiny_config):

@@ -53,12 +53,21 @@ def test_unknown_flag_lists_every_known_flag():
         (["t.py", "--mp.stabilizer", "clip"], "Invalid --mp.stabilizer='clip'; allowed values: None, 'tanh'."),
         (["t.py", "--mp.spectral_weight_dtype", "half"],
          "Invalid --mp.spectral_weight_dtype='half'; allowed values: 'complex64', 'complex32'."),
+        (["t.py", "--mp.recompute", "spectral"],
+         "Invalid --mp.recompute='spectral'; allowed values: 'none', 'fourier', 'block'."),
+        (["t.py", "--mp.update_in_backward", "yes"],
+         "Invalid --mp.update_in_backward='yes'; allowed values: True, False."),
     ],
 )
 def test_bad_values_get_the_check_choice_message(argv, message):
     with pytest.raises(ValueError) as info:
         parse_args(argv)
     assert str(info.value) == message
+
+
+def test_memory_flags_are_parsed():
+    _, options, _ = parse_args(["t.py", "--mp.recompute", "block", "--mp.update_in_backward", "True"])
+    assert options == {"recompute": "block", "update_in_backward": True}
 
 
 def test_stabilizer_none_spellings():

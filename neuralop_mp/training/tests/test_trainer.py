@@ -67,8 +67,11 @@ def test_history_has_the_agreed_keys_and_saved_bytes_shrink_in_half_phases():
     trainer = MixedPrecisionTrainer(model=model, n_epochs=4, precision_schedule="mixed:0.5,full:0.5")
     trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
     keys = {"epoch", "phase", "precision", "autocast", "stabilizer", "half_dtype", "train_loss", "train_err",
-            "lr", "skipped_steps", "loss_scale", "epoch_time", "saved_bytes", "8_l2"}
+            "lr", "skipped_steps", "loss_scale", "epoch_time", "saved_bytes", "step_peak_bytes", "8_l2"}
     assert all(keys <= set(h) for h in trainer.history)
+    # at the end of the forward the weights and every saved activation are alive at once
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert all(h["step_peak_bytes"] >= weights + h["saved_bytes"] for h in trainer.history)
     assert [h["epoch"] for h in trainer.history] == [0, 1, 2, 3]
     assert [h["lr"] for h in trainer.history] == [1e-2, 5e-3, 5e-3, 2.5e-3]  # StepLR(2, 0.5) after each epoch
     assert all(h["half_dtype"] == "bfloat16" and h["loss_scale"] == 1.0 for h in trainer.history)

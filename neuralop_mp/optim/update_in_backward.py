@@ -1,0 +1,138 @@
+"""Update in backward: each parameter is stepped, and its gradient freed, as soon as
+the gradient is accumulated, so the full set of gradients never exists at once.
+
+``enable_update_in_backward(optimizer)`` registers a
+``Tensor.register_post_accumulate_grad_hook`` on every parameter of ``optimizer``.
+When backward has accumulated a parameter's gradient, the hook calls the optimizer's
+own ``step()`` while that gradient is the only one present (gradients are set to
+None before backward and freed right after each hook), so each parameter receives
+exactly the update the ordinary ``optimizer.step()`` would give it: the same code,
+the same state keys, the same random streams (TensorGRaD numbers its parameters by
+position, not by which have gradients). On CPU the weights and optimizer state are
+bitwise those of the ordinary step, for ``torch.optim.AdamW`` and TensorGRaD.
+
+What needs all gradients at once, and the answer here:
+
+- learning-rate schedulers: work; each hook reads the group's current ``lr``.
+- a precision schedule: works; it changes how the forward is computed, not which
+  tensors are parameters, and the hooks stay on the same tensors.
+- global-norm gradient clipping (``max_grad_norm``): refused; the norm is known only
+  after the last gradient, when every other parameter has already moved.
+- dynamic loss scaling (``loss_scaling``): refused; an overflow found in a late layer
+  cannot undo the updates of the layers whose gradients came first.
+- gradient accumulation over micro-batches (``grad_accumulation_steps > 1``):
+  refused; each micro-batch's backward would step the weights.
+- DDP (``distributed``): refused; the hook runs before the bucket's all-reduce, so
+  each rank would step with its own gradient.
+- TensorGRaD ``nonfinite_grad="skip"``: refused; a NaN gradient would skip only the
+  parameters after it. With "raise" the error names the parameter, and the
+  parameters whose gradients came before it have already been updated.
+"""
+import torch
+
+
+class UpdateInBackward:
+    """Handle of the hooks :func:`enable_update_in_backward` registered; ``remove()``
+    restores the ordinary ``optimizer.step()`` behaviour."""
+
+    def __init__(self, optimizer, handles):
+        self.optimizer = optimizer
+        self._handles = handles
+
+    def remove(self):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        if "free_grad_after_upcast" in vars(self.optimizer):
+            del self.optimizer.free_grad_after_upcast
+
+    @property
+    def active(self):
+        return bool(self._handles)
+
+
+def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, distributed=False,
+                                      grad_accumulation_steps=1, max_grad_norm=None, nonfinite_grad=None,
+                                      prefix=""):
+    """Raise ValueError for a setting that cannot be combined with update in backward.
+
+    Each message names ``update_in_backward`` and the other setting, with its value.
+    ``prefix`` (e.g. ``"opt."``) is put before every setting's name, so a config's
+    check names the config keys; ``nonfinite_grad`` is then named
+    ``tensorgrad_nonfinite_grad``, the config field.
+    """
+    refused = []
+    if max_grad_norm is not None:
+        refused.append(f"{prefix}max_grad_norm={max_grad_norm!r} (global-norm clipping needs every gradient "
+                       "before any update; use max_grad_norm=None)")
+    if loss_scaling:
+        refused.append(f"{prefix}loss_scaling={loss_scaling!r} (an overflow found in a late layer cannot undo the "
+                       "updates already made to earlier ones; train in bfloat16 or float32, or set "
+                       "loss_scaling='none')")
+    if int(grad_accumulation_steps) != 1:
+        refused.append(f"{prefix}grad_accumulation_steps={grad_accumulation_steps!r} (every micro-batch's "
+                       "backward would step the weights; use 1)")
+    if distributed:
+        refused.append(f"{prefix}distributed={distributed!r} (DDP all-reduces gradients after the hooks run, so "
+                       "each rank would step with its own gradient; train on one process)")
+    skip_reason = "(a NaN gradient would skip only the parameters after it; use 'raise')"
+    if nonfinite_grad == "skip":
+        name = f"{prefix}tensorgrad_nonfinite_grad" if prefix else "nonfinite_grad"
+        refused.append(f"{name}='skip' {skip_reason}")
+    if optimizer is not None:
+        for index, group in enumerate(optimizer.param_groups):
+            if group.get("nonfinite_grad") == "skip":
+                refused.append(f"nonfinite_grad='skip' in param group {index} {skip_reason}")
+    if refused:
+        raise ValueError(f"{prefix}update_in_backward=True cannot be combined with " + "; ".join(refused) + ".")
+
+
+def enable_update_in_backward(optimizer, **settings):
+    """Step each parameter of ``optimizer`` during backward, right after its gradient
+    is accumulated, and free that gradient.
+
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer
+        ``torch.optim.AdamW`` (any optimizer whose ``step()`` skips parameters
+        without a gradient) or :class:`~neuralop_mp.optim.tensorgrad.TensorGRaD`.
+    **settings
+        The training settings that cannot be combined with it, checked up front by
+        :func:`check_update_in_backward_settings`: ``loss_scaling``, ``distributed``,
+        ``grad_accumulation_steps``, ``max_grad_norm``.
+
+    Returns
+    -------
+    UpdateInBackward
+        ``remove()`` it to go back to the ordinary step.
+
+    Notes
+    -----
+    Call ``optimizer.zero_grad(set_to_none=True)`` (the default) before each
+    backward: a gradient left over from elsewhere would be stepped again by the
+    first hook. After backward every ``p.grad`` is None, and ``optimizer.step()`` is
+    a no-op, so a training loop written for the ordinary step runs unchanged.
+    """
+    check_update_in_backward_settings(optimizer, **settings)
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    if len({id(p) for p in params}) != len(params):
+        raise ValueError("update_in_backward=True needs each parameter in exactly one param group.")
+
+    def step_now(param):
+        # every other parameter's gradient is None here (set to none before backward, freed
+        # after its own hook), so the optimizer's own step() updates this parameter alone
+        stale = [i for i, p in enumerate(params) if p.grad is not None and p is not param]
+        if stale:
+            raise RuntimeError(
+                f"update_in_backward: parameters {stale} still hold a gradient from before this backward; "
+                "call optimizer.zero_grad(set_to_none=True) before each backward.")
+        try:
+            optimizer.step()
+        finally:
+            param.grad = None
+
+    handles = [p.register_post_accumulate_grad_hook(step_now) for p in params]
+    if hasattr(optimizer, "free_grad_after_upcast"):  # TensorGRaD: drop the 16-bit gradient once up-cast
+        optimizer.free_grad_after_upcast = True
+    return UpdateInBackward(optimizer, handles)
+

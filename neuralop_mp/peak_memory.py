@@ -1,0 +1,133 @@
+"""Peak of live tensor bytes during a piece of work, on CPU as on GPU.
+
+On a GPU, ``torch.cuda.max_memory_allocated`` is the peak. On CPU there is no such
+counter, so :class:`PeakTensorBytes` watches every tensor an operator returns (a
+``TorchDispatchMode``, below autograd, so the tensors autograd saves, the gradients
+and the optimizer's temporaries are all seen), counts each storage once while any
+tensor holding it is alive (a weak reference tells when the last one dies), and
+keeps the largest total; a view of a tensor named by ``alive`` is not counted again. Added to it are the bytes of the tensors named by
+``alive``, which exist before the block (parameters, optimizer state). The result
+is the peak of bytes held by tensors at any moment of the block, so freeing a
+gradient early lowers it, while a sum of params + grads + state + activations
+would not change. Tensors that existed before the block and are freed inside it
+are not subtracted, so the peak errs high by at most their size.
+"""
+import weakref
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+
+def _storage_key(tensor):
+    storage = tensor.untyped_storage()
+    return (storage.data_ptr(), storage.nbytes())
+
+
+def tensor_bytes(obj, seen=None):
+    """Bytes of the distinct storages of every tensor in a (nested) dict / list / tuple.
+
+    ``seen`` (a set) collects the storages counted, so a caller can tell them apart later.
+    """
+    seen = set() if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        key = _storage_key(obj)
+        if key in seen:
+            return 0
+        seen.add(key)
+        return key[1]
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v, seen) for v in obj)
+    return 0
+
+
+class _LiveStorages(TorchDispatchMode):
+    def __init__(self, counted=()):
+        super().__init__()
+        # storages already in the baseline: an operator returning a view of one (a
+        # parameter's alias or real view) allocates nothing
+        self.counted = set(counted)
+        self.live = {}  # storage key -> [bytes, tensors alive]
+        self.current = 0
+        self.peak = 0
+
+    def _release(self, key):
+        entry = self.live.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self.current -= entry[0]
+                del self.live[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor) and tensor.device.type != "meta":
+                storage = tensor.untyped_storage()
+                key = (storage.data_ptr(), storage.nbytes())
+                if key in self.counted:
+                    continue
+                if key not in self.live:
+                    self.live[key] = [storage.nbytes(), 0]
+                    self.current += storage.nbytes()
+                    self.peak = max(self.peak, self.current)
+                self.live[key][1] += 1
+                weakref.finalize(tensor, self._release, key)
+        return out
+
+
+class PeakTensorBytes:
+    """Context manager measuring the peak of live tensor bytes inside its block.
+
+    Parameters
+    ----------
+    alive : list, optional
+        Tensors (or dicts / lists of them, e.g. ``list(model.parameters())`` and
+        ``optimizer.state``) alive before the block, counted as held throughout.
+    device : str or torch.device, default "cpu"
+        "cuda": ``torch.cuda.max_memory_allocated`` above the block's start instead.
+
+    Attributes
+    ----------
+    peak_bytes : int
+        ``baseline_bytes`` plus the largest total of tensor bytes allocated in the block
+        and alive at the same time.
+    baseline_bytes : int
+        Bytes of ``alive``.
+
+    Examples
+    --------
+    >>> with PeakTensorBytes(alive=[list(model.parameters()), optimizer.state]) as meter:
+    ...     model(x).square().mean().backward(); optimizer.step()
+    >>> meter.peak_bytes
+    """
+
+    def __init__(self, alive=(), device="cpu"):
+        self._alive = alive
+        self.device = torch.device(device)
+        self.baseline_bytes = 0
+        self.peak_bytes = None
+        self._mode = None
+
+    def __enter__(self):
+        counted = set()
+        self.baseline_bytes = tensor_bytes(list(self._alive), counted)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+        else:
+            self._mode = _LiveStorages(counted)
+            self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = self.baseline_bytes + torch.cuda.max_memory_allocated(self.device) - self._start
+        else:
+            self._mode.__exit__(*exc)
+            self.peak_bytes = self.baseline_bytes + self._mode.peak
+        return False
