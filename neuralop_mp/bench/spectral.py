@@ -104,13 +104,15 @@ def _crash_note(exc, device):
 def measure_size(arch, res, batch, variants, rounds, device, model_kwargs, slow_step_s=float("inf")):
     """Rows of one (arch, resolution, batch): saved bytes, then interleaved timed rounds.
 
-    An autocast variant whose warm-up step took longer than ``slow_step_s`` (emulated
-    16-bit autocast on CPUs without 16-bit matrix units) is not repeated: its time is that
-    one step's (first-call and hook overheads included, small at that duration).
+    An autocast variant whose warm-up step took longer than ``slow_step_s`` and more than
+    three times upstream full's warm-up (emulated 16-bit autocast on CPUs without 16-bit
+    matrix units) is not repeated: its time is that one step's (first-call and hook
+    overheads included, small at that duration).
     """
     torch.manual_seed(0)
     x = torch.randn(batch, 1, res, res, device=device)
     live, rows = {}, {}
+    reference_warmup_s = 0.0  # upstream full's, the first variant
     for v in variants:
         torch.manual_seed(0)
         model = build(arch, v, model_kwargs, device)
@@ -123,12 +125,14 @@ def measure_size(arch, res, batch, variants, rounds, device, model_kwargs, slow_
             out.float().square().mean().backward()  # also the warm-up
             del out
             warmup_s = time.perf_counter() - start
+            if v.name == "upstream full":
+                reference_warmup_s = warmup_s
         except Exception as exc:  # upstream's half modes on CPU, e.g. "MKL FFT doesn't support Half"
             row["note"] = _crash_note(exc, device)
             continue
         if v.ours:
             row["product path"] = "; ".join(summarize_product_paths(model))
-        if v.autocast is not None and warmup_s > slow_step_s:
+        if v.autocast is not None and warmup_s > max(slow_step_s, 3 * reference_warmup_s):
             row["step s"] = warmup_s
             row["note"] = "one step only (autocast step slower than --slow-step-s)"
             continue
