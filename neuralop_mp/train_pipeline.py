@@ -324,9 +324,10 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         build_steps.parse_precision_schedule(config.opt.precision_schedule) is not None
     if policy.fno_block_precision == "auto":
         if not auto_phases:
-            from .diagnose.auto import calibrate_from_loader
+            from .diagnose.auto import agree_across_ranks, calibrate_from_loader
 
-            auto_decision = calibrate_from_loader(model, train_loader, data_processor)
+            # under torchrun each rank measured its own shard: all run the most precise choice
+            auto_decision = agree_across_ranks(model, calibrate_from_loader(model, train_loader, data_processor))
         policy = policy.replace(fno_block_precision=auto_decision["fno_block_precision"] if auto_decision
                                 else "full")  # the model's mode until the first phase is decided
     optimizer = build_optimizer(model, config)

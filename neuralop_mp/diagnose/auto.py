@@ -137,6 +137,33 @@ def calibrate_from_loader(model, train_loader, data_processor=None, *, n_batches
 _PRECISION_ORDER = ("half", "mixed", "full")  # cheapest first
 
 
+def agree_across_ranks(model, decision):
+    """The most precise of every rank's ``decision``, applied to ``model``.
+
+    Under DDP each rank calibrates on its own shard of the data and may decide
+    differently; one model must run one precision, and the safe choice is the most
+    precise (an overflow seen by one rank rules 16 bits out for all). Outside a process
+    group ``decision`` is returned unchanged. A collective: every rank must call it.
+
+    Returns
+    -------
+    dict
+        ``decision`` with the agreed ``fno_block_precision`` and, in a group, ``"per_rank"``:
+        each rank's own choice. Also stored as ``model.precision_decision``.
+    """
+    from ..training import distributed
+
+    modes = distributed.gather_objects(decision["fno_block_precision"])
+    if len(modes) == 1:
+        return decision
+    agreed = max(modes, key=_PRECISION_ORDER.index)
+    decision = {**decision, "fno_block_precision": agreed, "per_rank": modes}
+    if get_precision(model)[0] != agreed:
+        set_fixed_precision(model, agreed)
+    model.precision_decision = decision
+    return decision
+
+
 def recheck_phase(model, batches, phase_mode, *, apply=True, **kwargs):
     """Re-decide "auto" at the start of a precision-schedule phase.
 

@@ -25,9 +25,6 @@ References
        Neural Operators". ICLR 2024, arXiv:2307.15034.
 """
 from ..layers.layer_precision import set_fixed_precision
-from . import distributed
-
-_ORDER = ("half", "mixed", "full")
 
 
 class AutoPrecisionPhases:
@@ -83,7 +80,7 @@ class AutoPrecisionPhases:
         return getattr(self.model, "module", self.model)  # the model inside DDP
 
     def _check_phase(self, epoch, phase_mode):
-        from ..diagnose.auto import loader_inputs, recheck_phase
+        from ..diagnose.auto import agree_across_ranks, loader_inputs, recheck_phase
 
         if self._epoch_loader is None:
             raise RuntimeError("auto_precision: the training loader of this epoch is unknown; the re-check runs "
@@ -91,10 +88,8 @@ class AutoPrecisionPhases:
         model = self._auto_model()
         # drawn with the RNG forked: the run's shuffling stays as without the check
         xs = loader_inputs(model, self._epoch_loader, self.data_processor, n_batches=self.auto_precision_batches)
-        decision = recheck_phase(model, xs, phase_mode, apply=False)
-        # ranks measured different shards: all run the most precise decision
-        mode = max(distributed.gather_objects(decision["fno_block_precision"]), key=_ORDER.index)
-        decision["fno_block_precision"] = mode
+        decision = agree_across_ranks(model, recheck_phase(model, xs, phase_mode, apply=False))
+        mode = decision["fno_block_precision"]
         model.precision_decision = decision
         self._auto_check = {"epoch": epoch, "phase": self.phase_index, **decision}
         self.auto_decisions.append(self._auto_check)

@@ -266,3 +266,39 @@ def test_outside_a_process_group_the_helpers_are_local_and_bad_backends_are_refu
     assert distributed.world_size() == 1 and distributed.rank() == 0
     with pytest.raises(ValueError, match=r"backend='mpi'.*\['gloo', 'nccl'\]"):
         distributed.init_from_env("mpi")
+
+
+def _auto_worker(rank, world_size, port, out_dir, _):
+    from neuralop_mp import MixedPrecisionFNO, get_precision
+    from neuralop_mp.diagnose.auto import agree_across_ranks, calibrate_precision
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(0)
+        model = MixedPrecisionFNO(n_modes=(6, 6), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2,
+                                  fno_block_precision="mixed", half_dtype="float16")
+        grid = torch.linspace(0, 1, 16)
+        x = (torch.sin(2 * torch.pi * grid)[:, None] * torch.cos(2 * torch.pi * grid)[None, :]).expand(2, 1, 16, 16)
+        # rank 1's shard overflows float16 without tanh; rank 0's is harmless
+        own = calibrate_precision(model, x * (1e6 if rank == 1 else 1.0))["fno_block_precision"]
+        agreed = agree_across_ranks(model, model.precision_decision)
+        result = {"own": own, "agreed": agreed["fno_block_precision"], "per_rank": agreed["per_rank"],
+                  "model": get_precision(model)[0], "recorded": model.precision_decision["fno_block_precision"]}
+    finally:
+        dist.destroy_process_group()
+    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_auto_precision_decided_on_different_shards_is_the_most_precise_on_every_rank(tmp_path):
+    """Under DDP each rank calibrates "auto" on its own shard: a rank whose data would
+    overflow float16 decides "full", and every rank then runs "full" (one model, one precision)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    mp.start_processes(_auto_worker, args=(2, _free_port(), str(out), None), nprocs=2, join=True,
+                       start_method="fork")
+    results = [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+    assert [r["own"] for r in results] == ["mixed", "full"]
+    for r in results:
+        assert r["agreed"] == r["model"] == r["recorded"] == "full"
+        assert r["per_rank"] == ["mixed", "full"]
