@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine (see README.md):
 #   bash dev.sh quickstart [extra train flags]  set up, then train an FNO on built-in Darcy data in mixed precision
-#   bash dev.sh test [pytest args]              set up, then run the whole test suite with pytest
+#   bash dev.sh test [pytest args]              set up, then run the test suite except its slow end-to-end tier
+#   bash dev.sh test --slow | --all [pytest args]   only the slow tier | everything (CI runs both tiers)
 #   bash dev.sh setup                           only set up
 # Setup creates .venv/, installs the CPU build of torch first when none is present (a bare
 # `pip install torch` would pull the multi-GB CUDA build), then this package with its test extra.
@@ -52,9 +53,16 @@ case "$cmd" in
     setup
     exec "$VENV/bin/neuralop-mp" train darcy --model.fno_block_precision mixed "$@" ;;
   test)
+    # Tests marked `slow` (multi-seed training comparisons, real upstream scripts under
+    # torchrun, upstream's own tests, the docs' shell examples) form the end-to-end tier.
+    tier=(-m "not slow")
+    case "${1:-}" in
+      --slow) tier=(-m slow); shift ;;
+      --all) tier=(); shift ;;
+    esac
     setup
     # pytest exits non-zero on any failure and with 5 when it collected no test.
-    exec "$VENV/bin/python" -m pytest -q "$@" ;;
+    exec "$VENV/bin/python" -m pytest -q ${tier[@]+"${tier[@]}"} "$@" ;;
   *)
     echo "usage: bash dev.sh {quickstart|test|setup} [args...]" >&2
     exit 2 ;;

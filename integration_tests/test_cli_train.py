@@ -217,6 +217,7 @@ def test_eval_reads_a_checkpoint_of_upstreams_plain_fno(darcy_root, tmp_path, ca
     assert mixed["metrics"]["16_l2"] == pytest.approx(evaluated["metrics"]["16_l2"], rel=0.05)
 
 
+@pytest.mark.slow  # three training processes, one killed: the end-to-end tier
 def test_sigkill_mid_run_then_resume_is_bitwise_identical(darcy_root, tmp_path):
     """A real `neuralop-mp train` process killed with SIGKILL after its first checkpoint,
     resumed with --resume, ends with exactly the weights of an uninterrupted run."""

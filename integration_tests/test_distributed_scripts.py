@@ -6,7 +6,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from .test_run_scripts import TINY_DARCY
+
+pytestmark = pytest.mark.slow  # torchrun with two ranks: the end-to-end tier (pyproject.toml)
 
 
 def test_upstream_train_darcy_under_torchrun_on_two_cpu_ranks(upstream_scripts, darcy_root, tmp_path):

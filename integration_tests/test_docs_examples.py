@@ -50,6 +50,7 @@ def test_python_examples_run(path, tmp_path, monkeypatch):
         raise
 
 
+@pytest.mark.slow  # each block is a fresh process tree of neuralop-mp commands: the end-to-end tier
 @_files_with("bash")
 def test_bash_examples_run(path, tmp_path):
     for block in _runnable(path, "bash"):

@@ -16,6 +16,8 @@ from neuralop_mp.training.trainer import MixedPrecisionTrainer
 
 from .conftest import DARCY_N_TEST
 
+pytestmark = pytest.mark.slow  # multi-seed training comparisons: the end-to-end tier (pyproject.toml)
+
 N_TRAIN = 120
 SEEDS = (0, 1, 2)
 TOLERANCE = 0.02  # from the measured seed spread, see the module docstring

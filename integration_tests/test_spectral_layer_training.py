@@ -30,6 +30,8 @@ from neuralop.losses import LpLoss
 import neuralop_mp
 from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
 
+pytestmark = pytest.mark.slow  # multi-seed training comparisons: the end-to-end tier (pyproject.toml)
+
 N_EPOCHS = 8
 N_TRAIN, BATCH = 160, 16
 SEEDS = (0, 1, 2)

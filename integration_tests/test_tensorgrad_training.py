@@ -14,6 +14,8 @@ import torch
 
 from neuralop_mp.optim.measure_defaults import BATCH, N_TEST, N_TRAIN, train_and_test
 
+pytestmark = pytest.mark.slow  # multi-seed training comparisons: the end-to-end tier (pyproject.toml)
+
 SEEDS = (0, 1, 2)
 EPOCHS = 8
 

@@ -23,6 +23,9 @@ import sys
 from pathlib import Path
 
 import neuralop
+import pytest
+
+pytestmark = pytest.mark.slow  # upstream's own test files: the end-to-end tier (pyproject.toml)
 
 UPSTREAM_TESTS = Path(neuralop.__file__).parent
 SELECTED = [
