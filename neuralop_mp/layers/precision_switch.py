@@ -92,14 +92,13 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
     n_batches : int, default 2
         Loader batches used for the calibration.
 
-    Upstream ``SoftGating`` skips of a model with mixed-precision layers become
-    :class:`~neuralop_mp.layers.soft_gating.HalfSafeSoftGating` (same parameters,
-    same outputs in fp32) so that autocast activations stay in half.
+    A fixed mode is set by :func:`~neuralop_mp.layers.layer_precision.set_fixed_precision`
+    (which also makes upstream ``SoftGating`` skips half-safe).
 
     Returns
     -------
     list
-        An opaque snapshot of the previous settings, accepted by :func:`restore_precision`.
+        A snapshot of the previous settings for :func:`restore_precision`.
 
     Raises
     ------
