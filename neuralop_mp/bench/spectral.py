@@ -9,7 +9,8 @@ batch), one training step (forward + backward) of:
 - our layer in full precision, "mixed" bfloat16 with and without autocast, "mixed"
   float16 with tanh. Our autocast rows use the default ``autocast_scope="auto"``
   (on a CPU: float32 outside the spectral layers) and, for comparison, scope "model"
-  (autocast over the whole model, as upstream + autocast).
+  (autocast over the whole model, as upstream + autocast); "mixed" bfloat16 with the
+  Fourier path or whole FNO blocks recomputed in backward (``model.recompute``).
 
 Variants are interleaved: each round times every variant once, and the table shows
 the median over rounds, so load from other processes hits all variants alike
@@ -38,6 +39,7 @@ from ..layers.complex_half import native_half_matmul
 from ..layers.path_report import summarize_product_paths
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..memory import SavedTensorBytes
+from ..models.recompute import set_recompute
 from ..layers.precision_switch import set_precision
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
 
@@ -58,6 +60,7 @@ class Variant:
     stabilizer: str = None
     autocast: torch.dtype = None
     autocast_scope: str = "auto"  # ours only: where autocast may act (layers/autocast_scope.py)
+    recompute: str = "none"  # ours only: what backward recomputes instead of saving (models/recompute.py)
 
 
 VARIANTS = [
@@ -71,6 +74,8 @@ VARIANTS = [
             autocast_scope="model"),
     Variant("ours mixed bfloat16", True, "mixed"),
     Variant("ours mixed float16 + tanh", True, "mixed", "float16", "tanh"),
+    Variant("ours mixed bfloat16 + recompute fourier", True, "mixed", recompute="fourier"),
+    Variant("ours mixed bfloat16 + recompute block", True, "mixed", recompute="block"),
 ]
 
 
@@ -82,6 +87,7 @@ def build(arch, variant, model_kwargs, device):
     model = cls(conv_module=MixedPrecisionSpectralConv, **kwargs)
     set_precision(model, variant.mode, half_dtype=variant.half_dtype, stabilizer=variant.stabilizer)
     set_autocast_scope(model, variant.autocast_scope)
+    set_recompute(model, variant.recompute)
     return model.to(device)
 
 
