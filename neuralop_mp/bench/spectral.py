@@ -17,7 +17,8 @@ the median over rounds, so load from other processes hits all variants alike
 (ratios from one run are what to compare; absolute seconds depend on the load,
 printed with the table). On CPU each step's process CPU time is reported too: with one
 torch thread it counts the work done, not the time spent waiting for a core that other
-processes hold, so its ratios are the ones to read on a shared machine. Memory is the bytes autograd saves for backward
+processes hold, so its ratios are the ones to read on a shared machine. Memory is the
+bytes autograd saves for backward
 (parameters excluded): device independent. The spectral product path each of our
 rows used is listed under the table.
 
