@@ -18,8 +18,7 @@ the median over rounds, so load from other processes hits all variants alike
 printed with the table). On CPU each step's process CPU time is reported too: with one
 torch thread it counts the work done, not the time spent waiting for a core that other
 processes hold, so its ratios are the ones to read on a shared machine. Memory is the
-bytes autograd saves for backward
-(parameters excluded): device independent. The spectral product path each of our
+bytes autograd saves for backward (parameters excluded): device independent. The spectral product path each of our
 rows used is listed under the table.
 
 Usage: ``neuralop-mp bench spectral [--quick] [--out DIR] [--update-docs]``
