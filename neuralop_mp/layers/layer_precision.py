@@ -182,6 +182,19 @@ def restore_precision(snapshot):
 
 
 @contextmanager
+def switched_precision(setter, model, mode, **kwargs):
+    """Context manager: ``setter(model, mode, **kwargs)`` for a block, then restore.
+
+    ``setter`` returns a snapshot for :func:`restore_precision`
+    (:func:`set_fixed_precision`, or ``neuralop_mp.set_precision`` for "auto").
+    """
+    snapshot = setter(model, mode, **kwargs)
+    try:
+        yield model
+    finally:
+        restore_precision(snapshot)
+
+
 def precision(model, mode, **kwargs):
     """Context manager: run a block with ``model`` switched to a fixed ``mode``, then restore.
 
@@ -192,8 +205,4 @@ def precision(model, mode, **kwargs):
     >>> with neuralop_mp.precision(model, "full"):
     ...     reference = model(x)
     """
-    snapshot = set_fixed_precision(model, mode, **kwargs)
-    try:
-        yield model
-    finally:
-        restore_precision(snapshot)
+    return switched_precision(set_fixed_precision, model, mode, **kwargs)

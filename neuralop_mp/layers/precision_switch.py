@@ -14,8 +14,6 @@ References
 .. [1] Tu, R. et al. "Guaranteed Approximation Bounds for Mixed-Precision Neural
    Operators", ICLR 2024, arXiv:2307.15034.
 """
-from contextlib import contextmanager
-
 import torch
 from torch import nn
 
@@ -30,6 +28,7 @@ from .layer_precision import (  # noqa: F401  (the public names of a model's pre
     mixed_precision_layers,
     restore_precision,
     set_fixed_precision,
+    switched_precision,
 )
 from .autocast_scope import set_autocast_scope
 from .weight_storage import store_layer_weights
@@ -132,7 +131,6 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
     return snapshot
 
 
-@contextmanager
 def precision(model, mode, **kwargs):
     """Context manager: run a block with ``model`` switched to ``mode``, then restore.
 
@@ -143,11 +141,7 @@ def precision(model, mode, **kwargs):
     >>> with neuralop_mp.precision(model, "full"):
     ...     reference = model(x)
     """
-    snapshot = set_precision(model, mode, **kwargs)
-    try:
-        yield model
-    finally:
-        restore_precision(snapshot)
+    return switched_precision(set_precision, model, mode, **kwargs)
 
 
 def set_spectral_weight_dtype(model, dtype):
