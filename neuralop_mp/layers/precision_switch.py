@@ -73,13 +73,9 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
         least 16), with the model's half type and stabilizer (after ``half_dtype``
         and ``stabilizer`` are applied). The decision is kept in
         ``model.precision_decision``.
-    half_dtype : {"auto", "float16", "bfloat16"}, optional
-        Half type of the layers; unchanged if not given.
-    stabilizer : {None, "tanh"}, optional
-        Pre-activation before every forward FFT; unchanged if not given. Set on
-        each ``FNOBlocks`` (upstream applies its stabilizer right before each
-        spectral convolution) and on layers that live outside an FNOBlocks, so
-        tanh is applied exactly once per forward FFT.
+    half_dtype, stabilizer : optional
+        As for :func:`~neuralop_mp.layers.layer_precision.set_fixed_precision`;
+        unchanged if not given.
     calibration : torch.Tensor, sequence of torch.Tensor or iterable of batches, optional
         Only with ``mode="auto"``, and required there: model inputs
         ``(batch, channels, *spatial)``, or a loader whose batches are

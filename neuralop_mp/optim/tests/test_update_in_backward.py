@@ -56,15 +56,19 @@ def _assert_same(model_a, opt_a, model_b, opt_b):
             assert equal_exactly(torch.as_tensor(value), torch.as_tensor(state_b[index][key])), (index, key)
 
 
+def _fresh_run(name, batches, in_backward):
+    """A new model and optimizer ``name`` trained on ``batches``."""
+    model = _model()
+    opt = create_optimizer(model, OPT_CONFIGS[name])
+    _train(model, opt, batches, in_backward=in_backward)
+    return model, opt
+
+
 @pytest.mark.parametrize("name", sorted(OPT_CONFIGS))
 def test_update_in_backward_is_bitwise_the_ordinary_step(name):
     batches = _batches(N_STEPS)
-    ref_model = _model()
-    ref_opt = create_optimizer(ref_model, OPT_CONFIGS[name])
-    _train(ref_model, ref_opt, batches, in_backward=False)
-    model = _model()
-    opt = create_optimizer(model, OPT_CONFIGS[name])
-    _train(model, opt, batches, in_backward=True)
+    ref_model, ref_opt = _fresh_run(name, batches, in_backward=False)
+    model, opt = _fresh_run(name, batches, in_backward=True)
     if name == "tensorgrad":
         assert any(bool(s.get("compressed", False)) for s in opt.state.values())
     _assert_same(ref_model, ref_opt, model, opt)
@@ -73,13 +77,8 @@ def test_update_in_backward_is_bitwise_the_ordinary_step(name):
 @pytest.mark.parametrize("name", sorted(OPT_CONFIGS))
 def test_update_in_backward_through_a_checkpoint_resume(name):
     batches = _batches(N_STEPS)
-    ref_model = _model()
-    ref_opt = create_optimizer(ref_model, OPT_CONFIGS[name])
-    _train(ref_model, ref_opt, batches, in_backward=False)
-
-    model = _model()
-    opt = create_optimizer(model, OPT_CONFIGS[name])
-    _train(model, opt, batches[:3], in_backward=True)
+    ref_model, ref_opt = _fresh_run(name, batches, in_backward=False)
+    model, opt = _fresh_run(name, batches[:3], in_backward=True)
     buffer = io.BytesIO()
     torch.save({"model": {k: v.detach() for k, v in model.named_parameters()}, "opt": opt.state_dict()}, buffer)
     buffer.seek(0)
