@@ -51,42 +51,40 @@ class RunFolderTrainer(MixedPrecisionTrainer):
         self.best_files = None
         self._estimated = False
         self._epoch_started = None
-        self._early_estimate = None  # (first epoch, batches per epoch, start time, batches timed)
+        # (epoch, batches per epoch) while the first estimate is pending; False once done or
+        # impossible (no log, a loader without a length, one batch per epoch)
+        self._early_estimate = None
+        self._early_started = None
 
     #: training batches timed (after one warm-up batch) for the estimate logged at the start
     EARLY_ESTIMATE_BATCHES = 3
 
     def train_one_epoch(self, epoch, train_loader, training_loss):
-        if self._early_estimate is None and self.log is not None:
-            try:
-                n_batches = len(train_loader)
-            except TypeError:  # an iterable without a length: no early estimate
-                n_batches = None
-            # with one batch per epoch there is nothing to time after the warm-up
-            self._early_estimate = (epoch, n_batches if n_batches and n_batches > 1 else None, None, 0)
+        if self._early_estimate is None:
+            n_batches = len(train_loader) if hasattr(train_loader, "__len__") else 0
+            self._early_estimate = self.log is not None and n_batches > 1 and (epoch, n_batches)
         return super().train_one_epoch(epoch, train_loader, training_loss)
 
     def train_one_batch(self, idx, sample, training_loss):
         loss = super().train_one_batch(idx, sample, training_loss)
-        if self._early_estimate is not None and self._early_estimate[1]:
-            self._time_early_batches()
+        if self._early_estimate:
+            self._time_early_batches(idx)
         return loss
 
-    def _time_early_batches(self):
-        epoch, n_batches, started, timed = self._early_estimate
-        if started is None:  # the first batch is a warm-up (allocations, first-call overheads)
-            self._early_estimate = (epoch, n_batches, time.perf_counter(), 0)
+    def _time_early_batches(self, idx):
+        """Batch 0 is a warm-up (allocations, first-call overheads); batches 1..idx are timed."""
+        epoch, n_batches = self._early_estimate
+        if idx == 0:
+            self._early_started = time.perf_counter()
             return
-        timed += 1
-        if timed < min(self.EARLY_ESTIMATE_BATCHES, n_batches - 1):
-            self._early_estimate = (epoch, n_batches, started, timed)
+        if idx < min(self.EARLY_ESTIMATE_BATCHES, n_batches - 1):
             return
-        per_batch = (time.perf_counter() - started) / timed
+        per_batch = (time.perf_counter() - self._early_started) / idx
         epochs = self.n_epochs - epoch
         self.log(f"[neuralop-mp] {per_batch:.2f} s per training batch: expect about "
                  f"{format_duration(per_batch * n_batches * epochs)} of training for {epochs} epoch(s) "
                  f"of {n_batches} batches, plus evaluation (refined after the first epoch)")
-        self._early_estimate = (epoch, 0, None, 0)  # done
+        self._early_estimate = False
 
     def on_epoch_start(self, epoch):
         super().on_epoch_start(epoch)
