@@ -249,6 +249,12 @@ class MixedPrecisionSpectralConv(SpectralConv):
             slices.append(_centered(size, kept) if axis - self.order in shifted else slice(None, kept))
         return tuple(slices)
 
+    def _kept_modes(self, fft_size):
+        """Modes kept per transformed dimension: the mode sizes of the weight's used part."""
+        first = 1 if self.separable else 2
+        with torch.no_grad():  # its shape only
+            return list(self._kept_weight(fft_size).shape[first:])
+
     def _operands(self, fft_size):
         weight = self._kept_weight(fft_size)
         kind = weight_kind(weight, self.implementation)
@@ -339,7 +345,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
             x = ctanh(x) if self.complex_data else torch.tanh(x)
 
         fft_size = self._fft_size(spatial)
-        kind, operands, kept = self._operands(fft_size)
+        kept = self._kept_modes(fft_size)
         # real data in float32: transform only the kept modes (truncated_fft); complex
         # data and cuFFT's float16 transforms take the whole spectrum, as upstream does
         truncated = not self.complex_data and not fft_half
@@ -347,6 +353,10 @@ class MixedPrecisionSpectralConv(SpectralConv):
             x_kept = truncated_rfftn(x, fft_dims, kept, norm=self.fft_norm)
         else:
             x_kept = self._full_spectrum(x, fft_dims)[self._mode_slices(fft_size, kept)]
+        # The weight is sliced after the FFT: backward runs the later-recorded operations
+        # first, so the weight's gradient is complete (with update in backward: applied and
+        # freed) before the FFT's backward builds the input's full-resolution gradient.
+        kind, operands, _ = self._operands(fft_size)
         equation = spectral_equation(kind, x_kept.ndim, self.separable)
         path = choose_product_path(kind, self.separable, mode, half, x.device)
         self.last_product_path = {

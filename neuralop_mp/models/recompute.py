@@ -5,7 +5,11 @@
 keep only its input for backward: its FFT, mode contraction and inverse FFT run
 again in backward to rebuild what the gradient needs. ``"block"`` does the same
 for each call of an ``FNOBlocks`` (spectral path, skips, channel MLP and
-activation); ``"none"`` restores the ordinary forward.
+activation), and recomputes every ``ChannelMLP`` outside the FNO blocks (the lifting
+and the projection of FNO, TFNO and UNO) a slice of grid points at a time
+(:mod:`~neuralop_mp.models.pointwise_chunks`), so their hidden tensors, the widest
+of the model, are never alive at full resolution; ``"none"`` restores the ordinary
+forward.
 
 Recompute uses ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``,
 which replays the forward under the autocast state and RNG state of the original
@@ -19,13 +23,15 @@ References
    Memory Cost", arXiv:1604.06174, 2016.
 """
 import torch
+from neuralop.layers.channel_mlp import ChannelMLP
 from neuralop.layers.fno_block import FNOBlocks
 from neuralop.layers.spectral_convolution import SpectralConv
 from torch.utils.checkpoint import checkpoint
 
 from ..vocabulary import RECOMPUTE_MODES, normalize_recompute
+from .pointwise_chunks import DEFAULT_CHUNK_POINTS, check_chunk_points, pointwise_in_chunks
 
-__all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "recompute_mode", "set_recompute"]
+__all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "pointwise_targets", "recompute_mode", "set_recompute"]
 
 
 class _RecomputedForward:
@@ -44,9 +50,38 @@ class _RecomputedForward:
         return (_RecomputedForward, (self.module,))
 
 
+class _ChunkedPointwiseForward:
+    """An instance-level ``forward`` of a pointwise module, recomputed a slice of grid points at a time."""
+
+    def __init__(self, module, chunk_points):
+        self.module = module
+        self.chunk_points = chunk_points
+
+    def _class_forward(self, x):
+        return type(self.module).forward(self.module, x)
+
+    def __call__(self, x):
+        return pointwise_in_chunks(self._class_forward, x, self.chunk_points)
+
+    def __reduce__(self):
+        return (_ChunkedPointwiseForward, (self.module, self.chunk_points))
+
+
+_WRAPPERS = (_RecomputedForward, _ChunkedPointwiseForward)
+
+
 def _targets(model, mode):
     kind = SpectralConv if mode == "fourier" else FNOBlocks
     return [m for m in model.modules() if isinstance(m, kind)]
+
+
+def pointwise_targets(model):
+    """The ``ChannelMLP`` modules of ``model`` outside its ``FNOBlocks``: the ones
+    ``"block"`` recomputes in slices of grid points (lifting and projection of FNO, TFNO
+    and UNO). Those inside a block are recomputed with it; a ChannelMLP with dropout is
+    recomputed whole instead (a sliced call would draw a different random mask)."""
+    inside_blocks = {id(m) for block in model.modules() if isinstance(block, FNOBlocks) for m in block.modules()}
+    return [m for m in model.modules() if isinstance(m, ChannelMLP) and id(m) not in inside_blocks]
 
 
 def check_recompute_mode(mode, key="recompute"):
@@ -54,9 +89,9 @@ def check_recompute_mode(mode, key="recompute"):
     return normalize_recompute(mode, key)
 
 
-def set_recompute(model, mode):
-    """Recompute the Fourier path (``"fourier"``), whole FNO blocks (``"block"``) or
-    nothing (``"none"``) in backward; returns ``model``.
+def set_recompute(model, mode, chunk_points=DEFAULT_CHUNK_POINTS):
+    """Recompute the Fourier path (``"fourier"``), whole FNO blocks and the lifting and
+    projection (``"block"``) or nothing (``"none"``) in backward; returns ``model``.
 
     Parameters
     ----------
@@ -64,15 +99,20 @@ def set_recompute(model, mode):
         Any model built from neuraloperator's ``FNOBlocks`` / ``SpectralConv`` (FNO,
         TFNO, UNO, the plugin's mixed-precision models).
     mode : {"none", "fourier", "block"}
+    chunk_points : int, default DEFAULT_CHUNK_POINTS
+        ``"block"`` only: most grid points (batch x spatial) per slice of the lifting
+        and projection's recompute.
 
     Raises
     ------
     ValueError
-        Unknown ``mode``, or ``mode`` is not "none" and ``model`` has no layer it applies to.
+        Unknown ``mode``, or ``mode`` is not "none" and ``model`` has no layer it applies
+        to, or ``chunk_points`` is not positive (TypeError if it is not an int).
     """
     mode = check_recompute_mode(mode)
+    chunk_points = check_chunk_points(chunk_points)
     for module in model.modules():
-        if isinstance(module.__dict__.get("forward"), _RecomputedForward):
+        if isinstance(module.__dict__.get("forward"), _WRAPPERS):
             del module.forward
     if mode == "none":
         return model
@@ -82,12 +122,18 @@ def set_recompute(model, mode):
         raise ValueError(f"recompute={mode!r} needs a {kind} layer, and {type(model).__name__} has none.")
     for module in targets:
         module.forward = _RecomputedForward(module)
+    if mode == "block":
+        for module in pointwise_targets(model):
+            sliceable = module.dropout is None
+            module.forward = _ChunkedPointwiseForward(module, chunk_points) if sliceable else _RecomputedForward(module)
     return model
 
 
 def recompute_mode(model):
     """The mode :func:`set_recompute` last set on ``model``."""
     for module in model.modules():
-        if isinstance(module.__dict__.get("forward"), _RecomputedForward):
-            return "fourier" if isinstance(module, SpectralConv) else "block"
+        if isinstance(module.__dict__.get("forward"), _RecomputedForward) and isinstance(module, SpectralConv):
+            return "fourier"
+        if isinstance(module.__dict__.get("forward"), _WRAPPERS):
+            return "block"
     return "none"

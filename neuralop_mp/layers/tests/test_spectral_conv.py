@@ -274,3 +274,20 @@ def test_contraction_plan_is_exposed_and_cached():
     half_plan = layer.contraction_plan((4, 16, 32, 32), mode="mixed")
     assert half_plan.peak_bytes * 2 == plan.peak_bytes
     assert math.prod(plan.shapes[0]) == 4 * 16 * 8 * 5
+
+
+@pytest.mark.parametrize("precision", ["full", "mixed"])
+def test_backward_completes_the_weight_gradient_before_the_input_gradient(precision):
+    """Backward runs the later-recorded operations first: the weight is sliced after the
+    forward FFT, so its gradient is accumulated (and, with update in backward, applied and
+    freed) before the FFT's backward builds the full-resolution gradient of the input."""
+    torch.manual_seed(0)
+    conv = MixedPrecisionSpectralConv(4, 4, n_modes=(6, 6))
+    conv.fno_block_precision = precision
+    order = []
+    (weight,) = [p for name, p in conv.named_parameters() if name.startswith("weight")]
+    weight.register_post_accumulate_grad_hook(lambda p: order.append("weight"))
+    x = torch.randn(2, 4, 16, 16, requires_grad=True)
+    x.register_hook(lambda g: order.append("input"))
+    conv(x).square().sum().backward()
+    assert order == ["weight", "input"]

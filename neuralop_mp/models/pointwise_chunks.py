@@ -1,0 +1,82 @@
+"""Recompute in backward of a pointwise module, a chunk of grid points at a time.
+
+A module that acts on each grid point on its own (a channel MLP: 1x1 convolutions and
+an activation) gives, on a slice of the grid, the same slice of its output. So it can
+run on one slice of points after another, each slice under
+``torch.utils.checkpoint`` (non-reentrant): the forward keeps only the module's input
+for backward, and the replay in backward rebuilds one slice's hidden tensors at a
+time, back-propagates through them and frees them before the next slice. The widest
+tensors of an FNO's lifting and projection (their hidden layers, twice the hidden
+channels wide) are then never alive at full resolution, neither in the forward nor in
+the replay.
+
+The slices cut the first spatial dimension (``dim=2`` of ``(batch, channels,
+*spatial)``); each slice is a view of the input, so what is kept for backward is the
+input's own storage, not a copy. Each point's output is computed by the same
+operations as without slicing; the gradients of the module's weights are summed over
+the points slice by slice instead of in one reduction, a different order of float32
+additions.
+
+References
+----------
+.. [1] T. Chen, B. Xu, C. Zhang, C. Guestrin, "Training Deep Nets with Sublinear
+   Memory Cost", arXiv:1604.06174, 2016.
+"""
+import math
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["DEFAULT_CHUNK_POINTS", "check_chunk_points", "pointwise_in_chunks"]
+
+# Grid points (batch x spatial) per slice. A 128-channel float32 hidden tensor of this
+# many points is 8 MiB; fewer points per slice would add per-slice overhead (each
+# slice is a separate matmul and checkpoint) for little memory.
+DEFAULT_CHUNK_POINTS = 16384
+
+
+def check_chunk_points(chunk_points, key="chunk_points"):
+    """``chunk_points`` if it is a positive int; TypeError / ValueError naming it otherwise."""
+    if isinstance(chunk_points, bool) or not isinstance(chunk_points, int):
+        raise TypeError(f"Invalid {key}={chunk_points!r}; allowed values: a positive int (grid points per chunk).")
+    if chunk_points < 1:
+        raise ValueError(f"Invalid {key}={chunk_points!r}; allowed values: a positive int (grid points per chunk).")
+    return chunk_points
+
+
+def slice_rows(shape, chunk_points):
+    """Rows of the first spatial dimension per slice, so that a slice holds at most
+    ``chunk_points`` grid points (at least one row)."""
+    points_per_row = shape[0] * math.prod(shape[3:])
+    return max(1, chunk_points // max(1, points_per_row))
+
+
+def pointwise_in_chunks(forward, x, chunk_points=DEFAULT_CHUNK_POINTS):
+    """``forward(x)`` computed and recomputed in backward a slice of grid points at a time.
+
+    Parameters
+    ----------
+    forward : callable
+        A pointwise map of ``(batch, channels, *spatial)`` tensors: each grid point's
+        output depends only on that point's input (no norm across points, no dropout,
+        whose random mask would differ between sliced and whole calls).
+    x : torch.Tensor
+        Input of shape ``(batch, channels, n_1, ...)``, at least one spatial dimension.
+    chunk_points : int
+        Most grid points (batch x spatial) per slice.
+
+    Returns
+    -------
+    torch.Tensor
+        ``forward(x)``; without grad mode, or when ``x`` fits one slice, a plain
+        (checkpointed) call.
+    """
+    if x.ndim < 3:
+        raise ValueError(f"pointwise_in_chunks needs (batch, channels, *spatial) input, got shape {tuple(x.shape)}.")
+    if not torch.is_grad_enabled():
+        return forward(x)
+    rows = slice_rows(x.shape, chunk_points)
+    if rows >= x.shape[2]:
+        return checkpoint(forward, x, use_reentrant=False)
+    # torch.cat keeps nothing for backward: the slices' outputs are freed once joined
+    return torch.cat([checkpoint(forward, part, use_reentrant=False) for part in x.split(rows, dim=2)], dim=2)
