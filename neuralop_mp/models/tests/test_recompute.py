@@ -105,6 +105,28 @@ def test_block_recompute_in_slices_gives_the_same_gradients(arch, precision, sta
         assert torch.equal(expected[name], got[name]), name
 
 
+@pytest.mark.parametrize("kwargs, shape", [
+    ({"n_modes": (6, 6), "domain_padding": 0.25}, (2, 1, 16, 16)),  # the projection's input is a padded view
+    ({"n_modes": (8,)}, (3, 1, 40)),  # 1D: slices of the only spatial dimension
+    ({"n_modes": (6, 6), "complex_data": True}, (2, 1, 16, 16)),  # lifting/projection wrapped for complex data
+], ids=["domain-padding", "1d", "complex-data"])
+def test_block_recompute_in_slices_of_other_fno_forms(kwargs, shape):
+    from neuralop.models import FNO
+
+    torch.manual_seed(0)
+    plain = FNO(in_channels=1, out_channels=1, hidden_channels=8, n_layers=2, **kwargs)
+    model = set_recompute(copy.deepcopy(plain), "block", chunk_points=50)
+    reference = _sliced_without_recompute(copy.deepcopy(plain), chunk_points=50)
+    assert pointwise_targets(model)
+    x = torch.randn(*shape, dtype=torch.complex64 if kwargs.get("complex_data") else torch.float32)
+    grads = []
+    for m in (reference, model):
+        m(x).abs().square().mean().backward()
+        grads.append({n: p.grad for n, p in m.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    assert all(torch.equal(grads[0][k], grads[1][k]) for k in grads[0])
+
+
 @pytest.mark.parametrize("recompute, chunk_points", [("fourier", SLICE_POINTS), ("block", SLICE_POINTS)])
 def test_a_precision_change_between_steps_is_replayed_as_set(recompute, chunk_points):
     """A schedule changes the layers' precision between epochs: each step's replay uses it."""
