@@ -122,7 +122,7 @@ def test_half_recipe_is_bitwise_the_ordinary_step(monkeypatch):
     half = [p for p in model.parameters() if p.dtype == torch.complex32]
     assert half and all(p.numel() * 2 > 1000 for p in half)  # several chunks each
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert opt.free_grad_after_upcast is False  # reset when the hooks were removed
+    assert opt.owns_gradients is False  # reset when the hooks were removed
     _assert_same(*runs[0], *runs[1])
 
 
