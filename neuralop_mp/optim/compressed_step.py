@@ -167,9 +167,9 @@ def apply_update(p, projector, bases, directions, group, state):
     shape = tuple(p.shape)
     dtype = next(iter(directions.values())).dtype
     weighted = {}
-    for name, direction in directions.items():
+    for name, direction in directions.items():  # the step's own tensors: weighted in place
         weight = _weight(name, projector, group, shape)
-        weighted[name] = direction if weight == 1.0 else direction * weight
+        weighted[name] = direction if weight == 1.0 else direction.mul_(weight)
     # step was already advanced: the pre-increment count names this step's noise stream
     seed = (int(state["seed"]) * 1_000_003 + int(state["step"]) - 1) * 8 + 7
     generator = rounding_generator(seed, p.device) if compute_dtype(p) != p.dtype else None
