@@ -13,7 +13,7 @@ import torch
 
 #: bytes of one chunk in the compute dtype; the step's temporaries are a few chunks.
 #: Read at call time, so tests may set it small to exercise the chunked paths.
-CHUNK_BYTES = 16 * 2**20
+CHUNK_BYTES = 8 * 2**20
 
 
 def rows_per_chunk(shape, axis, itemsize, budget=None):

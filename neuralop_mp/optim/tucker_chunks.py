@@ -69,18 +69,27 @@ def gram(source, mode, factors):
             _add_gram(out, _contract(piece, factors, contracted), mode)
         return out
     # every other mode is contracted: build the contracted tensor a few rank columns of
-    # mode `sliced` at a time (the one of largest rank keeps those slabs smallest)
+    # mode `sliced` at a time (the one of largest rank keeps those slabs smallest), from
+    # chunks along axis 0 (contiguous reads); when axis 0 is contracted, each chunk's
+    # share is accumulated into the slab by the product itself
     sliced = max(contracted, key=lambda j: factors[j].shape[1])
-    rest = [j for j in contracted if j != sliced]
     slab_shape = [factors[j].shape[1] if j in factors else shape[j] for j in range(len(shape))]
     per_column = source.itemsize * math.prod(slab_shape) // slab_shape[sliced]
     columns = max(1, int(gradient_chunks.CHUNK_BYTES) // max(1, per_column))
     for c0, c1 in spans(slab_shape[sliced], columns):
+        sub = dict(factors)
+        sub[sliced] = factors[sliced][:, c0:c1]
         slab_shape[sliced] = c1 - c0
-        slab = torch.empty(slab_shape, dtype=source.dtype, device=source.device)
-        for start, stop, piece in source.chunks(mode):
-            part = mode_product(piece, factors[sliced][:, c0:c1], sliced, adjoint=True)
-            slab.narrow(mode, start, stop - start).copy_(_contract(part, factors, rest))
+        # fewest columns first; axis 0, the chunked one, last (by the accumulating product)
+        order = [j for j in dict.fromkeys([sliced] + contracted) if j != 0]
+        slab = (torch.zeros if 0 in sub else torch.empty)(slab_shape, dtype=source.dtype, device=source.device)
+        for start, stop, piece in source.chunks(0):
+            part = _contract(piece, sub, order)
+            if 0 in sub:
+                slab.view(slab_shape[0], -1).addmm_(sub[0][start:stop].conj().transpose(0, 1),
+                                                    part.reshape(stop - start, -1))
+            else:
+                slab[start:stop] = part
         _add_gram(out, slab, mode)
     return out
 
@@ -116,7 +125,10 @@ def project(source, factors):
     for start, stop, piece in source.chunks(0):
         part = _contract(piece, factors, others)
         if 0 in factors:
-            core += mode_product(part, factors[0][start:stop], 0, adjoint=True)
+            # core += U_0[rows]^H @ part, accumulated by the product itself: a core-size
+            # temporary per chunk would double the core
+            rows = part.reshape(stop - start, -1)
+            core.view(core_shape[0], -1).addmm_(factors[0][start:stop].conj().transpose(0, 1), rows)
         else:
             core[start:stop] = part
     return core
