@@ -33,8 +33,9 @@ class TensorGRaD(Optimizer):
     ``m_hat / (sqrt(v_hat) + eps)`` back, and applies
     ``p <- p (1 - lr wd) - lr (scale * U_lowrank + lambda_sparse * sparse_scale * U_sparse)``
     (with ``adam_convention="neuralop"`` the decay follows the update).
-    Weight decay is decoupled and applies to compressed parameters too;
-    ``p.grad`` is never modified. Bases are refreshed when the parameter's step
+    Weight decay is decoupled and applies to compressed parameters too; the
+    ordinary ``step()`` never modifies ``p.grad`` (with update in backward the
+    gradient is the optimizer's to consume, see ``owns_gradients``). Bases are refreshed when the parameter's step
     count is a multiple of ``update_proj_gap`` (step 0 included). Every other
     parameter (and every group with ``compress=False``) gets plain AdamW.
 

@@ -9,8 +9,8 @@ size is set by the ranks (a ``d_k x d_k`` Gram matrix, the core):
 - Gram matrix of a mode-``k`` unfolding: summed over chunks along a mode that is not
   contracted (the Gram sums over every index but ``k``'s, so chunk contributions add).
   When every other mode is contracted (a HOOI sweep on a fully compressed weight), the
-  chunks run over the rank index of one contracted mode instead: the contracted tensor
-  is built for a few of that mode's rank columns at a time, from chunks along ``k``.
+  contracted tensor is built for a few rank columns of one contracted mode at a time
+  (from chunks along axis 0), and each such slab adds its Gram matrix.
 - projection (the core): chunks along axis 0, the other modes contracted first, then
   axis 0 with the chunk's rows of its factor, summed into the core.
 - back-projection: rows along axis 0, from the core with those rows of the factor.
