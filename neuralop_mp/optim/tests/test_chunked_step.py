@@ -180,10 +180,9 @@ def test_one_step_matches_float64_tensorgrad(monkeypatch):
     # first Adam step g / (|g| + eps) per real number, scale on the low-rank part
     state = opt.state[opt.param_groups[0]["params"][0]]
     g64 = grad.to(torch.complex64).to(torch.complex128)
-    indices = state["sparse__indices"] if "sparse__indices" in state else None
-    assert indices is None or indices.dtype == torch.int32
     sparse = SparseProjector(0.05, "randk")
     basis = sparse.compute_basis(g64, seed=int(state["seed"]))
+    assert torch.equal(state["sparse_basis_indices"], basis["indices"])  # the same random-k draw
     residual = g64.clone().reshape(-1)
     residual[basis["indices"].long()] = 0
     residual = residual.reshape(SHAPE)
