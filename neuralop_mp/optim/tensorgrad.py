@@ -35,9 +35,10 @@ class TensorGRaD(Optimizer):
     (with ``adam_convention="neuralop"`` the decay follows the update).
     Weight decay is decoupled and applies to compressed parameters too; the
     ordinary ``step()`` never modifies ``p.grad`` (with update in backward the
-    gradient is the optimizer's to consume, see ``owns_gradients``). Bases are refreshed when the parameter's step
-    count is a multiple of ``update_proj_gap`` (step 0 included). Every other
-    parameter (and every group with ``compress=False``) gets plain AdamW.
+    gradient is the optimizer's to consume, see ``owns_gradients``). Bases are
+    refreshed when the parameter's step count is a multiple of ``update_proj_gap``
+    (step 0 included). Every other parameter (and every group with
+    ``compress=False``) gets plain AdamW.
 
     Routing: a parameter is compressed when its group has ``compress=True``, it
     has at least ``min_params`` entries and at least two modes longer than 1;
@@ -54,9 +55,10 @@ class TensorGRaD(Optimizer):
 
     Complex parameters: first moments are kept on ``view_as_real`` of the
     compressed parts; second moments per real number ("torch" convention) or per
-    complex entry ("neuralop"); projections use conjugate transposes. 16-bit parameters and gradients (complex32 spectral weights,
+    complex entry ("neuralop"); projections use conjugate transposes. 16-bit
+    parameters and gradients (complex32 spectral weights,
     :func:`neuralop_mp.set_spectral_weight_dtype`; float16 / bfloat16 tensors) are
-    up-cast to complex64 / fp32 for the math, moments of every branch stay fp32 (or
+    up-cast (a chunk at a time) to complex64 / fp32 for the math, moments of every branch stay fp32 (or
     ``state_dtype``), and the new weights are written back with stochastic rounding,
     so updates smaller than the 16-bit spacing are not lost.
 
