@@ -10,6 +10,7 @@ import warnings
 
 import torch
 
+from . import gradient_chunks
 from .adam_math import as_real
 
 _ADVICE = (
@@ -36,6 +37,21 @@ def _handle(message, groups):
     warnings.warn(f"TensorGRaD: {message}; skipped (nonfinite_grad='skip').", RuntimeWarning, stacklevel=4)
 
 
+def all_finite(tensor):
+    """0-d bool tensor: every entry of ``tensor`` is finite. Checked a chunk of
+    :data:`~neuralop_mp.optim.gradient_chunks.CHUNK_BYTES` at a time, so the check of a
+    large gradient allocates no full-size mask."""
+    real = as_real(tensor)
+    if not real.is_contiguous():
+        return torch.isfinite(real).all()
+    flat = real.view(-1)
+    step = max(1, gradient_chunks.CHUNK_BYTES // max(1, flat.element_size()))
+    flag = torch.ones((), dtype=torch.bool, device=flat.device)
+    for start in range(0, flat.numel(), step):
+        flag &= torch.isfinite(flat[start:start + step]).all()
+    return flag
+
+
 def gradients_are_finite(optimizer):
     """True when every gradient is finite; otherwise raise or warn (see module doc)."""
     entries = [
@@ -47,7 +63,7 @@ def gradients_are_finite(optimizer):
     if not entries:
         return True
     # one reduction per parameter, one synchronisation for all of them
-    flags = torch.stack([torch.isfinite(as_real(p.grad)).all().cpu() for *_, p in entries])
+    flags = torch.stack([all_finite(p.grad).cpu() for *_, p in entries])
     if bool(flags.all()):
         return True
     bad = [entry for entry, ok in zip(entries, flags.tolist()) if not ok]
@@ -59,7 +75,7 @@ def gradients_are_finite(optimizer):
 
 def update_is_finite(update, group, group_index, position, param):
     """True when ``update`` is finite; otherwise raise or warn, before the weight changes."""
-    if bool(torch.isfinite(as_real(update)).all()):
+    if bool(all_finite(update)):
         return True
     _handle(
         f"non-finite update (NaN or inf) for {describe(group, group_index, position, param)} from finite "

@@ -99,11 +99,115 @@ class SparseProjector:
         elif scores is not None:
             indices = torch.topk(scores, k, sorted=False).indices
         else:
-            generator = torch.Generator(device=grad.device)
-            generator.manual_seed(int(seed))
-            indices = torch.randperm(total, generator=generator, device=grad.device)[:k]
+            indices = _random_indices(total, k, seed, grad.device)
         # sorted indices make gathers cache-friendly and let carry-over use searchsorted
         return {"indices": indices.sort().values.to(torch.int32)}
+
+    # -------------------------------------------- the same on a gradient read in chunks
+    def compute_basis_chunks(self, source, previous=None, seed=0):
+        """:meth:`compute_basis` of the gradient ``source`` reads in chunks along axis 0
+        (:class:`~neuralop_mp.optim.gradient_chunks.GradientChunks`): top-k merges each
+        chunk's own top-k, slice scores are summed chunk by chunk, random-k reads nothing."""
+        shape = source.shape
+        if not self.structured and math.prod(shape) > _INT32_MAX:
+            raise ValueError(f"Tensor of {math.prod(shape)} entries is too large for int32 sparse indices.")
+        k = self.n_selected(shape)
+        total = shape[self._mode_of(shape)] if self.structured else math.prod(shape)
+        if k == total:
+            indices = torch.arange(total, device=source.device)
+        elif self.sparse_type == "topk":
+            values = torch.empty(0, device=source.device)
+            indices = torch.empty(0, dtype=torch.int64, device=source.device)
+            for start, _, piece in source.chunks(0):
+                magnitude = piece.abs().reshape(-1)
+                best = torch.topk(magnitude, min(k, magnitude.numel()), sorted=False)
+                values = torch.cat([values.to(magnitude.dtype), best.values])
+                indices = torch.cat([indices, best.indices + start * (magnitude.numel() // piece.shape[0])])
+                keep = torch.topk(values, min(k, values.numel()), sorted=False).indices
+                values, indices = values[keep], indices[keep]
+        elif self.sparse_type == "structured":
+            mode = self._mode_of(shape)
+            scores = None
+            for start, stop, piece in source.chunks(0):
+                part = _unfold_abs_sq(piece, mode).sum(1)
+                if mode == 0:
+                    scores = part if scores is None else torch.cat([scores, part])
+                else:
+                    scores = part if scores is None else scores.add_(part)
+            indices = torch.topk(scores, k, sorted=False).indices
+        else:
+            indices = _random_indices(total, k, seed, source.device)
+        return {"indices": indices.sort().values.to(torch.int32)}
+
+    def project_chunks(self, source, basis):
+        """:meth:`project` of the gradient ``source`` reads in chunks along axis 0."""
+        indices, shape = basis["indices"], source.shape
+        if self.structured:
+            mode = self._mode_of(shape)
+            out_shape = self.compressed_shape(shape)
+            values = torch.empty(out_shape, dtype=source.dtype, device=source.device)
+            for start, stop, piece in source.chunks(0):
+                if mode == 0:
+                    lo, hi = _range_of(indices, start, stop)
+                    values[lo:hi] = piece[indices[lo:hi].long() - start]
+                else:
+                    values[start:stop] = piece.index_select(mode, indices.long())
+            return values
+        values = torch.empty(indices.numel(), dtype=source.dtype, device=source.device)
+        for start, stop, piece in source.chunks(0):
+            row = piece.numel() // piece.shape[0]
+            lo, hi = _range_of(indices, start * row, stop * row)
+            values[lo:hi] = piece.reshape(-1)[indices[lo:hi].long() - start * row]
+        return values
+
+    def remover(self, basis, shape):
+        """``removed(piece, axis, start)``: sets to zero, in place, the selected entries of
+        ``piece``, the indices ``start ...`` along ``axis`` of a tensor of ``shape`` (for
+        :class:`~neuralop_mp.optim.gradient_chunks.GradientChunks`: chunks of the residual)."""
+        indices, shape = basis["indices"], tuple(shape)
+
+        if self.structured:
+            mode = self._mode_of(shape)
+
+            def removed(piece, axis, start):
+                if axis == mode:
+                    lo, hi = _range_of(indices, start, start + piece.shape[axis])
+                    piece.index_fill_(mode, indices[lo:hi].long() - start, 0)
+                else:
+                    piece.index_fill_(mode, indices.long(), 0)
+            return removed
+
+        def removed(piece, axis, start):
+            stride = math.prod(shape[axis + 1:])
+            if axis == 0:  # a chunk along axis 0 is a range of flat positions
+                lo, hi = _range_of(indices, start * stride, (start + piece.shape[0]) * stride)
+                piece.view(-1)[indices[lo:hi].long() - start * stride] = 0
+                return
+            flat = indices.long()
+            along = flat // stride % shape[axis]
+            inside = (along >= start) & (along < start + piece.shape[axis])
+            flat, along = flat[inside], along[inside]
+            outer, inner = flat // (stride * shape[axis]), flat % stride
+            local = (outer * piece.shape[axis] + (along - start)) * stride + inner
+            piece.view(-1)[local] = 0
+        return removed
+
+    def add_back_rows_(self, rows, values, basis, shape, start):
+        """``rows += project_back(values)[start:start + len(rows)]`` (along axis 0), in place."""
+        indices = basis["indices"]
+        stop = start + rows.shape[0]
+        if self.structured:
+            mode = self._mode_of(shape)
+            if mode == 0:
+                lo, hi = _range_of(indices, start, stop)
+                rows[indices[lo:hi].long() - start] += values[lo:hi]
+            else:
+                rows.index_add_(mode, indices.long(), values[start:stop])
+            return rows
+        row = rows.numel() // max(1, rows.shape[0])
+        lo, hi = _range_of(indices, start * row, stop * row)
+        rows.view(-1)[indices[lo:hi].long() - start * row] += values[lo:hi]
+        return rows
 
     def project(self, grad, basis):
         """The selected entries (flat, unstructured) or slices (structured)."""
@@ -177,6 +281,43 @@ class SparseProjector:
 
     def __repr__(self):
         return f"SparseProjector(sparse_ratio={self.sparse_ratio}, sparse_type={self.sparse_type!r}, mode={self.mode})"
+
+
+#: above this many entries random-k draws its index set without a permutation of all of
+#: them (an int64 permutation of a 34.6M-entry weight would be 277 MB)
+PERMUTATION_MAX_NUMEL = 1 << 22
+
+
+def _random_indices(total, k, seed, device):
+    """``k`` distinct indices drawn uniformly at random from ``range(total)`` (unsorted)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+    if total <= PERMUTATION_MAX_NUMEL or 2 * k > total:
+        return torch.randperm(total, generator=generator, device=device)[:k]
+    return random_subset(total, k, generator)
+
+
+def random_subset(total, k, generator):
+    """``k`` distinct indices uniform over ``range(total)``, in O(k) memory (``2 k <= total``).
+
+    Draws candidates with replacement until ``k`` distinct ones are found, then keeps a
+    uniformly random ``k`` of them. Every step treats all indices alike, so every
+    ``k``-subset is equally likely, as with a prefix of a random permutation.
+    """
+    chosen = torch.empty(0, dtype=torch.int64, device=generator.device)
+    while chosen.numel() < k:
+        missing = k - chosen.numel()
+        draws = torch.randint(0, total, (missing + missing // 8 + 16,), generator=generator, device=generator.device)
+        chosen = torch.unique(torch.cat([chosen, draws]))
+    keep = torch.randperm(chosen.numel(), generator=generator, device=generator.device)[:k]
+    return chosen[keep]
+
+
+def _range_of(sorted_indices, low, high):
+    """Positions ``lo:hi`` of the sorted indices with values in ``[low, high)``."""
+    bounds = torch.searchsorted(sorted_indices, torch.tensor([low, high], dtype=sorted_indices.dtype,
+                                                             device=sorted_indices.device))
+    return int(bounds[0]), int(bounds[1])
 
 
 def _unfold_abs_sq(x, mode):

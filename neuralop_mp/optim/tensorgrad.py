@@ -6,27 +6,21 @@ from torch.optim import Optimizer
 
 from . import nonfinite
 from .adam_math import (
-    STATE_DTYPES,
+    ROUNDING_CHUNK,
     adam_step,
-    as_complex_like,
     as_real,
     compute_dtype,
-    load_moment,
-    second_moment_shape,
-    ROUNDING_CHUNK,
     flat_real,
     rounding_generator,
+    second_moment_shape,
     stochastic_round_,
     stochastic_round_chunk_,
-    store_moment,
 )
 from .composite_projector import CompositeProjector
-from .state_checks import BASIS_INFIX, checked_state
+from .compressed_step import adam_directions_, apply_update, project_parts
+from .state_checks import checked_state
 from .state_memory import state_memory_report
 from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, validate_group
-
-_MOMENTS = ("exp_avg", "exp_avg_sq")
-
 
 class TensorGRaD(Optimizer):
     """AdamW with sparse + low-rank compressed moments for tensor-shaped weights.
@@ -39,10 +33,12 @@ class TensorGRaD(Optimizer):
     ``m_hat / (sqrt(v_hat) + eps)`` back, and applies
     ``p <- p (1 - lr wd) - lr (scale * U_lowrank + lambda_sparse * sparse_scale * U_sparse)``
     (with ``adam_convention="neuralop"`` the decay follows the update).
-    Weight decay is decoupled and applies to compressed parameters too;
-    ``p.grad`` is never modified. Bases are refreshed when the parameter's step
-    count is a multiple of ``update_proj_gap`` (step 0 included). Every other
-    parameter (and every group with ``compress=False``) gets plain AdamW.
+    Weight decay is decoupled and applies to compressed parameters too; the
+    ordinary ``step()`` never modifies ``p.grad`` (with update in backward the
+    gradient is the optimizer's to consume, see ``owns_gradients``). Bases are
+    refreshed when the parameter's step count is a multiple of ``update_proj_gap``
+    (step 0 included). Every other parameter (and every group with
+    ``compress=False``) gets plain AdamW.
 
     Routing: a parameter is compressed when its group has ``compress=True``, it
     has at least ``min_params`` entries and at least two modes longer than 1;
@@ -59,9 +55,10 @@ class TensorGRaD(Optimizer):
 
     Complex parameters: first moments are kept on ``view_as_real`` of the
     compressed parts; second moments per real number ("torch" convention) or per
-    complex entry ("neuralop"); projections use conjugate transposes. 16-bit parameters and gradients (complex32 spectral weights,
+    complex entry ("neuralop"); projections use conjugate transposes. 16-bit
+    parameters and gradients (complex32 spectral weights,
     :func:`neuralop_mp.set_spectral_weight_dtype`; float16 / bfloat16 tensors) are
-    up-cast to complex64 / fp32 for the math, moments of every branch stay fp32 (or
+    up-cast (a chunk at a time) to complex64 / fp32 for the math, moments of every branch stay fp32 (or
     ``state_dtype``), and the new weights are written back with stochastic rounding,
     so updates smaller than the 16-bit spacing are not lost.
 
@@ -218,12 +215,18 @@ class TensorGRaD(Optimizer):
     # -------------------------------------------------------------------- step
     supports_grad_scale = True
     # set by neuralop_mp.optim.update_in_backward while it steps one parameter at a time:
-    # the gradient is dropped once up-cast, before the update's temporaries are allocated
-    free_grad_after_upcast = False
+    # each gradient is the optimizer's to consume (a compressed weight's sparse residual is
+    # written into it) and is released as soon as it is projected (or up-cast)
+    owns_gradients = False
 
     @torch.no_grad()
     def step(self, closure=None, *, grad_scale=None):
         """Perform one optimisation step; returns the closure's loss if given.
+
+        A compressed weight's step reads its gradient in chunks and updates the
+        weight a block of rows at a time (:mod:`~neuralop_mp.optim.compressed_step`),
+        so its temporaries are a few :data:`~neuralop_mp.optim.gradient_chunks.CHUNK_BYTES`
+        besides the compressed parts, whatever the weight's size.
 
         Parameters
         ----------
@@ -263,21 +266,24 @@ class TensorGRaD(Optimizer):
                     state["step"] = torch.tensor(0.0)
                     state["compressed"] = torch.tensor(self.routes_to_compression(p, group))
                     state["seed"] = torch.tensor(int(group["seed"]) * 1_000_003 + ordinal, dtype=torch.int64)
+                if bool(state["compressed"]):
+                    projector = self.projector_for(group)
+                    bases, parts = project_parts(p, projector, group, state, grad_scale, self.owns_gradients)
+                    if self.owns_gradients:  # projected: nothing reads this gradient again
+                        p.grad = None
+                    directions = adam_directions_(parts, group, state)
+                    state["step"] += 1
+                    if all(nonfinite.update_is_finite(d, group, group_index, position, p)
+                           for d in directions.values()):
+                        apply_update(p, projector, bases, directions, group, state)
+                    continue
                 grad = p.grad.to(compute_dtype(p))
                 if grad_scale is not None and grad_scale != 1.0:
                     grad = grad.mul_(1.0 / grad_scale) if grad is not p.grad else grad / grad_scale
-                if self.free_grad_after_upcast:  # update in backward: nothing reads this gradient again
+                if self.owns_gradients:  # up-cast: nothing reads this gradient again
                     p.grad = None
-                if bool(state["compressed"]):
-                    # an up-cast copy, or a gradient already released: the projection may overwrite it
-                    owned = grad is not p.grad
-                    projector, bases, directions = self._compressed_directions(grad, group, state, owned)
-                    shape = grad.shape
-                    del grad  # projected: free before the full-shape update is built
-                    update = self._compressed_update(projector, bases, directions, shape, group)
-                else:
-                    update = self._dense_update(grad, group, state)
-                    del grad  # its memory is free for the update's application
+                update = self._dense_update(grad, group, state)
+                del grad  # its memory is free for the update's application
                 state["step"] += 1
                 if nonfinite.update_is_finite(update, group, group_index, position, p):
                     self._apply(p, update, group, state)
@@ -331,107 +337,6 @@ class TensorGRaD(Optimizer):
         exp_avg_sq = as_real(state["exp_avg_sq"]) if convention == "torch" else state["exp_avg_sq"]
         return adam_step(as_real(state["exp_avg"]), exp_avg_sq, grad, float(state["step"]) + 1, beta1, beta2,
                          group["eps"], group["correct_bias"], convention)
-
-    def _compressed_directions(self, grad, group, state, owned=False):
-        """Refresh the bases when due, project ``grad`` and step each part's moments;
-        returns ``(projector, bases, {name: Adam direction in the compressed space})``.
-        ``owned``: ``grad`` is this step's own tensor, which the projection may overwrite."""
-        projector = self.projector_for(group)
-        step = int(state["step"])
-        seed = int(state["seed"])
-        bases = {name: self._read_basis(state, name, grad) for name in projector.names}
-        if step % group["update_proj_gap"] == 0:
-            bases = self._refresh(projector, grad, state, group, bases, seed + step)
-
-        beta1, beta2 = group["betas"]
-        convention = group["adam_convention"]
-        storage = self._storage_dtype(group, grad)
-        directions = {}
-        for salt, (name, part) in enumerate(projector.project(grad, bases, consume=owned).items()):
-            if f"{name}_exp_avg" not in state:
-                state[f"{name}_exp_avg"] = torch.zeros(as_real(part).shape, dtype=storage, device=part.device)
-                state[f"{name}_exp_avg_sq"] = torch.zeros(second_moment_shape(part, convention), dtype=storage,
-                                                          device=part.device)
-                state[f"{name}_step"] = torch.tensor(0.0)
-            exp_avg = load_moment(state[f"{name}_exp_avg"], as_real(part).dtype)
-            exp_avg_sq = load_moment(state[f"{name}_exp_avg_sq"], as_real(part).dtype)
-            state[f"{name}_step"] += 1
-            directions[name] = adam_step(exp_avg, exp_avg_sq, part, float(state[f"{name}_step"]), beta1, beta2,
-                                         group["eps"], group["correct_bias"], convention)
-            stream = (seed * 1_000_003 + step) * 8 + 2 * salt
-            store_moment(state[f"{name}_exp_avg"], exp_avg, stream)
-            store_moment(state[f"{name}_exp_avg_sq"], exp_avg_sq, stream + 1)
-        return projector, bases, directions
-
-    @staticmethod
-    def _compressed_update(projector, bases, directions, shape, group):
-        """The full-shape update: each part's direction projected back and weighted.
-
-        The low-rank part is built first and scaled in place; a part that can add itself
-        into it (the sparse one: its entries, at their positions) does, so only one
-        full-shape tensor is built. Addition commutes exactly, so this is the sum of the
-        parts in any order.
-        """
-        names = sorted(projector.names, key=lambda name: name != "low_rank")
-        update = None
-        for name in names:
-            if name == "low_rank":
-                weight = group["scale"]
-            else:
-                weight = group["sparse_scale"] * group["lambda_sparse"]
-                if group["scale_by_mask_ratio"]:
-                    weight *= math.sqrt(1.0 / projector["sparse"].kept_fraction(shape))
-            part = directions.pop(name)
-            if update is not None and hasattr(projector[name], "add_back_"):
-                projector[name].add_back_(update, part * weight if weight != 1.0 else part, bases[name])
-                continue
-            tensor = projector[name].project_back(part, bases[name], shape)
-            if weight != 1.0:
-                tensor.mul_(weight)  # a fresh tensor of project_back: scaled where it lies
-            update = tensor if update is None else update.add_(tensor)
-            del tensor
-        return update
-
-    @staticmethod
-    def _storage_dtype(group, grad):
-        """dtype of compressed moments and factors: bf16 if asked, else that of the math
-        (fp32, or fp64 for double-precision parameters)."""
-        storage = STATE_DTYPES[group["state_dtype"]]
-        return as_real(grad).dtype if storage == torch.float32 else storage
-
-    def _refresh(self, projector, grad, state, group, old_bases, seed):
-        has_old = int(state["step"]) > 0
-        new_bases = projector.compute_bases(grad, old_bases if has_old else None, seed=seed)
-        storage = self._storage_dtype(group, grad)
-        for name in projector.names:
-            if has_old and f"{name}_exp_avg" in state:
-                reset = group["reset_sparse_moments"] if name == "sparse" else group["reset_lowrank_moments"]
-                if reset:
-                    for key in (*_MOMENTS, "step"):
-                        del state[f"{name}_{key}"]
-                else:
-                    for key in _MOMENTS:
-                        state[f"{name}_{key}"] = projector[name].transfer_moment(
-                            state[f"{name}_{key}"], old_bases[name], new_bases[name])
-            for key in [k for k in state if k.startswith(name + BASIS_INFIX)]:
-                del state[key]
-            for key, tensor in new_bases[name].items():
-                if tensor.is_floating_point() or tensor.is_complex():
-                    tensor = as_real(tensor).to(storage)
-                state[f"{name}{BASIS_INFIX}{key}"] = tensor
-        return {name: self._read_basis(state, name, grad) for name in projector.names}
-
-    @staticmethod
-    def _read_basis(state, name, like):
-        prefix = name + BASIS_INFIX
-        basis = {}
-        for key, tensor in state.items():
-            if key.startswith(prefix):
-                if tensor.is_floating_point():
-                    tensor = tensor.to(torch.promote_types(tensor.dtype, torch.float32))
-                    tensor = as_complex_like(tensor, like)
-                basis[key[len(prefix):]] = tensor
-        return basis
 
     # ------------------------------------------------------------- state_dict
     def load_state_dict(self, state_dict):

@@ -12,6 +12,8 @@ import torch
 from tensorly.tucker_tensor import validate_tucker_rank
 
 from ..vocabulary import check_choice
+from . import tucker_chunks
+from .tucker_chunks import mode_product  # noqa: F401  (part of this module's interface)
 
 RANK_CONVENTIONS = ("core", "mode", "params")
 
@@ -35,21 +37,6 @@ def _check_rank(rank, key="rank"):
         f"Invalid {key}={rank!r}; expected a float in (0, 1], a positive int, "
         "or a sequence of positive ints (one per mode)."
     )
-
-
-def mode_product(x, matrix, mode, adjoint=False):
-    """Multiply tensor ``x`` along ``mode`` by ``matrix`` (shape ``(d, r)``).
-
-    ``adjoint=True`` applies ``matrix^H`` (d -> r), the projection; ``adjoint=False``
-    applies ``matrix`` (r -> d), the back-projection. The conjugate transpose is what
-    makes the projection orthogonal for complex factors; a plain transpose is not.
-    """
-    if adjoint:
-        matrix = matrix.conj()
-        out = torch.tensordot(x, matrix, dims=([mode], [0]))
-    else:
-        out = torch.tensordot(x, matrix, dims=([mode], [1]))
-    return out.movedim(-1, mode)
 
 
 def _leading_eigenvectors(unfolding, rank):
@@ -183,6 +170,32 @@ class TuckerProjector:
         if previous is not None:
             factors = {k: _align(u, previous[f"factor_{k}"].to(grad.dtype)) for k, u in factors.items()}
         return {f"factor_{k}": u for k, u in factors.items()}
+
+    # -------------------------------------------- the same on a gradient read in chunks
+    def compute_basis_chunks(self, source, previous=None, seed=None):
+        """:meth:`compute_basis` of the gradient ``source`` reads in chunks
+        (:class:`~neuralop_mp.optim.gradient_chunks.GradientChunks`): Gram matrices
+        accumulated chunk by chunk, no full-size intermediate (see
+        :mod:`~neuralop_mp.optim.tucker_chunks`). ``seed`` is unused."""
+        ranks = self.mode_ranks(source.shape)
+        modes = self.compressed_modes(source.shape)
+        warm = self.warm_start and previous is not None and self.n_iter > 0
+        start = {k: previous[f"factor_{k}"].to(source.dtype) for k in modes} if warm else None
+        factors = tucker_chunks.compute_factors(source, ranks, modes, start, self.n_iter)
+        if previous is not None:
+            factors = {k: _align(u, previous[f"factor_{k}"].to(source.dtype)) for k, u in factors.items()}
+        return {f"factor_{k}": u for k, u in factors.items()}
+
+    def project_chunks(self, source, basis):
+        """:meth:`project` of the gradient ``source`` reads in chunks."""
+        return tucker_chunks.project(source, self._factor_dict(basis, source.dtype))
+
+    def back_project_rows(self, core, basis, start, stop):
+        """Indices ``start:stop`` along axis 0 of :meth:`project_back` (a new tensor)."""
+        return tucker_chunks.back_project_rows(core, self._factor_dict(basis, core.dtype), start, stop)
+
+    def _factor_dict(self, basis, dtype):
+        return {k: u.to(dtype) for k, u in self._factors(basis)}
 
     @staticmethod
     def _factors(basis):

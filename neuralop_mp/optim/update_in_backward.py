@@ -43,8 +43,8 @@ class UpdateInBackward:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        if "free_grad_after_upcast" in vars(self.optimizer):
-            del self.optimizer.free_grad_after_upcast
+        if "owns_gradients" in vars(self.optimizer):
+            del self.optimizer.owns_gradients
 
     @property
     def active(self):
@@ -132,7 +132,7 @@ def enable_update_in_backward(optimizer, **settings):
             param.grad = None
 
     handles = [p.register_post_accumulate_grad_hook(step_now) for p in params]
-    if hasattr(optimizer, "free_grad_after_upcast"):  # TensorGRaD: drop the 16-bit gradient once up-cast
-        optimizer.free_grad_after_upcast = True
+    if hasattr(optimizer, "owns_gradients"):  # TensorGRaD: consume each gradient, release it once projected
+        optimizer.owns_gradients = True
     return UpdateInBackward(optimizer, handles)
 

@@ -92,15 +92,18 @@ def test_update_in_backward_through_a_checkpoint_resume(name):
 
 
 def test_half_recipe_is_bitwise_the_ordinary_step(monkeypatch):
-    """complex32 spectral weights, bf16 compressed states, mixed layer: the 16-bit gradient is
-    dropped once up-cast and the weights are written back chunk by chunk (chunks of 1000
-    elements here, so every spectral weight takes several); the ordinary step does the same
-    arithmetic, so the weights and state stay bitwise equal across two refreshes."""
+    """complex32 spectral weights, bf16 compressed states, mixed layer: in backward the sparse
+    residual is written into the 16-bit gradient and the gradient is released once projected;
+    both paths read it in chunks of 2000 bytes (one index along axis 0 of a spectral weight,
+    so every refresh, projection and back-projection takes several) and round in chunks of
+    1000 elements; the ordinary step does the same arithmetic, so the weights and state stay
+    bitwise equal across two refreshes."""
     from neuralop_mp import MixedPrecisionSpectralConv, set_precision, set_spectral_weight_dtype
-    from neuralop_mp.optim import adam_math, tensorgrad
+    from neuralop_mp.optim import adam_math, gradient_chunks, tensorgrad
 
     monkeypatch.setattr(adam_math, "ROUNDING_CHUNK", 1000)
     monkeypatch.setattr(tensorgrad, "ROUNDING_CHUNK", 1000)
+    monkeypatch.setattr(gradient_chunks, "CHUNK_BYTES", 2000)
 
     def half_model():
         torch.manual_seed(0)
@@ -122,7 +125,7 @@ def test_half_recipe_is_bitwise_the_ordinary_step(monkeypatch):
     half = [p for p in model.parameters() if p.dtype == torch.complex32]
     assert half and all(p.numel() * 2 > 1000 for p in half)  # several chunks each
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert opt.free_grad_after_upcast is False  # reset when the hooks were removed
+    assert opt.owns_gradients is False  # reset when the hooks were removed
     _assert_same(*runs[0], *runs[1])
 
 

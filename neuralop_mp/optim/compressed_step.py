@@ -1,0 +1,212 @@
+"""TensorGRaD's step of one compressed weight, with chunk-sized temporaries.
+
+The step (refresh when due, projection, Adam in the compressed space, back-projection,
+weight update) reads the gradient through
+:class:`~neuralop_mp.optim.gradient_chunks.GradientChunks` and writes the weight a
+block of rows (indices along axis 0) at a time. Besides the stored gradient, the
+compressed parts (the Tucker core, the sparse values) and the optimizer state, it
+allocates only tensors of a few :data:`~neuralop_mp.optim.gradient_chunks.CHUNK_BYTES`:
+no up-cast copy of the whole gradient, no residual copy, no full-size mode-product
+intermediate and no full-size update.
+
+When the gradient is the optimizer's to consume (update in backward), the sparse
+residual is written into the gradient itself and the gradient is released as soon as
+it is projected. The arithmetic is the same either way, so both paths give bitwise the
+same weights and state.
+"""
+import math
+
+import torch
+
+from . import gradient_chunks
+from .adam_math import (
+    STATE_DTYPES,
+    adam_step,
+    as_complex_like,
+    as_real,
+    compute_dtype,
+    flat_real,
+    load_moment,
+    rounding_generator,
+    second_moment_shape,
+    stochastic_round_chunks_,
+)
+from .gradient_chunks import GradientChunks, ResidualChunks, rows_per_chunk, spans
+from .state_checks import BASIS_INFIX
+
+MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+def storage_dtype(group, dtype):
+    """dtype of compressed moments and factors for math in ``dtype``: bf16 if asked, else
+    the real dtype of the math (fp32, or fp64 for double-precision parameters)."""
+    storage = STATE_DTYPES[group["state_dtype"]]
+    real = {torch.complex64: torch.float32, torch.complex128: torch.float64}.get(dtype, dtype)
+    return real if storage == torch.float32 else storage
+
+
+def read_basis(state, name, like):
+    """The stored basis of part ``name`` in the math's dtype (complex for complex ``like``)."""
+    prefix = name + BASIS_INFIX
+    basis = {}
+    for key, tensor in state.items():
+        if key.startswith(prefix):
+            if tensor.is_floating_point():
+                tensor = tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+                tensor = as_complex_like(tensor, like)
+            basis[key[len(prefix):]] = tensor
+    return basis
+
+
+def _install_basis(projector, new, old, state, group, dtype, has_old):
+    """Store a refreshed basis; reset or carry over the part's moments."""
+    name = projector.name
+    if has_old and f"{name}_exp_avg" in state:
+        reset = group["reset_sparse_moments"] if name == "sparse" else group["reset_lowrank_moments"]
+        if reset:
+            for key in (*MOMENTS, "step"):
+                del state[f"{name}_{key}"]
+        else:
+            for key in MOMENTS:
+                state[f"{name}_{key}"] = projector.transfer_moment(state[f"{name}_{key}"], old, new)
+    for key in [k for k in state if k.startswith(name + BASIS_INFIX)]:
+        del state[key]
+    storage = storage_dtype(group, dtype)
+    for key, tensor in new.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            tensor = as_real(tensor).to(storage)
+        state[f"{name}{BASIS_INFIX}{key}"] = tensor
+
+
+def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False):
+    """Refresh the bases when due and project ``p.grad``: ``(bases, {name: part})``.
+
+    The second projector sees the residual of the first. ``owns_grad``: the sparse
+    residual is written into ``p.grad`` (the caller must not read it afterwards).
+    """
+    dtype = compute_dtype(p)
+    step, seed = int(state["step"]), int(state["seed"])
+    refresh = step % group["update_proj_gap"] == 0
+    source = GradientChunks(p.grad, dtype, grad_scale)
+    bases, parts = {}, {}
+    for i, part_projector in enumerate(projector.projectors):
+        name = part_projector.name
+        basis = read_basis(state, name, p)
+        if refresh:
+            new = part_projector.compute_basis_chunks(source, basis if step > 0 else None, seed=seed + step)
+            _install_basis(part_projector, new, basis, state, group, dtype, step > 0)
+            basis = read_basis(state, name, p)
+        bases[name] = basis
+        parts[name] = part = part_projector.project_chunks(source, basis)
+        if i + 1 == len(projector.projectors):
+            break
+        if hasattr(part_projector, "remover"):  # sparse: the residual is the gradient less those entries
+            if owns_grad and p.grad.is_contiguous():
+                part_projector.residual(p.grad, basis, in_place=True)
+            else:
+                source = source.without(part_projector.remover(basis, source.shape))
+        else:  # low rank: the residual is the gradient less the back-projected core
+            source = ResidualChunks(
+                source, lambda start, stop, pr=part_projector, c=part, b=basis: pr.back_project_rows(c, b, start, stop))
+    return bases, parts
+
+
+def adam_directions_(parts, group, state):
+    """Step each part's moments and overwrite the part with its Adam direction, chunk
+    by chunk: 16-bit moments are loaded into fp32 and written back (stochastically
+    rounded) one chunk at a time, continuing one noise stream per moment."""
+    step, seed = int(state["step"]), int(state["seed"])
+    beta1, beta2 = group["betas"]
+    convention = group["adam_convention"]
+    for salt, (name, part) in enumerate(parts.items()):
+        storage = storage_dtype(group, part.dtype)
+        if f"{name}_exp_avg" not in state:
+            state[f"{name}_exp_avg"] = torch.zeros(as_real(part).shape, dtype=storage, device=part.device)
+            state[f"{name}_exp_avg_sq"] = torch.zeros(second_moment_shape(part, convention), dtype=storage,
+                                                      device=part.device)
+            state[f"{name}_step"] = torch.tensor(0.0)
+        state[f"{name}_step"] += 1
+        count = float(state[f"{name}_step"])
+        stream = (seed * 1_000_003 + step) * 8 + 2 * salt
+        stored = [state[f"{name}_{key}"].view(-1) for key in MOMENTS]
+        generators = [rounding_generator(stream + i, part.device) if t.dtype != as_real(part).dtype else None
+                      for i, t in enumerate(stored)]
+        flat = part.view(-1)
+        per_entry = [t.numel() // max(1, flat.numel()) for t in stored]
+        real = as_real(part).dtype
+        length = max(1, gradient_chunks.CHUNK_BYTES // (4 * flat.element_size()))
+        for start, stop in spans(flat.numel(), length):
+            grad = flat[start:stop]
+            moments = [load_moment(t[start * n:stop * n], real) for t, n in zip(stored, per_entry)]
+            exp_avg = moments[0].view(as_real(grad).shape)
+            exp_avg_sq = moments[1].view(second_moment_shape(grad, convention))
+            direction = adam_step(exp_avg, exp_avg_sq, grad, count, beta1, beta2, group["eps"],
+                                  group["correct_bias"], convention)
+            for t, n, value, generator in zip(stored, per_entry, moments, generators):
+                if generator is not None:
+                    stochastic_round_chunks_(t[start * n:stop * n], value.reshape(-1), generator)
+            flat[start:stop] = direction
+    return parts
+
+
+def _weight(name, projector, group, shape):
+    if name == "low_rank":
+        return group["scale"]
+    weight = group["sparse_scale"] * group["lambda_sparse"]
+    if group["scale_by_mask_ratio"]:
+        weight *= math.sqrt(1.0 / projector["sparse"].kept_fraction(shape))
+    return weight
+
+
+def apply_update(p, projector, bases, directions, group, state):
+    """Back-project the directions a block of rows at a time and update those rows of ``p``.
+
+    Each block is ``scale * low-rank rows + weight * sparse entries in them``; the decay
+    and the update follow :func:`apply_rows`.
+    """
+    shape = tuple(p.shape)
+    dtype = next(iter(directions.values())).dtype
+    weighted = {}
+    for name, direction in directions.items():  # the step's own tensors: weighted in place
+        weight = _weight(name, projector, group, shape)
+        weighted[name] = direction if weight == 1.0 else direction.mul_(weight)
+    # step was already advanced: the pre-increment count names this step's noise stream
+    seed = (int(state["seed"]) * 1_000_003 + int(state["step"]) - 1) * 8 + 7
+    generator = rounding_generator(seed, p.device) if compute_dtype(p) != p.dtype else None
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    for start, stop in spans(shape[0], rows_per_chunk(shape, 0, itemsize)):
+        if "low_rank" in weighted:
+            rows = projector["low_rank"].back_project_rows(weighted["low_rank"], bases["low_rank"], start, stop)
+        else:
+            rows = torch.zeros((stop - start,) + shape[1:], dtype=dtype, device=p.device)
+        if "sparse" in weighted:
+            projector["sparse"].add_back_rows_(rows, weighted["sparse"], bases["sparse"], shape, start)
+        apply_rows(p.narrow(0, start, stop - start), rows, group, generator)
+
+
+def apply_rows(target, change, group, generator=None):
+    """``target <- target (1 - lr wd) - lr change`` ("torch" convention; "neuralop":
+    ``(target - lr change)(1 - lr wd)``). A 16-bit ``target`` is updated in fp32 and
+    written back with stochastic rounding, drawing from ``generator``."""
+    decay = 1.0 - group["lr"] * group["weight_decay"]
+    decay_first = group["adam_convention"] == "torch"
+
+    def step_(wide):
+        if decay_first and decay != 1.0:
+            wide.mul_(decay)
+        wide.add_(change, alpha=-group["lr"])
+        if not decay_first and decay != 1.0:
+            wide.mul_(decay)
+
+    if generator is None:
+        step_(target)
+        return
+    wide = target.to(change.dtype)
+    step_(wide)
+    stored = flat_real(target)
+    if stored is None:  # a strided weight: round into a contiguous block, then copy it in
+        rounded = torch.empty(target.shape, dtype=target.dtype, device=target.device)
+        stochastic_round_chunks_(flat_real(rounded), flat_real(wide), generator)
+        target.copy_(rounded)
+        return
+    stochastic_round_chunks_(stored, flat_real(wide), generator)
