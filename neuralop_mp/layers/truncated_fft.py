@@ -20,11 +20,12 @@ saving is measured by ``neuralop-mp bench spectral`` (docs/benchmarks.md).
 
 Along the last axis, when the kept columns are few against its length (length at
 least :data:`MATMUL_MIN_RATIO` times the kept count, e.g. 17 of 256 points), the
-real transform and its inverse are evaluated as one real matrix product with the
-``(length, 2 kept)`` block of the DFT matrix instead of an FFT of the whole axis
+real transform and its inverse are evaluated on CPU as one real matrix product with
+the ``(length, 2 kept)`` block of the DFT matrix instead of an FFT of the whole axis
 (whose inverse also zero-fills every dropped column first): the same numbers up to
-float32 rounding, and on a 2-core AVX2 CPU about twice as fast at 256 points with
-17 kept columns (equal at 64 and 128 points, where the FFT stays).
+float32 rounding, and on a 2-core AVX2 CPU (one thread, 32768 rows) about twice as
+fast at 256 points with 17 kept columns; about equal at 64 and 128 points, where the
+FFT stays. Other devices keep the FFT (not measured there).
 
 References
 ----------
@@ -99,11 +100,11 @@ _SCALE = {"backward": lambda n: 1.0, None: lambda n: 1.0, "forward": lambda n: 1
           "ortho": lambda n: n ** -0.5}
 
 
-def _by_matmul(dim, length, kept):
-    """Whether the last-axis transform of ``kept`` columns of ``length`` points is a matmul.
-    Then ``kept <= length / 8``: no Nyquist column and every kept column but the zero
-    frequency has a conjugate partner."""
-    return dim == -1 and length >= MATMUL_MIN_RATIO * kept
+def _by_matmul(dim, length, kept, device):
+    """Whether the last-axis transform of ``kept`` columns of ``length`` points is a matmul:
+    on CPU only (where it was measured). Then ``kept <= length / 8``: no Nyquist column,
+    and every kept column but the zero frequency has a conjugate partner."""
+    return device.type == "cpu" and dim == -1 and length >= MATMUL_MIN_RATIO * kept
 
 
 @functools.lru_cache(maxsize=64)
@@ -131,7 +132,7 @@ def _dft_block(length, kept, norm, inverse, dtype, device):
 
 def _rfft_columns(x, dim, kept, norm):
     """``rfft(x, dim=dim, norm=norm)`` narrowed to its first ``kept`` columns."""
-    if _by_matmul(dim, x.shape[dim], kept):
+    if _by_matmul(dim, x.shape[dim], kept, x.device):
         pairs = x @ _dft_block(x.shape[-1], kept, norm, False, x.dtype, x.device)
         return torch.view_as_complex(pairs.unflatten(-1, (kept, 2)))
     return torch.fft.rfft(x, dim=dim, norm=norm).narrow(dim, 0, kept)
@@ -141,7 +142,7 @@ def _rfft_columns_adjoint(g, dim, length, norm):
     """Adjoint of :func:`_rfft_columns` (real, ``length`` points along ``dim``); may
     overwrite ``g``."""
     kept = g.shape[dim]
-    if _by_matmul(dim, length, kept):
+    if _by_matmul(dim, length, kept, g.device):
         real = torch.view_as_real(g).flatten(-2)
         return real @ _dft_block(length, kept, norm, False, real.dtype, real.device).t()
     # dL/dx = Re(F^H R^T g): irfft sums the columns that have a conjugate partner
@@ -154,7 +155,7 @@ def _rfft_columns_adjoint(g, dim, length, norm):
 
 def _irfft_columns(z, dim, length, norm):
     """``irfft(z, n=length, dim=dim, norm=norm)``."""
-    if _by_matmul(dim, length, z.shape[dim]):
+    if _by_matmul(dim, length, z.shape[dim], z.device):
         real = torch.view_as_real(z).flatten(-2)
         return real @ _dft_block(length, z.shape[dim], norm, True, real.dtype, real.device)
     return torch.fft.irfft(z, n=length, dim=dim, norm=norm)
@@ -163,7 +164,7 @@ def _irfft_columns(z, dim, length, norm):
 def _irfft_columns_adjoint(grad, dim, columns, norm):
     """Adjoint of :func:`_irfft_columns` for an input of ``columns`` columns along ``dim``."""
     n = grad.shape[dim]
-    if _by_matmul(dim, n, columns):
+    if _by_matmul(dim, n, columns, grad.device):
         pairs = grad @ _dft_block(n, columns, norm, True, grad.dtype, grad.device).t()
         return torch.view_as_complex(pairs.unflatten(-1, (columns, 2)))
     g = torch.fft.rfft(grad, dim=dim, norm=_ADJOINT_NORM[norm])

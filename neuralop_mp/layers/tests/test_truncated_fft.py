@@ -100,7 +100,9 @@ def test_last_axis_matmul_in_float32_agrees_with_float64_fft():
     the largest entry (sums of 256 float32 products: about 16 ulp), gradients too."""
     from neuralop_mp.layers.truncated_fft import _by_matmul
 
-    assert _by_matmul(-1, 256, 17) and not _by_matmul(-1, 128, 17) and not _by_matmul(-2, 256, 17)
+    cpu = torch.device("cpu")
+    assert _by_matmul(-1, 256, 17, cpu) and not _by_matmul(-1, 128, 17, cpu) and not _by_matmul(-2, 256, 17, cpu)
+    assert not _by_matmul(-1, 256, 17, torch.device("cuda"))  # measured on CPU only: cuFFT stays
     gen = torch.Generator().manual_seed(11)
     x64 = torch.randn(1, 2, 16, 256, generator=gen, dtype=torch.float64, requires_grad=True)
     x = x64.detach().float().requires_grad_(True)
