@@ -23,9 +23,10 @@ least :data:`MATMUL_MIN_RATIO` times the kept count, e.g. 17 of 256 points), the
 real transform and its inverse are evaluated on CPU as one real matrix product with
 the ``(length, 2 kept)`` block of the DFT matrix instead of an FFT of the whole axis
 (whose inverse also zero-fills every dropped column first): the same numbers up to
-float32 rounding, and on a 2-core AVX2 CPU (one thread, 32768 rows) about twice as
-fast at 256 points with 17 kept columns; about equal at 64 and 128 points, where the
-FFT stays. Other devices keep the FFT (not measured there).
+float32 rounding. On a 2-core AVX2 CPU (one thread) the matmul was the faster at 256
+points with 17 kept columns, and no clear gain (or a loss, for the forward transform
+at 128 points) at 64 and 128 points, where the FFT stays. Other devices keep the FFT
+(not measured there).
 
 References
 ----------
