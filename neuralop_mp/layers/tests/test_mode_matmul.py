@@ -66,6 +66,30 @@ def test_16_bit_rounding_within_bound_for_both_compute_dtypes(half):
 
 
 @pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_16_bit_weight_matrix_is_each_entry_rounded_once_in_modes_first_order(half):
+    """The block matrix of the weight, built by rounding before a transpose of (re, im) words,
+    holds exactly each weight entry rounded once to ``half``: entry (k, i, 2 o + c) is part c
+    of W[i, o, k] (c = 0 real, 1 imaginary). Checked for a contiguous weight, a kept-modes
+    slice of one (not contiguous) and a complex32 weight, and the product with the sliced
+    weight against the float64 einsum within the 16-bit bound."""
+    from neuralop_mp.layers.mode_matmul import _weight_matrix
+
+    gen = torch.Generator().manual_seed(5)
+    full = torch.randn(6, 5, 7, 9, dtype=torch.cdouble, generator=gen)
+    for w in (full[..., :4], full[:, :, 1:6, 2:8], full[:, :, :3, :3].to(torch.complex32)):
+        matrix = _weight_matrix(w.to(torch.cfloat) if w.dtype != torch.complex32 else w, half, torch.float32)
+        parts = torch.view_as_real(w.to(torch.cdouble))  # (in, out, *modes, 2)
+        expected = parts.to(half).double().flatten(2, -2).permute(2, 0, 1, 3).reshape(-1, 6, 10)
+        assert matrix.dtype == torch.float32 and torch.equal(matrix.double(), expected)
+    x = torch.randn(2, 6, 5, 6, dtype=torch.cdouble, generator=gen)
+    w = full[:, :, 1:6, 2:8]
+    y = dense_mode_product(x.to(torch.cfloat), w.to(torch.cfloat), half)
+    bound = (2**0.5 * gamma(3, U[half]) + gamma(12, U[torch.float32])) * _reference(x.abs(), w.abs())
+    assert ((y.cdouble() - _reference(x, w)).abs() <= bound).all()
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
 def test_complex32_weight_gets_complex32_gradient():
     x, w = _operands((4, 3), seed=2)
     ws = w.to(torch.complex32).requires_grad_()

@@ -53,6 +53,11 @@ CASES = [  # spatial sizes, kept modes per axis (last: of the rfft columns), out
     ((12, 10), (6, 4), (24, 20)),      # output grid twice as fine
     ((12, 10), (6, 4), (7, 6)),        # output grid coarser: modes trimmed away
     ((6, 8, 10), (4, 3, 4), (6, 8, 10)),
+    # last axis at least 8x its kept columns: the DFT block as a matmul (MATMUL_MIN_RATIO)
+    ((64,), (5,), (64,)),
+    ((12, 48), (6, 4), (12, 48)),
+    ((10, 40), (4, 5), (20, 80)),      # finer output grid
+    ((9, 33), (5, 3), (9, 45)),        # odd lengths, output grid longer along the last axis only
 ]
 
 
@@ -87,6 +92,30 @@ def test_float32_agrees_with_float64_and_nothing_is_saved_for_backward():
     assert rel(block, reference_block(x64, (-2, -1), (8, 5), "backward")) < 1e-6
     assert rel(y, reference_inverse(reference_block(x64, (-2, -1), (8, 5), "backward"), (-2, -1), (32, 32),
                                     (32, 32), "backward")) < 1e-6
+
+
+def test_last_axis_matmul_in_float32_agrees_with_float64_fft():
+    """At the benchmark's 256 points with 17 kept columns the last-axis transforms are
+    DFT-block matmuls; in float32 they agree with the float64 FFT pipeline within 1e-6 of
+    the largest entry (sums of 256 float32 products: about 16 ulp), gradients too."""
+    from neuralop_mp.layers.truncated_fft import _by_matmul
+
+    cpu = torch.device("cpu")
+    assert _by_matmul(-1, 256, 17, cpu) and not _by_matmul(-1, 128, 17, cpu) and not _by_matmul(-2, 256, 17, cpu)
+    assert not _by_matmul(-1, 256, 17, torch.device("cuda"))  # measured on CPU only: cuFFT stays
+    gen = torch.Generator().manual_seed(11)
+    x64 = torch.randn(1, 2, 16, 256, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = x64.detach().float().requires_grad_(True)
+    block = truncated_rfftn(x, (-2, -1), (8, 17), "forward")
+    ref = reference_block(x64, (-2, -1), (8, 17), "forward")
+    assert rel(block, ref) < 1e-6
+    y = truncated_irfftn(block, (-2, -1), (16, 256), (16, 256), "forward")
+    y_ref = reference_inverse(ref, (-2, -1), (16, 256), (16, 256), "forward")
+    assert rel(y, y_ref) < 1e-6
+    probe = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    (y * probe.float()).sum().backward()
+    (y_ref * probe).sum().backward()
+    assert rel(x.grad, x64.grad) < 1e-6
 
 
 def test_kept_frequencies_are_centred_in_fftshift_order():
