@@ -110,11 +110,13 @@ class _DenseModeProduct(torch.autograd.Function):
         # a view of a contiguous weight; a weight sliced to fewer modes is copied here
         weight_2d = weight.reshape(n_in * n_out, -1)
         n_modes = weight_2d.shape[1]
-        out = torch.empty(batch, n_out, n_modes, 2, dtype=torch.float32, device=x_kept.device)
+        out = None
         for start, stop in _mode_ranges(n_modes, _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes)):
             p = torch.bmm(_stacked_chunk(x_flat, start, stop, compute_dtype),
                           _weight_chunk(weight_2d, start, stop, n_in, half, compute_dtype))
             p = p.float().reshape(stop - start, 2 * batch, n_out, 2)
+            if out is None:  # allocated once the first chunk's weight matrix is freed
+                out = torch.empty(batch, n_out, n_modes, 2, dtype=torch.float32, device=x_kept.device)
             _complex_from_planes(p[:, :batch, :, 0] - p[:, batch:, :, 1], p[:, :batch, :, 1] + p[:, batch:, :, 0],
                                  out, start, stop, half or torch.float32)
         return torch.view_as_complex(out).reshape(batch, n_out, *modes)
