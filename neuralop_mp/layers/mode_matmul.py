@@ -23,6 +23,12 @@ is exact in float32, so both give the numbers of a 16-bit matmul with float32
 accumulation. Only the 16-bit spectrum is saved for backward; the block matrix is
 rebuilt from the weight parameter, which is alive anyway, instead of being kept.
 
+Every mode's product is independent, so the modes are processed in chunks
+(:data:`MODE_CHUNK_BYTES`): the block matrix, the weight's complex64 widening and the
+float32 weight gradient exist one chunk at a time, and the weight gradient is written
+chunk by chunk straight into a tensor of the weight's dtype. The numbers are those
+of the product over all modes at once.
+
 References
 ----------
 .. [1] Tu, R. et al. "Guaranteed Approximation Bounds for Mixed-Precision Neural
@@ -30,43 +36,61 @@ References
 """
 import torch
 
+# Byte budget of each full-weight-shaped temporary of the product (the weight as a
+# float32 (re, im) matrix, its complex64 widening, the float32 weight gradient): the
+# modes are processed in chunks of at most this many bytes of such a temporary, so
+# the product never holds a float32 or complex64 copy of a whole large weight
+# (277 MB each for a 128-channel, 64x64-mode weight). Weights whose temporaries fit
+# are one chunk. Chunks of 8 MB were also the fastest of one chunk, 32, 16, 8, 4 and
+# 2 MB for a forward + backward on one CPU thread (2026-12-03): at 128 channels and
+# 64x33 modes, 1.1 s against 2.7 s in one chunk (the chunks stay in cache).
+MODE_CHUNK_BYTES = 8 * 2**20
+
+# bytes one mode's weight takes in the widest temporary: a complex64 entry, or a
+# float32 (re, im) pair
+_BYTES_PER_WEIGHT_ENTRY = 8
 
 
-def _modes_first(z):
-    """Complex ``(p, q, *modes)`` -> contiguous ``(K, p, q)``: one blocked 2-D transpose.
-
-    The parameter's modes axis is innermost; a matmul batched over modes needs it
-    outermost. Transposing the complex matrix ``(p q, K)`` as a whole uses torch's
-    tiled 2-D transpose, several times faster than permuting real planes.
-    """
-    p, q = z.shape[:2]
-    return z.reshape(p * q, -1).t().contiguous().reshape(-1, p, q)
+def _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes):
+    """Modes per chunk: as many as keep one temporary within ``chunk_bytes`` (at least one)."""
+    return max(1, min(n_modes, chunk_bytes // (n_in * n_out * _BYTES_PER_WEIGHT_ENTRY)))
 
 
-def _weight_matrix(weight, half, compute_dtype):
-    """``(K, in, 2 out)`` real matrix: each complex weight entry as an interleaved (re, im) pair."""
-    weight = weight.to(torch.complex64) if weight.dtype == torch.complex32 else weight
-    n_in, n_out = weight.shape[:2]
+def _mode_ranges(n_modes, per_chunk):
+    return [(start, min(start + per_chunk, n_modes)) for start in range(0, n_modes, per_chunk)]
+
+
+def _weight_chunk(weight_2d, start, stop, n_in, half, compute_dtype):
+    """Modes ``start:stop`` of the ``(in out, K)`` weight as a ``(stop - start, in, 2 out)``
+    real matrix: each complex entry an interleaved (re, im) pair."""
+    chunk = weight_2d[:, start:stop]
+    if chunk.dtype == torch.complex32:
+        chunk = chunk.to(torch.complex64)
     if half is None:
-        return torch.view_as_real(_modes_first(weight)).to(compute_dtype).reshape(-1, n_in, 2 * n_out)
+        # the modes axis is innermost in the parameter and outermost in the matmul: a
+        # transpose of the complex matrix as a whole (torch's tiled 2-D transpose) is
+        # several times faster than permuting real planes
+        real = torch.view_as_real(chunk.t().contiguous())
+        return real.to(compute_dtype).reshape(stop - start, n_in, -1)
     # Rounded before the transpose, which then moves each (re, im) pair of 16-bit values as
     # one 4-byte word: half the bytes of transposing complex64, and one pass fewer than
     # transposing, rounding and widening (the weight is the largest operand at small batch).
-    pairs = torch.view_as_real(weight).to(half).contiguous().view(torch.int32)
-    words = pairs.reshape(n_in * n_out, -1).t().contiguous()
-    return words.view(half).to(compute_dtype).reshape(-1, n_in, 2 * n_out)
+    words = torch.view_as_real(chunk).to(half).contiguous().view(torch.int32).squeeze(-1)
+    return words.t().contiguous().view(half).to(compute_dtype).reshape(stop - start, n_in, -1)
 
 
-def _stack_pairs(x_real, compute_dtype):
-    """``(b, c, *modes, 2)`` real form -> ``(K, 2 b, c)``: real parts, then imaginary parts."""
-    b, c = x_real.shape[:2]
-    return x_real.reshape(b, c, -1, 2).permute(2, 3, 0, 1).reshape(-1, 2 * b, c).to(compute_dtype)
+def _stacked_chunk(x_flat, start, stop, compute_dtype):
+    """Modes ``start:stop`` of the ``(b, c, K, 2)`` real form as ``(stop - start, 2 b, c)``:
+    real parts, then imaginary parts, on the batch axis."""
+    b, c = x_flat.shape[:2]
+    return x_flat[:, :, start:stop].permute(2, 3, 0, 1).reshape(stop - start, 2 * b, c).to(compute_dtype)
 
 
-def _to_complex(real, imag, shape, dtype):
-    """``(K, b, c)`` planes -> complex64 ``(b, c, *modes)``, each part rounded through ``dtype`` once."""
-    pairs = torch.stack((real, imag), dim=-1).to(dtype).permute(1, 2, 0, 3).float().contiguous()
-    return torch.view_as_complex(pairs).reshape(shape)
+def _complex_from_planes(real, imag, out, start, stop, dtype):
+    """Write ``(k, b, c)`` real and imaginary planes of modes ``start:stop`` into the
+    ``(b, c, K, 2)`` float32 ``out``, each part rounded through ``dtype`` once."""
+    out[:, :, start:stop, 0] = real.to(dtype).permute(1, 2, 0)
+    out[:, :, start:stop, 1] = imag.to(dtype).permute(1, 2, 0)
 
 
 class _DenseModeProduct(torch.autograd.Function):
@@ -75,48 +99,73 @@ class _DenseModeProduct(torch.autograd.Function):
     ``P = X' M`` holds ``Xr Wr, Xr Wi, Xi Wr, Xi Wi``, so ``Yr = Xr Wr - Xi Wi`` and
     ``Yi = Xr Wi + Xi Wr`` cost one matmul. With ``H = [G; G']`` (``G`` the incoming
     gradient as (re, im) pairs, ``G'`` the pairs ``(Gi, -Gr)``): ``H M^T`` is
-    ``G W^H`` (real parts, then imaginary parts) and ``X'^T H`` is ``conj(X)^T G``."""
+    ``G W^H`` (real parts, then imaginary parts) and ``X'^T H`` is ``conj(X)^T G``.
+    Each is evaluated one chunk of modes at a time."""
 
     @staticmethod
-    def forward(ctx, x_kept, weight, half, compute_dtype):
+    def forward(ctx, x_kept, weight, half, compute_dtype, chunk_bytes):
         batch, n_in, *modes = x_kept.shape
+        n_out = weight.shape[1]
         real = torch.view_as_real(x_kept)
         # the 16-bit (or, in full precision, complex64) spectrum is all that is kept;
         # the weight operands are parameters (views), alive anyway
         saved = real.to(half).contiguous() if half is not None else real.contiguous()
         ctx.save_for_backward(saved, weight)
-        ctx.config = (half, compute_dtype)
-        n_out = weight.shape[1]
-        p = torch.bmm(_stack_pairs(saved, compute_dtype), _weight_matrix(weight, half, compute_dtype))
-        p = p.float().reshape(-1, 2 * batch, n_out, 2)
-        y_real = p[:, :batch, :, 0] - p[:, batch:, :, 1]
-        y_imag = p[:, :batch, :, 1] + p[:, batch:, :, 0]
-        return _to_complex(y_real, y_imag, (batch, n_out, *modes), half or torch.float32)
+        ctx.config = (half, compute_dtype, chunk_bytes)
+        x_flat = saved.reshape(batch, n_in, -1, 2)
+        # a view of a contiguous weight; a weight sliced to fewer modes is copied here
+        weight_2d = weight.reshape(n_in * n_out, -1)
+        n_modes = weight_2d.shape[1]
+        out = None
+        for start, stop in _mode_ranges(n_modes, _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes)):
+            p = torch.bmm(_stacked_chunk(x_flat, start, stop, compute_dtype),
+                          _weight_chunk(weight_2d, start, stop, n_in, half, compute_dtype))
+            p = p.float().reshape(stop - start, 2 * batch, n_out, 2)
+            if out is None:  # allocated once the first chunk's weight matrix is freed
+                out = torch.empty(batch, n_out, n_modes, 2, dtype=torch.float32, device=x_kept.device)
+            _complex_from_planes(p[:, :batch, :, 0] - p[:, batch:, :, 1], p[:, :batch, :, 1] + p[:, batch:, :, 0],
+                                 out, start, stop, half or torch.float32)
+        return torch.view_as_complex(out).reshape(batch, n_out, *modes)
 
     @staticmethod
     def backward(ctx, grad):
         saved, weight = ctx.saved_tensors
-        half, compute_dtype = ctx.config
+        half, compute_dtype, chunk_bytes = ctx.config
         batch, n_in, *modes = saved.shape[:-1]
         n_out = weight.shape[1]
+        x_flat = saved.reshape(batch, n_in, -1, 2)
+        weight_2d = weight.reshape(n_in * n_out, -1)
+        n_modes = weight_2d.shape[1]
         g = torch.view_as_real(grad.contiguous())
         if half is not None:
             g = g.to(half)
-        g = g.to(compute_dtype).reshape(batch, n_out, -1, 2).permute(2, 0, 1, 3)  # (K, b, out, 2)
-        h = torch.cat((g, torch.stack((g[..., 1], -g[..., 0]), dim=-1)), dim=1).reshape(-1, 2 * batch, 2 * n_out)
-        grad_x = None
+        g = g.reshape(batch, n_out, n_modes, 2)
+        grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            q = torch.bmm(h, _weight_matrix(weight, half, compute_dtype).transpose(1, 2)).float()
-            grad_x = _to_complex(q[:, :batch], q[:, batch:], (batch, n_in, *modes), torch.float32)
-        grad_w = None
+            grad_x = torch.empty(batch, n_in, n_modes, 2, dtype=torch.float32, device=grad.device)
         if ctx.needs_input_grad[1]:
-            r = torch.bmm(_stack_pairs(saved, compute_dtype).transpose(1, 2), h).float()  # (K, in, 2 out)
-            grad_w = torch.view_as_complex(r.reshape(-1, n_in * n_out, 2))
-            grad_w = grad_w.t().contiguous().reshape(n_in, n_out, *modes).to(weight.dtype)
-        return grad_x, grad_w, None, None
+            # written chunk by chunk in the weight's dtype: no whole-weight float32 or
+            # complex64 gradient exists
+            grad_w = torch.empty(n_in * n_out, n_modes, dtype=weight.dtype, device=grad.device)
+        for start, stop in _mode_ranges(n_modes, _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes)):
+            gc = g[:, :, start:stop].to(compute_dtype).permute(2, 0, 1, 3)  # (k, b, out, 2)
+            h = torch.cat((gc, torch.stack((gc[..., 1], -gc[..., 0]), dim=-1)), dim=1)
+            h = h.reshape(stop - start, 2 * batch, 2 * n_out)
+            if grad_x is not None:
+                m = _weight_chunk(weight_2d, start, stop, n_in, half, compute_dtype)
+                q = torch.bmm(h, m.transpose(1, 2)).float()
+                _complex_from_planes(q[:, :batch], q[:, batch:], grad_x, start, stop, torch.float32)
+            if grad_w is not None:
+                r = torch.bmm(_stacked_chunk(x_flat, start, stop, compute_dtype).transpose(1, 2), h).float()
+                grad_w[:, start:stop] = torch.view_as_complex(r.reshape(stop - start, n_in * n_out, 2)).t()
+        if grad_x is not None:
+            grad_x = torch.view_as_complex(grad_x).reshape(batch, n_in, *modes)
+        if grad_w is not None:
+            grad_w = grad_w.reshape(n_in, n_out, *modes)
+        return grad_x, grad_w, None, None, None
 
 
-def dense_mode_product(x_kept, weight, half=None, compute_dtype=torch.float32):
+def dense_mode_product(x_kept, weight, half=None, compute_dtype=torch.float32, chunk_bytes=None):
     """``einsum("bi...,io...->bo...", x_kept, weight)`` as one real matmul batched over modes.
 
     Parameters
@@ -132,6 +181,11 @@ def dense_mode_product(x_kept, weight, half=None, compute_dtype=torch.float32):
     compute_dtype : torch.dtype, default float32
         Dtype of the matmuls: ``half`` where the hardware multiplies it natively,
         else float32 (the same numbers: products of 16-bit values are exact in fp32).
+    chunk_bytes : int, optional
+        Byte budget of each full-weight-shaped temporary (the weight as a float32 or
+        complex64 matrix, the float32 weight gradient): modes are processed in chunks
+        that keep each within it. Defaults to :data:`MODE_CHUNK_BYTES`; the result
+        does not depend on it.
 
     Returns
     -------
@@ -144,4 +198,10 @@ def dense_mode_product(x_kept, weight, half=None, compute_dtype=torch.float32):
             f"Shapes do not match: spectrum {tuple(x_kept.shape)}, weight {tuple(weight.shape)}; "
             "expected (batch, in, *modes) and (in, out, *modes)."
         )
-    return _DenseModeProduct.apply(x_kept, weight, half, compute_dtype)
+    if chunk_bytes is None:
+        chunk_bytes = MODE_CHUNK_BYTES
+    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int):
+        raise TypeError(f"chunk_bytes must be a positive int (bytes), got {chunk_bytes!r}.")
+    if chunk_bytes <= 0:
+        raise ValueError(f"chunk_bytes must be a positive int (bytes), got {chunk_bytes}.")
+    return _DenseModeProduct.apply(x_kept, weight, half, compute_dtype, chunk_bytes)

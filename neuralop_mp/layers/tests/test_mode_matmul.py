@@ -14,6 +14,7 @@ from neuralop_mp.layers.product_paths import (
 )
 from neuralop_mp.layers.path_report import model_product_paths, summarize_product_paths
 from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
+from neuralop_mp.layers.weight_storage import spectral_weight_parameters
 from neuralop_mp.layers.tests.reference import U, gamma, rel_err
 
 MODES = [(7,), (5, 4), (3, 4, 2)]
@@ -73,15 +74,19 @@ def test_16_bit_weight_matrix_is_each_entry_rounded_once_in_modes_first_order(ha
     of W[i, o, k] (c = 0 real, 1 imaginary). Checked for a contiguous weight, a kept-modes
     slice of one (not contiguous) and a complex32 weight, and the product with the sliced
     weight against the float64 einsum within the 16-bit bound."""
-    from neuralop_mp.layers.mode_matmul import _weight_matrix
+    from neuralop_mp.layers.mode_matmul import _weight_chunk
 
     gen = torch.Generator().manual_seed(5)
     full = torch.randn(6, 5, 7, 9, dtype=torch.cdouble, generator=gen)
     for w in (full[..., :4], full[:, :, 1:6, 2:8], full[:, :, :3, :3].to(torch.complex32)):
-        matrix = _weight_matrix(w.to(torch.cfloat) if w.dtype != torch.complex32 else w, half, torch.float32)
+        w_2d = (w.to(torch.cfloat) if w.dtype != torch.complex32 else w).reshape(30, -1)
         parts = torch.view_as_real(w.to(torch.cdouble))  # (in, out, *modes, 2)
         expected = parts.to(half).double().flatten(2, -2).permute(2, 0, 1, 3).reshape(-1, 6, 10)
-        assert matrix.dtype == torch.float32 and torch.equal(matrix.double(), expected)
+        n_modes = w_2d.shape[1]
+        # the whole modes axis, and a chunk from its middle
+        for start, stop in ((0, n_modes), (1, n_modes - 1)):
+            matrix = _weight_chunk(w_2d, start, stop, 6, half, torch.float32)
+            assert matrix.dtype == torch.float32 and torch.equal(matrix.double(), expected[start:stop])
     x = torch.randn(2, 6, 5, 6, dtype=torch.cdouble, generator=gen)
     w = full[:, :, 1:6, 2:8]
     y = dense_mode_product(x.to(torch.cfloat), w.to(torch.cfloat), half)
@@ -160,3 +165,91 @@ def test_autocast_pays_only_with_16_bit_matrix_units(monkeypatch):
     monkeypatch.setattr(product_paths, "native_half_matmul", lambda dtype, device: dtype == torch.bfloat16)
     assert product_paths.autocast_pays(torch.bfloat16, "cpu")
     assert not product_paths.autocast_pays(torch.float16, "cpu")
+
+
+def _product_and_grads(x, w, half, chunk_bytes, seed=5):
+    xs, ws = x.detach().requires_grad_(), w.detach().requires_grad_()
+    y = dense_mode_product(xs, ws, half, chunk_bytes=chunk_bytes)
+    g = torch.randn(y.shape, dtype=torch.cfloat, generator=torch.Generator().manual_seed(seed))
+    gx, gw = torch.autograd.grad(y, (xs, ws), g)
+    return y, gx, gw
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+@pytest.mark.parametrize("weight_dtype", [torch.complex64, torch.complex32])
+@pytest.mark.parametrize("half", [None, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("modes", [(5, 4), (3, 4, 2)])
+def test_chunks_of_modes_give_the_numbers_of_one_chunk_bitwise(weight_dtype, half, modes):
+    """Each mode's product is independent, so any split of the K modes gives bitwise the
+    product, spectrum gradient and weight gradient of one chunk: chunks of 1 mode, of
+    3 modes (dividing neither K = 20 nor K = 24) and of 4 modes (dividing both)."""
+    x, w = _operands(modes, seed=3)
+    x, w = x.to(torch.cfloat), w.to(weight_dtype)
+    per_mode = w.shape[0] * w.shape[1] * 8
+    whole = _product_and_grads(x, w, half, chunk_bytes=10**9)
+    assert whole[2].dtype == weight_dtype
+    for modes_per_chunk in (1, 3, 4):
+        # a budget one byte short of the next mode: the chunk length rounds down
+        chunked = _product_and_grads(x, w, half, chunk_bytes=(modes_per_chunk + 1) * per_mode - 1)
+        for a, b in zip(chunked, whole):
+            assert a.dtype == b.dtype and torch.equal(torch.view_as_real(a), torch.view_as_real(b))
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+def test_chunked_product_holds_no_whole_weight_sized_temporary():
+    """Peak of live tensor bytes of forward + backward with a complex32 weight
+    (in = out = 32, 12 x 12 modes: 590 KB). In one chunk the weight is widened to
+    complex64 and laid out as a float32 matrix (1.2 MB each), and its gradient passes
+    through float32 and complex64 copies; in chunks of a 64 KB budget only the
+    complex32 gradient itself (590 KB) is weight-sized. The bound (the gradient, six
+    chunk budgets, ten copies of the 2-sample spectrum) separates the two."""
+    from neuralop_mp.peak_memory import PeakTensorBytes
+
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 32, 12, 12, dtype=torch.cfloat, generator=gen)
+    w = torch.randn(32, 32, 12, 12, dtype=torch.cfloat, generator=gen).to(torch.complex32)
+    g = torch.randn(2, 32, 12, 12, dtype=torch.cfloat, generator=gen)
+    weight_bytes = w.numel() * w.element_size()
+    chunk_bytes = 64 * 2**10
+    bound = weight_bytes + 6 * chunk_bytes + 10 * x.numel() * x.element_size()
+
+    def peak(budget):
+        xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+        with PeakTensorBytes(alive=[xs, ws, g]) as meter:
+            dense_mode_product(xs, ws, torch.bfloat16, chunk_bytes=budget).backward(g)
+        return meter.peak_bytes - meter.baseline_bytes
+
+    assert peak(chunk_bytes) <= bound < peak(10**9)
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-5, ValueError), (2.5e7, TypeError), ("32MB", TypeError)])
+def test_invalid_chunk_budget_is_rejected(bad, error):
+    x, w = _operands((4, 3))
+    with pytest.raises(error, match=f"chunk_bytes must be a positive int.*{bad!r}"[:60].replace("(", r"\(")):
+        dense_mode_product(x.to(torch.cfloat), w.to(torch.cfloat), chunk_bytes=bad)
+
+
+def test_layer_uses_the_module_chunk_budget(monkeypatch):
+    """The spectral layer's dense product follows ``MODE_CHUNK_BYTES``: a budget of one
+    mode per chunk changes nothing in its output and gradients (bitwise), in "mixed"."""
+    from neuralop_mp.layers import mode_matmul
+
+    torch.manual_seed(0)
+    layer = MixedPrecisionSpectralConv(6, 5, (6, 6), fno_block_precision="mixed", half_dtype="bfloat16")
+    x = torch.randn(2, 6, 12, 12, requires_grad=True)
+    (weight,) = spectral_weight_parameters(layer)
+
+    def run():
+        y = layer(x)
+        grads = torch.autograd.grad(y.square().sum(), (x, weight))
+        return (y, *grads)
+
+    whole = run()
+    calls = []
+    original = mode_matmul._modes_per_chunk
+    monkeypatch.setattr(mode_matmul, "MODE_CHUNK_BYTES", 6 * 5 * 8)
+    monkeypatch.setattr(mode_matmul, "_modes_per_chunk", lambda *a: calls.append(original(*a)) or original(*a))
+    chunked = run()
+    assert calls and set(calls) == {1}
+    for a, b in zip(chunked, whole):
+        assert torch.equal(a, b)
