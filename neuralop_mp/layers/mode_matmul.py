@@ -41,9 +41,10 @@ import torch
 # modes are processed in chunks of at most this many bytes of such a temporary, so
 # the product never holds a float32 or complex64 copy of a whole large weight
 # (277 MB each for a 128-channel, 64x64-mode weight). Weights whose temporaries fit
-# are one chunk. Chunks of 8 MB were also the fastest of one chunk, 32, 16, 8, 4 and
-# 2 MB for a forward + backward on one CPU thread (2026-12-03): at 128 channels and
-# 64x33 modes, 1.1 s against 2.7 s in one chunk (the chunks stay in cache).
+# are one chunk. 8 MB was also the fastest of the budgets timed (one chunk, 32, 16, 8,
+# 4, 2 MB) for dense_mode_product forward + backward, bfloat16, complex32 weight,
+# batch 2, one CPU thread (2026-12-03): at 128 channels and 64x33 modes 1.1 s against
+# 2.7 s in one chunk, presumably because the chunks stay in cache.
 MODE_CHUNK_BYTES = 8 * 2**20
 
 # bytes one mode's weight takes in the widest temporary: a complex64 entry, or a
