@@ -40,20 +40,29 @@ import torch
 # float32 (re, im) matrix, its complex64 widening, the float32 weight gradient): the
 # modes are processed in chunks of at most this many bytes of such a temporary, so
 # the product never holds a float32 or complex64 copy of a whole large weight
-# (277 MB each for a 128-channel, 64x64-mode weight). Weights whose temporaries fit
-# are one chunk. Chunks of 8 MB were also the fastest of one chunk, 32, 16, 8, 4 and
-# 2 MB for a forward + backward on one CPU thread (2026-12-03): at 128 channels and
-# 64x33 modes, 1.1 s against 2.7 s in one chunk (the chunks stay in cache).
+# (277 MB each for a 128-channel, 64x64-mode weight).
 MODE_CHUNK_BYTES = 8 * 2**20
+# Weights whose temporaries take at most this many bytes are one chunk. Timed on one
+# CPU thread (2026-12-03): an FNO step with 64 channels and 32x17 modes (17 MB) took
+# 5-15% longer in 8 MB chunks than in one; the product's forward + backward with 128
+# channels and 64x33 modes took 3.3 s in one chunk, 1.1-1.4 s in 8 MB chunks.
+SINGLE_CHUNK_BYTES = 32 * 2**20
 
 # bytes one mode's weight takes in the widest temporary: a complex64 entry, or a
 # float32 (re, im) pair
 _BYTES_PER_WEIGHT_ENTRY = 8
 
 
-def _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes):
-    """Modes per chunk: as many as keep one temporary within ``chunk_bytes`` (at least one)."""
-    return max(1, min(n_modes, chunk_bytes // (n_in * n_out * _BYTES_PER_WEIGHT_ENTRY)))
+def _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes=None):
+    """Modes per chunk: as many as keep one temporary within ``chunk_bytes`` (at least
+    one); by default all of them up to :data:`SINGLE_CHUNK_BYTES`, else
+    :data:`MODE_CHUNK_BYTES` worth."""
+    per_mode = n_in * n_out * _BYTES_PER_WEIGHT_ENTRY
+    if chunk_bytes is None:
+        if n_modes * per_mode <= SINGLE_CHUNK_BYTES:
+            return n_modes
+        chunk_bytes = MODE_CHUNK_BYTES
+    return max(1, min(n_modes, chunk_bytes // per_mode))
 
 
 def _mode_ranges(n_modes, per_chunk):
@@ -184,8 +193,9 @@ def dense_mode_product(x_kept, weight, half=None, compute_dtype=torch.float32, c
     chunk_bytes : int, optional
         Byte budget of each full-weight-shaped temporary (the weight as a float32 or
         complex64 matrix, the float32 weight gradient): modes are processed in chunks
-        that keep each within it. Defaults to :data:`MODE_CHUNK_BYTES`; the result
-        does not depend on it.
+        that keep each within it. By default weights whose temporaries fit in
+        :data:`SINGLE_CHUNK_BYTES` are one chunk, larger ones chunks of
+        :data:`MODE_CHUNK_BYTES`. The result does not depend on it.
 
     Returns
     -------
@@ -198,10 +208,8 @@ def dense_mode_product(x_kept, weight, half=None, compute_dtype=torch.float32, c
             f"Shapes do not match: spectrum {tuple(x_kept.shape)}, weight {tuple(weight.shape)}; "
             "expected (batch, in, *modes) and (in, out, *modes)."
         )
-    if chunk_bytes is None:
-        chunk_bytes = MODE_CHUNK_BYTES
-    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int):
+    if chunk_bytes is not None and (isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int)):
         raise TypeError(f"chunk_bytes must be a positive int (bytes), got {chunk_bytes!r}.")
-    if chunk_bytes <= 0:
+    if chunk_bytes is not None and chunk_bytes <= 0:
         raise ValueError(f"chunk_bytes must be a positive int (bytes), got {chunk_bytes}.")
     return _DenseModeProduct.apply(x_kept, weight, half, compute_dtype, chunk_bytes)

@@ -229,9 +229,21 @@ def test_invalid_chunk_budget_is_rejected(bad, error):
         dense_mode_product(x.to(torch.cfloat), w.to(torch.cfloat), chunk_bytes=bad)
 
 
+def test_default_chunks_small_weights_whole_large_ones_by_budget():
+    from neuralop_mp.layers.mode_matmul import MODE_CHUNK_BYTES, SINGLE_CHUNK_BYTES, _modes_per_chunk
+
+    # 64 channels, 32x17 modes: 17 MB of complex64, one chunk
+    assert _modes_per_chunk(32 * 17, 64, 64) == 32 * 17
+    # 128 channels, 64x33 modes: 277 MB, chunks of MODE_CHUNK_BYTES (128 KB a mode)
+    assert SINGLE_CHUNK_BYTES < 64 * 33 * 128 * 128 * 8
+    assert _modes_per_chunk(64 * 33, 128, 128) == MODE_CHUNK_BYTES // (128 * 128 * 8)
+    assert _modes_per_chunk(64 * 33, 128, 128, chunk_bytes=1) == 1
+
+
 def test_layer_uses_the_module_chunk_budget(monkeypatch):
-    """The spectral layer's dense product follows ``MODE_CHUNK_BYTES``: a budget of one
-    mode per chunk changes nothing in its output and gradients (bitwise), in "mixed"."""
+    """The spectral layer's dense product follows ``SINGLE_CHUNK_BYTES`` and
+    ``MODE_CHUNK_BYTES``: a budget of one mode per chunk changes nothing in its output
+    and gradients (bitwise), in "mixed"."""
     from neuralop_mp.layers import mode_matmul
 
     torch.manual_seed(0)
@@ -247,6 +259,7 @@ def test_layer_uses_the_module_chunk_budget(monkeypatch):
     whole = run()
     calls = []
     original = mode_matmul._modes_per_chunk
+    monkeypatch.setattr(mode_matmul, "SINGLE_CHUNK_BYTES", 0)
     monkeypatch.setattr(mode_matmul, "MODE_CHUNK_BYTES", 6 * 5 * 8)
     monkeypatch.setattr(mode_matmul, "_modes_per_chunk", lambda *a: calls.append(original(*a)) or original(*a))
     chunked = run()
