@@ -36,7 +36,7 @@ from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
 from .input_checks import check_input, check_layer_arguments
 from .mode_matmul import dense_mode_product
-from .product_paths import MODE_BATCHED, choose_product_path
+from .product_paths import FLOAT32_PAIRWISE_PEAK_SLACK, MODE_BATCHED, choose_product_path
 from .truncated_fft import truncated_irfftn, truncated_rfftn
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
 from .weight_storage import layer_weight_dtype, store_layer_weights
@@ -378,7 +378,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
             wide = [op.to(torch.complex64) if op.dtype != torch.complex64 else op for op in operands]
             out_kept = run_plan(plan, [x_kept] + wide, real_form=False)
         elif path.complex_product == "complex":
-            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 2 * half.itemsize)
+            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 2 * half.itemsize,
+                                    peak_slack=FLOAT32_PAIRWISE_PEAK_SLACK)
             out_kept = run_plan_rounded(plan, [x_kept] + operands, half)
             if fft_half:
                 out_kept = out_kept.to(torch.complex32)
