@@ -86,6 +86,8 @@ def _choose(kind, separable, mode, half, device_type):
     else:
         detail = (f"no {name} matrix units on this {device_type.upper()}: {name}-rounded operands multiplied "
                   "in float32 (faster than emulated 16-bit)")
+    if kernel == PAIRWISE and not separable:
+        why += f" (or, within {FLOAT32_PAIRWISE_PEAK_SLACK - 1:.0%} of them, the fewest FLOPs)"
     return ProductPath(kernel, torch.float32, f"{why}; {detail}; the same numbers as a 16-bit matmul with "
                        "float32 accumulation", complex_product="complex" if kernel == PAIRWISE else None)
 
