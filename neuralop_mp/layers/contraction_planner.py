@@ -174,11 +174,17 @@ def _pareto_trees(problem):
     return front[problem.full]
 
 
-def _choose(front, flop_budget):
-    """Smallest peak among trees within ``flop_budget`` x the fewest FLOPs; ties: fewer FLOPs."""
+def _choose(front, flop_budget, peak_slack=1.0):
+    """Smallest peak among trees within ``flop_budget`` x the fewest FLOPs; ties: fewer FLOPs.
+
+    With ``peak_slack`` > 1: the fewest FLOPs among those trees whose peak is at most
+    ``peak_slack`` x that smallest peak (ties: smaller peak).
+    """
     min_flops = min(f for _, f, _ in front)
     limit = float("inf") if flop_budget is None else flop_budget * min_flops
-    return min((p for p in front if p[1] <= limit), key=lambda p: (p[0], p[1]))[2]
+    admissible = [p for p in front if p[1] <= limit]
+    min_peak = min(p[0] for p in admissible)
+    return min((p for p in admissible if p[0] <= peak_slack * min_peak), key=lambda p: (p[1], p[0]))[2]
 
 
 def _plan_from_tree(problem, equation, shapes, itemsize, tree):
@@ -214,18 +220,18 @@ def _plan_from_steps(problem, equation, shapes, itemsize, order):
 
 
 @lru_cache(maxsize=512)
-def _plan_cached(equation, shapes, itemsize, flop_budget):
+def _plan_cached(equation, shapes, itemsize, flop_budget, peak_slack):
     inputs, output = _parse(equation)
     if len(inputs) != len(shapes):
         raise ValueError(f"{equation!r} has {len(inputs)} operands, got {len(shapes)} shapes.")
     problem = _Problem(inputs, output, _index_sizes(inputs, shapes))
     if problem.n == 1:
         raise ValueError("A contraction plan needs at least two operands.")
-    tree = _choose(_pareto_trees(problem), flop_budget)
+    tree = _choose(_pareto_trees(problem), flop_budget, peak_slack)
     return _plan_from_tree(problem, equation, shapes, itemsize, tree)
 
 
-def plan_contraction(equation, shapes, itemsize=8, flop_budget=DEFAULT_FLOP_BUDGET):
+def plan_contraction(equation, shapes, itemsize=8, flop_budget=DEFAULT_FLOP_BUDGET, peak_slack=1.0):
     """Pairwise order of ``equation`` minimising the largest intermediate, then FLOPs.
 
     Parameters
@@ -241,16 +247,24 @@ def plan_contraction(equation, shapes, itemsize=8, flop_budget=DEFAULT_FLOP_BUDG
         considered; ``None`` minimises the peak whatever the FLOPs. Without a budget a
         CP weight is typically rebuilt in full to save a few percent of memory at
         ~8x the FLOPs.
+    peak_slack : float, default 1.0
+        Largest intermediate accepted for fewer FLOPs, relative to the smallest
+        peak within the budget: among the trees within it, the fewest FLOPs win.
+        1.0 minimises the peak. Where the intermediates are small against the
+        rest of a step (CPU, batch 1), a few percent of memory can buy ~10% fewer
+        multiply-adds (TFNO 64^2 batch 1: 4.6% larger peak, 12% fewer).
 
     Returns
     -------
     ContractionPlan
-        Cached per (equation, shapes, itemsize, flop_budget).
+        Cached per (equation, shapes, itemsize, flop_budget, peak_slack).
     """
     if flop_budget is not None and not flop_budget >= 1:
         raise ValueError(f"Invalid flop_budget={flop_budget!r}; expected None or a number >= 1.")
+    if not (isinstance(peak_slack, (int, float)) and peak_slack >= 1):
+        raise ValueError(f"Invalid peak_slack={peak_slack!r}; expected a number >= 1.")
     shapes = tuple(tuple(int(d) for d in s) for s in shapes)
-    return _plan_cached(equation, shapes, int(itemsize), flop_budget)
+    return _plan_cached(equation, shapes, int(itemsize), flop_budget, float(peak_slack))
 
 
 def evaluate_path(equation, shapes, path, itemsize=8):

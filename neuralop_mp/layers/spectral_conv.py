@@ -36,7 +36,7 @@ from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
 from .input_checks import check_input, check_layer_arguments
 from .mode_matmul import dense_mode_product
-from .product_paths import MODE_BATCHED, choose_product_path
+from .product_paths import FLOAT32_PAIRWISE_PEAK_SLACK, MODE_BATCHED, choose_product_path
 from .truncated_fft import truncated_irfftn, truncated_rfftn
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
 from .weight_storage import layer_weight_dtype, store_layer_weights
@@ -305,7 +305,13 @@ class MixedPrecisionSpectralConv(SpectralConv):
         equation = spectral_equation(kind, 2 + self.order, self.separable)
         shapes = [(batch, self.in_channels, *kept)] + [tuple(op.shape) for op in operands]
         itemsize = 8 if mode == "full" else 4
-        return plan_contraction(equation, shapes, itemsize)
+        slack = 1.0
+        if mode != "full":  # the plan forward runs: float32 pairwise products trade a little peak for FLOPs
+            device = next(self.parameters()).device
+            half = resolve_half_dtype(self._settings()[1], device)
+            if choose_product_path(kind, self.separable, mode, half, device).complex_product == "complex":
+                slack = FLOAT32_PAIRWISE_PEAK_SLACK
+        return plan_contraction(equation, shapes, itemsize, peak_slack=slack)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, output_shape=None):
@@ -378,7 +384,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
             wide = [op.to(torch.complex64) if op.dtype != torch.complex64 else op for op in operands]
             out_kept = run_plan(plan, [x_kept] + wide, real_form=False)
         elif path.complex_product == "complex":
-            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 2 * half.itemsize)
+            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 2 * half.itemsize,
+                                    peak_slack=FLOAT32_PAIRWISE_PEAK_SLACK)
             out_kept = run_plan_rounded(plan, [x_kept] + operands, half)
             if fft_half:
                 out_kept = out_kept.to(torch.complex32)

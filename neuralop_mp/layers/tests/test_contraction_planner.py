@@ -59,6 +59,36 @@ def test_plan_is_optimal_by_brute_force():
     assert unconstrained.peak_bytes == min(p.peak_bytes for p in plans)
 
 
+def test_peak_slack_takes_fewest_flops_within_the_slack_by_brute_force():
+    """Over all pairwise orders of a 2D Tucker contraction at batch 1: with peak_slack s,
+    the plan has the fewest FLOPs among the orders within the FLOP budget whose peak is
+    at most s x the smallest such peak; slack 1.0 is the peak-first plan."""
+    eq, shapes = _tfno_shapes("tucker", batch=1, hidden=16, modes=(8, 5), rank=0.5)
+    plans = [evaluate_path(eq, shapes, p, itemsize=4) for p in _all_paths(len(shapes))]
+    admissible = [p for p in plans if p.flops <= 2 * min(q.flops for q in plans)]
+    min_peak = min(p.peak_bytes for p in admissible)
+    for slack in (1.0, 1.1, 1.5, 3.0):
+        ours = plan_contraction(eq, shapes, itemsize=4, peak_slack=slack)
+        within = [p for p in admissible if p.peak_bytes <= slack * min_peak]
+        best = min(within, key=lambda p: (p.flops, p.peak_bytes))
+        assert (ours.peak_bytes, ours.flops) == (best.peak_bytes, best.flops), slack
+    assert plan_contraction(eq, shapes, itemsize=4, peak_slack=1.0) is plan_contraction(eq, shapes, itemsize=4)
+    for bad in (0.9, "1.1", None):
+        with pytest.raises(ValueError, match="peak_slack"):
+            plan_contraction(eq, shapes, 4, peak_slack=bad)
+
+
+def test_peak_slack_on_tfno_batch1_trades_5_percent_peak_for_12_percent_fewer_flops():
+    """The CPU float32 setting (1.1) on TFNO 64^2 batch 1 (64 channels, 32x17 modes,
+    Tucker rank 0.1): opt_einsum's FLOP count, a peak within 10% of the smallest."""
+    eq, shapes = _tfno_shapes("tucker", batch=1)
+    peak_first = plan_contraction(eq, shapes, itemsize=4)
+    slack = plan_contraction(eq, shapes, itemsize=4, peak_slack=1.1)
+    assert slack.flops == flop_optimal_plan(eq, shapes, itemsize=4).flops
+    assert slack.flops <= 0.9 * peak_first.flops
+    assert peak_first.peak_bytes < slack.peak_bytes <= 1.1 * peak_first.peak_bytes
+
+
 @pytest.mark.parametrize("factorization", ["tucker", "cp", "tt"])
 @pytest.mark.parametrize("batch", [4, 32])
 def test_peak_never_above_opt_einsum_and_flops_within_budget(factorization, batch):
