@@ -120,17 +120,25 @@ def project(source, factors):
     """The core ``G x_k U_k^H`` over every ``k`` in ``factors``, read along axis 0."""
     shape = source.shape
     core_shape = tuple(factors[k].shape[1] if k in factors else d for k, d in enumerate(shape))
-    others = sorted(k for k in factors if k != 0)
+    # last mode first: its product reads the piece in place (tensordot copies an operand
+    # whose contracted mode is not innermost), so no reordered copy of a whole piece is made
+    # and each later copy is of an already contracted, smaller tensor
+    others = sorted((k for k in factors if k != 0), reverse=True)
     core = (torch.zeros if 0 in factors else torch.empty)(core_shape, dtype=source.dtype, device=source.device)
-    for start, stop, piece in source.chunks(0):
-        part = _contract(piece, factors, others)
+    for start, stop in spans(shape[0], gradient_chunks.rows_per_chunk(shape, 0, source.itemsize)):
+        # contracted here rather than by _contract: an argument stays referenced until the
+        # call returns, while rebinding frees the piece right after the first product
+        part = source.read(0, start, stop)
+        for j in others:
+            part = mode_product(part, factors[j], j, adjoint=True)
         if 0 in factors:
             # core += U_0[rows]^H @ part, accumulated by the product itself: a core-size
             # temporary per chunk would double the core
-            rows = part.reshape(stop - start, -1)
-            core.view(core_shape[0], -1).addmm_(factors[0][start:stop].conj().transpose(0, 1), rows)
+            core.view(core_shape[0], -1).addmm_(factors[0][start:stop].conj().transpose(0, 1),
+                                                part.reshape(stop - start, -1))
         else:
             core[start:stop] = part
+        del part  # before the next piece is read
     return core
 
 

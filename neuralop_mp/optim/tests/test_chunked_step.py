@@ -224,3 +224,27 @@ def test_step_temporaries_are_bounded_by_chunks(monkeypatch):
     assert meter.peak_bytes - meter.baseline_bytes - state <= bound
     before = random_tensor(shape, True, seed=1, dtype=torch.float32).to(torch.complex32)
     assert not torch.equal(torch.view_as_real(p.detach()), torch.view_as_real(before))  # the step did update
+
+
+def test_projection_temporaries_stay_below_two_pieces(monkeypatch):
+    """The Tucker projection of a complex32 gradient read 3 indices of axis 0 at a time
+    (rank 0.25 "core", every mode compressed) holds, besides the core, less than two
+    pieces' bytes at once: each piece is freed after its first mode product and before
+    the next piece is read, and the innermost mode is contracted first (no reordered copy
+    of a piece). Contracting the modes in ascending order while keeping each piece and
+    the last chunk's products alive held 3.3 pieces. The core matches float64 within 1e-5."""
+    shape = (12, 32, 16, 9)
+    piece = 3 * math.prod(shape[1:]) * 8  # 3 indices in complex64
+    monkeypatch.setattr(gradient_chunks, "CHUNK_BYTES", piece)
+    grad = random_tensor(shape, True, seed=3, dtype=torch.float32).to(torch.complex32)
+    projector = TuckerProjector(0.25)
+    ranks = projector.mode_ranks(shape)
+    assert projector.compressed_modes(shape) == [0, 1, 2, 3]
+    basis = {f"factor_{k}": _orthonormal(d, r, 40 + k).to(torch.complex64)
+             for k, (d, r) in enumerate(zip(shape, ranks))}
+    with PeakTensorBytes(alive=[grad, list(basis.values())]) as meter:
+        core = projector.project_chunks(GradientChunks(grad, torch.complex64), basis)
+    temporaries = meter.peak_bytes - meter.baseline_bytes - core.numel() * core.element_size()
+    assert 0 < temporaries < 2 * piece
+    want = _contract64(grad.to(torch.complex128), {k: basis[f"factor_{k}"] for k in range(4)})
+    assert (core - want).abs().max() <= 1e-5 * want.abs().max()
