@@ -142,6 +142,46 @@ def project(source, factors):
     return core
 
 
+def project_over_gradient(source, factors, buffer):
+    """:func:`project`, with the core written over the gradient ``source`` reads, which
+    nothing may read afterwards; the same additions in the same order, so the same numbers.
+
+    ``buffer`` is the gradient's memory seen in ``source.dtype`` (flat). Each chunk's
+    partly contracted rows (every mode but 0) are written over gradient rows already read,
+    then the core is accumulated one block of columns at a time over the same row chunks
+    as :func:`project` and written over the rows it read. Without this the core (a quarter
+    of the entries in complex64: half the bytes of a complex32 gradient) is a new tensor
+    alongside the whole gradient. Returns None (nothing written) when mode 0 is not
+    compressed or the partly contracted rows do not fit behind the reads.
+    """
+    shape = source.shape
+    if 0 not in factors:
+        return None
+    core_shape = tuple(factors[k].shape[1] if k in factors else d for k, d in enumerate(shape))
+    inner = math.prod(core_shape[1:])
+    # a written row must end before the first unread gradient row starts
+    if inner * source.itemsize > math.prod(shape[1:]) * source.grad.element_size() \
+            or buffer.numel() < shape[0] * inner:
+        return None
+    contracted = buffer[:shape[0] * inner].view(shape[0], inner)
+    others = sorted((k for k in factors if k != 0), reverse=True)
+    row_spans = spans(shape[0], gradient_chunks.rows_per_chunk(shape, 0, source.itemsize))
+    for start, stop in row_spans:
+        part = source.read(0, start, stop)
+        for j in others:
+            part = mode_product(part, factors[j], j, adjoint=True)
+        contracted[start:stop] = part.reshape(stop - start, -1)
+        del part
+    r0 = core_shape[0]
+    columns = max(1, int(gradient_chunks.CHUNK_BYTES) // (source.itemsize * r0))
+    for c0, c1 in spans(inner, columns):
+        block = torch.zeros(r0, c1 - c0, dtype=source.dtype, device=source.device)
+        for start, stop in row_spans:
+            block.addmm_(factors[0][start:stop].conj().transpose(0, 1), contracted[start:stop, c0:c1])
+        contracted[:r0, c0:c1] = block  # these columns are not read again
+    return contracted[:r0].view(core_shape)
+
+
 def back_project_rows(core, factors, start, stop):
     """Indices ``start:stop`` along axis 0 of ``core x_k U_k`` (a new contiguous tensor)."""
     if not factors:  # every mode at full rank: the core is the tensor itself
