@@ -44,7 +44,7 @@ def tensor_bytes(obj, seen=None):
 
 
 class _LiveStorages(TorchDispatchMode):
-    def __init__(self, counted=()):
+    def __init__(self, counted=(), describe=False):
         super().__init__()
         # storages already in the baseline: an operator returning a view of one (a
         # parameter's alias or real view) allocates nothing
@@ -52,14 +52,26 @@ class _LiveStorages(TorchDispatchMode):
         self.live = {}  # storage key -> [bytes, tensors alive]
         self.current = 0
         self.peak = 0
+        # describe: what made each live storage, and the live storages at the peak; the
+        # list is taken when the total first falls from a new peak (once per such
+        # maximum, not at every allocation that raises it)
+        self.describe = describe
+        self.made_by = {}
+        self.at_peak = []
+        self._at_new_peak = False
 
     def _release(self, key):
         entry = self.live.get(key)
         if entry is not None:
             entry[1] -= 1
             if entry[1] == 0:
+                if self._at_new_peak:
+                    self._at_new_peak = False
+                    self.at_peak = sorted(((n, *self.made_by[k]) for k, (n, _) in self.live.items()),
+                                          key=lambda row: -row[0])
                 self.current -= entry[0]
                 del self.live[key]
+                self.made_by.pop(key, None)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -72,7 +84,11 @@ class _LiveStorages(TorchDispatchMode):
                 if key not in self.live:
                     self.live[key] = [storage.nbytes(), 0]
                     self.current += storage.nbytes()
-                    self.peak = max(self.peak, self.current)
+                    if self.current > self.peak:
+                        self.peak = self.current
+                        self._at_new_peak = self.describe
+                    if self.describe:
+                        self.made_by[key] = (str(func), tuple(tensor.shape), str(tensor.dtype).replace("torch.", ""))
                 self.live[key][1] += 1
                 weakref.finalize(tensor, self._release, key)
         return out
@@ -88,6 +104,9 @@ class PeakTensorBytes:
         ``optimizer.state``) alive before the block, counted as held throughout.
     device : str or torch.device, default "cpu"
         "cuda": ``torch.cuda.max_memory_allocated`` above the block's start instead.
+    describe : bool, default False
+        CPU only: also list the tensors alive at the peak (``peak_tensors``), to find
+        what to free; it slows the block a little.
 
     Attributes
     ----------
@@ -96,6 +115,9 @@ class PeakTensorBytes:
         and alive at the same time.
     baseline_bytes : int
         Bytes of ``alive``.
+    peak_tensors : list of (int, str, tuple, str)
+        With ``describe``: ``(bytes, operator, shape, dtype)`` of each storage allocated
+        in the block and alive at the peak, largest first (``alive`` is not listed).
 
     Examples
     --------
@@ -104,9 +126,11 @@ class PeakTensorBytes:
     >>> meter.peak_bytes
     """
 
-    def __init__(self, alive=(), device="cpu"):
+    def __init__(self, alive=(), device="cpu", describe=False):
         self._alive = alive
         self.device = torch.device(device)
+        self.describe = bool(describe)
+        self.peak_tensors = []
         self.baseline_bytes = 0
         self.peak_bytes = None
         self._mode = None
@@ -119,7 +143,7 @@ class PeakTensorBytes:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start = torch.cuda.memory_allocated(self.device)
         else:
-            self._mode = _LiveStorages(counted)
+            self._mode = _LiveStorages(counted, self.describe)
             self._mode.__enter__()
         return self
 
@@ -130,4 +154,10 @@ class PeakTensorBytes:
         else:
             self._mode.__exit__(*exc)
             self.peak_bytes = self.baseline_bytes + self._mode.peak
+            if self.describe:
+                mode = self._mode
+                if mode._at_new_peak:  # the peak was reached last and never fell: the end
+                    mode.at_peak = sorted(((n, *mode.made_by[k]) for k, (n, _) in mode.live.items()),
+                                          key=lambda row: -row[0])
+                self.peak_tensors = mode.at_peak
         return False

@@ -133,10 +133,11 @@ TRAINING_SETUPS = {
 
 
 def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name, update_in_backward=False,
-                         recompute="none"):
+                         recompute="none", *, peak_tensors=0):
     """Bytes of one real training step: params, grads, optimizer state after the step,
     what autograd saved for backward, at the size's batch and resolution, and the peak of
-    live tensor bytes during the step (:class:`~neuralop_mp.peak_memory.PeakTensorBytes`)."""
+    live tensor bytes during the step (:class:`~neuralop_mp.peak_memory.PeakTensorBytes`).
+    ``peak_tensors > 0`` prints that many of the largest tensors alive at the peak."""
     from .. import MixedPrecisionSpectralConv, set_precision, set_spectral_weight_dtype
     from ..models.recompute import set_recompute
     from ..optim.update_in_backward import enable_update_in_backward
@@ -153,7 +154,7 @@ def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name
     if update_in_backward:
         enable_update_in_backward(optimizer)
     x = torch.randn(batch, 1, res, res)
-    with PeakTensorBytes(alive=[list(model.parameters()), x]) as peak:
+    with PeakTensorBytes(alive=[list(model.parameters()), x], describe=peak_tensors > 0) as peak:
         with SavedTensorBytes(exclude=model.parameters()) as meter:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 loss = model(x).float().square().mean()
@@ -161,15 +162,22 @@ def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name
         grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
         optimizer.step()
     params = sum(p.numel() * p.element_size() for p in model.parameters())
+    if peak_tensors > 0:
+        print(f"  at the peak, besides the parameters ({params / 2**20:.1f} MB):")
+        for nbytes, op, shape, dtype in peak.peak_tensors[:peak_tensors]:
+            print(f"  {nbytes / 2**20:9.1f} MB  {dtype:10s} {str(shape):24s} {op}")
+        rest = sum(row[0] for row in peak.peak_tensors[peak_tensors:])
+        print(f"  {rest / 2**20:9.1f} MB  in {max(0, len(peak.peak_tensors) - peak_tensors)} smaller tensors")
     return params, grads, state_bytes(optimizer), meter.bytes, peak.peak_bytes
 
 
-def total_memory_rows(size, setups=None):
+def total_memory_rows(size, setups=None, peak_tensors=0):
     """Training memory of each :data:`TRAINING_SETUPS` entry, measured (MB), and its ratio
-    to the baseline."""
+    to the baseline; ``peak_tensors``: see :func:`training_step_memory`."""
     rows, baseline = [], None
     for label in setups or TRAINING_SETUPS:
-        params, grads, state, activations, peak = training_step_memory(size, *TRAINING_SETUPS[label])
+        params, grads, state, activations, peak = training_step_memory(size, *TRAINING_SETUPS[label],
+                                                                       peak_tensors=peak_tensors)
         total = params + grads + state + activations
         baseline = baseline or (total, peak)  # the first setup
         rows.append({"setup": label, "params+grads_MB": (params + grads) / 2**20, "state_MB": state / 2**20,
@@ -229,8 +237,13 @@ def main(argv=None):
                         help="only these rows of the training-memory table, by number (the first one named is "
                              "the baseline of the ratios; default: all): "
                              + "; ".join(f"{i} = {label}" for i, label in enumerate(labels)))
+    parser.add_argument("--peak-tensors", type=int, default=0, metavar="N",
+                        help="print the N largest tensors alive at each training-memory row's peak "
+                             "(what to free to lower it; CPU only)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
+    if args.peak_tensors < 0:
+        parser.error(f"--peak-tensors must be >= 0, got {args.peak_tensors}")
     if args.quick:
         SIZES.setdefault("quick", QUICK_SIZE)
     sizes = ["quick"] if args.quick else (args.sizes or [s for s in SIZES if s != "quick"])
@@ -249,7 +262,7 @@ def main(argv=None):
             if row["size"] == size:
                 row["state_vs_adamw"] = row["state_MB"] * 2**20 / per_size["torch_adamw"]
         setups = None if args.setups is None else [labels[i] for i in args.setups]
-        memory_rows += [dict(r, size=size) for r in total_memory_rows(size, setups)]
+        memory_rows += [dict(r, size=size) for r in total_memory_rows(size, setups, args.peak_tensors)]
 
     accuracy_rows = []
     if not (args.quick or args.memory_only):

@@ -78,11 +78,23 @@ def _install_basis(projector, new, old, state, group, dtype, has_old):
         state[f"{name}{BASIS_INFIX}{key}"] = tensor
 
 
+def _gradient_memory(grad, dtype):
+    """The contiguous ``grad``'s memory as a flat tensor of ``dtype``, or None."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if not grad.is_contiguous() or itemsize % grad.element_size():
+        return None
+    flat = grad.view(-1)
+    ratio = itemsize // grad.element_size()
+    return flat[:flat.numel() - flat.numel() % ratio].view(dtype)
+
+
 def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False):
     """Refresh the bases when due and project ``p.grad``: ``(bases, {name: part})``.
 
     The second projector sees the residual of the first. ``owns_grad``: the sparse
-    residual is written into ``p.grad`` (the caller must not read it afterwards).
+    residual is written into ``p.grad``, and a last Tucker part's core over it once that
+    part has moments (the caller must not read ``p.grad`` afterwards; the core keeps its
+    memory until dropped).
     """
     dtype = compute_dtype(p)
     step, seed = int(state["step"]), int(state["seed"])
@@ -97,8 +109,17 @@ def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False):
             _install_basis(part_projector, new, basis, state, group, dtype, step > 0)
             basis = read_basis(state, name, p)
         bases[name] = basis
-        parts[name] = part = part_projector.project_chunks(source, basis)
-        if i + 1 == len(projector.projectors):
+        last = i + 1 == len(projector.projectors)
+        part = None
+        if last and owns_grad and f"{name}_exp_avg" in state and hasattr(part_projector, "project_over_gradient"):
+            # nothing reads the gradient after the last projection: its memory holds the core.
+            # Only when the moments exist: new moments (as large as the core with bf16 states)
+            # would be made next to the gradient's memory, instead of after it is freed
+            buffer = _gradient_memory(p.grad, dtype)
+            if buffer is not None:
+                part = part_projector.project_over_gradient(source, basis, buffer)
+        parts[name] = part = part if part is not None else part_projector.project_chunks(source, basis)
+        if last:
             break
         if hasattr(part_projector, "remover"):  # sparse: the residual is the gradient less those entries
             if owns_grad and p.grad.is_contiguous():

@@ -120,18 +120,66 @@ def project(source, factors):
     """The core ``G x_k U_k^H`` over every ``k`` in ``factors``, read along axis 0."""
     shape = source.shape
     core_shape = tuple(factors[k].shape[1] if k in factors else d for k, d in enumerate(shape))
-    others = sorted(k for k in factors if k != 0)
+    # last mode first: its product reads the piece in place (tensordot copies an operand
+    # whose contracted mode is not innermost), so no reordered copy of a whole piece is made
+    # and each later copy is of an already contracted, smaller tensor
+    others = sorted((k for k in factors if k != 0), reverse=True)
     core = (torch.zeros if 0 in factors else torch.empty)(core_shape, dtype=source.dtype, device=source.device)
-    for start, stop, piece in source.chunks(0):
-        part = _contract(piece, factors, others)
+    for start, stop in spans(shape[0], gradient_chunks.rows_per_chunk(shape, 0, source.itemsize)):
+        # contracted here rather than by _contract: an argument stays referenced until the
+        # call returns, while rebinding frees the piece right after the first product
+        part = source.read(0, start, stop)
+        for j in others:
+            part = mode_product(part, factors[j], j, adjoint=True)
         if 0 in factors:
             # core += U_0[rows]^H @ part, accumulated by the product itself: a core-size
             # temporary per chunk would double the core
-            rows = part.reshape(stop - start, -1)
-            core.view(core_shape[0], -1).addmm_(factors[0][start:stop].conj().transpose(0, 1), rows)
+            core.view(core_shape[0], -1).addmm_(factors[0][start:stop].conj().transpose(0, 1),
+                                                part.reshape(stop - start, -1))
         else:
             core[start:stop] = part
+        del part  # before the next piece is read
     return core
+
+
+def project_over_gradient(source, factors, buffer):
+    """:func:`project`, with the core written over the gradient ``source`` reads, which
+    nothing may read afterwards; the same additions in the same order, so the same numbers.
+
+    ``buffer`` is the gradient's memory seen in ``source.dtype`` (flat). Each chunk's
+    partly contracted rows (every mode but 0) are written over gradient rows already read,
+    then the core is accumulated one block of columns at a time over the same row chunks
+    as :func:`project` and written over the rows it read. Without this the core (a quarter
+    of the entries in complex64: half the bytes of a complex32 gradient) is a new tensor
+    alongside the whole gradient. Returns None (nothing written) when mode 0 is not
+    compressed or the partly contracted rows do not fit behind the reads.
+    """
+    shape = source.shape
+    if 0 not in factors:
+        return None
+    core_shape = tuple(factors[k].shape[1] if k in factors else d for k, d in enumerate(shape))
+    inner = math.prod(core_shape[1:])
+    # a written row must end before the first unread gradient row starts
+    if inner * source.itemsize > math.prod(shape[1:]) * source.grad.element_size() \
+            or buffer.numel() < shape[0] * inner:
+        return None
+    contracted = buffer[:shape[0] * inner].view(shape[0], inner)
+    others = sorted((k for k in factors if k != 0), reverse=True)
+    row_spans = spans(shape[0], gradient_chunks.rows_per_chunk(shape, 0, source.itemsize))
+    for start, stop in row_spans:
+        part = source.read(0, start, stop)
+        for j in others:
+            part = mode_product(part, factors[j], j, adjoint=True)
+        contracted[start:stop] = part.reshape(stop - start, -1)
+        del part
+    r0 = core_shape[0]
+    columns = max(1, int(gradient_chunks.CHUNK_BYTES) // (source.itemsize * r0))
+    for c0, c1 in spans(inner, columns):
+        block = torch.zeros(r0, c1 - c0, dtype=source.dtype, device=source.device)
+        for start, stop in row_spans:
+            block.addmm_(factors[0][start:stop].conj().transpose(0, 1), contracted[start:stop, c0:c1])
+        contracted[:r0, c0:c1] = block  # these columns are not read again
+    return contracted[:r0].view(core_shape)
 
 
 def back_project_rows(core, factors, start, stop):

@@ -190,6 +190,11 @@ class TuckerProjector:
         """:meth:`project` of the gradient ``source`` reads in chunks."""
         return tucker_chunks.project(source, self._factor_dict(basis, source.dtype))
 
+    def project_over_gradient(self, source, basis, buffer):
+        """:meth:`project_chunks`, the core written over the gradient (see
+        :func:`~neuralop_mp.optim.tucker_chunks.project_over_gradient`); None if it cannot be."""
+        return tucker_chunks.project_over_gradient(source, self._factor_dict(basis, source.dtype), buffer)
+
     def back_project_rows(self, core, basis, start, stop):
         """Indices ``start:stop`` along axis 0 of :meth:`project_back` (a new tensor)."""
         return tucker_chunks.back_project_rows(core, self._factor_dict(basis, core.dtype), start, stop)

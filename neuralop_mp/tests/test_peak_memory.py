@@ -46,3 +46,19 @@ def test_update_in_backward_lowers_the_measured_peak():
     grad_bytes = sum(p.numel() * 4 for p in model.parameters())
     # the ordinary step holds every gradient at the end of backward; update in backward about one
     assert peaks[False] - peaks[True] > 0.7 * grad_bytes, peaks
+
+
+def test_describe_lists_the_tensors_alive_at_the_peak():
+    """The list is taken at the peak, not at the end: a tensor freed after the peak is in
+    it, one allocated later (below the peak) is not, and a baseline tensor never is."""
+    a = torch.randn(1000)
+    with PeakTensorBytes(alive=[a], describe=True) as meter:
+        b = torch.zeros(300, dtype=torch.float64)   # 2400 bytes
+        c = torch.cat([a, a])                        # 8000 bytes: the peak, with b
+        del c
+        d = torch.ones(10, dtype=torch.int32)        # 40 bytes, after the peak
+    assert meter.peak_bytes == 4000 + 2400 + 8000
+    assert [(n, shape, dtype) for n, _, shape, dtype in meter.peak_tensors] == [
+        (8000, (2000,), "float32"), (2400, (300,), "float64")]
+    assert "cat" in meter.peak_tensors[0][1] and "zeros" in meter.peak_tensors[1][1]
+    assert b.numel() + d.numel() == 310

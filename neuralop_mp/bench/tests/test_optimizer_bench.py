@@ -61,3 +61,29 @@ def test_total_memory_rows_are_relative_to_the_baseline(tiny_size, monkeypatch):
     assert 0 < rows[1]["vs_baseline"] < 1
     torch.testing.assert_close(rows[1]["params+grads_MB"] + rows[1]["state_MB"] + rows[1]["activations_MB"],
                                rows[1]["total_MB"])
+
+
+def test_peak_tensors_lists_what_is_alive_at_the_peak(tiny_size, capsys):
+    """``--peak-tensors N`` prints the N largest tensors alive at the peak of the step and
+    the rest in one line; their bytes and the parameters' add up to the peak (MB, to the
+    0.1 printed). Describing them does not change the measured peak (beyond 1 KB)."""
+    setup = bench.TRAINING_SETUPS["... + update in backward"]
+    plain = bench.training_step_memory(tiny_size, *setup)
+    capsys.readouterr()
+    described = bench.training_step_memory(tiny_size, *setup, peak_tensors=3)
+    # the same step: cached index tensors made by an earlier step in this process may
+    # move the peak by a few bytes
+    assert described[:4] == plain[:4] and abs(described[4] - plain[4]) <= 1024
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("  at the peak, besides the parameters")
+    listed = [float(line.split()[0]) for line in lines[1:4]]
+    assert listed == sorted(listed, reverse=True) and len(lines) == 5
+    rest = float(lines[4].split()[0])
+    params = float(lines[0].split("(")[1].split()[0])
+    assert sum(listed) + rest + params == pytest.approx(plain[4] / 2**20, abs=0.3)
+
+
+def test_peak_tensors_must_not_be_negative(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--memory-only", "--peak-tensors", "-1"])
+    assert "--peak-tensors must be >= 0, got -1" in capsys.readouterr().err
