@@ -26,7 +26,6 @@ References
 import argparse
 import contextlib
 import io
-import os
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ import warnings
 import torch
 from neuralop.losses import H1Loss, LpLoss
 
-from .report import add_output_arguments, shown_command, write_results
+from .report import add_output_arguments, fno_description, run_conditions, shown_command, write_results
 
 # name -> (precision schedule, autocast scope); None: upstream's layer in full precision
 RUNS = {
@@ -175,14 +174,12 @@ def main(argv=None):
     shown = sys.argv[1:] if argv is None else argv
     command = shown_command("neuralop-mp bench scope", shown)
     body = (header("Autocast scope: what autocast's rounding costs (Darcy, Navier-Stokes)", command)
-            + f"\nFNO {MODEL['n_layers']} layers, {MODEL['hidden_channels']} channels, "
-            f"{MODEL['n_modes'][0]}x{MODEL['n_modes'][1]} modes, bfloat16; train {args.n_train} samples at "
+            + f"\n{fno_description(MODEL)}, bfloat16; train {args.n_train} samples at "
             f"{n}x{n}, test {args.n_test} at N={n} and 2N={2 * n}; AdamW lr {args.lr}, cosine, {args.epochs} "
             f"epochs, H1 training loss, batch 16; seeds {args.seeds} (mean ± std), the same initial weights "
             "and data order for every run of a seed. s/epoch: training time only; step ms: median of 15 "
             "training steps (forward, loss, backward) on one batch of 16, the runs interleaved; saved MB: bytes "
-            f"autograd saved for backward on the first batch. {torch.get_num_threads()} torch thread(s); load average "
-            f"when the run ended: {os.getloadavg()[0]:.1f} (times are comparable only within one run).\n\n"
+            f"autograd saved for backward on the first batch. " + run_conditions() + "\n\n"
             + table + "\n")
     print(table)
     write_results("scope", body, dict(rows=rows, raw=raw, epochs=args.epochs, seeds=args.seeds,

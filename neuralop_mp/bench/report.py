@@ -51,6 +51,18 @@ def header(title, command):
     return f"## {title}\n\nDevice: {device_description()}. Date: {today}.\nCommand: `{command}`\n"
 
 
+def fno_description(model):
+    """``"FNO 3 layers, 16 channels, 8x8 modes"`` for a model config dict."""
+    modes = "x".join(str(m) for m in model["n_modes"])
+    return f"FNO {model['n_layers']} layers, {model['hidden_channels']} channels, {modes} modes"
+
+
+def run_conditions():
+    """Thread count and load average at the end of a timed run (times compare only within one run)."""
+    return (f"{torch.get_num_threads()} torch thread(s); load average when the run ended: "
+            f"{os.getloadavg()[0]:.1f} (times are comparable only within one run).")
+
+
 def markdown_table(rows, columns):
     """Render a list of dicts as a markdown table with the given column order."""
     def fmt(v):

@@ -23,7 +23,6 @@ References
 import argparse
 import contextlib
 import io
-import os
 import statistics
 import sys
 import warnings
@@ -31,7 +30,7 @@ import warnings
 import torch
 from neuralop.losses import H1Loss, LpLoss
 
-from .report import add_output_arguments, shown_command, write_results
+from .report import add_output_arguments, fno_description, run_conditions, shown_command, write_results
 
 RUNS = {
     "full": None,
@@ -148,16 +147,12 @@ def main(argv=None):
     shown = sys.argv[1:] if argv is None else argv
     command = shown_command("neuralop-mp bench schedule", shown)
     body = (header("Precision schedule: full vs mixed vs schedule (Darcy)", command)
-            + f"\nFNO {MODEL['n_layers']} layers, {MODEL['hidden_channels']} channels, "
-            f"{MODEL['n_modes'][0]}x{MODEL['n_modes'][1]} modes; built-in Darcy, train {args.n_train} samples "
+            + f"\n{fno_description(MODEL)}; built-in Darcy, train {args.n_train} samples "
             f"at 16x16, test 200 at 16x16 and 32x32 (zero-shot 2x); AdamW lr {args.lr}, cosine, "
             f"{args.epochs} epochs, H1 training loss, batch 16; seeds {args.seeds} (mean ± std). Same "
             "initial weights and data order for every run of a seed. Half type: bfloat16 (CPU default); "
             "on CPU \"half\" runs as \"mixed\" (torch.fft has no CPU half). s/epoch is training time only; "
-            "saved MB = bytes autograd saved for backward on the first batch of the first phase. "
-            f"{torch.get_num_threads()} torch thread(s); load average when the run ended: "
-            f"{os.getloadavg()[0]:.1f} (times are only comparable "
-            "within one run).\n\n"
+            "saved MB = bytes autograd saved for backward on the first batch of the first phase. " + run_conditions() + "\n\n"
             + table + "\n")
     print(table)
     write_results("schedule", body, dict(rows=rows, epochs=args.epochs, seeds=args.seeds, n_train=args.n_train,
