@@ -114,7 +114,12 @@ def normalize_autocast_scope(value, key="autocast_scope"):
 
 def resolve_autocast_scope(scope, device_type):
     """The scope ``scope`` means for a forward on ``device_type`` ("auto" is device-dependent)."""
-    scope = normalize_autocast_scope(scope)
+    return scope_on_device(normalize_autocast_scope(scope), device_type)
+
+
+def scope_on_device(scope, device_type):
+    """:func:`resolve_autocast_scope` for a ``scope`` already normalized (a per-forward hook
+    need not validate again what :func:`normalize_autocast_scope` checked when it was set)."""
     if scope == "auto":
         return AUTO_AUTOCAST_SCOPE["cuda" if device_type == "cuda" else "other"]
     return scope

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..vocabulary import normalize_autocast_scope, resolve_autocast_scope
+from ..vocabulary import normalize_autocast_scope, scope_on_device
 
 # the scopes in which a module of each role runs in float32
 _FLOAT32_IN = {"model": ("spectral",), "outside_blocks": ("fno_blocks", "spectral")}
@@ -64,7 +64,7 @@ def _enter_float32(module, args, kwargs):
     exits = module.__dict__.setdefault("_float32_scope_exits", [])
     device_type = _device_type(args, kwargs)
     if (device_type not in _AUTOCAST_DEVICES or not torch.is_autocast_enabled(device_type)
-            or resolve_autocast_scope(module._autocast_scope, device_type) not in module._float32_in):
+            or scope_on_device(module._autocast_scope, device_type) not in module._float32_in):
         exits.append(None)
         return None
     no_autocast = torch.autocast(device_type, enabled=False)
