@@ -10,12 +10,12 @@ def test_peak_counts_only_tensors_alive_at_the_same_time():
     with PeakTensorBytes(alive=[a]) as meter:
         b = a * 2            # +4000
         c = torch.cat([b, b])  # +8000 -> 16000 live with a
-        del b, c             # -12000
-        d = a + 1            # +4000: below the earlier peak
-        view = d[:10]        # a view shares d's storage: not counted again
+        view = c[:10]        # at the peak: a view shares c's storage, not counted again
+        del b, c             # -4000 (c's storage lives on in the view)
+        d = a + 1            # +4000: 16000 again, not above the earlier peak
     assert meter.baseline_bytes == 4000
     assert meter.peak_bytes == 4000 + 4000 + 8000
-    assert view.untyped_storage().nbytes() == 4000
+    assert view.untyped_storage().nbytes() == 8000
 
 
 def test_views_of_tensors_alive_before_the_block_are_not_counted_again():

@@ -8,6 +8,7 @@ that slicing itself stays within a float64-reference bound of the whole call is
 tested in test_pointwise_chunks.py.
 """
 import copy
+import pickle
 
 import pytest
 import torch
@@ -244,11 +245,11 @@ def test_none_restores_the_ordinary_forward_and_bad_mode_is_named():
 @pytest.mark.parametrize("mode", ["fourier", "block"])
 def test_a_deep_copy_or_pickle_keeps_working(mode):
     model = set_recompute(_fno(), mode, chunk_points=SLICE_POINTS)
-    clone = copy.deepcopy(model)
-    assert recompute_mode(clone) == mode
-    assert all(m.forward.module is m for m in clone.modules() if "forward" in m.__dict__)
     x = torch.randn(2, 1, 16, 16)
-    assert torch.equal(clone(x), model(x))
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert recompute_mode(clone) == mode
+        assert all(m.forward.module is m for m in clone.modules() if "forward" in m.__dict__)
+        assert torch.equal(clone(x), model(x))
 
 
 def test_config_key_model_recompute_reaches_the_model():
