@@ -143,6 +143,7 @@ def main(argv=None):
     if args.quick:
         args.epochs, args.seeds, args.n_train, args.n_test, args.datasets = 1, [0], 32, 16, ["darcy"]
     torch.set_num_threads(args.threads)
+    step_repeats = 2 if args.quick else 15
 
     import neuralop_mp
     from neuralop_mp.bench.report import header, markdown_table
@@ -163,7 +164,7 @@ def main(argv=None):
                 per_run[name].append(result)
                 print(f"{dataset} {name:>26} seed {seed}: L2 {result[0]:.4f} / {result[1]:.4f}, "
                       f"{result[2]:.2f} s/epoch, {result[3] / 2**20:.2f} MB", file=sys.stderr, flush=True)
-        steps = step_times(loaders, args.runs, repeats=2 if args.quick else 15)
+        steps = step_times(loaders, args.runs, repeats=step_repeats)
         for name, results in per_run.items():
             rows.append(summarize(dataset, name, results, per_run.get("full")))
             rows[-1]["step ms"] = f"{1000 * steps[name]:.1f}"
@@ -177,7 +178,7 @@ def main(argv=None):
             + f"\n{fno_description(MODEL)}, bfloat16; train {args.n_train} samples at "
             f"{n}x{n}, test {args.n_test} at N={n} and 2N={2 * n}; AdamW lr {args.lr}, cosine, {args.epochs} "
             f"epochs, H1 training loss, batch 16; seeds {args.seeds} (mean ± std), the same initial weights "
-            "and data order for every run of a seed. s/epoch: training time only; step ms: median of 15 "
+            f"and data order for every run of a seed. s/epoch: training time only; step ms: median of {step_repeats} "
             "training steps (forward, loss, backward) on one batch of 16, the runs interleaved; saved MB: bytes "
             f"autograd saved for backward on the first batch. " + run_conditions() + "\n\n"
             + table + "\n")

@@ -27,7 +27,7 @@ import torch
 from neuralop.models import FNO
 
 from ..memory import SavedTensorBytes
-from .report import add_output_arguments, header, markdown_table, write_results
+from .report import add_output_arguments, header, markdown_table, shown_command, write_results
 from .tiny_training import fit_and_test
 
 SIZES = {
@@ -268,7 +268,7 @@ def main(argv=None):
     if not (args.quick or args.memory_only):
         accuracy_rows = darcy_accuracy(ACCURACY_RUNS)
 
-    command = "neuralop-mp bench optimizer" + (" " + " ".join(argv) if argv else "")
+    command = shown_command("neuralop-mp bench optimizer", sys.argv[1:] if argv is None else argv)
     body = [header("Optimizer state and training memory (TensorGRaD)", command)]
     body.append("Sizes (hidden, modes, layers, activation resolution, batch): "
                 + "; ".join(f"{k} = {v}" for k, v in SIZES.items() if k in sizes) + ".\n")
