@@ -89,19 +89,6 @@ def load_moment(stored, dtype=torch.float32):
     return stored if stored.dtype == dtype else stored.to(dtype)
 
 
-def store_moment(stored, value, seed):
-    """Write ``value`` (fp32) into ``stored``; 16-bit storage rounds stochastically.
-
-    Round-to-nearest into bf16 (8 significant bits) stalls Adam's second moment:
-    ``0.999 * v`` rounds back to ``v``, so v never decays. Stochastic rounding is
-    unbiased, so the moment follows its fp32 trajectory in expectation.
-    """
-    if stored.dtype in (torch.bfloat16, torch.float16):
-        stochastic_round_(stored, value, seed)
-    elif stored.data_ptr() != value.data_ptr():
-        stored.copy_(value)
-
-
 # significand bits after the leading one, and the exponent of the smallest normal number
 _HALF_FORMATS = {torch.float16: (10, -14), torch.bfloat16: (7, -126)}
 

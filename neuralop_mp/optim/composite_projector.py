@@ -66,11 +66,10 @@ class CompositeProjector:
         return [p.name for p in self.projectors]
 
     @staticmethod
-    def _residual(projector, grad, basis, in_place=False):
-        """What ``projector`` leaves of ``grad``; ``in_place`` lets a projector that can
-        (the sparse one) write it into ``grad`` instead of a new tensor."""
+    def _residual(projector, grad, basis):
+        """What ``projector`` leaves of ``grad`` (a new tensor)."""
         if hasattr(projector, "residual"):
-            return projector.residual(grad, basis, in_place=in_place)
+            return projector.residual(grad, basis)
         return grad - projector.project_back(projector.project(grad, basis), basis, grad.shape)
 
     def compute_bases(self, grad, previous=None, seed=0):
@@ -84,19 +83,14 @@ class CompositeProjector:
                 target = self._residual(projector, target, bases[projector.name])
         return bases
 
-    def project(self, grad, bases, *, consume=False):
-        """Compressed parts ``{name: tensor}``.
-
-        The gradient is not modified unless ``consume``: then the residual for the second
-        projector may be written into it (one full-shape tensor fewer), and the caller
-        must not read ``grad`` afterwards.
-        """
+    def project(self, grad, bases):
+        """Compressed parts ``{name: tensor}``; ``grad`` is not modified."""
         parts, target = {}, grad
         for i, projector in enumerate(self.projectors):
             basis = bases[projector.name]
             parts[projector.name] = projector.project(target, basis)
             if i + 1 < len(self.projectors):
-                target = self._residual(projector, target, basis, in_place=consume)
+                target = self._residual(projector, target, basis)
         return parts
 
     def project_back(self, parts, bases, shape):

@@ -231,19 +231,6 @@ class SparseProjector:
             out.view(-1)[indices] = 0
         return out
 
-    def add_back_(self, target, values, basis):
-        """``target += project_back(values)`` without the full-shape back-projection:
-        ``values`` added at the selected positions of ``target`` (returned)."""
-        indices = basis["indices"]
-        if self.structured:
-            mode = self._mode_of(target.shape)
-            target.movedim(mode, 0)[indices] += values.movedim(mode, 0)
-        elif target.is_contiguous():
-            target.view(-1)[indices] += values
-        else:  # a strided target (a low-rank back-projection ending on an inner mode)
-            target[torch.unravel_index(indices.long(), target.shape)] += values
-        return target
-
     def project_back(self, values, basis, shape):
         """Zeros of ``shape`` with the selected positions set to ``values``."""
         indices = basis["indices"]

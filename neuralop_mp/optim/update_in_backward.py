@@ -28,7 +28,6 @@ What needs all gradients at once, and the answer here:
   parameters after it. With "raise" the error names the parameter, and the
   parameters whose gradients came before it have already been updated.
 """
-import torch
 
 
 class UpdateInBackward:

@@ -60,20 +60,6 @@ def test_residual_is_bitwise_the_gradient_minus_its_back_projection(sparse_type)
     assert proj.residual(copy, basis, in_place=True) is copy and torch.equal(copy, expected)
 
 
-@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
-@pytest.mark.parametrize("sparse_type", ["randk", "structured"])
-def test_add_back_is_bitwise_adding_the_back_projection(sparse_type, strided):
-    grad = random_tensor((6, 5, 4), seed=12).to(torch.complex64)
-    target = random_tensor((6, 5, 4), seed=13).to(torch.complex64)
-    if strided:
-        target = target.transpose(0, 2).contiguous().transpose(0, 2)
-    proj = SparseProjector(0.34, sparse_type, mode=1)
-    basis = proj.compute_basis(grad, seed=4)
-    values = proj.project(grad, basis)
-    expected = proj.project_back(values, basis, grad.shape) + target
-    assert torch.equal(proj.add_back_(target, values, basis), expected)
-
-
 def test_structured_keeps_whole_slices_of_largest_norm():
     grad = random_tensor((4, 6, 3), seed=4).to(torch.complex64)
     grad[:, 2] *= 10
