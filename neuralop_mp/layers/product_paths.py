@@ -55,12 +55,15 @@ class ProductPath:
     complex_product : {"complex", None}
         For pairwise plans multiplied in float32: "complex" (complex64 einsums on
         16-bit-rounded values); None keeps the layer's ``complex_product``.
+    peak_slack : float
+        The contraction planner's ``peak_slack`` for a pairwise plan on this path.
     """
 
     kernel: str
     compute_dtype: torch.dtype
     reason: str
     complex_product: str = None
+    peak_slack: float = 1.0
 
 
 def _dtype_name(dtype):
@@ -89,7 +92,8 @@ def _choose(kind, separable, mode, half, device_type):
     if kernel == PAIRWISE and not separable:
         why += f" (or, within {FLOAT32_PAIRWISE_PEAK_SLACK - 1:.0%} of them, the fewest FLOPs)"
     return ProductPath(kernel, torch.float32, f"{why}; {detail}; the same numbers as a 16-bit matmul with "
-                       "float32 accumulation", complex_product="complex" if kernel == PAIRWISE else None)
+                       "float32 accumulation", complex_product="complex" if kernel == PAIRWISE else None,
+                       peak_slack=FLOAT32_PAIRWISE_PEAK_SLACK if kernel == PAIRWISE else 1.0)
 
 
 def choose_product_path(kind, separable, mode, half, device):

@@ -36,7 +36,7 @@ from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
 from .input_checks import check_input, check_layer_arguments
 from .mode_matmul import dense_mode_product
-from .product_paths import FLOAT32_PAIRWISE_PEAK_SLACK, MODE_BATCHED, choose_product_path
+from .product_paths import MODE_BATCHED, choose_product_path
 from .truncated_fft import truncated_irfftn, truncated_rfftn
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
 from .weight_storage import layer_weight_dtype, store_layer_weights
@@ -250,10 +250,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
         return tuple(slices)
 
     def _kept_modes(self, fft_size):
-        """Modes kept per transformed dimension: the mode sizes of the weight's used part."""
-        first = 1 if self.separable else 2
-        with torch.no_grad():  # its shape only
-            return list(self._kept_weight(fft_size).shape[first:])
+        """Modes kept per transformed dimension: the mode sizes of :meth:`_kept_weight`'s
+        result, by the same arithmetic (no slicing of the weight per forward)."""
+        return [min(size, n_mode, max_mode) for size, n_mode, max_mode in zip(fft_size, self.n_modes, self.max_n_modes)]
 
     def _operands(self, fft_size):
         weight = self._kept_weight(fft_size)
@@ -306,11 +305,10 @@ class MixedPrecisionSpectralConv(SpectralConv):
         shapes = [(batch, self.in_channels, *kept)] + [tuple(op.shape) for op in operands]
         itemsize = 8 if mode == "full" else 4
         slack = 1.0
-        if mode != "full":  # the plan forward runs: float32 pairwise products trade a little peak for FLOPs
+        if mode != "full":  # the plan forward runs: its path says how much peak it trades for FLOPs
             device = next(self.parameters()).device
             half = resolve_half_dtype(self._settings()[1], device)
-            if choose_product_path(kind, self.separable, mode, half, device).complex_product == "complex":
-                slack = FLOAT32_PAIRWISE_PEAK_SLACK
+            slack = choose_product_path(kind, self.separable, mode, half, device).peak_slack
         return plan_contraction(equation, shapes, itemsize, peak_slack=slack)
 
     # ------------------------------------------------------------------ forward
@@ -385,7 +383,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
             out_kept = run_plan(plan, [x_kept] + wide, real_form=False)
         elif path.complex_product == "complex":
             plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 2 * half.itemsize,
-                                    peak_slack=FLOAT32_PAIRWISE_PEAK_SLACK)
+                                    peak_slack=path.peak_slack)
             out_kept = run_plan_rounded(plan, [x_kept] + operands, half)
             if fft_half:
                 out_kept = out_kept.to(torch.complex32)
