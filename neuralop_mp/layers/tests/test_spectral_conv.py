@@ -321,3 +321,25 @@ def test_contraction_plan_reports_the_plan_forward_runs_on_cpu():
     # six operands and the result rounded to bfloat16 (unit roundoff 2^-9 = 2e-3 each):
     # measured 4.3e-3 (seeds 3-5); a wrong plan or operand order gives O(1)
     assert rel_err(y, ref) < 8e-3
+
+
+@pytest.mark.parametrize("order, modes, factorization, separable, complex_data", [
+    (1, (5,), None, False, False), (2, (7, 5), "tucker", False, False), (3, (4, 6, 5), "cp", False, False),
+    (2, (6, 6), None, True, False), (2, (5, 7), "tt", False, True)])
+def test_kept_modes_are_the_shape_of_the_kept_weight(order, modes, factorization, separable, complex_data):
+    """The per-forward mode count (arithmetic) equals the shape of the weight slice the
+    product uses, for grids smaller and larger than the modes, before and after the
+    modes are reduced."""
+    import itertools
+
+    layer = MixedPrecisionSpectralConv(3, 3 if separable else 4, n_modes=modes, factorization=factorization,
+                                       separable=separable, complex_data=complex_data,
+                                       implementation="factorized" if factorization else "reconstructed")
+    first = 1 if separable else 2
+    for reduce in (False, True):
+        if reduce:
+            layer.n_modes = tuple(max(2, m - 2) for m in modes)
+        for sizes in itertools.product(*[[3, 8, 17]] * order):
+            fft = layer._fft_size(list(sizes))
+            with torch.no_grad():
+                assert layer._kept_modes(fft) == list(layer._kept_weight(fft).shape[first:])
