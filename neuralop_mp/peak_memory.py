@@ -78,7 +78,7 @@ class _LiveStorages(TorchDispatchMode):
         for tensor in tree_flatten(out)[0]:
             if isinstance(tensor, torch.Tensor) and tensor.device.type != "meta":
                 storage = tensor.untyped_storage()
-                key = (storage.data_ptr(), storage.nbytes())
+                key = _storage_key(tensor)
                 if key in self.counted:
                     continue
                 if key not in self.live:
