@@ -52,7 +52,7 @@ class RunFolderTrainer(MixedPrecisionTrainer):
         self._estimated = False
         self._epoch_started = None
         # (epoch, batches per epoch) while the first estimate is pending; False once done or
-        # impossible (no log, a loader without a length, one batch per epoch)
+        # impossible (no log, a loader without a length, fewer than three batches per epoch)
         self._early_estimate = None
         self._early_started = None
 
@@ -62,24 +62,27 @@ class RunFolderTrainer(MixedPrecisionTrainer):
     def train_one_epoch(self, epoch, train_loader, training_loss):
         if self._early_estimate is None:
             n_batches = len(train_loader) if hasattr(train_loader, "__len__") else 0
-            self._early_estimate = self.log is not None and n_batches > 1 and (epoch, n_batches)
+            self._early_estimate = self.log is not None and n_batches > 2 and (epoch, n_batches)
         return super().train_one_epoch(epoch, train_loader, training_loss)
 
     def train_one_batch(self, idx, sample, training_loss):
-        loss = super().train_one_batch(idx, sample, training_loss)
+        # read at the start of a batch: upstream's loop runs the previous batch's backward
+        # and optimizer step after train_one_batch returns
         if self._early_estimate:
             self._time_early_batches(idx)
-        return loss
+        return super().train_one_batch(idx, sample, training_loss)
 
     def _time_early_batches(self, idx):
-        """Batch 0 is a warm-up (allocations, first-call overheads); batches 1..idx are timed."""
+        """Batch 0 is a warm-up (allocations, first-call overheads, the optimizer's first
+        step); whole batches 1..k are timed, from the start of batch 1 to that of batch k + 1."""
         epoch, n_batches = self._early_estimate
-        if idx == 0:
+        if idx == 1:
             self._early_started = time.perf_counter()
             return
-        if idx < min(self.EARLY_ESTIMATE_BATCHES, n_batches - 1):
+        timed = min(self.EARLY_ESTIMATE_BATCHES, n_batches - 2)
+        if idx < timed + 1:
             return
-        per_batch = (time.perf_counter() - self._early_started) / idx
+        per_batch = (time.perf_counter() - self._early_started) / timed
         epochs = self.n_epochs - epoch
         self.log(f"[neuralop-mp] {per_batch:.2f} s per training batch: expect about "
                  f"{format_duration(per_batch * n_batches * epochs)} of training for {epochs} epoch(s) "

@@ -111,11 +111,40 @@ def test_first_estimate_is_logged_after_a_few_batches_before_the_first_epoch_end
     assert per_batch > 0
 
 
-def test_no_first_estimate_with_one_batch_per_epoch():
+def test_first_estimate_leaves_out_the_first_batch_backward_and_step():
+    """The warm-up batch's optimizer step (here made 0.9 s slow, as a first projector
+    refresh can be) runs after train_one_batch returns; the timed window starts after it,
+    so three fast batches are estimated at well under the 0.3 s a window holding it would give."""
+    import time as time_module
+
     from neuralop_mp.training.tests.tiny import loss, optimizer_and_scheduler, tiny_data, tiny_fno
 
     model = tiny_fno()
-    train, test = tiny_data(n=4, batch_size=4)
+    train, test = tiny_data(n=24, batch_size=4)
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    step, calls = optimizer.step, []
+
+    def first_step_slow(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            time_module.sleep(0.9)
+        return step(*args, **kwargs)
+
+    optimizer.step = first_step_slow
+    messages = []
+    trainer = RunFolderTrainer(model=model, n_epochs=1, log=messages.append, verbose=False)
+    trainer.train(train, test, optimizer, scheduler, training_loss=loss())
+    early = [m for m in messages if "per training batch" in m]
+    assert len(early) == 1 and len(calls) == 6
+    assert float(early[0].split("] ")[1].split(" s per")[0]) < 0.2
+
+
+@pytest.mark.parametrize("n_batches", [1, 2])
+def test_no_first_estimate_with_fewer_than_three_batches_per_epoch(n_batches):
+    from neuralop_mp.training.tests.tiny import loss, optimizer_and_scheduler, tiny_data, tiny_fno
+
+    model = tiny_fno()
+    train, test = tiny_data(n=4 * n_batches, batch_size=4)
     messages = []
     trainer = RunFolderTrainer(model=model, n_epochs=2, log=messages.append, verbose=False)
     trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
