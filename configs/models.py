@@ -27,7 +27,10 @@ def _model_config_body(namespace):
                                     **{key: config_type for key, (config_type, _, _) in fields.items()}}
     # None (= "none") | "fourier" | "block": see neuralop_mp.models.recompute
     namespace["__annotations__"]["recompute"] = Optional[str]
-    namespace.update(model_arch="fno", data_channels=1, out_channels=1, recompute=None)
+    # "block" only: grid points per slice of the lifting/projection replay (None: the default)
+    namespace["__annotations__"]["recompute_chunk_points"] = Optional[int]
+    namespace.update(model_arch="fno", data_channels=1, out_channels=1, recompute=None,
+                     recompute_chunk_points=None)
     namespace.update({key: default for key, (_, default, _) in fields.items()})
     namespace["__doc__"] = (
         "Fields shared by every model section.\n\n"

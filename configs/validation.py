@@ -18,7 +18,8 @@ import typing
 import torch
 
 from neuralop_mp.precision_policy import PrecisionPolicy
-from neuralop_mp.vocabulary import check_choice, none_if_null, normalize_flag, normalize_recompute
+from neuralop_mp.vocabulary import (check_choice, none_if_null, normalize_flag, normalize_recompute,
+                                   normalize_recompute_chunk_points)
 
 TRAINING_LOSSES = ("h1", "l2")
 SCHEDULERS = ("StepLR", "CosineAnnealingLR", "ReduceLROnPlateau", "none")
@@ -93,6 +94,10 @@ def validate_model(model, prefix="model"):
     recompute = _field(model, "recompute")
     if recompute is not _MISSING:
         normalize_recompute(recompute, key=f"{prefix}.recompute")
+    chunk_points = _field(model, "recompute_chunk_points")
+    if chunk_points is not _MISSING:
+        normalize_recompute_chunk_points(chunk_points, None if recompute is _MISSING else recompute,
+                                         key=f"{prefix}.recompute_chunk_points", recompute_key=f"{prefix}.recompute")
     return policy
 
 

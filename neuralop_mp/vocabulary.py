@@ -136,6 +136,22 @@ def normalize_recompute(value, key="recompute"):
     return probe
 
 
+def normalize_recompute_chunk_points(value, recompute, key="recompute_chunk_points", recompute_key="recompute"):
+    """Validate the grid points per slice of ``recompute="block"``'s lifting/projection
+    replay: None (the default) or a positive int, and only with ``recompute="block"``
+    (the other modes slice nothing, so a value there would be silently ignored)."""
+    value = none_if_null(value)
+    if value is None:
+        return None
+    from .models.pointwise_chunks import check_chunk_points
+
+    check_chunk_points(value, key=key)
+    if normalize_recompute(recompute, key=recompute_key) != "block":
+        raise ValueError(f"{key}={value!r} is used only with {recompute_key}='block', not with "
+                         f"{recompute_key}={recompute!r}; set {recompute_key}='block' or leave {key} unset.")
+    return value
+
+
 def normalize_flag(value, key):
     """An on/off setting as a bool: True/False, or the strings "true"/"false" of a
     command line (any case); TypeError naming the key otherwise."""

@@ -15,7 +15,7 @@ from neuralop.models.base_model import available_models as _upstream_available_m
 from torch import nn
 
 from ..precision_policy import PrecisionPolicy
-from ..vocabulary import none_if_null, read_key, section_as_dict
+from ..vocabulary import none_if_null, normalize_recompute_chunk_points, read_key, section_as_dict
 from .mixed_precision_models import PLUGIN_MODEL_CLASSES
 from .recompute import check_recompute_mode, set_recompute
 from .uno_registration import UNO
@@ -63,7 +63,8 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         "uno", ...), ``data_channels`` and the model's constructor arguments. May
         have the plugin keys ``model.fno_block_precision`` ("full" | "mixed" |
         "half"), ``model.recompute`` ("none" | "fourier" | "block", see
-        :func:`~neuralop_mp.models.recompute.set_recompute`), ``model.half_dtype``
+        :func:`~neuralop_mp.models.recompute.set_recompute`) and, with "block",
+        ``model.recompute_chunk_points`` (its ``chunk_points``), ``model.half_dtype``
         ("auto" | "float16" | "bfloat16"),
         ``model.stabilizer`` (None | "tanh"), ``model.spectral_weight_dtype``
         ("complex64" | "complex32"), and ``patching.levels`` and
@@ -93,6 +94,10 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
     cls = registry[arch]
     # before the (possibly large) model is built; set on the built model, not a constructor argument
     recompute = check_recompute_mode(model_cfg.pop("recompute", None), key="model.recompute")
+    chunk_points = normalize_recompute_chunk_points(model_cfg.pop("recompute_chunk_points", None), recompute,
+                                                    key="model.recompute_chunk_points",
+                                                    recompute_key="model.recompute")
+    recompute_kwargs = {} if chunk_points is None else {"chunk_points": chunk_points}
     if precision_policy is None:
         policy, model_cfg = PrecisionPolicy.pop_from(model_cfg, prefix="model")
     else:  # parsed by the caller: config.model's keys are not read again
@@ -131,7 +136,7 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
             shown = ", ".join(f"model.{key}={value!r}" for key, value in plugin_only.items()) or repr(arch)
             raise ValueError(f"{shown} needs the mixed-precision spectral layer; do not pass "
                              "mixed_precision_layer=False.")
-        return set_recompute(cls(**model_cfg, **upstream_flags), recompute)
+        return set_recompute(cls(**model_cfg, **upstream_flags), recompute, **recompute_kwargs)
 
     plugin_cls = cls if cls in plugin_classes else PLUGIN_MODEL_CLASSES.get(arch)
     if plugin_cls is None:
@@ -140,4 +145,4 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
             f"in full precision (fno_block_precision='full', no schedule); mixed precision is available for: "
             f"{', '.join(sorted(PLUGIN_MODEL_CLASSES))}."
         )
-    return set_recompute(plugin_cls(**model_cfg, **policy.as_dict()), recompute)
+    return set_recompute(plugin_cls(**model_cfg, **policy.as_dict()), recompute, **recompute_kwargs)

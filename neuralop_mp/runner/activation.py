@@ -39,6 +39,7 @@ from importlib import import_module
 from ..layers.weight_storage import normalize_spectral_weight_dtype
 from ..optim.settings import CONFIG_OPTIONS
 from ..vocabulary import (PRECISION_MODES, check_choice, normalize_flag, normalize_half_dtype, normalize_recompute,
+                          normalize_recompute_chunk_points,
                           normalize_stabilizer)
 from .report import ActivationReport
 
@@ -102,8 +103,10 @@ _MISSING = object()
 
 
 def _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, optimizer_options,
-                       spectral_weight_dtype=None, recompute=None, update_in_backward=None):
+                       spectral_weight_dtype=None, recompute=None, update_in_backward=None,
+                       recompute_chunk_points=None):
     """Check every option up front, so a bad value fails before anything is patched."""
+    recompute_chunk_points = normalize_recompute_chunk_points(recompute_chunk_points, recompute)
     if recompute is not None:
         recompute = normalize_recompute(recompute)
     if update_in_backward is not None:
@@ -136,6 +139,7 @@ def _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, o
         optimizer=optimizer,
         optimizer_options=optimizer_options,
         recompute=recompute,
+        recompute_chunk_points=recompute_chunk_points,
         update_in_backward=update_in_backward,
     )
 
@@ -161,6 +165,7 @@ def enable(
     optimizer_options=None,
     loss_scaling=None,
     recompute=None,
+    recompute_chunk_points=None,
     update_in_backward=None,
     data_root=None,
     offline=True,
@@ -194,6 +199,9 @@ def enable(
     recompute : {"none", "fourier", "block"}, optional
         What models built through ``neuralop.get_model`` recompute in backward
         instead of saving (:func:`neuralop_mp.models.recompute.set_recompute`).
+    recompute_chunk_points : int, optional
+        With ``recompute="block"`` only: grid points per slice of the lifting's and
+        projection's replay (``set_recompute``'s ``chunk_points``).
     update_in_backward : bool, optional
         Passed to the trainer: step each parameter during backward and free its
         gradient (:mod:`neuralop_mp.optim.update_in_backward`).
@@ -219,7 +227,7 @@ def enable(
     if is_enabled():
         raise RuntimeError("neuralop_mp is already enabled; call neuralop_mp.disable() first.")
     options = _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, optimizer_options,
-                                 spectral_weight_dtype, recompute, update_in_backward)
+                                 spectral_weight_dtype, recompute, update_in_backward, recompute_chunk_points)
     options["loss_scaling"] = loss_scaling
     options["data_root"] = None if data_root is None else str(data_root)
     options["offline"] = bool(offline)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..layers.weight_storage import SPECTRAL_WEIGHT_DTYPES
-from ..vocabulary import HALF_DTYPES, PRECISION_MODES, check_choice, normalize_flag, normalize_recompute
+from ..vocabulary import (HALF_DTYPES, PRECISION_MODES, check_choice, normalize_flag, normalize_recompute,
+                          normalize_recompute_chunk_points)
 from .activation import OPTIMIZER_KINDS, enabled
 from .static_check import describe_plan, scan_source, start_warnings
 from .summary import format_summary
@@ -32,7 +33,8 @@ USAGE = (
     "{auto,float16,bfloat16}] [--mp.schedule SCHEDULE] [--mp.stabilizer {None,tanh}] "
     "[--mp.spectral_weight_dtype {complex64,complex32}] "
     "[--mp.optimizer {adamw,tensorgrad,galore,sparse}] [--mp.tensorgrad_* VALUE] "
-    "[--mp.loss_scaling VALUE] [--mp.recompute {none,fourier,block}] [--mp.update_in_backward {true,false}] "
+    "[--mp.loss_scaling VALUE] [--mp.recompute {none,fourier,block}] [--mp.recompute_chunk_points N] "
+    "[--mp.update_in_backward {true,false}] "
     "[--mp.data-root DIR] [--mp.report FILE.json] [-- SCRIPT ARGS...]"
 )
 
@@ -84,6 +86,7 @@ FLAGS = {
     "optimizer": ("optimizer", _choice(OPTIMIZER_KINDS)),
     "loss_scaling": ("loss_scaling", _text),
     "recompute": ("recompute", _recompute),
+    "recompute_chunk_points": ("recompute_chunk_points", _number(int)),
     "update_in_backward": ("update_in_backward", _on_off),
     "data-root": ("data_root", _text),
     "report": ("report", _text),
@@ -164,6 +167,9 @@ def parse_args(argv):
         i += 1
     if script is None:
         raise UsageError("No script given. " + USAGE)
+    if "recompute_chunk_points" in options:  # refused here, before the script starts
+        normalize_recompute_chunk_points(options["recompute_chunk_points"], options.get("recompute"),
+                                         key="--mp.recompute_chunk_points", recompute_key="--mp.recompute")
     return script, options, script_args
 
 

@@ -69,6 +69,8 @@ def plugin_config(config, options):
         model["spectral_weight_dtype"] = options["spectral_weight_dtype"]
     if options.get("recompute") is not None:
         model["recompute"] = options["recompute"]
+    if options.get("recompute_chunk_points") is not None:
+        model["recompute_chunk_points"] = options["recompute_chunk_points"]
     built = {"model": model}
     patching = _section(config, "patching")
     if patching is not None:

@@ -154,5 +154,42 @@ def test_zencfg_config_builds_with_every_model_field_recorded():
 
             assert recompute_mode(model) == (getattr(config.model, name) or "none")
             continue
+        if name == "recompute_chunk_points":  # "block" only; None by default
+            assert getattr(config.model, name) is None
+            continue
         assert recorded[name] == getattr(config.model, name), name
     assert recorded["in_channels"] == config.model.data_channels
+
+
+def _slice_sizes(model):
+    """``chunk_points`` of every pointwise module that ``recompute="block"`` slices."""
+    return [m.__dict__["forward"].chunk_points for m in model.modules()
+            if hasattr(m.__dict__.get("forward"), "chunk_points")]
+
+
+def test_recompute_chunk_points_from_a_command_line_config_reach_the_sliced_modules():
+    from neuralop_mp.configs import load_config
+
+    overrides = {"model.hidden_channels": "8", "model.n_layers": "2", "model.recompute": "block"}
+    default = neuralop_mp.get_model(load_config("darcy", overrides))
+    chosen = neuralop_mp.get_model(load_config("darcy", {**overrides, "model.recompute_chunk_points": "96"}))
+    from neuralop_mp.models.pointwise_chunks import DEFAULT_CHUNK_POINTS
+
+    assert _slice_sizes(default) and set(_slice_sizes(default)) == {DEFAULT_CHUNK_POINTS}
+    assert set(_slice_sizes(chosen)) == {96}
+    x = torch.randn(2, 1, 16, 16)  # 512 grid points: several 96-point slices
+    chosen(x).square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in chosen.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("recompute, chunk_points, error, message", [
+    ("block", 0, ValueError, r"model.recompute_chunk_points=0; allowed values: a positive int"),
+    ("block", 2.5, TypeError, r"model.recompute_chunk_points=2.5; allowed values: a positive int"),
+    ("fourier", 64, ValueError, r"model.recompute_chunk_points=64 is used only with model.recompute='block', "
+                                r"not with model.recompute='fourier'"),
+    (None, 64, ValueError, r"used only with model.recompute='block', not with model.recompute='none'"),
+])
+def test_bad_recompute_chunk_points_are_named_with_the_mode(recompute, chunk_points, error, message):
+    config = config_for("fno", recompute=recompute, recompute_chunk_points=chunk_points)
+    with pytest.raises(error, match=message):
+        neuralop_mp.get_model(config)

@@ -42,7 +42,7 @@ def _fake_parts(calls):
         layer = model_cfg.get("fno_block_precision", "full") != "full" or bool(
             (config.get("opt") or {}).get("precision_schedule")
         )
-        for key in ("fno_block_precision", "half_dtype", "stabilizer", "recompute"):
+        for key in ("fno_block_precision", "half_dtype", "stabilizer", "recompute", "recompute_chunk_points"):
             model_cfg.pop(key, None)
         if layer:
             model_cfg["conv_module"] = FakeMixedPrecisionSpectralConv

@@ -200,6 +200,15 @@ def test_recompute_reaches_the_model_config_and_update_in_backward_the_trainer(f
     assert trainer.update_in_backward is True and explicit.update_in_backward is False
 
 
+def test_recompute_chunk_points_reach_the_model_config_only_with_block(fake_parts, tiny_config):
+    with neuralop_mp.enabled(recompute="block", recompute_chunk_points=512):
+        neuralop.get_model(tiny_config)
+    assert fake_parts["get_model"][0]["model"]["recompute_chunk_points"] == 512
+    with pytest.raises(ValueError, match=r"recompute_chunk_points=512 is used only with recompute='block'"):
+        neuralop_mp.enable(recompute="fourier", recompute_chunk_points=512)
+    assert not neuralop_mp.runner.activation.is_enabled(), "a refused option patches nothing"
+
+
 def test_precision_alone_means_a_constant_schedule_and_script_kwargs_win(fake_parts, tiny_config):
     with neuralop_mp.enabled(precision="half", stabilizer=None):
         model = neuralop.get_model(tiny_config)

@@ -70,6 +70,18 @@ def test_memory_flags_are_parsed():
     assert options == {"recompute": "block", "update_in_backward": True}
 
 
+def test_recompute_chunk_points_flag_is_an_int_and_needs_block():
+    _, options, _ = parse_args(["t.py", "--mp.recompute", "block", "--mp.recompute_chunk_points", "2048"])
+    assert options == {"recompute": "block", "recompute_chunk_points": 2048}
+    with pytest.raises(ValueError, match=r"--mp.recompute_chunk_points=2048 is used only with "
+                                         r"--mp.recompute='block', not with --mp.recompute='fourier'"):
+        parse_args(["t.py", "--mp.recompute", "fourier", "--mp.recompute_chunk_points", "2048"])
+    with pytest.raises(ValueError, match=r"--mp.recompute_chunk_points=0; allowed values: a positive int"):
+        parse_args(["t.py", "--mp.recompute", "block", "--mp.recompute_chunk_points", "0"])
+    with pytest.raises(ValueError, match=r"--mp.recompute_chunk_points='many'; expected an integer"):
+        parse_args(["t.py", "--mp.recompute", "block", "--mp.recompute_chunk_points", "many"])
+
+
 def test_stabilizer_none_spellings():
     assert parse_args(["t.py", "--mp.stabilizer", "None"])[1] == {"stabilizer": None}
     assert parse_args(["t.py", "--mp.stabilizer", "tanh"])[1] == {"stabilizer": "tanh"}
