@@ -34,7 +34,7 @@ import warnings
 import torch
 from neuralop.losses import H1Loss, LpLoss
 
-from .report import add_output_arguments, fno_description, run_conditions, shown_command, write_results
+from .report import add_output_arguments, fno_description, markdown_table, shown_command, timed_section, write_results
 
 # name -> (precision schedule, autocast scope); None: upstream's layer in full precision
 RUNS = {
@@ -146,7 +146,6 @@ def main(argv=None):
     step_repeats = 2 if args.quick else 15
 
     import neuralop_mp
-    from neuralop_mp.bench.report import header, markdown_table
 
     warnings.filterwarnings("ignore", category=UserWarning)  # upstream's unused-kwargs chatter
     n = args.resolution
@@ -174,14 +173,14 @@ def main(argv=None):
     table = markdown_table(rows, [c for c in columns if any(c in r for r in rows)])
     shown = sys.argv[1:] if argv is None else argv
     command = shown_command("neuralop-mp bench scope", shown)
-    body = (header("Autocast scope: what autocast's rounding costs (Darcy, Navier-Stokes)", command)
-            + f"\n{fno_description(MODEL)}, bfloat16; train {args.n_train} samples at "
-            f"{n}x{n}, test {args.n_test} at N={n} and 2N={2 * n}; AdamW lr {args.lr}, cosine, {args.epochs} "
-            f"epochs, H1 training loss, batch 16; seeds {args.seeds} (mean ± std), the same initial weights "
-            f"and data order for every run of a seed. s/epoch: training time only; step ms: median of {step_repeats} "
-            "training steps (forward, loss, backward) on one batch of 16, the runs interleaved; saved MB: bytes "
-            f"autograd saved for backward on the first batch. " + run_conditions() + "\n\n"
-            + table + "\n")
+    body = timed_section(
+        "Autocast scope: what autocast's rounding costs (Darcy, Navier-Stokes)", command,
+        f"{fno_description(MODEL)}, bfloat16; train {args.n_train} samples at "
+        f"{n}x{n}, test {args.n_test} at N={n} and 2N={2 * n}; AdamW lr {args.lr}, cosine, {args.epochs} "
+        f"epochs, H1 training loss, batch 16; seeds {args.seeds} (mean ± std), the same initial weights "
+        f"and data order for every run of a seed. s/epoch: training time only; step ms: median of {step_repeats} "
+        "training steps (forward, loss, backward) on one batch of 16, the runs interleaved; saved MB: bytes "
+        "autograd saved for backward on the first batch.", table)
     print(table)
     write_results("scope", body, dict(rows=rows, raw=raw, epochs=args.epochs, seeds=args.seeds,
                                       n_train=args.n_train, threads=torch.get_num_threads()),

@@ -63,6 +63,12 @@ def run_conditions():
             f"{os.getloadavg()[0]:.1f} (times are comparable only within one run).")
 
 
+def timed_section(title, command, description, table):
+    """A timed benchmark's markdown section: :func:`header`, ``description`` followed by
+    :func:`run_conditions`, then ``table``."""
+    return f"{header(title, command)}\n{description} {run_conditions()}\n\n{table}\n"
+
+
 def markdown_table(rows, columns):
     """Render a list of dicts as a markdown table with the given column order."""
     def fmt(v):

@@ -30,7 +30,7 @@ import warnings
 import torch
 from neuralop.losses import H1Loss, LpLoss
 
-from .report import add_output_arguments, fno_description, run_conditions, shown_command, write_results
+from .report import add_output_arguments, fno_description, markdown_table, shown_command, timed_section, write_results
 
 RUNS = {
     "full": None,
@@ -115,7 +115,6 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     import neuralop_mp
-    from neuralop_mp.bench.report import header, markdown_table
 
     warnings.filterwarnings("ignore", category=UserWarning)  # upstream's unused-kwargs chatter
     with contextlib.redirect_stdout(io.StringIO()):
@@ -146,14 +145,14 @@ def main(argv=None):
     table = markdown_table(rows, columns)
     shown = sys.argv[1:] if argv is None else argv
     command = shown_command("neuralop-mp bench schedule", shown)
-    body = (header("Precision schedule: full vs mixed vs schedule (Darcy)", command)
-            + f"\n{fno_description(MODEL)}; built-in Darcy, train {args.n_train} samples "
-            f"at 16x16, test 200 at 16x16 and 32x32 (zero-shot 2x); AdamW lr {args.lr}, cosine, "
-            f"{args.epochs} epochs, H1 training loss, batch 16; seeds {args.seeds} (mean ± std). Same "
-            "initial weights and data order for every run of a seed. Half type: bfloat16 (CPU default); "
-            "on CPU \"half\" runs as \"mixed\" (torch.fft has no CPU half). s/epoch is training time only; "
-            "saved MB = bytes autograd saved for backward on the first batch of the first phase. " + run_conditions() + "\n\n"
-            + table + "\n")
+    body = timed_section(
+        "Precision schedule: full vs mixed vs schedule (Darcy)", command,
+        f"{fno_description(MODEL)}; built-in Darcy, train {args.n_train} samples "
+        f"at 16x16, test 200 at 16x16 and 32x32 (zero-shot 2x); AdamW lr {args.lr}, cosine, "
+        f"{args.epochs} epochs, H1 training loss, batch 16; seeds {args.seeds} (mean ± std). Same "
+        "initial weights and data order for every run of a seed. Half type: bfloat16 (CPU default); "
+        "on CPU \"half\" runs as \"mixed\" (torch.fft has no CPU half). s/epoch is training time only; "
+        "saved MB = bytes autograd saved for backward on the first batch of the first phase.", table)
     print(table)
     write_results("schedule", body, dict(rows=rows, epochs=args.epochs, seeds=args.seeds, n_train=args.n_train,
                                          threads=torch.get_num_threads()),
