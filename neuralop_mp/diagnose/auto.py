@@ -137,8 +137,9 @@ def calibrate_from_loader(model, train_loader, data_processor=None, *, n_batches
 _PRECISION_ORDER = ("half", "mixed", "full")  # cheapest first
 
 
-def agree_across_ranks(model, decision):
-    """The most precise of every rank's ``decision``, applied to ``model``.
+def agree_across_ranks(model, decision, *, apply=True):
+    """The most precise of every rank's ``decision``, applied to ``model`` (unless
+    ``apply=False``: a caller that switches the layers itself).
 
     Under DDP each rank calibrates on its own shard of the data and may decide
     differently; one model must run one precision, and the safe choice is the most
@@ -158,7 +159,7 @@ def agree_across_ranks(model, decision):
         return decision
     agreed = max(modes, key=_PRECISION_ORDER.index)
     decision = {**decision, "fno_block_precision": agreed, "per_rank": modes}
-    if get_precision(model)[0] != agreed:
+    if apply and get_precision(model)[0] != agreed:
         set_fixed_precision(model, agreed)
     model.precision_decision = decision
     return decision

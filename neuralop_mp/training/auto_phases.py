@@ -88,9 +88,9 @@ class AutoPrecisionPhases:
         model = self._auto_model()
         # drawn with the RNG forked: the run's shuffling stays as without the check
         xs = loader_inputs(model, self._epoch_loader, self.data_processor, n_batches=self.auto_precision_batches)
-        decision = agree_across_ranks(model, recheck_phase(model, xs, phase_mode, apply=False))
+        # _apply_auto_precision switches the layers, once, from the agreed decision
+        decision = agree_across_ranks(model, recheck_phase(model, xs, phase_mode, apply=False), apply=False)
         mode = decision["fno_block_precision"]
-        model.precision_decision = decision
         self._auto_check = {"epoch": epoch, "phase": self.phase_index, **decision}
         self.auto_decisions.append(self._auto_check)
         return {"mode": mode, "checked_at_epoch": epoch}

@@ -281,10 +281,14 @@ def _auto_worker(rank, world_size, port, out_dir, _):
         grid = torch.linspace(0, 1, 16)
         x = (torch.sin(2 * torch.pi * grid)[:, None] * torch.cos(2 * torch.pi * grid)[None, :]).expand(2, 1, 16, 16)
         # rank 1's shard overflows float16 without tanh; rank 0's is harmless
-        own = calibrate_precision(model, x * (1e6 if rank == 1 else 1.0))["fno_block_precision"]
-        agreed = agree_across_ranks(model, model.precision_decision)
+        own_decision = calibrate_precision(model, x * (1e6 if rank == 1 else 1.0))
+        own = own_decision["fno_block_precision"]
+        not_applied = agree_across_ranks(model, own_decision, apply=False)["fno_block_precision"]
+        kept = get_precision(model)[0]
+        agreed = agree_across_ranks(model, own_decision)
         result = {"own": own, "agreed": agreed["fno_block_precision"], "per_rank": agreed["per_rank"],
-                  "model": get_precision(model)[0], "recorded": model.precision_decision["fno_block_precision"]}
+                  "model": get_precision(model)[0], "recorded": model.precision_decision["fno_block_precision"],
+                  "not_applied": not_applied, "kept": kept}
     finally:
         dist.destroy_process_group()
     torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -302,3 +306,5 @@ def test_auto_precision_decided_on_different_shards_is_the_most_precise_on_every
     for r in results:
         assert r["agreed"] == r["model"] == r["recorded"] == "full"
         assert r["per_rank"] == ["mixed", "full"]
+        # apply=False agrees the same way but leaves the layers in the rank's own choice
+        assert r["not_applied"] == "full" and r["kept"] == r["own"]
