@@ -14,6 +14,7 @@ standard library), so every other module can use it without creating an import c
 - :func:`read_key` and :func:`section_as_dict`: read a config section whether it is a
   dict, a Bunch or a zencfg config object, under zencfg 0.7 and 1.0 alike.
 """
+import operator
 from collections.abc import Mapping
 
 import torch
@@ -59,6 +60,22 @@ def check_choice(key, value, allowed):
         shown = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"Invalid {key}={value!r}; allowed values: {shown}.")
     return value
+
+
+def check_int_at_least(key, value, minimum=1, unit=None):
+    """``value`` as an int if it is an integer (a Python or numpy int, not a bool) of at
+    least ``minimum``; TypeError (not an integer) or ValueError (too small) naming ``key``
+    and the allowed values otherwise. ``unit`` is said after them, e.g. "grid points per chunk"."""
+    allowed = f"integers >= {minimum}" + (f" ({unit})" if unit else "")
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"Invalid {key}={value!r}; allowed values: {allowed}.") from None
+    if number < minimum:
+        raise ValueError(f"Invalid {key}={value!r}; allowed values: {allowed}.")
+    return number
 
 
 def none_if_null(value):
@@ -143,9 +160,7 @@ def normalize_recompute_chunk_points(value, recompute, key="recompute_chunk_poin
     value = none_if_null(value)
     if value is None:
         return None
-    from .models.pointwise_chunks import check_chunk_points
-
-    check_chunk_points(value, key=key)
+    check_int_at_least(key, value, unit="grid points per chunk")
     if normalize_recompute(recompute, key=recompute_key) != "block":
         raise ValueError(f"{key}={value!r} is used only with {recompute_key}='block', not with "
                          f"{recompute_key}={recompute!r}; set {recompute_key}='block' or leave {key} unset.")

@@ -19,6 +19,7 @@ from neuralop.data.datasets.navier_stokes import NavierStokesDataset
 from neuralop.data.datasets.pt_dataset import PTDataset
 from torch.utils.data import DataLoader
 
+from ..vocabulary import check_int_at_least
 from .burgers import generate_burgers_split
 from .cache import data_file, read_file_info, resolve_root
 from .darcy import generate_darcy_split
@@ -33,12 +34,6 @@ UPSTREAM_RESOLUTIONS = {"darcy": (16, 32, 64, 128, 421), "nsforcing": (128, 1024
 SPATIAL_DIMS = {"darcy": 2, "nsforcing": 2, "burgers": 1}
 
 
-def _positive_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) and not (hasattr(value, "__index__")):
-        raise TypeError(f"Invalid {name}={value!r}; allowed values: integers >= {minimum}.")
-    if int(value) < minimum:
-        raise ValueError(f"Invalid {name}={value!r}; allowed values: integers >= {minimum}.")
-    return int(value)
 
 
 def _needed_files(train_resolution, test_resolutions, n_train, n_tests):
@@ -48,10 +43,10 @@ def _needed_files(train_resolution, test_resolutions, n_train, n_tests):
         raise ValueError(f"n_tests={n_tests} needs one entry per test resolution {test_resolutions}")
     if not test_resolutions:
         raise ValueError("test_resolutions is empty; allowed values: one or more resolutions (integers >= 2).")
-    train_resolution = _positive_int("train_resolution", train_resolution, 2)
-    test_resolutions = [_positive_int("test_resolutions entry", r, 2) for r in test_resolutions]
-    n_train = _positive_int("n_train", n_train, 1)
-    n_tests = [_positive_int("n_tests entry", n, 1) for n in n_tests]
+    train_resolution = check_int_at_least("train_resolution", train_resolution, 2)
+    test_resolutions = [check_int_at_least("test_resolutions entry", r, 2) for r in test_resolutions]
+    n_train = check_int_at_least("n_train", n_train, 1)
+    n_tests = [check_int_at_least("n_tests entry", n, 1) for n in n_tests]
     return [(train_resolution, "train", n_train)] + [
         (res, "test", n) for res, n in zip(test_resolutions, n_tests)
     ]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..precision_policy import PrecisionPolicy
-from ..vocabulary import normalize_spectral_weight_dtype
+from ..vocabulary import check_int_at_least, normalize_spectral_weight_dtype
 from .layer_precision import (  # noqa: F401  (the public names of a model's precision live here)
     _UNCHANGED,
     _layers_or_raise,
@@ -114,8 +114,7 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
     if calibration is None:
         raise ValueError(f"set_precision(model, 'auto') decides from data: {_CALIBRATION_HINT}. "
                          "In a config, model.fno_block_precision='auto' calibrates on the first training batches.")
-    if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1:
-        raise ValueError(f"Invalid n_batches={n_batches!r}; allowed values: integers >= 1.")
+    check_int_at_least("n_batches", n_batches)
     current, _, _ = get_precision(model)
     # the half type and stabilizer are set first: the calibration measures the model as it will run
     snapshot = set_fixed_precision(model, current, half_dtype=half_dtype, stabilizer=stabilizer)

@@ -27,6 +27,8 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from ..vocabulary import check_int_at_least
+
 __all__ = ["DEFAULT_CHUNK_POINTS", "check_chunk_points", "pointwise_in_chunks"]
 
 # Grid points (batch x spatial) per slice. A 128-channel float32 hidden tensor of this
@@ -37,11 +39,7 @@ DEFAULT_CHUNK_POINTS = 16384
 
 def check_chunk_points(chunk_points, key="chunk_points"):
     """``chunk_points`` if it is a positive int; TypeError / ValueError naming it otherwise."""
-    if isinstance(chunk_points, bool) or not isinstance(chunk_points, int):
-        raise TypeError(f"Invalid {key}={chunk_points!r}; allowed values: a positive int (grid points per chunk).")
-    if chunk_points < 1:
-        raise ValueError(f"Invalid {key}={chunk_points!r}; allowed values: a positive int (grid points per chunk).")
-    return chunk_points
+    return check_int_at_least(key, chunk_points, unit="grid points per chunk")
 
 
 def slice_rows(shape, chunk_points):

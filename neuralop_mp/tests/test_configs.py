@@ -166,7 +166,7 @@ def test_every_bad_enumerated_value_names_key_value_and_allowed(key, value, allo
 def test_recompute_chunk_points_are_checked_when_the_config_loads():
     config = load_config("darcy", {"model.recompute": "block", "model.recompute_chunk_points": "4096"})
     assert config.model.recompute_chunk_points == 4096
-    with pytest.raises(ValueError, match=r"model.recompute_chunk_points=-8; allowed values: a positive int"):
+    with pytest.raises(ValueError, match=r"model.recompute_chunk_points=-8; allowed values: integers >= 1"):
         load_config("darcy", {"model.recompute": "block", "model.recompute_chunk_points": "-8"})
     with pytest.raises(ValueError, match=r"model.recompute_chunk_points=4096 is used only with "
                                          r"model.recompute='block', not with model.recompute=None"):

@@ -25,6 +25,7 @@ References
        Neural Operators". ICLR 2024, arXiv:2307.15034.
 """
 from ..layers.layer_precision import set_fixed_precision
+from ..vocabulary import check_int_at_least
 
 
 class AutoPrecisionPhases:
@@ -35,10 +36,7 @@ class AutoPrecisionPhases:
     def _init_auto_precision(self, auto_precision, auto_precision_batches):
         if not isinstance(auto_precision, bool):
             raise TypeError(f"Invalid auto_precision={auto_precision!r}; allowed values: True, False.")
-        if isinstance(auto_precision_batches, bool) or not isinstance(auto_precision_batches, int) \
-                or auto_precision_batches < 1:
-            raise ValueError(f"Invalid auto_precision_batches={auto_precision_batches!r}; allowed values: "
-                             "integers >= 1.")
+        check_int_at_least("auto_precision_batches", auto_precision_batches)
         if auto_precision and self.precision_schedule is None:
             raise ValueError("auto_precision=True re-decides the phases of a precision_schedule, and none was "
                              "given; pass one (e.g. 'paper' or 'mixed'), or decide once before training with "

@@ -73,7 +73,7 @@ def test_without_grad_mode_it_is_the_plain_call():
 
 
 def test_bad_chunk_points_and_inputs_are_named():
-    with pytest.raises(ValueError, match=r"chunk_points=0; allowed values: a positive int"):
+    with pytest.raises(ValueError, match=r"chunk_points=0; allowed values: integers >= 1"):
         check_chunk_points(0)
     with pytest.raises(TypeError, match=r"chunk_points=1.5"):
         check_chunk_points(1.5)

@@ -183,8 +183,8 @@ def test_recompute_chunk_points_from_a_command_line_config_reach_the_sliced_modu
 
 
 @pytest.mark.parametrize("recompute, chunk_points, error, message", [
-    ("block", 0, ValueError, r"model.recompute_chunk_points=0; allowed values: a positive int"),
-    ("block", 2.5, TypeError, r"model.recompute_chunk_points=2.5; allowed values: a positive int"),
+    ("block", 0, ValueError, r"model.recompute_chunk_points=0; allowed values: integers >= 1"),
+    ("block", 2.5, TypeError, r"model.recompute_chunk_points=2.5; allowed values: integers >= 1"),
     ("fourier", 64, ValueError, r"model.recompute_chunk_points=64 is used only with model.recompute='block', "
                                 r"not with model.recompute='fourier'"),
     (None, 64, ValueError, r"used only with model.recompute='block', not with model.recompute='none'"),
