@@ -4,20 +4,26 @@ A factorized (CP, Tucker, TT) weight can take part in the spectral product in tw
 ways: its factors contracted with the input pairwise (:mod:`.contraction_planner`),
 or first multiplied out to the dense weight, which then goes through the one real
 matmul batched over modes of :mod:`.mode_matmul`. Where the pairwise order itself
-multiplies the weight out (CP and TT weights at most batch sizes: the planner finds
-no cheaper order), its last step is a complex einsum with the whole weight, which
-torch runs on CPU as one small matmul per mode: the rebuild + mode-batched matmul
-does the same multiply-adds in faster kernels. Where the pairwise plan needs fewer
-multiply-adds (Tucker weights, whose core is contracted with the input factor by
-factor), it was faster in every case timed.
+multiplies the weight out (no cheaper order exists; with 64 channels and 32x32
+modes: CP from batch 32, TT at rank 0.5 at every batch and at rank 0.1 from batch 8),
+its last step is a complex einsum with the whole weight, which
+torch runs on CPU as one small matmul per mode; the rebuild + mode-batched matmul
+does the same multiply-adds, and saved no more for backward at the sizes timed (TT rank
+0.5 below: 20.8 vs 29.4 MiB). Where the pairwise plan needs fewer multiply-adds
+(Tucker weights, whose core is contracted with the input factor by factor), it was
+faster in every case timed: the rebuild's large matmuls are not faster per
+multiply-add by enough to make up for the extra ones.
 
 The rule (:func:`rebuild_pays`) compares multiply-add counts only, so the choice is
 the same on every run. Timed on one CPU thread (AVX2, 2026-12-03; one spectral layer,
-64 channels, 32x32 modes, 64^2 input, forward + backward, "mixed" bfloat16 / "full",
-rebuilt time over pairwise time): Tucker rank 0.1, whose rebuild + dense product costs
-5.2x / 2.6x / 1.35x / 1.03x the pairwise multiply-adds at batch 1 / 8 / 32 / 128,
-6.9 / 2.8 / 1.6 / 1.1x; TT rank 0.5 batch 1 (equal counts) 0.87 / 0.89x; TT rank 0.1
-batch 8 (equal) 1.18 / 0.92x; CP rank 0.1 batch 32 (equal) 1.01 / 1.05x.
+64 channels, 32x32 modes, 64^2 input, forward + backward; rebuilt time over pairwise
+time, "mixed" bfloat16 / "full"): Tucker rank 0.1, whose rebuild + dense product costs
+5.2x / 2.6x / 1.35x / 1.03x the pairwise multiply-adds at batch 1 / 8 / 32 / 128:
+6.9 / 2.8 / 1.6 / 1.1x in "mixed", 6.3 / 2.7 / 1.4 / 1.1x in "full". Equal counts:
+TT rank 0.5 batch 1 0.87 / 0.89x; TT rank 0.1 batch 8 1.18 / 0.92x; CP rank 0.1
+batch 32 1.01 / 1.05x. At equal counts the rebuilt path was faster or within the
+run-to-run spread of the shared machine in all but one case, and it saved no more
+for backward, so equal counts rebuild.
 """
 from functools import lru_cache
 from math import prod
@@ -82,7 +88,7 @@ def rebuild_pays(kind, shapes, itemsize, peak_slack=1.0):
               f"pairwise plan {macs(pairwise.flops):.3g} M")
     if rebuild.flops + FLOPS_PER_COMPLEX_MAC * dense <= pairwise.flops:
         return True, (f"rebuilt dense, then one matmul batched over modes: no more multiply-adds than the pairwise "
-                      f"plan, in faster kernels ({counts})")
+                      f"plan ({counts})")
     return False, f"pairwise: fewer multiply-adds than rebuilding the dense weight ({counts})"
 
 
