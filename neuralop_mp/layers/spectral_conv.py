@@ -284,6 +284,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
     def contraction_plan(self, x_shape, mode=None):
         """The pairwise contraction order used for an input of shape ``x_shape``.
 
+        For a factorized weight whose product path at this shape is the rebuilt
+        dense weight (``last_product_path["kernel"]``), forward does not run it.
+
         Parameters
         ----------
         x_shape : tuple of int

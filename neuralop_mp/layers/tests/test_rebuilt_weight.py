@@ -36,15 +36,16 @@ def _float64_reference(layer, kind, x, g):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("mode", ["full", "mixed"])
 def test_rebuilt_path_matches_float64_values_and_factor_gradients(kind, mode):
-    """Batch 8 of a 6-channel, 6x6-mode layer: the rule picks the rebuilt weight for all three
-    kinds. "full": output and the gradients reaching the CP/Tucker/TT factors within 2e-6 of
-    float64 (float32 rounding; measured 1.7e-7 / 2.0e-7 - 2.8e-7 over kinds and seeds 0-2). "mixed" bfloat16: the output within the
-    derived bound of a dense weight (k = 3 roundings: spectrum, rebuilt weight, result; the
-    rebuild itself runs in float32); the factor gradients within 1e-2: each entry of the
-    dense weight's gradient is a float32 sum of products of two bfloat16-rounded values
-    (spectrum and incoming gradient, unit roundoff 2^-9 each), carried to the factors in
-    float32; measured 2.5e-3 - 3.1e-3 over kinds and seeds 0-2 (an unrounded or wrong
-    gradient gives ~1e-7 or O(1)).
+    """Batch 8 of a 6-channel, 6x6-mode layer: the rule picks the rebuilt weight for all
+    three kinds. "full": output and the gradients reaching the CP/Tucker/TT factors within
+    2e-6 of float64 (float32 rounding; measured 1.7e-7 (output) and 2.0e-7 - 2.8e-7
+    (gradients) over kinds and seeds 0-2). "mixed" bfloat16: the output within the
+    derived bound of a dense weight (k = 3 roundings: spectrum, rebuilt weight, result;
+    the rebuild itself runs in float32); the factor gradients within 1e-2: each entry of
+    the dense weight's gradient is a float32 sum of products of two bfloat16-rounded
+    values (spectrum and incoming gradient, unit roundoff 2^-9 each), carried to the
+    factors in float32; measured 2.5e-3 - 3.1e-3 over kinds and seeds 0-2 (an unrounded
+    or wrong gradient gives ~1e-7 or O(1)).
     """
     layer = _layer(kind, mode)
     gen = torch.Generator().manual_seed(1)
@@ -78,7 +79,8 @@ def test_rebuilt_weight_equals_the_factorized_tensor(kind):
     assert half_stored.dtype == torch.complex64 and rel_err(half_stored, expected) <= 2e-3
 
 
-TFNO_TUCKER = ((36, 36, 18, 10), (64, 36), (64, 36), (32, 18), (17, 10))  # TFNO(64 channels, 32x32 modes), rank 0.1
+# Tucker core and factors of TFNO(hidden_channels=64, n_modes=(32, 32)), rank 0.1
+TFNO_TUCKER = ((36, 36, 18, 10), (64, 36), (64, 36), (32, 18), (17, 10))
 
 
 @pytest.mark.parametrize("batch", [1, 2, 32])
@@ -126,15 +128,16 @@ def test_choice_is_per_shape_cached_and_reported():
 
 
 def test_rebuilt_path_saves_no_more_than_the_pairwise_plan(monkeypatch):
-    """Where the rule rebuilds at the benchmark's layer size (TT rank 0.5, 64 channels, 32x32
-    modes, 64^2, batch 1, an input that needs its gradient), the bytes saved for backward are at most those of the pairwise
-    plan forced on the same layer (measured 20.8 vs 29.4 MiB). (At toy sizes the rebuilt
-    weight, saved for backward, can outweigh the pairwise plan's small intermediates.)"""
+    """Where the rule rebuilds at the benchmark's layer size (TT rank 0.5, 64 channels,
+    32x32 modes, 64^2, batch 1, an input that needs its gradient), the bytes saved for
+    backward are at most those of the pairwise plan forced on the same layer (measured
+    20.8 vs 29.4 MiB). (At toy sizes the rebuilt weight, saved for backward, can outweigh
+    the pairwise plan's small intermediates.)"""
     layer = _layer("tt", "mixed", channels=64, n_modes=(32, 32))
     x = torch.randn(1, 64, 64, 64, requires_grad=True)  # as inside a model
     saved = {}
-    for forced in (None, False):
-        if forced is not None:
+    for force_pairwise in (False, True):
+        if force_pairwise:
             monkeypatch.setattr(product_paths, "rebuild_pays", lambda *a: (False, "forced"))
             product_paths._choose_for_shapes.cache_clear()
         with SavedTensorBytes(exclude=layer.parameters()) as meter:
