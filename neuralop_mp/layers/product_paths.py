@@ -1,6 +1,6 @@
 """Which kernel runs a spectral layer's Fourier-domain product, and why.
 
-The product is evaluated in one of two ways:
+The product is evaluated in one of three ways:
 
 - ``"mode-batched matmul"`` (:mod:`.mode_matmul`), for dense weights: one real
   matmul batched over Fourier modes. ``torch.einsum`` on complex tensors runs, on
@@ -8,6 +8,10 @@ The product is evaluated in one of two ways:
 - ``"pairwise plan"`` (:mod:`.contraction_planner` + :mod:`.complex_half`), for
   factorized (CP/Tucker/TT) and separable weights: the einsum over the input and
   the weight's factors, pairwise, in the order with the smallest intermediates.
+- ``"rebuilt dense weight + mode-batched matmul"`` (:mod:`.rebuilt_weight`), for
+  factorized, non-separable weights where the pairwise plan costs at least as many
+  multiply-adds as multiplying the weight out: decided per input shape by
+  :func:`~.rebuilt_weight.rebuild_pays` and cached per (path, shapes).
 
 Its multiplications run in the 16-bit type on CUDA, and on CPU in float32 on
 operands rounded to 16 bits: the same numbers (a product of two 16-bit values is
@@ -16,12 +20,15 @@ exact in float32). CPUs without 16-bit matrix units would emulate the 16-bit mat
 matmuls gain little, while the 16-bit real 2x2 block form of the pairwise steps
 costs layout copies that dominated small TFNO steps (1.56x upstream's time at 64^2
 before this choice, docs/benchmarks.md of 2026-12-02). On CPU the pairwise steps
-therefore use one complex64 einsum each. The choice depends only
-on the weight format, the precision, the half type and the device, so it is made
-once per (weight kind, separable, mode, half dtype, device type) and cached; every
+therefore use one complex64 einsum each. The kernel and compute dtype depend on
+the weight format, the precision, the half type and the device, so they are chosen
+once per (weight kind, separable, mode, half dtype, device type) and cached; for
+factorized weights the input shape then decides between the pairwise plan and the
+rebuilt weight (a rule on multiply-add counts, cached per shape); every
 layer records the path of its last forward, which :func:`model_product_paths`
 reports.
 """
+import dataclasses
 import functools
 import warnings
 from dataclasses import dataclass
@@ -29,9 +36,11 @@ from dataclasses import dataclass
 import torch
 
 from .complex_half import native_half_matmul
+from .rebuilt_weight import rebuild_pays
 
 MODE_BATCHED = "mode-batched matmul"
 PAIRWISE = "pairwise plan"
+REBUILT = "rebuilt dense weight + mode-batched matmul"
 # Pairwise plans multiplied in float32 (CPU) accept a largest intermediate up to 10%
 # above the smallest for fewer multiply-adds: there the product's time, not its
 # few-MB intermediates, is what a step pays for (TFNO 64^2 batch 1: 12% fewer
@@ -47,7 +56,7 @@ class ProductPath:
 
     Attributes
     ----------
-    kernel : {"mode-batched matmul", "pairwise plan"}
+    kernel : {"mode-batched matmul", "pairwise plan", "rebuilt dense weight + mode-batched matmul"}
     compute_dtype : torch.dtype
         Dtype of the multiplications (float32, or the 16-bit type on native hardware).
     reason : str
@@ -96,7 +105,7 @@ def _choose(kind, separable, mode, half, device_type):
                        peak_slack=FLOAT32_PAIRWISE_PEAK_SLACK if kernel == PAIRWISE else 1.0)
 
 
-def choose_product_path(kind, separable, mode, half, device):
+def choose_product_path(kind, separable, mode, half, device, shapes=None):
     """The :class:`ProductPath` of a product (cached; warns once about float16 on CPU).
 
     Parameters
@@ -107,11 +116,33 @@ def choose_product_path(kind, separable, mode, half, device):
     half : torch.dtype or None
         16-bit type of the product (ignored in "full").
     device : torch.device or str
+    shapes : sequence of tuple of int, optional
+        Shapes of the kept spectrum and of the weight operands. For a factorized,
+        non-separable weight they decide between its pairwise plan and rebuilding
+        the dense weight for the mode-batched matmul
+        (:func:`~.rebuilt_weight.rebuild_pays`, a rule on multiply-add counts:
+        the same choice on every run); without them the pairwise plan is kept.
     """
     device_type = torch.device(device).type
     if mode != "full" and half == torch.float16 and device_type == "cpu" and not native_half_matmul(half, "cpu"):
         _warn_float16_cpu_once()
-    return _choose(kind, bool(separable), mode, None if mode == "full" else half, device_type)
+    half = None if mode == "full" else half
+    path = _choose(kind, bool(separable), mode, half, device_type)
+    if path.kernel != PAIRWISE or separable or kind == "dense" or shapes is None:
+        return path
+    shapes = tuple(tuple(int(d) for d in s) for s in shapes)
+    return _choose_for_shapes(path, kind, shapes, 8 if half is None else 2 * half.itemsize)
+
+
+@functools.lru_cache(maxsize=512)
+def _choose_for_shapes(path, kind, shapes, itemsize):
+    # per (path, shapes, bytes per element): the device and dtypes are in ``path``
+    rebuild, why = rebuild_pays(kind, shapes, itemsize, path.peak_slack)
+    if not rebuild:
+        return dataclasses.replace(path, reason=f"{path.reason}; {why}")
+    detail = path.reason.split("; ", 1)[1]
+    return dataclasses.replace(path, kernel=REBUILT, reason=f"{kind} weight: {why}; {detail}",
+                               complex_product=None, peak_slack=1.0)
 
 
 def _warn_float16_cpu_once():

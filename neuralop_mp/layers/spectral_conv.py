@@ -36,7 +36,8 @@ from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
 from .input_checks import check_input, check_layer_arguments
 from .mode_matmul import dense_mode_product
-from .product_paths import MODE_BATCHED, choose_product_path
+from .product_paths import MODE_BATCHED, REBUILT, choose_product_path
+from .rebuilt_weight import rebuild_dense_weight
 from .truncated_fft import truncated_irfftn, truncated_rfftn
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
 from .weight_storage import layer_weight_dtype, store_layer_weights
@@ -283,6 +284,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
     def contraction_plan(self, x_shape, mode=None):
         """The pairwise contraction order used for an input of shape ``x_shape``.
 
+        For a factorized weight whose product path at this shape is the rebuilt
+        dense weight (``last_product_path["kernel"]``), forward does not run it.
+
         Parameters
         ----------
         x_shape : tuple of int
@@ -362,7 +366,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
         # freed) before the FFT's backward builds the input's full-resolution gradient.
         kind, operands, _ = self._operands(fft_size)
         equation = spectral_equation(kind, x_kept.ndim, self.separable)
-        path = choose_product_path(kind, self.separable, mode, half, x.device)
+        path = choose_product_path(kind, self.separable, mode, half, x.device,
+                                   shapes=[x_kept.shape] + [op.shape for op in operands])
         self.last_product_path = {
             "input_shape": (batch, self.in_channels, *spatial),
             "mode": mode,
@@ -374,6 +379,11 @@ class MixedPrecisionSpectralConv(SpectralConv):
         }
         if path.kernel == MODE_BATCHED:
             out_kept = dense_mode_product(x_kept, operands[0], half, path.compute_dtype)
+            if fft_half:
+                out_kept = out_kept.to(torch.complex32)
+        elif path.kernel == REBUILT:
+            # rounded to the 16-bit type inside the product, like a dense weight
+            out_kept = dense_mode_product(x_kept, rebuild_dense_weight(kind, operands), half, path.compute_dtype)
             if fft_half:
                 out_kept = out_kept.to(torch.complex32)
         elif mode == "full":

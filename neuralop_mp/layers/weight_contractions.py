@@ -103,3 +103,19 @@ def _factor_subscripts(kind, modes, spare):
     # tt: cores (r_{k-1}, n_k, r_k), boundary ranks are 1
     ranks = [next(spare) for _ in range(len(modes) + 1)]
     return [ranks[k] + m + ranks[k + 1] for k, m in enumerate(modes)]
+
+
+def rebuild_equation(kind, n_modes, separable=False):
+    """Einsum of the weight operands of ``kind`` to the dense weight, whose ``n_modes``
+    dims are ``(in, [out], k_1, ..., k_d)`` (the index names of :func:`spectral_equation`
+    with ``x_ndim = n_modes + (1 if separable else 0)``).
+
+    Examples
+    --------
+    >>> rebuild_equation("tucker", 4)
+    'efgh,ae,bf,cg,dh->abcd'
+    """
+    if kind not in WEIGHT_KINDS:
+        raise ValueError(f"Invalid kind={kind!r}; allowed values: {', '.join(map(repr, WEIGHT_KINDS))}.")
+    modes = _SYMBOLS[:n_modes]
+    return f"{','.join(_factor_subscripts(kind, list(modes), iter(_SYMBOLS[n_modes:])))}->{modes}"
