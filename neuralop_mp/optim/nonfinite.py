@@ -73,6 +73,20 @@ def gradients_are_finite(optimizer):
     return False
 
 
+def gradient_is_finite(grad, group, group_index, position, param):
+    """True when the one gradient ``grad`` is finite; otherwise raise or warn. ``grad`` is
+    read a chunk along axis 0 at a time through ``narrow``, so it may be computed lazily."""
+    step = gradient_chunks.rows_per_chunk(tuple(grad.shape), 0, torch.empty((), dtype=grad.dtype).element_size())
+    flag = torch.ones((), dtype=torch.bool, device=grad.device)
+    for start, stop in gradient_chunks.spans(grad.shape[0], step):
+        flag &= torch.isfinite(as_real(grad.narrow(0, start, stop - start))).all()
+    if bool(flag):
+        return True
+    _handle(f"non-finite gradient (NaN or inf) in {describe(group, group_index, position, param)}; "
+            "no parameter or optimizer state was changed", [group])
+    return False
+
+
 def update_is_finite(update, group, group_index, position, param):
     """True when ``update`` is finite; otherwise raise or warn, before the weight changes."""
     if bool(all_finite(update)):
