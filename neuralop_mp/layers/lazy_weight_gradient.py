@@ -137,7 +137,6 @@ class LazyWeightGradient:
         self.dtype, self.device = dtype, x_flat.device
         self._x_flat, self._g, self._compute_dtype = x_flat, g, compute_dtype
         self._mode_ranges = mode_ranges
-        self._operands = None
         # CPU: each slice from its own rows / columns / modes of the operands (same numbers,
         # tested); elsewhere from the ordinary backward's whole mode chunks
         self._subset_kernels = self.device.type == "cpu"
@@ -164,58 +163,61 @@ class LazyWeightGradient:
         grid = torch.arange(self.n_modes, device=self.device).reshape(mode_shape)
         return grid.narrow(axis - 2, start, length).reshape(-1)
 
-    def _chunk_operands(self, modes, rows, cols):
-        """``X'`` as ``(k, 2 b, in)`` and ``H = [G; G']`` as ``(k, 2 b, 2 out)`` in the compute
-        dtype for the flat ``modes`` (a slice or an index tensor), restricted to ``rows`` of
-        ``in`` and ``cols`` of ``out``; built as the ordinary backward builds them, element by
-        element, so they hold its numbers."""
-        x, g = self._x_flat, self._g
-        if isinstance(modes, slice):
-            x, g = x[:, rows, modes], g[:, cols, modes]
-        else:
-            x, g = x[:, rows].index_select(2, modes), g[:, cols].index_select(2, modes)
-        k, batch = x.shape[2], x.shape[0]
-        stacked = x.permute(2, 3, 0, 1).reshape(k, 2 * batch, x.shape[1]).to(self._compute_dtype)
-        gc = g.to(self._compute_dtype).permute(2, 0, 1, 3)
-        h = torch.cat((gc, torch.stack((gc[..., 1], -gc[..., 0]), dim=-1)), dim=1)
-        return stacked, h.reshape(k, 2 * batch, 2 * g.shape[1])
+    def _operands(self):
+        """``X'`` as ``(K, 2 b, in)`` and ``H = [G; G']`` as ``(K, 2 b, 2 out)``, kept in the
+        saved 16-bit type (negation is exact), built once; the saved tensors are then let go.
+        Each slice converts its part to the compute dtype, which gives the ordinary
+        backward's operands element by element."""
+        if self._x_flat is not None:
+            x, g = self._x_flat, self._g
+            batch = x.shape[0]
+            self._stacked = x.permute(2, 3, 0, 1).reshape(self.n_modes, 2 * batch, self.n_in)
+            gc = g.permute(2, 0, 1, 3)
+            h = torch.cat((gc, torch.stack((gc[..., 1], -gc[..., 0]), dim=-1)), dim=1)
+            self._h = h.reshape(self.n_modes, 2 * batch, 2 * self.n_out)
+            self._x_flat = self._g = None
+        return self._stacked, self._h
 
     def narrow(self, axis, start, length):
         """Indices ``start:start+length`` along ``axis`` of the gradient, as a new tensor of
-        the weight's dtype. Computed one of the ordinary backward's mode chunks at a time:
-        the temporaries are about one chunk."""
+        the weight's dtype; the temporaries are about the size of the slice in float32 plus
+        ``H`` in float32."""
         ndim = len(self.shape)
         if not -ndim <= axis < ndim:
             raise IndexError(f"axis {axis} is out of range for a gradient of shape {tuple(self.shape)}.")
         axis %= ndim
         if start < 0 or length < 0 or start + length > self.shape[axis]:
             raise IndexError(f"narrow({axis}, {start}, {length}) is out of range for shape {tuple(self.shape)}.")
+        stacked, h = self._operands()
         rows = slice(start, start + length) if axis == 0 else slice(None)
-        cols = slice(start, start + length) if axis == 1 else slice(None)
-        wanted = torch.arange(self.n_modes, device=self.device)[self._flat_modes(axis, start, length)]
+        cols = slice(2 * start, 2 * (start + length)) if axis == 1 else slice(None)
+        modes = self._flat_modes(axis, start, length)
         out_shape = list(self.shape)
         out_shape[axis] = length
         n_pairs = out_shape[0] * out_shape[1]
-        out = torch.empty(n_pairs, wanted.numel(), dtype=self.dtype, device=self.device)
-        done = 0
-        for chunk_start, chunk_stop in self._mode_ranges:
-            inside = wanted[(wanted >= chunk_start) & (wanted < chunk_stop)]  # ascending, as `wanted` is
-            if not inside.numel():
-                continue
-            k = inside.numel()
-            if k == int(inside[-1] - inside[0]) + 1:  # a range of modes
-                modes = slice(int(inside[0]), int(inside[-1]) + 1)
-            else:
-                modes = inside
-            if self._subset_kernels:
-                stacked, h = self._chunk_operands(modes, rows, cols)
-                r = torch.bmm(stacked.transpose(1, 2), h).float()
-            else:
-                stacked, h = self._chunk_operands(slice(chunk_start, chunk_stop), slice(None), slice(None))
-                r = torch.bmm(stacked.transpose(1, 2), h).float().index_select(0, inside - chunk_start)
-                r = r[:, rows, 2 * cols.start if axis == 1 else None:2 * cols.stop if axis == 1 else None]
-            del stacked, h
-            # rounded to the weight's dtype as the ordinary gradient is written
-            out[:, done:done + k] = torch.view_as_complex(r.reshape(k, n_pairs, 2)).t()
-            done += k
+        if self._subset_kernels:
+            pick = (lambda t: t[modes]) if isinstance(modes, slice) else (lambda t: t.index_select(0, modes))
+            x_part = pick(stacked)[:, :, rows].to(self._compute_dtype)
+            h_part = pick(h)[:, :, cols].to(self._compute_dtype)
+            r = torch.bmm(x_part.transpose(1, 2), h_part).float()
+            del x_part, h_part
+        else:
+            r = self._from_whole_chunks(stacked, h, modes)[:, rows, cols]
+        k = r.shape[0]
+        out = torch.empty(n_pairs, k, dtype=self.dtype, device=self.device)
+        # rounded to the weight's dtype as the ordinary gradient is written
+        out.copy_(torch.view_as_complex(r.reshape(k, n_pairs, 2)).t())
         return out.view(out_shape)
+
+    def _from_whole_chunks(self, stacked, h, modes):
+        """The requested modes of ``X'^T H``, each computed in its ordinary chunk, whole."""
+        wanted = torch.arange(self.n_modes, device=self.device)[modes]
+        pieces = []
+        for chunk_start, chunk_stop in self._mode_ranges:  # ascending, as `wanted` is
+            inside = wanted[(wanted >= chunk_start) & (wanted < chunk_stop)]
+            if inside.numel():
+                chunk = slice(chunk_start, chunk_stop)
+                r = torch.bmm(stacked[chunk].to(self._compute_dtype).transpose(1, 2),
+                              h[chunk].to(self._compute_dtype)).float()
+                pieces.append(r.index_select(0, inside - chunk_start))
+        return torch.cat(pieces)
