@@ -13,8 +13,9 @@ gradient is then never allocated.
 Who consumes it is registered per parameter with :func:`consume_weight_gradients`
 (:func:`~neuralop_mp.optim.update_in_backward.enable_update_in_backward` does it). The
 product hands the lazy gradient over only when the whole gradient of that parameter
-is its own: the parameter enters the product whole (not sliced to fewer modes), it is
-used once in the graph being differentiated, and it holds no gradient yet. Otherwise
+is its own and would be accumulated: the parameter enters the product as a view of the
+whole parameter (not sliced to fewer modes), it is used once in the graph being
+differentiated, this backward accumulates into it, and it holds no gradient yet. Otherwise
 the ordinary gradient is built, which has the same numbers.
 
 A slice is computed with the kernel the ordinary backward uses (a batched matmul of
@@ -36,11 +37,27 @@ _pending = {}  # id(parameter) -> WeakSet of its uses whose backward has not run
 
 class _Use:
     """One use of a parameter by the product in a graph; ``shared`` when another use of it
-    was pending at the same time (used twice in one forward, or an older graph kept)."""
+    was pending at the same time (used twice in one forward, or an older graph kept).
+    ``accumulate`` is the parameter's AccumulateGrad node: a backward that will not run it
+    (``torch.autograd.grad``, ``backward(inputs=...)`` without the weight) leaves the
+    weight alone, as the ordinary path does."""
 
-    def __init__(self, param):
+    def __init__(self, param, accumulate):
         self.param = weakref.ref(param)
+        self.accumulate = accumulate
         self.shared = False
+
+
+def _accumulate_node(view, param):
+    """The AccumulateGrad node of ``param`` reached from ``view``'s chain of view nodes."""
+    node = view.grad_fn
+    while node is not None:
+        if type(node).__name__ == "AccumulateGrad":
+            return node if node.variable is param else None
+        if len(node.next_functions) != 1:
+            return None
+        node = node.next_functions[0][0]
+    return None
 
 
 class ConsumerHandle:
@@ -82,7 +99,10 @@ def record_use(weight, needs_grad):
                    and weight.storage_offset() == param.storage_offset() and weight.dtype == param.dtype)
     if not same_layout:  # a weight sliced to fewer modes: the parameter's gradient is zero-padded
         return None
-    use = _Use(param)
+    accumulate = _accumulate_node(weight, param)
+    if accumulate is None:
+        return None
+    use = _Use(param, accumulate)
     pending = _pending.setdefault(id(param), weakref.WeakSet())
     if len(pending):
         use.shared = True
@@ -102,7 +122,8 @@ def consumer_for(use):
         return None
     _pending.get(id(param), set()).discard(use)
     entry = _consumers.get(id(param))
-    if use.shared or param.grad is not None or entry is None or entry[0]() is not param or not entry[2]():
+    if use.shared or param.grad is not None or entry is None or entry[0]() is not param \
+            or not torch._C._will_engine_execute_node(use.accumulate) or not entry[2]():
         return None
     return entry[1]
 

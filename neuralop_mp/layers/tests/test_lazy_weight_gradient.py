@@ -133,3 +133,15 @@ def test_out_of_range_slices_are_refused(axis, start, length):
     lazy = _lazy_gradient(x, w, g, None)[0]
     with pytest.raises(IndexError, match=f"{axis}"):
         lazy.narrow(axis, start, length)
+
+
+def test_a_backward_that_does_not_accumulate_into_the_weight_hands_nothing_over():
+    """``torch.autograd.grad`` with respect to the input only (e.g. a gradient penalty)
+    accumulates no weight gradient in the ordinary path: nothing is handed over either."""
+    x, w, g = _operands(6, torch.complex64)
+    x.requires_grad_()
+    taken = []
+    handle = consume_weight_gradients(w, taken.append, lambda: True)
+    (grad_x,) = torch.autograd.grad(dense_mode_product(x, w[:], None), x, g)
+    handle.remove()
+    assert taken == [] and w.grad is None and grad_x.shape == x.shape
