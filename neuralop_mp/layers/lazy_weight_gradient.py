@@ -158,6 +158,7 @@ class LazyWeightGradient:
         self.dtype, self.device = dtype, x_flat.device
         self._x_flat, self._g, self._compute_dtype = x_flat, g, compute_dtype
         self._mode_ranges = mode_ranges
+        self._stacked = self._h = None
         # CPU: each slice from its own rows / columns / modes of the operands (same numbers,
         # tested); elsewhere from the ordinary backward's whole mode chunks
         self._subset_kernels = self.device.type == "cpu"
@@ -197,6 +198,8 @@ class LazyWeightGradient:
             h = torch.cat((gc, torch.stack((gc[..., 1], -gc[..., 0]), dim=-1)), dim=1)
             self._h = h.reshape(self.n_modes, 2 * batch, 2 * self.n_out)
             self._x_flat = self._g = None
+        elif self._h is None:
+            raise RuntimeError("This lazy weight gradient was released after its step; it cannot be read again.")
         return self._stacked, self._h
 
     def narrow(self, axis, start, length):
@@ -229,6 +232,10 @@ class LazyWeightGradient:
         # rounded to the weight's dtype as the ordinary gradient is written
         out.copy_(torch.view_as_complex(r.reshape(k, n_pairs, 2)).t())
         return out.view(out_shape)
+
+    def release(self):
+        """Let go of the operands (once the gradient has been used)."""
+        self._x_flat = self._g = self._stacked = self._h = None
 
     def _from_whole_chunks(self, stacked, h, modes):
         """The requested modes of ``X'^T H``, each computed in its ordinary chunk, whole."""

@@ -198,7 +198,12 @@ def apply_update(p, projector, bases, directions, group, state):
     seed = (int(state["seed"]) * 1_000_003 + int(state["step"]) - 1) * 8 + 7
     generator = rounding_generator(seed, p.device) if compute_dtype(p) != p.dtype else None
     itemsize = torch.empty((), dtype=dtype).element_size()
-    for start, stop in spans(shape[0], rows_per_chunk(shape, 0, itemsize)):
+    # the back-projection of a block makes about four block-sized intermediates (the last
+    # mode product's result and its reordered copy are the largest), and it runs when the
+    # step holds the most (the core, the sparse part and every moment): blocks of a quarter
+    # chunk keep its temporaries about one chunk
+    budget = gradient_chunks.CHUNK_BYTES // 4
+    for start, stop in spans(shape[0], rows_per_chunk(shape, 0, itemsize, budget)):
         if "low_rank" in weighted:
             rows = projector["low_rank"].back_project_rows(weighted["low_rank"], bases["low_rank"], start, stop)
         else:

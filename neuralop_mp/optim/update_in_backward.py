@@ -169,8 +169,12 @@ def enable_update_in_backward(optimizer, *, lazy_gradients=True, **settings):
                 # 16-bit spectrum and output gradient alive (rank <= batch per mode: a few MB where
                 # the gradient takes a hundred), while the activations the step would otherwise
                 # sit on top of are freed by then
-                torch.autograd.Variable._execution_engine.queue_callback(
-                    lambda: optimizer.step_parameter(param, grad))
+                def step_later():
+                    try:
+                        optimizer.step_parameter(param, grad)
+                    finally:  # the callback list keeps it until every callback has run
+                        grad.release()
+                torch.autograd.Variable._execution_engine.queue_callback(step_later)
             return consume
 
         handles += [consume_weight_gradients(p, consumer_of(p), lambda p=p: optimizer.steps_from_slices(p))
