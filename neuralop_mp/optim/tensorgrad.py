@@ -293,6 +293,8 @@ class TensorGRaD(Optimizer):
         bases, parts = project_parts(p, projector, group, state, grad_scale, owns_grad, grad=grad)
         if owns_grad:  # projected: nothing reads this gradient again
             p.grad = None
+        if hasattr(grad, "release"):  # a lazily computed gradient: its operands, likewise
+            grad.release()
         del grad
         directions = adam_directions_(parts, group, state)
         state["step"] += 1
@@ -316,7 +318,8 @@ class TensorGRaD(Optimizer):
         For update in backward: ``grad`` may be any object with the gradient's ``shape``,
         ``dtype``, ``device`` and a ``narrow(axis, start, length)`` returning that slice
         (e.g. :class:`~neuralop_mp.layers.lazy_weight_gradient.LazyWeightGradient`), since
-        a compressed weight's step reads its gradient only in such slices.
+        a compressed weight's step reads its gradient only in such slices. A ``grad``
+        with a ``release()`` method is released once projected.
 
         Raises
         ------
