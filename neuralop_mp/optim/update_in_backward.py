@@ -11,6 +11,11 @@ the same state keys, the same random streams (TensorGRaD numbers its parameters 
 position, not by which have gradients). On CPU the weights and optimizer state are
 bitwise those of the ordinary step, for ``torch.optim.AdamW`` and TensorGRaD.
 
+With TensorGRaD, a dense spectral weight with compressed moments is not given a gradient
+at all (``lazy_gradients=True``, the default): its spectral product hands the optimizer a
+:class:`~neuralop_mp.layers.lazy_weight_gradient.LazyWeightGradient`, and the weight is
+stepped from it when backward finishes, with bitwise the same numbers.
+
 What needs all gradients at once, and the answer here:
 
 - learning-rate schedulers: work; each hook reads the group's current ``lr``.
