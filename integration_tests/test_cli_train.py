@@ -79,15 +79,26 @@ def test_train_darcy_half_recipe_complex32_weights_and_tensorgrad(darcy_root, tm
     assert 0 < results["memory"]["optimizer_state_bytes"] < 2 * results["memory"]["params_bytes"]
 
 
-def test_update_in_backward_and_recompute_train_exactly_like_the_ordinary_run(darcy_root, tmp_path, capsys):
-    """Same math: the final metrics and losses of the two runs are equal, not just close."""
+@pytest.mark.parametrize("recompute, precision", [("fourier", "full"), ("block", "mixed")])
+def test_update_in_backward_and_recompute_train_exactly_like_the_ordinary_run(darcy_root, tmp_path, capsys,
+                                                                              monkeypatch, recompute, precision):
+    """Same math: the final metrics and losses of the two runs are equal, not just close. With
+    the mixed-precision layer's product, the spectral weights are stepped in backward from
+    their lazily computed gradients."""
+    from neuralop_mp.optim.tensorgrad import TensorGRaD
+
+    lazy_steps = []
+    step_parameter = TensorGRaD.step_parameter
+    monkeypatch.setattr(TensorGRaD, "step_parameter",
+                        lambda self, p, grad: (lazy_steps.append(type(grad).__name__), step_parameter(self, p, grad)))
     results = {}
     for name, extra in (("ordinary", []), ("in_backward", ["--opt.update_in_backward", "true",
-                                                           "--model.recompute", "fourier"])):
+                                                           "--model.recompute", recompute])):
         out = tmp_path / name
         args = ["train", "darcy", "--data.data_root", str(darcy_root), "--output_dir", str(out),
                 "--opt.optimizer", "tensorgrad", "--opt.tensorgrad_min_params", "100",
-                "--opt.tensorgrad_update_proj_gap", "2", *SHORT_RUN, "--opt.n_epochs", "2", *extra]
+                "--opt.tensorgrad_update_proj_gap", "2", *SHORT_RUN, "--opt.n_epochs", "2",
+                "--model.fno_block_precision", precision, *extra]
         assert main(args) == 0
         results[name] = json.loads((out / "results.json").read_text())
         printed = capsys.readouterr().out
@@ -96,7 +107,9 @@ def test_update_in_backward_and_recompute_train_exactly_like_the_ordinary_run(da
         assert peak > results[name]["memory"]["params_bytes"]
         assert "peak tensor memory / step" in printed
     assert results["in_backward"]["config"]["opt"]["update_in_backward"] is True
-    assert results["in_backward"]["config"]["model"]["recompute"] == "fourier"
+    assert results["in_backward"]["config"]["model"]["recompute"] == recompute
+    if precision == "mixed":
+        assert lazy_steps and set(lazy_steps) == {"LazyWeightGradient"}
     assert results["in_backward"]["metrics"] == results["ordinary"]["metrics"]
     assert ([h["train_loss"] for h in results["in_backward"]["history"]]
             == [h["train_loss"] for h in results["ordinary"]["history"]])

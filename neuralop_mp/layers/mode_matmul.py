@@ -29,12 +29,18 @@ float32 weight gradient exist one chunk at a time, and the weight gradient is wr
 chunk by chunk straight into a tensor of the weight's dtype. The numbers are those
 of the product over all modes at once.
 
+With update in backward, an optimizer that reads gradients a slice at a time may take
+the weight gradient as a :class:`~.lazy_weight_gradient.LazyWeightGradient` instead, and
+step the weight during this backward: the whole weight gradient is then never built.
+
 References
 ----------
 .. [1] Tu, R. et al. "Guaranteed Approximation Bounds for Mixed-Precision Neural
    Operators", ICLR 2024, arXiv:2307.15034.
 """
 import torch
+
+from .lazy_weight_gradient import LazyWeightGradient, consumer_for, record_use
 
 # Byte budget of each full-weight-shaped temporary of the product (the weight as a
 # float32 (re, im) matrix, its complex64 widening, the float32 weight gradient): the
@@ -121,6 +127,7 @@ class _DenseModeProduct(torch.autograd.Function):
         saved = real.to(half).contiguous() if half is not None else real.contiguous()
         ctx.save_for_backward(saved, weight)
         ctx.config = (half, compute_dtype, chunk_bytes)
+        ctx.use = record_use(weight, ctx.needs_input_grad[1])
         x_flat = saved.reshape(batch, n_in, -1, 2)
         # a view of a contiguous weight; a weight sliced to fewer modes is copied here
         weight_2d = weight.reshape(n_in * n_out, -1)
@@ -150,13 +157,15 @@ class _DenseModeProduct(torch.autograd.Function):
             g = g.to(half)
         g = g.reshape(batch, n_out, n_modes, 2)
         grad_x = grad_w = None
+        mode_ranges = _mode_ranges(n_modes, _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes))
+        consumer = consumer_for(ctx.use) if ctx.needs_input_grad[1] else None
         if ctx.needs_input_grad[0]:
             grad_x = torch.empty(batch, n_in, n_modes, 2, dtype=torch.float32, device=grad.device)
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and consumer is None:
             # written chunk by chunk in the weight's dtype: no whole-weight float32 or
             # complex64 gradient exists
             grad_w = torch.empty(n_in * n_out, n_modes, dtype=weight.dtype, device=grad.device)
-        for start, stop in _mode_ranges(n_modes, _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes)):
+        for start, stop in mode_ranges if grad_x is not None or grad_w is not None else []:
             gc = g[:, :, start:stop].to(compute_dtype).permute(2, 0, 1, 3)  # (k, b, out, 2)
             h = torch.cat((gc, torch.stack((gc[..., 1], -gc[..., 0]), dim=-1)), dim=1)
             h = h.reshape(stop - start, 2 * batch, 2 * n_out)
@@ -167,6 +176,8 @@ class _DenseModeProduct(torch.autograd.Function):
             if grad_w is not None:
                 r = torch.bmm(_stacked_chunk(x_flat, start, stop, compute_dtype).transpose(1, 2), h).float()
                 grad_w[:, start:stop] = torch.view_as_complex(r.reshape(stop - start, n_in * n_out, 2)).t()
+        if consumer is not None:  # it steps the weight: after the input gradient, which reads the weight
+            consumer(LazyWeightGradient(x_flat, g, tuple(modes), weight.dtype, compute_dtype, mode_ranges))
         if grad_x is not None:
             grad_x = torch.view_as_complex(grad_x).reshape(batch, n_in, *modes)
         if grad_w is not None:

@@ -88,18 +88,21 @@ def _gradient_memory(grad, dtype):
     return flat[:flat.numel() - flat.numel() % ratio].view(dtype)
 
 
-def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False):
-    """Refresh the bases when due and project ``p.grad``: ``(bases, {name: part})``.
+def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False, grad=None):
+    """Refresh the bases when due and project the gradient ``grad`` (default ``p.grad``):
+    ``(bases, {name: part})``.
 
-    The second projector sees the residual of the first. ``owns_grad``: the sparse
-    residual is written into ``p.grad``, and a last Tucker part's core over it once that
-    part has moments (the caller must not read ``p.grad`` afterwards; the core keeps its
-    memory until dropped).
+    ``grad`` is read only through ``narrow`` (and, when owned, its memory), so it may be
+    a lazily computed gradient. The second projector sees the residual of the first.
+    ``owns_grad``: the sparse residual is written into ``grad``, and a last Tucker part's
+    core over it once that part has moments (the caller must not read ``grad``
+    afterwards; the core keeps its memory until dropped).
     """
+    grad = p.grad if grad is None else grad
     dtype = compute_dtype(p)
     step, seed = int(state["step"]), int(state["seed"])
     refresh = step % group["update_proj_gap"] == 0
-    source = GradientChunks(p.grad, dtype, grad_scale)
+    source = GradientChunks(grad, dtype, grad_scale)
     bases, parts = {}, {}
     for i, part_projector in enumerate(projector.projectors):
         name = part_projector.name
@@ -115,15 +118,15 @@ def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False):
             # nothing reads the gradient after the last projection: its memory holds the core.
             # Only when the moments exist: new moments (as large as the core with bf16 states)
             # would be made next to the gradient's memory, instead of after it is freed
-            buffer = _gradient_memory(p.grad, dtype)
+            buffer = _gradient_memory(grad, dtype)
             if buffer is not None:
                 part = part_projector.project_over_gradient(source, basis, buffer)
         parts[name] = part = part if part is not None else part_projector.project_chunks(source, basis)
         if last:
             break
         if hasattr(part_projector, "remover"):  # sparse: the residual is the gradient less those entries
-            if owns_grad and p.grad.is_contiguous():
-                part_projector.residual(p.grad, basis, in_place=True)
+            if owns_grad and grad.is_contiguous():
+                part_projector.residual(grad, basis, in_place=True)
             else:
                 source = source.without(part_projector.remover(basis, source.shape))
         else:  # low rank: the residual is the gradient less the back-projected core
@@ -195,7 +198,12 @@ def apply_update(p, projector, bases, directions, group, state):
     seed = (int(state["seed"]) * 1_000_003 + int(state["step"]) - 1) * 8 + 7
     generator = rounding_generator(seed, p.device) if compute_dtype(p) != p.dtype else None
     itemsize = torch.empty((), dtype=dtype).element_size()
-    for start, stop in spans(shape[0], rows_per_chunk(shape, 0, itemsize)):
+    # the back-projection of a block makes about four block-sized intermediates (the last
+    # mode product's result and its reordered copy are the largest), and it runs when the
+    # step holds the most (the core, the sparse part and every moment): blocks of a quarter
+    # chunk keep its temporaries about one chunk
+    budget = gradient_chunks.CHUNK_BYTES // 4
+    for start, stop in spans(shape[0], rows_per_chunk(shape, 0, itemsize, budget)):
         if "low_rank" in weighted:
             rows = projector["low_rank"].back_project_rows(weighted["low_rank"], bases["low_rank"], start, stop)
         else:

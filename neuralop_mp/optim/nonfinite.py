@@ -38,14 +38,16 @@ def _handle(message, groups):
 
 
 def all_finite(tensor):
-    """0-d bool tensor: every entry of ``tensor`` is finite. Checked a chunk of
+    """0-d bool tensor: every entry of ``tensor`` is finite. Checked a quarter of
     :data:`~neuralop_mp.optim.gradient_chunks.CHUNK_BYTES` at a time, so the check of a
     large gradient allocates no full-size mask."""
     real = as_real(tensor)
     if not real.is_contiguous():
         return torch.isfinite(real).all()
     flat = real.view(-1)
-    step = max(1, gradient_chunks.CHUNK_BYTES // max(1, flat.element_size()))
+    # isfinite makes a float copy (abs) and three bool masks of its input: a quarter chunk
+    # keeps them below one chunk, as this check runs when the step holds the most
+    step = max(1, gradient_chunks.CHUNK_BYTES // (4 * max(1, flat.element_size())))
     flag = torch.ones((), dtype=torch.bool, device=flat.device)
     for start in range(0, flat.numel(), step):
         flag &= torch.isfinite(flat[start:start + step]).all()
@@ -70,6 +72,20 @@ def gradients_are_finite(optimizer):
     where = ", ".join(describe(*entry) for entry in bad)
     _handle(f"non-finite gradient (NaN or inf) in {where}; no parameter or optimizer state was changed",
             [entry[0] for entry in bad])
+    return False
+
+
+def gradient_is_finite(grad, group, group_index, position, param):
+    """True when the one gradient ``grad`` is finite; otherwise raise or warn. ``grad`` is
+    read a chunk along axis 0 at a time through ``narrow``, so it may be computed lazily."""
+    step = gradient_chunks.rows_per_chunk(tuple(grad.shape), 0, torch.empty((), dtype=grad.dtype).element_size())
+    flag = torch.ones((), dtype=torch.bool, device=grad.device)
+    for start, stop in gradient_chunks.spans(grad.shape[0], step):
+        flag &= torch.isfinite(as_real(grad.narrow(0, start, stop - start))).all()
+    if bool(flag):
+        return True
+    _handle(f"non-finite gradient (NaN or inf) in {describe(group, group_index, position, param)}; "
+            "no parameter or optimizer state was changed", [group])
     return False
 
 

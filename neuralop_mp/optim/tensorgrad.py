@@ -261,21 +261,10 @@ class TensorGRaD(Optimizer):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("TensorGRaD does not support sparse gradients (torch.sparse layouts).")
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    state["compressed"] = torch.tensor(self.routes_to_compression(p, group))
-                    state["seed"] = torch.tensor(int(group["seed"]) * 1_000_003 + ordinal, dtype=torch.int64)
+                state = self._state_of(p, group, ordinal)
                 if bool(state["compressed"]):
-                    projector = self.projector_for(group)
-                    bases, parts = project_parts(p, projector, group, state, grad_scale, self.owns_gradients)
-                    if self.owns_gradients:  # projected: nothing reads this gradient again
-                        p.grad = None
-                    directions = adam_directions_(parts, group, state)
-                    state["step"] += 1
-                    if all(nonfinite.update_is_finite(d, group, group_index, position, p)
-                           for d in directions.values()):
-                        apply_update(p, projector, bases, directions, group, state)
+                    self._step_compressed(p, p.grad, group, group_index, position, state, grad_scale,
+                                          self.owns_gradients)
                     continue
                 grad = p.grad.to(compute_dtype(p))
                 if grad_scale is not None and grad_scale != 1.0:
@@ -288,6 +277,68 @@ class TensorGRaD(Optimizer):
                 if nonfinite.update_is_finite(update, group, group_index, position, p):
                     self._apply(p, update, group, state)
         return loss
+
+    def _state_of(self, p, group, ordinal):
+        """``self.state[p]``, started on the parameter's first step (``ordinal``: its
+        1-based position over all groups, which names its random streams)."""
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["compressed"] = torch.tensor(self.routes_to_compression(p, group))
+            state["seed"] = torch.tensor(int(group["seed"]) * 1_000_003 + ordinal, dtype=torch.int64)
+        return state
+
+    def _step_compressed(self, p, grad, group, group_index, position, state, grad_scale, owns_grad):
+        projector = self.projector_for(group)
+        bases, parts = project_parts(p, projector, group, state, grad_scale, owns_grad, grad=grad)
+        if owns_grad:  # projected: nothing reads this gradient again
+            p.grad = None
+        if hasattr(grad, "release"):  # a lazily computed gradient: its operands, likewise
+            grad.release()
+        del grad
+        directions = adam_directions_(parts, group, state)
+        state["step"] += 1
+        if all(nonfinite.update_is_finite(d, group, group_index, position, p) for d in directions.values()):
+            apply_update(p, projector, bases, directions, group, state)
+
+    def steps_from_slices(self, param):
+        """Whether :meth:`step_parameter` reads ``param``'s gradient only in slices: its
+        moments are compressed (plain AdamW moments need the whole gradient)."""
+        for group in self.param_groups:
+            if any(p is param for p in group["params"]):
+                state = self.state.get(param)
+                return bool(state["compressed"]) if state else self.routes_to_compression(param, group)
+        return False
+
+    @torch.no_grad()
+    def step_parameter(self, param, grad):
+        """Step ``param`` alone from ``grad``, as :meth:`step` would with ``param.grad = grad``
+        (no loss scale); ``param.grad`` is neither read nor written.
+
+        For update in backward: ``grad`` may be any object with the gradient's ``shape``,
+        ``dtype``, ``device`` and a ``narrow(axis, start, length)`` returning that slice
+        (e.g. :class:`~neuralop_mp.layers.lazy_weight_gradient.LazyWeightGradient`), since
+        a compressed weight's step reads its gradient only in such slices. A ``grad``
+        with a ``release()`` method is released once projected.
+
+        Raises
+        ------
+        ValueError
+            ``param`` is not in this optimizer, or its step needs the whole gradient
+            (see :meth:`steps_from_slices`).
+        NonFiniteError
+            As :meth:`step`, for this gradient.
+        """
+        if not self.steps_from_slices(param):
+            raise ValueError("step_parameter needs a parameter of this optimizer with compressed moments "
+                             f"(shape {tuple(param.shape)}); plain AdamW moments are stepped by step().")
+        ordinal = 0
+        for group_index, group in enumerate(self.param_groups):
+            for position, p in enumerate(group["params"]):
+                ordinal += 1
+                if p is param and nonfinite.gradient_is_finite(grad, group, group_index, position, p):
+                    state = self._state_of(p, group, ordinal)
+                    self._step_compressed(p, grad, group, group_index, position, state, None, False)
 
     @staticmethod
     def _apply(p, update, group, state):

@@ -11,6 +11,11 @@ the same state keys, the same random streams (TensorGRaD numbers its parameters 
 position, not by which have gradients). On CPU the weights and optimizer state are
 bitwise those of the ordinary step, for ``torch.optim.AdamW`` and TensorGRaD.
 
+With TensorGRaD, a dense spectral weight with compressed moments is not given a gradient
+at all (``lazy_gradients=True``, the default): its spectral product hands the optimizer a
+:class:`~neuralop_mp.layers.lazy_weight_gradient.LazyWeightGradient`, and the weight is
+stepped from it when backward finishes, with bitwise the same numbers.
+
 What needs all gradients at once, and the answer here:
 
 - learning-rate schedulers: work; each hook reads the group's current ``lr``.
@@ -28,6 +33,7 @@ What needs all gradients at once, and the answer here:
   parameters after it. With "raise" the error names the parameter, and the
   parameters whose gradients came before it have already been updated.
 """
+import torch
 
 
 class UpdateInBackward:
@@ -86,7 +92,7 @@ def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, dis
         raise ValueError(f"{prefix}update_in_backward=True cannot be combined with " + "; ".join(refused) + ".")
 
 
-def enable_update_in_backward(optimizer, **settings):
+def enable_update_in_backward(optimizer, *, lazy_gradients=True, **settings):
     """Step each parameter of ``optimizer`` during backward, right after its gradient
     is accumulated, and free that gradient.
 
@@ -95,6 +101,10 @@ def enable_update_in_backward(optimizer, **settings):
     optimizer : torch.optim.Optimizer
         ``torch.optim.AdamW`` (any optimizer whose ``step()`` skips parameters
         without a gradient) or :class:`~neuralop_mp.optim.tensorgrad.TensorGRaD`.
+    lazy_gradients : bool, default True
+        Let a dense spectral weight with TensorGRaD-compressed moments be stepped from
+        its gradient computed a slice at a time, inside the spectral product's backward,
+        so its whole gradient is never built (see Notes). Same numbers either way.
     **settings
         The training settings that cannot be combined with it, checked up front by
         :func:`check_update_in_backward_settings`: ``loss_scaling``, ``distributed``,
@@ -111,13 +121,36 @@ def enable_update_in_backward(optimizer, **settings):
     backward: a gradient left over from elsewhere would be stepped again by the
     first hook. After backward every ``p.grad`` is None, and ``optimizer.step()`` is
     a no-op, so a training loop written for the ordinary step runs unchanged.
+
+    With ``lazy_gradients`` and TensorGRaD, the dense mode product
+    (:mod:`neuralop_mp.layers.mode_matmul`) hands each compressed weight's gradient to
+    :meth:`~neuralop_mp.optim.tensorgrad.TensorGRaD.step_parameter` as a
+    :class:`~neuralop_mp.layers.lazy_weight_gradient.LazyWeightGradient` when that
+    product is the weight's only use in the graph; otherwise the ordinary gradient is
+    built (same numbers). A weight stepped this way that then receives another gradient
+    in the same backward (it is used outside the spectral product too) raises a
+    RuntimeError: pass ``lazy_gradients=False``.
     """
+    if not isinstance(lazy_gradients, bool):
+        raise TypeError(f"lazy_gradients must be a bool, got {lazy_gradients!r}.")
     check_update_in_backward_settings(optimizer, **settings)
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
     if len({id(p) for p in params}) != len(params):
         raise ValueError("update_in_backward=True needs each parameter in exactly one param group.")
 
+    stepped_lazily = set()  # ids of parameters stepped by their product's backward, not yet hooked
+
     def step_now(param):
+        if id(param) in stepped_lazily:  # AccumulateGrad runs (with no gradient) after the product
+            stepped_lazily.discard(id(param))
+            if param.grad is None:
+                return
+            index = next(i for i, p in enumerate(params) if p is param)
+            param.grad = None
+            raise RuntimeError(
+                f"update_in_backward: parameter {index} {tuple(param.shape)} was stepped from its spectral "
+                "product's gradient and then received another gradient in the same backward (it is used "
+                "outside the spectral product too); call enable_update_in_backward(..., lazy_gradients=False).")
         # every other parameter's gradient is None here (set to none before backward, freed
         # after its own hook), so the optimizer's own step() updates this parameter alone
         stale = [i for i, p in enumerate(params) if p.grad is not None and p is not param]
@@ -131,6 +164,26 @@ def enable_update_in_backward(optimizer, **settings):
             param.grad = None
 
     handles = [p.register_post_accumulate_grad_hook(step_now) for p in params]
+    if lazy_gradients and hasattr(optimizer, "step_parameter"):
+        from ..layers.lazy_weight_gradient import consume_weight_gradients
+
+        def consumer_of(param):
+            def consume(grad):
+                stepped_lazily.add(id(param))
+                # stepped when this backward finishes: the lazy gradient keeps only the product's
+                # 16-bit spectrum and output gradient alive (rank <= batch per mode: a few MB where
+                # the gradient takes a hundred), while the activations the step would otherwise
+                # sit on top of are freed by then
+                def step_later():
+                    try:
+                        optimizer.step_parameter(param, grad)
+                    finally:  # the callback list keeps it until every callback has run
+                        grad.release()
+                torch.autograd.Variable._execution_engine.queue_callback(step_later)
+            return consume
+
+        handles += [consume_weight_gradients(p, consumer_of(p), lambda p=p: optimizer.steps_from_slices(p))
+                    for p in params if p.is_complex()]
     if hasattr(optimizer, "owns_gradients"):  # TensorGRaD: consume each gradient, release it once projected
         optimizer.owns_gradients = True
     return UpdateInBackward(optimizer, handles)
