@@ -43,7 +43,7 @@ UNO_VALUES = {
     "factorization": "tucker", "rank": 0.5, "fixed_rank_modes": True, "implementation": "reconstructed",
     "domain_padding": 0.25,
 }
-PRECISION_VALUES = {"recompute": "fourier", "fno_block_precision": "mixed", "half_dtype": "bfloat16",
+PRECISION_VALUES = {"recompute": "block", "recompute_chunk_points": 1000, "fno_block_precision": "mixed", "half_dtype": "bfloat16",
                     "stabilizer": "tanh", "spectral_weight_dtype": "complex32", "autocast_scope": "fno_blocks"}
 
 
@@ -78,9 +78,14 @@ def test_every_model_field_reaches_the_model(section_cls, values):
     from neuralop_mp.models.recompute import recompute_mode
 
     assert model.precision_policy.autocast_scope == "fno_blocks"
-    assert recompute_mode(model) == PRECISION_VALUES["recompute"]  # set on the built model, not recorded
-    assert {key: recorded[key] for key in PRECISION_VALUES if key != "recompute"} == {
-        key: value for key, value in PRECISION_VALUES.items() if key != "recompute"}  # kept by checkpoints
+    # set on the built model, not recorded
+    assert recompute_mode(model) == PRECISION_VALUES["recompute"]
+    slices = {m.__dict__["forward"].chunk_points for m in model.modules()
+              if hasattr(m.__dict__.get("forward"), "chunk_points")}
+    assert slices == {PRECISION_VALUES["recompute_chunk_points"]}
+    recorded_keys = [key for key in PRECISION_VALUES if not key.startswith("recompute")]
+    assert {key: recorded[key] for key in recorded_keys} == {
+        key: PRECISION_VALUES[key] for key in recorded_keys}  # kept by checkpoints
     covered = set(values) | set(PRECISION_VALUES)
     assert covered == set(field_names(section_cls))
 
