@@ -47,6 +47,12 @@ def _section(config, key):
     return section_dict(read_key(config, key))
 
 
+# activation option -> the config.model key it sets
+_MODEL_KEYS = {"precision": "fno_block_precision", "half_dtype": "half_dtype", "stabilizer": "stabilizer",
+               "spectral_weight_dtype": "spectral_weight_dtype", "recompute": "recompute",
+               "recompute_chunk_points": "recompute_chunk_points"}
+
+
 def plugin_config(config, options):
     """The config that :func:`neuralop_mp.get_model` receives for a script's config.
 
@@ -59,18 +65,9 @@ def plugin_config(config, options):
     model = _section(config, "model")
     if model is None:
         raise ValueError("neuralop.get_model(config): config has no 'model' section.")
-    if options.get("precision") is not None:
-        model["fno_block_precision"] = options["precision"]
-    if options.get("half_dtype") is not None:
-        model["half_dtype"] = options["half_dtype"]
-    if options.get("stabilizer") is not None:
-        model["stabilizer"] = options["stabilizer"]
-    if options.get("spectral_weight_dtype") is not None:
-        model["spectral_weight_dtype"] = options["spectral_weight_dtype"]
-    if options.get("recompute") is not None:
-        model["recompute"] = options["recompute"]
-    if options.get("recompute_chunk_points") is not None:
-        model["recompute_chunk_points"] = options["recompute_chunk_points"]
+    for option, key in _MODEL_KEYS.items():
+        if options.get(option) is not None:
+            model[key] = options[option]
     built = {"model": model}
     patching = _section(config, "patching")
     if patching is not None:

@@ -75,19 +75,26 @@ def test_update_in_backward_is_bitwise_the_ordinary_step(name):
     _assert_same(ref_model, ref_opt, model, opt)
 
 
+def _round_trip(model, opt, make_model, opt_config):
+    """A fresh model and optimizer loaded from ``model``'s weights and ``opt``'s state_dict,
+    saved and read back through ``torch.save`` / ``torch.load(weights_only=True)``."""
+    buffer = io.BytesIO()
+    torch.save({"model": {k: v.detach() for k, v in model.named_parameters()}, "opt": opt.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    resumed_model = make_model()
+    resumed_model.load_state_dict(saved["model"], strict=False)
+    resumed_opt = create_optimizer(resumed_model, opt_config)
+    resumed_opt.load_state_dict(saved["opt"])
+    return resumed_model, resumed_opt
+
+
 @pytest.mark.parametrize("name", sorted(OPT_CONFIGS))
 def test_update_in_backward_through_a_checkpoint_resume(name):
     batches = _batches(N_STEPS)
     ref_model, ref_opt = _fresh_run(name, batches, in_backward=False)
     model, opt = _fresh_run(name, batches[:3], in_backward=True)
-    buffer = io.BytesIO()
-    torch.save({"model": {k: v.detach() for k, v in model.named_parameters()}, "opt": opt.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
-    resumed_model = _model()
-    resumed_model.load_state_dict(saved["model"], strict=False)
-    resumed_opt = create_optimizer(resumed_model, OPT_CONFIGS[name])
-    resumed_opt.load_state_dict(saved["opt"])
+    resumed_model, resumed_opt = _round_trip(model, opt, _model, OPT_CONFIGS[name])
     _train(resumed_model, resumed_opt, batches[3:], in_backward=True)
     _assert_same(ref_model, ref_opt, resumed_model, resumed_opt)
 
@@ -172,14 +179,7 @@ def test_lazy_gradients_through_a_checkpoint_resume(monkeypatch):
     model = _half_model()
     opt = create_optimizer(model, HALF_CONFIG)
     _train(model, opt, batches[:3], in_backward=True)
-    buffer = io.BytesIO()
-    torch.save({"model": {k: v.detach() for k, v in model.named_parameters()}, "opt": opt.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
-    resumed_model = _half_model()
-    resumed_model.load_state_dict(saved["model"], strict=False)
-    resumed_opt = create_optimizer(resumed_model, HALF_CONFIG)
-    resumed_opt.load_state_dict(saved["opt"])
+    resumed_model, resumed_opt = _round_trip(model, opt, _half_model, HALF_CONFIG)
     calls = _count_lazy_steps(resumed_opt)
     _train(resumed_model, resumed_opt, batches[3:], in_backward=True)
     assert len(calls) == 2 * 2
