@@ -160,7 +160,7 @@ def normalize_recompute_chunk_points(value, recompute, key="recompute_chunk_poin
     value = none_if_null(value)
     if value is None:
         return None
-    check_int_at_least(key, value, unit="grid points per chunk")
+    value = check_int_at_least(key, value, unit="grid points per chunk")
     if normalize_recompute(recompute, key=recompute_key) != "block":
         raise ValueError(f"{key}={value!r} is used only with {recompute_key}='block', not with "
                          f"{recompute_key}={recompute!r}; set {recompute_key}='block' or leave {key} unset.")
