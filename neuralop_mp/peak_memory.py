@@ -60,15 +60,19 @@ class _LiveStorages(TorchDispatchMode):
         self.at_peak = []
         self._at_new_peak = False
 
+    def snapshot_peak(self):
+        """Record the live storages as those at the peak (called when the total first falls
+        from a new peak, or at the end if it never fell)."""
+        self._at_new_peak = False
+        self.at_peak = sorted(((n, *self.made_by[k]) for k, (n, _) in self.live.items()), key=lambda row: -row[0])
+
     def _release(self, key):
         entry = self.live.get(key)
         if entry is not None:
             entry[1] -= 1
             if entry[1] == 0:
                 if self._at_new_peak:
-                    self._at_new_peak = False
-                    self.at_peak = sorted(((n, *self.made_by[k]) for k, (n, _) in self.live.items()),
-                                          key=lambda row: -row[0])
+                    self.snapshot_peak()
                 self.current -= entry[0]
                 del self.live[key]
                 self.made_by.pop(key, None)
@@ -155,9 +159,7 @@ class PeakTensorBytes:
             self._mode.__exit__(*exc)
             self.peak_bytes = self.baseline_bytes + self._mode.peak
             if self.describe:
-                mode = self._mode
-                if mode._at_new_peak:  # the peak was reached last and never fell: the end
-                    mode.at_peak = sorted(((n, *mode.made_by[k]) for k, (n, _) in mode.live.items()),
-                                          key=lambda row: -row[0])
-                self.peak_tensors = mode.at_peak
+                if self._mode._at_new_peak:  # the peak was reached last and never fell: the end
+                    self._mode.snapshot_peak()
+                self.peak_tensors = self._mode.at_peak
         return False
