@@ -66,6 +66,8 @@ class ProductPath:
         16-bit-rounded values); None keeps the layer's ``complex_product``.
     peak_slack : float
         The contraction planner's ``peak_slack`` for a pairwise plan on this path.
+    precision_reason : str
+        The part of ``reason`` about the precision and the device (not the kernel).
     """
 
     kernel: str
@@ -73,6 +75,7 @@ class ProductPath:
     reason: str
     complex_product: str = None
     peak_slack: float = 1.0
+    precision_reason: str = ""
 
 
 def _dtype_name(dtype):
@@ -88,21 +91,21 @@ def _choose(kind, separable, mode, half, device_type):
     else:
         kernel, why = PAIRWISE, f"{kind} weight: pairwise, in the order with the smallest intermediates"
     if mode == "full" or half is None:
-        return ProductPath(kernel, torch.float32, f"{why}; full precision")
+        return ProductPath(kernel, torch.float32, f"{why}; full precision", precision_reason="full precision")
     name = _dtype_name(half)
     if device_type != "cpu" and native_half_matmul(half, device_type):
-        return ProductPath(kernel, half, f"{why}; {name} matrix units")
+        return ProductPath(kernel, half, f"{why}; {name} matrix units", precision_reason=f"{name} matrix units")
     if device_type == "cpu" and native_half_matmul(half, device_type):
         detail = (f"float32 kernels on {name}-rounded operands: on CPU these thin per-mode matmuls gain "
                   f"little from {name} units, and the 16-bit forms need extra layout copies")
     else:
         detail = (f"no {name} matrix units on this {device_type.upper()}: {name}-rounded operands multiplied "
                   "in float32 (faster than emulated 16-bit)")
-    if kernel == PAIRWISE and not separable:
+    if kernel == PAIRWISE:
         why += f" (or, within {FLOAT32_PAIRWISE_PEAK_SLACK - 1:.0%} of them, the fewest FLOPs)"
-    return ProductPath(kernel, torch.float32, f"{why}; {detail}; the same numbers as a 16-bit matmul with "
-                       "float32 accumulation", complex_product="complex" if kernel == PAIRWISE else None,
-                       peak_slack=FLOAT32_PAIRWISE_PEAK_SLACK if kernel == PAIRWISE else 1.0)
+    detail += "; the same numbers as a 16-bit matmul with float32 accumulation"
+    return ProductPath(kernel, torch.float32, f"{why}; {detail}", complex_product="complex" if kernel == PAIRWISE else None,
+                       peak_slack=FLOAT32_PAIRWISE_PEAK_SLACK if kernel == PAIRWISE else 1.0, precision_reason=detail)
 
 
 def choose_product_path(kind, separable, mode, half, device, shapes=None):
@@ -128,7 +131,8 @@ def choose_product_path(kind, separable, mode, half, device, shapes=None):
         _warn_float16_cpu_once()
     half = None if mode == "full" else half
     path = _choose(kind, bool(separable), mode, half, device_type)
-    if path.kernel != PAIRWISE or separable or kind == "dense" or shapes is None:
+    # the rule's timings are CPU timings: elsewhere the factorized plan is kept
+    if path.kernel != PAIRWISE or separable or shapes is None or device_type != "cpu":
         return path
     shapes = tuple(tuple(int(d) for d in s) for s in shapes)
     return _choose_for_shapes(path, kind, shapes, 8 if half is None else 2 * half.itemsize)
@@ -140,8 +144,7 @@ def _choose_for_shapes(path, kind, shapes, itemsize):
     rebuild, why = rebuild_pays(kind, shapes, itemsize, path.peak_slack)
     if not rebuild:
         return dataclasses.replace(path, reason=f"{path.reason}; {why}")
-    detail = path.reason.split("; ", 1)[1]
-    return dataclasses.replace(path, kernel=REBUILT, reason=f"{kind} weight: {why}; {detail}",
+    return dataclasses.replace(path, kernel=REBUILT, reason=f"{kind} weight: {why}; {path.precision_reason}",
                                complex_product=None, peak_slack=1.0)
 
 

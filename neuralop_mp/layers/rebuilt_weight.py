@@ -25,13 +25,12 @@ batch 32 1.01 / 1.05x. At equal counts the rebuilt path was faster or within the
 run-to-run spread of the shared machine in all but one case, and it saved no more
 for backward, so equal counts rebuild.
 """
-from functools import lru_cache
 from math import prod
 
 import torch
 
 from .complex_half import run_plan
-from .contraction_planner import FLOPS_PER_COMPLEX_MAC, plan_contraction
+from .contraction_planner import FLOPS_PER_COMPLEX_MAC, _index_sizes, _parse, plan_contraction
 from .weight_contractions import rebuild_equation, spectral_equation
 
 
@@ -55,7 +54,6 @@ def rebuild_dense_weight(kind, operands):
     return run_plan(plan, wide, real_form=False)
 
 
-@lru_cache(maxsize=512)
 def rebuild_pays(kind, shapes, itemsize, peak_slack=1.0):
     """Whether to rebuild the dense weight instead of running the pairwise plan, and why.
 
@@ -94,8 +92,6 @@ def rebuild_pays(kind, shapes, itemsize, peak_slack=1.0):
 
 def _dense_shape(plan):
     """Shape of the dense weight a rebuild plan produces (its output indices' sizes)."""
-    inputs, output = plan.equation.split("->")
-    sizes = {}
-    for subs, shape in zip(inputs.split(","), plan.shapes):
-        sizes.update(zip(subs, shape))
+    inputs, output = _parse(plan.equation)
+    sizes = _index_sizes(inputs, plan.shapes)
     return tuple(sizes[c] for c in output)

@@ -377,17 +377,15 @@ class MixedPrecisionSpectralConv(SpectralConv):
             "compute_dtype": str(path.compute_dtype).replace("torch.", ""),
             "reason": path.reason,
         }
-        if path.kernel == MODE_BATCHED:
-            out_kept = dense_mode_product(x_kept, operands[0], half, path.compute_dtype)
-            if fft_half:
-                out_kept = out_kept.to(torch.complex32)
-        elif path.kernel == REBUILT:
-            # rounded to the 16-bit type inside the product, like a dense weight
-            out_kept = dense_mode_product(x_kept, rebuild_dense_weight(kind, operands), half, path.compute_dtype)
+        if path.kernel in (MODE_BATCHED, REBUILT):
+            # a rebuilt weight is rounded to the 16-bit type inside the product, like a dense one
+            weight = operands[0] if path.kernel == MODE_BATCHED else rebuild_dense_weight(kind, operands)
+            out_kept = dense_mode_product(x_kept, weight, half, path.compute_dtype)
             if fft_half:
                 out_kept = out_kept.to(torch.complex32)
         elif mode == "full":
-            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 8)
+            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 8,
+                                    peak_slack=path.peak_slack)
             # complex32-stored weights are widened: "full" multiplies in complex64
             wide = [op.to(torch.complex64) if op.dtype != torch.complex64 else op for op in operands]
             out_kept = run_plan(plan, [x_kept] + wide, real_form=False)
@@ -398,7 +396,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
             if fft_half:
                 out_kept = out_kept.to(torch.complex32)
         else:
-            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 2 * half.itemsize)
+            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 2 * half.itemsize,
+                                    peak_slack=path.peak_slack)
             real = [to_real_form(t, half) for t in [x_kept] + operands]
             out = run_plan(
                 plan,

@@ -105,10 +105,9 @@ def _factor_subscripts(kind, modes, spare):
     return [ranks[k] + m + ranks[k + 1] for k, m in enumerate(modes)]
 
 
-def rebuild_equation(kind, n_modes, separable=False):
-    """Einsum of the weight operands of ``kind`` to the dense weight, whose ``n_modes``
-    dims are ``(in, [out], k_1, ..., k_d)`` (the index names of :func:`spectral_equation`
-    with ``x_ndim = n_modes + (1 if separable else 0)``).
+def rebuild_equation(kind, n_modes):
+    """Einsum of the weight operands of ``kind`` to the dense (non-separable) weight,
+    whose ``n_modes`` dims are ``(in, out, k_1, ..., k_d)``.
 
     Examples
     --------

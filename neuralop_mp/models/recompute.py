@@ -131,9 +131,7 @@ def set_recompute(model, mode, chunk_points=DEFAULT_CHUNK_POINTS):
 
 def recompute_mode(model):
     """The mode :func:`set_recompute` last set on ``model``."""
-    for module in model.modules():
-        if isinstance(module.__dict__.get("forward"), _RecomputedForward) and isinstance(module, SpectralConv):
-            return "fourier"
+    for module in model.modules():  # "fourier" wraps SpectralConvs, "block" never does
         if isinstance(module.__dict__.get("forward"), _WRAPPERS):
-            return "block"
+            return "fourier" if isinstance(module, SpectralConv) else "block"
     return "none"
