@@ -96,7 +96,7 @@ def validate_model(model, prefix="model"):
         normalize_recompute(recompute, key=f"{prefix}.recompute")
     chunk_points = _field(model, "recompute_chunk_points")
     if chunk_points is not _MISSING:
-        normalize_recompute_chunk_points(chunk_points, None if recompute is _MISSING else recompute,
+        normalize_recompute_chunk_points(chunk_points, "none" if recompute is _MISSING else normalize_recompute(recompute),
                                          key=f"{prefix}.recompute_chunk_points", recompute_key=f"{prefix}.recompute")
     return policy
 

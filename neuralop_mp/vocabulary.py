@@ -156,12 +156,14 @@ def normalize_recompute(value, key="recompute"):
 def normalize_recompute_chunk_points(value, recompute, key="recompute_chunk_points", recompute_key="recompute"):
     """Validate the grid points per slice of ``recompute="block"``'s lifting/projection
     replay: None (the default) or a positive int, and only with ``recompute="block"``
-    (the other modes slice nothing, so a value there would be silently ignored)."""
+    (the other modes slice nothing, so a value there would be silently ignored).
+    ``recompute=None`` means the mode is not known where this is called (an option
+    merged into a script's own config later): only the value is checked then."""
     value = none_if_null(value)
     if value is None:
         return None
     value = check_int_at_least(key, value, unit="grid points per chunk")
-    if normalize_recompute(recompute, key=recompute_key) != "block":
+    if recompute is not None and normalize_recompute(recompute, key=recompute_key) != "block":
         raise ValueError(f"{key}={value!r} is used only with {recompute_key}='block', not with "
                          f"{recompute_key}={recompute!r}; set {recompute_key}='block' or leave {key} unset.")
     return value

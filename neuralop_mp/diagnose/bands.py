@@ -17,7 +17,7 @@ from ..vocabulary import check_int_at_least
 def band_edges(spatial, n_bands):
     """``n_bands`` contiguous ``[low, high)`` ranges of ``|k|_inf`` covering every mode of a
     grid of size ``spatial`` (the highest resolvable frequency is ``min(spatial) // 2``)."""
-    check_int_at_least("n_bands", n_bands)
+    n_bands = check_int_at_least("n_bands", n_bands)
     k_max = max(int(s) // 2 for s in spatial) + 1
     n_bands = min(n_bands, k_max)
     cuts = [round(i * k_max / n_bands) for i in range(n_bands + 1)]

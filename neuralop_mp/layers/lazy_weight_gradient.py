@@ -4,7 +4,7 @@ For a dense spectral weight the gradient is, per kept mode ``k``,
 ``dW[i, o, k] = sum_b conj(X[b, i, k]) G[b, o, k]``: a matrix of rank at most the batch
 size, made from the saved 16-bit spectrum ``X`` and the output's gradient ``G``. At
 128 channels, 64 x 33 modes and batch 2, ``X`` and ``G`` take about 4 MB and the
-complex32 gradient 138 MB. An optimizer that reads gradients only through
+complex32 gradient 132 MiB. An optimizer that reads gradients only through
 ``narrow(axis, start, length)`` (TensorGRaD, through
 :class:`~neuralop_mp.optim.gradient_chunks.GradientChunks`) can be handed a
 :class:`LazyWeightGradient` instead and step the weight during backward: the whole

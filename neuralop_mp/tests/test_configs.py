@@ -169,7 +169,7 @@ def test_recompute_chunk_points_are_checked_when_the_config_loads():
     with pytest.raises(ValueError, match=r"model.recompute_chunk_points=-8; allowed values: integers >= 1"):
         load_config("darcy", {"model.recompute": "block", "model.recompute_chunk_points": "-8"})
     with pytest.raises(ValueError, match=r"model.recompute_chunk_points=4096 is used only with "
-                                         r"model.recompute='block', not with model.recompute=None"):
+                                         r"model.recompute='block', not with model.recompute='none'"):
         load_config("darcy", {"model.recompute_chunk_points": "4096"})
 
 

@@ -61,4 +61,4 @@ def test_describe_lists_the_tensors_alive_at_the_peak():
     assert [(n, shape, dtype) for n, _, shape, dtype in meter.peak_tensors] == [
         (8000, (2000,), "float32"), (2400, (300,), "float64")]
     assert "cat" in meter.peak_tensors[0][1] and "zeros" in meter.peak_tensors[1][1]
-    assert b.numel() + d.numel() == 310
+    del b, d  # alive until here, so the listing above was taken with them

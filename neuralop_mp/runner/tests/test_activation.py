@@ -206,6 +206,12 @@ def test_recompute_chunk_points_reach_the_model_config_only_with_block(fake_part
     assert fake_parts["get_model"][0]["model"]["recompute_chunk_points"] == 512
     with pytest.raises(ValueError, match=r"recompute_chunk_points=512 is used only with recompute='block'"):
         neuralop_mp.enable(recompute="fourier", recompute_chunk_points=512)
+    # the script's own config asks for block: the slice size alone is accepted and merged
+    own = {**tiny_config, "model": {**tiny_config["model"], "recompute": "block"}}
+    with neuralop_mp.enabled(recompute_chunk_points=256):
+        neuralop.get_model(own)
+    assert fake_parts["get_model"][-1]["model"]["recompute"] == "block"
+    assert fake_parts["get_model"][-1]["model"]["recompute_chunk_points"] == 256
     assert not neuralop_mp.runner.activation.is_enabled(), "a refused option patches nothing"
 
 

@@ -76,6 +76,8 @@ def test_recompute_chunk_points_flag_is_an_int_and_needs_block():
     with pytest.raises(ValueError, match=r"--mp.recompute_chunk_points=2048 is used only with "
                                          r"--mp.recompute='block', not with --mp.recompute='fourier'"):
         parse_args(["t.py", "--mp.recompute", "fourier", "--mp.recompute_chunk_points", "2048"])
+    # without --mp.recompute the script's own config may ask for block: checked once it is merged
+    assert parse_args(["t.py", "--mp.recompute_chunk_points", "2048"])[1] == {"recompute_chunk_points": 2048}
     with pytest.raises(ValueError, match=r"--mp.recompute_chunk_points=0; allowed values: integers >= 1"):
         parse_args(["t.py", "--mp.recompute", "block", "--mp.recompute_chunk_points", "0"])
     with pytest.raises(ValueError, match=r"--mp.recompute_chunk_points='many'; expected an integer"):
