@@ -48,16 +48,10 @@ class _Use:
         self.shared = False
 
 
-def _accumulate_node(view, param):
-    """The AccumulateGrad node of ``param`` reached from ``view``'s chain of view nodes."""
-    node = view.grad_fn
-    while node is not None:
-        if type(node).__name__ == "AccumulateGrad":
-            return node if node.variable is param else None
-        if len(node.next_functions) != 1:
-            return None
-        node = node.next_functions[0][0]
-    return None
+def _accumulate_node(param):
+    """The AccumulateGrad node of the leaf ``param`` (the weight is ``param`` or a
+    same-layout view of it, :func:`record_use` checks that)."""
+    return torch.autograd.graph.get_gradient_edge(param).node
 
 
 class ConsumerHandle:
@@ -99,9 +93,7 @@ def record_use(weight, needs_grad):
                    and weight.storage_offset() == param.storage_offset() and weight.dtype == param.dtype)
     if not same_layout:  # a weight sliced to fewer modes: the parameter's gradient is zero-padded
         return None
-    accumulate = _accumulate_node(weight, param)
-    if accumulate is None:
-        return None
+    accumulate = _accumulate_node(param)
     use = _Use(param, accumulate)
     pending = _pending.setdefault(id(param), weakref.WeakSet())
     if len(pending):

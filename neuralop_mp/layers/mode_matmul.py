@@ -79,9 +79,9 @@ def _weight_chunk(weight_2d, start, stop, n_in, half, compute_dtype):
     """Modes ``start:stop`` of the ``(in out, K)`` weight as a ``(stop - start, in, 2 out)``
     real matrix: each complex entry an interleaved (re, im) pair."""
     chunk = weight_2d[:, start:stop]
-    if chunk.dtype == torch.complex32:
-        chunk = chunk.to(torch.complex64)
     if half is None:
+        if chunk.dtype == torch.complex32:
+            chunk = chunk.to(torch.complex64)
         # the modes axis is innermost in the parameter and outermost in the matmul: a
         # transpose of the complex matrix as a whole (torch's tiled 2-D transpose) is
         # several times faster than permuting real planes
@@ -90,6 +90,8 @@ def _weight_chunk(weight_2d, start, stop, n_in, half, compute_dtype):
     # Rounded before the transpose, which then moves each (re, im) pair of 16-bit values as
     # one 4-byte word: half the bytes of transposing complex64, and one pass fewer than
     # transposing, rounding and widening (the weight is the largest operand at small batch).
+    # A complex32 weight is rounded from its float16 pairs directly: the same values as
+    # through complex64, since every float16 is exact in float32.
     words = torch.view_as_real(chunk).to(half).contiguous().view(torch.int32).squeeze(-1)
     return words.t().contiguous().view(half).to(compute_dtype).reshape(stop - start, n_in, -1)
 
@@ -176,7 +178,7 @@ class _DenseModeProduct(torch.autograd.Function):
             if grad_w is not None:
                 r = torch.bmm(_stacked_chunk(x_flat, start, stop, compute_dtype).transpose(1, 2), h).float()
                 grad_w[:, start:stop] = torch.view_as_complex(r.reshape(stop - start, n_in * n_out, 2)).t()
-        if consumer is not None:  # it steps the weight: after the input gradient, which reads the weight
+        if consumer is not None:  # it queues the weight's step for the end of backward
             consumer(LazyWeightGradient(x_flat, g, tuple(modes), weight.dtype, compute_dtype, mode_ranges))
         if grad_x is not None:
             grad_x = torch.view_as_complex(grad_x).reshape(batch, n_in, *modes)

@@ -145,3 +145,14 @@ def test_a_backward_that_does_not_accumulate_into_the_weight_hands_nothing_over(
     (grad_x,) = torch.autograd.grad(dense_mode_product(x, w[:], None), x, g)
     handle.remove()
     assert taken == [] and w.grad is None and grad_x.shape == x.shape
+
+
+def test_the_parameter_itself_not_only_a_view_of_it_hands_the_gradient_over():
+    """The product may be given the parameter directly (no view in between): its
+    AccumulateGrad node is found all the same, and the gradient is the ordinary one."""
+    x, w, g = _operands(5, torch.complex64)
+    expected = _ordinary_gradient(x, w, g, torch.bfloat16)
+    taken = _lazy_gradient(x, w, g, torch.bfloat16,
+                           forward=lambda: dense_mode_product(x, w, torch.bfloat16, chunk_bytes=CHUNK_BYTES))
+    assert len(taken) == 1 and w.grad is None
+    assert torch.equal(taken[0].narrow(0, 0, w.shape[0]), expected)
