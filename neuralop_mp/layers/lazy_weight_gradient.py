@@ -22,9 +22,8 @@ A slice is computed with the kernel the ordinary backward uses (a batched matmul
 the same operands, restricted to the slice's rows, columns or modes) and rounded to the
 weight's dtype the same way. On CPU torch's batched matmul gives each entry the same
 numbers whatever the rest of the batch and matrix; a test compares every slice with
-the ordinary gradient bitwise. On other devices (whose kernels may choose another
-summation order for another shape) each of the ordinary backward's mode chunks is
-computed whole, with the ordinary call, and the slice copied out of it.
+the ordinary gradient bitwise. Other devices' kernels may sum in another order for
+another shape, so there a slice can differ from the ordinary gradient in its last bits.
 """
 import math
 import weakref
@@ -137,23 +136,17 @@ class LazyWeightGradient:
         The weight's dtype: slices are rounded to it, as the ordinary gradient is.
     compute_dtype : torch.dtype
         dtype of the matmuls (that of the ordinary backward).
-    mode_ranges : list of (int, int)
-        The ordinary backward's chunks of flat modes (used off CPU).
     """
 
     is_sparse = False
 
-    def __init__(self, x_flat, g, modes, dtype, compute_dtype, mode_ranges):
+    def __init__(self, x_flat, g, modes, dtype, compute_dtype):
         batch, n_in, n_modes, _ = x_flat.shape
         self.n_in, self.n_out, self.n_modes = n_in, g.shape[1], n_modes
         self.shape = torch.Size((n_in, self.n_out, *modes))
         self.dtype, self.device = dtype, x_flat.device
         self._x_flat, self._g, self._compute_dtype = x_flat, g, compute_dtype
-        self._mode_ranges = mode_ranges
         self._stacked = self._h = None
-        # CPU: each slice from its own rows / columns / modes of the operands (same numbers,
-        # tested); elsewhere from the ordinary backward's whole mode chunks
-        self._subset_kernels = self.device.type == "cpu"
 
     def dim(self):
         return len(self.shape)
@@ -211,14 +204,11 @@ class LazyWeightGradient:
         out_shape = list(self.shape)
         out_shape[axis] = length
         n_pairs = out_shape[0] * out_shape[1]
-        if self._subset_kernels:
-            pick = (lambda t: t[modes]) if isinstance(modes, slice) else (lambda t: t.index_select(0, modes))
-            x_part = pick(stacked)[:, :, rows].to(self._compute_dtype)
-            h_part = pick(h)[:, :, cols].to(self._compute_dtype)
-            r = torch.bmm(x_part.transpose(1, 2), h_part).float()
-            del x_part, h_part
-        else:
-            r = self._from_whole_chunks(stacked, h, modes)[:, rows, cols]
+        pick = (lambda t: t[modes]) if isinstance(modes, slice) else (lambda t: t.index_select(0, modes))
+        x_part = pick(stacked)[:, :, rows].to(self._compute_dtype)
+        h_part = pick(h)[:, :, cols].to(self._compute_dtype)
+        r = torch.bmm(x_part.transpose(1, 2), h_part).float()
+        del x_part, h_part
         k = r.shape[0]
         out = torch.empty(n_pairs, k, dtype=self.dtype, device=self.device)
         # rounded to the weight's dtype as the ordinary gradient is written
@@ -228,16 +218,3 @@ class LazyWeightGradient:
     def release(self):
         """Let go of the operands (once the gradient has been used)."""
         self._x_flat = self._g = self._stacked = self._h = None
-
-    def _from_whole_chunks(self, stacked, h, modes):
-        """The requested modes of ``X'^T H``, each computed in its ordinary chunk, whole."""
-        wanted = torch.arange(self.n_modes, device=self.device)[modes]
-        pieces = []
-        for chunk_start, chunk_stop in self._mode_ranges:  # ascending, as `wanted` is
-            inside = wanted[(wanted >= chunk_start) & (wanted < chunk_stop)]
-            if inside.numel():
-                chunk = slice(chunk_start, chunk_stop)
-                r = torch.bmm(stacked[chunk].to(self._compute_dtype).transpose(1, 2),
-                              h[chunk].to(self._compute_dtype)).float()
-                pieces.append(r.index_select(0, inside - chunk_start))
-        return torch.cat(pieces)

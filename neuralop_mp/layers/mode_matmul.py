@@ -159,7 +159,6 @@ class _DenseModeProduct(torch.autograd.Function):
             g = g.to(half)
         g = g.reshape(batch, n_out, n_modes, 2)
         grad_x = grad_w = None
-        mode_ranges = _mode_ranges(n_modes, _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes))
         consumer = consumer_for(ctx.use) if ctx.needs_input_grad[1] else None
         if ctx.needs_input_grad[0]:
             grad_x = torch.empty(batch, n_in, n_modes, 2, dtype=torch.float32, device=grad.device)
@@ -167,6 +166,7 @@ class _DenseModeProduct(torch.autograd.Function):
             # written chunk by chunk in the weight's dtype: no whole-weight float32 or
             # complex64 gradient exists
             grad_w = torch.empty(n_in * n_out, n_modes, dtype=weight.dtype, device=grad.device)
+        mode_ranges = _mode_ranges(n_modes, _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes))
         for start, stop in mode_ranges if grad_x is not None or grad_w is not None else []:
             gc = g[:, :, start:stop].to(compute_dtype).permute(2, 0, 1, 3)  # (k, b, out, 2)
             h = torch.cat((gc, torch.stack((gc[..., 1], -gc[..., 0]), dim=-1)), dim=1)
@@ -179,7 +179,7 @@ class _DenseModeProduct(torch.autograd.Function):
                 r = torch.bmm(_stacked_chunk(x_flat, start, stop, compute_dtype).transpose(1, 2), h).float()
                 grad_w[:, start:stop] = torch.view_as_complex(r.reshape(stop - start, n_in * n_out, 2)).t()
         if consumer is not None:  # it queues the weight's step for the end of backward
-            consumer(LazyWeightGradient(x_flat, g, tuple(modes), weight.dtype, compute_dtype, mode_ranges))
+            consumer(LazyWeightGradient(x_flat, g, tuple(modes), weight.dtype, compute_dtype))
         if grad_x is not None:
             grad_x = torch.view_as_complex(grad_x).reshape(batch, n_in, *modes)
         if grad_w is not None:
