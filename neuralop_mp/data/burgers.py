@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..vocabulary import check_int_at_least
 from .compute import cpu_threads, default_device, solver_threads
 from .cache import GENERATOR_VERSION, data_file, generate_train_test, needs_generation, resolve_root, save_data_file
 from .grf import sample_grf, sample_seed
@@ -133,20 +134,14 @@ def burgers_settings(resolution, seed, viscosity, t_final, n_time, solver_resolu
     )
 
 
-def _check_int(key, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"Invalid {key}={value!r}; allowed values: integers >= {minimum}.")
-    return int(value)
-
-
 def generate_burgers_split(root, resolution, split, n_samples, seed=0, progress=True, overwrite=False, *,
                            viscosity=DEFAULT_VISCOSITY, t_final=DEFAULT_T_FINAL, n_time=DEFAULT_N_TIME,
                            solver_resolution=DEFAULT_SOLVER_RESOLUTION, batch_size=512, device=None):
     """Write (or find in the cache) ``burgers_{split}_{resolution}.pt``; return its path."""
-    resolution = _check_int("Burgers resolution", resolution, MIN_RESOLUTION)
-    n_time = _check_int("n_time", n_time, 2)
+    resolution = check_int_at_least("Burgers resolution", resolution, MIN_RESOLUTION)
+    n_time = check_int_at_least("n_time", n_time, 2)
     # Solve on a multiple of the stored grid so that the stored points are solver points.
-    n_solve = resolution * math.ceil(_check_int("solver_resolution", solver_resolution, 65) / resolution)
+    n_solve = resolution * math.ceil(check_int_at_least("solver_resolution", solver_resolution, 65) / resolution)
     path = data_file(resolve_root(root), "burgers", split, resolution)
     settings = burgers_settings(resolution, seed, viscosity, t_final, n_time, n_solve)
     if not needs_generation(path, settings, n_samples, overwrite):

@@ -31,7 +31,7 @@ import scipy.sparse.linalg
 import torch
 from tqdm.auto import tqdm
 
-from ..vocabulary import check_choice
+from ..vocabulary import check_choice, check_int_at_least
 from .compute import cpu_threads
 from .cache import GENERATOR_VERSION, data_file, generate_train_test, needs_generation, resolve_root, save_data_file
 from .grf import sample_grf, sample_seed
@@ -158,7 +158,7 @@ def darcy_settings(resolution, seed, face_average="harmonic"):
 def generate_darcy_split(root, resolution, split, n_samples, seed=0, progress=True, overwrite=False,
                          face_average="harmonic"):
     """Write (or find in the cache) ``darcy_{split}_{resolution}.pt``; return its path."""
-    resolution = _check_resolution(resolution)
+    resolution = check_int_at_least("Darcy resolution", resolution, MIN_RESOLUTION)
     path = data_file(resolve_root(root), "darcy", split, resolution)
     settings = darcy_settings(resolution, seed, face_average)
     if not needs_generation(path, settings, n_samples, overwrite):
@@ -205,10 +205,3 @@ def generate_darcy(root=None, resolutions=(16, 32), n_train=1000, n_test=200, se
         ``{res: (train_path, test_path)}``.
     """
     return generate_train_test(generate_darcy_split, root, resolutions, n_train, n_test, seed, progress, overwrite)
-
-
-def _check_resolution(resolution):
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < MIN_RESOLUTION:
-        raise ValueError(f"Invalid Darcy resolution={resolution!r}; allowed values: integers >= {MIN_RESOLUTION}.")
-    return int(resolution)
-
