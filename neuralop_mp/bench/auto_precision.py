@@ -175,8 +175,7 @@ def main(argv=None):
     decisions = markdown_table(decision_rows(rows), ["dataset", "recipe", "seed", "checked", "layer", "layer choice",
                                                      "model runs in", "precision error",
                                                      "bound (0.5 x discretization)"])
-    shown = sys.argv[1:] if argv is None else argv
-    command = shown_command("neuralop-mp bench auto", shown)
+    command = shown_command("neuralop-mp bench auto", argv)
     body = (header('"auto" precision vs full, mixed and the paper schedule (Darcy, Navier-Stokes)', command)
             + f"\nFNO {sizes['model.n_layers']} layers, {sizes['model.hidden_channels']} channels, modes "
             + ", ".join(f"{d} {datasets[d]['model.n_modes'][0]}" for d in args.datasets)

@@ -171,8 +171,7 @@ def main(argv=None):
 
     columns = ["data", "run", "L2 @ N", "L2 @ N / full", "L2 @ 2N", "L2 @ 2N / full", "s/epoch", "step ms", "saved MB"]
     table = markdown_table(rows, [c for c in columns if any(c in r for r in rows)])
-    shown = sys.argv[1:] if argv is None else argv
-    command = shown_command("neuralop-mp bench scope", shown)
+    command = shown_command("neuralop-mp bench scope", argv)
     body = timed_section(
         "Autocast scope: what autocast's rounding costs (Darcy, Navier-Stokes)", command,
         f"{fno_description(MODEL)}, bfloat16; train {args.n_train} samples at "

@@ -133,11 +133,12 @@ TRAINING_SETUPS = {
 
 
 def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name, update_in_backward=False,
-                         recompute="none", *, peak_tensors=0):
+                         recompute="none", *, peak_tensors=0, label=""):
     """Bytes of one real training step: params, grads, optimizer state after the step,
     what autograd saved for backward, at the size's batch and resolution, and the peak of
     live tensor bytes during the step (:class:`~neuralop_mp.peak_memory.PeakTensorBytes`).
-    ``peak_tensors > 0`` prints that many of the largest tensors alive at the peak."""
+    ``peak_tensors > 0`` prints that many of the largest tensors alive at the peak, under
+    ``label`` (the setup's name)."""
     from .. import MixedPrecisionSpectralConv, set_precision, set_spectral_weight_dtype
     from ..models.recompute import set_recompute
     from ..optim.update_in_backward import enable_update_in_backward
@@ -163,7 +164,7 @@ def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name
         optimizer.step()
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     if peak_tensors > 0:
-        print(f"  at the peak, besides the parameters ({params / 2**20:.1f} MB):")
+        print(f"{size} {label}: at the peak, besides the parameters ({params / 2**20:.1f} MB) and the input:")
         for nbytes, op, shape, dtype in peak.peak_tensors[:peak_tensors]:
             print(f"  {nbytes / 2**20:9.1f} MB  {dtype:10s} {str(shape):24s} {op}")
         rest = sum(row[0] for row in peak.peak_tensors[peak_tensors:])
@@ -177,7 +178,7 @@ def total_memory_rows(size, setups=None, peak_tensors=0):
     rows, baseline = [], None
     for label in setups or TRAINING_SETUPS:
         params, grads, state, activations, peak = training_step_memory(size, *TRAINING_SETUPS[label],
-                                                                       peak_tensors=peak_tensors)
+                                                                       peak_tensors=peak_tensors, label=label)
         total = params + grads + state + activations
         baseline = baseline or (total, peak)  # the first setup
         rows.append({"setup": label, "params+grads_MB": (params + grads) / 2**20, "state_MB": state / 2**20,
@@ -268,7 +269,7 @@ def main(argv=None):
     if not (args.quick or args.memory_only):
         accuracy_rows = darcy_accuracy(ACCURACY_RUNS)
 
-    command = shown_command("neuralop-mp bench optimizer", sys.argv[1:] if argv is None else argv)
+    command = shown_command("neuralop-mp bench optimizer", argv)
     body = [header("Optimizer state and training memory (TensorGRaD)", command)]
     body.append("Sizes (hidden, modes, layers, activation resolution, batch): "
                 + "; ".join(f"{k} = {v}" for k, v in SIZES.items() if k in sizes) + ".\n")

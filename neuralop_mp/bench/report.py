@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -128,10 +129,11 @@ def write_results(name, body, data, out=None, update_docs=False, doc_path=DEFAUL
     return folder
 
 
-def shown_command(prog, argv):
-    """``prog`` and its arguments as a reader would re-run them: without ``--out DIR``/``--update-docs``."""
+def shown_command(prog, argv=None):
+    """``prog`` and its arguments (``argv``, by default the process's) as a reader would
+    re-run them: without ``--out DIR``/``--update-docs``."""
     shown, skip = [], False
-    for arg in argv:
+    for arg in sys.argv[1:] if argv is None else argv:
         if skip:
             skip = False
         elif arg == "--out":

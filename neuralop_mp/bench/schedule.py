@@ -143,8 +143,7 @@ def main(argv=None):
     columns = ["run", "schedule", *METRICS, "L2/H1 vs full", "s/epoch", "time vs full", "skipped",
                "saved MB (phase 1)", "phases"]
     table = markdown_table(rows, columns)
-    shown = sys.argv[1:] if argv is None else argv
-    command = shown_command("neuralop-mp bench schedule", shown)
+    command = shown_command("neuralop-mp bench schedule", argv)
     body = timed_section(
         "Precision schedule: full vs mixed vs schedule (Darcy)", command,
         f"{fno_description(MODEL)}; built-in Darcy, train {args.n_train} samples "

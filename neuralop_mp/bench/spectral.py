@@ -231,7 +231,7 @@ def main(argv=None):
         parser.error(f"invalid --sizes {' '.join(args.sizes)!r}; expected RESxBATCH items such as 64x2 256x2")
     body, data = run(quick=args.quick, sizes=sizes, rounds=args.rounds, models=args.models, threads=args.threads,
                      slow_step_s=args.slow_step_s)
-    command = shown_command("neuralop-mp bench spectral", sys.argv[1:] if argv is None else argv)
+    command = shown_command("neuralop-mp bench spectral", argv)
     text = header("Spectral layer: step time and saved-for-backward bytes", command) + "\n" + body
     print(text)
     write_results("spectral", text, data, out=args.out, update_docs=args.update_docs)

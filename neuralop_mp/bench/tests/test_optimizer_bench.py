@@ -70,12 +70,12 @@ def test_peak_tensors_lists_what_is_alive_at_the_peak(tiny_size, capsys):
     setup = bench.TRAINING_SETUPS["... + update in backward"]
     plain = bench.training_step_memory(tiny_size, *setup)
     capsys.readouterr()
-    described = bench.training_step_memory(tiny_size, *setup, peak_tensors=3)
+    described = bench.training_step_memory(tiny_size, *setup, peak_tensors=3, label="... + update in backward")
     # the same step: cached index tensors made by an earlier step in this process may
     # move the peak by a few bytes
     assert described[:4] == plain[:4] and abs(described[4] - plain[4]) <= 1024
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("  at the peak, besides the parameters")
+    assert lines[0].startswith(f"{tiny_size} ... + update in backward: at the peak, besides the parameters")
     listed = [float(line.split()[0]) for line in lines[1:4]]
     assert listed == sorted(listed, reverse=True) and len(lines) == 5
     rest = float(lines[4].split()[0])
