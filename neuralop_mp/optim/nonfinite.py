@@ -81,7 +81,7 @@ def gradient_is_finite(grad, group, group_index, position, param):
     step = gradient_chunks.rows_per_chunk(tuple(grad.shape), 0, torch.empty((), dtype=grad.dtype).element_size())
     flag = torch.ones((), dtype=torch.bool, device=grad.device)
     for start, stop in gradient_chunks.spans(grad.shape[0], step):
-        flag &= torch.isfinite(as_real(grad.narrow(0, start, stop - start))).all()
+        flag &= all_finite(grad.narrow(0, start, stop - start))
     if bool(flag):
         return True
     _handle(f"non-finite gradient (NaN or inf) in {describe(group, group_index, position, param)}; "
