@@ -145,6 +145,18 @@ def stochastic_round_(stored, value, seed):
     stochastic_round_chunks_(flat_stored, flat_value, generator)
 
 
+def decoupled_update_(wide, change, group):
+    """In place: ``wide <- wide (1 - lr wd) - lr change`` for the group's "torch"
+    ``adam_convention``, ``(wide - lr change)(1 - lr wd)`` for "neuralop"."""
+    decay = 1.0 - group["lr"] * group["weight_decay"]
+    decay_first = group["adam_convention"] == "torch"
+    if decay_first and decay != 1.0:
+        wide.mul_(decay)
+    wide.add_(change, alpha=-group["lr"])
+    if not decay_first and decay != 1.0:
+        wide.mul_(decay)
+
+
 def stochastic_round_chunks_(stored, value, generator):
     """:func:`stochastic_round_` of the 1-D ``value`` into the 1-D ``stored``, chunk by chunk."""
     for start in range(0, value.numel(), ROUNDING_CHUNK):

@@ -24,6 +24,7 @@ from .adam_math import (
     adam_step,
     as_complex_like,
     as_real,
+    decoupled_update_,
     compute_dtype,
     flat_real,
     load_moment,
@@ -217,21 +218,11 @@ def apply_rows(target, change, group, generator=None):
     """``target <- target (1 - lr wd) - lr change`` ("torch" convention; "neuralop":
     ``(target - lr change)(1 - lr wd)``). A 16-bit ``target`` is updated in fp32 and
     written back with stochastic rounding, drawing from ``generator``."""
-    decay = 1.0 - group["lr"] * group["weight_decay"]
-    decay_first = group["adam_convention"] == "torch"
-
-    def step_(wide):
-        if decay_first and decay != 1.0:
-            wide.mul_(decay)
-        wide.add_(change, alpha=-group["lr"])
-        if not decay_first and decay != 1.0:
-            wide.mul_(decay)
-
     if generator is None:
-        step_(target)
+        decoupled_update_(target, change, group)
         return
     wide = target.to(change.dtype)
-    step_(wide)
+    decoupled_update_(wide, change, group)
     stored = flat_real(target)
     if stored is None:  # a strided weight: round into a contiguous block, then copy it in
         rounded = torch.empty(target.shape, dtype=target.dtype, device=target.device)

@@ -10,6 +10,7 @@ from .adam_math import (
     adam_step,
     as_real,
     compute_dtype,
+    decoupled_update_,
     flat_real,
     rounding_generator,
     second_moment_shape,
@@ -347,32 +348,22 @@ class TensorGRaD(Optimizer):
         ``p <- (p - lr u)(1 - lr wd)``. A 16-bit ``p`` is updated in fp32 and
         written back with stochastic rounding, chunk by chunk, so no fp32 copy of
         the whole weight is made."""
-        decay = 1.0 - group["lr"] * group["weight_decay"]
-        decay_first = group["adam_convention"] == "torch"
-
-        def step_(wide, change):
-            if decay_first and decay != 1.0:
-                wide.mul_(decay)
-            wide.add_(change, alpha=-group["lr"])
-            if not decay_first and decay != 1.0:
-                wide.mul_(decay)
-
         if compute_dtype(p) == p.dtype:
-            step_(p, update)
+            decoupled_update_(p, update, group)
             return
         # step was already advanced: the pre-increment count names this step's noise stream
         seed = (int(state["seed"]) * 1_000_003 + int(state["step"]) - 1) * 8 + 7
         stored, change = flat_real(p), flat_real(update.contiguous())
         if stored is None:  # a strided weight: through a whole fp32 copy
             wide = p.to(update.dtype)
-            step_(wide, update)
+            decoupled_update_(wide, update, group)
             stochastic_round_(p, wide, seed)
             return
         generator = rounding_generator(seed, p.device)
         for start in range(0, stored.numel(), ROUNDING_CHUNK):
             chunk = slice(start, start + ROUNDING_CHUNK)
             wide = stored[chunk].float()
-            step_(wide, change[chunk])
+            decoupled_update_(wide, change[chunk], group)
             stochastic_round_chunk_(stored[chunk], wide, generator)
 
     def _dense_update(self, grad, group, state):
