@@ -139,9 +139,9 @@ def _rfft_columns(x, dim, kept, norm):
     return torch.fft.rfft(x, dim=dim, norm=norm).narrow(dim, 0, kept)
 
 
-def _rfft_columns_adjoint(g, dim, length, norm):
-    """Adjoint of :func:`_rfft_columns` (real, ``length`` points along ``dim``); may
-    overwrite ``g``."""
+def _rfft_columns_adjoint(g, dim, length, norm, owned=True):
+    """Adjoint of :func:`_rfft_columns` (real, ``length`` points along ``dim``); overwrites
+    ``g`` if ``owned``, else copies it where it needs to."""
     kept = g.shape[dim]
     if _by_matmul(dim, length, kept, g.device):
         real = torch.view_as_real(g).flatten(-2)
@@ -150,6 +150,7 @@ def _rfft_columns_adjoint(g, dim, length, norm):
     # twice, so those are halved first (the DC and, for even n, Nyquist column once)
     twice = min(kept, (length + 1) // 2) - 1
     if twice > 0:
+        g = g if owned else g.clone()
         g.narrow(dim, 1, twice).mul_(0.5)
     return torch.fft.irfft(g, n=length, dim=dim, norm=_ADJOINT_NORM[norm])
 
@@ -211,8 +212,9 @@ class _TruncatedRFFTN(torch.autograd.Function):
         z = grad
         for dim, modes in zip(dims[:-1], axes):
             z = torch.fft.ifft(modes.scatter(z, dim, shape[dim]), dim=dim, norm=adjoint)
-        z = z.clone() if z is grad else z  # the adjoint scales some columns in place
-        return _rfft_columns_adjoint(z, dims[-1], shape[dims[-1]], norm).to(dtype), None, None, None, None
+        # the FFT adjoint scales some columns in place: autograd's own gradient is not ours to change
+        return (_rfft_columns_adjoint(z, dims[-1], shape[dims[-1]], norm, owned=z is not grad).to(dtype),
+                None, None, None, None)
 
 
 class _TruncatedIRFFTN(torch.autograd.Function):

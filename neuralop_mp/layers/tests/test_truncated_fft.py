@@ -123,3 +123,18 @@ def test_kept_frequencies_are_centred_in_fftshift_order():
     assert kept_frequencies(9, 5) == [7, 8, 0, 1, 2]
     assert kept_frequencies(4, 4) == [2, 3, 0, 1]  # fftshift of 4: -2, -1, 0, 1
     assert torch.fft.fftshift(torch.arange(8))[centred(8, 4)].tolist() == kept_frequencies(8, 4)
+
+
+def test_the_incoming_gradient_of_a_1d_transform_is_left_as_it_was():
+    """1-D, few points per kept column (the FFT adjoint, which halves some columns in place):
+    autograd's gradient is copied before, so a gradient reused for two backward calls
+    gives the same input gradient twice, and equals the full transform's."""
+    x = torch.randn(3, 4, 20, dtype=torch.float64, requires_grad=True)
+    block = truncated_rfftn(x, (-1,), (7,))
+    g = torch.randn_like(block)
+    before = g.clone()
+    first, = torch.autograd.grad(block, x, g, retain_graph=True)
+    second, = torch.autograd.grad(block, x, g)
+    assert torch.equal(g, before) and torch.equal(first, second)
+    reference, = torch.autograd.grad(torch.fft.rfft(x, dim=-1)[..., :7], x, g)
+    torch.testing.assert_close(first, reference, rtol=1e-10, atol=1e-10)
