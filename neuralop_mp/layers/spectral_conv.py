@@ -258,10 +258,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
     def _operands(self, fft_size):
         weight = self._kept_weight(fft_size)
         kind = weight_kind(weight, self.implementation)
-        operands = weight_operands(weight, kind)
-        first = 1 if self.separable else 2
-        kept_modes = operands[0].shape[first:] if kind == "dense" else weight.shape[first:]
-        return kind, operands, list(kept_modes)
+        return kind, weight_operands(weight, kind)
 
     def _is_parameter_view(self, t):
         """Whether ``t`` shares memory with a parameter (then keeping it costs nothing)."""
@@ -304,7 +301,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
         mode = check_choice("mode", mode or self.fno_block_precision, PRECISION_MODES)
         batch, _, *spatial = x_shape
         fft_size = self._fft_size(spatial)
-        kind, operands, kept = self._operands(fft_size)
+        kind, operands = self._operands(fft_size)
+        kept = self._kept_modes(fft_size)
         equation = spectral_equation(kind, 2 + self.order, self.separable)
         shapes = [(batch, self.in_channels, *kept)] + [tuple(op.shape) for op in operands]
         itemsize = 8 if mode == "full" else 4
@@ -364,7 +362,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
         # The weight is sliced after the FFT: backward runs the later-recorded operations
         # first, so the weight's gradient is complete (with update in backward: applied and
         # freed) before the FFT's backward builds the input's full-resolution gradient.
-        kind, operands, _ = self._operands(fft_size)
+        kind, operands = self._operands(fft_size)
         equation = spectral_equation(kind, x_kept.ndim, self.separable)
         path = choose_product_path(kind, self.separable, mode, half, x.device,
                                    shapes=[x_kept.shape] + [op.shape for op in operands])
