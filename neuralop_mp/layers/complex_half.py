@@ -41,6 +41,8 @@ import functools
 
 import torch
 
+from .pairwise_matmul import consumer_layouts, pair_matmul
+
 COMPLEX_PRODUCTS = ("block", "gauss", "complex")
 DEFAULT_COMPLEX_PRODUCT = "block"
 
@@ -203,13 +205,15 @@ def complex_einsum_pair(equation, a, b, *, method=DEFAULT_COMPLEX_PRODUCT, compu
 def run_plan(plan, operands, *, real_form, method=DEFAULT_COMPLEX_PRODUCT, compute_dtype=None, sources=None):
     """Evaluate a :class:`~.contraction_planner.ContractionPlan` pairwise.
 
-    ``real_form=False``: operands are complex tensors, each step is ``torch.einsum``.
+    ``real_form=False``: operands are complex tensors, each step is one matmul laid out
+    for the step that reads its result (:func:`~.pairwise_matmul.pair_matmul`).
     ``real_form=True``: operands are real-form 16-bit tensors, each step is
     :func:`complex_einsum_pair`; ``sources`` (optional, one per operand, or None)
     are the complex tensors the operands were cast from, re-cast in backward.
     """
     current = list(zip(operands, sources or [None] * len(operands)))
-    for (i, j), step in zip(plan.path, plan.steps):
+    wanted = consumer_layouts(plan.steps, plan.path, plan.equation.split("->")[1])
+    for (i, j), step, want in zip(plan.path, plan.steps, wanted):
         (a, sa), (b, sb) = current[i], current[j]
         for k in sorted((i, j), reverse=True):
             current.pop(k)
@@ -217,7 +221,7 @@ def run_plan(plan, operands, *, real_form, method=DEFAULT_COMPLEX_PRODUCT, compu
             out = complex_einsum_pair(step, a, b, method=method, compute_dtype=compute_dtype, a_source=sa, b_source=sb)
             current.append((out, None))
         else:
-            current.append((torch.einsum(step, a, b), None))
+            current.append((pair_matmul(step, a, b, want), None))
     return current[0][0]
 
 
@@ -227,17 +231,18 @@ def _rounded(z, half):
 
 
 def _run_rounded(plan, operands, half):
-    """Pairwise complex64 einsums of the plan on operands rounded to ``half``; result rounded too.
+    """Pairwise complex64 products of the plan on operands rounded to ``half``; result rounded too.
 
     Intermediates stay complex64 (float32 accumulation along the whole chain): one
     rounding per operand and one of the result, as for a single 16-bit matmul.
     """
     current = [_rounded(t, half) for t in operands]
-    for (i, j), step in zip(plan.path, plan.steps):
+    wanted = consumer_layouts(plan.steps, plan.path, plan.equation.split("->")[1])
+    for (i, j), step, want in zip(plan.path, plan.steps, wanted):
         a, b = current[i], current[j]
         for k in sorted((i, j), reverse=True):
             current.pop(k)
-        current.append(torch.einsum(step, a, b))
+        current.append(pair_matmul(step, a, b, want))
     return _rounded(current[0], half)
 
 

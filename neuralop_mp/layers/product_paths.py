@@ -20,7 +20,7 @@ exact in float32). CPUs without 16-bit matrix units would emulate the 16-bit mat
 matmuls gain little, while the 16-bit real 2x2 block form of the pairwise steps
 costs layout copies that dominated small TFNO steps (1.56x upstream's time at 64^2
 before this choice, docs/benchmarks.md of 2026-12-02). On CPU the pairwise steps
-therefore use one complex64 einsum each. The kernel and compute dtype depend on
+therefore use one complex64 matmul each (:mod:`.pairwise_matmul`). The kernel and compute dtype depend on
 the weight format, the precision, the half type and the device, so they are chosen
 once per (weight kind, separable, mode, half dtype, device type) and cached; for
 factorized weights the input shape then decides between the pairwise plan and the
@@ -41,11 +41,12 @@ from .rebuilt_weight import rebuild_pays
 MODE_BATCHED = "mode-batched matmul"
 PAIRWISE = "pairwise plan"
 REBUILT = "rebuilt dense weight + mode-batched matmul"
-# Pairwise plans multiplied in float32 (CPU) accept a largest intermediate up to 10%
+# Pairwise plans multiplied in float32 on CPU (full precision, and 16-bit-rounded operands) accept a largest intermediate up to 10%
 # above the smallest for fewer multiply-adds: there the product's time, not its
 # few-MB intermediates, is what a step pays for (TFNO 64^2 batch 1: 12% fewer
 # multiply-adds for a 4.6% larger peak; at batch >= 2 the plan is unchanged).
 FLOAT32_PAIRWISE_PEAK_SLACK = 1.1
+_SLACK_WHY = f" (or, within {FLOAT32_PAIRWISE_PEAK_SLACK - 1:.0%} of them, the fewest FLOPs)"
 
 _warned = set()
 
@@ -91,6 +92,10 @@ def _choose(kind, separable, mode, half, device_type):
     else:
         kernel, why = PAIRWISE, f"{kind} weight: pairwise, in the order with the smallest intermediates"
     if mode == "full" or half is None:
+        if kernel == PAIRWISE and device_type == "cpu":
+            # complex64 products on CPU: time, not the few-MB intermediates, decides (as below)
+            return ProductPath(kernel, torch.float32, f"{why}{_SLACK_WHY}; full precision",
+                               precision_reason="full precision", peak_slack=FLOAT32_PAIRWISE_PEAK_SLACK)
         return ProductPath(kernel, torch.float32, f"{why}; full precision", precision_reason="full precision")
     name = _dtype_name(half)
     if device_type != "cpu" and native_half_matmul(half, device_type):
@@ -102,7 +107,7 @@ def _choose(kind, separable, mode, half, device_type):
         detail = (f"no {name} matrix units on this {device_type.upper()}: {name}-rounded operands multiplied "
                   "in float32 (faster than emulated 16-bit)")
     if kernel == PAIRWISE:
-        why += f" (or, within {FLOAT32_PAIRWISE_PEAK_SLACK - 1:.0%} of them, the fewest FLOPs)"
+        why += _SLACK_WHY
     detail += "; the same numbers as a 16-bit matmul with float32 accumulation"
     return ProductPath(kernel, torch.float32, f"{why}; {detail}", complex_product="complex" if kernel == PAIRWISE else None,
                        peak_slack=FLOAT32_PAIRWISE_PEAK_SLACK if kernel == PAIRWISE else 1.0, precision_reason=detail)

@@ -306,11 +306,10 @@ class MixedPrecisionSpectralConv(SpectralConv):
         equation = spectral_equation(kind, 2 + self.order, self.separable)
         shapes = [(batch, self.in_channels, *kept)] + [tuple(op.shape) for op in operands]
         itemsize = 8 if mode == "full" else 4
-        slack = 1.0
-        if mode != "full":  # the plan forward runs: its path says how much peak it trades for FLOPs
-            device = next(self.parameters()).device
-            half = resolve_half_dtype(self._settings()[1], device)
-            slack = choose_product_path(kind, self.separable, mode, half, device).peak_slack
+        # the plan forward runs: its path says how much peak it trades for FLOPs
+        device = next(self.parameters()).device
+        half = None if mode == "full" else resolve_half_dtype(self._settings()[1], device)
+        slack = choose_product_path(kind, self.separable, mode, half, device).peak_slack
         return plan_contraction(equation, shapes, itemsize, peak_slack=slack)
 
     # ------------------------------------------------------------------ forward
