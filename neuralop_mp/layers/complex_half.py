@@ -202,6 +202,10 @@ def complex_einsum_pair(equation, a, b, *, method=DEFAULT_COMPLEX_PRODUCT, compu
     return _ComplexPairContraction.apply(a, b, equation, method, compute_dtype, detach(a_source), detach(b_source))
 
 
+def _layouts(plan):
+    return consumer_layouts(plan.steps, plan.path, plan.equation.split("->")[1])
+
+
 def run_plan(plan, operands, *, real_form, method=DEFAULT_COMPLEX_PRODUCT, compute_dtype=None, sources=None):
     """Evaluate a :class:`~.contraction_planner.ContractionPlan` pairwise.
 
@@ -212,7 +216,8 @@ def run_plan(plan, operands, *, real_form, method=DEFAULT_COMPLEX_PRODUCT, compu
     are the complex tensors the operands were cast from, re-cast in backward.
     """
     current = list(zip(operands, sources or [None] * len(operands)))
-    wanted = consumer_layouts(plan.steps, plan.path, plan.equation.split("->")[1])
+    # the real-form product has its own kernel: only the complex steps use the layouts
+    wanted = [None] * len(plan.steps) if real_form else _layouts(plan)
     for (i, j), step, want in zip(plan.path, plan.steps, wanted):
         (a, sa), (b, sb) = current[i], current[j]
         for k in sorted((i, j), reverse=True):
@@ -237,8 +242,7 @@ def _run_rounded(plan, operands, half):
     rounding per operand and one of the result, as for a single 16-bit matmul.
     """
     current = [_rounded(t, half) for t in operands]
-    wanted = consumer_layouts(plan.steps, plan.path, plan.equation.split("->")[1])
-    for (i, j), step, want in zip(plan.path, plan.steps, wanted):
+    for (i, j), step, want in zip(plan.path, plan.steps, _layouts(plan)):
         a, b = current[i], current[j]
         for k in sorted((i, j), reverse=True):
             current.pop(k)

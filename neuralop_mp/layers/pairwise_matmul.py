@@ -84,13 +84,17 @@ def pair_matmul(step, a, b, wanted=None):
     torch.Tensor
         The einsum's value, with the indices in ``step``'s output order (a view whose
         memory order may differ). Falls back to ``torch.einsum`` for steps outside
-        its scope (repeated or broadcast indices, indices summed within one operand).
+        its scope (repeated or broadcast indices, indices of size > 1 summed within
+        one operand).
     """
     sa, sb, so = _split(step)
+    # a size-1 index summed inside one operand (a TT core's boundary rank) sums nothing
+    sa, a = _drop_lone_units(sa, a, sb, so)
+    sb, b = _drop_lone_units(sb, b, sa, so)
     sizes = _sizes(sa, a.shape, sb, b.shape)
     if sizes is None or any(c not in so and (c in sa) != (c in sb) for c in sa + sb):
-        return torch.einsum(step, a, b)
-    layout = _layout(step, tuple(a.shape), a.stride(), tuple(b.shape), b.stride(), wanted)
+        return torch.einsum(f"{sa},{sb}->{so}", a, b)
+    layout = _layout(f"{sa},{sb}->{so}", tuple(a.shape), a.stride(), tuple(b.shape), b.stride(), wanted)
     batch, left, right, summed, swap = layout
     if swap:
         a, b, sa, sb = b, a, sb, sa
@@ -155,6 +159,13 @@ class _ComplexMatmul(torch.autograd.Function):
             else:
                 grad_b = torch.matmul(a.mT, conj_g()).conj_physical_()
         return grad_a, grad_b
+
+
+def _drop_lone_units(subs, t, other, out):
+    for k in reversed(range(len(subs))):
+        if subs[k] not in other and subs[k] not in out and t.shape[k] == 1:
+            t, subs = t.squeeze(k), subs[:k] + subs[k + 1:]
+    return subs, t
 
 
 def _sizes(sa, shape_a, sb, shape_b):

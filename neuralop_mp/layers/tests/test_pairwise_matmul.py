@@ -7,7 +7,7 @@ from torch.profiler import profile
 
 from neuralop_mp.layers.complex_half import run_plan
 from neuralop_mp.layers.contraction_planner import plan_contraction
-from neuralop_mp.layers.pairwise_matmul import _MAX_CANDIDATES, consumer_layouts, pair_matmul
+from neuralop_mp.layers.pairwise_matmul import _MAX_CANDIDATES, _layout, consumer_layouts, pair_matmul
 
 # a TFNO layer's Tucker product at 64^2, batch 1 (32x17 kept modes, ranks from tltorch)
 TUCKER_EQUATION = "abcd,fghi,bf,eg,ch,di->aecd"
@@ -20,7 +20,7 @@ STEPS = [
     ("acdfi,fgic->acdg", (2, 7, 3, 4, 3), (4, 5, 3, 7)),  # batched over c, summed over f and i
     ("abcd,becd->aecd", (3, 6, 5, 4), (6, 7, 5, 4)),  # dense spectral weight
     ("abc,bc->abc", (2, 3, 4), (3, 4)),  # separable (elementwise)
-    ("fbg,geh->beh", (1, 6, 3), (3, 5, 2)),  # TT core with a size-1 rank
+    ("fbg,geh->beh", (1, 6, 3), (3, 5, 2)),  # TT core with a size-1 boundary rank, dropped
 ]
 
 
@@ -76,6 +76,20 @@ def test_more_layouts_than_the_search_cap_keeps_the_subscript_order_and_the_valu
     a = torch.randn(2, 1, 2, 1, 2, 1, 2, 3, dtype=torch.complex128)
     b = torch.randn(2, 1, 2, 1, 2, 1, 2, 4, dtype=torch.complex128)
     torch.testing.assert_close(pair_matmul(step, a, b), torch.einsum(step, a, b), rtol=0, atol=1e-12)
+    # no search: the groups in the subscripts' own order, the operands on their own sides
+    assert _layout(step, a.shape, a.stride(), b.shape, b.stride(), None) == (
+        (), ("x",), ("y",), tuple("abcdefg"), False)
+
+
+def test_a_lone_size_one_index_is_dropped_not_handed_to_einsum(monkeypatch):
+    """A TT plan's first step sums a boundary rank of size 1 inside one core."""
+    import neuralop_mp.layers.pairwise_matmul as pm
+
+    a = torch.randn(1, 6, 3, dtype=torch.complex128)
+    b = torch.randn(3, 5, 2, dtype=torch.complex128)
+    ref = torch.einsum("fbg,geh->beh", a, b)
+    monkeypatch.setattr(pm.torch, "einsum", None)  # a fallback to einsum would fail
+    torch.testing.assert_close(pair_matmul("fbg,geh->beh", a, b), ref, rtol=0, atol=1e-12)
 
 
 def test_consumer_layouts_name_each_results_reader():
