@@ -57,6 +57,9 @@ def train_help(spec="darcy"):
         "  --save_best         also keep the model with the lowest test L2 at the training resolution",
         "  --resume RUN_DIR    continue a run from the last epoch its folder saved",
         "  --threads N|auto    torch CPU threads (auto: the CPUs other processes leave idle)",
+        "  --cpu-allocator keep|system",
+        "                      on a CPU, keep freed memory in the process for the next step (keep, the",
+        "                      default: no page faults on every step's tensors) or leave malloc as it is",
         "Field reference: docs/configs.md.",
         "",
         f"Fields of {type(config).__name__} (current values):",
@@ -74,7 +77,7 @@ def train_help(spec="darcy"):
 
 
 # Options of `train` that are not config keys: name -> metavar (None: a switch without value).
-TRAIN_FLAGS = {"--resume": "RUN_DIR", "--save_best": None, "--threads": "N|auto"}
+TRAIN_FLAGS = {"--resume": "RUN_DIR", "--save_best": None, "--threads": "N|auto", "--cpu-allocator": "keep|system"}
 # Options of `eval` besides --key value config overrides.
 EVAL_FLAGS = {"--res": "RES [RES ...]", "--precision": "{full,mixed,half}", "--config": "CONFIG",
               "--threads": "N|auto", "--json": "FILE"}
@@ -134,8 +137,10 @@ def _resolve_threads(value):
 def train_command(argv):
     """``neuralop-mp train``; returns the exit code."""
     from .configs import load_config
+    from .cpu_allocator import CPU_ALLOCATOR_MODES, DEFAULT_CPU_ALLOCATOR
     from .run_folder import read_command
     from .run_setup import RunSetupError
+    from .vocabulary import check_choice
 
     args = list(argv)
     spec = None
@@ -163,6 +168,8 @@ def train_command(argv):
         _check_options(overrides, spec, TRAIN_FLAGS)
         config = load_config(spec, overrides)
         threads = _resolve_threads(flags.get("--threads"))
+        cpu_allocator = check_choice("--cpu-allocator", flags.get("--cpu-allocator", DEFAULT_CPU_ALLOCATOR),
+                                     CPU_ALLOCATOR_MODES)
     except (ValueError, TypeError, FileNotFoundError, AttributeError, ImportError) as error:
         return _error(str(error), "train")
 
@@ -172,7 +179,7 @@ def train_command(argv):
     command = (spec, [a for a in overrides if a])
     try:
         result = run_training(config, progress=True, resume=resume is not None, save_best=save_best,
-                              threads=threads, command=command)
+                              threads=threads, command=command, cpu_allocator=cpu_allocator)
     except RunSetupError as error:
         return _error(str(error), "train")
     print()

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from .layers.path_report import summarize_product_paths
+from .cpu_allocator import describe_cpu_allocator, set_cpu_allocator
 from . import build_steps
 from .run_setup import RunSetupError, check_writable, resolve_device  # noqa: F401 (resolve_device re-exported)
 from .vocabulary import none_if_null, resolve_autocast_scope
@@ -233,7 +234,7 @@ def _setup_error(step, error):
 
 
 def run_training(config, *, progress=True, output_dir=None, write=True, log=print, resume=False,
-                 save_best=False, threads=None, command=None):
+                 save_best=False, threads=None, command=None, cpu_allocator=None):
     """Train and evaluate the experiment ``config`` describes; write its results.
 
     Parameters
@@ -258,6 +259,11 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         resolution over the evaluated epochs.
     threads : int, optional
         torch's intra-op CPU threads for this run (default: left as they are).
+    cpu_allocator : {"keep", "system"}, optional
+        On a CPU device, how the process obtains memory
+        (:func:`neuralop_mp.cpu_allocator.set_cpu_allocator`; ``"keep"``: freed memory
+        stays in the process for the next step); default: left as it is. It acts on
+        the whole process and lasts until it exits.
     command : tuple, optional
         ``(config spec, overrides)`` the run was started with, recorded in the run
         folder's ``command.json`` for ``--resume`` and ``neuralop-mp eval``.
@@ -269,7 +275,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         ``history`` (the trainer's per-epoch records), ``memory``, ``precision``
         (final mode, the schedule's phases and what each ran as on this device),
         ``seconds_per_epoch``, ``wall_time_s``, ``train_resolution``, ``output_dir``,
-        ``files`` and ``threads``.
+        ``files``, ``threads`` and ``cpu_allocator`` (CPU runs).
 
     Raises
     ------
@@ -308,6 +314,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         torch.set_num_threads(int(threads))
     if device.type == "cpu":
         log(f"[neuralop-mp] {torch.get_num_threads()} CPU thread(s) for torch (--threads to change)")
+        if cpu_allocator is not None:
+            log(f"[neuralop-mp] CPU memory: {set_cpu_allocator(cpu_allocator)} (--cpu-allocator to change)")
 
     log(f"[neuralop-mp] {config.name}: loading data ({type(config.data).__name__})")
     try:
@@ -374,6 +382,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         "config": config_to_dict(config),
         "device": str(device),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "cpu_allocator": describe_cpu_allocator() if device.type == "cpu" else None,
         "world_size": distributed.world_size(),
         "model": type(model).__name__,
         "train_resolution": config.data.train_resolution,

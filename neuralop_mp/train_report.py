@@ -106,6 +106,8 @@ def summary_rows(result):
         rows.append(("peak tensor memory / step", human_bytes(memory["step_peak_bytes"])))
     if result.get("threads"):
         rows.append(("torch CPU threads", str(result["threads"])))
+    if result.get("cpu_allocator"):
+        rows.append(("CPU memory", result["cpu_allocator"]))
     if result.get("best"):
         best = result["best"]
         rows.append(("best model", f"epoch {best['epoch']}, {best['metric']} {best['value']:.4f}"))
@@ -133,6 +135,8 @@ def format_eval_summary(result):
     ]
     if result.get("threads"):
         rows.append(("torch CPU threads", str(result["threads"])))
+    if result.get("cpu_allocator"):
+        rows.append(("CPU memory", result["cpu_allocator"]))
     rows.append(("wall time", f"{result['wall_time_s']:.1f} s"))
     return format_table(f"eval: {result['model']} on {result['device']}", rows)
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ..cpu_allocator import describe_cpu_allocator
+
 DEFAULT_DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 
 
@@ -59,8 +61,9 @@ def fno_description(model):
 
 
 def run_conditions():
-    """Thread count and load average at the end of a timed run (times compare only within one run)."""
-    return (f"{torch.get_num_threads()} torch thread(s); load average when the run ended: "
+    """Thread count, CPU memory and load average at the end of a timed run (times compare only within one run)."""
+    return (f"{torch.get_num_threads()} torch thread(s); CPU memory: {describe_cpu_allocator()}; "
+            f"load average when the run ended: "
             f"{os.getloadavg()[0]:.1f} (times are comparable only within one run).")
 
 

@@ -6,6 +6,8 @@ batch), one training step (forward + backward) of:
 - upstream neuraloperator in full precision, upstream's own ``fno_block_precision``
   "mixed" and "half" (on CPU they crash: the row says so), upstream under
   ``torch.autocast``;
+- upstream's model with every spectral layer replaced by ``x * 0`` (:class:`SpectralFloor`):
+  the time of everything else in the step, the floor of any spectral layer's ratio;
 - our layer in full precision, "mixed" bfloat16 with and without autocast, "mixed"
   float16 with tanh. Our autocast rows use the default ``autocast_scope="auto"``
   (on a CPU: float32 outside the spectral layers) and, for comparison, scope "model"
@@ -19,7 +21,10 @@ printed with the table). On CPU each step's process CPU time is reported too: wi
 torch thread it counts the work done, not the time spent waiting for a core that other
 processes hold, so its ratios are the ones to read on a shared machine. Memory is the
 bytes autograd saves for backward (parameters excluded): device independent. The spectral product path each of our
-rows used is listed under the table.
+rows used is listed under the table. On CPU, freed memory is kept in the process by
+default (``--cpu-allocator keep``, :mod:`neuralop_mp.cpu_allocator`) for every variant
+alike: otherwise each step's page faults on fresh memory dominate the large sizes and
+move with the host's memory pressure.
 
 Usage: ``neuralop-mp bench spectral [--quick] [--out DIR] [--update-docs]``
 (or ``python -m neuralop_mp.bench.spectral``).
@@ -33,11 +38,13 @@ from dataclasses import dataclass
 
 import torch
 from neuralop.models import FNO, TFNO
+from torch import nn
 
 from ..layers.autocast_scope import set_autocast_scope
 from ..layers.complex_half import native_half_matmul
 from ..layers.path_report import summarize_product_paths
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
+from ..cpu_allocator import CPU_ALLOCATOR_MODES, DEFAULT_CPU_ALLOCATOR, describe_cpu_allocator, set_cpu_allocator
 from ..memory import SavedTensorBytes
 from ..models.recompute import set_recompute
 from ..layers.precision_switch import set_precision
@@ -61,6 +68,7 @@ class Variant:
     autocast: torch.dtype = None
     autocast_scope: str = "auto"  # ours only: where autocast may act (layers/autocast_scope.py)
     recompute: str = "none"  # ours only: what backward recomputes instead of saving (models/recompute.py)
+    spectral_floor: bool = False  # upstream's model with each spectral layer replaced by SpectralFloor
 
 
 VARIANTS = [
@@ -68,6 +76,7 @@ VARIANTS = [
     Variant("upstream mixed", False, "mixed"),
     Variant("upstream half", False, "half"),
     Variant("upstream + autocast bfloat16", False, "full", autocast=torch.bfloat16),
+    Variant("upstream, spectral layers as x * 0 (floor)", False, "full", spectral_floor=True),
     Variant("ours full", True, "full"),
     Variant("ours mixed bfloat16 + autocast", True, "mixed", autocast=torch.bfloat16),
     Variant("ours mixed bfloat16 + autocast, scope model", True, "mixed", autocast=torch.bfloat16,
@@ -79,11 +88,30 @@ VARIANTS = [
 ]
 
 
+class SpectralFloor(nn.Module):
+    """Stands in for a spectral layer at (almost) no cost: ``x * 0``, one elementwise pass
+    forward and backward. Any spectral layer at least writes its output, so a model with
+    these in place of its spectral layers times everything else of the step: the float32
+    lifting, skips, channel MLPs, activations and projection that upstream and ours share.
+    Its time over upstream full's is a lower bound on the ratio of any spectral layer."""
+
+    def forward(self, x, output_shape=None):
+        return x * 0
+
+    def transform(self, x, output_shape=None):
+        return x  # no resolution change in these models
+
+
 def build(arch, variant, model_kwargs, device):
     cls = FNO if arch == "FNO" else TFNO
     kwargs = dict(in_channels=1, out_channels=1, **model_kwargs)
     if not variant.ours:
-        return cls(fno_block_precision=variant.mode, **kwargs).to(device)
+        model = cls(fno_block_precision=variant.mode, **kwargs)
+        if variant.spectral_floor:
+            convs = model.fno_blocks.convs
+            for i in range(len(convs)):
+                convs[i] = SpectralFloor()
+        return model.to(device)
     model = cls(conv_module=MixedPrecisionSpectralConv, **kwargs)
     set_precision(model, variant.mode, half_dtype=variant.half_dtype, stabilizer=variant.stabilizer)
     set_autocast_scope(model, variant.autocast_scope)
@@ -173,11 +201,18 @@ def add_ratios(rows):
 
 
 def run(quick=False, sizes=None, rounds=None, models=("FNO", "TFNO"), threads=None, device=None,
-        slow_step_s=float("inf")):
-    """Measure; returns (markdown body, data dict)."""
+        slow_step_s=float("inf"), cpu_allocator=None):
+    """Measure; returns (markdown body, data dict).
+
+    ``cpu_allocator`` (CPU only): :func:`~neuralop_mp.cpu_allocator.set_cpu_allocator`
+    before the first model is built; every variant runs in this one process, so
+    upstream's rows and ours get the same allocator.
+    """
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device or "cpu")
+    if device.type == "cpu" and cpu_allocator is not None:
+        set_cpu_allocator(cpu_allocator)
     sizes = sizes or (QUICK_SIZES if quick else SIZES)
     rounds = rounds or (1 if quick else 3)
     model_kwargs = QUICK_MODEL if quick else MODEL
@@ -201,12 +236,14 @@ def run(quick=False, sizes=None, rounds=None, models=("FNO", "TFNO"), threads=No
     body = (
         f"FNO/TFNO 2D, {layers} layers, {hidden} hidden channels, {modes[0]}x{modes[1]} modes; "
         f"{torch.get_num_threads()} torch thread(s); native bfloat16 matmul on this device: {native}. "
+        + (f"CPU memory: {describe_cpu_allocator()}. " if device.type == "cpu" else "") +
         f"Median over {rounds} interleaved round(s) of one training step each; ratios are to upstream full "
         f"precision at the same size. Load average (1 min) before / after: {load_before:.1f} / {load_after:.1f}.\n\n"
         + table + "\n\nSpectral product paths of our rows (`neuralop_mp.model_product_paths`):\n\n"
         + "\n".join(f"- {p}" for p in paths) + "\n"
     )
     data = dict(rows=rows, model=model_kwargs, rounds=rounds, threads=torch.get_num_threads(),
+                cpu_allocator=describe_cpu_allocator() if device.type == "cpu" else None,
                 native_bf16_matmul=native, load_average_before=load_before, load_average_after=load_after)
     return body, data
 
@@ -221,6 +258,9 @@ def main(argv=None):
                         help="e.g. 64x2 256x2 (default: " + " ".join(f"{r}x{b}" for r, b in SIZES) + ")")
     parser.add_argument("--slow-step-s", type=float, default=float("inf"),
                         help="autocast rows whose warm-up step took longer are not repeated (default: never)")
+    parser.add_argument("--cpu-allocator", choices=CPU_ALLOCATOR_MODES, default=DEFAULT_CPU_ALLOCATOR,
+                        help="keep: freed memory stays in the process for the next step, for every variant "
+                             "alike (default); system: malloc as it is (neuralop_mp/cpu_allocator.py)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -230,7 +270,7 @@ def main(argv=None):
     except ValueError:
         parser.error(f"invalid --sizes {' '.join(args.sizes)!r}; expected RESxBATCH items such as 64x2 256x2")
     body, data = run(quick=args.quick, sizes=sizes, rounds=args.rounds, models=args.models, threads=args.threads,
-                     slow_step_s=args.slow_step_s)
+                     slow_step_s=args.slow_step_s, cpu_allocator=args.cpu_allocator)
     command = shown_command("neuralop-mp bench spectral", argv)
     text = header("Spectral layer: step time and saved-for-backward bytes", command) + "\n" + body
     print(text)

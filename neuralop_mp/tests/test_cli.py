@@ -114,7 +114,7 @@ def test_train_runs_the_pipeline_with_the_overridden_config_and_prints_the_summa
     assert cli.main(["train", "darcy", "--model.fno_block_precision", "mixed", "--threads", "3",
                      "--opt.n_epochs", "3", "--save_best"]) == 0
     assert seen["progress"] is True and seen["threads"] == 3 and seen["save_best"] is True
-    assert seen["resume"] is False
+    assert seen["resume"] is False and seen["cpu_allocator"] == "keep"  # the default
     # the run folder records the config and overrides, without the run options
     assert seen["command"] == ("darcy", ["--model.fno_block_precision", "mixed", "--opt.n_epochs", "3"])
     assert seen["config"].model.fno_block_precision == "mixed" and seen["config"].opt.n_epochs == 3
@@ -123,8 +123,18 @@ def test_train_runs_the_pipeline_with_the_overridden_config_and_prints_the_summa
     assert "test rel. L2 @ 32 (2x)" in out and "0.0899" in out
 
 
+def test_train_passes_cpu_allocator_system_through(monkeypatch):
+    import neuralop_mp.train_pipeline as pipeline
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "run_training", lambda config, **kwargs: seen.update(kwargs) or fake_result())
+    assert cli.main(["train", "darcy", "--cpu-allocator", "system"]) == 0
+    assert seen["cpu_allocator"] == "system"
+
+
 def test_summary_table_has_every_reported_quantity():
-    table = format_summary(fake_result())
+    table = format_summary({**fake_result(), "cpu_allocator": "freed memory kept in the process"})
+    assert "| CPU memory" in table and "freed memory kept in the process" in table
     for fragment in ("test rel. L2 @ 16 (train)", "test H1 @ 16 (train)", "test rel. L2 @ 32 (2x)",
                      "test H1 @ 32 (2x)", "| n/a", "seconds / epoch", "1.25", "precision (final)",
                      "mixed+autocast [epochs 0-2]", "skipped steps", "1,234 (4.82 KiB)",
@@ -155,6 +165,7 @@ def test_to_jsonable_handles_tensors_and_infinities():
     (["--threads", "0"], ["Invalid --threads '0'", "auto or an integer >= 1"]),
     (["--threads", "many"], ["Invalid --threads 'many'"]),
     (["--threads"], ["Missing value for option --threads"]),
+    (["--cpu-allocator", "cache"], ["Invalid --cpu-allocator='cache'", "'keep', 'system'"]),
     (["--modle.n_layers", "2"], ["Did you mean: --model.n_layers"]),
 ])
 def test_train_run_options_misspelled_or_bad_exit_2_naming_the_allowed_ones(capsys, args, fragments):
@@ -195,7 +206,7 @@ def test_eval_bad_input_exits_2_with_the_message(tmp_path, capsys, args, fragmen
 def test_train_help_lists_the_run_options(capsys):
     assert cli.main(["train", "--help"]) == 0
     out = capsys.readouterr().out
-    for option in ("--save_best", "--resume RUN_DIR", "--threads N|auto"):
+    for option in ("--save_best", "--resume RUN_DIR", "--threads N|auto", "--cpu-allocator keep|system"):
         assert option in out
 
 

@@ -35,6 +35,12 @@ def test_quick_run_writes_its_files_and_leaves_docs_untouched(name, tmp_path):
         assert auto["saved MiB"] == rows["ours mixed bfloat16"]["saved MiB"] > whole["saved MiB"]
         # recomputing whole blocks keeps only each block's input: less than the ordinary forward
         assert rows["ours mixed bfloat16 + recompute block"]["saved MiB"] < rows["ours mixed bfloat16"]["saved MiB"]
+        # the floor row times the model without its spectral layers, which save nothing for backward
+        floor = rows["upstream, spectral layers as x * 0 (floor)"]
+        assert "note" not in floor and floor["step s"] > 0
+        assert floor["saved MiB"] < min(rows["upstream full"]["saved MiB"], rows["ours full"]["saved MiB"])
+        # the CPU allocator of the run is recorded (keep by default, where glibc allows it)
+        assert data["cpu_allocator"] and "CPU memory:" in text
     if name == "optimizer":
         assert {r["size"] for r in data["optimizer_state"]} == {"quick"}
     if name == "scope":
@@ -43,6 +49,22 @@ def test_quick_run_writes_its_files_and_leaves_docs_untouched(name, tmp_path):
         assert rows["mixed+autocast spectral"]["L2 @ N"] == rows["mixed"]["L2 @ N"]
         assert float(rows["mixed+autocast"]["saved MB"]) < float(rows["mixed+autocast fno_blocks"]["saved MB"]) \
             < float(rows["full"]["saved MB"])
+
+
+def test_spectral_floor_replaces_every_spectral_layer_and_still_trains():
+    import torch
+    from neuralop.layers.spectral_convolution import SpectralConv
+
+    from neuralop_mp.bench import spectral
+
+    floor = next(v for v in spectral.VARIANTS if v.spectral_floor)
+    model = spectral.build("TFNO", floor, spectral.QUICK_MODEL, torch.device("cpu"))
+    assert not any(isinstance(m, SpectralConv) for m in model.modules())
+    assert sum(isinstance(m, spectral.SpectralFloor) for m in model.modules()) == spectral.QUICK_MODEL["n_layers"]
+    x = torch.randn(2, 1, 16, 16)
+    model(x).square().mean().backward()
+    # the lifting still gets a gradient through the skips around the replaced layers
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.lifting.parameters())
 
 
 def test_gpu_dry_run_walks_every_variant_at_every_size(tmp_path):

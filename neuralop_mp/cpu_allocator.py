@@ -1,0 +1,104 @@
+"""Keeping freed CPU memory inside the process between training steps (glibc malloc).
+
+torch's CPU tensors come from ``malloc``. glibc serves every block above its mmap
+threshold (128 KiB, adapting up to at most 32 MiB) with a fresh ``mmap`` and unmaps it
+again on ``free``. A training step frees its activations and the next step allocates
+the same sizes again, so every step takes a page fault on, and has the kernel zero,
+every page of every large tensor it writes. On a 2-core VM (2026-12-03) adding two
+32 MiB tensors and doubling the result took 46 ms that way and 8.7 ms with freed memory
+kept (``neuralop_mp/bench`` spectral, "Freed CPU memory kept" in docs/benchmarks.md,
+has the step times: upstream full TFNO 256^2 2.3 s instead of 5.2 s). How much the
+faults cost moves with the host's memory pressure, which is also what made the CPU
+step times of one configuration vary by 2x between benchmark runs.
+
+:func:`set_cpu_allocator` with ``"keep"`` tells glibc to serve every block from its
+heap (``M_MMAP_MAX = 0``) and never to hand the heap's free top back to the kernel
+(``M_TRIM_THRESHOLD``), the behaviour of a caching allocator: the process keeps the
+peak of its live tensors mapped (resident size does not shrink after a step), and
+blocks that are freed are reused. It changes how memory is obtained, never a value.
+It acts on the whole process, so the library never calls it on import: the
+``neuralop-mp`` commands that train, evaluate or benchmark on a CPU do, by default,
+with ``--cpu-allocator system`` to leave malloc as it is. Elsewhere (not glibc) it
+does nothing and says so.
+
+References
+----------
+.. [1] The GNU C Library manual, "Malloc Tunable Parameters" (``mallopt``:
+   ``M_MMAP_MAX``, ``M_MMAP_THRESHOLD``, ``M_TRIM_THRESHOLD``).
+"""
+import ctypes
+import ctypes.util
+import platform
+
+from .vocabulary import check_choice
+
+CPU_ALLOCATOR_MODES = ("keep", "system")
+DEFAULT_CPU_ALLOCATOR = "keep"
+
+# mallopt parameter numbers from glibc's <malloc.h>
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+# largest value mallopt's int takes: the heap's free top is never trimmed
+_NEVER_TRIM = 2**31 - 1
+
+_state = {"mode": "system", "detail": "malloc as the system configures it"}
+
+
+def _glibc():
+    """The C library if it is glibc (it has ``mallopt`` and ``gnu_get_libc_version``), else None."""
+    if platform.system() != "Linux":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version.restype = ctypes.c_char_p
+        libc.gnu_get_libc_version()
+        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+        return libc
+    except (OSError, AttributeError):  # musl, or no C library found under that name
+        return None
+
+
+def set_cpu_allocator(mode):
+    """Choose how this process obtains CPU memory; returns a one-line description.
+
+    Parameters
+    ----------
+    mode : {"keep", "system"}
+        ``"keep"``: freed memory stays in the process for the next step's tensors
+        (glibc only; elsewhere nothing changes and the description says so).
+        ``"system"``: malloc is left as it is. Once ``"keep"`` was applied it lasts
+        for the life of the process; asking for ``"system"`` afterwards raises.
+
+    Raises
+    ------
+    ValueError
+        On a mode not in :data:`CPU_ALLOCATOR_MODES`, or ``"system"`` after ``"keep"``.
+    """
+    mode = check_choice("cpu_allocator", mode, CPU_ALLOCATOR_MODES)
+    if mode == "system":
+        if _state["mode"] == "keep":
+            raise ValueError("cpu_allocator='system' cannot be restored in this process: 'keep' was "
+                             "already applied (malloc settings last until the process exits).")
+        return describe_cpu_allocator()
+    if _state["mode"] == "keep":
+        return describe_cpu_allocator()
+    libc = _glibc()
+    if libc is None:
+        _state["detail"] = f"malloc as the system configures it ('keep' needs glibc; this is {platform.system()})"
+        return describe_cpu_allocator()
+    # mallopt returns 1 on success, 0 on a refused value
+    if libc.mallopt(_M_MMAP_MAX, 0) != 1 or libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM) != 1:
+        _state["detail"] = "malloc as the system configures it (glibc refused the settings of 'keep')"
+        return describe_cpu_allocator()
+    _state.update(mode="keep", detail="freed memory kept in the process (glibc heap, never trimmed)")
+    return describe_cpu_allocator()
+
+
+def cpu_allocator_mode():
+    """``"keep"`` once :func:`set_cpu_allocator` applied it in this process, else ``"system"``."""
+    return _state["mode"]
+
+
+def describe_cpu_allocator():
+    """One line for run summaries and benchmark headers: what CPU allocation does now."""
+    return _state["detail"]
