@@ -20,7 +20,7 @@ COMMANDS = {
     "eval": "evaluate a saved model: neuralop-mp eval CHECKPOINT_OR_RUN_DIR [--res 16 32] [--precision MODE]",
     "data": "generate the built-in datasets offline: neuralop-mp data {darcy,navier_stokes,burgers} ...",
     "run": "run an upstream training script with the plugin: neuralop-mp run SCRIPT.py [--mp.* ...] -- [args]",
-    "bench": "run a benchmark: neuralop-mp bench {spectral,optimizer,schedule,auto,gpu} [--quick] [--out DIR]",
+    "bench": "run a benchmark: neuralop-mp bench {spectral,optimizer,schedule,scope,auto,allocator,gpu} [--quick] [--out DIR]",
     "diagnose": "precision vs discretization error per layer: neuralop-mp diagnose CONFIG_OR_CHECKPOINT [...]",
 }
 

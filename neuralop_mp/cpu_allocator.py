@@ -4,21 +4,19 @@ torch's CPU tensors come from ``malloc``. glibc serves every block above its mma
 threshold (128 KiB, adapting up to at most 32 MiB) with a fresh ``mmap`` and unmaps it
 again on ``free``. A training step frees its activations and the next step allocates
 the same sizes again, so every step takes a page fault on, and has the kernel zero,
-every page of every large tensor it writes. On a 2-core VM (2026-12-03) adding two
-32 MiB tensors and doubling the result took 46 ms that way and 8.7 ms with freed memory
-kept (``neuralop_mp/bench`` spectral, "Freed CPU memory kept" in docs/benchmarks.md,
-has the step times: upstream full TFNO 256^2 2.3 s instead of 5.2 s). How much the
-faults cost moves with the host's memory pressure, which is also what made the CPU
-step times of one configuration vary by 2x between benchmark runs.
+every page of every large tensor it writes. On the 2-core development VM that made
+training steps at 256^2 1.6-2.4x slower than with freed memory kept (upstream's model
+and ours), and made their time move with the host's memory pressure
+(``neuralop-mp bench allocator``; docs/benchmarks.md, "Freed CPU memory kept").
 
 :func:`set_cpu_allocator` with ``"keep"`` tells glibc to serve every block from its
-heap (``M_MMAP_MAX = 0``) and never to hand the heap's free top back to the kernel
-(``M_TRIM_THRESHOLD``), the behaviour of a caching allocator: the process keeps the
-peak of its live tensors mapped (resident size does not shrink after a step), and
-blocks that are freed are reused. It changes how memory is obtained, never a value.
-It acts on the whole process, so the library never calls it on import: the
-``neuralop-mp`` commands that train, evaluate or benchmark on a CPU do, by default,
-with ``--cpu-allocator system`` to leave malloc as it is. Elsewhere (not glibc) it
+heap (``M_MMAP_MAX = 0``) and to hand the heap's free top back to the kernel only
+past 2 GiB (``M_TRIM_THRESHOLD``), the behaviour of a caching allocator: blocks that are freed are
+reused, and the process keeps the heap it reached, fragmentation included (1.35-1.44x
+the peak resident size in that benchmark). It changes how memory is obtained, never a value.
+It acts on the whole process, so the library never calls it on import:
+``neuralop-mp train`` and ``neuralop-mp bench spectral`` do on a CPU, by default, with
+``--cpu-allocator system`` to leave malloc as it is. Elsewhere (not glibc) it
 does nothing and says so.
 
 References
@@ -38,8 +36,8 @@ DEFAULT_CPU_ALLOCATOR = "keep"
 # mallopt parameter numbers from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-# largest value mallopt's int takes: the heap's free top is never trimmed
-_NEVER_TRIM = 2**31 - 1
+# the largest value of mallopt's int: the heap's free top is trimmed only past 2 GiB
+_TRIM_PAST = 2**31 - 1
 
 _state = {"mode": "system", "detail": "malloc as the system configures it"}
 
@@ -87,10 +85,10 @@ def set_cpu_allocator(mode):
         _state["detail"] = f"malloc as the system configures it ('keep' needs glibc; this is {platform.system()})"
         return describe_cpu_allocator()
     # mallopt returns 1 on success, 0 on a refused value
-    if libc.mallopt(_M_MMAP_MAX, 0) != 1 or libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM) != 1:
+    if libc.mallopt(_M_MMAP_MAX, 0) != 1 or libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_PAST) != 1:
         _state["detail"] = "malloc as the system configures it (glibc refused the settings of 'keep')"
         return describe_cpu_allocator()
-    _state.update(mode="keep", detail="freed memory kept in the process (glibc heap, never trimmed)")
+    _state.update(mode="keep", detail="freed memory kept in the process (glibc heap, trimmed only past 2 GiB)")
     return describe_cpu_allocator()
 
 

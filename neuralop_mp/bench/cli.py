@@ -14,6 +14,8 @@ BENCHMARKS = {
               "float32 lifting/projection/pointwise layers"),
     "auto": ("neuralop_mp.bench.auto_precision",
              '"auto" precision vs full, mixed and the paper schedule on Darcy and Navier-Stokes'),
+    "allocator": ("neuralop_mp.bench.cpu_allocator", "step time, page faults and resident memory with freed CPU "
+                  "memory kept vs malloc as it is"),
     "gpu": ("neuralop_mp.bench.gpu", "the GPU campaign: CUDA tests, spectral and optimizer rows (--dry-run on CPU)"),
 }
 

@@ -46,6 +46,7 @@ from ..layers.path_report import summarize_product_paths
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..cpu_allocator import CPU_ALLOCATOR_MODES, DEFAULT_CPU_ALLOCATOR, describe_cpu_allocator, set_cpu_allocator
 from ..memory import SavedTensorBytes
+from ..vocabulary import scope_on_device
 from ..models.recompute import set_recompute
 from ..layers.precision_switch import set_precision
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
@@ -54,6 +55,9 @@ MODEL = dict(n_modes=(32, 32), hidden_channels=64, n_layers=4)
 QUICK_MODEL = dict(n_modes=(8, 8), hidden_channels=16, n_layers=2)
 SIZES = [(64, 1), (64, 2), (128, 2), (256, 2), (64, 32)]  # (resolution, batch)
 QUICK_SIZES = [(32, 2)]
+
+
+FLOOR = "upstream, spectral layers as x * 0 (floor)"
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ VARIANTS = [
     Variant("upstream mixed", False, "mixed"),
     Variant("upstream half", False, "half"),
     Variant("upstream + autocast bfloat16", False, "full", autocast=torch.bfloat16),
-    Variant("upstream, spectral layers as x * 0 (floor)", False, "full", spectral_floor=True),
+    Variant(FLOOR, False, "full", spectral_floor=True),
     Variant("ours full", True, "full"),
     Variant("ours mixed bfloat16 + autocast", True, "mixed", autocast=torch.bfloat16),
     Variant("ours mixed bfloat16 + autocast, scope model", True, "mixed", autocast=torch.bfloat16,
@@ -187,16 +191,37 @@ def measure_size(arch, res, batch, variants, rounds, device, model_kwargs, slow_
     return list(rows.values())
 
 
-def add_ratios(rows):
+def _floor_applies(variant_name, device_type):
+    """Whether the floor row times the rest of this variant's step: the same float32 code, run
+    once; not so with autocast outside the spectral layers, or whole blocks recomputed."""
+    v = next((v for v in VARIANTS if v.name == variant_name), None)
+    if v is not None and v.recompute == "block":
+        return False
+    if v is None or v.autocast is None:
+        return True
+    return v.ours and scope_on_device(v.autocast_scope, device_type) == "spectral"
+
+
+def add_ratios(rows, device_type="cpu"):
     """``saved / up. full``, ``time / up. full`` and ``cpu / up. full`` against upstream full
-    of the same size."""
-    base = {(r["model"], r["res"], r["batch"]): r for r in rows if r["variant"] == "upstream full"}
+    of the same size; and, where the floor row of that size was timed, ``spectral / up.``:
+    the time of the row's spectral layers over upstream's, each being the step's time
+    minus the floor's (everything but the spectral layers, the same code in every row
+    without autocast outside the spectral layers or block recompute; those rows get no such ratio)."""
+    def same_size(name):
+        return {(r["model"], r["res"], r["batch"]): r for r in rows if r["variant"] == name}
+
+    base, floor = same_size("upstream full"), same_size(FLOOR)
     for r in rows:
-        b = base.get((r["model"], r["res"], r["batch"]))
+        size = (r["model"], r["res"], r["batch"])
+        b, f = base.get(size), floor.get(size)
         for key, ratio in (("saved MiB", "saved / up. full"), ("step s", "time / up. full"),
                            ("cpu s", "cpu / up. full")):
             if b is not None and key in r and key in b:
                 r[ratio] = r[key] / b[key]
+        if b is not None and f is not None and "step s" in r and "step s" in b and "step s" in f \
+                and b["step s"] > f["step s"] and _floor_applies(r["variant"], device_type):
+            r["spectral / up."] = (r["step s"] - f["step s"]) / (b["step s"] - f["step s"])
     return rows
 
 
@@ -224,28 +249,37 @@ def run(quick=False, sizes=None, rounds=None, models=("FNO", "TFNO"), threads=No
                 rows.append(row)
                 print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()
                        if k != "product path"}, flush=True)
-    add_ratios(rows)
     load_after = os.getloadavg()[0]
-    columns = ["model", "res", "batch", "variant", "saved MiB", "saved / up. full", "step s", "time / up. full"]
-    columns += ["cpu s", "cpu / up. full"] if device.type == "cpu" else []
-    columns += ["note"]
-    table = markdown_table(rows, columns)
-    paths = sorted({r["product path"] for r in rows if r.get("product path")})
     native = native_half_matmul(torch.bfloat16, device)
-    modes, hidden, layers = model_kwargs["n_modes"], model_kwargs["hidden_channels"], model_kwargs["n_layers"]
-    body = (
-        f"FNO/TFNO 2D, {layers} layers, {hidden} hidden channels, {modes[0]}x{modes[1]} modes; "
-        f"{torch.get_num_threads()} torch thread(s); native bfloat16 matmul on this device: {native}. "
-        + (f"CPU memory: {describe_cpu_allocator()}. " if device.type == "cpu" else "") +
-        f"Median over {rounds} interleaved round(s) of one training step each; ratios are to upstream full "
-        f"precision at the same size. Load average (1 min) before / after: {load_before:.1f} / {load_after:.1f}.\n\n"
-        + table + "\n\nSpectral product paths of our rows (`neuralop_mp.model_product_paths`):\n\n"
-        + "\n".join(f"- {p}" for p in paths) + "\n"
-    )
     data = dict(rows=rows, model=model_kwargs, rounds=rounds, threads=torch.get_num_threads(),
                 cpu_allocator=describe_cpu_allocator() if device.type == "cpu" else None,
                 native_bf16_matmul=native, load_average_before=load_before, load_average_after=load_after)
-    return body, data
+    return render(data), data
+
+
+def render(data):
+    """The markdown body of a run from its data (``spectral.json`` minus the run's device and
+    date): the conditions, the table with the ratios, the product paths."""
+    on_cpu = data.get("cpu_allocator") is not None
+    rows = add_ratios(data["rows"], "cpu" if on_cpu else "cuda")
+    columns = ["model", "res", "batch", "variant", "saved MiB", "saved / up. full", "step s", "time / up. full",
+               "spectral / up."]
+    columns += ["cpu s", "cpu / up. full"] if on_cpu else []
+    columns += ["note"]
+    paths = sorted({r["product path"] for r in rows if r.get("product path")})
+    model = data["model"]
+    modes = model["n_modes"]
+    return (
+        f"FNO/TFNO 2D, {model['n_layers']} layers, {model['hidden_channels']} hidden channels, "
+        f"{modes[0]}x{modes[1]} modes; {data['threads']} torch thread(s); native bfloat16 matmul on this device: "
+        f"{data['native_bf16_matmul']}. " + (f"CPU memory: {data['cpu_allocator']}. " if on_cpu else "") +
+        f"Median over {data['rounds']} interleaved round(s) of one training step each; ratios are to upstream full "
+        f"precision at the same size; `spectral / up.` is the step's time minus the floor row's, over upstream "
+        f"full's minus the floor row's. Load average (1 min) before / after: {data['load_average_before']:.1f} / "
+        f"{data['load_average_after']:.1f}.\n\n"
+        + markdown_table(rows, columns) + "\n\nSpectral product paths of our rows (`neuralop_mp.model_product_paths`):\n\n"
+        + "\n".join(f"- {p}" for p in paths) + "\n"
+    )
 
 
 def main(argv=None):

@@ -8,7 +8,8 @@ from neuralop_mp.bench import gpu
 from neuralop_mp.bench.report import DEFAULT_DOC
 
 FILES = {"spectral": ["spectral.md", "spectral.json"], "optimizer": ["optimizer.md", "optimizer.json"],
-         "schedule": ["schedule.md", "schedule.json"], "scope": ["scope.md", "scope.json"], "gpu": ["gpu.md", "gpu.json", "gpu_memory.png"]}
+         "schedule": ["schedule.md", "schedule.json"], "scope": ["scope.md", "scope.json"],
+         "allocator": ["allocator.md", "allocator.json"], "gpu": ["gpu.md", "gpu.json", "gpu_memory.png"]}
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -43,6 +44,18 @@ def test_quick_run_writes_its_files_and_leaves_docs_untouched(name, tmp_path):
         assert data["cpu_allocator"] and "CPU memory:" in text
     if name == "optimizer":
         assert {r["size"] for r in data["optimizer_state"]} == {"quick"}
+    if name == "allocator":
+        from neuralop_mp.cpu_allocator import _glibc
+
+        rows = data["rows"]
+        # every (model, variant) once per malloc mode, each in its own process
+        assert sorted((r["model"], r["variant"], r["malloc"]) for r in rows) == sorted(
+            (m, v, mode if mode == "system" or _glibc() is not None else "system")
+            for m in ("FNO", "TFNO") for v in ("upstream full", "ours mixed bfloat16 + autocast")
+            for mode in ("system", "keep"))
+        assert all(r["step s"] > 0 and r["peak RSS MiB"] > 0 and r["faults / step"] >= 0 for r in rows)
+        kept = [r for r in rows if "time keep / system" in r]
+        assert len(kept) == 4 and all(r["RSS keep / system"] > 0 for r in kept)
     if name == "scope":
         rows = {r["run"]: r for r in data["rows"]}
         # scope "spectral" under autocast computes exactly what "mixed" without autocast does
@@ -97,7 +110,7 @@ def test_update_docs_rewrites_only_its_own_section(tmp_path, monkeypatch):
 
 def test_unknown_benchmark_names_the_choices(capsys):
     assert cli.main(["bench", "spectrl"]) == 2
-    assert "'spectrl'; choose from: spectral, optimizer, schedule, scope, auto, gpu" in capsys.readouterr().out
+    assert "'spectrl'; choose from: spectral, optimizer, schedule, scope, auto, allocator, gpu" in capsys.readouterr().out
     assert cli.main(["bench", "--help"]) == 0
     assert "spectral" in capsys.readouterr().out
 
@@ -122,3 +135,26 @@ def test_shown_command_drops_where_the_results_went():
 
     argv = ["--quick", "--out", "runs/x", "--update-docs", "--rounds", "3", "--out=runs/y"]
     assert shown_command("neuralop-mp bench spectral", argv) == "neuralop-mp bench spectral --quick --rounds 3"
+
+
+def test_spectral_share_subtracts_the_floor_of_the_same_size():
+    from neuralop_mp.bench.spectral import FLOOR, add_ratios
+
+    def row(variant, step, res=64):
+        return dict(model="TFNO", res=res, batch=2, variant=variant, **({"step s": step} if step else {}))
+
+    rows = add_ratios([row("upstream full", 2.0), row(FLOOR, 1.2), row("ours mixed", 1.4), row("ours crashed", None),
+                       row("upstream full", 1.0, res=128), row("ours mixed", 0.9, res=128)])
+    ours, crashed, other_size = rows[2], rows[3], rows[5]
+    # (1.4 - 1.2) / (2.0 - 1.2): our spectral layers take a quarter of upstream's time
+    assert ours["spectral / up."] == pytest.approx(0.25) and ours["time / up. full"] == pytest.approx(0.7)
+    assert rows[0]["spectral / up."] == pytest.approx(1.0) and rows[1]["spectral / up."] == 0.0
+    assert "spectral / up." not in crashed and "time / up. full" not in crashed
+    assert "spectral / up." not in other_size  # no floor row timed at that size
+    assert other_size["time / up. full"] == pytest.approx(0.9)
+    # autocast over the whole model changes the cost of what the floor times: no spectral share
+    rows = add_ratios([row("upstream full", 2.0), row(FLOOR, 1.2), row("upstream + autocast bfloat16", 3.0),
+                       row("ours mixed bfloat16 + autocast, scope model", 2.5),
+                       row("ours mixed bfloat16 + autocast", 1.6)])
+    assert "spectral / up." not in rows[2] and "spectral / up." not in rows[3]
+    assert rows[4]["spectral / up."] == pytest.approx(0.5)  # scope auto on a CPU: float32 outside
