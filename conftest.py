@@ -26,3 +26,26 @@ def _one_torch_thread():
     yield
     torch.set_num_threads(threads)
 
+
+
+class _FakeGlibc:
+    """Takes mallopt calls without changing malloc: in-process tests see the allocator code run
+    as on glibc while the test session's own malloc stays as it is."""
+
+    calls = []
+
+    def mallopt(self, param, value):
+        self.calls.append((param, value))
+        return 1
+
+
+@pytest.fixture(autouse=True)
+def _cpu_allocator_untouched(monkeypatch):
+    """`train` and `bench spectral` keep freed memory by default, for the whole process; the tests
+    call them in-process, so the setting is faked there (tests/test_cpu_allocator.py checks the
+    real one in fresh interpreters)."""
+    from neuralop_mp import cpu_allocator
+
+    monkeypatch.setattr(cpu_allocator, "_glibc", lambda: _FakeGlibc())
+    monkeypatch.setattr(cpu_allocator, "_state", {"mode": "system", "detail": "malloc as the system configures it"})
+    yield

@@ -36,6 +36,7 @@ DEFAULT_CPU_ALLOCATOR = "keep"
 # mallopt parameter numbers from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+_GLIBC_MMAP_MAX = 65536  # glibc's default M_MMAP_MAX
 # the largest value of mallopt's int: the heap's free top is trimmed only past 2 GiB
 _TRIM_PAST = 2**31 - 1
 
@@ -86,6 +87,7 @@ def set_cpu_allocator(mode):
         return describe_cpu_allocator()
     # mallopt returns 1 on success, 0 on a refused value
     if libc.mallopt(_M_MMAP_MAX, 0) != 1 or libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_PAST) != 1:
+        libc.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX)  # not half applied
         _state["detail"] = "malloc as the system configures it (glibc refused the settings of 'keep')"
         return describe_cpu_allocator()
     _state.update(mode="keep", detail="freed memory kept in the process (glibc heap, trimmed only past 2 GiB)")

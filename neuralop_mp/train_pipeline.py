@@ -315,7 +315,11 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     if device.type == "cpu":
         log(f"[neuralop-mp] {torch.get_num_threads()} CPU thread(s) for torch (--threads to change)")
         if cpu_allocator is not None:
-            log(f"[neuralop-mp] CPU memory: {set_cpu_allocator(cpu_allocator)} (--cpu-allocator to change)")
+            try:
+                allocator = set_cpu_allocator(cpu_allocator)
+            except ValueError as error:  # an unknown mode, or "system" after "keep" in this process
+                raise RunSetupError(str(error)) from None
+            log(f"[neuralop-mp] CPU memory: {allocator} (--cpu-allocator to change)")
 
     log(f"[neuralop-mp] {config.name}: loading data ({type(config.data).__name__})")
     try:

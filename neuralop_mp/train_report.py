@@ -135,8 +135,6 @@ def format_eval_summary(result):
     ]
     if result.get("threads"):
         rows.append(("torch CPU threads", str(result["threads"])))
-    if result.get("cpu_allocator"):
-        rows.append(("CPU memory", result["cpu_allocator"]))
     rows.append(("wall time", f"{result['wall_time_s']:.1f} s"))
     return format_table(f"eval: {result['model']} on {result['device']}", rows)
 

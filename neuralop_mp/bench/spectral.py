@@ -207,7 +207,8 @@ def add_ratios(rows, device_type="cpu"):
     of the same size; and, where the floor row of that size was timed, ``spectral / up.``:
     the time of the row's spectral layers over upstream's, each being the step's time
     minus the floor's (everything but the spectral layers, the same code in every row
-    without autocast outside the spectral layers or block recompute; those rows get no such ratio)."""
+    without autocast outside the spectral layers or block recompute; those rows, and rows
+    timed on their warm-up step only, get no such ratio)."""
     def same_size(name):
         return {(r["model"], r["res"], r["batch"]): r for r in rows if r["variant"] == name}
 
@@ -220,7 +221,7 @@ def add_ratios(rows, device_type="cpu"):
             if b is not None and key in r and key in b:
                 r[ratio] = r[key] / b[key]
         if b is not None and f is not None and "step s" in r and "step s" in b and "step s" in f \
-                and b["step s"] > f["step s"] and _floor_applies(r["variant"], device_type):
+                and b["step s"] > f["step s"] and "note" not in r and _floor_applies(r["variant"], device_type):
             r["spectral / up."] = (r["step s"] - f["step s"]) / (b["step s"] - f["step s"])
     return rows
 
@@ -251,7 +252,7 @@ def run(quick=False, sizes=None, rounds=None, models=("FNO", "TFNO"), threads=No
                        if k != "product path"}, flush=True)
     load_after = os.getloadavg()[0]
     native = native_half_matmul(torch.bfloat16, device)
-    data = dict(rows=rows, model=model_kwargs, rounds=rounds, threads=torch.get_num_threads(),
+    data = dict(rows=rows, model=model_kwargs, rounds=rounds, threads=torch.get_num_threads(), device_type=device.type,
                 cpu_allocator=describe_cpu_allocator() if device.type == "cpu" else None,
                 native_bf16_matmul=native, load_average_before=load_before, load_average_after=load_after)
     return render(data), data
@@ -260,8 +261,10 @@ def run(quick=False, sizes=None, rounds=None, models=("FNO", "TFNO"), threads=No
 def render(data):
     """The markdown body of a run from its data (``spectral.json`` minus the run's device and
     date): the conditions, the table with the ratios, the product paths."""
-    on_cpu = data.get("cpu_allocator") is not None
-    rows = add_ratios(data["rows"], "cpu" if on_cpu else "cuda")
+    # runs saved before device_type was recorded: CPU runs have process CPU times
+    device_type = data.get("device_type") or ("cpu" if any("cpu s" in r for r in data["rows"]) else "cuda")
+    on_cpu = device_type == "cpu"
+    rows = add_ratios(data["rows"], device_type)
     columns = ["model", "res", "batch", "variant", "saved MiB", "saved / up. full", "step s", "time / up. full",
                "spectral / up."]
     columns += ["cpu s", "cpu / up. full"] if on_cpu else []
@@ -272,7 +275,7 @@ def render(data):
     return (
         f"FNO/TFNO 2D, {model['n_layers']} layers, {model['hidden_channels']} hidden channels, "
         f"{modes[0]}x{modes[1]} modes; {data['threads']} torch thread(s); native bfloat16 matmul on this device: "
-        f"{data['native_bf16_matmul']}. " + (f"CPU memory: {data['cpu_allocator']}. " if on_cpu else "") +
+        f"{data['native_bf16_matmul']}. " + (f"CPU memory: {data['cpu_allocator']}. " if data.get("cpu_allocator") else "") +
         f"Median over {data['rounds']} interleaved round(s) of one training step each; ratios are to upstream full "
         f"precision at the same size; `spectral / up.` is the step's time minus the floor row's, over upstream "
         f"full's minus the floor row's. Load average (1 min) before / after: {data['load_average_before']:.1f} / "

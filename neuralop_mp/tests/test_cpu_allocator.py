@@ -1,7 +1,7 @@
 """Keeping freed CPU memory in the process (neuralop_mp/cpu_allocator.py).
 
 The settings act on the whole process and cannot be undone, so each behaviour check
-runs in a fresh interpreter.
+runs in a fresh interpreter; in this one the repository's conftest fakes glibc.
 """
 import subprocess
 import sys
@@ -36,14 +36,17 @@ def _faults(mode):
     return applied, int(faults)
 
 
-@pytest.mark.skipif(cpu_allocator._glibc() is None, reason="'keep' needs glibc")
+_REAL_GLIBC = cpu_allocator._glibc()  # at import, before conftest's fake replaces it
+
+
+@pytest.mark.skipif(_REAL_GLIBC is None, reason="'keep' needs glibc")
 def test_keep_stops_the_page_faults_of_reallocating_a_freed_large_tensor():
     system_mode, system = _faults("system")
     keep_mode, keep = _faults("keep")
     assert (system_mode, keep_mode) == ("system", "keep")
-    # with malloc as it is every round maps the 64 MiB afresh: 8 x 16384 4-KiB pages
-    # (fewer with transparent huge pages); kept, the heap block is reused without faults
-    assert system > 8 * 1000, system
+    # with malloc as it is every round maps the 64 MiB afresh: 8 x 16384 4-KiB pages, or
+    # 8 x 32 2-MiB pages with transparent huge pages always on; kept, the block is reused
+    assert system > 8 * 16, system
     assert keep < system / 20, (keep, system)
 
 
@@ -66,3 +69,27 @@ def test_system_after_keep_raises_instead_of_pretending(monkeypatch):
     assert set_cpu_allocator("keep") == "kept"  # again: nothing more to do
     with pytest.raises(ValueError, match="cannot be restored in this process"):
         set_cpu_allocator("system")
+
+
+def test_keep_sets_both_glibc_parameters_and_describes_itself():
+    calls = type(cpu_allocator._glibc()).calls  # the repository conftest's stand-in for glibc
+    calls.clear()
+    text = set_cpu_allocator("keep")
+    # M_MMAP_MAX = 0 (every block from the heap), M_TRIM_THRESHOLD at the largest int
+    assert calls == [(-4, 0), (-1, 2**31 - 1)]
+    assert cpu_allocator.cpu_allocator_mode() == "keep" and text.startswith("freed memory kept in the process")
+    assert set_cpu_allocator("keep") == text and len(calls) == 2  # applied once
+
+
+def test_a_refused_setting_leaves_malloc_as_it_was(monkeypatch):
+    class Refusing:
+        calls = []
+
+        def mallopt(self, param, value):
+            self.calls.append((param, value))
+            return 0 if param == -1 else 1
+
+    libc = Refusing()
+    monkeypatch.setattr(cpu_allocator, "_glibc", lambda: libc)
+    assert "glibc refused" in set_cpu_allocator("keep") and cpu_allocator.cpu_allocator_mode() == "system"
+    assert libc.calls[-1] == (-4, 65536)  # mmap allowed again, glibc's default

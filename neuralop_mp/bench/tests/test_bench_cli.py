@@ -40,22 +40,23 @@ def test_quick_run_writes_its_files_and_leaves_docs_untouched(name, tmp_path):
         floor = rows["upstream, spectral layers as x * 0 (floor)"]
         assert "note" not in floor and floor["step s"] > 0
         assert floor["saved MiB"] < min(rows["upstream full"]["saved MiB"], rows["ours full"]["saved MiB"])
-        # the CPU allocator of the run is recorded (keep by default, where glibc allows it)
-        assert data["cpu_allocator"] and "CPU memory:" in text
+        # the run keeps freed memory by default (glibc faked in-process by the repository conftest)
+        assert data["cpu_allocator"].startswith("freed memory kept") and "CPU memory: freed memory kept" in text
     if name == "optimizer":
         assert {r["size"] for r in data["optimizer_state"]} == {"quick"}
     if name == "allocator":
-        from neuralop_mp.cpu_allocator import _glibc
+        import platform
 
+        glibc = platform.libc_ver()[0] == "glibc"  # the rows come from fresh processes: the real malloc
         rows = data["rows"]
         # every (model, variant) once per malloc mode, each in its own process
-        assert sorted((r["model"], r["variant"], r["malloc"]) for r in rows) == sorted(
-            (m, v, mode if mode == "system" or _glibc() is not None else "system")
+        assert sorted((r["model"], r["variant"], r["asked"], r["malloc"]) for r in rows) == sorted(
+            (m, v, mode, mode if glibc else "system")
             for m in ("FNO", "TFNO") for v in ("upstream full", "ours mixed bfloat16 + autocast")
             for mode in ("system", "keep"))
         assert all(r["step s"] > 0 and r["peak RSS MiB"] > 0 and r["faults / step"] >= 0 for r in rows)
         kept = [r for r in rows if "time keep / system" in r]
-        assert len(kept) == 4 and all(r["RSS keep / system"] > 0 for r in kept)
+        assert len(kept) == (4 if glibc else 0) and all(r["RSS keep / system"] > 0 for r in kept)
     if name == "scope":
         rows = {r["run"]: r for r in data["rows"]}
         # scope "spectral" under autocast computes exactly what "mixed" without autocast does
