@@ -27,7 +27,6 @@ def _one_torch_thread():
     torch.set_num_threads(threads)
 
 
-
 class _FakeGlibc:
     """Takes mallopt calls without changing malloc: in-process tests see the allocator code run
     as on glibc while the test session's own malloc stays as it is."""
