@@ -6,6 +6,7 @@ precision; the full-size run and its accuracy are recorded in docs/configs.md.
 import json
 import math
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -234,6 +235,21 @@ def test_eval_reads_a_checkpoint_of_upstreams_plain_fno(darcy_root, tmp_path, ca
     # bfloat16 keeps ~3 digits: the error moves, but far less than the error itself
     assert mixed["metrics"]["16_l2"] != evaluated["metrics"]["16_l2"]
     assert mixed["metrics"]["16_l2"] == pytest.approx(evaluated["metrics"]["16_l2"], rel=0.05)
+
+
+@pytest.mark.slow  # a training process of its own: the end-to-end tier
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="'keep' needs glibc")
+def test_a_real_train_process_keeps_freed_memory_by_default(darcy_root, tmp_path):
+    """The in-process tests fake glibc (conftest); here `neuralop-mp train` sets the real malloc."""
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "neuralop_mp.cli", "train", "darcy", "--data.data_root",
+                           str(darcy_root), "--opt.n_epochs", "1", *TINY_RUN, "--output_dir", str(out),
+                           "--threads", "1"], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    recorded = json.loads((out / "results.json").read_text())["cpu_allocator"]
+    assert recorded.startswith("freed memory kept in the process")
+    assert f"CPU memory: {recorded} (--cpu-allocator to change)" in done.stdout
 
 
 @pytest.mark.slow  # three training processes, one killed: the end-to-end tier

@@ -298,6 +298,12 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     if distributed.launched_by_torchrun():  # one rank of several: DDP, a shard of the data, rank 0 writes
         device = distributed.init_from_env("nccl" if device.type == "cuda" else "gloo")
     is_writer = distributed.rank() == 0
+    allocator = None
+    if device.type == "cpu" and cpu_allocator is not None:  # before anything is written
+        try:
+            allocator = set_cpu_allocator(cpu_allocator)
+        except ValueError as error:  # an unknown mode, or "system" after "keep" in this process
+            raise RunSetupError(str(error)) from None
     if not is_writer:
         progress, log = False, (lambda *args, **kwargs: None)
     # every rank reads the same run folder (resume); only rank 0 writes into it
@@ -314,11 +320,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         torch.set_num_threads(int(threads))
     if device.type == "cpu":
         log(f"[neuralop-mp] {torch.get_num_threads()} CPU thread(s) for torch (--threads to change)")
-        if cpu_allocator is not None:
-            try:
-                allocator = set_cpu_allocator(cpu_allocator)
-            except ValueError as error:  # an unknown mode, or "system" after "keep" in this process
-                raise RunSetupError(str(error)) from None
+        if allocator is not None:
             log(f"[neuralop-mp] CPU memory: {allocator} (--cpu-allocator to change)")
 
     log(f"[neuralop-mp] {config.name}: loading data ({type(config.data).__name__})")

@@ -33,12 +33,14 @@ _MAX_CANDIDATES = 2048
 
 
 @functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=512)
 def consumer_layouts(steps, path, output):
     """For each step of a plan, what the step consuming its result needs.
 
     Returns a tuple with one entry per step: ``("operand", batch, free, summed)``
     (frozensets of the consumer's index groups for this operand, with the result's
-    indices) or ``("final", output)`` for the plan's result.
+    indices) or ``("final", output)`` for the plan's result. Cached: every forward
+    of a layer asks again for the same (cached) plan.
     """
     n_inputs = len(path) + 1
     current = list(range(n_inputs))  # what sits at each position: an input, or n_inputs + step
@@ -123,7 +125,8 @@ class _ComplexMatmul(torch.autograd.Function):
     conjugate of ``g`` is made once for both products, and the result is
     conjugated in place. Per product the side with fewer elements to touch wins:
     for a TFNO 64^2 Tucker step, ``conj(g)`` (20k elements) and an in-place pass over
-    the 196k-element gradient against a copy of the weight intermediate's 415k, whose conjugate copy took 10% of the whole training step.
+    the 196k-element gradient against a copy of the weight intermediate's 415k, whose
+    conjugate copy took 10% of the whole training step.
     """
 
     @staticmethod

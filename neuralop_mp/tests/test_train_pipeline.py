@@ -246,13 +246,18 @@ def test_data_config_category_is_the_darcy_loader():
     assert DataConfig().loader_name() == "load_darcy"
 
 
-def test_cpu_allocator_system_after_keep_is_a_setup_error_before_any_data(monkeypatch):
+@pytest.mark.parametrize("mode, message", [
+    ("system", "cpu_allocator='system' cannot be restored in this process"),
+    ("cached", "Invalid cpu_allocator='cached'; allowed values: 'keep', 'system'"),
+])
+def test_bad_cpu_allocator_is_a_setup_error_before_anything_is_written(monkeypatch, tmp_path, mode, message):
     from neuralop_mp import cpu_allocator
     from neuralop_mp.configs import load_config
     from neuralop_mp.run_setup import RunSetupError
 
-    monkeypatch.setattr(cpu_allocator, "_state", {"mode": "keep", "detail": "kept"})
+    monkeypatch.setattr(cpu_allocator, "_state", {"mode": "keep", "detail": "kept"})  # "system" after "keep"
     monkeypatch.setattr(pipeline, "build_data", lambda *a, **k: pytest.fail("data loaded before the check"))
-    with pytest.raises(RunSetupError, match="cpu_allocator='system' cannot be restored in this process"):
-        pipeline.run_training(load_config("darcy"), progress=False, write=False, log=lambda *a, **k: None,
-                              cpu_allocator="system")
+    with pytest.raises(RunSetupError, match=message):
+        pipeline.run_training(load_config("darcy"), progress=False, output_dir=tmp_path / "run",
+                              log=lambda *a, **k: None, cpu_allocator=mode, command=("darcy", []))
+    assert not (tmp_path / "run").exists()  # no half-made run folder
