@@ -44,6 +44,8 @@ _LAZY = {
     "SavedTensorBytes": "neuralop_mp.memory",
     "model_product_paths": "neuralop_mp.layers.path_report",
     "summarize_product_paths": "neuralop_mp.layers.path_report",
+    "set_pointwise_tiles": "neuralop_mp.models.pointwise_tiles",
+    "pointwise_tile_points": "neuralop_mp.models.pointwise_tiles",
     "enable": "neuralop_mp.runner.activation",
     "disable": "neuralop_mp.runner.activation",
     "enabled": "neuralop_mp.runner.activation",

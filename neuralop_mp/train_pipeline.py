@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from .layers.path_report import summarize_product_paths
+from .models.pointwise_tiles import describe_pointwise_tiles
 from .cpu_allocator import describe_cpu_allocator, set_cpu_allocator
 from . import build_steps
 from .run_setup import RunSetupError, check_writable, resolve_device  # noqa: F401 (resolve_device re-exported)
@@ -411,6 +412,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             # "auto" under a schedule: each phase's re-check (per-epoch decisions are in the history)
             "auto_rechecks": list(getattr(trainer, "auto_decisions", [])) if auto_phases else None,
         },
+        # the pointwise work in tiles of grid points on CPU (neuralop_mp.models.pointwise_tiles)
+        "pointwise_work": describe_pointwise_tiles(model),
         "skipped_steps": sum(int(h.get("skipped_steps") or 0) for h in history),
         "memory": memory_figures(model, optimizer, history),
         "history": history,

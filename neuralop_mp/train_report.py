@@ -79,6 +79,7 @@ def summary_rows(result):
         ("precision phases", phases or str(precision["schedule"])),
         *(("precision as run", text) for text in ran_as),
         *(("spectral product path", text) for text in precision.get("product_paths", [])),
+        *((("pointwise work", result["pointwise_work"]),) if result.get("pointwise_work") else ()),
         ("spectral weights stored in", precision.get("spectral_weight_dtype", "complex64")),
     ]
     if precision.get("autocast_scope") and any(p["autocast"] for p in precision["phases"]):

@@ -7,7 +7,9 @@ batch), one training step (forward + backward) of:
   "mixed" and "half" (on CPU they crash: the row says so), upstream under
   ``torch.autocast``;
 - upstream's model with every spectral layer replaced by ``x * 0`` (:class:`SpectralFloor`):
-  the time of everything else in the step, the floor of any spectral layer's ratio;
+  the time of everything else in the step, the floor of any spectral layer's ratio; and
+  the same for ours (its pointwise work in tiles of grid points on CPU,
+  :mod:`neuralop_mp.models.pointwise_tiles`, as the plugin's models run it);
 - our layer in full precision, "mixed" bfloat16 with and without autocast, "mixed"
   float16 with tanh. Our autocast rows use the default ``autocast_scope="auto"``
   (on a CPU: float32 outside the spectral layers) and, for comparison, scope "model"
@@ -47,6 +49,7 @@ from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..cpu_allocator import CPU_ALLOCATOR_MODES, DEFAULT_CPU_ALLOCATOR, describe_cpu_allocator, set_cpu_allocator
 from ..memory import SavedTensorBytes
 from ..vocabulary import scope_on_device
+from ..models.pointwise_tiles import set_pointwise_tiles
 from ..models.recompute import set_recompute
 from ..layers.precision_switch import set_precision
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
@@ -58,6 +61,7 @@ QUICK_SIZES = [(32, 2)]
 
 
 FLOOR = "upstream, spectral layers as x * 0 (floor)"
+OURS_FLOOR = "ours, spectral layers as x * 0 (floor)"
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ class Variant:
     autocast: torch.dtype = None
     autocast_scope: str = "auto"  # ours only: where autocast may act (layers/autocast_scope.py)
     recompute: str = "none"  # ours only: what backward recomputes instead of saving (models/recompute.py)
-    spectral_floor: bool = False  # upstream's model with each spectral layer replaced by SpectralFloor
+    spectral_floor: bool = False  # the model with each spectral layer replaced by SpectralFloor
 
 
 VARIANTS = [
@@ -81,6 +85,7 @@ VARIANTS = [
     Variant("upstream half", False, "half"),
     Variant("upstream + autocast bfloat16", False, "full", autocast=torch.bfloat16),
     Variant(FLOOR, False, "full", spectral_floor=True),
+    Variant(OURS_FLOOR, True, "full", spectral_floor=True),
     Variant("ours full", True, "full"),
     Variant("ours mixed bfloat16 + autocast", True, "mixed", autocast=torch.bfloat16),
     Variant("ours mixed bfloat16 + autocast, scope model", True, "mixed", autocast=torch.bfloat16,
@@ -106,21 +111,25 @@ class SpectralFloor(nn.Module):
         return x  # no resolution change in these models
 
 
+def _floor_spectral_layers(model):
+    convs = model.fno_blocks.convs
+    for i in range(len(convs)):
+        convs[i] = SpectralFloor()
+    return model
+
+
 def build(arch, variant, model_kwargs, device):
     cls = FNO if arch == "FNO" else TFNO
     kwargs = dict(in_channels=1, out_channels=1, **model_kwargs)
     if not variant.ours:
         model = cls(fno_block_precision=variant.mode, **kwargs)
-        if variant.spectral_floor:
-            convs = model.fno_blocks.convs
-            for i in range(len(convs)):
-                convs[i] = SpectralFloor()
-        return model.to(device)
+        return (_floor_spectral_layers(model) if variant.spectral_floor else model).to(device)
     model = cls(conv_module=MixedPrecisionSpectralConv, **kwargs)
     set_precision(model, variant.mode, half_dtype=variant.half_dtype, stabilizer=variant.stabilizer)
     set_autocast_scope(model, variant.autocast_scope)
+    set_pointwise_tiles(model)  # as the plugin's model classes do
     set_recompute(model, variant.recompute)
-    return model.to(device)
+    return (_floor_spectral_layers(model) if variant.spectral_floor else model).to(device)
 
 
 def _autocast(variant, device):
@@ -204,25 +213,27 @@ def _floor_applies(variant_name, device_type):
 
 def add_ratios(rows, device_type="cpu"):
     """``saved / up. full``, ``time / up. full`` and ``cpu / up. full`` against upstream full
-    of the same size; and, where the floor row of that size was timed, ``spectral / up.``:
+    of the same size; and, where the floor rows of that size were timed, ``spectral / up.``:
     the time of the row's spectral layers over upstream's, each being the step's time
-    minus the floor's (everything but the spectral layers, the same code in every row
-    without autocast outside the spectral layers or block recompute; those rows, and rows
-    timed on their warm-up step only, get no such ratio)."""
+    minus its library's floor (everything but the spectral layers: upstream's floor for
+    upstream's rows, ours for ours, or upstream's in runs saved before ours was timed;
+    the same code in every row without autocast outside the spectral layers or block
+    recompute; those rows, and rows timed on their warm-up step only, get no such ratio)."""
     def same_size(name):
         return {(r["model"], r["res"], r["batch"]): r for r in rows if r["variant"] == name}
 
-    base, floor = same_size("upstream full"), same_size(FLOOR)
+    base, floor, ours_floor = same_size("upstream full"), same_size(FLOOR), same_size(OURS_FLOOR)
     for r in rows:
         size = (r["model"], r["res"], r["batch"])
         b, f = base.get(size), floor.get(size)
+        own = ours_floor.get(size, f) if r["variant"].startswith("ours") else f
         for key, ratio in (("saved MiB", "saved / up. full"), ("step s", "time / up. full"),
                            ("cpu s", "cpu / up. full")):
             if b is not None and key in r and key in b:
                 r[ratio] = r[key] / b[key]
-        if b is not None and f is not None and "step s" in r and "step s" in b and "step s" in f \
+        if b is not None and f is not None and own is not None and all("step s" in x for x in (r, b, f, own)) \
                 and b["step s"] > f["step s"] and "note" not in r and _floor_applies(r["variant"], device_type):
-            r["spectral / up."] = (r["step s"] - f["step s"]) / (b["step s"] - f["step s"])
+            r["spectral / up."] = (r["step s"] - own["step s"]) / (b["step s"] - f["step s"])
     return rows
 
 
@@ -277,8 +288,8 @@ def render(data):
         f"{modes[0]}x{modes[1]} modes; {data['threads']} torch thread(s); native bfloat16 matmul on this device: "
         f"{data['native_bf16_matmul']}. " + (f"CPU memory: {data['cpu_allocator']}. " if data.get("cpu_allocator") else "") +
         f"Median over {data['rounds']} interleaved round(s) of one training step each; ratios are to upstream full "
-        f"precision at the same size; `spectral / up.` is the step's time minus the floor row's, over upstream "
-        f"full's minus the floor row's. Load average (1 min) before / after: {data['load_average_before']:.1f} / "
+        f"precision at the same size; `spectral / up.` is the step's time minus its library's floor row's, over "
+        f"upstream full's minus upstream's floor row's. Load average (1 min) before / after: {data['load_average_before']:.1f} / "
         f"{data['load_average_after']:.1f}.\n\n"
         + markdown_table(rows, columns) + "\n\nSpectral product paths of our rows (`neuralop_mp.model_product_paths`):\n\n"
         + "\n".join(f"- {p}" for p in paths) + "\n"

@@ -6,7 +6,8 @@ on a built model (``set_precision``) is invisible to that record, so these subcl
 take the plugin's model keys (the fields of :class:`~neuralop_mp.PrecisionPolicy`:
 ``fno_block_precision``, ``half_dtype``, ``stabilizer``, ``spectral_weight_dtype``,
 ``autocast_scope``) as constructor arguments, build their spectral layers with them
-(and keep the layers outside autocast's scope in float32), and write the
+(and keep the layers outside autocast's scope in float32; on CPU their pointwise
+work runs in tiles of grid points, :mod:`~neuralop_mp.models.pointwise_tiles`), and write the
 model's current settings into the record whenever it is saved. They are registered
 in upstream's registry under names of their own ("mixedprecisionfno",
 "mixedprecisiontfno", "mixedprecisionuno"); "fno", "tfno" stay upstream's classes.
@@ -27,6 +28,7 @@ from ..layers.precision_switch import get_precision_policy
 from ..layers.soft_gating import adopt_half_safe_soft_gating
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
+from .pointwise_tiles import set_pointwise_tiles
 from .uno_registration import UNO
 
 
@@ -91,6 +93,7 @@ class _PrecisionRecordingModel:
         # the block's soft-gating skip would otherwise promote autocast activations to fp32
         adopt_half_safe_soft_gating(self)
         set_autocast_scope(self, policy.autocast_scope)
+        set_pointwise_tiles(self)  # CPU: the pointwise work a cache-sized tile at a time (same forward)
         self.precision_decision = "pending" if auto else None
 
     def _upstream_kwargs(self, arguments, policy, layer):

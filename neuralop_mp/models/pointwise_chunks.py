@@ -10,9 +10,11 @@ tensors of an FNO's lifting and projection (their hidden layers, twice the hidde
 channels wide) are then never alive at full resolution, neither in the forward nor in
 the replay.
 
-The slices cut the first spatial dimension (``dim=2`` of ``(batch, channels,
-*spatial)``); each slice is a view of the input, so what is kept for backward is the
-input's own storage, not a copy. Each point's output is computed by the same
+A slice is a few whole samples where a sample fits one, otherwise a slice of the first
+spatial dimension across the batch (:func:`split_points`, the rule
+:mod:`~neuralop_mp.models.pointwise_tiles` cuts tiles by too, so that sliced recompute
+and the tiles of a run without recompute compute the same pieces); each slice is a view
+of the input, so what is kept for backward is the input's own storage, not a copy. Each point's output is computed by the same
 operations as without slicing; the gradients of the module's weights are summed over
 the points slice by slice instead of in one reduction, a different order of float32
 additions.
@@ -29,7 +31,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..vocabulary import check_int_at_least
 
-__all__ = ["DEFAULT_CHUNK_POINTS", "check_chunk_points", "pointwise_in_chunks"]
+__all__ = ["DEFAULT_CHUNK_POINTS", "check_chunk_points", "pointwise_in_chunks", "split_points"]
 
 # Grid points (batch x spatial) per slice. A 128-channel float32 hidden tensor of this
 # many points is 8 MiB; fewer points per slice would add per-slice overhead (each
@@ -42,11 +44,22 @@ def check_chunk_points(chunk_points, key="chunk_points"):
     return check_int_at_least(key, chunk_points, unit="grid points per chunk")
 
 
-def slice_rows(shape, chunk_points):
-    """Rows of the first spatial dimension per slice, so that a slice holds at most
-    ``chunk_points`` grid points (at least one row)."""
-    points_per_row = shape[0] * math.prod(shape[3:])
-    return max(1, chunk_points // max(1, points_per_row))
+def split_points(shape, points):
+    """``(dim, size)`` to cut a ``(batch, channels, *spatial)`` tensor of ``shape`` into
+    pieces of at most ``points`` grid points (batch x spatial) with ``tensor.split(size,
+    dim)``, or None when it fits one piece.
+
+    Whole samples per piece where a sample fits one (``dim=0``: contiguous pieces);
+    otherwise slices of the first spatial dimension across the batch (``dim=2``), at
+    least one row each, so a piece may exceed ``points`` when one row of the batch does.
+    """
+    per_sample = math.prod(shape[2:])
+    if shape[0] * per_sample <= points:
+        return None
+    if per_sample <= points:
+        return 0, points // per_sample
+    rows = max(1, points // (shape[0] * math.prod(shape[3:])))
+    return (2, rows) if rows < shape[2] else None
 
 
 def pointwise_in_chunks(forward, x, chunk_points=DEFAULT_CHUNK_POINTS):
@@ -66,15 +79,16 @@ def pointwise_in_chunks(forward, x, chunk_points=DEFAULT_CHUNK_POINTS):
     Returns
     -------
     torch.Tensor
-        ``forward(x)``; without grad mode, or when ``x`` fits one slice, a plain
-        (checkpointed) call.
+        ``forward(x)``: a plain (checkpointed) call when ``x`` fits one slice; without
+        grad mode the same slices, not checkpointed (the pieces a tiled run computes,
+        :mod:`~neuralop_mp.models.pointwise_tiles`, so evaluation gives the same sums).
     """
     if x.ndim < 3:
         raise ValueError(f"pointwise_in_chunks needs (batch, channels, *spatial) input, got shape {tuple(x.shape)}.")
+    split = split_points(x.shape, chunk_points)
     if not torch.is_grad_enabled():
-        return forward(x)
-    rows = slice_rows(x.shape, chunk_points)
-    if rows >= x.shape[2]:
+        return forward(x) if split is None else torch.cat([forward(part) for part in x.split(*split[::-1])], split[0])
+    if split is None:
         return checkpoint(forward, x, use_reentrant=False)
     # torch.cat keeps nothing for backward: the slices' outputs are freed once joined
-    return torch.cat([checkpoint(forward, part, use_reentrant=False) for part in x.split(rows, dim=2)], dim=2)
+    return torch.cat([checkpoint(forward, part, use_reentrant=False) for part in x.split(*split[::-1])], split[0])

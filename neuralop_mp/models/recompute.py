@@ -30,6 +30,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..vocabulary import RECOMPUTE_MODES, normalize_recompute
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS, check_chunk_points, pointwise_in_chunks
+from .pointwise_tiles import reinstall_pointwise_tiles
 
 __all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "pointwise_targets", "recompute_mode", "set_recompute"]
 
@@ -115,7 +116,7 @@ def set_recompute(model, mode, chunk_points=DEFAULT_CHUNK_POINTS):
         if isinstance(module.__dict__.get("forward"), _WRAPPERS):
             del module.forward
     if mode == "none":
-        return model
+        return reinstall_pointwise_tiles(model)  # the lifting and projection's tiles, if set
     targets = _targets(model, mode)
     if not targets:
         kind = "SpectralConv" if mode == "fourier" else "FNOBlocks"
@@ -126,7 +127,7 @@ def set_recompute(model, mode, chunk_points=DEFAULT_CHUNK_POINTS):
         for module in pointwise_targets(model):
             sliceable = module.dropout is None
             module.forward = _ChunkedPointwiseForward(module, chunk_points) if sliceable else _RecomputedForward(module)
-    return model
+    return reinstall_pointwise_tiles(model)
 
 
 def recompute_mode(model):

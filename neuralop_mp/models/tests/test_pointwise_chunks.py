@@ -13,7 +13,7 @@ import torch
 from neuralop.layers.channel_mlp import ChannelMLP
 
 from neuralop_mp.memory import SavedTensorBytes
-from neuralop_mp.models.pointwise_chunks import check_chunk_points, pointwise_in_chunks, slice_rows
+from neuralop_mp.models.pointwise_chunks import check_chunk_points, pointwise_in_chunks, split_points
 
 FLOAT32_UNIT_ROUNDOFF = 2.0 ** -24
 
@@ -38,13 +38,14 @@ def assert_within_float64_bound(got, plain, reference):
         assert error <= allowed, (name, error, allowed)
 
 
-@pytest.mark.parametrize("spatial, chunk_points", [((40,), 24), ((12, 10), 50), ((6, 5, 4), 19)])
+# slices of rows, and (5, 4) with 25 points: whole samples, one per slice
+@pytest.mark.parametrize("spatial, chunk_points", [((40,), 24), ((12, 10), 50), ((6, 5, 4), 19), ((5, 4), 25)])
 def test_slices_match_the_whole_call_within_the_float64_bound(spatial, chunk_points):
     torch.manual_seed(0)
     mlp = ChannelMLP(in_channels=3, out_channels=2, hidden_channels=16, n_layers=2, n_dim=len(spatial))
     g = torch.Generator().manual_seed(1)
     x, grad_out = torch.randn(2, 3, *spatial, generator=g), torch.randn(2, 2, *spatial, generator=g)
-    assert slice_rows(x.shape, chunk_points) < spatial[0], "the case must cut the input into several slices"
+    assert split_points(x.shape, chunk_points) is not None, "the case must cut the input into several slices"
     out, grad_x, grads = _run(mlp, x, grad_out)
     out_s, grad_x_s, grads_s = _run(mlp, x, grad_out, chunk_points)
     out64, grad_x64, reference = _run(copy.deepcopy(mlp).double(), x.double(), grad_out.double())
@@ -65,11 +66,18 @@ def test_only_the_input_is_kept_for_backward():
     assert whole.bytes >= 2 * 32 * 32 * 32 * 4  # the hidden layer before and after its activation
 
 
-def test_without_grad_mode_it_is_the_plain_call():
+def test_without_grad_mode_it_runs_the_same_slices_unrecorded():
     mlp = ChannelMLP(in_channels=2, out_channels=2, hidden_channels=4)
-    x = torch.randn(1, 2, 8, 8)
+    x = torch.randn(3, 2, 8, 8)
+    calls = []
+    mlp.register_forward_pre_hook(lambda module, args: calls.append(tuple(args[0].shape)))
     with torch.no_grad():
-        assert torch.equal(pointwise_in_chunks(mlp, x, 3), mlp(x))
+        out = pointwise_in_chunks(mlp, x, 64)  # one whole sample per slice
+        assert not out.requires_grad
+        expected = torch.cat([mlp(x[i:i + 1]) for i in range(3)])
+    assert calls[:3] == [(1, 2, 8, 8)] * 3 and torch.equal(out, expected)
+    with torch.no_grad():  # one slice's worth: the plain call
+        assert torch.equal(pointwise_in_chunks(mlp, x, 3 * 64), mlp(x))
 
 
 def test_bad_chunk_points_and_inputs_are_named():

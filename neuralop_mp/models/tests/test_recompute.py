@@ -16,7 +16,8 @@ import torch
 from neuralop_mp import set_precision
 from neuralop_mp.memory import SavedTensorBytes
 from neuralop_mp.models.mixed_precision_models import MixedPrecisionFNO, MixedPrecisionTFNO, MixedPrecisionUNO
-from neuralop_mp.models.pointwise_chunks import slice_rows
+from neuralop_mp.models.pointwise_chunks import split_points
+from neuralop_mp.models.pointwise_tiles import _TiledPointwiseForward
 from neuralop_mp.models.recompute import pointwise_targets, recompute_mode, set_recompute
 from neuralop_mp.peak_memory import PeakTensorBytes
 
@@ -78,8 +79,8 @@ class _SlicedWithoutRecompute:
         self.module, self.chunk_points = module, chunk_points
 
     def __call__(self, x):
-        rows = slice_rows(x.shape, self.chunk_points)
-        return torch.cat([type(self.module).forward(self.module, part) for part in x.split(rows, dim=2)], dim=2)
+        dim, size = split_points(x.shape, self.chunk_points)
+        return torch.cat([type(self.module).forward(self.module, part) for part in x.split(size, dim)], dim)
 
 
 def _sliced_without_recompute(model, chunk_points=SLICE_POINTS):
@@ -99,7 +100,7 @@ def test_block_recompute_in_slices_gives_the_same_gradients(arch, precision, sta
     reference = _sliced_without_recompute(copy.deepcopy(plain))
     g = torch.Generator().manual_seed(5)
     x, y = torch.randn(2, 1, 16, 16, generator=g), torch.randn(2, 1, 16, 16, generator=g)
-    assert slice_rows(x.shape, SLICE_POINTS) < x.shape[2]
+    assert split_points(x.shape, SLICE_POINTS) == (2, 3)
     expected, got = _gradients(reference, x, y, autocast), _gradients(model, x, y, autocast)
     assert expected.keys() == got.keys() and expected
     for name in expected:
@@ -233,7 +234,9 @@ def test_none_restores_the_ordinary_forward_and_bad_mode_is_named():
     model = set_recompute(_fno(), "block")
     set_recompute(model, "none")
     assert recompute_mode(model) == "none"
-    assert all("forward" not in m.__dict__ for m in model.modules())
+    # what is left is the plugin model's own tiling of the lifting and projection (pointwise_tiles)
+    assert all(isinstance(m.__dict__["forward"], _TiledPointwiseForward) for m in model.modules() if "forward" in m.__dict__)
+    assert {id(m) for m in model.modules() if "forward" in m.__dict__} == {id(model.lifting), id(model.projection)}
     with pytest.raises(ValueError, match=r"recompute='spectral'.*'none', 'fourier', 'block'"):
         set_recompute(model, "spectral")
     with pytest.raises(ValueError, match="SpectralConv"):

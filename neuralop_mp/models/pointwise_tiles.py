@@ -1,0 +1,218 @@
+"""The pointwise work of an FNO, a tile of grid points at a time (CPU speed).
+
+After its spectral convolution, an FNO block only does pointwise work: the skip (a 1x1
+convolution), the sum, the activation, the channel MLP (two 1x1 convolutions around
+an activation), the soft-gating skip and the last activation; the lifting and the
+projection are channel MLPs too. On the whole grid every one of these operations
+reads and writes a tensor of batch x channels x points floats (32 MiB at 64 channels,
+256^2, batch 2), far more than a CPU core's caches hold, so a CPU step spends most of
+its time waiting on memory. Applied to one tile of grid points at a time (a few whole
+samples, or a slice of the first spatial dimension across the batch where one sample
+is larger), a tile's intermediates stay in cache from one operation to the next: at
+256^2 the part of an FNO step that the spectral layers do not touch took 8-16% less
+time on a 2-core CPU (docs/training.md, "Pointwise work in tiles").
+
+Each point's output is computed by the same operations, in the same order, as on the
+whole grid; the matrix kernels may order a point's sum over channels differently for a
+tile than for the whole grid, and the gradients of the weights are summed over the
+points tile by tile instead of in one reduction: float32 rounding differences, no more.
+What is saved for backward is the same tensors, cut in tiles.
+
+Tiles apply only where they are exact and pay:
+
+- on CPU (on a GPU, one kernel over the whole grid is what is fast);
+- when the grid has more points than one tile;
+- in blocks with post-activation, no norm, real data, no dropout in the channel MLP,
+  an elementwise activation, and no resampling (no ``output_shape``, no
+  ``resolution_scaling_factor``: UNO's blocks); other blocks and calls run upstream's
+  forward, unchanged.
+
+Hooks stay where they were (autocast scopes act per module call, so per tile), and no
+parameter or buffer is added: ``state_dict`` keys and checkpoints are unchanged.
+"""
+import torch
+import torch.nn.functional as F
+from neuralop.layers.channel_mlp import ChannelMLP
+from neuralop.layers.fno_block import FNOBlocks
+
+from ..vocabulary import check_int_at_least
+from .pointwise_chunks import DEFAULT_CHUNK_POINTS, split_points
+
+__all__ = ["DEFAULT_TILE_POINTS", "describe_pointwise_tiles", "pointwise_tile_points", "reinstall_pointwise_tiles",
+           "set_pointwise_tiles"]
+
+# Grid points (batch x spatial) per tile: 4096-16384 timed alike at FNO 256^2 batch 2 (smaller
+# tiles pay per-call overhead). Recompute's slice size, so that "block" recompute replays the
+# lifting and projection in the pieces the run without recompute computes (the same sums).
+DEFAULT_TILE_POINTS = DEFAULT_CHUNK_POINTS
+
+# activations that act on each element alone (a tile gives the same values as the whole grid)
+_ELEMENTWISE = {F.gelu, F.relu, F.silu, F.elu, F.leaky_relu, F.tanh, torch.tanh, torch.sigmoid, F.sigmoid}
+_ELEMENTWISE_MODULES = (torch.nn.GELU, torch.nn.ReLU, torch.nn.SiLU, torch.nn.ELU, torch.nn.LeakyReLU,
+                        torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.Identity)
+_RECORD = "_pointwise_tile_points"  # the setting, kept on each tiled module
+
+
+def _tiling(x, tile_points):
+    """``(dim, size)`` to split ``x`` into tiles along (:func:`~.pointwise_chunks.split_points`,
+    the rule of recompute's slices), or None when tiles do not apply."""
+    if x.device.type != "cpu" or x.ndim < 3:
+        return None
+    return split_points(x.shape, tile_points)
+
+
+def _elementwise(activation):
+    return activation in _ELEMENTWISE or isinstance(activation, _ELEMENTWISE_MODULES)
+
+
+def _mlp_sliceable(mlp):
+    # a dropout mask drawn per tile would differ from one drawn for the whole grid
+    return isinstance(mlp, ChannelMLP) and mlp.dropout is None and _elementwise(mlp.non_linearity)
+
+
+def block_tiles_apply(block):
+    """Whether :func:`set_pointwise_tiles` can tile this ``FNOBlocks``'s pointwise work."""
+    return (isinstance(block, FNOBlocks) and not block.preactivation and block.norm is None
+            and not block.complex_data and _elementwise(block.non_linearity)
+            and (not block.use_channel_mlp or all(_mlp_sliceable(m) for m in block.channel_mlp)))
+
+
+class _TiledPostactivation:
+    """An ``FNOBlocks``'s ``forward_with_postactivation``: the spectral layer on the whole
+    grid, then the skips, activations and channel MLP a tile at a time."""
+
+    def __init__(self, block, tile_points):
+        self.block = block
+        self.tile_points = tile_points
+        self.last_tiles = None  # tiles of the last call (1: the whole grid)
+
+    def _tail(self, x, x_fno, index):
+        # upstream's forward_with_postactivation after its spectral layer, same operations, same order
+        b, last = self.block, index == self.block.n_layers - 1
+        y = x_fno + b.fno_skips[index](x) if b.fno_skips is not None else x_fno
+        if not last:
+            y = b.non_linearity(y)
+        if b.use_channel_mlp:
+            mlp = b.channel_mlp[index](y)
+            y = mlp + b.channel_mlp_skips[index](x) if b.channel_mlp_skips is not None else mlp
+        if not last:
+            y = b.non_linearity(y)
+        return y
+
+    def __call__(self, x, index=0, output_shape=None):
+        conv = self.block.convs[index]
+        tiling = _tiling(x, self.tile_points)
+        # a resampling layer (UNO; an FNO's output_shape) needs upstream's transform of the skips
+        if tiling is None or output_shape is not None or getattr(conv, "resolution_scaling_factor", None) is not None:
+            self.last_tiles = 1
+            return type(self.block).forward_with_postactivation(self.block, x, index, output_shape)
+        dim, size = tiling
+        x_fno = conv(torch.tanh(x) if self.block.stabilizer == "tanh" else x)
+        tiles = [self._tail(xt, ft, index) for xt, ft in zip(x.split(size, dim), x_fno.split(size, dim))]
+        self.last_tiles = len(tiles)
+        return torch.cat(tiles, dim)  # cat keeps nothing for backward
+
+    def __reduce__(self):  # a pickled or deep-copied model tiles too
+        return (_TiledPostactivation, (self.block, self.tile_points))
+
+
+class _TiledPointwiseForward:
+    """A ``ChannelMLP``'s ``forward`` (lifting, projection) a tile of grid points at a time."""
+
+    def __init__(self, module, tile_points):
+        self.module = module
+        self.tile_points = tile_points
+        self.last_tiles = None
+
+    def __call__(self, x):
+        forward = type(self.module).forward
+        tiling = _tiling(x, self.tile_points)
+        if tiling is None:
+            self.last_tiles = 1
+            return forward(self.module, x)
+        tiles = [forward(self.module, part) for part in x.split(tiling[1], tiling[0])]
+        self.last_tiles = len(tiles)
+        return torch.cat(tiles, tiling[0])
+
+    def __reduce__(self):
+        return (_TiledPointwiseForward, (self.module, self.tile_points))
+
+
+def _outside_block_mlps(model):
+    inside = {id(m) for block in model.modules() if isinstance(block, FNOBlocks) for m in block.modules()}
+    return [m for m in model.modules() if isinstance(m, ChannelMLP) and id(m) not in inside and _mlp_sliceable(m)]
+
+
+def reinstall_pointwise_tiles(model):
+    """Put back the tiled ``forward`` of the lifting and projection wherever
+    :func:`set_pointwise_tiles` recorded one and nothing else (a recompute wrapper)
+    holds the module's ``forward`` now; :func:`~.recompute.set_recompute` calls this
+    after removing its own wrappers. Returns ``model``."""
+    for module in _outside_block_mlps(model):
+        tile_points = module.__dict__.get(_RECORD)
+        if tile_points is not None and "forward" not in module.__dict__:
+            module.forward = _TiledPointwiseForward(module, tile_points)
+    return model
+
+
+def set_pointwise_tiles(model, tile_points=DEFAULT_TILE_POINTS):
+    """Run ``model``'s pointwise work (FNO blocks after their spectral layers, lifting,
+    projection) a tile of at most ``tile_points`` grid points at a time on CPU; ``None``
+    restores upstream's forward. Returns ``model``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any model built from neuraloperator's ``FNOBlocks`` / ``ChannelMLP`` (FNO, TFNO,
+        UNO, the plugin's models); blocks where tiles would not be exact (norms,
+        pre-activation, complex data, dropout, non-elementwise activations) are left as
+        they are.
+    tile_points : int or None, default DEFAULT_TILE_POINTS
+        Most grid points (batch x spatial) per tile.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``tile_points`` is not None nor an integer >= 1 (the message names it).
+    """
+    if tile_points is not None:
+        tile_points = check_int_at_least("tile_points", tile_points, unit="grid points per tile")
+    for block in model.modules():
+        if isinstance(block.__dict__.get("forward_with_postactivation"), _TiledPostactivation):
+            del block.forward_with_postactivation
+        if tile_points is not None and block_tiles_apply(block):
+            block.forward_with_postactivation = _TiledPostactivation(block, tile_points)
+    for module in _outside_block_mlps(model):
+        if isinstance(module.__dict__.get("forward"), _TiledPointwiseForward):
+            del module.forward
+        module.__dict__.pop(_RECORD, None)
+        if tile_points is not None:
+            module.__dict__[_RECORD] = tile_points
+    return reinstall_pointwise_tiles(model)
+
+
+def _tilers(model):
+    for module in model.modules():
+        for name in ("forward_with_postactivation", "forward"):
+            tiler = module.__dict__.get(name)
+            if isinstance(tiler, (_TiledPostactivation, _TiledPointwiseForward)):
+                yield tiler
+
+
+def pointwise_tile_points(model):
+    """The ``tile_points`` :func:`set_pointwise_tiles` last set on ``model`` (None: off)."""
+    return next((tiler.tile_points for tiler in _tilers(model)), None)
+
+
+def describe_pointwise_tiles(model):
+    """One line for a training summary: the tile size and how many tiles the last forward used."""
+    tilers = list(_tilers(model))
+    if not tilers:
+        return "whole grid (tiles off, or no block they apply to)"
+    used = [t.last_tiles for t in tilers if t.last_tiles is not None]
+    text = f"tiles of at most {tilers[0].tile_points} grid points on CPU"
+    if not used:
+        return text + " (no forward yet)"
+    if max(used) == 1:
+        return text + "; last forward: whole grid (not on CPU, or one tile's worth of points)"
+    return text + f"; last forward: up to {max(used)} tiles per layer"

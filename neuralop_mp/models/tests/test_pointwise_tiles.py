@@ -1,0 +1,191 @@
+"""Pointwise work in tiles of grid points: the same outputs and gradients up to the order
+of float32 sums, and upstream's forward wherever tiles would not be exact (CPU).
+
+Small ``tile_points`` force many tiles on small grids. Outputs and gradients of the
+tiled and of the untiled float32 model are each compared with the untiled model in
+float64, on fresh random inputs, with a tolerance of 1e-4 relative to the largest
+entry: the two differ only in how float32 sums are ordered (matrix kernels may sum a
+point's channels in another order for a tile than for the whole grid; weight gradients
+are summed tile by tile), about 1e-6 here, so a tile that dropped, doubled or
+misplaced points (errors of order 1) fails.
+"""
+import copy
+import pickle
+
+import pytest
+import torch
+from neuralop.models import FNO, UNO
+
+from neuralop_mp import set_precision
+from neuralop_mp.memory import SavedTensorBytes
+from neuralop_mp.models.mixed_precision_models import MixedPrecisionFNO, MixedPrecisionTFNO, MixedPrecisionUNO
+from neuralop_mp.models.pointwise_tiles import (DEFAULT_TILE_POINTS, _TiledPointwiseForward, _TiledPostactivation,
+                                                _tiling, describe_pointwise_tiles, pointwise_tile_points,
+                                                set_pointwise_tiles)
+from neuralop_mp.models.recompute import set_recompute
+
+RTOL = 1e-4
+
+
+def _fno(**kwargs):
+    return MixedPrecisionFNO(n_modes=(6, 6), in_channels=1, out_channels=1, hidden_channels=8, n_layers=3, **kwargs)
+
+
+def _tilers(model):
+    return [t for m in model.modules() for t in m.__dict__.values()
+            if isinstance(t, (_TiledPostactivation, _TiledPointwiseForward))]
+
+
+def _grads(model, x, y):
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    ((out - y) ** 2).mean().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _check_against_float64(tiled, untiled, x, y):
+    out_tiled, g_tiled = _grads(tiled, x, y)
+    out_plain, g_plain = _grads(untiled, x, y)
+    reference = copy.deepcopy(untiled)
+    for p in reference.parameters():  # Module.double() would drop the spectral weights' imaginary parts
+        p.data = p.data.to(torch.complex128 if p.is_complex() else torch.float64)
+    out_ref, g_ref = _grads(reference, x.double(), y.double())
+    assert g_tiled.keys() == g_ref.keys() and g_tiled
+    for name, ref in {"output": out_ref, **g_ref}.items():
+        scale = ref.abs().max().item()
+        assert scale > 0, name
+        for got in (out_tiled, out_plain) if name == "output" else (g_tiled[name], g_plain[name]):
+            err = (got.to(ref.dtype) - ref).abs().max().item()
+            assert err <= RTOL * scale, (name, err, scale)
+
+
+@pytest.mark.parametrize("tile_points, batch, expected_tiles", [
+    (40, 3, 16),  # 256 points per sample > 40: one row of 16 (x 3 samples) per tile
+    (600, 5, 3),  # whole samples: 2 per tile, 5 = 2 + 2 + 1
+])
+@pytest.mark.parametrize("precision, stabilizer", [("full", None), ("mixed", "tanh")])
+def test_tiles_give_the_same_forward_and_float64_close_gradients(tile_points, batch, expected_tiles, precision,
+                                                                 stabilizer):
+    torch.manual_seed(0)
+    untiled = _fno(stabilizer=stabilizer)
+    set_precision(untiled, precision, half_dtype="bfloat16")
+    set_pointwise_tiles(untiled, None)
+    tiled = set_pointwise_tiles(copy.deepcopy(untiled), tile_points)
+    x, y = torch.randn(batch, 1, 16, 16), torch.randn(batch, 1, 16, 16)
+    _check_against_float64(tiled, untiled, x, y)
+    # the FNO blocks (one module for all layers), the lifting and the projection ran in tiles
+    assert len(_tilers(tiled)) == 3 and {t.last_tiles for t in _tilers(tiled)} == {expected_tiles}
+    assert describe_pointwise_tiles(tiled).endswith(f"up to {expected_tiles} tiles per layer")
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+def test_tiles_in_1d_and_3d_and_in_tfno(dim):
+    torch.manual_seed(1)
+    untiled = MixedPrecisionTFNO(n_modes=(4,) * dim, in_channels=2, out_channels=1, hidden_channels=6, n_layers=2,
+                                 rank=0.5)
+    set_pointwise_tiles(untiled, None)
+    tiled = set_pointwise_tiles(copy.deepcopy(untiled), 30)
+    shape = (3, 2, *([40] if dim == 1 else [8, 8, 8]))
+    x, y = torch.randn(shape), torch.randn(3, 1, *shape[2:])
+    _check_against_float64(tiled, untiled, x, y)
+    assert max(t.last_tiles for t in _tilers(tiled)) > 1
+
+
+def test_plugin_models_tile_by_default_and_state_dict_keys_are_upstreams():
+    model = _fno()
+    assert pointwise_tile_points(model) == DEFAULT_TILE_POINTS
+    upstream = FNO(n_modes=(6, 6), in_channels=1, out_channels=1, hidden_channels=8, n_layers=3)
+    assert list(model.state_dict()) == list(upstream.state_dict())
+    assert describe_pointwise_tiles(model).endswith("(no forward yet)")
+    model(torch.randn(2, 1, 16, 16))  # 512 points: one tile's worth
+    assert "last forward: whole grid" in describe_pointwise_tiles(model)
+    set_pointwise_tiles(model, None)
+    assert pointwise_tile_points(model) is None and not _tilers(model)
+    assert describe_pointwise_tiles(model).startswith("whole grid")
+
+
+def test_tiles_work_on_upstream_models_and_leave_what_is_not_pointwise_alone():
+    torch.manual_seed(2)
+    kwargs = dict(n_modes=(6, 6), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2)
+    for model in (FNO(norm="group_norm", **kwargs), FNO(preactivation=True, **kwargs)):
+        set_pointwise_tiles(model, 16)
+        assert not any(isinstance(t, _TiledPostactivation) for t in _tilers(model))
+    # dropout draws a mask per call: a tiled channel MLP would differ, so it is not tiled
+    model = set_pointwise_tiles(FNO(channel_mlp_dropout=0.1, **kwargs), 16)
+    assert not any(isinstance(t, _TiledPostactivation) for t in _tilers(model))
+    untiled = FNO(**kwargs)
+    tiled = set_pointwise_tiles(copy.deepcopy(untiled), 40)
+    _check_against_float64(tiled, untiled, torch.randn(2, 1, 12, 12), torch.randn(2, 1, 12, 12))
+
+
+def test_resampling_blocks_run_upstreams_forward():
+    torch.manual_seed(3)
+    untiled = MixedPrecisionUNO(in_channels=1, out_channels=1, hidden_channels=8, n_layers=3,
+                                uno_out_channels=[8, 8, 8], uno_n_modes=[[6, 6], [4, 4], [6, 6]],
+                                uno_scalings=[[1.0, 1.0], [0.5, 0.5], [2.0, 2.0]], horizontal_skips_map={})
+    set_pointwise_tiles(untiled, None)
+    tiled = set_pointwise_tiles(copy.deepcopy(untiled), 40)
+    x, y = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
+    _check_against_float64(tiled, untiled, x, y)
+    block_tiles = [t.last_tiles for t in _tilers(tiled) if isinstance(t, _TiledPostactivation)]
+    assert block_tiles and max(block_tiles) == 1  # every UNO block passes an output shape
+    # an FNO asked for another output shape: its last layer resamples (upstream's forward), the others tile
+    fno = set_pointwise_tiles(_fno(), 40)
+    plain = set_pointwise_tiles(copy.deepcopy(fno), None)
+    x = torch.randn(2, 1, 16, 16)
+    out = fno(x, output_shape=(20, 20))
+    expected = plain(x, output_shape=(20, 20))
+    assert out.shape == (2, 1, 20, 20) and (out - expected).abs().max() <= RTOL * expected.abs().max()
+    assert fno.fno_blocks.__dict__["forward_with_postactivation"].last_tiles == 1
+    assert fno.lifting.__dict__["forward"].last_tiles > 1
+
+
+def test_saved_bytes_equal_and_recompute_composes():
+    torch.manual_seed(4)
+    untiled = set_pointwise_tiles(_fno(), None)
+    tiled = set_pointwise_tiles(copy.deepcopy(untiled), 40)
+    x, y = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
+    saved = []
+    for model in (untiled, tiled):
+        with SavedTensorBytes(exclude=model.parameters()) as meter:
+            out = model(x)
+        saved.append(meter.bytes)
+        del out
+    assert saved[1] == saved[0]
+    # "block" recompute replays the tiled blocks under checkpoint, and its slices of the lifting and
+    # projection of the same size are the same pieces as the tiles: the same gradients, bitwise
+    _, expected = _grads(tiled, x, y)
+    set_recompute(tiled, "block", chunk_points=40)
+    _, got = _grads(tiled, x, y)
+    assert expected.keys() == got.keys() and all(torch.equal(expected[n], got[n]) for n in expected)
+    # its chunked replay held the lifting; recompute "none" gives the tiled forward back
+    assert not isinstance(tiled.lifting.__dict__.get("forward"), _TiledPointwiseForward)
+    set_recompute(tiled, "none")
+    assert isinstance(tiled.lifting.__dict__.get("forward"), _TiledPointwiseForward)
+    assert pointwise_tile_points(tiled) == 40
+
+
+def test_copies_and_pickles_tile_with_their_own_modules():
+    model = set_pointwise_tiles(_fno(), 40)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        block = clone.fno_blocks
+        tiler = block.__dict__["forward_with_postactivation"]
+        assert tiler.block is block and tiler.tile_points == 40
+        assert clone.lifting.__dict__["forward"].module is clone.lifting
+        x = torch.randn(2, 1, 16, 16)
+        assert torch.equal(clone(x), model(x))
+
+
+def test_tiles_only_on_cpu_and_only_past_one_tile():
+    assert _tiling(torch.empty(4, 8, 64, 64, device="meta"), 16) is None
+    assert _tiling(torch.empty(2, 8, 8, 8), 128) is None  # exactly one tile's worth
+    assert _tiling(torch.empty(3, 8, 8, 8), 128) == (0, 2)
+    assert _tiling(torch.empty(2, 8, 16, 8), 64) == (2, 4)
+    assert _tiling(torch.empty(2, 8, 16, 8), 8) == (2, 1)  # never less than a row
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-5, ValueError), ("8", TypeError), (2.5, TypeError),
+                                        (True, TypeError)])
+def test_bad_tile_points_are_refused_by_name(bad, error):
+    with pytest.raises(error, match="tile_points"):
+        set_pointwise_tiles(_fno(), bad)
