@@ -41,6 +41,7 @@ import torch
 from neuralop.models import FNO, TFNO
 
 from ..layers.autocast_scope import set_autocast_scope
+from ..models.pointwise_tiles import set_pointwise_tiles
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..optim.factory import create_optimizer
 from ..layers.precision_switch import set_precision, set_spectral_weight_dtype
@@ -89,6 +90,7 @@ def build(arch, hidden, variant, modes, device):
         if variant.weight_dtype != "complex64":
             set_spectral_weight_dtype(model, variant.weight_dtype)
         set_autocast_scope(model, variant.autocast_scope)  # "auto": the whole model on CUDA
+        set_pointwise_tiles(model)  # as the plugin's models do (tiles act on CPU only: the dry run)
     else:
         model = cls(fno_block_precision=variant.mode, stabilizer=variant.stabilizer, **kwargs)
     model = model.to(device)

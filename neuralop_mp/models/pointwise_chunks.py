@@ -14,10 +14,10 @@ A slice is a few whole samples where a sample fits one, otherwise a slice of the
 spatial dimension across the batch (:func:`split_points`, the rule
 :mod:`~neuralop_mp.models.pointwise_tiles` cuts tiles by too, so that sliced recompute
 and the tiles of a run without recompute compute the same pieces); each slice is a view
-of the input, so what is kept for backward is the input's own storage, not a copy. Each point's output is computed by the same
-operations as without slicing; the gradients of the module's weights are summed over
-the points slice by slice instead of in one reduction, a different order of float32
-additions.
+of the input, so what is kept for backward is the input's own storage, not a copy.
+Each point's output is computed by the same operations as without slicing; the
+gradients of the module's weights are summed over the points slice by slice instead of
+in one reduction, a different order of float32 additions.
 
 References
 ----------

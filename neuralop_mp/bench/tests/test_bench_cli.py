@@ -71,14 +71,20 @@ def test_spectral_floor_replaces_every_spectral_layer_and_still_trains():
 
     from neuralop_mp.bench import spectral
 
-    floor = next(v for v in spectral.VARIANTS if v.spectral_floor)
-    model = spectral.build("TFNO", floor, spectral.QUICK_MODEL, torch.device("cpu"))
-    assert not any(isinstance(m, SpectralConv) for m in model.modules())
-    assert sum(isinstance(m, spectral.SpectralFloor) for m in model.modules()) == spectral.QUICK_MODEL["n_layers"]
-    x = torch.randn(2, 1, 16, 16)
-    model(x).square().mean().backward()
-    # the lifting still gets a gradient through the skips around the replaced layers
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.lifting.parameters())
+    from neuralop_mp.models.pointwise_tiles import pointwise_tile_points
+
+    floors = [v for v in spectral.VARIANTS if v.spectral_floor]
+    assert [v.name for v in floors] == [spectral.FLOOR, spectral.OURS_FLOOR]
+    for floor in floors:
+        model = spectral.build("TFNO", floor, spectral.QUICK_MODEL, torch.device("cpu"))
+        assert not any(isinstance(m, SpectralConv) for m in model.modules())
+        assert sum(isinstance(m, spectral.SpectralFloor) for m in model.modules()) == spectral.QUICK_MODEL["n_layers"]
+        # ours runs its pointwise work in tiles, as the plugin's models do; upstream's does not
+        assert (pointwise_tile_points(model) is not None) == floor.ours
+        x = torch.randn(2, 1, 16, 16)
+        model(x).square().mean().backward()
+        # the lifting still gets a gradient through the skips around the replaced layers
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.lifting.parameters())
 
 
 def test_gpu_dry_run_walks_every_variant_at_every_size(tmp_path):
@@ -139,7 +145,7 @@ def test_shown_command_drops_where_the_results_went():
 
 
 def test_spectral_share_subtracts_the_floor_of_the_same_size():
-    from neuralop_mp.bench.spectral import FLOOR, add_ratios
+    from neuralop_mp.bench.spectral import FLOOR, OURS_FLOOR, add_ratios
 
     def row(variant, step, res=64):
         return dict(model="TFNO", res=res, batch=2, variant=variant, **({"step s": step} if step else {}))
@@ -159,3 +165,8 @@ def test_spectral_share_subtracts_the_floor_of_the_same_size():
                        row("ours mixed bfloat16 + autocast", 1.6)])
     assert "spectral / up." not in rows[2] and "spectral / up." not in rows[3]
     assert rows[4]["spectral / up."] == pytest.approx(0.5)  # scope auto on a CPU: float32 outside
+    # our rows subtract our floor (tiled pointwise work), upstream's rows upstream's
+    rows = add_ratios([row("upstream full", 2.0), row(FLOOR, 1.2), row(OURS_FLOOR, 1.0), row("ours mixed", 1.3),
+                       row("upstream other", 1.6)])
+    assert rows[3]["spectral / up."] == pytest.approx(0.375) and rows[2]["spectral / up."] == 0.0
+    assert rows[4]["spectral / up."] == pytest.approx(0.5)

@@ -95,8 +95,8 @@ def test_float32_agrees_with_float64_and_nothing_is_saved_for_backward():
 
 
 def test_last_axis_matmul_in_float32_agrees_with_float64_fft():
-    """At the benchmark's 256 points with 17 kept columns the last-axis transforms are
-    DFT-block matmuls; in float32 they agree with the float64 FFT pipeline within 1e-6 of
+    """At the benchmark's 256 points with 17 kept columns the last-axis inverse and the
+    forward transform's adjoint are DFT-block matmuls; in float32 they agree with the float64 FFT pipeline within 1e-6 of
     the largest entry (sums of 256 float32 products: about 16 ulp), gradients too."""
     from neuralop_mp.layers.truncated_fft import _by_matmul
 

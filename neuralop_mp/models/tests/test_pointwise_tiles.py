@@ -64,8 +64,8 @@ def _check_against_float64(tiled, untiled, x, y):
     (600, 5, 3),  # whole samples: 2 per tile, 5 = 2 + 2 + 1
 ])
 @pytest.mark.parametrize("precision, stabilizer", [("full", None), ("mixed", "tanh")])
-def test_tiles_give_the_same_forward_and_float64_close_gradients(tile_points, batch, expected_tiles, precision,
-                                                                 stabilizer):
+def test_tiled_outputs_and_gradients_are_as_close_to_float64_as_untiled(tile_points, batch, expected_tiles, precision,
+                                                                            stabilizer):
     torch.manual_seed(0)
     untiled = _fno(stabilizer=stabilizer)
     set_precision(untiled, precision, half_dtype="bfloat16")
