@@ -19,20 +19,24 @@ At 256^2 with 32x32 modes this does the complex transforms on 16 of 129 columns;
 saving is measured by ``neuralop-mp bench spectral`` (docs/benchmarks.md).
 
 Along the last axis, when the kept columns are few against its length (length at
-least :data:`MATMUL_MIN_RATIO` times the kept count, e.g. 17 of 256 points), the
-inverse real transform and the forward transform's adjoint (kept columns to the whole
-axis) are evaluated on CPU as one real matrix product with the ``(length, 2 kept)``
-block of the DFT matrix instead of an FFT of the whole axis (which first zero-fills
-every dropped column): the same numbers up to float32 rounding. On a 2-core AVX2 CPU
-(one thread, freed memory kept in the process) that matmul took 10.2 ms against the
-FFT's 12.9 ms at 256 points with 17 kept columns (batch 2, 64 channels, 256 rows),
-and 19.9 against 28.9 ms at 512 points; at 64 and 128 points it gained nothing and
-the FFT stays. The other direction (the whole axis to the kept columns: the forward
-transform and the inverse's adjoint) reads the whole input either way, and there the
-FFT was as fast or faster (the forward transform 8.1 against 13.9 ms at 256 points,
-17.1 against 28.7 ms at 512), so the forward transform is always an FFT, and the
-inverse's adjoint, about even at 256 points (14.2 against 13.1 ms), a matmul.
-Other devices keep the FFT (not measured there).
+least :data:`MATMUL_MIN_RATIO` times the kept count, e.g. 17 of 256 points), two of
+the four last-axis maps run on CPU as one real matrix product with the
+``(length, 2 kept)`` block of the DFT matrix instead of an FFT of the whole axis: the
+inverse transform and the forward transform's adjoint (both from the kept columns to
+the whole axis, where the FFT first zero-fills every dropped column), and the inverse's
+adjoint (from the whole axis to the kept columns). The same numbers up to float32
+rounding. Measured on a 2-core AVX2 CPU (one thread, freed memory kept in the process;
+batch 2, 64 channels, 256 rows, 17 kept columns), matmul against FFT:
+
+- inverse: matmul 10.2 ms, FFT 12.9 ms at 256 points (19.9 and 28.9 ms at 512);
+- forward transform's adjoint: matmul 10.6 ms, FFT 14.8 ms;
+- inverse's adjoint: matmul 13.1 ms, FFT 14.2 ms (26.5 and 19.9 ms at 512: the FFT
+  wins there, the matmul is kept as it was measured before, about even);
+- forward transform: matmul 13.9 ms, FFT 8.1 ms (28.7 and 17.1 ms at 512), so the
+  forward transform is always an FFT.
+
+At 64 and 128 points the matmul gained nothing and the FFT stays. Other devices keep
+the FFT (not measured there).
 
 References
 ----------

@@ -27,13 +27,21 @@ Tiles apply only where they are exact and pay:
   ``resolution_scaling_factor``: UNO's blocks); other blocks and calls run upstream's
   forward, unchanged.
 
-Hooks stay where they were (autocast scopes act per module call, so per tile), and no
-parameter or buffer is added: ``state_dict`` keys and checkpoints are unchanged.
+A forward hook sees what it sees without tiles: a tiled call falls back to upstream's
+forward when a hook (or a global one) sits on a module it would call once per tile (a
+skip, a channel MLP or one of its layers), and hooks on the block, the lifting or the
+projection themselves run once around the tiled call. No parameter or buffer is added:
+``state_dict`` keys and checkpoints are unchanged, and the setting is not saved (a
+plugin model loaded from a checkpoint tiles by default again).
 """
 import torch
 import torch.nn.functional as F
 from neuralop.layers.channel_mlp import ChannelMLP
 from neuralop.layers.fno_block import FNOBlocks
+from neuralop.layers.skip_connections import Flattened1dConv, SoftGating
+from neuralop.layers.spectral_convolution import SpectralConv
+from torch import nn
+from torch.nn.modules import module as torch_module
 
 from ..vocabulary import check_int_at_least
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS, split_points
@@ -47,9 +55,11 @@ __all__ = ["DEFAULT_TILE_POINTS", "describe_pointwise_tiles", "pointwise_tile_po
 DEFAULT_TILE_POINTS = DEFAULT_CHUNK_POINTS
 
 # activations that act on each element alone (a tile gives the same values as the whole grid)
-_ELEMENTWISE = {F.gelu, F.relu, F.silu, F.elu, F.leaky_relu, F.tanh, torch.tanh, torch.sigmoid, F.sigmoid}
-_ELEMENTWISE_MODULES = (torch.nn.GELU, torch.nn.ReLU, torch.nn.SiLU, torch.nn.ELU, torch.nn.LeakyReLU,
-                        torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.Identity)
+_ELEMENTWISE = (F.gelu, F.relu, torch.relu, F.silu, F.elu, F.leaky_relu, F.tanh, torch.tanh, torch.sigmoid,
+                F.sigmoid)
+_ELEMENTWISE_MODULES = (nn.GELU, nn.ReLU, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity)
+# upstream's skips: each acts on every grid point alone
+_POINTWISE_SKIPS = (Flattened1dConv, SoftGating, nn.Identity)
 _RECORD = "_pointwise_tile_points"  # the setting, kept on each tiled module
 
 
@@ -62,19 +72,49 @@ def _tiling(x, tile_points):
 
 
 def _elementwise(activation):
-    return activation in _ELEMENTWISE or isinstance(activation, _ELEMENTWISE_MODULES)
+    # identity, not ==: an activation object may define __eq__ without __hash__
+    return any(activation is f for f in _ELEMENTWISE) or isinstance(activation, _ELEMENTWISE_MODULES)
+
+
+def _unhooked(modules):
+    """Whether no forward hook would see a tile instead of the whole grid: none on these
+    modules or their children, and no global one."""
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks for root in modules for m in root.modules())
 
 
 def _mlp_sliceable(mlp):
-    # a dropout mask drawn per tile would differ from one drawn for the whole grid
-    return isinstance(mlp, ChannelMLP) and mlp.dropout is None and _elementwise(mlp.non_linearity)
+    # upstream's forward (a subclass may do anything); a dropout mask drawn per tile would
+    # differ from one drawn for the whole grid
+    return (isinstance(mlp, ChannelMLP) and type(mlp).forward is ChannelMLP.forward and mlp.dropout is None
+            and _elementwise(mlp.non_linearity))
+
+
+def _pointwise_skips(skips):
+    return skips is None or all(isinstance(m, _POINTWISE_SKIPS) for m in skips)
 
 
 def block_tiles_apply(block):
-    """Whether :func:`set_pointwise_tiles` can tile this ``FNOBlocks``'s pointwise work."""
-    return (isinstance(block, FNOBlocks) and not block.preactivation and block.norm is None
-            and not block.complex_data and _elementwise(block.non_linearity)
-            and (not block.use_channel_mlp or all(_mlp_sliceable(m) for m in block.channel_mlp)))
+    """Whether the pointwise work of this ``FNOBlocks`` can run in tiles: upstream's own
+    post-activation forward (not a subclass's), no norm, real data, elementwise activations,
+    upstream's pointwise skips, channel MLPs without dropout, and spectral layers with
+    upstream's ``transform`` (the tiled path relies on it being the identity without
+    resampling)."""
+    return (isinstance(block, FNOBlocks)
+            and type(block).forward_with_postactivation is FNOBlocks.forward_with_postactivation
+            and not block.preactivation and block.norm is None and not block.complex_data
+            and _elementwise(block.non_linearity)
+            and _pointwise_skips(block.fno_skips)
+            and (not block.use_channel_mlp
+                 or (all(_mlp_sliceable(m) for m in block.channel_mlp) and _pointwise_skips(block.channel_mlp_skips)))
+            and all(type(conv).transform is SpectralConv.transform for conv in block.convs))
+
+
+def _tail_modules(block, index):
+    parts = [block.fno_skips, block.channel_mlp if block.use_channel_mlp else None,
+             block.channel_mlp_skips if block.use_channel_mlp else None]
+    return [p[index] for p in parts if p is not None]
 
 
 class _TiledPostactivation:
@@ -102,8 +142,11 @@ class _TiledPostactivation:
     def __call__(self, x, index=0, output_shape=None):
         conv = self.block.convs[index]
         tiling = _tiling(x, self.tile_points)
-        # a resampling layer (UNO; an FNO's output_shape) needs upstream's transform of the skips
-        if tiling is None or output_shape is not None or getattr(conv, "resolution_scaling_factor", None) is not None:
+        # a resampling layer (UNO; an FNO's output_shape) needs upstream's transform of the skips;
+        # checked at every call, since a block's layers or hooks may change after tiles were set
+        if (tiling is None or output_shape is not None or not block_tiles_apply(self.block)
+                or getattr(conv, "resolution_scaling_factor", None) is not None
+                or not _unhooked(_tail_modules(self.block, index))):
             self.last_tiles = 1
             return type(self.block).forward_with_postactivation(self.block, x, index, output_shape)
         dim, size = tiling
@@ -127,7 +170,7 @@ class _TiledPointwiseForward:
     def __call__(self, x):
         forward = type(self.module).forward
         tiling = _tiling(x, self.tile_points)
-        if tiling is None:
+        if tiling is None or not _mlp_sliceable(self.module) or not _unhooked(self.module.children()):
             self.last_tiles = 1
             return forward(self.module, x)
         tiles = [forward(self.module, part) for part in x.split(tiling[1], tiling[0])]
@@ -164,9 +207,11 @@ def set_pointwise_tiles(model, tile_points=DEFAULT_TILE_POINTS):
     ----------
     model : nn.Module
         Any model built from neuraloperator's ``FNOBlocks`` / ``ChannelMLP`` (FNO, TFNO,
-        UNO, the plugin's models); blocks where tiles would not be exact (norms,
-        pre-activation, complex data, dropout, non-elementwise activations) are left as
-        they are.
+        UNO, the plugin's models); blocks where tiles would not be exact
+        (:func:`block_tiles_apply`: norms, pre-activation, complex data, dropout,
+        activations that are not elementwise, subclasses with a forward of their own)
+        are left as they are, and every tiled call falls back to upstream's forward when
+        that has changed since, or a forward hook sits on a module it would call per tile.
     tile_points : int or None, default DEFAULT_TILE_POINTS
         Most grid points (batch x spatial) per tile.
 
@@ -201,18 +246,22 @@ def _tilers(model):
 
 def pointwise_tile_points(model):
     """The ``tile_points`` :func:`set_pointwise_tiles` last set on ``model`` (None: off)."""
-    return next((tiler.tile_points for tiler in _tilers(model)), None)
+    tiler = next(_tilers(model), None)
+    if tiler is not None:
+        return tiler.tile_points
+    # the lifting and projection keep the setting while recompute's slices hold their forward
+    return next((m.__dict__[_RECORD] for m in model.modules() if _RECORD in m.__dict__), None)
 
 
 def describe_pointwise_tiles(model):
     """One line for a training summary: the tile size and how many tiles the last forward used."""
-    tilers = list(_tilers(model))
-    if not tilers:
-        return "whole grid (tiles off, or no block they apply to)"
-    used = [t.last_tiles for t in tilers if t.last_tiles is not None]
-    text = f"tiles of at most {tilers[0].tile_points} grid points on CPU"
+    tile_points = pointwise_tile_points(model)
+    if tile_points is None:
+        return "whole grid (tiles off)"
+    text = f"tiles of at most {tile_points} grid points on CPU"
+    used = [t.last_tiles for t in _tilers(model) if t.last_tiles is not None]
     if not used:
-        return text + " (no forward yet)"
+        return text + " (no forward yet, or no layer they apply to)"
     if max(used) == 1:
-        return text + "; last forward: whole grid (not on CPU, or one tile's worth of points)"
+        return text + "; last forward: whole grid (not on CPU, one tile's worth of points, or not applicable)"
     return text + f"; last forward: up to {max(used)} tiles per layer"

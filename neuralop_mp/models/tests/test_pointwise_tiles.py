@@ -14,7 +14,8 @@ import pickle
 
 import pytest
 import torch
-from neuralop.models import FNO, UNO
+from neuralop.layers.fno_block import FNOBlocks
+from neuralop.models import FNO
 
 from neuralop_mp import set_precision
 from neuralop_mp.memory import SavedTensorBytes
@@ -96,7 +97,7 @@ def test_plugin_models_tile_by_default_and_state_dict_keys_are_upstreams():
     assert pointwise_tile_points(model) == DEFAULT_TILE_POINTS
     upstream = FNO(n_modes=(6, 6), in_channels=1, out_channels=1, hidden_channels=8, n_layers=3)
     assert list(model.state_dict()) == list(upstream.state_dict())
-    assert describe_pointwise_tiles(model).endswith("(no forward yet)")
+    assert "(no forward yet" in describe_pointwise_tiles(model)
     model(torch.randn(2, 1, 16, 16))  # 512 points: one tile's worth
     assert "last forward: whole grid" in describe_pointwise_tiles(model)
     set_pointwise_tiles(model, None)
@@ -104,18 +105,62 @@ def test_plugin_models_tile_by_default_and_state_dict_keys_are_upstreams():
     assert describe_pointwise_tiles(model).startswith("whole grid")
 
 
-def test_tiles_work_on_upstream_models_and_leave_what_is_not_pointwise_alone():
+@pytest.mark.parametrize("variant", [
+    {}, {"fno_skip": None}, {"fno_skip": "identity"}, {"fno_skip": "soft-gating"}, {"channel_mlp_skip": None},
+    {"channel_mlp_skip": "linear"}, {"use_channel_mlp": False}, {"non_linearity": torch.relu},
+    {"stabilizer": "tanh"}])
+def test_tiles_on_upstream_models_of_every_pointwise_form(variant):
     torch.manual_seed(2)
-    kwargs = dict(n_modes=(6, 6), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2)
-    for model in (FNO(norm="group_norm", **kwargs), FNO(preactivation=True, **kwargs)):
-        set_pointwise_tiles(model, 16)
-        assert not any(isinstance(t, _TiledPostactivation) for t in _tilers(model))
-    # dropout draws a mask per call: a tiled channel MLP would differ, so it is not tiled
-    model = set_pointwise_tiles(FNO(channel_mlp_dropout=0.1, **kwargs), 16)
-    assert not any(isinstance(t, _TiledPostactivation) for t in _tilers(model))
-    untiled = FNO(**kwargs)
+    untiled = FNO(n_modes=(6, 6), in_channels=1, out_channels=1, hidden_channels=8, n_layers=3, **variant)
     tiled = set_pointwise_tiles(copy.deepcopy(untiled), 40)
     _check_against_float64(tiled, untiled, torch.randn(2, 1, 12, 12), torch.randn(2, 1, 12, 12))
+    assert tiled.fno_blocks.__dict__["forward_with_postactivation"].last_tiles > 1
+
+
+def test_what_is_not_pointwise_keeps_upstreams_forward():
+    kwargs = dict(n_modes=(6, 6), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2)
+    # norms act across grid points; dropout draws one random mask per call
+    for model in (FNO(norm="group_norm", **kwargs), FNO(preactivation=True, **kwargs),
+                  FNO(channel_mlp_dropout=0.1, **kwargs)):
+        set_pointwise_tiles(model, 16)
+        assert not any(isinstance(t, _TiledPostactivation) for t in _tilers(model))
+
+    class OwnTail(FNOBlocks):  # a subclass's own forward is never bypassed
+        def forward_with_postactivation(self, x, index=0, output_shape=None):
+            return super().forward_with_postactivation(x, index, output_shape) * 2
+
+    model = FNO(**kwargs)
+    model.fno_blocks.__class__ = OwnTail
+    set_pointwise_tiles(model, 16)
+    assert "forward_with_postactivation" not in model.fno_blocks.__dict__
+
+
+def test_a_hook_sees_the_whole_grid_once():
+    torch.manual_seed(5)
+    model = set_pointwise_tiles(_fno(), 40)
+    x = torch.randn(2, 1, 16, 16)
+    seen = []
+    handle = model.fno_blocks.channel_mlp[0].register_forward_hook(lambda m, args, out: seen.append(out.shape))
+    lifting_seen = []
+    model.lifting.fcs[0].register_forward_pre_hook(lambda m, args: lifting_seen.append(args[0].shape))
+    model(x)
+    assert seen == [(2, 8, 16, 16)] and len(lifting_seen) == 1  # upstream's forward, not 16 tiles
+    assert model.lifting.__dict__["forward"].last_tiles == 1
+    # the other layers of the block, whose modules carry no hook, ran in tiles
+    assert model.fno_blocks.__dict__["forward_with_postactivation"].last_tiles > 1
+    handle.remove()
+    model(x)
+    assert len(seen) == 1
+
+
+def test_a_block_changed_after_tiles_were_set_is_checked_again():
+    model = set_pointwise_tiles(_fno(), 40)
+    x = torch.randn(2, 1, 16, 16)
+    model(x)
+    assert model.fno_blocks.__dict__["forward_with_postactivation"].last_tiles > 1
+    model.fno_blocks.non_linearity = lambda t: torch.softmax(t, dim=-1)  # acts across grid points
+    model(x)
+    assert model.fno_blocks.__dict__["forward_with_postactivation"].last_tiles == 1
 
 
 def test_resampling_blocks_run_upstreams_forward():
