@@ -171,6 +171,9 @@ def test_train_then_eval_reproduces_the_final_metrics_exactly(darcy_root, tmp_pa
     # the spectral kernel chosen on this device is reported, not silent
     assert results["precision"]["product_paths"] and results["precision"]["product_paths"][0].startswith("half: ")
     assert "| spectral product path " in printed
+    # so is the tiling of the pointwise work (the plugin's model tiles by default)
+    assert results["pointwise_work"].startswith("tiles of at most 16384 grid points on CPU")
+    assert "| pointwise work " in printed
 
     # the final model, in upstream's save_checkpoint format, with its precision
     saved = neuralop_mp.load_model(out, "model")
@@ -250,6 +253,25 @@ def test_a_real_train_process_keeps_freed_memory_by_default(darcy_root, tmp_path
     recorded = json.loads((out / "results.json").read_text())["cpu_allocator"]
     assert recorded.startswith("freed memory kept in the process")
     assert f"CPU memory: {recorded} (--cpu-allocator to change)" in done.stdout
+
+
+def test_resume_reuses_the_runs_threads_and_cpu_allocator_unless_given_again(darcy_root, tmp_path):
+    out = tmp_path / "run"
+    # 3 threads: more than this 2-core machine's default, so only the recorded flag gives it
+    args = ["train", "darcy", "--data.data_root", str(darcy_root), "--output_dir", str(out), "--opt.n_epochs", "1",
+            *TINY_RUN, "--threads", "3", "--cpu-allocator", "system"]
+    assert main(args) == 0
+    recorded = json.loads((out / "command.json").read_text())["flags"]
+    assert recorded["threads"] == "3" and recorded["cpu_allocator"] == "system"
+    # one more epoch, no --threads / --cpu-allocator given: the run's own are used again
+    torch.set_num_threads(1)
+    assert main(["train", "--resume", str(out), "--opt.n_epochs", "2"]) == 0
+    resumed = json.loads((out / "results.json").read_text())
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1]
+    assert resumed["threads"] == 3 and resumed["cpu_allocator"] == "malloc as the system configures it"
+    # given again, a flag wins over the recorded one
+    assert main(["train", "--resume", str(out), "--opt.n_epochs", "3", "--threads", "1"]) == 0
+    assert json.loads((out / "results.json").read_text())["threads"] == 1
 
 
 @pytest.mark.slow  # three training processes, one killed: the end-to-end tier

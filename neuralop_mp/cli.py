@@ -162,7 +162,12 @@ def train_command(argv):
                 raise ValueError(f"--resume {resume} continues a run of config {recorded['config']!r}; "
                                  f"leave out the config {spec!r}.")
             spec = recorded["config"]
-            save_best = save_best or bool(recorded.get("flags", {}).get("save_best"))
+            recorded_flags = recorded.get("flags", {})
+            save_best = save_best or bool(recorded_flags.get("save_best"))
+            # the run's own --threads / --cpu-allocator, unless given again now
+            for flag, key in (("--threads", "threads"), ("--cpu-allocator", "cpu_allocator")):
+                if flag not in flags and recorded_flags.get(key) is not None:
+                    flags[flag] = str(recorded_flags[key])
             overrides = [*recorded["overrides"], *overrides, "--output_dir", str(resume)]
         spec = spec or "darcy"
         _check_options(overrides, spec, TRAIN_FLAGS)
@@ -179,7 +184,8 @@ def train_command(argv):
     command = (spec, [a for a in overrides if a])
     try:
         result = run_training(config, progress=True, resume=resume is not None, save_best=save_best,
-                              threads=threads, command=command, cpu_allocator=cpu_allocator)
+                              threads=threads, command=command, cpu_allocator=cpu_allocator,
+                              command_flags={"threads": flags.get("--threads"), "cpu_allocator": cpu_allocator})
     except RunSetupError as error:
         return _error(str(error), "train")
     print()

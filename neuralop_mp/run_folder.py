@@ -125,7 +125,9 @@ def read_results(run_dir):
 
 
 def write_command(run_dir, spec, overrides, **flags):
-    """Record the config, overrides and run flags (``save_best``) a run was started with."""
+    """Record the config, overrides and run flags (``save_best``; from the CLI also ``threads``
+    as asked and ``cpu_allocator``, which ``--resume`` reuses unless given again) a run was
+    started with."""
     path = Path(run_dir) / COMMAND_FILE
     path.write_text(json.dumps({"config": str(spec), "overrides": list(overrides), "flags": flags},
                                indent=2) + "\n")

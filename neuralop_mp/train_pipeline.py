@@ -235,7 +235,7 @@ def _setup_error(step, error):
 
 
 def run_training(config, *, progress=True, output_dir=None, write=True, log=print, resume=False,
-                 save_best=False, threads=None, command=None, cpu_allocator=None):
+                 save_best=False, threads=None, command=None, cpu_allocator=None, command_flags=None):
     """Train and evaluate the experiment ``config`` describes; write its results.
 
     Parameters
@@ -268,6 +268,9 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     command : tuple, optional
         ``(config spec, overrides)`` the run was started with, recorded in the run
         folder's ``command.json`` for ``--resume`` and ``neuralop-mp eval``.
+    command_flags : dict, optional
+        Run flags recorded next to ``command`` (the CLI's ``threads`` as asked and
+        ``cpu_allocator``), which ``--resume`` reuses unless given again.
 
     Returns
     -------
@@ -316,7 +319,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     if write and is_writer:
         check_writable(out)
         if command is not None and not resume:
-            write_command(out, *command, save_best=bool(save_best))
+            write_command(out, *command, save_best=bool(save_best), **(command_flags or {}))
     if threads is not None:
         torch.set_num_threads(int(threads))
     if device.type == "cpu":
