@@ -232,7 +232,7 @@ def add_ratios(rows, device_type="cpu"):
                            ("cpu s", "cpu / up. full")):
             if b is not None and key in r and key in b:
                 r[ratio] = r[key] / b[key]
-        if b is not None and f is not None and own is not None and all("step s" in x for x in (r, b, f, own)) \
+        if b is not None and f is not None and all("step s" in x for x in (r, b, f, own)) \
                 and b["step s"] > f["step s"] and "note" not in r and _floor_applies(r["variant"], device_type):
             r["spectral / up."] = (r["step s"] - own["step s"]) / (b["step s"] - f["step s"])
     return rows

@@ -27,11 +27,13 @@ References
 import math
 
 import torch
+from neuralop.layers.channel_mlp import ChannelMLP
+from neuralop.layers.fno_block import FNOBlocks
 from torch.utils.checkpoint import checkpoint
 
 from ..vocabulary import check_int_at_least
 
-__all__ = ["DEFAULT_CHUNK_POINTS", "check_chunk_points", "pointwise_in_chunks", "split_points"]
+__all__ = ["DEFAULT_CHUNK_POINTS", "check_chunk_points", "pointwise_in_chunks", "pointwise_targets", "split_points"]
 
 # Grid points (batch x spatial) per slice. A 128-channel float32 hidden tensor of this
 # many points is 8 MiB; fewer points per slice would add per-slice overhead (each
@@ -42,6 +44,15 @@ DEFAULT_CHUNK_POINTS = 16384
 def check_chunk_points(chunk_points, key="chunk_points"):
     """``chunk_points`` if it is a positive int; TypeError / ValueError naming it otherwise."""
     return check_int_at_least(key, chunk_points, unit="grid points per chunk")
+
+
+def pointwise_targets(model):
+    """The ``ChannelMLP`` modules of ``model`` outside its ``FNOBlocks``: the ones
+    ``"block"`` recompute in slices of grid points (lifting and projection of FNO, TFNO
+    and UNO). Those inside a block are recomputed with it; a ChannelMLP with dropout is
+    recomputed whole instead (a sliced call would draw a different random mask)."""
+    inside_blocks = {id(m) for block in model.modules() if isinstance(block, FNOBlocks) for m in block.modules()}
+    return [m for m in model.modules() if isinstance(m, ChannelMLP) and id(m) not in inside_blocks]
 
 
 def split_points(shape, points):

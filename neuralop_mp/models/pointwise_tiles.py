@@ -44,7 +44,7 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 
 from ..vocabulary import check_int_at_least
-from .pointwise_chunks import DEFAULT_CHUNK_POINTS, split_points
+from .pointwise_chunks import DEFAULT_CHUNK_POINTS, pointwise_targets, split_points
 
 __all__ = ["DEFAULT_TILE_POINTS", "describe_pointwise_tiles", "pointwise_tile_points", "reinstall_pointwise_tiles",
            "set_pointwise_tiles"]
@@ -182,8 +182,7 @@ class _TiledPointwiseForward:
 
 
 def _outside_block_mlps(model):
-    inside = {id(m) for block in model.modules() if isinstance(block, FNOBlocks) for m in block.modules()}
-    return [m for m in model.modules() if isinstance(m, ChannelMLP) and id(m) not in inside and _mlp_sliceable(m)]
+    return [m for m in pointwise_targets(model) if _mlp_sliceable(m)]
 
 
 def reinstall_pointwise_tiles(model):

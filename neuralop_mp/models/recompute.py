@@ -23,13 +23,12 @@ References
    Memory Cost", arXiv:1604.06174, 2016.
 """
 import torch
-from neuralop.layers.channel_mlp import ChannelMLP
 from neuralop.layers.fno_block import FNOBlocks
 from neuralop.layers.spectral_convolution import SpectralConv
 from torch.utils.checkpoint import checkpoint
 
 from ..vocabulary import RECOMPUTE_MODES, normalize_recompute
-from .pointwise_chunks import DEFAULT_CHUNK_POINTS, check_chunk_points, pointwise_in_chunks
+from .pointwise_chunks import DEFAULT_CHUNK_POINTS, check_chunk_points, pointwise_in_chunks, pointwise_targets
 from .pointwise_tiles import reinstall_pointwise_tiles
 
 __all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "pointwise_targets", "recompute_mode", "set_recompute"]
@@ -74,15 +73,6 @@ _WRAPPERS = (_RecomputedForward, _ChunkedPointwiseForward)
 def _targets(model, mode):
     kind = SpectralConv if mode == "fourier" else FNOBlocks
     return [m for m in model.modules() if isinstance(m, kind)]
-
-
-def pointwise_targets(model):
-    """The ``ChannelMLP`` modules of ``model`` outside its ``FNOBlocks``: the ones
-    ``"block"`` recomputes in slices of grid points (lifting and projection of FNO, TFNO
-    and UNO). Those inside a block are recomputed with it; a ChannelMLP with dropout is
-    recomputed whole instead (a sliced call would draw a different random mask)."""
-    inside_blocks = {id(m) for block in model.modules() if isinstance(block, FNOBlocks) for m in block.modules()}
-    return [m for m in model.modules() if isinstance(m, ChannelMLP) and id(m) not in inside_blocks]
 
 
 def check_recompute_mode(mode, key="recompute"):
