@@ -5,7 +5,9 @@ Every benchmark writes ``<name>.md`` (its section: header, tables) and
 ``./runs/bench-<name>-<YYYYmmdd-HHMMSS>``). Only ``--update-docs`` also rewrites
 its section of docs/benchmarks.md, the text between ``<!-- BEGIN name -->`` and
 ``<!-- END name -->``, so one benchmark never touches another's section and a
-user measuring their own machine never edits the docs by accident.
+user measuring their own machine never edits the docs by accident. Hand-written
+reading notes inside a section, between ``<!-- NOTES -->`` and ``<!-- END NOTES -->``,
+survive the rewrite: they are put back right under the new section's title.
 """
 import datetime
 import json
@@ -26,23 +28,43 @@ def device_description():
     """A one-line description of the device the benchmark ran on."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    import os
+    # the vector unit torch dispatches to decides CPU timings (AVX2 vs AVX512, bfloat16 matrix units)
+    capability = torch.backends.cpu.get_cpu_capability()
+    return (f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {capability}, "
+            f"torch {torch.__version__})")
 
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__})"
+
+NOTES_BEGIN, NOTES_END = "<!-- NOTES -->", "<!-- END NOTES -->"
+
+
+def _notes(section):
+    """The ``<!-- NOTES -->`` block of a section (markers included), or None."""
+    if NOTES_BEGIN not in section or NOTES_END not in section.split(NOTES_BEGIN, 1)[1]:
+        return None
+    inner = section.split(NOTES_BEGIN, 1)[1].split(NOTES_END, 1)[0]
+    return f"{NOTES_BEGIN}{inner}{NOTES_END}"
+
+
+def _with_notes(body, notes):
+    """``body`` with ``notes`` under its first line (the section title), unless it has its own."""
+    if notes is None or NOTES_BEGIN in body:
+        return body
+    title, _, rest = body.partition("\n")
+    return f"{title}\n\n{notes}\n\n{rest.lstrip()}"
 
 
 def update_section(name, body, path=DEFAULT_DOC):
-    """Replace (or append) the section ``name`` of the benchmark document."""
+    """Replace (or append) the section ``name`` of the benchmark document, keeping the
+    old section's hand-written notes (``<!-- NOTES -->`` ... ``<!-- END NOTES -->``)."""
     path = Path(path)
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    if begin in text and end in text:
+    if begin in text and end in text.split(begin, 1)[1]:
         head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
+        old, tail = rest.split(end, 1)
+        text = head + f"{begin}\n{_with_notes(body.rstrip(), _notes(old))}\n{end}" + tail
     else:
-        text = text.rstrip() + "\n\n" + block + "\n"
+        text = text.rstrip() + f"\n\n{begin}\n{body.rstrip()}\n{end}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path

@@ -115,6 +115,27 @@ def test_update_docs_rewrites_only_its_own_section(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "b" / "spectral.json").read_text())["rows"] == [None]
 
 
+def test_update_docs_keeps_the_sections_hand_written_notes(tmp_path):
+    from neuralop_mp.bench import report
+
+    doc = tmp_path / "benchmarks.md"
+    notes = "<!-- NOTES -->\nWhat to read: the ratio column.\n<!-- END NOTES -->"
+    doc.write_text(f"# B\n\nbefore\n<!-- BEGIN spectral -->\n## Old title\n\n{notes}\n\nold table\n"
+                   "<!-- END spectral -->\nafter\n")
+    report.update_section("spectral", "## New title\n\nDevice: x.\n\nnew table\n", doc)
+    text = doc.read_text()
+    assert "old table" not in text and "Old title" not in text
+    # the notes come back under the new title, once; the text outside the section is untouched
+    assert f"<!-- BEGIN spectral -->\n## New title\n\n{notes}\n\nDevice: x.\n\nnew table\n<!-- END spectral -->" in text
+    assert text.startswith("# B\n\nbefore\n") and text.endswith("<!-- END spectral -->\nafter\n")
+    report.update_section("spectral", "## Newer title\n\nnewer table", doc)
+    assert doc.read_text().count("What to read") == 1 and "new table" not in doc.read_text()
+    # a section without notes is replaced whole
+    report.update_section("other", "## Other\n\nrows", doc)
+    report.update_section("other", "## Other 2\n\nrows 2", doc)
+    assert "<!-- BEGIN other -->\n## Other 2\n\nrows 2\n<!-- END other -->" in doc.read_text()
+
+
 def test_unknown_benchmark_names_the_choices(capsys):
     assert cli.main(["bench", "spectrl"]) == 2
     assert "'spectrl'; choose from: spectral, optimizer, schedule, scope, auto, allocator, gpu" in capsys.readouterr().out
