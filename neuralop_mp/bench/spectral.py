@@ -195,6 +195,7 @@ def measure_size(arch, res, batch, variants, rounds, device, model_kwargs, slow_
                 torch.cuda.synchronize()
             times.append((time.perf_counter() - start, time.process_time() - cpu_start))
     for name, (_, _, times) in live.items():
+        rows[name]["round s"] = [wall for wall, _ in times]  # for the per-round ratios (add_ratios)
         rows[name]["step s"] = statistics.median(wall for wall, _ in times)
         if device.type == "cpu":
             rows[name]["cpu s"] = statistics.median(cpu for _, cpu in times)
@@ -219,7 +220,9 @@ def add_ratios(rows, device_type="cpu"):
     minus its library's floor (everything but the spectral layers: upstream's floor for
     upstream's rows, ours for ours, or upstream's in runs saved before ours was timed;
     the same code in every row without autocast outside the spectral layers or block
-    recompute; those rows, and rows timed on their warm-up step only, get no such ratio)."""
+    recompute; those rows, and rows timed on their warm-up step only, get no such ratio);
+    and ``per-round range``: the lowest and highest of the row's per-round step time over
+    upstream full's in the same round, where both were timed over the same rounds."""
     def same_size(name):
         return {(r["model"], r["res"], r["batch"]): r for r in rows if r["variant"] == name}
 
@@ -232,6 +235,12 @@ def add_ratios(rows, device_type="cpu"):
                            ("cpu s", "cpu / up. full")):
             if b is not None and key in r and key in b:
                 r[ratio] = r[key] / b[key]
+        if b is not None and r is not b and len(r.get("round s") or ()) >= 2 \
+                and len(r["round s"]) == len(b.get("round s") or ()):
+            # each round's ratio to upstream full's step of the same round: the rounds interleave the
+            # variants, so a slow spell of a shared machine slows both sides of a pair
+            paired = [t / u for t, u in zip(r["round s"], b["round s"])]
+            r["per-round range"] = f"{min(paired):.2f}-{max(paired):.2f}"
         if b is not None and f is not None and all("step s" in x for x in (r, b, f, own)) \
                 and b["step s"] > f["step s"] and "note" not in r and _floor_applies(r["variant"], device_type):
             r["spectral / up."] = (r["step s"] - own["step s"]) / (b["step s"] - f["step s"])
@@ -261,7 +270,7 @@ def run(quick=False, sizes=None, rounds=None, models=("FNO", "TFNO"), threads=No
             for row in measure_size(arch, res, batch, VARIANTS, rounds, device, model_kwargs, slow_step_s):
                 rows.append(row)
                 print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()
-                       if k != "product path"}, flush=True)
+                       if k not in ("product path", "round s")}, flush=True)
     load_after = os.getloadavg()[0]
     native = native_half_matmul(torch.bfloat16, device)
     data = dict(rows=rows, model=model_kwargs, rounds=rounds, threads=torch.get_num_threads(), device_type=device.type,
@@ -278,7 +287,7 @@ def render(data):
     on_cpu = device_type == "cpu"
     rows = add_ratios(data["rows"], device_type)
     columns = ["model", "res", "batch", "variant", "saved MiB", "saved / up. full", "step s", "time / up. full",
-               "spectral / up."]
+               "per-round range", "spectral / up."]
     columns += ["cpu s", "cpu / up. full"] if on_cpu else []
     columns += ["note"]
     paths = sorted({r["product path"] for r in rows if r.get("product path")})
@@ -289,7 +298,8 @@ def render(data):
         f"{modes[0]}x{modes[1]} modes; {data['threads']} torch thread(s); native bfloat16 matmul on this device: "
         f"{data['native_bf16_matmul']}. " + (f"CPU memory: {data['cpu_allocator']}. " if data.get("cpu_allocator") else "") +
         f"Median over {data['rounds']} interleaved round(s) of one training step each; ratios are to upstream full "
-        f"precision at the same size; `spectral / up.` is the step's time minus its library's floor row's, over "
+        f"precision at the same size; `per-round range` is the lowest and highest ratio of a row's step to upstream full's step "
+        f"in the same round (how far the ratio moves within this run); `spectral / up.` is the step's time minus its library's floor row's, over "
         f"upstream full's minus upstream's floor row's. Load average (1 min) before / after: {data['load_average_before']:.1f} / "
         f"{data['load_average_after']:.1f}.\n\n"
         + markdown_table(rows, columns) + "\n\nSpectral product paths of our rows (`neuralop_mp.model_product_paths`):\n\n"

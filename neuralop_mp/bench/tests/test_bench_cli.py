@@ -99,6 +99,25 @@ def test_gpu_dry_run_walks_every_variant_at_every_size(tmp_path):
     assert (tmp_path / "gpu_memory.png").stat().st_size > 0
 
 
+def test_per_round_range_pairs_each_round_with_upstreams_step_of_that_round():
+    from neuralop_mp.bench.spectral import add_ratios, render
+
+    def row(variant, rounds, res=64):
+        return dict(model="FNO", res=res, batch=2, variant=variant, **{"round s": rounds, "step s": sorted(rounds)[1]})
+
+    # the machine is twice as slow in round 2: both sides of each pair move together
+    rows = add_ratios([row("upstream full", [1.0, 2.0, 1.0]), row("ours mixed", [0.7, 1.5, 0.8]),
+                       row("ours short", [0.5, 0.5]), dict(model="FNO", res=64, batch=2, variant="ours one step",
+                                                           **{"step s": 3.0})])
+    assert rows[1]["per-round range"] == "0.70-0.80"
+    assert rows[1]["time / up. full"] == pytest.approx(0.8)  # the ratio of medians, as before
+    # no range for upstream full itself, for rows timed over other rounds, or on their warm-up step only
+    assert all("per-round range" not in r for r in (rows[0], rows[2], rows[3]))
+    data = dict(rows=rows, model=dict(n_modes=[8, 8], hidden_channels=4, n_layers=2), rounds=3, threads=1,
+                device_type="cpu", native_bf16_matmul=False, load_average_before=0.0, load_average_after=0.0)
+    assert "| per-round range |" in render(data) and "| 0.70-0.80 |" in render(data)
+
+
 def test_update_docs_rewrites_only_its_own_section(tmp_path, monkeypatch):
     from neuralop_mp.bench import report
 
