@@ -240,6 +240,7 @@ def add_ratios(rows, device_type="cpu"):
             # each round's ratio to upstream full's step of the same round: the rounds interleave the
             # variants, so a slow spell of a shared machine slows both sides of a pair
             paired = [t / u for t, u in zip(r["round s"], b["round s"])]
+            r["per-round ratios"] = paired
             r["per-round range"] = f"{min(paired):.2f}-{max(paired):.2f}"
         if b is not None and f is not None and all("step s" in x for x in (r, b, f, own)) \
                 and b["step s"] > f["step s"] and "note" not in r and _floor_applies(r["variant"], device_type):
@@ -279,6 +280,20 @@ def run(quick=False, sizes=None, rounds=None, models=("FNO", "TFNO"), threads=No
     return render(data), data
 
 
+def spread_summary(rows):
+    """One sentence on how far this run's ratios moved between rounds: the median over rows
+    of half their per-round range, and the widest row; "" without per-round ratios."""
+    spreads = [((max(r["per-round ratios"]) - min(r["per-round ratios"])) / 2, r) for r in rows
+               if r.get("per-round ratios")]
+    if not spreads:
+        return ""
+    widest, row = max(spreads, key=lambda s: s[0])
+    typical = statistics.median(s for s, _ in spreads)
+    return (f"Half the per-round range, median over rows: ±{typical:.2f} (widest ±{widest:.2f}: {row['model']} "
+            f"{row['res']}^2 batch {row['batch']}, {row['variant']}); ratios that differ by less than that are "
+            "within this run's noise. ")
+
+
 def render(data):
     """The markdown body of a run from its data (``spectral.json`` minus the run's device and
     date): the conditions, the table with the ratios, the product paths."""
@@ -300,7 +315,8 @@ def render(data):
         f"Median over {data['rounds']} interleaved round(s) of one training step each; ratios are to upstream full "
         f"precision at the same size; `per-round range` is the lowest and highest ratio of a row's step to upstream full's step "
         f"in the same round (how far the ratio moves within this run); `spectral / up.` is the step's time minus its library's floor row's, over "
-        f"upstream full's minus upstream's floor row's. Load average (1 min) before / after: {data['load_average_before']:.1f} / "
+        f"upstream full's minus upstream's floor row's. " + spread_summary(rows) +
+        f"Load average (1 min) before / after: {data['load_average_before']:.1f} / "
         f"{data['load_average_after']:.1f}.\n\n"
         + markdown_table(rows, columns) + "\n\nSpectral product paths of our rows (`neuralop_mp.model_product_paths`):\n\n"
         + "\n".join(f"- {p}" for p in paths) + "\n"

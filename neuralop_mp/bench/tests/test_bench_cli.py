@@ -115,7 +115,14 @@ def test_per_round_range_pairs_each_round_with_upstreams_step_of_that_round():
     assert all("per-round range" not in r for r in (rows[0], rows[2], rows[3]))
     data = dict(rows=rows, model=dict(n_modes=[8, 8], hidden_channels=4, n_layers=2), rounds=3, threads=1,
                 device_type="cpu", native_bf16_matmul=False, load_average_before=0.0, load_average_after=0.0)
-    assert "| per-round range |" in render(data) and "| 0.70-0.80 |" in render(data)
+    text = render(data)
+    assert "| per-round range |" in text and "| 0.70-0.80 |" in text
+    # the run's noise in one sentence: half of each range, median and widest (one row here)
+    assert "median over rows: ±0.05 (widest ±0.05: FNO 64^2 batch 2, ours mixed)" in text
+    data["rows"] = [dict(r, **{"round s": [1.0, 1.0, 1.0]}) if r["variant"] == "upstream full" else r
+                    for r in data["rows"]]
+    data["rows"][1]["round s"] = [0.6, 1.0, 0.8]
+    assert "median over rows: ±0.20 (widest ±0.20" in render(data)
 
 
 def test_update_docs_rewrites_only_its_own_section(tmp_path, monkeypatch):
