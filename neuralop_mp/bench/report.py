@@ -28,41 +28,58 @@ def device_description():
     """A one-line description of the device the benchmark ran on."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    # the vector unit torch dispatches to decides CPU timings (AVX2 vs AVX512, bfloat16 matrix units)
+    from ..layers.complex_half import native_half_matmul
+
+    # CPU timings depend on the vector unit torch dispatches to (AVX2, AVX512) and on
+    # whether the CPU multiplies bfloat16 natively (AVX512-BF16, AMX): the capability alone
+    # does not tell the second
     capability = torch.backends.cpu.get_cpu_capability()
-    return (f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {capability}, "
+    bf16 = "bfloat16 matrix units" if native_half_matmul(torch.bfloat16, "cpu") else "no bfloat16 matrix units"
+    return (f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {capability}, {bf16}, "
             f"torch {torch.__version__})")
 
 
 NOTES_BEGIN, NOTES_END = "<!-- NOTES -->", "<!-- END NOTES -->"
 
 
-def _notes(section):
-    """The ``<!-- NOTES -->`` block of a section (markers included), or None."""
-    if NOTES_BEGIN not in section or NOTES_END not in section.split(NOTES_BEGIN, 1)[1]:
+def _one_block(text, begin, end, what):
+    """``(start, stop)`` of the one ``begin`` ... ``end`` block of ``text`` (None if it has
+    neither marker); ValueError on a lone, repeated or misordered marker, which a rewrite
+    would otherwise resolve by dropping or duplicating hand-written text."""
+    n_begin, n_end = text.count(begin), text.count(end)
+    if n_begin == n_end == 0:
         return None
-    inner = section.split(NOTES_BEGIN, 1)[1].split(NOTES_END, 1)[0]
-    return f"{NOTES_BEGIN}{inner}{NOTES_END}"
+    if n_begin != 1 or n_end != 1 or text.index(end) < text.index(begin):
+        raise ValueError(f"{what} has {n_begin} '{begin}' and {n_end} '{end}' marker(s); expected one of each, "
+                         f"'{begin}' first, or none. Fix the markers by hand: nothing was written.")
+    return text.index(begin), text.index(end) + len(end)
 
 
-def _with_notes(body, notes):
-    """``body`` with ``notes`` under its first line (the section title), unless it has its own."""
-    if notes is None or NOTES_BEGIN in body:
+def _with_notes(body, old_section, name):
+    """``body`` with the old section's notes block under its first line (the title)."""
+    where = _one_block(old_section, NOTES_BEGIN, NOTES_END, f"Section {name!r} of the benchmark document")
+    if where is None:
         return body
+    if NOTES_BEGIN in body or NOTES_END in body:
+        raise ValueError(f"The new text of section {name!r} has notes markers of its own and the old section has "
+                         "notes: which to keep is not clear. Nothing was written.")
     title, _, rest = body.partition("\n")
-    return f"{title}\n\n{notes}\n\n{rest.lstrip()}"
+    return f"{title}\n\n{old_section[where[0]:where[1]]}\n\n{rest.lstrip()}"
 
 
 def update_section(name, body, path=DEFAULT_DOC):
     """Replace (or append) the section ``name`` of the benchmark document, keeping the
-    old section's hand-written notes (``<!-- NOTES -->`` ... ``<!-- END NOTES -->``)."""
+    old section's hand-written notes (``<!-- NOTES -->`` ... ``<!-- END NOTES -->``).
+
+    Raises ValueError, writing nothing, where the section's or the notes' markers are
+    lone, repeated or out of order."""
     path = Path(path)
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if begin in text and end in text.split(begin, 1)[1]:
-        head, rest = text.split(begin, 1)
-        old, tail = rest.split(end, 1)
-        text = head + f"{begin}\n{_with_notes(body.rstrip(), _notes(old))}\n{end}" + tail
+    where = _one_block(text, begin, end, f"{path}")
+    if where is not None:
+        old = text[where[0] + len(begin):where[1] - len(end)]
+        text = text[:where[0]] + f"{begin}\n{_with_notes(body.rstrip(), old, name)}\n{end}" + text[where[1]:]
     else:
         text = text.rstrip() + f"\n\n{begin}\n{body.rstrip()}\n{end}\n"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -222,7 +222,7 @@ def add_ratios(rows, device_type="cpu"):
     the same code in every row without autocast outside the spectral layers or block
     recompute; those rows, and rows timed on their warm-up step only, get no such ratio);
     and ``per-round range``: the lowest and highest of the row's per-round step time over
-    upstream full's in the same round, where both were timed over the same rounds."""
+    upstream full's in the same round, where both were timed over the same two or more rounds."""
     def same_size(name):
         return {(r["model"], r["res"], r["batch"]): r for r in rows if r["variant"] == name}
 
@@ -235,10 +235,12 @@ def add_ratios(rows, device_type="cpu"):
                            ("cpu s", "cpu / up. full")):
             if b is not None and key in r and key in b:
                 r[ratio] = r[key] / b[key]
+        r.pop("per-round ratios", None)  # derived: recomputed from the times on every call
+        r.pop("per-round range", None)
         if b is not None and r is not b and len(r.get("round s") or ()) >= 2 \
-                and len(r["round s"]) == len(b.get("round s") or ()):
-            # each round's ratio to upstream full's step of the same round: the rounds interleave the
-            # variants, so a slow spell of a shared machine slows both sides of a pair
+                and len(r["round s"]) == len(b.get("round s") or ()) and min(b["round s"]) > 0:
+            # each round's ratio to upstream full's step of the same round: the rounds interleave
+            # the variants, so a slow spell longer than a round reaches both sides of a pair
             paired = [t / u for t, u in zip(r["round s"], b["round s"])]
             r["per-round ratios"] = paired
             r["per-round range"] = f"{min(paired):.2f}-{max(paired):.2f}"
@@ -289,9 +291,9 @@ def spread_summary(rows):
         return ""
     widest, row = max(spreads, key=lambda s: s[0])
     typical = statistics.median(s for s, _ in spreads)
-    return (f"Half the per-round range, median over rows: ±{typical:.2f} (widest ±{widest:.2f}: {row['model']} "
-            f"{row['res']}^2 batch {row['batch']}, {row['variant']}); ratios that differ by less than that are "
-            "within this run's noise. ")
+    return (f"One round's ratio to upstream full moved by about ±{typical:.2f} in this run (half the per-round "
+            f"range, median over rows; widest ±{widest:.2f}: {row['model']} {row['res']}^2 batch {row['batch']}, "
+            f"{row['variant']}); the medians in `time / up. full` move less. ")
 
 
 def render(data):
@@ -301,8 +303,10 @@ def render(data):
     device_type = data.get("device_type") or ("cpu" if any("cpu s" in r for r in data["rows"]) else "cuda")
     on_cpu = device_type == "cpu"
     rows = add_ratios(data["rows"], device_type)
-    columns = ["model", "res", "batch", "variant", "saved MiB", "saved / up. full", "step s", "time / up. full",
-               "per-round range", "spectral / up."]
+    per_round = any(r.get("per-round ratios") for r in rows)  # not in runs saved before it, nor of one round
+    columns = ["model", "res", "batch", "variant", "saved MiB", "saved / up. full", "step s", "time / up. full"]
+    columns += ["per-round range"] if per_round else []
+    columns += ["spectral / up."]
     columns += ["cpu s", "cpu / up. full"] if on_cpu else []
     columns += ["note"]
     paths = sorted({r["product path"] for r in rows if r.get("product path")})
@@ -313,8 +317,10 @@ def render(data):
         f"{modes[0]}x{modes[1]} modes; {data['threads']} torch thread(s); native bfloat16 matmul on this device: "
         f"{data['native_bf16_matmul']}. " + (f"CPU memory: {data['cpu_allocator']}. " if data.get("cpu_allocator") else "") +
         f"Median over {data['rounds']} interleaved round(s) of one training step each; ratios are to upstream full "
-        f"precision at the same size; `per-round range` is the lowest and highest ratio of a row's step to upstream full's step "
-        f"in the same round (how far the ratio moves within this run); `spectral / up.` is the step's time minus its library's floor row's, over "
+        f"precision at the same size; "
+        + ("`per-round range` is the lowest and highest ratio of a row's step to upstream full's step in the same "
+           "round (how far the ratio moves within this run); " if per_round else "")
+        + "`spectral / up.` is the step's time minus its library's floor row's, over "
         f"upstream full's minus upstream's floor row's. " + spread_summary(rows) +
         f"Load average (1 min) before / after: {data['load_average_before']:.1f} / "
         f"{data['load_average_after']:.1f}.\n\n"

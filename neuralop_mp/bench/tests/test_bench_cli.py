@@ -108,7 +108,8 @@ def test_per_round_range_pairs_each_round_with_upstreams_step_of_that_round():
     # the machine is twice as slow in round 2: both sides of each pair move together
     rows = add_ratios([row("upstream full", [1.0, 2.0, 1.0]), row("ours mixed", [0.7, 1.5, 0.8]),
                        row("ours short", [0.5, 0.5]), dict(model="FNO", res=64, batch=2, variant="ours one step",
-                                                           **{"step s": 3.0})])
+                                                           **{"step s": 3.0}),
+                       row("ours wide", [0.5, 2.0, 0.9]), row("ours wider", [0.2, 2.0, 1.4])])
     assert rows[1]["per-round range"] == "0.70-0.80"
     assert rows[1]["time / up. full"] == pytest.approx(0.8)  # the ratio of medians, as before
     # no range for upstream full itself, for rows timed over other rounds, or on their warm-up step only
@@ -116,13 +117,15 @@ def test_per_round_range_pairs_each_round_with_upstreams_step_of_that_round():
     data = dict(rows=rows, model=dict(n_modes=[8, 8], hidden_channels=4, n_layers=2), rounds=3, threads=1,
                 device_type="cpu", native_bf16_matmul=False, load_average_before=0.0, load_average_after=0.0)
     text = render(data)
-    assert "| per-round range |" in text and "| 0.70-0.80 |" in text
-    # the run's noise in one sentence: half of each range, median and widest (one row here)
-    assert "median over rows: ±0.05 (widest ±0.05: FNO 64^2 batch 2, ours mixed)" in text
-    data["rows"] = [dict(r, **{"round s": [1.0, 1.0, 1.0]}) if r["variant"] == "upstream full" else r
-                    for r in data["rows"]]
-    data["rows"][1]["round s"] = [0.6, 1.0, 0.8]
-    assert "median over rows: ±0.20 (widest ±0.20" in render(data)
+    assert "| per-round range |" in text and "| 0.70-0.80 |" in text and "| 0.50-1.00 |" in text
+    # the run's noise in one sentence: half of each range (0.05, 0.25, 0.6), their median and the widest
+    assert "moved by about ±0.25 in this run" in text and "widest ±0.60: FNO 64^2 batch 2, ours wider" in text
+    # a run saved before the column existed (no per-round times) renders without it
+    for r in rows:
+        r.pop("round s", None)
+    old_run = render(data)
+    assert "per-round" not in old_run and "moved by about" not in old_run
+    assert all("per-round range" not in r for r in rows)  # derived values do not outlive their times
 
 
 def test_update_docs_rewrites_only_its_own_section(tmp_path, monkeypatch):
@@ -156,6 +159,18 @@ def test_update_docs_keeps_the_sections_hand_written_notes(tmp_path):
     assert text.startswith("# B\n\nbefore\n") and text.endswith("<!-- END spectral -->\nafter\n")
     report.update_section("spectral", "## Newer title\n\nnewer table", doc)
     assert doc.read_text().count("What to read") == 1 and "new table" not in doc.read_text()
+    # markers that a rewrite could only resolve by losing or doubling text: an error, nothing written
+    before = doc.read_text()
+    for broken in (before.replace("<!-- END NOTES -->", ""),  # a lone NOTES marker
+                   before.replace("<!-- END NOTES -->", "<!-- END NOTES -->\n<!-- NOTES -->\nx\n<!-- END NOTES -->"),
+                   before.replace("<!-- BEGIN spectral -->", "<!-- END spectral -->\n<!-- BEGIN spectral -->", 1)):
+        doc.write_text(broken)
+        with pytest.raises(ValueError, match="marker"):
+            report.update_section("spectral", "## Newest title\n\nnewest table", doc)
+        assert doc.read_text() == broken
+    doc.write_text(before)
+    with pytest.raises(ValueError, match="notes markers of its own"):
+        report.update_section("spectral", f"## Own notes\n\n{notes}\n\ntable", doc)
     # a section without notes is replaced whole
     report.update_section("other", "## Other\n\nrows", doc)
     report.update_section("other", "## Other 2\n\nrows 2", doc)
