@@ -121,6 +121,20 @@ def test_upstream_train_darcy_in_mixed_precision(in_scripts, darcy_root, no_netw
         "neuralop-mp summary")
 
 
+def test_upstream_train_darcy_runs_the_pointwise_work_in_tiles_where_they_engage(in_scripts, darcy_root, no_network,
+                                                                                capsys):
+    # 32 samples of 32^2 per batch: 32768 grid points, two tiles of the default 16384 on CPU, in
+    # training (with backward) and in the last evaluation (the 32^2 test set, batches of 32)
+    args = [*TINY, "--data.train_resolution", "32", "--data.batch_size", "32", "--data.n_tests", "[16,32]",
+            "--data.test_batch_sizes", "[16,32]", "--opt.n_epochs", "2"]
+    result = run_script("train_darcy.py", args, precision="mixed", data_root=darcy_root)
+    assert result.exit_status == 0, result.error
+    _assert_ran_with_plugin(result.report, epochs=2, phases=["mixed"], dataset="darcy", root=darcy_root)
+    work = result.report.models[0]["pointwise_work"]
+    assert work == "tiles of at most 16384 grid points on CPU; last forward: up to 2 tiles per layer", work
+    assert f"pointwise work: {work}" in capsys.readouterr().out
+
+
 def test_upstream_train_navier_stokes_in_mixed_bfloat16_through_the_cli(in_scripts, ns_root, no_network, tmp_path):
     report_file = tmp_path / "report.json"
     status = main([

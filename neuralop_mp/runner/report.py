@@ -26,7 +26,9 @@ class ActivationReport:
     models : list of dict
         One entry per model built through ``neuralop.get_model``: ``arch``,
         ``model_class``, ``layer_types`` (spectral layer classes inside it),
-        ``precision`` (mode, half dtype, stabilizer) when it has our layer.
+        ``precision`` (mode, half dtype, stabilizer) when it has our layer; after
+        :meth:`finish`, ``pointwise_work`` (pointwise tiles, as the summary shows them)
+        for a model still alive then.
     trainers : list of dict
         One entry per trainer created: ``class``, ``bases``, ``schedule``,
         and after :meth:`finish`, ``history`` (the trainer's per-epoch records).
@@ -121,6 +123,12 @@ class ActivationReport:
             history = getattr(trainer, "history", None)
             entry["history"] = [dict(h) for h in history] if history else []
         self._trainer_refs = []
+        from ..models.pointwise_tiles import describe_pointwise_tiles
+
+        for entry, ref in zip(self.models, self._model_refs):
+            model = ref()
+            if model is not None:  # as `neuralop-mp train` reports it: tiles on CPU, and the last forward's count
+                entry["pointwise_work"] = describe_pointwise_tiles(model)
         if self.elapsed is None:
             self.elapsed = time.perf_counter() - self.started
 

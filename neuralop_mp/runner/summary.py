@@ -43,6 +43,8 @@ def format_summary(report, exit_status=None):
             else "upstream layer"
         )
         lines.append(f"model: {m['model_class']} with {', '.join(m['layer_types']) or 'no spectral layer'}; built in {prec}")
+        if m.get("pointwise_work"):
+            lines.append(f"pointwise work: {m['pointwise_work']}")
     for o in report.optimizers:
         lines.append(f"optimizer: {o['replaced']} -> {o['class']} ({o['kind']})")
     for d in report.datasets:
