@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..cpu_allocator import describe_cpu_allocator
+from ..layers.complex_half import native_half_matmul
 
 DEFAULT_DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 
@@ -28,8 +29,6 @@ def device_description():
     """A one-line description of the device the benchmark ran on."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    from ..layers.complex_half import native_half_matmul
-
     # CPU timings depend on the vector unit torch dispatches to (AVX2, AVX512) and on
     # whether the CPU multiplies bfloat16 natively (AVX512-BF16, AMX): the capability alone
     # does not tell the second

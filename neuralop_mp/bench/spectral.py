@@ -237,11 +237,11 @@ def add_ratios(rows, device_type="cpu"):
                 r[ratio] = r[key] / b[key]
         r.pop("per-round ratios", None)  # derived: recomputed from the times on every call
         r.pop("per-round range", None)
-        if b is not None and r is not b and len(r.get("round s") or ()) >= 2 \
-                and len(r["round s"]) == len(b.get("round s") or ()) and min(b["round s"]) > 0:
+        rounds, base_rounds = r.get("round s") or (), (b or {}).get("round s") or ()
+        if r is not b and len(rounds) >= 2 and len(rounds) == len(base_rounds) and min(base_rounds) > 0:
             # each round's ratio to upstream full's step of the same round: the rounds interleave
             # the variants, so a slow spell longer than a round reaches both sides of a pair
-            paired = [t / u for t, u in zip(r["round s"], b["round s"])]
+            paired = [t / u for t, u in zip(rounds, base_rounds)]
             r["per-round ratios"] = paired
             r["per-round range"] = f"{min(paired):.2f}-{max(paired):.2f}"
         if b is not None and f is not None and all("step s" in x for x in (r, b, f, own)) \
