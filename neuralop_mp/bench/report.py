@@ -28,7 +28,7 @@ DEFAULT_DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 def device_description():
     """A one-line description of the device the benchmark ran on."""
     if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
+        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}, torch {torch.__version__})"
     # CPU timings depend on the vector unit torch dispatches to (AVX2, AVX512) and on
     # whether the CPU multiplies bfloat16 natively (AVX512-BF16, AMX): the capability alone
     # does not tell the second

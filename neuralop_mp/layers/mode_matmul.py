@@ -24,7 +24,7 @@ accumulation. Only the 16-bit spectrum is saved for backward; the block matrix i
 rebuilt from the weight parameter, which is alive anyway, instead of being kept.
 
 Every mode's product is independent, so the modes are processed in chunks
-(:data:`MODE_CHUNK_BYTES`): the block matrix, the weight's complex64 widening and the
+(:data:`MODE_CHUNK_BYTES` on a CPU, :data:`DEVICE_CHUNK_BYTES` on a GPU): the block matrix, the weight's complex64 widening and the
 float32 weight gradient exist one chunk at a time, and the weight gradient is written
 chunk by chunk straight into a tensor of the weight's dtype. The numbers are those
 of the product over all modes at once.
@@ -53,21 +53,27 @@ MODE_CHUNK_BYTES = 8 * 2**20
 # 5-15% longer in 8 MB chunks than in one; the product's forward + backward with 128
 # channels and 64x33 modes took 3.3 s in one chunk, 1.1-1.4 s in 8 MB chunks.
 SINGLE_CHUNK_BYTES = 32 * 2**20
+# On a GPU each chunk is a dozen kernel launches in forward and in backward, and a
+# step of a small model is bound by launches: one chunk up to this many bytes (an
+# FNO with 128 channels and 32x17 modes was 9 chunks at the CPU budget), and chunks of
+# it beyond, still bounding the temporaries of very large weights.
+DEVICE_CHUNK_BYTES = 256 * 2**20
 
 # bytes one mode's weight takes in the widest temporary: a complex64 entry, or a
 # float32 (re, im) pair
 _BYTES_PER_WEIGHT_ENTRY = 8
 
 
-def _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes=None):
+def _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes=None, device_type="cpu"):
     """Modes per chunk: as many as keep one temporary within ``chunk_bytes`` (at least
-    one); by default all of them up to :data:`SINGLE_CHUNK_BYTES`, else
-    :data:`MODE_CHUNK_BYTES` worth."""
+    one); by default, on a CPU all of them up to :data:`SINGLE_CHUNK_BYTES`, else
+    :data:`MODE_CHUNK_BYTES` worth; elsewhere chunks of :data:`DEVICE_CHUNK_BYTES`."""
     per_mode = n_in * n_out * _BYTES_PER_WEIGHT_ENTRY
     if chunk_bytes is None:
-        if n_modes * per_mode <= SINGLE_CHUNK_BYTES:
+        single, chunk_bytes = ((SINGLE_CHUNK_BYTES, MODE_CHUNK_BYTES) if device_type == "cpu"
+                               else (DEVICE_CHUNK_BYTES, DEVICE_CHUNK_BYTES))
+        if n_modes * per_mode <= single:
             return n_modes
-        chunk_bytes = MODE_CHUNK_BYTES
     return max(1, min(n_modes, chunk_bytes // per_mode))
 
 
@@ -135,7 +141,8 @@ class _DenseModeProduct(torch.autograd.Function):
         weight_2d = weight.reshape(n_in * n_out, -1)
         n_modes = weight_2d.shape[1]
         out = None
-        for start, stop in _mode_ranges(n_modes, _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes)):
+        per_chunk = _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes, x_kept.device.type)
+        for start, stop in _mode_ranges(n_modes, per_chunk):
             p = torch.bmm(_stacked_chunk(x_flat, start, stop, compute_dtype),
                           _weight_chunk(weight_2d, start, stop, n_in, half, compute_dtype))
             p = p.float().reshape(stop - start, 2 * batch, n_out, 2)
@@ -166,7 +173,7 @@ class _DenseModeProduct(torch.autograd.Function):
             # written chunk by chunk in the weight's dtype: no whole-weight float32 or
             # complex64 gradient exists
             grad_w = torch.empty(n_in * n_out, n_modes, dtype=weight.dtype, device=grad.device)
-        mode_ranges = _mode_ranges(n_modes, _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes))
+        mode_ranges = _mode_ranges(n_modes, _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes, grad.device.type))
         for start, stop in mode_ranges if grad_x is not None or grad_w is not None else []:
             gc = g[:, :, start:stop].to(compute_dtype).permute(2, 0, 1, 3)  # (k, b, out, 2)
             h = torch.cat((gc, torch.stack((gc[..., 1], -gc[..., 0]), dim=-1)), dim=1)
@@ -208,7 +215,8 @@ def dense_mode_product(x_kept, weight, half=None, compute_dtype=torch.float32, c
         complex64 matrix, the float32 weight gradient): modes are processed in chunks
         that keep each within it. By default weights whose temporaries fit in
         :data:`SINGLE_CHUNK_BYTES` are one chunk, larger ones chunks of
-        :data:`MODE_CHUNK_BYTES`. The result does not depend on it.
+        :data:`MODE_CHUNK_BYTES` (on a GPU: :data:`DEVICE_CHUNK_BYTES` for both). The
+        result does not depend on it.
 
     Returns
     -------

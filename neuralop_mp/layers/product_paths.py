@@ -9,9 +9,10 @@ The product is evaluated in one of three ways:
   factorized (CP/Tucker/TT) and separable weights: the einsum over the input and
   the weight's factors, pairwise, in the order with the smallest intermediates.
 - ``"rebuilt dense weight + mode-batched matmul"`` (:mod:`.rebuilt_weight`), for
-  factorized, non-separable weights where the pairwise plan costs at least as many
-  multiply-adds as multiplying the weight out: decided per input shape by
-  :func:`~.rebuilt_weight.rebuild_pays` and cached per (path, shapes).
+  factorized, non-separable weights: on a CPU where the pairwise plan costs at least as
+  many multiply-adds as multiplying the weight out (decided per input shape by
+  :func:`~.rebuilt_weight.rebuild_pays` and cached per (path, shapes)); on a GPU always,
+  where kernel launches rather than multiply-adds bound the product.
 
 Its multiplications run in the 16-bit type on CUDA, and on CPU in float32 on
 operands rounded to 16 bits: the same numbers (a product of two 16-bit values is
@@ -136,11 +137,29 @@ def choose_product_path(kind, separable, mode, half, device, shapes=None):
         _warn_float16_cpu_once()
     half = None if mode == "full" else half
     path = _choose(kind, bool(separable), mode, half, device_type)
-    # the rule's timings are CPU timings: elsewhere the factorized plan is kept
-    if path.kernel != PAIRWISE or separable or shapes is None or device_type != "cpu":
+    if path.kernel != PAIRWISE or separable:
+        return path
+    if device_type == "cuda":
+        return _rebuilt_on_gpu(path, kind)
+    # the rule's timings are CPU timings: on other devices the factorized plan is kept
+    if shapes is None or device_type != "cpu":
         return path
     shapes = tuple(tuple(int(d) for d in s) for s in shapes)
     return _choose_for_shapes(path, kind, shapes, 8 if half is None else 2 * half.itemsize)
+
+
+@functools.lru_cache(maxsize=None)
+def _rebuilt_on_gpu(path, kind):
+    # A pairwise plan is a dozen small kernels per step in forward and more in backward;
+    # on a GPU their launches, not the multiply-adds, bound a step at the sizes users train.
+    # Measured on an H200 (2026-12-04, docs/benchmarks.md, GPU campaign notes): TFNO 64
+    # channels, 32x32 modes, batch 4, mixed, whole training step: rebuilt 0.72x (bf16) and
+    # 0.60x (fp16) the pairwise plan's time at 256^2, the same time at 1024^2, for +1%
+    # peak memory.
+    why = (f"{kind} weight: on a GPU the rebuilt dense weight's one batched matmul takes fewer "
+           "kernel launches than the pairwise plan, which bound the step")
+    return dataclasses.replace(path, kernel=REBUILT, reason=f"{why}; {path.precision_reason}",
+                               complex_product=None, peak_slack=1.0)
 
 
 @functools.lru_cache(maxsize=512)

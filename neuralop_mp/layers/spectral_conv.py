@@ -19,7 +19,6 @@ import inspect
 from typing import List, Optional, Union
 
 import torch
-from neuralop.layers.complex import ctanh
 from neuralop.layers.spectral_convolution import SpectralConv
 
 from ..precision_policy import PrecisionPolicy
@@ -38,6 +37,7 @@ from .input_checks import check_input, check_layer_arguments
 from .mode_matmul import dense_mode_product
 from .product_paths import MODE_BATCHED, REBUILT, choose_product_path
 from .rebuilt_weight import rebuild_dense_weight
+from .stabilizer import tanh_stabilizer
 from .truncated_fft import truncated_irfftn, truncated_rfftn
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
 from .weight_storage import layer_weight_dtype, store_layer_weights
@@ -347,7 +347,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
         else:
             x = x.to(torch.float16 if fft_half else torch.float32)
         if stabilizer == "tanh":
-            x = ctanh(x) if self.complex_data else torch.tanh(x)
+            x = tanh_stabilizer(x, half)  # kept for backward in 16 bits in the half modes
 
         fft_size = self._fft_size(spatial)
         kept = self._kept_modes(fft_size)

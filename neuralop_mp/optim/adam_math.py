@@ -4,6 +4,8 @@ import math
 
 import torch
 
+from . import gradient_chunks
+
 STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -99,6 +101,12 @@ _HALF_FORMATS = {torch.float16: (10, -14), torch.bfloat16: (7, -126)}
 ROUNDING_CHUNK = 1 << 18
 
 
+def rounding_chunk(device):
+    """Elements rounded per chunk on ``device``: :data:`ROUNDING_CHUNK` on the CPU, as many
+    more on an accelerator as its chunk budget is larger (each chunk is kernel launches)."""
+    return ROUNDING_CHUNK * max(1, gradient_chunks.chunk_bytes(device) // gradient_chunks.CHUNK_BYTES)
+
+
 def rounding_generator(seed, device):
     """The generator of the rounding noise of one write, seeded with ``seed``."""
     generator = torch.Generator(device=device)
@@ -123,7 +131,7 @@ def stochastic_round_(stored, value, seed):
     the stored value in expectation (round-to-nearest drops them all). The noise
     comes from a generator seeded with ``seed``, which keeps steps reproducible.
     Values beyond the type's range become inf, as a plain cast would. The work runs
-    in chunks of :data:`ROUNDING_CHUNK` elements, drawing the noise of each chunk in
+    in chunks of :func:`rounding_chunk` elements, drawing the noise of each chunk in
     turn from the one generator.
 
     References
@@ -159,8 +167,9 @@ def decoupled_update_(wide, change, group):
 
 def stochastic_round_chunks_(stored, value, generator):
     """:func:`stochastic_round_` of the 1-D ``value`` into the 1-D ``stored``, chunk by chunk."""
-    for start in range(0, value.numel(), ROUNDING_CHUNK):
-        stop = start + ROUNDING_CHUNK
+    length = rounding_chunk(value.device)
+    for start in range(0, value.numel(), length):
+        stop = start + length
         stochastic_round_chunk_(stored[start:stop], value[start:stop], generator)
 
 

@@ -5,7 +5,7 @@ weight update) reads the gradient through
 :class:`~neuralop_mp.optim.gradient_chunks.GradientChunks` and writes the weight a
 block of rows (indices along axis 0) at a time. Besides the stored gradient, the
 compressed parts (the Tucker core, the sparse values) and the optimizer state, it
-allocates only tensors of a few :data:`~neuralop_mp.optim.gradient_chunks.CHUNK_BYTES`:
+allocates only tensors of a few :func:`~neuralop_mp.optim.gradient_chunks.chunk_bytes`:
 no up-cast copy of the whole gradient, no residual copy, no full-size mode-product
 intermediate and no full-size update.
 
@@ -159,7 +159,7 @@ def adam_directions_(parts, group, state):
         flat = part.view(-1)
         per_entry = [t.numel() // max(1, flat.numel()) for t in stored]
         real = as_real(part).dtype
-        length = max(1, gradient_chunks.CHUNK_BYTES // (4 * flat.element_size()))
+        length = max(1, gradient_chunks.chunk_bytes(flat.device) // (4 * flat.element_size()))
         for start, stop in spans(flat.numel(), length):
             grad = flat[start:stop]
             moments = [load_moment(t[start * n:stop * n], real) for t, n in zip(stored, per_entry)]
@@ -203,7 +203,7 @@ def apply_update(p, projector, bases, directions, group, state):
     # mode product's result and its reordered copy are the largest), and it runs when the
     # step holds the most (the core, the sparse part and every moment): blocks of a quarter
     # chunk keep its temporaries about one chunk
-    budget = gradient_chunks.CHUNK_BYTES // 4
+    budget = gradient_chunks.chunk_bytes(p.device) // 4
     for start, stop in spans(shape[0], rows_per_chunk(shape, 0, itemsize, budget)):
         if "low_rank" in weighted:
             rows = projector["low_rank"].back_project_rows(weighted["low_rank"], bases["low_rank"], start, stop)

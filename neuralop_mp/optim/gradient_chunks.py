@@ -4,21 +4,34 @@ TensorGRaD's math runs in fp32 / complex64, while the gradient of a 16-bit weigh
 stored in 16 bits. Up-casting the whole gradient at once doubles it (at FNO 128 x 128
 channels, 64 x 64 modes: 138 MB of complex32 become 277 MB), and a residual copy for
 the second projector doubles it again. Reading it through :class:`GradientChunks`
-instead makes each temporary a chunk of at most :data:`CHUNK_BYTES` (in the compute
-dtype), whatever the weight's size.
+instead makes each temporary a chunk of at most :func:`chunk_bytes` (in the compute
+dtype: 8 MiB on a CPU, 256 MiB on a GPU), whatever the weight's size.
 """
 import math
 
 import torch
 
-#: bytes of one chunk in the compute dtype; the step's temporaries are a few chunks.
-#: Read at call time, so tests may set it small to exercise the chunked paths.
+#: bytes of one chunk in the compute dtype on a CPU; the step's temporaries are a few
+#: chunks. Read at call time, so tests may set it small to exercise the chunked paths.
 CHUNK_BYTES = 8 * 2**20
+#: the same on a GPU. There each chunk costs kernel launches (a CPU-side few microseconds
+#: each, and a TensorGRaD step of small weights is bound by them), while a few chunks of
+#: this size are small next to a GPU's memory and a training step's activations.
+DEVICE_CHUNK_BYTES = 256 * 2**20
 
 
-def rows_per_chunk(shape, axis, itemsize, budget=None):
-    """How many indices along ``axis`` one chunk of a tensor of ``shape`` holds (>= 1)."""
-    budget = CHUNK_BYTES if budget is None else budget
+def chunk_bytes(device=None):
+    """The chunk budget for tensors on ``device``: :data:`CHUNK_BYTES` on the CPU (and
+    when no device is given), :data:`DEVICE_CHUNK_BYTES` on an accelerator."""
+    if device is None or torch.device(device).type == "cpu":
+        return CHUNK_BYTES
+    return DEVICE_CHUNK_BYTES
+
+
+def rows_per_chunk(shape, axis, itemsize, budget=None, device=None):
+    """How many indices along ``axis`` one chunk of a tensor of ``shape`` holds (>= 1);
+    ``budget`` by default :func:`chunk_bytes` of ``device``."""
+    budget = chunk_bytes(device) if budget is None else budget
     per_index = itemsize * math.prod(shape) // max(1, shape[axis])
     return max(1, int(budget) // max(1, per_index))
 
@@ -68,7 +81,7 @@ class GradientChunks:
     def chunks(self, axis, budget=None):
         """Yield ``(start, stop, piece)`` along ``axis``, each piece at most ``budget`` bytes
         (one index along ``axis`` at least)."""
-        step = rows_per_chunk(self.shape, axis, self.itemsize, budget)
+        step = rows_per_chunk(self.shape, axis, self.itemsize, budget, self.device)
         for start, stop in spans(self.shape[axis], step):
             yield start, stop, self.read(axis, start, stop)
 
@@ -104,6 +117,6 @@ class ResidualChunks:
         return self.source.read(0, start, stop).sub_(self.rows(start, stop))
 
     def chunks(self, axis, budget=None):
-        step = rows_per_chunk(self.shape, axis, self.itemsize, budget)
+        step = rows_per_chunk(self.shape, axis, self.itemsize, budget, self.device)
         for start, stop in spans(self.shape[axis], step):
             yield start, stop, self.read(axis, start, stop)

@@ -39,7 +39,7 @@ def _handle(message, groups):
 
 def all_finite(tensor):
     """0-d bool tensor: every entry of ``tensor`` is finite. Checked a quarter of
-    :data:`~neuralop_mp.optim.gradient_chunks.CHUNK_BYTES` at a time, so the check of a
+    :func:`~neuralop_mp.optim.gradient_chunks.chunk_bytes` at a time, so the check of a
     large gradient allocates no full-size mask."""
     real = as_real(tensor)
     if not real.is_contiguous():
@@ -47,7 +47,7 @@ def all_finite(tensor):
     flat = real.view(-1)
     # isfinite makes a float copy (abs) and three bool masks of its input: a quarter chunk
     # keeps them below one chunk, as this check runs when the step holds the most
-    step = max(1, gradient_chunks.CHUNK_BYTES // (4 * max(1, flat.element_size())))
+    step = max(1, gradient_chunks.chunk_bytes(flat.device) // (4 * max(1, flat.element_size())))
     flag = torch.ones((), dtype=torch.bool, device=flat.device)
     for start in range(0, flat.numel(), step):
         flag &= torch.isfinite(flat[start:start + step]).all()
@@ -78,7 +78,8 @@ def gradients_are_finite(optimizer):
 def gradient_is_finite(grad, group, group_index, position, param):
     """True when the one gradient ``grad`` is finite; otherwise raise or warn. ``grad`` is
     read a chunk along axis 0 at a time through ``narrow``, so it may be computed lazily."""
-    step = gradient_chunks.rows_per_chunk(tuple(grad.shape), 0, torch.empty((), dtype=grad.dtype).element_size())
+    step = gradient_chunks.rows_per_chunk(tuple(grad.shape), 0, torch.empty((), dtype=grad.dtype).element_size(),
+                                          device=grad.device)
     flag = torch.ones((), dtype=torch.bool, device=grad.device)
     for start, stop in gradient_chunks.spans(grad.shape[0], step):
         flag &= all_finite(grad.narrow(0, start, stop - start))

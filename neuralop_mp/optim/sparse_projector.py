@@ -148,7 +148,7 @@ class SparseProjector:
             values = torch.empty(out_shape, dtype=source.dtype, device=source.device)
             for start, stop, piece in source.chunks(0):
                 if mode == 0:
-                    lo, hi = _range_of(indices, start, stop)
+                    lo, hi = _range_of(indices, start, stop, extent=shape[0])
                     values[lo:hi] = piece[indices[lo:hi].long() - start]
                 else:
                     values[start:stop] = piece.index_select(mode, indices.long())
@@ -156,7 +156,7 @@ class SparseProjector:
         values = torch.empty(indices.numel(), dtype=source.dtype, device=source.device)
         for start, stop, piece in source.chunks(0):
             row = piece.numel() // piece.shape[0]
-            lo, hi = _range_of(indices, start * row, stop * row)
+            lo, hi = _range_of(indices, start * row, stop * row, extent=shape[0] * row)
             values[lo:hi] = piece.reshape(-1)[indices[lo:hi].long() - start * row]
         return values
 
@@ -171,7 +171,7 @@ class SparseProjector:
 
             def removed(piece, axis, start):
                 if axis == mode:
-                    lo, hi = _range_of(indices, start, start + piece.shape[axis])
+                    lo, hi = _range_of(indices, start, start + piece.shape[axis], extent=shape[mode])
                     piece.index_fill_(mode, indices[lo:hi].long() - start, 0)
                 else:
                     piece.index_fill_(mode, indices.long(), 0)
@@ -180,7 +180,8 @@ class SparseProjector:
         def removed(piece, axis, start):
             stride = math.prod(shape[axis + 1:])
             if axis == 0:  # a chunk along axis 0 is a range of flat positions
-                lo, hi = _range_of(indices, start * stride, (start + piece.shape[0]) * stride)
+                lo, hi = _range_of(indices, start * stride, (start + piece.shape[0]) * stride,
+                                   extent=math.prod(shape))
                 piece.view(-1)[indices[lo:hi].long() - start * stride] = 0
                 return
             flat = indices.long()
@@ -199,13 +200,13 @@ class SparseProjector:
         if self.structured:
             mode = self._mode_of(shape)
             if mode == 0:
-                lo, hi = _range_of(indices, start, stop)
+                lo, hi = _range_of(indices, start, stop, extent=shape[0])
                 rows[indices[lo:hi].long() - start] += values[lo:hi]
             else:
                 rows.index_add_(mode, indices.long(), values[start:stop])
             return rows
         row = rows.numel() // max(1, rows.shape[0])
-        lo, hi = _range_of(indices, start * row, stop * row)
+        lo, hi = _range_of(indices, start * row, stop * row, extent=math.prod(shape))
         rows.view(-1)[indices[lo:hi].long() - start * row] += values[lo:hi]
         return rows
 
@@ -300,8 +301,12 @@ def random_subset(total, k, generator):
     return chosen[keep]
 
 
-def _range_of(sorted_indices, low, high):
-    """Positions ``lo:hi`` of the sorted indices with values in ``[low, high)``."""
+def _range_of(sorted_indices, low, high, *, extent):
+    """Positions ``lo:hi`` of the sorted indices (values in ``[0, extent)``) with values in
+    ``[low, high)``. A range covering ``[0, extent)`` is all of them, known without the
+    search, whose bounds Python must read (on a GPU, a synchronisation)."""
+    if low <= 0 and high >= extent:
+        return 0, sorted_indices.numel()
     bounds = torch.searchsorted(sorted_indices, torch.tensor([low, high], dtype=sorted_indices.dtype,
                                                              device=sorted_indices.device))
     return int(bounds[0]), int(bounds[1])

@@ -26,6 +26,12 @@ REQUIRED_KEYS = ("step", "compressed", "seed")
 _BRANCH_SUFFIXES = ("_exp_avg", "_exp_avg_sq", "_step")
 
 
+def is_counter(key, value):
+    """Whether state ``key`` is a scalar counter kept on the CPU (``step``, ``compressed``,
+    ``seed``, a part's ``<branch>_step``), not a tensor on the parameter's device."""
+    return value.dim() == 0 and (key in REQUIRED_KEYS or key.endswith("_step"))
+
+
 def checked_state(optimizer, state_dict):
     """Param groups and ``{param: state}`` of ``state_dict``, checked against ``optimizer``.
 

@@ -19,7 +19,7 @@ from .adam_math import (
 )
 from .composite_projector import CompositeProjector
 from .compressed_step import adam_directions_, apply_update, project_parts
-from .state_checks import checked_state
+from .state_checks import checked_state, is_counter
 from .state_memory import state_memory_report
 from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, validate_group
 
@@ -226,7 +226,7 @@ class TensorGRaD(Optimizer):
 
         A compressed weight's step reads its gradient in chunks and updates the
         weight a block of rows at a time (:mod:`~neuralop_mp.optim.compressed_step`),
-        so its temporaries are a few :data:`~neuralop_mp.optim.gradient_chunks.CHUNK_BYTES`
+        so its temporaries are a few :func:`~neuralop_mp.optim.gradient_chunks.chunk_bytes`
         besides the compressed parts, whatever the weight's size.
 
         Parameters
@@ -394,13 +394,17 @@ class TensorGRaD(Optimizer):
         torch's loader casts floating-point state to the parameter's dtype (and,
         for real parameters, integer state too), which would widen bf16 moments
         and turn int32 indices into floats, so each saved tensor keeps its dtype;
-        only its device changes.
+        only its device changes. The scalar counters (steps, the compression flag, the
+        random-stream seed) stay on the CPU, where the optimizer creates them, as torch's
+        own optimizers keep ``step``: on a GPU every step reads them in Python, and a
+        device copy would cost a synchronisation each time.
         """
         groups, state_by_param = checked_state(self, state_dict)
         super().load_state_dict({"state": {}, "param_groups": groups})
         for param, value in state_by_param.items():
             self.state[param] = {
-                k: v.to(device=param.device, copy=True) if isinstance(v, torch.Tensor) else v
+                k: v.to(device="cpu" if is_counter(k, v) else param.device, copy=True)
+                if isinstance(v, torch.Tensor) else v
                 for k, v in value.items()
             }
 

@@ -3,7 +3,7 @@
 The whole-tensor versions (:class:`~neuralop_mp.optim.tucker_projector.TuckerProjector`'s
 ``compute_basis`` / ``project`` / ``project_back``) build full-size up-cast copies,
 unfoldings and mode-product intermediates. Here every temporary is at most a few
-chunks of :data:`~neuralop_mp.optim.gradient_chunks.CHUNK_BYTES`, plus outputs whose
+chunks of :func:`~neuralop_mp.optim.gradient_chunks.chunk_bytes`, plus outputs whose
 size is set by the ranks (a ``d_k x d_k`` Gram matrix, the core):
 
 - Gram matrix of a mode-``k`` unfolding: summed over chunks along a mode that is not
@@ -75,7 +75,7 @@ def gram(source, mode, factors):
     sliced = max(contracted, key=lambda j: factors[j].shape[1])
     slab_shape = [factors[j].shape[1] if j in factors else shape[j] for j in range(len(shape))]
     per_column = source.itemsize * math.prod(slab_shape) // slab_shape[sliced]
-    columns = max(1, int(gradient_chunks.CHUNK_BYTES) // max(1, per_column))
+    columns = max(1, int(gradient_chunks.chunk_bytes(source.device)) // max(1, per_column))
     for c0, c1 in spans(slab_shape[sliced], columns):
         sub = dict(factors)
         sub[sliced] = factors[sliced][:, c0:c1]
@@ -125,7 +125,7 @@ def project(source, factors):
     # and each later copy is of an already contracted, smaller tensor
     others = sorted((k for k in factors if k != 0), reverse=True)
     core = (torch.zeros if 0 in factors else torch.empty)(core_shape, dtype=source.dtype, device=source.device)
-    for start, stop in spans(shape[0], gradient_chunks.rows_per_chunk(shape, 0, source.itemsize)):
+    for start, stop in spans(shape[0], gradient_chunks.rows_per_chunk(shape, 0, source.itemsize, device=source.device)):
         # contracted here rather than by _contract: an argument stays referenced until the
         # call returns, while rebinding frees the piece right after the first product
         part = source.read(0, start, stop)
@@ -165,7 +165,7 @@ def project_over_gradient(source, factors, buffer):
         return None
     contracted = buffer[:shape[0] * inner].view(shape[0], inner)
     others = sorted((k for k in factors if k != 0), reverse=True)
-    row_spans = spans(shape[0], gradient_chunks.rows_per_chunk(shape, 0, source.itemsize))
+    row_spans = spans(shape[0], gradient_chunks.rows_per_chunk(shape, 0, source.itemsize, device=source.device))
     for start, stop in row_spans:
         part = source.read(0, start, stop)
         for j in others:
@@ -173,7 +173,7 @@ def project_over_gradient(source, factors, buffer):
         contracted[start:stop] = part.reshape(stop - start, -1)
         del part
     r0 = core_shape[0]
-    columns = max(1, int(gradient_chunks.CHUNK_BYTES) // (source.itemsize * r0))
+    columns = max(1, int(gradient_chunks.chunk_bytes(source.device)) // (source.itemsize * r0))
     for c0, c1 in spans(inner, columns):
         block = torch.zeros(r0, c1 - c0, dtype=source.dtype, device=source.device)
         for start, stop in row_spans:

@@ -99,6 +99,33 @@ def test_gpu_dry_run_walks_every_variant_at_every_size(tmp_path):
     assert (tmp_path / "gpu_memory.png").stat().st_size > 0
 
 
+def test_gpu_campaign_runs_only_the_models_asked_for(tmp_path, capsys):
+    assert gpu.main(["--dry-run", "--arch", "TFNO", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+    assert {r["model"] for r in rows} == {"TFNO"} and len(rows) == len(gpu.VARIANTS)
+    # the table's command is the one that reproduces it (the output folder left out)
+    assert "Command: `neuralop-mp bench gpu --dry-run --arch TFNO`" in (tmp_path / "gpu.md").read_text()
+    with pytest.raises(SystemExit):
+        gpu.main(["--dry-run", "--arch", "UNO", "--out", str(tmp_path)])
+    assert "invalid choice: 'UNO'" in capsys.readouterr().err
+
+
+def test_gpu_dry_run_profile_has_a_kernel_table_per_profiled_case(tmp_path):
+    assert gpu.main(["--dry-run", "--profile", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+    cases = gpu.profile_cases(rows, gpu.DRY_SIZES)
+    # the largest size, the size where ours mixed bf16 compares worst, the smallest (optimizers)
+    assert len(cases) == 3 and cases[0][3] == list(gpu.PROFILED) and "TensorGRaD" in cases[2][3][1]
+    text = (tmp_path / "gpu_profile.txt").read_text()
+    sections = text.split("== ")[1:]
+    assert [s.split(":")[0] for s in sections] == [name for *_, names in cases for name in names]
+    for section in sections:
+        if section.startswith("upstream mixed"):  # upstream's half modes crash on CPU
+            assert "crashes:" in section
+        else:  # a profiler table: one row per operator, with its time
+            assert "Self CPU" in section and "aten::" in section and "aten calls: " in section, section[:300]
+
+
 def test_per_round_range_pairs_each_round_with_upstreams_step_of_that_round():
     from neuralop_mp.bench.spectral import add_ratios, render
 

@@ -240,6 +240,17 @@ def test_default_chunks_small_weights_whole_large_ones_by_budget():
     assert _modes_per_chunk(64 * 33, 128, 128, chunk_bytes=1) == 1
 
 
+def test_on_a_gpu_weights_up_to_the_device_budget_are_one_chunk():
+    from neuralop_mp.layers.mode_matmul import DEVICE_CHUNK_BYTES, MODE_CHUNK_BYTES, _modes_per_chunk
+
+    # 128 channels, 32x17 modes (71 MB): 9 chunks on a CPU, one on a GPU
+    assert _modes_per_chunk(32 * 17, 128, 128) == MODE_CHUNK_BYTES // (128 * 128 * 8) < 32 * 17
+    assert _modes_per_chunk(32 * 17, 128, 128, device_type="cuda") == 32 * 17
+    # 256 channels, 64x33 modes (1.1 GB): chunks of the device budget
+    assert _modes_per_chunk(64 * 33, 256, 256, device_type="cuda") == DEVICE_CHUNK_BYTES // (256 * 256 * 8)
+    assert _modes_per_chunk(64 * 33, 256, 256, chunk_bytes=1, device_type="cuda") == 1
+
+
 def test_layer_uses_the_module_chunk_budget(monkeypatch):
     """The spectral layer's dense product follows ``SINGLE_CHUNK_BYTES`` and
     ``MODE_CHUNK_BYTES``: a budget of one mode per chunk changes nothing in its output

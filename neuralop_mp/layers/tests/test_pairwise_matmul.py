@@ -8,6 +8,7 @@ from torch.profiler import profile
 from neuralop_mp.layers.complex_half import run_plan
 from neuralop_mp.layers.contraction_planner import plan_contraction
 from neuralop_mp.layers.pairwise_matmul import _MAX_CANDIDATES, _layout, consumer_layouts, pair_matmul
+from neuralop_mp.layers.tests.reference import DEVICES
 
 # a TFNO layer's Tucker product at 64^2, batch 1 (32x17 kept modes, ranks from tltorch)
 TUCKER_EQUATION = "abcd,fghi,bf,eg,ch,di->aecd"
@@ -31,10 +32,13 @@ def _wanted_choices(step):
 
 @pytest.mark.parametrize("step,shape_a,shape_b", STEPS)
 @pytest.mark.parametrize("transpose_inputs", [False, True])
-def test_values_and_gradients_equal_einsum_in_float64(step, shape_a, shape_b, transpose_inputs):
+@pytest.mark.parametrize("device", DEVICES)
+def test_values_and_gradients_equal_einsum_in_float64(step, shape_a, shape_b, transpose_inputs, device):
+    """On CUDA too: the backward's choice between conjugating an operand and conjugating
+    the gradient (pair_matmul's conjugate_operand) runs on cuBLAS there."""
     for wanted in _wanted_choices(step):
-        a = torch.randn(*shape_a, dtype=torch.complex128)
-        b = torch.randn(*shape_b, dtype=torch.complex128)
+        a = torch.randn(*shape_a, dtype=torch.complex128, device=device)
+        b = torch.randn(*shape_b, dtype=torch.complex128, device=device)
         if transpose_inputs:  # same values, reversed memory order
             a = a.permute(*reversed(range(a.ndim))).contiguous().permute(*reversed(range(a.ndim)))
             b = b.permute(*reversed(range(b.ndim))).contiguous().permute(*reversed(range(b.ndim)))

@@ -127,6 +127,19 @@ def test_choice_is_per_shape_cached_and_reported():
     assert kinds == {1: PAIRWISE, 8: REBUILT}
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_on_a_gpu_factorized_weights_are_rebuilt_and_separable_ones_stay_pairwise(kind):
+    """No GPU needed: the choice depends on the device type only (kernel launches, not
+    multiply-adds, bound the product there), for every precision and shape."""
+    for mode, half in (("full", None), ("mixed", torch.bfloat16), ("half", torch.float16)):
+        path = choose_product_path(kind, False, mode, half, "cuda", shapes=[(4, 64, 32, 17)])
+        assert path.kernel == REBUILT and "on a GPU" in path.reason
+        assert choose_product_path(kind, False, mode, half, "cuda") is path  # cached, shapes or not
+        assert choose_product_path(kind, True, mode, half, "cuda").kernel == PAIRWISE
+    # on a CPU the multiply-add rule still decides: a Tucker weight at batch 1 stays pairwise
+    assert choose_product_path(kind, False, "mixed", torch.bfloat16, "cpu").kernel == PAIRWISE
+
+
 def test_rebuilt_path_saves_no_more_than_the_pairwise_plan(monkeypatch):
     """Where the rule rebuilds at the benchmark's layer size (TT rank 0.5, 64 channels,
     32x32 modes, 64^2, batch 1, an input that needs its gradient), the bytes saved for

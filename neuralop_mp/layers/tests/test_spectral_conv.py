@@ -11,8 +11,11 @@ from neuralop_mp.layers.contraction_planner import plan_contraction
 from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
 from neuralop_mp.layers.weight_contractions import spectral_equation, weight_kind, weight_operands
 from neuralop_mp.layers.tests.reference import (
+    DEVICES,
     U,
     finite,
+    float32_accumulation,
+    half_fft_relative_term,
     half_relative_bound,
     reference_forward,
     rel_err,
@@ -40,13 +43,14 @@ def _ref_weight(layer):
 
 @pytest.mark.parametrize("n_modes,spatial", GEOMETRIES)
 @pytest.mark.parametrize("complex_data", [False, True])
-def test_full_matches_float64_reference(n_modes, spatial, complex_data):
+@pytest.mark.parametrize("device", DEVICES)
+def test_full_matches_float64_reference(n_modes, spatial, complex_data, device):
     layer = MixedPrecisionSpectralConv(4, 5, n_modes, complex_data=complex_data)
     x = _input(spatial, complex_data)
     ref, *_ = reference_forward(x, _ref_weight(layer), complex_data, bias=layer.bias.detach())
-    y = layer(x)
+    y = layer.to(device)(x.to(device))
     assert y.dtype == (torch.cfloat if complex_data else torch.float32)
-    assert rel_err(y, ref) <= 1e-5
+    assert rel_err(y.cpu(), ref) <= 1e-5
 
 
 @pytest.mark.parametrize("n_modes,spatial", GEOMETRIES)
@@ -55,18 +59,30 @@ def test_full_matches_float64_reference(n_modes, spatial, complex_data):
 @pytest.mark.parametrize("half_dtype", ["bfloat16", "float16"])
 # float16 on a CPU without fp16 units warns once (checked in test_mode_matmul); here it is expected
 @pytest.mark.filterwarnings("ignore:half_dtype='float16' on a CPU")
-def test_half_modes_within_derived_bound(n_modes, spatial, complex_data, mode, half_dtype):
+@pytest.mark.parametrize("device", DEVICES)
+def test_half_modes_within_derived_bound(n_modes, spatial, complex_data, mode, half_dtype, device):
     """Dense weight: k = 3 roundings (x, W, result); contraction length n = 2 * in_channels.
 
-    See :func:`reference.half_relative_bound` for the derivation of the tolerance.
+    See :func:`reference.half_relative_bound` for the derivation of the tolerance. On
+    CUDA, "half" with float16 at power-of-2 sizes also runs both FFTs in fp16 (cuFFT):
+    :func:`reference.half_fft_relative_term` adds their error.
     """
     layer = MixedPrecisionSpectralConv(
         4, 5, n_modes, complex_data=complex_data, bias=False, fno_block_precision=mode, half_dtype=half_dtype
     )
+    half = HALF[half_dtype]
     x = _input(spatial, complex_data)
     ref, x_kept, w, eq = reference_forward(x, _ref_weight(layer), complex_data)
-    bound = half_relative_bound(x_kept, [w], eq, 3, U[HALF[half_dtype]], 2 * 4)
-    y = layer(x)
+    bound = half_relative_bound(x_kept, [w], eq, 3, U[half], 2 * 4)
+    with float32_accumulation():
+        y = layer.to(device)(x.to(device))
+    fft = layer.last_product_path["fft"]
+    fp16_fft = device == "cuda" and mode == "half" and half_dtype == "float16" and all(
+        n & (n - 1) == 0 for n in spatial)
+    assert fft == ("float16 (cuFFT)" if fp16_fft else "float32")
+    if fp16_fft:
+        bound += half_fft_relative_term(x, w, x_kept, torch.einsum(eq, x_kept, w), U[half], complex_data)
+    y = y.cpu()
     assert finite(y)
     err = rel_err(y, ref)
     assert err <= bound
@@ -78,7 +94,8 @@ def test_half_modes_within_derived_bound(n_modes, spatial, complex_data, mode, h
 @pytest.mark.parametrize("separable", [False, True])
 @pytest.mark.parametrize("implementation", ["factorized", "reconstructed"])
 @pytest.mark.parametrize("mode", ["full", "mixed"])
-def test_factorized_equals_dense_with_reconstructed_weight(factorization, separable, implementation, mode):
+@pytest.mark.parametrize("device", DEVICES)
+def test_factorized_equals_dense_with_reconstructed_weight(factorization, separable, implementation, mode, device):
     """Factorized layer vs dense layer holding the reconstructed weight, each against float64.
 
     "full": both within 1e-5 of the float64 reference. "mixed" (bf16): each within its
@@ -94,22 +111,25 @@ def test_factorized_equals_dense_with_reconstructed_weight(factorization, separa
     x = _input((12, 10), False, channels=6)
     ref, x_kept, w, eq = reference_forward(x, weight, separable=separable)
     if mode == "full":
-        assert rel_err(fact(x), ref) <= 1e-5
-        assert rel_err(dense(x), ref) <= 1e-5
+        assert rel_err(fact.to(device)(x.to(device)).cpu(), ref) <= 1e-5
+        assert rel_err(dense.to(device)(x.to(device)).cpu(), ref) <= 1e-5
         return
+    fact.to(device), dense.to(device)  # the plan (and so the count of roundings) is the device's
     # bound of the factorized layer: absolute values of its own chain of operands
     if implementation == "factorized":
         kind = weight_kind(fact.weight, implementation)
-        chain = [op.detach().to(torch.complex128) for op in weight_operands(fact.weight, kind)]
+        chain = [op.detach().cpu().to(torch.complex128) for op in weight_operands(fact.weight, kind)]
         chain_eq = spectral_equation(kind, 4, separable)
         plan = fact.contraction_plan(x.shape)
         rounds = len(plan.shapes) + len(plan.steps)
     else:
         chain, chain_eq, rounds = [w], eq, 3
-    fact_bound = half_relative_bound(x_kept, chain, chain_eq, rounds, U[torch.bfloat16], _summed_length(chain_eq, x_kept, chain))
+    fact_bound = half_relative_bound(x_kept, chain, chain_eq, rounds, U[torch.bfloat16],
+                                     _summed_length(chain_eq, x_kept, chain))
     dense_bound = half_relative_bound(x_kept, [w], eq, 3, U[torch.bfloat16], _summed_length(eq, x_kept, [w]))
     for layer, bound in ((fact, fact_bound), (dense, dense_bound)):
-        y = layer(x)
+        with float32_accumulation():
+            y = layer.to(device)(x.to(device)).cpu()
         assert finite(y)
         assert rel_err(y, ref) <= bound
 

@@ -24,8 +24,8 @@ def low_rank_tensor(shape, ranks, complex_=True, seed=0):
 
 
 def run_steps(optimizer, params, grads_per_step):
-    """Assign each step's gradients (cast to the param dtype) and step."""
+    """Assign each step's gradients (cast to the param dtype and device) and step."""
     for grads in grads_per_step:
         for p, g in zip(params, grads):
-            p.grad = g.to(p.dtype).clone()
+            p.grad = g.to(device=p.device, dtype=p.dtype).clone()
         optimizer.step()

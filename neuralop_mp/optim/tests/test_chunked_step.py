@@ -309,3 +309,36 @@ def test_consumed_gradient_holds_the_core(monkeypatch):
     assert peaks[True] <= peaks[False] - core + piece
     assert parts[True].keys() == parts[False].keys()
     assert all(torch.equal(parts[True][k], parts[False][k]) for k in parts[True])
+
+
+def test_chunk_budget_is_per_device():
+    """8 MiB chunks on a CPU; on a GPU, where each chunk is kernel launches, 256 MiB ones
+    (and as many more elements per stochastic-rounding chunk)."""
+    from neuralop_mp.optim.adam_math import ROUNDING_CHUNK, rounding_chunk
+
+    assert gradient_chunks.chunk_bytes() == gradient_chunks.chunk_bytes("cpu") == gradient_chunks.CHUNK_BYTES
+    assert gradient_chunks.chunk_bytes(torch.device("cuda", 0)) == gradient_chunks.DEVICE_CHUNK_BYTES
+    shape = (64, 64, 32, 17)  # an FNO spectral weight: 272 KiB per index along axis 0 in complex64
+    assert gradient_chunks.rows_per_chunk(shape, 0, 8) == 30  # three chunks
+    assert gradient_chunks.rows_per_chunk(shape, 0, 8, device="cuda") >= 64  # one chunk
+    assert rounding_chunk("cpu") == ROUNDING_CHUNK
+    assert rounding_chunk("cuda") == ROUNDING_CHUNK * (gradient_chunks.DEVICE_CHUNK_BYTES // gradient_chunks.CHUNK_BYTES)
+
+
+@pytest.mark.parametrize("sparse_type", ["randk", "topk"])
+def test_a_step_read_in_one_chunk_looks_up_no_index_ranges(monkeypatch, sparse_type):
+    """Index ranges of the sparse part are searched (on a GPU, a synchronisation each) only
+    where the gradient is read in several chunks; one chunk takes all indices without it."""
+    searches = []
+    real_search = torch.searchsorted
+    monkeypatch.setattr(sparse_projector.torch, "searchsorted",
+                        lambda *a, **k: searches.append(1) or real_search(*a, **k))
+    # low-rank plus noise, as above: well-defined bases, so both runs take the same steps
+    grads = [(low_rank_tensor(SHAPE, (5, 4, 4, 3), seed=90 + i)[0]
+              + 0.01 * random_tensor(SHAPE, True, seed=95 + i)).to(torch.complex64) for i in range(3)]
+    start = random_tensor(SHAPE, True, seed=60).to(torch.complex64)
+    whole, _ = _step_weights(10**9, monkeypatch, grads, sparse_type=sparse_type, sparse_ratio=0.2, rank=0.5)
+    assert searches == []
+    chunked, _ = _step_weights(2000, monkeypatch, grads, sparse_type=sparse_type, sparse_ratio=0.2, rank=0.5)
+    assert searches  # several chunks: the ranges are looked up
+    assert (chunked - whole).norm() <= 1e-5 * (whole - start).norm()

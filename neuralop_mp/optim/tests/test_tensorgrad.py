@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from neuralop_mp.layers.tests.reference import DEVICES
 from neuralop_mp.optim import TensorGRaD
 from neuralop_mp.optim.tests.helpers import low_rank_tensor, random_tensor, run_steps
 
@@ -47,15 +48,16 @@ def _assert_close_to(params, reference, rtol):
         dict(rank=1.0, sparse_ratio=None, order="lowrank_first", state_dtype="float32", scale=1.0),
     ],
 )
-def test_full_rank_or_full_support_reduces_to_adamw(settings):
+@pytest.mark.parametrize("device", DEVICES)
+def test_full_rank_or_full_support_reduces_to_adamw(settings, device):
     grads = _grads(30)
     reference = _adamw_float64_reference(grads)
-    params = _params()
+    params = [torch.nn.Parameter(p.detach().to(device)) for p in _params()]
     opt = TensorGRaD(params, **HYPER, **{"min_params": 10, "update_proj_gap": 7, **settings})
     run_steps(opt, params, grads)
     assert all(bool(opt.state[p]["compressed"]) for p in params)
     # fp32 arithmetic against a float64 AdamW over 30 steps across 4 refreshes
-    _assert_close_to(params, reference, rtol=2e-6)
+    _assert_close_to([p.cpu() for p in params], reference, rtol=2e-6)
 
 
 def test_zero_residual_second_part_equals_first_alone():
@@ -80,8 +82,8 @@ def test_zero_residual_second_part_equals_first_alone():
         torch.testing.assert_close(a, b, atol=1e-7, rtol=0)
 
 
-def _lockstep(state_dtype, tmp_path):
-    model_a = _params()
+def _lockstep(state_dtype, tmp_path, device="cpu"):
+    model_a = [torch.nn.Parameter(p.detach().to(device)) for p in _params()]
     settings = dict(min_params=10, update_proj_gap=7, rank=0.5, sparse_ratio=0.1, state_dtype=state_dtype,
                     reset_sparse_moments=False, **HYPER)
     opt_a = TensorGRaD(model_a, **settings)
@@ -95,10 +97,14 @@ def _lockstep(state_dtype, tmp_path):
 
 
 @pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
-def test_state_dict_lockstep_is_bit_identical_across_a_refresh(state_dtype, tmp_path):
-    model_a, opt_a, model_b, opt_b = _lockstep(state_dtype, tmp_path)
+@pytest.mark.parametrize("device", DEVICES)
+def test_state_dict_lockstep_is_bit_identical_across_a_refresh(state_dtype, tmp_path, device):
+    model_a, opt_a, model_b, opt_b = _lockstep(state_dtype, tmp_path, device)
     for key, value in opt_a.state[model_a[0]].items():
         loaded = opt_b.state[model_b[0]][key]
+        # the scalar counters stay on the CPU (as the optimizer makes them); tensors on the param's device
+        expected = torch.device("cpu") if value.dim() == 0 else model_a[0].device
+        assert loaded.device == value.device == expected, (key, loaded.device, value.device)
         assert loaded.dtype == value.dtype and torch.equal(loaded, value), key
     more = _grads(20, offset=500)  # steps 20..39 cross the refreshes at 21, 28 and 35
     run_steps(opt_a, model_a, more)

@@ -1,4 +1,4 @@
-"""Two ranks (gloo, CPU, forked on localhost) train the same model and stay bitwise equal.
+"""Two ranks (gloo, CPU, on localhost) train the same model and stay bitwise equal.
 
 The runs: an FNO with the mixed-precision spectral layer, the schedule
 "mixed:0.5,full:0.5" (its phase changes after the first epoch), dynamic loss scaling,
@@ -22,6 +22,11 @@ import torch.multiprocessing as mp
 from neuralop_mp.optim import TensorGRaD
 from neuralop_mp.training.checkpointing import unwrap
 from neuralop_mp.training.trainer import MixedPrecisionTrainer
+
+# fork: the children inherit the imported torch and neuralop (a fresh interpreter spends ~5 s
+# importing). Where CUDA is present, autograd may already run device threads in this process
+# (an earlier CUDA test), and torch refuses autograd in a forked child: spawn there.
+_START_METHOD = "spawn" if torch.cuda.is_available() else "fork"
 
 from .tiny import DictDataset, loss, tiny_fno
 
@@ -159,9 +164,8 @@ def run_ranks(tmp_path, world_size=2, **kwargs):
     """Train on ``world_size`` spawned gloo ranks; the result dict of each rank."""
     out = tmp_path / f"out_{len(list(tmp_path.iterdir()))}"
     out.mkdir()
-    # fork: the children inherit the imported torch and neuralop (a fresh interpreter spends ~5 s importing)
     mp.start_processes(_worker, args=(world_size, _free_port(), str(out), kwargs), nprocs=world_size, join=True,
-                       start_method="fork")
+                       start_method=_START_METHOD)
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
 
 
@@ -250,7 +254,7 @@ def test_collectives_agree_across_ranks_and_disagreement_is_named(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     mp.start_processes(_collectives_worker, args=(2, _free_port(), str(out), None), nprocs=2, join=True,
-                       start_method="fork")
+                       start_method=_START_METHOD)
     for rank in (0, 1):
         result = torch.load(out / f"rank{rank}.pt", weights_only=False)
         assert result["any"] == [True, False]
@@ -300,7 +304,7 @@ def test_auto_precision_decided_on_different_shards_is_the_most_precise_on_every
     out = tmp_path / "out"
     out.mkdir()
     mp.start_processes(_auto_worker, args=(2, _free_port(), str(out), None), nprocs=2, join=True,
-                       start_method="fork")
+                       start_method=_START_METHOD)
     results = [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
     assert [r["own"] for r in results] == ["mixed", "full"]
     for r in results:
