@@ -343,11 +343,12 @@ class MixedPrecisionSpectralConv(SpectralConv):
         fft_dims = list(range(-self.order, 0))
         fft_half = self._fft_in_half(mode, half, x, spatial, out_spatial)
         if self.complex_data:
-            x = x.to(torch.complex32 if fft_half else torch.complex64)
+            wide = torch.complex32 if fft_half else torch.complex64
         else:
-            x = x.to(torch.float16 if fft_half else torch.float32)
-        if stabilizer == "tanh":
-            x = tanh_stabilizer(x, half)  # kept for backward in 16 bits in the half modes
+            wide = torch.float16 if fft_half else torch.float32
+        # tanh of the input widened to the FFT's dtype; in the half modes its backward keeps
+        # only 16 bits (the 16-bit input itself where it is one: nothing more)
+        x = tanh_stabilizer(x, half, wide) if stabilizer == "tanh" else x.to(wide)
 
         fft_size = self._fft_size(spatial)
         kept = self._kept_modes(fft_size)

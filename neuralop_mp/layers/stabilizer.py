@@ -1,15 +1,22 @@
-"""The tanh stabilizer before the forward FFT, with its backward's operand kept in 16 bits.
+"""The tanh stabilizer before the forward FFT, with nothing wide kept for its backward.
 
 tanh's derivative is ``1 - y^2`` of its output ``y``, so autograd keeps ``y`` until
-backward, in the dtype it was computed in: a float32 tensor of the layer's full input
-size (1 GiB per layer for 64 channels at 1024^2 in batches of 4) while only the 16-bit
-kept spectrum of the same layer is saved for the product. In the 16-bit modes
-:func:`tanh_stabilizer` keeps ``y`` rounded to the layer's half type instead: the
-forward values are unchanged (tanh in the input's dtype), and since ``|y| <= 1`` the
-rounded ``y`` is within ``u |y|`` of the exact one, so the derivative ``1 - y^2`` (in
-``[0, 1]``) is off by at most about ``2u``: a gradient error of at most ``2u |g|``
-entry by entry, below the 16-bit rounding the product's backward applies to the same
-gradient anyway.
+backward, in the dtype it was computed in: a tensor of the layer's full input size
+(0.5 GiB in 16 bits, 1 GiB in float32, per layer for 64 channels at 1024^2 in batches
+of 4), where only the 16-bit kept spectrum of the same layer is saved for the product.
+:func:`tanh_stabilizer` keeps instead
+
+- the input itself, when it is 16-bit (under autocast, the activations between layers)
+  or the caller says it keeps it anyway (an FNO block, whose skip connection saves the
+  same tensor): tanh then adds nothing, and backward recomputes ``tanh`` from it, bit
+  for bit the forward's values and torch's gradient;
+- otherwise, in the 16-bit modes, ``y`` rounded to the layer's half type: since ``|y| <= 1`` the rounded ``y``
+  is within ``u |y|`` of the exact one, so the derivative ``1 - y^2`` (in ``[0, 1]``)
+  is off by at most about ``2u``: a gradient error of at most ``2u |g|`` entry by
+  entry, below the 16-bit rounding the product's backward applies to the same
+  gradient anyway.
+
+The forward values are those of ``tanh`` of the input widened to the FFT's dtype.
 
 References
 ----------
@@ -20,25 +27,40 @@ import torch
 from neuralop.layers.complex import ctanh
 
 
-class _TanhKeptInHalf(torch.autograd.Function):
+class _TanhKeptNarrow(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, half):
-        y = torch.tanh(x)
-        ctx.save_for_backward(y.to(half))
+    def forward(ctx, x, half, out_dtype, keep_input):
+        y = torch.tanh(x.to(out_dtype))
+        ctx.input_dtype, ctx.out_dtype = x.dtype, out_dtype
+        ctx.from_input = keep_input or half is None or x.dtype.itemsize <= half.itemsize
+        ctx.save_for_backward(x if ctx.from_input else y.to(half))
         return y
 
     @staticmethod
     def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        y = y.to(grad.dtype)
-        return grad * (1 - y * y), None
+        (kept,) = ctx.saved_tensors
+        # from the input: the forward's own values again; else the 16-bit rounded output
+        y = torch.tanh(kept.to(ctx.out_dtype)) if ctx.from_input else kept
+        # torch's own kernel for grad * (1 - y^2): the numbers of torch.tanh's backward
+        return torch.ops.aten.tanh_backward(grad, y.to(grad.dtype)).to(ctx.input_dtype), None, None, None
 
 
-def tanh_stabilizer(x, half=None):
-    """``tanh(x)`` (upstream's ``ctanh`` for complex ``x``); with ``half`` a 16-bit dtype,
-    the output kept for backward is rounded to it (real ``x`` in a wider dtype only)."""
+def tanh_stabilizer(x, half=None, out_dtype=None, keep_input=False):
+    """``tanh`` of ``x`` widened to ``out_dtype`` (default: ``x``'s dtype); upstream's
+    ``ctanh`` for complex ``x``.
+
+    For backward it keeps ``x`` itself where ``x`` is 16-bit or ``keep_input`` says the
+    caller keeps ``x`` anyway (an FNO block's skip saves the same tensor), and recomputes
+    tanh from it; else, with ``half`` a 16-bit dtype, the output rounded to ``half``;
+    else the output, as ``torch.tanh``. Forward values are always those of ``torch.tanh``
+    of the widened input, and from a kept input the gradient is torch's bit for bit.
+    """
+    out_dtype = out_dtype or x.dtype
     if x.is_complex():
-        return ctanh(x)
-    if half is None or not torch.is_grad_enabled() or not x.requires_grad or x.dtype.itemsize <= half.itemsize:
-        return torch.tanh(x)
-    return _TanhKeptInHalf.apply(x, half)
+        return ctanh(x.to(out_dtype))
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return torch.tanh(x.to(out_dtype))
+    narrow_input = x.dtype.itemsize <= 2
+    if not (keep_input or narrow_input or half is not None):
+        return torch.tanh(x.to(out_dtype))
+    return _TanhKeptNarrow.apply(x, half, out_dtype, keep_input)

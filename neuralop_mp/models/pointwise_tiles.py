@@ -27,6 +27,13 @@ Tiles apply only where they are exact and pay:
   ``resolution_scaling_factor``: UNO's blocks); other blocks and calls run upstream's
   forward, unchanged.
 
+Where tiles do not run on a GPU, the lifting and projection recompute their hidden
+activation in backward instead of keeping it (:mod:`.recomputed_activation`, the same
+numbers): on a 1024^2 grid it is 2 of the 13.6 GiB an FNO keeps for backward. A block
+with the tanh stabilizer keeps the block's input for tanh's backward, which its skip
+keeps anyway, instead of tanh's output (:func:`~neuralop_mp.layers.stabilizer.tanh_stabilizer`,
+the same numbers), tiled or not.
+
 A forward hook sees what it sees without tiles: a tiled call falls back to upstream's
 forward when a hook (or a global one) sits on a module it would call once per tile (a
 skip, a channel MLP or one of its layers), and hooks on the block, the lifting or the
@@ -44,7 +51,9 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 
 from ..vocabulary import check_int_at_least
+from ..layers.stabilizer import tanh_stabilizer
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS, pointwise_targets, split_points
+from .recomputed_activation import mlp_recomputing_activation, recomputes_activation
 
 __all__ = ["DEFAULT_TILE_POINTS", "describe_pointwise_tiles", "pointwise_tile_points", "reinstall_pointwise_tiles",
            "set_pointwise_tiles"]
@@ -139,18 +148,41 @@ class _TiledPostactivation:
             y = b.non_linearity(y)
         return y
 
+    def _whole_grid_with_tanh(self, x, index):
+        # upstream's forward_with_postactivation, in its order (the order x's gradients are
+        # summed in), but tanh keeps x, which the skips keep anyway, instead of its output
+        b, last = self.block, index == self.block.n_layers - 1
+        mlp_skip = b.use_channel_mlp and b.channel_mlp_skips is not None
+        x_skip_fno = b.fno_skips[index](x) if b.fno_skips is not None else None
+        x_skip_mlp = b.channel_mlp_skips[index](x) if mlp_skip else None
+        x_fno = b.convs[index](tanh_stabilizer(x, keep_input=True))
+        y = x_fno + x_skip_fno if x_skip_fno is not None else x_fno
+        if not last:
+            y = b.non_linearity(y)
+        if b.use_channel_mlp:
+            y = b.channel_mlp[index](y) + x_skip_mlp if mlp_skip else b.channel_mlp[index](y)
+        if not last:
+            y = b.non_linearity(y)
+        return y
+
     def __call__(self, x, index=0, output_shape=None):
         conv = self.block.convs[index]
         tiling = _tiling(x, self.tile_points)
         # a resampling layer (UNO; an FNO's output_shape) needs upstream's transform of the skips;
         # checked at every call, since a block's layers or hooks may change after tiles were set
-        if (tiling is None or output_shape is not None or not block_tiles_apply(self.block)
-                or getattr(conv, "resolution_scaling_factor", None) is not None
-                or not _unhooked(_tail_modules(self.block, index))):
+        ours = (output_shape is None and block_tiles_apply(self.block)
+                and getattr(conv, "resolution_scaling_factor", None) is None
+                and _unhooked(_tail_modules(self.block, index)))
+        tanh = self.block.stabilizer == "tanh"
+        if not ours or (tiling is None and not tanh):
             self.last_tiles = 1
             return type(self.block).forward_with_postactivation(self.block, x, index, output_shape)
+        if tiling is None:  # whole grid (a GPU), for the tanh's sake
+            self.last_tiles = 1
+            return self._whole_grid_with_tanh(x, index)
+        # the skip keeps x for backward: tanh keeps it too instead of its own output (same numbers)
+        x_fno = conv(tanh_stabilizer(x, keep_input=True) if tanh else x)
         dim, size = tiling
-        x_fno = conv(torch.tanh(x) if self.block.stabilizer == "tanh" else x)
         tiles = [self._tail(xt, ft, index) for xt, ft in zip(x.split(size, dim), x_fno.split(size, dim))]
         self.last_tiles = len(tiles)
         return torch.cat(tiles, dim)  # cat keeps nothing for backward
@@ -172,6 +204,8 @@ class _TiledPointwiseForward:
         tiling = _tiling(x, self.tile_points)
         if tiling is None or not _mlp_sliceable(self.module) or not _unhooked(self.module.children()):
             self.last_tiles = 1
+            if recomputes_on(self.module, x.device.type):
+                return mlp_recomputing_activation(self.module, x)
             return forward(self.module, x)
         tiles = [forward(self.module, part) for part in x.split(tiling[1], tiling[0])]
         self.last_tiles = len(tiles)
@@ -179,6 +213,16 @@ class _TiledPointwiseForward:
 
     def __reduce__(self):
         return (_TiledPointwiseForward, (self.module, self.tile_points))
+
+
+def recomputes_on(mlp, device_type):
+    """Whether the lifting or projection ``mlp`` recomputes its hidden activation in backward
+    (:mod:`.recomputed_activation`) on ``device_type``: on a GPU, where memory is what a
+    16-bit step runs out of and the extra elementwise kernel is small, for two-layer MLPs
+    that tiles could also run (upstream's forward, no dropout, an elementwise activation),
+    with no forward hook on their layers. On a CPU the tiles keep their speed."""
+    return (device_type != "cpu" and _mlp_sliceable(mlp) and recomputes_activation(mlp)
+            and _unhooked(mlp.children()))
 
 
 def _outside_block_mlps(model):

@@ -1,17 +1,18 @@
-"""The tanh stabilizer: forward values unchanged, its backward operand kept in 16 bits."""
+"""The tanh stabilizer: forward values unchanged, nothing wide kept for its backward."""
 import pytest
 import torch
 
 from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
 from neuralop_mp.layers.stabilizer import tanh_stabilizer
-from neuralop_mp.layers.tests.reference import U
+from neuralop_mp.layers.tests.reference import DEVICES, U
 from neuralop_mp.memory import SavedTensorBytes
 
 
 @pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
-def test_gradient_within_2u_of_float64_and_values_exact(half):
-    """Fresh inputs spread over tanh's range (|x| up to ~8): the output is torch.tanh's
-    bit for bit; the input gradient is within 2u |g| (+ float32 rounding) of float64's."""
+def test_from_a_wide_input_the_gradient_is_within_2u_of_float64(half):
+    """Fresh float32 inputs spread over tanh's range (|x| up to ~8): the output is
+    torch.tanh's bit for bit; the input gradient, from the output kept in ``half``, is
+    within 2u |g| (+ float32 rounding) of float64's."""
     x = (4 * torch.randn(3, 5, 16, 16)).requires_grad_()
     g = torch.randn(3, 5, 16, 16)
     y = tanh_stabilizer(x, half)
@@ -24,7 +25,31 @@ def test_gradient_within_2u_of_float64_and_values_exact(half):
     assert err.max() > 1e-6  # the 16-bit operand really was used
 
 
-def test_saved_bytes_halve_and_full_or_no_grad_keep_torch_tanh():
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_from_a_16_bit_input_it_keeps_the_input_and_matches_torch_exactly(half):
+    """A 16-bit input (an activation under autocast) widened to float32: backward
+    recomputes tanh from the input it kept (the same storage: nothing new), and output and
+    gradient equal torch's tanh of the widened input bit for bit."""
+    x = (4 * torch.randn(2, 4, 16, 16)).to(half).requires_grad_()
+    g = torch.randn(2, 4, 16, 16)
+    kept = []
+
+    def pack(t):
+        kept.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = tanh_stabilizer(x, half, torch.float32)
+    assert len(kept) == 1 and kept[0].data_ptr() == x.data_ptr()
+    (grad,) = torch.autograd.grad(y, x, g)
+    x2 = x.detach().clone().requires_grad_()
+    y2 = torch.tanh(x2.float())
+    (grad2,) = torch.autograd.grad(y2, x2, g)
+    assert y.dtype == torch.float32 and torch.equal(y, y2)
+    assert grad.dtype == half and torch.equal(grad, grad2)
+
+
+def test_saved_bytes_and_the_cases_that_stay_torch_tanh():
     x = torch.randn(2, 4, 32, 32, requires_grad=True)
     with SavedTensorBytes() as full:
         tanh_stabilizer(x)
@@ -37,16 +62,53 @@ def test_saved_bytes_halve_and_full_or_no_grad_keep_torch_tanh():
     assert torch.equal(tanh_stabilizer(z, torch.float16), tanh_stabilizer(z))
 
 
-def test_layer_in_mixed_keeps_the_stabilizer_output_in_16_bits():
-    """A 64-channel layer at 32^2: with tanh in "mixed" the saved bytes grow by the 16-bit
-    tanh output (2 bytes an input entry), not by a float32 one."""
+@pytest.mark.parametrize("input_dtype, extra_bytes", [(torch.float32, 2), (torch.bfloat16, 0)])
+def test_layer_with_tanh_keeps_at_most_16_bits_more(input_dtype, extra_bytes):
+    """A 64-channel layer at 32^2 in "mixed": tanh adds the 16-bit output (2 bytes an input
+    entry) for a float32 input, and nothing for a bfloat16 one (kept by the caller)."""
     torch.manual_seed(0)
     layer = MixedPrecisionSpectralConv(64, 64, (8, 8), fno_block_precision="mixed", half_dtype="bfloat16")
-    x = torch.randn(2, 64, 32, 32, requires_grad=True)
+    x = torch.randn(2, 64, 32, 32).to(input_dtype).requires_grad_()
     sizes = {}
     for stabilizer in (None, "tanh"):
         layer.stabilizer = stabilizer
-        with SavedTensorBytes(exclude=layer.parameters()) as meter:
+        with SavedTensorBytes(exclude=[*layer.parameters(), x]) as meter:
             layer(x)
         sizes[stabilizer] = meter.bytes
-    assert sizes["tanh"] - sizes[None] == x.numel() * 2
+    assert sizes["tanh"] - sizes[None] == x.numel() * extra_bytes
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fno_block_tanh_keeps_the_block_input_not_its_output(device):
+    """An FNO (our layer, "mixed" bf16, tanh, autocast over the whole model) on a grid
+    smaller than one pointwise tile (the whole-grid path a GPU takes): with the plugin's
+    block forward, each block's tanh keeps the block input its skip keeps anyway, so the
+    step keeps one 16-bit block-sized tensor per block less than upstream's forward, the
+    lifting and projection (on a GPU) their hidden activation less, and output and
+    gradients are upstream's bit for bit."""
+    from neuralop.models import FNO
+
+    from neuralop_mp.layers.autocast_scope import set_autocast_scope
+    from neuralop_mp.layers.precision_switch import set_precision
+    from neuralop_mp.models.pointwise_tiles import set_pointwise_tiles
+
+    torch.manual_seed(0)
+    model = FNO(conv_module=MixedPrecisionSpectralConv, n_modes=(8, 8), in_channels=1, out_channels=1,
+                hidden_channels=16, n_layers=3).to(device)
+    set_precision(model, "mixed", half_dtype="bfloat16", stabilizer="tanh")
+    set_autocast_scope(model, "model")
+    x = torch.randn(2, 1, 32, 32, device=device)
+    runs = {}
+    for tiles in (None, "default"):
+        set_pointwise_tiles(model, None) if tiles is None else set_pointwise_tiles(model)
+        model.zero_grad()
+        with SavedTensorBytes(exclude=[*model.parameters()]) as meter:
+            with torch.autocast(device, dtype=torch.bfloat16):
+                y = model(x)
+        y.float().square().mean().backward()
+        runs[tiles] = (meter.bytes, y.detach(), [p.grad.clone() for p in model.parameters()])
+    (upstream, y0, g0), (ours, y1, g1) = runs[None], runs["default"]
+    block = 2 * 16 * 32 * 32 * 2  # one bf16 tensor of the blocks' size
+    hidden = 2 * 32 * 32 * 32 * 2 if device == "cuda" else 0  # lifting/projection: 32 hidden channels
+    assert upstream - ours == 3 * block + 2 * hidden
+    assert torch.equal(y0, y1) and all(torch.equal(a, b) for a, b in zip(g0, g1))
