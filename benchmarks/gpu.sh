@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU campaign in one call, on a CUDA machine (about 8 minutes on one H100/H200):
+# The GPU campaign in one call, on a CUDA machine (about 2 minutes on an H200, at most 8):
 #   bash benchmarks/gpu.sh OUT_DIR [--update-docs]
 # runs the CUDA tests and the spectral + optimizer GPU rows (FNO/TFNO 2D at 256-1024^2),
 # and writes gpu.md, gpu.json and gpu_memory.png into OUT_DIR. On a machine without CUDA,

@@ -10,11 +10,11 @@ of 4), where only the 16-bit kept spectrum of the same layer is saved for the pr
   or the caller says it keeps it anyway (an FNO block, whose skip connection saves the
   same tensor): tanh then adds nothing, and backward recomputes ``tanh`` from it, bit
   for bit the forward's values and torch's gradient;
-- otherwise, in the 16-bit modes, ``y`` rounded to the layer's half type: since ``|y| <= 1`` the rounded ``y``
-  is within ``u |y|`` of the exact one, so the derivative ``1 - y^2`` (in ``[0, 1]``)
-  is off by at most about ``2u``: a gradient error of at most ``2u |g|`` entry by
-  entry, below the 16-bit rounding the product's backward applies to the same
-  gradient anyway.
+- otherwise, in the 16-bit modes, ``y`` rounded to the layer's half type: since
+  ``|y| <= 1`` the rounded ``y`` is within ``u |y|`` of the exact one, so the derivative
+  ``1 - y^2`` (in ``[0, 1]``) is off by at most about ``2u``: a gradient error of at
+  most ``2u |g|`` entry by entry, below the 16-bit rounding the product's backward
+  applies to the same gradient anyway.
 
 The forward values are those of ``tanh`` of the input widened to the FFT's dtype.
 
