@@ -198,13 +198,16 @@ class _TiledPointwiseForward:
         self.module = module
         self.tile_points = tile_points
         self.last_tiles = None
+        self.last_recomputed = False  # whether the last call recomputes its hidden activation
 
     def __call__(self, x):
         forward = type(self.module).forward
         tiling = _tiling(x, self.tile_points)
+        self.last_recomputed = False
         if tiling is None or not _mlp_sliceable(self.module) or not _unhooked(self.module.children()):
             self.last_tiles = 1
             if recomputes_on(self.module, x.device.type):
+                self.last_recomputed = True
                 return mlp_recomputing_activation(self.module, x)
             return forward(self.module, x)
         tiles = [forward(self.module, part) for part in x.split(tiling[1], tiling[0])]
@@ -305,6 +308,8 @@ def describe_pointwise_tiles(model):
     used = [t.last_tiles for t in _tilers(model) if t.last_tiles is not None]
     if not used:
         return text + " (no forward yet, or no layer they apply to)"
+    if any(getattr(t, "last_recomputed", False) for t in _tilers(model)):
+        text += "; lifting and projection recompute their hidden activation in backward (not on CPU)"
     if max(used) == 1:
         return text + "; last forward: whole grid (not on CPU, one tile's worth of points, or not applicable)"
     return text + f"; last forward: up to {max(used)} tiles per layer"

@@ -84,3 +84,28 @@ def test_cuda_fno_lifting_and_projection_keep_less_and_train_the_same():
     # the lifting's and the projection's hidden activations (2 x 32 channels of bf16) are not kept
     assert before - after == 2 * (2 * 32 * 64 * 64 * 2)
     assert torch.equal(y0, y1) and all(torch.equal(a, b) for a, b in zip(g0, g1))
+
+
+def test_the_summary_line_says_when_lifting_and_projection_recompute(monkeypatch):
+    """Where it applies (a GPU; forced here on a CPU), the model's forward takes the
+    recomputing MLPs, with upstream's numbers, and the pointwise-work line says so."""
+    from neuralop.models import FNO
+
+    from neuralop_mp.models import pointwise_tiles
+    from neuralop_mp.models.pointwise_tiles import describe_pointwise_tiles
+
+    torch.manual_seed(0)
+    model = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2)
+    x = torch.randn(2, 1, 16, 16)
+    set_pointwise_tiles(model, None)
+    y0 = model(x)
+    set_pointwise_tiles(model)
+    model(x)
+    assert "recompute" not in describe_pointwise_tiles(model)  # a CPU: upstream's MLPs
+    calls = []
+    real = pointwise_tiles.mlp_recomputing_activation
+    monkeypatch.setattr(pointwise_tiles, "recomputes_on", lambda mlp, device_type: True)
+    monkeypatch.setattr(pointwise_tiles, "mlp_recomputing_activation", lambda m, t: calls.append(m) or real(m, t))
+    y1 = model(x)
+    assert calls == [model.lifting, model.projection] and torch.equal(y0, y1)
+    assert "lifting and projection recompute their hidden activation in backward" in describe_pointwise_tiles(model)
