@@ -241,6 +241,10 @@ class MixedPrecisionSpectralConv(SpectralConv):
                 slices.append(slice(start // 2, -((start + 1) // 2)))
             else:
                 slices.append(slice(None, -start))
+        if all(s == slice(None) for s in slices):
+            # every mode is kept (the usual case): indexing a tltorch tensor builds a new
+            # factorized tensor, 0.4 ms a forward for a Tucker weight, for the same values
+            return self.weight
         return self.weight[tuple(slices)]
 
     def _mode_slices(self, fft_size, kept_modes):
