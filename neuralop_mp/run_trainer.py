@@ -84,7 +84,8 @@ class RunFolderTrainer(MixedPrecisionTrainer):
             return
         per_batch = (time.perf_counter() - self._early_started) / timed
         epochs = self.n_epochs - epoch
-        self.log(f"[neuralop-mp] {per_batch:.2f} s per training batch: expect about "
+        # three significant digits: a small model's batch takes milliseconds ("0.00 s" said nothing)
+        self.log(f"[neuralop-mp] {per_batch:.3g} s per training batch: expect about "
                  f"{format_duration(per_batch * n_batches * epochs)} of training for {epochs} epoch(s) "
                  f"of {n_batches} batches, plus evaluation (refined after the first epoch)")
         self._early_estimate = False
