@@ -39,7 +39,14 @@ class _TanhKeptNarrow(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (kept,) = ctx.saved_tensors
-        # from the input: the forward's own values again; else the 16-bit rounded output
+        if torch.is_grad_enabled() and not ctx.from_input:
+            # a rounded copy of tanh's output has no history to differentiate again
+            raise RuntimeError(
+                "Second derivatives (create_graph=True) through the tanh stabilizer of a spectral layer "
+                "in a 16-bit mode with a float32 input are not supported: its backward keeps tanh's output "
+                "rounded to 16 bits. Run that layer with stabilizer=None and apply torch.tanh before it, "
+                "or feed it 16-bit inputs (autocast), whose tanh backward is recomputed exactly.")
+        # from the input: the forward's own values again (differentiable with create_graph)
         y = torch.tanh(kept.to(ctx.out_dtype)) if ctx.from_input else kept
         # torch's own kernel for grad * (1 - y^2): the numbers of torch.tanh's backward
         return torch.ops.aten.tanh_backward(grad, y.to(grad.dtype)).to(ctx.input_dtype), None, None, None

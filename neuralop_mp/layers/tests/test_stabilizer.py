@@ -112,3 +112,19 @@ def test_fno_block_tanh_keeps_the_block_input_not_its_output(device):
     hidden = 2 * 32 * 32 * 32 * 2 if device == "cuda" else 0  # lifting/projection: 32 hidden channels
     assert upstream - ours == 3 * block + 2 * hidden
     assert torch.equal(y0, y1) and all(torch.equal(a, b) for a, b in zip(g0, g1))
+
+
+def test_second_derivatives_from_a_kept_input_and_a_clear_error_from_a_rounded_output():
+    """From a kept input (an FNO block's tanh) second derivatives equal torch's (float64,
+    fresh input); from an output kept rounded there is nothing to differentiate: a clear error."""
+    x = torch.randn(2, 3, 8, dtype=torch.float64)
+    xi, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(tanh_stabilizer(xi, keep_input=True).square().sum(), xi, create_graph=True)
+    (gg,) = torch.autograd.grad(g.sum(), xi)
+    (g2,) = torch.autograd.grad(torch.tanh(xr).square().sum(), xr, create_graph=True)
+    (gg2,) = torch.autograd.grad(g2.sum(), xr)
+    torch.testing.assert_close(gg, gg2, rtol=1e-12, atol=0)
+    xf = torch.randn(2, 3, 8, requires_grad=True)
+    y = tanh_stabilizer(xf, torch.bfloat16)  # float32 input, output kept rounded
+    with pytest.raises(RuntimeError, match="Second derivatives .* not supported.*stabilizer=None"):
+        torch.autograd.grad(y.sum(), xf, create_graph=True)

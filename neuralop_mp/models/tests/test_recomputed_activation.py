@@ -51,6 +51,23 @@ def test_it_keeps_the_hidden_activations_input_but_not_its_output():
     assert kept["upstream"] - kept["recomputed"] == hidden and kept["recomputed"] >= hidden
 
 
+def test_second_derivatives_equal_upstreams():
+    """create_graph=True through the recomputed part: the gradient of a gradient norm with
+    respect to the weights equals upstream's (a PINO-style loss on input derivatives)."""
+    torch.manual_seed(0)
+    mlp = ChannelMLP(3, 2, hidden_channels=8, n_layers=2, n_dim=2)
+    x = torch.randn(2, 3, 6, 5)
+    results = []
+    for forward in (mlp.forward, lambda t: mlp_recomputing_activation(mlp, t)):
+        mlp.zero_grad()
+        xi = x.clone().requires_grad_()
+        (gx,) = torch.autograd.grad(forward(xi).square().sum(), xi, create_graph=True)
+        gx.square().sum().backward()
+        results.append([p.grad.clone() for p in mlp.parameters()])
+    for ours, theirs in zip(*results):
+        assert torch.equal(ours, theirs)
+
+
 def test_which_mlps_recompute_where():
     two = ChannelMLP(8, 3, hidden_channels=16, n_layers=2)
     assert recomputes_activation(two) and recomputes_on(two, "cuda") and not recomputes_on(two, "cpu")
