@@ -48,6 +48,8 @@ def all_finite(tensor):
     # isfinite makes a float copy (abs) and three bool masks of its input: a quarter chunk
     # keeps them below one chunk, as this check runs when the step holds the most
     step = max(1, gradient_chunks.chunk_bytes(flat.device) // (4 * max(1, flat.element_size())))
+    if flat.numel() <= step:  # one piece: two kernels, not a running flag's five
+        return torch.isfinite(flat).all()
     flag = torch.ones((), dtype=torch.bool, device=flat.device)
     for start in range(0, flat.numel(), step):
         flag &= torch.isfinite(flat[start:start + step]).all()
@@ -64,11 +66,19 @@ def gradients_are_finite(optimizer):
     ]
     if not entries:
         return True
-    # one reduction per parameter, one synchronisation for all of them
-    flags = torch.stack([all_finite(p.grad).cpu() for *_, p in entries])
-    if bool(flags.all()):
+    # one reduction per parameter, stacked on its device, then one copy to the host (one
+    # synchronisation) per device: a copy per parameter would wait on the GPU each time
+    by_device = {}
+    for i, (*_, p) in enumerate(entries):
+        by_device.setdefault(p.grad.device, []).append(i)
+    ok = [True] * len(entries)
+    for indices in by_device.values():
+        flags = torch.stack([all_finite(entries[i][3].grad) for i in indices]).cpu().tolist()
+        for i, flag in zip(indices, flags):
+            ok[i] = flag
+    if all(ok):
         return True
-    bad = [entry for entry, ok in zip(entries, flags.tolist()) if not ok]
+    bad = [entry for entry, good in zip(entries, ok) if not good]
     where = ", ".join(describe(*entry) for entry in bad)
     _handle(f"non-finite gradient (NaN or inf) in {where}; no parameter or optimizer state was changed",
             [entry[0] for entry in bad])

@@ -103,6 +103,31 @@ def test_nan_gradient_raises_naming_the_parameter_and_changes_nothing(steps_befo
         assert torch.equal(opt.state[params[0]][key], value), key
 
 
+def test_the_gradient_check_reads_its_flags_back_once_per_device(monkeypatch):
+    """Every gradient is checked, and the flags come back to the host in one copy per
+    device (on a GPU each copy waits for the device): one here, whichever is bad."""
+    from neuralop_mp.optim import nonfinite
+
+    model = _named_model()
+    opt = TensorGRaD(model.named_parameters(), min_params=10)
+    params = list(model.parameters())
+    copies = []
+    real_cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: copies.append(self.shape) or real_cpu(self, *a, **k))
+    names = [name for name, _ in model.named_parameters()]
+    for bad in (None, 0, len(params) - 1):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        copies.clear()
+        if bad is None:
+            assert nonfinite.gradients_are_finite(opt)
+        else:
+            params[bad].grad.view(-1)[0] = float("inf")
+            with pytest.raises(NonFiniteError, match=f"'{names[bad]}'"):
+                nonfinite.gradients_are_finite(opt)
+        assert copies == [torch.Size([len(params)])]
+
+
 def test_nonfinite_gradient_skips_with_a_warning_when_configured():
     params = _params()
     opt = TensorGRaD(params, min_params=10, nonfinite_grad="skip")
