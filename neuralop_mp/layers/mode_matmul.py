@@ -24,7 +24,9 @@ accumulation. Only the 16-bit spectrum is saved for backward; the block matrix i
 rebuilt from the weight parameter, which is alive anyway, instead of being kept.
 
 Every mode's product is independent, so the modes are processed in chunks
-(:data:`MODE_CHUNK_BYTES` on a CPU, :data:`DEVICE_CHUNK_BYTES` on a GPU): the block matrix, the weight's complex64 widening and the
+(:data:`MODE_CHUNK_BYTES` on a CPU; on a GPU, where each chunk is a dozen kernel
+launches, one chunk up to :data:`~neuralop_mp.chunk_budget.DEVICE_CHUNK_BYTES` and chunks
+of it beyond): the block matrix, the weight's complex64 widening and the
 float32 weight gradient exist one chunk at a time, and the weight gradient is written
 chunk by chunk straight into a tensor of the weight's dtype. The numbers are those
 of the product over all modes at once.
@@ -40,6 +42,7 @@ References
 """
 import torch
 
+from ..chunk_budget import DEVICE_CHUNK_BYTES
 from .lazy_weight_gradient import LazyWeightGradient, consumer_for, record_use
 
 # Byte budget of each full-weight-shaped temporary of the product (the weight as a
@@ -53,11 +56,6 @@ MODE_CHUNK_BYTES = 8 * 2**20
 # 5-15% longer in 8 MB chunks than in one; the product's forward + backward with 128
 # channels and 64x33 modes took 3.3 s in one chunk, 1.1-1.4 s in 8 MB chunks.
 SINGLE_CHUNK_BYTES = 32 * 2**20
-# On a GPU each chunk is a dozen kernel launches in forward and in backward, and a
-# step of a small model is bound by launches: one chunk up to this many bytes (an
-# FNO with 128 channels and 32x17 modes was 9 chunks at the CPU budget), and chunks of
-# it beyond, still bounding the temporaries of very large weights.
-DEVICE_CHUNK_BYTES = 256 * 2**20
 
 # bytes one mode's weight takes in the widest temporary: a complex64 entry, or a
 # float32 (re, im) pair

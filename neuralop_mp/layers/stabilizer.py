@@ -29,11 +29,12 @@ from neuralop.layers.complex import ctanh
 
 class _TanhKeptNarrow(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, half, out_dtype, keep_input):
+    def forward(ctx, x, out_dtype, kept_half):
+        # kept_half None: keep x itself; else keep the output rounded to kept_half
         y = torch.tanh(x.to(out_dtype))
         ctx.input_dtype, ctx.out_dtype = x.dtype, out_dtype
-        ctx.from_input = keep_input or half is None or x.dtype.itemsize <= half.itemsize
-        ctx.save_for_backward(x if ctx.from_input else y.to(half))
+        ctx.from_input = kept_half is None
+        ctx.save_for_backward(x if ctx.from_input else y.to(kept_half))
         return y
 
     @staticmethod
@@ -49,7 +50,7 @@ class _TanhKeptNarrow(torch.autograd.Function):
         # from the input: the forward's own values again (differentiable with create_graph)
         y = torch.tanh(kept.to(ctx.out_dtype)) if ctx.from_input else kept
         # torch's own kernel for grad * (1 - y^2): the numbers of torch.tanh's backward
-        return torch.ops.aten.tanh_backward(grad, y.to(grad.dtype)).to(ctx.input_dtype), None, None, None
+        return torch.ops.aten.tanh_backward(grad, y.to(grad.dtype)).to(ctx.input_dtype), None, None
 
 
 def tanh_stabilizer(x, half=None, out_dtype=None, keep_input=False):
@@ -67,7 +68,8 @@ def tanh_stabilizer(x, half=None, out_dtype=None, keep_input=False):
         return ctanh(x.to(out_dtype))
     if not torch.is_grad_enabled() or not x.requires_grad:
         return torch.tanh(x.to(out_dtype))
-    narrow_input = x.dtype.itemsize <= 2
-    if not (keep_input or narrow_input or half is not None):
-        return torch.tanh(x.to(out_dtype))
-    return _TanhKeptNarrow.apply(x, half, out_dtype, keep_input)
+    if keep_input or x.dtype.itemsize <= 2:  # x is kept anyway, or as narrow as anything we could keep
+        return _TanhKeptNarrow.apply(x, out_dtype, None)
+    if half is not None:
+        return _TanhKeptNarrow.apply(x, out_dtype, half)
+    return torch.tanh(x.to(out_dtype))

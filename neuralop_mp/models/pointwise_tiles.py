@@ -135,32 +135,23 @@ class _TiledPostactivation:
         self.tile_points = tile_points
         self.last_tiles = None  # tiles of the last call (1: the whole grid)
 
-    def _tail(self, x, x_fno, index):
+    def _skips(self, x, index):
+        # both skips of x, in upstream's order (the order x's gradients are summed in)
+        b = self.block
+        fno = b.fno_skips[index](x) if b.fno_skips is not None else None
+        mlp = b.channel_mlp_skips[index](x) if b.use_channel_mlp and b.channel_mlp_skips is not None else None
+        return fno, mlp
+
+    def _tail(self, x_fno, index, skips):
         # upstream's forward_with_postactivation after its spectral layer, same operations, same order
         b, last = self.block, index == self.block.n_layers - 1
-        y = x_fno + b.fno_skips[index](x) if b.fno_skips is not None else x_fno
+        skip_fno, skip_mlp = skips
+        y = x_fno + skip_fno if skip_fno is not None else x_fno
         if not last:
             y = b.non_linearity(y)
         if b.use_channel_mlp:
             mlp = b.channel_mlp[index](y)
-            y = mlp + b.channel_mlp_skips[index](x) if b.channel_mlp_skips is not None else mlp
-        if not last:
-            y = b.non_linearity(y)
-        return y
-
-    def _whole_grid_with_tanh(self, x, index):
-        # upstream's forward_with_postactivation, in its order (the order x's gradients are
-        # summed in), but tanh keeps x, which the skips keep anyway, instead of its output
-        b, last = self.block, index == self.block.n_layers - 1
-        mlp_skip = b.use_channel_mlp and b.channel_mlp_skips is not None
-        x_skip_fno = b.fno_skips[index](x) if b.fno_skips is not None else None
-        x_skip_mlp = b.channel_mlp_skips[index](x) if mlp_skip else None
-        x_fno = b.convs[index](tanh_stabilizer(x, keep_input=True))
-        y = x_fno + x_skip_fno if x_skip_fno is not None else x_fno
-        if not last:
-            y = b.non_linearity(y)
-        if b.use_channel_mlp:
-            y = b.channel_mlp[index](y) + x_skip_mlp if mlp_skip else b.channel_mlp[index](y)
+            y = mlp + skip_mlp if skip_mlp is not None else mlp
         if not last:
             y = b.non_linearity(y)
         return y
@@ -177,13 +168,15 @@ class _TiledPostactivation:
         if not ours or (tiling is None and not tanh):
             self.last_tiles = 1
             return type(self.block).forward_with_postactivation(self.block, x, index, output_shape)
-        if tiling is None:  # whole grid (a GPU), for the tanh's sake
+        # the skips keep x for backward: tanh keeps it too instead of its own output (same numbers)
+        if tiling is None:  # whole grid (a GPU), for the tanh's sake: upstream's order throughout
             self.last_tiles = 1
-            return self._whole_grid_with_tanh(x, index)
-        # the skip keeps x for backward: tanh keeps it too instead of its own output (same numbers)
+            skips = self._skips(x, index)
+            return self._tail(conv(tanh_stabilizer(x, keep_input=True)), index, skips)
         x_fno = conv(tanh_stabilizer(x, keep_input=True) if tanh else x)
         dim, size = tiling
-        tiles = [self._tail(xt, ft, index) for xt, ft in zip(x.split(size, dim), x_fno.split(size, dim))]
+        tiles = [self._tail(ft, index, self._skips(xt, index))
+                 for xt, ft in zip(x.split(size, dim), x_fno.split(size, dim))]
         self.last_tiles = len(tiles)
         return torch.cat(tiles, dim)  # cat keeps nothing for backward
 

@@ -11,18 +11,17 @@ import math
 
 import torch
 
+from ..chunk_budget import DEVICE_CHUNK_BYTES
+
 #: bytes of one chunk in the compute dtype on a CPU; the step's temporaries are a few
 #: chunks. Read at call time, so tests may set it small to exercise the chunked paths.
 CHUNK_BYTES = 8 * 2**20
-#: the same on a GPU. There each chunk costs kernel launches (a CPU-side few microseconds
-#: each, and a TensorGRaD step of small weights is bound by them), while a few chunks of
-#: this size are small next to a GPU's memory and a training step's activations.
-DEVICE_CHUNK_BYTES = 256 * 2**20
 
 
 def chunk_bytes(device=None):
     """The chunk budget for tensors on ``device``: :data:`CHUNK_BYTES` on the CPU (and
-    when no device is given), :data:`DEVICE_CHUNK_BYTES` on an accelerator."""
+    when no device is given), :data:`~neuralop_mp.chunk_budget.DEVICE_CHUNK_BYTES` on an
+    accelerator."""
     if device is None or torch.device(device).type == "cpu":
         return CHUNK_BYTES
     return DEVICE_CHUNK_BYTES

@@ -241,7 +241,8 @@ def test_default_chunks_small_weights_whole_large_ones_by_budget():
 
 
 def test_on_a_gpu_weights_up_to_the_device_budget_are_one_chunk():
-    from neuralop_mp.layers.mode_matmul import DEVICE_CHUNK_BYTES, MODE_CHUNK_BYTES, _modes_per_chunk
+    from neuralop_mp.chunk_budget import DEVICE_CHUNK_BYTES
+    from neuralop_mp.layers.mode_matmul import MODE_CHUNK_BYTES, _modes_per_chunk
 
     # 128 channels, 32x17 modes (71 MB): 9 chunks on a CPU, one on a GPU
     assert _modes_per_chunk(32 * 17, 128, 128) == MODE_CHUNK_BYTES // (128 * 128 * 8) < 32 * 17

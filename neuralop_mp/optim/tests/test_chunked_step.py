@@ -314,15 +314,16 @@ def test_consumed_gradient_holds_the_core(monkeypatch):
 def test_chunk_budget_is_per_device():
     """8 MiB chunks on a CPU; on a GPU, where each chunk is kernel launches, 256 MiB ones
     (and as many more elements per stochastic-rounding chunk)."""
+    from neuralop_mp.chunk_budget import DEVICE_CHUNK_BYTES
     from neuralop_mp.optim.adam_math import ROUNDING_CHUNK, rounding_chunk
 
     assert gradient_chunks.chunk_bytes() == gradient_chunks.chunk_bytes("cpu") == gradient_chunks.CHUNK_BYTES
-    assert gradient_chunks.chunk_bytes(torch.device("cuda", 0)) == gradient_chunks.DEVICE_CHUNK_BYTES
+    assert gradient_chunks.chunk_bytes(torch.device("cuda", 0)) == DEVICE_CHUNK_BYTES
     shape = (64, 64, 32, 17)  # an FNO spectral weight: 272 KiB per index along axis 0 in complex64
     assert gradient_chunks.rows_per_chunk(shape, 0, 8) == 30  # three chunks
     assert gradient_chunks.rows_per_chunk(shape, 0, 8, device="cuda") >= 64  # one chunk
     assert rounding_chunk("cpu") == ROUNDING_CHUNK
-    assert rounding_chunk("cuda") == ROUNDING_CHUNK * (gradient_chunks.DEVICE_CHUNK_BYTES // gradient_chunks.CHUNK_BYTES)
+    assert rounding_chunk("cuda") == ROUNDING_CHUNK * (DEVICE_CHUNK_BYTES // gradient_chunks.CHUNK_BYTES)
 
 
 @pytest.mark.parametrize("sparse_type", ["randk", "topk"])
