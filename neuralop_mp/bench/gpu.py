@@ -13,13 +13,15 @@ machine:
    TensorGRaD (the step includes the optimizer step; the other rows use AdamW);
 3. reports per variant the peak ``torch.cuda.max_memory_allocated`` (reset before
    each variant) and the median step time from CUDA events after warm-up steps,
-   with ratios to upstream full and to upstream "mixed";
+   with ratios to upstream full and to upstream "mixed", and from one more step the
+   bytes the forward keeps for backward and the phase (forward, backward, optimizer
+   step) where the peak falls;
 4. writes ``gpu.md``, ``gpu.json`` and ``gpu_memory.png`` (peak memory against
    resolution) into the output folder, and with ``--profile`` ``gpu_profile.txt``:
    kernel-level ``torch.profiler`` tables of one step of several variants
    (:func:`profile_cases`).
 
-On one H200 the whole campaign took 100 s (2026-12-04: 16 s of CUDA tests, 84 s of
+On one H200 the whole campaign took 100-115 s (2026-12-04: 16-24 s of CUDA tests, 84-90 s of
 variants); it stays within 8 minutes on slower GPUs: a variant is skipped (and the row
 says so) once the time budget is spent. ``--dry-run`` walks every variant through
 the same code at a tiny size on CPU, with the CUDA calls (events, memory
@@ -138,6 +140,36 @@ def _step(model, optimizer, x, variant, device_type):
     optimizer.step()
 
 
+def _phase_memory(model, optimizer, x, variant, device_type):
+    """One more training step, split into forward, backward and optimizer step: the
+    bytes the forward leaves allocated (what backward needs: saved activations and the
+    output) and the phase that reaches the step's highest allocation. On a CPU (the dry
+    run) the same step runs, with nothing to read."""
+    cuda = device_type == "cuda"
+    optimizer.zero_grad(set_to_none=True)
+    peaks = {}
+    if cuda:
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    with torch.autocast(device_type, dtype=variant.autocast or torch.float32, enabled=variant.autocast is not None):
+        out = model(x)
+    if cuda:
+        kept = torch.cuda.memory_allocated() - before
+        peaks["forward"] = torch.cuda.max_memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    out.float().square().mean().backward()
+    del out
+    if cuda:
+        peaks["backward"] = torch.cuda.max_memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    optimizer.step()
+    if not cuda:
+        return {}
+    peaks["optimizer step"] = torch.cuda.max_memory_allocated()
+    return {"kept by forward MiB": kept / 2**20, "peak in": max(peaks, key=peaks.get)}
+
+
 def measure(arch, hidden, res, variant, batch, modes, device, steps=STEPS, warmup=WARMUP):
     """One row: peak CUDA memory and median step time of ``variant`` at this size."""
     cuda = device.type == "cuda"
@@ -160,6 +192,7 @@ def measure(arch, hidden, res, variant, batch, modes, device, steps=STEPS, warmu
         row["step ms"] = 1e3 * statistics.median(times)
         if cuda:
             row["peak MiB"] = torch.cuda.max_memory_allocated() / 2**20
+        row.update(_phase_memory(model, optimizer, x, variant, device.type))
     except Exception as exc:  # upstream's half modes at non-power-of-2 sizes, or on CPU
         message = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else ""
         row["note"] = f"crashes: {type(exc).__name__}: {message}"
@@ -250,13 +283,15 @@ def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None):
     rows.sort(key=lambda r: sizes.index((r["model"], r["hidden"], r["res"])))  # tables in size order
     add_ratios(rows)
     columns = ["model", "hidden", "res", "variant", "step ms", "speed-up vs up. full", "speed-up vs up. mixed",
-               "peak MiB", "memory / up. full", "memory / up. mixed", "note"]
+               "peak MiB", "memory / up. full", "memory / up. mixed", "kept by forward MiB", "peak in", "note"]
     body = (
         f"CUDA tests (`pytest -k cuda`): {tests}.\n\n"
         f"FNO/TFNO 2D, 4 layers, {modes}x{modes} modes, batch {batch}; {warmup} warm-up step(s), median of "
         f"{steps} timed step(s) ({'perf_counter: dry run' if dry_run else 'CUDA events'}); peak = `torch.cuda.max_memory_allocated` of the training step "
         "(reset before each variant; parameters, gradients and optimizer state included); every row but the "
-        "TensorGRaD one steps AdamW. 768 is not a power of two: our \"half\" runs its FFTs in fp32 there, "
+        "TensorGRaD one steps AdamW; \"kept by forward\" = what one more step's forward leaves allocated "
+        "for backward (saved activations and output), \"peak in\" = the phase of that step with the highest "
+        "allocation. 768 is not a power of two: our \"half\" runs its FFTs in fp32 there, "
         f"cuFFT half elsewhere. Wall time: {time.perf_counter() - start:.0f} s.\n\n"
         + markdown_table(rows, columns) + "\n"
     )

@@ -51,6 +51,7 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 
 from ..vocabulary import check_int_at_least
+from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..layers.stabilizer import tanh_stabilizer
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS, pointwise_targets, split_points
 from .recomputed_activation import mlp_recomputing_activation, recomputes_activation
@@ -172,8 +173,8 @@ class _TiledPostactivation:
         if tiling is None:  # whole grid (a GPU), for the tanh's sake: upstream's order throughout
             self.last_tiles = 1
             skips = self._skips(x, index)
-            return self._tail(conv(tanh_stabilizer(x, keep_input=True)), index, skips)
-        x_fno = conv(tanh_stabilizer(x, keep_input=True) if tanh else x)
+            return self._tail(_conv_after_tanh(conv, x), index, skips)
+        x_fno = _conv_after_tanh(conv, x) if tanh else conv(x)
         dim, size = tiling
         tiles = [self._tail(ft, index, self._skips(xt, index))
                  for xt, ft in zip(x.split(size, dim), x_fno.split(size, dim))]
@@ -182,6 +183,14 @@ class _TiledPostactivation:
 
     def __reduce__(self):  # a pickled or deep-copied model tiles too
         return (_TiledPostactivation, (self.block, self.tile_points))
+
+
+def _conv_after_tanh(conv, x):
+    """``conv(tanh(x))``; our layer without hooks applies the tanh itself, so that tanh's
+    output is freed once widened for the FFT instead of living through the layer."""
+    if isinstance(conv, MixedPrecisionSpectralConv) and _unhooked([conv]):
+        return conv.forward_after_tanh(x)
+    return conv(tanh_stabilizer(x, keep_input=True))
 
 
 class _TiledPointwiseForward:

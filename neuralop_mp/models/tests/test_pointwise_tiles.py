@@ -151,6 +151,26 @@ def test_a_hook_sees_the_whole_grid_once():
     handle.remove()
 
 
+@pytest.mark.parametrize("tile_points", [40, DEFAULT_TILE_POINTS])  # tiles; the whole grid (a GPU's path)
+def test_a_hooked_spectral_layer_in_a_tanh_block_sees_tanh_of_the_block_input(tile_points):
+    """With the tanh stabilizer our layer applies the block's tanh itself (its output is
+    freed sooner); a hook on the layer must still see upstream's input, ``tanh(x)``, and
+    the numbers stay those of the unhooked call, tiled and on the whole grid."""
+    torch.manual_seed(5)
+    model = set_pointwise_tiles(_fno(stabilizer="tanh"), tile_points)
+    x = torch.randn(2, 1, 16, 16)
+    expected = model(x)
+    conv = model.fno_blocks.convs[0]
+    seen = []
+    handle = conv.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    out = model(x)
+    handle.remove()
+    assert len(seen) == 1 and torch.equal(out, expected)
+    assert float(seen[0].abs().max()) <= 1.0  # tanh's range: the hook saw tanh(x), not x
+    block_input = model.lifting(model.positional_embedding(x))
+    assert torch.equal(seen[0], torch.tanh(block_input))
+
+
 def test_a_block_changed_after_tiles_were_set_is_checked_again():
     model = set_pointwise_tiles(_fno(), 40)
     x = torch.randn(2, 1, 16, 16)
