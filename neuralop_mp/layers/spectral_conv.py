@@ -379,8 +379,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
             x_kept = self._full_spectrum(x, fft_dims)[self._mode_slices(fft_size, kept)]
         # the widened input (a full-grid float32 copy, or tanh's output) is not needed past
         # the FFT: released here rather than when forward returns, it is not alive during
-        # the inverse transform, the forward's peak (1 GiB per layer at 64 channels, 1024^2,
-        # batch 4: measured on an H200, docs/benchmarks.md)
+        # the inverse transform, where the H200 runs put our forward's peak (1 GiB per layer
+        # at 64 channels, 1024^2, batch 4; docs/benchmarks.md)
         device = x.device
         del x
         # The weight is sliced after the FFT: backward runs the later-recorded operations
