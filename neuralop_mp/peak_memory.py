@@ -151,6 +151,31 @@ class PeakTensorBytes:
             self._mode.__enter__()
         return self
 
+    @property
+    def live_bytes(self):
+        """Bytes allocated inside the block so far and still alive (CUDA: allocated now
+        minus at the start)."""
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device) - self._start
+        return self._mode.current
+
+    @property
+    def peak_so_far(self):
+        """``baseline_bytes`` plus the largest total allocated since the start, or since
+        the last :meth:`restart_peak`, while the block runs."""
+        if self.device.type == "cuda":
+            return self.baseline_bytes + torch.cuda.max_memory_allocated(self.device) - self._start
+        return self.baseline_bytes + self._mode.peak
+
+    def restart_peak(self):
+        """Measure the peak from here on (one phase of the block after another); still
+        relative to the block's start, so phases compare with each other. ``peak_bytes``
+        at the block's end is then the last phase's peak."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._mode.peak = self._mode.current
+
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -49,6 +49,7 @@ from ..layers.autocast_scope import set_autocast_scope
 from ..models.pointwise_tiles import set_pointwise_tiles
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..optim.factory import create_optimizer
+from ..peak_memory import PeakTensorBytes
 from ..layers.precision_switch import set_precision, set_spectral_weight_dtype
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
 from .spectral import Variant
@@ -143,30 +144,23 @@ def _step(model, optimizer, x, variant, device_type):
 def _phase_memory(model, optimizer, x, variant, device_type):
     """One more training step, split into forward, backward and optimizer step: the
     bytes the forward leaves allocated (what backward needs: saved activations and the
-    output) and the phase that reaches the step's highest allocation. On a CPU (the dry
-    run) the same step runs, with nothing to read."""
-    cuda = device_type == "cuda"
+    output) and the phase that reaches the step's highest allocation. On a GPU from the
+    CUDA allocator's counters; on a CPU (the dry run) from the tensors themselves
+    (:class:`~neuralop_mp.peak_memory.PeakTensorBytes`)."""
     optimizer.zero_grad(set_to_none=True)
     peaks = {}
-    if cuda:
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    with torch.autocast(device_type, dtype=variant.autocast or torch.float32, enabled=variant.autocast is not None):
-        out = model(x)
-    if cuda:
-        kept = torch.cuda.memory_allocated() - before
-        peaks["forward"] = torch.cuda.max_memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    out.float().square().mean().backward()
-    del out
-    if cuda:
-        peaks["backward"] = torch.cuda.max_memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    optimizer.step()
-    if not cuda:
-        return {}
-    peaks["optimizer step"] = torch.cuda.max_memory_allocated()
+    with PeakTensorBytes(device=x.device) as meter:
+        with torch.autocast(device_type, dtype=variant.autocast or torch.float32, enabled=variant.autocast is not None):
+            out = model(x)
+        kept = meter.live_bytes
+        peaks["forward"] = meter.peak_so_far
+        meter.restart_peak()
+        out.float().square().mean().backward()
+        del out
+        peaks["backward"] = meter.peak_so_far
+        meter.restart_peak()
+        optimizer.step()
+        peaks["optimizer step"] = meter.peak_so_far
     return {"kept by forward MiB": kept / 2**20, "peak in": max(peaks, key=peaks.get)}
 
 
@@ -290,8 +284,8 @@ def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None):
         f"{steps} timed step(s) ({'perf_counter: dry run' if dry_run else 'CUDA events'}); peak = `torch.cuda.max_memory_allocated` of the training step "
         "(reset before each variant; parameters, gradients and optimizer state included); every row but the "
         "TensorGRaD one steps AdamW; \"kept by forward\" = what one more step's forward leaves allocated "
-        "for backward (saved activations and output), \"peak in\" = the phase of that step with the highest "
-        "allocation. 768 is not a power of two: our \"half\" runs its FFTs in fp32 there, "
+        "for backward (saved activations and output; on a CPU counted from the tensors), \"peak in\" = the phase "
+        "of that step with the highest allocation. 768 is not a power of two: our \"half\" runs its FFTs in fp32 there, "
         f"cuFFT half elsewhere. Wall time: {time.perf_counter() - start:.0f} s.\n\n"
         + markdown_table(rows, columns) + "\n"
     )

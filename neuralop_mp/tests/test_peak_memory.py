@@ -62,3 +62,18 @@ def test_describe_lists_the_tensors_alive_at_the_peak():
         (8000, (2000,), "float32"), (2400, (300,), "float64")]
     assert "cat" in meter.peak_tensors[0][1] and "zeros" in meter.peak_tensors[1][1]
     del b, d  # alive until here, so the listing above was taken with them
+
+
+def test_phases_of_one_block_live_bytes_and_restarted_peaks():
+    """live_bytes is what the block allocated and still holds; restart_peak measures the
+    next phase's peak from the current total, not from zero and not from the old peak."""
+    with PeakTensorBytes() as meter:
+        a = torch.ones(1000)                 # 4000 bytes, kept
+        t = torch.ones(2000)                 # 8000 bytes, freed: phase one's peak 12000
+        del t
+        first, live = meter.peak_so_far, meter.live_bytes
+        meter.restart_peak()
+        b = torch.ones(500, dtype=torch.float64)  # 4000 more on top of a: phase two's peak 8000
+        second = meter.peak_so_far
+    assert (first, live, second) == (12000, 4000, 8000)
+    assert meter.peak_bytes == 8000 and a.numel() + b.numel() == 1500

@@ -96,6 +96,9 @@ def test_gpu_dry_run_walks_every_variant_at_every_size(tmp_path):
         # on CPU only upstream's half modes crash; every other variant completes a training step
         assert ("note" in row) == upstream_half, row
         assert upstream_half or row["step ms"] > 0
+        # one more step split in phases: what its forward keeps for backward, and where its peak is
+        assert upstream_half or (row["kept by forward MiB"] > 0
+                                 and row["peak in"] in ("forward", "backward", "optimizer step")), row
     assert (tmp_path / "gpu_memory.png").stat().st_size > 0
 
 
