@@ -101,12 +101,50 @@ def gradient_is_finite(grad, group, group_index, position, param):
 
 
 def update_is_finite(update, group, group_index, position, param):
-    """True when ``update`` is finite; otherwise raise or warn, before the weight changes."""
-    if bool(all_finite(update)):
+    """True when ``update`` is finite; otherwise raise or warn, before the weight changes.
+
+    ``update`` is one tensor, or a dict of named parts (a compressed step's sparse and
+    low-rank directions): their flags are stacked and read back in one copy, since on a
+    GPU each read waits for the device."""
+    parts = update if isinstance(update, dict) else {None: update}
+    if len(parts) == 1:
+        ok = [bool(all_finite(next(iter(parts.values()))))]
+    else:
+        ok = torch.stack([all_finite(part) for part in parts.values()]).cpu().tolist()
+    if all(ok):
         return True
+    bad = [name.replace("_", "-") for name, good in zip(parts, ok) if not good and name is not None]
+    where = f" in its {' and '.join(bad)} part{'s' if len(bad) > 1 else ''}" if bad else ""
     _handle(
-        f"non-finite update (NaN or inf) for {describe(group, group_index, position, param)} from finite "
+        f"non-finite update (NaN or inf){where} for {describe(group, group_index, position, param)} from finite "
         f"gradients (lr={group['lr']!r}, eps={group['eps']!r}); the parameter was not changed",
         [group],
     )
     return False
+
+
+def apply_finite_updates(pending, apply):
+    """Check the updates of ``pending`` (``(update, group, group_index, position, param,
+    state)`` tuples on one device) with one read back to the host, apply the finite ones
+    in order with ``apply(param, update, group, state)``, then raise or warn once for the
+    others, whose parameters stay unchanged. Empties ``pending``.
+
+    One read for many parameters: on a GPU each read waits for the device, and a step
+    of an FNO has dozens of small dense parameters."""
+    if not pending:
+        return
+    flags = torch.stack([all_finite(entry[0]) for entry in pending]).cpu().tolist()
+    bad = []
+    for entry, ok in zip(pending, flags):
+        update, group, _, _, param, state = entry
+        if ok:
+            apply(param, update, group, state)
+        else:
+            bad.append(entry)
+    pending.clear()
+    if bad:
+        where = ", ".join(describe(group, index, position, param) for _, group, index, position, param, _ in bad)
+        group = bad[0][1]
+        _handle(f"non-finite update (NaN or inf) for {where} from finite gradients (lr={group['lr']!r}, "
+                f"eps={group['eps']!r}); {'that parameter was' if len(bad) == 1 else 'those parameters were'} "
+                "not changed", [entry[1] for entry in bad])

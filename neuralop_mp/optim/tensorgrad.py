@@ -4,7 +4,7 @@ import math
 import torch
 from torch.optim import Optimizer
 
-from . import nonfinite
+from . import gradient_chunks, nonfinite
 from .adam_math import (
     ROUNDING_CHUNK,
     adam_step,
@@ -245,6 +245,14 @@ class TensorGRaD(Optimizer):
             moment), and the group's ``nonfinite_grad`` is "raise". With "skip",
             a warning is issued instead and nothing (a gradient) or that
             parameter (an update) is left unchanged.
+
+        Notes
+        -----
+        The updates of uncompressed parameters are checked together, a chunk's worth
+        of them at a time in order, with one read back to the host (on a GPU every
+        read waits for the device): the finite ones of such a batch are applied,
+        then a non-finite one raises (or warns), so the parameters stepped before
+        the error are those up to the end of its batch.
         """
         if grad_scale is not None and not (math.isfinite(grad_scale) and grad_scale > 0):
             raise ValueError(f"Invalid grad_scale={grad_scale!r}; expected a finite number > 0.")
@@ -254,6 +262,9 @@ class TensorGRaD(Optimizer):
                 loss = closure()
         if not nonfinite.gradients_are_finite(self):
             return loss
+        # dense updates wait for one shared finite check (a chunk's worth at a time, in
+        # order): on a GPU a check per parameter would wait for the device each time
+        pending, pending_bytes = [], 0
         ordinal = 0
         for group_index, group in enumerate(self.param_groups):
             for position, p in enumerate(group["params"]):
@@ -264,6 +275,7 @@ class TensorGRaD(Optimizer):
                     raise RuntimeError("TensorGRaD does not support sparse gradients (torch.sparse layouts).")
                 state = self._state_of(p, group, ordinal)
                 if bool(state["compressed"]):
+                    nonfinite.apply_finite_updates(pending, self._apply)  # in order: earlier ones first
                     self._step_compressed(p, p.grad, group, group_index, position, state, grad_scale,
                                           self.owns_gradients)
                     continue
@@ -275,8 +287,15 @@ class TensorGRaD(Optimizer):
                 update = self._dense_update(grad, group, state)
                 del grad  # its memory is free for the update's application
                 state["step"] += 1
-                if nonfinite.update_is_finite(update, group, group_index, position, p):
-                    self._apply(p, update, group, state)
+                size = update.numel() * update.element_size()
+                if pending and (pending[0][0].device != update.device
+                                or pending_bytes + size > gradient_chunks.chunk_bytes(update.device)):
+                    nonfinite.apply_finite_updates(pending, self._apply)
+                if not pending:
+                    pending_bytes = 0
+                pending.append((update, group, group_index, position, p, state))
+                pending_bytes += size
+        nonfinite.apply_finite_updates(pending, self._apply)
         return loss
 
     def _state_of(self, p, group, ordinal):
@@ -299,7 +318,7 @@ class TensorGRaD(Optimizer):
         del grad
         directions = adam_directions_(parts, group, state)
         state["step"] += 1
-        if all(nonfinite.update_is_finite(d, group, group_index, position, p) for d in directions.values()):
+        if nonfinite.update_is_finite(directions, group, group_index, position, p):
             apply_update(p, projector, bases, directions, group, state)
 
     def steps_from_slices(self, param):

@@ -156,6 +156,70 @@ def test_nonfinite_update_never_reaches_the_weights():
         TensorGRaD([weight], lr=float("inf"))
 
 
+def test_a_compressed_update_is_read_back_once_and_its_bad_parts_named(monkeypatch):
+    """A compressed step's sparse and low-rank directions are checked together: their flags
+    come back to the host in one copy (on a GPU each read waits for the device), and a
+    non-finite update names the parts it is in; the weight is left unchanged."""
+    from neuralop_mp.optim import nonfinite
+
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(random_tensor((8, 6, 5), True, 4).to(torch.complex64))
+    flags, reads = [], []
+    real_all_finite, real_cpu, real_bool = nonfinite.all_finite, torch.Tensor.cpu, torch.Tensor.__bool__
+    monkeypatch.setattr(nonfinite, "all_finite", lambda t: flags.append(real_all_finite(t)) or flags[-1])
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: reads.append(tuple(self.shape)) or real_cpu(self))
+
+    def counted_bool(self):
+        if any(self is flag for flag in flags):
+            reads.append("bool")
+        return real_bool(self)
+
+    monkeypatch.setattr(torch.Tensor, "__bool__", counted_bool)
+    opt = TensorGRaD([weight], min_params=10, rank=0.5)
+    assert opt.routes_to_compression(weight, opt.param_groups[0])
+    weight.grad = torch.randn_like(weight)
+    opt.step()
+    # the gradient check (one parameter) and the update check (its two parts): a copy each
+    assert reads == [(1,), (2,)], reads
+    # eps=0 and a zero gradient: 0 / 0 in both directions
+    opt = TensorGRaD([weight], min_params=10, rank=0.5, eps=0.0)
+    weight.grad = torch.zeros_like(weight)
+    before = weight.detach().clone()
+    with pytest.raises(NonFiniteError, match=r"non-finite update \(NaN or inf\) in its sparse and low-rank parts"):
+        opt.step()
+    assert torch.equal(weight, before)
+
+
+def test_uncompressed_updates_are_checked_together_and_a_bad_one_is_named(monkeypatch):
+    """Six dense parameters: their updates come back as one flag read (the gradient check
+    is another); with eps=0 and a zero gradient on one of them, the other five are
+    stepped, that one is named and left unchanged."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(4, 3)) for _ in range(6)]
+    reads = []
+    real_cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: reads.append(tuple(self.shape)) or real_cpu(self))
+    opt = TensorGRaD(params, compress=False, eps=0.0)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    params[3].grad = torch.zeros_like(params[3])  # m / sqrt(v) = 0 / 0
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(NonFiniteError, match=r"non-finite update \(NaN or inf\) for parameter 3 .*not changed"):
+        opt.step()
+    assert reads == [(6,), (6,)], reads
+    assert torch.equal(params[3], before[3])
+    assert all(not torch.equal(p, b) for i, (p, b) in enumerate(zip(params, before)) if i != 3)
+    # a chunk's worth at a time: with room for two 48-byte updates, three reads
+    from neuralop_mp.optim import gradient_chunks
+    monkeypatch.setattr(gradient_chunks, "chunk_bytes", lambda device=None: 100)
+    opt = TensorGRaD(params, compress=False)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    reads.clear()
+    opt.step()
+    assert reads == [(6,), (2,), (2,), (2,)], reads
+
+
 def test_params_without_grad_frozen_mid_run_and_added_later():
     params = _params()
     late = torch.nn.Parameter(random_tensor((8, 6, 5), True, 4).to(torch.complex64))
