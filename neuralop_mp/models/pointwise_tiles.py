@@ -187,8 +187,9 @@ class _TiledPostactivation:
 
 def _conv_after_tanh(conv, x):
     """``conv(tanh(x))``; our layer without hooks applies the tanh itself, so that tanh's
-    output is freed once widened for the FFT instead of living through the layer."""
-    if isinstance(conv, MixedPrecisionSpectralConv) and _unhooked([conv]):
+    output is freed once widened for the FFT instead of living through the layer (not a
+    subclass with a ``forward`` of its own, which must see ``tanh(x)``)."""
+    if type(conv).forward is MixedPrecisionSpectralConv.forward and _unhooked([conv]):
         return conv.forward_after_tanh(x)
     return conv(tanh_stabilizer(x, keep_input=True))
 
