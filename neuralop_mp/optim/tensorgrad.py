@@ -287,14 +287,16 @@ class TensorGRaD(Optimizer):
                 update = self._dense_update(grad, group, state)
                 del grad  # its memory is free for the update's application
                 state["step"] += 1
-                size = update.numel() * update.element_size()
-                if pending and (pending[0][0].device != update.device
-                                or pending_bytes + size > gradient_chunks.chunk_bytes(update.device)):
+                if pending and pending[0][0].device != update.device:
                     nonfinite.apply_finite_updates(pending, self._apply)
                 if not pending:
                     pending_bytes = 0
                 pending.append((update, group, group_index, position, p, state))
-                pending_bytes += size
+                pending_bytes += update.numel() * update.element_size()
+                # applied once a chunk's worth waits, before the next update is computed: a
+                # large update never waits beside another
+                if pending_bytes >= gradient_chunks.chunk_bytes(update.device):
+                    nonfinite.apply_finite_updates(pending, self._apply)
         nonfinite.apply_finite_updates(pending, self._apply)
         return loss
 
