@@ -175,6 +175,8 @@ class PeakTensorBytes:
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
             self._mode.peak = self._mode.current
+            if self.describe:  # the new phase's peak so far is now: its tensors, not the last phase's
+                self._mode.snapshot_peak()
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":

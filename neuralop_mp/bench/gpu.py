@@ -149,7 +149,8 @@ def _phase_memory(model, optimizer, x, variant, device_type):
     (:class:`~neuralop_mp.peak_memory.PeakTensorBytes`)."""
     optimizer.zero_grad(set_to_none=True)
     peaks = {}
-    with PeakTensorBytes(device=x.device) as meter:
+    # parameters and optimizer state exist before: their in-place updates allocate nothing
+    with PeakTensorBytes(alive=[list(model.parameters()), optimizer.state], device=x.device) as meter:
         with torch.autocast(device_type, dtype=variant.autocast or torch.float32, enabled=variant.autocast is not None):
             out = model(x)
         kept = meter.live_bytes
@@ -186,10 +187,14 @@ def measure(arch, hidden, res, variant, batch, modes, device, steps=STEPS, warmu
         row["step ms"] = 1e3 * statistics.median(times)
         if cuda:
             row["peak MiB"] = torch.cuda.max_memory_allocated() / 2**20
-        row.update(_phase_memory(model, optimizer, x, variant, device.type))
     except Exception as exc:  # upstream's half modes at non-power-of-2 sizes, or on CPU
         message = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else ""
         row["note"] = f"crashes: {type(exc).__name__}: {message}"
+    else:
+        try:  # one more step, after the measured ones: a failure here only loses its columns
+            row.update(_phase_memory(model, optimizer, x, variant, device.type))
+        except Exception as exc:
+            row["note"] = f"phase split failed: {type(exc).__name__}: {str(exc).strip()[:80]}"
     finally:
         del model, optimizer
     return row

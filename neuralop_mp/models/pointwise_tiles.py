@@ -186,12 +186,22 @@ class _TiledPostactivation:
 
 
 def _conv_after_tanh(conv, x):
-    """``conv(tanh(x))``; our layer without hooks applies the tanh itself, so that tanh's
-    output is freed once widened for the FFT instead of living through the layer (not a
-    subclass with a ``forward`` of its own, which must see ``tanh(x)``)."""
-    if type(conv).forward is MixedPrecisionSpectralConv.forward and _unhooked([conv]):
+    """``conv(tanh(x))``; our layer applies the tanh itself where nothing would notice that
+    its call is bypassed, so that tanh's output is freed once widened for the FFT instead
+    of living through the layer."""
+    if _plain_call(conv):
         return conv.forward_after_tanh(x)
     return conv(tanh_stabilizer(x, keep_input=True))
+
+
+def _plain_call(conv):
+    # our own class (a subclass may change any step of the forward), called as it is
+    # defined: no forward replaced on the instance, not compiled, and no forward or
+    # backward hook on it or global (``forward_after_tanh`` runs no ``Module.__call__``)
+    return (type(conv) is MixedPrecisionSpectralConv and "forward" not in conv.__dict__
+            and getattr(conv, "_compiled_call_impl", None) is None and _unhooked([conv])
+            and not (conv._backward_hooks or conv._backward_pre_hooks)
+            and not (torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks))
 
 
 class _TiledPointwiseForward:

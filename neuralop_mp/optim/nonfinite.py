@@ -134,14 +134,19 @@ def apply_finite_updates(pending, apply):
     if not pending:
         return
     flags = torch.stack([all_finite(entry[0]) for entry in pending]).cpu().tolist()
-    bad = []
-    for entry, ok in zip(pending, flags):
-        update, group, _, _, param, state = entry
-        if ok:
-            apply(param, update, group, state)
-        else:
-            bad.append(entry)
+    entries = pending[:]
     pending.clear()
+    bad = []
+    for i, (entry, ok) in enumerate(zip(entries, flags)):
+        update, group, _, _, param, state = entry
+        if not ok:
+            bad.append(entry)
+            continue
+        try:
+            apply(param, update, group, state)
+        except BaseException:
+            pending.extend(entries[i + 1:])  # not applied yet: left for the caller, never applied twice
+            raise
     if bad:
         where = ", ".join(describe(group, index, position, param) for _, group, index, position, param, _ in bad)
         group = bad[0][1]

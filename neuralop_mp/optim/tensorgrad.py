@@ -264,7 +264,20 @@ class TensorGRaD(Optimizer):
             return loss
         # dense updates wait for one shared finite check (a chunk's worth at a time, in
         # order): on a GPU a check per parameter would wait for the device each time
-        pending, pending_bytes = [], 0
+        pending = []
+        try:
+            self._step_all(pending, grad_scale)
+        except BaseException as error:
+            # a parameter whose moments have moved is stepped, as it was before the error
+            try:
+                nonfinite.apply_finite_updates(pending, self._apply)
+            except Exception as also:  # e.g. a non-finite update: named, the first error kept
+                error.add_note(f"TensorGRaD, finishing the step's earlier parameters: {also}")
+            raise
+        return loss
+
+    def _step_all(self, pending, grad_scale):
+        pending_bytes = 0
         ordinal = 0
         for group_index, group in enumerate(self.param_groups):
             for position, p in enumerate(group["params"]):
@@ -298,7 +311,6 @@ class TensorGRaD(Optimizer):
                 if pending_bytes >= gradient_chunks.chunk_bytes(update.device):
                     nonfinite.apply_finite_updates(pending, self._apply)
         nonfinite.apply_finite_updates(pending, self._apply)
-        return loss
 
     def _state_of(self, p, group, ordinal):
         """``self.state[p]``, started on the parameter's first step (``ordinal``: its

@@ -77,3 +77,17 @@ def test_phases_of_one_block_live_bytes_and_restarted_peaks():
         second = meter.peak_so_far
     assert (first, live, second) == (12000, 4000, 8000)
     assert meter.peak_bytes == 8000 and a.numel() + b.numel() == 1500
+
+
+def test_a_restarted_peak_describes_the_new_phase():
+    """With describe, the tensors listed are those at the last phase's peak: when that
+    phase never rises above where it started, those alive at the restart."""
+    with PeakTensorBytes(describe=True) as meter:
+        big = torch.ones(3000)   # 12000 bytes: the first phase's peak
+        del big
+        kept = torch.ones(10, dtype=torch.float64)  # 80 bytes
+        meter.restart_peak()
+        tiny = torch.ones(1, dtype=torch.int8)      # 1 byte more
+        del tiny
+    assert [(n, shape) for n, _, shape, _ in meter.peak_tensors] == [(80, (10,)), (1, (1,))]
+    assert meter.peak_bytes == 81 and kept.numel() == 10

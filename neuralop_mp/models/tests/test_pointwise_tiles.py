@@ -181,6 +181,31 @@ def test_a_hooked_spectral_layer_in_a_tanh_block_sees_tanh_of_the_block_input(ti
     assert torch.equal(model(x), expected) and torch.equal(inputs[0], seen[0])
 
 
+@pytest.mark.parametrize("tile_points", [40, DEFAULT_TILE_POINTS])
+def test_backward_hooks_and_a_replaced_forward_on_a_tanh_blocks_spectral_layer_still_run(tile_points):
+    """Where the block's tanh would move into our layer, the layer's call is bypassed, so
+    that happens only where nothing would notice: backward hooks (on the layer or global)
+    and a forward replaced on the instance still run, with the same numbers."""
+    torch.manual_seed(5)
+    model = set_pointwise_tiles(_fno(stabilizer="tanh"), tile_points)
+    x = torch.randn(2, 1, 16, 16, requires_grad=True)  # every module's input needs a gradient (global hook)
+    expected = model(x)
+    conv = model.fno_blocks.convs[1]
+    calls = []
+    handles = [conv.register_full_backward_hook(lambda m, gi, go: calls.append("backward")),
+               conv.register_full_backward_pre_hook(lambda m, go: calls.append("backward pre")),
+               torch.nn.modules.module.register_module_full_backward_hook(
+                   lambda m, gi, go: calls.append("global") if m is conv else None)]
+    out = model(x)
+    out.square().mean().backward()
+    for handle in handles:
+        handle.remove()
+    assert torch.equal(out, expected) and sorted(calls) == ["backward", "backward pre", "global"], calls
+    original = conv.forward
+    conv.forward = lambda *args, **kwargs: calls.append("instance forward") or original(*args, **kwargs)
+    assert torch.equal(model(x), expected) and calls[-1] == "instance forward"
+
+
 def test_a_block_changed_after_tiles_were_set_is_checked_again():
     model = set_pointwise_tiles(_fno(), 40)
     x = torch.randn(2, 1, 16, 16)

@@ -220,6 +220,26 @@ def test_uncompressed_updates_are_checked_together_and_a_bad_one_is_named(monkey
     assert reads == [(6,), (3,), (3,)], reads
 
 
+def test_an_error_partway_through_a_step_still_steps_the_parameters_before_it():
+    """Dense updates wait for a shared check; an error at a later parameter (here its
+    state no longer fits it) must not leave the earlier ones with moved moments and
+    unchanged weights: they are stepped, as when each was applied at once."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(4, 3)) for _ in range(3)]
+    opt = TensorGRaD(params, compress=False)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    params[2].data = torch.randn(5, 3)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(RuntimeError):
+        opt.step()
+    assert [int(opt.state[p]["step"]) for p in params] == [2, 2, 1]
+    assert [not torch.equal(p, b) for p, b in zip(params, before)] == [True, True, False]
+
+
 def test_params_without_grad_frozen_mid_run_and_added_later():
     params = _params()
     late = torch.nn.Parameter(random_tensor((8, 6, 5), True, 4).to(torch.complex64))
