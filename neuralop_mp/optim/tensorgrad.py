@@ -252,7 +252,9 @@ class TensorGRaD(Optimizer):
         of them at a time in order, with one read back to the host (on a GPU every
         read waits for the device): the finite ones of such a batch are applied,
         then a non-finite one raises (or warns), so the parameters stepped before
-        the error are those up to the end of its batch.
+        the error are those up to the end of its batch. Any other error partway
+        through the step still applies the updates computed before it, as when
+        each was applied at once.
         """
         if grad_scale is not None and not (math.isfinite(grad_scale) and grad_scale > 0):
             raise ValueError(f"Invalid grad_scale={grad_scale!r}; expected a finite number > 0.")
