@@ -6,12 +6,12 @@ from torch.optim import Optimizer
 
 from . import gradient_chunks, nonfinite
 from .adam_math import (
-    ROUNDING_CHUNK,
     adam_step,
     as_real,
     compute_dtype,
     decoupled_update_,
     flat_real,
+    rounding_chunk,
     rounding_generator,
     second_moment_shape,
     stochastic_round_,
@@ -395,8 +395,9 @@ class TensorGRaD(Optimizer):
             stochastic_round_(p, wide, seed)
             return
         generator = rounding_generator(seed, p.device)
-        for start in range(0, stored.numel(), ROUNDING_CHUNK):
-            chunk = slice(start, start + ROUNDING_CHUNK)
+        length = rounding_chunk(p.device)
+        for start in range(0, stored.numel(), length):
+            chunk = slice(start, start + length)
             wide = stored[chunk].float()
             decoupled_update_(wide, change[chunk], group)
             stochastic_round_chunk_(stored[chunk], wide, generator)
