@@ -56,6 +56,21 @@ def all_finite(tensor):
     return flag
 
 
+def finite_flags(tensors):
+    """Whether each tensor is finite, as Python bools: one reduction per tensor, stacked on
+    its device, and one copy to the host per device (on a GPU every copy waits for the
+    device, so a copy per tensor would wait each time)."""
+    by_device = {}
+    for i, tensor in enumerate(tensors):
+        by_device.setdefault(tensor.device, []).append(i)
+    ok = [True] * len(tensors)
+    for indices in by_device.values():
+        flags = torch.stack([all_finite(tensors[i]) for i in indices]).cpu().tolist()
+        for i, flag in zip(indices, flags):
+            ok[i] = flag
+    return ok
+
+
 def gradients_are_finite(optimizer):
     """True when every gradient is finite; otherwise raise or warn (see module doc)."""
     entries = [
@@ -64,18 +79,7 @@ def gradients_are_finite(optimizer):
         for position, p in enumerate(group["params"])
         if p.grad is not None and not p.grad.is_sparse
     ]
-    if not entries:
-        return True
-    # one reduction per parameter, stacked on its device, then one copy to the host (one
-    # synchronisation) per device: a copy per parameter would wait on the GPU each time
-    by_device = {}
-    for i, (*_, p) in enumerate(entries):
-        by_device.setdefault(p.grad.device, []).append(i)
-    ok = [True] * len(entries)
-    for indices in by_device.values():
-        flags = torch.stack([all_finite(entries[i][3].grad) for i in indices]).cpu().tolist()
-        for i, flag in zip(indices, flags):
-            ok[i] = flag
+    ok = finite_flags([p.grad for *_, p in entries])
     if all(ok):
         return True
     bad = [entry for entry, good in zip(entries, ok) if not good]
@@ -100,40 +104,35 @@ def gradient_is_finite(grad, group, group_index, position, param):
     return False
 
 
-def update_is_finite(update, group, group_index, position, param):
-    """True when ``update`` is finite; otherwise raise or warn, before the weight changes.
+def _bad_update(where, group, groups, changed):
+    _handle(f"non-finite update (NaN or inf){where} from finite gradients (lr={group['lr']!r}, "
+            f"eps={group['eps']!r}); {changed} not changed", groups)
 
-    ``update`` is one tensor, or a dict of named parts (a compressed step's sparse and
-    low-rank directions): their flags are stacked and read back in one copy, since on a
-    GPU each read waits for the device."""
-    parts = update if isinstance(update, dict) else {None: update}
-    if len(parts) == 1:
-        ok = [bool(all_finite(next(iter(parts.values()))))]
-    else:
-        ok = torch.stack([all_finite(part) for part in parts.values()]).cpu().tolist()
+
+def update_is_finite(parts, group, group_index, position, param):
+    """True when every part of a compressed update (``{name: direction}``, its sparse and
+    low-rank directions) is finite, read back in one copy; otherwise raise or warn,
+    naming the bad parts, before the weight changes."""
+    ok = finite_flags(list(parts.values()))
     if all(ok):
         return True
-    bad = [name.replace("_", "-") for name, good in zip(parts, ok) if not good and name is not None]
-    where = f" in its {' and '.join(bad)} part{'s' if len(bad) > 1 else ''}" if bad else ""
-    _handle(
-        f"non-finite update (NaN or inf){where} for {describe(group, group_index, position, param)} from finite "
-        f"gradients (lr={group['lr']!r}, eps={group['eps']!r}); the parameter was not changed",
-        [group],
-    )
+    bad = [name.replace("_", "-") for name, good in zip(parts, ok) if not good]
+    _bad_update(f" in its {' and '.join(bad)} part{'s' if len(bad) > 1 else ''} for "
+                f"{describe(group, group_index, position, param)}", group, [group], "the parameter was")
     return False
 
 
 def apply_finite_updates(pending, apply):
     """Check the updates of ``pending`` (``(update, group, group_index, position, param,
-    state)`` tuples on one device) with one read back to the host, apply the finite ones
-    in order with ``apply(param, update, group, state)``, then raise or warn once for the
-    others, whose parameters stay unchanged. Empties ``pending``.
+    state)`` tuples) with one read back to the host per device, apply the finite ones in
+    order with ``apply(param, update, group, state)``, then raise or warn once for the
+    others, whose parameters stay unchanged. Empties ``pending``; if ``apply`` raises,
+    the updates not yet applied are left in it.
 
-    One read for many parameters: on a GPU each read waits for the device, and a step
-    of an FNO has dozens of small dense parameters."""
+    One read for many parameters: a step of an FNO has dozens of small dense parameters."""
     if not pending:
         return
-    flags = torch.stack([all_finite(entry[0]) for entry in pending]).cpu().tolist()
+    flags = finite_flags([entry[0] for entry in pending])
     entries = pending[:]
     pending.clear()
     bad = []
@@ -149,7 +148,5 @@ def apply_finite_updates(pending, apply):
             raise
     if bad:
         where = ", ".join(describe(group, index, position, param) for _, group, index, position, param, _ in bad)
-        group = bad[0][1]
-        _handle(f"non-finite update (NaN or inf) for {where} from finite gradients (lr={group['lr']!r}, "
-                f"eps={group['eps']!r}); {'that parameter was' if len(bad) == 1 else 'those parameters were'} "
-                "not changed", [entry[1] for entry in bad])
+        _bad_update(f" for {where}", bad[0][1], [entry[1] for entry in bad],
+                    "that parameter was" if len(bad) == 1 else "those parameters were")

@@ -302,8 +302,6 @@ class TensorGRaD(Optimizer):
                 update = self._dense_update(grad, group, state)
                 del grad  # its memory is free for the update's application
                 state["step"] += 1
-                if pending and pending[0][0].device != update.device:
-                    nonfinite.apply_finite_updates(pending, self._apply)
                 if not pending:
                     pending_bytes = 0
                 pending.append((update, group, group_index, position, p, state))

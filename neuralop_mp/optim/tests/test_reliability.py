@@ -103,6 +103,26 @@ def test_nan_gradient_raises_naming_the_parameter_and_changes_nothing(steps_befo
         assert torch.equal(opt.state[params[0]][key], value), key
 
 
+def _host_reads(monkeypatch):
+    """A list that records every read of finite-check flags back to the host: the shape of
+    each ``.cpu()`` copy, and "bool" for a flag read one at a time (on a GPU each read waits
+    for the device)."""
+    from neuralop_mp.optim import nonfinite
+
+    reads, flags = [], []
+    real_all_finite, real_cpu, real_bool = nonfinite.all_finite, torch.Tensor.cpu, torch.Tensor.__bool__
+    monkeypatch.setattr(nonfinite, "all_finite", lambda t: flags.append(real_all_finite(t)) or flags[-1])
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: reads.append(tuple(self.shape)) or real_cpu(self))
+
+    def counted_bool(self):
+        if any(self is flag for flag in flags):
+            reads.append("bool")
+        return real_bool(self)
+
+    monkeypatch.setattr(torch.Tensor, "__bool__", counted_bool)
+    return reads
+
+
 def test_the_gradient_check_reads_its_flags_back_once_per_device(monkeypatch):
     """Every gradient is checked, and the flags come back to the host in one copy per
     device (on a GPU each copy waits for the device): one here, whichever is bad."""
@@ -111,9 +131,7 @@ def test_the_gradient_check_reads_its_flags_back_once_per_device(monkeypatch):
     model = _named_model()
     opt = TensorGRaD(model.named_parameters(), min_params=10)
     params = list(model.parameters())
-    copies = []
-    real_cpu = torch.Tensor.cpu
-    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: copies.append(self.shape) or real_cpu(self, *a, **k))
+    copies = _host_reads(monkeypatch)
     names = [name for name, _ in model.named_parameters()]
     for bad in (None, 0, len(params) - 1):
         for p in params:
@@ -125,7 +143,7 @@ def test_the_gradient_check_reads_its_flags_back_once_per_device(monkeypatch):
             params[bad].grad.view(-1)[0] = float("inf")
             with pytest.raises(NonFiniteError, match=f"'{names[bad]}'"):
                 nonfinite.gradients_are_finite(opt)
-        assert copies == [torch.Size([len(params)])]
+        assert copies == [(len(params),)]
 
 
 def test_nonfinite_gradient_skips_with_a_warning_when_configured():
@@ -160,21 +178,9 @@ def test_a_compressed_update_is_read_back_once_and_its_bad_parts_named(monkeypat
     """A compressed step's sparse and low-rank directions are checked together: their flags
     come back to the host in one copy (on a GPU each read waits for the device), and a
     non-finite update names the parts it is in; the weight is left unchanged."""
-    from neuralop_mp.optim import nonfinite
-
     torch.manual_seed(0)
     weight = torch.nn.Parameter(random_tensor((8, 6, 5), True, 4).to(torch.complex64))
-    flags, reads = [], []
-    real_all_finite, real_cpu, real_bool = nonfinite.all_finite, torch.Tensor.cpu, torch.Tensor.__bool__
-    monkeypatch.setattr(nonfinite, "all_finite", lambda t: flags.append(real_all_finite(t)) or flags[-1])
-    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: reads.append(tuple(self.shape)) or real_cpu(self))
-
-    def counted_bool(self):
-        if any(self is flag for flag in flags):
-            reads.append("bool")
-        return real_bool(self)
-
-    monkeypatch.setattr(torch.Tensor, "__bool__", counted_bool)
+    reads = _host_reads(monkeypatch)
     opt = TensorGRaD([weight], min_params=10, rank=0.5)
     assert opt.routes_to_compression(weight, opt.param_groups[0])
     weight.grad = torch.randn_like(weight)
@@ -196,9 +202,7 @@ def test_uncompressed_updates_are_checked_together_and_a_bad_one_is_named(monkey
     stepped, that one is named and left unchanged."""
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(4, 3)) for _ in range(6)]
-    reads = []
-    real_cpu = torch.Tensor.cpu
-    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: reads.append(tuple(self.shape)) or real_cpu(self))
+    reads = _host_reads(monkeypatch)
     opt = TensorGRaD(params, compress=False, eps=0.0)
     for p in params:
         p.grad = torch.randn_like(p)
@@ -218,6 +222,27 @@ def test_uncompressed_updates_are_checked_together_and_a_bad_one_is_named(monkey
     reads.clear()
     opt.step()
     assert reads == [(6,), (3,), (3,)], reads
+
+
+def test_a_step_of_the_gpu_campaigns_fno_reads_flags_back_once_per_run_of_dense_parameters(monkeypatch):
+    """The TensorGRaD row of the GPU campaign (FNO, 64 channels, 32x32 modes; docs: 6 reads
+    instead of 45): one read for the gradients, one per compressed weight, and one per run
+    of uncompressed parameters between them, where a read per parameter (and per part of
+    a compressed update) was made before."""
+    from neuralop_mp.bench.gpu import VARIANTS, _step, build
+
+    variant = next(v for v in VARIANTS if v.optimizer == "tensorgrad")
+    torch.manual_seed(0)
+    model, opt = build("FNO", 64, variant, 32, torch.device("cpu"))
+    x = torch.randn(1, 1, 32, 32)
+    _step(model, opt, x, variant, "cpu")  # states and projectors made
+    compressed = [bool(opt.state[p]["compressed"]) for g in opt.param_groups for p in g["params"]]
+    runs = sum(1 for i, c in enumerate(compressed) if not c and (i + 1 == len(compressed) or compressed[i + 1]))
+    reads = _host_reads(monkeypatch)
+    _step(model, opt, x, variant, "cpu")
+    assert "bool" not in reads and len(reads) == 1 + sum(compressed) + runs, reads
+    per_parameter = 1 + (len(compressed) - sum(compressed)) + 2 * sum(compressed)
+    assert (len(reads), per_parameter) == (6, 45)  # the numbers docs/tensorgrad.md gives
 
 
 def test_an_error_partway_through_a_step_still_steps_the_parameters_before_it():
