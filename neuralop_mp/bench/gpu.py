@@ -21,9 +21,10 @@ machine:
    kernel-level ``torch.profiler`` tables of one step of several variants
    (:func:`profile_cases`).
 
-On one H200 the whole campaign took 100-115 s (2026-12-04: 16-24 s of CUDA tests, 84-90 s of
-variants); it stays within 8 minutes on slower GPUs: a variant is skipped (and the row
-says so) once the time budget is spent. ``--dry-run`` walks every variant through
+On one H200 the table took 84 and 90 s in two runs (2026-12-04, the table's "Wall time",
+which includes the CUDA tests' 16 and 24 s), the whole command about 100 s; it stays
+within 8 minutes on slower GPUs: a variant is skipped (and the row says so) once the
+time budget is spent. ``--dry-run`` walks every variant through
 the same code at a tiny size on CPU, with the CUDA calls (events, memory
 statistics, the test run) skipped: the CI check that the campaign cannot fail for
 a reason other than the GPU.
@@ -133,36 +134,36 @@ class _Timer:
         return False
 
 
-def _step(model, optimizer, x, variant, device_type):
+def _step(model, optimizer, x, variant, device_type, after=None):
+    """One training step; ``after(phase)`` is called at the end of each phase ("forward",
+    with the output still alive, "backward", "optimizer step")."""
+    after = after or (lambda phase: None)
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type, dtype=variant.autocast or torch.float32, enabled=variant.autocast is not None):
         out = model(x)
+    after("forward")
     out.float().square().mean().backward()
+    del out
+    after("backward")
     optimizer.step()
+    after("optimizer step")
 
 
 def _phase_memory(model, optimizer, x, variant, device_type):
-    """One more training step, split into forward, backward and optimizer step: the
-    bytes the forward leaves allocated (what backward needs: saved activations and the
-    output) and the phase that reaches the step's highest allocation. On a GPU from the
-    CUDA allocator's counters; on a CPU (the dry run) from the tensors themselves
+    """One more training step, split into its phases: the bytes the forward leaves
+    allocated (what backward needs: saved activations and the output) and the phase that
+    reaches the step's highest allocation. On a GPU from the CUDA allocator's counters; on
+    a CPU (the dry run) from the tensors themselves
     (:class:`~neuralop_mp.peak_memory.PeakTensorBytes`)."""
-    optimizer.zero_grad(set_to_none=True)
-    peaks = {}
+    marks = {}  # phase -> (bytes alive at its end, its peak)
     # parameters and optimizer state exist before: their in-place updates allocate nothing
     with PeakTensorBytes(alive=[list(model.parameters()), optimizer.state], device=x.device) as meter:
-        with torch.autocast(device_type, dtype=variant.autocast or torch.float32, enabled=variant.autocast is not None):
-            out = model(x)
-        kept = meter.live_bytes
-        peaks["forward"] = meter.peak_so_far
-        meter.restart_peak()
-        out.float().square().mean().backward()
-        del out
-        peaks["backward"] = meter.peak_so_far
-        meter.restart_peak()
-        optimizer.step()
-        peaks["optimizer step"] = meter.peak_so_far
-    return {"kept by forward MiB": kept / 2**20, "peak in": max(peaks, key=peaks.get)}
+        def after(phase):
+            marks[phase] = (meter.live_bytes, meter.peak_so_far)
+            meter.restart_peak()
+
+        _step(model, optimizer, x, variant, device_type, after)
+    return {"kept by forward MiB": marks["forward"][0] / 2**20, "peak in": max(marks, key=lambda m: marks[m][1])}
 
 
 def measure(arch, hidden, res, variant, batch, modes, device, steps=STEPS, warmup=WARMUP):
@@ -253,6 +254,11 @@ def plot_memory(rows, path):
     plt.close(fig)
 
 
+def _plan(tiny):
+    """``(sizes, batch, modes)`` of the campaign, or of its tiny version (dry run, quick)."""
+    return (DRY_SIZES, DRY_BATCH, DRY_MODES) if tiny else (SIZES, BATCH, MODES)
+
+
 def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None):
     """Run the campaign; returns (markdown body, data dict, rows).
 
@@ -263,7 +269,7 @@ def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None):
         raise RuntimeError("neuralop-mp bench gpu needs a CUDA device; on a CPU use --dry-run to check the script.")
     device = torch.device("cpu" if dry_run else "cuda")
     tiny = dry_run or quick
-    sizes, batch, modes = (DRY_SIZES, DRY_BATCH, DRY_MODES) if tiny else (SIZES, BATCH, MODES)
+    sizes, batch, modes = _plan(tiny)
     sizes = [s for s in sizes if archs is None or s[0] in archs]
     steps, warmup = (1, 1) if tiny else (STEPS, WARMUP)
     start = time.perf_counter()
@@ -325,8 +331,7 @@ def profile_table(rows, dry_run=False, quick=False, top=25):
     from torch.profiler import ProfilerActivity, profile
 
     device = torch.device("cpu" if dry_run else "cuda")
-    tiny = dry_run or quick
-    sizes, batch, modes = (DRY_SIZES, DRY_BATCH, DRY_MODES) if tiny else (SIZES, BATCH, MODES)
+    sizes, batch, modes = _plan(dry_run or quick)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     by_name = {v.name: v for v in VARIANTS}
