@@ -34,10 +34,10 @@ with the tanh stabilizer keeps the block's input for tanh's backward, which its 
 keeps anyway, instead of tanh's output (:func:`~neuralop_mp.layers.stabilizer.tanh_stabilizer`,
 the same numbers), tiled or not.
 
-A forward hook sees what it sees without tiles: a tiled call falls back to upstream's
-forward when a hook (or a global one) sits on a module it would call once per tile (a
-skip, a channel MLP or one of its layers), and hooks on the block, the lifting or the
-projection themselves run once around the tiled call. No parameter or buffer is added:
+A hook sees what it sees without tiles: a tiled call falls back to upstream's forward
+when a forward or backward hook (or a global one) sits on a module it would call once
+per tile (a skip, a channel MLP or one of its layers), and hooks on the block, the
+lifting or the projection themselves run once around the tiled call. No parameter or buffer is added:
 ``state_dict`` keys and checkpoints are unchanged, and the setting is not saved (a
 plugin model loaded from a checkpoint tiles by default again).
 """
@@ -87,11 +87,14 @@ def _elementwise(activation):
 
 
 def _unhooked(modules):
-    """Whether no forward hook would see a tile instead of the whole grid: none on these
-    modules or their children, and no global one."""
-    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+    """Whether no hook would see a tile instead of the whole grid: no forward or backward
+    hook on these modules or their children, and no global one (a backward hook on a
+    module called once per tile would run once per tile, on that tile's gradients)."""
+    if (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
+            or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks):
         return False
-    return not any(m._forward_hooks or m._forward_pre_hooks for root in modules for m in root.modules())
+    return not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+                   for root in modules for m in root.modules())
 
 
 def _mlp_sliceable(mlp):
@@ -196,12 +199,10 @@ def _conv_after_tanh(conv, x):
 
 def _plain_call(conv):
     # our own class (a subclass may change any step of the forward), called as it is
-    # defined: no forward replaced on the instance, not compiled, and no forward or
-    # backward hook on it or global (``forward_after_tanh`` runs no ``Module.__call__``)
+    # defined: no forward replaced on the instance, not compiled, and no hook on it or
+    # global (``forward_after_tanh`` runs no ``Module.__call__``)
     return (type(conv) is MixedPrecisionSpectralConv and "forward" not in conv.__dict__
-            and getattr(conv, "_compiled_call_impl", None) is None and _unhooked([conv])
-            and not (conv._backward_hooks or conv._backward_pre_hooks)
-            and not (torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks))
+            and getattr(conv, "_compiled_call_impl", None) is None and _unhooked([conv]))
 
 
 class _TiledPointwiseForward:

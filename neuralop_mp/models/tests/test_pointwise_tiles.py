@@ -206,6 +206,21 @@ def test_backward_hooks_and_a_replaced_forward_on_a_tanh_blocks_spectral_layer_s
     assert torch.equal(model(x), expected) and calls[-1] == "instance forward"
 
 
+def test_a_backward_hook_sees_the_whole_grid_once():
+    """A full backward hook on a module the tiles would call once per tile: upstream's
+    forward runs, so the hook fires once, on the whole grid's gradient."""
+    torch.manual_seed(5)
+    model = set_pointwise_tiles(_fno(), 40)
+    x = torch.randn(2, 1, 16, 16, requires_grad=True)
+    seen = []
+    handle = model.fno_blocks.channel_mlp[0].register_full_backward_hook(lambda m, gi, go: seen.append(go[0].shape))
+    model(x).sum().backward()
+    handle.remove()
+    assert seen == [(2, 8, 16, 16)]
+    # the later blocks, whose modules carry no hook, ran in tiles
+    assert model.fno_blocks.__dict__["forward_with_postactivation"].last_tiles > 1
+
+
 def test_a_block_changed_after_tiles_were_set_is_checked_again():
     model = set_pointwise_tiles(_fno(), 40)
     x = torch.randn(2, 1, 16, 16)
