@@ -1,0 +1,174 @@
+"""1x1 convolutions under CPU autocast as 16-bit matrix products.
+
+The product is checked against float64 products of the same bfloat16-rounded operands,
+on fresh random inputs: the output and the input's gradient are rounded to bfloat16
+once (relative error at most 2^-8, bfloat16's unit roundoff, plus float32 accumulation,
+far below), the weight's gradient once per sample (at most ``batch`` roundings), the
+bias's gradient not at all (float32 sums, tolerance 1e-5). A dropped bias, a transposed
+weight or a sample read twice gives errors of order 1.
+
+In the models, the tiles with these products are compared with upstream's forward under
+the same autocast, both against the float64 model: the products must be as close to
+float64 as autocast's own convolutions, within twice their error plus 1% of the largest
+entry. Measured here: 0.5-8% of the largest entry for both (bfloat16 through three
+blocks); the products' weight gradients, rounded per sample and tile, were up to 1.6x
+autocast's; the outputs were the same. A wrong product gives errors of order 1.
+"""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from neuralop_mp import set_precision
+from neuralop_mp.layers.autocast_scope import set_autocast_scope
+from neuralop_mp.models import pointwise_gemm
+from neuralop_mp.models.mixed_precision_models import MixedPrecisionFNO
+from neuralop_mp.models.pointwise_gemm import autocast_gemm_dtype, is_pointwise_conv, pointwise_product
+from neuralop_mp.models.pointwise_tiles import describe_pointwise_tiles, set_pointwise_tiles
+
+BF16_U = 2.0 ** -8
+
+
+def _rounded64(t):
+    return t.detach().to(torch.bfloat16).double()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("strided", [False, True])
+def test_product_is_the_rounded_operands_product_rounded_once(bias, strided):
+    torch.manual_seed(0)
+    conv = nn.Conv1d(5, 7, 1, bias=bias)
+    wide = torch.randn(3, 5, 90)
+    x = (wide[:, :, 20:57] if strided else wide[:, :, :37].contiguous()).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = pointwise_product(x, conv, torch.bfloat16)
+    assert y.dtype == torch.bfloat16 and y.shape == (3, 7, 37)
+    w64 = _rounded64(conv.weight.squeeze(-1))
+    ref = torch.einsum("oi,bin->bon", w64, _rounded64(x))
+    if bias:
+        ref = ref + _rounded64(conv.bias)[:, None]
+    scale = ref.abs().max().item()
+    assert ((y.double() - ref).abs() <= BF16_U * ref.abs() + 1e-6 * scale).all()
+
+    g = torch.randn(3, 7, 37)
+    y.backward(g.to(torch.bfloat16))
+    g64 = _rounded64(g)
+    ref_x = torch.einsum("oi,bon->bin", w64, g64)
+    assert x.grad.dtype == torch.float32
+    assert ((x.grad.double() - ref_x).abs() <= BF16_U * ref_x.abs() + 1e-6 * ref_x.abs().max()).all()
+    per_sample = torch.einsum("bon,bin->boi", g64, _rounded64(x))
+    ref_w = per_sample.sum(0)
+    err_w = (conv.weight.grad.squeeze(-1).double() - ref_w).abs()
+    assert conv.weight.grad.dtype == torch.float32
+    assert (err_w <= BF16_U * per_sample.abs().sum(0) + 1e-6 * ref_w.abs().max()).all()
+    if bias:
+        ref_b = g64.sum((0, 2))
+        assert (conv.bias.grad.double() - ref_b).abs().max() <= 1e-5 * ref_b.abs().max()
+
+
+def test_product_agrees_with_autocasts_convolution():
+    torch.manual_seed(1)
+    conv = nn.Conv1d(16, 12, 1)
+    x = torch.randn(2, 16, 300)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, theirs = pointwise_product(x, conv, torch.bfloat16), conv(x)
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+    # both round the same float32 sums once: at most one bfloat16 unit apart
+    assert ((ours.float() - theirs.float()).abs() <= 2 * BF16_U * theirs.float().abs() + 1e-6).all()
+
+
+def test_only_plain_kernel_size_one_convolutions_are_products():
+    assert is_pointwise_conv(nn.Conv1d(4, 4, 1))
+    assert not is_pointwise_conv(nn.Conv1d(4, 4, 3))
+    assert not is_pointwise_conv(nn.Conv1d(4, 4, 1, stride=2))
+    assert not is_pointwise_conv(nn.Conv1d(4, 4, 1, padding=1))
+    assert not is_pointwise_conv(nn.Conv1d(4, 4, 1, groups=2))
+    assert not is_pointwise_conv(nn.Conv2d(4, 4, 1))
+
+    class MyConv(nn.Conv1d):
+        pass
+
+    assert not is_pointwise_conv(MyConv(4, 4, 1))
+    replaced = nn.Conv1d(4, 4, 1)
+    replaced.forward = lambda x: x
+    assert not is_pointwise_conv(replaced)
+
+
+def test_products_only_inside_cpu_autocast_with_native_16_bit_matmul(monkeypatch):
+    x = torch.randn(2, 3, 4)
+    monkeypatch.setattr(pointwise_gemm, "native_half_matmul", lambda dtype, device: True)
+    assert autocast_gemm_dtype(x) is None  # no autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert autocast_gemm_dtype(x) == torch.bfloat16
+        assert autocast_gemm_dtype(torch.empty(2, 3, 4, device="meta")) is None
+    monkeypatch.setattr(pointwise_gemm, "native_half_matmul", lambda dtype, device: False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert autocast_gemm_dtype(x) is None
+
+
+def _fno():
+    return MixedPrecisionFNO(n_modes=(6, 6), in_channels=1, out_channels=1, hidden_channels=8, n_layers=3)
+
+
+def _run(model, x, y, autocast):
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = model(x)
+    ((out.float() - y) ** 2).mean().backward()
+    return out.detach().float(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _convolutions(model, x):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x)
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::convolution")
+
+
+@pytest.mark.parametrize("tile_points", [40, None])
+def test_tiled_model_under_autocast_is_as_close_to_float64_as_autocasts_convolutions(monkeypatch, tile_points):
+    # forced on, so that the products run on any CPU (they are only slow without bf16 units)
+    monkeypatch.setattr(pointwise_gemm, "native_half_matmul", lambda dtype, device: True)
+    torch.manual_seed(2)
+    upstream_forward = _fno()
+    set_precision(upstream_forward, "mixed", half_dtype="bfloat16")
+    set_autocast_scope(upstream_forward, "model")
+    set_pointwise_tiles(upstream_forward, None)
+    products = set_pointwise_tiles(copy.deepcopy(upstream_forward), tile_points or 10**6)
+    x, y = torch.randn(3, 1, 16, 16), torch.randn(3, 1, 16, 16)
+    out_p, g_p = _run(products, x, y, autocast=True)
+    out_u, g_u = _run(upstream_forward, x, y, autocast=True)
+    reference = copy.deepcopy(upstream_forward)
+    set_precision(reference, "full")
+    for p in reference.parameters():
+        p.data = p.data.to(torch.complex128 if p.is_complex() else torch.float64)
+    out_r, g_r = _run(reference, x.double(), y.double(), autocast=False)
+    assert g_p.keys() == g_u.keys() == g_r.keys() and g_p
+    for name, ref in {"output": out_r, **g_r}.items():
+        got_p, got_u = (out_p, out_u) if name == "output" else (g_p[name], g_u[name])
+        scale = ref.abs().max().item()
+        err_p = (got_p.to(ref.dtype) - ref).abs().max().item()
+        err_u = (got_u.to(ref.dtype) - ref).abs().max().item()
+        assert err_p <= 2 * err_u + 0.01 * scale, (name, err_p, err_u, scale)
+    # the blocks, the lifting and the projection ran as products: no convolution at all
+    assert _convolutions(products, x) == 0 and _convolutions(upstream_forward, x) > 0
+    assert "1x1 convolutions under CPU autocast as bfloat16 matrix products" in describe_pointwise_tiles(products)
+
+
+def test_autocast_scope_decides_where_products_run(monkeypatch):
+    monkeypatch.setattr(pointwise_gemm, "native_half_matmul", lambda dtype, device: True)
+    model = set_pointwise_tiles(_fno(), 40)
+    x = torch.randn(2, 1, 16, 16)
+    tilers = {name: getattr(getattr(model, name), "forward") for name in ("lifting", "projection")}
+    tilers["fno_blocks"] = model.fno_blocks.forward_with_postactivation
+    for scope, expected in [("model", {"lifting": torch.bfloat16, "projection": torch.bfloat16,
+                                       "fno_blocks": torch.bfloat16}),
+                            ("fno_blocks", {"lifting": None, "projection": None, "fno_blocks": torch.bfloat16}),
+                            ("spectral", {"lifting": None, "projection": None, "fno_blocks": None})]:
+        set_autocast_scope(model, scope)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x)
+        assert {name: t.last_gemm for name, t in tilers.items()} == expected, scope
+    model(x)  # outside autocast: float32 convolutions
+    assert {t.last_gemm for t in tilers.values()} == {None}
