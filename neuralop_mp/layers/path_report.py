@@ -10,8 +10,10 @@ def model_product_paths(model):
     """One dict per spectral layer of ``model``: the path of its last forward.
 
     Keys: ``layer`` (module name), ``input_shape``, ``mode``, ``half_dtype``,
-    ``fft`` ("float32" or "float16 (cuFFT)"), ``kernel``, ``compute_dtype``,
-    ``reason``. Layers that have not run yet are listed with ``kernel=None``.
+    ``fft`` ("float32" or "float16 (cuFFT)"), ``last_axis`` (how the inverse transform's
+    last axis ran: "FFT", or the DFT-block matmul and why,
+    :func:`~neuralop_mp.layers.truncated_fft.last_axis_choice`), ``kernel``,
+    ``compute_dtype``, ``reason``. Layers that have not run yet are listed with ``kernel=None``.
     """
     layers = {id(layer) for layer in mixed_precision_layers(model)}
     rows = []
@@ -28,8 +30,10 @@ def summarize_product_paths(model):
     for row in model_product_paths(model):
         if row["kernel"] is None:
             continue
-        text = (f"{row['mode']}: {row['kernel']} in {row['compute_dtype']}, FFT in {row['fft']} "
-                f"({row['reason']})")
+        last_axis = row.get("last_axis", "FFT")
+        text = (f"{row['mode']}: {row['kernel']} in {row['compute_dtype']}, FFT in {row['fft']}"
+                + ("" if last_axis == "FFT" else f", last axis of the inverse: {last_axis}")
+                + f" ({row['reason']})")
         if text not in lines:
             lines.append(text)
     return lines

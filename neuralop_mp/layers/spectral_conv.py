@@ -38,7 +38,7 @@ from .mode_matmul import dense_mode_product
 from .product_paths import MODE_BATCHED, REBUILT, choose_product_path
 from .rebuilt_weight import rebuild_dense_weight
 from .stabilizer import tanh_stabilizer
-from .truncated_fft import truncated_irfftn, truncated_rfftn
+from .truncated_fft import last_axis_choice, truncated_irfftn, truncated_rfftn
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
 from .weight_storage import layer_weight_dtype, store_layer_weights
 
@@ -398,6 +398,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
             "mode": mode,
             "half_dtype": None if half is None else str(half).replace("torch.", ""),
             "fft": "float16 (cuFFT)" if fft_half else "float32",
+            "last_axis": "FFT",  # the inverse's last axis: set below where it may be a matmul
             "kernel": path.kernel,
             "compute_dtype": str(path.compute_dtype).replace("torch.", ""),
             "reason": path.reason,
@@ -437,6 +438,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
 
         if truncated:
             y = truncated_irfftn(out_kept, fft_dims, spatial, out_spatial, norm=self.fft_norm)
+            self.last_product_path["last_axis"] = last_axis_choice(
+                "inverse", y.numel() // y.shape[-1], out_spatial[-1], out_kept.shape[-1], self.fft_norm,
+                out_kept.dtype, device)
         else:
             y = self._inverse_of_full_spectrum(out_kept, fft_size, kept, fft_dims, out_spatial)
         if fft_half:

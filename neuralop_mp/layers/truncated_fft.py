@@ -19,24 +19,26 @@ At 256^2 with 32x32 modes this does the complex transforms on 16 of 129 columns;
 saving is measured by ``neuralop-mp bench spectral`` (docs/benchmarks.md).
 
 Along the last axis, when the kept columns are few against its length (length at
-least :data:`MATMUL_MIN_RATIO` times the kept count, e.g. 17 of 256 points), two of
-the four last-axis maps run on CPU as one real matrix product with the
+least :data:`MATMUL_MIN_RATIO` times the kept count, e.g. 17 of 256 points), three of
+the four last-axis maps can run on CPU as one real matrix product with the
 ``(length, 2 kept)`` block of the DFT matrix instead of an FFT of the whole axis: the
 inverse transform and the forward transform's adjoint (both from the kept columns to
 the whole axis, where the FFT first zero-fills every dropped column), and the inverse's
 adjoint (from the whole axis to the kept columns). The same numbers up to float32
-rounding. Measured on a 2-core AVX2 CPU (one thread, freed memory kept in the process;
-batch 2, 64 channels, 256 rows, 17 kept columns), matmul against FFT:
+rounding. Which is faster depends on the CPU: one thread, batch 2, 64 channels, 256
+rows, 17 of 256 columns kept, matmul against FFT:
 
-- inverse: matmul 10.2 ms, FFT 12.9 ms at 256 points (19.9 and 28.9 ms at 512);
-- forward transform's adjoint: matmul 10.6 ms, FFT 14.8 ms;
-- inverse's adjoint: matmul 13.1 ms, FFT 14.2 ms (26.5 and 19.9 ms at 512: the FFT
-  wins there, the matmul is kept as it was measured before, about even);
-- forward transform: matmul 13.9 ms, FFT 8.1 ms (28.7 and 17.1 ms at 512), so the
-  forward transform is always an FFT.
+- a 2-core AVX2 CPU: inverse 10.2 against 12.9 ms, forward transform's adjoint 10.6
+  against 14.8 ms, inverse's adjoint 13.1 against 14.2 ms: the matmul wins;
+- a 2-core AVX512-BF16 EPYC: 10.7 against 9.6 ms, 10.9 against 9.3 ms, 14.1 against
+  7.8 ms: the FFT wins (an FNO step at 256^2 took 5% less time with FFTs only).
 
-At 64 and 128 points the matmul gained nothing and the FFT stays. Other devices keep
-the FFT (not measured there).
+So by default (:func:`set_last_axis_transform`, "auto") each of the three maps is timed
+both ways once per shape on the CPU it runs on (on at most :data:`TIMED_POINTS` points
+of it: both costs grow with the rows alike) and the faster one is kept for that shape;
+transforms of fewer than :data:`TIMED_MIN_POINTS` points are not worth a timing and are
+FFTs (the same numbers on every run there). The forward transform is always an FFT
+(matmul 13.9 against FFT 8.1 ms on the AVX2 CPU). Other devices keep the FFT.
 
 References
 ----------
@@ -44,6 +46,7 @@ References
    Equations", ICLR 2021 (the truncated Fourier layer).
 """
 import functools
+import time
 
 import torch
 
@@ -105,17 +108,112 @@ def _gather_or_zero(g, dim, index, top):
     return g.index_select(dim, index)
 
 
-# last-axis length / kept columns from which the DFT block as a matmul beats the FFT
+# last-axis length / kept columns from which the DFT block as a matmul can beat the FFT
 MATMUL_MIN_RATIO = 8
+# transforms of fewer points (rows x length) are FFTs, untimed; larger ones are timed on at
+# most TIMED_POINTS points of them (32 MiB of float32: past the caches, as the real one is)
+TIMED_MIN_POINTS = 2 ** 20
+TIMED_POINTS = 2 ** 23
+LAST_AXIS_TRANSFORMS = ("auto", "fft", "matmul")
 _SCALE = {"backward": lambda n: 1.0, None: lambda n: 1.0, "forward": lambda n: 1.0 / n,
           "ortho": lambda n: n ** -0.5}
+_setting = {"transform": "auto"}
+# (map, timed rows, length, kept, norm, dtype, device) -> (matmul seconds, FFT seconds)
+_timings = {}
 
 
-def _by_matmul(dim, length, kept, device):
-    """Whether the last-axis transform of ``kept`` columns of ``length`` points is a matmul:
-    on CPU only (where it was measured). Then ``kept <= length / 8``: no Nyquist column,
-    and every kept column but the zero frequency has a conjugate partner."""
-    return device.type == "cpu" and dim == -1 and length >= MATMUL_MIN_RATIO * kept
+def set_last_axis_transform(transform):
+    """How the last axis's inverse-direction maps are computed on CPU; returns the previous setting.
+
+    Parameters
+    ----------
+    transform : {"auto", "fft", "matmul"}
+        "auto" (default): timed both ways once per shape, the faster kept (small
+        transforms: FFT); "fft": always an FFT; "matmul": the DFT-block matmul wherever
+        it applies (last axis at least :data:`MATMUL_MIN_RATIO` times its kept columns).
+        "fft" or "matmul" give the same numbers on every machine and run.
+
+    Raises
+    ------
+    ValueError
+        On any other value (the message names it and the allowed ones).
+    """
+    if transform not in LAST_AXIS_TRANSFORMS:
+        raise ValueError(f"Invalid last-axis transform {transform!r}; allowed values: "
+                         f"{', '.join(repr(t) for t in LAST_AXIS_TRANSFORMS)}.")
+    previous, _setting["transform"] = _setting["transform"], transform
+    return previous
+
+
+def _by_matmul(way, dim, length, kept, t, norm):
+    """Whether the last-axis map ``way`` ("inverse", "rfft_adjoint", "irfft_adjoint") of ``kept``
+    columns and ``length`` points, applied to ``t``, runs as the DFT-block matmul. Only on
+    CPU, along the last axis, with ``kept <= length / 8``: no Nyquist column, and every kept
+    column but the zero frequency has a conjugate partner."""
+    if t.device.type != "cpu" or dim != -1 or length < MATMUL_MIN_RATIO * kept:
+        return False
+    transform = _setting["transform"]
+    if transform != "auto":
+        return transform == "matmul"
+    rows = t.numel() // max(1, t.shape[-1])
+    if rows * length < TIMED_MIN_POINTS:
+        return False
+    key = _timing_key(way, rows, length, kept, norm, t.dtype, t.device)
+    if key not in _timings:
+        _timings[key] = _time_both_ways(*key)
+    by_matmul, by_fft = _timings[key]
+    return by_matmul < by_fft
+
+
+def _timing_key(way, rows, length, kept, norm, dtype, device):
+    return way, min(rows, max(1, TIMED_POINTS // length)), length, kept, norm, dtype, device
+
+
+def _time_both_ways(way, rows, length, kept, norm, dtype, device, rounds=3):
+    """Seconds of the fastest of ``rounds`` interleaved runs of ``way`` as a matmul and as an
+    FFT, on random data of ``rows`` rows (after one untimed run of each)."""
+    complex_dtype = torch.complex64 if dtype in (torch.float32, torch.complex64) else torch.complex128
+    real_dtype = torch.float32 if complex_dtype == torch.complex64 else torch.float64
+    # a generator of its own: timing must not move the global random stream (a run that
+    # times at another step than its uninterrupted twin would draw other dropout masks)
+    gen = torch.Generator(device).manual_seed(0)
+    if way == "irfft_adjoint":
+        data = torch.randn(rows, length, dtype=real_dtype, device=device, generator=gen)
+        ways = (lambda: _irfft_adjoint_by_matmul(data, kept, norm), lambda: _irfft_adjoint_by_fft(data, -1, kept, norm))
+    else:
+        data = torch.randn(rows, kept, dtype=complex_dtype, device=device, generator=gen)
+        if way == "inverse":
+            ways = (lambda: _irfft_by_matmul(data, length, norm),
+                    lambda: torch.fft.irfft(data, n=length, dim=-1, norm=norm))
+        else:
+            ways = (lambda: _rfft_adjoint_by_matmul(data, length, norm),
+                    lambda: _rfft_adjoint_by_fft(data, -1, length, norm, owned=False))
+    best = [float("inf"), float("inf")]
+    for round_ in range(rounds + 1):
+        for i, run in enumerate(ways):
+            start = time.perf_counter()
+            run()
+            if round_:
+                best[i] = min(best[i], time.perf_counter() - start)
+    return tuple(best)
+
+
+def last_axis_choice(way, rows, length, kept, norm="backward", dtype=torch.complex64, device="cpu"):
+    """How the last-axis map ``way`` of ``rows`` rows, ``length`` points and ``kept`` columns
+    of ``dtype`` data runs (or, not yet timed, would be decided): for the layer's report."""
+    device = torch.device(device)
+    if device.type != "cpu" or length < MATMUL_MIN_RATIO * kept:
+        return "FFT"
+    if _setting["transform"] != "auto":
+        return f"{'DFT-block matmul' if _setting['transform'] == 'matmul' else 'FFT'} (set_last_axis_transform)"
+    if rows * length < TIMED_MIN_POINTS:
+        return "FFT (too small to time)"
+    timing = _timings.get(_timing_key(way, rows, length, kept, norm, dtype, device))
+    if timing is None:
+        return "not timed yet"
+    by_matmul, by_fft = timing
+    name = "DFT-block matmul" if by_matmul < by_fft else "FFT"
+    return f"{name} (timed for this shape: matmul {1e3 * by_matmul:.2f} ms, FFT {1e3 * by_fft:.2f} ms)"
 
 
 @functools.lru_cache(maxsize=64)
@@ -147,36 +245,48 @@ def _rfft_columns(x, dim, kept, norm):
     return torch.fft.rfft(x, dim=dim, norm=norm).narrow(dim, 0, kept)
 
 
-def _rfft_columns_adjoint(g, dim, length, norm, owned=True):
-    """Adjoint of :func:`_rfft_columns` (real, ``length`` points along ``dim``); overwrites
-    ``g`` if ``owned``, else copies it where it needs to."""
-    kept = g.shape[dim]
-    if _by_matmul(dim, length, kept, g.device):
-        real = torch.view_as_real(g).flatten(-2)
-        return real @ _dft_block(length, kept, norm, False, real.dtype, real.device).t()
+def _rfft_adjoint_by_matmul(g, length, norm):
+    real = torch.view_as_real(g).flatten(-2)
+    return real @ _dft_block(length, g.shape[-1], norm, False, real.dtype, real.device).t()
+
+
+def _rfft_adjoint_by_fft(g, dim, length, norm, owned):
     # dL/dx = Re(F^H R^T g): irfft sums the columns that have a conjugate partner
     # twice, so those are halved first (the DC and, for even n, Nyquist column once)
-    twice = min(kept, (length + 1) // 2) - 1
+    twice = min(g.shape[dim], (length + 1) // 2) - 1
     if twice > 0:
         g = g if owned else g.clone()
         g.narrow(dim, 1, twice).mul_(0.5)
     return torch.fft.irfft(g, n=length, dim=dim, norm=_ADJOINT_NORM[norm])
 
 
+def _rfft_columns_adjoint(g, dim, length, norm, owned=True):
+    """Adjoint of :func:`_rfft_columns` (real, ``length`` points along ``dim``); overwrites
+    ``g`` if ``owned``, else copies it where it needs to."""
+    if _by_matmul("rfft_adjoint", dim, length, g.shape[dim], g, norm):
+        return _rfft_adjoint_by_matmul(g, length, norm)
+    return _rfft_adjoint_by_fft(g, dim, length, norm, owned)
+
+
+def _irfft_by_matmul(z, length, norm):
+    real = torch.view_as_real(z).flatten(-2)
+    return real @ _dft_block(length, z.shape[-1], norm, True, real.dtype, real.device)
+
+
 def _irfft_columns(z, dim, length, norm):
     """``irfft(z, n=length, dim=dim, norm=norm)``."""
-    if _by_matmul(dim, length, z.shape[dim], z.device):
-        real = torch.view_as_real(z).flatten(-2)
-        return real @ _dft_block(length, z.shape[dim], norm, True, real.dtype, real.device)
+    if _by_matmul("inverse", dim, length, z.shape[dim], z, norm):
+        return _irfft_by_matmul(z, length, norm)
     return torch.fft.irfft(z, n=length, dim=dim, norm=norm)
 
 
-def _irfft_columns_adjoint(grad, dim, columns, norm):
-    """Adjoint of :func:`_irfft_columns` for an input of ``columns`` columns along ``dim``."""
+def _irfft_adjoint_by_matmul(grad, columns, norm):
+    pairs = grad @ _dft_block(grad.shape[-1], columns, norm, True, grad.dtype, grad.device).t()
+    return torch.view_as_complex(pairs.unflatten(-1, (columns, 2)))
+
+
+def _irfft_adjoint_by_fft(grad, dim, columns, norm):
     n = grad.shape[dim]
-    if _by_matmul(dim, n, columns, grad.device):
-        pairs = grad @ _dft_block(n, columns, norm, True, grad.dtype, grad.device).t()
-        return torch.view_as_complex(pairs.unflatten(-1, (columns, 2)))
     g = torch.fft.rfft(grad, dim=dim, norm=_ADJOINT_NORM[norm])
     # irfft(n) reads only the first n//2+1 columns: gradient zero past them
     g = g.narrow(dim, 0, min(columns, g.shape[dim]))
@@ -188,6 +298,13 @@ def _irfft_columns_adjoint(grad, dim, columns, norm):
     if g.shape[dim] < columns:  # the forward trimmed these columns away
         g = _gather_or_zero(g, dim, torch.arange(columns, device=g.device), columns)
     return g
+
+
+def _irfft_columns_adjoint(grad, dim, columns, norm):
+    """Adjoint of :func:`_irfft_columns` for an input of ``columns`` columns along ``dim``."""
+    if _by_matmul("irfft_adjoint", dim, grad.shape[dim], columns, grad, norm):
+        return _irfft_adjoint_by_matmul(grad, columns, norm)
+    return _irfft_adjoint_by_fft(grad, dim, columns, norm)
 
 
 def _analysis(x, dims, kept, axes, norm):

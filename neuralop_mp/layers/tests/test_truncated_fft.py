@@ -10,9 +10,19 @@ import zlib
 import pytest
 import torch
 
-from neuralop_mp.layers.truncated_fft import kept_frequencies, truncated_irfftn, truncated_rfftn
+from neuralop_mp.layers import truncated_fft
+from neuralop_mp.layers.truncated_fft import (kept_frequencies, last_axis_choice, set_last_axis_transform,
+                                              truncated_irfftn, truncated_rfftn)
 
 TOL = 1e-10
+
+
+@pytest.fixture
+def last_axis(request):
+    """Run the test with the last-axis maps forced one way (both ways are exact transforms)."""
+    previous = set_last_axis_transform(request.param)
+    yield request.param
+    set_last_axis_transform(previous)
 
 
 def centred(size, kept):
@@ -53,7 +63,7 @@ CASES = [  # spatial sizes, kept modes per axis (last: of the rfft columns), out
     ((12, 10), (6, 4), (24, 20)),      # output grid twice as fine
     ((12, 10), (6, 4), (7, 6)),        # output grid coarser: modes trimmed away
     ((6, 8, 10), (4, 3, 4), (6, 8, 10)),
-    # last axis at least 8x its kept columns: the DFT block as a matmul (MATMUL_MIN_RATIO)
+    # last axis at least 8x its kept columns: the DFT block as a matmul can run (MATMUL_MIN_RATIO)
     ((64,), (5,), (64,)),
     ((12, 48), (6, 4), (12, 48)),
     ((10, 40), (4, 5), (20, 80)),      # finer output grid
@@ -61,9 +71,10 @@ CASES = [  # spatial sizes, kept modes per axis (last: of the rfft columns), out
 ]
 
 
+@pytest.mark.parametrize("last_axis", ["fft", "matmul"], indirect=True)
 @pytest.mark.parametrize("norm", ["backward", "forward", "ortho"])
 @pytest.mark.parametrize("sizes,kept,out_sizes", CASES)
-def test_block_and_inverse_match_the_full_spectrum_pipeline(sizes, kept, out_sizes, norm):
+def test_block_and_inverse_match_the_full_spectrum_pipeline(sizes, kept, out_sizes, norm, last_axis):
     gen = torch.Generator().manual_seed(zlib.crc32(repr((sizes, kept, norm)).encode()))
     dims = tuple(range(-len(sizes), 0))
     x = torch.randn(2, 3, *sizes, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -94,15 +105,18 @@ def test_float32_agrees_with_float64_and_nothing_is_saved_for_backward():
                                     (32, 32), "backward")) < 1e-6
 
 
-def test_last_axis_matmul_in_float32_agrees_with_float64_fft():
+@pytest.mark.parametrize("last_axis", ["fft", "matmul"], indirect=True)
+def test_last_axis_both_ways_in_float32_agree_with_float64_fft(last_axis):
     """At the benchmark's 256 points with 17 kept columns the last-axis inverse and the
-    forward transform's adjoint are DFT-block matmuls; in float32 they agree with the float64 FFT pipeline within 1e-6 of
-    the largest entry (sums of 256 float32 products: about 16 ulp), gradients too."""
+    adjoints run either way; in float32 both agree with the float64 FFT pipeline within
+    1e-6 of the largest entry (sums of 256 float32 products: about 16 ulp), gradients too."""
     from neuralop_mp.layers.truncated_fft import _by_matmul
 
-    cpu = torch.device("cpu")
-    assert _by_matmul(-1, 256, 17, cpu) and not _by_matmul(-1, 128, 17, cpu) and not _by_matmul(-2, 256, 17, cpu)
-    assert not _by_matmul(-1, 256, 17, torch.device("cuda"))  # measured on CPU only: cuFFT stays
+    real, z = torch.empty(4, 256), torch.empty(4, 17, dtype=torch.complex64)
+    assert _by_matmul("inverse", -1, 256, 17, z, "forward") == (last_axis == "matmul")
+    assert not _by_matmul("inverse", -1, 128, 17, z, "forward")  # fewer than 8 points per kept column
+    assert not _by_matmul("irfft_adjoint", -2, 256, 17, real, "forward")  # not the last axis
+    assert not _by_matmul("inverse", -1, 256, 17, z.to("meta"), "forward")  # CPU only: cuFFT stays
     gen = torch.Generator().manual_seed(11)
     x64 = torch.randn(1, 2, 16, 256, generator=gen, dtype=torch.float64, requires_grad=True)
     x = x64.detach().float().requires_grad_(True)
@@ -116,6 +130,57 @@ def test_last_axis_matmul_in_float32_agrees_with_float64_fft():
     (y * probe.float()).sum().backward()
     (y_ref * probe).sum().backward()
     assert rel(x.grad, x64.grad) < 1e-6
+
+
+def test_auto_times_each_large_map_once_per_shape_and_keeps_the_faster(monkeypatch):
+    timed = []
+    verdict = {"inverse": (1.0, 2.0), "rfft_adjoint": (2.0, 1.0), "irfft_adjoint": (1.0, 2.0)}
+
+    def fake_timing(way, rows, length, kept, norm, dtype, device):
+        timed.append((way, rows, length, kept))
+        return verdict[way]
+
+    monkeypatch.setattr(truncated_fft, "_time_both_ways", fake_timing)
+    monkeypatch.setattr(truncated_fft, "_timings", {})
+    previous = set_last_axis_transform("auto")
+    try:
+        # 2 x 3 x 64 = 384 rows of 256 points: timed past 2^16 points, on 256 of the rows
+        monkeypatch.setattr(truncated_fft, "TIMED_MIN_POINTS", 2 ** 16)
+        monkeypatch.setattr(truncated_fft, "TIMED_POINTS", 2 ** 16)
+        x = torch.randn(2, 3, 64, 256, requires_grad=True)
+        for _ in range(2):
+            block = truncated_rfftn(x, (-2, -1), (8, 17))
+            truncated_irfftn(block, (-2, -1), (64, 256), (64, 256)).sum().backward()
+        # each map timed once, on at most TIMED_POINTS points, and the result reused
+        assert sorted(timed) == [("inverse", 256, 256, 17), ("irfft_adjoint", 256, 256, 17),
+                                 ("rfft_adjoint", 256, 256, 17)]
+        assert last_axis_choice("inverse", 384, 256, 17).startswith("DFT-block matmul (timed for this shape")
+        assert last_axis_choice("rfft_adjoint", 384, 256, 17).startswith("FFT (timed")
+        assert last_axis_choice("inverse", 100, 256, 17) == "FFT (too small to time)"
+        assert last_axis_choice("inverse", 384, 256, 17, device="meta") == "FFT"
+        # a small transform is an FFT, never timed: the same numbers on every run
+        small = torch.randn(1, 2, 8, 256, requires_grad=True)
+        truncated_irfftn(truncated_rfftn(small, (-2, -1), (4, 17)), (-2, -1), (8, 256), (8, 256)).sum().backward()
+        assert len(timed) == 3
+    finally:
+        set_last_axis_transform(previous)
+
+
+def test_timing_runs_both_ways_and_leaves_the_global_random_stream_alone():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    seconds = [truncated_fft._time_both_ways(way, 64, 256, 17, "backward", dtype, torch.device("cpu"), rounds=1)
+               for way, dtype in [("inverse", torch.complex64), ("rfft_adjoint", torch.complex64),
+                                  ("irfft_adjoint", torch.float32)]]
+    assert torch.equal(torch.rand(3), expected)
+    assert all(len(pair) == 2 and all(0 < t < 10 for t in pair) for pair in seconds)
+
+
+@pytest.mark.parametrize("bad", ["FFT", "dft", None, 1])
+def test_a_bad_last_axis_transform_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match=r"Invalid last-axis transform .*'auto', 'fft', 'matmul'"):
+        set_last_axis_transform(bad)
 
 
 def test_kept_frequencies_are_centred_in_fftshift_order():
