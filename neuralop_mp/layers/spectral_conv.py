@@ -16,6 +16,7 @@ References
    Equations", ICLR 2021.
 """
 import inspect
+import math
 from typing import List, Optional, Union
 
 import torch
@@ -436,6 +437,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
             out = out.to(torch.float16 if fft_half else torch.float32)
             out_kept = torch.view_as_complex(out.contiguous())
 
+        bias_in_spectrum = truncated and self.bias is not None and self.bias.numel() == self.out_channels
+        if bias_in_spectrum:
+            out_kept = self._plus_bias_at_zero_frequency(out_kept, out_spatial)
         if truncated:
             y = truncated_irfftn(out_kept, fft_dims, spatial, out_spatial, norm=self.fft_norm)
             self.last_product_path["last_axis"] = last_axis_choice(
@@ -445,9 +449,24 @@ class MixedPrecisionSpectralConv(SpectralConv):
             y = self._inverse_of_full_spectrum(out_kept, fft_size, kept, fft_dims, out_spatial)
         if fft_half:
             y = y.to(torch.complex64 if self.complex_data else torch.float32)
-        if self.bias is not None:
+        if self.bias is not None and not bias_in_spectrum:
             y = y + self.bias
         return y
+
+    def _plus_bias_at_zero_frequency(self, out_kept, out_spatial):
+        """``out_kept`` with the bias added to its zero frequency, scaled so that the inverse
+        transform adds ``bias`` at every output point: the sum ``y + bias`` up to float32
+        rounding, without a full-grid addition and its full-grid result in forward (alive with
+        ``y`` at the end of the layer, the forward's peak on a GPU) or a full-grid sum for
+        the bias's gradient in backward (it is the zero frequency's gradient, scaled)."""
+        points = math.prod(out_spatial)
+        # the inverse transform divides by ``points`` ("backward"), by its root ("ortho") or not at all
+        scale = {"backward": points, "ortho": math.sqrt(points), "forward": 1.0}[self.fft_norm or "backward"]
+        # the kept modes are centred on zero along the shifted axes, first along the last one
+        zero = (slice(None), slice(None), *[kept // 2 for kept in out_kept.shape[2:-1]], 0)
+        out_kept = out_kept.clone()
+        out_kept[zero] += self.bias.reshape(self.out_channels) * scale
+        return out_kept
 
 
     def _full_spectrum(self, x, fft_dims):

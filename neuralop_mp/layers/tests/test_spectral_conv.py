@@ -414,3 +414,37 @@ def test_no_full_grid_copy_of_the_input_is_alive_at_the_forward_peak(half_dtype)
     assert ("aten.tanh.default", grid, half_dtype) in peaks["tanh held by the caller"], peaks
     (y0, g0), (y1, g1) = outputs["forward_after_tanh"], outputs["tanh held by the caller"]
     assert torch.equal(y0, y1) and all(torch.equal(a, b) for a, b in zip(g0, g1))
+
+
+@pytest.mark.parametrize("norm", ["forward", "backward", "ortho"])
+@pytest.mark.parametrize("spatial, output_shape", [((12, 10), None), ((12, 10), (20, 24)), ((12, 10), (7, 6)),
+                                                   ((16,), None), ((6, 8, 10), None)])
+def test_the_bias_added_at_the_zero_frequency_is_the_bias_added_at_every_point(norm, spatial, output_shape):
+    """Our layer adds its bias to the zero-frequency coefficient before the inverse transform
+    (no full-grid addition or sum): the output is the bias-free layer's plus ``bias``, and the
+    bias's gradient the incoming gradient summed over batch and grid, within 1e-6 (float32
+    rounding) of the float64 sums, for every norm and output grid. A bias scaled for the
+    wrong norm or grid is off by factors like 120 or 1/120."""
+    torch.manual_seed(3)
+    order = len(spatial)
+    layer = MixedPrecisionSpectralConv(3, 4, (6,) * order, fft_norm=norm)
+    with torch.no_grad():
+        layer.bias.copy_(torch.randn_like(layer.bias))
+    x = torch.randn(2, 3, *spatial, requires_grad=True)
+    y = layer(x, output_shape=output_shape)
+    probe = torch.randn(y.shape)
+    (y * probe).sum().backward()
+    grad_bias, grad_x = layer.bias.grad.clone(), x.grad.clone()
+    bias = layer.bias
+    layer.bias = None  # the same layer without its bias: the sum done the plain way
+    try:
+        x.grad = None
+        y0 = layer(x, output_shape=output_shape)
+        (y0 * probe).sum().backward()
+    finally:
+        layer.bias = bias
+    expected = y0.double() + bias.detach().double()
+    assert rel_err(y, expected) <= 1e-6
+    expected_bias_grad = probe.double().sum([0] + list(range(2, 2 + order))).reshape(grad_bias.shape)
+    assert (grad_bias.double() - expected_bias_grad).abs().max() <= 1e-6 * probe.abs().sum().item() / 4
+    assert rel_err(grad_x, x.grad) <= 1e-6
