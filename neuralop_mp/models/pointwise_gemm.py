@@ -1,28 +1,36 @@
-"""1x1 convolutions under CPU autocast as 16-bit matrix products (CPU speed).
+"""1x1 convolutions as one matrix product per sample (CPU speed).
 
-Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (autocast scope "model" or
-"fno_blocks", the paper's recipe) every 1x1 convolution of an FNO block (its skip, its
-channel MLP) and of the lifting and projection runs in bfloat16 through oneDNN's
-convolution. On a CPU with bfloat16 matrix units that convolution is no faster than
-float32's (1.7 against 2.2 ms forward for 64 channels and 16384 points on a 2-core
-AVX512-BF16 EPYC, one thread), while the same product written as one matrix product
-per sample, ``out[b] = W @ x[b] + bias``, takes 0.8 ms, and its backward (two more
-products per sample) about 1.6 ms against the convolution's 4.1 ms.
+The 1x1 convolutions of an FNO (each block's skip and channel MLP, the lifting and the
+projection) are ``nn.Conv1d`` layers with kernel size 1 on ``(batch, channels, points)``
+tensors: per sample, ``out[b] = W @ x[b] + bias``. On a CPU, torch runs them as
+convolutions, which in the pointwise tiles (:mod:`.pointwise_tiles`) costs more than the
+product itself:
 
-:func:`pointwise_product` computes a ``Conv1d`` with kernel size 1 that way, with
-autocast's numbers: the input, the weight and the bias rounded to the 16-bit type,
-products accumulated in float32 by the matrix kernel and the output rounded once to the
-16-bit type, the input's gradient in the 16-bit type. Two sums differ from autocast's
-convolution in where they round: the weight's gradient is summed over the samples in
-float32 (each sample's product rounded to the 16-bit type first: at most the batch's
-worth of roundings, where the convolution rounds once), and the bias's gradient is summed
-in float32 without rounding. Only the 16-bit input is saved for backward, as autocast's
-convolution saves it.
+- in float32, the convolution copies each tile (a strided slice of the grid) to a
+  contiguous buffer and fills its output with the bias before the product; one matrix
+  product per sample reads the slice where it is and adds the bias in the product
+  (``addmm``): an FNO or TFNO step at 256^2, batch 2 took about 4% less time (2-core
+  AVX512-BF16 EPYC, one thread);
+- under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (autocast scope "model" or
+  "fno_blocks", the paper's recipe), oneDNN's bfloat16 convolution is no faster than
+  float32's on a CPU with bfloat16 units (1.7 against 2.2 ms forward for 64 channels and
+  16384 points), while the bfloat16 matrix product takes 0.8 ms, and its backward (two
+  more products per sample) about 1.6 ms against the convolution's 4.1 ms.
 
-:func:`autocast_gemm_dtype` says when it applies: on a CPU, inside CPU autocast, with an
-autocast type the CPU multiplies natively (:func:`~neuralop_mp.layers.complex_half.native_half_matmul`);
-elsewhere the callers (the pointwise tiles, :mod:`.pointwise_tiles`) run upstream's
-modules unchanged.
+:func:`pointwise_product` computes the layer so. In float32: float32 products, the
+convolution's numbers up to the order of float32 sums. Under autocast: autocast's
+numbers, the input, the weight and the bias rounded to the 16-bit type, the products
+accumulated in float32 and rounded once to the 16-bit type, the input's gradient in the
+16-bit type; the weight's and the bias's gradients are summed over the samples in
+float32 (each sample's weight product rounded to the 16-bit type first) and rounded to
+the 16-bit type once, where the convolution rounds its whole sum once. What is saved for
+backward is what the convolution saves: its (rounded) input and weight. Second
+derivatives work: a backward that builds a graph runs differentiable products instead.
+
+:func:`pointwise_product_dtype` says when and in which type it applies: on a CPU, in
+float32 outside autocast, and inside CPU autocast with a 16-bit type the CPU multiplies
+natively (:func:`~neuralop_mp.layers.complex_half.native_half_matmul`); elsewhere the
+callers run upstream's modules unchanged.
 
 References
 ----------
@@ -37,17 +45,20 @@ from torch import nn
 
 from ..layers.complex_half import native_half_matmul
 
-__all__ = ["autocast_gemm_dtype", "channel_mlp_products", "is_pointwise_conv", "mlp_is_products", "pointwise_product",
-           "skip_is_product", "skip_product"]
+__all__ = ["channel_mlp_products", "is_pointwise_conv", "mlp_is_products", "pointwise_product",
+           "pointwise_product_dtype", "skip_is_product", "skip_product"]
 
 
-def autocast_gemm_dtype(x):
-    """The 16-bit type 1x1 convolutions of ``x`` run in as matrix products, or None: CPU
-    autocast is on, ``x`` is on the CPU and the CPU multiplies autocast's type natively."""
-    if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+def pointwise_product_dtype(x):
+    """The type the 1x1 convolutions of ``x`` run in as matrix products, or None (run the
+    modules): ``x`` on a CPU, and either CPU autocast with a type the CPU multiplies
+    natively, or no CPU autocast and ``x`` in float32."""
+    if x.device.type != "cpu":
         return None
-    dtype = torch.get_autocast_dtype("cpu")
-    return dtype if native_half_matmul(dtype, x.device) else None
+    if torch.is_autocast_enabled("cpu"):
+        dtype = torch.get_autocast_dtype("cpu")
+        return dtype if native_half_matmul(dtype, x.device) else None
+    return torch.float32 if x.dtype == torch.float32 else None
 
 
 def is_pointwise_conv(module):
@@ -59,54 +70,54 @@ def is_pointwise_conv(module):
 
 
 class _PointwiseProduct(torch.autograd.Function):
-    """``out[b] = W x[b] + bias`` in ``dtype``, one matrix product per sample."""
+    """``out[b] = W x[b] + bias``, one matrix product per sample, every operand of one dtype."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, dtype):
-        # out= products are not autocast's to cast: every operand is cast here, once
+    def forward(ctx, x, weight, bias):
+        # out= products are not autocast's to cast: the caller casts every operand once
         with torch.autocast("cpu", enabled=False):
-            x16, w16 = x.to(dtype), weight.to(dtype)
-            out = x16.new_empty(x.shape[0], weight.shape[0], x.shape[2])
-            if bias is None:
-                for i in range(x.shape[0]):
-                    torch.mm(w16, x16[i], out=out[i])
-            else:
-                b16 = bias.to(dtype).unsqueeze(1)
-                for i in range(x.shape[0]):
-                    torch.addmm(b16, w16, x16[i], out=out[i])
-        ctx.save_for_backward(x16, weight)
+            out = x.new_empty(x.shape[0], weight.shape[0], x.shape[2])
+            for i in range(x.shape[0]):
+                if bias is None:
+                    torch.mm(weight, x[i], out=out[i])
+                else:
+                    torch.addmm(bias.unsqueeze(1), weight, x[i], out=out[i])
+        ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x16, weight = ctx.saved_tensors
-        grad = grad.to(x16.dtype)
+        x, weight = ctx.saved_tensors
+        grad = grad.to(x.dtype)
+        need_x, need_w, need_b = ctx.needs_input_grad
+        need_b = need_b and ctx.has_bias
+        if torch.is_grad_enabled():  # a backward that builds a graph (second derivatives)
+            return (torch.matmul(weight.t(), grad) if need_x else None,
+                    torch.matmul(grad, x.transpose(1, 2)).sum(0) if need_w else None,
+                    grad.sum((0, 2)) if need_b else None)
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            w16_t = weight.to(x16.dtype).t()
-            grad_x = grad.new_empty(x16.shape)
-            for i in range(x16.shape[0]):
-                torch.mm(w16_t, grad[i], out=grad_x[i])
-        if ctx.needs_input_grad[1]:
-            for i in range(x16.shape[0]):
-                part = torch.mm(grad[i], x16[i].t()).float()
+        if need_x:
+            grad_x = grad.new_empty(x.shape)
+            for i in range(x.shape[0]):
+                torch.mm(weight.t(), grad[i], out=grad_x[i])
+        if need_w:
+            for i in range(x.shape[0]):
+                part = torch.mm(grad[i], x[i].t()).float()
                 grad_w = part if grad_w is None else grad_w.add_(part)
             grad_w = grad_w.to(weight.dtype)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum((0, 2), dtype=torch.float32)
-        return grad_x, grad_w, grad_b, None
+        if need_b:
+            grad_b = grad.sum((0, 2), dtype=torch.float32).to(weight.dtype)
+        return grad_x, grad_w, grad_b
 
 
 def pointwise_product(x, conv, dtype):
-    """``conv(x)`` under CPU autocast in ``dtype``, for a 1x1 ``nn.Conv1d`` (see
-    :func:`is_pointwise_conv`) and ``x`` of shape ``(batch, in_channels, points)``: the
-    output in ``dtype``; gradients for ``x``, the weight and the bias as autograd expects."""
-    weight = conv.weight.squeeze(-1)
-    bias = conv.bias
-    if bias is not None:
-        bias = bias.to(weight.dtype)
-    return _PointwiseProduct.apply(x, weight, bias, dtype)
+    """``conv(x)`` for a 1x1 ``nn.Conv1d`` (see :func:`is_pointwise_conv`) and ``x`` of shape
+    ``(batch, in_channels, points)``, with the input, the weight and the bias cast to
+    ``dtype`` (float32, or autocast's 16-bit type inside CPU autocast): the output in
+    ``dtype``; gradients for ``x``, the weight and the bias as autograd expects."""
+    bias = None if conv.bias is None else conv.bias.to(dtype)
+    return _PointwiseProduct.apply(x.to(dtype), conv.weight.squeeze(-1).to(dtype), bias)
 
 
 def skip_is_product(skip):

@@ -34,12 +34,13 @@ with the tanh stabilizer keeps the block's input for tanh's backward, which its 
 keeps anyway, instead of tanh's output (:func:`~neuralop_mp.layers.stabilizer.tanh_stabilizer`,
 the same numbers), tiled or not.
 
-Under CPU autocast with a 16-bit type the CPU multiplies natively (autocast scope "model"
-or "fno_blocks" on a CPU with bfloat16 units), the 1x1 convolutions of the tiles (the
-skips, the channel MLPs, the lifting and the projection) run as 16-bit matrix products
-(:mod:`.pointwise_gemm`: autocast's numbers, 2-2.6x faster than oneDNN's 16-bit
-convolution there); then a grid of one tile's worth of points runs this tiled forward
-too, as one tile.
+The 1x1 convolutions of the tiles (the skips, the channel MLPs, the lifting and the
+projection) run as one matrix product per sample (:mod:`.pointwise_gemm`): in float32,
+reading each tile where it is instead of copying it (the same numbers up to the order of
+float32 sums), and under CPU autocast with a 16-bit type the CPU multiplies natively
+(autocast scope "model" or "fno_blocks" on a CPU with bfloat16 units) as 16-bit products
+with autocast's numbers, 2-2.6x faster than oneDNN's 16-bit convolution there; in that
+case a grid of one tile's worth of points runs this tiled forward too, as one tile.
 
 A hook sees what it sees without tiles: a tiled call falls back to upstream's forward
 when a forward or backward hook (or a global one) sits on a module it would call once
@@ -48,6 +49,8 @@ lifting or the projection themselves run once around the tiled call. No paramete
 ``state_dict`` keys and checkpoints are unchanged, and the setting is not saved (a
 plugin model loaded from a checkpoint tiles by default again).
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 from neuralop.layers.channel_mlp import ChannelMLP
@@ -61,7 +64,8 @@ from ..vocabulary import check_int_at_least
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..layers.stabilizer import tanh_stabilizer
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS, pointwise_targets, split_points
-from .pointwise_gemm import autocast_gemm_dtype, channel_mlp_products, mlp_is_products, skip_is_product, skip_product
+from .pointwise_gemm import (channel_mlp_products, mlp_is_products, pointwise_product_dtype, skip_is_product,
+                             skip_product)
 from .recomputed_activation import mlp_recomputing_activation, recomputes_activation
 
 __all__ = ["DEFAULT_TILE_POINTS", "describe_pointwise_tiles", "pointwise_tile_points", "reinstall_pointwise_tiles",
@@ -146,17 +150,17 @@ class _TiledPostactivation:
         self.block = block
         self.tile_points = tile_points
         self.last_tiles = None  # tiles of the last call (1: the whole grid)
-        self.last_gemm = None  # 16-bit type of the last call's 1x1 convolutions as matrix products
+        self.last_product_dtype = None  # dtype of the last call's 1x1 convolutions as matrix products
 
-    def _skips(self, x, index, gemm):
+    def _skips(self, x, index, product_dtype):
         # both skips of x, in upstream's order (the order x's gradients are summed in)
         b = self.block
-        fno = _skip(b.fno_skips[index], x, gemm) if b.fno_skips is not None else None
-        mlp = (_skip(b.channel_mlp_skips[index], x, gemm)
+        fno = _skip(b.fno_skips[index], x, product_dtype) if b.fno_skips is not None else None
+        mlp = (_skip(b.channel_mlp_skips[index], x, product_dtype)
                if b.use_channel_mlp and b.channel_mlp_skips is not None else None)
         return fno, mlp
 
-    def _tail(self, x_fno, index, skips, gemm):
+    def _tail(self, x_fno, index, skips, product_dtype):
         # upstream's forward_with_postactivation after its spectral layer, same operations, same order
         b, last = self.block, index == self.block.n_layers - 1
         skip_fno, skip_mlp = skips
@@ -165,7 +169,7 @@ class _TiledPostactivation:
             y = b.non_linearity(y)
         if b.use_channel_mlp:
             mlp = b.channel_mlp[index]
-            mlp = (channel_mlp_products(mlp, y, gemm) if gemm is not None and _runs_as_products(mlp)
+            mlp = (channel_mlp_products(mlp, y, product_dtype) if product_dtype is not None and _runs_as_products(mlp)
                    else mlp(y))
             y = mlp + skip_mlp if skip_mlp is not None else mlp
         if not last:
@@ -181,19 +185,19 @@ class _TiledPostactivation:
                 and getattr(conv, "resolution_scaling_factor", None) is None
                 and _unhooked(_tail_modules(self.block, index)))
         tanh = self.block.stabilizer == "tanh"
-        gemm = autocast_gemm_dtype(x) if ours else None
-        self.last_gemm = gemm
-        if not ours or (tiling is None and not tanh and gemm is None):
+        product_dtype = _product_dtype(x, tiling) if ours else None
+        self.last_product_dtype = product_dtype
+        if not ours or (tiling is None and not tanh and product_dtype is None):
             self.last_tiles = 1
             return type(self.block).forward_with_postactivation(self.block, x, index, output_shape)
         # the skips keep x for backward: tanh keeps it too instead of its own output (same numbers)
         if tiling is None:  # whole grid (a GPU; one tile's worth of points): upstream's order throughout
             self.last_tiles = 1
-            skips = self._skips(x, index, gemm)
-            return self._tail(_conv_after_tanh(conv, x) if tanh else conv(x), index, skips, gemm)
+            skips = self._skips(x, index, product_dtype)
+            return self._tail(_conv_after_tanh(conv, x) if tanh else conv(x), index, skips, product_dtype)
         x_fno = _conv_after_tanh(conv, x) if tanh else conv(x)
         dim, size = tiling
-        tiles = [self._tail(ft, index, self._skips(xt, index, gemm), gemm)
+        tiles = [self._tail(ft, index, self._skips(xt, index, product_dtype), product_dtype)
                  for xt, ft in zip(x.split(size, dim), x_fno.split(size, dim))]
         self.last_tiles = len(tiles)
         return torch.cat(tiles, dim)  # cat keeps nothing for backward
@@ -202,8 +206,28 @@ class _TiledPostactivation:
         return (_TiledPostactivation, (self.block, self.tile_points))
 
 
-def _skip(skip, x, gemm):
-    return skip_product(skip, x, gemm) if gemm is not None and skip_is_product(skip) else skip(x)
+def _product_dtype(x, tiling):
+    """The dtype the 1x1 convolutions of a tiled call run in as matrix products
+    (:mod:`.pointwise_gemm`), or None (the modules). In float32 only where the grid is cut
+    in tiles: the product reads a tile where it is, where the convolution copies it; on
+    a whole grid the float32 modules stay, upstream's forward bit for bit."""
+    dtype = pointwise_product_dtype(x)
+    # float32 pays by reading tiles in place: not with no tiles, nor with strided points (the
+    # real part of complex data), which the product would copy as the convolution does
+    return None if dtype == torch.float32 and (tiling is None or x.stride(-1) != 1) else dtype
+
+
+def mlp_product_dtype(mlp, x, tile_points):
+    """The dtype in which the lifting or projection ``mlp``, cut in pieces of at most
+    ``tile_points`` grid points, runs its 1x1 convolutions as matrix products, or None:
+    the rule of the tiles, shared with recompute's slices so that both compute the same sums."""
+    if not (_mlp_sliceable(mlp) and _unhooked(mlp.children()) and mlp_is_products(mlp)):
+        return None
+    return _product_dtype(x, _tiling(x, tile_points))
+
+
+def _skip(skip, x, product_dtype):
+    return skip_product(skip, x, product_dtype) if product_dtype is not None and skip_is_product(skip) else skip(x)
 
 
 def _runs_as_products(mlp):
@@ -236,19 +260,16 @@ class _TiledPointwiseForward:
         self.tile_points = tile_points
         self.last_tiles = None
         self.last_recomputed = False  # whether the last call recomputes its hidden activation
-        self.last_gemm = None
+        self.last_product_dtype = None
 
     def __call__(self, x):
         tiling = _tiling(x, self.tile_points)
         self.last_recomputed = False
         sliceable = _mlp_sliceable(self.module) and _unhooked(self.module.children())
-        gemm = autocast_gemm_dtype(x) if sliceable and mlp_is_products(self.module) else None
-        self.last_gemm = gemm
-        if gemm is not None:  # the class's forward as 16-bit matrix products
-            def forward(module, part):
-                return channel_mlp_products(module, part, gemm)
-        else:
-            forward = type(self.module).forward
+        dtype = mlp_product_dtype(self.module, x, self.tile_points)
+        self.last_product_dtype = dtype
+        # the class's forward, its 1x1 convolutions as matrix products where they apply
+        forward = type(self.module).forward if dtype is None else functools.partial(channel_mlp_products, dtype=dtype)
         if tiling is None or not sliceable:
             self.last_tiles = 1
             if recomputes_on(self.module, x.device.type):
@@ -355,10 +376,9 @@ def describe_pointwise_tiles(model):
         return text + " (no forward yet, or no layer they apply to)"
     if any(getattr(t, "last_recomputed", False) for t in _tilers(model)):
         text += "; lifting and projection recompute their hidden activation in backward (not on CPU)"
-    gemm = {t.last_gemm for t in _tilers(model)} - {None}
-    if gemm:
-        text += (f"; 1x1 convolutions under CPU autocast as {' / '.join(sorted(str(d).replace('torch.', '') for d in gemm))}"
-                 " matrix products")
+    products = {t.last_product_dtype for t in _tilers(model)} - {None}
+    if products:
+        text += f"; 1x1 convolutions as {' / '.join(sorted(str(d).replace('torch.', '') for d in products))} matrix products"
     if max(used) == 1:
         return text + "; last forward: whole grid (not on CPU, one tile's worth of points, or not applicable)"
     return text + f"; last forward: up to {max(used)} tiles per layer"

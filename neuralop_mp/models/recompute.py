@@ -22,6 +22,8 @@ References
 .. [1] T. Chen, B. Xu, C. Zhang, C. Guestrin, "Training Deep Nets with Sublinear
    Memory Cost", arXiv:1604.06174, 2016.
 """
+import functools
+
 import torch
 from neuralop.layers.fno_block import FNOBlocks
 from neuralop.layers.spectral_convolution import SpectralConv
@@ -29,7 +31,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..vocabulary import RECOMPUTE_MODES, normalize_recompute
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS, check_chunk_points, pointwise_in_chunks, pointwise_targets
-from .pointwise_tiles import reinstall_pointwise_tiles
+from .pointwise_gemm import channel_mlp_products
+from .pointwise_tiles import mlp_product_dtype, reinstall_pointwise_tiles
 
 __all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "pointwise_targets", "recompute_mode", "set_recompute"]
 
@@ -61,7 +64,11 @@ class _ChunkedPointwiseForward:
         return type(self.module).forward(self.module, x)
 
     def __call__(self, x):
-        return pointwise_in_chunks(self._class_forward, x, self.chunk_points)
+        # 1x1 convolutions as matrix products where the tiles would run them so: the same sums
+        dtype = mlp_product_dtype(self.module, x, self.chunk_points)
+        forward = self._class_forward if dtype is None else functools.partial(channel_mlp_products, self.module,
+                                                                               dtype=dtype)
+        return pointwise_in_chunks(forward, x, self.chunk_points)
 
     def __reduce__(self):
         return (_ChunkedPointwiseForward, (self.module, self.chunk_points))
