@@ -11,9 +11,10 @@ def model_product_paths(model):
 
     Keys: ``layer`` (module name), ``input_shape``, ``mode``, ``half_dtype``,
     ``fft`` ("float32" or "float16 (cuFFT)"), ``last_axis`` (how the inverse transform's
-    last axis ran: "FFT", or the DFT-block matmul and why,
+    last axis ran, FFT or DFT-block matmul, and why:
     :func:`~neuralop_mp.layers.truncated_fft.last_axis_choice`), ``kernel``,
-    ``compute_dtype``, ``reason``. Layers that have not run yet are listed with ``kernel=None``.
+    ``compute_dtype``, ``reason``. :func:`summarize_product_paths` names the last axis
+    only where it is a matmul. Layers that have not run yet are listed with ``kernel=None``.
     """
     layers = {id(layer) for layer in mixed_precision_layers(model)}
     rows = []
@@ -32,7 +33,7 @@ def summarize_product_paths(model):
             continue
         last_axis = row.get("last_axis", "FFT")
         text = (f"{row['mode']}: {row['kernel']} in {row['compute_dtype']}, FFT in {row['fft']}"
-                + ("" if last_axis == "FFT" else f", last axis of the inverse: {last_axis}")
+                + (f", last axis of the inverse: {last_axis}" if last_axis.startswith("DFT-block matmul") else "")
                 + f" ({row['reason']})")
         if text not in lines:
             lines.append(text)

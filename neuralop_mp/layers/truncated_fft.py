@@ -37,7 +37,8 @@ So by default (:func:`set_last_axis_transform`, "auto") each of the three maps i
 both ways once per shape on the CPU it runs on (on at most :data:`TIMED_POINTS` points
 of it: both costs grow with the rows alike) and the faster one is kept for that shape;
 transforms of fewer than :data:`TIMED_MIN_POINTS` points are not worth a timing and are
-FFTs (the same numbers on every run there). The forward transform is always an FFT
+FFTs (the same numbers on every run there), as is every transform under
+``torch.use_deterministic_algorithms(True)``. The forward transform is always an FFT
 (matmul 13.9 against FFT 8.1 ms on the AVX2 CPU). Other devices keep the FFT.
 
 References
@@ -118,7 +119,7 @@ LAST_AXIS_TRANSFORMS = ("auto", "fft", "matmul")
 _SCALE = {"backward": lambda n: 1.0, None: lambda n: 1.0, "forward": lambda n: 1.0 / n,
           "ortho": lambda n: n ** -0.5}
 _setting = {"transform": "auto"}
-# (map, timed rows, length, kept, norm, dtype, device) -> (matmul seconds, FFT seconds)
+# (map, timed rows, length, kept, norm, dtype, device, threads) -> (matmul seconds, FFT seconds)
 _timings = {}
 
 
@@ -131,7 +132,8 @@ def set_last_axis_transform(transform):
         "auto" (default): timed both ways once per shape, the faster kept (small
         transforms: FFT); "fft": always an FFT; "matmul": the DFT-block matmul wherever
         it applies (last axis at least :data:`MATMUL_MIN_RATIO` times its kept columns).
-        "fft" or "matmul" give the same numbers on every machine and run.
+        "fft" or "matmul" give the same numbers on every machine and run; so does "auto"
+        under ``torch.use_deterministic_algorithms(True)``, where it means "fft".
 
     Raises
     ------
@@ -150,23 +152,40 @@ def _by_matmul(way, dim, length, kept, t, norm):
     columns and ``length`` points, applied to ``t``, runs as the DFT-block matmul. Only on
     CPU, along the last axis, with ``kept <= length / 8``: no Nyquist column, and every kept
     column but the zero frequency has a conjugate partner."""
-    if t.device.type != "cpu" or dim != -1 or length < MATMUL_MIN_RATIO * kept:
+    if dim != -1:
         return False
-    transform = _setting["transform"]
-    if transform != "auto":
-        return transform == "matmul"
     rows = t.numel() // max(1, t.shape[-1])
+    return _decision(way, rows, length, kept, norm, t.dtype, t.device, time_now=True)[0]
+
+
+def _decision(way, rows, length, kept, norm, dtype, device, time_now):
+    """``(by matmul, why)`` for the last-axis map ``way`` of ``rows`` rows; with ``time_now``
+    an "auto" choice not yet timed is timed here, else it reads "not timed yet"."""
+    if device.type != "cpu" or length < MATMUL_MIN_RATIO * kept:
+        return False, "FFT"
+    transform = _setting["transform"]
+    if transform == "auto" and torch.are_deterministic_algorithms_enabled():
+        # a timed choice may differ between runs, and so would the float32 rounding
+        transform = "fft"
+    if transform != "auto":
+        return transform == "matmul", f"{'DFT-block matmul' if transform == 'matmul' else 'FFT'} (fixed)"
     if rows * length < TIMED_MIN_POINTS:
-        return False
-    key = _timing_key(way, rows, length, kept, norm, t.dtype, t.device)
+        return False, "FFT (too small to time)"
+    key = _timing_key(way, rows, length, kept, norm, dtype, device)
     if key not in _timings:
-        _timings[key] = _time_both_ways(*key)
+        if not time_now:
+            return False, "not timed yet"
+        _timings[key] = _time_both_ways(*key[:-1])
     by_matmul, by_fft = _timings[key]
-    return by_matmul < by_fft
+    name = "DFT-block matmul" if by_matmul < by_fft else "FFT"
+    return by_matmul < by_fft, (f"{name} (timed for this shape: matmul {1e3 * by_matmul:.2f} ms, "
+                                f"FFT {1e3 * by_fft:.2f} ms)")
 
 
 def _timing_key(way, rows, length, kept, norm, dtype, device):
-    return way, min(rows, max(1, TIMED_POINTS // length)), length, kept, norm, dtype, device
+    # the thread count too: matmul and FFT gain differently from more threads
+    return (way, min(rows, max(1, TIMED_POINTS // length)), length, kept, norm, dtype, device,
+            torch.get_num_threads())
 
 
 def _time_both_ways(way, rows, length, kept, norm, dtype, device, rounds=3):
@@ -186,8 +205,9 @@ def _time_both_ways(way, rows, length, kept, norm, dtype, device, rounds=3):
             ways = (lambda: _irfft_by_matmul(data, length, norm),
                     lambda: torch.fft.irfft(data, n=length, dim=-1, norm=norm))
         else:
+            # owned, as the layer's backward calls it (halving the scratch data changes no timing)
             ways = (lambda: _rfft_adjoint_by_matmul(data, length, norm),
-                    lambda: _rfft_adjoint_by_fft(data, -1, length, norm, owned=False))
+                    lambda: _rfft_adjoint_by_fft(data, -1, length, norm, owned=True))
     best = [float("inf"), float("inf")]
     for round_ in range(rounds + 1):
         for i, run in enumerate(ways):
@@ -200,20 +220,9 @@ def _time_both_ways(way, rows, length, kept, norm, dtype, device, rounds=3):
 
 def last_axis_choice(way, rows, length, kept, norm="backward", dtype=torch.complex64, device="cpu"):
     """How the last-axis map ``way`` of ``rows`` rows, ``length`` points and ``kept`` columns
-    of ``dtype`` data runs (or, not yet timed, would be decided): for the layer's report."""
-    device = torch.device(device)
-    if device.type != "cpu" or length < MATMUL_MIN_RATIO * kept:
-        return "FFT"
-    if _setting["transform"] != "auto":
-        return f"{'DFT-block matmul' if _setting['transform'] == 'matmul' else 'FFT'} (set_last_axis_transform)"
-    if rows * length < TIMED_MIN_POINTS:
-        return "FFT (too small to time)"
-    timing = _timings.get(_timing_key(way, rows, length, kept, norm, dtype, device))
-    if timing is None:
-        return "not timed yet"
-    by_matmul, by_fft = timing
-    name = "DFT-block matmul" if by_matmul < by_fft else "FFT"
-    return f"{name} (timed for this shape: matmul {1e3 * by_matmul:.2f} ms, FFT {1e3 * by_fft:.2f} ms)"
+    of ``dtype`` data runs: "FFT" or "DFT-block matmul" and why (timings for an "auto" choice;
+    "not timed yet" before its first run). For the layer's report; it times nothing."""
+    return _decision(way, rows, length, kept, norm, dtype, torch.device(device), time_now=False)[1]
 
 
 @functools.lru_cache(maxsize=64)

@@ -7,10 +7,10 @@ convolutions, which in the pointwise tiles (:mod:`.pointwise_tiles`) costs more 
 product itself:
 
 - in float32, the convolution copies each tile (a strided slice of the grid) to a
-  contiguous buffer and fills its output with the bias before the product; one matrix
-  product per sample reads the slice where it is and adds the bias in the product
-  (``addmm``): an FNO or TFNO step at 256^2, batch 2 took about 4% less time (2-core
-  AVX512-BF16 EPYC, one thread);
+  contiguous buffer and fills its output with the bias before the product; the product
+  reads the slice where it is and adds the bias in the product (``addmm``): an FNO or
+  TFNO step at 256^2, batch 2 took about 4% less time (2-core AVX512-BF16 EPYC, one
+  thread);
 - under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (autocast scope "model" or
   "fno_blocks", the paper's recipe), oneDNN's bfloat16 convolution is no faster than
   float32's on a CPU with bfloat16 units (1.7 against 2.2 ms forward for 64 channels and
@@ -23,9 +23,11 @@ numbers, the input, the weight and the bias rounded to the 16-bit type, the prod
 accumulated in float32 and rounded once to the 16-bit type, the input's gradient in the
 16-bit type; the weight's and the bias's gradients are summed over the samples in
 float32 (each sample's weight product rounded to the 16-bit type first) and rounded to
-the 16-bit type once, where the convolution rounds its whole sum once. What is saved for
-backward is what the convolution saves: its (rounded) input and weight. Second
-derivatives work: a backward that builds a graph runs differentiable products instead.
+the 16-bit type once, where the convolution rounds its whole sum once. Saved for backward:
+the (rounded) input, as the convolution saves it, and the weight (under autocast a
+16-bit copy per call: per tile, where autocast's convolution reuses one cast per forward;
+64 x 64 weights, a few KiB each). Second derivatives work: a backward that builds a
+graph runs differentiable products instead.
 
 :func:`pointwise_product_dtype` says when and in which type it applies: on a CPU, in
 float32 outside autocast, and inside CPU autocast with a 16-bit type the CPU multiplies
@@ -53,7 +55,7 @@ def pointwise_product_dtype(x):
     """The type the 1x1 convolutions of ``x`` run in as matrix products, or None (run the
     modules): ``x`` on a CPU, and either CPU autocast with a type the CPU multiplies
     natively, or no CPU autocast and ``x`` in float32."""
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or x.ndim < 3:  # (channels, points) without a batch: the modules
         return None
     if torch.is_autocast_enabled("cpu"):
         dtype = torch.get_autocast_dtype("cpu")
@@ -69,19 +71,32 @@ def is_pointwise_conv(module):
             and module.groups == 1 and module.weight.is_floating_point())
 
 
+# Batches of at most this many samples run one product per sample, as torch's float32
+# convolution does (the same numbers, bit for bit, in float32); larger ones one batched
+# product (many small samples: 1.5 against 2.2 ms for 128 samples of 128 points in float32,
+# 0.8 against 3.6 ms in bfloat16, on the AVX512-BF16 EPYC). The weight's gradient of a
+# large bfloat16 batch is the slow case the other way round (3.7 against 0.7 ms batched
+# for 2 samples of 8192 points), hence per sample for small batches.
+PER_SAMPLE_BATCH = 8
+
+
 class _PointwiseProduct(torch.autograd.Function):
-    """``out[b] = W x[b] + bias``, one matrix product per sample, every operand of one dtype."""
+    """``out[b] = W x[b] + bias`` for every sample ``b``, every operand of one dtype."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        # out= products are not autocast's to cast: the caller casts every operand once
+        # the caller casts every operand once; nothing here is autocast's to cast again
         with torch.autocast("cpu", enabled=False):
-            out = x.new_empty(x.shape[0], weight.shape[0], x.shape[2])
-            for i in range(x.shape[0]):
-                if bias is None:
-                    torch.mm(weight, x[i], out=out[i])
-                else:
-                    torch.addmm(bias.unsqueeze(1), weight, x[i], out=out[i])
+            if x.shape[0] > PER_SAMPLE_BATCH:
+                batched = weight.expand(x.shape[0], -1, -1)
+                out = torch.bmm(batched, x) if bias is None else torch.baddbmm(bias[None, :, None], batched, x)
+            else:
+                out = x.new_empty(x.shape[0], weight.shape[0], x.shape[2])
+                for i in range(x.shape[0]):
+                    if bias is None:
+                        torch.mm(weight, x[i], out=out[i])
+                    else:
+                        torch.addmm(bias.unsqueeze(1), weight, x[i], out=out[i])
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         return out
@@ -89,25 +104,33 @@ class _PointwiseProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        grad = grad.to(x.dtype)
         need_x, need_w, need_b = ctx.needs_input_grad
         need_b = need_b and ctx.has_bias
-        if torch.is_grad_enabled():  # a backward that builds a graph (second derivatives)
-            return (torch.matmul(weight.t(), grad) if need_x else None,
-                    torch.matmul(grad, x.transpose(1, 2)).sum(0) if need_w else None,
-                    grad.sum((0, 2)) if need_b else None)
-        grad_x = grad_w = grad_b = None
-        if need_x:
-            grad_x = grad.new_empty(x.shape)
-            for i in range(x.shape[0]):
-                torch.mm(weight.t(), grad[i], out=grad_x[i])
-        if need_w:
-            for i in range(x.shape[0]):
-                part = torch.mm(grad[i], x[i].t()).float()
-                grad_w = part if grad_w is None else grad_w.add_(part)
-            grad_w = grad_w.to(weight.dtype)
-        if need_b:
-            grad_b = grad.sum((0, 2), dtype=torch.float32).to(weight.dtype)
+        # a backward called inside autocast must not round these products (nor the float32 ones)
+        with torch.autocast("cpu", enabled=False):
+            grad = grad.to(x.dtype)
+            if torch.is_grad_enabled():  # a backward that builds a graph (second derivatives)
+                return (torch.matmul(weight.t(), grad) if need_x else None,
+                        torch.matmul(grad, x.transpose(1, 2)).sum(0) if need_w else None,
+                        grad.sum((0, 2)) if need_b else None)
+            grad_x = grad_w = grad_b = None
+            per_sample = x.shape[0] <= PER_SAMPLE_BATCH
+            if need_x and per_sample:
+                grad_x = grad.new_empty(x.shape)
+                for i in range(x.shape[0]):
+                    torch.mm(weight.t(), grad[i], out=grad_x[i])
+            elif need_x:
+                grad_x = torch.bmm(weight.t().expand(x.shape[0], -1, -1), grad)
+            if need_w and per_sample:
+                grad_w = weight.new_zeros(weight.shape, dtype=torch.float32)
+                for i in range(x.shape[0]):
+                    grad_w.add_(torch.mm(grad[i], x[i].t()).float())
+            elif need_w:
+                grad_w = torch.bmm(grad, x.transpose(1, 2)).float().sum(0)
+            if need_w:
+                grad_w = grad_w.to(weight.dtype)
+            if need_b:
+                grad_b = grad.sum((0, 2), dtype=torch.float32).to(weight.dtype)
         return grad_x, grad_w, grad_b
 
 

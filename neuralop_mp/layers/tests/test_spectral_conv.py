@@ -417,9 +417,12 @@ def test_no_full_grid_copy_of_the_input_is_alive_at_the_forward_peak(half_dtype)
 
 
 @pytest.mark.parametrize("norm", ["forward", "backward", "ortho"])
-@pytest.mark.parametrize("spatial, output_shape", [((12, 10), None), ((12, 10), (20, 24)), ((12, 10), (7, 6)),
-                                                   ((16,), None), ((6, 8, 10), None)])
-def test_the_bias_added_at_the_zero_frequency_is_the_bias_added_at_every_point(norm, spatial, output_shape):
+@pytest.mark.parametrize("spatial, modes, output_shape", [
+    ((12, 10), 6, None), ((12, 10), 6, (20, 24)), ((12, 10), 6, (7, 6)),
+    ((12, 11), 5, None), ((9, 10), 7, (10, 9)),  # odd kept counts along the shifted axis
+    ((16,), 6, None), ((6, 8, 10), 5, None)])
+def test_the_bias_added_at_the_zero_frequency_is_the_bias_added_at_every_point(norm, spatial, modes, output_shape,
+                                                                               monkeypatch):
     """Our layer adds its bias to the zero-frequency coefficient before the inverse transform
     (no full-grid addition or sum): the output is the bias-free layer's plus ``bias``, and the
     bias's gradient the incoming gradient summed over batch and grid, within 1e-6 (float32
@@ -427,7 +430,11 @@ def test_the_bias_added_at_the_zero_frequency_is_the_bias_added_at_every_point(n
     wrong norm or grid is off by factors like 120 or 1/120."""
     torch.manual_seed(3)
     order = len(spatial)
-    layer = MixedPrecisionSpectralConv(3, 4, (6,) * order, fft_norm=norm)
+    layer = MixedPrecisionSpectralConv(3, 4, (modes,) * order, fft_norm=norm)
+    folded = []
+    fold = MixedPrecisionSpectralConv._plus_bias_at_zero_frequency
+    monkeypatch.setattr(MixedPrecisionSpectralConv, "_plus_bias_at_zero_frequency",
+                        lambda self, *a: folded.append(1) or fold(self, *a))
     with torch.no_grad():
         layer.bias.copy_(torch.randn_like(layer.bias))
     x = torch.randn(2, 3, *spatial, requires_grad=True)
@@ -435,6 +442,7 @@ def test_the_bias_added_at_the_zero_frequency_is_the_bias_added_at_every_point(n
     probe = torch.randn(y.shape)
     (y * probe).sum().backward()
     grad_bias, grad_x = layer.bias.grad.clone(), x.grad.clone()
+    assert folded == [1]  # the bias went into the spectrum, not onto the grid
     bias = layer.bias
     layer.bias = None  # the same layer without its bias: the sum done the plain way
     try:

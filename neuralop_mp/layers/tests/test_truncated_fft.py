@@ -154,6 +154,12 @@ def test_auto_times_each_large_map_once_per_shape_and_keeps_the_faster(monkeypat
         # each map timed once, on at most TIMED_POINTS points, and the result reused
         assert sorted(timed) == [("inverse", 256, 256, 17), ("irfft_adjoint", 256, 256, 17),
                                  ("rfft_adjoint", 256, 256, 17)]
+        # the decisions follow the timings, map by map
+        big_z = torch.empty(384, 17, dtype=torch.complex64)
+        assert truncated_fft._by_matmul("inverse", -1, 256, 17, big_z, "backward")
+        assert not truncated_fft._by_matmul("rfft_adjoint", -1, 256, 17, big_z, "backward")
+        assert truncated_fft._by_matmul("irfft_adjoint", -1, 256, 17, torch.empty(384, 256), "backward")
+        assert len(timed) == 3
         assert last_axis_choice("inverse", 384, 256, 17).startswith("DFT-block matmul (timed for this shape")
         assert last_axis_choice("rfft_adjoint", 384, 256, 17).startswith("FFT (timed")
         assert last_axis_choice("inverse", 100, 256, 17) == "FFT (too small to time)"
@@ -162,6 +168,14 @@ def test_auto_times_each_large_map_once_per_shape_and_keeps_the_faster(monkeypat
         small = torch.randn(1, 2, 8, 256, requires_grad=True)
         truncated_irfftn(truncated_rfftn(small, (-2, -1), (4, 17)), (-2, -1), (8, 256), (8, 256)).sum().backward()
         assert len(timed) == 3
+        # deterministic algorithms: "auto" is the FFT, whatever was timed
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            assert not truncated_fft._by_matmul("inverse", -1, 256, 17, big_z, "backward")
+            assert last_axis_choice("inverse", 384, 256, 17) == "FFT (fixed)"
+        finally:
+            torch.use_deterministic_algorithms(deterministic)
     finally:
         set_last_axis_transform(previous)
 

@@ -38,16 +38,21 @@ def _rounded64(t):
     return t.detach().to(torch.bfloat16).double()
 
 
+# a few samples: one product per sample; more than PER_SAMPLE_BATCH: one batched product
+BATCHES = [3, pointwise_gemm.PER_SAMPLE_BATCH + 4]
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("strided", [False, True])
-def test_product_is_the_rounded_operands_product_rounded_once(bias, strided):
+@pytest.mark.parametrize("batch", BATCHES)
+def test_product_is_the_rounded_operands_product_rounded_once(bias, strided, batch):
     torch.manual_seed(0)
     conv = nn.Conv1d(5, 7, 1, bias=bias)
-    wide = torch.randn(3, 5, 90)
+    wide = torch.randn(batch, 5, 90)
     x = (wide[:, :, 20:57] if strided else wide[:, :, :37].contiguous()).requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = pointwise_product(x, conv, torch.bfloat16)
-    assert y.dtype == torch.bfloat16 and y.shape == (3, 7, 37)
+    assert y.dtype == torch.bfloat16 and y.shape == (batch, 7, 37)
     w64 = _rounded64(conv.weight.squeeze(-1))
     ref = torch.einsum("oi,bin->bon", w64, _rounded64(x))
     if bias:
@@ -55,7 +60,7 @@ def test_product_is_the_rounded_operands_product_rounded_once(bias, strided):
     scale = ref.abs().max().item()
     assert ((y.double() - ref).abs() <= BF16_U * ref.abs() + 1e-6 * scale).all()
 
-    g = torch.randn(3, 7, 37)
+    g = torch.randn(batch, 7, 37)
     y.backward(g.to(torch.bfloat16))
     g64 = _rounded64(g)
     ref_x = torch.einsum("oi,bon->bin", w64, g64)
@@ -72,10 +77,11 @@ def test_product_is_the_rounded_operands_product_rounded_once(bias, strided):
 
 
 @pytest.mark.parametrize("strided", [False, True])
-def test_float32_product_is_the_convolution_first_and_second_derivatives_too(strided):
+@pytest.mark.parametrize("batch", BATCHES)
+def test_float32_product_is_the_convolution_first_and_second_derivatives_too(strided, batch):
     torch.manual_seed(4)
     conv = nn.Conv1d(6, 5, 1)
-    wide = torch.randn(2, 6, 80)
+    wide = torch.randn(batch, 6, 80)
     x = (wide[:, :, 10:41] if strided else wide[:, :, :31].contiguous()).requires_grad_()
     ref = torch.einsum("oi,bin->bon", conv.weight.squeeze(-1).double(), x.double()) + conv.bias.double()[:, None]
     results = []
@@ -101,6 +107,21 @@ def test_product_agrees_with_autocasts_convolution():
     assert ours.dtype == theirs.dtype == torch.bfloat16
     # both round the same float32 sums once: at most one bfloat16 unit apart
     assert ((ours.float() - theirs.float()).abs() <= 2 * BF16_U * theirs.float().abs() + 1e-6).all()
+
+
+def test_a_backward_inside_autocast_keeps_float32_products_in_float32():
+    torch.manual_seed(6)
+    conv = nn.Conv1d(4, 3, 1)
+    x = torch.randn(2, 4, 50, requires_grad=True)
+    grads = []
+    for inside in (False, True):
+        conv.zero_grad(set_to_none=True)
+        x.grad = None
+        y = pointwise_product(x, conv, torch.float32)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=inside):
+            y.square().sum().backward()
+        grads.append((x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone()))
+    assert all(torch.equal(a, b) and a.dtype == torch.float32 for a, b in zip(*grads))
 
 
 def test_only_plain_kernel_size_one_convolutions_are_products():
@@ -129,6 +150,7 @@ def test_products_in_float32_and_inside_cpu_autocast_with_native_16_bit_matmul(m
         assert pointwise_product_dtype(x) == torch.bfloat16
         assert pointwise_product_dtype(torch.empty(2, 3, 4, device="meta")) is None
     assert pointwise_product_dtype(torch.empty(2, 3, 4, device="meta")) is None
+    assert pointwise_product_dtype(torch.randn(3, 4)) is None  # no batch axis: the modules take it
     monkeypatch.setattr(pointwise_gemm, "native_half_matmul", lambda dtype, device: False)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert pointwise_product_dtype(x) is None  # emulated 16-bit products: the modules
@@ -202,3 +224,20 @@ def test_autocast_scope_decides_where_products_run(monkeypatch):
     assert {t.last_product_dtype for t in tilers.values()} == {f32}
     model(torch.randn(1, 1, 4, 4))  # a whole grid (one tile's worth): upstream's float32 modules
     assert {t.last_product_dtype for t in tilers.values()} == {None}
+
+
+def test_a_hooked_layer_in_a_block_keeps_autocasts_convolutions(monkeypatch):
+    """A hook on a 1x1 layer the products would bypass: the block runs upstream's forward,
+    so the hook runs and the layer is a convolution (as without the products)."""
+    monkeypatch.setattr(pointwise_gemm, "native_half_matmul", lambda dtype, device: True)
+    model = set_pointwise_tiles(_fno(), 40)
+    set_autocast_scope(model, "model")
+    x = torch.randn(2, 1, 16, 16)
+    assert _convolutions(model, x) == 0
+    seen = []
+    handle = model.fno_blocks.channel_mlp[0].fcs[1].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    try:
+        # the hooked first layer's block call ran upstream's forward: convolutions, hook once per call
+        assert _convolutions(model, x) > 0 and seen == [torch.Size([2, 8, 256])]
+    finally:
+        handle.remove()
