@@ -71,8 +71,9 @@ def is_pointwise_conv(module):
             and module.groups == 1 and module.weight.is_floating_point())
 
 
-# Batches of at most this many samples run one product per sample, as torch's float32
-# convolution does (the same numbers, bit for bit, in float32); larger ones one batched
+# Batches of at most this many samples run one product per sample, the loop torch's
+# float32 convolution of a 1x1 kernel runs on one thread (the same numbers there, bit for
+# bit: tests compare tiled and whole-grid runs exactly); larger ones one batched
 # product (many small samples: 1.5 against 2.2 ms for 128 samples of 128 points in float32,
 # 0.8 against 3.6 ms in bfloat16, on the AVX512-BF16 EPYC). The weight's gradient of a
 # large bfloat16 batch is the slow case the other way round (3.7 against 0.7 ms batched
@@ -150,7 +151,8 @@ def skip_is_product(skip):
 
 
 def skip_product(skip, x, dtype):
-    """``skip(x)`` under CPU autocast in ``dtype``, for a skip that :func:`skip_is_product`."""
+    """``skip(x)`` with its convolution as :func:`pointwise_product` in ``dtype``, for a skip
+    that :func:`skip_is_product`."""
     size = x.shape
     out = pointwise_product(x.reshape(*size[:2], -1), skip.conv, dtype)
     return out.view(size[0], skip.conv.out_channels, *size[2:])
@@ -165,8 +167,8 @@ def mlp_is_products(mlp):
 
 
 def channel_mlp_products(mlp, x, dtype):
-    """``ChannelMLP.forward(mlp, x)`` under CPU autocast in ``dtype``, step for step, its
-    layers as :func:`pointwise_product`, for an ``mlp`` that :func:`mlp_is_products`."""
+    """``ChannelMLP.forward(mlp, x)`` step for step, its layers as :func:`pointwise_product`
+    in ``dtype``, for an ``mlp`` that :func:`mlp_is_products`."""
     size = x.shape
     h = x.reshape(*size[:2], -1) if x.ndim > 3 else x
     for i, fc in enumerate(mlp.fcs):
