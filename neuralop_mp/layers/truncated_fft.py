@@ -132,8 +132,9 @@ def set_last_axis_transform(transform):
         "auto" (default): timed both ways once per shape, the faster kept (small
         transforms: FFT); "fft": always an FFT; "matmul": the DFT-block matmul wherever
         it applies (last axis at least :data:`MATMUL_MIN_RATIO` times its kept columns).
-        "fft" or "matmul" give the same numbers on every machine and run; so does "auto"
-        under ``torch.use_deterministic_algorithms(True)``, where it means "fft".
+        "fft" or "matmul" give the same numbers from run to run (on one machine and thread
+        count: other CPUs' kernels round differently); so does "auto" under
+        ``torch.use_deterministic_algorithms(True)``, where it means "fft".
 
     Raises
     ------
@@ -166,7 +167,7 @@ def _decision(way, rows, length, kept, norm, dtype, device, time_now):
     transform = _setting["transform"]
     if transform == "auto" and torch.are_deterministic_algorithms_enabled():
         # a timed choice may differ between runs, and so would the float32 rounding
-        transform = "fft"
+        return False, "FFT (deterministic algorithms)"
     if transform != "auto":
         return transform == "matmul", f"{'DFT-block matmul' if transform == 'matmul' else 'FFT'} (fixed)"
     if rows * length < TIMED_MIN_POINTS:
@@ -209,12 +210,13 @@ def _time_both_ways(way, rows, length, kept, norm, dtype, device, rounds=3):
             ways = (lambda: _rfft_adjoint_by_matmul(data, length, norm),
                     lambda: _rfft_adjoint_by_fft(data, -1, length, norm, owned=True))
     best = [float("inf"), float("inf")]
-    for round_ in range(rounds + 1):
-        for i, run in enumerate(ways):
-            start = time.perf_counter()
-            run()
-            if round_:
-                best[i] = min(best[i], time.perf_counter() - start)
+    with torch.autocast("cpu", enabled=False):  # the float32 products the layer runs
+        for round_ in range(rounds + 1):
+            for i, run in enumerate(ways):
+                start = time.perf_counter()
+                run()
+                if round_:
+                    best[i] = min(best[i], time.perf_counter() - start)
     return tuple(best)
 
 
@@ -341,6 +343,12 @@ class _TruncatedRFFTN(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        # a backward called inside autocast must not round the DFT-block matmuls
+        with torch.autocast("cpu", enabled=False):
+            return _TruncatedRFFTN._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):
         shape, dtype, dims, axes, norm = ctx.meta
         adjoint = _ADJOINT_NORM[norm]
         z = grad
@@ -359,6 +367,11 @@ class _TruncatedIRFFTN(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        with torch.autocast("cpu", enabled=False):  # as _TruncatedRFFTN.backward
+            return _TruncatedIRFFTN._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):
         z_shape, dims, out_sizes, axes, norm = ctx.meta
         adjoint = _ADJOINT_NORM[norm]
         g = _irfft_columns_adjoint(grad, dims[-1], z_shape[dims[-1]], norm)

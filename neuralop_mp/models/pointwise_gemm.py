@@ -1,4 +1,4 @@
-"""1x1 convolutions as one matrix product per sample (CPU speed).
+"""1x1 convolutions as matrix products, one per sample (CPU speed).
 
 The 1x1 convolutions of an FNO (each block's skip and channel MLP, the lifting and the
 projection) are ``nn.Conv1d`` layers with kernel size 1 on ``(batch, channels, points)``
@@ -54,12 +54,13 @@ __all__ = ["channel_mlp_products", "is_pointwise_conv", "mlp_is_products", "poin
 def pointwise_product_dtype(x):
     """The type the 1x1 convolutions of ``x`` run in as matrix products, or None (run the
     modules): ``x`` on a CPU, and either CPU autocast with a type the CPU multiplies
-    natively, or no CPU autocast and ``x`` in float32."""
+    natively, or no CPU autocast; ``x`` in float32 (or already in the 16-bit type) either way."""
     if x.device.type != "cpu" or x.ndim < 3:  # (channels, points) without a batch: the modules
         return None
     if torch.is_autocast_enabled("cpu"):
         dtype = torch.get_autocast_dtype("cpu")
-        return dtype if native_half_matmul(dtype, x.device) else None
+        # autocast casts float32 (a 16-bit input stays); it leaves float64 alone, so do we
+        return dtype if x.dtype in (torch.float32, dtype) and native_half_matmul(dtype, x.device) else None
     return torch.float32 if x.dtype == torch.float32 else None
 
 
@@ -73,7 +74,8 @@ def is_pointwise_conv(module):
 
 # Batches of at most this many samples run one product per sample, the loop torch's
 # float32 convolution of a 1x1 kernel runs on one thread (the same numbers there, bit for
-# bit: tests compare tiled and whole-grid runs exactly); larger ones one batched
+# bit: tests compare tiled and whole-grid runs exactly; torch loops up to 15 samples, so
+# batches of 9-15 differ from it by float32 rounding); larger ones one batched
 # product (many small samples: 1.5 against 2.2 ms for 128 samples of 128 points in float32,
 # 0.8 against 3.6 ms in bfloat16, on the AVX512-BF16 EPYC). The weight's gradient of a
 # large bfloat16 batch is the slow case the other way round (3.7 against 0.7 ms batched

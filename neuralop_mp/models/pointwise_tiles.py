@@ -35,7 +35,7 @@ keeps anyway, instead of tanh's output (:func:`~neuralop_mp.layers.stabilizer.ta
 the same numbers), tiled or not.
 
 The 1x1 convolutions of the tiles (the skips, the channel MLPs, the lifting and the
-projection) run as one matrix product per sample (:mod:`.pointwise_gemm`): in float32,
+projection) run as matrix products, one per sample (:mod:`.pointwise_gemm`): in float32,
 reading each tile where it is instead of copying it (the same numbers up to the order of
 float32 sums), and under CPU autocast with a 16-bit type the CPU multiplies natively
 (autocast scope "model" or "fno_blocks" on a CPU with bfloat16 units) as 16-bit products

@@ -173,7 +173,7 @@ def test_auto_times_each_large_map_once_per_shape_and_keeps_the_faster(monkeypat
         torch.use_deterministic_algorithms(True)
         try:
             assert not truncated_fft._by_matmul("inverse", -1, 256, 17, big_z, "backward")
-            assert last_axis_choice("inverse", 384, 256, 17) == "FFT (fixed)"
+            assert last_axis_choice("inverse", 384, 256, 17) == "FFT (deterministic algorithms)"
         finally:
             torch.use_deterministic_algorithms(deterministic)
     finally:
@@ -217,3 +217,20 @@ def test_the_incoming_gradient_of_a_1d_transform_is_left_as_it_was():
     assert torch.equal(g, before) and torch.equal(first, second)
     reference, = torch.autograd.grad(torch.fft.rfft(x, dim=-1)[..., :7], x, g)
     torch.testing.assert_close(first, reference, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("last_axis", ["fft", "matmul"], indirect=True)
+def test_a_backward_inside_autocast_keeps_the_transforms_in_float32(last_axis):
+    """Upstream's loop may call backward inside autocast: the DFT-block matmuls of the
+    adjoints must not run in bfloat16 then (the same gradients as outside autocast)."""
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(1, 2, 16, 256, generator=gen, requires_grad=True)
+    probe = torch.randn(1, 2, 16, 256, generator=gen)
+    grads = []
+    for inside in (False, True):
+        x.grad = None
+        y = truncated_irfftn(truncated_rfftn(x, (-2, -1), (8, 17)), (-2, -1), (16, 256), (16, 256))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=inside):
+            (y * probe).sum().backward()
+        grads.append(x.grad.clone())
+    assert grads[1].dtype == torch.float32 and torch.equal(grads[0], grads[1])

@@ -1,4 +1,4 @@
-"""1x1 convolutions as one matrix product per sample, in float32 and under CPU autocast.
+"""1x1 convolutions as matrix products (one per sample, or batched), in float32 and under CPU autocast.
 
 The bfloat16 product is checked against float64 products of the same bfloat16-rounded
 operands, on fresh random inputs: the output and the input's gradient are rounded to
@@ -148,6 +148,8 @@ def test_products_in_float32_and_inside_cpu_autocast_with_native_16_bit_matmul(m
     assert pointwise_product_dtype(x.double()) is None and pointwise_product_dtype(x.bfloat16()) is None
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert pointwise_product_dtype(x) == torch.bfloat16
+        assert pointwise_product_dtype(x.bfloat16()) == torch.bfloat16  # a block's 16-bit input
+        assert pointwise_product_dtype(x.double()) is None  # autocast leaves float64 alone
         assert pointwise_product_dtype(torch.empty(2, 3, 4, device="meta")) is None
     assert pointwise_product_dtype(torch.empty(2, 3, 4, device="meta")) is None
     assert pointwise_product_dtype(torch.randn(3, 4)) is None  # no batch axis: the modules take it
