@@ -210,13 +210,12 @@ def _time_both_ways(way, rows, length, kept, norm, dtype, device, rounds=3):
             ways = (lambda: _rfft_adjoint_by_matmul(data, length, norm),
                     lambda: _rfft_adjoint_by_fft(data, -1, length, norm, owned=True))
     best = [float("inf"), float("inf")]
-    with torch.autocast("cpu", enabled=False):  # the float32 products the layer runs
-        for round_ in range(rounds + 1):
-            for i, run in enumerate(ways):
-                start = time.perf_counter()
-                run()
-                if round_:
-                    best[i] = min(best[i], time.perf_counter() - start)
+    for round_ in range(rounds + 1):
+        for i, run in enumerate(ways):
+            start = time.perf_counter()
+            run()
+            if round_:
+                best[i] = min(best[i], time.perf_counter() - start)
     return tuple(best)
 
 
@@ -256,9 +255,14 @@ def _rfft_columns(x, dim, kept, norm):
     return torch.fft.rfft(x, dim=dim, norm=norm).narrow(dim, 0, kept)
 
 
+# The DFT-block matmuls run with CPU autocast off: a transform (or a backward) called inside
+# autocast would otherwise multiply in bfloat16, where the FFT it stands for stays float32.
+
+
 def _rfft_adjoint_by_matmul(g, length, norm):
     real = torch.view_as_real(g).flatten(-2)
-    return real @ _dft_block(length, g.shape[-1], norm, False, real.dtype, real.device).t()
+    with torch.autocast("cpu", enabled=False):
+        return real @ _dft_block(length, g.shape[-1], norm, False, real.dtype, real.device).t()
 
 
 def _rfft_adjoint_by_fft(g, dim, length, norm, owned):
@@ -281,7 +285,8 @@ def _rfft_columns_adjoint(g, dim, length, norm, owned=True):
 
 def _irfft_by_matmul(z, length, norm):
     real = torch.view_as_real(z).flatten(-2)
-    return real @ _dft_block(length, z.shape[-1], norm, True, real.dtype, real.device)
+    with torch.autocast("cpu", enabled=False):
+        return real @ _dft_block(length, z.shape[-1], norm, True, real.dtype, real.device)
 
 
 def _irfft_columns(z, dim, length, norm):
@@ -292,7 +297,8 @@ def _irfft_columns(z, dim, length, norm):
 
 
 def _irfft_adjoint_by_matmul(grad, columns, norm):
-    pairs = grad @ _dft_block(grad.shape[-1], columns, norm, True, grad.dtype, grad.device).t()
+    with torch.autocast("cpu", enabled=False):
+        pairs = grad @ _dft_block(grad.shape[-1], columns, norm, True, grad.dtype, grad.device).t()
     return torch.view_as_complex(pairs.unflatten(-1, (columns, 2)))
 
 
@@ -343,12 +349,6 @@ class _TruncatedRFFTN(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        # a backward called inside autocast must not round the DFT-block matmuls
-        with torch.autocast("cpu", enabled=False):
-            return _TruncatedRFFTN._backward(ctx, grad)
-
-    @staticmethod
-    def _backward(ctx, grad):
         shape, dtype, dims, axes, norm = ctx.meta
         adjoint = _ADJOINT_NORM[norm]
         z = grad
@@ -367,11 +367,6 @@ class _TruncatedIRFFTN(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        with torch.autocast("cpu", enabled=False):  # as _TruncatedRFFTN.backward
-            return _TruncatedIRFFTN._backward(ctx, grad)
-
-    @staticmethod
-    def _backward(ctx, grad):
         z_shape, dims, out_sizes, axes, norm = ctx.meta
         adjoint = _ADJOINT_NORM[norm]
         g = _irfft_columns_adjoint(grad, dims[-1], z_shape[dims[-1]], norm)
