@@ -31,8 +31,9 @@ NULL_SPELLINGS = ("none", "null", "")
 # "model" everywhere; "fno_blocks" not in lifting/projection; "spectral" nowhere but inside the
 # spectral layers, as fno_block_precision says. "auto" is resolved per device at every forward.
 AUTOCAST_SCOPES = ("auto", "model", "fno_blocks", "spectral")
-# what "auto" means: CUDA's 16-bit matrix units make autocast pay; on a CPU (2 cores, no bf16 units)
-# the pointwise layers in bf16 cost accuracy and time, docs/diagnose.md "autocast scope"
+# what "auto" means: CUDA's 16-bit matrix units make autocast pay; on a CPU the pointwise layers in
+# bf16 put the precision error above the discretization error (docs/diagnose.md, "autocast scope"),
+# and without bf16 units cost time too (with them they are faster: docs/training.md, tiles)
 AUTO_AUTOCAST_SCOPE = {"cuda": "model", "other": "spectral"}
 
 # what is recomputed in backward instead of saved (neuralop_mp.models.recompute)
