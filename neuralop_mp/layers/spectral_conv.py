@@ -340,10 +340,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
             autocast_dtype = torch.get_autocast_dtype(device_type)
         half = None if mode == "full" else resolve_half_dtype(half_name, x.device)
         with torch.autocast(device_type, enabled=False) if device_type in ("cpu", "cuda") else _null():
-            if block_tanh:
-                y = self._forward_no_autocast(x, mode, half, stabilizer, output_shape, block_tanh=True)
-            else:
-                y = self._forward_no_autocast(x, mode, half, stabilizer, output_shape)
+            y = self._forward_no_autocast(x, mode, half, stabilizer, output_shape, block_tanh)
         if autocast_dtype is not None and not y.is_complex():
             y = y.to(autocast_dtype)
         return y

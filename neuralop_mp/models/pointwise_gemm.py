@@ -41,7 +41,6 @@ References
    convolution under autocast).
 """
 import torch
-from neuralop.layers.channel_mlp import ChannelMLP
 from neuralop.layers.skip_connections import Flattened1dConv
 from torch import nn
 
@@ -161,11 +160,11 @@ def skip_product(skip, x, dtype):
 
 
 def mlp_is_products(mlp):
-    """Whether ``mlp`` is upstream's ``ChannelMLP`` (its class's forward) of 1x1 convolutions
-    without dropout (a mask is drawn per call): :func:`channel_mlp_products` computes it.
-    The caller checks that nothing replaced the instance's forward."""
-    return (isinstance(mlp, ChannelMLP) and type(mlp).forward is ChannelMLP.forward and mlp.dropout is None
-            and all(is_pointwise_conv(fc) for fc in mlp.fcs))
+    """Whether every layer of the ``ChannelMLP`` ``mlp`` is a 1x1 convolution that
+    :func:`pointwise_product` computes. The caller has checked that ``mlp`` runs upstream's
+    ``ChannelMLP.forward`` without dropout (a mask is drawn per call): the pointwise tiles'
+    rule for slicing it (``_mlp_sliceable``)."""
+    return all(is_pointwise_conv(fc) for fc in mlp.fcs)
 
 
 def channel_mlp_products(mlp, x, dtype):

@@ -217,13 +217,18 @@ def _product_dtype(x, tiling):
     return None if dtype == torch.float32 and (tiling is None or x.stride(-1) != 1) else dtype
 
 
-def mlp_product_dtype(mlp, x, tile_points):
-    """The dtype in which the lifting or projection ``mlp``, cut in pieces of at most
-    ``tile_points`` grid points, runs its 1x1 convolutions as matrix products, or None:
-    the rule of the tiles, shared with recompute's slices so that both compute the same sums."""
-    if not (_mlp_sliceable(mlp) and _unhooked(mlp.children()) and mlp_is_products(mlp)):
-        return None
-    return _product_dtype(x, _tiling(x, tile_points))
+def mlp_piece_forward(mlp, x, tiling, sliceable=None):
+    """``(forward, dtype)`` for the pieces of ``x`` (cut by ``tiling``) of the lifting or
+    projection ``mlp``: ``forward(mlp, piece)`` is the class's forward, its 1x1 convolutions
+    as matrix products in ``dtype`` where those apply (else ``dtype`` is None). The rule of
+    the tiles, shared with recompute's slices so that both compute the same sums;
+    ``sliceable`` is the caller's :func:`_mlp_sliceable` and no-hooks check, if it made it."""
+    if sliceable is None:
+        sliceable = _mlp_sliceable(mlp) and _unhooked(mlp.children())
+    dtype = _product_dtype(x, tiling) if sliceable and mlp_is_products(mlp) else None
+    if dtype is None:
+        return type(mlp).forward, None
+    return functools.partial(channel_mlp_products, dtype=dtype), dtype
 
 
 def _skip(skip, x, product_dtype):
@@ -231,7 +236,8 @@ def _skip(skip, x, product_dtype):
 
 
 def _runs_as_products(mlp):
-    # the class's forward, not one replaced on the instance (a tiler's or a user's)
+    # a block's channel MLP (upstream's forward without dropout: block_tiles_apply) of 1x1
+    # convolutions, with no forward replaced on the instance
     return mlp_is_products(mlp) and "forward" not in mlp.__dict__
 
 
@@ -266,10 +272,7 @@ class _TiledPointwiseForward:
         tiling = _tiling(x, self.tile_points)
         self.last_recomputed = False
         sliceable = _mlp_sliceable(self.module) and _unhooked(self.module.children())
-        dtype = mlp_product_dtype(self.module, x, self.tile_points)
-        self.last_product_dtype = dtype
-        # the class's forward, its 1x1 convolutions as matrix products where they apply
-        forward = type(self.module).forward if dtype is None else functools.partial(channel_mlp_products, dtype=dtype)
+        forward, self.last_product_dtype = mlp_piece_forward(self.module, x, tiling, sliceable)
         if tiling is None or not sliceable:
             self.last_tiles = 1
             if recomputes_on(self.module, x.device.type):

@@ -30,9 +30,9 @@ from neuralop.layers.spectral_convolution import SpectralConv
 from torch.utils.checkpoint import checkpoint
 
 from ..vocabulary import RECOMPUTE_MODES, normalize_recompute
-from .pointwise_chunks import DEFAULT_CHUNK_POINTS, check_chunk_points, pointwise_in_chunks, pointwise_targets
-from .pointwise_gemm import channel_mlp_products
-from .pointwise_tiles import mlp_product_dtype, reinstall_pointwise_tiles
+from .pointwise_chunks import (DEFAULT_CHUNK_POINTS, check_chunk_points, pointwise_in_chunks, pointwise_targets,
+                               split_points)
+from .pointwise_tiles import mlp_piece_forward, reinstall_pointwise_tiles
 
 __all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "pointwise_targets", "recompute_mode", "set_recompute"]
 
@@ -60,15 +60,10 @@ class _ChunkedPointwiseForward:
         self.module = module
         self.chunk_points = chunk_points
 
-    def _class_forward(self, x):
-        return type(self.module).forward(self.module, x)
-
     def __call__(self, x):
         # 1x1 convolutions as matrix products where the tiles would run them so: the same sums
-        dtype = mlp_product_dtype(self.module, x, self.chunk_points)
-        forward = self._class_forward if dtype is None else functools.partial(channel_mlp_products, self.module,
-                                                                               dtype=dtype)
-        return pointwise_in_chunks(forward, x, self.chunk_points)
+        forward, _ = mlp_piece_forward(self.module, x, split_points(x.shape, self.chunk_points))
+        return pointwise_in_chunks(functools.partial(forward, self.module), x, self.chunk_points)
 
     def __reduce__(self):
         return (_ChunkedPointwiseForward, (self.module, self.chunk_points))

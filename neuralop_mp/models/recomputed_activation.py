@@ -18,10 +18,9 @@ from torch.utils.checkpoint import checkpoint
 
 
 def recomputes_activation(mlp):
-    """Whether :func:`mlp_recomputing_activation` runs ``mlp``: upstream's ``ChannelMLP``
-    with two layers (its ``fcs``), the shape the lifting and projection have."""
-    fcs = getattr(mlp, "fcs", None)
-    return getattr(mlp, "n_layers", None) == 2 and fcs is not None and len(fcs) == 2
+    """Whether :func:`mlp_recomputing_activation` runs ``mlp``, an upstream ``ChannelMLP``
+    (its caller's check): two layers, the shape the lifting and projection have."""
+    return mlp.n_layers == 2
 
 
 def mlp_recomputing_activation(mlp, x):

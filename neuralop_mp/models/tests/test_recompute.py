@@ -8,7 +8,6 @@ that slicing itself stays within a float64-reference bound of the whole call is
 tested in test_pointwise_chunks.py.
 """
 import copy
-import functools
 import pickle
 
 import pytest
@@ -18,8 +17,7 @@ from neuralop_mp import set_precision
 from neuralop_mp.memory import SavedTensorBytes
 from neuralop_mp.models.mixed_precision_models import MixedPrecisionFNO, MixedPrecisionTFNO, MixedPrecisionUNO
 from neuralop_mp.models.pointwise_chunks import split_points
-from neuralop_mp.models.pointwise_gemm import channel_mlp_products
-from neuralop_mp.models.pointwise_tiles import _TiledPointwiseForward, mlp_product_dtype
+from neuralop_mp.models.pointwise_tiles import _TiledPointwiseForward
 from neuralop_mp.models.recompute import pointwise_targets, recompute_mode, set_recompute
 from neuralop_mp.peak_memory import PeakTensorBytes
 
@@ -74,24 +72,11 @@ def test_recompute_gives_the_same_gradients(arch, recompute, precision, stabiliz
 SLICE_POINTS = 96
 
 
-class _SlicedWithoutRecompute:
-    """The forward of a pointwise module run a slice at a time, everything kept for backward."""
-
-    def __init__(self, module, chunk_points):
-        self.module, self.chunk_points = module, chunk_points
-
-    def __call__(self, x):
-        dim, size = split_points(x.shape, self.chunk_points)
-        # the module's forward, its 1x1 convolutions as matrix products where the tiles run them so
-        dtype = mlp_product_dtype(self.module, x, self.chunk_points)
-        forward = (type(self.module).forward if dtype is None
-                   else functools.partial(channel_mlp_products, dtype=dtype))
-        return torch.cat([forward(self.module, part) for part in x.split(size, dim)], dim)
-
-
 def _sliced_without_recompute(model, chunk_points=SLICE_POINTS):
+    """The lifting and projection in the pointwise tiles' slices (the plugin's own tiled
+    forward, everything kept for backward), to compare recompute's slices with."""
     for module in pointwise_targets(model):
-        module.forward = _SlicedWithoutRecompute(module, chunk_points)
+        module.forward = _TiledPointwiseForward(module, chunk_points)
     return model
 
 
