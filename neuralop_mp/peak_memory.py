@@ -181,12 +181,11 @@ class PeakTensorBytes:
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            self.peak_bytes = self.baseline_bytes + torch.cuda.max_memory_allocated(self.device) - self._start
         else:
             self._mode.__exit__(*exc)
-            self.peak_bytes = self.baseline_bytes + self._mode.peak
             if self.describe:
                 if self._mode._at_new_peak:  # the peak was reached last and never fell: the end
                     self._mode.snapshot_peak()
                 self.peak_tensors = self._mode.at_peak
+        self.peak_bytes = self.peak_so_far
         return False

@@ -156,6 +156,9 @@ def _phase_memory(model, optimizer, x, variant, device_type):
     a CPU (the dry run) from the tensors themselves
     (:class:`~neuralop_mp.peak_memory.PeakTensorBytes`)."""
     marks = {}  # phase -> (bytes alive at its end, its peak)
+    # the last step's gradients go first: on a GPU the counters start from what is allocated,
+    # and the step's own zero_grad would free them inside the meter, taking them off the forward
+    optimizer.zero_grad(set_to_none=True)
     # parameters and optimizer state exist before: their in-place updates allocate nothing
     with PeakTensorBytes(alive=[list(model.parameters()), optimizer.state], device=x.device) as meter:
         def after(phase):

@@ -42,14 +42,12 @@ def all_finite(tensor):
     :func:`~neuralop_mp.optim.gradient_chunks.chunk_bytes` at a time, so the check of a
     large gradient allocates no full-size mask."""
     real = as_real(tensor)
-    if not real.is_contiguous():
-        return torch.isfinite(real).all()
-    flat = real.view(-1)
     # isfinite makes a float copy (abs) and three bool masks of its input: a quarter chunk
     # keeps them below one chunk, as this check runs when the step holds the most
-    step = max(1, gradient_chunks.chunk_bytes(flat.device) // (4 * max(1, flat.element_size())))
-    if flat.numel() <= step:  # one piece: two kernels, not a running flag's five
-        return torch.isfinite(flat).all()
+    step = max(1, gradient_chunks.chunk_bytes(real.device) // (4 * max(1, real.element_size())))
+    if not real.is_contiguous() or real.numel() <= step:  # one piece: two kernels, not a running flag's five
+        return torch.isfinite(real).all()
+    flat = real.view(-1)
     flag = torch.ones((), dtype=torch.bool, device=flat.device)
     for start in range(0, flat.numel(), step):
         flag &= torch.isfinite(flat[start:start + step]).all()

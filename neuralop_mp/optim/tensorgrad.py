@@ -221,7 +221,7 @@ class TensorGRaD(Optimizer):
     owns_gradients = False
 
     @torch.no_grad()
-    def step(self, closure=None, *, grad_scale=None):
+    def step(self, closure=None, *, grad_scale=None, gradients_checked=False):
         """Perform one optimisation step; returns the closure's loss if given.
 
         A compressed weight's step reads its gradient in chunks and updates the
@@ -236,6 +236,11 @@ class TensorGRaD(Optimizer):
         grad_scale : float, optional
             The gradients are ``grad_scale`` times the true ones (loss scaling): each
             is divided by it in fp32, after the up-cast from its storage dtype.
+        gradients_checked : bool, default False
+            The caller has just found every gradient finite
+            (:class:`~neuralop_mp.ComplexGradScaler` does, before it steps): the
+            optimizer's own check, a pass over all gradients and a read back to the
+            host, is not made again. Ignored with a ``closure``, which makes new gradients.
 
         Raises
         ------
@@ -262,7 +267,7 @@ class TensorGRaD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if not nonfinite.gradients_are_finite(self):
+        if (closure is not None or not gradients_checked) and not nonfinite.gradients_are_finite(self):
             return loss
         # dense updates wait for one shared finite check (a chunk's worth at a time, in
         # order): on a GPU a check per parameter would wait for the device each time
@@ -279,7 +284,6 @@ class TensorGRaD(Optimizer):
         return loss
 
     def _step_all(self, pending, grad_scale):
-        pending_bytes = 0
         ordinal = 0
         for group_index, group in enumerate(self.param_groups):
             for position, p in enumerate(group["params"]):
@@ -302,13 +306,11 @@ class TensorGRaD(Optimizer):
                 update = self._dense_update(grad, group, state)
                 del grad  # its memory is free for the update's application
                 state["step"] += 1
-                if not pending:
-                    pending_bytes = 0
                 pending.append((update, group, group_index, position, p, state))
-                pending_bytes += update.numel() * update.element_size()
                 # applied once a chunk's worth waits, before the next update is computed: a
-                # large update never waits beside another
-                if pending_bytes >= gradient_chunks.chunk_bytes(update.device):
+                # large update never waits beside another (a few dozen entries at most)
+                waiting = sum(entry[0].numel() * entry[0].element_size() for entry in pending)
+                if waiting >= gradient_chunks.chunk_bytes(update.device):
                     nonfinite.apply_finite_updates(pending, self._apply)
         nonfinite.apply_finite_updates(pending, self._apply)
 

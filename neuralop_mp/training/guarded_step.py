@@ -8,9 +8,7 @@ trainer's guarded step; :func:`non_finite_parameters` is the check after it.
 """
 import torch
 
-
-def _real_view(tensor):
-    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
+from ..optim.nonfinite import finite_flags
 
 
 class ScaleGradient(torch.autograd.Function):
@@ -47,13 +45,11 @@ class StepThroughTrainer:
 def non_finite_parameters(optimizer, model=None):
     """Names (from ``model``, else ``"param i"``) of the optimizer's parameters holding inf/NaN.
 
-    One device sync for all parameters: the per-parameter flags are stacked first.
+    One read back to the host per device (:func:`~neuralop_mp.optim.nonfinite.finite_flags`).
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    if not params:
-        return []
-    flags = torch.stack([torch.isfinite(_real_view(p.detach())).all() for p in params])
-    if bool(flags.all()):
+    flags = finite_flags([p.detach() for p in params])
+    if all(flags):
         return []
     names = {id(p): n for n, p in model.named_parameters()} if model is not None else {}
-    return [names.get(id(p), f"param {i}") for i, (p, ok) in enumerate(zip(params, flags.tolist())) if not ok]
+    return [names.get(id(p), f"param {i}") for i, (p, ok) in enumerate(zip(params, flags)) if not ok]

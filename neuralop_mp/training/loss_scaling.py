@@ -11,7 +11,9 @@ part, so an inf hiding in an imaginary part is found too.
 An optimizer that declares ``supports_grad_scale`` (:class:`~neuralop_mp.TensorGRaD`)
 is handed the scale by :meth:`ComplexGradScaler.step` and divides each gradient by
 it after up-casting to fp32, so 16-bit gradients (complex32 spectral weights) are
-never unscaled in place, where the small ones would underflow to zero again.
+never unscaled in place, where the small ones would underflow to zero again. It is
+also told that the gradients were found finite (``gradients_checked=True``), so it
+does not check them a second time.
 
 Under data parallelism (``torch.distributed`` initialised, more than one rank) the
 skip decision is all-reduced in :meth:`ComplexGradScaler.step`: a non-finite loss or
@@ -31,6 +33,7 @@ import warnings
 
 import torch
 
+from ..optim.nonfinite import finite_flags
 from .distributed import any_rank
 
 # Added after the first release: optional in loaded states (older checkpoints lack them).
@@ -152,14 +155,12 @@ class ComplexGradScaler:
 
     def _inspect(self, optimizer, inverse):
         """Whether a gradient is non-finite; multiplies them by ``inverse`` unless None."""
-        finite_by_device = {}
-        for grad in self._grads(optimizer):
-            real = _real_view(grad)
-            if inverse is not None:
-                real.mul_(inverse)
-            # flags stay on the device; read back once per device below (one sync per step)
-            finite_by_device.setdefault(real.device, []).append(torch.isfinite(real).all())
-        return any(not bool(torch.stack(flags).all()) for flags in finite_by_device.values())
+        grads = list(self._grads(optimizer))
+        if inverse is not None:
+            for grad in grads:
+                _real_view(grad).mul_(inverse)
+        # one read back to the host per device (on a GPU every read waits for it)
+        return not all(finite_flags(grads))
 
     def skip_step(self):
         """Mark the current step as non-finite without looking at gradients
@@ -188,6 +189,9 @@ class ComplexGradScaler:
             self.consecutive_skips += 1
             self.last_step_skipped = True
             return False
+        if getattr(optimizer, "supports_grad_scale", False):
+            # every gradient was just found finite here: the optimizer need not check again
+            kwargs = dict(kwargs, gradients_checked=True)
         optimizer.step(*args, **kwargs)
         self.consecutive_skips = 0
         self.last_step_skipped = False

@@ -149,6 +149,26 @@ def test_complex_grad_scaler_hands_the_scale_to_tensorgrad():
     assert scaler.get_scale() == 2.0**9
 
 
+def test_gradients_the_scaler_found_finite_are_not_checked_again(monkeypatch):
+    """The scaler checks every gradient before it steps; TensorGRaD's own check (a pass over
+    all gradients and a read back to the host) runs only when no caller made it, or when
+    a closure makes new gradients."""
+    from neuralop_mp.optim import nonfinite
+
+    checks = []
+    check = nonfinite.gradients_are_finite
+    monkeypatch.setattr(nonfinite, "gradients_are_finite", lambda opt: checks.append(1) or check(opt))
+    weight = torch.nn.Parameter(random_tensor(SHAPE, True, 1, torch.float32))
+    opt = TensorGRaD([weight], min_params=10)
+    weight.grad = random_tensor(SHAPE, True, 2, torch.float32)
+    assert ComplexGradScaler(init_scale=2.0**4).step(opt) is True and checks == []
+    assert ComplexGradScaler(enabled=False).step(opt) is True and checks == []  # bf16/fp32: checked too
+    opt.step()
+    assert checks == [1]
+    opt.step(lambda: torch.zeros(()), gradients_checked=True)
+    assert checks == [1, 1]
+
+
 def test_memory_report_of_complex32_weights():
     weight = torch.nn.Parameter(random_tensor((32, 32, 8, 5), True, 0, torch.float32).to(torch.complex32))
     opt = TensorGRaD([weight])
