@@ -1,6 +1,7 @@
 """TensorGRaD under bad input and faults: every hyperparameter, non-finite gradients
 and updates, parameters without gradients, frozen mid-run or added later, and state
 dicts that do not fit."""
+import sys
 import warnings
 
 import pytest
@@ -159,6 +160,32 @@ def test_nonfinite_gradient_skips_with_a_warning_when_configured():
     assert int(opt.state[params[0]]["step"]) == 2
     run_steps(opt, params, _grads(1, offset=9))  # training goes on with finite gradients
     assert int(opt.state[params[0]]["step"]) == 3
+
+
+def test_skip_warnings_point_at_the_callers_step():
+    """A skipped gradient and a skipped update (checked one call deeper in the optimizer)
+    both warn at the line that called ``step()``, not inside the optimizer."""
+    compressed = torch.nn.Parameter(random_tensor((8, 6, 5), True, 4).to(torch.complex64))
+    dense = torch.nn.Parameter(torch.randn(5, 4))
+    opt = TensorGRaD([{"params": [compressed]}, {"params": [dense], "compress": False}], min_params=10,
+                     nonfinite_grad="skip")
+    compressed.grad = torch.randn_like(compressed)
+    dense.grad = torch.randn_like(dense)
+    dense.grad[0, 0] = float("nan")
+    with warnings.catch_warnings(record=True) as gradient_warning:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
+        opt.step()
+    opt = TensorGRaD([dense], eps=0.0, compress=False, nonfinite_grad="skip")
+    dense.grad = torch.zeros_like(dense)  # 0 / 0: a non-finite update from a finite gradient
+    with warnings.catch_warnings(record=True) as update_warning:
+        warnings.simplefilter("always")
+        opt.step()
+    update_line = sys._getframe().f_lineno - 1
+    for caught, at in ((gradient_warning, line), (update_warning, update_line)):
+        assert [str(w.message)[:40] for w in caught] == [str(caught[0].message)[:40]], caught
+        assert (caught[0].filename, caught[0].lineno) == (__file__, at), (caught[0].filename, caught[0].lineno)
+    assert "gradient" in str(gradient_warning[0].message) and "update" in str(update_warning[0].message)
 
 
 def test_nonfinite_update_never_reaches_the_weights():
