@@ -27,9 +27,9 @@ Tiles apply only where they are exact and pay:
   ``resolution_scaling_factor``: UNO's blocks); other blocks and calls run upstream's
   forward, unchanged.
 
-Where tiles do not run on a GPU, the lifting and projection recompute their hidden
-activation in backward instead of keeping it (:mod:`.recomputed_activation`, the same
-numbers): on a 1024^2 grid it is 2 of the 13.6 GiB an FNO keeps for backward. A block
+Where tiles do not run on a GPU, the lifting and projection keep only their input and
+recompute the rest in backward (:mod:`.recomputed_activation`, the same numbers): on a
+1024^2 grid that is 4 of the 13.6 GiB an FNO's upstream MLPs would keep for backward. A block
 with the tanh stabilizer keeps the block's input for tanh's backward, which its skip
 keeps anyway, instead of tanh's output (:func:`~neuralop_mp.layers.stabilizer.tanh_stabilizer`,
 the same numbers), tiled or not.

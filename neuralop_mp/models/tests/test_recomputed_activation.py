@@ -39,16 +39,61 @@ def test_output_and_every_gradient_equal_upstreams_bit_for_bit(device, autocast,
         assert ours.dtype == theirs.dtype and torch.equal(ours, theirs)
 
 
-def test_it_keeps_the_hidden_activations_input_but_not_its_output():
-    mlp = ChannelMLP(8, 3, hidden_channels=16, n_layers=2, n_dim=2)
-    x = torch.randn(2, 8, 32, 32, requires_grad=True)
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16])
+@pytest.mark.parametrize("in_channels", [8, 32])
+def test_it_keeps_the_smaller_of_its_input_and_the_hidden_activations_input(in_channels, autocast):
+    """8 input channels (narrower than the 16 hidden ones, as a lifting or projection):
+    only the input is kept; 32: the input and the hidden activation's input. Never the
+    activation's output, nor what fc2 keeps."""
+    mlp = ChannelMLP(in_channels, 3, hidden_channels=16, n_layers=2, n_dim=2)
+    x = torch.randn(2, in_channels, 32, 32, requires_grad=True)
     kept = {}
     for name, forward in (("upstream", mlp.forward), ("recomputed", lambda t: mlp_recomputing_activation(mlp, t))):
-        with SavedTensorBytes(exclude=[x, *mlp.parameters()]) as meter:
+        with SavedTensorBytes(exclude=[x, *mlp.parameters()]) as meter, \
+                torch.autocast("cpu", dtype=autocast or torch.float32, enabled=autocast is not None):
             forward(x)
         kept[name] = meter.bytes
-    hidden = 2 * 16 * 32 * 32 * 4  # one float32 tensor of the hidden width
-    assert kept["upstream"] - kept["recomputed"] == hidden and kept["recomputed"] >= hidden
+    size = 2 if autocast else 4
+    hidden = 2 * 16 * 32 * 32 * size  # one tensor of the hidden width
+    # what fc1 keeps besides its float32 input: autocast's copies of that input and of its weight
+    fc1_copies = (2 * in_channels * 32 * 32 + 16 * in_channels) * size if autocast else 0
+    fc2_weight_copy = 3 * 16 * size if autocast else 0
+    assert kept["upstream"] == fc1_copies + 2 * hidden + fc2_weight_copy
+    assert kept["recomputed"] == (0 if in_channels < 16 else fc1_copies + hidden)
+
+
+def test_past_the_chunk_budget_it_runs_in_slices_of_points(monkeypatch):
+    """A hidden layer larger than the device's chunk budget (shrunk here) is computed, and
+    recomputed, a slice of points at a time: upstream's output, the weights' gradients up
+    to the order of float32 sums, and a forward whose peak holds one slice of the hidden
+    tensors instead of the whole grid's."""
+    from neuralop_mp import chunk_budget
+    from neuralop_mp.peak_memory import PeakTensorBytes
+
+    torch.manual_seed(0)
+    mlp = ChannelMLP(4, 3, hidden_channels=16, n_layers=2, n_dim=2)
+    x = torch.randn(2, 4, 32, 32)
+    hidden = 2 * 16 * 32 * 32 * 4  # bytes of one float32 hidden tensor: 128 KiB
+    runs = {}
+    for budget in (hidden, hidden // 4):  # one call, then 4 slices
+        monkeypatch.setattr(chunk_budget, "DEVICE_CHUNK_BYTES", budget)
+        mlp.zero_grad()
+        xi = x.clone().requires_grad_()
+        with PeakTensorBytes() as meter:
+            y = mlp_recomputing_activation(mlp, xi)
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1)))  # as _grads
+        runs[budget] = (meter.peak_bytes, y.detach(), [xi.grad] + [p.grad.clone() for p in mlp.parameters()])
+    (whole_peak, y_whole, g_whole), (sliced_peak, y_sliced, g_sliced) = runs[hidden], runs[hidden // 4]
+    y_up, g_up = _grads(mlp, x, mlp.forward, None)
+    assert torch.equal(y_whole, y_up) and all(torch.equal(a, b) for a, b in zip(g_whole, g_up))
+    # each point by the same operations; the weights' gradients summed per slice (float32 sums)
+    assert torch.allclose(y_sliced, y_up, rtol=0, atol=1e-6)
+    for ours, theirs in zip(g_sliced, g_up):
+        assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    # the hidden layer's input and output (2 x 128 KiB) alive at once, against a quarter of them;
+    # the slices' outputs (24 KiB in all) are alive until they are joined
+    out_bytes = y_up.numel() * 4
+    assert whole_peak - sliced_peak >= 2 * hidden * 3 // 4 - out_bytes, (whole_peak, sliced_peak)
 
 
 def test_second_derivatives_equal_upstreams():
@@ -78,30 +123,44 @@ def test_which_mlps_recompute_where():
     assert not recomputes_on(hooked, "cuda")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_fno_lifting_and_projection_keep_less_and_train_the_same():
+@pytest.mark.parametrize("device", DEVICES)
+def test_fno_lifting_and_projection_keep_less_and_train_the_same(device, monkeypatch):
+    """An FNO under bfloat16 autocast, pointwise tiles (recompute where they apply) against
+    none: the same output and gradients bit for bit, and exactly the lifting's and the
+    projection's hidden tensors and fc1 copies less kept. On a CPU the GPU's choices are
+    forced (recompute, upstream's modules on the whole grid)."""
     from neuralop.models import FNO
 
     from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
+    from neuralop_mp.models import pointwise_tiles
 
+    if device == "cpu":
+        real = pointwise_tiles.recomputes_on
+        monkeypatch.setattr(pointwise_tiles, "recomputes_on", lambda mlp, device_type: real(mlp, "cuda"))
+        monkeypatch.setattr(pointwise_tiles, "_product_dtype", lambda x, tiling: None)
     torch.manual_seed(0)
     kwargs = dict(n_modes=(8, 8), in_channels=1, out_channels=1, hidden_channels=16, n_layers=2)
-    model = FNO(conv_module=MixedPrecisionSpectralConv, **kwargs).cuda()
-    x = torch.randn(2, 1, 64, 64, device="cuda")
+    model = FNO(conv_module=MixedPrecisionSpectralConv, **kwargs).to(device)
+    x = torch.randn(2, 1, 64, 64, device=device)
     results = {}
     for tiles in (None, "default"):
         set_pointwise_tiles(model, None) if tiles is None else set_pointwise_tiles(model)
         model.zero_grad()
         with SavedTensorBytes(exclude=[*model.parameters()]) as meter:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.autocast(device, dtype=torch.bfloat16):
                 y = model(x)
         y.float().square().mean().backward()
         results[tiles] = (meter.bytes, y.detach(), [p.grad.clone() for p in model.parameters()])
     (before, y0, g0), (after, y1, g1) = results[None], results["default"]
-    # the lifting's and the projection's hidden activations (2 x 32 channels of bf16) are not kept,
-    # nor autocast's bf16 copies of their second layers' weights (made again by the recompute)
-    weight_copies = sum(2 * mlp.fcs[1].weight.numel() for mlp in (model.lifting, model.projection))
-    assert before - after == 2 * (2 * 32 * 64 * 64 * 2) + weight_copies
+    points, bf16 = 2 * 64 * 64, 2
+    # both MLPs keep only their input (narrower than their 32 hidden channels): not their hidden
+    # layer's input and output, nor autocast's bf16 copies of their weights; and each keeps its
+    # float32 input (the lifting's 1 + 2 positional channels, the projection's 16: the last
+    # block's output is float32, as its soft-gating skip is) instead of fc1's bf16 copy of it
+    hidden = 2 * 2 * 32 * points * bf16
+    weights = sum(fc.weight.numel() * bf16 for mlp in (model.lifting, model.projection) for fc in mlp.fcs)
+    inputs = (3 + 16) * points * (bf16 - 4)
+    assert before - after == hidden + weights + inputs
     assert torch.equal(y0, y1) and all(torch.equal(a, b) for a, b in zip(g0, g1))
 
 
