@@ -29,7 +29,8 @@ Tiles apply only where they are exact and pay:
 
 Where tiles do not run on a GPU, the lifting and projection keep only their input and
 recompute the rest in backward (:mod:`.recomputed_activation`, the same numbers): on a
-1024^2 grid that is 4 of the 13.6 GiB an FNO's upstream MLPs would keep for backward. A block
+1024^2 grid 4 GiB less than upstream's MLPs keep, of the 13.6 GiB a mixed-precision FNO
+keeps for backward with them. A block
 with the tanh stabilizer keeps the block's input for tanh's backward, which its skip
 keeps anyway, instead of tanh's output (:func:`~neuralop_mp.layers.stabilizer.tanh_stabilizer`,
 the same numbers), tiled or not.
