@@ -56,6 +56,21 @@ def _for_upstream_class(cls, kwargs):
     return kwargs
 
 
+def _policy_changes(precision_policy):
+    """The precision settings ``precision_policy`` sets, validated: every field of a
+    ``PrecisionPolicy``, the keys of a dict, the mode of a mode string."""
+    if isinstance(precision_policy, PrecisionPolicy):
+        return precision_policy.as_dict()
+    if isinstance(precision_policy, str):
+        changes = {"fno_block_precision": precision_policy}
+    elif isinstance(precision_policy, dict):
+        changes = dict(precision_policy)
+    else:
+        return PrecisionPolicy.coerce(precision_policy).as_dict()  # raises, naming what it accepts
+    validated = PrecisionPolicy.coerce(changes).as_dict()  # checks each value and refuses unknown keys
+    return {key: validated[key] for key in changes}
+
+
 def load_model(save_folder, save_name, model_class=None, *, precision_policy=None, map_location=None):
     """Rebuild a model saved with ``model.save_checkpoint(save_folder, save_name)``.
 
@@ -71,7 +86,10 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
         (a warning says so when they were not the defaults).
     precision_policy : PrecisionPolicy, str or dict, optional
         Precision settings to build the plugin's model with instead of the
-        recorded ones (e.g. load an upstream checkpoint to evaluate it in "mixed").
+        recorded ones (e.g. load an upstream checkpoint to evaluate it in "mixed"): a
+        mode string changes only ``fno_block_precision`` and a dict only its keys, the
+        recorded settings keep the rest (a checkpoint saved with the tanh stabilizer
+        keeps it); a ``PrecisionPolicy`` replaces every precision setting.
     map_location : optional
         As for ``torch.load``.
 
@@ -97,7 +115,7 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
             model_class = PLUGIN_MODEL_CLASSES.get(model_class.__name__.lower(), model_class)
         if model_class not in PLUGIN_MODEL_CLASSES.values():
             raise ValueError(f"precision_policy needs one of the plugin's classes, not {model_class.__name__}.")
-        kwargs.update(PrecisionPolicy.coerce(precision_policy).as_dict())
+        kwargs.update(_policy_changes(precision_policy))
     saved_class = BaseModel._models.get(saved_name.lower())
     if saved_class in PLUGIN_MODEL_CLASSES.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
         kwargs = _for_upstream_class(model_class, kwargs)

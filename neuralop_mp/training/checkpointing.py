@@ -137,9 +137,15 @@ def _fsync_folder(folder):
             os.fsync(f.fileno())
 
 
+# the model files of a checkpoint: ours and upstream's (save_name "model", or "best_model" with save_best)
+_MODEL_FILES = tuple(f"{save_name}{suffix}" for save_name in ("model", "best_model")
+                     for suffix in ("_state_dict.pt", "_metadata.pkl"))
+
+
 def _known_file(name):
-    return name.endswith("_state_dict.pt") or name in (
-        MANIFEST_FILE, PRECISION_STATE_FILE, *(f"{n}.pt" for n in _STATE_FILES)) or name.endswith("_metadata.pkl")
+    # by exact name: another model saved in the folder (``pretrained_state_dict.pt``) is not
+    # a checkpoint file, and replacing the folder would delete it
+    return name in (MANIFEST_FILE, PRECISION_STATE_FILE, *_MODEL_FILES, *(f"{n}.pt" for n in _STATE_FILES))
 
 
 def _check_replaceable(save_dir):
@@ -291,6 +297,22 @@ def check_optimizer_state(optimizer, state, path):
                 f"{sorted(keys - saved_keys)}.")
 
 
+def check_scheduler_state(scheduler, state, path):
+    """Refuse a scheduler state written by another scheduler class: torch's schedulers
+    copy every saved attribute over their own, so a StepLR state loaded into a cosine
+    schedule would run neither schedule. Keys present on one side only are what a newer
+    torch adds to a class: accepted."""
+    now = scheduler.state_dict()
+    if not isinstance(state, dict) or not isinstance(now, dict):
+        return
+    saved_keys, keys = set(state), set(now)
+    if saved_keys - keys and keys - saved_keys:
+        raise CheckpointError(
+            f"{path} was written by another learning-rate scheduler than this run's {type(scheduler).__name__}: "
+            f"it has settings {sorted(saved_keys - keys)} that this one lacks and lacks {sorted(keys - saved_keys)}. "
+            "Resume with the scheduler the run was saved with.")
+
+
 def _load_into(obj, role, state, path):
     try:
         obj.load_state_dict(state)
@@ -334,6 +356,8 @@ def load_training_files(save_dir, model, optimizer=None, scheduler=None, regular
             states[role] = (obj, load_weights_only(path), path)
     if optimizer is not None:
         check_optimizer_state(optimizer, states["optimizer"][1], states["optimizer"][2])
+    if scheduler is not None:
+        check_scheduler_state(scheduler, states["scheduler"][1], states["scheduler"][2])
     _load_into(unwrap(model), "model", model_state, model_path)
     for role, (obj, state, path) in states.items():
         _load_into(obj, role, state, path)

@@ -29,11 +29,13 @@ References
        arXiv:1710.03740 (dynamic loss scaling).
 .. [2] PyTorch issue 58228, "GradScaler: unscale not implemented for ComplexFloat".
 """
+import math
 import warnings
 
 import torch
 
 from ..optim.nonfinite import finite_flags
+from ..vocabulary import check_int_at_least, normalize_flag
 from .distributed import any_rank
 
 # Added after the first release: optional in loaded states (older checkpoints lack them).
@@ -93,18 +95,21 @@ class ComplexGradScaler:
 
     def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5,
                  growth_interval=2000, enabled=True, min_scale=1.0, max_floor_hits=10):
-        if not init_scale > 0:
-            raise ValueError(f"Invalid init_scale={init_scale!r}; it must be > 0.")
-        if not growth_factor > 1.0:
-            raise ValueError(f"Invalid growth_factor={growth_factor!r}; it must be > 1.")
-        if not 0.0 < backoff_factor < 1.0:
-            raise ValueError(f"Invalid backoff_factor={backoff_factor!r}; it must be in (0, 1).")
-        if int(growth_interval) != growth_interval or growth_interval < 1:
-            raise ValueError(f"Invalid growth_interval={growth_interval!r}; it must be an integer >= 1.")
-        if not 0 < min_scale <= init_scale:
-            raise ValueError(f"Invalid min_scale={min_scale!r}; it must be in (0, init_scale={init_scale!r}].")
-        if isinstance(max_floor_hits, bool) or int(max_floor_hits) != max_floor_hits or max_floor_hits < 1:
-            raise ValueError(f"Invalid max_floor_hits={max_floor_hits!r}; it must be an integer >= 1.")
+        if not (isinstance(init_scale, (int, float)) and not isinstance(init_scale, bool)
+                and 0 < init_scale < math.inf):
+            raise ValueError(f"Invalid init_scale={init_scale!r}; allowed values: finite numbers > 0.")
+        if not (isinstance(growth_factor, (int, float)) and not isinstance(growth_factor, bool)
+                and 1.0 < growth_factor < math.inf):
+            raise ValueError(f"Invalid growth_factor={growth_factor!r}; allowed values: finite numbers > 1.")
+        if not (isinstance(backoff_factor, (int, float)) and not isinstance(backoff_factor, bool)
+                and 0.0 < backoff_factor < 1.0):
+            raise ValueError(f"Invalid backoff_factor={backoff_factor!r}; allowed values: numbers in (0, 1).")
+        growth_interval = check_int_at_least("growth_interval", growth_interval)
+        enabled = normalize_flag(enabled, "enabled")
+        if not (isinstance(min_scale, (int, float)) and not isinstance(min_scale, bool)
+                and 0 < min_scale <= init_scale):
+            raise ValueError(f"Invalid min_scale={min_scale!r}; allowed values: numbers in (0, init_scale={init_scale!r}].")
+        max_floor_hits = check_int_at_least("max_floor_hits", max_floor_hits)
         self.min_scale = float(min_scale)
         self.max_floor_hits = int(max_floor_hits)
         self.floor_hits = 0
@@ -192,7 +197,13 @@ class ComplexGradScaler:
         if getattr(optimizer, "supports_grad_scale", False):
             # every gradient was just found finite here: the optimizer need not check again
             kwargs = dict(kwargs, gradients_checked=True)
-        optimizer.step(*args, **kwargs)
+        try:
+            optimizer.step(*args, **kwargs)
+        except BaseException:
+            # this step is over: the next one must unscale and check its own gradients
+            # (a flag left set would step them scaled and unchecked)
+            self._found_inf = None
+            raise
         self.consecutive_skips = 0
         self.last_step_skipped = False
         return True

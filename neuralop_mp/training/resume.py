@@ -6,13 +6,13 @@ verified, atomically written folder (:mod:`~neuralop_mp.training.checkpointing`)
 resume at the epoch after the saved one, and a loss scaler that follows the
 resuming run's precision.
 """
+import math
 import warnings
 
 import torch
 import neuralop.mpu.comm as comm
 
 from . import checkpointing, distributed
-from .loss_scaling import ComplexGradScaler
 
 
 class TrainingStateCheckpoints:
@@ -41,6 +41,8 @@ class TrainingStateCheckpoints:
         Data-parallel runs: every rank calls it (upstream's loop does); rank 0 alone
         writes, with every rank's RNG state, and the others wait until the folder is
         in place, so a rank that stops after this call leaves a complete checkpoint."""
+        if getattr(self, "_loop_saves_best", False) and not self._beats_earlier_epochs():
+            return
         rng_states = distributed.gather_objects(torch.get_rng_state())
         if comm.get_local_rank() != 0:
             distributed.barrier()
@@ -54,6 +56,24 @@ class TrainingStateCheckpoints:
         if self.verbose:
             print(f"[Rank 0]: saved training state to {save_dir}")
 
+    def _beats_earlier_epochs(self):
+        """With ``save_best``: whether this epoch's metric is lower than every earlier
+        epoch's in the history, the epochs before a resume included. Upstream's ``train``
+        calls :meth:`checkpoint` when the metric beats the best of its own call, which
+        restarts from inf after a resume: the first resumed epoch would replace the best
+        checkpoint even when it is worse. Every rank decides alike (the metrics in the
+        history are the mean over ranks)."""
+        key = self.save_best
+        if not self.history or self.history[-1].get("epoch") != getattr(self, "epoch", None) \
+                or key not in self.history[-1]:
+            return True
+        best = math.inf
+        for entry in self.history[:-1]:
+            value = entry.get(key)
+            if value is not None and value < best:  # a NaN never counts as best, as in upstream's loop
+                best = value
+        return self.history[-1][key] < best
+
     def _load_scaler_state(self, scaler_state, saved_half_dtype):
         """Restore the scaler, but let this run decide whether scaling is on: a bfloat16
         checkpoint resumed in float16 must start scaling (and the reverse must stop)."""
@@ -64,7 +84,7 @@ class TrainingStateCheckpoints:
                 f"The checkpoint was saved with loss scaling {'on' if self.scaler.enabled else 'off'} "
                 f"(half_dtype={saved_half_dtype!r}); this run (half_dtype={self.half_dtype!r}, "
                 f"loss_scaling={self.loss_scaling!r}) turns it {'on' if wanted else 'off'}"
-                + (f", starting from scale {ComplexGradScaler().get_scale():g}." if wanted else "."),
+                + (f", starting from scale {self.scaler.init_scale:g}." if wanted else "."),
                 RuntimeWarning, stacklevel=3)
             self.scaler.set_enabled(wanted)
 

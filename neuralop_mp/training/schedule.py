@@ -363,10 +363,17 @@ class PrecisionSchedule:
         Raises
         ------
         ValueError
-            When the last phase gets no epoch.
+            When the last phase gets no epoch, or has an end epoch other than ``n_epochs``.
         """
-        skipped = self.phases_without_epochs(n_epochs)
         last = len(self.phases) - 1
+        end = self.phases[last].end_epoch
+        if end is not None and end != n_epochs:
+            # the last phase runs to the end of the run: another end epoch would be ignored
+            raise ValueError(
+                f"Precision schedule {str(self)!r}: its last phase {str(self.phases[last])!r} ends at epoch {end}, "
+                f"but the last phase runs until the run ends, at epoch {n_epochs}. Drop '@{end}' from it "
+                f"(or train for n_epochs={end}).")
+        skipped = self.phases_without_epochs(n_epochs)
         if last in skipped:
             # the last range always ends at n_epochs, so it is empty only for end-epoch schedules
             raise ValueError(

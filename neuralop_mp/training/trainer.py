@@ -42,7 +42,7 @@ from ..layers.precision_switch import (
     mixed_precision_layers,
     set_precision,
 )
-from ..vocabulary import check_choice, normalize_flag, normalize_half_dtype, resolve_half_dtype
+from ..vocabulary import check_choice, check_int_at_least, normalize_flag, normalize_half_dtype, resolve_half_dtype
 from . import checkpointing, distributed
 from .auto_phases import AutoPrecisionPhases
 from .guarded_step import ScaleGradient, StepThroughTrainer, non_finite_parameters
@@ -80,6 +80,13 @@ def _accepted(fn, sample):
     if not chosen and any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return sample
     return chosen
+
+
+# the keys _record_epoch writes into a history entry; evaluate_all adds the metrics beside them
+_EPOCH_RECORD_KEYS = frozenset((
+    "epoch", "phase", "precision", "autocast", "stabilizer", "half_dtype", "train_loss", "train_err", "lr",
+    "skipped_steps", "loss_scale", "epoch_time", "cuda_peak_bytes", "saved_bytes", "step_peak_bytes",
+    "auto_precision", "auto_check"))
 
 
 def _normalize_loss_scaling(value):
@@ -170,11 +177,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         self.half_dtype = normalize_half_dtype(half_dtype)
         self.autocast_dtype = resolve_half_dtype(self.half_dtype, device)
         self.loss_scaling = _normalize_loss_scaling(loss_scaling)
-        if isinstance(max_consecutive_skips, bool) or int(max_consecutive_skips) != max_consecutive_skips \
-                or max_consecutive_skips < 1:
-            raise ValueError(f"Invalid max_consecutive_skips={max_consecutive_skips!r}; expected an integer >= 1.")
-        self.max_consecutive_skips = int(max_consecutive_skips)
-        self.progress = bool(progress)
+        self.max_consecutive_skips = check_int_at_least("max_consecutive_skips", max_consecutive_skips)
+        self.progress = normalize_flag(progress, "progress")
         self.update_in_backward = normalize_flag(update_in_backward, "update_in_backward")
         self.has_mixed_precision_layers = bool(mixed_precision_layers(model))
         schedule = self.precision_schedule
@@ -237,6 +241,16 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
     def on_epoch_start(self, epoch):
         """Select the schedule's phase for ``epoch`` and switch the model to it."""
         super().on_epoch_start(epoch)
+        self._enter_phase(epoch)
+        if self.progress and self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.n_epochs, initial=epoch, unit="epoch", desc="train")
+        if self.autocast_device_type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def _enter_phase(self, epoch):
+        """Switch the model, autocast and the auto-precision decision to ``epoch``'s phase."""
         schedule = self.precision_schedule
         if schedule is not None:
             self.phase_index = schedule.index_for_epoch(epoch, self.n_epochs)
@@ -249,12 +263,6 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             self.autocast_enabled = self.phase.autocast
             if self.auto_precision:
                 self._apply_auto_precision(epoch)
-        if self.progress and self._bar is None:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=self.n_epochs, initial=epoch, unit="epoch", desc="train")
-        if self.autocast_device_type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
 
     # ------------------------------------------------------------------ one batch / epoch
     # Upstream's ``train_one_epoch`` runs, per batch: ``loss = self.train_one_batch(...)``,
@@ -350,6 +358,16 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             return
         lrs = sorted({g.get("lr") for g in optimizer.param_groups}, key=str)
         self._close_bar()
+        if self.update_in_backward:
+            # each parameter was stepped as backward produced its gradient, before any check
+            raise RuntimeError(
+                f"The weights {bad[:3]} turned into inf/NaN at epoch {self.epoch}, batch {idx}. With "
+                "update_in_backward=True each parameter is stepped as soon as backward produces its "
+                "gradient, before the gradients are checked, so a non-finite gradient (an overflow in "
+                "backward) or a non-finite update (learning rate(s) "
+                f"{lrs}, {type(optimizer).__name__}) reached them. Check the data and the loss for inf/NaN "
+                "and lower the learning rate, or train without update_in_backward, where a non-finite "
+                "gradient skips the step instead; resume from the last checkpoint, the current weights are lost.")
         raise RuntimeError(
             f"The optimizer step at epoch {self.epoch}, batch {idx} turned the weights {bad[:3]} into inf/NaN "
             f"although every gradient was finite: the update itself is not finite (learning rate(s) {lrs}, "
@@ -495,7 +513,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             if self.start_epoch >= self.n_epochs:
                 warnings.warn(f"The checkpoint in {resume_from_dir} already finished all "
                               f"{self.n_epochs} epochs; nothing to train.", stacklevel=2)
-                return {k: v for k, v in (self.history[-1] if self.history else {}).items()}
+                if self.history:  # the model in the precision the run finished in, as after training
+                    self._enter_phase(self.history[-1]["epoch"])
+                return self._last_epoch_metrics()
         use_distributed = self.use_distributed
         if use_distributed and distributed.is_distributed():
             distributed.check_same_on_all_ranks(
@@ -512,16 +532,28 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             hooks = enable_update_in_backward(
                 optimizer, loss_scaling=self.loss_scaling if self.scaler.enabled else False,
                 distributed=bool(use_distributed and distributed.is_distributed()))
+        self._loop_saves_best = save_best is not None  # see TrainingStateCheckpoints._beats_earlier_epochs
         try:
             return super().train(train_loader, test_loaders, optimizer, scheduler, regularizer=regularizer,
                                  training_loss=training_loss, eval_losses=eval_losses, eval_modes=eval_modes,
                                  save_every=save_every, save_best=save_best, save_dir=save_dir,
                                  resume_from_dir=None, max_autoregressive_steps=max_autoregressive_steps)
         finally:
+            self._loop_saves_best = False
             self.use_distributed = use_distributed
             self._close_bar()
             if hooks is not None:
                 hooks.remove()
+
+    def _last_epoch_metrics(self):
+        """What upstream's ``train`` returns (the last epoch's training values and evaluation
+        metrics), from the history of a run that already finished; ``avg_lasso_loss`` is
+        not in the history and is None."""
+        last = self.history[-1] if self.history else {}
+        metrics = dict(train_err=last.get("train_err"), avg_loss=last.get("train_loss"), avg_lasso_loss=None,
+                       epoch_train_time=last.get("epoch_time"))
+        metrics.update({key: value for key, value in last.items() if key not in _EPOCH_RECORD_KEYS})
+        return metrics
 
     def _close_bar(self):
         if self._bar is not None:

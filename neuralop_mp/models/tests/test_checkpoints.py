@@ -118,6 +118,28 @@ def test_our_checkpoint_loads_into_upstream_and_back(tmp_path):
     assert_same_weights(ours, again)
 
 
+def test_a_mode_or_a_dict_as_precision_policy_keeps_the_other_recorded_settings(tmp_path):
+    """Loading a tanh-stabilized checkpoint in another mode keeps its tanh (and a dict
+    changes only its keys); a PrecisionPolicy replaces every setting."""
+    torch.manual_seed(0)
+    upstream = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=6, n_layers=2, stabilizer="tanh")
+    upstream.save_checkpoint(tmp_path, "tanh")
+    x = 3 * torch.randn(2, 1, 16, 16)  # large enough for tanh to matter
+    with torch.no_grad():
+        reference = upstream(x)
+        for policy in ("full", {"fno_block_precision": "full"}):
+            loaded = neuralop_mp.load_model(tmp_path, "tanh", precision_policy=policy)
+            assert type(loaded) is MixedPrecisionFNO and loaded.precision_policy.stabilizer == "tanh"
+            torch.testing.assert_close(loaded(x), reference, rtol=1e-5, atol=1e-5)
+        mixed = neuralop_mp.load_model(tmp_path, "tanh", precision_policy={"fno_block_precision": "mixed",
+                                                                            "half_dtype": "bfloat16"})
+        assert mixed.precision_policy == PrecisionPolicy("mixed", "bfloat16", "tanh")
+        replaced = neuralop_mp.load_model(tmp_path, "tanh", precision_policy=PrecisionPolicy("full"))
+        assert replaced.precision_policy.stabilizer is None
+    with pytest.raises(ValueError, match="fno_block_precision"):
+        neuralop_mp.load_model(tmp_path, "tanh", precision_policy="quarter")
+
+
 def test_load_model_rejects_an_unknown_class_name(tmp_path):
     _upstream_fno().save_checkpoint(tmp_path, "up")
     with pytest.raises(ValueError, match=r"Invalid model_class='fnoo'; registered models: .*mixedprecisionfno"):

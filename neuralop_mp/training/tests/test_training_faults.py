@@ -129,17 +129,28 @@ def test_floor_hits_reset_when_the_scale_recovers_and_survive_a_state_round_trip
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"min_scale": 0.0}, r"Invalid min_scale=0.0"),
-    ({"min_scale": 2.0**20}, r"Invalid min_scale=1048576.0; it must be in \(0, init_scale=65536.0\]"),
+    ({"min_scale": 2.0**20}, r"Invalid min_scale=1048576.0; allowed values: numbers in \(0, init_scale=65536.0\]"),
     ({"max_floor_hits": 0}, r"Invalid max_floor_hits=0"),
+    # non-finite or non-numeric settings: a scale of inf would skip every step
+    ({"init_scale": float("inf")}, r"Invalid init_scale=inf; allowed values: finite numbers > 0"),
+    ({"growth_factor": float("inf")}, r"Invalid growth_factor=inf; allowed values: finite numbers > 1"),
+    ({"growth_interval": True}, r"Invalid growth_interval=True; allowed values: integers >= 1"),
+    ({"growth_interval": None}, r"Invalid growth_interval=None; allowed values: integers >= 1"),
+    ({"growth_interval": float("inf")}, r"Invalid growth_interval=inf; allowed values: integers >= 1"),
+    ({"enabled": "no"}, r"Invalid enabled='no'; allowed values: True, False"),
 ])
-def test_invalid_floor_settings(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_invalid_scaler_settings_are_refused_by_name(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
         ComplexGradScaler(**kwargs)
 
 
 @pytest.mark.parametrize("text, n_epochs, message", [
     ("half@5,full", 5, r"never reaches its last phase 'full' in a run of 5 epochs"),
     ("half@2,mixed@4,full", 3, r"never reaches its last phase 'full'"),
+    # the last phase runs to the end: an end epoch of its own would be ignored
+    ("half@5,mixed@8", 20, r"last phase 'mixed@8' ends at epoch 8, but the last phase runs until the run ends, "
+                           r"at epoch 20\. Drop '@8'"),
+    ("mixed@10", 20, r"last phase 'mixed@10' ends at epoch 10"),
 ])
 def test_schedule_whose_last_phase_never_runs_is_refused(text, n_epochs, message):
     with pytest.raises(ValueError, match=message):

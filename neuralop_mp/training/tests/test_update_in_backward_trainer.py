@@ -35,3 +35,20 @@ def test_float16_loss_scaling_is_refused_naming_both_settings():
 def test_update_in_backward_must_be_a_bool():
     with pytest.raises(TypeError, match="update_in_backward='yes'"):
         MixedPrecisionTrainer(model=tiny_fno(), n_epochs=1, update_in_backward="yes")
+
+
+def test_a_non_finite_gradient_stepped_in_backward_is_reported_as_such():
+    """The scaler never sees these gradients: the error must not say they were finite, and
+    must name update_in_backward and what to do."""
+    model = tiny_fno()
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1, update_in_backward=True)
+    weight = next(p for p in model.parameters() if p.is_complex())
+    calls = []
+    # the second batch's gradient of one spectral weight is NaN (an overflow in backward)
+    weight.register_hook(lambda g: calls.append(1) or (g * float("nan") if len(calls) == 2 else g))
+    train, test = tiny_data()
+    with pytest.raises(RuntimeError, match=r"turned into inf/NaN at epoch 0, batch 1\. With update_in_backward=True "
+                                           r"each parameter is stepped .* before the gradients are checked") as error:
+        trainer.train(train, test, optimizer, scheduler, training_loss=loss())
+    assert "although every gradient was finite" not in str(error.value)

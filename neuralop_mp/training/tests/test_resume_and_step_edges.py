@@ -1,0 +1,178 @@
+"""Edges of stepping, checkpointing and resuming that a run meets after something went
+wrong: an optimizer step that raised, a crash between two best checkpoints, a folder
+shared with other files, a scheduler or schedule that does not fit, a finished run."""
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from neuralop_mp.layers.precision_switch import get_precision
+from neuralop_mp.training.checkpointing import CheckpointError
+from neuralop_mp.training.loss_scaling import ComplexGradScaler
+from neuralop_mp.training.tests.tiny import loss, optimizer_and_scheduler, tiny_data, tiny_fno
+from neuralop_mp.training.trainer import MixedPrecisionTrainer
+
+
+class _FailsOnce(torch.optim.SGD):
+    """SGD whose first step raises (an out-of-memory error, a NonFiniteError, ...)."""
+
+    failed = False
+
+    def step(self, closure=None):
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("transient failure inside step()")
+        return super().step(closure)
+
+
+def test_a_step_that_raised_leaves_the_next_one_unscaled_and_checked():
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(3, dtype=torch.complex64))
+    target = torch.randn(3, dtype=torch.complex64)
+    optimizer, scaler = _FailsOnce([weight], lr=1.0), ComplexGradScaler(init_scale=1024.0)
+    scaler.scale((weight - target).abs().square().sum()).backward()
+    with pytest.raises(RuntimeError, match="transient failure"):
+        scaler.step(optimizer)
+    optimizer.zero_grad()
+    scaler.scale((weight - target).abs().square().sum()).backward()
+    expected = weight.detach() - 2 * (weight.detach() - target)  # one SGD step on the unscaled loss
+    assert scaler.step(optimizer)
+    scaler.update()
+    assert torch.allclose(weight.detach(), expected, rtol=0, atol=1e-6)
+    # and a non-finite gradient is still caught afterwards
+    optimizer.zero_grad()
+    scaler.scale(weight.abs().sum() * float("inf")).backward()
+    before = weight.detach().clone()
+    assert not scaler.step(optimizer) and torch.equal(weight.detach(), before)
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashingTrainer(MixedPrecisionTrainer):
+    crash_at = None
+
+    def on_epoch_start(self, epoch):
+        if epoch == self.crash_at:
+            raise _Crash(epoch)
+        super().on_epoch_start(epoch)
+
+
+def _best_run(save_dir, crash_at=None, resume=False, n_epochs=8):
+    train, test = tiny_data()
+    torch.manual_seed(123)
+    model = tiny_fno(seed=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.2)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=100, gamma=0.5)
+    trainer = _CrashingTrainer(model=model, n_epochs=n_epochs, precision_schedule="full")
+    trainer.crash_at = crash_at
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            trainer.train(train, test, optimizer, scheduler, training_loss=loss(), save_best="8_l2",
+                          save_dir=save_dir, resume_from_dir=save_dir if resume else None)
+        except _Crash:
+            pass
+    return trainer
+
+
+def _checkpoint_epoch(save_dir):
+    return torch.load(Path(save_dir) / "manifest.pt", weights_only=True)["epoch"]
+
+
+def test_a_resumed_run_keeps_the_best_checkpoint_of_the_epochs_before_the_crash(tmp_path):
+    """Upstream's loop compares each epoch with the best of its own call: after a resume
+    the first epoch would replace the best checkpoint even when worse. With lr=0.2 the
+    metric goes up after a best epoch (found here, not assumed)."""
+    straight = _best_run(tmp_path / "straight")
+    values = [entry["8_l2"] for entry in straight.history]
+    assert _checkpoint_epoch(tmp_path / "straight") == values.index(min(values))
+    # a best epoch followed by a worse one, before the overall best
+    k = next(e for e in range(len(values) - 1)
+             if values[e] == min(values[:e + 1]) and values[e + 1] > values[e] > min(values))
+    folder = tmp_path / "resumed"
+    _best_run(folder, crash_at=k + 1)
+    assert _checkpoint_epoch(folder) == k
+    # resume at k + 1 (worse than epoch k) and crash right after it: the checkpoint stays at k
+    resumed = _best_run(folder, crash_at=k + 2, resume=True)
+    assert resumed.history[-1]["epoch"] == k + 1 and resumed.history[-1]["8_l2"] > values[k]
+    assert _checkpoint_epoch(folder) == k
+    # the whole resumed run ends on the uninterrupted run's best checkpoint
+    _best_run(folder, resume=True)
+    assert _checkpoint_epoch(folder) == values.index(min(values))
+
+
+def test_a_save_dir_holding_another_models_files_is_refused_before_training(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    mine = {name: folder / name for name in ("pretrained_state_dict.pt", "pretrained_metadata.pkl")}
+    for path in mine.values():
+        path.write_bytes(b"a model of the user's")
+    train, test = tiny_data()
+    model = tiny_fno()
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1)
+    with pytest.raises(CheckpointError, match=r"pretrained_metadata.pkl.*not checkpoint files"):
+        trainer.train(train, test, optimizer, scheduler, training_loss=loss(), save_every=1, save_dir=folder)
+    assert all(path.read_bytes() == b"a model of the user's" for path in mine.values())
+    assert trainer.history == []  # refused before the first epoch
+
+
+def test_a_checkpoint_of_another_scheduler_class_is_refused(tmp_path):
+    train, test = tiny_data()
+    model = tiny_fno()
+    optimizer, scheduler = optimizer_and_scheduler(model)  # StepLR
+    MixedPrecisionTrainer(model=model, n_epochs=1).train(train, test, optimizer, scheduler, training_loss=loss(),
+                                                         save_every=1, save_dir=tmp_path)
+    model = tiny_fno()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4)
+    with pytest.raises(CheckpointError, match=r"scheduler.pt was written by another learning-rate scheduler "
+                                              r"than this run's CosineAnnealingLR.*\['gamma', 'step_size'\]"):
+        MixedPrecisionTrainer(model=model, n_epochs=2).train(train, test, optimizer, cosine, training_loss=loss(),
+                                                             resume_from_dir=tmp_path)
+
+
+def test_resuming_a_finished_run_returns_upstreams_metrics_in_the_last_phases_precision(tmp_path):
+    train, test = tiny_data(n=8, batch_size=8)
+    model = tiny_fno(seed=0)
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=2, precision_schedule="full:0.5,mixed")
+    first = trainer.train(train, test, optimizer, scheduler, training_loss=loss(), save_every=1, save_dir=tmp_path)
+    assert get_precision(model)[0] == "mixed"
+    model = tiny_fno(seed=1)  # constructed in full precision
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=2, precision_schedule="full:0.5,mixed")
+    with pytest.warns(UserWarning, match="already finished all 2 epochs"):
+        again = trainer.train(train, test, optimizer, scheduler, training_loss=loss(), resume_from_dir=tmp_path)
+    assert sorted(again) == sorted(first)
+    assert all(again[key] == first[key] for key in ("train_err", "avg_loss", "epoch_train_time", "8_l2"))
+    assert get_precision(model)[0] == "mixed" and trainer.autocast_enabled == trainer.history[-1]["autocast"]
+
+
+def test_resuming_in_float16_warns_with_the_scale_this_run_starts_from(tmp_path):
+    train, test = tiny_data(n=8, batch_size=8)
+    model = tiny_fno()
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    MixedPrecisionTrainer(model=model, n_epochs=1, precision_schedule="mixed", half_dtype="bfloat16").train(
+        train, test, optimizer, scheduler, training_loss=loss(), save_every=1, save_dir=tmp_path)
+    model = tiny_fno()
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1, precision_schedule="mixed", half_dtype="float16")
+    trainer.scaler = ComplexGradScaler(init_scale=256.0, enabled=False)
+    with pytest.warns(RuntimeWarning, match=r"turns it on, starting from scale 256\."):
+        trainer.resume_state_from_dir(tmp_path)
+    assert trainer.scaler.enabled and trainer.scaler.get_scale() == 256.0
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"progress": "no"}, TypeError, r"Invalid progress='no'; allowed values: True, False"),
+    ({"max_consecutive_skips": None}, TypeError, r"Invalid max_consecutive_skips=None; allowed values: integers >= 1"),
+    ({"max_consecutive_skips": float("nan")}, TypeError, r"Invalid max_consecutive_skips=nan"),
+    ({"max_consecutive_skips": 0}, ValueError, r"Invalid max_consecutive_skips=0; allowed values: integers >= 1"),
+])
+def test_bad_trainer_settings_are_refused_by_name(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        MixedPrecisionTrainer(model=tiny_fno(), n_epochs=1, **kwargs)
