@@ -13,6 +13,8 @@ larger than the input's spectrum keeps the modes that exist; inf/NaN input gives
 non-finite output (checking every forward would cost a device sync per layer; the
 trainer skips such steps and the data loaders refuse non-finite data up front).
 """
+import math
+
 import torch
 
 _REAL_INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -28,13 +30,86 @@ def _as_tuple(n_modes):
     return tuple(n_modes) if isinstance(n_modes, (list, tuple)) else (n_modes,)
 
 
-def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable, complex_data=False):
+# An integer rank above the largest one the factorization can use on the weight (see
+# _useful_rank) adds parameters and no expressiveness; such a rank is still accepted while its
+# factors hold at most this many times the dense weight's parameters (upstream builds it in
+# modest memory), and refused beyond (Tucker rank 100 on a (4, 4, 5, 3) weight: 100 million).
+MAX_PARAMETER_MULTIPLE = 16
+
+_FACTORIZATION_NAMES = {"cp": "CP", "tucker": "Tucker", "tt": "TT"}
+
+
+def _weight_shape(in_channels, out_channels, modes, max_n_modes, separable, complex_data):
+    """The shape of the spectral weight upstream's ``SpectralConv`` allocates: ``(in, out,
+    *max_n_modes)`` (separable: ``(in, *max_n_modes)``), where ``max_n_modes`` defaults to
+    ``n_modes`` with the last mode halved (+1) for real data and is taken as given otherwise."""
+    if max_n_modes is None:
+        weight_modes = modes if complex_data else modes[:-1] + (modes[-1] // 2 + 1,)
+    else:
+        weight_modes = _as_tuple(max_n_modes)
+        if len(weight_modes) != len(modes) or any(not _is_int(m) or m < 1 for m in weight_modes):
+            raise ValueError(f"Invalid max_n_modes={max_n_modes!r}; allowed values: None, or one integer >= 1 per "
+                             f"spatial dimension ({len(modes)}, as n_modes={tuple(modes)!r}).")
+    return (int(in_channels),) + (() if separable else (int(out_channels),)) + tuple(int(m) for m in weight_modes)
+
+
+def _fixed_modes(fixed_rank_modes):
+    # as upstream: True keeps mode 0 at full rank, False none
+    if isinstance(fixed_rank_modes, bool):
+        return (0,) if fixed_rank_modes else ()
+    return tuple(fixed_rank_modes) if fixed_rank_modes is not None else ()
+
+
+def _tucker_ranks(shape, rank, fixed_modes):
+    # as tensorly: an integer rank for every mode, fixed modes at full rank
+    return [d if i in fixed_modes else rank for i, d in enumerate(shape)]
+
+
+def _factorized_parameters(kind, shape, rank, fixed_modes=()):
+    """Parameters (complex entries) tensorly-torch builds for an integer ``rank``."""
+    if kind == "cp":  # weights (rank,) and one (dim, rank) factor per dimension
+        return rank * (sum(shape) + 1)
+    if kind == "tucker":  # core of the ranks, one (dim, rank) factor per dimension
+        ranks = _tucker_ranks(shape, rank, fixed_modes)
+        return math.prod(ranks) + sum(d * r for d, r in zip(shape, ranks))
+    bonds = [1] + [rank] * (len(shape) - 1) + [1]  # tt: cores (r_k, dim_k, r_k+1)
+    return sum(bonds[k] * d * bonds[k + 1] for k, d in enumerate(shape))
+
+
+def _useful_rank(kind, shape):
+    """The largest integer rank that can add expressiveness to a weight of ``shape``."""
+    if kind == "cp":  # every tensor is a sum of (product of all dimensions but the largest) rank-one terms
+        return math.prod(shape) // max(shape)
+    if kind == "tucker":  # a mode's rank is at most its dimension
+        return max(shape)
+    # tt: the rank between cores k-1 and k is at most the product of the dimensions on either side
+    return max(min(math.prod(shape[:k]), math.prod(shape[k:])) for k in range(1, len(shape)))
+
+
+def _largest_rank_within(kind, shape, budget, fixed_modes):
+    """The largest integer rank whose factors hold at most ``budget`` parameters (0 if none)."""
+    low, high = 0, budget  # every rank >= 1 holds at least `rank` parameters
+    while low < high:
+        mid = (low + high + 1) // 2
+        if _factorized_parameters(kind, shape, mid, fixed_modes) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable, complex_data=False,
+                          max_n_modes=None, fixed_rank_modes=False):
     """Refuse constructor arguments that would build a wrong or oversized layer.
 
-    Rules: channels and every ``n_modes`` entry are integers >= 1; with a
-    factorization, a float ``rank`` is the fraction of the dense weight's parameters
-    kept and must be in (0, 1], and an integer ``rank`` must not exceed the largest
-    dimension of the weight (larger ranks add parameters and no expressiveness).
+    Rules: channels and every ``n_modes`` (and ``max_n_modes``) entry are integers >= 1;
+    with a factorization, a float ``rank`` is the fraction of the dense weight's
+    parameters kept and must be in (0, 1], and an integer ``rank`` is refused only when
+    it is both larger than any rank the factorization can use on the weight upstream
+    allocates (CP: the product of all its dimensions but the largest; Tucker: its largest
+    dimension; TT: the largest product of the dimensions on either side of a bond; larger
+    ranks add parameters and no expressiveness) and its factors would hold more than
+    ``MAX_PARAMETER_MULTIPLE`` times the dense weight's parameters.
 
     Raises
     ------
@@ -48,30 +123,50 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
     if not modes or any(not _is_int(m) or m < 1 for m in modes):
         raise ValueError(f"Invalid n_modes={n_modes!r}; allowed values: one integer >= 1 per spatial dimension "
                          "(1 to 3 dimensions).")
+    modes = tuple(int(m) for m in modes)
+    shape = _weight_shape(in_channels, out_channels, modes, max_n_modes, separable, complex_data)
     if factorization is None or str(factorization).lower() == "dense" or isinstance(rank, str):
         return  # a string rank ("same") is tensorly-torch's to interpret
+    if isinstance(rank, (list, tuple)) and rank and all(_is_int(r) and not isinstance(r, bool) and r >= 1
+                                                       for r in rank):
+        return  # per-mode ranks (Tucker, TT): tensorly-torch checks their number against the weight
     if isinstance(rank, bool) or not isinstance(rank, (int, float)) and not _is_int(rank) or not rank > 0:
         raise ValueError(f"Invalid rank={rank!r}; allowed values: a fraction in (0, 1] of the dense weight's "
-                         "parameters, or an integer >= 1.")
-    # the weight is (in, out, *modes) with the last mode halved (+1) for real data; separable: (in, *modes)
-    weight_modes = modes if complex_data else modes[:-1] + (modes[-1] // 2 + 1,)
-    shape = (in_channels,) + (() if separable else (out_channels,)) + weight_modes
-    dense = 1
-    for d in shape:
-        dense *= d
+                         "parameters, an integer >= 1, or a tuple of integers >= 1 (one per mode: Tucker, TT).")
+    dense = math.prod(shape)
     if isinstance(rank, float) and rank > 1.0:
         raise ValueError(
             f"Invalid rank={rank!r} with factorization={factorization!r}: a float rank is the fraction of the "
             f"dense weight's {dense} parameters kept, so {rank!r} asks for more parameters than the dense "
             "weight and ranks larger than its dimensions. Allowed values: (0, 1], or an integer rank.")
-    if _is_int(rank) and rank > max(shape):
-        raise ValueError(
-            f"Invalid rank={rank!r} with factorization={factorization!r}: larger than every dimension of the "
-            f"weight {shape} (dense: {dense} parameters; a Tucker rank of {rank} alone builds a core of "
-            f"{rank ** len(shape)}). Allowed values: integers <= {max(shape)}, or a fraction in (0, 1].")
+    kind = str(factorization).lower()
+    kind = kind[len("complex"):] if kind.startswith("complex") else kind
+    if not _is_int(rank) or kind not in _FACTORIZATION_NAMES:
+        return  # an unknown factorization is tensorly-torch's to refuse
+    rank, name, fixed = int(rank), _FACTORIZATION_NAMES[kind], _fixed_modes(fixed_rank_modes)
+    budget = MAX_PARAMETER_MULTIPLE * dense
+    useful = _useful_rank(kind, shape)
+    allowed = max(useful, _largest_rank_within(kind, shape, budget, fixed))
+    if rank <= allowed:
+        return
+    params = _factorized_parameters(kind, shape, rank, fixed)
+    why = {
+        "cp": f"a CP rank above {useful} (the product of all the weight's dimensions but the largest: every "
+              "tensor of this shape is a sum of that many rank-one terms)",
+        "tucker": f"a Tucker rank above {useful} (the weight's largest dimension; rank {rank} alone builds a core "
+                  f"of {math.prod(_tucker_ranks(shape, rank, fixed))})",
+        "tt": f"a TT rank above {useful} (the largest product of the weight's dimensions on either side of a "
+              "bond, which bounds the rank between two cores)",
+    }[kind]
+    raise ValueError(
+        f"Invalid rank={rank!r} with factorization={factorization!r} on the spectral weight of shape {shape} "
+        f"(dense: {dense} parameters): its {name} factors would hold {params} parameters, "
+        f"{params / dense:.0f}x the dense weight, and {why} adds parameters, no expressiveness. "
+        f"Allowed values: integers <= {allowed} (every {name} rank up to {useful}, and larger ones while their "
+        f"factors hold at most {MAX_PARAMETER_MULTIPLE}x the dense weight's parameters), or a fraction in (0, 1].")
 
 
-def check_input(layer, x):
+def check_input(layer, x, output_shape=None):
     """Refuse an input the layer would silently misuse or fail on deep inside.
 
     Raises
@@ -80,8 +175,11 @@ def check_input(layer, x):
         Complex input to a real-data layer (``complex_data=False``: casting drops the
         imaginary part) or a non-floating dtype.
     ValueError
-        Wrong number of dimensions or of channels.
+        Wrong number of dimensions or of channels, or an ``output_shape`` that is not one
+        integer >= 1 per spatial dimension (upstream's inverse FFT refuses a wrong length;
+        ours would leave axes untransformed or ignore entries).
     """
+    check_output_shape(layer, output_shape)
     if not torch.is_tensor(x):
         raise TypeError(f"{type(layer).__name__} expects a tensor, got {type(x).__name__}.")
     if x.is_complex() and not layer.complex_data:
@@ -100,3 +198,14 @@ def check_input(layer, x):
                          f"in_channels={layer.in_channels}.")
     if any(s < 1 for s in x.shape[2:]):
         raise ValueError(f"Invalid input shape {tuple(x.shape)}: every spatial size must be >= 1.")
+
+
+def check_output_shape(layer, output_shape):
+    """Refuse an ``output_shape`` other than None or one integer >= 1 per spatial dimension."""
+    if output_shape is None:
+        return
+    sizes = tuple(output_shape) if isinstance(output_shape, (list, tuple, torch.Size)) else None
+    if sizes is None or len(sizes) != layer.order or any(not _is_int(s) or s < 1 for s in sizes):
+        raise ValueError(
+            f"Invalid output_shape={output_shape!r}: this {layer.order}-D layer allows None or a sequence of "
+            f"{layer.order} integer(s) >= 1, the output's spatial sizes (d_1, ..., d_{layer.order}).")

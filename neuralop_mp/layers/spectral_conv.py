@@ -167,7 +167,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
                                  stabilizer=stabilizer, spectral_weight_dtype=spectral_weight_dtype)
         check_choice("implementation", implementation, ("reconstructed", "factorized"))
         _check_forwardable(super().__init__, kwargs)
-        check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable, complex_data)
+        check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable, complex_data,
+                              max_n_modes=max_n_modes, fixed_rank_modes=fixed_rank_modes)
         super().__init__(
             in_channels,
             out_channels,
@@ -278,7 +279,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
 
     def _output_spatial(self, spatial, output_shape):
         if output_shape is not None:
-            return list(output_shape)
+            return [int(s) for s in output_shape]
         if self.resolution_scaling_factor is not None:
             return [round(s * r) for s, r in zip(spatial, self.resolution_scaling_factor)]
         return list(spatial)
@@ -332,7 +333,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
         return self._forward(x, output_shape, block_tanh=True)
 
     def _forward(self, x, output_shape, block_tanh):
-        check_input(self, x)
+        check_input(self, x, output_shape)
         mode, half_name, stabilizer = self._settings()
         device_type = x.device.type
         autocast_dtype = None

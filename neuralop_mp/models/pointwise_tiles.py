@@ -45,8 +45,9 @@ case a grid of one tile's worth of points runs this tiled forward too, as one ti
 
 A hook sees what it sees without tiles: a tiled call falls back to upstream's forward
 when a forward or backward hook (or a global one) sits on a module it would call once
-per tile (a skip, a channel MLP or one of its layers), and hooks on the block, the
-lifting or the projection themselves run once around the tiled call. No parameter or buffer is added:
+per tile (a skip, a channel MLP or one of its layers, the block's activation where it is
+a module), and hooks on the block, the lifting or the projection themselves run once
+around the tiled call. No parameter or buffer is added:
 ``state_dict`` keys and checkpoints are unchanged, and the setting is not saved (a
 plugin model loaded from a checkpoint tiles by default again).
 """
@@ -138,9 +139,15 @@ def block_tiles_apply(block):
 
 
 def _tail_modules(block, index):
+    """The modules :meth:`_TiledPostactivation._tail` calls once per tile for layer ``index``:
+    its skips, its channel MLP and, but in the last layer, the block's activation where
+    that is a module (one shared by every layer)."""
     parts = [block.fno_skips, block.channel_mlp if block.use_channel_mlp else None,
              block.channel_mlp_skips if block.use_channel_mlp else None]
-    return [p[index] for p in parts if p is not None]
+    modules = [p[index] for p in parts if p is not None]
+    if index < block.n_layers - 1 and isinstance(block.non_linearity, nn.Module):
+        modules.append(block.non_linearity)
+    return modules
 
 
 class _TiledPostactivation:

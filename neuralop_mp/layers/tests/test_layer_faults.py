@@ -1,7 +1,10 @@
 """Bad arguments and inputs of MixedPrecisionSpectralConv: each a clear error before any
 work, or a documented handling checked against the float64 reference."""
+import re
+
 import pytest
 import torch
+from neuralop.layers.spectral_convolution import SpectralConv
 
 from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
 
@@ -23,18 +26,108 @@ def test_nonpositive_channels_are_refused(name, args):
 
 
 @pytest.mark.parametrize("factorization, rank, message", [
-    ("tucker", 100, r"rank=100 with factorization='tucker': larger than every dimension of the weight "
-                    r"\(4, 4, 5, 3\) \(dense: 240 parameters; a Tucker rank of 100 alone builds a core of 100000000\)"),
+    ("tucker", 100, r"rank=100 with factorization='tucker' on the spectral weight of shape \(4, 4, 5, 3\) \(dense: "
+                    r"240 parameters\): its Tucker factors would hold 100001600 parameters.*a Tucker rank above 5 "
+                    r"\(the weight's largest dimension; rank 100 alone builds a core of 100000000\)"),
     ("tucker", 2.0, r"rank=2.0 with factorization='tucker': a float rank is the fraction of the dense "
                     r"weight's 240 parameters"),
     ("cp", 1.5, r"rank=1.5 with factorization='cp'"),
-    ("tt", 50, r"rank=50 with factorization='tt'"),
+    ("tt", 50, r"rank=50 with factorization='tt' on the spectral weight of shape \(4, 4, 5, 3\) \(dense: 240 "
+               r"parameters\): its TT factors would hold 22850 parameters, 95x the dense weight, and a TT rank "
+               r"above 15 "),
+    ("cp", 300, r"rank=300 with factorization='cp' on the spectral weight of shape \(4, 4, 5, 3\) \(dense: 240 "
+                r"parameters\): its CP factors would hold 5100 parameters, 21x the dense weight, and a CP rank "
+                r"above 48 \(the product of all the weight's dimensions but the largest"),
     ("cp", 0, r"Invalid rank=0"),
     ("tucker", -0.5, r"Invalid rank=-0.5"),
 ])
 def test_oversized_or_nonpositive_factorization_ranks_are_refused(factorization, rank, message):
     with pytest.raises(ValueError, match=message):
         MixedPrecisionSpectralConv(4, 4, (5, 5), factorization=factorization, rank=rank)
+
+
+def _upstream_and_ours(**kwargs):
+    """Upstream's layer and ours with the same arguments, ours holding upstream's state_dict."""
+    up = SpectralConv(**kwargs)
+    ours = MixedPrecisionSpectralConv(**kwargs)
+    ours.load_state_dict(up.state_dict(), strict=True)
+    return up, ours
+
+
+@pytest.mark.parametrize("implementation", ["reconstructed", "factorized"])
+@pytest.mark.parametrize("kwargs", [
+    # integer ranks above every dimension of the (4, 4, 4, 3) weight: valid for CP (any tensor of
+    # that shape has CP rank <= 48) and TT (the middle bond can use 12)
+    dict(in_channels=4, out_channels=4, n_modes=(4, 4), factorization="cp", rank=8),
+    dict(in_channels=4, out_channels=4, n_modes=(4, 4), factorization="tt", rank=8),
+    # upstream's weight is (2, 2, 16, 16), sized by max_n_modes: Tucker rank 8 is below 16
+    dict(in_channels=2, out_channels=2, n_modes=(2, 2), max_n_modes=(16, 16), factorization="tucker", rank=8),
+    dict(in_channels=3, out_channels=3, n_modes=(4, 4), separable=True, factorization="cp", rank=20),
+    # per-mode ranks, as tensorly-torch takes them
+    dict(in_channels=4, out_channels=4, n_modes=(4, 4), factorization="tucker", rank=(2, 2, 3, 3)),
+    dict(in_channels=4, out_channels=4, n_modes=(4, 4), factorization="tt", rank=(1, 2, 3, 2, 1)),
+])
+def test_integer_ranks_upstream_builds_are_accepted_and_load_its_checkpoint(kwargs, implementation):
+    """Our layer builds every such rank upstream does, and with upstream's state_dict computes
+    upstream's output (float32 rounding: relative L2 1e-5; even grid, real data)."""
+    torch.manual_seed(0)
+    up, ours = _upstream_and_ours(**kwargs, implementation=implementation)
+    assert tuple(ours.weight.shape) == tuple(up.weight.shape)
+    x = torch.randn(2, kwargs["in_channels"], 8, 8)
+    ref = up(x).double()
+    assert ref.abs().max() > 0
+    assert rel_err(ours(x), ref) <= 1e-5
+
+
+@pytest.mark.parametrize("factorization, weight", [
+    ("cp", dict(n_modes=(5, 5))),  # (4, 4, 5, 3)
+    ("tucker", dict(n_modes=(5, 5))),
+    ("tt", dict(n_modes=(5, 5))),
+    ("tucker", dict(n_modes=(2, 2), max_n_modes=(16, 16))),  # (4, 4, 16, 16): max_n_modes sizes the weight
+    ("tt", dict(n_modes=(4, 6), separable=True)),  # (4, 4, 4)
+])
+def test_the_largest_allowed_integer_rank_builds_and_the_next_is_refused(factorization, weight):
+    """The bound the message states is the bound applied: that rank builds (and runs like
+    upstream), one more is refused; every rank up to the factorization's useful rank builds."""
+    with pytest.raises(ValueError, match=r"Allowed values: integers <= (\d+) ") as refused:
+        MixedPrecisionSpectralConv(4, 4, factorization=factorization, rank=10**4, **weight)
+    allowed = int(re.search(r"integers <= (\d+) ", str(refused.value)).group(1))
+    useful = int(re.search(rf"every {factorization.upper() if factorization != 'tucker' else 'Tucker'} rank up to "
+                           r"(\d+),", str(refused.value)).group(1))
+    assert allowed >= useful >= 1
+    torch.manual_seed(0)
+    up, ours = _upstream_and_ours(in_channels=4, out_channels=4, factorization=factorization, rank=allowed, **weight)
+    x = torch.randn(1, 4, 8, 8)
+    assert rel_err(ours(x), up(x).double()) <= 1e-5
+    with pytest.raises(ValueError, match=rf"Invalid rank={allowed + 1} with factorization='{factorization}'"):
+        MixedPrecisionSpectralConv(4, 4, factorization=factorization, rank=allowed + 1, **weight)
+    MixedPrecisionSpectralConv(4, 4, factorization=factorization, rank=useful, **weight)
+
+
+@pytest.mark.parametrize("max_n_modes", [(16,), (4, 0), (4, 2.5)])
+def test_malformed_max_n_modes_are_refused(max_n_modes):
+    with pytest.raises(ValueError, match=r"Invalid max_n_modes=.*one integer >= 1 per spatial dimension \(2,"):
+        MixedPrecisionSpectralConv(4, 4, (4, 4), max_n_modes=max_n_modes, factorization="tucker", rank=2)
+
+
+@pytest.mark.parametrize("complex_data", [False, True])
+@pytest.mark.parametrize("output_shape", [(8,), (16,), (8, 8, 8), (8, 0), (8, -2), (8, 2.5), 8])
+def test_output_shape_of_the_wrong_length_or_with_bad_sizes_is_refused(output_shape, complex_data):
+    """Upstream's inverse FFT refuses a wrong length; ours refuses it, and non-positive or
+    fractional sizes, by name before any work (real and complex data)."""
+    layer = MixedPrecisionSpectralConv(3, 4, (4, 4), complex_data=complex_data)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.complex64 if complex_data else torch.float32)
+    with pytest.raises(ValueError, match=rf"Invalid output_shape={re.escape(repr(output_shape))}: this 2-D layer "
+                                         r"allows None or a sequence of 2 integer\(s\) >= 1"):
+        layer(x, output_shape=output_shape)
+
+
+def test_output_shape_as_a_list_or_torch_size_matches_upstream():
+    torch.manual_seed(0)
+    up, ours = _upstream_and_ours(in_channels=3, out_channels=4, n_modes=(4, 4))
+    x = torch.randn(2, 3, 8, 8)
+    for output_shape in ([12, 10], torch.Size([6, 8])):
+        assert rel_err(ours(x, output_shape=output_shape), up(x, output_shape=output_shape).double()) <= 1e-5
 
 
 @pytest.mark.parametrize("factorization", ["cp", "tucker", "tt"])

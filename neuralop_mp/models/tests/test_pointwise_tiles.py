@@ -18,6 +18,7 @@ from neuralop.layers.fno_block import FNOBlocks
 from neuralop.models import FNO
 
 from neuralop_mp import set_precision
+from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
 from neuralop_mp.memory import SavedTensorBytes
 from neuralop_mp.models.mixed_precision_models import MixedPrecisionFNO, MixedPrecisionTFNO, MixedPrecisionUNO
 from neuralop_mp.models.pointwise_tiles import (DEFAULT_TILE_POINTS, _TiledPointwiseForward, _TiledPostactivation,
@@ -219,6 +220,58 @@ def test_a_backward_hook_sees_the_whole_grid_once():
     assert seen == [(2, 8, 16, 16)]
     # the later blocks, whose modules carry no hook, ran in tiles
     assert model.fno_blocks.__dict__["forward_with_postactivation"].last_tiles > 1
+
+
+@pytest.mark.parametrize("hook", ["forward", "backward"])
+def test_a_hooked_activation_module_is_called_on_the_whole_grid_as_upstream(hook):
+    """The block's activation as a module (``nn.GELU()``, shared by its layers, the lifting and
+    the projection) is one of the modules the tiles call once per tile: with a hook on it,
+    the tiled call falls back to upstream's forward, so the hook sees what it sees upstream
+    (the same calls and shapes) and a hook that depends on the whole tensor gives upstream's
+    output; only the last layer, which applies no activation, still tiles. Unhooked, the
+    module activation tiles. Outputs and input gradients compared with upstream's FNO, same
+    weights, tolerance 1e-5 relative to the largest entry (float32 sums in another order)."""
+    kwargs = dict(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=3)
+    torch.manual_seed(0)
+    up = FNO(**kwargs, non_linearity=torch.nn.GELU())
+    calls = []
+
+    class RecordingGELU(torch.nn.GELU):  # records the shape of every call, hooked or not
+        def forward(self, t):
+            calls.append(tuple(t.shape))
+            return super().forward(t)
+
+    ours = FNO(**kwargs, non_linearity=RecordingGELU(), conv_module=MixedPrecisionSpectralConv)
+    ours.load_state_dict(up.state_dict())
+    set_pointwise_tiles(ours, 64)  # 2 x 16 x 16 points: 8 tiles
+    tiler = ours.fno_blocks.__dict__["forward_with_postactivation"]
+    x = torch.randn(2, 1, 16, 16)
+
+    def run(model, seen):
+        act = model.fno_blocks.non_linearity
+        if hook == "forward":  # rescales by the whole tensor's maximum: a tile's would differ
+            handle = act.register_forward_hook(lambda m, args, out: seen.append(tuple(out.shape))
+                                               or out / out.abs().amax())
+        else:
+            handle = act.register_full_backward_hook(lambda m, gi, go: seen.append(tuple(go[0].shape)))
+        xi = x.clone().requires_grad_(True)
+        out = model(xi)
+        out.backward(torch.ones_like(out))
+        handle.remove()
+        return out.detach(), xi.grad
+
+    seen_up, seen_ours = [], []
+    out_up, grad_up = run(up, seen_up)
+    out_ours, grad_ours = run(ours, seen_ours)
+    assert seen_ours == seen_up and (2, 4, 16, 16) in seen_up
+    assert (2, 4, 2, 16) not in calls  # no tile reached the hooked activation
+    assert tiler.last_tiles > 1  # the last layer calls no activation: it tiled
+    for got, ref in ((out_ours, out_up), (grad_ours, grad_up)):
+        assert ref.abs().max() > 0
+        assert (got - ref).abs().max() <= 1e-5 * ref.abs().max()
+    calls.clear()
+    assert (ours(x) - up(x)).abs().max() <= 1e-5 * up(x).abs().max()  # unhooked: same numbers, in tiles
+    assert calls.count((2, 4, 2, 16)) == 2 * 2 * 8  # layers 0 and 1, two activations each, 8 tiles
 
 
 def test_a_block_changed_after_tiles_were_set_is_checked_again():
