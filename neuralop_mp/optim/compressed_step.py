@@ -33,6 +33,7 @@ from .adam_math import (
     stochastic_round_chunks_,
 )
 from .gradient_chunks import GradientChunks, ResidualChunks, rows_per_chunk, spans
+from .seeds import draw_seed
 from .state_checks import BASIS_INFIX
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
@@ -109,7 +110,7 @@ def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False, 
         name = part_projector.name
         basis = read_basis(state, name, p)
         if refresh:
-            new = part_projector.compute_basis_chunks(source, basis if step > 0 else None, seed=seed + step)
+            new = part_projector.compute_basis_chunks(source, basis if step > 0 else None, seed=draw_seed(seed, step))
             _install_basis(part_projector, new, basis, state, group, dtype, step > 0)
             basis = read_basis(state, name, p)
         bases[name] = basis

@@ -13,6 +13,7 @@ from typing import Callable
 
 from .adam_math import ADAM_CONVENTIONS, STATE_DTYPES
 from .composite_projector import ORDERS
+from .seeds import SEED_LIMIT
 from .sparse_projector import SPARSE_TYPES, _check_ratio
 from .tucker_projector import RANK_CONVENTIONS, _check_rank
 
@@ -40,13 +41,15 @@ def _real(low=None, high=None, low_open=False, high_open=False):
     return check, text
 
 
-def _int(low):
-    text = f"an int >= {low}"
+def _int(low, high=None, high_text=None):
+    """Check of an int in ``[low, high)`` (``high=None``: no upper bound); ``high_text``
+    writes ``high`` in the message (e.g. "2**64")."""
+    text = f"an int >= {low}" if high is None else f"an int in [{low}, {high_text or high})"
 
     def check(key, value):
         if isinstance(value, bool) or not isinstance(value, Integral):
             raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); expected {text}.")
-        if value < low:
+        if value < low or (high is not None and value >= high):
             raise ValueError(f"Invalid {key}={value!r}; expected {text}.")
         return int(value)
 
@@ -197,7 +200,7 @@ TENSORGRAD_OPTIONS = (
     _option("reset_lowrank_moments", False, _bool()),
     _option("state_dtype", "float32", _choice(tuple(STATE_DTYPES)), True, tuple(STATE_DTYPES)),
     _option("nonfinite_grad", "raise", _choice(NONFINITE_GRAD_ACTIONS), True, NONFINITE_GRAD_ACTIONS),
-    _option("seed", 0, _int(0)),
+    _option("seed", 0, _int(0, SEED_LIMIT, "2**64")),  # torch.Generator's range
     # accepted for upstream compatibility; a refresh builds no autograd graph
     _option("activation_checkpoint", False, _bool()),
 )
@@ -221,6 +224,34 @@ UPSTREAM_GROUP_DEFAULTS = {
     "adam_convention": "neuralop",
     "scale": 1.0,
 }
+
+
+# Beside groups naming ``tensorgrad``, a group naming neither ``tensorgrad`` nor
+# ``compress`` is upstream's plain AdamW: uncompressed, with upstream's arithmetic.
+UPSTREAM_PLAIN_GROUP_DEFAULTS = {"compress": False, "adam_convention": "neuralop"}
+
+
+def group_settings(group, defaults, explicit=(), upstream=False):
+    """Every setting of param group ``group`` (its ``params`` left out), checked.
+
+    Each key comes from the first of: the group itself (its ``tensorgrad`` is its
+    ``compress``, unless it names ``compress`` too); the constructor keywords
+    named in ``explicit`` (those its caller passed, whatever their values);
+    upstream's defaults, for a group naming ``tensorgrad``
+    (:data:`UPSTREAM_GROUP_DEFAULTS`) and, when ``upstream`` (some group of the
+    optimizer names ``tensorgrad``), for a group naming neither ``tensorgrad`` nor
+    ``compress`` (:data:`UPSTREAM_PLAIN_GROUP_DEFAULTS`); ``defaults``.
+    """
+    own = {key: value for key, value in group.items() if key != "params"}
+    if "tensorgrad" in own and "compress" not in own:
+        own["compress"] = bool(own["tensorgrad"])
+        upstream_defaults = UPSTREAM_GROUP_DEFAULTS
+    elif upstream and "tensorgrad" not in own and "compress" not in own:
+        upstream_defaults = UPSTREAM_PLAIN_GROUP_DEFAULTS
+    else:
+        upstream_defaults = {}
+    passed = {key: defaults[key] for key in explicit}
+    return validate_group({**defaults, **upstream_defaults, **passed, **own})
 
 
 def validate_group(group):

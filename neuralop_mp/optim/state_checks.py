@@ -18,6 +18,7 @@ instead of complex moments, factors and int32 indices as tensors.
 import torch
 
 from .adam_math import STATE_DTYPES, as_real, compute_dtype
+from .seeds import state_seed
 from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, validate_group
 
 #: state keys of a basis tensor: ``<branch>_basis_<key>``, e.g. ``low_rank_basis_factor_0``
@@ -118,7 +119,7 @@ def _upstream_param_state(value, group, ordinal):
     out = {
         "step": torch.tensor(float(step)),
         "compressed": torch.tensor(bool(group["compress"])),
-        "seed": torch.tensor(int(group["seed"]) * 1_000_003 + ordinal, dtype=torch.int64),
+        "seed": torch.tensor(state_seed(group["seed"], ordinal), dtype=torch.int64),
     }
     if "low_rank_projector" not in value:
         if "exp_avg" in value:

@@ -1,5 +1,10 @@
 """TensorGRaD: AdamW whose moments for large tensor weights live in a compressed space."""
+import copy
+import functools
+import inspect
 import math
+import warnings
+from collections import defaultdict
 
 import torch
 from torch.optim import Optimizer
@@ -19,9 +24,25 @@ from .adam_math import (
 )
 from .composite_projector import CompositeProjector
 from .compressed_step import adam_directions_, apply_update, project_parts
+from .seeds import state_seed
 from .state_checks import checked_state, is_counter
 from .state_memory import state_memory_report
-from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, validate_group
+from .settings import DEFAULTS, UPSTREAM_PLAIN_GROUP_DEFAULTS, group_settings, validate_group
+
+
+def _records_passed_keywords(init):
+    """``init`` that first stores in ``self._explicit_keywords`` the names of the settings
+    its caller passed (by position or keyword), whatever their values: a keyword equal
+    to its default still counts. The signature, defaults included, stays ``init``'s."""
+    names = list(inspect.signature(init).parameters)[2:]  # after self and params
+
+    @functools.wraps(init)
+    def wrapper(self, params, *args, **kwargs):
+        self._explicit_keywords = frozenset(names[:len(args)]) | frozenset(kwargs)
+        init(self, params, *args, **kwargs)
+
+    return wrapper
+
 
 class TensorGRaD(Optimizer):
     """AdamW with sparse + low-rank compressed moments for tensor-shaped weights.
@@ -73,9 +94,14 @@ class TensorGRaD(Optimizer):
         Parameters or param groups. Every keyword below is also a group key.
         A group that names upstream's ``tensorgrad`` key gets upstream's defaults
         for the keys it leaves out (``order="lowrank_first"``, no sparse part,
-        ``rank_convention="params"``, gap 50, 10 HOOI sweeps), and when any group
-        names ``tensorgrad``, groups naming neither ``tensorgrad`` nor ``compress``
-        get plain AdamW, as with upstream's class.
+        ``rank_convention="params"``, gap 50, 10 HOOI sweeps, ``min_params=0``,
+        ``adam_convention="neuralop"``, ``scale=1``), and when any group names
+        ``tensorgrad``, groups naming neither ``tensorgrad`` nor ``compress`` get
+        upstream's plain AdamW (``compress=False, adam_convention="neuralop"``), as
+        with upstream's class. A keyword passed to the constructor explicitly (even
+        at its default value) wins over these upstream defaults; a group's own keys
+        win over both. Groups added later with :meth:`add_param_group` follow the
+        same rules.
     lr : float, default 1e-3
     betas : (float, float), default (0.9, 0.999)
     eps : float, default 1e-6
@@ -127,7 +153,7 @@ class TensorGRaD(Optimizer):
         What a NaN/inf gradient (checked for every parameter before any update)
         or a non-finite update does: raise :class:`~neuralop_mp.optim.nonfinite.NonFiniteError`
         naming the parameter, or warn and skip (see :meth:`step`).
-    seed : int, default 0
+    seed : int in [0, 2**64), default 0
         Seeds random-k selection (per parameter and refresh) and stochastic rounding.
 
     References
@@ -140,6 +166,7 @@ class TensorGRaD(Optimizer):
     .. [3] I. Loshchilov, F. Hutter, "Decoupled weight decay regularization", ICLR 2019.
     """
 
+    @_records_passed_keywords
     def __init__(self, params, lr=DEFAULTS["lr"], betas=DEFAULTS["betas"], eps=DEFAULTS["eps"],
                  weight_decay=DEFAULTS["weight_decay"], *, correct_bias=DEFAULTS["correct_bias"],
                  adam_convention=DEFAULTS["adam_convention"], compress=DEFAULTS["compress"],
@@ -167,36 +194,81 @@ class TensorGRaD(Optimizer):
         )
         validate_group(defaults)
         params = list(params) if not isinstance(params, torch.Tensor) else [params]
-        if any(isinstance(g, dict) and "tensorgrad" in g for g in params):
-            # a model written for upstream's class: its plain groups are upstream's AdamW
-            params = [
-                dict(g, compress=False, adam_convention=g.get("adam_convention", "neuralop"))
-                if isinstance(g, dict) and "tensorgrad" not in g and "compress" not in g
-                else g
-                for g in params
-            ]
-        super().__init__(params, defaults)
+        # the keys each group named, for the groups a later tensorgrad group turns into AdamW
+        self._group_keys = []
+        # the groups join one at a time: whether any names ``tensorgrad`` (a model written for
+        # upstream's class, whose other groups are upstream's AdamW) is known before the first
+        self._joining_upstream = any(isinstance(g, dict) and "tensorgrad" in g for g in params)
+        try:
+            super().__init__(params, defaults)
+        finally:
+            del self._joining_upstream
 
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group):
         """Add a group (also after construction); its settings are checked before
-        it joins, so a bad value leaves the optimizer unchanged."""
+        it joins, so a bad value leaves the optimizer unchanged.
+
+        The group gets the settings it would get from the constructor (see the class
+        docstring): a plain group joining an optimizer with a group that names
+        ``tensorgrad`` is upstream's plain AdamW. When the first group naming
+        ``tensorgrad`` joins after construction, the groups already there that named
+        neither ``tensorgrad`` nor ``compress`` become upstream's plain AdamW too, as
+        they would have in the constructor, if they have not stepped yet; one that has
+        keeps the settings its moments were made with, and a warning names it.
+        """
         if not isinstance(param_group, dict):
             raise TypeError(f"Invalid param_group of type {type(param_group).__name__}; expected a dict.")
         param_group = dict(param_group)
-        if "tensorgrad" in param_group and "compress" not in param_group:
-            param_group["compress"] = bool(param_group["tensorgrad"])
-            for key, value in UPSTREAM_GROUP_DEFAULTS.items():
-                param_group.setdefault(key, value)
-        settings = validate_group({**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}})
-        param_group.update((k, settings[k]) for k in param_group if k in settings)
+        constructing = hasattr(self, "_joining_upstream")
+        upstream = self._joining_upstream if constructing else self._upstream_style()
+        keys = frozenset(k for k in param_group if k != "params")
+        param_group.update(group_settings(param_group, self.defaults, self._explicit_keywords, upstream))
         super().add_param_group(param_group)
+        self._group_keys.append(keys)
+        if not constructing and not upstream and "tensorgrad" in keys:
+            self._plain_groups_become_upstream_adamw()
+
+    def _upstream_style(self):
+        """Whether a group names upstream's ``tensorgrad`` key (the group dicts keep it)."""
+        return any("tensorgrad" in group for group in self.param_groups)
+
+    def _plain_groups_become_upstream_adamw(self):
+        """A first group naming ``tensorgrad`` joined after construction: the groups that
+        named neither ``tensorgrad`` nor ``compress`` get upstream's plain AdamW settings,
+        as in the constructor, unless they have stepped (then they keep theirs, with a warning)."""
+        for index, (group, keys) in enumerate(zip(self.param_groups, self._group_keys)):
+            if keys is None or "tensorgrad" in keys or "compress" in keys:
+                continue  # keys None: unpickled from a version that did not record them
+            own = {key: group[key] for key in keys}
+            settings = group_settings(own, self.defaults, self._explicit_keywords, upstream=True)
+            wanted = {key: settings[key] for key in UPSTREAM_PLAIN_GROUP_DEFAULTS}
+            if all(group[key] == value for key, value in wanted.items()):
+                continue
+            if any(self.state.get(p) for p in group["params"]):
+                have = ", ".join(f"{key}={group[key]!r}" for key in wanted)
+                warnings.warn(
+                    f"TensorGRaD: param group {index} names neither 'tensorgrad' nor 'compress'; beside the "
+                    f"'tensorgrad' group just added it would be upstream's plain AdamW "
+                    f"({', '.join(f'{k}={v!r}' for k, v in wanted.items())}), but it has already stepped "
+                    f"with {have} and keeps them. Pass all groups to the constructor, or name "
+                    "'compress' in each group, for the same settings either way.", UserWarning, stacklevel=3)
+                continue
+            group.update(wanted)
+
+    def __getstate__(self):
+        # torch's keeps defaults, state and param groups only (pickle, copy.deepcopy)
+        return {**super().__getstate__(), "_explicit_keywords": self._explicit_keywords,
+                "_group_keys": self._group_keys}
 
     def __setstate__(self, state):
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
+        # an optimizer pickled by a version that did not record them
+        self.__dict__.setdefault("_explicit_keywords", frozenset())
+        self.__dict__.setdefault("_group_keys", [None] * len(self.param_groups))
 
     @staticmethod
     def routes_to_compression(param, group):
@@ -321,7 +393,7 @@ class TensorGRaD(Optimizer):
         if not state:
             state["step"] = torch.tensor(0.0)
             state["compressed"] = torch.tensor(self.routes_to_compression(p, group))
-            state["seed"] = torch.tensor(int(group["seed"]) * 1_000_003 + ordinal, dtype=torch.int64)
+            state["seed"] = torch.tensor(state_seed(group["seed"], ordinal), dtype=torch.int64)
         return state
 
     def _step_compressed(self, p, grad, group, group_index, position, state, grad_scale, owns_grad):
@@ -434,15 +506,38 @@ class TensorGRaD(Optimizer):
         random-stream seed) stay on the CPU, where the optimizer creates them, as torch's
         own optimizers keep ``step``: on a GPU every step reads them in Python, and a
         device copy would cost a synchronisation each time.
+
+        Otherwise the load is torch's: hooks registered with
+        ``register_load_state_dict_pre_hook`` get (a shallow copy of) the state dict
+        first and may return another to load instead; those registered with
+        ``register_load_state_dict_post_hook`` run once the state and the groups are
+        in place.
         """
+        # torch.optim.Optimizer.load_state_dict's sequence, without the cast of every
+        # tensor that its loader (_process_value_according_to_param_policy) makes
+        if isinstance(state_dict, dict):  # anything else is named by checked_state
+            state_dict = state_dict.copy()  # shallow, as torch's: a pre-hook may replace entries
+        for pre_hook in getattr(self, "_optimizer_load_state_dict_pre_hooks", {}).values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         groups, state_by_param = checked_state(self, state_dict)
-        super().load_state_dict({"state": {}, "param_groups": groups})
+        state = defaultdict(dict)
         for param, value in state_by_param.items():
-            self.state[param] = {
+            state[param] = {
                 k: v.to(device="cpu" if is_counter(k, v) else param.device, copy=True)
                 if isinstance(v, torch.Tensor) else v
                 for k, v in value.items()
             }
+        param_groups = []
+        for current, saved in zip(self.param_groups, copy.deepcopy(groups)):
+            saved["params"] = current["params"]
+            if "param_names" in current and "param_names" not in saved:
+                saved["param_names"] = current["param_names"]
+            param_groups.append(saved)
+        self.__setstate__({"state": state, "param_groups": param_groups})
+        for post_hook in getattr(self, "_optimizer_load_state_dict_post_hooks", {}).values():
+            post_hook(self)
 
     # ----------------------------------------------------------------- memory
     def memory_report(self):

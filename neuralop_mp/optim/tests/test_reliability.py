@@ -300,7 +300,11 @@ def test_params_without_grad_frozen_mid_run_and_added_later():
         if step == 3:  # freeze the spectral weight, add a new group
             params[0].requires_grad_(False)
             frozen, frozen_state = params[0].detach().clone(), int(opt.state[params[0]]["step"])
-            opt.add_param_group({"params": [late], "tensorgrad": True, "rank": 0.5})
+            # group 0 named neither tensorgrad nor compress: beside a tensorgrad group it would be
+            # upstream's AdamW, but it has stepped compressed and keeps that, with a warning
+            with pytest.warns(UserWarning, match=r"param group 0 .* has already stepped with compress=True, "
+                                                 r"adam_convention='torch' and keeps them"):
+                opt.add_param_group({"params": [late], "tensorgrad": True, "rank": 0.5})
         for p in [*params, late]:
             p.grad = torch.randn_like(p) if p.requires_grad else None
         opt.step()
@@ -309,6 +313,8 @@ def test_params_without_grad_frozen_mid_run_and_added_later():
     late_state = opt.state[late]
     assert int(late_state["step"]) == 3 and bool(late_state["compressed"])
     assert opt.param_groups[-1]["adam_convention"] == "neuralop"  # upstream's group, upstream's meaning
+    assert opt.param_groups[-1]["update_proj_gap"] == 3  # but the constructor's explicit keywords win
+    assert (opt.param_groups[0]["compress"], opt.param_groups[0]["adam_convention"]) == (True, "torch")
     params[0].requires_grad_(True)  # unfrozen: continues from its kept state
     params[0].grad = torch.randn_like(params[0])
     opt.step()

@@ -123,6 +123,42 @@ def test_bfloat16_state_survives_load_state_dict(tmp_path):
     assert opt_b.state[model_b[1]]["low_rank_exp_avg_sq"].dtype == torch.bfloat16  # real weight
 
 
+def test_load_state_dict_hooks_see_the_state_as_torch_optimizers_do():
+    """A pre-hook gets the state dict being loaded (every parameter's state) and the one it
+    returns is loaded; a post-hook runs once the state is in place, each tensor with its
+    saved dtype (bf16 moments and factors, int32 indices, int64 seed, real moments of a
+    complex weight) and values."""
+    settings = dict(min_params=10, update_proj_gap=7, rank=0.5, sparse_ratio=0.1, state_dtype="bfloat16", **HYPER)
+    params = _params()
+    opt = TensorGRaD(params, **settings)
+    run_steps(opt, params, _grads(3))
+    saved = opt.state_dict()
+    fresh = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    loader = TensorGRaD(fresh, **settings)
+    seen = {}
+
+    def pre_hook(optimizer, state_dict):
+        seen["pre"] = {index: sorted(value) for index, value in state_dict["state"].items()}
+        return {**state_dict, "param_groups": [dict(g, lr=0.5) for g in state_dict["param_groups"]]}
+
+    def post_hook(optimizer):
+        seen["post"] = [{k: v.clone() for k, v in optimizer.state[p].items()} for p in fresh]
+        seen["lr"] = optimizer.param_groups[0]["lr"]
+
+    loader.register_load_state_dict_pre_hook(pre_hook)
+    loader.register_load_state_dict_post_hook(post_hook)
+    loader.load_state_dict(saved)
+    assert seen["pre"] == {index: sorted(value) for index, value in saved["state"].items()} and len(seen["pre"]) == 2
+    assert seen["lr"] == 0.5 == loader.param_groups[0]["lr"]  # the pre-hook's state dict was loaded
+    for index, state in enumerate(seen["post"]):
+        assert sorted(state) == sorted(saved["state"][index])
+        for key, value in saved["state"][index].items():
+            assert state[key].dtype == value.dtype and torch.equal(state[key], value), (index, key)
+    assert seen["post"][0]["low_rank_exp_avg"].dtype == torch.bfloat16  # complex weight, real bf16 moment
+    assert seen["post"][0]["sparse_basis_indices"].dtype == torch.int32
+    assert seen["post"][1]["low_rank_exp_avg_sq"].dtype == torch.bfloat16  # real fp32 weight
+
+
 def test_bfloat16_state_tracks_float32_state():
     runs = {}
     for dtype in ("float32", "bfloat16"):
@@ -212,6 +248,82 @@ def test_upstream_style_groups_keep_upstream_meaning():
     regular.grad, spectral.grad = torch.randn_like(regular), torch.randn_like(spectral)
     opt.step()
     assert "low_rank_exp_avg" in opt.state[spectral] and "sparse_exp_avg" not in opt.state[spectral]
+
+
+def _upstream_adamw_float64(start, grads, **hyper):
+    from neuralop.training import AdamW as UpstreamAdamW
+
+    reference = torch.nn.Parameter(start.detach().clone())
+    run_steps(UpstreamAdamW([reference], **hyper), [reference], [[g] for g in grads])
+    return reference
+
+
+def _relative(p, reference):
+    return ((p.detach() - reference).abs().max() / reference.abs().max()).item()
+
+
+def test_plain_group_beside_upstream_groups_is_upstream_adamw_however_it_joins():
+    """A group naming neither tensorgrad nor compress, beside a tensorgrad group, gets
+    the same settings whether both go to the constructor, it is added later, or the
+    tensorgrad group is added later (before any step), and steps as upstream's AdamW:
+    float64, within 1e-12 relative of neuralop.training.AdamW."""
+    grads = _grads(5)
+    start_plain, start_spectral = _params(torch.complex128, torch.float64)
+    settings, weights = [], []
+    for joins in ("constructor", "plain_added", "tensorgrad_added"):
+        plain = torch.nn.Parameter(start_plain.detach().clone())
+        spectral = torch.nn.Parameter(start_spectral.detach().clone())
+        plain_group, upstream_group = {"params": [plain]}, {"params": [spectral], "tensorgrad": True, "rank": 0.5}
+        if joins == "constructor":
+            opt = TensorGRaD([plain_group, upstream_group], **HYPER)
+        elif joins == "plain_added":
+            opt = TensorGRaD([upstream_group], **HYPER)
+            opt.add_param_group(plain_group)
+        else:
+            opt = TensorGRaD([plain_group], **HYPER)
+            opt.add_param_group(upstream_group)
+        group = next(g for g in opt.param_groups if g["params"][0] is plain)
+        assert (group["compress"], group["adam_convention"]) == (False, "neuralop"), joins
+        run_steps(opt, [plain, spectral], grads)
+        assert not bool(opt.state[plain]["compressed"]) and bool(opt.state[spectral]["compressed"])
+        settings.append({k: v for k, v in group.items() if k != "params"})
+        weights.append(plain.detach().clone())
+    assert settings[1] == settings[0] == settings[2]
+    assert torch.equal(weights[1], weights[0]) and torch.equal(weights[2], weights[0])
+    reference = _upstream_adamw_float64(start_plain, [g[0] for g in grads], **HYPER)
+    assert _relative(weights[0], reference) < 1e-12
+
+
+def test_explicit_constructor_keywords_win_over_upstream_group_defaults():
+    """Keywords the caller passed win over upstream's defaults of tensorgrad groups and of
+    the plain groups beside them (also at their default value, also for groups added
+    later and in a copy of the optimizer); a group's own keys win over them, keywords
+    left out keep upstream's meaning."""
+    import copy
+
+    start_plain, start_spectral = _params(torch.complex128, torch.float64)
+    plain, spectral = torch.nn.Parameter(start_plain.detach().clone()), torch.nn.Parameter(start_spectral.detach())
+    # update_proj_gap=100 is also the constructor's default: passed, it replaces upstream's 50
+    passed = dict(adam_convention="torch", update_proj_gap=100, tucker_n_iter_max=2, scale=3.0,
+                  order="sparse_first", sparse_ratio=0.1, min_params=10)
+    opt = TensorGRaD([{"params": [plain]}, {"params": [spectral], "tensorgrad": True, "scale": 2.0}],
+                     **HYPER, **passed)
+    plain_group, upstream_group = opt.param_groups
+    assert {k: upstream_group[k] for k in passed} == {**passed, "scale": 2.0}
+    assert upstream_group["rank_convention"] == "params"  # not passed: upstream's
+    assert (plain_group["compress"], plain_group["adam_convention"]) == (False, "torch")
+    for later in (opt, copy.deepcopy(opt)):
+        extra = torch.nn.Parameter(random_tensor(REAL_SHAPE, False, 7))
+        later.add_param_group({"params": [extra], "tensorgrad": True})
+        assert {k: later.param_groups[-1][k] for k in passed} == passed
+    # the plain group steps with the asked convention: torch's AdamW, float64, within 1e-12
+    grads = _grads(5)
+    run_steps(opt, [plain, spectral], grads)
+    reference = torch.nn.Parameter(start_plain.detach().clone())
+    run_steps(torch.optim.AdamW([reference], **HYPER), [reference], [[g[0]] for g in grads])
+    assert _relative(plain, reference) < 1e-12
+    # the default (neuralop) convention would be far from it: the comparison can tell
+    assert _relative(_upstream_adamw_float64(start_plain, [g[0] for g in grads], **HYPER), reference) > 1e-4
 
 
 def test_memory_report_counts_compressed_state():
