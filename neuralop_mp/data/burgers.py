@@ -67,7 +67,8 @@ def solve_burgers(u0, times, viscosity=DEFAULT_VISCOSITY, dt=None, progress=None
     viscosity : float
         ``nu`` > 0.
     dt : float, optional
-        Largest step; default from the CFL condition on ``max |u0|``.
+        Largest step; default from the CFL condition on each sample's own ``max |u0|``,
+        so that a sample's trajectory does not depend on the others in the batch.
     progress : tqdm, optional
         A bar advanced by one per output interval.
 
@@ -88,9 +89,13 @@ def _solve_burgers(u0, times, viscosity, dt, progress):
     derivative = torch.where(k == n / 2, 0.0, 2 * math.pi * k)  # no odd derivative of the Nyquist mode
     dealias = (k < n / 3).to(u0.dtype)
     decay_rate = viscosity * (2 * math.pi * k) ** 2
+    # each sample's own step (CFL on its own max |u0|): a sample's trajectory must not
+    # depend on the samples solved beside it (a larger file starts with a smaller one's rows)
     if dt is None:
-        u_max = float(u0.abs().max()) or 1.0
-        dt = COURANT / (2 * math.pi * (n / 3) * u_max)
+        u_max = u0.abs().amax(dim=-1).double().cpu()
+        dt = COURANT / (2 * math.pi * (n / 3) * torch.where(u_max > 0, u_max, torch.ones_like(u_max)))
+    else:
+        dt = torch.full((u0.shape[0],), float(dt), dtype=torch.float64)
 
     def nonlinear(u_hat):
         u = torch.fft.irfft(u_hat, n=n)
@@ -100,17 +105,19 @@ def _solve_burgers(u0, times, viscosity, dt, progress):
     out, t_now = [], 0.0
     for t_target in times:
         interval = t_target - t_now
-        n_steps = math.ceil(interval / dt - 1e-9) if interval > 0 else 0
-        if n_steps:
-            h = interval / n_steps
+        if interval > 0:
+            steps = torch.ceil(interval / dt - 1e-9).to(torch.int64)  # per sample
+            h = (interval / steps.double()).to(device=u0.device, dtype=u0.dtype)[:, None]
             half = torch.exp(-0.5 * h * decay_rate)
             full = half * half
-            for _ in range(n_steps):
+            steps = steps.to(u0.device)[:, None]
+            for step in range(int(steps.max())):
                 a = nonlinear(u_hat)
                 b = nonlinear(half * (u_hat + 0.5 * h * a))
                 c = nonlinear(half * u_hat + 0.5 * h * b)
                 d = nonlinear(full * u_hat + h * half * c)
-                u_hat = full * u_hat + h / 6 * (full * a + 2 * half * (b + c) + d)
+                # a sample that has taken its steps keeps its state (the same numbers as alone)
+                u_hat = torch.where(step < steps, full * u_hat + h / 6 * (full * a + 2 * half * (b + c) + d), u_hat)
         t_now = t_target
         out.append(torch.fft.irfft(u_hat, n=n))
         if progress is not None:
@@ -128,7 +135,8 @@ def initial_condition(seeds, n, dtype=torch.float64):
 def burgers_settings(resolution, seed, viscosity, t_final, n_time, solver_resolution):
     """Every setting that changes the data, as recorded in the file metadata."""
     return dict(
-        generator="burgers", version=GENERATOR_VERSION, resolution=int(resolution), seed=int(seed),
+        generator="burgers", version=GENERATOR_VERSION, time_step="per-sample CFL", resolution=int(resolution),
+        seed=int(seed),
         viscosity=float(viscosity), t_final=float(t_final), n_time=int(n_time),
         solver_resolution=int(solver_resolution), grf=dict(BURGERS_GRF), grid="periodic",
     )

@@ -7,6 +7,7 @@ std become NaN) and every batch is then skipped. Both are caught here, before an
 work, with the path, the tensor and the sample indices in the message.
 """
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -31,9 +32,24 @@ def read_data_file(path):
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for broken files
         raise DataFileError(f"{path} is not a readable data file (truncated or corrupted: "
                             f"{type(err).__name__}: {err}).") from err
+    # a memory-mapped load reads no checksum: bytes overwritten in place (same size, same
+    # layout) would be trained on; torch's archive keeps a CRC-32 of every record
+    bad = _damaged_record(path)
+    if bad is not None:
+        raise DataFileError(f"{path} is corrupted: its record {bad!r} does not match the checksum stored "
+                            "with it (bytes overwritten after it was written). Delete it to regenerate it.")
     if not isinstance(data, dict) or not all(torch.is_tensor(data.get(k)) for k in ("x", "y")):
         raise DataFileError(f"{path} does not hold a dict with tensors 'x' and 'y'.")
     return data
+
+
+def _damaged_record(path):
+    """The name of the first record of the zip archive ``path`` whose CRC-32 does not match, or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except zipfile.BadZipFile as err:
+        return f"(the archive itself: {err})"
 
 
 def non_finite_samples(tensor, n_samples=None):

@@ -104,7 +104,7 @@ def _recipe_table(args, overrides):
 def main(argv=None):
     """Run the diagnosis; print the table; write results.json and error_bands.png."""
     from .measure import measure
-    from .recommend import DEFAULT_FRACTION, recommend
+    from .recommend import DEFAULT_FRACTION, DEFAULT_OVERFLOW_MARGIN, check_settings, recommend
     from .report import format_table, plot_bands, write_json
 
     args, overrides = _parser().parse_known_args(argv)
@@ -113,6 +113,9 @@ def main(argv=None):
             value = getattr(args, name)
             if value is not None and value < 1:
                 raise ValueError(f"Invalid --{name.replace('_', '-')}={value}; allowed values: integers >= 1.")
+        # None is "not given": 0 is a value, refused here (before the measurement) as recommend would
+        fraction = DEFAULT_FRACTION if args.fraction is None else args.fraction
+        check_settings(fraction, DEFAULT_OVERFLOW_MARGIN)
         if args.recipe_table:
             return _recipe_table(args, overrides)
         model, loader, kwargs, n, name = _load(args, overrides)
@@ -120,7 +123,7 @@ def main(argv=None):
             warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")
             x_fine = fine_inputs(loader, kwargs, n, args.n_samples)
             diagnosis = measure(model, x_fine, n_bands=args.n_bands)
-        recommendation = recommend(diagnosis, fraction=args.fraction or DEFAULT_FRACTION)
+        recommendation = recommend(diagnosis, fraction=fraction)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"neuralop-mp diagnose: error: {error}", file=sys.stderr)
         return 2

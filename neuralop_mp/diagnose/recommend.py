@@ -31,7 +31,7 @@ def _dtype_order(device_type):
     return ("float16", "bfloat16") if device_type == "cuda" else ("bfloat16", "float16")
 
 
-def _check(fraction, overflow_margin):
+def check_settings(fraction, overflow_margin):
     for name, value in (("fraction", fraction), ("overflow_margin", overflow_margin)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"Invalid {name}={value!r}; allowed values: finite numbers > 0.")
@@ -69,7 +69,7 @@ def choose_layer(entry, *, tanh, device_type, fraction=DEFAULT_FRACTION, overflo
     :func:`~neuralop_mp.diagnose.measure.measure` (``("full", None)`` if none), with
     its error and the bound it met. ``discretization_error`` stands in for a layer whose
     own could not be measured."""
-    _check(fraction, overflow_margin)
+    check_settings(fraction, overflow_margin)
     bound = _bound(entry, fraction, discretization_error)
     for mode, dtype in _candidates(device_type, half_dtypes):
         error = _accepts(entry, mode, dtype, tanh=tanh, bound=bound, overflow_margin=overflow_margin)
@@ -104,7 +104,7 @@ def recommend(diagnosis, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_O
         ``model`` (fno_block_precision, half_dtype, stabilizer, autocast) and
         ``schedule`` (a :class:`~neuralop_mp.PrecisionSchedule` string).
     """
-    _check(fraction, overflow_margin)
+    check_settings(fraction, overflow_margin)
     device_type = device_type or diagnosis["device"]
     tanh = diagnosis["stabilizer"] == "tanh"
     model_disc = diagnosis["model"]["discretization_error"]

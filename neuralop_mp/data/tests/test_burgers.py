@@ -36,6 +36,23 @@ def test_mean_is_conserved_and_energy_decays():
     assert (energy[:, 1:] < energy[:, :-1]).all()
 
 
+def test_a_samples_trajectory_does_not_depend_on_the_samples_solved_beside_it(tmp_path):
+    """Each sample takes the time step of its own CFL condition: alone or next to a sample
+    of 3x its amplitude (a smaller step for a batch-wide CFL), the same numbers, bit for bit,
+    so a larger generated file starts with a smaller one's rows."""
+    u0 = initial_condition([7, 8], 128)
+    u0[1] *= 3 * u0[0].abs().max() / u0[1].abs().max()
+    times = np.linspace(0, 1, 5)
+    alone = solve_burgers(u0[:1], times, 0.01)
+    together = solve_burgers(u0, times, 0.01)
+    assert torch.equal(together[:1], alone)
+    small = torch.load(generate_burgers(tmp_path / "a", resolutions=(16,), n_train=2, n_test=1,
+                                        progress=False)[16][0])
+    large = torch.load(generate_burgers(tmp_path / "b", resolutions=(16,), n_train=6, n_test=1,
+                                        progress=False)[16][0])
+    assert torch.equal(large["y"][:2], small["y"])
+
+
 def test_bad_resolution_is_rejected():
     with pytest.raises(ValueError, match=r"resolution=4; allowed values: integers >= 8"):
         generate_burgers(None, resolutions=(4,), n_train=1, n_test=1, progress=False)

@@ -77,6 +77,24 @@ def test_partially_written_file_is_regenerated_never_loaded(darcy8, tmp_path):
     assert len(train.dataset) == 4
 
 
+def test_bytes_overwritten_in_place_are_caught_by_the_checksum_and_regenerated(darcy8, tmp_path):
+    """Same size, same archive layout, finite but wrong values in the middle of 'y': the
+    memory-mapped load alone reads them; the archive's CRC-32 of the record does not match."""
+    root = copy_of(darcy8, tmp_path)
+    path = root / "darcy_train_8.pt"
+    raw = bytearray(path.read_bytes())
+    y = torch.load(path, weights_only=True)["y"]
+    # the float32 bytes of y's samples 1-2, found in the archive (stored uncompressed)
+    start = bytes(raw).index(y[1].numpy().tobytes())
+    raw[start:start + 60] = bytes(range(7, 67))
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataFileError, match=r"darcy_train_8.pt is corrupted: its record .* does not match the checksum"):
+        load_darcy(root, **SMALL, generate=False)
+    with pytest.warns(RuntimeWarning, match=r"darcy_train_8.pt cannot be read .* it is regenerated"):
+        load_darcy(root, **SMALL, generate=True)
+    assert torch.equal(torch.load(path, weights_only=True)["y"], y)
+
+
 def test_generation_writes_through_a_temporary_file(tmp_path, monkeypatch):
     """Killed while saving: the final name never holds a partial file, no temporary is left."""
     real_save = torch.save

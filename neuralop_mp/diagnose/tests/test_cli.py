@@ -46,10 +46,14 @@ def test_diagnose_checkpoint(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--n-samples", "0"], "--n-samples=0"),
     (["--model.fno_block_precision", "hlaf"], "hlaf"),
+    # 0 is a value, not "not given" (it used to run with the default 0.5)
+    (["--fraction", "0"], "Invalid fraction=0.0; allowed values: finite numbers > 0"),
+    (["--fraction", "-1"], "Invalid fraction=-1.0"),
 ])
 def test_diagnose_bad_arguments(tmp_path, capsys, args, message):
     assert main(["diagnose", "darcy", "--out", str(tmp_path)] + args) == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_recipe_table_has_every_recipe_per_arch_and_resolution(tmp_path, capsys):
