@@ -6,7 +6,6 @@ upstream's classes cannot take the plugin's keys. :func:`load_model` reads the
 class name the checkpoint recorded (or takes the class to load into), adapts the
 recorded arguments across upstream's and the plugin's classes, and loads the weights.
 """
-import inspect
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from neuralop.models.base_model import BaseModel
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from .mixed_precision_models import PLUGIN_MODEL_CLASSES
+from .registry import constructor_params
 
 _RECORD_ONLY = ("_name", "_version", "args")
 
@@ -38,13 +38,19 @@ def read_checkpoint_metadata(save_folder, save_name):
 def _for_upstream_class(cls, kwargs):
     """Arguments of a plugin model's record that upstream's ``cls`` can take: the plugin's
     layer back to ``SpectralConv``, plugin-only keys dropped (with a warning when they
-    were not the defaults: upstream's model runs them in full precision)."""
-    params = inspect.signature(cls).parameters
+    were not the defaults: upstream's model runs them in full precision). The tanh
+    stabilizer is upstream's own argument and is kept wherever ``cls`` takes it (FNO, and
+    TFNO through its ``**kwargs``)."""
+    params, _ = constructor_params(cls)
     policy, kwargs = PrecisionPolicy.pop_from(kwargs)
-    if not policy.is_default:
+    keeps_stabilizer = "stabilizer" in params
+    lost = policy.replace(stabilizer=None) if keeps_stabilizer else policy
+    if not lost.is_default:
+        dropped = "" if keeps_stabilizer or policy.stabilizer is None else (
+            f", and without the tanh stabilizer, which {cls.__name__} does not take (it computes another function)")
         warnings.warn(f"Loading a checkpoint saved with {policy} into upstream's {cls.__name__}: it runs in full "
-                      "precision with complex64 weights (load it into the plugin's class to keep the settings).",
-                      stacklevel=3)
+                      f"precision with complex64 weights{dropped} (load it into the plugin's class to keep the "
+                      "settings).", stacklevel=3)
     for key, value in list(kwargs.items()):
         if isinstance(value, type) and issubclass(value, MixedPrecisionSpectralConv):
             kwargs[key] = SpectralConv

@@ -31,7 +31,7 @@ def available_models():
     return _upstream_available_models()
 
 
-def _constructor_params(cls):
+def constructor_params(cls):
     """Named constructor arguments of ``cls``, following ``**kwargs`` up the MRO.
 
     TFNO's own ``__init__`` is ``(*args, **kwargs)`` and forwards to FNO's, so its
@@ -112,7 +112,7 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
 
     plugin_classes = set(PLUGIN_MODEL_CLASSES.values())
     schedule = none_if_null(read_key(read_key(config, "opt"), "precision_schedule"))
-    params, takes_any = _constructor_params(cls)
+    params, takes_any = constructor_params(cls)
     if mixed_precision_layer is None:
         # a stabilizer on a model whose constructor has none (UNO) is applied by our layer
         needs_layer_stabilizer = policy.stabilizer is not None and "stabilizer" not in params

@@ -1,4 +1,6 @@
 """Precision survives upstream's checkpoint API; upstream checkpoints load into ours and back."""
+import warnings
+
 import neuralop
 import pytest
 import torch
@@ -138,6 +140,34 @@ def test_a_mode_or_a_dict_as_precision_policy_keeps_the_other_recorded_settings(
         assert replaced.precision_policy.stabilizer is None
     with pytest.raises(ValueError, match="fno_block_precision"):
         neuralop_mp.load_model(tmp_path, "tanh", precision_policy="quarter")
+
+
+@pytest.mark.parametrize("arch", ["fno", "tfno"])
+def test_the_tanh_stabilizer_survives_a_load_into_upstreams_class(tmp_path, arch):
+    """tanh is upstream's own argument (TFNO takes it through **kwargs): a full-precision
+    plugin model with tanh loads into upstream's class as the same function, without a
+    warning; upstream's UNO, which has no such argument, warns that it is dropped."""
+    from neuralop.models import TFNO
+
+    torch.manual_seed(0)
+    ours = PLUGIN_CLASS[arch](n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=2,
+                              fno_block_precision="full", stabilizer="tanh")
+    ours.save_checkpoint(tmp_path, "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is lost: no warning
+        upstream = neuralop_mp.load_model(tmp_path, "m", model_class=FNO if arch == "fno" else TFNO)
+    assert upstream.fno_blocks.stabilizer == "tanh"
+    x = 3 * torch.randn(2, 1, 8, 8)  # large enough for tanh to matter
+    with torch.no_grad():
+        torch.testing.assert_close(upstream(x), ours(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_stabilizer_upstreams_uno_cannot_take_is_named_when_dropped(tmp_path):
+    ours = build("uno", fno_block_precision="full", stabilizer="tanh")
+    ours.save_checkpoint(tmp_path, "m")
+    with pytest.warns(UserWarning, match=r"without the tanh stabilizer, which UNO does not take"):
+        upstream = neuralop_mp.load_model(tmp_path, "m", model_class="uno")  # upstream's UNO, registered
+    assert type(upstream).__name__ == "UNO"
 
 
 def test_load_model_rejects_an_unknown_class_name(tmp_path):
