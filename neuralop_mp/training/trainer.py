@@ -514,7 +514,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                 warnings.warn(f"The checkpoint in {resume_from_dir} already finished all "
                               f"{self.n_epochs} epochs; nothing to train.", stacklevel=2)
                 if self.history:  # the model in the precision the run finished in, as after training
-                    self._enter_phase(self.history[-1]["epoch"])
+                    # (a checkpoint of a longer run resumed with fewer epochs: this run's last epoch)
+                    self._enter_phase(min(self.history[-1]["epoch"], self.n_epochs - 1))
                 return self._last_epoch_metrics()
         use_distributed = self.use_distributed
         if use_distributed and distributed.is_distributed():

@@ -176,3 +176,19 @@ def test_resuming_in_float16_warns_with_the_scale_this_run_starts_from(tmp_path)
 def test_bad_trainer_settings_are_refused_by_name(kwargs, error, message):
     with pytest.raises(error, match=message):
         MixedPrecisionTrainer(model=tiny_fno(), n_epochs=1, **kwargs)
+
+
+def test_a_checkpoint_past_this_runs_last_epoch_resumes_as_finished(tmp_path):
+    """A run of 3 epochs resumed with n_epochs=2: nothing to train, the model in the phase
+    of this run's last epoch (not an epoch the schedule of 2 epochs does not have)."""
+    train, test = tiny_data(n=8, batch_size=8)
+    model = tiny_fno(seed=0)
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    MixedPrecisionTrainer(model=model, n_epochs=3, precision_schedule="full:0.5,mixed").train(
+        train, test, optimizer, scheduler, training_loss=loss(), save_every=1, save_dir=tmp_path)
+    model = tiny_fno(seed=1)
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=2, precision_schedule="full:0.5,mixed")
+    with pytest.warns(UserWarning, match="already finished all 2 epochs"):
+        metrics = trainer.train(train, test, optimizer, scheduler, training_loss=loss(), resume_from_dir=tmp_path)
+    assert metrics["train_err"] == trainer.history[-1]["train_err"] and get_precision(model)[0] == "mixed"
