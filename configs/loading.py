@@ -150,6 +150,34 @@ def _check_keys(config, overrides):
             )
 
 
+def _numeric_type(annotation):
+    """``int`` or ``float`` for a field annotated with it (``Optional`` included), else None."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Union and len(args) == 1:
+        annotation = args[0]
+    return annotation if annotation in (int, float) else None
+
+
+BOOL_SPELLINGS = ("true", "false")
+
+
+def _check_numeric_overrides(config, overrides):
+    """Refuse a boolean for a number field: zencfg turns ``--opt.n_epochs true`` into 1
+    (and ``false`` into 0) without a word, under 0.7 and 1.0 alike."""
+    for key, value in overrides.items():
+        *path, name = key.split(".")
+        section = config
+        for part in path:
+            section = getattr(section, part)
+        kind = _numeric_type(config_fields(section).get(name, (None, None))[0])
+        if kind is None:
+            continue
+        if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in BOOL_SPELLINGS):
+            allowed = "integers" if kind is int else "numbers"
+            raise ValueError(f"Invalid {key}={value!r}; allowed values: {allowed} ({key} is a number, "
+                             "not an on/off setting).")
+
+
 def _is_section(config, key):
     return "." not in key and is_config(getattr(config, key, None))
 
@@ -221,6 +249,7 @@ def load_config(spec="darcy", overrides=None, *, validate=True):
         setattr(base, key, select_subclass(category(type(getattr(base, key))), class_name)())
     rest = {k: v for k, v in overrides.items() if k not in selections}
     _check_keys(base, rest)
+    _check_numeric_overrides(base, rest)
     config = _apply_overrides(base, rest)
     _none_for_null_strings(config)
     if validate:

@@ -141,7 +141,8 @@ def validate_update_in_backward(opt):
     if update_in_backward:
         from neuralop_mp.optim.update_in_backward import check_update_in_backward_settings
 
-        nonfinite = getattr(opt, "tensorgrad_nonfinite_grad", None) if opt.optimizer == "tensorgrad" else None
+        # every TensorGRaD kind (tensorgrad, galore, sparse) reads it; adamw does not
+        nonfinite = getattr(opt, "tensorgrad_nonfinite_grad", None) if opt.optimizer != "adamw" else None
         check_update_in_backward_settings(
             loss_scaling=opt.loss_scaling if opt.loss_scaling == "dynamic" else False,
             nonfinite_grad=nonfinite, prefix="opt.")
@@ -233,8 +234,11 @@ def validate_value_ranges(config):
     ``opt.precision_schedule`` must reach its last phase within ``opt.n_epochs``;
     ``model.n_modes`` entries (and each ``uno_n_modes`` entry) >= 1, ``model.n_layers``
     >= 1, ``model.hidden_channels`` >= 1, ``model.domain_padding`` >= 0 (scalar or
-    per dimension), ``model.rank`` > 0, ``opt.gamma`` in (0, 1] and ``opt.step_size``
-    >= 1 when ``opt.scheduler`` is StepLR.
+    per dimension), ``model.rank`` > 0, ``model.channel_mlp_dropout`` in [0, 1),
+    ``opt.gamma`` in (0, 1] and ``opt.step_size`` >= 1 when ``opt.scheduler`` is StepLR,
+    ``opt.scheduler_T_max`` >= 1 when it is CosineAnnealingLR, ``opt.gamma`` in (0, 1)
+    and ``opt.scheduler_patience`` >= 0 when it is ReduceLROnPlateau,
+    ``opt.max_consecutive_skips`` >= 1 and ``patching.padding`` >= 0.
 
     Raises
     ------
@@ -271,10 +275,33 @@ def validate_value_ranges(config):
         except ValueError as error:
             raise ValueError(f"Invalid opt.precision_schedule={str(schedule)!r} with opt.n_epochs={opt.n_epochs}: "
                              f"{error}") from None
-    if none_if_null(opt.scheduler) == "StepLR":
+    scheduler = none_if_null(opt.scheduler)
+    if scheduler == "StepLR":
         gamma, step_size = _field(opt, "gamma"), _field(opt, "step_size")
         if gamma is not _MISSING and not 0 < gamma <= 1:
             raise ValueError(f"Invalid opt.gamma={gamma!r} with StepLR; allowed values: 0 < gamma <= 1 "
                              "(the learning rate is multiplied by gamma every step_size epochs).")
         if step_size is not _MISSING:
             _int_at_least("opt.step_size", step_size, 1)
+    elif scheduler == "CosineAnnealingLR":
+        t_max = _field(opt, "scheduler_T_max")
+        if t_max is not _MISSING:  # 0 divides by zero at the first scheduler step
+            _int_at_least("opt.scheduler_T_max", t_max, 1)
+    elif scheduler == "ReduceLROnPlateau":
+        gamma, patience = _field(opt, "gamma"), _field(opt, "scheduler_patience")
+        if gamma is not _MISSING and not 0 < gamma < 1:  # torch refuses a factor >= 1
+            raise ValueError(f"Invalid opt.gamma={gamma!r} with ReduceLROnPlateau; allowed values: 0 < gamma < 1 "
+                             "(the learning rate is multiplied by gamma when the loss stops improving).")
+        if patience is not _MISSING:
+            _int_at_least("opt.scheduler_patience", patience, 0)
+    skips = _field(opt, "max_consecutive_skips")
+    if skips is not _MISSING:  # the trainer's own bound (MixedPrecisionTrainer)
+        _int_at_least("opt.max_consecutive_skips", skips, 1)
+    dropout = _field(model, "channel_mlp_dropout")
+    if dropout is not _MISSING and dropout is not None and not 0 <= dropout < 1:
+        raise ValueError(f"Invalid model.channel_mlp_dropout={dropout!r}; allowed values: 0 <= p < 1 "
+                         "(the probability of zeroing a channel-MLP activation).")
+    padding = _field(config.patching, "padding")
+    if padding is not _MISSING and not padding >= 0:
+        raise ValueError(f"Invalid patching.padding={padding!r}; allowed values: fractions >= 0 "
+                         "(the padding of each patch, as a fraction of its size).")

@@ -335,3 +335,83 @@ def test_missing_data_folder_names_the_command_that_generates_it(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("neuralop-mp train: error: data: Missing data files:")
     assert f"neuralop-mp data darcy --root {missing} --res 16 32" in err
+
+
+# ---------------------------------------------------------------- command.json after a resume, from another folder
+NANO_RUN = [
+    "--data.n_train", "8", "--data.batch_size", "4", "--data.n_tests", "[4]", "--data.test_resolutions", "[16]",
+    "--data.test_batch_sizes", "[4]", "--data.generate", "false", "--model.hidden_channels", "4",
+    "--model.n_layers", "1", "--model.n_modes", "[4,4]", "--verbose", "false", "--threads", "1",
+]
+
+
+@pytest.fixture(scope="module")
+def nano_root(tmp_path_factory):
+    """darcy_{train,test}_16.pt with 8 and 4 samples: a training epoch takes a fraction of a second."""
+    from neuralop_mp.data.darcy import generate_darcy
+
+    root = tmp_path_factory.mktemp("nano_darcy")
+    generate_darcy(root, resolutions=(16,), n_train=8, n_test=4, seed=0, progress=False)
+    return root
+
+
+def test_overrides_given_with_resume_are_recorded_for_eval_and_a_later_resume(nano_root, tmp_path, capsys):
+    """`train --resume DIR --opt.n_epochs 2 --opt.precision_schedule ...` trains with the new settings, and
+    command.json says so: `eval` rebuilds the run's final precision and a later `--resume` its n_epochs."""
+    from neuralop_mp.evaluate import run_evaluation
+
+    out = tmp_path / "run"
+    assert main(["train", "darcy", "--data.data_root", str(nano_root), "--output_dir", str(out),
+                 "--opt.n_epochs", "1", *NANO_RUN]) == 0
+    assert main(["train", "--resume", str(out), "--opt.n_epochs", "2", "--opt.precision_schedule", "full@1,mixed"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [h["precision"] for h in results["history"]] == ["full", "mixed"]
+    overrides = json.loads((out / "command.json").read_text())["overrides"]
+    recorded = dict(zip(overrides[::2], overrides[1::2]))
+    assert recorded["--opt.n_epochs"] == "2" and recorded["--opt.precision_schedule"] == "full@1,mixed"
+    assert overrides.count("--opt.n_epochs") == 1  # one value per key: the later one
+
+    evaluated = run_evaluation(out, progress=False, log=lambda *a: None)
+    assert evaluated["precision"]["mode"] == "mixed"
+    assert evaluated["metrics"] == results["metrics"]
+
+    # a plain --resume (as after a kill) continues the run as it now is: 2 epochs, finished
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out)]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["config"]["opt"]["n_epochs"] == 2 and len(again["history"]) == 2
+    assert again["metrics"] == results["metrics"]
+
+
+def test_a_resume_whose_overrides_do_not_fit_the_checkpoint_keeps_the_previous_command(nano_root, tmp_path):
+    from neuralop_mp.training.checkpointing import CheckpointError
+
+    out = tmp_path / "run"
+    assert main(["train", "darcy", "--data.data_root", str(nano_root), "--output_dir", str(out),
+                 "--opt.n_epochs", "1", *NANO_RUN]) == 0
+    before = (out / "command.json").read_text()
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        main(["train", "--resume", str(out), "--opt.n_epochs", "2", "--model.hidden_channels", "8"])
+    assert (out / "command.json").read_text() == before  # nothing trained with them
+
+
+def test_a_relative_config_file_and_data_root_work_from_another_folder(nano_root, tmp_path, monkeypatch, capsys):
+    """command.json holds absolute paths: `eval` and `--resume` run from anywhere."""
+    import shutil
+
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    shutil.copytree(nano_root, here / "data")
+    elsewhere.mkdir()
+    (here / "my_config.py").write_text(
+        "from neuralop_mp.configs import DarcyConfig\n\nclass Tiny(DarcyConfig):\n    name: str = 'tiny'\n")
+    monkeypatch.chdir(here)
+    assert main(["train", "my_config.py:Tiny", "--data.data_root", "data", "--output_dir", "run",
+                 "--opt.n_epochs", "1", *NANO_RUN]) == 0
+    trained = json.loads((here / "run" / "results.json").read_text())["metrics"]
+    monkeypatch.chdir(elsewhere)
+    json_path = elsewhere / "eval.json"
+    assert main(["eval", str(here / "run"), "--json", str(json_path)]) == 0, capsys.readouterr().err
+    assert json.loads(json_path.read_text())["metrics"] == trained
+    assert main(["train", "--resume", str(here / "run"), "--opt.n_epochs", "2"]) == 0, capsys.readouterr().err
+    assert len(json.loads((here / "run" / "results.json").read_text())["history"]) == 2
+    assert not (elsewhere / "data").exists() and not (elsewhere / "run").exists()

@@ -60,6 +60,47 @@ def precision_schedule(schedule, policy):
     return PrecisionSchedule.constant(policy.fno_block_precision, **phase_kwargs)
 
 
+def stabilizer_schedule_warning(stabilizer, schedule, half_dtype=None, *, stabilizer_key="model.stabilizer",
+                                schedule_key="opt.precision_schedule"):
+    """The warning for a stabilizer set beside a precision schedule, or None when there is none.
+
+    Each phase of a schedule sets its own stabilizer when it starts, so the stabilizer the
+    model is built with does not run. ``neuralop-mp train`` (``model.stabilizer`` with
+    ``opt.precision_schedule``) and ``neuralop-mp run`` (``--mp.stabilizer`` with
+    ``--mp.schedule``) say so with this message.
+
+    Parameters
+    ----------
+    stabilizer : str or None
+    schedule : str, PrecisionSchedule or None
+    half_dtype : torch.dtype or str, optional
+        The half type the run computes in (a dtype, or "float16" / "bfloat16"), which
+        decides a half phase's default stabilizer (tanh with float16, none with
+        bfloat16); unknown when None or "auto" (the device decides).
+    stabilizer_key, schedule_key : str
+        The names the user gave the two settings, for the message.
+    """
+    stabilizer = none_if_null(stabilizer)
+    parsed = parse_precision_schedule(schedule)
+    if stabilizer is None or parsed is None:
+        return None
+    if isinstance(half_dtype, str):
+        from .vocabulary import normalize_half_dtype, resolve_half_dtype
+
+        half_dtype = None if normalize_half_dtype(half_dtype) == "auto" else resolve_half_dtype(half_dtype, "cpu")
+
+    def runs_with(phase):
+        if phase.stabilizer == "auto" and half_dtype is None:
+            return "tanh with float16, none with bfloat16"
+        return phase.stabilizer_for(half_dtype) or "none"
+
+    phases = "; ".join(f"'{phase}': {runs_with(phase)}" for phase in parsed)
+    return (f"{stabilizer_key}={stabilizer!r} is not applied: with {schedule_key}={str(parsed)!r} each phase "
+            f"runs with its own stabilizer ({phases}). To run a phase with tanh, write '/tanh' after it in "
+            f"{schedule_key}, e.g. 'mixed/tanh'; to use {stabilizer_key} for the whole run, leave "
+            f"{schedule_key} unset.")
+
+
 def build_model(config, policy, get_model=None):
     """``config.model`` built with the parsed ``policy`` (:func:`neuralop_mp.get_model`)."""
     if get_model is None:

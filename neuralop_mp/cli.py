@@ -10,6 +10,7 @@ from. ``eval`` evaluates a saved model (:mod:`neuralop_mp.evaluate`). ``data`` a
 function in :data:`HANDLERS`.
 """
 import difflib
+import os
 import sys
 from pathlib import Path
 
@@ -97,6 +98,9 @@ def _pop_flags(args, flags):
             continue
         i += 1
         if flags[name] is None:  # a switch
+            if eq:  # `--save_best=false` would otherwise turn the switch on
+                raise ValueError(f"{name} is a switch and takes no value (got {args[i - 1]!r}): write {name} "
+                                 "to turn it on, leave it out to keep it off.")
             found[name] = True
             continue
         if eq:
@@ -112,11 +116,35 @@ def _pop_flags(args, flags):
     return found, rest
 
 
-def _check_options(args, spec, flags):
-    """Every ``--key`` of ``args`` is a config key of ``spec`` or one of ``flags``, else a did-you-mean."""
+def _section_selections(args, spec):
+    """The section class selections (``--model UNOConfig``) among the ``--key value`` ``args``."""
+    from .configs import load_config
+    from .configs.zencfg_compat import is_config
+
+    default = load_config(spec, validate=False)
+    selections = {}
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        key = name[2:]
+        if not name.startswith("--") or "." in key or not is_config(getattr(default, key, None)):
+            continue
+        if eq:
+            selections[key] = value
+        elif i + 1 < len(args):
+            selections[key] = args[i + 1]
+    return selections
+
+
+def _check_options(args, spec, flags, base=()):
+    """Every ``--key`` of ``args`` is a config key of ``spec`` or one of ``flags``, else a did-you-mean.
+
+    The keys are those of ``spec`` with the section classes that ``base`` (overrides
+    applied before ``args``: a run's recorded ones) and ``args`` select, e.g. ``--model
+    UNOConfig`` makes ``--model.uno_out_channels`` a key.
+    """
     from .configs import config_keys, load_config
 
-    config = load_config(spec, validate=False)
+    config = load_config(spec, _section_selections([*base, *args], spec), validate=False)
     known = {f"--{k}" for k in config_keys(config)} | set(flags)
     for arg in args:
         name = arg.partition("=")[0]
@@ -125,6 +153,48 @@ def _check_options(args, spec, flags):
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise ValueError(f"Unknown option {name}.{hint} Options: {', '.join(sorted(flags))} and the "
                              f"config keys (`{PROG} train {spec} --help` lists them).")
+
+
+def _absolute_spec(spec):
+    """``spec`` as recorded in ``command.json``: a built-in name as it is, a config file
+    (``path.py[:ClassName]``) with its absolute path, so ``eval`` and ``--resume`` find it
+    from any folder."""
+    from .configs import available_configs
+
+    text = str(spec)
+    if text.strip().lower().replace("-", "_") in available_configs():
+        return text
+    path, colon, class_name = text.partition(":")
+    if path.endswith(".py") or Path(text).exists():
+        return os.path.abspath(path) + colon + class_name
+    return text
+
+
+# config keys holding a path, relative to the folder the command runs in
+PATH_KEYS = ("output_dir", "data.data_root")
+
+
+def _recorded_overrides(overrides, config):
+    """The overrides written to ``command.json``: one ``--key value`` per key (a later value
+    wins, so a resume's overrides replace the run's own), paths made absolute.
+
+    A relative ``data.data_root`` that the config file itself sets is recorded too, so
+    ``eval`` and ``--resume`` read the same data from any folder.
+    """
+    from .configs.loading import parse_overrides
+    from .vocabulary import none_if_null
+
+    merged = parse_overrides(list(overrides))
+    data_root = getattr(config.data, "data_root", None)
+    if none_if_null(data_root) is not None and not Path(os.path.expanduser(data_root)).is_absolute():
+        merged["data.data_root"] = data_root
+    for key in PATH_KEYS:
+        value = merged.get(key)
+        if isinstance(value, str) and none_if_null(value) is None:
+            continue
+        if value is not None:
+            merged[key] = os.path.abspath(os.path.expanduser(value))
+    return [token for key, value in merged.items() for token in (f"--{key}", str(value))]
 
 
 def _resolve_threads(value):
@@ -158,7 +228,7 @@ def train_command(argv):
             if recorded is None:
                 raise RunSetupError(f"Nothing to resume in {resume}: it has no command.json (it is not a "
                                     f"run folder of `{PROG} train`, or the run never started).")
-            if spec is not None and spec != recorded["config"]:
+            if spec is not None and recorded["config"] not in (spec, _absolute_spec(spec)):
                 raise ValueError(f"--resume {resume} continues a run of config {recorded['config']!r}; "
                                  f"leave out the config {spec!r}.")
             spec = recorded["config"]
@@ -175,13 +245,14 @@ def train_command(argv):
         threads = _resolve_threads(flags.get("--threads"))
         cpu_allocator = check_choice("--cpu-allocator", flags.get("--cpu-allocator", DEFAULT_CPU_ALLOCATOR),
                                      CPU_ALLOCATOR_MODES)
+        # with --resume: the run's overrides and the ones given now, which command.json then records
+        command = (_absolute_spec(spec), _recorded_overrides(overrides, config))
     except (ValueError, TypeError, FileNotFoundError, AttributeError, ImportError) as error:
         return _error(str(error), "train")
 
     from .train_pipeline import run_training
     from .train_report import format_summary
 
-    command = (spec, [a for a in overrides if a])
     try:
         result = run_training(config, progress=True, resume=resume is not None, save_best=save_best,
                               threads=threads, command=command, cpu_allocator=cpu_allocator,
@@ -228,7 +299,9 @@ def eval_command(argv):
         folder, _ = find_checkpoint(path)
         recorded = read_command(folder)
         spec = flags.get("--config") or (recorded["config"] if recorded else "darcy")
-        _check_options(overrides, spec, EVAL_FLAGS)
+        # the run's own overrides come first (neuralop_mp.evaluate.eval_config), section selections included
+        base = recorded["overrides"] if recorded and not flags.get("--config") else ()
+        _check_options(overrides, spec, EVAL_FLAGS, base=base)
         threads = flags.get("--threads")
         if threads is None:
             threads = (read_results(folder) or {}).get("threads")

@@ -25,6 +25,7 @@ resolution and writes ``results.json`` and ``loss_curve.png``
 """
 import inspect
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -267,7 +268,10 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         the whole process and lasts until it exits.
     command : tuple, optional
         ``(config spec, overrides)`` the run was started with, recorded in the run
-        folder's ``command.json`` for ``--resume`` and ``neuralop-mp eval``.
+        folder's ``command.json`` for ``--resume`` and ``neuralop-mp eval``. With
+        ``resume``: the run's overrides merged with the ones given to the resume,
+        recorded once training starts (the previous record is kept when training fails
+        before saving an epoch).
     command_flags : dict, optional
         Run flags recorded next to ``command`` (the CLI's ``threads`` as asked and
         ``cpu_allocator``), which ``--resume`` reuses unless given again.
@@ -320,6 +324,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         check_writable(out)
         if command is not None and not resume:
             write_command(out, *command, save_best=bool(save_best), **(command_flags or {}))
+    # a resumed run records its command (the run's overrides and the ones given now) once it trains
+    record_resume = write and is_writer and resume and command is not None
     if threads is not None:
         torch.set_num_threads(int(threads))
     if device.type == "cpu":
@@ -327,6 +333,10 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         if allocator is not None:
             log(f"[neuralop-mp] CPU memory: {allocator} (--cpu-allocator to change)")
 
+    stabilizer_warning = build_steps.stabilizer_schedule_warning(
+        policy.stabilizer, config.opt.precision_schedule, policy.half_torch_dtype(device))
+    if stabilizer_warning:
+        log(f"[neuralop-mp] WARNING: {stabilizer_warning}")
     log(f"[neuralop-mp] {config.name}: loading data ({type(config.data).__name__})")
     try:
         train_loader, test_loaders, data_processor = build_data(config, progress=progress)
@@ -365,18 +375,20 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     )
 
     train_start = time.perf_counter()
-    trainer.train(
-        train_loader=train_loader,
-        test_loaders=test_loaders,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        regularizer=False,
-        training_loss=training_loss,
-        eval_losses=eval_losses,
-        save_every=1 if write else None,
-        save_dir=checkpoint_dir or "./ckpt",
-        resume_from_dir=checkpoint_dir if resume else None,
-    )
+    with _resume_command(out, checkpoint_dir, command, record_resume, save_best=bool(save_best),
+                         **(command_flags or {})):
+        trainer.train(
+            train_loader=train_loader,
+            test_loaders=test_loaders,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            regularizer=False,
+            training_loss=training_loss,
+            eval_losses=eval_losses,
+            save_every=1 if write else None,
+            save_dir=checkpoint_dir or "./ckpt",
+            resume_from_dir=checkpoint_dir if resume else None,
+        )
     train_time = time.perf_counter() - train_start
     half_dtype = policy.half_torch_dtype(device)
     history = list(getattr(trainer, "history", []))
@@ -433,6 +445,42 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             **({"best_model": str(out / "best_model_state_dict.pt")} if save_best else {})})
     result["model_object"] = model
     return result
+
+
+def _saved_epoch(checkpoint_dir):
+    """The epoch of the training state saved in ``checkpoint_dir``; None when there is none."""
+    from .training.checkpointing import MANIFEST_FILE, load_weights_only
+
+    try:
+        return load_weights_only(Path(checkpoint_dir) / MANIFEST_FILE).get("epoch")
+    except Exception:  # missing or unreadable: the trainer's resume reports it
+        return None
+
+
+@contextmanager
+def _resume_command(out, checkpoint_dir, command, record, **flags):
+    """While a resumed run trains, its ``command.json`` records ``command`` (the run's
+    overrides merged with the ones the resume gave), so a later ``eval`` or ``--resume``
+    (after a kill) rebuilds the config the run now trains with.
+
+    If training fails before it saves a new epoch (e.g. the checkpoint does not fit the
+    new overrides), nothing ran with them: the previous ``command.json`` is put back.
+    """
+    from .run_folder import COMMAND_FILE, write_command
+
+    if not record:
+        yield
+        return
+    path = Path(out) / COMMAND_FILE
+    previous = path.read_text() if path.is_file() else None
+    saved_before = _saved_epoch(checkpoint_dir)
+    write_command(out, *command, **flags)
+    try:
+        yield
+    except BaseException:
+        if previous is not None and _saved_epoch(checkpoint_dir) == saved_before:
+            path.write_text(previous)
+        raise
 
 
 def best_epoch(history, metric):

@@ -40,7 +40,8 @@ def data_file(root, prefix, split, resolution):
 
 
 def read_file_info(path):
-    """``(meta, n_samples)`` of a data file without reading its tensors into memory.
+    """``(meta, n_samples)`` of a data file, its tensors memory-mapped (its records'
+    checksums are read once per process, :func:`~.file_checks.read_data_file`).
 
     ``meta`` is None for files we did not write.
     """

@@ -17,6 +17,17 @@ class DataFileError(ValueError):
     """A data file that cannot be used as is; the message names the path."""
 
 
+class DataFileChecksumError(DataFileError):
+    """A readable data file whose bytes do not match their stored checksums.
+
+    ``written_here``: whether the file records this package's generation settings (a
+    cache file that may be regenerated), not a user's own data file (never replaced)."""
+
+    def __init__(self, message, written_here):
+        super().__init__(message)
+        self.written_here = written_here
+
+
 def read_data_file(path):
     """The dict stored in ``path`` (memory-mapped, weights-only).
 
@@ -36,20 +47,44 @@ def read_data_file(path):
     # layout) would be trained on; torch's archive keeps a CRC-32 of every record
     bad = _damaged_record(path)
     if bad is not None:
-        raise DataFileError(f"{path} is corrupted: its record {bad!r} does not match the checksum stored "
-                            "with it (bytes overwritten after it was written). Delete it to regenerate it.")
+        raise DataFileChecksumError(
+            f"{path} is corrupted: its record {bad!r} does not match the checksum stored with it (bytes "
+            "overwritten after it was written). Delete it to regenerate it.", written_here="meta" in data)
     if not isinstance(data, dict) or not all(torch.is_tensor(data.get(k)) for k in ("x", "y")):
         raise DataFileError(f"{path} does not hold a dict with tensors 'x' and 'y'.")
     return data
 
 
+# files whose checksums were read in this process, keyed by (path, size, modification time):
+# each loader call reads a file's information and then checks it, and every call would
+# otherwise read the whole file again for the same answer
+_VERIFIED = set()
+
+
 def _damaged_record(path):
-    """The name of the first record of the zip archive ``path`` whose CRC-32 does not match, or None."""
+    """The name of the first record of the zip archive ``path`` whose CRC-32 does not match, or None.
+
+    A record stored with a CRC of 0 is not checked: torch writes 0 for every record when
+    ``torch.serialization.set_crc32_options(False)`` is set, and still reads such files."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return None
     try:
         with zipfile.ZipFile(path) as archive:
-            return archive.testzip()
+            for info in archive.infolist():
+                if info.CRC == 0:
+                    continue
+                try:
+                    with archive.open(info) as record:  # raises at its end on a wrong CRC-32
+                        while record.read(1 << 20):
+                            pass
+                except zipfile.BadZipFile:
+                    return info.filename
     except zipfile.BadZipFile as err:
         return f"(the archive itself: {err})"
+    _VERIFIED.add(key)
+    return None
 
 
 def non_finite_samples(tensor, n_samples=None):

@@ -7,9 +7,12 @@ resolutions those classes refuse, through the ``PTDataset`` code they all use),
 so what we generate is exactly what an upstream user would read.
 
 A file that exists and holds at least the requested number of samples is used as
-is, whoever wrote it (our generator with any settings, or upstream's download).
-To change the physics (viscosity, final time, ...) generate explicitly with the
-CLI or ``generate_*`` and ``overwrite=True``.
+is, whoever wrote it (our generator with any physics settings, or upstream's
+download), unless our generator wrote it with another ``seed`` than the one
+requested: that file is regenerated with the requested seed (as ``neuralop-mp
+data`` does), or, with ``generate=False``, refused with a message naming both
+seeds. To change the physics (viscosity, final time, ...) generate explicitly with
+the CLI or ``generate_*`` and ``overwrite=True``.
 """
 from pathlib import Path
 
@@ -59,10 +62,12 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
 
     Missing files, unreadable ones (a partial file from an interrupted generation or
     copy; replaced with a warning, never loaded) and our own files with too few
-    samples are generated when ``generate`` is True; otherwise a FileNotFoundError
-    names the missing files and the command that generates them.
+    samples or another seed than ``seed`` are generated when ``generate`` is True;
+    otherwise a FileNotFoundError names the missing files and the command that
+    generates them, and a ValueError the file of another seed.
     """
     root = Path(root)
+    requested = {"seed": int(seed)}  # what the loader asks for; the physics is whatever the file holds
     missing = []
     for res, split, n in needed:
         path = data_file(root, prefix, split, res)
@@ -70,9 +75,23 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
             try:
                 meta, n_file = read_file_info(path)
             except DataFileError as err:
-                if not generate:
+                # a readable file of the user's own (no generation record) with a damaged
+                # checksum is theirs to replace: never overwritten here
+                if not generate or getattr(err, "written_here", True) is False:
                     raise
                 unreadable_file_warning(path, err)
+                generate_split(root, res, split, n, seed=seed, progress=progress, overwrite=True)
+                continue
+            differing = {} if meta is None else {k: meta.get(k) for k, v in requested.items() if meta.get(k) != v}
+            if differing:
+                if not generate:
+                    recorded = ", ".join(f"{k}={v!r}" for k, v in differing.items())
+                    wanted = ", ".join(f"{k}={requested[k]!r}" for k in differing)
+                    raise ValueError(
+                        f"{path} was generated with {recorded}, not the requested {wanted} (data.{wanted} in a "
+                        f"training config); regenerate it (`neuralop-mp data {cli_name} --root {root} --res {res} "
+                        f"--n-{split} {n} --seed {requested['seed']} --overwrite`, or generate=True: "
+                        f"--data.generate true), or request {recorded}.")
                 generate_split(root, res, split, n, seed=seed, progress=progress, overwrite=True)
                 continue
             if n_file >= n:

@@ -54,10 +54,12 @@ def _weight_shape(in_channels, out_channels, modes, max_n_modes, separable, comp
 
 
 def _fixed_modes(fixed_rank_modes):
-    # as upstream: True keeps mode 0 at full rank, False none
+    # as upstream: True keeps mode 0 at full rank, False none; an int names one mode
     if isinstance(fixed_rank_modes, bool):
         return (0,) if fixed_rank_modes else ()
-    return tuple(fixed_rank_modes) if fixed_rank_modes is not None else ()
+    if fixed_rank_modes is None:
+        return ()
+    return (fixed_rank_modes,) if _is_int(fixed_rank_modes) else tuple(fixed_rank_modes)
 
 
 def _tucker_ranks(shape, rank, fixed_modes):
@@ -143,7 +145,9 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
     kind = kind[len("complex"):] if kind.startswith("complex") else kind
     if not _is_int(rank) or kind not in _FACTORIZATION_NAMES:
         return  # an unknown factorization is tensorly-torch's to refuse
-    rank, name, fixed = int(rank), _FACTORIZATION_NAMES[kind], _fixed_modes(fixed_rank_modes)
+    # fixed modes matter to Tucker only (upstream passes them to CP and TT, which ignore them)
+    rank, name = int(rank), _FACTORIZATION_NAMES[kind]
+    fixed = _fixed_modes(fixed_rank_modes) if kind == "tucker" else ()
     budget = MAX_PARAMETER_MULTIPLE * dense
     useful = _useful_rank(kind, shape)
     allowed = max(useful, _largest_rank_within(kind, shape, budget, fixed))
@@ -204,8 +208,11 @@ def check_output_shape(layer, output_shape):
     """Refuse an ``output_shape`` other than None or one integer >= 1 per spatial dimension."""
     if output_shape is None:
         return
+    if layer.order == 1 and _is_int(output_shape) and not isinstance(output_shape, bool):
+        output_shape = (output_shape,)  # a 1-D layer's single size, as upstream's irfftn takes it
     sizes = tuple(output_shape) if isinstance(output_shape, (list, tuple, torch.Size)) else None
     if sizes is None or len(sizes) != layer.order or any(not _is_int(s) or s < 1 for s in sizes):
         raise ValueError(
             f"Invalid output_shape={output_shape!r}: this {layer.order}-D layer allows None or a sequence of "
-            f"{layer.order} integer(s) >= 1, the output's spatial sizes (d_1, ..., d_{layer.order}).")
+            f"{layer.order} integer(s) >= 1, the output's spatial sizes (d_1, ..., d_{layer.order})"
+            + (" (or one integer)." if layer.order == 1 else "."))

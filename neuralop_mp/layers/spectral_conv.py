@@ -278,8 +278,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
         return size
 
     def _output_spatial(self, spatial, output_shape):
-        if output_shape is not None:
-            return [int(s) for s in output_shape]
+        if output_shape is not None:  # checked (input_checks.check_output_shape): a 1-D layer may take one int
+            return [int(s) for s in output_shape] if isinstance(output_shape, (list, tuple, torch.Size)) \
+                else [int(output_shape)]
         if self.resolution_scaling_factor is not None:
             return [round(s * r) for s, r in zip(spatial, self.resolution_scaling_factor)]
         return list(spatial)

@@ -36,11 +36,11 @@ Examples
 from contextlib import contextmanager
 from importlib import import_module
 
+from ..build_steps import stabilizer_schedule_warning
 from ..layers.weight_storage import normalize_spectral_weight_dtype
 from ..optim.settings import CONFIG_OPTIONS
 from ..vocabulary import (PRECISION_MODES, check_choice, normalize_flag, normalize_half_dtype, normalize_recompute,
-                          normalize_recompute_chunk_points,
-                          normalize_stabilizer)
+                          normalize_recompute_chunk_points, normalize_stabilizer)
 from .report import ActivationReport
 
 #: optimizer kinds the factory builds (agreed interface of neuralop_mp.optim.factory)
@@ -48,6 +48,7 @@ OPTIMIZER_KINDS = ("adamw", "tensorgrad", "galore", "sparse")
 
 #: extra optimizer settings ``enable(optimizer_options=...)`` passes to the factory
 OPTIMIZER_OPTION_KEYS = tuple(option.config_field for option in CONFIG_OPTIONS)
+_OPTIONS_BY_FIELD = {option.config_field: option for option in CONFIG_OPTIONS}
 
 # (module, attribute) pairs that hold each replaced upstream name
 GET_MODEL_SITES = (
@@ -102,9 +103,30 @@ class AttributePatches:
 _MISSING = object()
 
 
+def check_update_in_backward_options(update_in_backward, loss_scaling=None, optimizer=None, nonfinite_grad=None,
+                                     prefix=""):
+    """Refuse, as the trainer would once the script builds it, the options that cannot be
+    combined with ``update_in_backward`` (:func:`~neuralop_mp.optim.update_in_backward.
+    check_update_in_backward_settings`); ``prefix`` (``"--mp."``) goes before every name.
+
+    "auto" loss scaling is left to the trainer: it scales only when the device computes in
+    float16. ``nonfinite_grad`` counts with the TensorGRaD kinds of ``optimizer`` only
+    ("adamw", the default, does not read it).
+    """
+    if not update_in_backward:
+        return
+    from ..optim.update_in_backward import check_update_in_backward_settings
+    from ..training.trainer import _normalize_loss_scaling
+
+    scaling = None if loss_scaling is None else _normalize_loss_scaling(loss_scaling)
+    compressed = optimizer not in (None, "adamw")
+    check_update_in_backward_settings(loss_scaling=loss_scaling if scaling == "dynamic" else False,
+                                      nonfinite_grad=nonfinite_grad if compressed else None, prefix=prefix)
+
+
 def _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, optimizer_options,
                        spectral_weight_dtype=None, recompute=None, update_in_backward=None,
-                       recompute_chunk_points=None):
+                       recompute_chunk_points=None, loss_scaling=None):
     """Check every option up front, so a bad value fails before anything is patched."""
     recompute_chunk_points = normalize_recompute_chunk_points(recompute_chunk_points, recompute)
     if recompute is not None:
@@ -128,8 +150,15 @@ def _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, o
     if optimizer is not None:
         check_choice("optimizer", optimizer, OPTIMIZER_KINDS)
     optimizer_options = dict(optimizer_options or {})
-    for key in optimizer_options:
+    for key, value in optimizer_options.items():
         check_choice("optimizer option", key, OPTIMIZER_OPTION_KEYS)
+        _OPTIONS_BY_FIELD[key].check(key, value)  # TensorGRaD's own check, now rather than at the first step
+    if loss_scaling is not None:
+        from ..training.trainer import _normalize_loss_scaling
+
+        _normalize_loss_scaling(loss_scaling)  # the trainer's check
+    check_update_in_backward_options(update_in_backward, loss_scaling, optimizer,
+                                     optimizer_options.get("tensorgrad_nonfinite_grad"))
     return dict(
         precision=precision,
         half_dtype=half_dtype,
@@ -227,7 +256,8 @@ def enable(
     if is_enabled():
         raise RuntimeError("neuralop_mp is already enabled; call neuralop_mp.disable() first.")
     options = _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, optimizer_options,
-                                 spectral_weight_dtype, recompute, update_in_backward, recompute_chunk_points)
+                                 spectral_weight_dtype, recompute, update_in_backward, recompute_chunk_points,
+                                 loss_scaling)
     options["loss_scaling"] = loss_scaling
     options["data_root"] = None if data_root is None else str(data_root)
     options["offline"] = bool(offline)
@@ -238,11 +268,10 @@ def enable(
 
     parts = intercept.plugin_parts()
     report = ActivationReport(options)
-    if options["stabilizer"] is not None and options["schedule"] is not None:
-        report.note(
-            "stabilizer is the one the model is built with; each schedule phase then sets its own "
-            "(tanh in 'half' phases, none otherwise, unless written as e.g. 'mixed/tanh')."
-        )
+    stabilizer_warning = stabilizer_schedule_warning(options["stabilizer"], options["schedule"], options["half_dtype"],
+                                                     stabilizer_key="--mp.stabilizer", schedule_key="--mp.schedule")
+    if stabilizer_warning:  # the same message as `neuralop-mp train`'s for model.stabilizer
+        report.note(stabilizer_warning)
     patches = AttributePatches()
     try:
         get_model = intercept.make_get_model(options, report, parts)

@@ -20,10 +20,11 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..build_steps import stabilizer_schedule_warning
 from ..layers.weight_storage import SPECTRAL_WEIGHT_DTYPES
 from ..vocabulary import (HALF_DTYPES, PRECISION_MODES, check_choice, normalize_flag, normalize_recompute,
                           normalize_recompute_chunk_points)
-from .activation import OPTIMIZER_KINDS, enabled
+from .activation import OPTIMIZER_KINDS, check_update_in_backward_options, enabled
 from .static_check import describe_plan, scan_source, start_warnings
 from .summary import format_summary
 from .upstream_scripts import refusal_reason
@@ -60,6 +61,29 @@ def _text(flag, value):
     return value
 
 
+def _schedule(flag, value):
+    """Parsed now (the trainer's parser), so a bad schedule stops before the script starts;
+    the text is what is passed on."""
+    from ..training.schedule import PrecisionSchedule
+
+    try:
+        PrecisionSchedule.from_config(value)
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"Invalid {flag}={value!r}: {error}") from None
+    return value
+
+
+def _loss_scaling(flag, value):
+    """Checked by the trainer's own normalisation of ``loss_scaling``."""
+    from ..training.trainer import LOSS_SCALING, _normalize_loss_scaling
+
+    try:
+        return _normalize_loss_scaling(value)
+    except ValueError:
+        check_choice(flag, value, LOSS_SCALING)  # the same values, with the flag's name
+        raise
+
+
 def _recompute(flag, value):
     return normalize_recompute(value, key=flag)
 
@@ -80,11 +104,11 @@ def _stabilizer(flag, value):
 FLAGS = {
     "precision": ("precision", _choice(PRECISION_MODES)),
     "half_dtype": ("half_dtype", _choice(HALF_DTYPES)),
-    "schedule": ("schedule", _text),
+    "schedule": ("schedule", _schedule),
     "stabilizer": ("stabilizer", _stabilizer),
     "spectral_weight_dtype": ("spectral_weight_dtype", _choice(SPECTRAL_WEIGHT_DTYPES)),
     "optimizer": ("optimizer", _choice(OPTIMIZER_KINDS)),
-    "loss_scaling": ("loss_scaling", _text),
+    "loss_scaling": ("loss_scaling", _loss_scaling),
     "recompute": ("recompute", _recompute),
     "recompute_chunk_points": ("recompute_chunk_points", _number(int)),
     "update_in_backward": ("update_in_backward", _on_off),
@@ -105,8 +129,26 @@ def _tensorgrad_flags():
             convert = _number(type(option.default))
         else:
             convert = _text
-        flags[option.config_field] = (option.config_field, convert)
+        flags[option.config_field] = (option.config_field, _checked(convert, option))
     return flags
+
+
+def _checked(convert, option):
+    """``convert``, then TensorGRaD's own check of the setting (the one the optimizer runs)."""
+    def check(flag, value):
+        try:
+            return option.check(flag, convert(flag, value))
+        except TypeError as error:
+            raise UsageError(str(error)) from None
+
+    return check
+
+
+def _check_combinations(options):
+    """Settings that are valid alone but not together, refused as the trainer would refuse them."""
+    check_update_in_backward_options(options.get("update_in_backward"), options.get("loss_scaling"),
+                                     options.get("optimizer"), options.get("tensorgrad_nonfinite_grad"),
+                                     prefix="--mp.")
 
 
 FLAGS.update(_tensorgrad_flags())
@@ -134,7 +176,10 @@ def parse_args(argv):
     UsageError
         On a missing script, an unknown ``--mp.*`` flag (the message lists the
         known ones), a flag without value, or an argument before ``--`` that is
-        not ours. Bad values raise the ``check_choice`` ValueError.
+        not ours. Bad values raise a ValueError naming the flag and the allowed
+        values: each value is checked by the library's own check (TensorGRaD's
+        settings, the trainer's loss scaling, the schedule parser, the checks of
+        ``update_in_backward``), before the script starts.
     """
     argv = list(argv)
     if "--" in argv:
@@ -170,6 +215,7 @@ def parse_args(argv):
     if "recompute_chunk_points" in options:  # refused here, before the script starts
         normalize_recompute_chunk_points(options["recompute_chunk_points"], options.get("recompute"),
                                          key="--mp.recompute_chunk_points", recompute_key="--mp.recompute")
+    _check_combinations(options)
     return script, options, script_args
 
 
@@ -247,7 +293,13 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
     shown = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None) or "defaults"
     print(f"neuralop-mp run: {path} with the plugin enabled ({shown})", file=out)
     print(f"neuralop-mp run: intercepting {describe_plan(scan)}", file=out)
-    for warning in start_warnings(scan, enable_options):
+    warnings = start_warnings(scan, enable_options)
+    stabilizer_warning = stabilizer_schedule_warning(
+        enable_options.get("stabilizer"), enable_options.get("schedule"), enable_options.get("half_dtype"),
+        stabilizer_key="--mp.stabilizer", schedule_key="--mp.schedule")
+    if stabilizer_warning:  # also in the summary, as a note of the activation
+        warnings.append(stabilizer_warning)
+    for warning in warnings:
         print(f"neuralop-mp run: WARNING: {warning}", file=out)
     out.flush()
 

@@ -45,3 +45,36 @@ def test_run_training_parses_the_precision_policy_once(monkeypatch):
     assert calls.count("model") == 1, calls
     assert set(calls) <= {"model", "MixedPrecisionFNO"}, calls
     assert result["precision"]["final_mode"] == "mixed"
+
+
+def _fake_loaders():
+    generator = torch.Generator().manual_seed(0)
+    samples = [{"x": torch.randn(1, 8, 8, generator=generator), "y": torch.randn(1, 8, 8, generator=generator)}
+               for _ in range(4)]
+    return DataLoader(samples, batch_size=4), {8: DataLoader(samples, batch_size=4)}, None
+
+
+def test_train_warns_that_model_stabilizer_is_not_applied_under_a_precision_schedule(monkeypatch):
+    config = load_config("darcy", {**TINY, "opt.n_epochs": "2", "model.stabilizer": "tanh",
+                                   "opt.precision_schedule": "half:0.5,mixed", "model.half_dtype": "bfloat16"})
+    monkeypatch.setattr(train_pipeline, "build_data", lambda config, progress=True: _fake_loaders())
+    messages = []
+    result = train_pipeline.run_training(config, progress=False, write=False, log=messages.append)
+    warnings = [m for m in messages if "WARNING" in m]
+    assert warnings == [
+        "[neuralop-mp] WARNING: model.stabilizer='tanh' is not applied: with opt.precision_schedule='half:0.5,mixed:0.5' "
+        "each phase runs with its own stabilizer ('half:0.5': none; 'mixed:0.5': none). To run a phase with tanh, "
+        "write '/tanh' after it in opt.precision_schedule, e.g. 'mixed/tanh'; to use model.stabilizer for the whole "
+        "run, leave opt.precision_schedule unset."], messages
+    # what the warning says is what ran
+    assert [h["stabilizer"] for h in result["history"]] == [None, None]
+
+
+def test_no_stabilizer_warning_without_a_schedule_or_a_stabilizer():
+    assert build_steps.stabilizer_schedule_warning("tanh", None) is None
+    assert build_steps.stabilizer_schedule_warning(None, "paper") is None
+    assert build_steps.stabilizer_schedule_warning("none", "paper") is None
+    text = build_steps.stabilizer_schedule_warning("tanh", "half@1,full", "float16")
+    assert "('half@1': tanh; 'full': none)" in text
+    assert "('half@1': tanh with float16, none with bfloat16;" in build_steps.stabilizer_schedule_warning(
+        "tanh", "half@1,full", "auto")

@@ -232,3 +232,84 @@ def test_resume_refuses_another_config(tmp_path, capsys):
     write_command(tmp_path, "darcy", [])
     assert cli.main(["train", "burgers", "--resume", str(tmp_path)]) == 2
     assert "continues a run of config 'darcy'; leave out the config 'burgers'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- review fixes (no training here)
+def _fake_training(monkeypatch):
+    """Replace the pipeline by a recorder; returns the dict of what it was called with."""
+    import neuralop_mp.train_pipeline as pipeline
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "run_training", lambda config, **kwargs: seen.update(config=config, **kwargs)
+                        or fake_result())
+    return seen
+
+
+@pytest.mark.parametrize("arg", ["--save_best=false", "--save_best=true", "--save_best="])
+def test_a_switch_given_a_value_is_refused(monkeypatch, capsys, arg):
+    seen = _fake_training(monkeypatch)
+    assert cli.main(["train", "darcy", arg]) == 2
+    err = capsys.readouterr().err
+    assert f"--save_best is a switch and takes no value (got {arg!r})" in err, err
+    assert not seen  # nothing ran
+
+
+def test_options_of_a_selected_section_class_are_known_to_train_and_eval(monkeypatch, tmp_path, capsys):
+    """docs/configs.md's `--model UNOConfig --model.uno_out_channels ...`: the keys are those of UNOConfig."""
+    seen = _fake_training(monkeypatch)
+    assert cli.main(["train", "darcy", "--model", "UNOConfig", "--model.uno_out_channels", "[16,32,32,16]"]) == 0
+    assert seen["config"].model.uno_out_channels == [16, 32, 32, 16]
+    assert seen["command"][1][:4] == ["--model", "UNOConfig", "--model.uno_out_channels", "[16,32,32,16]"]
+    assert cli.main(["train", "darcy", "--model=UNOConfig", "--model.uno_out_channel", "[16]"]) == 2
+    assert "Did you mean: --model.uno_out_channels" in capsys.readouterr().err
+    # eval of a UNO run: the run's recorded selection makes the UNO keys known
+    import neuralop_mp.evaluate as evaluate
+    from neuralop_mp.run_folder import write_command
+
+    (tmp_path / "model_state_dict.pt").write_bytes(b"")
+    write_command(tmp_path, "darcy", ["--model", "UNOConfig"])
+
+    def fake_evaluation(path, **kwargs):
+        raise ValueError(f"evaluated with {kwargs['overrides']}")
+
+    monkeypatch.setattr(evaluate, "run_evaluation", fake_evaluation)
+    assert cli.main(["eval", str(tmp_path), "--threads", "1", "--model.uno_out_channels", "[16,32,32,16]"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown option" not in err and "evaluated with ['--model.uno_out_channels', '[16,32,32,16]']" in err
+
+
+def test_command_json_gets_absolute_paths_for_a_config_file_and_data_root(monkeypatch, tmp_path):
+    folder = tmp_path / "configs_here"
+    folder.mkdir()
+    (folder / "my_config.py").write_text(
+        "from neuralop_mp.configs import DarcyConfig, DarcyDatasetConfig\n\n"
+        "class Tiny(DarcyConfig):\n"
+        "    data: DarcyDatasetConfig = DarcyDatasetConfig(data_root='its_data')\n")
+    monkeypatch.chdir(folder)
+    seen = _fake_training(monkeypatch)
+    assert cli.main(["train", "my_config.py:Tiny", "--output_dir", "run", "--opt.n_epochs", "2"]) == 0
+    spec, overrides = seen["command"]
+    assert spec == f"{folder}/my_config.py:Tiny"
+    recorded = dict(zip(overrides[::2], overrides[1::2]))
+    # the config file's own relative data_root is recorded too, resolved
+    assert recorded == {"--output_dir": str(folder / "run"), "--opt.n_epochs": "2",
+                        "--data.data_root": str(folder / "its_data")}
+    assert cli.main(["train", "my_config.py:Tiny", "--data.data_root=../data"]) == 0
+    assert seen["command"][1] == ["--data.data_root", str(tmp_path / "data")]
+    assert seen["config"].data.data_root == "../data"  # the run itself reads it as typed, from here
+
+
+def test_resume_records_the_overrides_it_adds_later_values_winning(monkeypatch, tmp_path):
+    from neuralop_mp.run_folder import write_command
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_command(run, "darcy", ["--opt.n_epochs", "2", "--verbose", "false", "--output_dir", "run"],
+                  save_best=True, threads="1", cpu_allocator="keep")
+    seen = _fake_training(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--resume", "run", "--opt.n_epochs=4", "--opt.precision_schedule", "full@2,mixed"]) == 0
+    assert seen["resume"] is True and seen["save_best"] is True and seen["threads"] == 1
+    assert seen["config"].opt.n_epochs == 4
+    assert seen["command"] == ("darcy", ["--opt.n_epochs", "4", "--verbose", "false", "--output_dir", str(run),
+                                         "--opt.precision_schedule", "full@2,mixed"])

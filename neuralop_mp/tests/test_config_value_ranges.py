@@ -36,3 +36,54 @@ def test_sensible_edge_values_are_accepted():
 def test_gamma_is_only_checked_for_steplr():
     config = load_config("darcy", ["--opt.scheduler", "CosineAnnealingLR", "--opt.gamma", "-1"])
     assert config.opt.gamma == -1.0  # unused by CosineAnnealingLR
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["--opt.max_consecutive_skips", "0"], r"Invalid opt.max_consecutive_skips=0; allowed values: integers >= 1"),
+    (["--opt.scheduler", "CosineAnnealingLR", "--opt.scheduler_T_max", "0"],
+     r"Invalid opt.scheduler_T_max=0; allowed values: integers >= 1"),
+    (["--opt.scheduler", "ReduceLROnPlateau", "--opt.gamma", "2"],
+     r"Invalid opt.gamma=2.0 with ReduceLROnPlateau; allowed values: 0 < gamma < 1"),
+    (["--opt.scheduler", "ReduceLROnPlateau", "--opt.gamma", "1"], r"Invalid opt.gamma=1.0 with ReduceLROnPlateau"),
+    (["--opt.scheduler", "ReduceLROnPlateau", "--opt.scheduler_patience", "-1"],
+     r"Invalid opt.scheduler_patience=-1; allowed values: integers >= 0"),
+    (["--model.channel_mlp_dropout", "1.5"], r"Invalid model.channel_mlp_dropout=1.5; allowed values: 0 <= p < 1"),
+    (["--model", "UNOConfig", "--model.channel_mlp_dropout", "-0.1"], r"Invalid model.channel_mlp_dropout=-0.1"),
+    (["--patching.levels", "1", "--patching.padding", "-1"], r"Invalid patching.padding=-1.0; allowed values: fractions >= 0"),
+    # zencfg reads true/false into a number field as 1/0
+    (["--opt.n_epochs", "true"], r"Invalid opt.n_epochs='true'; allowed values: integers"),
+    (["--seed", "False"], r"Invalid seed='False'; allowed values: integers"),
+    (["--opt.learning_rate=true"], r"Invalid opt.learning_rate='true'; allowed values: numbers"),
+    (["--model.domain_padding", "true"], r"Invalid model.domain_padding='true'; allowed values: numbers"),
+    # every TensorGRaD kind reads tensorgrad_nonfinite_grad, which update in backward cannot honour
+    (["--opt.optimizer", "galore", "--opt.tensorgrad_nonfinite_grad", "skip", "--opt.update_in_backward", "true"],
+     r"opt.update_in_backward=True cannot be combined with opt.tensorgrad_nonfinite_grad='skip'"),
+])
+def test_values_that_failed_only_after_the_data_was_loaded_are_refused_up_front(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config("darcy", overrides)
+
+
+def test_a_bool_for_a_number_field_is_refused_also_from_a_dict():
+    with pytest.raises(ValueError, match=r"Invalid opt.n_epochs=True; allowed values: integers"):
+        load_config("darcy", {"opt.n_epochs": True})
+
+
+def test_edge_values_of_the_new_ranges_are_accepted():
+    config = load_config("darcy", ["--opt.max_consecutive_skips", "1", "--opt.scheduler", "ReduceLROnPlateau",
+                                   "--opt.gamma", "0.5", "--opt.scheduler_patience", "0",
+                                   "--model.channel_mlp_dropout", "0.0", "--patching.padding", "0",
+                                   "--opt.n_epochs", "3", "--verbose", "true"])
+    assert config.opt.scheduler_patience == 0 and config.verbose is True
+    config = load_config("darcy", ["--opt.scheduler", "CosineAnnealingLR", "--opt.scheduler_T_max", "1"])
+    assert config.opt.scheduler_T_max == 1
+
+
+def test_the_cli_refuses_them_with_exit_2_before_any_data_is_read(tmp_path, capsys):
+    from neuralop_mp.cli import main
+
+    root = tmp_path / "never"
+    assert main(["train", "darcy", "--data.data_root", str(root), "--opt.scheduler", "CosineAnnealingLR",
+                 "--opt.scheduler_T_max", "0"]) == 2
+    assert "Invalid opt.scheduler_T_max=0" in capsys.readouterr().err
+    assert not root.exists()

@@ -59,8 +59,10 @@ class AutoPrecisionPhases:
                 return dict(record)
         return None
 
-    def _apply_auto_precision(self, epoch):
-        """Called right after the phase's policy is applied at the start of ``epoch``."""
+    def _apply_auto_precision(self, epoch, measure=True):
+        """Called right after the phase's policy is applied at the start of ``epoch``.
+        ``measure=False`` (no epoch to train, no loader): a phase the history holds no
+        decision for runs its own mode instead of being checked."""
         self._auto_check = None
         phase_mode = self.phase.mode
         if self._auto is None or self._auto["phase"] != self.phase_index:
@@ -68,7 +70,7 @@ class AutoPrecisionPhases:
             if record is None:
                 record = {"phase": self.phase_index, "phase_mode": phase_mode, "mode": phase_mode,
                           "checked_at_epoch": None}
-                if phase_mode != "full":
+                if phase_mode != "full" and measure:
                     record.update(self._check_phase(epoch, phase_mode))
             self._auto = record
         if self._auto["mode"] != phase_mode:

@@ -111,7 +111,10 @@ def save_training_files(save_dir, save_name, model, optimizer=None, scheduler=No
     if precision_state is not None:
         objects["precision_state"] = (PRECISION_STATE_FILE,
                                       {"format_version": FORMAT_VERSION, **precision_state})
-    manifest = {"format_version": FORMAT_VERSION, "epoch": epoch, "files": {}}
+    # the classes that wrote the states: a scheduler's state does not say which class it is
+    manifest = {"format_version": FORMAT_VERSION, "epoch": epoch, "files": {},
+                "classes": {name: type(obj).__name__ for name, obj in zip(_STATE_FILES, (optimizer, scheduler, regularizer))
+                            if obj is not None}}
     for role, (filename, payload) in objects.items():
         path = tmp_dir / filename
         torch.save(payload, path)
@@ -297,19 +300,36 @@ def check_optimizer_state(optimizer, state, path):
                 f"{sorted(keys - saved_keys)}.")
 
 
-def check_scheduler_state(scheduler, state, path):
+# scheduler state entries that are bookkeeping, not settings: their names differ between torch
+# versions (``verbose`` was dropped, ``_is_initial`` added) for one and the same class
+_SCHEDULER_BOOKKEEPING = ("base_lrs", "last_epoch", "verbose")
+
+
+def check_scheduler_state(scheduler, state, path, saved_class=None):
     """Refuse a scheduler state written by another scheduler class: torch's schedulers
     copy every saved attribute over their own, so a StepLR state loaded into a cosine
-    schedule would run neither schedule. Keys present on one side only are what a newer
-    torch adds to a class: accepted."""
+    schedule would run neither schedule. ``saved_class``: the class name the manifest
+    records (checkpoints since format 2 written by this package); without it (older or
+    upstream's checkpoints), the settings the two states hold are compared, bookkeeping
+    entries (private ones, ``base_lrs``, ``last_epoch``, ``verbose``) left out."""
+    name = type(scheduler).__name__
+    if saved_class is not None:
+        if saved_class != name:
+            raise CheckpointError(f"{path} was written by a {saved_class} learning-rate scheduler, not this run's "
+                                  f"{name}. Resume with the scheduler the run was saved with.")
+        return
     now = scheduler.state_dict()
     if not isinstance(state, dict) or not isinstance(now, dict):
         return
-    saved_keys, keys = set(state), set(now)
-    if saved_keys - keys and keys - saved_keys:
+
+    def settings(keys):
+        return {k for k in keys if not k.startswith("_") and k not in _SCHEDULER_BOOKKEEPING}
+
+    saved_keys, keys = settings(state), settings(now)
+    if saved_keys != keys:
         raise CheckpointError(
-            f"{path} was written by another learning-rate scheduler than this run's {type(scheduler).__name__}: "
-            f"it has settings {sorted(saved_keys - keys)} that this one lacks and lacks {sorted(keys - saved_keys)}. "
+            f"{path} was written by another learning-rate scheduler than this run's {name}: it has settings "
+            f"{sorted(saved_keys - keys)} that this one lacks and lacks {sorted(keys - saved_keys)}. "
             "Resume with the scheduler the run was saved with.")
 
 
@@ -357,7 +377,8 @@ def load_training_files(save_dir, model, optimizer=None, scheduler=None, regular
     if optimizer is not None:
         check_optimizer_state(optimizer, states["optimizer"][1], states["optimizer"][2])
     if scheduler is not None:
-        check_scheduler_state(scheduler, states["scheduler"][1], states["scheduler"][2])
+        check_scheduler_state(scheduler, states["scheduler"][1], states["scheduler"][2],
+                              saved_class=(manifest.get("classes") or {}).get("scheduler"))
     _load_into(unwrap(model), "model", model_state, model_path)
     for role, (obj, state, path) in states.items():
         _load_into(obj, role, state, path)

@@ -249,8 +249,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if self.autocast_device_type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
-    def _enter_phase(self, epoch):
-        """Switch the model, autocast and the auto-precision decision to ``epoch``'s phase."""
+    def _enter_phase(self, epoch, measure=True):
+        """Switch the model, autocast and the auto-precision decision to ``epoch``'s phase
+        (``measure=False``: no auto-precision check, see ``_apply_auto_precision``)."""
         schedule = self.precision_schedule
         if schedule is not None:
             self.phase_index = schedule.index_for_epoch(epoch, self.n_epochs)
@@ -262,7 +263,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                 set_precision(self.model, "full", stabilizer=self.phase.stabilizer_for(self.autocast_dtype))
             self.autocast_enabled = self.phase.autocast
             if self.auto_precision:
-                self._apply_auto_precision(epoch)
+                self._apply_auto_precision(epoch, measure=measure)
 
     # ------------------------------------------------------------------ one batch / epoch
     # Upstream's ``train_one_epoch`` runs, per batch: ``loss = self.train_one_batch(...)``,
@@ -515,7 +516,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                               f"{self.n_epochs} epochs; nothing to train.", stacklevel=2)
                 if self.history:  # the model in the precision the run finished in, as after training
                     # (a checkpoint of a longer run resumed with fewer epochs: this run's last epoch)
-                    self._enter_phase(min(self.history[-1]["epoch"], self.n_epochs - 1))
+                    self._enter_phase(min(self.history[-1]["epoch"], self.n_epochs - 1), measure=False)
                 return self._last_epoch_metrics()
         use_distributed = self.use_distributed
         if use_distributed and distributed.is_distributed():

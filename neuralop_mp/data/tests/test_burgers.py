@@ -53,6 +53,12 @@ def test_a_samples_trajectory_does_not_depend_on_the_samples_solved_beside_it(tm
     assert torch.equal(large["y"][:2], small["y"])
 
 
+@pytest.mark.parametrize("dt", [0.0, -1e-3, float("inf"), float("nan")])
+def test_a_step_that_is_not_a_finite_positive_number_is_refused(dt):
+    with pytest.raises(ValueError, match=rf"Invalid dt={dt!r}; allowed values: None .* or a finite number > 0"):
+        solve_burgers(initial_condition([1], 128), [0.0, 0.5], 0.01, dt=dt)
+
+
 def test_bad_resolution_is_rejected():
     with pytest.raises(ValueError, match=r"resolution=4; allowed values: integers >= 8"):
         generate_burgers(None, resolutions=(4,), n_train=1, n_test=1, progress=False)

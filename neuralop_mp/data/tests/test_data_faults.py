@@ -95,6 +95,30 @@ def test_bytes_overwritten_in_place_are_caught_by_the_checksum_and_regenerated(d
     assert torch.equal(torch.load(path, weights_only=True)["y"], y)
 
 
+def test_a_file_saved_without_checksums_is_read_and_a_damaged_user_file_is_never_replaced(tmp_path):
+    """torch writes a CRC of 0 for every record under set_crc32_options(False) and reads such
+    files: so do we. A user's own file (no generation record) with a damaged checksum is
+    refused even with generate=True, never overwritten with generated data."""
+    mine = {"x": torch.full((4, 8, 8), 7.0), "y": torch.full((4, 8, 8), 7.0)}
+    torch.serialization.set_crc32_options(False)
+    try:
+        for split in ("train", "test"):
+            torch.save(mine, tmp_path / f"darcy_{split}_8.pt")
+    finally:
+        torch.serialization.set_crc32_options(True)
+    train, _, _ = load_darcy(tmp_path, **SMALL, generate=True)
+    assert len(train.dataset) == 4 and "meta" not in torch.load(tmp_path / "darcy_train_8.pt", weights_only=True)
+    torch.save(mine, tmp_path / "darcy_train_8.pt")  # with checksums, then damaged in place
+    path = tmp_path / "darcy_train_8.pt"
+    raw = bytearray(path.read_bytes())
+    start = bytes(raw).index(mine["y"][1].numpy().tobytes())
+    raw[start:start + 8] = bytes(range(1, 9))
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataFileError, match=r"darcy_train_8.pt is corrupted"):
+        load_darcy(tmp_path, **SMALL, generate=True)
+    assert path.read_bytes() == bytes(raw)  # the user's file is left as it is
+
+
 def test_generation_writes_through_a_temporary_file(tmp_path, monkeypatch):
     """Killed while saving: the final name never holds a partial file, no temporary is left."""
     real_save = torch.save
@@ -138,3 +162,26 @@ def test_nonsense_sizes_are_refused_before_any_file_is_touched(tmp_path, overrid
 def test_float_resolution_is_a_type_error(tmp_path):
     with pytest.raises(TypeError, match=r"Invalid train_resolution=16.5"):
         load_darcy(tmp_path, **dict(SMALL, train_resolution=16.5))
+
+
+def test_load_darcy_regenerates_or_refuses_a_file_of_another_seed(tmp_path):
+    """data.seed is not ignored when files of another seed are in the data root (as `neuralop-mp data` compares)."""
+    small = dict(n_train=2, n_tests=(2,), batch_size=2, test_batch_sizes=(2,), train_resolution=8,
+                 test_resolutions=(8,), progress=False)
+    generate_darcy(tmp_path, resolutions=(8,), n_train=2, n_test=2, seed=0, progress=False)
+    seed0 = torch.load(tmp_path / "darcy_train_8.pt", weights_only=True)
+    with pytest.raises(ValueError) as info:
+        load_darcy(tmp_path, **small, seed=1, generate=False)
+    message = str(info.value)
+    assert "darcy_train_8.pt was generated with seed=0, not the requested seed=1 (data.seed=1" in message, message
+    assert "neuralop-mp data darcy --root" in message and "--seed 1 --overwrite" in message
+    assert torch.load(tmp_path / "darcy_train_8.pt", weights_only=True)["meta"]["seed"] == 0  # left as it was
+
+    train, _, _ = load_darcy(tmp_path, **small, seed=1)
+    regenerated = torch.load(tmp_path / "darcy_train_8.pt", weights_only=True)
+    assert regenerated["meta"]["seed"] == 1 and not torch.equal(regenerated["x"], seed0["x"])
+    assert torch.load(tmp_path / "darcy_test_8.pt", weights_only=True)["meta"]["seed"] == 1
+    # the requested seed's file is used as it is: no regeneration
+    stamp = os.stat(tmp_path / "darcy_train_8.pt").st_mtime_ns
+    load_darcy(tmp_path, **small, seed=1, generate=False)
+    assert os.stat(tmp_path / "darcy_train_8.pt").st_mtime_ns == stamp

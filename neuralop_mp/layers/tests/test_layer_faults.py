@@ -128,6 +128,23 @@ def test_output_shape_as_a_list_or_torch_size_matches_upstream():
     x = torch.randn(2, 3, 8, 8)
     for output_shape in ([12, 10], torch.Size([6, 8])):
         assert rel_err(ours(x, output_shape=output_shape), up(x, output_shape=output_shape).double()) <= 1e-5
+    # a 1-D layer takes its one size as an int too, as upstream's does
+    up, ours = _upstream_and_ours(in_channels=2, out_channels=2, n_modes=(4,))
+    x = torch.randn(1, 2, 12)
+    assert ours(x, output_shape=24).shape == up(x, output_shape=24).shape == (1, 2, 24)
+    assert rel_err(ours(x, output_shape=24), up(x, output_shape=24).double()) <= 1e-5
+
+
+# CP and TT ignore fixed_rank_modes (upstream builds them with an int, a list or True); Tucker keeps
+# those modes at full rank and takes a list or True (an int fails in tensorly-torch, for upstream too)
+@pytest.mark.parametrize("factorization, fixed_rank_modes", [
+    ("cp", 0), ("cp", [0]), ("cp", True), ("tt", 0), ("tt", [0]), ("tt", True), ("tucker", [0]), ("tucker", True)])
+def test_fixed_rank_modes_upstream_takes_build_and_load_its_weights(factorization, fixed_rank_modes):
+    torch.manual_seed(0)
+    up, ours = _upstream_and_ours(in_channels=3, out_channels=3, n_modes=(4, 4), factorization=factorization,
+                                  rank=0.5, fixed_rank_modes=fixed_rank_modes)
+    x = torch.randn(1, 3, 8, 8)
+    assert rel_err(ours(x), up(x).double()) <= 1e-5
 
 
 @pytest.mark.parametrize("factorization", ["cp", "tucker", "tt"])

@@ -143,6 +143,12 @@ def test_enable_does_not_nest(fake_parts, originals):
         ({"optimizer_options": {"tensorgrad_rnk": 1}}, "Invalid optimizer option='tensorgrad_rnk'"),
         ({"recompute": "spectral"}, "Invalid recompute='spectral'; allowed values: 'none', 'fourier', 'block'."),
         ({"update_in_backward": "yes"}, "Invalid update_in_backward='yes'; allowed values: True, False."),
+        # values checked by the library's own checks, not first when the script builds the trainer or optimizer
+        ({"loss_scaling": "dynamc"}, "Invalid loss_scaling='dynamc'; allowed values: 'auto', 'dynamic', 'none'."),
+        ({"optimizer_options": {"tensorgrad_rank": 0}}, "Invalid tensorgrad_rank=0; expected a float in (0, 1]"),
+        ({"optimizer_options": {"tensorgrad_update_proj_gap": 0}}, "Invalid tensorgrad_update_proj_gap=0; expected"),
+        ({"update_in_backward": True, "loss_scaling": "dynamic"},
+         "update_in_backward=True cannot be combined with loss_scaling='dynamic'"),
     ],
 )
 def test_bad_options_fail_before_anything_is_patched(fake_parts, originals, kwargs, message):
@@ -166,6 +172,11 @@ def test_get_model_builds_through_the_plugin_with_the_requested_precision(fake_p
     assert any(isinstance(m, FakeMixedPrecisionSpectralConv) for m in model.modules())
     assert report.models[0]["layer_types"] == ["FakeMixedPrecisionSpectralConv"]
     assert report.models[0]["arch"] == "fno"
+    # the stabilizer is not what the phases run with: said as `train` says it for model.stabilizer
+    (note,) = [n for n in report.notes if "stabilizer" in n]
+    assert note.startswith("--mp.stabilizer='tanh' is not applied: with --mp.schedule='half:0.25,mixed:0.5,full:0.25' "
+                           "each phase runs with its own stabilizer ('half:0.25': none; 'mixed:0.5': none; "
+                           "'full:0.25': none). To run a phase with tanh, write '/tanh' after it"), note
 
 
 def test_get_model_keeps_the_scripts_precision_when_none_is_requested(fake_parts, tiny_config):

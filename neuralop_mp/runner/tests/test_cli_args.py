@@ -112,3 +112,40 @@ def test_main_reports_usage_errors_with_status_2(capsys):
     assert "Script 'missing_script.py' not found" in capsys.readouterr().err
     assert main(["--help"]) == 0
     assert "usage: neuralop-mp run SCRIPT.py" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--mp.loss_scaling", "dynamc"], "Invalid --mp.loss_scaling='dynamc'; allowed values: 'auto', 'dynamic', 'none'."),
+        (["--mp.tensorgrad_rank", "0"], "Invalid --mp.tensorgrad_rank=0.0; expected a float in (0, 1]"),
+        (["--mp.tensorgrad_sparse_ratio", "2"], "Invalid --mp.tensorgrad_sparse_ratio=2.0; expected a float in (0, 1]"),
+        (["--mp.tensorgrad_update_proj_gap", "0"], "Invalid --mp.tensorgrad_update_proj_gap=0; expected an int >= 1."),
+        (["--mp.tensorgrad_min_params", "-1"], "Invalid --mp.tensorgrad_min_params=-1; expected an int >= 0."),
+        (["--mp.tensorgrad_scale", "-1"], "Invalid --mp.tensorgrad_scale=-1.0; expected a finite number in [0.0, inf]."),
+        (["--mp.schedule", "half:2"], "Invalid --mp.schedule='half:2': "),
+        (["--mp.precision", "mixed", "--mp.update_in_backward", "true", "--mp.loss_scaling", "dynamic"],
+         "--mp.update_in_backward=True cannot be combined with --mp.loss_scaling='dynamic'"),
+        (["--mp.optimizer", "galore", "--mp.tensorgrad_nonfinite_grad", "skip", "--mp.update_in_backward", "true"],
+         "--mp.update_in_backward=True cannot be combined with --mp.tensorgrad_nonfinite_grad='skip'"),
+    ],
+)
+def test_every_value_is_checked_by_the_librarys_own_check_before_the_script_starts(tmp_path, capsys, argv, message):
+    script = tmp_path / "script.py"
+    script.write_text(f"open({str(tmp_path / 'started')!r}, 'w').close()\n")
+    with pytest.raises(ValueError) as info:
+        parse_args([str(script), *argv])
+    assert str(info.value).startswith(message), str(info.value)
+    assert main([str(script), *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"neuralop-mp run: error: {message}")
+    assert not (tmp_path / "started").exists()
+
+
+def test_valid_combinations_still_pass():
+    _, options, _ = parse_args(["t.py", "--mp.loss_scaling", "dynamic", "--mp.tensorgrad_rank", "0.5",
+                                "--mp.update_in_backward", "false", "--mp.schedule", "half:0.25,mixed"])
+    assert options == {"loss_scaling": "dynamic", "tensorgrad_rank": 0.5, "update_in_backward": False,
+                       "schedule": "half:0.25,mixed"}
+    # "auto" scales only with float16, which the device decides: left to the trainer; adamw ignores nonfinite_grad
+    assert parse_args(["t.py", "--mp.update_in_backward", "true", "--mp.loss_scaling", "auto",
+                       "--mp.tensorgrad_nonfinite_grad", "skip"])[1]["update_in_backward"] is True

@@ -111,3 +111,15 @@ def test_direct_model_construction_is_announced_before_the_script_runs(tmp_path,
     assert "builds its model directly (FNO(...))" in head
     assert "requested precision will NOT be applied" in head
     assert "never creates neuralop.Trainer" in head
+
+
+def test_a_stabilizer_beside_a_schedule_is_warned_about_before_the_script_starts(probe, fake_parts, capsys):
+    script, record_file = probe
+    result = run_script(script, [str(record_file)], precision="mixed", stabilizer="tanh", half_dtype="float16",
+                        schedule="half:0.5,mixed")
+    assert result.exit_status == 0
+    out = capsys.readouterr().out
+    warning = ("neuralop-mp run: WARNING: --mp.stabilizer='tanh' is not applied: with --mp.schedule='half:0.5,mixed:0.5' "
+               "each phase runs with its own stabilizer ('half:0.5': tanh; 'mixed:0.5': none). To run a phase with "
+               "tanh, write '/tanh' after it in --mp.schedule, e.g. 'mixed/tanh'")
+    assert warning in out and out.index(warning) < out.index("probe says hello"), out

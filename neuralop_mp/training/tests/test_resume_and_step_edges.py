@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from neuralop_mp.layers.precision_switch import get_precision
-from neuralop_mp.training.checkpointing import CheckpointError
+from neuralop_mp.training.checkpointing import CheckpointError, check_scheduler_state
 from neuralop_mp.training.loss_scaling import ComplexGradScaler
 from neuralop_mp.training.tests.tiny import loss, optimizer_and_scheduler, tiny_data, tiny_fno
 from neuralop_mp.training.trainer import MixedPrecisionTrainer
@@ -129,10 +129,30 @@ def test_a_checkpoint_of_another_scheduler_class_is_refused(tmp_path):
     model = tiny_fno()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4)
-    with pytest.raises(CheckpointError, match=r"scheduler.pt was written by another learning-rate scheduler "
-                                              r"than this run's CosineAnnealingLR.*\['gamma', 'step_size'\]"):
+    with pytest.raises(CheckpointError, match=r"scheduler.pt was written by a StepLR learning-rate scheduler, not "
+                                              r"this run's CosineAnnealingLR"):
         MixedPrecisionTrainer(model=model, n_epochs=2).train(train, test, optimizer, cosine, training_loss=loss(),
                                                              resume_from_dir=tmp_path)
+
+
+def _scheduler(cls, **kwargs):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    return cls(optimizer, **kwargs)
+
+
+def test_without_a_recorded_class_the_schedulers_settings_are_compared(tmp_path):
+    """Older and upstream's checkpoints record no class: the settings decide, bookkeeping
+    entries left out. The same class from another torch (a 'verbose' entry, no
+    '_is_initial') loads; a class whose settings are a subset of another's does not."""
+    step = _scheduler(torch.optim.lr_scheduler.StepLR, step_size=3, gamma=0.5)
+    other_torch = {k: v for k, v in step.state_dict().items() if k != "_is_initial"}
+    other_torch["verbose"] = False
+    check_scheduler_state(step, other_torch, tmp_path / "scheduler.pt")
+    exponential = _scheduler(torch.optim.lr_scheduler.ExponentialLR, gamma=0.9).state_dict()
+    for cls, kwargs, lacking in ((torch.optim.lr_scheduler.StepLR, dict(step_size=3), "step_size"),
+                                 (torch.optim.lr_scheduler.MultiStepLR, dict(milestones=[2]), "milestones")):
+        with pytest.raises(CheckpointError, match=rf"another learning-rate scheduler .* lacks \['{lacking}'\]"):
+            check_scheduler_state(_scheduler(cls, **kwargs), exponential, tmp_path / "scheduler.pt")
 
 
 def test_resuming_a_finished_run_returns_upstreams_metrics_in_the_last_phases_precision(tmp_path):
@@ -191,4 +211,26 @@ def test_a_checkpoint_past_this_runs_last_epoch_resumes_as_finished(tmp_path):
     trainer = MixedPrecisionTrainer(model=model, n_epochs=2, precision_schedule="full:0.5,mixed")
     with pytest.warns(UserWarning, match="already finished all 2 epochs"):
         metrics = trainer.train(train, test, optimizer, scheduler, training_loss=loss(), resume_from_dir=tmp_path)
+    assert metrics["train_err"] == trainer.history[-1]["train_err"] and get_precision(model)[0] == "mixed"
+
+
+def test_a_finished_resume_with_auto_precision_measures_nothing(tmp_path):
+    """Saved in the 'full' phase of 4 epochs, resumed with 2: this run's last epoch is in the
+    'mixed' phase, which the history holds no auto-precision decision for. Nothing is trained,
+    so nothing is measured (there is no loader): the phase runs its own mode."""
+    train, test = tiny_data(n=8, batch_size=8)
+    model = tiny_fno(seed=0)
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    first = _CrashingTrainer(model=model, n_epochs=4, precision_schedule="full:0.5,mixed", auto_precision=True)
+    first.crash_at = 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(_Crash):
+            first.train(train, test, optimizer, scheduler, training_loss=loss(), save_every=1, save_dir=tmp_path)
+        model = tiny_fno(seed=1)
+        optimizer, scheduler = optimizer_and_scheduler(model)
+        trainer = MixedPrecisionTrainer(model=model, n_epochs=2, precision_schedule="full:0.5,mixed",
+                                        auto_precision=True)
+        metrics = trainer.train(train, test, optimizer, scheduler, training_loss=loss(), resume_from_dir=tmp_path)
+    assert [entry["phase"] for entry in trainer.history] == [0, 0] and trainer.auto_decisions == []
     assert metrics["train_err"] == trainer.history[-1]["train_err"] and get_precision(model)[0] == "mixed"
