@@ -8,8 +8,9 @@ A run folder holds, besides ``results.json`` and ``loss_curve.png``:
   plugin class's ``from_checkpoint``) gives it back in that precision;
 - ``best_model_*`` the same way for the model with the lowest test L2 at the training
   resolution (``neuralop-mp train --save_best``);
-- ``command.json``: the config and overrides the run was started with, from which
-  ``--resume`` and ``neuralop-mp eval`` rebuild the same config;
+- ``command.json``: the config and overrides of the run (those of its start and of
+  every ``--resume`` that added some, later values winning; paths absolute), from
+  which ``--resume`` and ``neuralop-mp eval`` rebuild the same config;
 - ``checkpoint/``: the trainer's training state after the last finished epoch,
   which ``neuralop-mp train --resume RUN_DIR`` continues from.
 """
