@@ -84,8 +84,13 @@ def solve_burgers(u0, times, viscosity=DEFAULT_VISCOSITY, dt=None, progress=None
 def _solve_burgers(u0, times, viscosity, dt, progress):
     if viscosity <= 0:
         raise ValueError(f"Invalid viscosity={viscosity!r}; allowed values: positive floats.")
-    if dt is not None and not (isinstance(dt, (int, float)) and not isinstance(dt, bool) and 0 < dt < math.inf):
-        raise ValueError(f"Invalid dt={dt!r}; allowed values: None (from the CFL condition) or a finite number > 0.")
+    if dt is not None:
+        try:
+            value = float(dt)  # a Python, numpy or 0-d tensor number
+        except (TypeError, ValueError):
+            value = math.nan
+        if isinstance(dt, bool) or not 0 < value < math.inf:
+            raise ValueError(f"Invalid dt={dt!r}; allowed values: None (from the CFL condition) or a finite number > 0.")
     n = u0.shape[-1]
     k = torch.fft.rfftfreq(n, d=1.0 / n, dtype=u0.dtype, device=u0.device)
     derivative = torch.where(k == n / 2, 0.0, 2 * math.pi * k)  # no odd derivative of the Nyquist mode

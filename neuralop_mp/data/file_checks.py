@@ -49,7 +49,8 @@ def read_data_file(path):
     if bad is not None:
         raise DataFileChecksumError(
             f"{path} is corrupted: its record {bad!r} does not match the checksum stored with it (bytes "
-            "overwritten after it was written). Delete it to regenerate it.", written_here="meta" in data)
+            "overwritten after it was written). Delete it to regenerate it.",
+            written_here=isinstance(data, dict) and "meta" in data)
     if not isinstance(data, dict) or not all(torch.is_tensor(data.get(k)) for k in ("x", "y")):
         raise DataFileError(f"{path} does not hold a dict with tensors 'x' and 'y'.")
     return data

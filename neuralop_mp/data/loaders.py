@@ -9,11 +9,12 @@ so what we generate is exactly what an upstream user would read.
 A file that exists and holds at least the requested number of samples is used as
 is, whoever wrote it (our generator with any physics settings, or upstream's
 download), unless our generator wrote it with another ``seed`` than the one
-requested: that file is regenerated with the requested seed (as ``neuralop-mp
-data`` does), or, with ``generate=False``, refused with a message naming both
-seeds. To change the physics (viscosity, final time, ...) generate explicitly with
+requested: that file is regenerated with the requested seed and as many samples
+as it held, with a warning (as ``neuralop-mp data`` regenerates), or, with
+``generate=False``, refused with a message naming both seeds. To change the physics (viscosity, final time, ...) generate explicitly with
 the CLI or ``generate_*`` and ``overwrite=True``.
 """
+import warnings
 from pathlib import Path
 
 from neuralop.data.datasets.burgers import Burgers1dTimeDataProcessor, Burgers1dTimeDataset
@@ -84,15 +85,19 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
                 continue
             differing = {} if meta is None else {k: meta.get(k) for k, v in requested.items() if meta.get(k) != v}
             if differing:
+                recorded = ", ".join(f"{k}={v!r}" for k, v in differing.items())
+                wanted = ", ".join(f"{k}={requested[k]!r}" for k in differing)
                 if not generate:
-                    recorded = ", ".join(f"{k}={v!r}" for k, v in differing.items())
-                    wanted = ", ".join(f"{k}={requested[k]!r}" for k in differing)
                     raise ValueError(
                         f"{path} was generated with {recorded}, not the requested {wanted} (data.{wanted} in a "
                         f"training config); regenerate it (`neuralop-mp data {cli_name} --root {root} --res {res} "
                         f"--n-{split} {n} --seed {requested['seed']} --overwrite`, or generate=True: "
                         f"--data.generate true), or request {recorded}.")
-                generate_split(root, res, split, n, seed=seed, progress=progress, overwrite=True)
+                # as many samples as the file held: regenerating must not shrink a user's dataset
+                warnings.warn(f"{path} was generated with {recorded}, not the requested {wanted}: it is regenerated "
+                              f"with {wanted} and {max(n, n_file)} samples (request {recorded} to use it as it is).",
+                              RuntimeWarning, stacklevel=3)
+                generate_split(root, res, split, max(n, n_file), seed=seed, progress=progress, overwrite=True)
                 continue
             if n_file >= n:
                 continue

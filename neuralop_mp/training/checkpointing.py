@@ -309,9 +309,13 @@ def check_scheduler_state(scheduler, state, path, saved_class=None):
     """Refuse a scheduler state written by another scheduler class: torch's schedulers
     copy every saved attribute over their own, so a StepLR state loaded into a cosine
     schedule would run neither schedule. ``saved_class``: the class name the manifest
-    records (checkpoints since format 2 written by this package); without it (older or
-    upstream's checkpoints), the settings the two states hold are compared, bookkeeping
-    entries (private ones, ``base_lrs``, ``last_epoch``, ``verbose``) left out."""
+    records (checkpoints written by this package since the manifest records it). Without
+    it (older or upstream's checkpoints) the settings the two states hold are compared,
+    bookkeeping entries (private ones, ``base_lrs``, ``last_epoch``, ``verbose``) left out,
+    and refused only when each side has settings the other lacks: a newer torch adds
+    settings to a class (ReduceLROnPlateau's ``default_min_lr`` in 2.6), so a one-sided
+    difference is accepted, and with it a class whose settings are a subset of the other's,
+    which only the recorded class tells apart."""
     name = type(scheduler).__name__
     if saved_class is not None:
         if saved_class != name:
@@ -326,10 +330,10 @@ def check_scheduler_state(scheduler, state, path, saved_class=None):
         return {k for k in keys if not k.startswith("_") and k not in _SCHEDULER_BOOKKEEPING}
 
     saved_keys, keys = settings(state), settings(now)
-    if saved_keys != keys:
+    if saved_keys - keys and keys - saved_keys:
         raise CheckpointError(
-            f"{path} was written by another learning-rate scheduler than this run's {name}: it has settings "
-            f"{sorted(saved_keys - keys)} that this one lacks and lacks {sorted(keys - saved_keys)}. "
+            f"{path} was written by another learning-rate scheduler than this run's {name}: it has the settings "
+            f"{sorted(saved_keys - keys)}, which {name} lacks, and lacks {name}'s {sorted(keys - saved_keys)}. "
             "Resume with the scheduler the run was saved with.")
 
 

@@ -59,6 +59,13 @@ def test_a_step_that_is_not_a_finite_positive_number_is_refused(dt):
         solve_burgers(initial_condition([1], 128), [0.0, 0.5], 0.01, dt=dt)
 
 
+def test_a_step_given_as_a_numpy_or_tensor_number_is_taken():
+    u0 = initial_condition([1], 128)
+    expected = solve_burgers(u0, [0.0, 0.05], 0.01, dt=1e-3)
+    for dt in (np.float32(1e-3), np.float64(1e-3), torch.tensor(1e-3, dtype=torch.float64)):
+        torch.testing.assert_close(solve_burgers(u0, [0.0, 0.05], 0.01, dt=dt), expected, rtol=1e-6, atol=1e-9)
+
+
 def test_bad_resolution_is_rejected():
     with pytest.raises(ValueError, match=r"resolution=4; allowed values: integers >= 8"):
         generate_burgers(None, resolutions=(4,), n_train=1, n_test=1, progress=False)

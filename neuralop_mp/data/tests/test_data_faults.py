@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from neuralop_mp.data import generate_darcy, load_darcy
-from neuralop_mp.data.file_checks import DataFileError
+from neuralop_mp.data.file_checks import DataFileError, read_data_file
 
 pytestmark = pytest.mark.reliability
 
@@ -119,6 +119,18 @@ def test_a_file_saved_without_checksums_is_read_and_a_damaged_user_file_is_never
     assert path.read_bytes() == bytes(raw)  # the user's file is left as it is
 
 
+def test_a_damaged_file_holding_a_bare_tensor_is_named_not_a_raw_error(tmp_path):
+    path = tmp_path / "darcy_train_8.pt"
+    values = torch.arange(4096, dtype=torch.float32)
+    torch.save(values, path)
+    raw = bytearray(path.read_bytes())
+    start = bytes(raw).index(values[100:104].numpy().tobytes())
+    raw[start] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataFileError, match=r"darcy_train_8.pt is corrupted"):
+        read_data_file(path)
+
+
 def test_generation_writes_through_a_temporary_file(tmp_path, monkeypatch):
     """Killed while saving: the final name never holds a partial file, no temporary is left."""
     real_save = torch.save
@@ -168,7 +180,7 @@ def test_load_darcy_regenerates_or_refuses_a_file_of_another_seed(tmp_path):
     """data.seed is not ignored when files of another seed are in the data root (as `neuralop-mp data` compares)."""
     small = dict(n_train=2, n_tests=(2,), batch_size=2, test_batch_sizes=(2,), train_resolution=8,
                  test_resolutions=(8,), progress=False)
-    generate_darcy(tmp_path, resolutions=(8,), n_train=2, n_test=2, seed=0, progress=False)
+    generate_darcy(tmp_path, resolutions=(8,), n_train=4, n_test=2, seed=0, progress=False)  # more than requested
     seed0 = torch.load(tmp_path / "darcy_train_8.pt", weights_only=True)
     with pytest.raises(ValueError) as info:
         load_darcy(tmp_path, **small, seed=1, generate=False)
@@ -177,9 +189,12 @@ def test_load_darcy_regenerates_or_refuses_a_file_of_another_seed(tmp_path):
     assert "neuralop-mp data darcy --root" in message and "--seed 1 --overwrite" in message
     assert torch.load(tmp_path / "darcy_train_8.pt", weights_only=True)["meta"]["seed"] == 0  # left as it was
 
-    train, _, _ = load_darcy(tmp_path, **small, seed=1)
+    with pytest.warns(RuntimeWarning, match=r"darcy_train_8.pt was generated with seed=0, not the requested seed=1: "
+                                            r"it is regenerated with seed=1 and 4 samples"):
+        train, _, _ = load_darcy(tmp_path, **small, seed=1)
     regenerated = torch.load(tmp_path / "darcy_train_8.pt", weights_only=True)
-    assert regenerated["meta"]["seed"] == 1 and not torch.equal(regenerated["x"], seed0["x"])
+    assert regenerated["meta"]["seed"] == 1 and not torch.equal(regenerated["x"][:2], seed0["x"][:2])
+    assert regenerated["x"].shape[0] == 4  # the file keeps the samples it held
     assert torch.load(tmp_path / "darcy_test_8.pt", weights_only=True)["meta"]["seed"] == 1
     # the requested seed's file is used as it is: no regeneration
     stamp = os.stat(tmp_path / "darcy_train_8.pt").st_mtime_ns

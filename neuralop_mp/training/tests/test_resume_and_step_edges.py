@@ -142,18 +142,22 @@ def _scheduler(cls, **kwargs):
 
 def test_without_a_recorded_class_the_schedulers_settings_are_compared(tmp_path):
     """Older and upstream's checkpoints record no class: the settings decide, bookkeeping
-    entries left out. The same class from another torch (a 'verbose' entry, no
-    '_is_initial') loads; a class whose settings are a subset of another's does not."""
+    entries left out. The same class from another torch loads: other bookkeeping ('verbose',
+    no '_is_initial'), or a setting only the newer torch has (ReduceLROnPlateau's
+    'default_min_lr', added in 2.6); a class with settings the other lacks, and lacking
+    some of the other's, does not."""
     step = _scheduler(torch.optim.lr_scheduler.StepLR, step_size=3, gamma=0.5)
     other_torch = {k: v for k, v in step.state_dict().items() if k != "_is_initial"}
     other_torch["verbose"] = False
     check_scheduler_state(step, other_torch, tmp_path / "scheduler.pt")
-    exponential = _scheduler(torch.optim.lr_scheduler.ExponentialLR, gamma=0.9).state_dict()
-    for cls, kwargs, lacking in ((torch.optim.lr_scheduler.StepLR, dict(step_size=3), "step_size"),
-                                 (torch.optim.lr_scheduler.MultiStepLR, dict(milestones=[2]), "milestones")):
-        with pytest.raises(CheckpointError, match=rf"another learning-rate scheduler .* lacks \['{lacking}'\]"):
-            check_scheduler_state(_scheduler(cls, **kwargs), exponential, tmp_path / "scheduler.pt")
-
+    plateau = _scheduler(torch.optim.lr_scheduler.ReduceLROnPlateau)
+    older = {k: v for k, v in plateau.state_dict().items() if k != "default_min_lr"}
+    check_scheduler_state(plateau, older, tmp_path / "scheduler.pt")
+    cosine = _scheduler(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=4)
+    with pytest.raises(CheckpointError, match=r"another learning-rate scheduler than this run's CosineAnnealingLR: "
+                                              r"it has the settings \['gamma', 'step_size'\], which CosineAnnealingLR "
+                                              r"lacks, and lacks CosineAnnealingLR's \['T_max', 'eta_min'\]"):
+        check_scheduler_state(cosine, step.state_dict(), tmp_path / "scheduler.pt")
 
 def test_resuming_a_finished_run_returns_upstreams_metrics_in_the_last_phases_precision(tmp_path):
     train, test = tiny_data(n=8, batch_size=8)
