@@ -78,24 +78,29 @@ def test_layer_with_tanh_keeps_at_most_16_bits_more(input_dtype, extra_bytes):
     assert sizes["tanh"] - sizes[None] == x.numel() * extra_bytes
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", ["cpu", "cpu, as a GPU"] + DEVICES[1:])
 def test_fno_block_tanh_keeps_the_block_input_not_its_output(device, monkeypatch):
     """An FNO (our layer, "mixed" bf16, tanh, autocast over the whole model) on a grid
     smaller than one pointwise tile (the whole-grid path a GPU takes): with the plugin's
     block forward, each block's tanh keeps the block input its skip keeps anyway, so the
     step keeps one 16-bit block-sized tensor per block less than upstream's forward, the
-    lifting and projection (on a GPU) their hidden activation less, and output and
-    gradients are upstream's bit for bit."""
+    lifting and projection (on a GPU; forced on a CPU in "cpu, as a GPU") only their
+    input, and output and gradients are upstream's bit for bit."""
     from neuralop.models import FNO
 
     from neuralop_mp.layers.autocast_scope import set_autocast_scope
     from neuralop_mp.layers.precision_switch import set_precision
-    from neuralop_mp.models import pointwise_gemm
+    from neuralop_mp.models import pointwise_gemm, pointwise_tiles
     from neuralop_mp.models.pointwise_tiles import set_pointwise_tiles
 
     # autocast's own 1x1 convolutions on every CPU (on one with bfloat16 units the tiles would
     # run them as matrix products, test_pointwise_gemm.py): the two forwards differ in the tanh only
     monkeypatch.setattr(pointwise_gemm, "native_half_matmul", lambda dtype, device: False)
+    as_gpu = device != "cpu"
+    if device == "cpu, as a GPU":
+        real = pointwise_tiles.recomputes_on
+        monkeypatch.setattr(pointwise_tiles, "recomputes_on", lambda mlp, device_type: real(mlp, "cuda"))
+        device = "cpu"
     torch.manual_seed(0)
     model = FNO(conv_module=MixedPrecisionSpectralConv, n_modes=(8, 8), in_channels=1, out_channels=1,
                 hidden_channels=16, n_layers=3).to(device)
@@ -112,12 +117,19 @@ def test_fno_block_tanh_keeps_the_block_input_not_its_output(device, monkeypatch
         y.float().square().mean().backward()
         runs[tiles] = (meter.bytes, y.detach(), [p.grad.clone() for p in model.parameters()])
     (upstream, y0, g0), (ours, y1, g1) = runs[None], runs["default"]
-    block = 2 * 16 * 32 * 32 * 2  # one bf16 tensor of the blocks' size
-    # lifting/projection on a GPU: 32 hidden channels, and autocast's bf16 copies of their second
-    # layers' weights, which the recompute makes again in backward
-    hidden = 2 * 32 * 32 * 32 * 2 if device == "cuda" else 0
-    weight_copies = sum(2 * mlp.fcs[1].weight.numel() for mlp in (model.lifting, model.projection))
-    assert upstream - ours == 3 * block + 2 * hidden + (weight_copies if device == "cuda" else 0)
+    points, bf16 = 2 * 32 * 32, 2
+    block = 16 * points * bf16  # one bf16 tensor of the blocks' size
+    kept_less = 3 * block
+    if as_gpu:
+        # the lifting and projection keep only their input, narrower than their 32 hidden
+        # channels: not their hidden layer's input and output, nor autocast's bf16 copies of
+        # their weights; the lifting keeps its float32 input (1 + 2 positional channels)
+        # instead of fc1's bf16 copy of it; the projection's input (the last block's bf16
+        # output, the plugin's soft gating keeping 16 bits) is the tensor its fc1 keeps anyway
+        hidden = 2 * 2 * 32 * points * bf16
+        weights = sum(fc.weight.numel() * bf16 for mlp in (model.lifting, model.projection) for fc in mlp.fcs)
+        kept_less += hidden + weights + 3 * points * (bf16 - 4)
+    assert upstream - ours == kept_less
     assert torch.equal(y0, y1) and all(torch.equal(a, b) for a, b in zip(g0, g1))
 
 
