@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU campaign in one call, on a CUDA machine (about 2 minutes on an H200, at most 8):
 #   bash benchmarks/gpu.sh OUT_DIR [--update-docs]
+# (on a lent machine whose files do not come back but OUT_DIR: run it without --update-docs,
+#  then here: neuralop-mp bench gpu --apply OUT_DIR)
 # runs the CUDA tests and the spectral + optimizer GPU rows (FNO/TFNO 2D at 256-1024^2),
 # and writes gpu.md, gpu.json and gpu_memory.png into OUT_DIR. On a machine without CUDA,
 #   bash benchmarks/gpu.sh OUT_DIR --dry-run

@@ -65,6 +65,7 @@ from torch.nn.modules import module as torch_module
 from ..vocabulary import check_int_at_least
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..layers.stabilizer import tanh_stabilizer
+from .bound_forward import BoundToModule
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS, pointwise_targets, split_points
 from .pointwise_gemm import (channel_mlp_products, mlp_is_products, pointwise_product_dtype, skip_is_product,
                              skip_product)
@@ -150,15 +151,19 @@ def _tail_modules(block, index):
     return modules
 
 
-class _TiledPostactivation:
+class _TiledPostactivation(BoundToModule):
     """An ``FNOBlocks``'s ``forward_with_postactivation``: the spectral layer on the whole
     grid, then the skips, activations and channel MLP a tile at a time."""
 
     def __init__(self, block, tile_points):
-        self.block = block
+        super().__init__(block)
         self.tile_points = tile_points
         self.last_tiles = None  # tiles of the last call (1: the whole grid)
         self.last_product_dtype = None  # dtype of the last call's 1x1 convolutions as matrix products
+
+    @property
+    def block(self):
+        return self.module
 
     def _skips(self, x, index, product_dtype):
         # both skips of x, in upstream's order (the order x's gradients are summed in)
@@ -266,11 +271,11 @@ def _plain_call(conv):
             and getattr(conv, "_compiled_call_impl", None) is None and _unhooked([conv]))
 
 
-class _TiledPointwiseForward:
+class _TiledPointwiseForward(BoundToModule):
     """A ``ChannelMLP``'s ``forward`` (lifting, projection) a tile of grid points at a time."""
 
     def __init__(self, module, tile_points):
-        self.module = module
+        super().__init__(module)
         self.tile_points = tile_points
         self.last_tiles = None
         self.last_recomputed = False  # whether the last call recomputes its hidden activation

@@ -30,6 +30,7 @@ from neuralop.layers.spectral_convolution import SpectralConv
 from torch.utils.checkpoint import checkpoint
 
 from ..vocabulary import RECOMPUTE_MODES, normalize_recompute
+from .bound_forward import BoundToModule
 from .pointwise_chunks import (DEFAULT_CHUNK_POINTS, check_chunk_points, pointwise_in_chunks, pointwise_targets,
                                split_points)
 from .pointwise_tiles import mlp_piece_forward, reinstall_pointwise_tiles
@@ -37,11 +38,8 @@ from .pointwise_tiles import mlp_piece_forward, reinstall_pointwise_tiles
 __all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "pointwise_targets", "recompute_mode", "set_recompute"]
 
 
-class _RecomputedForward:
+class _RecomputedForward(BoundToModule):
     """An instance-level ``forward`` that runs the class's forward under checkpoint."""
-
-    def __init__(self, module):
-        self.module = module
 
     def __call__(self, *args, **kwargs):
         forward = type(self.module).forward
@@ -53,11 +51,11 @@ class _RecomputedForward:
         return (_RecomputedForward, (self.module,))
 
 
-class _ChunkedPointwiseForward:
+class _ChunkedPointwiseForward(BoundToModule):
     """An instance-level ``forward`` of a pointwise module, recomputed a slice of grid points at a time."""
 
     def __init__(self, module, chunk_points):
-        self.module = module
+        super().__init__(module)
         self.chunk_points = chunk_points
 
     def __call__(self, x):

@@ -58,6 +58,8 @@ def test_gamma_is_only_checked_for_steplr():
     # every TensorGRaD kind reads tensorgrad_nonfinite_grad, which update in backward cannot honour
     (["--opt.optimizer", "galore", "--opt.tensorgrad_nonfinite_grad", "skip", "--opt.update_in_backward", "true"],
      r"opt.update_in_backward=True cannot be combined with opt.tensorgrad_nonfinite_grad='skip'"),
+    (["--opt.optimizer", "sparse", "--opt.tensorgrad_nonfinite_grad", "skip", "--opt.update_in_backward", "true"],
+     r"opt.update_in_backward=True cannot be combined with opt.tensorgrad_nonfinite_grad='skip'"),
 ])
 def test_values_that_failed_only_after_the_data_was_loaded_are_refused_up_front(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from neuralop_mp import cli
 from neuralop_mp.bench import gpu
@@ -100,6 +101,51 @@ def test_gpu_dry_run_walks_every_variant_at_every_size(tmp_path):
         assert upstream_half or (row["kept by forward MiB"] > 0
                                  and row["peak in"] in ("forward", "backward", "optimizer step")), row
     assert (tmp_path / "gpu_memory.png").stat().st_size > 0
+
+
+def test_the_gpu_campaign_fails_on_our_crashes_and_failed_cuda_tests_not_on_upstreams(tmp_path, monkeypatch, capsys):
+    """Upstream's 16-bit modes crashing is what the table reports; one of our rows or upstream
+    full crashing, or CUDA tests failing, fails the run (exit 1), its results written all the same."""
+    row = dict(model="FNO", hidden=64, res=768)
+    ok = [dict(row, variant="upstream full", **{"step ms": 1.0}),
+          dict(row, variant="upstream mixed + tanh", note="crashes: RuntimeError: cuFFT only supports powers of two")]
+    assert gpu.unexpected_failures(ok, "exit code 0: 112 passed in 20s") == []
+    assert gpu.unexpected_failures(ok, "skipped (dry run / quick)") == []
+    ours = dict(row, variant="ours mixed bf16 + autocast", note="crashes: RuntimeError: boom")
+    split = dict(row, variant="upstream full", note="phase split failed: RuntimeError: boom")
+    assert len(gpu.unexpected_failures(ok + [ours, split], "exit code 1: 2 failed, 110 passed")) == 3
+    # through main: our spectral layer raising in the dry run
+    from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(MixedPrecisionSpectralConv, "_forward", broken)
+    assert gpu.main(["--dry-run", "--arch", "TFNO", "--out", str(tmp_path)]) == 1
+    assert "ours mixed bf16 + autocast: crashes: RuntimeError: boom" in capsys.readouterr().err
+    assert (tmp_path / "gpu.json").exists()
+
+
+def test_a_campaigns_table_from_another_machine_is_applied_to_the_docs_with_their_notes_kept(tmp_path, monkeypatch):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n<!-- BEGIN gpu -->\n<!-- NOTES -->\nhand-written\n<!-- END NOTES -->\nold table\n"
+                   "<!-- END gpu -->\n")
+    monkeypatch.setattr(gpu, "DEFAULT_DOC", doc)
+    out = tmp_path / "from-the-gpu"
+    out.mkdir()
+    (out / "gpu.md").write_text("new table\n")
+    assert gpu.main(["--apply", str(out)]) == 0
+    text = doc.read_text()
+    assert "new table" in text and "old table" not in text and "hand-written" in text
+    assert gpu.main(["--apply", str(tmp_path / "nothing")]) == 2
+
+
+def test_each_gpu_row_starts_after_the_previous_rows_model_is_freed(monkeypatch):
+    """gc.collect() before the counters start: a row's peak holds no tensor of the row before."""
+    collected = []
+    monkeypatch.setattr(gpu.gc, "collect", lambda: collected.append(1) or 0)
+    gpu.measure("FNO", 8, 16, gpu.VARIANTS[0], 1, (4, 4), torch.device("cpu"), steps=1, warmup=0)
+    assert collected == [1]
 
 
 def test_gpu_campaign_runs_only_the_models_asked_for(tmp_path, capsys):

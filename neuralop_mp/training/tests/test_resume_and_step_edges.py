@@ -144,8 +144,9 @@ def test_without_a_recorded_class_the_schedulers_settings_are_compared(tmp_path)
     """Older and upstream's checkpoints record no class: the settings decide, bookkeeping
     entries left out. The same class from another torch loads: other bookkeeping ('verbose',
     no '_is_initial'), or a setting only the newer torch has (ReduceLROnPlateau's
-    'default_min_lr', added in 2.6); a class with settings the other lacks, and lacking
-    some of the other's, does not."""
+    'default_min_lr', added in 2.6), and so does a class whose settings are a subset of the
+    other's (only a recorded class tells it apart); a class with settings the other lacks,
+    and lacking some of the other's, does not."""
     step = _scheduler(torch.optim.lr_scheduler.StepLR, step_size=3, gamma=0.5)
     other_torch = {k: v for k, v in step.state_dict().items() if k != "_is_initial"}
     other_torch["verbose"] = False
@@ -153,6 +154,10 @@ def test_without_a_recorded_class_the_schedulers_settings_are_compared(tmp_path)
     plateau = _scheduler(torch.optim.lr_scheduler.ReduceLROnPlateau)
     older = {k: v for k, v in plateau.state_dict().items() if k != "default_min_lr"}
     check_scheduler_state(plateau, older, tmp_path / "scheduler.pt")
+    # a class whose settings are a subset of the other's: only a recorded class tells it apart
+    exponential = _scheduler(torch.optim.lr_scheduler.ExponentialLR, gamma=0.9)
+    check_scheduler_state(_scheduler(torch.optim.lr_scheduler.StepLR, step_size=3), exponential.state_dict(),
+                          tmp_path / "scheduler.pt")
     cosine = _scheduler(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=4)
     with pytest.raises(CheckpointError, match=r"another learning-rate scheduler than this run's CosineAnnealingLR: "
                                               r"it has the settings \['gamma', 'step_size'\], which CosineAnnealingLR "

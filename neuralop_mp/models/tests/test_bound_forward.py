@@ -1,0 +1,27 @@
+"""A deleted plugin model is freed at once, not when the cyclic garbage collector runs."""
+import gc
+import weakref
+
+import torch
+
+import neuralop_mp
+
+
+def test_a_deleted_model_with_tiles_is_freed_without_the_garbage_collector():
+    """The tiled forwards (and recompute's wrappers) live in the modules' __dict__ and reach
+    their module through a weak reference: no cycle of ours keeps the parameters and
+    gradients alive. (With recompute, what torch's checkpoint keeps after a backward can
+    still hold modules until the collector runs: not checked here.)"""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        model = neuralop_mp.MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8,
+                                              n_layers=2, fno_block_precision="mixed")
+        model(torch.randn(2, 1, 128, 128)).square().mean().backward()  # 32768 points: in tiles
+        weight, grad = weakref.ref(model.fno_blocks.convs[0].weight), weakref.ref(model.lifting.fcs[0].weight.grad)
+        del model
+        assert weight() is None and grad() is None
+    finally:
+        if was_enabled:
+            gc.enable()
