@@ -7,27 +7,11 @@ from neuralop_mp.optim import TensorGRaD
 from neuralop_mp.tests.exact import equal_exactly
 from neuralop_mp.training.checkpointing import PRECISION_STATE_FILE
 from neuralop_mp.training.loss_scaling import ComplexGradScaler
-from neuralop_mp.training.trainer import MixedPrecisionTrainer
 
-from .tiny import loss, optimizer_and_scheduler, tiny_data, tiny_fno
+from .tiny import CrashingTrainer, Interrupted, loss, optimizer_and_scheduler, tiny_data, tiny_fno
 
 SCHEDULE = "half:0.25,mixed:0.5,full:0.25"
 N_EPOCHS = 4
-
-
-class Interrupted(Exception):
-    pass
-
-
-class CrashingTrainer(MixedPrecisionTrainer):
-    """Dies at the start of epoch ``crash_at``, like a job killed between epochs."""
-
-    crash_at = None
-
-    def on_epoch_start(self, epoch):
-        if epoch == self.crash_at:
-            raise Interrupted(epoch)
-        super().on_epoch_start(epoch)
 
 
 def make_run(model_seed, loss_scaling="auto", crash_at=None, complex32=False):

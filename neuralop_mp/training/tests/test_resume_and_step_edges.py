@@ -10,7 +10,8 @@ import torch
 from neuralop_mp.layers.precision_switch import get_precision
 from neuralop_mp.training.checkpointing import CheckpointError, check_scheduler_state
 from neuralop_mp.training.loss_scaling import ComplexGradScaler
-from neuralop_mp.training.tests.tiny import loss, optimizer_and_scheduler, tiny_data, tiny_fno
+from neuralop_mp.training.tests.tiny import (CrashingTrainer, Interrupted, loss, optimizer_and_scheduler, tiny_data,
+                                             tiny_fno)
 from neuralop_mp.training.trainer import MixedPrecisionTrainer
 
 
@@ -47,33 +48,20 @@ def test_a_step_that_raised_leaves_the_next_one_unscaled_and_checked():
     assert not scaler.step(optimizer) and torch.equal(weight.detach(), before)
 
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashingTrainer(MixedPrecisionTrainer):
-    crash_at = None
-
-    def on_epoch_start(self, epoch):
-        if epoch == self.crash_at:
-            raise _Crash(epoch)
-        super().on_epoch_start(epoch)
-
-
 def _best_run(save_dir, crash_at=None, resume=False, n_epochs=8):
     train, test = tiny_data()
     torch.manual_seed(123)
     model = tiny_fno(seed=0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.2)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=100, gamma=0.5)
-    trainer = _CrashingTrainer(model=model, n_epochs=n_epochs, precision_schedule="full")
+    trainer = CrashingTrainer(model=model, n_epochs=n_epochs, precision_schedule="full")
     trainer.crash_at = crash_at
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             trainer.train(train, test, optimizer, scheduler, training_loss=loss(), save_best="8_l2",
                           save_dir=save_dir, resume_from_dir=save_dir if resume else None)
-        except _Crash:
+        except Interrupted:
             pass
     return trainer
 
@@ -230,11 +218,11 @@ def test_a_finished_resume_with_auto_precision_measures_nothing(tmp_path):
     train, test = tiny_data(n=8, batch_size=8)
     model = tiny_fno(seed=0)
     optimizer, scheduler = optimizer_and_scheduler(model)
-    first = _CrashingTrainer(model=model, n_epochs=4, precision_schedule="full:0.5,mixed", auto_precision=True)
+    first = CrashingTrainer(model=model, n_epochs=4, precision_schedule="full:0.5,mixed", auto_precision=True)
     first.crash_at = 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(_Crash):
+        with pytest.raises(Interrupted):
             first.train(train, test, optimizer, scheduler, training_loss=loss(), save_every=1, save_dir=tmp_path)
         model = tiny_fno(seed=1)
         optimizer, scheduler = optimizer_and_scheduler(model)

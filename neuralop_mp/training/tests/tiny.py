@@ -3,6 +3,8 @@ import torch
 from neuralop.losses import LpLoss
 from neuralop.models import FNO
 
+from neuralop_mp.training.trainer import MixedPrecisionTrainer
+
 
 class DictDataset(torch.utils.data.Dataset):
     """Samples as ``{"x": ..., "y": ...}`` dicts, the batch format neuralop's Trainer expects."""
@@ -69,3 +71,19 @@ def assert_same(a, b):
             assert torch.equal(a[key], b[key]), key
         else:
             assert a[key] == b[key], key
+
+
+
+class Interrupted(Exception):
+    """Raised by :class:`CrashingTrainer`: a job killed between epochs."""
+
+
+class CrashingTrainer(MixedPrecisionTrainer):
+    """Dies at the start of epoch ``crash_at`` (None: never), like a job killed between epochs."""
+
+    crash_at = None
+
+    def on_epoch_start(self, epoch):
+        if epoch == self.crash_at:
+            raise Interrupted(epoch)
+        super().on_epoch_start(epoch)
