@@ -86,7 +86,7 @@ def _solve_burgers(u0, times, viscosity, dt, progress):
         raise ValueError(f"Invalid viscosity={viscosity!r}; allowed values: positive floats.")
     if dt is not None:
         try:
-            value = float(dt)  # a Python, numpy or 0-d tensor number
+            value = math.nan if isinstance(dt, (str, bytes)) else float(dt)  # a Python, numpy or 0-d tensor number
         except (TypeError, ValueError):
             value = math.nan
         if isinstance(dt, bool) or not 0 < value < math.inf:

@@ -71,6 +71,10 @@ def needs_generation(path, settings, n_samples, overwrite):
     try:
         meta, _ = read_file_info(path)
     except DataFileError as err:  # nothing usable in it: replacing it loses nothing
+        if getattr(err, "written_here", True) is False:  # readable, damaged, and not ours: never replaced
+            raise FileExistsError(f"{err} It was not written by neuralop_mp (no metadata); refusing to replace "
+                                  "it. Pass overwrite=True (CLI: --overwrite) to replace it, or choose another "
+                                  "root.") from err
         unreadable_file_warning(path, err)
         return True
     if meta is None:

@@ -146,7 +146,8 @@ def check_data_file(path, resolution, n_samples, spatial_dims):
     return data
 
 
-def unreadable_file_warning(path, err):
-    """Warn that ``path`` is replaced because it cannot be read."""
+def unreadable_file_warning(path, err, stacklevel=3):
+    """Warn that ``path`` is replaced because it cannot be read (``stacklevel`` as
+    ``warnings.warn`` counts it from this function's caller's caller by default)."""
     warnings.warn(f"{path} cannot be read ({err}); it is regenerated (a partial file from an interrupted "
-                  "generation or copy is never loaded).", RuntimeWarning, stacklevel=3)
+                  "generation or copy is never loaded).", RuntimeWarning, stacklevel=stacklevel)

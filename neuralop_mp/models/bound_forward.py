@@ -22,4 +22,11 @@ class BoundToModule:
 
     @property
     def module(self):
-        return self._module_ref()
+        module = self._module_ref()
+        if module is None:
+            # a shallow copy of a module shares this object with the original, now deleted
+            raise RuntimeError(
+                f"This {type(self).__name__} was set on a module that no longer exists: it came with a shallow "
+                "copy (copy.copy) of that module, whose __dict__ it shares. Use copy.deepcopy, or call "
+                "neuralop_mp.models.pointwise_tiles.set_pointwise_tiles (and set_recompute) on the copy.")
+        return module

@@ -1,5 +1,6 @@
 """``neuralop-mp bench NAME --quick --out DIR``: result files written, docs/ left alone."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,6 +139,28 @@ def test_a_campaigns_table_from_another_machine_is_applied_to_the_docs_with_thei
     text = doc.read_text()
     assert "new table" in text and "old table" not in text and "hand-written" in text
     assert gpu.main(["--apply", str(tmp_path / "nothing")]) == 2
+    # a dry run's table is a check of the script, not a measurement: refused, as --update-docs refuses it
+    (out / "gpu.md").write_text("## GPU campaign (dry run on CPU: tiny sizes, no CUDA)\n\ntiny table\n")
+    assert gpu.main(["--apply", str(out)]) == 2 and "tiny table" not in doc.read_text()
+    # broken markers in the docs: an error line and exit 2, nothing written
+    doc.write_text("<!-- BEGIN gpu -->\nno end marker\n")
+    (out / "gpu.md").write_text("new table\n")
+    assert gpu.main(["--apply", str(out)]) == 2 and doc.read_text() == "<!-- BEGIN gpu -->\nno end marker\n"
+
+
+def test_the_cuda_tests_run_from_the_repository_root_wherever_the_campaign_starts(tmp_path, monkeypatch):
+    """Started from another folder, ``pytest -k cuda`` found no tests (exit 5), which the
+    campaign now counts as a failure: it runs in the repository root."""
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen.update(kwargs)
+        return type("Done", (), {"returncode": 0, "stdout": "1 passed", "stderr": ""})()
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(gpu.subprocess, "run", fake_run)
+    assert gpu.run_cuda_tests(dry_run=False) == "exit code 0: 1 passed"
+    assert (Path(seen["cwd"]) / "pyproject.toml").is_file() and (Path(seen["cwd"]) / "neuralop_mp").is_dir()
 
 
 def test_each_gpu_row_starts_after_the_previous_rows_model_is_freed(monkeypatch):

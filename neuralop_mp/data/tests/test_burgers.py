@@ -53,7 +53,7 @@ def test_a_samples_trajectory_does_not_depend_on_the_samples_solved_beside_it(tm
     assert torch.equal(large["y"][:2], small["y"])
 
 
-@pytest.mark.parametrize("dt", [0.0, -1e-3, float("inf"), float("nan")])
+@pytest.mark.parametrize("dt", [0.0, -1e-3, float("inf"), float("nan"), "0.001", True])
 def test_a_step_that_is_not_a_finite_positive_number_is_refused(dt):
     with pytest.raises(ValueError, match=rf"Invalid dt={dt!r}; allowed values: None .* or a finite number > 0"):
         solve_burgers(initial_condition([1], 128), [0.0, 0.5], 0.01, dt=dt)

@@ -116,6 +116,8 @@ def test_a_file_saved_without_checksums_is_read_and_a_damaged_user_file_is_never
     path.write_bytes(bytes(raw))
     with pytest.raises(DataFileError, match=r"darcy_train_8.pt is corrupted"):
         load_darcy(tmp_path, **SMALL, generate=True)
+    with pytest.raises(FileExistsError, match=r"darcy_train_8.pt is corrupted.*not written by neuralop_mp"):
+        generate_darcy(tmp_path, resolutions=(8,), n_train=4, n_test=2, progress=False)  # neuralop-mp data's path
     assert path.read_bytes() == bytes(raw)  # the user's file is left as it is
 
 
@@ -190,8 +192,9 @@ def test_load_darcy_regenerates_or_refuses_a_file_of_another_seed(tmp_path):
     assert torch.load(tmp_path / "darcy_train_8.pt", weights_only=True)["meta"]["seed"] == 0  # left as it was
 
     with pytest.warns(RuntimeWarning, match=r"darcy_train_8.pt was generated with seed=0, not the requested seed=1: "
-                                            r"it is regenerated with seed=1 and 4 samples"):
+                                            r"it is regenerated with seed=1 and 4 samples") as caught:
         train, _, _ = load_darcy(tmp_path, **small, seed=1)
+    assert caught[0].filename == __file__  # the user's call, not a line inside the loaders
     regenerated = torch.load(tmp_path / "darcy_train_8.pt", weights_only=True)
     assert regenerated["meta"]["seed"] == 1 and not torch.equal(regenerated["x"][:2], seed0["x"][:2])
     assert regenerated["x"].shape[0] == 4  # the file keeps the samples it held

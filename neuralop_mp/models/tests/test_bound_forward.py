@@ -1,7 +1,9 @@
 """A deleted plugin model is freed at once, not when the cyclic garbage collector runs."""
+import copy
 import gc
 import weakref
 
+import pytest
 import torch
 
 import neuralop_mp
@@ -25,3 +27,19 @@ def test_a_deleted_model_with_tiles_is_freed_without_the_garbage_collector():
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_a_shallow_copy_that_outlives_its_original_says_what_to_do():
+    """copy.copy shares the module's __dict__, the tiled forward with it; once the original is
+    gone that forward has no module: a clear error, and deepcopy works."""
+    model = neuralop_mp.MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8,
+                                          n_layers=2)
+    x = torch.randn(2, 3, 16, 16)  # the lifting's input: 1 channel and 2 positional ones
+    expected = model.lifting(x)
+    deep, shallow = copy.deepcopy(model.lifting), copy.copy(model.lifting)
+    del model
+    gc.collect()
+    assert torch.equal(deep(x), expected)
+    with pytest.raises(RuntimeError, match=r"set on a module that no longer exists: it came with a shallow copy .* "
+                                           r"Use copy.deepcopy, or call .*set_pointwise_tiles"):
+        shallow(x)
