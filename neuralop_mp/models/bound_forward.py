@@ -7,7 +7,9 @@ callable -> module): a deleted model, its parameters and their gradients, would 
 allocated until Python's cyclic garbage collector happened to run, on a GPU until then
 holding its memory. Through a weak reference the model is freed as soon as the last
 reference to it goes; the callable is only ever called through the module, which is then
-alive.
+alive. One case a strong reference served and this does not: a shallow copy
+(``copy.copy``) of a module shares its ``__dict__``, so its forward is the original's
+and stops with a clear error once the original is deleted (``copy.deepcopy`` copies it).
 """
 import weakref
 
