@@ -8,7 +8,7 @@ allocated until Python's cyclic garbage collector happened to run, on a GPU unti
 holding its memory. Through a weak reference the model is freed as soon as the last
 reference to it goes; the callable is only ever called through the module, which is then
 alive. One case a strong reference served and this does not: a shallow copy
-(``copy.copy``) of a module shares its ``__dict__``, so its forward is the original's
+(``copy.copy``) of a module shares the entries of its ``__dict__``, so its forward is the original's
 and stops with a clear error once the original is deleted (``copy.deepcopy`` copies it).
 """
 import weakref
@@ -29,6 +29,6 @@ class BoundToModule:
             # a shallow copy of a module shares this object with the original, now deleted
             raise RuntimeError(
                 f"This {type(self).__name__} was set on a module that no longer exists: it came with a shallow "
-                "copy (copy.copy) of that module, whose __dict__ it shares. Use copy.deepcopy, or call "
+                "copy (copy.copy) of that module, which shares the entries of its __dict__. Use copy.deepcopy, or call "
                 "neuralop_mp.models.pointwise_tiles.set_pointwise_tiles (and set_recompute) on the copy.")
         return module
