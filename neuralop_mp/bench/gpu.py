@@ -53,7 +53,8 @@ from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..optim.factory import create_optimizer
 from ..peak_memory import PeakTensorBytes
 from ..layers.precision_switch import set_precision, set_spectral_weight_dtype
-from .report import DEFAULT_DOC, add_output_arguments, header, markdown_table, shown_command, update_section, write_results
+from .report import (DEFAULT_DOC, add_output_arguments, header, markdown_table, shown_command, update_section,
+                     write_results)
 from .spectral import Variant
 
 # (arch, hidden channels, resolution); 768 is the non-power-of-2 size

@@ -113,8 +113,8 @@ def save_training_files(save_dir, save_name, model, optimizer=None, scheduler=No
                                       {"format_version": FORMAT_VERSION, **precision_state})
     # the classes that wrote the states: a scheduler's state does not say which class it is
     manifest = {"format_version": FORMAT_VERSION, "epoch": epoch, "files": {},
-                "classes": {name: type(obj).__name__ for name, obj in zip(_STATE_FILES, (optimizer, scheduler, regularizer))
-                            if obj is not None}}
+                "classes": {name: type(obj).__name__
+                            for name, obj in zip(_STATE_FILES, (optimizer, scheduler, regularizer)) if obj is not None}}
     for role, (filename, payload) in objects.items():
         path = tmp_dir / filename
         torch.save(payload, path)

@@ -108,7 +108,8 @@ class ComplexGradScaler:
         enabled = normalize_flag(enabled, "enabled")
         if not (isinstance(min_scale, (int, float)) and not isinstance(min_scale, bool)
                 and 0 < min_scale <= init_scale):
-            raise ValueError(f"Invalid min_scale={min_scale!r}; allowed values: numbers in (0, init_scale={init_scale!r}].")
+            raise ValueError(f"Invalid min_scale={min_scale!r}; allowed values: numbers in "
+                             f"(0, init_scale={init_scale!r}].")
         max_floor_hits = check_int_at_least("max_floor_hits", max_floor_hits)
         self.min_scale = float(min_scale)
         self.max_floor_hits = int(max_floor_hits)
