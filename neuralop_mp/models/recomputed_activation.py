@@ -58,7 +58,7 @@ def mlp_recomputing_activation(mlp, x):
     hidden_size = _hidden_element_size(flat)
     if fc1.in_channels * flat.element_size() <= fc1.out_channels * hidden_size:  # x is the smaller
         slice_points = max(1, chunk_budget.DEVICE_CHUNK_BYTES // (fc1.out_channels * hidden_size))
-        y = pointwise_in_chunks(functools.partial(_whole, fc1, mlp.non_linearity, fc2), flat, slice_points)
+        y = pointwise_in_chunks(functools.partial(type(mlp).forward, mlp), flat, slice_points)
     else:
         y = checkpoint(_activation_then, fc2, mlp.non_linearity, fc1(flat), use_reentrant=False)
     return y.reshape(size[0], mlp.out_channels, *size[2:]) if x.ndim > 3 else y
@@ -69,11 +69,7 @@ def _hidden_element_size(x):
     device_type = x.device.type
     dtype = (torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type)
              and x.dtype in (torch.float32, torch.float16, torch.bfloat16) else x.dtype)
-    return torch.empty((), dtype=dtype).element_size()
-
-
-def _whole(fc1, activation, fc2, x):
-    return fc2(activation(fc1(x)))
+    return dtype.itemsize
 
 
 def _activation_then(fc, activation, h):

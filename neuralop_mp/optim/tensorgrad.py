@@ -195,14 +195,9 @@ class TensorGRaD(Optimizer):
         validate_group(defaults)
         params = list(params) if not isinstance(params, torch.Tensor) else [params]
         # the keys each group named, for the groups a later tensorgrad group turns into AdamW
+        # (also in the constructor: the groups join one at a time, none has state yet)
         self._group_keys = []
-        # the groups join one at a time: whether any names ``tensorgrad`` (a model written for
-        # upstream's class, whose other groups are upstream's AdamW) is known before the first
-        self._joining_upstream = any(isinstance(g, dict) and "tensorgrad" in g for g in params)
-        try:
-            super().__init__(params, defaults)
-        finally:
-            del self._joining_upstream
+        super().__init__(params, defaults)
 
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group):
@@ -220,13 +215,12 @@ class TensorGRaD(Optimizer):
         if not isinstance(param_group, dict):
             raise TypeError(f"Invalid param_group of type {type(param_group).__name__}; expected a dict.")
         param_group = dict(param_group)
-        constructing = hasattr(self, "_joining_upstream")
-        upstream = self._joining_upstream if constructing else self._upstream_style()
+        upstream = self._upstream_style()
         keys = frozenset(k for k in param_group if k != "params")
         param_group.update(group_settings(param_group, self.defaults, self._explicit_keywords, upstream))
         super().add_param_group(param_group)
         self._group_keys.append(keys)
-        if not constructing and not upstream and "tensorgrad" in keys:
+        if not upstream and "tensorgrad" in keys:
             self._plain_groups_become_upstream_adamw()
 
     def _upstream_style(self):
@@ -356,7 +350,7 @@ class TensorGRaD(Optimizer):
         return loss
 
     def _step_all(self, pending, grad_scale):
-        ordinal = 0
+        ordinal = waiting = 0  # waiting: bytes of the updates in pending
         for group_index, group in enumerate(self.param_groups):
             for position, p in enumerate(group["params"]):
                 ordinal += 1
@@ -381,7 +375,8 @@ class TensorGRaD(Optimizer):
                 pending.append((update, group, group_index, position, p, state))
                 # applied once a chunk's worth waits, before the next update is computed: a
                 # large update never waits beside another (a few dozen entries at most)
-                waiting = sum(entry[0].numel() * entry[0].element_size() for entry in pending)
+                # (a running count: apply_finite_updates empties pending, which restarts it)
+                waiting = (waiting if len(pending) > 1 else 0) + update.numel() * update.element_size()
                 if waiting >= gradient_chunks.chunk_bytes(update.device):
                     nonfinite.apply_finite_updates(pending, self._apply)
         nonfinite.apply_finite_updates(pending, self._apply)

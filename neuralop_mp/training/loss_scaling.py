@@ -34,6 +34,7 @@ import warnings
 
 import torch
 
+from ..optim.adam_math import as_real
 from ..optim.nonfinite import finite_flags
 from ..vocabulary import check_int_at_least, normalize_flag
 from .distributed import any_rank
@@ -44,11 +45,6 @@ _STATE_KEYS = (
     "scale", "growth_factor", "backoff_factor", "growth_interval", "growth_tracker",
     "enabled", "skipped_steps", "consecutive_skips", "total_steps",
 )
-
-
-def _real_view(tensor):
-    """A real view of ``tensor`` (a complex tensor is viewed as (..., 2) real pairs)."""
-    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
 
 
 class ComplexGradScaler:
@@ -164,7 +160,7 @@ class ComplexGradScaler:
         grads = list(self._grads(optimizer))
         if inverse is not None:
             for grad in grads:
-                _real_view(grad).mul_(inverse)
+                as_real(grad).mul_(inverse)
         # one read back to the host per device (on a GPU every read waits for it)
         return not all(finite_flags(grads))
 

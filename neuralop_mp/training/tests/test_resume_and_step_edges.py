@@ -28,6 +28,7 @@ class _FailsOnce(torch.optim.SGD):
 
 
 def test_a_step_that_raised_leaves_the_next_one_unscaled_and_checked():
+    """An exception inside an optimizer's step: the next step is unscaled and checked as any other."""
     torch.manual_seed(0)
     weight = torch.nn.Parameter(torch.randn(3, dtype=torch.complex64))
     target = torch.randn(3, dtype=torch.complex64)
@@ -46,6 +47,40 @@ def test_a_step_that_raised_leaves_the_next_one_unscaled_and_checked():
     scaler.scale(weight.abs().sum() * float("inf")).backward()
     before = weight.detach().clone()
     assert not scaler.step(optimizer) and torch.equal(weight.detach(), before)
+
+
+def test_after_tensorgrads_own_error_its_next_step_is_unscaled_and_checked():
+    """TensorGRaD takes the scale and the scaler's finite verdict (gradients_checked=True): a
+    flag left over from a step that raised would have it skip both. A real failure: eps=0 and
+    a zero gradient make a 0/0 update, which TensorGRaD refuses (NonFiniteError)."""
+    from neuralop_mp.optim import TensorGRaD
+    from neuralop_mp.optim.nonfinite import NonFiniteError
+
+    torch.manual_seed(0)
+    start = torch.randn(5, 4)
+    # the reference: the same optimizer fed the same gradients unscaled, without a scaler
+    reference = torch.nn.Parameter(start.clone())
+    plain = TensorGRaD([reference], eps=0.0, compress=False)
+    reference.grad = torch.zeros_like(reference)
+    with pytest.raises(NonFiniteError):
+        plain.step()
+    reference.grad = torch.ones_like(reference)
+    plain.step()
+
+    weight = torch.nn.Parameter(start.clone())
+    optimizer, scaler = TensorGRaD([weight], eps=0.0, compress=False), ComplexGradScaler(init_scale=1024.0)
+    scaler.scale(weight.sum() * 0).backward()
+    with pytest.raises(NonFiniteError):
+        scaler.step(optimizer)
+    optimizer.zero_grad()
+    scaler.scale(weight.sum() * float("inf")).backward()  # a non-finite gradient: skipped, nothing changed
+    assert not scaler.step(optimizer) and torch.equal(weight.detach(), start)
+    scaler.update()
+    optimizer.zero_grad()
+    scaler.scale(weight.sum()).backward()  # gradient 1 everywhere, times the scale (512 now)
+    assert scaler.step(optimizer)
+    torch.testing.assert_close(weight.detach(), reference.detach(), rtol=0, atol=1e-6)
+    assert not torch.equal(weight.detach(), start)
 
 
 def _best_run(save_dir, crash_at=None, resume=False, n_epochs=8):
