@@ -37,6 +37,7 @@ References
 """
 import argparse
 import gc
+import json
 import statistics
 import subprocess
 import sys
@@ -198,11 +199,13 @@ def measure(arch, hidden, res, variant, batch, modes, device, steps=STEPS, warmu
     except Exception as exc:  # upstream's half modes at non-power-of-2 sizes, or on CPU
         message = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else ""
         row["note"] = f"crashes: {type(exc).__name__}: {message}"
+        row["failed"] = "run"
     else:
         try:  # one more step, after the measured ones: a failure here only loses its columns
             row.update(_phase_memory(model, optimizer, x, variant, device.type))
         except Exception as exc:
             row["note"] = f"phase split failed: {type(exc).__name__}: {str(exc).strip()[:80]}"
+            row["failed"] = "phase split"
     finally:
         del model, optimizer
     return row
@@ -229,8 +232,7 @@ def unexpected_failures(rows, cuda_tests):
     Upstream's own 16-bit modes crashing (cuFFT at sizes that are not powers of two, or
     anything on a CPU) is what the table reports, not a failure of the campaign."""
     failures = [f"{r['model']} {r['hidden']} {r['res']}^2 {r['variant']}: {r['note']}" for r in rows
-                if (r["variant"].startswith("ours") or r["variant"] == "upstream full")
-                and str(r.get("note", "")).startswith(("crashes", "phase split failed"))]
+                if (r["variant"].startswith("ours") or r["variant"] == "upstream full") and r.get("failed")]
     if not (cuda_tests.startswith("skipped") or cuda_tests.startswith("exit code 0:")):
         failures.append(f"CUDA tests: {cuda_tests}")
     return failures
@@ -326,7 +328,7 @@ def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None):
         f"cuFFT half elsewhere. Wall time: {time.perf_counter() - start:.0f} s.\n\n"
         + markdown_table(rows, columns) + "\n"
     )
-    return body, dict(rows=rows, cuda_tests=tests, dry_run=dry_run, batch=batch, modes=modes), rows
+    return body, dict(rows=rows, cuda_tests=tests, dry_run=dry_run, tiny=tiny, batch=batch, modes=modes), rows
 
 
 def profile_cases(rows, sizes):
@@ -409,10 +411,11 @@ def main(argv=None):
             print(f"neuralop-mp bench gpu: error: --apply {args.apply}: no gpu.md there", file=sys.stderr)
             return 2
         text = table.read_text()
-        if "(dry run" in text.split("\n", 1)[0] or "(quick" in text.split("\n", 1)[0]:
+        record = table.with_suffix(".json")
+        if not record.is_file() or json.loads(record.read_text()).get("tiny", True):
             # what --update-docs refuses too: tiny sizes are a check of the script, not a measurement
-            print(f"neuralop-mp bench gpu: error: --apply {args.apply}: {table} is a dry run or quick table "
-                  "(tiny sizes); the docs take a full campaign's only", file=sys.stderr)
+            print(f"neuralop-mp bench gpu: error: --apply {args.apply}: {record.name} is missing or records a dry "
+                  "run or quick campaign (tiny sizes); the docs take a full campaign's table only", file=sys.stderr)
             return 2
         try:
             update_section("gpu", text, DEFAULT_DOC)

@@ -6,11 +6,14 @@ summary says 16. A NaN in one target poisons the output normalizer (its mean and
 std become NaN) and every batch is then skipped. Both are caught here, before any
 work, with the path, the tensor and the sample indices in the message.
 """
+import os
 import warnings
 import zipfile
 from pathlib import Path
 
 import torch
+
+from ..caller_frames import stacklevel_outside
 
 
 class DataFileError(ValueError):
@@ -146,8 +149,8 @@ def check_data_file(path, resolution, n_samples, spatial_dims):
     return data
 
 
-def unreadable_file_warning(path, err, stacklevel=3):
-    """Warn that ``path`` is replaced because it cannot be read (``stacklevel`` as
-    ``warnings.warn`` counts it from this function's caller's caller by default)."""
+def unreadable_file_warning(path, err):
+    """Warn, at the user's line, that ``path`` is replaced because it cannot be read."""
     warnings.warn(f"{path} cannot be read ({err}); it is regenerated (a partial file from an interrupted "
-                  "generation or copy is never loaded).", RuntimeWarning, stacklevel=stacklevel)
+                  "generation or copy is never loaded).", RuntimeWarning,
+                  stacklevel=stacklevel_outside([os.path.dirname(__file__)]))

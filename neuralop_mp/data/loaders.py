@@ -14,6 +14,7 @@ as it held, with a warning (as ``neuralop-mp data`` regenerates), or, with
 ``generate=False``, refused with a message naming both seeds. To change the physics (viscosity, final time, ...) generate explicitly with
 the CLI or ``generate_*`` and ``overwrite=True``.
 """
+import os
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from neuralop.data.datasets.navier_stokes import NavierStokesDataset
 from neuralop.data.datasets.pt_dataset import PTDataset
 from torch.utils.data import DataLoader
 
+from ..caller_frames import stacklevel_outside
 from ..vocabulary import check_int_at_least
 from .burgers import generate_burgers_split
 from .cache import data_file, read_file_info, resolve_root
@@ -56,8 +58,7 @@ def _needed_files(train_resolution, test_resolutions, n_train, n_tests):
     ]
 
 
-def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, progress=True, seed=0,
-                 caller_depth=1):
+def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, progress=True, seed=0):
     """Make sure every ``(resolution, split, n_samples)`` file exists with enough samples,
     then check each (:func:`~neuralop_mp.data.file_checks.check_data_file`): declared
     resolution, sample count, finite values.
@@ -67,9 +68,6 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     samples or another seed than ``seed`` are generated when ``generate`` is True;
     otherwise a FileNotFoundError names the missing files and the command that
     generates them, and a ValueError the file of another seed.
-
-    ``caller_depth``: the frames between this function and the user's call (1: a public
-    loader calls it), so that warnings point at the user's line.
     """
     root = Path(root)
     requested = {"seed": int(seed)}  # what the loader asks for; the physics is whatever the file holds
@@ -84,7 +82,7 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
                 # checksum is theirs to replace: never overwritten here
                 if not generate or getattr(err, "written_here", True) is False:
                     raise
-                unreadable_file_warning(path, err, stacklevel=3 + caller_depth)
+                unreadable_file_warning(path, err)
                 generate_split(root, res, split, n, seed=seed, progress=progress, overwrite=True)
                 continue
             differing = {} if meta is None else {k: meta.get(k) for k, v in requested.items() if meta.get(k) != v}
@@ -100,7 +98,7 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
                 # as many samples as the file held: regenerating must not shrink a user's dataset
                 warnings.warn(f"{path} was generated with {recorded}, not the requested {wanted}: it is regenerated "
                               f"with {wanted} and {max(n, n_file)} samples (request {recorded} to use it as it is).",
-                              RuntimeWarning, stacklevel=2 + caller_depth)
+                              RuntimeWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
                 generate_split(root, res, split, max(n, n_file), seed=seed, progress=progress, overwrite=True)
                 continue
             if n_file >= n:
@@ -209,7 +207,7 @@ def load_burgers(data_root=None, n_train=800, n_tests=(200,), batch_size=32, tes
     root = resolve_root(data_root)
     test_resolutions = [int(r) for r in test_resolutions]
     needed = _needed_files(train_resolution, test_resolutions, n_train, n_tests)
-    ensure_files(root, "burgers", needed, generate_burgers_split, "burgers", generate, progress, seed, caller_depth=1)
+    ensure_files(root, "burgers", needed, generate_burgers_split, "burgers", generate, progress, seed)
     common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
                   test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
                   test_resolutions=test_resolutions)
@@ -234,7 +232,7 @@ def _load_2d(dataset_name, upstream_class, generate_split, cli_name, data_root, 
     root = resolve_root(data_root)
     test_resolutions = [int(r) for r in test_resolutions]
     needed = _needed_files(train_resolution, test_resolutions, n_train, n_tests)
-    ensure_files(root, dataset_name, needed, generate_split, cli_name, generate, progress, seed, caller_depth=2)
+    ensure_files(root, dataset_name, needed, generate_split, cli_name, generate, progress, seed)
     common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
                   test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
                   test_resolutions=test_resolutions, encode_input=encode_input, encode_output=encode_output)

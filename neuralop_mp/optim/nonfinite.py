@@ -7,11 +7,11 @@ does not mention NaN. The group setting ``nonfinite_grad`` chooses what happens:
 weights (and, for a gradient, all optimizer state) unchanged.
 """
 import os
-import sys
 import warnings
 
 import torch
 
+from ..caller_frames import stacklevel_outside
 from . import gradient_chunks
 from .adam_math import as_real
 
@@ -39,22 +39,11 @@ _OWN_FOLDERS = (os.path.dirname(__file__), os.path.dirname(torch.optim.__file__)
 _OWN_FILES = (torch.utils._contextlib.__file__,)
 
 
-def _caller_stacklevel():
-    """``stacklevel`` for ``warnings.warn`` called in :func:`_handle`: the first frame
-    outside the optimizer's code, however deep the step reached this check (a dense
-    update is checked one call deeper than a gradient)."""
-    frame, level = sys._getframe(2), 2  # 1: _handle itself, 2: its caller
-    while frame is not None and (os.path.dirname(frame.f_code.co_filename) in _OWN_FOLDERS
-                                 or frame.f_code.co_filename in _OWN_FILES):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def _handle(message, groups):
     if any(group["nonfinite_grad"] == "raise" for group in groups):
         raise NonFiniteError(f"{message}. {_ADVICE}")
     warnings.warn(f"TensorGRaD: {message}; skipped (nonfinite_grad='skip').", RuntimeWarning,
-                  stacklevel=_caller_stacklevel())
+                  stacklevel=stacklevel_outside(_OWN_FOLDERS, _OWN_FILES))
 
 
 def all_finite(tensor):

@@ -109,11 +109,12 @@ def test_the_gpu_campaign_fails_on_our_crashes_and_failed_cuda_tests_not_on_upst
     full crashing, or CUDA tests failing, fails the run (exit 1), its results written all the same."""
     row = dict(model="FNO", hidden=64, res=768)
     ok = [dict(row, variant="upstream full", **{"step ms": 1.0}),
-          dict(row, variant="upstream mixed + tanh", note="crashes: RuntimeError: cuFFT only supports powers of two")]
+          dict(row, variant="upstream mixed + tanh", note="crashes: RuntimeError: cuFFT only supports powers of two",
+               failed="run")]
     assert gpu.unexpected_failures(ok, "exit code 0: 112 passed in 20s") == []
     assert gpu.unexpected_failures(ok, "skipped (dry run / quick)") == []
-    ours = dict(row, variant="ours mixed bf16 + autocast", note="crashes: RuntimeError: boom")
-    split = dict(row, variant="upstream full", note="phase split failed: RuntimeError: boom")
+    ours = dict(row, variant="ours mixed bf16 + autocast", note="crashes: RuntimeError: boom", failed="run")
+    split = dict(row, variant="upstream full", note="phase split failed: RuntimeError: boom", failed="phase split")
     assert len(gpu.unexpected_failures(ok + [ours, split], "exit code 1: 2 failed, 110 passed")) == 3
     # through main: our spectral layer raising in the dry run
     from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
@@ -135,13 +136,17 @@ def test_a_campaigns_table_from_another_machine_is_applied_to_the_docs_with_thei
     out = tmp_path / "from-the-gpu"
     out.mkdir()
     (out / "gpu.md").write_text("new table\n")
+    assert gpu.main(["--apply", str(out)]) == 2  # no gpu.json beside it: what the table is is unknown
+    (out / "gpu.json").write_text(json.dumps({"tiny": False}))
     assert gpu.main(["--apply", str(out)]) == 0
     text = doc.read_text()
     assert "new table" in text and "old table" not in text and "hand-written" in text
     assert gpu.main(["--apply", str(tmp_path / "nothing")]) == 2
     # a dry run's table is a check of the script, not a measurement: refused, as --update-docs refuses it
-    (out / "gpu.md").write_text("## GPU campaign (dry run on CPU: tiny sizes, no CUDA)\n\ntiny table\n")
-    assert gpu.main(["--apply", str(out)]) == 2 and "tiny table" not in doc.read_text()
+    # (the real dry run's files)
+    assert gpu.main(["--dry-run", "--arch", "TFNO", "--out", str(out)]) == 0
+    assert gpu.main(["--apply", str(out)]) == 2 and "dry run" not in doc.read_text()
+    (out / "gpu.json").write_text(json.dumps({"tiny": False}))
     # broken markers in the docs: an error line and exit 2, nothing written
     doc.write_text("<!-- BEGIN gpu -->\nno end marker\n")
     (out / "gpu.md").write_text("new table\n")

@@ -69,8 +69,9 @@ def test_partially_written_file_is_regenerated_never_loaded(darcy8, tmp_path):
     (root / "darcy_train_8.pt").write_bytes(good[: len(good) // 2])  # an interrupted write/copy
     with pytest.raises(DataFileError, match=r"darcy_train_8.pt is not a readable data file"):
         load_darcy(root, **SMALL, generate=False)
-    with pytest.warns(RuntimeWarning, match=r"darcy_train_8.pt cannot be read .* it is regenerated"):
+    with pytest.warns(RuntimeWarning, match=r"darcy_train_8.pt cannot be read .* it is regenerated") as caught:
         train, _, _ = load_darcy(root, **SMALL, generate=True)
+    assert caught[0].filename == __file__  # the user's call, not a line inside the loaders
     regenerated = torch.load(root / "darcy_train_8.pt", weights_only=True)
     expected = torch.load(darcy8 / "darcy_train_8.pt", weights_only=True)
     assert torch.equal(regenerated["x"], expected["x"]) and torch.equal(regenerated["y"], expected["y"])
