@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .file_checks import DataFileError, read_data_file, unreadable_file_warning
+from .file_checks import DataFileError, ForeignDataFileChecksumError, read_data_file, unreadable_file_warning
 
 # Bump when the numerics of a generator change, so stale caches are regenerated.
 GENERATOR_VERSION = 1
@@ -41,7 +41,7 @@ def data_file(root, prefix, split, resolution):
 
 def read_file_info(path):
     """``(meta, n_samples)`` of a data file, its tensors memory-mapped (its records'
-    checksums are read once per process, :func:`~.file_checks.read_data_file`).
+    checksums read once per process while it is unchanged, :func:`~.file_checks.read_data_file`).
 
     ``meta`` is None for files we did not write.
     """
@@ -71,7 +71,7 @@ def needs_generation(path, settings, n_samples, overwrite):
     try:
         meta, _ = read_file_info(path)
     except DataFileError as err:  # nothing usable in it: replacing it loses nothing
-        if getattr(err, "written_here", True) is False:  # readable, damaged, and not ours: never replaced
+        if isinstance(err, ForeignDataFileChecksumError):  # readable, damaged, and not ours: never replaced
             raise FileExistsError(f"{err} It was not written by neuralop_mp (no metadata); refusing to replace "
                                   "it. Pass overwrite=True (CLI: --overwrite) to replace it, or choose another "
                                   "root.") from err

@@ -21,14 +21,14 @@ class DataFileError(ValueError):
 
 
 class DataFileChecksumError(DataFileError):
-    """A readable data file whose bytes do not match their stored checksums.
+    """A readable data file whose bytes do not match their stored checksums, written by
+    this package (it records its generation settings): a cache file that may be regenerated."""
 
-    ``written_here``: whether the file records this package's generation settings (a
-    cache file that may be regenerated), not a user's own data file (never replaced)."""
 
-    def __init__(self, message, written_here):
-        super().__init__(message)
-        self.written_here = written_here
+class ForeignDataFileChecksumError(DataFileChecksumError):
+    """A readable data file whose bytes do not match their stored checksums, not written by
+    this package (no generation record: the user's own data or upstream's download): never
+    replaced."""
 
 
 def read_data_file(path):
@@ -39,6 +39,9 @@ def read_data_file(path):
     DataFileError
         When the file is not a complete torch file (e.g. truncated by an interrupted
         copy or write) or holds no ``x``/``y`` tensors.
+    DataFileChecksumError
+        When a record's bytes do not match its stored checksum:
+        :class:`ForeignDataFileChecksumError` when the file holds no generation record.
     """
     path = Path(path)
     try:
@@ -50,18 +53,20 @@ def read_data_file(path):
     # layout) would be trained on; torch's archive keeps a CRC-32 of every record
     bad = _damaged_record(path)
     if bad is not None:
-        raise DataFileChecksumError(
+        ours = isinstance(data, dict) and "meta" in data
+        raise (DataFileChecksumError if ours else ForeignDataFileChecksumError)(
             f"{path} is corrupted: its record {bad!r} does not match the checksum stored with it (bytes "
-            "overwritten after it was written). Delete it to regenerate it.",
-            written_here=isinstance(data, dict) and "meta" in data)
+            "overwritten after it was written). Delete it to regenerate it.")
     if not isinstance(data, dict) or not all(torch.is_tensor(data.get(k)) for k in ("x", "y")):
         raise DataFileError(f"{path} does not hold a dict with tensors 'x' and 'y'.")
     return data
 
 
-# files whose checksums were read in this process, keyed by (path, size, modification time):
-# each loader call reads a file's information and then checks it, and every call would
-# otherwise read the whole file again for the same answer
+# files whose checksums were read in this process: a process that loads the same files
+# again (`neuralop-mp diagnose`'s recipe table, once per architecture; generate_* then
+# load_*; a notebook cell run twice) would otherwise read every byte again for the same
+# answer. Keyed by size and both times: copies that keep a file's modification time
+# (cp -p, rsync -t, os.utime) still change its status-change time.
 _VERIFIED = set()
 
 
@@ -71,7 +76,7 @@ def _damaged_record(path):
     A record stored with a CRC of 0 is not checked: torch writes 0 for every record when
     ``torch.serialization.set_crc32_options(False)`` is set, and still reads such files."""
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key in _VERIFIED:
         return None
     try:
@@ -100,7 +105,7 @@ def non_finite_samples(tensor, n_samples=None):
     return torch.nonzero(~finite).flatten().tolist()
 
 
-def check_data_file(path, resolution, n_samples, spatial_dims):
+def check_data_file(path, resolution, n_samples, spatial_dims, data=None):
     """Check that ``path`` holds at least ``n_samples`` finite samples at ``resolution``.
 
     Parameters
@@ -113,6 +118,14 @@ def check_data_file(path, resolution, n_samples, spatial_dims):
     spatial_dims : int
         Number of trailing spatial axes of ``x`` and ``y`` (2 for Darcy and
         Navier-Stokes, 1 for Burgers, whose ``y`` has a time axis before space).
+    data : dict, optional
+        What :func:`read_data_file` returned for ``path``, when the caller has read it
+        already: the file is not read again.
+
+    Returns
+    -------
+    dict
+        The file's contents, as :func:`read_data_file` returns them.
 
     Raises
     ------
@@ -120,7 +133,8 @@ def check_data_file(path, resolution, n_samples, spatial_dims):
         Naming the path and what is wrong: unreadable, wrong spatial size, fewer
         samples than requested, or the indices of non-finite samples.
     """
-    data = read_data_file(path)
+    if data is None:
+        data = read_data_file(path)
     meta = data.get("meta") or {}
     for key in ("x", "y"):
         tensor = data[key]

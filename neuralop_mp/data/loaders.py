@@ -27,9 +27,10 @@ from torch.utils.data import DataLoader
 from ..caller_frames import stacklevel_outside
 from ..vocabulary import check_int_at_least
 from .burgers import generate_burgers_split
-from .cache import data_file, read_file_info, resolve_root
+from .cache import data_file, resolve_root
 from .darcy import generate_darcy_split
-from .file_checks import DataFileError, check_data_file, unreadable_file_warning
+from .file_checks import (DataFileError, ForeignDataFileChecksumError, check_data_file, read_data_file,
+                          unreadable_file_warning)
 from .navier_stokes import generate_navier_stokes_split
 
 # Resolutions upstream's dataset classes accept (they assert on anything else).
@@ -61,7 +62,9 @@ def _needed_files(train_resolution, test_resolutions, n_train, n_tests):
 def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, progress=True, seed=0):
     """Make sure every ``(resolution, split, n_samples)`` file exists with enough samples,
     then check each (:func:`~neuralop_mp.data.file_checks.check_data_file`): declared
-    resolution, sample count, finite values.
+    resolution, sample count, finite values. Each file is read (and its checksums
+    checked) once for both its information and its checks; a file replaced here is read
+    again once written.
 
     Missing files, unreadable ones (a partial file from an interrupted generation or
     copy; replaced with a warning, never loaded) and our own files with too few
@@ -72,19 +75,29 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     root = Path(root)
     requested = {"seed": int(seed)}  # what the loader asks for; the physics is whatever the file holds
     missing = []
+    # path -> its contents (memory-mapped) as read here, checked below without reading the file
+    # again; the only reference, so that a file being replaced is no longer mapped
+    read = {}
+
+    def generate_file(path, res, split, n):
+        read.pop(path, None)  # the new file is read for its checks
+        generate_split(root, res, split, n, seed=seed, progress=progress, overwrite=path.exists())
+
     for res, split, n in needed:
         path = data_file(root, prefix, split, res)
         if path.exists():
             try:
-                meta, n_file = read_file_info(path)
+                if path not in read:
+                    read[path] = read_data_file(path)
             except DataFileError as err:
                 # a readable file of the user's own (no generation record) with a damaged
                 # checksum is theirs to replace: never overwritten here
-                if not generate or getattr(err, "written_here", True) is False:
+                if not generate or isinstance(err, ForeignDataFileChecksumError):
                     raise
                 unreadable_file_warning(path, err)
-                generate_split(root, res, split, n, seed=seed, progress=progress, overwrite=True)
+                generate_file(path, res, split, n)
                 continue
+            meta, n_file = read[path].get("meta"), int(read[path]["x"].shape[0])
             differing = {} if meta is None else {k: meta.get(k) for k, v in requested.items() if meta.get(k) != v}
             if differing:
                 recorded = ", ".join(f"{k}={v!r}" for k, v in differing.items())
@@ -99,7 +112,7 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
                 warnings.warn(f"{path} was generated with {recorded}, not the requested {wanted}: it is regenerated "
                               f"with {wanted} and {max(n, n_file)} samples (request {recorded} to use it as it is).",
                               RuntimeWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
-                generate_split(root, res, split, max(n, n_file), seed=seed, progress=progress, overwrite=True)
+                generate_file(path, res, split, max(n, n_file))
                 continue
             if n_file >= n:
                 continue
@@ -107,7 +120,7 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
                 raise ValueError(f"{path} holds {n_file} samples but {n} were requested; "
                                  f"lower the count or regenerate it (`neuralop-mp data {cli_name} ... --overwrite`).")
         if generate:
-            generate_split(root, res, split, n, seed=seed, progress=progress, overwrite=path.exists())
+            generate_file(path, res, split, n)
         else:
             missing.append((path, res, split, n))
     if missing:
@@ -122,7 +135,8 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
             "or call the loader with generate=True."
         )
     for res, split, n in needed:
-        check_data_file(data_file(root, prefix, split, res), res, n, SPATIAL_DIMS[prefix])
+        path = data_file(root, prefix, split, res)
+        read[path] = check_data_file(path, res, n, SPATIAL_DIMS[prefix], data=read.get(path))
 
 
 def make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes):

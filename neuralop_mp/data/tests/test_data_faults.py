@@ -1,12 +1,17 @@
 """Data files that lie about their contents, are half written or hold inf/NaN are caught
 before training, with the path and the sample index in the message."""
 import os
+import zipfile
+from collections import Counter
 
 import pytest
 import torch
 
 from neuralop_mp.data import generate_darcy, load_darcy
-from neuralop_mp.data.file_checks import DataFileError, read_data_file
+from neuralop_mp.data.darcy import generate_darcy_split
+from neuralop_mp.data.file_checks import (DataFileChecksumError, DataFileError, ForeignDataFileChecksumError,
+                                          read_data_file)
+from neuralop_mp.data.loaders import ensure_files
 
 pytestmark = pytest.mark.reliability
 
@@ -89,11 +94,61 @@ def test_bytes_overwritten_in_place_are_caught_by_the_checksum_and_regenerated(d
     start = bytes(raw).index(y[1].numpy().tobytes())
     raw[start:start + 60] = bytes(range(7, 67))
     path.write_bytes(bytes(raw))
-    with pytest.raises(DataFileError, match=r"darcy_train_8.pt is corrupted: its record .* does not match the checksum"):
+    with pytest.raises(DataFileError,
+                       match=r"darcy_train_8.pt is corrupted: its record .* does not match the checksum") as info:
         load_darcy(root, **SMALL, generate=False)
+    assert type(info.value) is DataFileChecksumError  # ours (a generation record): may be regenerated
     with pytest.warns(RuntimeWarning, match=r"darcy_train_8.pt cannot be read .* it is regenerated"):
         load_darcy(root, **SMALL, generate=True)
     assert torch.equal(torch.load(path, weights_only=True)["y"], y)
+
+
+def test_ensure_files_reads_each_file_once_per_call(darcy8, tmp_path, monkeypatch):
+    """A file's tensors are loaded, and its checksums read, once per call: not once for its
+    information and again for its checks. A file generated in the call is read once, for
+    its checks."""
+    train, test = tmp_path / "darcy_train_8.pt", tmp_path / "darcy_test_8.pt"
+    train.write_bytes((darcy8 / "darcy_train_8.pt").read_bytes())  # test's file is missing: generated
+    loads, archives = Counter(), Counter()
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        loads[str(f)] += 1
+        return real_load(f, *args, **kwargs)
+
+    class CountingZipFile(zipfile.ZipFile):  # the checksums' reader
+        def __init__(self, file, *args, **kwargs):
+            archives[str(file)] += 1
+            super().__init__(file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    monkeypatch.setattr(zipfile, "ZipFile", CountingZipFile)
+    needed = [(8, "train", 4), (8, "test", 2)]
+    ensure_files(tmp_path, "darcy", needed, generate_darcy_split, "darcy", progress=False)
+    assert loads == {str(train): 1, str(test): 1}
+    assert archives == {str(train): 1, str(test): 1}  # both new to this process: checked
+    loads.clear()
+    archives.clear()
+    ensure_files(tmp_path, "darcy", needed, generate_darcy_split, "darcy", generate=False, progress=False)
+    assert loads == {str(train): 1, str(test): 1}
+    assert all(count <= 1 for count in archives.values()), archives
+
+
+def test_a_file_damaged_in_place_keeping_its_size_and_modification_time_is_caught(darcy8, tmp_path):
+    """Checked once in this process, then overwritten in place with the same size and its
+    modification time put back (as cp -p or rsync -t do): its checksums are read again."""
+    root = copy_of(darcy8, tmp_path)
+    load_darcy(root, **SMALL, generate=False)
+    path = root / "darcy_train_8.pt"
+    stat = path.stat()
+    raw = bytearray(path.read_bytes())
+    start = bytes(raw).index(torch.load(path, weights_only=True)["y"][1].numpy().tobytes())
+    raw[start:start + 60] = bytes(range(7, 67))  # finite values: only the checksum tells
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    with pytest.raises(DataFileChecksumError, match=r"darcy_train_8.pt is corrupted"):
+        load_darcy(root, **SMALL, generate=False)
 
 
 def test_a_file_saved_without_checksums_is_read_and_a_damaged_user_file_is_never_replaced(tmp_path):
@@ -115,7 +170,7 @@ def test_a_file_saved_without_checksums_is_read_and_a_damaged_user_file_is_never
     start = bytes(raw).index(mine["y"][1].numpy().tobytes())
     raw[start:start + 8] = bytes(range(1, 9))
     path.write_bytes(bytes(raw))
-    with pytest.raises(DataFileError, match=r"darcy_train_8.pt is corrupted"):
+    with pytest.raises(ForeignDataFileChecksumError, match=r"darcy_train_8.pt is corrupted"):
         load_darcy(tmp_path, **SMALL, generate=True)
     with pytest.raises(FileExistsError, match=r"darcy_train_8.pt is corrupted.*not written by neuralop_mp"):
         generate_darcy(tmp_path, resolutions=(8,), n_train=4, n_test=2, progress=False)  # neuralop-mp data's path
