@@ -10,10 +10,14 @@ standard library), so every other module can use it without creating an import c
   on/off flags (:func:`normalize_flag`);
 - :func:`check_choice`, the one error format for a bad value (key, value, allowed
   values);
+- :func:`check_int_at_least` and :func:`check_real`: an integer, or a finite real number in
+  a range, in that format;
 - :func:`none_if_null`: configs spell "no value" as None, "None", "none", "null" or "";
 - :func:`read_key` and :func:`section_as_dict`: read a config section whether it is a
   dict, a Bunch or a zencfg config object, under zencfg 0.7 and 1.0 alike.
 """
+import math
+import numbers
 import operator
 from collections.abc import Mapping
 
@@ -77,6 +81,93 @@ def check_int_at_least(key, value, minimum=1, unit=None):
     if number < minimum:
         raise ValueError(f"Invalid {key}={value!r}; allowed values: {allowed}.")
     return number
+
+
+class NotARealNumberError(TypeError, ValueError):
+    """:func:`check_real`'s error for a value that is no real number at all (a string, a bool,
+    None, a complex number).
+
+    A TypeError by kind, and a ValueError as well: the checks :func:`check_real` replaced
+    raised TypeError for a wrong type (the optimizer's settings) or ValueError for any bad
+    value (loss scaling, the Burgers step, the diagnosis rule), and callers catching either
+    still catch it.
+    """
+
+
+def _real_scalar(value):
+    """``value`` as a Python real number if it is one: a Python or numpy real, a 0-d numpy
+    array or a 0-d tensor of a real dtype; never a bool (numpy's or torch's either). None
+    otherwise (a 1-element 1-d tensor is an array, not a number)."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()  # a bool or complex dtype gives a bool or complex, refused below
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return value
+
+
+def _bound_text(bound):
+    # 0 and 1, not 0.0 and 1.0: "finite numbers > 0"
+    bound = float(bound)
+    return str(int(bound)) if bound.is_integer() else repr(bound)
+
+
+def _real_range_text(low=None, high=None, low_open=False, high_open=False):
+    """The allowed values of :func:`check_real` in words, e.g. "finite numbers > 0" or
+    "finite numbers in (0, 1)"."""
+    if low is not None and high is not None:
+        return (f"finite numbers in {'(' if low_open else '['}{_bound_text(low)}, "
+                f"{_bound_text(high)}{')' if high_open else ']'}")
+    if low is not None:
+        return f"finite numbers {'>' if low_open else '>='} {_bound_text(low)}"
+    if high is not None:
+        return f"finite numbers {'<' if high_open else '<='} {_bound_text(high)}"
+    return "finite numbers"
+
+
+def check_real(key, value, low=None, high=None, low_open=False, high_open=False, allowed=None):
+    """``value`` as a Python float if it is a finite real number within the bounds, else an
+    error naming ``key``, the value and the allowed values.
+
+    Parameters
+    ----------
+    key : str
+        The setting's name, as the message shows it.
+    value : object
+        A Python or numpy real number, or a 0-d numpy array or tensor of a real dtype. Bools
+        are refused (``True`` is an int to Python, never a meant number here).
+    low, high : float, optional
+        Bounds; None: unbounded on that side.
+    low_open, high_open : bool, default False
+        Exclude the bound itself.
+    allowed : str, optional
+        The allowed values in words, for the message; default from the bounds, e.g.
+        "finite numbers > 0" or "finite numbers in (0, 1)".
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    NotARealNumberError
+        ``value`` is no real number (a TypeError and a ValueError).
+    ValueError
+        NaN, an infinity, or out of the bounds.
+    """
+    number = _real_scalar(value)
+    if number is not None:
+        try:
+            number = float(number)
+        except OverflowError:  # an int beyond float's range is not a finite float
+            number = math.inf
+        if (math.isfinite(number)
+                and (low is None or (number > low if low_open else number >= low))
+                and (high is None or (number < high if high_open else number <= high))):
+            return number
+    if allowed is None:
+        allowed = _real_range_text(low, high, low_open, high_open)
+    error = NotARealNumberError if number is None else ValueError
+    raise error(f"Invalid {key}={value!r}; allowed values: {allowed}.")
 
 
 def none_if_null(value):

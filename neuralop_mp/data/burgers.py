@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..vocabulary import check_int_at_least
+from ..vocabulary import check_int_at_least, check_real
 from .compute import cpu_threads, default_device, solver_threads
 from .cache import GENERATOR_VERSION, data_file, generate_train_test, needs_generation, resolve_root, save_data_file
 from .grf import sample_grf, sample_seed
@@ -85,12 +85,7 @@ def _solve_burgers(u0, times, viscosity, dt, progress):
     if viscosity <= 0:
         raise ValueError(f"Invalid viscosity={viscosity!r}; allowed values: positive floats.")
     if dt is not None:
-        try:
-            value = math.nan if isinstance(dt, (str, bytes)) else float(dt)  # a Python, numpy or 0-d tensor number
-        except (TypeError, ValueError):
-            value = math.nan
-        if isinstance(dt, bool) or not 0 < value < math.inf:
-            raise ValueError(f"Invalid dt={dt!r}; allowed values: None (from the CFL condition) or a finite number > 0.")
+        dt = check_real("dt", dt, low=0, low_open=True, allowed="None (from the CFL condition) or a finite number > 0")
     n = u0.shape[-1]
     k = torch.fft.rfftfreq(n, d=1.0 / n, dtype=u0.dtype, device=u0.device)
     derivative = torch.where(k == n / 2, 0.0, 2 * math.pi * k)  # no odd derivative of the Nyquist mode
@@ -102,7 +97,7 @@ def _solve_burgers(u0, times, viscosity, dt, progress):
         u_max = u0.abs().amax(dim=-1).double().cpu()
         dt = COURANT / (2 * math.pi * (n / 3) * torch.where(u_max > 0, u_max, torch.ones_like(u_max)))
     else:
-        dt = torch.full((u0.shape[0],), float(dt), dtype=torch.float64)
+        dt = torch.full((u0.shape[0],), dt, dtype=torch.float64)
 
     def nonlinear(u_hat):
         u = torch.fft.irfft(u_hat, n=n)

@@ -20,6 +20,7 @@ References
 """
 import math
 
+from ..vocabulary import check_real
 from .measure import variant_name
 
 DEFAULT_FRACTION = 0.5
@@ -32,9 +33,11 @@ def _dtype_order(device_type):
 
 
 def check_settings(fraction, overflow_margin):
-    for name, value in (("fraction", fraction), ("overflow_margin", overflow_margin)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"Invalid {name}={value!r}; allowed values: finite numbers > 0.")
+    """``(fraction, overflow_margin)`` as floats, each a finite number > 0 (a numpy or 0-d
+    tensor number becomes a float, so the JSON rule holds plain numbers); ValueError naming
+    the bad one otherwise."""
+    return (check_real("fraction", fraction, low=0, low_open=True),
+            check_real("overflow_margin", overflow_margin, low=0, low_open=True))
 
 
 def _acceptable(error, bound):
@@ -69,7 +72,7 @@ def choose_layer(entry, *, tanh, device_type, fraction=DEFAULT_FRACTION, overflo
     :func:`~neuralop_mp.diagnose.measure.measure` (``("full", None)`` if none), with
     its error and the bound it met. ``discretization_error`` stands in for a layer whose
     own could not be measured."""
-    check_settings(fraction, overflow_margin)
+    fraction, overflow_margin = check_settings(fraction, overflow_margin)
     bound = _bound(entry, fraction, discretization_error)
     for mode, dtype in _candidates(device_type, half_dtypes):
         error = _accepts(entry, mode, dtype, tanh=tanh, bound=bound, overflow_margin=overflow_margin)
@@ -104,7 +107,7 @@ def recommend(diagnosis, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_O
         ``model`` (fno_block_precision, half_dtype, stabilizer, autocast) and
         ``schedule`` (a :class:`~neuralop_mp.PrecisionSchedule` string).
     """
-    check_settings(fraction, overflow_margin)
+    fraction, overflow_margin = check_settings(fraction, overflow_margin)
     device_type = device_type or diagnosis["device"]
     tanh = diagnosis["stabilizer"] == "tanh"
     model_disc = diagnosis["model"]["discretization_error"]

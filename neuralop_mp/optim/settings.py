@@ -6,11 +6,11 @@ that enforces them. The optimizer's defaults and validation, the factory's
 command-line flags are read from (or tested against) this table, so a default or
 a name lives in one place.
 """
-import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Callable
 
+from ..vocabulary import check_real
 from .adam_math import ADAM_CONVENTIONS, STATE_DTYPES
 from .composite_projector import ORDERS
 from .seeds import SEED_LIMIT
@@ -21,21 +21,19 @@ NONFINITE_GRAD_ACTIONS = ("raise", "skip")
 
 
 def _real(low=None, high=None, low_open=False, high_open=False):
-    """Check of a finite real number in an interval; wrong types raise TypeError."""
+    """Check of a finite real number in an interval (:func:`~neuralop_mp.vocabulary.check_real`),
+    in this table's wording; wrong types raise TypeError. The value is kept as given: a 0-d
+    tensor learning rate stays a tensor."""
     lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
     text = f"a finite number in {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
 
     def check(key, value):
-        if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a 0-d tensor learning rate
-            check(key, value.item())
-            return value
-        if isinstance(value, bool) or not isinstance(value, Real):
-            raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); expected {text}.")
-        bad = not math.isfinite(value)
-        bad = bad or (low is not None and (value <= low if low_open else value < low))
-        bad = bad or (high is not None and (value >= high if high_open else value > high))
-        if bad:
-            raise ValueError(f"Invalid {key}={value!r}; expected {text}.")
+        try:
+            check_real(key, value, low, high, low_open, high_open)
+        except TypeError:
+            raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); expected {text}.") from None
+        except ValueError:
+            raise ValueError(f"Invalid {key}={value!r}; expected {text}.") from None
         return value
 
     return check, text

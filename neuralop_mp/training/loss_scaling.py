@@ -29,14 +29,13 @@ References
        arXiv:1710.03740 (dynamic loss scaling).
 .. [2] PyTorch issue 58228, "GradScaler: unscale not implemented for ComplexFloat".
 """
-import math
 import warnings
 
 import torch
 
 from ..optim.adam_math import as_real
 from ..optim.nonfinite import finite_flags
-from ..vocabulary import check_int_at_least, normalize_flag
+from ..vocabulary import check_int_at_least, check_real, normalize_flag
 from .distributed import any_rank
 
 # Added after the first release: optional in loaded states (older checkpoints lack them).
@@ -91,31 +90,23 @@ class ComplexGradScaler:
 
     def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5,
                  growth_interval=2000, enabled=True, min_scale=1.0, max_floor_hits=10):
-        if not (isinstance(init_scale, (int, float)) and not isinstance(init_scale, bool)
-                and 0 < init_scale < math.inf):
-            raise ValueError(f"Invalid init_scale={init_scale!r}; allowed values: finite numbers > 0.")
-        if not (isinstance(growth_factor, (int, float)) and not isinstance(growth_factor, bool)
-                and 1.0 < growth_factor < math.inf):
-            raise ValueError(f"Invalid growth_factor={growth_factor!r}; allowed values: finite numbers > 1.")
-        if not (isinstance(backoff_factor, (int, float)) and not isinstance(backoff_factor, bool)
-                and 0.0 < backoff_factor < 1.0):
-            raise ValueError(f"Invalid backoff_factor={backoff_factor!r}; allowed values: numbers in (0, 1).")
+        init_scale = check_real("init_scale", init_scale, low=0, low_open=True)
+        growth_factor = check_real("growth_factor", growth_factor, low=1, low_open=True)
+        backoff_factor = check_real("backoff_factor", backoff_factor, 0, 1, low_open=True, high_open=True)
         growth_interval = check_int_at_least("growth_interval", growth_interval)
         enabled = normalize_flag(enabled, "enabled")
-        if not (isinstance(min_scale, (int, float)) and not isinstance(min_scale, bool)
-                and 0 < min_scale <= init_scale):
-            raise ValueError(f"Invalid min_scale={min_scale!r}; allowed values: numbers in "
-                             f"(0, init_scale={init_scale!r}].")
+        min_scale = check_real("min_scale", min_scale, 0, init_scale, low_open=True,
+                               allowed=f"numbers in (0, init_scale={init_scale!r}]")
         max_floor_hits = check_int_at_least("max_floor_hits", max_floor_hits)
-        self.min_scale = float(min_scale)
-        self.max_floor_hits = int(max_floor_hits)
+        self.min_scale = min_scale
+        self.max_floor_hits = max_floor_hits
         self.floor_hits = 0
-        self.init_scale = float(init_scale)
-        self.enabled = bool(enabled)
-        self.scale_value = float(init_scale) if self.enabled else 1.0
-        self.growth_factor = float(growth_factor)
-        self.backoff_factor = float(backoff_factor)
-        self.growth_interval = int(growth_interval)
+        self.init_scale = init_scale
+        self.enabled = enabled
+        self.scale_value = init_scale if self.enabled else 1.0
+        self.growth_factor = growth_factor
+        self.backoff_factor = backoff_factor
+        self.growth_interval = growth_interval
         self.growth_tracker = 0
         self.skipped_steps = 0
         self.consecutive_skips = 0

@@ -66,6 +66,15 @@ def test_a_step_given_as_a_numpy_or_tensor_number_is_taken():
         torch.testing.assert_close(solve_burgers(u0, [0.0, 0.05], 0.01, dt=dt), expected, rtol=1e-6, atol=1e-9)
 
 
+
+@pytest.mark.parametrize("dt", [np.bool_(True), torch.tensor(True), torch.tensor([1e-3]), np.float64("inf"),
+                                torch.tensor(-1e-3), 1e-3 + 0j])
+def test_a_step_that_is_a_bool_an_array_or_a_bad_numpy_or_tensor_number_is_refused(dt):
+    # float() takes all of them but a complex one: a bool tensor would have been a step of 1.0
+    with pytest.raises(ValueError, match=r"Invalid dt=.*; allowed values: None .* or a finite number > 0"):
+        solve_burgers(initial_condition([1], 128), [0.0, 0.5], 0.01, dt=dt)
+
+
 def test_bad_resolution_is_rejected():
     with pytest.raises(ValueError, match=r"resolution=4; allowed values: integers >= 8"):
         generate_burgers(None, resolutions=(4,), n_train=1, n_test=1, progress=False)

@@ -1,4 +1,5 @@
 """The recommendation rule on measurements with known numbers, and on a real measurement."""
+import numpy as np
 import pytest
 import torch
 
@@ -42,6 +43,21 @@ def test_float16_without_tanh_needs_an_overflow_margin():
 def test_bad_fraction_is_refused(bad):
     with pytest.raises(ValueError, match="fraction"):
         choose_layer(_entry(ERRORS), tanh=False, device_type="cpu", fraction=bad)
+
+
+
+@pytest.mark.parametrize("bad", [np.bool_(True), torch.tensor(True), float("inf"), np.float32(-1), torch.tensor([0.5])])
+def test_bad_numpy_or_tensor_settings_are_refused_by_name(bad):
+    with pytest.raises(ValueError, match="Invalid overflow_margin="):
+        choose_layer(_entry(ERRORS), tanh=False, device_type="cpu", overflow_margin=bad)
+
+
+def test_numpy_and_0d_tensor_settings_are_taken_as_floats():
+    entry = _entry(ERRORS, disc=1e-4)
+    for fraction in (np.float32(2), torch.tensor(2.0)):
+        choice = choose_layer(entry, tanh=False, device_type="cpu", fraction=fraction)
+        # the bound is a plain number (results.json holds it), not a numpy or tensor number
+        assert choice["mode"] == "mixed" and type(choice["bound"]) is float and choice["bound"] == 2e-4
 
 
 def test_real_measurement_overflowing_float16_forces_a_safe_choice():

@@ -2,6 +2,7 @@
 and both command lines are checked against it, so a default or a name cannot drift."""
 import inspect
 
+import numpy as np
 import pytest
 import torch
 from neuralop.models import FNO
@@ -11,7 +12,7 @@ from configs.zencfg_compat import config_fields
 from neuralop_mp.configs import load_config
 from neuralop_mp.optim import TensorGRaD, create_optimizer
 from neuralop_mp.optim.factory import TENSORGRAD_FIELDS
-from neuralop_mp.optim.settings import CONFIG_OPTIONS, TENSORGRAD_OPTIONS
+from neuralop_mp.optim.settings import CONFIG_OPTIONS, OPTIONS_BY_NAME, TENSORGRAD_OPTIONS
 
 # a non-default value of every setting configs expose
 NON_DEFAULT = {"adam_convention": "neuralop", "min_params": 10, "rank": 0.5, "sparse_ratio": 0.1,
@@ -24,6 +25,22 @@ def test_constructor_keywords_and_defaults_are_the_table():
     keywords = {name: p.default for name, p in signature.items() if name not in ("self", "params")}
     assert keywords == {o.name: o.default for o in TENSORGRAD_OPTIONS}
     assert TensorGRaD([torch.nn.Parameter(torch.zeros(3))]).defaults == keywords
+
+
+
+def test_real_settings_keep_the_given_number_and_refuse_bools_and_nonfinite_ones():
+    lr = torch.tensor(1e-3)
+    optimizer = TensorGRaD([torch.nn.Parameter(torch.zeros(3))], lr=lr, eps=np.float32(1e-6),
+                           betas=(np.float64(0.9), 0.99))
+    assert optimizer.param_groups[0]["lr"] is lr  # a 0-d tensor learning rate stays a tensor
+    check = OPTIONS_BY_NAME["lr"].check
+    for bad, shown in ((torch.tensor(True), r"tensor\(True\) \(Tensor\)"), (np.True_, r"np.True_ \(bool\)")):
+        with pytest.raises(TypeError, match=rf"^Invalid lr={shown}; expected a finite number in \[0.0, inf\]\.$"):
+            check("lr", bad)
+    for bad in (torch.tensor(float("nan")), np.float32(-1e-3), 10**400):  # 10**400: no float, not an OverflowError
+        with pytest.raises(ValueError, match=r"^Invalid lr=.*; expected a finite number in \[0.0, inf\]\.$") as info:
+            check("lr", bad)
+        assert not isinstance(info.value, TypeError)
 
 
 def test_config_fields_are_the_table_config_options():

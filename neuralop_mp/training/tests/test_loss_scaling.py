@@ -1,6 +1,7 @@
 """ComplexGradScaler: unscaling and inf/NaN detection for complex gradients, skipping, scale updates."""
 import io
 
+import numpy as np
 import pytest
 import torch
 
@@ -160,6 +161,30 @@ def test_state_dict_round_trip_is_weights_only_loadable():
 ])
 def test_invalid_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
+        ComplexGradScaler(**kwargs)
+
+
+
+def test_numpy_and_0d_tensor_settings_are_taken_as_plain_floats():
+    # np.float32 is no Python float: it used to be refused as "Invalid init_scale=1024.0"
+    scaler = ComplexGradScaler(init_scale=np.float32(1024), growth_factor=np.float64(4.0),
+                               backoff_factor=torch.tensor(0.25), min_scale=np.int64(2))
+    assert (scaler.get_scale(), scaler.growth_factor, scaler.backoff_factor, scaler.min_scale) == (1024, 4, 0.25, 2)
+    # plain numbers: the state still loads with weights_only=True
+    assert all(type(v) is float for v in (scaler.get_scale(), scaler.init_scale, scaler.growth_factor,
+                                          scaler.backoff_factor, scaler.min_scale))
+    buffer = io.BytesIO()
+    torch.save(scaler.state_dict(), buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True) == scaler.state_dict()
+
+
+@pytest.mark.parametrize("kwargs", [{"init_scale": np.True_}, {"init_scale": torch.tensor(True)},
+                                    {"growth_factor": np.float32("nan")}, {"backoff_factor": torch.tensor([0.5])},
+                                    {"min_scale": "1"}])
+def test_bools_nonfinite_and_non_scalar_settings_are_refused_by_name(kwargs):
+    ((key, value),) = kwargs.items()
+    with pytest.raises(ValueError, match=rf"Invalid {key}="):
         ComplexGradScaler(**kwargs)
 
 
