@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from .weight_contractions import factorization_kind
+
 _REAL_INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _COMPLEX_INPUT_DTYPES = (torch.complex32, torch.complex64, torch.complex128)
 
@@ -28,6 +30,13 @@ def _is_int(value):
 
 def _as_tuple(n_modes):
     return tuple(n_modes) if isinstance(n_modes, (list, tuple)) else (n_modes,)
+
+
+def _positive_ints(values):
+    """``values`` as a tuple of ints if every entry is an integer >= 1, else None."""
+    if all(_is_int(v) and v >= 1 for v in values):
+        return tuple(int(v) for v in values)
+    return None
 
 
 # An integer rank above the largest one the factorization can use on the weight (see
@@ -46,11 +55,11 @@ def _weight_shape(in_channels, out_channels, modes, max_n_modes, separable, comp
     if max_n_modes is None:
         weight_modes = modes if complex_data else modes[:-1] + (modes[-1] // 2 + 1,)
     else:
-        weight_modes = _as_tuple(max_n_modes)
-        if len(weight_modes) != len(modes) or any(not _is_int(m) or m < 1 for m in weight_modes):
+        weight_modes = _positive_ints(_as_tuple(max_n_modes))
+        if weight_modes is None or len(weight_modes) != len(modes):
             raise ValueError(f"Invalid max_n_modes={max_n_modes!r}; allowed values: None, or one integer >= 1 per "
                              f"spatial dimension ({len(modes)}, as n_modes={tuple(modes)!r}).")
-    return (int(in_channels),) + (() if separable else (int(out_channels),)) + tuple(int(m) for m in weight_modes)
+    return (int(in_channels),) + (() if separable else (int(out_channels),)) + tuple(weight_modes)
 
 
 def _fixed_modes(fixed_rank_modes):
@@ -121,16 +130,14 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
         if not _is_int(value) or value < 1:
             raise ValueError(f"Invalid {name}={value!r}; allowed values: integers >= 1.")
-    modes = _as_tuple(n_modes)
-    if not modes or any(not _is_int(m) or m < 1 for m in modes):
+    modes = _positive_ints(_as_tuple(n_modes))
+    if not modes:
         raise ValueError(f"Invalid n_modes={n_modes!r}; allowed values: one integer >= 1 per spatial dimension "
                          "(1 to 3 dimensions).")
-    modes = tuple(int(m) for m in modes)
     shape = _weight_shape(in_channels, out_channels, modes, max_n_modes, separable, complex_data)
     if factorization is None or str(factorization).lower() == "dense" or isinstance(rank, str):
         return  # a string rank ("same") is tensorly-torch's to interpret
-    if isinstance(rank, (list, tuple)) and rank and all(_is_int(r) and not isinstance(r, bool) and r >= 1
-                                                       for r in rank):
+    if isinstance(rank, (list, tuple)) and _positive_ints(rank):
         return  # per-mode ranks (Tucker, TT): tensorly-torch checks their number against the weight
     if isinstance(rank, bool) or not isinstance(rank, (int, float)) and not _is_int(rank) or not rank > 0:
         raise ValueError(f"Invalid rank={rank!r}; allowed values: a fraction in (0, 1] of the dense weight's "
@@ -141,8 +148,7 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
             f"Invalid rank={rank!r} with factorization={factorization!r}: a float rank is the fraction of the "
             f"dense weight's {dense} parameters kept, so {rank!r} asks for more parameters than the dense "
             "weight and ranks larger than its dimensions. Allowed values: (0, 1], or an integer rank.")
-    kind = str(factorization).lower()
-    kind = kind[len("complex"):] if kind.startswith("complex") else kind
+    kind = factorization_kind(factorization)
     if not _is_int(rank) or kind not in _FACTORIZATION_NAMES:
         return  # an unknown factorization is tensorly-torch's to refuse
     # fixed modes matter to Tucker only (upstream passes them to CP and TT, which ignore them)
@@ -173,6 +179,11 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
 def check_input(layer, x, output_shape=None):
     """Refuse an input the layer would silently misuse or fail on deep inside.
 
+    Returns
+    -------
+    tuple of int or None
+        ``output_shape`` normalised (:func:`check_output_shape`), as the forward uses it.
+
     Raises
     ------
     TypeError
@@ -183,7 +194,7 @@ def check_input(layer, x, output_shape=None):
         integer >= 1 per spatial dimension (upstream's inverse FFT refuses a wrong length;
         ours would leave axes untransformed or ignore entries).
     """
-    check_output_shape(layer, output_shape)
+    output_shape = check_output_shape(layer, output_shape)
     if not torch.is_tensor(x):
         raise TypeError(f"{type(layer).__name__} expects a tensor, got {type(x).__name__}.")
     if x.is_complex() and not layer.complex_data:
@@ -202,17 +213,27 @@ def check_input(layer, x, output_shape=None):
                          f"in_channels={layer.in_channels}.")
     if any(s < 1 for s in x.shape[2:]):
         raise ValueError(f"Invalid input shape {tuple(x.shape)}: every spatial size must be >= 1.")
+    return output_shape
 
 
 def check_output_shape(layer, output_shape):
-    """Refuse an ``output_shape`` other than None or one integer >= 1 per spatial dimension."""
+    """``output_shape`` as a tuple of ints, one per spatial dimension (None stays None); a
+    1-D layer also takes one integer, as upstream's ``irfftn`` does.
+
+    Raises
+    ------
+    ValueError
+        On anything else: a wrong length, or an entry that is not an integer >= 1.
+    """
     if output_shape is None:
-        return
-    if layer.order == 1 and _is_int(output_shape) and not isinstance(output_shape, bool):
-        output_shape = (output_shape,)  # a 1-D layer's single size, as upstream's irfftn takes it
-    sizes = tuple(output_shape) if isinstance(output_shape, (list, tuple, torch.Size)) else None
-    if sizes is None or len(sizes) != layer.order or any(not _is_int(s) or s < 1 for s in sizes):
+        return None
+    if layer.order == 1 and _is_int(output_shape):
+        sizes = _positive_ints((output_shape,))
+    else:
+        sizes = _positive_ints(output_shape) if isinstance(output_shape, (list, tuple)) else None
+    if sizes is None or len(sizes) != layer.order:
         raise ValueError(
             f"Invalid output_shape={output_shape!r}: this {layer.order}-D layer allows None or a sequence of "
             f"{layer.order} integer(s) >= 1, the output's spatial sizes (d_1, ..., d_{layer.order})"
             + (" (or one integer)." if layer.order == 1 else "."))
+    return sizes

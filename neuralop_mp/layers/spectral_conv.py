@@ -39,7 +39,7 @@ from .mode_matmul import dense_mode_product
 from .product_paths import MODE_BATCHED, REBUILT, choose_product_path
 from .rebuilt_weight import rebuild_dense_weight
 from .stabilizer import tanh_stabilizer
-from .truncated_fft import last_axis_choice, truncated_irfftn, truncated_rfftn
+from .truncated_fft import LastAxisChoice, rfft_scale, truncated_irfftn, truncated_rfftn
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
 from .weight_storage import layer_weight_dtype, store_layer_weights
 
@@ -278,9 +278,10 @@ class MixedPrecisionSpectralConv(SpectralConv):
         return size
 
     def _output_spatial(self, spatial, output_shape):
-        if output_shape is not None:  # checked (input_checks.check_output_shape): a 1-D layer may take one int
-            return [int(s) for s in output_shape] if isinstance(output_shape, (list, tuple, torch.Size)) \
-                else [int(output_shape)]
+        """Output spatial sizes: ``output_shape`` as :func:`check_input` returns it (a tuple of
+        ints, or None), else the input's, scaled by ``resolution_scaling_factor`` if set."""
+        if output_shape is not None:
+            return list(output_shape)
         if self.resolution_scaling_factor is not None:
             return [round(s * r) for s, r in zip(spatial, self.resolution_scaling_factor)]
         return list(spatial)
@@ -334,7 +335,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
         return self._forward(x, output_shape, block_tanh=True)
 
     def _forward(self, x, output_shape, block_tanh):
-        check_input(self, x, output_shape)
+        output_shape = check_input(self, x, output_shape)  # normalised: a tuple of ints, or None
         mode, half_name, stabilizer = self._settings()
         device_type = x.device.type
         autocast_dtype = None
@@ -398,7 +399,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
             "mode": mode,
             "half_dtype": None if half is None else str(half).replace("torch.", ""),
             "fft": "float16 (cuFFT)" if fft_half else "float32",
-            "last_axis": "FFT",  # the inverse's last axis: set below where it may be a matmul
+            # the inverse's last axis: an FFT of the whole spectrum, or as the truncated one records below
+            "last_axis": LastAxisChoice(False),
             "kernel": path.kernel,
             "compute_dtype": str(path.compute_dtype).replace("torch.", ""),
             "reason": path.reason,
@@ -440,10 +442,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
         if bias_in_spectrum:
             out_kept = self._plus_bias_at_zero_frequency(out_kept, out_spatial)
         if truncated:
-            y = truncated_irfftn(out_kept, fft_dims, spatial, out_spatial, norm=self.fft_norm)
-            self.last_product_path["last_axis"] = last_axis_choice(
-                "inverse", y.numel() // y.shape[-1], out_spatial[-1], out_kept.shape[-1], self.fft_norm,
-                out_kept.dtype, device)
+            y, self.last_product_path["last_axis"] = truncated_irfftn(
+                out_kept, fft_dims, spatial, out_spatial, norm=self.fft_norm, return_choice=True)
         else:
             y = self._inverse_of_full_spectrum(out_kept, fft_size, kept, fft_dims, out_spatial)
         if fft_half:
@@ -459,8 +459,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
         ``y`` at the end of the layer, the forward's peak on a GPU) or a full-grid sum for
         the bias's gradient in backward (it is the zero frequency's gradient, scaled)."""
         points = math.prod(out_spatial)
-        # the inverse transform divides by ``points`` ("backward"), by its root ("ortho") or not at all
-        scale = {"backward": points, "ortho": math.sqrt(points), "forward": 1.0}[self.fft_norm or "backward"]
+        # the inverse transform divides by ``points`` times the forward's scale: by ``points``
+        # ("backward"), by its root ("ortho") or not at all ("forward")
+        scale = points * rfft_scale(self.fft_norm, points)
         # the kept modes are centred on zero along the shifted axes, first along the last one
         zero = (slice(None), slice(None), *[kept // 2 for kept in out_kept.shape[2:-1]], 0)
         out_kept = out_kept.clone()

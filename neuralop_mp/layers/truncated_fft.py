@@ -46,8 +46,11 @@ References
 .. [1] Li, Z. et al. "Fourier Neural Operator for Parametric Partial Differential
    Equations", ICLR 2021 (the truncated Fourier layer).
 """
+import dataclasses
 import functools
+import math
 import time
+from typing import Optional, Tuple
 
 import torch
 
@@ -123,6 +126,13 @@ _setting = {"transform": "auto"}
 _timings = {}
 
 
+def rfft_scale(norm, length):
+    """The factor ``rfft(norm=norm)`` of ``length`` points multiplies its sums by: 1 ("backward",
+    None), ``1 / length`` ("forward"), ``length ** -0.5`` ("ortho"). The inverse's is the other
+    norm's (:data:`_ADJOINT_NORM`), so ``irfft`` divides by ``length * rfft_scale(norm, length)``."""
+    return _SCALE[norm](length)
+
+
 def set_last_axis_transform(transform):
     """How the last axis's inverse-direction maps are computed on CPU; returns the previous setting.
 
@@ -148,6 +158,38 @@ def set_last_axis_transform(transform):
     return previous
 
 
+@dataclasses.dataclass(frozen=True)
+class LastAxisChoice:
+    """How a last-axis map runs, as decided: what a layer records of its forward's inverse
+    transform and its report reads (``str()`` is the report's text).
+
+    Attributes
+    ----------
+    by_matmul : bool
+        The DFT-block matmul; otherwise an FFT.
+    why : str or None
+        "fixed" (:func:`set_last_axis_transform`), "deterministic algorithms", "too small to
+        time", "timed" (an "auto" choice, timings in ``seconds``), "not timed yet" (a query
+        before the first run, :func:`last_axis_choice`); None where the matmul does not apply
+        (not on CPU, not the last axis, fewer than :data:`MATMUL_MIN_RATIO` points per kept column).
+    seconds : (float, float) or None
+        The (matmul, FFT) seconds of a "timed" choice.
+    """
+
+    by_matmul: bool
+    why: Optional[str] = None
+    seconds: Optional[Tuple[float, float]] = None
+
+    def __str__(self):
+        if self.why == "not timed yet":
+            return self.why
+        name = "DFT-block matmul" if self.by_matmul else "FFT"
+        if self.why == "timed":
+            matmul, fft = self.seconds
+            return f"{name} (timed for this shape: matmul {1e3 * matmul:.2f} ms, FFT {1e3 * fft:.2f} ms)"
+        return name if self.why is None else f"{name} ({self.why})"
+
+
 def _by_matmul(way, dim, length, kept, t, norm):
     """Whether the last-axis map ``way`` ("inverse", "rfft_adjoint", "irfft_adjoint") of ``kept``
     columns and ``length`` points, applied to ``t``, runs as the DFT-block matmul. Only on
@@ -156,31 +198,38 @@ def _by_matmul(way, dim, length, kept, t, norm):
     if dim != -1:
         return False
     rows = t.numel() // max(1, t.shape[-1])
-    return _decision(way, rows, length, kept, norm, t.dtype, t.device, time_now=True)[0]
+    return _decision(way, rows, length, kept, norm, t.dtype, t.device, time_now=True).by_matmul
 
 
 def _decision(way, rows, length, kept, norm, dtype, device, time_now):
-    """``(by matmul, why)`` for the last-axis map ``way`` of ``rows`` rows; with ``time_now``
-    an "auto" choice not yet timed is timed here, else it reads "not timed yet"."""
+    """The :class:`LastAxisChoice` for the last-axis map ``way`` of ``rows`` rows; with
+    ``time_now`` an "auto" choice not yet timed is timed here, else it is "not timed yet"."""
     if device.type != "cpu" or length < MATMUL_MIN_RATIO * kept:
-        return False, "FFT"
+        return LastAxisChoice(False)
     transform = _setting["transform"]
     if transform == "auto" and torch.are_deterministic_algorithms_enabled():
         # a timed choice may differ between runs, and so would the float32 rounding
-        return False, "FFT (deterministic algorithms)"
+        return LastAxisChoice(False, "deterministic algorithms")
     if transform != "auto":
-        return transform == "matmul", f"{'DFT-block matmul' if transform == 'matmul' else 'FFT'} (fixed)"
+        return LastAxisChoice(transform == "matmul", "fixed")
     if rows * length < TIMED_MIN_POINTS:
-        return False, "FFT (too small to time)"
+        return LastAxisChoice(False, "too small to time")
     key = _timing_key(way, rows, length, kept, norm, dtype, device)
     if key not in _timings:
         if not time_now:
-            return False, "not timed yet"
+            return LastAxisChoice(False, "not timed yet")
         _timings[key] = _time_both_ways(*key[:-1])
     by_matmul, by_fft = _timings[key]
-    name = "DFT-block matmul" if by_matmul < by_fft else "FFT"
-    return by_matmul < by_fft, (f"{name} (timed for this shape: matmul {1e3 * by_matmul:.2f} ms, "
-                                f"FFT {1e3 * by_fft:.2f} ms)")
+    return LastAxisChoice(by_matmul < by_fft, "timed", (by_matmul, by_fft))
+
+
+def _inverse_choice(z, dims, out_sizes, norm):
+    """The :class:`LastAxisChoice` of the last-axis inverse of the block ``z``, made once per
+    transform before it runs, for the shape it has there (``out_sizes`` along the other axes)."""
+    if dims[-1] != -1:
+        return LastAxisChoice(False)
+    rows = z.numel() // max(1, math.prod(z.shape[d] for d in dims)) * math.prod(out_sizes[:-1])
+    return _decision("inverse", rows, out_sizes[-1], z.shape[-1], norm, z.dtype, z.device, time_now=True)
 
 
 def _timing_key(way, rows, length, kept, norm, dtype, device):
@@ -221,9 +270,11 @@ def _time_both_ways(way, rows, length, kept, norm, dtype, device, rounds=3):
 
 def last_axis_choice(way, rows, length, kept, norm="backward", dtype=torch.complex64, device="cpu"):
     """How the last-axis map ``way`` of ``rows`` rows, ``length`` points and ``kept`` columns
-    of ``dtype`` data runs: "FFT" or "DFT-block matmul" and why (timings for an "auto" choice;
-    "not timed yet" before its first run). For the layer's report; it times nothing."""
-    return _decision(way, rows, length, kept, norm, dtype, torch.device(device), time_now=False)[1]
+    of ``dtype`` data would run: "FFT" or "DFT-block matmul" and why (timings for an "auto"
+    choice; "not timed yet" before its first run), as ``str(LastAxisChoice)``. A query that
+    times nothing; a layer records the choice its forward made (``truncated_irfftn(...,
+    return_choice=True)``)."""
+    return str(_decision(way, rows, length, kept, norm, dtype, torch.device(device), time_now=False))
 
 
 @functools.lru_cache(maxsize=64)
@@ -242,10 +293,10 @@ def _dft_block(length, kept, norm, inverse, dtype, device):
     if inverse:
         weight = torch.full((kept, 1), 2.0, dtype=torch.float64)
         weight[0] = 1.0
-        scale = _SCALE[_ADJOINT_NORM[norm]](length)  # irfft's scale is rfft's with the other norm
+        scale = rfft_scale(_ADJOINT_NORM[norm], length)  # irfft's scale is rfft's with the other norm
         block = torch.stack((weight * torch.cos(angle), -weight * torch.sin(angle)), dim=1) * scale
         return block.reshape(2 * kept, length).to(dtype=dtype, device=device)
-    block = torch.stack((torch.cos(angle), -torch.sin(angle)), dim=1) * _SCALE[norm](length)
+    block = torch.stack((torch.cos(angle), -torch.sin(angle)), dim=1) * rfft_scale(norm, length)
     return block.reshape(2 * kept, length).t().contiguous().to(dtype=dtype, device=device)
 
 
@@ -289,9 +340,9 @@ def _irfft_by_matmul(z, length, norm):
         return real @ _dft_block(length, z.shape[-1], norm, True, real.dtype, real.device)
 
 
-def _irfft_columns(z, dim, length, norm):
-    """``irfft(z, n=length, dim=dim, norm=norm)``."""
-    if _by_matmul("inverse", dim, length, z.shape[dim], z, norm):
+def _irfft_columns(z, dim, length, norm, by_matmul):
+    """``irfft(z, n=length, dim=dim, norm=norm)``, as the DFT-block matmul if ``by_matmul``."""
+    if by_matmul:
         return _irfft_by_matmul(z, length, norm)
     return torch.fft.irfft(z, n=length, dim=dim, norm=norm)
 
@@ -333,12 +384,12 @@ def _analysis(x, dims, kept, axes, norm):
     return z
 
 
-def _synthesis(z, dims, out_sizes, axes, norm):
+def _synthesis(z, dims, out_sizes, axes, norm, by_matmul):
     """Scatter and inverse-transform along each non-last axis, then irfft along the last
-    (``irfft(n=...)`` zero-pads the missing columns itself)."""
+    (``irfft(n=...)`` zero-pads the missing columns itself; the DFT-block matmul if ``by_matmul``)."""
     for dim, modes, length in zip(dims[:-1], axes, out_sizes[:-1]):
         z = torch.fft.ifft(modes.scatter(z, dim, length), dim=dim, norm=norm)
-    return _irfft_columns(z, dims[-1], out_sizes[-1], norm)
+    return _irfft_columns(z, dims[-1], out_sizes[-1], norm, by_matmul)
 
 
 class _TruncatedRFFTN(torch.autograd.Function):
@@ -361,9 +412,9 @@ class _TruncatedRFFTN(torch.autograd.Function):
 
 class _TruncatedIRFFTN(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, dims, out_sizes, axes, norm):
+    def forward(ctx, z, dims, out_sizes, axes, norm, by_matmul):
         ctx.meta = (z.shape, dims, out_sizes, axes, norm)
-        return _synthesis(z, dims, out_sizes, axes, norm)
+        return _synthesis(z, dims, out_sizes, axes, norm, by_matmul)
 
     @staticmethod
     def backward(ctx, grad):
@@ -372,7 +423,7 @@ class _TruncatedIRFFTN(torch.autograd.Function):
         g = _irfft_columns_adjoint(grad, dims[-1], z_shape[dims[-1]], norm)
         for dim, modes in zip(dims[:-1], axes):
             g = modes.gather(torch.fft.fft(g, dim=dim, norm=adjoint), dim)
-        return g, None, None, None, None
+        return g, None, None, None, None, None
 
 
 def truncated_rfftn(x, dims, kept, norm="backward"):
@@ -405,7 +456,7 @@ def truncated_rfftn(x, dims, kept, norm="backward"):
     return _TruncatedRFFTN.apply(x, dims, kept, axes, norm)
 
 
-def truncated_irfftn(z, dims, fft_sizes, out_sizes, norm="backward"):
+def truncated_irfftn(z, dims, fft_sizes, out_sizes, norm="backward", *, return_choice=False):
     """``irfftn`` of a spectrum that is zero outside the centred block ``z``.
 
     Parameters
@@ -421,15 +472,23 @@ def truncated_irfftn(z, dims, fft_sizes, out_sizes, norm="backward"):
         Output grid, as ``irfftn(..., s=out_sizes)``: a larger grid zero-pads, a smaller
         one trims each axis at its end, exactly like upstream's layer.
     norm : {"backward", "forward", "ortho"}
+    return_choice : bool, default False
+        Also return how the last axis's inverse ran.
 
     Returns
     -------
     torch.Tensor
         The real output. Nothing is saved for backward.
+    LastAxisChoice
+        Only with ``return_choice``: the last axis's inverse as it ran (FFT or DFT-block
+        matmul, and why), decided once for this call.
     """
     dims, out_sizes = tuple(dims), tuple(out_sizes)
     kept = [z.shape[d] for d in dims]
     axes = _axes(list(fft_sizes), kept, z.device)
+    choice = _inverse_choice(z, dims, out_sizes, norm)
     if not torch.is_grad_enabled() or not z.requires_grad:
-        return _synthesis(z, dims, out_sizes, axes, norm)
-    return _TruncatedIRFFTN.apply(z, dims, out_sizes, axes, norm)
+        y = _synthesis(z, dims, out_sizes, axes, norm, choice.by_matmul)
+    else:
+        y = _TruncatedIRFFTN.apply(z, dims, out_sizes, axes, norm, choice.by_matmul)
+    return (y, choice) if return_choice else y

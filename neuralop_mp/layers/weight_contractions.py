@@ -29,11 +29,20 @@ def weight_kind(weight, implementation):
         return "dense"
     if not isinstance(weight, FactorizedTensor):
         raise TypeError(f"Unexpected spectral weight type {type(weight).__name__}.")
-    name = weight.name.lower()
+    kind = factorization_kind(weight.name)
+    if kind is None:
+        raise ValueError(f"Unexpected factorization {weight.name!r}; supported: Dense, CP, Tucker, TT.")
+    return kind
+
+
+def factorization_kind(name):
+    """The kind ("dense", "cp", "tucker", "tt") of the factorization ``name`` (case-insensitive,
+    with or without tensorly-torch's "Complex" prefix: "ComplexTucker", "cp"), or None."""
+    name = str(name).lower()
     for kind in ("dense", "tucker", "tt", "cp"):
         if name.endswith(kind):
             return kind
-    raise ValueError(f"Unexpected factorization {weight.name!r}; supported: Dense, CP, Tucker, TT.")
+    return None
 
 
 def weight_operands(weight, kind):

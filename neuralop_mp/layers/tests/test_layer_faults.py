@@ -38,12 +38,27 @@ def test_nonpositive_channels_are_refused(name, args):
     ("cp", 300, r"rank=300 with factorization='cp' on the spectral weight of shape \(4, 4, 5, 3\) \(dense: 240 "
                 r"parameters\): its CP factors would hold 5100 parameters, 21x the dense weight, and a CP rank "
                 r"above 48 \(the product of all the weight's dimensions but the largest"),
+    ("ComplexCP", 300, r"rank=300 with factorization='ComplexCP' .*its CP factors would hold 5100 parameters"),
     ("cp", 0, r"Invalid rank=0"),
     ("tucker", -0.5, r"Invalid rank=-0.5"),
 ])
 def test_oversized_or_nonpositive_factorization_ranks_are_refused(factorization, rank, message):
     with pytest.raises(ValueError, match=message):
         MixedPrecisionSpectralConv(4, 4, (5, 5), factorization=factorization, rank=rank)
+
+
+def test_factorization_names_map_to_one_kind_for_the_checks_and_the_contraction():
+    """The rank check and the contraction read a factorization's kind from the same names:
+    tensorly-torch's, any case, with or without its "Complex" prefix."""
+    from neuralop_mp.layers.weight_contractions import factorization_kind, weight_kind
+
+    assert [factorization_kind(n) for n in ("CP", "ComplexCP", "tucker", "ComplexTucker", "TT", "complextt",
+                                            "Dense", "ComplexDense")] == ["cp", "cp", "tucker", "tucker", "tt",
+                                                                          "tt", "dense", "dense"]
+    assert factorization_kind("svd") is None
+    for name in ("cp", "tucker", "tt"):
+        layer = MixedPrecisionSpectralConv(2, 2, (4, 4), factorization=name, rank=0.5, implementation="factorized")
+        assert weight_kind(layer.weight, "factorized") == factorization_kind(layer.weight.name) == name
 
 
 def _upstream_and_ours(**kwargs):
@@ -133,6 +148,31 @@ def test_output_shape_as_a_list_or_torch_size_matches_upstream():
     x = torch.randn(1, 2, 12)
     assert ours(x, output_shape=24).shape == up(x, output_shape=24).shape == (1, 2, 24)
     assert rel_err(ours(x, output_shape=24), up(x, output_shape=24).double()) <= 1e-5
+
+
+def test_output_shape_is_normalised_once_to_the_sizes_the_forward_uses():
+    """The check returns the output sizes as a tuple of ints (what the forward uses): numpy and
+    tensor integers, a list, a torch.Size, a 1-D layer's single int."""
+    import numpy as np
+
+    from neuralop_mp.layers.input_checks import check_input, check_output_shape
+
+    layer = MixedPrecisionSpectralConv(3, 4, (4, 4))
+    x = torch.randn(2, 3, 8, 8)
+    for given in ([12, np.int64(10)], (torch.tensor(12), 10), torch.Size([12, 10])):
+        sizes = check_input(layer, x, given)
+        assert sizes == (12, 10) and type(sizes) is tuple and all(type(s) is int for s in sizes)
+        assert layer(x, output_shape=given).shape == (2, 4, 12, 10)
+    assert check_input(layer, x) is None
+    assert check_output_shape(MixedPrecisionSpectralConv(2, 2, (4,)), np.int64(24)) == (24,)
+
+
+@pytest.mark.parametrize("output_shape", [0, -3, True, 2.0])
+def test_a_bad_single_size_of_a_1d_layer_is_named_as_given(output_shape):
+    layer = MixedPrecisionSpectralConv(2, 2, (4,))
+    with pytest.raises(ValueError, match=rf"Invalid output_shape={re.escape(repr(output_shape))}: this 1-D layer "
+                                         r"allows None or a sequence of 1 integer\(s\) >= 1.* \(or one integer\)\."):
+        layer(torch.randn(1, 2, 12), output_shape=output_shape)
 
 
 # CP and TT ignore fixed_rank_modes (upstream builds them with an int, a list or True); Tucker keeps

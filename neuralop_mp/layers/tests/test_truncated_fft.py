@@ -234,3 +234,102 @@ def test_transforms_and_backward_inside_autocast_stay_in_float32(last_axis):
             (y * probe).sum().backward()
         results.append((y.detach(), x.grad.clone()))
     assert all(b.dtype == torch.float32 and torch.equal(a, b) for a, b in zip(*results))
+
+
+@pytest.mark.parametrize("norm", [None, "backward", "forward", "ortho"])
+def test_rfft_scale_is_torchs_scale_of_each_norm(norm):
+    """rfft of a unit impulse is its scale at every frequency; irfft divides by ``n`` times it
+    (the layer's bias at the zero frequency relies on both)."""
+    n = 12
+    impulse = torch.zeros(n, dtype=torch.float64)
+    impulse[0] = 1.0
+    spectrum = torch.fft.rfft(impulse, norm=norm)
+    assert torch.allclose(spectrum, torch.full_like(spectrum, truncated_fft.rfft_scale(norm, n)), rtol=1e-15)
+    constant = torch.fft.irfft(torch.tensor([1.0], dtype=torch.complex128), n=n, norm=norm)
+    assert torch.allclose(constant * n * truncated_fft.rfft_scale(norm, n), torch.ones(n, dtype=torch.float64))
+
+
+# (setting, fake (matmul, FFT) seconds of an "auto" timing, deterministic algorithms,
+#  the record expected, the summary's last-axis text or None where it names none)
+FORCED = [
+    ("matmul", None, False, (True, "fixed"), "DFT-block matmul (fixed)"),
+    ("fft", None, False, (False, "fixed"), None),
+    ("auto", (0.001, 0.002), False, (True, "timed"),
+     "DFT-block matmul (timed for this shape: matmul 1.00 ms, FFT 2.00 ms)"),
+    ("auto", (0.002, 0.001), False, (False, "timed"), None),
+    ("auto", (0.001, 0.002), True, (False, "deterministic algorithms"), None),
+]
+
+
+@pytest.mark.parametrize("setting, seconds, deterministic, record, text", FORCED)
+def test_the_report_reads_the_last_axis_choice_the_forward_made(monkeypatch, setting, seconds, deterministic, record,
+                                                                  text):
+    """Each layer records how its inverse's last axis ran, decided once per forward (no second
+    derivation for the report); the record is what ran (the DFT-block matmul called or not)
+    and the summary names it only where it is the matmul, with the forward's reason."""
+    from neuralop.models import FNO
+
+    from neuralop_mp.layers.path_report import model_product_paths, summarize_product_paths
+    from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
+
+    monkeypatch.setattr(truncated_fft, "_timings", {})
+    monkeypatch.setattr(truncated_fft, "TIMED_MIN_POINTS", 1)  # time even this small shape
+    monkeypatch.setattr(truncated_fft, "_time_both_ways", lambda *key: seconds)
+    inverse_decisions, matmul_inverses = [], []
+    decide, by_matmul = truncated_fft._decision, truncated_fft._irfft_by_matmul
+    monkeypatch.setattr(truncated_fft, "_decision", lambda way, *a, **k: (
+        inverse_decisions.append(1) if way == "inverse" else None) or decide(way, *a, **k))
+    monkeypatch.setattr(truncated_fft, "_irfft_by_matmul", lambda *a: matmul_inverses.append(1) or by_matmul(*a))
+    torch.manual_seed(0)
+    # 64 points along the last axis, 5 kept columns: the matmul applies (at least 8 points per column)
+    model = FNO(n_modes=(4, 8), in_channels=1, out_channels=1, hidden_channels=4, n_layers=2,
+                conv_module=MixedPrecisionSpectralConv)
+    previous, was_deterministic = set_last_axis_transform(setting), torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        with torch.no_grad():
+            model(torch.randn(2, 1, 16, 64))
+    finally:
+        set_last_axis_transform(previous)
+        torch.use_deterministic_algorithms(was_deterministic)
+    assert len(inverse_decisions) == 2  # one per layer and forward
+    choices = [row["last_axis"] for row in model_product_paths(model)]
+    assert [(c.by_matmul, c.why) for c in choices] == [record] * 2
+    assert len(matmul_inverses) == (2 if record[0] else 0)
+    if record[1] == "timed":
+        assert all(c.seconds == seconds for c in choices)
+    (line,) = summarize_product_paths(model)
+    if text is None:
+        assert "last axis" not in line
+    else:
+        assert f", last axis of the inverse: {text} (" in line
+        assert str(choices[0]) == text
+
+
+def test_the_inverse_of_the_whole_spectrum_is_recorded_as_an_fft():
+    """Complex data takes the whole spectrum (no truncated transform): its record is an FFT,
+    even with the matmul forced, and the summary names no last axis."""
+    from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
+
+    layer = MixedPrecisionSpectralConv(2, 2, (4, 8), complex_data=True)
+    previous = set_last_axis_transform("matmul")
+    try:
+        layer(torch.randn(1, 2, 16, 64, dtype=torch.complex64))
+    finally:
+        set_last_axis_transform(previous)
+    choice = layer.last_product_path["last_axis"]
+    assert not choice.by_matmul and str(choice) == "FFT"
+
+
+def test_truncated_irfftn_returns_the_choice_it_used():
+    z = torch.randn(2, 3, 8, 5, dtype=torch.complex64, generator=torch.Generator().manual_seed(4))
+    previous = set_last_axis_transform("matmul")
+    try:
+        y, choice = truncated_irfftn(z, (-2, -1), (8, 64), (8, 64), return_choice=True)
+        assert choice == truncated_fft.LastAxisChoice(True, "fixed") and str(choice) == "DFT-block matmul (fixed)"
+        # fewer than 8 points per kept column: an FFT whatever the setting, and no reason to give
+        _, short = truncated_irfftn(z, (-2, -1), (8, 32), (8, 32), return_choice=True)
+        assert short == truncated_fft.LastAxisChoice(False) and str(short) == "FFT"
+    finally:
+        set_last_axis_transform(previous)
+    assert rel(y, reference_inverse(z.to(torch.complex128), (-2, -1), (8, 64), (8, 64), "backward")) < 1e-6
