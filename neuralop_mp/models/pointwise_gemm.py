@@ -23,11 +23,13 @@ numbers, the input, the weight and the bias rounded to the 16-bit type, the prod
 accumulated in float32 and rounded once to the 16-bit type, the input's gradient in the
 16-bit type; the weight's and the bias's gradients are summed over the samples in
 float32 (each sample's weight product rounded to the 16-bit type first) and rounded to
-the 16-bit type once, where the convolution rounds its whole sum once. Saved for backward:
-the (rounded) input, as the convolution saves it, and the weight (under autocast a
-16-bit copy per call: per tile, where autocast's convolution reuses one cast per forward;
-64 x 64 weights, a few KiB each). Second derivatives work: a backward that builds a
-graph runs differentiable products instead.
+the 16-bit type once, where the convolution rounds its whole sum once. A caller that
+runs a layer on several tiles passes a ``casts`` dict for the call: the weight and the
+bias are cast once, on the first tile, as autocast's convolution reuses one cast per
+forward; each tile's weight gradient still reaches the parameter on its own, rounded to
+the 16-bit type and summed over the tiles in the parameter's type. Saved for backward:
+the (rounded) input, as the convolution saves it, and the (cast) weight. Second
+derivatives work: a backward that builds a graph runs differentiable products instead.
 
 :func:`pointwise_product_dtype` says when and in which type it applies: on a CPU, in
 float32 outside autocast, and inside CPU autocast with a 16-bit type the CPU multiplies
@@ -83,10 +85,12 @@ PER_SAMPLE_BATCH = 8
 
 
 class _PointwiseProduct(torch.autograd.Function):
-    """``out[b] = W x[b] + bias`` for every sample ``b``, every operand of one dtype."""
+    """``out[b] = W x[b] + bias`` for every sample ``b``, ``x``, ``weight`` and ``bias`` of one
+    dtype; ``weight`` and ``bias`` are detached casts of ``weight_param`` and ``bias_param``,
+    which receive their gradients."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, weight_param, bias_param):
         # the caller casts every operand once; nothing here is autocast's to cast again
         with torch.autocast("cpu", enabled=False):
             if x.shape[0] > PER_SAMPLE_BATCH:
@@ -100,21 +104,27 @@ class _PointwiseProduct(torch.autograd.Function):
                     else:
                         torch.addmm(bias.unsqueeze(1), weight, x[i], out=out[i])
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
+        # not saved: only a backward that builds a graph reads the parameter (to cast it again,
+        # differentiably), and saving it would refuse an in-place update of it before backward
+        # in 16 bits, where the saved weight is a copy (as autocast's convolution saves its cast)
+        ctx.weight_param = weight_param
+        ctx.bias_dtype = None if bias_param is None else bias_param.dtype
         return out
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad
-        need_b = need_b and ctx.has_bias
+        need_x, _, _, need_w, need_b = ctx.needs_input_grad
+        param = ctx.weight_param
         # a backward called inside autocast must not round these products (nor the float32 ones)
         with torch.autocast("cpu", enabled=False):
             grad = grad.to(x.dtype)
             if torch.is_grad_enabled():  # a backward that builds a graph (second derivatives)
-                return (torch.matmul(weight.t(), grad) if need_x else None,
-                        torch.matmul(grad, x.transpose(1, 2)).sum(0) if need_w else None,
-                        grad.sum((0, 2)) if need_b else None)
+                weight = param.squeeze(-1).to(weight.dtype)  # the same values, now a function of the parameter
+                grad_w = torch.matmul(grad, x.transpose(1, 2)).sum(0) if need_w else None
+                return (torch.matmul(weight.t(), grad) if need_x else None, None, None,
+                        grad_w.to(param.dtype).view_as(param) if need_w else None,
+                        grad.sum((0, 2)).to(ctx.bias_dtype) if need_b else None)
             grad_x = grad_w = grad_b = None
             per_sample = x.shape[0] <= PER_SAMPLE_BATCH
             if need_x and per_sample:
@@ -129,20 +139,31 @@ class _PointwiseProduct(torch.autograd.Function):
                     grad_w.add_(torch.mm(grad[i], x[i].t()).float())
             elif need_w:
                 grad_w = torch.bmm(grad, x.transpose(1, 2)).float().sum(0)
+            # rounded to the product's type, then given to the parameter in its own type: each
+            # tile's gradient is summed into the parameter's in that type, not in the 16-bit one
             if need_w:
-                grad_w = grad_w.to(weight.dtype)
+                grad_w = grad_w.to(weight.dtype).to(param.dtype).view_as(param)
             if need_b:
-                grad_b = grad.sum((0, 2), dtype=torch.float32).to(weight.dtype)
-        return grad_x, grad_w, grad_b
+                grad_b = grad.sum((0, 2), dtype=torch.float32).to(weight.dtype).to(ctx.bias_dtype)
+        return grad_x, None, None, grad_w, grad_b
 
 
-def pointwise_product(x, conv, dtype):
+def pointwise_product(x, conv, dtype, casts=None):
     """``conv(x)`` for a 1x1 ``nn.Conv1d`` (see :func:`is_pointwise_conv`) and ``x`` of shape
     ``(batch, in_channels, points)``, with the input, the weight and the bias cast to
     ``dtype`` (float32, or autocast's 16-bit type inside CPU autocast): the output in
-    ``dtype``; gradients for ``x``, the weight and the bias as autograd expects."""
-    bias = None if conv.bias is None else conv.bias.to(dtype)
-    return _PointwiseProduct.apply(x.to(dtype), conv.weight.squeeze(-1).to(dtype), bias)
+    ``dtype``; gradients for ``x``, the weight and the bias as autograd expects.
+
+    ``casts``, a dict the caller keeps for one call in one ``dtype``, holds each layer's cast
+    weight and bias from its first tile on, so that the other tiles reuse them."""
+    operands = None if casts is None else casts.get(conv)
+    if operands is None:
+        # detached: each tile's gradient goes to the parameter itself (see _PointwiseProduct)
+        operands = (conv.weight.detach().squeeze(-1).to(dtype),
+                    None if conv.bias is None else conv.bias.detach().to(dtype))
+        if casts is not None:
+            casts[conv] = operands
+    return _PointwiseProduct.apply(x.to(dtype), *operands, conv.weight, conv.bias)
 
 
 def skip_is_product(skip):
@@ -151,11 +172,11 @@ def skip_is_product(skip):
     return type(skip) is Flattened1dConv and "forward" not in skip.__dict__ and is_pointwise_conv(skip.conv)
 
 
-def skip_product(skip, x, dtype):
-    """``skip(x)`` with its convolution as :func:`pointwise_product` in ``dtype``, for a skip
-    that :func:`skip_is_product`."""
+def skip_product(skip, x, dtype, casts=None):
+    """``skip(x)`` with its convolution as :func:`pointwise_product` in ``dtype`` (and its
+    ``casts``), for a skip that :func:`skip_is_product`."""
     size = x.shape
-    out = pointwise_product(x.reshape(*size[:2], -1), skip.conv, dtype)
+    out = pointwise_product(x.reshape(*size[:2], -1), skip.conv, dtype, casts)
     return out.view(size[0], skip.conv.out_channels, *size[2:])
 
 
@@ -167,13 +188,13 @@ def mlp_is_products(mlp):
     return all(is_pointwise_conv(fc) for fc in mlp.fcs)
 
 
-def channel_mlp_products(mlp, x, dtype):
+def channel_mlp_products(mlp, x, dtype, casts=None):
     """``ChannelMLP.forward(mlp, x)`` step for step, its layers as :func:`pointwise_product`
-    in ``dtype``, for an ``mlp`` that :func:`mlp_is_products`."""
+    in ``dtype`` (and its ``casts``), for an ``mlp`` that :func:`mlp_is_products`."""
     size = x.shape
     h = x.reshape(*size[:2], -1) if x.ndim > 3 else x
     for i, fc in enumerate(mlp.fcs):
-        h = pointwise_product(h, fc, dtype)
+        h = pointwise_product(h, fc, dtype, casts)
         if i < mlp.n_layers - 1:
             h = mlp.non_linearity(h)
     return h.reshape(size[0], mlp.out_channels, *size[2:]) if x.ndim > 3 else h

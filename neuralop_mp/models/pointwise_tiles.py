@@ -165,15 +165,15 @@ class _TiledPostactivation(BoundToModule):
     def block(self):
         return self.module
 
-    def _skips(self, x, index, product_dtype):
+    def _skips(self, x, index, product_dtype, casts):
         # both skips of x, in upstream's order (the order x's gradients are summed in)
         b = self.block
-        fno = _skip(b.fno_skips[index], x, product_dtype) if b.fno_skips is not None else None
-        mlp = (_skip(b.channel_mlp_skips[index], x, product_dtype)
+        fno = _skip(b.fno_skips[index], x, product_dtype, casts) if b.fno_skips is not None else None
+        mlp = (_skip(b.channel_mlp_skips[index], x, product_dtype, casts)
                if b.use_channel_mlp and b.channel_mlp_skips is not None else None)
         return fno, mlp
 
-    def _tail(self, x_fno, index, skips, product_dtype):
+    def _tail(self, x_fno, index, skips, product_dtype, casts):
         # upstream's forward_with_postactivation after its spectral layer, same operations, same order
         b, last = self.block, index == self.block.n_layers - 1
         skip_fno, skip_mlp = skips
@@ -182,8 +182,8 @@ class _TiledPostactivation(BoundToModule):
             y = b.non_linearity(y)
         if b.use_channel_mlp:
             mlp = b.channel_mlp[index]
-            mlp = (channel_mlp_products(mlp, y, product_dtype) if product_dtype is not None and _runs_as_products(mlp)
-                   else mlp(y))
+            mlp = (channel_mlp_products(mlp, y, product_dtype, casts)
+                   if product_dtype is not None and _runs_as_products(mlp) else mlp(y))
             y = mlp + skip_mlp if skip_mlp is not None else mlp
         if not last:
             y = b.non_linearity(y)
@@ -203,14 +203,15 @@ class _TiledPostactivation(BoundToModule):
         if not ours or (tiling is None and not tanh and product_dtype is None):
             self.last_tiles = 1
             return type(self.block).forward_with_postactivation(self.block, x, index, output_shape)
+        casts = {}  # the 1x1 weights and biases cast to product_dtype once, for every tile
         # the skips keep x for backward: tanh keeps it too instead of its own output (same numbers)
         if tiling is None:  # whole grid (a GPU; one tile's worth of points): upstream's order throughout
             self.last_tiles = 1
-            skips = self._skips(x, index, product_dtype)
-            return self._tail(_conv_after_tanh(conv, x) if tanh else conv(x), index, skips, product_dtype)
+            skips = self._skips(x, index, product_dtype, casts)
+            return self._tail(_conv_after_tanh(conv, x) if tanh else conv(x), index, skips, product_dtype, casts)
         x_fno = _conv_after_tanh(conv, x) if tanh else conv(x)
         dim, size = tiling
-        tiles = [self._tail(ft, index, self._skips(xt, index, product_dtype), product_dtype)
+        tiles = [self._tail(ft, index, self._skips(xt, index, product_dtype, casts), product_dtype, casts)
                  for xt, ft in zip(x.split(size, dim), x_fno.split(size, dim))]
         self.last_tiles = len(tiles)
         return torch.cat(tiles, dim)  # cat keeps nothing for backward
@@ -230,22 +231,26 @@ def _product_dtype(x, tiling):
     return None if dtype == torch.float32 and (tiling is None or x.stride(-1) != 1) else dtype
 
 
-def mlp_piece_forward(mlp, x, tiling, sliceable=None):
+def mlp_piece_forward(mlp, x, tiling, sliceable=None, casts=None):
     """``(forward, dtype)`` for the pieces of ``x`` (cut by ``tiling``) of the lifting or
     projection ``mlp``: ``forward(mlp, piece)`` is the class's forward, its 1x1 convolutions
     as matrix products in ``dtype`` where those apply (else ``dtype`` is None). The rule of
     the tiles, shared with recompute's slices so that both compute the same sums;
-    ``sliceable`` is the caller's :func:`_mlp_sliceable` and no-hooks check, if it made it."""
+    ``sliceable`` is the caller's :func:`_mlp_sliceable` and no-hooks check, if it made it;
+    ``casts``, a dict for one call, makes the products cast the weights once for every piece
+    (see :func:`~.pointwise_gemm.pointwise_product`)."""
     if sliceable is None:
         sliceable = _mlp_sliceable(mlp) and _unhooked(mlp.children())
     dtype = _product_dtype(x, tiling) if sliceable and mlp_is_products(mlp) else None
     if dtype is None:
         return type(mlp).forward, None
-    return functools.partial(channel_mlp_products, dtype=dtype), dtype
+    return functools.partial(channel_mlp_products, dtype=dtype, casts=casts), dtype
 
 
-def _skip(skip, x, product_dtype):
-    return skip_product(skip, x, product_dtype) if product_dtype is not None and skip_is_product(skip) else skip(x)
+def _skip(skip, x, product_dtype, casts):
+    if product_dtype is not None and skip_is_product(skip):
+        return skip_product(skip, x, product_dtype, casts)
+    return skip(x)
 
 
 def _runs_as_products(mlp):
@@ -285,10 +290,10 @@ class _TiledPointwiseForward(BoundToModule):
         tiling = _tiling(x, self.tile_points)
         self.last_recomputed = False
         sliceable = _mlp_sliceable(self.module) and _unhooked(self.module.children())
-        forward, self.last_product_dtype = mlp_piece_forward(self.module, x, tiling, sliceable)
+        forward, self.last_product_dtype = mlp_piece_forward(self.module, x, tiling, sliceable, casts={})
         if tiling is None or not sliceable:
             self.last_tiles = 1
-            if recomputes_on(self.module, x.device.type):
+            if sliceable and recomputes_on(self.module, x.device.type):
                 self.last_recomputed = True
                 return mlp_recomputing_activation(self.module, x)
             return forward(self.module, x)
@@ -301,13 +306,12 @@ class _TiledPointwiseForward(BoundToModule):
 
 
 def recomputes_on(mlp, device_type):
-    """Whether the lifting or projection ``mlp`` recomputes its hidden activation in backward
-    (:mod:`.recomputed_activation`) on ``device_type``: on a GPU, where memory is what a
-    16-bit step runs out of and the extra elementwise kernel is small, for two-layer MLPs
-    that tiles could also run (upstream's forward, no dropout, an elementwise activation),
-    with no forward hook on their layers. On a CPU the tiles keep their speed."""
-    return (device_type != "cpu" and _mlp_sliceable(mlp) and recomputes_activation(mlp)
-            and _unhooked(mlp.children()))
+    """Whether the lifting or projection ``mlp``, one the tiles could run (the caller's check:
+    upstream's forward, no dropout, an elementwise activation, no hook on its layers),
+    recomputes its hidden activation in backward (:mod:`.recomputed_activation`) on
+    ``device_type``: on a GPU, where memory is what a 16-bit step runs out of and the extra
+    elementwise kernel is small, for two-layer MLPs. On a CPU the tiles keep their speed."""
+    return device_type != "cpu" and recomputes_activation(mlp)
 
 
 def _outside_block_mlps(model):

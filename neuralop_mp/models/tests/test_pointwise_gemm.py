@@ -23,6 +23,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from neuralop_mp import set_precision
 from neuralop_mp.layers.autocast_scope import set_autocast_scope
@@ -212,6 +213,71 @@ def test_tiled_model_under_autocast_is_as_close_to_float64_as_autocasts_convolut
     # the blocks, the lifting and the projection ran as products: no convolution at all
     assert _convolutions(products, x) == 0 and _convolutions(upstream_forward, x) > 0
     assert "1x1 convolutions as bfloat16 matrix products" in describe_pointwise_tiles(products)
+
+
+class _ParameterCasts(TorchDispatchMode):
+    """Counts the copies in another dtype (``aten._to_copy``) read from the storage of
+    ``parameters``: autocast's casts and explicit ``.to()`` alike."""
+
+    def __init__(self, parameters):
+        super().__init__()
+        self.storages = {p.untyped_storage().data_ptr() for p in parameters}
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._to_copy.default and args[0].untyped_storage().data_ptr() in self.storages:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _autocast_products_fno(monkeypatch, tile_points):
+    monkeypatch.setattr(pointwise_gemm, "native_half_matmul", lambda dtype, device: True)
+    torch.manual_seed(5)
+    model = _fno()
+    set_precision(model, "mixed", half_dtype="bfloat16")
+    set_autocast_scope(model, "model")
+    return set_pointwise_tiles(model, tile_points)
+
+
+def test_each_1x1_weight_and_bias_is_cast_once_per_forward_not_per_tile(monkeypatch):
+    """13 1x1 layers (3 blocks of a skip and a two-layer MLP, the lifting's and projection's
+    two): each weight and bias cast to bfloat16 once per forward, as autocast's convolutions
+    cast them, though every block and MLP runs 16 tiles (casting per tile: 16 times as many)."""
+    model = _autocast_products_fno(monkeypatch, 40)
+    convs = [m for m in model.modules() if is_pointwise_conv(m)]
+    parameters = [p for conv in convs for p in (conv.weight, conv.bias) if p is not None]
+    assert len(convs) == 13
+    x = torch.randn(2, 1, 16, 16)
+    for _ in range(2):  # and again in the next forward
+        with _ParameterCasts(parameters) as casts, torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        assert casts.count == len(parameters)
+        assert {t.last_tiles for t in (model.fno_blocks.forward_with_postactivation, model.lifting.forward)} == {16}
+        assert "bfloat16 matrix products" in describe_pointwise_tiles(model)
+        out.float().square().mean().backward()
+    # the same model without the products: autocast's convolutions cast each once too
+    set_pointwise_tiles(model, None)
+    with _ParameterCasts(parameters) as casts, torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+    assert casts.count == len(parameters)
+
+
+@pytest.mark.parametrize("tile_points, batch", [(40, 3), (300, 12)])  # per-sample and batched products
+def test_casting_once_per_call_gives_the_numbers_of_casting_per_tile(monkeypatch, tile_points, batch):
+    """Output and every gradient (float32 parameters) bit for bit those of the same tiles with
+    the 1x1 weights and biases cast again for every tile: each tile's weight gradient is
+    still rounded to bfloat16 alone and summed over the tiles in float32."""
+    model = _autocast_products_fno(monkeypatch, tile_points)
+    x, y = torch.randn(batch, 1, 16, 16), torch.randn(batch, 1, 16, 16)
+    out, grads = _run(model, x, y, autocast=True)
+    assert model.fno_blocks.forward_with_postactivation.last_tiles > 2
+    real = pointwise_gemm.pointwise_product
+    monkeypatch.setattr(pointwise_gemm, "pointwise_product", lambda t, conv, dtype, casts=None: real(t, conv, dtype))
+    out_per_tile, grads_per_tile = _run(model, x, y, autocast=True)
+    assert torch.equal(out, out_per_tile)
+    assert grads.keys() == grads_per_tile.keys() and len(grads) == len(list(model.parameters()))
+    for name, grad in grads.items():
+        assert grad.dtype == model.get_parameter(name).dtype and torch.equal(grad, grads_per_tile[name]), name
 
 
 def test_autocast_scope_decides_where_products_run(monkeypatch):

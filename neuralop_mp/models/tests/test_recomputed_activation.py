@@ -113,14 +113,25 @@ def test_second_derivatives_equal_upstreams():
         assert torch.equal(ours, theirs)
 
 
-def test_which_mlps_recompute_where():
+def test_which_mlps_recompute_where(monkeypatch):
+    from neuralop_mp.models import pointwise_tiles
+    from neuralop_mp.models.pointwise_tiles import _TiledPointwiseForward
+
     two = ChannelMLP(8, 3, hidden_channels=16, n_layers=2)
     assert recomputes_activation(two) and recomputes_on(two, "cuda") and not recomputes_on(two, "cpu")
     assert not recomputes_activation(ChannelMLP(8, 3, hidden_channels=16, n_layers=3))
-    assert not recomputes_on(ChannelMLP(8, 3, hidden_channels=16, n_layers=2, dropout=0.1), "cuda")
+    # what the tiles could not run either keeps upstream's forward (the tiled forward decides
+    # it, once for both): dropout, or a hook that sees fc2's input; the GPU's choice forced on a CPU
+    real = pointwise_tiles.recomputes_on
+    monkeypatch.setattr(pointwise_tiles, "recomputes_on", lambda mlp, device_type: real(mlp, "cuda"))
     hooked = ChannelMLP(8, 3, hidden_channels=16, n_layers=2)
-    hooked.fcs[1].register_forward_hook(lambda *a: None)  # a hook sees fc2's input: upstream's path
-    assert not recomputes_on(hooked, "cuda")
+    hooked.fcs[1].register_forward_hook(lambda *a: None)
+    x = torch.randn(2, 8, 5, 5)  # one tile's worth of points: the whole grid, as on a GPU
+    for mlp, recomputes in [(two, True), (ChannelMLP(8, 3, hidden_channels=16, n_layers=2, dropout=0.1), False),
+                            (hooked, False), (ChannelMLP(8, 3, hidden_channels=16, n_layers=3), False)]:
+        tiled = _TiledPointwiseForward(mlp, 10**6)
+        tiled(x)
+        assert tiled.last_recomputed is recomputes and tiled.last_tiles == 1
 
 
 @pytest.mark.parametrize("device", DEVICES)
