@@ -19,9 +19,11 @@ from pathlib import Path
 
 import torch
 
+# the run folder names its model files as upstream's Trainer names a checkpoint's (one source)
+from .training.checkpointing import (BEST_MODEL_NAME as BEST_MODEL, METADATA_SUFFIX, MODEL_NAME as FINAL_MODEL,
+                                     STATE_DICT_SUFFIX, unwrap)
+
 CHECKPOINT_DIR = "checkpoint"
-FINAL_MODEL = "model"
-BEST_MODEL = "best_model"
 RESULTS_FILE = "results.json"
 COMMAND_FILE = "command.json"
 
@@ -46,15 +48,13 @@ def save_model(model, folder, name=FINAL_MODEL):
     dict
         ``{"state_dict": path, "metadata": path}``.
     """
-    from .training.checkpointing import unwrap
-
     folder = Path(folder)
     model = unwrap(model)
     if not hasattr(model, "save_checkpoint"):
         raise TypeError(f"{type(model).__name__} is not a neuralop BaseModel: it has no save_checkpoint().")
     model.save_checkpoint(folder, name)
-    return {"state_dict": str(folder / f"{name}_state_dict.pt"),
-            "metadata": str(folder / f"{name}_metadata.pkl")}
+    return {"state_dict": str(folder / f"{name}{STATE_DICT_SUFFIX}"),
+            "metadata": str(folder / f"{name}{METADATA_SUFFIX}")}
 
 
 def find_checkpoint(path):
@@ -64,7 +64,7 @@ def find_checkpoint(path):
     single ``*_state_dict.pt``, or a ``NAME_state_dict.pt`` file.
     """
     path = Path(path)
-    suffix = "_state_dict.pt"
+    suffix = STATE_DICT_SUFFIX
     if path.is_file() and path.name.endswith(suffix):
         return path.parent, path.name[: -len(suffix)]
     if not path.is_dir():
@@ -109,10 +109,10 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
     from .models.checkpoints import load_model as load_checkpoint
 
     folder, name = find_checkpoint(path)
-    metadata_path = folder / f"{name}_metadata.pkl"
+    metadata_path = folder / f"{name}{METADATA_SUFFIX}"
     if not metadata_path.is_file():
         raise FileNotFoundError(f"{metadata_path} is missing: save_checkpoint writes it next to "
-                                f"{name}_state_dict.pt, and the model cannot be rebuilt without it.")
+                                f"{name}{STATE_DICT_SUFFIX}, and the model cannot be rebuilt without it.")
     model = load_checkpoint(folder, name, map_location=map_location)
     if mixed_precision_layer and not mixed_precision_layers(model):
         model = load_checkpoint(folder, name, precision_policy="full", map_location=map_location)

@@ -12,9 +12,11 @@ two renames, under ``{folder}.old``, which resume then uses with a warning).
 
 Verification (:func:`verify_checkpoint`) runs before anything is loaded: the
 manifest records ``format_version``, the epoch and, per file, its size and
-SHA-256. A missing file, a file of another size or checksum (truncated, random
-bytes, or left by another epoch), an unknown format version, or an optimizer /
-scheduler file that the resuming run needs but the checkpoint lacks, each raise
+SHA-256, and the class of the optimizer, scheduler and regularizer that wrote
+their states. A missing file, a file of another size or checksum (truncated, random
+bytes, or left by another epoch), an unknown format version, an optimizer /
+scheduler file that the resuming run needs but the checkpoint lacks, or a state
+written by another class than the resuming run's, each raise
 :class:`CheckpointError` naming the file.
 
 Weights-only loading: ``BaseModel.state_dict`` adds a ``_metadata`` entry holding
@@ -31,6 +33,11 @@ from pathlib import Path
 
 import torch
 
+# upstream's names, which its load_training_state reads: Trainer.checkpoint saves the model as
+# "best_model" with save_best, else "model", and BaseModel.save_checkpoint(folder, name) writes
+# f"{name}{STATE_DICT_SUFFIX}" and f"{name}{METADATA_SUFFIX}"
+MODEL_NAME, BEST_MODEL_NAME = "model", "best_model"
+STATE_DICT_SUFFIX, METADATA_SUFFIX = "_state_dict.pt", "_metadata.pkl"
 PRECISION_STATE_FILE = "precision_state.pt"
 MANIFEST_FILE = "manifest.pt"
 FORMAT_VERSION = 2
@@ -104,14 +111,14 @@ def save_training_files(save_dir, save_name, model, optimizer=None, scheduler=No
     if tmp_dir.exists():  # left by a crash during an earlier write: never complete
         shutil.rmtree(tmp_dir)
     tmp_dir.mkdir(parents=True)
-    objects = {"model": (f"{save_name}_state_dict.pt", plain_state_dict(model))}
+    objects = {"model": (f"{save_name}{STATE_DICT_SUFFIX}", plain_state_dict(model))}
     for name, obj in zip(_STATE_FILES, (optimizer, scheduler, regularizer)):
         if obj is not None:
             objects[name] = (f"{name}.pt", obj.state_dict())
     if precision_state is not None:
         objects["precision_state"] = (PRECISION_STATE_FILE,
                                       {"format_version": FORMAT_VERSION, **precision_state})
-    # the classes that wrote the states: a scheduler's state does not say which class it is
+    # the classes that wrote the states (check_state_class): a state does not say which class it is
     manifest = {"format_version": FORMAT_VERSION, "epoch": epoch, "files": {},
                 "classes": {name: type(obj).__name__
                             for name, obj in zip(_STATE_FILES, (optimizer, scheduler, regularizer)) if obj is not None}}
@@ -140,9 +147,9 @@ def _fsync_folder(folder):
             os.fsync(f.fileno())
 
 
-# the model files of a checkpoint: ours and upstream's (save_name "model", or "best_model" with save_best)
-_MODEL_FILES = tuple(f"{save_name}{suffix}" for save_name in ("model", "best_model")
-                     for suffix in ("_state_dict.pt", "_metadata.pkl"))
+# the model files of a checkpoint: ours and upstream's
+_MODEL_FILES = tuple(f"{name}{suffix}" for name in (MODEL_NAME, BEST_MODEL_NAME)
+                     for suffix in (STATE_DICT_SUFFIX, METADATA_SUFFIX))
 
 
 def _known_file(name):
@@ -179,12 +186,11 @@ def check_save_dir(save_dir):
 def checkpoint_name(save_dir):
     """Upstream's rule: resume from ``best_model_*`` if present, else ``model_*``."""
     save_dir = Path(save_dir)
-    for name in ("best_model", "model"):
-        if (save_dir / f"{name}_state_dict.pt").exists():
+    for name in (BEST_MODEL_NAME, MODEL_NAME):
+        if (save_dir / f"{name}{STATE_DICT_SUFFIX}").exists():
             return name
-    raise CheckpointError(
-        f"No checkpoint in {save_dir}: expected best_model_state_dict.pt or model_state_dict.pt."
-    )
+    raise CheckpointError(f"No checkpoint in {save_dir}: expected {BEST_MODEL_NAME}{STATE_DICT_SUFFIX} or "
+                          f"{MODEL_NAME}{STATE_DICT_SUFFIX}.")
 
 
 def resolve_checkpoint_dir(save_dir):
@@ -248,13 +254,13 @@ def verify_checkpoint(save_dir, require=()):
                 raise CheckpointError(
                     f"{path} does not match its checksum in {manifest_path} (epoch {manifest.get('epoch')}): "
                     "corrupted, or written by another epoch than the manifest.")
-        if f"{save_name}_state_dict.pt" not in files:
-            raise CheckpointError(f"{save_dir / (save_name + '_state_dict.pt')} is not listed in {manifest_path}.")
+        if f"{save_name}{STATE_DICT_SUFFIX}" not in files:
+            raise CheckpointError(f"{save_dir / (save_name + STATE_DICT_SUFFIX)} is not listed in {manifest_path}.")
     else:
         if ours:
             warnings.warn(f"{save_dir} is a format-1 checkpoint without file checksums; it cannot be verified.",
                           RuntimeWarning, stacklevel=3)
-        load_weights_only(save_dir / f"{save_name}_state_dict.pt")  # no checksum: at least readable
+        load_weights_only(save_dir / f"{save_name}{STATE_DICT_SUFFIX}")  # no checksum: at least readable
     for role in require:
         if not (save_dir / f"{role}.pt").exists():
             raise CheckpointError(
@@ -279,9 +285,32 @@ def check_model_state(model, state, path):
             f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, shape mismatches {shapes[:5]}.")
 
 
+_ROLE_WORDS = {"scheduler": "learning-rate scheduler"}  # in messages; the others by their role
+
+
+def check_state_class(role, obj, saved_class, path):
+    """Refuse the state of ``role`` (``"optimizer"``, ``"scheduler"``, ``"regularizer"``)
+    when the manifest records another class than ``obj``'s as its writer (``saved_class``;
+    None, as in older and upstream's checkpoints: nothing to compare).
+
+    A state means something only to the class that wrote it, and loading rarely notices:
+    the saved parameter groups replace this run's settings, so an upstream ``AdamW``
+    state loaded into ``TensorGRaD`` turns compression off (the run goes on as upstream's
+    AdamW), an ``AdamW`` state loaded into ``Adam`` turns decoupled weight decay on, and a
+    scheduler's saved attributes overwrite another schedule's."""
+    name = type(obj).__name__
+    if saved_class is not None and saved_class != name:
+        raise CheckpointError(
+            f"{path} was written by the {_ROLE_WORDS.get(role, role)} {saved_class}, not by this run's {name}: "
+            f"a state does not carry over to another class. Resume with the {role} the run was saved with; to "
+            f"switch to {name}, load the saved weights into a new run instead of resuming.")
+
+
 def check_optimizer_state(optimizer, state, path):
-    """Refuse an optimizer state of another optimizer class or another parameter layout
-    (torch loads it and fails only at the first ``step()``)."""
+    """Refuse an optimizer state of another parameter layout, or of another optimizer class
+    as the settings of its parameter groups tell (torch loads it and fails only at the first
+    ``step()``): the check where the manifest records no class (:func:`check_state_class`),
+    or the same name for two classes (torch's and upstream's ``AdamW``)."""
     groups = state.get("param_groups") if isinstance(state, dict) else None
     if groups is None:
         raise CheckpointError(f"{path} does not hold an optimizer state dict.")
@@ -309,18 +338,16 @@ def check_scheduler_state(scheduler, state, path, saved_class=None):
     """Refuse a scheduler state written by another scheduler class: torch's schedulers
     copy every saved attribute over their own, so a StepLR state loaded into a cosine
     schedule would run neither schedule. ``saved_class``: the class name the manifest
-    records (checkpoints written by this package since the manifest records it). Without
-    it (older or upstream's checkpoints) the settings the two states hold are compared,
-    bookkeeping entries (private ones, ``base_lrs``, ``last_epoch``, ``verbose``) left out,
-    and refused only when each side has settings the other lacks: a newer torch adds
-    settings to a class (ReduceLROnPlateau's ``default_min_lr`` in 2.6), so a one-sided
-    difference is accepted, and with it a class whose settings are a subset of the other's,
-    which only the recorded class tells apart."""
+    records (:func:`check_state_class`). Without it (older or upstream's checkpoints) the
+    settings the two states hold are compared, bookkeeping entries (private ones,
+    ``base_lrs``, ``last_epoch``, ``verbose``) left out, and refused only when each side
+    has settings the other lacks: a newer torch adds settings to a class
+    (ReduceLROnPlateau's ``default_min_lr`` in 2.6), so a one-sided difference is accepted,
+    and with it a class whose settings are a subset of the other's, which only the
+    recorded class tells apart."""
     name = type(scheduler).__name__
     if saved_class is not None:
-        if saved_class != name:
-            raise CheckpointError(f"{path} was written by a {saved_class} learning-rate scheduler, not this run's "
-                                  f"{name}. Resume with the scheduler the run was saved with.")
+        check_state_class("scheduler", scheduler, saved_class, path)
         return
     now = scheduler.state_dict()
     if not isinstance(state, dict) or not isinstance(now, dict):
@@ -359,7 +386,7 @@ def load_training_files(save_dir, model, optimizer=None, scheduler=None, regular
     objects = dict(zip(_STATE_FILES, (optimizer, scheduler, regularizer)))
     manifest = verify_checkpoint(save_dir, require=[r for r, o in objects.items() if o is not None])
     save_name = checkpoint_name(save_dir)
-    model_path = save_dir / f"{save_name}_state_dict.pt"
+    model_path = save_dir / f"{save_name}{STATE_DICT_SUFFIX}"
     precision_state = None
     state_path = save_dir / PRECISION_STATE_FILE
     if state_path.exists():
@@ -378,11 +405,13 @@ def load_training_files(save_dir, model, optimizer=None, scheduler=None, regular
         if obj is not None:
             path = save_dir / f"{role}.pt"
             states[role] = (obj, load_weights_only(path), path)
+    classes = manifest.get("classes") or {}
+    for role, (obj, _, path) in states.items():
+        check_state_class(role, obj, classes.get(role), path)
     if optimizer is not None:
         check_optimizer_state(optimizer, states["optimizer"][1], states["optimizer"][2])
-    if scheduler is not None:
-        check_scheduler_state(scheduler, states["scheduler"][1], states["scheduler"][2],
-                              saved_class=(manifest.get("classes") or {}).get("scheduler"))
+    if scheduler is not None and "scheduler" not in classes:  # no class to compare: the settings
+        check_scheduler_state(scheduler, states["scheduler"][1], states["scheduler"][2])
     _load_into(unwrap(model), "model", model_state, model_path)
     for role, (obj, state, path) in states.items():
         _load_into(obj, role, state, path)

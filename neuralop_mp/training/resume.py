@@ -47,7 +47,7 @@ class TrainingStateCheckpoints:
         if comm.get_local_rank() != 0:
             distributed.barrier()
             return
-        save_name = "best_model" if self.save_best is not None else "model"
+        save_name = checkpointing.BEST_MODEL_NAME if self.save_best is not None else checkpointing.MODEL_NAME
         checkpointing.save_training_files(save_dir, save_name, self.model, optimizer=self.optimizer,
                                           scheduler=self.scheduler, regularizer=self.regularizer,
                                           epoch=self.epoch,

@@ -4,6 +4,7 @@ Each case writes a real checkpoint with a short run, damages it the way a crash,
 disk or a user would, and asserts that ``resume_state_from_dir`` raises
 :class:`CheckpointError` naming the file, with the model's weights untouched.
 """
+import copy
 import os
 import shutil
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from neuralop.training import Trainer
 
+from neuralop_mp.optim.tensorgrad import TensorGRaD
 from neuralop_mp.training import checkpointing
 from neuralop_mp.training.checkpointing import FORMAT_VERSION, MANIFEST_FILE, PRECISION_STATE_FILE, CheckpointError
 from neuralop_mp.training.trainer import MixedPrecisionTrainer
@@ -91,6 +93,8 @@ def test_checkpoint_is_written_atomically_with_a_manifest_of_every_file(saved):
     assert manifest["format_version"] == FORMAT_VERSION and manifest["epoch"] == 1
     names = sorted(p.name for p in folder.iterdir())
     assert sorted(manifest["files"]) == sorted(n for n in names if n != MANIFEST_FILE)
+    # the classes resume compares with: the optimizer's own, not the epoch loop's wrapper of it
+    assert manifest["classes"] == {"optimizer": "AdamW", "scheduler": "StepLR"}
     for name, entry in manifest["files"].items():
         assert entry["size"] == (folder / name).stat().st_size
         assert entry["sha256"] == checkpointing.file_digest(folder / name)
@@ -176,8 +180,17 @@ def test_another_models_checkpoint_is_refused_before_any_weight_changes(ckpt):
     assert_refused(ckpt, r"checkpoint of another model.*shape mismatches", hidden=8)
 
 
+def _forget_recorded_classes(folder):
+    """Make ``folder`` a checkpoint whose manifest records no classes (older, or upstream's)."""
+    manifest = torch.load(folder / MANIFEST_FILE, weights_only=True)
+    del manifest["classes"]
+    torch.save(manifest, folder / MANIFEST_FILE)
+
+
 def test_another_optimizers_state_is_refused(ckpt):
-    """AdamW's state loaded into SGD would fail only at the first step()."""
+    """AdamW's state loaded into SGD would fail only at the first step(). Without a recorded
+    class the settings of the parameter groups tell (a recorded one: the next test)."""
+    _forget_recorded_classes(ckpt)
     model, trainer = fresh_resumer()
     trainer.optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     trainer.scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, 1)
@@ -185,6 +198,100 @@ def test_another_optimizers_state_is_refused(ckpt):
     with pytest.raises(CheckpointError, match=r"optimizer.pt was written by another optimizer than this run's SGD"):
         trainer.resume_state_from_dir(ckpt)
     assert all(torch.equal(before[k], v) for k, v in weights(model).items())
+
+
+def _group_settings(optimizer):
+    return copy.deepcopy([{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups])
+
+
+@pytest.mark.parametrize("make", [
+    lambda params: torch.optim.Adam(params, lr=1e-2),  # AdamW's state layout: it loaded, as AdamW
+    lambda params: TensorGRaD(params, lr=1e-2),
+    lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9),
+], ids=["Adam", "TensorGRaD", "SGD"])
+def test_a_state_of_another_optimizer_class_is_refused_naming_both(ckpt, make):
+    model, trainer = fresh_resumer()
+    trainer.optimizer = make(model.parameters())
+    trainer.scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, 1)
+    name = type(trainer.optimizer).__name__
+    settings = _group_settings(trainer.optimizer)
+    before = weights(model)
+    with pytest.raises(CheckpointError, match=rf"optimizer.pt was written by the optimizer AdamW, not by this "
+                                              rf"run's {name}: a state does not carry over to another class"):
+        trainer.resume_state_from_dir(ckpt)
+    assert all(torch.equal(before[k], v) for k, v in weights(model).items())
+    assert not trainer.optimizer.state and trainer.start_epoch == 0
+    assert _group_settings(trainer.optimizer) == settings
+
+
+@pytest.mark.parametrize("saved_with, resumed_with", [("upstream AdamW", "TensorGRaD"),
+                                                      ("TensorGRaD", "upstream AdamW")])
+def test_tensorgrad_and_upstreams_adamw_do_not_resume_each_others_checkpoints(tmp_path, saved_with, resumed_with):
+    """Both loaded before (TensorGRaD converts upstream's AdamW state, upstream's AdamW steps on
+    TensorGRaD's), but the saved parameter groups bring their settings: TensorGRaD resumed from
+    upstream's AdamW ran as upstream's AdamW, compression off. A user switching optimizer on
+    resume would not get the one asked for: refused, naming both, this run's settings untouched."""
+    from neuralop.training import AdamW
+
+    make = {"upstream AdamW": lambda params: AdamW(params, lr=1e-2),
+            "TensorGRaD": lambda params: TensorGRaD(params, lr=1e-2, min_params=0, rank=0.5)}
+    model = tiny_fno()
+    optimizer = make[saved_with](model.parameters())
+    train, test = tiny_data(n=8, batch_size=4)
+    MixedPrecisionTrainer(model=model, n_epochs=1).train(
+        train, test, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, 1), training_loss=loss(),
+        save_every=1, save_dir=tmp_path)
+    model, trainer = fresh_resumer()
+    trainer.optimizer = make[resumed_with](model.parameters())
+    trainer.scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, 1)
+    settings = _group_settings(trainer.optimizer)
+    saved_class, name = type(optimizer).__name__, type(trainer.optimizer).__name__
+    with pytest.raises(CheckpointError, match=rf"written by the optimizer {saved_class}, not by this run's {name}"):
+        trainer.resume_state_from_dir(tmp_path)
+    assert _group_settings(trainer.optimizer) == settings
+    assert not trainer.optimizer.state
+
+
+class _Penalty(torch.nn.Module):
+    """A regularizer with state (upstream's Trainer adds ``loss`` and calls ``reset()``)."""
+
+    def __init__(self, weight=0.1):
+        super().__init__()
+        self.register_buffer("weight", torch.tensor(weight))
+        self.loss = 0.0
+
+    def reset(self):
+        self.loss = 0.0
+
+
+class _OtherPenalty(_Penalty):
+    """Another regularizer with the same state entries: its state loads without complaint."""
+
+
+def test_a_state_of_another_regularizer_class_is_refused(tmp_path):
+    model = tiny_fno()
+    checkpointing.save_training_files(tmp_path / "ckpt", "model", model, regularizer=_Penalty(0.5), epoch=0)
+    other = _OtherPenalty()
+    with pytest.raises(CheckpointError, match=r"regularizer.pt was written by the regularizer _Penalty, not by "
+                                              r"this run's _OtherPenalty"):
+        checkpointing.load_training_files(tmp_path / "ckpt", tiny_fno(seed=1), regularizer=other)
+    assert other.weight.item() == pytest.approx(0.1)
+    same = _Penalty()
+    checkpointing.load_training_files(tmp_path / "ckpt", tiny_fno(seed=1), regularizer=same)
+    assert same.weight.item() == pytest.approx(0.5)
+
+
+def test_without_recorded_classes_a_resume_compares_the_schedulers_settings(ckpt):
+    """An older or upstream's checkpoint: the scheduler's settings decide (StepLR into a cosine schedule)."""
+    _forget_recorded_classes(ckpt)
+    model, trainer = fresh_resumer()
+    trainer.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(trainer.optimizer, T_max=4)
+    with pytest.raises(CheckpointError, match=r"scheduler.pt was written by another learning-rate scheduler than "
+                                              r"this run's CosineAnnealingLR: it has the settings"):
+        trainer.resume_state_from_dir(ckpt)
+    _, trainer = fresh_resumer()
+    trainer.resume_state_from_dir(ckpt)  # the same classes resume
+    assert trainer.start_epoch == 2
 
 
 def test_an_optimizer_state_of_another_parameter_grouping_is_refused(ckpt):

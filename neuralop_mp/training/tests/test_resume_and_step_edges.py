@@ -152,8 +152,8 @@ def test_a_checkpoint_of_another_scheduler_class_is_refused(tmp_path):
     model = tiny_fno()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4)
-    with pytest.raises(CheckpointError, match=r"scheduler.pt was written by a StepLR learning-rate scheduler, not "
-                                              r"this run's CosineAnnealingLR"):
+    with pytest.raises(CheckpointError, match=r"scheduler.pt was written by the learning-rate scheduler StepLR, not "
+                                              r"by this run's CosineAnnealingLR"):
         MixedPrecisionTrainer(model=model, n_epochs=2).train(train, test, optimizer, cosine, training_loss=loss(),
                                                              resume_from_dir=tmp_path)
 
