@@ -14,7 +14,7 @@ from pathlib import Path
 
 from zencfg import ConfigBase, load_config_from_file
 
-from neuralop_mp.vocabulary import none_if_null
+from neuralop_mp.vocabulary import none_if_null, normalize_flag
 
 from .base import TrainConfig
 from .burgers import BurgersConfig
@@ -76,6 +76,25 @@ def _default_config_in_file(path):
     return load_config_from_file(path.parent, path.name, config_name=defined[0].__name__)
 
 
+def _builtin_name(text):
+    return text.strip().lower().replace("-", "_")  # dashes and case are ignored
+
+
+def config_file(spec):
+    """The file that ``spec`` names, when it names a config file rather than a built-in
+    config: ``(path, rest)`` with ``rest`` the ``":ClassName"`` after it (or ``""``); None
+    otherwise. The rule of :func:`resolve_config`: a built-in name first, then
+    ``path.py[:ClassName]`` or a path that exists.
+    """
+    text = str(spec)
+    if _builtin_name(text) in CONFIGS:
+        return None
+    path = text.partition(":")[0]
+    if path.endswith(".py") or Path(text).exists():
+        return path, text[len(path):]
+    return None
+
+
 def resolve_config(spec):
     """The config class (or instance) that ``spec`` names.
 
@@ -88,10 +107,10 @@ def resolve_config(spec):
     if isinstance(spec, ConfigBase) or (isinstance(spec, type) and issubclass(spec, ConfigBase)):
         return spec
     text = str(spec)
-    key = text.strip().lower().replace("-", "_")
+    key = _builtin_name(text)
     if key in CONFIGS:
         return CONFIGS[key]
-    if text.partition(":")[0].endswith(".py") or Path(text).exists():
+    if config_file(text) is not None:
         return _load_from_file(text)
     close = difflib.get_close_matches(key, CONFIGS, n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -158,21 +177,34 @@ def _numeric_type(annotation):
     return annotation if annotation in (int, float) else None
 
 
-BOOL_SPELLINGS = ("true", "false")
+def _is_on_off(value):
+    """Whether ``value`` is an on/off setting as the plugin reads one (True/False or their
+    spellings: :func:`~neuralop_mp.vocabulary.normalize_flag`)."""
+    try:
+        normalize_flag(value, "")
+    except TypeError:
+        return False
+    return True
+
+
+def _owner(config, key):
+    """``(section, field name)`` of the dotted ``key`` in ``config``."""
+    *path, name = key.split(".")
+    section = config
+    for part in path:
+        section = getattr(section, part)
+    return section, name
 
 
 def _check_numeric_overrides(config, overrides):
     """Refuse a boolean for a number field: zencfg turns ``--opt.n_epochs true`` into 1
     (and ``false`` into 0) without a word, under 0.7 and 1.0 alike."""
     for key, value in overrides.items():
-        *path, name = key.split(".")
-        section = config
-        for part in path:
-            section = getattr(section, part)
+        section, name = _owner(config, key)
         kind = _numeric_type(config_fields(section).get(name, (None, None))[0])
         if kind is None:
             continue
-        if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in BOOL_SPELLINGS):
+        if _is_on_off(value):
             allowed = "integers" if kind is int else "numbers"
             raise ValueError(f"Invalid {key}={value!r}; allowed values: {allowed} ({key} is a number, "
                              "not an on/off setting).")
@@ -201,10 +233,7 @@ def _apply_overrides(config, overrides):
     TFNOConfig`` would come back as an ``FNOConfig``).
     """
     for key, value in overrides.items():
-        *path, name = key.split(".")
-        section = config
-        for part in path:
-            section = getattr(section, part)
+        section, name = _owner(config, key)
         setattr(section, name, value)
     return config
 

@@ -141,11 +141,9 @@ def validate_update_in_backward(opt):
     if update_in_backward:
         from neuralop_mp.optim.update_in_backward import check_update_in_backward_settings
 
-        # every TensorGRaD kind (tensorgrad, galore, sparse) reads it; adamw does not
-        nonfinite = getattr(opt, "tensorgrad_nonfinite_grad", None) if opt.optimizer != "adamw" else None
-        check_update_in_backward_settings(
-            loss_scaling=opt.loss_scaling if opt.loss_scaling == "dynamic" else False,
-            nonfinite_grad=nonfinite, prefix="opt.")
+        check_update_in_backward_settings(loss_scaling=opt.loss_scaling, optimizer_kind=opt.optimizer,
+                                          nonfinite_grad=getattr(opt, "tensorgrad_nonfinite_grad", None),
+                                          prefix="opt.")
     return update_in_backward
 
 

@@ -116,17 +116,16 @@ def _pop_flags(args, flags):
     return found, rest
 
 
-def _section_selections(args, spec):
-    """The section class selections (``--model UNOConfig``) among the ``--key value`` ``args``."""
-    from .configs import load_config
+def _section_selections(args, config):
+    """The section class selections (``--model UNOConfig``) among the ``--key value`` ``args``,
+    for the sections of ``config``."""
     from .configs.zencfg_compat import is_config
 
-    default = load_config(spec, validate=False)
     selections = {}
     for i, arg in enumerate(args):
         name, eq, value = arg.partition("=")
         key = name[2:]
-        if not name.startswith("--") or "." in key or not is_config(getattr(default, key, None)):
+        if not name.startswith("--") or "." in key or not is_config(getattr(config, key, None)):
             continue
         if eq:
             selections[key] = value
@@ -135,16 +134,20 @@ def _section_selections(args, spec):
     return selections
 
 
-def _check_options(args, spec, flags, base=()):
+def _check_options(args, spec, flags, base=(), config=None):
     """Every ``--key`` of ``args`` is a config key of ``spec`` or one of ``flags``, else a did-you-mean.
 
-    The keys are those of ``spec`` with the section classes that ``base`` (overrides
-    applied before ``args``: a run's recorded ones) and ``args`` select, e.g. ``--model
-    UNOConfig`` makes ``--model.uno_out_channels`` a key.
+    The keys are those of ``config``, the config ``base`` and ``args`` built; without it,
+    those of ``spec`` with the section classes that ``base`` (overrides applied before
+    ``args``: a run's recorded ones) and ``args`` select, e.g. ``--model UNOConfig`` makes
+    ``--model.uno_out_channels`` a key.
     """
-    from .configs import config_keys, load_config
+    from .configs import config_keys, load_config, resolve_config
 
-    config = load_config(spec, _section_selections([*base, *args], spec), validate=False)
+    if config is None:
+        source = resolve_config(spec)  # a config file runs once
+        default = load_config(source, validate=False)
+        config = load_config(source, _section_selections([*base, *args], default), validate=False)
     known = {f"--{k}" for k in config_keys(config)} | set(flags)
     for arg in args:
         name = arg.partition("=")[0]
@@ -155,19 +158,36 @@ def _check_options(args, spec, flags, base=()):
                              f"config keys (`{PROG} train {spec} --help` lists them).")
 
 
+def _load_checked(spec, overrides, flags):
+    """``(config, parsed overrides)``: ``spec``'s config with the ``--key value`` ``overrides``,
+    each ``--key`` a config key or one of ``flags`` (:func:`_check_options`).
+
+    An unknown option is said first, whatever else is wrong: a misspelled key or a run
+    option given a value explains most configs that do not load.
+    """
+    from .configs import load_config, parse_overrides
+
+    try:
+        parsed = parse_overrides(list(overrides))
+        config = load_config(spec, parsed)
+    except Exception:
+        _check_options(overrides, spec, flags)
+        raise
+    _check_options(overrides, spec, flags, config=config)  # a value spelled like an option
+    return config, parsed
+
+
 def _absolute_spec(spec):
     """``spec`` as recorded in ``command.json``: a built-in name as it is, a config file
     (``path.py[:ClassName]``) with its absolute path, so ``eval`` and ``--resume`` find it
     from any folder."""
-    from .configs import available_configs
+    from .configs.loading import config_file
 
-    text = str(spec)
-    if text.strip().lower().replace("-", "_") in available_configs():
-        return text
-    path, colon, class_name = text.partition(":")
-    if path.endswith(".py") or Path(text).exists():
-        return os.path.abspath(path) + colon + class_name
-    return text
+    file = config_file(spec)
+    if file is None:
+        return str(spec)
+    path, class_part = file
+    return os.path.abspath(path) + class_part
 
 
 # config keys holding a path, relative to the folder the command runs in
@@ -175,16 +195,16 @@ PATH_KEYS = ("output_dir", "data.data_root")
 
 
 def _recorded_overrides(overrides, config):
-    """The overrides written to ``command.json``: one ``--key value`` per key (a later value
-    wins, so a resume's overrides replace the run's own), paths made absolute.
+    """The overrides written to ``command.json``, from the parsed ``overrides`` (one value
+    per key: a later one wins, so a resume's overrides replace the run's own), paths made
+    absolute.
 
     A relative ``data.data_root`` that the config file itself sets is recorded too, so
     ``eval`` and ``--resume`` read the same data from any folder.
     """
-    from .configs.loading import parse_overrides
     from .vocabulary import none_if_null
 
-    merged = parse_overrides(list(overrides))
+    merged = dict(overrides)
     data_root = getattr(config.data, "data_root", None)
     if none_if_null(data_root) is not None and not Path(os.path.expanduser(data_root)).is_absolute():
         merged["data.data_root"] = data_root
@@ -206,7 +226,6 @@ def _resolve_threads(value):
 
 def train_command(argv):
     """``neuralop-mp train``; returns the exit code."""
-    from .configs import load_config
     from .cpu_allocator import CPU_ALLOCATOR_MODES, DEFAULT_CPU_ALLOCATOR
     from .run_folder import read_command
     from .run_setup import RunSetupError
@@ -240,13 +259,12 @@ def train_command(argv):
                     flags[flag] = str(recorded_flags[key])
             overrides = [*recorded["overrides"], *overrides, "--output_dir", str(resume)]
         spec = spec or "darcy"
-        _check_options(overrides, spec, TRAIN_FLAGS)
-        config = load_config(spec, overrides)
+        config, parsed = _load_checked(spec, overrides, TRAIN_FLAGS)
         threads = _resolve_threads(flags.get("--threads"))
         cpu_allocator = check_choice("--cpu-allocator", flags.get("--cpu-allocator", DEFAULT_CPU_ALLOCATOR),
                                      CPU_ALLOCATOR_MODES)
         # with --resume: the run's overrides and the ones given now, which command.json then records
-        command = (_absolute_spec(spec), _recorded_overrides(overrides, config))
+        command = (_absolute_spec(spec), _recorded_overrides(parsed, config))
     except (ValueError, TypeError, FileNotFoundError, AttributeError, ImportError) as error:
         return _error(str(error), "train")
 

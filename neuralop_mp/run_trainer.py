@@ -39,13 +39,17 @@ class RunFolderTrainer(MixedPrecisionTrainer):
         Evaluation key to minimise, ``"{resolution}_{loss}"``; None: no best model.
     log : callable, optional
         Receives the duration estimate (default: nothing is logged).
+    on_checkpoint : callable, optional
+        Called with ``save_dir`` after each saved training state (the attribute of the
+        same name may be changed or set to None during training).
     **kwargs
         As :class:`~neuralop_mp.MixedPrecisionTrainer`.
     """
 
-    def __init__(self, *, run_dir=None, best_metric=None, log=None, **kwargs):
+    def __init__(self, *, run_dir=None, best_metric=None, log=None, on_checkpoint=None, **kwargs):
         super().__init__(**kwargs)
         self.run_dir = run_dir
+        self.on_checkpoint = on_checkpoint
         self.best_metric = best_metric
         self.log = log
         self.best_files = None
@@ -114,6 +118,8 @@ class RunFolderTrainer(MixedPrecisionTrainer):
             super().checkpoint(save_dir)
         finally:
             self.verbose = verbose
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(save_dir)
 
     def duration_message(self, epoch, train_seconds, eval_seconds):
         """The expected remaining time after ``epoch``, given one epoch's training and evaluation time."""

@@ -270,8 +270,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         ``(config spec, overrides)`` the run was started with, recorded in the run
         folder's ``command.json`` for ``--resume`` and ``neuralop-mp eval``. With
         ``resume``: the run's overrides merged with the ones given to the resume,
-        recorded once training starts (the previous record is kept when training fails
-        before saving an epoch).
+        recorded once the resumed run has saved an epoch (a run stopped before that, by
+        an error, Ctrl-C or a kill, keeps its previous record).
     command_flags : dict, optional
         Run flags recorded next to ``command`` (the CLI's ``threads`` as asked and
         ``cpu_allocator``), which ``--resume`` reuses unless given again.
@@ -324,7 +324,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         check_writable(out)
         if command is not None and not resume:
             write_command(out, *command, save_best=bool(save_best), **(command_flags or {}))
-    # a resumed run records its command (the run's overrides and the ones given now) once it trains
+    # a resumed run records its command (the run's overrides and the ones given now) once it saves an epoch
     record_resume = write and is_writer and resume and command is not None
     if threads is not None:
         torch.set_num_threads(int(threads))
@@ -375,7 +375,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     )
 
     train_start = time.perf_counter()
-    with _resume_command(out, checkpoint_dir, command, record_resume, save_best=bool(save_best),
+    with _resume_command(trainer, out, checkpoint_dir, command, record_resume, save_best=bool(save_best),
                          **(command_flags or {})):
         trainer.train(
             train_loader=train_loader,
@@ -458,29 +458,35 @@ def _saved_epoch(checkpoint_dir):
 
 
 @contextmanager
-def _resume_command(out, checkpoint_dir, command, record, **flags):
-    """While a resumed run trains, its ``command.json`` records ``command`` (the run's
+def _resume_command(trainer, out, checkpoint_dir, command, record, **flags):
+    """While a resumed run trains, its ``command.json`` comes to record ``command`` (the run's
     overrides merged with the ones the resume gave), so a later ``eval`` or ``--resume``
-    (after a kill) rebuilds the config the run now trains with.
+    rebuilds the config the run now trains with.
 
-    If training fails before it saves a new epoch (e.g. the checkpoint does not fit the
-    new overrides), nothing ran with them: the previous ``command.json`` is put back.
+    It is written right after ``trainer`` saves the first epoch of the resumed run (or when
+    training ends, for a run that had no epoch left): until then nothing was trained with
+    the new overrides (the checkpoint may not even fit them), and a run stopped before, by
+    an error, Ctrl-C or a kill alike, keeps the record it had.
     """
-    from .run_folder import COMMAND_FILE, write_command
+    from .run_folder import write_command
 
     if not record:
         yield
         return
-    path = Path(out) / COMMAND_FILE
-    previous = path.read_text() if path.is_file() else None
     saved_before = _saved_epoch(checkpoint_dir)
-    write_command(out, *command, **flags)
+
+    def on_checkpoint(save_dir):
+        if _saved_epoch(checkpoint_dir) != saved_before:
+            trainer.on_checkpoint = None  # recorded once
+            write_command(out, *command, **flags)
+
+    trainer.on_checkpoint = on_checkpoint
     try:
         yield
-    except BaseException:
-        if previous is not None and _saved_epoch(checkpoint_dir) == saved_before:
-            path.write_text(previous)
-        raise
+    finally:
+        pending, trainer.on_checkpoint = trainer.on_checkpoint is not None, None
+    if pending:  # a finished run, resumed: nothing to train, its results now come from this config
+        write_command(out, *command, **flags)
 
 
 def best_epoch(history, metric):

@@ -58,14 +58,24 @@ class UpdateInBackward:
 
 def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, distributed=False,
                                       grad_accumulation_steps=1, max_grad_norm=None, nonfinite_grad=None,
-                                      prefix=""):
+                                      optimizer_kind=None, prefix=""):
     """Raise ValueError for a setting that cannot be combined with update in backward.
 
     Each message names ``update_in_backward`` and the other setting, with its value.
     ``prefix`` (e.g. ``"opt."``) is put before every setting's name, so a config's
     check names the config keys; ``nonfinite_grad`` is then named
     ``tensorgrad_nonfinite_grad``, the config field.
+
+    ``optimizer_kind`` ("adamw", "tensorgrad", "galore", "sparse") is given by a check
+    made before the optimizer and the trainer exist (a config's, ``neuralop_mp.enable``'s).
+    ``loss_scaling`` is then the setting as written: True or "dynamic" is refused, "auto"
+    is left to the trainer, which scales only when the device computes in float16; and
+    ``nonfinite_grad`` counts only for the TensorGRaD kinds ("adamw" does not read it).
+    Without it, a true ``loss_scaling`` means that the run scales its loss.
     """
+    if optimizer_kind is not None:
+        loss_scaling = loss_scaling if loss_scaling is True or loss_scaling == "dynamic" else False
+        nonfinite_grad = None if optimizer_kind == "adamw" else nonfinite_grad
     refused = []
     if max_grad_norm is not None:
         refused.append(f"{prefix}max_grad_norm={max_grad_norm!r} (global-norm clipping needs every gradient "

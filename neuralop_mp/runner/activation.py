@@ -103,62 +103,69 @@ class AttributePatches:
 _MISSING = object()
 
 
-def check_update_in_backward_options(update_in_backward, loss_scaling=None, optimizer=None, nonfinite_grad=None,
-                                     prefix=""):
-    """Refuse, as the trainer would once the script builds it, the options that cannot be
-    combined with ``update_in_backward`` (:func:`~neuralop_mp.optim.update_in_backward.
-    check_update_in_backward_settings`); ``prefix`` (``"--mp."``) goes before every name.
+def _validated_options(options, prefix=""):
+    """Every keyword of :func:`enable` (all of them, in ``options``), checked and normalized.
 
-    "auto" loss scaling is left to the trainer: it scales only when the device computes in
-    float16. ``nonfinite_grad`` counts with the TensorGRaD kinds of ``optimizer`` only
-    ("adamw", the default, does not read it).
+    The one check of the plugin's options, run by :func:`enable` and, on its ``--mp.*``
+    flags, by ``neuralop-mp run`` (:mod:`neuralop_mp.runner.cli`) before the script
+    starts: each message names a value as ``prefix + keyword``, as the caller wrote it
+    (``prefix="--mp."`` on the command line). Values and settings that cannot be combined
+    are refused with the library's own checks (TensorGRaD's settings, the trainer's loss
+    scaling, the schedule parser, update in backward's), before anything is patched.
     """
-    if not update_in_backward:
-        return
     from ..optim.update_in_backward import check_update_in_backward_settings
     from ..training.trainer import _normalize_loss_scaling
 
-    scaling = None if loss_scaling is None else _normalize_loss_scaling(loss_scaling)
-    compressed = optimizer not in (None, "adamw")
-    check_update_in_backward_settings(loss_scaling=loss_scaling if scaling == "dynamic" else False,
-                                      nonfinite_grad=nonfinite_grad if compressed else None, prefix=prefix)
+    def name(key):
+        return prefix + key
 
-
-def _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, optimizer_options,
-                       spectral_weight_dtype=None, recompute=None, update_in_backward=None,
-                       recompute_chunk_points=None, loss_scaling=None):
-    """Check every option up front, so a bad value fails before anything is patched."""
-    recompute_chunk_points = normalize_recompute_chunk_points(recompute_chunk_points, recompute)
+    recompute = options["recompute"]
     if recompute is not None:
-        recompute = normalize_recompute(recompute)
+        recompute = normalize_recompute(recompute, key=name("recompute"))
+    recompute_chunk_points = normalize_recompute_chunk_points(
+        options["recompute_chunk_points"], recompute, key=name("recompute_chunk_points"),
+        recompute_key=name("recompute"))
+    update_in_backward = options["update_in_backward"]
     if update_in_backward is not None:
-        update_in_backward = normalize_flag(update_in_backward, "update_in_backward")
+        update_in_backward = normalize_flag(update_in_backward, name("update_in_backward"))
+    spectral_weight_dtype = options["spectral_weight_dtype"]
     if spectral_weight_dtype is not None:
-        spectral_weight_dtype = normalize_spectral_weight_dtype(spectral_weight_dtype)
+        spectral_weight_dtype = normalize_spectral_weight_dtype(spectral_weight_dtype,
+                                                                key=name("spectral_weight_dtype"))
+    precision = options["precision"]
     if precision is not None:
-        check_choice("precision", precision, PRECISION_MODES)
+        check_choice(name("precision"), precision, PRECISION_MODES)
+    half_dtype = options["half_dtype"]
     if half_dtype is not None:
-        half_dtype = normalize_half_dtype(half_dtype)
+        half_dtype = normalize_half_dtype(half_dtype, key=name("half_dtype"))
+    stabilizer = options["stabilizer"]
     if stabilizer is not None:
-        stabilizer = normalize_stabilizer(stabilizer)
+        stabilizer = normalize_stabilizer(stabilizer, key=name("stabilizer"))
+    schedule = options["schedule"]
     if schedule is not None and schedule != "":
         from ..training.schedule import PrecisionSchedule
 
-        schedule = PrecisionSchedule.from_config(schedule)
+        try:
+            schedule = PrecisionSchedule.from_config(schedule)
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"Invalid {name('schedule')}={schedule!r}: {error}") from None
     else:
         schedule = None
+    optimizer = options["optimizer"]
     if optimizer is not None:
-        check_choice("optimizer", optimizer, OPTIMIZER_KINDS)
-    optimizer_options = dict(optimizer_options or {})
+        check_choice(name("optimizer"), optimizer, OPTIMIZER_KINDS)
+    optimizer_options = dict(options["optimizer_options"] or {})
     for key, value in optimizer_options.items():
         check_choice("optimizer option", key, OPTIMIZER_OPTION_KEYS)
-        _OPTIONS_BY_FIELD[key].check(key, value)  # TensorGRaD's own check, now rather than at the first step
+        _OPTIONS_BY_FIELD[key].check(name(key), value)  # TensorGRaD's own check, now rather than at the first step
+    loss_scaling = options["loss_scaling"]
     if loss_scaling is not None:
-        from ..training.trainer import _normalize_loss_scaling
-
-        _normalize_loss_scaling(loss_scaling)  # the trainer's check
-    check_update_in_backward_options(update_in_backward, loss_scaling, optimizer,
-                                     optimizer_options.get("tensorgrad_nonfinite_grad"))
+        _normalize_loss_scaling(loss_scaling, key=name("loss_scaling"))  # the trainer's check
+    if update_in_backward:  # what the trainer would refuse once the script builds it
+        check_update_in_backward_settings(loss_scaling=loss_scaling, optimizer_kind=optimizer or "adamw",
+                                          nonfinite_grad=optimizer_options.get("tensorgrad_nonfinite_grad"),
+                                          prefix=prefix)
+    data_root = options["data_root"]
     return dict(
         precision=precision,
         half_dtype=half_dtype,
@@ -170,6 +177,9 @@ def _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, o
         recompute=recompute,
         recompute_chunk_points=recompute_chunk_points,
         update_in_backward=update_in_backward,
+        loss_scaling=loss_scaling,
+        data_root=None if data_root is None else str(data_root),
+        offline=bool(options["offline"]),
     )
 
 
@@ -253,14 +263,14 @@ def enable(
     ValueError
         On an invalid option, before anything is patched.
     """
+    return _activate(_validated_options(dict(locals())))  # locals(): the keywords, as given
+
+
+def _activate(options, prefix=""):
+    """:func:`enable` with ``options`` that :func:`_validated_options` returned for
+    ``prefix``, which names the options in the report's notes as the caller wrote them."""
     if is_enabled():
         raise RuntimeError("neuralop_mp is already enabled; call neuralop_mp.disable() first.")
-    options = _validated_options(precision, half_dtype, schedule, stabilizer, optimizer, optimizer_options,
-                                 spectral_weight_dtype, recompute, update_in_backward, recompute_chunk_points,
-                                 loss_scaling)
-    options["loss_scaling"] = loss_scaling
-    options["data_root"] = None if data_root is None else str(data_root)
-    options["offline"] = bool(offline)
 
     # Import everything we build with *before* patching, so that our own modules bind
     # upstream's original classes (MixedPrecisionTrainer subclasses the real Trainer).
@@ -269,7 +279,8 @@ def enable(
     parts = intercept.plugin_parts()
     report = ActivationReport(options)
     stabilizer_warning = stabilizer_schedule_warning(options["stabilizer"], options["schedule"], options["half_dtype"],
-                                                     stabilizer_key="--mp.stabilizer", schedule_key="--mp.schedule")
+                                                     stabilizer_key=prefix + "stabilizer",
+                                                     schedule_key=prefix + "schedule")
     if stabilizer_warning:  # the same message as `neuralop-mp train`'s for model.stabilizer
         report.note(stabilizer_warning)
     patches = AttributePatches()

@@ -12,6 +12,7 @@ Everything before ``--`` belongs to ``neuralop-mp run`` (the script path and
 ``--mp.*`` flags, as ``--mp.flag value`` or ``--mp.flag=value``); everything
 after ``--`` goes to the script untouched, ``--mp.*`` look-alikes included.
 """
+import inspect
 import json
 import re
 import runpy
@@ -20,11 +21,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..build_steps import stabilizer_schedule_warning
-from ..layers.weight_storage import SPECTRAL_WEIGHT_DTYPES
-from ..vocabulary import (HALF_DTYPES, PRECISION_MODES, check_choice, normalize_flag, normalize_recompute,
-                          normalize_recompute_chunk_points)
-from .activation import OPTIMIZER_KINDS, check_update_in_backward_options, enabled
+from ..vocabulary import none_if_null, normalize_flag
+from .activation import _activate, _validated_options, disable, enable
 from .static_check import describe_plan, scan_source, start_warnings
 from .summary import format_summary
 from .upstream_scripts import refusal_reason
@@ -39,14 +37,12 @@ USAGE = (
     "[--mp.data-root DIR] [--mp.report FILE.json] [-- SCRIPT ARGS...]"
 )
 
-
-def _choice(allowed):
-    def convert(flag, value):
-        return check_choice(flag, value, allowed)
-
-    return convert
+#: what our flags start with; the messages about an option name it with it
+FLAG_PREFIX = "--mp."
 
 
+# Converters of a flag's text into the value a Python caller of enable() would pass. They
+# check nothing else: every value is checked by enable's own check (_checked_options).
 def _number(kind):
     def convert(flag, value):
         try:
@@ -61,33 +57,6 @@ def _text(flag, value):
     return value
 
 
-def _schedule(flag, value):
-    """Parsed now (the trainer's parser), so a bad schedule stops before the script starts;
-    the text is what is passed on."""
-    from ..training.schedule import PrecisionSchedule
-
-    try:
-        PrecisionSchedule.from_config(value)
-    except (ValueError, TypeError) as error:
-        raise UsageError(f"Invalid {flag}={value!r}: {error}") from None
-    return value
-
-
-def _loss_scaling(flag, value):
-    """Checked by the trainer's own normalisation of ``loss_scaling``."""
-    from ..training.trainer import LOSS_SCALING, _normalize_loss_scaling
-
-    try:
-        return _normalize_loss_scaling(value)
-    except ValueError:
-        check_choice(flag, value, LOSS_SCALING)  # the same values, with the flag's name
-        raise
-
-
-def _recompute(flag, value):
-    return normalize_recompute(value, key=flag)
-
-
 def _on_off(flag, value):
     try:
         return normalize_flag(value, flag)
@@ -95,21 +64,20 @@ def _on_off(flag, value):
         raise UsageError(str(error)) from None
 
 
-def _stabilizer(flag, value):
-    value = None if value.strip().lower() in ("none", "null", "") else value
-    return check_choice(flag, value, (None, "tanh"))
+def _none_or_text(flag, value):
+    return none_if_null(value)  # "None", "null", "": no stabilizer
 
 
 # flag (as written after --mp.) -> (destination, converter)
 FLAGS = {
-    "precision": ("precision", _choice(PRECISION_MODES)),
-    "half_dtype": ("half_dtype", _choice(HALF_DTYPES)),
-    "schedule": ("schedule", _schedule),
-    "stabilizer": ("stabilizer", _stabilizer),
-    "spectral_weight_dtype": ("spectral_weight_dtype", _choice(SPECTRAL_WEIGHT_DTYPES)),
-    "optimizer": ("optimizer", _choice(OPTIMIZER_KINDS)),
-    "loss_scaling": ("loss_scaling", _loss_scaling),
-    "recompute": ("recompute", _recompute),
+    "precision": ("precision", _text),
+    "half_dtype": ("half_dtype", _text),
+    "schedule": ("schedule", _text),
+    "stabilizer": ("stabilizer", _none_or_text),
+    "spectral_weight_dtype": ("spectral_weight_dtype", _text),
+    "optimizer": ("optimizer", _text),
+    "loss_scaling": ("loss_scaling", _text),
+    "recompute": ("recompute", _text),
     "recompute_chunk_points": ("recompute_chunk_points", _number(int)),
     "update_in_backward": ("update_in_backward", _on_off),
     "data-root": ("data_root", _text),
@@ -123,40 +91,38 @@ def _tensorgrad_flags():
 
     flags = {}
     for option in CONFIG_OPTIONS:
-        if option.choices:
-            convert = _choice(option.choices)
-        elif isinstance(option.default, (int, float)) and not isinstance(option.default, bool):
-            convert = _number(type(option.default))
-        else:
-            convert = _text
-        flags[option.config_field] = (option.config_field, _checked(convert, option))
+        number = isinstance(option.default, (int, float)) and not isinstance(option.default, bool)
+        flags[option.config_field] = (option.config_field, _number(type(option.default)) if number else _text)
     return flags
 
 
-def _checked(convert, option):
-    """``convert``, then TensorGRaD's own check of the setting (the one the optimizer runs)."""
-    def check(flag, value):
-        try:
-            return option.check(flag, convert(flag, value))
-        except TypeError as error:
-            raise UsageError(str(error)) from None
-
-    return check
-
-
-def _check_combinations(options):
-    """Settings that are valid alone but not together, refused as the trainer would refuse them."""
-    check_update_in_backward_options(options.get("update_in_backward"), options.get("loss_scaling"),
-                                     options.get("optimizer"), options.get("tensorgrad_nonfinite_grad"),
-                                     prefix="--mp.")
-
-
 FLAGS.update(_tensorgrad_flags())
-KNOWN_FLAGS = tuple(f"--mp.{name}" for name in FLAGS)
+KNOWN_FLAGS = tuple(f"{FLAG_PREFIX}{name}" for name in FLAGS)
 
 
 class UsageError(ValueError):
     """Bad command line for ``neuralop-mp run``."""
+
+
+def _checked_options(options):
+    """:func:`run_script`'s ``options`` as the keywords of :func:`~neuralop_mp.enable` (the
+    ``tensorgrad_*`` settings in ``optimizer_options``), checked and normalized by enable's
+    own check, each value named as its ``--mp.*`` flag.
+
+    Raises
+    ------
+    TypeError
+        For a keyword that ``enable`` does not take.
+    ValueError
+        For a bad value or settings that cannot be combined.
+    """
+    keywords = {k: v for k, v in options.items() if not k.startswith("tensorgrad_")}
+    optimizer_options = {k: v for k, v in options.items() if k.startswith("tensorgrad_")}
+    if optimizer_options:
+        keywords["optimizer_options"] = optimizer_options
+    bound = inspect.signature(enable).bind(**keywords)
+    bound.apply_defaults()
+    return _validated_options(bound.arguments, prefix=FLAG_PREFIX)
 
 
 def _canonical(name):
@@ -168,19 +134,9 @@ def _canonical(name):
     return None
 
 
-def parse_args(argv):
-    """Split ``argv`` into ``(script, options, script_args)``.
-
-    Raises
-    ------
-    UsageError
-        On a missing script, an unknown ``--mp.*`` flag (the message lists the
-        known ones), a flag without value, or an argument before ``--`` that is
-        not ours. Bad values raise a ValueError naming the flag and the allowed
-        values: each value is checked by the library's own check (TensorGRaD's
-        settings, the trainer's loss scaling, the schedule parser, the checks of
-        ``update_in_backward``), before the script starts.
-    """
+def _split_args(argv):
+    """``(script, options, script_args)`` of ``argv``, each flag's text turned into its value
+    (a number, True or False, None), the values not checked yet (:func:`parse_args`)."""
     argv = list(argv)
     if "--" in argv:
         split = argv.index("--")
@@ -196,12 +152,12 @@ def parse_args(argv):
             if flag is None:
                 raise UsageError(f"Unknown flag {token.split('=')[0]!r}; known flags: {', '.join(KNOWN_FLAGS)}.")
             if not has_value:
-                if i + 1 >= len(ours) or ours[i + 1].startswith("--mp."):
-                    raise UsageError(f"--mp.{flag} needs a value.")
+                if i + 1 >= len(ours) or ours[i + 1].startswith(FLAG_PREFIX):
+                    raise UsageError(f"{FLAG_PREFIX}{flag} needs a value.")
                 i += 1
                 value = ours[i]
             dest, convert = FLAGS[flag]
-            options[dest] = convert(f"--mp.{flag}", value)
+            options[dest] = convert(f"{FLAG_PREFIX}{flag}", value)
         elif script is None and not token.startswith("-"):
             script = token
         else:
@@ -212,10 +168,25 @@ def parse_args(argv):
         i += 1
     if script is None:
         raise UsageError("No script given. " + USAGE)
-    if "recompute_chunk_points" in options:  # refused here, before the script starts
-        normalize_recompute_chunk_points(options["recompute_chunk_points"], options.get("recompute"),
-                                         key="--mp.recompute_chunk_points", recompute_key="--mp.recompute")
-    _check_combinations(options)
+    return script, options, script_args
+
+
+def parse_args(argv):
+    """Split ``argv`` into ``(script, options, script_args)``.
+
+    Raises
+    ------
+    UsageError
+        On a missing script, an unknown ``--mp.*`` flag (the message lists the
+        known ones), a flag without value, or an argument before ``--`` that is
+        not ours. Bad values raise a ValueError naming the flag and the allowed
+        values: each value is checked by the library's own check (TensorGRaD's
+        settings, the trainer's loss scaling, the schedule parser, the checks of
+        ``update_in_backward``: the check of :func:`neuralop_mp.enable`), as
+        :func:`run_script` checks them before the script starts.
+    """
+    script, options, script_args = _split_args(argv)
+    _checked_options({k: v for k, v in options.items() if k != "report"})
     return script, options, script_args
 
 
@@ -267,19 +238,19 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
 
     Raises
     ------
+    ValueError
+        For a bad option or options that cannot be combined, named as their ``--mp.*``
+        flags (:func:`parse_args`' check), before anything is printed or run.
     UsageError
         When ``script`` is missing, or is one of neuraloperator's own scripts that
         cannot run with the plugin (:mod:`neuralop_mp.runner.upstream_scripts`,
         the message says why), before anything runs.
     """
     out = out or sys.stdout
+    checked = _checked_options(options)  # before anything is printed or run
     path = Path(script)
     if not path.is_file():
         raise UsageError(f"Script {str(script)!r} not found.")
-    enable_options = {k: v for k, v in options.items() if not k.startswith("tensorgrad_")}
-    optimizer_options = {k: v for k, v in options.items() if k.startswith("tensorgrad_")}
-    if optimizer_options:
-        enable_options["optimizer_options"] = optimizer_options
 
     source = path.read_text()
     reason = refusal_reason(path.name, source)
@@ -293,15 +264,6 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
     shown = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None) or "defaults"
     print(f"neuralop-mp run: {path} with the plugin enabled ({shown})", file=out)
     print(f"neuralop-mp run: intercepting {describe_plan(scan)}", file=out)
-    warnings = start_warnings(scan, enable_options)
-    stabilizer_warning = stabilizer_schedule_warning(
-        enable_options.get("stabilizer"), enable_options.get("schedule"), enable_options.get("half_dtype"),
-        stabilizer_key="--mp.stabilizer", schedule_key="--mp.schedule")
-    if stabilizer_warning:  # also in the summary, as a note of the activation
-        warnings.append(stabilizer_warning)
-    for warning in warnings:
-        print(f"neuralop-mp run: WARNING: {warning}", file=out)
-    out.flush()
 
     script_dir = path.resolve().parent
     saved_argv, saved_path = sys.argv[:], sys.path[:]
@@ -310,7 +272,13 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
     try:
         sys.argv = [str(path)] + list(script_args)
         sys.path.insert(0, str(script_dir))
-        with enabled(**enable_options) as report:
+        report = _activate(checked, prefix=FLAG_PREFIX)
+        try:
+            # what the plugin cannot reach, then the activation's notes (a stabilizer beside a
+            # schedule), which the summary repeats
+            for warning in start_warnings(scan, options) + report.notes:
+                print(f"neuralop-mp run: WARNING: {warning}", file=out)
+            out.flush()
             try:
                 runpy.run_path(str(path), run_name="__main__")
             except SystemExit as exit_:
@@ -318,6 +286,8 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
             except Exception as exc:  # the script's own failure: report it like Python would
                 traceback.print_exc()
                 status, error = 1, exc
+        finally:
+            disable()
     finally:
         added_paths = [Path(p).resolve() for p in sys.path if p and p not in saved_path]
         sys.argv, sys.path[:] = saved_argv, saved_path
@@ -346,7 +316,7 @@ def main(argv=None):
         print(re.sub(r"(?::\w+:)?`+([^`]+)`+", r"\1", __doc__))  # reST roles and literals as plain text
         return 0 if argv else 2
     try:
-        script, options, script_args = parse_args(argv)
+        script, options, script_args = _split_args(argv)  # run_script checks the values
         report_path = options.pop("report", None)
         return run_script(script, script_args, report_path=report_path, **options).exit_status
     except ValueError as exc:  # UsageError, or a bad option value (check_choice message)

@@ -167,6 +167,8 @@ def test_to_jsonable_handles_tensors_and_infinities():
     (["--threads"], ["Missing value for option --threads"]),
     (["--cpu-allocator", "cache"], ["Invalid --cpu-allocator='cache'", "'keep', 'system'"]),
     (["--modle.n_layers", "2"], ["Did you mean: --model.n_layers"]),
+    # a config that loads, with an option where a value was due
+    (["--output_dir", "--save_bset"], ["Unknown option --save_bset.", "Did you mean: --save_best"]),
 ])
 def test_train_run_options_misspelled_or_bad_exit_2_naming_the_allowed_ones(capsys, args, fragments):
     assert cli.main(["train", "darcy", *args]) == 2
@@ -313,3 +315,28 @@ def test_resume_records_the_overrides_it_adds_later_values_winning(monkeypatch, 
     assert seen["config"].opt.n_epochs == 4
     assert seen["command"] == ("darcy", ["--opt.n_epochs", "4", "--verbose", "false", "--output_dir", str(run),
                                          "--opt.precision_schedule", "full@2,mixed"])
+
+
+def test_train_reads_a_config_file_once(monkeypatch, tmp_path):
+    """The option check uses the config that `train` loads: the file runs once (its prints, once)."""
+    runs = tmp_path / "runs.txt"
+    (tmp_path / "counted.py").write_text(
+        f"open({str(runs)!r}, 'a').write('run\\n')\n"
+        "from neuralop_mp.configs import DarcyConfig\n\nclass Counted(DarcyConfig):\n    name: str = 'counted'\n")
+    seen = _fake_training(monkeypatch)
+    assert cli.main(["train", f"{tmp_path}/counted.py:Counted", "--model", "UNOConfig", "--opt.n_epochs", "2"]) == 0
+    assert seen["config"].name == "counted" and seen["config"].opt.n_epochs == 2
+    assert runs.read_text().count("run") == 1
+
+
+def test_a_builtin_name_is_recorded_as_a_name_even_beside_a_file_of_that_name(monkeypatch, tmp_path):
+    """command.json's config is what resolve_config reads: a built-in name first, then a file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "darcy").mkdir()  # a folder called like a built-in config
+    (tmp_path / "mine.py").write_text("from neuralop_mp.configs import DarcyConfig\n\n"
+                                      "class Mine(DarcyConfig):\n    name: str = 'mine'\n")
+    seen = _fake_training(monkeypatch)
+    assert cli.main(["train", "Darcy"]) == 0
+    assert seen["command"][0] == "Darcy" and seen["config"].name == "darcy"
+    assert cli.main(["train", "mine.py:Mine"]) == 0
+    assert seen["command"][0] == f"{tmp_path}/mine.py:Mine" and seen["config"].name == "mine"

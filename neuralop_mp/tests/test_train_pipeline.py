@@ -261,3 +261,66 @@ def test_bad_cpu_allocator_is_a_setup_error_before_anything_is_written(monkeypat
         pipeline.run_training(load_config("darcy"), progress=False, output_dir=tmp_path / "run",
                               log=lambda *a, **k: None, cpu_allocator=mode, command=("darcy", []))
     assert not (tmp_path / "run").exists()  # no half-made run folder
+
+
+TINY_RUN = {"model.n_modes": "[4,4]", "model.hidden_channels": "4", "model.n_layers": "1",
+            "data.test_resolutions": "[8]", "data.n_tests": "[4]", "data.test_batch_sizes": "[4]",
+            "data.train_resolution": "8", "data.batch_size": "4", "data.n_train": "4", "verbose": "false"}
+
+
+def test_a_resume_records_its_command_once_it_has_saved_an_epoch_so_ctrl_c_and_a_kill_leave_the_same(
+        monkeypatch, tmp_path):
+    """What command.json holds while the resumed run trains its first epoch is what a kill (no cleanup)
+    leaves: the run's previous command, as Ctrl-C leaves it; the resumed command once an epoch is saved."""
+    import json
+
+    from torch.utils.data import DataLoader
+
+    from neuralop_mp.run_folder import COMMAND_FILE
+    from neuralop_mp.run_trainer import RunFolderTrainer
+
+    generator = torch.Generator().manual_seed(0)
+    samples = [{"x": torch.randn(1, 8, 8, generator=generator), "y": torch.randn(1, 8, 8, generator=generator)}
+               for _ in range(4)]
+    loaders = (DataLoader(samples, batch_size=4), {8: DataLoader(samples, batch_size=4)}, None)
+    monkeypatch.setattr(pipeline, "build_data", lambda config, progress=True: loaders)
+    out, quiet = tmp_path / "run", (lambda *args, **kwargs: None)
+
+    def train(n_epochs, resume=False):
+        config = load_config("darcy", {**TINY_RUN, "opt.n_epochs": str(n_epochs)})
+        if not resume:
+            return pipeline.run_training(config, progress=False, output_dir=out, log=quiet,
+                                         command=("darcy", ["--opt.n_epochs", str(n_epochs)]))
+        with pytest.warns(UserWarning, match="the phase boundaries move"):  # n_epochs 1 -> 3
+            return pipeline.run_training(config, progress=False, output_dir=out, log=quiet, resume=True,
+                                         command=("darcy", ["--opt.n_epochs", str(n_epochs)]))
+
+    def overrides():
+        return json.loads((out / COMMAND_FILE).read_text())["overrides"]
+
+    train(1)
+    assert overrides() == ["--opt.n_epochs", "1"]
+    seen = []
+    on_epoch_start = RunFolderTrainer.on_epoch_start
+
+    def watching(self, epoch):
+        seen.append((epoch, overrides()))
+        if epoch == 1 and len(seen) == 1:
+            raise KeyboardInterrupt  # Ctrl-C in the resumed run's first epoch
+        on_epoch_start(self, epoch)
+
+    monkeypatch.setattr(RunFolderTrainer, "on_epoch_start", watching)
+    with pytest.raises(KeyboardInterrupt):
+        train(3, resume=True)
+    assert overrides() == ["--opt.n_epochs", "1"]
+    result = train(3, resume=True)
+    assert [h["epoch"] for h in result["history"]] == [0, 1, 2]
+    # a kill while epoch 1 trains would leave the previous command; once epoch 1 is saved, the resumed one
+    assert seen == [(1, ["--opt.n_epochs", "1"]), (1, ["--opt.n_epochs", "1"]), (2, ["--opt.n_epochs", "3"])]
+    assert overrides() == ["--opt.n_epochs", "3"]
+    # a finished run resumed with other overrides trains nothing: they are recorded once it ends, as its results
+    with pytest.warns(UserWarning, match="already finished all 3 epochs"):
+        pipeline.run_training(load_config("darcy", {**TINY_RUN, "opt.n_epochs": "3"}), progress=False,
+                              output_dir=out, log=quiet, resume=True,
+                              command=("darcy", ["--opt.n_epochs", "3", "--verbose", "false"]))
+    assert overrides() == ["--opt.n_epochs", "3", "--verbose", "false"]

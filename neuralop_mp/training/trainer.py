@@ -82,19 +82,31 @@ def _accepted(fn, sample):
     return chosen
 
 
+_ABSENT = object()
+
+
+def _epoch_record(*, epoch, phase, precision, autocast, stabilizer, half_dtype, train_loss, train_err, lr,
+                  skipped_steps, loss_scale, epoch_time, auto_precision=_ABSENT, auto_check=_ABSENT,
+                  cuda_peak_bytes=_ABSENT, saved_bytes=_ABSENT, step_peak_bytes=_ABSENT):
+    """The history entry of one epoch (:meth:`MixedPrecisionTrainer._record_epoch`): the
+    keywords given, in this order. The keywords are the one list of the entry's keys
+    (:data:`_EPOCH_RECORD_KEYS`); an unknown one is a TypeError, not a silent new key."""
+    fields = dict(locals())
+    return {key: value for key, value in fields.items() if value is not _ABSENT}
+
+
 # the keys _record_epoch writes into a history entry; evaluate_all adds the metrics beside them
-_EPOCH_RECORD_KEYS = frozenset((
-    "epoch", "phase", "precision", "autocast", "stabilizer", "half_dtype", "train_loss", "train_err", "lr",
-    "skipped_steps", "loss_scale", "epoch_time", "cuda_peak_bytes", "saved_bytes", "step_peak_bytes",
-    "auto_precision", "auto_check"))
+_EPOCH_RECORD_KEYS = frozenset(inspect.signature(_epoch_record).parameters)
 
 
-def _normalize_loss_scaling(value):
+def _normalize_loss_scaling(value, key="loss_scaling"):
+    """``loss_scaling`` as one of :data:`LOSS_SCALING` (True is "dynamic", False and None
+    "none"); ValueError naming ``key`` (how the caller spells the setting) otherwise."""
     if value is True:
         value = "dynamic"
     elif value is False or value is None:
         value = "none"
-    return check_choice("loss_scaling", value, LOSS_SCALING)
+    return check_choice(key, value, LOSS_SCALING)
 
 
 class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Trainer):
@@ -427,17 +439,15 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
 
     def _record_epoch(self, epoch, avg_loss, train_err, lr, skipped, epoch_time, saved_bytes, step_peak_bytes=None):
         mode, stabilizer = self._current_precision()
-        entry = dict(epoch=epoch, phase=self.phase_index, precision=mode, autocast=self.autocast_enabled,
-                     stabilizer=stabilizer, half_dtype=str(self.autocast_dtype).replace("torch.", ""),
-                     train_loss=float(avg_loss), train_err=float(train_err), lr=float(lr),
-                     skipped_steps=skipped, loss_scale=self.scaler.get_scale(), epoch_time=epoch_time,
-                     **self._auto_records())
         if self.autocast_device_type == "cuda":
-            entry["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(self.device)
+            memory = dict(cuda_peak_bytes=torch.cuda.max_memory_allocated(self.device))
         else:
-            entry["saved_bytes"] = saved_bytes
-            entry["step_peak_bytes"] = step_peak_bytes
-        self.history.append(entry)
+            memory = dict(saved_bytes=saved_bytes, step_peak_bytes=step_peak_bytes)
+        self.history.append(_epoch_record(
+            epoch=epoch, phase=self.phase_index, precision=mode, autocast=self.autocast_enabled,
+            stabilizer=stabilizer, half_dtype=str(self.autocast_dtype).replace("torch.", ""),
+            train_loss=float(avg_loss), train_err=float(train_err), lr=float(lr), skipped_steps=skipped,
+            loss_scale=self.scaler.get_scale(), epoch_time=epoch_time, **self._auto_records(), **memory))
         if self._bar is not None:
             self._bar.set_postfix(phase=mode, loss=f"{avg_loss:.4g}", skipped=skipped,
                                   scale=f"{self.scaler.get_scale():g}", refresh=False)

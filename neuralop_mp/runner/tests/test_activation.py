@@ -158,6 +158,35 @@ def test_bad_options_fail_before_anything_is_patched(fake_parts, originals, kwar
     assert not activation.is_enabled()
 
 
+@pytest.mark.parametrize("loss_scaling, optimizer, nonfinite_grad, refused", [
+    ("dynamic", "adamw", "raise", ["loss_scaling='dynamic'"]),
+    ("auto", "adamw", "skip", []),  # "auto": the trainer decides; adamw reads no nonfinite_grad
+    ("auto", "tensorgrad", "skip", ["nonfinite_grad='skip'"]),
+    ("none", "galore", "raise", []),
+    ("dynamic", "sparse", "skip", ["loss_scaling='dynamic'", "nonfinite_grad='skip'"]),
+])
+def test_enable_and_a_config_refuse_the_same_update_in_backward_combinations(
+        fake_parts, originals, loss_scaling, optimizer, nonfinite_grad, refused):
+    """One rule (optim.update_in_backward's check, given the optimizer kind) for enable() and configs."""
+    from neuralop_mp.configs import load_config
+
+    def named(call):
+        try:
+            call()
+        except ValueError as error:
+            return [name for name in ("loss_scaling='dynamic'", "nonfinite_grad='skip'") if name in str(error)]
+        return []
+
+    def enable():
+        neuralop_mp.enable(update_in_backward=True, loss_scaling=loss_scaling, optimizer=optimizer,
+                           optimizer_options={"tensorgrad_nonfinite_grad": nonfinite_grad})
+        neuralop_mp.disable()
+
+    config = {"opt.update_in_backward": "true", "opt.loss_scaling": loss_scaling, "opt.optimizer": optimizer,
+              "opt.tensorgrad_nonfinite_grad": nonfinite_grad}
+    assert named(enable) == named(lambda: load_config("darcy", config)) == refused
+
+
 def test_get_model_builds_through_the_plugin_with_the_requested_precision(fake_parts, tiny_config, originals):
     schedule = "half:0.25,mixed:0.5,full:0.25"
     with neuralop_mp.enabled(precision="mixed", half_dtype="bfloat16", stabilizer="tanh", schedule=schedule) as report:
@@ -172,11 +201,14 @@ def test_get_model_builds_through_the_plugin_with_the_requested_precision(fake_p
     assert any(isinstance(m, FakeMixedPrecisionSpectralConv) for m in model.modules())
     assert report.models[0]["layer_types"] == ["FakeMixedPrecisionSpectralConv"]
     assert report.models[0]["arch"] == "fno"
-    # the stabilizer is not what the phases run with: said as `train` says it for model.stabilizer
+    # the stabilizer is not what the phases run with: said as `train` says it for model.stabilizer, with the
+    # names a Python caller gave them (`neuralop-mp run`'s notes name its --mp.* flags: test_run_script.py)
     (note,) = [n for n in report.notes if "stabilizer" in n]
-    assert note.startswith("--mp.stabilizer='tanh' is not applied: with --mp.schedule='half:0.25,mixed:0.5,full:0.25' "
+    assert note.startswith("stabilizer='tanh' is not applied: with schedule='half:0.25,mixed:0.5,full:0.25' "
                            "each phase runs with its own stabilizer ('half:0.25': none; 'mixed:0.5': none; "
-                           "'full:0.25': none). To run a phase with tanh, write '/tanh' after it"), note
+                           "'full:0.25': none). To run a phase with tanh, write '/tanh' after it in schedule, "
+                           "e.g. 'mixed/tanh'; to use stabilizer for the whole run, leave schedule unset."), note
+    assert "--mp." not in note
 
 
 def test_get_model_keeps_the_scripts_precision_when_none_is_requested(fake_parts, tiny_config):

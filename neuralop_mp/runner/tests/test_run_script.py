@@ -123,3 +123,22 @@ def test_a_stabilizer_beside_a_schedule_is_warned_about_before_the_script_starts
                "each phase runs with its own stabilizer ('half:0.5': tanh; 'mixed:0.5': none). To run a phase with "
                "tanh, write '/tanh' after it in --mp.schedule, e.g. 'mixed/tanh'")
     assert warning in out and out.index(warning) < out.index("probe says hello"), out
+    # the summary repeats it, in the same words (one message: the activation's note, named as the flags)
+    summary = out[out.index("neuralop-mp summary"):]
+    assert warning.replace("neuralop-mp run: ", "") in summary, summary
+    assert result.report.notes == [warning.split("WARNING: ")[1] + "; to use --mp.stabilizer for the whole run, "
+                                   "leave --mp.schedule unset."]
+
+
+def test_a_bad_option_is_refused_as_its_flag_before_anything_is_printed_or_run(probe, fake_parts, capsys):
+    script, record_file = probe
+    with pytest.raises(ValueError, match=r"^Invalid --mp.schedule='half:2': Invalid phase share=2.0"):
+        run_script(script, [str(record_file)], precision="mixed", schedule="half:2")
+    with pytest.raises(ValueError, match=r"^--mp.update_in_backward=True cannot be combined with "
+                                         r"--mp.tensorgrad_nonfinite_grad='skip'"):
+        run_script(script, [str(record_file)], optimizer="tensorgrad", update_in_backward=True,
+                   tensorgrad_nonfinite_grad="skip")
+    with pytest.raises(TypeError, match="precison"):  # a keyword enable() does not take
+        run_script(script, [str(record_file)], precison="mixed")
+    assert capsys.readouterr().out == "" and not record_file.exists()
+    assert not activation.is_enabled()

@@ -257,3 +257,27 @@ def test_cuda_float16_schedule_scales_loss_and_reports_peak_memory():
     assert history[0]["stabilizer"] == "tanh" and history[1]["stabilizer"] is None
     assert all(h["cuda_peak_bytes"] > 0 and "saved_bytes" not in h for h in history)
     assert all(h["train_loss"] == h["train_loss"] for h in history)  # finite losses were averaged
+
+
+def test_the_history_records_keys_are_one_list_and_the_finished_metrics_are_the_rest():
+    """_record_epoch writes the keywords of _epoch_record, the one list _last_epoch_metrics leaves out:
+    what a finished run returns is upstream's four values plus exactly the evaluation metrics."""
+    from neuralop_mp.training import trainer as trainer_module
+
+    train, test = tiny_data(n=8, batch_size=4)
+    model = tiny_fno()
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=2, precision_schedule="mixed", half_dtype="bfloat16",
+                                    auto_precision=True, auto_precision_batches=1)
+    trainer.train(train, test, optimizer, scheduler, training_loss=loss())
+    last = trainer.history[-1]
+    metric_keys = {key for key in last if key.startswith("8_")}
+    assert metric_keys and {"auto_precision", "saved_bytes", "step_peak_bytes"} <= set(last)
+    assert set(last) - metric_keys <= trainer_module._EPOCH_RECORD_KEYS
+    assert set(trainer._last_epoch_metrics()) == {"train_err", "avg_loss", "avg_lasso_loss",
+                                                  "epoch_train_time"} | metric_keys
+    with pytest.raises(TypeError, match="unexpected keyword argument 'new_key'"):
+        trainer_module._epoch_record(**{key: 0 for key in ("epoch", "phase", "precision", "autocast",
+                                                           "stabilizer", "half_dtype", "train_loss", "train_err",
+                                                           "lr", "skipped_steps", "loss_scale", "epoch_time")},
+                                     new_key=1)
