@@ -82,8 +82,7 @@ def solve_burgers(u0, times, viscosity=DEFAULT_VISCOSITY, dt=None, progress=None
 
 
 def _solve_burgers(u0, times, viscosity, dt, progress):
-    if viscosity <= 0:
-        raise ValueError(f"Invalid viscosity={viscosity!r}; allowed values: positive floats.")
+    viscosity = check_real("viscosity", viscosity, low=0, low_open=True)
     if dt is not None:
         dt = check_real("dt", dt, low=0, low_open=True, allowed="None (from the CFL condition) or a finite number > 0")
     n = u0.shape[-1]
@@ -139,7 +138,9 @@ def burgers_settings(resolution, seed, viscosity, t_final, n_time, solver_resolu
     return dict(
         generator="burgers", version=GENERATOR_VERSION, time_step="per-sample CFL", resolution=int(resolution),
         seed=int(seed),
-        viscosity=float(viscosity), t_final=float(t_final), n_time=int(n_time),
+        # checked here, before the cache lookup: a bad viscosity must not find a cached file
+        viscosity=check_real("viscosity", viscosity, low=0, low_open=True),
+        t_final=float(t_final), n_time=int(n_time),
         solver_resolution=int(solver_resolution), grf=dict(BURGERS_GRF), grid="periodic",
     )
 

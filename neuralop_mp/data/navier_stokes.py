@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..vocabulary import check_real
 from .compute import cpu_threads, default_device, solver_threads
 from .cache import GENERATOR_VERSION, data_file, generate_train_test, needs_generation, resolve_root, save_data_file
 from .grf import sample_grf, sample_seed
@@ -84,13 +85,13 @@ def solve_vorticity(w0, t_final, viscosity=DEFAULT_VISCOSITY, forcing=None, dt=N
     w0 : torch.Tensor
         Initial vorticity, shape ``(batch, n, n)``, real; its dtype and device are used.
     t_final : float
-        Final time.
+        Final time, >= 0.
     viscosity : float
-        Kinematic viscosity ``nu``.
+        Kinematic viscosity ``nu`` > 0.
     forcing : torch.Tensor, optional
         Time-independent forcing on the grid, shape ``(n, n)``; None for unforced flow.
     dt : float, optional
-        Largest time step; default ``0.05 * 32 / n``. It is shrunk so that an
+        Largest time step, > 0; default ``0.05 * 32 / n``. It is shrunk so that an
         integer number of steps reaches ``t_final``.
     progress : tqdm, optional
         A bar advanced by one per time step.
@@ -105,11 +106,14 @@ def solve_vorticity(w0, t_final, viscosity=DEFAULT_VISCOSITY, forcing=None, dt=N
 
 
 def _solve_vorticity(w0, t_final, viscosity, forcing, dt, progress):
-    if viscosity <= 0:
-        raise ValueError(f"Invalid viscosity={viscosity!r}; allowed values: positive floats.")
+    viscosity = check_real("viscosity", viscosity, low=0, low_open=True)
+    t_final = check_real("t_final", t_final, low=0)
     n = w0.shape[-1]
+    # dt=0 must not mean "the default": it is refused like any other step that cannot advance
+    dt = DT_AT_32 * 32 / n if dt is None else check_real(
+        "dt", dt, low=0, low_open=True, allowed="None (0.05 * 32 / n) or a finite number > 0")
     ops = SpectralOperators(n, w0.dtype, w0.device)
-    n_steps = max(1, math.ceil(t_final / (dt or DT_AT_32 * 32 / n) - 1e-9))
+    n_steps = max(1, math.ceil(t_final / dt - 1e-9))
     dt = t_final / n_steps
     w_hat = torch.fft.rfft2(w0)
     f_hat = torch.zeros_like(w_hat) if forcing is None else torch.fft.rfft2(forcing.to(w0))
@@ -148,7 +152,9 @@ def ns_settings(resolution, seed, viscosity, t_final, solver_resolution):
     """Every setting that changes the data, as recorded in the file metadata."""
     return dict(
         generator="navier_stokes", version=GENERATOR_VERSION, resolution=int(resolution), seed=int(seed),
-        viscosity=float(viscosity), t_final=float(t_final), solver_resolution=int(solver_resolution),
+        # checked here, before the cache lookup: a bad viscosity must not find a cached file
+        viscosity=check_real("viscosity", viscosity, low=0, low_open=True),
+        t_final=check_real("t_final", t_final, low=0), solver_resolution=int(solver_resolution),
         forcing="0.1(sin(2pi(x+y))+cos(2pi(x+y)))", grf=dict(NS_GRF), grid="periodic",
     )
 

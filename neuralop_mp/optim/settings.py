@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Callable
 
+import torch
+
 from ..vocabulary import check_real
 from .adam_math import ADAM_CONVENTIONS, STATE_DTYPES
 from .composite_projector import ORDERS
@@ -22,19 +24,21 @@ NONFINITE_GRAD_ACTIONS = ("raise", "skip")
 
 def _real(low=None, high=None, low_open=False, high_open=False):
     """Check of a finite real number in an interval (:func:`~neuralop_mp.vocabulary.check_real`),
-    in this table's wording; wrong types raise TypeError. The value is kept as given: a 0-d
-    tensor learning rate stays a tensor."""
+    in this table's wording; wrong types raise TypeError. The value is returned as a Python
+    float, except a 0-d tensor, which is kept (a tensor learning rate, as torch allows): a
+    numpy scalar in a param group would make a state dict that ``torch.load(weights_only=True)``
+    refuses."""
     lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
     text = f"a finite number in {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
 
     def check(key, value):
         try:
-            check_real(key, value, low, high, low_open, high_open)
+            number = check_real(key, value, low, high, low_open, high_open)
         except TypeError:
             raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); expected {text}.") from None
         except ValueError:
             raise ValueError(f"Invalid {key}={value!r}; expected {text}.") from None
-        return value
+        return value if isinstance(value, torch.Tensor) else number
 
     return check, text
 
@@ -72,7 +76,7 @@ def _choice(allowed):
                             + ", ".join(repr(a) for a in allowed) + ".")
         if value not in allowed:
             raise ValueError(f"Invalid {key}={value!r}; allowed values: " + ", ".join(repr(a) for a in allowed) + ".")
-        return value
+        return str(value)  # a str subclass (numpy.str_) would not load with weights_only=True
 
     return check, text
 
@@ -86,12 +90,13 @@ def _betas():
             raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); expected {text}.")
         if len(value) != 2:
             raise ValueError(f"Invalid {key}={value!r}; expected {text}.")
+        checked = []
         for i, b in enumerate(value):
             try:
-                beta(f"{key}[{i}]", b)
+                checked.append(beta(f"{key}[{i}]", b))
             except (TypeError, ValueError) as error:
                 raise type(error)(f"Invalid {key}[{i}]={b!r} in {key}={tuple(value)!r}; expected {text}.") from None
-        return tuple(value)
+        return tuple(checked)
 
     return check, text
 

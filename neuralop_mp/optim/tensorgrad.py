@@ -2,13 +2,13 @@
 import copy
 import functools
 import inspect
-import math
 import warnings
 from collections import defaultdict
 
 import torch
 from torch.optim import Optimizer
 
+from ..vocabulary import check_real
 from . import gradient_chunks, nonfinite
 from .adam_math import (
     adam_step,
@@ -327,8 +327,10 @@ class TensorGRaD(Optimizer):
         through the step still applies the updates computed before it, as when
         each was applied at once.
         """
-        if grad_scale is not None and not (math.isfinite(grad_scale) and grad_scale > 0):
-            raise ValueError(f"Invalid grad_scale={grad_scale!r}; expected a finite number > 0.")
+        if grad_scale is not None:
+            scale = check_real("grad_scale", grad_scale, low=0, low_open=True)
+            if not isinstance(grad_scale, torch.Tensor):  # a 0-d tensor is kept, as before
+                grad_scale = scale
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -75,6 +75,28 @@ def test_a_step_that_is_a_bool_an_array_or_a_bad_numpy_or_tensor_number_is_refus
         solve_burgers(initial_condition([1], 128), [0.0, 0.5], 0.01, dt=dt)
 
 
+BAD_VISCOSITIES = [0.0, -0.01, float("nan"), float("inf"), True, np.bool_(True), torch.tensor(float("nan")), "0.01"]
+
+
+@pytest.mark.parametrize("viscosity", BAD_VISCOSITIES)
+def test_a_viscosity_that_is_not_a_finite_positive_number_is_refused(viscosity, tmp_path):
+    # True was a viscosity of 1.0 and NaN a NaN trajectory; both are refused before any file is written
+    pattern = r"^Invalid viscosity=.*; allowed values: finite numbers > 0\.$"
+    with pytest.raises(ValueError, match=pattern):
+        solve_burgers(initial_condition([1], 128), [0.0, 0.01], viscosity)
+    with pytest.raises(ValueError, match=pattern):
+        generate_burgers(tmp_path, resolutions=(8,), n_train=1, n_test=1, progress=False, viscosity=viscosity,
+                         t_final=0.01, n_time=2, solver_resolution=128)
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_a_viscosity_given_as_a_numpy_or_tensor_number_is_taken():
+    u0 = initial_condition([1], 128)
+    expected = solve_burgers(u0, [0.0, 0.05], 0.01)
+    for viscosity in (np.float64(0.01), torch.tensor(0.01, dtype=torch.float64)):
+        assert torch.equal(solve_burgers(u0, [0.0, 0.05], viscosity), expected)
+
+
 def test_bad_resolution_is_rejected():
     with pytest.raises(ValueError, match=r"resolution=4; allowed values: integers >= 8"):
         generate_burgers(None, resolutions=(4,), n_train=1, n_test=1, progress=False)

@@ -1,6 +1,7 @@
 """Navier-Stokes solver (Taylor-Green decay, zero mean) and the files upstream reads."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from neuralop.data.datasets.navier_stokes import NavierStokesDataset
@@ -45,6 +46,26 @@ def test_time_step_refinement_changes_little():
     assert ((coarse - fine).norm() / fine.norm()) < 1e-4
 
 
+@pytest.mark.parametrize("viscosity", [0.0, -1e-3, float("nan"), float("inf"), True, np.bool_(True),
+                                       torch.tensor(float("nan")), "0.001"])
+def test_a_viscosity_that_is_not_a_finite_positive_number_is_refused(viscosity, tmp_path):
+    # True was a viscosity of 1.0 and NaN a NaN field; both are refused before any file is written
+    pattern = r"^Invalid viscosity=.*; allowed values: finite numbers > 0\.$"
+    with pytest.raises(ValueError, match=pattern):
+        solve_vorticity(initial_vorticity([1], 32), 0.1, viscosity)
+    with pytest.raises(ValueError, match=pattern):
+        generate_navier_stokes(tmp_path, resolutions=(8,), n_train=1, n_test=1, progress=False,
+                               viscosity=viscosity, t_final=0.1, solver_resolution=32)
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_a_viscosity_given_as_a_numpy_or_tensor_number_is_taken():
+    w0 = initial_vorticity([1], 32)
+    expected = solve_vorticity(w0, 0.1, 1e-3)
+    for viscosity in (np.float64(1e-3), torch.tensor(1e-3, dtype=torch.float64)):
+        assert torch.equal(solve_vorticity(w0, 0.1, viscosity), expected)
+
+
 def test_bad_resolution_is_rejected():
     with pytest.raises(ValueError, match=r"resolution=24; allowed values: powers of 2"):
         generate_navier_stokes(None, resolutions=(24,), n_train=1, n_test=1, progress=False)
@@ -70,3 +91,19 @@ def test_load_navier_stokes_small_default_resolution(tmp_path):
     assert stored["meta"]["t_final"] == 10.0 and stored["meta"]["viscosity"] == 1e-3
     # The forcing drives the flow: output vorticity is larger than the initial one.
     assert stored["y"].std() > 2 * stored["x"].std()
+
+
+@pytest.mark.parametrize("dt", [0, -0.01, float("nan"), float("inf"), True])
+def test_a_time_step_that_cannot_advance_is_refused_not_replaced_by_the_default(dt):
+    # dt=0 used to mean "the default step", a negative one a single step of t_final
+    with pytest.raises(ValueError, match=r"Invalid dt=.*allowed values: None"):
+        solve_vorticity(initial_vorticity([1], 32), 0.1, 1e-3, dt=dt)
+
+
+@pytest.mark.parametrize("t_final", [-0.1, float("nan"), float("inf"), "1"])
+def test_a_final_time_that_is_not_a_finite_number_at_least_zero_is_refused(t_final, tmp_path):
+    with pytest.raises(ValueError, match=r"Invalid t_final="):
+        solve_vorticity(initial_vorticity([1], 32), t_final, 1e-3)
+    with pytest.raises(ValueError, match=r"Invalid t_final="):
+        generate_navier_stokes(tmp_path, resolutions=(32,), n_train=2, n_test=1, t_final=t_final, progress=False)
+    assert not list(tmp_path.glob("*.pt"))

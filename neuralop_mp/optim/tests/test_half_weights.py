@@ -3,6 +3,7 @@ deferred loss-scale division, memory accounting and exact resume."""
 import io
 import secrets
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,6 +127,29 @@ def test_grad_scale_divides_after_the_upcast():
     assert equal_exactly(a, b)
     with pytest.raises(ValueError, match=r"grad_scale=0\.0"):
         TensorGRaD([a]).step(grad_scale=0.0)
+
+
+@pytest.mark.parametrize("bad", [True, np.bool_(True), torch.tensor(True), float("nan"), float("inf"), -2.0, "2"])
+def test_grad_scale_that_is_not_a_finite_positive_number_is_refused(bad):
+    # True would have divided the gradients by 1.0: a flag passed where the scale belongs
+    weight = torch.nn.Parameter(torch.ones(3))
+    weight.grad = torch.ones(3)
+    with pytest.raises(ValueError, match=r"^Invalid grad_scale=.*; allowed values: finite numbers > 0\.$"):
+        TensorGRaD([weight]).step(grad_scale=bad)
+    assert equal_exactly(weight, torch.ones(3))  # refused before any update
+
+
+def test_grad_scale_given_as_a_numpy_or_tensor_number_is_taken():
+    start, grad = random_tensor((7,), False, 21, torch.float32), random_tensor((7,), False, 22, torch.float32)
+    results = []
+    for scale in (3.0, np.float32(3.0), torch.tensor(3.0)):
+        weight = torch.nn.Parameter(start.clone())
+        weight.grad = grad * 3.0
+        TensorGRaD([weight], lr=1e-2, compress=False).step(grad_scale=scale)
+        results.append(weight.detach())
+    assert not equal_exactly(results[0], start)
+    for other in results[1:]:
+        torch.testing.assert_close(other, results[0], rtol=1e-6, atol=0.0)
 
 
 def test_complex_grad_scaler_hands_the_scale_to_tensorgrad():

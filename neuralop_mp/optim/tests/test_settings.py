@@ -28,11 +28,16 @@ def test_constructor_keywords_and_defaults_are_the_table():
 
 
 
-def test_real_settings_keep_the_given_number_and_refuse_bools_and_nonfinite_ones():
+def test_real_settings_are_python_floats_or_the_given_tensor_and_refuse_bools_and_nonfinite_ones():
     lr = torch.tensor(1e-3)
     optimizer = TensorGRaD([torch.nn.Parameter(torch.zeros(3))], lr=lr, eps=np.float32(1e-6),
                            betas=(np.float64(0.9), 0.99))
-    assert optimizer.param_groups[0]["lr"] is lr  # a 0-d tensor learning rate stays a tensor
+    group = optimizer.param_groups[0]
+    assert group["lr"] is lr  # a 0-d tensor learning rate stays a tensor
+    # numpy scalars become Python floats: torch.load(weights_only=True) refuses numpy scalars
+    assert type(group["eps"]) is float and group["eps"] == float(np.float32(1e-6))
+    assert type(group["betas"]) is tuple and [type(b) for b in group["betas"]] == [float, float]
+    assert group["betas"] == (0.9, 0.99)
     check = OPTIONS_BY_NAME["lr"].check
     for bad, shown in ((torch.tensor(True), r"tensor\(True\) \(Tensor\)"), (np.True_, r"np.True_ \(bool\)")):
         with pytest.raises(TypeError, match=rf"^Invalid lr={shown}; expected a finite number in \[0.0, inf\]\.$"):
@@ -41,6 +46,58 @@ def test_real_settings_keep_the_given_number_and_refuse_bools_and_nonfinite_ones
         with pytest.raises(ValueError, match=r"^Invalid lr=.*; expected a finite number in \[0.0, inf\]\.$") as info:
             check("lr", bad)
         assert not isinstance(info.value, TypeError)
+
+
+def _python_only(value):
+    """Whether ``value`` holds no numpy object (torch.load(weights_only=True) refuses them)."""
+    if isinstance(value, dict):
+        return all(_python_only(k) and _python_only(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_python_only(v) for v in value)
+    return value is None or type(value) in (bool, int, float, str, torch.Tensor)
+
+
+def test_numpy_settings_make_a_state_dict_that_loads_with_weights_only(tmp_path):
+    """Every kind of setting (real, int, rank, ratio, choice, betas) given as a numpy scalar, to
+    the constructor and in a param group: the saved state dict resumes under weights_only=True."""
+    torch.manual_seed(0)
+
+    def build():
+        weight = torch.nn.Parameter(torch.randn(6, 5, 4, 3, dtype=torch.complex64))
+        bias = torch.nn.Parameter(torch.randn(5))
+        other = torch.nn.Parameter(torch.randn(6, 5, 4))
+        groups = [{"params": [weight, bias]},
+                  {"params": [other], "lr": np.float64(2e-3), "rank": (np.int64(2), np.int64(2), np.int64(2)),
+                   "sparse_ratio": np.float32(0.25), "sparse_type": np.str_("topk"), "scale": np.float64(2.0),
+                   "update_proj_gap": np.int32(3), "min_params": np.int64(0)}]
+        optimizer = TensorGRaD(
+            groups, lr=np.float32(1e-3), betas=(np.float64(0.9), np.float32(0.99)), eps=np.float32(1e-6),
+            weight_decay=np.float64(0.01), adam_convention=np.str_("neuralop"), min_params=np.int64(10),
+            rank=np.float64(0.5), sparse_ratio=np.float64(0.1), sparse_type=np.str_("randk"),
+            sparse_mode=np.int64(0), order=np.str_("lowrank_first"), update_proj_gap=np.int64(2),
+            scale=np.float32(3.0), sparse_scale=np.float64(1.0), lambda_sparse=np.float64(1.0),
+            tucker_n_iter_max=np.int64(1), state_dtype=np.str_("float32"), nonfinite_grad=np.str_("skip"),
+            seed=np.uint64(7), rank_convention=np.str_("core"))
+        return optimizer, (weight, bias, other)
+
+    optimizer, params = build()
+    for p in params:
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    assert any(optimizer.state[p]["compressed"] for p in params)  # the compressed path ran
+    saved = optimizer.state_dict()
+    assert _python_only(saved["param_groups"])
+    assert saved["param_groups"][1]["rank"] == (2, 2, 2) and saved["param_groups"][1]["sparse_type"] == "topk"
+    torch.save(saved, tmp_path / "optimizer.pt")
+    loaded = torch.load(tmp_path / "optimizer.pt", weights_only=True)  # raised UnpicklingError before
+    fresh, fresh_params = build()
+    fresh.load_state_dict(loaded)
+    for p in fresh_params:
+        p.grad = torch.randn_like(p)
+    fresh.step()  # the resumed state steps on
+    names = ["params"] + [o.name for o in TENSORGRAD_OPTIONS]
+    assert ([{k: g[k] for k in names} for g in fresh.state_dict()["param_groups"]]
+            == [{k: g[k] for k in names} for g in saved["param_groups"]])
 
 
 def test_config_fields_are_the_table_config_options():
