@@ -67,17 +67,32 @@ def check_choice(key, value, allowed):
     return value
 
 
-def check_int_at_least(key, value, minimum=1, unit=None):
-    """``value`` as an int if it is an integer (a Python or numpy int, not a bool) of at
-    least ``minimum``; TypeError (not an integer) or ValueError (too small) naming ``key``
-    and the allowed values otherwise. ``unit`` is said after them, e.g. "grid points per chunk"."""
-    allowed = f"integers >= {minimum}" + (f" ({unit})" if unit else "")
+def is_integer(value):
+    """An integer: a Python int, a numpy integer (or a 0-d integer array) or a 0-d tensor of an
+    integer dtype; never a bool (Python's, numpy's or torch's), a float or a complex number.
+
+    ``operator.index`` is the integer rule, but a bool tensor and a one-element tensor of any
+    shape pass it (``torch.tensor(12.7)`` has ``__index__`` too), so tensors are checked by
+    dtype and shape instead."""
+    if isinstance(value, bool):
+        return False
+    if torch.is_tensor(value):
+        return value.ndim == 0 and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
     try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = operator.index(value)
+        operator.index(value)
     except TypeError:
-        raise TypeError(f"Invalid {key}={value!r}; allowed values: {allowed}.") from None
+        return False
+    return True
+
+
+def check_int_at_least(key, value, minimum=1, unit=None):
+    """``value`` as an int if it is an integer (:func:`is_integer`) of at least ``minimum``;
+    TypeError (not an integer) or ValueError (too small) naming ``key`` and the allowed
+    values otherwise. ``unit`` is said after them, e.g. "grid points per chunk"."""
+    allowed = f"integers >= {minimum}" + (f" ({unit})" if unit else "")
+    if not is_integer(value):
+        raise TypeError(f"Invalid {key}={value!r}; allowed values: {allowed}.")
+    number = operator.index(value)
     if number < minimum:
         raise ValueError(f"Invalid {key}={value!r}; allowed values: {allowed}.")
     return number

@@ -17,15 +17,11 @@ import math
 
 import torch
 
+from ..vocabulary import is_integer
 from .weight_contractions import factorization_kind
 
 _REAL_INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _COMPLEX_INPUT_DTYPES = (torch.complex32, torch.complex64, torch.complex128)
-
-
-def _is_int(value):
-    """An integer of any kind (Python, numpy, 0-d tensor index), not a bool."""
-    return not isinstance(value, (bool, float)) and hasattr(value, "__index__")
 
 
 def _as_tuple(n_modes):
@@ -34,7 +30,7 @@ def _as_tuple(n_modes):
 
 def _positive_ints(values):
     """``values`` as a tuple of ints if every entry is an integer >= 1, else None."""
-    if all(_is_int(v) and v >= 1 for v in values):
+    if all(is_integer(v) and v >= 1 for v in values):
         return tuple(int(v) for v in values)
     return None
 
@@ -68,7 +64,7 @@ def _fixed_modes(fixed_rank_modes):
         return (0,) if fixed_rank_modes else ()
     if fixed_rank_modes is None:
         return ()
-    return (fixed_rank_modes,) if _is_int(fixed_rank_modes) else tuple(fixed_rank_modes)
+    return (fixed_rank_modes,) if is_integer(fixed_rank_modes) else tuple(fixed_rank_modes)
 
 
 def _tucker_ranks(shape, rank, fixed_modes):
@@ -128,7 +124,7 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
         Naming the argument, its value and the allowed values.
     """
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if not _is_int(value) or value < 1:
+        if not is_integer(value) or value < 1:
             raise ValueError(f"Invalid {name}={value!r}; allowed values: integers >= 1.")
     modes = _positive_ints(_as_tuple(n_modes))
     if not modes:
@@ -139,7 +135,7 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
         return  # a string rank ("same") is tensorly-torch's to interpret
     if isinstance(rank, (list, tuple)) and _positive_ints(rank):
         return  # per-mode ranks (Tucker, TT): tensorly-torch checks their number against the weight
-    if isinstance(rank, bool) or not isinstance(rank, (int, float)) and not _is_int(rank) or not rank > 0:
+    if isinstance(rank, bool) or not isinstance(rank, (int, float)) and not is_integer(rank) or not rank > 0:
         raise ValueError(f"Invalid rank={rank!r}; allowed values: a fraction in (0, 1] of the dense weight's "
                          "parameters, an integer >= 1, or a tuple of integers >= 1 (one per mode: Tucker, TT).")
     dense = math.prod(shape)
@@ -149,7 +145,7 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
             f"dense weight's {dense} parameters kept, so {rank!r} asks for more parameters than the dense "
             "weight and ranks larger than its dimensions. Allowed values: (0, 1], or an integer rank.")
     kind = factorization_kind(factorization)
-    if not _is_int(rank) or kind not in _FACTORIZATION_NAMES:
+    if not is_integer(rank) or kind not in _FACTORIZATION_NAMES:
         return  # an unknown factorization is tensorly-torch's to refuse
     # fixed modes matter to Tucker only (upstream passes them to CP and TT, which ignore them)
     rank, name = int(rank), _FACTORIZATION_NAMES[kind]
@@ -227,7 +223,7 @@ def check_output_shape(layer, output_shape):
     """
     if output_shape is None:
         return None
-    if layer.order == 1 and _is_int(output_shape):
+    if layer.order == 1 and is_integer(output_shape):
         sizes = _positive_ints((output_shape,))
     else:
         sizes = _positive_ints(output_shape) if isinstance(output_shape, (list, tuple)) else None

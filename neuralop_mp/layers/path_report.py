@@ -11,9 +11,10 @@ def model_product_paths(model):
 
     Keys: ``layer`` (module name), ``input_shape``, ``mode``, ``half_dtype``,
     ``fft`` ("float32" or "float16 (cuFFT)"), ``last_axis`` (how the inverse transform's
-    last axis ran, as the forward decided it: a
-    :class:`~neuralop_mp.layers.truncated_fft.LastAxisChoice`, ``by_matmul`` and why;
-    ``str()`` gives the text), ``kernel``, ``compute_dtype``, ``reason``.
+    last axis ran, as the forward decided it: "FFT" or "DFT-block matmul" and why, the text of
+    a :class:`~neuralop_mp.layers.truncated_fft.LastAxisChoice`), ``last_axis_by_matmul``
+    (bool: it ran as the DFT-block matmul), ``kernel``, ``compute_dtype``, ``reason``.
+    Plain values (``input_shape`` a tuple of ints): the rows serialise to JSON.
     :func:`summarize_product_paths` names the last axis only where it is a matmul. Layers
     that have not run yet are listed with ``kernel=None``.
     """
@@ -32,10 +33,8 @@ def summarize_product_paths(model):
     for row in model_product_paths(model):
         if row["kernel"] is None:
             continue
-        last_axis = row.get("last_axis")
         text = (f"{row['mode']}: {row['kernel']} in {row['compute_dtype']}, FFT in {row['fft']}"
-                + (f", last axis of the inverse: {last_axis}" if last_axis is not None and last_axis.by_matmul
-                   else "")
+                + (f", last axis of the inverse: {row['last_axis']}" if row.get("last_axis_by_matmul") else "")
                 + f" ({row['reason']})")
         if text not in lines:
             lines.append(text)

@@ -39,7 +39,7 @@ from .mode_matmul import dense_mode_product
 from .product_paths import MODE_BATCHED, REBUILT, choose_product_path
 from .rebuilt_weight import rebuild_dense_weight
 from .stabilizer import tanh_stabilizer
-from .truncated_fft import LastAxisChoice, rfft_scale, truncated_irfftn, truncated_rfftn
+from .truncated_fft import LastAxisChoice, truncated_irfftn, truncated_rfftn, zero_frequency_scale
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
 from .weight_storage import layer_weight_dtype, store_layer_weights
 
@@ -69,6 +69,13 @@ def _check_forwardable(parent_init, kwargs):
             f"neuraloperator {getattr(neuralop, '__version__', '?')}'s SpectralConv does not take; "
             f"its arguments are: {', '.join(accepted)}, plus half_dtype, stabilizer, spectral_weight_dtype."
         )
+
+
+def _last_axis_fields(choice):
+    """The product-path record's fields for how the inverse's last axis ran (a
+    :class:`~neuralop_mp.layers.truncated_fft.LastAxisChoice`), as plain values so that the record
+    serialises (JSON): its text, ``str(choice)``, and whether it was the DFT-block matmul."""
+    return {"last_axis": str(choice), "last_axis_by_matmul": choice.by_matmul}
 
 
 def _is_power_of_two(n):
@@ -400,7 +407,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
             "half_dtype": None if half is None else str(half).replace("torch.", ""),
             "fft": "float16 (cuFFT)" if fft_half else "float32",
             # the inverse's last axis: an FFT of the whole spectrum, or as the truncated one records below
-            "last_axis": LastAxisChoice(False),
+            **_last_axis_fields(LastAxisChoice(False)),
             "kernel": path.kernel,
             "compute_dtype": str(path.compute_dtype).replace("torch.", ""),
             "reason": path.reason,
@@ -442,8 +449,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
         if bias_in_spectrum:
             out_kept = self._plus_bias_at_zero_frequency(out_kept, out_spatial)
         if truncated:
-            y, self.last_product_path["last_axis"] = truncated_irfftn(
-                out_kept, fft_dims, spatial, out_spatial, norm=self.fft_norm, return_choice=True)
+            y, choice = truncated_irfftn(out_kept, fft_dims, spatial, out_spatial, norm=self.fft_norm,
+                                         return_choice=True)
+            self.last_product_path.update(_last_axis_fields(choice))
         else:
             y = self._inverse_of_full_spectrum(out_kept, fft_size, kept, fft_dims, out_spatial)
         if fft_half:
@@ -458,10 +466,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
         rounding, without a full-grid addition and its full-grid result in forward (alive with
         ``y`` at the end of the layer, the forward's peak on a GPU) or a full-grid sum for
         the bias's gradient in backward (it is the zero frequency's gradient, scaled)."""
-        points = math.prod(out_spatial)
-        # the inverse transform divides by ``points`` times the forward's scale: by ``points``
-        # ("backward"), by its root ("ortho") or not at all ("forward")
-        scale = points * rfft_scale(self.fft_norm, points)
+        # what the inverse transform divides by: ``points`` ("backward"), its root ("ortho"), 1 ("forward")
+        scale = zero_frequency_scale(self.fft_norm, math.prod(out_spatial))
         # the kept modes are centred on zero along the shifted axes, first along the last one
         zero = (slice(None), slice(None), *[kept // 2 for kept in out_kept.shape[2:-1]], 0)
         out_kept = out_kept.clone()

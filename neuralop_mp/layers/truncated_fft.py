@@ -119,8 +119,11 @@ MATMUL_MIN_RATIO = 8
 TIMED_MIN_POINTS = 2 ** 20
 TIMED_POINTS = 2 ** 23
 LAST_AXIS_TRANSFORMS = ("auto", "fft", "matmul")
-_SCALE = {"backward": lambda n: 1.0, None: lambda n: 1.0, "forward": lambda n: 1.0 / n,
-          "ortho": lambda n: n ** -0.5}
+# per norm, for n points: (the factor rfft multiplies its sums by, the number irfft divides its
+# sums by), each written out: n times the factor is an ulp off the divisor for some n
+# (49 * (1 / 49) == 0.9999999999999999)
+_NORM_SCALES = {"backward": (lambda n: 1.0, float), None: (lambda n: 1.0, float),
+                "forward": (lambda n: 1.0 / n, lambda n: 1.0), "ortho": (lambda n: n ** -0.5, math.sqrt)}
 _setting = {"transform": "auto"}
 # (map, timed rows, length, kept, norm, dtype, device, threads) -> (matmul seconds, FFT seconds)
 _timings = {}
@@ -129,8 +132,17 @@ _timings = {}
 def rfft_scale(norm, length):
     """The factor ``rfft(norm=norm)`` of ``length`` points multiplies its sums by: 1 ("backward",
     None), ``1 / length`` ("forward"), ``length ** -0.5`` ("ortho"). The inverse's is the other
-    norm's (:data:`_ADJOINT_NORM`), so ``irfft`` divides by ``length * rfft_scale(norm, length)``."""
-    return _SCALE[norm](length)
+    norm's (:data:`_ADJOINT_NORM`); what the inverse divides by is :func:`zero_frequency_scale`."""
+    return _NORM_SCALES[norm][0](length)
+
+
+def zero_frequency_scale(norm, points):
+    """The zero-frequency coefficient whose inverse transform (``irfftn(norm=norm)`` onto
+    ``points`` output points in all) is 1 at every point, i.e. the number the inverse divides its
+    sums by: ``points`` ("backward", None), 1.0 ("forward"), ``math.sqrt(points)`` ("ortho").
+    Exact, where ``points * rfft_scale(norm, points)`` is not always (0.9999999999999999 for 49
+    points, "forward"). The spectral layer scales its bias by it to add the bias in the spectrum."""
+    return _NORM_SCALES[norm][1](points)
 
 
 def set_last_axis_transform(transform):

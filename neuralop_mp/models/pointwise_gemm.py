@@ -24,12 +24,13 @@ accumulated in float32 and rounded once to the 16-bit type, the input's gradient
 16-bit type; the weight's and the bias's gradients are summed over the samples in
 float32 (each sample's weight product rounded to the 16-bit type first) and rounded to
 the 16-bit type once, where the convolution rounds its whole sum once. A caller that
-runs a layer on several tiles passes a ``casts`` dict for the call: the weight and the
-bias are cast once, on the first tile, as autocast's convolution reuses one cast per
-forward; each tile's weight gradient still reaches the parameter on its own, rounded to
-the 16-bit type and summed over the tiles in the parameter's type. Saved for backward:
-the (rounded) input, as the convolution saves it, and the (cast) weight. Second
-derivatives work: a backward that builds a graph runs differentiable products instead.
+runs a layer on several tiles (or recompute's slices, replayed in backward) passes a
+``casts`` dict for the call: the weight and the bias are cast once, on the first tile, as
+autocast's convolution reuses one cast per forward; each tile's weight gradient still
+reaches the parameter on its own, rounded to the 16-bit type and summed over the tiles in
+the parameter's type. Saved for backward: the (rounded) input, as the convolution saves
+it, and the (cast) weight. Second derivatives work: a backward that builds a graph runs
+differentiable products instead.
 
 :func:`pointwise_product_dtype` says when and in which type it applies: on a CPU, in
 float32 outside autocast, and inside CPU autocast with a 16-bit type the CPU multiplies

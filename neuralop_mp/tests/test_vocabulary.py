@@ -63,3 +63,15 @@ def test_closed_bounds_are_allowed_and_the_allowed_text_can_be_named():
     with pytest.raises(ValueError) as info:
         check_real("dt", -1.0, low=0, low_open=True, allowed="None or a finite number > 0")
     assert str(info.value) == "Invalid dt=-1.0; allowed values: None or a finite number > 0."
+
+
+@pytest.mark.parametrize("value", [torch.tensor(True), torch.tensor([4]), torch.tensor(4.0), np.True_, 4.0, "4"])
+def test_check_int_at_least_refuses_what_only_looks_like_an_integer(value):
+    # operator.index takes a bool tensor (as 1) and a one-element tensor of any shape
+    with pytest.raises(TypeError, match=r"Invalid chunk=.*allowed values: integers >= 1"):
+        check_int_at_least("chunk", value)
+
+
+@pytest.mark.parametrize("value", [4, np.int64(4), np.array(4), torch.tensor(4)])
+def test_check_int_at_least_takes_integers_of_every_kind_as_int(value):
+    assert type(check_int_at_least("chunk", value)) is int and check_int_at_least("chunk", value) == 4

@@ -175,6 +175,51 @@ def test_a_bad_single_size_of_a_1d_layer_is_named_as_given(output_shape):
         layer(torch.randn(1, 2, 12), output_shape=output_shape)
 
 
+# look-alikes of an integer >= 1 that have __index__ (every tensor has): a float, bool or complex
+# tensor, and a one-element tensor that is no scalar
+NOT_INTEGERS = [torch.tensor(12.7), torch.tensor(4.0), torch.tensor(True), torch.tensor(4 + 0j), torch.tensor([4])]
+NOT_INTEGER_IDS = ["float", "whole-float", "bool", "complex", "1-element-1d"]
+
+
+def _refused(key, value, allowed, build):
+    with pytest.raises(ValueError, match=rf"Invalid {key}={re.escape(repr(value))}[;:] .*{allowed}"):
+        build()
+
+
+@pytest.mark.parametrize("bad", NOT_INTEGERS, ids=NOT_INTEGER_IDS)
+def test_integer_arguments_refuse_float_bool_and_complex_tensors(bad):
+    """Each integer argument, and each entry of an integer tuple, refuses a tensor that is not a
+    0-d integer one, by name, value and allowed values: never truncated (12.7 became 12 and
+    True 1 before), never a failure deep inside the layer."""
+    layer = MixedPrecisionSpectralConv(3, 4, (4, 4))
+    _refused("n_modes", (bad, 4), "one integer >= 1 per spatial dimension",
+             lambda: MixedPrecisionSpectralConv(3, 4, (bad, 4)))
+    _refused("max_n_modes", (bad, 4), "None, or one integer >= 1 per spatial dimension",
+             lambda: MixedPrecisionSpectralConv(3, 4, (4, 4), max_n_modes=(bad, 4)))
+    _refused("in_channels", bad, r"integers >= 1\.", lambda: MixedPrecisionSpectralConv(bad, 4, (4, 4)))
+    _refused("out_channels", bad, r"integers >= 1\.", lambda: MixedPrecisionSpectralConv(3, bad, (4, 4)))
+    for rank in (bad, (bad, 2, 2, 2)):
+        _refused("rank", rank, r"a fraction in \(0, 1\] of the dense weight's parameters, an integer >= 1",
+                 lambda: MixedPrecisionSpectralConv(3, 4, (4, 4), factorization="tucker", rank=rank))
+    _refused("output_shape", (bad, 10), r"allows None or a sequence of 2 integer\(s\) >= 1",
+             lambda: layer(torch.randn(2, 3, 8, 8), output_shape=(bad, 10)))
+    _refused("output_shape", bad, r"\(or one integer\)",
+             lambda: MixedPrecisionSpectralConv(2, 2, (4,))(torch.randn(1, 2, 12), output_shape=bad))
+
+
+def test_integer_arguments_take_python_numpy_and_0d_tensor_integers():
+    import numpy as np
+
+    from neuralop_mp.layers.input_checks import check_output_shape
+
+    layer = MixedPrecisionSpectralConv(np.int64(3), torch.tensor(4), (torch.tensor(4), np.int32(4)),
+                                       max_n_modes=(np.int64(4), torch.tensor(3, dtype=torch.uint8)),
+                                       factorization="tucker", rank=(torch.tensor(2), np.int64(2), 2, 2))
+    assert layer(torch.randn(2, 3, 8, 8)).shape == (2, 4, 8, 8)
+    assert check_output_shape(layer, (torch.tensor(12, dtype=torch.int32), np.int16(10))) == (12, 10)
+    assert MixedPrecisionSpectralConv(3, 4, (4, 4), factorization="cp", rank=torch.tensor(3)).weight.rank == 3
+
+
 # CP and TT ignore fixed_rank_modes (upstream builds them with an int, a list or True); Tucker keeps
 # those modes at full rank and takes a list or True (an int fails in tensorly-torch, for upstream too)
 @pytest.mark.parametrize("factorization, fixed_rank_modes", [

@@ -456,3 +456,23 @@ def test_the_bias_added_at_the_zero_frequency_is_the_bias_added_at_every_point(n
     expected_bias_grad = probe.double().sum([0] + list(range(2, 2 + order))).reshape(grad_bias.shape)
     assert (grad_bias.double() - expected_bias_grad).abs().max() <= 1e-6 * probe.abs().sum().item() / 4
     assert rel_err(grad_x, x.grad) <= 1e-6
+
+
+@pytest.mark.parametrize("norm, out_spatial, scale", [
+    ("forward", (7, 7), 1.0), ("backward", (7, 7), 49.0), (None, (7, 7), 49.0),
+    ("ortho", (2, 13), math.sqrt(26)), ("ortho", (7, 7), 7.0)])
+def test_the_bias_scale_at_the_zero_frequency_is_exact_in_float64(norm, out_spatial, scale):
+    """The zero frequency gets ``bias`` times exactly 1 ("forward"), the point count
+    ("backward") or its square root ("ortho"), as the layer had it before the scale came from
+    ``rfft_scale``: ``49 * (1 / 49)`` is 0.9999999999999999, and ``26 * 26 ** -0.5`` is an ulp
+    off ``sqrt(26)``, visible on a float64 bias."""
+    torch.manual_seed(0)
+    layer = MixedPrecisionSpectralConv(3, 4, (4, 4), fft_norm=norm).double()
+    assert layer.bias.dtype == torch.float64
+    out_kept = torch.zeros(1, 4, 4, 3, dtype=torch.complex128)
+    with torch.no_grad():
+        layer.bias.copy_(torch.randn_like(layer.bias))
+        folded = layer._plus_bias_at_zero_frequency(out_kept, out_spatial)
+    assert torch.equal(folded[:, :, 2, 0].real, layer.bias.reshape(1, 4) * scale)
+    folded[:, :, 2, 0] = 0  # nowhere else
+    assert not folded.any()

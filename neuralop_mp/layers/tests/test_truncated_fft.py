@@ -5,6 +5,8 @@ non-last axes, slice the centred block; and back: zero spectrum, write the block
 ``ifftshift``, ``irfftn(s=out)``. Values and gradients (torch autograd through the
 reference) must agree to 1e-10 relative in float64 on fresh random inputs.
 """
+import json
+import math
 import zlib
 
 import pytest
@@ -249,6 +251,19 @@ def test_rfft_scale_is_torchs_scale_of_each_norm(norm):
     assert torch.allclose(constant * n * truncated_fft.rfft_scale(norm, n), torch.ones(n, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("norm", [None, "backward", "forward", "ortho"])
+def test_zero_frequency_scale_is_exactly_what_irfft_divides_by(norm):
+    """Exactly the point count, 1.0 or its square root (no product that is an ulp off: 49 times
+    1/49 is not 1.0), and the zero frequency that irfft turns into 1 at every point."""
+    for points in range(1, 2000):
+        expected = {"forward": 1.0, "ortho": math.sqrt(points)}.get(norm, points)
+        assert truncated_fft.zero_frequency_scale(norm, points) == expected, points
+    for points in (12, 49, 26):
+        coefficient = torch.tensor([truncated_fft.zero_frequency_scale(norm, points)], dtype=torch.complex128)
+        constant = torch.fft.irfft(coefficient, n=points, norm=norm)
+        assert torch.allclose(constant, torch.ones(points, dtype=torch.float64), rtol=1e-15, atol=0)
+
+
 # (setting, fake (matmul, FFT) seconds of an "auto" timing, deterministic algorithms,
 #  the record expected, the summary's last-axis text or None where it names none)
 FORCED = [
@@ -266,7 +281,8 @@ def test_the_report_reads_the_last_axis_choice_the_forward_made(monkeypatch, set
                                                                   text):
     """Each layer records how its inverse's last axis ran, decided once per forward (no second
     derivation for the report); the record is what ran (the DFT-block matmul called or not)
-    and the summary names it only where it is the matmul, with the forward's reason."""
+    and the summary names it only where it is the matmul, with the forward's reason. The rows
+    are plain values: the text of the choice and whether it was the matmul, JSON-serialisable."""
     from neuralop.models import FNO
 
     from neuralop_mp.layers.path_report import model_product_paths, summarize_product_paths
@@ -293,17 +309,17 @@ def test_the_report_reads_the_last_axis_choice_the_forward_made(monkeypatch, set
         set_last_axis_transform(previous)
         torch.use_deterministic_algorithms(was_deterministic)
     assert len(inverse_decisions) == 2  # one per layer and forward
-    choices = [row["last_axis"] for row in model_product_paths(model)]
-    assert [(c.by_matmul, c.why) for c in choices] == [record] * 2
+    rows = model_product_paths(model)
+    choice = truncated_fft.LastAxisChoice(*record, seconds if record[1] == "timed" else None)
+    assert [(row["last_axis_by_matmul"], row["last_axis"]) for row in rows] == [(record[0], str(choice))] * 2
+    assert json.loads(json.dumps(rows)) == [{**row, "input_shape": list(row["input_shape"])} for row in rows]
     assert len(matmul_inverses) == (2 if record[0] else 0)
-    if record[1] == "timed":
-        assert all(c.seconds == seconds for c in choices)
     (line,) = summarize_product_paths(model)
     if text is None:
         assert "last axis" not in line
     else:
         assert f", last axis of the inverse: {text} (" in line
-        assert str(choices[0]) == text
+        assert rows[0]["last_axis"] == text
 
 
 def test_the_inverse_of_the_whole_spectrum_is_recorded_as_an_fft():
@@ -317,8 +333,9 @@ def test_the_inverse_of_the_whole_spectrum_is_recorded_as_an_fft():
         layer(torch.randn(1, 2, 16, 64, dtype=torch.complex64))
     finally:
         set_last_axis_transform(previous)
-    choice = layer.last_product_path["last_axis"]
-    assert not choice.by_matmul and str(choice) == "FFT"
+    record = layer.last_product_path
+    assert record["last_axis"] == "FFT" and record["last_axis_by_matmul"] is False
+    json.dumps(record)
 
 
 def test_truncated_irfftn_returns_the_choice_it_used():

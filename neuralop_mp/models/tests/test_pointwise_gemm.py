@@ -19,6 +19,7 @@ three blocks); the products' weight gradients, rounded per sample and tile, were
 (The float32 tiles are compared with float64 in test_pointwise_tiles.py.)
 """
 import copy
+import functools
 
 import pytest
 import torch
@@ -262,22 +263,53 @@ def test_each_1x1_weight_and_bias_is_cast_once_per_forward_not_per_tile(monkeypa
     assert casts.count == len(parameters)
 
 
-@pytest.mark.parametrize("tile_points, batch", [(40, 3), (300, 12)])  # per-sample and batched products
+def _product_with_autograd_casts(x, conv, dtype, casts=None, shared=False):
+    """An independent reference for :func:`pointwise_product` under autocast, as the products
+    were before the casts were shared: every tile casts the weight and the bias with autograd
+    (the cast's backward takes the tile's gradient, rounded to ``dtype``, to the float32
+    parameter, where autograd sums the tiles in float32) and multiplies with torch's own
+    batched product (its backward sums the samples' weight products in float32 and rounds the
+    tile's sum once). ``shared``: one autograd cast per call instead, so the tiles' gradients
+    are summed in ``dtype`` at the cast: the regression the reference must tell apart."""
+    operands = casts.get(conv) if shared and casts is not None else None
+    if operands is None:
+        operands = (conv.weight.squeeze(-1).to(dtype), None if conv.bias is None else conv.bias.to(dtype))
+        if shared and casts is not None:
+            casts[conv] = operands
+    weight, bias = operands
+    with torch.autocast("cpu", enabled=False):
+        batched, x = weight.expand(x.shape[0], -1, -1), x.to(dtype)
+        return torch.bmm(batched, x) if bias is None else torch.baddbmm(bias[None, :, None], batched, x)
+
+
+# per-sample products (16 tiles of a row of 3 samples) and batched ones (3 tiles of 9 whole
+# samples: more than PER_SAMPLE_BATCH; 12 samples in tiles of 300 points were 12 tiles of one)
+@pytest.mark.parametrize("tile_points, batch", [(40, 3), (9 * 256, 27)])
 def test_casting_once_per_call_gives_the_numbers_of_casting_per_tile(monkeypatch, tile_points, batch):
     """Output and every gradient (float32 parameters) bit for bit those of the same tiles with
-    the 1x1 weights and biases cast again for every tile: each tile's weight gradient is
-    still rounded to bfloat16 alone and summed over the tiles in float32."""
+    the 1x1 weights and biases cast again for every tile, and those of an independent
+    reference (autograd casts per tile, torch's batched products): each tile's weight gradient
+    is still rounded to bfloat16 alone and summed over the tiles in float32. The reference with
+    one autograd cast per call (the tiles summed in bfloat16) differs: the comparison sees it."""
     model = _autocast_products_fno(monkeypatch, tile_points)
     x, y = torch.randn(batch, 1, 16, 16), torch.randn(batch, 1, 16, 16)
     out, grads = _run(model, x, y, autocast=True)
     assert model.fno_blocks.forward_with_postactivation.last_tiles > 2
+    assert grads.keys() and len(grads) == len(list(model.parameters()))
     real = pointwise_gemm.pointwise_product
-    monkeypatch.setattr(pointwise_gemm, "pointwise_product", lambda t, conv, dtype, casts=None: real(t, conv, dtype))
-    out_per_tile, grads_per_tile = _run(model, x, y, autocast=True)
-    assert torch.equal(out, out_per_tile)
-    assert grads.keys() == grads_per_tile.keys() and len(grads) == len(list(model.parameters()))
-    for name, grad in grads.items():
-        assert grad.dtype == model.get_parameter(name).dtype and torch.equal(grad, grads_per_tile[name]), name
+    references = {"cast per tile": lambda t, conv, dtype, casts=None: real(t, conv, dtype),
+                  "autograd casts per tile": _product_with_autograd_casts}
+    for name, product in references.items():
+        monkeypatch.setattr(pointwise_gemm, "pointwise_product", product)
+        out_ref, grads_ref = _run(model, x, y, autocast=True)
+        assert torch.equal(out, out_ref), name
+        assert grads.keys() == grads_ref.keys(), name
+        for key, grad in grads.items():
+            assert grad.dtype == model.get_parameter(key).dtype and torch.equal(grad, grads_ref[key]), (name, key)
+    monkeypatch.setattr(pointwise_gemm, "pointwise_product",
+                        functools.partial(_product_with_autograd_casts, shared=True))
+    _, grads_shared = _run(model, x, y, autocast=True)
+    assert any(not torch.equal(grad, grads_shared[key]) for key, grad in grads.items())
 
 
 def test_autocast_scope_decides_where_products_run(monkeypatch):

@@ -137,6 +137,53 @@ def test_a_precision_change_between_steps_is_replayed_as_set(recompute, chunk_po
         assert all(torch.equal(expected[k], got[k]) for k in expected), mode
 
 
+def test_block_slices_cast_each_1x1_weight_once_per_call_and_replay_with_those_casts(monkeypatch):
+    """Under "block" recompute with bfloat16 products, the lifting's and projection's 1x1
+    weights and biases are cast once per call for all 6 slices, and the slices' replays in
+    backward reuse those casts (no cast in backward); output and gradients are bit for bit
+    those of casting again in every slice and every replay."""
+    from neuralop_mp.layers.autocast_scope import set_autocast_scope
+    from neuralop_mp.models import pointwise_gemm, recompute
+
+    from .test_pointwise_gemm import _ParameterCasts
+
+    # forced on, so that the products run on any CPU (they are only slow without bf16 units)
+    monkeypatch.setattr(pointwise_gemm, "native_half_matmul", lambda dtype, device: True)
+    torch.manual_seed(0)
+    model = _fno()
+    set_precision(model, "mixed", half_dtype="bfloat16")
+    set_autocast_scope(model, "model")  # the lifting and projection under autocast too
+    set_recompute(model, "block", chunk_points=SLICE_POINTS)
+    parameters = [p for mlp in pointwise_targets(model) for fc in mlp.fcs for p in (fc.weight, fc.bias)]
+    assert len(parameters) == 8
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(2, 1, 16, 16, generator=g), torch.randn(2, 1, 16, 16, generator=g)
+    dim, size = split_points(x.shape, SLICE_POINTS)
+    slices = len(x.split(size, dim))  # the lifting's and the projection's inputs have x's grid
+    assert slices == 6
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        with _ParameterCasts(parameters) as forward_casts, torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        with _ParameterCasts(parameters) as backward_casts:
+            ((out.float() - y) ** 2).mean().backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        return out.detach(), grads, (forward_casts.count, backward_casts.count)
+
+    out, grads, casts = step()
+    assert casts == (len(parameters), 0)
+    real = recompute.mlp_piece_forward
+    monkeypatch.setattr(recompute, "mlp_piece_forward",
+                        lambda mlp, x, tiling, sliceable=None, casts=None: real(mlp, x, tiling, sliceable))
+    out_per_slice, grads_per_slice, casts_per_slice = step()
+    assert casts_per_slice == (slices * len(parameters), slices * len(parameters))
+    assert out.dtype == torch.bfloat16 and torch.equal(out, out_per_slice)
+    assert grads.keys() == grads_per_slice.keys() and len(grads) == len(list(model.parameters()))
+    for name, grad in grads.items():
+        assert torch.equal(grad, grads_per_slice[name]), name
+
+
 def test_block_slices_exactly_the_channel_mlps_outside_the_fno_blocks():
     """The rule, for every architecture: the ChannelMLPs outside FNOBlocks (lifting and
     projection of FNO, TFNO and UNO) are sliced; the blocks' own channel MLPs are replayed
