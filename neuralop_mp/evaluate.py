@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from .run_folder import find_checkpoint, load_model, read_command
+from .training.checkpointing import STATE_DICT_SUFFIX
 
 def eval_config(folder, spec=None, overrides=(), resolutions=None):
     """The config of an evaluation: the run's own (if ``folder`` has one), else ``spec``
@@ -92,12 +93,12 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
 
     start = time.perf_counter()
     folder, name = find_checkpoint(path)
+    checkpoint = folder / f"{name}{STATE_DICT_SUFFIX}"
     if precision is not None:
         precision = check_choice("--precision", precision, PRECISION_MODES)
     config = eval_config(folder, spec, overrides, resolutions)
     device = resolve_device(config.device)
-    model, saved_precision = load_model(folder / f"{name}_state_dict.pt",
-                                        mixed_precision_layer=precision not in (None, "full"))
+    model, saved_precision = load_model(checkpoint, mixed_precision_layer=precision not in (None, "full"))
     model = model.to(device)
     log(f"[neuralop-mp] {type(model).__name__} from {folder / name}_*: loading data ({type(config.data).__name__})")
     train_loader, test_loaders, data_processor = build_data(config, progress=progress)
@@ -124,7 +125,7 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     half_dtype = resolve_half_dtype(config.model.half_dtype, device)
     mode = trainer.phase.mode if trainer.phase is not None else "full"
     return {
-        "checkpoint": str(folder / f"{name}_state_dict.pt"),
+        "checkpoint": str(checkpoint),
         "model": type(model).__name__,
         "device": str(device),
         "train_resolution": config.data.train_resolution,

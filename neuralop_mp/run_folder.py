@@ -15,6 +15,7 @@ A run folder holds, besides ``results.json`` and ``loss_curve.png``:
   which ``neuralop-mp train --resume RUN_DIR`` continues from.
 """
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -128,10 +129,23 @@ def read_results(run_dir):
 def write_command(run_dir, spec, overrides, **flags):
     """Record the config, overrides and run flags (``save_best``; from the CLI also ``threads``
     as asked and ``cpu_allocator``, which ``--resume`` reuses unless given again) a run was
-    started with."""
+    started with.
+
+    Written atomically (a temporary file in the same folder, then renamed over the old one):
+    a resume rewrites it mid-run, and a kill during the write must leave the previous
+    record, which ``--resume`` reads, complete.
+    """
     path = Path(run_dir) / COMMAND_FILE
-    path.write_text(json.dumps({"config": str(spec), "overrides": list(overrides), "flags": flags},
-                               indent=2) + "\n")
+    text = json.dumps({"config": str(spec), "overrides": list(overrides), "flags": flags}, indent=2) + "\n"
+    tmp = path.with_name(f".{path.name}.tmp")  # one fixed name: a kill leaves at most one behind
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

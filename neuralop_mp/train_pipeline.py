@@ -298,6 +298,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     from .run_records import phase_ranges
     from .train_report import precision_as_run, write_outputs
     from .training import distributed
+    from .training.checkpointing import BEST_MODEL_NAME, STATE_DICT_SUFFIX
 
     # the precision keys are parsed once, while validating; model, schedule and trainer share the policy
     policy = validated_precision_policy(config)
@@ -442,7 +443,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         model_files = save_model(model, out, FINAL_MODEL)
         result["files"] = write_outputs(result, out, extra_files={
             "model": model_files["state_dict"], "checkpoint": str(checkpoint_dir),
-            **({"best_model": str(out / "best_model_state_dict.pt")} if save_best else {})})
+            **({"best_model": str(out / f"{BEST_MODEL_NAME}{STATE_DICT_SUFFIX}")} if save_best else {})})
     result["model_object"] = model
     return result
 
@@ -477,8 +478,8 @@ def _resume_command(trainer, out, checkpoint_dir, command, record, **flags):
 
     def on_checkpoint(save_dir):
         if _saved_epoch(checkpoint_dir) != saved_before:
-            trainer.on_checkpoint = None  # recorded once
             write_command(out, *command, **flags)
+            trainer.on_checkpoint = None  # recorded once; a failed write is still pending
 
     trainer.on_checkpoint = on_checkpoint
     try:

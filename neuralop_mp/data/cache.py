@@ -72,9 +72,9 @@ def needs_generation(path, settings, n_samples, overwrite):
         meta, _ = read_file_info(path)
     except DataFileError as err:  # nothing usable in it: replacing it loses nothing
         if isinstance(err, ForeignDataFileChecksumError):  # readable, damaged, and not ours: never replaced
-            raise FileExistsError(f"{err} It was not written by neuralop_mp (no metadata); refusing to replace "
-                                  "it. Pass overwrite=True (CLI: --overwrite) to replace it, or choose another "
-                                  "root.") from err
+            # the error already says it is not ours and is not replaced; only the way out is added
+            raise FileExistsError(f"{err} Pass overwrite=True (CLI: --overwrite) to replace it with generated "
+                                  "data, or choose another root.") from err
         unreadable_file_warning(path, err)
         return True
     if meta is None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from ..training.checkpointing import METADATA_SUFFIX
+
 LOADERS = {"darcy": "load_darcy", "navier_stokes": "load_navier_stokes"}
 
 
@@ -38,7 +40,7 @@ def _parser():
 
 def _checkpoint_path(target):
     path = Path(target)
-    if Path(f"{target}_metadata.pkl").exists():
+    if Path(f"{target}{METADATA_SUFFIX}").exists():
         return path.parent, path.name
     return None
 

@@ -18,6 +18,7 @@ from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from .mixed_precision_models import PLUGIN_MODEL_CLASSES
 from .registry import constructor_params
+from ..training.checkpointing import METADATA_SUFFIX
 
 _RECORD_ONLY = ("_name", "_version", "args")
 
@@ -29,7 +30,7 @@ def read_checkpoint_metadata(save_folder, save_name):
     ``non_linearity``...), so it is read with ``weights_only=False``, as upstream
     does: load only checkpoints you trust.
     """
-    path = Path(save_folder) / f"{save_name}_metadata.pkl"
+    path = Path(save_folder) / f"{save_name}{METADATA_SUFFIX}"
     if not path.exists():
         raise FileNotFoundError(f"No model checkpoint metadata at {path} (written by model.save_checkpoint).")
     return torch.load(path, weights_only=False)

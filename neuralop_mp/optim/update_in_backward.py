@@ -63,8 +63,10 @@ def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, dis
 
     Each message names ``update_in_backward`` and the other setting, with its value.
     ``prefix`` (e.g. ``"opt."``) is put before every setting's name, so a config's
-    check names the config keys; ``nonfinite_grad`` is then named
-    ``tensorgrad_nonfinite_grad``, the config field.
+    check names the config keys. ``nonfinite_grad`` is named ``tensorgrad_nonfinite_grad``
+    (after the prefix) when ``optimizer_kind`` is given: the checks that give it read the
+    setting under that name (a config's field, a ``--mp.`` flag, a key of ``enable``'s
+    ``optimizer_options``).
 
     ``optimizer_kind`` ("adamw", "tensorgrad", "galore", "sparse") is given by a check
     made before the optimizer and the trainer exist (a config's, ``neuralop_mp.enable``'s).
@@ -92,7 +94,7 @@ def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, dis
                        "each rank would step with its own gradient; train on one process)")
     skip_reason = "(a NaN gradient would skip only the parameters after it; use 'raise')"
     if nonfinite_grad == "skip":
-        name = f"{prefix}tensorgrad_nonfinite_grad" if prefix else "nonfinite_grad"
+        name = f"{prefix}tensorgrad_nonfinite_grad" if optimizer_kind is not None else "nonfinite_grad"
         refused.append(f"{name}='skip' {skip_reason}")
     if optimizer is not None:
         for index, group in enumerate(optimizer.param_groups):

@@ -263,7 +263,11 @@ def enable(
     ValueError
         On an invalid option, before anything is patched.
     """
-    return _activate(_validated_options(dict(locals())))  # locals(): the keywords, as given
+    return _activate(_validated_options(dict(
+        precision=precision, half_dtype=half_dtype, schedule=schedule, stabilizer=stabilizer,
+        spectral_weight_dtype=spectral_weight_dtype, optimizer=optimizer, optimizer_options=optimizer_options,
+        loss_scaling=loss_scaling, recompute=recompute, recompute_chunk_points=recompute_chunk_points,
+        update_in_backward=update_in_backward, data_root=data_root, offline=offline)))
 
 
 def _activate(options, prefix=""):

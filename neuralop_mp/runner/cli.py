@@ -112,9 +112,11 @@ def _checked_options(options):
     Raises
     ------
     TypeError
-        For a keyword that ``enable`` does not take.
-    ValueError
-        For a bad value or settings that cannot be combined.
+        For a keyword that ``enable`` does not take (the command line refuses unknown
+        flags before this).
+    UsageError
+        For a bad value or settings that cannot be combined (only these become usage
+        errors in ``main``: an error of the plugin's own code elsewhere keeps its traceback).
     """
     keywords = {k: v for k, v in options.items() if not k.startswith("tensorgrad_")}
     optimizer_options = {k: v for k, v in options.items() if k.startswith("tensorgrad_")}
@@ -122,7 +124,10 @@ def _checked_options(options):
         keywords["optimizer_options"] = optimizer_options
     bound = inspect.signature(enable).bind(**keywords)
     bound.apply_defaults()
-    return _validated_options(bound.arguments, prefix=FLAG_PREFIX)
+    try:
+        return _validated_options(bound.arguments, prefix=FLAG_PREFIX)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _canonical(name):
@@ -319,7 +324,7 @@ def main(argv=None):
         script, options, script_args = _split_args(argv)  # run_script checks the values
         report_path = options.pop("report", None)
         return run_script(script, script_args, report_path=report_path, **options).exit_status
-    except ValueError as exc:  # UsageError, or a bad option value (check_choice message)
+    except UsageError as exc:  # a bad command line or option value (its check names the flag)
         print(f"neuralop-mp run: error: {exc}", file=sys.stderr)
         return 2
 

@@ -6,6 +6,7 @@ check per section asserts the test covered every field of the section, so a new
 config field without a consumer fails here.
 """
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -324,3 +325,53 @@ def test_a_resume_records_its_command_once_it_has_saved_an_epoch_so_ctrl_c_and_a
                               output_dir=out, log=quiet, resume=True,
                               command=("darcy", ["--opt.n_epochs", "3", "--verbose", "false"]))
     assert overrides() == ["--opt.n_epochs", "3", "--verbose", "false"]
+
+
+class _DiesMidWrite:
+    """A text file whose first write stores half the text, then fails as a full disk would."""
+
+    def __init__(self, file):
+        self._file = file
+
+    def write(self, text):
+        self._file.write(text[: len(text) // 2])
+        self._file.flush()
+        raise OSError(28, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+
+def test_a_write_of_command_json_that_fails_midway_leaves_the_previous_record_whole(monkeypatch, tmp_path):
+    """A resume rewrites command.json mid-run: a write cut short (a kill, a full disk) must leave
+    the previous record, which --resume reads, not a truncated file (and no temporary file)."""
+    import builtins
+    import io
+
+    from neuralop_mp.run_folder import COMMAND_FILE, read_command, write_command
+
+    write_command(tmp_path, "darcy", ["--opt.n_epochs", "1"], save_best=True)
+    before = (tmp_path / COMMAND_FILE).read_bytes()
+    real_open = builtins.open
+
+    def dying_open(file, mode="r", *args, **kwargs):
+        opened = real_open(file, mode, *args, **kwargs)
+        return _DiesMidWrite(opened) if "w" in mode and Path(file).parent == tmp_path else opened
+
+    with monkeypatch.context() as patch:  # open() and pathlib's io.open: whichever writes the file
+        patch.setattr(builtins, "open", dying_open)
+        patch.setattr(io, "open", dying_open)
+        with pytest.raises(OSError, match="No space left on device"):
+            write_command(tmp_path, "darcy", ["--opt.n_epochs", "3"], save_best=True)
+    assert (tmp_path / COMMAND_FILE).read_bytes() == before
+    assert read_command(tmp_path)["overrides"] == ["--opt.n_epochs", "1"]
+    assert [p.name for p in tmp_path.iterdir()] == [COMMAND_FILE]
+    write_command(tmp_path, "darcy", ["--opt.n_epochs", "3"], save_best=True)  # and the next write succeeds
+    assert read_command(tmp_path) == {"config": "darcy", "overrides": ["--opt.n_epochs", "3"],
+                                      "flags": {"save_best": True}}

@@ -297,7 +297,12 @@ def check_state_class(role, obj, saved_class, path):
     the saved parameter groups replace this run's settings, so an upstream ``AdamW``
     state loaded into ``TensorGRaD`` turns compression off (the run goes on as upstream's
     AdamW), an ``AdamW`` state loaded into ``Adam`` turns decoupled weight decay on, and a
-    scheduler's saved attributes overwrite another schedule's."""
+    scheduler's saved attributes overwrite another schedule's.
+
+    Classes are matched by name, not by module, on purpose: the state of upstream
+    neuraloperator's ``TensorGRaD`` (main branch) converts into ours, so the same name is
+    accepted. Two classes of one name, torch's and upstream's ``AdamW``, pass here and are
+    told apart by the settings of their parameter groups (:func:`check_optimizer_state`)."""
     name = type(obj).__name__
     if saved_class is not None and saved_class != name:
         raise CheckpointError(
@@ -334,11 +339,11 @@ def check_optimizer_state(optimizer, state, path):
 _SCHEDULER_BOOKKEEPING = ("base_lrs", "last_epoch", "verbose")
 
 
-def check_scheduler_state(scheduler, state, path, saved_class=None):
-    """Refuse a scheduler state written by another scheduler class: torch's schedulers
-    copy every saved attribute over their own, so a StepLR state loaded into a cosine
-    schedule would run neither schedule. ``saved_class``: the class name the manifest
-    records (:func:`check_state_class`). Without it (older or upstream's checkpoints) the
+def check_scheduler_state(scheduler, state, path):
+    """Refuse a scheduler state written by another scheduler class, where the manifest
+    records no class (older or upstream's checkpoints; a recorded one is compared by
+    :func:`check_state_class`): torch's schedulers copy every saved attribute over their
+    own, so a StepLR state loaded into a cosine schedule would run neither schedule. The
     settings the two states hold are compared, bookkeeping entries (private ones,
     ``base_lrs``, ``last_epoch``, ``verbose``) left out, and refused only when each side
     has settings the other lacks: a newer torch adds settings to a class
@@ -346,9 +351,6 @@ def check_scheduler_state(scheduler, state, path, saved_class=None):
     and with it a class whose settings are a subset of the other's, which only the
     recorded class tells apart."""
     name = type(scheduler).__name__
-    if saved_class is not None:
-        check_state_class("scheduler", scheduler, saved_class, path)
-        return
     now = scheduler.state_dict()
     if not isinstance(state, dict) or not isinstance(now, dict):
         return

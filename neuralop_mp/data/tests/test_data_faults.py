@@ -98,6 +98,7 @@ def test_bytes_overwritten_in_place_are_caught_by_the_checksum_and_regenerated(d
                        match=r"darcy_train_8.pt is corrupted: its record .* does not match the checksum") as info:
         load_darcy(root, **SMALL, generate=False)
     assert type(info.value) is DataFileChecksumError  # ours (a generation record): may be regenerated
+    assert str(info.value).endswith("Delete it to regenerate it.")
     with pytest.warns(RuntimeWarning, match=r"darcy_train_8.pt cannot be read .* it is regenerated"):
         load_darcy(root, **SMALL, generate=True)
     assert torch.equal(torch.load(path, weights_only=True)["y"], y)
@@ -170,9 +171,12 @@ def test_a_file_saved_without_checksums_is_read_and_a_damaged_user_file_is_never
     start = bytes(raw).index(mine["y"][1].numpy().tobytes())
     raw[start:start + 8] = bytes(range(1, 9))
     path.write_bytes(bytes(raw))
-    with pytest.raises(ForeignDataFileChecksumError, match=r"darcy_train_8.pt is corrupted"):
+    with pytest.raises(ForeignDataFileChecksumError, match=r"darcy_train_8.pt is corrupted") as info:
         load_darcy(tmp_path, **SMALL, generate=True)
-    with pytest.raises(FileExistsError, match=r"darcy_train_8.pt is corrupted.*not written by neuralop_mp"):
+    # the user's data: regenerating would replace it with synthetic data, so the message says restore
+    assert "not replaced with generated data: restore it from its source" in str(info.value)
+    assert "regenerate" not in str(info.value)
+    with pytest.raises(FileExistsError, match=r"darcy_train_8.pt is corrupted.*no generation record of neuralop_mp.*overwrite=True"):
         generate_darcy(tmp_path, resolutions=(8,), n_train=4, n_test=2, progress=False)  # neuralop-mp data's path
     assert path.read_bytes() == bytes(raw)  # the user's file is left as it is
 

@@ -149,6 +149,10 @@ def test_enable_does_not_nest(fake_parts, originals):
         ({"optimizer_options": {"tensorgrad_update_proj_gap": 0}}, "Invalid tensorgrad_update_proj_gap=0; expected"),
         ({"update_in_backward": True, "loss_scaling": "dynamic"},
          "update_in_backward=True cannot be combined with loss_scaling='dynamic'"),
+        # named as the caller wrote it: the key of optimizer_options
+        ({"update_in_backward": True, "optimizer": "tensorgrad",
+          "optimizer_options": {"tensorgrad_nonfinite_grad": "skip"}},
+         "update_in_backward=True cannot be combined with tensorgrad_nonfinite_grad='skip'"),
     ],
 )
 def test_bad_options_fail_before_anything_is_patched(fake_parts, originals, kwargs, message):
