@@ -187,5 +187,9 @@ def stochastic_round_chunk_(stored, value, generator):
     # constant below the smallest normal number (subnormals); every operation is exact in fp32
     _, exponent = torch.frexp(value)
     spacing = torch.ldexp(torch.ones_like(value), (exponent - 1 - bits).clamp_(min=min_exponent - bits))
-    noise = torch.rand(value.shape, generator=generator, device=value.device)
-    stored.copy_(torch.floor(value / spacing + noise).mul_(spacing))
+    scaled = value / spacing
+    lower = torch.floor(scaled)
+    # up with probability equal to the fraction, compared rather than added: floor(scaled +
+    # noise) rounds in float32 when noise is near 1, which moved exact values a spacing up
+    up = torch.rand(value.shape, generator=generator, device=value.device) < scaled.sub_(lower)
+    stored.copy_(lower.add_(up).mul_(spacing))

@@ -51,6 +51,20 @@ def test_stochastic_rounding_picks_a_neighbour_and_is_unbiased(dtype, chunk, mon
     assert z[inexact].abs().max() < 5.5, f"input seed {seed}"  # 2000 samples of |N(0,1)|: max beyond 5.5 has probability < 1e-4
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_stochastic_rounding_never_moves_a_representable_value(dtype):
+    # every 16-bit number in [1, 2) and [-2, -1), where a value is 2**10 (fp16) spacings
+    # from zero: floor(x / spacing + noise) in float32 rounded noise within 2**-14 of 1 up
+    # to 1 and moved such values a spacing (31 of these 614400 float16 draws did)
+    step = 2.0 ** -(10 if dtype == torch.float16 else 7)
+    exact = torch.arange(1, 2, step, dtype=torch.float64)
+    x = torch.cat([exact, -exact]).to(dtype)
+    out = torch.empty(300, x.numel(), dtype=dtype)
+    for s in range(out.shape[0]):
+        stochastic_round_(out[s], x.float(), seed=s)
+    assert torch.equal(out, x.expand_as(out))
+
+
 def test_stochastic_rounding_keeps_representable_values_and_writes_complex32():
     z = random_tensor((50, 40), True, seed=3, dtype=torch.float32).to(torch.complex32)
     out = torch.empty_like(z)
