@@ -16,6 +16,7 @@ A run folder holds, besides ``results.json`` and ``loss_curve.png``:
 """
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -137,15 +138,16 @@ def write_command(run_dir, spec, overrides, **flags):
     """
     path = Path(run_dir) / COMMAND_FILE
     text = json.dumps({"config": str(spec), "overrides": list(overrides), "flags": flags}, indent=2) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")  # one fixed name: a kill leaves at most one behind
+    # a temporary file of its own, so that two writers never remove each other's
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
     return path
 
 

@@ -25,6 +25,7 @@ resolution and writes ``results.json`` and ``loss_curve.png``
 """
 import inspect
 import time
+import warnings
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -477,16 +478,24 @@ def _resume_command(trainer, out, checkpoint_dir, command, record, **flags):
     saved_before = _saved_epoch(checkpoint_dir)
 
     def on_checkpoint(save_dir):
-        if _saved_epoch(checkpoint_dir) != saved_before:
+        if _saved_epoch(checkpoint_dir) == saved_before:
+            return
+        try:
             write_command(out, *command, **flags)
-            trainer.on_checkpoint = None  # recorded once; a failed write is still pending
+        except OSError as err:  # a full disk must not end the run: tried again at the next epoch and at the end
+            warnings.warn(f"Could not record the resumed run's command in {out}: {err}; trying again after "
+                          "the next saved epoch and when training ends.", stacklevel=2)
+            return
+        trainer.on_checkpoint = None  # recorded once
 
     trainer.on_checkpoint = on_checkpoint
     try:
         yield
     finally:
         pending, trainer.on_checkpoint = trainer.on_checkpoint is not None, None
-    if pending:  # a finished run, resumed: nothing to train, its results now come from this config
+    # a finished run resumed (nothing trained: its results now come from this config), or a write
+    # that failed after every saved epoch: this one raises, so the run does not end with a stale record
+    if pending:
         write_command(out, *command, **flags)
 
 

@@ -71,9 +71,8 @@ def is_integer(value):
     """An integer: a Python int, a numpy integer (or a 0-d integer array) or a 0-d tensor of an
     integer dtype; never a bool (Python's, numpy's or torch's), a float or a complex number.
 
-    ``operator.index`` is the integer rule, but a bool tensor and a one-element tensor of any
-    shape pass it (``torch.tensor(12.7)`` has ``__index__`` too), so tensors are checked by
-    dtype and shape instead."""
+    ``operator.index`` is the integer rule, but a bool tensor and a one-element integer
+    tensor of any shape pass it, so tensors are checked by dtype and shape instead."""
     if isinstance(value, bool):
         return False
     if torch.is_tensor(value):

@@ -85,6 +85,7 @@ def _solve_burgers(u0, times, viscosity, dt, progress):
     viscosity = check_real("viscosity", viscosity, low=0, low_open=True)
     if dt is not None:
         dt = check_real("dt", dt, low=0, low_open=True, allowed="None (from the CFL condition) or a finite number > 0")
+    times = _checked_times(times)
     n = u0.shape[-1]
     k = torch.fft.rfftfreq(n, d=1.0 / n, dtype=u0.dtype, device=u0.device)
     derivative = torch.where(k == n / 2, 0.0, 2 * math.pi * k)  # no odd derivative of the Nyquist mode
@@ -126,6 +127,19 @@ def _solve_burgers(u0, times, viscosity, dt, progress):
     return torch.stack(out, dim=1)
 
 
+def _checked_times(times):
+    """``times`` as floats: finite, the first >= 0, each later one larger (a NaN, negative or
+    repeated time used to be skipped silently, returning the previous state for it)."""
+    checked = []
+    for i, t in enumerate(times):
+        low = checked[-1] if checked else 0.0
+        checked.append(check_real(f"times[{i}]", t, low=low, low_open=bool(checked),
+                                  allowed=f"finite numbers > times[{i - 1}]={low!r}" if checked else None))
+    if not checked:
+        raise ValueError(f"Invalid times={times!r}; allowed values: at least one output time.")
+    return checked
+
+
 def initial_condition(seeds, n, dtype=torch.float64):
     """Benchmark GRF initial conditions, one per seed, on the ``n``-point periodic grid."""
     if n < 2 * BURGERS_GRF["n_modes"] + 1:
@@ -140,7 +154,8 @@ def burgers_settings(resolution, seed, viscosity, t_final, n_time, solver_resolu
         seed=int(seed),
         # checked here, before the cache lookup: a bad viscosity must not find a cached file
         viscosity=check_real("viscosity", viscosity, low=0, low_open=True),
-        t_final=float(t_final), n_time=int(n_time),
+        # t_final=0 would repeat the initial time n_time times
+        t_final=check_real("t_final", t_final, low=0, low_open=True), n_time=int(n_time),
         solver_resolution=int(solver_resolution), grf=dict(BURGERS_GRF), grid="periodic",
     )
 

@@ -73,8 +73,8 @@ def needs_generation(path, settings, n_samples, overwrite):
     except DataFileError as err:  # nothing usable in it: replacing it loses nothing
         if isinstance(err, ForeignDataFileChecksumError):  # readable, damaged, and not ours: never replaced
             # the error already says it is not ours and is not replaced; only the way out is added
-            raise FileExistsError(f"{err} Pass overwrite=True (CLI: --overwrite) to replace it with generated "
-                                  "data, or choose another root.") from err
+            raise FileExistsError(f"{err} To replace it with generated data anyway, pass overwrite=True "
+                                  "(CLI: --overwrite), or choose another root.") from err
         unreadable_file_warning(path, err)
         return True
     if meta is None:

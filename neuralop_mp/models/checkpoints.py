@@ -16,9 +16,9 @@ from neuralop.models.base_model import BaseModel
 
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
+from ..training.checkpointing import METADATA_SUFFIX
 from .mixed_precision_models import PLUGIN_MODEL_CLASSES
 from .registry import constructor_params
-from ..training.checkpointing import METADATA_SUFFIX
 
 _RECORD_ONLY = ("_name", "_version", "args")
 

@@ -65,8 +65,8 @@ def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, dis
     ``prefix`` (e.g. ``"opt."``) is put before every setting's name, so a config's
     check names the config keys. ``nonfinite_grad`` is named ``tensorgrad_nonfinite_grad``
     (after the prefix) when ``optimizer_kind`` is given: the checks that give it read the
-    setting under that name (a config's field, a ``--mp.`` flag, a key of ``enable``'s
-    ``optimizer_options``).
+    setting under that name (a ``--mp.`` flag, a key of ``enable``'s ``optimizer_options``);
+    the trainer's check of a built optimizer gives no kind and names ``nonfinite_grad``.
 
     ``optimizer_kind`` ("adamw", "tensorgrad", "galore", "sparse") is given by a check
     made before the optimizer and the trainer exist (a config's, ``neuralop_mp.enable``'s).

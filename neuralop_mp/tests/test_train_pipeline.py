@@ -327,6 +327,41 @@ def test_a_resume_records_its_command_once_it_has_saved_an_epoch_so_ctrl_c_and_a
     assert overrides() == ["--opt.n_epochs", "3", "--verbose", "false"]
 
 
+@pytest.mark.filterwarnings("ignore:Resuming a run saved with:UserWarning")  # 1 -> 3 epochs, expected
+def test_a_resumed_command_that_cannot_be_written_is_written_after_the_next_saved_epoch(monkeypatch, tmp_path):
+    """A full disk at the first saved epoch of a resume warns and does not end the run; the
+    next saved epoch records the command, so the checkpoint never outlives a stale record."""
+    import json
+
+    from torch.utils.data import DataLoader
+
+    from neuralop_mp import run_folder
+    from neuralop_mp.run_folder import COMMAND_FILE
+
+    generator = torch.Generator().manual_seed(0)
+    samples = [{"x": torch.randn(1, 8, 8, generator=generator), "y": torch.randn(1, 8, 8, generator=generator)}
+               for _ in range(4)]
+    loaders = (DataLoader(samples, batch_size=4), {8: DataLoader(samples, batch_size=4)}, None)
+    monkeypatch.setattr(pipeline, "build_data", lambda config, progress=True: loaders)
+    out, quiet = tmp_path / "run", (lambda *args, **kwargs: None)
+    pipeline.run_training(load_config("darcy", {**TINY_RUN, "opt.n_epochs": "1"}), progress=False, output_dir=out,
+                          log=quiet, command=("darcy", ["--opt.n_epochs", "1"]))
+    write_command, calls = run_folder.write_command, []
+
+    def disk_full_once(*args, **kwargs):
+        calls.append(json.loads((out / COMMAND_FILE).read_text())["overrides"])
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return write_command(*args, **kwargs)
+
+    monkeypatch.setattr(run_folder, "write_command", disk_full_once)
+    with pytest.warns(UserWarning, match="Could not record the resumed run's command.*No space left"):
+        pipeline.run_training(load_config("darcy", {**TINY_RUN, "opt.n_epochs": "3"}), progress=False,
+                              output_dir=out, log=quiet, resume=True, command=("darcy", ["--opt.n_epochs", "3"]))
+    assert calls == [["--opt.n_epochs", "1"], ["--opt.n_epochs", "1"]]  # after epochs 1 and 2
+    assert json.loads((out / COMMAND_FILE).read_text())["overrides"] == ["--opt.n_epochs", "3"]
+
+
 class _DiesMidWrite:
     """A text file whose first write stores half the text, then fails as a full disk would."""
 
@@ -362,9 +397,11 @@ def test_a_write_of_command_json_that_fails_midway_leaves_the_previous_record_wh
 
     def dying_open(file, mode="r", *args, **kwargs):
         opened = real_open(file, mode, *args, **kwargs)
-        return _DiesMidWrite(opened) if "w" in mode and Path(file).parent == tmp_path else opened
+        # a file of tmp_path by name, or by descriptor (a temporary file opened with os.fdopen)
+        ours = isinstance(file, int) or Path(file).parent == tmp_path
+        return _DiesMidWrite(opened) if "w" in mode and ours else opened
 
-    with monkeypatch.context() as patch:  # open() and pathlib's io.open: whichever writes the file
+    with monkeypatch.context() as patch:  # open(), and io.open (pathlib's, os.fdopen's): whichever writes the file
         patch.setattr(builtins, "open", dying_open)
         patch.setattr(io, "open", dying_open)
         with pytest.raises(OSError, match="No space left on device"):

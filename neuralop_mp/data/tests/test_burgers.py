@@ -121,3 +121,19 @@ def test_load_burgers_reads_a_resolution_upstream_refuses(tmp_path):
                                            train_resolution=32, test_resolutions=(32,), progress=False)
     batch = processor.preprocess(next(iter(train)))
     assert batch["x"].shape == batch["y"].shape == (2, 1, 17, 32)
+
+
+@pytest.mark.parametrize("times, bad", [([0.0, float("nan")], r"times\[1\]=nan"), ([0.0, -1.0], r"times\[1\]=-1.0"),
+                                        ([0.0, 0.5, 0.5], r"times\[2\]=0.5"), ([-0.1, 0.5], r"times\[0\]=-0.1"),
+                                        ([0.0, float("inf")], r"times\[1\]=inf"), ([], "at least one output time")])
+def test_output_times_that_are_not_finite_and_increasing_are_refused(times, bad):
+    # such an interval used to be skipped: the "trajectory" repeated the previous state
+    with pytest.raises(ValueError, match=bad):
+        solve_burgers(initial_condition([1], 128), times)
+
+
+@pytest.mark.parametrize("t_final", [0.0, -1.0, float("nan"), True])
+def test_a_final_time_that_is_not_a_finite_number_above_zero_writes_no_file(t_final, tmp_path):
+    with pytest.raises(ValueError, match=r"Invalid t_final="):
+        generate_burgers(tmp_path, resolutions=(8,), n_train=1, n_test=1, t_final=t_final, progress=False)
+    assert not list(tmp_path.glob("*.pt"))

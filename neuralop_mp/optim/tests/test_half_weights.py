@@ -65,6 +65,19 @@ def test_stochastic_rounding_never_moves_a_representable_value(dtype):
     assert torch.equal(out, x.expand_as(out))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_stochastic_rounding_keeps_nan_and_inf(dtype):
+    # 0x7FFFFFFF (the NaN CUDA arithmetic produces) plus noise carried into the sign bit and
+    # truncated to -0.0 in bfloat16; 0x7F800001 truncated to inf
+    nans = torch.tensor([0x7FFFFFFF, 0x7F800001, -1, 0x7FC00000], dtype=torch.int32).view(torch.float32)
+    x = torch.cat([nans, torch.tensor([float("inf"), -float("inf")])])
+    out = torch.empty(64, x.numel(), dtype=dtype)
+    for s in range(out.shape[0]):
+        stochastic_round_(out[s], x, seed=s)
+    assert out[:, :4].isnan().all()
+    assert (out[:, 4] == float("inf")).all() and (out[:, 5] == -float("inf")).all()
+
+
 def test_stochastic_rounding_keeps_representable_values_and_writes_complex32():
     z = random_tensor((50, 40), True, seed=3, dtype=torch.float32).to(torch.complex32)
     out = torch.empty_like(z)
