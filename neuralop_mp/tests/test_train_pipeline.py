@@ -269,22 +269,27 @@ TINY_RUN = {"model.n_modes": "[4,4]", "model.hidden_channels": "4", "model.n_lay
             "data.train_resolution": "8", "data.batch_size": "4", "data.n_train": "4", "verbose": "false"}
 
 
-def test_a_resume_records_its_command_once_it_has_saved_an_epoch_so_ctrl_c_and_a_kill_leave_the_same(
-        monkeypatch, tmp_path):
-    """What command.json holds while the resumed run trains its first epoch is what a kill (no cleanup)
-    leaves: the run's previous command, as Ctrl-C leaves it; the resumed command once an epoch is saved."""
-    import json
-
+def _four_random_samples_as_data(monkeypatch):
+    """The pipeline's data: four random 8x8 samples, one batch, for training and testing."""
     from torch.utils.data import DataLoader
-
-    from neuralop_mp.run_folder import COMMAND_FILE
-    from neuralop_mp.run_trainer import RunFolderTrainer
 
     generator = torch.Generator().manual_seed(0)
     samples = [{"x": torch.randn(1, 8, 8, generator=generator), "y": torch.randn(1, 8, 8, generator=generator)}
                for _ in range(4)]
     loaders = (DataLoader(samples, batch_size=4), {8: DataLoader(samples, batch_size=4)}, None)
     monkeypatch.setattr(pipeline, "build_data", lambda config, progress=True: loaders)
+
+
+def test_a_resume_records_its_command_once_it_has_saved_an_epoch_so_ctrl_c_and_a_kill_leave_the_same(
+        monkeypatch, tmp_path):
+    """What command.json holds while the resumed run trains its first epoch is what a kill (no cleanup)
+    leaves: the run's previous command, as Ctrl-C leaves it; the resumed command once an epoch is saved."""
+    import json
+
+    from neuralop_mp.run_folder import COMMAND_FILE
+    from neuralop_mp.run_trainer import RunFolderTrainer
+
+    _four_random_samples_as_data(monkeypatch)
     out, quiet = tmp_path / "run", (lambda *args, **kwargs: None)
 
     def train(n_epochs, resume=False):
@@ -333,16 +338,10 @@ def test_a_resumed_command_that_cannot_be_written_is_written_after_the_next_save
     next saved epoch records the command, so the checkpoint never outlives a stale record."""
     import json
 
-    from torch.utils.data import DataLoader
-
     from neuralop_mp import run_folder
     from neuralop_mp.run_folder import COMMAND_FILE
 
-    generator = torch.Generator().manual_seed(0)
-    samples = [{"x": torch.randn(1, 8, 8, generator=generator), "y": torch.randn(1, 8, 8, generator=generator)}
-               for _ in range(4)]
-    loaders = (DataLoader(samples, batch_size=4), {8: DataLoader(samples, batch_size=4)}, None)
-    monkeypatch.setattr(pipeline, "build_data", lambda config, progress=True: loaders)
+    _four_random_samples_as_data(monkeypatch)
     out, quiet = tmp_path / "run", (lambda *args, **kwargs: None)
     pipeline.run_training(load_config("darcy", {**TINY_RUN, "opt.n_epochs": "1"}), progress=False, output_dir=out,
                           log=quiet, command=("darcy", ["--opt.n_epochs", "1"]))

@@ -181,13 +181,7 @@ def _convolutions(model, x):
 
 @pytest.mark.parametrize("tile_points", [40, None])
 def test_tiled_model_under_autocast_is_as_close_to_float64_as_autocasts_convolutions(monkeypatch, tile_points):
-    # forced on, so that the products run on any CPU (they are only slow without bf16 units)
-    monkeypatch.setattr(pointwise_gemm, "native_half_matmul", lambda dtype, device: True)
-    torch.manual_seed(2)
-    upstream_forward = _fno()
-    set_precision(upstream_forward, "mixed", half_dtype="bfloat16")
-    set_autocast_scope(upstream_forward, "model")
-    set_pointwise_tiles(upstream_forward, None)
+    upstream_forward = _autocast_products_fno(monkeypatch, None, seed=2)
     products = set_pointwise_tiles(copy.deepcopy(upstream_forward), tile_points or 10**6)
     x, y = torch.randn(3, 1, 16, 16), torch.randn(3, 1, 16, 16)
     out_p, g_p = _run(products, x, y, autocast=True)
@@ -231,9 +225,12 @@ class _ParameterCasts(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _autocast_products_fno(monkeypatch, tile_points):
+def _autocast_products_fno(monkeypatch, tile_points, seed=5):
+    """A mixed bfloat16 FNO autocast over the whole model, in tiles of ``tile_points`` (None:
+    upstream's forward); the products forced on, so that they run on any CPU (they are only
+    slow without bfloat16 units)."""
     monkeypatch.setattr(pointwise_gemm, "native_half_matmul", lambda dtype, device: True)
-    torch.manual_seed(5)
+    torch.manual_seed(seed)
     model = _fno()
     set_precision(model, "mixed", half_dtype="bfloat16")
     set_autocast_scope(model, "model")
