@@ -16,6 +16,19 @@ def compute_dtype(tensor):
     return torch.promote_types(tensor.dtype, torch.float32)
 
 
+def real_dtype(dtype):
+    """The real dtype of ``dtype``'s numbers (complex64 -> float32); a real dtype is kept."""
+    return {torch.complex32: torch.float16, torch.complex64: torch.float32,
+            torch.complex128: torch.float64}.get(dtype, dtype)
+
+
+def storage_dtype(group, dtype):
+    """dtype of compressed moments and factors for math in ``dtype``: bf16 if asked, else
+    the real dtype of the math (fp32, or fp64 for double-precision parameters)."""
+    storage = STATE_DTYPES[group["state_dtype"]]
+    return real_dtype(dtype) if storage == torch.float32 else storage
+
+
 def as_real(x):
     """Real view of a complex tensor (element-wise math on (re, im) pairs), else ``x``."""
     return torch.view_as_real(x) if x.is_complex() else x

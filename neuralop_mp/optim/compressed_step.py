@@ -20,7 +20,6 @@ import torch
 
 from . import gradient_chunks
 from .adam_math import (
-    STATE_DTYPES,
     adam_step,
     as_complex_like,
     as_real,
@@ -31,20 +30,13 @@ from .adam_math import (
     rounding_generator,
     second_moment_shape,
     stochastic_round_chunks_,
+    storage_dtype,
 )
 from .gradient_chunks import GradientChunks, ResidualChunks, rows_per_chunk, spans
 from .seeds import draw_seed
 from .state_checks import BASIS_INFIX
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
-
-
-def storage_dtype(group, dtype):
-    """dtype of compressed moments and factors for math in ``dtype``: bf16 if asked, else
-    the real dtype of the math (fp32, or fp64 for double-precision parameters)."""
-    storage = STATE_DTYPES[group["state_dtype"]]
-    real = {torch.complex64: torch.float32, torch.complex128: torch.float64}.get(dtype, dtype)
-    return real if storage == torch.float32 else storage
 
 
 def read_basis(state, name, like):
@@ -65,6 +57,10 @@ def _install_basis(projector, new, old, state, group, dtype, has_old):
     name = projector.name
     if has_old and f"{name}_exp_avg" in state:
         reset = group["reset_sparse_moments"] if name == "sparse" else group["reset_lowrank_moments"]
+        # another set of factored modes (a converted upstream state keeps a factor for a
+        # full-rank mode, which this class leaves unrotated): the moments' coordinates
+        # were in the old basis and have no counterpart in the new one
+        reset = reset or set(new) != set(old)
         if reset:
             for key in (*MOMENTS, "step"):
                 del state[f"{name}_{key}"]
@@ -155,7 +151,9 @@ def adam_directions_(parts, group, state):
         count = float(state[f"{name}_step"])
         stream = (seed * 1_000_003 + step) * 8 + 2 * salt
         stored = [state[f"{name}_{key}"].view(-1) for key in MOMENTS]
-        generators = [rounding_generator(stream + i, part.device) if t.dtype != as_real(part).dtype else None
+        # 16-bit moments are written back with stochastic rounding; wider ones (any dtype the
+        # optimizer makes, a loaded state included: it is cast on load) are the math's own
+        generators = [rounding_generator(stream + i, part.device) if t.element_size() == 2 else None
                       for i, t in enumerate(stored)]
         flat = part.view(-1)
         per_entry = [t.numel() // max(1, flat.numel()) for t in stored]
@@ -175,12 +173,12 @@ def adam_directions_(parts, group, state):
     return parts
 
 
-def _weight(name, projector, group, shape):
+def _weight(name, projector, group, shape, basis):
     if name == "low_rank":
         return group["scale"]
     weight = group["sparse_scale"] * group["lambda_sparse"]
     if group["scale_by_mask_ratio"]:
-        weight *= math.sqrt(1.0 / projector["sparse"].kept_fraction(shape))
+        weight *= math.sqrt(1.0 / projector["sparse"].kept_fraction(shape, basis))
     return weight
 
 
@@ -194,7 +192,7 @@ def apply_update(p, projector, bases, directions, group, state):
     dtype = next(iter(directions.values())).dtype
     weighted = {}
     for name, direction in directions.items():  # the step's own tensors: weighted in place
-        weight = _weight(name, projector, group, shape)
+        weight = _weight(name, projector, group, shape, bases[name])
         weighted[name] = direction if weight == 1.0 else direction.mul_(weight)
     # step was already advanced: the pre-increment count names this step's noise stream
     seed = (int(state["seed"]) * 1_000_003 + int(state["step"]) - 1) * 8 + 7

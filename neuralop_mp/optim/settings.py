@@ -6,6 +6,7 @@ that enforces them. The optimizer's defaults and validation, the factory's
 command-line flags are read from (or tested against) this table, so a default or
 a name lives in one place.
 """
+import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Callable
@@ -234,11 +235,41 @@ UPSTREAM_GROUP_DEFAULTS = {
 UPSTREAM_PLAIN_GROUP_DEFAULTS = {"compress": False, "adam_convention": "neuralop"}
 
 
+#: group keys that are no setting but are expected in a param group: upstream's switch,
+#: names (torch's ``param_names``; a ``name`` label), and what torch's LR schedulers and
+#: SWA write into groups (an optimizer built from another's groups carries them)
+BOOKKEEPING_KEYS = frozenset({
+    "tensorgrad", "param_names", "name", "initial_lr", "max_lr", "min_lr", "base_momentum", "max_momentum",
+    "swa_lr",
+})
+#: torch Adam features TensorGRaD does not have: a group asking for one is refused
+UNSUPPORTED_KEYS = ("maximize", "amsgrad")
+_warned_keys = set()  # an unknown key is named once per process
+
+
+def check_group_keys(group):
+    """Refuse a group asking for a torch Adam feature TensorGRaD lacks (``maximize``,
+    ``amsgrad``) and warn, once per key, of a key that is neither a setting nor
+    bookkeeping (likely a misspelt setting, which would otherwise be ignored)."""
+    for key in UNSUPPORTED_KEYS:
+        if group.get(key):
+            raise ValueError(f"Invalid {key}={group[key]!r}: TensorGRaD does not support {key} "
+                             f"(allowed: False or leaving it out; unsupported: {', '.join(UNSUPPORTED_KEYS)}).")
+    for key in group:
+        if key in OPTIONS_BY_NAME or key in BOOKKEEPING_KEYS or key in UNSUPPORTED_KEYS or key == "params":
+            continue
+        if key not in _warned_keys:
+            _warned_keys.add(key)
+            warnings.warn(f"TensorGRaD ignores the unknown param-group key {key!r}; its settings are "
+                          f"{', '.join(OPTIONS_BY_NAME)}.", UserWarning, stacklevel=4)
+
+
 def group_settings(group, defaults, explicit=(), upstream=False):
     """Every setting of param group ``group`` (its ``params`` left out), checked.
 
     Each key comes from the first of: the group itself (its ``tensorgrad`` is its
-    ``compress``, unless it names ``compress`` too); the constructor keywords
+    ``compress``, unless it names ``compress`` too; its keys are checked by
+    :func:`check_group_keys`); the constructor keywords
     named in ``explicit`` (those its caller passed, whatever their values);
     upstream's defaults, for a group naming ``tensorgrad``
     (:data:`UPSTREAM_GROUP_DEFAULTS`) and, when ``upstream`` (some group of the
@@ -246,6 +277,7 @@ def group_settings(group, defaults, explicit=(), upstream=False):
     ``compress`` (:data:`UPSTREAM_PLAIN_GROUP_DEFAULTS`); ``defaults``.
     """
     own = {key: value for key, value in group.items() if key != "params"}
+    check_group_keys(own)
     if "tensorgrad" in own and "compress" not in own:
         own["compress"] = bool(own["tensorgrad"])
         upstream_defaults = UPSTREAM_GROUP_DEFAULTS

@@ -70,13 +70,19 @@ class SparseProjector:
 
     def n_selected(self, shape):
         """How many entries (or slices) are kept for a tensor of ``shape``."""
-        total = shape[self._mode_of(shape)] if self.structured else math.prod(shape)
-        return max(1, min(total, math.ceil(self.sparse_ratio * total)))
+        total = self.n_candidates(shape)
+        # the tolerance keeps a product like 0.07 * 100 = 7.000000000000001 at 7
+        return min(total, max(1, math.ceil(self.sparse_ratio * total - 1e-9)))
 
-    def kept_fraction(self, shape):
-        """Fraction of the entries the index set covers (``k / total``)."""
-        total = shape[self._mode_of(shape)] if self.structured else math.prod(shape)
-        return self.n_selected(shape) / total
+    def n_candidates(self, shape):
+        """How many entries (or slices along ``mode``) an index set chooses from."""
+        return shape[self._mode_of(shape)] if self.structured else math.prod(shape)
+
+    def kept_fraction(self, shape, basis=None):
+        """Fraction of the entries the index set covers (``k / total``); with ``basis``,
+        that of its indices (a loaded set may hold another count than :meth:`n_selected`)."""
+        count = self.n_selected(shape) if basis is None else basis["indices"].numel()
+        return count / self.n_candidates(shape)
 
     def compute_basis(self, grad, previous=None, seed=0):
         """Select the index set for ``grad``: ``{"indices": int32 tensor, sorted}``.
@@ -144,7 +150,7 @@ class SparseProjector:
         indices, shape = basis["indices"], source.shape
         if self.structured:
             mode = self._mode_of(shape)
-            out_shape = self.compressed_shape(shape)
+            out_shape = self.compressed_shape(shape, indices.numel())
             values = torch.empty(out_shape, dtype=source.dtype, device=source.device)
             for start, stop, piece in source.chunks(0):
                 if mode == 0:
@@ -243,8 +249,9 @@ class SparseProjector:
             out.view(-1)[indices] = values
         return out
 
-    def compressed_shape(self, shape):
-        k = self.n_selected(shape)
+    def compressed_shape(self, shape, count=None):
+        """Shape of the projection; ``count``: the index set's length (default :meth:`n_selected`)."""
+        k = self.n_selected(shape) if count is None else count
         if self.structured:
             shape = list(shape)
             shape[self._mode_of(shape)] = k

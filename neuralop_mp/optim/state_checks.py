@@ -15,9 +15,11 @@ groups carry ``tensorgrad`` but not this class's ``compress``. Such a state dict
 is converted to this class's layout: same moment keys, real views (bf16-capable)
 instead of complex moments, factors and int32 indices as tensors.
 """
+import math
+
 import torch
 
-from .adam_math import STATE_DTYPES, as_real, compute_dtype
+from .adam_math import STATE_DTYPES, as_real, compute_dtype, real_dtype, storage_dtype
 from .seeds import state_seed
 from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, validate_group
 
@@ -34,7 +36,8 @@ def is_counter(key, value):
 
 
 def checked_state(optimizer, state_dict):
-    """Param groups and ``{param: state}`` of ``state_dict``, checked against ``optimizer``.
+    """Param groups and ``{param: state}`` of ``state_dict``, checked against ``optimizer``
+    and placed as the optimizer keeps them (see :func:`placed_state`).
 
     Raises
     ------
@@ -74,9 +77,40 @@ def checked_state(optimizer, state_dict):
             # this class's earlier name of the low-rank branch
             value = {("low_rank_" + k[len("lowrank_"):] if k.startswith("lowrank_") else k): v
                      for k, v in value.items()}
+        if param.numel() == 0 and isinstance(value, dict) and "compressed" in value and bool(value["compressed"]):
+            # earlier versions (and upstream) compressed zero-size weights; their moments hold
+            # nothing, and such a weight now takes the plain path
+            value = {**{k: value[k] for k in REQUIRED_KEYS if k in value}, "compressed": torch.tensor(False)}
         check_param_state(optimizer, param, group, value, where)
-        state[param] = value
+        state[param] = placed_state(param, group, value)
     return groups, state
+
+
+def placed_state(param, group, value):
+    """A copy of a parameter's checked state as the optimizer keeps it: the scalar counters
+    on the CPU, the rest on the parameter's device; floating-point (and complex) tensors in
+    the dtype the optimizer makes them in for ``param`` and ``group`` (so an fp32 checkpoint
+    resumes a float64 model, as torch's optimizers allow), other tensors in their own dtype
+    (int32 indices stay int32)."""
+    placed = {}
+    for key, tensor in value.items():
+        if isinstance(tensor, torch.Tensor):
+            counter = is_counter(key, tensor)
+            dtype = None if counter else _made_dtype(param, group, key, tensor)
+            tensor = tensor.to(device="cpu" if counter else param.device, dtype=dtype, copy=True)
+        placed[key] = tensor
+    return placed
+
+
+def _made_dtype(param, group, key, tensor):
+    """The dtype the optimizer makes floating-point state ``key`` of ``param`` in, or None
+    (not floating point: kept). A complex tensor stays complex, a real view stays real."""
+    if not (tensor.is_floating_point() or tensor.is_complex()):
+        return None
+    math_dtype = compute_dtype(param)
+    # compressed parts and bases: the group's storage; plain AdamW moments: the math's dtype
+    real = storage_dtype(group, math_dtype) if _branch_of(key) is not None else real_dtype(math_dtype)
+    return torch.promote_types(real, torch.complex64) if tensor.is_complex() else real
 
 
 def is_upstream_layout(param_groups):
@@ -178,9 +212,9 @@ def check_param_state(optimizer, param, group, value, where):
                      f"the parameter is {'uncompressed' if compressed else 'compressed'}")
     if not compressed:
         if "exp_avg" in value:
-            _check_shape(where, "exp_avg", as_real(value["exp_avg"]), real_shape)
+            _check_shape(where, "exp_avg", as_real(_tensor(where, value, "exp_avg")), real_shape)
             sq_shape = real_shape if convention == "torch" else tuple(param.shape)
-            _check_shape(where, "exp_avg_sq", as_real(value.get("exp_avg_sq")), sq_shape)
+            _check_shape(where, "exp_avg_sq", as_real(_tensor(where, value, "exp_avg_sq")), sq_shape)
         return
     projector = optimizer.projector_for(group)
     branches = projector.names
@@ -190,14 +224,43 @@ def check_param_state(optimizer, param, group, value, where):
             _fail(where, f"state {key!r} belongs to a {branch!r} part, but the group has only {branches}")
     for name in branches:
         part = projector[name]
-        shape = part.compressed_shape(param.shape)
+        shape = _compressed_shape(where, part, param, value)
         if f"{name}_exp_avg" in value:
             _check_shape(where, f"{name}_exp_avg", value[f"{name}_exp_avg"], shape + ((2,) if complex_ else ()))
             sq = shape + ((2,) if complex_ and convention == "torch" else ())
-            _check_shape(where, f"{name}_exp_avg_sq", value.get(f"{name}_exp_avg_sq"), sq)
+            _check_shape(where, f"{name}_exp_avg_sq", _tensor(where, value, f"{name}_exp_avg_sq"), sq)
         for key, tensor in value.items():
             if key.startswith(name + BASIS_INFIX):
                 _check_basis(where, key, tensor, key[len(name + BASIS_INFIX):], param, part, shape, complex_)
+
+
+def _tensor(where, value, key):
+    """``value[key]``, which must be a tensor."""
+    if key not in value:
+        _fail(where, f"state {key!r} is missing")
+    if not isinstance(value[key], torch.Tensor):
+        _fail(where, f"state {key!r} is a {type(value[key]).__name__}, expected a tensor")
+    return value[key]
+
+
+def _compressed_shape(where, part, param, value):
+    """Shape of ``part``'s moments for ``param``. A sparse part's count is that of its
+    stored indices: upstream's is ``int(ratio * total)``, this class's a ceiling (before
+    a float tolerance, one more for e.g. 0.07 * 100), and stepping reads the count from
+    the indices (the next refresh moves the moments to a set of this class's count).
+    Any of these counts is accepted; another is a state of another model size."""
+    key = f"{part.name}{BASIS_INFIX}indices"
+    if key not in value:
+        return part.compressed_shape(param.shape)
+    indices = _tensor(where, value, key)
+    total = part.n_candidates(param.shape)
+    exact = part.sparse_ratio * total
+    counts = sorted({part.n_selected(param.shape), min(total, max(1, int(exact))),
+                     min(total, max(1, math.ceil(exact)))})
+    if indices.dim() != 1 or indices.numel() not in counts:
+        _fail(where, f"state {key!r} has shape {tuple(indices.shape)}, expected ({' or '.join(map(str, counts))},) "
+                     f"for sparse_ratio={part.sparse_ratio} of {total}")
+    return part.compressed_shape(param.shape, indices.numel())
 
 
 def _branch_of(key):

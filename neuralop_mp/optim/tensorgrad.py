@@ -25,7 +25,7 @@ from .adam_math import (
 from .composite_projector import CompositeProjector
 from .compressed_step import adam_directions_, apply_update, project_parts
 from .seeds import state_seed
-from .state_checks import checked_state, is_counter
+from .state_checks import checked_state
 from .state_memory import state_memory_report
 from .settings import DEFAULTS, UPSTREAM_PLAIN_GROUP_DEFAULTS, group_settings, validate_group
 
@@ -63,7 +63,7 @@ class TensorGRaD(Optimizer):
     ``compress=False``) gets plain AdamW.
 
     Routing: a parameter is compressed when its group has ``compress=True``, it
-    has at least ``min_params`` entries and at least two modes longer than 1;
+    has at least ``min_params`` entries (and is not empty) and at least two modes longer than 1;
     the decision is cached in ``state[p]["compressed"]``.
 
     On a refresh, sparse moments are reset by default (``reset_sparse_moments=True``)
@@ -134,7 +134,7 @@ class TensorGRaD(Optimizer):
         that of upstream-style groups is 1.0). At rank 0.25 the Adam-normalised
         core update is about half as long as AdamW's; 4.0 matched AdamW on the
         built-in Darcy and Navier-Stokes tasks (docs/tensorgrad.md). Use 1.0 with
-        rank 1.0 for exactly AdamW.
+        rank 1.0 and ``sparse_ratio=None`` for exactly AdamW.
     sparse_scale, lambda_sparse : float, default 1.0
         Multipliers of the sparse update (upstream's keys).
     scale_by_mask_ratio : bool, default False
@@ -144,6 +144,13 @@ class TensorGRaD(Optimizer):
     tucker_n_iter_max : int, default 1
         HOOI sweeps per refresh (0 = plain higher-order SVD on a cold start).
     reset_sparse_moments : bool, default True
+        False: on a refresh the moments of entries chosen again move with them and
+        new entries start at zero, but bias correction keeps the branch's step count,
+        so a new entry is corrected as if it had seen many zero gradients: its first
+        update is about ``(1 - beta1) / sqrt(1 - beta2)`` times a fresh Adam's (~3x
+        with the default betas, once ``beta2**t`` is small), and later ones stay
+        inflated until its second moment fills up (about ``1 / (1 - beta2)`` steps).
+        A group setting it False gets a warning.
     reset_lowrank_moments : bool, default False
     state_dtype : {"float32", "bfloat16"}, default "float32"
         Storage dtype of compressed moments and Tucker factors; the arithmetic is
@@ -215,13 +222,46 @@ class TensorGRaD(Optimizer):
         if not isinstance(param_group, dict):
             raise TypeError(f"Invalid param_group of type {type(param_group).__name__}; expected a dict.")
         param_group = dict(param_group)
+        params = param_group.get("params")
+        if params is not None and not isinstance(params, (torch.Tensor, set)):  # torch refuses a set
+            param_group["params"] = list(params)  # an iterator is read once, here
         upstream = self._upstream_style()
         keys = frozenset(k for k in param_group if k != "params")
         param_group.update(group_settings(param_group, self.defaults, self._explicit_keywords, upstream))
+        self._check_shapes(param_group)
+        if param_group["compress"] and param_group["sparse_ratio"] is not None \
+                and not param_group["reset_sparse_moments"]:
+            warnings.warn("TensorGRaD: reset_sparse_moments=False bias-corrects entries newly chosen at a "
+                          "refresh with the branch's whole step count, so their first updates are several "
+                          "times a fresh Adam's (see the class docstring).", UserWarning, stacklevel=2)
         super().add_param_group(param_group)
         self._group_keys.append(keys)
         if not upstream and "tensorgrad" in keys:
             self._plain_groups_become_upstream_adamw()
+
+    def _check_shapes(self, group):
+        """Raise ValueError, naming the parameter and its shape, if the group would compress
+        a parameter whose shape its settings do not fit (a rank tuple of another length, a
+        structured ``sparse_mode`` beyond its modes): found here, not partway through a step."""
+        params = group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else params
+        if isinstance(params, set):
+            return  # torch's add_param_group refuses it
+        projector = None
+        for position, param in enumerate(params):
+            name, param = param if isinstance(param, tuple) and len(param) == 2 else (None, param)
+            if not isinstance(param, torch.Tensor) or not self.routes_to_compression(param, group):
+                continue
+            projector = projector or self.projector_for(group)
+            for part in projector.projectors:
+                try:
+                    part.compressed_shape(param.shape)
+                except ValueError as error:
+                    label = f"parameter {name!r}" if name is not None else f"parameter {position}"
+                    raise ValueError(
+                        f"TensorGRaD: {label} of param group {len(self.param_groups)} (shape "
+                        f"{tuple(param.shape)}) is compressed, but its group's settings do not fit it: {error} "
+                        "Fix the setting, or put the parameter in a group with compress=False.") from None
 
     def _upstream_style(self):
         """Whether a group names upstream's ``tensorgrad`` key (the group dicts keep it)."""
@@ -268,7 +308,8 @@ class TensorGRaD(Optimizer):
     def routes_to_compression(param, group):
         """Whether ``param`` in ``group`` gets compressed moments."""
         long_modes = sum(1 for d in param.shape if d > 1)
-        return bool(group["compress"]) and param.numel() >= group["min_params"] and long_modes >= 2
+        # an empty weight has nothing to compress (and no entry for a sparse part to keep)
+        return bool(group["compress"]) and param.numel() >= max(1, group["min_params"]) and long_modes >= 2
 
     @staticmethod
     def projector_for(group):
@@ -498,8 +539,12 @@ class TensorGRaD(Optimizer):
 
         torch's loader casts floating-point state to the parameter's dtype (and,
         for real parameters, integer state too), which would widen bf16 moments
-        and turn int32 indices into floats, so each saved tensor keeps its dtype;
-        only its device changes. The scalar counters (steps, the compression flag, the
+        and turn int32 indices into floats. Here floating-point (and complex) state
+        is cast to the dtype this optimizer makes it in for the parameter and its
+        group: the math's dtype (fp32 / complex64 for 16-bit and fp32 weights, fp64
+        for double ones) or the group's ``state_dtype`` for compressed parts, so an
+        fp32 checkpoint resumes a float64 model; other tensors (int32 indices) keep
+        theirs. The scalar counters (steps, the compression flag, the
         random-stream seed) stay on the CPU, where the optimizer creates them, as torch's
         own optimizers keep ``step``: on a GPU every step reads them in Python, and a
         device copy would cost a synchronisation each time.
@@ -519,13 +564,7 @@ class TensorGRaD(Optimizer):
             if result is not None:
                 state_dict = result
         groups, state_by_param = checked_state(self, state_dict)
-        state = defaultdict(dict)
-        for param, value in state_by_param.items():
-            state[param] = {
-                k: v.to(device="cpu" if is_counter(k, v) else param.device, copy=True)
-                if isinstance(v, torch.Tensor) else v
-                for k, v in value.items()
-            }
+        state = defaultdict(dict, state_by_param)
         param_groups = []
         for current, saved in zip(self.param_groups, copy.deepcopy(groups)):
             saved["params"] = current["params"]

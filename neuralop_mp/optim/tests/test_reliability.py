@@ -332,7 +332,7 @@ def test_state_of_another_model_size_fails_in_load_state_dict():
     other = [torch.nn.Parameter(random_tensor((6, 5, 4, 4), True, 1).to(torch.complex64)), _params()[1]]
     opt = TensorGRaD(other, min_params=10)
     with pytest.raises(ValueError, match=r"Parameter 0 of param group 0 \(shape \(6, 5, 4, 4\)\): state "
-                                         r"'sparse_exp_avg' has shape \(18, 2\), expected \(24, 2\)"):
+                                         r"'sparse_basis_indices' has shape \(18,\), expected \(24,\)"):
         opt.load_state_dict(saved)
     assert not opt.state  # nothing was loaded
 

@@ -29,13 +29,14 @@ def _orthonormal(d, r, seed):
     return q
 
 
-def _upstream_state():
-    """Parameters and an upstream-layout state dict (float64 / complex128)."""
+def _upstream_state(ratio=RATIO):
+    """Parameters and an upstream-layout state dict (float64 / complex128), with a sparse
+    part of upstream's ``int(ratio * numel)`` entries."""
     regular = torch.nn.Parameter(random_tensor((7,), False, 1))
     spectral = torch.nn.Parameter(random_tensor(SHAPE, True, 2))
     ranks = validate_tucker_rank(SHAPE, rank=RANK)  # upstream's reading of a float rank
     factors = [_orthonormal(d, r, 10 + k) for k, (d, r) in enumerate(zip(SHAPE, ranks))]
-    k = max(1, int(RATIO * spectral.numel()))
+    k = max(1, int(ratio * spectral.numel()))
     indices = torch.randperm(spectral.numel(), generator=torch.Generator().manual_seed(3))[:k].sort().values
     core_m = 0.1 * random_tensor(tuple(ranks), True, 4)
     core_v = 0.01 * random_tensor(tuple(ranks), False, 5).abs() + 1e-4
@@ -46,12 +47,12 @@ def _upstream_state():
         1: {"step": STEP,
             "low_rank_projector": SimpleNamespace(proj_tensor=factors, rank=ranks, update_proj_gap=50),
             "low_rank_exp_avg": core_m, "low_rank_exp_avg_sq": core_v.to(torch.complex128),
-            "sparse_projector": SimpleNamespace(indices=indices, orig_shape=SHAPE, sparse_ratio=RATIO),
+            "sparse_projector": SimpleNamespace(indices=indices, orig_shape=SHAPE, sparse_ratio=ratio),
             "sparse_exp_avg": sparse_m, "sparse_exp_avg_sq": sparse_v.to(torch.complex128)},
     }
     common = dict(lr=LR, betas=BETAS, eps=EPS, weight_decay=WD, correct_bias=True)
     groups = [dict(common, params=[0]),
-              dict(common, params=[1], tensorgrad=True, rank=RANK, sparse_ratio=RATIO, update_proj_gap=50,
+              dict(common, params=[1], tensorgrad=True, rank=RANK, sparse_ratio=ratio, update_proj_gap=50,
                    scale=SCALE, sparse_scale=1.0, lambda_sparse=LAMBDA, sparse_type="randk", warm_restart=True)]
     return (regular, spectral), {"state": state, "param_groups": groups}
 
@@ -126,3 +127,47 @@ def test_upstream_layout_state_keeps_training_across_a_refresh():
         opt.step()
     assert torch.isfinite(spectral).all() and (spectral.detach() - target).norm() < start
     assert int(opt.state[spectral]["step"]) == STEP + 6
+
+
+def test_upstream_sparse_count_loads_and_becomes_ours_at_the_refresh():
+    # upstream keeps int(0.07 * 360) = 25 entries; this class ceil(25.2) = 26
+    (regular, spectral), state_dict = _upstream_state(ratio=0.07)
+    for group in state_dict["param_groups"]:
+        group["update_proj_gap"] = 5  # the next refresh at step 5
+    opt = TensorGRaD([{"params": [regular]}, {"params": [spectral], "tensorgrad": True, "sparse_ratio": 0.07}])
+    opt.load_state_dict(state_dict)
+    state = opt.state[spectral]
+    assert state["sparse_basis_indices"].shape == (25,) and state["sparse_exp_avg"].shape == (25, 2)
+    for step in range(STEP, 6):
+        regular.grad, spectral.grad = random_tensor((7,), False, step), random_tensor(SHAPE, True, 40 + step)
+        opt.step()
+        count = 25 if step < 5 else 26  # the refresh at step 5 draws a set of this class's count
+        assert state["sparse_basis_indices"].shape == (count,) and state["sparse_exp_avg"].shape == (count, 2)
+    assert torch.isfinite(spectral).all() and int(state["step"]) == 6
+
+
+def test_converted_full_rank_mode_factor_resets_the_low_rank_moments_at_the_refresh():
+    # upstream keeps a square factor for a mode at full rank; this class leaves such a mode
+    # unrotated, so after the refresh the carried moments would be read in another basis
+    shape = (20, 20, 8, 2)  # ranks (16, 16, 6, 2)
+    ranks = validate_tucker_rank(shape, rank=RANK)
+    assert ranks[3] == shape[3]
+    factors = [_orthonormal(d, r, 10 + k) for k, (d, r) in enumerate(zip(shape, ranks))]
+    factors[3] = torch.tensor([[0, 1], [1, 0]], dtype=torch.complex128)  # a permutation
+    spectral = torch.nn.Parameter(random_tensor(shape, True, 2))
+    state_dict = {
+        "state": {0: {"step": 4, "low_rank_projector": SimpleNamespace(proj_tensor=factors),
+                      "low_rank_exp_avg": 0.1 * random_tensor(tuple(ranks), True, 4),
+                      "low_rank_exp_avg_sq": (0.01 * random_tensor(tuple(ranks), False, 5).abs()).to(torch.complex128)}},
+        "param_groups": [dict(params=[0], lr=LR, betas=BETAS, eps=EPS, weight_decay=0.0, correct_bias=True,
+                              tensorgrad=True, rank=RANK, update_proj_gap=5)]}
+    opt = TensorGRaD([{"params": [spectral], "tensorgrad": True, "rank": RANK}])
+    opt.load_state_dict(state_dict)
+    state = opt.state[spectral]
+    assert "low_rank_basis_factor_3" in state
+    for step in (4, 5):  # the second step refreshes
+        spectral.grad = random_tensor(shape, True, 50 + step)
+        opt.step()
+    assert "low_rank_basis_factor_3" not in state
+    assert int(state["low_rank_step"]) == 1  # the moments started again at the refresh
+    assert torch.isfinite(spectral).all()
