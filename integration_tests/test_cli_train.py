@@ -415,3 +415,117 @@ def test_a_relative_config_file_and_data_root_work_from_another_folder(nano_root
     assert main(["train", "--resume", str(here / "run"), "--opt.n_epochs", "2"]) == 0, capsys.readouterr().err
     assert len(json.loads((here / "run" / "results.json").read_text())["history"]) == 2
     assert not (elsewhere / "data").exists() and not (elsewhere / "run").exists()
+
+
+def test_a_resume_with_other_optimizer_or_scheduler_settings_is_refused_and_keeps_the_command(
+        nano_root, tmp_path, capsys):
+    """The checkpoint's optimizer and scheduler states carry the saved settings: an override of one
+    given with --resume would be ignored while recorded as applied, so it is refused, naming it."""
+    out = tmp_path / "run"
+    assert main(["train", "darcy", "--data.data_root", str(nano_root), "--output_dir", str(out),
+                 "--opt.n_epochs", "1", *NANO_RUN]) == 0
+    before = (out / "command.json").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--opt.n_epochs", "2", "--opt.learning_rate", "0.05",
+                 "--opt.step_size", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "opt.learning_rate=0.05 given, 0.005 saved" in err and "opt.step_size=7 given, 4 saved" in err
+    assert (out / "command.json").read_text() == before
+    assert len(json.loads((out / "results.json").read_text())["history"]) == 1  # nothing trained
+    # the saved values (or none) resume as before
+    assert main(["train", "--resume", str(out), "--opt.n_epochs", "2", "--opt.learning_rate", "0.005"]) == 0
+    assert len(json.loads((out / "results.json").read_text())["history"]) == 2
+
+
+def test_save_best_without_a_test_at_the_training_resolution_is_refused_before_loading_data(tmp_path, capsys):
+    data_root = tmp_path / "never"
+    assert main(["train", "darcy", "--data.data_root", str(data_root), "--output_dir", str(tmp_path / "out"),
+                 "--data.test_resolutions", "[32]", "--data.n_tests", "[4]", "--data.test_batch_sizes", "[4]",
+                 "--save_best"]) == 2
+    err = capsys.readouterr().err
+    assert "data.train_resolution=16" in err and "data.test_resolutions=[32]" in err
+    assert not data_root.exists()
+
+
+def _worse_from_epoch(monkeypatch, first_bad_epoch):
+    """Epochs from ``first_bad_epoch`` on train with a learning rate that makes the model worse."""
+    from neuralop_mp.run_trainer import RunFolderTrainer
+
+    on_epoch_start = RunFolderTrainer.on_epoch_start
+
+    def worse(self, epoch):
+        on_epoch_start(self, epoch)
+        if epoch >= first_bad_epoch:
+            for group in self.optimizer.param_groups:
+                group["lr"] = 50.0
+
+    monkeypatch.setattr(RunFolderTrainer, "on_epoch_start", worse)
+
+
+def test_eval_of_the_best_model_runs_in_the_precision_of_the_best_epoch(nano_root, tmp_path, monkeypatch):
+    """A best epoch in a "half" phase of a half-then-full run: eval reports "half" (not the run's last
+    phase) and the training-time evaluation of that epoch, bit for bit; also from a killed run's
+    checkpoint history when results.json is missing."""
+    from neuralop_mp.evaluate import run_evaluation
+
+    out = tmp_path / "run"
+    _worse_from_epoch(monkeypatch, 2)
+    assert main(["train", "darcy", "--data.data_root", str(nano_root), "--output_dir", str(out),
+                 "--opt.n_epochs", "4", "--opt.precision_schedule", "half@2,full", "--save_best", *NANO_RUN]) == 0
+    results = json.loads((out / "results.json").read_text())
+    best = results["best"]
+    assert best["epoch"] < 2 and results["history"][-1]["precision"] == "full"
+    for killed in (False, True):
+        if killed:  # a run killed before writing results.json: the best epoch from its checkpoint's history
+            (out / "results.json").unlink()
+        evaluated = run_evaluation(out / "best_model_state_dict.pt", progress=False, log=lambda *a: None)
+        assert evaluated["precision"]["mode"] == "half"
+        assert evaluated["metrics"]["16_l2"] == best["value"]
+
+
+def test_save_best_given_first_at_a_resume_lists_no_best_model_that_was_never_written(
+        nano_root, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "darcy", "--data.data_root", str(nano_root), "--output_dir", str(out),
+                 "--opt.n_epochs", "1", *NANO_RUN]) == 0
+    _worse_from_epoch(monkeypatch, 1)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--opt.n_epochs", "3", "--save_best"]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["best"]["epoch"] == 0
+    assert not (out / "best_model_state_dict.pt").exists()
+    assert "best_model" not in results["files"]
+    assert "the best epoch (0" in printed and "came before --save_best" in printed
+
+
+def test_eval_of_a_standalone_checkpoint_keeps_its_saved_stabilizer_and_half_dtype(nano_root, tmp_path):
+    """No command.json: the model runs as its file records it (tanh, float16), as the trainer
+    evaluates the loaded model without a schedule."""
+    from neuralop.losses import LpLoss
+
+    import neuralop_mp
+    from neuralop_mp.configs import load_config
+    from neuralop_mp.evaluate import run_evaluation
+    from neuralop_mp.run_folder import load_model, save_model
+    from neuralop_mp.train_pipeline import build_data, build_trainer
+
+    out = tmp_path / "run"
+    assert main(["train", "darcy", "--data.data_root", str(nano_root), "--output_dir", str(out),
+                 "--opt.n_epochs", "1", *NANO_RUN]) == 0
+    model, _ = load_model(out / "model_state_dict.pt", mixed_precision_layer=True)
+    neuralop_mp.set_precision(model, "half", half_dtype="float16", stabilizer="tanh")
+    save_model(model, tmp_path / "solo", "mine")
+    overrides = ["--data.data_root", str(nano_root), *NANO_RUN[:-2]]  # all but --threads
+    evaluated = run_evaluation(tmp_path / "solo" / "mine_state_dict.pt", overrides=overrides, progress=False,
+                               log=lambda *a: None)
+    assert {k: evaluated["precision"][k] for k in ("mode", "stabilizer", "half_dtype", "autocast")} == \
+        {"mode": "half", "stabilizer": "tanh", "half_dtype": "float16", "autocast": False}
+
+    loaded, _ = load_model(tmp_path / "solo" / "mine_state_dict.pt")
+    config = load_config("darcy", overrides)
+    _, test_loaders, data_processor = build_data(config, progress=False)
+    trainer = build_trainer(config, loaded, data_processor, None, progress=False)
+    trainer.on_epoch_start(0)
+    expected = trainer.evaluate({"l2": LpLoss(d=2)}, test_loaders[16], log_prefix="16")["16_l2"]
+    assert evaluated["metrics"]["16_l2"] == float(expected)

@@ -4,9 +4,11 @@ The model comes from a ``save_checkpoint`` folder (a run folder of ``neuralop-mp
 train``, or upstream's own ``FNO(...).save_checkpoint(folder, name)``). The data and
 the evaluation settings come from the run's config (its ``command.json``), else from
 a built-in config (``darcy`` by default), with any ``--key value`` override on top.
-A model is evaluated in the precision its run finished in, unless ``precision`` says
-otherwise; with the same data, device and thread count, the errors are bitwise the
-ones ``train`` reported for its final epoch.
+A run's final model is evaluated in the precision its run finished in, its best model
+in that of its best epoch, unless ``precision`` says otherwise; with the same data,
+device and thread count, the errors are bitwise the ones ``train`` reported for that
+epoch. A model saved elsewhere is evaluated in the precision, stabilizer and half type
+its file records.
 """
 import json
 import time
@@ -59,6 +61,28 @@ def _run_schedule(config, saved_precision):
     return PrecisionSchedule.constant(decided, autocast=last.autocast, stabilizer=last.stabilizer)
 
 
+def _model_epoch(folder, name, config):
+    """The epoch whose precision a run's model is evaluated in: the run's last epoch for its
+    final model; for its best model, the best epoch, from ``results.json``, else (a run
+    stopped before writing it) the lowest test L2 at the training resolution in the history
+    of its ``checkpoint/``, else the last epoch."""
+    from .run_folder import BEST_MODEL, CHECKPOINT_DIR, read_results
+    from .train_pipeline import best_epoch
+    from .training.checkpointing import PRECISION_STATE_FILE, load_weights_only
+
+    last = config.opt.n_epochs - 1
+    if name != BEST_MODEL:
+        return last
+    best = (read_results(folder) or {}).get("best")
+    if best is None:
+        try:
+            history = load_weights_only(folder / CHECKPOINT_DIR / PRECISION_STATE_FILE)["history"]
+        except Exception:  # no readable training state: the last epoch, as for the final model
+            return last
+        best = best_epoch(history, f"{config.data.train_resolution}_l2")
+    return min(int(best["epoch"]), last) if best else last
+
+
 def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision=None, progress=False,
                    log=print):
     """Evaluate the model checkpoint at ``path`` on every test resolution.
@@ -75,7 +99,8 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     resolutions : list of int, optional
         Test resolutions (default: the config's).
     precision : {"full", "mixed", "half"}, optional
-        Evaluate in this precision instead of the one the run finished in.
+        Evaluate in this precision instead of the one the model was trained in (the
+        run's last epoch for its final model, its best epoch for ``best_model``).
 
     Returns
     -------
@@ -85,6 +110,7 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
         ``precision`` (mode, autocast, stabilizer, half dtype, what it ran as) and
         ``wall_time_s``.
     """
+    from . import build_steps
     from .vocabulary import check_choice, PRECISION_MODES, resolve_half_dtype
     from .run_setup import resolve_device
     from .train_pipeline import attach_patching, build_data, build_losses, build_trainer, data_dims
@@ -107,22 +133,26 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
         data_processor = data_processor.to(device)
     _, eval_losses = build_losses(config, data_dims(train_loader))
 
+    policy = build_steps.precision_policy(config)
     if precision is not None:
         schedule, epoch = PrecisionSchedule.constant(precision), 0
     elif read_command(folder) is not None and spec is None:
-        schedule, epoch = _run_schedule(config, saved_precision), config.opt.n_epochs - 1  # the run's last phase
-    else:  # a model saved elsewhere: the precision its file records, without autocast
-        schedule, epoch = PrecisionSchedule.constant(saved_precision["mode"], autocast=False), 0
+        schedule, epoch = _run_schedule(config, saved_precision), _model_epoch(folder, name, config)
+    else:  # a model saved elsewhere: the precision its file records (stabilizer and half type), without autocast
+        schedule, epoch = PrecisionSchedule.constant(saved_precision["mode"], autocast=False,
+                                                     stabilizer=saved_precision.get("stabilizer")), 0
+        if saved_precision.get("half_dtype") is not None:
+            policy = policy.replace(half_dtype=saved_precision["half_dtype"])
     if saved_precision.get("half_dtype") is None and precision in (None, "full"):
         schedule, epoch = PrecisionSchedule.constant("full"), 0  # upstream's layers: full precision
-    trainer = build_trainer(config, model, data_processor, schedule, device, progress=False)
+    trainer = build_trainer(config, model, data_processor, schedule, device, progress=False, policy=policy)
     trainer.on_epoch_start(epoch)
     metrics = {}
     for resolution, loader in test_loaders.items():
         errors = trainer.evaluate(eval_losses, loader, log_prefix=str(resolution))
         metrics.update({k: float(v) for k, v in errors.items()})
 
-    half_dtype = resolve_half_dtype(config.model.half_dtype, device)
+    half_dtype = resolve_half_dtype(policy.half_dtype, device)
     mode = trainer.phase.mode if trainer.phase is not None else "full"
     return {
         "checkpoint": str(checkpoint),

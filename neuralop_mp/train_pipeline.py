@@ -229,6 +229,17 @@ def evaluate_final(trainer, test_loaders, eval_losses):
     return metrics
 
 
+def check_best_metric_resolution(data):
+    """``--save_best`` compares the test L2 at ``data.train_resolution``: refuse, before any
+    data is loaded, a config that does not test at that resolution."""
+    resolutions = list(getattr(data, "test_resolutions", None) or [])
+    if data.train_resolution not in resolutions:
+        raise RunSetupError(
+            f"--save_best keeps the model with the lowest test L2 at data.train_resolution={data.train_resolution}, "
+            f"but data.test_resolutions={resolutions} does not test there; add {data.train_resolution} to "
+            "data.test_resolutions or train without --save_best.")
+
+
 def _setup_error(step, error):
     """A bad input found while setting the run up, as a one-line :class:`RunSetupError`."""
     if isinstance(error, RunSetupError):
@@ -289,9 +300,12 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     Raises
     ------
     RunSetupError
-        Before any data is loaded or generated, for an unavailable device or an
-        unwritable output folder; while loading data, for missing files that are not
-        to be generated (with the command that generates them).
+        Before any data is loaded or generated, for an unavailable device, an
+        unwritable output folder or ``save_best`` without a test at the training
+        resolution; while loading data, for missing files that are not to be
+        generated (with the command that generates them); before training, for a
+        ``resume`` whose optimizer or scheduler settings differ from the checkpoint's
+        (:func:`check_resume_settings`).
     """
     from .configs import config_to_dict
     from .configs.validation import validated_precision_policy
@@ -322,6 +336,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     if resume and not (write and checkpoint_dir.is_dir()):
         raise RunSetupError(f"Nothing to resume in {out}: it has no {CHECKPOINT_DIR}/ folder "
                             "(a run writes one after its first epoch).")
+    if save_best:
+        check_best_metric_resolution(config.data)
     if write and is_writer:
         check_writable(out)
         if command is not None and not resume:
@@ -362,6 +378,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
                                 else "full")  # the model's mode until the first phase is decided
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
+    if resume:  # before training: a refused resume keeps its previous command.json
+        check_resume_settings(optimizer, scheduler, checkpoint_dir)
     training_loss, eval_losses = build_losses(config, data_dims(train_loader))
     schedule = build_schedule(config, policy)
     best_metric = f"{config.data.train_resolution}_l2" if save_best else None
@@ -442,11 +460,82 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     if write and is_writer:
         result["output_dir"] = str(out)
         model_files = save_model(model, out, FINAL_MODEL)
+        best_file = out / f"{BEST_MODEL_NAME}{STATE_DICT_SUFFIX}"
+        if save_best and result["best"] is not None and not best_file.is_file():
+            # --save_best given first at a resume: the best epoch was trained before, without it
+            log(f"[neuralop-mp] no best model file: the best epoch ({result['best']['epoch']}, {best_metric} "
+                f"{result['best']['value']:.4g}) came before --save_best was given, and no later epoch beat it")
         result["files"] = write_outputs(result, out, extra_files={
             "model": model_files["state_dict"], "checkpoint": str(checkpoint_dir),
-            **({"best_model": str(out / f"{BEST_MODEL_NAME}{STATE_DICT_SUFFIX}")} if save_best else {})})
+            **({"best_model": str(best_file)} if save_best and best_file.is_file() else {})})
     result["model_object"] = model
     return result
+
+
+# the optimizer's parameter-group settings and the scheduler's attributes that config keys set:
+# loading a checkpoint replaces them with the saved ones (torch's load_state_dict)
+_SCHEDULER_SETTINGS = {"step_size": "opt.step_size", "gamma": "opt.gamma", "factor": "opt.gamma",
+                       "T_max": "opt.scheduler_T_max", "patience": "opt.scheduler_patience"}
+
+
+def _optimizer_settings():
+    from .optim.factory import TENSORGRAD_FIELDS
+
+    # initial_lr: the configured rate, kept by the scheduler while "lr" decays (ReduceLROnPlateau sets none)
+    return {"initial_lr": "opt.learning_rate", "weight_decay": "opt.weight_decay", "betas": "opt.betas",
+            **{name: f"opt.tensorgrad_{name}" for name in TENSORGRAD_FIELDS}}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def check_resume_settings(optimizer, scheduler, checkpoint_dir):
+    """Refuse a resume whose optimizer or scheduler settings differ from the checkpoint's.
+
+    Resuming loads the saved optimizer and scheduler states, which bring back the
+    settings the run was saved with (learning rate, weight decay, step size, ...): an
+    override given with ``--resume`` would be ignored while ``command.json`` and
+    ``results.json`` recorded it. ``optimizer`` and ``scheduler`` are the ones built
+    from this run's config; a missing or unreadable file is left to the trainer's
+    resume, which reports it.
+
+    Raises
+    ------
+    RunSetupError
+        Naming each config key with the value given and the value saved.
+    """
+    from .training.checkpointing import load_weights_only
+
+    folder = Path(checkpoint_dir)
+    changed = {}
+
+    def saved_state(role):
+        try:
+            state = load_weights_only(folder / f"{role}.pt")
+        except Exception:  # the trainer's resume verifies the folder and names the problem
+            return None
+        return state if isinstance(state, dict) else None
+
+    state = saved_state("optimizer")
+    if state is not None and len(state.get("param_groups", ())) == len(optimizer.param_groups):
+        keys = _optimizer_settings()
+        for saved, now in zip(state["param_groups"], optimizer.param_groups):
+            for setting, key in keys.items():
+                if setting in saved and setting in now and _plain(saved[setting]) != _plain(now[setting]):
+                    changed.setdefault(key, (now[setting], saved[setting]))
+    state = saved_state("scheduler")
+    if state is not None:
+        now = scheduler.state_dict()
+        for setting, key in _SCHEDULER_SETTINGS.items():
+            if setting in state and setting in now and _plain(state[setting]) != _plain(now[setting]):
+                changed.setdefault(key, (now[setting], state[setting]))
+    if changed:
+        listed = "; ".join(f"{key}={new!r} given, {saved!r} saved" for key, (new, saved) in changed.items())
+        raise RunSetupError(
+            f"Cannot resume {folder} with other optimizer or scheduler settings than it was saved with ({listed}): "
+            "the saved optimizer and scheduler states would replace them. Resume with the saved values, or start "
+            "a new run.")
 
 
 def _saved_epoch(checkpoint_dir):

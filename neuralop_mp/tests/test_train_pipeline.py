@@ -297,9 +297,8 @@ def test_a_resume_records_its_command_once_it_has_saved_an_epoch_so_ctrl_c_and_a
         if not resume:
             return pipeline.run_training(config, progress=False, output_dir=out, log=quiet,
                                          command=("darcy", ["--opt.n_epochs", str(n_epochs)]))
-        with pytest.warns(UserWarning, match="the phase boundaries move"):  # n_epochs 1 -> 3
-            return pipeline.run_training(config, progress=False, output_dir=out, log=quiet, resume=True,
-                                         command=("darcy", ["--opt.n_epochs", str(n_epochs)]))
+        return pipeline.run_training(config, progress=False, output_dir=out, log=quiet, resume=True,
+                                     command=("darcy", ["--opt.n_epochs", str(n_epochs)]))
 
     def overrides():
         return json.loads((out / COMMAND_FILE).read_text())["overrides"]
@@ -332,7 +331,6 @@ def test_a_resume_records_its_command_once_it_has_saved_an_epoch_so_ctrl_c_and_a
     assert overrides() == ["--opt.n_epochs", "3", "--verbose", "false"]
 
 
-@pytest.mark.filterwarnings("ignore:Resuming a run saved with:UserWarning")  # 1 -> 3 epochs, expected
 def test_a_resumed_command_that_cannot_be_written_is_written_after_the_next_saved_epoch(monkeypatch, tmp_path):
     """A full disk at the first saved epoch of a resume warns and does not end the run; the
     next saved epoch records the command, so the checkpoint never outlives a stale record."""
@@ -411,3 +409,49 @@ def test_a_write_of_command_json_that_fails_midway_leaves_the_previous_record_wh
     write_command(tmp_path, "darcy", ["--opt.n_epochs", "3"], save_best=True)  # and the next write succeeds
     assert read_command(tmp_path) == {"config": "darcy", "overrides": ["--opt.n_epochs", "3"],
                                       "flags": {"save_best": True}}
+
+
+def test_a_resume_that_only_adds_epochs_does_not_warn_that_phase_boundaries_move(monkeypatch, tmp_path):
+    """No schedule (one phase): 1 -> 3 epochs moves no epoch to another phase."""
+    import warnings
+
+    _four_random_samples_as_data(monkeypatch)
+    out, quiet = tmp_path / "run", (lambda *args, **kwargs: None)
+    pipeline.run_training(load_config("darcy", {**TINY_RUN, "opt.n_epochs": "1"}), progress=False, output_dir=out,
+                          log=quiet)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipeline.run_training(load_config("darcy", {**TINY_RUN, "opt.n_epochs": "3"}), progress=False,
+                              output_dir=out, log=quiet, resume=True)
+    assert not [w for w in caught if "phase boundaries move" in str(w.message)]
+
+
+@pytest.mark.parametrize("key, value, saved", [
+    ("opt.learning_rate", "0.01", "0.005"), ("opt.weight_decay", "0.001", "0.0001"), ("opt.gamma", "0.25", "0.5"),
+    ("opt.step_size", "2", "4"),
+])
+def test_a_resume_that_changes_an_optimizer_or_scheduler_setting_is_refused_by_key(monkeypatch, tmp_path, key,
+                                                                                   value, saved):
+    """The saved optimizer and scheduler states would replace the new setting: refused, nothing trained."""
+    from neuralop_mp.run_setup import RunSetupError
+
+    _four_random_samples_as_data(monkeypatch)
+    out, quiet = tmp_path / "run", (lambda *args, **kwargs: None)
+    pipeline.run_training(load_config("darcy", {**TINY_RUN, "opt.n_epochs": "1"}), progress=False, output_dir=out,
+                          log=quiet)
+    config = load_config("darcy", {**TINY_RUN, "opt.n_epochs": "2", key: value})
+    with pytest.raises(RunSetupError, match=rf"{key}={value} given, {saved} saved"):
+        pipeline.run_training(config, progress=False, output_dir=out, log=quiet, resume=True)
+    resumed = pipeline.run_training(load_config("darcy", {**TINY_RUN, "opt.n_epochs": "2"}), progress=False,
+                                    output_dir=out, log=quiet, resume=True)
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1]
+
+
+def test_save_best_needs_a_test_at_the_training_resolution_before_any_data_is_loaded(monkeypatch, tmp_path):
+    from neuralop_mp.run_setup import RunSetupError
+
+    monkeypatch.setattr(pipeline, "build_data", lambda *a, **k: pytest.fail("data loaded"))
+    config = load_config("darcy", {**TINY_RUN, "data.train_resolution": "16"})
+    with pytest.raises(RunSetupError, match=r"data.train_resolution=16.*data.test_resolutions=\[8\]"):
+        pipeline.run_training(config, progress=False, output_dir=tmp_path / "run", save_best=True)
+    assert not (tmp_path / "run").exists()

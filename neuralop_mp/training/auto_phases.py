@@ -12,10 +12,12 @@ the more precise of the phase's mode and the cheapest mode the measurement accep
 
 The batches are drawn with the global RNG forked, so the run's data order is the one
 it would have without the re-check. Each epoch's record in ``history`` carries
-``auto_precision`` (the phase's mode, the mode run, the epoch of the check); the
-epoch of a check also carries ``auto_check``, the measurement behind it (per layer:
-mode, precision error, bound). A run resumed in the middle of a phase takes the
-decision of that phase from its history instead of measuring again. In a
+``auto_precision`` (the phase's mode, the mode run, the epoch of the check, the
+schedule); the epoch of a check also carries ``auto_check``, the measurement behind it
+(per layer: mode, precision error, bound). A run resumed in the middle of a phase takes
+the decision of that phase from its history instead of measuring again, when the
+decision was made for the same phase of the same schedule; a resume with another
+schedule measures again. In a
 data-parallel run every rank measures its own shard and all run the most precise
 decision of any rank.
 
@@ -47,16 +49,23 @@ class AutoPrecisionPhases:
         self.auto_precision = auto_precision
         self.auto_precision_batches = auto_precision_batches
         self.auto_decisions = []  # one per check: what was measured and decided
-        self._auto = None  # the current phase's decision: {"phase", "phase_mode", "mode", "checked_at_epoch"}
+        # the current phase's decision: {"phase", "phase_mode", "mode", "checked_at_epoch", "schedule"}
+        self._auto = None
         self._auto_check = None  # the full decision of a check made this epoch, for its record
         self._epoch_loader = None
 
     def _auto_decision_from_history(self, phase_index):
-        """The decision a resumed run made for ``phase_index`` before it was saved."""
+        """The decision a resumed run made for ``phase_index`` before it was saved, if made
+        for the same phase: a resume with another schedule may give the index to another
+        phase, whose mode (or stabilizer, autocast) the old decision was not measured for.
+        Records without ``schedule`` (older checkpoints) are matched by the phase's mode."""
+        schedule = str(self.precision_schedule)
         for entry in reversed(self.history):
             record = entry.get("auto_precision")
             if record and entry.get("phase") == phase_index:
-                return dict(record)
+                if record.get("phase_mode") == self.phase.mode and record.get("schedule", schedule) == schedule:
+                    return dict(record)
+                return None
         return None
 
     def _apply_auto_precision(self, epoch, measure=True):
@@ -69,7 +78,7 @@ class AutoPrecisionPhases:
             record = self._auto_decision_from_history(self.phase_index)
             if record is None:
                 record = {"phase": self.phase_index, "phase_mode": phase_mode, "mode": phase_mode,
-                          "checked_at_epoch": None}
+                          "checked_at_epoch": None, "schedule": str(self.precision_schedule)}
                 if phase_mode != "full" and measure:
                     record.update(self._check_phase(epoch, phase_mode))
             self._auto = record

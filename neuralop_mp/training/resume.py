@@ -88,6 +88,26 @@ class TrainingStateCheckpoints:
                 RuntimeWarning, stacklevel=3)
             self.scaler.set_enabled(wanted)
 
+    def _first_moved_epoch(self, saved_schedule, saved_n_epochs, next_epoch):
+        """The first epoch from ``next_epoch`` on that this run trains in another phase than
+        the saved run would have (an epoch past the saved run's end: in its last phase), or
+        None. Only the epochs still to train count: a longer run of one phase moves nothing."""
+        from .schedule import PrecisionSchedule
+
+        saved = PrecisionSchedule.from_config(saved_schedule)  # written by str(PrecisionSchedule)
+
+        def phase(schedule, epoch, n_epochs):
+            if schedule is None:
+                return None
+            index = schedule.index_for_epoch(min(epoch, n_epochs - 1), n_epochs)
+            p = schedule[index]
+            return index, p.mode, p.autocast, p.stabilizer
+
+        for epoch in range(next_epoch or 0, self.n_epochs):
+            if phase(saved, epoch, saved_n_epochs) != phase(self.precision_schedule, epoch, self.n_epochs):
+                return epoch
+        return None
+
     def resume_state_from_dir(self, save_dir):
         """Load a checkpoint and set ``start_epoch`` to the epoch after the saved one.
 
@@ -108,11 +128,12 @@ class TrainingStateCheckpoints:
             scheduler=getattr(self, "scheduler", None), regularizer=getattr(self, "regularizer", None))
         next_epoch = None
         if state is not None:
-            saved = (state["schedule"], state["n_epochs"])
-            current = (None if self.precision_schedule is None else str(self.precision_schedule), self.n_epochs)
-            if saved != current:
+            moved = self._first_moved_epoch(state["schedule"], state["n_epochs"], state["next_epoch"])
+            if moved is not None:
+                saved = (state["schedule"], state["n_epochs"])
+                current = (None if self.precision_schedule is None else str(self.precision_schedule), self.n_epochs)
                 warnings.warn(f"Resuming a run saved with (schedule, n_epochs)={saved} as {current}: the "
-                              "phase boundaries move.", stacklevel=2)
+                              f"phase boundaries move (epoch {moved} changes phase).", stacklevel=2)
             self._load_scaler_state(state["scaler"], state.get("half_dtype"))
             self.history = [dict(h) for h in state["history"]]
             by_rank = state.get("rng_states_by_rank")

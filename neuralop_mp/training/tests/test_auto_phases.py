@@ -102,3 +102,29 @@ def test_auto_precision_needs_mixed_precision_layers():
     with pytest.raises(ValueError, match="needs MixedPrecisionSpectralConv layers"):
         MixedPrecisionTrainer(model=tiny_fno(mixed_precision_layer=False), n_epochs=2, precision_schedule="full",
                               auto_precision=True)
+
+
+def test_a_resume_with_another_schedule_does_not_reuse_a_decision_made_for_another_phase():
+    """Phase 0 was "half" (decided "half") when saved; resumed with "full:0.5,half", phase 0 is "full":
+    it runs full, not the old phase's "half". A phase of the same mode under another schedule
+    (another stabilizer) is measured again; the same phase of the same schedule is reused."""
+    saved = {"epoch": 0, "phase": 0, "auto_precision": {"phase": 0, "phase_mode": "half", "mode": "half",
+                                                        "checked_at_epoch": 0, "schedule": "half:0.5,full:0.5"}}
+    model = tiny_fno()
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=4, precision_schedule="full:0.5,half", auto_precision=True)
+    trainer.history = [dict(saved)]
+    trainer.on_epoch_start(1)
+    assert {layer.fno_block_precision for layer in model.fno_blocks.convs} == {"full"}
+    assert trainer._auto["phase_mode"] == "full" and trainer._current_precision()[0] == "full"
+
+    same = MixedPrecisionTrainer(model=tiny_fno(), n_epochs=4, precision_schedule="half:0.5,full", auto_precision=True)
+    same.history = [dict(saved)]
+    same.on_epoch_start(1)  # the same phase of the same schedule: reused, not measured (no loader to measure)
+    assert same._auto["checked_at_epoch"] == 0
+
+    other = MixedPrecisionTrainer(model=tiny_fno(), n_epochs=4, precision_schedule="half:0.5/tanh,full",
+                                  auto_precision=True)
+    other.history = [dict(saved)]
+    # no reuse: it measures, which needs the epoch's loader (a measurement outside train_one_epoch fails)
+    with pytest.raises(RuntimeError, match="training loader of this epoch is unknown"):
+        other.on_epoch_start(1)

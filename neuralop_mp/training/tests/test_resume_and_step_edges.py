@@ -266,3 +266,32 @@ def test_a_finished_resume_with_auto_precision_measures_nothing(tmp_path):
         metrics = trainer.train(train, test, optimizer, scheduler, training_loss=loss(), resume_from_dir=tmp_path)
     assert [entry["phase"] for entry in trainer.history] == [0, 0] and trainer.auto_decisions == []
     assert metrics["train_err"] == trainer.history[-1]["train_err"] and get_precision(model)[0] == "mixed"
+
+
+@pytest.mark.parametrize("saved, resumed, crash_at, warns", [
+    ((None, 1), (None, 3), 1, False),                        # more epochs, no schedule
+    (("mixed", 2), ("mixed", 4), 1, False),                   # more epochs, one phase
+    (("half@1,full", 2), ("half@1,full", 4), 1, False),     # epochs added to the last phase only
+    (("half:0.5,full", 4), ("half:0.5,full", 8), 2, True),   # epochs 2, 3 move from "full" to "half"
+    (("half:0.5,full", 4), ("full:0.5,half", 4), 1, True),   # another schedule
+    (("mixed", 2), (None, 4), 1, True),                      # a schedule dropped
+])
+def test_the_phase_boundaries_warning_fires_only_when_an_epoch_to_train_changes_phase(
+        tmp_path, saved, resumed, crash_at, warns):
+    train, test = tiny_data(n=8, batch_size=8)
+    model = tiny_fno(seed=0)
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    first = CrashingTrainer(model=model, n_epochs=saved[1], precision_schedule=saved[0])
+    first.crash_at = crash_at
+    try:
+        first.train(train, test, optimizer, scheduler, training_loss=loss(), save_every=1, save_dir=tmp_path)
+    except Interrupted:
+        pass
+    model = tiny_fno(seed=1)
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=resumed[1], precision_schedule=resumed[0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train(train, test, optimizer, scheduler, training_loss=loss(), resume_from_dir=tmp_path)
+    moved = [str(w.message) for w in caught if "phase boundaries move" in str(w.message)]
+    assert bool(moved) == warns, moved
