@@ -198,8 +198,9 @@ def complex_einsum_pair(equation, a, b, *, method=DEFAULT_COMPLEX_PRODUCT, compu
         check_choice("complex_product", method, COMPLEX_PRODUCTS)
     if compute_dtype is None:
         compute_dtype = compute_dtype_for(a.dtype, a.device)
-    detach = lambda t: None if t is None else t.detach()  # noqa: E731
-    return _ComplexPairContraction.apply(a, b, equation, method, compute_dtype, detach(a_source), detach(b_source))
+    # the sources go in as they are, not detached: a backward that builds a graph (second
+    # derivatives) re-casts them differentiably, so its gradients depend on the parameters
+    return _ComplexPairContraction.apply(a, b, equation, method, compute_dtype, a_source, b_source)
 
 
 def _layouts(plan):

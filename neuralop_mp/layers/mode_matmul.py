@@ -83,6 +83,11 @@ def _weight_chunk(weight_2d, start, stop, n_in, half, compute_dtype):
     """Modes ``start:stop`` of the ``(in out, K)`` weight as a ``(stop - start, in, 2 out)``
     real matrix: each complex entry an interleaved (re, im) pair."""
     chunk = weight_2d[:, start:stop]
+    if half is not None and torch.is_grad_enabled():
+        # a backward that builds a graph (second derivatives): the int32 reinterpretation
+        # below would cut autograd's graph, leaving the input gradient constant in the weight
+        real = torch.view_as_real(chunk.t().contiguous())
+        return real.to(half).to(compute_dtype).reshape(stop - start, n_in, -1)
     if half is None:
         if chunk.dtype == torch.complex32:
             chunk = chunk.to(torch.complex64)
@@ -124,16 +129,14 @@ class _DenseModeProduct(torch.autograd.Function):
     Each is evaluated one chunk of modes at a time."""
 
     @staticmethod
-    def forward(ctx, x_kept, weight, half, compute_dtype, chunk_bytes):
+    def forward(ctx, x_kept, saved, weight, half, compute_dtype, chunk_bytes):
         batch, n_in, *modes = x_kept.shape
         n_out = weight.shape[1]
-        real = torch.view_as_real(x_kept)
-        # the 16-bit (or, in full precision, complex64) spectrum is all that is kept;
-        # the weight operands are parameters (views), alive anyway
-        saved = real.to(half).contiguous() if half is not None else real.contiguous()
+        # the 16-bit (or, in full precision, float32) pairs of the spectrum are all that is
+        # kept; the weight operands are parameters (views), alive anyway
         ctx.save_for_backward(saved, weight)
         ctx.config = (half, compute_dtype, chunk_bytes)
-        ctx.use = record_use(weight, ctx.needs_input_grad[1])
+        ctx.use = record_use(weight, ctx.needs_input_grad[2])
         x_flat = saved.reshape(batch, n_in, -1, 2)
         # a view of a contiguous weight; a weight sliced to fewer modes is copied here
         weight_2d = weight.reshape(n_in * n_out, -1)
@@ -164,10 +167,12 @@ class _DenseModeProduct(torch.autograd.Function):
             g = g.to(half)
         g = g.reshape(batch, n_out, n_modes, 2)
         grad_x = grad_w = None
-        consumer = consumer_for(ctx.use) if ctx.needs_input_grad[1] else None
+        consumer = consumer_for(ctx.use) if ctx.needs_input_grad[2] else None
+        if torch.is_grad_enabled():  # a backward that builds a graph: the lazy gradient carries none
+            consumer = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.empty(batch, n_in, n_modes, 2, dtype=torch.float32, device=grad.device)
-        if ctx.needs_input_grad[1] and consumer is None:
+        if ctx.needs_input_grad[2] and consumer is None:
             # written chunk by chunk in the weight's dtype: no whole-weight float32 or
             # complex64 gradient exists
             grad_w = torch.empty(n_in * n_out, n_modes, dtype=weight.dtype, device=grad.device)
@@ -189,7 +194,8 @@ class _DenseModeProduct(torch.autograd.Function):
             grad_x = torch.view_as_complex(grad_x).reshape(batch, n_in, *modes)
         if grad_w is not None:
             grad_w = grad_w.reshape(n_in, n_out, *modes)
-        return grad_x, grad_w, None, None, None
+        # ``saved`` gets none: its share of the input's gradient is in grad_x
+        return grad_x, None, grad_w, None, None, None
 
 
 def dense_mode_product(x_kept, weight, half=None, compute_dtype=torch.float32, chunk_bytes=None):
@@ -231,4 +237,9 @@ def dense_mode_product(x_kept, weight, half=None, compute_dtype=torch.float32, c
         raise TypeError(f"chunk_bytes must be a positive int (bytes), got {chunk_bytes!r}.")
     if chunk_bytes is not None and chunk_bytes <= 0:
         raise ValueError(f"chunk_bytes must be a positive int (bytes), got {chunk_bytes}.")
-    return _DenseModeProduct.apply(x_kept, weight, half, compute_dtype, chunk_bytes)
+    # The (re, im) pairs the backward keeps, rounded here rather than inside the Function: a
+    # backward that builds a graph then differentiates the weight gradient conj(X)^T G through
+    # them back to ``x_kept`` (the cast keeps no tensor alive for its own backward).
+    real = torch.view_as_real(x_kept)
+    saved = (real.to(half) if half is not None else real).contiguous()
+    return _DenseModeProduct.apply(x_kept, saved, weight, half, compute_dtype, chunk_bytes)

@@ -238,10 +238,14 @@ class MixedPrecisionSpectralConv(SpectralConv):
         dims = list(range(-self.order, 0))
         return dims if self.complex_data else dims[:-1]
 
-    def _kept_weight(self, fft_size):
-        """The weight restricted to the modes used for a spectrum of ``fft_size``."""
+    def _weight_mode_slices(self, fft_size):
+        """Per transformed axis, the slice of the weight's ``max_n_modes`` used for a spectrum
+        of ``fft_size``, by upstream's arithmetic: ``min(size, n_mode)`` modes, centred along
+        shifted axes, the first ones otherwise. Where ``n_mode`` exceeds ``max_n_modes`` (and
+        the grid has more) upstream's slice is empty along a shifted axis and keeps
+        ``min(size, n_mode) - max_mode`` modes along the others: so is this one."""
         shifted = set(self._shifted_dims())
-        slices = [slice(None)] if self.separable else [slice(None), slice(None)]
+        slices = []
         for axis, (size, n_mode, max_mode) in enumerate(zip(fft_size, self.n_modes, self.max_n_modes)):
             start = max_mode - min(size, n_mode)
             if not start:
@@ -250,11 +254,17 @@ class MixedPrecisionSpectralConv(SpectralConv):
                 slices.append(slice(start // 2, -((start + 1) // 2)))
             else:
                 slices.append(slice(None, -start))
+        return slices
+
+    def _kept_weight(self, fft_size):
+        """The weight restricted to the modes used for a spectrum of ``fft_size``."""
+        slices = self._weight_mode_slices(fft_size)
         if all(s == slice(None) for s in slices):
             # every mode is kept (the usual case): indexing a tltorch tensor builds a new
             # factorized tensor, 0.4 ms a forward for a Tucker weight, for the same values
             return self.weight
-        return self.weight[tuple(slices)]
+        channels = [slice(None)] if self.separable else [slice(None), slice(None)]
+        return self.weight[tuple(channels + slices)]
 
     def _mode_slices(self, fft_size, kept_modes):
         shifted = set(self._shifted_dims())
@@ -265,8 +275,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
 
     def _kept_modes(self, fft_size):
         """Modes kept per transformed dimension: the mode sizes of :meth:`_kept_weight`'s
-        result, by the same arithmetic (no slicing of the weight per forward)."""
-        return [min(size, n_mode, max_mode) for size, n_mode, max_mode in zip(fft_size, self.n_modes, self.max_n_modes)]
+        result, from the same slices (no slicing of the weight per forward)."""
+        return [len(range(*s.indices(max_mode)))
+                for s, max_mode in zip(self._weight_mode_slices(fft_size), self.max_n_modes)]
 
     def _operands(self, fft_size):
         weight = self._kept_weight(fft_size)
@@ -412,7 +423,12 @@ class MixedPrecisionSpectralConv(SpectralConv):
             "compute_dtype": str(path.compute_dtype).replace("torch.", ""),
             "reason": path.reason,
         }
-        if path.kernel in (MODE_BATCHED, REBUILT):
+        if 0 in kept:
+            # n_modes beyond max_n_modes along a shifted axis: upstream's weight slice is empty
+            # there (see _weight_mode_slices), so the product is zero; the products below
+            # cannot take an empty mode axis
+            out_kept = torch.zeros(batch, self.out_channels, *kept, dtype=x_kept.dtype, device=device)
+        elif path.kernel in (MODE_BATCHED, REBUILT):
             # a rebuilt weight is rounded to the 16-bit type inside the product, like a dense one
             weight = operands[0] if path.kernel == MODE_BATCHED else rebuild_dense_weight(kind, operands)
             out_kept = dense_mode_product(x_kept, weight, half, path.compute_dtype)
@@ -445,10 +461,14 @@ class MixedPrecisionSpectralConv(SpectralConv):
             out = out.to(torch.float16 if fft_half else torch.float32)
             out_kept = torch.view_as_complex(out.contiguous())
 
-        bias_in_spectrum = truncated and self.bias is not None and self.bias.numel() == self.out_channels
+        bias_in_spectrum = (truncated and self.bias is not None and self.bias.numel() == self.out_channels
+                            and 0 not in kept)
         if bias_in_spectrum:
             out_kept = self._plus_bias_at_zero_frequency(out_kept, out_spatial)
-        if truncated:
+        if 0 in kept:  # nothing to transform back (the inverse transforms take no empty block)
+            y = torch.zeros(batch, self.out_channels, *out_spatial, device=device,
+                            dtype=torch.complex64 if self.complex_data else torch.float32)
+        elif truncated:
             y, choice = truncated_irfftn(out_kept, fft_dims, spatial, out_spatial, norm=self.fft_norm,
                                          return_choice=True)
             self.last_product_path.update(_last_axis_fields(choice))

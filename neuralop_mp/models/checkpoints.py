@@ -63,6 +63,23 @@ def _for_upstream_class(cls, kwargs):
     return kwargs
 
 
+def _with_positional_named(cls, args, kwargs):
+    """The recorded arguments with the positional ones named after ``cls``'s parameters.
+
+    Upstream's ``BaseModel`` records ``args`` as given and, besides them, the default of every
+    parameter not passed by keyword, those passed positionally included: ``cls(*args, **kwargs)``
+    would pass them twice. Each positional value is named and overrides the recorded default.
+    """
+    if not args:
+        return kwargs
+    params, _ = constructor_params(cls)
+    names = [name for name, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    if len(args) > len(names):
+        raise TypeError(f"The checkpoint records {len(args)} positional arguments; {cls.__name__} takes at most "
+                        f"{len(names)} ({', '.join(names)}).")
+    return {**kwargs, **dict(zip(names, args))}
+
+
 def _policy_changes(precision_policy):
     """The precision settings ``precision_policy`` sets, validated: every field of a
     ``PrecisionPolicy``, the keys of a dict, the mode of a mode string."""
@@ -117,6 +134,7 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
         if model_class.lower() not in registry:
             raise ValueError(f"Invalid model_class={model_class!r}; registered models: {', '.join(sorted(registry))}.")
         model_class = registry[model_class.lower()]
+    kwargs = _with_positional_named(model_class, args, kwargs)
     if precision_policy is not None:
         if model_class in BaseModel._models.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
             model_class = PLUGIN_MODEL_CLASSES.get(model_class.__name__.lower(), model_class)
@@ -126,6 +144,6 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     saved_class = BaseModel._models.get(saved_name.lower())
     if saved_class in PLUGIN_MODEL_CLASSES.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
         kwargs = _for_upstream_class(model_class, kwargs)
-    model = model_class(*args, **kwargs)
+    model = model_class(**kwargs)
     model.load_checkpoint(save_folder, save_name, map_location=map_location)
     return model

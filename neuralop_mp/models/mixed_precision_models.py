@@ -18,6 +18,7 @@ A checkpoint of upstream's plain model loads into these classes (its recorded
 """
 import functools
 import inspect
+import warnings
 
 from neuralop.layers.fno_block import FNOBlocks
 from neuralop.layers.spectral_convolution import SpectralConv
@@ -106,8 +107,25 @@ class _PrecisionRecordingModel:
         return get_precision_policy(self)
 
     def _record_current_policy(self):
-        # set_precision / a schedule may have switched the model since it was built
-        self._init_kwargs.update(self.precision_policy.as_dict())
+        """Write the current settings into the constructor record that checkpoints keep.
+
+        set_precision / a schedule may have switched the model since it was built. Layers set
+        one by one may disagree: there is then no model-level policy to write, and saving must
+        not fail, so the record stays as it was and a warning (once per model) says so.
+        """
+        try:
+            current = self.precision_policy.as_dict()
+        except ValueError as err:
+            if not self.__dict__.get("_warned_layer_settings", False):
+                self._warned_layer_settings = True
+                warnings.warn(
+                    f"{type(self).__name__}: the spectral layers' precision settings differ ({err}); the "
+                    "checkpoint records the model-level precision policy it was last built or switched "
+                    "with, so the per-layer settings must be reapplied after loading it.",
+                    UserWarning, stacklevel=3)
+            return
+        # a new dict, not an update in place: earlier state dicts hold the old one as their _metadata
+        self._init_kwargs = {**self._init_kwargs, **current}
 
     def state_dict(self, *args, **kwargs):
         """Upstream's state dict; its ``_metadata`` holds the current precision settings."""

@@ -13,7 +13,10 @@ from neuralop.models.uno import UNO as _UpstreamUNO
 class UNO(_UpstreamUNO, BaseModel, name="UNO"):
     """Upstream's U-shaped neural operator, registered as ``"uno"``.
 
-    Identical to :class:`neuralop.models.UNO` (same constructor, same state_dict
-    keys); it only adds ``BaseModel``'s registration and init-argument recording so
-    ``get_model`` can build it from a config and ``from_checkpoint`` can rebuild it.
+    Same constructor, modules and parameters as :class:`neuralop.models.UNO`; it only adds
+    ``BaseModel``'s registration and init-argument recording so ``get_model`` can build it
+    from a config and ``from_checkpoint`` can rebuild it. Its ``state_dict()`` therefore
+    carries ``BaseModel``'s extra ``"_metadata"`` entry (the recorded arguments): a state
+    dict of upstream's UNO loads into this class, but this class's loads into upstream's
+    UNO only without that entry (or with ``strict=False``).
     """

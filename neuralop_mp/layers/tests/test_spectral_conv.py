@@ -1,6 +1,7 @@
 """MixedPrecisionSpectralConv: correctness against float64, drop-in compatibility, precision switching."""
 import io
 import math
+import warnings
 
 import pytest
 import torch
@@ -476,3 +477,26 @@ def test_the_bias_scale_at_the_zero_frequency_is_exact_in_float64(norm, out_spat
     assert torch.equal(folded[:, :, 2, 0].real, layer.bias.reshape(1, 4) * scale)
     folded[:, :, 2, 0] = 0  # nowhere else
     assert not folded.any()
+
+
+@pytest.mark.parametrize("n_modes, max_n_modes, size", [
+    ((12, 12), (8, 8), 32),   # beyond max along the shifted axis: upstream's slice is empty
+    ((17, 17), (16, 16), 32),  # one past max, as an incremental schedule overshooting would be
+    ((8, 22), (8, 8), 32),    # beyond max along the last axis only
+    ((22,), (8,), 32),
+    ((12, 12), (8, 8), 6),    # beyond max, but the grid has fewer modes than max
+])
+def test_n_modes_beyond_max_n_modes_gives_upstreams_output(n_modes, max_n_modes, size):
+    torch.manual_seed(0)
+    upstream = SpectralConv(3, 3, n_modes, max_n_modes=max_n_modes)
+    ours = MixedPrecisionSpectralConv(3, 3, n_modes, max_n_modes=max_n_modes)
+    ours.load_state_dict(upstream.state_dict())
+    x = torch.randn(2, 3, *([size] * len(n_modes)))
+    expected = upstream(x)
+    for mode, tol in (("full", 1e-6), ("mixed", 2e-2)):
+        ours.fno_block_precision = mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = ours(x)
+        assert got.shape == expected.shape
+        assert ((got - expected).norm() / expected.norm()).item() <= tol, mode

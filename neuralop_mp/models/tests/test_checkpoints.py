@@ -73,6 +73,48 @@ def test_checkpoint_records_the_precision_the_model_is_in_when_saved(tmp_path):
     assert loaded.precision_policy == PrecisionPolicy("full", "bfloat16", "tanh", "complex64")
 
 
+def test_layers_in_different_precisions_save_the_model_level_record_and_warn_once(tmp_path):
+    model = build("fno", fno_block_precision="mixed", half_dtype="bfloat16")
+    neuralop_mp.set_precision(model, "full")
+    model.state_dict()  # records "full"
+    neuralop_mp.mixed_precision_layers(model)[0].fno_block_precision = "mixed"  # one layer set by hand
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state = model.state_dict()
+        model.state_dict()
+        model.save_checkpoint(tmp_path, "m")
+    messages = [str(w.message) for w in caught if "per-layer settings must be reapplied" in str(w.message)]
+    assert len(messages) == 1 and "different precisions" in messages[0]
+    # the record stays as last written
+    assert state["_metadata"]["fno_block_precision"] == "full"
+    loaded = neuralop_mp.load_model(tmp_path, "m")
+    assert loaded.precision_policy == PrecisionPolicy("full", "bfloat16", None, "complex64")
+    assert_same_weights(model, loaded)
+
+
+def test_a_later_state_dict_leaves_an_earlier_ones_metadata_alone():
+    torch.manual_seed(0)
+    model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2)
+    first = model.state_dict()
+    neuralop_mp.set_precision(model, "mixed")
+    second = model.state_dict()
+    assert first["_metadata"]["fno_block_precision"] == "full"
+    assert second["_metadata"]["fno_block_precision"] == "mixed"
+
+
+@pytest.mark.parametrize("policy", [None, "mixed"])
+@pytest.mark.parametrize("cls", [FNO, MixedPrecisionFNO])
+def test_a_model_built_with_positional_arguments_loads(tmp_path, cls, policy):
+    torch.manual_seed(0)
+    model = cls((8, 8), 1, 1, 8, 2)  # n_layers=2 positionally: the record also holds its default, 4
+    model.save_checkpoint(tmp_path, "m")
+    loaded = neuralop_mp.load_model(tmp_path, "m", precision_policy=policy)
+    assert loaded.n_layers == 2 and loaded.hidden_channels == 8 and tuple(loaded.n_modes) == (8, 8)
+    assert_same_weights(model, loaded)
+    if policy is not None:
+        assert loaded.precision_policy.fno_block_precision == policy
+
+
 def test_upstream_names_stay_upstream_and_plugin_names_are_ours():
     assert BaseModel._models["fno"] is neuralop.models.FNO
     assert BaseModel._models["tfno"] is neuralop.models.TFNO
