@@ -179,6 +179,10 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                  mixed_precision=False, precision_schedule=None, half_dtype="auto",
                  loss_scaling="auto", max_consecutive_skips=20, progress=False, auto_precision=False,
                  auto_precision_batches=2, update_in_backward=False):
+        # upstream's own arguments too: n_epochs=0 ends in an UnboundLocalError, eval_interval=0
+        # in a ZeroDivisionError after a whole epoch, a fractional n_epochs in range()
+        n_epochs = check_int_at_least("n_epochs", n_epochs)
+        eval_interval = check_int_at_least("eval_interval", eval_interval)
         super().__init__(model=model, n_epochs=n_epochs, wandb_log=wandb_log, device=device,
                          mixed_precision=mixed_precision, data_processor=data_processor,
                          eval_interval=eval_interval, log_output=log_output,

@@ -130,6 +130,18 @@ def test_invalid_trainer_arguments(kwargs, message):
         MixedPrecisionTrainer(model=tiny_fno(), n_epochs=2, **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"n_epochs": 0}, ValueError, r"Invalid n_epochs=0; allowed values: integers >= 1"),
+    ({"n_epochs": 2.5}, TypeError, r"Invalid n_epochs=2.5; allowed values: integers >= 1"),
+    ({"eval_interval": 0}, ValueError, r"Invalid eval_interval=0; allowed values: integers >= 1"),
+])
+def test_upstreams_own_arguments_are_checked_before_training(kwargs, error, message):
+    # upstream: an UnboundLocalError (n_epochs=0), a TypeError in range() or a
+    # ZeroDivisionError after a whole epoch (eval_interval=0)
+    with pytest.raises(error, match=message):
+        MixedPrecisionTrainer(model=tiny_fno(), **{"n_epochs": 2, **kwargs})
+
+
 @pytest.mark.parametrize("half_dtype, loss_scaling, schedule, enabled", [
     ("float16", "auto", "mixed", True),
     ("bfloat16", "auto", "mixed", False),
