@@ -35,15 +35,15 @@ def describe(group, group_index, position, param):
 
 # frames in these files are the optimizer's own (its modules, torch.optim's step wrappers, the
 # no_grad decorator): a warning names the first frame outside them, the caller's step()
-_OWN_FOLDERS = (os.path.dirname(__file__), os.path.dirname(torch.optim.__file__))
-_OWN_FILES = (torch.utils._contextlib.__file__,)
+OPTIMIZER_CODE_FOLDERS = (os.path.dirname(__file__), os.path.dirname(torch.optim.__file__))
+OPTIMIZER_CODE_FILES = (torch.utils._contextlib.__file__,)
 
 
 def _handle(message, groups):
     if any(group["nonfinite_grad"] == "raise" for group in groups):
         raise NonFiniteError(f"{message}. {_ADVICE}")
     warnings.warn(f"TensorGRaD: {message}; skipped (nonfinite_grad='skip').", RuntimeWarning,
-                  stacklevel=stacklevel_outside(_OWN_FOLDERS, _OWN_FILES))
+                  stacklevel=stacklevel_outside(OPTIMIZER_CODE_FOLDERS, OPTIMIZER_CODE_FILES))
 
 
 def all_finite(tensor):

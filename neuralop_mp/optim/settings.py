@@ -13,9 +13,11 @@ from typing import Callable
 
 import torch
 
+from ..caller_frames import stacklevel_outside
 from ..vocabulary import check_real
 from .adam_math import ADAM_CONVENTIONS, STATE_DTYPES
 from .composite_projector import ORDERS
+from .nonfinite import OPTIMIZER_CODE_FILES, OPTIMIZER_CODE_FOLDERS
 from .seeds import SEED_LIMIT
 from .sparse_projector import SPARSE_TYPES, _check_ratio
 from .tucker_projector import RANK_CONVENTIONS, _check_rank
@@ -261,7 +263,8 @@ def check_group_keys(group):
         if key not in _warned_keys:
             _warned_keys.add(key)
             warnings.warn(f"TensorGRaD ignores the unknown param-group key {key!r}; its settings are "
-                          f"{', '.join(OPTIONS_BY_NAME)}.", UserWarning, stacklevel=4)
+                          f"{', '.join(OPTIONS_BY_NAME)}.", UserWarning,
+                          stacklevel=stacklevel_outside(OPTIMIZER_CODE_FOLDERS, OPTIMIZER_CODE_FILES))
 
 
 def group_settings(group, defaults, explicit=(), upstream=False):

@@ -178,8 +178,9 @@ def test_unknown_group_key_warns_once_and_bookkeeping_keys_do_not():
         opt = TensorGRaD(torch.nn.Linear(3, 3).named_parameters())
         TensorGRaD(opt.param_groups)  # groups of another optimizer carry param_names
         TensorGRaD([{"params": [torch.nn.Parameter(torch.zeros(5))], "tensorgrad": False}])
-    messages = [str(w.message) for w in caught if "unknown param-group key" in str(w.message)]
-    assert len(messages) == 1 and repr(typo) in messages[0]
+    named = [w for w in caught if "unknown param-group key" in str(w.message)]
+    assert len(named) == 1 and repr(typo) in str(named[0].message)
+    assert named[0].filename == __file__  # the user's line, not the optimizer's or torch's
 
 
 def _dense_state():
