@@ -45,7 +45,11 @@ def read_file_info(path):
 
     ``meta`` is None for files we did not write.
     """
-    data = read_data_file(path)
+    return file_info(read_data_file(path))
+
+
+def file_info(data):
+    """``(meta, n_samples)`` of a data file's loaded contents (:func:`read_file_info`)."""
     return data.get("meta"), int(data["x"].shape[0])
 
 

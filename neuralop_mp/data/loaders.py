@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from ..caller_frames import stacklevel_outside
 from ..vocabulary import check_int_at_least
 from .burgers import generate_burgers_split
-from .cache import data_file, resolve_root
+from .cache import data_file, file_info, resolve_root
 from .darcy import generate_darcy_split
 from .file_checks import (DataFileError, ForeignDataFileChecksumError, check_data_file, read_data_file,
                           unreadable_file_warning)
@@ -97,7 +97,7 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
                 unreadable_file_warning(path, err)
                 generate_file(path, res, split, n)
                 continue
-            meta, n_file = read[path].get("meta"), int(read[path]["x"].shape[0])
+            meta, n_file = file_info(read[path])
             differing = {} if meta is None else {k: meta.get(k) for k, v in requested.items() if meta.get(k) != v}
             if differing:
                 recorded = ", ".join(f"{k}={v!r}" for k, v in differing.items())

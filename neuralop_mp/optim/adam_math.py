@@ -195,7 +195,7 @@ def stochastic_round_chunk_(stored, value, generator):
         noise = torch.randint(0, 1 << 16, value.shape, generator=generator, dtype=torch.int32, device=value.device)
         rounded = (value.view(torch.int32) + noise).bitwise_and_(-65536).view(torch.float32)
         # a NaN's payload can carry into the sign or clear to inf's or zero's bits: NaN stays NaN
-        stored.copy_(torch.where(value.isnan(), value, rounded))
+        stored.copy_(torch.where(value.isnan(), value, rounded, out=rounded))  # no second full-size buffer
         return
     bits, min_exponent = _HALF_FORMATS[stored.dtype]
     # spacing of the 16-bit numbers around x: 2**(e - 1 - bits) for |x| in [2**(e-1), 2**e),

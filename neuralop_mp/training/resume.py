@@ -100,7 +100,7 @@ class TrainingStateCheckpoints:
             if schedule is None:
                 return None
             index = schedule.index_for_epoch(min(epoch, n_epochs - 1), n_epochs)
-            p = schedule[index]
+            p = schedule[index]  # not the phase itself: its share or end epoch may move without moving this epoch
             return index, p.mode, p.autocast, p.stabilizer
 
         for epoch in range(next_epoch or 0, self.n_epochs):
