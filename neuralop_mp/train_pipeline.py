@@ -395,7 +395,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     )
 
     train_start = time.perf_counter()
-    with _resume_command(trainer, out, checkpoint_dir, command, record_resume, save_best=bool(save_best),
+    with _resume_command(trainer, out, command, record_resume, save_best=bool(save_best),
                          **(command_flags or {})):
         trainer.train(
             train_loader=train_loader,
@@ -538,18 +538,8 @@ def check_resume_settings(optimizer, scheduler, checkpoint_dir):
             "a new run.")
 
 
-def _saved_epoch(checkpoint_dir):
-    """The epoch of the training state saved in ``checkpoint_dir``; None when there is none."""
-    from .training.checkpointing import MANIFEST_FILE, load_weights_only
-
-    try:
-        return load_weights_only(Path(checkpoint_dir) / MANIFEST_FILE).get("epoch")
-    except Exception:  # missing or unreadable: the trainer's resume reports it
-        return None
-
-
 @contextmanager
-def _resume_command(trainer, out, checkpoint_dir, command, record, **flags):
+def _resume_command(trainer, out, command, record, **flags):
     """While a resumed run trains, its ``command.json`` comes to record ``command`` (the run's
     overrides merged with the ones the resume gave), so a later ``eval`` or ``--resume``
     rebuilds the config the run now trains with.
@@ -564,11 +554,7 @@ def _resume_command(trainer, out, checkpoint_dir, command, record, **flags):
     if not record:
         yield
         return
-    saved_before = _saved_epoch(checkpoint_dir)
-
-    def on_checkpoint(save_dir):
-        if _saved_epoch(checkpoint_dir) == saved_before:
-            return
+    def on_checkpoint(save_dir):  # the trainer saves its state only after an epoch it trained
         try:
             write_command(out, *command, **flags)
         except OSError as err:  # a full disk must not end the run: tried again at the next epoch and at the end
