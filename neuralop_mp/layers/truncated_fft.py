@@ -181,9 +181,9 @@ class LastAxisChoice:
         The DFT-block matmul; otherwise an FFT.
     why : str or None
         "fixed" (:func:`set_last_axis_transform`), "deterministic algorithms", "too small to
-        time", "timed" (an "auto" choice, timings in ``seconds``), "not timed yet" (a query
-        before the first run, :func:`last_axis_choice`); None where the matmul does not apply
-        (not on CPU, not the last axis, fewer than :data:`MATMUL_MIN_RATIO` points per kept column).
+        time", "timed" (an "auto" choice, timings in ``seconds``); None where the matmul does
+        not apply (not on CPU, not the last axis, fewer than :data:`MATMUL_MIN_RATIO` points
+        per kept column).
     seconds : (float, float) or None
         The (matmul, FFT) seconds of a "timed" choice.
     """
@@ -193,8 +193,6 @@ class LastAxisChoice:
     seconds: Optional[Tuple[float, float]] = None
 
     def __str__(self):
-        if self.why == "not timed yet":
-            return self.why
         name = "DFT-block matmul" if self.by_matmul else "FFT"
         if self.why == "timed":
             matmul, fft = self.seconds
@@ -210,12 +208,12 @@ def _by_matmul(way, dim, length, kept, t, norm):
     if dim != -1:
         return False
     rows = t.numel() // max(1, t.shape[-1])
-    return _decision(way, rows, length, kept, norm, t.dtype, t.device, time_now=True).by_matmul
+    return _decision(way, rows, length, kept, norm, t.dtype, t.device).by_matmul
 
 
-def _decision(way, rows, length, kept, norm, dtype, device, time_now):
-    """The :class:`LastAxisChoice` for the last-axis map ``way`` of ``rows`` rows; with
-    ``time_now`` an "auto" choice not yet timed is timed here, else it is "not timed yet"."""
+def _decision(way, rows, length, kept, norm, dtype, device):
+    """The :class:`LastAxisChoice` for the last-axis map ``way`` of ``rows`` rows; an "auto"
+    choice not yet timed for this shape is timed here."""
     if device.type != "cpu" or length < MATMUL_MIN_RATIO * kept:
         return LastAxisChoice(False)
     transform = _setting["transform"]
@@ -228,8 +226,6 @@ def _decision(way, rows, length, kept, norm, dtype, device, time_now):
         return LastAxisChoice(False, "too small to time")
     key = _timing_key(way, rows, length, kept, norm, dtype, device)
     if key not in _timings:
-        if not time_now:
-            return LastAxisChoice(False, "not timed yet")
         _timings[key] = _time_both_ways(*key[:-1])
     by_matmul, by_fft = _timings[key]
     return LastAxisChoice(by_matmul < by_fft, "timed", (by_matmul, by_fft))
@@ -241,7 +237,7 @@ def _inverse_choice(z, dims, out_sizes, norm):
     if dims[-1] != -1:
         return LastAxisChoice(False)
     rows = z.numel() // max(1, math.prod(z.shape[d] for d in dims)) * math.prod(out_sizes[:-1])
-    return _decision("inverse", rows, out_sizes[-1], z.shape[-1], norm, z.dtype, z.device, time_now=True)
+    return _decision("inverse", rows, out_sizes[-1], z.shape[-1], norm, z.dtype, z.device)
 
 
 def _timing_key(way, rows, length, kept, norm, dtype, device):
@@ -278,15 +274,6 @@ def _time_both_ways(way, rows, length, kept, norm, dtype, device, rounds=3):
             if round_:
                 best[i] = min(best[i], time.perf_counter() - start)
     return tuple(best)
-
-
-def last_axis_choice(way, rows, length, kept, norm="backward", dtype=torch.complex64, device="cpu"):
-    """How the last-axis map ``way`` of ``rows`` rows, ``length`` points and ``kept`` columns
-    of ``dtype`` data would run: "FFT" or "DFT-block matmul" and why (timings for an "auto"
-    choice; "not timed yet" before its first run), as ``str(LastAxisChoice)``. A query that
-    times nothing; a layer records the choice its forward made (``truncated_irfftn(...,
-    return_choice=True)``)."""
-    return str(_decision(way, rows, length, kept, norm, dtype, torch.device(device), time_now=False))
 
 
 @functools.lru_cache(maxsize=64)

@@ -33,6 +33,7 @@ Examples
 >>> report.models[0]["layer_types"]
 ['MixedPrecisionSpectralConv']
 """
+import inspect
 from contextlib import contextmanager
 from importlib import import_module
 
@@ -341,7 +342,20 @@ def enabled(**options):
 
     Everything is restored when the block ends, also when it raises.
     """
-    report = enable(**options)
+    try:
+        keywords = inspect.signature(enable).bind(**options)
+    except TypeError as exc:  # an unknown keyword, named as a call of enable names it
+        raise TypeError(f"enable() {exc}") from None
+    keywords.apply_defaults()
+    with _enabled_checked(_validated_options(keywords.arguments)) as report:
+        yield report
+
+
+@contextmanager
+def _enabled_checked(options, prefix=""):
+    """:func:`enabled` with ``options`` that :func:`_validated_options` returned for ``prefix``
+    (as :func:`_activate` takes them); yields the report and disables when the block ends."""
+    report = _activate(options, prefix=prefix)
     try:
         yield report
     finally:

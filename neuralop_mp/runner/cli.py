@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..vocabulary import none_if_null, normalize_flag
-from .activation import _activate, _validated_options, disable, enable
+from .activation import _enabled_checked, _validated_options, enable
 from .static_check import describe_plan, scan_source, start_warnings
 from .summary import format_summary
 from .upstream_scripts import refusal_reason
@@ -277,8 +277,7 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
     try:
         sys.argv = [str(path)] + list(script_args)
         sys.path.insert(0, str(script_dir))
-        report = _activate(checked, prefix=FLAG_PREFIX)
-        try:
+        with _enabled_checked(checked, prefix=FLAG_PREFIX) as report:
             # what the plugin cannot reach, then the activation's notes (a stabilizer beside a
             # schedule), which the summary repeats
             for warning in start_warnings(scan, options) + report.notes:
@@ -291,8 +290,6 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
             except Exception as exc:  # the script's own failure: report it like Python would
                 traceback.print_exc()
                 status, error = 1, exc
-        finally:
-            disable()
     finally:
         added_paths = [Path(p).resolve() for p in sys.path if p and p not in saved_path]
         sys.argv, sys.path[:] = saved_argv, saved_path
