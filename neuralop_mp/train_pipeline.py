@@ -28,6 +28,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -113,6 +114,11 @@ def build_scheduler(optimizer, config):
     if name == "CosineAnnealingLR":
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=opt.scheduler_T_max)
     if name == "ReduceLROnPlateau":
+        # torch's other schedulers record the configured rate in each group as "initial_lr", saved with the
+        # optimizer while "lr" decays; ReduceLROnPlateau does not, and a resume could not tell a changed
+        # opt.learning_rate (check_resume_settings) without it
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
         return lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=opt.gamma, patience=opt.scheduler_patience, mode="min"
         )
@@ -303,9 +309,9 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         Before any data is loaded or generated, for an unavailable device, an
         unwritable output folder or ``save_best`` without a test at the training
         resolution; while loading data, for missing files that are not to be
-        generated (with the command that generates them); before training, for a
-        ``resume`` whose optimizer or scheduler settings differ from the checkpoint's
-        (:func:`check_resume_settings`).
+        generated (with the command that generates them); when the checkpoint is read,
+        before anything is loaded or trained, for a ``resume`` whose optimizer or
+        scheduler settings differ from the checkpoint's (:func:`check_resume_settings`).
     """
     from .configs import config_to_dict
     from .configs.validation import validated_precision_policy
@@ -378,14 +384,15 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
                                 else "full")  # the model's mode until the first phase is decided
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
-    if resume:  # before training: a refused resume keeps its previous command.json
-        check_resume_settings(optimizer, scheduler, checkpoint_dir)
     training_loss, eval_losses = build_losses(config, data_dims(train_loader))
     schedule = build_schedule(config, policy)
     best_metric = f"{config.data.train_resolution}_l2" if save_best else None
     trainer = build_trainer(config, model, data_processor, schedule, device, progress=progress, policy=policy,
                             run_dir=out if is_writer else None, best_metric=best_metric,
                             log=_progress_log(log, progress), auto_precision=auto_phases)
+    if resume:  # on the states the trainer's resume reads, before it loads them: a refused resume trains
+        # nothing and keeps its previous command.json (recorded only once an epoch is saved)
+        trainer.check_resume_states = partial(check_resume_settings, optimizer, scheduler)
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"[neuralop-mp] {type(model).__name__} with {n_params:,} parameters, "
@@ -481,7 +488,8 @@ _SCHEDULER_SETTINGS = {"step_size": "opt.step_size", "gamma": "opt.gamma", "fact
 def _optimizer_settings():
     from .optim.factory import TENSORGRAD_FIELDS
 
-    # initial_lr: the configured rate, kept by the scheduler while "lr" decays (ReduceLROnPlateau sets none)
+    # initial_lr: the configured rate, kept while "lr" decays (build_scheduler sets it for ReduceLROnPlateau;
+    # an optimizer.pt saved before it did lacks it, and resumes with the rate unchecked, as it always did)
     return {"initial_lr": "opt.learning_rate", "weight_decay": "opt.weight_decay", "betas": "opt.betas",
             **{name: f"opt.tensorgrad_{name}" for name in TENSORGRAD_FIELDS}}
 
@@ -490,42 +498,43 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def check_resume_settings(optimizer, scheduler, checkpoint_dir):
+def check_resume_settings(optimizer, scheduler, states, checkpoint_dir):
     """Refuse a resume whose optimizer or scheduler settings differ from the checkpoint's.
 
     Resuming loads the saved optimizer and scheduler states, which bring back the
     settings the run was saved with (learning rate, weight decay, step size, ...): an
     override given with ``--resume`` would be ignored while ``command.json`` and
-    ``results.json`` recorded it. ``optimizer`` and ``scheduler`` are the ones built
-    from this run's config; a missing or unreadable file is left to the trainer's
-    resume, which reports it.
+    ``results.json`` recorded it. :func:`run_training` has the trainer's resume call it
+    on the states it read (``check_states`` of
+    :func:`~neuralop_mp.training.checkpointing.load_training_files`), before it loads
+    them: each file is read once, and one that cannot be read is refused there, by name.
+
+    Parameters
+    ----------
+    optimizer, scheduler
+        Built from this run's config, nothing loaded into them yet.
+    states : dict
+        The saved states by role (``"optimizer"``, ``"scheduler"``; a role the resume
+        does not load is absent), their class and parameter layout already checked.
+    checkpoint_dir : str or Path
+        The folder they were read from, for the message.
 
     Raises
     ------
     RunSetupError
         Naming each config key with the value given and the value saved.
     """
-    from .training.checkpointing import load_weights_only
-
     folder = Path(checkpoint_dir)
     changed = {}
-
-    def saved_state(role):
-        try:
-            state = load_weights_only(folder / f"{role}.pt")
-        except Exception:  # the trainer's resume verifies the folder and names the problem
-            return None
-        return state if isinstance(state, dict) else None
-
-    state = saved_state("optimizer")
-    if state is not None and len(state.get("param_groups", ())) == len(optimizer.param_groups):
+    state = states.get("optimizer")
+    if state is not None:  # of as many groups as this run's (checkpointing.check_optimizer_state)
         keys = _optimizer_settings()
         for saved, now in zip(state["param_groups"], optimizer.param_groups):
             for setting, key in keys.items():
                 if setting in saved and setting in now and _plain(saved[setting]) != _plain(now[setting]):
                     changed.setdefault(key, (now[setting], saved[setting]))
-    state = saved_state("scheduler")
-    if state is not None:
+    state = states.get("scheduler")
+    if isinstance(state, dict):  # anything else is refused, naming the file, by the load that follows
         now = scheduler.state_dict()
         for setting, key in _SCHEDULER_SETTINGS.items():
             if setting in state and setting in now and _plain(state[setting]) != _plain(now[setting]):

@@ -373,9 +373,23 @@ def _load_into(obj, role, state, path):
         raise CheckpointError(f"{path} does not fit this run's {role} ({type(obj).__name__}): {err}") from err
 
 
-def load_training_files(save_dir, model, optimizer=None, scheduler=None, regularizer=None):
+def load_training_files(save_dir, model, optimizer=None, scheduler=None, regularizer=None, check_states=None):
     """Verify the checkpoint folder (:func:`verify_checkpoint`), then load it into the
-    given objects in place.
+    given objects in place. Each file is read once; one that cannot be read raises
+    :class:`CheckpointError` naming it.
+
+    Parameters
+    ----------
+    save_dir : str or Path
+    model, optimizer, scheduler, regularizer
+        The objects to load into; an optimizer, scheduler or regularizer left None is
+        neither read nor loaded.
+    check_states : callable, optional
+        Called as ``check_states(states, save_dir)`` with the saved states read, by role
+        (``{"optimizer": state_dict, ...}``, the roles given), once they passed the
+        class and layout checks and before anything is loaded: it raises to refuse the
+        resume (the training pipeline refuses settings overridden at a resume), and the
+        objects still hold this run's settings to compare with.
 
     Returns
     -------
@@ -414,6 +428,8 @@ def load_training_files(save_dir, model, optimizer=None, scheduler=None, regular
         check_optimizer_state(optimizer, states["optimizer"][1], states["optimizer"][2])
     if scheduler is not None and "scheduler" not in classes:  # no class to compare: the settings
         check_scheduler_state(scheduler, states["scheduler"][1], states["scheduler"][2])
+    if check_states is not None:
+        check_states({role: state for role, (_, state, _) in states.items()}, save_dir)
     _load_into(unwrap(model), "model", model_state, model_path)
     for role, (obj, state, path) in states.items():
         _load_into(obj, role, state, path)

@@ -19,6 +19,10 @@ class TrainingStateCheckpoints:
     """Mixin for a neuralop ``Trainer`` subclass with ``precision_schedule``, ``scaler``,
     ``history``, ``half_dtype`` and ``_scaling_enabled()``."""
 
+    #: None, or a callable that :meth:`resume_state_from_dir` runs on the saved states it read,
+    #: before loading them (``check_states`` of :func:`~neuralop_mp.training.checkpointing.load_training_files`)
+    check_resume_states = None
+
     def precision_state_dict(self, rng_states=None):
         """Schedule position, scaler, history and RNG state (weights-only loadable).
 
@@ -120,12 +124,14 @@ class TrainingStateCheckpoints:
         (:func:`~neuralop_mp.training.checkpointing.verify_checkpoint`): a missing
         optimizer/scheduler file, a file of another size or checksum than the
         manifest records, a newer format or another model's weights raise
-        :class:`~neuralop_mp.training.checkpointing.CheckpointError` naming the file.
+        :class:`~neuralop_mp.training.checkpointing.CheckpointError` naming the file;
+        nor before :attr:`check_resume_states`, when set, has accepted the saved states.
         """
         self.model = self.model.to(self.device)  # optimizer state follows the parameters' device
         manifest, state = checkpointing.load_training_files(
             save_dir, self.model, optimizer=getattr(self, "optimizer", None),
-            scheduler=getattr(self, "scheduler", None), regularizer=getattr(self, "regularizer", None))
+            scheduler=getattr(self, "scheduler", None), regularizer=getattr(self, "regularizer", None),
+            check_states=self.check_resume_states)
         next_epoch = None
         if state is not None:
             moved = self._first_moved_epoch(state["schedule"], state["n_epochs"], state["next_epoch"])
