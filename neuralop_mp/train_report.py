@@ -110,12 +110,29 @@ def summary_rows(result):
     if result.get("cpu_allocator"):
         rows.append(("CPU memory", result["cpu_allocator"]))
     if result.get("best"):
-        best = result["best"]
-        rows.append(("best model", f"epoch {best['epoch']}, {best['metric']} {best['value']:.4f}"))
+        rows.append(("best model", best_model_text(result)))
     rows.append(("wall time", f"{result['wall_time_s']:.1f} s"))
     if result.get("output_dir"):
         rows.append(("output folder", result["output_dir"]))
     return rows
+
+
+def best_model_text(result):
+    """The summary's "best model" value: the best epoch when its ``best_model`` file was
+    written (listed in ``result["files"]``), else that no file was written, and why.
+
+    ``result["best"]`` is the best evaluated epoch of the history, file or not."""
+    best = result["best"]
+    epoch = f"epoch {best['epoch']}, {best['metric']} {best['value']:.4f}"
+    if (result.get("files") or {}).get("best_model"):
+        return epoch
+    if not result.get("output_dir"):
+        why = "this run wrote no output folder"
+    elif not math.isfinite(best["value"]):
+        why = f"no evaluated epoch had a finite {best['metric']}"
+    else:  # the one case run_training leaves without the file (it logs the same reason)
+        why = "the best epoch came before --save_best was given, and no later epoch beat it"
+    return f"no file written ({epoch}): {why}"
 
 
 def format_summary(result):

@@ -49,7 +49,7 @@ References
 """
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -74,6 +74,23 @@ class _ModeDefault:
 
 
 _UNSET = _ModeDefault()
+
+
+def _checked_end_epoch(value):
+    """A phase's ``end_epoch`` as an int: TypeError for what is not a whole number (a
+    string, a bool, NaN, inf, 2.5; int() alone would raise without naming the field),
+    ValueError below 1."""
+    message = f"Invalid phase end_epoch={value!r}; allowed values: integers >= 1."
+    try:
+        number = int(value)
+        whole = not isinstance(value, bool) and number == value
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole:
+        raise TypeError(message)
+    if number < 1:
+        raise ValueError(message)
+    return number
 
 
 def _default_stabilizer(mode):
@@ -122,11 +139,7 @@ class PrecisionPhase:
                 raise ValueError(f"Invalid phase share={self.share!r}; a share must be in (0, 1].")
             object.__setattr__(self, "share", float(self.share))
         if self.end_epoch is not None:
-            if isinstance(self.end_epoch, bool) or int(self.end_epoch) != self.end_epoch:
-                raise TypeError(f"Invalid phase end_epoch={self.end_epoch!r}; expected an integer.")
-            if self.end_epoch < 1:
-                raise ValueError(f"Invalid phase end_epoch={self.end_epoch!r}; it must be >= 1.")
-            object.__setattr__(self, "end_epoch", int(self.end_epoch))
+            object.__setattr__(self, "end_epoch", _checked_end_epoch(self.end_epoch))
         autocast = self.mode != "full" if self.autocast is None else self.autocast
         if not isinstance(autocast, bool):
             raise TypeError(f"Invalid phase autocast={autocast!r}; expected True or False.")
@@ -204,7 +217,15 @@ def _as_phase(item, position):
     if isinstance(item, str):
         return _parse_phase(item, position)
     if isinstance(item, dict) or hasattr(type(item), "to_dict"):  # dict, Bunch, zencfg section
-        return PrecisionPhase(**section_as_dict(item))
+        values = section_as_dict(item)
+        # Python's own "unexpected keyword argument" names neither the phase nor the fields there are
+        allowed = [f.name for f in fields(PrecisionPhase)]
+        unknown = [key for key in values if key not in allowed]
+        if unknown or "mode" not in values:
+            problem = f"unknown field(s) {unknown}" if unknown else "no 'mode'"
+            raise TypeError(f"Invalid precision phase {position} {values!r}: {problem}; allowed fields: "
+                            f"{', '.join(map(repr, allowed))} ('mode' required).")
+        return PrecisionPhase(**values)
     if isinstance(item, (tuple, list)) and len(item) == 2:
         mode, share = item
         return PrecisionPhase(mode, share=share)

@@ -109,6 +109,18 @@ def _normalize_loss_scaling(value, key="loss_scaling"):
     return check_choice(key, value, LOSS_SCALING)
 
 
+def _check_save_best(save_best, test_loaders, eval_losses):
+    """ValueError unless ``save_best`` is one of the metrics ``train`` evaluates:
+    ``"{loader}_{loss}"`` for each test loader and eval loss (upstream's rule, and its
+    default ``eval_losses``: one loss named "l2")."""
+    losses = ("l2",) if eval_losses is None else eval_losses
+    allowed = [f"{loader}_{loss}" for loader in (test_loaders or {}) for loss in losses]
+    if save_best not in allowed:
+        shown = ", ".join(map(repr, allowed)) or "none (no test loader or no eval loss is given)"
+        raise ValueError(f"Invalid save_best={save_best!r}; allowed values: {shown} (the evaluation "
+                         "metrics \"<test_loaders key>_<eval_losses key>\" of this train() call).")
+
+
 class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Trainer):
     """neuralop's Trainer with precision schedules, autocast, and complex-safe loss scaling.
 
@@ -406,17 +418,26 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         ``(train_err, avg_loss, avg_lasso_loss, epoch_train_time)`` as upstream does.
 
         Losses of non-finite batches are left out of the averages (they are counted
-        in ``history[-1]["skipped_steps"]``)."""
+        in ``history[-1]["skipped_steps"]``), and out of the loss a ``ReduceLROnPlateau``
+        scheduler is stepped with (:meth:`_step_plateau`)."""
         self._epoch_stats = self._fresh_epoch_stats()
         distributed.set_sampler_epoch(train_loader, epoch)
         skipped_before, steps_before = self.scaler.skipped_steps, self.scaler.total_steps
         self._optimizer_in_epoch = self.optimizer
         self.optimizer = StepThroughTrainer(self._optimizer_in_epoch, self._guarded_step)
+        scheduler = getattr(self, "scheduler", None)
+        plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        if plateau:
+            # upstream would step it with a sum where a skipped batch counts 0: a stand-in that is
+            # no ReduceLROnPlateau gets upstream's plain step() call, at the same point, instead
+            self.scheduler = StepThroughTrainer(scheduler, lambda: self._step_plateau(scheduler, steps_before))
         self._epoch_loader = train_loader  # for the "auto" re-check in on_epoch_start
         try:
             _, _, _, epoch_train_time = super().train_one_epoch(epoch, train_loader, training_loss)
         finally:
             self.optimizer = self._optimizer_in_epoch
+            if plateau:
+                self.scheduler = scheduler
             self._epoch_loader = None
             self._close_step_meter()  # a step that raised before its end
         stats = self._epoch_stats
@@ -440,6 +461,23 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             warnings.warn(f"Epoch {epoch}: skipped {skipped} optimizer step(s) with non-finite loss or "
                           f"gradients ({self._phase_text()}).", RuntimeWarning, stacklevel=2)
         return train_err, avg_loss, avg_lasso_loss, epoch_train_time
+
+    def _step_plateau(self, scheduler, steps_before):
+        """Step ``scheduler`` (a ``ReduceLROnPlateau``) where upstream's epoch loop steps it.
+
+        Upstream passes the sum of the epoch's batch losses, where a batch whose loss is
+        not finite adds the 0 that :meth:`train_one_batch` returns in its place: a lower
+        "loss" the more batches were skipped. Here the sum is taken over the batches with
+        a finite loss (those of ``train_err``) and scaled to the epoch's batch count: their
+        mean, in upstream's units, and upstream's exact number when none was skipped (so
+        a saved scheduler's ``best`` stays comparable). With every loss of the epoch
+        non-finite there is nothing to judge: the scheduler is not stepped, and the epoch
+        stops with an error (:meth:`train_one_epoch`)."""
+        stats = self._epoch_stats
+        if stats["batches"]:
+            n_batches = self.scaler.total_steps - steps_before
+            # a ratio of exactly 1.0 leaves upstream's sum bit for bit
+            scheduler.step(stats["loss_sum"] * (n_batches / stats["batches"]))
 
     def _record_epoch(self, epoch, avg_loss, train_err, lr, skipped, epoch_time, saved_bytes, step_peak_bytes=None):
         mode, stabilizer = self._current_precision()
@@ -517,7 +555,16 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
               training_loss=None, eval_losses=None, eval_modes=None, save_every=None, save_best=None,
               save_dir="./ckpt", resume_from_dir=None, max_autoregressive_steps=None):
         """Upstream's ``Trainer.train`` (same arguments and return value). A resumed run
-        continues at the epoch after the checkpoint, in that epoch's phase."""
+        continues at the epoch after the checkpoint, in that epoch's phase.
+
+        Raises
+        ------
+        ValueError
+            Before anything is trained or loaded, for a ``save_best`` that is not one of
+            the evaluation keys ``"{test loader}_{eval loss}"`` (upstream: a bare
+            AssertionError)."""
+        if save_best is not None:
+            _check_save_best(save_best, test_loaders, eval_losses)
         if save_every is not None or save_best is not None:
             checkpointing.check_save_dir(save_dir)  # fail now, not after the first epoch
         if resume_from_dir is not None:
