@@ -39,11 +39,22 @@ from .mode_matmul import dense_mode_product
 from .product_paths import MODE_BATCHED, REBUILT, choose_product_path
 from .rebuilt_weight import rebuild_dense_weight
 from .stabilizer import tanh_stabilizer
-from .truncated_fft import LastAxisChoice, truncated_irfftn, truncated_rfftn, zero_frequency_scale
+from .truncated_fft import (
+    LastAxisChoice,
+    forward_norm_exponent,
+    rfft_scale,
+    truncated_irfftn,
+    truncated_rfftn,
+    zero_frequency_scale,
+)
 from .weight_contractions import spectral_equation, weight_kind, weight_operands
-from .weight_storage import layer_weight_dtype, store_layer_weights
+from .weight_storage import layer_weight_dtype, spectral_weight_parameters, store_layer_weights
 
 Number = Union[int, float]
+
+# cuFFT's float16 transforms return unnormalised sums: a grid of more points is scaled down by a
+# power of two first, so that sums of |x| <= 1 (tanh) stay below 16384, a factor 4 inside 65504
+FLOAT16_FFT_POINTS = 2**14
 
 
 def _check_forwardable(parent_init, kwargs):
@@ -256,9 +267,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
                 slices.append(slice(None, -start))
         return slices
 
-    def _kept_weight(self, fft_size):
-        """The weight restricted to the modes used for a spectrum of ``fft_size``."""
-        slices = self._weight_mode_slices(fft_size)
+    def _kept_weight(self, slices):
+        """The weight restricted to the modes of ``slices`` (:meth:`_weight_mode_slices`)."""
         if all(s == slice(None) for s in slices):
             # every mode is kept (the usual case): indexing a tltorch tensor builds a new
             # factorized tensor, 0.4 ms a forward for a Tucker weight, for the same values
@@ -273,14 +283,13 @@ class MixedPrecisionSpectralConv(SpectralConv):
             slices.append(_centered(size, kept) if axis - self.order in shifted else slice(None, kept))
         return tuple(slices)
 
-    def _kept_modes(self, fft_size):
+    def _kept_modes(self, slices):
         """Modes kept per transformed dimension: the mode sizes of :meth:`_kept_weight`'s
-        result, from the same slices (no slicing of the weight per forward)."""
-        return [len(range(*s.indices(max_mode)))
-                for s, max_mode in zip(self._weight_mode_slices(fft_size), self.max_n_modes)]
+        result for the same ``slices``, by arithmetic (no slicing of the weight)."""
+        return [len(range(*s.indices(max_mode))) for s, max_mode in zip(slices, self.max_n_modes)]
 
-    def _operands(self, fft_size):
-        weight = self._kept_weight(fft_size)
+    def _operands(self, slices):
+        weight = self._kept_weight(slices)
         kind = weight_kind(weight, self.implementation)
         return kind, weight_operands(weight, kind)
 
@@ -326,9 +335,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
         """
         mode = check_choice("mode", mode or self.fno_block_precision, PRECISION_MODES)
         batch, _, *spatial = x_shape
-        fft_size = self._fft_size(spatial)
-        kind, operands = self._operands(fft_size)
-        kept = self._kept_modes(fft_size)
+        slices = self._weight_mode_slices(self._fft_size(spatial))
+        kind, operands = self._operands(slices)
+        kept = self._kept_modes(slices)
         equation = spectral_equation(kind, 2 + self.order, self.separable)
         shapes = [(batch, self.in_channels, *kept)] + [tuple(op.shape) for op in operands]
         itemsize = 8 if mode == "full" else 4
@@ -378,6 +387,11 @@ class MixedPrecisionSpectralConv(SpectralConv):
     def _forward_no_autocast(self, x, mode, half, stabilizer, output_shape, block_tanh=False):
         batch, _, *spatial = x.shape
         out_spatial = self._output_spatial(spatial, output_shape)
+        fft_size = self._fft_size(spatial)
+        weight_slices = self._weight_mode_slices(fft_size)  # once a forward: the kept modes and the weight's slice
+        kept = self._kept_modes(weight_slices)
+        if 0 in kept:
+            return self._no_mode_kept(x, mode, half, out_spatial)
         fft_dims = list(range(-self.order, 0))
         fft_half = self._fft_in_half(mode, half, x, spatial, out_spatial)
         if self.complex_data:
@@ -390,15 +404,22 @@ class MixedPrecisionSpectralConv(SpectralConv):
         # only 16 bits (the 16-bit input itself where it is one: nothing more)
         x = tanh_stabilizer(x, half, wide) if stabilizer == "tanh" else x.to(wide)
 
-        fft_size = self._fft_size(spatial)
-        kept = self._kept_modes(fft_size)
+        # A float16 product takes the spectrum at the scale of fft_norm="forward" (at most max|x|:
+        # 1 after tanh) up to an exact power of two, and gives its result back times the inverse
+        # power: a "backward" spectrum sums the grid's points, past float16's 65504 at 256^2
+        # (docs/spectral_layer.md, "float16 range"). bfloat16 has float32's range: nothing to do.
+        shift = forward_norm_exponent(self.fft_norm, math.prod(spatial)) if half == torch.float16 else 0
         # real data in float32: transform only the kept modes (truncated_fft); complex
         # data and cuFFT's float16 transforms take the whole spectrum, as upstream does
         truncated = not self.complex_data and not fft_half
         if truncated:
             x_kept = truncated_rfftn(x, fft_dims, kept, norm=self.fft_norm)
+        elif fft_half:
+            x_kept = self._float16_kept_spectrum(x, fft_dims, fft_size, kept, shift)
         else:
-            x_kept = self._full_spectrum(x, fft_dims)[self._mode_slices(fft_size, kept)]
+            x_kept = self._full_spectrum(x, fft_dims, self.fft_norm)[self._mode_slices(fft_size, kept)]
+        if shift and not fft_half:
+            x_kept = x_kept * 2.0 ** -shift
         # the widened input (a full-grid float32 copy, or tanh's output) is not needed past
         # the FFT: released here rather than when forward returns, it is not alive during
         # the inverse transform, where the H200 runs put our forward's peak (1 GiB per layer
@@ -408,27 +429,15 @@ class MixedPrecisionSpectralConv(SpectralConv):
         # The weight is sliced after the FFT: backward runs the later-recorded operations
         # first, so the weight's gradient is complete (with update in backward: applied and
         # freed) before the FFT's backward builds the input's full-resolution gradient.
-        kind, operands = self._operands(fft_size)
+        kind, operands = self._operands(weight_slices)
         equation = spectral_equation(kind, x_kept.ndim, self.separable)
         path = choose_product_path(kind, self.separable, mode, half, device,
                                    shapes=[x_kept.shape] + [op.shape for op in operands])
-        self.last_product_path = {
-            "input_shape": (batch, self.in_channels, *spatial),
-            "mode": mode,
-            "half_dtype": None if half is None else str(half).replace("torch.", ""),
-            "fft": "float16 (cuFFT)" if fft_half else "float32",
-            # the inverse's last axis: an FFT of the whole spectrum, or as the truncated one records below
-            **_last_axis_fields(LastAxisChoice(False)),
-            "kernel": path.kernel,
-            "compute_dtype": str(path.compute_dtype).replace("torch.", ""),
-            "reason": path.reason,
-        }
-        if 0 in kept:
-            # n_modes beyond max_n_modes along a shifted axis: upstream's weight slice is empty
-            # there (see _weight_mode_slices), so the product is zero; the products below
-            # cannot take an empty mode axis
-            out_kept = torch.zeros(batch, self.out_channels, *kept, dtype=x_kept.dtype, device=device)
-        elif path.kernel in (MODE_BATCHED, REBUILT):
+        # the inverse's last axis: an FFT of the whole spectrum, or as the truncated one records below
+        self._record_path(batch, spatial, mode, half, "float16 (cuFFT)" if fft_half else "float32",
+                          **_last_axis_fields(LastAxisChoice(False)), kernel=path.kernel,
+                          compute_dtype=str(path.compute_dtype).replace("torch.", ""), reason=path.reason)
+        if path.kernel in (MODE_BATCHED, REBUILT):
             # a rebuilt weight is rounded to the 16-bit type inside the product, like a dense one
             weight = operands[0] if path.kernel == MODE_BATCHED else rebuild_dense_weight(kind, operands)
             out_kept = dense_mode_product(x_kept, weight, half, path.compute_dtype)
@@ -461,24 +470,51 @@ class MixedPrecisionSpectralConv(SpectralConv):
             out = out.to(torch.float16 if fft_half else torch.float32)
             out_kept = torch.view_as_complex(out.contiguous())
 
-        bias_in_spectrum = (truncated and self.bias is not None and self.bias.numel() == self.out_channels
-                            and 0 not in kept)
+        if shift and not fft_half:  # the product's result back to fft_norm's scale, in float32: exact
+            out_kept = out_kept * 2.0 ** shift
+        bias_in_spectrum = truncated and self.bias is not None and self.bias.numel() == self.out_channels
         if bias_in_spectrum:
             out_kept = self._plus_bias_at_zero_frequency(out_kept, out_spatial)
-        if 0 in kept:  # nothing to transform back (the inverse transforms take no empty block)
-            y = torch.zeros(batch, self.out_channels, *out_spatial, device=device,
-                            dtype=torch.complex64 if self.complex_data else torch.float32)
-        elif truncated:
+        if truncated:
             y, choice = truncated_irfftn(out_kept, fft_dims, spatial, out_spatial, norm=self.fft_norm,
                                          return_choice=True)
             self.last_product_path.update(_last_axis_fields(choice))
-        else:
-            y = self._inverse_of_full_spectrum(out_kept, fft_size, kept, fft_dims, out_spatial)
-        if fft_half:
+        elif fft_half:
+            # unnormalised in float16 (fft_norm's own inverse would sum to the grid's scale first),
+            # then fft_norm's scale and the product's power of two in float32
+            y = self._inverse_of_full_spectrum(out_kept, fft_size, kept, fft_dims, out_spatial, "forward")
             y = y.to(torch.complex64 if self.complex_data else torch.float32)
+            scale = 2.0 ** shift / zero_frequency_scale(self.fft_norm, math.prod(out_spatial))
+            if scale != 1:
+                y = y * scale
+        else:
+            y = self._inverse_of_full_spectrum(out_kept, fft_size, kept, fft_dims, out_spatial, self.fft_norm)
         if self.bias is not None and not bias_in_spectrum:
             y = y + self.bias
         return y
+
+    def _record_path(self, batch, spatial, mode, half, fft, **fields):
+        """Record how this forward ran, for :func:`~neuralop_mp.layers.path_report.model_product_paths`."""
+        self.last_product_path = {
+            "input_shape": (batch, self.in_channels, *spatial),
+            "mode": mode,
+            "half_dtype": None if half is None else str(half).replace("torch.", ""),
+            "fft": fft,
+            **fields,
+        }
+
+    def _no_mode_kept(self, x, mode, half, out_spatial):
+        """The output where some axis keeps no mode (``n_modes`` beyond ``max_n_modes`` along a
+        shifted axis: upstream's weight slice is empty there, see :meth:`_weight_mode_slices`):
+        zeros plus the bias, with no transform. As from upstream's empty product, the input and
+        the weight get zero gradients, the bias its usual one."""
+        self._record_path(x.shape[0], x.shape[2:], mode, half, None, last_axis=None, last_axis_by_matmul=False,
+                          kernel=None, compute_dtype=None,
+                          reason="no Fourier mode kept (n_modes beyond max_n_modes): the bias alone, no FFT")
+        y = _ZeroOutput.apply((x.shape[0], self.out_channels, *out_spatial),
+                              torch.complex64 if self.complex_data else torch.float32,
+                              x, *spectral_weight_parameters(self))
+        return y if self.bias is None else y + self.bias
 
     def _plus_bias_at_zero_frequency(self, out_kept, out_spatial):
         """``out_kept`` with the bias added to its zero frequency, scaled so that the inverse
@@ -494,17 +530,30 @@ class MixedPrecisionSpectralConv(SpectralConv):
         out_kept[zero] += self.bias.reshape(self.out_channels) * scale
         return out_kept
 
+    def _float16_kept_spectrum(self, x, fft_dims, fft_size, kept, shift):
+        """The kept block of the float16 ``x``'s spectrum by cuFFT's float16 transform, at the scale
+        the product takes: ``2**-shift`` times fft_norm's. cuFFT returns unnormalised sums (torch
+        scales them afterwards, too late against overflow), so a grid of more than
+        :data:`FLOAT16_FFT_POINTS` points (a power of two, as cuFFT's float16 needs) is first scaled
+        down by a power of two, and the normalisation is applied to the kept block only."""
+        points = math.prod(x.shape[d] for d in fft_dims)
+        down = max(0, points.bit_length() - FLOAT16_FFT_POINTS.bit_length())
+        if down:
+            x = x * 2.0 ** -down
+        block = self._full_spectrum(x, fft_dims, "backward")[self._mode_slices(fft_size, kept)]
+        scale = rfft_scale(self.fft_norm, points) * 2.0 ** (down - shift)
+        return block * scale if scale != 1 else block
 
-    def _full_spectrum(self, x, fft_dims):
+    def _full_spectrum(self, x, fft_dims, norm):
         """The whole (fftshifted) spectrum of ``x``; the truncated path avoids it."""
         if self.complex_data:
-            spectrum = torch.fft.fftn(x, dim=fft_dims, norm=self.fft_norm)
+            spectrum = torch.fft.fftn(x, dim=fft_dims, norm=norm)
         else:
-            spectrum = rfftn_saving_nothing(x, dim=fft_dims, norm=self.fft_norm)
+            spectrum = rfftn_saving_nothing(x, dim=fft_dims, norm=norm)
         shifted = self._shifted_dims()
         return torch.fft.fftshift(spectrum, dim=shifted) if shifted else spectrum
 
-    def _inverse_of_full_spectrum(self, out_kept, fft_size, kept, fft_dims, out_spatial):
+    def _inverse_of_full_spectrum(self, out_kept, fft_size, kept, fft_dims, out_spatial, norm):
         """Zero spectrum, the kept block written in, unshifted, inverse-transformed."""
         out_fft = out_kept.new_zeros([out_kept.shape[0], self.out_channels, *fft_size])
         out_fft[self._mode_slices(fft_size, kept)] = out_kept
@@ -512,8 +561,24 @@ class MixedPrecisionSpectralConv(SpectralConv):
         if shifted:
             out_fft = torch.fft.ifftshift(out_fft, dim=shifted)
         if self.complex_data:
-            return torch.fft.ifftn(out_fft, s=out_spatial, dim=fft_dims, norm=self.fft_norm)
-        return torch.fft.irfftn(out_fft, s=out_spatial, dim=fft_dims, norm=self.fft_norm)
+            return torch.fft.ifftn(out_fft, s=out_spatial, dim=fft_dims, norm=norm)
+        return torch.fft.irfftn(out_fft, s=out_spatial, dim=fft_dims, norm=norm)
+
+
+class _ZeroOutput(torch.autograd.Function):
+    """Zeros of ``shape`` whose gradient for each of ``inputs`` is a tensor of zeros, as upstream's
+    empty product gives: without one, ``autograd.grad`` calls the input unused and an optimizer
+    skips the parameter's step (no weight decay, no moment decay) where upstream's takes it."""
+
+    @staticmethod
+    def forward(ctx, shape, dtype, *inputs):
+        ctx.meta = [(t.shape, t.dtype, t.device) for t in inputs]
+        return torch.zeros(shape, dtype=dtype, device=inputs[0].device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None, None, *[torch.zeros(shape, dtype=dtype, device=device) if needed else None
+                              for (shape, dtype, device), needed in zip(ctx.meta, ctx.needs_input_grad[2:])])
 
 
 class _null:

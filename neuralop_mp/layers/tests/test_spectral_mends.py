@@ -1,0 +1,307 @@
+"""Review mends of MixedPrecisionSpectralConv: the float16 range of the spectral product for every
+``fft_norm``, the early output where no mode is kept, the weight's mode slices computed once."""
+import math
+import warnings
+
+import pytest
+import torch
+from neuralop.layers.spectral_convolution import SpectralConv
+
+from neuralop_mp.layers import spectral_conv as sc
+from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
+from neuralop_mp.layers.tests.reference import (
+    DEVICES,
+    U,
+    finite,
+    float32_accumulation,
+    half_fft_relative_term,
+    half_relative_bound,
+    kept_index,
+    rel_err,
+)
+from neuralop_mp.layers.weight_storage import spectral_weight_parameters
+
+NORMS = ["backward", "ortho", "forward"]
+
+
+def _reference(x, weight, norm, out_spatial=None, complex_data=False, separable=False):
+    """float64 layer with ``norm`` on both transforms (dense weight ``(in, [out], *kept)``, no bias):
+    the output, the kept spectrum and the einsum, for :func:`reference.half_relative_bound`."""
+    x = x.to(torch.complex128 if complex_data else torch.float64)
+    weight = weight.to(torch.complex128)
+    spatial = list(x.shape[2:])
+    dims = list(range(-len(spatial), 0))
+    kept = list(weight.shape[1 if separable else 2:])
+    spectrum = (torch.fft.fftn if complex_data else torch.fft.rfftn)(x, dim=dims, norm=norm)
+    index = (slice(None), slice(None)) + kept_index(spatial, kept, complex_data)
+    x_kept = spectrum[index]
+    eq = "bixy,ixy->bixy" if separable else "bixy,ioxy->boxy"
+    out = torch.zeros(x.shape[0], weight.shape[0 if separable else 1], *spectrum.shape[2:],
+                      dtype=torch.complex128)
+    out[index] = torch.einsum(eq, x_kept, weight)
+    inverse = torch.fft.ifftn if complex_data else torch.fft.irfftn
+    return inverse(out, s=out_spatial or spatial, dim=dims, norm=norm), x_kept, weight, eq
+
+
+def _float16_layer(norm, stabilizer="tanh", mode="mixed", separable=False, complex_data=False, bias=True):
+    torch.manual_seed(0)
+    return MixedPrecisionSpectralConv(4, 4, (16, 16), fno_block_precision=mode, half_dtype="float16",
+                                      stabilizer=stabilizer, fft_norm=norm, separable=separable,
+                                      complex_data=complex_data, bias=bias)
+
+
+def _check_against_float64(layer, x, output_shape=None, device="cpu"):
+    """The layer's output less its bias within the 16-bit bound of the float64 layer: k = 3
+    roundings (spectrum, weight, result), contraction length 2 x in_channels (1 if separable)."""
+    complex_data, separable = layer.complex_data, layer.separable
+    x_in = x.to(torch.complex128 if complex_data else torch.float64)
+    if layer.stabilizer == "tanh":  # upstream's ctanh for complex data: of each part
+        x_in = torch.complex(torch.tanh(x_in.real), torch.tanh(x_in.imag)) if complex_data else torch.tanh(x_in)
+    ref, x_kept, w, eq = _reference(x_in, layer.weight.to_tensor().detach().cpu(), layer.fft_norm, output_shape,
+                                    complex_data, separable)
+    bound = half_relative_bound(x_kept, [w], eq, 3, U[torch.float16], 2 if separable else 2 * 4)
+    with warnings.catch_warnings(), float32_accumulation():
+        warnings.simplefilter("ignore")  # float16 on a CPU without fp16 units (test_mode_matmul checks it)
+        layer = layer.to(device)
+        y = layer(x.to(device), output_shape=output_shape)
+    if layer.last_product_path["fft"] == "float16 (cuFFT)":
+        bound += half_fft_relative_term(x_in, w, x_kept, torch.einsum(eq, x_kept, w), U[torch.float16], complex_data)
+    y = y.cpu()
+    if layer.bias is not None:
+        y = y - layer.bias.detach().cpu()
+    assert finite(y), "float16 overflow"
+    assert tuple(y.shape[2:]) == tuple(output_shape or x.shape[2:])
+    err = rel_err(y, ref)
+    assert 1e-5 < err <= bound, (err, bound)  # and the float16 product really ran
+    return err
+
+
+# --------------------------------------------------------------------- float16 range, every norm
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("stabilizer", ["tanh", None])
+@pytest.mark.parametrize("mode", ["mixed", "half"])
+def test_float16_product_at_256_squared_with_mean_3_input_is_finite_and_accurate(norm, stabilizer, mode):
+    """The finding: inputs of mean 3 at 256^2 (65536 points). "backward" sums them into the zero
+    frequency, past float16's 65504 with tanh (about 0.96 x 65536 times the weights) and without
+    it (3 x 65536): without the scaling the layer gave inf/NaN here. The product now takes the
+    spectrum at "forward"'s scale up to a power of two, for every norm, and the output is within
+    the 16-bit bound of a float64 layer with that norm (same weights, fresh random input)."""
+    layer = _float16_layer(norm, stabilizer, mode)
+    x = 3 + torch.randn(2, 4, 256, 256)
+    _check_against_float64(layer, x)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("separable, complex_data", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("spatial, output_shape", [
+    ((256, 256), None),
+    ((256, 256), (128, 96)),   # coarser output: the inverse divides by other points ("backward", "ortho")
+    ((96, 80), (200, 150)),    # another input grid, finer output
+    ((45, 37), None),          # odd sizes: 1665 points, not a power of two
+])
+def test_float16_output_for_every_norm_and_output_grid(norm, separable, complex_data, spatial, output_shape):
+    """Dense (mode-batched), separable (pairwise plan) and complex-data (whole-spectrum FFT)
+    products; changed input and output grids: within the 16-bit bound of the float64 layer for
+    each norm. The output less the bias is compared: the bias, added to the kept spectrum
+    after the power of two is given back, would be 2^k times too large before it."""
+    layer = _float16_layer(norm, separable=separable, complex_data=complex_data)
+    dtype = torch.complex64 if complex_data else torch.float32
+    x = 3 + torch.randn(2, 4, *spatial, dtype=dtype)
+    _check_against_float64(layer, x, output_shape)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("output_shape", [None, (48, 40)])
+def test_float16_gradients_for_every_norm(norm, output_shape):
+    """Backward through the power of two and back: the input's and the weight's gradients match
+    those of the float64 layer within float16 accuracy (a few roundings of u = 4.9e-4: measured
+    5e-4, a gradient a power of two off would be O(1)), the bias's is exact to float32."""
+    layer = _float16_layer(norm)
+    x = (1 + torch.randn(2, 4, 64, 64)).requires_grad_()
+    g = torch.randn(2, 4, *(output_shape or (64, 64)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (layer(x, output_shape=output_shape) * g).sum().backward()
+    weight = layer.weight.tensor
+    x64 = x.detach().double().requires_grad_()
+    w64 = weight.detach().to(torch.complex128).requires_grad_()
+    bias64 = layer.bias.detach().double().requires_grad_()
+    y64, *_ = _reference(torch.tanh(x64), w64, norm, output_shape)
+    ((y64 + bias64) * g.double()).sum().backward()
+    assert finite(x.grad) and finite(weight.grad)
+    assert rel_err(x.grad, x64.grad) <= 5e-3
+    assert rel_err(weight.grad, w64.grad) <= 5e-3
+    assert rel_err(layer.bias.grad, bias64.grad) <= 1e-6
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("size", [256, 512])
+@pytest.mark.parametrize("device", [d for d in DEVICES if not isinstance(d, str)])  # CUDA only
+def test_float16_cufft_transforms_stay_in_range(norm, size, device):
+    """"half" with float16 on CUDA at power-of-2 sizes runs both FFTs in float16. cuFFT sums
+    unnormalised (torch applies fft_norm afterwards), 65536 tanh values near 1 at 256^2 and four
+    times that at 512^2, past 65504 for every norm: the input is scaled down by a power of two
+    first, the inverse runs unnormalised on a small spectrum and fft_norm's scale is applied in
+    float32. Within the bound of both FFTs' and the product's float16 error."""
+    layer = _float16_layer(norm, mode="half", bias=False)
+    x = 3 + torch.randn(1, 4, size, size)
+    _check_against_float64(layer, x, device=device)
+    assert layer.last_product_path["fft"] == "float16 (cuFFT)"
+
+
+def _emulate_float16_cufft(monkeypatch):
+    """CPU stand-ins for cuFFT's float16 transforms as torch runs them on CUDA: the unnormalised
+    sums (computed here in float32) stored in float16, inf past 65504, then fft_norm's factor
+    applied to that float16 result. And "half" takes the float16-FFT path on CPU."""
+    exact = {name: getattr(torch.fft, name) for name in ("rfftn", "fftn", "irfftn", "ifftn")}
+
+    def emulated(name):
+        inverse = name.startswith("i")
+
+        def transform(x, s=None, dim=None, norm=None):
+            if x.dtype not in (torch.float16, torch.complex32):
+                return exact[name](x, s=s, dim=dim, norm=norm)
+            wide = x.to(torch.complex64 if x.is_complex() else torch.float32)
+            raw = exact[name](wide, s=s, dim=dim, norm="forward" if inverse else "backward")  # unnormalised
+            stored = raw.to(torch.complex32 if raw.is_complex() else torch.float16)
+            points = math.prod(s) if s is not None else math.prod(x.shape[d] for d in dim)
+            scale = {"ortho": points ** -0.5, "forward": 1.0 if inverse else 1 / points}.get(
+                norm, 1 / points if inverse else 1.0)
+            return stored if scale == 1 else (stored.to(raw.dtype) * scale).to(stored.dtype)
+
+        return transform
+
+    for name in exact:
+        monkeypatch.setattr(torch.fft, name, emulated(name))
+    monkeypatch.setattr(MixedPrecisionSpectralConv, "_fft_in_half", lambda self, mode, half, x, spatial, out: (
+        mode == "half" and half == torch.float16 and all(n & (n - 1) == 0 for n in list(spatial) + list(out))))
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("size, output_shape", [(256, None), (512, None), (256, (128, 64)), (128, (256, 512))])
+@pytest.mark.parametrize("complex_data", [False, True])
+def test_float16_fft_path_stays_in_range_with_emulated_cufft(norm, size, output_shape, complex_data, monkeypatch):
+    """The float16-FFT path's scaling (input scaled down by a power of two, unnormalised float16
+    inverse, fft_norm's factor in float32) on CPU, cuFFT emulated as :func:`_emulate_float16_cufft`
+    describes. The old layer overflowed here with "backward" from 256^2 and with every norm at
+    512^2 (0.96 x 262144 summed); now finite and within the 16-bit bound for every norm and grid."""
+    _emulate_float16_cufft(monkeypatch)
+    layer = _float16_layer(norm, mode="half", complex_data=complex_data)
+    x = 3 + torch.randn(1, 4, size, size, dtype=torch.complex64 if complex_data else torch.float32)
+    with torch.no_grad():
+        _check_against_float64(layer, x, output_shape)
+    assert layer.last_product_path["fft"] == "float16 (cuFFT)"
+
+
+def test_full_precision_spectrum_is_not_rescaled(monkeypatch):
+    """Only a float16 product changes scale: in "full" and with bfloat16 (float32's range) the
+    exponent is never asked for, so their numbers are as before."""
+    asked = []
+    original = sc.forward_norm_exponent
+    monkeypatch.setattr(sc, "forward_norm_exponent", lambda *a: asked.append(a) or original(*a))
+    x = torch.randn(2, 4, 32, 32)
+    for mode, half in (("full", "float16"), ("mixed", "bfloat16"), ("half", "bfloat16")):
+        layer = MixedPrecisionSpectralConv(4, 4, (8, 8), fno_block_precision=mode, half_dtype=half,
+                                           fft_norm="backward")
+        layer(x)
+    assert asked == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MixedPrecisionSpectralConv(4, 4, (8, 8), fno_block_precision="mixed", half_dtype="float16",
+                                   fft_norm="backward")(x)
+    assert asked == [("backward", 32 * 32)]
+
+
+# ------------------------------------------------------------------ no mode kept: early zeros
+BEYOND_MAX = [  # (n_modes, max_n_modes, spatial): n_modes past max_n_modes along a shifted axis
+    ((12, 12), (8, 8), (32, 32)),
+    ((17, 17), (16, 16), (32, 30)),
+    ((12, 8), (8, 8), (32, 32)),
+    ((4, 12, 4), (4, 8, 4), (8, 16, 8)),
+]
+
+
+@pytest.mark.parametrize("n_modes, max_n_modes, spatial", BEYOND_MAX)
+@pytest.mark.parametrize("mode", ["full", "mixed"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_no_mode_kept_gives_bias_and_upstreams_gradients_without_any_fft(n_modes, max_n_modes, spatial, mode,
+                                                                         device, monkeypatch):
+    """Output: the bias over the output grid, in float32, on the input's device. Gradients as
+    upstream's empty product gives them: zeros (tensors, not None) for the input and the weight,
+    the bias's as usual. No FFT, no tanh, no product runs."""
+    torch.manual_seed(0)
+    upstream = SpectralConv(3, 5, n_modes, max_n_modes=max_n_modes)
+    ours = MixedPrecisionSpectralConv(3, 5, n_modes, max_n_modes=max_n_modes, fno_block_precision=mode,
+                                      stabilizer="tanh")
+    ours.load_state_dict(upstream.state_dict())
+    upstream.to(device), ours.to(device)
+    x = torch.randn(2, 3, *spatial, device=device)
+    g = torch.randn(2, 5, *spatial, device=device)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("no transform, tanh or product where no mode is kept")
+
+    for name in ("truncated_rfftn", "rfftn_saving_nothing", "tanh_stabilizer", "dense_mode_product",
+                 "choose_product_path"):
+        monkeypatch.setattr(sc, name, refused)
+    monkeypatch.setattr(torch.fft, "fftn", refused)
+
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    outputs = [layer(xi) for layer, xi in ((upstream, xs[0]), (ours, xs[1]))]
+    assert outputs[1].shape == outputs[0].shape == (2, 5, *spatial)
+    assert outputs[1].dtype == torch.float32 and outputs[1].device == x.device
+    assert torch.equal(outputs[1], ours.bias.detach().expand(2, 5, *spatial))
+    grads = []
+    for layer, xi, y in zip((upstream, ours), xs, outputs):
+        params = [xi, layer.bias, *spectral_weight_parameters(layer)]
+        grads.append(torch.autograd.grad((y * g).sum(), params))  # no allow_unused: every input is used
+    for up_grad, our_grad in zip(*grads):
+        assert our_grad.shape == up_grad.shape and our_grad.dtype == up_grad.dtype
+        assert torch.allclose(our_grad, up_grad, rtol=1e-6, atol=1e-6)
+    x_grad, bias_grad, *weight_grads = grads[1]
+    assert not x_grad.any() and not any(w.any() for w in weight_grads) and bias_grad.abs().sum() > 0
+    assert ours.last_product_path["kernel"] is None
+
+
+def test_no_mode_kept_with_complex_data_factorized_weight_and_output_shape():
+    """Complex data: a complex64 output. A CP weight in complex32 storage: zero gradients of
+    each factor, in its dtype. output_shape: the bias over the requested grid."""
+    layer = MixedPrecisionSpectralConv(3, 4, (12, 12), max_n_modes=(8, 8), complex_data=True, factorization="cp",
+                                       implementation="factorized", spectral_weight_dtype="complex32")
+    x = torch.randn(2, 3, 32, 32, dtype=torch.complex64, requires_grad=True)
+    y = layer(x, output_shape=(20, 24))
+    assert y.shape == (2, 4, 20, 24) and y.dtype == torch.complex64
+    assert torch.equal(y.real, layer.bias.detach().expand(2, 4, 20, 24)) and not y.imag.any()
+    factors = spectral_weight_parameters(layer)
+    y.abs().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.complex64 and not x.grad.any()
+    for factor in factors:
+        assert factor.grad is not None and factor.grad.dtype == torch.complex32
+        assert not factor.grad.to(torch.complex64).any()
+
+
+def test_no_mode_kept_without_grad_or_bias():
+    layer = MixedPrecisionSpectralConv(3, 4, (12, 12), max_n_modes=(8, 8), bias=False)
+    with torch.no_grad():
+        y = layer(torch.randn(2, 3, 16, 16))
+    assert y.shape == (2, 4, 16, 16) and not y.any() and not y.requires_grad
+
+
+# --------------------------------------------------------------- the weight's mode slices, once
+@pytest.mark.parametrize("factorization, n_modes", [(None, (8, 8)), ("tucker", (6, 4))])
+def test_weight_mode_slices_computed_once_per_forward(factorization, n_modes, monkeypatch):
+    """Every mode kept, and fewer modes than the weight holds (a real slice): one call."""
+    layer = MixedPrecisionSpectralConv(4, 4, n_modes, max_n_modes=(8, 8), factorization=factorization,
+                                       implementation="factorized" if factorization else "reconstructed")
+    calls = []
+    original = MixedPrecisionSpectralConv._weight_mode_slices
+    monkeypatch.setattr(MixedPrecisionSpectralConv, "_weight_mode_slices",
+                        lambda self, fft_size: calls.append(fft_size) or original(self, fft_size))
+    for mode in ("full", "mixed"):
+        calls.clear()
+        layer.fno_block_precision = mode
+        layer(torch.randn(2, 4, 24, 24)).sum().backward()
+        assert calls == [[24, 13]]
+    calls.clear()
+    layer.contraction_plan((2, 4, 24, 24))
+    assert len(calls) == 1
