@@ -59,8 +59,9 @@ def adam_step(exp_avg, exp_avg_sq, grad, step, beta1, beta2, eps, correct_bias, 
 
     ``exp_avg`` is a real tensor shaped like ``as_real(grad)``; ``exp_avg_sq`` is
     shaped by :func:`second_moment_shape`. ``step`` counts this update (1 on the
-    first call). The direction has ``grad``'s shape and dtype; the weight update
-    is ``lr`` times it.
+    first call): a number, or a tensor shaped like ``grad`` giving each entry its
+    own count (entries whose moments started at different steps). The direction
+    has ``grad``'s shape and dtype; the weight update is ``lr`` times it.
 
     Conventions (they agree on real tensors up to the placement of eps):
 
@@ -80,10 +81,17 @@ def adam_step(exp_avg, exp_avg_sq, grad, step, beta1, beta2, eps, correct_bias, 
     """
     grad_real = as_real(grad)
     exp_avg.lerp_(grad_real, 1.0 - beta1)
-    if correct_bias:
-        bias1, root_bias2 = 1.0 - beta1**step, math.sqrt(1.0 - beta2**step)
-    else:
+    if not correct_bias:
         bias1, root_bias2 = 1.0, 1.0
+    elif isinstance(step, torch.Tensor):
+        # per entry, in float64 (1 - beta2**1 is 1e-3: fp32 powers would lose digits), then
+        # shaped to broadcast over the (re, im) pairs of a complex entry
+        step = step.to(device=grad.device, dtype=torch.float64)
+        step = step.unsqueeze(-1) if grad.is_complex() else step
+        bias1 = (1.0 - beta1**step).to(grad_real.dtype)
+        root_bias2 = (1.0 - beta2**step).sqrt_().to(grad_real.dtype)
+    else:
+        bias1, root_bias2 = 1.0 - beta1**step, math.sqrt(1.0 - beta2**step)
     if convention == "torch":
         exp_avg_sq.mul_(beta2).addcmul_(grad_real, grad_real, value=1.0 - beta2)
         denom = (exp_avg_sq.sqrt() / root_bias2).add_(eps)

@@ -37,6 +37,8 @@ from .seeds import draw_seed
 from .state_checks import BASIS_INFIX
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
+#: state key (after ``<branch>_``) of the per-entry births of a part's moments (see _births)
+BIRTH = "birth"
 
 
 def read_basis(state, name, like):
@@ -64,7 +66,10 @@ def _install_basis(projector, new, old, state, group, dtype, has_old):
         if reset:
             for key in (*MOMENTS, "step"):
                 del state[f"{name}_{key}"]
+            state.pop(f"{name}_{BIRTH}", None)
         else:
+            if name == "sparse":  # before the moments move: their shape is the old set's
+                state[f"{name}_{BIRTH}"] = _births(projector, state, old, new, dtype.is_complex)
             for key in MOMENTS:
                 state[f"{name}_{key}"] = projector.transfer_moment(state[f"{name}_{key}"], old, new)
     for key in [k for k in state if k.startswith(name + BASIS_INFIX)]:
@@ -74,6 +79,27 @@ def _install_basis(projector, new, old, state, group, dtype, has_old):
         if tensor.is_floating_point() or tensor.is_complex():
             tensor = as_real(tensor).to(storage)
         state[f"{name}{BASIS_INFIX}{key}"] = tensor
+
+
+def _births(projector, state, old, new, complex_):
+    """The births of the sparse entries' moments on the ``new`` index set: for each entry,
+    the branch's step count when its moments started (int32, shaped like the part).
+
+    An entry chosen again keeps its birth; a new one starts from zero moments now, so
+    :func:`adam_directions_` bias-corrects it by its own age (``step - birth``), as a
+    fresh Adam, not by the branch's count, which would make its first update about
+    ``(1 - beta1) / sqrt(1 - beta2)`` (3x) too large. Without births (the first refresh
+    that keeps moments, or a state saved before they existed) every entry counts as born
+    when the branch's moments started (0): the correction such a state was stepped with.
+    """
+    now = int(state["sparse_step"])
+    births = state.get(f"sparse_{BIRTH}")
+    if births is None:
+        moment = state["sparse_exp_avg"]  # as_real of the part: a trailing (re, im) axis if complex
+        births = torch.zeros(moment.shape[:-1] if complex_ else moment.shape, dtype=torch.int32,
+                             device=moment.device)
+    # transfer_moment starts new entries at zero: shifted, zero is "born now"
+    return projector.transfer_moment(births - now, old, new).add_(now)
 
 
 def _gradient_memory(grad, dtype):
@@ -149,6 +175,8 @@ def adam_directions_(parts, group, state):
             state[f"{name}_step"] = torch.tensor(0.0)
         state[f"{name}_step"] += 1
         count = float(state[f"{name}_step"])
+        births = state.get(f"{name}_{BIRTH}")  # entries of different ages: each its own count
+        births = None if births is None else births.view(-1)
         stream = (seed * 1_000_003 + step) * 8 + 2 * salt
         stored = [state[f"{name}_{key}"].view(-1) for key in MOMENTS]
         # 16-bit moments are written back with stochastic rounding; wider ones (any dtype the
@@ -164,7 +192,8 @@ def adam_directions_(parts, group, state):
             moments = [load_moment(t[start * n:stop * n], real) for t, n in zip(stored, per_entry)]
             exp_avg = moments[0].view(as_real(grad).shape)
             exp_avg_sq = moments[1].view(second_moment_shape(grad, convention))
-            direction = adam_step(exp_avg, exp_avg_sq, grad, count, beta1, beta2, group["eps"],
+            ages = count if births is None else int(count) - births[start:stop]
+            direction = adam_step(exp_avg, exp_avg_sq, grad, ages, beta1, beta2, group["eps"],
                                   group["correct_bias"], convention)
             for t, n, value, generator in zip(stored, per_entry, moments, generators):
                 if generator is not None:

@@ -25,8 +25,10 @@ from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, validate_group
 
 #: state keys of a basis tensor: ``<branch>_basis_<key>``, e.g. ``low_rank_basis_factor_0``
 BASIS_INFIX = "_basis_"
+#: key of a saved param group listing its parameters' shapes, parallel to ``params``
+PARAM_SHAPES = "param_shapes"
 REQUIRED_KEYS = ("step", "compressed", "seed")
-_BRANCH_SUFFIXES = ("_exp_avg", "_exp_avg_sq", "_step")
+_BRANCH_SUFFIXES = ("_exp_avg", "_exp_avg_sq", "_step", "_birth")
 
 
 def is_counter(key, value):
@@ -59,6 +61,7 @@ def checked_state(optimizer, state_dict):
             raise ValueError(f"Param group {group_index} of the state dict has {len(saved['params'])} parameters; "
                              f"this TensorGRaD's has {len(current['params'])}: saved for another model.")
         group = _upstream_group(saved) if upstream else dict(saved)
+        group.pop(PARAM_SHAPES, None)  # a description of the saved model, not a setting
         group = validate_group({**DEFAULTS, **group})
         groups.append(group)
         for position, (index, param) in enumerate(zip(saved["params"], current["params"])):
@@ -83,7 +86,30 @@ def checked_state(optimizer, state_dict):
             value = {**{k: value[k] for k in REQUIRED_KEYS if k in value}, "compressed": torch.tensor(False)}
         check_param_state(optimizer, param, group, value, where)
         state[param] = placed_state(param, group, value)
+    # after the state checks, whose messages name the mismatched state: this one also covers
+    # the parameters without state
+    for group_index, (saved, current) in enumerate(zip(saved_groups, optimizer.param_groups)):
+        _check_listed_shapes(group_index, saved.get(PARAM_SHAPES), current["params"])
     return groups, state
+
+
+def _check_listed_shapes(group_index, shapes, params):
+    """Raise ValueError unless each parameter has the shape the saved group lists for it.
+
+    A state dict without the list (saved before it was written, by upstream's class or by
+    torch's optimizers) leaves a parameter without state unchecked: torch's layout names
+    parameters by index only, and such a parameter has no state whose shape could tell.
+    """
+    if shapes is None:
+        return
+    if not isinstance(shapes, (list, tuple)) or len(shapes) != len(params) \
+            or not all(isinstance(shape, (list, tuple)) for shape in shapes):
+        raise ValueError(f"Invalid {PARAM_SHAPES!r} in param group {group_index} of the state dict: "
+                         f"expected one shape (a tuple) for each of its {len(params)} parameters, got {shapes!r}.")
+    for position, (shape, param) in enumerate(zip(shapes, params)):
+        if tuple(shape) != tuple(param.shape):
+            _fail(f"Parameter {position} of param group {group_index} (shape {tuple(param.shape)})",
+                  f"the state dict was saved for a parameter of shape {tuple(shape)}")
 
 
 def placed_state(param, group, value):
@@ -229,6 +255,11 @@ def check_param_state(optimizer, param, group, value, where):
             _check_shape(where, f"{name}_exp_avg", value[f"{name}_exp_avg"], shape + ((2,) if complex_ else ()))
             sq = shape + ((2,) if complex_ and convention == "torch" else ())
             _check_shape(where, f"{name}_exp_avg_sq", _tensor(where, value, f"{name}_exp_avg_sq"), sq)
+        if f"{name}_birth" in value:  # per-entry step counts (kept sparse moments): integers, one an entry
+            births = value[f"{name}_birth"]
+            _check_shape(where, f"{name}_birth", births, shape)
+            if births.is_floating_point() or births.is_complex():
+                _fail(where, f"state '{name}_birth' has dtype {births.dtype}, expected an integer dtype")
         for key, tensor in value.items():
             if key.startswith(name + BASIS_INFIX):
                 _check_basis(where, key, tensor, key[len(name + BASIS_INFIX):], param, part, shape, complex_)

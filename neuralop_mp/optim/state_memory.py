@@ -12,9 +12,9 @@ def state_memory_report(optimizer):
 
     Returns a dict with ``params``, ``grads`` (gradients present now),
     ``moments``, ``factors``, ``indices``, ``other`` (step counters, seeds,
-    flags), ``state`` (their sum), ``adamw_state`` (two full-size moments in
-    the dtype the math runs in, fp32 / complex64, what AdamW keeps for fp32
-    weights), and ``state_ratio = state / adamw_state``.
+    flags, the births of kept sparse entries), ``state`` (their sum),
+    ``adamw_state`` (two full-size moments in the dtype the math runs in, fp32 /
+    complex64, what AdamW keeps for fp32 weights), and ``state_ratio = state / adamw_state``.
     """
     report = dict.fromkeys(("params", "grads", "moments", "factors", "indices", "other"), 0)
     adamw = 0

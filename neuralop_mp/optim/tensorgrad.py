@@ -25,7 +25,7 @@ from .adam_math import (
 from .composite_projector import CompositeProjector
 from .compressed_step import adam_directions_, apply_update, project_parts
 from .seeds import state_seed
-from .state_checks import checked_state
+from .state_checks import PARAM_SHAPES, checked_state
 from .state_memory import state_memory_report
 from .settings import DEFAULTS, UPSTREAM_PLAIN_GROUP_DEFAULTS, group_settings, validate_group
 
@@ -71,9 +71,10 @@ class TensorGRaD(Optimizer):
     mostly selects entries whose history was never tracked, and bias correction
     from a fresh counter restores a correctly scaled first update. With
     ``False`` the moments of entries chosen again move with them and new entries
-    start at zero. Low-rank moments carry over by default: the new factors are
-    rotated to align with the old ones, so the core coordinates keep their meaning
-    (set ``reset_lowrank_moments=True`` to reset them).
+    start at zero, each entry bias-corrected by its own age. Low-rank moments carry
+    over by default: the new factors are rotated to align with the old ones, so the
+    core coordinates keep their meaning (set ``reset_lowrank_moments=True`` to reset
+    them).
 
     Complex parameters: first moments are kept on ``view_as_real`` of the
     compressed parts; second moments per real number ("torch" convention) or per
@@ -145,12 +146,12 @@ class TensorGRaD(Optimizer):
         HOOI sweeps per refresh (0 = plain higher-order SVD on a cold start).
     reset_sparse_moments : bool, default True
         False: on a refresh the moments of entries chosen again move with them and
-        new entries start at zero, but bias correction keeps the branch's step count,
-        so a new entry is corrected as if it had seen many zero gradients: its first
-        update is about ``(1 - beta1) / sqrt(1 - beta2)`` times a fresh Adam's (~3x
-        with the default betas, once ``beta2**t`` is small), and later ones stay
-        inflated until its second moment fills up (about ``1 / (1 - beta2)`` steps).
-        A group setting it False gets a warning.
+        new entries start at zero; each entry is bias-corrected by its own age (the
+        branch's steps since its moments started, ``state[p]["sparse_birth"]``, int32,
+        one per entry), so a new entry's first update is a fresh Adam's, as with a
+        reset. A state saved before births were kept counts every entry as born when
+        the branch's moments started (its counter's age), the correction it was
+        stepped with.
     reset_lowrank_moments : bool, default False
     state_dtype : {"float32", "bfloat16"}, default "float32"
         Storage dtype of compressed moments and Tucker factors; the arithmetic is
@@ -229,11 +230,6 @@ class TensorGRaD(Optimizer):
         keys = frozenset(k for k in param_group if k != "params")
         param_group.update(group_settings(param_group, self.defaults, self._explicit_keywords, upstream))
         self._check_shapes(param_group)
-        if param_group["compress"] and param_group["sparse_ratio"] is not None \
-                and not param_group["reset_sparse_moments"]:
-            warnings.warn("TensorGRaD: reset_sparse_moments=False bias-corrects entries newly chosen at a "
-                          "refresh with the branch's whole step count, so their first updates are several "
-                          "times a fresh Adam's (see the class docstring).", UserWarning, stacklevel=2)
         super().add_param_group(param_group)
         self._group_keys.append(keys)
         if not upstream and "tensorgrad" in keys:
@@ -393,7 +389,14 @@ class TensorGRaD(Optimizer):
         return loss
 
     def _step_all(self, pending, grad_scale):
-        ordinal = waiting = 0  # waiting: bytes of the updates in pending
+        waiting = 0  # bytes of the updates in pending
+
+        def flush():
+            nonlocal waiting
+            waiting = 0  # zeroed first: an apply that raises leaves no count behind
+            nonfinite.apply_finite_updates(pending, self._apply)
+
+        ordinal = 0
         for group_index, group in enumerate(self.param_groups):
             for position, p in enumerate(group["params"]):
                 ordinal += 1
@@ -403,7 +406,7 @@ class TensorGRaD(Optimizer):
                     raise RuntimeError("TensorGRaD does not support sparse gradients (torch.sparse layouts).")
                 state = self._state_of(p, group, ordinal)
                 if bool(state["compressed"]):
-                    nonfinite.apply_finite_updates(pending, self._apply)  # in order: earlier ones first
+                    flush()  # in order: earlier ones first
                     self._step_compressed(p, p.grad, group, group_index, position, state, grad_scale,
                                           self.owns_gradients)
                     continue
@@ -418,11 +421,10 @@ class TensorGRaD(Optimizer):
                 pending.append((update, group, group_index, position, p, state))
                 # applied once a chunk's worth waits, before the next update is computed: a
                 # large update never waits beside another (a few dozen entries at most)
-                # (a running count: apply_finite_updates empties pending, which restarts it)
-                waiting = (waiting if len(pending) > 1 else 0) + update.numel() * update.element_size()
+                waiting += update.numel() * update.element_size()
                 if waiting >= gradient_chunks.chunk_bytes(update.device):
-                    nonfinite.apply_finite_updates(pending, self._apply)
-        nonfinite.apply_finite_updates(pending, self._apply)
+                    flush()
+        flush()
 
     def _state_of(self, p, group, ordinal):
         """``self.state[p]``, started on the parameter's first step (``ordinal``: its
@@ -527,15 +529,27 @@ class TensorGRaD(Optimizer):
                          group["eps"], group["correct_bias"], convention)
 
     # ------------------------------------------------------------- state_dict
+    def state_dict(self):
+        """torch's state dict, whose param groups also list each parameter's shape
+        (``param_shapes``, parallel to ``params`` as torch's ``param_names``):
+        :meth:`load_state_dict` checks it, so a parameter that has no state yet (no
+        step, or no gradient so far) is checked against the model too."""
+        state_dict = super().state_dict()
+        for saved, group in zip(state_dict["param_groups"], self.param_groups):
+            saved[PARAM_SHAPES] = [tuple(p.shape) for p in group["params"]]
+        return state_dict
+
     def load_state_dict(self, state_dict):
         """Load a state_dict after checking that it fits these parameters.
 
         Accepted: a state_dict of this class, or one in the layout of upstream
         neuraloperator's ``TensorGRaD`` (main branch), which is converted. Every
         parameter's state is checked against the parameter (kind of state, moment
-        and basis shapes) before anything is loaded: a state dict of another
-        optimizer or of another model size raises a ValueError naming the
-        parameter and the mismatch.
+        and basis shapes), and every parameter's shape against the one the state
+        dict lists (``param_shapes``, saved by :meth:`state_dict`; state dicts
+        without it, older ones and upstream's, list none), before anything is
+        loaded: a state dict of another optimizer or of another model size raises a
+        ValueError naming the parameter and the mismatch.
 
         torch's loader casts floating-point state to the parameter's dtype (and,
         for real parameters, integer state too), which would widen bf16 moments
