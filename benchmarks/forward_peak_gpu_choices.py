@@ -2,36 +2,51 @@
 
 Between GPU sessions, what a change does to a GPU step's memory can be counted on a CPU:
 the model is built as ``neuralop-mp bench gpu`` builds it, and the choices the plugin
-makes only on a GPU are forced (the pointwise work on the whole grid with upstream's
-modules, the lifting and projection recomputed in backward, FFTs along the last axis,
-autocast over the whole model). The forward is then counted by
+makes from the device are forced to a GPU's (:func:`gpu_choices`): the pointwise work
+on the whole grid with upstream's modules and the lifting and projection recomputed in
+backward (:func:`~neuralop_mp.models.pointwise_tiles.force_device_choices`), the
+spectral product's path (16-bit matrix products; TFNO's rebuilt dense weight), FFTs
+along the last axis, autocast over the whole model. The forward is then counted by
 :class:`~neuralop_mp.peak_memory.PeakTensorBytes` (parameters excluded): its peak and
 what it leaves alive for backward. The GPU's ``torch.cuda.max_memory_allocated`` also
 holds cuFFT's work areas and the allocator's rounding, which this does not see: compare
-counts with counts.
+counts with counts. Not forced: cuFFT's float16 transforms of the "half" fp16 variants
+(a CPU has none: they count float32 transforms), and the dense product's mode chunks,
+which are one chunk on either device at this script's 64 channels and 32 modes.
 
 Usage (the figures in docs/benchmarks.md, "GPU campaign"):
 ``python benchmarks/forward_peak_gpu_choices.py --arch FNO --res 256 --batch 4``
 """
 import argparse
+import contextlib
+from unittest import mock
 
 import torch
 
 from neuralop_mp.bench.gpu import VARIANTS, build
-from neuralop_mp.layers import truncated_fft
+from neuralop_mp.layers import spectral_conv, truncated_fft
 from neuralop_mp.layers.autocast_scope import set_autocast_scope
-from neuralop_mp.models import pointwise_tiles
+from neuralop_mp.layers.product_paths import choose_product_path
+from neuralop_mp.models.pointwise_tiles import force_device_choices
 from neuralop_mp.peak_memory import PeakTensorBytes
 
 
-def force_gpu_choices():
-    """What the plugin does on a GPU, here: no tiles, upstream's 1x1 modules, the lifting
-    and projection recomputed, FFTs along the last axis."""
-    recomputes_on = pointwise_tiles.recomputes_on
-    pointwise_tiles.recomputes_on = lambda mlp, device_type: recomputes_on(mlp, "cuda")
-    pointwise_tiles._tiling = lambda x, tile_points: None
-    pointwise_tiles._product_dtype = lambda x, tiling: None
-    truncated_fft.set_last_axis_transform("fft")
+@contextlib.contextmanager
+def gpu_choices():
+    """What the plugin does on a GPU, here, within the ``with`` block: no tiles, upstream's
+    1x1 modules, the lifting and projection recomputed, the spectral product's path chosen
+    for CUDA (its 16-bit matrix units; TFNO's rebuilt dense weight: a CPU's path keeps
+    float32 temporaries and, for TFNO, the factorized plan, which count differently), FFTs
+    along the last axis."""
+    def on_cuda(kind, separable, mode, half, device, shapes=None):
+        return choose_product_path(kind, separable, mode, half, "cuda", shapes)
+
+    previous = truncated_fft.set_last_axis_transform("fft")
+    try:
+        with force_device_choices("cuda"), mock.patch.object(spectral_conv, "choose_product_path", on_cuda):
+            yield
+    finally:
+        truncated_fft.set_last_axis_transform(previous)
 
 
 def count(arch, variant, res, batch, hidden=64, modes=32):
@@ -59,10 +74,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     names = args.variant or ["upstream full", "ours mixed fp16 + tanh + autocast", "ours mixed bf16 + autocast"]
     by_name = {v.name: v for v in VARIANTS}
-    force_gpu_choices()
     torch.set_num_threads(1)
     for name in names:
-        peak, kept = count(args.arch, by_name[name], args.res, args.batch)
+        with gpu_choices():
+            peak, kept = count(args.arch, by_name[name], args.res, args.batch)
         print(f"{args.arch} {args.res}^2 batch {args.batch}, {name}: forward peak {peak / 2**20:.1f} MiB, "
               f"kept at its end {kept / 2**20:.1f} MiB (parameters excluded)")
 

@@ -131,13 +131,21 @@ def config_keys(config):
     return keys
 
 
-def parse_overrides(args):
-    """``["--a.b", "1", "--c=2"]`` -> ``{"a.b": "1", "c": "2"}`` (values stay strings)."""
+def parse_overrides(args, *, lenient=False):
+    """``["--a.b", "1", "--c=2"]`` -> ``{"a.b": "1", "c": "2"}`` (values stay strings).
+
+    With ``lenient=True``, what can be read of a command line that does not parse (for a
+    message about its options): a token that is not an option is skipped, and a last
+    option without a value is left out, where they would raise a ValueError.
+    """
     overrides = {}
     i = 0
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--") or len(arg) <= 2:
+            if lenient:
+                i += 1
+                continue
             raise ValueError(
                 f"Expected an option like --model.n_layers 4 (or --model.n_layers=4), got {arg!r}."
             )
@@ -147,6 +155,8 @@ def parse_overrides(args):
             i += 1
         else:
             if i + 1 >= len(args):
+                if lenient:
+                    break
                 raise ValueError(f"Missing value for option --{key}.")
             value = args[i + 1]
             i += 2
@@ -214,6 +224,23 @@ def _is_section(config, key):
     return "." not in key and is_config(getattr(config, key, None))
 
 
+def select_sections(spec, overrides):
+    """``(config, rest)``: a copy of the default config of ``spec`` (:func:`resolve_config`)
+    with the section classes that the dict ``overrides`` selects (``{"model": "TFNOConfig"}``,
+    each from its own defaults), and the other overrides. The selections decide which keys
+    exist: ``config`` has every key ``rest`` may set (:func:`config_keys`), the keys that
+    :func:`load_config` and the command line's option check accept.
+    """
+    source = resolve_config(spec)
+    # a copy: zencfg 0.7 assigns class-level default sections to instances as they
+    # are, so editing the config in place would edit every later config's defaults
+    config = copy.deepcopy(source if is_config(source) else source())
+    selections = {k: v for k, v in overrides.items() if _is_section(config, k)}
+    for key, class_name in selections.items():
+        setattr(config, key, select_subclass(category(type(getattr(config, key))), class_name)())
+    return config, {k: v for k, v in overrides.items() if k not in selections}
+
+
 def _none_for_null_strings(config):
     """``--model.norm None`` arrives as the string "None": make it None where None is allowed."""
     for name, (annotation, _) in config_fields(config).items():
@@ -268,15 +295,9 @@ def load_config(spec="darcy", overrides=None, *, validate=True):
         overrides = parse_overrides(list(overrides))
     overrides = {str(k): v for k, v in overrides.items()}
 
-    # a copy: zencfg 0.7 assigns class-level default sections to instances as they
-    # are, so editing the config in place would edit every later config's defaults
-    base = copy.deepcopy(source if is_config(source) else source())
     # section selections first (--model TFNOConfig): they decide which keys exist, and
     # the selected class starts from its own defaults (same under zencfg 0.7 and 1.0)
-    selections = {k: v for k, v in overrides.items() if _is_section(base, k)}
-    for key, class_name in selections.items():
-        setattr(base, key, select_subclass(category(type(getattr(base, key))), class_name)())
-    rest = {k: v for k, v in overrides.items() if k not in selections}
+    base, rest = select_sections(source, overrides)
     _check_keys(base, rest)
     _check_numeric_overrides(base, rest)
     config = _apply_overrides(base, rest)

@@ -116,38 +116,21 @@ def _pop_flags(args, flags):
     return found, rest
 
 
-def _section_selections(args, config):
-    """The section class selections (``--model UNOConfig``) among the ``--key value`` ``args``,
-    for the sections of ``config``."""
-    from .configs.zencfg_compat import is_config
-
-    selections = {}
-    for i, arg in enumerate(args):
-        name, eq, value = arg.partition("=")
-        key = name[2:]
-        if not name.startswith("--") or "." in key or not is_config(getattr(config, key, None)):
-            continue
-        if eq:
-            selections[key] = value
-        elif i + 1 < len(args):
-            selections[key] = args[i + 1]
-    return selections
-
-
 def _check_options(args, spec, flags, base=(), config=None):
     """Every ``--key`` of ``args`` is a config key of ``spec`` or one of ``flags``, else a did-you-mean.
 
     The keys are those of ``config``, the config ``base`` and ``args`` built; without it,
     those of ``spec`` with the section classes that ``base`` (overrides applied before
     ``args``: a run's recorded ones) and ``args`` select, e.g. ``--model UNOConfig`` makes
-    ``--model.uno_out_channels`` a key.
+    ``--model.uno_out_channels`` a key: the rule of ``load_config``
+    (:func:`~neuralop_mp.configs.loading.select_sections`), on what can be read of a
+    command line that may not parse.
     """
-    from .configs import config_keys, load_config, resolve_config
+    from .configs import config_keys
+    from .configs.loading import parse_overrides, select_sections
 
     if config is None:
-        source = resolve_config(spec)  # a config file runs once
-        default = load_config(source, validate=False)
-        config = load_config(source, _section_selections([*base, *args], default), validate=False)
+        config, _ = select_sections(spec, parse_overrides([*base, *args], lenient=True))
     known = {f"--{k}" for k in config_keys(config)} | set(flags)
     for arg in args:
         name = arg.partition("=")[0]

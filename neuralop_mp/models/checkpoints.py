@@ -121,6 +121,17 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     -------
     torch.nn.Module
         The model, with the checkpoint's weights.
+
+    Notes
+    -----
+    Upstream's ``BaseModel`` records a model built with positional arguments
+    (``FNO((16, 16), 1, 1, 32)``) as those arguments plus the default of every parameter
+    not passed by keyword, theirs included, so upstream's ``from_checkpoint`` passes them
+    twice and fails ("got multiple values for argument"); this function names each
+    positional value after the class's parameters. The plugin's classes record positional
+    arguments by name, so ``MixedPrecisionFNO.from_checkpoint`` loads their checkpoints too
+    (not those saved before they did); for upstream's own classes it can only be fixed in
+    neuraloperator (``BaseModel.__new__``), and this function is the way to load them.
     """
     kwargs = dict(read_checkpoint_metadata(save_folder, save_name))
     saved_name = str(kwargs.get("_name", ""))

@@ -18,14 +18,17 @@ A checkpoint of upstream's plain model loads into these classes (its recorded
 """
 import functools
 import inspect
+import os
 import warnings
 
 from neuralop.layers.fno_block import FNOBlocks
 from neuralop.layers.spectral_convolution import SpectralConv
+from neuralop.models.base_model import BaseModel
 from neuralop.models.fno import FNO, TFNO
 
+from ..caller_frames import stacklevel_outside
 from ..layers.autocast_scope import set_autocast_scope
-from ..layers.precision_switch import get_precision_policy
+from ..layers.precision_switch import get_precision_policy, mixed_precision_layers
 from ..layers.soft_gating import adopt_half_safe_soft_gating
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
@@ -76,6 +79,12 @@ class _PrecisionRecordingModel:
     _layer_kwarg = "conv_module"
 
     def __init__(self, *args, **kwargs):
+        if args:
+            # upstream's BaseModel records positional arguments as "args" and, besides them, the
+            # default of each of their parameters: its from_checkpoint would pass them twice
+            # (cls(*args, **record)). Recorded by name instead, the record rebuilds the model there too.
+            named = type(self).__signature__.bind_partial(*args).arguments
+            self._init_kwargs = {**self._init_kwargs, **named, "args": ()}
         arguments = type(self).__signature__.bind(*args, **kwargs).arguments
         policy, arguments = PrecisionPolicy.pop_from(arguments, prefix=type(self).__name__)
         # "auto" is decided later from data (neuralop_mp.diagnose.auto); until then: full
@@ -188,3 +197,56 @@ class MixedPrecisionUNO(_PrecisionRecordingModel, UNO, name="MixedPrecisionUNO")
 
 #: upstream architecture name -> the plugin's class for it
 PLUGIN_MODEL_CLASSES = {"fno": MixedPrecisionFNO, "tfno": MixedPrecisionTFNO, "uno": MixedPrecisionUNO}
+
+
+_WARNED_UNRECORDED = "_neuralop_mp_warned_unrecorded_precision"  # set on a model once it was warned
+_HERE = os.path.dirname(__file__)  # with layers/: the precision switches' frames, skipped by the warning
+
+
+def warn_unrecorded_precision(model):
+    """Warn, once per model, when ``model``'s precision settings would not survive its checkpoint.
+
+    That is an upstream neuraloperator model (a ``BaseModel``, not one of the plugin's
+    classes) with mixed-precision layers whose settings differ from the ones its
+    constructor record holds: upstream's ``save_checkpoint`` writes only that record, and
+    ``from_checkpoint`` and :func:`~neuralop_mp.load_model` rebuild the model in it, so a
+    precision set on the built model (``set_precision``, a schedule's switch, the weight
+    storage, the autocast scope) is lost. The plugin's class for the architecture writes
+    the current settings into its record whenever it is saved. For the precision switches
+    to call once they have changed ``model``; the warning names the caller's line outside
+    the plugin's models and layers.
+
+    Returns
+    -------
+    bool
+        Whether it warned (a model already warned, or one that loses nothing: False).
+    """
+    if (not isinstance(model, BaseModel) or isinstance(model, _PrecisionRecordingModel)
+            or model.__dict__.get(_WARNED_UNRECORDED) or not mixed_precision_layers(model)):
+        return False
+    # the settings the record rebuilds: its precision keys, the layers' defaults for the others, and
+    # an upstream model's autocast scope, "model" (plain autocast), where it records none
+    recorded, _ = PrecisionPolicy.pop_from({"autocast_scope": "model", **getattr(model, "_init_kwargs", {})})
+    try:
+        current = get_precision_policy(model)
+    except ValueError:  # layers in different settings: no model-level setting to record either
+        current = None
+    if current == recorded:
+        return False
+    model.__dict__[_WARNED_UNRECORDED] = True
+    if current is None:
+        lost = "the layers' own precision settings (they differ)"
+    else:
+        before = recorded.as_dict()
+        lost = ", ".join(f"{key}={value!r} (it loads with {before[key]!r})"
+                         for key, value in current.as_dict().items() if value != before[key])
+    name = type(model).__name__
+    plugin = PLUGIN_MODEL_CLASSES.get(name.lower())
+    keeps = (f"neuralop_mp.{plugin.__name__} (what neuralop_mp.get_model builds for mixed precision)" if plugin
+             else f"the plugin's classes ({', '.join(c.__name__ for c in PLUGIN_MODEL_CLASSES.values())})")
+    warnings.warn(
+        f"{name} is upstream's class: its checkpoint (save_checkpoint) records only the arguments it was built "
+        f"with, so the precision set on it since is lost: {lost}. {keeps} records the current settings in its "
+        "checkpoints; or pass them when loading: neuralop_mp.load_model(folder, name, precision_policy=...).",
+        UserWarning, stacklevel=stacklevel_outside([_HERE, os.path.join(os.path.dirname(_HERE), "layers")]))
+    return True

@@ -51,6 +51,7 @@ around the tiled call. No parameter or buffer is added:
 ``state_dict`` keys and checkpoints are unchanged, and the setting is not saved (a
 plugin model loaded from a checkpoint tiles by default again).
 """
+import contextlib
 import functools
 
 import torch
@@ -71,8 +72,8 @@ from .pointwise_gemm import (channel_mlp_products, mlp_is_products, pointwise_pr
                              skip_product)
 from .recomputed_activation import mlp_recomputing_activation, recomputes_activation
 
-__all__ = ["DEFAULT_TILE_POINTS", "describe_pointwise_tiles", "pointwise_tile_points", "reinstall_pointwise_tiles",
-           "set_pointwise_tiles"]
+__all__ = ["DEFAULT_TILE_POINTS", "describe_pointwise_tiles", "force_device_choices", "pointwise_tile_points",
+           "reinstall_pointwise_tiles", "set_pointwise_tiles"]
 
 # Grid points (batch x spatial) per tile: 4096-16384 timed alike at FNO 256^2 batch 2 (smaller
 # tiles pay per-call overhead). Recompute's slice size, so that "block" recompute replays the
@@ -86,12 +87,43 @@ _ELEMENTWISE_MODULES = (nn.GELU, nn.ReLU, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Tanh
 # upstream's skips: each acts on every grid point alone
 _POINTWISE_SKIPS = (Flattened1dConv, SoftGating, nn.Identity)
 _RECORD = "_pointwise_tile_points"  # the setting, kept on each tiled module
+_forced = {"device_type": None}  # set by force_device_choices
+
+
+@contextlib.contextmanager
+def force_device_choices(device_type):
+    """Within the ``with`` block, every choice this module makes from a tensor's device
+    answers as on ``device_type``: whether tiles apply, whether the 1x1 convolutions run as
+    matrix products (recompute's slices too, :func:`mlp_piece_forward`) and whether the
+    lifting and projection recompute (:func:`recomputes_on`). For tests and benchmarks:
+    "cuda" on a CPU gives what a GPU step does (the whole grid, upstream's 1x1 modules,
+    recompute). The matrix products stay CPU-only whatever is forced
+    (:func:`~.pointwise_gemm.pointwise_product_dtype` reads the tensor), and other modules'
+    device choices (the spectral product's path, the FFTs) are not forced. Blocks nest;
+    the previous setting is restored on exit.
+
+    Parameters
+    ----------
+    device_type : str or torch.device
+        A device type ("cpu", "cuda", ...) or a device (its type is taken).
+    """
+    previous = _forced["device_type"]
+    _forced["device_type"] = torch.device(device_type).type
+    try:
+        yield
+    finally:
+        _forced["device_type"] = previous
+
+
+def _device_type(x):
+    """The device type this module's choices for ``x`` are made for (see :func:`force_device_choices`)."""
+    return _forced["device_type"] or x.device.type
 
 
 def _tiling(x, tile_points):
     """``(dim, size)`` to split ``x`` into tiles along (:func:`~.pointwise_chunks.split_points`,
     the rule of recompute's slices), or None when tiles do not apply."""
-    if x.device.type != "cpu" or x.ndim < 3:
+    if _device_type(x) != "cpu" or x.ndim < 3:
         return None
     return split_points(x.shape, tile_points)
 
@@ -225,7 +257,7 @@ def _product_dtype(x, tiling):
     (:mod:`.pointwise_gemm`), or None (the modules). In float32 only where the grid is cut
     in tiles: the product reads a tile where it is, where the convolution copies it; on
     a whole grid the float32 modules stay, upstream's forward bit for bit."""
-    dtype = pointwise_product_dtype(x)
+    dtype = pointwise_product_dtype(x) if _device_type(x) == "cpu" else None
     # float32 pays by reading tiles in place: not with no tiles, nor with strided points (the
     # real part of complex data), which the product would copy as the convolution does
     return None if dtype == torch.float32 and (tiling is None or x.stride(-1) != 1) else dtype
@@ -293,7 +325,7 @@ class _TiledPointwiseForward(BoundToModule):
         forward, self.last_product_dtype = mlp_piece_forward(self.module, x, tiling, sliceable, casts={})
         if tiling is None or not sliceable:
             self.last_tiles = 1
-            if sliceable and recomputes_on(self.module, x.device.type):
+            if sliceable and recomputes_on(self.module, _device_type(x)):
                 self.last_recomputed = True
                 return mlp_recomputing_activation(self.module, x)
             return forward(self.module, x)

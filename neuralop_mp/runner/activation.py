@@ -342,13 +342,25 @@ def enabled(**options):
 
     Everything is restored when the block ends, also when it raises.
     """
+    with _enabled_checked(_validated_options(_enable_keywords(options))) as report:
+        yield report
+
+
+def _enable_keywords(options):
+    """``options`` as every keyword of :func:`enable`, its defaults for those not given (what
+    :func:`_validated_options` takes); :func:`enabled` and ``neuralop-mp run`` bind them here.
+
+    Raises
+    ------
+    TypeError
+        For a keyword that ``enable`` does not take, named as a call of ``enable`` names it.
+    """
     try:
         keywords = inspect.signature(enable).bind(**options)
-    except TypeError as exc:  # an unknown keyword, named as a call of enable names it
+    except TypeError as exc:
         raise TypeError(f"enable() {exc}") from None
     keywords.apply_defaults()
-    with _enabled_checked(_validated_options(keywords.arguments)) as report:
-        yield report
+    return keywords.arguments
 
 
 @contextmanager

@@ -12,7 +12,6 @@ Everything before ``--`` belongs to ``neuralop-mp run`` (the script path and
 ``--mp.*`` flags, as ``--mp.flag value`` or ``--mp.flag=value``); everything
 after ``--`` goes to the script untouched, ``--mp.*`` look-alikes included.
 """
-import inspect
 import json
 import re
 import runpy
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..vocabulary import none_if_null, normalize_flag
-from .activation import _enabled_checked, _validated_options, enable
+from .activation import _enable_keywords, _enabled_checked, _validated_options
 from .static_check import describe_plan, scan_source, start_warnings
 from .summary import format_summary
 from .upstream_scripts import refusal_reason
@@ -122,10 +121,9 @@ def _checked_options(options):
     optimizer_options = {k: v for k, v in options.items() if k.startswith("tensorgrad_")}
     if optimizer_options:
         keywords["optimizer_options"] = optimizer_options
-    bound = inspect.signature(enable).bind(**keywords)
-    bound.apply_defaults()
+    keywords = _enable_keywords(keywords)  # outside the try: an unknown keyword stays a TypeError
     try:
-        return _validated_options(bound.arguments, prefix=FLAG_PREFIX)
+        return _validated_options(keywords, prefix=FLAG_PREFIX)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
 

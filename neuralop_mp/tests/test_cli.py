@@ -264,6 +264,11 @@ def test_options_of_a_selected_section_class_are_known_to_train_and_eval(monkeyp
     assert seen["command"][1][:4] == ["--model", "UNOConfig", "--model.uno_out_channels", "[16,32,32,16]"]
     assert cli.main(["train", "darcy", "--model=UNOConfig", "--model.uno_out_channel", "[16]"]) == 2
     assert "Did you mean: --model.uno_out_channels" in capsys.readouterr().err
+    # a command line that does not parse (a list after --res): the selection is read all the same
+    assert cli.main(["train", "darcy", "--model", "UNOConfig", "--model.uno_out_channels", "[16]", "--res", "16",
+                     "32"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown option --res." in err and "uno_out_channels" not in err, err
     # eval of a UNO run: the run's recorded selection makes the UNO keys known
     import neuralop_mp.evaluate as evaluate
     from neuralop_mp.run_folder import write_command
@@ -340,3 +345,38 @@ def test_a_builtin_name_is_recorded_as_a_name_even_beside_a_file_of_that_name(mo
     assert seen["command"][0] == "Darcy" and seen["config"].name == "darcy"
     assert cli.main(["train", "mine.py:Mine"]) == 0
     assert seen["command"][0] == f"{tmp_path}/mine.py:Mine" and seen["config"].name == "mine"
+
+
+def test_eval_checks_its_options_on_one_config_built_once(monkeypatch, tmp_path, capsys):
+    """`eval`'s option check builds the run's config once (a config file's class, its recorded
+    section selection applied), not a default one and then the selected one."""
+    import neuralop_mp.evaluate as evaluate
+    from neuralop_mp.run_folder import write_command
+
+    built = tmp_path / "built.txt"
+    (tmp_path / "counted.py").write_text(
+        "from neuralop_mp.configs import DarcyConfig\n\nclass Counted(DarcyConfig):\n"
+        "    def __init__(self, *args, **kwargs):\n"
+        f"        open({str(built)!r}, 'a').write('built\\n')\n"
+        "        super().__init__(*args, **kwargs)\n")
+    (tmp_path / "model_state_dict.pt").write_bytes(b"")
+    write_command(tmp_path, f"{tmp_path}/counted.py:Counted", ["--model", "UNOConfig"])
+    monkeypatch.setattr(evaluate, "run_evaluation", lambda path, **kwargs: (_ for _ in ()).throw(ValueError("stop")))
+    assert cli.main(["eval", str(tmp_path), "--threads", "1", "--model.uno_out_channels", "[16]"]) == 2
+    assert "neuralop-mp eval: error: stop" in capsys.readouterr().err  # the options were all known
+    assert built.read_text() == "built\n"
+    assert cli.main(["eval", str(tmp_path), "--threads", "1", "--model.uno_out_channel", "[16]"]) == 2
+    assert "Did you mean: --model.uno_out_channels" in capsys.readouterr().err
+
+
+def test_lenient_overrides_read_what_a_bad_command_line_holds():
+    """The option check's reading of a command line that load_config refuses: stray tokens
+    skipped, a last option without a value left out; the strict reading refuses both."""
+    from neuralop_mp.configs.loading import parse_overrides
+
+    args = ["--model", "UNOConfig", "--res", "16", "32", "--opt.n_epochs=2", "--data.n_train"]
+    assert parse_overrides(args, lenient=True) == {"model": "UNOConfig", "res": "16", "opt.n_epochs": "2"}
+    with pytest.raises(ValueError, match="got '32'"):
+        parse_overrides(args)
+    with pytest.raises(ValueError, match="Missing value for option --data.n_train"):
+        parse_overrides(args[5:])

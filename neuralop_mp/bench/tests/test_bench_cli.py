@@ -166,8 +166,11 @@ def test_the_cuda_tests_run_from_the_repository_root_wherever_the_campaign_start
 
 
 def test_no_model_of_an_earlier_gpu_row_is_alive_when_a_row_starts(monkeypatch):
-    """With the cyclic collector off as it may be at any moment: when a row builds its model
-    (its peak counters just reset), no earlier row's model is alive, upstream's included."""
+    """With the automatic cyclic collector off, as it may be at any moment: when a row builds its
+    model (its peak counters just reset), no earlier row's model is alive, upstream's included.
+    ``measure()`` runs ``gc.collect()`` itself before each row, so this checks that its own sweep
+    frees the earlier rows; that a forward leaves no reference cycle at all is
+    models/tests/test_bound_forward.py's test."""
     import gc
     import weakref
 

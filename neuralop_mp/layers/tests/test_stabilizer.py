@@ -1,4 +1,6 @@
 """The tanh stabilizer: forward values unchanged, nothing wide kept for its backward."""
+import contextlib
+
 import pytest
 import torch
 
@@ -90,17 +92,15 @@ def test_fno_block_tanh_keeps_the_block_input_not_its_output(device, monkeypatch
 
     from neuralop_mp.layers.autocast_scope import set_autocast_scope
     from neuralop_mp.layers.precision_switch import set_precision
-    from neuralop_mp.models import pointwise_gemm, pointwise_tiles
-    from neuralop_mp.models.pointwise_tiles import set_pointwise_tiles
+    from neuralop_mp.models import pointwise_gemm
+    from neuralop_mp.models.pointwise_tiles import force_device_choices, set_pointwise_tiles
 
     # autocast's own 1x1 convolutions on every CPU (on one with bfloat16 units the tiles would
     # run them as matrix products, test_pointwise_gemm.py): the two forwards differ in the tanh only
     monkeypatch.setattr(pointwise_gemm, "native_half_matmul", lambda dtype, device: False)
     as_gpu = device != "cpu"
-    if device == "cpu, as a GPU":
-        real = pointwise_tiles.recomputes_on
-        monkeypatch.setattr(pointwise_tiles, "recomputes_on", lambda mlp, device_type: real(mlp, "cuda"))
-        device = "cpu"
+    choices = force_device_choices("cuda") if device == "cpu, as a GPU" else contextlib.nullcontext()
+    device = "cpu" if device == "cpu, as a GPU" else device
     torch.manual_seed(0)
     model = FNO(conv_module=MixedPrecisionSpectralConv, n_modes=(8, 8), in_channels=1, out_channels=1,
                 hidden_channels=16, n_layers=3).to(device)
@@ -108,14 +108,15 @@ def test_fno_block_tanh_keeps_the_block_input_not_its_output(device, monkeypatch
     set_autocast_scope(model, "model")
     x = torch.randn(2, 1, 32, 32, device=device)
     runs = {}
-    for tiles in (None, "default"):
-        set_pointwise_tiles(model, None) if tiles is None else set_pointwise_tiles(model)
-        model.zero_grad()
-        with SavedTensorBytes(exclude=[*model.parameters()]) as meter:
-            with torch.autocast(device, dtype=torch.bfloat16):
-                y = model(x)
-        y.float().square().mean().backward()
-        runs[tiles] = (meter.bytes, y.detach(), [p.grad.clone() for p in model.parameters()])
+    with choices:
+        for tiles in (None, "default"):
+            set_pointwise_tiles(model, None) if tiles is None else set_pointwise_tiles(model)
+            model.zero_grad()
+            with SavedTensorBytes(exclude=[*model.parameters()]) as meter:
+                with torch.autocast(device, dtype=torch.bfloat16):
+                    y = model(x)
+            y.float().square().mean().backward()
+            runs[tiles] = (meter.bytes, y.detach(), [p.grad.clone() for p in model.parameters()])
     (upstream, y0, g0), (ours, y1, g1) = runs[None], runs["default"]
     points, bf16 = 2 * 32 * 32, 2
     block = 16 * points * bf16  # one bf16 tensor of the blocks' size

@@ -106,13 +106,61 @@ def test_a_later_state_dict_leaves_an_earlier_ones_metadata_alone():
 @pytest.mark.parametrize("cls", [FNO, MixedPrecisionFNO])
 def test_a_model_built_with_positional_arguments_loads(tmp_path, cls, policy):
     torch.manual_seed(0)
-    model = cls((8, 8), 1, 1, 8, 2)  # n_layers=2 positionally: the record also holds its default, 4
+    model = cls((8, 8), 1, 1, 8, 2)  # n_layers=2 positionally: upstream's record also holds its default, 4
     model.save_checkpoint(tmp_path, "m")
     loaded = neuralop_mp.load_model(tmp_path, "m", precision_policy=policy)
     assert loaded.n_layers == 2 and loaded.hidden_channels == 8 and tuple(loaded.n_modes) == (8, 8)
     assert_same_weights(model, loaded)
     if policy is not None:
         assert loaded.precision_policy.fno_block_precision == policy
+
+
+@pytest.mark.parametrize("cls", [MixedPrecisionFNO, MixedPrecisionTFNO])
+def test_upstreams_from_checkpoint_loads_a_plugin_model_built_with_positional_arguments(tmp_path, cls):
+    """The plugin's classes record positional arguments by name: upstream's own classmethod
+    rebuilds them (for upstream's FNO it fails, "multiple values": load_model is the way)."""
+    torch.manual_seed(0)
+    model = cls((8, 8), 1, 1, 8, 2, fno_block_precision="mixed", half_dtype="bfloat16")
+    neuralop_mp.set_precision(model, "half")
+    model.save_checkpoint(tmp_path, "m")
+    loaded = cls.from_checkpoint(tmp_path, "m")
+    assert loaded.n_layers == 2 and loaded.hidden_channels == 8 and tuple(loaded.n_modes) == (8, 8)
+    assert loaded.precision_policy == model.precision_policy and loaded.precision_policy.fno_block_precision == "half"
+    assert_same_weights(model, loaded)
+    FNO((8, 8), 1, 1, 8, 2).save_checkpoint(tmp_path, "up")
+    with pytest.raises(TypeError, match="multiple values for argument 'n_layers'"):
+        FNO.from_checkpoint(tmp_path, "up")
+
+
+def test_a_precision_an_upstream_checkpoint_would_lose_is_warned_once(tmp_path):
+    """Upstream's FNO with the plugin's layers, switched after it was built: its checkpoint
+    loads in the constructor's precision, and the warning says what is lost and which class
+    keeps it, once. Nothing to say for a model as built, nor for the plugin's classes."""
+    from neuralop_mp.models.mixed_precision_models import warn_unrecorded_precision
+
+    torch.manual_seed(0)
+    model = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2,
+                conv_module=neuralop_mp.MixedPrecisionSpectralConv, stabilizer="tanh")
+    ours = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not warn_unrecorded_precision(model)  # as built: its record rebuilds it
+        assert not warn_unrecorded_precision(_upstream_fno())  # upstream's layers: no setting of ours
+        neuralop_mp.set_precision(ours, "mixed", half_dtype="bfloat16")
+        assert not warn_unrecorded_precision(ours)  # its checkpoints record the switch
+    neuralop_mp.set_precision(model, "mixed", half_dtype="bfloat16")
+    with pytest.warns(UserWarning) as caught:
+        assert warn_unrecorded_precision(model)
+    message = str(caught[0].message)
+    assert caught[0].filename == __file__  # the caller's line
+    assert ("FNO is upstream's class" in message and "fno_block_precision='mixed' (it loads with 'full')" in message
+            and "half_dtype='bfloat16' (it loads with 'auto')" in message and "stabilizer" not in message
+            and "neuralop_mp.MixedPrecisionFNO" in message and "precision_policy=" in message), message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not warn_unrecorded_precision(model)  # once per model
+    model.save_checkpoint(tmp_path, "m")  # what the warning says: the record rebuilds full precision
+    assert neuralop_mp.get_precision_policy(neuralop_mp.load_model(tmp_path, "m")).fno_block_precision == "full"
 
 
 def test_upstream_names_stay_upstream_and_plugin_names_are_ours():

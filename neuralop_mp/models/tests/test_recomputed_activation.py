@@ -1,4 +1,6 @@
 """Lifting/projection MLPs that recompute their hidden activation: upstream's numbers, less kept."""
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -6,7 +8,7 @@ from neuralop.layers.channel_mlp import ChannelMLP
 
 from neuralop_mp.layers.tests.reference import DEVICES
 from neuralop_mp.memory import SavedTensorBytes
-from neuralop_mp.models.pointwise_tiles import recomputes_on, set_pointwise_tiles
+from neuralop_mp.models.pointwise_tiles import force_device_choices, recomputes_on, set_pointwise_tiles
 from neuralop_mp.models.recomputed_activation import mlp_recomputing_activation, recomputes_activation
 
 
@@ -113,8 +115,7 @@ def test_second_derivatives_equal_upstreams():
         assert torch.equal(ours, theirs)
 
 
-def test_which_mlps_recompute_where(monkeypatch):
-    from neuralop_mp.models import pointwise_tiles
+def test_which_mlps_recompute_where():
     from neuralop_mp.models.pointwise_tiles import _TiledPointwiseForward
 
     two = ChannelMLP(8, 3, hidden_channels=16, n_layers=2)
@@ -122,20 +123,48 @@ def test_which_mlps_recompute_where(monkeypatch):
     assert not recomputes_activation(ChannelMLP(8, 3, hidden_channels=16, n_layers=3))
     # what the tiles could not run either keeps upstream's forward (the tiled forward decides
     # it, once for both): dropout, or a hook that sees fc2's input; the GPU's choice forced on a CPU
-    real = pointwise_tiles.recomputes_on
-    monkeypatch.setattr(pointwise_tiles, "recomputes_on", lambda mlp, device_type: real(mlp, "cuda"))
     hooked = ChannelMLP(8, 3, hidden_channels=16, n_layers=2)
     hooked.fcs[1].register_forward_hook(lambda *a: None)
-    x = torch.randn(2, 8, 5, 5)  # one tile's worth of points: the whole grid, as on a GPU
+    x = torch.randn(2, 8, 5, 5)
     for mlp, recomputes in [(two, True), (ChannelMLP(8, 3, hidden_channels=16, n_layers=2, dropout=0.1), False),
                             (hooked, False), (ChannelMLP(8, 3, hidden_channels=16, n_layers=3), False)]:
-        tiled = _TiledPointwiseForward(mlp, 10**6)
-        tiled(x)
+        tiled = _TiledPointwiseForward(mlp, 10)  # fewer points per tile than x has: tiles on a CPU
+        with force_device_choices("cuda"):
+            tiled(x)
         assert tiled.last_recomputed is recomputes and tiled.last_tiles == 1
+        tiled(x)  # the choices are the CPU's again outside the block: tiles where they apply
+        assert not tiled.last_recomputed and tiled.last_tiles == (1 if mlp is hooked or mlp.dropout else 5)
+
+
+def test_forced_device_choices_nest_and_are_restored():
+    """Inside ``force_device_choices("cuda")`` a CPU tensor gets a GPU's choices (the whole
+    grid, upstream's 1x1 modules, recompute); a nested block, and one left by an exception,
+    give the outer setting back."""
+    from neuralop_mp.models.pointwise_tiles import _TiledPointwiseForward
+
+    mlp = ChannelMLP(8, 3, hidden_channels=16, n_layers=2)  # the tiler holds it weakly
+    tiled = _TiledPointwiseForward(mlp, 10)
+    x = torch.randn(2, 8, 5, 5)  # 50 points: 5 tiles of one row on a CPU
+
+    def choices():
+        tiled(x)
+        return tiled.last_tiles, tiled.last_product_dtype, tiled.last_recomputed
+
+    cpu, gpu = (5, torch.float32, False), (1, None, True)
+    assert choices() == cpu
+    with force_device_choices("cuda"):
+        assert choices() == gpu
+        with force_device_choices(torch.device("cpu")):
+            assert choices() == cpu
+        assert choices() == gpu
+        with pytest.raises(ZeroDivisionError), force_device_choices("cpu"):
+            1 / 0
+        assert choices() == gpu
+    assert choices() == cpu
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_fno_lifting_and_projection_keep_less_and_train_the_same(device, monkeypatch):
+def test_fno_lifting_and_projection_keep_less_and_train_the_same(device):
     """An FNO under bfloat16 autocast, pointwise tiles (recompute where they apply) against
     none: the same output and gradients bit for bit, and exactly the lifting's and the
     projection's hidden tensors and fc1 copies less kept. On a CPU the GPU's choices are
@@ -143,25 +172,21 @@ def test_fno_lifting_and_projection_keep_less_and_train_the_same(device, monkeyp
     from neuralop.models import FNO
 
     from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
-    from neuralop_mp.models import pointwise_tiles
 
-    if device == "cpu":
-        real = pointwise_tiles.recomputes_on
-        monkeypatch.setattr(pointwise_tiles, "recomputes_on", lambda mlp, device_type: real(mlp, "cuda"))
-        monkeypatch.setattr(pointwise_tiles, "_product_dtype", lambda x, tiling: None)
     torch.manual_seed(0)
     kwargs = dict(n_modes=(8, 8), in_channels=1, out_channels=1, hidden_channels=16, n_layers=2)
     model = FNO(conv_module=MixedPrecisionSpectralConv, **kwargs).to(device)
     x = torch.randn(2, 1, 64, 64, device=device)
     results = {}
-    for tiles in (None, "default"):
-        set_pointwise_tiles(model, None) if tiles is None else set_pointwise_tiles(model)
-        model.zero_grad()
-        with SavedTensorBytes(exclude=[*model.parameters()]) as meter:
-            with torch.autocast(device, dtype=torch.bfloat16):
-                y = model(x)
-        y.float().square().mean().backward()
-        results[tiles] = (meter.bytes, y.detach(), [p.grad.clone() for p in model.parameters()])
+    with force_device_choices("cuda") if device == "cpu" else contextlib.nullcontext():
+        for tiles in (None, "default"):
+            set_pointwise_tiles(model, None) if tiles is None else set_pointwise_tiles(model)
+            model.zero_grad()
+            with SavedTensorBytes(exclude=[*model.parameters()]) as meter:
+                with torch.autocast(device, dtype=torch.bfloat16):
+                    y = model(x)
+            y.float().square().mean().backward()
+            results[tiles] = (meter.bytes, y.detach(), [p.grad.clone() for p in model.parameters()])
     (before, y0, g0), (after, y1, g1) = results[None], results["default"]
     points, bf16 = 2 * 64 * 64, 2
     # both MLPs keep only their input (narrower than their 32 hidden channels): not their hidden
@@ -193,8 +218,8 @@ def test_the_summary_line_says_when_lifting_and_projection_recompute(monkeypatch
     assert "recompute" not in describe_pointwise_tiles(model)  # a CPU: upstream's MLPs
     calls = []
     real = pointwise_tiles.mlp_recomputing_activation
-    monkeypatch.setattr(pointwise_tiles, "recomputes_on", lambda mlp, device_type: True)
     monkeypatch.setattr(pointwise_tiles, "mlp_recomputing_activation", lambda m, t: calls.append(m) or real(m, t))
-    y1 = model(x)
+    with force_device_choices("cuda"):
+        y1 = model(x)
     assert calls == [model.lifting, model.projection] and torch.equal(y0, y1)
     assert "lifting and projection recompute their hidden activation in backward" in describe_pointwise_tiles(model)
