@@ -141,23 +141,20 @@ def _check_options(args, spec, flags, base=(), config=None):
                              f"config keys (`{PROG} train {spec} --help` lists them).")
 
 
-def _load_checked(spec, overrides, flags):
-    """``(config, parsed overrides)``: ``spec``'s config with the ``--key value`` ``overrides``,
-    each ``--key`` a config key or one of ``flags`` (:func:`_check_options`).
+def _load_checked(build, args, spec, flags, base=()):
+    """``build()``: the config of ``spec`` with the overrides ``base`` then the ``--key value``
+    ``args``, each ``--key`` of ``args`` a config key or one of ``flags`` (:func:`_check_options`).
 
     An unknown option is said first, whatever else is wrong: a misspelled key or a run
     option given a value explains most configs that do not load.
     """
-    from .configs import load_config, parse_overrides
-
     try:
-        parsed = parse_overrides(list(overrides))
-        config = load_config(spec, parsed)
+        config = build()
     except Exception:
-        _check_options(overrides, spec, flags)
+        _check_options(args, spec, flags, base=base)
         raise
-    _check_options(overrides, spec, flags, config=config)  # a value spelled like an option
-    return config, parsed
+    _check_options(args, spec, flags, config=config)  # a value spelled like an option
+    return config
 
 
 def _absolute_spec(spec):
@@ -209,6 +206,7 @@ def _resolve_threads(value):
 
 def train_command(argv):
     """``neuralop-mp train``; returns the exit code."""
+    from .configs import load_config, parse_overrides
     from .cpu_allocator import CPU_ALLOCATOR_MODES, DEFAULT_CPU_ALLOCATOR
     from .run_folder import read_command
     from .run_setup import RunSetupError
@@ -242,23 +240,24 @@ def train_command(argv):
                     flags[flag] = str(recorded_flags[key])
             overrides = [*recorded["overrides"], *overrides, "--output_dir", str(resume)]
         spec = spec or "darcy"
-        config, parsed = _load_checked(spec, overrides, TRAIN_FLAGS)
+        config = _load_checked(lambda: load_config(spec, overrides), overrides, spec, TRAIN_FLAGS)
         threads = _resolve_threads(flags.get("--threads"))
         cpu_allocator = check_choice("--cpu-allocator", flags.get("--cpu-allocator", DEFAULT_CPU_ALLOCATOR),
                                      CPU_ALLOCATOR_MODES)
         # with --resume: the run's overrides and the ones given now, which command.json then records
-        command = (_absolute_spec(spec), _recorded_overrides(parsed, config))
+        command = (_absolute_spec(spec), _recorded_overrides(parse_overrides(overrides), config))
     except (ValueError, TypeError, FileNotFoundError, AttributeError, ImportError) as error:
         return _error(str(error), "train")
 
     from .train_pipeline import run_training
     from .train_report import format_summary
+    from .training.checkpointing import CheckpointError
 
     try:
         result = run_training(config, progress=True, resume=resume is not None, save_best=save_best,
                               threads=threads, command=command, cpu_allocator=cpu_allocator,
                               command_flags={"threads": flags.get("--threads"), "cpu_allocator": cpu_allocator})
-    except RunSetupError as error:
+    except (RunSetupError, CheckpointError) as error:  # a CheckpointError names the file (--resume's)
         return _error(str(error), "train")
     print()
     print(format_summary(result))
@@ -287,8 +286,10 @@ def eval_command(argv):
     """``neuralop-mp eval``; returns the exit code."""
     import json
 
-    from .run_folder import find_checkpoint, read_command, read_results
+    from .evaluate import config_source, eval_config
+    from .run_folder import find_checkpoint, read_results
     from .run_setup import RunSetupError
+    from .training.checkpointing import CheckpointError
 
     args = list(argv)
     if not args or any(a in ("-h", "--help") for a in args):
@@ -298,22 +299,15 @@ def eval_command(argv):
     try:
         flags, overrides = _pop_flags(args, EVAL_FLAGS)
         folder, _ = find_checkpoint(path)
-        recorded = read_command(folder)
-        spec = flags.get("--config") or (recorded["config"] if recorded else "darcy")
-        # the run's own overrides come first (neuralop_mp.evaluate.eval_config), section selections included
-        base = recorded["overrides"] if recorded and not flags.get("--config") else ()
-        _check_options(overrides, spec, EVAL_FLAGS, base=base)
+        # the run's own overrides come first, section selections included
+        spec, base = config_source(folder, flags.get("--config"))
+        # built once: the option check reads its keys, run_evaluation evaluates with it
+        config = _load_checked(lambda: eval_config(folder, flags.get("--config"), overrides, flags.get("--res")),
+                               overrides, spec, EVAL_FLAGS, base=base)
         threads = flags.get("--threads")
         if threads is None:
             threads = (read_results(folder) or {}).get("threads")
         threads = _resolve_threads(threads)
-        resolutions = flags.get("--res")
-        if resolutions is not None:
-            try:
-                resolutions = [int(r) for r in resolutions]
-            except ValueError:
-                raise ValueError(f"Invalid --res {' '.join(resolutions)}: give integer grid sizes, "
-                                 "e.g. --res 16 32.") from None
     except (ValueError, TypeError, FileNotFoundError) as error:
         return _error(str(error), "eval")
 
@@ -324,9 +318,9 @@ def eval_command(argv):
 
     torch.set_num_threads(threads)
     try:
-        result = run_evaluation(path, spec=flags.get("--config"), overrides=overrides,
-                                resolutions=resolutions, precision=flags.get("--precision"), progress=True)
-    except (RunSetupError, ValueError, FileNotFoundError) as error:
+        result = run_evaluation(path, spec=flags.get("--config"), overrides=overrides, resolutions=flags.get("--res"),
+                                precision=flags.get("--precision"), progress=True, config=config)
+    except (RunSetupError, CheckpointError, ValueError, FileNotFoundError) as error:
         return _error(str(error), "eval")
     result["threads"] = threads
     print()

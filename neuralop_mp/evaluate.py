@@ -10,36 +10,57 @@ device and thread count, the errors are bitwise the ones ``train`` reported for 
 epoch. A model saved elsewhere is evaluated in the precision, stabilizer and half type
 its file records.
 """
-import json
+import pickle
 import time
+import zipfile
 from pathlib import Path
 
 from .run_folder import find_checkpoint, load_model, read_command
-from .training.checkpointing import STATE_DICT_SUFFIX
+from .training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX, CheckpointError
 
-def eval_config(folder, spec=None, overrides=(), resolutions=None):
-    """The config of an evaluation: the run's own (if ``folder`` has one), else ``spec``
-    (default ``darcy``), then ``overrides``, then ``resolutions`` as the test resolutions."""
-    from .configs import load_config
 
+def config_source(folder, spec=None):
+    """``(spec, overrides)`` an evaluation's config starts from: the run's recorded ones when
+    ``folder`` has a ``command.json`` and no ``spec`` is given, else ``spec`` (default
+    ``darcy``) without overrides."""
     recorded = read_command(folder)
     if recorded and spec is None:
-        base_spec, base_overrides = recorded["config"], recorded["overrides"]
-    else:
-        base_spec, base_overrides = spec or "darcy", []
+        return recorded["config"], list(recorded["overrides"])
+    return spec or "darcy", []
+
+
+def _grid_sizes(resolutions):
+    """``--res`` values as grid sizes (integers >= 2), else a ValueError naming them."""
+    try:
+        sizes = [int(r) for r in resolutions]
+    except ValueError:
+        raise ValueError(f"Invalid --res {' '.join(map(str, resolutions))}: give integer grid sizes, "
+                         "e.g. --res 16 32.") from None
+    bad = [r for r in sizes if r < 2]
+    if bad:
+        raise ValueError(f"Invalid --res {bad}: resolutions are grid sizes >= 2.")
+    return sizes
+
+
+def eval_config(folder, spec=None, overrides=(), resolutions=None):
+    """The config of an evaluation, loaded once: the run's own (if ``folder`` has one), else
+    ``spec`` (default ``darcy``; :func:`config_source`), then ``overrides``, then
+    ``resolutions`` as the test resolutions, each with the size and batch size of the
+    config's first test set."""
+    from .configs import load_config
+    from .configs.validation import validate_config
+
+    base_spec, base_overrides = config_source(folder, spec)
     args = [*base_overrides, *overrides]
     if not resolutions:
         return load_config(base_spec, args)
-    resolutions = [int(r) for r in resolutions]
-    bad = [r for r in resolutions if r < 2]
-    if bad:
-        raise ValueError(f"Invalid --res {bad}: resolutions are grid sizes >= 2.")
-    data = load_config(base_spec, args, validate=False).data
-    return load_config(base_spec, args + [
-        "--data.test_resolutions", json.dumps(resolutions),
-        "--data.n_tests", json.dumps([data.n_tests[0]] * len(resolutions)),
-        "--data.test_batch_sizes", json.dumps([data.test_batch_sizes[0]] * len(resolutions)),
-    ])
+    resolutions = _grid_sizes(resolutions)
+    config = load_config(base_spec, args, validate=False)
+    data = config.data
+    data.n_tests = [data.n_tests[0]] * len(resolutions)
+    data.test_batch_sizes = [data.test_batch_sizes[0]] * len(resolutions)
+    data.test_resolutions = resolutions
+    return validate_config(config)
 
 
 def _run_schedule(config, saved_precision):
@@ -83,8 +104,24 @@ def _model_epoch(folder, name, config):
     return min(int(best["epoch"]), last) if best else last
 
 
+def _load_model(folder, name, mixed_precision_layer):
+    """:func:`~neuralop_mp.run_folder.load_model` of the model ``name`` in ``folder``, a file torch
+    cannot read (or weights that do not fit the model its metadata records) refused by name as a
+    :class:`CheckpointError`."""
+    files = [folder / f"{name}{suffix}" for suffix in (STATE_DICT_SUFFIX, METADATA_SUFFIX)]
+    try:
+        return load_model(files[0], mixed_precision_layer=mixed_precision_layer)
+    except FileNotFoundError:  # load_model's own message names the missing file
+        raise
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as err:
+        # torch.save writes zip archives: one that is not names the damaged file; else both may be at fault
+        named = [f for f in files if not zipfile.is_zipfile(f)] or files
+        raise CheckpointError(f"Cannot load the model from {' and '.join(map(str, named))} ({type(err).__name__}: "
+                              f"{err}): a file truncated or overwritten, or not written by save_checkpoint.") from err
+
+
 def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision=None, progress=False,
-                   log=print):
+                   log=print, config=None):
     """Evaluate the model checkpoint at ``path`` on every test resolution.
 
     Parameters
@@ -101,6 +138,10 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     precision : {"full", "mixed", "half"}, optional
         Evaluate in this precision instead of the one the model was trained in (the
         run's last epoch for its final model, its best epoch for ``best_model``).
+    config : TrainConfig, optional
+        The config :func:`eval_config` built from ``path``'s folder, ``spec``,
+        ``overrides`` and ``resolutions`` (``neuralop-mp eval`` builds it to check its
+        options), used as it is instead of being loaded again.
 
     Returns
     -------
@@ -109,6 +150,11 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
         ``test_resolutions``, ``metrics`` (``{"16_l2": ..., "16_h1": ...}``),
         ``precision`` (mode, autocast, stabilizer, half dtype, what it ran as) and
         ``wall_time_s``.
+
+    Raises
+    ------
+    CheckpointError
+        For a model file (or its metadata) that cannot be loaded, naming it.
     """
     from . import build_steps
     from .vocabulary import check_choice, PRECISION_MODES, resolve_half_dtype
@@ -122,9 +168,10 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     checkpoint = folder / f"{name}{STATE_DICT_SUFFIX}"
     if precision is not None:
         precision = check_choice("--precision", precision, PRECISION_MODES)
-    config = eval_config(folder, spec, overrides, resolutions)
+    if config is None:
+        config = eval_config(folder, spec, overrides, resolutions)
     device = resolve_device(config.device)
-    model, saved_precision = load_model(checkpoint, mixed_precision_layer=precision not in (None, "full"))
+    model, saved_precision = _load_model(folder, name, mixed_precision_layer=precision not in (None, "full"))
     model = model.to(device)
     log(f"[neuralop-mp] {type(model).__name__} from {folder / name}_*: loading data ({type(config.data).__name__})")
     train_loader, test_loaders, data_processor = build_data(config, progress=progress)

@@ -24,6 +24,7 @@ resolution and writes ``results.json`` and ``loss_curve.png``
 (:mod:`neuralop_mp.train_report`). ``neuralop-mp train`` is a thin shell around it.
 """
 import inspect
+import math
 import time
 import warnings
 from contextlib import contextmanager
@@ -317,7 +318,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     from .configs.validation import validated_precision_policy
     from .run_folder import CHECKPOINT_DIR, FINAL_MODEL, save_model, write_command
     from .run_records import phase_ranges
-    from .train_report import precision_as_run, write_outputs
+    from .train_report import no_best_model_reason, precision_as_run, write_outputs
     from .training import distributed
     from .training.checkpointing import BEST_MODEL_NAME, STATE_DICT_SUFFIX
 
@@ -468,10 +469,9 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         result["output_dir"] = str(out)
         model_files = save_model(model, out, FINAL_MODEL)
         best_file = out / f"{BEST_MODEL_NAME}{STATE_DICT_SUFFIX}"
-        if save_best and result["best"] is not None and not best_file.is_file():
-            # --save_best given first at a resume: the best epoch was trained before, without it
-            log(f"[neuralop-mp] no best model file: the best epoch ({result['best']['epoch']}, {best_metric} "
-                f"{result['best']['value']:.4g}) came before --save_best was given, and no later epoch beat it")
+        if save_best and not best_file.is_file():  # no finite epoch, or --save_best given first at a resume
+            reason = no_best_model_reason(best_metric, result["best"], name_epoch=True)
+            log(f"[neuralop-mp] no best model file: {reason}")
         result["files"] = write_outputs(result, out, extra_files={
             "model": model_files["state_dict"], "checkpoint": str(checkpoint_dir),
             **({"best_model": str(best_file)} if save_best and best_file.is_file() else {})})
@@ -584,10 +584,16 @@ def _resume_command(trainer, out, command, record, **flags):
 
 
 def best_epoch(history, metric):
-    """``{"metric", "value", "epoch"}`` of the lowest ``metric`` in the history, or None."""
+    """``{"metric", "value", "epoch"}`` of the lowest finite ``metric`` in the history (the
+    earliest of equal ones), or None when no epoch has one.
+
+    The rule by which :class:`~neuralop_mp.run_trainer.RunFolderTrainer` keeps its best
+    model: an inf or NaN epoch is never best (``min`` would keep a NaN met first).
+    """
     if metric is None:
         return None
-    values = [(h[metric], h["epoch"]) for h in history if isinstance(h.get(metric), float)]
+    values = [(h[metric], h["epoch"]) for h in history
+              if isinstance(h.get(metric), float) and math.isfinite(h[metric])]
     if not values:
         return None
     value, epoch = min(values)

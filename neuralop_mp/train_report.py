@@ -128,11 +128,21 @@ def best_model_text(result):
         return epoch
     if not result.get("output_dir"):
         why = "this run wrote no output folder"
-    elif not math.isfinite(best["value"]):
-        why = f"no evaluated epoch had a finite {best['metric']}"
-    else:  # the one case run_training leaves without the file (it logs the same reason)
-        why = "the best epoch came before --save_best was given, and no later epoch beat it"
+    else:  # run_training logs the same reason
+        why = no_best_model_reason(best["metric"], best)
     return f"no file written ({epoch}): {why}"
+
+
+def no_best_model_reason(metric, best=None, *, name_epoch=False):
+    """Why a ``--save_best`` run has no ``best_model`` file, in the words of both
+    :func:`best_model_text` and :func:`~neuralop_mp.train_pipeline.run_training`'s log: no
+    evaluated epoch had a finite ``metric`` (``best`` None or not finite), else the best epoch
+    ``best`` was trained before ``--save_best`` was given (at a resume) and no later epoch beat
+    it; ``name_epoch`` names that epoch and its value."""
+    if best is None or not math.isfinite(best["value"]):
+        return f"no evaluated epoch had a finite {metric}"
+    named = f" ({best['epoch']}, {metric} {best['value']:.4g})" if name_epoch else ""
+    return f"the best epoch{named} came before --save_best was given, and no later epoch beat it"
 
 
 def format_summary(result):

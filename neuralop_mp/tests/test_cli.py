@@ -348,8 +348,10 @@ def test_a_builtin_name_is_recorded_as_a_name_even_beside_a_file_of_that_name(mo
 
 
 def test_eval_checks_its_options_on_one_config_built_once(monkeypatch, tmp_path, capsys):
-    """`eval`'s option check builds the run's config once (a config file's class, its recorded
-    section selection applied), not a default one and then the selected one."""
+    """`eval` builds the run's config once (a config file's class, its recorded section selection
+    applied, then --res), not a default one and then the selected one: one load_config call, whose
+    config the option check reads and run_evaluation is given."""
+    import neuralop_mp.configs as configs
     import neuralop_mp.evaluate as evaluate
     from neuralop_mp.run_folder import write_command
 
@@ -361,10 +363,19 @@ def test_eval_checks_its_options_on_one_config_built_once(monkeypatch, tmp_path,
         "        super().__init__(*args, **kwargs)\n")
     (tmp_path / "model_state_dict.pt").write_bytes(b"")
     write_command(tmp_path, f"{tmp_path}/counted.py:Counted", ["--model", "UNOConfig"])
-    monkeypatch.setattr(evaluate, "run_evaluation", lambda path, **kwargs: (_ for _ in ()).throw(ValueError("stop")))
-    assert cli.main(["eval", str(tmp_path), "--threads", "1", "--model.uno_out_channels", "[16]"]) == 2
+    loads, load_config = [], configs.load_config
+    monkeypatch.setattr(configs, "load_config",
+                        lambda *args, **kwargs: loads.append(args) or load_config(*args, **kwargs))
+    given = {}
+    monkeypatch.setattr(evaluate, "run_evaluation",
+                        lambda path, **kwargs: given.update(kwargs) or (_ for _ in ()).throw(ValueError("stop")))
+    assert cli.main(["eval", str(tmp_path), "--threads", "1", "--model.uno_out_channels", "[16]", "--res", "16",
+                     "32"]) == 2
     assert "neuralop-mp eval: error: stop" in capsys.readouterr().err  # the options were all known
-    assert built.read_text() == "built\n"
+    assert built.read_text() == "built\n" and len(loads) == 1
+    config = given["config"]
+    assert type(config).__name__ == "Counted" and config.model.uno_out_channels == [16]
+    assert config.data.test_resolutions == [16, 32] and len(config.data.n_tests) == 2
     assert cli.main(["eval", str(tmp_path), "--threads", "1", "--model.uno_out_channel", "[16]"]) == 2
     assert "Did you mean: --model.uno_out_channels" in capsys.readouterr().err
 
