@@ -34,6 +34,7 @@ import warnings
 import torch
 from neuralop.losses import H1Loss, LpLoss
 
+from ..models.mixed_precision_models import ignoring_unrecorded_precision
 from .report import add_output_arguments, fno_description, markdown_table, shown_command, timed_section, write_results
 
 # name -> (precision schedule, autocast scope); None: upstream's layer in full precision
@@ -94,7 +95,8 @@ def step_times(loaders, runs, repeats=15):
     for run in runs:
         model = _build(run, 0)
         if RUNS[run][1] is not None:
-            neuralop_mp.set_precision(model, "mixed", half_dtype="bfloat16")
+            with ignoring_unrecorded_precision():  # never saved
+                neuralop_mp.set_precision(model, "mixed", half_dtype="bfloat16")
         models[run] = (model, RUNS[run][0] == "mixed")  # the constant "mixed" schedule autocasts
     times = {run: [] for run in runs}
     for repeat in range(repeats + 1):

@@ -49,6 +49,7 @@ import torch
 from neuralop.models import FNO, TFNO
 
 from ..layers.autocast_scope import set_autocast_scope
+from ..models.mixed_precision_models import ignoring_unrecorded_precision
 from ..models.pointwise_tiles import set_pointwise_tiles
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..optim.factory import create_optimizer
@@ -101,10 +102,11 @@ def build(arch, hidden, variant, modes, device):
     kwargs = dict(n_modes=(modes, modes), in_channels=1, out_channels=1, hidden_channels=hidden, n_layers=4)
     if variant.ours:
         model = cls(conv_module=MixedPrecisionSpectralConv, **kwargs)
-        set_precision(model, variant.mode, half_dtype=variant.half_dtype, stabilizer=variant.stabilizer)
-        if variant.weight_dtype != "complex64":
-            set_spectral_weight_dtype(model, variant.weight_dtype)
-        set_autocast_scope(model, variant.autocast_scope)  # "auto": the whole model on CUDA
+        with ignoring_unrecorded_precision():  # upstream's class, as upstream's rows; never saved
+            set_precision(model, variant.mode, half_dtype=variant.half_dtype, stabilizer=variant.stabilizer)
+            if variant.weight_dtype != "complex64":
+                set_spectral_weight_dtype(model, variant.weight_dtype)
+            set_autocast_scope(model, variant.autocast_scope)  # "auto": the whole model on CUDA
         set_pointwise_tiles(model)  # as the plugin's models do (tiles act on CPU only: the dry run)
     else:
         model = cls(fno_block_precision=variant.mode, stabilizer=variant.stabilizer, **kwargs)

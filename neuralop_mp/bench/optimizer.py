@@ -140,6 +140,7 @@ def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name
     ``peak_tensors > 0`` prints that many of the largest tensors alive at the peak, under
     ``label`` (the setup's name)."""
     from .. import MixedPrecisionSpectralConv, set_precision, set_spectral_weight_dtype
+    from ..models.mixed_precision_models import ignoring_unrecorded_precision
     from ..models.recompute import set_recompute
     from ..optim.update_in_backward import enable_update_in_backward
     from ..peak_memory import PeakTensorBytes
@@ -148,8 +149,9 @@ def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name
     _, _, _, res, batch = SIZES[size]
     model = build_fno(size, conv_module=MixedPrecisionSpectralConv if precision else None)
     if precision:
-        set_precision(model, precision, half_dtype="bfloat16")
-        set_spectral_weight_dtype(model, weight_dtype)
+        with ignoring_unrecorded_precision():  # never saved
+            set_precision(model, precision, half_dtype="bfloat16")
+            set_spectral_weight_dtype(model, weight_dtype)
     set_recompute(model, recompute)
     optimizer = make_optimizer(optimizer_name, model)
     if update_in_backward:
@@ -204,6 +206,7 @@ def darcy_accuracy(runs, epochs=8, lr=5e-3, scale=4.0):
 
     from .. import MixedPrecisionSpectralConv, set_precision, set_spectral_weight_dtype
     from ..data import load_darcy
+    from ..models.mixed_precision_models import ignoring_unrecorded_precision
 
     root = os.environ.get("NEURALOP_MP_DATA") or tempfile.mkdtemp(prefix="neuralop_mp_bench_")
     train, tests, processor = load_darcy(root, n_train=500, n_tests=(100,), batch_size=32, test_batch_sizes=(100,),
@@ -214,8 +217,9 @@ def darcy_accuracy(runs, epochs=8, lr=5e-3, scale=4.0):
         kwargs = {"conv_module": MixedPrecisionSpectralConv} if half else {}
         model = FNO(n_modes=(8, 8), in_channels=1, out_channels=1, hidden_channels=24, n_layers=3, **kwargs)
         if half:
-            set_precision(model, "mixed", half_dtype="bfloat16")
-            set_spectral_weight_dtype(model, "complex32")
+            with ignoring_unrecorded_precision():  # never saved
+                set_precision(model, "mixed", half_dtype="bfloat16")
+                set_spectral_weight_dtype(model, "complex32")
         optimizer = make_optimizer(name, model, lr=lr, update_proj_gap=10, scale=scale)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(train))
         torch.manual_seed(1)

@@ -50,6 +50,7 @@ from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..cpu_allocator import CPU_ALLOCATOR_MODES, DEFAULT_CPU_ALLOCATOR, describe_cpu_allocator, set_cpu_allocator
 from ..memory import SavedTensorBytes
 from ..vocabulary import scope_on_device
+from ..models.mixed_precision_models import ignoring_unrecorded_precision
 from ..models.pointwise_tiles import set_pointwise_tiles
 from ..models.recompute import set_recompute
 from ..layers.precision_switch import set_precision
@@ -126,8 +127,9 @@ def build(arch, variant, model_kwargs, device):
         model = cls(fno_block_precision=variant.mode, **kwargs)
         return (_floor_spectral_layers(model) if variant.spectral_floor else model).to(device)
     model = cls(conv_module=MixedPrecisionSpectralConv, **kwargs)
-    set_precision(model, variant.mode, half_dtype=variant.half_dtype, stabilizer=variant.stabilizer)
-    set_autocast_scope(model, variant.autocast_scope)
+    with ignoring_unrecorded_precision():  # upstream's class, as upstream's rows; never saved
+        set_precision(model, variant.mode, half_dtype=variant.half_dtype, stabilizer=variant.stabilizer)
+        set_autocast_scope(model, variant.autocast_scope)
     set_pointwise_tiles(model)  # as the plugin's model classes do
     set_recompute(model, variant.recompute)
     return (_floor_spectral_layers(model) if variant.spectral_floor else model).to(device)

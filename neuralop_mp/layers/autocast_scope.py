@@ -29,6 +29,7 @@ References
    spectral convolution under autocast, i.e. scope "model").
 """
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import nn
@@ -117,6 +118,12 @@ def set_autocast_scope(model, scope):
     ValueError
         On an unknown scope, or "fno_blocks" on a model without lifting or projection.
 
+    Warns
+    -----
+    UserWarning
+        Once per model, where upstream's checkpoint of ``model`` would not rebuild the new
+        scope (:func:`check_recorded_precision`).
+
     Examples
     --------
     >>> previous = set_autocast_scope(model, "fno_blocks")
@@ -136,6 +143,7 @@ def set_autocast_scope(model, scope):
             module.register_forward_hook(_exit_float32, always_call=True)
             module._float32_in = _FLOAT32_IN[role]
         module._autocast_scope = scope
+    check_recorded_precision(model)
     return previous
 
 
@@ -147,8 +155,51 @@ def get_autocast_scope(model):
 @contextmanager
 def autocast_scope(model, scope):
     """Context manager: run a block with ``model``'s autocast scope set to ``scope``, then restore."""
-    previous = set_autocast_scope(model, scope)
+    with deferred_precision_check(model):  # restored: no warning for the switch itself
+        previous = set_autocast_scope(model, scope)
+        try:
+            yield model
+        finally:
+            set_autocast_scope(model, previous)
+
+
+# set within deferred_precision_check: the precision setters leave the check to it
+_CHECK_DEFERRED = ContextVar("neuralop_mp_precision_check_deferred", default=False)
+# what check_recorded_precision runs: warn_unrecorded_precision, installed by
+# neuralop_mp.models.mixed_precision_models, which imports the layers (so they cannot import it,
+# not even deferred: tests/test_import_graph.py); importing neuralop_mp imports it first
+_recorded_precision_check = None
+
+
+def install_recorded_precision_check(check):
+    """Make :func:`check_recorded_precision` run ``check(model)``."""
+    global _recorded_precision_check
+    _recorded_precision_check = check
+
+
+def check_recorded_precision(model):
+    """Run by each precision setter once it has changed ``model`` (this module's, and
+    :mod:`.layer_precision`'s and :mod:`.precision_switch`'s): warn, once per model, when
+    upstream's checkpoint of ``model`` would not rebuild its settings
+    (:func:`~neuralop_mp.models.mixed_precision_models.warn_unrecorded_precision`; bare layers
+    and the plugin's models pass), unless an enclosing :func:`deferred_precision_check` checks
+    instead. Here, below the other setter modules, so that all of them can import it."""
+    if _recorded_precision_check is not None and not _CHECK_DEFERRED.get():
+        _recorded_precision_check(model)
+
+
+@contextmanager
+def deferred_precision_check(model):
+    """Context manager: the precision setters run inside do not check ``model``; one
+    :func:`check_recorded_precision` of what remains when the block ends without an error.
+
+    For a switch made of several setters (one warning naming all it changed) and for a
+    temporary switch (:func:`autocast_scope`, ``precision()``): restored before the block
+    ends, it leaves nothing to warn about, and does not use up the model's one warning.
+    """
+    token = _CHECK_DEFERRED.set(True)
     try:
-        yield model
+        yield
     finally:
-        set_autocast_scope(model, previous)
+        _CHECK_DEFERRED.reset(token)
+    check_recorded_precision(model)  # nested in another deferral: left to that one

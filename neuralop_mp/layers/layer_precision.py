@@ -21,7 +21,7 @@ from neuralop.layers.fno_block import FNOBlocks
 from torch import nn
 
 from ..precision_policy import PrecisionPolicy
-from .autocast_scope import get_autocast_scope
+from .autocast_scope import check_recorded_precision, deferred_precision_check, get_autocast_scope
 from .soft_gating import adopt_half_safe_soft_gating
 from .spectral_conv import MixedPrecisionSpectralConv
 from .weight_storage import layer_weight_dtype
@@ -132,6 +132,12 @@ def set_fixed_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabil
         On an invalid value, or if ``mode != "full"`` and the model has no
         mixed-precision layer (upstream's own half modes crash on CPU, so we refuse
         to silently hand the request to them).
+
+    Warns
+    -----
+    UserWarning
+        Once per model, where upstream's checkpoint of ``model`` would not rebuild the
+        new settings (:func:`~.autocast_scope.check_recorded_precision`).
     """
     # validated together, with the policy's messages; unchanged fields are not applied
     changes = {"fno_block_precision": mode}
@@ -172,6 +178,7 @@ def set_fixed_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabil
         for layer in layers:
             # a layer inside an FNOBlocks leaves it to the block: tanh once per forward FFT
             layer.stabilizer = None if id(layer) in in_block else wanted.stabilizer
+    check_recorded_precision(model)
     return snapshot
 
 
@@ -188,11 +195,12 @@ def switched_precision(setter, model, mode, **kwargs):
     ``setter`` returns a snapshot for :func:`restore_precision`
     (:func:`set_fixed_precision`, or ``neuralop_mp.set_precision`` for "auto").
     """
-    snapshot = setter(model, mode, **kwargs)
-    try:
-        yield model
-    finally:
-        restore_precision(snapshot)
+    with deferred_precision_check(model):  # restored: no warning for the switch itself
+        snapshot = setter(model, mode, **kwargs)
+        try:
+            yield model
+        finally:
+            restore_precision(snapshot)
 
 
 def precision(model, mode, **kwargs):

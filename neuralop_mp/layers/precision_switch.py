@@ -30,7 +30,7 @@ from .layer_precision import (  # noqa: F401  (the public names of a model's pre
     set_fixed_precision,
     switched_precision,
 )
-from .autocast_scope import set_autocast_scope
+from .autocast_scope import check_recorded_precision, deferred_precision_check, set_autocast_scope
 from .weight_storage import store_layer_weights
 
 _CALIBRATION_HINT = ("pass calibration= a batch of model inputs (batch, channels, *spatial), a list of such "
@@ -104,6 +104,12 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
         refuse to silently hand the request to them).
     TypeError
         A ``calibration`` that is neither tensors nor an iterable of batches.
+
+    Warns
+    -----
+    UserWarning
+        Once per model, where upstream's checkpoint of ``model`` would not rebuild the
+        new settings (:func:`~.autocast_scope.check_recorded_precision`).
     """
     wanted = PrecisionPolicy(fno_block_precision=mode)  # validates the mode, with the policy's message
     if wanted.fno_block_precision != "auto":
@@ -116,13 +122,14 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
                          "In a config, model.fno_block_precision='auto' calibrates on the first training batches.")
     check_int_at_least("n_batches", n_batches)
     current, _, _ = get_precision(model)
-    # the half type and stabilizer are set first: the calibration measures the model as it will run
-    snapshot = set_fixed_precision(model, current, half_dtype=half_dtype, stabilizer=stabilizer)
-    try:
-        _calibrate(model, calibration, data_processor, n_batches)
-    except BaseException:
-        restore_precision(snapshot)
-        raise
+    with deferred_precision_check(model):  # one warning, for the decision
+        # the half type and stabilizer are set first: the calibration measures the model as it will run
+        snapshot = set_fixed_precision(model, current, half_dtype=half_dtype, stabilizer=stabilizer)
+        try:
+            _calibrate(model, calibration, data_processor, n_batches)
+        except BaseException:
+            restore_precision(snapshot)
+            raise
     return snapshot
 
 
@@ -154,6 +161,12 @@ def set_spectral_weight_dtype(model, dtype):
     str
         The previous storage dtype.
 
+    Warns
+    -----
+    UserWarning
+        Once per model, where upstream's checkpoint of ``model`` would not rebuild the
+        new storage (:func:`~.autocast_scope.check_recorded_precision`).
+
     Notes
     -----
     Call it before building the optimizer: an optimizer's existing state was made
@@ -163,6 +176,7 @@ def set_spectral_weight_dtype(model, dtype):
     previous = get_spectral_weight_dtype(model)
     for layer in mixed_precision_layers(model):
         store_layer_weights(layer, target)
+    check_recorded_precision(model)
     return previous
 
 
@@ -170,7 +184,7 @@ def apply_precision_policy(model, policy):
     """Put a built model in ``policy`` (a :class:`~neuralop_mp.PrecisionPolicy` or
     anything :meth:`PrecisionPolicy.coerce` takes); changes only what differs.
 
-    Returns the previous policy.
+    Returns the previous policy. Warns as :func:`set_precision` does, once for all it changed.
     """
     policy = PrecisionPolicy.coerce(policy)
     if not mixed_precision_layers(model):
@@ -179,12 +193,13 @@ def apply_precision_policy(model, policy):
             return None
         _layers_or_raise(model, f"it cannot take {policy}")
     previous = get_precision_policy(model)
-    if previous.replace(spectral_weight_dtype=policy.spectral_weight_dtype,
-                        autocast_scope=policy.autocast_scope) != policy:
-        set_precision(model, policy.fno_block_precision, half_dtype=policy.half_dtype,
-                      stabilizer=policy.stabilizer)
-    if previous.spectral_weight_dtype != policy.spectral_weight_dtype:
-        set_spectral_weight_dtype(model, policy.spectral_weight_dtype)
-    if previous.autocast_scope != policy.autocast_scope:
-        set_autocast_scope(model, policy.autocast_scope)
+    with deferred_precision_check(model):  # one warning naming every setting it changed
+        if previous.replace(spectral_weight_dtype=policy.spectral_weight_dtype,
+                            autocast_scope=policy.autocast_scope) != policy:
+            set_precision(model, policy.fno_block_precision, half_dtype=policy.half_dtype,
+                          stabilizer=policy.stabilizer)
+        if previous.spectral_weight_dtype != policy.spectral_weight_dtype:
+            set_spectral_weight_dtype(model, policy.spectral_weight_dtype)
+        if previous.autocast_scope != policy.autocast_scope:
+            set_autocast_scope(model, policy.autocast_scope)
     return previous

@@ -55,7 +55,7 @@ class _TanhKeptNarrow(torch.autograd.Function):
 
 def tanh_stabilizer(x, half=None, out_dtype=None, keep_input=False):
     """``tanh`` of ``x`` widened to ``out_dtype`` (default: ``x``'s dtype); upstream's
-    ``ctanh`` for complex ``x``.
+    ``ctanh`` for complex ``x``, in ``out_dtype`` too.
 
     For backward it keeps ``x`` itself where ``x`` is 16-bit or ``keep_input`` says the
     caller keeps ``x`` anyway (an FNO block's skip saves the same tensor), and recomputes
@@ -65,7 +65,9 @@ def tanh_stabilizer(x, half=None, out_dtype=None, keep_input=False):
     """
     out_dtype = out_dtype or x.dtype
     if x.is_complex():
-        return ctanh(x.to(out_dtype))
+        # ctanh returns complex64 whatever it is given; from complex32 its values are float16's,
+        # so the cast back is exact, and the FFT after it runs in the dtype the layer records
+        return ctanh(x.to(out_dtype)).to(out_dtype)
     if not torch.is_grad_enabled() or not x.requires_grad:
         return torch.tanh(x.to(out_dtype))
     if keep_input or x.dtype.itemsize <= 2:  # x is kept anyway, or as narrow as anything we could keep

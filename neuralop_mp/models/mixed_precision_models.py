@@ -16,18 +16,20 @@ A checkpoint of upstream's plain model loads into these classes (its recorded
 ``conv_module=SpectralConv`` becomes the mixed-precision layer), and
 :func:`neuralop_mp.load_model` loads theirs into upstream's classes.
 """
+import contextlib
 import functools
 import inspect
 import os
 import warnings
 
+import neuralop
 from neuralop.layers.fno_block import FNOBlocks
 from neuralop.layers.spectral_convolution import SpectralConv
 from neuralop.models.base_model import BaseModel
 from neuralop.models.fno import FNO, TFNO
 
 from ..caller_frames import stacklevel_outside
-from ..layers.autocast_scope import set_autocast_scope
+from ..layers.autocast_scope import install_recorded_precision_check, set_autocast_scope
 from ..layers.precision_switch import get_precision_policy, mixed_precision_layers
 from ..layers.soft_gating import adopt_half_safe_soft_gating
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
@@ -199,8 +201,28 @@ class MixedPrecisionUNO(_PrecisionRecordingModel, UNO, name="MixedPrecisionUNO")
 PLUGIN_MODEL_CLASSES = {"fno": MixedPrecisionFNO, "tfno": MixedPrecisionTFNO, "uno": MixedPrecisionUNO}
 
 
+class UnrecordedPrecisionWarning(UserWarning):
+    """A precision set on an upstream model that its checkpoint would not keep
+    (:func:`warn_unrecorded_precision`)."""
+
+
+@contextlib.contextmanager
+def ignoring_unrecorded_precision():
+    """Context manager: no :class:`UnrecordedPrecisionWarning` inside, for models that are
+    never saved (benchmarks and measurements building upstream's classes to compare with)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnrecordedPrecisionWarning)
+        yield
+
+
 _WARNED_UNRECORDED = "_neuralop_mp_warned_unrecorded_precision"  # set on a model once it was warned
-_HERE = os.path.dirname(__file__)  # with layers/: the precision switches' frames, skipped by the warning
+_HERE = os.path.dirname(__file__)
+# frames the warning skips to name the user's line: the precision setters (layers/), this module,
+# the plugin's code that switches a model for its user (a schedule's phase in training/, from
+# upstream's training loop, which calls the trainer's hooks; the calibration in diagnose/) and the
+# context managers' frames (contextlib)
+_SWITCHING_CODE = ([_HERE, os.path.join(os.path.dirname(neuralop.__file__), "training")]
+                   + [os.path.join(os.path.dirname(_HERE), name) for name in ("layers", "training", "diagnose")])
 
 
 def warn_unrecorded_precision(model):
@@ -212,9 +234,12 @@ def warn_unrecorded_precision(model):
     ``from_checkpoint`` and :func:`~neuralop_mp.load_model` rebuild the model in it, so a
     precision set on the built model (``set_precision``, a schedule's switch, the weight
     storage, the autocast scope) is lost. The plugin's class for the architecture writes
-    the current settings into its record whenever it is saved. For the precision switches
-    to call once they have changed ``model``; the warning names the caller's line outside
-    the plugin's models and layers.
+    the current settings into its record whenever it is saved. The precision setters call
+    it once they have changed ``model``, through
+    :func:`~neuralop_mp.layers.autocast_scope.check_recorded_precision` (not for a temporary
+    switch, restored when its block ends); the warning names the caller's line outside the
+    plugin's code that switches precision (its models, layers, trainer and calibration, and
+    upstream's training loop).
 
     Returns
     -------
@@ -248,5 +273,8 @@ def warn_unrecorded_precision(model):
         f"{name} is upstream's class: its checkpoint (save_checkpoint) records only the arguments it was built "
         f"with, so the precision set on it since is lost: {lost}. {keeps} records the current settings in its "
         "checkpoints; or pass them when loading: neuralop_mp.load_model(folder, name, precision_policy=...).",
-        UserWarning, stacklevel=stacklevel_outside([_HERE, os.path.join(os.path.dirname(_HERE), "layers")]))
+        UnrecordedPrecisionWarning, stacklevel=stacklevel_outside(_SWITCHING_CODE, [contextlib.__file__]))
     return True
+
+
+install_recorded_precision_check(warn_unrecorded_precision)  # what the precision setters run

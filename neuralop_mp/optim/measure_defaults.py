@@ -42,9 +42,12 @@ def build_model(half=False):
 
     if not half:
         return FNO(**MODEL)
+    from ..models.mixed_precision_models import ignoring_unrecorded_precision
+
     model = FNO(conv_module=neuralop_mp.MixedPrecisionSpectralConv, **MODEL)
-    neuralop_mp.set_precision(model, "mixed", half_dtype="bfloat16")
-    neuralop_mp.set_spectral_weight_dtype(model, "complex32")
+    with ignoring_unrecorded_precision():  # a measurement's model, never saved
+        neuralop_mp.set_precision(model, "mixed", half_dtype="bfloat16")
+        neuralop_mp.set_spectral_weight_dtype(model, "complex32")
     return model
 
 

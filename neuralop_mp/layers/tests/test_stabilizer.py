@@ -148,3 +148,46 @@ def test_second_derivatives_from_a_kept_input_and_a_clear_error_from_a_rounded_o
     y = tanh_stabilizer(xf, torch.bfloat16)  # float32 input, output kept rounded
     with pytest.raises(RuntimeError, match="Second derivatives .* not supported.*stabilizer=None"):
         torch.autograd.grad(y.sum(), xf, create_graph=True)
+
+
+def test_complex_data_comes_back_in_the_dtype_asked_for():
+    """Upstream's ctanh returns complex64 whatever it is given: the stabilizer returns the
+    caller's dtype (complex32 before cuFFT's float16 transform), with ctanh's values (a
+    complex32 input's are float16's: the cast is exact) and a gradient for the input."""
+    from neuralop.layers.complex import ctanh
+
+    z = (3 * torch.randn(2, 4, 8, dtype=torch.cfloat)).requires_grad_()
+    y = tanh_stabilizer(z, torch.float16, torch.complex32)
+    assert y.dtype == torch.complex32
+    expected = ctanh(z.detach().to(torch.complex32))
+    assert torch.equal(torch.view_as_real(y.detach().to(torch.cfloat)), torch.view_as_real(expected))
+    (grad,) = torch.autograd.grad(torch.view_as_real(y.to(torch.cfloat)).sum(), z)
+    assert grad.dtype == torch.cfloat and grad.abs().min() > 0
+    assert tanh_stabilizer(z.detach().to(torch.complex32)).dtype == torch.complex32  # default: x's dtype
+    assert tanh_stabilizer(z, torch.float16).dtype == torch.cfloat
+
+
+def test_complex_data_with_tanh_runs_the_forward_fft_in_the_recorded_float16(monkeypatch):
+    """complex_data, tanh, "half" float16 where cuFFT's float16 transforms run (forced here: a
+    CPU has none): the forward FFT gets complex32, the "float16 (cuFFT)" the layer's path
+    record names, as without tanh; the first FFT call is caught before the CPU would refuse it."""
+    layer = MixedPrecisionSpectralConv(2, 2, (4, 4), complex_data=True, fno_block_precision="half",
+                                       half_dtype="float16")
+    monkeypatch.setattr(MixedPrecisionSpectralConv, "_fft_in_half", lambda self, *args: True)
+    seen = {}
+
+    class Caught(Exception):
+        pass
+
+    def fftn(x, *args, **kwargs):
+        seen["dtype"] = x.dtype
+        raise Caught
+
+    monkeypatch.setattr(torch.fft, "fftn", fftn)
+    x = torch.randn(1, 2, 8, 8, dtype=torch.cfloat)
+    for stabilizer in (None, "tanh"):
+        layer.stabilizer = stabilizer
+        seen.clear()
+        with pytest.raises(Caught):
+            layer(x)
+        assert seen["dtype"] == torch.complex32, stabilizer

@@ -148,9 +148,8 @@ def test_a_precision_an_upstream_checkpoint_would_lose_is_warned_once(tmp_path):
         assert not warn_unrecorded_precision(_upstream_fno())  # upstream's layers: no setting of ours
         neuralop_mp.set_precision(ours, "mixed", half_dtype="bfloat16")
         assert not warn_unrecorded_precision(ours)  # its checkpoints record the switch
-    neuralop_mp.set_precision(model, "mixed", half_dtype="bfloat16")
     with pytest.warns(UserWarning) as caught:
-        assert warn_unrecorded_precision(model)
+        neuralop_mp.set_precision(model, "mixed", half_dtype="bfloat16")  # the switch calls warn_unrecorded_precision
     message = str(caught[0].message)
     assert caught[0].filename == __file__  # the caller's line
     assert ("FNO is upstream's class" in message and "fno_block_precision='mixed' (it loads with 'full')" in message

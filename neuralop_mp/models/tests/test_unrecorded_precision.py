@@ -1,0 +1,169 @@
+"""The precision setters warn, once per model, when upstream's checkpoint of the model would
+not rebuild what they set (``warn_unrecorded_precision``); not for a temporary switch, not
+for the plugin's own classes, and once for a whole precision schedule."""
+import sys
+import warnings
+
+import neuralop
+import pytest
+import torch
+from neuralop.models import FNO
+
+import neuralop_mp
+from neuralop_mp import MixedPrecisionFNO, MixedPrecisionSpectralConv
+from neuralop_mp.layers.autocast_scope import autocast_scope
+from neuralop_mp.training.tests.tiny import loss, optimizer_and_scheduler, tiny_data
+
+LOST = "is upstream's class"  # in every warning of warn_unrecorded_precision
+
+
+def upstream_fno():
+    """Upstream's class with the plugin's layers, as the docs build it."""
+    torch.manual_seed(0)
+    return FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=6, n_layers=2,
+               conv_module=MixedPrecisionSpectralConv)
+
+
+def plugin_fno():
+    torch.manual_seed(0)
+    return MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=6, n_layers=2)
+
+
+def lost_warnings(caught):
+    return [w for w in caught if LOST in str(w.message)]
+
+
+class no_lost_warning(warnings.catch_warnings):
+    """A block in which a warning of a lost precision is an error."""
+
+    def __enter__(self):
+        entered = super().__enter__()
+        warnings.filterwarnings("error", message=f".*{LOST}")
+        return entered
+
+
+def test_set_precision_on_upstreams_fno_warns_once_naming_what_is_lost_and_the_plugins_class(tmp_path):
+    model = upstream_fno()
+    with pytest.warns(UserWarning, match=LOST) as caught:
+        neuralop_mp.set_precision(model, "mixed")
+    (warning,) = lost_warnings(caught)
+    message = str(warning.message)
+    assert warning.filename == __file__  # the line that switched, not the plugin's
+    assert "fno_block_precision='mixed' (it loads with 'full')" in message, message
+    assert "neuralop_mp.MixedPrecisionFNO" in message and "precision_policy=" in message, message
+    with no_lost_warning():
+        neuralop_mp.set_precision(model, "mixed")  # again: once per model
+        neuralop_mp.set_precision(model, "half", stabilizer="tanh")  # nor for a later change
+        ours = plugin_fno()
+        neuralop_mp.set_precision(ours, "mixed")  # the plugin's class records its settings
+        neuralop_mp.set_spectral_weight_dtype(ours, "complex32")
+        neuralop_mp.set_autocast_scope(ours, "fno_blocks")
+    model.save_checkpoint(tmp_path, "m")  # what the warning says: the record rebuilds "full"
+    assert neuralop_mp.get_precision_policy(neuralop_mp.load_model(tmp_path, "m")).fno_block_precision == "full"
+
+
+@pytest.mark.parametrize("setter, lost", [
+    (lambda m: neuralop_mp.set_spectral_weight_dtype(m, "complex32"),
+     "spectral_weight_dtype='complex32' (it loads with 'complex64')"),
+    (lambda m: neuralop_mp.set_autocast_scope(m, "fno_blocks"), "autocast_scope='fno_blocks' (it loads with 'model')"),
+    (lambda m: neuralop_mp.apply_precision_policy(m, {"fno_block_precision": "half", "half_dtype": "bfloat16",
+                                                      "autocast_scope": "spectral"}),
+     "fno_block_precision='half' (it loads with 'full'), half_dtype='bfloat16' (it loads with 'auto'), "
+     "autocast_scope='spectral' (it loads with 'model')"),
+])
+def test_each_setter_warns_and_a_policy_once_for_all_it_changed(setter, lost):
+    model = upstream_fno()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        setter(model)
+    (warning,) = lost_warnings(caught)
+    assert lost in str(warning.message) and warning.filename == __file__, str(warning.message)
+
+
+def test_a_switch_that_leaves_the_recorded_settings_or_no_model_does_not_warn():
+    model = upstream_fno()
+    with no_lost_warning():
+        neuralop_mp.set_precision(model, "full")  # what its record rebuilds
+        neuralop_mp.set_autocast_scope(model, "model")
+        layer = MixedPrecisionSpectralConv(2, 2, (4, 4))  # a bare layer has no checkpoint record
+        neuralop_mp.set_precision(layer, "mixed")
+        neuralop_mp.set_spectral_weight_dtype(layer, "complex32")
+        neuralop_mp.set_precision(model.fno_blocks, "mixed")  # a part: the model's own switch warns
+        neuralop_mp.set_precision(model.fno_blocks, "full")
+
+
+def test_temporary_switches_do_not_warn_nor_use_up_the_warning():
+    """precision() and autocast_scope() restore the model when their block ends: nothing is
+    lost, no warning, and the model's one warning is left for a change that stays. A change
+    that stays, made inside such a block, is warned when the block ends, for itself alone."""
+    model = upstream_fno()
+    x = torch.randn(2, 1, 8, 8)
+    before = neuralop_mp.get_precision_policy(model)
+    with no_lost_warning():
+        with neuralop_mp.precision(model, "half", half_dtype="bfloat16"), autocast_scope(model, "spectral"):
+            with neuralop_mp.precision(model, "mixed", stabilizer="tanh"):
+                model(x)
+        with autocast_scope(model, "fno_blocks"), neuralop_mp.precision(model, "mixed"):
+            model(x)
+    assert neuralop_mp.get_precision_policy(model) == before
+    with pytest.warns(UserWarning, match=LOST) as caught:
+        with neuralop_mp.precision(model, "half", half_dtype="bfloat16"):
+            neuralop_mp.set_spectral_weight_dtype(model, "complex32")  # stays after the block
+    (warning,) = lost_warnings(caught)
+    message = str(warning.message)
+    assert "spectral_weight_dtype='complex32'" in message and "fno_block_precision" not in message, message
+    assert "half_dtype" not in message and warning.filename == __file__, message
+
+
+def test_auto_warns_once_for_its_decision_not_for_its_measurements():
+    model = upstream_fno()
+    x = torch.randn(2, 1, 16, 16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        neuralop_mp.set_precision(model, "auto", calibration=x, half_dtype="bfloat16")
+    (warning,) = lost_warnings(caught)
+    message = str(warning.message)
+    decided = neuralop_mp.get_precision(model)[0]
+    assert "half_dtype='bfloat16' (it loads with 'auto')" in message, message
+    assert (f"fno_block_precision={decided!r}" in message) == (decided != "full"), (decided, message)
+    assert warning.filename == __file__
+
+
+def test_a_schedule_run_of_upstreams_fno_with_the_plugin_enabled_warns_once():
+    """An upstream script's own FNO (the plugin's layers), trained by upstream's Trainer while
+    the plugin is enabled with a schedule: every phase switches the model, one warning for the
+    run, at the script's train call; the plugin's class, trained the same way, none."""
+    train, test = tiny_data(n=8, batch_size=8)
+    runs = {}
+    with neuralop_mp.enabled(schedule="half:0.25,mixed:0.5,full:0.25", half_dtype="bfloat16"):
+        for name, model in (("upstream", upstream_fno()), ("plugin", plugin_fno())):
+            optimizer, scheduler = optimizer_and_scheduler(model)
+            trainer = neuralop.Trainer(model=model, n_epochs=4, device="cpu", verbose=False)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                line = sys._getframe().f_lineno + 1
+                trainer.train(train, test, optimizer, scheduler, training_loss=loss(), eval_losses={"l2": loss()})
+            runs[name] = lost_warnings(caught)
+            assert [h["precision"] for h in trainer.history] == ["half", "mixed", "mixed", "full"]
+    (warning,) = runs["upstream"]
+    assert (warning.filename, warning.lineno) == (__file__, line)
+    assert "fno_block_precision='half'" in str(warning.message)
+    assert runs["plugin"] == []
+
+
+def test_the_warning_has_its_own_class_and_models_never_saved_can_silence_it():
+    """Benchmarks build upstream's class with our layers to compare with upstream's rows: they
+    silence the warning for those models only (a filter by class, not by message)."""
+    from neuralop_mp.bench import gpu
+    from neuralop_mp.models.mixed_precision_models import UnrecordedPrecisionWarning, ignoring_unrecorded_precision
+
+    with pytest.warns(UnrecordedPrecisionWarning, match=LOST):
+        neuralop_mp.set_precision(upstream_fno(), "mixed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnrecordedPrecisionWarning)
+        with ignoring_unrecorded_precision():
+            neuralop_mp.set_precision(upstream_fno(), "mixed")
+        variant = next(v for v in gpu.VARIANTS if v.ours)
+        gpu.build("FNO", 8, variant, 4, torch.device("cpu"))
+    with pytest.warns(UnrecordedPrecisionWarning):  # outside the block, the filter is gone
+        neuralop_mp.set_precision(upstream_fno(), "mixed")
