@@ -132,6 +132,25 @@ def test_upstreams_from_checkpoint_loads_a_plugin_model_built_with_positional_ar
         FNO.from_checkpoint(tmp_path, "up")
 
 
+class _WidthFNO(MixedPrecisionFNO, name="WidthFNO"):
+    """A user's subclass with its own constructor, calling the plugin's positionally."""
+
+    def __init__(self, width=4, **kwargs):
+        super().__init__((8, 8), 1, 1, width, **kwargs)
+
+
+@pytest.mark.parametrize("args, kwargs", [((12,), {"n_layers": 2}), ((), {"width": 12, "n_layers": 2})])
+def test_a_subclass_with_its_own_constructor_keeps_its_own_record(tmp_path, args, kwargs):
+    """Upstream's record holds the arguments of the user's call (the subclass's): renaming the
+    positional arguments the subclass passes on would replace them with the parent's."""
+    torch.manual_seed(0)
+    model = _WidthFNO(*args, **kwargs)
+    model.save_checkpoint(tmp_path, "m")
+    for loaded in (_WidthFNO.from_checkpoint(tmp_path, "m"), neuralop_mp.load_model(tmp_path, "m", _WidthFNO)):
+        assert type(loaded) is _WidthFNO and loaded.hidden_channels == 12 and loaded.n_layers == 2
+        assert_same_weights(model, loaded)
+
+
 def test_a_precision_an_upstream_checkpoint_would_lose_is_warned_once(tmp_path):
     """Upstream's FNO with the plugin's layers, switched after it was built: its checkpoint
     loads in the constructor's precision, and the warning says what is lost and which class
