@@ -134,17 +134,23 @@ def config_keys(config):
 def parse_overrides(args, *, lenient=False):
     """``["--a.b", "1", "--c=2"]`` -> ``{"a.b": "1", "c": "2"}`` (values stay strings).
 
+    A token that starts with ``--`` is an option, never the value of the option before
+    it: in ``--a --b 1``, ``--a`` has no value (a ValueError naming it), where reading
+    ``a="--b"`` would lose ``--b`` without a word. A value that starts with ``--`` is
+    written ``--a=--b``; negative numbers (``--a -1``) are values.
+
     With ``lenient=True``, what can be read of a command line that does not parse (for a
-    message about its options): a token that is not an option is skipped, and a last
-    option without a value is left out, where they would raise a ValueError.
+    message about its options): a token that is not an option is skipped, and an option
+    without a value is left out (the option after it is read as usual), where they would
+    raise a ValueError.
     """
     overrides = {}
     i = 0
     while i < len(args):
         arg = args[i]
+        i += 1
         if not arg.startswith("--") or len(arg) <= 2:
             if lenient:
-                i += 1
                 continue
             raise ValueError(
                 f"Expected an option like --model.n_layers 4 (or --model.n_layers=4), got {arg!r}."
@@ -152,14 +158,16 @@ def parse_overrides(args, *, lenient=False):
         key = arg[2:]
         if "=" in key:
             key, _, value = key.partition("=")
+        elif i < len(args) and not args[i].startswith("--"):
+            value = args[i]
             i += 1
+        elif lenient:
+            continue
+        elif i < len(args):
+            raise ValueError(f"Missing value for option --{key} (it is followed by the option {args[i]}; "
+                             f"a value that starts with '--' is written --{key}=VALUE).")
         else:
-            if i + 1 >= len(args):
-                if lenient:
-                    break
-                raise ValueError(f"Missing value for option --{key}.")
-            value = args[i + 1]
-            i += 2
+            raise ValueError(f"Missing value for option --{key}.")
         overrides[key] = value
     return overrides
 

@@ -116,21 +116,19 @@ def _pop_flags(args, flags):
     return found, rest
 
 
-def _check_options(args, spec, flags, base=(), config=None):
+def _check_options(args, spec, flags, base=()):
     """Every ``--key`` of ``args`` is a config key of ``spec`` or one of ``flags``, else a did-you-mean.
 
-    The keys are those of ``config``, the config ``base`` and ``args`` built; without it,
-    those of ``spec`` with the section classes that ``base`` (overrides applied before
-    ``args``: a run's recorded ones) and ``args`` select, e.g. ``--model UNOConfig`` makes
-    ``--model.uno_out_channels`` a key: the rule of ``load_config``
+    The keys are those of ``spec`` with the section classes that ``base`` (overrides
+    applied before ``args``: a run's recorded ones) and ``args`` select, e.g. ``--model
+    UNOConfig`` makes ``--model.uno_out_channels`` a key: the rule of ``load_config``
     (:func:`~neuralop_mp.configs.loading.select_sections`), on what can be read of a
     command line that may not parse.
     """
     from .configs import config_keys
     from .configs.loading import parse_overrides, select_sections
 
-    if config is None:
-        config, _ = select_sections(spec, parse_overrides([*base, *args], lenient=True))
+    config, _ = select_sections(spec, parse_overrides([*base, *args], lenient=True))
     known = {f"--{k}" for k in config_keys(config)} | set(flags)
     for arg in args:
         name = arg.partition("=")[0]
@@ -143,18 +141,18 @@ def _check_options(args, spec, flags, base=(), config=None):
 
 def _load_checked(build, args, spec, flags, base=()):
     """``build()``: the config of ``spec`` with the overrides ``base`` then the ``--key value``
-    ``args``, each ``--key`` of ``args`` a config key or one of ``flags`` (:func:`_check_options`).
+    ``args``; when it fails, an unknown ``--key`` of ``args`` (neither a config key nor one
+    of ``flags``: :func:`_check_options`) is said first, whatever else is wrong: a misspelled
+    key or a run option given a value explains most configs that do not load.
 
-    An unknown option is said first, whatever else is wrong: a misspelled key or a run
-    option given a value explains most configs that do not load.
+    A config that loads has no unknown option to say: each ``--`` token of ``args`` was read
+    as a key that ``load_config`` checked (``parse_overrides`` reads none as a value).
     """
     try:
-        config = build()
+        return build()
     except Exception:
         _check_options(args, spec, flags, base=base)
         raise
-    _check_options(args, spec, flags, config=config)  # a value spelled like an option
-    return config
 
 
 def _absolute_spec(spec):

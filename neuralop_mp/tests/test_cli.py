@@ -167,7 +167,7 @@ def test_to_jsonable_handles_tensors_and_infinities():
     (["--threads"], ["Missing value for option --threads"]),
     (["--cpu-allocator", "cache"], ["Invalid --cpu-allocator='cache'", "'keep', 'system'"]),
     (["--modle.n_layers", "2"], ["Did you mean: --model.n_layers"]),
-    # a config that loads, with an option where a value was due
+    # an option where a value was due: the unknown option is said before the missing value
     (["--output_dir", "--save_bset"], ["Unknown option --save_bset.", "Did you mean: --save_best"]),
 ])
 def test_train_run_options_misspelled_or_bad_exit_2_naming_the_allowed_ones(capsys, args, fragments):
@@ -391,3 +391,39 @@ def test_lenient_overrides_read_what_a_bad_command_line_holds():
         parse_overrides(args)
     with pytest.raises(ValueError, match="Missing value for option --data.n_train"):
         parse_overrides(args[5:])
+
+
+@pytest.mark.parametrize("args, option, follower", [
+    # before, --model was read as the value of --opt.n_epochs: the selection lost, UNOConfig a stray
+    (["--opt.n_epochs", "--model", "UNOConfig", "--model.uno_out_channels", "[4,4,4,4]"], "--opt.n_epochs",
+     "--model"),
+    (["--data.batch_size", "--model=UNOConfig", "--model.uno_out_channels", "[4,4,4,4]"], "--data.batch_size",
+     "--model=UNOConfig"),
+    (["--model", "UNOConfig", "--model.norm", "--model.uno_out_channels", "[4]"], "--model.norm",
+     "--model.uno_out_channels"),
+    # before, a config that loaded: name='--opt.n_epochs=3' and n_epochs left at its default
+    (["--name", "--opt.n_epochs=3"], "--name", "--opt.n_epochs=3"),
+])
+def test_an_option_followed_by_an_option_is_said_to_lack_its_value(monkeypatch, capsys, args, option, follower):
+    seen = _fake_training(monkeypatch)
+    assert cli.main(["train", "darcy", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"train: error: Missing value for option {option} (it is followed by the option {follower};" in err, err
+    assert not seen  # nothing ran
+
+
+def test_odd_command_lines_an_option_last_and_negative_values(monkeypatch, capsys):
+    seen = _fake_training(monkeypatch)
+    # the last option without a value: the selection before it still counts (no unknown option)
+    assert cli.main(["train", "darcy", "--model", "UNOConfig", "--model.uno_out_channels", "[4,4,4,4]",
+                     "--opt.n_epochs"]) == 2
+    assert "train: error: Missing value for option --opt.n_epochs." in capsys.readouterr().err
+    # one dash is a value, not an option: a negative number is read (and checked) as one
+    assert cli.main(["train", "darcy", "--opt.n_epochs", "-1"]) == 2
+    assert "Invalid opt.n_epochs=-1; it must be > 0." in capsys.readouterr().err
+    assert cli.main(["train", "darcy", "--opt.weight_decay", "-1e-4"]) == 2
+    assert "Invalid opt.weight_decay=-0.0001" in capsys.readouterr().err
+    assert not seen
+    assert cli.main(["train", "darcy", "--seed", "-1", "--data.seed", "-7", "--name=--x"]) == 0
+    config = seen["config"]
+    assert (config.seed, config.data.seed, config.name) == (-1, -7, "--x")

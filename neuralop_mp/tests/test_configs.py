@@ -1,5 +1,6 @@
 """Configs: load under zencfg 1.0.0, override, round trip, reject every bad value."""
 import json
+import re
 import typing
 
 import pytest
@@ -93,6 +94,23 @@ def test_parse_overrides_forms_and_errors():
         parse_overrides(["--a"])
     with pytest.raises(ValueError, match="got 'stray'"):
         parse_overrides(["stray"])
+
+
+def test_parse_overrides_reads_no_option_as_a_value():
+    """``--a --b 1``: --a lacks its value (it is not a="--b", which lost --b without a word);
+    one dash is a value (-1), and a value with two is written --a=--b."""
+    for args in (["--a", "--b", "1"], ["--a", "--b=1"], ["--a", "--"]):
+        with pytest.raises(ValueError, match=r"Missing value for option --a \(it is followed by the option "
+                                             + re.escape(args[1]) + "; .* written --a=VALUE"):
+            parse_overrides(args)
+    assert parse_overrides(["--a", "-1", "--b", "-1e-3", "--c=--d", "--e", "-"]) == \
+        {"a": "-1", "b": "-1e-3", "c": "--d", "e": "-"}
+    # lenient: the option without a value is left out and the option after it read as usual
+    assert parse_overrides(["--a", "--model", "UNOConfig", "--b", "--c=1", "--d"], lenient=True) == \
+        {"model": "UNOConfig", "c": "1"}
+    with pytest.raises(ValueError, match="Missing value for option --name "):
+        load_config("darcy", ["--name", "--opt.n_epochs=3"])
+    assert load_config("darcy", ["--seed", "-1"]).seed == -1
 
 
 def test_unknown_key_lists_close_valid_keys():
