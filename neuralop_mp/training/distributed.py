@@ -13,6 +13,8 @@ the ranks must make the same decisions on their own:
   the all-reduced gradient (deterministic), the random-k sparse indices from a
   ``torch.Generator`` seeded with the parameter's stored seed and the step, never
   from a rank's global RNG; so they agree without communication.
+- a ``ReduceLROnPlateau`` step: the trainer steps it with the epoch's loss summed over
+  every rank's batches (:func:`sum_over_ranks`), not with the rank's own shard's.
 - the precision phase: chosen from the epoch number, the same on every rank as
   long as every rank runs the same number of epochs and of batches per epoch,
   which :func:`check_same_on_all_ranks` verifies before training starts.
@@ -96,10 +98,21 @@ def mean_over_ranks(metrics):
                   if (torch.is_tensor(v) and v.numel() == 1) or (isinstance(v, (int, float)) and not isinstance(v, bool)))
     if not keys:
         return metrics
-    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=_collective_device())
-    dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    values /= dist.get_world_size()
-    return {**metrics, **dict(zip(keys, values.tolist()))}
+    totals = sum_over_ranks([float(metrics[k]) for k in keys])
+    return {**metrics, **{k: total / dist.get_world_size() for k, total in zip(keys, totals)}}
+
+
+def sum_over_ranks(values):
+    """The sum over the ranks of each number in ``values`` (a list of floats), in float64.
+
+    ``values`` itself outside a group. A collective: every rank passes as many numbers,
+    in the same order.
+    """
+    if not is_distributed():
+        return list(values)
+    totals = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+    return totals.tolist()
 
 
 def gather_objects(obj):

@@ -300,7 +300,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
     # gradient by the loss scale on backward) and, for the duration of the epoch, hand
     # upstream an optimizer whose ``step()`` is the scaler's guarded step. The epoch
     # wrapper below only adds bookkeeping around ``super().train_one_epoch``.
-    # tests/test_upstream_contract.py fails when upstream's loop changes under this.
+    # test_the_trainer_overrides_only_the_batch_hook_of_upstreams_epoch_loop (tests/test_training_faults.py)
+    # fails when upstream's loop changes under this.
     def _prepare(self, sample):
         if self.data_processor is not None:
             return self.data_processor.preprocess(sample)
@@ -367,6 +368,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             stepped = self.scaler.step(optimizer)
         finally:
             self._close_step_meter()
+        stats["steps"] += 1
         self.scaler.update()
         if stepped:
             self._check_weights_finite(optimizer, batch["idx"])
@@ -411,7 +413,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
 
     @staticmethod
     def _fresh_epoch_stats():
-        return dict(loss_sum=0.0, batches=0, samples=0, lasso_sum=0.0, saved_bytes=None, step_peak_bytes=None)
+        # steps: every batch of the epoch (its step taken or skipped); batches: those with a finite loss
+        return dict(loss_sum=0.0, batches=0, steps=0, samples=0, lasso_sum=0.0, saved_bytes=None,
+                    step_peak_bytes=None)
 
     def train_one_epoch(self, epoch, train_loader, training_loss):
         """Upstream's epoch with a guarded step; returns
@@ -422,7 +426,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         scheduler is stepped with (:meth:`_step_plateau`)."""
         self._epoch_stats = self._fresh_epoch_stats()
         distributed.set_sampler_epoch(train_loader, epoch)
-        skipped_before, steps_before = self.scaler.skipped_steps, self.scaler.total_steps
+        skipped_before = self.scaler.skipped_steps
         self._optimizer_in_epoch = self.optimizer
         self.optimizer = StepThroughTrainer(self._optimizer_in_epoch, self._guarded_step)
         scheduler = getattr(self, "scheduler", None)
@@ -430,7 +434,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if plateau:
             # upstream would step it with a sum where a skipped batch counts 0: a stand-in that is
             # no ReduceLROnPlateau gets upstream's plain step() call, at the same point, instead
-            self.scheduler = StepThroughTrainer(scheduler, lambda: self._step_plateau(scheduler, steps_before))
+            self.scheduler = StepThroughTrainer(scheduler, lambda: self._step_plateau(scheduler))
         self._epoch_loader = train_loader  # for the "auto" re-check in on_epoch_start
         try:
             _, _, _, epoch_train_time = super().train_one_epoch(epoch, train_loader, training_loss)
@@ -441,7 +445,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             self._epoch_loader = None
             self._close_step_meter()  # a step that raised before its end
         stats = self._epoch_stats
-        n_batches = self.scaler.total_steps - steps_before
+        n_batches = stats["steps"]
         if n_batches and not stats["batches"]:
             self._close_bar()
             raise RuntimeError(
@@ -462,7 +466,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                           f"gradients ({self._phase_text()}).", RuntimeWarning, stacklevel=2)
         return train_err, avg_loss, avg_lasso_loss, epoch_train_time
 
-    def _step_plateau(self, scheduler, steps_before):
+    def _step_plateau(self, scheduler):
         """Step ``scheduler`` (a ``ReduceLROnPlateau``) where upstream's epoch loop steps it.
 
         Upstream passes the sum of the epoch's batch losses, where a batch whose loss is
@@ -472,12 +476,21 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         mean, in upstream's units, and upstream's exact number when none was skipped (so
         a saved scheduler's ``best`` stays comparable). With every loss of the epoch
         non-finite there is nothing to judge: the scheduler is not stepped, and the epoch
-        stops with an error (:meth:`train_one_epoch`)."""
+        stops with an error (:meth:`train_one_epoch`).
+
+        Under DDP the finite losses' sum and both batch counts are summed over the ranks
+        first: every rank steps with the same number, the loss of all the ranks' batches
+        (what one process training on every shard would pass), and skips the step only
+        when no rank had a finite loss."""
         stats = self._epoch_stats
-        if stats["batches"]:
-            n_batches = self.scaler.total_steps - steps_before
+        loss_sum, finite, n_batches = stats["loss_sum"], stats["batches"], stats["steps"]
+        if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+            # each rank trained on its own shard: stepped with its own loss, the ranks' learning
+            # rates (and so their weights) would drift apart
+            loss_sum, finite, n_batches = distributed.sum_over_ranks([loss_sum, finite, n_batches])
+        if finite:
             # a ratio of exactly 1.0 leaves upstream's sum bit for bit
-            scheduler.step(stats["loss_sum"] * (n_batches / stats["batches"]))
+            scheduler.step(loss_sum * (n_batches / finite))
 
     def _record_epoch(self, epoch, avg_loss, train_err, lr, skipped, epoch_time, saved_bytes, step_peak_bytes=None):
         mode, stabilizer = self._current_precision()
