@@ -34,11 +34,9 @@ from .adam_math import (
 )
 from .gradient_chunks import GradientChunks, ResidualChunks, rows_per_chunk, spans
 from .seeds import draw_seed
-from .state_checks import BASIS_INFIX
+from .state_checks import BASIS_INFIX, BIRTH  # BIRTH: the births of a part's moments (see _births)
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
-#: state key (after ``<branch>_``) of the per-entry births of a part's moments (see _births)
-BIRTH = "birth"
 
 
 def read_basis(state, name, like):

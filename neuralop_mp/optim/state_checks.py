@@ -25,10 +25,14 @@ from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, validate_group
 
 #: state keys of a basis tensor: ``<branch>_basis_<key>``, e.g. ``low_rank_basis_factor_0``
 BASIS_INFIX = "_basis_"
-#: key of a saved param group listing its parameters' shapes, parallel to ``params``
+#: state key (after ``<branch>_``) of the per-entry births of a part's moments
+BIRTH = "birth"
+#: top-level key of a state dict listing its parameters' shapes, one list per param group
+#: (parallel to its ``params``). Top-level, not in the groups: torch's optimizers copy every
+#: group key, so a TensorGRaD state dict loaded into ``AdamW`` would carry it into theirs
 PARAM_SHAPES = "param_shapes"
 REQUIRED_KEYS = ("step", "compressed", "seed")
-_BRANCH_SUFFIXES = ("_exp_avg", "_exp_avg_sq", "_step", "_birth")
+_BRANCH_SUFFIXES = ("_exp_avg", "_exp_avg_sq", "_step", f"_{BIRTH}")
 
 
 def is_counter(key, value):
@@ -61,7 +65,6 @@ def checked_state(optimizer, state_dict):
             raise ValueError(f"Param group {group_index} of the state dict has {len(saved['params'])} parameters; "
                              f"this TensorGRaD's has {len(current['params'])}: saved for another model.")
         group = _upstream_group(saved) if upstream else dict(saved)
-        group.pop(PARAM_SHAPES, None)  # a description of the saved model, not a setting
         group = validate_group({**DEFAULTS, **group})
         groups.append(group)
         for position, (index, param) in enumerate(zip(saved["params"], current["params"])):
@@ -88,20 +91,23 @@ def checked_state(optimizer, state_dict):
         state[param] = placed_state(param, group, value)
     # after the state checks, whose messages name the mismatched state: this one also covers
     # the parameters without state
-    for group_index, (saved, current) in enumerate(zip(saved_groups, optimizer.param_groups)):
-        _check_listed_shapes(group_index, saved.get(PARAM_SHAPES), current["params"])
+    listed = state_dict.get(PARAM_SHAPES)
+    if listed is not None:
+        if not isinstance(listed, (list, tuple)) or len(listed) != len(optimizer.param_groups):
+            raise ValueError(f"Invalid {PARAM_SHAPES!r} in the state dict: expected one list of shapes for each of "
+                             f"its {len(optimizer.param_groups)} param group(s), got {listed!r}.")
+        for group_index, (shapes, current) in enumerate(zip(listed, optimizer.param_groups)):
+            _check_listed_shapes(group_index, shapes, current["params"])
     return groups, state
 
 
 def _check_listed_shapes(group_index, shapes, params):
-    """Raise ValueError unless each parameter has the shape the saved group lists for it.
+    """Raise ValueError unless each parameter has the shape the state dict lists for it.
 
-    A state dict without the list (saved before it was written, by upstream's class or by
-    torch's optimizers) leaves a parameter without state unchecked: torch's layout names
+    A state dict without the lists (saved before they were written, by upstream's class or
+    by torch's optimizers) leaves a parameter without state unchecked: torch's layout names
     parameters by index only, and such a parameter has no state whose shape could tell.
     """
-    if shapes is None:
-        return
     if not isinstance(shapes, (list, tuple)) or len(shapes) != len(params) \
             or not all(isinstance(shape, (list, tuple)) for shape in shapes):
         raise ValueError(f"Invalid {PARAM_SHAPES!r} in param group {group_index} of the state dict: "
@@ -255,14 +261,30 @@ def check_param_state(optimizer, param, group, value, where):
             _check_shape(where, f"{name}_exp_avg", value[f"{name}_exp_avg"], shape + ((2,) if complex_ else ()))
             sq = shape + ((2,) if complex_ and convention == "torch" else ())
             _check_shape(where, f"{name}_exp_avg_sq", _tensor(where, value, f"{name}_exp_avg_sq"), sq)
-        if f"{name}_birth" in value:  # per-entry step counts (kept sparse moments): integers, one an entry
-            births = value[f"{name}_birth"]
-            _check_shape(where, f"{name}_birth", births, shape)
-            if births.is_floating_point() or births.is_complex():
-                _fail(where, f"state '{name}_birth' has dtype {births.dtype}, expected an integer dtype")
+        if f"{name}_{BIRTH}" in value:
+            _check_births(where, name, value, shape)
         for key, tensor in value.items():
             if key.startswith(name + BASIS_INFIX):
                 _check_basis(where, key, tensor, key[len(name + BASIS_INFIX):], param, part, shape, complex_)
+
+
+def _check_births(where, name, value, shape):
+    """Part ``name``'s births (kept sparse moments): integers, one an entry, each the part's
+    step count when that entry's moments started, so in ``[0, <name>_step]``. A larger one
+    would give the entry an age of 0 or less at the next step (``<name>_step + 1 - birth``):
+    no bias correction (a division by zero, an infinite update) or a negative one."""
+    key = f"{name}_{BIRTH}"
+    births = value[key]
+    _check_shape(where, key, births, shape)
+    if births.is_floating_point() or births.is_complex():
+        _fail(where, f"state {key!r} has dtype {births.dtype}, expected an integer dtype")
+    step = _tensor(where, value, f"{name}_step")
+    _check_shape(where, f"{name}_step", step, ())
+    if births.numel():
+        count, low, high = int(step), int(births.min()), int(births.max())
+        if low < 0 or high > count:
+            _fail(where, f"state {key!r} holds the birth {low if low < 0 else high}, outside [0, {count}] (0 to "
+                         f"the part's step count {name + '_step'!r}): corrupted state")
 
 
 def _tensor(where, value, key):

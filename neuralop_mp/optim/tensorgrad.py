@@ -295,7 +295,9 @@ class TensorGRaD(Optimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in self.defaults.items():
-                group.setdefault(key, value)
+                # torch's __setstate__ adds "differentiable" to the defaults: no setting of this class
+                if key in DEFAULTS:
+                    group.setdefault(key, value)
         # an optimizer pickled by a version that did not record them
         self.__dict__.setdefault("_explicit_keywords", frozenset())
         self.__dict__.setdefault("_group_keys", [None] * len(self.param_groups))
@@ -530,13 +532,13 @@ class TensorGRaD(Optimizer):
 
     # ------------------------------------------------------------- state_dict
     def state_dict(self):
-        """torch's state dict, whose param groups also list each parameter's shape
-        (``param_shapes``, parallel to ``params`` as torch's ``param_names``):
+        """torch's state dict, with each parameter's shape listed under the top-level key
+        ``param_shapes`` (one list per param group, parallel to its ``params``):
         :meth:`load_state_dict` checks it, so a parameter that has no state yet (no
-        step, or no gradient so far) is checked against the model too."""
+        step, or no gradient so far) is checked against the model too. torch's optimizers
+        ignore the key when they load the state dict."""
         state_dict = super().state_dict()
-        for saved, group in zip(state_dict["param_groups"], self.param_groups):
-            saved[PARAM_SHAPES] = [tuple(p.shape) for p in group["params"]]
+        state_dict[PARAM_SHAPES] = [[tuple(p.shape) for p in group["params"]] for group in self.param_groups]
         return state_dict
 
     def load_state_dict(self, state_dict):
@@ -545,11 +547,11 @@ class TensorGRaD(Optimizer):
         Accepted: a state_dict of this class, or one in the layout of upstream
         neuraloperator's ``TensorGRaD`` (main branch), which is converted. Every
         parameter's state is checked against the parameter (kind of state, moment
-        and basis shapes), and every parameter's shape against the one the state
-        dict lists (``param_shapes``, saved by :meth:`state_dict`; state dicts
-        without it, older ones and upstream's, list none), before anything is
-        loaded: a state dict of another optimizer or of another model size raises a
-        ValueError naming the parameter and the mismatch.
+        and basis shapes, the births of kept sparse moments), and every parameter's
+        shape against the one the state dict lists (``param_shapes``, saved by
+        :meth:`state_dict`; state dicts without it, older ones, torch's and upstream's,
+        list none), before anything is loaded: a state dict of another optimizer or of
+        another model size raises a ValueError naming the parameter and the mismatch.
 
         torch's loader casts floating-point state to the parameter's dtype (and,
         for real parameters, integer state too), which would widen bf16 moments

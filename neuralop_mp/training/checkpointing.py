@@ -311,11 +311,21 @@ def check_state_class(role, obj, saved_class, path):
             f"switch to {name}, load the saved weights into a new run instead of resuming.")
 
 
+# parameter-group entries that are bookkeeping, not settings of the optimizer class: what LR
+# schedulers (and SWA) write into the groups of any optimizer (``initial_lr`` also by the training
+# pipeline for ReduceLROnPlateau, which older checkpoints lack), torch's parameter names, and
+# ``differentiable``, which torch's load adds to the defaults of every class (TensorGRaD's loaded
+# groups used to take it from there, so the checkpoints it saved after a resume hold it)
+_OPTIMIZER_BOOKKEEPING = frozenset({"params", "param_names", "initial_lr", "max_lr", "min_lr", "base_momentum",
+                                    "max_momentum", "swa_lr", "differentiable"})
+
+
 def check_optimizer_state(optimizer, state, path):
     """Refuse an optimizer state of another parameter layout, or of another optimizer class
     as the settings of its parameter groups tell (torch loads it and fails only at the first
     ``step()``): the check where the manifest records no class (:func:`check_state_class`),
-    or the same name for two classes (torch's and upstream's ``AdamW``)."""
+    or the same name for two classes (torch's and upstream's ``AdamW``). Bookkeeping entries
+    (``initial_lr``, ``param_names``, ...), which tell no class, are left out of the comparison."""
     groups = state.get("param_groups") if isinstance(state, dict) else None
     if groups is None:
         raise CheckpointError(f"{path} does not hold an optimizer state dict.")
@@ -325,7 +335,7 @@ def check_optimizer_state(optimizer, state, path):
         raise CheckpointError(f"{path} holds parameter groups of sizes {sizes[0]}; this run's "
                               f"{type(optimizer).__name__} has {sizes[1]}: another model or another grouping.")
     for i, (saved, now) in enumerate(zip(groups, current)):
-        saved_keys, keys = set(saved) - {"params"}, set(now) - {"params"}
+        saved_keys, keys = set(saved) - _OPTIMIZER_BOOKKEEPING, set(now) - _OPTIMIZER_BOOKKEEPING
         # keys missing on one side only is what a newer torch adds to a class: accepted
         if saved_keys - keys and keys - saved_keys:
             raise CheckpointError(

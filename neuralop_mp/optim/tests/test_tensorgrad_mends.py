@@ -112,7 +112,7 @@ def test_a_group_without_state_of_other_shapes_fails_to_load():
     weight.grad = torch.ones_like(weight)
     opt.step()  # the second group never steps
     saved = opt.state_dict()
-    assert saved["param_groups"][1]["param_shapes"] == [(7,)]
+    assert saved["param_shapes"][1] == [(7,)]
     other = TensorGRaD([{"params": [torch.nn.Parameter(weight.detach().clone())]},
                         {"params": [torch.nn.Parameter(torch.zeros(8))], "lr": 0.1}], min_params=10)
     with pytest.raises(ValueError, match=r"Parameter 0 of param group 1 \(shape \(8,\)\): the state dict was saved "
@@ -122,7 +122,7 @@ def test_a_group_without_state_of_other_shapes_fails_to_load():
 
 def test_listed_shapes_round_trip_and_stay_out_of_the_param_groups():
     saved = _trained_with_a_stateless_parameter()
-    assert saved["param_groups"][0]["param_shapes"] == [(6, 5, 4), (3, 4)]
+    assert saved["param_shapes"] == [[(6, 5, 4), (3, 4)]]
     buffer = io.BytesIO()
     torch.save(saved, buffer)
     buffer.seek(0)
@@ -131,8 +131,8 @@ def test_listed_shapes_round_trip_and_stay_out_of_the_param_groups():
     opt = TensorGRaD([weight, torch.nn.Parameter(torch.zeros(3, 4))], min_params=10)
     opt.load_state_dict(loaded)
     assert "param_shapes" not in opt.param_groups[0]  # a description of the checkpoint, not a setting
-    assert opt.state_dict()["param_groups"][0]["param_shapes"] == [(6, 5, 4), (3, 4)]
-    loaded["param_groups"][0]["param_shapes"] = [(6, 5, 4)]
+    assert opt.state_dict()["param_shapes"] == [[(6, 5, 4), (3, 4)]]
+    loaded["param_shapes"] = [[(6, 5, 4)]]
     with pytest.raises(ValueError, match=r"Invalid 'param_shapes' in param group 0 .* each of its 2 parameters"):
         opt.load_state_dict(loaded)
 
@@ -141,8 +141,7 @@ def test_a_state_dict_without_listed_shapes_leaves_stateless_parameters_unchecke
     # saved before shapes were listed (or by upstream's class): a parameter without state has
     # nothing to compare, and it loads as before; its state is made at its first step
     saved = _trained_with_a_stateless_parameter((3, 4))
-    for group in saved["param_groups"]:
-        del group["param_shapes"]
+    del saved["param_shapes"]
     weight = torch.nn.Parameter(random_tensor((6, 5, 4), False, 0, torch.float32))
     other = torch.nn.Parameter(torch.zeros(4, 3))
     opt = TensorGRaD([weight, other], min_params=10)
