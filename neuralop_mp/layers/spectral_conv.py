@@ -55,6 +55,14 @@ Number = Union[int, float]
 # cuFFT's float16 transforms return unnormalised sums: a grid of more points is scaled down by a
 # power of two first, so that sums of |x| <= 1 (tanh) stay below 16384, a factor 4 inside 65504
 FLOAT16_FFT_POINTS = 2**14
+# A float16 product takes the spectrum 2**FLOAT16_HEADROOM_BITS above fft_norm="forward"'s scale
+# (at most max|x| there, 1 after tanh), not at it. float16's normal numbers span 2**-14 to 65504
+# (< 2**16); the product's result sums in_channels terms, at most in_channels * max|w| * 2**H *
+# max|x|: H = 8 keeps it finite after tanh up to in_channels * max|w| = 2**8 (upstream's init
+# gives 28 at 64 channels, 64 at 256), and keeps the coefficients 2**8 further from the
+# subnormals than "forward"'s scale, where small inputs and the upper modes of smooth fields
+# lost their digits (docs/spectral_layer.md, "float16 range").
+FLOAT16_HEADROOM_BITS = 8
 
 
 def _check_forwardable(parent_init, kwargs):
@@ -404,11 +412,13 @@ class MixedPrecisionSpectralConv(SpectralConv):
         # only 16 bits (the 16-bit input itself where it is one: nothing more)
         x = tanh_stabilizer(x, half, wide) if stabilizer == "tanh" else x.to(wide)
 
-        # A float16 product takes the spectrum at the scale of fft_norm="forward" (at most max|x|:
-        # 1 after tanh) up to an exact power of two, and gives its result back times the inverse
-        # power: a "backward" spectrum sums the grid's points, past float16's 65504 at 256^2
+        # A float16 product takes the spectrum times 2**-shift, at most FLOAT16_HEADROOM_BITS above
+        # fft_norm="forward"'s scale (never above fft_norm's own), and gives its result back times
+        # 2**shift: a "backward" spectrum sums the grid's points, past float16's 65504 at 256^2
         # (docs/spectral_layer.md, "float16 range"). bfloat16 has float32's range: nothing to do.
-        shift = forward_norm_exponent(self.fft_norm, math.prod(spatial)) if half == torch.float16 else 0
+        shift = 0
+        if half == torch.float16:
+            shift = max(0, forward_norm_exponent(self.fft_norm, math.prod(spatial)) - FLOAT16_HEADROOM_BITS)
         # real data in float32: transform only the kept modes (truncated_fft); complex
         # data and cuFFT's float16 transforms take the whole spectrum, as upstream does
         truncated = not self.complex_data and not fft_half
@@ -480,7 +490,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
                                          return_choice=True)
             self.last_product_path.update(_last_axis_fields(choice))
         elif fft_half:
-            # unnormalised in float16 (fft_norm's own inverse would sum to the grid's scale first),
+            # unnormalised in float16 (fft_norm's own inverse would sum to the grid's scale first):
+            # at most 2**FLOAT16_HEADROOM_BITS times what the layer outputs with fft_norm="forward";
             # then fft_norm's scale and the product's power of two in float32
             y = self._inverse_of_full_spectrum(out_kept, fft_size, kept, fft_dims, out_spatial, "forward")
             y = y.to(torch.complex64 if self.complex_data else torch.float32)

@@ -302,18 +302,18 @@ def test_non_finite_input_gives_non_finite_output_never_an_exception(bad, mode):
 
 
 @pytest.mark.parametrize("mode", ["mixed", "half"])
-@pytest.mark.parametrize("fft_norm", ["forward", "backward", "ortho"])
-def test_1e5_magnitude_input_in_fp16_with_and_without_tanh(mode, fft_norm):
+@pytest.mark.parametrize("fft_norm, overflows", [("forward", False), ("backward", True), ("ortho", True)])
+def test_1e5_magnitude_input_in_fp16_with_and_without_tanh(mode, fft_norm, overflows):
     """Inputs of magnitude 1e5, fp16 product. With upstream's default ``fft_norm="forward"``
     the spectrum is averaged over the grid and stays inside fp16's 65504 here; "backward"
-    and "ortho" sum it (the product used to overflow with "backward"), but the product
-    takes it at "forward"'s scale, up to a power of two given back in float32: finite too.
-    tanh bounds the input: finite in every case."""
+    and "ortho" sum it, and the product takes it at most 2**FLOAT16_HEADROOM_BITS (256) above
+    "forward"'s scale: on these 144 points that is the spectrum as it is, so it overflows
+    (non-finite output, which the trainer skips). tanh bounds the input: finite in every case."""
     torch.manual_seed(0)
     layer = MixedPrecisionSpectralConv(8, 8, (6, 6), fno_block_precision=mode, half_dtype="float16",
                                        init_std=1.0, bias=False, fft_norm=fft_norm)
     x = 1e5 * torch.randn(2, 8, 12, 12)
-    assert finite(layer(x))
+    assert finite(layer(x)) is not overflows
     layer.stabilizer = "tanh"
     assert finite(layer(x))
 

@@ -19,6 +19,7 @@ from neuralop_mp.layers.tests.reference import (
     kept_index,
     rel_err,
 )
+from neuralop_mp.layers.truncated_fft import rfft_scale
 from neuralop_mp.layers.weight_storage import spectral_weight_parameters
 
 NORMS = ["backward", "ortho", "forward"]
@@ -84,8 +85,8 @@ def test_float16_product_at_256_squared_with_mean_3_input_is_finite_and_accurate
     """The finding: inputs of mean 3 at 256^2 (65536 points). "backward" sums them into the zero
     frequency, past float16's 65504 with tanh (about 0.96 x 65536 times the weights) and without
     it (3 x 65536): without the scaling the layer gave inf/NaN here. The product now takes the
-    spectrum at "forward"'s scale up to a power of two, for every norm, and the output is within
-    the 16-bit bound of a float64 layer with that norm (same weights, fresh random input)."""
+    spectrum at most 2**FLOAT16_HEADROOM_BITS above "forward"'s scale, for every norm, and the output
+    is within the 16-bit bound of a float64 layer with that norm (same weights, fresh random input)."""
     layer = _float16_layer(norm, stabilizer, mode)
     x = 3 + torch.randn(2, 4, 256, 256)
     _check_against_float64(layer, x)
@@ -103,7 +104,7 @@ def test_float16_output_for_every_norm_and_output_grid(norm, separable, complex_
     """Dense (mode-batched), separable (pairwise plan) and complex-data (whole-spectrum FFT)
     products; changed input and output grids: within the 16-bit bound of the float64 layer for
     each norm. The output less the bias is compared: the bias, added to the kept spectrum
-    after the power of two is given back, would be 2^k times too large before it."""
+    after the power of two is given back, would be 2^shift times too large before it."""
     layer = _float16_layer(norm, separable=separable, complex_data=complex_data)
     dtype = torch.complex64 if complex_data else torch.float32
     x = 3 + torch.randn(2, 4, *spatial, dtype=dtype)
@@ -210,6 +211,92 @@ def test_full_precision_spectrum_is_not_rescaled(monkeypatch):
         MixedPrecisionSpectralConv(4, 4, (8, 8), fno_block_precision="mixed", half_dtype="float16",
                                    fft_norm="backward")(x)
     assert asked == [("backward", 32 * 32)]
+
+
+def _smooth_field(shape, std):
+    """A float32 Gaussian random field over the last two axes with spectrum ``(1 + |k|^2)^-2`` (a
+    smooth field, like Darcy's coefficients), scaled to standard deviation ``std``."""
+    n1, n2 = shape[-2:]
+    k1 = torch.fft.fftfreq(n1, 1 / n1)[:, None]
+    k2 = torch.fft.rfftfreq(n2, 1 / n2)[None, :]
+    white = torch.fft.rfftn(torch.randn(*shape, dtype=torch.float64), dim=(-2, -1))
+    x = torch.fft.irfftn(white * (1 + k1**2 + k2**2) ** -2.0, s=(n1, n2), dim=(-2, -1))
+    return (std * x / x.std()).float()
+
+
+@pytest.mark.parametrize("norm", ["backward", "ortho"])
+@pytest.mark.parametrize("size, amplitude", [(256, 1e-3), (256, 1e-4), (512, 1e-3)])
+def test_float16_product_keeps_small_inputs_out_of_the_subnormals(norm, size, amplitude):
+    """White noise of amplitude 1e-3 or 1e-4: at "forward"'s scale its kept spectrum is about
+    amplitude / size, float16 subnormals (below 6.1e-5) that keep few digits: 8.6e-3 and 8.7e-2
+    against the bound's 4.9e-3 at 256^2. The headroom of 2**FLOAT16_HEADROOM_BITS keeps it normal:
+    within the 16-bit bound of the float64 layer (measured 3.6e-4 and 4.3e-4)."""
+    layer = _float16_layer(norm, stabilizer=None, bias=False)  # a bias would drown the small output
+    _check_against_float64(layer, amplitude * torch.randn(2, 4, size, size))
+
+
+@pytest.mark.parametrize("norm", ["backward", "ortho"])
+@pytest.mark.parametrize("size", [256, 512])
+def test_float16_product_keeps_the_upper_modes_of_a_smooth_field(norm, size):
+    """A smooth field of standard deviation 0.01: its kept modes at least 5 from zero along both
+    axes are about 1e-3 of the lowest ones, subnormals at "forward"'s scale (relative error 1.7e-2
+    and 2.1e-2 there against a bound of 5e-3, where the whole output's stays 3e-4). Compared on those
+    modes of the output spectrum (off the zero column of the last axis, which the real inverse
+    symmetrises) with the float64 layer's, within the 16-bit bound of the product restricted to
+    them (measured 3.5e-4)."""
+    layer = _float16_layer(norm, stabilizer=None, bias=False)
+    x = _smooth_field((2, 4, size, size), 0.01)
+    _, x_kept, weight, eq = _reference(x, layer.weight.to_tensor().detach(), norm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # float16 on a CPU without fp16 units
+        y = layer(x).detach()
+    kept = list(weight.shape[2:])
+    spectrum = torch.fft.rfftn(y.double(), dim=(-2, -1), norm=norm)
+    out_kept = spectrum[(slice(None), slice(None)) + kept_index([size, size], kept, False)]
+    k1 = (torch.arange(kept[0]) - kept[0] // 2).abs()[:, None]  # the signed order of kept_index
+    k2 = torch.arange(kept[1])[None, :]
+    upper = (k1 >= 5) & (k2 >= 5)
+    bound = half_relative_bound(x_kept[..., upper], [weight[..., upper]], "bim,iom->bom", 3, U[torch.float16], 2 * 4)
+    err = rel_err(out_kept[..., upper], torch.einsum(eq, x_kept, weight)[..., upper])
+    assert 1e-5 < err <= bound, (err, bound)
+
+
+@pytest.mark.parametrize("norm", ["backward", "ortho"])
+def test_float16_fft_path_keeps_small_inputs_out_of_the_subnormals(norm, monkeypatch):
+    """The same headroom on the float16-FFT path (cuFFT emulated, :func:`_emulate_float16_cufft`):
+    the kept block is scaled with the product's shift there. Amplitude 1e-4 at 512^2: 0.18 at
+    "forward"'s scale, past the bound of both FFTs' and the product's error (0.09, 0.11); measured
+    3e-3 with the headroom."""
+    _emulate_float16_cufft(monkeypatch)
+    layer = _float16_layer(norm, stabilizer=None, mode="half", bias=False)
+    with torch.no_grad():
+        _check_against_float64(layer, 1e-4 * torch.randn(1, 4, 512, 512))
+    assert layer.last_product_path["fft"] == "float16 (cuFFT)"
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("mode, spatial", [("mixed", (12, 12)), ("mixed", (64, 64)), ("mixed", (45, 37)),
+                                           ("mixed", (256, 256)), ("half", (64, 64)), ("half", (512, 512))])
+def test_float16_product_spectrum_sits_within_the_headroom(norm, mode, spatial, monkeypatch):
+    """The scale contract, on a constant input (its zero frequency is the whole sum): the spectrum
+    the float16 product takes is at most 2**FLOAT16_HEADROOM_BITS times max|x|, and as large as
+    fft_norm's own spectrum or at least half that: never pushed further down than the product's
+    range needs. "half" runs the float16-FFT path (cuFFT emulated)."""
+    if mode == "half":
+        _emulate_float16_cufft(monkeypatch)
+    largest = []
+    product = sc.dense_mode_product
+    monkeypatch.setattr(sc, "dense_mode_product", lambda x_kept, *args: largest.append(
+        torch.view_as_real(x_kept).float().abs().max().item()) or product(x_kept, *args))
+    layer = _float16_layer(norm, stabilizer=None, mode=mode, bias=False)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer(torch.ones(1, 4, *spatial))
+    points = math.prod(spatial)
+    own = points * rfft_scale(norm, points)  # fft_norm's zero frequency of ones
+    headroom = 2.0**sc.FLOAT16_HEADROOM_BITS
+    assert len(largest) == 1  # up to the float32 FFT's rounding:
+    assert min(own, headroom / 2) * (1 - 1e-6) <= largest[0] <= headroom * (1 + 1e-6), (largest, own)
 
 
 # ------------------------------------------------------------------ no mode kept: early zeros
