@@ -15,6 +15,11 @@ the ranks must make the same decisions on their own:
   from a rank's global RNG; so they agree without communication.
 - a ``ReduceLROnPlateau`` step: the trainer steps it with the epoch's loss summed over
   every rank's batches (:func:`sum_over_ranks`), not with the rank's own shard's.
+- stopping an epoch without a finite loss: the trainer stops on every rank when one
+  rank had none (the ranks are named through the same all-reduce of the epoch's
+  counts, once per epoch), not on that rank alone while the others wait in their next
+  collective until the process group's timeout. The stop after too many consecutive
+  skipped steps needs nothing more: it counts the all-reduced skip decisions.
 - the precision phase: chosen from the epoch number, the same on every rank as
   long as every rank runs the same number of epochs and of batches per epoch,
   which :func:`check_same_on_all_ranks` verifies before training starts.

@@ -135,8 +135,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         Inside a ``torch.distributed`` process group of several ranks: wrap the model
         in DDP (on CPUs too, unlike upstream), check that the ranks agree on the
         epochs and batches, reshuffle a DistributedSampler every epoch, skip a step
-        on every rank when one rank's loss or gradient is not finite, and average
-        evaluation metrics over ranks (:mod:`~neuralop_mp.training.distributed`).
+        on every rank when one rank's loss or gradient is not finite, stop every rank
+        when one rank's epoch had no finite loss, and average evaluation metrics over
+        ranks (:mod:`~neuralop_mp.training.distributed`).
     mixed_precision : bool, default False
         Without a schedule: run the forward pass under autocast for the whole run
         (with loss scaling, unlike upstream). With a schedule, the phases decide.
@@ -413,9 +414,10 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
 
     @staticmethod
     def _fresh_epoch_stats():
-        # steps: every batch of the epoch (its step taken or skipped); batches: those with a finite loss
+        # steps: every batch of the epoch (its step taken or skipped); batches: those with a finite loss;
+        # totals: what _epoch_totals computed (once per epoch)
         return dict(loss_sum=0.0, batches=0, steps=0, samples=0, lasso_sum=0.0, saved_bytes=None,
-                    step_peak_bytes=None)
+                    step_peak_bytes=None, totals=None)
 
     def train_one_epoch(self, epoch, train_loader, training_loss):
         """Upstream's epoch with a guarded step; returns
@@ -423,7 +425,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
 
         Losses of non-finite batches are left out of the averages (they are counted
         in ``history[-1]["skipped_steps"]``), and out of the loss a ``ReduceLROnPlateau``
-        scheduler is stepped with (:meth:`_step_plateau`)."""
+        scheduler is stepped with (:meth:`_step_plateau`). An epoch without a finite loss
+        stops the run with a RuntimeError; under DDP every rank stops when one rank had
+        none, and the message names those ranks (:meth:`_epoch_totals`)."""
         self._epoch_stats = self._fresh_epoch_stats()
         distributed.set_sampler_epoch(train_loader, epoch)
         skipped_before = self.scaler.skipped_steps
@@ -445,14 +449,10 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             self._epoch_loader = None
             self._close_step_meter()  # a step that raised before its end
         stats = self._epoch_stats
-        n_batches = stats["steps"]
-        if n_batches and not stats["batches"]:
+        ranks_without_finite_loss = self._epoch_totals()[3]
+        if ranks_without_finite_loss:
             self._close_bar()
-            raise RuntimeError(
-                f"Every training loss of epoch {epoch} was inf/NaN ({n_batches} batches): nothing was learned. "
-                "The data or the model produces non-finite values: check the training data for inf/NaN "
-                "(the built-in loaders report them per sample), then the learning rate and the precision "
-                f"({self._phase_text()}).")
+            raise RuntimeError(self._no_finite_loss_message(epoch, ranks_without_finite_loss))
         train_err = stats["loss_sum"] / stats["batches"] if stats["batches"] else math.nan
         avg_loss = stats["loss_sum"] / stats["samples"] if stats["samples"] else math.nan
         avg_lasso_loss = stats["lasso_sum"] / stats["samples"] if self.regularizer and stats["samples"] else None
@@ -479,18 +479,57 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         stops with an error (:meth:`train_one_epoch`).
 
         Under DDP the finite losses' sum and both batch counts are summed over the ranks
-        first: every rank steps with the same number, the loss of all the ranks' batches
-        (what one process training on every shard would pass), and skips the step only
-        when no rank had a finite loss."""
-        stats = self._epoch_stats
-        loss_sum, finite, n_batches = stats["loss_sum"], stats["batches"], stats["steps"]
-        if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
-            # each rank trained on its own shard: stepped with its own loss, the ranks' learning
-            # rates (and so their weights) would drift apart
-            loss_sum, finite, n_batches = distributed.sum_over_ranks([loss_sum, finite, n_batches])
+        first (:meth:`_epoch_totals`): every rank steps with the same number, the loss of
+        all the ranks' batches (what one process training on every shard would pass), and
+        skips the step only when no rank had a finite loss."""
+        loss_sum, finite, n_batches, _ = self._epoch_totals()
         if finite:
             # a ratio of exactly 1.0 leaves upstream's sum bit for bit
             scheduler.step(loss_sum * (n_batches / finite))
+
+    def _epoch_totals(self):
+        """The epoch's ``(loss_sum, finite, n_batches, ranks)``: the finite losses' sum, the
+        numbers of batches with a finite loss and of all batches, and the ranks (a list)
+        that ran batches without a single finite loss.
+
+        Under DDP the numbers are summed over the ranks and ``ranks`` gathered from all of
+        them, in one all-reduce per epoch (of 3 + world size numbers): the first call, by
+        :meth:`_step_plateau` where a ``ReduceLROnPlateau`` is stepped, else by
+        :meth:`train_one_epoch`, computes them, a later one reuses them. Outside DDP they
+        are this process's own, with ``ranks`` ``[0]`` or ``[]``."""
+        stats = self._epoch_stats
+        if stats["totals"] is None:
+            loss_sum, finite, n_batches = stats["loss_sum"], stats["batches"], stats["steps"]
+            no_finite_loss = bool(n_batches and not finite)
+            if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+                # each rank trained on its own shard: a plateau stepped with its own loss would
+                # drift the ranks' learning rates apart, and a rank stopping alone for its own
+                # lack of a finite loss would leave the others waiting in their next collective
+                # until the process group's timeout. One slot per rank: the sum names the ranks.
+                flags = [0.0] * distributed.world_size()
+                flags[distributed.rank()] = float(no_finite_loss)
+                loss_sum, finite, n_batches, *flags = distributed.sum_over_ranks(
+                    [loss_sum, finite, n_batches, *flags])
+                ranks = [r for r, flag in enumerate(flags) if flag]
+            else:
+                ranks = [0] if no_finite_loss else []
+            stats["totals"] = (loss_sum, finite, n_batches, ranks)
+        return stats["totals"]
+
+    def _no_finite_loss_message(self, epoch, ranks):
+        """The error of an epoch in which ``ranks`` had no finite loss (:meth:`_epoch_totals`)."""
+        n_batches = self._epoch_stats["steps"]
+        if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+            # a non-finite loss on one rank skips the step on every rank: none was taken
+            where = (f"on rank(s) {ranks} of {distributed.world_size()} ({n_batches} batches per rank): nothing was "
+                     "learned, every rank stops. The data of those ranks' shards or the model produces non-finite "
+                     "values")
+        else:
+            where = (f"({n_batches} batches): nothing was learned. The data or the model produces non-finite "
+                     "values")
+        return (f"Every training loss of epoch {epoch} was inf/NaN {where}: check the training data for inf/NaN "
+                "(the built-in loaders report them per sample), then the learning rate and the precision "
+                f"({self._phase_text()}).")
 
     def _record_epoch(self, epoch, avg_loss, train_err, lr, skipped, epoch_time, saved_bytes, step_peak_bytes=None):
         mode, stabilizer = self._current_precision()
@@ -597,7 +636,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             distributed.check_same_on_all_ranks(
                 n_epochs=self.n_epochs, start_epoch=self.start_epoch,
                 batches_per_epoch=len(train_loader) if hasattr(train_loader, "__len__") else None,
-                precision_schedule=None if self.precision_schedule is None else str(self.precision_schedule))
+                precision_schedule=None if self.precision_schedule is None else str(self.precision_schedule),
+                # the skip stop is decided from the shared skip count: the same limit, or one rank stops alone
+                max_consecutive_skips=self.max_consecutive_skips)
             # wrapped here: upstream's train() would pass device_ids=[rank], which DDP refuses on CPUs
             self.model = distributed.wrap_model(self.model, self.device)
             self.use_distributed = False
