@@ -81,12 +81,14 @@ class _PrecisionRecordingModel:
     _layer_kwarg = "conv_module"
 
     def __init__(self, *args, **kwargs):
-        if args and type(self).__init__ is _PrecisionRecordingModel.__init__:
+        recorded = tuple(self._init_kwargs.get("args", ()))
+        if args and len(recorded) == len(args) and all(a is b for a, b in zip(recorded, args)):
             # upstream's BaseModel records positional arguments as "args" and, besides them, the
             # default of each of their parameters: its from_checkpoint would pass them twice
             # (cls(*args, **record)). Recorded by name instead, the record rebuilds the model there too.
-            # Only where the record is of this very call: a subclass's own __init__ was called
-            # with its own arguments, which upstream's record holds as they must be passed again.
+            # Only where the record is of these very arguments (our class called directly, or a
+            # subclass passing its own through): a subclass that calls us with other arguments was
+            # recorded with its own, which must be passed again as they are.
             named = type(self).__signature__.bind_partial(*args).arguments
             self._init_kwargs = {**self._init_kwargs, **named, "args": ()}
         arguments = type(self).__signature__.bind(*args, **kwargs).arguments

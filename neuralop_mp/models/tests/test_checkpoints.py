@@ -139,6 +139,22 @@ class _WidthFNO(MixedPrecisionFNO, name="WidthFNO"):
         super().__init__((8, 8), 1, 1, width, **kwargs)
 
 
+class _PassThroughFNO(MixedPrecisionFNO, name="PassThroughFNO"):
+    """A user's subclass whose constructor passes its arguments on as they came."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+
+
+def test_a_subclass_passing_positional_arguments_through_is_rebuilt_by_upstreams_classmethod(tmp_path):
+    torch.manual_seed(0)
+    model = _PassThroughFNO((8, 8), 1, 1, 12, 2)
+    model.save_checkpoint(tmp_path, "m")
+    for loaded in (_PassThroughFNO.from_checkpoint(tmp_path, "m"), neuralop_mp.load_model(tmp_path, "m", _PassThroughFNO)):
+        assert type(loaded) is _PassThroughFNO and loaded.hidden_channels == 12 and loaded.n_layers == 2
+        assert_same_weights(model, loaded)
+
+
 @pytest.mark.parametrize("args, kwargs", [((12,), {"n_layers": 2}), ((), {"width": 12, "n_layers": 2})])
 def test_a_subclass_with_its_own_constructor_keeps_its_own_record(tmp_path, args, kwargs):
     """Upstream's record holds the arguments of the user's call (the subclass's): renaming the
