@@ -163,8 +163,10 @@ def autocast_scope(model, scope):
             set_autocast_scope(model, previous)
 
 
-# set within deferred_precision_check: the precision setters leave the check to it
-_CHECK_DEFERRED = ContextVar("neuralop_mp_precision_check_deferred", default=False)
+# ids of the modules whose check is left to an enclosing deferred_precision_check: its model's and
+# its submodules' (a part's settings are the model's, checked when the block ends). Not a flag: a
+# setter on another model inside such a block (or while a generator is suspended in one) is checked.
+_CHECK_DEFERRED = ContextVar("neuralop_mp_precision_check_deferred", default=frozenset())
 # what check_recorded_precision runs: warn_unrecorded_precision, installed by
 # neuralop_mp.models.mixed_precision_models, which imports the layers (so they cannot import it,
 # not even deferred: tests/test_import_graph.py); importing neuralop_mp imports it first
@@ -183,23 +185,25 @@ def check_recorded_precision(model):
     upstream's checkpoint of ``model`` would not rebuild its settings
     (:func:`~neuralop_mp.models.mixed_precision_models.warn_unrecorded_precision`; bare layers
     and the plugin's models pass), unless an enclosing :func:`deferred_precision_check` checks
-    instead. Here, below the other setter modules, so that all of them can import it."""
-    if _recorded_precision_check is not None and not _CHECK_DEFERRED.get():
+    instead (one of ``model`` or of a model ``model`` is part of). Here, below the other setter
+    modules, so that all of them can import it."""
+    if _recorded_precision_check is not None and id(model) not in _CHECK_DEFERRED.get():
         _recorded_precision_check(model)
 
 
 @contextmanager
 def deferred_precision_check(model):
-    """Context manager: the precision setters run inside do not check ``model``; one
-    :func:`check_recorded_precision` of what remains when the block ends without an error.
+    """Context manager: the precision setters run inside do not check ``model`` nor its
+    submodules; one :func:`check_recorded_precision` of ``model``, for what remains, when the
+    block ends without an error. Setters on other models are checked as anywhere else.
 
     For a switch made of several setters (one warning naming all it changed) and for a
     temporary switch (:func:`autocast_scope`, ``precision()``): restored before the block
     ends, it leaves nothing to warn about, and does not use up the model's one warning.
     """
-    token = _CHECK_DEFERRED.set(True)
+    token = _CHECK_DEFERRED.set(_CHECK_DEFERRED.get() | {id(m) for m in model.modules()})
     try:
         yield
     finally:
         _CHECK_DEFERRED.reset(token)
-    check_recorded_precision(model)  # nested in another deferral: left to that one
+    check_recorded_precision(model)  # part of a model an enclosing deferral checks: left to that one

@@ -27,6 +27,7 @@ from neuralop.layers.fno_block import FNOBlocks
 from neuralop.layers.spectral_convolution import SpectralConv
 from neuralop.models.base_model import BaseModel
 from neuralop.models.fno import FNO, TFNO
+from torch import nn
 
 from ..caller_frames import stacklevel_outside
 from ..layers.autocast_scope import install_recorded_precision_check, set_autocast_scope
@@ -229,6 +230,38 @@ _SWITCHING_CODE = ([_HERE, os.path.join(os.path.dirname(neuralop.__file__), "tra
                    + [os.path.join(os.path.dirname(_HERE), name) for name in ("layers", "training", "diagnose")])
 
 
+# what an FNOBlocks decides for its spectral layers (it passes its fno_block_precision to them and
+# applies its stabilizer itself), and what a layer in it takes from its own arguments
+_BLOCK_KEYS = ("fno_block_precision", "stabilizer")
+_LAYER_KEYS = ("half_dtype", "spectral_weight_dtype")
+
+
+def _partial_keywords(value):
+    """The keyword arguments a ``functools.partial`` (nested ones included) adds; {} for anything else."""
+    keywords = {}
+    while isinstance(value, functools.partial):
+        keywords = {**value.keywords, **keywords}  # the outer partial's keyword is the one passed
+        value = value.func
+    return keywords
+
+
+def _recorded_policy(model):
+    """The settings upstream's constructor record of ``model`` rebuilds.
+
+    Its precision keys; those its recorded layer argument adds as a ``functools.partial``
+    (FNO's and TFNO's ``conv_module``; upstream's UNO hands its ``integral_operator`` to no
+    block, its layers are its ``operator_block``'s ``conv_module``, its precision that
+    block's keywords); the layers' defaults for the others; and, where it records none, an
+    upstream model's autocast scope, "model" (plain autocast).
+    """
+    record = getattr(model, "_init_kwargs", {})
+    block = _partial_keywords(record.get("operator_block"))
+    layer = _partial_keywords(record.get("conv_module", block.get("conv_module")))
+    passed = {**{k: layer[k] for k in _LAYER_KEYS if k in layer}, **{k: block[k] for k in _BLOCK_KEYS if k in block}}
+    recorded, _ = PrecisionPolicy.pop_from({"autocast_scope": "model", **passed, **record})
+    return recorded
+
+
 def warn_unrecorded_precision(model):
     """Warn, once per model, when ``model``'s precision settings would not survive its checkpoint.
 
@@ -245,17 +278,20 @@ def warn_unrecorded_precision(model):
     plugin's code that switches precision (its models, layers, trainer and calibration, and
     upstream's training loop).
 
+    A model in ``DistributedDataParallel`` or ``DataParallel`` is checked as the model it
+    wraps (what is saved); its bare parts (``fno_blocks``) and other containers pass.
+
     Returns
     -------
     bool
         Whether it warned (a model already warned, or one that loses nothing: False).
     """
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
     if (not isinstance(model, BaseModel) or isinstance(model, _PrecisionRecordingModel)
             or model.__dict__.get(_WARNED_UNRECORDED) or not mixed_precision_layers(model)):
         return False
-    # the settings the record rebuilds: its precision keys, the layers' defaults for the others, and
-    # an upstream model's autocast scope, "model" (plain autocast), where it records none
-    recorded, _ = PrecisionPolicy.pop_from({"autocast_scope": "model", **getattr(model, "_init_kwargs", {})})
+    recorded = _recorded_policy(model)
     try:
         current = get_precision_policy(model)
     except ValueError:  # layers in different settings: no model-level setting to record either

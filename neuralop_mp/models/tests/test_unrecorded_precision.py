@@ -1,6 +1,7 @@
 """The precision setters warn, once per model, when upstream's checkpoint of the model would
 not rebuild what they set (``warn_unrecorded_precision``); not for a temporary switch, not
 for the plugin's own classes, and once for a whole precision schedule."""
+import functools
 import sys
 import warnings
 
@@ -167,3 +168,125 @@ def test_the_warning_has_its_own_class_and_models_never_saved_can_silence_it():
         gpu.build("FNO", 8, variant, 4, torch.device("cpu"))
     with pytest.warns(UnrecordedPrecisionWarning):  # outside the block, the filter is gone
         neuralop_mp.set_precision(upstream_fno(), "mixed")
+
+
+@pytest.mark.parametrize("temporary", [lambda a: neuralop_mp.precision(a, "full"),
+                                       lambda a: autocast_scope(a, "fno_blocks")], ids=["precision", "autocast_scope"])
+@pytest.mark.parametrize("change, lost", [
+    (lambda b: neuralop_mp.set_precision(b, "mixed"), "fno_block_precision='mixed'"),
+    (lambda b: neuralop_mp.set_spectral_weight_dtype(b, "complex32"), "spectral_weight_dtype='complex32'"),
+], ids=["set_precision", "set_spectral_weight_dtype"])
+def test_a_change_that_stays_on_another_model_inside_a_temporary_switch_is_warned_at_once(temporary, change, lost):
+    a, b = upstream_fno(), upstream_fno()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with temporary(a):
+            change(b)
+            (warning,) = lost_warnings(caught)  # at once, not left to a's block
+    assert lost_warnings(caught) == [warning]  # a is restored: nothing more
+    assert lost in str(warning.message) and warning.filename == __file__, str(warning.message)
+
+
+def test_a_suspended_generator_defers_its_models_check_only_and_a_part_is_its_models():
+    """A generator suspended inside precision(a, ...) leaves a change that stays on b checked
+    at once; a change of a's part (its fno_blocks) inside a's block is a's, warned when it ends."""
+    def holding(a):
+        with neuralop_mp.precision(a, "full"):
+            yield
+
+    a, b = upstream_fno(), upstream_fno()
+    suspended = holding(a)
+    next(suspended)
+    try:
+        with pytest.warns(UserWarning, match=LOST):
+            neuralop_mp.set_precision(b, "mixed")
+    finally:
+        with no_lost_warning():
+            suspended.close()  # a is restored: nothing to warn about
+
+    with pytest.warns(UserWarning, match=LOST) as caught:
+        with neuralop_mp.precision(a, "half"):
+            with no_lost_warning():
+                neuralop_mp.set_spectral_weight_dtype(a.fno_blocks, "complex32")  # stays; checked with a
+    (warning,) = lost_warnings(caught)
+    message = str(warning.message)
+    assert "spectral_weight_dtype='complex32'" in message and "fno_block_precision" not in message, message
+    assert warning.filename == __file__
+
+
+def _fno_with(layer):
+    return FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1, conv_module=layer,
+               fno_block_precision="mixed")
+
+
+def _uno_with(layer, **block_kwargs):
+    from neuralop.layers.fno_block import FNOBlocks
+    from neuralop_mp.models.uno_registration import UNO
+
+    # upstream's UNO hands its integral_operator to no block: the layer is its blocks' conv_module
+    return UNO(in_channels=1, out_channels=1, hidden_channels=4, n_layers=2, uno_out_channels=[4, 4],
+               uno_n_modes=[[4, 4], [4, 4]], uno_scalings=[[1, 1], [1, 1]], channel_mlp_skip="linear",
+               operator_block=functools.partial(FNOBlocks, conv_module=layer, **block_kwargs))
+
+
+@pytest.mark.parametrize("build", [_fno_with, lambda layer: _uno_with(layer, fno_block_precision="mixed")],
+                         ids=["FNO", "UNO"])
+def test_settings_a_recorded_partial_passes_to_the_layers_are_recorded(build, tmp_path):
+    """An upstream model whose layer argument is a functools.partial with precision keywords:
+    its checkpoint rebuilds them, so a switch that keeps them does not warn; one that changes
+    them names only what it changed."""
+    layer = functools.partial(MixedPrecisionSpectralConv, half_dtype="bfloat16", spectral_weight_dtype="complex32")
+    model = build(layer)
+    built = neuralop_mp.get_precision_policy(model)
+    assert (built.fno_block_precision, built.half_dtype, built.spectral_weight_dtype) == (
+        "mixed", "bfloat16", "complex32")
+    with no_lost_warning():
+        neuralop_mp.set_precision(model, "mixed", stabilizer=None)  # changes nothing
+        neuralop_mp.set_spectral_weight_dtype(model, "complex32")
+    model.save_checkpoint(tmp_path, "m")
+    assert neuralop_mp.get_precision_policy(type(model).from_checkpoint(tmp_path, "m")) == built
+    with pytest.warns(UserWarning, match=LOST) as caught:
+        neuralop_mp.set_precision(model, "half")
+    (warning,) = lost_warnings(caught)
+    assert str(warning.message).count("(it loads with") == 1, str(warning.message)
+    assert "fno_block_precision='half' (it loads with 'mixed')" in str(warning.message), str(warning.message)
+
+
+def test_a_layer_partials_mode_is_overridden_by_its_block_and_so_not_recorded():
+    """FNOBlocks passes its own fno_block_precision to its layers: a mode in the layer's partial
+    never reaches them, and the record rebuilds the block's (here its default, "full")."""
+    model = _uno_with(functools.partial(MixedPrecisionSpectralConv, fno_block_precision="mixed"))
+    assert neuralop_mp.get_precision(model)[0] == "full"
+    with pytest.warns(UserWarning, match="fno_block_precision='mixed' \\(it loads with 'full'\\)"):
+        neuralop_mp.set_precision(model, "mixed")
+
+
+@pytest.fixture
+def process_group(tmp_path):
+    """A one-rank gloo process group, as DistributedDataParallel needs."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialized")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("wrap", ["DistributedDataParallel", "DataParallel"])
+def test_a_wrapped_model_is_checked_as_the_model_it_wraps(wrap, request):
+    """The trainer switches its model as given, DistributedDataParallel-wrapped under DDP: warned
+    as the model itself is (what is saved is the wrapped model); other containers still pass."""
+    if wrap == "DistributedDataParallel":
+        request.getfixturevalue("process_group")
+    model = upstream_fno()
+    wrapped = getattr(torch.nn.parallel, wrap)(model)
+    with pytest.warns(UserWarning, match=LOST) as caught:
+        neuralop_mp.apply_precision_policy(wrapped, {"fno_block_precision": "mixed", "half_dtype": "bfloat16"})
+    (warning,) = lost_warnings(caught)
+    assert "fno_block_precision='mixed'" in str(warning.message) and warning.filename == __file__
+    with no_lost_warning():
+        neuralop_mp.set_precision(model, "half")  # the same model: warned once
+        neuralop_mp.set_precision(torch.nn.Sequential(upstream_fno()), "mixed")  # a container: passes
