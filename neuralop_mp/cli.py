@@ -175,11 +175,12 @@ PATH_KEYS = ("output_dir", "data.data_root")
 def _recorded_overrides(overrides, config):
     """The overrides written to ``command.json``, from the parsed ``overrides`` (one value
     per key: a later one wins, so a resume's overrides replace the run's own), paths made
-    absolute.
+    absolute, as tokens that read back the same (:func:`~neuralop_mp.run_folder.override_tokens`).
 
     A relative ``data.data_root`` that the config file itself sets is recorded too, so
     ``eval`` and ``--resume`` read the same data from any folder.
     """
+    from .run_folder import override_tokens
     from .vocabulary import none_if_null
 
     merged = dict(overrides)
@@ -192,7 +193,12 @@ def _recorded_overrides(overrides, config):
             continue
         if value is not None:
             merged[key] = os.path.abspath(os.path.expanduser(value))
-    return [token for key, value in merged.items() for token in (f"--{key}", str(value))]
+    return override_tokens(merged.items())
+
+
+# what loading a config raises for a bad CONFIG or --key value: a usage error (exit 2), not a
+# traceback; a config file may fail to import, or lack the class that path.py:ClassName names
+CONFIG_ERRORS = (ValueError, TypeError, FileNotFoundError, AttributeError, ImportError)
 
 
 def _resolve_threads(value):
@@ -244,7 +250,7 @@ def train_command(argv):
                                      CPU_ALLOCATOR_MODES)
         # with --resume: the run's overrides and the ones given now, which command.json then records
         command = (_absolute_spec(spec), _recorded_overrides(parse_overrides(overrides), config))
-    except (ValueError, TypeError, FileNotFoundError, AttributeError, ImportError) as error:
+    except CONFIG_ERRORS as error:
         return _error(str(error), "train")
 
     from .train_pipeline import run_training
@@ -298,15 +304,15 @@ def eval_command(argv):
         flags, overrides = _pop_flags(args, EVAL_FLAGS)
         folder, _ = find_checkpoint(path)
         # the run's own overrides come first, section selections included
-        spec, base = config_source(folder, flags.get("--config"))
+        source = config_source(folder, flags.get("--config"))
         # built once: the option check reads its keys, run_evaluation evaluates with it
         config = _load_checked(lambda: eval_config(folder, flags.get("--config"), overrides, flags.get("--res")),
-                               overrides, spec, EVAL_FLAGS, base=base)
+                               overrides, source.spec, EVAL_FLAGS, base=source.overrides)
         threads = flags.get("--threads")
         if threads is None:
             threads = (read_results(folder) or {}).get("threads")
         threads = _resolve_threads(threads)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except CONFIG_ERRORS as error:
         return _error(str(error), "eval")
 
     import torch
@@ -316,8 +322,8 @@ def eval_command(argv):
 
     torch.set_num_threads(threads)
     try:
-        result = run_evaluation(path, spec=flags.get("--config"), overrides=overrides, resolutions=flags.get("--res"),
-                                precision=flags.get("--precision"), progress=True, config=config)
+        result = run_evaluation(path, spec=flags.get("--config"), config=config, precision=flags.get("--precision"),
+                                progress=True)
     except (RunSetupError, CheckpointError, ValueError, FileNotFoundError) as error:
         return _error(str(error), "eval")
     result["threads"] = threads

@@ -10,23 +10,29 @@ device and thread count, the errors are bitwise the ones ``train`` reported for 
 epoch. A model saved elsewhere is evaluated in the precision, stabilizer and half type
 its file records.
 """
-import pickle
 import time
-import zipfile
-from pathlib import Path
+from typing import NamedTuple
 
 from .run_folder import find_checkpoint, load_model, read_command
-from .training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX, CheckpointError
+from .training.checkpointing import STATE_DICT_SUFFIX
+
+
+class ConfigSource(NamedTuple):
+    """What an evaluation's config starts from (:func:`config_source`)."""
+
+    spec: str
+    overrides: list
+    run: bool  # the run's own recorded config: its model runs in the precision the run trained in
 
 
 def config_source(folder, spec=None):
-    """``(spec, overrides)`` an evaluation's config starts from: the run's recorded ones when
-    ``folder`` has a ``command.json`` and no ``spec`` is given, else ``spec`` (default
-    ``darcy``) without overrides."""
-    recorded = read_command(folder)
-    if recorded and spec is None:
-        return recorded["config"], list(recorded["overrides"])
-    return spec or "darcy", []
+    """``(spec, overrides, run)`` an evaluation's config starts from: the run's recorded ones
+    (``run`` True) when ``folder`` has a ``command.json`` and no ``spec`` is given, else
+    ``spec`` (default ``darcy``) without overrides."""
+    recorded = read_command(folder) if spec is None else None
+    if recorded is not None:
+        return ConfigSource(recorded["config"], list(recorded["overrides"]), True)
+    return ConfigSource(spec or "darcy", [], False)
 
 
 def _grid_sizes(resolutions):
@@ -50,7 +56,7 @@ def eval_config(folder, spec=None, overrides=(), resolutions=None):
     from .configs import load_config
     from .configs.validation import validate_config
 
-    base_spec, base_overrides = config_source(folder, spec)
+    base_spec, base_overrides, _ = config_source(folder, spec)
     args = [*base_overrides, *overrides]
     if not resolutions:
         return load_config(base_spec, args)
@@ -104,22 +110,6 @@ def _model_epoch(folder, name, config):
     return min(int(best["epoch"]), last) if best else last
 
 
-def _load_model(folder, name, mixed_precision_layer):
-    """:func:`~neuralop_mp.run_folder.load_model` of the model ``name`` in ``folder``, a file torch
-    cannot read (or weights that do not fit the model its metadata records) refused by name as a
-    :class:`CheckpointError`."""
-    files = [folder / f"{name}{suffix}" for suffix in (STATE_DICT_SUFFIX, METADATA_SUFFIX)]
-    try:
-        return load_model(files[0], mixed_precision_layer=mixed_precision_layer)
-    except FileNotFoundError:  # load_model's own message names the missing file
-        raise
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as err:
-        # torch.save writes zip archives: one that is not names the damaged file; else both may be at fault
-        named = [f for f in files if not zipfile.is_zipfile(f)] or files
-        raise CheckpointError(f"Cannot load the model from {' and '.join(map(str, named))} ({type(err).__name__}: "
-                              f"{err}): a file truncated or overwritten, or not written by save_checkpoint.") from err
-
-
 def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision=None, progress=False,
                    log=print, config=None):
     """Evaluate the model checkpoint at ``path`` on every test resolution.
@@ -130,18 +120,21 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
         A run folder, a folder with one ``NAME_state_dict.pt``, or that file.
     spec : str, optional
         Config to take data and settings from instead of the run's own (a built-in
-        name or ``path.py[:Class]``).
+        name or ``path.py[:Class]``). With ``config``, the spec it was built from: it
+        still decides whether the config is the run's own (:func:`config_source`), whose
+        model then runs in the precision the run trained in.
     overrides : list of str
         ``--key value`` config overrides (``--data.data_root DIR``, ``--device cpu``, ...).
+        Not with ``config``, which has them.
     resolutions : list of int, optional
-        Test resolutions (default: the config's).
+        Test resolutions (default: the config's). Not with ``config``, which has them.
     precision : {"full", "mixed", "half"}, optional
         Evaluate in this precision instead of the one the model was trained in (the
         run's last epoch for its final model, its best epoch for ``best_model``).
     config : TrainConfig, optional
-        The config :func:`eval_config` built from ``path``'s folder, ``spec``,
-        ``overrides`` and ``resolutions`` (``neuralop-mp eval`` builds it to check its
-        options), used as it is instead of being loaded again.
+        The config :func:`eval_config` built from ``path``'s folder, ``spec`` and the
+        overrides and resolutions (``neuralop-mp eval`` builds it to check its options),
+        used as it is instead of being loaded again.
 
     Returns
     -------
@@ -155,6 +148,8 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     ------
     CheckpointError
         For a model file (or its metadata) that cannot be loaded, naming it.
+    ValueError
+        For ``config`` given with ``overrides`` or ``resolutions``.
     """
     from . import build_steps
     from .vocabulary import check_choice, PRECISION_MODES, resolve_half_dtype
@@ -170,8 +165,12 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
         precision = check_choice("--precision", precision, PRECISION_MODES)
     if config is None:
         config = eval_config(folder, spec, overrides, resolutions)
+    elif list(overrides) or resolutions:  # they would be silently ignored: config already has its own
+        raise ValueError(f"run_evaluation: give config= alone, not with overrides={list(overrides)} or "
+                         f"resolutions={resolutions}: eval_config(folder, spec, overrides, resolutions) "
+                         "builds the config with them.")
     device = resolve_device(config.device)
-    model, saved_precision = _load_model(folder, name, mixed_precision_layer=precision not in (None, "full"))
+    model, saved_precision = load_model(checkpoint, mixed_precision_layer=precision not in (None, "full"))
     model = model.to(device)
     log(f"[neuralop-mp] {type(model).__name__} from {folder / name}_*: loading data ({type(config.data).__name__})")
     train_loader, test_loaders, data_processor = build_data(config, progress=progress)
@@ -183,7 +182,7 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     policy = build_steps.precision_policy(config)
     if precision is not None:
         schedule, epoch = PrecisionSchedule.constant(precision), 0
-    elif read_command(folder) is not None and spec is None:
+    elif config_source(folder, spec).run:
         schedule, epoch = _run_schedule(config, saved_precision), _model_epoch(folder, name, config)
     else:  # a model saved elsewhere: the precision its file records (stabilizer and half type), without autocast
         schedule, epoch = PrecisionSchedule.constant(saved_precision["mode"], autocast=False,

@@ -23,7 +23,7 @@ import torch
 
 # the run folder names its model files as upstream's Trainer names a checkpoint's (one source)
 from .training.checkpointing import (BEST_MODEL_NAME as BEST_MODEL, METADATA_SUFFIX, MODEL_NAME as FINAL_MODEL,
-                                     STATE_DICT_SUFFIX, unwrap)
+                                     STATE_DICT_SUFFIX, load_torch_files, unwrap)
 
 CHECKPOINT_DIR = "checkpoint"
 RESULTS_FILE = "results.json"
@@ -106,6 +106,15 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
     model : torch.nn.Module
     precision : dict
         :func:`model_precision` of the loaded model.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a missing checkpoint or metadata file, naming it.
+    CheckpointError
+        For a file that torch cannot read (truncated, overwritten) or weights that do not
+        fit the model its metadata records, naming the file
+        (:func:`~neuralop_mp.training.checkpointing.load_torch_files`).
     """
     from .layers.precision_switch import mixed_precision_layers
     from .models.checkpoints import load_model as load_checkpoint
@@ -115,9 +124,15 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
     if not metadata_path.is_file():
         raise FileNotFoundError(f"{metadata_path} is missing: save_checkpoint writes it next to "
                                 f"{name}{STATE_DICT_SUFFIX}, and the model cannot be rebuilt without it.")
-    model = load_checkpoint(folder, name, map_location=map_location)
-    if mixed_precision_layer and not mixed_precision_layers(model):
-        model = load_checkpoint(folder, name, precision_policy="full", map_location=map_location)
+
+    def load():
+        model = load_checkpoint(folder, name, map_location=map_location)
+        if mixed_precision_layer and not mixed_precision_layers(model):
+            model = load_checkpoint(folder, name, precision_policy="full", map_location=map_location)
+        return model
+
+    model = load_torch_files(load, folder / f"{name}{STATE_DICT_SUFFIX}", metadata_path,
+                             context=f"Cannot load the model from {folder}")
     return model, model_precision(model)
 
 
@@ -125,6 +140,32 @@ def read_results(run_dir):
     """The ``results.json`` of a run folder, or None when there is none."""
     path = Path(run_dir) / RESULTS_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def override_tokens(overrides):
+    """The command-line tokens of ``overrides`` (``(key, value)`` pairs, e.g. a dict's items)
+    as ``parse_overrides`` reads them back: ``--key value``, or the one token ``--key=value``
+    for a value that starts with ``--``, which would be read as the next option."""
+    tokens = []
+    for key, value in overrides:
+        value = str(value)
+        tokens += [f"--{key}={value}"] if value.startswith("--") else [f"--{key}", value]
+    return tokens
+
+
+def _readable_overrides(tokens):
+    """A record's ``overrides`` as ``parse_overrides`` reads them: records written before
+    override values starting with ``--`` were kept as one token hold them as a pair (``--name
+    --exp``), in which ``--exp`` now reads as an option; such a pair is joined (``--name=--exp``).
+    A record holds ``--key value`` pairs and ``--key=value`` tokens only."""
+    tokens, readable = list(tokens), []
+    while tokens:
+        token = tokens.pop(0)
+        if token.startswith("--") and "=" not in token and tokens:
+            readable += override_tokens([(token[2:], tokens.pop(0))])
+        else:
+            readable.append(token)
+    return readable
 
 
 def write_command(run_dir, spec, overrides, **flags):
@@ -152,6 +193,11 @@ def write_command(run_dir, spec, overrides, **flags):
 
 
 def read_command(run_dir):
-    """The dict :func:`write_command` wrote (``config``, ``overrides``, ``flags``), or None."""
+    """The dict :func:`write_command` wrote (``config``, ``overrides``, ``flags``), or None;
+    ``overrides`` as ``parse_overrides`` reads them, an older record's included."""
     path = Path(run_dir) / COMMAND_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    recorded = json.loads(path.read_text())
+    recorded["overrides"] = _readable_overrides(recorded["overrides"])
+    return recorded

@@ -277,12 +277,14 @@ def test_options_of_a_selected_section_class_are_known_to_train_and_eval(monkeyp
     write_command(tmp_path, "darcy", ["--model", "UNOConfig"])
 
     def fake_evaluation(path, **kwargs):
-        raise ValueError(f"evaluated with {kwargs['overrides']}")
+        config = kwargs["config"]  # the overrides are applied in it, not given beside it
+        assert "overrides" not in kwargs and "resolutions" not in kwargs
+        raise ValueError(f"evaluated {type(config.model).__name__} with {config.model.uno_out_channels}")
 
     monkeypatch.setattr(evaluate, "run_evaluation", fake_evaluation)
     assert cli.main(["eval", str(tmp_path), "--threads", "1", "--model.uno_out_channels", "[16,32,32,16]"]) == 2
     err = capsys.readouterr().err
-    assert "Unknown option" not in err and "evaluated with ['--model.uno_out_channels', '[16,32,32,16]']" in err
+    assert "Unknown option" not in err and "evaluated UNOConfig with [16, 32, 32, 16]" in err, err
 
 
 def test_command_json_gets_absolute_paths_for_a_config_file_and_data_root(monkeypatch, tmp_path):
@@ -427,3 +429,51 @@ def test_odd_command_lines_an_option_last_and_negative_values(monkeypatch, capsy
     assert cli.main(["train", "darcy", "--seed", "-1", "--data.seed", "-7", "--name=--x"]) == 0
     config = seen["config"]
     assert (config.seed, config.data.seed, config.name) == (-1, -7, "--x")
+
+
+def test_eval_refuses_a_config_class_missing_from_its_file_as_train_does(monkeypatch, tmp_path, capsys):
+    """``path.py:Missing`` (a class the file does not define): the same usage error naming the file for
+    ``eval --config`` as for ``train``, where eval ended in an AttributeError traceback."""
+    seen = _fake_training(monkeypatch)
+    (tmp_path / "model_state_dict.pt").write_bytes(b"")  # found, never loaded: the config fails first
+    (tmp_path / "mine.py").write_text("from neuralop_mp.configs import DarcyConfig\n\n"
+                                      "class Mine(DarcyConfig):\n    name: str = 'mine'\n")
+    spec = f"{tmp_path}/mine.py:Missing"
+    assert cli.main(["train", spec]) == 2
+    train_err = capsys.readouterr().err
+    assert cli.main(["eval", str(tmp_path), "--config", spec]) == 2
+    eval_err = capsys.readouterr().err
+    assert train_err.startswith("neuralop-mp train: error: ") and "'Missing'" in train_err, train_err
+    assert "mine.py" in train_err and "Traceback" not in eval_err
+    assert eval_err == train_err.replace("neuralop-mp train: ", "neuralop-mp eval: ")
+    assert not seen
+
+
+def test_an_override_value_starting_with_dashes_is_recorded_as_one_token_that_reads_back(monkeypatch):
+    """``--name=--exp``: command.json holds ``--name=--exp``, not the pair ``--name --exp``, which
+    parse_overrides reads as --name missing its value (so eval and --resume of the run failed)."""
+    from neuralop_mp.configs import parse_overrides
+
+    seen = _fake_training(monkeypatch)
+    assert cli.main(["train", "darcy", "--name=--exp", "--opt.n_epochs", "2", "--data.data_root=-data"]) == 0
+    recorded = seen["command"][1]
+    assert recorded[:4] == ["--name=--exp", "--opt.n_epochs", "2", "--data.data_root"]  # others as pairs
+    assert parse_overrides(recorded)["name"] == "--exp"
+    assert parse_overrides(recorded)["data.data_root"].endswith("/-data")
+
+
+def test_a_record_read_back_joins_an_older_pair_whose_value_starts_with_dashes(tmp_path):
+    """Records written before the one-token form hold ``--name --exp``: read back, it is
+    ``--name=--exp``; a value after it that starts with ``--`` is still that key's, not an option."""
+    from neuralop_mp.configs import parse_overrides
+    from neuralop_mp.run_folder import read_command, write_command
+
+    write_command(tmp_path, "darcy", ["--opt.n_epochs", "2", "--name", "--exp", "--data.data_root", "--d",
+                                      "--model.n_layers=3", "--verbose", "false"])
+    overrides = read_command(tmp_path)["overrides"]
+    assert overrides == ["--opt.n_epochs", "2", "--name=--exp", "--data.data_root=--d", "--model.n_layers=3",
+                         "--verbose", "false"]
+    assert parse_overrides(overrides) == {"opt.n_epochs": "2", "name": "--exp", "data.data_root": "--d",
+                                          "model.n_layers": "3", "verbose": "false"}
+    write_command(tmp_path, "darcy", overrides)  # the new form reads back unchanged
+    assert read_command(tmp_path)["overrides"] == overrides

@@ -89,6 +89,47 @@ def test_eval_of_a_truncated_model_file_is_an_error_naming_it(tiny_run, capsys, 
     assert str(out / other.pop()) not in err  # the intact file is not blamed
 
 
+@pytest.mark.parametrize("record", ["as written", "older pair form"])
+def test_a_run_with_an_override_value_starting_with_dashes_evaluates_and_resumes(monkeypatch, tmp_path, capsys,
+                                                                                   record):
+    """``--name=--exp`` (the documented form of a value that starts with ``--``): command.json
+    reads back, so ``eval`` and ``--resume`` of the run work, also from an older record holding
+    the pair ``--name --exp`` (both failed: ``Missing value for option --name``, ``Unknown option --exp``)."""
+    _four_random_samples_as_data(monkeypatch)
+    out = tmp_path / "run"
+    assert cli.main(["train", "darcy", "--output_dir", str(out), "--opt.n_epochs", "1", "--threads", "1",
+                     "--name=--exp", *TINY_ARGS]) == 0
+    command_file = out / "command.json"
+    command = json.loads(command_file.read_text())
+    assert "--name=--exp" in command["overrides"]
+    if record == "older pair form":
+        at = command["overrides"].index("--name=--exp")
+        command["overrides"][at:at + 1] = ["--name", "--exp"]
+        command_file.write_text(json.dumps(command))
+    capsys.readouterr()
+
+    evaluated = tmp_path / "eval.json"
+    assert cli.main(["eval", str(out), "--json", str(evaluated)]) == 0, capsys.readouterr().err
+    trained = json.loads((out / "results.json").read_text())
+    assert json.loads(evaluated.read_text())["metrics"] == trained["metrics"]  # the run's config, bit for bit
+
+    assert cli.main(["train", "--resume", str(out), "--opt.n_epochs", "2"]) == 0, capsys.readouterr().err
+    resumed = json.loads((out / "results.json").read_text())
+    assert len(resumed["history"]) == 2 and resumed["config"]["name"] == "--exp"
+    assert "--name=--exp" in json.loads(command_file.read_text())["overrides"]  # recorded to read back
+
+
+def test_run_evaluation_refuses_a_config_given_with_overrides_or_resolutions_it_would_ignore(tmp_path):
+    """``config=`` is the config evaluated with: overrides or resolutions beside it were silently ignored."""
+    from neuralop_mp.evaluate import run_evaluation
+
+    (tmp_path / "model_state_dict.pt").write_bytes(b"")  # refused before any file is read
+    config = load_config("darcy")
+    for given in ({"overrides": ["--opt.n_epochs", "2"]}, {"resolutions": [16]}):
+        with pytest.raises(ValueError, match=r"run_evaluation: give config= alone, not with overrides="):
+            run_evaluation(tmp_path, config=config, **given)
+
+
 def _history(*values):
     return [{"epoch": epoch, "8_l2": value} for epoch, value in enumerate(values)]
 

@@ -63,25 +63,55 @@ def plain_state_dict(model):
     return state
 
 
+def _named(paths, one, several):
+    """``"a is ..."`` or ``"a and b are ..."``: the paths, then the phrase for their number."""
+    return f"{' and '.join(map(str, paths))} {one if len(paths) == 1 else several}"
+
+
+def load_torch_files(load, *paths, context=None):
+    """``load()``, which reads the files ``paths`` that ``torch.save`` wrote, with a
+    :class:`CheckpointError` naming the file that cannot be read.
+
+    ``torch.save`` writes zip archives: a file of ``paths`` that is not one (truncated, or
+    overwritten with other bytes) is refused by name before ``load`` runs. An error that
+    torch raises after (a damaged archive, weights that do not fit) names every file of
+    ``paths``: torch does not say which one it was reading. A :class:`CheckpointError` of
+    ``load`` passes as it is. ``context`` ("Cannot load the model from DIR") starts the
+    message.
+    """
+    lead = f"{context}: " if context else ""
+    damaged = [path for path in paths if Path(path).is_file() and not zipfile.is_zipfile(path)]
+    if damaged:
+        what = _named(damaged, "is not a readable torch file: not a zip archive",
+                      "are not readable torch files: not zip archives")
+        raise CheckpointError(f"{lead}{what} (truncated or overwritten with other bytes).")
+    try:
+        return load()
+    except CheckpointError:
+        raise
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        # a damaged archive or weights that do not fit the model: torch's own words say which
+        what = _named(paths, "cannot be loaded", "cannot be loaded together")
+        raise CheckpointError(f"{lead}{what} ({type(err).__name__}: {err}).") from err
+
+
 def load_weights_only(path):
     """``torch.load(path, weights_only=True)`` onto the CPU, with a clear error when the
     file holds pickled Python objects (as upstream's model checkpoints do) or is not a
-    torch file at all."""
-    if Path(path).is_file() and not zipfile.is_zipfile(path):  # torch.save writes zip archives
-        raise CheckpointError(f"{path} is not a readable torch file: not a zip archive (truncated or "
-                              "overwritten with other bytes).")
-    try:
-        return torch.load(Path(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path} cannot be loaded with torch.load(weights_only=True): it contains pickled "
-            "Python objects (upstream's BaseModel.save_checkpoint stores the constructor "
-            "arguments, classes and functions included, under '_metadata'). Checkpoints written "
-            "by MixedPrecisionTrainer.checkpoint() do not; to convert an upstream one, load it "
-            "with weights_only=False only if you trust it, drop '_metadata' and save it again."
-        ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path} is not a readable torch file ({type(err).__name__}: {err}).") from err
+    torch file at all (:func:`load_torch_files`)."""
+    def load():
+        try:
+            return torch.load(Path(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:  # of a zip archive: not damaged, but not weights only
+            raise CheckpointError(
+                f"{path} cannot be loaded with torch.load(weights_only=True): it contains pickled "
+                "Python objects (upstream's BaseModel.save_checkpoint stores the constructor "
+                "arguments, classes and functions included, under '_metadata'). Checkpoints written "
+                "by MixedPrecisionTrainer.checkpoint() do not; to convert an upstream one, load it "
+                "with weights_only=False only if you trust it, drop '_metadata' and save it again."
+            ) from err
+
+    return load_torch_files(load, path)
 
 
 def file_digest(path):
