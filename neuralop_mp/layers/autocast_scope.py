@@ -28,8 +28,8 @@ References
    Operators", ICLR 2024, arXiv:2307.15034 (their recipe: the layers outside the
    spectral convolution under autocast, i.e. scope "model").
 """
+import weakref
 from contextlib import contextmanager
-from contextvars import ContextVar
 
 import torch
 from torch import nn
@@ -163,10 +163,12 @@ def autocast_scope(model, scope):
             set_autocast_scope(model, previous)
 
 
-# ids of the modules whose check is left to an enclosing deferred_precision_check: its model's and
-# its submodules' (a part's settings are the model's, checked when the block ends). Not a flag: a
-# setter on another model inside such a block (or while a generator is suspended in one) is checked.
-_CHECK_DEFERRED = ContextVar("neuralop_mp_precision_check_deferred", default=frozenset())
+# the modules whose check is left to an enclosing deferred_precision_check (its model and its
+# submodules: a part's settings are the model's, checked when the block ends), each with the number of
+# blocks open on it. Per module, not a flag: a setter on another model inside such a block is checked.
+# Counted on the module itself (weakly), not on a context variable or an id: blocks held by generators
+# may end in any order, and a freed module's id may be reused by an unrelated one.
+_DEFERRED_DEPTH = weakref.WeakKeyDictionary()
 # what check_recorded_precision runs: warn_unrecorded_precision, installed by
 # neuralop_mp.models.mixed_precision_models, which imports the layers (so they cannot import it,
 # not even deferred: tests/test_import_graph.py); importing neuralop_mp imports it first
@@ -187,7 +189,7 @@ def check_recorded_precision(model):
     and the plugin's models pass), unless an enclosing :func:`deferred_precision_check` checks
     instead (one of ``model`` or of a model ``model`` is part of). Here, below the other setter
     modules, so that all of them can import it."""
-    if _recorded_precision_check is not None and id(model) not in _CHECK_DEFERRED.get():
+    if _recorded_precision_check is not None and not _DEFERRED_DEPTH.get(model):
         _recorded_precision_check(model)
 
 
@@ -201,9 +203,16 @@ def deferred_precision_check(model):
     temporary switch (:func:`autocast_scope`, ``precision()``): restored before the block
     ends, it leaves nothing to warn about, and does not use up the model's one warning.
     """
-    token = _CHECK_DEFERRED.set(_CHECK_DEFERRED.get() | {id(m) for m in model.modules()})
+    modules = list(model.modules())
+    for module in modules:
+        _DEFERRED_DEPTH[module] = _DEFERRED_DEPTH.get(module, 0) + 1
     try:
         yield
     finally:
-        _CHECK_DEFERRED.reset(token)
+        for module in modules:
+            depth = _DEFERRED_DEPTH.get(module, 0) - 1
+            if depth > 0:
+                _DEFERRED_DEPTH[module] = depth
+            else:
+                _DEFERRED_DEPTH.pop(module, None)
     check_recorded_precision(model)  # part of a model an enclosing deferral checks: left to that one

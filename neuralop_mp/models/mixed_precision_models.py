@@ -71,6 +71,20 @@ def _signature_with_policy(upstream_signature, layer_kwarg, **default_overrides)
     return upstream_signature.replace(parameters=params)
 
 
+def _takes_our_names(cls, n_positional):
+    """Whether ``cls(**record)`` can take the first ``n_positional`` arguments under the names of
+    ``cls.__signature__`` (ours): ``cls`` has no constructor of its own, or one that passes
+    ``*args`` on, or one whose parameters in those positions have those names."""
+    init = cls.__init__
+    if init is _PrecisionRecordingModel.__init__:
+        return True
+    params = list(inspect.signature(init).parameters.values())[1:]  # past self
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return True
+    ours = list(cls.__signature__.parameters)[:n_positional]
+    return [p.name for p in params[:n_positional]] == ours
+
+
 class _PrecisionRecordingModel:
     """Constructor and checkpoint glue shared by the plugin's model classes.
 
@@ -83,7 +97,8 @@ class _PrecisionRecordingModel:
 
     def __init__(self, *args, **kwargs):
         recorded = tuple(self._init_kwargs.get("args", ()))
-        if args and len(recorded) == len(args) and all(a is b for a, b in zip(recorded, args)):
+        if (args and len(recorded) == len(args) and all(a is b for a, b in zip(recorded, args))
+                and _takes_our_names(type(self), len(args))):
             # upstream's BaseModel records positional arguments as "args" and, besides them, the
             # default of each of their parameters: its from_checkpoint would pass them twice
             # (cls(*args, **record)). Recorded by name instead, the record rebuilds the model there too.

@@ -155,6 +155,24 @@ def test_a_subclass_passing_positional_arguments_through_is_rebuilt_by_upstreams
         assert_same_weights(model, loaded)
 
 
+class _RenamedFNO(MixedPrecisionFNO, name="RenamedFNO"):
+    """A user's subclass passing its arguments on under names of its own."""
+
+    def __init__(self, modes, cin, cout, width, **kwargs):
+        super().__init__(modes, cin, cout, width, **kwargs)
+
+
+def test_a_subclass_renaming_positional_arguments_keeps_upstreams_record(tmp_path):
+    """Its record keeps the arguments positional: recorded under our names, its own
+    constructor could not take them back."""
+    torch.manual_seed(0)
+    model = _RenamedFNO((8, 8), 1, 1, 12, n_layers=2)
+    model.save_checkpoint(tmp_path, "m")
+    for loaded in (_RenamedFNO.from_checkpoint(tmp_path, "m"), neuralop_mp.load_model(tmp_path, "m", _RenamedFNO)):
+        assert type(loaded) is _RenamedFNO and loaded.hidden_channels == 12 and loaded.n_layers == 2
+        assert_same_weights(model, loaded)
+
+
 @pytest.mark.parametrize("args, kwargs", [((12,), {"n_layers": 2}), ((), {"width": 12, "n_layers": 2})])
 def test_a_subclass_with_its_own_constructor_keeps_its_own_record(tmp_path, args, kwargs):
     """Upstream's record holds the arguments of the user's call (the subclass's): renaming the

@@ -290,3 +290,24 @@ def test_a_wrapped_model_is_checked_as_the_model_it_wraps(wrap, request):
     with no_lost_warning():
         neuralop_mp.set_precision(model, "half")  # the same model: warned once
         neuralop_mp.set_precision(torch.nn.Sequential(upstream_fno()), "mixed")  # a container: passes
+
+
+def test_temporary_switches_held_by_generators_may_end_in_any_order():
+    """Two blocks held by generators and closed first-in, first-out: once both ended, nothing
+    of either model stays deferred (a change that stays is warned for both)."""
+    first, second = upstream_fno(), upstream_fno()
+
+    def hold(model):
+        with neuralop_mp.precision(model, "half"):
+            yield
+
+    held = [hold(first), hold(second)]
+    for generator in held:
+        next(generator)
+    for generator in held:  # not the reverse order of entry
+        generator.close()
+    for model in (first, second):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            neuralop_mp.set_precision(model, "half")
+        assert len(lost_warnings(caught)) == 1
