@@ -200,6 +200,27 @@ def _recorded_overrides(overrides, config):
 # traceback; a config file may fail to import, or lack the class that path.py:ClassName names
 CONFIG_ERRORS = (ValueError, TypeError, FileNotFoundError, AttributeError, ImportError)
 
+def _config_error(error, command):
+    """:func:`_error` for one of :data:`CONFIG_ERRORS`, naming the line of a user's file (a config
+    file that fails while it is imported or built) where the error was raised: without the
+    traceback, a bug there would otherwise be reported with no place."""
+    import traceback
+
+    from . import configs
+
+    # this package's own code and its configs (a folder of their own in a source checkout)
+    ours = tuple(str(Path(module.__file__).resolve().parent) for module in (sys.modules[__package__], configs))
+    frames = traceback.extract_tb(error.__traceback__)
+    message = str(error)
+    if frames:
+        last = frames[-1]
+        path = str(Path(last.filename).resolve())
+        user_file = last.filename.endswith(".py") and not path.startswith(ours) \
+            and "site-packages" not in path and not last.filename.startswith("<")
+        if user_file:
+            message += f" (raised at {last.filename}:{last.lineno})"
+    return _error(message, command)
+
 
 def _resolve_threads(value):
     from .run_setup import default_threads, parse_threads
@@ -251,7 +272,7 @@ def train_command(argv):
         # with --resume: the run's overrides and the ones given now, which command.json then records
         command = (_absolute_spec(spec), _recorded_overrides(parse_overrides(overrides), config))
     except CONFIG_ERRORS as error:
-        return _error(str(error), "train")
+        return _config_error(error, "train")
 
     from .train_pipeline import run_training
     from .train_report import format_summary
@@ -313,7 +334,7 @@ def eval_command(argv):
             threads = (read_results(folder) or {}).get("threads")
         threads = _resolve_threads(threads)
     except CONFIG_ERRORS as error:
-        return _error(str(error), "eval")
+        return _config_error(error, "eval")
 
     import torch
 

@@ -449,6 +449,21 @@ def test_eval_refuses_a_config_class_missing_from_its_file_as_train_does(monkeyp
     assert not seen
 
 
+def test_an_error_raised_inside_a_config_file_names_its_line(monkeypatch, tmp_path, capsys):
+    """A bug in the user's config file is reported in one line (no traceback), with the file and
+    line it was raised at; the plugin's own errors (an unknown option) name no frame of ours."""
+    seen = _fake_training(monkeypatch)
+    (tmp_path / "buggy.py").write_text("import math\nfrom neuralop_mp.configs import DarcyConfig\n\n\n"
+                                       "def helper():\n    return math.no_such_function()\n\n\n"
+                                       "class Buggy(DarcyConfig):\n    name: str = 'buggy'\n\n\nX = helper()\n")
+    assert cli.main(["train", f"{tmp_path}/buggy.py:Buggy"]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_function" in err and f"(raised at {tmp_path}/buggy.py:6)" in err, err
+    assert cli.main(["train", "darcy", "--opt.n_epochs", "abc"]) == 2
+    assert "raised at" not in capsys.readouterr().err
+    assert not seen
+
+
 def test_an_override_value_starting_with_dashes_is_recorded_as_one_token_that_reads_back(monkeypatch):
     """``--name=--exp``: command.json holds ``--name=--exp``, not the pair ``--name --exp``, which
     parse_overrides reads as --name missing its value (so eval and --resume of the run failed)."""
