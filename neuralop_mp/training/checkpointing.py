@@ -87,7 +87,7 @@ def load_torch_files(load, *paths, context=None):
         raise CheckpointError(f"{lead}{what} (truncated or overwritten with other bytes).")
     try:
         return load()
-    except CheckpointError:
+    except (CheckpointError, torch.OutOfMemoryError):  # out of memory: no fault of the files
         raise
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
         # a damaged archive or weights that do not fit the model: torch's own words say which

@@ -372,3 +372,22 @@ def test_our_checkpoint_loads_into_upstreams_trainer(ckpt):
     assert upstream.start_epoch == 1
     assert all(torch.equal(v, saved_state[k]) for k, v in model.state_dict().items() if torch.is_tensor(v))
     assert upstream.optimizer.state  # the moments came along
+
+
+def test_out_of_memory_while_loading_is_not_blamed_on_the_files(tmp_path):
+    """A load that runs out of memory says so; only torch's read errors name the files."""
+    from neuralop_mp.training.checkpointing import load_torch_files
+
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.randn(3)}, path)
+
+    def out_of_memory():
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    def damaged():
+        raise RuntimeError("PytorchStreamReader failed reading zip archive")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        load_torch_files(out_of_memory, path)
+    with pytest.raises(CheckpointError, match=r"weights\.pt cannot be loaded \(RuntimeError: PytorchStreamReader"):
+        load_torch_files(damaged, path)
