@@ -357,12 +357,9 @@ def test_eval_checks_its_options_on_one_config_built_once(monkeypatch, tmp_path,
     import neuralop_mp.evaluate as evaluate
     from neuralop_mp.run_folder import write_command
 
-    built = tmp_path / "built.txt"
-    (tmp_path / "counted.py").write_text(
-        "from neuralop_mp.configs import DarcyConfig\n\nclass Counted(DarcyConfig):\n"
-        "    def __init__(self, *args, **kwargs):\n"
-        f"        open({str(built)!r}, 'a').write('built\\n')\n"
-        "        super().__init__(*args, **kwargs)\n")
+    from neuralop_mp.tests.test_eval_and_best import write_counted_config
+
+    built = write_counted_config(tmp_path)
     (tmp_path / "model_state_dict.pt").write_bytes(b"")
     write_command(tmp_path, f"{tmp_path}/counted.py:Counted", ["--model", "UNOConfig"])
     loads, load_config = [], configs.load_config

@@ -18,17 +18,24 @@ from .test_train_pipeline import TINY_RUN, _four_random_samples_as_data
 TINY_ARGS = [token for key, value in TINY_RUN.items() for token in (f"--{key}", value)]
 
 
+def write_counted_config(folder):
+    """``folder/counted.py``, whose config class ``Counted`` appends a line to the returned
+    file each time an instance is built."""
+    built = folder / "built.txt"
+    (folder / "counted.py").write_text(
+        "from neuralop_mp.configs import DarcyConfig\n\nclass Counted(DarcyConfig):\n"
+        "    def __init__(self, *args, **kwargs):\n"
+        f"        open({str(built)!r}, 'a').write('built\\n')\n"
+        "        super().__init__(*args, **kwargs)\n")
+    return built
+
+
 @pytest.fixture
 def tiny_run(monkeypatch, tmp_path, capsys):
     """A run folder of `neuralop-mp train` (one epoch), its config a file whose class notes each
     instance built; returns ``(folder, builds)`` with ``builds()`` the instances built so far."""
     _four_random_samples_as_data(monkeypatch)
-    built = tmp_path / "built.txt"
-    (tmp_path / "counted.py").write_text(
-        "from neuralop_mp.configs import DarcyConfig\n\nclass Counted(DarcyConfig):\n"
-        "    def __init__(self, *args, **kwargs):\n"
-        f"        open({str(built)!r}, 'a').write('built\\n')\n"
-        "        super().__init__(*args, **kwargs)\n")
+    built = write_counted_config(tmp_path)
     out = tmp_path / "run"
     assert cli.main(["train", f"{tmp_path}/counted.py:Counted", "--output_dir", str(out), "--opt.n_epochs", "1",
                      "--threads", "1", *TINY_ARGS]) == 0

@@ -150,3 +150,21 @@ def rel_err(y, ref):
 def finite(t):
     return bool(torch.isfinite(torch.view_as_real(t) if t.is_complex() else t).all())
 
+
+def with_and_without_tiles(model, x, device):
+    """``{None: run, "default": run}``: a bfloat16-autocast forward and backward of ``model`` on
+    ``x`` without pointwise tiles and with the default ones, each run ``(bytes saved for
+    backward, parameters excluded; output; parameter gradients)``."""
+    from neuralop_mp.memory import SavedTensorBytes
+    from neuralop_mp.models.pointwise_tiles import set_pointwise_tiles
+
+    runs = {}
+    for tiles in (None, "default"):
+        set_pointwise_tiles(model, None) if tiles is None else set_pointwise_tiles(model)
+        model.zero_grad()
+        with SavedTensorBytes(exclude=[*model.parameters()]) as meter:
+            with torch.autocast(device, dtype=torch.bfloat16):
+                y = model(x)
+        y.float().square().mean().backward()
+        runs[tiles] = (meter.bytes, y.detach(), [p.grad.clone() for p in model.parameters()])
+    return runs

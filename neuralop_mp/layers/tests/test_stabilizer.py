@@ -6,7 +6,7 @@ import torch
 
 from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
 from neuralop_mp.layers.stabilizer import tanh_stabilizer
-from neuralop_mp.layers.tests.reference import DEVICES, U
+from neuralop_mp.layers.tests.reference import DEVICES, U, with_and_without_tiles
 from neuralop_mp.memory import SavedTensorBytes
 
 
@@ -93,7 +93,7 @@ def test_fno_block_tanh_keeps_the_block_input_not_its_output(device, monkeypatch
     from neuralop_mp.layers.autocast_scope import set_autocast_scope
     from neuralop_mp.layers.precision_switch import set_precision
     from neuralop_mp.models import pointwise_gemm
-    from neuralop_mp.models.pointwise_tiles import force_device_choices, set_pointwise_tiles
+    from neuralop_mp.models.pointwise_tiles import force_device_choices
 
     # autocast's own 1x1 convolutions on every CPU (on one with bfloat16 units the tiles would
     # run them as matrix products, test_pointwise_gemm.py): the two forwards differ in the tanh only
@@ -107,16 +107,8 @@ def test_fno_block_tanh_keeps_the_block_input_not_its_output(device, monkeypatch
     set_precision(model, "mixed", half_dtype="bfloat16", stabilizer="tanh")
     set_autocast_scope(model, "model")
     x = torch.randn(2, 1, 32, 32, device=device)
-    runs = {}
     with choices:
-        for tiles in (None, "default"):
-            set_pointwise_tiles(model, None) if tiles is None else set_pointwise_tiles(model)
-            model.zero_grad()
-            with SavedTensorBytes(exclude=[*model.parameters()]) as meter:
-                with torch.autocast(device, dtype=torch.bfloat16):
-                    y = model(x)
-            y.float().square().mean().backward()
-            runs[tiles] = (meter.bytes, y.detach(), [p.grad.clone() for p in model.parameters()])
+        runs = with_and_without_tiles(model, x, device)
     (upstream, y0, g0), (ours, y1, g1) = runs[None], runs["default"]
     points, bf16 = 2 * 32 * 32, 2
     block = 16 * points * bf16  # one bf16 tensor of the blocks' size

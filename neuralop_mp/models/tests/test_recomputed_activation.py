@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from neuralop.layers.channel_mlp import ChannelMLP
 
-from neuralop_mp.layers.tests.reference import DEVICES
+from neuralop_mp.layers.tests.reference import DEVICES, with_and_without_tiles
 from neuralop_mp.memory import SavedTensorBytes
 from neuralop_mp.models.pointwise_tiles import force_device_choices, recomputes_on, set_pointwise_tiles
 from neuralop_mp.models.recomputed_activation import mlp_recomputing_activation, recomputes_activation
@@ -177,16 +177,8 @@ def test_fno_lifting_and_projection_keep_less_and_train_the_same(device):
     kwargs = dict(n_modes=(8, 8), in_channels=1, out_channels=1, hidden_channels=16, n_layers=2)
     model = FNO(conv_module=MixedPrecisionSpectralConv, **kwargs).to(device)
     x = torch.randn(2, 1, 64, 64, device=device)
-    results = {}
     with force_device_choices("cuda") if device == "cpu" else contextlib.nullcontext():
-        for tiles in (None, "default"):
-            set_pointwise_tiles(model, None) if tiles is None else set_pointwise_tiles(model)
-            model.zero_grad()
-            with SavedTensorBytes(exclude=[*model.parameters()]) as meter:
-                with torch.autocast(device, dtype=torch.bfloat16):
-                    y = model(x)
-            y.float().square().mean().backward()
-            results[tiles] = (meter.bytes, y.detach(), [p.grad.clone() for p in model.parameters()])
+        results = with_and_without_tiles(model, x, device)
     (before, y0, g0), (after, y1, g1) = results[None], results["default"]
     points, bf16 = 2 * 64 * 64, 2
     # both MLPs keep only their input (narrower than their 32 hidden channels): not their hidden
