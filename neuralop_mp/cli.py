@@ -326,7 +326,7 @@ def eval_command(argv):
         folder, _ = find_checkpoint(path)
         # the run's own overrides come first, section selections included
         source = config_source(folder, flags.get("--config"))
-        # built once: the option check reads its keys, run_evaluation evaluates with it
+        # built once, and run_evaluation evaluates with it; the option check runs only if the build fails
         config = _load_checked(lambda: eval_config(folder, flags.get("--config"), overrides, flags.get("--res")),
                                overrides, source.spec, EVAL_FLAGS, base=source.overrides)
         threads = flags.get("--threads")

@@ -120,7 +120,7 @@ def set_autocast_scope(model, scope):
 
     Warns
     -----
-    UserWarning
+    UnrecordedPrecisionWarning
         Once per model, where upstream's checkpoint of ``model`` would not rebuild the new
         scope (:func:`check_recorded_precision`).
 

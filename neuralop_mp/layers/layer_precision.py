@@ -135,7 +135,7 @@ def set_fixed_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabil
 
     Warns
     -----
-    UserWarning
+    UnrecordedPrecisionWarning
         Once per model, where upstream's checkpoint of ``model`` would not rebuild the
         new settings (:func:`~.autocast_scope.check_recorded_precision`).
     """

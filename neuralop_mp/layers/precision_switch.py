@@ -107,7 +107,7 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
 
     Warns
     -----
-    UserWarning
+    UnrecordedPrecisionWarning
         Once per model, where upstream's checkpoint of ``model`` would not rebuild the
         new settings (:func:`~.autocast_scope.check_recorded_precision`).
     """
@@ -163,7 +163,7 @@ def set_spectral_weight_dtype(model, dtype):
 
     Warns
     -----
-    UserWarning
+    UnrecordedPrecisionWarning
         Once per model, where upstream's checkpoint of ``model`` would not rebuild the
         new storage (:func:`~.autocast_scope.check_recorded_precision`).
 

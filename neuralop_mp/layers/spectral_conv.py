@@ -55,7 +55,7 @@ Number = Union[int, float]
 # cuFFT's float16 transforms return unnormalised sums: a grid of more points is scaled down by a
 # power of two first, so that sums of |x| <= 1 (tanh) stay below 16384, a factor 4 inside 65504
 FLOAT16_FFT_POINTS = 2**14
-# A float16 product takes the spectrum 2**FLOAT16_HEADROOM_BITS above fft_norm="forward"'s scale
+# A float16 product takes the spectrum at most 2**FLOAT16_HEADROOM_BITS above fft_norm="forward"'s scale
 # (at most max|x| there, 1 after tanh), not at it. float16's normal numbers span 2**-14 to 65504
 # (< 2**16); the product's result sums in_channels terms, at most in_channels * max|w| * 2**H *
 # max|x|: H = 8 keeps it finite after tanh up to in_channels * max|w| = 2**8 (upstream's init
@@ -412,7 +412,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
         # only 16 bits (the 16-bit input itself where it is one: nothing more)
         x = tanh_stabilizer(x, half, wide) if stabilizer == "tanh" else x.to(wide)
 
-        # A float16 product takes the spectrum times 2**-shift, at most FLOAT16_HEADROOM_BITS above
+        # A float16 product takes the spectrum times 2**-shift, at most 2**FLOAT16_HEADROOM_BITS above
         # fft_norm="forward"'s scale (never above fft_norm's own), and gives its result back times
         # 2**shift: a "backward" spectrum sums the grid's points, past float16's 65504 at 256^2
         # (docs/spectral_layer.md, "float16 range"). bfloat16 has float32's range: nothing to do.

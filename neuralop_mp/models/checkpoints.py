@@ -129,7 +129,9 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     not passed by keyword, theirs included, so upstream's ``from_checkpoint`` passes them
     twice and fails ("got multiple values for argument"); this function names each
     positional value after the class's parameters. The plugin's classes record positional
-    arguments by name, so ``MixedPrecisionFNO.from_checkpoint`` loads their checkpoints too
+    arguments by name (where the class's constructor takes them under those names; a
+    subclass that renames them keeps upstream's positional record, which its own
+    constructor takes back), so ``MixedPrecisionFNO.from_checkpoint`` loads their checkpoints too
     (not those saved before they did); for upstream's own classes it can only be fixed in
     neuraloperator (``BaseModel.__new__``), and this function is the way to load them.
     """

@@ -103,8 +103,9 @@ class _PrecisionRecordingModel:
             # default of each of their parameters: its from_checkpoint would pass them twice
             # (cls(*args, **record)). Recorded by name instead, the record rebuilds the model there too.
             # Only where the record is of these very arguments (our class called directly, or a
-            # subclass passing its own through): a subclass that calls us with other arguments was
-            # recorded with its own, which must be passed again as they are.
+            # subclass passing its own through) and the class's constructor takes them under our
+            # names (_takes_our_names): a subclass that calls us with other arguments, or renames
+            # them, was recorded with its own, which must be passed again as they are.
             named = type(self).__signature__.bind_partial(*args).arguments
             self._init_kwargs = {**self._init_kwargs, **named, "args": ()}
         arguments = type(self).__signature__.bind(*args, **kwargs).arguments
@@ -237,7 +238,7 @@ def ignoring_unrecorded_precision():
 
 _WARNED_UNRECORDED = "_neuralop_mp_warned_unrecorded_precision"  # set on a model once it was warned
 _HERE = os.path.dirname(__file__)
-# frames the warning skips to name the user's line: the precision setters (layers/), this module,
+# frames the warning skips to name the user's line: the precision setters (layers/), the models package (models/),
 # the plugin's code that switches a model for its user (a schedule's phase in training/, from
 # upstream's training loop, which calls the trainer's hooks; the calibration in diagnose/) and the
 # context managers' frames (contextlib)

@@ -349,10 +349,10 @@ def test_a_builtin_name_is_recorded_as_a_name_even_beside_a_file_of_that_name(mo
     assert seen["command"][0] == f"{tmp_path}/mine.py:Mine" and seen["config"].name == "mine"
 
 
-def test_eval_checks_its_options_on_one_config_built_once(monkeypatch, tmp_path, capsys):
+def test_eval_builds_its_config_once_and_gives_it_to_run_evaluation(monkeypatch, tmp_path, capsys):
     """`eval` builds the run's config once (a config file's class, its recorded section selection
     applied, then --res), not a default one and then the selected one: one load_config call, whose
-    config the option check reads and run_evaluation is given."""
+    config run_evaluation is given (the option check builds nothing while the config loads)."""
     import neuralop_mp.configs as configs
     import neuralop_mp.evaluate as evaluate
     from neuralop_mp.run_folder import write_command

@@ -52,8 +52,8 @@ def _count_load_config(monkeypatch):
 
 @pytest.mark.parametrize("res", [[], ["--res", "8", "4"]])
 def test_eval_builds_its_config_once_and_evaluates_the_run_with_it(tiny_run, monkeypatch, capsys, res):
-    """One load_config call and one instance of the config class for the whole `eval` (the option
-    check reads the config that run_evaluation then evaluates with), --res included."""
+    """One load_config call and one instance of the config class for the whole `eval` (run_evaluation
+    evaluates with the config the CLI built; the option check runs only on a failed build), --res included."""
     out, builds = tiny_run
     loads, data_of = _count_load_config(monkeypatch), []
     build_data = pipeline.build_data  # the four samples, whatever the config asks

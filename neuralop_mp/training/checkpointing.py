@@ -76,7 +76,7 @@ def load_torch_files(load, *paths, context=None):
     overwritten with other bytes) is refused by name before ``load`` runs. An error that
     torch raises after (a damaged archive, weights that do not fit) names every file of
     ``paths``: torch does not say which one it was reading. A :class:`CheckpointError` of
-    ``load`` passes as it is. ``context`` ("Cannot load the model from DIR") starts the
+    ``load`` passes as it is, and so does ``torch.OutOfMemoryError`` (no fault of the files). ``context`` ("Cannot load the model from DIR") starts the
     message.
     """
     lead = f"{context}: " if context else ""

@@ -27,8 +27,9 @@ class ScaleGradient(torch.autograd.Function):
 
 
 class StepThroughTrainer:
-    """The optimizer as upstream's epoch loop sees it: ``step()`` is the trainer's
-    guarded step; everything else is the real optimizer's."""
+    """An optimizer (or, for ReduceLROnPlateau, the scheduler) as upstream's epoch loop sees
+    it: ``step()`` runs the trainer's function in its place; everything else is the wrapped
+    object's."""
 
     def __init__(self, optimizer, guarded_step):
         self._optimizer, self._guarded_step = optimizer, guarded_step

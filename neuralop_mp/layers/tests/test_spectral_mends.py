@@ -279,8 +279,8 @@ def test_float16_fft_path_keeps_small_inputs_out_of_the_subnormals(norm, monkeyp
                                            ("mixed", (256, 256)), ("half", (64, 64)), ("half", (512, 512))])
 def test_float16_product_spectrum_sits_within_the_headroom(norm, mode, spatial, monkeypatch):
     """The scale contract, on a constant input (its zero frequency is the whole sum): the spectrum
-    the float16 product takes is at most 2**FLOAT16_HEADROOM_BITS times max|x|, and as large as
-    fft_norm's own spectrum or at least half that: never pushed further down than the product's
+    the float16 product takes is at most 2**FLOAT16_HEADROOM_BITS times max|x|, and at least the
+    smaller of fft_norm's own spectrum and 2**(FLOAT16_HEADROOM_BITS - 1): never pushed further down than the product's
     range needs. "half" runs the float16-FFT path (cuFFT emulated)."""
     if mode == "half":
         _emulate_float16_cufft(monkeypatch)
