@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from neuralop_mp import train_pipeline as pipeline
 from neuralop_mp.configs import load_config
@@ -33,11 +32,9 @@ def quiet(*args, **kwargs):
 @pytest.fixture
 def four_samples(monkeypatch):
     """The pipeline's data: four random 8x8 samples, one batch, for training and testing."""
-    generator = torch.Generator().manual_seed(0)
-    samples = [{"x": torch.randn(1, 8, 8, generator=generator), "y": torch.randn(1, 8, 8, generator=generator)}
-               for _ in range(4)]
-    loaders = (DataLoader(samples, batch_size=4), {8: DataLoader(samples, batch_size=4)}, None)
-    monkeypatch.setattr(pipeline, "build_data", lambda config, progress=True: loaders)
+    from neuralop_mp.tests.test_train_pipeline import _four_random_samples_as_data
+
+    _four_random_samples_as_data(monkeypatch)
 
 
 def train(out, n_epochs, resume=False, **overrides):
