@@ -198,6 +198,14 @@ def read_command(run_dir):
     path = Path(run_dir) / COMMAND_FILE
     if not path.is_file():
         return None
-    recorded = json.loads(path.read_text())
-    recorded["overrides"] = _readable_overrides(recorded["overrides"])
+    try:
+        recorded = json.loads(path.read_text())
+        missing = [key for key in ("config", "overrides") if key not in recorded]
+        if missing:
+            raise KeyError(", ".join(missing))
+        recorded["overrides"] = _readable_overrides(recorded["overrides"])
+    except (ValueError, KeyError, TypeError) as err:  # not JSON, or not the record write_command writes
+        raise ValueError(f"{path} is not a run record of `neuralop-mp train` (damaged or edited: "
+                         f"{type(err).__name__}: {err}); a run folder's command.json holds its config, "
+                         "overrides and flags.") from err
     return recorded

@@ -213,3 +213,15 @@ def test_the_reason_for_a_best_epoch_before_save_best_is_worded_once():
         "no file written (epoch 3, 8_l2 0.1250): " + no_best_model_reason("8_l2", best))
     assert no_best_model_reason("8_l2", best) == (
         "the best epoch came before --save_best was given, and no later epoch beat it")
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"config": "darcy"}', "[1, 2]"])
+def test_a_damaged_command_record_is_an_error_naming_it(tmp_path, capsys, content):
+    """eval and --resume of a folder whose command.json is not the record train writes: exit 2
+    with the file named, no traceback (a KeyError or TypeError traceback before)."""
+    (tmp_path / "command.json").write_text(content)
+    (tmp_path / "model_state_dict.pt").write_bytes(b"")
+    assert cli.main(["eval", str(tmp_path)]) == 2
+    assert cli.main(["train", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count(f"{tmp_path / 'command.json'} is not a run record") == 2 and "Traceback" not in err, err

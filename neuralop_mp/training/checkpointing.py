@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from ..optim.settings import BOOKKEEPING_KEYS
+
 # upstream's names, which its load_training_state reads: Trainer.checkpoint saves the model as
 # "best_model" with save_best, else "model", and BaseModel.save_checkpoint(folder, name) writes
 # f"{name}{STATE_DICT_SUFFIX}" and f"{name}{METADATA_SUFFIX}"
@@ -341,13 +343,12 @@ def check_state_class(role, obj, saved_class, path):
             f"switch to {name}, load the saved weights into a new run instead of resuming.")
 
 
-# parameter-group entries that are bookkeeping, not settings of the optimizer class: what LR
-# schedulers (and SWA) write into the groups of any optimizer (``initial_lr`` also by the training
-# pipeline for ReduceLROnPlateau, which older checkpoints lack), torch's parameter names, and
-# ``differentiable``, which torch's load adds to the defaults of every class (TensorGRaD's loaded
-# groups used to take it from there, so the checkpoints it saved after a resume hold it)
-_OPTIMIZER_BOOKKEEPING = frozenset({"params", "param_names", "initial_lr", "max_lr", "min_lr", "base_momentum",
-                                    "max_momentum", "swa_lr", "differentiable"})
+# parameter-group entries that are bookkeeping, not settings of the optimizer class: the optimizer
+# settings' own list (what LR schedulers and SWA write into the groups of any optimizer, ``initial_lr``
+# also by the training pipeline for ReduceLROnPlateau, which older checkpoints lack; parameter names),
+# the parameters, and ``differentiable``, which torch's load adds to the defaults of every class
+# (TensorGRaD's loaded groups used to take it from there, so the checkpoints it saved after a resume hold it)
+_OPTIMIZER_BOOKKEEPING = BOOKKEEPING_KEYS | {"params", "differentiable"}
 
 
 def check_optimizer_state(optimizer, state, path):
