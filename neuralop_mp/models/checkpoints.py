@@ -18,7 +18,7 @@ from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..training.checkpointing import METADATA_SUFFIX
 from .mixed_precision_models import PLUGIN_MODEL_CLASSES
-from .registry import constructor_params
+from .constructor_args import constructor_params, positional_named
 
 _RECORD_ONLY = ("_name", "_version", "args")
 
@@ -61,23 +61,6 @@ def _for_upstream_class(cls, kwargs):
         if key in params:
             kwargs[key] = PrecisionPolicy.defaults()[key] if key == "fno_block_precision" else policy.stabilizer
     return kwargs
-
-
-def _with_positional_named(cls, args, kwargs):
-    """The recorded arguments with the positional ones named after ``cls``'s parameters.
-
-    Upstream's ``BaseModel`` records ``args`` as given and, besides them, the default of every
-    parameter not passed by keyword, those passed positionally included: ``cls(*args, **kwargs)``
-    would pass them twice. Each positional value is named and overrides the recorded default.
-    """
-    if not args:
-        return kwargs
-    params, _ = constructor_params(cls)
-    names = [name for name, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
-    if len(args) > len(names):
-        raise TypeError(f"The checkpoint records {len(args)} positional arguments; {cls.__name__} takes at most "
-                        f"{len(names)} ({', '.join(names)}).")
-    return {**kwargs, **dict(zip(names, args))}
 
 
 def _policy_changes(precision_policy):
@@ -129,9 +112,8 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     not passed by keyword, theirs included, so upstream's ``from_checkpoint`` passes them
     twice and fails ("got multiple values for argument"); this function names each
     positional value after the class's parameters. The plugin's classes record positional
-    arguments by name (where the class's constructor takes them under those names; a
-    subclass that renames them keeps upstream's positional record, which its own
-    constructor takes back), so ``MixedPrecisionFNO.from_checkpoint`` loads their checkpoints too
+    arguments by name (after the class's own constructor's parameters, a subclass's
+    included: :func:`~neuralop_mp.models.constructor_args.positional_named`), so ``MixedPrecisionFNO.from_checkpoint`` loads their checkpoints too
     (not those saved before they did); for upstream's own classes it can only be fixed in
     neuraloperator (``BaseModel.__new__``), and this function is the way to load them.
     """
@@ -147,7 +129,7 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
         if model_class.lower() not in registry:
             raise ValueError(f"Invalid model_class={model_class!r}; registered models: {', '.join(sorted(registry))}.")
         model_class = registry[model_class.lower()]
-    kwargs = _with_positional_named(model_class, args, kwargs)
+    kwargs = positional_named(model_class, args, kwargs)
     if precision_policy is not None:
         if model_class in BaseModel._models.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
             model_class = PLUGIN_MODEL_CLASSES.get(model_class.__name__.lower(), model_class)

@@ -35,6 +35,7 @@ from ..layers.precision_switch import get_precision_policy, mixed_precision_laye
 from ..layers.soft_gating import adopt_half_safe_soft_gating
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
+from .constructor_args import positional_named
 from .pointwise_tiles import set_pointwise_tiles
 from .uno_registration import UNO
 
@@ -71,20 +72,6 @@ def _signature_with_policy(upstream_signature, layer_kwarg, **default_overrides)
     return upstream_signature.replace(parameters=params)
 
 
-def _takes_our_names(cls, n_positional):
-    """Whether ``cls(**record)`` can take the first ``n_positional`` arguments under the names of
-    ``cls.__signature__`` (ours): ``cls`` has no constructor of its own, or one that passes
-    ``*args`` on, or one whose parameters in those positions have those names."""
-    init = cls.__init__
-    if init is _PrecisionRecordingModel.__init__:
-        return True
-    params = list(inspect.signature(init).parameters.values())[1:]  # past self
-    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
-        return True
-    ours = list(cls.__signature__.parameters)[:n_positional]
-    return [p.name for p in params[:n_positional]] == ours
-
-
 class _PrecisionRecordingModel:
     """Constructor and checkpoint glue shared by the plugin's model classes.
 
@@ -97,17 +84,14 @@ class _PrecisionRecordingModel:
 
     def __init__(self, *args, **kwargs):
         recorded = tuple(self._init_kwargs.get("args", ()))
-        if (args and len(recorded) == len(args) and all(a is b for a, b in zip(recorded, args))
-                and _takes_our_names(type(self), len(args))):
+        if args and len(recorded) == len(args) and all(a is b for a, b in zip(recorded, args)):
             # upstream's BaseModel records positional arguments as "args" and, besides them, the
             # default of each of their parameters: its from_checkpoint would pass them twice
-            # (cls(*args, **record)). Recorded by name instead, the record rebuilds the model there too.
-            # Only where the record is of these very arguments (our class called directly, or a
-            # subclass passing its own through) and the class's constructor takes them under our
-            # names (_takes_our_names): a subclass that calls us with other arguments, or renames
-            # them, was recorded with its own, which must be passed again as they are.
-            named = type(self).__signature__.bind_partial(*args).arguments
-            self._init_kwargs = {**self._init_kwargs, **named, "args": ()}
+            # (cls(*args, **record)). Named after the class's own constructor (a subclass's names
+            # where it has its own), the record rebuilds the model there too. Only where the record
+            # is of these very arguments: a subclass that calls us with other arguments was
+            # recorded with its own, which must be passed again as they are.
+            self._init_kwargs = {**positional_named(type(self), args, self._init_kwargs), "args": ()}
         arguments = type(self).__signature__.bind(*args, **kwargs).arguments
         policy, arguments = PrecisionPolicy.pop_from(arguments, prefix=type(self).__name__)
         # "auto" is decided later from data (neuralop_mp.diagnose.auto); until then: full

@@ -8,14 +8,13 @@ configured), the model is the plugin's class for the architecture
 (:mod:`neuralop_mp.models.mixed_precision_models`), which takes those keys as
 constructor arguments, so its checkpoints keep them.
 """
-import inspect
 
 from neuralop.models.base_model import BaseModel
 from neuralop.models.base_model import available_models as _upstream_available_models
-from torch import nn
 
 from ..precision_policy import PrecisionPolicy
 from ..vocabulary import none_if_null, normalize_recompute_chunk_points, read_key, section_as_dict
+from .constructor_args import constructor_params
 from .mixed_precision_models import PLUGIN_MODEL_CLASSES
 from .recompute import check_recompute_mode, set_recompute
 from .uno_registration import UNO
@@ -29,28 +28,6 @@ PLUGIN_MODEL_KEYS = PrecisionPolicy.keys()
 def available_models():
     """Names ``get_model`` accepts (upstream's plus the ones registered here)."""
     return _upstream_available_models()
-
-
-def constructor_params(cls):
-    """Named constructor arguments of ``cls``, following ``**kwargs`` up the MRO.
-
-    TFNO's own ``__init__`` is ``(*args, **kwargs)`` and forwards to FNO's, so its
-    real arguments are FNO's. Returns ``(params, takes_any)``: ``takes_any`` is True
-    when the ``**kwargs`` chain reaches ``nn.Module`` (a model that consumes arbitrary
-    keywords itself), so unknown keys cannot be told apart from valid ones.
-    """
-    params = {}
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    for klass in cls.__mro__:
-        if klass is nn.Module:
-            return params, True
-        if "__init__" not in vars(klass):
-            continue
-        sig = inspect.signature(vars(klass)["__init__"]).parameters
-        params.update({k: p for k, p in sig.items() if k != "self" and p.kind in named})
-        if not any(p.kind is p.VAR_KEYWORD for p in sig.values()):
-            return params, False
-    return params, True
 
 
 def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
