@@ -1,6 +1,7 @@
 """Review mends of MixedPrecisionSpectralConv: the float16 range of the spectral product for every
 ``fft_norm``, the early output where no mode is kept, the weight's mode slices computed once."""
 import math
+import types
 import warnings
 
 import pytest
@@ -174,8 +175,11 @@ def _emulate_float16_cufft(monkeypatch):
 
     for name in exact:
         monkeypatch.setattr(torch.fft, name, emulated(name))
-    monkeypatch.setattr(MixedPrecisionSpectralConv, "_fft_in_half", lambda self, mode, half, x, spatial, out: (
-        mode == "half" and half == torch.float16 and all(n & (n - 1) == 0 for n in list(spatial) + list(out))))
+    # the layer's own rule, asked as for an input on a GPU
+    real = MixedPrecisionSpectralConv._fft_in_half
+    on_gpu = types.SimpleNamespace(device=torch.device("cuda"))
+    monkeypatch.setattr(MixedPrecisionSpectralConv, "_fft_in_half",
+                        lambda self, mode, half, x, spatial, out: real(self, mode, half, on_gpu, spatial, out))
 
 
 @pytest.mark.parametrize("norm", NORMS)
