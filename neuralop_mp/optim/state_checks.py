@@ -58,16 +58,13 @@ def checked_state(optimizer, state_dict):
         raise ValueError(f"The state dict has {len(saved_groups)} param group(s); this TensorGRaD has "
                          f"{len(optimizer.param_groups)}.")
     upstream = is_upstream_layout(saved_groups)
-    groups, by_index, grouped_shapes = [], {}, []
+    groups, by_index = [], {}
     ordinal = 0
     for group_index, (saved, current) in enumerate(zip(saved_groups, optimizer.param_groups)):
         if len(saved["params"]) != len(current["params"]):
             raise ValueError(f"Param group {group_index} of the state dict has {len(saved['params'])} parameters; "
                              f"this TensorGRaD's has {len(current['params'])}: saved for another model.")
         group = _upstream_group(saved) if upstream else dict(saved)
-        # the lists were kept in each group for a while before they moved to the top level: read,
-        # never kept as a group setting (it would be saved again, into any optimizer loading it)
-        grouped_shapes.append(group.pop(PARAM_SHAPES, None))
         group = validate_group({**DEFAULTS, **group})
         groups.append(group)
         for position, (index, param) in enumerate(zip(saved["params"], current["params"])):
@@ -95,8 +92,6 @@ def checked_state(optimizer, state_dict):
     # after the state checks, whose messages name the mismatched state: this one also covers
     # the parameters without state
     listed = state_dict.get(PARAM_SHAPES)
-    if listed is None and all(shapes is not None for shapes in grouped_shapes):
-        listed = grouped_shapes
     if listed is not None:
         if not isinstance(listed, (list, tuple)) or len(listed) != len(optimizer.param_groups):
             raise ValueError(f"Invalid {PARAM_SHAPES!r} in the state dict: expected one list of shapes for each of "

@@ -27,9 +27,8 @@ class ScaleGradient(torch.autograd.Function):
 
 
 class StepThroughTrainer:
-    """An optimizer (or, for ReduceLROnPlateau, the scheduler) as upstream's epoch loop sees
-    it: ``step()`` runs the trainer's function in its place; everything else is the wrapped
-    object's."""
+    """The optimizer as upstream's epoch loop sees it: ``step()`` runs the trainer's guarded
+    step in its place; everything else is the wrapped optimizer's."""
 
     def __init__(self, optimizer, guarded_step):
         self._optimizer, self._guarded_step = optimizer, guarded_step
@@ -41,6 +40,15 @@ class StepThroughTrainer:
 
     def __getattr__(self, name):
         return getattr(self._optimizer, name)
+
+
+class DeferredPlateauStep(StepThroughTrainer):
+    """A ReduceLROnPlateau scheduler as upstream's epoch loop sees it: ``step()``, whatever
+    upstream passes (its loss sum counts skipped batches as 0), runs the trainer's own plateau
+    step in its place."""
+
+    def step(self, *args, **kwargs):
+        self._guarded_step()
 
 
 def non_finite_parameters(optimizer, model=None):

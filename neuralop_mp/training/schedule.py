@@ -53,7 +53,7 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from ..vocabulary import PRECISION_MODES, STABILIZERS, check_choice, none_if_null, section_as_dict
+from ..vocabulary import PRECISION_MODES, STABILIZERS, check_choice, check_int_at_least, none_if_null, section_as_dict
 
 SHARE_TOLERANCE = 1e-6
 STABILIZER_CHOICES = STABILIZERS + ("auto",)
@@ -74,23 +74,6 @@ class _ModeDefault:
 
 
 _UNSET = _ModeDefault()
-
-
-def _checked_end_epoch(value):
-    """A phase's ``end_epoch`` as an int: TypeError for what is not a whole number (a
-    string, a bool, NaN, inf, 2.5; int() alone would raise without naming the field),
-    ValueError below 1."""
-    message = f"Invalid phase end_epoch={value!r}; allowed values: integers >= 1."
-    try:
-        number = int(value)
-        whole = not isinstance(value, bool) and number == value
-    except (TypeError, ValueError, OverflowError):
-        whole = False
-    if not whole:
-        raise TypeError(message)
-    if number < 1:
-        raise ValueError(message)
-    return number
 
 
 def _default_stabilizer(mode):
@@ -139,7 +122,10 @@ class PrecisionPhase:
                 raise ValueError(f"Invalid phase share={self.share!r}; a share must be in (0, 1].")
             object.__setattr__(self, "share", float(self.share))
         if self.end_epoch is not None:
-            object.__setattr__(self, "end_epoch", _checked_end_epoch(self.end_epoch))
+            value = self.end_epoch
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # a config's 3.0
+            object.__setattr__(self, "end_epoch", check_int_at_least("phase end_epoch", value))
         autocast = self.mode != "full" if self.autocast is None else self.autocast
         if not isinstance(autocast, bool):
             raise TypeError(f"Invalid phase autocast={autocast!r}; expected True or False.")

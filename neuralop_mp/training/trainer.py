@@ -45,7 +45,7 @@ from ..layers.precision_switch import (
 from ..vocabulary import check_choice, check_int_at_least, normalize_flag, normalize_half_dtype, resolve_half_dtype
 from . import checkpointing, distributed
 from .auto_phases import AutoPrecisionPhases
-from .guarded_step import ScaleGradient, StepThroughTrainer, non_finite_parameters
+from .guarded_step import DeferredPlateauStep, ScaleGradient, StepThroughTrainer, non_finite_parameters
 from .loss_scaling import ComplexGradScaler
 from .resume import TrainingStateCheckpoints
 from .schedule import PrecisionSchedule
@@ -438,7 +438,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if plateau:
             # upstream would step it with a sum where a skipped batch counts 0: a stand-in that is
             # no ReduceLROnPlateau gets upstream's plain step() call, at the same point, instead
-            self.scheduler = StepThroughTrainer(scheduler, lambda: self._step_plateau(scheduler))
+            self.scheduler = DeferredPlateauStep(scheduler, lambda: self._step_plateau(scheduler))
         self._epoch_loader = train_loader  # for the "auto" re-check in on_epoch_start
         try:
             _, _, _, epoch_train_time = super().train_one_epoch(epoch, train_loader, training_loss)

@@ -3,8 +3,6 @@ the parameters' shapes are a top-level key (torch's optimizers copy every group 
 would carry a group entry into their own state dicts), a load leaves the groups with the
 keys a fresh optimizer has, and the births of kept sparse moments lie in [0, the part's
 step count] (a later birth gives its entry no bias correction: an infinite update)."""
-import copy
-
 import pytest
 import torch
 
@@ -119,22 +117,3 @@ def test_births_at_the_ends_of_the_range_load_and_step_finitely(birth):
     run_steps(opt, [q], [[random_tensor(SHAPE, False, 40)]])
     assert torch.isfinite(q).all() and int(opt.state[q]["sparse_step"]) == 6
 
-
-def test_shapes_listed_in_each_group_are_read_and_not_kept_as_a_group_setting():
-    """The earlier layout (the lists inside each saved group) is checked the same way and does
-    not stay in the loaded groups, from where every later save would write it again."""
-    torch.manual_seed(0)
-    weight = torch.nn.Parameter(torch.randn(6, 5, 4))
-    optimizer = TensorGRaD([weight], lr=1e-3)
-    weight.grad = torch.randn_like(weight)
-    optimizer.step()
-    state = optimizer.state_dict()
-    for group, shapes in zip(state["param_groups"], state.pop("param_shapes")):
-        group["param_shapes"] = shapes
-    fresh = TensorGRaD([torch.nn.Parameter(weight.detach().clone())], lr=1e-3)
-    fresh.load_state_dict(copy.deepcopy(state))
-    assert all("param_shapes" not in group for group in fresh.param_groups)
-    assert all("param_shapes" not in group for group in fresh.state_dict()["param_groups"])
-    state["param_groups"][0]["param_shapes"] = [(5, 6, 4)]
-    with pytest.raises(ValueError, match=r"saved for a parameter of shape \(5, 6, 4\)"):
-        TensorGRaD([torch.nn.Parameter(weight.detach().clone())], lr=1e-3).load_state_dict(state)
