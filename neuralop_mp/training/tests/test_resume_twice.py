@@ -2,6 +2,8 @@
 TensorGRaD's state dict listed ``param_shapes`` (dac84f7) resumes, and the checkpoint that
 resume writes resumes again: the check that tells another optimizer's file by the settings
 of its groups leaves bookkeeping keys out. A file of another optimizer is still refused."""
+import os
+
 import pytest
 import torch
 
@@ -9,7 +11,7 @@ from neuralop_mp.run_folder import CHECKPOINT_DIR
 from neuralop_mp.training import checkpointing
 from neuralop_mp.training.checkpointing import MANIFEST_FILE, CheckpointError
 
-from .test_resume_mends import PLATEAU, four_samples, train  # noqa: F401 (four_samples: a fixture)
+from .test_resume_mends import PLATEAU, TINY_RUN, four_samples, train  # noqa: F401 (four_samples: a fixture)
 from .tiny import tiny_fno
 
 
@@ -40,20 +42,82 @@ def _as_older_code_saved_it(resumed_before):
     return edit
 
 
+# The code before 46bf77a and dac84f7, as it is in this repository's history: it writes the
+# older checkpoints for real (no initial_lr in the groups, no param_shapes; resumed by it, its
+# TensorGRaD groups also hold "differentiable").
+OLDER_CODE = "a6ddb0ba35ce4925fd582a4b4432761651cff3e2"
+OLDER_RUN = """
+import sys
+import torch
+from torch.utils.data import DataLoader
+import neuralop_mp
+assert neuralop_mp.__file__.startswith(sys.argv[1]), neuralop_mp.__file__
+from neuralop_mp import train_pipeline as pipeline
+from neuralop_mp.configs import load_config
+generator = torch.Generator().manual_seed(0)
+samples = [{"x": torch.randn(1, 8, 8, generator=generator), "y": torch.randn(1, 8, 8, generator=generator)}
+           for _ in range(4)]
+loaders = (DataLoader(samples, batch_size=4), {8: DataLoader(samples, batch_size=4)}, None)
+pipeline.build_data = lambda config, progress=True: loaders
+overrides = dict(arg.split("=", 1) for arg in sys.argv[4:])
+pipeline.run_training(load_config("darcy", overrides), progress=False, output_dir=sys.argv[2],
+                      log=lambda *args, **kwargs: None, resume=sys.argv[3] == "resume",
+                      command=("darcy", [f"--{key}={value}" for key, value in overrides.items()]))
+"""
+
+
+@pytest.fixture(scope="module")
+def older_code(tmp_path_factory):
+    """The package at OLDER_CODE, extracted from git (skipped outside a git clone)."""
+    import io
+    import shutil
+    import subprocess
+    import tarfile
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[3]
+    if shutil.which("git") is None or not (repo / ".git").exists():
+        pytest.skip("needs this repository's git history")
+    archive = subprocess.run(["git", "-C", str(repo), "archive", OLDER_CODE, "neuralop_mp", "configs"],
+                             capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip(f"commit {OLDER_CODE} is not in this clone's history")
+    root = tmp_path_factory.mktemp("older_code")
+    tarfile.open(fileobj=io.BytesIO(archive.stdout)).extractall(root, filter="data")
+    (root / "neuralop_mp" / "configs").symlink_to("../configs")  # as the package installs them
+    return root
+
+
+def train_with_older_code(root, out, n_epochs, resume=False, **overrides):
+    import subprocess
+    import sys
+
+    settings = {**TINY_RUN, "opt.n_epochs": str(n_epochs), **overrides}
+    done = subprocess.run([sys.executable, "-c", OLDER_RUN, str(root), str(out), "resume" if resume else "new",
+                           *(f"{key}={value}" for key, value in settings.items())],
+                          env={**os.environ, "PYTHONPATH": str(root)}, cwd=out.parent, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 @pytest.mark.parametrize("optimizer, resumed_before", [("tensorgrad", False), ("tensorgrad", True),
                                                         ("adamw", False)],
                          ids=["tensorgrad", "tensorgrad-resumed-by-older-code", "adamw"])
-def test_an_older_plateau_checkpoint_resumes_twice(four_samples, tmp_path, optimizer, resumed_before):
+def test_an_older_plateau_checkpoint_resumes_twice(older_code, four_samples, tmp_path, optimizer, resumed_before):
+    """The first epochs trained by the older code itself, then two resumes by this code."""
     settings = {**PLATEAU, "opt.optimizer": optimizer}
     out = tmp_path / "run"
-    train(out, 1, **settings)
+    train_with_older_code(older_code, out, 1, **settings)
+    if resumed_before:
+        train_with_older_code(older_code, out, 2, resume=True, **settings)
     folder = out / CHECKPOINT_DIR
-    _rewrite(folder, _as_older_code_saved_it(resumed_before))
-    train(out, 2, resume=True, **settings)
+    saved = torch.load(folder / "optimizer.pt", weights_only=True)
+    assert "param_shapes" not in saved and not any("initial_lr" in group for group in saved["param_groups"])
+    first = 2 if resumed_before else 1
+    train(out, first + 1, resume=True, **settings)
     saved = torch.load(folder / "optimizer.pt", weights_only=True)
     assert not any("initial_lr" in group for group in saved["param_groups"])  # the older groups were loaded
-    result = train(out, 3, resume=True, **settings)
-    assert [h["epoch"] for h in result["history"]] == [0, 1, 2]
+    result = train(out, first + 2, resume=True, **settings)
+    assert [h["epoch"] for h in result["history"]] == list(range(first + 2))
     saved = torch.load(folder / "optimizer.pt", weights_only=True)
     assert not any("param_shapes" in group for group in saved["param_groups"])
     if optimizer == "tensorgrad":
