@@ -204,21 +204,22 @@ def _config_error(error, command):
     """:func:`_error` for one of :data:`CONFIG_ERRORS`, naming the line of a user's file (a config
     file that fails while it is imported or built) where the error was raised: without the
     traceback, a bug there would otherwise be reported with no place."""
+    import sysconfig
     import traceback
 
     from . import configs
 
     # this package's own code and its configs (a folder of their own in a source checkout)
     ours = tuple(str(Path(module.__file__).resolve().parent) for module in (sys.modules[__package__], configs))
-    frames = traceback.extract_tb(error.__traceback__)
+    stdlib = str(Path(sysconfig.get_paths()["stdlib"]).resolve())
     message = str(error)
-    if frames:
-        last = frames[-1]
-        path = str(Path(last.filename).resolve())
-        user_file = last.filename.endswith(".py") and not path.startswith(ours) \
-            and "site-packages" not in path and not last.filename.startswith("<")
-        if user_file:
-            message += f" (raised at {last.filename}:{last.lineno})"
+    # the innermost frame of a user's file: the error may come from the standard library it called
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        path = str(Path(frame.filename).resolve())
+        if (frame.filename.endswith(".py") and not frame.filename.startswith("<")
+                and not path.startswith((*ours, stdlib)) and "site-packages" not in path):
+            message += f" (raised at {frame.filename}:{frame.lineno})"
+            break
     return _error(message, command)
 
 
@@ -265,12 +266,16 @@ def train_command(argv):
                     flags[flag] = str(recorded_flags[key])
             overrides = [*recorded["overrides"], *overrides, "--output_dir", str(resume)]
         spec = spec or "darcy"
-        config = _load_checked(lambda: load_config(spec, overrides), overrides, spec, TRAIN_FLAGS)
+        def build():  # the overrides parsed once: for the config, and for command.json below
+            parsed = parse_overrides(overrides)
+            return load_config(spec, parsed), parsed
+
+        config, parsed = _load_checked(build, overrides, spec, TRAIN_FLAGS)
         threads = _resolve_threads(flags.get("--threads"))
         cpu_allocator = check_choice("--cpu-allocator", flags.get("--cpu-allocator", DEFAULT_CPU_ALLOCATOR),
                                      CPU_ALLOCATOR_MODES)
         # with --resume: the run's overrides and the ones given now, which command.json then records
-        command = (_absolute_spec(spec), _recorded_overrides(parse_overrides(overrides), config))
+        command = (_absolute_spec(spec), _recorded_overrides(parsed, config))
     except CONFIG_ERRORS as error:
         return _config_error(error, "train")
 
