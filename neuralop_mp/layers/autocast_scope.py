@@ -29,7 +29,7 @@ References
    spectral convolution under autocast, i.e. scope "model").
 """
 import weakref
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 
 import torch
 from torch import nn
@@ -163,11 +163,11 @@ def autocast_scope(model, scope):
             set_autocast_scope(model, previous)
 
 
-# the modules whose check is left to an enclosing deferred_precision_check (its model and its
-# submodules: a part's settings are the model's, checked when the block ends), each with the number of
-# blocks open on it. Per module, not a flag: a setter on another model inside such a block is checked.
-# Counted on the module itself (weakly), not on a context variable or an id: blocks held by generators
-# may end in any order, and a freed module's id may be reused by an unrelated one.
+# the models whose check is left to an enclosing deferred_precision_check, each with the number of blocks open
+# on it; their parts (submodules) too, found when a setter checks (a part's settings are its model's, checked
+# when the block ends). Per model, not a flag: a setter on another model inside such a block is checked.
+# Counted on the model itself (weakly), not on a context variable or an id: blocks held by generators
+# may end in any order, and a freed model's id may be reused by an unrelated one.
 _DEFERRED_DEPTH = weakref.WeakKeyDictionary()
 # what check_recorded_precision runs: warn_unrecorded_precision, installed by
 # neuralop_mp.models.mixed_precision_models, which imports the layers (so they cannot import it,
@@ -189,30 +189,37 @@ def check_recorded_precision(model):
     and the plugin's models pass), unless an enclosing :func:`deferred_precision_check` checks
     instead (one of ``model`` or of a model ``model`` is part of). Here, below the other setter
     modules, so that all of them can import it."""
-    if _recorded_precision_check is not None and not _DEFERRED_DEPTH.get(model):
+    if _recorded_precision_check is not None and not _is_deferred(model):
         _recorded_precision_check(model)
+
+
+def _is_deferred(model):
+    """Whether ``model`` is, or is part of, a model an open deferred_precision_check holds."""
+    return any(part is model for held in list(_DEFERRED_DEPTH) for part in held.modules())
 
 
 @contextmanager
 def deferred_precision_check(model):
     """Context manager: the precision setters run inside do not check ``model`` nor its
     submodules; one :func:`check_recorded_precision` of ``model``, for what remains, when the
-    block ends without an error. Setters on other models are checked as anywhere else.
+    block ends, also when it raises (the block's error is then the one raised, even where the
+    check fails: a warning filtered into an error). Setters on other models are checked as
+    anywhere else.
 
     For a switch made of several setters (one warning naming all it changed) and for a
     temporary switch (:func:`autocast_scope`, ``precision()``): restored before the block
     ends, it leaves nothing to warn about, and does not use up the model's one warning.
     """
-    modules = list(model.modules())
-    for module in modules:
-        _DEFERRED_DEPTH[module] = _DEFERRED_DEPTH.get(module, 0) + 1
+    _DEFERRED_DEPTH[model] = _DEFERRED_DEPTH.get(model, 0) + 1
+    ended = False
     try:
         yield
+        ended = True
     finally:
-        for module in modules:
-            depth = _DEFERRED_DEPTH.get(module, 0) - 1
-            if depth > 0:
-                _DEFERRED_DEPTH[module] = depth
-            else:
-                _DEFERRED_DEPTH.pop(module, None)
-    check_recorded_precision(model)  # part of a model an enclosing deferral checks: left to that one
+        depth = _DEFERRED_DEPTH.pop(model) - 1
+        if depth:
+            _DEFERRED_DEPTH[model] = depth
+        # part of a model an enclosing deferral checks: left to that one. After an error in the block a
+        # change that stays is checked too, but the block's error, not the check's, is the one raised
+        with nullcontext() if ended else suppress(Exception):
+            check_recorded_precision(model)

@@ -21,13 +21,13 @@ import functools
 import inspect
 import os
 import warnings
+import weakref
 
 import neuralop
 from neuralop.layers.fno_block import FNOBlocks
 from neuralop.layers.spectral_convolution import SpectralConv
 from neuralop.models.base_model import BaseModel
 from neuralop.models.fno import FNO, TFNO
-from torch import nn
 
 from ..caller_frames import stacklevel_outside
 from ..layers.autocast_scope import install_recorded_precision_check, set_autocast_scope
@@ -35,6 +35,7 @@ from ..layers.precision_switch import get_precision_policy, mixed_precision_laye
 from ..layers.soft_gating import adopt_half_safe_soft_gating
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
+from ..wrapped_module import unwrap
 from .constructor_args import positional_named
 from .pointwise_tiles import set_pointwise_tiles
 from .uno_registration import UNO
@@ -72,27 +73,48 @@ def _signature_with_policy(upstream_signature, layer_kwarg, **default_overrides)
     return upstream_signature.replace(parameters=params)
 
 
+# model -> the kinds of warning it was given: each is given once per model (weakly held: a model
+# warned is not kept alive by it)
+_WARNED = weakref.WeakKeyDictionary()
+
+
+def _first_warning(model, kind):
+    """True the first time it is asked for ``model`` and ``kind`` (the warning is due), False after."""
+    kinds = _WARNED.setdefault(model, set())
+    if kind in kinds:
+        return False
+    kinds.add(kind)
+    return True
+
+
 class _PrecisionRecordingModel:
     """Constructor and checkpoint glue shared by the plugin's model classes.
 
-    ``_layer_kwarg`` names the upstream argument that takes the spectral layer. The
-    stabilizer is always applied by the enclosing ``FNOBlocks`` (upstream applies it
-    right before each spectral convolution), so the layers get none: tanh runs once.
+    ``_layer_kwarg`` names the upstream argument that takes the spectral layer, and
+    ``_plugin_signature`` the class's constructor arguments (its ``__signature__``, which a
+    subclass with a constructor of its own does not inherit). The stabilizer is always
+    applied by the enclosing ``FNOBlocks`` (upstream applies it right before each spectral
+    convolution), so the layers get none: tanh runs once.
     """
 
     _layer_kwarg = "conv_module"
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls) and "__signature__" not in vars(cls):
+            # upstream's BaseModel records the arguments of inspect.signature(cls) and from_checkpoint
+            # passes them to cls: a subclass's own constructor is what takes them back, not ours
+            cls.__signature__ = None
+
     def __init__(self, *args, **kwargs):
         recorded = tuple(self._init_kwargs.get("args", ()))
-        if args and len(recorded) == len(args) and all(a is b for a, b in zip(recorded, args)):
+        if recorded:
             # upstream's BaseModel records positional arguments as "args" and, besides them, the
             # default of each of their parameters: its from_checkpoint would pass them twice
-            # (cls(*args, **record)). Named after the class's own constructor (a subclass's names
-            # where it has its own), the record rebuilds the model there too. Only where the record
-            # is of these very arguments: a subclass that calls us with other arguments was
-            # recorded with its own, which must be passed again as they are.
-            self._init_kwargs = {**positional_named(type(self), args, self._init_kwargs), "args": ()}
-        arguments = type(self).__signature__.bind(*args, **kwargs).arguments
+            # (cls(*args, **record)). The record is of the call of type(self) (a subclass's own
+            # constructor where it has one): named after its parameters, it rebuilds the model.
+            self._init_kwargs = {**positional_named(type(self), recorded, self._init_kwargs), "args": ()}
+        arguments = self._plugin_signature.bind(*args, **kwargs).arguments
         policy, arguments = PrecisionPolicy.pop_from(arguments, prefix=type(self).__name__)
         # "auto" is decided later from data (neuralop_mp.diagnose.auto); until then: full
         auto = policy.fno_block_precision == "auto"
@@ -107,6 +129,7 @@ class _PrecisionRecordingModel:
                                   **layer_settings)
         upstream_kwargs = self._upstream_kwargs(arguments, policy, layer)
         super().__init__(**upstream_kwargs)
+        self._built_policy = policy.as_dict()  # what a record without the policy's keys rebuilds
         # the block's soft-gating skip would otherwise promote autocast activations to fp32
         adopt_half_safe_soft_gating(self)
         set_autocast_scope(self, policy.autocast_scope)
@@ -127,19 +150,31 @@ class _PrecisionRecordingModel:
 
         set_precision / a schedule may have switched the model since it was built. Layers set
         one by one may disagree: there is then no model-level policy to write, and saving must
-        not fail, so the record stays as it was and a warning (once per model) says so.
+        not fail, so the record stays as it was and a warning (once per model) says so. A
+        subclass whose constructor does not take the policy's keys (nor ``**kwargs``) records
+        none of them: its checkpoint rebuilds what that constructor builds, and a warning (once
+        per model) names the settings that differ from it.
         """
         try:
             current = self.precision_policy.as_dict()
         except ValueError as err:
-            if not self.__dict__.get("_warned_layer_settings", False):
-                self._warned_layer_settings = True
+            if _first_warning(self, "layer settings"):
                 warnings.warn(
                     f"{type(self).__name__}: the spectral layers' precision settings differ ({err}); the "
                     "checkpoint records the model-level precision policy it was last built or switched "
                     "with, so the per-layer settings must be reapplied after loading it.",
                     UserWarning, stacklevel=3)
             return
+        taken = inspect.signature(type(self)).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in taken.values()):
+            changed = {k: v for k, v in current.items() if k not in taken and v != self._built_policy[k]}
+            if changed and _first_warning(self, "unrecorded"):
+                warnings.warn(
+                    f"{type(self).__name__}'s constructor does not take {', '.join(changed)}: its checkpoint "
+                    f"rebuilds them as that constructor builds them, so the precision set on the model since is "
+                    f"lost: {_lost_settings(self._built_policy, changed)}. Take them as constructor arguments "
+                    "(or **kwargs passed on) to record them.", UnrecordedPrecisionWarning, stacklevel=3)
+            current = {k: v for k, v in current.items() if k in taken}
         # a new dict, not an update in place: earlier state dicts hold the old one as their _metadata
         self._init_kwargs = {**self._init_kwargs, **current}
 
@@ -171,15 +206,15 @@ class MixedPrecisionFNO(_PrecisionRecordingModel, FNO, name="MixedPrecisionFNO")
     'mixed'
     """
 
-    __signature__ = _signature_with_policy(inspect.signature(FNO), "conv_module")
+    __signature__ = _plugin_signature = _signature_with_policy(inspect.signature(FNO), "conv_module")
 
 
 class MixedPrecisionTFNO(_PrecisionRecordingModel, TFNO, name="MixedPrecisionTFNO"):
     """Upstream's :class:`~neuralop.models.TFNO` (Tucker, rank 0.1 by default) with
     mixed-precision spectral layers; arguments as :class:`MixedPrecisionFNO`."""
 
-    __signature__ = _signature_with_policy(inspect.signature(FNO), "conv_module",
-                                           factorization="Tucker", rank=0.1)
+    __signature__ = _plugin_signature = _signature_with_policy(inspect.signature(FNO), "conv_module",
+                                                               factorization="Tucker", rank=0.1)
 
 
 class MixedPrecisionUNO(_PrecisionRecordingModel, UNO, name="MixedPrecisionUNO"):
@@ -191,7 +226,7 @@ class MixedPrecisionUNO(_PrecisionRecordingModel, UNO, name="MixedPrecisionUNO")
     """
 
     _layer_kwarg = "integral_operator"
-    __signature__ = _signature_with_policy(inspect.signature(UNO), "integral_operator")
+    __signature__ = _plugin_signature = _signature_with_policy(inspect.signature(UNO), "integral_operator")
 
     def _upstream_kwargs(self, arguments, policy, layer):
         block = arguments.pop("operator_block", FNOBlocks)
@@ -220,7 +255,6 @@ def ignoring_unrecorded_precision():
         yield
 
 
-_WARNED_UNRECORDED = "_neuralop_mp_warned_unrecorded_precision"  # set on a model once it was warned
 _HERE = os.path.dirname(__file__)
 # frames the warning skips to name the user's line: the precision setters (layers/), the models package (models/),
 # the plugin's code that switches a model for its user (a schedule's phase in training/, from
@@ -245,16 +279,27 @@ def _partial_keywords(value):
     return keywords
 
 
+def _lost_settings(loaded, current):
+    """``"key=value (it loads with old), ..."`` for each setting of ``current`` that differs from
+    ``loaded`` (what a checkpoint rebuilds); "" where none does."""
+    return ", ".join(f"{key}={value!r} (it loads with {loaded[key]!r})"
+                     for key, value in current.items() if value != loaded[key])
+
+
 def _recorded_policy(model):
     """The settings upstream's constructor record of ``model`` rebuilds.
 
     Its precision keys; those its recorded layer argument adds as a ``functools.partial``
-    (FNO's and TFNO's ``conv_module``; upstream's UNO hands its ``integral_operator`` to no
-    block, its layers are its ``operator_block``'s ``conv_module``, its precision that
-    block's keywords); the layers' defaults for the others; and, where it records none, an
-    upstream model's autocast scope, "model" (plain autocast).
+    (FNO's and TFNO's ``conv_module``, FNOGNO's and GINO's ``fno_conv_module``; upstream's UNO
+    hands its ``integral_operator`` to no block, its layers are its ``operator_block``'s
+    ``conv_module``, its precision that block's keywords); the layers' defaults for the
+    others; and, where it records none, an upstream model's autocast scope, "model" (plain
+    autocast).
     """
     record = getattr(model, "_init_kwargs", {})
+    # FNOGNO and GINO name their FNO's arguments "fno_" + FNO's name (fno_block_precision is FNO's own)
+    record = {**{key: record[f"fno_{key}"] for key in ("conv_module", "stabilizer") if f"fno_{key}" in record},
+              **record}
     block = _partial_keywords(record.get("operator_block"))
     layer = _partial_keywords(record.get("conv_module", block.get("conv_module")))
     passed = {**{k: layer[k] for k in _LAYER_KEYS if k in layer}, **{k: block[k] for k in _BLOCK_KEYS if k in block}}
@@ -286,25 +331,19 @@ def warn_unrecorded_precision(model):
     bool
         Whether it warned (a model already warned, or one that loses nothing: False).
     """
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
+    model = unwrap(model)
     if (not isinstance(model, BaseModel) or isinstance(model, _PrecisionRecordingModel)
-            or model.__dict__.get(_WARNED_UNRECORDED) or not mixed_precision_layers(model)):
+            or not mixed_precision_layers(model)):
         return False
     recorded = _recorded_policy(model)
     try:
         current = get_precision_policy(model)
     except ValueError:  # layers in different settings: no model-level setting to record either
         current = None
-    if current == recorded:
+    if current == recorded or not _first_warning(model, "unrecorded"):
         return False
-    model.__dict__[_WARNED_UNRECORDED] = True
-    if current is None:
-        lost = "the layers' own precision settings (they differ)"
-    else:
-        before = recorded.as_dict()
-        lost = ", ".join(f"{key}={value!r} (it loads with {before[key]!r})"
-                         for key, value in current.as_dict().items() if value != before[key])
+    lost = ("the layers' own precision settings (they differ)" if current is None
+            else _lost_settings(recorded.as_dict(), current.as_dict()))
     name = type(model).__name__
     plugin = PLUGIN_MODEL_CLASSES.get(name.lower())
     keeps = (f"neuralop_mp.{plugin.__name__} (what neuralop_mp.get_model builds for mixed precision)" if plugin

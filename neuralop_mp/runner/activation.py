@@ -342,13 +342,17 @@ def enabled(**options):
 
     Everything is restored when the block ends, also when it raises.
     """
-    with _enabled_checked(_validated_options(_enable_keywords(options))) as report:
+    report = enable(**options)
+    try:
         yield report
+    finally:
+        disable()
 
 
 def _enable_keywords(options):
     """``options`` as every keyword of :func:`enable`, its defaults for those not given (what
-    :func:`_validated_options` takes); :func:`enabled` and ``neuralop-mp run`` bind them here.
+    :func:`_validated_options` takes), for ``neuralop-mp run``, which checks them under its
+    flags' names before it enables them.
 
     Raises
     ------

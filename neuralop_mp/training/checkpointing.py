@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from ..optim.settings import BOOKKEEPING_KEYS
+from ..wrapped_module import unwrap
 
 # upstream's names, which its load_training_state reads: Trainer.checkpoint saves the model as
 # "best_model" with save_best, else "model", and BaseModel.save_checkpoint(folder, name) writes
@@ -50,12 +51,6 @@ _STATE_FILES = ("optimizer", "scheduler", "regularizer")
 
 class CheckpointError(RuntimeError):
     """A checkpoint folder that cannot be resumed from safely (the message names the file)."""
-
-
-def unwrap(model):
-    """The module inside DistributedDataParallel / DataParallel, else the model itself."""
-    return model.module if isinstance(model, (torch.nn.parallel.DistributedDataParallel,
-                                              torch.nn.DataParallel)) else model
 
 
 def plain_state_dict(model):

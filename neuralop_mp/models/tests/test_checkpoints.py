@@ -185,6 +185,59 @@ def test_a_subclass_with_its_own_constructor_keeps_its_own_record(tmp_path, args
         assert_same_weights(model, loaded)
 
 
+class _NarrowFNO(MixedPrecisionFNO, name="NarrowFNO"):
+    """A user's subclass with a narrow constructor of its own: no **kwargs, no policy keys."""
+
+    def __init__(self, width=4):
+        super().__init__(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=width, n_layers=1,
+                         fno_block_precision="mixed", half_dtype="bfloat16")
+
+
+class _NarrowSubFNO(_NarrowFNO, name="NarrowSubFNO"):
+    """A subclass of it that keeps its constructor."""
+
+
+@pytest.mark.parametrize("cls", [_NarrowFNO, _NarrowSubFNO])
+@pytest.mark.parametrize("args, kwargs", [((), {}), ((6,), {}), ((), {"width": 6})])
+def test_a_subclass_with_a_narrow_constructor_is_rebuilt_from_its_own_record(tmp_path, cls, args, kwargs):
+    """Upstream records the arguments of the subclass's own constructor (not the plugin class's
+    signature it would inherit), so upstream's classmethod and load_model can call it again."""
+    torch.manual_seed(0)
+    model = cls(*args, **kwargs)
+    model.save_checkpoint(tmp_path, "m")
+    rebuilt = (cls.from_checkpoint(tmp_path, "m"), neuralop_mp.load_model(tmp_path, "m"),
+               neuralop_mp.load_model(tmp_path, "m", cls))
+    for loaded in rebuilt:
+        assert type(loaded) is cls and loaded.hidden_channels == (6 if args or kwargs else 4)
+        assert loaded.precision_policy == model.precision_policy
+        assert loaded.precision_policy.fno_block_precision == "mixed"
+        assert_same_weights(model, loaded)
+
+
+def test_a_narrow_subclass_saved_in_another_precision_than_it_builds_warns_once(tmp_path):
+    """Its constructor takes no policy key: the record cannot keep a precision set since it was
+    built, and the save says so (once per model), naming what it loads with instead."""
+    from neuralop_mp.models.mixed_precision_models import UnrecordedPrecisionWarning
+
+    torch.manual_seed(0)
+    model = _NarrowFNO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.save_checkpoint(tmp_path, "m")  # as built: nothing is lost
+        neuralop_mp.set_precision(model, "half")  # the plugin's class: no warning at the switch
+    with pytest.warns(UnrecordedPrecisionWarning) as caught:
+        model.save_checkpoint(tmp_path, "m")
+    (warning,) = caught
+    message = str(warning.message)
+    assert ("NarrowFNO's constructor does not take fno_block_precision" in message
+            and "fno_block_precision='half' (it loads with 'mixed')" in message and "half_dtype" not in message
+            and warning.filename == __file__), message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.state_dict()  # once per model
+    assert neuralop_mp.load_model(tmp_path, "m").precision_policy.fno_block_precision == "mixed"
+
+
 def test_a_precision_an_upstream_checkpoint_would_lose_is_warned_once(tmp_path):
     """Upstream's FNO with the plugin's layers, switched after it was built: its checkpoint
     loads in the constructor's precision, and the warning says what is lost and which class

@@ -311,3 +311,104 @@ def test_temporary_switches_held_by_generators_may_end_in_any_order():
             warnings.simplefilter("always")
             neuralop_mp.set_precision(model, "half")
         assert len(lost_warnings(caught)) == 1
+
+
+@pytest.mark.parametrize("temporary", [lambda m: neuralop_mp.precision(m, "half", half_dtype="bfloat16"),
+                                       lambda m: autocast_scope(m, "spectral")], ids=["precision", "autocast_scope"])
+def test_a_change_that_stays_is_warned_when_a_temporary_switch_ends_with_an_error(temporary):
+    """The block's error passes unchanged, and its end check still runs: what stays is warned,
+    the temporary switch itself (restored) is not."""
+    model = upstream_fno()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(KeyError, match="the block's own"):
+            with temporary(model):
+                neuralop_mp.set_spectral_weight_dtype(model, "complex32")  # stays after the block
+                raise KeyError("the block's own")
+    (warning,) = lost_warnings(caught)
+    message = str(warning.message)
+    assert "spectral_weight_dtype='complex32'" in message and warning.filename == __file__, message
+    assert "fno_block_precision" not in message and "autocast_scope" not in message, message
+
+
+def test_an_error_in_a_temporary_switch_is_raised_even_where_its_check_fails():
+    """A warning filtered into an error at the end check of a block that raises does not
+    replace the block's own error (at the end of a block that does not raise, it is raised)."""
+    from neuralop_mp.models.mixed_precision_models import UnrecordedPrecisionWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnrecordedPrecisionWarning)
+        with pytest.raises(KeyError, match="the block's own") as raised:
+            with neuralop_mp.precision(upstream_fno(), "half") as model:
+                neuralop_mp.set_spectral_weight_dtype(model, "complex32")
+                raise KeyError("the block's own")
+        assert raised.value.__context__ is None
+        with pytest.raises(UnrecordedPrecisionWarning):
+            with neuralop_mp.precision(upstream_fno(), "half") as model:
+                neuralop_mp.set_spectral_weight_dtype(model, "complex32")
+
+
+def test_a_temporary_switch_of_a_part_leaves_its_model_checked_at_once():
+    """Deferring a part (fno_blocks) defers the part, not the model it belongs to."""
+    model = upstream_fno()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with neuralop_mp.precision(model.fno_blocks, "full"):
+            neuralop_mp.set_spectral_weight_dtype(model, "complex32")
+            (warning,) = lost_warnings(caught)  # at once, not left to the part's block
+    assert lost_warnings(caught) == [warning] and "spectral_weight_dtype='complex32'" in str(warning.message)
+
+
+def test_the_once_per_model_record_does_not_keep_a_model_alive():
+    import gc
+    import weakref
+
+    model = upstream_fno()
+    with pytest.warns(UserWarning, match=LOST):
+        neuralop_mp.set_precision(model, "mixed")
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None
+    with pytest.warns(UserWarning, match=LOST):  # a new model is warned for itself
+        neuralop_mp.set_precision(upstream_fno(), "mixed")
+
+
+def _fnogno(**kwargs):
+    from neuralop.models import FNOGNO
+
+    torch.manual_seed(0)
+    return FNOGNO(in_channels=1, out_channels=1, gno_coord_dim=2, fno_n_modes=(4, 4), fno_hidden_channels=4,
+                  fno_n_layers=1, gno_channel_mlp_hidden_layers=[8], gno_use_open3d=False,
+                  gno_use_torch_scatter=False, **kwargs)
+
+
+def _gino(**kwargs):
+    from neuralop.models import GINO
+
+    torch.manual_seed(0)
+    return GINO(in_channels=1, out_channels=1, gno_coord_dim=2, fno_n_modes=(4, 4), fno_hidden_channels=4,
+                fno_n_layers=1, gno_use_open3d=False, gno_use_torch_scatter=False, **kwargs)
+
+
+@pytest.mark.parametrize("build", [_fnogno, _gino], ids=["FNOGNO", "GINO"])
+def test_fnognos_and_ginos_recorded_layer_partial_and_stabilizer_are_read(build, tmp_path):
+    """FNOGNO and GINO record their FNO's layer and stabilizer as fno_conv_module and
+    fno_stabilizer: what those rebuild is recorded, and only a change from it is warned."""
+    layer = functools.partial(MixedPrecisionSpectralConv, half_dtype="bfloat16", spectral_weight_dtype="complex32")
+    model = build(fno_conv_module=layer, fno_block_precision="mixed", fno_stabilizer="tanh")
+    built = neuralop_mp.get_precision_policy(model)
+    assert built == neuralop_mp.PrecisionPolicy(fno_block_precision="mixed", half_dtype="bfloat16", stabilizer="tanh",
+                                                spectral_weight_dtype="complex32", autocast_scope="model")
+    with no_lost_warning():
+        neuralop_mp.set_precision(model, "mixed")  # changes nothing
+        neuralop_mp.set_spectral_weight_dtype(model, "complex32")
+    model.save_checkpoint(tmp_path, "m")
+    assert neuralop_mp.get_precision_policy(type(model).from_checkpoint(tmp_path, "m")) == built
+    with pytest.warns(UserWarning, match=LOST) as caught:
+        neuralop_mp.set_precision(model, "half", stabilizer=None)
+    (warning,) = lost_warnings(caught)
+    message = str(warning.message)
+    assert message.count("(it loads with") == 2, message
+    assert ("fno_block_precision='half' (it loads with 'mixed')" in message
+            and "stabilizer=None (it loads with 'tanh')" in message), message

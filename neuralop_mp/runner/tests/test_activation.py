@@ -121,6 +121,18 @@ def test_restored_when_the_block_raises(fake_parts, originals):
     assert not activation.is_enabled()
 
 
+@pytest.mark.parametrize("kwargs", [{"precison": "mixed"}, {"precision": "mixd"}, {"stabilizer": "relu"}])
+def test_enabled_refuses_what_enable_refuses_with_the_same_error(fake_parts, originals, kwargs):
+    with pytest.raises((TypeError, ValueError)) as direct:
+        neuralop_mp.enable(**kwargs)
+    with pytest.raises(type(direct.value)) as scoped:
+        with neuralop_mp.enabled(**kwargs):
+            pass
+    assert str(scoped.value) == str(direct.value) and str(direct.value).startswith(
+        "enable() got an unexpected keyword argument 'precison'" if "precison" in kwargs else "Invalid ")
+    assert not activation.is_enabled()
+
+
 def test_enable_does_not_nest(fake_parts, originals):
     neuralop_mp.enable(precision="mixed")
     try:
