@@ -346,11 +346,11 @@ def warn_unrecorded_precision(model):
             else _lost_settings(recorded.as_dict(), current.as_dict()))
     name = type(model).__name__
     plugin = PLUGIN_MODEL_CLASSES.get(name.lower())
-    keeps = (f"neuralop_mp.{plugin.__name__} (what neuralop_mp.get_model builds for mixed precision)" if plugin
-             else f"the plugin's classes ({', '.join(c.__name__ for c in PLUGIN_MODEL_CLASSES.values())})")
+    keeps = (f"neuralop_mp.{plugin.__name__} (what neuralop_mp.get_model builds for mixed precision) records" if plugin
+             else f"the plugin's classes ({', '.join(c.__name__ for c in PLUGIN_MODEL_CLASSES.values())}) record")
     warnings.warn(
         f"{name} is upstream's class: its checkpoint (save_checkpoint) records only the arguments it was built "
-        f"with, so the precision set on it since is lost: {lost}. {keeps} records the current settings in its "
+        f"with, so the precision set on it since is lost: {lost}. {keeps} the current settings in "
         "checkpoints; or pass them when loading: neuralop_mp.load_model(folder, name, precision_policy=...).",
         UnrecordedPrecisionWarning, stacklevel=stacklevel_outside(_SWITCHING_CODE, [contextlib.__file__]))
     return True
