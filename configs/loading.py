@@ -8,7 +8,9 @@ config is rejected with the closest valid keys, before zencfg sees it.
 """
 import copy
 import difflib
+import inspect
 import runpy
+import traceback
 import typing
 from pathlib import Path
 
@@ -35,13 +37,30 @@ def available_configs():
     return sorted(CONFIGS)
 
 
+class ConfigClassNotFound(ValueError):
+    """``path.py:ClassName`` where the file defines no ``ClassName`` (a usage error)."""
+
+
+def _load_class(path, class_name):
+    """zencfg's load of ``class_name`` from the file ``path``. The file not defining it is a
+    :class:`ConfigClassNotFound` (zencfg's own AttributeError, raised in zencfg); an
+    AttributeError the file's code raises while it runs passes as it is."""
+    try:
+        return load_config_from_file(path.parent, path.name, config_name=class_name)
+    except AttributeError as err:
+        innermost = traceback.extract_tb(err.__traceback__)[-1].filename
+        if Path(innermost).resolve().parent != Path(inspect.getfile(load_config_from_file)).resolve().parent:
+            raise
+        raise ConfigClassNotFound(f"{path}: {err}") from None
+
+
 def _load_from_file(spec):
     path, _, class_name = str(spec).partition(":")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Config file not found: {path}")
     if class_name:
-        item = load_config_from_file(path.parent, path.name, config_name=class_name)
+        item = _load_class(path, class_name)
     else:
         item = _default_config_in_file(path)
     config_cls = item if isinstance(item, type) else type(item)
@@ -57,8 +76,8 @@ def _load_from_file(spec):
 def _default_config_in_file(path):
     """``Default`` if the file defines it, else its only TrainConfig subclass."""
     try:
-        return load_config_from_file(path.parent, path.name, config_name="Default")
-    except AttributeError:
+        return _load_class(path, "Default")
+    except ConfigClassNotFound:
         pass
     # list the file's own TrainConfig classes (by running it once under a throwaway
     # name), then load the one found through zencfg like any named class
@@ -73,7 +92,7 @@ def _default_config_in_file(path):
         raise ValueError(
             f"{path}: name the config class as {path}:ClassName (TrainConfig classes found: {names})."
         )
-    return load_config_from_file(path.parent, path.name, config_name=defined[0].__name__)
+    return _load_class(path, defined[0].__name__)
 
 
 def _builtin_name(text):

@@ -199,11 +199,21 @@ def _recorded_overrides(overrides, config):
 # what loading a config raises for a bad CONFIG or --key value: a usage error (exit 2), not a
 # traceback; a config file may fail to import, or lack the class that path.py:ClassName names
 CONFIG_ERRORS = (ValueError, TypeError, FileNotFoundError, AttributeError, ImportError)
+# of those, the kinds a bug raises: a usage error only when the user's side raised them
+# (:func:`_config_error`), a traceback when our code did
+BUG_ERRORS = (AttributeError, ImportError)
+
 
 def _config_error(error, command):
     """:func:`_error` for one of :data:`CONFIG_ERRORS`, naming the line of a user's file (a config
     file that fails while it is imported or built) where the error was raised: without the
-    traceback, a bug there would otherwise be reported with no place."""
+    traceback, a bug there would otherwise be reported with no place.
+
+    One of :data:`BUG_ERRORS` is a usage error only when a user's file raised it (on its own
+    line, or in a library it called: the innermost frame that is no library's is the user's);
+    raised by our own code, it is a bug of ours and is raised again, with its traceback (a
+    class missing from the user's file is a ValueError of the config loader).
+    """
     import sysconfig
     import traceback
 
@@ -212,14 +222,25 @@ def _config_error(error, command):
     # this package's own code and its configs (a folder of their own in a source checkout)
     ours = tuple(str(Path(module.__file__).resolve().parent) for module in (sys.modules[__package__], configs))
     stdlib = str(Path(sysconfig.get_paths()["stdlib"]).resolve())
-    message = str(error)
-    # the innermost frame of a user's file: the error may come from the standard library it called
-    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+
+    def whose(frame):
         path = str(Path(frame.filename).resolve())
-        if (frame.filename.endswith(".py") and not frame.filename.startswith("<")
-                and not path.startswith((*ours, stdlib)) and "site-packages" not in path):
-            message += f" (raised at {frame.filename}:{frame.lineno})"
-            break
+        if path.startswith(ours):
+            return "ours"
+        if (frame.filename.startswith("<") or not frame.filename.endswith(".py") or path.startswith(stdlib)
+                or "site-packages" in path):
+            return "library"  # the standard library (frozen importlib included) or an installed package
+        return "user"
+
+    frames = [(frame, whose(frame)) for frame in reversed(traceback.extract_tb(error.__traceback__))]
+    # the innermost frame of a user's file: the error may come from a library it called
+    user = next((frame for frame, owner in frames if owner == "user"), None)
+    if isinstance(error, BUG_ERRORS):
+        if next((owner for _, owner in frames if owner != "library"), None) != "user":
+            raise error
+    message = str(error)
+    if user is not None:
+        message += f" (raised at {user.filename}:{user.lineno})"
     return _error(message, command)
 
 
@@ -329,10 +350,11 @@ def eval_command(argv):
     try:
         flags, overrides = _pop_flags(args, EVAL_FLAGS)
         folder, _ = find_checkpoint(path)
-        # the run's own overrides come first, section selections included
+        # the run's own overrides come first, section selections included; command.json is read
+        # here only, for the config, the option check and run_evaluation
         source = config_source(folder, flags.get("--config"))
         # built once, and run_evaluation evaluates with it; the option check runs only if the build fails
-        config = _load_checked(lambda: eval_config(folder, flags.get("--config"), overrides, flags.get("--res")),
+        config = _load_checked(lambda: eval_config(source, overrides, flags.get("--res")),
                                overrides, source.spec, EVAL_FLAGS, base=source.overrides)
         threads = flags.get("--threads")
         if threads is None:
@@ -348,7 +370,7 @@ def eval_command(argv):
 
     torch.set_num_threads(threads)
     try:
-        result = run_evaluation(path, spec=flags.get("--config"), config=config, precision=flags.get("--precision"),
+        result = run_evaluation(path, source=source, config=config, precision=flags.get("--precision"),
                                 progress=True)
     except (RunSetupError, CheckpointError, ValueError, FileNotFoundError) as error:
         return _error(str(error), "eval")

@@ -48,20 +48,18 @@ def _grid_sizes(resolutions):
     return sizes
 
 
-def eval_config(folder, spec=None, overrides=(), resolutions=None):
-    """The config of an evaluation, loaded once: the run's own (if ``folder`` has one), else
-    ``spec`` (default ``darcy``; :func:`config_source`), then ``overrides``, then
-    ``resolutions`` as the test resolutions, each with the size and batch size of the
-    config's first test set."""
+def eval_config(source, overrides=(), resolutions=None):
+    """The config of an evaluation, loaded once: ``source``'s (:func:`config_source`: the run's
+    own, else a given or the default config), then ``overrides``, then ``resolutions`` as the
+    test resolutions, each with the size and batch size of the config's first test set."""
     from .configs import load_config
     from .configs.validation import validate_config
 
-    base_spec, base_overrides, _ = config_source(folder, spec)
-    args = [*base_overrides, *overrides]
+    args = [*source.overrides, *overrides]
     if not resolutions:
-        return load_config(base_spec, args)
+        return load_config(source.spec, args)
     resolutions = _grid_sizes(resolutions)
-    config = load_config(base_spec, args, validate=False)
+    config = load_config(source.spec, args, validate=False)
     data = config.data
     data.n_tests = [data.n_tests[0]] * len(resolutions)
     data.test_batch_sizes = [data.test_batch_sizes[0]] * len(resolutions)
@@ -94,7 +92,7 @@ def _model_epoch(folder, name, config):
     stopped before writing it) the lowest test L2 at the training resolution in the history
     of its ``checkpoint/``, else the last epoch."""
     from .run_folder import BEST_MODEL, CHECKPOINT_DIR, read_results
-    from .train_pipeline import best_epoch
+    from .train_report import best_epoch, best_metric_key
     from .training.checkpointing import PRECISION_STATE_FILE, load_weights_only
 
     last = config.opt.n_epochs - 1
@@ -106,12 +104,12 @@ def _model_epoch(folder, name, config):
             history = load_weights_only(folder / CHECKPOINT_DIR / PRECISION_STATE_FILE)["history"]
         except Exception:  # no readable training state: the last epoch, as for the final model
             return last
-        best = best_epoch(history, f"{config.data.train_resolution}_l2")
+        best = best_epoch(history, best_metric_key(config.data.train_resolution))
     return min(int(best["epoch"]), last) if best else last
 
 
 def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision=None, progress=False,
-                   log=print, config=None):
+                   log=print, config=None, source=None):
     """Evaluate the model checkpoint at ``path`` on every test resolution.
 
     Parameters
@@ -122,7 +120,7 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
         Config to take data and settings from instead of the run's own (a built-in
         name or ``path.py[:Class]``). With ``config``, the spec it was built from: it
         still decides whether the config is the run's own (:func:`config_source`), whose
-        model then runs in the precision the run trained in.
+        model then runs in the precision the run trained in. Not with ``source``, which has it.
     overrides : list of str
         ``--key value`` config overrides (``--data.data_root DIR``, ``--device cpu``, ...).
         Not with ``config``, which has them.
@@ -132,9 +130,12 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
         Evaluate in this precision instead of the one the model was trained in (the
         run's last epoch for its final model, its best epoch for ``best_model``).
     config : TrainConfig, optional
-        The config :func:`eval_config` built from ``path``'s folder, ``spec`` and the
-        overrides and resolutions (``neuralop-mp eval`` builds it to check its options),
-        used as it is instead of being loaded again.
+        The config :func:`eval_config` built from ``source`` and the overrides and
+        resolutions (``neuralop-mp eval`` builds it to check its options), used as it is
+        instead of being loaded again.
+    source : ConfigSource, optional
+        :func:`config_source` of ``path``'s folder and ``spec``, for a caller that has read it
+        already (the run's ``command.json`` is then not read again); default: read here.
 
     Returns
     -------
@@ -149,7 +150,7 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     CheckpointError
         For a model file (or its metadata) that cannot be loaded, naming it.
     ValueError
-        For ``config`` given with ``overrides`` or ``resolutions``.
+        For ``config`` given with ``overrides`` or ``resolutions``, or ``source`` with ``spec``.
     """
     from . import build_steps
     from .vocabulary import check_choice, PRECISION_MODES, resolve_half_dtype
@@ -163,11 +164,16 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     checkpoint = folder / f"{name}{STATE_DICT_SUFFIX}"
     if precision is not None:
         precision = check_choice("--precision", precision, PRECISION_MODES)
+    if source is None:  # command.json read once, for the config and for whether it is the run's own
+        source = config_source(folder, spec)
+    elif spec is not None:  # it would be silently ignored: source holds the spec it was read with
+        raise ValueError(f"run_evaluation: give source= or spec={spec!r}, not both: source={source} "
+                         "was read with its spec.")
     if config is None:
-        config = eval_config(folder, spec, overrides, resolutions)
+        config = eval_config(source, overrides, resolutions)
     elif list(overrides) or resolutions:  # they would be silently ignored: config already has its own
         raise ValueError(f"run_evaluation: give config= alone, not with overrides={list(overrides)} or "
-                         f"resolutions={resolutions}: eval_config(folder, spec, overrides, resolutions) "
+                         f"resolutions={resolutions}: eval_config(source, overrides, resolutions) "
                          "builds the config with them.")
     device = resolve_device(config.device)
     model, saved_precision = load_model(checkpoint, mixed_precision_layer=precision not in (None, "full"))
@@ -182,7 +188,7 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     policy = build_steps.precision_policy(config)
     if precision is not None:
         schedule, epoch = PrecisionSchedule.constant(precision), 0
-    elif config_source(folder, spec).run:
+    elif source.run:
         schedule, epoch = _run_schedule(config, saved_precision), _model_epoch(folder, name, config)
     else:  # a model saved elsewhere: the precision its file records (stabilizer and half type), without autocast
         schedule, epoch = PrecisionSchedule.constant(saved_precision["mode"], autocast=False,

@@ -114,25 +114,27 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
     CheckpointError
         For a file that torch cannot read (truncated, overwritten) or weights that do not
         fit the model its metadata records, naming the file
-        (:func:`~neuralop_mp.training.checkpointing.load_torch_files`).
+        (:func:`~neuralop_mp.training.checkpointing.load_torch_files`). An error the
+        model's constructor raises (a subclass's own) is no fault of the files: it passes
+        as it is.
     """
     from .layers.precision_switch import mixed_precision_layers
-    from .models.checkpoints import load_model as load_checkpoint
+    from .models.checkpoints import build_model, read_checkpoint_metadata
 
     folder, name = find_checkpoint(path)
     metadata_path = folder / f"{name}{METADATA_SUFFIX}"
     if not metadata_path.is_file():
         raise FileNotFoundError(f"{metadata_path} is missing: save_checkpoint writes it next to "
                                 f"{name}{STATE_DICT_SUFFIX}, and the model cannot be rebuilt without it.")
-
-    def load():
-        model = load_checkpoint(folder, name, map_location=map_location)
-        if mixed_precision_layer and not mixed_precision_layers(model):
-            model = load_checkpoint(folder, name, precision_policy="full", map_location=map_location)
-        return model
-
-    model = load_torch_files(load, folder / f"{name}{STATE_DICT_SUFFIX}", metadata_path,
-                             context=f"Cannot load the model from {folder}")
+    context = f"Cannot load the model from {folder}"
+    weights = folder / f"{name}{STATE_DICT_SUFFIX}"
+    metadata = load_torch_files(lambda: read_checkpoint_metadata(folder, name), metadata_path, context=context)
+    # built outside load_torch_files: an error of the constructor (a subclass's own) is no fault of the files
+    model = build_model(metadata)
+    if mixed_precision_layer and not mixed_precision_layers(model):
+        model = build_model(metadata, precision_policy="full")
+    load_torch_files(lambda: model.load_checkpoint(folder, name, map_location=map_location), weights, metadata_path,
+                     context=context)
     return model, model_precision(model)
 
 

@@ -3,19 +3,21 @@
 It adds two things to :class:`~neuralop_mp.MixedPrecisionTrainer` through its
 template methods:
 
-- after each evaluation, when ``best_metric`` (e.g. ``"16_l2"``) is the lowest seen so
-  far, the model is written into the run folder with upstream's ``save_checkpoint``
-  (:func:`neuralop_mp.run_folder.save_model`); the lowest value is taken from the
-  history, so a resumed run keeps comparing against the epochs before the kill;
+- after each evaluation, when the epoch is the best so far by ``best_metric`` (e.g.
+  ``"16_l2"``; :func:`neuralop_mp.train_report.best_epoch`: the lowest finite value, the
+  earliest of equal ones), the model is written into the run folder with upstream's
+  ``save_checkpoint`` (:func:`neuralop_mp.run_folder.save_model`); the earlier values
+  are taken from the history, so a resumed run keeps comparing against the epochs
+  before the kill;
 - after the first few training batches it logs a first estimate of the run's
   duration (training only, from those batches' times), and after the first epoch it
   trains in this process, the expected time of the rest of the run, from that epoch's
   training and evaluation times.
 """
-import math
 import time
 
 from .run_folder import BEST_MODEL, save_model
+from .train_report import best_epoch
 from .training.trainer import MixedPrecisionTrainer
 
 
@@ -135,10 +137,10 @@ class RunFolderTrainer(MixedPrecisionTrainer):
         if value is None:
             raise KeyError(f"best_metric={self.best_metric!r} is not an evaluation key; "
                            f"keys: {', '.join(sorted(metrics))}.")
-        value = float(value)
-        earlier = [h[self.best_metric] for h in self.history
-                   if h.get("epoch") != epoch and h.get(self.best_metric) is not None]
-        best_before = min((v for v in earlier if math.isfinite(v)), default=math.inf)
-        if math.isfinite(value) and value < best_before:
+        # this epoch's value against the history's earlier ones (a resumed run's included), by
+        # the rule that names the run's best epoch
+        earlier = [h for h in self.history if h.get("epoch") != epoch]
+        best = best_epoch([*earlier, {"epoch": epoch, self.best_metric: float(value)}], self.best_metric)
+        if best is not None and best["epoch"] == epoch:
             self.best_files = save_model(self.model, self.run_dir, BEST_MODEL)
             self.best_files["epoch"] = epoch

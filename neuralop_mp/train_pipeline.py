@@ -24,7 +24,6 @@ resolution and writes ``results.json`` and ``loss_curve.png``
 (:mod:`neuralop_mp.train_report`). ``neuralop-mp train`` is a thin shell around it.
 """
 import inspect
-import math
 import time
 import warnings
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ from .models.pointwise_tiles import describe_pointwise_tiles
 from .cpu_allocator import describe_cpu_allocator, set_cpu_allocator
 from . import build_steps
 from .run_setup import RunSetupError, check_writable, resolve_device  # noqa: F401 (resolve_device re-exported)
+from .train_report import best_epoch, best_metric_key
 from .vocabulary import none_if_null, resolve_autocast_scope
 
 
@@ -387,7 +387,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     scheduler = build_scheduler(optimizer, config)
     training_loss, eval_losses = build_losses(config, data_dims(train_loader))
     schedule = build_schedule(config, policy)
-    best_metric = f"{config.data.train_resolution}_l2" if save_best else None
+    best_metric = best_metric_key(config.data.train_resolution) if save_best else None
     trainer = build_trainer(config, model, data_processor, schedule, device, progress=progress, policy=policy,
                             run_dir=out if is_writer else None, best_metric=best_metric,
                             log=_progress_log(log, progress), auto_precision=auto_phases)
@@ -581,23 +581,6 @@ def _resume_command(trainer, out, command, record, **flags):
     # that failed after every saved epoch: this one raises, so the run does not end with a stale record
     if pending:
         write_command(out, *command, **flags)
-
-
-def best_epoch(history, metric):
-    """``{"metric", "value", "epoch"}`` of the lowest finite ``metric`` in the history (the
-    earliest of equal ones), or None when no epoch has one.
-
-    The rule by which :class:`~neuralop_mp.run_trainer.RunFolderTrainer` keeps its best
-    model: an inf or NaN epoch is never best (``min`` would keep a NaN met first).
-    """
-    if metric is None:
-        return None
-    values = [(h[metric], h["epoch"]) for h in history
-              if isinstance(h.get(metric), float) and math.isfinite(h[metric])]
-    if not values:
-        return None
-    value, epoch = min(values)
-    return {"metric": metric, "value": value, "epoch": epoch}
 
 
 def _progress_log(log, progress):

@@ -1,6 +1,9 @@
 """What ``neuralop-mp train`` shows and writes: summary table, results.json, loss curve.
 
-All functions take the result dict of :func:`neuralop_mp.train_pipeline.run_training`.
+Most functions take the result dict of :func:`neuralop_mp.train_pipeline.run_training`.
+:func:`best_epoch` and :func:`best_metric_key` are the one rule of a run's best epoch:
+the epoch whose model the trainer keeps, the report names, and ``eval`` runs in the
+precision of.
 """
 import json
 import math
@@ -117,6 +120,29 @@ def summary_rows(result):
     return rows
 
 
+def best_metric_key(train_resolution):
+    """The evaluation key the best epoch is judged by: the test relative L2 at the training
+    resolution (``"16_l2"``)."""
+    return f"{train_resolution}_l2"
+
+
+def best_epoch(history, metric):
+    """``{"metric", "value", "epoch"}`` of the lowest finite ``metric`` in the history (the
+    earliest of equal ones), or None when no epoch has one.
+
+    The rule by which :class:`~neuralop_mp.run_trainer.RunFolderTrainer` keeps its best
+    model: an inf or NaN epoch is never best (``min`` would keep a NaN met first).
+    """
+    if metric is None:
+        return None
+    values = [(h[metric], h["epoch"]) for h in history
+              if isinstance(h.get(metric), float) and math.isfinite(h[metric])]
+    if not values:
+        return None
+    value, epoch = min(values)
+    return {"metric": metric, "value": value, "epoch": epoch}
+
+
 def best_model_text(result):
     """The summary's "best model" value: the best epoch when its ``best_model`` file was
     written (listed in ``result["files"]``), else that no file was written, and why.
@@ -207,7 +233,7 @@ def plot_loss_curve(history, path, train_resolution):
     epochs = [h.get("epoch", i) for i, h in enumerate(history)]
     series = {
         "train loss": "train_loss",
-        f"test rel. L2 @ {train_resolution}": f"{train_resolution}_l2",
+        f"test rel. L2 @ {train_resolution}": best_metric_key(train_resolution),
         f"test H1 @ {train_resolution}": f"{train_resolution}_h1",
     }
     for label, key in series.items():

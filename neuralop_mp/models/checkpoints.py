@@ -6,6 +6,7 @@ upstream's classes cannot take the plugin's keys. :func:`load_model` reads the
 class name the checkpoint recorded (or takes the class to load into), adapts the
 recorded arguments across upstream's and the plugin's classes, and loads the weights.
 """
+import os
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from neuralop.layers.fno_block import FNOBlocks
 from neuralop.layers.spectral_convolution import SpectralConv
 from neuralop.models.base_model import BaseModel
 
+from ..caller_frames import stacklevel_outside
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..training.checkpointing import METADATA_SUFFIX
@@ -51,7 +53,7 @@ def _for_upstream_class(cls, kwargs):
             f", and without the tanh stabilizer, which {cls.__name__} does not take (it computes another function)")
         warnings.warn(f"Loading a checkpoint saved with {policy} into upstream's {cls.__name__}: it runs in full "
                       f"precision with complex64 weights{dropped} (load it into the plugin's class to keep the "
-                      "settings).", stacklevel=3)
+                      "settings).", stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
     for key, value in list(kwargs.items()):
         if isinstance(value, type) and issubclass(value, MixedPrecisionSpectralConv):
             kwargs[key] = SpectralConv
@@ -76,6 +78,45 @@ def _policy_changes(precision_policy):
         return PrecisionPolicy.coerce(precision_policy).as_dict()  # raises, naming what it accepts
     validated = PrecisionPolicy.coerce(changes).as_dict()  # checks each value and refuses unknown keys
     return {key: validated[key] for key in changes}
+
+
+def build_model(metadata, model_class=None, *, precision_policy=None):
+    """The model that a checkpoint's recorded constructor arguments build, without its weights.
+
+    The half of :func:`load_model` that runs no file read: callers that report unreadable
+    files (``neuralop_mp.run_folder.load_model``) read the metadata and load the weights
+    under their own checks and let an error of the constructor pass as it is.
+
+    Parameters
+    ----------
+    metadata : dict
+        What :func:`read_checkpoint_metadata` returns.
+    model_class, precision_policy
+        As for :func:`load_model`.
+    """
+    kwargs = dict(metadata)
+    saved_name = str(kwargs.get("_name", ""))
+    args = kwargs.pop("args", ())
+    for key in _RECORD_ONLY:
+        kwargs.pop(key, None)
+    if model_class is None:
+        model_class = saved_name
+    if isinstance(model_class, str):
+        registry = BaseModel._models
+        if model_class.lower() not in registry:
+            raise ValueError(f"Invalid model_class={model_class!r}; registered models: {', '.join(sorted(registry))}.")
+        model_class = registry[model_class.lower()]
+    kwargs = positional_named(model_class, args, kwargs)
+    if precision_policy is not None:
+        if model_class in BaseModel._models.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
+            model_class = PLUGIN_MODEL_CLASSES.get(model_class.__name__.lower(), model_class)
+        if model_class not in PLUGIN_MODEL_CLASSES.values():
+            raise ValueError(f"precision_policy needs one of the plugin's classes, not {model_class.__name__}.")
+        kwargs.update(_policy_changes(precision_policy))
+    saved_class = BaseModel._models.get(saved_name.lower())
+    if saved_class in PLUGIN_MODEL_CLASSES.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
+        kwargs = _for_upstream_class(model_class, kwargs)
+    return model_class(**kwargs)
 
 
 def load_model(save_folder, save_name, model_class=None, *, precision_policy=None, map_location=None):
@@ -117,28 +158,7 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     (not those saved before they did); for upstream's own classes it can only be fixed in
     neuraloperator (``BaseModel.__new__``), and this function is the way to load them.
     """
-    kwargs = dict(read_checkpoint_metadata(save_folder, save_name))
-    saved_name = str(kwargs.get("_name", ""))
-    args = kwargs.pop("args", ())
-    for key in _RECORD_ONLY:
-        kwargs.pop(key, None)
-    if model_class is None:
-        model_class = saved_name
-    if isinstance(model_class, str):
-        registry = BaseModel._models
-        if model_class.lower() not in registry:
-            raise ValueError(f"Invalid model_class={model_class!r}; registered models: {', '.join(sorted(registry))}.")
-        model_class = registry[model_class.lower()]
-    kwargs = positional_named(model_class, args, kwargs)
-    if precision_policy is not None:
-        if model_class in BaseModel._models.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
-            model_class = PLUGIN_MODEL_CLASSES.get(model_class.__name__.lower(), model_class)
-        if model_class not in PLUGIN_MODEL_CLASSES.values():
-            raise ValueError(f"precision_policy needs one of the plugin's classes, not {model_class.__name__}.")
-        kwargs.update(_policy_changes(precision_policy))
-    saved_class = BaseModel._models.get(saved_name.lower())
-    if saved_class in PLUGIN_MODEL_CLASSES.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
-        kwargs = _for_upstream_class(model_class, kwargs)
-    model = model_class(**kwargs)
+    model = build_model(read_checkpoint_metadata(save_folder, save_name), model_class,
+                        precision_policy=precision_policy)
     model.load_checkpoint(save_folder, save_name, map_location=map_location)
     return model

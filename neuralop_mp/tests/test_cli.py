@@ -462,6 +462,76 @@ def test_an_error_raised_inside_a_config_file_names_its_line(monkeypatch, tmp_pa
     assert not seen
 
 
+_HEAD = "from neuralop_mp.configs import DarcyConfig\n\n\nclass Mine(DarcyConfig):\n    name: str = 'mine'\n"
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+@pytest.mark.parametrize("source, line, fragment", [
+    (_HEAD + "\n\nimport os\nX = os.path.no_such_thing\n", 9, "has no attribute 'no_such_thing'"),
+    ("import not_a_module_xyz\n" + _HEAD, 1, "No module named 'not_a_module_xyz'"),
+    # raised inside the standard library's importlib, named at the user's line that called it
+    (_HEAD + "\n\nimport importlib\nimportlib.import_module('not_a_module_xyz')\n", 9,
+     "No module named 'not_a_module_xyz'"),
+    ("from neuralop_mp.configs import DarcyConfig, NoSuchConfig\n", 1, "cannot import name 'NoSuchConfig'"),
+    # in the config class itself, while our load_config builds it
+    (_HEAD + "\n    def __init__(self, *args, **kwargs):\n        super().__init__(*args, **kwargs)\n"
+     "        self.extra = self.no_such_field\n", 9, "has no attribute 'no_such_field'"),
+])
+def test_an_attribute_or_import_error_of_a_config_file_is_a_usage_error_naming_its_line(
+        monkeypatch, tmp_path, capsys, command, source, line, fragment):
+    """A bad attribute or a missing module in the user's config file: exit 2, one line naming
+    the file and line, no traceback (an AttributeError or ImportError of our own code raises)."""
+    seen = _fake_training(monkeypatch)
+    (tmp_path / "mine.py").write_text(source)
+    (tmp_path / "model_state_dict.pt").write_bytes(b"")  # found, never loaded: the config fails first
+    spec = f"{tmp_path}/mine.py:Mine"
+    assert cli.main(["train", spec] if command == "train" else ["eval", str(tmp_path), "--config", spec]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"neuralop-mp {command}: error: ") and fragment in err, err
+    assert f"(raised at {tmp_path}/mine.py:{line})" in err and "Traceback" not in err, err
+    assert not seen
+
+
+def _innermost_own_frame(error):
+    """The innermost frame of the traceback outside the standard library and installed packages."""
+    import sysconfig
+    import traceback
+
+    stdlib = sysconfig.get_paths()["stdlib"]
+    return next(frame for frame in reversed(traceback.extract_tb(error.__traceback__))
+                if not frame.filename.startswith(("<", stdlib)) and "site-packages" not in frame.filename)
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_an_attribute_error_of_our_own_config_code_raises_with_its_traceback(monkeypatch, tmp_path, command):
+    """A bug in the plugin's config loading (here: its ``copy`` module without ``deepcopy``) is no
+    config error of the user's: it raises with its traceback instead of one line without a place."""
+    from neuralop_mp.configs import loading
+
+    seen = _fake_training(monkeypatch)
+    (tmp_path / "model_state_dict.pt").write_bytes(b"")
+    monkeypatch.setattr(loading, "copy", types.SimpleNamespace())
+    with pytest.raises(AttributeError, match="deepcopy") as raised:
+        cli.main(["train", "darcy"] if command == "train" else ["eval", str(tmp_path), "--config", "darcy"])
+    frame = _innermost_own_frame(raised.value)
+    assert frame.filename == loading.__file__ and frame.name == "select_sections"
+    assert not seen
+
+
+def test_an_import_error_of_our_own_code_in_the_config_step_raises_with_its_traceback(monkeypatch):
+    """An import of ours that fails while ``train`` sets its config up (here: a name gone from
+    run_folder, which command.json's overrides are written with) is a bug of ours: it raises
+    instead of being reported as a config error."""
+    from neuralop_mp import run_folder
+
+    seen = _fake_training(monkeypatch)
+    monkeypatch.delattr(run_folder, "override_tokens")
+    with pytest.raises(ImportError, match="override_tokens") as raised:
+        cli.main(["train", "darcy"])
+    assert Path(_innermost_own_frame(raised.value).filename).parent == Path(cli.__file__).parent
+    assert not seen
+
+
 def test_an_override_value_starting_with_dashes_is_recorded_as_one_token_that_reads_back(monkeypatch):
     """``--name=--exp``: command.json holds ``--name=--exp``, not the pair ``--name --exp``, which
     parse_overrides reads as --name missing its value (so eval and --resume of the run failed)."""

@@ -3,6 +3,7 @@
 file holds it. Small real runs on four random 8x8 samples (a second each)."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from neuralop_mp import cli
 from neuralop_mp import configs
 from neuralop_mp import train_pipeline as pipeline
 from neuralop_mp.configs import load_config
+from neuralop_mp.run_folder import COMMAND_FILE
 from neuralop_mp.train_pipeline import best_epoch
 from neuralop_mp.train_report import best_model_text, no_best_model_reason
 
@@ -69,6 +71,26 @@ def test_eval_builds_its_config_once_and_evaluates_the_run_with_it(tiny_run, mon
                                                                              else ([8], [4], [4]))
     trained = json.loads((out / "results.json").read_text())
     assert json.loads(json_path.read_text())["metrics"] == trained["metrics"]  # bit for bit
+
+
+def test_eval_reads_the_runs_command_json_once(tiny_run, monkeypatch, capsys):
+    """One read of the run's record for a whole `eval`, through the CLI: it was read three times
+    (for the option check, for the config, and for whether the config is the run's own)."""
+    out, _ = tiny_run
+    reads, read_text = [], Path.read_text
+
+    def counted(self, *args, **kwargs):
+        if self.name == COMMAND_FILE:
+            reads.append(self)
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    json_path = out.parent / "eval.json"
+    assert cli.main(["eval", str(out), "--json", str(json_path)]) == 0, capsys.readouterr().err
+    assert reads == [out / COMMAND_FILE]
+    # still evaluated as the run's own config: its errors, bit for bit
+    trained = json.loads((out / "results.json").read_text())
+    assert json.loads(json_path.read_text())["metrics"] == trained["metrics"]
 
 
 def test_a_resume_from_a_truncated_optimizer_file_is_an_error_naming_it(tiny_run, capsys):

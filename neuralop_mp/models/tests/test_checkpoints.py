@@ -303,8 +303,9 @@ def test_upstream_checkpoint_loads_into_ours(tmp_path):
 def test_our_checkpoint_loads_into_upstream_and_back(tmp_path):
     ours = build("fno", **NON_DEFAULT["fno"])
     ours.save_checkpoint(tmp_path, "ours")
-    with pytest.warns(UserWarning, match="runs in full precision"):
+    with pytest.warns(UserWarning, match="runs in full precision") as caught:
         upstream = neuralop_mp.load_model(tmp_path, "ours", model_class=FNO)
+    assert caught[0].filename == __file__  # the caller's line, not the loader's
     assert type(upstream) is FNO
     assert all(type(m).__name__ == "SpectralConv" for m in upstream.fno_blocks.convs)
     assert_same_weights(ours, upstream, cast=torch.complex64)  # complex32 -> complex64 is exact
