@@ -2,11 +2,11 @@
 
 Between GPU sessions, what a change does to a GPU step's memory can be counted on a CPU:
 the model is built as ``neuralop-mp bench gpu`` builds it, and the choices the plugin
-makes from the device are forced to a GPU's (:func:`gpu_choices`): the pointwise work
+makes from the device are forced to a GPU's
+(:func:`~neuralop_mp.layers.product_paths.force_device_choices`): the pointwise work
 on the whole grid with upstream's modules and the lifting and projection recomputed in
-backward (:func:`~neuralop_mp.models.pointwise_tiles.force_device_choices`), the
-spectral product's path (16-bit matrix products; TFNO's rebuilt dense weight), FFTs
-along the last axis, autocast over the whole model. The forward is then counted by
+backward, the spectral product's path (16-bit matrix products; TFNO's rebuilt dense
+weight), FFTs along the last axis; and autocast over the whole model. The forward is then counted by
 :class:`~neuralop_mp.peak_memory.PeakTensorBytes` (parameters excluded): its peak and
 what it leaves alive for backward. The GPU's ``torch.cuda.max_memory_allocated`` also
 holds cuFFT's work areas and the allocator's rounding, which this does not see: compare
@@ -18,35 +18,13 @@ Usage (the figures in docs/benchmarks.md, "GPU campaign"):
 ``python benchmarks/forward_peak_gpu_choices.py --arch FNO --res 256 --batch 4``
 """
 import argparse
-import contextlib
-from unittest import mock
 
 import torch
 
 from neuralop_mp.bench.gpu import VARIANTS, build
-from neuralop_mp.layers import spectral_conv, truncated_fft
 from neuralop_mp.layers.autocast_scope import set_autocast_scope
-from neuralop_mp.layers.product_paths import choose_product_path
-from neuralop_mp.models.pointwise_tiles import force_device_choices
+from neuralop_mp.layers.product_paths import force_device_choices
 from neuralop_mp.peak_memory import PeakTensorBytes
-
-
-@contextlib.contextmanager
-def gpu_choices():
-    """What the plugin does on a GPU, here, within the ``with`` block: no tiles, upstream's
-    1x1 modules, the lifting and projection recomputed, the spectral product's path chosen
-    for CUDA (its 16-bit matrix units; TFNO's rebuilt dense weight: a CPU's path keeps
-    float32 temporaries and, for TFNO, the factorized plan, which count differently), FFTs
-    along the last axis."""
-    def on_cuda(kind, separable, mode, half, device, shapes=None):
-        return choose_product_path(kind, separable, mode, half, "cuda", shapes)
-
-    previous = truncated_fft.set_last_axis_transform("fft")
-    try:
-        with force_device_choices("cuda"), mock.patch.object(spectral_conv, "choose_product_path", on_cuda):
-            yield
-    finally:
-        truncated_fft.set_last_axis_transform(previous)
 
 
 def count(arch, variant, res, batch, hidden=64, modes=32):
@@ -76,7 +54,8 @@ def main(argv=None):
     by_name = {v.name: v for v in VARIANTS}
     torch.set_num_threads(1)
     for name in names:
-        with gpu_choices():
+        # a CPU's spectral path would keep float32 temporaries and, for TFNO, the factorized plan
+        with force_device_choices("cuda"):
             peak, kept = count(args.arch, by_name[name], args.res, args.batch)
         print(f"{args.arch} {args.res}^2 batch {args.batch}, {name}: forward peak {peak / 2**20:.1f} MiB, "
               f"kept at its end {kept / 2**20:.1f} MiB (parameters excluded)")

@@ -28,7 +28,11 @@ factorized weights the input shape then decides between the pairwise plan and th
 rebuilt weight (a rule on multiply-add counts, cached per shape); every
 layer records the path of its last forward, which :func:`model_product_paths`
 reports.
+
+The device these choices are made for can be forced (:func:`force_device_choices`), for tests and
+benchmarks: a GPU's choices counted on a CPU.
 """
+import contextlib
 import dataclasses
 import functools
 import warnings
@@ -50,6 +54,39 @@ FLOAT32_PAIRWISE_PEAK_SLACK = 1.1
 _SLACK_WHY = f" (or, within {FLOAT32_PAIRWISE_PEAK_SLACK - 1:.0%} of them, the fewest FLOPs)"
 
 _warned = set()
+_forced = {"device_type": None}  # set by force_device_choices
+
+
+@contextlib.contextmanager
+def force_device_choices(device_type):
+    """Within the ``with`` block, the plugin's choices made from a tensor's device answer as on
+    ``device_type``, whatever device the tensors are on: the spectral product's path
+    (:func:`choose_product_path`: kernel, compute dtype, TFNO's rebuilt weight), how the
+    truncated inverse's last axis runs (:mod:`.truncated_fft`: the DFT-block matmul is CPU-only)
+    and the pointwise work's (:mod:`neuralop_mp.models.pointwise_tiles`: tiles, 1x1 convolutions
+    as matrix products, recompute of the lifting and projection). For tests and benchmarks:
+    "cuda" on a CPU gives what a GPU step does. Choices that need the hardware itself keep the
+    tensor's device: cuFFT's float16 transforms, the CPU's 16-bit matrix products of the
+    pointwise work, the dense product's mode chunks, and ``half_dtype="auto"``. Blocks nest; the
+    previous setting is restored on exit, an exception's included.
+
+    Parameters
+    ----------
+    device_type : str or torch.device
+        A device type ("cpu", "cuda", ...) or a device (its type is taken).
+    """
+    previous = _forced["device_type"]
+    _forced["device_type"] = torch.device(device_type).type
+    try:
+        yield
+    finally:
+        _forced["device_type"] = previous
+
+
+def choice_device_type(device):
+    """The device type that choices for a tensor on ``device`` are made for: the one
+    :func:`force_device_choices` forces, else ``device``'s."""
+    return _forced["device_type"] or torch.device(device).type
 
 
 @dataclass(frozen=True)
@@ -125,6 +162,7 @@ def choose_product_path(kind, separable, mode, half, device, shapes=None):
     half : torch.dtype or None
         16-bit type of the product (ignored in "full").
     device : torch.device or str
+        The product's device; :func:`force_device_choices` overrides its type.
     shapes : sequence of tuple of int, optional
         Shapes of the kept spectrum and of the weight operands. For a factorized,
         non-separable weight they decide between its pairwise plan and rebuilding
@@ -132,7 +170,7 @@ def choose_product_path(kind, separable, mode, half, device, shapes=None):
         (:func:`~.rebuilt_weight.rebuild_pays`, a rule on multiply-add counts:
         the same choice on every run); without them the pairwise plan is kept.
     """
-    device_type = torch.device(device).type
+    device_type = choice_device_type(device)
     if mode != "full" and half == torch.float16 and device_type == "cpu" and not native_half_matmul(half, "cpu"):
         _warn_float16_cpu_once()
     half = None if mode == "full" else half

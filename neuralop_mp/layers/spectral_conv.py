@@ -420,16 +420,17 @@ class MixedPrecisionSpectralConv(SpectralConv):
         if half == torch.float16:
             shift = max(0, forward_norm_exponent(self.fft_norm, math.prod(spatial)) - FLOAT16_HEADROOM_BITS)
         # real data in float32: transform only the kept modes (truncated_fft); complex
-        # data and cuFFT's float16 transforms take the whole spectrum, as upstream does
+        # data and cuFFT's float16 transforms take the whole spectrum, as upstream does.
+        # The power of two rides on tensors the transforms make anyway (exact: the same numbers)
         truncated = not self.complex_data and not fft_half
         if truncated:
-            x_kept = truncated_rfftn(x, fft_dims, kept, norm=self.fft_norm)
+            x_kept = truncated_rfftn(x, fft_dims, kept, norm=self.fft_norm, scale=2.0 ** -shift)
         elif fft_half:
             x_kept = self._float16_kept_spectrum(x, fft_dims, fft_size, kept, shift)
         else:
             x_kept = self._full_spectrum(x, fft_dims, self.fft_norm)[self._mode_slices(fft_size, kept)]
-        if shift and not fft_half:
-            x_kept = x_kept * 2.0 ** -shift
+            if shift:  # a scaled copy of the block, which lets the whole spectrum it views go
+                x_kept = x_kept * 2.0 ** -shift
         # the widened input (a full-grid float32 copy, or tanh's output) is not needed past
         # the FFT: released here rather than when forward returns, it is not alive during
         # the inverse transform, where the H200 runs put our forward's peak (1 GiB per layer
@@ -480,13 +481,14 @@ class MixedPrecisionSpectralConv(SpectralConv):
             out = out.to(torch.float16 if fft_half else torch.float32)
             out_kept = torch.view_as_complex(out.contiguous())
 
-        if shift and not fft_half:  # the product's result back to fft_norm's scale, in float32: exact
-            out_kept = out_kept * 2.0 ** shift
+        # the product's result back to fft_norm's scale, in float32 (exact), on a tensor made
+        # anyway: the bias's copy of the block, or the truncated inverse's first scatter
+        back = 2.0 ** shift
         bias_in_spectrum = truncated and self.bias is not None and self.bias.numel() == self.out_channels
         if bias_in_spectrum:
-            out_kept = self._plus_bias_at_zero_frequency(out_kept, out_spatial)
+            out_kept, back = self._plus_bias_at_zero_frequency(out_kept, out_spatial, back), 1.0
         if truncated:
-            y, choice = truncated_irfftn(out_kept, fft_dims, spatial, out_spatial, norm=self.fft_norm,
+            y, choice = truncated_irfftn(out_kept, fft_dims, spatial, out_spatial, norm=self.fft_norm, scale=back,
                                          return_choice=True)
             self.last_product_path.update(_last_axis_fields(choice))
         elif fft_half:
@@ -498,7 +500,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
             scale = 2.0 ** shift / zero_frequency_scale(self.fft_norm, math.prod(out_spatial))
             if scale != 1:
                 y = y * scale
-        else:
+        else:  # complex data: a scaled copy (in the whole spectrum, its gradient would be whole too)
+            out_kept = out_kept * back if back != 1 else out_kept
             y = self._inverse_of_full_spectrum(out_kept, fft_size, kept, fft_dims, out_spatial, self.fft_norm)
         if self.bias is not None and not bias_in_spectrum:
             y = y + self.bias
@@ -527,18 +530,19 @@ class MixedPrecisionSpectralConv(SpectralConv):
                               x, *spectral_weight_parameters(self))
         return y if self.bias is None else y + self.bias
 
-    def _plus_bias_at_zero_frequency(self, out_kept, out_spatial):
-        """``out_kept`` with the bias added to its zero frequency, scaled so that the inverse
-        transform adds ``bias`` at every output point: the sum ``y + bias`` up to float32
-        rounding, without a full-grid addition and its full-grid result in forward (alive with
-        ``y`` at the end of the layer, the forward's peak on a GPU) or a full-grid sum for
-        the bias's gradient in backward (it is the zero frequency's gradient, scaled)."""
+    def _plus_bias_at_zero_frequency(self, out_kept, out_spatial, scale=1.0):
+        """``scale * out_kept`` (scaled in the copy made for the bias) with the bias added to its
+        zero frequency, scaled so that the inverse transform adds ``bias`` at every output point:
+        the sum ``y + bias`` up to float32 rounding, without a full-grid addition and its
+        full-grid result in forward (alive with ``y`` at the end of the layer, the forward's peak
+        on a GPU) or a full-grid sum for the bias's gradient in backward (it is the zero
+        frequency's gradient, scaled)."""
         # what the inverse transform divides by: ``points`` ("backward"), its root ("ortho"), 1 ("forward")
-        scale = zero_frequency_scale(self.fft_norm, math.prod(out_spatial))
+        zero_scale = zero_frequency_scale(self.fft_norm, math.prod(out_spatial))
         # the kept modes are centred on zero along the shifted axes, first along the last one
         zero = (slice(None), slice(None), *[kept // 2 for kept in out_kept.shape[2:-1]], 0)
-        out_kept = out_kept.clone()
-        out_kept[zero] += self.bias.reshape(self.out_channels) * scale
+        out_kept = out_kept * scale if scale != 1 else out_kept.clone()
+        out_kept[zero] += self.bias.reshape(self.out_channels) * zero_scale
         return out_kept
 
     def _float16_kept_spectrum(self, x, fft_dims, fft_size, kept, shift):

@@ -39,7 +39,8 @@ of it: both costs grow with the rows alike) and the faster one is kept for that 
 transforms of fewer than :data:`TIMED_MIN_POINTS` points are not worth a timing and are
 FFTs (the same numbers on every run there), as is every transform under
 ``torch.use_deterministic_algorithms(True)``. The forward transform is always an FFT
-(matmul 13.9 against FFT 8.1 ms on the AVX2 CPU). Other devices keep the FFT.
+(matmul 13.9 against FFT 8.1 ms on the AVX2 CPU). Other devices keep the FFT, as does a CPU
+where :func:`~.product_paths.force_device_choices` forces another device's choices.
 
 References
 ----------
@@ -53,6 +54,8 @@ import time
 from typing import Optional, Tuple
 
 import torch
+
+from .product_paths import choice_device_type
 
 # the adjoint of an FFT with one normalisation is the inverse FFT with the other
 _ADJOINT_NORM = {"forward": "backward", "backward": "forward", "ortho": "ortho", None: "forward"}
@@ -72,9 +75,11 @@ class _AxisModes:
         self.freqs = tuple(kept_frequencies(size, kept))
         self.index = torch.tensor(self.freqs, device=device, dtype=torch.long)
 
-    def scatter(self, z, dim, length):
+    def scatter(self, z, dim, length, scale=1.0):
         """``z`` placed at these frequencies along ``dim`` of a zero tensor of ``length``;
-        frequencies at or past ``length`` are dropped (the trimming ``ifft(n=length)`` does)."""
+        frequencies at or past ``length`` are dropped (the trimming ``ifft(n=length)`` does).
+        Times ``scale``, on the new tensor in place: for a power of two, the numbers of
+        scaling ``z`` first, without a copy of it."""
         index = self.index
         if max(self.freqs) >= length:
             inside = [j for j, f in enumerate(self.freqs) if f < length]
@@ -82,7 +87,8 @@ class _AxisModes:
             index = torch.tensor([self.freqs[j] for j in inside], device=z.device, dtype=torch.long)
         shape = list(z.shape)
         shape[dim] = length
-        return z.new_zeros(shape).index_copy_(dim, index, z)
+        placed = z.new_zeros(shape).index_copy_(dim, index, z)
+        return placed.mul_(scale) if scale != 1 else placed
 
     def gather(self, g, dim):
         """``g`` at these frequencies along ``dim``; zero past ``g``'s end (modes the
@@ -225,8 +231,9 @@ def _by_matmul(way, dim, length, kept, t, norm):
 
 def _decision(way, rows, length, kept, norm, dtype, device):
     """The :class:`LastAxisChoice` for the last-axis map ``way`` of ``rows`` rows; an "auto"
-    choice not yet timed for this shape is timed here."""
-    if device.type != "cpu" or length < MATMUL_MIN_RATIO * kept:
+    choice not yet timed for this shape is timed here. Off a CPU (or where
+    :func:`~.product_paths.force_device_choices` forces another device type), an FFT."""
+    if choice_device_type(device) != "cpu" or length < MATMUL_MIN_RATIO * kept:
         return LastAxisChoice(False)
     transform = _setting["transform"]
     if transform == "auto" and torch.are_deterministic_algorithms_enabled():
@@ -386,59 +393,72 @@ def _irfft_columns_adjoint(grad, dim, columns, norm):
     return _irfft_adjoint_by_fft(grad, dim, columns, norm)
 
 
-def _analysis(x, dims, kept, axes, norm):
+def _analysis(x, dims, kept, axes, norm, scale=1.0):
     """rfft along the last axis, keep its first ``kept[-1]`` columns, then transform and
-    gather the kept frequencies along each other axis."""
+    gather the kept frequencies along each other axis; the block times ``scale``."""
     z = _rfft_columns(x, dims[-1], kept[-1], norm)
     for dim, modes in zip(dims[:-1], axes):
         z = torch.fft.fft(z, dim=dim, norm=norm).index_select(dim, modes.index)
+    if scale != 1:
+        # the gathered block is new: scaled in place. Along the last axis alone it is a view
+        # of the whole rfft, which its scaled copy lets go.
+        z = z.mul_(scale) if len(dims) > 1 else z * scale
     return z
 
 
-def _synthesis(z, dims, out_sizes, axes, norm, by_matmul):
+def _synthesis(z, dims, out_sizes, axes, norm, by_matmul, scale=1.0):
     """Scatter and inverse-transform along each non-last axis, then irfft along the last
-    (``irfft(n=...)`` zero-pads the missing columns itself; the DFT-block matmul if ``by_matmul``)."""
+    (``irfft(n=...)`` zero-pads the missing columns itself; the DFT-block matmul if ``by_matmul``),
+    of ``scale`` times ``z``: applied to the first scattered tensor, which is new anyway."""
     for dim, modes, length in zip(dims[:-1], axes, out_sizes[:-1]):
-        z = torch.fft.ifft(modes.scatter(z, dim, length), dim=dim, norm=norm)
+        z = torch.fft.ifft(modes.scatter(z, dim, length, scale), dim=dim, norm=norm)
+        scale = 1.0
+    if scale != 1:  # along the last axis alone: no new tensor before the irfft
+        z = z * scale
     return _irfft_columns(z, dims[-1], out_sizes[-1], norm, by_matmul)
 
 
 class _TruncatedRFFTN(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dims, kept, axes, norm):
-        ctx.meta = (x.shape, x.dtype, dims, axes, norm)
-        return _analysis(x, dims, kept, axes, norm)
+    def forward(ctx, x, dims, kept, axes, norm, scale):
+        ctx.meta = (x.shape, x.dtype, dims, axes, norm, scale)
+        return _analysis(x, dims, kept, axes, norm, scale)
 
     @staticmethod
     def backward(ctx, grad):
-        shape, dtype, dims, axes, norm = ctx.meta
+        shape, dtype, dims, axes, norm, scale = ctx.meta
         adjoint = _ADJOINT_NORM[norm]
         z = grad
         for dim, modes in zip(dims[:-1], axes):
-            z = torch.fft.ifft(modes.scatter(z, dim, shape[dim]), dim=dim, norm=adjoint)
+            # the scale on the first scattered tensor: new anyway
+            z = torch.fft.ifft(modes.scatter(z, dim, shape[dim], scale), dim=dim, norm=adjoint)
+            scale = 1.0
+        if scale != 1:  # along the last axis alone
+            z = z * scale
         # the FFT adjoint scales some columns in place: autograd's own gradient is not ours to change
         return (_rfft_columns_adjoint(z, dims[-1], shape[dims[-1]], norm, owned=z is not grad).to(dtype),
-                None, None, None, None)
+                None, None, None, None, None)
 
 
 class _TruncatedIRFFTN(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, dims, out_sizes, axes, norm, by_matmul):
-        ctx.meta = (z.shape, dims, out_sizes, axes, norm)
-        return _synthesis(z, dims, out_sizes, axes, norm, by_matmul)
+    def forward(ctx, z, dims, out_sizes, axes, norm, by_matmul, scale):
+        ctx.meta = (z.shape, dims, out_sizes, axes, norm, scale)
+        return _synthesis(z, dims, out_sizes, axes, norm, by_matmul, scale)
 
     @staticmethod
     def backward(ctx, grad):
-        z_shape, dims, out_sizes, axes, norm = ctx.meta
+        z_shape, dims, out_sizes, axes, norm, scale = ctx.meta
         adjoint = _ADJOINT_NORM[norm]
         g = _irfft_columns_adjoint(grad, dims[-1], z_shape[dims[-1]], norm)
         for dim, modes in zip(dims[:-1], axes):
             g = modes.gather(torch.fft.fft(g, dim=dim, norm=adjoint), dim)
-        return g, None, None, None, None, None
+        # g is new (a gather, or a view of the last axis's new transform): scaled in place
+        return g.mul_(scale) if scale != 1 else g, None, None, None, None, None, None
 
 
-def truncated_rfftn(x, dims, kept, norm="backward"):
-    """The kept block of ``torch.fft.rfftn(x, dim=dims, norm=norm)``, modes centred.
+def truncated_rfftn(x, dims, kept, norm="backward", *, scale=1.0):
+    """The kept block of ``torch.fft.rfftn(x, dim=dims, norm=norm)``, modes centred, times ``scale``.
 
     Parameters
     ----------
@@ -451,6 +471,11 @@ def truncated_rfftn(x, dims, kept, norm="backward"):
         Modes kept per axis: along the last axis its first ``kept[-1]`` frequencies,
         along each other axis ``kept`` frequencies centred on zero, in fftshifted order.
     norm : {"backward", "forward", "ortho"}
+    scale : float, default 1.0
+        Multiplies the block (and the gradient on its way back), on tensors the transform
+        makes anyway: no block-sized copy for it, except that of a last-axis-only block,
+        which lets the whole rfft go. A power of two (the spectral layer's float16
+        headroom) gives exactly the numbers of ``scale * truncated_rfftn(x, ...)``.
 
     Returns
     -------
@@ -463,12 +488,12 @@ def truncated_rfftn(x, dims, kept, norm="backward"):
     sizes = [x.shape[d] for d in dims]
     axes = _axes(sizes, kept, x.device)
     if not torch.is_grad_enabled() or not x.requires_grad:
-        return _analysis(x, dims, kept, axes, norm)
-    return _TruncatedRFFTN.apply(x, dims, kept, axes, norm)
+        return _analysis(x, dims, kept, axes, norm, scale)
+    return _TruncatedRFFTN.apply(x, dims, kept, axes, norm, scale)
 
 
-def truncated_irfftn(z, dims, fft_sizes, out_sizes, norm="backward", *, return_choice=False):
-    """``irfftn`` of a spectrum that is zero outside the centred block ``z``.
+def truncated_irfftn(z, dims, fft_sizes, out_sizes, norm="backward", *, scale=1.0, return_choice=False):
+    """``irfftn`` of a spectrum that is zero outside the centred block ``scale * z``.
 
     Parameters
     ----------
@@ -483,6 +508,10 @@ def truncated_irfftn(z, dims, fft_sizes, out_sizes, norm="backward", *, return_c
         Output grid, as ``irfftn(..., s=out_sizes)``: a larger grid zero-pads, a smaller
         one trims each axis at its end, exactly like upstream's layer.
     norm : {"backward", "forward", "ortho"}
+    scale : float, default 1.0
+        Multiplies the block (and the gradient on its way back), on tensors the transform
+        makes anyway: no block-sized copy for it, except along the last axis alone. A
+        power of two gives exactly the numbers of ``truncated_irfftn(scale * z, ...)``.
     return_choice : bool, default False
         Also return how the last axis's inverse ran.
 
@@ -499,7 +528,7 @@ def truncated_irfftn(z, dims, fft_sizes, out_sizes, norm="backward", *, return_c
     axes = _axes(list(fft_sizes), kept, z.device)
     choice = _inverse_choice(z, dims, out_sizes, norm)
     if not torch.is_grad_enabled() or not z.requires_grad:
-        y = _synthesis(z, dims, out_sizes, axes, norm, choice.by_matmul)
+        y = _synthesis(z, dims, out_sizes, axes, norm, choice.by_matmul, scale)
     else:
-        y = _TruncatedIRFFTN.apply(z, dims, out_sizes, axes, norm, choice.by_matmul)
+        y = _TruncatedIRFFTN.apply(z, dims, out_sizes, axes, norm, choice.by_matmul, scale)
     return (y, choice) if return_choice else y

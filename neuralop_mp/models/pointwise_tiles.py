@@ -51,7 +51,6 @@ around the tiled call. No parameter or buffer is added:
 ``state_dict`` keys and checkpoints are unchanged, and the setting is not saved (a
 plugin model loaded from a checkpoint tiles by default again).
 """
-import contextlib
 import functools
 
 import torch
@@ -64,6 +63,8 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 
 from ..vocabulary import check_int_at_least
+# force_device_choices: this module's choices follow it; kept importable from here
+from ..layers.product_paths import choice_device_type, force_device_choices
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..layers.stabilizer import tanh_stabilizer
 from .bound_forward import BoundToModule
@@ -87,37 +88,16 @@ _ELEMENTWISE_MODULES = (nn.GELU, nn.ReLU, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Tanh
 # upstream's skips: each acts on every grid point alone
 _POINTWISE_SKIPS = (Flattened1dConv, SoftGating, nn.Identity)
 _RECORD = "_pointwise_tile_points"  # the setting, kept on each tiled module
-_forced = {"device_type": None}  # set by force_device_choices
-
-
-@contextlib.contextmanager
-def force_device_choices(device_type):
-    """Within the ``with`` block, every choice this module makes from a tensor's device
-    answers as on ``device_type``: whether tiles apply, whether the 1x1 convolutions run as
-    matrix products (recompute's slices too, :func:`mlp_piece_forward`) and whether the
-    lifting and projection recompute (:func:`recomputes_on`). For tests and benchmarks:
-    "cuda" on a CPU gives what a GPU step does (the whole grid, upstream's 1x1 modules,
-    recompute). The matrix products stay CPU-only whatever is forced
-    (:func:`~.pointwise_gemm.pointwise_product_dtype` reads the tensor), and other modules'
-    device choices (the spectral product's path, the FFTs) are not forced. Blocks nest;
-    the previous setting is restored on exit.
-
-    Parameters
-    ----------
-    device_type : str or torch.device
-        A device type ("cpu", "cuda", ...) or a device (its type is taken).
-    """
-    previous = _forced["device_type"]
-    _forced["device_type"] = torch.device(device_type).type
-    try:
-        yield
-    finally:
-        _forced["device_type"] = previous
 
 
 def _device_type(x):
-    """The device type this module's choices for ``x`` are made for (see :func:`force_device_choices`)."""
-    return _forced["device_type"] or x.device.type
+    """The device type this module's choices for ``x`` are made for: ``x``'s, unless
+    :func:`~neuralop_mp.layers.product_paths.force_device_choices` forces another. Forced
+    "cuda" on a CPU gives a GPU step's choices: the whole grid (no tiles), upstream's 1x1
+    modules, and the lifting and projection recomputed (:func:`recomputes_on`); the matrix
+    products of 1x1 convolutions (:func:`~.pointwise_gemm.pointwise_product_dtype`) run only
+    on a CPU tensor, whatever is forced."""
+    return choice_device_type(x.device)
 
 
 def _tiling(x, tile_points):
