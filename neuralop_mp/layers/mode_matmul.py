@@ -44,6 +44,7 @@ import torch
 
 from ..chunk_budget import DEVICE_CHUNK_BYTES
 from .lazy_weight_gradient import LazyWeightGradient, consumer_for, record_use
+from .product_paths import choice_device_type
 
 # Byte budget of each full-weight-shaped temporary of the product (the weight as a
 # float32 (re, im) matrix, its complex64 widening, the float32 weight gradient): the
@@ -142,7 +143,7 @@ class _DenseModeProduct(torch.autograd.Function):
         weight_2d = weight.reshape(n_in * n_out, -1)
         n_modes = weight_2d.shape[1]
         out = None
-        per_chunk = _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes, x_kept.device.type)
+        per_chunk = _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes, choice_device_type(x_kept.device))
         for start, stop in _mode_ranges(n_modes, per_chunk):
             p = torch.bmm(_stacked_chunk(x_flat, start, stop, compute_dtype),
                           _weight_chunk(weight_2d, start, stop, n_in, half, compute_dtype))
@@ -176,7 +177,8 @@ class _DenseModeProduct(torch.autograd.Function):
             # written chunk by chunk in the weight's dtype: no whole-weight float32 or
             # complex64 gradient exists
             grad_w = torch.empty(n_in * n_out, n_modes, dtype=weight.dtype, device=grad.device)
-        mode_ranges = _mode_ranges(n_modes, _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes, grad.device.type))
+        per_chunk = _modes_per_chunk(n_modes, n_in, n_out, chunk_bytes, choice_device_type(grad.device))
+        mode_ranges = _mode_ranges(n_modes, per_chunk)
         for start, stop in mode_ranges if grad_x is not None or grad_w is not None else []:
             gc = g[:, :, start:stop].to(compute_dtype).permute(2, 0, 1, 3)  # (k, b, out, 2)
             h = torch.cat((gc, torch.stack((gc[..., 1], -gc[..., 0]), dim=-1)), dim=1)

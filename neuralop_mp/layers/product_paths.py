@@ -65,10 +65,12 @@ def force_device_choices(device_type):
     truncated inverse's last axis runs (:mod:`.truncated_fft`: the DFT-block matmul is CPU-only)
     and the pointwise work's (:mod:`neuralop_mp.models.pointwise_tiles`: tiles, 1x1 convolutions
     as matrix products, recompute of the lifting and projection). For tests and benchmarks:
-    "cuda" on a CPU gives what a GPU step does. Choices that need the hardware itself keep the
+    "cuda" on a CPU gives what a GPU step does; so do the dense product's mode chunks
+    (:mod:`.mode_matmul`: a GPU's chunk budget). Choices that need the hardware itself keep the
     tensor's device: cuFFT's float16 transforms, the CPU's 16-bit matrix products of the
-    pointwise work, the dense product's mode chunks, and ``half_dtype="auto"``. Blocks nest; the
-    previous setting is restored on exit, an exception's included.
+    pointwise work, ``half_dtype="auto"``, and the "auto" autocast scope (autocast runs on the
+    tensor's device; set a scope to count another's). Blocks nest; the previous setting is
+    restored on exit, an exception's included.
 
     Parameters
     ----------

@@ -74,3 +74,21 @@ def test_a_forced_product_path_is_what_the_device_would_choose():
             forced = product_paths.choose_product_path(kind, False, "mixed", torch.bfloat16, "cpu", shapes)
         assert forced == product_paths.choose_product_path(kind, False, "mixed", torch.bfloat16, "cuda", shapes)
         assert forced != product_paths.choose_product_path(kind, False, "mixed", torch.bfloat16, "cpu", shapes)
+
+
+def test_the_dense_products_mode_chunks_follow_the_forced_device(monkeypatch):
+    """The mode-batched product's chunks are sized by the device's budget (a CPU takes small
+    products whole): forced "cuda", forward and backward size them as on a GPU."""
+    from neuralop_mp.layers import mode_matmul
+
+    asked = []
+    original = mode_matmul._modes_per_chunk
+    monkeypatch.setattr(mode_matmul, "_modes_per_chunk",
+                        lambda *args: asked.append(args[-1]) or original(*args))
+    layer = MixedPrecisionSpectralConv(8, 8, (8, 8), fno_block_precision="mixed", half_dtype="bfloat16")
+    x = torch.randn(1, 8, 16, 16, requires_grad=True)
+    layer(x).sum().backward()
+    with force_device_choices("cuda"):
+        layer(x).sum().backward()
+    assert layer.last_product_path["kernel"] == product_paths.MODE_BATCHED
+    assert asked == ["cpu", "cpu", "cuda", "cuda"]
