@@ -97,7 +97,7 @@ def half_relative_bound(x_kept, operands, eq, n_roundings, u, contraction_length
     return 2 * (gamma(n_roundings, u) + gamma(contraction_length, U[torch.float32])) * rho + 1e-5
 
 
-def half_fft_relative_term(x, weight, x_kept, y_kept, u, complex_data=False):
+def half_fft_relative_term(x, weight, x_kept, y_kept, u, complex_data=False, norm="forward"):
     """Extra relative L2 error of a layer whose FFTs run in fp16 (cuFFT "half"), first order.
 
     - The input is rounded to fp16 (``u``) and transformed by a radix-2 FFT with
@@ -107,7 +107,8 @@ def half_fft_relative_term(x, weight, x_kept, y_kept, u, complex_data=False):
     - Kept modes carry at most that whole-spectrum error, ``eps ||X_full||``; each mode's
       weight matrix multiplies it by at most its largest singular value, so the
       product's error is ``<= max_k sigma(W_k) eps ||X_full||``, relative to
-      ``||Y_kept||`` (both from the float64 data).
+      ``||Y_kept||`` (both from the float64 data, ``X_full`` with ``y_kept``'s ``norm``: the
+      ratio is the same for every norm only when both sides have it).
     - The inverse FFT in fp16 adds ``log2(N) eta + 2u`` relative to its input, and the
       half-spectrum-to-space step counts at most ``sqrt(2)`` (as in
       :func:`half_relative_bound`).
@@ -119,7 +120,7 @@ def half_fft_relative_term(x, weight, x_kept, y_kept, u, complex_data=False):
     log_n = torch.tensor(float(n)).log2().item()
     eta = u + gamma(4, u) * (2**0.5 + u)
     eps = u + log_n * eta + u
-    spectrum = torch.fft.fftn(x.to(torch.complex128), dim=dims, norm="forward")
+    spectrum = torch.fft.fftn(x.to(torch.complex128), dim=dims, norm=norm)
     per_mode = weight.to(torch.complex128).movedim((0, 1), (-2, -1))  # (*kept, in, out)
     sigma = torch.linalg.matrix_norm(per_mode, ord=2).max().item()
     amplification = sigma * spectrum.norm().item() / y_kept.norm().item()

@@ -67,7 +67,8 @@ def _check_against_float64(layer, x, output_shape=None, device="cpu"):
         layer = layer.to(device)
         y = layer(x.to(device), output_shape=output_shape)
     if layer.last_product_path["fft"] == "float16 (cuFFT)":
-        bound += half_fft_relative_term(x_in, w, x_kept, torch.einsum(eq, x_kept, w), U[torch.float16], complex_data)
+        bound += half_fft_relative_term(x_in, w, x_kept, torch.einsum(eq, x_kept, w), U[torch.float16], complex_data,
+                                        layer.fft_norm)
     y = y.cpu()
     if layer.bias is not None:
         y = y - layer.bias.detach().cpu()
