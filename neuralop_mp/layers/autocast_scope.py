@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..vocabulary import normalize_autocast_scope, scope_on_device
+from ..wrapped_module import unwrap
 
 # the scopes in which a module of each role runs in float32
 _FLOAT32_IN = {"model": ("spectral",), "outside_blocks": ("fno_blocks", "spectral")}
@@ -194,7 +195,9 @@ def check_recorded_precision(model):
 
 
 def _is_deferred(model):
-    """Whether ``model`` is, or is part of, a model an open deferred_precision_check holds."""
+    """Whether ``model`` (the model inside a data-parallel wrapper: what is switched) is, or is part
+    of, a model an open deferred_precision_check holds."""
+    model = unwrap(model)
     return any(part is model for held in list(_DEFERRED_DEPTH) for part in held.modules())
 
 

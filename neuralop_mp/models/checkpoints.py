@@ -20,7 +20,7 @@ from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..training.checkpointing import METADATA_SUFFIX
 from .mixed_precision_models import PLUGIN_MODEL_CLASSES
-from .constructor_args import constructor_params, positional_named
+from .constructor_args import constructor_params, rebuilding_arguments
 
 _RECORD_ONLY = ("_name", "_version", "args")
 
@@ -106,7 +106,7 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
         if model_class.lower() not in registry:
             raise ValueError(f"Invalid model_class={model_class!r}; registered models: {', '.join(sorted(registry))}.")
         model_class = registry[model_class.lower()]
-    kwargs = positional_named(model_class, args, kwargs)
+    args, kwargs = rebuilding_arguments(model_class, tuple(args), kwargs)
     if precision_policy is not None:
         if model_class in BaseModel._models.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
             model_class = PLUGIN_MODEL_CLASSES.get(model_class.__name__.lower(), model_class)
@@ -116,7 +116,7 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
     saved_class = BaseModel._models.get(saved_name.lower())
     if saved_class in PLUGIN_MODEL_CLASSES.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
         kwargs = _for_upstream_class(model_class, kwargs)
-    return model_class(**kwargs)
+    return model_class(*args, **kwargs)
 
 
 def load_model(save_folder, save_name, model_class=None, *, precision_policy=None, map_location=None):
@@ -152,9 +152,11 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     (``FNO((16, 16), 1, 1, 32)``) as those arguments plus the default of every parameter
     not passed by keyword, theirs included, so upstream's ``from_checkpoint`` passes them
     twice and fails ("got multiple values for argument"); this function names each
-    positional value after the class's parameters. The plugin's classes record positional
-    arguments by name (after the class's own constructor's parameters, a subclass's
-    included: :func:`~neuralop_mp.models.constructor_args.positional_named`), so ``MixedPrecisionFNO.from_checkpoint`` loads their checkpoints too
+    positional value after the class's parameters (values a constructor takes only by
+    position, its positional-only or ``*args`` ones, are passed by position). The plugin's
+    classes record positional arguments so, after the constructor of the class built (a
+    subclass's own included: :func:`~neuralop_mp.models.constructor_args.rebuilding_arguments`),
+    so ``MixedPrecisionFNO.from_checkpoint`` loads their checkpoints too
     (not those saved before they did); for upstream's own classes it can only be fixed in
     neuraloperator (``BaseModel.__new__``), and this function is the way to load them.
     """

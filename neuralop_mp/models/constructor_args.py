@@ -1,5 +1,6 @@
 """The arguments a model class's constructor takes, and a constructor record's positional
-arguments named after them (upstream's ``BaseModel`` records what a model was built with)."""
+arguments named after them where a keyword reaches them (upstream's ``BaseModel`` records
+what a model was built with)."""
 import inspect
 
 from torch import nn
@@ -27,18 +28,24 @@ def constructor_params(cls):
     return params, True
 
 
-def positional_named(cls, args, kwargs):
-    """The recorded arguments with the positional ones named after ``cls``'s parameters.
+def rebuilding_arguments(cls, args, kwargs):
+    """``(args, kwargs)`` such that ``cls(*args, **kwargs)`` repeats the call upstream recorded.
 
-    Upstream's ``BaseModel`` records ``args`` as given and, besides them, the default of every
-    parameter not passed by keyword, those passed positionally included: ``cls(*args, **kwargs)``
-    would pass them twice. Each positional value is named and overrides the recorded default.
+    Upstream's ``BaseModel`` records a call of ``cls`` as its positional arguments (``args``)
+    and its keywords plus the default of every parameter of ``inspect.signature(cls)`` not
+    passed by keyword, those passed positionally included (passed twice on a rebuild) and
+    positional-only ones (which no keyword reaches). Each positional value that binds to a
+    positional-or-keyword parameter is named after it, replacing the recorded default; the
+    values only a position reaches stay positional: those of positional-only parameters and,
+    where some go to ``*args``, all of them (the ones before cannot be named). Positional-only
+    parameters are dropped from the keywords. Never raises: the call was made.
     """
-    if not args:
-        return kwargs
-    params, _ = constructor_params(cls)
-    names = [name for name, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
-    if len(args) > len(names):
-        raise TypeError(f"The checkpoint records {len(args)} positional arguments; {cls.__name__} takes at most "
-                        f"{len(names)} ({', '.join(names)}).")
-    return {**kwargs, **dict(zip(names, args))}
+    params = inspect.signature(cls).parameters.values()
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:len(args)]
+    if len(args) > len(positional):  # some went to *args
+        kept = len(args)
+    else:  # positional-only parameters come first
+        kept = sum(p.kind is p.POSITIONAL_ONLY for p in positional)
+    unnamed = {p.name for p in positional[:kept]} | {p.name for p in params if p.kind is p.POSITIONAL_ONLY}
+    named = {p.name: value for p, value in zip(positional[kept:], args[kept:])}
+    return tuple(args[:kept]), {**{k: v for k, v in kwargs.items() if k not in unnamed}, **named}

@@ -24,6 +24,7 @@ import warnings
 import weakref
 
 import neuralop
+import torch
 from neuralop.layers.fno_block import FNOBlocks
 from neuralop.layers.spectral_convolution import SpectralConv
 from neuralop.models.base_model import BaseModel
@@ -36,7 +37,7 @@ from ..layers.soft_gating import adopt_half_safe_soft_gating
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..wrapped_module import unwrap
-from .constructor_args import positional_named
+from .constructor_args import rebuilding_arguments
 from .pointwise_tiles import set_pointwise_tiles
 from .uno_registration import UNO
 
@@ -78,13 +79,41 @@ def _signature_with_policy(upstream_signature, layer_kwarg, **default_overrides)
 _WARNED = weakref.WeakKeyDictionary()
 
 
-def _first_warning(model, kind):
-    """True the first time it is asked for ``model`` and ``kind`` (the warning is due), False after."""
-    kinds = _WARNED.setdefault(model, set())
-    if kind in kinds:
+def _warn_once(model, kind, message, category):
+    """Warn ``message`` unless ``model`` was given this ``kind`` of warning; whether it warned.
+
+    It counts as given once ``warnings.warn`` returns: one that a filter turned into an error
+    (raised, and perhaps suppressed, as at the end of a ``deferred_precision_check`` block that
+    raises) is still due, and the next check gives it. It names the caller's line outside the
+    plugin's code that switches and saves (``_SWITCHING_CODE``, ``_PASSING_FILES``).
+    """
+    given = _WARNED.setdefault(model, set())
+    if kind in given:
         return False
-    kinds.add(kind)
+    warnings.warn(message, category, stacklevel=stacklevel_outside(_SWITCHING_CODE, _PASSING_FILES))
+    given.add(kind)
     return True
+
+
+def _takes_any_keyword(cls):
+    """Whether ``cls``'s constructor takes ``**kwargs`` (and so, as upstream records it, every
+    precision setting by name)."""
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls).parameters.values())
+
+
+def _keeping_built_policy(init):
+    """``init`` (a narrow constructor, not the plugin's) that, once it has returned, notes the
+    settings it left the model in: what a record without the policy's keys rebuilds. After all
+    of its code, which may switch the model; where constructors of this kind call one another,
+    the outermost one's note, the last, stands."""
+
+    @functools.wraps(init)  # its signature stays init's: upstream records, and rebuilds, by it
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        with contextlib.suppress(ValueError):  # layers left in different settings: no model-level note
+            self._built_policy = get_precision_policy(self).as_dict()
+
+    return __init__
 
 
 class _PrecisionRecordingModel:
@@ -92,28 +121,33 @@ class _PrecisionRecordingModel:
 
     ``_layer_kwarg`` names the upstream argument that takes the spectral layer, and
     ``_plugin_signature`` the class's constructor arguments (its ``__signature__``, which a
-    subclass with a constructor of its own does not inherit). The stabilizer is always
-    applied by the enclosing ``FNOBlocks`` (upstream applies it right before each spectral
-    convolution), so the layers get none: tanh runs once.
+    subclass with a constructor of its own, or a mixin's before the plugin's class, does not
+    inherit). The stabilizer is always applied by the enclosing ``FNOBlocks`` (upstream
+    applies it right before each spectral convolution), so the layers get none: tanh runs once.
     """
 
     _layer_kwarg = "conv_module"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "__init__" in vars(cls) and "__signature__" not in vars(cls):
+        # what cls(...) runs: the first class in the MRO that defines __init__
+        owner = next(klass for klass in cls.__mro__ if "__init__" in vars(klass))
+        if owner is not cls and issubclass(owner, _PrecisionRecordingModel):
+            return  # ours (the plugin's classes), or a subclass's already seen: cls is built as by it
+        # a subclass's own constructor, or a mixin's placed before the plugin's class
+        if "__signature__" not in vars(cls):
             # upstream's BaseModel records the arguments of inspect.signature(cls) and from_checkpoint
-            # passes them to cls: a subclass's own constructor is what takes them back, not ours
+            # passes them to cls: that constructor is what takes them back, not ours
             cls.__signature__ = None
+        if not _takes_any_keyword(cls):  # what it builds is what a save compares with (_record_current_policy)
+            cls.__init__ = _keeping_built_policy(cls.__init__)
 
     def __init__(self, *args, **kwargs):
-        recorded = tuple(self._init_kwargs.get("args", ()))
-        if recorded:
-            # upstream's BaseModel records positional arguments as "args" and, besides them, the
-            # default of each of their parameters: its from_checkpoint would pass them twice
-            # (cls(*args, **record)). The record is of the call of type(self) (a subclass's own
-            # constructor where it has one): named after its parameters, it rebuilds the model.
-            self._init_kwargs = {**positional_named(type(self), recorded, self._init_kwargs), "args": ()}
+        # upstream's record is of the call of type(self) (a subclass's own constructor where it has one):
+        # rewritten so that cls(*args, **record), upstream's from_checkpoint, makes that call again
+        args_kept, record = rebuilding_arguments(type(self), tuple(self._init_kwargs.get("args", ())),
+                                                 self._init_kwargs)
+        self._init_kwargs = {**record, "args": args_kept}
         arguments = self._plugin_signature.bind(*args, **kwargs).arguments
         policy, arguments = PrecisionPolicy.pop_from(arguments, prefix=type(self).__name__)
         # "auto" is decided later from data (neuralop_mp.diagnose.auto); until then: full
@@ -129,7 +163,6 @@ class _PrecisionRecordingModel:
                                   **layer_settings)
         upstream_kwargs = self._upstream_kwargs(arguments, policy, layer)
         super().__init__(**upstream_kwargs)
-        self._built_policy = policy.as_dict()  # what a record without the policy's keys rebuilds
         # the block's soft-gating skip would otherwise promote autocast activations to fp32
         adopt_half_safe_soft_gating(self)
         set_autocast_scope(self, policy.autocast_scope)
@@ -153,27 +186,32 @@ class _PrecisionRecordingModel:
         not fail, so the record stays as it was and a warning (once per model) says so. A
         subclass whose constructor does not take the policy's keys (nor ``**kwargs``) records
         none of them: its checkpoint rebuilds what that constructor builds, and a warning (once
-        per model) names the settings that differ from it.
+        per model) names the settings that differ from what that constructor left the model in
+        (``_keeping_built_policy``). A model pickled whole before the plugin noted that has no
+        note: nothing is warned for it (a warning at every save of a model that may lose nothing
+        would be a false alarm), and the keys its constructor takes are recorded as ever.
         """
         try:
             current = self.precision_policy.as_dict()
         except ValueError as err:
-            if _first_warning(self, "layer settings"):
-                warnings.warn(
-                    f"{type(self).__name__}: the spectral layers' precision settings differ ({err}); the "
-                    "checkpoint records the model-level precision policy it was last built or switched "
-                    "with, so the per-layer settings must be reapplied after loading it.",
-                    UserWarning, stacklevel=3)
+            _warn_once(self, "layer settings",
+                       f"{type(self).__name__}: the spectral layers' precision settings differ ({err}); the "
+                       "checkpoint records the model-level precision policy it was last built or switched "
+                       "with, so the per-layer settings must be reapplied after loading it.", UserWarning)
             return
-        taken = inspect.signature(type(self)).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in taken.values()):
-            changed = {k: v for k, v in current.items() if k not in taken and v != self._built_policy[k]}
-            if changed and _first_warning(self, "unrecorded"):
-                warnings.warn(
-                    f"{type(self).__name__}'s constructor does not take {', '.join(changed)}: its checkpoint "
-                    f"rebuilds them as that constructor builds them, so the precision set on the model since is "
-                    f"lost: {_lost_settings(self._built_policy, changed)}. Take them as constructor arguments "
-                    "(or **kwargs passed on) to record them.", UnrecordedPrecisionWarning, stacklevel=3)
+        if not _takes_any_keyword(type(self)):
+            taken = {name for name, p in inspect.signature(type(self)).parameters.items()
+                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+            built = self.__dict__.get("_built_policy", current)  # none noted (an old pickle): nothing to tell
+            changed = {k: v for k, v in current.items() if k not in taken and v != built[k]}
+            if changed:
+                them, as_arguments = (("them", "as constructor arguments") if len(changed) > 1
+                                      else ("it", "as a constructor argument"))
+                _warn_once(self, "unrecorded",
+                           f"{type(self).__name__}'s constructor does not take {', '.join(changed)}: its checkpoint "
+                           f"rebuilds {them} as that constructor builds {them}, so the precision set on the model "
+                           f"since is lost: {_lost_settings(built, changed)}. Take {them} {as_arguments} (or "
+                           f"**kwargs passed on) to record {them}.", UnrecordedPrecisionWarning)
             current = {k: v for k, v in current.items() if k in taken}
         # a new dict, not an update in place: earlier state dicts hold the old one as their _metadata
         self._init_kwargs = {**self._init_kwargs, **current}
@@ -256,12 +294,13 @@ def ignoring_unrecorded_precision():
 
 
 _HERE = os.path.dirname(__file__)
-# frames the warning skips to name the user's line: the precision setters (layers/), the models package (models/),
-# the plugin's code that switches a model for its user (a schedule's phase in training/, from
-# upstream's training loop, which calls the trainer's hooks; the calibration in diagnose/) and the
-# context managers' frames (contextlib)
+# frames the warnings skip to name the user's line: the precision setters (layers/), the models package (models/),
+# the plugin's code that switches or saves a model for its user (a schedule's phase and checkpoints in
+# training/, from upstream's training loop, which calls the trainer's hooks; the calibration in diagnose/),
+# the context managers' frames (contextlib) and torch's Module (a container's or a wrapper's state_dict)
 _SWITCHING_CODE = ([_HERE, os.path.join(os.path.dirname(neuralop.__file__), "training")]
                    + [os.path.join(os.path.dirname(_HERE), name) for name in ("layers", "training", "diagnose")])
+_PASSING_FILES = [contextlib.__file__, torch.nn.modules.module.__file__]
 
 
 # what an FNOBlocks decides for its spectral layers (it passes its fno_block_precision to them and
@@ -340,20 +379,31 @@ def warn_unrecorded_precision(model):
         current = get_precision_policy(model)
     except ValueError:  # layers in different settings: no model-level setting to record either
         current = None
-    if current == recorded or not _first_warning(model, "unrecorded"):
+    if current == recorded:
         return False
     lost = ("the layers' own precision settings (they differ)" if current is None
             else _lost_settings(recorded.as_dict(), current.as_dict()))
     name = type(model).__name__
-    plugin = PLUGIN_MODEL_CLASSES.get(name.lower())
-    keeps = (f"neuralop_mp.{plugin.__name__} (what neuralop_mp.get_model builds for mixed precision) records" if plugin
-             else f"the plugin's classes ({', '.join(c.__name__ for c in PLUGIN_MODEL_CLASSES.values())}) record")
-    warnings.warn(
-        f"{name} is upstream's class: its checkpoint (save_checkpoint) records only the arguments it was built "
-        f"with, so the precision set on it since is lost: {lost}. {keeps} the current settings in "
-        "checkpoints; or pass them when loading: neuralop_mp.load_model(folder, name, precision_policy=...).",
-        UnrecordedPrecisionWarning, stacklevel=stacklevel_outside(_SWITCHING_CODE, [contextlib.__file__]))
-    return True
+    # upstream's class the model is, or derives from (the plugin's registration of upstream's UNO counts as it)
+    upstream = next(klass for klass in type(model).__mro__
+                    if klass is UNO or klass.__module__.split(".")[0] == neuralop.__name__)
+    plugin = PLUGIN_MODEL_CLASSES.get(upstream.__name__.lower())
+    again = "Set the precision again after loading the checkpoint (neuralop_mp.set_precision)"
+    if plugin is None:
+        advice = (f"{again}; the plugin's classes that record it in their checkpoints are "
+                  f"{', '.join(c.__name__ for c in PLUGIN_MODEL_CLASSES.values())}.")
+    elif upstream is type(model):  # load_model builds the plugin's class for it where given a precision_policy
+        advice = (f"neuralop_mp.{plugin.__name__} (what neuralop_mp.get_model builds for mixed precision) records "
+                  "the current settings in its checkpoints; or pass them when loading: "
+                  "neuralop_mp.load_model(folder, name, precision_policy=...).")
+    else:
+        advice = (f"{again}, or derive {name} from neuralop_mp.{plugin.__name__}, which records the current "
+                  "settings in its checkpoints.")
+    whose = "upstream's class" if upstream is type(model) else f"a subclass of upstream's {upstream.__name__}"
+    return _warn_once(model, "unrecorded",
+                      f"{name} is {whose}: its checkpoint (save_checkpoint) records only the arguments it was "
+                      f"built with, so the precision set on it since is lost: {lost}. {advice}",
+                      UnrecordedPrecisionWarning)
 
 
 install_recorded_precision_check(warn_unrecorded_precision)  # what the precision setters run

@@ -238,6 +238,144 @@ def test_a_narrow_subclass_saved_in_another_precision_than_it_builds_warns_once(
     assert neuralop_mp.load_model(tmp_path, "m").precision_policy.fno_block_precision == "mixed"
 
 
+
+class _ModesFNO(MixedPrecisionFNO, name="ModesFNO"):
+    """A user's subclass taking its modes as ``*args``: ``_ModesFNO(4, 4)``."""
+
+    def __init__(self, *n_modes, width=6):
+        super().__init__(n_modes, 1, 1, width, n_layers=1)
+
+
+class _PositionalOnlyFNO(MixedPrecisionFNO, name="PositionalOnlyFNO"):
+    """A user's subclass whose width is positional-only."""
+
+    def __init__(self, width=4, /):
+        super().__init__(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=width, n_layers=1)
+
+
+class _PrependFNO(MixedPrecisionFNO, name="PrependFNO"):
+    """A user's subclass fixing the first argument and passing the others on as they came."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__((4, 4), *args, **kwargs)
+
+
+@pytest.mark.parametrize("make, args, width", [
+    (lambda: _ModesFNO(4, 4), (4, 4), 6),
+    (lambda: _ModesFNO(4, 4, width=8), (4, 4), 8),
+    (lambda: _PositionalOnlyFNO(6), (6,), 6),
+    (lambda: _PositionalOnlyFNO(), (), 4),
+    (lambda: _PrependFNO(1, 1, 6, 1), (1, 1, 6, 1), 6),
+], ids=["*args", "*args+keyword", "positional-only", "positional-only default", "*args passed on"])
+def test_a_subclass_taking_arguments_only_by_position_is_built_and_rebuilt(tmp_path, make, args, width):
+    """Values only a position reaches (``*args``, positional-only parameters) stay positional in the
+    record, and no positional-only parameter is recorded by name: upstream's classmethod, which
+    calls ``cls(*args, **record)``, and neuralop_mp.load_model rebuild the model, in the precision set on it where its
+    constructor takes the policy's keys."""
+    torch.manual_seed(0)
+    model = make()
+    assert model.hidden_channels == width
+    assert model._init_kwargs["args"] == args
+    assert ("width" in model._init_kwargs) is isinstance(model, _ModesFNO)  # by name only where a keyword takes it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.save_checkpoint(tmp_path, "m")
+    for loaded in (type(model).from_checkpoint(tmp_path, "m"), neuralop_mp.load_model(tmp_path, "m")):
+        assert type(loaded) is type(model) and loaded.hidden_channels == width
+        assert_same_weights(model, loaded)
+    if isinstance(model, _PrependFNO):  # its **kwargs take the policy's keys: a switch is recorded
+        neuralop_mp.set_precision(model, "half")
+        model.save_checkpoint(tmp_path, "m")
+        assert type(model).from_checkpoint(tmp_path, "m").precision_policy.fno_block_precision == "half"
+
+
+class _SwitchingFNO(MixedPrecisionFNO, name="SwitchingFNO"):
+    """A user's subclass whose constructor switches the model after the plugin's built it."""
+
+    def __init__(self, width=4):
+        super().__init__(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=width, n_layers=1,
+                         fno_block_precision="mixed")
+        neuralop_mp.set_precision(self, "half")
+
+
+def test_what_a_narrow_constructor_builds_is_taken_when_it_returns(tmp_path):
+    """The settings a narrow subclass's checkpoint rebuilds are those its whole constructor leaves
+    (here "half", switched after the plugin's constructor): saved as built, nothing is warned; a
+    later switch away from them is warned and loads in them."""
+    from neuralop_mp.models.mixed_precision_models import UnrecordedPrecisionWarning
+
+    torch.manual_seed(0)
+    model = _SwitchingFNO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.save_checkpoint(tmp_path, "m")
+    assert _SwitchingFNO.from_checkpoint(tmp_path, "m").precision_policy == model.precision_policy
+    neuralop_mp.set_precision(model, "mixed")
+    with pytest.warns(UnrecordedPrecisionWarning, match="fno_block_precision='mixed' \\(it loads with 'half'\\)"):
+        model.save_checkpoint(tmp_path, "m")
+    assert neuralop_mp.load_model(tmp_path, "m").precision_policy.fno_block_precision == "half"
+
+
+class _WidthMixin:
+    """A mixin with a narrow constructor, placed before the plugin's class."""
+
+    def __init__(self, width=4):
+        super().__init__(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=width, n_layers=1,
+                         fno_block_precision="mixed")
+
+
+class _MixedInFNO(_WidthMixin, MixedPrecisionFNO, name="MixedInFNO"):
+    pass
+
+
+def test_a_subclass_built_by_a_mixins_constructor_is_recorded_by_it(tmp_path):
+    """The constructor that ``cls(...)`` runs is the mixin's: upstream records its arguments, and
+    what it builds is what a switch is compared with."""
+    from neuralop_mp.models.mixed_precision_models import UnrecordedPrecisionWarning
+
+    torch.manual_seed(0)
+    model = _MixedInFNO(6)
+    model.save_checkpoint(tmp_path, "m")
+    for loaded in (_MixedInFNO.from_checkpoint(tmp_path, "m"), neuralop_mp.load_model(tmp_path, "m")):
+        assert type(loaded) is _MixedInFNO and loaded.hidden_channels == 6
+        assert loaded.precision_policy.fno_block_precision == "mixed"
+        assert_same_weights(model, loaded)
+    neuralop_mp.set_precision(model, "half")
+    with pytest.warns(UnrecordedPrecisionWarning, match="MixedInFNO's constructor does not take fno_block_precision"):
+        model.save_checkpoint(tmp_path, "m")
+
+
+def test_a_narrow_subclass_pickled_before_its_build_was_noted_saves_without_a_warning(tmp_path):
+    """A whole-model pickle of the code before (no note of what its constructor builds) saves: the
+    keys its constructor takes are recorded, and nothing is warned (there is nothing to compare with)."""
+    torch.manual_seed(0)
+    model = _NarrowFNO(6)
+    del model.__dict__["_built_policy"]  # as unpickled from the code before
+    neuralop_mp.set_precision(model, "half")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        state = model.state_dict()
+        model.save_checkpoint(tmp_path, "m")
+    assert "fno_block_precision" not in state["_metadata"]
+    assert _NarrowFNO.from_checkpoint(tmp_path, "m").hidden_channels == 6
+
+
+def test_the_narrow_subclass_warning_names_the_line_that_saved_through_a_container_and_its_grammar():
+    """Saved through a container (or a data-parallel wrapper), the warning names the caller's line,
+    not torch's; one setting lost is "it"."""
+    from neuralop_mp.models.mixed_precision_models import UnrecordedPrecisionWarning
+
+    torch.manual_seed(0)
+    model = _NarrowFNO()
+    neuralop_mp.set_precision(model, "half")
+    with pytest.warns(UnrecordedPrecisionWarning) as caught:
+        torch.nn.Sequential(model).state_dict()
+    (warning,) = caught
+    message = str(warning.message)
+    assert warning.filename == __file__, warning.filename
+    assert "rebuilds it as that constructor builds it" in message and "them" not in message, message
+
+
 def test_a_precision_an_upstream_checkpoint_would_lose_is_warned_once(tmp_path):
     """Upstream's FNO with the plugin's layers, switched after it was built: its checkpoint
     loads in the constructor's precision, and the warning says what is lost and which class

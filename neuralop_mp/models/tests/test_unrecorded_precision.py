@@ -374,13 +374,13 @@ def test_the_once_per_model_record_does_not_keep_a_model_alive():
         neuralop_mp.set_precision(upstream_fno(), "mixed")
 
 
-def _fnogno(**kwargs):
+def _fnogno(cls=None, **kwargs):
     from neuralop.models import FNOGNO
 
     torch.manual_seed(0)
-    return FNOGNO(in_channels=1, out_channels=1, gno_coord_dim=2, fno_n_modes=(4, 4), fno_hidden_channels=4,
-                  fno_n_layers=1, gno_channel_mlp_hidden_layers=[8], gno_use_open3d=False,
-                  gno_use_torch_scatter=False, **kwargs)
+    return (cls or FNOGNO)(in_channels=1, out_channels=1, gno_coord_dim=2, fno_n_modes=(4, 4), fno_hidden_channels=4,
+                           fno_n_layers=1, gno_channel_mlp_hidden_layers=[8], gno_use_open3d=False,
+                           gno_use_torch_scatter=False, **kwargs)
 
 
 def _gino(**kwargs):
@@ -412,3 +412,80 @@ def test_fnognos_and_ginos_recorded_layer_partial_and_stabilizer_are_read(build,
     assert message.count("(it loads with") == 2, message
     assert ("fno_block_precision='half' (it loads with 'mixed')" in message
             and "stabilizer=None (it loads with 'tanh')" in message), message
+
+
+def test_a_check_raised_as_an_error_at_the_end_of_a_block_that_raises_does_not_use_up_the_warning():
+    """The block's error wins over the end check's (filtered into an error): that check is not
+    seen, so the model's one warning is still due; the next change that stays raises it."""
+    from neuralop_mp.models.mixed_precision_models import UnrecordedPrecisionWarning
+
+    model = upstream_fno()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnrecordedPrecisionWarning)
+        with pytest.raises(KeyError, match="the block's own"):
+            with neuralop_mp.precision(model, "half"):
+                neuralop_mp.set_spectral_weight_dtype(model, "complex32")
+                raise KeyError("the block's own")
+        with pytest.raises(UnrecordedPrecisionWarning, match="spectral_weight_dtype='complex32'"):
+            neuralop_mp.set_precision(model, "mixed")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        neuralop_mp.set_precision(model, "half")
+    (warning,) = lost_warnings(caught)  # given once it is seen, then once per model as before
+    with no_lost_warning():
+        neuralop_mp.set_precision(model, "mixed")
+
+
+class MyFNO(FNO, name="UnrecordedMyFNO"):
+    """A user's subclass of upstream's FNO."""
+
+
+def _fnogno_subclass():
+    from neuralop.models import FNOGNO
+
+    class MyFNOGNO(FNOGNO, name="UnrecordedMyFNOGNO"):
+        """A user's subclass of upstream's FNOGNO."""
+
+    return MyFNOGNO
+
+
+def test_the_warning_says_whose_class_the_model_is_and_offers_only_what_loads_it():
+    """Upstream's class with a plugin class for it: that class, or load_model's precision_policy
+    (it builds the plugin's class); a user's subclass, or upstream's class without a plugin
+    class for it (FNOGNO): set them again after loading (load_model refuses precision_policy)."""
+    torch.manual_seed(0)
+    my_fno = MyFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=6, n_layers=1,
+                   conv_module=MixedPrecisionSpectralConv)
+    fnogno = _fnogno(fno_conv_module=MixedPrecisionSpectralConv)
+    my_fnogno = _fnogno(_fnogno_subclass(), fno_conv_module=MixedPrecisionSpectralConv)
+    again = "Set the precision again after loading the checkpoint (neuralop_mp.set_precision)"
+    cases = [
+        (upstream_fno(), "FNO is upstream's class", "neuralop_mp.MixedPrecisionFNO (what"),
+        (my_fno, "MyFNO is a subclass of upstream's FNO",
+         f"{again}, or derive MyFNO from neuralop_mp.MixedPrecisionFNO"),
+        (fnogno, "FNOGNO is upstream's class", f"{again}; the plugin's classes"),
+        (my_fnogno, "MyFNOGNO is a subclass of upstream's FNOGNO", f"{again}; the plugin's classes"),
+    ]
+    for model, whose, advice in cases:
+        with pytest.warns(UserWarning, match="its checkpoint") as caught:
+            neuralop_mp.set_precision(model, "mixed")
+        (warning,) = [w for w in caught if "its checkpoint" in str(w.message)]
+        message = str(warning.message)
+        assert message.startswith(whose + ": ") and advice in message and warning.filename == __file__, message
+        assert ("precision_policy=" in message) is (type(model) is FNO), message
+        # each sentence starts with a capital, or with a name of code
+        assert all(sentence[:1].isupper() or sentence.startswith("neuralop_mp.") for sentence in message.split(". "))
+
+
+def test_a_setter_on_a_wrapper_of_a_model_in_a_temporary_switch_is_left_to_its_end():
+    """Inside a temporary switch of a model, a setter on its DataParallel wrapper switches the
+    same model: checked when the block ends (the switch itself restored, not warned)."""
+    model = upstream_fno()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with neuralop_mp.precision(model, "half"):
+            neuralop_mp.set_spectral_weight_dtype(torch.nn.DataParallel(model), "complex32")
+            assert not lost_warnings(caught)
+    (warning,) = lost_warnings(caught)
+    message = str(warning.message)
+    assert "spectral_weight_dtype='complex32'" in message and "fno_block_precision" not in message, message
