@@ -8,7 +8,6 @@ config is rejected with the closest valid keys, before zencfg sees it.
 """
 import copy
 import difflib
-import inspect
 import runpy
 import traceback
 import typing
@@ -41,15 +40,29 @@ class ConfigClassNotFound(ValueError):
     """``path.py:ClassName`` where the file defines no ``ClassName`` (a usage error)."""
 
 
+def raised_in_file(error, path):
+    """The innermost frame of ``error``'s traceback that runs the file ``path`` (its code raised
+    the error, or called what did), or None: a frame of the file itself, not a guess from where
+    other files live (libraries may be installed anywhere). A ``SyntaxError`` of the file counts
+    as raised at its line."""
+    target = Path(path).resolve()
+    if isinstance(error, SyntaxError) and error.filename and Path(error.filename).resolve() == target:
+        return traceback.FrameSummary(error.filename, error.lineno or 0, "<module>")
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        if not frame.filename.startswith("<") and Path(frame.filename).resolve() == target:
+            return frame
+    return None
+
+
 def _load_class(path, class_name):
     """zencfg's load of ``class_name`` from the file ``path``. The file not defining it is a
-    :class:`ConfigClassNotFound` (zencfg's own AttributeError, raised in zencfg); an
-    AttributeError the file's code raises while it runs passes as it is."""
+    :class:`ConfigClassNotFound`: zencfg's AttributeError with no frame of the file in its
+    traceback (the file ran through); one that the file's code raised, or a library it called,
+    passes as it is."""
     try:
         return load_config_from_file(path.parent, path.name, config_name=class_name)
     except AttributeError as err:
-        innermost = traceback.extract_tb(err.__traceback__)[-1].filename
-        if Path(innermost).resolve().parent != Path(inspect.getfile(load_config_from_file)).resolve().parent:
+        if raised_in_file(err, path) is not None:
             raise
         raise ConfigClassNotFound(f"{path}: {err}") from None
 
@@ -59,6 +72,9 @@ def _load_from_file(spec):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Config file not found: {path}")
+    if path.suffix != ".py":
+        raise ValueError(f"Invalid config file {path}: a config file is a Python file (.py), as "
+                         "path.py or path.py:ClassName, or a built-in config name.")
     if class_name:
         item = _load_class(path, class_name)
     else:

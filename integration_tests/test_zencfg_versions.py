@@ -33,6 +33,11 @@ CONFIG_TESTS = [
     "neuralop_mp/tests/test_cli.py::test_train_help_shows_every_config_field",
     "neuralop_mp/models/tests/test_registry.py::test_zencfg_config_builds_with_every_model_field_recorded",
     "neuralop_mp/tests/test_train_pipeline.py::test_every_data_field_reaches_the_loader",
+    # errors in a user's config file: zencfg 1.0 raises some of them inside its own code
+    "neuralop_mp/tests/test_cli.py::test_an_error_raised_inside_a_config_file_names_its_line",
+    "neuralop_mp/tests/test_cli.py::test_an_attribute_or_import_error_of_a_config_file_is_a_usage_error_naming_its_line",
+    "neuralop_mp/tests/test_cli.py::test_eval_refuses_a_config_class_missing_from_its_file_as_train_does",
+    "neuralop_mp/tests/test_cli.py::test_a_config_file_that_is_no_python_file_or_does_not_parse_is_a_usage_error",
 ]
 
 

@@ -197,50 +197,30 @@ def _recorded_overrides(overrides, config):
 
 
 # what loading a config raises for a bad CONFIG or --key value: a usage error (exit 2), not a
-# traceback; a config file may fail to import, or lack the class that path.py:ClassName names
-CONFIG_ERRORS = (ValueError, TypeError, FileNotFoundError, AttributeError, ImportError)
-# of those, the kinds a bug raises: a usage error only when the user's side raised them
+# traceback; a config file may fail to import or to run, or lack the class that path.py:ClassName names
+CONFIG_ERRORS = (ValueError, TypeError, FileNotFoundError, AttributeError, ImportError, SyntaxError)
+# of those, the kinds a bug raises: a usage error only when the user's config file raised them
 # (:func:`_config_error`), a traceback when our code did
-BUG_ERRORS = (AttributeError, ImportError)
+BUG_ERRORS = (AttributeError, ImportError, SyntaxError)
 
 
-def _config_error(error, command):
-    """:func:`_error` for one of :data:`CONFIG_ERRORS`, naming the line of a user's file (a config
-    file that fails while it is imported or built) where the error was raised: without the
-    traceback, a bug there would otherwise be reported with no place.
+def _config_error(error, command, spec=None):
+    """:func:`_error` for one of :data:`CONFIG_ERRORS` raised while the config ``spec`` was loaded.
 
-    One of :data:`BUG_ERRORS` is a usage error only when a user's file raised it (on its own
-    line, or in a library it called: the innermost frame that is no library's is the user's);
-    raised by our own code, it is a bug of ours and is raised again, with its traceback (a
-    class missing from the user's file is a ValueError of the config loader).
+    Where a frame of the user's config file (``spec``'s ``path.py``) is in the traceback, the
+    file's code raised it or called what did: a usage error naming the innermost such line, which
+    the traceback would otherwise have given. Otherwise one of :data:`BUG_ERRORS` is a bug of
+    ours and is raised again, with its traceback; the others are our checks' own messages.
     """
-    import sysconfig
-    import traceback
+    from .configs.loading import config_file, raised_in_file
 
-    from . import configs
-
-    # this package's own code and its configs (a folder of their own in a source checkout)
-    ours = tuple(str(Path(module.__file__).resolve().parent) for module in (sys.modules[__package__], configs))
-    stdlib = str(Path(sysconfig.get_paths()["stdlib"]).resolve())
-
-    def whose(frame):
-        path = str(Path(frame.filename).resolve())
-        if path.startswith(ours):
-            return "ours"
-        if (frame.filename.startswith("<") or not frame.filename.endswith(".py") or path.startswith(stdlib)
-                or "site-packages" in path):
-            return "library"  # the standard library (frozen importlib included) or an installed package
-        return "user"
-
-    frames = [(frame, whose(frame)) for frame in reversed(traceback.extract_tb(error.__traceback__))]
-    # the innermost frame of a user's file: the error may come from a library it called
-    user = next((frame for frame, owner in frames if owner == "user"), None)
-    if isinstance(error, BUG_ERRORS):
-        if next((owner for _, owner in frames if owner != "library"), None) != "user":
-            raise error
+    user_file = config_file(spec) if spec is not None else None
+    frame = raised_in_file(error, user_file[0]) if user_file else None
+    if frame is None and isinstance(error, BUG_ERRORS):
+        raise error
     message = str(error)
-    if user is not None:
-        message += f" (raised at {user.filename}:{user.lineno})"
+    if frame is not None and not isinstance(error, SyntaxError):  # a SyntaxError's message names its line
+        message += f" (raised at {frame.filename}:{frame.lineno})"
     return _error(message, command)
 
 
@@ -298,7 +278,7 @@ def train_command(argv):
         # with --resume: the run's overrides and the ones given now, which command.json then records
         command = (_absolute_spec(spec), _recorded_overrides(parsed, config))
     except CONFIG_ERRORS as error:
-        return _config_error(error, "train")
+        return _config_error(error, "train", spec)
 
     from .train_pipeline import run_training
     from .train_report import format_summary
@@ -347,12 +327,15 @@ def eval_command(argv):
         print(eval_help())
         return 0 if args else 2
     path = args.pop(0)
+    spec = None  # the config loaded, once known: a config error raised in the user's file names its line
     try:
         flags, overrides = _pop_flags(args, EVAL_FLAGS)
+        spec = flags.get("--config")
         folder, _ = find_checkpoint(path)
         # the run's own overrides come first, section selections included; command.json is read
         # here only, for the config, the option check and run_evaluation
         source = config_source(folder, flags.get("--config"))
+        spec = source.spec
         # built once, and run_evaluation evaluates with it; the option check runs only if the build fails
         config = _load_checked(lambda: eval_config(source, overrides, flags.get("--res")),
                                overrides, source.spec, EVAL_FLAGS, base=source.overrides)
@@ -361,7 +344,7 @@ def eval_command(argv):
             threads = (read_results(folder) or {}).get("threads")
         threads = _resolve_threads(threads)
     except CONFIG_ERRORS as error:
-        return _config_error(error, "eval")
+        return _config_error(error, "eval", spec)
 
     import torch
 

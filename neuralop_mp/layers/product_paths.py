@@ -69,8 +69,10 @@ def force_device_choices(device_type):
     (:mod:`.mode_matmul`: a GPU's chunk budget). Choices that need the hardware itself keep the
     tensor's device: cuFFT's float16 transforms, the CPU's 16-bit matrix products of the
     pointwise work, ``half_dtype="auto"``, and the "auto" autocast scope (autocast runs on the
-    tensor's device; set a scope to count another's). Blocks nest; the previous setting is
-    restored on exit, an exception's included.
+    tensor's device; set a scope to count another's). Each choice reads the setting when it is
+    made, backward's in backward: run the backward inside the block too. One setting for the
+    process (not per thread). Blocks nest; the previous setting is restored on exit, an
+    exception's included.
 
     Parameters
     ----------

@@ -469,6 +469,8 @@ _HEAD = "from neuralop_mp.configs import DarcyConfig\n\n\nclass Mine(DarcyConfig
 @pytest.mark.parametrize("source, line, fragment", [
     (_HEAD + "\n\nimport os\nX = os.path.no_such_thing\n", 9, "has no attribute 'no_such_thing'"),
     ("import not_a_module_xyz\n" + _HEAD, 1, "No module named 'not_a_module_xyz'"),
+    # a config class's attribute: under zencfg 1.0 raised inside zencfg's own __getattr__
+    (_HEAD + "X = DarcyConfig.no_such_field\n", 6, "no_such_field"),
     # raised inside the standard library's importlib, named at the user's line that called it
     (_HEAD + "\n\nimport importlib\nimportlib.import_module('not_a_module_xyz')\n", 9,
      "No module named 'not_a_module_xyz'"),
@@ -529,6 +531,52 @@ def test_an_import_error_of_our_own_code_in_the_config_step_raises_with_its_trac
     with pytest.raises(ImportError, match="override_tokens") as raised:
         cli.main(["train", "darcy"])
     assert Path(_innermost_own_frame(raised.value).filename).parent == Path(cli.__file__).parent
+    assert not seen
+
+
+@pytest.mark.parametrize("folder", ["site-packages", "dist-packages", "anywhere"])
+def test_our_bug_inside_a_library_is_not_taken_for_a_users_config_error(monkeypatch, tmp_path, folder):
+    """Our config code calling a library that raises AttributeError (a stand-in for ``copy`` loaded
+    from a folder of that name: Debian's dist-packages, a PYTHONPATH entry, an editable install):
+    no frame of the user's config file is in the traceback, so it raises with its traceback,
+    wherever the library lives (it was a one-line usage error naming the library's line outside
+    site-packages)."""
+    import importlib.util
+
+    from neuralop_mp.configs import loading
+
+    seen = _fake_training(monkeypatch)
+    (tmp_path / folder).mkdir()
+    stand_in = tmp_path / folder / "stand_in_copy.py"
+    stand_in.write_text("def deepcopy(value):\n    return value.no_such_method()\n")
+    module_spec = importlib.util.spec_from_file_location("stand_in_copy", stand_in)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    monkeypatch.setattr(loading, "copy", module)
+    with pytest.raises(AttributeError, match="no_such_method"):
+        cli.main(["train", "darcy"])
+    assert not seen
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_a_config_file_that_is_no_python_file_or_does_not_parse_is_a_usage_error(monkeypatch, tmp_path, capsys,
+                                                                                   command):
+    """A config path without ``.py`` is refused by name (zencfg's ImportError, raised in its own code,
+    was a traceback); a SyntaxError in a config file is reported in one line naming its line."""
+    seen = _fake_training(monkeypatch)
+    (tmp_path / "model_state_dict.pt").write_bytes(b"")
+    (tmp_path / "mine.cfg").write_text(_HEAD)
+    (tmp_path / "broken.py").write_text(_HEAD + "\nX = (1,\n")
+
+    def run(spec):
+        return cli.main(["train", spec] if command == "train" else ["eval", str(tmp_path), "--config", spec])
+
+    assert run(f"{tmp_path}/mine.cfg") == 2
+    err = capsys.readouterr().err
+    assert "mine.cfg" in err and "Python file (.py)" in err and "Traceback" not in err, err
+    assert run(f"{tmp_path}/broken.py:Mine") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"neuralop-mp {command}: error: ") and "broken.py, line 7" in err, err
     assert not seen
 
 
