@@ -55,43 +55,14 @@ Number = Union[int, float]
 # cuFFT's float16 transforms return unnormalised sums: a grid of more points is scaled down by a
 # power of two first, so that sums of |x| <= 1 (tanh) stay below 16384, a factor 4 inside 65504
 FLOAT16_FFT_POINTS = 2**14
-# A float16 product takes the spectrum 2**FLOAT16_HEADROOM_BITS above fft_norm="forward"'s scale (at
-# most max|x| there, 1 after tanh), not at it: exactly so after tanh, at most so without it
-# (float16_shift). float16's normal numbers span 2**-14 to 65504 (< 2**16); the product's result
-# sums in_channels terms, at most in_channels * max|w| * 2**H * max|x|: H = 8 keeps it finite
-# after tanh up to in_channels * max|w| = 2**8 (upstream's init gives 28 at 64 channels, 64 at
-# 256), and keeps the coefficients 2**8 further from the subnormals than "forward"'s scale, where
-# small inputs and the upper modes of smooth fields lost their digits (docs/spectral_layer.md,
-# "float16 range").
+# A float16 product takes the spectrum at most 2**FLOAT16_HEADROOM_BITS above fft_norm="forward"'s scale
+# (at most max|x| there, 1 after tanh), not at it. float16's normal numbers span 2**-14 to 65504
+# (< 2**16); the product's result sums in_channels terms, at most in_channels * max|w| * 2**H *
+# max|x|: H = 8 keeps it finite after tanh up to in_channels * max|w| = 2**8 (upstream's init
+# gives 28 at 64 channels, 64 at 256), and keeps the coefficients 2**8 further from the
+# subnormals than "forward"'s scale, where small inputs and the upper modes of smooth fields
+# lost their digits (docs/spectral_layer.md, "float16 range").
 FLOAT16_HEADROOM_BITS = 8
-
-
-def float16_shift(norm, points, bounded):
-    """The ``s`` of a float16 spectral product: it takes the kept spectrum times ``2**-s`` and
-    gives its result back times ``2**s`` (powers of two: exact outside float16's subnormals).
-
-    Parameters
-    ----------
-    norm : {"backward", "forward", "ortho"}
-        The layer's ``fft_norm``.
-    points : int
-        Points of the input grid.
-    bounded : bool
-        Whether a tanh is applied to the input in this forward (``|x| <= 1``).
-
-    Returns
-    -------
-    int
-        Bounded: ``k - H``, negative allowed, with ``2**-k`` bringing ``norm``'s spectrum to
-        "forward"'s (:func:`~neuralop_mp.layers.truncated_fft.forward_norm_exponent`) and
-        ``H =`` :data:`FLOAT16_HEADROOM_BITS`: the spectrum sits within a factor 2 below
-        ``2**H`` times "forward"'s for every norm and grid, as far from the subnormals as the
-        product's range allows. Unbounded (no tanh: the user opted out of the bound):
-        ``max(0, k - H)``, never scaled up, so that the overflow margin is not reduced (and
-        "forward" keeps its own scale).
-    """
-    shift = forward_norm_exponent(norm, points) - FLOAT16_HEADROOM_BITS
-    return shift if bounded else max(0, shift)
 
 
 def _check_forwardable(parent_init, kwargs):
@@ -158,11 +129,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
         16-bit type of the product; "auto" is float16 on CUDA, bfloat16 elsewhere.
     stabilizer : {None, "tanh"}, default None
         ``tanh`` applied to the input before the forward FFT (keeps fp16 FFTs from
-        overflowing; with its bound a float16 product takes the spectrum
-        2**FLOAT16_HEADROOM_BITS above fft_norm="forward"'s scale whatever ``fft_norm``,
-        away from the subnormals: :func:`float16_shift`). Inside ``FNOBlocks`` use the
-        block's own ``stabilizer``; :func:`neuralop_mp.set_precision` puts it there, so it
-        is applied once.
+        overflowing). Inside ``FNOBlocks`` use the block's own ``stabilizer``;
+        :func:`neuralop_mp.set_precision` puts it there, so it is applied once.
     spectral_weight_dtype : {"complex64", "complex32"}, default "complex64"
         Storage dtype of the spectral weight (dense, or every CP/Tucker/TT factor)
         and hence of its gradient. "complex32" halves their memory (TensorGRaD's
@@ -444,14 +412,13 @@ class MixedPrecisionSpectralConv(SpectralConv):
         # only 16 bits (the 16-bit input itself where it is one: nothing more)
         x = tanh_stabilizer(x, half, wide) if stabilizer == "tanh" else x.to(wide)
 
-        # A float16 product takes the spectrum times 2**-shift, 2**FLOAT16_HEADROOM_BITS above
-        # fft_norm="forward"'s scale (after a tanh, from either the layer or the block: exactly; without:
-        # at most, and never above fft_norm's own), and gives its result back times 2**shift: a "backward"
-        # spectrum sums the grid's points, past float16's 65504 at 256^2, a "forward" one of small inputs
-        # sits in the subnormals (docs/spectral_layer.md, "float16 range"). bfloat16 has float32's range.
+        # A float16 product takes the spectrum times 2**-shift, at most 2**FLOAT16_HEADROOM_BITS above
+        # fft_norm="forward"'s scale (never above fft_norm's own), and gives its result back times
+        # 2**shift: a "backward" spectrum sums the grid's points, past float16's 65504 at 256^2
+        # (docs/spectral_layer.md, "float16 range"). bfloat16 has float32's range: nothing to do.
         shift = 0
         if half == torch.float16:
-            shift = float16_shift(self.fft_norm, math.prod(spatial), bounded=block_tanh or stabilizer == "tanh")
+            shift = max(0, forward_norm_exponent(self.fft_norm, math.prod(spatial)) - FLOAT16_HEADROOM_BITS)
         # real data in float32: transform only the kept modes (truncated_fft); complex
         # data and cuFFT's float16 transforms take the whole spectrum, as upstream does.
         # The power of two rides on tensors the transforms make anyway (exact: the same numbers)
@@ -527,13 +494,12 @@ class MixedPrecisionSpectralConv(SpectralConv):
         elif fft_half:
             # unnormalised in float16 (fft_norm's own inverse would sum to the grid's scale first):
             # at most 2**FLOAT16_HEADROOM_BITS times what the layer outputs with fft_norm="forward";
-            # then fft_norm's scale and the product's power of two in float32, in place on the widened
-            # copy (a scalar product's backward keeps nothing): no second full-grid output
+            # then fft_norm's scale and the product's power of two in float32
             y = self._inverse_of_full_spectrum(out_kept, fft_size, kept, fft_dims, out_spatial, "forward")
             y = y.to(torch.complex64 if self.complex_data else torch.float32)
             scale = 2.0 ** shift / zero_frequency_scale(self.fft_norm, math.prod(out_spatial))
             if scale != 1:
-                y.mul_(scale)
+                y = y * scale
         else:  # complex data: a scaled copy (in the whole spectrum, its gradient would be whole too)
             out_kept = out_kept * back if back != 1 else out_kept
             y = self._inverse_of_full_spectrum(out_kept, fft_size, kept, fft_dims, out_spatial, self.fft_norm)

@@ -1,8 +1,8 @@
-"""The float16 product's power-of-two headroom scaling (``fft_norm`` "backward"/"ortho" on large
-grids; after tanh every norm and grid, scaled up where negative) rides on tensors the truncated
-transforms and the bias make anyway: the same numbers as multiplying the kept spectrum by
-``2**-shift`` before the product and its result by ``2**shift`` after, without those two
-block-sized copies (nor their gradients' copies in backward)."""
+"""The float16 product's power-of-two headroom scaling (``fft_norm`` "backward"/"ortho") rides on
+tensors the truncated transforms and the bias make anyway: the same numbers as multiplying the
+kept spectrum by ``2**-shift`` before the product and its result by ``2**shift`` after, without
+those two block-sized copies (nor their gradients' copies in backward)."""
+import collections
 import math
 
 import pytest
@@ -11,8 +11,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from neuralop_mp.layers import spectral_conv as sc
-from neuralop_mp.layers.spectral_conv import FLOAT16_HEADROOM_BITS, MixedPrecisionSpectralConv, float16_shift
-from neuralop_mp.layers.truncated_fft import set_last_axis_transform, truncated_irfftn, truncated_rfftn
+from neuralop_mp.layers.spectral_conv import FLOAT16_HEADROOM_BITS, MixedPrecisionSpectralConv
+from neuralop_mp.layers.truncated_fft import (forward_norm_exponent, set_last_axis_transform, truncated_irfftn,
+                                              truncated_rfftn)
 
 # float16 on a CPU is what these tests check: its products are float32 on float16-rounded values
 pytestmark = pytest.mark.filterwarnings("ignore:half_dtype='float16' on a CPU without float16 matrix units")
@@ -89,8 +90,8 @@ def test_truncated_transforms_scale_exactly_as_a_multiplication(spatial, kept, n
                            truncated_irfftn(z * scale, dims, spatial, spatial, norm))
 
 
-def _shift(norm, spatial, tanh):
-    return float16_shift(norm, math.prod(spatial), bounded=tanh)
+def _shift(norm, spatial):
+    return max(0, forward_norm_exponent(norm, math.prod(spatial)) - FLOAT16_HEADROOM_BITS)
 
 
 def _multiplied_scaling(monkeypatch):
@@ -114,12 +115,10 @@ def _run(layer, x, upstream, output_shape=None):
     return [y.detach(), x.grad] + [p.grad for p in layer.parameters()]
 
 
-# (spatial, n_modes, norm): each with a nonzero shift after tanh, positive (scaled down), or negative
-# (scaled up: "forward", and small grids); complex data (the whole spectrum transformed, then sliced)
-# on the small grids
+# (spatial, n_modes, norm): each with a positive shift; complex data (the whole spectrum
+# transformed, then sliced) on the small grids
 CASES = [((32, 32), (8, 8), "backward"), ((512, 256), (8, 8), "ortho"), ((1024,), (12,), "backward"),
-         ((2**17,), (12,), "ortho"), ((8, 8, 16), (4, 4, 4), "backward"), ((32, 32), (8, 8), "forward"),
-         ((12, 12), (6, 6), "ortho"), ((1024,), (12,), "forward"), ((8, 6, 10), (4, 3, 4), "ortho")]
+         ((2**17,), (12,), "ortho"), ((8, 8, 16), (4, 4, 4), "backward")]
 CASES = [case + (complex_data,) for case in CASES for complex_data in (False, True)
          if not complex_data or math.prod(case[0]) <= 2**12]
 
@@ -129,7 +128,7 @@ CASES = [case + (complex_data,) for case in CASES for complex_data in (False, Tr
 @pytest.mark.parametrize("factorization", [None, "tucker"])
 def test_float16_headroom_gives_the_numbers_of_multiplying_the_spectrum(spatial, n_modes, norm, complex_data, bias,
                                                                         factorization, monkeypatch):
-    assert _shift(norm, spatial, tanh=True) != 0
+    assert _shift(norm, spatial) > 0
     torch.manual_seed(0)
     layer = MixedPrecisionSpectralConv(2, 3, n_modes, fno_block_precision="mixed", half_dtype="float16",
                                        stabilizer="tanh", fft_norm=norm, bias=bias, factorization=factorization,
@@ -148,69 +147,30 @@ def test_float16_headroom_gives_the_numbers_of_multiplying_the_spectrum(spatial,
         assert torch.equal(a, b)
 
 
-def _allocations(norm, bias, stabilizer):
-    """Bytes allocated by the forward and by the backward of a fresh 4-channel layer at 32x32."""
-    torch.manual_seed(0)
-    layer = MixedPrecisionSpectralConv(4, 4, (8, 8), fno_block_precision="mixed", half_dtype="float16",
-                                       fft_norm=norm, bias=bias, stabilizer=stabilizer)
-    x = torch.randn(2, 4, 32, 32).requires_grad_()
-    with _AllocatedBytes() as forward:
-        y = layer(x)
-    upstream = torch.randn_like(y)
-    with _AllocatedBytes() as backward:
-        y.backward(upstream)
-    return forward.bytes, backward.bytes
-
-
 @pytest.mark.parametrize("bias", [False, True])
-def test_float16_headroom_makes_no_block_sized_tensor(bias, monkeypatch):
+def test_float16_headroom_makes_no_block_sized_tensor(bias):
     """Bytes allocated by a forward and a backward with fft_norm="backward" (whose float16 product
     takes the spectrum 2**2 down, 32x32 grid) are those of fft_norm="forward" (no scaling): the
     scaling makes no tensor. With the bias in the spectrum the backward keeps one block-sized
-    gradient: the bias's copy is the scaled product, whose gradient is the scaled incoming one.
-    After tanh, fft_norm="forward" takes the spectrum 2**8 up: the bytes of the same layer whose
-    shift is forced to 0."""
+    gradient: the bias's copy is the scaled product, whose gradient is the scaled incoming one."""
     spatial = (32, 32)
     previous = set_last_axis_transform("fft")  # the same transforms, hence allocations, in both runs
     try:
-        counts = {norm: _allocations(norm, bias, None) for norm in ("forward", "backward")}
-        tanh_scaled = _allocations("forward", bias, "tanh")
-        monkeypatch.setattr(sc, "float16_shift", lambda norm, points, bounded: 0)
-        tanh_unscaled = _allocations("forward", bias, "tanh")
+        counts = collections.defaultdict(dict)
+        for norm in ("forward", "backward"):
+            torch.manual_seed(0)
+            layer = MixedPrecisionSpectralConv(4, 4, (8, 8), fno_block_precision="mixed", half_dtype="float16",
+                                               fft_norm=norm, bias=bias)
+            x = torch.randn(2, 4, *spatial).requires_grad_()
+            with _AllocatedBytes() as forward:
+                y = layer(x)
+            upstream = torch.randn_like(y)
+            with _AllocatedBytes() as backward:
+                y.backward(upstream)
+            counts[norm] = (forward.bytes, backward.bytes)
     finally:
         set_last_axis_transform(previous)
-    assert _shift("backward", spatial, tanh=False) > 0 and _shift("forward", spatial, tanh=False) == 0
-    assert _shift("forward", spatial, tanh=True) < 0
+    assert _shift("backward", spatial) > 0 and _shift("forward", spatial) == 0
     block = 2 * 4 * 8 * 5 * 8  # batch x channels x kept modes, complex64
     assert counts["backward"][0] == counts["forward"][0]
     assert counts["backward"][1] == counts["forward"][1] + (block if bias else 0)
-    assert tanh_scaled[0] == tanh_unscaled[0]
-    assert tanh_scaled[1] == tanh_unscaled[1] + (block if bias else 0)
-
-
-@pytest.mark.parametrize("complex_data", [False, True])
-def test_float16_fft_path_gives_the_power_of_two_back_without_a_full_grid_copy(complex_data, monkeypatch):
-    """On the float16-FFT path (cuFFT emulated on the CPU) the inverse's float32 output is scaled in
-    place: after tanh, fft_norm="forward" gives the product's result back by 2**-8 there, with the
-    bytes of the same layer whose shift is forced to 0 (scale 1: no multiplication), and its output
-    up to float16 rounding."""
-    from neuralop_mp.layers.tests.test_spectral_mends import _emulate_float16_cufft
-
-    _emulate_float16_cufft(monkeypatch)
-    torch.manual_seed(0)
-    layer = MixedPrecisionSpectralConv(4, 4, (8, 8), fno_block_precision="half", half_dtype="float16",
-                                       stabilizer="tanh", complex_data=complex_data, bias=False)
-    x = torch.randn(2, 4, 64, 64, dtype=torch.complex64 if complex_data else torch.float32)
-    assert _shift("forward", x.shape[2:], tanh=True) == -FLOAT16_HEADROOM_BITS
-    runs = {}
-    for name, rule in (("scaled", float16_shift), ("unscaled", lambda norm, points, bounded: 0)):
-        monkeypatch.setattr(sc, "float16_shift", rule)
-        with torch.no_grad(), _AllocatedBytes() as allocated:
-            y = layer(x)
-        assert layer.last_product_path["fft"] == "float16 (cuFFT)"
-        runs[name] = (allocated.bytes, y)
-    assert runs["scaled"][0] == runs["unscaled"][0]
-    # the power of two given back (a missing 2**-8 is a factor 256): the numbers differ only where
-    # the unscaled spectrum's float16 coefficients were subnormal, a few in 1e3 of them here
-    y, reference = runs["scaled"][1], runs["unscaled"][1]
-    assert ((y - reference).norm() / reference.norm()).item() <= 2.0**-11
