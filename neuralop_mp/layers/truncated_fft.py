@@ -156,7 +156,7 @@ def forward_norm_exponent(norm, points):
     of ``norm="forward"``: ``2**-k`` times it is at most ``max|x|`` in magnitude, and within a factor 2
     of the "forward" spectrum. ``ceil(log2(points))`` ("backward", None), ``ceil(log2(points) / 2)``
     ("ortho"), 0 ("forward"). A float16 spectral product scales its operand by ``2**-s`` and its
-    result back by ``2**s``, with ``s`` from ``k`` by :func:`~.spectral_conv.float16_shift`: powers of
+    result back by ``2**s``, ``s = max(0, k - spectral_conv.FLOAT16_HEADROOM_BITS)``: powers of
     two, exact outside float16's subnormals, so only where the numbers sit in float16's range changes
     (a "backward" spectrum sums the points: 65536 of them at 256^2 exceed float16's 65504)."""
     bits = (points - 1).bit_length()  # ceil(log2(points)), in integers: exact for every size
