@@ -45,13 +45,37 @@ def raised_in_file(error, path):
     the error, or called what did), or None: a frame of the file itself, not a guess from where
     other files live (libraries may be installed anywhere). A ``SyntaxError`` of the file counts
     as raised at its line."""
-    target = Path(path).resolve()
-    if isinstance(error, SyntaxError) and error.filename and Path(error.filename).resolve() == target:
+    if syntax_error_of(error, path):
         return traceback.FrameSummary(error.filename, error.lineno or 0, "<module>")
+    target = Path(path).resolve()
     for frame in reversed(traceback.extract_tb(error.__traceback__)):
-        if not frame.filename.startswith("<") and Path(frame.filename).resolve() == target:
+        if _is_file(frame.filename, target):
             return frame
     return None
+
+
+def syntax_error_of(error, path):
+    """Whether ``error`` is a SyntaxError in the file ``path`` itself (its message names the line)."""
+    return (isinstance(error, SyntaxError) and bool(error.filename)
+            and _is_file(error.filename, Path(path).resolve()))
+
+
+def raised_beside(error, path):
+    """The innermost frame of ``error``'s traceback in another file of the folder of the config
+    file ``path`` (or below it), under the file's own frame: a helper module the config file
+    imports or calls, where the error was raised. None when there is none."""
+    folder = Path(path).resolve().parent
+    target = Path(path).resolve()
+    frames = traceback.extract_tb(error.__traceback__)
+    inside = [i for i, frame in enumerate(frames) if _is_file(frame.filename, target)]
+    for frame in reversed(frames[inside[-1] + 1:] if inside else []):
+        if not frame.filename.startswith("<") and folder in Path(frame.filename).resolve().parents:
+            return frame
+    return None
+
+
+def _is_file(filename, target):
+    return not filename.startswith("<") and Path(filename).resolve() == target
 
 
 def _load_class(path, class_name):
@@ -70,6 +94,8 @@ def _load_class(path, class_name):
 def _load_from_file(spec):
     path, _, class_name = str(spec).partition(":")
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"Invalid config file {path}: it is a folder; name a .py file in it.")
     if not path.is_file():
         raise FileNotFoundError(f"Config file not found: {path}")
     if path.suffix != ".py":

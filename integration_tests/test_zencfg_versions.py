@@ -38,6 +38,7 @@ CONFIG_TESTS = [
     "neuralop_mp/tests/test_cli.py::test_an_attribute_or_import_error_of_a_config_file_is_a_usage_error_naming_its_line",
     "neuralop_mp/tests/test_cli.py::test_eval_refuses_a_config_class_missing_from_its_file_as_train_does",
     "neuralop_mp/tests/test_cli.py::test_a_config_file_that_is_no_python_file_or_does_not_parse_is_a_usage_error",
+    "neuralop_mp/tests/test_cli.py::test_an_error_in_a_module_beside_the_config_file_names_both_lines",
 ]
 
 

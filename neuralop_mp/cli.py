@@ -196,31 +196,34 @@ def _recorded_overrides(overrides, config):
     return override_tokens(merged.items())
 
 
-# what loading a config raises for a bad CONFIG or --key value: a usage error (exit 2), not a
-# traceback; a config file may fail to import or to run, or lack the class that path.py:ClassName names
-CONFIG_ERRORS = (ValueError, TypeError, FileNotFoundError, AttributeError, ImportError, SyntaxError)
-# of those, the kinds a bug raises: a usage error only when the user's config file raised them
-# (:func:`_config_error`), a traceback when our code did
-BUG_ERRORS = (AttributeError, ImportError, SyntaxError)
+# what our checks raise for a bad CONFIG, --key value or flag: a usage error (exit 2), not a traceback.
+# Any exception that a user's config file raises is one too (:func:`_config_error`); any other is a
+# bug of ours, raised with its traceback
+USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError)
 
 
 def _config_error(error, command, spec=None):
-    """:func:`_error` for one of :data:`CONFIG_ERRORS` raised while the config ``spec`` was loaded.
+    """:func:`_error` for an exception raised while the config ``spec`` was loaded.
 
     Where a frame of the user's config file (``spec``'s ``path.py``) is in the traceback, the
-    file's code raised it or called what did: a usage error naming the innermost such line, which
-    the traceback would otherwise have given. Otherwise one of :data:`BUG_ERRORS` is a bug of
-    ours and is raised again, with its traceback; the others are our checks' own messages.
+    file's code raised it or called what did (whatever its type: an AttributeError, a NameError,
+    a SyntaxError): a usage error naming the innermost such line, which the traceback would
+    otherwise have given (and first the line of a module beside the file that it called, where
+    that raised). Otherwise one of :data:`USAGE_ERRORS` is our checks' own message, and any
+    other error a bug of ours, raised again with its traceback.
     """
-    from .configs.loading import config_file, raised_in_file
+    from .configs.loading import config_file, raised_beside, raised_in_file, syntax_error_of
 
-    user_file = config_file(spec) if spec is not None else None
-    frame = raised_in_file(error, user_file[0]) if user_file else None
-    if frame is None and isinstance(error, BUG_ERRORS):
+    user_file = config_file(spec)[0] if spec is not None and config_file(spec) else None
+    frame = raised_in_file(error, user_file) if user_file else None
+    if frame is None and not isinstance(error, USAGE_ERRORS):
         raise error
-    message = str(error)
-    if frame is not None and not isinstance(error, SyntaxError):  # a SyntaxError's message names its line
-        message += f" (raised at {frame.filename}:{frame.lineno})"
+    # the user's Python error by its type ("KeyError: 'k'"); our checks' messages as they are
+    message = str(error) if isinstance(error, USAGE_ERRORS) else f"{type(error).__name__}: {error}"
+    if frame is not None and not syntax_error_of(error, user_file):  # that one's message names its line
+        helper = raised_beside(error, user_file)  # a module of the user's that the file called
+        where = f"{helper.filename}:{helper.lineno}, from " if helper else ""
+        message += f" (raised at {where}{frame.filename}:{frame.lineno})"
     return _error(message, command)
 
 
@@ -277,7 +280,7 @@ def train_command(argv):
                                      CPU_ALLOCATOR_MODES)
         # with --resume: the run's overrides and the ones given now, which command.json then records
         command = (_absolute_spec(spec), _recorded_overrides(parsed, config))
-    except CONFIG_ERRORS as error:
+    except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
         return _config_error(error, "train", spec)
 
     from .train_pipeline import run_training
@@ -343,7 +346,7 @@ def eval_command(argv):
         if threads is None:
             threads = (read_results(folder) or {}).get("threads")
         threads = _resolve_threads(threads)
-    except CONFIG_ERRORS as error:
+    except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
         return _config_error(error, "eval", spec)
 
     import torch

@@ -471,6 +471,11 @@ _HEAD = "from neuralop_mp.configs import DarcyConfig\n\n\nclass Mine(DarcyConfig
     ("import not_a_module_xyz\n" + _HEAD, 1, "No module named 'not_a_module_xyz'"),
     # a config class's attribute: under zencfg 1.0 raised inside zencfg's own __getattr__
     (_HEAD + "X = DarcyConfig.no_such_field\n", 6, "no_such_field"),
+    # any Python error of the file's code, named by its type
+    (_HEAD + "X = undefined_name\n", 6, "NameError: name 'undefined_name' is not defined"),
+    (_HEAD + "X = {}['k']\n", 6, "KeyError: 'k'"),
+    # a SyntaxError its code raises (not one of the file itself): its message names no line of the file
+    (_HEAD + "X = eval('1 +')\n", 6, "SyntaxError: "),
     # raised inside the standard library's importlib, named at the user's line that called it
     (_HEAD + "\n\nimport importlib\nimportlib.import_module('not_a_module_xyz')\n", 9,
      "No module named 'not_a_module_xyz'"),
@@ -491,6 +496,33 @@ def test_an_attribute_or_import_error_of_a_config_file_is_a_usage_error_naming_i
     err = capsys.readouterr().err
     assert err.startswith(f"neuralop-mp {command}: error: ") and fragment in err, err
     assert f"(raised at {tmp_path}/mine.py:{line})" in err and "Traceback" not in err, err
+    assert not seen
+
+
+@pytest.mark.parametrize("helper_source, fragment", [
+    ("import os\n\n\n\nX = os.no_attr_here\n", "AttributeError: module 'os' has no attribute 'no_attr_here'"),
+    ("\n\n\n\nraise ValueError('helper value problem')\n", "helper value problem"),
+])
+def test_an_error_in_a_module_beside_the_config_file_names_both_lines(monkeypatch, tmp_path, capsys, helper_source,
+                                                                      fragment):
+    """A config file importing a helper module of the user's (next to it) that raises: the helper's
+    line first, then the config file's line that imported it."""
+    seen = _fake_training(monkeypatch)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "my_helper_mod.py").write_text(helper_source)
+    (tmp_path / "mine.py").write_text(_HEAD + "\nimport my_helper_mod\n")
+    monkeypatch.delitem(sys.modules, "my_helper_mod", raising=False)
+    assert cli.main(["train", f"{tmp_path}/mine.py:Mine"]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and f"(raised at {tmp_path}/my_helper_mod.py:5, from {tmp_path}/mine.py:7)" in err, err
+    assert not seen
+
+
+def test_a_folder_named_as_the_config_is_refused_as_a_folder(monkeypatch, tmp_path, capsys):
+    seen = _fake_training(monkeypatch)
+    assert cli.main(["train", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"Invalid config file {tmp_path}: it is a folder" in err, err
     assert not seen
 
 
