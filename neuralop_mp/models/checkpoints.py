@@ -96,6 +96,7 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
     """
     kwargs = dict(metadata)
     saved_name = str(kwargs.get("_name", ""))
+    saved_class = BaseModel._models.get(saved_name.lower())
     args = kwargs.pop("args", ())
     for key in _RECORD_ONLY:
         kwargs.pop(key, None)
@@ -106,17 +107,26 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
         if model_class.lower() not in registry:
             raise ValueError(f"Invalid model_class={model_class!r}; registered models: {', '.join(sorted(registry))}.")
         model_class = registry[model_class.lower()]
-    args, kwargs = rebuilding_arguments(model_class, tuple(args), kwargs)
+    # the record is of a call of the saving class: its positional values are named after that class's
+    # parameters (a class taking *args, TFNO, would leave them positional beside the recorded defaults)
+    args, kwargs = rebuilding_arguments(saved_class or model_class, tuple(args), kwargs)
     if precision_policy is not None:
         if model_class in BaseModel._models.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
             model_class = PLUGIN_MODEL_CLASSES.get(model_class.__name__.lower(), model_class)
         if model_class not in PLUGIN_MODEL_CLASSES.values():
             raise ValueError(f"precision_policy needs one of the plugin's classes, not {model_class.__name__}.")
         kwargs.update(_policy_changes(precision_policy))
-    saved_class = BaseModel._models.get(saved_name.lower())
-    if saved_class in PLUGIN_MODEL_CLASSES.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
+    # a subclass of the plugin's classes takes the record as they do (or fails as the narrow one it is)
+    if saved_class in PLUGIN_MODEL_CLASSES.values() and not issubclass(model_class, tuple(PLUGIN_MODEL_CLASSES.values())):
         kwargs = _for_upstream_class(model_class, kwargs)
-    return model_class(*args, **kwargs)
+    try:
+        return model_class(*args, **kwargs)
+    except TypeError as err:
+        if model_class is saved_class:  # the saving class's own constructor: its error as it is
+            raise
+        saver = saved_class.__name__ if saved_class else repr(saved_name)
+        raise TypeError(f"{model_class.__name__} cannot be built from the arguments that a checkpoint saved by "
+                        f"{saver} records: {err}") from err
 
 
 def load_model(save_folder, save_name, model_class=None, *, precision_policy=None, map_location=None):
@@ -131,7 +141,8 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
         "mixedprecisionfno"). Default: the class that saved the checkpoint. A
         checkpoint of upstream's FNO/TFNO/UNO loads into the plugin's class for it
         and the other way round; the plugin's precision keys do not exist upstream
-        (a warning says so when they were not the defaults).
+        (a warning says so when they were not the defaults). A class whose constructor
+        cannot take the recorded arguments raises a TypeError naming it and the saving class.
     precision_policy : PrecisionPolicy, str or dict, optional
         Precision settings to build the plugin's model with instead of the
         recorded ones (e.g. load an upstream checkpoint to evaluate it in "mixed"): a
@@ -152,8 +163,9 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     (``FNO((16, 16), 1, 1, 32)``) as those arguments plus the default of every parameter
     not passed by keyword, theirs included, so upstream's ``from_checkpoint`` passes them
     twice and fails ("got multiple values for argument"); this function names each
-    positional value after the class's parameters (values a constructor takes only by
-    position, its positional-only or ``*args`` ones, are passed by position). The plugin's
+    positional value after the parameters of the class that saved it (values its constructor
+    takes only by position, its positional-only or ``*args`` ones, are passed by position),
+    whichever class it then builds. The plugin's
     classes record positional arguments so, after the constructor of the class built (a
     subclass's own included: :func:`~neuralop_mp.models.constructor_args.rebuilding_arguments`),
     so ``MixedPrecisionFNO.from_checkpoint`` loads their checkpoints too

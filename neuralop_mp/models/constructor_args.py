@@ -10,7 +10,9 @@ def constructor_params(cls):
     """Named constructor arguments of ``cls``, following ``**kwargs`` up the MRO.
 
     TFNO's own ``__init__`` is ``(*args, **kwargs)`` and forwards to FNO's, so its
-    real arguments are FNO's. Returns ``(params, takes_any)``: ``takes_any`` is True
+    real arguments are FNO's. The chain stops at one of the plugin's classes (a class
+    defining ``_plugin_signature``): its constructor takes what that signature names, the
+    precision policy's keys included. Returns ``(params, takes_any)``: ``takes_any`` is True
     when the ``**kwargs`` chain reaches ``nn.Module`` (a model that consumes arbitrary
     keywords itself), so unknown keys cannot be told apart from valid ones.
     """
@@ -19,13 +21,23 @@ def constructor_params(cls):
     for klass in cls.__mro__:
         if klass is nn.Module:
             return params, True
-        if "__init__" not in vars(klass):
+        if "_plugin_signature" in vars(klass):
+            sig = vars(klass)["_plugin_signature"].parameters
+        elif "__init__" in vars(klass):
+            sig = inspect.signature(vars(klass)["__init__"]).parameters
+        else:
             continue
-        sig = inspect.signature(vars(klass)["__init__"]).parameters
         params.update({k: p for k, p in sig.items() if k != "self" and p.kind in named})
         if not any(p.kind is p.VAR_KEYWORD for p in sig.values()):
             return params, False
     return params, True
+
+
+def positional_parameters(cls, count):
+    """The parameters of ``inspect.signature(cls)`` that ``count`` positional arguments bind to,
+    in order (fewer where the others go to ``*args``)."""
+    params = inspect.signature(cls).parameters.values()
+    return [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:count]
 
 
 def rebuilding_arguments(cls, args, kwargs):
@@ -41,7 +53,7 @@ def rebuilding_arguments(cls, args, kwargs):
     parameters are dropped from the keywords. Never raises: the call was made.
     """
     params = inspect.signature(cls).parameters.values()
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:len(args)]
+    positional = positional_parameters(cls, len(args))
     if len(args) > len(positional):  # some went to *args
         kept = len(args)
     else:  # positional-only parameters come first

@@ -37,7 +37,7 @@ from ..layers.soft_gating import adopt_half_safe_soft_gating
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..wrapped_module import unwrap
-from .constructor_args import rebuilding_arguments
+from .constructor_args import constructor_params, positional_parameters, rebuilding_arguments
 from .pointwise_tiles import set_pointwise_tiles
 from .uno_registration import UNO
 
@@ -95,25 +95,35 @@ def _warn_once(model, kind, message, category):
     return True
 
 
-def _takes_any_keyword(cls):
-    """Whether ``cls``'s constructor takes ``**kwargs`` (and so, as upstream records it, every
-    precision setting by name)."""
-    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls).parameters.values())
+def _policy_keys_taken(cls):
+    """The precision policy's keys that ``cls``'s constructor takes by name: its own and, through
+    ``**kwargs``, those of the constructors it passes them on to, up to the plugin's, which takes
+    them all (:func:`~neuralop_mp.models.constructor_args.constructor_params`)."""
+    params, takes_any = constructor_params(cls)
+    return {key for key in PrecisionPolicy.defaults() if takes_any or key in params}
 
 
 def _keeping_built_policy(init):
     """``init`` (a narrow constructor, not the plugin's) that, once it has returned, notes the
     settings it left the model in: what a record without the policy's keys rebuilds. After all
     of its code, which may switch the model; where constructors of this kind call one another,
-    the outermost one's note, the last, stands."""
+    the outermost one's note, the last, stands. Layers left in different settings are noted as
+    ``None``: a record rebuilds them so, and no uniform setting is what it rebuilds."""
 
     @functools.wraps(init)  # its signature stays init's: upstream records, and rebuilds, by it
     def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
-        with contextlib.suppress(ValueError):  # layers left in different settings: no model-level note
+        try:
             self._built_policy = get_precision_policy(self).as_dict()
+        except ValueError:  # the layers' settings differ
+            self._built_policy = None
 
     return __init__
+
+
+def _it_or_them(keys):
+    """The pronoun for ``keys`` in a warning's text."""
+    return "them" if len(keys) > 1 else "it"
 
 
 class _PrecisionRecordingModel:
@@ -139,7 +149,11 @@ class _PrecisionRecordingModel:
             # upstream's BaseModel records the arguments of inspect.signature(cls) and from_checkpoint
             # passes them to cls: that constructor is what takes them back, not ours
             cls.__signature__ = None
-        if not _takes_any_keyword(cls):  # what it builds is what a save compares with (_record_current_policy)
+        # what it builds is what a save compares with where a record may lack a key (_record_current_policy): one its
+        # constructor chain does not take by name, or one a call may pass by position (the record keeps it there)
+        by_position = {name for name, p in inspect.signature(cls).parameters.items()
+                       if p.kind is p.POSITIONAL_OR_KEYWORD}
+        if _policy_keys_taken(cls) - by_position != set(PrecisionPolicy.defaults()):
             cls.__init__ = _keeping_built_policy(cls.__init__)
 
     def __init__(self, *args, **kwargs):
@@ -183,13 +197,16 @@ class _PrecisionRecordingModel:
 
         set_precision / a schedule may have switched the model since it was built. Layers set
         one by one may disagree: there is then no model-level policy to write, and saving must
-        not fail, so the record stays as it was and a warning (once per model) says so. A
-        subclass whose constructor does not take the policy's keys (nor ``**kwargs``) records
-        none of them: its checkpoint rebuilds what that constructor builds, and a warning (once
-        per model) names the settings that differ from what that constructor left the model in
-        (``_keeping_built_policy``). A model pickled whole before the plugin noted that has no
-        note: nothing is warned for it (a warning at every save of a model that may lose nothing
-        would be a false alarm), and the keys its constructor takes are recorded as ever.
+        not fail, so the record stays as it was and a warning (once per model) says so. The
+        record takes the policy's keys that the constructor chain takes by name
+        (:func:`_policy_keys_taken`), less those its call passed by position (the record keeps
+        them in its positional arguments: by name too, a rebuild would pass them twice). The
+        others are rebuilt as that constructor builds them, and a warning (once per model) names
+        those that differ from what it left the model in (``_keeping_built_policy``), or the
+        settings of a model whose constructor left its layers in different ones and that is now
+        in one. A model pickled whole before the plugin noted that has no note: nothing is
+        warned for it (a warning at every save of a model that may lose nothing would be a false
+        alarm), and the keys its constructor takes are recorded as ever.
         """
         try:
             current = self.precision_policy.as_dict()
@@ -199,22 +216,35 @@ class _PrecisionRecordingModel:
                        "checkpoint records the model-level precision policy it was last built or switched "
                        "with, so the per-layer settings must be reapplied after loading it.", UserWarning)
             return
-        if not _takes_any_keyword(type(self)):
-            taken = {name for name, p in inspect.signature(type(self)).parameters.items()
-                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-            built = self.__dict__.get("_built_policy", current)  # none noted (an old pickle): nothing to tell
+        name = type(self).__name__
+        by_position = {p.name for p in positional_parameters(type(self), len(self._init_kwargs.get("args", ())))}
+        taken = _policy_keys_taken(type(self)) - by_position
+        built = self.__dict__.get("_built_policy", current)  # none noted (an old pickle, or all taken): nothing to tell
+        if built is None:
+            _warn_once(self, "unrecorded",
+                       f"{name}'s constructor leaves the spectral layers in different precision settings, and its "
+                       f"checkpoint rebuilds them so: the settings set on the whole model since are lost "
+                       f"({self.precision_policy}). Set them again after loading the checkpoint "
+                       "(neuralop_mp.set_precision).", UnrecordedPrecisionWarning)
+        else:
             changed = {k: v for k, v in current.items() if k not in taken and v != built[k]}
             if changed:
-                them, as_arguments = (("them", "as constructor arguments") if len(changed) > 1
-                                      else ("it", "as a constructor argument"))
+                not_taken = [k for k in changed if k not in by_position]
+                passed = [k for k in changed if k in by_position]
+                whys = ([f"does not take {', '.join(not_taken)}"] if not_taken else []) + (
+                    [f"took {', '.join(passed)} by position"] if passed else [])
+                take = ", ".join(not_taken) if passed else _it_or_them(not_taken)  # names where both advices are
+                as_arguments = "as constructor arguments" if len(not_taken) > 1 else "as a constructor argument"
+                advice = ([f"Take {take} {as_arguments} (or **kwargs passed on) to "
+                           f"record {_it_or_them(not_taken)}."] if not_taken else []) + (
+                    [f"Pass {', '.join(passed)} by keyword to record {_it_or_them(passed)}."] if passed else [])
+                them = _it_or_them(changed)
                 _warn_once(self, "unrecorded",
-                           f"{type(self).__name__}'s constructor does not take {', '.join(changed)}: its checkpoint "
-                           f"rebuilds {them} as that constructor builds {them}, so the precision set on the model "
-                           f"since is lost: {_lost_settings(built, changed)}. Take {them} {as_arguments} (or "
-                           f"**kwargs passed on) to record {them}.", UnrecordedPrecisionWarning)
-            current = {k: v for k, v in current.items() if k in taken}
+                           f"{name}'s constructor {' and '.join(whys)}: its checkpoint rebuilds {them} as that "
+                           f"constructor builds {them}, so the precision set on the model since is lost: "
+                           f"{_lost_settings(built, changed)}. {' '.join(advice)}", UnrecordedPrecisionWarning)
         # a new dict, not an update in place: earlier state dicts hold the old one as their _metadata
-        self._init_kwargs = {**self._init_kwargs, **current}
+        self._init_kwargs = {**self._init_kwargs, **{k: v for k, v in current.items() if k in taken}}
 
     def state_dict(self, *args, **kwargs):
         """Upstream's state dict; its ``_metadata`` holds the current precision settings."""

@@ -376,6 +376,181 @@ def test_the_narrow_subclass_warning_names_the_line_that_saved_through_a_contain
     assert "rebuilds it as that constructor builds it" in message and "them" not in message, message
 
 
+@pytest.mark.parametrize("target, policy", [(_PassThroughFNO, None), ("tfno", None), ("tfno", "mixed"),
+                                            ("mixedprecisiontfno", "mixed")])
+def test_an_upstream_checkpoint_built_positionally_loads_into_a_class_taking_any_arguments(tmp_path, target, policy):
+    """The record's positional values are named after the class that saved it (FNO): a class whose
+    own signature is (*args, **kwargs) (a pass-through subclass, upstream's TFNO) would otherwise
+    get them by position beside the recorded defaults ("multiple values for argument 'n_layers'")."""
+    torch.manual_seed(0)
+    model = FNO((8, 8), 1, 1, 8, 2)  # n_layers=2 positionally: the record also holds its default, 4
+    model.save_checkpoint(tmp_path, "m")
+    loaded = neuralop_mp.load_model(tmp_path, "m", target, precision_policy=policy)
+    assert loaded.n_layers == 2 and loaded.hidden_channels == 8 and tuple(loaded.n_modes) == (8, 8)
+    assert_same_weights(model, loaded)
+    if policy is not None:
+        assert loaded.precision_policy.fno_block_precision == policy
+
+
+def test_a_subclass_taking_the_plugins_arguments_loads_its_checkpoint_in_its_precision(tmp_path):
+    """A subclass passing every argument on to the plugin's class takes the policy's keys: loaded
+    into it, a plugin checkpoint keeps its settings (nothing is dropped as for upstream's classes)."""
+    torch.manual_seed(0)
+    model = MixedPrecisionFNO((8, 8), 1, 1, 8, 2, fno_block_precision="mixed", half_dtype="bfloat16")
+    model.save_checkpoint(tmp_path, "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = neuralop_mp.load_model(tmp_path, "m", _PassThroughFNO)
+    assert type(loaded) is _PassThroughFNO and loaded.precision_policy == model.precision_policy
+    assert_same_weights(model, loaded)
+
+
+class _PassOfNarrowFNO(_NarrowFNO, name="PassOfNarrowFNO"):
+    """A pass-through subclass of a narrow subclass: its **kwargs reach a constructor taking none
+    of the policy's keys."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+
+
+class _KwOfNarrowFNO(_NarrowFNO, name="KwOfNarrowFNO"):
+    """A subclass of a narrow subclass taking **kwargs (and passing them on to it)."""
+
+    def __init__(self, width=4, **kwargs):
+        super().__init__(width, **kwargs)
+
+
+class _SwitchingKwOfNarrowFNO(_NarrowFNO, name="SwitchingKwOfNarrowFNO"):
+    """As _KwOfNarrowFNO, switching the model once the narrow constructor has built it."""
+
+    def __init__(self, width=4, **kwargs):
+        super().__init__(width, **kwargs)
+        neuralop_mp.set_precision(self, "half")
+
+
+@pytest.mark.parametrize("cls, built", [(_PassOfNarrowFNO, "mixed"), (_KwOfNarrowFNO, "mixed"),
+                                        (_SwitchingKwOfNarrowFNO, "half")])
+def test_a_subclass_whose_kwargs_reach_a_narrow_constructor_records_none_of_the_policy(tmp_path, cls, built):
+    """Which keys a constructor takes follows its **kwargs up to the constructor they reach (here
+    the narrow one): none of the policy's keys is recorded, what its own constructor leaves the
+    model in is what a save compares with, and a later switch is warned and loads as built."""
+    from neuralop_mp.models.mixed_precision_models import UnrecordedPrecisionWarning
+
+    torch.manual_seed(0)
+    model = cls(6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.save_checkpoint(tmp_path, "m")  # as built: nothing is lost
+    assert not set(PrecisionPolicy.keys()) & set(model._init_kwargs)
+    for loaded in (cls.from_checkpoint(tmp_path, "m"), neuralop_mp.load_model(tmp_path, "m")):
+        assert type(loaded) is cls and loaded.hidden_channels == 6
+        assert loaded.precision_policy == model.precision_policy and loaded.precision_policy.fno_block_precision == built
+        assert_same_weights(model, loaded)
+    neuralop_mp.set_precision(model, "full")
+    with pytest.warns(UnrecordedPrecisionWarning,
+                      match=f"{cls.__name__}'s constructor does not take fno_block_precision: .*"
+                            f"fno_block_precision='full' \\(it loads with '{built}'\\)"):
+        model.save_checkpoint(tmp_path, "m")
+    assert neuralop_mp.load_model(tmp_path, "m").precision_policy.fno_block_precision == built
+
+
+class _ModeFirstFNO(MixedPrecisionFNO, name="ModeFirstFNO"):
+    """A user's subclass taking the mode first and its modes as ``*args``: ``_ModeFirstFNO("mixed", 4, 4)``."""
+
+    def __init__(self, fno_block_precision="full", *n_modes):
+        super().__init__(n_modes, 1, 1, 4, n_layers=1, fno_block_precision=fno_block_precision)
+
+
+class _ModeFirstKwFNO(MixedPrecisionFNO, name="ModeFirstKwFNO"):
+    """As _ModeFirstFNO, passing the other keys on through **kwargs."""
+
+    def __init__(self, fno_block_precision="full", *n_modes, **kwargs):
+        super().__init__(n_modes, 1, 1, 4, n_layers=1, fno_block_precision=fno_block_precision, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [_ModeFirstFNO, _ModeFirstKwFNO])
+def test_a_policy_key_passed_by_position_stays_in_the_records_positional_arguments(tmp_path, cls):
+    """The record holds the mode in its positional arguments: recorded by keyword too, a rebuild
+    would pass it twice. A later switch of it cannot be recorded: warned, it loads as built."""
+    from neuralop_mp.models.mixed_precision_models import UnrecordedPrecisionWarning
+
+    torch.manual_seed(0)
+    model = cls("mixed", 4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.save_checkpoint(tmp_path, "m")
+    assert model._init_kwargs["args"] == ("mixed", 4, 4) and "fno_block_precision" not in model._init_kwargs
+    for loaded in (cls.from_checkpoint(tmp_path, "m"), neuralop_mp.load_model(tmp_path, "m")):
+        assert type(loaded) is cls and loaded.precision_policy.fno_block_precision == "mixed"
+        assert_same_weights(model, loaded)
+    neuralop_mp.set_precision(model, "half")
+    with pytest.warns(UnrecordedPrecisionWarning) as caught:
+        model.save_checkpoint(tmp_path, "m")
+    (warning,) = caught
+    message = str(warning.message)
+    assert (f"{cls.__name__}'s constructor took fno_block_precision by position" in message
+            and "fno_block_precision='half' (it loads with 'mixed')" in message
+            and "Pass fno_block_precision by keyword to record it." in message and "Take" not in message), message
+    assert cls.from_checkpoint(tmp_path, "m").precision_policy.fno_block_precision == "mixed"
+
+
+@pytest.mark.parametrize("make, target, saver, error", [
+    (lambda: _ModesFNO(4, 4), "mixedprecisionfno", "_ModesFNO", "missing a required argument: 'out_channels'"),
+    (lambda: _PositionalOnlyFNO(6), "mixedprecisionfno", "_PositionalOnlyFNO", "missing a required argument"),
+    (lambda: MixedPrecisionFNO((4, 4), 1, 1, 6, 1), _PositionalOnlyFNO, "MixedPrecisionFNO",
+     "unexpected keyword argument 'n_layers'"),
+    (lambda: FNO((4, 4), 1, 1, 6, 1), _WidthFNO, "FNO", "multiple values for argument 'n_modes'"),
+], ids=["*args->plugin", "positional-only->plugin", "plugin->positional-only", "upstream->narrow"])
+def test_a_class_that_cannot_take_a_checkpoints_arguments_is_named_with_the_saving_class(tmp_path, make, target,
+                                                                                          saver, error):
+    torch.manual_seed(0)
+    make().save_checkpoint(tmp_path, "m")
+    loading = BaseModel._models[target] if isinstance(target, str) else target
+    with pytest.raises(TypeError, match=f"^{loading.__name__} cannot be built from the arguments that a checkpoint "
+                                        f"saved by {saver} records: .*{error}") as caught:
+        neuralop_mp.load_model(tmp_path, "m", target)
+    assert isinstance(caught.value.__cause__, TypeError)
+
+
+def test_the_saving_classs_own_constructor_error_passes_as_it_is():
+    from neuralop_mp.models.checkpoints import build_model
+
+    with pytest.raises(TypeError, match="^_NarrowFNO.__init__\\(\\) got an unexpected keyword argument 'depth'$"):
+        build_model({"_name": "NarrowFNO", "args": (), "width": 4, "depth": 2})
+
+
+class _UnevenFNO(MixedPrecisionFNO, name="UnevenFNO"):
+    """A narrow constructor that leaves its two layers in different modes."""
+
+    def __init__(self, width=4):
+        super().__init__(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=width, n_layers=2,
+                         fno_block_precision="mixed")
+        neuralop_mp.set_precision(self.fno_blocks.convs[0], "half")
+
+
+def test_a_uniform_switch_of_a_model_whose_constructor_leaves_its_layers_uneven_is_warned(tmp_path):
+    """Its checkpoint rebuilds the layers as that constructor leaves them (in different modes): a
+    switch of the whole model to one mode since is lost, and the save says so, once."""
+    from neuralop_mp.models.mixed_precision_models import UnrecordedPrecisionWarning
+
+    torch.manual_seed(0)
+    model = _UnevenFNO(6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.save_checkpoint(tmp_path, "m")  # as built: only the per-layer warning of old
+    assert not [w for w in caught if issubclass(w.category, UnrecordedPrecisionWarning)]
+    neuralop_mp.set_precision(model, "full")
+    with pytest.warns(UnrecordedPrecisionWarning,
+                      match="_UnevenFNO's constructor leaves the spectral layers in different precision settings.*"
+                            "fno_block_precision='full'"):
+        model.save_checkpoint(tmp_path, "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.state_dict()  # once per model
+    with pytest.raises(ValueError, match="different precisions"):
+        _UnevenFNO.from_checkpoint(tmp_path, "m").precision_policy  # what the warning says: rebuilt uneven
+
+
 def test_a_precision_an_upstream_checkpoint_would_lose_is_warned_once(tmp_path):
     """Upstream's FNO with the plugin's layers, switched after it was built: its checkpoint
     loads in the constructor's precision, and the warning says what is lost and which class
