@@ -9,6 +9,7 @@ config is rejected with the closest valid keys, before zencfg sees it.
 import copy
 import difflib
 import runpy
+import sys
 import traceback
 import typing
 from pathlib import Path
@@ -63,13 +64,20 @@ def syntax_error_of(error, path):
 def raised_beside(error, path):
     """The innermost frame of ``error``'s traceback in another file of the folder of the config
     file ``path`` (or below it), under the file's own frame: a helper module the config file
-    imports or calls, where the error was raised. None when there is none."""
+    imports or calls, where the error was raised. None when there is none. Files under an
+    import root inside that folder other than the folder itself (a project's local
+    ``site-packages``, a ``PYTHONPATH`` entry there) are libraries, not the user's."""
     folder = Path(path).resolve().parent
     target = Path(path).resolve()
+    roots = {Path(entry or ".").resolve() for entry in sys.path}
+    library_roots = {root for root in roots if folder in root.parents}
     frames = traceback.extract_tb(error.__traceback__)
     inside = [i for i, frame in enumerate(frames) if _is_file(frame.filename, target)]
     for frame in reversed(frames[inside[-1] + 1:] if inside else []):
-        if not frame.filename.startswith("<") and folder in Path(frame.filename).resolve().parents:
+        if frame.filename.startswith("<"):
+            continue
+        parents = set(Path(frame.filename).resolve().parents)
+        if folder in parents and not parents & library_roots:
             return frame
     return None
 

@@ -12,6 +12,7 @@ function in :data:`HANDLERS`.
 import difflib
 import os
 import sys
+import traceback
 from pathlib import Path
 
 PROG = "neuralop-mp"
@@ -202,6 +203,29 @@ def _recorded_overrides(overrides, config):
 USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError)
 
 
+def _did_you_mean(error):
+    """`` Did you mean: 'x'?`` for a NameError or AttributeError with a close name (as Python's own
+    traceback hints; our one-line message has no traceback to show it), else ""."""
+    name = getattr(error, "name", None)
+    if not isinstance(name, str) or isinstance(error, ImportError):
+        return ""
+    if isinstance(error, NameError):
+        tb = error.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is None:
+            return ""
+        import builtins
+
+        candidates = [*tb.tb_frame.f_locals, *tb.tb_frame.f_globals, *dir(builtins)]
+    elif isinstance(error, AttributeError) and getattr(error, "obj", None) is not None:
+        candidates = dir(error.obj)
+    else:
+        return ""
+    match = difflib.get_close_matches(name, candidates, n=1)
+    return f" Did you mean: {match[0]!r}?" if match else ""
+
+
 def _config_error(error, command, spec=None):
     """:func:`_error` for an exception raised while the config ``spec`` was loaded.
 
@@ -218,8 +242,14 @@ def _config_error(error, command, spec=None):
     frame = raised_in_file(error, user_file) if user_file else None
     if frame is None and not isinstance(error, USAGE_ERRORS):
         raise error
-    # the user's Python error by its type ("KeyError: 'k'"); our checks' messages as they are
-    message = str(error) if isinstance(error, USAGE_ERRORS) else f"{type(error).__name__}: {error}"
+    # the user's Python error as Python's last traceback line gives it ("KeyError: 'k'", NameError's
+    # "Did you mean" included); our checks' messages as they are
+    if isinstance(error, USAGE_ERRORS) or isinstance(error, SyntaxError):
+        message = str(error) if isinstance(error, USAGE_ERRORS) else f"{type(error).__name__}: {error}"
+    else:
+        message = list(traceback.TracebackException.from_exception(error).format_exception_only())[-1].strip()
+        if "Did you mean" not in message:  # Python 3.11 adds it only when it prints a traceback
+            message += _did_you_mean(error)
     if frame is not None and not syntax_error_of(error, user_file):  # that one's message names its line
         helper = raised_beside(error, user_file)  # a module of the user's that the file called
         where = f"{helper.filename}:{helper.lineno}, from " if helper else ""

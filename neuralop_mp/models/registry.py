@@ -12,6 +12,7 @@ constructor arguments, so its checkpoints keep them.
 from neuralop.models.base_model import BaseModel
 from neuralop.models.base_model import available_models as _upstream_available_models
 
+from ..layers.precision_switch import apply_precision_policy
 from ..precision_policy import PrecisionPolicy
 from ..vocabulary import none_if_null, normalize_recompute_chunk_points, read_key, section_as_dict
 from .constructor_args import constructor_params
@@ -87,13 +88,14 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         data_channels *= patching_levels + 1
     model_cfg["in_channels"] = data_channels
 
-    plugin_classes = set(PLUGIN_MODEL_CLASSES.values())
+    # the plugin's classes and a user's registered subclass of one: always our layer
+    ours = issubclass(cls, tuple(PLUGIN_MODEL_CLASSES.values()))
     schedule = none_if_null(read_key(read_key(config, "opt"), "precision_schedule"))
     params, takes_any = constructor_params(cls)
     if mixed_precision_layer is None:
         # a stabilizer on a model whose constructor has none (UNO) is applied by our layer
         needs_layer_stabilizer = policy.stabilizer is not None and "stabilizer" not in params
-        mixed_precision_layer = (cls in plugin_classes or bool(schedule) or needs_layer_stabilizer
+        mixed_precision_layer = (ours or bool(schedule) or needs_layer_stabilizer
                                  or not policy.replace(stabilizer=None).is_default)
 
 
@@ -109,13 +111,20 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         upstream_flags = {key: value for key, value in policy.as_dict().items() if key in params}
         plugin_only = {key: value for key, value in policy.as_dict().items()
                        if key not in params and value != PrecisionPolicy.defaults()[key]}
-        if cls in plugin_classes or plugin_only:
+        if ours or plugin_only:
             shown = ", ".join(f"model.{key}={value!r}" for key, value in plugin_only.items()) or repr(arch)
             raise ValueError(f"{shown} needs the mixed-precision spectral layer; do not pass "
                              "mixed_precision_layer=False.")
         return set_recompute(cls(**model_cfg, **upstream_flags), recompute, **recompute_kwargs)
 
-    plugin_cls = cls if cls in plugin_classes else PLUGIN_MODEL_CLASSES.get(arch)
+    if ours:
+        # a subclass's constructor may take fewer of the policy's keys: the others set on the built model
+        taken = {key: value for key, value in policy.as_dict().items() if takes_any or key in params}
+        model = cls(**model_cfg, **taken)
+        if len(taken) < len(policy.as_dict()):
+            apply_precision_policy(model, policy)
+        return set_recompute(model, recompute, **recompute_kwargs)
+    plugin_cls = PLUGIN_MODEL_CLASSES.get(arch)
     if plugin_cls is None:
         raise ValueError(
             f"model.model_arch={arch!r} ({cls.__name__}) has no mixed-precision version, so it can only run "

@@ -473,6 +473,7 @@ _HEAD = "from neuralop_mp.configs import DarcyConfig\n\n\nclass Mine(DarcyConfig
     (_HEAD + "X = DarcyConfig.no_such_field\n", 6, "no_such_field"),
     # any Python error of the file's code, named by its type
     (_HEAD + "X = undefined_name\n", 6, "NameError: name 'undefined_name' is not defined"),
+    (_HEAD + "X = DarcyConfg\n", 6, "Did you mean: 'DarcyConfig'?"),  # Python's hint, as a traceback shows it
     (_HEAD + "X = {}['k']\n", 6, "KeyError: 'k'"),
     # a SyntaxError its code raises (not one of the file itself): its message names no line of the file
     (_HEAD + "X = eval('1 +')\n", 6, "SyntaxError: "),
@@ -515,6 +516,21 @@ def test_an_error_in_a_module_beside_the_config_file_names_both_lines(monkeypatc
     assert cli.main(["train", f"{tmp_path}/mine.py:Mine"]) == 2
     err = capsys.readouterr().err
     assert fragment in err and f"(raised at {tmp_path}/my_helper_mod.py:5, from {tmp_path}/mine.py:7)" in err, err
+    assert not seen
+
+
+def test_a_library_under_the_config_files_folder_is_not_named_as_the_users_module(monkeypatch, tmp_path, capsys):
+    """A library installed inside the project folder (a local site-packages on the import path)
+    that raises for the config file: only the config file's line is named, not the library's."""
+    seen = _fake_training(monkeypatch)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "some_lib_mod.py").write_text("def build():\n    raise ValueError('bad value')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "some_lib_mod", raising=False)
+    (tmp_path / "mine.py").write_text(_HEAD + "\nimport some_lib_mod\nX = some_lib_mod.build()\n")
+    assert cli.main(["train", f"{tmp_path}/mine.py:Mine"]) == 2
+    err = capsys.readouterr().err
+    assert f"bad value (raised at {tmp_path}/mine.py:8)" in err, err
     assert not seen
 
 

@@ -193,3 +193,36 @@ def test_bad_recompute_chunk_points_are_named_with_the_mode(recompute, chunk_poi
     config = config_for("fno", recompute=recompute, recompute_chunk_points=chunk_points)
     with pytest.raises(error, match=message):
         neuralop_mp.get_model(config)
+
+
+@pytest.fixture
+def registered_subclasses():
+    """Two users' subclasses of the plugin's FNO, registered by name for configs, unregistered after."""
+    from neuralop_mp.models.mixed_precision_models import MixedPrecisionFNO
+
+    class PassThrough(MixedPrecisionFNO, name="RegistryTestPassThroughFNO"):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    class Narrow(MixedPrecisionFNO, name="RegistryTestNarrowFNO"):
+        def __init__(self, n_modes, in_channels, out_channels, hidden_channels, n_layers=2):
+            super().__init__(n_modes=n_modes, in_channels=in_channels, out_channels=out_channels,
+                             hidden_channels=hidden_channels, n_layers=n_layers)
+
+    yield {"registrytestpassthroughfno": PassThrough, "registrytestnarrowfno": Narrow}
+    for name in ("registrytestpassthroughfno", "registrytestnarrowfno"):
+        BaseModel._models.pop(name, None)
+
+
+@pytest.mark.parametrize("arch", ["registrytestpassthroughfno", "registrytestnarrowfno"])
+def test_a_registered_subclass_of_a_plugin_class_builds_in_the_configured_precision(registered_subclasses, arch):
+    """A user's subclass of MixedPrecisionFNO registered for configs is built as itself, in the precision
+    the config asks for: passed to a constructor that takes it, else set on the built model (it
+    was refused as having "no mixed-precision version")."""
+    config = Bunch({"model": {**SMALL["fno"], "model_arch": arch, "fno_block_precision": "mixed",
+                              "half_dtype": "bfloat16"}})
+    model = neuralop_mp.get_model(config)
+    assert type(model) is registered_subclasses[arch]
+    assert model.precision_policy.fno_block_precision == "mixed"
+    assert model.precision_policy.half_dtype == "bfloat16"
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 1, 8, 8)
