@@ -238,17 +238,20 @@ def _config_error(error, command, spec=None):
     """
     from .configs.loading import config_file, raised_beside, raised_in_file, syntax_error_of
 
-    user_file = config_file(spec)[0] if spec is not None and config_file(spec) else None
+    found = config_file(spec) if spec is not None else None
+    user_file = found[0] if found else None
     frame = raised_in_file(error, user_file) if user_file else None
     if frame is None and not isinstance(error, USAGE_ERRORS):
         raise error
-    # the user's Python error as Python's last traceback line gives it ("KeyError: 'k'", NameError's
-    # "Did you mean" included); our checks' messages as they are
-    if isinstance(error, USAGE_ERRORS) or isinstance(error, SyntaxError):
-        message = str(error) if isinstance(error, USAGE_ERRORS) else f"{type(error).__name__}: {error}"
+    # our checks' messages as they are; the user's Python error as the last line of its traceback
+    # gives it ("KeyError: 'k'"), with the "Did you mean" hint Python 3.11 adds only to a traceback
+    if isinstance(error, USAGE_ERRORS):
+        message = str(error)
+    elif isinstance(error, SyntaxError):  # its traceback's last line would be its caret
+        message = f"SyntaxError: {error}"
     else:
         message = list(traceback.TracebackException.from_exception(error).format_exception_only())[-1].strip()
-        if "Did you mean" not in message:  # Python 3.11 adds it only when it prints a traceback
+        if "Did you mean" not in message:
             message += _did_you_mean(error)
     if frame is not None and not syntax_error_of(error, user_file):  # that one's message names its line
         helper = raised_beside(error, user_file)  # a module of the user's that the file called
