@@ -16,6 +16,7 @@ from neuralop.layers.spectral_convolution import SpectralConv
 from neuralop.models.base_model import BaseModel
 
 from ..caller_frames import stacklevel_outside
+from ..layers.precision_switch import apply_precision_policy
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..training.checkpointing import METADATA_SUFFIX
@@ -110,23 +111,31 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
     # the record is of a call of the saving class: its positional values are named after that class's
     # parameters (a class taking *args, TFNO, would leave them positional beside the recorded defaults)
     args, kwargs = rebuilding_arguments(saved_class or model_class, tuple(args), kwargs)
+    plugin = tuple(PLUGIN_MODEL_CLASSES.values())
+    set_after = {}  # precision settings the class's constructor does not take: set on the built model
     if precision_policy is not None:
-        if model_class in BaseModel._models.values() and model_class not in PLUGIN_MODEL_CLASSES.values():
+        if model_class in BaseModel._models.values() and not issubclass(model_class, plugin):
             model_class = PLUGIN_MODEL_CLASSES.get(model_class.__name__.lower(), model_class)
-        if model_class not in PLUGIN_MODEL_CLASSES.values():
-            raise ValueError(f"precision_policy needs one of the plugin's classes, not {model_class.__name__}.")
-        kwargs.update(_policy_changes(precision_policy))
+        if not issubclass(model_class, plugin):
+            raise ValueError(f"precision_policy needs one of the plugin's classes (or a subclass of one), not "
+                             f"{model_class.__name__}.")
+        params, takes_any = constructor_params(model_class)
+        for key, value in _policy_changes(precision_policy).items():
+            (kwargs if takes_any or key in params else set_after)[key] = value
     # a subclass of the plugin's classes takes the record as they do (or fails as the narrow one it is)
-    if saved_class in PLUGIN_MODEL_CLASSES.values() and not issubclass(model_class, tuple(PLUGIN_MODEL_CLASSES.values())):
+    if saved_class is not None and issubclass(saved_class, plugin) and not issubclass(model_class, plugin):
         kwargs = _for_upstream_class(model_class, kwargs)
     try:
-        return model_class(*args, **kwargs)
+        model = model_class(*args, **kwargs)
     except TypeError as err:
         if model_class is saved_class:  # the saving class's own constructor: its error as it is
             raise
         saver = saved_class.__name__ if saved_class else repr(saved_name)
         raise TypeError(f"{model_class.__name__} cannot be built from the arguments that a checkpoint saved by "
                         f"{saver} records: {err}") from err
+    if set_after:
+        apply_precision_policy(model, model.precision_policy.replace(**set_after))
+    return model
 
 
 def load_model(save_folder, save_name, model_class=None, *, precision_policy=None, map_location=None):
@@ -148,7 +157,9 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
         recorded ones (e.g. load an upstream checkpoint to evaluate it in "mixed"): a
         mode string changes only ``fno_block_precision`` and a dict only its keys, the
         recorded settings keep the rest (a checkpoint saved with the tanh stabilizer
-        keeps it); a ``PrecisionPolicy`` replaces every precision setting.
+        keeps it); a ``PrecisionPolicy`` replaces every precision setting. A user's subclass
+        of the plugin's classes takes it too: settings its constructor does not take are set
+        on the built model.
     map_location : optional
         As for ``torch.load``.
 

@@ -683,3 +683,32 @@ def test_load_model_rejects_an_unknown_class_name(tmp_path):
     _upstream_fno().save_checkpoint(tmp_path, "up")
     with pytest.raises(ValueError, match=r"Invalid model_class='fnoo'; registered models: .*mixedprecisionfno"):
         neuralop_mp.load_model(tmp_path, "up", model_class="fnoo")
+
+
+def test_a_checkpoint_of_a_plugin_subclass_loads_into_upstreams_class(tmp_path):
+    """A user's subclass of the plugin's FNO saved in mixed precision, loaded into upstream's FNO: its
+    plugin-only keys are dropped as for the plugin's own class (with the warning that upstream's
+    model runs in full precision); it failed on ``half_dtype`` before."""
+    torch.manual_seed(0)
+    model = _PassThroughFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2,
+                            fno_block_precision="mixed", half_dtype="bfloat16")
+    model.save_checkpoint(tmp_path, "m")
+    with pytest.warns(UserWarning, match="runs in full precision"):
+        upstream = neuralop_mp.load_model(tmp_path, "m", model_class=FNO)
+    assert type(upstream) is FNO
+    assert_same_weights(model, upstream)
+
+
+@pytest.mark.parametrize("cls", [_PassThroughFNO, _NarrowFNO])
+def test_a_plugin_subclass_checkpoint_loads_with_a_precision_policy(tmp_path, cls):
+    """``load_model(precision_policy=...)`` takes subclasses of the plugin's classes (it refused them):
+    the settings go to a constructor that takes them, and are set on the built model otherwise."""
+    torch.manual_seed(0)
+    model = (cls(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=1)
+             if cls is _PassThroughFNO else cls(8))
+    model.save_checkpoint(tmp_path, "m")
+    loaded = neuralop_mp.load_model(tmp_path, "m", precision_policy={"fno_block_precision": "half",
+                                                                     "half_dtype": "bfloat16"})
+    assert type(loaded) is cls
+    assert (loaded.precision_policy.fno_block_precision, loaded.precision_policy.half_dtype) == ("half", "bfloat16")
+    assert_same_weights(model, loaded)
