@@ -66,11 +66,18 @@ def raised_beside(error, path):
     file ``path`` (or below it), under the file's own frame: a helper module the config file
     imports or calls, where the error was raised. None when there is none. Files under an
     import root inside that folder other than the folder itself (a project's local
-    ``site-packages``, a ``PYTHONPATH`` entry there) are libraries, not the user's."""
+    ``site-packages``, a ``PYTHONPATH`` entry there) and the plugin's and neuraloperator's own
+    packages (a checkout of them may hold the config file) are libraries, not the user's."""
     folder = Path(path).resolve().parent
     target = Path(path).resolve()
-    roots = {Path(entry or ".").resolve() for entry in sys.path}
+    # import roots below the folder (not "", the current folder, where the user works), and this
+    # plugin's and neuraloperator's own code, which a checkout of them may hold below the folder
+    roots = {Path(entry).resolve() for entry in sys.path if entry}
     library_roots = {root for root in roots if folder in root.parents}
+    library_roots |= {Path(module.__file__).resolve().parent
+                      for module in (sys.modules.get("neuralop_mp"), sys.modules.get("neuralop_mp.configs"),
+                                     sys.modules.get("neuralop"))
+                      if module is not None and getattr(module, "__file__", None)}
     frames = traceback.extract_tb(error.__traceback__)
     inside = [i for i, frame in enumerate(frames) if _is_file(frame.filename, target)]
     for frame in reversed(frames[inside[-1] + 1:] if inside else []):

@@ -203,27 +203,38 @@ def _recorded_overrides(overrides, config):
 USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError)
 
 
-def _did_you_mean(error):
-    """`` Did you mean: 'x'?`` for a NameError or AttributeError with a close name (as Python's own
-    traceback hints; our one-line message has no traceback to show it), else ""."""
-    name = getattr(error, "name", None)
-    if not isinstance(name, str) or isinstance(error, ImportError):
-        return ""
-    if isinstance(error, NameError):
-        tb = error.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        if tb is None:
-            return ""
-        import builtins
+# Python's own hint searches at most this many names (a larger namespace gets none)
+_MAX_HINT_CANDIDATES = 750
 
-        candidates = [*tb.tb_frame.f_locals, *tb.tb_frame.f_globals, *dir(builtins)]
-    elif isinstance(error, AttributeError) and getattr(error, "obj", None) is not None:
-        candidates = dir(error.obj)
-    else:
+
+def _did_you_mean(error):
+    """``. Did you mean: 'x'?`` for a NameError or AttributeError with a close name (as Python's own
+    traceback hints; our one-line message has no traceback to show it), else "". Never raises: a
+    failing ``dir()`` or odd names give no hint."""
+    try:
+        name = getattr(error, "name", None)
+        if not isinstance(name, str) or isinstance(error, ImportError):
+            return ""
+        if isinstance(error, NameError):
+            tb = error.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            if tb is None:
+                return ""
+            import builtins
+
+            candidates = [*tb.tb_frame.f_locals, *tb.tb_frame.f_globals, *dir(builtins)]
+        elif isinstance(error, AttributeError) and getattr(error, "obj", None) is not None:
+            candidates = dir(error.obj)
+        else:
+            return ""
+        candidates = [c for c in candidates if isinstance(c, str)]
+        if len(candidates) > _MAX_HINT_CANDIDATES:
+            return ""
+        match = difflib.get_close_matches(name, candidates, n=1)
+        return f". Did you mean: {match[0]!r}?" if match else ""
+    except Exception:  # a hint is never worth an error of its own
         return ""
-    match = difflib.get_close_matches(name, candidates, n=1)
-    return f" Did you mean: {match[0]!r}?" if match else ""
 
 
 def _config_error(error, command, spec=None):

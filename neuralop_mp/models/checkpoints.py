@@ -16,11 +16,10 @@ from neuralop.layers.spectral_convolution import SpectralConv
 from neuralop.models.base_model import BaseModel
 
 from ..caller_frames import stacklevel_outside
-from ..layers.precision_switch import apply_precision_policy
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..training.checkpointing import METADATA_SUFFIX
-from .mixed_precision_models import PLUGIN_MODEL_CLASSES
+from .mixed_precision_models import PLUGIN_MODEL_CLASSES, set_after_construction
 from .constructor_args import constructor_params, rebuilding_arguments
 
 _RECORD_ONLY = ("_name", "_version", "args")
@@ -133,9 +132,7 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
         saver = saved_class.__name__ if saved_class else repr(saved_name)
         raise TypeError(f"{model_class.__name__} cannot be built from the arguments that a checkpoint saved by "
                         f"{saver} records: {err}") from err
-    if set_after:
-        apply_precision_policy(model, model.precision_policy.replace(**set_after))
-    return model
+    return set_after_construction(model, set_after) if set_after else model
 
 
 def load_model(save_folder, save_name, model_class=None, *, precision_policy=None, map_location=None):

@@ -32,7 +32,7 @@ from neuralop.models.fno import FNO, TFNO
 
 from ..caller_frames import stacklevel_outside
 from ..layers.autocast_scope import install_recorded_precision_check, set_autocast_scope
-from ..layers.precision_switch import get_precision_policy, mixed_precision_layers
+from ..layers.precision_switch import apply_precision_policy, get_precision_policy, mixed_precision_layers
 from ..layers.soft_gating import adopt_half_safe_soft_gating
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
@@ -124,6 +124,20 @@ def _keeping_built_policy(init):
 def _it_or_them(keys):
     """The pronoun for ``keys`` in a warning's text."""
     return "them" if len(keys) > 1 else "it"
+
+
+def set_after_construction(model, settings):
+    """Put a built model of the plugin's classes (a user's subclass whose constructor does not take
+    these precision ``settings``) in them, as its constructor would have: ``fno_block_precision=
+    "auto"`` builds in "full" and leaves the decision pending, to be made from data."""
+    settings = dict(settings)
+    auto = settings.get("fno_block_precision") == "auto"
+    if auto:
+        settings["fno_block_precision"] = "full"
+    apply_precision_policy(model, model.precision_policy.replace(**settings))
+    if auto:
+        model.precision_decision = "pending"
+    return model
 
 
 class _PrecisionRecordingModel:

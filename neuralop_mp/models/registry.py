@@ -12,11 +12,10 @@ constructor arguments, so its checkpoints keep them.
 from neuralop.models.base_model import BaseModel
 from neuralop.models.base_model import available_models as _upstream_available_models
 
-from ..layers.precision_switch import apply_precision_policy
 from ..precision_policy import PrecisionPolicy
 from ..vocabulary import none_if_null, normalize_recompute_chunk_points, read_key, section_as_dict
 from .constructor_args import constructor_params
-from .mixed_precision_models import PLUGIN_MODEL_CLASSES
+from .mixed_precision_models import PLUGIN_MODEL_CLASSES, set_after_construction
 from .recompute import check_recompute_mode, set_recompute
 from .uno_registration import UNO
 
@@ -118,11 +117,16 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         return set_recompute(cls(**model_cfg, **upstream_flags), recompute, **recompute_kwargs)
 
     if ours:
-        # a subclass's constructor may take fewer of the policy's keys: the others set on the built model
-        taken = {key: value for key, value in policy.as_dict().items() if takes_any or key in params}
+        # a subclass's constructor may take fewer of the policy's keys: the others, where the config
+        # asks for other than the defaults, are set on the built model (a default leaves what the
+        # constructor built: it may set its own precision)
+        settings = policy.as_dict()
+        taken = {key: value for key, value in settings.items() if takes_any or key in params}
         model = cls(**model_cfg, **taken)
-        if len(taken) < len(policy.as_dict()):
-            apply_precision_policy(model, policy)
+        defaults = PrecisionPolicy.defaults()
+        after = {key: value for key, value in settings.items() if key not in taken and value != defaults[key]}
+        if after:
+            set_after_construction(model, after)
         return set_recompute(model, recompute, **recompute_kwargs)
     plugin_cls = PLUGIN_MODEL_CLASSES.get(arch)
     if plugin_cls is None:

@@ -534,6 +534,40 @@ def test_a_library_under_the_config_files_folder_is_not_named_as_the_users_modul
     assert not seen
 
 
+@pytest.mark.parametrize("source, fragment", [
+    # dir() of the object raises: Python gives no hint; nor do we, and we do not fail
+    (_HEAD + "class W:\n    def __dir__(self):\n        raise RuntimeError('no dir')\n\n\nX = W().missing\n",
+     "'W' object has no attribute 'missing'"),
+    (_HEAD + "globals()[1] = 2\nX = undefined_thing\n", "name 'undefined_thing' is not defined"),
+])
+def test_the_did_you_mean_hint_never_fails_the_error_message(monkeypatch, tmp_path, capsys, source, fragment):
+    seen = _fake_training(monkeypatch)
+    (tmp_path / "mine.py").write_text(source)
+    assert cli.main(["train", f"{tmp_path}/mine.py:Mine"]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Did you mean" not in err and "Traceback" not in err, err
+    assert not seen
+
+
+def test_our_own_code_below_the_config_files_folder_is_not_named_as_the_users_module():
+    """A config file at the top of a checkout of the plugin (the docs' example puts it there): a
+    frame of the plugin's own code under its folder is no helper module of the user's. Frames
+    built with those file names (no file is written)."""
+    from neuralop_mp.configs import loading
+
+    checkout = Path(loading.__file__).resolve().parent.parent
+    config, ours = checkout / "mine_config_not_written.py", Path(loading.__file__).resolve().parent / "validation.py"
+    inner = {}
+    exec(compile("def check():\n    raise ValueError('Invalid opt.n_epochs=-1')\n", str(ours), "exec"), inner)
+    try:
+        exec(compile("\n\ncheck()\n", str(config), "exec"), {"check": inner["check"]})
+    except ValueError as error:
+        assert loading.raised_in_file(error, config).lineno == 3
+        assert loading.raised_beside(error, config) is None
+    else:
+        raise AssertionError("the compiled config did not raise")
+
+
 def test_a_folder_named_as_the_config_is_refused_as_a_folder(monkeypatch, tmp_path, capsys):
     seen = _fake_training(monkeypatch)
     assert cli.main(["train", str(tmp_path)]) == 2

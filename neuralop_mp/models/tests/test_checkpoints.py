@@ -712,3 +712,12 @@ def test_a_plugin_subclass_checkpoint_loads_with_a_precision_policy(tmp_path, cl
     assert type(loaded) is cls
     assert (loaded.precision_policy.fno_block_precision, loaded.precision_policy.half_dtype) == ("half", "bfloat16")
     assert_same_weights(model, loaded)
+
+
+def test_a_narrow_subclass_checkpoint_loads_with_an_auto_policy_pending_a_decision(tmp_path):
+    """``precision_policy="auto"`` for a constructor that does not take it: built in "full" with the
+    decision pending, as the plugin's classes take "auto" (it raised asking for calibration data)."""
+    _NarrowFNO(8).save_checkpoint(tmp_path, "m")
+    loaded = neuralop_mp.load_model(tmp_path, "m", precision_policy="auto")
+    assert type(loaded) is _NarrowFNO
+    assert loaded.precision_policy.fno_block_precision == "full" and loaded.precision_decision == "pending"

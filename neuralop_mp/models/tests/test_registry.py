@@ -226,3 +226,28 @@ def test_a_registered_subclass_of_a_plugin_class_builds_in_the_configured_precis
     assert model.precision_policy.fno_block_precision == "mixed"
     assert model.precision_policy.half_dtype == "bfloat16"
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 1, 8, 8)
+
+
+@pytest.fixture
+def self_setting_subclass():
+    """A user's registered subclass whose narrow constructor picks its own precision ("half")."""
+    from neuralop_mp.models.mixed_precision_models import MixedPrecisionFNO
+
+    class HalfFNO(MixedPrecisionFNO, name="RegistryTestHalfFNO"):
+        def __init__(self, n_modes, in_channels, out_channels, hidden_channels, n_layers=2):
+            super().__init__(n_modes=n_modes, in_channels=in_channels, out_channels=out_channels,
+                             hidden_channels=hidden_channels, n_layers=n_layers, fno_block_precision="half",
+                             half_dtype="bfloat16")
+
+    yield HalfFNO
+    BaseModel._models.pop("registrytesthalffno", None)
+
+
+def test_a_registered_subclass_keeps_its_own_precision_where_the_config_gives_none(self_setting_subclass):
+    """No precision key in the config: the constructor's own "half" stays (it was reset to the
+    defaults); "auto" is taken as the plugin's classes take it: full until decided from data."""
+    model = neuralop_mp.get_model(Bunch({"model": {**SMALL["fno"], "model_arch": "registrytesthalffno"}}))
+    assert type(model) is self_setting_subclass and model.precision_policy.fno_block_precision == "half"
+    auto = neuralop_mp.get_model(Bunch({"model": {**SMALL["fno"], "model_arch": "registrytesthalffno",
+                                                  "fno_block_precision": "auto"}}))
+    assert auto.precision_policy.fno_block_precision == "full" and auto.precision_decision == "pending"
