@@ -129,14 +129,15 @@ def _it_or_them(keys):
 def set_after_construction(model, settings):
     """Put a built model of the plugin's classes (a user's subclass whose constructor does not take
     these precision ``settings``) in them, as its constructor would have: ``fno_block_precision=
-    "auto"`` builds in "full" and leaves the decision pending, to be made from data."""
+    "auto"`` builds in "full" and leaves the decision pending, to be made from data; a fixed mode
+    leaves none pending (a constructor's own "auto" included)."""
     settings = dict(settings)
     auto = settings.get("fno_block_precision") == "auto"
     if auto:
         settings["fno_block_precision"] = "full"
     apply_precision_policy(model, model.precision_policy.replace(**settings))
-    if auto:
-        model.precision_decision = "pending"
+    if "fno_block_precision" in settings:  # a fixed mode ends a decision the constructor left pending
+        model.precision_decision = "pending" if auto else None
     return model
 
 

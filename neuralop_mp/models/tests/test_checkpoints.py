@@ -721,3 +721,22 @@ def test_a_narrow_subclass_checkpoint_loads_with_an_auto_policy_pending_a_decisi
     loaded = neuralop_mp.load_model(tmp_path, "m", precision_policy="auto")
     assert type(loaded) is _NarrowFNO
     assert loaded.precision_policy.fno_block_precision == "full" and loaded.precision_decision == "pending"
+
+
+class _AutoNarrowFNO(MixedPrecisionFNO, name="AutoNarrowFNO"):
+    """A narrow constructor that leaves its precision to be decided from data."""
+
+    def __init__(self, width=4):
+        super().__init__(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=width, n_layers=1,
+                         fno_block_precision="auto")
+
+
+def test_a_fixed_precision_policy_ends_a_decision_the_constructor_left_pending(tmp_path):
+    """The constructor's own "auto" left the decision pending; loading with a fixed mode puts the
+    model in it and leaves nothing pending (the trainer would otherwise calibrate it away)."""
+    model = _AutoNarrowFNO(8)
+    assert model.precision_decision == "pending"
+    model.save_checkpoint(tmp_path, "m")
+    loaded = neuralop_mp.load_model(tmp_path, "m", precision_policy={"fno_block_precision": "mixed",
+                                                                     "half_dtype": "bfloat16"})
+    assert loaded.precision_policy.fno_block_precision == "mixed" and loaded.precision_decision is None
