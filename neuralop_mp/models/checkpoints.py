@@ -19,7 +19,7 @@ from ..caller_frames import stacklevel_outside
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..training.checkpointing import METADATA_SUFFIX
-from .mixed_precision_models import PLUGIN_MODEL_CLASSES, set_after_construction
+from .mixed_precision_models import PLUGIN_MODEL_CLASSES, build_in_settings
 from .constructor_args import constructor_params, rebuilding_arguments
 
 _RECORD_ONLY = ("_name", "_version", "args")
@@ -111,28 +111,25 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
     # parameters (a class taking *args, TFNO, would leave them positional beside the recorded defaults)
     args, kwargs = rebuilding_arguments(saved_class or model_class, tuple(args), kwargs)
     plugin = tuple(PLUGIN_MODEL_CLASSES.values())
-    set_after = {}  # precision settings the class's constructor does not take: set on the built model
+    settings = {}  # precision settings asked for: build_in_settings puts them where the class takes them
     if precision_policy is not None:
         if model_class in BaseModel._models.values() and not issubclass(model_class, plugin):
             model_class = PLUGIN_MODEL_CLASSES.get(model_class.__name__.lower(), model_class)
         if not issubclass(model_class, plugin):
             raise ValueError(f"precision_policy needs one of the plugin's classes (or a subclass of one), not "
                              f"{model_class.__name__}.")
-        params, takes_any = constructor_params(model_class)
-        for key, value in _policy_changes(precision_policy).items():
-            (kwargs if takes_any or key in params else set_after)[key] = value
+        settings = _policy_changes(precision_policy)
     # a subclass of the plugin's classes takes the record as they do (or fails as the narrow one it is)
     if saved_class is not None and issubclass(saved_class, plugin) and not issubclass(model_class, plugin):
         kwargs = _for_upstream_class(model_class, kwargs)
     try:
-        model = model_class(*args, **kwargs)
+        return build_in_settings(model_class, args, kwargs, settings) if settings else model_class(*args, **kwargs)
     except TypeError as err:
         if model_class is saved_class:  # the saving class's own constructor: its error as it is
             raise
         saver = saved_class.__name__ if saved_class else repr(saved_name)
         raise TypeError(f"{model_class.__name__} cannot be built from the arguments that a checkpoint saved by "
                         f"{saver} records: {err}") from err
-    return set_after_construction(model, set_after) if set_after else model
 
 
 def load_model(save_folder, save_name, model_class=None, *, precision_policy=None, map_location=None):

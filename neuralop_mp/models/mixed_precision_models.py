@@ -95,12 +95,13 @@ def _warn_once(model, kind, message, category):
     return True
 
 
+@functools.lru_cache(maxsize=None)  # per class: a save asks for it every time (state_dict)
 def _policy_keys_taken(cls):
     """The precision policy's keys that ``cls``'s constructor takes by name: its own and, through
     ``**kwargs``, those of the constructors it passes them on to, up to the plugin's, which takes
     them all (:func:`~neuralop_mp.models.constructor_args.constructor_params`)."""
     params, takes_any = constructor_params(cls)
-    return {key for key in PrecisionPolicy.defaults() if takes_any or key in params}
+    return frozenset(key for key in PrecisionPolicy.defaults() if takes_any or key in params)
 
 
 def _keeping_built_policy(init):
@@ -124,6 +125,16 @@ def _keeping_built_policy(init):
 def _it_or_them(keys):
     """The pronoun for ``keys`` in a warning's text."""
     return "them" if len(keys) > 1 else "it"
+
+
+def build_in_settings(cls, args, kwargs, settings):
+    """``cls(*args, **kwargs)`` (one of the plugin's classes or a user's subclass of one) in the
+    precision ``settings``: those its constructor takes by name are passed to it, the others set
+    on the built model (:func:`set_after_construction`); a setting replaces the same key of ``kwargs``."""
+    taken = _policy_keys_taken(cls)
+    model = cls(*args, **{**kwargs, **{key: value for key, value in settings.items() if key in taken}})
+    after = {key: value for key, value in settings.items() if key not in taken}
+    return set_after_construction(model, after) if after else model
 
 
 def set_after_construction(model, settings):

@@ -15,7 +15,7 @@ from neuralop.models.base_model import available_models as _upstream_available_m
 from ..precision_policy import PrecisionPolicy
 from ..vocabulary import none_if_null, normalize_recompute_chunk_points, read_key, section_as_dict
 from .constructor_args import constructor_params
-from .mixed_precision_models import PLUGIN_MODEL_CLASSES, set_after_construction
+from .mixed_precision_models import PLUGIN_MODEL_CLASSES, build_in_settings
 from .recompute import check_recompute_mode, set_recompute
 from .uno_registration import UNO
 
@@ -76,8 +76,10 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
                                                     recompute_key="model.recompute")
     recompute_kwargs = {} if chunk_points is None else {"chunk_points": chunk_points}
     if precision_policy is None:
+        given = set(PrecisionPolicy.keys()) & set(model_cfg)  # the settings the config itself gives
         policy, model_cfg = PrecisionPolicy.pop_from(model_cfg, prefix="model")
     else:  # parsed by the caller: config.model's keys are not read again
+        given = set(PrecisionPolicy.keys())
         policy = PrecisionPolicy.coerce(precision_policy)
         model_cfg = {key: value for key, value in model_cfg.items() if key not in PrecisionPolicy.keys()}
 
@@ -117,17 +119,9 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         return set_recompute(cls(**model_cfg, **upstream_flags), recompute, **recompute_kwargs)
 
     if ours:
-        # a subclass's constructor may take fewer of the policy's keys: the others, where the config
-        # asks for other than the defaults, are set on the built model (a default leaves what the
-        # constructor built: it may set its own precision)
-        settings = policy.as_dict()
-        taken = {key: value for key, value in settings.items() if takes_any or key in params}
-        model = cls(**model_cfg, **taken)
-        defaults = PrecisionPolicy.defaults()
-        after = {key: value for key, value in settings.items() if key not in taken and value != defaults[key]}
-        if after:
-            set_after_construction(model, after)
-        return set_recompute(model, recompute, **recompute_kwargs)
+        # the settings the config gives (a subclass's constructor may pick its own for the others)
+        settings = {key: value for key, value in policy.as_dict().items() if key in given}
+        return set_recompute(build_in_settings(cls, (), model_cfg, settings), recompute, **recompute_kwargs)
     plugin_cls = PLUGIN_MODEL_CLASSES.get(arch)
     if plugin_cls is None:
         raise ValueError(

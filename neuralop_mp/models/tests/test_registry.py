@@ -245,9 +245,14 @@ def self_setting_subclass():
 
 def test_a_registered_subclass_keeps_its_own_precision_where_the_config_gives_none(self_setting_subclass):
     """No precision key in the config: the constructor's own "half" stays (it was reset to the
-    defaults); "auto" is taken as the plugin's classes take it: full until decided from data."""
+    defaults); "full" given explicitly is applied; "auto" is taken as the plugin's classes take it:
+    full until decided from data."""
     model = neuralop_mp.get_model(Bunch({"model": {**SMALL["fno"], "model_arch": "registrytesthalffno"}}))
     assert type(model) is self_setting_subclass and model.precision_policy.fno_block_precision == "half"
+    # a setting the config gives is applied even where it is the default (it was taken for none given)
+    full = neuralop_mp.get_model(Bunch({"model": {**SMALL["fno"], "model_arch": "registrytesthalffno",
+                                                  "fno_block_precision": "full"}}))
+    assert full.precision_policy.fno_block_precision == "full"
     auto = neuralop_mp.get_model(Bunch({"model": {**SMALL["fno"], "model_arch": "registrytesthalffno",
                                                   "fno_block_precision": "auto"}}))
     assert auto.precision_policy.fno_block_precision == "full" and auto.precision_decision == "pending"
