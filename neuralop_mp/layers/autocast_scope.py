@@ -198,6 +198,8 @@ def _is_deferred(model):
     """Whether ``model`` (the model inside a data-parallel wrapper: what is switched) is, or is part
     of, a model an open deferred_precision_check holds."""
     model = unwrap(model)
+    if not _DEFERRED_DEPTH or model in _DEFERRED_DEPTH:  # no block open, or one on this very model
+        return bool(_DEFERRED_DEPTH)
     return any(part is model for held in list(_DEFERRED_DEPTH) for part in held.modules())
 
 
