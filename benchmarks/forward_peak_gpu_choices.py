@@ -6,13 +6,12 @@ makes from the device are forced to a GPU's
 (:func:`~neuralop_mp.layers.product_paths.force_device_choices`): the pointwise work
 on the whole grid with upstream's modules and the lifting and projection recomputed in
 backward, the spectral product's path (16-bit matrix products; TFNO's rebuilt dense
-weight), FFTs along the last axis; and autocast over the whole model. The forward is then counted by
+weight), the dense product's mode chunks, FFTs along the last axis; and autocast over the whole model. The forward is then counted by
 :class:`~neuralop_mp.peak_memory.PeakTensorBytes` (parameters excluded): its peak and
 what it leaves alive for backward. The GPU's ``torch.cuda.max_memory_allocated`` also
 holds cuFFT's work areas and the allocator's rounding, which this does not see: compare
 counts with counts. Not forced: cuFFT's float16 transforms of the "half" fp16 variants
-(a CPU has none: they count float32 transforms), and the dense product's mode chunks,
-which are one chunk on either device at this script's 64 channels and 32 modes.
+(a CPU has none: they count float32 transforms).
 
 Usage (the figures in docs/benchmarks.md, "GPU campaign"):
 ``python benchmarks/forward_peak_gpu_choices.py --arch FNO --res 256 --batch 4``

@@ -63,8 +63,7 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 
 from ..vocabulary import check_int_at_least
-# force_device_choices: this module's choices follow it; kept importable from here
-from ..layers.product_paths import choice_device_type, force_device_choices
+from ..layers.product_paths import choice_device_type
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..layers.stabilizer import tanh_stabilizer
 from .bound_forward import BoundToModule
@@ -73,7 +72,7 @@ from .pointwise_gemm import (channel_mlp_products, mlp_is_products, pointwise_pr
                              skip_product)
 from .recomputed_activation import mlp_recomputing_activation, recomputes_activation
 
-__all__ = ["DEFAULT_TILE_POINTS", "describe_pointwise_tiles", "force_device_choices", "pointwise_tile_points",
+__all__ = ["DEFAULT_TILE_POINTS", "describe_pointwise_tiles", "pointwise_tile_points",
            "reinstall_pointwise_tiles", "set_pointwise_tiles"]
 
 # Grid points (batch x spatial) per tile: 4096-16384 timed alike at FNO 256^2 batch 2 (smaller

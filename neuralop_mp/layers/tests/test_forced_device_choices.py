@@ -9,7 +9,6 @@ from neuralop_mp.layers import product_paths
 from neuralop_mp.layers.product_paths import force_device_choices
 from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
 from neuralop_mp.layers.truncated_fft import set_last_axis_transform
-from neuralop_mp.models import pointwise_tiles
 from neuralop_mp.models.pointwise_tiles import _TiledPointwiseForward
 
 
@@ -19,10 +18,6 @@ def last_axis_by_matmul():
     previous = set_last_axis_transform("matmul")
     yield
     set_last_axis_transform(previous)
-
-
-def test_the_pointwise_module_forces_through_the_layers_switch():
-    assert pointwise_tiles.force_device_choices is product_paths.force_device_choices
 
 
 @pytest.mark.usefixtures("last_axis_by_matmul")

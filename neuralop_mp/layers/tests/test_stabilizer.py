@@ -93,7 +93,7 @@ def test_fno_block_tanh_keeps_the_block_input_not_its_output(device, monkeypatch
     from neuralop_mp.layers.autocast_scope import set_autocast_scope
     from neuralop_mp.layers.precision_switch import set_precision
     from neuralop_mp.models import pointwise_gemm
-    from neuralop_mp.models.pointwise_tiles import force_device_choices
+    from neuralop_mp.layers.product_paths import force_device_choices
 
     # autocast's own 1x1 convolutions on every CPU (on one with bfloat16 units the tiles would
     # run them as matrix products, test_pointwise_gemm.py): the two forwards differ in the tanh only

@@ -8,7 +8,8 @@ from neuralop.layers.channel_mlp import ChannelMLP
 
 from neuralop_mp.layers.tests.reference import DEVICES, with_and_without_tiles
 from neuralop_mp.memory import SavedTensorBytes
-from neuralop_mp.models.pointwise_tiles import force_device_choices, recomputes_on, set_pointwise_tiles
+from neuralop_mp.layers.product_paths import force_device_choices
+from neuralop_mp.models.pointwise_tiles import recomputes_on, set_pointwise_tiles
 from neuralop_mp.models.recomputed_activation import mlp_recomputing_activation, recomputes_activation
 
 
