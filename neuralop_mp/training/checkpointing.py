@@ -233,8 +233,9 @@ def resolve_checkpoint_dir(save_dir):
     return save_dir
 
 
-def verify_checkpoint(save_dir, require=()):
-    """Check a checkpoint folder completely, loading no state.
+def verify_checkpoint(save_dir, require=(), return_model_state=False):
+    """Check a checkpoint folder completely, loading no state (but the model file of a
+    checkpoint without checksums, whose only check is that it reads).
 
     Parameters
     ----------
@@ -242,11 +243,17 @@ def verify_checkpoint(save_dir, require=()):
     require : iterable of str
         Roles (``"optimizer"``, ``"scheduler"``, ``"regularizer"``) the resuming run
         needs: a checkpoint without them would silently start them fresh.
+    return_model_state : bool, default False
+        Also return the model state dict read to check a checkpoint without checksums
+        (None where it was not read), for a caller that needs it (:func:`load_training_files`):
+        the file is then read once.
 
     Returns
     -------
     manifest : dict
         The manifest; ``{}`` for an upstream checkpoint without one.
+    model_state : dict or None
+        Only with ``return_model_state``.
 
     Raises
     ------
@@ -257,6 +264,7 @@ def verify_checkpoint(save_dir, require=()):
     save_name = checkpoint_name(save_dir)
     manifest_path = save_dir / MANIFEST_FILE
     manifest = load_weights_only(manifest_path) if manifest_path.exists() else {}
+    model_state = None
     if not isinstance(manifest, dict):
         raise CheckpointError(f"{manifest_path} does not hold a manifest dict (got {type(manifest).__name__}).")
     ours = (save_dir / PRECISION_STATE_FILE).exists() or "format_version" in manifest
@@ -287,13 +295,13 @@ def verify_checkpoint(save_dir, require=()):
         if ours:
             warnings.warn(f"{save_dir} is a format-1 checkpoint without file checksums; it cannot be verified.",
                           RuntimeWarning, stacklevel=3)
-        load_weights_only(save_dir / f"{save_name}{STATE_DICT_SUFFIX}")  # no checksum: at least readable
+        model_state = load_weights_only(save_dir / f"{save_name}{STATE_DICT_SUFFIX}")  # no checksum: readable
     for role in require:
         if not (save_dir / f"{role}.pt").exists():
             raise CheckpointError(
                 f"{save_dir / (role + '.pt')} is missing: resuming would start the {role} from scratch. "
                 f"Pass {role}=None to resume without it, or use a complete checkpoint.")
-    return manifest
+    return (manifest, model_state) if return_model_state else manifest
 
 
 def check_model_state(model, state, path):
@@ -436,7 +444,9 @@ def load_training_files(save_dir, model, optimizer=None, scheduler=None, regular
     """
     save_dir = resolve_checkpoint_dir(save_dir)
     objects = dict(zip(_STATE_FILES, (optimizer, scheduler, regularizer)))
-    manifest = verify_checkpoint(save_dir, require=[r for r, o in objects.items() if o is not None])
+    # a model file read by the check (no checksums) is not read again below
+    manifest, model_state = verify_checkpoint(save_dir, require=[r for r, o in objects.items() if o is not None],
+                                              return_model_state=True)
     save_name = checkpoint_name(save_dir)
     model_path = save_dir / f"{save_name}{STATE_DICT_SUFFIX}"
     precision_state = None
@@ -450,7 +460,8 @@ def load_training_files(save_dir, model, optimizer=None, scheduler=None, regular
         if manifest.get("files") is not None and precision_state.get("epoch") != manifest.get("epoch"):
             raise CheckpointError(f"{state_path} is of epoch {precision_state.get('epoch')} but the manifest "
                                   f"of epoch {manifest.get('epoch')}.")
-    model_state = load_weights_only(model_path)
+    if model_state is None:
+        model_state = load_weights_only(model_path)
     check_model_state(unwrap(model), model_state, model_path)
     states = {}
     for role, obj in objects.items():

@@ -60,15 +60,21 @@ def count_loads(monkeypatch):
     return loads
 
 
-def test_a_resume_reads_each_checkpoint_file_once(four_samples, monkeypatch, tmp_path):
-    """The settings check reads no file of its own: it runs on the states the trainer's resume read."""
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "no-manifest"])
+def test_a_resume_reads_each_checkpoint_file_once(four_samples, monkeypatch, tmp_path, manifest):
+    """The settings check reads no file of its own: it runs on the states the trainer's resume read.
+    Without a manifest (no checksums: upstream's checkpoints, our format 1) the model file, whose
+    only check is that it reads, is read once too (the check read it and then the resume)."""
     out = tmp_path / "run"
     train(out, 1)
+    if not manifest:
+        (out / CHECKPOINT_DIR / MANIFEST_FILE).unlink()
     loads = count_loads(monkeypatch)
-    result = train(out, 2, resume=True)
+    with pytest.warns(RuntimeWarning, match="format-1") if not manifest else nullcontext():
+        result = train(out, 2, resume=True)
     assert [h["epoch"] for h in result["history"]] == [0, 1]
-    assert loads == {name: 1 for name in ("manifest.pt", "precision_state.pt", "model_state_dict.pt",
-                                          "optimizer.pt", "scheduler.pt")}
+    names = ("precision_state.pt", "model_state_dict.pt", "optimizer.pt", "scheduler.pt")
+    assert loads == {name: 1 for name in names + (("manifest.pt",) if manifest else ())}
 
 
 @pytest.mark.parametrize("checksums, message", [
