@@ -369,7 +369,6 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             stepped = self.scaler.step(optimizer)
         finally:
             self._close_step_meter()
-        stats["steps"] += 1
         self.scaler.update()
         if stepped:
             self._check_weights_finite(optimizer, batch["idx"])
@@ -412,12 +411,16 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             meter.__exit__(None, None, None)
             self._epoch_stats["step_peak_bytes"] = meter.peak_bytes
 
-    @staticmethod
-    def _fresh_epoch_stats():
-        # steps: every batch of the epoch (its step taken or skipped); batches: those with a finite loss;
-        # totals: what _epoch_totals computed (once per epoch)
-        return dict(loss_sum=0.0, batches=0, steps=0, samples=0, lasso_sum=0.0, saved_bytes=None,
-                    step_peak_bytes=None, totals=None)
+    def _fresh_epoch_stats(self):
+        # steps_before: the scaler's step count at the epoch's start (its steps since are the epoch's
+        # batches, each step taken or skipped); batches: those with a finite loss; totals: what
+        # _epoch_totals computed (once per epoch)
+        return dict(loss_sum=0.0, batches=0, steps_before=self.scaler.total_steps, samples=0, lasso_sum=0.0,
+                    saved_bytes=None, step_peak_bytes=None, totals=None)
+
+    def _epoch_steps(self):
+        """The steps of this epoch so far, taken or skipped: one per batch."""
+        return self.scaler.total_steps - self._epoch_stats["steps_before"]
 
     def train_one_epoch(self, epoch, train_loader, training_loss):
         """Upstream's epoch with a guarded step; returns
@@ -499,7 +502,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         are this process's own, with ``ranks`` ``[0]`` or ``[]``."""
         stats = self._epoch_stats
         if stats["totals"] is None:
-            loss_sum, finite, n_batches = stats["loss_sum"], stats["batches"], stats["steps"]
+            loss_sum, finite, n_batches = stats["loss_sum"], stats["batches"], self._epoch_steps()
             no_finite_loss = bool(n_batches and not finite)
             if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
                 # each rank trained on its own shard: a plateau stepped with its own loss would
@@ -518,7 +521,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
 
     def _no_finite_loss_message(self, epoch, ranks):
         """The error of an epoch in which ``ranks`` had no finite loss (:meth:`_epoch_totals`)."""
-        n_batches = self._epoch_stats["steps"]
+        n_batches = self._epoch_steps()
         if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
             # a non-finite loss on one rank skips the step on every rank: none was taken
             where = (f"on rank(s) {ranks} of {distributed.world_size()} ({n_batches} batches per rank): nothing was "
