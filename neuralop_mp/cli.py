@@ -380,10 +380,10 @@ def eval_command(argv):
         spec = flags.get("--config")
         folder, _ = find_checkpoint(path)
         # the run's own overrides come first, section selections included; command.json is read
-        # here only, for the config, the option check and run_evaluation
+        # here only, for the config, the option check and the evaluation
         source = config_source(folder, flags.get("--config"))
         spec = source.spec
-        # built once, and run_evaluation evaluates with it; the option check runs only if the build fails
+        # built once, and evaluated with; the option check runs only if the build fails
         config = _load_checked(lambda: eval_config(source, overrides, flags.get("--res")),
                                overrides, source.spec, EVAL_FLAGS, base=source.overrides)
         threads = flags.get("--threads")
@@ -395,12 +395,12 @@ def eval_command(argv):
 
     import torch
 
-    from .evaluate import run_evaluation
+    from .evaluate import evaluate_with_config
     from .train_report import format_eval_summary
 
     torch.set_num_threads(threads)
     try:
-        result = run_evaluation(path, source=source, config=config, precision=flags.get("--precision"),
+        result = evaluate_with_config(path, source, config, precision=flags.get("--precision"),
                                 progress=True)
     except (RunSetupError, CheckpointError, ValueError, FileNotFoundError) as error:
         return _error(str(error), "eval")

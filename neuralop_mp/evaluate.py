@@ -109,7 +109,7 @@ def _model_epoch(folder, name, config):
 
 
 def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision=None, progress=False,
-                   log=print, config=None, source=None):
+                   log=print):
     """Evaluate the model checkpoint at ``path`` on every test resolution.
 
     Parameters
@@ -118,24 +118,14 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
         A run folder, a folder with one ``NAME_state_dict.pt``, or that file.
     spec : str, optional
         Config to take data and settings from instead of the run's own (a built-in
-        name or ``path.py[:Class]``). With ``config``, the spec it was built from: it
-        still decides whether the config is the run's own (:func:`config_source`), whose
-        model then runs in the precision the run trained in. Not with ``source``, which has it.
+        name or ``path.py[:Class]``).
     overrides : list of str
         ``--key value`` config overrides (``--data.data_root DIR``, ``--device cpu``, ...).
-        Not with ``config``, which has them.
     resolutions : list of int, optional
-        Test resolutions (default: the config's). Not with ``config``, which has them.
+        Test resolutions (default: the config's).
     precision : {"full", "mixed", "half"}, optional
         Evaluate in this precision instead of the one the model was trained in (the
         run's last epoch for its final model, its best epoch for ``best_model``).
-    config : TrainConfig, optional
-        The config :func:`eval_config` built from ``source`` and the overrides and
-        resolutions (``neuralop-mp eval`` builds it to check its options), used as it is
-        instead of being loaded again.
-    source : ConfigSource, optional
-        :func:`config_source` of ``path``'s folder and ``spec``, for a caller that has read it
-        already (the run's ``command.json`` is then not read again); default: read here.
 
     Returns
     -------
@@ -149,9 +139,18 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     ------
     CheckpointError
         For a model file (or its metadata) that cannot be loaded, naming it.
-    ValueError
-        For ``config`` given with ``overrides`` or ``resolutions``, or ``source`` with ``spec``.
     """
+    folder, _ = find_checkpoint(path)
+    source = config_source(folder, spec)  # command.json read once, for the config and for whether it is the run's own
+    return evaluate_with_config(path, source, eval_config(source, overrides, resolutions), precision=precision,
+                                progress=progress, log=log)
+
+
+def evaluate_with_config(path, source, config, *, precision=None, progress=False, log=print):
+    """:func:`run_evaluation` with the config already built: ``source`` as :func:`config_source`
+    read it for ``path``'s folder (whether the config is the run's own, whose model then runs in
+    the precision the run trained in) and ``config`` as :func:`eval_config` built it from
+    ``source`` (``neuralop-mp eval`` builds it to check its options)."""
     from . import build_steps
     from .vocabulary import check_choice, PRECISION_MODES, resolve_half_dtype
     from .run_setup import resolve_device
@@ -164,17 +163,6 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     checkpoint = folder / f"{name}{STATE_DICT_SUFFIX}"
     if precision is not None:
         precision = check_choice("--precision", precision, PRECISION_MODES)
-    if source is None:  # command.json read once, for the config and for whether it is the run's own
-        source = config_source(folder, spec)
-    elif spec is not None:  # it would be silently ignored: source holds the spec it was read with
-        raise ValueError(f"run_evaluation: give source= or spec={spec!r}, not both: source={source} "
-                         "was read with its spec.")
-    if config is None:
-        config = eval_config(source, overrides, resolutions)
-    elif list(overrides) or resolutions:  # they would be silently ignored: config already has its own
-        raise ValueError(f"run_evaluation: give config= alone, not with overrides={list(overrides)} or "
-                         f"resolutions={resolutions}: eval_config(source, overrides, resolutions) "
-                         "builds the config with them.")
     device = resolve_device(config.device)
     model, saved_precision = load_model(checkpoint, mixed_precision_layer=precision not in (None, "full"))
     model = model.to(device)

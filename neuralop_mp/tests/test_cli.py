@@ -276,12 +276,10 @@ def test_options_of_a_selected_section_class_are_known_to_train_and_eval(monkeyp
     (tmp_path / "model_state_dict.pt").write_bytes(b"")
     write_command(tmp_path, "darcy", ["--model", "UNOConfig"])
 
-    def fake_evaluation(path, **kwargs):
-        config = kwargs["config"]  # the overrides are applied in it, not given beside it
-        assert "overrides" not in kwargs and "resolutions" not in kwargs
+    def fake_evaluation(path, source, config, **kwargs):  # the overrides are applied in config
         raise ValueError(f"evaluated {type(config.model).__name__} with {config.model.uno_out_channels}")
 
-    monkeypatch.setattr(evaluate, "run_evaluation", fake_evaluation)
+    monkeypatch.setattr(evaluate, "evaluate_with_config", fake_evaluation)
     assert cli.main(["eval", str(tmp_path), "--threads", "1", "--model.uno_out_channels", "[16,32,32,16]"]) == 2
     err = capsys.readouterr().err
     assert "Unknown option" not in err and "evaluated UNOConfig with [16, 32, 32, 16]" in err, err
@@ -349,10 +347,10 @@ def test_a_builtin_name_is_recorded_as_a_name_even_beside_a_file_of_that_name(mo
     assert seen["command"][0] == f"{tmp_path}/mine.py:Mine" and seen["config"].name == "mine"
 
 
-def test_eval_builds_its_config_once_and_gives_it_to_run_evaluation(monkeypatch, tmp_path, capsys):
+def test_eval_builds_its_config_once_and_evaluates_with_it(monkeypatch, tmp_path, capsys):
     """`eval` builds the run's config once (a config file's class, its recorded section selection
     applied, then --res), not a default one and then the selected one: one load_config call, whose
-    config run_evaluation is given (the option check builds nothing while the config loads)."""
+    config is evaluated with (the option check builds nothing while the config loads)."""
     import neuralop_mp.configs as configs
     import neuralop_mp.evaluate as evaluate
     from neuralop_mp.run_folder import write_command
@@ -366,8 +364,8 @@ def test_eval_builds_its_config_once_and_gives_it_to_run_evaluation(monkeypatch,
     monkeypatch.setattr(configs, "load_config",
                         lambda *args, **kwargs: loads.append(args) or load_config(*args, **kwargs))
     given = {}
-    monkeypatch.setattr(evaluate, "run_evaluation",
-                        lambda path, **kwargs: given.update(kwargs) or (_ for _ in ()).throw(ValueError("stop")))
+    monkeypatch.setattr(evaluate, "evaluate_with_config", lambda path, source, config, **kwargs: given.update(
+        config=config) or (_ for _ in ()).throw(ValueError("stop")))
     assert cli.main(["eval", str(tmp_path), "--threads", "1", "--model.uno_out_channels", "[16]", "--res", "16",
                      "32"]) == 2
     assert "neuralop-mp eval: error: stop" in capsys.readouterr().err  # the options were all known

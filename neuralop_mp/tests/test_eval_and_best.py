@@ -148,17 +148,6 @@ def test_a_run_with_an_override_value_starting_with_dashes_evaluates_and_resumes
     assert "--name=--exp" in json.loads(command_file.read_text())["overrides"]  # recorded to read back
 
 
-def test_run_evaluation_refuses_a_config_given_with_overrides_or_resolutions_it_would_ignore(tmp_path):
-    """``config=`` is the config evaluated with: overrides or resolutions beside it were silently ignored."""
-    from neuralop_mp.evaluate import run_evaluation
-
-    (tmp_path / "model_state_dict.pt").write_bytes(b"")  # refused before any file is read
-    config = load_config("darcy")
-    for given in ({"overrides": ["--opt.n_epochs", "2"]}, {"resolutions": [16]}):
-        with pytest.raises(ValueError, match=r"run_evaluation: give config= alone, not with overrides="):
-            run_evaluation(tmp_path, config=config, **given)
-
-
 def _history(*values):
     return [{"epoch": epoch, "8_l2": value} for epoch, value in enumerate(values)]
 
