@@ -345,8 +345,33 @@ def _apply_overrides(config, overrides):
     """
     for key, value in overrides.items():
         section, name = _owner(config, key)
-        setattr(section, name, value)
+        try:
+            setattr(section, name, value)
+        except TypeError:  # zencfg's type check: a multi-line pydantic report under 0.7 and 1.0 alike
+            annotation = config_fields(section).get(name, (None, None))[0]
+            raise ValueError(f"Invalid {key}={value!r}; allowed values: {_type_words(annotation)}.") from None
     return config
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_PLURALS = {int: ("integers", "[16, 32]"), float: ("numbers", "[0.5, 1.0]"), str: ("strings", "['a', 'b']")}
+
+
+def _type_words(annotation):
+    """``annotation`` (a config field's type) as the values it allows, in words: "an integer",
+    "a list of integers, e.g. [16, 32]", "a number or None"."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation in _TYPE_WORDS:
+        return _TYPE_WORDS[annotation]
+    if origin in (list, tuple) and args and args[0] in _PLURALS:
+        plural, example = _PLURALS[args[0]]
+        return f"a list of {plural}, e.g. {example}"
+    if origin is typing.Union:
+        words = [_type_words(a) for a in args if a is not type(None)]
+        return " or ".join(words + (["None"] if type(None) in args else []))
+    if origin is typing.Literal:
+        return ", ".join(map(repr, args))
+    return str(annotation).replace("typing.", "")
 
 
 def load_config(spec="darcy", overrides=None, *, validate=True):
