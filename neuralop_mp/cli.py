@@ -117,19 +117,21 @@ def _pop_flags(args, flags):
     return found, rest
 
 
-def _check_options(args, spec, flags, base=()):
+def _check_options(args, spec, flags, base=(), source=None):
     """Every ``--key`` of ``args`` is a config key of ``spec`` or one of ``flags``, else a did-you-mean.
 
-    The keys are those of ``spec`` with the section classes that ``base`` (overrides
-    applied before ``args``: a run's recorded ones) and ``args`` select, e.g. ``--model
-    UNOConfig`` makes ``--model.uno_out_channels`` a key: the rule of ``load_config``
+    The keys are those of ``spec`` (``source``: the config it names, where already resolved)
+    with the section classes that ``base`` (overrides applied before ``args``: a run's
+    recorded ones) and ``args`` select, e.g. ``--model UNOConfig`` makes
+    ``--model.uno_out_channels`` a key: the rule of ``load_config``
     (:func:`~neuralop_mp.configs.loading.select_sections`), on what can be read of a
     command line that may not parse.
     """
     from .configs import config_keys
     from .configs.loading import parse_overrides, select_sections
 
-    config, _ = select_sections(spec, parse_overrides([*base, *args], lenient=True))
+    config, _ = select_sections(spec if source is None else source,
+                                parse_overrides([*base, *args], lenient=True))
     known = {f"--{k}" for k in config_keys(config)} | set(flags)
     for arg in args:
         name = arg.partition("=")[0]
@@ -141,18 +143,25 @@ def _check_options(args, spec, flags, base=()):
 
 
 def _load_checked(build, args, spec, flags, base=()):
-    """``build()``: the config of ``spec`` with the overrides ``base`` then the ``--key value``
-    ``args``; when it fails, an unknown ``--key`` of ``args`` (neither a config key nor one
-    of ``flags``: :func:`_check_options`) is said first, whatever else is wrong: a misspelled
-    key or a run option given a value explains most configs that do not load.
+    """``build(source)``: the config of ``spec`` (``source``, the config class it names) with the
+    overrides ``base`` then the ``--key value`` ``args``; when it fails, an unknown ``--key`` of
+    ``args`` (neither a config key nor one of ``flags``: :func:`_check_options`) is said first,
+    whatever else is wrong: a misspelled key or a run option given a value explains most configs
+    that do not load.
+
+    ``spec`` is resolved once, for both: a config file runs once (its own error is raised from
+    here, with no option check, as no key of it can be read).
 
     A config that loads has no unknown option to say: each ``--`` token of ``args`` was read
     as a key that ``load_config`` checked (``parse_overrides`` reads none as a value).
     """
+    from .configs import resolve_config
+
+    source = resolve_config(spec)
     try:
-        return build()
+        return build(source)
     except Exception:
-        _check_options(args, spec, flags, base=base)
+        _check_options(args, spec, flags, base=base, source=source)
         raise
 
 
@@ -314,9 +323,9 @@ def train_command(argv):
                     flags[flag] = str(recorded_flags[key])
             overrides = [*recorded["overrides"], *overrides, "--output_dir", str(resume)]
         spec = spec or "darcy"
-        def build():  # the overrides parsed once: for the config, and for command.json below
+        def build(source):  # the overrides parsed once: for the config, and for command.json below
             parsed = parse_overrides(overrides)
-            return load_config(spec, parsed), parsed
+            return load_config(source, parsed), parsed
 
         config, parsed = _load_checked(build, overrides, spec, TRAIN_FLAGS)
         threads = _resolve_threads(flags.get("--threads"))
@@ -384,7 +393,8 @@ def eval_command(argv):
         source = config_source(folder, flags.get("--config"))
         spec = source.spec
         # built once, and evaluated with; the option check runs only if the build fails
-        config = _load_checked(lambda: eval_config(source, overrides, flags.get("--res")),
+        config = _load_checked(lambda resolved: eval_config(source._replace(spec=resolved), overrides,
+                                                            flags.get("--res")),
                                overrides, source.spec, EVAL_FLAGS, base=source.overrides)
         threads = flags.get("--threads")
         if threads is None:

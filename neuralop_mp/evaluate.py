@@ -20,7 +20,7 @@ from .training.checkpointing import STATE_DICT_SUFFIX
 class ConfigSource(NamedTuple):
     """What an evaluation's config starts from (:func:`config_source`)."""
 
-    spec: str
+    spec: object  # a config's name or path.py[:Class] (as command.json records it), or the config it names
     overrides: list
     run: bool  # the run's own recorded config: its model runs in the precision the run trained in
 

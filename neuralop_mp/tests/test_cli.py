@@ -54,11 +54,13 @@ def test_train_help_reflects_overrides_given_before_it(capsys):
     (["--opt.optimzer", "tensorgrad"], ["--opt.optimzer", "--opt.optimizer"]),
     (["--opt.precision_schedule", "half:2"], ["opt.precision_schedule"]),
     (["--opt.n_epochs"], ["Missing value for option --opt.n_epochs"]),
+    (["--opt.n_epochs", "abc"], ["opt.n_epochs='abc'", "an integer"]),
 ])
 def test_train_config_errors_exit_2_with_the_message(capsys, args, fragments):
     assert cli.main(["train", "darcy", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("neuralop-mp train: error:")
+    assert err.count("\n") == 1, err  # one line: no traceback, no validator's report
     for fragment in fragments:
         assert fragment in err
 
@@ -461,6 +463,29 @@ def test_an_error_raised_inside_a_config_file_names_its_line(monkeypatch, tmp_pa
 
 
 _HEAD = "from neuralop_mp.configs import DarcyConfig\n\n\nclass Mine(DarcyConfig):\n    name: str = 'mine'\n"
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+@pytest.mark.parametrize("tail, fragment", [
+    ([], "ZeroDivisionError"),  # the file's own error: no key of it can be checked
+    (["--opt.n_epochs", "abc"], "opt.n_epochs='abc'"),  # a bad value: the option check runs too
+    (["--opt.n_epocs", "3"], "Unknown option --opt.n_epocs"),
+])
+def test_a_config_file_runs_once_when_the_config_does_not_load(monkeypatch, tmp_path, capsys, command, tail,
+                                                                 fragment):
+    """The build and the option check that follows a failed build share one resolution of the
+    config: the file's code (and any side effect of it) ran twice on every error path."""
+    seen = _fake_training(monkeypatch)
+    (tmp_path / "model_state_dict.pt").write_bytes(b"")  # found, never loaded: the config fails first
+    runs = tmp_path / "runs.txt"
+    body = "" if tail else "X = 1 / 0\n"
+    (tmp_path / "counted.py").write_text(f"open({str(runs)!r}, 'a').write('run\\n')\n" + _HEAD + body)
+    spec = f"{tmp_path}/counted.py:Mine"
+    argv = ["train", spec] if command == "train" else ["eval", str(tmp_path), "--config", spec]
+    assert cli.main([*argv, *tail]) == 2
+    assert fragment in capsys.readouterr().err
+    assert runs.read_text() == "run\n"
+    assert not seen
 
 
 @pytest.mark.parametrize("command", ["train", "eval"])
