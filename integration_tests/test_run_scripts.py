@@ -189,8 +189,9 @@ def test_upstream_train_darcy_with_tensorgrad_and_a_precision_schedule(in_script
 
 @pytest.mark.parametrize("precision", ["full", "half"])
 def test_upstream_train_burgers_in_full_and_half_precision(in_scripts, burgers_root, no_network, precision):
-    result = run_script("train_burgers.py", TINY_BURGERS + ["--opt.n_epochs", "1"], precision=precision,
-                        data_root=burgers_root)
+    # the config's own autocast flag on: --mp.precision's schedule decides autocast, and says so where it differs
+    result = run_script("train_burgers.py", TINY_BURGERS + ["--opt.n_epochs", "1", "--opt.mixed_precision", "true"],
+                        precision=precision, data_root=burgers_root)
     assert result.exit_status == 0, result.error
     # "full" without a schedule builds exactly upstream's model; the trainer is still ours
     layer = "SpectralConv" if precision == "full" else "MixedPrecisionSpectralConv"
@@ -198,6 +199,10 @@ def test_upstream_train_burgers_in_full_and_half_precision(in_scripts, burgers_r
                             layer=layer)
     autocast = [h["autocast"] for h in result.report.trainers[0]["history"]]
     assert autocast == [precision != "full"]
+    overruled = [n for n in result.report.notes if "mixed_precision=True is overruled" in n]
+    assert overruled == ([] if precision == "half" else [
+        "mixed_precision=True is overruled by the precision schedule 'full': with a schedule its phases decide "
+        "autocast, and it is off in full. To autocast there, say so in the schedule (e.g. 'full/autocast')."])
 
 
 def test_missing_data_names_the_files_and_the_command(in_scripts, no_network, tmp_path):

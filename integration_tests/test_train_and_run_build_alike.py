@@ -117,10 +117,10 @@ def test_train_and_run_build_the_same_model_optimizer_and_trainer_settings(name)
 def test_trainer_precision_kwargs_follow_the_schedule_and_leave_out_what_is_not_given():
     schedule = build_steps.precision_schedule("half:0.5,full:0.5", PrecisionPolicy())
     kwargs = build_steps.trainer_precision_kwargs(schedule, "bfloat16", "dynamic")
-    assert kwargs == {"precision_schedule": schedule, "mixed_precision": True,
-                      "half_dtype": "bfloat16", "loss_scaling": "dynamic"}
+    # no mixed_precision: with a schedule its phases decide autocast (the flag would only be overruled)
+    assert kwargs == {"precision_schedule": schedule, "half_dtype": "bfloat16", "loss_scaling": "dynamic"}
     full = build_steps.precision_schedule(None, PrecisionPolicy("full"))
-    assert build_steps.trainer_precision_kwargs(full)["mixed_precision"] is False
+    assert build_steps.trainer_precision_kwargs(full) == {"precision_schedule": full}
     assert build_steps.trainer_precision_kwargs(None) == {}
     assert build_steps.trainer_memory_kwargs("true") == {"update_in_backward": True}
     assert build_steps.trainer_memory_kwargs(None) == {}

@@ -124,7 +124,7 @@ def trainer_precision_kwargs(schedule, half_dtype=None, loss_scaling=None):
     Parameters
     ----------
     schedule : PrecisionSchedule or None
-        What the trainer runs; ``mixed_precision`` (autocast) is on when a phase autocasts.
+        What the trainer runs: its phases decide autocast (no ``mixed_precision``).
     half_dtype : str, optional
         The policy's half type ("auto" | "float16" | "bfloat16").
     loss_scaling : str, optional
@@ -133,14 +133,12 @@ def trainer_precision_kwargs(schedule, half_dtype=None, loss_scaling=None):
     Returns
     -------
     dict
-        ``precision_schedule``, ``mixed_precision``, ``half_dtype`` and
-        ``loss_scaling``, each only when its input was given (the trainer's defaults
-        apply to the others).
+        ``precision_schedule``, ``half_dtype`` and ``loss_scaling``, each only when its
+        input was given (the trainer's defaults apply to the others).
     """
     kwargs = {}
     if schedule is not None:
         kwargs["precision_schedule"] = schedule
-        kwargs["mixed_precision"] = any(phase.autocast for phase in schedule)
     if half_dtype is not None:
         kwargs["half_dtype"] = half_dtype
     if loss_scaling is not None:

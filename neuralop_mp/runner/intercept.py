@@ -124,8 +124,6 @@ def make_trainer_class(options, report, parts):
     schedule = trainer_schedule(options)
     precision_kwargs = build_steps.trainer_precision_kwargs(
         schedule, options.get("half_dtype"), options.get("loss_scaling"))
-    # a script's explicit autocast flag is upstream's own argument: the schedule does not override it
-    precision_kwargs.pop("mixed_precision", None)
     precision_kwargs.update(build_steps.trainer_memory_kwargs(options.get("update_in_backward")))
 
     class Trainer(parts.MixedPrecisionTrainer):
@@ -150,6 +148,12 @@ def make_trainer_class(options, report, parts):
             for key, value in precision_kwargs.items():
                 kwargs.setdefault(key, value)
             super().__init__(*args, **kwargs)
+            # the script's own autocast flag, where the schedule of --mp.precision/--mp.schedule overrules it:
+            # the trainer warns as the run starts, the summary says it again
+            overruled = (self.precision_schedule is not None
+                         and self.precision_schedule.autocast_overruled(self.mixed_precision))
+            if overruled:
+                report.note(overruled)
             report.record_trainer(self, schedule=kwargs["precision_schedule"])
 
     Trainer.__module__ = __name__

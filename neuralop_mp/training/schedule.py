@@ -417,6 +417,16 @@ class PrecisionSchedule:
         """True when some phase runs a half type (half/mixed layers or autocast)."""
         return any(p.mode != "full" or p.autocast for p in self.phases)
 
+    def autocast_overruled(self, mixed_precision):
+        """The warning for a trainer's ``mixed_precision=True`` beside this schedule, whose phases
+        decide autocast: where some run without it, the flag does nothing there. None otherwise."""
+        plain = [str(p) for p in self.phases if not p.autocast]
+        if not mixed_precision or not plain:
+            return None
+        return (f"mixed_precision=True is overruled by the precision schedule {str(self)!r}: with a schedule "
+                f"its phases decide autocast, and it is off in {', '.join(plain)}. To autocast there, say so "
+                "in the schedule (e.g. 'full/autocast').")
+
     def __iter__(self):
         return iter(self.phases)
 

@@ -140,7 +140,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         ranks (:mod:`~neuralop_mp.training.distributed`).
     mixed_precision : bool, default False
         Without a schedule: run the forward pass under autocast for the whole run
-        (with loss scaling, unlike upstream). With a schedule, the phases decide.
+        (with loss scaling, unlike upstream). With a schedule, the phases decide (a
+        warning names the phases that run without autocast when this is True).
     precision_schedule : PrecisionSchedule, str, list or None
         Anything :meth:`PrecisionSchedule.from_config` accepts, e.g. ``"paper"`` or
         ``"half:0.25,mixed:0.5,full:0.25"``. None: the layers keep their precision.
@@ -203,6 +204,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         self.precision_schedule = PrecisionSchedule.from_config(precision_schedule)
         if self.precision_schedule is not None:
             self.precision_schedule.check_fits(n_epochs)  # a last phase that never runs is an error
+            overruled = self.precision_schedule.autocast_overruled(mixed_precision)
+            if overruled:
+                warnings.warn(overruled, stacklevel=2)
         self.half_dtype = normalize_half_dtype(half_dtype)
         self.autocast_dtype = resolve_half_dtype(self.half_dtype, device)
         self.loss_scaling = _normalize_loss_scaling(loss_scaling)

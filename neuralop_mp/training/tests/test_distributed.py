@@ -126,7 +126,7 @@ def _train(world_size, rank, n_epochs=2, save_dir=None, resume_from_dir=None, **
     optimizer = TensorGRaD(model.parameters(), lr=1e-2, rank=0.5, sparse_ratio=0.1, sparse_type="randk",
                            update_proj_gap=2, min_params=100)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
-    trainer = RecordingTrainer(model=model, n_epochs=n_epochs, mixed_precision=True, precision_schedule=SCHEDULE,
+    trainer = RecordingTrainer(model=model, n_epochs=n_epochs, precision_schedule=SCHEDULE,
                                half_dtype="bfloat16", loss_scaling="dynamic", use_distributed=world_size > 1)
     for key, value in trainer_attrs.items():
         setattr(trainer, key, value)

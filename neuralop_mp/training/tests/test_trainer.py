@@ -1,4 +1,6 @@
 """MixedPrecisionTrainer: phase switching, autocast, guarded steps, upstream equivalence."""
+import warnings
+
 import pytest
 import torch
 from neuralop.training import Trainer
@@ -108,6 +110,24 @@ def test_mixed_precision_flag_without_schedule_autocasts_with_a_scaler():
     assert all(seen) and len(seen) == 6  # training and evaluation forwards under autocast
     assert [(h["precision"], h["autocast"], h["half_dtype"]) for h in trainer.history] == [("full", True, "float16")] * 2
     assert all(h["train_loss"] == h["train_loss"] for h in trainer.history)
+
+
+def test_mixed_precision_flag_overruled_by_a_schedule_is_said_naming_the_phases_without_autocast():
+    """With a schedule its phases decide autocast: ``mixed_precision=True`` does nothing in a phase
+    without it, which was silent (upstream's scripts always pass their config's flag)."""
+    model = tiny_fno()
+    with pytest.warns(UserWarning, match=r"mixed_precision=True is overruled by the precision schedule "
+                                         r"'half:0.25,mixed:0.5,full:0.25'.* it is off in full:0.25\. .*"
+                                         r"'full/autocast'") as caught:
+        MixedPrecisionTrainer(model=model, n_epochs=4, mixed_precision=True, precision_schedule="paper")
+    assert len(caught) == 1
+    assert caught[0].filename == __file__  # names the caller's line
+    for quiet in ({"mixed_precision": False, "precision_schedule": "full"},
+                  {"mixed_precision": True, "precision_schedule": "half:0.5,full:0.5/autocast"},
+                  {"mixed_precision": True, "precision_schedule": None}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            MixedPrecisionTrainer(model=model, n_epochs=4, **quiet)
 
 
 def test_schedule_needs_mixed_precision_layers():
