@@ -18,7 +18,7 @@ from neuralop.models.base_model import BaseModel
 from ..caller_frames import stacklevel_outside
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
-from ..training.checkpointing import METADATA_SUFFIX
+from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX
 from .mixed_precision_models import PLUGIN_MODEL_CLASSES, build_in_settings
 from .constructor_args import constructor_params, rebuilding_arguments
 
@@ -34,7 +34,13 @@ def read_checkpoint_metadata(save_folder, save_name):
     """
     path = Path(save_folder) / f"{save_name}{METADATA_SUFFIX}"
     if not path.exists():
-        raise FileNotFoundError(f"No model checkpoint metadata at {path} (written by model.save_checkpoint).")
+        message = f"No model checkpoint metadata at {path} (written by model.save_checkpoint)."
+        weights = Path(save_folder) / f"{save_name}{STATE_DICT_SUFFIX}"
+        if weights.is_file():  # a Trainer's save_every/save_best folder: weights only, by design
+            message += (f" {weights.name} beside it holds weights only (a Trainer checkpoint): build the model "
+                        "as the run did, e.g. neuralop_mp.get_model(config), then "
+                        f"model.load_state_dict(torch.load({str(weights)!r}, weights_only=True)).")
+        raise FileNotFoundError(message)
     return torch.load(path, weights_only=False)
 
 

@@ -740,3 +740,33 @@ def test_a_fixed_precision_policy_ends_a_decision_the_constructor_left_pending(t
     loaded = neuralop_mp.load_model(tmp_path, "m", precision_policy={"fno_block_precision": "mixed",
                                                                      "half_dtype": "bfloat16"})
     assert loaded.precision_policy.fno_block_precision == "mixed" and loaded.precision_decision is None
+
+
+def test_load_model_on_a_trainer_checkpoint_folder_gives_the_weights_only_recipe_which_works(tmp_path):
+    """A Trainer's ``save_every`` folder holds weights without ``model_metadata.pkl`` (by design): the
+    error says so and gives the recipe, which the test follows to the trained weights."""
+    from neuralop_mp.models.mixed_precision_models import ignoring_unrecorded_precision
+    from neuralop_mp.training.tests.tiny import loss, optimizer_and_scheduler, tiny_data, tiny_fno
+    from neuralop_mp.training.trainer import MixedPrecisionTrainer
+
+    model = tiny_fno(seed=0)
+    train, test = tiny_data(n=8, batch_size=4)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1, precision_schedule="mixed")
+    with ignoring_unrecorded_precision():  # upstream's FNO switched by the schedule: not what is tested here
+        trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss(), save_every=1,
+                      save_dir=tmp_path)
+    weights = tmp_path / "model_state_dict.pt"
+    with pytest.raises(FileNotFoundError) as raised:
+        neuralop_mp.load_model(tmp_path, "model")
+    message = str(raised.value)
+    assert message.startswith(f"No model checkpoint metadata at {tmp_path / 'model_metadata.pkl'}")
+    recipe = f"model.load_state_dict(torch.load({str(weights)!r}, weights_only=True))"
+    assert "weights only (a Trainer checkpoint)" in message and recipe in message, message
+    rebuilt = tiny_fno(seed=1)  # built as the run did, other initial weights
+    exec(recipe, {"model": rebuilt, "torch": torch})
+    trained = model.state_dict()
+    assert all(equal_exactly(rebuilt.state_dict()[k], v) for k, v in trained.items() if torch.is_tensor(v))
+    # a folder without the weights either: the plain message
+    with pytest.raises(FileNotFoundError) as raised:
+        neuralop_mp.load_model(tmp_path, "best_model")
+    assert "Trainer checkpoint" not in str(raised.value)
