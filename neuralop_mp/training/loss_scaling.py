@@ -168,7 +168,23 @@ class ComplexGradScaler:
         of in-place unscaled gradients (unless :meth:`unscale_` was called first).
 
         In a process group of several ranks this is a collective: every rank calls
-        it once per step, and all of them skip when any one found a non-finite value."""
+        it once per step, and all of them skip when any one found a non-finite value.
+
+        A ``closure`` (which computes the gradients again, unscaled) is refused while
+        scaling is enabled, as torch's ``GradScaler`` refuses it: the optimizer would
+        divide its fresh gradients by the scale, and the check would have seen the old
+        ones. Disabled, the step is the optimizer's own with the closure."""
+        closure = kwargs.get("closure", args[0] if args else None)
+        if closure is not None:
+            if self.enabled:
+                raise ValueError(
+                    f"Invalid closure={closure!r} with loss scaling enabled: the closure's gradients are not scaled, "
+                    "and they come after the check for non-finite values. Step as "
+                    "`scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()`, or disable scaling.")
+            optimizer.step(*args, **kwargs)
+            self.total_steps += 1
+            self.consecutive_skips, self.last_step_skipped = 0, False
+            return True
         if self._found_inf is None:
             if self.enabled and getattr(optimizer, "supports_grad_scale", False):
                 self._found_inf = self._inspect(optimizer, None)

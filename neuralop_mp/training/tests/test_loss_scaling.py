@@ -195,3 +195,43 @@ def test_unscale_twice_in_one_step_is_an_error():
     scaler.unscale_(optimizer)
     with pytest.raises(RuntimeError, match="already called"):
         scaler.unscale_(optimizer)
+
+
+@pytest.mark.parametrize("as_keyword", [False, True])
+def test_a_closure_is_refused_while_scaling_and_is_the_optimizers_own_step_when_disabled(as_keyword):
+    """A closure computes the gradients again, unscaled, after the finite check: with scaling on,
+    TensorGRaD (given ``grad_scale``) divided them by the scale, a 2^16 times smaller step without
+    a word. Refused as torch's GradScaler refuses it; disabled, the step equals the optimizer's."""
+    from neuralop_mp import TensorGRaD
+
+    def problem():
+        gen = torch.Generator().manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(8, 8, 6, 4, dtype=torch.cfloat, generator=gen))
+        optimizer = TensorGRaD([w], lr=1e-2)
+
+        def closure():
+            optimizer.zero_grad()
+            loss = (w.abs() ** 2).sum() * 1e-3
+            loss.backward()
+            return loss
+        return w, optimizer, closure
+
+    def step(scaler, optimizer, closure):
+        return scaler.step(optimizer, closure=closure) if as_keyword else scaler.step(optimizer, closure)
+
+    w, optimizer, closure = problem()
+    before = w.detach().clone()
+    scaler = ComplexGradScaler()
+    scaler.scale((w.abs() ** 2).sum()).backward()
+    with pytest.raises(ValueError, match=r"Invalid closure=.* with loss scaling enabled.*scaler\.step\(optimizer\)"):
+        step(scaler, optimizer, closure)
+    assert torch.equal(w.detach(), before) and scaler.total_steps == 0
+
+    reference_w, reference, reference_closure = problem()
+    reference.step(reference_closure)
+    w, optimizer, closure = problem()
+    scaler = ComplexGradScaler(enabled=False)
+    assert step(scaler, optimizer, closure) is True
+    scaler.update()
+    assert torch.equal(w.detach(), reference_w.detach()) and not torch.equal(w.detach(), before)
+    assert (scaler.total_steps, scaler.skipped_steps) == (1, 0)
