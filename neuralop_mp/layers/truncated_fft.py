@@ -126,10 +126,12 @@ TIMED_MIN_POINTS = 2 ** 20
 TIMED_POINTS = 2 ** 23
 LAST_AXIS_TRANSFORMS = ("auto", "fft", "matmul")
 # per norm, for n points: (the factor rfft multiplies its sums by, the number irfft divides its
-# sums by), each written out: n times the factor is an ulp off the divisor for some n
-# (49 * (1 / 49) == 0.9999999999999999)
-_NORM_SCALES = {"backward": (lambda n: 1.0, float), None: (lambda n: 1.0, float),
-                "forward": (lambda n: 1.0 / n, lambda n: 1.0), "ortho": (lambda n: n ** -0.5, math.sqrt)}
+# sums by, the power of two that divides rfft down to "forward"'s range, from b = ceil(log2(n))),
+# each written out: n times the factor is an ulp off the divisor for some n (49 * (1 / 49) ==
+# 0.9999999999999999)
+_NORM_SCALES = {"backward": (lambda n: 1.0, float, lambda b: b), None: (lambda n: 1.0, float, lambda b: b),
+                "forward": (lambda n: 1.0 / n, lambda n: 1.0, lambda b: 0),
+                "ortho": (lambda n: n ** -0.5, math.sqrt, lambda b: (b + 1) // 2)}
 _setting = {"transform": "auto"}
 # (map, timed rows, length, kept, norm, dtype, device, threads) -> (matmul seconds, FFT seconds)
 _timings = {}
@@ -159,8 +161,7 @@ def forward_norm_exponent(norm, points):
     result back by ``2**s``, ``s = max(0, k - spectral_conv.FLOAT16_HEADROOM_BITS)``: powers of
     two, exact outside float16's subnormals, so only where the numbers sit in float16's range changes
     (a "backward" spectrum sums the points: 65536 of them at 256^2 exceed float16's 65504)."""
-    bits = (points - 1).bit_length()  # ceil(log2(points)), in integers: exact for every size
-    return {"forward": 0, "ortho": (bits + 1) // 2}.get(norm, bits)
+    return _NORM_SCALES[norm][2]((points - 1).bit_length())  # ceil(log2(points)), in integers: exact
 
 
 def set_last_axis_transform(transform):
