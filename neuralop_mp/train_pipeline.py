@@ -494,10 +494,6 @@ def _optimizer_settings():
             **{name: f"opt.tensorgrad_{name}" for name in TENSORGRAD_FIELDS}}
 
 
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
-
-
 def check_resume_settings(optimizer, scheduler, states, checkpoint_dir):
     """Refuse a resume whose optimizer or scheduler settings differ from the checkpoint's.
 
@@ -524,21 +520,14 @@ def check_resume_settings(optimizer, scheduler, states, checkpoint_dir):
     RunSetupError
         Naming each config key with the value given and the value saved.
     """
+    from .training.resume import changed_settings
+
     folder = Path(checkpoint_dir)
+    group_keys = _optimizer_settings()  # of as many groups as this run's (checkpointing.check_optimizer_state)
     changed = {}
-    state = states.get("optimizer")
-    if state is not None:  # of as many groups as this run's (checkpointing.check_optimizer_state)
-        keys = _optimizer_settings()
-        for saved, now in zip(state["param_groups"], optimizer.param_groups):
-            for setting, key in keys.items():
-                if setting in saved and setting in now and _plain(saved[setting]) != _plain(now[setting]):
-                    changed.setdefault(key, (now[setting], saved[setting]))
-    state = states.get("scheduler")
-    if isinstance(state, dict):  # anything else is refused, naming the file, by the load that follows
-        now = scheduler.state_dict()
-        for setting, key in _SCHEDULER_SETTINGS.items():
-            if setting in state and setting in now and _plain(state[setting]) != _plain(now[setting]):
-                changed.setdefault(key, (now[setting], state[setting]))
+    for group, setting, new, saved in changed_settings(optimizer, scheduler, states, group_keys, _SCHEDULER_SETTINGS):
+        key = _SCHEDULER_SETTINGS[setting] if group is None else group_keys[setting]
+        changed.setdefault(key, (new, saved))
     if changed:
         listed = "; ".join(f"{key}={new!r} given, {saved!r} saved" for key, (new, saved) in changed.items())
         raise RunSetupError(

@@ -7,12 +7,94 @@ resume at the epoch after the saved one, and a loss scaler that follows the
 resuming run's precision.
 """
 import math
+import os
 import warnings
 
 import torch
 import neuralop.mpu.comm as comm
 
 from . import checkpointing, distributed
+from ..caller_frames import stacklevel_outside
+
+# param-group entries that are no setting a resume could change: the parameters and their labels, what
+# torch's LR schedulers and SWA write ("lr" decays; "initial_lr", the rate a schedule starts from, is
+# compared instead) and torch's implementation flags
+_GROUP_NON_SETTINGS = frozenset({
+    "params", "param_names", "name", "lr", "max_lr", "min_lr", "max_momentum", "base_momentum", "swa_lr",
+    "foreach", "fused", "capturable", "differentiable",
+})
+# rewritten each step by a cyclic scheduler (OneCycleLR, CyclicLR), which marks the group with "base_momentum"
+_CYCLED_MOMENTUM = ("betas", "momentum")
+#: the entries of torch's scheduler state dicts that are constructor settings (counters such as
+#: last_epoch, _step_count, best or num_bad_epochs move while training and are not compared)
+SCHEDULER_SETTINGS = (
+    "step_size", "gamma", "milestones", "factor", "total_iters", "start_factor", "end_factor", "power", "T_max",
+    "eta_min", "T_0", "T_mult", "mode", "patience", "threshold", "threshold_mode", "cooldown", "min_lrs", "eps",
+    "max_lrs", "total_size", "step_ratio", "total_steps", "cycle_momentum", "use_beta1",
+)
+
+
+def _plain(value):
+    # tuples as lists (a config gives lists where torch keeps tuples), one-element tensors as numbers
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if torch.is_tensor(value) and value.numel() == 1:
+        return value.item()
+    return value
+
+
+def same_setting(a, b):
+    """Whether two values of a setting are equal: a tuple equals the list of its items, a
+    one-element tensor its number."""
+    a, b = _plain(a), _plain(b)
+    try:
+        return bool(a == b)
+    except (RuntimeError, TypeError, ValueError):  # tensors of several elements compare element-wise
+        return (torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape
+                and torch.equal(a.cpu(), b.cpu()))
+
+
+def changed_settings(optimizer, scheduler, states, group_keys=None, scheduler_keys=SCHEDULER_SETTINGS):
+    """The settings that saved states hold otherwise than this run's optimizer and scheduler,
+    which loading the states would replace with the saved ones (torch's ``load_state_dict``).
+
+    Parameters
+    ----------
+    optimizer, scheduler
+        This run's, nothing loaded into them yet.
+    states : dict
+        The saved states by role (``check_states`` of
+        :func:`~neuralop_mp.training.checkpointing.load_training_files`), their parameter
+        layout already checked.
+    group_keys : iterable of str, optional
+        The param-group keys to compare; None: every key but those no setting (the
+        parameters, ``lr``, what schedulers write, torch's implementation flags).
+    scheduler_keys : iterable of str
+        The scheduler state entries to compare.
+
+    Returns
+    -------
+    list of (group, setting, given, saved)
+        ``group`` the param-group index, None for the scheduler; a setting only one
+        side holds (one a newer torch adds) is left out.
+    """
+    changed = []
+    state = states.get("optimizer")
+    if state is not None:
+        for index, (saved, now) in enumerate(zip(state["param_groups"], optimizer.param_groups)):
+            keys = group_keys
+            if keys is None:
+                cycled = "base_momentum" in saved or "base_momentum" in now
+                keys = [key for key in now if key not in _GROUP_NON_SETTINGS
+                        and not (cycled and key in _CYCLED_MOMENTUM)]
+            changed += [(index, key, now[key], saved[key]) for key in keys
+                        if key in saved and key in now and not same_setting(saved[key], now[key])]
+    state = states.get("scheduler")
+    if isinstance(state, dict):  # anything else is refused, naming the file, by the load that follows
+        now = scheduler.state_dict()
+        changed += [(None, key, now[key], state[key]) for key in scheduler_keys
+                    if key in state and key in now and not same_setting(state[key], now[key])]
+    return changed
 
 
 class TrainingStateCheckpoints:
@@ -78,6 +160,22 @@ class TrainingStateCheckpoints:
                 best = value
         return self.history[-1][key] < best
 
+    def _warn_changed_settings(self, states, save_dir):
+        """Warn of the optimizer and scheduler settings that loading ``states`` replaces with
+        the saved ones (:func:`changed_settings`): the resume's ``check_states`` where no
+        :attr:`check_resume_states` is set (the training pipeline's refuses them instead)."""
+        changed = changed_settings(getattr(self, "optimizer", None), getattr(self, "scheduler", None), states)
+        if not changed:
+            return
+        listed = "; ".join(f"{'scheduler' if group is None else f'group {group}'}: {key}={given!r} given, "
+                           f"{saved!r} saved" for group, key, given, saved in changed)
+        warnings.warn(
+            f"Resuming from {save_dir} with other optimizer or scheduler settings than it was saved with "
+            f"({listed}): loading the checkpoint replaces them with the saved values (torch's load_state_dict), "
+            "which this run continues with. To train with the given values, set them on optimizer.param_groups "
+            "(or the scheduler's attributes) after the resume, or start a new run.",
+            UserWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
+
     def _load_scaler_state(self, scaler_state, saved_half_dtype):
         """Restore the scaler, but let this run decide whether scaling is on: a bfloat16
         checkpoint resumed in float16 must start scaling (and the reverse must stop)."""
@@ -126,12 +224,14 @@ class TrainingStateCheckpoints:
         manifest records, a newer format or another model's weights raise
         :class:`~neuralop_mp.training.checkpointing.CheckpointError` naming the file;
         nor before :attr:`check_resume_states`, when set, has accepted the saved states.
+        Without it, optimizer or scheduler settings that differ from the saved ones,
+        which the load replaces, are named in a ``UserWarning``.
         """
         self.model = self.model.to(self.device)  # optimizer state follows the parameters' device
         manifest, state = checkpointing.load_training_files(
             save_dir, self.model, optimizer=getattr(self, "optimizer", None),
             scheduler=getattr(self, "scheduler", None), regularizer=getattr(self, "regularizer", None),
-            check_states=self.check_resume_states)
+            check_states=self._warn_changed_settings if self.check_resume_states is None else self.check_resume_states)
         next_epoch = None
         if state is not None:
             moved = self._first_moved_epoch(state["schedule"], state["n_epochs"], state["next_epoch"])
