@@ -138,6 +138,36 @@ def data_dims(train_loader):
     return sample["y"].ndim - 1
 
 
+def check_model_fits_data(config, train_loader):
+    """Refuse a model section whose channels or dimensions differ from the data's, before the
+    model is built: an ``out_channels`` larger than the targets' broadcasts in the loss and
+    trains to a wrong result without an error; the others fail inside the first batch.
+
+    Raises
+    ------
+    ValueError
+        Naming the key, its value and what the data's first training sample needs.
+    """
+    sample = train_loader.dataset[0]
+    x, y = sample["x"], sample["y"]
+    model = config.model
+    shapes = f"(a training sample has x of shape {tuple(x.shape)}, y of shape {tuple(y.shape)})"
+    for key, needed in (("data_channels", x.shape[0]), ("out_channels", y.shape[0])):
+        value = getattr(model, key, None)
+        if value is not None and value != needed:
+            raise ValueError(f"Invalid model.{key}={value}; the {config.name} data need {needed} {shapes}.")
+    dims = y.ndim - 1
+    for key in ("n_modes", "uno_n_modes"):
+        modes = getattr(model, key, None)
+        if modes is None:
+            continue
+        lengths = {len(entry) for entry in modes} if key == "uno_n_modes" else {len(modes)}
+        if lengths != {dims}:
+            raise ValueError(f"Invalid model.{key}={list(modes)}; the {config.name} data are {dims}-dimensional: "
+                             f"{'each entry needs' if key == 'uno_n_modes' else 'it needs'} {dims} mode counts, one "
+                             f"per dimension {shapes}.")
+
+
 def build_losses(config, n_dims):
     """``(training_loss, eval_losses)``: the loss ``opt.training_loss`` names; relative L2 and H1."""
     from neuralop.losses import H1Loss, LpLoss
@@ -367,6 +397,10 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         train_loader, test_loaders, data_processor = build_data(config, progress=progress)
     except (FileNotFoundError, ValueError) as error:
         raise _setup_error("data", error) from error
+    try:
+        check_model_fits_data(config, train_loader)
+    except ValueError as error:
+        raise RunSetupError(str(error)) from None
     train_loader = distributed.shard_loader(train_loader, seed=config.seed)
     model = build_model(config, device, policy)
     data_processor = attach_patching(config, model, data_processor, device)

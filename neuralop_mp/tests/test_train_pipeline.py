@@ -23,6 +23,7 @@ from neuralop_mp.configs import (
     load_config,
 )
 from neuralop_mp import train_pipeline as pipeline
+from neuralop_mp.run_setup import RunSetupError
 
 # non-default values of every FNO/TFNO model field (small, so building is fast)
 FNO_VALUES = {
@@ -455,3 +456,34 @@ def test_save_best_needs_a_test_at_the_training_resolution_before_any_data_is_lo
     with pytest.raises(RunSetupError, match=r"data.train_resolution=16.*data.test_resolutions=\[8\]"):
         pipeline.run_training(config, progress=False, output_dir=tmp_path / "run", save_best=True)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    # one more output channel than the targets: broadcast in the loss, trained to a wrong result without an error
+    ({"model.out_channels": "2"}, "Invalid model.out_channels=2; the darcy data need 1 (a training sample has x of "
+                                  "shape (1, 8, 8), y of shape (1, 8, 8))."),
+    ({"model.data_channels": "3"}, "Invalid model.data_channels=3; the darcy data need 1 "),
+    ({"model.n_modes": "[4,4,4]"}, "Invalid model.n_modes=[4, 4, 4]; the darcy data are 2-dimensional: it needs 2 "
+                                   "mode counts, one per dimension "),
+    ({"model": "UNOConfig", "model.uno_n_modes": "[[4],[4],[4],[4]]"},
+     "Invalid model.uno_n_modes=[[4], [4], [4], [4]]; the darcy data are 2-dimensional: each entry needs 2 "),
+])
+def test_a_model_that_does_not_fit_the_data_is_refused_before_it_is_built(monkeypatch, tmp_path, overrides, message):
+    _four_random_samples_as_data(monkeypatch)
+    built = []
+    monkeypatch.setattr(pipeline, "build_model", lambda *args, **kwargs: built.append(args) or 1 / 0)
+
+    def tiny(**overrides):
+        base = dict(TINY_RUN)
+        if overrides.get("model") == "UNOConfig":  # its modes are uno_n_modes, one entry per layer
+            base.pop("model.n_modes")
+            base["model.n_layers"] = "4"
+        return load_config("darcy", {**base, **overrides})
+
+    with pytest.raises(RunSetupError) as raised:
+        pipeline.run_training(tiny(**overrides), progress=False, output_dir=tmp_path / "run", log=lambda *a, **k: None)
+    assert str(raised.value).startswith(message), str(raised.value)
+    assert not built
+    # the data's own shapes pass, for each architecture
+    for arch in ({}, {"model": "TFNOConfig"}, {"model": "UNOConfig"}):
+        pipeline.check_model_fits_data(tiny(**arch), pipeline.build_data(None)[0])
