@@ -160,6 +160,10 @@ class Option:
         Exposed as ``opt.tensorgrad_<name>`` in configs and on the command line.
     choices : tuple or None
         The allowed values of a text setting.
+    layout : bool
+        Decides the layout of a parameter's state (whether it is compressed, the parts'
+        shapes, the moments' shapes and dtype): fixed once a parameter of the group has
+        stepped (see :data:`LAYOUT_KEYS`).
     """
 
     name: str
@@ -168,15 +172,16 @@ class Option:
     allowed: str
     in_config: bool = False
     choices: tuple = None
+    layout: bool = False
 
     @property
     def config_field(self):
         return f"tensorgrad_{self.name}"
 
 
-def _option(name, default, check_text, in_config=False, choices=None):
+def _option(name, default, check_text, in_config=False, choices=None, layout=False):
     check, text = check_text
-    return Option(name, default, check, text, in_config, choices)
+    return Option(name, default, check, text, in_config, choices, layout)
 
 
 #: every setting, in constructor order
@@ -186,14 +191,14 @@ TENSORGRAD_OPTIONS = (
     _option("eps", 1e-6, _real(0.0)),
     _option("weight_decay", 0.0, _real(0.0)),
     _option("correct_bias", True, _bool()),
-    _option("adam_convention", "torch", _choice(ADAM_CONVENTIONS), True, ADAM_CONVENTIONS),
-    _option("compress", True, _bool()),
-    _option("min_params", 1000, _int(0), True),
-    _option("rank", 0.25, _rank(), True),
-    _option("rank_convention", "core", _choice(RANK_CONVENTIONS), choices=RANK_CONVENTIONS),
-    _option("sparse_ratio", 0.05, _sparse_ratio(), True),
-    _option("sparse_type", "randk", _choice(SPARSE_TYPES), True, SPARSE_TYPES),
-    _option("sparse_mode", 0, _int(0)),
+    _option("adam_convention", "torch", _choice(ADAM_CONVENTIONS), True, ADAM_CONVENTIONS, layout=True),
+    _option("compress", True, _bool(), layout=True),
+    _option("min_params", 1000, _int(0), True, layout=True),
+    _option("rank", 0.25, _rank(), True, layout=True),
+    _option("rank_convention", "core", _choice(RANK_CONVENTIONS), choices=RANK_CONVENTIONS, layout=True),
+    _option("sparse_ratio", 0.05, _sparse_ratio(), True, layout=True),
+    _option("sparse_type", "randk", _choice(SPARSE_TYPES), True, SPARSE_TYPES, layout=True),
+    _option("sparse_mode", 0, _int(0), layout=True),
     _option("order", "sparse_first", _choice(ORDERS), choices=ORDERS),
     _option("update_proj_gap", 100, _int(1), True),
     _option("scale", 4.0, _real(0.0), True),  # measured: docs/tensorgrad.md, "Default scale"
@@ -204,7 +209,7 @@ TENSORGRAD_OPTIONS = (
     _option("tucker_n_iter_max", 1, _int(0)),
     _option("reset_sparse_moments", True, _bool()),
     _option("reset_lowrank_moments", False, _bool()),
-    _option("state_dtype", "float32", _choice(tuple(STATE_DTYPES)), True, tuple(STATE_DTYPES)),
+    _option("state_dtype", "float32", _choice(tuple(STATE_DTYPES)), True, tuple(STATE_DTYPES), layout=True),
     _option("nonfinite_grad", "raise", _choice(NONFINITE_GRAD_ACTIONS), True, NONFINITE_GRAD_ACTIONS),
     _option("seed", 0, _int(0, SEED_LIMIT, "2**64")),  # torch.Generator's range
     # accepted for upstream compatibility; a refresh builds no autograd graph
@@ -213,6 +218,30 @@ TENSORGRAD_OPTIONS = (
 OPTIONS_BY_NAME = {option.name: option for option in TENSORGRAD_OPTIONS}
 DEFAULTS = {option.name: option.default for option in TENSORGRAD_OPTIONS}
 CONFIG_OPTIONS = tuple(option for option in TENSORGRAD_OPTIONS if option.in_config)
+#: the settings a parameter's state is laid out by: a stepped parameter's state would no
+#: longer fit another value (a step fails, or trains on and then fails to load)
+LAYOUT_KEYS = tuple(option.name for option in TENSORGRAD_OPTIONS if option.layout)
+
+
+def layout_of(group):
+    """``{key: value}`` of a param group's :data:`LAYOUT_KEYS` (a list as a tuple, as the
+    checks make it, so a rank set back as a list compares equal)."""
+    return {key: tuple(group[key]) if isinstance(group[key], list) else group[key] for key in LAYOUT_KEYS}
+
+
+def layout_change_error(group_index, built, now):
+    """The ValueError of param group ``group_index``'s layout changed from ``built`` (what its
+    parameters' state was built with) to ``now`` (both :func:`layout_of`), naming each changed
+    key with both values."""
+    listed = ", ".join(f"{key}={now[key]!r} (the state was built with {key}={built[key]!r})"
+                       for key in LAYOUT_KEYS if now[key] != built[key])
+    return ValueError(
+        f"TensorGRaD: param group {group_index} was changed to {listed} after its parameters stepped. "
+        f"The settings that lay out a parameter's state ({', '.join(LAYOUT_KEYS)}) are fixed once a "
+        "parameter of the group has stepped: set the built value back, or build a new TensorGRaD with the "
+        "new one (which restarts the state). The other settings (lr, betas, eps, weight_decay, scale, "
+        "update_proj_gap, ...) may change at any time.")
+
 
 # Group keys of upstream neuraloperator's TensorGRaD (main branch). A group that
 # names ``tensorgrad`` is written for upstream's class: it gets upstream's
@@ -244,27 +273,62 @@ BOOKKEEPING_KEYS = frozenset({
     "tensorgrad", "param_names", "name", "initial_lr", "max_lr", "min_lr", "base_momentum", "max_momentum",
     "swa_lr",
 })
-#: torch Adam features TensorGRaD does not have: a group asking for one is refused
-UNSUPPORTED_KEYS = ("maximize", "amsgrad")
-_warned_keys = set()  # an unknown key is named once per process
 
 
-def check_group_keys(group):
-    """Refuse a group asking for a torch Adam feature TensorGRaD lacks (``maximize``,
-    ``amsgrad``) and warn, once per key, of a key that is neither a setting nor
-    bookkeeping (likely a misspelt setting, which would otherwise be ignored)."""
-    for key in UNSUPPORTED_KEYS:
-        if group.get(key):
-            raise ValueError(f"Invalid {key}={group[key]!r}: TensorGRaD does not support {key} "
-                             f"(allowed: False or leaving it out; unsupported: {', '.join(UNSUPPORTED_KEYS)}).")
-    for key in group:
-        if key in OPTIONS_BY_NAME or key in BOOKKEEPING_KEYS or key in UNSUPPORTED_KEYS or key == "params":
+@dataclass(frozen=True)
+class TorchKey:
+    """A keyword (and group key) of ``torch.optim.AdamW`` that TensorGRaD accepts for drop-in
+    use without being one of its settings: ``allowed`` are the values TensorGRaD's step
+    matches (compared after ``bool``, None apart), the others are refused (with
+    ``any_without_decay``, only beside a nonzero ``weight_decay``)."""
+
+    default: object
+    allowed: tuple
+    refused_because: str = ""
+    any_without_decay: bool = False
+
+
+#: torch AdamW's keywords and group keys (``torch.optim.AdamW(...).param_groups`` carry them all)
+TORCH_ADAMW_KEYS = {
+    "maximize": TorchKey(False, (None, False), "it minimises the loss"),
+    "foreach": TorchKey(None, (None, False, True)),  # torch's implementation choice: no effect here
+    "capturable": TorchKey(False, (None, False), "its step is not CUDA-graph capturable"),
+    "differentiable": TorchKey(False, (None, False), "its step is not differentiable"),
+    "fused": TorchKey(None, (None, False), "it has no fused implementation"),
+    "amsgrad": TorchKey(False, (None, False), "it keeps no running maximum of the second moments"),
+    # False is torch Adam's L2 penalty, which is the decoupled decay when there is no decay
+    "decoupled_weight_decay": TorchKey(True, (True,), "its weight decay is always decoupled, as AdamW's; Adam's "
+                                                      "L2 penalty on the gradient is not available", True),
+}
+TORCH_ADAMW_DEFAULTS = {key: spec.default for key, spec in TORCH_ADAMW_KEYS.items()}
+
+
+def _allowed_words(spec):
+    words = [repr(value) for value in spec.allowed if value is not None] + (["None"] if None in spec.allowed else [])
+    return ", ".join(words) + " or leaving it out" + (", or any with weight_decay=0" if spec.any_without_decay else "")
+
+
+def check_group_keys(group, weight_decay):
+    """Refuse a torch AdamW key asking for what TensorGRaD lacks (:data:`TORCH_ADAMW_KEYS`:
+    ``maximize=True``, ``fused=True``, ``decoupled_weight_decay=False`` with a nonzero
+    ``weight_decay``, the group's) and warn of a key that is neither a setting, a torch
+    AdamW key nor bookkeeping (likely a misspelt setting, which would otherwise be ignored).
+    The warning names the caller's line, so the default filter shows it once per line of
+    user code."""
+    for key, spec in TORCH_ADAMW_KEYS.items():
+        value = group.get(key, spec.default)
+        if (None if value is None else bool(value)) in spec.allowed or (spec.any_without_decay and not weight_decay):
             continue
-        if key not in _warned_keys:
-            _warned_keys.add(key)
-            warnings.warn(f"TensorGRaD ignores the unknown param-group key {key!r}; its settings are "
-                          f"{', '.join(OPTIONS_BY_NAME)}.", UserWarning,
-                          stacklevel=stacklevel_outside(OPTIMIZER_CODE_FOLDERS, OPTIMIZER_CODE_FILES))
+        decay = f" with weight_decay={weight_decay!r}" if spec.any_without_decay else ""
+        raise ValueError(f"Invalid {key}={value!r}{decay}: TensorGRaD does not support {key}={value!r}, "
+                         f"{spec.refused_because} (allowed: {_allowed_words(spec)}). torch AdamW's keys are "
+                         "accepted for drop-in use with the values TensorGRaD's step matches.")
+    for key in group:
+        if key in OPTIONS_BY_NAME or key in BOOKKEEPING_KEYS or key in TORCH_ADAMW_KEYS or key == "params":
+            continue
+        warnings.warn(f"TensorGRaD ignores the unknown param-group key {key!r}; its settings are "
+                      f"{', '.join(OPTIONS_BY_NAME)}.", UserWarning,
+                      stacklevel=stacklevel_outside(OPTIMIZER_CODE_FOLDERS, OPTIMIZER_CODE_FILES))
 
 
 def group_settings(group, defaults, explicit=(), upstream=False):
@@ -280,7 +344,6 @@ def group_settings(group, defaults, explicit=(), upstream=False):
     ``compress`` (:data:`UPSTREAM_PLAIN_GROUP_DEFAULTS`); ``defaults``.
     """
     own = {key: value for key, value in group.items() if key != "params"}
-    check_group_keys(own)
     if "tensorgrad" in own and "compress" not in own:
         own["compress"] = bool(own["tensorgrad"])
         upstream_defaults = UPSTREAM_GROUP_DEFAULTS
@@ -289,7 +352,9 @@ def group_settings(group, defaults, explicit=(), upstream=False):
     else:
         upstream_defaults = {}
     passed = {key: defaults[key] for key in explicit}
-    return validate_group({**defaults, **upstream_defaults, **passed, **own})
+    settings = validate_group({**defaults, **upstream_defaults, **passed, **own})
+    check_group_keys(own, settings["weight_decay"])
+    return settings
 
 
 def validate_group(group):

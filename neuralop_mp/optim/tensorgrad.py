@@ -27,18 +27,28 @@ from .compressed_step import adam_directions_, apply_update, project_parts
 from .seeds import state_seed
 from .state_checks import PARAM_SHAPES, checked_state
 from .state_memory import state_memory_report
-from .settings import DEFAULTS, UPSTREAM_PLAIN_GROUP_DEFAULTS, group_settings, validate_group
+from .settings import (
+    DEFAULTS,
+    TORCH_ADAMW_DEFAULTS,
+    UPSTREAM_PLAIN_GROUP_DEFAULTS,
+    check_group_keys,
+    group_settings,
+    layout_change_error,
+    layout_of,
+    validate_group,
+)
 
 
 def _records_passed_keywords(init):
     """``init`` that first stores in ``self._explicit_keywords`` the names of the settings
     its caller passed (by position or keyword), whatever their values: a keyword equal
-    to its default still counts. The signature, defaults included, stays ``init``'s."""
+    to its default still counts (torch AdamW's keywords, no settings, are left out). The
+    signature, defaults included, stays ``init``'s."""
     names = list(inspect.signature(init).parameters)[2:]  # after self and params
 
     @functools.wraps(init)
     def wrapper(self, params, *args, **kwargs):
-        self._explicit_keywords = frozenset(names[:len(args)]) | frozenset(kwargs)
+        self._explicit_keywords = (frozenset(names[:len(args)]) | frozenset(kwargs)) & DEFAULTS.keys()
         init(self, params, *args, **kwargs)
 
     return wrapper
@@ -163,6 +173,24 @@ class TensorGRaD(Optimizer):
         naming the parameter, or warn and skip (see :meth:`step`).
     seed : int in [0, 2**64), default 0
         Seeds random-k selection (per parameter and refresh) and stochastic rounding.
+    maximize, foreach, capturable, differentiable, fused, amsgrad, decoupled_weight_decay
+        torch AdamW's keywords (and group keys), accepted for drop-in use at the values
+        TensorGRaD's step matches: torch's defaults, ``foreach`` any (no effect),
+        ``fused=False``, ``decoupled_weight_decay=True`` (its decay is AdamW's; False,
+        torch Adam's default, only with ``weight_decay=0``). Any other value
+        (``maximize=True``, ``fused=True``, ...) raises ValueError. They are no settings:
+        groups do not get them.
+
+    Notes
+    -----
+    The settings that lay out a parameter's state (``compress``, ``min_params``,
+    ``adam_convention``, ``rank``, ``rank_convention``, ``sparse_ratio``, ``sparse_type``,
+    ``sparse_mode``, ``state_dtype``:
+    :data:`~neuralop_mp.optim.settings.LAYOUT_KEYS`) are fixed once a parameter of the
+    group has stepped: changed in ``param_groups`` after that, the next :meth:`step`
+    raises ValueError naming the group, the key and both values (a new optimizer restarts
+    the state). The others (``lr``, ``betas``, ``eps``, ``weight_decay``, ``scale``,
+    ``update_proj_gap``, ...) may change at any time.
 
     References
     ----------
@@ -188,7 +216,11 @@ class TensorGRaD(Optimizer):
                  reset_sparse_moments=DEFAULTS["reset_sparse_moments"],
                  reset_lowrank_moments=DEFAULTS["reset_lowrank_moments"], state_dtype=DEFAULTS["state_dtype"],
                  nonfinite_grad=DEFAULTS["nonfinite_grad"], seed=DEFAULTS["seed"],
-                 activation_checkpoint=DEFAULTS["activation_checkpoint"]):
+                 activation_checkpoint=DEFAULTS["activation_checkpoint"],
+                 maximize=TORCH_ADAMW_DEFAULTS["maximize"], foreach=TORCH_ADAMW_DEFAULTS["foreach"],
+                 capturable=TORCH_ADAMW_DEFAULTS["capturable"], differentiable=TORCH_ADAMW_DEFAULTS["differentiable"],
+                 fused=TORCH_ADAMW_DEFAULTS["fused"], amsgrad=TORCH_ADAMW_DEFAULTS["amsgrad"],
+                 decoupled_weight_decay=TORCH_ADAMW_DEFAULTS["decoupled_weight_decay"]):
         defaults = dict(
             lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps,
             weight_decay=weight_decay, correct_bias=correct_bias, adam_convention=adam_convention,
@@ -201,10 +233,14 @@ class TensorGRaD(Optimizer):
             activation_checkpoint=activation_checkpoint,
         )
         validate_group(defaults)
+        check_group_keys(dict(maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
+                              fused=fused, amsgrad=amsgrad, decoupled_weight_decay=decoupled_weight_decay),
+                         weight_decay)
         params = list(params) if not isinstance(params, torch.Tensor) else [params]
         # the keys each group named, for the groups a later tensorgrad group turns into AdamW
         # (also in the constructor: the groups join one at a time, none has state yet)
         self._group_keys = []
+        self._layouts = []  # each group's LAYOUT_KEYS as its parameters' state is built (see step)
         super().__init__(params, defaults)
 
     # ------------------------------------------------------------------ groups
@@ -232,6 +268,7 @@ class TensorGRaD(Optimizer):
         self._check_shapes(param_group)
         super().add_param_group(param_group)
         self._group_keys.append(keys)
+        self._layouts.append(layout_of(param_group))
         if not upstream and "tensorgrad" in keys:
             self._plain_groups_become_upstream_adamw()
 
@@ -285,11 +322,12 @@ class TensorGRaD(Optimizer):
                     "'compress' in each group, for the same settings either way.", UserWarning, stacklevel=3)
                 continue
             group.update(wanted)
+            self._layouts[index] = layout_of(group)
 
     def __getstate__(self):
         # torch's keeps defaults, state and param groups only (pickle, copy.deepcopy)
         return {**super().__getstate__(), "_explicit_keywords": self._explicit_keywords,
-                "_group_keys": self._group_keys}
+                "_group_keys": self._group_keys, "_layouts": self._layouts}
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -301,6 +339,21 @@ class TensorGRaD(Optimizer):
         # an optimizer pickled by a version that did not record them
         self.__dict__.setdefault("_explicit_keywords", frozenset())
         self.__dict__.setdefault("_group_keys", [None] * len(self.param_groups))
+        if "_layouts" not in state:  # load_state_dict (the loaded groups built the loaded state), older pickles
+            self._layouts = [layout_of(group) for group in self.param_groups]
+
+    def _check_layouts(self):
+        """Refuse a change of a group's :data:`~neuralop_mp.optim.settings.LAYOUT_KEYS` since
+        its parameters' state was built (ValueError naming the group, the key and both values);
+        a change made before any parameter of the group has state is taken. Compares a few
+        values per group: the state is looked at only when they differ."""
+        for index, (group, built) in enumerate(zip(self.param_groups, self._layouts)):
+            now = layout_of(group)
+            if now == built:
+                continue
+            if any(self.state.get(p) for p in group["params"]):
+                raise layout_change_error(index, built, now)
+            self._layouts[index] = now
 
     @staticmethod
     def routes_to_compression(param, group):
@@ -349,6 +402,9 @@ class TensorGRaD(Optimizer):
 
         Raises
         ------
+        ValueError
+            A setting that lays out the state (:data:`~neuralop_mp.optim.settings.LAYOUT_KEYS`)
+            was changed in a group whose parameters have stepped; nothing is updated.
         NonFiniteError
             A gradient holds NaN or inf (checked for every parameter before any is
             updated), or an update is not finite (e.g. ``eps=0`` with a zero
@@ -370,6 +426,7 @@ class TensorGRaD(Optimizer):
             scale = check_real("grad_scale", grad_scale, low=0, low_open=True)
             if not isinstance(grad_scale, torch.Tensor):  # a 0-d tensor is kept, as before
                 grad_scale = scale
+        self._check_layouts()
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -475,10 +532,12 @@ class TensorGRaD(Optimizer):
         ------
         ValueError
             ``param`` is not in this optimizer, or its step needs the whole gradient
-            (see :meth:`steps_from_slices`).
+            (see :meth:`steps_from_slices`), or a setting that lays out the state was
+            changed after the group stepped (see :meth:`step`).
         NonFiniteError
             As :meth:`step`, for this gradient.
         """
+        self._check_layouts()
         if not self.steps_from_slices(param):
             raise ValueError("step_parameter needs a parameter of this optimizer with compressed moments "
                              f"(shape {tuple(param.shape)}); plain AdamW moments are stepped by step().")

@@ -12,7 +12,7 @@ from configs.zencfg_compat import config_fields
 from neuralop_mp.configs import load_config
 from neuralop_mp.optim import TensorGRaD, create_optimizer
 from neuralop_mp.optim.factory import TENSORGRAD_FIELDS
-from neuralop_mp.optim.settings import CONFIG_OPTIONS, OPTIONS_BY_NAME, TENSORGRAD_OPTIONS
+from neuralop_mp.optim.settings import CONFIG_OPTIONS, OPTIONS_BY_NAME, TENSORGRAD_OPTIONS, TORCH_ADAMW_KEYS
 
 # a non-default value of every setting configs expose
 NON_DEFAULT = {"adam_convention": "neuralop", "min_params": 10, "rank": 0.5, "sparse_ratio": 0.1,
@@ -23,8 +23,11 @@ NON_DEFAULT = {"adam_convention": "neuralop", "min_params": 10, "rank": 0.5, "sp
 def test_constructor_keywords_and_defaults_are_the_table():
     signature = inspect.signature(TensorGRaD.__init__).parameters
     keywords = {name: p.default for name, p in signature.items() if name not in ("self", "params")}
-    assert keywords == {o.name: o.default for o in TENSORGRAD_OPTIONS}
-    assert TensorGRaD([torch.nn.Parameter(torch.zeros(3))]).defaults == keywords
+    # torch AdamW's keywords, accepted for drop-in use, are no settings (test_state_and_group_checks.py)
+    settings = {name: default for name, default in keywords.items() if name not in TORCH_ADAMW_KEYS}
+    assert settings == {o.name: o.default for o in TENSORGRAD_OPTIONS}
+    assert keywords.keys() - settings.keys() == TORCH_ADAMW_KEYS.keys()
+    assert TensorGRaD([torch.nn.Parameter(torch.zeros(3))]).defaults == settings
 
 
 

@@ -1,6 +1,7 @@
 """Checks made when a group joins or a state dict loads: sparse counts, zero-size weights,
 settings that do not fit a weight's shape, dtypes of a resumed state, group keys,
 malformed state."""
+import inspect
 import uuid
 import warnings
 
@@ -154,22 +155,73 @@ def test_16_bit_moment_in_a_checkpoint_is_cast_to_the_optimizers_dtype():
     resumed.step()
 
 
-@pytest.mark.parametrize("key", ["maximize", "amsgrad"])
-def test_unsupported_torch_adam_features_are_refused(key):
+REFUSED_TORCH_VALUES = [("maximize", True), ("amsgrad", True), ("fused", True), ("capturable", True),
+                        ("differentiable", True), ("decoupled_weight_decay", False)]
+
+
+@pytest.mark.parametrize("key, value", REFUSED_TORCH_VALUES)
+def test_torch_adamw_values_tensorgrad_does_not_match_are_refused(key, value):
     p = torch.nn.Parameter(torch.zeros(5))
-    with pytest.raises(ValueError, match=rf"Invalid {key}=True: TensorGRaD does not support {key}"):
-        TensorGRaD([{"params": [p], key: True}])
-    opt = TensorGRaD([p])
+    if key == "decoupled_weight_decay":  # Adam's L2 penalty: refused only where there is a decay
+        decay, allowed = " with weight_decay=0.1", "True or leaving it out, or any with weight_decay=0"
+    else:
+        decay, allowed = "", "False, None or leaving it out"
+    message = rf"Invalid {key}={value}{decay}: TensorGRaD does not support {key}={value}, .*\(allowed: {allowed}\)"
+    with pytest.raises(ValueError, match=message):
+        TensorGRaD([{"params": [p], key: value}], weight_decay=0.1)
+    with pytest.raises(ValueError, match=message):
+        TensorGRaD([p], weight_decay=0.1, **{key: value})
+    with pytest.raises(ValueError, match=message):
+        TensorGRaD([{"params": [p], key: value, "weight_decay": 0.1}])
+    opt = TensorGRaD([p], weight_decay=0.1)
     with pytest.raises(ValueError, match=key):
-        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3))], key: True})
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3))], key: value})
     assert len(opt.param_groups) == 1
-    TensorGRaD([{"params": [p], key: False}])  # asking for nothing is fine
+    TensorGRaD([{"params": [p], key: not value}], weight_decay=0.1)  # asking for nothing is fine
+    TensorGRaD([p], weight_decay=0.1, **{key: not value})
+    if key == "decoupled_weight_decay":  # no decay: L2 and decoupled are the same
+        TensorGRaD([{"params": [p], key: value}])
+        TensorGRaD([p], **{key: value})
+    else:
+        with pytest.raises(ValueError, match=message):
+            TensorGRaD([p], **{key: value})
 
 
-def test_unknown_group_key_warns_once_and_bookkeeping_keys_do_not():
+def test_torch_adamw_keywords_are_accepted_with_torchs_defaults():
+    torch_keywords = inspect.signature(torch.optim.AdamW.__init__).parameters
+    ours = inspect.signature(TensorGRaD.__init__).parameters
+    for key in ("maximize", "foreach", "capturable", "differentiable", "fused", "amsgrad"):
+        assert ours[key].kind is inspect.Parameter.KEYWORD_ONLY
+        assert ours[key].default == torch_keywords[key].default, key
+    assert ours["decoupled_weight_decay"].default is True  # what torch's AdamW groups hold
+    p = torch.nn.Parameter(torch.zeros(5))
+    for foreach in (None, False, True):
+        opt = TensorGRaD([p], maximize=False, foreach=foreach, capturable=False, differentiable=False, fused=None,
+                         amsgrad=False, decoupled_weight_decay=True)
+        assert opt.defaults == TensorGRaD([p]).defaults  # no settings: groups do not get them
+        TensorGRaD([{"params": [p], "foreach": foreach, "fused": False}])
+    # beside upstream-style groups (the constructor's explicit keywords are settings only)
+    TensorGRaD([{"params": [torch.nn.Parameter(torch.zeros(4, 4, 4))], "tensorgrad": True}], foreach=None)
+
+
+def test_torch_adamw_groups_join_without_warnings():
+    p = torch.nn.Parameter(torch.zeros(5))
+    for adam_class in (torch.optim.AdamW, torch.optim.Adam):  # Adam: decoupled_weight_decay=False, no decay
+        groups = adam_class([p], foreach=False).param_groups
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            opt = TensorGRaD(groups)
+        assert opt.param_groups[0]["foreach"] is False
+        assert opt.param_groups[0]["weight_decay"] == groups[0]["weight_decay"]
+    with pytest.raises(ValueError, match="decoupled_weight_decay=False with weight_decay=0.1"):
+        TensorGRaD(torch.optim.Adam([p], weight_decay=0.1).param_groups)
+    TensorGRaD(torch.optim.Adam([p], weight_decay=0.1, decoupled_weight_decay=True).param_groups)
+
+
+def test_unknown_group_key_warns_at_each_construction_and_bookkeeping_keys_do_not():
     typo = f"weight_deacy_{uuid.uuid4().hex[:8]}"
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always")  # each time, the same key included
         TensorGRaD([{"params": [torch.nn.Parameter(torch.zeros(5))], typo: 0.5}])
         TensorGRaD([{"params": [torch.nn.Parameter(torch.zeros(5))], typo: 0.5}])
         TensorGRaD([{"params": [("b", torch.nn.Parameter(torch.zeros(5)))], "initial_lr": 1e-3, "name": "bias",
@@ -179,8 +231,23 @@ def test_unknown_group_key_warns_once_and_bookkeeping_keys_do_not():
         TensorGRaD(opt.param_groups)  # groups of another optimizer carry param_names
         TensorGRaD([{"params": [torch.nn.Parameter(torch.zeros(5))], "tensorgrad": False}])
     named = [w for w in caught if "unknown param-group key" in str(w.message)]
-    assert len(named) == 1 and repr(typo) in str(named[0].message)
-    assert named[0].filename == __file__  # the user's line, not the optimizer's or torch's
+    assert len(named) == 2 and all(repr(typo) in str(w.message) for w in named)
+    assert all(w.filename == __file__ for w in named)  # the user's line, not the optimizer's or torch's
+    assert named[0].lineno != named[1].lineno
+
+
+def test_unknown_group_key_warns_once_per_line_under_the_default_filter():
+    typo = f"weight_deacy_{uuid.uuid4().hex[:8]}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            TensorGRaD([{"params": [torch.nn.Parameter(torch.zeros(5))], typo: 0.5}])
+        opt = TensorGRaD([torch.nn.Parameter(torch.zeros(5))])
+        for _ in range(2):  # another line: named again
+            opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(5))], typo: 0.5})
+    named = [w for w in caught if repr(typo) in str(w.message)]
+    assert len(named) == 2 and named[0].lineno != named[1].lineno
+    assert all(w.filename == __file__ for w in named)
 
 
 def _dense_state():
