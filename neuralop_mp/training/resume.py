@@ -167,13 +167,19 @@ class TrainingStateCheckpoints:
         changed = changed_settings(getattr(self, "optimizer", None), getattr(self, "scheduler", None), states)
         if not changed:
             return
+        from ..optim.settings import LAYOUT_KEYS
+
         listed = "; ".join(f"{'scheduler' if group is None else f'group {group}'}: {key}={given!r} given, "
                            f"{saved!r} saved" for group, key, given, saved in changed)
+        # TensorGRaD's state was laid out by these: its step refuses them changed in the groups
+        fixed = sorted({key for group, key, _, _ in changed if group is not None and key in LAYOUT_KEYS})
+        fixed_note = (f" ({', '.join(fixed)} laid out the saved optimizer state: only a new run changes them)"
+                      if fixed else "")
         warnings.warn(
             f"Resuming from {save_dir} with other optimizer or scheduler settings than it was saved with "
             f"({listed}): loading the checkpoint replaces them with the saved values (torch's load_state_dict), "
             "which this run continues with. To train with the given values, set them on optimizer.param_groups "
-            "(or the scheduler's attributes) after the resume, or start a new run.",
+            f"(or the scheduler's attributes) after the resume, or start a new run{fixed_note}.",
             UserWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
 
     def _load_scaler_state(self, scaler_state, saved_half_dtype):

@@ -58,6 +58,8 @@ def test_changed_optimizer_settings_are_named_and_the_saved_ones_kept(tmp_path):
     assert "group 0: weight_decay=0.1 given, 0.01 saved" in message
     assert "group 0: rank=0.5 given, 0.25 saved" in message
     assert "load_state_dict" in message and "optimizer.param_groups" in message and "new run" in message
+    # rank laid out the saved state (TensorGRaD refuses it changed in the groups), weight decay did not
+    assert message.endswith("(rank laid out the saved optimizer state: only a new run changes them).")
     assert "lr=" not in message.replace("initial_lr", "")  # lr is no setting compared
     assert warning.filename == __file__  # the caller's line, not the plugin's
     assert [(g["rank"], g["weight_decay"]) for g in optimizer.param_groups] == [(0.25, 0.01)]
