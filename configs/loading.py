@@ -23,7 +23,7 @@ from .burgers import BurgersConfig
 from .darcy import DarcyConfig
 from .navier_stokes import NavierStokesConfig
 from .validation import validate_config
-from .zencfg_compat import category, config_fields, is_config, select_subclass
+from .zencfg_compat import config_fields, invalid_default, is_config, section_class, select_subclass
 
 CONFIGS = {
     "darcy": DarcyConfig,
@@ -318,11 +318,28 @@ def select_sections(spec, overrides):
     source = resolve_config(spec)
     # a copy: zencfg 0.7 assigns class-level default sections to instances as they
     # are, so editing the config in place would edit every later config's defaults
-    config = copy.deepcopy(source if is_config(source) else source())
+    config = copy.deepcopy(source if is_config(source) else _instantiate(source))
     selections = {k: v for k, v in overrides.items() if _is_section(config, k)}
     for key, class_name in selections.items():
-        setattr(config, key, select_subclass(category(type(getattr(config, key))), class_name)())
+        # the field's own class, not its category: a config that narrows ``model`` to
+        # TFNOConfig takes TFNOConfig and its subclasses only (zencfg refuses the others)
+        setattr(config, key, _instantiate(select_subclass(section_class(config, key), class_name)))
     return config, {k: v for k, v in overrides.items() if k not in selections}
+
+
+def _instantiate(config_cls):
+    """``config_cls()``; a class default of the wrong type (``name: str = 5`` in a config file)
+    is a one-line ValueError naming the field, its value and what the field takes, where
+    zencfg raises a multi-line pydantic report."""
+    try:
+        return config_cls()
+    except TypeError:
+        bad = invalid_default(config_cls)
+        if bad is None:
+            raise
+        name, value, annotation = bad
+        raise ValueError(f"Invalid {config_cls.__name__}.{name}={value!r} (the class default); "
+                         f"allowed values: {_type_words(annotation)}.") from None
 
 
 def _none_for_null_strings(config):

@@ -13,6 +13,7 @@ follow the installed version: normalization layers and skip connections from the
 registry of factorized tensors.
 """
 import inspect
+import math
 import typing
 
 import torch
@@ -66,10 +67,18 @@ def _check_optional_choice(key, value, allowed, *, ignore_case=False):
     return value
 
 
+def _is_finite(value):
+    # math.isfinite on a huge int overflows; every int is finite
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 def _check_positive(key, value, *, allow_zero=False):
-    if value < 0 or (value == 0 and not allow_zero):
+    """``value`` > 0 (>= 0 with ``allow_zero``), and finite when it is a float: NaN fails
+    every comparison and inf passes these, and either reaches torch only as a traceback."""
+    if not _is_finite(value) or not (value >= 0 if allow_zero else value > 0):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"Invalid {key}={value!r}; it must be {bound}.")
+        number = "a finite number " if isinstance(value, float) else ""
+        raise ValueError(f"Invalid {key}={value!r}; it must be {number}{bound}.")
 
 
 def _field(section, name):
@@ -167,6 +176,10 @@ def validate_data(data):
     for key in ("test_resolutions", "n_tests", "test_batch_sizes"):
         for value in getattr(data, key):
             _check_positive(f"data.{key}", value)
+    seed = _field(data, "seed")
+    if seed is not _MISSING:
+        # numpy's SeedSequence (the generators' per-sample seeds) takes any integer >= 0
+        _check_positive("data.seed", seed, allow_zero=True)
 
 
 def validate_device(device):
@@ -231,12 +244,16 @@ def validate_value_ranges(config):
 
     ``opt.precision_schedule`` must reach its last phase within ``opt.n_epochs``;
     ``model.n_modes`` entries (and each ``uno_n_modes`` entry) >= 1, ``model.n_layers``
-    >= 1, ``model.hidden_channels`` >= 1, ``model.domain_padding`` >= 0 (scalar or
-    per dimension), ``model.rank`` > 0, ``model.channel_mlp_dropout`` in [0, 1),
+    >= 1, ``model.hidden_channels`` >= 1, ``model.data_channels`` and ``model.out_channels``
+    >= 1, ``model.domain_padding`` >= 0 (scalar or per dimension), ``model.rank`` > 0,
+    the widths the model derives from ``hidden_channels`` (:func:`_check_model_widths`),
+    UNO's per-layer lists (``n_layers`` entries; ``uno_out_channels`` >= 1,
+    ``uno_scalings`` > 0), ``model.channel_mlp_dropout`` in [0, 1),
     ``opt.gamma`` in (0, 1] and ``opt.step_size`` >= 1 when ``opt.scheduler`` is StepLR,
     ``opt.scheduler_T_max`` >= 1 when it is CosineAnnealingLR, ``opt.gamma`` in (0, 1)
     and ``opt.scheduler_patience`` >= 0 when it is ReduceLROnPlateau,
-    ``opt.max_consecutive_skips`` >= 1 and ``patching.padding`` >= 0.
+    ``opt.max_consecutive_skips`` >= 1 and ``patching.padding`` >= 0. Every float among
+    them must be finite.
 
     Raises
     ------
@@ -254,18 +271,22 @@ def validate_value_ranges(config):
         for layer in uno_modes:
             if any(isinstance(m, bool) or int(m) != m or m < 1 for m in layer):
                 raise ValueError(f"Invalid model.uno_n_modes entry {list(layer)!r}; allowed values: integers >= 1.")
-    for key in ("n_layers", "hidden_channels"):
+    for key in ("n_layers", "hidden_channels", "data_channels", "out_channels", "lifting_channels",
+                "projection_channels"):
         value = _field(model, key)
         if value is not _MISSING and value is not None:
             _int_at_least(f"model.{key}", value, 1)
     padding = none_if_null(_field(model, "domain_padding"))
     if padding is not _MISSING and padding is not None:
         values = list(padding) if isinstance(padding, (list, tuple)) else [padding]
-        if any(v < 0 for v in values):
-            raise ValueError(f"Invalid model.domain_padding={padding!r}; allowed values: None or fractions >= 0.")
+        if not all(_is_finite(v) and v >= 0 for v in values):
+            raise ValueError(f"Invalid model.domain_padding={padding!r}; allowed values: None or finite "
+                             "fractions >= 0.")
     rank = _field(model, "rank")
-    if rank is not _MISSING and rank is not None and not rank > 0:
-        raise ValueError(f"Invalid model.rank={rank!r}; allowed values: a fraction > 0 or an integer >= 1.")
+    if rank is not _MISSING and rank is not None and not (_is_finite(rank) and rank > 0):
+        raise ValueError(f"Invalid model.rank={rank!r}; allowed values: a finite fraction > 0 or an integer >= 1.")
+    _check_uno_layers(model)
+    _check_model_widths(model)
     schedule = validate_precision_schedule(opt.precision_schedule)
     if schedule is not None and isinstance(opt.n_epochs, int) and opt.n_epochs >= 1:
         try:
@@ -300,6 +321,71 @@ def validate_value_ranges(config):
         raise ValueError(f"Invalid model.channel_mlp_dropout={dropout!r}; allowed values: 0 <= p < 1 "
                          "(the probability of zeroing a channel-MLP activation).")
     padding = _field(config.patching, "padding")
-    if padding is not _MISSING and not padding >= 0:
-        raise ValueError(f"Invalid patching.padding={padding!r}; allowed values: fractions >= 0 "
+    if padding is not _MISSING and not (_is_finite(padding) and padding >= 0):
+        raise ValueError(f"Invalid patching.padding={padding!r}; allowed values: finite fractions >= 0 "
                          "(the padding of each patch, as a fraction of its size).")
+
+
+def _check_uno_layers(model):
+    """UNO's per-layer lists: one entry per layer (upstream asserts it), widths >= 1 and
+    finite scalings > 0 (a scaling <= 0 asks for an empty or negative grid)."""
+    n_layers = _field(model, "n_layers")
+    for key in ("uno_out_channels", "uno_n_modes", "uno_scalings"):
+        value = _field(model, key)
+        if value is not _MISSING and value is not None and isinstance(n_layers, int) and len(value) != n_layers:
+            raise ValueError(f"Invalid model.{key}={list(value)!r}; allowed values: one entry per layer "
+                             f"(model.n_layers={n_layers}), got {len(value)}.")
+    widths = _field(model, "uno_out_channels")
+    if widths is not _MISSING and widths is not None:
+        for width in widths:
+            if isinstance(width, bool) or int(width) != width or width < 1:
+                raise ValueError(f"Invalid model.uno_out_channels={list(widths)!r}; allowed values: "
+                                 "integers >= 1, one per layer.")
+    scalings = _field(model, "uno_scalings")
+    if scalings is not _MISSING and scalings is not None:
+        for layer in scalings:
+            factors = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+            if not all(_is_finite(f) and f > 0 for f in factors):
+                raise ValueError(f"Invalid model.uno_scalings entry {factors!r}; allowed values: finite "
+                                 "numbers > 0 (the resolution scaling of a layer, per dimension).")
+
+
+def _check_model_widths(model):
+    """The widths a model derives from a ratio: upstream sizes layers from them and fails
+    with a "negative dimension" traceback, or an empty layer at the first forward.
+
+    ``lifting_channel_ratio`` >= 0 (``int(ratio * hidden_channels)`` of 0: no lifting MLP,
+    as upstream allows), ``projection_channel_ratio`` with ``int(ratio * hidden_channels)``
+    >= 1 (the projection MLP always has a hidden layer) and, with the channel MLP on,
+    ``channel_mlp_expansion`` with ``round(expansion * width)`` >= 1 for the width of every
+    block (``hidden_channels``, or each of UNO's ``uno_out_channels``); every ratio finite.
+    """
+    hidden = _field(model, "hidden_channels")
+    hidden = hidden if isinstance(hidden, int) and hidden >= 1 else None
+    lifting = _field(model, "lifting_channel_ratio")
+    if lifting is not _MISSING:
+        if not (_is_finite(lifting) and lifting >= 0):
+            raise ValueError(f"Invalid model.lifting_channel_ratio={lifting!r}; allowed values: finite numbers "
+                             ">= 0 (the lifting width / hidden_channels; 0: no lifting MLP).")
+    projection = _field(model, "projection_channel_ratio")
+    if projection is not _MISSING:
+        if not (_is_finite(projection) and projection > 0) or (hidden and int(projection * hidden) < 1):
+            raise ValueError(f"Invalid model.projection_channel_ratio={projection!r} with model.hidden_channels="
+                             f"{hidden}; allowed values: finite numbers > 0 with int(ratio * hidden_channels) >= 1 "
+                             "(the width of the projection MLP's hidden layer).")
+    expansion = _field(model, "channel_mlp_expansion")
+    if expansion is _MISSING:
+        return
+    if not (_is_finite(expansion) and expansion >= 0):
+        raise ValueError(f"Invalid model.channel_mlp_expansion={expansion!r}; allowed values: finite numbers >= 0 "
+                         "(the channel MLP's hidden width / the block's width; > 0 with the channel MLP on).")
+    use_channel_mlp = _field(model, "use_channel_mlp")  # UNO has none: its blocks always have one
+    if use_channel_mlp is not _MISSING and not normalize_flag(use_channel_mlp, "model.use_channel_mlp"):
+        return
+    widths = _field(model, "uno_out_channels")
+    widths = list(widths) if widths is not _MISSING and widths is not None else [hidden]
+    narrow = [w for w in widths if isinstance(w, int) and w >= 1 and round(w * expansion) < 1]
+    if narrow:
+        raise ValueError(f"Invalid model.channel_mlp_expansion={expansion!r} for a block of width {narrow[0]}; "
+                         "allowed values: finite numbers > 0 with round(expansion * width) >= 1 "
+                         "(the channel MLP's hidden width), or model.use_channel_mlp false.")

@@ -111,6 +111,37 @@ def category(config_cls):
     return config_cls
 
 
+def section_class(config, name):
+    """The config class that the section field ``name`` of ``config`` (class or instance) admits:
+    its annotation when that is a config class (a config may narrow ``model: ModelConfig`` to
+    ``model: TFNOConfig``, and zencfg then refuses any other class), else the category of its
+    value (an unannotated field under zencfg 0.7)."""
+    annotation, default = config_fields(config)[name]
+    if isinstance(annotation, type) and issubclass(annotation, ConfigBase):
+        return annotation
+    return category(default if isinstance(config, type) else getattr(config, name))
+
+
+def invalid_default(config_cls):
+    """``(name, value, annotation)`` of the first field of ``config_cls`` whose class-level
+    default zencfg's type check refuses, or None.
+
+    Each default is assigned to an instance made without ``__init__`` (which would stop at the
+    bad default): zencfg checks an assignment as it checks a default, under 0.7 (in
+    ``__setattr__``) and 1.0 (pydantic's ``validate_assignment``) alike.
+    """
+    config_cls = _config_class(config_cls)
+    probe = config_cls.model_construct() if PYDANTIC_CONFIGS else object.__new__(config_cls)
+    for name, (annotation, default) in config_fields(config_cls).items():
+        if default is REQUIRED:
+            continue
+        try:
+            setattr(probe, name, default)
+        except TypeError:
+            return name, default, annotation
+    return None
+
+
 def subclass_choices(config_cls):
     """Class names selectable in place of ``config_cls`` (itself and its registered subclasses)."""
     config_cls = _config_class(config_cls)

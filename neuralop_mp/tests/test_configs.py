@@ -266,3 +266,187 @@ def test_every_string_field_is_validated_or_declared_free_text():
             annotation = config_fields(owner)[name][0]
             if str in (annotation, *typing.get_args(annotation)):
                 assert key in validated | FREE_TEXT, f"{key} is a string field without validation"
+
+
+# ------------------------------------------------------------ non-finite and out-of-range numbers
+TFNO_TUCKER = {"model": "TFNOConfig", "model.factorization": "tucker"}
+UNO = {"model": "UNOConfig"}
+
+# every float field of the built-in sections with a NaN or inf that validation refuses: without
+# the check a NaN or inf learning rate or rank reaches torch or scipy and ends in a traceback
+NON_FINITE = [
+    ("opt.learning_rate", "nan", {}), ("opt.learning_rate", "inf", {}),
+    ("opt.weight_decay", "nan", {}), ("opt.weight_decay", "inf", {}),
+    ("opt.betas", "[NaN, 0.9]", {}), ("opt.betas", "[0.9, Infinity]", {}),
+    ("opt.gamma", "nan", {}), ("opt.gamma", "inf", {"opt.scheduler": "ReduceLROnPlateau"}),
+    ("opt.tensorgrad_rank", "inf", {}), ("opt.tensorgrad_sparse_ratio", "nan", {}),
+    ("opt.tensorgrad_scale", "inf", {}), ("opt.tensorgrad_scale", "nan", {}),
+    ("model.rank", "inf", TFNO_TUCKER), ("model.rank", "nan", TFNO_TUCKER), ("model.rank", "inf", UNO),
+    ("model.domain_padding", "nan", {}), ("model.domain_padding", "inf", UNO),
+    ("model.lifting_channel_ratio", "inf", {}), ("model.lifting_channel_ratio", "nan", {}),
+    ("model.projection_channel_ratio", "inf", {}), ("model.projection_channel_ratio", "nan", {}),
+    ("model.channel_mlp_expansion", "nan", {}), ("model.channel_mlp_expansion", "inf", UNO),
+    ("model.channel_mlp_dropout", "nan", {}), ("model.channel_mlp_dropout", "nan", UNO),
+    ("model.uno_scalings", "[[1, 1], [0.5, 0.5], [2, 2], [Infinity, 1]]", UNO),
+    ("model.uno_scalings", "[[1, 1], [0.5, NaN], [2, 2], [1, 1]]", UNO),
+    ("patching.padding", "nan", {}), ("patching.padding", "inf", {}),
+]
+
+
+@pytest.mark.parametrize("key, value, selection", NON_FINITE, ids=[f"{k}={v}" for k, v, _ in NON_FINITE])
+def test_nan_and_inf_are_refused_naming_the_key(key, value, selection):
+    with pytest.raises(ValueError, match=rf"^Invalid {re.escape(key)}[= ].*(nan|inf)") as raised:
+        load_config("darcy", {**selection, key: value})
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("key, value, bound", [
+    ("opt.learning_rate", "nan", "> 0"), ("opt.learning_rate", "inf", "> 0"),
+    ("opt.weight_decay", "nan", ">= 0"), ("opt.weight_decay", "-inf", ">= 0"),
+])
+def test_a_non_finite_learning_rate_or_weight_decay_says_it_must_be_finite(key, value, bound):
+    with pytest.raises(ValueError) as raised:
+        load_config("darcy", {key: value})
+    assert str(raised.value) == f"Invalid {key}={float(value)!r}; it must be a finite number {bound}."
+
+
+def _float_keys(config):
+    """Dotted keys of the float fields (float, Optional[float], lists of floats) of ``config``."""
+    keys = set()
+    for key in config_keys(config):
+        section, _, name = key.rpartition(".")
+        owner = getattr(config, section) if section else config
+        annotation = config_fields(owner).get(name, (None, None))[0]
+        while typing.get_args(annotation) and float not in typing.get_args(annotation):
+            annotation = typing.get_args(annotation)[0]  # List[List[float]] -> List[float]
+        if float in (annotation, *typing.get_args(annotation)):
+            keys.add(key)
+    return keys
+
+
+def test_every_float_field_of_the_built_in_sections_is_checked_for_nan_and_inf():
+    # a new float field must join NON_FINITE
+    checked = {key for key, _, _ in NON_FINITE}
+    found = set()
+    for selection in ({}, TFNO_TUCKER, UNO):
+        found |= _float_keys(load_config("darcy", selection))
+    assert "model.uno_scalings" in found and "opt.betas" in found  # lists of floats count
+    assert found <= checked, f"float fields without a NaN/inf test: {sorted(found - checked)}"
+
+
+NEGATIVE_OR_EMPTY_SIZES = [
+    ("model.channel_mlp_expansion", "-1", {}), ("model.channel_mlp_expansion", "0", {}),
+    ("model.channel_mlp_expansion", "0.01", {}),  # round(0.32) = 0 channels for width 32
+    ("model.projection_channel_ratio", "-1", {}), ("model.projection_channel_ratio", "0", {}),
+    ("model.projection_channel_ratio", "0.03", {}),  # int(0.96) = 0 channels
+    ("model.lifting_channel_ratio", "-2", {}), ("model.lifting_channel_ratio", "-0.5", {}),
+    ("model.data_channels", "0", {}), ("model.out_channels", "-1", {}), ("model.out_channels", "0", UNO),
+    ("model.channel_mlp_expansion", "-1", UNO), ("model.channel_mlp_expansion", "0", UNO),
+    ("model.lifting_channels", "0", UNO), ("model.projection_channels", "-1", UNO),
+    ("model.uno_out_channels", "[0, 64, 64, 32]", UNO), ("model.uno_out_channels", "[32, -1, 64, 32]", UNO),
+    ("model.uno_scalings", "[[1, 1], [0, 0.5], [2, 2], [1, 1]]", UNO),
+    ("model.uno_scalings", "[[1, 1], [-0.5, 0.5], [2, 2], [1, 1]]", UNO),
+    ("model.uno_scalings", "[[1, 1], [0.5, 0.5], [2, 2]]", UNO),  # upstream asserts one per layer
+    ("model.uno_n_modes", "[[8, 8], [4, 4], [4, 4]]", UNO),
+    ("model.n_layers", "3", UNO),
+]
+
+
+@pytest.mark.parametrize("key, value, selection", NEGATIVE_OR_EMPTY_SIZES,
+                         ids=[f"{k}={v}{'-uno' if s else ''}" for k, v, s in NEGATIVE_OR_EMPTY_SIZES])
+def test_sizes_that_would_build_an_empty_or_negative_layer_are_refused(key, value, selection):
+    """Upstream sizes layers from these and fails with a "negative dimension" traceback (or an
+    empty layer at the first forward, or a bare AssertionError): refused up front instead."""
+    with pytest.raises(ValueError, match=r"^Invalid model\.") as raised:
+        load_config("darcy", {**selection, key: value})
+    message = str(raised.value)
+    assert "allowed values" in message and "\n" not in message
+    if key != "model.n_layers":  # that one names the list that no longer matches
+        assert key in message
+
+
+@pytest.mark.parametrize("overrides", [
+    {"model.lifting_channel_ratio": "0"},  # upstream: no lifting MLP
+    {"model.channel_mlp_expansion": "0", "model.use_channel_mlp": "false"},
+    {"model.projection_channel_ratio": "0.125"},  # int(0.125 * 8) = 1 channel
+    {"model.channel_mlp_expansion": "0.07"},  # round(0.56) = 1 channel
+])
+def test_the_smallest_accepted_sizes_build_a_working_model(overrides):
+    import torch
+
+    import neuralop_mp
+
+    config = load_config("darcy", {"model.hidden_channels": "8", "model.n_modes": "[4,4]", "model.n_layers": "1",
+                                   **overrides})
+    model = neuralop_mp.get_model(config)
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 1, 8, 8)
+
+
+def test_data_seed_must_be_a_non_negative_integer():
+    with pytest.raises(ValueError) as raised:
+        load_config("darcy", {"data.seed": "-1"})
+    assert str(raised.value) == "Invalid data.seed=-1; it must be >= 0."
+    # numpy's SeedSequence, which the generators seed each sample from, takes any size
+    assert load_config("darcy", {"data.seed": str(2**40)}).data.seed == 2**40
+
+
+# ------------------------------------------------------------------------- a user's config file
+@pytest.fixture
+def restore_registries():
+    """Classes of a test's config file register into the categories' registries (zencfg);
+    remove them afterwards, or later tests list them as choices (``--model`` in ``--help``)."""
+    from neuralop_mp.configs.zencfg_compat import category
+
+    registries = {id(r): (r, dict(r)) for r in (category(c)._registry for c in (ModelConfig, OptimizationConfig,
+                                                                               TrainConfig, DataConfig))}
+    yield
+    for registry, saved in registries.values():
+        registry.clear()
+        registry.update(saved)
+
+
+NARROW_CONFIG = (
+    "from neuralop_mp.configs import DarcyConfig, OptimizationConfig, TFNOConfig\n"
+    "class NarrowTFNO(TFNOConfig):\n"
+    "    rank: float = 0.2\n"
+    "class Small(DarcyConfig):\n"
+    "    model: TFNOConfig = TFNOConfig(hidden_channels=8)\n"
+)
+
+
+@pytest.mark.parametrize("selected", ["FNOConfig", "UNOConfig", "fnoconfig"])
+def test_a_section_narrowed_by_a_config_file_takes_only_subclasses_of_its_annotation(
+        tmp_path, restore_registries, selected):
+    from neuralop_mp.configs.zencfg_compat import section_class, subclass_choices
+
+    path = tmp_path / "narrow.py"
+    path.write_text(NARROW_CONFIG)
+    with pytest.raises(ValueError) as raised:
+        load_config(f"{path}:Small", {"model": selected})
+    assert str(raised.value) == f"Invalid TFNOConfig class {selected!r}; allowed values: TFNOConfig, NarrowTFNO."
+    assert type(load_config(f"{path}:Small", {"model": "narrowtfno"}).model).__name__ == "NarrowTFNO"
+    assert type(load_config(f"{path}:Small", {"model": "TFNOConfig"}).model) is TFNOConfig
+    # the choices --help lists come from the same class
+    config = load_config(f"{path}:Small", validate=False)
+    assert subclass_choices(section_class(config, "model")) == ["TFNOConfig", "NarrowTFNO"]
+    assert section_class(DarcyConfig(), "model") is ModelConfig
+
+
+BAD_DEFAULTS = [
+    ("class Mine(DarcyConfig):\n    name: str = 5\n", "Mine", {}, "Invalid Mine.name=5 (the class default); "
+                                                                  "allowed values: a string."),
+    ("class Mine(DarcyConfig):\n    seed: int = 'zero'\n", "Mine", {},
+     "Invalid Mine.seed='zero' (the class default); allowed values: an integer."),
+    ("class SlowOpt(OptimizationConfig):\n    n_epochs: int = 'many'\n", "DarcyConfig", {"opt": "SlowOpt"},
+     "Invalid SlowOpt.n_epochs='many' (the class default); allowed values: an integer."),
+]
+
+
+@pytest.mark.parametrize("body, class_name, overrides, message", BAD_DEFAULTS, ids=["str", "int", "section"])
+def test_a_class_default_of_the_wrong_type_is_one_line_naming_field_and_value(
+        tmp_path, restore_registries, body, class_name, overrides, message):
+    path = tmp_path / "mine.py"
+    path.write_text("from neuralop_mp.configs import DarcyConfig, OptimizationConfig\n" + body)
+    with pytest.raises(ValueError) as raised:
+        load_config(f"{path}:{class_name}", overrides)
+    assert str(raised.value) == message
