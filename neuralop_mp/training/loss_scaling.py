@@ -173,18 +173,14 @@ class ComplexGradScaler:
         A ``closure`` (which computes the gradients again, unscaled) is refused while
         scaling is enabled, as torch's ``GradScaler`` refuses it: the optimizer would
         divide its fresh gradients by the scale, and the check would have seen the old
-        ones. Disabled, the step is the optimizer's own with the closure."""
-        closure = kwargs.get("closure", args[0] if args else None)
-        if closure is not None:
-            if self.enabled:
-                raise ValueError(
-                    f"Invalid closure={closure!r} with loss scaling enabled: the closure's gradients are not scaled, "
-                    "and they come after the check for non-finite values. Step as "
-                    "`scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()`, or disable scaling.")
-            optimizer.step(*args, **kwargs)
-            self.total_steps += 1
-            self.consecutive_skips, self.last_step_skipped = 0, False
-            return True
+        ones. Disabled, it is passed on as before."""
+        # torch's optimizers take the closure first; another optimizer's first argument may be no closure
+        closure = kwargs.get("closure", args[0] if args and callable(args[0]) else None)
+        if closure is not None and self.enabled:
+            raise ValueError(
+                f"Invalid closure={closure!r} with loss scaling enabled: the closure's gradients are not scaled, "
+                "and they come after the check for non-finite values. Step as "
+                "`scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()`, or disable scaling.")
         if self._found_inf is None:
             if self.enabled and getattr(optimizer, "supports_grad_scale", False):
                 self._found_inf = self._inspect(optimizer, None)
@@ -198,8 +194,9 @@ class ComplexGradScaler:
             self.consecutive_skips += 1
             self.last_step_skipped = True
             return False
-        if getattr(optimizer, "supports_grad_scale", False):
-            # every gradient was just found finite here: the optimizer need not check again
+        if getattr(optimizer, "supports_grad_scale", False) and closure is None:
+            # every gradient was just found finite here: the optimizer need not check again (a closure's
+            # gradients, computed after, are its own to check)
             kwargs = dict(kwargs, gradients_checked=True)
         try:
             optimizer.step(*args, **kwargs)

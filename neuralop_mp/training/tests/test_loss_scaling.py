@@ -235,3 +235,25 @@ def test_a_closure_is_refused_while_scaling_and_is_the_optimizers_own_step_when_
     scaler.update()
     assert torch.equal(w.detach(), reference_w.detach()) and not torch.equal(w.detach(), before)
     assert (scaler.total_steps, scaler.skipped_steps) == (1, 0)
+    # disabled, a step marked as skipped stays skipped, closure or not
+    w, optimizer, closure = problem()
+    scaler.skip_step()
+    assert step(scaler, optimizer, closure) is False
+    assert torch.equal(w.detach(), before) and scaler.skipped_steps == 1
+
+
+def test_a_first_positional_argument_that_is_no_closure_is_passed_on():
+    """Only a callable is taken for a closure: another optimizer's ``step(lr_scale)`` is stepped."""
+    w = torch.nn.Parameter(torch.ones(3))
+
+    class ScaledSGD(torch.optim.SGD):
+        def step(self, lr_scale=1.0):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.data.add_(p.grad, alpha=-group["lr"] * lr_scale)
+
+    optimizer = ScaledSGD([w], lr=0.1)
+    scaler = ComplexGradScaler(init_scale=4.0)
+    scaler.scale(w.sum()).backward()
+    assert scaler.step(optimizer, 0.5) is True
+    assert torch.allclose(w.detach(), torch.full((3,), 0.95))
