@@ -189,7 +189,8 @@ class TensorGRaD(Optimizer):
     :data:`~neuralop_mp.optim.settings.LAYOUT_KEYS`) are fixed once a parameter of the
     group has stepped: changed in ``param_groups`` after that, the next :meth:`step`
     raises ValueError naming the group, the key and both values (a new optimizer restarts
-    the state). The others (``lr``, ``betas``, ``eps``, ``weight_decay``, ``scale``,
+    the state). Plain AdamW moments (a parameter that is not compressed, before the change
+    nor after it) are laid out by ``adam_convention`` alone. The others (``lr``, ``betas``, ``eps``, ``weight_decay``, ``scale``,
     ``update_proj_gap``, ...) may change at any time.
 
     References
@@ -236,6 +237,8 @@ class TensorGRaD(Optimizer):
         check_group_keys(dict(maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
                               fused=fused, amsgrad=amsgrad, decoupled_weight_decay=decoupled_weight_decay),
                          weight_decay)
+        # the only torch keyword whose check depends on a group's own setting (its weight decay)
+        self._decoupled_weight_decay = decoupled_weight_decay
         params = list(params) if not isinstance(params, torch.Tensor) else [params]
         # the keys each group named, for the groups a later tensorgrad group turns into AdamW
         # (also in the constructor: the groups join one at a time, none has state yet)
@@ -265,6 +268,8 @@ class TensorGRaD(Optimizer):
         upstream = self._upstream_style()
         keys = frozenset(k for k in param_group if k != "params")
         param_group.update(group_settings(param_group, self.defaults, self._explicit_keywords, upstream))
+        if "decoupled_weight_decay" not in param_group:  # the constructor's, against this group's decay
+            check_group_keys({"decoupled_weight_decay": self._decoupled_weight_decay}, param_group["weight_decay"])
         self._check_shapes(param_group)
         super().add_param_group(param_group)
         self._group_keys.append(keys)
@@ -327,7 +332,8 @@ class TensorGRaD(Optimizer):
     def __getstate__(self):
         # torch's keeps defaults, state and param groups only (pickle, copy.deepcopy)
         return {**super().__getstate__(), "_explicit_keywords": self._explicit_keywords,
-                "_group_keys": self._group_keys, "_layouts": self._layouts}
+                "_group_keys": self._group_keys, "_layouts": self._layouts,
+                "_decoupled_weight_decay": self._decoupled_weight_decay}
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -339,19 +345,25 @@ class TensorGRaD(Optimizer):
         # an optimizer pickled by a version that did not record them
         self.__dict__.setdefault("_explicit_keywords", frozenset())
         self.__dict__.setdefault("_group_keys", [None] * len(self.param_groups))
+        self.__dict__.setdefault("_decoupled_weight_decay", TORCH_ADAMW_DEFAULTS["decoupled_weight_decay"])
         if "_layouts" not in state:  # load_state_dict (the loaded groups built the loaded state), older pickles
             self._layouts = [layout_of(group) for group in self.param_groups]
 
-    def _check_layouts(self):
+    def _check_layouts(self, groups=None):
         """Refuse a change of a group's :data:`~neuralop_mp.optim.settings.LAYOUT_KEYS` since
-        its parameters' state was built (ValueError naming the group, the key and both values);
-        a change made before any parameter of the group has state is taken. Compares a few
-        values per group: the state is looked at only when they differ."""
-        for index, (group, built) in enumerate(zip(self.param_groups, self._layouts)):
-            now = layout_of(group)
+        its parameters' state was built (ValueError naming the group, the key and both values).
+        A change is taken where it lays out no state: before any parameter of the group has
+        stepped, or, for plain AdamW moments (parameters not compressed before the change
+        nor after it), any but ``adam_convention``. ``groups``: ``(index, group)`` pairs,
+        default all. Compares a few values per group: the state is looked at only when they
+        differ."""
+        for index, group in enumerate(self.param_groups) if groups is None else groups:
+            built, now = self._layouts[index], layout_of(group)
             if now == built:
                 continue
-            if any(self.state.get(p) for p in group["params"]):
+            stepped = [p for p in group["params"] if self.state.get(p)]
+            if stepped and (now["adam_convention"] != built["adam_convention"] or any(
+                    bool(self.state[p]["compressed"]) or self.routes_to_compression(p, group) for p in stepped)):
                 raise layout_change_error(index, built, now)
             self._layouts[index] = now
 
@@ -537,7 +549,6 @@ class TensorGRaD(Optimizer):
         NonFiniteError
             As :meth:`step`, for this gradient.
         """
-        self._check_layouts()
         if not self.steps_from_slices(param):
             raise ValueError("step_parameter needs a parameter of this optimizer with compressed moments "
                              f"(shape {tuple(param.shape)}); plain AdamW moments are stepped by step().")
@@ -545,7 +556,10 @@ class TensorGRaD(Optimizer):
         for group_index, group in enumerate(self.param_groups):
             for position, p in enumerate(group["params"]):
                 ordinal += 1
-                if p is param and nonfinite.gradient_is_finite(grad, group, group_index, position, p):
+                if p is not param:
+                    continue
+                self._check_layouts([(group_index, group)])  # its own group: this runs once per parameter
+                if nonfinite.gradient_is_finite(grad, group, group_index, position, p):
                     state = self._state_of(p, group, ordinal)
                     self._step_compressed(p, grad, group, group_index, position, state, None, False)
 

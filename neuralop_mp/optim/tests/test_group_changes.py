@@ -110,6 +110,36 @@ def test_a_layout_change_in_the_dense_group_is_refused_too():
     _refused(opt, params, "adam_convention", "torch", "neuralop", group=0)
 
 
+@pytest.mark.parametrize("key", sorted(set(NEW_LAYOUT) - {"adam_convention"}))
+def test_plain_moments_are_laid_out_by_adam_convention_only(key):
+    """A group whose parameters keep plain AdamW moments before and after the change (here a
+    bias, which no setting compresses) is laid out by ``adam_convention`` alone: its
+    compression settings change freely, step on and round-trip."""
+    opt, params = _optimizer()
+    _step(opt, params, 0)
+    opt.param_groups[0][key] = NEW_LAYOUT[key]
+    for seed in range(1, 4):  # across a refresh
+        _step(opt, params, seed)
+    fresh, fresh_params = _optimizer()
+    fresh.param_groups[0][key] = NEW_LAYOUT[key]
+    fresh.load_state_dict(opt.state_dict())
+    for p, q in zip(params, fresh_params):
+        q.data.copy_(p.detach())
+    _step(opt, params, 4)
+    _step(fresh, fresh_params, 4)
+    _assert_same(_snapshot(opt, params), _snapshot(fresh, fresh_params))
+
+
+def test_a_change_that_would_compress_a_parameter_with_plain_moments_is_refused():
+    """A 4x4 weight under ``min_params`` keeps plain moments; a lower ``min_params`` would route
+    it into compression, where its plain moments no longer fit."""
+    small = torch.nn.Parameter(random_tensor((4, 4), False, 3, torch.float32))
+    opt = TensorGRaD([{"params": [small], "min_params": 10**6}])
+    _step(opt, [small], 0)
+    opt.param_groups[0]["min_params"] = 1
+    _refused(opt, [small], "min_params", 10**6, 1, group=0)
+
+
 @pytest.mark.parametrize("key", sorted(NEW_FREE))
 def test_free_setting_changes_after_a_step_keep_working_and_round_trip(key):
     opt, params = _optimizer()

@@ -1,6 +1,7 @@
 """Checks made when a group joins or a state dict loads: sparse counts, zero-size weights,
 settings that do not fit a weight's shape, dtypes of a resumed state, group keys,
 malformed state."""
+import copy
 import inspect
 import uuid
 import warnings
@@ -181,7 +182,15 @@ def test_torch_adamw_values_tensorgrad_does_not_match_are_refused(key, value):
     TensorGRaD([p], weight_decay=0.1, **{key: not value})
     if key == "decoupled_weight_decay":  # no decay: L2 and decoupled are the same
         TensorGRaD([{"params": [p], key: value}])
-        TensorGRaD([p], **{key: value})
+        opt = TensorGRaD([p], **{key: value})
+        # the constructor's keyword against a group's own decay, in the constructor and added later
+        q = torch.nn.Parameter(torch.zeros(3))
+        with pytest.raises(ValueError, match=message):
+            TensorGRaD([{"params": [p]}, {"params": [q], "weight_decay": 0.1}], **{key: value})
+        with pytest.raises(ValueError, match=message):
+            opt.add_param_group({"params": [q], "weight_decay": 0.1})
+        opt.add_param_group({"params": [q], "weight_decay": 0.1, key: True})  # the group's own keyword wins
+        assert copy.deepcopy(opt)._decoupled_weight_decay is value
     else:
         with pytest.raises(ValueError, match=message):
             TensorGRaD([p], **{key: value})
