@@ -15,14 +15,14 @@ import neuralop.mpu.comm as comm
 
 from . import checkpointing, distributed
 from ..caller_frames import stacklevel_outside
+from ..optim.settings import BOOKKEEPING_KEYS, LAYOUT_KEYS
 
-# param-group entries that are no setting a resume could change: the parameters and their labels, what
-# torch's LR schedulers and SWA write ("lr" decays; "initial_lr", the rate a schedule starts from, is
-# compared instead) and torch's implementation flags
-_GROUP_NON_SETTINGS = frozenset({
-    "params", "param_names", "name", "lr", "max_lr", "min_lr", "max_momentum", "base_momentum", "swa_lr",
-    "foreach", "fused", "capturable", "differentiable",
-})
+# param-group entries that are no setting a resume could change: the parameters, the labels and what
+# torch's LR schedulers and SWA write (the optimizer's bookkeeping keys: "lr" decays; "initial_lr", the
+# rate a schedule starts from, is compared instead, as is upstream's "tensorgrad" switch) and torch's
+# implementation flags
+_GROUP_NON_SETTINGS = (BOOKKEEPING_KEYS - {"initial_lr", "tensorgrad"}) | {
+    "params", "lr", "foreach", "fused", "capturable", "differentiable"}
 # rewritten each step by a cyclic scheduler (OneCycleLR, CyclicLR), which marks the group with "base_momentum"
 _CYCLED_MOMENTUM = ("betas", "momentum")
 #: the entries of torch's scheduler state dicts that are constructor settings (counters such as
@@ -167,8 +167,6 @@ class TrainingStateCheckpoints:
         changed = changed_settings(getattr(self, "optimizer", None), getattr(self, "scheduler", None), states)
         if not changed:
             return
-        from ..optim.settings import LAYOUT_KEYS
-
         listed = "; ".join(f"{'scheduler' if group is None else f'group {group}'}: {key}={given!r} given, "
                            f"{saved!r} saved" for group, key, given, saved in changed)
         # TensorGRaD's state was laid out by these: its step refuses them changed in the groups

@@ -28,11 +28,13 @@ References
 """
 import inspect
 import math
+import os
 import warnings
 
 import torch
 from neuralop.training import Trainer
 
+from ..caller_frames import stacklevel_outside
 from ..memory import SavedTensorBytes
 from ..peak_memory import PeakTensorBytes
 from ..layers.precision_switch import (
@@ -205,8 +207,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if self.precision_schedule is not None:
             self.precision_schedule.check_fits(n_epochs)  # a last phase that never runs is an error
             overruled = self.precision_schedule.autocast_overruled(mixed_precision)
-            if overruled:
-                warnings.warn(overruled, stacklevel=2)
+            if overruled:  # named at the line that built the trainer (the plugin's subclasses and runner passed)
+                warnings.warn(overruled, stacklevel=stacklevel_outside(
+                    [os.path.dirname(__file__), os.path.join(os.path.dirname(os.path.dirname(__file__)), "runner")]))
         self.half_dtype = normalize_half_dtype(half_dtype)
         self.autocast_dtype = resolve_half_dtype(self.half_dtype, device)
         self.loss_scaling = _normalize_loss_scaling(loss_scaling)
