@@ -390,9 +390,10 @@ def test_a_resume_whose_overrides_do_not_fit_the_checkpoint_keeps_the_previous_c
                  "--opt.n_epochs", "1", *NANO_RUN]) == 0
     before = (out / "command.json").read_text()
     capsys.readouterr()
-    assert main(["train", "--resume", str(out), "--opt.n_epochs", "2", "--model.hidden_channels", "8"]) == 2
+    # another optimizer class: the checkpoint's optimizer state is refused by name
+    assert main(["train", "--resume", str(out), "--opt.n_epochs", "2", "--opt.optimizer", "tensorgrad"]) == 2
     err = capsys.readouterr().err
-    assert "shape mismatches" in err and "Traceback" not in err
+    assert "optimizer" in err and "Traceback" not in err
     assert (out / "command.json").read_text() == before  # nothing trained with them
 
 
@@ -530,3 +531,97 @@ def test_eval_of_a_standalone_checkpoint_keeps_its_saved_stabilizer_and_half_dty
     trainer.on_epoch_start(0)
     expected = trainer.evaluate({"l2": LpLoss(d=2)}, test_loaders[16], log_prefix="16")["16_l2"]
     assert evaluated["metrics"]["16_l2"] == float(expected)
+
+
+def _nano_run(nano_root, out, *extra):
+    assert main(["train", "darcy", "--data.data_root", str(nano_root), "--output_dir", str(out),
+                 "--opt.n_epochs", "1", *NANO_RUN, *extra]) == 0
+
+
+def test_a_resume_with_another_architecture_is_refused_before_any_data_naming_the_keys(
+        nano_root, tmp_path, capsys, monkeypatch):
+    """--resume with --model.* (or --model CLASS) values that change the saved architecture: one line naming
+    each key, given and saved, before the data loads; the precision keys may change (and train)."""
+    from neuralop_mp import train_pipeline
+
+    out = tmp_path / "run"
+    _nano_run(nano_root, out)
+    before = (out / "command.json").read_text()
+    build_data = train_pipeline.build_data
+    monkeypatch.setattr(train_pipeline, "build_data", lambda *a, **k: pytest.fail("data loaded"))
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--model.n_layers", "2", "--model.hidden_channels", "4",
+                 "--model.fno_block_precision", "mixed"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.n_layers=2 given, 1 saved" in err
+    assert "hidden_channels" not in err and "fno_block_precision" not in err  # unchanged / allowed
+    assert main(["train", "--resume", str(out), "--model", "TFNOConfig"]) == 2
+    assert "model='TFNOConfig' given, 'FNOConfig' saved" in capsys.readouterr().err
+    assert (out / "command.json").read_text() == before
+
+    monkeypatch.setattr(train_pipeline, "build_data", build_data)
+    assert main(["train", "--resume", str(out), "--opt.n_epochs", "2", "--model.fno_block_precision", "mixed"]) == 0
+    assert [h["precision"] for h in json.loads((out / "results.json").read_text())["history"]] == ["full", "mixed"]
+
+
+def test_a_resume_given_a_relative_folder_records_absolute_paths(nano_root, tmp_path, monkeypatch):
+    _nano_run(nano_root, tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--resume", "run", "--opt.n_epochs", "2"]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["output_dir"] == str(tmp_path / "run")
+    assert results["files"] and all(Path(f).is_absolute() for f in results["files"].values())
+
+
+def test_eval_refuses_model_overrides_and_bad_paths_before_evaluating(nano_root, tmp_path, capsys, monkeypatch):
+    """`eval` names --model.* / --model given to it (the model comes from the checkpoint), a --json whose folder
+    is missing and a data root blocked by a file, in one line, before anything is evaluated."""
+    from neuralop_mp import evaluate
+
+    out = tmp_path / "run"
+    _nano_run(nano_root, out, "--model.fno_block_precision", "mixed")  # recorded model keys still apply
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    capsys.readouterr()
+    for args, expected in [
+        (["--model.n_modes", "[2,2]", "--model.fno_block_precision", "half"],
+         "--model.n_modes, --model.fno_block_precision cannot be given to eval"),
+        (["--model=TFNOConfig"], "--model cannot be given to eval"),
+        (["--json", str(tmp_path / "missing" / "x.json")], f"Folder of --json '{tmp_path / 'missing'}' is not writable"),
+    ]:
+        monkeypatch.setattr(evaluate, "evaluate_with_config", lambda *a, **k: pytest.fail("evaluated"))
+        assert main(["eval", str(out), *args]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.count("\n") == 1 and expected in captured.err and not captured.out
+    monkeypatch.undo()
+    assert main(["eval", str(out), "--data.data_root", str(blocker), "--data.generate", "true"]) == 2
+    assert f"Data folder '{blocker}' is not writable (File exists)" in capsys.readouterr().err
+    assert main(["eval", str(out), "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["precision"]["mode"] == "mixed"
+
+
+def test_ctrl_c_names_the_last_saved_epoch_and_the_resume_command(nano_root, tmp_path):
+    """SIGINT to a real `neuralop-mp train`: one line with the checkpoint's last epoch and the exact
+    `--resume` command, exit 130; that command then finishes the run."""
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    process = subprocess.Popen([sys.executable, "-m", "neuralop_mp.cli", "train", "darcy", "--data.data_root",
+                                str(nano_root), "--output_dir", str(out), "--opt.n_epochs", "400", *NANO_RUN],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    manifest = out / "checkpoint" / "manifest.pt"
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline and not (
+            manifest.exists() and torch.load(manifest, weights_only=True)["epoch"] >= 1):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    saved = torch.load(manifest, weights_only=True)["epoch"]
+    assert 1 <= saved < 399
+    line = err.strip().splitlines()[-1]
+    assert "Traceback" not in err
+    assert line == (f"neuralop-mp train: interrupted; {out / 'checkpoint'} holds epoch {saved}, the last saved. "
+                    f"Continue with: neuralop-mp train --resume {out}")
+    assert main(["train", "--resume", str(out), "--opt.n_epochs", str(saved + 2)]) == 0
+    history = json.loads((out / "results.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(saved + 2))

@@ -11,6 +11,7 @@ function in :data:`HANDLERS`.
 """
 import difflib
 import os
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -44,7 +45,7 @@ def _error(message, command=None):
 def train_help(spec="darcy"):
     """``neuralop-mp train --help``: usage and every field of the config with its value."""
     from .configs import available_configs, config_keys, load_config
-    from .configs.zencfg_compat import category, is_config, subclass_choices
+    from .configs.zencfg_compat import is_config, section_class, subclass_choices
 
     config = load_config(spec, validate=False)
     lines = [
@@ -67,11 +68,13 @@ def train_help(spec="darcy"):
         f"Fields of {type(config).__name__} (current values):",
     ]
     for key in config_keys(config):
-        value = config
-        for part in key.split("."):
-            value = getattr(value, part)
-        if is_config(value):
-            choices = [c for c in subclass_choices(category(value)) if c != "ModelConfig"]
+        *path, name = key.split(".")
+        parent = config
+        for part in path:
+            parent = getattr(parent, part)
+        value = getattr(parent, name)
+        if is_config(value):  # the classes the field admits: a config may narrow model to TFNOConfig
+            choices = [c for c in subclass_choices(section_class(parent, name)) if c != "ModelConfig"]
             lines.append(f"  --{key} {{{', '.join(choices)}}}  (current: {type(value).__name__})")
         else:
             lines.append(f"  --{key} {value!r}")
@@ -321,11 +324,16 @@ def train_command(argv):
             for flag, key in (("--threads", "threads"), ("--cpu-allocator", "cpu_allocator")):
                 if flag not in flags and recorded_flags.get(key) is not None:
                     flags[flag] = str(recorded_flags[key])
-            overrides = [*recorded["overrides"], *overrides, "--output_dir", str(resume)]
+            given = overrides
+            # absolute, as command.json records it: results.json names the run's files from any folder
+            overrides = [*recorded["overrides"], *overrides, "--output_dir", os.path.abspath(os.path.expanduser(resume))]
         spec = spec or "darcy"
         def build(source):  # the overrides parsed once: for the config, and for command.json below
             parsed = parse_overrides(overrides)
-            return load_config(source, parsed), parsed
+            config = load_config(source, parsed)
+            if resume is not None:  # before any data or model: the checkpoint holds the saved architecture
+                _check_resume_model(resume, config, load_config(source, recorded["overrides"]), given)
+            return config, parsed
 
         config, parsed = _load_checked(build, overrides, spec, TRAIN_FLAGS)
         threads = _resolve_threads(flags.get("--threads"))
@@ -340,15 +348,90 @@ def train_command(argv):
     from .train_report import format_summary
     from .training.checkpointing import CheckpointError
 
+    from .train_pipeline import default_output_dir
+
+    # the run folder, known here for the message of an interrupted run
+    out = Path(config.output_dir or default_output_dir(config))
     try:
-        result = run_training(config, progress=True, resume=resume is not None, save_best=save_best,
-                              threads=threads, command=command, cpu_allocator=cpu_allocator,
+        result = run_training(config, progress=True, output_dir=out, resume=resume is not None,
+                              save_best=save_best, threads=threads, command=command, cpu_allocator=cpu_allocator,
                               command_flags={"threads": flags.get("--threads"), "cpu_allocator": cpu_allocator})
     except (RunSetupError, CheckpointError) as error:  # a CheckpointError names the file (--resume's)
         return _error(str(error), "train")
+    except KeyboardInterrupt:  # Ctrl-C: what is kept and how to go on, not the traceback of where it stopped
+        print(file=sys.stderr)
+        print(_interrupted_message(out), file=sys.stderr)
+        return 130
     print()
     print(format_summary(result))
     return 0
+
+
+# model keys that are no part of the architecture: the precision and activation recompute of the
+# same weights, which a resume may change (docs/configs.md, --resume)
+def _non_architecture_keys():
+    from .precision_policy import PrecisionPolicy
+
+    return {*PrecisionPolicy.keys(), "recompute", "recompute_chunk_points"}
+
+
+def _check_resume_model(resume, config, saved, given):
+    """Refuse a resume whose ``--model CLASS`` or ``--model.*`` overrides (of ``given``, the
+    ones given now) change the architecture of the run's recorded config ``saved``: the
+    checkpoint holds that architecture's weights, and would fail to load, after the data,
+    listing the tensors instead of the override at fault. Precision and recompute keys may
+    change (:func:`_non_architecture_keys`).
+
+    Raises
+    ------
+    ValueError
+        Naming each key with the value given and the value saved.
+    """
+    from .configs import config_keys, parse_overrides
+
+    keys = parse_overrides(given, lenient=True)
+    changed = {}
+    if "model" in keys and type(config.model) is not type(saved.model):
+        changed["model"] = (type(config.model).__name__, type(saved.model).__name__)
+    free = _non_architecture_keys()
+    # a section class given again starts from its defaults: every key may differ from the run's
+    compared = config_keys(config) if "model" in keys else keys
+    for key in compared:
+        section, _, name = key.partition(".")
+        if section != "model" or not name or name in free:
+            continue
+        new, old = getattr(config.model, name, None), getattr(saved.model, name, None)
+        if new != old:
+            changed[key] = (new, old)
+    if changed:
+        listed = "; ".join(f"{key}={new!r} given, {old!r} saved" for key, (new, old) in changed.items())
+        raise ValueError(
+            f"Cannot resume {resume} with another model than it was saved with ({listed}): the checkpoint holds "
+            "the saved model's weights. Resume without these overrides (the precision keys may change), "
+            "or start a new run.")
+
+
+def _interrupted_message(out):
+    """One line for a run stopped by Ctrl-C: the last epoch its checkpoint holds (read from the
+    checkpoint's manifest alone) and the command that continues it, or that none was saved."""
+    import warnings
+
+    from .run_folder import CHECKPOINT_DIR
+    from .training.checkpointing import MANIFEST_FILE, CheckpointError, load_weights_only, resolve_checkpoint_dir
+
+    out = Path(out).absolute()
+    epoch = None
+    try:
+        with warnings.catch_warnings():  # a checkpoint.old left by a crash is resumed with its own warning
+            warnings.simplefilter("ignore")
+            checkpoint = resolve_checkpoint_dir(out / CHECKPOINT_DIR)
+        epoch = load_weights_only(checkpoint / MANIFEST_FILE).get("epoch")
+    except (CheckpointError, OSError, AttributeError, RuntimeError, ValueError):  # nothing (readable) saved
+        pass
+    if epoch is None:
+        return f"{PROG} train: interrupted before any epoch was saved in {out}: nothing to resume; run the command again."
+    return (f"{PROG} train: interrupted; {out / CHECKPOINT_DIR} holds epoch {epoch}, the last saved. "
+            f"Continue with: {PROG} train --resume {shlex.quote(str(out))}")
 
 
 def eval_help():
@@ -364,9 +447,32 @@ def eval_help():
         "  --config CONFIG   take data and settings from this config instead of the run's own",
         "                    (default for a checkpoint without a run folder: darcy)",
         "  --threads N|auto  torch CPU threads (default: the run's, else auto)",
-        "  --json FILE       also write the result as JSON",
-        "  --key value       any config override, e.g. --data.data_root DIR --device cpu",
+        "  --json FILE       also write the result as JSON (its folder must exist)",
+        "  --key value       a config override of the data and evaluation settings, e.g.",
+        "                    --data.data_root DIR --device cpu; not --model.* nor --model CLASS: the model",
+        "                    and its settings come from the checkpoint (--precision chooses the precision)",
     ])
+
+
+def _refuse_model_overrides(overrides):
+    """``eval``'s ``--model.*`` / ``--model CLASS`` overrides are refused, naming them: the model is
+    rebuilt from the checkpoint, so they would change nothing while the command looked as if
+    they had (the run's own recorded model keys still build the config, silently)."""
+    given = [arg.partition("=")[0] for arg in overrides
+             if arg.partition("=")[0] == "--model" or arg.startswith("--model.")]
+    if given:
+        raise ValueError(f"{', '.join(dict.fromkeys(given))} cannot be given to eval: the model and its settings "
+                         "come from the checkpoint; --precision {full,mixed,half} chooses the precision.")
+
+
+def _check_json_file(file):
+    """``--json FILE``: its folder exists and can be written into, checked before evaluating."""
+    from .run_setup import RunSetupError, check_writable
+
+    path = Path(file)
+    if path.is_dir():
+        raise RunSetupError(f"--json {file!r} is a folder; give a file name, e.g. {str(path / 'eval.json')!r}.")
+    check_writable(path.parent, "--json", what="Folder of --json", create=False)
 
 
 def eval_command(argv):
@@ -386,6 +492,9 @@ def eval_command(argv):
     spec = None  # the config loaded, once known: a config error raised in the user's file names its line
     try:
         flags, overrides = _pop_flags(args, EVAL_FLAGS)
+        _refuse_model_overrides(overrides)
+        if flags.get("--json"):
+            _check_json_file(flags["--json"])
         spec = flags.get("--config")
         folder, _ = find_checkpoint(path)
         # the run's own overrides come first, section selections included; command.json is read

@@ -99,20 +99,36 @@ def parse_threads(value):
     return threads
 
 
-def check_writable(folder):
-    """Create ``folder`` if needed and prove a file can be written in it.
+def check_writable(folder, option="--output_dir", *, what="Output folder", create=True):
+    """Create ``folder`` if needed (``create``) and prove a file can be written in it.
+
+    The one check of every folder a command writes into (a run's ``--output_dir``, a data
+    root, ``bench --out``, the folder of ``eval --json``), made before any work: a file in
+    the way or a missing permission otherwise fails only when the results are saved.
+
+    Parameters
+    ----------
+    folder : str or Path
+    option : str
+        What the user changes to choose another folder, for the message.
+    what : str
+        What the folder is, for the message.
+    create : bool
+        Create ``folder`` and its parents if missing; with False a missing folder fails.
 
     Raises
     ------
     RunSetupError
-        Naming the folder and the reason (permission, a file in the way, read-only disk).
+        Naming the folder and the reason (permission, a file in the way, read-only disk,
+        a missing folder).
     """
     folder = Path(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_check_"):
             pass
     except OSError as error:
-        raise RunSetupError(f"Output folder {str(folder)!r} is not writable ({error.strerror or error}); "
-                            "choose another with --output_dir.") from None
+        raise RunSetupError(f"{what} {str(folder)!r} is not writable ({error.strerror or error}); "
+                            f"choose another with {option}.") from None
     return folder

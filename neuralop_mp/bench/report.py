@@ -9,6 +9,7 @@ user measuring their own machine never edits the docs by accident. Hand-written
 reading notes inside a section, between ``<!-- NOTES -->`` and ``<!-- END NOTES -->``,
 survive the rewrite: they are put back right under the new section's title.
 """
+import argparse
 import datetime
 import json
 import math
@@ -21,6 +22,7 @@ import torch
 
 from ..cpu_allocator import describe_cpu_allocator
 from ..layers.complex_half import native_half_matmul
+from ..run_setup import RunSetupError, check_writable
 
 DEFAULT_DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 
@@ -124,9 +126,19 @@ def markdown_table(rows, columns):
     return "\n".join(lines)
 
 
+def _writable_out(text):
+    """``--out DIR``, checked while the arguments are parsed: a folder that cannot be
+    written fails before the benchmark runs, not after it, with its results."""
+    try:
+        check_writable(text, "--out")
+    except RunSetupError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def add_output_arguments(parser):
     """``--out DIR`` and ``--update-docs``, shared by every benchmark."""
-    parser.add_argument("--out", default=None, metavar="DIR",
+    parser.add_argument("--out", default=None, metavar="DIR", type=_writable_out,
                         help="folder for the markdown and JSON results (default: ./runs/bench-NAME-TIMESTAMP)")
     parser.add_argument("--update-docs", action="store_true",
                         help="also rewrite this benchmark's section of docs/benchmarks.md")

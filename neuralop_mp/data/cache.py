@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..run_setup import check_writable
 from .file_checks import DataFileError, ForeignDataFileChecksumError, read_data_file, unreadable_file_warning
 
 # Bump when the numerics of a generator change, so stale caches are regenerated.
@@ -61,15 +62,34 @@ def settings_match(meta, settings, n_samples):
     return recorded == settings and meta.get("n_samples", -1) >= n_samples
 
 
+# what a user changes to write the data elsewhere, for the message of an unwritable data root
+DATA_ROOT_OPTIONS = "--data.data_root (`neuralop-mp data`: --root)"
+
+
 def needs_generation(path, settings, n_samples, overwrite):
     """Decide whether ``path`` must be (re)generated for ``settings`` and ``n_samples``.
+
+    When it must, its folder is checked first (created if missing, a file written in it):
+    a file in the way or a missing permission fails here, before the samples are
+    computed, not when they are saved.
 
     Raises
     ------
     FileExistsError
         If the file exists, was not written by this package and ``overwrite`` is False.
+    RunSetupError
+        If the file must be written and its folder cannot be written into (a ValueError,
+        naming the folder and why).
     """
     path = Path(path)
+    if _stale(path, settings, n_samples, overwrite):
+        check_writable(path.parent, DATA_ROOT_OPTIONS, what="Data folder")
+        return True
+    return False
+
+
+def _stale(path, settings, n_samples, overwrite):
+    """:func:`needs_generation` without the folder check."""
     if overwrite or not path.exists():
         return True
     try:

@@ -32,6 +32,16 @@ def _positive_int(text):
     return value
 
 
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: integers >= 0")
+    return value
+
+
 def _positive_float(text):
     try:
         value = float(text)
@@ -51,7 +61,7 @@ def build_parser(prog="neuralop-mp data"):
                         help="stored resolutions (darcy: any >= 4; navier_stokes: powers of 2; burgers: >= 8)")
     parser.add_argument("--n-train", type=_positive_int, default=None, help="training samples per resolution")
     parser.add_argument("--n-test", type=_positive_int, default=None, help="test samples per resolution")
-    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="base seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate even if matching files exist")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     physics = parser.add_argument_group("navier_stokes and burgers")

@@ -276,15 +276,18 @@ def test_options_of_a_selected_section_class_are_known_to_train_and_eval(monkeyp
     from neuralop_mp.run_folder import write_command
 
     (tmp_path / "model_state_dict.pt").write_bytes(b"")
-    write_command(tmp_path, "darcy", ["--model", "UNOConfig"])
+    write_command(tmp_path, "darcy", ["--model", "UNOConfig", "--model.uno_out_channels", "[16,32,32,16]"])
 
     def fake_evaluation(path, source, config, **kwargs):  # the overrides are applied in config
         raise ValueError(f"evaluated {type(config.model).__name__} with {config.model.uno_out_channels}")
 
     monkeypatch.setattr(evaluate, "evaluate_with_config", fake_evaluation)
-    assert cli.main(["eval", str(tmp_path), "--threads", "1", "--model.uno_out_channels", "[16,32,32,16]"]) == 2
+    # the run's recorded model keys apply (the model comes from the checkpoint: eval refuses --model.* given to it)
+    assert cli.main(["eval", str(tmp_path), "--threads", "1"]) == 2
     err = capsys.readouterr().err
     assert "Unknown option" not in err and "evaluated UNOConfig with [16, 32, 32, 16]" in err, err
+    assert cli.main(["eval", str(tmp_path), "--threads", "1", "--model.uno_out_channels", "[16]"]) == 2
+    assert "--model.uno_out_channels cannot be given to eval" in capsys.readouterr().err
 
 
 def test_command_json_gets_absolute_paths_for_a_config_file_and_data_root(monkeypatch, tmp_path):
@@ -361,22 +364,22 @@ def test_eval_builds_its_config_once_and_evaluates_with_it(monkeypatch, tmp_path
 
     built = write_counted_config(tmp_path)
     (tmp_path / "model_state_dict.pt").write_bytes(b"")
-    write_command(tmp_path, f"{tmp_path}/counted.py:Counted", ["--model", "UNOConfig"])
+    write_command(tmp_path, f"{tmp_path}/counted.py:Counted", ["--model", "UNOConfig", "--model.uno_out_channels",
+                                                                      "[16,32,32,16]"])
     loads, load_config = [], configs.load_config
     monkeypatch.setattr(configs, "load_config",
                         lambda *args, **kwargs: loads.append(args) or load_config(*args, **kwargs))
     given = {}
     monkeypatch.setattr(evaluate, "evaluate_with_config", lambda path, source, config, **kwargs: given.update(
         config=config) or (_ for _ in ()).throw(ValueError("stop")))
-    assert cli.main(["eval", str(tmp_path), "--threads", "1", "--model.uno_out_channels", "[16]", "--res", "16",
-                     "32"]) == 2
+    assert cli.main(["eval", str(tmp_path), "--threads", "1", "--res", "16", "32"]) == 2
     assert "neuralop-mp eval: error: stop" in capsys.readouterr().err  # the options were all known
     assert built.read_text() == "built\n" and len(loads) == 1
     config = given["config"]
-    assert type(config).__name__ == "Counted" and config.model.uno_out_channels == [16]
+    assert type(config).__name__ == "Counted" and config.model.uno_out_channels == [16, 32, 32, 16]
     assert config.data.test_resolutions == [16, 32] and len(config.data.n_tests) == 2
-    assert cli.main(["eval", str(tmp_path), "--threads", "1", "--model.uno_out_channel", "[16]"]) == 2
-    assert "Did you mean: --model.uno_out_channels" in capsys.readouterr().err
+    assert cli.main(["eval", str(tmp_path), "--threads", "1", "--data.n_test", "[16]"]) == 2
+    assert "Did you mean: --data.n_tests" in capsys.readouterr().err
 
 
 def test_lenient_overrides_read_what_a_bad_command_line_holds():
@@ -422,10 +425,12 @@ def test_odd_command_lines_an_option_last_and_negative_values(monkeypatch, capsy
     assert "Invalid opt.n_epochs=-1; it must be > 0." in capsys.readouterr().err
     assert cli.main(["train", "darcy", "--opt.weight_decay", "-1e-4"]) == 2
     assert "Invalid opt.weight_decay=-0.0001" in capsys.readouterr().err
+    assert cli.main(["train", "darcy", "--data.seed", "-7"]) == 2  # numpy's generators take no negative seed
+    assert "Invalid data.seed=-7; it must be >= 0." in capsys.readouterr().err
     assert not seen
-    assert cli.main(["train", "darcy", "--seed", "-1", "--data.seed", "-7", "--name=--x"]) == 0
+    assert cli.main(["train", "darcy", "--seed", "-1", "--data.seed", "7", "--name=--x"]) == 0
     config = seen["config"]
-    assert (config.seed, config.data.seed, config.name) == (-1, -7, "--x")
+    assert (config.seed, config.data.seed, config.name) == (-1, 7, "--x")
 
 
 def test_eval_refuses_a_config_class_missing_from_its_file_as_train_does(monkeypatch, tmp_path, capsys):

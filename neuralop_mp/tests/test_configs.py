@@ -430,6 +430,9 @@ def test_a_section_narrowed_by_a_config_file_takes_only_subclasses_of_its_annota
     config = load_config(f"{path}:Small", validate=False)
     assert subclass_choices(section_class(config, "model")) == ["TFNOConfig", "NarrowTFNO"]
     assert section_class(DarcyConfig(), "model") is ModelConfig
+    from neuralop_mp.cli import train_help
+
+    assert "  --model {TFNOConfig, NarrowTFNO}  (current: TFNOConfig)" in train_help(f"{path}:Small").splitlines()
 
 
 BAD_DEFAULTS = [

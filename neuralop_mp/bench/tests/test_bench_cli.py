@@ -375,3 +375,18 @@ def test_spectral_share_subtracts_the_floor_of_the_same_size():
                        row("upstream other", 1.6)])
     assert rows[3]["spectral / up."] == pytest.approx(0.375) and rows[2]["spectral / up."] == 0.0
     assert rows[4]["spectral / up."] == pytest.approx(0.5)
+
+
+def test_an_unwritable_out_fails_before_the_benchmark_runs(tmp_path, capsys, monkeypatch):
+    """--out FILE is refused while the arguments are parsed, naming it: the benchmark never runs."""
+    from neuralop_mp.bench import spectral
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    monkeypatch.setattr(spectral, "write_results", lambda *a, **k: pytest.fail("ran before --out was checked"))
+    for out in (blocker, blocker / "sub"):
+        with pytest.raises(SystemExit) as exit_:  # argparse's exit, as for any bad argument
+            cli.main(["bench", "spectral", "--quick", "--out", str(out)])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument --out: Output folder '{out}' is not writable" in err and "Traceback" not in err

@@ -35,6 +35,7 @@ def test_physics_flags_reach_the_generator(tmp_path):
         (["heat"], ["'heat'", "darcy", "navier_stokes", "burgers"]),
         (["navier_stokes", "--res", "24"], ["resolution=24", "powers of 2"]),
         (["darcy", "--n-time", "5"], ["--n-time", "'darcy'"]),
+        (["darcy", "--seed", "-1"], ["--seed", "'-1'", "integers >= 0"]),
     ],
 )
 def test_bad_values_exit_2_with_a_message_naming_them(tmp_path, capsys, argv, expected):
@@ -48,3 +49,17 @@ def test_bad_values_exit_2_with_a_message_naming_them(tmp_path, capsys, argv, ex
 def test_help_exits_0(capsys):
     assert main(["--help"]) == 0
     assert "navier_stokes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_root_blocked_by_a_file_fails_before_generating_naming_it(tmp_path, capsys, monkeypatch, below):
+    """--root FILE (or FILE/sub): one line naming the folder and why, before any sample is computed."""
+    from neuralop_mp.data import darcy
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    monkeypatch.setattr(darcy, "permeability", lambda *a: pytest.fail("generated before the root was checked"))
+    root = blocker / below if below else blocker
+    assert main(["darcy", "--root", str(root), "--res", "8", "--n-train", "2", "--n-test", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"Data folder '{root}' is not writable" in err and "--root" in err
