@@ -22,24 +22,21 @@ DEFAULTS = {
 }
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: positive integers")
-    return value
+def _int_at_least(low, allowed):
+    """An argparse type: an integer >= ``low``, else an error naming the value and ``allowed``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: {allowed}")
+        return value
+    return parse
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < 0:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: integers >= 0")
-    return value
+_positive_int = _int_at_least(1, "positive integers")
+_non_negative_int = _int_at_least(0, "integers >= 0")
 
 
 def _positive_float(text):
