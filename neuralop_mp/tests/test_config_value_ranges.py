@@ -12,7 +12,7 @@ pytestmark = pytest.mark.reliability
     (["--model.n_modes", "[4,-4]"], r"Invalid model.n_modes=\[4, -4\]"),
     (["--model.n_layers", "0"], r"Invalid model.n_layers=0; allowed values: integers >= 1"),
     (["--model.hidden_channels", "0"], r"Invalid model.hidden_channels=0"),
-    (["--model.domain_padding", "-0.5"], r"Invalid model.domain_padding=-0.5; allowed values: None or fractions >= 0"),
+    (["--model.domain_padding", "-0.5"], r"Invalid model.domain_padding=-0.5; allowed values: None or finite fractions >= 0"),
     (["--model.rank", "0"], r"Invalid model.rank=0"),
     (["--opt.gamma", "-1", "--opt.step_size", "1"], r"Invalid opt.gamma=-1.0 with StepLR; allowed values: 0 < gamma <= 1"),
     (["--opt.gamma", "0"], r"Invalid opt.gamma=0.0 with StepLR"),
@@ -49,7 +49,7 @@ def test_gamma_is_only_checked_for_steplr():
      r"Invalid opt.scheduler_patience=-1; allowed values: integers >= 0"),
     (["--model.channel_mlp_dropout", "1.5"], r"Invalid model.channel_mlp_dropout=1.5; allowed values: 0 <= p < 1"),
     (["--model", "UNOConfig", "--model.channel_mlp_dropout", "-0.1"], r"Invalid model.channel_mlp_dropout=-0.1"),
-    (["--patching.levels", "1", "--patching.padding", "-1"], r"Invalid patching.padding=-1.0; allowed values: fractions >= 0"),
+    (["--patching.levels", "1", "--patching.padding", "-1"], r"Invalid patching.padding=-1.0; allowed values: finite fractions >= 0"),
     # zencfg reads true/false into a number field as 1/0
     (["--opt.n_epochs", "true"], r"Invalid opt.n_epochs='true'; allowed values: integers"),
     (["--seed", "False"], r"Invalid seed='False'; allowed values: integers"),
