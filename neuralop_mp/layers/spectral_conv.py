@@ -40,6 +40,7 @@ from .product_paths import MODE_BATCHED, REBUILT, choose_product_path
 from .rebuilt_weight import rebuild_dense_weight
 from .stabilizer import tanh_stabilizer
 from .truncated_fft import (
+    FFT_NORMS,
     LastAxisChoice,
     forward_norm_exponent,
     rfft_scale,
@@ -192,6 +193,8 @@ class MixedPrecisionSpectralConv(SpectralConv):
         policy = PrecisionPolicy(fno_block_precision=fno_block_precision, half_dtype=half_dtype,
                                  stabilizer=stabilizer, spectral_weight_dtype=spectral_weight_dtype)
         check_choice("implementation", implementation, ("reconstructed", "factorized"))
+        # torch.fft's norms (None is "backward"): another fails only at the first forward, in torch
+        check_choice("fft_norm", fft_norm, FFT_NORMS)
         _check_forwardable(super().__init__, kwargs)
         check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable, complex_data,
                               max_n_modes=max_n_modes, fixed_rank_modes=fixed_rank_modes)

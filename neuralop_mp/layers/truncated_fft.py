@@ -132,6 +132,8 @@ LAST_AXIS_TRANSFORMS = ("auto", "fft", "matmul")
 _NORM_SCALES = {"backward": (lambda n: 1.0, float, lambda b: b), None: (lambda n: 1.0, float, lambda b: b),
                 "forward": (lambda n: 1.0 / n, lambda n: 1.0, lambda b: 0),
                 "ortho": (lambda n: n ** -0.5, math.sqrt, lambda b: (b + 1) // 2)}
+#: the ``fft_norm`` values of the spectral layer (torch.fft's; None is "backward")
+FFT_NORMS = ("forward", "backward", "ortho", None)
 _setting = {"transform": "auto"}
 # (map, timed rows, length, kept, norm, dtype, device, threads) -> (matmul seconds, FFT seconds)
 _timings = {}

@@ -47,6 +47,16 @@ def test_bad_precision_argument_names_value_and_allowed_values(key, value, allow
         MixedPrecisionSpectralConv(3, 3, (4, 4), **{key: value})
 
 
+def test_an_unknown_fft_norm_is_refused_when_the_layer_is_built():
+    """torch.fft refused it only at the first forward call, in its own words."""
+    with pytest.raises(ValueError, match=r"Invalid fft_norm='unitary'; allowed values: 'forward', 'backward', "
+                                         r"'ortho', None\."):
+        MixedPrecisionSpectralConv(3, 3, (4, 4), fft_norm="unitary")
+    for norm in ("forward", "backward", "ortho", None):  # torch.fft's, each runs
+        layer = MixedPrecisionSpectralConv(3, 3, (4, 4), fft_norm=norm)
+        assert layer(torch.randn(1, 3, 8, 8)).shape == (1, 3, 8, 8)
+
+
 def test_precision_arguments_become_the_layers_policy():
     layer = MixedPrecisionSpectralConv(3, 3, (4, 4), fno_block_precision="half", half_dtype=torch.float16,
                                        stabilizer="null", spectral_weight_dtype="chalf")
