@@ -83,6 +83,9 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         policy = PrecisionPolicy.coerce(precision_policy)
         model_cfg = {key: value for key, value in model_cfg.items() if key not in PrecisionPolicy.keys()}
 
+    if "data_channels" not in model_cfg:  # upstream's name for the model's input channels (in_channels)
+        raise ValueError("config.model needs data_channels: the input's channel count, an integer >= 1 "
+                         "(the model's in_channels, times patching.levels + 1 with patching).")
     data_channels = model_cfg.pop("data_channels")
     patching_levels = read_key(read_key(config, "patching"), "levels", 0) or 0
     if patching_levels:

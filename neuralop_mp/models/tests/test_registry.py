@@ -116,6 +116,14 @@ def test_bad_arch_names_value_and_allowed():
         neuralop_mp.get_model(config_for("fno", model_arch="fnoo"))
 
 
+@pytest.mark.parametrize("arch", sorted(SMALL))
+def test_a_model_section_without_data_channels_names_the_key(arch):
+    """It was a bare KeyError: 'data_channels'."""
+    model = {k: v for k, v in SMALL[arch].items() if k != "data_channels"}
+    with pytest.raises(ValueError, match=r"config.model needs data_channels: the input's channel count"):
+        neuralop_mp.get_model(Bunch({"model": model}))
+
+
 def test_unknown_model_key_is_an_error_not_ignored():
     with pytest.raises(ValueError, match=r"n_mode.*FNO does not accept"):
         neuralop_mp.get_model(config_for("fno", n_mode=[4, 4]))
