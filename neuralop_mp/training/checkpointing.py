@@ -141,7 +141,10 @@ def save_training_files(save_dir, save_name, model, optimizer=None, scheduler=No
     objects = {"model": (f"{save_name}{STATE_DICT_SUFFIX}", plain_state_dict(model))}
     for name, obj in zip(_STATE_FILES, (optimizer, scheduler, regularizer)):
         if obj is not None:
-            objects[name] = (f"{name}.pt", obj.state_dict())
+            # a module holding an upstream model (a regularizer of its weights) carries its pickled
+            # _metadata too, which a weights-only load refuses
+            objects[name] = (f"{name}.pt", plain_state_dict(obj) if isinstance(obj, torch.nn.Module)
+                             else obj.state_dict())
     if precision_state is not None:
         objects["precision_state"] = (PRECISION_STATE_FILE,
                                       {"format_version": FORMAT_VERSION, **precision_state})

@@ -355,7 +355,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         finite = bool(torch.isfinite(loss.detach()).all())
         self._batch = dict(idx=idx, finite=finite, loss=float(loss.detach()) if finite else math.nan,
                            samples=self.n_samples - samples_before,
-                           lasso=float(self.regularizer.loss) if self.regularizer and finite else 0.0)
+                           lasso=float(torch.as_tensor(self.regularizer.loss).detach())  # a tensor with grad
+                           if self.regularizer and finite else 0.0)
         if not finite:
             self.scaler.skip_step()  # backward through inf/NaN would only make NaN gradients
             if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):

@@ -281,6 +281,37 @@ def test_a_state_of_another_regularizer_class_is_refused(tmp_path):
     assert same.weight.item() == pytest.approx(0.5)
 
 
+class _WeightPenalty(torch.nn.Module):
+    """A regularizer holding the model (an L1 penalty of its real weights): its state dict then
+    carries upstream's pickled ``_metadata`` of the model, as the model's own does."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.loss = 0.0
+
+    def reset(self):
+        self.loss = 1e-3 * sum(p.abs().sum() for p in self.model.parameters() if not p.is_complex())
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # its loss, a tensor with grad, is recorded without a warning
+def test_a_regularizer_holding_the_model_saves_a_weights_only_state_that_resumes(tmp_path):
+    """Its regularizer.pt held the model's pickled constructor record: every checkpoint of the run
+    was refused at resume (as holding pickled objects), though each was written without a word."""
+    model = tiny_fno()
+    train, test = tiny_data(n=8, batch_size=4)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=2)
+    trainer.train(train, test, *optimizer_and_scheduler(model), regularizer=_WeightPenalty(model),
+                  training_loss=loss(), save_every=1, save_dir=tmp_path)
+    state = torch.load(tmp_path / "regularizer.pt", weights_only=True)
+    assert "_metadata" not in state and any(key.startswith("model.") for key in state)
+    resumed_model = tiny_fno(seed=1)
+    resumed = MixedPrecisionTrainer(model=resumed_model, n_epochs=3)
+    resumed.train(train, test, *optimizer_and_scheduler(resumed_model), regularizer=_WeightPenalty(resumed_model),
+                  training_loss=loss(), resume_from_dir=tmp_path)
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
+
+
 def test_without_recorded_classes_a_resume_compares_the_schedulers_settings(ckpt):
     """An older or upstream's checkpoint: the scheduler's settings decide (StepLR into a cosine schedule)."""
     _forget_recorded_classes(ckpt)
