@@ -618,7 +618,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
               training_loss=None, eval_losses=None, eval_modes=None, save_every=None, save_best=None,
               save_dir="./ckpt", resume_from_dir=None, max_autoregressive_steps=None):
         """Upstream's ``Trainer.train`` (same arguments and return value). A resumed run
-        continues at the epoch after the checkpoint, in that epoch's phase.
+        continues at the epoch after the checkpoint, in that epoch's phase; a call without
+        ``resume_from_dir`` is a new run, with a new :attr:`history`.
 
         Raises
         ------
@@ -630,7 +631,10 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             _check_save_best(save_best, test_loaders, eval_losses)
         if save_every is not None or save_best is not None:
             checkpointing.check_save_dir(save_dir)  # fail now, not after the first epoch
-        if resume_from_dir is not None:
+        if resume_from_dir is None:
+            # a new run, as upstream's each call is: its best epoch (save_best) and its history are its own
+            self.history = []
+        else:
             # resume here rather than inside upstream's train(), so a finished run is detected
             self.optimizer, self.scheduler, self.regularizer = optimizer, scheduler, regularizer or None
             self.save_best = save_best

@@ -422,3 +422,22 @@ def test_out_of_memory_while_loading_is_not_blamed_on_the_files(tmp_path):
         load_torch_files(out_of_memory, path)
     with pytest.raises(CheckpointError, match=r"weights\.pt cannot be loaded \(RuntimeError: PytorchStreamReader"):
         load_torch_files(damaged, path)
+
+
+def test_a_second_train_call_is_a_new_run_whose_best_epoch_is_its_own(tmp_path):
+    """Its first epoch was compared with the earlier call's epochs too: a worse restart wrote no best
+    checkpoint at all (upstream's each call starts from inf), and the history held both calls."""
+    model = tiny_fno()
+    train, test = tiny_data(n=8, batch_size=4)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=2)
+    trainer.train(train, test, *optimizer_and_scheduler(model, lr=1e-2), training_loss=loss(),
+                  eval_losses={"l2": loss()}, save_best="8_l2", save_dir=tmp_path / "first")
+    first_best = min(h["8_l2"] for h in trainer.history)
+    with torch.no_grad():  # a worse start than the first run's best
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    trainer.train(train, test, *optimizer_and_scheduler(model, lr=1e-2), training_loss=loss(),
+                  eval_losses={"l2": loss()}, save_best="8_l2", save_dir=tmp_path / "second")
+    assert [h["epoch"] for h in trainer.history] == [0, 1]
+    assert min(h["8_l2"] for h in trainer.history) > first_best
+    assert (tmp_path / "second" / "best_model_state_dict.pt").is_file()
