@@ -26,6 +26,8 @@ References
 .. [1] Tu, R. et al. (2024). "Guaranteed Approximation Bounds for Mixed-Precision
        Neural Operators". ICLR 2024, arXiv:2307.15034.
 """
+import dis
+import functools
 import inspect
 import math
 import os
@@ -66,22 +68,40 @@ def _as_float32(out):
 
 
 def _accepted(fn, sample):
-    """The entries of ``sample`` that ``fn`` names as parameters (all of them when it names
-    none and takes ``**kwargs``).
+    """The entries of ``sample`` to pass to ``fn`` where upstream's Trainer passes them all
+    (``model(**sample)``, ``loss(out, **sample)``).
 
-    Upstream's Trainer calls ``model(**sample)`` and ``loss(out, **sample)``; its models
-    and losses take ``**kwargs`` but warn about every key they do not use ("FNO.forward()
-    received unexpected keyword arguments: ['y']"), once per batch.
+    A callable taking ``**kwargs`` gets them all, as upstream gives them (a loss may read any
+    key: a user's weighted loss, upstream's ``PoissonEqnLoss``, which hands them on), unless
+    its code shows that it drops the keys it does not name: upstream's models and data
+    losses warn "FNO.forward() received unexpected keyword arguments: ['y']" and pass them
+    nowhere, so they get the keys they name (the same call, without that warning once per
+    batch). Any other callable gets the keys it names.
     """
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return sample
-    named = {k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    chosen = {k: v for k, v in sample.items() if k in named}
-    if not chosen and any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()) and not _drops_unnamed_keys(fn):
         return sample
-    return chosen
+    named = {k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in sample.items() if k in named}
+
+
+def _drops_unnamed_keys(fn):
+    """Whether ``fn`` (a function, bound method or callable object) warns of the keyword arguments
+    it does not name and hands none on (no ``f(**kwargs)`` call in its code)."""
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    if code is None:
+        code = getattr(getattr(type(fn), "__call__", None), "__code__", None)
+    return code is not None and _warns_and_forwards_nothing(code)
+
+
+@functools.lru_cache(maxsize=None)
+def _warns_and_forwards_nothing(code):
+    warns = any(isinstance(const, str) and "received unexpected keyword arguments" in const
+                for const in code.co_consts)  # upstream's warning text
+    return warns and not any(op.opname == "CALL_FUNCTION_EX" for op in dis.get_instructions(code))
 
 
 _ABSENT = object()

@@ -98,6 +98,56 @@ def test_constant_full_schedule_and_no_schedule_match_upstream_bit_for_bit():
         assert all(torch.equal(results[0][k], other[k]) for k in results[0] if torch.is_tensor(results[0][k]))
 
 
+class _WeightedLoss:
+    """A loss reading a sample key it does not name, through ``**kwargs`` (upstream passes them all)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, out, y, **kwargs):
+        self.seen.append(sorted(kwargs))
+        return (kwargs["weight"].view(-1, 1, 1, 1) * (out - y) ** 2).sum()
+
+
+class _WeightedSamples(torch.utils.data.Dataset):
+    def __init__(self, loader):
+        self.samples = [dict(s, weight=torch.tensor(1.0 + i % 3)) for i, s in enumerate(loader.dataset)]
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.samples[i]
+
+
+def test_a_loss_taking_kwargs_gets_every_sample_key_as_upstreams_trainer_gives_it():
+    """It got only the keys it named (a KeyError here; a loss reading ``kwargs.get`` with a default
+    trained on another objective without a word). Upstream's own models and losses, which warn of
+    and drop the keys they do not name, still get only those."""
+    train, test = tiny_data(n=8, batch_size=4)
+    data = _WeightedSamples(train)
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    tests = {"8": torch.utils.data.DataLoader(data, batch_size=4)}
+    runs = {}
+    for cls in (Trainer, MixedPrecisionTrainer):
+        model = tiny_fno(mixed_precision_layer=False)
+        weighted = _WeightedLoss()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # upstream's Trainer: its model warns of the keys it drops
+            cls(model=model, n_epochs=2, verbose=False).train(
+                loader, tests, *optimizer_and_scheduler(model), training_loss=weighted, eval_losses={"w": weighted})
+        runs[cls] = (snapshot(model, torch.optim.AdamW(model.parameters()))[0], weighted.seen)
+    (upstream_weights, upstream_seen), (our_weights, our_seen) = runs[Trainer], runs[MixedPrecisionTrainer]
+    assert our_seen == upstream_seen and our_seen[0] == ["weight", "x"]
+    assert_same(our_weights, upstream_weights)
+    # upstream's model and loss drop unnamed keys after a warning: they get the keys they name, no warning
+    model, lp = tiny_fno(), loss()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MixedPrecisionTrainer(model=model, n_epochs=1).train(loader, tests, *optimizer_and_scheduler(model),
+                                                              training_loss=lp, eval_losses={"l2": lp})
+
+
 def test_mixed_precision_flag_without_schedule_autocasts_with_a_scaler():
     model = tiny_fno(mixed_precision_layer=False)  # an upstream model: layers untouched
     train, test = tiny_data(n=8, batch_size=8)
