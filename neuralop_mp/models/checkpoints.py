@@ -19,7 +19,8 @@ from ..caller_frames import stacklevel_outside
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX
-from .mixed_precision_models import PLUGIN_MODEL_CLASSES, build_in_settings
+from .mixed_precision_models import (PLUGIN_MODEL_CLASSES, RECOMPUTE_DEFAULTS, build_in_settings, recompute_keys_taken,
+                                     set_recompute_settings)
 from .constructor_args import constructor_params, rebuilding_arguments
 
 _RECORD_ONLY = ("_name", "_version", "args")
@@ -125,17 +126,22 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
             raise ValueError(f"precision_policy needs one of the plugin's classes (or a subclass of one), not "
                              f"{model_class.__name__}.")
         settings = _policy_changes(precision_policy)
+    # the recompute the plugin's classes record: passed where the constructor takes it (a rebuild as
+    # from_checkpoint's), set on the built model otherwise (upstream's classes, a narrow subclass's)
+    taken = recompute_keys_taken(model_class)
+    recompute = {key: kwargs.pop(key) for key in RECOMPUTE_DEFAULTS if key in kwargs and key not in taken}
     # a subclass of the plugin's classes takes the record as they do (or fails as the narrow one it is)
     if saved_class is not None and issubclass(saved_class, plugin) and not issubclass(model_class, plugin):
         kwargs = _for_upstream_class(model_class, kwargs)
     try:
-        return build_in_settings(model_class, args, kwargs, settings) if settings else model_class(*args, **kwargs)
+        model = build_in_settings(model_class, args, kwargs, settings) if settings else model_class(*args, **kwargs)
     except TypeError as err:
         if model_class is saved_class:  # the saving class's own constructor: its error as it is
             raise
         saver = saved_class.__name__ if saved_class else repr(saved_name)
         raise TypeError(f"{model_class.__name__} cannot be built from the arguments that a checkpoint saved by "
                         f"{saver} records: {err}") from err
+    return set_recompute_settings(model, **recompute) if recompute else model
 
 
 def load_model(save_folder, save_name, model_class=None, *, precision_policy=None, map_location=None):
@@ -166,7 +172,11 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     Returns
     -------
     torch.nn.Module
-        The model, with the checkpoint's weights.
+        The model, with the checkpoint's weights, recomputing in backward what the saved
+        model did where its checkpoint records it (the plugin's classes do;
+        :func:`~neuralop_mp.models.recompute.set_recompute` on the built model where the class
+        built does not take it as a constructor argument). Upstream's classes record no
+        recompute: set it again on a model loaded from their checkpoints.
 
     Notes
     -----

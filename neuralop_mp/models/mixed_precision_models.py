@@ -8,7 +8,10 @@ take the plugin's model keys (the fields of :class:`~neuralop_mp.PrecisionPolicy
 ``autocast_scope``) as constructor arguments, build their spectral layers with them
 (and keep the layers outside autocast's scope in float32; on CPU their pointwise
 work runs in tiles of grid points, :mod:`~neuralop_mp.models.pointwise_tiles`), and write the
-model's current settings into the record whenever it is saved. They are registered
+model's current settings into the record whenever it is saved. What the model recomputes in
+backward (:func:`~neuralop_mp.models.recompute.set_recompute`) is recorded the same way: they take
+``recompute`` and ``recompute_chunk_points`` as constructor arguments too, and a save records the
+current ones where they are not the defaults. They are registered
 in upstream's registry under names of their own ("mixedprecisionfno",
 "mixedprecisiontfno", "mixedprecisionuno"); "fno", "tfno" stay upstream's classes.
 
@@ -36,9 +39,12 @@ from ..layers.precision_switch import apply_precision_policy, get_precision_poli
 from ..layers.soft_gating import adopt_half_safe_soft_gating
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
+from ..vocabulary import normalize_recompute_chunk_points
 from ..wrapped_module import unwrap
 from .constructor_args import constructor_params, positional_parameters, rebuilding_arguments
+from .pointwise_chunks import DEFAULT_CHUNK_POINTS
 from .pointwise_tiles import set_pointwise_tiles
+from .recompute import check_recompute_mode, recompute_chunk_points, recompute_mode, set_recompute
 from .uno_registration import UNO
 
 
@@ -55,10 +61,15 @@ def _layer_class(value, key):
     )
 
 
+#: the constructor arguments of the plugin's classes that set what the model recomputes in backward
+#: (set_recompute's mode and chunk_points; None: its default), and their defaults
+RECOMPUTE_DEFAULTS = {"recompute": "none", "recompute_chunk_points": None}
+
+
 def _signature_with_policy(upstream_signature, layer_kwarg, **default_overrides):
     """Upstream's constructor signature, the layer argument defaulting to our layer, and
     every policy key: upstream's own (``fno_block_precision``, ``stabilizer``) where they
-    are, the others keyword-only at the end."""
+    are, the others keyword-only at the end, then the recompute arguments (keyword-only)."""
     params = []
     for name, param in upstream_signature.parameters.items():
         if name == layer_kwarg:
@@ -71,6 +82,8 @@ def _signature_with_policy(upstream_signature, layer_kwarg, **default_overrides)
     present = {p.name for p in params}
     params += [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=default)
                for key, default in PrecisionPolicy.defaults().items() if key not in present]
+    params += [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=default)
+               for key, default in RECOMPUTE_DEFAULTS.items()]
     return upstream_signature.replace(parameters=params)
 
 
@@ -96,12 +109,30 @@ def _warn_once(model, kind, message, category):
 
 
 @functools.lru_cache(maxsize=None)  # per class: a save asks for it every time (state_dict)
-def _policy_keys_taken(cls):
-    """The precision policy's keys that ``cls``'s constructor takes by name: its own and, through
+def _keys_taken(cls, keys):
+    """Those of ``keys`` that ``cls``'s constructor takes by name: its own and, through
     ``**kwargs``, those of the constructors it passes them on to, up to the plugin's, which takes
-    them all (:func:`~neuralop_mp.models.constructor_args.constructor_params`)."""
+    the precision policy's and the recompute arguments
+    (:func:`~neuralop_mp.models.constructor_args.constructor_params`)."""
     params, takes_any = constructor_params(cls)
-    return frozenset(key for key in PrecisionPolicy.defaults() if takes_any or key in params)
+    return frozenset(key for key in keys if takes_any or key in params)
+
+
+def _policy_keys_taken(cls):
+    """The precision policy's keys that ``cls``'s constructor takes by name (:func:`_keys_taken`)."""
+    return _keys_taken(cls, tuple(PrecisionPolicy.defaults()))
+
+
+def recompute_keys_taken(cls):
+    """The recompute arguments (``RECOMPUTE_DEFAULTS``) that ``cls``'s constructor takes by name."""
+    return _keys_taken(cls, tuple(RECOMPUTE_DEFAULTS))
+
+
+def set_recompute_settings(model, recompute="none", recompute_chunk_points=None):
+    """:func:`~neuralop_mp.models.recompute.set_recompute` from the constructor arguments of that
+    name (a record's; ``recompute_chunk_points=None``: its default); returns ``model``."""
+    chunk = {} if recompute_chunk_points is None else {"chunk_points": recompute_chunk_points}
+    return set_recompute(model, recompute, **chunk)
 
 
 def _keeping_built_policy(init):
@@ -109,11 +140,13 @@ def _keeping_built_policy(init):
     settings it left the model in: what a record without the policy's keys rebuilds. After all
     of its code, which may switch the model; where constructors of this kind call one another,
     the outermost one's note, the last, stands. Layers left in different settings are noted as
-    ``None``: a record rebuilds them so, and no uniform setting is what it rebuilds."""
+    ``None``: a record rebuilds them so, and no uniform setting is what it rebuilds. The recompute
+    it left is noted too (``_record_current_recompute``)."""
 
     @functools.wraps(init)  # its signature stays init's: upstream records, and rebuilds, by it
     def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
+        self._built_recompute = self._current_recompute()
         try:
             self._built_policy = get_precision_policy(self).as_dict()
         except ValueError:  # the layers' settings differ
@@ -179,7 +212,8 @@ class _PrecisionRecordingModel:
         # constructor chain does not take by name, or one a call may pass by position (the record keeps it there)
         by_position = {name for name, p in inspect.signature(cls).parameters.items()
                        if p.kind is p.POSITIONAL_OR_KEYWORD}
-        if _policy_keys_taken(cls) - by_position != set(PrecisionPolicy.defaults()):
+        if (_policy_keys_taken(cls) - by_position != set(PrecisionPolicy.defaults())
+                or recompute_keys_taken(cls) - by_position != set(RECOMPUTE_DEFAULTS)):
             cls.__init__ = _keeping_built_policy(cls.__init__)
 
     def __init__(self, *args, **kwargs):
@@ -190,6 +224,11 @@ class _PrecisionRecordingModel:
         self._init_kwargs = {**record, "args": args_kept}
         arguments = self._plugin_signature.bind(*args, **kwargs).arguments
         policy, arguments = PrecisionPolicy.pop_from(arguments, prefix=type(self).__name__)
+        # checked before the (possibly large) model is built; set on it once built, as get_model does
+        recompute = check_recompute_mode(arguments.pop("recompute", "none"), key=f"{type(self).__name__}.recompute")
+        chunk_points = normalize_recompute_chunk_points(
+            arguments.pop("recompute_chunk_points", None), recompute,
+            key=f"{type(self).__name__}.recompute_chunk_points", recompute_key=f"{type(self).__name__}.recompute")
         # "auto" is decided later from data (neuralop_mp.diagnose.auto); until then: full
         auto = policy.fno_block_precision == "auto"
         if auto:
@@ -208,6 +247,9 @@ class _PrecisionRecordingModel:
         set_autocast_scope(self, policy.autocast_scope)
         set_pointwise_tiles(self)  # CPU: the pointwise work a cache-sized tile at a time (same forward)
         self.precision_decision = "pending" if auto else None
+        if recompute != "none":
+            set_recompute_settings(self, recompute, chunk_points)
+        self._record_current_recompute()  # upstream recorded the defaults: a record holds only other values
 
     def _upstream_kwargs(self, arguments, policy, layer):
         return {**arguments, self._layer_kwarg: layer, "fno_block_precision": policy.fno_block_precision,
@@ -272,14 +314,53 @@ class _PrecisionRecordingModel:
         # a new dict, not an update in place: earlier state dicts hold the old one as their _metadata
         self._init_kwargs = {**self._init_kwargs, **{k: v for k, v in current.items() if k in taken}}
 
+    def _current_recompute(self):
+        """The constructor arguments that rebuild what the model recomputes now (the default
+        chunk points as None, the constructor's default)."""
+        chunk_points = recompute_chunk_points(self)
+        return {"recompute": recompute_mode(self),
+                "recompute_chunk_points": None if chunk_points == DEFAULT_CHUNK_POINTS else chunk_points}
+
+    def _record_current_recompute(self):
+        """Write what the model recomputes in backward now (``recompute``, ``recompute_chunk_points``)
+        into the constructor record, as :meth:`_record_current_policy` does the precision.
+
+        Only the values that differ from the constructor's defaults are recorded, so the record of
+        a model without recompute holds neither key (as before they were recorded), and records
+        without them rebuild no recompute. A constructor that does not take one of them by keyword
+        (a subclass's own) rebuilds what it builds: the value is not recorded, and a warning (once
+        per model) names it where it differs from what that constructor left the model in
+        (``_keeping_built_policy``; a model with no note, as while it is built, warns nothing).
+        """
+        params, _ = constructor_params(type(self))
+        by_position = {p.name for p in positional_parameters(type(self), len(self._init_kwargs.get("args", ())))}
+        taken = recompute_keys_taken(type(self)) - by_position
+        current = self._current_recompute()
+        changed = {key: value for key, value in current.items()
+                   if value != (params[key].default if key in params else RECOMPUTE_DEFAULTS[key])}
+        built = self.__dict__.get("_built_recompute", current)
+        lost = [key for key in current if key not in taken and current[key] != built[key]]
+        if lost:
+            _warn_once(self, "unrecorded recompute",
+                       f"{type(self).__name__}'s constructor does not take {', '.join(lost)} by keyword: its "
+                       "checkpoint rebuilds the recompute that constructor sets, so the one set on the model since is "
+                       f"lost: {_lost_settings(built, {key: current[key] for key in lost})}. Set it again after "
+                       "loading the checkpoint (neuralop_mp.models.recompute.set_recompute).",
+                       UnrecordedPrecisionWarning)
+        # a new dict, not an update in place: earlier state dicts hold the old one as their _metadata
+        self._init_kwargs = {**{key: value for key, value in self._init_kwargs.items() if key not in taken},
+                             **{key: value for key, value in changed.items() if key in taken}}
+
     def state_dict(self, *args, **kwargs):
-        """Upstream's state dict; its ``_metadata`` holds the current precision settings."""
+        """Upstream's state dict; its ``_metadata`` holds the current precision and recompute settings."""
         self._record_current_policy()
+        self._record_current_recompute()
         return super().state_dict(*args, **kwargs)
 
     def save_checkpoint(self, save_folder, save_name):
-        """Upstream's ``save_checkpoint``, recording the current precision settings."""
+        """Upstream's ``save_checkpoint``, recording the current precision and recompute settings."""
         self._record_current_policy()
+        self._record_current_recompute()
         return super().save_checkpoint(save_folder, save_name)
 
 

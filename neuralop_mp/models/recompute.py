@@ -35,7 +35,8 @@ from .pointwise_chunks import (DEFAULT_CHUNK_POINTS, check_chunk_points, pointwi
                                split_points)
 from .pointwise_tiles import mlp_piece_forward, reinstall_pointwise_tiles
 
-__all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "pointwise_targets", "recompute_mode", "set_recompute"]
+__all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "pointwise_targets", "recompute_chunk_points", "recompute_mode",
+           "set_recompute"]
 
 
 class _RecomputedForward(BoundToModule):
@@ -131,3 +132,14 @@ def recompute_mode(model):
         if isinstance(module.__dict__.get("forward"), _WRAPPERS):
             return "fourier" if isinstance(module, SpectralConv) else "block"
     return "none"
+
+
+def recompute_chunk_points(model):
+    """The ``chunk_points`` of the slices that :func:`set_recompute`'s ``"block"`` last set on
+    ``model``; None where nothing is sliced (another mode, or a lifting and projection with
+    dropout, recomputed whole)."""
+    for module in model.modules():
+        forward = module.__dict__.get("forward")
+        if isinstance(forward, _ChunkedPointwiseForward):
+            return forward.chunk_points
+    return None

@@ -770,3 +770,120 @@ def test_load_model_on_a_trainer_checkpoint_folder_gives_the_weights_only_recipe
     with pytest.raises(FileNotFoundError) as raised:
         neuralop_mp.load_model(tmp_path, "best_model")
     assert "Trainer checkpoint" not in str(raised.value)
+
+
+def _outputs_and_gradients(model, seed=0):
+    torch.manual_seed(seed)
+    x = torch.randn(2, 1, 16, 16)
+    model.zero_grad()
+    out = model(x)
+    out.square().mean().backward()
+    return out.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def _recompute_record(folder, name="m"):
+    from neuralop_mp.training.checkpointing import METADATA_SUFFIX
+    metadata = torch.load(folder / f"{name}{METADATA_SUFFIX}", weights_only=False)
+    return {key: value for key, value in metadata.items() if key.startswith("recompute")}
+
+
+@pytest.mark.parametrize("arch, recompute", [("fno", dict(recompute="fourier")),
+                                             ("fno", dict(recompute="block", recompute_chunk_points=64)),
+                                             ("tfno", dict(recompute="block")),
+                                             ("uno", dict(recompute="block", recompute_chunk_points=100))])
+@pytest.mark.parametrize("loader", ["from_checkpoint", "load_model"])
+def test_recompute_survives_a_checkpoint_with_the_same_outputs_and_gradients(arch, recompute, loader, tmp_path):
+    """What a model recomputes in backward (and the slices of "block"'s lifting and projection, which
+    tile the pointwise work another way) is recorded and set again: the same numbers, bitwise."""
+    from neuralop_mp.models.recompute import recompute_chunk_points, recompute_mode
+    model = build(arch, fno_block_precision="mixed", **recompute)
+    model.save_checkpoint(tmp_path, "m")
+    assert _recompute_record(tmp_path) == recompute
+    loaded = (type(model).from_checkpoint(tmp_path, "m") if loader == "from_checkpoint"
+              else neuralop_mp.load_model(tmp_path, "m"))
+    assert type(loaded) is type(model)
+    assert recompute_mode(loaded) == recompute_mode(model) == recompute["recompute"]
+    assert recompute_chunk_points(loaded) == recompute_chunk_points(model)
+    (out, grads), (out_loaded, grads_loaded) = _outputs_and_gradients(model), _outputs_and_gradients(loaded)
+    assert equal_exactly(out, out_loaded)
+    assert grads.keys() == grads_loaded.keys()
+    assert all(equal_exactly(grads[name], grads_loaded[name]) for name in grads), arch
+
+
+def test_a_checkpoint_records_the_recompute_the_model_is_in_when_saved(tmp_path):
+    """Switched with set_recompute after construction, as get_model and users do; a model without
+    recompute records neither key, as before the keys were recorded."""
+    from neuralop_mp.models.recompute import set_recompute
+    model = build("fno", fno_block_precision="mixed")
+    assert not {"recompute", "recompute_chunk_points"} & set(model._init_kwargs)
+    model.save_checkpoint(tmp_path, "none")
+    assert _recompute_record(tmp_path, "none") == {}
+    set_recompute(model, "block", chunk_points=32)
+    model.save_checkpoint(tmp_path, "block")
+    assert _recompute_record(tmp_path, "block") == {"recompute": "block", "recompute_chunk_points": 32}
+    assert {k: v for k, v in model.state_dict()["_metadata"].items() if k.startswith("recompute")} == {
+        "recompute": "block", "recompute_chunk_points": 32}
+    set_recompute(model, "none")
+    model.save_checkpoint(tmp_path, "again")
+    assert _recompute_record(tmp_path, "again") == {}
+
+
+def test_a_checkpoint_whose_record_has_no_recompute_loads_without_it(tmp_path):
+    """Checkpoints written before recompute was recorded (no key) load, recomputing nothing."""
+    from neuralop_mp.models.recompute import recompute_mode
+    from neuralop_mp.training.checkpointing import METADATA_SUFFIX
+    model = build("fno", fno_block_precision="mixed", recompute="block", recompute_chunk_points=64)
+    model.save_checkpoint(tmp_path, "m")
+    path = tmp_path / f"m{METADATA_SUFFIX}"
+    metadata = torch.load(path, weights_only=False)
+    torch.save({k: v for k, v in metadata.items() if not k.startswith("recompute")}, path)
+    for loaded in (neuralop_mp.load_model(tmp_path, "m"), MixedPrecisionFNO.from_checkpoint(tmp_path, "m")):
+        assert recompute_mode(loaded) == "none"
+        assert_same_weights(model, loaded)
+
+
+def test_recompute_recorded_by_a_plugin_model_is_set_on_upstreams_class(tmp_path):
+    """Upstream's FNO cannot take the recompute arguments: load_model sets them on the built model."""
+    from neuralop_mp.models.recompute import recompute_chunk_points, recompute_mode
+    build("fno", fno_block_precision="mixed", recompute="block", recompute_chunk_points=64).save_checkpoint(
+        tmp_path, "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the precision upstream's class cannot take: tested elsewhere
+        loaded = neuralop_mp.load_model(tmp_path, "m", model_class="fno")
+    assert type(loaded) is FNO
+    assert (recompute_mode(loaded), recompute_chunk_points(loaded)) == ("block", 64)
+
+
+def test_a_narrow_subclass_cannot_record_recompute_and_warns_once(tmp_path):
+    """A constructor that does not take the recompute arguments cannot rebuild them: not recorded
+    (its checkpoint still loads), and the saver is told to set it again."""
+    from neuralop_mp.models.mixed_precision_models import UnrecordedPrecisionWarning
+    from neuralop_mp.models.recompute import recompute_mode, set_recompute
+    model = set_recompute(_NarrowFNO(), "fourier")
+    with pytest.warns(UnrecordedPrecisionWarning, match="does not take recompute by keyword.*"
+                                                        "recompute='fourier' \\(it loads with 'none'\\)"):
+        model.save_checkpoint(tmp_path, "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.save_checkpoint(tmp_path, "m")  # once per model
+    assert _recompute_record(tmp_path) == {}
+    assert recompute_mode(neuralop_mp.load_model(tmp_path, "m")) == "none"
+
+
+class _BlockNarrowFNO(MixedPrecisionFNO, name="BlockNarrowFNO"):
+    """A narrow constructor that sets recompute itself."""
+
+    def __init__(self, width=4):
+        super().__init__(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=width, n_layers=1,
+                         recompute="block", recompute_chunk_points=32)
+
+
+def test_a_narrow_constructors_own_recompute_is_rebuilt_by_it_without_a_warning(tmp_path):
+    from neuralop_mp.models.recompute import recompute_chunk_points, recompute_mode
+    model = _BlockNarrowFNO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.save_checkpoint(tmp_path, "m")
+    assert _recompute_record(tmp_path) == {}
+    for loaded in (neuralop_mp.load_model(tmp_path, "m"), _BlockNarrowFNO.from_checkpoint(tmp_path, "m")):
+        assert (recompute_mode(loaded), recompute_chunk_points(loaded)) == ("block", 32)
