@@ -47,6 +47,7 @@ from ..layers.precision_switch import (
     set_precision,
 )
 from ..vocabulary import check_choice, check_int_at_least, normalize_flag, normalize_half_dtype, resolve_half_dtype
+from ..wrapped_module import unwrap
 from . import checkpointing, distributed
 from .auto_phases import AutoPrecisionPhases
 from .guarded_step import DeferredPlateauStep, ScaleGradient, StepThroughTrainer, non_finite_parameters
@@ -76,8 +77,10 @@ def _accepted(fn, sample):
     its code shows that it drops the keys it does not name: upstream's models and data
     losses warn "FNO.forward() received unexpected keyword arguments: ['y']" and pass them
     nowhere, so they get the keys they name (the same call, without that warning once per
-    batch). Any other callable gets the keys it names.
+    batch). Any other callable gets the keys it names. A module is read by its ``forward``,
+    a data-parallel wrapper's by the model it wraps (which receives what it is called with).
     """
+    fn = _forward_of(fn)
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -88,9 +91,20 @@ def _accepted(fn, sample):
     return {k: v for k, v in sample.items() if k in named}
 
 
+def _forward_of(fn):
+    """``fn``, or the ``forward`` that calling it runs: a module's own, through data-parallel
+    wrappers (``model.forward`` of a DDP model is the wrapper's ``(*inputs, **kwargs)``)."""
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, torch.nn.Module) and getattr(fn, "__name__", None) == "forward":
+        fn = owner
+    return unwrap(fn).forward if isinstance(fn, torch.nn.Module) else fn
+
+
 def _drops_unnamed_keys(fn):
-    """Whether ``fn`` (a function, bound method or callable object) warns of the keyword arguments
-    it does not name and hands none on (no ``f(**kwargs)`` call in its code)."""
+    """Whether ``fn`` (a function, bound method, ``functools.partial`` or callable object) warns
+    of the keyword arguments it does not name and hands none on (no ``f(**kwargs)`` call)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
     code = getattr(getattr(fn, "__func__", fn), "__code__", None)
     if code is None:
         code = getattr(getattr(type(fn), "__call__", None), "__code__", None)
@@ -101,7 +115,8 @@ def _drops_unnamed_keys(fn):
 def _warns_and_forwards_nothing(code):
     warns = any(isinstance(const, str) and "received unexpected keyword arguments" in const
                 for const in code.co_consts)  # upstream's warning text
-    return warns and not any(op.opname == "CALL_FUNCTION_EX" for op in dis.get_instructions(code))
+    # a call passing a keyword mapping (f(**kwargs)): CALL_FUNCTION_EX with its flag 1 set (f(*args) clears it)
+    return warns and not any(op.opname == "CALL_FUNCTION_EX" and op.arg & 1 for op in dis.get_instructions(code))
 
 
 _ABSENT = object()

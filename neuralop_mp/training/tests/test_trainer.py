@@ -148,6 +148,54 @@ def test_a_loss_taking_kwargs_gets_every_sample_key_as_upstreams_trainer_gives_i
                                                               training_loss=lp, eval_losses={"l2": lp})
 
 
+class _DroppingModuleLoss(torch.nn.Module):
+    """A module loss that warns of and drops the keys it does not name, as upstream's do."""
+
+    def forward(self, out, y, **kwargs):
+        if kwargs:
+            warnings.warn(f"_DroppingModuleLoss.forward() received unexpected keyword arguments: {list(kwargs)}")
+        return out
+
+
+class _ReadingModuleLoss(torch.nn.Module):
+    def forward(self, out, y, **kwargs):
+        return kwargs["weight"]
+
+
+def _sample_keys_given(name):
+    import functools
+
+    from neuralop.losses import LpLoss
+    from neuralop.losses.equation_losses import PoissonEqnLoss
+    from neuralop.models import FNO, GINO
+
+    fno = tiny_fno(mixed_precision_layer=False)
+    callables = {
+        "FNO": fno.forward, "FNO in DataParallel": torch.nn.DataParallel(fno).forward,
+        # its forward unpacks *args (CALL_FUNCTION_EX without a keyword mapping), and hands no kwargs on
+        "GINO": GINO.forward.__get__(GINO.__new__(GINO)),
+        "LpLoss": LpLoss(d=2), "partial LpLoss": functools.partial(LpLoss(d=2)),
+        "PoissonEqnLoss": PoissonEqnLoss(1.0, 1.0),  # warns, then hands its kwargs on to its parts
+        "dropping module loss": _DroppingModuleLoss(), "reading module loss": _ReadingModuleLoss(),
+        "weighted loss": _WeightedLoss(),
+    }
+    from neuralop_mp.training.trainer import _accepted
+
+    return sorted(_accepted(callables[name], {"x": 0, "y": 1, "weight": 2}))
+
+
+@pytest.mark.parametrize("name, keys", [
+    ("FNO", ["x"]), ("FNO in DataParallel", ["x"]), ("GINO", ["x"]), ("LpLoss", ["y"]), ("partial LpLoss", ["y"]),
+    ("dropping module loss", ["y"]),
+    ("PoissonEqnLoss", ["weight", "x", "y"]), ("reading module loss", ["weight", "x", "y"]),
+    ("weighted loss", ["weight", "x", "y"]),
+])
+def test_what_each_kind_of_model_or_loss_is_given_of_a_sample(name, keys):
+    """Upstream's models and losses that warn of and drop unnamed keys get the keys they name (through
+    a module's forward, a DataParallel wrapper, a partial); those that read or hand on **kwargs get all."""
+    assert _sample_keys_given(name) == keys
+
+
 def test_mixed_precision_flag_without_schedule_autocasts_with_a_scaler():
     model = tiny_fno(mixed_precision_layer=False)  # an upstream model: layers untouched
     train, test = tiny_data(n=8, batch_size=8)
