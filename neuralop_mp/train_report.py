@@ -65,6 +65,37 @@ def metric_rows(result):
     return rows
 
 
+def auto_decision_text(decision):
+    """An "auto" decision (or a schedule phase's recheck) in words: the mode, and why.
+
+    A layer that stays "full" is named with the reason its record gives (further ones by
+    index); otherwise the layer with the least headroom (smallest bound / error) is named
+    with its own error and bound, since the rule holds per layer, e.g.
+    ``mixed (layer 1: precision error 2.5e-03 <= bound 4.6e-02)``. A "full" decision
+    without a "full" layer says why: the ranks' choices, or no 16-bit mode that every
+    layer accepts. Records written before layers carried a ``reason`` (a "full" layer
+    then recorded a precision error of 0.0) read as layers without an error.
+    """
+    layers = list(enumerate(decision.get("per_layer") or []))
+    mode = decision["fno_block_precision"]
+    full = [(i, layer["reason"]) for i, layer in layers if layer["mode"] == "full" and layer.get("reason")]
+    if full:
+        (first, reason), rest = full[0], [str(i) for i, _ in full[1:]]
+        also = f"; layer{'s' if len(rest) > 1 else ''} {', '.join(rest)} also full" if rest else ""
+        return f"{mode} (layer {first}: {reason}{also})"
+    if mode == "full" and decision.get("per_rank"):  # agree_across_ranks: another rank's choice
+        return f"{mode} (the most precise of the ranks' {', '.join(decision['per_rank'])})"
+    if mode == "full" and layers:
+        return f"{mode} (no 16-bit mode that every layer accepts)"
+    checked = [(layer["bound"] / layer["precision_error"], i, layer) for i, layer in layers
+               if isinstance(layer.get("precision_error"), (int, float)) and layer["precision_error"] > 0
+               and isinstance(layer.get("bound"), (int, float))]
+    if not checked:
+        return mode
+    _, i, layer = min(checked, key=lambda c: c[:2])
+    return f"{mode} (layer {i}: precision error {layer['precision_error']:.1e} <= bound {layer['bound']:.1e})"
+
+
 def summary_rows(result):
     """``[(quantity, value), ...]`` of the final summary table."""
     rows = metric_rows(result)
@@ -89,15 +120,10 @@ def summary_rows(result):
         rows.append(("autocast scope", precision["autocast_scope"]))
     if precision.get("auto_decision"):  # fno_block_precision="auto": what the calibration decided
         decision = precision["auto_decision"]
-        worst = max(layer["precision_error"] for layer in decision["per_layer"])
-        rows.append(("precision (auto decision)", f"{decision['fno_block_precision']} (largest layer precision "
-                     f"error {worst:.1e}, model discretization error {decision['discretization_error']:.1e})"))
+        rows.append(("precision (auto decision)", auto_decision_text(decision)))
     for check in precision.get("auto_rechecks") or []:  # "auto" under a schedule: one row per phase start
-        worst = max((layer["precision_error"] for layer in check["per_layer"]), default=0.0)
-        bound = min((layer["bound"] for layer in check["per_layer"] if layer["bound"] is not None), default=None)
         rows.append((f"precision (auto, epoch {check['epoch']})",
-                     f"phase {check['phase_mode']} runs {check['fno_block_precision']} (largest layer precision "
-                     f"error {worst:.1e}" + (f", smallest bound {bound:.1e})" if bound is not None else ")")))
+                     f"phase {check['phase_mode']} runs {auto_decision_text(check)}"))
     rows += [
         ("skipped steps (inf/nan)", str(result["skipped_steps"])),
         ("parameters", f"{memory['n_params']:,} ({human_bytes(memory['params_bytes'])})"),

@@ -89,9 +89,16 @@ def train_once(dataset, recipe, seed, overrides, threads=None):
         row["auto_decision"] = ", ".join(c["fno_block_precision"] for c in checks)
         row["auto_checks"] = [{"when": c["when"], "mode": c["fno_block_precision"], "layers": [
             {"name": layer["name"], "mode": layer["mode"], "half_dtype": layer["half_dtype"],
-             "precision_error": layer["precision_error"], "bound": layer["bound"]} for layer in c["per_layer"]]}
+             "precision_error": layer["precision_error"], "bound": layer["bound"],
+             "reason": layer.get("reason")} for layer in c["per_layer"]]}
             for c in checks]
     return row
+
+
+def _number(value):
+    """``value`` as the table writes it; "-" where there is none (a layer that stays full has no
+    accepted precision error; a layer may have no bound)."""
+    return "-" if value is None else f"{value:.2e}"
 
 
 def _spread(values, digits=4):
@@ -135,8 +142,9 @@ def decision_rows(rows):
                 choice = layer["mode"] + (f" ({layer['half_dtype']})" if layer["half_dtype"] else "")
                 table.append({"dataset": row["dataset"], "recipe": row["recipe"], "seed": row["seed"],
                               "checked": check["when"], "layer": layer["name"], "layer choice": choice,
-                              "model runs in": check["mode"], "precision error": f"{layer['precision_error']:.2e}",
-                              "bound (0.5 x discretization)": f"{layer['bound']:.2e}"})
+                              "model runs in": check["mode"], "precision error": _number(layer["precision_error"]),
+                              "bound (0.5 x discretization)": _number(layer["bound"]),
+                              "why full": layer.get("reason") or ""})
     return table
 
 

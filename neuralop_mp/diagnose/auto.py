@@ -55,7 +55,8 @@ def calibrate_precision(model, batches, *, fraction=DEFAULT_FRACTION, overflow_m
     Returns
     -------
     dict
-        ``fno_block_precision``, ``half_dtype``, ``per_layer`` (name, mode, error, bound),
+        ``fno_block_precision``, ``half_dtype``, ``per_layer`` (name, mode, half_dtype,
+        precision_error, bound, reason: see :func:`~neuralop_mp.diagnose.recommend.choose_layer`),
         ``discretization_error`` and ``calibration_resolution``; also stored as
         ``model.precision_decision``.
     """

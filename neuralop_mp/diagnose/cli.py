@@ -1,9 +1,12 @@
 """``neuralop-mp diagnose CONFIG_OR_CHECKPOINT [options] [--key value ...]``.
 
 CONFIG_OR_CHECKPOINT is a built-in config name, ``path.py[:ClassName]``, or a model
-checkpoint written by ``model.save_checkpoint(folder, name)`` given as ``folder/name``.
+checkpoint: written by ``model.save_checkpoint(folder, name)`` given as ``folder/name``,
+or a folder holding one (a ``neuralop-mp train`` run folder: its final model).
 A config's model is built untrained (seeded); its data section says which built-in
-dataset and resolution N to use. With a checkpoint, ``--data`` and ``--resolution`` say it.
+dataset and resolution N to use. With a checkpoint, ``--data`` and ``--resolution`` say it;
+in a run folder they default to the run's dataset and training resolution, elsewhere to
+darcy and 16.
 The inputs are a few test samples at 2N, passed through the data processor.
 """
 import argparse
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..training.checkpointing import METADATA_SUFFIX
+from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX
 
 LOADERS = {"darcy": "load_darcy", "navier_stokes": "load_navier_stokes"}
 
@@ -23,9 +26,10 @@ def _parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="CONFIG_OR_CHECKPOINT")
     p.add_argument("--data", choices=sorted(LOADERS), default=None,
-                   help="built-in dataset (default: the config's; darcy for a checkpoint)")
+                   help="built-in dataset (default: the config's or run folder's; darcy for another checkpoint)")
     p.add_argument("--resolution", type=int, default=None,
-                   help="working resolution N (default: the config's train_resolution; 16 for a checkpoint)")
+                   help="working resolution N (default: the config's or run folder's train_resolution; "
+                        "16 for another checkpoint)")
     p.add_argument("--n-samples", type=int, default=4, help="samples measured (default 4)")
     p.add_argument("--n-bands", type=int, default=4, help="Fourier mode bands (default 4)")
     p.add_argument("--fraction", type=float, default=None,
@@ -39,23 +43,54 @@ def _parser():
 
 
 def _checkpoint_path(target):
+    """``(folder, name)`` of the checkpoint ``target`` names (``folder/NAME``, or a folder
+    holding one, such as a ``neuralop-mp train`` run folder), else None (a config)."""
+    from ..configs.loading import config_file
+    from ..run_folder import find_checkpoint
+
     path = Path(target)
     if Path(f"{target}{METADATA_SUFFIX}").exists():
         return path.parent, path.name
-    return None
+    if not path.is_dir() or config_file(target) is None:  # a built-in name wins over a folder of that name
+        return None
+    try:
+        return find_checkpoint(path)
+    except FileNotFoundError as error:
+        raise ValueError(f"Invalid CONFIG_OR_CHECKPOINT {target}: {error} diagnose takes a config (a built-in "
+                         "name or path.py[:ClassName]) or a checkpoint: a folder holding one (a `neuralop-mp train` "
+                         f"run folder) or folder/NAME for NAME{METADATA_SUFFIX}.") from None
+
+
+def _run_data(folder, args):
+    """(loader name, loader kwargs, N) of a checkpoint: those of ``args``, else, in a run
+    folder of ``neuralop-mp train``, the run's dataset and training resolution, else
+    Darcy at 16."""
+    from ..run_folder import read_command, read_results
+
+    results = read_results(folder)  # None: not a run folder
+    n = args.resolution or (results or {}).get("train_resolution") or 16
+    recorded = read_command(folder) if results is not None and args.data is None else None
+    if recorded is None:
+        return LOADERS[args.data or "darcy"], {}, n
+    from ..configs import load_config
+    from ..train_pipeline import section_kwargs
+
+    data = load_config(recorded["config"], recorded["overrides"]).data
+    return data.loader_name(), section_kwargs(data), n
 
 
 def _load(args, overrides):
     """(model, loader name, loader kwargs, N, name)."""
     checkpoint = _checkpoint_path(args.target)
     if checkpoint is not None:
-        from ..models.checkpoints import load_model
+        from ..run_folder import load_model
 
         if overrides:
             raise ValueError(f"config overrides {overrides} do not apply to a checkpoint.")
-        model = load_model(*checkpoint)
-        data = args.data or "darcy"
-        return model, LOADERS[data], {}, args.resolution or 16, checkpoint[1]
+        folder, name = checkpoint
+        # the plugin's layer even for a full-precision checkpoint (a plain `train` run's): it switches precision
+        model, _ = load_model(Path(folder) / f"{name}{STATE_DICT_SUFFIX}", mixed_precision_layer=True)
+        return (model, *_run_data(folder, args), Path(args.target).resolve().name)
     from ..configs import load_config
     from ..models.registry import get_model
     from ..train_pipeline import section_kwargs

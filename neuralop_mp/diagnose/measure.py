@@ -30,6 +30,7 @@ import contextlib
 
 import torch
 
+from ..layers import product_paths
 from ..layers.autocast_scope import autocast_scope
 from ..layers.layer_precision import get_precision, mixed_precision_layers, precision
 from .bands import band_edges, band_errors, relative_error
@@ -42,6 +43,16 @@ HALF_DTYPES = ("float16", "bfloat16")
 def variant_name(mode, half_dtype, tanh, autocast=False):
     """Key of a precision variant, e.g. ``"mixed-bfloat16+tanh+autocast"``."""
     return f"{mode}-{half_dtype}" + ("+tanh" if tanh else "") + ("+autocast" if autocast else "")
+
+
+def quiet_float16_cpu(half_dtype):
+    """Around a measurement of ``half_dtype``: for float16, no warning that float16 on this CPU
+    is emulated (:func:`~neuralop_mp.layers.product_paths.float16_cpu_warning_held`). The
+    diagnosis measures float16 whether or not the user chose it, so the warning would speak of
+    a choice nobody made; it stays due for the user's own float16 layers afterwards."""
+    if half_dtype != "float16":
+        return contextlib.nullcontext()
+    return product_paths.float16_cpu_warning_held()
 
 
 def restrict(x, spatial_dims):
@@ -92,7 +103,8 @@ def _layer_output(layer, calls, mode, half_dtype, tanh):
     if half_dtype is not None:
         layer.half_dtype = half_dtype
     try:
-        outs = [layer(torch.tanh(x) if tanh else x, output_shape=shape) for x, shape in calls]
+        with quiet_float16_cpu(half_dtype):
+            outs = [layer(torch.tanh(x) if tanh else x, output_shape=shape) for x, shape in calls]
     finally:
         layer.fno_block_precision, layer.half_dtype, layer.stabilizer = saved
     return torch.cat([o.to(torch.float32) for o in outs])
@@ -212,7 +224,7 @@ def _model_level(model, x, y_full, y_fine, edges, order, modes, half_dtypes):
                 for autocast in (False, True):
                     # "+autocast" is plain autocast over the whole model, whatever the model's own scope
                     with precision(model, mode, half_dtype=dtype, stabilizer="tanh" if tanh else None), \
-                            autocast_scope(model, "model"):
+                            autocast_scope(model, "model"), quiet_float16_cpu(dtype):
                         with torch.autocast(device_type, dtype=getattr(torch, dtype), enabled=autocast):
                             y = model(x).to(torch.float32)
                     ref = reference[tanh]

@@ -13,7 +13,7 @@ import torch
 from ..layers.autocast_scope import autocast_scope
 from ..layers.precision_switch import precision
 from .bands import relative_error
-from .measure import measure, restrict, variant_name
+from .measure import measure, quiet_float16_cpu, restrict, variant_name
 
 RECIPES = [(dtype, autocast, tanh) for dtype in ("bfloat16", "float16") for autocast in (False, True)
            for tanh in (False, True)]
@@ -40,7 +40,8 @@ def scope_errors(model, x):
         reference = model(x).to(torch.float32)
     errors = {}
     for dtype, scope in SCOPE_RECIPES:
-        with precision(model, "mixed", half_dtype=dtype, stabilizer=None), autocast_scope(model, scope):
+        with precision(model, "mixed", half_dtype=dtype, stabilizer=None), autocast_scope(model, scope), \
+                quiet_float16_cpu(dtype):
             with torch.autocast(x.device.type, dtype=getattr(torch, dtype)):
                 errors[_scope_label(dtype, scope)] = relative_error(model(x).to(torch.float32), reference)
     return errors

@@ -50,14 +50,23 @@ def _candidates(device_type, half_dtypes):
     return [(mode, dtype) for mode in modes for dtype in half_dtypes or _dtype_order(device_type)]
 
 
-def _accepts(entry, mode, dtype, *, tanh, bound, overflow_margin):
-    """The rule for one layer entry and one candidate; returns the error or None."""
+def _judge(entry, mode, dtype, *, tanh, bound, overflow_margin):
+    """The rule for one layer entry and one candidate: ``(error, None)`` when it accepts
+    the candidate, ``(None, reason)`` when not (the reason in words, for the record)."""
     measured = entry["precision"].get(variant_name(mode, dtype, tanh))
-    if measured is None or bound is None:
-        return None
-    if dtype == "float16" and not tanh and entry["overflow"]["float16_margin"] < overflow_margin:
-        return None  # overflow risk forces a safer choice
-    return measured["error"] if _acceptable(measured["error"], bound) else None
+    if measured is None:
+        return None, f"{variant_name(mode, dtype, tanh)} not measured"
+    if bound is None:
+        return None, "no bound: no discretization error was measured"
+    margin = entry["overflow"]["float16_margin"]
+    if dtype == "float16" and not tanh and margin < overflow_margin:
+        return None, f"float16 overflow margin {margin:.3g} < {overflow_margin:g}"  # overflow risk: a safer choice
+    error = measured["error"]
+    if _acceptable(error, bound):
+        return error, None
+    if error is None or not math.isfinite(error):
+        return None, f"precision error {error} is not finite"
+    return None, f"precision error {error:.1e} > bound {bound:.1e}"
 
 
 def _bound(entry, fraction, discretization_error):
@@ -69,16 +78,25 @@ def _bound(entry, fraction, discretization_error):
 def choose_layer(entry, *, tanh, device_type, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN,
                  discretization_error=None, half_dtypes=None):
     """The cheapest acceptable ``(mode, half_dtype)`` of one layer entry of
-    :func:`~neuralop_mp.diagnose.measure.measure` (``("full", None)`` if none), with
-    its error and the bound it met. ``discretization_error`` stands in for a layer whose
-    own could not be measured."""
+    :func:`~neuralop_mp.diagnose.measure.measure`, with its error, the bound it met and
+    ``reason`` None; else ``("full", None)`` with ``precision_error`` None (no 16-bit
+    error was accepted) and ``reason``: why each candidate was refused, e.g. "float16
+    overflow margin 3.2 < 16" (prefixed by the candidate's name when several were tried
+    and refused for different reasons). ``discretization_error`` stands in for a layer
+    whose own could not be measured."""
     fraction, overflow_margin = check_settings(fraction, overflow_margin)
     bound = _bound(entry, fraction, discretization_error)
+    refused = {}
     for mode, dtype in _candidates(device_type, half_dtypes):
-        error = _accepts(entry, mode, dtype, tanh=tanh, bound=bound, overflow_margin=overflow_margin)
-        if error is not None:
-            return {"mode": mode, "half_dtype": dtype, "precision_error": error, "bound": bound}
-    return {"mode": "full", "half_dtype": None, "precision_error": 0.0, "bound": bound}
+        error, reason = _judge(entry, mode, dtype, tanh=tanh, bound=bound, overflow_margin=overflow_margin)
+        if reason is None:
+            return {"mode": mode, "half_dtype": dtype, "precision_error": error, "bound": bound, "reason": None}
+        refused[variant_name(mode, dtype, tanh)] = reason
+    if len(set(refused.values())) == 1:
+        reason = next(iter(refused.values()))
+    else:
+        reason = "; ".join(f"{name}: {why}" for name, why in refused.items())
+    return {"mode": "full", "half_dtype": None, "precision_error": None, "bound": bound, "reason": reason}
 
 
 def recommend(diagnosis, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN, device_type=None,
@@ -103,7 +121,8 @@ def recommend(diagnosis, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_O
     Returns
     -------
     dict
-        ``rule``, ``layers`` (name, mode, half_dtype, precision_error, bound),
+        ``rule``, ``layers`` (name, mode, half_dtype, precision_error, bound, reason: see
+        :func:`choose_layer`),
         ``model`` (fno_block_precision, half_dtype, stabilizer, autocast) and
         ``schedule`` (a :class:`~neuralop_mp.PrecisionSchedule` string).
     """
@@ -120,8 +139,8 @@ def recommend(diagnosis, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_O
     # the model runs in one precision: the cheapest candidate that every layer accepts
     mode, dtype = "full", None
     for candidate, candidate_dtype in _candidates(device_type, half_dtypes):
-        if all(_accepts(entry, candidate, candidate_dtype, tanh=tanh, overflow_margin=overflow_margin,
-                        bound=_bound(entry, fraction, model_disc)) is not None for entry in diagnosis["layers"]):
+        if all(_judge(entry, candidate, candidate_dtype, tanh=tanh, overflow_margin=overflow_margin,
+                      bound=_bound(entry, fraction, model_disc))[1] is None for entry in diagnosis["layers"]):
             mode, dtype = candidate, candidate_dtype
             break
     autocast = False

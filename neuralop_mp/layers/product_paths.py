@@ -214,6 +214,19 @@ def _choose_for_shapes(path, kind, shapes, itemsize):
                                complex_product=None, peak_slack=1.0)
 
 
+@contextlib.contextmanager
+def float16_cpu_warning_held():
+    """Inside, the warning that float16 on this CPU is emulated is not given; afterwards it is
+    due as before (for code measuring float16 on the user's behalf, a choice nobody made)."""
+    due = "float16-cpu" not in _warned
+    _warned.add("float16-cpu")
+    try:
+        yield
+    finally:
+        if due:
+            _warned.discard("float16-cpu")
+
+
 def _warn_float16_cpu_once():
     if "float16-cpu" in _warned:
         return

@@ -40,3 +40,20 @@ def test_quick_run_compares_every_recipe_on_both_datasets(tmp_path):
                 assert layer["mode"] == "full" or layer["precision_error"] <= layer["bound"]
     text = (tmp_path / "auto.md").read_text()
     assert text.startswith("## ") and "auto (decided: " in text and "epoch 0, mixed phase" in text and "fno_blocks.convs.1" in text
+
+
+def test_the_decision_table_writes_a_layer_that_stays_full_with_its_reason():
+    """A layer kept in full precision records no accepted precision error (None, with a reason):
+    the table's number format raised a TypeError on it."""
+    from neuralop_mp.bench.auto_precision import decision_rows
+
+    layers = [{"name": "fno_blocks.convs.0", "mode": "full", "half_dtype": None, "precision_error": None,
+               "bound": 1.0e-2, "reason": "float16 overflow margin 3.2 < 16"},
+              {"name": "fno_blocks.convs.1", "mode": "mixed", "half_dtype": "bfloat16", "precision_error": 2.5e-3,
+               "bound": None, "reason": None}]
+    row = {"dataset": "darcy", "recipe": "auto", "seed": 0,
+           "auto_checks": [{"when": "before training", "mode": "full", "layers": layers}]}
+    full, mixed = decision_rows([row])
+    assert (full["precision error"], full["bound (0.5 x discretization)"], full["why full"]) == (
+        "-", "1.00e-02", "float16 overflow margin 3.2 < 16")
+    assert (mixed["precision error"], mixed["bound (0.5 x discretization)"], mixed["why full"]) == ("2.50e-03", "-", "")

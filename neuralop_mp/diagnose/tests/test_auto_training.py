@@ -17,6 +17,14 @@ def test_train_with_auto_precision_reports_and_applies_the_decision(tmp_path, ca
     assert decision["fno_block_precision"] in ("full", "mixed")
     assert result["precision"]["final_mode"] == decision["fno_block_precision"]
     assert len(decision["per_layer"]) == 2
+    # the row names the layer with the least headroom (bound / error), with its own error and bound
+    if decision["fno_block_precision"] == "mixed":
+        _, i, layer = min((layer["bound"] / layer["precision_error"], i, layer)
+                          for i, layer in enumerate(decision["per_layer"]))
+        value = f"mixed (layer {i}: precision error {layer['precision_error']:.1e} <= bound {layer['bound']:.1e})"
+    else:  # why it is full: test_decision_report.py
+        value = "full ("
+    assert re.search(rf"\| precision \(auto decision\)\s+\| {re.escape(value)}", printed), printed
     # `neuralop-mp eval` evaluates in the decided mode ("auto" is no mode to run in)
     assert main(["eval", str(tmp_path), "--res", "16"]) == 0
     evaluated = capsys.readouterr().out

@@ -1,5 +1,6 @@
 """``neuralop-mp diagnose`` on built-in Darcy data at tiny sizes, from a config and a checkpoint."""
 import json
+import warnings
 
 import pytest
 import torch
@@ -10,8 +11,14 @@ from neuralop_mp.cli import main
 TINY = ["--n-samples", "2", "--n-bands", "3", "--model.hidden_channels", "8", "--model.n_layers", "2"]
 
 
-def test_diagnose_config_prints_table_and_writes_json_and_png(tmp_path, capsys):
-    assert main(["diagnose", "darcy", "--out", str(tmp_path)] + TINY) == 0
+def test_diagnose_config_prints_table_and_writes_json_and_png(tmp_path, capsys, monkeypatch):
+    from neuralop_mp.layers import product_paths
+
+    monkeypatch.setattr(product_paths, "_warned", set())  # the float16-on-CPU warning is due
+    with warnings.catch_warnings():
+        # float16 is measured though nobody chose it: no warning that float16 on this CPU is emulated
+        warnings.filterwarnings("error", message="half_dtype='float16' on a CPU without float16 matrix units")
+        assert main(["diagnose", "darcy", "--out", str(tmp_path)] + TINY) == 0
     printed = capsys.readouterr().out
     assert "fno_blocks.convs.0" in printed and "fno_blocks.convs.1" in printed
     assert 'on CPU "half" runs its FFTs in float32' in printed
@@ -41,6 +48,51 @@ def test_diagnose_checkpoint(tmp_path, capsys):
                  "--n-samples", "2", "--out", str(out)]) == 0
     result = json.loads((out / "results.json").read_text())
     assert [e["name"] for e in result["diagnosis"]["layers"]] == ["fno_blocks.convs.0"]
+
+
+def test_diagnose_a_train_run_folder_at_the_runs_resolution(tmp_path, capsys):
+    run = tmp_path / "run"
+    # a plain (full precision) run at N=8, not the default 16: upstream's layers in its checkpoint
+    assert main(["train", "darcy", "--opt.n_epochs", "1", "--data.n_train", "8", "--data.batch_size", "8",
+                 "--data.train_resolution", "8", "--data.test_resolutions", "[8, 16]", "--data.n_tests", "[4, 4]",
+                 "--data.test_batch_sizes", "[4, 4]", "--model.hidden_channels", "4", "--model.n_layers", "1",
+                 "--model.n_modes", "[4, 4]", "--output_dir", str(run)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["diagnose", str(run), "--n-samples", "2", "--n-bands", "2", "--out", str(out)]) == 0
+    diagnosis = json.loads((out / "results.json").read_text())["diagnosis"]
+    assert diagnosis["resolution"] == [8, 8] and diagnosis["fine_resolution"] == [16, 16]
+    assert [e["name"] for e in diagnosis["layers"]] == ["fno_blocks.convs.0"]
+    # --resolution still wins over the run's
+    assert main(["diagnose", str(run), "--resolution", "4", "--n-samples", "2", "--n-bands", "2",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["diagnosis"]["resolution"] == [4, 4]
+
+
+def test_diagnose_a_checkpoint_folder_that_is_no_run_folder(tmp_path):
+    torch.manual_seed(0)
+    model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1)
+    model.save_checkpoint(tmp_path / "ckpt", "model")
+    out = tmp_path / "out"
+    assert main(["diagnose", str(tmp_path / "ckpt"), "--n-samples", "2", "--n-bands", "2", "--out", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["diagnosis"]["resolution"] == [16, 16]  # the default
+
+
+def test_diagnose_a_folder_without_a_checkpoint_says_what_it_takes(tmp_path, capsys):
+    assert main(["diagnose", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"Invalid CONFIG_OR_CHECKPOINT {tmp_path}: No single model checkpoint in {tmp_path}" in err, err
+    assert "diagnose takes a config (a built-in name or path.py[:ClassName]) or a checkpoint" in err, err
+    assert "folder/NAME for NAME_metadata.pkl" in err and "it is a folder" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_built_in_config_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    from neuralop_mp.diagnose.cli import _checkpoint_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "darcy").mkdir()
+    assert _checkpoint_path("darcy") is None  # the config, as `train darcy` reads it
 
 
 @pytest.mark.parametrize("args, message", [

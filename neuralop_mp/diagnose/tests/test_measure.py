@@ -1,5 +1,6 @@
 """The measurement against independent float64 computations on small layers and models."""
 import math
+import warnings
 
 import pytest
 import torch
@@ -128,3 +129,39 @@ def test_bad_inputs_are_refused(bad, error):
 def test_bad_band_count_is_refused():
     with pytest.raises(ValueError, match="n_bands=0"):
         measure(_dense_layer(), torch.randn(1, 4, 8, 8), n_bands=0)
+
+
+FLOAT16_CPU_WARNING = "half_dtype='float16' on a CPU without float16 matrix units"
+
+
+@pytest.fixture
+def float16_cpu_warning_due(monkeypatch):
+    """The once-per-process float16-on-CPU warning not given yet in this process."""
+    from neuralop_mp.layers import product_paths
+    from neuralop_mp.layers.complex_half import native_half_matmul
+
+    if native_half_matmul(torch.float16, "cpu"):
+        pytest.skip("this CPU multiplies float16 natively: no float16 warning to silence")
+    monkeypatch.setattr(product_paths, "_warned", set())
+
+
+def test_measuring_float16_is_silent_and_a_users_float16_layer_still_warns(float16_cpu_warning_due):
+    model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1,
+                              half_dtype="bfloat16")
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning of the measurement fails the test
+        diagnosis = measure(model, x, n_bands=2)
+    assert "mixed-float16" in diagnosis["layers"][0]["precision"]  # float16 was measured
+    # the user's own float16 layer on this CPU: the warning was not spent by the measurement
+    layer = MixedPrecisionSpectralConv(2, 2, (4, 4), fno_block_precision="mixed", half_dtype="float16")
+    with pytest.warns(UserWarning, match=FLOAT16_CPU_WARNING):
+        layer(torch.randn(1, 2, 8, 8))
+
+
+def test_only_the_float16_cpu_warning_is_silenced(float16_cpu_warning_due):
+    from neuralop_mp.diagnose.measure import quiet_float16_cpu
+
+    with pytest.warns(UserWarning, match="another warning"):
+        with quiet_float16_cpu("float16"):
+            warnings.warn("another warning", UserWarning)

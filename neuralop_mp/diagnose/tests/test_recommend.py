@@ -39,6 +39,30 @@ def test_float16_without_tanh_needs_an_overflow_margin():
     assert choose_layer(entry, tanh=False, device_type="cuda", overflow_margin=2.0)["mode"] == "half"
 
 
+def test_a_layer_that_stays_full_records_why_and_no_error():
+    accepted = choose_layer(_entry(ERRORS), tanh=False, device_type="cpu")
+    assert accepted["reason"] is None and accepted["precision_error"] == 1e-3
+    # one candidate (CPU, float16 only): its reason as it is
+    overflow = choose_layer(_entry(ERRORS, margin=3.2), tanh=False, device_type="cpu", half_dtypes=("float16",))
+    assert overflow == {"mode": "full", "half_dtype": None, "precision_error": None, "bound": 5e-3,
+                        "reason": "float16 overflow margin 3.2 < 16"}
+    too_large = choose_layer(_entry({"mixed-bfloat16": 4e-2}, disc=2e-2), tanh=False, device_type="cpu",
+                             half_dtypes=("bfloat16",))
+    assert (too_large["precision_error"], too_large["reason"]) == (None, "precision error 4.0e-02 > bound 1.0e-02")
+    not_finite = choose_layer(_entry({"mixed-bfloat16": float("inf")}), tanh=False, device_type="cpu",
+                              half_dtypes=("bfloat16",))
+    assert not_finite["reason"] == "precision error inf is not finite"
+    # several candidates refused for different reasons: each named
+    both = choose_layer(_entry(ERRORS, disc=1e-4, margin=3.2), tanh=False, device_type="cpu")
+    assert both["reason"] == ("mixed-bfloat16: precision error 1.0e-03 > bound 5.0e-05; "
+                              "mixed-float16: float16 overflow margin 3.2 < 16")
+    # refused for one reason: said once
+    same = choose_layer(_entry(ERRORS, margin=3.2), tanh=False, device_type="cuda", half_dtypes=("float16",))
+    assert same["reason"] == "float16 overflow margin 3.2 < 16"
+    unbounded = choose_layer(_entry(ERRORS, disc=None), tanh=False, device_type="cpu")
+    assert unbounded["reason"] == "no bound: no discretization error was measured"
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "0.5", True])
 def test_bad_fraction_is_refused(bad):
     with pytest.raises(ValueError, match="fraction"):
