@@ -307,6 +307,10 @@ def train_command(argv):
             print(train_help(spec or "darcy"))
             return 0
         flags, overrides = _pop_flags(args, TRAIN_FLAGS)
+        # what a --resume gives now, which its run records only once it saves an epoch: the command that
+        # continues an interrupted resume repeats it
+        given_now = [*overrides, *(token for flag, value in flags.items() if flag != "--resume"
+                                   for token in ([flag] if value is True else [flag, str(value)]))]
         resume = flags.get("--resume")
         save_best = bool(flags.get("--save_best"))
         if resume is not None:
@@ -360,19 +364,21 @@ def train_command(argv):
         return _error(str(error), "train")
     except KeyboardInterrupt:  # Ctrl-C: what is kept and how to go on, not the traceback of where it stopped
         print(file=sys.stderr)
-        print(_interrupted_message(out), file=sys.stderr)
+        print(_interrupted_message(out, given_now if resume is not None else ()), file=sys.stderr)
         return 130
     print()
     print(format_summary(result))
     return 0
 
 
-# model keys that are no part of the architecture: the precision and activation recompute of the
-# same weights, which a resume may change (docs/configs.md, --resume)
+# model keys that leave the weights as they are, which a resume may change (docs/configs.md, --resume):
+# the precision and activation recompute of the same weights, and settings without weights of their
+# own (dropout, domain padding, where the activation sits, how a factorized weight is multiplied)
 def _non_architecture_keys():
     from .precision_policy import PrecisionPolicy
 
-    return {*PrecisionPolicy.keys(), "recompute", "recompute_chunk_points"}
+    return {*PrecisionPolicy.keys(), "recompute", "recompute_chunk_points", "channel_mlp_dropout", "domain_padding",
+            "preactivation", "implementation"}
 
 
 def _check_resume_model(resume, config, saved, given):
@@ -411,9 +417,10 @@ def _check_resume_model(resume, config, saved, given):
             "or start a new run.")
 
 
-def _interrupted_message(out):
+def _interrupted_message(out, again=()):
     """One line for a run stopped by Ctrl-C: the last epoch its checkpoint holds (read from the
-    checkpoint's manifest alone) and the command that continues it, or that none was saved."""
+    checkpoint's manifest alone) and the command that continues it (with ``again``, the options an
+    interrupted ``--resume`` was given), or that none was saved."""
     import warnings
 
     from .run_folder import CHECKPOINT_DIR
@@ -431,7 +438,7 @@ def _interrupted_message(out):
     if epoch is None:
         return f"{PROG} train: interrupted before any epoch was saved in {out}: nothing to resume; run the command again."
     return (f"{PROG} train: interrupted; {out / CHECKPOINT_DIR} holds epoch {epoch}, the last saved. "
-            f"Continue with: {PROG} train --resume {shlex.quote(str(out))}")
+            f"Continue with: {PROG} train --resume {shlex.join([str(out), *again])}")
 
 
 def eval_help():

@@ -93,7 +93,11 @@ def auto_decision_text(decision):
     if not checked:
         return mode
     _, i, layer = min(checked, key=lambda c: c[:2])
-    return f"{mode} (layer {i}: precision error {layer['precision_error']:.1e} <= bound {layer['bound']:.1e})"
+    # a layer's record is of its own choice, which may differ from the model's mode (another layer holds the
+    # model at a more precise one, or a schedule's phase at a cheaper one): its error is that choice's
+    choice = f" ({layer['mode']})" if layer.get("mode") != mode else ""
+    return (f"{mode} (layer {i}{choice}: precision error {layer['precision_error']:.1e} "
+            f"<= bound {layer['bound']:.1e})")
 
 
 def summary_rows(result):

@@ -67,15 +67,19 @@ def _run_data(folder, args):
     Darcy at 16."""
     from ..run_folder import read_command, read_results
 
-    results = read_results(folder)  # None: not a run folder
-    n = args.resolution or (results or {}).get("train_resolution") or 16
-    recorded = read_command(folder) if results is not None and args.data is None else None
-    if recorded is None:
+    # a run folder records its command from its start (its results only at its end: a stopped run has none)
+    recorded = read_command(folder)
+    data = None
+    if recorded is not None:
+        from ..configs import load_config
+
+        data = load_config(recorded["config"], recorded["overrides"]).data
+    n = args.resolution or (read_results(folder) or {}).get("train_resolution") or (
+        data.train_resolution if data is not None else 16)
+    if data is None or args.data is not None:
         return LOADERS[args.data or "darcy"], {}, n
-    from ..configs import load_config
     from ..train_pipeline import section_kwargs
 
-    data = load_config(recorded["config"], recorded["overrides"]).data
     return data.loader_name(), section_kwargs(data), n
 
 

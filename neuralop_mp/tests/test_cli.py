@@ -718,3 +718,30 @@ def test_a_record_read_back_joins_an_older_pair_whose_value_starts_with_dashes(t
                                           "model.n_layers": "3", "verbose": "false"}
     write_command(tmp_path, "darcy", overrides)  # the new form reads back unchanged
     assert read_command(tmp_path)["overrides"] == overrides
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_ctrl_c_names_the_command_that_continues_the_run_with_what_a_resume_was_given(monkeypatch, tmp_path,
+                                                                                     capsys, resumed):
+    """A resume records its new overrides only once it saves an epoch: interrupted before, the printed
+    command repeats them (it dropped them, and continued with the old n_epochs)."""
+    import neuralop_mp.train_pipeline as pipeline
+    from neuralop_mp.run_folder import write_command
+    from neuralop_mp.training import checkpointing
+    from neuralop_mp.training.tests.tiny import tiny_fno
+
+    out = tmp_path / "run"
+    checkpointing.save_training_files(out / "checkpoint", "model", tiny_fno(), epoch=2)
+    write_command(out, "darcy", ["--opt.n_epochs", "3", "--output_dir", str(out)])
+
+    def interrupted(config, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_training", interrupted)
+    argv = ["--resume", str(out), "--opt.n_epochs", "40", "--threads", "1"] if resumed else [
+        "darcy", "--opt.n_epochs", "3", "--output_dir", str(out)]
+    assert cli.main(["train", *argv]) == 130
+    again = " --opt.n_epochs 40 --threads 1" if resumed else ""
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"neuralop-mp train: interrupted; {out / 'checkpoint'} holds epoch 2, the last saved. "
+        f"Continue with: neuralop-mp train --resume {out}{again}")

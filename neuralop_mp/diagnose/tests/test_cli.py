@@ -67,6 +67,10 @@ def test_diagnose_a_train_run_folder_at_the_runs_resolution(tmp_path, capsys):
     assert main(["diagnose", str(run), "--resolution", "4", "--n-samples", "2", "--n-bands", "2",
                  "--out", str(out)]) == 0
     assert json.loads((out / "results.json").read_text())["diagnosis"]["resolution"] == [4, 4]
+    # a run stopped before its end has no results.json: its command.json still gives its data and resolution
+    (run / "results.json").unlink()
+    assert main(["diagnose", str(run), "--n-samples", "2", "--n-bands", "2", "--out", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["diagnosis"]["resolution"] == [8, 8]
 
 
 def test_diagnose_a_checkpoint_folder_that_is_no_run_folder(tmp_path):

@@ -45,12 +45,23 @@ def test_the_auto_decision_row_names_the_least_headroom_layer_with_its_own_bound
         "mixed (layer 2: precision error 2.0e-03 <= bound 2.5e-02)"
 
 
+def test_a_layer_whose_choice_is_not_the_models_mode_is_named_with_its_choice():
+    """On CUDA a layer may accept "half" while another holds the model at "mixed": its recorded error
+    is its half error, which the row says, rather than passing it for the mixed one."""
+    layers = [_layer(0, "half", 4.9e-3, 5.0e-3), _layer(1, "mixed", 1.0e-4, 5.0e-3)]
+    decision = {"fno_block_precision": "mixed", "per_layer": layers, "discretization_error": 1.0e-2}
+    assert _rows(_result(decision))["precision (auto decision)"] == \
+        "mixed (layer 0 (half): precision error 4.9e-03 <= bound 5.0e-03)"
+
+
 def test_each_recheck_row_names_its_own_least_headroom_layer():
     checks = [{"epoch": 0, "phase_mode": "half", "fno_block_precision": "half", "per_layer": HEADROOM},
               {"epoch": 1, "phase_mode": "mixed", "fno_block_precision": "mixed",
                "per_layer": [_layer(0, "mixed", 1.0e-3, 1.0e-1), _layer(1, "mixed", 4.0e-4, 1.0e-2)]}]
     rows = _rows(_result(auto_rechecks=checks))
-    assert rows["precision (auto, epoch 0)"] == "phase half runs half (layer 2: precision error 2.0e-03 <= bound 2.5e-02)"
+    # the half phase runs half, the layers chose mixed (on this CPU, the same numbers): their choice is named
+    assert rows["precision (auto, epoch 0)"] == \
+        "phase half runs half (layer 2 (mixed): precision error 2.0e-03 <= bound 2.5e-02)"
     assert rows["precision (auto, epoch 1)"] == "phase mixed runs mixed (layer 1: precision error 4.0e-04 <= bound 1.0e-02)"
 
 
