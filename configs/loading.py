@@ -362,10 +362,12 @@ def _apply_overrides(config, overrides):
     """
     for key, value in overrides.items():
         section, name = _owner(config, key)
+        annotation = config_fields(section).get(name, (None, None))[0]
+        if isinstance(value, str) and none_if_null(value) is None and type(None) in typing.get_args(annotation):
+            value = None  # "None"/"none"/"null" for a field that may be None (zencfg parses "None" as its type)
         try:
             setattr(section, name, value)
         except TypeError:  # zencfg's type check: a multi-line pydantic report under 0.7 and 1.0 alike
-            annotation = config_fields(section).get(name, (None, None))[0]
             raise ValueError(f"Invalid {key}={value!r}; allowed values: {_type_words(annotation)}.") from None
     return config
 

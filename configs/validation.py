@@ -68,8 +68,13 @@ def _check_optional_choice(key, value, allowed, *, ignore_case=False):
 
 
 def _is_finite(value):
-    # math.isfinite on a huge int overflows; every int is finite
-    return not isinstance(value, float) or math.isfinite(value)
+    # math.isfinite on a huge int overflows; every int is finite (a numpy or 0-d tensor float is a float here)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return True
+    try:
+        return math.isfinite(value)
+    except (TypeError, ValueError, OverflowError):  # no number: the comparisons that follow name it
+        return True
 
 
 def _check_positive(key, value, *, allow_zero=False):
@@ -77,7 +82,7 @@ def _check_positive(key, value, *, allow_zero=False):
     every comparison and inf passes these, and either reaches torch only as a traceback."""
     if not _is_finite(value) or not (value >= 0 if allow_zero else value > 0):
         bound = ">= 0" if allow_zero else "> 0"
-        number = "a finite number " if isinstance(value, float) else ""
+        number = "" if isinstance(value, int) and not isinstance(value, bool) else "a finite number "
         raise ValueError(f"Invalid {key}={value!r}; it must be {number}{bound}.")
 
 

@@ -128,11 +128,17 @@ def markdown_table(rows, columns):
 
 def _writable_out(text):
     """``--out DIR``, checked while the arguments are parsed: a folder that cannot be
-    written fails before the benchmark runs, not after it, with its results."""
+    written fails before the benchmark runs, not after it, with its results. Nothing is
+    created here (the arguments may still fail, or ask for --help): the folder itself where
+    it exists, else the nearest folder above it that does, must take new files."""
+    folder = Path(text)
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
     try:
-        check_writable(text, "--out")
+        check_writable(folder, "--out", create=False)
     except RunSetupError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        message = str(error) if folder == Path(text) else f"Output folder {text!r} cannot be created: {error}"
+        raise argparse.ArgumentTypeError(message) from None
     return text
 
 

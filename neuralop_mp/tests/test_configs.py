@@ -242,6 +242,9 @@ def test_valid_schedule_strings_and_no_schedule(value, expected):
     ("model.stabilizer", "None", None), ("model.stabilizer", "null", None), ("model.stabilizer", "tanh", "tanh"),
     ("model.norm", "none", None), ("model.positional_embedding", "None", None), ("output_dir", "", None),
     ("opt.precision_schedule", "None", None), ("name", "None", "None"),  # name is not Optional
+    # an Optional number: zencfg read "None" as a float (a refusal); "null" alone passed
+    ("model.domain_padding", "None", None), ("model.domain_padding", "none", None),
+    ("model.domain_padding", "null", None), ("model.recompute_chunk_points", "None", None),
 ])
 def test_null_spellings_become_none_where_none_is_allowed(key, value, expected):
     config = load_config("darcy", {key: value})
@@ -308,6 +311,18 @@ def test_a_non_finite_learning_rate_or_weight_decay_says_it_must_be_finite(key, 
     with pytest.raises(ValueError) as raised:
         load_config("darcy", {key: value})
     assert str(raised.value) == f"Invalid {key}={float(value)!r}; it must be a finite number {bound}."
+
+
+def test_a_numpy_nan_from_a_config_file_is_refused_as_a_python_nan_is():
+    """A value a Python config file computes with numpy: its NaN passed as finite (not a Python float)."""
+    import numpy as np
+
+    from neuralop_mp.configs.validation import validate_config
+
+    config = load_config("darcy")
+    config.opt.learning_rate = np.float32("nan")
+    with pytest.raises(ValueError, match=r"^Invalid opt.learning_rate=.*nan.*; it must be a finite number > 0\.$"):
+        validate_config(config)
 
 
 def _float_keys(config):

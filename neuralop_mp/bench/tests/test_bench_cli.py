@@ -389,4 +389,9 @@ def test_an_unwritable_out_fails_before_the_benchmark_runs(tmp_path, capsys, mon
             cli.main(["bench", "spectral", "--quick", "--out", str(out)])
         assert exit_.value.code == 2
         err = capsys.readouterr().err
-        assert f"argument --out: Output folder '{out}' is not writable" in err and "Traceback" not in err
+        assert f"argument --out: Output folder '{out}' " in err and "is not writable" in err and "Traceback" not in err
+    # parsing creates nothing: a later bad argument, or --help, leaves no folder behind
+    for tail in (["--bogus-flag"], ["--help"]):
+        with pytest.raises(SystemExit):
+            cli.main(["bench", "spectral", "--quick", "--out", str(tmp_path / "new" / "deep"), *tail])
+        assert not (tmp_path / "new").exists()
