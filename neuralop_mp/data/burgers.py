@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ..vocabulary import check_int_at_least, check_real
 from .compute import cpu_threads, default_device, solver_threads
-from .cache import GENERATOR_VERSION, data_file, generate_train_test, needs_generation, resolve_root, save_data_file
+from .cache import GENERATOR_VERSION, data_file, generate_cached, generate_train_test, resolve_root
 from .grf import sample_grf, sample_seed
 
 BURGERS_GRF = dict(alpha=2.0, tau=5.0, sigma=25.0, n_modes=32, period=1.0)
@@ -148,15 +148,21 @@ def initial_condition(seeds, n, dtype=torch.float64):
 
 
 def burgers_settings(resolution, seed, viscosity, t_final, n_time, solver_resolution):
-    """Every setting that changes the data, as recorded in the file metadata."""
+    """Every setting that changes the data, as recorded in the file metadata; each value checked.
+
+    The recorded ``solver_resolution`` is the grid really solved on: ``solver_resolution``
+    rounded up to a multiple of ``resolution``."""
+    resolution = check_int_at_least("Burgers resolution", resolution, MIN_RESOLUTION)
+    # solved on a multiple of the stored grid so that the stored points are solver points
+    n_solve = resolution * math.ceil(check_int_at_least("solver_resolution", solver_resolution, 65) / resolution)
     return dict(
-        generator="burgers", version=GENERATOR_VERSION, time_step="per-sample CFL", resolution=int(resolution),
+        generator="burgers", version=GENERATOR_VERSION, time_step="per-sample CFL", resolution=resolution,
         seed=int(seed),
         # checked here, before the cache lookup: a bad viscosity must not find a cached file
         viscosity=check_real("viscosity", viscosity, low=0, low_open=True),
         # t_final=0 would repeat the initial time n_time times
-        t_final=check_real("t_final", t_final, low=0, low_open=True), n_time=int(n_time),
-        solver_resolution=int(solver_resolution), grf=dict(BURGERS_GRF), grid="periodic",
+        t_final=check_real("t_final", t_final, low=0, low_open=True), n_time=check_int_at_least("n_time", n_time, 2),
+        solver_resolution=n_solve, grf=dict(BURGERS_GRF), grid="periodic",
     )
 
 
@@ -164,28 +170,26 @@ def generate_burgers_split(root, resolution, split, n_samples, seed=0, progress=
                            viscosity=DEFAULT_VISCOSITY, t_final=DEFAULT_T_FINAL, n_time=DEFAULT_N_TIME,
                            solver_resolution=DEFAULT_SOLVER_RESOLUTION, batch_size=512, device=None):
     """Write (or find in the cache) ``burgers_{split}_{resolution}.pt``; return its path."""
-    resolution = check_int_at_least("Burgers resolution", resolution, MIN_RESOLUTION)
-    n_time = check_int_at_least("n_time", n_time, 2)
-    # Solve on a multiple of the stored grid so that the stored points are solver points.
-    n_solve = resolution * math.ceil(check_int_at_least("solver_resolution", solver_resolution, 65) / resolution)
-    path = data_file(resolve_root(root), "burgers", split, resolution)
-    settings = burgers_settings(resolution, seed, viscosity, t_final, n_time, n_solve)
-    if not needs_generation(path, settings, n_samples, overwrite):
-        return path
-    device = default_device(device)
-    times = np.linspace(0.0, t_final, n_time)
-    stride = n_solve // resolution
-    seeds = [sample_seed(seed, split, i) for i in range(n_samples)]
-    chunks = [seeds[i:i + batch_size] for i in range(0, n_samples, batch_size)]
-    trajectories = []
-    with cpu_threads(1), tqdm(total=n_time * len(chunks), desc=f"burgers {split} {resolution}",
-                              disable=not progress, leave=False) as bar:
-        for chunk in chunks:
-            u0 = initial_condition(chunk, n_solve).to(device)
-            trajectories.append(solve_burgers(u0, times, viscosity, progress=bar)[..., ::stride].float().cpu())
-    y = torch.cat(trajectories)
-    tensors = {"x": y[:, 0].clone(), "y": y, "visc": torch.tensor(float(viscosity))}
-    return save_data_file(path, tensors, settings, n_samples)
+    settings = burgers_settings(resolution, seed, viscosity, t_final, n_time, solver_resolution)
+    resolution, n_solve = settings["resolution"], settings["solver_resolution"]
+
+    def compute():
+        dev = default_device(device)
+        times = np.linspace(0.0, t_final, settings["n_time"])
+        stride = n_solve // resolution
+        seeds = [sample_seed(seed, split, i) for i in range(n_samples)]
+        chunks = [seeds[i:i + batch_size] for i in range(0, n_samples, batch_size)]
+        trajectories = []
+        with cpu_threads(1), tqdm(total=len(times) * len(chunks), desc=f"burgers {split} {resolution}",
+                                  disable=not progress, leave=False) as bar:
+            for chunk in chunks:
+                u0 = initial_condition(chunk, n_solve).to(dev)
+                trajectories.append(solve_burgers(u0, times, viscosity, progress=bar)[..., ::stride].float().cpu())
+        y = torch.cat(trajectories)
+        return {"x": y[:, 0].clone(), "y": y, "visc": torch.tensor(float(viscosity))}
+
+    return generate_cached(data_file(resolve_root(root), "burgers", split, resolution), settings, n_samples,
+                           overwrite, compute)
 
 
 def generate_burgers(root=None, resolutions=(16,), n_train=800, n_test=200, seed=0, progress=True,
@@ -226,6 +230,7 @@ def generate_burgers(root=None, resolutions=(16,), n_train=800, n_test=200, seed
         ``{res: (train_path, test_path)}``.
     """
     return generate_train_test(
-        generate_burgers_split, root, resolutions, n_train, n_test, seed, progress, overwrite,
+        generate_burgers_split, lambda res: burgers_settings(res, seed, viscosity, t_final, n_time, solver_resolution),
+        root, resolutions, n_train, n_test, seed, progress, overwrite,
         viscosity=viscosity, t_final=t_final, n_time=n_time, solver_resolution=solver_resolution, device=device,
     )

@@ -6,17 +6,31 @@ every setting that changes the data, and the number of samples. A later call
 with the same settings finds the file and skips the work; a file holding at
 least as many samples as requested is also a hit, because sample ``i`` depends
 only on ``(seed, split, i)`` (see :func:`neuralop_mp.data.grf.sample_seed`), so
-the requested samples are its first rows. Files without ``meta`` were not
-written by us (e.g. upstream's downloaded data): we never overwrite them unless
-told to.
+the requested samples are its first rows. Files without such a record were not
+written by us (upstream's downloaded data, the user's own, whatever their own
+``meta`` holds): we never overwrite them unless told to.
+
+Generating a file holds an exclusive lock on ``<file>.lock`` (POSIX ``flock``;
+where ``fcntl`` is missing, e.g. on Windows, there is no lock) from the check that
+decides to generate to the save, so that two runs never both report a file as
+theirs: the second one finds the first one's file and uses it, or refuses to
+replace it with other settings.
 """
 import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from ..run_setup import check_writable
-from .file_checks import DataFileError, ForeignDataFileChecksumError, read_data_file, unreadable_file_warning
+from .file_checks import (DataFileError, ForeignDataFileChecksumError, generation_record, read_data_file,
+                          unreadable_file_warning)
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks of this kind; generation is not locked there
+    fcntl = None
 
 # Bump when the numerics of a generator change, so stale caches are regenerated.
 GENERATOR_VERSION = 1
@@ -44,52 +58,105 @@ def read_file_info(path):
     """``(meta, n_samples)`` of a data file, its tensors memory-mapped (its records'
     checksums read once per process while it is unchanged, :func:`~.file_checks.read_data_file`).
 
-    ``meta`` is None for files we did not write.
+    ``meta`` is None for files we did not write (:func:`~.file_checks.generation_record`).
     """
     return file_info(read_data_file(path))
 
 
 def file_info(data):
     """``(meta, n_samples)`` of a data file's loaded contents (:func:`read_file_info`)."""
-    return data.get("meta"), int(data["x"].shape[0])
+    return generation_record(data), int(data["x"].shape[0])
 
 
 def settings_match(meta, settings, n_samples):
     """True when ``meta`` records exactly ``settings`` and at least ``n_samples`` samples."""
     if meta is None:
         return False
-    recorded = {k: v for k, v in meta.items() if k != "n_samples"}
-    return recorded == settings and meta.get("n_samples", -1) >= n_samples
+    return _recorded_settings(meta) == settings and meta.get("n_samples", -1) >= n_samples
+
+
+def _recorded_settings(meta):
+    return {k: v for k, v in meta.items() if k != "n_samples"}
 
 
 # what a user changes to write the data elsewhere, for the message of an unwritable data root
 DATA_ROOT_OPTIONS = "--data.data_root (`neuralop-mp data`: --root)"
 
 
-def needs_generation(path, settings, n_samples, overwrite):
-    """Decide whether ``path`` must be (re)generated for ``settings`` and ``n_samples``.
+def generate_cached(path, settings, n_samples, overwrite, compute):
+    """Make sure ``path`` holds ``n_samples`` samples generated with ``settings``; return ``path``.
 
-    When it must, its folder is checked first (created if missing, a file written in it):
-    a file in the way or a missing permission fails here, before the samples are
-    computed, not when they are saved.
+    A file of ours with these settings and enough samples is used as it is;
+    otherwise (:func:`_stale`) ``compute()`` makes the tensors and they are saved
+    (:func:`save_data_file`). From the check that decides to generate to the save,
+    an exclusive lock on ``<path>.lock`` is held; after it is acquired the file is
+    checked again if another run changed it meanwhile: a file it wrote with these
+    settings is used, one it wrote with other settings is not replaced (unless
+    ``overwrite``), so that both runs never report the same file as theirs.
+
+    The folder is checked first (created if missing, a file written in it): a file
+    in the way or a missing permission fails here, before the samples are computed.
 
     Raises
     ------
     FileExistsError
-        If the file exists, was not written by this package and ``overwrite`` is False.
+        If the file exists, was not written by this package and ``overwrite`` is
+        False; or another run wrote it with other settings while this one waited.
     RunSetupError
         If the file must be written and its folder cannot be written into (a ValueError,
         naming the folder and why).
     """
     path = Path(path)
-    if _stale(path, settings, n_samples, overwrite):
-        check_writable(path.parent, DATA_ROOT_OPTIONS, what="Data folder")
-        return True
-    return False
+    seen = _identity(path)
+    # an up-to-date file is used without the lock: a read-only data root stays usable
+    if not _stale(path, settings, n_samples, overwrite):
+        return path
+    check_writable(path.parent, DATA_ROOT_OPTIONS, what="Data folder")
+    with _generation_lock(path):
+        if _identity(path) != seen:  # written (or removed) by another run while this one waited
+            if not _stale(path, settings, n_samples, overwrite=False):
+                return path
+            try:
+                meta, _ = read_file_info(path)
+            except DataFileError:  # removed, or unreadable: nothing of the other run's to keep
+                meta = None
+            if meta is not None and not overwrite and _recorded_settings(meta) != settings:
+                differing = [k for k in sorted(set(settings) | set(meta) - {"n_samples"})
+                             if meta.get(k) != settings.get(k)]
+                theirs = ", ".join(f"{k}={meta.get(k)!r}" for k in differing)
+                ours = ", ".join(f"{k}={settings.get(k)!r}" for k in differing)
+                raise FileExistsError(
+                    f"{path} was written by another run ({theirs}) while this one waited to write it ({ours}); "
+                    "refusing to replace it. Run this one again to replace it, or give the runs different roots.")
+        return save_data_file(path, compute(), settings, n_samples)
+
+
+def _identity(path):
+    """What changes when ``path`` is replaced or removed: None if missing, else inode, size and mtime."""
+    try:
+        stat = path.stat()
+    except (FileNotFoundError, NotADirectoryError):  # no file (a file in the way of its folder: no file either)
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+@contextmanager
+def _generation_lock(path):
+    """Hold an exclusive lock on ``<path>.lock`` (none where ``fcntl`` is missing).
+
+    The lock file stays: removing it would let a third run lock a new file of that
+    name while a second one still waits on the removed one."""
+    if fcntl is None:
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, on an exception too
+        yield
 
 
 def _stale(path, settings, n_samples, overwrite):
-    """:func:`needs_generation` without the folder check."""
+    """Whether ``path`` must be (re)generated for ``settings`` and ``n_samples``
+    (:func:`generate_cached`, whose exceptions it raises but the folder check)."""
     if overwrite or not path.exists():
         return True
     try:
@@ -103,8 +170,8 @@ def _stale(path, settings, n_samples, overwrite):
         return True
     if meta is None:
         raise FileExistsError(
-            f"{path} exists but was not written by neuralop_mp (no metadata); refusing to replace it. "
-            "Pass overwrite=True (CLI: --overwrite) to replace it, or choose another root."
+            f"{path} exists but was not written by neuralop_mp (no generation record of neuralop_mp in it); "
+            "refusing to replace it. Pass overwrite=True (CLI: --overwrite) to replace it, or choose another root."
         )
     return not settings_match(meta, settings, n_samples)
 
@@ -115,28 +182,39 @@ def save_data_file(path, tensors, settings, n_samples):
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(tensors)
     payload["meta"] = dict(settings, n_samples=int(n_samples))
-    # a unique temporary name: two generations of the same file never share a partial file
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    # a unique temporary name: two generations of the same file never share a partial file (threads
+    # too, where no lock serializes them)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        torch.save(payload, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        # saved through a handle: given a file name, torch names the archive's records after
+        # it (here with the pid), so the same data gave different bytes in every run
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-def generate_train_test(generate_split, root, resolutions, n_train, n_test, seed, progress, overwrite, **kwargs):
+def generate_train_test(generate_split, check_settings, root, resolutions, n_train, n_test, seed, progress, overwrite,
+                        **kwargs):
     """Run a per-split generator for the train and the test split of every resolution.
+
+    ``check_settings(resolution)`` validates one resolution's settings (the
+    generator's settings function, raising a ValueError naming a bad value): every
+    resolution is checked before any file is generated, so a bad one late in the
+    list does not leave the earlier ones' files behind an error.
 
     Returns ``{res: (train_path, test_path)}``, the shape every ``generate_*`` returns.
     """
     if isinstance(resolutions, int):
         resolutions = (resolutions,)
+    for res in resolutions:
+        check_settings(res)
     splits = (("train", n_train), ("test", n_test))
     return {
         int(res): tuple(generate_split(root, res, split, n, seed, progress, overwrite, **kwargs) for split, n in splits)
         for res in resolutions
     }
-

@@ -64,7 +64,7 @@ def build_parser(prog="neuralop-mp data"):
     physics = parser.add_argument_group("navier_stokes and burgers")
     physics.add_argument("--viscosity", type=_positive_float, default=None, help="nu (default 1e-3 / 0.01)")
     physics.add_argument("--t-final", type=_positive_float, default=None, help="final time (default 10 / 1)")
-    physics.add_argument("--solver-resolution", type=_positive_int, default=None, help="smallest grid solved on")
+    physics.add_argument("--solver-resolution", type=_positive_int, default=None, help="smallest grid solved on (navier_stokes: a power of 2 >= 32; burgers: >= 65)")
     physics.add_argument("--n-time", type=_positive_int, default=None, help="burgers: stored time points (default 17)")
     return parser
 

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..vocabulary import check_choice, check_int_at_least
 from .compute import cpu_threads
-from .cache import GENERATOR_VERSION, data_file, generate_train_test, needs_generation, resolve_root, save_data_file
+from .cache import GENERATOR_VERSION, data_file, generate_cached, generate_train_test, resolve_root
 from .grf import sample_grf, sample_seed
 
 FACE_AVERAGES = ("harmonic", "arithmetic")
@@ -147,31 +147,34 @@ def permeability(seeds, resolution):
 
 
 def darcy_settings(resolution, seed, face_average="harmonic"):
-    """Every setting that changes the data, as recorded in the file metadata."""
+    """Every setting that changes the data, as recorded in the file metadata; each value checked."""
     return dict(
-        generator="darcy", version=GENERATOR_VERSION, resolution=int(resolution), seed=int(seed),
-        forcing=1.0, high=HIGH_PERMEABILITY, low=LOW_PERMEABILITY, face_average=face_average,
-        grf=dict(DARCY_GRF), grid="vertex",
+        generator="darcy", version=GENERATOR_VERSION,
+        resolution=check_int_at_least("Darcy resolution", resolution, MIN_RESOLUTION), seed=int(seed),
+        forcing=1.0, high=HIGH_PERMEABILITY, low=LOW_PERMEABILITY,
+        face_average=check_choice("face_average", face_average, FACE_AVERAGES), grf=dict(DARCY_GRF), grid="vertex",
     )
 
 
 def generate_darcy_split(root, resolution, split, n_samples, seed=0, progress=True, overwrite=False,
                          face_average="harmonic"):
     """Write (or find in the cache) ``darcy_{split}_{resolution}.pt``; return its path."""
-    resolution = check_int_at_least("Darcy resolution", resolution, MIN_RESOLUTION)
-    path = data_file(resolve_root(root), "darcy", split, resolution)
     settings = darcy_settings(resolution, seed, face_average)
-    if not needs_generation(path, settings, n_samples, overwrite):
-        return path
-    seeds = [sample_seed(seed, split, i) for i in range(n_samples)]
-    with cpu_threads(1):
-        a = permeability(seeds, resolution).numpy()
-    u = np.empty_like(a)
-    bar = tqdm(range(n_samples), desc=f"darcy {split} {resolution}x{resolution}", disable=not progress, leave=False)
-    for n in bar:
-        u[n] = solve_darcy(a[n], 1.0, face_average)
-    tensors = {"x": torch.from_numpy(a).float(), "y": torch.from_numpy(u).float()}
-    return save_data_file(path, tensors, settings, n_samples)
+    resolution = settings["resolution"]
+
+    def compute():
+        seeds = [sample_seed(seed, split, i) for i in range(n_samples)]
+        with cpu_threads(1):
+            a = permeability(seeds, resolution).numpy()
+        u = np.empty_like(a)
+        bar = tqdm(range(n_samples), desc=f"darcy {split} {resolution}x{resolution}", disable=not progress,
+                   leave=False)
+        for n in bar:
+            u[n] = solve_darcy(a[n], 1.0, face_average)
+        return {"x": torch.from_numpy(a).float(), "y": torch.from_numpy(u).float()}
+
+    return generate_cached(data_file(resolve_root(root), "darcy", split, resolution), settings, n_samples, overwrite,
+                           compute)
 
 
 def generate_darcy(root=None, resolutions=(16, 32), n_train=1000, n_test=200, seed=0, progress=True,
@@ -204,4 +207,5 @@ def generate_darcy(root=None, resolutions=(16, 32), n_train=1000, n_test=200, se
     dict
         ``{res: (train_path, test_path)}``.
     """
-    return generate_train_test(generate_darcy_split, root, resolutions, n_train, n_test, seed, progress, overwrite)
+    return generate_train_test(generate_darcy_split, lambda res: darcy_settings(res, seed), root, resolutions,
+                               n_train, n_test, seed, progress, overwrite)

@@ -7,12 +7,16 @@ resolutions those classes refuse, through the ``PTDataset`` code they all use),
 so what we generate is exactly what an upstream user would read.
 
 A file that exists and holds at least the requested number of samples is used as
-is, whoever wrote it (our generator with any physics settings, or upstream's
-download), unless our generator wrote it with another ``seed`` than the one
-requested: that file is regenerated with the requested seed and as many samples
-as it held, with a warning (as ``neuralop-mp data`` regenerates), or, with
-``generate=False``, refused with a message naming both seeds. To change the physics (viscosity, final time, ...) generate explicitly with
-the CLI or ``generate_*`` and ``overwrite=True``.
+is, whoever wrote it (our generator, or upstream's download, or the user: a file
+without our generation record, whatever ``meta`` of its own it has), unless our
+generator wrote it with another ``seed`` than the one requested: that file is
+regenerated with the requested seed, as many samples as it held and the physics
+it records (viscosity, final time, ...), with a warning naming both seeds and the
+settings kept, or, with ``generate=False``, refused with a message naming both
+seeds. The physics of a load is one: a missing file is generated with the physics
+our other files of the load record (the generator's defaults when there are none),
+and files of ours recording different physics are refused, naming them. To change
+the physics, generate explicitly with the CLI or ``generate_*`` and ``overwrite=True``.
 """
 import os
 import warnings
@@ -29,8 +33,7 @@ from ..vocabulary import check_int_at_least
 from .burgers import generate_burgers_split
 from .cache import data_file, file_info, resolve_root
 from .darcy import generate_darcy_split
-from .file_checks import (DataFileError, ForeignDataFileChecksumError, check_data_file, read_data_file,
-                          unreadable_file_warning)
+from .file_checks import DataFileError, ForeignDataFileChecksumError, check_data_file, read_data_file
 from .navier_stokes import generate_navier_stokes_split
 
 # Resolutions upstream's dataset classes accept (they assert on anything else).
@@ -40,6 +43,15 @@ UPSTREAM_RESOLUTIONS = {"darcy": (16, 32, 64, 128, 421), "nsforcing": (128, 1024
 # Trailing spatial axes of the stored tensors (Burgers' y is (N, time, space)).
 SPATIAL_DIMS = {"darcy": 2, "nsforcing": 2, "burgers": 1}
 
+# The physics of a load: the split generator's arguments its files record. A file of ours
+# that is regenerated keeps its own; a missing one takes those of the load's other files.
+PHYSICS = {"darcy": ("face_average",), "nsforcing": ("viscosity", "t_final", "solver_resolution"),
+           "burgers": ("viscosity", "t_final", "n_time", "solver_resolution")}
+# the discretization, not the equation: each file solves on at least its own grid, so files of
+# one load legitimately record different ones; never compared between files
+PER_FILE = ("solver_resolution",)
+# the physics settings `neuralop-mp data` has a flag for (--viscosity, ...), in its order
+CLI_FLAGS = ("viscosity", "t_final", "solver_resolution", "n_time")
 
 
 
@@ -71,33 +83,50 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     samples or another seed than ``seed`` are generated when ``generate`` is True;
     otherwise a FileNotFoundError names the missing files and the command that
     generates them, and a ValueError the file of another seed.
+
+    The physics of a load is one (:func:`_load_physics`): a file of ours that is
+    regenerated keeps the settings it records (viscosity, final time, ...), a missing
+    or unreadable one is generated with those of our other files of the load (the
+    generator's defaults when there are none), and our files recording different
+    physics are refused with a ValueError naming them, before anything is generated.
     """
     root = Path(root)
-    requested = {"seed": int(seed)}  # what the loader asks for; the physics is whatever the file holds
+    requested = {"seed": int(seed)}  # what the loader asks for; the physics is whatever the files hold
     missing = []
     # path -> its contents (memory-mapped) as read here, checked below without reading the file
     # again; the only reference, so that a file being replaced is no longer mapped
-    read = {}
+    read, unreadable = {}, {}
+    for res, split, n in needed:  # every file's record first: the physics of the load comes from all
+        path = data_file(root, prefix, split, res)
+        if path.exists() and path not in read and path not in unreadable:
+            try:
+                read[path] = read_data_file(path)
+            except DataFileError as err:
+                unreadable[path] = err
+    records = {path: file_info(data)[0] for path, data in read.items()}
+    physics = _load_physics(prefix, cli_name, root, {path: meta for path, meta in records.items() if meta})
 
-    def generate_file(path, res, split, n):
+    def generate_file(path, res, split, n, settings):
         read.pop(path, None)  # the new file is read for its checks
-        generate_split(root, res, split, n, seed=seed, progress=progress, overwrite=path.exists())
+        # overwrite=False: the generator decides again, under its lock, what the file needs (a
+        # concurrent run may have made it meanwhile) and warns about an unreadable file it replaces
+        generate_split(root, res, split, n, seed=seed, progress=progress, overwrite=False, **settings)
 
     for res, split, n in needed:
         path = data_file(root, prefix, split, res)
+        if path in unreadable:
+            err = unreadable.pop(path)
+            # a readable file of the user's own (no generation record) with a damaged
+            # checksum is theirs to replace: never overwritten here
+            if not generate or isinstance(err, ForeignDataFileChecksumError):
+                raise err
+            generate_file(path, res, split, n, physics)
+            continue
         if path.exists():
-            try:
-                if path not in read:
-                    read[path] = read_data_file(path)
-            except DataFileError as err:
-                # a readable file of the user's own (no generation record) with a damaged
-                # checksum is theirs to replace: never overwritten here
-                if not generate or isinstance(err, ForeignDataFileChecksumError):
-                    raise
-                unreadable_file_warning(path, err)
-                generate_file(path, res, split, n)
-                continue
+            if path not in read:
+                read[path] = read_data_file(path)
             meta, n_file = file_info(read[path])
+            kept = _recorded_physics(prefix, meta)  # a file of ours keeps its physics when regenerated
             differing = {} if meta is None else {k: meta.get(k) for k, v in requested.items() if meta.get(k) != v}
             if differing:
                 recorded = ", ".join(f"{k}={v!r}" for k, v in differing.items())
@@ -106,21 +135,23 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
                     raise ValueError(
                         f"{path} was generated with {recorded}, not the requested {wanted} (data.{wanted} in a "
                         f"training config); regenerate it (`neuralop-mp data {cli_name} --root {root} --res {res} "
-                        f"--n-{split} {n} --seed {requested['seed']} --overwrite`, or generate=True: "
-                        f"--data.generate true), or request {recorded}.")
+                        f"--n-{split} {n} --seed {requested['seed']}{_cli_flags(kept)} --overwrite`, or "
+                        f"generate=True: --data.generate true), or request {recorded}.")
                 # as many samples as the file held: regenerating must not shrink a user's dataset
+                keeping = f", keeping its {_settings_text(kept)}" if kept else ""
                 warnings.warn(f"{path} was generated with {recorded}, not the requested {wanted}: it is regenerated "
-                              f"with {wanted} and {max(n, n_file)} samples (request {recorded} to use it as it is).",
-                              RuntimeWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
-                generate_file(path, res, split, max(n, n_file))
+                              f"with {wanted} and {max(n, n_file)} samples{keeping} (request {recorded} to use it "
+                              "as it is).", RuntimeWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
+                generate_file(path, res, split, max(n, n_file), kept)
                 continue
             if n_file >= n:
                 continue
             if meta is None or not generate:
-                raise ValueError(f"{path} holds {n_file} samples but {n} were requested; "
-                                 f"lower the count or regenerate it (`neuralop-mp data {cli_name} ... --overwrite`).")
-        if generate:
-            generate_file(path, res, split, n)
+                raise ValueError(f"{path} holds {n_file} samples but {n} were requested; lower the count or "
+                                 f"regenerate it (`neuralop-mp data {cli_name} ...{_cli_flags(kept)} --overwrite`).")
+            generate_file(path, res, split, n, kept)
+        elif generate:
+            generate_file(path, res, split, n, physics)
         else:
             missing.append((path, res, split, n))
     if missing:
@@ -131,12 +162,56 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
         raise FileNotFoundError(
             f"Missing data files: {names}. Generate them offline with:\n"
             f"  neuralop-mp data {cli_name} --root {root} --res {resolutions} "
-            f"--n-train {max(n_train, 1)} --n-test {max(n_test, 1)}\n"
+            f"--n-train {max(n_train, 1)} --n-test {max(n_test, 1)}{_cli_flags(physics)}\n"
             "or call the loader with generate=True."
         )
     for res, split, n in needed:
         path = data_file(root, prefix, split, res)
         read[path] = check_data_file(path, res, n, SPATIAL_DIMS[prefix], data=read.get(path))
+
+
+def _recorded_physics(prefix, meta):
+    """The generator arguments (:data:`PHYSICS`) a file of ours records; {} for another file."""
+    return {k: meta[k] for k in PHYSICS[prefix] if k in meta} if meta else {}
+
+
+def _load_physics(prefix, cli_name, root, records):
+    """The generator arguments for the files of a load that are generated from scratch.
+
+    ``records`` maps each readable file of ours in the load to its metadata. They
+    must all record the same physics (:data:`PHYSICS` but :data:`PER_FILE`): a
+    ValueError names the files and the settings that differ otherwise. The grid
+    solved on differs with the resolution, so it is not compared; the smallest one
+    recorded is taken (each generator solves on at least the stored grid anyway).
+    """
+    found = {path: {k: v for k, v in _recorded_physics(prefix, meta).items() if k not in PER_FILE}
+             for path, meta in records.items()}
+    first = next(iter(found.values()), {})
+    if any(settings != first for settings in found.values()):
+        keys = sorted({k for settings in found.values() for k in set(settings) | set(first)
+                       if settings.get(k) != first.get(k)})
+        listing = "; ".join(f"{path}: {_settings_text({k: settings.get(k) for k in keys})}"
+                            for path, settings in found.items())
+        raise ValueError(
+            f"The data files of this load record different physics ({listing}); a model would be trained and "
+            "tested on different equations. Regenerate the odd ones with the settings of the others "
+            f"(`neuralop-mp data {cli_name} --root {root} --res ... --overwrite` with the flags of those settings), "
+            "or give this load another data root.")
+    physics = dict(first)
+    for key in PER_FILE:
+        values = [meta[key] for meta in records.values() if key in PHYSICS[prefix] and key in meta]
+        if values:
+            physics[key] = min(values)
+    return physics
+
+
+def _settings_text(settings):
+    return ", ".join(f"{k}={v!r}" for k, v in settings.items())
+
+
+def _cli_flags(settings):
+    """``settings`` as ``neuralop-mp data`` flags (those it has: face_average has none)."""
+    return "".join(f" --{k.replace('_', '-')} {settings[k]}" for k in CLI_FLAGS if k in settings)
 
 
 def make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes):

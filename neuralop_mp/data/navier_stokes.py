@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ..vocabulary import check_real
 from .compute import cpu_threads, default_device, solver_threads
-from .cache import GENERATOR_VERSION, data_file, generate_train_test, needs_generation, resolve_root, save_data_file
+from .cache import GENERATOR_VERSION, data_file, generate_cached, generate_train_test, resolve_root
 from .grf import sample_grf, sample_seed
 
 # n_modes=10: the spectrum decays as |k|^-5, so mode 10 carries < 1% of mode 1's amplitude.
@@ -149,50 +149,56 @@ def initial_vorticity(seeds, n, dtype=torch.float64):
 
 
 def ns_settings(resolution, seed, viscosity, t_final, solver_resolution):
-    """Every setting that changes the data, as recorded in the file metadata."""
+    """Every setting that changes the data, as recorded in the file metadata; each value checked.
+
+    The recorded ``solver_resolution`` is the grid really solved on,
+    ``max(resolution, solver_resolution)``."""
+    resolution = _check_power_of_two("Navier-Stokes resolution", resolution, 8)
     return dict(
-        generator="navier_stokes", version=GENERATOR_VERSION, resolution=int(resolution), seed=int(seed),
+        generator="navier_stokes", version=GENERATOR_VERSION, resolution=resolution, seed=int(seed),
         # checked here, before the cache lookup: a bad viscosity must not find a cached file
         viscosity=check_real("viscosity", viscosity, low=0, low_open=True),
-        t_final=check_real("t_final", t_final, low=0), solver_resolution=int(solver_resolution),
+        t_final=check_real("t_final", t_final, low=0),
+        # 32: the smallest power of 2 that holds the initial field's modes (initial_vorticity)
+        solver_resolution=max(resolution, _check_power_of_two("solver_resolution", solver_resolution, 32)),
         forcing="0.1(sin(2pi(x+y))+cos(2pi(x+y)))", grf=dict(NS_GRF), grid="periodic",
     )
 
 
-def _check_power_of_two(resolution):
-    ok = isinstance(resolution, (int, np.integer)) and not isinstance(resolution, bool) and resolution >= 8
-    if not ok or resolution & (resolution - 1):
-        raise ValueError(f"Invalid Navier-Stokes resolution={resolution!r}; allowed values: powers of 2 >= 8.")
-    return int(resolution)
+def _check_power_of_two(name, value, low):
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
+    if not ok or value & (value - 1):
+        raise ValueError(f"Invalid {name}={value!r}; allowed values: powers of 2 >= {low}.")
+    return int(value)
 
 
 def generate_navier_stokes_split(root, resolution, split, n_samples, seed=0, progress=True, overwrite=False, *,
                                  viscosity=DEFAULT_VISCOSITY, t_final=DEFAULT_T_FINAL,
                                  solver_resolution=DEFAULT_SOLVER_RESOLUTION, batch_size=256, device=None):
     """Write (or find in the cache) ``nsforcing_{split}_{resolution}.pt``; return its path."""
-    resolution = _check_power_of_two(resolution)
-    n_solve = max(resolution, _check_power_of_two(solver_resolution))
-    path = data_file(resolve_root(root), "nsforcing", split, resolution)
-    settings = ns_settings(resolution, seed, viscosity, t_final, n_solve)
-    if not needs_generation(path, settings, n_samples, overwrite):
-        return path
-    device = default_device(device)
-    dtype = torch.float32  # stored as float32 anyway; float64 halves the speed for no visible gain
-    stride = n_solve // resolution
-    forcing = benchmark_forcing(n_solve, dtype, device)
-    seeds = [sample_seed(seed, split, i) for i in range(n_samples)]
-    chunks = [seeds[i:i + batch_size] for i in range(0, n_samples, batch_size)]
-    n_steps = max(1, math.ceil(t_final / (DT_AT_32 * 32 / n_solve) - 1e-9))
-    xs, ys = [], []
-    with cpu_threads(1), tqdm(total=n_steps * len(chunks), desc=f"navier-stokes {split} {resolution}x{resolution}",
-                              disable=not progress, leave=False) as bar:
-        for chunk in chunks:
-            w0 = initial_vorticity(chunk, n_solve, dtype).to(device)
-            wt = solve_vorticity(w0, t_final, viscosity, forcing, progress=bar)
-            xs.append(w0[:, ::stride, ::stride].float().cpu())
-            ys.append(wt[:, ::stride, ::stride].float().cpu())
-    tensors = {"x": torch.cat(xs), "y": torch.cat(ys)}
-    return save_data_file(path, tensors, settings, n_samples)
+    settings = ns_settings(resolution, seed, viscosity, t_final, solver_resolution)
+    resolution, n_solve = settings["resolution"], settings["solver_resolution"]
+
+    def compute():
+        dev = default_device(device)
+        dtype = torch.float32  # stored as float32 anyway; float64 halves the speed for no visible gain
+        stride = n_solve // resolution
+        forcing = benchmark_forcing(n_solve, dtype, dev)
+        seeds = [sample_seed(seed, split, i) for i in range(n_samples)]
+        chunks = [seeds[i:i + batch_size] for i in range(0, n_samples, batch_size)]
+        n_steps = max(1, math.ceil(t_final / (DT_AT_32 * 32 / n_solve) - 1e-9))
+        xs, ys = [], []
+        with cpu_threads(1), tqdm(total=n_steps * len(chunks), desc=f"navier-stokes {split} {resolution}x{resolution}",
+                                  disable=not progress, leave=False) as bar:
+            for chunk in chunks:
+                w0 = initial_vorticity(chunk, n_solve, dtype).to(dev)
+                wt = solve_vorticity(w0, t_final, viscosity, forcing, progress=bar)
+                xs.append(w0[:, ::stride, ::stride].float().cpu())
+                ys.append(wt[:, ::stride, ::stride].float().cpu())
+        return {"x": torch.cat(xs), "y": torch.cat(ys)}
+
+    return generate_cached(data_file(resolve_root(root), "nsforcing", split, resolution), settings, n_samples,
+                           overwrite, compute)
 
 
 def generate_navier_stokes(root=None, resolutions=(32,), n_train=400, n_test=100, seed=0, progress=True,
@@ -235,6 +241,7 @@ def generate_navier_stokes(root=None, resolutions=(32,), n_train=400, n_test=100
         ``{res: (train_path, test_path)}``.
     """
     return generate_train_test(
-        generate_navier_stokes_split, root, resolutions, n_train, n_test, seed, progress, overwrite,
+        generate_navier_stokes_split, lambda res: ns_settings(res, seed, viscosity, t_final, solver_resolution),
+        root, resolutions, n_train, n_test, seed, progress, overwrite,
         viscosity=viscosity, t_final=t_final, solver_resolution=solver_resolution, device=device,
     )
