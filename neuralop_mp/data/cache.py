@@ -149,9 +149,14 @@ def _generation_lock(path):
     if fcntl is None:
         yield
         return
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, on an exception too
+    # opened for reading (flock needs no more): another user's lock file in a shared data root, which
+    # it created 0644 under its umask, is as usable as one's own, as the folder is
+    descriptor = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(descriptor)  # releases the lock, on an exception too
 
 
 def _stale(path, settings, n_samples, overwrite):
