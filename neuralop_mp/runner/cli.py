@@ -20,6 +20,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..run_setup import RunSetupError, check_writable
 from ..vocabulary import none_if_null, normalize_flag
 from .activation import _enable_keywords, _enabled_checked, _validated_options
 from .static_check import describe_plan, scan_source, start_warnings
@@ -38,6 +39,9 @@ USAGE = (
 
 #: what our flags start with; the messages about an option name it with it
 FLAG_PREFIX = "--mp."
+
+#: exit status of a script stopped by Ctrl-C, as a shell reports it (128 + SIGINT)
+INTERRUPTED_STATUS = 130
 
 
 # Converters of a flag's text into the value a Python caller of enable() would pass. They
@@ -200,6 +204,7 @@ class RunResult:
     exit_status: int
     report: object
     error: BaseException = None
+    interrupted: bool = False
 
 
 def _under(path, folders):
@@ -219,6 +224,35 @@ def _exit_status(code):
     return 1
 
 
+def _check_report_path(report_path):
+    """Refuse, before the script starts, a ``--mp.report`` file that could not be written after it.
+
+    Raises
+    ------
+    UsageError
+        When the path is a folder, or its folder is missing or not writable.
+    """
+    path = Path(report_path)
+    if path.is_dir():
+        raise UsageError(f"{FLAG_PREFIX}report {str(path)!r} is a folder; give a file name, "
+                         f"e.g. {str(path / 'report.json')!r}.")
+    try:
+        check_writable(path.parent, f"{FLAG_PREFIX}report", what=f"The folder of {FLAG_PREFIX}report", create=False)
+    except RunSetupError as error:
+        raise UsageError(str(error)) from None
+
+
+def _write_report(report, report_path):
+    """Write the report as JSON; False, after one message on stderr, when it cannot be written."""
+    try:
+        Path(report_path).write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    except OSError as error:  # the folder was checked before the script: it changed since
+        print(f"neuralop-mp run: error: the report could not be written to {str(report_path)!r} "
+              f"({error.strerror or error}).", file=sys.stderr)
+        return False
+    return True
+
+
 def run_script(script, script_args=(), *, report_path=None, out=None, **options):
     """Run ``script`` as ``python script *script_args`` would, with the plugin enabled.
 
@@ -228,7 +262,9 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
     script_args : sequence of str
         The script's ``sys.argv[1:]``.
     report_path : str or Path, optional
-        Write the activation report there as JSON.
+        Write the activation report there as JSON (also when the script fails or is
+        interrupted). Its folder must exist and be writable: checked before the script
+        starts.
     out : file, optional
         Where our own messages go (default: ``sys.stdout``).
     **options
@@ -238,6 +274,10 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
     Returns
     -------
     RunResult
+        ``exit_status`` is the script's: 0, its ``sys.exit`` status, 1 after an uncaught
+        exception, 130 after Ctrl-C (``interrupted``; the summary and the report then cover
+        what the script finished); 1 also when the script succeeded but the report could
+        not be written.
 
     Raises
     ------
@@ -247,7 +287,8 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
     UsageError
         When ``script`` is missing, or is one of neuraloperator's own scripts that
         cannot run with the plugin (:mod:`neuralop_mp.runner.upstream_scripts`,
-        the message says why), before anything runs.
+        the message says why), or ``report_path`` is a folder or its folder cannot be
+        written, before anything runs.
     """
     out = out or sys.stdout
     checked = _checked_options(options)  # before anything is printed or run
@@ -263,6 +304,8 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
             "The scripts it runs: train_darcy.py, train_navier_stokes.py, train_burgers.py, "
             "train_burgers_pino.py (docs/upstream_scripts.md)."
         )
+    if report_path:
+        _check_report_path(report_path)
     scan = scan_source(source, filename=str(path))
     shown = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None) or "defaults"
     print(f"neuralop-mp run: {path} with the plugin enabled ({shown})", file=out)
@@ -271,7 +314,7 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
     script_dir = path.resolve().parent
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     saved_modules = set(sys.modules)
-    status, error, report = 0, None, None
+    status, error, interrupted, report = 0, None, False, None
     try:
         sys.argv = [str(path)] + list(script_args)
         sys.path.insert(0, str(script_dir))
@@ -285,6 +328,8 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
                 runpy.run_path(str(path), run_name="__main__")
             except SystemExit as exit_:
                 status = _exit_status(exit_.code)
+            except KeyboardInterrupt:  # Ctrl-C ends the script, not the run: the summary and report follow
+                status, interrupted = INTERRUPTED_STATUS, True
             except Exception as exc:  # the script's own failure: report it like Python would
                 traceback.print_exc()
                 status, error = 1, exc
@@ -295,11 +340,13 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
         for name in set(sys.modules) - saved_modules:
             if _under(getattr(sys.modules[name], "__file__", None), folders):
                 del sys.modules[name]
+    report.record_end(status, error, interrupted)
     sys.stdout.flush()
-    print(format_summary(report, exit_status=status), file=out)
+    print(format_summary(report), file=out)
     if report_path and _rank() == 0:  # under torchrun every rank runs the script; one writes
-        Path(report_path).write_text(json.dumps(report.to_dict(), indent=2, default=str))
-    return RunResult(status, report, error)
+        if not _write_report(report, report_path):
+            status = status or 1
+    return RunResult(status, report, error, interrupted)
 
 
 def _rank():

@@ -11,6 +11,9 @@ network. While the plugin is enabled:
 * with a ``data_root``, they read from that folder instead of the script's;
 * when files are missing they raise :class:`OfflineDataError` naming the missing
   files and the ``neuralop-mp data ...`` command that generates them;
+* where the files hold fewer samples than the script asks for (upstream then
+  silently uses what they hold), the report gets a note naming the file, both
+  counts and the command that generates more;
 * upstream's download helpers raise :class:`OfflineDataError` instead of
   connecting, for any other dataset that would try.
 
@@ -51,10 +54,12 @@ def expected_files(prefix, resolutions):
     return names
 
 
-def generate_command(dataset, resolutions, root):
-    """The shell command that writes the files of ``dataset`` at ``resolutions`` into ``root``."""
+def generate_command(dataset, resolutions, root, n_train=None, n_test=None):
+    """The shell command that writes the files of ``dataset`` at ``resolutions`` into ``root``
+    (with ``n_train`` / ``n_test`` samples where given, else the generator's defaults)."""
     res = " ".join(str(r) for r in sorted(set(int(r) for r in resolutions)))
-    return f"neuralop-mp data {dataset} --res {res} --root {root}"
+    counts = "".join(f" --n-{split} {int(n)}" for split, n in (("train", n_train), ("test", n_test)) if n is not None)
+    return f"neuralop-mp data {dataset} --res {res}{counts} --root {root}"
 
 
 def require_files(dataset, root, train_resolution, test_resolutions):
@@ -77,6 +82,29 @@ def require_files(dataset, root, train_resolution, test_resolutions):
             "(While the plugin is enabled, datasets are never downloaded.)"
         )
     return needed
+
+
+def _note_short_samples(report, dataset, root, values, loaded):
+    """Note each file that holds fewer samples than the script asked for.
+
+    Upstream slices ``[:n_train]`` and ``[:n_test]`` without a check, so a script asking for
+    1000 samples trains on the 32 a file holds without a word: ``loaded`` (the dataset
+    just built) is compared with the counts in ``values`` (its constructor's arguments).
+    """
+    prefix = DATASETS[dataset]["prefix"]
+    train_resolution = int(values["train_resolution"])
+    asked = [("train", train_resolution, values["n_train"], len(loaded.train_db))]
+    asked += [("test", int(res), n, len(loaded.test_dbs[res]))
+              for res, n in zip(_listify(values["test_resolutions"]), _listify(values["n_tests"]))]
+    for split, res, wanted, held in asked:
+        if not isinstance(wanted, int) or held >= wanted:
+            continue
+        counts = {"n_train": wanted} if split == "train" else {"n_test": wanted}
+        report.note(
+            f"{prefix}_{split}_{res}.pt in {root} holds {held} samples but the script asked for {wanted} "
+            f"({'training' if split == 'train' else 'testing'} on {held}); generate more with "
+            f"`{generate_command(dataset, [res], root, **counts)}`."
+        )
 
 
 def _resolve_root(root_dir, data_root):
@@ -123,6 +151,7 @@ def _downloading_init(dataset, original, report, data_root):
             input_subsampling_rate=values["subsampling_rate"],
             output_subsampling_rate=values["subsampling_rate"],
         )
+        _note_short_samples(report, dataset, root, values, self)
 
     return __init__
 
@@ -137,15 +166,18 @@ def _reading_init(dataset, original, report, data_root):
         report.record_dataset(dataset, root, files, download_requested=False)
         values["root_dir"] = root
         original(self, **values)
+        _note_short_samples(report, dataset, root, values, self)
 
     return __init__
 
 
 def _blocked_download(name):
     def blocked(*args, **kwargs):
+        call = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
         raise OfflineDataError(
-            f"neuralop-mp (offline data): {name}{args or ''} was called, but the plugin never "
-            "downloads. Generate the data with `neuralop-mp data ...` and pass --mp.data-root DIR."
+            f"neuralop-mp (offline data): {name}({call}) was called, but the plugin never downloads. "
+            f"`neuralop-mp data` generates {', '.join(DATASETS)} (then pass --mp.data-root DIR); any other "
+            "dataset must be downloaded without the plugin (run the script once with plain python)."
         )
 
     blocked.__name__ = name

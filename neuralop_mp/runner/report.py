@@ -40,6 +40,13 @@ class ActivationReport:
         ``download_requested``.
     notes : list of str
         Things that were requested but could not be applied, in words.
+    exit_status : int or None
+        How the script ended (``neuralop-mp run``: 0, its ``sys.exit`` status, 1 after an
+        uncaught exception, 130 when interrupted); None for an activation without a script.
+    error : str or None
+        ``repr`` of the exception the script ended with, if any.
+    interrupted : bool
+        Whether the script was stopped by Ctrl-C (SIGINT); what it finished is recorded.
     """
 
     def __init__(self, options):
@@ -51,6 +58,9 @@ class ActivationReport:
         self.notes = []
         self.started = time.perf_counter()
         self.elapsed = None
+        self.exit_status = None
+        self.error = None
+        self.interrupted = False
         self._model_refs = []
         self._trainer_refs = []
 
@@ -105,6 +115,12 @@ class ActivationReport:
         self.datasets.append(entry)
         return entry
 
+    def record_end(self, exit_status, error=None, interrupted=False):
+        """How the script ended: its exit status, the exception it raised, a Ctrl-C."""
+        self.exit_status = int(exit_status)
+        self.error = None if error is None else repr(error)
+        self.interrupted = bool(interrupted)
+
     def note(self, message):
         if message not in self.notes:
             self.notes.append(message)
@@ -156,4 +172,7 @@ class ActivationReport:
             "phases_seen": self.phases_seen(),
             "notes": self.notes,
             "elapsed_s": self.elapsed,
+            "exit_status": self.exit_status,
+            "error": self.error,
+            "interrupted": self.interrupted,
         }

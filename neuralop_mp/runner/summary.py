@@ -10,9 +10,19 @@ def _history(report):
     return rows
 
 
-def end_warnings(report):
-    """What was requested but, judging from what was actually intercepted, did not happen."""
+def end_warnings(report, exit_status=None):
+    """What was requested but, judging from what was actually intercepted, did not happen.
+
+    ``exit_status`` (default: the report's own) tells a script that stopped early: one that
+    failed or was interrupted before it built a model gets one line saying so, not the
+    warnings about what a finished script should have built.
+    """
     options = report.options
+    status = report.exit_status if exit_status is None else exit_status
+    if not report.models and status not in (None, 0):
+        ended = "was interrupted" if report.interrupted else f"ended with exit status {status}"
+        return [f"the script {ended} before it built a model through neuralop.get_model: nothing ran with the "
+                "plugin."] + list(report.notes)
     warnings = []
     wants_precision = options.get("precision") not in (None, "full") or options.get("schedule") is not None
     if not report.models:
@@ -30,9 +40,15 @@ def end_warnings(report):
 
 
 def format_summary(report, exit_status=None):
-    """Multi-line summary of an activation: models, optimizer, phases, skipped steps, memory, time."""
+    """Multi-line summary of an activation: models, optimizer, phases, skipped steps, memory, time.
+
+    ``exit_status`` defaults to the report's own (:meth:`~neuralop_mp.runner.report.ActivationReport.record_end`).
+    """
+    exit_status = report.exit_status if exit_status is None else exit_status
     lines = ["", "=" * 24 + " neuralop-mp summary " + "=" * 24]
-    if exit_status not in (None, 0):
+    if report.interrupted:
+        lines.append(f"script interrupted (Ctrl-C), exit status {exit_status}: what it finished before is below")
+    elif exit_status not in (None, 0):
         lines.append(f"script exit status: {exit_status}")
     for m in report.models:
         precision = m.get("precision")
@@ -73,7 +89,7 @@ def format_summary(report, exit_status=None):
         lines.append(f"training time: {epoch_time:.2f} s over {len(history)} epochs")
     if report.elapsed is not None:
         lines.append(f"script wall time: {report.elapsed:.2f} s")
-    for w in end_warnings(report):
+    for w in end_warnings(report, exit_status):
         lines.append(f"WARNING: {w}")
     lines.append("=" * 69)
     return "\n".join(lines)

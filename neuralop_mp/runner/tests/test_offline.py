@@ -117,7 +117,47 @@ def test_download_helpers_refuse_while_enabled_and_come_back_after(fake_parts, n
     assert upstream_darcy.DarcyDataset.__init__.__module__ == "neuralop.data.datasets.darcy"
 
 
+def test_a_blocked_download_shows_its_whole_call_and_which_datasets_can_be_generated(fake_parts, no_network,
+                                                                                    tmp_path):
+    with neuralop_mp.enabled():
+        with pytest.raises(OfflineDataError) as info:
+            web_utils.download_from_zenodo_record("mhd", record_id="12784353", root=tmp_path)
+    message = str(info.value)
+    assert f"download_from_zenodo_record('mhd', record_id='12784353', root={tmp_path!r}) was called" in message
+    assert "`neuralop-mp data` generates darcy, navier_stokes, burgers" in message
+    assert "any other dataset must be downloaded without the plugin" in message
+    assert no_network == []
+
+
+def test_files_holding_fewer_samples_than_asked_are_noted_with_the_command_for_more(darcy_dir, no_network,
+                                                                                   fake_parts, tmp_path):
+    root, _ = darcy_dir  # 8 samples in each file
+    with neuralop_mp.enabled(data_root=root) as report:
+        train_loader, test_loaders, _ = load_darcy_flow_small(
+            data_root="unused", **{**DARCY_KWARGS, "n_train": 20, "n_tests": [4, 30]})
+    # upstream takes what the file holds
+    assert len(train_loader.dataset) == 8 and len(test_loaders[32].dataset) == 8
+    assert report.notes == [
+        f"darcy_train_16.pt in {root} holds 8 samples but the script asked for 20 (training on 8); generate more "
+        f"with `neuralop-mp data darcy --res 16 --n-train 20 --root {root}`.",
+        f"darcy_test_32.pt in {root} holds 8 samples but the script asked for 30 (testing on 8); generate more "
+        f"with `neuralop-mp data darcy --res 32 --n-test 30 --root {root}`.",
+    ]
+    # a dataset whose class reads the files itself (Burgers), and one with enough samples: no note
+    write_pt_pair(tmp_path, "burgers", 16, n=6, x_shape=(16,), y_shape=(5, 16), seed=4)
+    with neuralop_mp.enabled(data_root=tmp_path) as report:
+        load_mini_burgers_1dtime(data_path="x", n_train=10, n_test=2, batch_size=2, test_batch_size=2)
+    assert report.notes == [f"burgers_train_16.pt in {tmp_path} holds 6 samples but the script asked for 10 "
+                            f"(training on 6); generate more with `neuralop-mp data burgers --res 16 --n-train 10 "
+                            f"--root {tmp_path}`."]
+    with neuralop_mp.enabled(data_root=root) as report:
+        load_darcy_flow_small(data_root="unused", **DARCY_KWARGS)
+    assert report.notes == []
+
+
 def test_helpers():
     assert expected_files("darcy", [32, 16, 16]) == [
         "darcy_train_16.pt", "darcy_test_16.pt", "darcy_train_32.pt", "darcy_test_32.pt"]
     assert generate_command("burgers", [16], "/d") == "neuralop-mp data burgers --res 16 --root /d"
+    assert generate_command("darcy", [16], "/d", n_train=100, n_test=8) == (
+        "neuralop-mp data darcy --res 16 --n-train 100 --n-test 8 --root /d")

@@ -30,6 +30,8 @@ PROBE = textwrap.dedent(
     if len(sys.argv) > 2:
         if sys.argv[2] == "raise":
             raise ZeroDivisionError("script failed")
+        if sys.argv[2] == "interrupt":  # what Ctrl-C raises in the script
+            raise KeyboardInterrupt
         sys.exit(int(sys.argv[2]))
     """
 )
@@ -142,3 +144,81 @@ def test_a_bad_option_is_refused_as_its_flag_before_anything_is_printed_or_run(p
         run_script(script, [str(record_file)], precison="mixed")
     assert capsys.readouterr().out == "" and not record_file.exists()
     assert not activation.is_enabled()
+
+
+def test_ctrl_c_ends_the_script_with_the_summary_the_report_and_status_130(probe, fake_parts, tmp_path, capsys):
+    script, record_file = probe
+    report_file = tmp_path / "report.json"
+    status = main([str(script), "--mp.precision", "mixed", "--mp.report", str(report_file), "--",
+                   str(record_file), "interrupt"])
+    assert status == 130
+    captured = capsys.readouterr()
+    summary = captured.out[captured.out.index("neuralop-mp summary"):]
+    assert "script interrupted (Ctrl-C), exit status 130: what it finished before is below" in summary
+    assert "WARNING: the script was interrupted before it built a model through neuralop.get_model" in summary
+    assert "Traceback" not in captured.err and "KeyboardInterrupt" not in captured.err
+    report = json.loads(report_file.read_text())
+    assert (report["exit_status"], report["error"], report["interrupted"]) == (130, None, True)
+    assert not activation.is_enabled()
+
+
+def test_the_report_records_how_the_script_ended(probe, fake_parts, tmp_path, capsys):
+    script, record_file = probe
+    ends = {}
+    for name, args in {"ok": [], "exit": ["3"], "raise": ["raise"]}.items():
+        report_file = tmp_path / f"{name}.json"
+        main([str(script), "--mp.report", str(report_file), "--", str(record_file), *args])
+        report = json.loads(report_file.read_text())
+        ends[name] = (report["exit_status"], report["error"], report["interrupted"])
+    assert ends == {"ok": (0, None, False), "exit": (3, None, False),
+                    "raise": (1, "ZeroDivisionError('script failed')", False)}
+
+
+def test_a_script_that_stops_before_building_a_model_is_not_told_its_precision_was_not_applied(probe, fake_parts,
+                                                                                                capsys):
+    script, record_file = probe
+    assert run_script(script, [str(record_file), "2"], precision="mixed").exit_status == 2
+    summary = capsys.readouterr().out.split("neuralop-mp summary")[1]
+    assert "script exit status: 2" in summary
+    assert ("WARNING: the script ended with exit status 2 before it built a model through neuralop.get_model: "
+            "nothing ran with the plugin.") in summary
+    assert "NOT applied" not in summary and "never created neuralop.Trainer" not in summary
+
+
+@pytest.mark.parametrize("where", ["missing folder", "a folder", "a file as its folder", "read-only folder"])
+def test_an_unwritable_report_path_is_a_usage_error_before_the_script_starts(probe, fake_parts, tmp_path, capsys,
+                                                                             where):
+    script, record_file = probe
+    if where == "missing folder":
+        report, expected = tmp_path / "nonexistent" / "dir" / "r.json", "No such file or directory"
+    elif where == "a folder":
+        report, expected = tmp_path, f"--mp.report {str(tmp_path)!r} is a folder; give a file name"
+    elif where == "a file as its folder":
+        (tmp_path / "file").write_text("")
+        report, expected = tmp_path / "file" / "r.json", "Not a directory"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        if os.access(locked, os.W_OK):  # root writes anywhere
+            pytest.skip("running as root: a read-only folder is still writable")
+        report, expected = locked / "r.json", "Permission denied"
+    assert main([str(script), "--mp.report", str(report), "--", str(record_file)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("neuralop-mp run: error: ") and expected in captured.err, captured.err
+    assert "Traceback" not in captured.err and "--mp.report" in captured.err
+    assert captured.out == "" and not record_file.exists()  # nothing ran
+
+
+def test_a_report_that_becomes_unwritable_during_the_run_is_one_message(tmp_path, fake_parts, capsys):
+    # the script removes the report's folder: the check before it passed, the write after it fails
+    script = tmp_path / "remove_folder.py"
+    script.write_text("import shutil, sys\nshutil.rmtree(sys.argv[1])\n")
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    report = folder / "r.json"
+    assert main([str(script), "--mp.report", str(report), "--", str(folder)]) == 1
+    captured = capsys.readouterr()
+    assert f"neuralop-mp run: error: the report could not be written to {str(report)!r}" in captured.err
+    assert "Traceback" not in captured.err
+    assert "neuralop-mp summary" in captured.out  # the summary came first, as always
