@@ -43,3 +43,11 @@ def human_bytes(n):
         if abs(n) < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1024
+
+
+def parameters_text(counts):
+    """``"357,217 (701,281 real numbers, upstream's count_model_params)"`` of a run's parameter
+    counts (``n_params`` entries; ``n_real_params`` where recorded, a complex entry counting
+    twice), the second part only where the two differ."""
+    entries, real = counts["n_params"], counts.get("n_real_params", counts["n_params"])
+    return f"{entries:,}" + (f" ({real:,} real numbers, upstream's count_model_params)" if real != entries else "")

@@ -236,11 +236,20 @@ def tensor_bytes(obj):
     return 0
 
 
+def parameter_counts(model):
+    """``{"n_params": entries, "n_real_params": real numbers}`` of ``model``'s parameters: a complex
+    entry is one entry and two real numbers, as upstream's ``count_model_params`` (which its
+    scripts print) counts it."""
+    from neuralop.utils import count_model_params
+
+    return {"n_params": sum(p.numel() for p in model.parameters()), "n_real_params": count_model_params(model)}
+
+
 def memory_figures(model, optimizer, history):
     """Parameter bytes, optimizer state bytes and the largest activation and peak figures of the history."""
     figures = {
         "params_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
-        "n_params": sum(p.numel() for p in model.parameters()),
+        **parameter_counts(model),
         "optimizer_state_bytes": tensor_bytes(list(optimizer.state.values())),
     }
     for key in ("saved_bytes", "step_peak_bytes", "cuda_peak_bytes"):
@@ -347,7 +356,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     from .configs import config_to_dict
     from .configs.validation import validated_precision_policy
     from .run_folder import CHECKPOINT_DIR, FINAL_MODEL, save_model, write_command
-    from .run_records import phase_ranges
+    from .run_records import parameters_text, phase_ranges
     from .train_report import no_best_model_reason, precision_as_run, write_outputs
     from .training import distributed
     from .training.checkpointing import BEST_MODEL_NAME, STATE_DICT_SUFFIX
@@ -428,9 +437,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     if resume:  # on the states the trainer's resume reads, before it loads them: a refused resume trains
         # nothing and keeps its previous command.json (recorded only once an epoch is saved)
         trainer.check_resume_states = partial(check_resume_settings, optimizer, scheduler)
-    n_params = sum(p.numel() for p in model.parameters())
     log(
-        f"[neuralop-mp] {type(model).__name__} with {n_params:,} parameters, "
+        f"[neuralop-mp] {type(model).__name__} with {parameters_text(parameter_counts(model))} parameters, "
         f"{len(train_loader.dataset)} training samples at {config.data.train_resolution}, "
         f"precision schedule {schedule}, optimizer {type(optimizer).__name__}, on {device}, "
         f"{config.opt.n_epochs} epochs" + (f", resuming from {checkpoint_dir}" if resume else "")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .run_records import human_bytes  # noqa: F401 (part of this module's interface)
+from .run_records import human_bytes, parameters_text  # noqa: F401 (human_bytes: part of this module's interface)
 
 
 def precision_as_run(mode, half_dtype, device, sizes):
@@ -130,7 +130,7 @@ def summary_rows(result):
                      f"phase {check['phase_mode']} runs {auto_decision_text(check)}"))
     rows += [
         ("skipped steps (inf/nan)", str(result["skipped_steps"])),
-        ("parameters", f"{memory['n_params']:,} ({human_bytes(memory['params_bytes'])})"),
+        ("parameters", f"{parameters_text(memory)}, {human_bytes(memory['params_bytes'])}"),
         ("optimizer state", human_bytes(memory["optimizer_state_bytes"])),
     ]
     if memory.get("cuda_peak_bytes") is not None:

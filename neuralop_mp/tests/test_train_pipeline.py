@@ -487,3 +487,23 @@ def test_a_model_that_does_not_fit_the_data_is_refused_before_it_is_built(monkey
     # the data's own shapes pass, for each architecture
     for arch in ({}, {"model": "TFNOConfig"}, {"model": "UNOConfig"}):
         pipeline.check_model_fits_data(tiny(**arch), pipeline.build_data(None)[0])
+
+
+def test_parameters_are_counted_as_entries_and_as_upstreams_real_numbers():
+    """The summary's count was entries (a complex weight entry once), upstream's scripts print
+    count_model_params (twice): the same model read as two sizes. Both are given, named."""
+    from neuralop.utils import count_model_params
+
+    from neuralop_mp.run_records import parameters_text
+    from neuralop_mp.training.tests.tiny import tiny_fno
+
+    model = tiny_fno()
+    counts = pipeline.parameter_counts(model)
+    complex_entries = sum(p.numel() for p in model.parameters() if p.is_complex())
+    assert complex_entries > 0
+    assert counts == {"n_params": sum(p.numel() for p in model.parameters()),
+                      "n_real_params": counts["n_params"] + complex_entries}
+    assert counts["n_real_params"] == count_model_params(model)
+    assert parameters_text(counts) == (f"{counts['n_params']:,} ({counts['n_real_params']:,} real numbers, "
+                                       "upstream's count_model_params)")
+    assert parameters_text({"n_params": 1234}) == "1,234"  # a run recorded before n_real_params
