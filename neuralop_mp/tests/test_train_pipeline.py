@@ -507,3 +507,25 @@ def test_parameters_are_counted_as_entries_and_as_upstreams_real_numbers():
     assert parameters_text(counts) == (f"{counts['n_params']:,} ({counts['n_real_params']:,} real numbers, "
                                        "upstream's count_model_params)")
     assert parameters_text({"n_params": 1234}) == "1,234"  # a run recorded before n_real_params
+
+
+def test_patching_with_an_output_normalizer_alone_gives_the_loss_the_true_targets():
+    """The built-in Darcy encodes the output only: upstream's patching processor decoded targets it had
+    not encoded, so the loss and the test errors saw ``y * std + mean`` (an untrained model scored 0.009)."""
+    from neuralop.data.transforms.normalizers import UnitGaussianNormalizer
+
+    config = load_config("darcy", {**SMALL_MODEL, "patching.levels": "1", "patching.padding": "0.25",
+                                   "patching.stitching": "true"})
+    model = pipeline.build_model(config)
+    generator = torch.Generator().manual_seed(0)
+    y = torch.randn(4, 1, 16, 16, generator=generator)
+    normalizer = UnitGaussianNormalizer(mean=torch.full((1, 1, 1), 5.0), std=torch.full((1, 1, 1), 0.1), dim=[0, 2, 3])
+    base = type("Processor", (), {"in_normalizer": None, "out_normalizer": normalizer})()
+    processor = pipeline.attach_patching(config, model, base)
+    x = torch.randn(4, 1, 16, 16, generator=generator)
+    for training in (True, False):
+        processor.train(training)
+        sample = processor.preprocess({"x": x, "y": y.clone()})
+        assert sample["y"].mean() < -40  # encoded: (y - 5) / 0.1
+        _, sample = processor.postprocess(model(sample["x"]), sample)
+        assert torch.allclose(sample["y"], y, atol=1e-4)  # the loss compares with the true targets
