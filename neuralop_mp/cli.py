@@ -350,6 +350,7 @@ def train_command(argv):
 
     from .train_pipeline import run_training
     from .train_report import format_summary
+    from .training import distributed
     from .training.checkpointing import CheckpointError
 
     from .train_pipeline import default_output_dir
@@ -366,8 +367,9 @@ def train_command(argv):
         print(file=sys.stderr)
         print(_interrupted_message(out, given_now if resume is not None else ()), file=sys.stderr)
         return 130
-    print()
-    print(format_summary(result))
+    if distributed.rank() == 0:  # under torchrun every rank has the result; rank 0 alone prints it
+        print()
+        print(format_summary(result))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Checks and choices made before a run does any work: device, CPU threads, output folder.
+"""Checks and choices made before a run does any work: device, CPU threads, output folder,
+settings a torchrun launch cannot run.
 
 Each check fails with a :class:`RunSetupError` naming the bad value and what is
 allowed, so ``neuralop-mp`` can print one line instead of a traceback, and does so
@@ -69,6 +70,11 @@ def default_threads(cpus=None, load=None):
     instead of 4-10 s with one (docs/configs.md, "Threads on a shared CPU"). So the CPUs
     that the 1-minute load average shows busy are left out, keeping at least one.
 
+    Under ``torchrun`` the idle CPUs are shared by this node's ranks: each takes its
+    share, ``LOCAL_WORLD_SIZE`` (torchrun's number of ranks on this node) dividing them,
+    and still at least one (each rank taking them all would oversubscribe the node by
+    that factor).
+
     Parameters
     ----------
     cpus : int, optional
@@ -83,7 +89,49 @@ def default_threads(cpus=None, load=None):
             load = os.getloadavg()[0]
         except (AttributeError, OSError):
             load = 0.0
-    return max(1, min(cpus, cpus - int(round(load))))
+    idle = min(cpus, cpus - int(round(load)))
+    return max(1, idle // _local_ranks())
+
+
+def _local_ranks():
+    """The number of ranks ``torchrun`` started on this node (1 outside torchrun, or for a value
+    that is not a positive integer)."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def check_update_in_backward_launch(update_in_backward, option):
+    """Refuse ``update_in_backward`` in a process that ``torchrun`` started as one of several
+    ranks, before anything is loaded or written: the update runs inside backward, before DDP's
+    gradient all-reduce, so each rank would step with its own gradient.
+
+    Parameters
+    ----------
+    update_in_backward : bool
+        The setting (nothing to check when False).
+    option : str
+        The setting as the user wrote it, for the message (``"opt.update_in_backward"``,
+        ``"--mp.update_in_backward"``).
+
+    Raises
+    ------
+    RunSetupError
+        Naming ``option``, the number of ranks and the reason (the trainer's own check,
+        :func:`neuralop_mp.optim.update_in_backward.check_update_in_backward_settings`).
+    """
+    from .training.distributed import launched_by_torchrun
+
+    if not update_in_backward or not launched_by_torchrun():
+        return
+    from .optim.update_in_backward import check_update_in_backward_settings
+
+    try:
+        check_update_in_backward_settings(distributed=True)
+    except ValueError as error:
+        raise RunSetupError(f"{option}=True cannot run under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}): "
+                            f"{error} Set {option} false to train under torchrun.") from None
 
 
 def parse_threads(value):

@@ -37,7 +37,8 @@ from .layers.path_report import summarize_product_paths
 from .models.pointwise_tiles import describe_pointwise_tiles
 from .cpu_allocator import describe_cpu_allocator, set_cpu_allocator
 from . import build_steps
-from .run_setup import RunSetupError, check_writable, resolve_device  # noqa: F401 (resolve_device re-exported)
+from .run_setup import RunSetupError, check_update_in_backward_launch, check_writable
+from .run_setup import resolve_device  # noqa: F401 (re-exported)
 from .train_report import best_epoch, best_metric_key
 from .vocabulary import none_if_null, resolve_autocast_scope
 
@@ -210,6 +211,7 @@ def build_trainer(config, model, data_processor, schedule, device="cpu", *, prog
     A :class:`~neuralop_mp.MixedPrecisionTrainer`; with ``run_kwargs`` (``run_dir``,
     ``best_metric``, ``log``) a :class:`~neuralop_mp.run_trainer.RunFolderTrainer`.
     ``auto_precision``: re-decide "auto" at each phase start of ``schedule``.
+    ``config.verbose`` holds on rank 0 only (every rank but 0 of a process group is quiet).
     """
     from .run_trainer import RunFolderTrainer
     from .training import distributed
@@ -224,7 +226,8 @@ def build_trainer(config, model, data_processor, schedule, device="cpu", *, prog
         device=device,
         data_processor=data_processor,
         eval_interval=opt.eval_interval,
-        verbose=config.verbose,
+        # under torchrun rank 0 alone prints (upstream's per-epoch and evaluation lines), as it alone logs
+        verbose=config.verbose and distributed.rank() == 0,
         **build_steps.trainer_precision_kwargs(
             schedule, (policy or build_steps.precision_policy(config)).half_dtype, opt.loss_scaling),
         max_consecutive_skips=opt.max_consecutive_skips,
@@ -363,9 +366,10 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     ------
     RunSetupError
         Before any data is loaded or generated, for an unavailable device, an
-        unwritable output folder or ``save_best`` without a test at the training
-        resolution; while loading data, for missing files that are not to be
-        generated (with the command that generates them); when the checkpoint is read,
+        unwritable output folder, ``save_best`` without a test at the training
+        resolution or ``opt.update_in_backward`` under torchrun with several ranks
+        (before anything is written); while loading data, for missing files that are
+        not to be generated (with the command that generates them); when the checkpoint is read,
         before anything is loaded or trained, for a ``resume`` whose optimizer or
         scheduler settings differ from the checkpoint's (:func:`check_resume_settings`).
     """
@@ -382,6 +386,9 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     start = time.perf_counter()
     device = resolve_device(config.device)
     if distributed.launched_by_torchrun():  # one rank of several: DDP, a shard of the data, rank 0 writes
+        # refused before the process group, any file or data: the trainer would refuse it after loading
+        memory_kwargs = build_steps.trainer_memory_kwargs(getattr(config.opt, "update_in_backward", None))
+        check_update_in_backward_launch(memory_kwargs.get("update_in_backward", False), "opt.update_in_backward")
         device = distributed.init_from_env("nccl" if device.type == "cuda" else "gloo")
     is_writer = distributed.rank() == 0
     allocator = None

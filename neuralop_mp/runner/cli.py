@@ -20,7 +20,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..run_setup import RunSetupError, check_writable
+from ..run_setup import RunSetupError, check_update_in_backward_launch, check_writable
 from ..vocabulary import none_if_null, normalize_flag
 from .activation import _enable_keywords, _enabled_checked, _validated_options
 from .static_check import describe_plan, scan_source, start_warnings
@@ -127,8 +127,11 @@ def _checked_options(options):
         keywords["optimizer_options"] = optimizer_options
     keywords = _enable_keywords(keywords)  # outside the try: an unknown keyword stays a TypeError
     try:
-        return _validated_options(keywords, prefix=FLAG_PREFIX)
-    except (TypeError, ValueError) as exc:
+        checked = _validated_options(keywords, prefix=FLAG_PREFIX)
+        # one rank of several under torchrun: refused at start, not by the trainer once the data are loaded
+        check_update_in_backward_launch(checked["update_in_backward"], f"{FLAG_PREFIX}update_in_backward")
+        return checked
+    except (TypeError, ValueError) as exc:  # a RunSetupError is a ValueError
         raise UsageError(str(exc)) from exc
 
 
@@ -190,7 +193,8 @@ def parse_args(argv):
         values: each value is checked by the library's own check (TensorGRaD's
         settings, the trainer's loss scaling, the schedule parser, the checks of
         ``update_in_backward``: the check of :func:`neuralop_mp.enable`), as
-        :func:`run_script` checks them before the script starts.
+        :func:`run_script` checks them before the script starts; ``update_in_backward``
+        is also refused in one of several ranks ``torchrun`` started.
     """
     script, options, script_args = _split_args(argv)
     _checked_options({k: v for k, v in options.items() if k != "report"})
@@ -342,9 +346,9 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
                 del sys.modules[name]
     report.record_end(status, error, interrupted)
     sys.stdout.flush()
-    print(format_summary(report), file=out)
-    if report_path and _rank() == 0:  # under torchrun every rank runs the script; one writes
-        if not _write_report(report, report_path):
+    if _rank() == 0:  # under torchrun every rank runs the script; one prints the summary and writes the report
+        print(format_summary(report), file=out)
+        if report_path and not _write_report(report, report_path):
             status = status or 1
     return RunResult(status, report, error, interrupted)
 

@@ -3,6 +3,15 @@ from ..run_records import human_bytes as _bytes
 from ..run_records import phase_ranges
 
 
+#: how the notes that tell what happened, not what went wrong, begin: the summary prints them as they
+#: are, not as a WARNING (the stand-in for upstream's setup notes each rank's place, runner/distributed_setup.py)
+INFORMATION_NOTES = ("data parallel: ",)
+
+
+def _warning_notes(report):
+    return [note for note in report.notes if not note.startswith(INFORMATION_NOTES)]
+
+
 def _history(report):
     rows = []
     for trainer in report.trainers:
@@ -11,7 +20,8 @@ def _history(report):
 
 
 def end_warnings(report, exit_status=None):
-    """What was requested but, judging from what was actually intercepted, did not happen.
+    """What was requested but, judging from what was actually intercepted, did not happen, and
+    the report's notes that are warnings (not the :data:`INFORMATION_NOTES`).
 
     ``exit_status`` (default: the report's own) tells a script that stopped early: one that
     failed or was interrupted before it built a model gets one line saying so, not the
@@ -22,7 +32,7 @@ def end_warnings(report, exit_status=None):
     if not report.models and status not in (None, 0):
         ended = "was interrupted" if report.interrupted else f"ended with exit status {status}"
         return [f"the script {ended} before it built a model through neuralop.get_model: nothing ran with the "
-                "plugin."] + list(report.notes)
+                "plugin."] + _warning_notes(report)
     warnings = []
     wants_precision = options.get("precision") not in (None, "full") or options.get("schedule") is not None
     if not report.models:
@@ -36,7 +46,7 @@ def end_warnings(report, exit_status=None):
         warnings.append("the script never created neuralop.Trainer: no schedule or loss scaling was applied.")
     if options.get("optimizer") is not None and not any(o["kind"] == options["optimizer"] for o in report.optimizers):
         warnings.append(f"no optimizer was replaced by the requested {options['optimizer']!r} optimizer.")
-    return warnings + list(report.notes)
+    return warnings + _warning_notes(report)
 
 
 def format_summary(report, exit_status=None):
@@ -89,6 +99,7 @@ def format_summary(report, exit_status=None):
         lines.append(f"training time: {epoch_time:.2f} s over {len(history)} epochs")
     if report.elapsed is not None:
         lines.append(f"script wall time: {report.elapsed:.2f} s")
+    lines += [note for note in report.notes if note.startswith(INFORMATION_NOTES)]
     for w in end_warnings(report, exit_status):
         lines.append(f"WARNING: {w}")
     lines.append("=" * 69)

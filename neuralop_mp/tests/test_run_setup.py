@@ -35,8 +35,39 @@ def test_malformed_or_unsupported_device_names_the_allowed_forms(device):
     (16, 3.6, 12),
     (1, 0.0, 1),
 ])
-def test_default_threads_leaves_the_busy_cpus_alone(cpus, load, threads):
+def test_default_threads_leaves_the_busy_cpus_alone(monkeypatch, cpus, load, threads):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert default_threads(cpus=cpus, load=load) == threads
+
+
+@pytest.mark.parametrize("local_ranks, cpus, load, threads", [
+    ("2", 16, 0.0, 8),    # torchrun --nproc_per_node 2: half the idle CPUs each
+    ("4", 16, 3.6, 3),    # 12 idle CPUs shared by 4 ranks
+    ("8", 4, 0.0, 1),     # more ranks than CPUs: still one thread each
+    ("2", 2, 1.1, 1),
+    ("1", 16, 0.0, 16),
+    ("", 16, 0.0, 16),    # not a number: as outside torchrun
+])
+def test_default_threads_under_torchrun_shares_the_idle_cpus_among_the_nodes_ranks(
+        monkeypatch, local_ranks, cpus, load, threads):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", local_ranks)
+    assert default_threads(cpus=cpus, load=load) == threads
+
+
+@pytest.mark.parametrize("world_size", [None, "1"])
+def test_update_in_backward_is_allowed_outside_torchrun_or_on_one_rank(monkeypatch, world_size):
+    from neuralop_mp.run_setup import check_update_in_backward_launch
+
+    if world_size is None:
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("WORLD_SIZE", world_size)
+    check_update_in_backward_launch(True, "opt.update_in_backward")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_update_in_backward_launch(False, "opt.update_in_backward")  # off: nothing to refuse
+    with pytest.raises(RunSetupError, match=r"^--mp.update_in_backward=True cannot run under torchrun "
+                                            r"\(WORLD_SIZE=2\): update_in_backward=True cannot be combined with "):
+        check_update_in_backward_launch(True, "--mp.update_in_backward")
 
 
 def test_parse_threads():

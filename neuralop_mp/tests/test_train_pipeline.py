@@ -153,6 +153,38 @@ def test_update_in_backward_reaches_the_trainer_and_is_refused_with_dynamic_scal
         with_section("opt", refused, **SMALL_MODEL)
 
 
+def test_update_in_backward_under_torchrun_is_refused_before_anything_is_written_or_loaded(monkeypatch, tmp_path):
+    """One of several ranks: a one-line RunSetupError naming the key and the trainer's reason, before
+    the process group is joined, command.json is written or the data are loaded (the trainer
+    would refuse it after the data, leaving a run folder that cannot be resumed)."""
+    from neuralop_mp.training import distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed, "init_from_env", lambda *a, **k: pytest.fail("process group joined"))
+    monkeypatch.setattr(pipeline, "build_data", lambda *a, **k: pytest.fail("data loaded before the check"))
+    config = load_config("darcy", {**TINY_RUN, "opt.update_in_backward": "true", "opt.loss_scaling": "none"})
+    with pytest.raises(RunSetupError) as raised:
+        pipeline.run_training(config, progress=False, output_dir=tmp_path / "run", log=lambda *a, **k: None,
+                              command=("darcy", []))
+    message = str(raised.value)
+    assert message.startswith("opt.update_in_backward=True cannot run under torchrun (WORLD_SIZE=2): ")
+    assert "DDP all-reduces gradients after the hooks run" in message and "\n" not in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_under_torchrun_only_rank_0_builds_a_verbose_trainer(monkeypatch):
+    from neuralop_mp.training import distributed
+
+    config = load_config("darcy", {**SMALL_MODEL, "verbose": "true"})
+    model = pipeline.build_model(config)
+    verbose = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        verbose[rank] = pipeline.build_trainer(config, model, None, pipeline.build_schedule(config),
+                                               progress=False).verbose
+    assert verbose == {0: True, 1: False}
+
+
 @pytest.mark.parametrize("mode, autocast, stabilizer", [("full", False, None), ("mixed", True, None),
                                                         ("half", True, "auto")])
 def test_constant_schedule_from_model_precision(mode, autocast, stabilizer):

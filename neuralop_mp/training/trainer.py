@@ -469,8 +469,10 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         """Upstream's epoch with a guarded step; returns
         ``(train_err, avg_loss, avg_lasso_loss, epoch_train_time)`` as upstream does.
 
-        Losses of non-finite batches are left out of the averages (they are counted
-        in ``history[-1]["skipped_steps"]``), and out of the loss a ``ReduceLROnPlateau``
+        Under DDP the averages (and ``history``'s ``train_loss``, ``train_err``) are over
+        every rank's batches, the same on every rank. Losses of non-finite batches are left
+        out of the averages (they are counted in ``history[-1]["skipped_steps"]``), and out
+        of the loss a ``ReduceLROnPlateau``
         scheduler is stepped with (:meth:`_step_plateau`). An epoch without a finite loss
         stops the run with a RuntimeError; under DDP every rank stops when one rank had
         none, and the message names those ranks (:meth:`_epoch_totals`)."""
@@ -495,13 +497,15 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             self._epoch_loader = None
             self._close_step_meter()  # a step that raised before its end
         stats = self._epoch_stats
-        ranks_without_finite_loss = self._epoch_totals()[3]
+        # under DDP over every rank's batches, as the evaluation's metrics are: one rank's shard alone
+        # would record (and show in the bar) that rank's loss only
+        loss_sum, finite, _, samples, lasso_sum, ranks_without_finite_loss = self._epoch_totals()
         if ranks_without_finite_loss:
             self._close_bar()
             raise RuntimeError(self._no_finite_loss_message(epoch, ranks_without_finite_loss))
-        train_err = stats["loss_sum"] / stats["batches"] if stats["batches"] else math.nan
-        avg_loss = stats["loss_sum"] / stats["samples"] if stats["samples"] else math.nan
-        avg_lasso_loss = stats["lasso_sum"] / stats["samples"] if self.regularizer and stats["samples"] else None
+        train_err = loss_sum / finite if finite else math.nan
+        avg_loss = loss_sum / samples if samples else math.nan
+        avg_lasso_loss = lasso_sum / samples if self.regularizer and samples else None
         lr = self.optimizer.param_groups[-1]["lr"]
         skipped = self.scaler.skipped_steps - skipped_before
         self._record_epoch(epoch, avg_loss, train_err, lr, skipped, epoch_train_time, stats["saved_bytes"],
@@ -528,24 +532,26 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         first (:meth:`_epoch_totals`): every rank steps with the same number, the loss of
         all the ranks' batches (what one process training on every shard would pass), and
         skips the step only when no rank had a finite loss."""
-        loss_sum, finite, n_batches, _ = self._epoch_totals()
+        loss_sum, finite, n_batches, *_ = self._epoch_totals()
         if finite:
             # a ratio of exactly 1.0 leaves upstream's sum bit for bit
             scheduler.step(loss_sum * (n_batches / finite))
 
     def _epoch_totals(self):
-        """The epoch's ``(loss_sum, finite, n_batches, ranks)``: the finite losses' sum, the
-        numbers of batches with a finite loss and of all batches, and the ranks (a list)
-        that ran batches without a single finite loss.
+        """The epoch's ``(loss_sum, finite, n_batches, samples, lasso_sum, ranks)``: the finite
+        losses' sum, the numbers of batches with a finite loss and of all batches, the number
+        of samples in the batches with a finite loss and their regularizer losses' sum, and
+        the ranks (a list) that ran batches without a single finite loss.
 
         Under DDP the numbers are summed over the ranks and ``ranks`` gathered from all of
-        them, in one all-reduce per epoch (of 3 + world size numbers): the first call, by
+        them, in one all-reduce per epoch (of 5 + world size numbers): the first call, by
         :meth:`_step_plateau` where a ``ReduceLROnPlateau`` is stepped, else by
         :meth:`train_one_epoch`, computes them, a later one reuses them. Outside DDP they
         are this process's own, with ``ranks`` ``[0]`` or ``[]``."""
         stats = self._epoch_stats
         if stats["totals"] is None:
             loss_sum, finite, n_batches = stats["loss_sum"], stats["batches"], self._epoch_steps()
+            samples, lasso_sum = stats["samples"], stats["lasso_sum"]
             no_finite_loss = bool(n_batches and not finite)
             if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
                 # each rank trained on its own shard: a plateau stepped with its own loss would
@@ -554,12 +560,12 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                 # until the process group's timeout. One slot per rank: the sum names the ranks.
                 flags = [0.0] * distributed.world_size()
                 flags[distributed.rank()] = float(no_finite_loss)
-                loss_sum, finite, n_batches, *flags = distributed.sum_over_ranks(
-                    [loss_sum, finite, n_batches, *flags])
+                loss_sum, finite, n_batches, samples, lasso_sum, *flags = distributed.sum_over_ranks(
+                    [loss_sum, finite, n_batches, samples, lasso_sum, *flags])
                 ranks = [r for r, flag in enumerate(flags) if flag]
             else:
                 ranks = [0] if no_finite_loss else []
-            stats["totals"] = (loss_sum, finite, n_batches, ranks)
+            stats["totals"] = (loss_sum, finite, n_batches, samples, lasso_sum, ranks)
         return stats["totals"]
 
     def _no_finite_loss_message(self, epoch, ranks):

@@ -149,3 +149,20 @@ def test_valid_combinations_still_pass():
     # "auto" scales only with float16, which the device decides: left to the trainer; adamw ignores nonfinite_grad
     assert parse_args(["t.py", "--mp.update_in_backward", "true", "--mp.loss_scaling", "auto",
                        "--mp.tensorgrad_nonfinite_grad", "skip"])[1]["update_in_backward"] is True
+
+
+def test_update_in_backward_is_refused_at_start_in_one_of_several_torchrun_ranks(tmp_path, capsys, monkeypatch):
+    script = tmp_path / "script.py"
+    script.write_text(f"open({str(tmp_path / 'started')!r}, 'w').close()\n")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    argv = [str(script), "--mp.update_in_backward", "true"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neuralop-mp run: error: --mp.update_in_backward=True cannot run under torchrun "
+                          "(WORLD_SIZE=2): update_in_backward=True cannot be combined with distributed=True (DDP ")
+    assert "Traceback" not in err and not (tmp_path / "started").exists()
+    with pytest.raises(ValueError, match=r"^--mp.update_in_backward=True cannot run under torchrun"):
+        parse_args(argv)
+    assert parse_args([str(script), "--mp.update_in_backward", "false"])[1] == {"update_in_backward": False}
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one rank: no DDP, nothing to refuse
+    assert parse_args(argv)[1] == {"update_in_backward": True}

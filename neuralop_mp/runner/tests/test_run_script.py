@@ -222,3 +222,17 @@ def test_a_report_that_becomes_unwritable_during_the_run_is_one_message(tmp_path
     assert f"neuralop-mp run: error: the report could not be written to {str(report)!r}" in captured.err
     assert "Traceback" not in captured.err
     assert "neuralop-mp summary" in captured.out  # the summary came first, as always
+
+
+def test_under_torchrun_only_rank_0_prints_the_summary_and_writes_the_report(probe, fake_parts, tmp_path, monkeypatch,
+                                                                            capsys):
+    from neuralop_mp.runner import cli
+
+    script, record_file = probe
+    for rank in (1, 0):
+        monkeypatch.setattr(cli, "_rank", lambda rank=rank: rank)
+        report_file = tmp_path / f"rank{rank}.json"
+        assert main([str(script), "--mp.report", str(report_file), "--", str(record_file)]) == 0
+        out = capsys.readouterr().out
+        assert "probe says hello" in out  # every rank runs the script
+        assert ("neuralop-mp summary" in out) == (rank == 0) and report_file.exists() == (rank == 0)

@@ -90,11 +90,13 @@ class RecordingTrainer(MixedPrecisionTrainer):
         if self.inf_grad_at == (self._rank(), self.step_count):
             next(p for p in self.model.parameters() if p.grad is not None).grad.view(-1)[0] = float("inf")
         before = weight_digest(self.model)
+        batch = dict(self._batch)  # this rank's batch: its loss (NaN when not finite) and sample count
         super()._guarded_step()
         self.records.append(dict(step=self.step_count, digest=state_digest(self.model, self._optimizer_in_epoch,
                                                                              self.scaler),
                                  changed=weight_digest(self.model) != before, phase=self.phase_index,
-                                 skipped=self.scaler.last_step_skipped))
+                                 skipped=self.scaler.last_step_skipped, epoch=self.epoch, loss=batch["loss"],
+                                 finite=batch["finite"], samples=batch["samples"]))
         self.step_count += 1
 
     def resume_state_from_dir(self, save_dir):
@@ -196,6 +198,24 @@ def test_two_ranks_stay_bitwise_identical_through_refreshes_phase_change_and_one
     # both TensorGRaD parts hold state (3 spectral-sized weights compressed)
     assert r0["compressed"] and all("sparse_exp_avg" in keys and "low_rank_exp_avg" in keys
                                     for keys in r0["compressed"])
+
+
+def test_recorded_training_loss_is_over_every_ranks_batches_and_the_same_on_both_ranks(whole_run):
+    """Each rank trains on its own shard (different losses; rank 0's NaN batch at step 5 is left
+    out): every epoch's ``train_loss`` (the mean over the samples of the batches with a finite
+    loss) and ``train_err`` (the mean over those batches) are those of both ranks' batches
+    together, the same on both ranks, as the evaluation's metrics are."""
+    r0, r1 = whole_run
+    losses = [[(h["train_loss"], h["train_err"]) for h in r["history"]] for r in (r0, r1)]
+    assert losses[0] == losses[1] and len(losses[0]) == 3
+    for record in r0["history"]:
+        batches = [b for r in (r0, r1) for b in r["records"] if b["epoch"] == record["epoch"] and b["finite"]]
+        own = [[b["loss"] for b in r["records"] if b["epoch"] == record["epoch"] and b["finite"]] for r in (r0, r1)]
+        assert sum(own[0]) / len(own[0]) != sum(own[1]) / len(own[1])  # the shards' losses differ
+        loss_sum = sum(b["loss"] for b in batches)
+        assert record["train_loss"] == pytest.approx(loss_sum / sum(b["samples"] for b in batches), rel=1e-12)
+        assert record["train_err"] == pytest.approx(loss_sum / len(batches), rel=1e-12)
+    assert len([b for b in r0["records"] if b["epoch"] == 1 and b["finite"]]) == 3  # step 5's NaN left out
 
 
 def test_two_rank_run_killed_after_a_checkpoint_resumes_on_two_ranks_bitwise_and_on_one_rank(tmp_path, whole_run):

@@ -57,6 +57,16 @@ class ParitySampler(torch.utils.data.Sampler):
         return self.n
 
 
+class OwnLossTrainer(MixedPrecisionTrainer):
+    """Records this rank's own finite batch losses per epoch (the history's are over both ranks)."""
+
+    def _guarded_step(self):
+        batch = dict(self._batch)
+        super()._guarded_step()
+        if batch["finite"]:
+            self.own_losses.setdefault(self.epoch, []).append(batch["loss"])
+
+
 def _weights(model):
     return torch.cat([torch.view_as_real(p.detach()).reshape(-1) if p.is_complex() else p.detach().reshape(-1)
                       for p in unwrap(model).parameters()])
@@ -88,7 +98,8 @@ def _train(rank, nan_rank, nan_inputs, n_epochs, plateau):
         scheduler = RecordingPlateau(optimizer, factor=0.5, patience=0)
     else:
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
-    trainer = MixedPrecisionTrainer(model=model, n_epochs=n_epochs, use_distributed=True)
+    trainer = OwnLossTrainer(model=model, n_epochs=n_epochs, use_distributed=True)
+    trainer.own_losses = {}
     error = None
     try:
         # no test loader: the only collectives are the training's own
@@ -96,7 +107,7 @@ def _train(rank, nan_rank, nan_inputs, n_epochs, plateau):
     except RuntimeError as err:
         error = str(err)
     return dict(seen=getattr(scheduler, "seen", None), history=trainer.history, weights=_weights(trainer.model),
-                error=error)
+                error=error, own=trainer.own_losses)
 
 
 CASES = dict(
@@ -145,21 +156,27 @@ def test_plateau_scheduler_gets_the_same_loss_on_every_rank_so_learning_rates_an
     # finite batch of 2, rank 1 has 2 of 2
     a, b = _run(tmp_path, "one_nan_batch")
     assert [h["skipped_steps"] for h in a["history"]] == [1] * 4
+    def own_err(result, epoch):
+        return sum(result["own"][epoch]) / len(result["own"][epoch])
+
     # at epoch 1 rank 0's own loss falls and rank 1's rises: stepped with them, only rank 1 would decay
-    assert a["history"][1]["train_err"] < a["history"][0]["train_err"]
-    assert b["history"][1]["train_err"] > 2 * b["history"][0]["train_err"]
+    assert own_err(a, 1) < own_err(a, 0)
+    assert own_err(b, 1) > 2 * own_err(b, 0)
     assert len(a["seen"]) == 4 and a["seen"] == b["seen"]
+    assert [h["train_err"] for h in a["history"]] == [h["train_err"] for h in b["history"]]
     for epoch, value in enumerate(a["seen"]):
-        # the finite losses' sum over both ranks, scaled to both ranks' 4 batches
-        loss_sum = a["history"][epoch]["train_err"] * 1 + b["history"][epoch]["train_err"] * 2
+        assert [len(a["own"][epoch]), len(b["own"][epoch])] == [1, 2]
+        # the finite losses' sum over both ranks, scaled to both ranks' 4 batches; recorded as their mean
+        loss_sum = sum(a["own"][epoch]) + sum(b["own"][epoch])
         assert value == pytest.approx(loss_sum * 4 / 3, rel=1e-12)
+        assert a["history"][epoch]["train_err"] == pytest.approx(loss_sum / 3, rel=1e-12)
     lrs = [h["lr"] for h in a["history"]]
     assert lrs == [h["lr"] for h in b["history"]]
     assert lrs[1] == lrs[0] / 2  # decayed by the epoch-1 rise, on both ranks
     assert torch.equal(a["weights"], b["weights"])
-    # one all-reduce per epoch (3 sums and one slot per rank for the stop decision): the
-    # plateau's numbers and the stop decision travel together
-    assert a["reductions"] == b["reductions"] == [5] * 4
+    # one all-reduce per epoch (5 sums and one slot per rank for the stop decision): the
+    # plateau's numbers, the recorded loss's and the stop decision travel together
+    assert a["reductions"] == b["reductions"] == [7] * 4
 
 
 def test_a_rank_without_a_finite_loss_stops_every_rank_with_the_same_error_naming_it(tmp_path):
@@ -180,7 +197,7 @@ def test_a_rank_without_a_finite_loss_stops_every_rank_with_the_same_error_namin
         rank1_sum = sum(float(loss()(model(x[i:i + BATCH]), y[i:i + BATCH])) for i in range(0, N_PER_RANK, BATCH))
     assert len(a["seen"]) == 1 and a["seen"] == b["seen"]
     assert a["seen"][0] == pytest.approx(rank1_sum * 4 / 2, rel=1e-5)
-    assert a["reductions"] == b["reductions"] == [5]  # the plateau's all-reduce decided the stop too
+    assert a["reductions"] == b["reductions"] == [7]  # the plateau's all-reduce decided the stop too
 
 
 def test_without_a_plateau_scheduler_a_rank_without_a_finite_loss_also_stops_every_rank(tmp_path):
@@ -191,6 +208,6 @@ def test_without_a_plateau_scheduler_a_rank_without_a_finite_loss_also_stops_eve
     assert "Every training loss of epoch 0 was inf/NaN on rank(s) [1] of 2 (2 batches per rank)" in a["error"]
     assert "every rank stops" in a["error"]
     assert a["history"] == b["history"] == []
-    assert a["reductions"] == b["reductions"] == [5]
+    assert a["reductions"] == b["reductions"] == [7]
     assert torch.equal(a["weights"], b["weights"])
     assert torch.equal(a["weights"], _weights(tiny_fno(seed=0)))
