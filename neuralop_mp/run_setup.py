@@ -94,8 +94,12 @@ def default_threads(cpus=None, load=None):
 
 
 def _local_ranks():
-    """The number of ranks ``torchrun`` started on this node (1 outside torchrun, or for a value
-    that is not a positive integer)."""
+    """The number of ranks ``torchrun`` started on this node (1 outside torchrun, whatever the
+    environment inherited, or for a value that is not a positive integer)."""
+    from .training.distributed import launched_by_torchrun
+
+    if not launched_by_torchrun():
+        return 1
     try:
         return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     except ValueError:

@@ -88,23 +88,7 @@ def attach_patching(config, model, data_processor, device="cpu"):
     """Wrap the data processor in upstream's multi-grid patching when ``patching.levels > 0``."""
     if not config.patching.levels:
         return data_processor
-    from neuralop.data.transforms.data_processors import MGPatchingDataProcessor
-
-    class PatchingDataProcessor(MGPatchingDataProcessor):
-        """Upstream's patching processor, but the targets are encoded whenever it has an output
-        normalizer: upstream encodes them only with an input normalizer too, while it always
-        decodes them, so a config encoding the output alone (the built-in Darcy's) had its loss
-        and test errors computed against ``y * std + mean``."""
-
-        def preprocess(self, data_dict, batched=True):
-            data_dict = {k: v.to(self.device) for k, v in data_dict.items() if torch.is_tensor(v)}
-            x, y = data_dict["x"], data_dict["y"]
-            if self.in_normalizer is not None:
-                x = self.in_normalizer.transform(x)
-            if self.out_normalizer is not None:
-                y = self.out_normalizer.transform(y)
-            data_dict["x"], data_dict["y"] = self.patcher.patch(x, y)
-            return data_dict
+    from .data.patching import PatchingDataProcessor
 
     return PatchingDataProcessor(
         model=model,

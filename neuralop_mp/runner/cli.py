@@ -13,6 +13,7 @@ Everything before ``--`` belongs to ``neuralop-mp run`` (the script path and
 after ``--`` goes to the script untouched, ``--mp.*`` look-alikes included.
 """
 import json
+import os
 import re
 import runpy
 import sys
@@ -354,9 +355,16 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
 
 
 def _rank():
+    """This process's rank: the process group's, else torchrun's (a script may end its group
+    before it returns: upstream's train_navier_stokes.py does), else 0."""
     import torch.distributed as dist
 
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 def main(argv=None):

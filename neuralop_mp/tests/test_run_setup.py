@@ -50,8 +50,20 @@ def test_default_threads_leaves_the_busy_cpus_alone(monkeypatch, cpus, load, thr
 ])
 def test_default_threads_under_torchrun_shares_the_idle_cpus_among_the_nodes_ranks(
         monkeypatch, local_ranks, cpus, load, threads):
+    monkeypatch.setenv("WORLD_SIZE", "8")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", local_ranks)
     assert default_threads(cpus=cpus, load=load) == threads
+
+
+@pytest.mark.parametrize("world_size", [None, "1"])
+def test_a_local_world_size_inherited_outside_torchrun_does_not_share_the_cpus(monkeypatch, world_size):
+    """Only a process torchrun started as one of several ranks (WORLD_SIZE > 1) shares them."""
+    if world_size is None:
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("WORLD_SIZE", world_size)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_threads(cpus=16, load=0.0) == 16
 
 
 @pytest.mark.parametrize("world_size", [None, "1"])

@@ -561,3 +561,6 @@ def test_patching_with_an_output_normalizer_alone_gives_the_loss_the_true_target
         assert sample["y"].mean() < -40  # encoded: (y - 5) / 0.1
         _, sample = processor.postprocess(model(sample["x"]), sample)
         assert torch.allclose(sample["y"], y, atol=1e-4)  # the loss compares with the true targets
+    import pickle
+
+    assert type(pickle.loads(pickle.dumps(processor))) is type(processor)  # a class of a module, not a local one

@@ -224,6 +224,22 @@ def test_a_report_that_becomes_unwritable_during_the_run_is_one_message(tmp_path
     assert "neuralop-mp summary" in captured.out  # the summary came first, as always
 
 
+@pytest.mark.parametrize("rank_env, rank", [("1", 1), ("0", 0), (None, 0), ("x", 0)])
+def test_the_rank_outlives_a_process_group_the_script_ended(monkeypatch, rank_env, rank):
+    """Upstream's train_navier_stokes.py destroys its process group before it returns: every rank
+    then read as 0, and each printed the summary and wrote the report to one path."""
+    import torch.distributed as dist
+
+    from neuralop_mp.runner import cli
+
+    assert not dist.is_initialized()  # no group now: the ended one's
+    if rank_env is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", rank_env)
+    assert cli._rank() == rank
+
+
 def test_under_torchrun_only_rank_0_prints_the_summary_and_writes_the_report(probe, fake_parts, tmp_path, monkeypatch,
                                                                             capsys):
     from neuralop_mp.runner import cli
