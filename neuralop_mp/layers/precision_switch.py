@@ -181,11 +181,19 @@ def set_spectral_weight_dtype(model, dtype):
 
 
 def apply_precision_policy(model, policy):
-    """Put a built model in ``policy`` (a :class:`~neuralop_mp.PrecisionPolicy` or
-    anything :meth:`PrecisionPolicy.coerce` takes); changes only what differs.
+    """Put a built model in ``policy``; changes only what differs.
+
+    ``policy`` is a :class:`~neuralop_mp.PrecisionPolicy` (every field applied), or some of
+    its fields: a precision mode (``"half"``) or a dict of fields, which change those and
+    keep the model's other settings (they reset them to the defaults, complex32 weights
+    to complex64 included).
 
     Returns the previous policy. Warns as :func:`set_precision` does, once for all it changed.
     """
+    if isinstance(policy, (str, dict)) and mixed_precision_layers(model):
+        fields = {"fno_block_precision": policy} if isinstance(policy, str) else policy
+        PrecisionPolicy.coerce(fields)  # unknown keys and bad values are named as for a whole policy
+        policy = get_precision_policy(model).replace(**fields)
     policy = PrecisionPolicy.coerce(policy)
     if not mixed_precision_layers(model):
         if policy.fno_block_precision == "full" and policy.spectral_weight_dtype == "complex64":

@@ -134,5 +134,12 @@ def test_apply_precision_policy_changes_only_what_differs(monkeypatch):
     assert {p.dtype for p in model.fno_blocks.convs.parameters() if p.is_complex()} == {torch.complex32}
     switch.apply_precision_policy(model, PrecisionPolicy("mixed", "bfloat16", "tanh", "complex32"))
     assert len(calls) == 1  # already there: nothing set again
-    switch.apply_precision_policy(model, "full")  # a mode string is a policy with defaults elsewhere
-    assert switch.get_precision_policy(model) == PrecisionPolicy() and len(calls) == 2
+    # a mode string (or a dict of some fields) changes those and keeps the model's others: it reset them to the
+    # defaults, turning complex32 weights back into complex64 under a live optimizer without a word
+    switch.apply_precision_policy(model, "full")
+    assert switch.get_precision_policy(model) == PrecisionPolicy("full", "bfloat16", "tanh", "complex32") and len(calls) == 2
+    assert {p.dtype for p in model.fno_blocks.convs.parameters() if p.is_complex()} == {torch.complex32}
+    switch.apply_precision_policy(model, {"spectral_weight_dtype": "complex64", "stabilizer": None})
+    assert switch.get_precision_policy(model) == PrecisionPolicy("full", "bfloat16", None, "complex64")
+    switch.apply_precision_policy(model, PrecisionPolicy())  # a whole policy: every field, as before
+    assert switch.get_precision_policy(model) == PrecisionPolicy()
