@@ -202,7 +202,10 @@ def _check_replaceable(save_dir):
 
 def check_save_dir(save_dir):
     """Fail before training when ``save_dir`` could not take a checkpoint: it is not a folder,
-    holds other files, or its parent is not writable."""
+    holds other files, or its parent is not writable; a ValueError for no folder at all."""
+    if not isinstance(save_dir, (str, os.PathLike)) or not str(save_dir):
+        raise ValueError(f"Invalid save_dir={save_dir!r}: save_every and save_best write checkpoints into a "
+                         "folder; give its path.")
     save_dir = Path(save_dir)
     if save_dir.exists():
         _check_replaceable(save_dir)

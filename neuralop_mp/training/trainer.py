@@ -68,6 +68,22 @@ def _as_float32(out):
     return out
 
 
+def _half_moments_hint(optimizer):
+    """What to do where ``optimizer`` keeps a 16-bit parameter's moments in 16 bits (torch's
+    Adam family on complex32 or float16 weights: ``eps=1e-8`` is 0 in float16, and the first
+    step divides 0 by 0), else None."""
+    half = (torch.float16, torch.bfloat16, torch.complex32)
+    kept = sorted({str(value.dtype).replace("torch.", "") for state in optimizer.state.values()
+                   for value in state.values() if torch.is_tensor(value) and value.dtype in half
+                   and value.dim() > 0})
+    if not kept:
+        return None
+    return (f"{type(optimizer).__name__} keeps the moments of 16-bit weights in {', '.join(kept)}, whose range "
+            "and precision an Adam step does not fit in (its eps of 1e-8 is 0 in float16); use an optimizer "
+            "that keeps them in float32: neuralop_mp.create_optimizer(model, {'optimizer': 'adamw'}) or "
+            "neuralop_mp.TensorGRaD. ")
+
+
 def _accepted(fn, sample):
     """The entries of ``sample`` to pass to ``fn`` where upstream's Trainer passes them all
     (``model(**sample)``, ``loss(out, **sample)``).
@@ -445,7 +461,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         raise RuntimeError(
             f"The optimizer step at epoch {self.epoch}, batch {idx} turned the weights {bad[:3]} into inf/NaN "
             f"although every gradient was finite: the update itself is not finite (learning rate(s) {lrs}, "
-            f"{type(optimizer).__name__}). Lower the learning rate or check the optimizer's settings; "
+            f"{type(optimizer).__name__}). " + (_half_moments_hint(optimizer) or
+                                                 "Lower the learning rate or check the optimizer's settings; ") +
             "resume from the last checkpoint, the current weights are lost.")
 
     def _close_step_meter(self):

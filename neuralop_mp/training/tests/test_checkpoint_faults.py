@@ -353,6 +353,18 @@ def test_save_dir_with_foreign_files_is_refused_before_training(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("saving", [{"save_every": 1}, {"save_best": "8_l2"}])
+def test_saving_without_a_save_dir_is_refused_naming_it(saving):
+    """save_dir=None ended in a TypeError from inside pathlib."""
+    model = tiny_fno()
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1)
+    train, test = tiny_data(n=8, batch_size=8)
+    with pytest.raises(ValueError, match=r"Invalid save_dir=None: save_every and save_best write checkpoints"):
+        trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss(), eval_losses={"l2": loss()},
+                      save_dir=None, **saving)
+    assert trainer.history == []
+
+
 def test_bf16_checkpoint_resumed_in_float16_turns_loss_scaling_on(tmp_path):
     _, saved_trainer = train_and_save(tmp_path / "bf16", n_epochs=1, half_dtype="bfloat16")
     assert not saved_trainer.scaler.enabled

@@ -29,6 +29,22 @@ def test_infinite_learning_rate_stops_with_a_clear_error_not_nan_weights():
         trainer.train(train, test, optimizer, scheduler, training_loss=loss())
 
 
+def test_torchs_adamw_on_complex32_weights_is_named_as_the_cause_with_the_optimizer_to_use():
+    """torch's AdamW keeps complex32 weights' moments in complex32: the first step is 0/0. The message
+    told to lower the learning rate, which cannot help."""
+    from neuralop_mp.layers.precision_switch import set_spectral_weight_dtype
+
+    model = tiny_fno()
+    set_spectral_weight_dtype(model, "complex32")
+    train, test = tiny_data(n=8, batch_size=4)
+    optimizer, scheduler = optimizer_and_scheduler(model)  # torch.optim.AdamW
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1, precision_schedule="mixed", half_dtype="bfloat16")
+    with pytest.raises(RuntimeError, match=r"AdamW keeps the moments of 16-bit weights in complex32.*"
+                                           r"create_optimizer\(model, \{'optimizer': 'adamw'\}\)") as raised:
+        trainer.train(train, test, optimizer, scheduler, training_loss=loss())
+    assert "Lower the learning rate" not in str(raised.value)
+
+
 def test_inf_loss_mid_run_is_skipped_counted_and_weights_stay_finite():
     model = tiny_fno()
     train, test = tiny_data(n=16, batch_size=4)  # 4 steps per epoch
