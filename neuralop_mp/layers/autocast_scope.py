@@ -110,8 +110,9 @@ def set_autocast_scope(model, scope):
     Parameters
     ----------
     model : nn.Module
-        An FNO, TFNO or UNO (plugin or upstream class); any other module takes only
-        "model", "spectral" and "auto".
+        An FNO, TFNO or UNO (plugin or upstream class), or a wrapper or container of them
+        (DDP, ``nn.Sequential``: each model inside takes the scope, :func:`scope_owners`);
+        any other module takes only "model", "spectral" and "auto".
     scope : {"auto", "model", "fno_blocks", "spectral"}
 
     Raises
@@ -132,6 +133,13 @@ def set_autocast_scope(model, scope):
     ...     y = model(x)   # lifting and projection ran in float32
     """
     scope = normalize_autocast_scope(scope)
+    owners = scope_owners(model)
+    if owners != [model]:  # a wrapper or container of models: each model inside takes the scope
+        previous = get_autocast_scope(model)
+        with deferred_precision_check(model):
+            for owner in owners:
+                set_autocast_scope(owner, scope)
+        return previous
     modules = scoped_modules(model)
     if scope == "fno_blocks" and len(modules) == 1:
         raise ValueError(f"Invalid autocast_scope='fno_blocks' for {type(model).__name__}: it has no "
@@ -149,8 +157,37 @@ def set_autocast_scope(model, scope):
 
 
 def get_autocast_scope(model):
-    """The model's autocast scope; "model" (plain autocast) if none was ever set."""
-    return model.__dict__.get("_autocast_scope", "model")
+    """The model's autocast scope; "model" (plain autocast) if none was ever set. Of a wrapper or
+    container of models (:func:`scope_owners`), the scope of the models inside, which must agree."""
+    owners = scope_owners(model)
+    scopes = {owner.__dict__.get("_autocast_scope", "model") for owner in owners}
+    if len(scopes) > 1:
+        raise ValueError(f"The models inside {type(model).__name__} have different autocast scopes "
+                         f"({', '.join(sorted(scopes))}): read or set each model's own.")
+    return scopes.pop()
+
+
+def _is_operator(module):
+    """Whether ``module`` has a lifting, projection or horizontal skips of its own (an FNO, TFNO, UNO)."""
+    return any(module._modules.get(name) is not None for name in _OUTSIDE_BLOCKS)
+
+
+def scope_owners(model):
+    """The modules whose autocast scope ``model``'s is: ``model`` itself, unless it is a wrapper
+    (DDP, DataParallel) or a container holding neural operators (an ``nn.Sequential``, an EMA's
+    holder), whose own scope would change nothing inside them: then the outermost operators
+    inside (each of which keeps its own hooks), through any wrapper."""
+    inner = unwrap(model)
+    if _is_operator(inner):
+        return [inner]
+    found, stack = [], list(inner.children())
+    while stack:
+        module = unwrap(stack.pop(0))
+        if _is_operator(module):
+            found.append(module)
+        else:
+            stack = list(module.children()) + stack
+    return found or [model]
 
 
 @contextmanager

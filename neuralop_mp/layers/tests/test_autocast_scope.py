@@ -153,3 +153,27 @@ def test_trainer_with_autocast_in_scope_spectral_trains_exactly_as_mixed_without
     for scope, equal in (("auto", True), ("spectral", True), ("model", False)):
         weights = train("mixed", scope)
         assert all(torch.equal(a, b) for a, b in zip(weights, reference)) is equal, scope
+
+
+def test_a_wrapper_or_container_reads_and_sets_the_scope_of_the_models_inside():
+    """Set on an nn.Sequential (an EMA holder) or a DataParallel, the scope was stored on the wrapper
+    and changed nothing inside, without a word, and the wrapper read as plain autocast."""
+    model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2,
+                              fno_block_precision="mixed", half_dtype="bfloat16", autocast_scope="fno_blocks")
+    lifted = []
+    model.lifting.register_forward_hook(lambda module, args, out: lifted.append(out.dtype))
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    for wrapper in (torch.nn.Sequential(model), torch.nn.DataParallel(model)):
+        set_autocast_scope(model, "fno_blocks")
+        assert get_autocast_scope(wrapper) == "fno_blocks"
+        assert neuralop_mp.get_precision_policy(wrapper).autocast_scope == "fno_blocks"
+        assert set_autocast_scope(wrapper, "model") == "fno_blocks" and get_autocast_scope(model) == "model"
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            wrapper(x)
+        assert lifted[-1] == torch.bfloat16  # the lifting runs under autocast now: the request reached it
+    other = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2,
+                              autocast_scope="spectral")
+    with pytest.raises(ValueError, match=r"models inside ModuleDict have different autocast scopes \(model, spectral\)"):
+        get_autocast_scope(torch.nn.ModuleDict({"a": model, "b": other}))
+    plain = torch.nn.Sequential(torch.nn.Linear(2, 2))  # no operator inside: the container's own scope
+    assert set_autocast_scope(plain, "spectral") == "model" and get_autocast_scope(plain) == "spectral"
