@@ -142,6 +142,22 @@ class PrecisionPolicy:
             f"got {type(value).__name__}."
         )
 
+    @classmethod
+    def fields_of(cls, value):
+        """The fields ``value`` sets, validated: every field of a ``PrecisionPolicy``, the
+        keys of a dict, the mode of a mode string (what an API taking "some settings"
+        changes, keeping the others)."""
+        if isinstance(value, cls):
+            return value.as_dict()
+        if isinstance(value, str):
+            changes = {"fno_block_precision": value}
+        elif isinstance(value, dict):
+            changes = dict(value)
+        else:
+            return cls.coerce(value).as_dict()  # raises, naming what it accepts
+        validated = cls.coerce(changes).as_dict()  # checks each value and refuses unknown keys
+        return {key: validated[key] for key in changes}
+
     # ------------------------------------------------------------------ derived values
     def replace(self, **changes):
         """A copy with some fields changed (validated like a new policy)."""

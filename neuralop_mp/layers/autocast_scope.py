@@ -135,11 +135,10 @@ def set_autocast_scope(model, scope):
     scope = normalize_autocast_scope(scope)
     owners = scope_owners(model)
     if owners != [model]:  # a wrapper or container of models: each model inside takes the scope
-        previous = get_autocast_scope(model)
-        with deferred_precision_check(model):
-            for owner in owners:
-                set_autocast_scope(owner, scope)
-        return previous
+        previous = {owner.__dict__.get("_autocast_scope", "model") for owner in owners}
+        for owner in owners:  # each checks (and warns of) its own record
+            set_autocast_scope(owner, scope)
+        return previous.pop() if len(previous) == 1 else None  # None: the models inside had different scopes
     modules = scoped_modules(model)
     if scope == "fno_blocks" and len(modules) == 1:
         raise ValueError(f"Invalid autocast_scope='fno_blocks' for {type(model).__name__}: it has no "

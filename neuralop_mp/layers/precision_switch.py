@@ -190,14 +190,16 @@ def apply_precision_policy(model, policy):
 
     Returns the previous policy. Warns as :func:`set_precision` does, once for all it changed.
     """
+    fields = PrecisionPolicy.fields_of(policy)  # validated: unknown keys and bad values named
     if isinstance(policy, (str, dict)) and mixed_precision_layers(model):
-        fields = {"fno_block_precision": policy} if isinstance(policy, str) else policy
-        PrecisionPolicy.coerce(fields)  # unknown keys and bad values are named as for a whole policy
         policy = get_precision_policy(model).replace(**fields)
     policy = PrecisionPolicy.coerce(policy)
     if not mixed_precision_layers(model):
         if policy.fno_block_precision == "full" and policy.spectral_weight_dtype == "complex64":
-            set_precision(model, "full", stabilizer=policy.stabilizer)
+            with deferred_precision_check(model):
+                set_precision(model, "full", stabilizer=policy.stabilizer)
+                if "autocast_scope" in fields:  # upstream's layers take a scope too
+                    set_autocast_scope(model, policy.autocast_scope)
             return None
         _layers_or_raise(model, f"it cannot take {policy}")
     previous = get_precision_policy(model)

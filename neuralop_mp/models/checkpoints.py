@@ -72,21 +72,6 @@ def _for_upstream_class(cls, kwargs):
     return kwargs
 
 
-def _policy_changes(precision_policy):
-    """The precision settings ``precision_policy`` sets, validated: every field of a
-    ``PrecisionPolicy``, the keys of a dict, the mode of a mode string."""
-    if isinstance(precision_policy, PrecisionPolicy):
-        return precision_policy.as_dict()
-    if isinstance(precision_policy, str):
-        changes = {"fno_block_precision": precision_policy}
-    elif isinstance(precision_policy, dict):
-        changes = dict(precision_policy)
-    else:
-        return PrecisionPolicy.coerce(precision_policy).as_dict()  # raises, naming what it accepts
-    validated = PrecisionPolicy.coerce(changes).as_dict()  # checks each value and refuses unknown keys
-    return {key: validated[key] for key in changes}
-
-
 def build_model(metadata, model_class=None, *, precision_policy=None):
     """The model that a checkpoint's recorded constructor arguments build, without its weights.
 
@@ -125,7 +110,7 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
         if not issubclass(model_class, plugin):
             raise ValueError(f"precision_policy needs one of the plugin's classes (or a subclass of one), not "
                              f"{model_class.__name__}.")
-        settings = _policy_changes(precision_policy)
+        settings = PrecisionPolicy.fields_of(precision_policy)
     # the recompute the plugin's classes record: passed where the constructor takes it (a rebuild as
     # from_checkpoint's), set on the built model otherwise (upstream's classes, a narrow subclass's)
     taken = recompute_keys_taken(model_class)

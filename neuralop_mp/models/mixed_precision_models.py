@@ -179,7 +179,7 @@ def set_after_construction(model, settings):
     auto = settings.get("fno_block_precision") == "auto"
     if auto:
         settings["fno_block_precision"] = "full"
-    apply_precision_policy(model, model.precision_policy.replace(**settings))
+    apply_precision_policy(model, dict(settings))  # the settings given, the model's others kept
     if "fno_block_precision" in settings:  # a fixed mode ends a decision the constructor left pending
         model.precision_decision = "pending" if auto else None
     return model

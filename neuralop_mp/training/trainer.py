@@ -72,16 +72,16 @@ def _half_moments_hint(optimizer):
     """What to do where ``optimizer`` keeps a 16-bit parameter's moments in 16 bits (torch's
     Adam family on complex32 or float16 weights: ``eps=1e-8`` is 0 in float16, and the first
     step divides 0 by 0), else None."""
-    half = (torch.float16, torch.bfloat16, torch.complex32)
-    kept = sorted({str(value.dtype).replace("torch.", "") for state in optimizer.state.values()
-                   for value in state.values() if torch.is_tensor(value) and value.dtype in half
-                   and value.dim() > 0})
+    half = (torch.float16, torch.complex32)  # bfloat16 has float32's range: eps is no 0 there
+    kept = sorted({str(p.dtype).replace("torch.", "") for group in optimizer.param_groups for p in group["params"]
+                   if p.dtype in half and any(torch.is_tensor(value) and value.dtype == p.dtype and value.dim() > 0
+                                              for value in optimizer.state.get(p, {}).values())})
     if not kept:
         return None
-    return (f"{type(optimizer).__name__} keeps the moments of 16-bit weights in {', '.join(kept)}, whose range "
-            "and precision an Adam step does not fit in (its eps of 1e-8 is 0 in float16); use an optimizer "
-            "that keeps them in float32: neuralop_mp.create_optimizer(model, {'optimizer': 'adamw'}) or "
-            "neuralop_mp.TensorGRaD. ")
+    return (f"{type(optimizer).__name__} keeps the moments of {', '.join(kept)} weights in their own dtype, whose "
+            "range an Adam step does not fit in (its eps of 1e-8 is 0 in float16): likely the cause; use an "
+            "optimizer that keeps them in float32: neuralop_mp.create_optimizer(model, {'optimizer': 'adamw'}) or "
+            "neuralop_mp.TensorGRaD. Otherwise: ")
 
 
 def _accepted(fn, sample):
@@ -461,9 +461,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         raise RuntimeError(
             f"The optimizer step at epoch {self.epoch}, batch {idx} turned the weights {bad[:3]} into inf/NaN "
             f"although every gradient was finite: the update itself is not finite (learning rate(s) {lrs}, "
-            f"{type(optimizer).__name__}). " + (_half_moments_hint(optimizer) or
-                                                 "Lower the learning rate or check the optimizer's settings; ") +
-            "resume from the last checkpoint, the current weights are lost.")
+            f"{type(optimizer).__name__}). " + (_half_moments_hint(optimizer) or "") +
+            "Lower the learning rate or check the optimizer's settings; resume from the last checkpoint, the "
+            "current weights are lost.")
 
     def _close_step_meter(self):
         meter, self._step_meter = self._step_meter, None

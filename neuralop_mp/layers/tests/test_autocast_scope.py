@@ -173,7 +173,25 @@ def test_a_wrapper_or_container_reads_and_sets_the_scope_of_the_models_inside():
         assert lifted[-1] == torch.bfloat16  # the lifting runs under autocast now: the request reached it
     other = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2,
                               autocast_scope="spectral")
+    holder = torch.nn.ModuleDict({"a": model, "b": other})  # e.g. a model and its EMA copy
     with pytest.raises(ValueError, match=r"models inside ModuleDict have different autocast scopes \(model, spectral\)"):
-        get_autocast_scope(torch.nn.ModuleDict({"a": model, "b": other}))
+        get_autocast_scope(holder)
+    assert set_autocast_scope(holder, "fno_blocks") is None  # no one previous scope, but one now
+    assert get_autocast_scope(holder) == get_autocast_scope(other) == "fno_blocks"
     plain = torch.nn.Sequential(torch.nn.Linear(2, 2))  # no operator inside: the container's own scope
     assert set_autocast_scope(plain, "spectral") == "model" and get_autocast_scope(plain) == "spectral"
+
+
+def test_a_scope_set_through_a_container_warns_of_a_checkpoint_that_loses_it_and_applies_to_plain_models():
+    """Set through an nn.Sequential on upstream's FNO with the plugin's layers, the scope its checkpoint
+    would not keep was set without the warning a direct set gives; on upstream's FNO with upstream's
+    layers, apply_precision_policy ignored an autocast_scope given alone."""
+    from neuralop_mp.models.mixed_precision_models import UnrecordedPrecisionWarning
+
+    upstream = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=1,
+                   conv_module=MixedPrecisionSpectralConv)
+    with pytest.warns(UnrecordedPrecisionWarning, match="autocast_scope='fno_blocks'"):
+        set_autocast_scope(torch.nn.Sequential(upstream), "fno_blocks")
+    plain = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=1)
+    neuralop_mp.apply_precision_policy(plain, {"autocast_scope": "fno_blocks"})
+    assert get_autocast_scope(plain) == "fno_blocks"
