@@ -33,11 +33,17 @@ Examples
 >>> report.models[0]["layer_types"]
 ['MixedPrecisionSpectralConv']
 """
+import contextlib
 import inspect
+import os
+import warnings
+from collections.abc import Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from importlib import import_module
 
 from ..build_steps import stabilizer_schedule_warning
+from ..caller_frames import stacklevel_outside
 from ..layers.weight_storage import normalize_spectral_weight_dtype
 from ..optim.settings import CONFIG_OPTIONS
 from ..vocabulary import (PRECISION_MODES, check_choice, normalize_flag, normalize_half_dtype, normalize_recompute,
@@ -146,6 +152,8 @@ def _validated_options(options, prefix=""):
     if schedule is not None and schedule != "":
         from ..training.schedule import PrecisionSchedule
 
+        if not isinstance(schedule, (str, list, tuple, PrecisionSchedule)):  # the kind of value: named once
+            PrecisionSchedule.from_config(schedule, key=name("schedule"))
         try:
             schedule = PrecisionSchedule.from_config(schedule)
         except (ValueError, TypeError) as error:
@@ -155,7 +163,11 @@ def _validated_options(options, prefix=""):
     optimizer = options["optimizer"]
     if optimizer is not None:
         check_choice(name("optimizer"), optimizer, OPTIMIZER_KINDS)
-    optimizer_options = dict(options["optimizer_options"] or {})
+    optimizer_options = options["optimizer_options"] or {}
+    if not isinstance(optimizer_options, Mapping):
+        raise TypeError(f"Invalid {name('optimizer_options')}={optimizer_options!r}; expected a dict of "
+                        f"{', '.join(OPTIMIZER_OPTION_KEYS)}.")
+    optimizer_options = dict(optimizer_options)
     for key, value in optimizer_options.items():
         check_choice("optimizer option", key, OPTIMIZER_OPTION_KEYS)
         _OPTIONS_BY_FIELD[key].check(name(key), value)  # TensorGRaD's own check, now rather than at the first step
@@ -167,6 +179,9 @@ def _validated_options(options, prefix=""):
                                           nonfinite_grad=optimizer_options.get("tensorgrad_nonfinite_grad"),
                                           prefix=prefix)
     data_root = options["data_root"]
+    if data_root is not None and Path(data_root).exists() and not Path(data_root).is_dir():
+        raise ValueError(f"Invalid {name('data_root')}={str(data_root)!r}: a file; give the folder that holds "
+                         "(or is to hold) the data files.")
     return dict(
         precision=precision,
         half_dtype=half_dtype,
@@ -180,7 +195,7 @@ def _validated_options(options, prefix=""):
         update_in_backward=update_in_backward,
         loss_scaling=loss_scaling,
         data_root=None if data_root is None else str(data_root),
-        offline=bool(options["offline"]),
+        offline=normalize_flag(options["offline"], name("offline")),
     )
 
 
@@ -324,7 +339,32 @@ def disable():
 
     Returns the finished :class:`ActivationReport` (trainer histories copied, no
     reference to models or trainers kept), or None if the plugin was not enabled.
+
+    Warns when a precision or an optimizer was requested and nothing took it: no model
+    was built through ``neuralop.get_model``, no ``Trainer`` nor ``AdamW`` created, as when
+    the script imported those names before :func:`enable` (``from neuralop import
+    get_model``), which keeps upstream's objects bound to them.
     """
+    report = _disable()
+    requested = report is not None and any(report.options.get(key) is not None for key in _APPLIED_TO_OBJECTS)
+    if requested and not (report.models or report.trainers or report.optimizers):
+        warnings.warn(
+            "neuralop_mp was enabled, but no model was built through neuralop.get_model and no Trainer or AdamW "
+            "was created while it was: the requested settings were applied to nothing. Names imported before "
+            "it was enabled (`from neuralop import get_model, Trainer`) keep upstream's objects: call "
+            "neuralop.get_model(...), neuralop.Trainer(...) or import them inside the block.",
+            UserWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__)], [contextlib.__file__]))
+    return report
+
+
+# options that take effect only on what the activation builds (models, trainers, optimizers)
+_APPLIED_TO_OBJECTS = ("precision", "half_dtype", "schedule", "stabilizer", "spectral_weight_dtype", "optimizer",
+                       "recompute", "update_in_backward", "loss_scaling")
+
+
+def _disable():
+    """:func:`disable` without its check of what the activation took (``neuralop-mp run`` says
+    it in its summary)."""
     patches, report = _state["patches"], _state["report"]
     if patches is None:
         return None
@@ -375,4 +415,4 @@ def _enabled_checked(options, prefix=""):
     try:
         yield report
     finally:
-        disable()
+        _disable()

@@ -78,7 +78,8 @@ def require_files(dataset, root, train_resolution, test_resolutions):
         raise OfflineDataError(
             f"neuralop-mp (offline data): {', '.join(missing)} not found in {root}. "
             f"Generate them with:\n    {generate_command(dataset, resolutions, root)}\n"
-            "or point the script at a folder that has them with --mp.data-root DIR. "
+            "or point the script at a folder that has them (--mp.data-root DIR; from Python, "
+            "neuralop_mp.enable(data_root=DIR)). "
             "(While the plugin is enabled, datasets are never downloaded.)"
         )
     return needed
@@ -176,7 +177,8 @@ def _blocked_download(name):
         call = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
         raise OfflineDataError(
             f"neuralop-mp (offline data): {name}({call}) was called, but the plugin never downloads. "
-            f"`neuralop-mp data` generates {', '.join(DATASETS)} (then pass --mp.data-root DIR); any other "
+            f"`neuralop-mp data` generates {', '.join(DATASETS)} (then pass --mp.data-root DIR, or "
+            f"data_root=DIR to neuralop_mp.enable); any other "
             "dataset must be downloaded without the plugin (run the script once with plain python)."
         )
 

@@ -301,11 +301,12 @@ class PrecisionSchedule:
         return cls([_parse_phase(item, i + 1) for i, item in enumerate(items)])
 
     @classmethod
-    def from_config(cls, value):
+    def from_config(cls, value, key="opt.precision_schedule"):
         """Build a schedule from a config value; None or "" mean no schedule (returns None).
 
         Accepts a :class:`PrecisionSchedule`, a string (:meth:`parse`), or a list of
-        phase strings / dicts / ``(mode, share)`` pairs / :class:`PrecisionPhase`.
+        phase strings / dicts / ``(mode, share)`` pairs / :class:`PrecisionPhase`;
+        anything else is a TypeError naming ``key``.
         """
         if value is None or isinstance(value, PrecisionSchedule):
             return value
@@ -316,7 +317,7 @@ class PrecisionSchedule:
         if isinstance(value, (list, tuple)):
             return cls(list(value))
         raise TypeError(
-            f"Invalid opt.precision_schedule={value!r}; expected None, a string like "
+            f"Invalid {key}={value!r}; expected None, a string like "
             "'half:0.25,mixed:0.5,full:0.25', a list of phases or a PrecisionSchedule."
         )
 

@@ -7,6 +7,8 @@ import neuralop.models.base_model
 import neuralop.training
 import neuralop.training.adamw
 import neuralop.training.trainer
+import warnings
+
 import pytest
 import torch
 
@@ -155,6 +157,13 @@ def test_enable_does_not_nest(fake_parts, originals):
         ({"optimizer_options": {"tensorgrad_rnk": 1}}, "Invalid optimizer option='tensorgrad_rnk'"),
         ({"recompute": "spectral"}, "Invalid recompute='spectral'; allowed values: 'none', 'fourier', 'block'."),
         ({"update_in_backward": "yes"}, "Invalid update_in_backward='yes'; allowed values: True, False."),
+        # offline="maybe" (or "false") read as True; optimizer_options of another kind was a bare Python error;
+        # a schedule of another kind was named twice, once as a config key; a file as the data root was taken
+        ({"offline": "maybe"}, "Invalid offline='maybe'; allowed values: True, False."),
+        ({"optimizer_options": 5}, "Invalid optimizer_options=5; expected a dict of tensorgrad_"),
+        ({"optimizer_options": "abc"}, "Invalid optimizer_options='abc'; expected a dict of tensorgrad_"),
+        ({"schedule": 5}, "Invalid schedule=5; expected None, a string like"),
+        ({"data_root": __file__}, f"Invalid data_root={__file__!r}: a file; give the folder"),
         # values checked by the library's own checks, not first when the script builds the trainer or optimizer
         ({"loss_scaling": "dynamc"}, "Invalid loss_scaling='dynamc'; allowed values: 'auto', 'dynamic', 'none'."),
         ({"optimizer_options": {"tensorgrad_rank": 0}}, "Invalid tensorgrad_rank=0; expected a float in (0, 1]"),
@@ -339,3 +348,21 @@ def test_parameters_of_an_unknown_model_still_get_the_requested_optimizer(fake_p
     assert [p is q for p, q in zip(holder.parameters(), layer.parameters())] == [True, True]
     assert report.optimizers[0]["model_matched"] is False
     assert any("do not belong to a model built through get_model" in n for n in report.notes)
+
+
+def test_offline_takes_the_flag_spellings(fake_parts, originals):
+    with neuralop_mp.enabled(offline="false") as report:
+        assert report.options["offline"] is False
+
+
+def test_an_activation_that_builds_nothing_it_was_asked_for_warns_at_its_end(fake_parts, originals):
+    """Names imported before it (`from neuralop import get_model`) keep upstream's objects: a script
+    using them got nothing of the plugin, and an empty report, without a word."""
+    with pytest.warns(UserWarning, match=r"no model was built through neuralop.get_model.*imported before") as caught:
+        with neuralop_mp.enabled(precision="mixed"):
+            pass
+    assert caught[0].filename == __file__  # the with statement's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with neuralop_mp.enabled(data_root=None):  # nothing asked of a model: nothing to say
+            pass
