@@ -14,7 +14,9 @@ the ranks must make the same decisions on their own:
   ``torch.Generator`` seeded with the parameter's stored seed and the step, never
   from a rank's global RNG; so they agree without communication.
 - a ``ReduceLROnPlateau`` step: the trainer steps it with the epoch's loss summed over
-  every rank's batches (:func:`sum_over_ranks`), not with the rank's own shard's.
+  every rank's batches (:func:`sum_over_ranks`), not with the rank's own shard's; the
+  same all-reduce gives the epoch's recorded training loss (history, loss curve), over
+  every rank's batches and samples as the evaluation metrics are.
 - stopping an epoch without a finite loss: the trainer stops on every rank when one
   rank had none (the ranks are named through the same all-reduce of the epoch's
   counts, once per epoch), not on that rank alone while the others wait in their next
