@@ -162,7 +162,7 @@ def get_autocast_scope(model):
     scopes = {owner.__dict__.get("_autocast_scope", "model") for owner in owners}
     if len(scopes) > 1:
         raise ValueError(f"The models inside {type(model).__name__} have different autocast scopes "
-                         f"({', '.join(sorted(scopes))}): read or set each model's own.")
+                         f"({', '.join(sorted(scopes))}): read each model's own, or set one for all of them.")
     return scopes.pop()
 
 
@@ -193,11 +193,14 @@ def scope_owners(model):
 def autocast_scope(model, scope):
     """Context manager: run a block with ``model``'s autocast scope set to ``scope``, then restore."""
     with deferred_precision_check(model):  # restored: no warning for the switch itself
-        previous = set_autocast_scope(model, scope)
+        # each model's own scope, restored to it (the models inside a container may have different ones)
+        previous = [(owner, get_autocast_scope(owner)) for owner in scope_owners(model)]
+        set_autocast_scope(model, scope)
         try:
             yield model
         finally:
-            set_autocast_scope(model, previous)
+            for owner, owner_scope in previous:
+                set_autocast_scope(owner, owner_scope)
 
 
 # the models whose check is left to an enclosing deferred_precision_check, each with the number of blocks open

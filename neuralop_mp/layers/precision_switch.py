@@ -180,6 +180,14 @@ def set_spectral_weight_dtype(model, dtype):
     return previous
 
 
+def _current_policy(model):
+    """``model``'s policy where its layers agree on one, else None."""
+    try:
+        return get_precision_policy(model) if mixed_precision_layers(model) else None
+    except ValueError:
+        return None
+
+
 def apply_precision_policy(model, policy):
     """Put a built model in ``policy``; changes only what differs.
 
@@ -191,14 +199,21 @@ def apply_precision_policy(model, policy):
     Returns the previous policy. Warns as :func:`set_precision` does, once for all it changed.
     """
     fields = PrecisionPolicy.fields_of(policy)  # validated: unknown keys and bad values named
-    if isinstance(policy, (str, dict)) and mixed_precision_layers(model):
+    some = isinstance(policy, (str, dict))
+    if some and set(fields) == {"autocast_scope"}:  # a scope alone: any model, a container of them too
+        with deferred_precision_check(model):
+            previous = _current_policy(model)
+            set_autocast_scope(model, fields["autocast_scope"])
+        return previous
+    if some and mixed_precision_layers(model):
         policy = get_precision_policy(model).replace(**fields)
     policy = PrecisionPolicy.coerce(policy)
     if not mixed_precision_layers(model):
         if policy.fno_block_precision == "full" and policy.spectral_weight_dtype == "complex64":
             with deferred_precision_check(model):
-                set_precision(model, "full", stabilizer=policy.stabilizer)
-                if "autocast_scope" in fields:  # upstream's layers take a scope too
+                # upstream's layers: a stabilizer and a scope, each where given (all of them for a whole policy)
+                set_precision(model, "full", stabilizer=policy.stabilizer if "stabilizer" in fields else _UNCHANGED)
+                if "autocast_scope" in fields:
                     set_autocast_scope(model, policy.autocast_scope)
             return None
         _layers_or_raise(model, f"it cannot take {policy}")

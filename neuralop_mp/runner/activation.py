@@ -179,6 +179,8 @@ def _validated_options(options, prefix=""):
                                           nonfinite_grad=optimizer_options.get("tensorgrad_nonfinite_grad"),
                                           prefix=prefix)
     data_root = options["data_root"]
+    if data_root is not None and not isinstance(data_root, (str, os.PathLike)):
+        raise TypeError(f"Invalid {name('data_root')}={data_root!r}; expected a folder's path (a str or a Path).")
     if data_root is not None and Path(data_root).exists() and not Path(data_root).is_dir():
         raise ValueError(f"Invalid {name('data_root')}={str(data_root)!r}: a file; give the folder that holds "
                          "(or is to hold) the data files.")
@@ -195,7 +197,9 @@ def _validated_options(options, prefix=""):
         update_in_backward=update_in_backward,
         loss_scaling=loss_scaling,
         data_root=None if data_root is None else str(data_root),
-        offline=normalize_flag(options["offline"], name("offline")),
+        # None, 0 and 1 as bool() read them (what the option took before its spellings were checked)
+        offline=bool(options["offline"]) if options["offline"] in (None, 0, 1) else normalize_flag(
+            options["offline"], name("offline")),
     )
 
 
@@ -340,14 +344,14 @@ def disable():
     Returns the finished :class:`ActivationReport` (trainer histories copied, no
     reference to models or trainers kept), or None if the plugin was not enabled.
 
-    Warns when a precision or an optimizer was requested and nothing took it: no model
-    was built through ``neuralop.get_model``, no ``Trainer`` nor ``AdamW`` created, as when
+    Warns when a precision or an optimizer was requested and nothing took it: the plugin's
+    ``neuralop.get_model``, ``Trainer`` and ``AdamW`` were never called, as when
     the script imported those names before :func:`enable` (``from neuralop import
     get_model``), which keeps upstream's objects bound to them.
     """
     report = _disable()
     requested = report is not None and any(report.options.get(key) is not None for key in _APPLIED_TO_OBJECTS)
-    if requested and not (report.models or report.trainers or report.optimizers):
+    if requested and not report.reached:
         warnings.warn(
             "neuralop_mp was enabled, but no model was built through neuralop.get_model and no Trainer or AdamW "
             "was created while it was: the requested settings were applied to nothing. Names imported before "
@@ -385,8 +389,10 @@ def enabled(**options):
     report = enable(**options)
     try:
         yield report
-    finally:
-        disable()
+    except BaseException:
+        _disable()  # the block's own error is what to see: nothing to say of what it did not reach
+        raise
+    disable()
 
 
 def _enable_keywords(options):

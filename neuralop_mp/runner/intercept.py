@@ -83,6 +83,7 @@ def make_get_model(options, report, parts):
     """A ``get_model(config)`` that builds through :func:`neuralop_mp.get_model`."""
 
     def get_model(config):
+        report.reached = True
         built = plugin_config(config, options)
         # the same steps as `neuralop-mp train`: the precision keys parsed once, then the model
         policy = build_steps.precision_policy(built)
@@ -133,6 +134,7 @@ def make_trainer_class(options, report, parts):
         )
 
         def __init__(self, *args, **kwargs):
+            report.reached = True
             model = kwargs.get("model", args[0] if args else None)
             switches_layers = schedule is not None and any(p.mode != "full" for p in schedule)
             if switches_layers and model is not None and not mixed_precision_layers(
@@ -235,6 +237,7 @@ def make_optimizer_class(replaced, kind, options, report, parts):
             if cls is not OptimizerStandIn or getattr(_building, "active", False):
                 # a user's subclass, or the factory itself: plain construction, own __init__
                 return replaced.__new__(cls)
+            report.reached = True
             values = _bind(replaced, args, kwargs)
             params = list(values.pop("params"))
             if any(isinstance(p, dict) for p in params):

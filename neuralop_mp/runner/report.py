@@ -56,6 +56,7 @@ class ActivationReport:
         self.optimizers = []
         self.datasets = []
         self.notes = []
+        self.reached = False  # the plugin's get_model, Trainer or AdamW was called (even if it then raised)
         self.started = time.perf_counter()
         self.elapsed = None
         self.exit_status = None

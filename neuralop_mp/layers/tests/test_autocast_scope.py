@@ -176,8 +176,14 @@ def test_a_wrapper_or_container_reads_and_sets_the_scope_of_the_models_inside():
     holder = torch.nn.ModuleDict({"a": model, "b": other})  # e.g. a model and its EMA copy
     with pytest.raises(ValueError, match=r"models inside ModuleDict have different autocast scopes \(model, spectral\)"):
         get_autocast_scope(holder)
+    with autocast_scope(holder, "fno_blocks"):  # a temporary scope gives each model its own back
+        assert get_autocast_scope(holder) == "fno_blocks"
+    assert (get_autocast_scope(model), get_autocast_scope(other)) == ("model", "spectral")
     assert set_autocast_scope(holder, "fno_blocks") is None  # no one previous scope, but one now
     assert get_autocast_scope(holder) == get_autocast_scope(other) == "fno_blocks"
+    set_autocast_scope(other, "spectral")
+    neuralop_mp.apply_precision_policy(holder, {"autocast_scope": "model"})  # the same through the policy API
+    assert get_autocast_scope(holder) == "model"
     plain = torch.nn.Sequential(torch.nn.Linear(2, 2))  # no operator inside: the container's own scope
     assert set_autocast_scope(plain, "spectral") == "model" and get_autocast_scope(plain) == "spectral"
 
@@ -193,5 +199,9 @@ def test_a_scope_set_through_a_container_warns_of_a_checkpoint_that_loses_it_and
     with pytest.warns(UnrecordedPrecisionWarning, match="autocast_scope='fno_blocks'"):
         set_autocast_scope(torch.nn.Sequential(upstream), "fno_blocks")
     plain = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=1)
+    neuralop_mp.set_precision(plain, "full", stabilizer="tanh")
     neuralop_mp.apply_precision_policy(plain, {"autocast_scope": "fno_blocks"})
     assert get_autocast_scope(plain) == "fno_blocks"
+    assert plain.fno_blocks.stabilizer == "tanh"  # a setting not given is kept
+    neuralop_mp.apply_precision_policy(plain, {"fno_block_precision": "full"})
+    assert plain.fno_blocks.stabilizer == "tanh" and get_autocast_scope(plain) == "fno_blocks"

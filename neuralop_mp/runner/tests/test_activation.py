@@ -350,9 +350,11 @@ def test_parameters_of_an_unknown_model_still_get_the_requested_optimizer(fake_p
     assert any("do not belong to a model built through get_model" in n for n in report.notes)
 
 
-def test_offline_takes_the_flag_spellings(fake_parts, originals):
-    with neuralop_mp.enabled(offline="false") as report:
-        assert report.options["offline"] is False
+@pytest.mark.parametrize("value, expected", [("false", False), ("true", True), (None, False), (0, False),
+                                             (1, True), (True, True)])
+def test_offline_takes_the_flag_spellings(fake_parts, originals, value, expected):
+    with neuralop_mp.enabled(offline=value) as report:
+        assert report.options["offline"] is expected
 
 
 def test_an_activation_that_builds_nothing_it_was_asked_for_warns_at_its_end(fake_parts, originals):
@@ -366,3 +368,11 @@ def test_an_activation_that_builds_nothing_it_was_asked_for_warns_at_its_end(fak
         warnings.simplefilter("error")
         with neuralop_mp.enabled(data_root=None):  # nothing asked of a model: nothing to say
             pass
+        with pytest.raises(FileNotFoundError):  # the block's own error is what to see
+            with neuralop_mp.enabled(precision="mixed"):
+                raise FileNotFoundError("data")
+        with neuralop_mp.enabled(precision="mixed"):  # the plugin's get_model reached, then refusing: no word
+            import neuralop
+
+            with pytest.raises(Exception):
+                neuralop.get_model({"model": {"model_arch": "nope"}})
