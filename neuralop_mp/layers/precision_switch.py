@@ -201,9 +201,8 @@ def apply_precision_policy(model, policy):
     fields = PrecisionPolicy.fields_of(policy)  # validated: unknown keys and bad values named
     some = isinstance(policy, (str, dict))
     if some and set(fields) == {"autocast_scope"}:  # a scope alone: any model, a container of them too
-        with deferred_precision_check(model):
-            previous = _current_policy(model)
-            set_autocast_scope(model, fields["autocast_scope"])
+        previous = _current_policy(model)
+        set_autocast_scope(model, fields["autocast_scope"])  # checks (and warns of) each model inside
         return previous
     if some and mixed_precision_layers(model):
         policy = get_precision_policy(model).replace(**fields)

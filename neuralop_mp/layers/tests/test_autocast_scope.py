@@ -198,6 +198,10 @@ def test_a_scope_set_through_a_container_warns_of_a_checkpoint_that_loses_it_and
                    conv_module=MixedPrecisionSpectralConv)
     with pytest.warns(UnrecordedPrecisionWarning, match="autocast_scope='fno_blocks'"):
         set_autocast_scope(torch.nn.Sequential(upstream), "fno_blocks")
+    other = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=1,
+                conv_module=MixedPrecisionSpectralConv)
+    with pytest.warns(UnrecordedPrecisionWarning, match="autocast_scope='fno_blocks'"):  # the policy API alike
+        neuralop_mp.apply_precision_policy(torch.nn.Sequential(other), {"autocast_scope": "fno_blocks"})
     plain = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=1)
     neuralop_mp.set_precision(plain, "full", stabilizer="tanh")
     neuralop_mp.apply_precision_policy(plain, {"autocast_scope": "fno_blocks"})
