@@ -396,6 +396,7 @@ def _check_resume_model(resume, config, saved, given):
         Naming each key with the value given and the value saved.
     """
     from .configs import config_keys, parse_overrides
+    from .training.resume import given_and_saved
 
     keys = parse_overrides(given, lenient=True)
     changed = {}
@@ -412,9 +413,9 @@ def _check_resume_model(resume, config, saved, given):
         if new != old:
             changed[key] = (new, old)
     if changed:
-        listed = "; ".join(f"{key}={new!r} given, {old!r} saved" for key, (new, old) in changed.items())
         raise ValueError(
-            f"Cannot resume {resume} with another model than it was saved with ({listed}): the checkpoint holds "
+            f"Cannot resume {resume} with another model than it was saved with ({given_and_saved(changed)}): the "
+            "checkpoint holds "
             "the saved model's weights. Resume without these overrides (the precision keys may change), "
             "or start a new run.")
 

@@ -569,7 +569,7 @@ def check_resume_settings(optimizer, scheduler, states, checkpoint_dir):
     RunSetupError
         Naming each config key with the value given and the value saved.
     """
-    from .training.resume import changed_settings
+    from .training.resume import changed_settings, given_and_saved
 
     folder = Path(checkpoint_dir)
     group_keys = _optimizer_settings()  # of as many groups as this run's (checkpointing.check_optimizer_state)
@@ -578,9 +578,9 @@ def check_resume_settings(optimizer, scheduler, states, checkpoint_dir):
         key = _SCHEDULER_SETTINGS[setting] if group is None else group_keys[setting]
         changed.setdefault(key, (new, saved))
     if changed:
-        listed = "; ".join(f"{key}={new!r} given, {saved!r} saved" for key, (new, saved) in changed.items())
         raise RunSetupError(
-            f"Cannot resume {folder} with other optimizer or scheduler settings than it was saved with ({listed}): "
+            f"Cannot resume {folder} with other optimizer or scheduler settings than it was saved with "
+            f"({given_and_saved(changed)}): "
             "the saved optimizer and scheduler states would replace them. Resume with the saved values, or start "
             "a new run.")
 

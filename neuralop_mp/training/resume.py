@@ -54,6 +54,12 @@ def same_setting(a, b):
                 and torch.equal(a.cpu(), b.cpu()))
 
 
+def given_and_saved(changed):
+    """``"key=<given> given, <saved> saved; ..."`` of ``{key: (given, saved)}``: how a resume names the
+    settings it was given otherwise than the checkpoint holds them."""
+    return "; ".join(f"{key}={given!r} given, {saved!r} saved" for key, (given, saved) in changed.items())
+
+
 def changed_settings(optimizer, scheduler, states, group_keys=None, scheduler_keys=SCHEDULER_SETTINGS):
     """The settings that saved states hold otherwise than this run's optimizer and scheduler,
     which loading the states would replace with the saved ones (torch's ``load_state_dict``).
@@ -167,8 +173,8 @@ class TrainingStateCheckpoints:
         changed = changed_settings(getattr(self, "optimizer", None), getattr(self, "scheduler", None), states)
         if not changed:
             return
-        listed = "; ".join(f"{'scheduler' if group is None else f'group {group}'}: {key}={given!r} given, "
-                           f"{saved!r} saved" for group, key, given, saved in changed)
+        listed = given_and_saved({f"{'scheduler' if group is None else f'group {group}'}: {key}": (given, saved)
+                                  for group, key, given, saved in changed})
         # TensorGRaD's state was laid out by these: its step refuses them changed in the groups
         fixed = sorted({key for group, key, _, _ in changed if group is not None and key in LAYOUT_KEYS})
         fixed_note = (f" ({', '.join(fixed)} laid out the saved optimizer state: only a new run changes them)"
