@@ -135,7 +135,7 @@ def set_autocast_scope(model, scope):
     scope = normalize_autocast_scope(scope)
     owners = scope_owners(model)
     if owners != [model]:  # a wrapper or container of models: each model inside takes the scope
-        previous = {owner.__dict__.get("_autocast_scope", "model") for owner in owners}
+        previous = {get_autocast_scope(owner) for owner in owners}
         for owner in owners:  # each checks (and warns of) its own record
             set_autocast_scope(owner, scope)
         return previous.pop() if len(previous) == 1 else None  # None: the models inside had different scopes
@@ -179,13 +179,13 @@ def scope_owners(model):
     inner = unwrap(model)
     if _is_operator(inner):
         return [inner]
-    found, stack = [], list(inner.children())
+    found, stack = [], list(inner.children())[::-1]  # the next module to look at last: depth first, in order
     while stack:
-        module = unwrap(stack.pop(0))
+        module = unwrap(stack.pop())
         if _is_operator(module):
             found.append(module)
         else:
-            stack = list(module.children()) + stack
+            stack.extend(list(module.children())[::-1])
     return found or [model]
 
 
@@ -195,7 +195,8 @@ def autocast_scope(model, scope):
     with deferred_precision_check(model):  # restored: no warning for the switch itself
         # each model's own scope, restored to it (the models inside a container may have different ones)
         previous = [(owner, get_autocast_scope(owner)) for owner in scope_owners(model)]
-        set_autocast_scope(model, scope)
+        for owner, _ in previous:  # the owners found once: each set (and checked) as itself
+            set_autocast_scope(owner, scope)
         try:
             yield model
         finally:

@@ -183,7 +183,7 @@ def set_spectral_weight_dtype(model, dtype):
 def _current_policy(model):
     """``model``'s policy where its layers agree on one, else None."""
     try:
-        return get_precision_policy(model) if mixed_precision_layers(model) else None
+        return get_precision_policy(model)
     except ValueError:
         return None
 
@@ -200,14 +200,15 @@ def apply_precision_policy(model, policy):
     """
     fields = PrecisionPolicy.fields_of(policy)  # validated: unknown keys and bad values named
     some = isinstance(policy, (str, dict))
+    has_layers = bool(mixed_precision_layers(model))
     if some and set(fields) == {"autocast_scope"}:  # a scope alone: any model, a container of them too
-        previous = _current_policy(model)
+        previous = _current_policy(model) if has_layers else None
         set_autocast_scope(model, fields["autocast_scope"])  # checks (and warns of) each model inside
         return previous
-    if some and mixed_precision_layers(model):
+    if some and has_layers:
         policy = get_precision_policy(model).replace(**fields)
     policy = PrecisionPolicy.coerce(policy)
-    if not mixed_precision_layers(model):
+    if not has_layers:
         if policy.fno_block_precision == "full" and policy.spectral_weight_dtype == "complex64":
             with deferred_precision_check(model):
                 # upstream's layers: a stabilizer and a scope, each where given (all of them for a whole policy)

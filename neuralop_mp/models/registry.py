@@ -15,8 +15,8 @@ from neuralop.models.base_model import available_models as _upstream_available_m
 from ..precision_policy import PrecisionPolicy
 from ..vocabulary import none_if_null, normalize_recompute_chunk_points, read_key, section_as_dict
 from .constructor_args import constructor_params
-from .mixed_precision_models import PLUGIN_MODEL_CLASSES, build_in_settings
-from .recompute import check_recompute_mode, set_recompute
+from .mixed_precision_models import PLUGIN_MODEL_CLASSES, build_in_settings, set_recompute_settings
+from .recompute import check_recompute_mode
 from .uno_registration import UNO
 
 __all__ = ["UNO", "PLUGIN_MODEL_KEYS", "available_models", "get_model"]
@@ -69,12 +69,11 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
             f"Invalid model.model_arch={arch!r}; allowed values: {', '.join(sorted(registry))}."
         )
     cls = registry[arch]
-    # before the (possibly large) model is built; set on the built model, not a constructor argument
+    # before the (possibly large) model is built; set on the built model (upstream's classes take no such argument)
     recompute = check_recompute_mode(model_cfg.pop("recompute", None), key="model.recompute")
     chunk_points = normalize_recompute_chunk_points(model_cfg.pop("recompute_chunk_points", None), recompute,
                                                     key="model.recompute_chunk_points",
                                                     recompute_key="model.recompute")
-    recompute_kwargs = {} if chunk_points is None else {"chunk_points": chunk_points}
     if precision_policy is None:
         given = set(PrecisionPolicy.keys()) & set(model_cfg)  # the settings the config itself gives
         policy, model_cfg = PrecisionPolicy.pop_from(model_cfg, prefix="model")
@@ -119,12 +118,12 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
             shown = ", ".join(f"model.{key}={value!r}" for key, value in plugin_only.items()) or repr(arch)
             raise ValueError(f"{shown} needs the mixed-precision spectral layer; do not pass "
                              "mixed_precision_layer=False.")
-        return set_recompute(cls(**model_cfg, **upstream_flags), recompute, **recompute_kwargs)
+        return set_recompute_settings(cls(**model_cfg, **upstream_flags), recompute, chunk_points)
 
     if ours:
         # the settings the config gives (a subclass's constructor may pick its own for the others)
         settings = {key: value for key, value in policy.as_dict().items() if key in given}
-        return set_recompute(build_in_settings(cls, (), model_cfg, settings), recompute, **recompute_kwargs)
+        return set_recompute_settings(build_in_settings(cls, (), model_cfg, settings), recompute, chunk_points)
     plugin_cls = PLUGIN_MODEL_CLASSES.get(arch)
     if plugin_cls is None:
         raise ValueError(
@@ -132,4 +131,4 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
             f"in full precision (fno_block_precision='full', no schedule); mixed precision is available for: "
             f"{', '.join(sorted(PLUGIN_MODEL_CLASSES))}."
         )
-    return set_recompute(plugin_cls(**model_cfg, **policy.as_dict()), recompute, **recompute_kwargs)
+    return set_recompute_settings(plugin_cls(**model_cfg, **policy.as_dict()), recompute, chunk_points)
