@@ -32,6 +32,7 @@ import inspect
 import math
 import os
 import warnings
+import weakref
 
 import torch
 from neuralop.training import Trainer
@@ -97,14 +98,31 @@ def _accepted(fn, sample):
     a data-parallel wrapper's by the model it wraps (which receives what it is called with).
     """
     fn = _forward_of(fn)
+    # decided once per function (a method's, a callable object's class's): this runs for every batch
+    key = getattr(fn, "__func__", None) or (type(fn) if not inspect.isroutine(fn)
+                                             and not isinstance(fn, functools.partial) else None)
+    named = _named_keys(fn) if key is None else _named_keys_of(key, fn)
+    return sample if named is None else {k: v for k, v in sample.items() if k in named}
+
+
+def _named_keys(fn):
+    """The keys :func:`_accepted` passes to ``fn`` (a frozenset), or None for all of them."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return sample
+        return None
     if any(p.kind is p.VAR_KEYWORD for p in params.values()) and not _drops_unnamed_keys(fn):
-        return sample
-    named = {k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return {k: v for k, v in sample.items() if k in named}
+        return None
+    return frozenset(k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+_NAMED_KEYS = weakref.WeakKeyDictionary()  # function or class -> _named_keys of its calls
+
+
+def _named_keys_of(key, fn):
+    if key not in _NAMED_KEYS:
+        _NAMED_KEYS[key] = _named_keys(fn)
+    return _NAMED_KEYS[key]
 
 
 def _forward_of(fn):
@@ -132,7 +150,9 @@ def _warns_and_forwards_nothing(code):
     warns = any(isinstance(const, str) and "received unexpected keyword arguments" in const
                 for const in code.co_consts)  # upstream's warning text
     # a call passing a keyword mapping (f(**kwargs)): CALL_FUNCTION_EX with its flag 1 set (f(*args) clears it)
-    return warns and not any(op.opname == "CALL_FUNCTION_EX" and op.arg & 1 for op in dis.get_instructions(code))
+    # a Python that no longer sets the flag (op.arg None) counts as handing them on: every key, as upstream
+    return warns and not any(op.opname == "CALL_FUNCTION_EX" and (op.arg is None or op.arg & 1)
+                             for op in dis.get_instructions(code))
 
 
 _ABSENT = object()
