@@ -589,7 +589,7 @@ def test_eval_refuses_model_overrides_and_bad_paths_before_evaluating(nano_root,
         (["--model.n_modes", "[2,2]", "--model.fno_block_precision", "half"],
          "--model.n_modes, --model.fno_block_precision cannot be given to eval"),
         (["--model=TFNOConfig"], "--model cannot be given to eval"),
-        (["--json", str(tmp_path / "missing" / "x.json")], f"Folder of --json '{tmp_path / 'missing'}' is not writable"),
+        (["--json", str(tmp_path / "missing" / "x.json")], f"The folder of --json '{tmp_path / 'missing'}' is not writable"),
     ]:
         monkeypatch.setattr(evaluate, "evaluate_with_config", lambda *a, **k: pytest.fail("evaluated"))
         assert main(["eval", str(out), *args]) == 2

@@ -475,23 +475,13 @@ def _refuse_model_overrides(overrides):
                          "come from the checkpoint; --precision {full,mixed,half} chooses the precision.")
 
 
-def _check_json_file(file):
-    """``--json FILE``: its folder exists and can be written into, checked before evaluating."""
-    from .run_setup import RunSetupError, check_writable
-
-    path = Path(file)
-    if path.is_dir():
-        raise RunSetupError(f"--json {file!r} is a folder; give a file name, e.g. {str(path / 'eval.json')!r}.")
-    check_writable(path.parent, "--json", what="Folder of --json", create=False)
-
-
 def eval_command(argv):
     """``neuralop-mp eval``; returns the exit code."""
     import json
 
     from .evaluate import config_source, eval_config
     from .run_folder import find_checkpoint, read_results
-    from .run_setup import RunSetupError
+    from .run_setup import RunSetupError, check_output_file
     from .training.checkpointing import CheckpointError
 
     args = list(argv)
@@ -504,7 +494,7 @@ def eval_command(argv):
         flags, overrides = _pop_flags(args, EVAL_FLAGS)
         _refuse_model_overrides(overrides)
         if flags.get("--json"):
-            _check_json_file(flags["--json"])
+            check_output_file(flags["--json"], "--json", "eval.json")
         spec = flags.get("--config")
         folder, _ = find_checkpoint(path)
         # the run's own overrides come first, section selections included; command.json is read

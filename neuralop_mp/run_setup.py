@@ -184,3 +184,19 @@ def check_writable(folder, option="--output_dir", *, what="Output folder", creat
         raise RunSetupError(f"{what} {str(folder)!r} is not writable ({error.strerror or error}); "
                             f"choose another with {option}.") from None
     return folder
+
+
+def check_output_file(file, option, example_name):
+    """Refuse, before any work, an output file ``option`` names that could not be written after it:
+    a folder (``example_name`` shows a file name in it), or a file whose folder is missing or not
+    writable (:func:`check_writable`, which creates nothing here).
+
+    Raises
+    ------
+    RunSetupError
+    """
+    path = Path(file)
+    if path.is_dir():
+        raise RunSetupError(f"{option} {str(path)!r} is a folder; give a file name, e.g. "
+                            f"{str(path / example_name)!r}.")
+    check_writable(path.parent, option, what=f"The folder of {option}", create=False)

@@ -21,7 +21,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..run_setup import RunSetupError, check_update_in_backward_launch, check_writable
+from ..run_setup import RunSetupError, check_output_file, check_update_in_backward_launch
 from ..vocabulary import none_if_null, normalize_flag
 from .activation import _enable_keywords, _enabled_checked, _validated_options
 from .static_check import describe_plan, scan_source, start_warnings
@@ -237,12 +237,8 @@ def _check_report_path(report_path):
     UsageError
         When the path is a folder, or its folder is missing or not writable.
     """
-    path = Path(report_path)
-    if path.is_dir():
-        raise UsageError(f"{FLAG_PREFIX}report {str(path)!r} is a folder; give a file name, "
-                         f"e.g. {str(path / 'report.json')!r}.")
     try:
-        check_writable(path.parent, f"{FLAG_PREFIX}report", what=f"The folder of {FLAG_PREFIX}report", create=False)
+        check_output_file(report_path, f"{FLAG_PREFIX}report", "report.json")
     except RunSetupError as error:
         raise UsageError(str(error)) from None
 
