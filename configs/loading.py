@@ -342,14 +342,18 @@ def _instantiate(config_cls):
                          f"allowed values: {_type_words(annotation)}.") from None
 
 
+def _is_null_for(value, annotation):
+    """Whether ``value`` is a spelling of None ("None", "none", "null") for a field that may be None."""
+    return isinstance(value, str) and none_if_null(value) is None and type(None) in typing.get_args(annotation)
+
+
 def _none_for_null_strings(config):
     """``--model.norm None`` arrives as the string "None": make it None where None is allowed."""
     for name, (annotation, _) in config_fields(config).items():
         value = getattr(config, name)
         if is_config(value):
             _none_for_null_strings(value)
-        elif (isinstance(value, str) and none_if_null(value) is None
-                and type(None) in typing.get_args(annotation)):
+        elif _is_null_for(value, annotation):
             setattr(config, name, None)
 
 
@@ -363,8 +367,8 @@ def _apply_overrides(config, overrides):
     for key, value in overrides.items():
         section, name = _owner(config, key)
         annotation = config_fields(section).get(name, (None, None))[0]
-        if isinstance(value, str) and none_if_null(value) is None and type(None) in typing.get_args(annotation):
-            value = None  # "None"/"none"/"null" for a field that may be None (zencfg parses "None" as its type)
+        if _is_null_for(value, annotation):
+            value = None  # before zencfg's type check, which reads "None" as the field's type
         try:
             setattr(section, name, value)
         except TypeError:  # zencfg's type check: a multi-line pydantic report under 0.7 and 1.0 alike

@@ -120,21 +120,20 @@ def _pop_flags(args, flags):
     return found, rest
 
 
-def _check_options(args, spec, flags, base=(), source=None):
-    """Every ``--key`` of ``args`` is a config key of ``spec`` or one of ``flags``, else a did-you-mean.
+def _check_options(args, source, spec, flags, base=()):
+    """Every ``--key`` of ``args`` is a config key of ``source`` (the config that ``spec`` names,
+    resolved) or one of ``flags``, else a did-you-mean.
 
-    The keys are those of ``spec`` (``source``: the config it names, where already resolved)
-    with the section classes that ``base`` (overrides applied before ``args``: a run's
-    recorded ones) and ``args`` select, e.g. ``--model UNOConfig`` makes
-    ``--model.uno_out_channels`` a key: the rule of ``load_config``
+    The keys are those of ``source`` with the section classes that ``base`` (overrides applied
+    before ``args``: a run's recorded ones) and ``args`` select, e.g. ``--model UNOConfig``
+    makes ``--model.uno_out_channels`` a key: the rule of ``load_config``
     (:func:`~neuralop_mp.configs.loading.select_sections`), on what can be read of a
     command line that may not parse.
     """
     from .configs import config_keys
     from .configs.loading import parse_overrides, select_sections
 
-    config, _ = select_sections(spec if source is None else source,
-                                parse_overrides([*base, *args], lenient=True))
+    config, _ = select_sections(source, parse_overrides([*base, *args], lenient=True))
     known = {f"--{k}" for k in config_keys(config)} | set(flags)
     for arg in args:
         name = arg.partition("=")[0]
@@ -164,7 +163,7 @@ def _load_checked(build, args, spec, flags, base=()):
     try:
         return build(source)
     except Exception:
-        _check_options(args, spec, flags, base=base, source=source)
+        _check_options(args, source, spec, flags, base=base)
         raise
 
 

@@ -152,12 +152,12 @@ def check_model_fits_data(config, train_loader):
     sample = train_loader.dataset[0]
     x, y = sample["x"], sample["y"]
     model = config.model
+    dims = data_dims(train_loader)
     shapes = f"(a training sample has x of shape {tuple(x.shape)}, y of shape {tuple(y.shape)})"
     for key, needed in (("data_channels", x.shape[0]), ("out_channels", y.shape[0])):
         value = getattr(model, key, None)
         if value is not None and value != needed:
             raise ValueError(f"Invalid model.{key}={value}; the {config.name} data need {needed} {shapes}.")
-    dims = y.ndim - 1
     for key in ("n_modes", "uno_n_modes"):
         modes = getattr(model, key, None)
         if modes is None:
