@@ -23,7 +23,7 @@ def test_upstream_train_darcy_under_torchrun_on_two_cpu_ranks(upstream_scripts, 
     done = subprocess.run(command, cwd=upstream_scripts, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(report_file.read_text())
-    assert "data parallel: rank 0 of 2 (backend gloo, device cpu)" in report["notes"]
+    assert "data parallel: rank 0 of 2 (backend gloo, device cpu)" in report["information"]
     (model,) = report["models"]
     assert model["layer_types"] == ["MixedPrecisionSpectralConv"] and model["precision"]["mode"] == "mixed"
     (trainer,) = report["trainers"]

@@ -208,8 +208,7 @@ class RunResult:
 
     exit_status: int
     report: object
-    error: BaseException = None
-    interrupted: bool = False
+    error: BaseException = None  # how it ended, interrupted or not: the report's record_end
 
 
 def _under(path, folders):
@@ -347,7 +346,7 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
         print(format_summary(report), file=out)
         if report_path and not _write_report(report, report_path):
             status = status or 1
-    return RunResult(status, report, error, interrupted)
+    return RunResult(status, report, error)
 
 
 def _rank():

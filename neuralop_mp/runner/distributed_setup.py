@@ -34,7 +34,7 @@ def make_setup(original, report):
             if device.type == "cuda":
                 torch.cuda.manual_seed(seed + rank)
         backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
-        report.note(f"data parallel: rank {rank} of {world_size} (backend {backend}, device {device})")
+        report.inform(f"data parallel: rank {rank} of {world_size} (backend {backend}, device {device})")
         return device, rank == 0
 
     return setup

@@ -40,6 +40,8 @@ class ActivationReport:
         ``download_requested``.
     notes : list of str
         Things that were requested but could not be applied, in words.
+    information : list of str
+        What happened that is no warning (each rank's place in a data-parallel run).
     exit_status : int or None
         How the script ended (``neuralop-mp run``: 0, its ``sys.exit`` status, 1 after an
         uncaught exception, 130 when interrupted); None for an activation without a script.
@@ -56,6 +58,7 @@ class ActivationReport:
         self.optimizers = []
         self.datasets = []
         self.notes = []
+        self.information = []
         self.reached = False  # the plugin's get_model, Trainer or AdamW was called (even if it then raised)
         self.started = time.perf_counter()
         self.elapsed = None
@@ -123,8 +126,15 @@ class ActivationReport:
         self.interrupted = bool(interrupted)
 
     def note(self, message):
+        """Record something requested that could not be applied (a warning of the summary)."""
         if message not in self.notes:
             self.notes.append(message)
+
+    def inform(self, message):
+        """Record what happened that the summary tells as it is, not as a warning (each rank's place
+        in a data-parallel run)."""
+        if message not in self.information:
+            self.information.append(message)
 
     # -- reading ---------------------------------------------------------------
     def live_models(self):
@@ -172,6 +182,7 @@ class ActivationReport:
             "datasets": self.datasets,
             "phases_seen": self.phases_seen(),
             "notes": self.notes,
+            "information": self.information,
             "elapsed_s": self.elapsed,
             "exit_status": self.exit_status,
             "error": self.error,

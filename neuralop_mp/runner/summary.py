@@ -3,14 +3,6 @@ from ..run_records import human_bytes as _bytes
 from ..run_records import phase_ranges
 
 
-#: how the notes that tell what happened, not what went wrong, begin: the summary prints them as they
-#: are, not as a WARNING (the stand-in for upstream's setup notes each rank's place, runner/distributed_setup.py)
-INFORMATION_NOTES = ("data parallel: ",)
-
-
-def _warning_notes(report):
-    return [note for note in report.notes if not note.startswith(INFORMATION_NOTES)]
-
 
 def _history(report):
     rows = []
@@ -19,20 +11,20 @@ def _history(report):
     return rows
 
 
-def end_warnings(report, exit_status=None):
+def end_warnings(report):
     """What was requested but, judging from what was actually intercepted, did not happen, and
-    the report's notes that are warnings (not the :data:`INFORMATION_NOTES`).
+    the report's notes.
 
-    ``exit_status`` (default: the report's own) tells a script that stopped early: one that
-    failed or was interrupted before it built a model gets one line saying so, not the
-    warnings about what a finished script should have built.
+    The report's exit status tells a script that stopped early: one that failed or was
+    interrupted before it built a model gets one line saying so, not the warnings about
+    what a finished script should have built.
     """
     options = report.options
-    status = report.exit_status if exit_status is None else exit_status
+    status = report.exit_status
     if not report.models and status not in (None, 0):
         ended = "was interrupted" if report.interrupted else f"ended with exit status {status}"
         return [f"the script {ended} before it built a model through neuralop.get_model: nothing ran with the "
-                "plugin."] + _warning_notes(report)
+                "plugin."] + report.notes
     warnings = []
     wants_precision = options.get("precision") not in (None, "full") or options.get("schedule") is not None
     if not report.models:
@@ -46,15 +38,12 @@ def end_warnings(report, exit_status=None):
         warnings.append("the script never created neuralop.Trainer: no schedule or loss scaling was applied.")
     if options.get("optimizer") is not None and not any(o["kind"] == options["optimizer"] for o in report.optimizers):
         warnings.append(f"no optimizer was replaced by the requested {options['optimizer']!r} optimizer.")
-    return warnings + _warning_notes(report)
+    return warnings + report.notes
 
 
-def format_summary(report, exit_status=None):
-    """Multi-line summary of an activation: models, optimizer, phases, skipped steps, memory, time.
-
-    ``exit_status`` defaults to the report's own (:meth:`~neuralop_mp.runner.report.ActivationReport.record_end`).
-    """
-    exit_status = report.exit_status if exit_status is None else exit_status
+def format_summary(report):
+    """Multi-line summary of an activation: models, optimizer, phases, skipped steps, memory, time."""
+    exit_status = report.exit_status
     lines = ["", "=" * 24 + " neuralop-mp summary " + "=" * 24]
     if report.interrupted:
         lines.append(f"script interrupted (Ctrl-C), exit status {exit_status}: what it finished before is below")
@@ -99,8 +88,8 @@ def format_summary(report, exit_status=None):
         lines.append(f"training time: {epoch_time:.2f} s over {len(history)} epochs")
     if report.elapsed is not None:
         lines.append(f"script wall time: {report.elapsed:.2f} s")
-    lines += [note for note in report.notes if note.startswith(INFORMATION_NOTES)]
-    for w in end_warnings(report, exit_status):
+    lines += report.information
+    for w in end_warnings(report):
         lines.append(f"WARNING: {w}")
     lines.append("=" * 69)
     return "\n".join(lines)

@@ -34,15 +34,17 @@ def test_outside_torchrun_use_distributed_runs_on_one_process_with_upstreams_see
     first = torch.rand(3)
     torch.manual_seed(7)  # rank 0: upstream's rule is seed + rank
     assert torch.equal(first, torch.rand(3))
-    assert "data parallel: rank 0 of 1 (backend none, device cpu)" in report.notes or torch.cuda.is_available()
+    assert "data parallel: rank 0 of 1 (backend none, device cpu)" in report.information or torch.cuda.is_available()
 
 
 def test_the_data_parallel_note_is_information_in_the_summary_not_a_warning(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     report = ActivationReport({})
     make_setup(lambda config: None, report)(_config(use_distributed=True))
-    (note,) = [n for n in report.notes if n.startswith("data parallel: rank 0 of 1 ")]
+    (note,) = [n for n in report.information if n.startswith("data parallel: rank 0 of 1 ")]
+    assert not report.notes
     report.note("a real problem")
-    lines = format_summary(report, exit_status=0).splitlines()
+    report.record_end(0)
+    lines = format_summary(report).splitlines()
     assert note in lines and "WARNING: a real problem" in lines
     assert not any(line.startswith("WARNING") and "data parallel" in line for line in lines)
