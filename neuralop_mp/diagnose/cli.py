@@ -61,26 +61,28 @@ def _checkpoint_path(target):
                          f"run folder) or folder/NAME for NAME{METADATA_SUFFIX}.") from None
 
 
-def _run_data(folder, args):
-    """(loader name, loader kwargs, N) of a checkpoint: those of ``args``, else, in a run
-    folder of ``neuralop-mp train``, the run's dataset and training resolution, else
-    Darcy at 16."""
-    from ..run_folder import read_command, read_results
-
-    # a run folder records its command from its start (its results only at its end: a stopped run has none)
-    recorded = read_command(folder)
-    data = None
-    if recorded is not None:
-        from ..configs import load_config
-
-        data = load_config(recorded["config"], recorded["overrides"]).data
-    n = args.resolution or (read_results(folder) or {}).get("train_resolution") or (
-        data.train_resolution if data is not None else 16)
+def _data_of(data, args):
+    """(loader name, loader kwargs, N): those ``args`` give, else those of the config's data
+    section ``data`` (its dataset and training resolution), else Darcy at 16."""
+    n = args.resolution or (data.train_resolution if data is not None else 16)
     if data is None or args.data is not None:
         return LOADERS[args.data or "darcy"], {}, n
     from ..train_pipeline import section_kwargs
 
     return data.loader_name(), section_kwargs(data), n
+
+
+def _run_data(folder, args):
+    """:func:`_data_of` a checkpoint: in a run folder of ``neuralop-mp train``, the run's config
+    (its command.json, written from the run's start: a stopped run has it too)."""
+    from ..run_folder import read_command
+
+    recorded = read_command(folder)
+    if recorded is None:
+        return _data_of(None, args)
+    from ..configs import load_config
+
+    return _data_of(load_config(recorded["config"], recorded["overrides"]).data, args)
 
 
 def _load(args, overrides):
@@ -97,18 +99,12 @@ def _load(args, overrides):
         return (model, *_run_data(folder, args), Path(args.target).resolve().name)
     from ..configs import load_config
     from ..models.registry import get_model
-    from ..train_pipeline import section_kwargs
 
     config = load_config(args.target, overrides)
     torch.manual_seed(config.seed)
     # the plugin's layer even for a full-precision config: it is what switches precision
     model = get_model(config, mixed_precision_layer=True)
-    kwargs = section_kwargs(config.data)
-    loader = LOADERS[args.data] if args.data else config.data.loader_name()
-    if args.data:
-        kwargs = {}
-    n = args.resolution or kwargs.get("train_resolution", 16)
-    return model, loader, kwargs, n, Path(str(args.target)).stem
+    return (model, *_data_of(config.data, args), Path(str(args.target)).stem)
 
 
 def fine_inputs(loader_name, kwargs, resolution, n_samples):

@@ -131,3 +131,19 @@ def test_recipe_table_has_every_recipe_per_arch_and_resolution(tmp_path, capsys)
         precision, discretization, ratio = float(cells[3]), float(cells[4]), float(cells[5])
         assert precision > 0 and discretization > 0
         assert ratio == pytest.approx(precision / discretization, rel=0.05)
+
+
+@pytest.mark.parametrize("data, resolution, expected", [(None, None, ("load_darcy", 32)),
+                                                         ("navier_stokes", None, ("load_navier_stokes", 32)),
+                                                         ("navier_stokes", 8, ("load_navier_stokes", 8))])
+def test_a_config_gives_its_training_resolution_also_when_another_dataset_is_named(data, resolution, expected):
+    """As the help says: N is the config's train_resolution unless --resolution is given (a config
+    measured with --data fell back to 16)."""
+    import argparse
+
+    from neuralop_mp.diagnose.cli import _load
+
+    args = argparse.Namespace(target="darcy", data=data, resolution=resolution)
+    _, loader, _, n, _ = _load(args, ["--data.train_resolution", "32", "--model.hidden_channels", "4",
+                                      "--model.n_layers", "1", "--model.n_modes", "[4,4]"])
+    assert (loader, n) == expected
