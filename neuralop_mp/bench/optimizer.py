@@ -289,7 +289,7 @@ def main(argv=None):
                 "stored in complex32 (`model.spectral_weight_dtype`). \"AdamW\" with complex32 weights is the "
                 "factory's `adamw`, i.e. AdamW with fp32 moments.\n")
     body.append("`peak_MB`: the peak of live tensor bytes during that step (forward, backward with the "
-                "in-backward updates where enabled, optimizer step), measured as docs/benchmarks.md describes; "
+                "in-backward updates where enabled, optimizer step), measured as the section \"Peak of live tensor bytes during a training step\" below describes; "
                 "`grads` there are those held after backward (none with update in backward).\n")
     body.append(markdown_table(memory_rows, ["size", "setup", "params+grads_MB", "state_MB", "activations_MB",
                                              "total_MB", "vs_baseline", "peak_MB", "peak_vs_baseline"]))

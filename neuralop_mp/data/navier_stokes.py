@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..vocabulary import check_real
+from ..vocabulary import check_real, is_integer
 from .compute import cpu_threads, default_device, solver_threads
 from .cache import GENERATOR_VERSION, data_file, generate_cached, generate_train_test, resolve_root
 from .grf import sample_grf, sample_seed
@@ -166,8 +166,8 @@ def ns_settings(resolution, seed, viscosity, t_final, solver_resolution):
 
 
 def _check_power_of_two(name, value, low):
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
-    if not ok or value & (value - 1):
+    # an integer as the package's other settings take one (numpy and 0-d tensor integers too, no bool)
+    if not is_integer(value) or int(value) < low or int(value) & (int(value) - 1):
         raise ValueError(f"Invalid {name}={value!r}; allowed values: powers of 2 >= {low}.")
     return int(value)
 

@@ -183,3 +183,17 @@ def test_a_bad_navier_stokes_solver_resolution_is_named_with_its_real_bound(tmp_
     err = capsys.readouterr().err
     assert f"Invalid solver_resolution={value}; allowed values: powers of 2 >= 32." in err
     assert not list(tmp_path.glob("*.pt"))
+
+
+def test_a_power_of_two_setting_takes_the_integers_every_other_setting_takes():
+    """numpy and 0-d tensor integers, as check_int_at_least takes them (a 0-d tensor was refused); bool and
+    floats are no integers."""
+    import numpy as np
+
+    from neuralop_mp.data.navier_stokes import _check_power_of_two
+
+    assert _check_power_of_two("solver_resolution", torch.tensor(64), 32) == 64
+    assert _check_power_of_two("solver_resolution", np.int64(32), 32) == 32
+    for bad in (True, 32.0, 48, 16):
+        with pytest.raises(ValueError, match=r"allowed values: powers of 2 >= 32\."):
+            _check_power_of_two("solver_resolution", bad, 32)
