@@ -23,6 +23,7 @@ import contextlib
 import functools
 import inspect
 import os
+import types
 import warnings
 import weakref
 
@@ -116,6 +117,22 @@ def _keys_taken(cls, keys):
     (:func:`~neuralop_mp.models.constructor_args.constructor_params`)."""
     params, takes_any = constructor_params(cls)
     return frozenset(key for key in keys if takes_any or key in params)
+
+
+@functools.lru_cache(maxsize=None)  # per class and count: a save asks for it every time (state_dict)
+def _names_by_position(cls, count):
+    """The names of ``cls``'s parameters that ``count`` positional arguments bind to
+    (:func:`~neuralop_mp.models.constructor_args.positional_parameters`)."""
+    return frozenset(p.name for p in positional_parameters(cls, count))
+
+
+@functools.lru_cache(maxsize=None)  # per class: a save asks for it every time (state_dict)
+def _recompute_defaults(cls):
+    """``{key: default}`` of the recompute arguments as ``cls``'s constructor chain defaults them
+    (``RECOMPUTE_DEFAULTS`` where it does not take one by name); read-only, as it is shared."""
+    params, _ = constructor_params(cls)
+    return types.MappingProxyType({key: params[key].default if key in params else default
+                                   for key, default in RECOMPUTE_DEFAULTS.items()})
 
 
 def _policy_keys_taken(cls):
@@ -285,7 +302,7 @@ class _PrecisionRecordingModel:
                        "with, so the per-layer settings must be reapplied after loading it.", UserWarning)
             return
         name = type(self).__name__
-        by_position = {p.name for p in positional_parameters(type(self), len(self._init_kwargs.get("args", ())))}
+        by_position = _names_by_position(type(self), len(self._init_kwargs.get("args", ())))
         taken = _policy_keys_taken(type(self)) - by_position
         built = self.__dict__.get("_built_policy", current)  # none noted (an old pickle, or all taken): nothing to tell
         if built is None:
@@ -332,12 +349,11 @@ class _PrecisionRecordingModel:
         per model) names it where it differs from what that constructor left the model in
         (``_keeping_built_policy``; a model with no note, as while it is built, warns nothing).
         """
-        params, _ = constructor_params(type(self))
-        by_position = {p.name for p in positional_parameters(type(self), len(self._init_kwargs.get("args", ())))}
+        by_position = _names_by_position(type(self), len(self._init_kwargs.get("args", ())))
         taken = recompute_keys_taken(type(self)) - by_position
         current = self._current_recompute()
-        changed = {key: value for key, value in current.items()
-                   if value != (params[key].default if key in params else RECOMPUTE_DEFAULTS[key])}
+        defaults = _recompute_defaults(type(self))
+        changed = {key: value for key, value in current.items() if value != defaults[key]}
         built = self.__dict__.get("_built_recompute", current)
         lost = [key for key in current if key not in taken and current[key] != built[key]]
         if lost:

@@ -887,3 +887,22 @@ def test_a_narrow_constructors_own_recompute_is_rebuilt_by_it_without_a_warning(
     assert _recompute_record(tmp_path) == {}
     for loaded in (neuralop_mp.load_model(tmp_path, "m"), _BlockNarrowFNO.from_checkpoint(tmp_path, "m")):
         assert (recompute_mode(loaded), recompute_chunk_points(loaded)) == ("block", 32)
+
+
+@pytest.mark.parametrize("arch", ["fno", "uno"])
+def test_saving_again_reads_the_constructor_once_per_class(arch, monkeypatch):
+    """Every state_dict() records the current precision and recompute: what the class's constructor
+    takes (its signature, through **kwargs) is read at the first save only, and the records match."""
+    from neuralop_mp.models import mixed_precision_models as mpm
+
+    model = build(arch, **NON_DEFAULT[arch])
+    neuralop_mp.models.recompute.set_recompute(model, "block")
+    first = model.state_dict()["_metadata"]
+    calls = []
+    for name in ("constructor_params", "positional_parameters"):
+        original = getattr(mpm, name)
+        monkeypatch.setattr(mpm, name, lambda *a, original=original, name=name: calls.append(name) or original(*a))
+    again = [model.state_dict()["_metadata"] for _ in range(3)]
+    assert calls == []
+    assert all(record == first for record in again)
+    assert first["recompute"] == "block"
