@@ -308,8 +308,11 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
         _check_report_path(report_path)
     scan = scan_source(source, filename=str(path))
     shown = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None) or "defaults"
-    print(f"neuralop-mp run: {path} with the plugin enabled ({shown})", file=out)
-    print(f"neuralop-mp run: intercepting {describe_plan(scan)}", file=out)
+    # under torchrun every rank runs the script; one prints the header, as one prints the summary
+    is_printer = _rank() == 0
+    if is_printer:
+        print(f"neuralop-mp run: {path} with the plugin enabled ({shown})", file=out)
+        print(f"neuralop-mp run: intercepting {describe_plan(scan)}", file=out)
 
     script_dir = path.resolve().parent
     saved_argv, saved_path = sys.argv[:], sys.path[:]
@@ -321,7 +324,7 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
         with _enabled_checked(checked, prefix=FLAG_PREFIX) as report:
             # what the plugin cannot reach, then the activation's notes (a stabilizer beside a
             # schedule), which the summary repeats
-            for warning in start_warnings(scan, options) + report.notes:
+            for warning in (start_warnings(scan, options) + report.notes) if is_printer else ():
                 print(f"neuralop-mp run: WARNING: {warning}", file=out)
             out.flush()
             try:

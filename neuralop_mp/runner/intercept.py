@@ -152,10 +152,8 @@ def make_trainer_class(options, report, parts):
             super().__init__(*args, **kwargs)
             # the script's own autocast flag, where the schedule of --mp.precision/--mp.schedule overrules it:
             # the trainer warns as the run starts, the summary says it again
-            overruled = (self.precision_schedule is not None
-                         and self.precision_schedule.autocast_overruled(self.mixed_precision))
-            if overruled:
-                report.note(overruled)
+            if self.overruled_autocast:
+                report.note(self.overruled_autocast)
             report.record_trainer(self, schedule=kwargs["precision_schedule"])
 
     Trainer.__module__ = __name__

@@ -275,11 +275,16 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                          eval_interval=eval_interval, log_output=log_output,
                          use_distributed=use_distributed, verbose=verbose)
         self.precision_schedule = PrecisionSchedule.from_config(precision_schedule)
+        #: the warning that the schedule overrules ``mixed_precision=True`` (None where it does not);
+        #: kept for the runner's summary, which says it again
+        self.overruled_autocast = None
         if self.precision_schedule is not None:
             self.precision_schedule.check_fits(n_epochs)  # a last phase that never runs is an error
-            overruled = self.precision_schedule.autocast_overruled(mixed_precision)
-            if overruled:  # named at the line that built the trainer (the plugin's subclasses and runner passed)
-                warnings.warn(overruled, stacklevel=stacklevel_outside(
+            self.overruled_autocast = self.precision_schedule.autocast_overruled(mixed_precision)
+            # named at the line that built the trainer (the plugin's subclasses and runner passed); every
+            # rank of a data-parallel run builds one: rank 0 alone says it, as it alone logs the epochs
+            if self.overruled_autocast and distributed.rank() == 0:
+                warnings.warn(self.overruled_autocast, stacklevel=stacklevel_outside(
                     [os.path.dirname(__file__), os.path.join(os.path.dirname(os.path.dirname(__file__)), "runner")]))
         self.half_dtype = normalize_half_dtype(half_dtype)
         self.autocast_dtype = resolve_half_dtype(self.half_dtype, device)

@@ -29,6 +29,9 @@ class FakeMixedPrecisionTrainer(UpstreamTrainer):
         super().__init__(**kwargs)
         self.update_in_backward = update_in_backward
         self.precision_schedule = precision_schedule
+        # as the real trainer keeps it (the runner's summary notes it)
+        self.overruled_autocast = None if precision_schedule is None else precision_schedule.autocast_overruled(
+            self.mixed_precision)
         self.half_dtype = half_dtype
         self.loss_scaling = loss_scaling
         self.history = [{"epoch": 0, "precision": "mixed", "skipped_steps": 1, "epoch_time": 0.5}]

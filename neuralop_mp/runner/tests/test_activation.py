@@ -376,3 +376,21 @@ def test_an_activation_that_builds_nothing_it_was_asked_for_warns_at_its_end(fak
 
             with pytest.raises(Exception):
                 neuralop.get_model({"model": {"model_arch": "nope"}})
+
+
+def test_an_overruled_autocast_flag_is_decided_once_and_noted(monkeypatch):
+    """The trainer decides whether the schedule overrules ``mixed_precision=True`` (and warns);
+    the intercepted Trainer notes that same message for the summary instead of deciding it again."""
+    from neuralop_mp.training.tests.tiny import tiny_fno
+
+    calls = []
+    original = PrecisionSchedule.autocast_overruled
+    monkeypatch.setattr(PrecisionSchedule, "autocast_overruled",
+                        lambda self, flag: calls.append(flag) or original(self, flag))
+    model = tiny_fno()
+    with neuralop_mp.enabled(schedule="paper") as report:
+        with pytest.warns(UserWarning, match="mixed_precision=True is overruled") as caught:
+            trainer = neuralop.Trainer(model=model, n_epochs=4, mixed_precision=True)
+    assert calls == [True]
+    assert trainer.overruled_autocast == str(caught[0].message)
+    assert trainer.overruled_autocast in report.notes

@@ -252,3 +252,18 @@ def test_under_torchrun_only_rank_0_prints_the_summary_and_writes_the_report(pro
         out = capsys.readouterr().out
         assert "probe says hello" in out  # every rank runs the script
         assert ("neuralop-mp summary" in out) == (rank == 0) and report_file.exists() == (rank == 0)
+
+
+def test_under_torchrun_only_rank_0_prints_the_start_header_and_warnings(probe, fake_parts, monkeypatch, capsys):
+    """Every rank runs the script; the header and the start warnings (the probe never calls get_model)
+    are printed once, by rank 0, as the summary is."""
+    from neuralop_mp.runner import cli
+
+    script, record_file = probe
+    for rank in (1, 0):
+        monkeypatch.setattr(cli, "_rank", lambda rank=rank: rank)
+        assert run_script(script, [str(record_file)], precision="mixed").exit_status == 0
+        before_script = capsys.readouterr().out.split("probe says hello")[0]
+        assert ("neuralop-mp run: intercepting" in before_script) == (rank == 0)
+        assert ("with the plugin enabled (precision=mixed)" in before_script) == (rank == 0)
+        assert ("WARNING: the script never calls get_model" in before_script) == (rank == 0)

@@ -411,3 +411,19 @@ def test_the_history_records_keys_are_one_list_and_the_finished_metrics_are_the_
                                                            "stabilizer", "half_dtype", "train_loss", "train_err",
                                                            "lr", "skipped_steps", "loss_scale", "epoch_time")},
                                      new_key=1)
+
+
+def test_an_overruled_mixed_precision_flag_is_said_by_rank_0_only(monkeypatch):
+    """Every rank of a data-parallel run builds the trainer: rank 0 alone warns, as it alone logs
+    the epochs (the rank faked as the pipeline's tests do); every rank keeps the message."""
+    from neuralop_mp.training import distributed
+
+    model = tiny_fno()
+    for rank in (1, 0):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer = MixedPrecisionTrainer(model=model, n_epochs=4, mixed_precision=True, precision_schedule="paper")
+        overruled = [w for w in caught if "is overruled by the precision schedule" in str(w.message)]
+        assert len(overruled) == (rank == 0)
+        assert trainer.overruled_autocast.startswith("mixed_precision=True is overruled")
