@@ -16,6 +16,7 @@ import neuralop.mpu.comm as comm
 from . import checkpointing, distributed
 from ..caller_frames import stacklevel_outside
 from ..optim.settings import BOOKKEEPING_KEYS, LAYOUT_KEYS
+from ..optim.tensorgrad import TensorGRaD
 
 # param-group entries that are no setting a resume could change: the parameters, the labels and what
 # torch's LR schedulers and SWA write (the optimizer's bookkeeping keys: "lr" decays; "initial_lr", the
@@ -103,6 +104,29 @@ def changed_settings(optimizer, scheduler, states, group_keys=None, scheduler_ke
     return changed
 
 
+def laid_out_keys(optimizer, state, changed):
+    """Those of the param-group settings in ``changed`` (:func:`changed_settings`) that laid out
+    the saved state of their group's parameters, so TensorGRaD refuses them set back after the
+    resume (:data:`~neuralop_mp.optim.settings.LAYOUT_KEYS`).
+
+    As TensorGRaD's own check: a group none of whose parameters has a saved state has nothing
+    laid out, and in a group of plain (AdamW) moments only (none compressed when saved, none
+    compressed with the given settings) only ``adam_convention`` lays them out.
+    """
+    keys = set()
+    for index in sorted({group for group, key, _, _ in changed if group is not None and key in LAYOUT_KEYS}):
+        saved_group, given_group = state["param_groups"][index], optimizer.param_groups[index]
+        # torch's load_state_dict pairs the saved parameters with this run's in order
+        stepped = [(p, state["state"][saved]) for p, saved in zip(given_group["params"], saved_group["params"])
+                   if state["state"].get(saved)]
+        compressed = any(bool(saved.get("compressed", False)) or (
+            "compress" in given_group and "min_params" in given_group
+            and TensorGRaD.routes_to_compression(p, given_group)) for p, saved in stepped)
+        keys.update(key for group, key, _, _ in changed if group == index and key in LAYOUT_KEYS and stepped
+                    and (compressed or key == "adam_convention"))
+    return keys
+
+
 class TrainingStateCheckpoints:
     """Mixin for a neuralop ``Trainer`` subclass with ``precision_schedule``, ``scaler``,
     ``history``, ``half_dtype`` and ``_scaling_enabled()``."""
@@ -170,13 +194,14 @@ class TrainingStateCheckpoints:
         """Warn of the optimizer and scheduler settings that loading ``states`` replaces with
         the saved ones (:func:`changed_settings`): the resume's ``check_states`` where no
         :attr:`check_resume_states` is set (the training pipeline's refuses them instead)."""
-        changed = changed_settings(getattr(self, "optimizer", None), getattr(self, "scheduler", None), states)
-        if not changed:
+        optimizer = getattr(self, "optimizer", None)
+        changed = changed_settings(optimizer, getattr(self, "scheduler", None), states)
+        if not changed or distributed.rank() != 0:  # every rank resumes alike: rank 0 alone says it, as it logs
             return
         listed = given_and_saved({f"{'scheduler' if group is None else f'group {group}'}: {key}": (given, saved)
                                   for group, key, given, saved in changed})
         # TensorGRaD's state was laid out by these: its step refuses them changed in the groups
-        fixed = sorted({key for group, key, _, _ in changed if group is not None and key in LAYOUT_KEYS})
+        fixed = sorted(laid_out_keys(optimizer, states.get("optimizer"), changed))
         fixed_note = (f" ({', '.join(fixed)} laid out the saved optimizer state: only a new run changes them)"
                       if fixed else "")
         warnings.warn(
@@ -192,12 +217,13 @@ class TrainingStateCheckpoints:
         wanted = self._scaling_enabled()
         self.scaler.load_state_dict(scaler_state)
         if self.scaler.enabled != wanted:
-            warnings.warn(
-                f"The checkpoint was saved with loss scaling {'on' if self.scaler.enabled else 'off'} "
-                f"(half_dtype={saved_half_dtype!r}); this run (half_dtype={self.half_dtype!r}, "
-                f"loss_scaling={self.loss_scaling!r}) turns it {'on' if wanted else 'off'}"
-                + (f", starting from scale {self.scaler.init_scale:g}." if wanted else "."),
-                RuntimeWarning, stacklevel=3)
+            if distributed.rank() == 0:  # every rank resumes alike: rank 0 alone says it, as it logs
+                warnings.warn(
+                    f"The checkpoint was saved with loss scaling {'on' if self.scaler.enabled else 'off'} "
+                    f"(half_dtype={saved_half_dtype!r}); this run (half_dtype={self.half_dtype!r}, "
+                    f"loss_scaling={self.loss_scaling!r}) turns it {'on' if wanted else 'off'}"
+                    + (f", starting from scale {self.scaler.init_scale:g}." if wanted else "."),
+                    RuntimeWarning, stacklevel=3)
             self.scaler.set_enabled(wanted)
 
     def _first_moved_epoch(self, saved_schedule, saved_n_epochs, next_epoch):
@@ -245,7 +271,7 @@ class TrainingStateCheckpoints:
         next_epoch = None
         if state is not None:
             moved = self._first_moved_epoch(state["schedule"], state["n_epochs"], state["next_epoch"])
-            if moved is not None:
+            if moved is not None and distributed.rank() == 0:  # every rank resumes alike: rank 0 alone says it
                 saved = (state["schedule"], state["n_epochs"])
                 current = (None if self.precision_schedule is None else str(self.precision_schedule), self.n_epochs)
                 warnings.warn(f"Resuming a run saved with (schedule, n_epochs)={saved} as {current}: the "

@@ -2,6 +2,7 @@
 the optimizer and scheduler settings it was given that the saved states replace (torch's
 ``load_state_dict``), and of nothing the training itself changes (a decayed learning rate,
 a scheduler's counters); with ``check_resume_states`` installed (the CLI's refusal) it does not."""
+import shutil
 import warnings
 
 import pytest
@@ -20,7 +21,8 @@ def adamw(model, **kwargs):
 
 
 def tensorgrad(model, rank=0.25, weight_decay=0.01):
-    return TensorGRaD(model.parameters(), lr=1e-2, weight_decay=weight_decay, compress=True, rank=rank)
+    # min_params=0: the tiny model's weights are compressed (by default too small to be)
+    return TensorGRaD(model.parameters(), lr=1e-2, weight_decay=weight_decay, compress=True, rank=rank, min_params=0)
 
 
 def step_lr(optimizer, step_size=2):
@@ -119,3 +121,45 @@ def test_an_installed_check_replaces_the_warning(tmp_path):
                        check=lambda states, save_dir: seen.append(sorted(states)))
     assert seen == [["optimizer", "scheduler"]]
     assert caught == []
+
+
+def plain_tensorgrad(**given):
+    """TensorGRaD with plain (AdamW) moments only (nothing compressed), ``given`` settings changed."""
+    return lambda model: TensorGRaD(model.parameters(), lr=1e-2, **{"compress": False, **given})
+
+
+@pytest.mark.parametrize("given, fixed", [
+    ({"rank": 0.5, "min_params": 10}, None),  # lay out no plain moment: TensorGRaD takes them set back
+    ({"rank": 0.5, "adam_convention": "neuralop"}, "adam_convention"),  # lays out every moment
+    ({"rank": 0.5, "compress": True, "min_params": 0}, "compress, min_params, rank"),  # these compress some
+])
+def test_the_note_names_only_settings_that_laid_out_the_groups_state(tmp_path, given, fixed):
+    """In a group of plain moments only, TensorGRaD takes a layout setting changed but
+    ``adam_convention`` (and one that would compress the parameters): the note names no other."""
+    run(tmp_path, 1, plain_tensorgrad(), step_lr)
+    optimizer, _, caught = run(tmp_path, 2, plain_tensorgrad(**given), step_lr, resume=True)
+    (warning,) = caught
+    message = str(warning.message)
+    assert all(f"group 0: {key}={value!r} given" in message for key, value in given.items())
+    if fixed is None:
+        assert message.endswith("or start a new run.") and "laid out" not in message
+    else:
+        assert message.endswith(f"({fixed} laid out the saved optimizer state: only a new run changes them).")
+    if fixed is None:  # what the note leaves out is indeed taken: set back, the next step runs
+        for key, value in given.items():
+            optimizer.param_groups[0][key] = value
+        optimizer._check_layouts()
+
+
+def test_only_rank_0_warns_of_the_changed_settings(tmp_path, monkeypatch):
+    """Every rank of a data-parallel run resumes alike: rank 0 alone gives the warning, as it
+    alone logs the epochs (the rank faked as the pipeline's tests do)."""
+    from neuralop_mp.training import distributed
+
+    run(tmp_path / "saved", 1, adamw, step_lr)
+    for rank in (1, 0):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        folder = tmp_path / f"rank{rank}"
+        shutil.copytree(tmp_path / "saved", folder)
+        _, _, caught = run(folder, 2, lambda m: adamw(m, weight_decay=0.5), step_lr, resume=True)
+        assert len(caught) == (rank == 0)
