@@ -8,9 +8,9 @@ config is rejected with the closest valid keys, before zencfg sees it.
 """
 import copy
 import difflib
-import runpy
 import sys
 import traceback
+import types
 import typing
 from pathlib import Path
 
@@ -103,7 +103,23 @@ def _load_class(path, class_name):
     except AttributeError as err:
         if raised_in_file(err, path) is not None:
             raise
-        raise ConfigClassNotFound(f"{path}: {err}") from None
+        missing = ConfigClassNotFound(f"{path}: {err}")
+        missing.module = _module_run_from(err, path)
+        raise missing from None
+
+
+def _module_run_from(error, path):
+    """The module that zencfg ran the file ``path`` as, read from the frames of ``error`` (its
+    AttributeError for a missing name, raised while the module is at hand: zencfg 0.7 then drops
+    it from ``sys.modules``), or None."""
+    target = Path(path).resolve()
+    tb = error.__traceback__
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, types.ModuleType) and _is_file(getattr(value, "__file__", None) or "<", target):
+                return value
+        tb = tb.tb_next
+    return None
 
 
 def _load_from_file(spec):
@@ -134,22 +150,23 @@ def _default_config_in_file(path):
     """``Default`` if the file defines it, else its only TrainConfig subclass."""
     try:
         return _load_class(path, "Default")
-    except ConfigClassNotFound:
-        pass
-    # list the file's own TrainConfig classes (by running it once under a throwaway
-    # name), then load the one found through zencfg like any named class
-    namespace = runpy.run_path(str(path), run_name="_neuralop_mp_config_scan")
+    except ConfigClassNotFound as missing:
+        module = missing.module
+    if module is None:  # a zencfg that no longer holds the module where its error is raised
+        raise ValueError(f"{path}: name the config class as {path}:ClassName (the file defines no Default).")
+    # the file's own TrainConfig classes, from the run that looked for Default: running the
+    # file again to list them would repeat its side effects (and make new copies of its classes)
     defined = [
-        value for value in namespace.values()
+        value for value in vars(module).values()
         if isinstance(value, type) and issubclass(value, TrainConfig)
-        and value.__module__ == "_neuralop_mp_config_scan"
+        and value.__module__ == module.__name__
     ]
     if len(defined) != 1:
         names = ", ".join(sorted(c.__name__ for c in defined)) or "none"
         raise ValueError(
             f"{path}: name the config class as {path}:ClassName (TrainConfig classes found: {names})."
         )
-    return _load_class(path, defined[0].__name__)
+    return defined[0]
 
 
 def _builtin_name(text):

@@ -468,3 +468,50 @@ def test_a_class_default_of_the_wrong_type_is_one_line_naming_field_and_value(
     with pytest.raises(ValueError) as raised:
         load_config(f"{path}:{class_name}", overrides)
     assert str(raised.value) == message
+
+
+COUNTED_CONFIG = (
+    "from pathlib import Path\n"
+    "with open(Path(__file__).with_suffix('.runs'), 'a') as runs:\n"
+    "    runs.write('run\\n')\n"
+    "from neuralop_mp.configs import DarcyConfig\n"
+)
+
+
+@pytest.mark.parametrize("body, spec_suffix", [
+    ("class Wide(DarcyConfig):\n    name: str = 'wide'\n", ""),  # the file's only TrainConfig
+    ("class Default(DarcyConfig):\n    name: str = 'wide'\n", ""),
+    ("class Wide(DarcyConfig):\n    name: str = 'wide'\n", ":Wide"),
+], ids=["only-class", "default", "named"])
+def test_a_config_file_runs_once_per_load(tmp_path, restore_registries, body, spec_suffix):
+    # a config file may have side effects (a log line, a folder); finding its class must not repeat them
+    path = tmp_path / "counted.py"
+    path.write_text(COUNTED_CONFIG + body)
+    config = load_config(f"{path}{spec_suffix}")
+    assert config.name == "wide"
+    assert path.with_suffix(".runs").read_text().splitlines() == ["run"]
+
+
+@pytest.mark.parametrize("body, found", [
+    ("", "none"),
+    ("class Wide(DarcyConfig):\n    pass\nclass Narrow(DarcyConfig):\n    pass\n", "Narrow, Wide"),
+], ids=["none", "two"])
+def test_a_config_file_without_default_or_one_train_config_asks_for_the_class(
+        tmp_path, restore_registries, body, found):
+    path = tmp_path / "unclear.py"
+    path.write_text(COUNTED_CONFIG + body)
+    with pytest.raises(ValueError) as raised:
+        load_config(str(path))
+    assert str(raised.value) == (f"{path}: name the config class as {path}:ClassName "
+                                 f"(TrainConfig classes found: {found}).")
+    assert path.with_suffix(".runs").read_text().splitlines() == ["run"]
+
+
+def test_a_config_file_without_default_may_import_a_module_beside_it(tmp_path, restore_registries):
+    # relative imports work in the file's only run, as with a Default class
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "sizes.py").write_text("WIDTH = 12\n")
+    path = tmp_path / "relative.py"
+    path.write_text("from neuralop_mp.configs import DarcyConfig, FNOConfig\nfrom .sizes import WIDTH\n"
+                    "class Wide(DarcyConfig):\n    model: FNOConfig = FNOConfig(hidden_channels=WIDTH)\n")
+    assert load_config(str(path)).model.hidden_channels == 12
