@@ -30,11 +30,12 @@ from torch.utils.data import DataLoader
 
 from ..caller_frames import stacklevel_outside
 from ..vocabulary import check_int_at_least
-from .burgers import generate_burgers_split
+from . import burgers, navier_stokes
+from .burgers import burgers_settings, generate_burgers_split
 from .cache import data_file, file_info, resolve_root
-from .darcy import generate_darcy_split
+from .darcy import darcy_settings, generate_darcy_split
 from .file_checks import DataFileError, ForeignDataFileChecksumError, check_data_file, read_data_file
-from .navier_stokes import generate_navier_stokes_split
+from .navier_stokes import generate_navier_stokes_split, ns_settings
 
 # Resolutions upstream's dataset classes accept (they assert on anything else).
 UPSTREAM_RESOLUTIONS = {"darcy": (16, 32, 64, 128, 421), "nsforcing": (128, 1024), "burgers": (16, 128)}
@@ -53,6 +54,16 @@ PER_FILE = ("solver_resolution",)
 # the physics settings `neuralop-mp data` has a flag for (--viscosity, ...), in its order
 CLI_FLAGS = ("viscosity", "t_final", "solver_resolution", "n_time")
 
+# Each generator's own check of a stored resolution: its settings function, which raises a
+# ValueError naming the value and the rule (the resolution rules do not depend on the physics,
+# the generator's defaults here).
+CHECK_RESOLUTION = {
+    "darcy": lambda res: darcy_settings(res, 0),
+    "nsforcing": lambda res: ns_settings(res, 0, navier_stokes.DEFAULT_VISCOSITY, navier_stokes.DEFAULT_T_FINAL,
+                                         navier_stokes.DEFAULT_SOLVER_RESOLUTION),
+    "burgers": lambda res: burgers_settings(res, 0, burgers.DEFAULT_VISCOSITY, burgers.DEFAULT_T_FINAL,
+                                            burgers.DEFAULT_N_TIME, burgers.DEFAULT_SOLVER_RESOLUTION),
+}
 
 
 def _needed_files(train_resolution, test_resolutions, n_train, n_tests):
@@ -84,6 +95,9 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     otherwise a FileNotFoundError names the missing files and the command that
     generates them, and a ValueError the file of another seed.
 
+    A file to generate from scratch at a resolution its generator refuses (Navier-Stokes:
+    powers of 2) is a ValueError naming the value and the rule, before anything is generated.
+
     The physics of a load is one (:func:`_load_physics`): a file of ours that is
     regenerated keeps the settings it records (viscosity, final time, ...), a missing
     or unreadable one is generated with those of our other files of the load (the
@@ -105,6 +119,12 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
                 unreadable[path] = err
     records = {path: file_info(data)[0] for path, data in read.items()}
     physics = _load_physics(prefix, cli_name, root, {path: meta for path, meta in records.items() if meta})
+    if generate:
+        # a file generated from scratch (missing or unreadable) needs a resolution its generator
+        # takes: all checked before the first is generated, as `neuralop-mp data` and generate_* do
+        for res, split, _ in needed:
+            if data_file(root, prefix, split, res) not in read:
+                CHECK_RESOLUTION[prefix](res)
 
     def generate_file(path, res, split, n, settings):
         read.pop(path, None)  # the new file is read for its checks
