@@ -68,8 +68,10 @@ def bias_corrections(ages, beta1, beta2, dtype, device=None):
     the power itself, bit for bit the correction of a count given as a number.
     """
     if dtype == torch.float64:
-        exponent = ages.to(device=device, dtype=dtype)
-        return 1.0 - beta1**exponent, (1.0 - beta2**exponent).sqrt_()
+        # two float64 tensors, worked on in place: ``(-x) + 1`` is ``1 - x`` bit for bit
+        exponent = ages.to(device=device, dtype=dtype, copy=True)
+        bias1 = torch.pow(beta1, exponent).neg_().add_(1.0)
+        return bias1, torch.pow(beta2, exponent, out=exponent).neg_().add_(1.0).sqrt_()
     # 16-bit math (moments of 16-bit gradients) is corrected in float32 too, then rounded once:
     # a 16-bit age or exponential would be off by far more than one rounding
     exponent = ages.to(device=device, dtype=torch.float32, copy=True)  # a copy: worked on in place

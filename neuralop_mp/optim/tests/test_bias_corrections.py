@@ -121,3 +121,68 @@ def test_a_step_with_kept_sparse_moments_makes_no_float64_tensor():
     with _Float64Outputs() as recorded:
         opt.step()
     assert not recorded.made, f"float64 tensors made: {dict(recorded.made)}"
+
+
+def _old_float64_corrections(ages, beta1, beta2):
+    """The float64 corrections as first written (five float64 temporaries): the reference."""
+    exponent = ages.to(torch.float64)
+    return 1.0 - beta1**exponent, (1.0 - beta2**exponent).sqrt_()
+
+
+class _NewFloat64Storage(TorchDispatchMode):
+    """Counts the float64 tensors the operators inside the block make in new memory (an
+    output that is none of the operator's inputs, ``out=`` included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.made = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        self.made += sum(1 for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)
+                         and t.dtype == torch.float64 and t.data_ptr() not in inputs)
+        return out
+
+
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.0, 0.5), (0.5, 0.0), (0.99, 0.9999)])
+@pytest.mark.parametrize("seed", [11, 12])
+def test_float64_corrections_are_the_powers_bit_for_bit_in_two_float64_tensors(betas, seed):
+    ages = _ages(seed)
+    before = ages.clone()
+    with _NewFloat64Storage() as recorded:
+        bias1, root_bias2 = bias_corrections(ages, *betas, torch.float64)
+    assert recorded.made == 2  # the two results, each worked on in place
+    expected1, expected2 = _old_float64_corrections(ages, *betas)
+    assert torch.equal(bias1, expected1) and torch.equal(root_bias2, expected2)
+    float64_ages = ages.double()  # float64 ages are left unchanged too (no in-place work on them)
+    bias_corrections(float64_ages, *betas, torch.float64)
+    assert torch.equal(ages, before) and torch.equal(float64_ages, before.double())
+
+
+def test_a_float64_weight_with_kept_sparse_moments_steps_as_with_the_old_corrections(monkeypatch):
+    """Steps of a float64 weight whose sparse entries have different ages: weights and state
+    bit for bit those of the old float64 corrections, on fresh random gradients."""
+    import neuralop_mp.optim.adam_math as adam_math
+
+    def run():
+        generator = torch.Generator().manual_seed(21)
+        p = torch.nn.Parameter(torch.randn(16, 8, 6, generator=generator, dtype=torch.float64))
+        opt = TensorGRaD([p], min_params=10, rank=None, sparse_ratio=0.25, update_proj_gap=3,
+                         reset_sparse_moments=False)
+        for _ in range(10):
+            p.grad = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+            opt.step()
+        assert opt.state[p]["sparse_birth"].unique().numel() > 1
+        return p.detach().clone(), {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in opt.state[p].items()}
+
+    weights, state = run()
+    new = adam_math.bias_corrections
+    monkeypatch.setattr(adam_math, "bias_corrections", lambda ages, beta1, beta2, dtype, device=None: (
+        _old_float64_corrections(ages.to(device), beta1, beta2) if dtype == torch.float64
+        else new(ages, beta1, beta2, dtype, device)))
+    old_weights, old_state = run()
+    assert torch.equal(weights, old_weights)
+    assert state.keys() == old_state.keys()
+    for key, value in state.items():
+        assert torch.equal(value, old_state[key]) if isinstance(value, torch.Tensor) else value == old_state[key], key
