@@ -19,12 +19,13 @@ ZENCFG_ALT_DIR=zencfg-1.0.0
 
 setup() {
   if [ ! -x "$VENV/bin/python" ]; then
-    echo "[dev.sh] creating virtual environment $VENV"
+    # the only long silent step (pip runs quietly): say how long it takes before it starts
+    echo "[dev.sh] first setup: creating virtual environment $VENV, then torch (CPU, about 200 MB) and this package; about 1-3 minutes"
     "$PYTHON" -m venv "$VENV"
   fi
   local pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
   if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
-    echo "[dev.sh] installing CPU torch ($TORCH_SPEC)"
+    echo "[dev.sh] installing CPU torch ($TORCH_SPEC; about a minute)"
     if [ -n "$TORCH_INDEX" ]; then
       "${pip[@]}" --index-url "$TORCH_INDEX" "$TORCH_SPEC"
     else
