@@ -16,8 +16,10 @@ trainer skips such steps and the data loaders refuse non-finite data up front).
 import math
 
 import torch
+from tensorly.cp_tensor import validate_cp_rank
+from tltorch.factorized_tensors.core import FactorizedTensor
 
-from ..vocabulary import is_integer
+from ..vocabulary import check_choice, is_integer
 from .weight_contractions import factorization_kind
 
 _REAL_INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -42,6 +44,56 @@ def _positive_ints(values):
 MAX_PARAMETER_MULTIPLE = 16
 
 _FACTORIZATION_NAMES = {"cp": "CP", "tucker": "Tucker", "tt": "TT"}
+
+
+def factorization_choices():
+    """Allowed values of ``factorization`` (any case): None and tensorly-torch's factorizations,
+    read from its registry so they follow the installed version, without its "Complex" ones.
+
+    Those store each complex entry as a real ``(..., 2)`` float view: the spectral weight
+    has no complex parameter, so complex32 storage and the weight-dtype bookkeeping
+    (:mod:`.weight_storage`) find nothing to act on.
+    """
+    names = sorted(name for name in FactorizedTensor._factorizations if not name.startswith("complex"))
+    return (None,) + tuple(names)
+
+
+def _check_rank_tuple(rank, factorization, kind, shape):
+    """Refuse per-mode ranks that do not fit the weight of ``shape``: from a Tucker tuple of
+    another length tensorly-torch builds a weight of the wrong order (the forward fails
+    later), and a CP tuple fails deep inside it."""
+    if kind == "tucker":
+        expected = len(shape)
+        takes = f"one rank per dimension of the weight: {expected} entries"
+        fits = len(rank) == expected
+    elif kind == "tt":
+        expected = len(shape) + 1
+        takes = f"one rank per bond between cores plus the two boundary ranks: {expected} entries, the first and last 1"
+        fits = len(rank) == expected and rank[0] == rank[-1] == 1
+    else:  # cp
+        takes, fits = "one rank, not a tuple", False
+    if not fits:
+        single = "a fraction in (0, 1] of the dense weight's parameters"
+        allowed = (f"{single}, or an integer >= 1" if kind == "cp"
+                   else f"{single}, an integer >= 1, or a tuple of {expected} integers >= 1 (as above)")
+        raise ValueError(
+            f"Invalid rank={rank!r} with factorization={factorization!r} on the spectral weight of shape {shape}: "
+            f"{_FACTORIZATION_NAMES[kind]} takes {takes}. Allowed values: {allowed}.")
+
+
+def _smallest_cp_fraction(shape):
+    """The smallest fraction, to 3 significant digits, from which tensorly-torch derives a CP
+    rank >= 1 on a weight of ``shape``."""
+    # the rank it derives is the fraction of the dense parameters divided by the parameters one
+    # rank-one term holds (the sum of the dimensions), rounded: it reaches 1 just above half a term
+    bound = sum(shape) / (2 * math.prod(shape))
+    step = 10.0 ** (math.floor(math.log10(bound)) - 2)
+    k = math.ceil(bound / step)
+    while True:  # a step or two at most; the library's own rounding decides
+        fraction = float(f"{k * step:.3g}")
+        if validate_cp_rank(shape, fraction) >= 1:
+            return fraction
+        k += 1
 
 
 def _weight_shape(in_channels, out_channels, modes, max_n_modes, separable, complex_data):
@@ -110,8 +162,11 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
     """Refuse constructor arguments that would build a wrong or oversized layer.
 
     Rules: channels and every ``n_modes`` (and ``max_n_modes``) entry are integers >= 1;
-    with a factorization, a float ``rank`` is the fraction of the dense weight's
-    parameters kept and must be in (0, 1], and an integer ``rank`` is refused only when
+    ``factorization`` is one of :func:`factorization_choices`; with a factorization, a
+    float ``rank`` is the fraction of the dense weight's parameters kept and must be in
+    (0, 1] (with CP, also large enough that tensorly-torch derives a CP rank >= 1 from it),
+    per-mode ranks fit the weight (Tucker: one per dimension; TT: one per bond and the two
+    boundary ranks of 1; CP takes none), and an integer ``rank`` is refused only when
     it is both larger than any rank the factorization can use on the weight upstream
     allocates (CP: the product of all its dimensions but the largest; Tucker: its largest
     dimension; TT: the largest product of the dimensions on either side of a bond; larger
@@ -131,10 +186,15 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
         raise ValueError(f"Invalid n_modes={n_modes!r}; allowed values: one integer >= 1 per spatial dimension "
                          "(1 to 3 dimensions).")
     shape = _weight_shape(in_channels, out_channels, modes, max_n_modes, separable, complex_data)
-    if factorization is None or str(factorization).lower() == "dense" or isinstance(rank, str):
+    choices = factorization_choices()
+    if (factorization.lower() if isinstance(factorization, str) else factorization) not in choices:
+        check_choice("factorization", factorization, choices)  # raises with the allowed names
+    kind = factorization_kind(factorization)
+    if factorization is None or kind == "dense" or isinstance(rank, str):
         return  # a string rank ("same") is tensorly-torch's to interpret
     if isinstance(rank, (list, tuple)) and _positive_ints(rank):
-        return  # per-mode ranks (Tucker, TT): tensorly-torch checks their number against the weight
+        _check_rank_tuple(rank, factorization, kind, shape)
+        return
     if isinstance(rank, bool) or not isinstance(rank, (int, float)) and not is_integer(rank) or not rank > 0:
         raise ValueError(f"Invalid rank={rank!r}; allowed values: a fraction in (0, 1] of the dense weight's "
                          "parameters, an integer >= 1, or a tuple of integers >= 1 (one per mode: Tucker, TT).")
@@ -144,9 +204,18 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
             f"Invalid rank={rank!r} with factorization={factorization!r}: a float rank is the fraction of the "
             f"dense weight's {dense} parameters kept, so {rank!r} asks for more parameters than the dense "
             "weight and ranks larger than its dimensions. Allowed values: (0, 1], or an integer rank.")
-    kind = factorization_kind(factorization)
-    if not is_integer(rank) or kind not in _FACTORIZATION_NAMES:
-        return  # an unknown factorization is tensorly-torch's to refuse
+    if not is_integer(rank):  # a fraction: Tucker and TT ranks stay >= 1, a CP rank can round to 0
+        cp_rank = validate_cp_rank(shape, float(rank)) if kind == "cp" else 1
+        if cp_rank < 1:
+            smallest = _smallest_cp_fraction(shape)
+            allowed = (f"a fraction in [{smallest}, 1] (CP rank 1 and up), or an integer >= 1." if smallest <= 1
+                       else "an integer >= 1 (no fraction in (0, 1] gives CP rank 1 on this weight).")
+            raise ValueError(
+                f"Invalid rank={rank!r} with factorization={factorization!r} on the spectral weight of shape "
+                f"{shape} (dense: {dense} parameters): tensorly-torch derives CP rank {cp_rank} from it (the "
+                f"parameters kept, {rank!r} x {dense}, over the {sum(shape)} factor entries of one rank-one term, "
+                f"rounded), which builds no weight. Allowed values: {allowed}")
+        return
     # fixed modes matter to Tucker only (upstream passes them to CP and TT, which ignore them)
     rank, name = int(rank), _FACTORIZATION_NAMES[kind]
     fixed = _fixed_modes(fixed_rank_modes) if kind == "tucker" else ()

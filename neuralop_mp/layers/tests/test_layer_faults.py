@@ -38,7 +38,7 @@ def test_nonpositive_channels_are_refused(name, args):
     ("cp", 300, r"rank=300 with factorization='cp' on the spectral weight of shape \(4, 4, 5, 3\) \(dense: 240 "
                 r"parameters\): its CP factors would hold 5100 parameters, 21x the dense weight, and a CP rank "
                 r"above 48 \(the product of all the weight's dimensions but the largest"),
-    ("ComplexCP", 300, r"rank=300 with factorization='ComplexCP' .*its CP factors would hold 5100 parameters"),
+    ("CP", 300, r"rank=300 with factorization='CP' .*its CP factors would hold 5100 parameters"),
     ("cp", 0, r"Invalid rank=0"),
     ("tucker", -0.5, r"Invalid rank=-0.5"),
 ])
