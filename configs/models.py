@@ -10,9 +10,14 @@ the plugin's model class for the architecture, and ``data_channels``, which beco
 Unlike upstream's ``config/models.py`` no field is required: under zencfg 1.0.0 a
 required field without default (upstream's ``ModelConfig.arch``) makes every
 subclass fail to instantiate.
+
+``rank`` is ``Union[int, float]`` because tensorly-torch reads the two differently: an
+int is the factorization's rank (``--model.rank 8``), a float the fraction of the dense
+weight's parameters kept, in (0, 1] (``--model.rank 0.5``; ``1.0``: as many as the dense
+weight). A float field would turn ``8`` into the fraction 8.0.
 """
 import types
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from zencfg import ConfigBase
 
@@ -63,7 +68,7 @@ class FNOConfig(ModelConfig):
     fno_skip: Optional[str] = "linear"
     domain_padding: Optional[float] = None
     factorization: Optional[str] = None
-    rank: float = 1.0
+    rank: Union[int, float] = 1.0
     fixed_rank_modes: bool = False
     implementation: str = "factorized"
     separable: bool = False
@@ -75,7 +80,7 @@ class TFNOConfig(FNOConfig):
 
     model_arch: str = "tfno"
     factorization: Optional[str] = "Tucker"
-    rank: float = 0.1
+    rank: Union[int, float] = 0.1
 
 
 class UNOConfig(ModelConfig):
@@ -104,7 +109,7 @@ class UNOConfig(ModelConfig):
     channel_mlp_skip: Optional[str] = "linear"
     separable: bool = False
     factorization: Optional[str] = None
-    rank: float = 1.0
+    rank: Union[int, float] = 1.0
     fixed_rank_modes: bool = False
     implementation: str = "factorized"
     domain_padding: Optional[float] = None

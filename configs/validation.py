@@ -231,7 +231,25 @@ def validated_precision_policy(config):
     validate_data(config.data)
     _check_positive("patching.levels", config.patching.levels, allow_zero=True)
     validate_value_ranges(config)
+    _check_update_in_backward_weights(config.opt, policy)
     return policy
+
+
+def _check_update_in_backward_weights(opt, policy):
+    """``opt.update_in_backward`` with complex32 spectral weights and ``opt.loss_scaling``
+    "auto": the trainer turns "auto" scaling on for any parameter stored in a 16-bit float and
+    then refuses update in backward, after the data are loaded; refused here by the trainer's
+    own check, with its reason."""
+    if policy.weight_torch_dtype != torch.complex32 or opt.loss_scaling != "auto":
+        return
+    if normalize_flag(getattr(opt, "update_in_backward", False), "opt.update_in_backward"):
+        from neuralop_mp.optim.update_in_backward import check_update_in_backward_settings
+
+        try:
+            check_update_in_backward_settings(loss_scaling=opt.loss_scaling, prefix="opt.")
+        except ValueError as error:
+            raise ValueError(f"{error} With model.spectral_weight_dtype={policy.spectral_weight_dtype!r}, "
+                             "opt.loss_scaling='auto' scales the loss.") from None
 
 
 # ---------------------------------------------------------------- value ranges
@@ -250,7 +268,8 @@ def validate_value_ranges(config):
     ``opt.precision_schedule`` must reach its last phase within ``opt.n_epochs``;
     ``model.n_modes`` entries (and each ``uno_n_modes`` entry) >= 1, ``model.n_layers``
     >= 1, ``model.hidden_channels`` >= 1, ``model.data_channels`` and ``model.out_channels``
-    >= 1, ``model.domain_padding`` >= 0 (scalar or per dimension), ``model.rank`` > 0,
+    >= 1, ``model.domain_padding`` >= 0 (scalar or per dimension), ``model.rank`` > 0
+    (<= 1 when a float with a factorization: :func:`_check_fraction_rank`),
     the widths the model derives from ``hidden_channels`` (:func:`_check_model_widths`),
     UNO's per-layer lists (``n_layers`` entries; ``uno_out_channels`` >= 1,
     ``uno_scalings`` > 0), ``model.channel_mlp_dropout`` in [0, 1),
@@ -292,6 +311,7 @@ def validate_value_ranges(config):
         raise ValueError(f"Invalid model.rank={rank!r}; allowed values: a finite fraction > 0 or an integer >= 1.")
     _check_uno_layers(model)
     _check_model_widths(model)
+    _check_fraction_rank(model, rank)
     schedule = validate_precision_schedule(opt.precision_schedule)
     if schedule is not None and isinstance(opt.n_epochs, int) and opt.n_epochs >= 1:
         try:
@@ -329,6 +349,31 @@ def validate_value_ranges(config):
     if padding is not _MISSING and not (_is_finite(padding) and padding >= 0):
         raise ValueError(f"Invalid patching.padding={padding!r}; allowed values: finite fractions >= 0 "
                          "(the padding of each patch, as a fraction of its size).")
+
+
+def _check_fraction_rank(model, rank):
+    """A float ``model.rank`` with a factorization is the fraction of the dense weight's
+    parameters kept: the plugin's spectral layer refuses one above 1 when the model is built
+    (after the data load), and upstream's full-precision layer builds it, with more parameters
+    than the dense weight. Refused here by the layer's own check
+    (:func:`~neuralop_mp.layers.input_checks.check_layer_arguments`), on the model's first
+    spectral weight (the parameter count its message names); an int rank is left to the layer."""
+    factorization = none_if_null(_field(model, "factorization"))
+    if not isinstance(rank, float) or factorization in (_MISSING, None):
+        return
+    from neuralop_mp.layers.input_checks import check_layer_arguments
+
+    hidden = _field(model, "hidden_channels")
+    widths, uno_modes = _field(model, "uno_out_channels"), _field(model, "uno_n_modes")
+    if widths not in (_MISSING, None) and uno_modes not in (_MISSING, None):  # UNO: hidden_channels -> widths[0]
+        out_channels, modes = widths[0], uno_modes[0]
+    else:
+        out_channels, modes = hidden, _field(model, "n_modes")
+    if _MISSING in (hidden, modes):  # a model section of the user's without these fields: the layer checks
+        return
+    separable = _field(model, "separable")
+    separable = separable is not _MISSING and normalize_flag(separable, "model.separable")
+    check_layer_arguments(hidden, out_channels, modes, rank, factorization, separable)
 
 
 def _check_uno_layers(model):

@@ -42,12 +42,21 @@ def _error(message, command=None):
     return 2
 
 
-def train_help(spec="darcy"):
-    """``neuralop-mp train --help``: usage and every field of the config with its value."""
-    from .configs import available_configs, config_keys, load_config
+def train_help(spec="darcy", args=()):
+    """``neuralop-mp train --help``: usage and every field of the config with its value.
+
+    ``args``, the rest of the command line, selects section classes (``--model UNOConfig``):
+    the fields listed are those of the classes the command would train with.
+    """
+    from .configs import available_configs, config_keys, load_config, parse_overrides, resolve_config
+    from .configs.loading import select_sections
     from .configs.zencfg_compat import is_config, section_class, subclass_choices
 
-    config = load_config(spec, validate=False)
+    source = resolve_config(spec)  # once: a config file runs once
+    # read as the option check reads a command line that may not parse ("-h" would be read as a value)
+    parsed = parse_overrides([a for a in args if a not in ("-h", "--help")], lenient=True)
+    _, rest = select_sections(source, parsed)
+    config = load_config(source, {k: v for k, v in parsed.items() if k not in rest}, validate=False)
     lines = [
         f"usage: {PROG} train [CONFIG] [--key value ...]",
         "",
@@ -303,7 +312,7 @@ def train_command(argv):
         spec = args.pop(0)
     try:
         if any(a in ("-h", "--help") for a in args):
-            print(train_help(spec or "darcy"))
+            print(train_help(spec or "darcy", args))
             return 0
         flags, overrides = _pop_flags(args, TRAIN_FLAGS)
         # what a --resume gives now, which its run records only once it saves an epoch: the command that
