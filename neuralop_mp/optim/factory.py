@@ -80,7 +80,7 @@ def _tensorgrad_settings(opt_config):
 
 def _tensorgrad_groups(model, settings):
     """Spectral weights compressed, everything else plain AdamW; models without
-    spectral layers are routed by shape (see ``TensorGRaD.routes_to_compression``)."""
+    spectral layers are routed by shape and memory (see ``TensorGRaD.routes_to_compression``)."""
     spectral = spectral_parameters(model, settings.get("min_params", DEFAULTS["min_params"]))
     if not spectral:
         return [dict(settings, params=[p for p in model.parameters() if p.requires_grad])]

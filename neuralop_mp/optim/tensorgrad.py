@@ -26,7 +26,7 @@ from .composite_projector import CompositeProjector
 from .compressed_step import adam_directions_, apply_update, project_parts
 from .seeds import state_seed
 from .state_checks import PARAM_SHAPES, checked_state
-from .state_memory import state_memory_report
+from .state_memory import compression_saves_memory, state_memory_report
 from .settings import (
     DEFAULTS,
     TORCH_ADAMW_DEFAULTS,
@@ -73,8 +73,11 @@ class TensorGRaD(Optimizer):
     ``compress=False``) gets plain AdamW.
 
     Routing: a parameter is compressed when its group has ``compress=True``, it
-    has at least ``min_params`` entries (and is not empty) and at least two modes longer than 1;
-    the decision is cached in ``state[p]["compressed"]``.
+    has at least ``min_params`` entries (and is not empty), at least two modes longer than 1,
+    and its compressed state (moments, factors, indices) would be smaller than plain AdamW
+    moments: otherwise compressing it costs memory (a CP factor of 64 x 629 at the default
+    rank keeps a 629 x 315 factor) and it gets plain AdamW moments (counted by
+    :meth:`memory_report` as ``kept_plain``). The decision is cached in ``state[p]["compressed"]``.
 
     On a refresh, sparse moments are reset by default (``reset_sparse_moments=True``)
     together with that branch's step counter: a new random (or top-k) index set
@@ -278,9 +281,10 @@ class TensorGRaD(Optimizer):
             self._plain_groups_become_upstream_adamw()
 
     def _check_shapes(self, group):
-        """Raise ValueError, naming the parameter and its shape, if the group would compress
-        a parameter whose shape its settings do not fit (a rank tuple of another length, a
-        structured ``sparse_mode`` beyond its modes): found here, not partway through a step."""
+        """Raise ValueError, naming the parameter and its shape, if the group could compress
+        a parameter (:meth:`eligible_for_compression`) whose shape its settings do not fit (a
+        rank tuple of another length, a structured ``sparse_mode`` beyond its modes): found
+        here, not partway through a step."""
         params = group["params"]
         params = [params] if isinstance(params, torch.Tensor) else params
         if isinstance(params, set):
@@ -288,7 +292,8 @@ class TensorGRaD(Optimizer):
         projector = None
         for position, param in enumerate(params):
             name, param = param if isinstance(param, tuple) and len(param) == 2 else (None, param)
-            if not isinstance(param, torch.Tensor) or not self.routes_to_compression(param, group):
+            # every eligible one: the memory estimate that completes the routing needs the fit
+            if not isinstance(param, torch.Tensor) or not self.eligible_for_compression(param, group):
                 continue
             projector = projector or self.projector_for(group)
             for part in projector.projectors:
@@ -368,11 +373,21 @@ class TensorGRaD(Optimizer):
             self._layouts[index] = now
 
     @staticmethod
-    def routes_to_compression(param, group):
-        """Whether ``param`` in ``group`` gets compressed moments."""
+    def eligible_for_compression(param, group):
+        """Whether ``param`` in ``group`` could get compressed moments: the group has
+        ``compress=True``, ``param`` at least ``min_params`` entries (and one at least) and
+        two modes longer than 1. Its settings must fit such a parameter (see ``_check_shapes``)."""
         long_modes = sum(1 for d in param.shape if d > 1)
         # an empty weight has nothing to compress (and no entry for a sparse part to keep)
         return bool(group["compress"]) and param.numel() >= max(1, group["min_params"]) and long_modes >= 2
+
+    @staticmethod
+    def routes_to_compression(param, group):
+        """Whether ``param`` in ``group`` gets compressed moments: it is eligible
+        (:meth:`eligible_for_compression`) and its compressed state is smaller than plain
+        AdamW moments (:func:`~neuralop_mp.optim.state_memory.compression_saves_memory`)."""
+        return TensorGRaD.eligible_for_compression(param, group) and compression_saves_memory(
+            param, group, TensorGRaD.projector_for(group))
 
     @staticmethod
     def projector_for(group):

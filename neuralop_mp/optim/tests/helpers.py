@@ -29,3 +29,12 @@ def run_steps(optimizer, params, grads_per_step):
         for p, g in zip(params, grads):
             p.grad = g.to(device=p.device, dtype=p.dtype).clone()
         optimizer.step()
+
+
+def force_compression(monkeypatch):
+    """Route every eligible parameter to compressed moments, whether or not that saves
+    memory (a full rank or a full sparse support never does): the tests that check the
+    compressed path's arithmetic against AdamW at full support need it taken."""
+    from neuralop_mp.optim import tensorgrad
+
+    monkeypatch.setattr(tensorgrad, "compression_saves_memory", lambda param, group, projector: True)

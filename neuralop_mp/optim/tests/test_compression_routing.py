@@ -1,0 +1,147 @@
+"""A parameter gets compressed moments only where they take less memory than AdamW's."""
+import pytest
+import torch
+
+import neuralop_mp
+from neuralop_mp.bench.optimizer import SIZES
+from neuralop_mp.optim import TensorGRaD
+from neuralop_mp.optim.adam_math import compute_dtype
+from neuralop_mp.optim.param_groups import fno_tensorgrad_param_groups
+from neuralop_mp.optim.settings import DEFAULTS
+from neuralop_mp.optim.state_memory import compressed_state_bytes, compression_saves_memory, plain_state_bytes
+from neuralop_mp.optim.tests.helpers import force_compression, random_tensor
+
+
+def _cp_tfno():
+    torch.manual_seed(0)
+    return neuralop_mp.MixedPrecisionTFNO(n_modes=(32, 32), in_channels=1, out_channels=1, hidden_channels=64,
+                                         n_layers=1, factorization="cp", rank=0.05, fno_block_precision="mixed")
+
+
+def _stepped(model, optimizer):
+    model(torch.randn(1, 1, 64, 64)).square().mean().backward()
+    optimizer.step()
+    return optimizer.memory_report()
+
+
+def test_cp_factorized_tfno_keeps_no_more_state_than_adamw():
+    # its CP factors (64 x 629 ...) at the default "core" rank 0.25 would keep a 629 x 315
+    # factor each: 3.6x AdamW's state in all. Kept plain, the state is AdamW's moments and
+    # 13 bytes of counters (step, flag, seed) per parameter
+    model = _cp_tfno()
+    optimizer = neuralop_mp.create_optimizer(model, {"optimizer": "tensorgrad", "learning_rate": 1e-3})
+    report = _stepped(model, optimizer)
+    assert report["moments"] + report["factors"] + report["indices"] <= report["adamw_state"]
+    assert report["state_ratio"] < 1.001
+    assert report["kept_plain"] == 4  # the four CP factors with two long modes
+    assert not any(bool(state["compressed"]) for state in optimizer.state.values())
+
+
+def test_cp_factors_through_upstream_style_groups_stay_compressed():
+    # upstream's groups read a float rank as tensorly's (core and factors hold 25% of the
+    # entries) with no sparse part: there compressing the same factors does save memory
+    model = _cp_tfno()
+    optimizer = TensorGRaD(fno_tensorgrad_param_groups(model))
+    report = _stepped(model, optimizer)
+    compressed = [p for p in optimizer.param_groups[1]["params"] if bool(optimizer.state[p]["compressed"])]
+    assert len(compressed) == 4 and report["kept_plain"] == 0
+    assert report["state_ratio"] < 0.3
+
+
+@pytest.mark.parametrize("size", ["small", "medium", "large2d"])
+@pytest.mark.parametrize("settings", [{}, {"state_dtype": "bfloat16"}, {"adam_convention": "neuralop"},
+                                      {"reset_sparse_moments": False}])
+def test_dense_spectral_weights_at_the_benchmark_sizes_are_compressed(size, settings):
+    hidden, modes = SIZES[size][:2]
+    weight = torch.empty((hidden, hidden, modes, modes // 2 + 1), dtype=torch.complex64, device="meta")
+    group = {**DEFAULTS, **settings}
+    assert TensorGRaD.routes_to_compression(weight, group)
+    projector = TensorGRaD.projector_for(group)
+    # the defaults keep about a third of AdamW's state (docs/tensorgrad.md, "Memory")
+    ratio = compressed_state_bytes(weight.shape, torch.complex64, group, projector) / plain_state_bytes(
+        weight.shape, torch.complex64, "torch")
+    assert ratio < 0.45
+
+
+def test_a_benchmark_fno_compresses_every_spectral_weight():
+    hidden, modes, layers = SIZES["small"][:3]
+    model = neuralop_mp.MixedPrecisionFNO(n_modes=(modes, modes), in_channels=1, out_channels=1,
+                                          hidden_channels=hidden, n_layers=layers)
+    optimizer = neuralop_mp.create_optimizer(model, {"optimizer": "tensorgrad", "learning_rate": 1e-3})
+    report = _stepped(model, optimizer)
+    compressed = [p for p, state in optimizer.state.items() if bool(state["compressed"])]
+    assert len(compressed) == layers and all(p.shape == (hidden, hidden, modes, modes // 2 + 1) for p in compressed)
+    assert report["kept_plain"] == 0 and report["state_ratio"] < 0.4
+
+
+def _grown_state_bytes(state):
+    """Bytes of the state tensors that grow with the parameter (not the 0-d counters)."""
+    return sum(t.numel() * t.element_size() for t in state.values() if isinstance(t, torch.Tensor) and t.dim())
+
+
+# (shape, complex, settings): shapes where compression pays and where it does not
+CASES = [
+    ((6, 5, 4, 3), True, {}),
+    ((6, 5, 4, 3), True, {"adam_convention": "neuralop", "state_dtype": "bfloat16"}),
+    ((6, 5, 4, 3), True, {"reset_sparse_moments": False}),  # births, one int32 per sparse entry
+    ((40, 30), False, {}),
+    ((40, 30), False, {"rank": 0.5}),
+    ((17, 629), True, {}),  # a CP factor: a 629 x 315 factor
+    ((17, 629), True, {"rank_convention": "params", "sparse_ratio": None, "order": "lowrank_first"}),
+    ((8, 9, 10), False, {"sparse_type": "structured", "sparse_mode": 1, "rank": (3, 9, 4)}),
+    ((8, 9, 10), True, {"rank": None, "sparse_ratio": 0.3}),
+    ((8, 9, 10), True, {"rank": 1.0, "sparse_ratio": None}),  # full rank: no factor, as large as AdamW
+]
+
+
+@pytest.mark.parametrize("shape, complex_, settings", CASES)
+def test_the_routing_estimate_is_the_measured_state(shape, complex_, settings, monkeypatch):
+    def stepped(compress):
+        weight = torch.nn.Parameter(random_tensor(shape, complex_, 1).to(torch.complex64 if complex_ else torch.float32))
+        optimizer = TensorGRaD([weight], min_params=10, update_proj_gap=1, compress=compress, **settings)
+        for seed in (2, 3):  # the second step refreshes the bases: kept sparse moments get births
+            weight.grad = random_tensor(shape, complex_, seed).to(weight.dtype)
+            optimizer.step()
+        return weight, optimizer
+
+    saves = None
+    weight, optimizer = stepped(compress=False)
+    group = optimizer.param_groups[0]
+    plain = _grown_state_bytes(optimizer.state[weight])
+    assert plain == plain_state_bytes(shape, compute_dtype(weight), group["adam_convention"])
+    with monkeypatch.context() as patch:
+        force_compression(patch)
+        weight, optimizer = stepped(compress=True)
+        assert bool(optimizer.state[weight]["compressed"])
+        group = optimizer.param_groups[0]
+        measured = _grown_state_bytes(optimizer.state[weight])
+        assert measured == compressed_state_bytes(shape, compute_dtype(weight), group,
+                                                  TensorGRaD.projector_for(group))
+        saves = compression_saves_memory(weight, group, TensorGRaD.projector_for(group))
+    assert saves == (measured < plain)
+    # unforced, the optimizer keeps whichever is smaller, and the report says why
+    weight, optimizer = stepped(compress=True)
+    assert bool(optimizer.state[weight]["compressed"]) == saves
+    assert optimizer.memory_report()["kept_plain"] == (not saves)
+    assert _grown_state_bytes(optimizer.state[weight]) == min(measured, plain)
+
+
+def test_a_state_saved_compressed_where_compression_does_not_pay_is_refused_by_name(monkeypatch):
+    # a state saved by a version that compressed such a weight (with a 200 x 100 factor for
+    # an 8 x 200 weight) does not fit the plain moments it now gets: load_state_dict names it
+    def fresh():
+        weight = torch.nn.Parameter(random_tensor((8, 200), False, 1).float())
+        return weight, TensorGRaD([weight], min_params=10)
+
+    with monkeypatch.context() as patch:
+        force_compression(patch)
+        weight, saved = fresh()
+        weight.grad = torch.ones_like(weight)
+        saved.step()
+        assert bool(saved.state[weight]["compressed"])
+        state_dict = saved.state_dict()
+    weight, optimizer = fresh()
+    with pytest.raises(ValueError, match=r"\(shape \(8, 200\)\): state was saved compressed, but with these "
+                                         r"settings the parameter is uncompressed"):
+        optimizer.load_state_dict(state_dict)
+    assert not optimizer.state  # nothing loaded
