@@ -35,6 +35,7 @@ import warnings
 
 import torch
 
+from .cli import threads_type
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
 
 RECIPES = {
@@ -155,8 +156,9 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: the fastest on a shared 2-core machine)")
+    parser.add_argument("--threads", type=threads_type, default=1, metavar="N|auto",
+                        help="torch intra-op threads; auto: the CPUs other processes leave idle (default 1: the "
+                             "fastest on a shared 2-core machine)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     sizes, datasets = SIZES["full"], DATASETS

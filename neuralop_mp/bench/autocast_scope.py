@@ -35,6 +35,7 @@ import torch
 from neuralop.losses import H1Loss, LpLoss
 
 from ..models.mixed_precision_models import ignoring_unrecorded_precision
+from .cli import threads_type
 from .report import add_output_arguments, fno_description, markdown_table, shown_command, timed_section, write_results
 
 # name -> (precision schedule, autocast scope); None: upstream's layer in full precision
@@ -139,7 +140,8 @@ def main(argv=None):
     parser.add_argument("--n-test", type=int, default=100)
     parser.add_argument("--resolution", type=int, default=16, help="training resolution N (tests at N and 2N)")
     parser.add_argument("--lr", type=float, default=5e-3)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--threads", type=threads_type, default=1, metavar="N|auto",
+                        help="torch intra-op threads; auto: the CPUs other processes leave idle (default 1)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:

@@ -4,6 +4,7 @@ Each benchmark writes ``NAME.md`` and ``NAME.json`` (and ``NAME_memory.png`` whe
 plots) into ``--out DIR`` (default ``./runs/bench-NAME-TIMESTAMP``); only
 ``--update-docs`` rewrites its section of docs/benchmarks.md.
 """
+import argparse
 import importlib
 
 BENCHMARKS = {
@@ -18,6 +19,30 @@ BENCHMARKS = {
                   "memory kept vs malloc as it is"),
     "gpu": ("neuralop_mp.bench.gpu", "the GPU campaign: CUDA tests, spectral and optimizer rows (--dry-run on CPU)"),
 }
+
+
+def threads_type(value):
+    """argparse ``type`` of every benchmark's ``--threads``, read as ``neuralop-mp train`` reads its own.
+
+    Returns
+    -------
+    int
+        ``value`` as an integer >= 1; "auto" gives the CPUs other processes leave idle
+        (:func:`neuralop_mp.run_setup.default_threads`).
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Naming the value and the allowed ones: argparse shows only this type's message
+        as the error line (for a ValueError it would say just "invalid value").
+    """
+    from ..cli import _resolve_threads
+    from ..run_setup import RunSetupError
+
+    try:
+        return _resolve_threads(value)
+    except RunSetupError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def usage():

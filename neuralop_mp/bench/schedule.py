@@ -30,6 +30,7 @@ import warnings
 import torch
 from neuralop.losses import H1Loss, LpLoss
 
+from .cli import threads_type
 from .report import add_output_arguments, fno_description, markdown_table, shown_command, timed_section, write_results
 
 RUNS = {
@@ -105,13 +106,14 @@ def main(argv=None):
     parser.add_argument("--n-train", type=int, default=500)
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's choice); 1 is faster on a busy machine")
+    parser.add_argument("--threads", type=threads_type, default=None, metavar="N|auto",
+                        help="torch intra-op threads; auto: the CPUs other processes leave idle (default: torch's "
+                             "choice); 1 is faster on a busy machine")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.seeds, args.n_train, args.runs = 1, [0], 64, ["full", "mixed"]
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     import neuralop_mp

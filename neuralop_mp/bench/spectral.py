@@ -54,6 +54,7 @@ from ..models.mixed_precision_models import ignoring_unrecorded_precision
 from ..models.pointwise_tiles import set_pointwise_tiles
 from ..models.recompute import set_recompute
 from ..layers.precision_switch import set_precision
+from .cli import threads_type
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
 
 MODEL = dict(n_modes=(32, 32), hidden_channels=64, n_layers=4)
@@ -260,7 +261,7 @@ def run(quick=False, sizes=None, rounds=None, models=("FNO", "TFNO"), threads=No
     before the first model is built; every variant runs in this one process, so
     upstream's rows and ours get the same allocator.
     """
-    if threads:
+    if threads is not None:  # 0 is refused by torch here rather than silently ignored
         torch.set_num_threads(threads)
     device = torch.device(device or "cpu")
     if device.type == "cpu" and cpu_allocator is not None:
@@ -336,7 +337,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a small model at 32^2, one round (seconds)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved timed rounds (default 3)")
     parser.add_argument("--models", nargs="+", default=["FNO", "TFNO"], choices=["FNO", "TFNO"])
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=threads_type, default=None, metavar="N|auto",
+                        help="torch intra-op threads; auto: the CPUs other processes leave idle (default: torch's)")
     parser.add_argument("--sizes", nargs="+", default=None, metavar="RESxBATCH",
                         help="e.g. 64x2 256x2 (default: " + " ".join(f"{r}x{b}" for r, b in SIZES) + ")")
     parser.add_argument("--slow-step-s", type=float, default=float("inf"),
