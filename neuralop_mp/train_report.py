@@ -7,6 +7,7 @@ precision of.
 """
 import json
 import math
+import textwrap
 from pathlib import Path
 
 import torch
@@ -223,13 +224,25 @@ def format_eval_summary(result):
     return format_table(f"eval: {result['model']} on {result['device']}", rows)
 
 
+TABLE_WIDTH = 100  # columns of a summary table: one long value must not make every row wrap in a terminal
+
+
 def format_table(title, rows):
-    """``title`` over a two-column plain-text table of ``(quantity, value)`` rows."""
+    """``title`` over a two-column plain-text table of ``(quantity, value)`` rows.
+
+    A value too long for a table of :data:`TABLE_WIDTH` columns continues on the next
+    lines, under an empty quantity cell (results.json keeps it on one line). A single
+    word longer than that, such as a path, stays whole so that it can be copied.
+    """
     width = max(len(q) for q, _ in rows)
-    value_width = max(len(v) for _, v in rows)
+    room = max(20, TABLE_WIDTH - width - len("|  |  |"))
+    wrapped = [(q, [v] if len(v) <= room else
+                (textwrap.wrap(v, room, break_long_words=False, break_on_hyphens=False) or [""])) for q, v in rows]
+    value_width = max(len(line) for _, lines in wrapped for line in lines)
     rule = "+" + "-" * (width + 2) + "+" + "-" * (value_width + 2) + "+"
     lines = [title, rule]
-    lines += [f"| {q.ljust(width)} | {v.ljust(value_width)} |" for q, v in rows]
+    for q, values in wrapped:
+        lines += [f"| {(q if i == 0 else '').ljust(width)} | {v.ljust(value_width)} |" for i, v in enumerate(values)]
     lines.append(rule)
     return "\n".join(lines)
 
