@@ -47,6 +47,7 @@ References
        Azizzadenesheli, K., and Anandkumar, A. (2024). "Guaranteed Approximation
        Bounds for Mixed-Precision Neural Operators". ICLR 2024, arXiv:2307.15034.
 """
+import difflib
 import math
 import warnings
 from dataclasses import dataclass, field, fields
@@ -292,6 +293,16 @@ class PrecisionSchedule:
         if not isinstance(text, str):
             raise TypeError(f"PrecisionSchedule.parse expects a string, got {type(text).__name__}.")
         text = cls.PRESETS.get(text.strip().lower(), text)
+        word = text.strip().lower()
+        if word and not any(mark in word for mark in ",:@/") and word not in PRECISION_MODES:
+            # one word, neither a mode nor a preset: a phase's "allowed modes" alone would hide the presets
+            close = difflib.get_close_matches(word, PRECISION_MODES + tuple(cls.PRESETS), n=1)
+            hint = f" Did you mean: {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"Invalid precision schedule {text.strip()!r}; allowed: a mode "
+                f"({', '.join(map(repr, PRECISION_MODES))}), a preset ({', '.join(map(repr, cls.PRESETS))}) "
+                f"or phases such as 'half:0.25,mixed:0.5,full:0.25'.{hint}"
+            )
         items = [item for item in text.split(",")]
         if not text.strip() or any(not item.strip() for item in items):
             raise ValueError(

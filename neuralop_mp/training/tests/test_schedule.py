@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from neuralop_mp.build_steps import parse_precision_schedule
 from neuralop_mp.training.schedule import PrecisionPhase, PrecisionSchedule
 
 PAPER = "half:0.25,mixed:0.5,full:0.25"
@@ -133,6 +134,20 @@ def test_from_config_accepts_strings_lists_and_schedules():
 def test_invalid_schedules_name_the_problem(text, message):
     with pytest.raises(ValueError, match=message):
         PrecisionSchedule.parse(text)
+
+
+@pytest.mark.parametrize("text, hint", [("papr", " Did you mean: 'paper'?"), ("hlaf", " Did you mean: 'half'?"),
+                                        ("sometimes", "")])
+def test_a_single_unknown_word_offers_modes_presets_and_phases(text, hint):
+    message = (f"Invalid precision schedule {text!r}; allowed: a mode ('full', 'mixed', 'half'), a preset "
+               f"('paper') or phases such as 'half:0.25,mixed:0.5,full:0.25'.{hint}")
+    with pytest.raises(ValueError) as error:
+        PrecisionSchedule.parse(text)
+    assert str(error.value) == message
+    # as `neuralop-mp train --opt.precision_schedule papr` shows it
+    with pytest.raises(ValueError) as error:
+        parse_precision_schedule(text)
+    assert str(error.value) == f"Invalid opt.precision_schedule={text!r}: {message}"
 
 
 def test_shares_within_tolerance_are_accepted():
