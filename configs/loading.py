@@ -281,10 +281,14 @@ def _check_keys(config, overrides):
 
 
 def _numeric_type(annotation):
-    """``int`` or ``float`` for a field annotated with it (``Optional`` included), else None."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) is typing.Union and len(args) == 1:
-        annotation = args[0]
+    """``int`` for a field annotated ``int``, ``float`` for ``float`` or a union of numbers
+    (``Union[int, float]``: ``model.rank``), ``Optional`` included; else None."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        numbers = {a for a in typing.get_args(annotation) if a is not type(None)}
+        if not numbers or not numbers <= {int, float}:
+            return None
+        # a union that takes a float takes any number: it is refused as a float field is
+        return int if numbers == {int} else float
     return annotation if annotation in (int, float) else None
 
 
