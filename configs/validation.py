@@ -46,16 +46,16 @@ def _literal_choices(cls, argument):
 def upstream_choices():
     """Allowed values of the model fields that upstream defines, read from the installed version."""
     from neuralop.models import FNO
-    from tltorch import FactorizedTensor
+
+    from neuralop_mp.layers.input_checks import factorization_choices
 
     skips = _literal_choices(FNO, "fno_skip")
-    factorizations = tuple(sorted(name for name in FactorizedTensor._factorizations if not name.startswith("complex")))
     return {
         "norm": _literal_choices(FNO, "norm"),
         "fno_skip": skips,
         "channel_mlp_skip": _literal_choices(FNO, "channel_mlp_skip"),
         "horizontal_skip": skips,  # UNO's argument is not annotated; it builds the same skips
-        "factorization": (None,) + factorizations,
+        "factorization": factorization_choices(),  # the spectral layer's own list
     }
 
 
