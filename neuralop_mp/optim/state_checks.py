@@ -3,7 +3,10 @@
 A state dict is checked against the optimizer's parameters *before* anything is
 loaded, so one saved for another model size or by another optimizer fails in
 ``load_state_dict`` with a message naming the parameter, not at the first
-``step()`` with a KeyError or a shape error.
+``step()`` with a KeyError or a shape error. A compressed state is accepted for any
+parameter that can be compressed (``TensorGRaD.eligible_for_compression``), also one now
+kept plain because compressing it does not save memory: versions before that rule
+compressed every such parameter, and their runs resume compressed, as they went.
 
 Upstream neuraloperator's ``TensorGRaD`` (main branch) keeps, per parameter,
 ``step`` (an int), ``exp_avg`` / ``exp_avg_sq`` (plain AdamW) or
@@ -239,7 +242,13 @@ def check_param_state(optimizer, param, group, value, where):
     real_shape = tuple(param.shape) + ((2,) if complex_ else ())
     convention = group["adam_convention"]
     compressed = bool(value["compressed"])
-    if compressed != optimizer.routes_to_compression(param, group):
+    # a compressed state is taken for any parameter that could be compressed, also one that
+    # is now kept plain because compressing it does not save memory: earlier versions
+    # compressed every eligible one, and the step follows the saved flag (the checks below
+    # still require the group's layout)
+    routed = optimizer.eligible_for_compression(param, group) if compressed else optimizer.routes_to_compression(
+        param, group)
+    if compressed != routed:
         _fail(where, f"state was saved {'compressed' if compressed else 'uncompressed'}, but with these settings "
                      f"the parameter is {'uncompressed' if compressed else 'compressed'}")
     if not compressed:

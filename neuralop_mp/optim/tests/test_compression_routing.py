@@ -126,22 +126,92 @@ def test_the_routing_estimate_is_the_measured_state(shape, complex_, settings, m
     assert _grown_state_bytes(optimizer.state[weight]) == min(measured, plain)
 
 
-def test_a_state_saved_compressed_where_compression_does_not_pay_is_refused_by_name(monkeypatch):
-    # a state saved by a version that compressed such a weight (with a 200 x 100 factor for
-    # an 8 x 200 weight) does not fit the plain moments it now gets: load_state_dict names it
-    def fresh():
-        weight = torch.nn.Parameter(random_tensor((8, 200), False, 1).float())
-        return weight, TensorGRaD([weight], min_params=10)
+def _old_routing(patch):
+    """The routing before compression had to save memory: every eligible parameter compressed."""
+    patch.setattr(TensorGRaD, "routes_to_compression", staticmethod(TensorGRaD.eligible_for_compression))
+
+
+# an eligible weight that compression does not pay for (a CP factor: a 200 x 100 factor for an
+# 8 x 200 weight at the default rank), real and complex, with refreshes between the steps
+RESUMED = [((8, 200), False, {}),
+           ((17, 629), True, {"reset_sparse_moments": False}),
+           ((8, 200), False, {"state_dtype": "bfloat16", "adam_convention": "neuralop"})]
+
+
+@pytest.mark.parametrize("shape, complex_, settings", RESUMED)
+def test_a_state_saved_compressed_where_compression_does_not_pay_resumes_compressed(
+        shape, complex_, settings, monkeypatch):
+    # a run saved by a version that compressed every eligible weight resumes as it would have
+    # gone on under that version, bit for bit: the step follows the saved flag
+    def fresh(values):
+        weight = torch.nn.Parameter(values.clone())
+        return weight, TensorGRaD([weight], min_params=10, update_proj_gap=2, **settings)
+
+    start = random_tensor(shape, complex_, 1).to(torch.complex64 if complex_ else torch.float32)
+    grads = [random_tensor(shape, complex_, seed).to(start.dtype) for seed in (2, 3, 4, 5)]
+
+    def steps(weight, optimizer, some):
+        for grad in some:
+            weight.grad = grad.clone()
+            optimizer.step()
 
     with monkeypatch.context() as patch:
-        force_compression(patch)
-        weight, saved = fresh()
-        weight.grad = torch.ones_like(weight)
-        saved.step()
+        _old_routing(patch)
+        reference, old = fresh(start)
+        steps(reference, old, grads)  # 4 steps under the old rule
+        weight, saved = fresh(start)
+        steps(weight, saved, grads[:2])
         assert bool(saved.state[weight]["compressed"])
-        state_dict = saved.state_dict()
+        state_dict, values = saved.state_dict(), weight.detach().clone()
+    resumed, optimizer = fresh(values)
+    group = optimizer.param_groups[0]
+    assert TensorGRaD.eligible_for_compression(resumed, group) and not TensorGRaD.routes_to_compression(resumed, group)
+    optimizer.load_state_dict(state_dict)
+    steps(resumed, optimizer, grads[2:])
+    assert bool(optimizer.state[resumed]["compressed"])
+    assert torch.equal(resumed, reference)
+    kept, expected = optimizer.state[resumed], old.state[reference]
+    assert sorted(kept) == sorted(expected)
+    for key, tensor in expected.items():
+        assert kept[key].dtype == tensor.dtype and torch.equal(kept[key], tensor), key
+    assert optimizer.memory_report()["kept_plain"] == 0
+
+
+@pytest.mark.parametrize("saved_group", [{"compress": False}, {"min_params": 10_000}],
+                         ids=["compress_false", "too_small"])
+def test_a_state_saved_compressed_for_a_parameter_that_cannot_be_compressed_is_refused_by_name(saved_group):
+    # compressed moments where the (saved) settings compress nothing: another optimizer's state
+    def fresh():
+        weight = torch.nn.Parameter(random_tensor((6, 5, 4, 3), True, 1).to(torch.complex64))
+        return weight, TensorGRaD([weight], min_params=10)
+
+    weight, saved = fresh()
+    weight.grad = torch.ones_like(weight)
+    saved.step()
+    assert bool(saved.state[weight]["compressed"])
+    state_dict = saved.state_dict()
+    state_dict["param_groups"][0].update(saved_group)
     weight, optimizer = fresh()
-    with pytest.raises(ValueError, match=r"\(shape \(8, 200\)\): state was saved compressed, but with these "
-                                         r"settings the parameter is uncompressed"):
+    with pytest.raises(ValueError, match=r"\(shape \(6, 5, 4, 3\)\): state was saved compressed, but with these "
+                                         r"settings the parameter is uncompressed\. The state dict was saved for "
+                                         r"another model or optimizer settings"):
         optimizer.load_state_dict(state_dict)
     assert not optimizer.state  # nothing loaded
+
+
+def test_a_state_saved_compressed_for_a_parameter_with_one_long_mode_is_refused_by_name(monkeypatch):
+    # a (1, 200) weight has one long mode: never compressed; its state is moved onto it from
+    # an (8, 200) weight's compressed state of the same group
+    weight = torch.nn.Parameter(torch.ones(8, 200))
+    saved = TensorGRaD([weight], min_params=10)
+    with monkeypatch.context() as patch:
+        _old_routing(patch)
+        weight.grad = torch.ones_like(weight)
+        saved.step()
+    state_dict = saved.state_dict()
+    del state_dict["param_shapes"]  # as an older state dict, which lists none
+    thin = torch.nn.Parameter(torch.ones(1, 200))
+    optimizer = TensorGRaD([thin], min_params=10)
+    with pytest.raises(ValueError, match=r"\(shape \(1, 200\)\): state was saved compressed, but with these "
+                                         r"settings the parameter is uncompressed"):
+        optimizer.load_state_dict(state_dict)
