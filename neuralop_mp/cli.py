@@ -291,19 +291,12 @@ def _config_error(error, command, spec=None):
     return _error(message, command)
 
 
-def _resolve_threads(value):
-    from .run_setup import default_threads, parse_threads
-
-    threads = parse_threads(value)
-    return default_threads() if threads is None else threads
-
-
 def train_command(argv):
     """``neuralop-mp train``; returns the exit code."""
     from .configs import load_config, parse_overrides
     from .cpu_allocator import CPU_ALLOCATOR_MODES, DEFAULT_CPU_ALLOCATOR
     from .run_folder import read_command
-    from .run_setup import RunSetupError
+    from .run_setup import RunSetupError, resolve_threads
     from .vocabulary import check_choice
 
     args = list(argv)
@@ -348,7 +341,7 @@ def train_command(argv):
             return config, parsed
 
         config, parsed = _load_checked(build, overrides, spec, TRAIN_FLAGS)
-        threads = _resolve_threads(flags.get("--threads"))
+        threads = resolve_threads(flags.get("--threads"))
         cpu_allocator = check_choice("--cpu-allocator", flags.get("--cpu-allocator", DEFAULT_CPU_ALLOCATOR),
                                      CPU_ALLOCATOR_MODES)
         # with --resume: the run's overrides and the ones given now, which command.json then records
@@ -489,7 +482,7 @@ def eval_command(argv):
 
     from .evaluate import config_source, eval_config
     from .run_folder import find_checkpoint, read_results
-    from .run_setup import RunSetupError, check_output_file
+    from .run_setup import RunSetupError, check_output_file, resolve_threads
     from .training.checkpointing import CheckpointError
 
     args = list(argv)
@@ -516,7 +509,7 @@ def eval_command(argv):
         threads = flags.get("--threads")
         if threads is None:
             threads = (read_results(folder) or {}).get("threads")
-        threads = _resolve_threads(threads)
+        threads = resolve_threads(threads)
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
         return _config_error(error, "eval", spec)
 

@@ -151,6 +151,13 @@ def parse_threads(value):
     return threads
 
 
+def resolve_threads(value):
+    """``--threads`` as a number of threads: :func:`parse_threads`, with "auto" (or no value)
+    read as :func:`default_threads`."""
+    threads = parse_threads(value)
+    return default_threads() if threads is None else threads
+
+
 def check_writable(folder, option="--output_dir", *, what="Output folder", create=True):
     """Create ``folder`` if needed (``create``) and prove a file can be written in it.
 

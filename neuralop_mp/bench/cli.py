@@ -36,11 +36,10 @@ def threads_type(value):
         Naming the value and the allowed ones: argparse shows only this type's message
         as the error line (for a ValueError it would say just "invalid value").
     """
-    from ..cli import _resolve_threads
-    from ..run_setup import RunSetupError
+    from ..run_setup import RunSetupError, resolve_threads
 
     try:
-        return _resolve_threads(value)
+        return resolve_threads(value)
     except RunSetupError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
