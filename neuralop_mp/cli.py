@@ -352,7 +352,7 @@ def train_command(argv):
     from .train_pipeline import run_training
     from .train_report import format_summary
     from .training import distributed
-    from .training.checkpointing import CheckpointError
+    from .training.checkpointing import CheckpointError, CheckpointWriteError
 
     from .train_pipeline import default_output_dir
 
@@ -364,6 +364,11 @@ def train_command(argv):
                               command_flags={"threads": flags.get("--threads"), "cpu_allocator": cpu_allocator})
     except (RunSetupError, CheckpointError) as error:  # a CheckpointError names the file (--resume's)
         return _error(str(error), "train")
+    except CheckpointWriteError as error:  # a full disk while saving: the previous checkpoint is kept
+        print(file=sys.stderr)  # after the progress bar's line, as for Ctrl-C
+        print(_interrupted_message(out, given_now if resume is not None else (), stopped=f"error: {error}; stopped"),
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C: what is kept and how to go on, not the traceback of where it stopped
         print(file=sys.stderr)
         print(_interrupted_message(out, given_now if resume is not None else ()), file=sys.stderr)
@@ -421,10 +426,11 @@ def _check_resume_model(resume, config, saved, given):
             "or start a new run.")
 
 
-def _interrupted_message(out, again=()):
-    """One line for a run stopped by Ctrl-C: the last epoch its checkpoint holds (read from the
-    checkpoint's manifest alone) and the command that continues it (with ``again``, the options an
-    interrupted ``--resume`` was given), or that none was saved."""
+def _interrupted_message(out, again=(), stopped="interrupted"):
+    """One line for a run stopped by Ctrl-C (or, ``stopped`` saying why, by a checkpoint that could
+    not be written): the last epoch its checkpoint holds (read from the checkpoint's manifest alone)
+    and the command that continues it (with ``again``, the options an interrupted ``--resume`` was
+    given), or that none was saved."""
     import warnings
 
     from .run_folder import CHECKPOINT_DIR
@@ -440,8 +446,8 @@ def _interrupted_message(out, again=()):
     except (CheckpointError, OSError, AttributeError, RuntimeError, ValueError):  # nothing (readable) saved
         pass
     if epoch is None:
-        return f"{PROG} train: interrupted before any epoch was saved in {out}: nothing to resume; run the command again."
-    return (f"{PROG} train: interrupted; {out / CHECKPOINT_DIR} holds epoch {epoch}, the last saved. "
+        return f"{PROG} train: {stopped} before any epoch was saved in {out}: nothing to resume; run the command again."
+    return (f"{PROG} train: {stopped}; {out / CHECKPOINT_DIR} holds epoch {epoch}, the last saved. "
             f"Continue with: {PROG} train --resume {shlex.join([str(out), *again])}")
 
 

@@ -289,6 +289,46 @@ def check_best_metric_resolution(data):
             "data.test_resolutions or train without --save_best.")
 
 
+def checkpoint_to_resume(out, checkpoint_dir):
+    """The checkpoint folder ``--resume`` of the run folder ``out`` continues from:
+    ``checkpoint_dir``, or ``{checkpoint_dir}.old`` (with a warning) where a crash came
+    between the two renames of a save
+    (:func:`~neuralop_mp.training.checkpointing.resolve_checkpoint_dir`).
+
+    Raises
+    ------
+    RunSetupError
+        When there is neither (no epoch saved yet, or no run folder written).
+    CheckpointError
+        When it lacks ``precision_state.pt``, which every checkpoint of this pipeline holds:
+        without the epoch it records, the trainer would train every epoch again from the
+        loaded weights (a folder of upstream's ``Trainer``, which resumes from its
+        manifest's epoch, is never a run folder's checkpoint).
+    """
+    from .run_folder import CHECKPOINT_DIR
+    from .training.checkpointing import (MANIFEST_FILE, PRECISION_STATE_FILE, CheckpointError,
+                                         resolve_checkpoint_dir)
+
+    folder = None
+    if checkpoint_dir is not None:  # None: no run folder written (write=False)
+        try:
+            folder = resolve_checkpoint_dir(checkpoint_dir)
+        except CheckpointError:  # neither the folder nor its .old
+            pass
+    if folder is None:
+        raise RunSetupError(f"Nothing to resume in {out}: it has no {CHECKPOINT_DIR}/ folder "
+                            "(a run writes one after its first epoch).")
+    missing = [name for name in (PRECISION_STATE_FILE, MANIFEST_FILE) if not (folder / name).is_file()]
+    if PRECISION_STATE_FILE in missing:
+        listed = " and ".join(str(folder / name) for name in missing)
+        raise CheckpointError(
+            f"Cannot resume {folder}: {listed} {'is' if len(missing) == 1 else 'are'} missing. Every checkpoint of "
+            f"neuralop-mp train holds {PRECISION_STATE_FILE} (the epoch to continue from, the history, loss scale "
+            "and RNG state); without it the run would train every epoch again from epoch 0. Restore the file, or "
+            "start a new run.")
+    return folder
+
+
 def _setup_error(step, error):
     """A bad input found while setting the run up, as a one-line :class:`RunSetupError`."""
     if isinstance(error, RunSetupError):
@@ -316,7 +356,9 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         Receives the pipeline's progress messages (``print`` by default).
     resume : bool
         Continue the run in the output folder from its ``checkpoint/`` (the epoch after
-        the last one saved); the result is bitwise the one of an uninterrupted run on CPU.
+        the last one saved; ``checkpoint.old`` where a crash came between the two renames
+        of a save, :func:`checkpoint_to_resume`); the result is bitwise the one of an
+        uninterrupted run on CPU.
     save_best : bool
         Also write ``best_model_*``: the model with the lowest test L2 at the training
         resolution over the evaluated epochs.
@@ -351,11 +393,19 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     RunSetupError
         Before any data is loaded or generated, for an unavailable device, an
         unwritable output folder, ``save_best`` without a test at the training
-        resolution or ``opt.update_in_backward`` under torchrun with several ranks
-        (before anything is written); while loading data, for missing files that are
-        not to be generated (with the command that generates them); when the checkpoint is read,
+        resolution, ``opt.update_in_backward`` under torchrun with several ranks
+        (before anything is written) or a ``resume`` without a checkpoint folder; while
+        loading data, for missing files that are not to be generated (with the command
+        that generates them); when the checkpoint is read,
         before anything is loaded or trained, for a ``resume`` whose optimizer or
         scheduler settings differ from the checkpoint's (:func:`check_resume_settings`).
+    CheckpointError
+        For a ``resume`` from a checkpoint folder without ``precision_state.pt``, before any
+        data is loaded (:func:`checkpoint_to_resume`), or one refused when it is read
+        (naming the file).
+    CheckpointWriteError
+        An ``OSError`` naming the file, for a checkpoint that could not be written (a full
+        disk); the previous checkpoint is kept.
     """
     from .configs import config_to_dict
     from .configs.validation import validated_precision_policy
@@ -386,9 +436,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     # every rank reads the same run folder (resume); only rank 0 writes into it
     out = Path(output_dir or config.output_dir or default_output_dir(config)) if write else None
     checkpoint_dir = out / CHECKPOINT_DIR if write else None
-    if resume and not (write and checkpoint_dir.is_dir()):
-        raise RunSetupError(f"Nothing to resume in {out}: it has no {CHECKPOINT_DIR}/ folder "
-                            "(a run writes one after its first epoch).")
+    # the folder a resume reads: checkpoint/, or checkpoint.old after a crash between a save's renames
+    resume_dir = checkpoint_to_resume(out, checkpoint_dir if write else None) if resume else None
     if save_best:
         check_best_metric_resolution(config.data)
     if write and is_writer:
@@ -448,7 +497,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         f"[neuralop-mp] {type(model).__name__} with {parameters_text(parameter_counts(model))} parameters, "
         f"{len(train_loader.dataset)} training samples at {config.data.train_resolution}, "
         f"precision schedule {schedule}, optimizer {type(optimizer).__name__}, on {device}, "
-        f"{config.opt.n_epochs} epochs" + (f", resuming from {checkpoint_dir}" if resume else "")
+        f"{config.opt.n_epochs} epochs" + (f", resuming from {resume_dir}" if resume else "")
     )
 
     train_start = time.perf_counter()
@@ -464,7 +513,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             eval_losses=eval_losses,
             save_every=1 if write else None,
             save_dir=checkpoint_dir or "./ckpt",
-            resume_from_dir=checkpoint_dir if resume else None,
+            resume_from_dir=resume_dir,
         )
     train_time = time.perf_counter() - train_start
     half_dtype = policy.half_torch_dtype(device)
@@ -475,6 +524,10 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     sizes = [config.data.train_resolution, *test_loaders]
     for phase in phases:
         phase["ran_as"] = precision_as_run(phase["mode"], half_dtype, device, sizes)
+    forward_reports = {"product_paths": summarize_product_paths(model),
+                       "pointwise_work": describe_pointwise_tiles(model)}
+    if resume and write and trainer.start_epoch >= trainer.n_epochs:  # a finished run: no forward ran
+        forward_reports.update(_previous_forward_reports(out))
 
     result = {
         "config_name": config.name,
@@ -499,13 +552,13 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             "autocast_scope": (f"{policy.autocast_scope} "
                                f"({resolve_autocast_scope(policy.autocast_scope, device.type)})"),
             # the kernel each spectral layer chose on this device in the last forward (evaluation)
-            "product_paths": summarize_product_paths(model),
+            "product_paths": forward_reports["product_paths"],
             "auto_decision": auto_decision,
             # "auto" under a schedule: each phase's re-check (per-epoch decisions are in the history)
             "auto_rechecks": list(getattr(trainer, "auto_decisions", [])) if auto_phases else None,
         },
         # the pointwise work in tiles of grid points on CPU (neuralop_mp.models.pointwise_tiles)
-        "pointwise_work": describe_pointwise_tiles(model),
+        "pointwise_work": forward_reports["pointwise_work"],
         "skipped_steps": sum(int(h.get("skipped_steps") or 0) for h in history),
         "memory": memory_figures(model, optimizer, history),
         "history": history,
@@ -526,6 +579,25 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             **({"best_model": str(best_file)} if save_best and best_file.is_file() else {})})
     result["model_object"] = model
     return result
+
+
+def _previous_forward_reports(out):
+    """``product_paths`` and ``pointwise_work`` of the run folder ``out``'s ``results.json`` (those
+    it holds; ``{}`` for none or an unreadable file). A finished run resumed trains nothing and
+    takes its metrics from the history, so no forward runs that these could describe; the
+    previous results describe the forward the metrics come from, which evaluating again just
+    for them would repeat."""
+    from .run_folder import read_results
+
+    try:
+        previous = read_results(out)
+    except (OSError, ValueError):  # unreadable: reported as this process saw it
+        previous = None
+    if not isinstance(previous, dict):
+        return {}
+    reports = {"product_paths": (previous.get("precision") or {}).get("product_paths"),
+               "pointwise_work": previous.get("pointwise_work")}
+    return {key: value for key, value in reports.items() if value is not None}
 
 
 # the optimizer's parameter-group settings and the scheduler's attributes that config keys set:

@@ -8,7 +8,9 @@ history, RNG state). Upstream's ``load_training_state`` reads it as is.
 Crash safety: the folder is written under a temporary sibling name
 (``{folder}.tmp``) and renamed into place once every file is on disk, so a
 crash while writing leaves the previous checkpoint untouched (or, between the
-two renames, under ``{folder}.old``, which resume then uses with a warning).
+two renames, under ``{folder}.old``, which resume then uses with a warning). A write
+that fails (a full disk) removes the partial ``{folder}.tmp`` and raises
+:class:`CheckpointWriteError` naming the file.
 
 Verification (:func:`verify_checkpoint`) runs before anything is loaded: the
 manifest records ``format_version``, the epoch and, per file, its size and
@@ -51,6 +53,15 @@ _STATE_FILES = ("optimizer", "scheduler", "regularizer")
 
 class CheckpointError(RuntimeError):
     """A checkpoint folder that cannot be resumed from safely (the message names the file)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (a full disk, a lost mount): the previous one is
+    kept. ``filename`` is the file (or folder) being written, ``errno`` the error's (None where
+    torch's writer reported it: it raises a RuntimeError on a full disk)."""
+
+    def __str__(self):  # the message alone: OSError's would be "[Errno N] None: 'filename'"
+        return str(self.args[0])
 
 
 def plain_state_dict(model):
@@ -135,9 +146,6 @@ def save_training_files(save_dir, save_name, model, optimizer=None, scheduler=No
     """
     save_dir = Path(save_dir)
     tmp_dir, old_dir = _temporary_and_old(save_dir)
-    if tmp_dir.exists():  # left by a crash during an earlier write: never complete
-        shutil.rmtree(tmp_dir)
-    tmp_dir.mkdir(parents=True)
     objects = {"model": (f"{save_name}{STATE_DICT_SUFFIX}", plain_state_dict(model))}
     for name, obj in zip(_STATE_FILES, (optimizer, scheduler, regularizer)):
         if obj is not None:
@@ -152,22 +160,46 @@ def save_training_files(save_dir, save_name, model, optimizer=None, scheduler=No
     manifest = {"format_version": FORMAT_VERSION, "epoch": epoch, "files": {},
                 "classes": {name: type(obj).__name__
                             for name, obj in zip(_STATE_FILES, (optimizer, scheduler, regularizer)) if obj is not None}}
-    for role, (filename, payload) in objects.items():
-        path = tmp_dir / filename
-        torch.save(payload, path)
-        manifest[role] = filename  # upstream's manifest keys
-        manifest["files"][filename] = {"size": path.stat().st_size, "sha256": file_digest(path), "epoch": epoch}
-    torch.save(manifest, tmp_dir / MANIFEST_FILE)
-    _fsync_folder(tmp_dir)
+    path = tmp_dir  # what is being written, for the message of a write that fails
+    try:
+        if tmp_dir.exists():  # left by a crash during an earlier write: never complete
+            shutil.rmtree(tmp_dir)
+        tmp_dir.mkdir(parents=True)
+        for role, (filename, payload) in objects.items():
+            path = tmp_dir / filename
+            torch.save(payload, path)
+            manifest[role] = filename  # upstream's manifest keys
+            manifest["files"][filename] = {"size": path.stat().st_size, "sha256": file_digest(path), "epoch": epoch}
+        path = tmp_dir / MANIFEST_FILE
+        torch.save(manifest, path)
+        path = tmp_dir
+        _fsync_folder(tmp_dir)
+    # RuntimeError: torch.save's writer reports a full disk so; nothing else here raises one
+    except (OSError, RuntimeError) as err:
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # incomplete, and save_dir not touched yet
+        raise _write_error(path, err) from err
     if save_dir.exists():
         _check_replaceable(save_dir)
-        if old_dir.exists():
-            shutil.rmtree(old_dir)
-        os.replace(save_dir, old_dir)
-    os.replace(tmp_dir, save_dir)
+    try:  # a failed rename leaves save_dir, or else old_dir (resolve_checkpoint_dir), complete
+        if save_dir.exists():
+            path = old_dir
+            if old_dir.exists():
+                shutil.rmtree(old_dir)
+            os.replace(save_dir, old_dir)
+        path = save_dir
+        os.replace(tmp_dir, save_dir)
+    except OSError as err:
+        raise _write_error(path, err) from err
     if old_dir.exists():
         shutil.rmtree(old_dir)
     return manifest
+
+
+def _write_error(path, err):
+    """The :class:`CheckpointWriteError` of ``err``, raised while writing ``path``."""
+    error = CheckpointWriteError(f"could not write the checkpoint file {path} ({err})")
+    error.errno, error.filename = getattr(err, "errno", None), str(path)
+    return error
 
 
 def _fsync_folder(folder):
@@ -240,8 +272,9 @@ def resolve_checkpoint_dir(save_dir):
 
 
 def verify_checkpoint(save_dir, require=(), return_model_state=False):
-    """Check a checkpoint folder completely, loading no state (but the model file of a
-    checkpoint without checksums, whose only check is that it reads).
+    """Check a checkpoint folder completely, loading no state (but the model file and
+    ``precision_state.pt`` of a checkpoint without checksums, whose only check is that
+    they read).
 
     Parameters
     ----------
@@ -251,8 +284,7 @@ def verify_checkpoint(save_dir, require=(), return_model_state=False):
         needs: a checkpoint without them would silently start them fresh.
     return_model_state : bool, default False
         Also return the model state dict read to check a checkpoint without checksums
-        (None where it was not read), for a caller that needs it (:func:`load_training_files`):
-        the file is then read once.
+        (None where it was not read), for a caller that needs it.
 
     Returns
     -------
@@ -266,21 +298,35 @@ def verify_checkpoint(save_dir, require=(), return_model_state=False):
     CheckpointError
         Naming the file and what is wrong with it.
     """
+    manifest, read = _verify(save_dir, require)
+    return (manifest, read["model"]) if return_model_state else manifest
+
+
+def _verify(save_dir, require):
+    """:func:`verify_checkpoint`, returning also the files it read (``{"model": ..., "precision_state":
+    ...}``, None where not read) for :func:`load_training_files`, which then reads each file once."""
     save_dir = Path(save_dir)
     save_name = checkpoint_name(save_dir)
-    manifest_path = save_dir / MANIFEST_FILE
+    manifest_path, state_path = save_dir / MANIFEST_FILE, save_dir / PRECISION_STATE_FILE
     manifest = load_weights_only(manifest_path) if manifest_path.exists() else {}
-    model_state = None
+    read = {"model": None, "precision_state": None}
     if not isinstance(manifest, dict):
         raise CheckpointError(f"{manifest_path} does not hold a manifest dict (got {type(manifest).__name__}).")
-    ours = (save_dir / PRECISION_STATE_FILE).exists() or "format_version" in manifest
-    version = manifest.get("format_version", 1 if ours else None)
+    files = manifest.get("files")
+    if files is None and state_path.exists():  # no checksums: its only check is that it reads
+        read["precision_state"] = load_weights_only(state_path)
+    ours = state_path.exists() or "format_version" in manifest
+    # the manifest's version, else precision_state.pt's (which records it too), else 1 for ours
+    version, version_path = manifest.get("format_version"), manifest_path
+    if version is None and isinstance(read["precision_state"], dict):
+        version, version_path = read["precision_state"].get("format_version"), state_path
+    if version is None and ours:
+        version = 1
     if version is not None and version not in READABLE_FORMAT_VERSIONS:
         raise CheckpointError(
-            f"{manifest_path} has format_version={version!r}; this version of neuralop_mp reads "
+            f"{version_path} has format_version={version!r}; this version of neuralop_mp reads "
             f"{list(READABLE_FORMAT_VERSIONS)}. It was written by a newer neuralop_mp: upgrade to resume it."
         )
-    files = manifest.get("files")
     if files is not None:
         for filename, entry in files.items():
             path = save_dir / filename
@@ -298,16 +344,24 @@ def verify_checkpoint(save_dir, require=(), return_model_state=False):
         if f"{save_name}{STATE_DICT_SUFFIX}" not in files:
             raise CheckpointError(f"{save_dir / (save_name + STATE_DICT_SUFFIX)} is not listed in {manifest_path}.")
     else:
-        if ours:
+        if ours and version >= 2:
+            # warned, not refused: precision_state.pt still holds the epoch, history and RNG state, so the
+            # resume continues exactly; only the check against the checksums is lost
+            warnings.warn(
+                f"{manifest_path} {'lists no files' if manifest_path.exists() else 'is missing'}, though "
+                f"{version_path} records format_version {version}, whose manifest lists every file's size and "
+                "SHA-256: the checkpoint cannot be verified, only read (as a format-1 checkpoint).",
+                RuntimeWarning, stacklevel=3)
+        elif ours:
             warnings.warn(f"{save_dir} is a format-1 checkpoint without file checksums; it cannot be verified.",
                           RuntimeWarning, stacklevel=3)
-        model_state = load_weights_only(save_dir / f"{save_name}{STATE_DICT_SUFFIX}")  # no checksum: readable
+        read["model"] = load_weights_only(save_dir / f"{save_name}{STATE_DICT_SUFFIX}")  # no checksum: readable
     for role in require:
         if not (save_dir / f"{role}.pt").exists():
             raise CheckpointError(
                 f"{save_dir / (role + '.pt')} is missing: resuming would start the {role} from scratch. "
                 f"Pass {role}=None to resume without it, or use a complete checkpoint.")
-    return (manifest, model_state) if return_model_state else manifest
+    return manifest, read
 
 
 def check_model_state(model, state, path):
@@ -451,14 +505,14 @@ def load_training_files(save_dir, model, optimizer=None, scheduler=None, regular
     save_dir = resolve_checkpoint_dir(save_dir)
     objects = dict(zip(_STATE_FILES, (optimizer, scheduler, regularizer)))
     # a model file read by the check (no checksums) is not read again below
-    manifest, model_state = verify_checkpoint(save_dir, require=[r for r, o in objects.items() if o is not None],
-                                              return_model_state=True)
+    manifest, read = _verify(save_dir, [r for r, o in objects.items() if o is not None])
+    model_state, precision_state = read["model"], read["precision_state"]
     save_name = checkpoint_name(save_dir)
     model_path = save_dir / f"{save_name}{STATE_DICT_SUFFIX}"
-    precision_state = None
     state_path = save_dir / PRECISION_STATE_FILE
     if state_path.exists():
-        precision_state = load_weights_only(state_path)
+        if precision_state is None:
+            precision_state = load_weights_only(state_path)
         version = precision_state.get("format_version")
         if version not in READABLE_FORMAT_VERSIONS:
             raise CheckpointError(f"{state_path} has format_version={version!r}; readable: "

@@ -289,6 +289,13 @@ class TrainingStateCheckpoints:
             next_epoch = state["next_epoch"]
         elif manifest.get("epoch") is not None:
             next_epoch = manifest["epoch"] + 1
+        elif distributed.rank() == 0:  # every rank resumes alike: rank 0 alone says it
+            # upstream's Trainer records the epoch in its manifest: a folder without either file lost them
+            warnings.warn(
+                f"{save_dir} records no epoch (no {checkpointing.PRECISION_STATE_FILE}, no epoch in a "
+                f"{checkpointing.MANIFEST_FILE}): its weights and states are loaded, but the history, loss scale "
+                f"and RNG state are not, and training starts again at epoch {self.start_epoch} of "
+                f"{self.n_epochs}.", RuntimeWarning, stacklevel=2)
         if next_epoch is not None and next_epoch > self.start_epoch:
             self.start_epoch = next_epoch
             if self.verbose:
