@@ -349,15 +349,19 @@ def train_command(argv):
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
         return _config_error(error, "train", spec)
 
-    from .train_pipeline import run_training
+    from .train_pipeline import output_dir_for, run_training
     from .train_report import format_summary
     from .training import distributed
     from .training.checkpointing import CheckpointError, CheckpointWriteError
 
-    from .train_pipeline import default_output_dir
-
-    # the run folder, known here for the message of an interrupted run
-    out = Path(config.output_dir or default_output_dir(config))
+    # the run folder, known here for the messages of an interrupted run: a default one is claimed now (by
+    # the process that writes, torchrun's rank 0), so they name the one this run took; left empty (a run
+    # refused or stopped before it wrote anything), it is removed again
+    claimed = resume is None and not config.output_dir and os.environ.get("RANK", "0") == "0"
+    try:
+        out = output_dir_for(config, claim=claimed)
+    except RunSetupError as error:  # the folder of the default one is not writable
+        return _error(str(error), "train")
     try:
         result = run_training(config, progress=True, output_dir=out, resume=resume is not None,
                               save_best=save_best, threads=threads, command=command, cpu_allocator=cpu_allocator,
@@ -373,6 +377,9 @@ def train_command(argv):
         print(file=sys.stderr)
         print(_interrupted_message(out, given_now if resume is not None else ()), file=sys.stderr)
         return 130
+    finally:
+        if claimed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
     if distributed.rank() == 0:  # under torchrun every rank has the result; rank 0 alone prints it
         print()
         print(format_summary(result))
@@ -424,6 +431,55 @@ def _check_resume_model(resume, config, saved, given):
             "checkpoint holds "
             "the saved model's weights. Resume without these overrides (the precision keys may change), "
             "or start a new run.")
+    _check_resume_rank(resume, config)
+
+
+def _check_resume_rank(resume, config):
+    """Refuse a resume whose factorized ``model.rank`` is the number the run was saved with but not
+    its kind: a float is a fraction of the full rank, an int the rank itself (``1.0`` and ``1`` are
+    different models). A run recorded ``--model.rank 1`` when the key read every number as a
+    float; read now as the int 1, its weights would not fit, failing after the data load.
+
+    The kind is read from the constructor arguments the run folder's model files record
+    (``model_metadata.pkl``, else ``best_model_metadata.pkl``): ``checkpoint/`` holds weights
+    only, so a run stopped before its end without ``--save_best`` is not checked here.
+
+    Raises
+    ------
+    ValueError
+        Naming the rank saved and the one given, and the override that resumes the run.
+    """
+    from .vocabulary import none_if_null
+
+    rank = getattr(config.model, "rank", None)
+    if none_if_null(getattr(config.model, "factorization", None)) is None or isinstance(rank, (bool, type(None))):
+        return
+    saved = _saved_model_arguments(resume).get("rank")
+    if isinstance(saved, (int, float)) and not isinstance(saved, bool) and saved == rank and \
+            type(saved) is not type(rank):
+        def kind(value):
+            return "a fraction of the full rank" if isinstance(value, float) else "the rank itself"
+
+        raise ValueError(
+            f"Cannot resume {resume}: it was saved with model.rank={saved!r} ({kind(saved)}), and model.rank now "
+            f"reads {rank!r} ({kind(rank)}), a model whose weights do not fit the checkpoint's (a run recorded "
+            f"when every model.rank was read as a float). Resume with --model.rank {saved!r}.")
+
+
+def _saved_model_arguments(run_dir):
+    """The constructor arguments recorded beside the run folder's final model, else its best
+    model (``{}`` where there is neither, or none that reads: the load that needs it says why)."""
+    from .models.checkpoints import read_checkpoint_metadata
+    from .run_folder import BEST_MODEL, FINAL_MODEL
+
+    for name in (FINAL_MODEL, BEST_MODEL):
+        try:
+            arguments = read_checkpoint_metadata(run_dir, name)
+        except Exception:  # missing or damaged (a pickle fails in many ways): not this check's to report
+            continue
+        if isinstance(arguments, dict):
+            return arguments
+    return {}
 
 
 def _interrupted_message(out, again=(), stopped="interrupted"):

@@ -138,6 +138,15 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
     return model, model_precision(model)
 
 
+def run_files(folder):
+    """The files of ``folder`` that make it a run folder of ``neuralop-mp train`` (``command.json``,
+    ``checkpoint/`` or the ``checkpoint.old`` a crashed save leaves, ``results.json``), as names;
+    empty for a folder that holds no run (missing, empty, or other files only)."""
+    folder = Path(folder)
+    return [name for name in (COMMAND_FILE, CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old", RESULTS_FILE)
+            if (folder / name).exists()]
+
+
 def read_results(run_dir):
     """The ``results.json`` of a run folder, or None when there is none."""
     path = Path(run_dir) / RESULTS_FILE

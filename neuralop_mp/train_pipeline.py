@@ -24,6 +24,7 @@ resolution and writes ``results.json`` and ``loss_curve.png``
 (:mod:`neuralop_mp.train_report`). ``neuralop-mp train`` is a thin shell around it.
 """
 import inspect
+import os
 import time
 import warnings
 from contextlib import contextmanager
@@ -228,6 +229,57 @@ def default_output_dir(config, now=None):
     return Path("runs") / f"{config.name}-{stamp}"
 
 
+def output_dir_for(config, output_dir=None, *, claim=True, now=None):
+    """The run folder of a run, as an absolute path (printed and recorded, it must be found from
+    any folder): ``output_dir``, else ``config.output_dir``, else :func:`default_output_dir`.
+
+    A default folder is claimed for this run (``claim``): created now, and where another run took
+    that name already (two runs started in the same second) the first free one of ``NAME-2``,
+    ``NAME-3``, ...; a creation that fails when the name exists is what makes the claim atomic.
+    ``claim=False`` (a process that writes nothing, a resume) only names it.
+
+    Raises
+    ------
+    RunSetupError
+        When the folder of the default one cannot be written (:func:`check_writable`).
+    """
+    explicit = output_dir or config.output_dir
+    if explicit:
+        return Path(os.path.expanduser(str(explicit))).absolute()
+    base = default_output_dir(config, now).absolute()
+    if not claim:
+        return base
+    check_writable(base.parent)
+    suffix = 1
+    while True:
+        folder = base if suffix == 1 else base.with_name(f"{base.name}-{suffix}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            suffix += 1
+
+
+def check_new_run_folder(out):
+    """Refuse a new run (not a resume) into ``out`` when it holds a run already
+    (:func:`~neuralop_mp.run_folder.run_files`): its files would be replaced one by one and the
+    rest (a ``best_model_*`` the new run does not write) left beside the new run's.
+
+    Raises
+    ------
+    RunSetupError
+        Naming the folder, what it holds, and the two ways on: resume it, or another folder.
+    """
+    from .run_folder import run_files
+
+    found = run_files(out)
+    if found:
+        raise RunSetupError(
+            f"Output folder {str(out)!r} already holds a run ({', '.join(found)}); a new run would overwrite "
+            f"it and leave its other files beside the new ones. Continue that run with --resume {out}, or "
+            "give the new run another folder with --output_dir.")
+
+
 def tensor_bytes(obj):
     """Bytes of every tensor in a (nested) dict / list / tuple, e.g. optimizer state."""
     if isinstance(obj, torch.Tensor):
@@ -329,6 +381,43 @@ def checkpoint_to_resume(out, checkpoint_dir):
     return folder
 
 
+def check_update_in_backward_scaling(config, policy, device):
+    """Refuse ``opt.update_in_backward`` in a run whose loss the trainer would scale because it
+    computes in float16 on ``device``: ``opt.loss_scaling`` "auto" turns scaling on for a phase
+    in half or mixed precision (or autocast) when ``model.half_dtype`` resolves to float16 there
+    (float16 itself, or "auto" on CUDA), and the trainer then refuses update in backward, after
+    the data are loaded. Refused here, before the data load and before anything is written, by
+    the trainer's own check, naming the keys.
+
+    Complex32 spectral weights turn scaling on whatever the device: that case is refused by the
+    config's validation (``configs.validation._check_update_in_backward_weights``), which needs no
+    device. A run in "auto" precision without a schedule is decided from its first batches: the
+    trainer checks it then.
+
+    Raises
+    ------
+    RunSetupError
+    """
+    from .optim.update_in_backward import check_update_in_backward_settings
+
+    opt = config.opt
+    if not build_steps.trainer_memory_kwargs(getattr(opt, "update_in_backward", None)).get("update_in_backward"):
+        return
+    if str(opt.loss_scaling) != "auto" or policy.half_torch_dtype(device) != torch.float16:
+        return  # "dynamic" is refused by the config's validation; "none" scales nothing
+    if policy.fno_block_precision == "auto" and build_steps.parse_precision_schedule(opt.precision_schedule) is None:
+        return
+    schedule = build_schedule(config, policy)
+    if not schedule.uses_half:  # full precision throughout: nothing in float16
+        return
+    try:
+        check_update_in_backward_settings(loss_scaling=opt.loss_scaling, prefix="opt.")
+    except ValueError as error:
+        raise RunSetupError(
+            f"{error} With model.half_dtype={policy.half_dtype!r} (float16 on {device.type}) and the precision "
+            f"schedule {str(schedule)!r}, opt.loss_scaling='auto' scales the loss.") from None
+
+
 def _setup_error(step, error):
     """A bad input found while setting the run up, as a one-line :class:`RunSetupError`."""
     if isinstance(error, RunSetupError):
@@ -347,7 +436,10 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     progress : bool
         Progress bars for data generation and training epochs.
     output_dir : str or Path, optional
-        Overrides ``config.output_dir``; default ``./runs/<name>-<timestamp>``.
+        Overrides ``config.output_dir``; default ``./runs/<name>-<timestamp>``, claimed for this
+        run (``-2``, ``-3``, ... where another run took that name: :func:`output_dir_for`).
+        Recorded and returned as an absolute path. A new run (not ``resume``) refuses a
+        folder that holds a run already (:func:`check_new_run_folder`).
     write : bool
         Write the run folder: ``results.json``, ``loss_curve.png``, the final model
         (upstream's ``save_checkpoint`` format, :mod:`neuralop_mp.run_folder`) and the
@@ -358,7 +450,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         Continue the run in the output folder from its ``checkpoint/`` (the epoch after
         the last one saved; ``checkpoint.old`` where a crash came between the two renames
         of a save, :func:`checkpoint_to_resume`); the result is bitwise the one of an
-        uninterrupted run on CPU.
+        uninterrupted run on CPU. A run that had no epoch left trains nothing and says so
+        through ``log``.
     save_best : bool
         Also write ``best_model_*``: the model with the lowest test L2 at the training
         resolution over the evaluated epochs.
@@ -392,9 +485,11 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     ------
     RunSetupError
         Before any data is loaded or generated, for an unavailable device, an
-        unwritable output folder, ``save_best`` without a test at the training
-        resolution, ``opt.update_in_backward`` under torchrun with several ranks
-        (before anything is written) or a ``resume`` without a checkpoint folder; while
+        unwritable output folder, a new run into a folder that holds a run, ``save_best``
+        without a test at the training resolution, ``opt.update_in_backward`` under
+        torchrun with several ranks or with "auto" loss scaling of a float16 run (both
+        before anything is written: :func:`check_update_in_backward_scaling`) or a
+        ``resume`` without a checkpoint folder; while
         loading data, for missing files that are not to be generated (with the command
         that generates them); when the checkpoint is read,
         before anything is loaded or trained, for a ``resume`` whose optimizer or
@@ -424,6 +519,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         memory_kwargs = build_steps.trainer_memory_kwargs(getattr(config.opt, "update_in_backward", None))
         check_update_in_backward_launch(memory_kwargs.get("update_in_backward", False), "opt.update_in_backward")
         device = distributed.init_from_env("nccl" if device.type == "cuda" else "gloo")
+    check_update_in_backward_scaling(config, policy, device)
     is_writer = distributed.rank() == 0
     allocator = None
     if device.type == "cpu" and cpu_allocator is not None:  # before anything is written
@@ -433,14 +529,16 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             raise RunSetupError(str(error)) from None
     if not is_writer:
         progress, log = False, (lambda *args, **kwargs: None)
-    # every rank reads the same run folder (resume); only rank 0 writes into it
-    out = Path(output_dir or config.output_dir or default_output_dir(config)) if write else None
+    if save_best:  # before a default folder is claimed: a refused run leaves none
+        check_best_metric_resolution(config.data)
+    # every rank reads the same run folder (resume); only rank 0 writes into it, and claims a default one
+    out = output_dir_for(config, output_dir, claim=is_writer and not resume) if write else None
     checkpoint_dir = out / CHECKPOINT_DIR if write else None
     # the folder a resume reads: checkpoint/, or checkpoint.old after a crash between a save's renames
     resume_dir = checkpoint_to_resume(out, checkpoint_dir if write else None) if resume else None
-    if save_best:
-        check_best_metric_resolution(config.data)
     if write and is_writer:
+        if not resume:
+            check_new_run_folder(out)
         check_writable(out)
         if command is not None and not resume:
             write_command(out, *command, save_best=bool(save_best), **(command_flags or {}))
@@ -502,7 +600,9 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
 
     train_start = time.perf_counter()
     with _resume_command(trainer, out, command, record_resume, save_best=bool(save_best),
-                         **(command_flags or {})):
+                         **(command_flags or {})), warnings.catch_warnings():
+        # the trainer's warning for a finished run, said below as a line of the run's log instead
+        warnings.filterwarnings("ignore", message=_FINISHED_RUN_WARNING)
         trainer.train(
             train_loader=train_loader,
             test_loaders=test_loaders,
@@ -516,6 +616,9 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             resume_from_dir=resume_dir,
         )
     train_time = time.perf_counter() - train_start
+    if resume and trainer.start_epoch >= trainer.n_epochs:
+        log(f"[neuralop-mp] {resume_dir} already finished all {trainer.n_epochs} epochs; nothing to train "
+            f"(resume with --opt.n_epochs N, N > {trainer.n_epochs}, to train more)")
     half_dtype = policy.half_torch_dtype(device)
     history = list(getattr(trainer, "history", []))
     metrics = evaluate_final(trainer, test_loaders, eval_losses)
@@ -579,6 +682,10 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             **({"best_model": str(best_file)} if save_best and best_file.is_file() else {})})
     result["model_object"] = model
     return result
+
+
+# the start of MixedPrecisionTrainer.train's warning for a resumed run with no epoch left
+_FINISHED_RUN_WARNING = "The checkpoint in .* already finished all"
 
 
 def _previous_forward_reports(out):

@@ -60,17 +60,24 @@ def count_loads(monkeypatch):
     return loads
 
 
-@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "no-manifest"])
+# the warning for a format-2 checkpoint whose manifest is gone or lists no files: it names the
+# manifest and the format its folder records, and that the checkpoint is read unverified
+LOST_MANIFEST = (r"manifest\.pt {}, though .+\.pt records format_version 2, whose manifest lists "
+                 r"every file's size and SHA-256: the checkpoint cannot be verified, only read")
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "manifest-lost"])
 def test_a_resume_reads_each_checkpoint_file_once(four_samples, monkeypatch, tmp_path, manifest):
     """The settings check reads no file of its own: it runs on the states the trainer's resume read.
-    Without a manifest (no checksums: upstream's checkpoints, our format 1) the model file, whose
-    only check is that it reads, is read once too (the check read it and then the resume)."""
+    A format-2 checkpoint that lost its manifest (no checksums) is resumed with a warning naming the
+    missing manifest, and its model file, whose only check is then that it reads, is read once too
+    (the check read it and then the resume)."""
     out = tmp_path / "run"
     train(out, 1)
     if not manifest:
         (out / CHECKPOINT_DIR / MANIFEST_FILE).unlink()
     loads = count_loads(monkeypatch)
-    with pytest.warns(RuntimeWarning, match="format-1") if not manifest else nullcontext():
+    with pytest.warns(RuntimeWarning, match=LOST_MANIFEST.format("is missing")) if not manifest else nullcontext():
         result = train(out, 2, resume=True)
     assert [h["epoch"] for h in result["history"]] == [0, 1]
     names = ("precision_state.pt", "model_state_dict.pt", "optimizer.pt", "scheduler.pt")
@@ -80,14 +87,15 @@ def test_a_resume_reads_each_checkpoint_file_once(four_samples, monkeypatch, tmp
 @pytest.mark.parametrize("checksums, message", [
     (True, r"optimizer\.pt does not match its checksum"),
     (False, r"optimizer\.pt is not a readable torch file: not a zip archive"),
-], ids=["manifest-checksums", "no-checksums"])
+], ids=["manifest-checksums", "manifest-lost-its-list"])
 def test_an_unreadable_optimizer_file_is_refused_by_name_and_the_run_folder_is_kept(four_samples, tmp_path,
                                                                                     checksums, message):
-    """Never skipped: with checksums the manifest refuses it, without them the read itself."""
+    """Never skipped: with checksums the manifest refuses it; in a format-2 checkpoint whose
+    manifest lost its file list (warned, naming the manifest), the read itself."""
     out = tmp_path / "run"
     train(out, 1)
     folder = out / CHECKPOINT_DIR
-    if not checksums:  # as a format-1 checkpoint: nothing tells a damaged file but reading it
+    if not checksums:  # no checksum left: nothing tells a damaged file but reading it
         manifest = torch.load(folder / MANIFEST_FILE, weights_only=True)
         del manifest["files"]
         torch.save(manifest, folder / MANIFEST_FILE)
@@ -95,7 +103,8 @@ def test_an_unreadable_optimizer_file_is_refused_by_name_and_the_run_folder_is_k
     (folder / "optimizer.pt").write_bytes(bytes(range(256)) * (size // 256) + b"\0" * (size % 256))
     before = folder_bytes(out)
     # resumed with another learning rate as well: the damaged file is what the resume reports
-    with pytest.warns(RuntimeWarning, match="format-1") if not checksums else nullcontext():
+    lost = pytest.warns(RuntimeWarning, match=LOST_MANIFEST.format("lists no files"))
+    with lost if not checksums else nullcontext():
         with pytest.raises(CheckpointError, match=message):
             train(out, 2, resume=True, **{"opt.learning_rate": "0.01"})
     assert folder_bytes(out) == before

@@ -1,0 +1,209 @@
+"""Which folder a ``neuralop-mp train`` run writes into, and what a run refuses before any work:
+a new run into a folder that holds a run, two runs claiming one default folder, a folder printed
+relative to a working directory the user never saw; ``opt.update_in_backward`` with "auto" loss
+scaling of a float16 run; a resume whose factorized rank changed kind (1.0 read now as 1); and a
+finished run resumed, said as a line of the run's log. Small real runs on four random 8x8 samples."""
+import json
+import warnings
+from datetime import datetime
+
+import pytest
+
+from neuralop_mp import cli
+from neuralop_mp import train_pipeline as pipeline
+from neuralop_mp.configs import load_config
+from neuralop_mp.run_setup import RunSetupError
+
+from .test_train_pipeline import TINY_RUN, _four_random_samples_as_data
+
+pytestmark = pytest.mark.reliability
+
+TINY_ARGS = [token for key, value in TINY_RUN.items() for token in (f"--{key}", value)]
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def train(*args):
+    return cli.main(["train", "darcy", "--opt.n_epochs", "1", "--threads", "1", *TINY_ARGS, *args])
+
+
+def folder_bytes(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def data_loads(monkeypatch):
+    """Four random samples as the pipeline's data; counts the loads."""
+    _four_random_samples_as_data(monkeypatch)
+    loads, load = [], pipeline.build_data
+
+    def counted(config, progress=True):
+        loads.append(config)
+        return load(config, progress=progress)
+
+    monkeypatch.setattr(pipeline, "build_data", counted)
+    return loads
+
+
+# ---------------------------------------------------------------- a folder that holds a run
+
+def test_a_new_run_into_a_folder_that_holds_a_run_is_refused_before_any_work(data_loads, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train("--output_dir", str(out), "--save_best") == 0
+    before = folder_bytes(out)
+    capsys.readouterr()
+    loads = len(data_loads)
+    assert train("--output_dir", str(out), "--model.hidden_channels", "8") == 2
+    err = capsys.readouterr().err
+    assert f"Output folder {str(out)!r} already holds a run (command.json, checkpoint, results.json)" in err
+    assert f"--resume {out}" in err and "another folder with --output_dir" in err
+    # nothing loaded, nothing written: the first run's files, its best model included, are as they were
+    assert len(data_loads) == loads
+    assert folder_bytes(out) == before
+
+
+@pytest.mark.parametrize("left", ["command.json", "checkpoint", "results.json"])
+def test_any_file_of_a_run_marks_its_folder(data_loads, tmp_path, left):
+    """A run stopped after writing its command only, or a folder with its results only: each is a run
+    (the Python API refuses it too)."""
+    out = tmp_path / "run"
+    (out / left).mkdir(parents=True) if left == "checkpoint" else (out.mkdir(), (out / left).write_text("{}"))
+    config = load_config("darcy", TINY_RUN)
+    with pytest.raises(RunSetupError, match=f"already holds a run \\({left}\\)"):
+        pipeline.run_training(config, progress=False, output_dir=out, log=quiet)
+    assert not data_loads
+
+
+def test_a_folder_without_a_run_is_trained_into(data_loads, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("kept")
+    assert train("--output_dir", str(out)) == 0
+    assert (out / "notes.txt").read_text() == "kept" and (out / "results.json").is_file()
+
+
+# ---------------------------------------------------------------- the default folder
+
+def test_two_runs_started_in_the_same_second_get_folders_of_their_own(data_loads, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    stamp, default = datetime(2026, 12, 5, 12, 0, 0), pipeline.default_output_dir
+    monkeypatch.setattr(pipeline, "default_output_dir", lambda config, now=None: default(config, stamp))
+    config = load_config("darcy", {**TINY_RUN, "opt.n_epochs": "1"})
+    folders = [pipeline.run_training(config, progress=False, log=quiet)["output_dir"] for _ in range(3)]
+    base = tmp_path / "runs" / "darcy-20261205-120000"
+    assert folders == [str(base), f"{base}-2", f"{base}-3"]
+    for folder in folders:  # each a whole run of its own
+        assert json.loads((tmp_path / folder / "results.json").read_text())["output_dir"] == folder
+
+
+def test_a_default_folder_is_claimed_once(tmp_path, monkeypatch):
+    """Claiming creates the folder: a name already taken, by a folder or a file, is never shared."""
+    monkeypatch.chdir(tmp_path)
+    config, stamp = load_config("darcy"), datetime(2026, 1, 2, 3, 4, 5)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "darcy-20260102-030405-2").write_text("a file in the way")
+    first = pipeline.output_dir_for(config, now=stamp)
+    second = pipeline.output_dir_for(config, now=stamp)
+    assert (first.name, second.name) == ("darcy-20260102-030405", "darcy-20260102-030405-3")
+    assert first.is_dir() and second.is_dir()
+    named = pipeline.output_dir_for(config, now=stamp, claim=False)  # a process that writes nothing
+    assert named == first and not (tmp_path / "runs" / "darcy-20260102-030405-4").exists()
+
+
+def test_a_run_refused_before_any_work_leaves_no_default_folder(data_loads, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert train("--save_best", "--data.test_resolutions", "[4]", "--data.n_tests", "[4]",
+                 "--data.test_batch_sizes", "[4]") == 2
+    assert "--save_best" in capsys.readouterr().err
+    assert not list((tmp_path / "runs").iterdir())
+
+
+# ---------------------------------------------------------------- the folder printed and recorded
+
+@pytest.mark.parametrize("given", [None, "rel/run"], ids=["default", "relative"])
+def test_the_output_folder_is_printed_and_recorded_as_an_absolute_path(data_loads, tmp_path, monkeypatch, capsys,
+                                                                       given):
+    monkeypatch.chdir(tmp_path)
+    assert train(*(["--output_dir", given] if given else [])) == 0
+    folder, = (tmp_path / "runs").iterdir() if given is None else [tmp_path / "rel" / "run"]
+    results = json.loads((folder / "results.json").read_text())
+    assert results["output_dir"] == str(folder) and folder.is_absolute()
+    assert all(str(path).startswith(str(folder)) for path in results["files"].values())
+    table = capsys.readouterr().out
+    assert f"| output folder              | {folder}" in table
+
+
+# ---------------------------------------------------------------- update in backward with float16
+
+FLOAT16_UPDATE = ["--opt.update_in_backward", "true", "--model.half_dtype", "float16",
+                  "--model.fno_block_precision", "mixed", "--device", "cpu"]
+
+
+def test_update_in_backward_with_auto_loss_scaling_of_a_float16_run_is_refused_before_the_data_load(
+        data_loads, tmp_path, capsys):
+    from neuralop_mp.optim.update_in_backward import check_update_in_backward_settings
+
+    out = tmp_path / "run"
+    assert train("--output_dir", str(out), *FLOAT16_UPDATE) == 2
+    err = capsys.readouterr().err
+    with pytest.raises(ValueError) as trainer_error:  # the trainer's own refusal, naming the config keys
+        check_update_in_backward_settings(loss_scaling="auto", prefix="opt.")
+    assert str(trainer_error.value) in err
+    assert "model.half_dtype='float16' (float16 on cpu)" in err and "precision schedule 'mixed'" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not data_loads and not out.exists()
+
+
+@pytest.mark.parametrize("change", [
+    ["--opt.loss_scaling", "none"], ["--model.half_dtype", "bfloat16"], ["--model.fno_block_precision", "full"],
+    ["--opt.precision_schedule", "full"],
+], ids=["no-scaling", "bfloat16", "full", "full-schedule"])
+def test_update_in_backward_without_float16_scaling_is_left_to_run(change):
+    """Where the trainer would not scale the loss, the check lets the run start (as the trainer does)."""
+    import torch
+
+    from neuralop_mp.configs.validation import validated_precision_policy
+
+    config = load_config("darcy", [*FLOAT16_UPDATE, *change])
+    pipeline.check_update_in_backward_scaling(config, validated_precision_policy(config), torch.device("cpu"))
+
+
+# ---------------------------------------------------------------- a rank that changed kind
+
+def test_a_resume_whose_recorded_rank_now_reads_as_another_kind_is_refused(data_loads, tmp_path, capsys):
+    """A run recorded ``--model.rank 1`` when every rank was a float (a fraction): read now as the
+    integer rank 1, a smaller model. Refused before the data load, with the override that resumes it."""
+    out = tmp_path / "run"
+    assert train("--output_dir", str(out), "--model.factorization", "tucker", "--model.rank", "1.0") == 0
+    command = json.loads((out / "command.json").read_text())
+    index = command["overrides"].index("--model.rank")
+    assert command["overrides"][index + 1] == "1.0"
+    command["overrides"][index + 1] = "1"  # as a record written before ranks kept their type
+    (out / "command.json").write_text(json.dumps(command))
+    capsys.readouterr()
+    loads = len(data_loads)
+    assert cli.main(["train", "--resume", str(out), "--opt.n_epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "saved with model.rank=1.0 (a fraction of the full rank)" in err
+    assert "reads 1 (the rank itself)" in err and "Resume with --model.rank 1.0." in err
+    assert len(data_loads) == loads
+    # the override the message gives resumes it
+    assert cli.main(["train", "--resume", str(out), "--opt.n_epochs", "2", "--model.rank", "1.0"]) == 0
+    assert [h["epoch"] for h in json.loads((out / "results.json").read_text())["history"]] == [0, 1]
+
+
+# ---------------------------------------------------------------- a finished run resumed
+
+def test_resuming_a_finished_run_says_so_in_the_runs_log_not_as_a_python_warning(data_loads, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train("--output_dir", str(out)) == 0
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main(["train", "--resume", str(out)]) == 0
+    assert not [w for w in caught if "already finished" in str(w.message)]
+    printed = capsys.readouterr().out
+    assert (f"[neuralop-mp] {out / 'checkpoint'} already finished all 1 epochs; nothing to train "
+            "(resume with --opt.n_epochs N, N > 1, to train more)") in printed
