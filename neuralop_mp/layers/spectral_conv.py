@@ -17,6 +17,7 @@ References
 """
 import inspect
 import math
+import warnings
 from typing import List, Optional, Union
 
 import torch
@@ -234,6 +235,41 @@ class MixedPrecisionSpectralConv(SpectralConv):
     def spectral_weight_dtype(self):
         """Storage dtype of the spectral weight: "complex64" or "complex32"."""
         return layer_weight_dtype(self)
+
+    # --------------------------------------------------------------- conversions
+    def _apply(self, fn, recurse=True):
+        """``Module._apply`` (behind ``to``, ``cuda``, ``double``, ``half``, ...), refusing first
+        a conversion that would turn the complex spectral weights real.
+
+        ``module.to(torch.float64)`` (any real dtype) casts complex parameters too: torch only
+        warns, the weights lose their imaginary parts, and the next forward fails deep inside the
+        product. ``fn`` is tried on a one-element probe of the weights' dtype and device first,
+        so the refusal comes before any tensor of this layer is converted.
+        """
+        self._check_conversion(fn)
+        return super()._apply(fn, recurse)
+
+    def _check_conversion(self, fn):
+        """Raise a TypeError if ``fn`` maps a tensor of the spectral weights' dtype to a real one."""
+        weights = spectral_weight_parameters(self)
+        if not weights:
+            return
+        probe = torch.zeros(1, dtype=weights[0].dtype, device=weights[0].device)
+        with warnings.catch_warnings():  # torch's "discards the imaginary part": the message below says it
+            warnings.simplefilter("ignore")
+            converted = fn(probe)
+        if isinstance(converted, torch.Tensor) and not converted.is_complex():
+            raise TypeError(
+                f"MixedPrecisionSpectralConv refuses a conversion of its {weights[0].dtype} spectral "
+                f"weights to {converted.dtype}: a real dtype would discard their imaginary parts (nothing "
+                f"of this layer was converted). Spectral weights must stay complex (complex64 or "
+                f"complex32). To move a model, use .to(device); .float() and .double() keep the complex "
+                f"weights (the spectral product still runs in float32); 16-bit computation is set with "
+                f"fno_block_precision ('full', 'mixed', 'half'), half_dtype ('auto', 'float16', "
+                f"'bfloat16') and spectral_weight_dtype ('complex64', 'complex32'), e.g. "
+                f"neuralop_mp.set_precision(model, 'mixed') (docs/spectral_layer.md, "
+                f"\"Running a trained model\")."
+            )
 
     # ------------------------------------------------------------------ settings
     def _settings(self):

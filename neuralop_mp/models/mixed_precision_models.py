@@ -367,6 +367,15 @@ class _PrecisionRecordingModel:
         self._init_kwargs = {**{key: value for key, value in self._init_kwargs.items() if key not in taken},
                              **{key: value for key, value in changed.items() if key in taken}}
 
+    def _apply(self, fn, recurse=True):
+        """``Module._apply``, after every spectral layer has checked ``fn`` (a conversion to a real
+        dtype is refused, :meth:`MixedPrecisionSpectralConv._apply`): here, before any module of the
+        model is converted (UNO's lifting comes before its first spectral layer)."""
+        for module in self.modules():
+            if isinstance(module, MixedPrecisionSpectralConv):
+                module._check_conversion(fn)
+        return super()._apply(fn, recurse)
+
     def state_dict(self, *args, **kwargs):
         """Upstream's state dict; its ``_metadata`` holds the current precision and recompute settings."""
         self._record_current_policy()
