@@ -31,8 +31,15 @@ def _real(low=None, high=None, low_open=False, high_open=False):
     float, except a 0-d tensor, which is kept (a tensor learning rate, as torch allows): a
     numpy scalar in a param group would make a state dict that ``torch.load(weights_only=True)``
     refuses."""
-    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-    text = f"a finite number in {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    # a one-sided bound as an inequality: "in [0.0, inf]" next to "finite" read as a contradiction
+    if low is not None and high is not None:
+        text = f"a finite number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        text = f"a finite number {'>' if low_open else '>='} {low}"
+    elif high is not None:
+        text = f"a finite number {'<' if high_open else '<='} {high}"
+    else:
+        text = "a finite number"
 
     def check(key, value):
         try:

@@ -43,10 +43,10 @@ def test_real_settings_are_python_floats_or_the_given_tensor_and_refuse_bools_an
     assert group["betas"] == (0.9, 0.99)
     check = OPTIONS_BY_NAME["lr"].check
     for bad, shown in ((torch.tensor(True), r"tensor\(True\) \(Tensor\)"), (np.True_, r"np.True_ \(bool\)")):
-        with pytest.raises(TypeError, match=rf"^Invalid lr={shown}; expected a finite number in \[0.0, inf\]\.$"):
+        with pytest.raises(TypeError, match=rf"^Invalid lr={shown}; expected a finite number >= 0\.0\.$"):
             check("lr", bad)
     for bad in (torch.tensor(float("nan")), np.float32(-1e-3), 10**400):  # 10**400: no float, not an OverflowError
-        with pytest.raises(ValueError, match=r"^Invalid lr=.*; expected a finite number in \[0.0, inf\]\.$") as info:
+        with pytest.raises(ValueError, match=r"^Invalid lr=.*; expected a finite number >= 0\.0\.$") as info:
             check("lr", bad)
         assert not isinstance(info.value, TypeError)
 

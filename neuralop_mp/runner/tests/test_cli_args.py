@@ -122,7 +122,7 @@ def test_main_reports_usage_errors_with_status_2(capsys):
         (["--mp.tensorgrad_sparse_ratio", "2"], "Invalid --mp.tensorgrad_sparse_ratio=2.0; expected a float in (0, 1]"),
         (["--mp.tensorgrad_update_proj_gap", "0"], "Invalid --mp.tensorgrad_update_proj_gap=0; expected an int >= 1."),
         (["--mp.tensorgrad_min_params", "-1"], "Invalid --mp.tensorgrad_min_params=-1; expected an int >= 0."),
-        (["--mp.tensorgrad_scale", "-1"], "Invalid --mp.tensorgrad_scale=-1.0; expected a finite number in [0.0, inf]."),
+        (["--mp.tensorgrad_scale", "-1"], "Invalid --mp.tensorgrad_scale=-1.0; expected a finite number >= 0.0."),
         (["--mp.schedule", "half:2"], "Invalid --mp.schedule='half:2': "),
         (["--mp.precision", "mixed", "--mp.update_in_backward", "true", "--mp.loss_scaling", "dynamic"],
          "--mp.update_in_backward=True cannot be combined with --mp.loss_scaling='dynamic'"),
