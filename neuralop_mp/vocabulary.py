@@ -14,9 +14,11 @@ standard library), so every other module can use it without creating an import c
   a range, in that format;
 - :func:`none_if_null`: configs spell "no value" as None, "None", "none", "null" or "";
 - :func:`read_key` and :func:`section_as_dict`: read a config section whether it is a
-  dict, a Bunch or a zencfg config object, under zencfg 0.7 and 1.0 alike.
+  dict, a Bunch or a zencfg config object, under zencfg 0.7 and 1.0 alike;
+- :func:`plain_text`: a docstring's reST roles and literals as plain text, for ``--help``.
 """
 import math
+import re
 import numbers
 import operator
 from collections.abc import Mapping
@@ -344,3 +346,9 @@ def section_as_dict(section):
     plain = dict(section)
     plain.pop(CONFIG_NAME_KEY, None)
     return plain
+
+
+def plain_text(doc):
+    """``doc`` (a module docstring shown by ``--help``) with its reST roles and literals as plain
+    text: ``:func:`name``` and ````value```` become ``name`` and ``value``."""
+    return re.sub(r"(?::\w+:)?`+([^`]+)`+", r"\1", doc)

@@ -35,6 +35,7 @@ import warnings
 
 import torch
 
+from ..vocabulary import plain_text
 from .cli import threads_type
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
 
@@ -150,7 +151,7 @@ def decision_rows(rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="neuralop-mp bench auto", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="neuralop-mp bench auto", description=plain_text(__doc__.splitlines()[0]))
     parser.add_argument("--quick", action="store_true",
                         help="1 seed, 2 epochs, 16 samples on half the grids, every recipe and dataset (seconds)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])

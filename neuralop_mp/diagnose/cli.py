@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 
 from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX
+from ..vocabulary import plain_text
 
 LOADERS = {"darcy": "load_darcy", "navier_stokes": "load_navier_stokes"}
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="neuralop-mp diagnose", description=__doc__,
+    p = argparse.ArgumentParser(prog="neuralop-mp diagnose", description=plain_text(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="CONFIG_OR_CHECKPOINT")
     p.add_argument("--data", choices=sorted(LOADERS), default=None,

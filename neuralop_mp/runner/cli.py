@@ -14,7 +14,6 @@ after ``--`` goes to the script untouched, ``--mp.*`` look-alikes included.
 """
 import json
 import os
-import re
 import runpy
 import sys
 import traceback
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..run_setup import RunSetupError, check_output_file, check_update_in_backward_launch
-from ..vocabulary import none_if_null, normalize_flag
+from ..vocabulary import none_if_null, normalize_flag, plain_text
 from .activation import _enable_keywords, _enabled_checked, _validated_options
 from .static_check import describe_plan, scan_source, start_warnings
 from .summary import format_summary
@@ -370,7 +369,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
-        print(re.sub(r"(?::\w+:)?`+([^`]+)`+", r"\1", __doc__))  # reST roles and literals as plain text
+        print(plain_text(__doc__))
         return 0 if argv else 2
     try:
         script, options, script_args = _split_args(argv)  # run_script checks the values
