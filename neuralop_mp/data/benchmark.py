@@ -65,7 +65,8 @@ def ns_checks():
     seeds = list(range(8))
     ref = solve_vorticity(initial_vorticity(seeds, 128), 10.0, 1e-3, benchmark_forcing(128), dt=0.0125)
     default = solve_vorticity(initial_vorticity(seeds, 32), 10.0, 1e-3, benchmark_forcing(32))
-    refinement = ((default - ref[:, ::4, ::4]).norm() / ref.norm()).item()
+    ref = ref[:, ::4, ::4]  # on the default's grid: the norm of the whole fine grid is 4x larger
+    refinement = ((default - ref).norm() / ref.norm()).item()
     return [dict(check="NS Taylor-Green k0=2, nu=1e-2, T=1: relative amplitude error", value=tg),
             dict(check="NS default (32 pts, dt 0.05, T=10) vs 128 pts, dt 0.0125: relative L2", value=refinement)]
 
@@ -76,7 +77,8 @@ def burgers_checks():
     times = np.linspace(0, 1, 17)
     ref = solve_burgers(initial_condition(seeds, 1024), times, 0.01)
     default = solve_burgers(initial_condition(seeds, 128), times, 0.01)
-    err = ((default - ref[..., ::8]).norm() / ref.norm()).item()
+    ref = ref[..., ::8]  # on the default's grid: the norm of the whole fine grid is sqrt(8)x larger
+    err = ((default - ref).norm() / ref.norm()).item()
     return [dict(check="Burgers default (128 pts) vs 1024 pts, nu=0.01: relative L2", value=err)]
 
 

@@ -4,6 +4,7 @@ Example::
 
     neuralop-mp data darcy --root ~/data --res 16 32 --n-train 1000 --n-test 200 --seed 0
     neuralop-mp data navier_stokes --res 32 --viscosity 1e-3 --t-final 10
+    neuralop-mp data navier_stokes --res 64 --t-final 50 --dt 0.0125
     neuralop-mp data burgers --res 16 --n-time 17
 
 Prints one line per file (cached files are marked). Exit status 0 on success,
@@ -66,6 +67,8 @@ def build_parser(prog="neuralop-mp data"):
     physics.add_argument("--t-final", type=_positive_float, default=None, help="final time (default 10 / 1)")
     physics.add_argument("--solver-resolution", type=_positive_int, default=None, help="smallest grid solved on (navier_stokes: a power of 2 >= 32; burgers: >= 65)")
     physics.add_argument("--n-time", type=_positive_int, default=None, help="burgers: stored time points (default 17)")
+    physics.add_argument("--dt", type=_positive_float, default=None,
+                         help="navier_stokes: largest time step (default 0.05*32/n on the n-point solver grid)")
     return parser
 
 
@@ -73,7 +76,7 @@ def _generate(args):
     resolutions, n_train, n_test = DEFAULTS[args.dataset]
     common = dict(resolutions=tuple(args.res or resolutions), n_train=args.n_train or n_train,
                   n_test=args.n_test or n_test, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
-    physics = {k: getattr(args, k) for k in ("viscosity", "t_final", "solver_resolution", "n_time")
+    physics = {k: getattr(args, k) for k in ("viscosity", "t_final", "solver_resolution", "n_time", "dt")
                if getattr(args, k) is not None}
     if args.dataset == "darcy":
         from .darcy import generate_darcy as generate
@@ -82,7 +85,7 @@ def _generate(args):
     elif args.dataset == "navier_stokes":
         from .navier_stokes import generate_navier_stokes as generate
 
-        allowed = {"viscosity", "t_final", "solver_resolution"}
+        allowed = {"viscosity", "t_final", "solver_resolution", "dt"}
     else:
         from .burgers import generate_burgers as generate
 

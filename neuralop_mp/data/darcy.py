@@ -116,9 +116,10 @@ def solve_darcy(a, f=1.0, face_average="harmonic"):
     Parameters
     ----------
     a : array-like
-        Coefficient at the ``res x res`` vertex grid (boundary included).
+        Coefficient at the ``res x res`` vertex grid (boundary included), finite and > 0.
     f : float or array-like
-        Right-hand side, a constant or values at the vertices (boundary values unused).
+        Right-hand side, a constant or values at the vertices, shape ``(res, res)``
+        (boundary values unused).
     face_average : {"harmonic", "arithmetic"}
         How face coefficients are formed from the two neighbouring vertices.
 
@@ -130,9 +131,18 @@ def solve_darcy(a, f=1.0, face_average="harmonic"):
     a = np.asarray(a, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < MIN_RESOLUTION:
         raise ValueError(f"a must be a square grid of at least {MIN_RESOLUTION}x{MIN_RESOLUTION} points, got shape {a.shape}")
+    # a <= 0 or NaN made SuperLU fail ("exactly singular") or return a meaningless field
+    bad = ~(np.isfinite(a) & (a > 0))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(f"Invalid a[{i}, {j}]={a[i, j]!r} ({int(bad.sum())} such vertices); "
+                         "allowed: finite numbers > 0 at every vertex.")
+    f = np.asarray(f, dtype=np.float64)
+    if f.shape not in ((), a.shape):
+        raise ValueError(f"Invalid f of shape {f.shape}; allowed: a number or an array of a's shape {a.shape}.")
     res = a.shape[0]
     h = 1.0 / (res - 1)
-    rhs = np.broadcast_to(np.asarray(f, dtype=np.float64), a.shape)[1:-1, 1:-1].ravel() * h * h
+    rhs = np.broadcast_to(f, a.shape)[1:-1, 1:-1].ravel() * h * h
     u = np.zeros_like(a)
     # The matrix is symmetric: a symmetric fill-reducing ordering is ~25% faster than COLAMD.
     lu = scipy.sparse.linalg.splu(darcy_matrix(a, face_average), permc_spec="MMD_AT_PLUS_A")
@@ -143,7 +153,8 @@ def solve_darcy(a, f=1.0, face_average="harmonic"):
 def permeability(seeds, resolution):
     """Two-valued permeability fields (12 where the GRF >= 0, else 3), float64, ``(n, res, res)``."""
     field = sample_grf(seeds, vertex_grid(resolution), dim=2, **DARCY_GRF)
-    return torch.where(field >= 0, HIGH_PERMEABILITY, LOW_PERMEABILITY)
+    # Python scalars alone would give torch's default dtype (float32), not the float64 documented
+    return torch.where(field >= 0, HIGH_PERMEABILITY, LOW_PERMEABILITY).to(torch.float64)
 
 
 def darcy_settings(resolution, seed, face_average="harmonic"):

@@ -13,8 +13,9 @@ The coefficient of wavevector ``k`` (each component in ``-n_modes..n_modes``,
 ``k = 0`` excluded so that fields have zero mean) is
 ``sqrt(lambda_k) (a_k + i b_k)`` with ``a_k, b_k`` standard normal and
 ``lambda_k = sigma^2 ((2 pi |k| / period)^2 + tau^2)^(-alpha)``; the field is the
-real part of the series. Its covariance is ``sum_k 2 lambda_k cos(2 pi k.(x-y)/period)``
-(pairs ``k`` and ``-k`` both appear), a stationary field with the operator's spectrum.
+real part of the series. Its covariance is ``sum_k lambda_k cos(2 pi k.(x-y)/period)``
+over every ``k`` of the box (``k`` and ``-k`` are separate, independent terms), so the
+pointwise variance is ``sum_k lambda_k``: a stationary field with the operator's spectrum.
 
 References
 ----------

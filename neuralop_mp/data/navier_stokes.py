@@ -45,7 +45,7 @@ DEFAULT_T_FINAL = 10.0
 DEFAULT_SOLVER_RESOLUTION = 32
 # Time step at 32 points, scaled with the grid spacing. At nu = 1e-3 and T = 10 it is
 # half the largest stable step we measured and matches a 128-point, dt/4 reference
-# to ~5e-6 relative L2 (docs/data.md).
+# to ~2e-5 relative L2 (docs/data.md). Longer times or smaller nu need a smaller step (dt=).
 DT_AT_32 = 0.05
 
 
@@ -83,7 +83,8 @@ def solve_vorticity(w0, t_final, viscosity=DEFAULT_VISCOSITY, forcing=None, dt=N
     Parameters
     ----------
     w0 : torch.Tensor
-        Initial vorticity, shape ``(batch, n, n)``, real; its dtype and device are used.
+        Initial vorticity, shape ``(batch, n, n)`` or ``(n, n)``, real; its dtype and
+        device are used.
     t_final : float
         Final time, >= 0.
     viscosity : float
@@ -108,7 +109,13 @@ def solve_vorticity(w0, t_final, viscosity=DEFAULT_VISCOSITY, forcing=None, dt=N
 def _solve_vorticity(w0, t_final, viscosity, forcing, dt, progress):
     viscosity = check_real("viscosity", viscosity, low=0, low_open=True)
     t_final = check_real("t_final", t_final, low=0)
+    if not torch.is_tensor(w0) or w0.ndim < 2 or w0.shape[-1] != w0.shape[-2]:
+        shape = tuple(w0.shape) if torch.is_tensor(w0) else type(w0).__name__
+        raise ValueError(f"Invalid w0 of shape {shape}; allowed: a tensor of shape (batch, n, n) or (n, n).")
     n = w0.shape[-1]
+    if forcing is not None and tuple(forcing.shape) != (n, n):
+        raise ValueError(f"Invalid forcing of shape {tuple(forcing.shape)}; allowed: None or shape ({n}, {n}), "
+                         "the grid of w0.")
     # dt=0 must not mean "the default": it is refused like any other step that cannot advance
     dt = DT_AT_32 * 32 / n if dt is None else check_real(
         "dt", dt, low=0, low_open=True, allowed="None (0.05 * 32 / n) or a finite number > 0")
@@ -148,13 +155,14 @@ def initial_vorticity(seeds, n, dtype=torch.float64):
     return sample_grf(seeds, periodic_grid(n), dim=2, **NS_GRF).to(dtype)
 
 
-def ns_settings(resolution, seed, viscosity, t_final, solver_resolution):
+def ns_settings(resolution, seed, viscosity, t_final, solver_resolution, dt=None):
     """Every setting that changes the data, as recorded in the file metadata; each value checked.
 
     The recorded ``solver_resolution`` is the grid really solved on,
-    ``max(resolution, solver_resolution)``."""
+    ``max(resolution, solver_resolution)``. ``dt`` is recorded only when given: files
+    made with the default step keep the record (and bytes) they had before ``dt`` existed."""
     resolution = _check_power_of_two("Navier-Stokes resolution", resolution, 8)
-    return dict(
+    settings = dict(
         generator="navier_stokes", version=GENERATOR_VERSION, resolution=resolution, seed=int(seed),
         # checked here, before the cache lookup: a bad viscosity must not find a cached file
         viscosity=check_real("viscosity", viscosity, low=0, low_open=True),
@@ -163,6 +171,10 @@ def ns_settings(resolution, seed, viscosity, t_final, solver_resolution):
         solver_resolution=max(resolution, _check_power_of_two("solver_resolution", solver_resolution, 32)),
         forcing="0.1(sin(2pi(x+y))+cos(2pi(x+y)))", grf=dict(NS_GRF), grid="periodic",
     )
+    if dt is not None:
+        settings["dt"] = check_real("dt", dt, low=0, low_open=True,
+                                    allowed="None (0.05 * 32 / solver_resolution) or a finite number > 0")
+    return settings
 
 
 def _check_power_of_two(name, value, low):
@@ -174,10 +186,18 @@ def _check_power_of_two(name, value, low):
 
 def generate_navier_stokes_split(root, resolution, split, n_samples, seed=0, progress=True, overwrite=False, *,
                                  viscosity=DEFAULT_VISCOSITY, t_final=DEFAULT_T_FINAL,
-                                 solver_resolution=DEFAULT_SOLVER_RESOLUTION, batch_size=256, device=None):
-    """Write (or find in the cache) ``nsforcing_{split}_{resolution}.pt``; return its path."""
-    settings = ns_settings(resolution, seed, viscosity, t_final, solver_resolution)
+                                 solver_resolution=DEFAULT_SOLVER_RESOLUTION, batch_size=256, device=None, dt=None):
+    """Write (or find in the cache) ``nsforcing_{split}_{resolution}.pt``; return its path.
+
+    Raises
+    ------
+    ValueError
+        If the solve gives a non-finite field for any sample (the time step is too
+        large for the flow); nothing is saved.
+    """
+    settings = ns_settings(resolution, seed, viscosity, t_final, solver_resolution, dt)
     resolution, n_solve = settings["resolution"], settings["solver_resolution"]
+    step = settings.get("dt", DT_AT_32 * 32 / n_solve)
 
     def compute():
         dev = default_device(device)
@@ -186,13 +206,14 @@ def generate_navier_stokes_split(root, resolution, split, n_samples, seed=0, pro
         forcing = benchmark_forcing(n_solve, dtype, dev)
         seeds = [sample_seed(seed, split, i) for i in range(n_samples)]
         chunks = [seeds[i:i + batch_size] for i in range(0, n_samples, batch_size)]
-        n_steps = max(1, math.ceil(t_final / (DT_AT_32 * 32 / n_solve) - 1e-9))
+        n_steps = max(1, math.ceil(t_final / step - 1e-9))
         xs, ys = [], []
         with cpu_threads(1), tqdm(total=n_steps * len(chunks), desc=f"navier-stokes {split} {resolution}x{resolution}",
                                   disable=not progress, leave=False) as bar:
-            for chunk in chunks:
+            for start, chunk in zip(range(0, n_samples, batch_size), chunks):
                 w0 = initial_vorticity(chunk, n_solve, dtype).to(dev)
-                wt = solve_vorticity(w0, t_final, viscosity, forcing, progress=bar)
+                wt = solve_vorticity(w0, t_final, viscosity, forcing, dt=step, progress=bar)
+                _check_finite(wt, start, split, viscosity, t_final, n_solve, t_final / n_steps)
                 xs.append(w0[:, ::stride, ::stride].float().cpu())
                 ys.append(wt[:, ::stride, ::stride].float().cpu())
         return {"x": torch.cat(xs), "y": torch.cat(ys)}
@@ -201,9 +222,20 @@ def generate_navier_stokes_split(root, resolution, split, n_samples, seed=0, pro
                            overwrite, compute)
 
 
+def _check_finite(wt, start, split, viscosity, t_final, n_solve, dt):
+    """Refuse a blown-up solve before anything is saved (a NaN sample used to be written, exit 0)."""
+    bad = (~torch.isfinite(wt).flatten(1).all(dim=1)).nonzero().flatten().cpu() + start
+    if len(bad):
+        raise ValueError(
+            f"The Navier-Stokes solve blew up (non-finite vorticity) for {split} samples {bad.tolist()} at "
+            f"viscosity={viscosity!r}, t_final={t_final!r}, solver_resolution={n_solve}, time step dt={dt:.4g}; "
+            f"nothing was saved. The step is too large for this flow: pass a smaller dt (CLI: --dt), e.g. "
+            f"{dt / 4:.4g}; a smaller viscosity also needs a larger solver_resolution (--solver-resolution).")
+
+
 def generate_navier_stokes(root=None, resolutions=(32,), n_train=400, n_test=100, seed=0, progress=True,
                            overwrite=False, *, viscosity=DEFAULT_VISCOSITY, t_final=DEFAULT_T_FINAL,
-                           solver_resolution=DEFAULT_SOLVER_RESOLUTION, device=None):
+                           solver_resolution=DEFAULT_SOLVER_RESOLUTION, device=None, dt=None):
     """Generate forced 2-D Navier-Stokes data in the layout of upstream's ``NavierStokesDataset``.
 
     Writes ``nsforcing_train_{res}.pt`` and ``nsforcing_test_{res}.pt`` per resolution:
@@ -234,6 +266,10 @@ def generate_navier_stokes(root=None, resolutions=(32,), n_train=400, n_test=100
         Smallest grid the equation is solved on (power of 2, >= 32).
     device : str or torch.device, optional
         Default CUDA when available, else CPU.
+    dt : float, optional
+        Largest time step, > 0; default ``0.05 * 32 / n`` on the ``n``-point solver grid,
+        which blows up at long times or small viscosity (e.g. ``t_final=50``). Recorded in
+        the file's metadata when given.
 
     Returns
     -------
@@ -241,7 +277,7 @@ def generate_navier_stokes(root=None, resolutions=(32,), n_train=400, n_test=100
         ``{res: (train_path, test_path)}``.
     """
     return generate_train_test(
-        generate_navier_stokes_split, lambda res: ns_settings(res, seed, viscosity, t_final, solver_resolution),
+        generate_navier_stokes_split, lambda res: ns_settings(res, seed, viscosity, t_final, solver_resolution, dt),
         root, resolutions, n_train, n_test, seed, progress, overwrite,
-        viscosity=viscosity, t_final=t_final, solver_resolution=solver_resolution, device=device,
+        viscosity=viscosity, t_final=t_final, solver_resolution=solver_resolution, device=device, dt=dt,
     )
