@@ -4,6 +4,11 @@ The model comes from a ``save_checkpoint`` folder (a run folder of ``neuralop-mp
 train``, or upstream's own ``FNO(...).save_checkpoint(folder, name)``). The data and
 the evaluation settings come from the run's config (its ``command.json``), else from
 a built-in config (``darcy`` by default), with any ``--key value`` override on top.
+A run folder's ``data_processor.pt`` (the normalizers its training fitted) encodes the test
+inputs and decodes the predictions: only the test files are read; a run folder of an
+earlier version, without it, fits them on the training data again, as its training did.
+Overrides of the run's own config that would change what the model was trained on or how
+its data are encoded (:data:`TRAINED_DATA_KEYS`) are refused.
 A run's final model is evaluated in the precision its run finished in, its best model
 in that of its best epoch, unless ``precision`` says otherwise; with the same data,
 device and thread count, the errors are bitwise the ones ``train`` reported for that
@@ -13,8 +18,13 @@ its file records.
 import time
 from typing import NamedTuple
 
-from .run_folder import find_checkpoint, load_model, read_command
+from .run_folder import DATA_PROCESSOR_FILE, find_checkpoint, load_data_processor, load_model, read_command
 from .training.checkpointing import STATE_DICT_SUFFIX
+
+# the data keys of a run's config that fix the model's training data or their encoding: an
+# evaluation of the run with another value would encode its inputs and decode its outputs
+# unlike the training did (n_train: the samples the normalizers were fitted on)
+TRAINED_DATA_KEYS = ("train_resolution", "encode_input", "encode_output", "n_train")
 
 
 class ConfigSource(NamedTuple):
@@ -56,6 +66,9 @@ def eval_config(source, overrides=(), resolutions=None):
     from .configs.validation import validate_config
 
     args = [*source.overrides, *overrides]
+    if source.run and overrides:
+        _check_trained_data(load_config(source.spec, source.overrides, validate=False).data,
+                            load_config(source.spec, args, validate=False).data)
     if not resolutions:
         return load_config(source.spec, args)
     resolutions = _grid_sizes(resolutions)
@@ -65,6 +78,29 @@ def eval_config(source, overrides=(), resolutions=None):
     data.test_batch_sizes = [data.test_batch_sizes[0]] * len(resolutions)
     data.test_resolutions = resolutions
     return validate_config(config)
+
+
+def _check_trained_data(run_data, data):
+    """Refuse, naming the key, the value given and the run's, an override of the run's config
+    that changes what its model was trained on or how its data are encoded
+    (:data:`TRAINED_DATA_KEYS`)."""
+    changed = [(key, getattr(data, key), getattr(run_data, key)) for key in TRAINED_DATA_KEYS
+               if hasattr(run_data, key) and getattr(data, key, None) != getattr(run_data, key)]
+    if changed:
+        listed = "; ".join(f"--data.{key} {value} (the run's: {run})" for key, value, run in changed)
+        raise ValueError(f"{listed}: eval of a run keeps the data its model was trained on and their encoding; "
+                         f"drop the override, or give --config CONFIG to evaluate with another config's data.")
+
+
+def _test_loaders(data, progress):
+    """The test sets of the data section ``data`` alone (:func:`~neuralop_mp.data.loaders.load_test_sets`),
+    or None for a loader without files of its own."""
+    from .data.loaders import LOADER_FILES, load_test_sets
+
+    if data.loader_name() not in LOADER_FILES:
+        return None
+    return load_test_sets(data.loader_name(), data.data_root, data.n_tests, data.test_batch_sizes,
+                          data.test_resolutions, data.generate, progress, data.seed)
 
 
 def _run_schedule(config, saved_precision):
@@ -167,11 +203,17 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     model, saved_precision = load_model(checkpoint, mixed_precision_layer=precision not in (None, "full"))
     model = model.to(device)
     log(f"[neuralop-mp] {type(model).__name__} from {folder / name}_*: loading data ({type(config.data).__name__})")
-    train_loader, test_loaders, data_processor = build_data(config, progress=progress)
+    test_loaders = None
+    if source.run and (folder / DATA_PROCESSOR_FILE).is_file():  # the run's normalizers: no training data
+        test_loaders = _test_loaders(config.data, progress)
+    if test_loaders is None:  # a run of an earlier version, or another config: fitted again, as training did
+        sample_loader, test_loaders, data_processor = build_data(config, progress=progress)
+    else:  # a test set's samples have the training samples' dimensions
+        data_processor, sample_loader = load_data_processor(folder), next(iter(test_loaders.values()))
     data_processor = attach_patching(config, model, data_processor, device)
     if data_processor is not None:
         data_processor = data_processor.to(device)
-    _, eval_losses = build_losses(config, data_dims(train_loader))
+    _, eval_losses = build_losses(config, data_dims(sample_loader))
 
     policy = build_steps.precision_policy(config)
     if precision is not None:

@@ -11,6 +11,10 @@ A run folder holds, besides ``results.json`` and ``loss_curve.png``:
 - ``command.json``: the config and overrides of the run (those of its start and of
   every ``--resume`` that added some, later values winning; paths absolute), from
   which ``--resume`` and ``neuralop-mp eval`` rebuild the same config;
+- ``data_processor.pt``: the data normalizers fitted on the training data (written when
+  the data are loaded, before the first epoch), with which ``neuralop-mp eval`` encodes the
+  test inputs and decodes the predictions without the training data; :func:`load_data_processor`
+  gives them back for a user's own inference;
 - ``checkpoint/``: the trainer's training state after the last finished epoch,
   which ``neuralop-mp train --resume RUN_DIR`` continues from.
 """
@@ -28,6 +32,9 @@ from .training.checkpointing import (BEST_MODEL_NAME as BEST_MODEL, METADATA_SUF
 CHECKPOINT_DIR = "checkpoint"
 RESULTS_FILE = "results.json"
 COMMAND_FILE = "command.json"
+DATA_PROCESSOR_FILE = "data_processor.pt"
+# the data processors a run folder records, by class name (the loaders build no other)
+_PROCESSOR_CLASSES = ("DefaultDataProcessor", "Burgers1dTimeDataProcessor")
 
 
 def model_precision(model):
@@ -78,6 +85,8 @@ def find_checkpoint(path):
     found = sorted(p.name[: -len(suffix)] for p in path.glob(f"*{suffix}"))
     if len(found) == 1:
         return path, found[0]
+    if not found and (path / CHECKPOINT_DIR).is_dir():  # a run stopped before its final save
+        raise FileNotFoundError(_unfinished_run_message(path))
     raise FileNotFoundError(
         f"No single model checkpoint in {path}: expected {FINAL_MODEL}{suffix}"
         + (f"; found {', '.join(f + suffix for f in found)}: name one of them." if found else ".")
@@ -123,6 +132,12 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
 
     folder, name = find_checkpoint(path)
     metadata_path = folder / f"{name}{METADATA_SUFFIX}"
+    if not metadata_path.is_file() and folder.name == CHECKPOINT_DIR and (folder.parent / COMMAND_FILE).is_file():
+        run_dir = folder.parent  # a run's training state: its weights alone, no model to rebuild them in
+        finished = (run_dir / f"{FINAL_MODEL}{STATE_DICT_SUFFIX}").is_file()
+        raise FileNotFoundError(f"{folder} is the training state of the run {run_dir}, not a model checkpoint: "
+                                + (f"evaluate the run folder, {run_dir}." if finished
+                                   else _unfinished_run_message(run_dir)))
     if not metadata_path.is_file():
         raise FileNotFoundError(f"{metadata_path} is missing: save_checkpoint writes it next to "
                                 f"{name}{STATE_DICT_SUFFIX}, and the model cannot be rebuilt without it.")
@@ -136,6 +151,115 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
     load_torch_files(lambda: model.load_checkpoint(folder, name, map_location=map_location), weights, metadata_path,
                      context=context)
     return model, model_precision(model)
+
+
+def _unfinished_run_message(run_dir):
+    """Why a run folder with a ``checkpoint/`` but no model file has no model to evaluate, and
+    how to get one: the run stopped before its final save."""
+    from .training.checkpointing import PRECISION_STATE_FILE, load_weights_only
+
+    checkpoint = Path(run_dir) / CHECKPOINT_DIR
+    try:
+        epoch = f"epoch {int(load_weights_only(checkpoint / PRECISION_STATE_FILE)['epoch'])}"
+    except Exception:  # no readable training state: the folder is still named
+        epoch = "an unreadable epoch"
+    return (f"No model file in {run_dir}: the run stopped before its final save ({FINAL_MODEL}{STATE_DICT_SUFFIX}); "
+            f"{checkpoint} holds {epoch}, the last saved. Finish the run with `neuralop-mp train --resume "
+            f"{run_dir}`, which writes the model, then evaluate it.")
+
+
+def write_atomic(path, write):
+    """Write ``path`` with ``write(file)`` (a binary file object) through a temporary file in the
+    same folder, then rename it over ``path``: a kill during the write leaves the previous file
+    (or none) complete, never a partial one that a later run or ``eval`` would read."""
+    path = Path(path)
+    # a temporary file of its own, so that two writers never remove each other's
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def _normalizer_state(normalizer):
+    if normalizer is None:
+        return None
+    return {"mean": normalizer.mean.detach().cpu().clone(), "std": normalizer.std.detach().cpu().clone(),
+            "eps": float(normalizer.eps)}
+
+
+def save_data_processor(data_processor, run_dir):
+    """Write ``data_processor``'s fitted normalizers to ``run_dir/data_processor.pt``, atomically
+    (:func:`write_atomic`): ``{"class", "in_normalizer", "out_normalizer"}``, each normalizer
+    ``{"mean", "std", "eps"}`` or None, readable with ``torch.load(weights_only=True)``.
+
+    Returns the path, or None for a processor this file cannot record (none, or another class
+    than upstream's ``DefaultDataProcessor`` / ``Burgers1dTimeDataProcessor``).
+    """
+    name = type(data_processor).__name__
+    if data_processor is None or name not in _PROCESSOR_CLASSES:
+        return None
+    state = {"class": name,
+             "in_normalizer": _normalizer_state(getattr(data_processor, "in_normalizer", None)),
+             "out_normalizer": _normalizer_state(getattr(data_processor, "out_normalizer", None))}
+    return write_atomic(Path(run_dir) / DATA_PROCESSOR_FILE, lambda f: torch.save(state, f))
+
+
+def load_data_processor(run_dir):
+    """The data processor a ``neuralop-mp train`` run fitted on its training data, from its run
+    folder's ``data_processor.pt``, in eval mode on the CPU (``.to(device)`` to move it).
+
+    ``processor.preprocess({"x": x, "y": y})`` encodes a batch as the model was trained on it,
+    ``processor.postprocess(model(x), {"y": y})`` decodes the predictions to physical units.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run folder of ``neuralop-mp train`` (or a model file in it).
+
+    Returns
+    -------
+    DefaultDataProcessor or Burgers1dTimeDataProcessor
+
+    Raises
+    ------
+    FileNotFoundError
+        For a run folder without ``data_processor.pt`` (one of a version that did not write it).
+    CheckpointError
+        For a file torch cannot read, naming it.
+    """
+    from neuralop.data.datasets.burgers import Burgers1dTimeDataProcessor
+    from neuralop.data.transforms.data_processors import DefaultDataProcessor
+    from neuralop.data.transforms.normalizers import UnitGaussianNormalizer
+
+    from .training.checkpointing import load_weights_only
+
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        run_dir = run_dir.parent
+    path = run_dir / DATA_PROCESSOR_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: `neuralop-mp train` writes it in the run folder when it loads "
+                                "the data (runs of earlier versions have none; evaluate them with `neuralop-mp eval`, "
+                                "which fits the normalizers on the training data again).")
+    state = load_weights_only(path)
+    classes = {"DefaultDataProcessor": DefaultDataProcessor, "Burgers1dTimeDataProcessor": Burgers1dTimeDataProcessor}
+    if state.get("class") not in classes:
+        raise ValueError(f"{path} records data processor {state.get('class')!r}; allowed: {', '.join(classes)}.")
+
+    def normalizer(saved):
+        return None if saved is None else UnitGaussianNormalizer(mean=saved["mean"], std=saved["std"],
+                                                                 eps=saved["eps"])
+
+    processor = classes[state["class"]](in_normalizer=normalizer(state["in_normalizer"]),
+                                        out_normalizer=normalizer(state["out_normalizer"]))
+    processor.eval()
+    return processor
 
 
 def run_files(folder):
@@ -188,19 +312,8 @@ def write_command(run_dir, spec, overrides, **flags):
     a resume rewrites it mid-run, and a kill during the write must leave the previous
     record, which ``--resume`` reads, complete.
     """
-    path = Path(run_dir) / COMMAND_FILE
     text = json.dumps({"config": str(spec), "overrides": list(overrides), "flags": flags}, indent=2) + "\n"
-    # a temporary file of its own, so that two writers never remove each other's
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return write_atomic(Path(run_dir) / COMMAND_FILE, lambda f: f.write(text.encode("utf-8")))
 
 
 def read_command(run_dir):

@@ -442,8 +442,9 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         folder that holds a run already (:func:`check_new_run_folder`).
     write : bool
         Write the run folder: ``results.json``, ``loss_curve.png``, the final model
-        (upstream's ``save_checkpoint`` format, :mod:`neuralop_mp.run_folder`) and the
-        per-epoch training state in ``checkpoint/``.
+        (upstream's ``save_checkpoint`` format, :mod:`neuralop_mp.run_folder`), the data
+        normalizers fitted on the training data (``data_processor.pt``, written before the
+        first epoch) and the per-epoch training state in ``checkpoint/``.
     log : callable
         Receives the pipeline's progress messages (``print`` by default).
     resume : bool
@@ -504,7 +505,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     """
     from .configs import config_to_dict
     from .configs.validation import validated_precision_policy
-    from .run_folder import CHECKPOINT_DIR, FINAL_MODEL, save_model, write_command
+    from .run_folder import CHECKPOINT_DIR, FINAL_MODEL, save_data_processor, save_model, write_command
     from .run_records import parameters_text, phase_ranges
     from .train_report import no_best_model_reason, precision_as_run, write_outputs
     from .training import distributed
@@ -564,6 +565,9 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         check_model_fits_data(config, train_loader)
     except ValueError as error:
         raise RunSetupError(str(error)) from None
+    # the normalizers fitted on the training data, before any epoch: `eval` of the run (a stopped
+    # one's included) and a user's inference encode and decode with them, without the training data
+    processor_file = save_data_processor(data_processor, out) if write and is_writer else None
     train_loader = distributed.shard_loader(train_loader, seed=config.seed)
     model = build_model(config, device, policy)
     data_processor = attach_patching(config, model, data_processor, device)
@@ -679,6 +683,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             log(f"[neuralop-mp] no best model file: {reason}")
         result["files"] = write_outputs(result, out, extra_files={
             "model": model_files["state_dict"], "checkpoint": str(checkpoint_dir),
+            **({"data_processor": str(processor_file)} if processor_file else {}),
             **({"best_model": str(best_file)} if save_best and best_file.is_file() else {})})
     result["model_object"] = model
     return result

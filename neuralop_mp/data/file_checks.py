@@ -127,7 +127,13 @@ def non_finite_samples(tensor, n_samples=None):
     return torch.nonzero(~finite).flatten().tolist()
 
 
-def check_data_file(path, resolution, n_samples, spatial_dims, data=None):
+# what one non-finite sample of a file does to a run, by the file's role
+NON_FINITE_EFFECT = {
+    "train": "One non-finite sample makes the normalizer NaN and every batch is skipped",
+    "test": "One non-finite sample makes the test errors at this resolution NaN",
+}
+
+def check_data_file(path, resolution, n_samples, spatial_dims, data=None, split="train"):
     """Check that ``path`` holds at least ``n_samples`` finite samples at ``resolution``.
 
     Parameters
@@ -143,6 +149,9 @@ def check_data_file(path, resolution, n_samples, spatial_dims, data=None):
     data : dict, optional
         What :func:`read_data_file` returned for ``path``, when the caller has read it
         already: the file is not read again.
+    split : {"train", "test"}
+        The file's role, which decides what a non-finite sample would do (the normalizers
+        are fitted on the training file; a test file's NaN reaches its metrics).
 
     Returns
     -------
@@ -180,8 +189,8 @@ def check_data_file(path, resolution, n_samples, spatial_dims, data=None):
         if bad:
             raise DataFileError(
                 f"{path}: '{key}' holds inf/NaN in {len(bad)} of the first {n_samples} samples, at sample "
-                f"indices {bad[:10]}{' ...' if len(bad) > 10 else ''}. One non-finite sample makes the "
-                "normalizer NaN and every batch is skipped: fix or drop these samples, or regenerate the file.")
+                f"indices {bad[:10]}{' ...' if len(bad) > 10 else ''}. {NON_FINITE_EFFECT[split]}: fix or drop "
+                "these samples, or regenerate the file.")
     return data
 
 

@@ -26,10 +26,11 @@ from neuralop.data.datasets.burgers import Burgers1dTimeDataProcessor, Burgers1d
 from neuralop.data.datasets.darcy import DarcyDataset
 from neuralop.data.datasets.navier_stokes import NavierStokesDataset
 from neuralop.data.datasets.pt_dataset import PTDataset
+import torch
 from torch.utils.data import DataLoader
 
 from ..caller_frames import stacklevel_outside
-from ..vocabulary import check_int_at_least
+from ..vocabulary import check_choice, check_int_at_least
 from . import burgers, navier_stokes
 from .burgers import burgers_settings, generate_burgers_split
 from .cache import data_file, file_info, resolve_root
@@ -66,20 +67,24 @@ CHECK_RESOLUTION = {
 }
 
 
-def _needed_files(train_resolution, test_resolutions, n_train, n_tests):
+def needed_files(train_resolution, test_resolutions, n_train, n_tests):
     """``[(resolution, split, n_samples), ...]``, every value checked before any file is touched."""
+    tests = files_of_test_sets(test_resolutions, n_tests)
+    train_resolution = check_int_at_least("train_resolution", train_resolution, 2)
+    n_train = check_int_at_least("n_train", n_train, 1)
+    return [(train_resolution, "train", n_train)] + tests
+
+
+def files_of_test_sets(test_resolutions, n_tests):
+    """``[(resolution, "test", n_samples), ...]`` of the test sets, every value checked."""
     test_resolutions, n_tests = list(test_resolutions), list(n_tests)
     if len(test_resolutions) != len(n_tests):
         raise ValueError(f"n_tests={n_tests} needs one entry per test resolution {test_resolutions}")
     if not test_resolutions:
         raise ValueError("test_resolutions is empty; allowed values: one or more resolutions (integers >= 2).")
-    train_resolution = check_int_at_least("train_resolution", train_resolution, 2)
     test_resolutions = [check_int_at_least("test_resolutions entry", r, 2) for r in test_resolutions]
-    n_train = check_int_at_least("n_train", n_train, 1)
     n_tests = [check_int_at_least("n_tests entry", n, 1) for n in n_tests]
-    return [(train_resolution, "train", n_train)] + [
-        (res, "test", n) for res, n in zip(test_resolutions, n_tests)
-    ]
+    return [(res, "test", n) for res, n in zip(test_resolutions, n_tests)]
 
 
 def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, progress=True, seed=0):
@@ -166,7 +171,14 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
                 continue
             if n_file >= n:
                 continue
-            if meta is None or not generate:
+            if meta is None:  # the user's own data: regenerating would replace it with synthetic samples
+                count = ("--data.n_train in a training config, n_train= to the loader" if split == "train" else
+                         f"the entry of resolution {res} in --data.n_tests in a training config, in n_tests= to "
+                         "the loader")
+                raise ValueError(f"{path} holds {n_file} samples but {n} were requested; it is a file of your own "
+                                 f"(no generation record of neuralop-mp data): lower the count to at most {n_file} "
+                                 f"({count}).")
+            if not generate:
                 raise ValueError(f"{path} holds {n_file} samples but {n} were requested; lower the count or "
                                  f"regenerate it (`neuralop-mp data {cli_name} ...{_cli_flags(kept)} --overwrite`).")
             generate_file(path, res, split, n, kept)
@@ -187,7 +199,7 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
         )
     for res, split, n in needed:
         path = data_file(root, prefix, split, res)
-        read[path] = check_data_file(path, res, n, SPATIAL_DIMS[prefix], data=read.get(path))
+        read[path] = check_data_file(path, res, n, SPATIAL_DIMS[prefix], data=read.get(path), split=split)
 
 
 def _recorded_physics(prefix, meta):
@@ -315,7 +327,7 @@ def load_burgers(data_root=None, n_train=800, n_tests=(200,), batch_size=32, tes
     """
     root = resolve_root(data_root)
     test_resolutions = [int(r) for r in test_resolutions]
-    needed = _needed_files(train_resolution, test_resolutions, n_train, n_tests)
+    needed = needed_files(train_resolution, test_resolutions, n_train, n_tests)
     ensure_files(root, "burgers", needed, generate_burgers_split, "burgers", generate, progress, seed)
     common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
                   test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
@@ -330,6 +342,36 @@ def load_burgers(data_root=None, n_train=800, n_tests=(200,), batch_size=32, tes
     return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes)
 
 
+# each loader's files: (file prefix, split generator, `neuralop-mp data` name)
+LOADER_FILES = {"load_darcy": ("darcy", generate_darcy_split, "darcy"),
+                "load_navier_stokes": ("nsforcing", generate_navier_stokes_split, "navier_stokes"),
+                "load_burgers": ("burgers", generate_burgers_split, "burgers")}
+
+
+def load_test_sets(loader_name, data_root=None, n_tests=(200,), test_batch_sizes=(32,), test_resolutions=(16,),
+                   generate=True, progress=True, seed=0):
+    """``{resolution: DataLoader}`` of a loader's test files alone (no training file read or
+    generated), ordered batches of the raw samples as upstream's ``PTDataset`` reads them
+    (float32 inputs, a channel axis, the first ``n`` samples): for a run whose data processor
+    was fitted and saved already (:func:`neuralop_mp.run_folder.load_data_processor`).
+
+    ``loader_name`` is one of :data:`LOADER_FILES` (``"load_darcy"``, ...); the other
+    arguments as in :func:`load_darcy`; missing files are generated as it generates them.
+    """
+    from neuralop.data.datasets.tensor_dataset import TensorDataset
+
+    prefix, generate_split, cli_name = LOADER_FILES[check_choice("loader", loader_name, tuple(LOADER_FILES))]
+    root = resolve_root(data_root)
+    tests = files_of_test_sets(test_resolutions, n_tests)
+    ensure_files(root, prefix, tests, generate_split, cli_name, generate, progress, seed)
+    loaders = {}
+    for (res, _, n), batch_size in zip(tests, test_batch_sizes):
+        stored = read_data_file(data_file(root, prefix, "test", res))
+        x, y = stored["x"].type(torch.float32).clone().unsqueeze(1)[:n], stored["y"].clone().unsqueeze(1)[:n]
+        loaders[res] = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False, num_workers=0)
+    return loaders
+
+
 def _load_2d(dataset_name, upstream_class, generate_split, cli_name, data_root, n_train, n_tests, batch_size,
              test_batch_sizes, train_resolution, test_resolutions, encode_input, encode_output, generate,
              progress, seed):
@@ -340,7 +382,7 @@ def _load_2d(dataset_name, upstream_class, generate_split, cli_name, data_root, 
     """
     root = resolve_root(data_root)
     test_resolutions = [int(r) for r in test_resolutions]
-    needed = _needed_files(train_resolution, test_resolutions, n_train, n_tests)
+    needed = needed_files(train_resolution, test_resolutions, n_train, n_tests)
     ensure_files(root, dataset_name, needed, generate_split, cli_name, generate, progress, seed)
     common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
                   test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),

@@ -46,7 +46,8 @@ def test_nan_in_one_training_target_is_reported_with_its_sample_index(darcy8, tm
     data["y"][2, 3, 3] = float("nan")
     torch.save(data, root / "darcy_train_8.pt")
     with pytest.raises(DataFileError, match=r"darcy_train_8.pt: 'y' holds inf/NaN in 1 of the first 4 samples, "
-                                            r"at sample indices \[2\]"):
+                                            r"at sample indices \[2\]\. One non-finite sample makes the "
+                                            r"normalizer NaN"):
         load_darcy(root, **SMALL, generate=False)
 
 
@@ -55,7 +56,9 @@ def test_inf_in_one_test_input_is_reported_with_its_sample_index(darcy8, tmp_pat
     data = torch.load(root / "darcy_test_8.pt", weights_only=True)
     data["x"][1, 0, 0] = float("inf")
     torch.save(data, root / "darcy_test_8.pt")
-    with pytest.raises(DataFileError, match=r"darcy_test_8.pt: 'x' holds inf/NaN .* sample indices \[1\]"):
+    # the normalizers come from the training file: a test file's bad sample reaches its test errors
+    with pytest.raises(DataFileError, match=r"darcy_test_8.pt: 'x' holds inf/NaN .* sample indices \[1\]\. "
+                                            r"One non-finite sample makes the test errors at this resolution NaN"):
         load_darcy(root, **SMALL, generate=False)
 
 
