@@ -29,6 +29,7 @@ from .state_checks import PARAM_SHAPES, checked_state
 from .state_memory import compression_saves_memory, state_memory_report
 from .settings import (
     DEFAULTS,
+    LAYOUT_KEYS,
     TORCH_ADAMW_DEFAULTS,
     UPSTREAM_PLAIN_GROUP_DEFAULTS,
     check_group_keys,
@@ -273,36 +274,41 @@ class TensorGRaD(Optimizer):
         param_group.update(group_settings(param_group, self.defaults, self._explicit_keywords, upstream))
         if "decoupled_weight_decay" not in param_group:  # the constructor's, against this group's decay
             check_group_keys({"decoupled_weight_decay": self._decoupled_weight_decay}, param_group["weight_decay"])
-        self._check_shapes(param_group)
+        self._check_shapes(param_group, len(self.param_groups))
         super().add_param_group(param_group)
         self._group_keys.append(keys)
         self._layouts.append(layout_of(param_group))
         if not upstream and "tensorgrad" in keys:
             self._plain_groups_become_upstream_adamw()
 
-    def _check_shapes(self, group):
-        """Raise ValueError, naming the parameter and its shape, if the group could compress
-        a parameter (:meth:`eligible_for_compression`) whose shape its settings do not fit (a
-        rank tuple of another length, a structured ``sparse_mode`` beyond its modes): found
-        here, not partway through a step."""
+    @staticmethod
+    def _check_shapes(group, index):
+        """Raise ValueError, naming param group ``index``, the parameter and its shape, if the
+        group could compress a parameter (:meth:`eligible_for_compression`) whose shape its
+        settings do not fit (a rank tuple of another length, a structured ``sparse_mode``
+        beyond its modes): found as the group joins or its settings change, not partway
+        through a step."""
         params = group["params"]
         params = [params] if isinstance(params, torch.Tensor) else params
         if isinstance(params, set):
             return  # torch's add_param_group refuses it
+        names = group.get("param_names", ())  # a group that joined with (name, parameter) pairs
         projector = None
         for position, param in enumerate(params):
             name, param = param if isinstance(param, tuple) and len(param) == 2 else (None, param)
+            if name is None and position < len(names):
+                name = names[position]
             # every eligible one: the memory estimate that completes the routing needs the fit
-            if not isinstance(param, torch.Tensor) or not self.eligible_for_compression(param, group):
+            if not isinstance(param, torch.Tensor) or not TensorGRaD.eligible_for_compression(param, group):
                 continue
-            projector = projector or self.projector_for(group)
+            projector = projector or TensorGRaD.projector_for(group)
             for part in projector.projectors:
                 try:
                     part.compressed_shape(param.shape)
                 except ValueError as error:
                     label = f"parameter {name!r}" if name is not None else f"parameter {position}"
                     raise ValueError(
-                        f"TensorGRaD: {label} of param group {len(self.param_groups)} (shape "
+                        f"TensorGRaD: {label} of param group {index} (shape "
                         f"{tuple(param.shape)}) is compressed, but its group's settings do not fit it: {error} "
                         "Fix the setting, or put the parameter in a group with compress=False.") from None
 
@@ -356,21 +362,64 @@ class TensorGRaD(Optimizer):
 
     def _check_layouts(self, groups=None):
         """Refuse a change of a group's :data:`~neuralop_mp.optim.settings.LAYOUT_KEYS` since
-        its parameters' state was built (ValueError naming the group, the key and both values).
-        A change is taken where it lays out no state: before any parameter of the group has
-        stepped, or, for plain AdamW moments (parameters not compressed before the change
-        nor after it), any but ``adam_convention``. ``groups``: ``(index, group)`` pairs,
-        default all. Compares a few values per group: the state is looked at only when they
-        differ."""
+        its parameters' state was built (ValueError naming the group, the key and both values;
+        see :meth:`laid_out_keys` for the changes taken), and new settings that do not fit a
+        parameter the group could compress (ValueError naming it, see :meth:`_check_shapes`).
+        ``groups``: ``(index, group)`` pairs, default all. Compares a few values per group:
+        the state is looked at only when they differ."""
         for index, group in enumerate(self.param_groups) if groups is None else groups:
             built, now = self._layouts[index], layout_of(group)
             if now == built:
                 continue
-            stepped = [p for p in group["params"] if self.state.get(p)]
-            if stepped and (now["adam_convention"] != built["adam_convention"] or any(
-                    bool(self.state[p]["compressed"]) or self.routes_to_compression(p, group) for p in stepped)):
+            stepped = [(p, self.state[p]) for p in group["params"] if self.state.get(p)]
+            changed = [key for key in now if now[key] != built[key]]
+            if self.laid_out_keys(index, group, stepped, changed):
                 raise layout_change_error(index, built, now)
+            # the new settings lay out the states started from now on
+            self._check_shapes(group, index)
             self._layouts[index] = now
+
+    @staticmethod
+    def laid_out_keys(index, group, stepped, changed):
+        """Those of the ``changed`` settings of param group ``index`` that laid out the state
+        of its parameters (:data:`~neuralop_mp.optim.settings.LAYOUT_KEYS`): the ones
+        :meth:`step` refuses changed. Nothing is laid out before a parameter of the group
+        has stepped, and plain AdamW moments (no stepped parameter compressed, before the
+        change nor with ``group``'s settings) by ``adam_convention`` alone.
+
+        Parameters
+        ----------
+        index : int
+            The group's index, which an error names.
+        group : dict
+            The group with the changed settings.
+        stepped : list of (torch.Tensor, dict)
+            The group's parameters that have stepped, each with its (non-empty) state.
+        changed : iterable of str
+            The keys whose values differ from those the state was built with.
+
+        Returns
+        -------
+        set of str
+
+        Raises
+        ------
+        ValueError
+            The changed settings do not fit a parameter the group could compress (see
+            :meth:`_check_shapes`): its routing cannot be told.
+        """
+        changed = {key for key in changed if key in LAYOUT_KEYS}
+        if not stepped or changed <= {"adam_convention"}:
+            return changed if stepped else set()
+        if any(bool(state.get("compressed", False)) for _, state in stepped):
+            return changed
+        # a group without these settings (another optimizer's) compresses nothing
+        if "compress" in group and "min_params" in group:
+            # the routing's memory estimate builds the changed projector: a misfit is named here
+            TensorGRaD._check_shapes(group, index)
+            if any(TensorGRaD.routes_to_compression(p, group) for p, _ in stepped):
+                return changed
+        return changed & {"adam_convention"}
 
     @staticmethod
     def eligible_for_compression(param, group):

@@ -109,9 +109,10 @@ def laid_out_keys(optimizer, state, changed):
     the saved state of their group's parameters, so TensorGRaD refuses them set back after the
     resume (:data:`~neuralop_mp.optim.settings.LAYOUT_KEYS`).
 
-    As TensorGRaD's own check: a group none of whose parameters has a saved state has nothing
-    laid out, and in a group of plain (AdamW) moments only (none compressed when saved, none
-    compressed with the given settings) only ``adam_convention`` lays them out.
+    TensorGRaD's own rule (:meth:`~neuralop_mp.optim.TensorGRaD.laid_out_keys`): a group none
+    of whose parameters has a saved state has nothing laid out, and in a group of plain (AdamW)
+    moments only (none compressed when saved, none compressed with the given settings) only
+    ``adam_convention`` lays them out.
     """
     keys = set()
     for index in sorted({group for group, key, _, _ in changed if group is not None and key in LAYOUT_KEYS}):
@@ -119,11 +120,8 @@ def laid_out_keys(optimizer, state, changed):
         # torch's load_state_dict pairs the saved parameters with this run's in order
         stepped = [(p, state["state"][saved]) for p, saved in zip(given_group["params"], saved_group["params"])
                    if state["state"].get(saved)]
-        compressed = any(bool(saved.get("compressed", False)) or (
-            "compress" in given_group and "min_params" in given_group
-            and TensorGRaD.routes_to_compression(p, given_group)) for p, saved in stepped)
-        keys.update(key for group, key, _, _ in changed if group == index and key in LAYOUT_KEYS and stepped
-                    and (compressed or key == "adam_convention"))
+        keys |= TensorGRaD.laid_out_keys(index, given_group, stepped,
+                                         [key for group, key, _, _ in changed if group == index])
     return keys
 
 

@@ -250,3 +250,69 @@ def test_copies_keep_the_built_layout(copier):
     older = TensorGRaD.__new__(TensorGRaD)
     older.__setstate__(copy.deepcopy(state))
     assert older._layouts[1]["rank"] == 0.5
+
+
+# settings that fit no (8, 200) weight: a rank per mode of three modes, a structured mode beyond two
+MISFITS = [({"rank": (3, 3, 3)}, r"Invalid rank=\(3, 3, 3\) for a tensor of shape \(8, 200\)"),
+           ({"sparse_type": "structured", "sparse_mode": 7}, r"Invalid sparse_mode=7 for a tensor of shape \(8, 200\)")]
+
+
+@pytest.mark.parametrize("stepped", [True, False], ids=["stepped", "not_stepped"])
+@pytest.mark.parametrize("misfit, cause", MISFITS, ids=["rank", "sparse_mode"])
+def test_settings_changed_to_misfit_a_plain_weight_are_refused_naming_it(misfit, cause, stepped):
+    """An (8, 200) weight keeps plain moments (compressing it costs more); changed settings
+    that no longer fit its shape are named with the group, the parameter and its shape,
+    before anything moves, not raised bare by the routing's estimate."""
+    other = torch.nn.Parameter(random_tensor((5,), False, 0, torch.float32))
+    weight = torch.nn.Parameter(random_tensor((8, 200), False, 1, torch.float32))
+    opt = TensorGRaD([{"params": [("bias", other)]}, {"params": [("head.weight", weight)], "min_params": 10}])
+    params = [other, weight]
+    if stepped:
+        _step(opt, params, 0)
+        assert not bool(opt.state[weight]["compressed"])
+    group = opt.param_groups[1]
+    kept = {key: group[key] for key in misfit}
+    group.update(misfit)
+    before = _snapshot(opt, params) if stepped else [p.detach().clone() for p in params]
+    with pytest.raises(ValueError, match=r"TensorGRaD: parameter 'head\.weight' of param group 1 \(shape "
+                                         rf"\(8, 200\)\) is compressed, but its group's settings do not fit it: "
+                                         rf"{cause}.* Fix the setting"):
+        _step(opt, params, 1)
+    if stepped:
+        _assert_same(before, _snapshot(opt, params))
+    else:
+        assert all(torch.equal(p, q) for p, q in zip(params, before)) and not opt.state
+    group.update(kept)  # set back, training goes on
+    _step(opt, params, 2)
+
+
+def test_a_misfit_change_to_a_compressed_weight_is_refused_as_a_layout_change():
+    """Compressed moments are laid out by the rank: any other rank, fitting or not, is the
+    layout change that is refused."""
+    opt, params = _optimizer()
+    _step(opt, params, 0)
+    opt.param_groups[1]["rank"] = (3, 3, 3)
+    _refused(opt, params, "rank", 0.25, (3, 3, 3))
+
+
+def test_the_layout_rule_is_one_for_the_step_and_the_resume():
+    """``TensorGRaD.laid_out_keys``, which the step's check and the resume's note both ask:
+    nothing before a step, plain moments by ``adam_convention`` alone unless the change
+    would compress them, compressed moments by every layout setting."""
+    opt, params = _optimizer()
+    _step(opt, params, 0)
+    changed = ["adam_convention", "rank", "min_params", "lr"]  # lr lays out nothing
+    plain, compressed = [(p, opt.state[p]) for p in params]
+    dense, sparse = opt.param_groups
+    assert TensorGRaD.laid_out_keys(0, dense, [], changed) == set()
+    assert TensorGRaD.laid_out_keys(0, dense, [plain], changed) == {"adam_convention"}
+    assert TensorGRaD.laid_out_keys(0, dense, [plain], ["rank"]) == set()
+    assert TensorGRaD.laid_out_keys(1, sparse, [compressed], changed) == {"adam_convention", "rank", "min_params"}
+    # a weight kept plain under min_params, which a lower one would compress
+    small = torch.nn.Parameter(random_tensor((6, 5, 4, 3), True, 3, torch.float32).to(torch.cfloat))
+    opt = TensorGRaD([{"params": [small], "min_params": 10**6}])
+    _step(opt, [small], 0)
+    group, stepped = opt.param_groups[0], [(small, opt.state[small])]
+    assert TensorGRaD.laid_out_keys(0, group, stepped, ["rank"]) == set()
+    group["min_params"] = 1
+    assert TensorGRaD.laid_out_keys(0, group, stepped, ["rank", "min_params"]) == {"rank", "min_params"}
