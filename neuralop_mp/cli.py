@@ -349,14 +349,15 @@ def train_command(argv):
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
         return _config_error(error, "train", spec)
 
+    from .run_folder import release_run_folder
     from .train_pipeline import output_dir_for, run_training
     from .train_report import format_summary
     from .training import distributed
     from .training.checkpointing import CheckpointError, CheckpointWriteError
 
     # the run folder, known here for the messages of an interrupted run: a default one is claimed now (by
-    # the process that writes, torchrun's rank 0), so they name the one this run took; left empty (a run
-    # refused or stopped before it wrote anything), it is removed again
+    # the process that writes, torchrun's rank 0), so they name the one this run took; given back when the
+    # run is refused or stopped before it saved any of itself (release_run_folder)
     claimed = resume is None and not config.output_dir and os.environ.get("RANK", "0") == "0"
     try:
         out = output_dir_for(config, claim=claimed)
@@ -378,8 +379,8 @@ def train_command(argv):
         print(_interrupted_message(out, given_now if resume is not None else ()), file=sys.stderr)
         return 130
     finally:
-        if claimed and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
+        if claimed:
+            release_run_folder(out)
     if distributed.rank() == 0:  # under torchrun every rank has the result; rank 0 alone prints it
         print()
         print(format_summary(result))

@@ -262,13 +262,40 @@ def load_data_processor(run_dir):
     return processor
 
 
+# what a run writes before its first epoch: a run stopped there left nothing to resume, and a new
+# run rewrites them (command.json alone made its folder unusable: refused as a run, with nothing to resume)
+_FIRST_FILES = (COMMAND_FILE, DATA_PROCESSOR_FILE)
+
+
 def run_files(folder):
-    """The files of ``folder`` that make it a run folder of ``neuralop-mp train`` (``command.json``,
-    ``checkpoint/`` or the ``checkpoint.old`` a crashed save leaves, ``results.json``), as names;
-    empty for a folder that holds no run (missing, empty, or other files only)."""
+    """The files of ``folder`` that make it a run folder of ``neuralop-mp train`` (``checkpoint/``
+    or the ``checkpoint.old`` a crashed save leaves, ``results.json``), as names; empty for a
+    folder that holds no run (missing, empty, other files only, or only the ``command.json`` and
+    ``data_processor.pt`` of a run stopped before its first epoch)."""
     folder = Path(folder)
-    return [name for name in (COMMAND_FILE, CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old", RESULTS_FILE)
-            if (folder / name).exists()]
+    return [name for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old", RESULTS_FILE) if (folder / name).exists()]
+
+
+def release_run_folder(folder):
+    """Give back the folder a run claimed when the run stopped before saving any of itself
+    (:func:`run_files` finds nothing): remove the files a run writes before its first epoch
+    (``command.json``, ``data_processor.pt``; no other file, which the run did not write), then
+    the folder if that left it empty. A folder that holds a run is left as it is.
+
+    Returns
+    -------
+    bool
+        Whether the folder was removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or run_files(folder):
+        return False
+    for name in _FIRST_FILES:
+        (folder / name).unlink(missing_ok=True)
+    if any(folder.iterdir()):
+        return False
+    folder.rmdir()
+    return True
 
 
 def read_results(run_dir):

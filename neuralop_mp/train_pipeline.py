@@ -439,7 +439,9 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         Overrides ``config.output_dir``; default ``./runs/<name>-<timestamp>``, claimed for this
         run (``-2``, ``-3``, ... where another run took that name: :func:`output_dir_for`).
         Recorded and returned as an absolute path. A new run (not ``resume``) refuses a
-        folder that holds a run already (:func:`check_new_run_folder`).
+        folder that holds a run already (:func:`check_new_run_folder`). A default folder is
+        given back when the run raises (Ctrl-C included) before it saved any of itself
+        (:func:`~neuralop_mp.run_folder.release_run_folder`).
     write : bool
         Write the run folder: ``results.json``, ``loss_curve.png``, the final model
         (upstream's ``save_checkpoint`` format, :mod:`neuralop_mp.run_folder`), the data
@@ -503,6 +505,22 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         An ``OSError`` naming the file, for a checkpoint that could not be written (a full
         disk); the previous checkpoint is kept.
     """
+    from .run_folder import release_run_folder
+
+    claimed = []  # the default folder this call claims
+    try:
+        return _run_training(config, claimed, progress=progress, output_dir=output_dir, write=write, log=log,
+                             resume=resume, save_best=save_best, threads=threads, command=command,
+                             cpu_allocator=cpu_allocator, command_flags=command_flags)
+    except BaseException:  # Ctrl-C included: a run stopped before saving any of itself leaves no folder
+        for folder in claimed:
+            release_run_folder(folder)
+        raise
+
+
+def _run_training(config, claimed, *, progress, output_dir, write, log, resume, save_best, threads, command,
+                  cpu_allocator, command_flags):
+    """:func:`run_training`, appending to ``claimed`` the default folder it claims."""
     from .configs import config_to_dict
     from .configs.validation import validated_precision_policy
     from .run_folder import CHECKPOINT_DIR, FINAL_MODEL, save_data_processor, save_model, write_command
@@ -533,7 +551,10 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     if save_best:  # before a default folder is claimed: a refused run leaves none
         check_best_metric_resolution(config.data)
     # every rank reads the same run folder (resume); only rank 0 writes into it, and claims a default one
-    out = output_dir_for(config, output_dir, claim=is_writer and not resume) if write else None
+    claim = write and is_writer and not resume
+    out = output_dir_for(config, output_dir, claim=claim) if write else None
+    if claim and not (output_dir or config.output_dir):  # a default folder, created now for this run
+        claimed.append(out)
     checkpoint_dir = out / CHECKPOINT_DIR if write else None
     # the folder a resume reads: checkpoint/, or checkpoint.old after a crash between a save's renames
     resume_dir = checkpoint_to_resume(out, checkpoint_dir if write else None) if resume else None
@@ -595,6 +616,10 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     if resume:  # on the states the trainer's resume reads, before it loads them: a refused resume trains
         # nothing and keeps its previous command.json (recorded only once an epoch is saved)
         trainer.check_resume_states = partial(check_resume_settings, optimizer, scheduler)
+        # a run with no epoch left: a line of the run's log, not the trainer's Python warning
+        trainer.on_finished_run = lambda folder: log(
+            f"[neuralop-mp] {folder} already finished all {trainer.n_epochs} epochs; nothing to train "
+            f"(resume with --opt.n_epochs N, N > {trainer.n_epochs}, to train more)")
     log(
         f"[neuralop-mp] {type(model).__name__} with {parameters_text(parameter_counts(model))} parameters, "
         f"{len(train_loader.dataset)} training samples at {config.data.train_resolution}, "
@@ -604,9 +629,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
 
     train_start = time.perf_counter()
     with _resume_command(trainer, out, command, record_resume, save_best=bool(save_best),
-                         **(command_flags or {})), warnings.catch_warnings():
-        # the trainer's warning for a finished run, said below as a line of the run's log instead
-        warnings.filterwarnings("ignore", message=_FINISHED_RUN_WARNING)
+                         **(command_flags or {})):
         trainer.train(
             train_loader=train_loader,
             test_loaders=test_loaders,
@@ -620,9 +643,6 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             resume_from_dir=resume_dir,
         )
     train_time = time.perf_counter() - train_start
-    if resume and trainer.start_epoch >= trainer.n_epochs:
-        log(f"[neuralop-mp] {resume_dir} already finished all {trainer.n_epochs} epochs; nothing to train "
-            f"(resume with --opt.n_epochs N, N > {trainer.n_epochs}, to train more)")
     half_dtype = policy.half_torch_dtype(device)
     history = list(getattr(trainer, "history", []))
     metrics = evaluate_final(trainer, test_loaders, eval_losses)
@@ -633,7 +653,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         phase["ran_as"] = precision_as_run(phase["mode"], half_dtype, device, sizes)
     forward_reports = {"product_paths": summarize_product_paths(model),
                        "pointwise_work": describe_pointwise_tiles(model)}
-    if resume and write and trainer.start_epoch >= trainer.n_epochs:  # a finished run: no forward ran
+    if write and trainer.resumed_finished_run:  # a finished run: no forward ran
         forward_reports.update(_previous_forward_reports(out))
 
     result = {
@@ -687,10 +707,6 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
             **({"best_model": str(best_file)} if save_best and best_file.is_file() else {})})
     result["model_object"] = model
     return result
-
-
-# the start of MixedPrecisionTrainer.train's warning for a resumed run with no epoch left
-_FINISHED_RUN_WARNING = "The checkpoint in .* already finished all"
 
 
 def _previous_forward_reports(out):

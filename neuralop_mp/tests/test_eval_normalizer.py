@@ -125,3 +125,54 @@ def test_a_run_stopped_before_its_final_save_names_its_checkpoint_epoch_and_resu
         assert code != 0
         assert str(out / "checkpoint") in err and "epoch 0" in err
         assert f"neuralop-mp train --resume {out}" in err
+
+
+BURGERS_ARGS = ["--data.n_train", "4", "--data.batch_size", "4", "--data.n_tests", "[4]",
+                "--data.test_resolutions", "[32]", "--data.test_batch_sizes", "[4]", "--model.hidden_channels", "4",
+                "--model.n_layers", "1", "--model.n_modes", "[4,4]", "--verbose", "false"]
+
+
+def test_eval_restores_an_input_normalizer_and_the_burgers_processor(tmp_path, capsys):
+    """Burgers encodes its input and output, with upstream's Burgers1dTimeDataProcessor: eval with the
+    saved file (no training file there), and without it (fitted again), give train's errors."""
+    out, root = tmp_path / "run", tmp_path / "data"
+    assert cli.main(["train", "burgers", "--output_dir", str(out), "--opt.n_epochs", "1", "--threads", "1",
+                     "--data.data_root", str(root), *BURGERS_ARGS]) == 0
+    saved = torch.load(out / DATA_PROCESSOR_FILE, weights_only=True)
+    assert saved["class"] == "Burgers1dTimeDataProcessor"
+    assert saved["in_normalizer"] is not None and saved["out_normalizer"] is not None
+    processor = load_data_processor(out)
+    assert type(processor).__name__ == "Burgers1dTimeDataProcessor"
+    assert torch.equal(processor.in_normalizer.mean, saved["in_normalizer"]["mean"])
+    trained = json.loads((out / "results.json").read_text())["metrics"]
+
+    refit = tmp_path / "refit"  # the run without its file: the normalizers fitted on the training data again
+    shutil.copytree(out, refit)
+    (refit / DATA_PROCESSOR_FILE).unlink()
+    code, err = _eval(capsys, refit, "--json", tmp_path / "refit.json")
+    assert code == 0, err
+    (root / "burgers_train_32.pt").unlink()  # with the file: no training data read
+    code, err = _eval(capsys, out, "--json", tmp_path / "saved.json")
+    assert code == 0, err
+    assert not (root / "burgers_train_32.pt").exists()
+    assert json.loads((tmp_path / "saved.json").read_text())["metrics"] == trained
+    assert json.loads((tmp_path / "refit.json").read_text())["metrics"] == trained
+
+
+def test_a_resumed_run_keeps_its_normalizer_file(run, capsys):
+    """A resume loads the data again and writes the file it fitted: the same normalizers, with which
+    eval gives the resumed run's errors."""
+    out, root = run
+    before = torch.load(out / DATA_PROCESSOR_FILE, weights_only=True)
+    assert cli.main(["train", "--resume", str(out), "--opt.n_epochs", "2", "--data.data_root", str(root)]) == 0
+    after = torch.load(out / DATA_PROCESSOR_FILE, weights_only=True)
+    assert after["class"] == before["class"] and after["in_normalizer"] is None
+    assert torch.equal(after["out_normalizer"]["mean"], before["out_normalizer"]["mean"])
+    assert torch.equal(after["out_normalizer"]["std"], before["out_normalizer"]["std"])
+    capsys.readouterr()
+    (root / "darcy_train_8.pt").unlink()
+    json_path = out.parent / "eval.json"
+    code, err = _eval(capsys, out, "--data.data_root", root, "--json", json_path)
+    assert code == 0, err
+    resumed = json.loads((out / "results.json").read_text())
+    assert len(resumed["history"]) == 2 and json.loads(json_path.read_text())["metrics"] == resumed["metrics"]

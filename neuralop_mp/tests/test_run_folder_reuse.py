@@ -8,6 +8,7 @@ import warnings
 from datetime import datetime
 
 import pytest
+import torch
 
 from neuralop_mp import cli
 from neuralop_mp import train_pipeline as pipeline
@@ -57,23 +58,35 @@ def test_a_new_run_into_a_folder_that_holds_a_run_is_refused_before_any_work(dat
     loads = len(data_loads)
     assert train("--output_dir", str(out), "--model.hidden_channels", "8") == 2
     err = capsys.readouterr().err
-    assert f"Output folder {str(out)!r} already holds a run (command.json, checkpoint, results.json)" in err
+    assert f"Output folder {str(out)!r} already holds a run (checkpoint, results.json)" in err
     assert f"--resume {out}" in err and "another folder with --output_dir" in err
     # nothing loaded, nothing written: the first run's files, its best model included, are as they were
     assert len(data_loads) == loads
     assert folder_bytes(out) == before
 
 
-@pytest.mark.parametrize("left", ["command.json", "checkpoint", "results.json"])
+@pytest.mark.parametrize("left", ["checkpoint", "checkpoint.old", "results.json"])
 def test_any_file_of_a_run_marks_its_folder(data_loads, tmp_path, left):
-    """A run stopped after writing its command only, or a folder with its results only: each is a run
-    (the Python API refuses it too)."""
+    """A run's saved epoch (or the checkpoint.old a crashed save leaves), or a folder with its results
+    only: each is a run (the Python API refuses it too)."""
     out = tmp_path / "run"
-    (out / left).mkdir(parents=True) if left == "checkpoint" else (out.mkdir(), (out / left).write_text("{}"))
+    (out / left).mkdir(parents=True) if left.startswith("checkpoint") else (out.mkdir(), (out / left).write_text("{}"))
     config = load_config("darcy", TINY_RUN)
     with pytest.raises(RunSetupError, match=f"already holds a run \\({left}\\)"):
         pipeline.run_training(config, progress=False, output_dir=out, log=quiet)
     assert not data_loads
+
+
+def test_the_files_of_a_run_stopped_before_its_first_epoch_do_not_mark_its_folder(data_loads, tmp_path):
+    """command.json alone (a run refused at the data load, or stopped before its first save) was a run:
+    the same command was refused, and --resume too, as there was nothing to resume."""
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("command.json", "data_processor.pt"):
+        (out / name).write_text("{}")
+    config = load_config("darcy", {**TINY_RUN, "opt.n_epochs": "1"})
+    pipeline.run_training(config, progress=False, output_dir=out, log=quiet)
+    assert len(data_loads) == 1 and (out / "results.json").is_file()
 
 
 def test_a_folder_without_a_run_is_trained_into(data_loads, tmp_path):
@@ -118,6 +131,101 @@ def test_a_run_refused_before_any_work_leaves_no_default_folder(data_loads, tmp_
                  "--data.test_batch_sizes", "[4]") == 2
     assert "--save_best" in capsys.readouterr().err
     assert not list((tmp_path / "runs").iterdir())
+
+
+# ---------------------------------------------------------------- a run stopped before its first epoch
+
+def _refused_at_the_data_load(config, progress=True):
+    raise FileNotFoundError("no data file x.pt")
+
+
+def _normalized_data(monkeypatch):
+    """The four random samples with a fitted output normalizer, so a run writes data_processor.pt."""
+    from neuralop.data.transforms.data_processors import DefaultDataProcessor
+    from neuralop.data.transforms.normalizers import UnitGaussianNormalizer
+
+    _four_random_samples_as_data(monkeypatch)
+    train_loader, test_loaders, _ = pipeline.build_data(None)
+    processor = DefaultDataProcessor(out_normalizer=UnitGaussianNormalizer(mean=torch.zeros(1, 1, 1),
+                                                                           std=torch.ones(1, 1, 1)))
+    monkeypatch.setattr(pipeline, "build_data", lambda config, progress=True: (train_loader, test_loaders, processor))
+
+
+def _interrupted_after_the_data_load(monkeypatch):
+    """Ctrl-C while the model is built: command.json and data_processor.pt are written by then."""
+    _normalized_data(monkeypatch)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "build_model", interrupted)
+
+
+def test_a_data_load_refusal_leaves_the_output_folder_to_the_same_command(data_loads, tmp_path, monkeypatch,
+                                                                          capsys):
+    """It was refused as a run (its command.json), and --resume as having nothing to resume. A folder
+    given with --output_dir is never removed, nor a file the run did not write."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("kept")
+    good = pipeline.build_data
+    monkeypatch.setattr(pipeline, "build_data", _refused_at_the_data_load)
+    assert train("--output_dir", str(out)) == 2
+    assert "no data file x.pt" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "kept"
+    monkeypatch.setattr(pipeline, "build_data", good)
+    assert train("--output_dir", str(out)) == 0, capsys.readouterr().err
+    assert (out / "results.json").is_file() and (out / "notes.txt").read_text() == "kept"
+
+
+@pytest.mark.parametrize("stop", ["data refused", "ctrl-c"])
+@pytest.mark.parametrize("through", ["cli", "python"])
+def test_a_run_stopped_before_its_first_epoch_leaves_no_default_folder(tmp_path, monkeypatch, capsys, stop,
+                                                                         through):
+    """The claimed folder held command.json (CLI) or stayed empty (Python), and data_processor.pt after
+    the data load."""
+    monkeypatch.chdir(tmp_path)
+    if stop == "ctrl-c":
+        _interrupted_after_the_data_load(monkeypatch)
+    else:
+        monkeypatch.setattr(pipeline, "build_data", _refused_at_the_data_load)
+    if through == "cli":
+        assert train() == (130 if stop == "ctrl-c" else 2)
+        if stop == "ctrl-c":  # true now: the folder is gone, the same command starts again
+            assert capsys.readouterr().err.rstrip().endswith("nothing to resume; run the command again.")
+    else:
+        config = load_config("darcy", {**TINY_RUN, "opt.n_epochs": "1"})
+        with pytest.raises(KeyboardInterrupt if stop == "ctrl-c" else RunSetupError):
+            pipeline.run_training(config, progress=False, log=quiet)
+    assert not list((tmp_path / "runs").iterdir())
+
+
+def test_a_run_interrupted_in_a_folder_it_was_given_leaves_the_folder_and_its_files(tmp_path, monkeypatch):
+    """Only a folder the run claimed is given back: one given to run_training stays, with what it held."""
+    _interrupted_after_the_data_load(monkeypatch)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("kept")
+    config = load_config("darcy", {**TINY_RUN, "opt.n_epochs": "1"})
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_training(config, progress=False, output_dir=out, log=quiet)
+    assert sorted(p.name for p in out.iterdir()) == ["data_processor.pt", "notes.txt"]
+
+
+def test_releasing_a_folder_removes_only_the_files_a_run_writes_before_its_first_epoch(tmp_path):
+    from neuralop_mp.run_folder import release_run_folder
+
+    stopped, other, run = tmp_path / "stopped", tmp_path / "other", tmp_path / "run"
+    for folder, names in ((stopped, ["command.json", "data_processor.pt"]),
+                          (other, ["command.json", "data_processor.pt", "notes.txt"]),
+                          (run, ["command.json", "data_processor.pt", "results.json"])):
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_text("{}")
+    assert release_run_folder(stopped) and not stopped.exists()
+    assert not release_run_folder(other) and [p.name for p in other.iterdir()] == ["notes.txt"]
+    assert not release_run_folder(run) and len(list(run.iterdir())) == 3  # a run: left as it is
+    assert not release_run_folder(tmp_path / "missing")
 
 
 # ---------------------------------------------------------------- the folder printed and recorded

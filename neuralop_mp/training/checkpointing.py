@@ -271,7 +271,7 @@ def resolve_checkpoint_dir(save_dir):
     return save_dir
 
 
-def verify_checkpoint(save_dir, require=(), return_model_state=False):
+def verify_checkpoint(save_dir, require=()):
     """Check a checkpoint folder completely, loading no state (but the model file and
     ``precision_state.pt`` of a checkpoint without checksums, whose only check is that
     they read).
@@ -282,24 +282,19 @@ def verify_checkpoint(save_dir, require=(), return_model_state=False):
     require : iterable of str
         Roles (``"optimizer"``, ``"scheduler"``, ``"regularizer"``) the resuming run
         needs: a checkpoint without them would silently start them fresh.
-    return_model_state : bool, default False
-        Also return the model state dict read to check a checkpoint without checksums
-        (None where it was not read), for a caller that needs it.
 
     Returns
     -------
     manifest : dict
         The manifest; ``{}`` for an upstream checkpoint without one.
-    model_state : dict or None
-        Only with ``return_model_state``.
 
     Raises
     ------
     CheckpointError
         Naming the file and what is wrong with it.
     """
-    manifest, read = _verify(save_dir, require)
-    return (manifest, read["model"]) if return_model_state else manifest
+    manifest, _ = _verify(save_dir, require)
+    return manifest
 
 
 def _verify(save_dir, require):

@@ -259,7 +259,15 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
     auto_decisions : list of dict
         With ``auto_precision``: every re-check's measurement and decision.
     scaler : ComplexGradScaler
+    resumed_finished_run : bool
+        Whether the last ``train()`` resumed a checkpoint that had finished all ``n_epochs``
+        already (nothing was trained).
+    on_finished_run : callable or None
+        None: such a resume is said as a warning. A callable taking the checkpoint folder
+        says it instead (the training pipeline's writes it in the run's log).
     """
+
+    on_finished_run = None
 
     def __init__(self, *, model, n_epochs, device="cpu", data_processor=None, eval_interval=1,
                  log_output=False, use_distributed=False, verbose=False, wandb_log=False,
@@ -311,6 +319,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             check_update_in_backward_settings(loss_scaling=self.loss_scaling if self.scaler.enabled else False,
                                               distributed=bool(use_distributed and distributed.is_distributed()))
         self.history = []
+        self.resumed_finished_run = False
         self.phase_index, self.phase = None, None
         self.autocast_enabled = bool(mixed_precision) and schedule is None
         self._bar = None
@@ -714,6 +723,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             _check_save_best(save_best, test_loaders, eval_losses)
         if save_every is not None or save_best is not None:
             checkpointing.check_save_dir(save_dir)  # fail now, not after the first epoch
+        self.resumed_finished_run = False
         if resume_from_dir is None:
             # a new run, as upstream's each call is: its best epoch (save_best) and its history are its own
             self.history = []
@@ -722,9 +732,13 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             self.optimizer, self.scheduler, self.regularizer = optimizer, scheduler, regularizer or None
             self.save_best = save_best
             self.resume_state_from_dir(resume_from_dir)
-            if self.start_epoch >= self.n_epochs:
-                warnings.warn(f"The checkpoint in {resume_from_dir} already finished all "
-                              f"{self.n_epochs} epochs; nothing to train.", stacklevel=2)
+            self.resumed_finished_run = self.start_epoch >= self.n_epochs
+            if self.resumed_finished_run:
+                if self.on_finished_run is None:
+                    warnings.warn(f"The checkpoint in {resume_from_dir} already finished all "
+                                  f"{self.n_epochs} epochs; nothing to train.", stacklevel=2)
+                else:
+                    self.on_finished_run(resume_from_dir)
                 if self.history:  # the model in the precision the run finished in, as after training
                     # (a checkpoint of a longer run resumed with fewer epochs: this run's last epoch)
                     self._enter_phase(min(self.history[-1]["epoch"], self.n_epochs - 1), measure=False)
