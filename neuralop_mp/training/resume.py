@@ -125,6 +125,30 @@ def laid_out_keys(optimizer, state, changed):
     return keys
 
 
+def restore_rng_states(state):
+    """Set the RNG states a checkpoint's ``precision_state.pt`` records.
+
+    The same number of ranks continues each rank's CPU stream and its own CUDA device's;
+    another number restarts from rank 0's. A run saved with more CUDA devices visible than
+    this one has restores the devices it has (torch's ``set_rng_state_all`` would index
+    devices that are not there).
+    """
+    by_rank = state.get("rng_states_by_rank")
+    world_size = distributed.world_size()
+    if by_rank is not None and len(by_rank) == world_size:
+        torch.set_rng_state(by_rank[distributed.rank()])
+    else:
+        torch.set_rng_state(state["rng_state"])
+    if not torch.cuda.is_available():
+        return
+    cuda_by_rank = state.get("cuda_rng_states_by_rank")
+    if cuda_by_rank is not None and len(cuda_by_rank) == world_size:
+        torch.cuda.set_rng_state(cuda_by_rank[distributed.rank()])  # this rank's current device
+    elif "cuda_rng_state" in state:
+        for device, device_state in enumerate(state["cuda_rng_state"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, device)
+
+
 class TrainingStateCheckpoints:
     """Mixin for a neuralop ``Trainer`` subclass with ``precision_schedule``, ``scaler``,
     ``history``, ``half_dtype`` and ``_scaling_enabled()``."""
@@ -133,10 +157,11 @@ class TrainingStateCheckpoints:
     #: before loading them (``check_states`` of :func:`~neuralop_mp.training.checkpointing.load_training_files`)
     check_resume_states = None
 
-    def precision_state_dict(self, rng_states=None):
+    def precision_state_dict(self, rng_states=None, cuda_rng_states=None):
         """Schedule position, scaler, history and RNG state (weights-only loadable).
 
-        ``rng_states``: every rank's CPU RNG state, indexed by rank (data-parallel runs)."""
+        ``rng_states``: every rank's CPU RNG state, indexed by rank (data-parallel runs);
+        ``cuda_rng_states``: every rank's state of its own CUDA device, the same way."""
         epoch = getattr(self, "epoch", None)
         state = dict(epoch=epoch, next_epoch=None if epoch is None else epoch + 1, n_epochs=self.n_epochs,
                      schedule=None if self.precision_schedule is None else str(self.precision_schedule),
@@ -147,6 +172,8 @@ class TrainingStateCheckpoints:
             state["rng_states_by_rank"] = list(rng_states)
         if torch.cuda.is_available():
             state["cuda_rng_state"] = torch.cuda.get_rng_state_all()
+            if cuda_rng_states is not None and len(cuda_rng_states) > 1:
+                state["cuda_rng_states_by_rank"] = list(cuda_rng_states)
         return state
 
     def checkpoint(self, save_dir):
@@ -158,6 +185,8 @@ class TrainingStateCheckpoints:
         if getattr(self, "_loop_saves_best", False) and not self._beats_earlier_epochs():
             return
         rng_states = distributed.gather_objects(torch.get_rng_state())
+        # each rank draws on its own device: its stream is that device's state, not rank 0's view of it
+        cuda_rng_states = distributed.gather_objects(torch.cuda.get_rng_state()) if torch.cuda.is_available() else None
         if comm.get_local_rank() != 0:
             distributed.barrier()
             return
@@ -165,7 +194,7 @@ class TrainingStateCheckpoints:
         checkpointing.save_training_files(save_dir, save_name, self.model, optimizer=self.optimizer,
                                           scheduler=self.scheduler, regularizer=self.regularizer,
                                           epoch=self.epoch,
-                                          precision_state=self.precision_state_dict(rng_states))
+                                          precision_state=self.precision_state_dict(rng_states, cuda_rng_states))
         distributed.barrier()
         if self.verbose:
             print(f"[Rank 0]: saved training state to {save_dir}")
@@ -276,14 +305,7 @@ class TrainingStateCheckpoints:
                               f"phase boundaries move (epoch {moved} changes phase).", stacklevel=2)
             self._load_scaler_state(state["scaler"], state.get("half_dtype"))
             self.history = [dict(h) for h in state["history"]]
-            by_rank = state.get("rng_states_by_rank")
-            # the same number of ranks continues each rank's stream; another number restarts from rank 0's
-            if by_rank is not None and len(by_rank) == distributed.world_size():
-                torch.set_rng_state(by_rank[distributed.rank()])
-            else:
-                torch.set_rng_state(state["rng_state"])
-            if "cuda_rng_state" in state and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["cuda_rng_state"])
+            restore_rng_states(state)
             next_epoch = state["next_epoch"]
         elif manifest.get("epoch") is not None:
             next_epoch = manifest["epoch"] + 1
