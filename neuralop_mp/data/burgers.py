@@ -52,7 +52,8 @@ MIN_RESOLUTION = 8
 # Courant number on the dealiased band; RK4 is stable up to ~2.8, 1.0 keeps it accurate.
 COURANT = 1.0
 # max|u(t)| / max|u0| above this: the grid does not resolve the fronts (resolved runs
-# measured <= 1 + 1e-15 at nu = 0.01; nu = 1e-3 on 128 points reached 1.25).
+# measured <= 1 + 1e-15 at nu = 0.01; nu = 1e-3 on 128 points reached 1.25 over the 800 default
+# training samples of seed 0, less over fewer: docs/data.md names the command).
 MAX_GROWTH = 1.01
 
 

@@ -47,13 +47,16 @@ SPATIAL_DIMS = {"darcy": 2, "nsforcing": 2, "burgers": 1}
 
 # The physics of a load: the split generator's arguments its files record. A file of ours
 # that is regenerated keeps its own; a missing one takes those of the load's other files.
-PHYSICS = {"darcy": ("face_average",), "nsforcing": ("viscosity", "t_final", "solver_resolution"),
+PHYSICS = {"darcy": ("face_average",), "nsforcing": ("viscosity", "t_final", "solver_resolution", "dt"),
            "burgers": ("viscosity", "t_final", "n_time", "solver_resolution")}
-# the discretization, not the equation: each file solves on at least its own grid, so files of
-# one load legitimately record different ones; never compared between files
-PER_FILE = ("solver_resolution",)
-# the physics settings `neuralop-mp data` has a flag for (--viscosity, ...), in its order
-CLI_FLAGS = ("viscosity", "t_final", "solver_resolution", "n_time")
+# the discretization, not the equation: each file solves on at least its own grid (with the
+# default step of that grid unless it records a dt), so files of one load legitimately record
+# different ones; never compared between files. A file made from scratch takes the smallest
+# recorded: the finest grid and step the load has solved with.
+PER_FILE = ("solver_resolution", "dt")
+# the physics settings `neuralop-mp data` has a flag for (--viscosity, ...), in its order; its
+# parser reads them from here
+CLI_FLAGS = ("viscosity", "t_final", "solver_resolution", "n_time", "dt")
 
 # Each generator's own check of a stored resolution: its settings function, which raises a
 # ValueError naming the value and the rule (the resolution rules do not depend on the physics,
@@ -67,21 +70,28 @@ CHECK_RESOLUTION = {
 }
 
 
-def needed_files(train_resolution, test_resolutions, n_train, n_tests):
+def needed_files(train_resolution, test_resolutions, n_train, n_tests, test_batch_sizes=None):
     """``[(resolution, split, n_samples), ...]``, every value checked before any file is touched."""
-    tests = files_of_test_sets(test_resolutions, n_tests)
+    tests = files_of_test_sets(test_resolutions, n_tests, test_batch_sizes)
     train_resolution = check_int_at_least("train_resolution", train_resolution, 2)
     n_train = check_int_at_least("n_train", n_train, 1)
     return [(train_resolution, "train", n_train)] + tests
 
 
-def files_of_test_sets(test_resolutions, n_tests):
-    """``[(resolution, "test", n_samples), ...]`` of the test sets, every value checked."""
+def files_of_test_sets(test_resolutions, n_tests, test_batch_sizes=None):
+    """``[(resolution, "test", n_samples), ...]`` of the test sets, every value checked.
+
+    ``test_batch_sizes``, when given, must also have one entry per test resolution: checked
+    here, before any file is generated, for the training loaders and the test sets alike.
+    """
     test_resolutions, n_tests = list(test_resolutions), list(n_tests)
     if len(test_resolutions) != len(n_tests):
         raise ValueError(f"n_tests={n_tests} needs one entry per test resolution {test_resolutions}")
     if not test_resolutions:
         raise ValueError("test_resolutions is empty; allowed values: one or more resolutions (integers >= 2).")
+    if test_batch_sizes is not None and len(list(test_batch_sizes)) != len(test_resolutions):
+        raise ValueError(f"test_batch_sizes={list(test_batch_sizes)} needs one entry per test resolution "
+                         f"{test_resolutions}")
     test_resolutions = [check_int_at_least("test_resolutions entry", r, 2) for r in test_resolutions]
     n_tests = [check_int_at_least("n_tests entry", n, 1) for n in n_tests]
     return [(res, "test", n) for res, n in zip(test_resolutions, n_tests)]
@@ -108,6 +118,13 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     or unreadable one is generated with those of our other files of the load (the
     generator's defaults when there are none), and our files recording different
     physics are refused with a ValueError naming them, before anything is generated.
+
+    Returns
+    -------
+    dict
+        ``{path: contents}`` of every file in ``needed``, as
+        :func:`~neuralop_mp.data.file_checks.check_data_file` returns them: for a caller
+        that reads the tensors itself, without reading the files again.
     """
     root = Path(root)
     requested = {"seed": int(seed)}  # what the loader asks for; the physics is whatever the files hold
@@ -200,6 +217,7 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     for res, split, n in needed:
         path = data_file(root, prefix, split, res)
         read[path] = check_data_file(path, res, n, SPATIAL_DIMS[prefix], data=read.get(path), split=split)
+    return read
 
 
 def _recorded_physics(prefix, meta):
@@ -213,8 +231,9 @@ def _load_physics(prefix, cli_name, root, records):
     ``records`` maps each readable file of ours in the load to its metadata. They
     must all record the same physics (:data:`PHYSICS` but :data:`PER_FILE`): a
     ValueError names the files and the settings that differ otherwise. The grid
-    solved on differs with the resolution, so it is not compared; the smallest one
-    recorded is taken (each generator solves on at least the stored grid anyway).
+    solved on differs with the resolution, and with it the default time step, so neither
+    is compared; the smallest one recorded is taken (each generator solves on at least
+    the stored grid anyway, and a smaller step is the stabler one).
     """
     found = {path: {k: v for k, v in _recorded_physics(prefix, meta).items() if k not in PER_FILE}
              for path, meta in records.items()}
@@ -246,11 +265,15 @@ def _cli_flags(settings):
     return "".join(f" --{k.replace('_', '-')} {settings[k]}" for k in CLI_FLAGS if k in settings)
 
 
+# each loader's files: (file prefix, split generator, `neuralop-mp data` name)
+LOADER_FILES = {"load_darcy": ("darcy", generate_darcy_split, "darcy"),
+                "load_navier_stokes": ("nsforcing", generate_navier_stokes_split, "navier_stokes"),
+                "load_burgers": ("burgers", generate_burgers_split, "burgers")}
+
+
 def make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes):
-    """DataLoaders over a PTDataset: shuffled training batches, ordered test batches."""
-    test_batch_sizes = list(test_batch_sizes)
-    if len(test_batch_sizes) != len(list(test_resolutions)):
-        raise ValueError(f"test_batch_sizes={test_batch_sizes} needs one entry per test resolution {list(test_resolutions)}")
+    """DataLoaders over a PTDataset: shuffled training batches, ordered test batches (one
+    batch size per test resolution, as :func:`files_of_test_sets` checked)."""
     # num_workers=0: worker processes cost more than they save on these small tensors.
     train_loader = DataLoader(dataset.train_db, batch_size=batch_size, shuffle=True, num_workers=0)
     test_loaders = {
@@ -294,7 +317,7 @@ def load_darcy(data_root=None, n_train=1000, n_tests=(200, 200), batch_size=32, 
         ``(train_loader, {res: test_loader}, data_processor)``.
     """
     return _load_2d(
-        "darcy", DarcyDataset, generate_darcy_split, "darcy", data_root, n_train, n_tests, batch_size, test_batch_sizes,
+        "load_darcy", DarcyDataset, data_root, n_train, n_tests, batch_size, test_batch_sizes,
         train_resolution, test_resolutions, encode_input, encode_output, generate, progress, seed,
     )
 
@@ -309,7 +332,7 @@ def load_navier_stokes(data_root=None, n_train=400, n_tests=(100,), batch_size=1
     Parameters and return value as in :func:`load_darcy`.
     """
     return _load_2d(
-        "nsforcing", NavierStokesDataset, generate_navier_stokes_split, "navier_stokes", data_root, n_train, n_tests, batch_size, test_batch_sizes,
+        "load_navier_stokes", NavierStokesDataset, data_root, n_train, n_tests, batch_size, test_batch_sizes,
         train_resolution, test_resolutions, encode_input, encode_output, generate, progress, seed,
     )
 
@@ -327,8 +350,9 @@ def load_burgers(data_root=None, n_train=800, n_tests=(200,), batch_size=32, tes
     """
     root = resolve_root(data_root)
     test_resolutions = [int(r) for r in test_resolutions]
-    needed = needed_files(train_resolution, test_resolutions, n_train, n_tests)
-    ensure_files(root, "burgers", needed, generate_burgers_split, "burgers", generate, progress, seed)
+    needed = needed_files(train_resolution, test_resolutions, n_train, n_tests, test_batch_sizes)
+    prefix, generate_split, cli_name = LOADER_FILES["load_burgers"]
+    ensure_files(root, prefix, needed, generate_split, cli_name, generate, progress, seed)
     common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
                   test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
                   test_resolutions=test_resolutions)
@@ -340,12 +364,6 @@ def load_burgers(data_root=None, n_train=800, n_tests=(200,), batch_size=32, tes
         processor = dataset.data_processor
         dataset._data_processor = Burgers1dTimeDataProcessor(processor.in_normalizer, processor.out_normalizer)
     return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes)
-
-
-# each loader's files: (file prefix, split generator, `neuralop-mp data` name)
-LOADER_FILES = {"load_darcy": ("darcy", generate_darcy_split, "darcy"),
-                "load_navier_stokes": ("nsforcing", generate_navier_stokes_split, "navier_stokes"),
-                "load_burgers": ("burgers", generate_burgers_split, "burgers")}
 
 
 def load_test_sets(loader_name, data_root=None, n_tests=(200,), test_batch_sizes=(32,), test_resolutions=(16,),
@@ -362,19 +380,19 @@ def load_test_sets(loader_name, data_root=None, n_tests=(200,), test_batch_sizes
 
     prefix, generate_split, cli_name = LOADER_FILES[check_choice("loader", loader_name, tuple(LOADER_FILES))]
     root = resolve_root(data_root)
-    tests = files_of_test_sets(test_resolutions, n_tests)
-    ensure_files(root, prefix, tests, generate_split, cli_name, generate, progress, seed)
+    tests = files_of_test_sets(test_resolutions, n_tests, test_batch_sizes)
+    stored = ensure_files(root, prefix, tests, generate_split, cli_name, generate, progress, seed)
     loaders = {}
     for (res, _, n), batch_size in zip(tests, test_batch_sizes):
-        stored = read_data_file(data_file(root, prefix, "test", res))
-        x, y = stored["x"].type(torch.float32).clone().unsqueeze(1)[:n], stored["y"].clone().unsqueeze(1)[:n]
+        data = stored[data_file(root, prefix, "test", res)]
+        # the first n samples copied out of the (memory-mapped) file, not the whole tensor
+        x, y = data["x"][:n].float().clone().unsqueeze(1), data["y"][:n].clone().unsqueeze(1)
         loaders[res] = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False, num_workers=0)
     return loaders
 
 
-def _load_2d(dataset_name, upstream_class, generate_split, cli_name, data_root, n_train, n_tests, batch_size,
-             test_batch_sizes, train_resolution, test_resolutions, encode_input, encode_output, generate,
-             progress, seed):
+def _load_2d(loader_name, upstream_class, data_root, n_train, n_tests, batch_size, test_batch_sizes,
+             train_resolution, test_resolutions, encode_input, encode_output, generate, progress, seed):
     """Shared body of the 2-D loaders: make sure the files exist, then read them as upstream does.
 
     ``upstream_class`` reads them with ``download=False`` when it accepts every
@@ -382,7 +400,8 @@ def _load_2d(dataset_name, upstream_class, generate_split, cli_name, data_root, 
     """
     root = resolve_root(data_root)
     test_resolutions = [int(r) for r in test_resolutions]
-    needed = needed_files(train_resolution, test_resolutions, n_train, n_tests)
+    dataset_name, generate_split, cli_name = LOADER_FILES[loader_name]
+    needed = needed_files(train_resolution, test_resolutions, n_train, n_tests, test_batch_sizes)
     ensure_files(root, dataset_name, needed, generate_split, cli_name, generate, progress, seed)
     common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
                   test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
