@@ -4,7 +4,9 @@
 # (on a lent machine whose files do not come back but OUT_DIR: run it without --update-docs,
 #  then here: neuralop-mp bench gpu --apply OUT_DIR)
 # runs the CUDA tests and the spectral + optimizer GPU rows (FNO/TFNO 2D at 256-1024^2),
-# and writes gpu.md, gpu.json and gpu_memory.png into OUT_DIR. On a machine without CUDA,
+# and writes gpu.md, gpu.json and gpu_memory.png into OUT_DIR (and, as it goes, gpu_cuda_tests.txt:
+# the tests' whole output, and gpu_rows.jsonl: each row once measured, kept if the run is killed).
+# On a machine without CUDA,
 #   bash benchmarks/gpu.sh OUT_DIR --dry-run
 # walks every variant at a tiny size on CPU (what CI checks).
 set -euo pipefail

@@ -19,7 +19,12 @@ machine:
 4. writes ``gpu.md``, ``gpu.json`` and ``gpu_memory.png`` (peak memory against
    resolution) into the output folder, and with ``--profile`` ``gpu_profile.txt``:
    kernel-level ``torch.profiler`` tables of one step of several variants
-   (:func:`profile_cases`).
+   (:func:`profile_cases`, within what is left of the time budget).
+
+As it goes (so that a campaign killed by an outer timeout still leaves them) it writes
+``gpu_cuda_tests.txt`` (the CUDA tests' whole output, a timeout's partial output too;
+their FAILED/ERROR lines also go into ``gpu.json`` and ``gpu.md``) and ``gpu_rows.jsonl``
+(one JSON object a line, each row as soon as it is measured: :func:`read_rows`).
 
 On one H200 the table took 84 and 90 s in two runs (2026-12-04, the table's "Wall time",
 which includes the CUDA tests' 16 and 24 s), the whole command about 100 s; it stays
@@ -38,6 +43,7 @@ References
 import argparse
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -55,8 +61,8 @@ from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..optim.factory import create_optimizer
 from ..peak_memory import PeakTensorBytes
 from ..layers.precision_switch import set_precision, set_spectral_weight_dtype
-from .report import (DEFAULT_DOC, add_output_arguments, header, markdown_table, shown_command, update_section,
-                     write_results)
+from .report import (DEFAULT_DOC, add_output_arguments, default_output_dir, header, markdown_table, shown_command,
+                     update_section, write_results)
 from .spectral import Variant
 
 # (arch, hidden channels, resolution); 768 is the non-power-of-2 size
@@ -72,6 +78,7 @@ BATCH, DRY_BATCH = 4, 1
 MODES, DRY_MODES = 32, 4
 WARMUP, STEPS = 2, 5
 BUDGET_S = 420  # of at most 8 minutes: the rest is start-up and writing (an H200 needs ~100 s in all)
+MAX_LISTED_FAILURES = 10  # failing CUDA tests listed in gpu.md (gpu.json and gpu_cuda_tests.txt keep all)
 
 
 @dataclass(frozen=True)
@@ -240,23 +247,57 @@ def unexpected_failures(rows, cuda_tests):
     return failures
 
 
-def run_cuda_tests(dry_run, timeout_s=150):
-    """``pytest -q -k cuda``; returns a one-line result."""
+def run_cuda_tests(dry_run, timeout_s=150, output=None):
+    """``pytest -q -k cuda``; returns a one-line result.
+
+    ``output``: a file that gets pytest's whole output (a timeout's partial output too),
+    whose short summary names each failing test and its reason (:func:`failed_tests`).
+    """
     if dry_run:
         return "skipped (dry run / quick)"
-    command = [sys.executable, "-m", "pytest", "-q", "-k", "cuda", "-p", "no:cacheprovider"]
+    # -rfEs: the summary lists failures, errors (and skips) whatever the pytest settings say
+    command = [sys.executable, "-m", "pytest", "-q", "-rfEs", "-k", "cuda", "-p", "no:cacheprovider"]
     # from the repository root (its pytest settings and test folders) wherever the campaign was
     # started; an installed package (no repository around it): the tests inside the package
     package = Path(__file__).resolve().parents[1]
     root = package.parent
     if not (root / "pyproject.toml").is_file():
         command.append(str(package))
+    # a wide "terminal": pytest trims each summary line's reason to the terminal's width
+    env = dict(os.environ, COLUMNS="400")
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, cwd=root)
-    except subprocess.TimeoutExpired:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, cwd=root, env=env)
+    except subprocess.TimeoutExpired as timeout:
+        _write_test_output(output, timeout.stdout, timeout.stderr, f"timed out after {timeout_s} s")
         return f"timed out after {timeout_s} s"
+    _write_test_output(output, done.stdout, done.stderr, f"exit code {done.returncode}")
     lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
     return f"exit code {done.returncode}: {lines[-1] if lines else done.stderr.strip()[-200:]}"
+
+
+def _text(stream):
+    """A captured stream as text: a timeout's partial output comes as bytes even in text mode."""
+    if isinstance(stream, bytes):
+        return stream.decode(errors="replace")
+    return stream or ""
+
+
+def _write_test_output(path, stdout, stderr, status):
+    if path is None:
+        return
+    text = _text(stdout) + (f"\n--- stderr ---\n{_text(stderr)}" if _text(stderr).strip() else "")
+    Path(path).write_text(f"{text.rstrip()}\n--- {status} ---\n")
+
+
+def failed_tests(output):
+    """The ``FAILED``/``ERROR`` lines of pytest's short summary in ``output`` (its text)."""
+    return [line.strip() for line in output.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+
+
+def read_rows(path):
+    """The rows of a ``gpu_rows.jsonl`` (what a killed campaign measured before it stopped)."""
+    with open(path) as lines:
+        return [json.loads(line) for line in lines if line.strip()]
 
 
 def plot_memory(rows, path):
@@ -289,11 +330,12 @@ def _plan(tiny):
     return (DRY_SIZES, DRY_BATCH, DRY_MODES) if tiny else (SIZES, BATCH, MODES)
 
 
-def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None):
+def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None, out=None):
     """Run the campaign; returns (markdown body, data dict, rows).
 
     ``quick``: tiny sizes, no test run, on CUDA; ``dry_run``: the same on CPU;
-    ``archs``: only these models (e.g. ``["TFNO"]``; default all).
+    ``archs``: only these models (e.g. ``["TFNO"]``; default all); ``out``: a folder
+    that gets ``gpu_cuda_tests.txt`` and ``gpu_rows.jsonl`` as the campaign goes.
     """
     if not dry_run and not torch.cuda.is_available():
         raise RuntimeError("neuralop-mp bench gpu needs a CUDA device; on a CPU use --dry-run to check the script.")
@@ -303,24 +345,44 @@ def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None):
     sizes = [s for s in sizes if archs is None or s[0] in archs]
     steps, warmup = (1, 1) if tiny else (STEPS, WARMUP)
     start = time.perf_counter()
-    tests = run_cuda_tests(tiny)
-    print(f"CUDA tests: {tests}", flush=True)
+    folder = Path(out) if out is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    tests_file = folder / "gpu_cuda_tests.txt" if folder is not None else None
+    if tests_file is not None:
+        tests_file.unlink(missing_ok=True)  # an earlier campaign's, in the same folder
+    tests = run_cuda_tests(tiny, output=tests_file)
+    failing = failed_tests(tests_file.read_text()) if tests_file is not None and tests_file.is_file() else []
+    print(f"CUDA tests: {tests}" + "".join(f"\n  {line}" for line in failing), flush=True)
     rows = []
-    for arch, hidden, res in sorted(sizes, key=lambda size: size[2] != MEASURE_FIRST):
-        for variant in VARIANTS:
-            if time.perf_counter() - start > budget_s:
-                rows.append(dict(model=arch, hidden=hidden, res=res, variant=variant.name, batch=batch,
-                                 note=f"skipped: time budget of {budget_s} s spent"))
-                continue
-            row = measure(arch, hidden, res, variant, batch, modes, device, steps, warmup)
-            rows.append(row)
-            print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    # each row goes to disk as soon as it exists: an outer timeout killing the process keeps them
+    rows_file = open(folder / "gpu_rows.jsonl", "w") if folder is not None else None
+    try:
+        for arch, hidden, res in sorted(sizes, key=lambda size: size[2] != MEASURE_FIRST):
+            for variant in VARIANTS:
+                if time.perf_counter() - start > budget_s:
+                    row = dict(model=arch, hidden=hidden, res=res, variant=variant.name, batch=batch,
+                               note=f"skipped: time budget of {budget_s} s spent")
+                else:
+                    row = measure(arch, hidden, res, variant, batch, modes, device, steps, warmup)
+                    print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+                rows.append(row)
+                if rows_file is not None:
+                    rows_file.write(json.dumps(row) + "\n")
+                    rows_file.flush()
+    finally:
+        if rows_file is not None:
+            rows_file.close()
     rows.sort(key=lambda r: sizes.index((r["model"], r["hidden"], r["res"])))  # tables in size order
     add_ratios(rows)
     columns = ["model", "hidden", "res", "variant", "step ms", "speed-up vs up. full", "speed-up vs up. mixed",
                "peak MiB", "memory / up. full", "memory / up. mixed", "kept by forward MiB", "peak in", "note"]
+    shown = failing[:MAX_LISTED_FAILURES]
+    listed = "".join(f"- `{line[:300]}`\n" for line in shown)
+    if len(failing) > len(shown):
+        listed += f"- ... {len(failing) - len(shown)} more in `gpu_cuda_tests.txt`\n"
     body = (
-        f"CUDA tests (`pytest -k cuda`): {tests}.\n\n"
+        f"CUDA tests (`pytest -k cuda`): {tests}.\n\n" + (listed + "\n" if listed else "") +
         f"FNO/TFNO 2D, 4 layers, {modes}x{modes} modes, batch {batch}; {warmup} warm-up step(s), median of "
         f"{steps} timed step(s) ({'perf_counter: dry run' if dry_run else 'CUDA events'}); peak = `torch.cuda.max_memory_allocated` of the training step "
         "(reset before each variant; parameters, gradients and optimizer state included); every row but the "
@@ -330,7 +392,9 @@ def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None):
         f"cuFFT half elsewhere. Wall time: {time.perf_counter() - start:.0f} s.\n\n"
         + markdown_table(rows, columns) + "\n"
     )
-    return body, dict(rows=rows, cuda_tests=tests, dry_run=dry_run, tiny=tiny, batch=batch, modes=modes), rows
+    data = dict(rows=rows, cuda_tests=tests, cuda_test_failures=failing, dry_run=dry_run, tiny=tiny, batch=batch,
+                modes=modes)
+    return body, data, rows
 
 
 def profile_cases(rows, sizes):
@@ -355,9 +419,14 @@ def profile_cases(rows, sizes):
     return cases
 
 
-def profile_table(rows, dry_run=False, quick=False, top=25):
+def profile_table(rows, dry_run=False, quick=False, top=25, start=None, budget_s=None):
     """Kernel-level time of one training step of each variant of :func:`profile_cases`,
-    from ``torch.profiler``: text tables, one per (size, variant)."""
+    from ``torch.profiler``: text tables, one per (size, variant).
+
+    ``start`` (a ``time.perf_counter()`` value) and ``budget_s``: a case that would start
+    after the budget is spent is skipped, and its part says so (the campaign's time limit
+    holds with ``--profile`` too).
+    """
     from torch.profiler import ProfilerActivity, profile
 
     device = torch.device("cpu" if dry_run else "cuda")
@@ -368,6 +437,12 @@ def profile_table(rows, dry_run=False, quick=False, top=25):
     parts = []
     for arch, hidden, res, names in profile_cases(rows, sizes):
         for variant in (by_name[name] for name in names):
+            title = f"== {variant.name}: {arch} {hidden} channels, {res}^2, batch {batch}\n"
+            if start is not None and budget_s is not None and time.perf_counter() - start > budget_s:
+                parts.append(title + f"skipped: time budget of {budget_s} s spent\n")
+                print(f"profile skipped (time budget of {budget_s} s spent): {variant.name}, {arch} {hidden} "
+                      f"channels, {res}^2", flush=True)
+                continue
             model = optimizer = None
             try:
                 torch.manual_seed(0)
@@ -385,7 +460,7 @@ def profile_table(rows, dry_run=False, quick=False, top=25):
                 table = f"crashes: {type(exc).__name__}: {str(exc).strip()[:200]}"
             finally:
                 del model, optimizer
-            parts.append(f"== {variant.name}: {arch} {hidden} channels, {res}^2, batch {batch}\n{table}\n")
+            parts.append(f"{title}{table}\n")
     return "\n".join(parts)
 
 
@@ -410,7 +485,10 @@ def main(argv=None):
     if args.apply is not None:
         table = Path(args.apply) / "gpu.md"
         if not table.is_file():
-            print(f"neuralop-mp bench gpu: error: --apply {args.apply}: no gpu.md there", file=sys.stderr)
+            # a campaign killed before its end leaves only the rows it measured
+            killed = (" (only gpu_rows.jsonl: the campaign stopped before its end; its rows are one JSON "
+                      "object a line)") if (Path(args.apply) / "gpu_rows.jsonl").is_file() else ""
+            print(f"neuralop-mp bench gpu: error: --apply {args.apply}: no gpu.md there{killed}", file=sys.stderr)
             return 2
         text = table.read_text()
         record = table.with_suffix(".json")
@@ -428,8 +506,11 @@ def main(argv=None):
               "to match the new table)")
         return 0
     dry_run = args.dry_run or (args.quick and not torch.cuda.is_available())
+    start = time.perf_counter()
+    folder = Path(args.out) if args.out else default_output_dir("gpu")
     try:
-        body, data, rows = run(dry_run=dry_run, quick=args.quick, budget_s=args.budget_s, archs=args.arch)
+        body, data, rows = run(dry_run=dry_run, quick=args.quick, budget_s=args.budget_s, archs=args.arch,
+                               out=folder)
     except RuntimeError as error:
         print(f"neuralop-mp bench gpu: error: {error}", file=sys.stderr)
         return 2
@@ -440,10 +521,11 @@ def main(argv=None):
         command += " --dry-run"
     text = header(title, command) + "\n" + body
     print(text)
-    folder = write_results("gpu", text, data, out=args.out, update_docs=args.update_docs and not tiny)
+    folder = write_results("gpu", text, data, out=folder, update_docs=args.update_docs and not tiny)
     plot_memory(rows, Path(folder) / "gpu_memory.png")
     if args.profile:
-        (Path(folder) / "gpu_profile.txt").write_text(profile_table(rows, dry_run=dry_run, quick=args.quick))
+        (Path(folder) / "gpu_profile.txt").write_text(
+            profile_table(rows, dry_run=dry_run, quick=args.quick, start=start, budget_s=args.budget_s))
         print(f"wrote {Path(folder) / 'gpu_profile.txt'}")
     failures = unexpected_failures(rows, data["cuda_tests"])
     if failures:  # the results are written all the same: what ran is worth reading

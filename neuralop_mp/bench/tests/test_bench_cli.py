@@ -12,7 +12,9 @@ from neuralop_mp.bench.report import DEFAULT_DOC
 
 FILES = {"spectral": ["spectral.md", "spectral.json"], "optimizer": ["optimizer.md", "optimizer.json"],
          "schedule": ["schedule.md", "schedule.json"], "scope": ["scope.md", "scope.json"],
-         "allocator": ["allocator.md", "allocator.json"], "gpu": ["gpu.md", "gpu.json", "gpu_memory.png"]}
+         "allocator": ["allocator.md", "allocator.json"],
+         # gpu_rows.jsonl: each row written as it is measured (kept when a campaign is killed)
+         "gpu": ["gpu.md", "gpu.json", "gpu_memory.png", "gpu_rows.jsonl"]}
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

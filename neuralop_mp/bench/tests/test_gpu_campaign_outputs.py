@@ -1,0 +1,113 @@
+"""What the GPU campaign leaves behind for diagnosis: the CUDA tests' failures in full, every
+measured row on disk as soon as it exists, and a time budget that ``--profile`` keeps."""
+import json
+import subprocess
+import time
+
+import pytest
+
+from neuralop_mp.bench import gpu
+
+FAILING_TEST = '''
+def test_cuda_something_breaks():
+    peak = 3
+    assert peak < 2, "peak memory above the bound: 3 GiB"
+'''
+PYTEST_OUTPUT = """.F.
+=================================== FAILURES ===================================
+E   AssertionError: complex32 weights drifted: max error 0.2
+=========================== short test summary info ============================
+FAILED neuralop_mp/tests/test_x.py::test_cuda_weights - AssertionError: complex32 weights drifted: max error 0.2
+ERROR neuralop_mp/tests/test_y.py::test_cuda_setup - RuntimeError: CUDA error: out of memory
+1 failed, 2 passed, 1 error in 3.2s
+"""
+
+
+def test_a_failing_cuda_tests_name_and_reason_reach_the_output_file(tmp_path, monkeypatch):
+    """The campaign's own pytest command, pointed (PYTEST_ADDOPTS) at a failing fake CUDA test."""
+    fake = tmp_path / "test_fake_cuda.py"
+    fake.write_text(FAILING_TEST)
+    monkeypatch.setenv("PYTEST_ADDOPTS", str(fake))
+    output = tmp_path / "gpu_cuda_tests.txt"
+    result = gpu.run_cuda_tests(dry_run=False, output=output)
+    assert result.startswith("exit code 1:") and "1 failed" in result
+    text = output.read_text()
+    assert "assert 3 < 2" in text  # the whole output: the traceback, not only the count
+    [line] = gpu.failed_tests(text)
+    assert line.startswith("FAILED ") and "test_cuda_something_breaks" in line
+    assert "AssertionError: peak memory above the bound: 3 GiB" in line
+
+
+def test_a_timeouts_partial_output_is_kept(tmp_path, monkeypatch):
+    def times_out(command, **kwargs):
+        # what subprocess.run raises: the partial output as bytes, even in text mode
+        raise subprocess.TimeoutExpired(command, kwargs["timeout"], output=b"..F\nFAILED t.py::test_cuda_a - boom\n",
+                                        stderr=b"")
+
+    monkeypatch.setattr(gpu.subprocess, "run", times_out)
+    output = tmp_path / "gpu_cuda_tests.txt"
+    assert gpu.run_cuda_tests(dry_run=False, timeout_s=7, output=output) == "timed out after 7 s"
+    text = output.read_text()
+    assert "timed out after 7 s" in text
+    assert gpu.failed_tests(text) == ["FAILED t.py::test_cuda_a - boom"]
+
+
+def test_failing_cuda_tests_are_listed_in_gpu_json_and_gpu_md(tmp_path, monkeypatch, capsys):
+    """The dry run's campaign with its CUDA test run made real and pytest's output faked."""
+    real = gpu.run_cuda_tests
+    monkeypatch.setattr(gpu, "run_cuda_tests", lambda dry_run, **kwargs: real(False, **kwargs))
+    monkeypatch.setattr(gpu.subprocess, "run",
+                        lambda command, **kwargs: subprocess.CompletedProcess(command, 1, PYTEST_OUTPUT, ""))
+    assert gpu.main(["--dry-run", "--arch", "TFNO", "--budget-s", "0", "--out", str(tmp_path)]) == 1
+    expected = ["FAILED neuralop_mp/tests/test_x.py::test_cuda_weights - AssertionError: complex32 weights "
+                "drifted: max error 0.2",
+                "ERROR neuralop_mp/tests/test_y.py::test_cuda_setup - RuntimeError: CUDA error: out of memory"]
+    data = json.loads((tmp_path / "gpu.json").read_text())
+    assert data["cuda_tests"] == "exit code 1: 1 failed, 2 passed, 1 error in 3.2s"
+    assert data["cuda_test_failures"] == expected
+    table = (tmp_path / "gpu.md").read_text()
+    assert all(f"- `{line}`" in table for line in expected)
+    assert (tmp_path / "gpu_cuda_tests.txt").read_text().startswith(PYTEST_OUTPUT.rstrip())
+    assert "CUDA tests: exit code 1" in capsys.readouterr().err
+
+
+def test_every_row_is_on_disk_as_soon_as_it_is_measured(tmp_path):
+    assert gpu.main(["--dry-run", "--arch", "TFNO", "--out", str(tmp_path)]) == 0
+    rows = gpu.read_rows(tmp_path / "gpu_rows.jsonl")
+    measured = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+    assert len(rows) == len(measured) == len(gpu.VARIANTS)
+    assert [(r["variant"], r["res"], r.get("step ms")) for r in rows] == \
+        [(r["variant"], r["res"], r.get("step ms")) for r in measured]
+
+
+def test_a_campaign_killed_after_k_rows_leaves_k_rows(tmp_path, monkeypatch, capsys):
+    k = 3
+    calls = []
+
+    def measure(arch, hidden, res, variant, *args):
+        if len(calls) == k:
+            raise KeyboardInterrupt  # what an outer timeout's signal does to the process
+        calls.append(variant.name)
+        return dict(model=arch, hidden=hidden, res=res, variant=variant.name, **{"step ms": 1.0})
+
+    monkeypatch.setattr(gpu, "measure", measure)
+    with pytest.raises(KeyboardInterrupt):
+        gpu.main(["--dry-run", "--out", str(tmp_path)])
+    assert [r["variant"] for r in gpu.read_rows(tmp_path / "gpu_rows.jsonl")] == calls
+    assert not (tmp_path / "gpu.md").exists()
+    # --apply has no table to apply, and says where the rows are
+    assert gpu.main(["--apply", str(tmp_path)]) == 2
+    assert "gpu_rows.jsonl" in capsys.readouterr().err
+
+
+def test_profile_skips_the_cases_the_time_budget_has_no_room_for(tmp_path, capsys):
+    assert gpu.main(["--dry-run", "--arch", "TFNO", "--profile", "--budget-s", "0", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "gpu_profile.txt").read_text()
+    parts = text.split("== ")[1:]
+    assert parts and all("skipped: time budget of 0.0 s spent" in part for part in parts)
+    assert "aten calls" not in text  # nothing was built or profiled
+    assert "profile skipped" in capsys.readouterr().out
+    # with time left it profiles, as before
+    rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+    profiled = gpu.profile_table(rows, dry_run=True, start=time.perf_counter(), budget_s=600)
+    assert "aten calls" in profiled and "skipped" not in profiled
