@@ -52,6 +52,7 @@ from ..wrapped_module import unwrap
 from . import checkpointing, distributed
 from .auto_phases import AutoPrecisionPhases
 from .guarded_step import DeferredPlateauStep, ScaleGradient, StepThroughTrainer, non_finite_parameters
+from .interrupts import raise_if_interrupted
 from .loss_scaling import ComplexGradScaler
 from .resume import TrainingStateCheckpoints
 from .schedule import PrecisionSchedule
@@ -425,6 +426,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         its backward multiplies the gradient by the scale (its value is the unscaled
         loss). A non-finite loss is returned as a detached 0 (its backward does
         nothing) and the step is marked to be skipped."""
+        raise_if_interrupted()  # a Ctrl-C that a finalizer swallowed during the previous batch
         samples_before = self.n_samples
         if idx == 0 and self.autocast_device_type != "cuda":
             # the peak of live tensor bytes of this whole step: forward here, upstream's backward

@@ -1,0 +1,57 @@
+"""A Ctrl-C that lands in a weakref finalizer (Python prints "Exception ignored" and goes on)
+is raised again at the next batch; outside the guard nothing changes."""
+import gc
+import os
+import signal
+import weakref
+
+import pytest
+import torch
+
+from neuralop_mp.training import interrupts
+from neuralop_mp.training.interrupts import catching_interrupts, raise_if_interrupted
+
+
+class _Watched:
+    pass
+
+
+def _sigint_inside_a_finalizer():
+    """Deliver SIGINT while a finalizer runs: its KeyboardInterrupt is swallowed by Python."""
+    watched = _Watched()
+    weakref.finalize(watched, lambda: (os.kill(os.getpid(), signal.SIGINT), sum(range(10_000))))
+    del watched
+    gc.collect()
+
+
+def test_a_swallowed_ctrl_c_is_raised_at_the_next_check(monkeypatch):
+    reported = []
+    monkeypatch.setattr("sys.unraisablehook", reported.append)
+    with catching_interrupts():
+        _sigint_inside_a_finalizer()  # training would go on here
+        assert reported == []  # not printed as an "Exception ignored" error
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()
+        raise_if_interrupted()  # raised once
+
+
+def test_the_guard_restores_the_previous_handler_and_forgets_the_interrupt():
+    import sys
+
+    before, hook = signal.getsignal(signal.SIGINT), sys.unraisablehook
+    with catching_interrupts():
+        assert signal.getsignal(signal.SIGINT) is not before and sys.unraisablehook is not hook
+        interrupts._pending = True
+    assert signal.getsignal(signal.SIGINT) is before and sys.unraisablehook is hook
+    raise_if_interrupted()  # nothing pending after the block
+
+
+def test_the_trainer_checks_at_every_batch(monkeypatch):
+    from neuralop_mp.training.tests.tiny import tiny_fno
+    from neuralop_mp.training.trainer import MixedPrecisionTrainer
+
+    trainer = MixedPrecisionTrainer(model=tiny_fno(), n_epochs=1, verbose=False)
+    monkeypatch.setattr(interrupts, "_pending", True)
+    sample = {"x": torch.randn(2, 1, 8, 8), "y": torch.randn(2, 1, 8, 8)}
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train_one_batch(1, sample, lambda out, **kwargs: out.square().mean())
