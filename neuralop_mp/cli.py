@@ -354,6 +354,7 @@ def train_command(argv):
     from .train_report import format_summary
     from .training import distributed
     from .training.checkpointing import CheckpointError, CheckpointWriteError
+    from .training.guarded_step import TrainingStopped
     from .training.interrupts import catching_interrupts
 
     # the run folder, known here for the messages of an interrupted run: a default one is claimed now (by
@@ -375,6 +376,11 @@ def train_command(argv):
     except CheckpointWriteError as error:  # a full disk while saving: the previous checkpoint is kept
         print(file=sys.stderr)  # after the progress bar's line, as for Ctrl-C
         print(_interrupted_message(out, given_now if resume is not None else (), stopped=f"error: {error}; stopped"),
+              file=sys.stderr)
+        return 1
+    except TrainingStopped as error:  # the trainer's own stop (overflow, NaN weights): why, and what is kept
+        print(file=sys.stderr)
+        print(_interrupted_message(out, given_now if resume is not None else (), stopped=str(error).rstrip(".")),
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C: what is kept and how to go on, not the traceback of where it stopped
@@ -488,7 +494,7 @@ def _saved_model_arguments(run_dir):
 
 def _interrupted_message(out, again=(), stopped="interrupted"):
     """One line for a run stopped by Ctrl-C (or, ``stopped`` saying why, by a checkpoint that could
-    not be written): the last epoch its checkpoint holds (read from the checkpoint's manifest alone)
+    not be written or by the trainer's own stop): the last epoch its checkpoint holds (read from the checkpoint's manifest alone)
     and the command that continues it (with ``again``, the options an interrupted ``--resume`` was
     given), or that none was saved."""
     import warnings

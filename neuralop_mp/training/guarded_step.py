@@ -11,6 +11,13 @@ import torch
 from ..optim.nonfinite import finite_flags
 
 
+class TrainingStopped(RuntimeError):
+    """A stop of the trainer's own: too many skipped steps in a row, an epoch without a finite
+    loss, weights made non-finite by a step, or the loss scaler giving up at its floor. The
+    message says why and what to try; the weights of the last checkpoint are the ones to go on
+    from. A RuntimeError, so callers catching that keep working."""
+
+
 class ScaleGradient(torch.autograd.Function):
     """Identity on the loss whose backward multiplies the gradient by the loss scale:
     upstream's ``loss.backward()`` then runs a scaled backward while ``loss.item()``

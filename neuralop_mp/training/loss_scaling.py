@@ -37,6 +37,7 @@ from ..optim.adam_math import as_real
 from ..optim.nonfinite import finite_flags
 from ..vocabulary import check_int_at_least, check_real, normalize_flag
 from .distributed import any_rank
+from .guarded_step import TrainingStopped
 
 # Added after the first release: optional in loaded states (older checkpoints lack them).
 _OPTIONAL_STATE = {"min_scale": 1.0, "max_floor_hits": 10, "floor_hits": 0}
@@ -63,7 +64,8 @@ class ComplexGradScaler:
     growth_factor : float, default 2.0
         Factor applied to the scale after ``growth_interval`` consecutive finite steps.
     backoff_factor : float, default 0.5
-        Factor applied to the scale after a step with non-finite gradients.
+        Factor applied to the scale after a step with non-finite gradients (not after one
+        skipped for a non-finite loss, :meth:`skip_step`).
     growth_interval : int, default 2000
         Number of consecutive finite steps before the scale grows.
     enabled : bool, default True
@@ -75,7 +77,8 @@ class ComplexGradScaler:
         or its model, which no scale fixes. Reaching the floor warns once.
     max_floor_hits : int, default 10
         After this many non-finite steps at the floor (without the scale growing in
-        between), :meth:`update` raises a RuntimeError instead of letting every later
+        between), :meth:`update` raises a :class:`~.guarded_step.TrainingStopped` (a
+        RuntimeError) instead of letting every later
         step be skipped or every gradient underflow.
 
     Attributes
@@ -113,6 +116,7 @@ class ComplexGradScaler:
         self.total_steps = 0
         self.last_step_skipped = False
         self._found_inf = None  # per-step: None until the gradients were checked
+        self._loss_skip = False  # per-step: skipped by skip_step (a non-finite loss), not by a gradient
 
     # ------------------------------------------------------------------ per step
     def get_scale(self):
@@ -157,8 +161,15 @@ class ComplexGradScaler:
 
     def skip_step(self):
         """Mark the current step as non-finite without looking at gradients
-        (e.g. when the loss itself is not finite and backward was not run)."""
+        (e.g. when the loss itself is not finite and backward was not run).
+
+        The step is skipped and counted, but :meth:`update` leaves the scale, its growth
+        count and its floor count as they are: the scale multiplies only the backward pass,
+        so it cannot have caused a non-finite loss, and lowering it would not prevent the
+        next one (one bad sample per epoch would walk it down to the floor). Under data
+        parallelism a step that any rank skipped this way leaves the scale on every rank."""
         self._found_inf = True
+        self._loss_skip = True
 
     def step(self, optimizer, *args, **kwargs):
         """Unscale (if not done yet), then run ``optimizer.step`` unless a gradient is
@@ -188,6 +199,9 @@ class ComplexGradScaler:
             else:
                 self.unscale_(optimizer)
         self._found_inf = any_rank(self._found_inf)
+        if self._found_inf:
+            # every rank backs off or none: a second collective, on skipped steps only (every rank is here)
+            self._loss_skip = any_rank(self._loss_skip)
         self.total_steps += 1
         if self._found_inf:
             self.skipped_steps += 1
@@ -203,18 +217,19 @@ class ComplexGradScaler:
         except BaseException:
             # this step is over: the next one must unscale and check its own gradients
             # (a flag left set would step them scaled and unchecked)
-            self._found_inf = None
+            self._found_inf, self._loss_skip = None, False
             raise
         self.consecutive_skips = 0
         self.last_step_skipped = False
         return True
 
     def update(self):
-        """Adjust the scale after a step: back off on a skipped step, grow after
-        ``growth_interval`` finite steps in a row. Clears the per-step state."""
-        found_inf = bool(self._found_inf)
-        self._found_inf = None
-        if not self.enabled:
+        """Adjust the scale after a step: back off on a step skipped for non-finite
+        gradients, grow after ``growth_interval`` finite steps in a row; a step skipped for
+        a non-finite loss (:meth:`skip_step`) changes nothing. Clears the per-step state."""
+        found_inf, loss_skip = bool(self._found_inf), self._loss_skip
+        self._found_inf, self._loss_skip = None, False
+        if not self.enabled or (found_inf and loss_skip):
             return
         if found_inf:
             self.growth_tracker = 0
@@ -230,12 +245,12 @@ class ComplexGradScaler:
                     f"{self.max_floor_hits} such steps. Check the data for inf/NaN, use bfloat16, or enable "
                     "the tanh stabilizer.", RuntimeWarning, stacklevel=2)
             if self.floor_hits >= self.max_floor_hits:
-                raise RuntimeError(
+                raise TrainingStopped(
                     f"Loss scaling gave up: {self.floor_hits} steps were not finite at the scale floor "
                     f"{self.min_scale:g} ({self.skipped_steps} skipped of {self.total_steps} steps). The data or "
                     "the model overflows in float16: check the data for inf/NaN (neuralop_mp.data reports "
-                    "them per sample), use half_dtype='bfloat16', enable the tanh stabilizer, or lower "
-                    "the learning rate.")
+                    "them per sample), use half_dtype='bfloat16', enable the tanh stabilizer, encode the "
+                    "inputs and outputs, train in full precision, or lower the learning rate.")
         else:
             self.growth_tracker += 1
             if self.growth_tracker == self.growth_interval:
@@ -276,7 +291,7 @@ class ComplexGradScaler:
         self.min_scale = float(state.get("min_scale", _OPTIONAL_STATE["min_scale"]))
         self.max_floor_hits = int(state.get("max_floor_hits", _OPTIONAL_STATE["max_floor_hits"]))
         self.floor_hits = int(state.get("floor_hits", _OPTIONAL_STATE["floor_hits"]))
-        self._found_inf = None
+        self._found_inf, self._loss_skip = None, False
 
     def __repr__(self):
         return (f"ComplexGradScaler(scale={self.get_scale():g}, enabled={self.enabled}, "

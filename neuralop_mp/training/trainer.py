@@ -51,7 +51,8 @@ from ..vocabulary import check_choice, check_int_at_least, normalize_flag, norma
 from ..wrapped_module import unwrap
 from . import checkpointing, distributed
 from .auto_phases import AutoPrecisionPhases
-from .guarded_step import DeferredPlateauStep, ScaleGradient, StepThroughTrainer, non_finite_parameters
+from .guarded_step import (DeferredPlateauStep, ScaleGradient, StepThroughTrainer, TrainingStopped,
+                           non_finite_parameters)
 from .interrupts import raise_if_interrupted
 from .loss_scaling import ComplexGradScaler
 from .resume import TrainingStateCheckpoints
@@ -228,7 +229,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         weights, whose gradients are float16 pairs. The non-finite guard runs in
         every case.
     max_consecutive_skips : int, default 20
-        Stop with a RuntimeError after this many skipped steps in a row.
+        Stop with a :class:`~.guarded_step.TrainingStopped` (a RuntimeError) after this many
+        skipped steps in a row.
     progress : bool, default False
         Show a tqdm bar over epochs (postfix: phase, loss, skipped steps, scale).
     auto_precision : bool, default False
@@ -474,7 +476,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             stats["lasso_sum"] += batch["lasso"]
         if self.scaler.consecutive_skips >= self.max_consecutive_skips:
             self._close_bar()
-            raise RuntimeError(self._too_many_skips_message(self.epoch, batch["idx"]))
+            raise TrainingStopped(self._too_many_skips_message(self.epoch, batch["idx"]))
 
     def _check_weights_finite(self, optimizer, idx):
         """The gradients were finite; if the weights are not, the update overflowed
@@ -486,7 +488,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         self._close_bar()
         if self.update_in_backward:
             # each parameter was stepped as backward produced its gradient, before any check
-            raise RuntimeError(
+            raise TrainingStopped(
                 f"The weights {bad[:3]} turned into inf/NaN at epoch {self.epoch}, batch {idx}. With "
                 "update_in_backward=True each parameter is stepped as soon as backward produces its "
                 "gradient, before the gradients are checked, so a non-finite gradient (an overflow in "
@@ -494,7 +496,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                 f"{lrs}, {type(optimizer).__name__}) reached them. Check the data and the loss for inf/NaN "
                 "and lower the learning rate, or train without update_in_backward, where a non-finite "
                 "gradient skips the step instead; resume from the last checkpoint, the current weights are lost.")
-        raise RuntimeError(
+        raise TrainingStopped(
             f"The optimizer step at epoch {self.epoch}, batch {idx} turned the weights {bad[:3]} into inf/NaN "
             f"although every gradient was finite: the update itself is not finite (learning rate(s) {lrs}, "
             f"{type(optimizer).__name__}). " + (_half_moments_hint(optimizer) or "") +
@@ -555,7 +557,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         loss_sum, finite, _, samples, lasso_sum, ranks_without_finite_loss = self._epoch_totals()
         if ranks_without_finite_loss:
             self._close_bar()
-            raise RuntimeError(self._no_finite_loss_message(epoch, ranks_without_finite_loss))
+            raise TrainingStopped(self._no_finite_loss_message(epoch, ranks_without_finite_loss))
         train_err = loss_sum / finite if finite else math.nan
         avg_loss = loss_sum / samples if samples else math.nan
         avg_lasso_loss = lasso_sum / samples if self.regularizer and samples else None
@@ -632,6 +634,10 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         else:
             where = (f"({n_batches} batches): nothing was learned. The data or the model produces non-finite "
                      "values")
+        if self._computes_in_half():
+            # finite data overflow a 16-bit type too (float16 above 65504): the precision comes first
+            return (f"Every training loss of epoch {epoch} was inf/NaN {where} ({self._phase_text()}): in "
+                    f"{self._half_text()} the model likely overflows. Try: " + "; ".join(self._overflow_tips()) + ".")
         return (f"Every training loss of epoch {epoch} was inf/NaN {where}: check the training data for inf/NaN "
                 "(the built-in loaders report them per sample), then the learning rate and the precision "
                 f"({self._phase_text()}).")
@@ -657,20 +663,43 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         where = f"phase {self.phase_index + 1}/{len(self.precision_schedule)} {str(self.phase)!r}: " \
             if self.phase is not None else ""
         dtype = str(self.autocast_dtype).replace("torch.", "")
+        scale = f"loss scale {self.scaler.get_scale():g}" if self.scaler.enabled else "loss scaling off"
         return (f"{where}fno_block_precision={mode!r}, autocast={self.autocast_enabled} ({dtype}), "
-                f"stabilizer={stabilizer!r}, loss scale {self.scaler.get_scale():g}")
+                f"stabilizer={stabilizer!r}, {scale}")
 
-    def _too_many_skips_message(self, epoch, idx):
+    def _computes_in_half(self):
+        """Whether the current phase computes in a 16-bit type (half/mixed layers or autocast)."""
+        return self._current_precision()[0] != "full" or self.autocast_enabled
+
+    def _half_text(self):
+        return str(self.autocast_dtype).replace("torch.", "")
+
+    def _overflow_tips(self):
+        """What to try when losses or gradients are not finite: the one list of both stop
+        messages and the evaluation warning. Each setting in its Python and its
+        ``neuralop-mp train`` spelling: the trainer does not know which one the run used."""
         mode, stabilizer = self._current_precision()
         tips = []
-        if mode != "full" and stabilizer is None:
-            tips.append(f"enable the tanh stabilizer in this phase (e.g. '{mode}:SHARE/tanh')")
-        if self.autocast_dtype == torch.float16 and (mode != "full" or self.autocast_enabled):
-            tips.append("use half_dtype='bfloat16' (float32's exponent range, no overflow)")
-        tips += ["lower the learning rate", "check the data for NaN/inf"]
+        if self._computes_in_half():
+            if mode != "full" and stabilizer is None:
+                # a schedule's phase sets its own stabilizer: the example is this phase's with /tanh
+                phase = str(self.phase).split("/")[0] if self.phase is not None else mode
+                tips.append("enable the tanh stabilizer (stabilizer='tanh' / --model.stabilizer tanh; in a "
+                            f"precision schedule, the phase's /tanh, e.g. '{phase}/tanh')")
+            if self.autocast_dtype == torch.float16:
+                tips.append("use half_dtype='bfloat16' / --model.half_dtype bfloat16 (float32's exponent range, "
+                            "no overflow)")
+            tips += ["encode the inputs and outputs (the data processor's normalizers / --data.encode_input true "
+                     "--data.encode_output true): values of order 1e4 and more overflow float16",
+                     "train in full precision (fno_block_precision='full' / --model.fno_block_precision full)"]
+        return tips + ["lower the learning rate",
+                       "check the training data for inf/NaN (the built-in loaders report them per sample)"]
+
+    def _too_many_skips_message(self, epoch, idx):
         return (f"Training stopped: {self.scaler.consecutive_skips} consecutive optimizer steps were "
-                f"skipped because the loss or the gradients were not finite (epoch {epoch}, batch {idx}, "
-                f"{self._phase_text()}). Try: " + "; ".join(tips) + ".")
+                f"skipped because the loss or the gradients were not finite (max_consecutive_skips="
+                f"{self.max_consecutive_skips}, --opt.max_consecutive_skips; epoch {epoch}, batch {idx}, "
+                f"{self._phase_text()}). Try: " + "; ".join(self._overflow_tips()) + ".")
 
     # ------------------------------------------------------------------ evaluation
     def eval_one_batch(self, sample, eval_losses, return_output=False):
@@ -700,7 +729,14 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                     non_finite.append(key)
                 if self.history and self.history[-1]["epoch"] == epoch:
                     self.history[-1][key] = float(value)
-        if non_finite:
+        if non_finite and self._computes_in_half() and self.autocast_dtype == torch.float16:
+            # finite test data overflow float16 as easily as training data do
+            warnings.warn(f"Epoch {epoch}: evaluation metrics {non_finite} are inf/NaN although the weights are "
+                          f"finite: computing in float16 ({self._phase_text()}), the model probably overflows on "
+                          "a test sample. Try: " + "; ".join(self._overflow_tips()) + "; or evaluate the saved "
+                          "model in full precision (neuralop-mp eval RUN_DIR --precision full).",
+                          RuntimeWarning, stacklevel=2)
+        elif non_finite:
             warnings.warn(f"Epoch {epoch}: evaluation metrics {non_finite} are inf/NaN although the weights are "
                           "finite: a test sample (input or target) is probably not finite. The built-in loaders "
                           "refuse such files (neuralop_mp.data.file_checks); check your test data.",
