@@ -35,15 +35,48 @@ def test_a_swallowed_ctrl_c_is_raised_at_the_next_check(monkeypatch):
         raise_if_interrupted()  # raised once
 
 
-def test_the_guard_restores_the_previous_handler_and_forgets_the_interrupt():
+def test_the_guard_restores_the_hook_and_forgets_the_interrupt():
     import sys
 
-    before, hook = signal.getsignal(signal.SIGINT), sys.unraisablehook
+    hook = sys.unraisablehook
     with catching_interrupts():
-        assert signal.getsignal(signal.SIGINT) is not before and sys.unraisablehook is not hook
+        assert sys.unraisablehook is not hook
         interrupts._pending = True
-    assert signal.getsignal(signal.SIGINT) is before and sys.unraisablehook is hook
+    assert sys.unraisablehook is hook
     raise_if_interrupted()  # nothing pending after the block
+
+
+def test_a_ctrl_c_the_code_caught_is_not_raised_again():
+    # a script that ends a phase with Ctrl-C and trains on: no phantom interrupt at its next batch
+    with catching_interrupts():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(100_000))  # the interpreter runs the handler here
+        except KeyboardInterrupt:
+            pass
+        raise_if_interrupted()
+
+
+def test_an_ignored_sigint_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with catching_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(100_000))
+            raise_if_interrupted()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_other_unraisable_errors_still_reach_the_previous_hook(monkeypatch):
+    reported = []
+    monkeypatch.setattr("sys.unraisablehook", reported.append)
+    with catching_interrupts():
+        watched = _Watched()
+        weakref.finalize(watched, lambda: 1 / 0)
+        del watched
+        gc.collect()
+    assert [type(u.exc_value) for u in reported] == [ZeroDivisionError]
 
 
 def test_the_trainer_checks_at_every_batch(monkeypatch):
