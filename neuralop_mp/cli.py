@@ -380,8 +380,10 @@ def train_command(argv):
         return 1
     except TrainingStopped as error:  # the trainer's own stop (overflow, NaN weights): why, and what is kept
         print(file=sys.stderr)
-        print(_interrupted_message(out, given_now if resume is not None else (), stopped=str(error).rstrip(".")),
-              file=sys.stderr)
+        print(f"{PROG} train: {error}", file=sys.stderr)
+        # the same settings would stop the same way: what is kept, and to go on with a change
+        print(_interrupted_message(out, given_now if resume is not None else (), stopped="stopped",
+                                   change=" with one of the changes above"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C: what is kept and how to go on, not the traceback of where it stopped
         print(file=sys.stderr)
@@ -492,11 +494,12 @@ def _saved_model_arguments(run_dir):
     return {}
 
 
-def _interrupted_message(out, again=(), stopped="interrupted"):
+def _interrupted_message(out, again=(), stopped="interrupted", change=""):
     """One line for a run stopped by Ctrl-C (or, ``stopped`` saying why, by a checkpoint that could
-    not be written or by the trainer's own stop): the last epoch its checkpoint holds (read from the checkpoint's manifest alone)
-    and the command that continues it (with ``again``, the options an interrupted ``--resume`` was
-    given), or that none was saved."""
+    not be written or by the trainer's own stop): the last epoch its checkpoint holds (read from the
+    checkpoint's manifest alone) and the command that continues it (with ``again``, the options an
+    interrupted ``--resume`` was given), or that none was saved. ``change`` follows the advice to run
+    again or resume, where the same settings would stop the same way."""
     import warnings
 
     from .run_folder import CHECKPOINT_DIR
@@ -512,9 +515,10 @@ def _interrupted_message(out, again=(), stopped="interrupted"):
     except (CheckpointError, OSError, AttributeError, RuntimeError, ValueError):  # nothing (readable) saved
         pass
     if epoch is None:
-        return f"{PROG} train: {stopped} before any epoch was saved in {out}: nothing to resume; run the command again."
+        return (f"{PROG} train: {stopped} before any epoch was saved in {out}: nothing to resume; run the command "
+                f"again{change}.")
     return (f"{PROG} train: {stopped}; {out / CHECKPOINT_DIR} holds epoch {epoch}, the last saved. "
-            f"Continue with: {PROG} train --resume {shlex.join([str(out), *again])}")
+            f"Continue{change} with: {PROG} train --resume {shlex.join([str(out), *again])}")
 
 
 def eval_help():
