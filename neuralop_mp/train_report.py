@@ -7,6 +7,7 @@ precision of.
 """
 import json
 import math
+import re
 import textwrap
 from pathlib import Path
 
@@ -227,6 +228,17 @@ def format_eval_summary(result):
 TABLE_WIDTH = 100  # columns of a summary table: one long value must not make every row wrap in a terminal
 
 
+# a number and its unit ("86.63 KiB") stay on one line of a wrapped value
+_NUMBER_AND_UNIT = re.compile(r"(\d) (B|KiB|MiB|GiB|TiB|s|ms)\b")
+
+
+def _wrap(value, width):
+    """``value`` in lines of at most ``width`` characters, words and a number with its unit kept whole."""
+    joined = _NUMBER_AND_UNIT.sub("\\1\u00a0\\2", value)  # textwrap does not break at a no-break space
+    lines = textwrap.wrap(joined, width, break_long_words=False, break_on_hyphens=False) or [""]
+    return [line.replace("\u00a0", " ") for line in lines]
+
+
 def format_table(title, rows):
     """``title`` over a two-column plain-text table of ``(quantity, value)`` rows.
 
@@ -236,8 +248,7 @@ def format_table(title, rows):
     """
     width = max(len(q) for q, _ in rows)
     room = max(20, TABLE_WIDTH - width - len("|  |  |"))
-    wrapped = [(q, [v] if len(v) <= room else
-                (textwrap.wrap(v, room, break_long_words=False, break_on_hyphens=False) or [""])) for q, v in rows]
+    wrapped = [(q, [v] if len(v) <= room else _wrap(v, room)) for q, v in rows]
     value_width = max(len(line) for _, lines in wrapped for line in lines)
     rule = "+" + "-" * (width + 2) + "+" + "-" * (value_width + 2) + "+"
     lines = [title, rule]

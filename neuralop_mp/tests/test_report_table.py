@@ -81,3 +81,14 @@ def test_results_json_keeps_the_whole_value(tmp_path):
     files = write_outputs(with_product_path(fake_result()), tmp_path / "run")
     data = json.loads(Path(files["results"]).read_text())
     assert data["precision"]["product_paths"] == [PRODUCT_PATH]
+
+
+def test_a_number_stays_with_its_unit_when_a_value_wraps():
+    from neuralop_mp.train_report import format_table
+
+    value = "11,425 (22,177 real numbers, upstream's count_model_params), 86.63 KiB of parameters and more words"
+    quantity = "parameters (24 columns)."  # room for the value ends right after "86.63"
+    assert len(quantity) == 24
+    table = format_table("t", [(quantity, value)])
+    assert not any(line.rstrip(" |").endswith("86.63") for line in table.splitlines())
+    assert "86.63 KiB" in table
