@@ -45,6 +45,22 @@ _STATE_KEYS = (
     "scale", "growth_factor", "backoff_factor", "growth_interval", "growth_tracker",
     "enabled", "skipped_steps", "consecutive_skips", "total_steps",
 )
+_UNSCALED, _STEPPED = "unscaled", "stepped"  # an optimizer's stage in the current iteration
+
+
+def _checked_settings(init_scale, growth_factor, backoff_factor, growth_interval, enabled, min_scale,
+                      max_floor_hits):
+    """The scaler's settings, checked (errors name the value and the allowed ones), in
+    the constructor's order; for the constructor and for a loaded state alike."""
+    init_scale = check_real("init_scale", init_scale, low=0, low_open=True)
+    growth_factor = check_real("growth_factor", growth_factor, low=1, low_open=True)
+    backoff_factor = check_real("backoff_factor", backoff_factor, 0, 1, low_open=True, high_open=True)
+    growth_interval = check_int_at_least("growth_interval", growth_interval)
+    enabled = normalize_flag(enabled, "enabled")
+    min_scale = check_real("min_scale", min_scale, 0, init_scale, low_open=True,
+                           allowed=f"numbers in (0, init_scale={init_scale!r}]")
+    max_floor_hits = check_int_at_least("max_floor_hits", max_floor_hits)
+    return init_scale, growth_factor, backoff_factor, growth_interval, enabled, min_scale, max_floor_hits
 
 
 class ComplexGradScaler:
@@ -93,14 +109,9 @@ class ComplexGradScaler:
 
     def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5,
                  growth_interval=2000, enabled=True, min_scale=1.0, max_floor_hits=10):
-        init_scale = check_real("init_scale", init_scale, low=0, low_open=True)
-        growth_factor = check_real("growth_factor", growth_factor, low=1, low_open=True)
-        backoff_factor = check_real("backoff_factor", backoff_factor, 0, 1, low_open=True, high_open=True)
-        growth_interval = check_int_at_least("growth_interval", growth_interval)
-        enabled = normalize_flag(enabled, "enabled")
-        min_scale = check_real("min_scale", min_scale, 0, init_scale, low_open=True,
-                               allowed=f"numbers in (0, init_scale={init_scale!r}]")
-        max_floor_hits = check_int_at_least("max_floor_hits", max_floor_hits)
+        (init_scale, growth_factor, backoff_factor, growth_interval, enabled, min_scale,
+         max_floor_hits) = _checked_settings(init_scale, growth_factor, backoff_factor, growth_interval,
+                                             enabled, min_scale, max_floor_hits)
         self.min_scale = min_scale
         self.max_floor_hits = max_floor_hits
         self.floor_hits = 0
@@ -115,17 +126,31 @@ class ComplexGradScaler:
         self.consecutive_skips = 0
         self.total_steps = 0
         self.last_step_skipped = False
-        self._found_inf = None  # per-step: None until the gradients were checked
-        self._loss_skip = False  # per-step: skipped by skip_step (a non-finite loss), not by a gradient
+        self._new_iteration()
+
+    def _new_iteration(self):
+        """Forget the per-iteration state (what :meth:`update` clears)."""
+        # per optimizer (keyed by id, as torch's GradScaler): {"stage": _UNSCALED or _STEPPED,
+        # "found_inf": bool}; each optimizer is unscaled, checked and stepped on its own
+        self._per_optimizer = {}
+        self._loss_skip = False  # skipped by skip_step (a non-finite loss), not by a gradient
+        self._skips_before = None  # consecutive_skips before this iteration's first step; None until then
+        self._iteration_skipped = False  # the iteration was already counted as skipped
 
     # ------------------------------------------------------------------ per step
     def get_scale(self):
         """The current loss scale (1.0 when disabled)."""
         return self.scale_value if self.enabled else 1.0
 
-    def scale(self, loss):
-        """Multiply ``loss`` by the current scale (no-op when disabled)."""
-        return loss * self.scale_value if self.enabled else loss
+    def scale(self, outputs):
+        """Multiply ``outputs`` by the current scale (no-op when disabled): a tensor, or a
+        list or tuple of them (nested too), as ``torch.amp.GradScaler.scale`` takes."""
+        if not self.enabled:
+            return outputs
+        if isinstance(outputs, (list, tuple)):
+            scaled = [self.scale(item) for item in outputs]
+            return type(outputs)(*scaled) if hasattr(outputs, "_fields") else type(outputs)(scaled)
+        return outputs * self.scale_value
 
     @staticmethod
     def _grads(optimizer):
@@ -140,19 +165,33 @@ class ComplexGradScaler:
         """Divide the gradients of ``optimizer``'s parameters by the scale, in place,
         and record whether any of them (real or imaginary part) is inf or NaN.
 
+        Once per optimizer and iteration, before its :meth:`step`; with several
+        optimizers each one is unscaled and checked on its own.
+
         Returns
         -------
         bool
             True when a non-finite gradient was found.
         """
-        if self._found_inf is not None:
-            raise RuntimeError("unscale_() was already called for this step; call update() first.")
-        self._found_inf = self._inspect(optimizer, 1.0 / self.scale_value if self.enabled else None)
-        return self._found_inf
+        state = self._per_optimizer.get(id(optimizer))
+        if state is not None:
+            raise RuntimeError(
+                "unscale_() was already called on this optimizer since the last update(); call update() first."
+                if state["stage"] == _UNSCALED else
+                "unscale_() is being called after step() on this optimizer; unscale_ before step(), then update().")
+        found_inf = self._inspect(optimizer, 1.0 / self.scale_value if self.enabled else None)
+        self._per_optimizer[id(optimizer)] = dict(stage=_UNSCALED, found_inf=found_inf)
+        return found_inf
 
     def _inspect(self, optimizer, inverse):
         """Whether a gradient is non-finite; multiplies them by ``inverse`` unless None."""
         grads = list(self._grads(optimizer))
+        if not grads and self.enabled and not self._loss_skip:
+            # as torch's GradScaler ("No inf checks were recorded"): stepping nothing would count as a
+            # finite step and grow the scale. Disabled, no gradients is what update-in-backward leaves.
+            raise RuntimeError(
+                f"{type(optimizer).__name__} has no gradients to check: call scaler.scale(loss).backward() "
+                "first (or skip_step() when the loss is not finite), then scaler.step(optimizer).")
         if inverse is not None:
             for grad in grads:
                 as_real(grad).mul_(inverse)
@@ -167,13 +206,18 @@ class ComplexGradScaler:
         count and its floor count as they are: the scale multiplies only the backward pass,
         so it cannot have caused a non-finite loss, and lowering it would not prevent the
         next one (one bad sample per epoch would walk it down to the floor). Under data
-        parallelism a step that any rank skipped this way leaves the scale on every rank."""
-        self._found_inf = True
+        parallelism a step that any rank skipped this way leaves the scale on every rank.
+        Every optimizer's :meth:`step` then skips, until :meth:`update`."""
         self._loss_skip = True
 
     def step(self, optimizer, *args, **kwargs):
         """Unscale (if not done yet), then run ``optimizer.step`` unless a gradient is
         non-finite. Returns True if the optimizer stepped, False if the step was skipped.
+
+        Once per optimizer and iteration (a second call before :meth:`update` raises). With
+        several optimizers each one's gradients are checked on its own, as with
+        ``torch.amp.GradScaler``: one with a non-finite gradient is skipped, and the
+        iteration counts as one skipped step (:attr:`total_steps` counts iterations).
 
         An optimizer with ``supports_grad_scale`` gets ``grad_scale=<scale>`` instead
         of in-place unscaled gradients (unless :meth:`unscale_` was called first).
@@ -192,21 +236,33 @@ class ComplexGradScaler:
                 f"Invalid closure={closure!r} with loss scaling enabled: the closure's gradients are not scaled, "
                 "and they come after the check for non-finite values. Step as "
                 "`scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()`, or disable scaling.")
-        if self._found_inf is None:
-            if self.enabled and getattr(optimizer, "supports_grad_scale", False):
-                self._found_inf = self._inspect(optimizer, None)
-                kwargs = dict(kwargs, grad_scale=self.scale_value)
-            else:
-                self.unscale_(optimizer)
-        self._found_inf = any_rank(self._found_inf)
-        if self._found_inf:
+        state = self._per_optimizer.get(id(optimizer))
+        if state is not None and state["stage"] == _STEPPED:
+            raise RuntimeError("step() has already been called on this optimizer since the last update(); "
+                               "call scaler.update() once per iteration, after stepping each optimizer once.")
+        if self._loss_skip:
+            found_inf = True  # the gradients of a non-finite loss are not looked at
+        elif state is not None:
+            found_inf = state["found_inf"]
+        elif self.enabled and getattr(optimizer, "supports_grad_scale", False):
+            found_inf = self._inspect(optimizer, None)
+            kwargs = dict(kwargs, grad_scale=self.scale_value)
+        else:
+            found_inf = self.unscale_(optimizer)
+        found_inf = any_rank(found_inf)
+        if found_inf:
             # every rank backs off or none: a second collective, on skipped steps only (every rank is here)
             self._loss_skip = any_rank(self._loss_skip)
-        self.total_steps += 1
-        if self._found_inf:
-            self.skipped_steps += 1
-            self.consecutive_skips += 1
-            self.last_step_skipped = True
+        self._per_optimizer[id(optimizer)] = dict(stage=_STEPPED, found_inf=found_inf)
+        if self._skips_before is None:  # this iteration's first step
+            self._skips_before = self.consecutive_skips
+            self.total_steps += 1
+        if found_inf:
+            if not self._iteration_skipped:
+                self._iteration_skipped = True
+                self.skipped_steps += 1
+                self.consecutive_skips = self._skips_before + 1
+                self.last_step_skipped = True
             return False
         if getattr(optimizer, "supports_grad_scale", False) and closure is None:
             # every gradient was just found finite here: the optimizer need not check again (a closure's
@@ -216,20 +272,27 @@ class ComplexGradScaler:
             optimizer.step(*args, **kwargs)
         except BaseException:
             # this step is over: the next one must unscale and check its own gradients
-            # (a flag left set would step them scaled and unchecked)
-            self._found_inf, self._loss_skip = None, False
+            # (a state left recorded would step them scaled and unchecked)
+            self._new_iteration()
             raise
-        self.consecutive_skips = 0
-        self.last_step_skipped = False
+        if not self._iteration_skipped:  # another optimizer's skip this iteration stays counted
+            self.consecutive_skips = 0
+            self.last_step_skipped = False
         return True
 
     def update(self):
         """Adjust the scale after a step: back off on a step skipped for non-finite
-        gradients, grow after ``growth_interval`` finite steps in a row; a step skipped for
-        a non-finite loss (:meth:`skip_step`) changes nothing. Clears the per-step state."""
-        found_inf, loss_skip = bool(self._found_inf), self._loss_skip
-        self._found_inf, self._loss_skip = None, False
-        if not self.enabled or (found_inf and loss_skip):
+        gradients (of any optimizer), grow after ``growth_interval`` finite steps in a row;
+        a step skipped for a non-finite loss (:meth:`skip_step`) changes nothing. Clears the
+        per-iteration state. Raises RuntimeError when nothing was stepped, unscaled or
+        skipped since the last update."""
+        if not self._per_optimizer and not self._loss_skip:
+            raise RuntimeError("update() found no step() since the last update(): call "
+                               "scaler.scale(loss).backward() and scaler.step(optimizer) (or skip_step()) first.")
+        loss_skip = self._loss_skip
+        found_inf = loss_skip or any(state["found_inf"] for state in self._per_optimizer.values())
+        self._new_iteration()
+        if not self.enabled or loss_skip:
             return
         if found_inf:
             self.growth_tracker = 0
@@ -276,22 +339,28 @@ class ComplexGradScaler:
         return state
 
     def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s numbers, checked as the constructor checks its
+        arguments (nothing is changed when one is refused; ``min_scale`` at most this
+        scaler's ``init_scale``). ``init_scale`` itself stays this scaler's: it is the scale
+        :meth:`set_enabled` restarts from, which a resumed run chooses (the trainer's resume
+        says so when it turns scaling on)."""
         missing = [key for key in _STATE_KEYS if key not in state]
         if missing:
             raise KeyError(f"ComplexGradScaler state is missing {missing}.")
-        self.scale_value = float(state["scale"])
-        self.growth_factor = float(state["growth_factor"])
-        self.backoff_factor = float(state["backoff_factor"])
-        self.growth_interval = int(state["growth_interval"])
-        self.growth_tracker = int(state["growth_tracker"])
-        self.enabled = bool(state["enabled"])
-        self.skipped_steps = int(state["skipped_steps"])
-        self.consecutive_skips = int(state["consecutive_skips"])
-        self.total_steps = int(state["total_steps"])
-        self.min_scale = float(state.get("min_scale", _OPTIONAL_STATE["min_scale"]))
-        self.max_floor_hits = int(state.get("max_floor_hits", _OPTIONAL_STATE["max_floor_hits"]))
-        self.floor_hits = int(state.get("floor_hits", _OPTIONAL_STATE["floor_hits"]))
-        self._found_inf, self._loss_skip = None, False
+        state = dict(_OPTIONAL_STATE, **state)
+        (_, growth_factor, backoff_factor, growth_interval, enabled, min_scale,
+         max_floor_hits) = _checked_settings(self.init_scale, state["growth_factor"], state["backoff_factor"],
+                                             state["growth_interval"], state["enabled"], state["min_scale"],
+                                             state["max_floor_hits"])
+        scale = check_real("scale", state["scale"], low=0, low_open=True)
+        counters = {key: check_int_at_least(key, state[key], 0) for key in (
+            "growth_tracker", "skipped_steps", "consecutive_skips", "total_steps", "floor_hits")}
+        self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
+        self.enabled, self.min_scale, self.max_floor_hits = enabled, min_scale, max_floor_hits
+        self.scale_value = scale
+        for key, value in counters.items():
+            setattr(self, key, value)
+        self._new_iteration()
 
     def __repr__(self):
         return (f"ComplexGradScaler(scale={self.get_scale():g}, enabled={self.enabled}, "
