@@ -54,7 +54,8 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from ..vocabulary import PRECISION_MODES, STABILIZERS, check_choice, check_int_at_least, none_if_null, section_as_dict
+from ..vocabulary import (PRECISION_MODES, STABILIZERS, check_choice, check_int_at_least, is_integer, none_if_null,
+                          section_as_dict)
 
 SHARE_TOLERANCE = 1e-6
 STABILIZER_CHOICES = STABILIZERS + ("auto",)
@@ -349,9 +350,8 @@ class PrecisionSchedule:
         Empty ranges (``start == end``) are phases skipped in a run this short. The
         last range always ends at ``n_epochs``.
         """
-        n_epochs = int(n_epochs)
-        if n_epochs < 1:
-            raise ValueError(f"Invalid n_epochs={n_epochs}; a schedule needs at least one epoch.")
+        # no int(): 2.7 would be truncated and True taken as 1 epoch, silently
+        n_epochs = check_int_at_least("n_epochs", n_epochs, unit="a schedule needs at least one epoch")
         ends, cumulative = [], 0.0
         for phase in self.phases[:-1]:
             if phase.share is not None:
@@ -384,6 +384,7 @@ class PrecisionSchedule:
         ValueError
             When the last phase gets no epoch, or has an end epoch other than ``n_epochs``.
         """
+        n_epochs = check_int_at_least("n_epochs", n_epochs, unit="a schedule needs at least one epoch")
         last = len(self.phases) - 1
         end = self.phases[last].end_epoch
         if end is not None and end != n_epochs:
@@ -408,6 +409,9 @@ class PrecisionSchedule:
 
     def index_for_epoch(self, epoch, n_epochs):
         """Index of the phase that epoch ``epoch`` (0-based) of ``n_epochs`` runs in."""
+        n_epochs = check_int_at_least("n_epochs", n_epochs, unit="a schedule needs at least one epoch")
+        if not is_integer(epoch):  # 4.5 would fall in a phase's range and be answered
+            raise TypeError(f"Invalid epoch={epoch!r}; allowed values: integers in [0, n_epochs={n_epochs}).")
         if not 0 <= epoch < n_epochs:
             raise ValueError(f"Invalid epoch={epoch}; expected 0 <= epoch < n_epochs={n_epochs}.")
         for index, (start, end) in enumerate(self.boundaries(n_epochs)):
