@@ -12,22 +12,25 @@ def phase_ranges(history):
     ----------
     history : list of dict
         :attr:`MixedPrecisionTrainer.history` entries (``epoch``, ``precision`` and,
-        where recorded, ``autocast`` and ``stabilizer``).
+        where recorded, ``autocast``, ``stabilizer`` and ``half_dtype``).
 
     Returns
     -------
     list of dict
-        ``{"mode", "autocast", "stabilizer", "start_epoch", "end_epoch"}`` with
-        ``end_epoch`` exclusive, as in ``range(start_epoch, end_epoch)``.
+        ``{"mode", "autocast", "stabilizer", "half_dtype", "start_epoch", "end_epoch"}`` with
+        ``end_epoch`` exclusive, as in ``range(start_epoch, end_epoch)``; ``half_dtype`` is
+        None in full precision, which computes in no half type (a resume that changed the
+        half type splits only the 16-bit spans).
     """
     ranges = []
     for entry in history:
-        key = (entry.get("precision"), entry.get("autocast"), entry.get("stabilizer"))
+        half = entry.get("half_dtype") if entry.get("precision") != "full" else None
+        key = (entry.get("precision"), entry.get("autocast"), entry.get("stabilizer"), half)
         epoch = entry.get("epoch")
         if ranges and ranges[-1]["key"] == key and ranges[-1]["end_epoch"] == epoch:
             ranges[-1]["end_epoch"] = epoch + 1
         else:
-            ranges.append({"key": key, "mode": key[0], "autocast": key[1], "stabilizer": key[2],
+            ranges.append({"key": key, "mode": key[0], "autocast": key[1], "stabilizer": key[2], "half_dtype": half,
                            "start_epoch": epoch, "end_epoch": epoch + 1})
     for r in ranges:
         del r["key"]

@@ -649,8 +649,9 @@ def _run_training(config, claimed, *, progress, output_dir, write, log, resume, 
     epoch_times = [h["epoch_time"] for h in history if h.get("epoch_time") is not None]
     phases = phase_ranges(history)
     sizes = [config.data.train_resolution, *test_loaders]
-    for phase in phases:
-        phase["ran_as"] = precision_as_run(phase["mode"], half_dtype, device, sizes)
+    for phase in phases:  # a span a resume ran in another half type says what that one computed
+        phase_half = getattr(torch, phase["half_dtype"]) if phase.get("half_dtype") else half_dtype
+        phase["ran_as"] = precision_as_run(phase["mode"], phase_half, device, sizes)
     forward_reports = {"product_paths": summarize_product_paths(model),
                        "pointwise_work": describe_pointwise_tiles(model)}
     if write and trainer.resumed_finished_run:  # a finished run: no forward ran

@@ -106,8 +106,11 @@ def summary_rows(result):
     """``[(quantity, value), ...]`` of the final summary table."""
     rows = metric_rows(result)
     precision = result["precision"]
+    # the half type of each 16-bit span, where a resume changed it (the final row names the run's own)
+    halves = {p.get("half_dtype") for p in precision["phases"] if p.get("half_dtype")}
     phases = ", ".join(
         f"{p['mode']}{'+autocast' if p['autocast'] else ''}{'+' + p['stabilizer'] if p['stabilizer'] else ''}"
+        f"{' (' + p['half_dtype'] + ')' if len(halves) > 1 and p.get('half_dtype') else ''}"
         f" [epochs {p['start_epoch']}-{p['end_epoch'] - 1}]"
         for p in precision["phases"]
     )

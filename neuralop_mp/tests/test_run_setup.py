@@ -115,9 +115,9 @@ def test_phase_ranges_group_consecutive_epochs_of_one_precision():
     history = [dict(epoch=e, precision=m, autocast=a, stabilizer=s) for e, (m, a, s) in enumerate(
         [("half", True, "tanh")] * 2 + [("mixed", True, None)] * 3 + [("full", False, None)])]
     assert phase_ranges(history) == [
-        {"mode": "half", "autocast": True, "stabilizer": "tanh", "start_epoch": 0, "end_epoch": 2},
-        {"mode": "mixed", "autocast": True, "stabilizer": None, "start_epoch": 2, "end_epoch": 5},
-        {"mode": "full", "autocast": False, "stabilizer": None, "start_epoch": 5, "end_epoch": 6},
+        {"mode": "half", "autocast": True, "stabilizer": "tanh", "half_dtype": None, "start_epoch": 0, "end_epoch": 2},
+        {"mode": "mixed", "autocast": True, "stabilizer": None, "half_dtype": None, "start_epoch": 2, "end_epoch": 5},
+        {"mode": "full", "autocast": False, "stabilizer": None, "half_dtype": None, "start_epoch": 5, "end_epoch": 6},
     ]
     # two trainers' histories one after the other: the epochs restart, so do the ranges
     assert [(r["start_epoch"], r["end_epoch"]) for r in phase_ranges(history[:2] + history[:2])] == [(0, 2), (0, 2)]
@@ -193,3 +193,24 @@ def test_no_first_estimate_with_fewer_than_three_batches_per_epoch(n_batches):
     trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
     assert not [m for m in messages if "per training batch" in m]
     assert len([m for m in messages if "epoch 0 took" in m]) == 1
+
+
+def test_a_resume_that_changed_the_half_type_splits_the_16_bit_spans_only():
+    """A run saved in float16 and resumed in bfloat16: its mixed epochs are two spans, each
+    with its type, in the summary too; full precision computes in no half type."""
+    from neuralop_mp.train_report import summary_rows
+
+    history = [dict(epoch=e, precision=m, autocast=m != "full", stabilizer=None, half_dtype=h) for e, (m, h) in
+               enumerate([("mixed", "float16")] * 2 + [("mixed", "bfloat16")] * 2 + [("full", "float16"),
+                                                                                  ("full", "bfloat16")])]
+    ranges = phase_ranges(history)
+    assert [(r["mode"], r["half_dtype"], r["start_epoch"], r["end_epoch"]) for r in ranges] == [
+        ("mixed", "float16", 0, 2), ("mixed", "bfloat16", 2, 4), ("full", None, 4, 6)]
+    result = {"metrics": {}, "test_resolutions": [], "train_resolution": 16, "seconds_per_epoch": 1.0,
+              "precision": {"final_mode": "full", "half_dtype": "bfloat16", "schedule": "mixed:0.67,full:0.33",
+                            "phases": ranges},
+              "skipped_steps": 0, "wall_time_s": 1.0,
+              "memory": {"params_bytes": 4, "optimizer_state_bytes": 8, "n_params": 1}}
+    rows = dict(summary_rows(result))
+    assert rows["precision phases"] == ("mixed+autocast (float16) [epochs 0-1], mixed+autocast (bfloat16) "
+                                        "[epochs 2-3], full [epochs 4-5]")
