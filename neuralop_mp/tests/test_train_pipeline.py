@@ -302,13 +302,13 @@ TINY_RUN = {"model.n_modes": "[4,4]", "model.hidden_channels": "4", "model.n_lay
             "data.train_resolution": "8", "data.batch_size": "4", "data.n_train": "4", "verbose": "false"}
 
 
-def _four_random_samples_as_data(monkeypatch):
-    """The pipeline's data: four random 8x8 samples, one batch, for training and testing."""
+def _four_random_samples_as_data(monkeypatch, scale=1.0):
+    """The pipeline's data: four random 8x8 samples (times ``scale``), one batch, for training and testing."""
     from torch.utils.data import DataLoader
 
     generator = torch.Generator().manual_seed(0)
-    samples = [{"x": torch.randn(1, 8, 8, generator=generator), "y": torch.randn(1, 8, 8, generator=generator)}
-               for _ in range(4)]
+    samples = [{"x": scale * torch.randn(1, 8, 8, generator=generator),
+                "y": scale * torch.randn(1, 8, 8, generator=generator)} for _ in range(4)]
     loaders = (DataLoader(samples, batch_size=4), {8: DataLoader(samples, batch_size=4)}, None)
     monkeypatch.setattr(pipeline, "build_data", lambda config, progress=True: loaders)
 
