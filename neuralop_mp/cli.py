@@ -355,7 +355,6 @@ def train_command(argv):
     from .training import distributed
     from .training.checkpointing import CheckpointError, CheckpointWriteError
     from .training.guarded_step import TrainingStopped
-    from .training.interrupts import catching_interrupts
 
     # the run folder, known here for the messages of an interrupted run: a default one is claimed now (by
     # the process that writes, torchrun's rank 0), so they name the one this run took; given back when the
@@ -366,11 +365,9 @@ def train_command(argv):
     except RunSetupError as error:  # the folder of the default one is not writable
         return _error(str(error), "train")
     try:
-        with catching_interrupts():  # a Ctrl-C swallowed by a finalizer is raised at the next batch
-            result = run_training(config, progress=True, output_dir=out, resume=resume is not None,
-                                  save_best=save_best, threads=threads, command=command,
-                                  cpu_allocator=cpu_allocator,
-                                  command_flags={"threads": flags.get("--threads"), "cpu_allocator": cpu_allocator})
+        result = run_training(config, progress=True, output_dir=out, resume=resume is not None,
+                              save_best=save_best, threads=threads, command=command, cpu_allocator=cpu_allocator,
+                              command_flags={"threads": flags.get("--threads"), "cpu_allocator": cpu_allocator})
     except (RunSetupError, CheckpointError) as error:  # a CheckpointError names the file (--resume's)
         return _error(str(error), "train")
     except CheckpointWriteError as error:  # a full disk while saving: the previous checkpoint is kept

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..run_setup import RunSetupError, check_output_file, check_update_in_backward_launch
-from ..training.interrupts import catching_interrupts
 from ..vocabulary import none_if_null, normalize_flag, plain_text
 from .activation import _enable_keywords, _enabled_checked, _validated_options
 from .static_check import describe_plan, scan_source, start_warnings
@@ -328,8 +327,7 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
                 print(f"neuralop-mp run: WARNING: {warning}", file=out)
             out.flush()
             try:
-                with catching_interrupts():  # a Ctrl-C swallowed by a finalizer is raised at the next batch
-                    runpy.run_path(str(path), run_name="__main__")
+                runpy.run_path(str(path), run_name="__main__")
             except SystemExit as exit_:
                 status = _exit_status(exit_.code)
             except KeyboardInterrupt:  # Ctrl-C ends the script, not the run: the summary and report follow

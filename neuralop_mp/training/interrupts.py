@@ -4,9 +4,9 @@ Python raises ``KeyboardInterrupt`` wherever the interpreter is when SIGINT arri
 weakref finalizer or a ``__del__`` (the CPU step meter sets one per tensor it watches,
 :class:`~neuralop_mp.peak_memory.PeakTensorBytes`) the exception cannot propagate: Python
 hands it to ``sys.unraisablehook``, which prints "Exception ignored", and training goes on as
-if no key was pressed. :func:`catching_interrupts` replaces that hook so a swallowed
-``KeyboardInterrupt`` is remembered instead of printed, and :func:`raise_if_interrupted`, which
-the trainer calls at every batch, raises it again. SIGINT's own handling is left alone (an
+if no key was pressed. :func:`catching_interrupts`, around the trainer's ``train()``, replaces
+that hook so a swallowed ``KeyboardInterrupt`` is remembered instead of printed, and
+:func:`raise_if_interrupted`, which the trainer calls at every batch, raises it again. SIGINT's own handling is left alone (an
 ignored SIGINT stays ignored; a Ctrl-C the user's code catches is not raised again).
 """
 import contextlib

@@ -53,7 +53,7 @@ from . import checkpointing, distributed
 from .auto_phases import AutoPrecisionPhases
 from .guarded_step import (DeferredPlateauStep, ScaleGradient, StepThroughTrainer, TrainingStopped,
                            non_finite_parameters)
-from .interrupts import raise_if_interrupted
+from .interrupts import catching_interrupts, raise_if_interrupted
 from .loss_scaling import ComplexGradScaler
 from .resume import TrainingStateCheckpoints
 from .schedule import PrecisionSchedule
@@ -801,10 +801,12 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                 distributed=bool(use_distributed and distributed.is_distributed()))
         self._loop_saves_best = save_best is not None  # see TrainingStateCheckpoints._beats_earlier_epochs
         try:
-            return super().train(train_loader, test_loaders, optimizer, scheduler, regularizer=regularizer,
-                                 training_loss=training_loss, eval_losses=eval_losses, eval_modes=eval_modes,
-                                 save_every=save_every, save_best=save_best, save_dir=save_dir,
-                                 resume_from_dir=None, max_autoregressive_steps=max_autoregressive_steps)
+            # the step meter's finalizers may swallow a Ctrl-C: it is raised again at the next batch
+            with catching_interrupts():
+                return super().train(train_loader, test_loaders, optimizer, scheduler, regularizer=regularizer,
+                                     training_loss=training_loss, eval_losses=eval_losses, eval_modes=eval_modes,
+                                     save_every=save_every, save_best=save_best, save_dir=save_dir,
+                                     resume_from_dir=None, max_autoregressive_steps=max_autoregressive_steps)
         finally:
             self._loop_saves_best = False
             self.use_distributed = use_distributed

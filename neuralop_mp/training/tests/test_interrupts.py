@@ -88,3 +88,27 @@ def test_the_trainer_checks_at_every_batch(monkeypatch):
     sample = {"x": torch.randn(2, 1, 8, 8), "y": torch.randn(2, 1, 8, 8)}
     with pytest.raises(KeyboardInterrupt):
         trainer.train_one_batch(1, sample, lambda out, **kwargs: out.square().mean())
+
+
+def test_a_ctrl_c_swallowed_during_training_stops_train_from_python():
+    # no CLI around it: the trainer's own train() installs the hook
+    from torch.utils.data import DataLoader
+
+    from neuralop_mp.training.tests.tiny import tiny_fno
+    from neuralop_mp.training.trainer import MixedPrecisionTrainer
+
+    model = tiny_fno()
+    samples = [{"x": torch.randn(1, 8, 8), "y": torch.randn(1, 8, 8)} for _ in range(4)]
+    batches = []
+
+    def loss(out, y, **kwargs):
+        batches.append(1)
+        if len(batches) == 1:
+            _sigint_inside_a_finalizer()  # swallowed: training would go on
+        return (out - y).square().mean()
+
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1, verbose=False)
+    optimizer = torch.optim.AdamW(model.parameters())
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(DataLoader(samples, batch_size=2), {}, optimizer, None, training_loss=loss)
+    assert len(batches) == 1  # raised at the second batch, before its forward
