@@ -353,11 +353,11 @@ def validate_value_ranges(config):
 
 def _check_fraction_rank(model, rank):
     """A float ``model.rank`` with a factorization is the fraction of the dense weight's
-    parameters kept: the plugin's spectral layer refuses one above 1 when the model is built
-    (after the data load), and upstream's full-precision layer builds it, with more parameters
-    than the dense weight. Refused here by the layer's own check
-    (:func:`~neuralop_mp.layers.input_checks.check_layer_arguments`), on the model's first
-    spectral weight (the parameter count its message names); an int rank is left to the layer."""
+    parameters kept: the plugin's spectral layer refuses one above 1 (and, with CP, one so
+    small that a weight gets rank 0) when the model is built, after the data load, and
+    upstream's full-precision layer builds it. Refused here by the layer's own check
+    (:func:`~neuralop_mp.layers.input_checks.check_layer_arguments`) on every spectral
+    weight's shape (UNO's differ from layer to layer); an int rank is left to the layer."""
     factorization = none_if_null(_field(model, "factorization"))
     if not isinstance(rank, float) or factorization in (_MISSING, None):
         return
@@ -365,15 +365,29 @@ def _check_fraction_rank(model, rank):
 
     hidden = _field(model, "hidden_channels")
     widths, uno_modes = _field(model, "uno_out_channels"), _field(model, "uno_n_modes")
-    if widths not in (_MISSING, None) and uno_modes not in (_MISSING, None):  # UNO: hidden_channels -> widths[0]
-        out_channels, modes = widths[0], uno_modes[0]
-    else:
-        out_channels, modes = hidden, _field(model, "n_modes")
-    if _MISSING in (hidden, modes):  # a model section of the user's without these fields: the layer checks
+    if widths not in (_MISSING, None) and uno_modes not in (_MISSING, None):
+        layers = _uno_layer_shapes(hidden, widths, uno_modes)
+    else:  # FNO/TFNO: every spectral weight has one shape
+        layers = [(hidden, hidden, _field(model, "n_modes"))]
+    if _MISSING in (hidden, layers[0][2]):  # a model section of the user's without these fields: the layer checks
         return
     separable = _field(model, "separable")
     separable = separable is not _MISSING and normalize_flag(separable, "model.separable")
-    check_layer_arguments(hidden, out_channels, modes, rank, factorization, separable)
+    for in_channels, out_channels, modes in layers:
+        check_layer_arguments(in_channels, out_channels, modes, rank, factorization, separable)
+
+
+def _uno_layer_shapes(hidden, widths, modes):
+    """``[(in_channels, out_channels, n_modes), ...]`` of UNO's spectral layers: as upstream's
+    UNO builds them with its default horizontal skips (layer ``n - 1 - i`` also takes layer
+    ``i``'s output, for ``i < n // 2``; the config has no field for another map)."""
+    skips = {len(widths) - i - 1: i for i in range(len(widths) // 2)}
+    shapes, previous = [], hidden
+    for i, (out_channels, layer_modes) in enumerate(zip(widths, modes)):
+        in_channels = previous + (widths[skips[i]] if i in skips else 0)
+        shapes.append((in_channels, out_channels, layer_modes))
+        previous = out_channels
+    return shapes
 
 
 def _check_uno_layers(model):

@@ -135,3 +135,24 @@ def test_the_trainer_refuses_what_the_config_check_refuses():
     assert any(p.dtype == torch.complex32 for p in model.parameters())
     with pytest.raises(ValueError, match="update_in_backward=True cannot be combined with loss_scaling='auto'"):
         MixedPrecisionTrainer(model=model, n_epochs=1, device="cpu", verbose=False, update_in_backward=True)
+
+
+def test_a_cp_fraction_too_small_for_a_later_uno_layer_is_refused_before_the_data_load():
+    # the first layer (64 -> 64, 16x16 modes) takes rank 0.01; the second, with the first's output
+    # beside its input (128 -> 4, 2x2 modes), would get CP rank 0 when the model is built
+    overrides = {"model": "UNOConfig", "model.hidden_channels": "64", "model.n_layers": "2",
+                 "model.uno_out_channels": "[64,4]", "model.uno_n_modes": "[[16,16],[2,2]]",
+                 "model.uno_scalings": "[[1,1],[1,1]]", "model.factorization": "cp", "model.rank": "0.01"}
+    with pytest.raises(ValueError, match=r"rank=0\.01 .* shape \(128, 4, 2, 2\).*CP rank 0"):
+        load_config("darcy", overrides)
+
+
+def test_the_uno_layer_shapes_checked_are_the_ones_upstreams_uno_builds():
+    from neuralop_mp.configs.validation import _uno_layer_shapes
+    from neuralop_mp.models.mixed_precision_models import MixedPrecisionUNO
+
+    widths, modes = [8, 6, 8, 6, 8], [[4, 4]] * 5
+    model = MixedPrecisionUNO(in_channels=1, out_channels=1, hidden_channels=8, n_layers=5, uno_out_channels=widths,
+                              uno_n_modes=modes, uno_scalings=[[1, 1]] * 5, channel_mlp_skip="linear")
+    assert [shape[:2] for shape in _uno_layer_shapes(8, widths, modes)] == [
+        (block.convs[0].in_channels, block.convs[0].out_channels) for block in model.fno_blocks]
