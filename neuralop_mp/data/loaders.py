@@ -70,7 +70,7 @@ CHECK_RESOLUTION = {
 }
 
 
-def needed_files(train_resolution, test_resolutions, n_train, n_tests, test_batch_sizes=None):
+def needed_files(train_resolution, test_resolutions, n_train, n_tests, test_batch_sizes):
     """``[(resolution, split, n_samples), ...]``, every value checked before any file is touched."""
     tests = files_of_test_sets(test_resolutions, n_tests, test_batch_sizes)
     train_resolution = check_int_at_least("train_resolution", train_resolution, 2)
@@ -78,18 +78,18 @@ def needed_files(train_resolution, test_resolutions, n_train, n_tests, test_batc
     return [(train_resolution, "train", n_train)] + tests
 
 
-def files_of_test_sets(test_resolutions, n_tests, test_batch_sizes=None):
+def files_of_test_sets(test_resolutions, n_tests, test_batch_sizes):
     """``[(resolution, "test", n_samples), ...]`` of the test sets, every value checked.
 
-    ``test_batch_sizes``, when given, must also have one entry per test resolution: checked
-    here, before any file is generated, for the training loaders and the test sets alike.
+    ``test_batch_sizes`` must also have one entry per test resolution: checked here, before
+    any file is generated, for the training loaders and the test sets alike.
     """
     test_resolutions, n_tests = list(test_resolutions), list(n_tests)
     if len(test_resolutions) != len(n_tests):
         raise ValueError(f"n_tests={n_tests} needs one entry per test resolution {test_resolutions}")
     if not test_resolutions:
         raise ValueError("test_resolutions is empty; allowed values: one or more resolutions (integers >= 2).")
-    if test_batch_sizes is not None and len(list(test_batch_sizes)) != len(test_resolutions):
+    if len(list(test_batch_sizes)) != len(test_resolutions):
         raise ValueError(f"test_batch_sizes={list(test_batch_sizes)} needs one entry per test resolution "
                          f"{test_resolutions}")
     test_resolutions = [check_int_at_least("test_resolutions entry", r, 2) for r in test_resolutions]
