@@ -100,10 +100,14 @@ def _accepted(fn, sample):
     a data-parallel wrapper's by the model it wraps (which receives what it is called with).
     """
     fn = _forward_of(fn)
-    # decided once per function (a method's, a callable object's class's): this runs for every batch
-    key = getattr(fn, "__func__", None) or (type(fn) if not inspect.isroutine(fn)
-                                             and not isinstance(fn, functools.partial) else None)
-    named = _named_keys(fn) if key is None else _named_keys_of(key, fn)
+    # decided once per function (a method's, a plain function or partial itself, a callable
+    # object's class's): this runs for every batch
+    key = getattr(fn, "__func__", None) or (fn if inspect.isroutine(fn) or isinstance(fn, functools.partial)
+                                             else type(fn))
+    try:
+        named = _named_keys_of(key, fn)
+    except TypeError:  # not weakly referable (a builtin): read at each call
+        named = _named_keys(fn)
     return sample if named is None else {k: v for k, v in sample.items() if k in named}
 
 

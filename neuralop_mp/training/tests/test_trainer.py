@@ -196,6 +196,25 @@ def test_what_each_kind_of_model_or_loss_is_given_of_a_sample(name, keys):
     assert _sample_keys_given(name) == keys
 
 
+def test_a_plain_function_loss_is_read_once_not_at_every_batch(monkeypatch):
+    import functools
+    import inspect
+
+    from neuralop_mp.training import trainer as trainer_module
+
+    def my_loss(out, y, **kwargs):
+        return (out - y).square().mean()
+
+    reads = []
+    signature = inspect.signature
+    monkeypatch.setattr(trainer_module.inspect, "signature", lambda fn: reads.append(fn) or signature(fn))
+    partial = functools.partial(my_loss)
+    for _ in range(3):
+        assert sorted(trainer_module._accepted(my_loss, {"x": 0, "y": 1, "w": 2})) == ["w", "x", "y"]
+        assert sorted(trainer_module._accepted(partial, {"x": 0, "y": 1})) == ["x", "y"]
+    assert reads == [my_loss, partial]
+
+
 def test_mixed_precision_flag_without_schedule_autocasts_with_a_scaler():
     model = tiny_fno(mixed_precision_layer=False)  # an upstream model: layers untouched
     train, test = tiny_data(n=8, batch_size=8)
