@@ -497,20 +497,10 @@ def _interrupted_message(out, again=(), stopped="interrupted", change=""):
     checkpoint's manifest alone) and the command that continues it (with ``again``, the options an
     interrupted ``--resume`` was given), or that none was saved. ``change`` follows the advice to run
     again or resume, where the same settings would stop the same way."""
-    import warnings
-
-    from .run_folder import CHECKPOINT_DIR
-    from .training.checkpointing import MANIFEST_FILE, CheckpointError, load_weights_only, resolve_checkpoint_dir
+    from .run_folder import CHECKPOINT_DIR, saved_epoch
 
     out = Path(out).absolute()
-    epoch = None
-    try:
-        with warnings.catch_warnings():  # a checkpoint.old left by a crash is resumed with its own warning
-            warnings.simplefilter("ignore")
-            checkpoint = resolve_checkpoint_dir(out / CHECKPOINT_DIR)
-        epoch = load_weights_only(checkpoint / MANIFEST_FILE).get("epoch")
-    except (CheckpointError, OSError, AttributeError, RuntimeError, ValueError):  # nothing (readable) saved
-        pass
+    epoch = saved_epoch(out)
     if epoch is None:
         return (f"{PROG} train: {stopped} before any epoch was saved in {out}: nothing to resume; run the command "
                 f"again{change}.")

@@ -62,17 +62,18 @@ def eval_config(source, overrides=(), resolutions=None):
     """The config of an evaluation, loaded once: ``source``'s (:func:`config_source`: the run's
     own, else a given or the default config), then ``overrides``, then ``resolutions`` as the
     test resolutions, each with the size and batch size of the config's first test set."""
-    from .configs import load_config
+    from .configs import load_config, resolve_config
     from .configs.validation import validate_config
 
+    spec = resolve_config(source.spec)  # once: a .py config file runs (its side effects too) once
     args = [*source.overrides, *overrides]
-    if source.run and overrides:
-        _check_trained_data(load_config(source.spec, source.overrides, validate=False).data,
-                            load_config(source.spec, args, validate=False).data)
+    run_config = load_config(spec, source.overrides, validate=False) if source.run and overrides else None
+    config = load_config(spec, args, validate=False)
+    if run_config is not None:
+        _check_trained_data(run_config.data, config.data)
     if not resolutions:
-        return load_config(source.spec, args)
+        return validate_config(config)
     resolutions = _grid_sizes(resolutions)
-    config = load_config(source.spec, args, validate=False)
     data = config.data
     data.n_tests = [data.n_tests[0]] * len(resolutions)
     data.test_batch_sizes = [data.test_batch_sizes[0]] * len(resolutions)

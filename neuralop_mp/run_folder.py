@@ -21,6 +21,7 @@ A run folder holds, besides ``results.json`` and ``loss_curve.png``:
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,8 +34,14 @@ CHECKPOINT_DIR = "checkpoint"
 RESULTS_FILE = "results.json"
 COMMAND_FILE = "command.json"
 DATA_PROCESSOR_FILE = "data_processor.pt"
-# the data processors a run folder records, by class name (the loaders build no other)
-_PROCESSOR_CLASSES = ("DefaultDataProcessor", "Burgers1dTimeDataProcessor")
+
+
+def _processor_classes():
+    """``{name: class}`` of the data processors a run folder records (the loaders build no other)."""
+    from neuralop.data.datasets.burgers import Burgers1dTimeDataProcessor
+    from neuralop.data.transforms.data_processors import DefaultDataProcessor
+
+    return {cls.__name__: cls for cls in (DefaultDataProcessor, Burgers1dTimeDataProcessor)}
 
 
 def model_precision(model):
@@ -85,7 +92,9 @@ def find_checkpoint(path):
     found = sorted(p.name[: -len(suffix)] for p in path.glob(f"*{suffix}"))
     if len(found) == 1:
         return path, found[0]
-    if not found and (path / CHECKPOINT_DIR).is_dir():  # a run stopped before its final save
+    # a training state (checkpoint/, or the checkpoint.old a crashed save leaves) and no model: a run
+    # stopped before its final save
+    if not found and any(name != RESULTS_FILE for name in run_files(path)):
         raise FileNotFoundError(_unfinished_run_message(path))
     raise FileNotFoundError(
         f"No single model checkpoint in {path}: expected {FINAL_MODEL}{suffix}"
@@ -153,16 +162,27 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
     return model, model_precision(model)
 
 
-def _unfinished_run_message(run_dir):
-    """Why a run folder with a ``checkpoint/`` but no model file has no model to evaluate, and
-    how to get one: the run stopped before its final save."""
-    from .training.checkpointing import PRECISION_STATE_FILE, load_weights_only
+def saved_epoch(run_dir):
+    """The epoch of the training state a run folder last saved, from the manifest of its
+    ``checkpoint/`` (or of the ``checkpoint.old`` a crashed save leaves) alone; None when none
+    is saved or it cannot be read."""
+    from .training.checkpointing import MANIFEST_FILE, CheckpointError, load_weights_only, resolve_checkpoint_dir
 
-    checkpoint = Path(run_dir) / CHECKPOINT_DIR
     try:
-        epoch = f"epoch {int(load_weights_only(checkpoint / PRECISION_STATE_FILE)['epoch'])}"
-    except Exception:  # no readable training state: the folder is still named
-        epoch = "an unreadable epoch"
+        with warnings.catch_warnings():  # a checkpoint.old is resumed with its own warning, not read with one
+            warnings.simplefilter("ignore")
+            checkpoint = resolve_checkpoint_dir(Path(run_dir) / CHECKPOINT_DIR)
+        return load_weights_only(checkpoint / MANIFEST_FILE).get("epoch")
+    except (CheckpointError, OSError, AttributeError, RuntimeError, ValueError):  # nothing (readable) saved
+        return None
+
+
+def _unfinished_run_message(run_dir):
+    """Why a run folder with a training state but no model file has no model to evaluate, and
+    how to get one: the run stopped before its final save."""
+    checkpoint = Path(run_dir) / CHECKPOINT_DIR
+    epoch = saved_epoch(run_dir)
+    epoch = "an unreadable epoch" if epoch is None else f"epoch {epoch}"  # the folder is still named
     return (f"No model file in {run_dir}: the run stopped before its final save ({FINAL_MODEL}{STATE_DICT_SUFFIX}); "
             f"{checkpoint} holds {epoch}, the last saved. Finish the run with `neuralop-mp train --resume "
             f"{run_dir}`, which writes the model, then evaluate it.")
@@ -202,7 +222,7 @@ def save_data_processor(data_processor, run_dir):
     than upstream's ``DefaultDataProcessor`` / ``Burgers1dTimeDataProcessor``).
     """
     name = type(data_processor).__name__
-    if data_processor is None or name not in _PROCESSOR_CLASSES:
+    if data_processor is None or name not in _processor_classes():
         return None
     state = {"class": name,
              "in_normalizer": _normalizer_state(getattr(data_processor, "in_normalizer", None)),
@@ -233,8 +253,6 @@ def load_data_processor(run_dir):
     CheckpointError
         For a file torch cannot read, naming it.
     """
-    from neuralop.data.datasets.burgers import Burgers1dTimeDataProcessor
-    from neuralop.data.transforms.data_processors import DefaultDataProcessor
     from neuralop.data.transforms.normalizers import UnitGaussianNormalizer
 
     from .training.checkpointing import load_weights_only
@@ -248,7 +266,7 @@ def load_data_processor(run_dir):
                                 "the data (runs of earlier versions have none; evaluate them with `neuralop-mp eval`, "
                                 "which fits the normalizers on the training data again).")
     state = load_weights_only(path)
-    classes = {"DefaultDataProcessor": DefaultDataProcessor, "Burgers1dTimeDataProcessor": Burgers1dTimeDataProcessor}
+    classes = _processor_classes()
     if state.get("class") not in classes:
         raise ValueError(f"{path} records data processor {state.get('class')!r}; allowed: {', '.join(classes)}.")
 
