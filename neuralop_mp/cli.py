@@ -359,7 +359,7 @@ def train_command(argv):
     # the run folder, known here for the messages of an interrupted run: a default one is claimed now (by
     # the process that writes, torchrun's rank 0), so they name the one this run took; given back when the
     # run is refused or stopped before it saved any of itself (release_run_folder)
-    claimed = resume is None and not config.output_dir and os.environ.get("RANK", "0") == "0"
+    claimed = resume is None and not config.output_dir and distributed.launch_rank() == 0
     try:
         out = output_dir_for(config, claim=claimed)
     except RunSetupError as error:  # the folder of the default one is not writable
@@ -389,7 +389,7 @@ def train_command(argv):
     finally:
         if claimed:
             release_run_folder(out)
-    if distributed.rank() == 0:  # under torchrun every rank has the result; rank 0 alone prints it
+    if distributed.launch_rank() == 0:  # under torchrun every rank has the result; rank 0 alone prints it
         print()
         print(format_summary(result))
     return 0

@@ -13,7 +13,6 @@ Everything before ``--`` belongs to ``neuralop-mp run`` (the script path and
 after ``--`` goes to the script untouched, ``--mp.*`` look-alikes included.
 """
 import json
-import os
 import runpy
 import sys
 import traceback
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..run_setup import RunSetupError, check_output_file, check_update_in_backward_launch
+from ..training.distributed import launch_rank
 from ..vocabulary import none_if_null, normalize_flag, plain_text
 from .activation import _enable_keywords, _enabled_checked, _validated_options
 from .static_check import describe_plan, scan_source, start_warnings
@@ -308,7 +308,7 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
     scan = scan_source(source, filename=str(path))
     shown = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None) or "defaults"
     # under torchrun every rank runs the script; one prints the header, as one prints the summary
-    is_printer = _rank() == 0
+    is_printer = launch_rank() == 0
     if is_printer:
         print(f"neuralop-mp run: {path} with the plugin enabled ({shown})", file=out)
         print(f"neuralop-mp run: intercepting {describe_plan(scan)}", file=out)
@@ -344,24 +344,11 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
                 del sys.modules[name]
     report.record_end(status, error, interrupted)
     sys.stdout.flush()
-    if _rank() == 0:  # under torchrun every rank runs the script; one prints the summary and writes the report
+    if launch_rank() == 0:  # under torchrun every rank runs the script; one prints the summary and writes the report
         print(format_summary(report), file=out)
         if report_path and not _write_report(report, report_path):
             status = status or 1
     return RunResult(status, report, error)
-
-
-def _rank():
-    """This process's rank: the process group's, else torchrun's (a script may end its group
-    before it returns: upstream's train_navier_stokes.py does), else 0."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
 
 
 def main(argv=None):

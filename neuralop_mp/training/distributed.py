@@ -48,6 +48,22 @@ def rank():
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def launch_rank():
+    """This process's rank as launched: the process group's, else torchrun's ``RANK``, else 0.
+
+    Asks "am I the process that prints and writes?" where :func:`rank` cannot answer: before
+    the group exists (a run folder is claimed before training starts it) or after a script
+    ended its own (upstream's train_navier_stokes.py does). A ``RANK`` that is not an integer
+    reads as 0, as outside torchrun.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def world_size():
     """The number of ranks (1 outside a process group)."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

@@ -230,14 +230,14 @@ def test_the_rank_outlives_a_process_group_the_script_ended(monkeypatch, rank_en
     then read as 0, and each printed the summary and wrote the report to one path."""
     import torch.distributed as dist
 
-    from neuralop_mp.runner import cli
+    from neuralop_mp.training.distributed import launch_rank
 
     assert not dist.is_initialized()  # no group now: the ended one's
     if rank_env is None:
         monkeypatch.delenv("RANK", raising=False)
     else:
         monkeypatch.setenv("RANK", rank_env)
-    assert cli._rank() == rank
+    assert launch_rank() == rank
 
 
 def test_under_torchrun_only_rank_0_prints_the_summary_and_writes_the_report(probe, fake_parts, tmp_path, monkeypatch,
@@ -246,7 +246,7 @@ def test_under_torchrun_only_rank_0_prints_the_summary_and_writes_the_report(pro
 
     script, record_file = probe
     for rank in (1, 0):
-        monkeypatch.setattr(cli, "_rank", lambda rank=rank: rank)
+        monkeypatch.setattr(cli, "launch_rank", lambda rank=rank: rank)
         report_file = tmp_path / f"rank{rank}.json"
         assert main([str(script), "--mp.report", str(report_file), "--", str(record_file)]) == 0
         out = capsys.readouterr().out
@@ -261,7 +261,7 @@ def test_under_torchrun_only_rank_0_prints_the_start_header_and_warnings(probe, 
 
     script, record_file = probe
     for rank in (1, 0):
-        monkeypatch.setattr(cli, "_rank", lambda rank=rank: rank)
+        monkeypatch.setattr(cli, "launch_rank", lambda rank=rank: rank)
         assert run_script(script, [str(record_file)], precision="mixed").exit_status == 0
         before_script = capsys.readouterr().out.split("probe says hello")[0]
         assert ("neuralop-mp run: intercepting" in before_script) == (rank == 0)
