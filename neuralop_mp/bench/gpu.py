@@ -248,13 +248,15 @@ def unexpected_failures(rows, cuda_tests):
 
 
 def run_cuda_tests(dry_run, timeout_s=150, output=None):
-    """``pytest -q -k cuda``; returns a one-line result.
+    """``pytest -q -k cuda``; returns ``(result, failures)``.
 
-    ``output``: a file that gets pytest's whole output (a timeout's partial output too),
-    whose short summary names each failing test and its reason (:func:`failed_tests`).
+    ``result`` is a one-line summary; ``failures`` the ``FAILED``/``ERROR`` lines of
+    pytest's short summary, each naming a failing test and its reason (:func:`failed_tests`;
+    from a timeout's partial output too). ``output``: a file that gets pytest's whole
+    output, for a person to read (the failures come from the output in hand, not from it).
     """
     if dry_run:
-        return "skipped (dry run / quick)"
+        return "skipped (dry run / quick)", []
     # -rfEs: the summary lists failures, errors (and skips) whatever the pytest settings say
     command = [sys.executable, "-m", "pytest", "-q", "-rfEs", "-k", "cuda", "-p", "no:cacheprovider"]
     # from the repository root (its pytest settings and test folders) wherever the campaign was
@@ -269,10 +271,11 @@ def run_cuda_tests(dry_run, timeout_s=150, output=None):
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, cwd=root, env=env)
     except subprocess.TimeoutExpired as timeout:
         _write_test_output(output, timeout.stdout, timeout.stderr, f"timed out after {timeout_s} s")
-        return f"timed out after {timeout_s} s"
+        return f"timed out after {timeout_s} s", failed_tests(_text(timeout.stdout))
     _write_test_output(output, done.stdout, done.stderr, f"exit code {done.returncode}")
     lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
-    return f"exit code {done.returncode}: {lines[-1] if lines else done.stderr.strip()[-200:]}"
+    result = f"exit code {done.returncode}: {lines[-1] if lines else done.stderr.strip()[-200:]}"
+    return result, failed_tests(done.stdout)
 
 
 def _text(stream):
@@ -351,8 +354,7 @@ def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None, out=None):
     tests_file = folder / "gpu_cuda_tests.txt" if folder is not None else None
     if tests_file is not None:
         tests_file.unlink(missing_ok=True)  # an earlier campaign's, in the same folder
-    tests = run_cuda_tests(tiny, output=tests_file)
-    failing = failed_tests(tests_file.read_text()) if tests_file is not None and tests_file.is_file() else []
+    tests, failing = run_cuda_tests(tiny, output=tests_file)
     print(f"CUDA tests: {tests}" + "".join(f"\n  {line}" for line in failing), flush=True)
     rows = []
     # each row goes to disk as soon as it exists: an outer timeout killing the process keeps them

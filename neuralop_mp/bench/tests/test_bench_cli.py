@@ -162,7 +162,7 @@ def test_the_cuda_tests_run_from_the_repository_root_wherever_the_campaign_start
     only collecting (pytest adds the options in PYTEST_ADDOPTS): it finds the CUDA tests."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTEST_ADDOPTS", "--collect-only")
-    result = gpu.run_cuda_tests(dry_run=False)
+    result, _ = gpu.run_cuda_tests(dry_run=False)
     collected = re.match(r"exit code 0: (\d+)(/\d+)? tests? collected", result)
     assert collected and int(collected[1]) > 0, result
 

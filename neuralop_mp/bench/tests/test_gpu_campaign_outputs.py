@@ -29,11 +29,12 @@ def test_a_failing_cuda_tests_name_and_reason_reach_the_output_file(tmp_path, mo
     fake.write_text(FAILING_TEST)
     monkeypatch.setenv("PYTEST_ADDOPTS", str(fake))
     output = tmp_path / "gpu_cuda_tests.txt"
-    result = gpu.run_cuda_tests(dry_run=False, output=output)
+    result, failures = gpu.run_cuda_tests(dry_run=False, output=output)
     assert result.startswith("exit code 1:") and "1 failed" in result
     text = output.read_text()
     assert "assert 3 < 2" in text  # the whole output: the traceback, not only the count
     [line] = gpu.failed_tests(text)
+    assert failures == [line]  # returned as well as written
     assert line.startswith("FAILED ") and "test_cuda_something_breaks" in line
     assert "AssertionError: peak memory above the bound: 3 GiB" in line
 
@@ -46,10 +47,13 @@ def test_a_timeouts_partial_output_is_kept(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gpu.subprocess, "run", times_out)
     output = tmp_path / "gpu_cuda_tests.txt"
-    assert gpu.run_cuda_tests(dry_run=False, timeout_s=7, output=output) == "timed out after 7 s"
+    assert gpu.run_cuda_tests(dry_run=False, timeout_s=7, output=output) == \
+        ("timed out after 7 s", ["FAILED t.py::test_cuda_a - boom"])
     text = output.read_text()
     assert "timed out after 7 s" in text
     assert gpu.failed_tests(text) == ["FAILED t.py::test_cuda_a - boom"]
+    # without an output file: the same failures, from the partial output in hand
+    assert gpu.run_cuda_tests(dry_run=False, timeout_s=7) == ("timed out after 7 s", ["FAILED t.py::test_cuda_a - boom"])
 
 
 def test_failing_cuda_tests_are_listed_in_gpu_json_and_gpu_md(tmp_path, monkeypatch, capsys):
@@ -69,6 +73,24 @@ def test_failing_cuda_tests_are_listed_in_gpu_json_and_gpu_md(tmp_path, monkeypa
     assert all(f"- `{line}`" in table for line in expected)
     assert (tmp_path / "gpu_cuda_tests.txt").read_text().startswith(PYTEST_OUTPUT.rstrip())
     assert "CUDA tests: exit code 1" in capsys.readouterr().err
+
+
+def test_run_without_an_output_folder_reports_the_failing_cuda_tests(monkeypatch, capsys):
+    """A Python caller of run() without ``out``: no gpu_cuda_tests.txt to read back, and the
+    failures were reported as none."""
+    real = gpu.run_cuda_tests
+    monkeypatch.setattr(gpu, "run_cuda_tests", lambda dry_run, **kwargs: real(False, **kwargs))
+    monkeypatch.setattr(gpu.subprocess, "run",
+                        lambda command, **kwargs: subprocess.CompletedProcess(command, 1, PYTEST_OUTPUT, ""))
+    body, data, _ = gpu.run(dry_run=True, archs=["TFNO"], budget_s=0)
+    expected = ["FAILED neuralop_mp/tests/test_x.py::test_cuda_weights - AssertionError: complex32 weights "
+                "drifted: max error 0.2",
+                "ERROR neuralop_mp/tests/test_y.py::test_cuda_setup - RuntimeError: CUDA error: out of memory"]
+    assert data["cuda_tests"] == "exit code 1: 1 failed, 2 passed, 1 error in 3.2s"
+    assert data["cuda_test_failures"] == expected
+    assert all(f"- `{line}`" in body for line in expected)
+    printed = capsys.readouterr()
+    assert all(line in printed.out for line in expected), printed
 
 
 def test_every_row_is_on_disk_as_soon_as_it_is_measured(tmp_path):
