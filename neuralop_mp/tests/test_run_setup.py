@@ -55,13 +55,18 @@ def test_default_threads_under_torchrun_shares_the_idle_cpus_among_the_nodes_ran
     assert default_threads(cpus=cpus, load=load) == threads
 
 
-@pytest.mark.parametrize("world_size", [None, "1"])
-def test_a_local_world_size_inherited_outside_torchrun_does_not_share_the_cpus(monkeypatch, world_size):
-    """Only a process torchrun started as one of several ranks (WORLD_SIZE > 1) shares them."""
+def _set_world_size(monkeypatch, world_size):
+    """torchrun's WORLD_SIZE as ``world_size``, or unset (None): a process not started by torchrun."""
     if world_size is None:
         monkeypatch.delenv("WORLD_SIZE", raising=False)
     else:
         monkeypatch.setenv("WORLD_SIZE", world_size)
+
+
+@pytest.mark.parametrize("world_size", [None, "1"])
+def test_a_local_world_size_inherited_outside_torchrun_does_not_share_the_cpus(monkeypatch, world_size):
+    """Only a process torchrun started as one of several ranks (WORLD_SIZE > 1) shares them."""
+    _set_world_size(monkeypatch, world_size)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert default_threads(cpus=16, load=0.0) == 16
 
@@ -70,10 +75,7 @@ def test_a_local_world_size_inherited_outside_torchrun_does_not_share_the_cpus(m
 def test_update_in_backward_is_allowed_outside_torchrun_or_on_one_rank(monkeypatch, world_size):
     from neuralop_mp.run_setup import check_update_in_backward_launch
 
-    if world_size is None:
-        monkeypatch.delenv("WORLD_SIZE", raising=False)
-    else:
-        monkeypatch.setenv("WORLD_SIZE", world_size)
+    _set_world_size(monkeypatch, world_size)
     check_update_in_backward_launch(True, "opt.update_in_backward")
     monkeypatch.setenv("WORLD_SIZE", "2")
     check_update_in_backward_launch(False, "opt.update_in_backward")  # off: nothing to refuse
