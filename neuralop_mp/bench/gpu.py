@@ -328,9 +328,11 @@ def plot_memory(rows, path):
     plt.close(fig)
 
 
-def _plan(tiny):
-    """``(sizes, batch, modes)`` of the campaign, or of its tiny version (dry run, quick)."""
-    return (DRY_SIZES, DRY_BATCH, DRY_MODES) if tiny else (SIZES, BATCH, MODES)
+def _plan(tiny, archs=None):
+    """``(sizes, batch, modes)`` of the campaign, or of its tiny version (dry run, quick);
+    ``archs``: only the sizes of these models (default all)."""
+    sizes, batch, modes = (DRY_SIZES, DRY_BATCH, DRY_MODES) if tiny else (SIZES, BATCH, MODES)
+    return [s for s in sizes if archs is None or s[0] in archs], batch, modes
 
 
 def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None, out=None):
@@ -344,8 +346,7 @@ def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None, out=None):
         raise RuntimeError("neuralop-mp bench gpu needs a CUDA device; on a CPU use --dry-run to check the script.")
     device = torch.device("cpu" if dry_run else "cuda")
     tiny = dry_run or quick
-    sizes, batch, modes = _plan(tiny)
-    sizes = [s for s in sizes if archs is None or s[0] in archs]
+    sizes, batch, modes = _plan(tiny, archs)
     steps, warmup = (1, 1) if tiny else (STEPS, WARMUP)
     start = time.perf_counter()
     folder = Path(out) if out is not None else None
@@ -402,14 +403,16 @@ def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None, out=None):
 def profile_cases(rows, sizes):
     """What ``--profile`` profiles: ``[(arch, hidden, res, [variant names])]``.
 
-    The :data:`PROFILED` variants at the largest FNO size; upstream full and ours mixed
-    (bf16 and fp16) at the size where ours mixed bf16 compares worst with upstream full
-    in ``rows``; and ours mixed fp16 with AdamW and with TensorGRaD at the smallest FNO
-    size, where the optimizer step weighs most.
+    The :data:`PROFILED` variants at the largest size of FNO (of the one model in
+    ``sizes`` when ``--arch`` leaves FNO out); upstream full and ours mixed (bf16 and fp16)
+    at the size where ours mixed bf16 compares worst with upstream full in ``rows``; and
+    ours mixed fp16 with AdamW and with TensorGRaD at that model's smallest size, where
+    the optimizer step weighs most.
     """
-    fno = [s for s in sizes if s[0] == "FNO"]
-    largest = max(fno, key=lambda s: (s[2], -s[1]))
-    smallest = min(fno, key=lambda s: (s[2], s[1]))
+    arch = "FNO" if any(s[0] == "FNO" for s in sizes) else sizes[0][0]
+    own = [s for s in sizes if s[0] == arch]
+    largest = max(own, key=lambda s: (s[2], -s[1]))
+    smallest = min(own, key=lambda s: (s[2], s[1]))
     cases = [(*largest, list(PROFILED))]
     ratios = [(r["speed-up vs up. full"], (r["model"], r["hidden"], r["res"])) for r in rows
               if r["variant"] == "ours mixed bf16 + autocast" and "speed-up vs up. full" in r]
@@ -421,18 +424,18 @@ def profile_cases(rows, sizes):
     return cases
 
 
-def profile_table(rows, dry_run=False, quick=False, top=25, start=None, budget_s=None):
+def profile_table(rows, dry_run=False, quick=False, top=25, start=None, budget_s=None, archs=None):
     """Kernel-level time of one training step of each variant of :func:`profile_cases`,
     from ``torch.profiler``: text tables, one per (size, variant).
 
     ``start`` (a ``time.perf_counter()`` value) and ``budget_s``: a case that would start
     after the budget is spent is skipped, and its part says so (the campaign's time limit
-    holds with ``--profile`` too).
+    holds with ``--profile`` too); ``archs``: the models the campaign measured.
     """
     from torch.profiler import ProfilerActivity, profile
 
     device = torch.device("cpu" if dry_run else "cuda")
-    sizes, batch, modes = _plan(dry_run or quick)
+    sizes, batch, modes = _plan(dry_run or quick, archs)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     by_name = {v.name: v for v in VARIANTS}
@@ -527,7 +530,8 @@ def main(argv=None):
     plot_memory(rows, Path(folder) / "gpu_memory.png")
     if args.profile:
         (Path(folder) / "gpu_profile.txt").write_text(
-            profile_table(rows, dry_run=dry_run, quick=args.quick, start=start, budget_s=args.budget_s))
+            profile_table(rows, dry_run=dry_run, quick=args.quick, start=start, budget_s=args.budget_s,
+                          archs=args.arch))
         print(f"wrote {Path(folder) / 'gpu_profile.txt'}")
     failures = unexpected_failures(rows, data["cuda_tests"])
     if failures:  # the results are written all the same: what ran is worth reading

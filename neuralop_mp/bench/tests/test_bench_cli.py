@@ -244,6 +244,14 @@ def test_gpu_dry_run_profile_has_a_kernel_table_per_profiled_case(tmp_path):
             assert "Self CPU" in section and "aten::" in section and "aten calls: " in section, section[:300]
 
 
+def test_gpu_profile_with_arch_profiles_only_that_model(tmp_path):
+    assert gpu.main(["--dry-run", "--arch", "TFNO", "--profile", "--out", str(tmp_path)]) == 0
+    titles = [line for line in (tmp_path / "gpu_profile.txt").read_text().splitlines() if line.startswith("== ")]
+    tfno = next(s for s in gpu.DRY_SIZES if s[0] == "TFNO")
+    # every profiled case is a size the campaign measured: TFNO's, none of FNO's
+    assert titles and all(f": TFNO {tfno[1]} channels, {tfno[2]}^2" in t for t in titles), titles
+
+
 def test_per_round_range_pairs_each_round_with_upstreams_step_of_that_round():
     from neuralop_mp.bench.spectral import add_ratios, render
 
