@@ -497,14 +497,14 @@ def _interrupted_message(out, again=(), stopped="interrupted", change=""):
     checkpoint's manifest alone) and the command that continues it (with ``again``, the options an
     interrupted ``--resume`` was given), or that none was saved. ``change`` follows the advice to run
     again or resume, where the same settings would stop the same way."""
-    from .run_folder import CHECKPOINT_DIR, saved_epoch
+    from .run_folder import saved_state
 
     out = Path(out).absolute()
-    epoch = saved_epoch(out)
+    checkpoint, epoch = saved_state(out)
     if epoch is None:
         return (f"{PROG} train: {stopped} before any epoch was saved in {out}: nothing to resume; run the command "
                 f"again{change}.")
-    return (f"{PROG} train: {stopped}; {out / CHECKPOINT_DIR} holds epoch {epoch}, the last saved. "
+    return (f"{PROG} train: {stopped}; {checkpoint} holds epoch {epoch}, the last saved. "
             f"Continue{change} with: {PROG} train --resume {shlex.join([str(out), *again])}")
 
 

@@ -141,7 +141,8 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
 
     folder, name = find_checkpoint(path)
     metadata_path = folder / f"{name}{METADATA_SUFFIX}"
-    if not metadata_path.is_file() and folder.name == CHECKPOINT_DIR and (folder.parent / COMMAND_FILE).is_file():
+    if (not metadata_path.is_file() and folder.name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old")
+            and (folder.parent / COMMAND_FILE).is_file()):
         run_dir = folder.parent  # a run's training state: its weights alone, no model to rebuild them in
         finished = (run_dir / f"{FINAL_MODEL}{STATE_DICT_SUFFIX}").is_file()
         raise FileNotFoundError(f"{folder} is the training state of the run {run_dir}, not a model checkpoint: "
@@ -162,26 +163,34 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
     return model, model_precision(model)
 
 
-def saved_epoch(run_dir):
-    """The epoch of the training state a run folder last saved, from the manifest of its
-    ``checkpoint/`` (or of the ``checkpoint.old`` a crashed save leaves) alone; None when none
-    is saved or it cannot be read."""
+def saved_state(run_dir):
+    """``(folder, epoch)`` of the training state a run folder last saved: its ``checkpoint/``, or
+    the ``checkpoint.old`` a crashed save leaves, and the epoch its manifest alone records;
+    ``(None, None)`` when none is saved, ``(folder, None)`` when its epoch cannot be read."""
     from .training.checkpointing import MANIFEST_FILE, CheckpointError, load_weights_only, resolve_checkpoint_dir
 
     try:
         with warnings.catch_warnings():  # a checkpoint.old is resumed with its own warning, not read with one
             warnings.simplefilter("ignore")
             checkpoint = resolve_checkpoint_dir(Path(run_dir) / CHECKPOINT_DIR)
-        return load_weights_only(checkpoint / MANIFEST_FILE).get("epoch")
-    except (CheckpointError, OSError, AttributeError, RuntimeError, ValueError):  # nothing (readable) saved
-        return None
+    except (CheckpointError, OSError):  # nothing saved
+        return None, None
+    try:
+        return checkpoint, load_weights_only(checkpoint / MANIFEST_FILE).get("epoch")
+    except (CheckpointError, OSError, AttributeError, RuntimeError, ValueError):  # saved, not readable
+        return checkpoint, None
+
+
+def saved_epoch(run_dir):
+    """The epoch of :func:`saved_state`; None when none is saved or it cannot be read."""
+    return saved_state(run_dir)[1]
 
 
 def _unfinished_run_message(run_dir):
     """Why a run folder with a training state but no model file has no model to evaluate, and
     how to get one: the run stopped before its final save."""
-    checkpoint = Path(run_dir) / CHECKPOINT_DIR
-    epoch = saved_epoch(run_dir)
+    checkpoint, epoch = saved_state(run_dir)
+    checkpoint = checkpoint or Path(run_dir) / CHECKPOINT_DIR  # the folder that holds the epoch
     epoch = "an unreadable epoch" if epoch is None else f"epoch {epoch}"  # the folder is still named
     return (f"No model file in {run_dir}: the run stopped before its final save ({FINAL_MODEL}{STATE_DICT_SUFFIX}); "
             f"{checkpoint} holds {epoch}, the last saved. Finish the run with `neuralop-mp train --resume "
