@@ -103,7 +103,9 @@ def _weight_chunk(weight_2d, start, stop, n_in, half, compute_dtype):
     # A complex32 weight is rounded from its float16 pairs directly: the same values as
     # through complex64, since every float16 is exact in float32.
     words = torch.view_as_real(chunk).to(half).contiguous().view(torch.int32).squeeze(-1)
-    return words.t().contiguous().view(half).to(compute_dtype).reshape(stop - start, n_in, -1)
+    # flattened before the reinterpretation: with one weight row (1 x 1 channels) torch calls the
+    # (K, 1) transpose contiguous with a last stride of K, which a dtype view refuses
+    return words.t().contiguous().reshape(-1).view(half).to(compute_dtype).reshape(stop - start, n_in, -1)
 
 
 def _stacked_chunk(x_flat, start, stop, compute_dtype):

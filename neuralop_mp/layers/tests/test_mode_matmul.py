@@ -66,6 +66,25 @@ def test_16_bit_rounding_within_bound_for_both_compute_dtypes(half):
         assert err.max() > 1e-5
 
 
+@pytest.mark.parametrize("channels", [(1, 1), (1, 3), (3, 1)])
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_16_bit_product_with_one_input_or_output_channel(half, channels):
+    """One weight row (1 x 1 channels) is a layout torch calls contiguous with a last stride of
+    K: the 16-bit weight's reinterpretation must still work, within the bound above."""
+    n_in, n_out = channels
+    x, w = _operands((5, 4), n_in=n_in, n_out=n_out, seed=2)
+    ref = _reference(x, w)
+    bound = (2**0.5 * gamma(3, U[half]) + gamma(12, U[torch.float32])) * _reference(x.abs(), w.abs())
+    with torch.no_grad():
+        y = dense_mode_product(x.to(torch.cfloat), w.to(torch.cfloat), half, torch.float32)
+    assert ((y.cdouble() - ref).abs() <= bound).all()
+    # and through the layer, with gradients: a one-channel FNO width in "mixed"
+    layer = MixedPrecisionSpectralConv(1, 1, (4, 4), fno_block_precision="mixed", half_dtype=str(half)[6:])
+    inputs = torch.randn(2, 1, 8, 8, requires_grad=True)
+    layer(inputs).square().sum().backward()
+    assert torch.isfinite(inputs.grad).all() and inputs.grad.abs().sum() > 0
+
+
 @pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
 @pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
 def test_16_bit_weight_matrix_is_each_entry_rounded_once_in_modes_first_order(half):
