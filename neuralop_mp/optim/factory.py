@@ -3,21 +3,43 @@
 A small registry (name -> builder) behind one function, so configs, the CLI and
 tests share the same list of names, and an unknown name is reported together with
 the known ones.
+
+A plain dict is checked key by key (a misspelt ``"lr"`` would otherwise train at the
+default learning rate); config objects may carry fields of their own and are read
+by name. Every value is checked here, so an error names the ``opt.<key>`` it came from.
 """
+import difflib
+import functools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from ..vocabulary import check_choice
+from ..vocabulary import CONFIG_NAME_KEY, check_choice, read_key
 from .adam_math import compute_dtype
 from .param_groups import spectral_parameters
-from .settings import DEFAULTS, TENSORGRAD_OPTIONS
+from .settings import DEFAULTS, OPTIONS_BY_NAME, TENSORGRAD_OPTIONS
 
 # opt.tensorgrad_<key> fields: every TensorGRaD setting; the ones in configs (and on
 # the command line) are CONFIG_OPTIONS, absent fields keep TensorGRaD's defaults
 TENSORGRAD_FIELDS = tuple(option.name for option in TENSORGRAD_OPTIONS
                           if option.name not in ("lr", "betas", "weight_decay", "compress"))
+#: the keys create_optimizer reads besides the tensorgrad_<key> fields, with the setting checking each
+COMMON_FIELDS = {"learning_rate": "lr", "weight_decay": "weight_decay", "betas": "betas"}
+
+# opt-section fields of upstream neuraloperator 2.0.0's configs (OptimizationConfig and the
+# scripts' subclasses; ``alpha`` is read by its UQNO script) that create_optimizer does not
+# read: a dict copied from such a section is accepted with them
+UPSTREAM_OPT_FIELDS = frozenset({
+    "n_epochs", "training_loss", "testing_loss", "eval_interval", "mixed_precision", "scheduler",
+    "scheduler_T_max", "scheduler_patience", "step_size", "gamma", "resume", "loss_aggregator",
+    "loss_weights", "pino_method", "alpha",
+})
+# what a user may write for a field: torch's keyword names and TensorGRaD's setting names
+_ALIASES = {"lr": "learning_rate", "wd": "weight_decay", "beta": "betas", "name": "optimizer",
+            "optim": "optimizer", **{f"tensorgrad_{k}": f for f, k in COMMON_FIELDS.items()},
+            **{k: f"tensorgrad_{k}" for k in TENSORGRAD_FIELDS}}
 
 
 @dataclass(frozen=True)
@@ -48,9 +70,7 @@ def list_optimizers():
 
 
 def _get(cfg, key, default=None):
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
+    return read_key(cfg, key, default)
 
 
 def _field_names(cfg):
@@ -61,20 +81,113 @@ def _field_names(cfg):
     return [k for k in vars(cfg) if not k.startswith("_")] if hasattr(cfg, "__dict__") else []
 
 
-def _tensorgrad_settings(opt_config):
-    unknown = [
-        name for name in _field_names(opt_config)
-        if name.startswith("tensorgrad_") and name[len("tensorgrad_"):] not in TENSORGRAD_FIELDS
-    ]
+def _read_fields():
+    """The fields ``create_optimizer`` reads: optimizer, learning_rate, weight_decay, betas
+    and every ``tensorgrad_<key>``."""
+    return ("optimizer", *COMMON_FIELDS, *(f"tensorgrad_{k}" for k in TENSORGRAD_FIELDS))
+
+
+@functools.lru_cache(maxsize=None)
+def _section_fields():
+    """Fields of a config's ``opt`` section that create_optimizer does not read (n_epochs,
+    scheduler, precision_schedule, ...): this package's and upstream's."""
+    from ..configs.opt import OptimizationConfig  # the configs import the optimizer's settings
+    from ..configs.zencfg_compat import field_names
+
+    return tuple(sorted((set(field_names(OptimizationConfig)) | UPSTREAM_OPT_FIELDS) - set(_read_fields())))
+
+
+def _is_plain_mapping(opt_config):
+    # a zencfg Bunch is a config section turned into a dict (upstream's scripts pass
+    # config.to_dict()), which may carry a script's own fields: read by name, as a config
+    return isinstance(opt_config, Mapping) and type(opt_config).__module__.split(".")[0] != "zencfg"
+
+
+def _unknown_text(unknown, known):
+    """``Unknown opt field(s) [...] (did you mean ...?)``: each key's alias or close match in ``known``."""
+    close = {}
+    for key in unknown:
+        match = _ALIASES.get(key) or next(iter(difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)), None)
+        if match:
+            close[key] = match
+    if len(unknown) == 1 and close:
+        hint = f" (did you mean {close[unknown[0]]!r}?)"
+    else:
+        hint = f" (did you mean {', '.join(f'{m!r} for {k!r}' for k, m in close.items())}?)" if close else ""
+    return f"Unknown opt field(s) {unknown}{hint}"
+
+
+def _check_known_keys(opt_config):
+    """Refuse a key of a plain dict that is neither read nor an opt-section field."""
+    read, section = _read_fields(), _section_fields()
+    unknown = [key for key in opt_config if key not in read and key not in section and key != CONFIG_NAME_KEY]
     if unknown:
-        known = ", ".join(f"tensorgrad_{k}" for k in TENSORGRAD_FIELDS)
-        raise ValueError(f"Unknown opt field(s) {unknown}; known TensorGRaD fields: {known}.")
+        raise ValueError(
+            f"{_unknown_text(unknown, read + section)}; create_optimizer reads optimizer, learning_rate, "
+            f"weight_decay, betas and tensorgrad_{{{', '.join(TENSORGRAD_FIELDS)}}}, and accepts the opt-section "
+            f"fields it leaves to the training loop: {', '.join(section)}.")
+
+
+def _unknown_tensorgrad_fields(opt_config):
+    """Refuse a ``tensorgrad_<key>`` field of a config object that names no TensorGRaD setting."""
+    fields = [f"tensorgrad_{k}" for k in TENSORGRAD_FIELDS]
+    unknown = [name for name in _field_names(opt_config) if name.startswith("tensorgrad_") and name not in fields]
+    if unknown:
+        raise ValueError(f"{_unknown_text(unknown, fields)}; known TensorGRaD fields: {', '.join(fields)}.")
+
+
+def _number_text(field, option, value, strict=True):
+    """A number written as text (``"1e-3"``: YAML reads exponents without a dot as text) as a
+    float; text that is no number raises the setting's message (``strict``) or is returned."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        if not strict:
+            return value
+        raise ValueError(f"Invalid opt.{field}={value!r}; expected {option.allowed}.") from None
+
+
+def _common_settings(opt_config):
+    """``lr``, ``weight_decay`` and ``betas`` (when set) from ``opt.learning_rate``,
+    ``opt.weight_decay`` and ``opt.betas``, checked as TensorGRaD checks them."""
+    common = {}
+    for field, name in COMMON_FIELDS.items():
+        option = OPTIONS_BY_NAME[name]
+        value = _get(opt_config, field, {"learning_rate": 1e-3}.get(field))
+        if value is None:
+            if field == "weight_decay":
+                common[name] = 0.0
+            continue
+        if field == "betas":
+            if isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping, tuple, list)):
+                value = list(value)  # an array or a tensor of two numbers
+            if isinstance(value, (tuple, list)):  # text that is no number: the check names the element
+                value = [_number_text(field, option, b, strict=False) for b in value]
+            common[name] = tuple(float(b) for b in option.check(f"opt.{field}", value))
+        else:
+            common[name] = float(option.check(f"opt.{field}", _number_text(field, option, value)))
+    return common
+
+
+def _tensorgrad_settings(opt_config, name):
+    """The ``opt.tensorgrad_<key>`` fields present, checked (messages name ``opt.tensorgrad_<key>``),
+    for optimizer ``name``; absent fields keep TensorGRaD's defaults."""
+    _unknown_tensorgrad_fields(opt_config)
     present = set(_field_names(opt_config))
     # an explicit None (e.g. no sparse part) is kept; absent fields keep TensorGRaD's defaults
-    settings = {key: _get(opt_config, f"tensorgrad_{key}") for key in TENSORGRAD_FIELDS
-                if f"tensorgrad_{key}" in present}
-    if isinstance(settings.get("rank"), list):
-        settings["rank"] = tuple(settings["rank"])
+    settings = {key: OPTIONS_BY_NAME[key].check(f"opt.tensorgrad_{key}", _get(opt_config, f"tensorgrad_{key}"))
+                for key in TENSORGRAD_FIELDS if f"tensorgrad_{key}" in present}
+    # the part the kind drops is not the user's to set (galore: low-rank only; sparse: sparse only)
+    dropped = {"galore": "sparse_ratio", "sparse": "rank"}.get(name)
+    kept = [k for k in ("rank", "sparse_ratio") if k != dropped]
+    if all(settings.get(k, DEFAULTS[k]) is None for k in kept):
+        only = f" (opt.optimizer={name!r} has no {'sparse' if dropped == 'sparse_ratio' else 'low-rank'} part)" \
+            if dropped else ""
+        fields = " with ".join(f"opt.tensorgrad_{k}=None" for k in kept)
+        raise ValueError(f"Invalid {fields}{only}: the compressed weights need a low-rank or a sparse part; set "
+                         f"{' or '.join(f'opt.tensorgrad_{k}' for k in kept)}, or use opt.optimizer='adamw'.")
     return settings
 
 
@@ -133,28 +246,34 @@ def create_optimizer(model, opt_config):
     Parameters
     ----------
     model : nn.Module
-    opt_config : dict, Bunch or zencfg config
+    opt_config : dict, Bunch, zencfg config or pydantic model
         The ``opt`` section (a whole config with an ``opt`` attribute is accepted
-        too). Fields: ``optimizer`` ("adamw" | "tensorgrad" | "galore" | "sparse",
-        default "adamw"), ``learning_rate`` (1e-3), ``weight_decay`` (0.0),
-        ``betas`` (optional), and ``tensorgrad_<key>`` for any TensorGRaD
-        setting ``<key>`` (:data:`~neuralop_mp.optim.settings.TENSORGRAD_OPTIONS`;
-        defaults are TensorGRaD's).
+        too). Fields read: ``optimizer`` ("adamw" | "tensorgrad" | "galore" |
+        "sparse", default "adamw"), ``learning_rate`` (1e-3), ``weight_decay``
+        (0.0), ``betas`` (optional), and ``tensorgrad_<key>`` for any TensorGRaD
+        setting ``<key>`` but lr, betas, weight_decay and compress
+        (:data:`~neuralop_mp.optim.settings.TENSORGRAD_OPTIONS`; defaults are
+        TensorGRaD's; read by the TensorGRaD kinds only). A plain dict may also
+        hold the opt-section fields left to the training loop (``n_epochs``,
+        ``scheduler``, ...: this package's ``OptimizationConfig`` and upstream's);
+        any other key is refused, with the field it likely meant.
 
     Returns
     -------
     torch.optim.Optimizer
+
+    Raises
+    ------
+    ValueError or TypeError
+        An unknown key of a dict, or a bad value: the message names ``opt.<field>``,
+        the value and the allowed values.
     """
     if _get(opt_config, "optimizer") is None and _get(opt_config, "opt") is not None:
         opt_config = _get(opt_config, "opt")
-    name = str(_get(opt_config, "optimizer", "adamw") or "adamw").lower()
-    check_choice("opt.optimizer", name, list_optimizers())
-    common = {
-        "lr": float(_get(opt_config, "learning_rate", 1e-3)),
-        "weight_decay": float(_get(opt_config, "weight_decay", 0.0) or 0.0),
-    }
-    betas = _get(opt_config, "betas")
-    if betas is not None:
-        common["betas"] = tuple(float(b) for b in betas)
-    settings = _tensorgrad_settings(opt_config) if name != "adamw" else {}
+    if _is_plain_mapping(opt_config):
+        _check_known_keys(opt_config)
+    name = _get(opt_config, "optimizer", "adamw") or "adamw"
+    name = check_choice("opt.optimizer", name.lower() if isinstance(name, str) else name, list_optimizers())
+    common = _common_settings(opt_config)
+    settings = _tensorgrad_settings(opt_config, name) if name != "adamw" else {}
     return _REGISTRY[name].build(model, common, settings)
