@@ -9,14 +9,62 @@
 # On a machine without CUDA,
 #   bash benchmarks/gpu.sh OUT_DIR --dry-run
 # walks every variant at a tiny size on CPU (what CI checks).
+# On a node without a package index (its Python has a CUDA torch but not neuraloperator, zencfg,
+# wandb, ...), with DIR from `bash benchmarks/wheelhouse.sh DIR --python-version X.Y` made online:
+#   bash benchmarks/gpu.sh OUT_DIR --wheelhouse DIR [other flags]
+# runs the campaign in a throw-away venv that sees the node's packages (its torch), with DIR's
+# wheels installed over them and this checkout installed editable (the CUDA tests import
+# neuralop_mp.configs, which only the editable install maps to configs/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+usage="usage: bash benchmarks/gpu.sh OUT_DIR [--wheelhouse DIR] [--dry-run] [--update-docs] [other flags of neuralop-mp bench gpu]"
 if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
-  echo "usage: bash benchmarks/gpu.sh OUT_DIR [--dry-run] [--update-docs]" >&2
+  echo "$usage" >&2
   exit 2
 fi
 out=$1
 shift
 PYTHON=${PYTHON:-.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python3
-exec "$PYTHON" -m neuralop_mp.cli bench gpu --out "$out" "$@"
+wheelhouse=
+args=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --wheelhouse) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; wheelhouse=$2; shift 2 ;;
+    --wheelhouse=*) wheelhouse=${1#*=}; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+if [ -n "$wheelhouse" ]; then
+  wheels=()
+  pip_wheel=
+  for wheel in "$wheelhouse"/*.whl; do
+    [ -f "$wheel" ] || continue
+    case ${wheel##*/} in
+      neuralop_mp-*) ;;  # this checkout is installed editable instead (see above)
+      pip-*) pip_wheel=$wheel; wheels+=("$wheel") ;;
+      *) wheels+=("$wheel") ;;
+    esac
+  done
+  if [ ${#wheels[@]} -eq 0 ]; then
+    echo "gpu.sh: error: --wheelhouse $wheelhouse: no wheels there" \
+      "(make them online: bash benchmarks/wheelhouse.sh DIR)" >&2
+    exit 2
+  fi
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  venv=$tmp/venv
+  echo "gpu.sh: installing $wheelhouse into the venv $venv (on $PYTHON's packages)"
+  # --without-pip: no ensurepip needed (Debian's python3 lacks it without python3-venv)
+  "$PYTHON" -m venv --without-pip --system-site-packages "$venv"
+  # the node's packages stay visible, after the venv's own, even where $PYTHON is itself a
+  # venv or has a user site (--system-site-packages sees neither)
+  "$PYTHON" -c 'import sys; print("\n".join(p for p in sys.path[1:] if p))' \
+    > "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/node_packages.pth"
+  pip=("$venv/bin/python" -m pip)
+  [ -z "$pip_wheel" ] || pip=("$venv/bin/python" "$pip_wheel/pip")  # pip runs from its own wheel
+  "${pip[@]}" install --disable-pip-version-check --no-index --find-links "$wheelhouse" "${wheels[@]}"
+  "${pip[@]}" install --disable-pip-version-check --no-index --find-links "$wheelhouse" --no-build-isolation -e .
+  PYTHON=$venv/bin/python
+fi
+"$PYTHON" -m neuralop_mp.cli bench gpu --out "$out" ${args[@]+"${args[@]}"}
