@@ -114,17 +114,20 @@ class ComplexGradScaler:
                                              enabled, min_scale, max_floor_hits)
         self.min_scale = min_scale
         self.max_floor_hits = max_floor_hits
-        self.floor_hits = 0
         self.init_scale = init_scale
         self.enabled = enabled
-        self.scale_value = init_scale if self.enabled else 1.0
         self.growth_factor = growth_factor
         self.backoff_factor = backoff_factor
         self.growth_interval = growth_interval
-        self.growth_tracker = 0
-        self.skipped_steps = 0
-        self.consecutive_skips = 0
-        self.total_steps = 0
+        self.reset()
+
+    def reset(self):
+        """Back to the scale and counters the scaler was built with (``init_scale``, or 1
+        when disabled; every counter 0), its settings kept: what a new training run starts
+        from."""
+        self.scale_value = self.init_scale if self.enabled else 1.0
+        self.growth_tracker = self.floor_hits = 0
+        self.skipped_steps = self.consecutive_skips = self.total_steps = 0
         self.last_step_skipped = False
         self._new_iteration()
 

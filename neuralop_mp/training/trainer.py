@@ -62,6 +62,11 @@ LOSS_SCALING = ("auto", "dynamic", "none")
 _HALF_TYPES = (torch.float16, torch.bfloat16)
 
 
+def _dtype_name(dtype):
+    """``"float16"`` of ``torch.float16``."""
+    return str(dtype).replace("torch.", "")
+
+
 def _as_float32(out):
     """Cast half-type model outputs to float32 so losses are computed in float32."""
     if torch.is_tensor(out) and out.dtype in _HALF_TYPES:
@@ -200,6 +205,35 @@ def _check_save_best(save_best, test_loaders, eval_losses):
                          "metrics \"<test_loaders key>_<eval_losses key>\" of this train() call).")
 
 
+class _NoScheduler:
+    """What upstream's epoch loop steps where ``train`` was given ``scheduler=None``: nothing."""
+
+    def step(self, *args, **kwargs):
+        pass
+
+
+_NO_SCHEDULER = _NoScheduler()
+
+
+def _check_checkpointable(*, saves, resumes, **objects):
+    """TypeError naming the object (``objects``: by argument name, None for none) whose state
+    a checkpoint cannot hold: one without ``state_dict()`` where ``train`` saves, or without
+    ``load_state_dict()`` where it resumes. Upstream's checkpoint would fail on it after a
+    whole epoch, its resume after loading the other files."""
+    needed = {"state_dict": "save_every / save_best" if saves else None,
+              "load_state_dict": "resume_from_dir" if resumes else None}
+    for name, obj in objects.items():
+        for method, argument in needed.items():
+            if argument is None or obj is None or callable(getattr(obj, method, None)):
+                continue
+            instead = "pass scheduler=None (no learning-rate schedule), " if name == "scheduler" else ""
+            raise TypeError(
+                f"{name} (a {type(obj).__name__}) has no {method}(), which {argument} needs: the checkpoint "
+                f"holds its state. Give it state_dict() and load_state_dict() (one without state: return {{}} "
+                f"and ignore what it is given; or subclass torch.nn.Module), {instead}or train without "
+                "save_every, save_best and resume_from_dir.")
+
+
 class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Trainer):
     """neuralop's Trainer with precision schedules, autocast, and complex-safe loss scaling.
 
@@ -225,8 +259,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         Anything :meth:`PrecisionSchedule.from_config` accepts, e.g. ``"paper"`` or
         ``"half:0.25,mixed:0.5,full:0.25"``. None: the layers keep their precision.
     half_dtype : {"auto", "float16", "bfloat16"}
-        Half type of autocast and of the spectral layers (set on them at each
-        phase). "auto" = float16 on CUDA, bfloat16 elsewhere.
+        Half type of autocast and, with a schedule, of the spectral layers (set on them at
+        each phase: ``train()`` warns where that overrides a type the layers were built with;
+        without a schedule they keep their own). "auto" = float16 on CUDA, bfloat16 elsewhere.
     loss_scaling : {"auto", "dynamic", "none"} or bool
         "auto" scales the loss only when float16 is used (bfloat16 and float32 have
         float32's range): as the half type, or as storage, i.e. complex32 spectral
@@ -325,13 +360,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
 
             check_update_in_backward_settings(loss_scaling=self.loss_scaling if self.scaler.enabled else False,
                                               distributed=bool(use_distributed and distributed.is_distributed()))
-        self.history = []
-        self.resumed_finished_run = False
-        self.phase_index, self.phase = None, None
-        self.autocast_enabled = bool(mixed_precision) and schedule is None
         self._bar = None
         self._step_meter = None
-        self._epoch_stats = self._fresh_epoch_stats()  # filled by train_one_batch / _guarded_step
+        self._start_new_run()  # history, phase, autocast, epoch stats: a run's state
 
     # ------------------------------------------------------------------ precision state
     def _uses_float16(self):
@@ -361,6 +392,22 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             mode, _, stabilizer = get_precision(self.model)
             return mode, stabilizer
         return "full", None
+
+    def _layer_half_dtype(self):
+        """The torch half type the spectral layers compute in when not "full": with a schedule
+        the trainer's (each phase writes it to them), else the one the layers were built with
+        (or set to since); the trainer's for a model without such layers."""
+        if self.precision_schedule is None and self.has_mixed_precision_layers:
+            return resolve_half_dtype(get_precision(self.model)[1], self.device)
+        return self.autocast_dtype
+
+    def _half_dtypes(self):
+        """The 16-bit torch types the current phase computes in, the layers' first: theirs in a
+        "half" or "mixed" mode, autocast's under autocast; none in full precision."""
+        types = [self._layer_half_dtype()] if self._current_precision()[0] != "full" else []
+        if self.autocast_enabled and self.autocast_dtype not in types:
+            types.append(self.autocast_dtype)
+        return types
 
     def _autocast(self):
         return torch.autocast(device_type=self.autocast_device_type, dtype=self.autocast_dtype,
@@ -546,13 +593,14 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             # upstream would step it with a sum where a skipped batch counts 0: a stand-in that is
             # no ReduceLROnPlateau gets upstream's plain step() call, at the same point, instead
             self.scheduler = DeferredPlateauStep(scheduler, lambda: self._step_plateau(scheduler))
+        elif scheduler is None:  # no schedule: upstream steps one unconditionally after the epoch
+            self.scheduler = _NO_SCHEDULER
         self._epoch_loader = train_loader  # for the "auto" re-check in on_epoch_start
         try:
             _, _, _, epoch_train_time = super().train_one_epoch(epoch, train_loader, training_loss)
         finally:
             self.optimizer = self._optimizer_in_epoch
-            if plateau:
-                self.scheduler = scheduler
+            self.scheduler = scheduler  # None again: a checkpoint saves no scheduler.pt
             self._epoch_loader = None
             self._close_step_meter()  # a step that raised before its end
         stats = self._epoch_stats
@@ -654,7 +702,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             memory = dict(saved_bytes=saved_bytes, step_peak_bytes=step_peak_bytes)
         self.history.append(_epoch_record(
             epoch=epoch, phase=self.phase_index, precision=mode, autocast=self.autocast_enabled,
-            stabilizer=stabilizer, half_dtype=str(self.autocast_dtype).replace("torch.", ""),
+            stabilizer=stabilizer, half_dtype=_dtype_name((self._half_dtypes() or [self._layer_half_dtype()])[0]),
             train_loss=float(avg_loss), train_err=float(train_err), lr=float(lr), skipped_steps=skipped,
             loss_scale=self.scaler.get_scale(), epoch_time=epoch_time, **self._auto_records(), **memory))
         if self._bar is not None:
@@ -666,17 +714,19 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         mode, stabilizer = self._current_precision()
         where = f"phase {self.phase_index + 1}/{len(self.precision_schedule)} {str(self.phase)!r}: " \
             if self.phase is not None else ""
-        dtype = str(self.autocast_dtype).replace("torch.", "")
+        # each with the type it computes in: the layers' and autocast's may differ (no schedule)
+        layers = f" ({_dtype_name(self._layer_half_dtype())})" if mode != "full" else ""
+        autocast = f" ({_dtype_name(self.autocast_dtype)})" if self.autocast_enabled else ""
         scale = f"loss scale {self.scaler.get_scale():g}" if self.scaler.enabled else "loss scaling off"
-        return (f"{where}fno_block_precision={mode!r}, autocast={self.autocast_enabled} ({dtype}), "
+        return (f"{where}fno_block_precision={mode!r}{layers}, autocast={self.autocast_enabled}{autocast}, "
                 f"stabilizer={stabilizer!r}, {scale}")
 
     def _computes_in_half(self):
         """Whether the current phase computes in a 16-bit type (half/mixed layers or autocast)."""
-        return self._current_precision()[0] != "full" or self.autocast_enabled
+        return bool(self._half_dtypes())
 
     def _half_text(self):
-        return str(self.autocast_dtype).replace("torch.", "")
+        return " and ".join(map(_dtype_name, self._half_dtypes()))
 
     def _overflow_tips(self):
         """What to try when losses or gradients are not finite: the one list of both stop
@@ -690,7 +740,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                 phase = str(self.phase).split("/")[0] if self.phase is not None else mode
                 tips.append("enable the tanh stabilizer (stabilizer='tanh' / --model.stabilizer tanh; in a "
                             f"precision schedule, the phase's /tanh, e.g. '{phase}/tanh')")
-            if self.autocast_dtype == torch.float16:
+            if torch.float16 in self._half_dtypes():
                 tips.append("use half_dtype='bfloat16' / --model.half_dtype bfloat16 (float32's exponent range, "
                             "no overflow)")
             tips += ["encode the inputs and outputs (the data processor's normalizers / --data.encode_input true "
@@ -733,7 +783,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                     non_finite.append(key)
                 if self.history and self.history[-1]["epoch"] == epoch:
                     self.history[-1][key] = float(value)
-        if non_finite and self._computes_in_half() and self.autocast_dtype == torch.float16:
+        if non_finite and torch.float16 in self._half_dtypes():
             # finite test data overflow float16 as easily as training data do
             warnings.warn(f"Epoch {epoch}: evaluation metrics {non_finite} are inf/NaN although the weights are "
                           f"finite: computing in float16 ({self._phase_text()}), the model probably overflows on "
@@ -752,24 +802,42 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
               training_loss=None, eval_losses=None, eval_modes=None, save_every=None, save_best=None,
               save_dir="./ckpt", resume_from_dir=None, max_autoregressive_steps=None):
         """Upstream's ``Trainer.train`` (same arguments and return value). A resumed run
-        continues at the epoch after the checkpoint, in that epoch's phase; a call without
-        ``resume_from_dir`` is a new run, with a new :attr:`history`.
+        continues at the epoch after the checkpoint, in that epoch's phase.
+
+        A call without ``resume_from_dir`` is a new run, however many calls came before:
+        it starts at epoch 0 in the schedule's first phase, with a new :attr:`history` (so
+        ``save_best`` compares its own epochs only), a loss scaler back at its initial scale
+        with its counters at 0 (its settings kept), no phase and no "auto" decision carried
+        over (:attr:`auto_decisions` empty). What it keeps is what the caller hands over, as
+        with upstream's Trainer: the model's weights (and, without a schedule, the layers'
+        precision), and the optimizer, scheduler and regularizer objects as given, with
+        their states. A resume starts from the same blank state and loads the checkpoint's.
+
+        ``scheduler`` may be None: no learning-rate schedule (upstream's loop would fail
+        on it after the first epoch); such a run saves no ``scheduler.pt`` and resumes
+        with None. With ``save_every`` / ``save_best`` the scheduler and regularizer given
+        need ``state_dict()``, and with ``resume_from_dir`` ``load_state_dict()``.
 
         Raises
         ------
         ValueError
             Before anything is trained or loaded, for a ``save_best`` that is not one of
             the evaluation keys ``"{test loader}_{eval loss}"`` (upstream: a bare
-            AssertionError)."""
+            AssertionError).
+        TypeError
+            Before anything is trained or loaded, for an optimizer, scheduler or regularizer
+            that a checkpoint to save or resume cannot hold (no ``state_dict`` /
+            ``load_state_dict``; upstream: an AttributeError after the first epoch)."""
         if save_best is not None:
             _check_save_best(save_best, test_loaders, eval_losses)
+        _check_checkpointable(optimizer=optimizer, scheduler=scheduler, regularizer=regularizer or None,
+                              saves=save_every is not None or save_best is not None,
+                              resumes=resume_from_dir is not None)
         if save_every is not None or save_best is not None:
             checkpointing.check_save_dir(save_dir)  # fail now, not after the first epoch
-        self.resumed_finished_run = False
-        if resume_from_dir is None:
-            # a new run, as upstream's each call is: its best epoch (save_best) and its history are its own
-            self.history = []
-        else:
+        self._warn_schedule_overrides_layer_half_type()
+        self._start_new_run()
+        if resume_from_dir is not None:
             # resume here rather than inside upstream's train(), so a finished run is detected
             self.optimizer, self.scheduler, self.regularizer = optimizer, scheduler, regularizer or None
             self.save_best = save_best
@@ -817,6 +885,46 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             self._close_bar()
             if hooks is not None:
                 hooks.remove()
+
+    def _start_new_run(self):
+        """The state a run starts from (``__init__``, and each ``train()`` call, which forgets
+        what an earlier call left; see :meth:`train`): everything but the settings and the
+        caller's objects."""
+        self.start_epoch = 0  # a resume moves it forward only (resume_state_from_dir)
+        self.history = []
+        self.resumed_finished_run = False
+        self.phase_index, self.phase = None, None  # set by the first epoch's on_epoch_start
+        # without a schedule upstream's flag decides; with one, each phase
+        self.autocast_enabled = bool(self.mixed_precision) and self.precision_schedule is None
+        # the "auto" re-check's (AutoPrecisionPhases): a decision left here would be taken for
+        # the new run's phase of the same index instead of measuring it
+        self.auto_decisions, self._auto, self._auto_check = [], None, None
+        # the scaler in place (a caller may hold it, or have set its settings): settings kept
+        self.scaler.reset()
+        self._epoch_stats = self._fresh_epoch_stats()  # filled by train_one_batch / _guarded_step
+
+    def _warn_schedule_overrides_layer_half_type(self):
+        """Warn when the schedule will run the spectral layers in another half type than the
+        one they were explicitly built with: each phase writes the trainer's ``half_dtype``
+        to them. Not where they agree, or where the layers say "auto"."""
+        schedule = self.precision_schedule
+        if (schedule is None or not self.has_mixed_precision_layers or all(p.mode == "full" for p in schedule)
+                or distributed.rank() != 0):  # every rank builds alike: rank 0 alone says it, as it logs
+            return
+        try:
+            layers = get_precision(self.model)[1]
+        except ValueError:  # layers in different precisions: no one type to name
+            return
+        if layers == "auto" or resolve_half_dtype(layers, self.device) == self.autocast_dtype:
+            return
+        resolved = f" ({_dtype_name(self.autocast_dtype)} on {torch.device(self.device).type})" \
+            if self.half_dtype == "auto" else ""
+        warnings.warn(
+            f"The precision schedule {str(schedule)!r} runs the spectral layers in the trainer's "
+            f"half_dtype={self.half_dtype!r}{resolved}, not in the {layers} the model's layers were built with: "
+            f"each phase sets the trainer's half type on them. To keep {layers}, pass half_dtype={layers!r} to "
+            "MixedPrecisionTrainer.",
+            UserWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
 
     def _last_epoch_metrics(self):
         """What upstream's ``train`` returns (the last epoch's training values and evaluation
