@@ -44,12 +44,13 @@ def parse_precision_schedule(value):
         raise ValueError(f"Invalid opt.precision_schedule={value!r}: {error}") from None
 
 
-def precision_schedule(schedule, policy):
+def precision_schedule(schedule, policy, autocast=None):
     """The schedule the trainer runs: ``schedule`` if set, else ``policy``'s mode throughout.
 
     The constant schedule keeps that mode's defaults (autocast on for "mixed" and
     "half"; for "half", tanh with float16 and none with bfloat16, whose range needs no
-    stabilizer) unless the policy names a stabilizer.
+    stabilizer) unless the policy names a stabilizer, or ``autocast`` (True / False)
+    says otherwise: "auto" turns autocast off where its calibration does not accept it.
     """
     from .training.schedule import PrecisionSchedule
 
@@ -57,6 +58,8 @@ def precision_schedule(schedule, policy):
     if parsed is not None:
         return parsed
     phase_kwargs = {"stabilizer": policy.stabilizer} if policy.stabilizer is not None else {}
+    if autocast is not None:
+        phase_kwargs["autocast"] = autocast
     return PrecisionSchedule.constant(policy.fno_block_precision, **phase_kwargs)
 
 

@@ -182,11 +182,11 @@ def build_losses(config, n_dims):
     return eval_losses[config.opt.training_loss], eval_losses
 
 
-def build_schedule(config, policy=None):
+def build_schedule(config, policy=None, autocast=None):
     """``opt.precision_schedule`` if set, else a constant schedule of ``model.fno_block_precision``
-    (:func:`neuralop_mp.build_steps.precision_schedule`)."""
+    (:func:`neuralop_mp.build_steps.precision_schedule`; ``autocast``: its phase's, default the mode's)."""
     return build_steps.precision_schedule(config.opt.precision_schedule,
-                                          policy or build_steps.precision_policy(config))
+                                          policy or build_steps.precision_policy(config), autocast=autocast)
 
 
 def build_trainer(config, model, data_processor, schedule, device="cpu", *, progress=True, policy=None,
@@ -609,6 +609,13 @@ def _run_training(config, claimed, *, progress, output_dir, write, log, resume, 
     scheduler = build_scheduler(optimizer, config)
     training_loss, eval_losses = build_losses(config, data_dims(train_loader))
     schedule = build_schedule(config, policy)
+    if auto_decision is not None:  # autocast only where the calibration accepts it too
+        from .diagnose.auto import decide_autocast
+
+        auto_decision = decide_autocast(auto_decision, schedule[0].autocast,
+                                        resolve_autocast_scope(policy.autocast_scope, device.type))
+        if schedule[0].autocast and not auto_decision["autocast"]:
+            schedule = build_schedule(config, policy, autocast=False)
     best_metric = best_metric_key(config.data.train_resolution) if save_best else None
     trainer = build_trainer(config, model, data_processor, schedule, device, progress=progress, policy=policy,
                             run_dir=out if is_writer else None, best_metric=best_metric,
@@ -682,8 +689,9 @@ def _run_training(config, claimed, *, progress, output_dir, write, log, resume, 
             # the kernel each spectral layer chose on this device in the last forward (evaluation)
             "product_paths": forward_reports["product_paths"],
             "auto_decision": auto_decision,
-            # "auto" under a schedule: each phase's re-check (per-epoch decisions are in the history)
-            "auto_rechecks": list(getattr(trainer, "auto_decisions", [])) if auto_phases else None,
+            # "auto" under a schedule: each phase's re-check, of this process and of those the run resumed
+            # from (the history's; a check is recorded in the epoch it was made)
+            "auto_rechecks": [h["auto_check"] for h in history if h.get("auto_check")] if auto_phases else None,
         },
         # the pointwise work in tiles of grid points on CPU (neuralop_mp.models.pointwise_tiles)
         "pointwise_work": forward_reports["pointwise_work"],

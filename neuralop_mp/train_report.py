@@ -76,8 +76,16 @@ def auto_decision_text(decision):
     ``mixed (layer 1: precision error 2.5e-03 <= bound 4.6e-02)``. A "full" decision
     without a "full" layer says why: the ranks' choices, or no 16-bit mode that every
     layer accepts. Records written before layers carried a ``reason`` (a "full" layer
-    then recorded a precision error of 0.0) read as layers without an error.
+    then recorded a precision error of 0.0) read as layers without an error. Where the
+    decision's autocast was checked (``autocast_note``), the note follows, e.g.
+    ``; autocast off: mixed-bfloat16+autocast precision error 3.7e-03 > bound 1.9e-03``.
     """
+    note = decision.get("autocast_note")
+    return _mode_text(decision) + (f"; {note}" if note else "")
+
+
+def _mode_text(decision):
+    """:func:`auto_decision_text` without the autocast note."""
     layers = list(enumerate(decision.get("per_layer") or []))
     mode = decision["fno_block_precision"]
     full = [(i, layer["reason"]) for i, layer in layers if layer["mode"] == "full" and layer.get("reason")]
@@ -131,8 +139,9 @@ def summary_rows(result):
         decision = precision["auto_decision"]
         rows.append(("precision (auto decision)", auto_decision_text(decision)))
     for check in precision.get("auto_rechecks") or []:  # "auto" under a schedule: one row per phase start
+        recheck = f" (re-checked: {check['recheck_reason']})" if check.get("recheck_reason") else ""
         rows.append((f"precision (auto, epoch {check['epoch']})",
-                     f"phase {check['phase_mode']} runs {auto_decision_text(check)}"))
+                     f"phase {check['phase_mode']} runs {auto_decision_text(check)}{recheck}"))
     rows += [
         ("skipped steps (inf/nan)", str(result["skipped_steps"])),
         ("parameters", f"{parameters_text(memory)}, {human_bytes(memory['params_bytes'])}"),

@@ -8,6 +8,11 @@ the fine grid: the discretization error is that of N/2 against N, which is large
 the error at N, so the bound errs towards the cheaper precision by at most that factor
 (the paper's estimate: order N^(-1/d)). Odd sizes lose their last point first.
 
+The measurement also holds the model's output under ``torch.autocast`` (over the
+whole model: autocast scope "model"); ``autocast_check`` of a decision says whether
+autocast meets the same rule with the layers in the decided mode, and
+:func:`decide_autocast` turns it off where a run would autocast and it does not.
+
 The decision is applied to the layers and kept in
 ``model.precision_decision``; a plugin model's checkpoint records the decided
 precision (its ``save_checkpoint`` writes the current settings), so
@@ -22,7 +27,7 @@ import torch
 
 from ..layers.layer_precision import get_precision, set_fixed_precision
 from ..vocabulary import normalize_half_dtype, resolve_half_dtype
-from .measure import measure
+from .measure import measure, variant_name
 from .recommend import DEFAULT_FRACTION, DEFAULT_OVERFLOW_MARGIN, recommend
 
 AUTO = "auto"
@@ -57,9 +62,21 @@ def calibrate_precision(model, batches, *, fraction=DEFAULT_FRACTION, overflow_m
     dict
         ``fno_block_precision``, ``half_dtype``, ``per_layer`` (name, mode, half_dtype,
         precision_error, bound, reason: see :func:`~neuralop_mp.diagnose.recommend.choose_layer`),
-        ``discretization_error`` and ``calibration_resolution``; also stored as
+        ``discretization_error``, ``calibration_resolution`` and ``autocast_check``
+        (:func:`autocast_check`, for the decided mode); also stored as
         ``model.precision_decision``.
     """
+    decision = _calibrate(model, batches, fraction=fraction, overflow_margin=overflow_margin, n_bands=n_bands)
+    if apply:
+        set_fixed_precision(model, decision["fno_block_precision"])
+    model.precision_decision = decision
+    return decision
+
+
+def _calibrate(model, batches, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN, n_bands=4,
+               runs_in=None):
+    """The decision of :func:`calibrate_precision`, nothing applied; its ``autocast_check`` is for
+    the mode ``runs_in(decided mode)`` (default: the decided mode), the one the layers will run in."""
     if torch.is_tensor(batches):
         batches = [batches]
     batches = list(batches)
@@ -80,10 +97,88 @@ def calibrate_precision(model, batches, *, fraction=DEFAULT_FRACTION, overflow_m
         "calibration_resolution": diagnosis["fine_resolution"],
         "rule": rec["rule"]["text"],
     }
-    if apply:
-        set_fixed_precision(model, decision["fno_block_precision"])
-    model.precision_decision = decision
+    mode = decision["fno_block_precision"]
+    decision["autocast_check"] = autocast_check(diagnosis, runs_in(mode) if runs_in else mode, half,
+                                                fraction=fraction, overflow_margin=overflow_margin)
     return decision
+
+
+def autocast_check(diagnosis, mode, half_dtype, *, fraction=DEFAULT_FRACTION,
+                   overflow_margin=DEFAULT_OVERFLOW_MARGIN):
+    """Whether autocast over the whole model meets the rule of
+    :func:`~neuralop_mp.diagnose.recommend.recommend` with the layers in ``mode``.
+
+    The rule is recommend's own, applied to the measurement restricted to ``mode``'s
+    variants: recommend's model-level autocast verdict is for the cheapest mode it
+    accepts, and a schedule's phase may keep the layers in a more precise one.
+
+    Parameters
+    ----------
+    diagnosis : dict
+        What :func:`~neuralop_mp.diagnose.measure.measure` returned (with ``mode``'s
+        variants in ``half_dtype``).
+    mode : {"half", "mixed", "full"}
+        The mode the layers run in. Off CUDA "half" computes as "mixed", whose
+        measurement is used.
+    half_dtype : {"float16", "bfloat16"}
+    fraction, overflow_margin : float
+        The rule of :func:`~neuralop_mp.diagnose.recommend.recommend`.
+
+    Returns
+    -------
+    dict or None
+        ``variant`` (e.g. "mixed-bfloat16+autocast"), its model-output ``error``, the
+        ``bound`` it is held to (``fraction`` x the model's discretization error) and
+        ``accepted``; None for "full" (no 16-bit mode, nothing measured to autocast with).
+    """
+    if mode == "full":
+        return None
+    measured = mode if diagnosis["device"] == "cuda" else "mixed"
+    prefix = f"{measured}-"
+
+    def only(variants):
+        return {name: value for name, value in variants.items() if name.startswith(prefix)}
+
+    view = {**diagnosis, "layers": [{**entry, "precision": only(entry["precision"])} for entry in diagnosis["layers"]],
+            "model": {**diagnosis["model"], "precision": only(diagnosis["model"]["precision"])}}
+    rec = recommend(view, fraction=fraction, overflow_margin=overflow_margin, half_dtypes=(half_dtype,))
+    variant = variant_name(measured, half_dtype, diagnosis["stabilizer"] == "tanh", autocast=True)
+    measured_error = (diagnosis["model"]["precision"].get(variant) or {}).get("error")
+    disc = diagnosis["model"]["discretization_error"]
+    return {"variant": variant, "error": measured_error, "bound": rec["rule"]["fraction"] * disc if disc else None,
+            "accepted": rec["model"]["fno_block_precision"] == measured and rec["model"]["autocast"]}
+
+
+def decide_autocast(decision, requested, scope):
+    """``decision`` with ``autocast`` (whether the run autocasts) and ``autocast_note`` (why
+    not, or the check it passed; None where nothing was checked).
+
+    A run that would autocast (``requested``: its schedule's phase says so) keeps it where
+    ``decision["autocast_check"]`` accepts it, or where the autocast ``scope`` (resolved
+    on the device) is "spectral": there autocast rounds nothing outside the spectral
+    layers, whose rounding the decision measured. A "full" decision runs without
+    autocast: no 16-bit rounding was accepted. The check measured autocast over the whole
+    model, so with scope "fno_blocks" it judges more rounding than the run does.
+    """
+    check = decision.get("autocast_check")
+    if not requested:
+        autocast, note = False, None
+    elif decision["fno_block_precision"] == "full":
+        autocast, note = False, "autocast off: the layers run full"
+    elif scope == "spectral":
+        autocast, note = True, None
+    elif check and check["accepted"]:
+        autocast, note = True, f"autocast kept: {_check_text(check, '<=')}"
+    else:
+        autocast, note = False, f"autocast off: {_check_text(check, '>')}" if check else "autocast off: not measured"
+    return {**decision, "autocast": autocast, "autocast_note": note}
+
+
+def _check_text(check, relation):
+    error, bound = check["error"], check["bound"]
+    if error is None or bound is None:
+        return f"{check['variant']} not measured against a bound"
+    return f"{check['variant']} precision error {error:.1e} {relation} bound {bound:.1e}"
 
 
 def _model_input(batch):
@@ -144,7 +239,8 @@ def agree_across_ranks(model, decision, *, apply=True):
 
     Under DDP each rank calibrates on its own shard of the data and may decide
     differently; one model must run one precision, and the safe choice is the most
-    precise (an overflow seen by one rank rules 16 bits out for all). Outside a process
+    precise (an overflow seen by one rank rules 16 bits out for all). Autocast
+    (``autocast_check``) is accepted where every rank accepts it. Outside a process
     group ``decision`` is returned unchanged. A collective: every rank must call it.
 
     Returns
@@ -155,11 +251,15 @@ def agree_across_ranks(model, decision, *, apply=True):
     """
     from ..training import distributed
 
-    modes = distributed.gather_objects(decision["fno_block_precision"])
-    if len(modes) == 1:
+    check = decision.get("autocast_check")
+    choices = distributed.gather_objects((decision["fno_block_precision"], bool(check and check["accepted"])))
+    if len(choices) == 1:
         return decision
+    modes = [mode for mode, _ in choices]
     agreed = max(modes, key=_PRECISION_ORDER.index)
     decision = {**decision, "fno_block_precision": agreed, "per_rank": modes}
+    if check:  # one model, one autocast: only where every rank's measurement accepts it
+        decision["autocast_check"] = {**check, "accepted": all(accepted for _, accepted in choices)}
     if apply and get_precision(model)[0] != agreed:
         set_fixed_precision(model, agreed)
     model.precision_decision = decision
@@ -196,21 +296,27 @@ def recheck_phase(model, batches, phase_mode, *, apply=True, **kwargs):
     -------
     dict
         The decision of :func:`calibrate_precision` with ``fno_block_precision`` the
-        mode the layers run in, ``phase_mode`` and ``cheapest_accepted`` (the
-        measurement's own choice); also stored as ``model.precision_decision``.
+        mode the layers run in, ``phase_mode``, ``cheapest_accepted`` (the
+        measurement's own choice) and ``autocast_check`` for the mode the layers run
+        in; also stored as ``model.precision_decision``.
     """
     if phase_mode not in _PRECISION_ORDER:
         raise ValueError(f"Invalid phase_mode={phase_mode!r}; allowed values: {', '.join(_PRECISION_ORDER)}.")
     if phase_mode == "full":
         decision = {"fno_block_precision": "full", "phase_mode": "full", "cheapest_accepted": None,
-                    "per_layer": [], "discretization_error": None, "rule": "full phase: nothing to decide"}
+                    "per_layer": [], "discretization_error": None, "rule": "full phase: nothing to decide",
+                    "autocast_check": None}
     else:
-        decision = calibrate_precision(model, batches, apply=False, **kwargs)
-        accepted = decision["fno_block_precision"]
         device = next(model.parameters()).device.type
-        covers = "half" if accepted == "mixed" and device != "cuda" else accepted  # same computation there
-        chosen = max(phase_mode, covers, key=_PRECISION_ORDER.index)
-        decision.update(fno_block_precision=chosen, phase_mode=phase_mode, cheapest_accepted=accepted)
+
+        def runs_in(accepted):
+            covers = "half" if accepted == "mixed" and device != "cuda" else accepted  # same computation there
+            return max(phase_mode, covers, key=_PRECISION_ORDER.index)
+
+        # autocast is judged with the layers in the mode they will run in
+        decision = _calibrate(model, batches, runs_in=runs_in, **kwargs)
+        accepted = decision["fno_block_precision"]
+        decision.update(fno_block_precision=runs_in(accepted), phase_mode=phase_mode, cheapest_accepted=accepted)
     if apply:
         set_fixed_precision(model, decision["fno_block_precision"])
     model.precision_decision = decision

@@ -7,17 +7,25 @@ first ``auto_precision_batches`` batches of the training loader and runs the pha
 the more precise of the phase's mode and the cheapest mode the measurement accepts
 (:func:`neuralop_mp.diagnose.auto.recheck_phase`): a "half" phase may run "mixed" or
 "full", a "mixed" phase "full", never cheaper than the schedule says. Overflow risk
-(float16 without tanh) forces "full". The phase's autocast setting is kept as it is.
-"full" phases are not measured.
+(float16 without tanh) forces "full". A phase that autocasts keeps autocast only where
+the same measurement accepts it (the model's output under autocast, by the rule of
+:func:`neuralop_mp.diagnose.recommend.recommend`; :func:`~neuralop_mp.diagnose.auto.decide_autocast`),
+or where its autocast scope is "spectral" (autocast then rounds nothing outside the
+spectral layers); a phase decided "full" runs without autocast. "full" phases are not
+measured.
 
 The batches are drawn with the global RNG forked, so the run's data order is the one
 it would have without the re-check. Each epoch's record in ``history`` carries
-``auto_precision`` (the phase's mode, the mode run, the epoch of the check, the
-schedule); the epoch of a check also carries ``auto_check``, the measurement behind it
-(per layer: mode, precision error, bound). A run resumed in the middle of a phase takes
+``auto_precision`` (the phase's mode, the mode run, whether it autocasts, the epoch of
+the check, the schedule, the conditions measured under); the epoch of a check also
+carries ``auto_check``, the measurement behind it (per layer: mode, precision error,
+bound; the autocast check and its note). A run resumed in the middle of a phase takes
 the decision of that phase from its history instead of measuring again, when the
-decision was made for the same phase of the same schedule; a resume with another
-schedule measures again. In a
+decision was made for the same phase of the same schedule and measured under the same
+conditions (``conditions``: half type, stabilizer, autocast and its scope, spectral
+weight storage, device type); otherwise it measures again and says why (a warning, and
+``recheck_reason`` in the check's record), e.g. "half type changed from bfloat16 to
+float16". Records without ``conditions`` (older checkpoints) are measured again. In a
 data-parallel run every rank measures its own shard and all run the most precise
 decision of any rank.
 
@@ -26,8 +34,19 @@ References
 .. [1] Tu, R. et al. (2024). "Guaranteed Approximation Bounds for Mixed-Precision
        Neural Operators". ICLR 2024, arXiv:2307.15034.
 """
-from ..layers.layer_precision import set_fixed_precision
-from ..vocabulary import check_int_at_least
+import os
+import warnings
+
+from ..caller_frames import stacklevel_outside
+from ..layers.autocast_scope import get_autocast_scope
+from ..layers.layer_precision import get_spectral_weight_dtype, set_fixed_precision
+from ..vocabulary import check_int_at_least, resolve_autocast_scope
+from . import distributed
+
+# what a phase's measurement depends on besides the phase and the schedule, in words
+_CONDITION_NAMES = {"half_dtype": "half type", "stabilizer": "stabilizer", "autocast": "autocast",
+                    "autocast_scope": "autocast scope", "spectral_weight_dtype": "spectral weight storage",
+                    "device_type": "device"}
 
 
 class AutoPrecisionPhases:
@@ -48,48 +67,78 @@ class AutoPrecisionPhases:
                              f"{type(self.model).__name__} has none.")
         self.auto_precision = auto_precision
         self.auto_precision_batches = auto_precision_batches
+        self._epoch_loader = None
+        self._reset_auto_precision()
+
+    def _reset_auto_precision(self):
+        """No decision yet: a new run (each ``train()`` call) measures its phases again;
+        a resume takes its phases' decisions from the history it loads."""
         self.auto_decisions = []  # one per check: what was measured and decided
-        # the current phase's decision: {"phase", "phase_mode", "mode", "checked_at_epoch", "schedule"}
+        # the current phase's decision: {"phase", "phase_mode", "mode", "autocast", "checked_at_epoch",
+        # "schedule", "conditions"}
         self._auto = None
         self._auto_check = None  # the full decision of a check made this epoch, for its record
-        self._epoch_loader = None
 
-    def _auto_decision_from_history(self, phase_index):
-        """The decision a resumed run made for ``phase_index`` before it was saved, if made
-        for the same phase: a resume with another schedule may give the index to another
-        phase, whose mode (or stabilizer, autocast) the old decision was not measured for.
-        Records without ``schedule`` (older checkpoints) are matched by the phase's mode."""
+    def _auto_conditions(self):
+        """What the current phase's measurement depends on besides its mode: the half type
+        the layers and autocast compute in, the stabilizer, whether the phase autocasts and
+        where (the scope on the model's device), the spectral weights' storage, the device."""
+        model = self._auto_model()
+        device_type = next(model.parameters()).device.type
+        return {"half_dtype": str(self.autocast_dtype).replace("torch.", ""),
+                "stabilizer": self.phase.stabilizer_for(self.autocast_dtype),
+                "autocast": self.phase.autocast,
+                "autocast_scope": resolve_autocast_scope(get_autocast_scope(model), device_type),
+                "spectral_weight_dtype": get_spectral_weight_dtype(model),
+                "device_type": device_type}
+
+    def _auto_decision_from_history(self, phase_index, conditions):
+        """``(record, changed)``: the decision a resumed run made for ``phase_index`` before it
+        was saved, if made for the same phase, and ``changed``: None when it was measured
+        under ``conditions``, else what differs, in words. A resume with another schedule
+        may give the index to another phase, whose mode (or stabilizer, autocast) the old
+        decision was not measured for: no record. Records without ``schedule`` (older
+        checkpoints) are matched by the phase's mode; those without ``conditions`` count as
+        measured under other conditions."""
         schedule = str(self.precision_schedule)
         for entry in reversed(self.history):
             record = entry.get("auto_precision")
             if record and entry.get("phase") == phase_index:
                 if record.get("phase_mode") == self.phase.mode and record.get("schedule", schedule) == schedule:
-                    return dict(record)
-                return None
-        return None
+                    return dict(record), _changed_conditions(record.get("conditions"), conditions)
+                return None, None
+        return None, None
 
     def _apply_auto_precision(self, epoch, measure=True):
-        """Called right after the phase's policy is applied at the start of ``epoch``.
-        ``measure=False`` (no epoch to train, no loader): a phase the history holds no
-        decision for runs its own mode instead of being checked."""
+        """Called right after the phase's policy (and autocast) is applied at the start of
+        ``epoch``. ``measure=False`` (no epoch to train, no loader): a phase the history holds
+        no decision for runs its own mode instead of being checked, and one it holds a
+        decision for runs that decision (the precision the run finished in), whatever the
+        conditions now."""
         self._auto_check = None
         phase_mode = self.phase.mode
         if self._auto is None or self._auto["phase"] != self.phase_index:
-            record = self._auto_decision_from_history(self.phase_index)
+            conditions = self._auto_conditions()
+            record, changed = self._auto_decision_from_history(self.phase_index, conditions)
+            if record is not None and changed is not None and measure:
+                record = None  # measured under other conditions: measure again
             if record is None:
                 record = {"phase": self.phase_index, "phase_mode": phase_mode, "mode": phase_mode,
-                          "checked_at_epoch": None, "schedule": str(self.precision_schedule)}
+                          "autocast": self.phase.autocast, "checked_at_epoch": None,
+                          "schedule": str(self.precision_schedule), "conditions": conditions}
                 if phase_mode != "full" and measure:
-                    record.update(self._check_phase(epoch, phase_mode))
+                    record.update(self._check_phase(epoch, phase_mode, conditions, changed))
             self._auto = record
         if self._auto["mode"] != phase_mode:
             set_fixed_precision(self._auto_model(), self._auto["mode"])
+        self.autocast_enabled = self._auto.get("autocast", self.phase.autocast)
 
     def _auto_model(self):
         return getattr(self.model, "module", self.model)  # the model inside DDP
 
-    def _check_phase(self, epoch, phase_mode):
-        from ..diagnose.auto import agree_across_ranks, loader_inputs, recheck_phase
+    def _check_phase(self, epoch, phase_mode, conditions, changed=None):
+        """Measure the phase; ``changed``: why a decision in the history is not reused."""
+        from ..diagnose.auto import agree_across_ranks, decide_autocast, loader_inputs, recheck_phase
 
         if self._epoch_loader is None:
             raise RuntimeError("auto_precision: the training loader of this epoch is unknown; the re-check runs "
@@ -99,10 +148,16 @@ class AutoPrecisionPhases:
         xs = loader_inputs(model, self._epoch_loader, self.data_processor, n_batches=self.auto_precision_batches)
         # _apply_auto_precision switches the layers, once, from the agreed decision
         decision = agree_across_ranks(model, recheck_phase(model, xs, phase_mode, apply=False), apply=False)
-        mode = decision["fno_block_precision"]
+        decision = decide_autocast(decision, conditions["autocast"], conditions["autocast_scope"])
         self._auto_check = {"epoch": epoch, "phase": self.phase_index, **decision}
+        if changed is not None:
+            self._auto_check["recheck_reason"] = changed
+            if distributed.rank() == 0:  # every rank re-checks alike: rank 0 alone says it
+                warnings.warn(f"fno_block_precision='auto': phase {self.phase_index + 1} {str(self.phase)!r} "
+                              f"re-checked at epoch {epoch}: {changed}.", UserWarning,
+                              stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
         self.auto_decisions.append(self._auto_check)
-        return {"mode": mode, "checked_at_epoch": epoch}
+        return {"mode": decision["fno_block_precision"], "autocast": decision["autocast"], "checked_at_epoch": epoch}
 
     def _auto_records(self):
         """The entries this epoch adds to its ``history`` record."""
@@ -112,3 +167,13 @@ class AutoPrecisionPhases:
         if self._auto_check is not None:
             records["auto_check"] = self._auto_check
         return records
+
+
+def _changed_conditions(recorded, current):
+    """None when a decision measured under ``recorded`` conditions holds under ``current``;
+    else what changed, in words, e.g. "half type changed from bfloat16 to float16"."""
+    if not isinstance(recorded, dict):
+        return "the recorded decision does not say what it was measured with (an older checkpoint)"
+    changes = [f"{_CONDITION_NAMES.get(key, key)} changed from {recorded.get(key)} to {value}"
+               for key, value in current.items() if recorded.get(key) != value]
+    return "; ".join(changes) or None

@@ -7,6 +7,12 @@ from neuralop_mp.training.tests.tiny import DictDataset, loss, optimizer_and_sch
 from neuralop_mp.training.trainer import MixedPrecisionTrainer
 
 
+# what a 16-bit phase with the default settings is measured under on a CPU (tiny_fno: upstream's FNO, whose
+# autocast scope is "model"): a decision recorded with these is reused by a resume with the same settings
+CPU_CONDITIONS = {"half_dtype": "bfloat16", "stabilizer": None, "autocast": True, "autocast_scope": "model",
+                  "spectral_weight_dtype": "complex64", "device_type": "cpu"}
+
+
 def _spy_rechecks(monkeypatch):
     calls = []
     real = auto.recheck_phase
@@ -44,8 +50,14 @@ def test_each_16bit_phase_is_rechecked_once_at_its_start_without_changing_the_ru
     for check in trainer.auto_decisions:
         assert check["cheapest_accepted"] == "mixed"  # CPU: "half" runs as "mixed", which was measured
         assert all(layer["precision_error"] <= layer["bound"] for layer in check["per_layer"])
-    # the batches were drawn with the RNG forked and the model left as it was: the very same run
-    plain, plain_model, plain_optimizer = _train("paper", 4, data, auto_precision=False)
+    # autocast over the whole model (upstream's FNO: scope "model") is checked too: refused on the untrained
+    # model of epoch 0 (its discretization error is small), accepted at epoch 1
+    assert [h["autocast"] for h in trainer.history] == [False, True, True, False]
+    assert trainer.auto_decisions[0]["autocast_note"].startswith("autocast off: mixed-bfloat16+autocast")
+    # the batches were drawn with the RNG forked and the model left as it was: the very same run as the
+    # schedule that was run
+    plain, plain_model, plain_optimizer = _train("half:0.25/noautocast,mixed:0.5,full:0.25", 4, data,
+                                                 auto_precision=False)
     assert torch.equal(rng_after, torch.get_rng_state())
     weights, _ = snapshot(model, optimizer)
     plain_weights, _ = snapshot(plain_model, plain_optimizer)
@@ -81,7 +93,8 @@ def test_a_resumed_phase_takes_its_decision_from_the_history(monkeypatch):
     model = tiny_fno()
     trainer = MixedPrecisionTrainer(model=model, n_epochs=4, precision_schedule="mixed@3,full", auto_precision=True)
     trainer.history = [{"epoch": 0, "phase": 0, "auto_precision": {"phase": 0, "phase_mode": "mixed", "mode": "full",
-                                                                  "checked_at_epoch": 0}}]
+                                                                  "checked_at_epoch": 0,
+                                                                  "conditions": CPU_CONDITIONS}}]
     trainer.on_epoch_start(1)  # as after resuming from the checkpoint of epoch 0
     assert {layer.fno_block_precision for layer in model.fno_blocks.convs} == {"full"}
     assert trainer._current_precision()[0] == "full"
@@ -109,7 +122,8 @@ def test_a_resume_with_another_schedule_does_not_reuse_a_decision_made_for_anoth
     it runs full, not the old phase's "half". A phase of the same mode under another schedule
     (another stabilizer) is measured again; the same phase of the same schedule is reused."""
     saved = {"epoch": 0, "phase": 0, "auto_precision": {"phase": 0, "phase_mode": "half", "mode": "half",
-                                                        "checked_at_epoch": 0, "schedule": "half:0.5,full:0.5"}}
+                                                        "checked_at_epoch": 0, "schedule": "half:0.5,full:0.5",
+                                                        "conditions": CPU_CONDITIONS}}
     model = tiny_fno()
     trainer = MixedPrecisionTrainer(model=model, n_epochs=4, precision_schedule="full:0.5,half", auto_precision=True)
     trainer.history = [dict(saved)]
