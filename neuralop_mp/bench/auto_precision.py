@@ -135,6 +135,10 @@ def summary_rows(rows, recipes):
     return table
 
 
+DECISION_COLUMNS = ["dataset", "recipe", "seed", "checked", "layer", "layer choice", "model runs in", "precision error",
+                    "bound (0.5 x discretization)", "why full"]
+
+
 def decision_rows(rows):
     """One row per (dataset, recipe, seed, check, layer) of the "auto" runs: the mode chosen and why."""
     table = []
@@ -153,8 +157,9 @@ def decision_rows(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="neuralop-mp bench auto", description=plain_text(__doc__.splitlines()[0]))
     parser.add_argument("--quick", action="store_true",
-                        help="1 seed, 2 epochs, 16 samples on half the grids, every recipe and dataset (seconds)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+                        help="1 seed, 2 epochs, 16 samples on half the grids, every recipe and dataset (seconds); "
+                             "--seeds given as well win")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1; 0 with --quick")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--threads", type=threads_type, default=1, metavar="N|auto",
@@ -164,7 +169,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     sizes, datasets = SIZES["full"], DATASETS
     if args.quick:
-        sizes, datasets, args.seeds = SIZES["quick"], QUICK_DATASETS, args.seeds[:1]
+        sizes, datasets = SIZES["quick"], QUICK_DATASETS
+    if args.seeds is None:  # seeds given win over --quick's one
+        args.seeds = [0] if args.quick else [0, 1]
     threads_before = torch.get_num_threads()
     rows = []
     try:
@@ -183,9 +190,7 @@ def main(argv=None):
     summary = markdown_table(summary_rows(rows, args.recipes),
                              ["dataset", "recipe", "seeds", "L2 @ train res", "L2 @ 2x", "s / epoch",
                               "time vs full", "phases", "skipped"])
-    decisions = markdown_table(decision_rows(rows), ["dataset", "recipe", "seed", "checked", "layer", "layer choice",
-                                                     "model runs in", "precision error",
-                                                     "bound (0.5 x discretization)"])
+    decisions = markdown_table(decision_rows(rows), DECISION_COLUMNS)
     command = shown_command("neuralop-mp bench auto", argv)
     body = (header('"auto" precision vs full, mixed and the paper schedule (Darcy, Navier-Stokes)', command)
             + f"\nFNO {sizes['model.n_layers']} layers, {sizes['model.hidden_channels']} channels, modes "
@@ -198,7 +203,8 @@ def main(argv=None):
             f"time only, {args.threads} torch thread(s); load average when the run ended: "
             f"{os.getloadavg()[0]:.1f} (times compare only within one run).\n\n"
             + summary + "\n\nPrecision each spectral layer chose under \"auto\" (the model runs in the "
-            "cheapest precision every layer accepts; under a schedule, never cheaper than the phase):\n\n"
+            "cheapest precision every layer accepts; under a schedule, never cheaper than the phase; `why full`: "
+            "why a layer that stays full refused each 16-bit precision):\n\n"
             + decisions + "\n")
     print(summary)
     print()

@@ -27,6 +27,7 @@ import torch
 from neuralop.models import FNO
 
 from ..memory import SavedTensorBytes
+from .cli import threads_type
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
 from .tiny_training import fit_and_test
 
@@ -231,9 +232,10 @@ def darcy_accuracy(runs, epochs=8, lr=5e-3, scale=4.0):
 
 
 def main(argv=None):
-    torch.set_num_threads(1)  # a shared 2-core box: one thread avoids oversubscription stalls
     parser = argparse.ArgumentParser(prog="neuralop-mp bench optimizer", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny model only, no accuracy run (seconds)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny model only, no accuracy run (seconds); --sizes given as well replace the tiny "
+                             "model")
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), help="only these sizes (default: all)")
     parser.add_argument("--memory-only", action="store_true",
                         help="only the training-memory rows (no state-after-3-steps rows, no accuracy run)")
@@ -245,13 +247,26 @@ def main(argv=None):
     parser.add_argument("--peak-tensors", type=int, default=0, metavar="N",
                         help="print the N largest tensors alive at each training-memory row's peak "
                              "(what to free to lower it; CPU only)")
+    parser.add_argument("--threads", type=threads_type, default=1, metavar="N|auto",
+                        help="torch intra-op threads; auto: the CPUs other processes leave idle (default 1: one "
+                             "thread avoids oversubscription stalls on a shared 2-core machine)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.peak_tensors < 0:
         parser.error(f"--peak-tensors must be >= 0, got {args.peak_tensors}")
-    if args.quick:
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args, argv)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(args, argv):
+    """The benchmark of :func:`main`'s parsed ``args``."""
+    if args.quick and not args.sizes:  # sizes given win over --quick's tiny model
         SIZES.setdefault("quick", QUICK_SIZE)
-    sizes = ["quick"] if args.quick else (args.sizes or [s for s in SIZES if s != "quick"])
+    sizes = args.sizes or (["quick"] if args.quick else [s for s in SIZES if s != "quick"])
 
     state_rows, memory_rows = [], []
     for size in sizes:
@@ -300,7 +315,7 @@ def main(argv=None):
     text = "\n".join(body)
     print(text)
     data = dict(sizes={k: v for k, v in SIZES.items() if k in sizes}, optimizer_state=state_rows,
-                training_memory=memory_rows, accuracy=accuracy_rows)
+                training_memory=memory_rows, accuracy=accuracy_rows, threads=torch.get_num_threads())
     write_results("optimizer", text, data, out=args.out, update_docs=args.update_docs)
     return 0
 

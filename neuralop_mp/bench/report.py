@@ -126,25 +126,44 @@ def markdown_table(rows, columns):
     return "\n".join(lines)
 
 
-def _writable_out(text):
-    """``--out DIR``, checked while the arguments are parsed: a folder that cannot be
-    written fails before the benchmark runs, not after it, with its results. Nothing is
-    created here (the arguments may still fail, or ask for --help): the folder itself where
-    it exists, else the nearest folder above it that does, must take new files."""
+def check_out_folder(text, option="--out"):
+    """Refuse, before any work, an output folder ``text`` that could not be written after it.
+
+    Nothing is created here (the arguments may still fail, or ask for --help): the folder
+    itself where it exists, else the nearest folder above it that does, must take new files
+    (:func:`~neuralop_mp.run_setup.check_writable`). Shared by every benchmark's ``--out`` and
+    by ``neuralop-mp diagnose --out``.
+
+    Raises
+    ------
+    RunSetupError
+        Naming the folder, the reason and ``option``.
+    """
     folder = Path(text)
     while not folder.exists() and folder.parent != folder:
         folder = folder.parent
     try:
-        check_writable(folder, "--out", create=False)
+        check_writable(folder, option, create=False)
     except RunSetupError as error:
-        message = str(error) if folder == Path(text) else f"Output folder {text!r} cannot be created: {error}"
-        raise argparse.ArgumentTypeError(message) from None
+        if folder == Path(text):
+            raise
+        raise RunSetupError(f"Output folder {str(text)!r} cannot be created: {error}") from None
     return text
+
+
+def writable_out(text):
+    """argparse ``type`` of ``--out DIR``: :func:`check_out_folder` while the arguments are
+    parsed, so a folder that cannot be written fails before the run, not after it, with its
+    results."""
+    try:
+        return check_out_folder(text)
+    except RunSetupError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_output_arguments(parser):
     """``--out DIR`` and ``--update-docs``, shared by every benchmark."""
-    parser.add_argument("--out", default=None, metavar="DIR", type=_writable_out,
+    parser.add_argument("--out", default=None, metavar="DIR", type=writable_out,
                         help="folder for the markdown and JSON results (default: ./runs/bench-NAME-TIMESTAMP)")
     parser.add_argument("--update-docs", action="store_true",
                         help="also rewrite this benchmark's section of docs/benchmarks.md")

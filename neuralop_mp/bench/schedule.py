@@ -30,6 +30,7 @@ import warnings
 import torch
 from neuralop.losses import H1Loss, LpLoss
 
+from ..data.cli import _positive_float, _positive_int
 from .cli import threads_type
 from .report import add_output_arguments, fno_description, markdown_table, shown_command, timed_section, write_results
 
@@ -40,6 +41,9 @@ RUNS = {
     "paper+tanh": "half:0.25/tanh,mixed:0.5,full:0.25",
 }
 METRICS = ("16_l2", "16_h1", "32_l2", "32_h1")
+# the options' defaults, and those of --quick (which an option given on the command line overrides)
+DEFAULTS = {"epochs": 10, "seeds": [0, 1], "n_train": 500, "runs": list(RUNS)}
+QUICK = {"epochs": 1, "seeds": [0], "n_train": 64, "runs": ["full", "mixed"]}
 # autocast phases over the whole model (scope "model"), as when docs/benchmarks.md's table was made;
 # `neuralop-mp bench scope` compares the scopes
 MODEL = {"model_arch": "fno", "data_channels": 1, "out_channels": 1, "n_modes": [8, 8],
@@ -100,19 +104,22 @@ def phases_text(history):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="neuralop-mp bench schedule", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="1 epoch, 1 seed, 64 training samples, runs full and mixed (seconds)")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--n-train", type=int, default=500)
-    parser.add_argument("--lr", type=float, default=5e-3)
-    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+                        help="1 epoch, 1 seed, 64 training samples, runs full and mixed (seconds); --epochs, "
+                             "--seeds, --n-train and --runs given as well override these")
+    parser.add_argument("--epochs", type=_positive_int, default=None, help=f"default {DEFAULTS['epochs']}")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="default " + " ".join(map(str, DEFAULTS["seeds"])))
+    parser.add_argument("--n-train", type=_positive_int, default=None, help=f"default {DEFAULTS['n_train']}")
+    parser.add_argument("--lr", type=_positive_float, default=5e-3, help="default 5e-3")
+    parser.add_argument("--runs", nargs="+", default=None, choices=list(RUNS), help="default: all")
     parser.add_argument("--threads", type=threads_type, default=None, metavar="N|auto",
                         help="torch intra-op threads; auto: the CPUs other processes leave idle (default: torch's "
                              "choice); 1 is faster on a busy machine")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.epochs, args.seeds, args.n_train, args.runs = 1, [0], 64, ["full", "mixed"]
+    for key, default in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, key) is None:  # not given: an option given wins over --quick
+            setattr(args, key, default)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 

@@ -54,6 +54,8 @@ from ..models.mixed_precision_models import ignoring_unrecorded_precision
 from ..models.pointwise_tiles import set_pointwise_tiles
 from ..models.recompute import set_recompute
 from ..layers.precision_switch import set_precision
+from ..data.cli import _positive_int
+from ..vocabulary import check_int_at_least
 from .cli import threads_type
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
 
@@ -267,7 +269,8 @@ def run(quick=False, sizes=None, rounds=None, models=("FNO", "TFNO"), threads=No
     if device.type == "cpu" and cpu_allocator is not None:
         set_cpu_allocator(cpu_allocator)
     sizes = sizes or (QUICK_SIZES if quick else SIZES)
-    rounds = rounds or (1 if quick else 3)
+    # given rounds win over quick's 1; 0 is refused, not read as "the default"
+    rounds = (1 if quick else 3) if rounds is None else check_int_at_least("rounds", rounds)
     model_kwargs = QUICK_MODEL if quick else MODEL
     load_before = os.getloadavg()[0]
     rows = []
@@ -334,8 +337,10 @@ def render(data):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="neuralop-mp bench spectral", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small model at 32^2, one round (seconds)")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved timed rounds (default 3)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small model at 32^2, one round (seconds); --rounds and --sizes given as well win")
+    parser.add_argument("--rounds", type=_positive_int, default=None,
+                        help="interleaved timed rounds (default 3; 1 with --quick)")
     parser.add_argument("--models", nargs="+", default=["FNO", "TFNO"], choices=["FNO", "TFNO"])
     parser.add_argument("--threads", type=threads_type, default=None, metavar="N|auto",
                         help="torch intra-op threads; auto: the CPUs other processes leave idle (default: torch's)")

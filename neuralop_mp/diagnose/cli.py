@@ -7,19 +7,36 @@ A config's model is built untrained (seeded); its data section says which built-
 dataset and resolution N to use. With a checkpoint, ``--data`` and ``--resolution`` say it;
 in a run folder they default to the run's dataset and training resolution, elsewhere to
 darcy and 16.
-The inputs are a few test samples at 2N, passed through the data processor.
+The inputs are a few test samples at 2N, passed through the data processor; an odd
+fine-grid size (Burgers' 17 time levels) loses its last point, as for
+``fno_block_precision="auto"``, and the output says so.
 """
 import argparse
+import functools
+import shlex
 import sys
 import warnings
 from pathlib import Path
 
 import torch
 
+from ..bench.report import check_out_folder, writable_out
 from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX
 from ..vocabulary import plain_text
 
 LOADERS = {"darcy": "load_darcy", "navier_stokes": "load_navier_stokes"}
+
+
+def _resolution_list(text):
+    """argparse ``type`` of ``--resolutions``: comma-separated integers >= 1."""
+    try:
+        values = [int(item) for item in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: comma-separated integers >= 1, "
+                                         "e.g. 64,128")
+    return values
 
 
 def _parser():
@@ -35,11 +52,13 @@ def _parser():
     p.add_argument("--n-bands", type=int, default=4, help="Fourier mode bands (default 4)")
     p.add_argument("--fraction", type=float, default=None,
                    help="allowed precision error as a fraction of the discretization error (default 0.5)")
-    p.add_argument("--out", default=None, help="output folder (default diagnose/<name>)")
+    p.add_argument("--out", default=None, type=writable_out, metavar="DIR",
+                   help="output folder, checked before any work (default diagnose/<name>)")
     p.add_argument("--recipe-table", action="store_true",
                    help="instead: a markdown table of precision vs discretization error per recipe")
     p.add_argument("--archs", default="FNOConfig,TFNOConfig", help="model sections of --recipe-table")
-    p.add_argument("--resolutions", default="64,128", help="resolutions N of --recipe-table")
+    p.add_argument("--resolutions", default=[64, 128], type=_resolution_list, metavar="N,N,...",
+                   help="resolutions N of --recipe-table (default 64,128)")
     return p
 
 
@@ -86,6 +105,20 @@ def _run_data(folder, args):
     return _data_of(load_config(recorded["config"], recorded["overrides"]).data, args)
 
 
+def _option_names():
+    """Every option of diagnose's own (what a ``--key`` that is no config key may be)."""
+    return sorted(name for action in _parser()._actions for name in action.option_strings if name.startswith("--"))
+
+
+def _load_config(target, overrides):
+    """The config ``target`` names with ``overrides``; an unknown ``--option`` (neither a config
+    key nor one of diagnose's) is said as such, with close matches, as ``train`` says it."""
+    from ..cli import _load_checked
+    from ..configs import load_config
+
+    return _load_checked(lambda source: load_config(source, overrides), overrides, target, _option_names())
+
+
 def _load(args, overrides):
     """(model, loader name, loader kwargs, N, name)."""
     checkpoint = _checkpoint_path(args.target)
@@ -93,24 +126,33 @@ def _load(args, overrides):
         from ..run_folder import load_model
 
         if overrides:
-            raise ValueError(f"config overrides {overrides} do not apply to a checkpoint.")
+            unknown = [o.partition("=")[0] for o in overrides if o.startswith("--")]
+            raise ValueError((f"Unknown option {unknown[0]}: " if unknown else "")
+                             + f"config overrides {overrides} do not apply to a checkpoint; options: "
+                             + ", ".join(_option_names()) + ".")
         folder, name = checkpoint
         # the plugin's layer even for a full-precision checkpoint (a plain `train` run's): it switches precision
         model, _ = load_model(Path(folder) / f"{name}{STATE_DICT_SUFFIX}", mixed_precision_layer=True)
         return (model, *_run_data(folder, args), Path(args.target).resolve().name)
-    from ..configs import load_config
     from ..models.registry import get_model
 
-    config = load_config(args.target, overrides)
+    config = _load_config(args.target, overrides)
     torch.manual_seed(config.seed)
     # the plugin's layer even for a full-precision config: it is what switches precision
     model = get_model(config, mixed_precision_layer=True)
     return (model, *_data_of(config.data, args), Path(str(args.target)).stem)
 
 
-def fine_inputs(loader_name, kwargs, resolution, n_samples):
-    """``n_samples`` processed test inputs at ``2 * resolution`` from a built-in dataset."""
+def fine_inputs(loader_name, kwargs, resolution, n_samples, notes=None):
+    """``n_samples`` processed test inputs at ``2 * resolution`` from a built-in dataset.
+
+    An odd spatial size (Burgers' 17 time levels, which no resolution changes) loses its last
+    point, as ``fno_block_precision="auto"`` does (:func:`~neuralop_mp.diagnose.auto._even_grid`):
+    the fine grid must restrict to half its size. What was dropped is appended to ``notes``
+    (a list), or printed to stderr when there is none.
+    """
     from .. import data as data_module
+    from .auto import _even_grid
 
     keep = {k: v for k, v in kwargs.items() if k in ("data_root", "encode_input", "encode_output", "seed")}
     train, tests, processor = getattr(data_module, loader_name)(
@@ -121,18 +163,32 @@ def fine_inputs(loader_name, kwargs, resolution, n_samples):
     if processor is not None:
         processor.eval()
         batch = processor.preprocess(batch)
-    return batch["x"].float()
+    x = batch["x"].float()
+    even = _even_grid(x)
+    if even.shape != x.shape:
+        note = (f"the fine grid {'x'.join(map(str, x.shape[2:]))} of {loader_name.removeprefix('load_')} has an odd "
+                f"size: its last point was dropped ({'x'.join(map(str, even.shape[2:]))}), as "
+                "fno_block_precision='auto' does")
+        if notes is None:
+            print(f"note: {note}", file=sys.stderr)
+        elif note not in notes:
+            notes.append(note)
+    return even
 
 
 def _recipe_table(args, overrides):
     from .recipes import format_recipe_table, recipe_rows
 
-    resolutions = [int(r) for r in args.resolutions.split(",")]
+    _load_config(args.target, overrides)  # an unknown option is said now, not as a config error of each arch
+    notes = []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")
-        rows = recipe_rows(args.target, overrides, args.archs.split(","), resolutions, args.n_samples, fine_inputs)
+        rows = recipe_rows(args.target, overrides, args.archs.split(","), args.resolutions, args.n_samples,
+                           functools.partial(fine_inputs, notes=notes))
     table = format_recipe_table(rows)
     print(table)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "recipe_table.md").write_text(table + "\n")
@@ -157,17 +213,22 @@ def main(argv=None):
         if args.recipe_table:
             return _recipe_table(args, overrides)
         model, loader, kwargs, n, name = _load(args, overrides)
+        out = Path(args.out or Path("diagnose") / name)
+        check_out_folder(out)  # the default folder too, before the measurement (an explicit --out: when parsed)
+        notes = []
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")
-            x_fine = fine_inputs(loader, kwargs, n, args.n_samples)
+            x_fine = fine_inputs(loader, kwargs, n, args.n_samples, notes=notes)
             diagnosis = measure(model, x_fine, n_bands=args.n_bands)
+        diagnosis["notes"] += notes
         recommendation = recommend(diagnosis, fraction=fraction)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"neuralop-mp diagnose: error: {error}", file=sys.stderr)
         return 2
-    out = Path(args.out or Path("diagnose") / name)
-    out.mkdir(parents=True, exist_ok=True)
     print(format_table(diagnosis, recommendation))
+    config_part = "CONFIG" if _checkpoint_path(args.target) is not None else shlex.join([args.target, *overrides])
+    print(f"Train with: neuralop-mp train {config_part} {shlex.join(recommendation['train_flags'])}")
+    out.mkdir(parents=True, exist_ok=True)
     write_json(diagnosis, recommendation, out / "results.json")
     plot_bands(diagnosis, out / "error_bands.png")
     print(f"\nwrote {out / 'results.json'} and {out / 'error_bands.png'}")

@@ -197,8 +197,8 @@ def measure(model, x_fine, *, n_bands=4, half_dtypes=HALF_DTYPES, modes=HALF_MOD
                         ref = full_out[tanh]
                         entry["precision"][variant_name(mode, dtype, tanh)] = {
                             "error": relative_error(out, ref), "bands": band_errors(out - ref, ref, edges)}
-            # the layer's own output (no bias cancellation issue: both sides carry it)
-            out_c = _layer_output(layer, coarse, "full", None, False)
+            # the layer's own output (no bias cancellation issue: both sides carry it), computed above
+            out_c = full_out[False]
             out_f = restrict(_layer_output(layer, fine, "full", None, False), order)
             if out_c.shape == out_f.shape:
                 entry["discretization_error"] = relative_error(out_c, out_f)

@@ -123,7 +123,8 @@ def recommend(diagnosis, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_O
     dict
         ``rule``, ``layers`` (name, mode, half_dtype, precision_error, bound, reason: see
         :func:`choose_layer`),
-        ``model`` (fno_block_precision, half_dtype, stabilizer, autocast) and
+        ``model`` (fno_block_precision, half_dtype, stabilizer, autocast), ``train_flags``
+        (the ``neuralop-mp train`` options that run it: :func:`train_flags`) and
         ``schedule`` (a :class:`~neuralop_mp.PrecisionSchedule` string).
     """
     fraction, overflow_margin = check_settings(fraction, overflow_margin)
@@ -156,12 +157,44 @@ def recommend(diagnosis, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_O
         schedule = f"mixed:0.75{stab}{ac},full:0.25{stab}/noautocast"
     else:
         schedule = f"full{stab}/noautocast"
+    model = {"fno_block_precision": mode, "half_dtype": dtype if mode != "full" else None,
+             "stabilizer": diagnosis["stabilizer"], "autocast": autocast}
     return {
         "rule": {"fraction": fraction, "overflow_margin": overflow_margin, "device_type": device_type,
                  "text": f"cheapest precision with precision error <= {fraction:g} x discretization error; "
                          f"float16 without tanh only with overflow margin >= {overflow_margin:g}"},
         "layers": layers,
-        "model": {"fno_block_precision": mode, "half_dtype": dtype if mode != "full" else None,
-                  "stabilizer": diagnosis["stabilizer"], "autocast": autocast},
+        "model": model,
+        "train_flags": train_flags(model),
         "schedule": schedule,
     }
+
+
+def train_flags(model):
+    """The ``neuralop-mp train`` options that run a model as ``model`` (the ``"model"`` entry of
+    :func:`recommend`) says, throughout training.
+
+    Without a precision schedule, train runs ``model.fno_block_precision`` with that mode's
+    defaults: autocast on for "mixed" and "half", off for "full"; the model's stabilizer, or
+    for "half" without one, tanh with float16 (:func:`neuralop_mp.build_steps.precision_schedule`).
+    Where the recommendation differs from those defaults, a one-phase
+    ``opt.precision_schedule`` says autocast and stabilizer explicitly.
+
+    Returns
+    -------
+    list of str
+        Tokens such as ``["--model.fno_block_precision", "mixed", "--model.half_dtype",
+        "bfloat16", "--opt.precision_schedule", "mixed/notanh/noautocast"]``.
+    """
+    mode, dtype, stabilizer, autocast = (model["fno_block_precision"], model["half_dtype"], model["stabilizer"],
+                                         bool(model["autocast"]))
+    flags = ["--model.fno_block_precision", mode]
+    if dtype is not None:
+        flags += ["--model.half_dtype", dtype]
+    mode_defaults = autocast == (mode != "full") and (stabilizer is not None or mode != "half")
+    if mode_defaults:
+        flags += ["--model.stabilizer", stabilizer or "none"]
+    else:
+        flags += ["--opt.precision_schedule",
+                  f"{mode}/{'tanh' if stabilizer else 'notanh'}/{'autocast' if autocast else 'noautocast'}"]
+    return flags
