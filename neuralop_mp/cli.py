@@ -36,9 +36,25 @@ def _usage():
     return "\n".join(lines)
 
 
-def _error(message, command=None):
-    where = f"{PROG} {command}" if command else PROG
-    print(f"{where}: error: {message}", file=sys.stderr)
+# how long a rank other than 0 waits before it exits on a stop or error of train: torchrun stops every
+# rank as soon as one exits with an error, and rank 0, the one that says why, must get to say it first
+_QUIET_RANK_EXIT_DELAY_S = 1.0
+
+
+def _quiet_rank_exit(code, rank0):
+    """``code``, returned at once by rank 0 and after :data:`_QUIET_RANK_EXIT_DELAY_S` by another rank."""
+    if not rank0 and code:
+        import time
+
+        time.sleep(_QUIET_RANK_EXIT_DELAY_S)
+    return code
+
+
+def _error(message, command=None, show=True):
+    """Print ``message`` as the command's error (not where ``show`` is false); the exit code 2."""
+    if show:
+        where = f"{PROG} {command}" if command else PROG
+        print(f"{where}: error: {message}", file=sys.stderr)
     return 2
 
 
@@ -257,8 +273,9 @@ def _did_you_mean(error):
         return ""
 
 
-def _config_error(error, command, spec=None):
-    """:func:`_error` for an exception raised while the config ``spec`` was loaded.
+def _config_error(error, command, spec=None, show=True):
+    """:func:`_error` for an exception raised while the config ``spec`` was loaded (printed
+    unless ``show`` is false).
 
     Where a frame of the user's config file (``spec``'s ``path.py``) is in the traceback, the
     file's code raised it or called what did (whatever its type: an AttributeError, a NameError,
@@ -288,7 +305,7 @@ def _config_error(error, command, spec=None):
         helper = raised_beside(error, user_file)  # a module of the user's that the file called
         where = f"{helper.filename}:{helper.lineno}, from " if helper else ""
         message += f" (raised at {where}{frame.filename}:{frame.lineno})"
-    return _error(message, command)
+    return _error(message, command, show=show)
 
 
 def train_command(argv):
@@ -297,8 +314,12 @@ def train_command(argv):
     from .cpu_allocator import CPU_ALLOCATOR_MODES, DEFAULT_CPU_ALLOCATOR
     from .run_folder import read_command
     from .run_setup import RunSetupError, resolve_threads
+    from .training.distributed import launch_rank
     from .vocabulary import check_choice
 
+    # under torchrun every rank meets the same error, stop or Ctrl-C: rank 0 alone says it (torchrun's
+    # rank: the process group may be gone); every rank returns the exit code
+    rank0 = launch_rank() == 0
     args = list(argv)
     spec = None
     if args and not args[0].startswith("-"):
@@ -347,49 +368,51 @@ def train_command(argv):
         # with --resume: the run's overrides and the ones given now, which command.json then records
         command = (_absolute_spec(spec), _recorded_overrides(parsed, config))
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
-        return _config_error(error, "train", spec)
+        return _quiet_rank_exit(_config_error(error, "train", spec, show=rank0), rank0)
 
     from .run_folder import release_run_folder
     from .train_pipeline import output_dir_for, run_training
     from .train_report import format_summary
-    from .training import distributed
     from .training.checkpointing import CheckpointError, CheckpointWriteError
     from .training.guarded_step import TrainingStopped
 
     # the run folder, known here for the messages of an interrupted run: a default one is claimed now (by
     # the process that writes, torchrun's rank 0), so they name the one this run took; given back when the
     # run is refused or stopped before it saved any of itself (release_run_folder)
-    claimed = resume is None and not config.output_dir and distributed.launch_rank() == 0
+    claimed = resume is None and not config.output_dir and rank0
     try:
         out = output_dir_for(config, claim=claimed)
     except RunSetupError as error:  # the folder of the default one is not writable
-        return _error(str(error), "train")
+        return _quiet_rank_exit(_error(str(error), "train", show=rank0), rank0)
     try:
         result = run_training(config, progress=True, output_dir=out, resume=resume is not None,
                               save_best=save_best, threads=threads, command=command, cpu_allocator=cpu_allocator,
                               command_flags={"threads": flags.get("--threads"), "cpu_allocator": cpu_allocator})
     except (RunSetupError, CheckpointError) as error:  # a CheckpointError names the file (--resume's)
-        return _error(str(error), "train")
+        return _quiet_rank_exit(_error(str(error), "train", show=rank0), rank0)
     except CheckpointWriteError as error:  # a full disk while saving: the previous checkpoint is kept
-        print(file=sys.stderr)  # after the progress bar's line, as for Ctrl-C
-        print(_interrupted_message(out, given_now if resume is not None else (), stopped=f"error: {error}; stopped"),
-              file=sys.stderr)
-        return 1
+        if rank0:
+            print(file=sys.stderr)  # after the progress bar's line, as for Ctrl-C
+            print(_interrupted_message(out, given_now if resume is not None else (),
+                                       stopped=f"error: {error}; stopped"), file=sys.stderr)
+        return _quiet_rank_exit(1, rank0)
     except TrainingStopped as error:  # the trainer's own stop (overflow, NaN weights): why, and what is kept
-        print(file=sys.stderr)
-        print(f"{PROG} train: {error}", file=sys.stderr)
-        # the same settings would stop the same way: what is kept, and to go on with a change
-        print(_interrupted_message(out, given_now if resume is not None else (), stopped="stopped",
-                                   change=" with one of the changes above"), file=sys.stderr)
-        return 1
+        if rank0:
+            print(file=sys.stderr)
+            print(f"{PROG} train: {error}", file=sys.stderr)
+            # the same settings would stop the same way: what is kept, and to go on with a change
+            print(_interrupted_message(out, given_now if resume is not None else (), stopped="stopped",
+                                       change=" with one of the changes above"), file=sys.stderr)
+        return _quiet_rank_exit(1, rank0)
     except KeyboardInterrupt:  # Ctrl-C: what is kept and how to go on, not the traceback of where it stopped
-        print(file=sys.stderr)
-        print(_interrupted_message(out, given_now if resume is not None else ()), file=sys.stderr)
-        return 130
+        if rank0:
+            print(file=sys.stderr)
+            print(_interrupted_message(out, given_now if resume is not None else ()), file=sys.stderr)
+        return _quiet_rank_exit(130, rank0)
     finally:
         if claimed:
             release_run_folder(out)
-    if distributed.launch_rank() == 0:  # under torchrun every rank has the result; rank 0 alone prints it
+    if rank0:  # under torchrun every rank has the result; rank 0 alone prints it
         print()
         print(format_summary(result))
     return 0

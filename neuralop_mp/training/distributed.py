@@ -25,6 +25,10 @@ the ranks must make the same decisions on their own:
 - the precision phase: chosen from the epoch number, the same on every rank as
   long as every rank runs the same number of epochs and of batches per epoch,
   which :func:`check_same_on_all_ranks` verifies before training starts.
+- complex32 weights: DDP's reducer fails on them under autocast (torch: "Expected
+  ComplexFloat, got ComplexHalf" in the backward after its first, once it rebuilds
+  its buckets). :func:`wrap_model` keeps them out of DDP, and the trainer averages
+  their gradients with :func:`average_gradients` before each step's check.
 
 This module builds no communication of its own: it calls ``torch.distributed``
 collectives and DDP.
@@ -153,6 +157,11 @@ def barrier():
         dist.barrier()
 
 
+# parameter dtypes DDP's reducer cannot hold: complex32 fails under autocast from the second
+# backward on (its bucket rebuild); these are left to average_gradients
+_SELF_AVERAGED_DTYPES = (torch.complex32,)
+
+
 def wrap_model(model, device):
     """``model`` inside DistributedDataParallel, on ``device``.
 
@@ -160,15 +169,84 @@ def wrap_model(model, device):
     refuses for CPU modules (gloo) and which names the wrong GPU on any node but the
     first; here a CPU model gets no ``device_ids`` and a CUDA model the index of its
     own device. An already wrapped model is returned unchanged.
+
+    complex32 parameters are kept out of DDP (its reducer fails on them under autocast):
+    they get rank 0's values here, as DDP gives the others, and their gradients must be
+    averaged with :func:`average_gradients` (:func:`self_averaged_parameters`) before
+    each optimizer step.
     """
     if isinstance(model, DistributedDataParallel):
         return model
     device = torch.device(device)
     model = model.to(device)
+    kept_out = [name for name, p in model.named_parameters() if p.dtype in _SELF_AVERAGED_DTYPES]
+    previous = getattr(model, "_ddp_params_and_buffers_to_ignore", None)
+    if kept_out:
+        # DDP matches a top-level parameter's name with a leading dot in one place, without in another
+        ignored = set(previous or ()) | set(kept_out) | {f".{name}" for name in kept_out if "." not in name}
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, sorted(ignored))
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        return DistributedDataParallel(model, device_ids=[index], output_device=index)
-    return DistributedDataParallel(model)
+        wrapped = DistributedDataParallel(model, device_ids=[index], output_device=index)
+    else:
+        wrapped = DistributedDataParallel(model)
+    if kept_out:
+        # read by DDP's constructor alone: another DDP of this model later (a user's own) must not
+        # inherit it, or it would leave these weights unsynchronised without a word
+        if previous is None:
+            del model._ddp_params_and_buffers_to_ignore
+        else:
+            model._ddp_params_and_buffers_to_ignore = previous
+        parameters = dict(model.named_parameters())
+        with torch.no_grad():
+            for name in kept_out:
+                _in_place_collective(parameters[name], lambda flat: dist.broadcast(flat, src=0))
+    return wrapped
+
+
+def self_averaged_parameters(model):
+    """The parameters of the DDP ``model`` that :func:`wrap_model` kept out of DDP: those whose
+    gradients :func:`average_gradients` must average. ``[]`` for any other model."""
+    if not isinstance(model, DistributedDataParallel):
+        return []
+    ignored = model.parameters_to_ignore
+    return [p for name, p in model.module.named_parameters()
+            if name in ignored and p.dtype in _SELF_AVERAGED_DTYPES and p.requires_grad]
+
+
+def _in_place_collective(tensor, collective):
+    """Run ``collective`` on the real view of ``tensor`` (complex32 as float16 pairs, which gloo and
+    nccl reduce), in place; a non-contiguous tensor through a contiguous copy."""
+    flat = tensor if tensor.is_contiguous() else tensor.contiguous()
+    collective(torch.view_as_real(flat) if flat.is_complex() else flat)
+    if flat is not tensor:
+        tensor.copy_(flat)
+
+
+def average_gradients(params):
+    """Replace each gradient of ``params`` with its mean over the ranks, in place, as DDP does.
+
+    As DDP: each rank divides by the number of ranks, then the ranks sum (in the gradient's
+    own dtype: complex32 as float16 pairs), so the sum of loss-scaled float16 gradients
+    overflows no sooner than the mean would. A parameter without a gradient on some rank
+    counts zeros there; on none, it keeps none. A collective: every rank passes the same
+    parameters, once per optimizer step, after backward; nothing outside a group.
+    """
+    if not is_distributed() or not params:
+        return
+    present = torch.tensor([float(p.grad is not None) for p in params], device=_collective_device())
+    dist.all_reduce(present, op=dist.ReduceOp.SUM)
+    with torch.no_grad():
+        for p, count in zip(params, present.tolist()):
+            if count:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                _in_place_collective(p.grad, _mean_in_place)
+
+
+def _mean_in_place(flat):
+    flat.div_(dist.get_world_size())
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
 
 
 def init_from_env(backend=None):

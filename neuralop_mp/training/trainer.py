@@ -170,10 +170,12 @@ _ABSENT = object()
 
 
 def _epoch_record(*, epoch, phase, precision, autocast, stabilizer, half_dtype, train_loss, train_err, lr,
-                  skipped_steps, loss_scale, epoch_time, auto_precision=_ABSENT, auto_check=_ABSENT,
+                  skipped_steps, loss_scale, epoch_time, world_size, auto_precision=_ABSENT, auto_check=_ABSENT,
                   cuda_peak_bytes=_ABSENT, saved_bytes=_ABSENT, step_peak_bytes=_ABSENT):
     """The history entry of one epoch (:meth:`MixedPrecisionTrainer._record_epoch`): the
-    keywords given, in this order. The keywords are the one list of the entry's keys
+    keywords given, in this order. ``world_size``: the number of data-parallel ranks that
+    trained the epoch (1 without DDP), so a run resumed on another number of ranks says
+    which epochs ran on how many. The keywords are the one list of the entry's keys
     (:data:`_EPOCH_RECORD_KEYS`); an unknown one is a TypeError, not a silent new key."""
     fields = dict(locals())
     return {key: value for key, value in fields.items() if value is not _ABSENT}
@@ -276,7 +278,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         With a schedule: at the start of every phase that is not "full", measure the
         model on the first ``auto_precision_batches`` training batches and run the
         phase in the more precise of its mode and the cheapest mode the measurement
-        accepts (:mod:`~neuralop_mp.training.auto_phases`).
+        accepts, with autocast only where the same measurement accepts it too
+        (:mod:`~neuralop_mp.training.auto_phases`).
     auto_precision_batches : int, default 2
         Training batches each re-check measures.
     update_in_backward : bool, default False
@@ -291,13 +294,13 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
     history : list of dict
         One entry per epoch: ``epoch``, ``phase``, ``precision``, ``autocast``,
         ``stabilizer``, ``half_dtype``, ``train_loss``, ``train_err``, ``lr``,
-        ``skipped_steps``, ``loss_scale``, ``epoch_time``, ``saved_bytes`` and
+        ``skipped_steps``, ``loss_scale``, ``epoch_time``, ``world_size``, ``saved_bytes`` and
         ``step_peak_bytes`` (CPU: bytes saved for backward by the epoch's first batch,
         and the peak of live tensor bytes during that whole step, measured by
         :class:`~neuralop_mp.peak_memory.PeakTensorBytes`) or ``cuda_peak_bytes``,
         the eval metrics (``"{loader}_{loss}"``) of epochs that were evaluated, and
-        with ``auto_precision`` the ``auto_precision`` decision (and ``auto_check``
-        where it was measured).
+        with ``auto_precision`` the ``auto_precision`` decision (its ``mode``, ``autocast``
+        and the ``conditions`` it was measured under; ``auto_check`` where it was measured).
     auto_decisions : list of dict
         With ``auto_precision``: every re-check's measurement and decision.
     scaler : ComplexGradScaler
@@ -362,6 +365,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                                               distributed=bool(use_distributed and distributed.is_distributed()))
         self._bar = None
         self._step_meter = None
+        self._epoch_log = None  # during upstream's epoch loop: its log_training call, deferred
         self._start_new_run()  # history, phase, autocast, epoch stats: a run's state
 
     # ------------------------------------------------------------------ precision state
@@ -514,6 +518,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         guarded step, then the checks that stop a run going wrong."""
         optimizer, batch, stats = self._optimizer_in_epoch, self._batch, self._epoch_stats
         try:
+            # complex32 weights, which DDP leaves out (distributed.wrap_model): averaged here, before the
+            # scaler unscales and checks them, so every rank checks and steps the same gradients
+            distributed.average_gradients(distributed.self_averaged_parameters(self.model))
             stepped = self.scaler.step(optimizer)
         finally:
             self._close_step_meter()
@@ -581,7 +588,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         of the loss a ``ReduceLROnPlateau``
         scheduler is stepped with (:meth:`_step_plateau`). An epoch without a finite loss
         stops the run with a RuntimeError; under DDP every rank stops when one rank had
-        none, and the message names those ranks (:meth:`_epoch_totals`)."""
+        none, and the message names those ranks (:meth:`_epoch_totals`). The ``verbose``
+        epoch line (and wandb's values) gives these averages too (:meth:`log_training`)."""
         self._epoch_stats = self._fresh_epoch_stats()
         distributed.set_sampler_epoch(train_loader, epoch)
         skipped_before = self.scaler.skipped_steps
@@ -596,9 +604,11 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         elif scheduler is None:  # no schedule: upstream steps one unconditionally after the epoch
             self.scheduler = _NO_SCHEDULER
         self._epoch_loader = train_loader  # for the "auto" re-check in on_epoch_start
+        self._epoch_log = "deferred"  # see log_training
         try:
             _, _, _, epoch_train_time = super().train_one_epoch(epoch, train_loader, training_loss)
         finally:
+            log, self._epoch_log = self._epoch_log, None
             self.optimizer = self._optimizer_in_epoch
             self.scheduler = scheduler  # None again: a checkpoint saves no scheduler.pt
             self._epoch_loader = None
@@ -615,6 +625,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         avg_lasso_loss = lasso_sum / samples if self.regularizer and samples else None
         lr = self.optimizer.param_groups[-1]["lr"]
         skipped = self.scaler.skipped_steps - skipped_before
+        if log == "asked":  # where upstream's loop logs, with the numbers the history records
+            super().log_training(epoch=epoch, time=epoch_train_time, avg_loss=avg_loss, train_err=train_err,
+                                 avg_lasso_loss=avg_lasso_loss, lr=lr)
         self._record_epoch(epoch, avg_loss, train_err, lr, skipped, epoch_train_time, stats["saved_bytes"],
                            stats["step_peak_bytes"])
         if skipped and (self.verbose or not self.scaler.enabled):
@@ -622,6 +635,20 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             warnings.warn(f"Epoch {epoch}: skipped {skipped} optimizer step(s) with non-finite loss or "
                           f"gradients ({self._phase_text()}).", RuntimeWarning, stacklevel=2)
         return train_err, avg_loss, avg_lasso_loss, epoch_train_time
+
+    def log_training(self, epoch, time, avg_loss, train_err, avg_lasso_loss=None, lr=None):
+        """Upstream's per-epoch line (``verbose``) and wandb values.
+
+        Upstream's epoch loop calls it with its own sums: this rank's batches only under DDP,
+        and a skipped batch counted as a loss of 0. Called from that loop, it is deferred:
+        :meth:`train_one_epoch` logs the epoch's totals instead, those :attr:`history`
+        records (over every rank's batches, skipped ones left out). Called otherwise, it
+        logs what it is given."""
+        if self._epoch_log is not None:
+            self._epoch_log = "asked"
+            return
+        super().log_training(epoch=epoch, time=time, avg_loss=avg_loss, train_err=train_err,
+                             avg_lasso_loss=avg_lasso_loss, lr=lr)
 
     def _step_plateau(self, scheduler):
         """Step ``scheduler`` (a ``ReduceLROnPlateau``) where upstream's epoch loop steps it.
@@ -704,7 +731,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             epoch=epoch, phase=self.phase_index, precision=mode, autocast=self.autocast_enabled,
             stabilizer=stabilizer, half_dtype=_dtype_name((self._half_dtypes() or [self._layer_half_dtype()])[0]),
             train_loss=float(avg_loss), train_err=float(train_err), lr=float(lr), skipped_steps=skipped,
-            loss_scale=self.scaler.get_scale(), epoch_time=epoch_time, **self._auto_records(), **memory))
+            loss_scale=self.scaler.get_scale(), epoch_time=epoch_time,
+            world_size=distributed.world_size() if isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
+            else 1, **self._auto_records(), **memory))
         if self._bar is not None:
             self._bar.set_postfix(phase=mode, loss=f"{avg_loss:.4g}", skipped=skipped,
                                   scale=f"{self.scaler.get_scale():g}", refresh=False)
@@ -896,9 +925,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         self.phase_index, self.phase = None, None  # set by the first epoch's on_epoch_start
         # without a schedule upstream's flag decides; with one, each phase
         self.autocast_enabled = bool(self.mixed_precision) and self.precision_schedule is None
-        # the "auto" re-check's (AutoPrecisionPhases): a decision left here would be taken for
-        # the new run's phase of the same index instead of measuring it
-        self.auto_decisions, self._auto, self._auto_check = [], None, None
+        # a decision left here would be taken for the new run's phase of the same index
+        self._reset_auto_precision()
         # the scaler in place (a caller may hold it, or have set its settings): settings kept
         self.scaler.reset()
         self._epoch_stats = self._fresh_epoch_stats()  # filled by train_one_batch / _guarded_step
