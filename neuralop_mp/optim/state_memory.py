@@ -51,7 +51,7 @@ def compression_saves_memory(param, group, projector):
     the plain AdamW moments the group would keep for it (:func:`plain_state_bytes`).
 
     Not so for a weight with a long and a short mode at a high rank (a CP factor of 64 x 629
-    keeps a 629 x 315 factor at the default rank) or for a rank 1.0 without a sparse part:
+    keeps a 629 x 314 factor at the default rank) or for a rank 1.0 without a sparse part:
     such a weight gets plain moments."""
     shape, dtype = tuple(param.shape), compute_dtype(param)
     return (compressed_state_bytes(shape, dtype, group, projector)

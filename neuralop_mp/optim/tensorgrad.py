@@ -77,7 +77,7 @@ class TensorGRaD(Optimizer):
     has at least ``min_params`` entries (and is not empty), at least two modes longer than 1,
     and its compressed state (moments, factors, indices) would be smaller than plain AdamW
     moments: otherwise compressing it costs memory (a CP factor of 64 x 629 at the default
-    rank keeps a 629 x 315 factor) and it gets plain AdamW moments (counted by
+    rank keeps a 629 x 314 factor) and it gets plain AdamW moments (counted by
     :meth:`memory_report` as ``kept_plain``). The decision is cached in ``state[p]["compressed"]``.
 
     On a refresh, sparse moments are reset by default (``reset_sparse_moments=True``)

@@ -51,8 +51,11 @@ def _unfold(x, mode):
 
 
 def _add_gram(gram, x, mode):
-    unfolding = _unfold(x, mode)
-    gram += (unfolding @ unfolding.conj().transpose(0, 1)).to(gram.dtype)
+    # the product in the Gram's double precision, not only its sum: A A^H squares the
+    # condition number, and in single precision a direction whose singular value is below
+    # ~3e-4 of the largest would come out arbitrary (one chunk's double copy at a time)
+    unfolding = _unfold(x, mode).to(gram.dtype)
+    gram += unfolding @ unfolding.conj().transpose(0, 1)
 
 
 def gram(source, mode, factors):
@@ -95,10 +98,19 @@ def gram(source, mode, factors):
 
 
 def leading_eigenvectors(gram_matrix, rank, dtype):
-    """The ``rank`` leading eigenvectors of a Hermitian Gram matrix (columns, descending)."""
+    """The ``rank`` leading eigenvectors of a Hermitian Gram matrix (columns, descending),
+    each with its largest-magnitude entry real and positive.
+
+    The phase (sign) of an eigenvector is arbitrary, and how ``eigh`` picks it may differ
+    between devices and libraries; a cold-start basis carries its phases into the moments
+    and, through the alignment of later refreshes, into the whole run, so they are fixed
+    here from the vectors themselves.
+    """
     _, vectors = torch.linalg.eigh(gram_matrix)
     # eigh sorts ascending: the leading eigenvectors are the last columns
-    return vectors[:, -rank:].flip(-1).to(dtype)
+    vectors = vectors[:, -rank:].flip(-1)
+    pivot = vectors.gather(0, vectors.abs().argmax(0, keepdim=True))  # nonzero: unit columns
+    return (vectors * (pivot.conj() / pivot.abs())).to(dtype)
 
 
 def compute_factors(source, ranks, modes, previous=None, n_iter=1):

@@ -44,14 +44,12 @@ def _leading_eigenvectors(unfolding, rank):
 
     ``U U^H`` of an unfolding is ``d x d`` with ``d`` a mode size (at most a few
     hundred), so an eigen-decomposition of it is far cheaper than an SVD of the
-    ``d x (numel / d)`` unfolding. It runs in double precision because forming the
-    Gram matrix squares the condition number.
+    ``d x (numel / d)`` unfolding. The Gram matrix is formed in double precision
+    because forming it squares the condition number; phases as
+    :func:`~neuralop_mp.optim.tucker_chunks.leading_eigenvectors` fixes them.
     """
-    gram = unfolding @ unfolding.conj().transpose(0, 1)
-    wide = torch.complex128 if gram.is_complex() else torch.float64
-    _, vectors = torch.linalg.eigh(gram.to(wide))
-    # eigh sorts ascending: the leading eigenvectors are the last columns
-    return vectors[:, -rank:].flip(-1).to(unfolding.dtype)
+    wide = unfolding.to(torch.complex128 if unfolding.is_complex() else torch.float64)
+    return tucker_chunks.leading_eigenvectors(wide @ wide.conj().transpose(0, 1), rank, unfolding.dtype)
 
 
 def _unfold(x, mode):

@@ -187,11 +187,15 @@ def test_one_step_matches_float64_tensorgrad(monkeypatch):
     residual = g64.clone().reshape(-1)
     residual[basis["indices"].long()] = 0
     residual = residual.reshape(SHAPE)
-    factors = {k: torch.linalg.eigh(_unfold(residual, k) @ _unfold(residual, k).conj().T)[1][:, -ranks[k]:]
-               for k in range(4)}
+    def leading(unfolding, rank):
+        # the eigenvectors' phases fixed as documented: each one's largest-magnitude entry real, > 0
+        vectors = torch.linalg.eigh(unfolding @ unfolding.conj().T)[1][:, -rank:]
+        pivot = vectors[vectors.abs().argmax(0), torch.arange(rank)]
+        return vectors * pivot.conj() / pivot.abs()
+
+    factors = {k: leading(_unfold(residual, k), ranks[k]) for k in range(4)}
     for k in range(4):
-        partial = _unfold(_contract64(residual, {j: u for j, u in factors.items() if j != k}), k)
-        factors[k] = torch.linalg.eigh(partial @ partial.conj().T)[1][:, -ranks[k]:]
+        factors[k] = leading(_unfold(_contract64(residual, {j: u for j, u in factors.items() if j != k}), k), ranks[k])
 
     def first_adam(x):
         real = torch.view_as_real(x)

@@ -25,7 +25,7 @@ def _stepped(model, optimizer):
 
 
 def test_cp_factorized_tfno_keeps_no_more_state_than_adamw():
-    # its CP factors (64 x 629 ...) at the default "core" rank 0.25 would keep a 629 x 315
+    # its CP factors (64 x 629 ...) at the default "core" rank 0.25 would keep a 629 x 314
     # factor each: 3.6x AdamW's state in all. Kept plain, the state is AdamW's moments and
     # 13 bytes of counters (step, flag, seed) per parameter
     model = _cp_tfno()
@@ -91,7 +91,7 @@ CASES = [
     ((6, 5, 4, 3), torch.complex32, {"state_dtype": "bfloat16", "reset_sparse_moments": False}),
     ((40, 30), torch.float32, {}),
     ((40, 30), torch.float32, {"rank": 0.5}),
-    ((17, 629), torch.complex64, {}),  # a CP factor: a 629 x 315 factor
+    ((17, 629), torch.complex64, {}),  # a CP factor: a 629 x 314 factor
     ((17, 629), torch.complex64, {"rank_convention": "params", "sparse_ratio": None, "order": "lowrank_first"}),
     ((8, 9, 10), torch.float32, {"sparse_type": "structured", "sparse_mode": 1, "rank": (3, 9, 4)}),
     ((8, 9, 10), torch.complex64, {"rank": None, "sparse_ratio": 0.3}),
