@@ -16,6 +16,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from .option_check import load_checked
+
 PROG = "neuralop-mp"
 
 COMMANDS = {
@@ -143,53 +145,6 @@ def _pop_flags(args, flags):
             raise ValueError(f"Missing value for option {name} ({flags[name]}).")
         found[name] = values if name == "--res" else values[0]
     return found, rest
-
-
-def _check_options(args, source, spec, flags, base=()):
-    """Every ``--key`` of ``args`` is a config key of ``source`` (the config that ``spec`` names,
-    resolved) or one of ``flags``, else a did-you-mean.
-
-    The keys are those of ``source`` with the section classes that ``base`` (overrides applied
-    before ``args``: a run's recorded ones) and ``args`` select, e.g. ``--model UNOConfig``
-    makes ``--model.uno_out_channels`` a key: the rule of ``load_config``
-    (:func:`~neuralop_mp.configs.loading.select_sections`), on what can be read of a
-    command line that may not parse.
-    """
-    from .configs import config_keys
-    from .configs.loading import parse_overrides, select_sections
-
-    config, _ = select_sections(source, parse_overrides([*base, *args], lenient=True))
-    known = {f"--{k}" for k in config_keys(config)} | set(flags)
-    for arg in args:
-        name = arg.partition("=")[0]
-        if name.startswith("--") and name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.8)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise ValueError(f"Unknown option {name}.{hint} Options: {', '.join(sorted(flags))} and the "
-                             f"config keys (`{PROG} train {spec} --help` lists them).")
-
-
-def _load_checked(build, args, spec, flags, base=()):
-    """``build(source)``: the config of ``spec`` (``source``, the config class it names) with the
-    overrides ``base`` then the ``--key value`` ``args``; when it fails, an unknown ``--key`` of
-    ``args`` (neither a config key nor one of ``flags``: :func:`_check_options`) is said first,
-    whatever else is wrong: a misspelled key or a run option given a value explains most configs
-    that do not load.
-
-    ``spec`` is resolved once, for both: a config file runs once (its own error is raised from
-    here, with no option check, as no key of it can be read).
-
-    A config that loads has no unknown option to say: each ``--`` token of ``args`` was read
-    as a key that ``load_config`` checked (``parse_overrides`` reads none as a value).
-    """
-    from .configs import resolve_config
-
-    source = resolve_config(spec)
-    try:
-        return build(source)
-    except Exception:
-        _check_options(args, source, spec, flags, base=base)
-        raise
 
 
 def _absolute_spec(spec):
@@ -361,7 +316,7 @@ def train_command(argv):
                 _check_resume_model(resume, config, load_config(source, recorded["overrides"]), given)
             return config, parsed
 
-        config, parsed = _load_checked(build, overrides, spec, TRAIN_FLAGS)
+        config, parsed = load_checked(build, overrides, spec, TRAIN_FLAGS)
         threads = resolve_threads(flags.get("--threads"))
         cpu_allocator = check_choice("--cpu-allocator", flags.get("--cpu-allocator", DEFAULT_CPU_ALLOCATOR),
                                      CPU_ALLOCATOR_MODES)
@@ -589,7 +544,7 @@ def eval_command(argv):
         source = config_source(folder, flags.get("--config"))
         spec = source.spec
         # built once, and evaluated with; the option check runs only if the build fails
-        config = _load_checked(lambda resolved: eval_config(source._replace(spec=resolved), overrides,
+        config = load_checked(lambda resolved: eval_config(source._replace(spec=resolved), overrides,
                                                             flags.get("--res")),
                                overrides, source.spec, EVAL_FLAGS, base=source.overrides)
         threads = flags.get("--threads")

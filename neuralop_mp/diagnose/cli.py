@@ -113,10 +113,10 @@ def _option_names():
 def _load_config(target, overrides):
     """The config ``target`` names with ``overrides``; an unknown ``--option`` (neither a config
     key nor one of diagnose's) is said as such, with close matches, as ``train`` says it."""
-    from ..cli import _load_checked
+    from ..option_check import load_checked
     from ..configs import load_config
 
-    return _load_checked(lambda source: load_config(source, overrides), overrides, target, _option_names())
+    return load_checked(lambda source: load_config(source, overrides), overrides, target, _option_names())
 
 
 def _load(args, overrides):

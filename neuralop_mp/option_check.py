@@ -1,0 +1,51 @@
+"""Command-line overrides checked against a config's keys: an unknown ``--key`` is named,
+with close matches, before whatever else a config that does not load reports. Used by
+``neuralop-mp train``, ``eval`` and ``diagnose``."""
+import difflib
+
+
+def check_options(args, source, spec, flags, base=()):
+    """Every ``--key`` of ``args`` is a config key of ``source`` (the config that ``spec`` names,
+    resolved) or one of ``flags``, else a did-you-mean.
+
+    The keys are those of ``source`` with the section classes that ``base`` (overrides applied
+    before ``args``: a run's recorded ones) and ``args`` select, e.g. ``--model UNOConfig``
+    makes ``--model.uno_out_channels`` a key: the rule of ``load_config``
+    (:func:`~neuralop_mp.configs.loading.select_sections`), on what can be read of a
+    command line that may not parse.
+    """
+    from .configs import config_keys
+    from .configs.loading import parse_overrides, select_sections
+
+    config, _ = select_sections(source, parse_overrides([*base, *args], lenient=True))
+    known = {f"--{k}" for k in config_keys(config)} | set(flags)
+    for arg in args:
+        name = arg.partition("=")[0]
+        if name.startswith("--") and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.8)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ValueError(f"Unknown option {name}.{hint} Options: {', '.join(sorted(flags))} and the "
+                             f"config keys (`neuralop-mp train {spec} --help` lists them).")
+
+
+def load_checked(build, args, spec, flags, base=()):
+    """``build(source)``: the config of ``spec`` (``source``, the config class it names) with the
+    overrides ``base`` then the ``--key value`` ``args``; when it fails, an unknown ``--key`` of
+    ``args`` (neither a config key nor one of ``flags``: :func:`check_options`) is said first,
+    whatever else is wrong: a misspelled key or a run option given a value explains most configs
+    that do not load.
+
+    ``spec`` is resolved once, for both: a config file runs once (its own error is raised from
+    here, with no option check, as no key of it can be read).
+
+    A config that loads has no unknown option to say: each ``--`` token of ``args`` was read
+    as a key that ``load_config`` checked (``parse_overrides`` reads none as a value).
+    """
+    from .configs import resolve_config
+
+    source = resolve_config(spec)
+    try:
+        return build(source)
+    except Exception:
+        check_options(args, source, spec, flags, base=base)
+        raise
