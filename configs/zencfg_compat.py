@@ -12,7 +12,7 @@ versions differ where we read configs:
   the public, non-callable class attributes, and ``to_dict()`` returns a
   ``Bunch`` whose attribute access raises ``KeyError`` (not ``AttributeError``)
   for a missing key, so ``hasattr(bunch, "to_dict")`` raises, and which turns the
-  strings "None"/"none" into None.
+  strings "None"/"none" into None (:func:`section_dict` does so for 1.0's too).
 
 Every function here takes either version's objects, and plain dicts.
 """
@@ -84,11 +84,23 @@ def field_names(config):
     return list(config_fields(config))
 
 
+# the strings zencfg 0.7's Bunch reads as None (its __init__, at every level of nested dicts, not in lists)
+_NONE_STRINGS = ("None", "none")
+
+
+def _is_zencfg_dict(value):
+    """A zencfg ``Bunch`` (``to_dict()``'s result, either version), not a plain dict."""
+    return isinstance(value, dict) and type(value).__module__.split(".")[0] == "zencfg"
+
+
 def section_dict(value):
     """A config section (zencfg config, Bunch, dict or plain object) as a plain dict.
 
     Nested sections become plain dicts too; zencfg's ``_config_name`` keys are
-    dropped. None stays None.
+    dropped. None stays None. In a zencfg config or Bunch the strings "None" and
+    "none" become None, as zencfg 0.7's ``Bunch`` turns them (upstream's configs write
+    ``factorization: str = "None"``); 1.0's keeps them, so both read alike. A plain
+    dict's strings stay as they are.
     """
     if value is None:
         return None
@@ -96,8 +108,10 @@ def section_dict(value):
         value = value.to_dict()
     elif not isinstance(value, dict):
         value = {k: v for k, v in vars(value).items() if not k.startswith("_")}
+    zencfg_dict = _is_zencfg_dict(value)
     return {
-        k: (section_dict(v) if isinstance(v, dict) or is_config(v) else v)
+        k: (section_dict(v) if isinstance(v, dict) or is_config(v)
+            else None if zencfg_dict and isinstance(v, str) and v in _NONE_STRINGS else v)
         for k, v in value.items() if k != CONFIG_NAME_KEY
     }
 

@@ -92,16 +92,20 @@ def burgers_root(tmp_path_factory):
     return root
 
 
-def _assert_ran_with_plugin(report, *, epochs, phases, dataset, root, optimizer_class="AdamW",
+def _assert_ran_with_plugin(report, *, epochs, phases, dataset, root, optimizer_class=None,
                             layer="MixedPrecisionSpectralConv"):
-    """The plugin's layer, trainer, optimizer and offline data were used; every epoch ran, metrics finite."""
+    """The plugin's layer, trainer, optimizer (``optimizer_class``; None: upstream's AdamW kept, as
+    without --mp.optimizer) and offline data were used; every epoch ran, metrics finite."""
     assert not activation.is_enabled()
     report = report if isinstance(report, dict) else report.to_dict()
     (model,) = report["models"]
     assert model["layer_types"] == [layer]
-    (optimizer,) = report["optimizers"]
-    assert optimizer["replaced"] == "neuralop.training.adamw.AdamW"
-    assert optimizer["class"] == optimizer_class and optimizer["model_matched"]
+    if optimizer_class is None:
+        assert report["optimizers"] == []
+    else:
+        (optimizer,) = report["optimizers"]
+        assert optimizer["replaced"] == "neuralop.training.adamw.AdamW"
+        assert optimizer["class"] == optimizer_class and optimizer["model_matched"]
     (trainer,) = report["trainers"]
     assert trainer["bases"][0] == "MixedPrecisionTrainer"
     history = trainer["history"]
@@ -132,8 +136,13 @@ def test_upstream_train_darcy_in_mixed_precision(in_scripts, darcy_root, no_netw
     assert result.report.models[0]["precision"]["mode"] == "mixed"
     assert no_network == []
     out = capsys.readouterr().out
-    assert out.index("intercepting get_model; Trainer; AdamW; load_darcy_flow_small") < out.index(
+    assert out.index("intercepting get_model; Trainer; AdamW kept as upstream's; load_darcy_flow_small") < out.index(
         "neuralop-mp summary")
+    summary = out.split("neuralop-mp summary")[1]
+    half = "float16" if torch.cuda.is_available() else "bfloat16"  # upstream's script trains on the GPU if any
+    assert f"precision phases: mixed+autocast in {half} (epochs 0-1)" in summary, summary
+    assert f"precision as run: mixed: fp32 FFT, {half} contraction" in summary, summary
+    assert "optimizer: the script's own (upstream neuralop.training.AdamW is kept" in summary, summary
 
 
 def test_upstream_train_darcy_runs_the_pointwise_work_in_tiles_where_they_engage(in_scripts, darcy_root, no_network,
@@ -192,7 +201,12 @@ def test_upstream_train_darcy_with_tensorgrad_and_a_precision_schedule(in_script
     history = result.report.trainers[0]["history"]
     assert [h["autocast"] for h in history] == [True, True, False]
     assert no_network == []
-    assert "precision phases: half (epoch 0), mixed (epoch 1), full (epoch 2)" in capsys.readouterr().out
+    half = "float16" if torch.cuda.is_available() else "bfloat16"  # upstream's script trains on the GPU if any
+    out = capsys.readouterr().out
+    assert (f"precision phases: half+autocast in {half} (epoch 0), mixed+autocast in {half} (epoch 1), "
+            "full (epoch 2)") in out, out
+    assert ("optimizer: upstream neuralop.training.AdamW replaced by TensorGRaD (tensorgrad) because "
+            "--mp.optimizer=tensorgrad") in out, out
 
 
 @pytest.mark.parametrize("precision", ["full", "half"])

@@ -10,11 +10,15 @@ upstream training script uses to build its model, trainer, optimizer and data:
 * ``neuralop.Trainer`` (also ``neuralop.training.Trainer`` and
   ``neuralop.training.trainer.Trainer``) becomes a subclass of
   :class:`~neuralop_mp.MixedPrecisionTrainer` bound to the requested schedule;
-* ``neuralop.training.AdamW`` (what upstream's scripts import) builds the
-  optimizer through :func:`neuralop_mp.optim.factory.create_optimizer`. The
-  stand-in is a subclass of upstream's class: ``isinstance`` with it holds for
-  upstream's optimizers, and a class that subclasses it keeps its own
-  ``__init__``. ``torch.optim`` is never touched;
+* ``neuralop.training.AdamW`` (what upstream's scripts import), only where an
+  option needs the plugin's optimizer (:func:`optimizer_replacement_reason`:
+  ``optimizer``, or complex32 spectral weights, which upstream's AdamW cannot
+  step), builds the optimizer through
+  :func:`neuralop_mp.optim.factory.create_optimizer`. The stand-in is a subclass
+  of upstream's class: while the activation lasts, ``isinstance`` with it holds for
+  upstream's optimizers and for the ones it built, and a class that subclasses it
+  keeps its own ``__init__``. Without such an option upstream's class stays, with
+  its own defaults and update. ``torch.optim`` is never touched;
 * ``neuralop.training.setup`` (what the scripts call first) joins the process
   group ``torchrun`` describes, on CPUs (gloo) as on GPUs (nccl), when the
   script's ``distributed.use_distributed`` is set
@@ -171,6 +175,11 @@ def _validated_options(options, prefix=""):
     for key, value in optimizer_options.items():
         check_choice("optimizer option", key, OPTIMIZER_OPTION_KEYS)
         _OPTIONS_BY_FIELD[key].check(name(key), value)  # TensorGRaD's own check, now rather than at the first step
+    if optimizer_options and optimizer is None:  # upstream's AdamW is kept: nothing would read them
+        compressing = [kind for kind in OPTIMIZER_KINDS if kind != "adamw"]
+        raise ValueError(f"{', '.join(name(key) for key in optimizer_options)} set(s) TensorGRaD settings, which "
+                         f"only {name('optimizer')} {'|'.join(compressing)} reads, and no {name('optimizer')} is "
+                         "given; add it, or leave them out.")
     loss_scaling = options["loss_scaling"]
     if loss_scaling is not None:
         _normalize_loss_scaling(loss_scaling, key=name("loss_scaling"))  # the trainer's check
@@ -201,6 +210,25 @@ def _validated_options(options, prefix=""):
         offline=bool(options["offline"]) if options["offline"] in (None, 0, 1) else normalize_flag(
             options["offline"], name("offline")),
     )
+
+
+def optimizer_replacement_reason(options, prefix=""):
+    """Why the activation replaces ``neuralop.training.AdamW``, in words, or None when it keeps it.
+
+    Upstream's AdamW (``eps=1e-6``, ``correct_bias``, its own update and state keys) is kept
+    unless an option needs the plugin's optimizer factory: an ``optimizer`` kind, or
+    complex32 spectral weights, whose moments upstream's AdamW would keep in complex32 (it
+    cannot even step them on CPU: no complex32 ``sqrt``), where the factory's "adamw" keeps
+    them in float32. ``update_in_backward``, loss scaling and the schedules work with
+    upstream's AdamW. ``options`` are :func:`_validated_options`' for ``prefix``, which
+    names them as the caller wrote them (``--mp.`` on the command line).
+    """
+    if options.get("optimizer") is not None:
+        return f"{prefix}optimizer={options['optimizer']}"
+    if options.get("spectral_weight_dtype") == "complex32":
+        return (f"{prefix}spectral_weight_dtype=complex32 (upstream's AdamW would keep complex32 moments, "
+                "and cannot step them on CPU)")
+    return None
 
 
 def is_enabled():
@@ -248,9 +276,12 @@ def enable(
         Storage of the spectral weights (and their gradients) of models built
         through ``neuralop.get_model``; "complex32" is TensorGRaD's half recipe.
     optimizer : {"adamw", "tensorgrad", "galore", "sparse"}, optional
-        Kind of optimizer built in place of ``neuralop.training.AdamW`` (always
-        replaced, by "adamw" when no kind is given). ``torch.optim``'s classes are
-        never replaced: an optimizer a script builds from them is kept.
+        Kind of optimizer built in place of ``neuralop.training.AdamW``. Without it
+        upstream's AdamW is kept (its ``eps=1e-6``, ``correct_bias`` and update), unless
+        ``spectral_weight_dtype="complex32"``, whose weights upstream's AdamW cannot step:
+        then it is replaced by "adamw" (:func:`optimizer_replacement_reason`).
+        ``torch.optim``'s classes are never replaced: an optimizer a script builds
+        from them is kept.
     optimizer_options : dict, optional
         Factory settings such as ``tensorgrad_rank`` (see ``OPTIMIZER_OPTION_KEYS``).
     loss_scaling : str, optional
@@ -308,8 +339,9 @@ def _activate(options, prefix=""):
     if stabilizer_warning:  # the same message as `neuralop-mp train`'s for model.stabilizer
         report.note(stabilizer_warning)
     patches = AttributePatches()
+    reason = optimizer_replacement_reason(options, prefix)
     try:
-        get_model = intercept.make_get_model(options, report, parts)
+        get_model = intercept.make_get_model(options, report, parts, keeps_upstream_adamw=reason is None)
         for module, name in GET_MODEL_SITES:
             patches.set_module_attr(module, name, get_model)
 
@@ -317,11 +349,12 @@ def _activate(options, prefix=""):
         for module, name in TRAINER_SITES:
             patches.set_module_attr(module, name, trainer_cls)
 
-        kind = options["optimizer"] or "adamw"
-        original = getattr(import_module(NEURALOP_ADAMW_SITES[0][0]), NEURALOP_ADAMW_SITES[0][1])
-        replacement = intercept.make_optimizer_class(original, kind, options, report, parts)
-        for module, name in NEURALOP_ADAMW_SITES:
-            patches.set_module_attr(module, name, replacement)
+        if reason is not None:  # otherwise the script's own AdamW is upstream's, untouched
+            kind = options["optimizer"] or "adamw"
+            original = getattr(import_module(NEURALOP_ADAMW_SITES[0][0]), NEURALOP_ADAMW_SITES[0][1])
+            replacement = intercept.make_optimizer_class(original, kind, options, report, parts, reason=reason)
+            for module, name in NEURALOP_ADAMW_SITES:
+                patches.set_module_attr(module, name, replacement)
 
         from .distributed_setup import make_setup
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..run_setup import RunSetupError, check_output_file, check_update_in_backward_launch
 from ..training.distributed import launch_rank
 from ..vocabulary import none_if_null, normalize_flag, plain_text
-from .activation import _enable_keywords, _enabled_checked, _validated_options
+from .activation import _enable_keywords, _enabled_checked, _validated_options, optimizer_replacement_reason
 from .static_check import describe_plan, scan_source, start_warnings
 from .summary import format_summary
 from .upstream_scripts import refusal_reason
@@ -311,7 +311,8 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
     is_printer = launch_rank() == 0
     if is_printer:
         print(f"neuralop-mp run: {path} with the plugin enabled ({shown})", file=out)
-        print(f"neuralop-mp run: intercepting {describe_plan(scan)}", file=out)
+        replaces_optimizer = optimizer_replacement_reason(checked) is not None
+        print(f"neuralop-mp run: intercepting {describe_plan(scan, replaces_optimizer)}", file=out)
 
     script_dir = path.resolve().parent
     saved_argv, saved_path = sys.argv[:], sys.path[:]

@@ -79,8 +79,13 @@ def plugin_config(config, options):
     return built
 
 
-def make_get_model(options, report, parts):
-    """A ``get_model(config)`` that builds through :func:`neuralop_mp.get_model`."""
+def make_get_model(options, report, parts, keeps_upstream_adamw=False):
+    """A ``get_model(config)`` that builds through :func:`neuralop_mp.get_model`.
+
+    With ``keeps_upstream_adamw`` (the activation leaves ``neuralop.training.AdamW`` as it
+    is), a model whose complex32 spectral weights come from the script's own config gets
+    a note: upstream's AdamW cannot step them.
+    """
 
     def get_model(config):
         report.reached = True
@@ -88,7 +93,14 @@ def make_get_model(options, report, parts):
         # the same steps as `neuralop-mp train`: the precision keys parsed once, then the model
         policy = build_steps.precision_policy(built)
         model = build_steps.build_model(built, policy, get_model=parts.get_model)
-        report.record_model(model, arch=str(built["model"].get("model_arch", "")))
+        entry = report.record_model(model, arch=str(built["model"].get("model_arch", "")))
+        if keeps_upstream_adamw and entry.get("spectral_weight_dtype") == "complex32":
+            report.note(
+                "the model has complex32 spectral weights (the script's model.spectral_weight_dtype), which "
+                "upstream's neuralop.training.AdamW, kept without an optimizer option, cannot step (complex32 "
+                "moments; no complex32 sqrt on CPU): ask for the spectral weight dtype or an optimizer through "
+                "the plugin (--mp.spectral_weight_dtype complex32, --mp.optimizer adamw) so that the plugin's "
+                "optimizer replaces it.")
         return model
 
     get_model.__doc__ = (
@@ -156,9 +168,47 @@ def make_trainer_class(options, report, parts):
                 report.note(self.overruled_autocast)
             report.record_trainer(self, schedule=kwargs["precision_schedule"])
 
+        # Each train() call starts a new history list (a resume then fills it with the saved one):
+        # the report keeps the epochs of the list that is replaced, and finish() those of the last.
+        # A property rather than a train() wrapper, whose frame would stand between the script's
+        # line and the warnings train() points at it.
+        @property
+        def history(self):
+            return self.__dict__.get("_history_of_this_run", [])
+
+        @history.setter
+        def history(self, value):
+            report.record_train_call(self, self.__dict__.get("_history_of_this_run"))
+            self.__dict__["_history_of_this_run"] = value
+
+        def checkpoint(self, save_dir):
+            # upstream's Trainer writes the model's constructor arguments beside its weights
+            # (BaseModel.save_checkpoint): its scripts rebuild the model with Model.from_checkpoint
+            super().checkpoint(save_dir)
+            save_model_metadata_beside(save_dir, self.model)
+
     Trainer.__module__ = __name__
     Trainer.__qualname__ = "Trainer"
     return Trainer
+
+
+def save_model_metadata_beside(save_dir, model):
+    """``{name}_metadata.pkl`` beside the model weights a trainer's checkpoint wrote into
+    ``save_dir`` (``best_model`` or ``model``, upstream's names), by the process that writes
+    checkpoints (local rank 0); nothing where no checkpoint is there yet (``save_best``
+    skipped a worse epoch before any better one) or the model records no constructor
+    arguments."""
+    import neuralop.mpu.comm as comm
+
+    from ..training import checkpointing
+
+    if comm.get_local_rank() != 0:
+        return None
+    try:
+        name = checkpointing.checkpoint_name(save_dir)
+    except checkpointing.CheckpointError:  # no weights saved there yet
+        return None
+    return checkpointing.save_model_metadata(save_dir, name, model)
 
 
 def _bind(replaced, args, kwargs):
@@ -211,7 +261,7 @@ class _StandInType(type):
         return isinstance(obj, cls.replaced) or obj in cls.built
 
 
-def make_optimizer_class(replaced, kind, options, report, parts):
+def make_optimizer_class(replaced, kind, options, report, parts, reason=None):
     """A stand-in for optimizer class ``replaced`` that builds a factory optimizer of ``kind``.
 
     Calling it with the replaced class's arguments (``params, lr, betas,
@@ -223,6 +273,8 @@ def make_optimizer_class(replaced, kind, options, report, parts):
 
     The stand-in is a subclass of ``replaced``: a class deriving from it (defined
     while the plugin is active) is built as itself, with its own ``__init__``.
+    ``reason`` (the option that asked for the replacement, in words) goes to the report
+    with each optimizer built.
     """
     defaults = {
         name: p.default
@@ -271,7 +323,7 @@ def make_optimizer_class(replaced, kind, options, report, parts):
             finally:
                 _building.active = False
             OptimizerStandIn.built.add(optimizer)
-            report.record_optimizer(optimizer, replaced, kind, model_matched=model is not None)
+            report.record_optimizer(optimizer, replaced, kind, model_matched=model is not None, reason=reason)
             return optimizer
 
     OptimizerStandIn.__name__ = OptimizerStandIn.__qualname__ = replaced.__name__

@@ -28,13 +28,17 @@ class ActivationReport:
         ``model_class``, ``layer_types`` (spectral layer classes inside it),
         ``precision`` (mode, half dtype, stabilizer) when it has our layer; after
         :meth:`finish`, ``pointwise_work`` (pointwise tiles, as the summary shows them)
-        for a model still alive then.
+        and ``device`` (where its parameters are) for a model still alive then.
     trainers : list of dict
-        One entry per trainer created: ``class``, ``bases``, ``schedule``,
-        and after :meth:`finish`, ``history`` (the trainer's per-epoch records).
+        One entry per trainer created: ``class``, ``bases``, ``schedule``, ``device``,
+        ``calls`` (one entry per ``train()`` call that trained: its ``history``, per-epoch
+        records), and after :meth:`finish`, ``history`` (the epochs of every call, in order;
+        a call that resumed from a checkpoint an earlier call saved adds only the epochs it
+        trained).
     optimizers : list of dict
         One entry per optimizer built in place of the script's: ``replaced``
-        (the class the script called), ``kind``, ``class``, ``model_matched``.
+        (the class the script called), ``kind``, ``class``, ``model_matched``,
+        ``reason`` (the option that asked for the replacement).
     datasets : list of dict
         One entry per dataset read offline: ``dataset``, ``root``, ``files``,
         ``download_requested``.
@@ -93,18 +97,35 @@ class ActivationReport:
             "class": type(trainer).__name__,
             "bases": [c.__name__ for c in type(trainer).__mro__[1:-1]],
             "schedule": None if schedule is None else str(schedule),
+            "device": None if getattr(trainer, "device", None) is None else str(trainer.device),
+            "calls": [],
             "history": None,
         }
         self.trainers.append(entry)
         self._trainer_refs.append((entry, trainer))  # strong until finish(): history is read then
         return entry
 
-    def record_optimizer(self, optimizer, replaced, kind, model_matched):
+    def record_train_call(self, trainer, history):
+        """Record the ``history`` of one ``train()`` call of ``trainer`` (its per-epoch records,
+        when a new call replaces them or the activation finishes): each call starts a new
+        history, which would hide the earlier calls' epochs from the report. Records already
+        recorded (a resume restores those of the run it continues, which an earlier call of this
+        activation may have trained) are counted once; a call that adds none is not recorded."""
+        for entry, recorded in self._trainer_refs:
+            if recorded is trainer:
+                earlier = [h for t in self.trainers for call in t["calls"] for h in call["history"]]
+                new = [dict(h) for h in history or [] if h not in earlier]
+                if new:
+                    entry["calls"].append({"history": new})
+                return
+
+    def record_optimizer(self, optimizer, replaced, kind, model_matched, reason=None):
         entry = {
             "replaced": f"{replaced.__module__}.{replaced.__qualname__}",
             "kind": kind,
             "class": type(optimizer).__name__,
             "model_matched": model_matched,
+            "reason": reason,
         }
         self.optimizers.append(entry)
         return entry
@@ -146,9 +167,10 @@ class ActivationReport:
 
     def finish(self):
         """Copy the trainers' histories and drop every reference to them."""
+        for entry, trainer in self._trainer_refs:  # the last call's history, which no later call replaced
+            self.record_train_call(trainer, getattr(trainer, "history", None))
         for entry, trainer in self._trainer_refs:
-            history = getattr(trainer, "history", None)
-            entry["history"] = [dict(h) for h in history] if history else []
+            entry["history"] = [h for call in entry["calls"] for h in call["history"]]
         self._trainer_refs = []
         from ..models.pointwise_tiles import describe_pointwise_tiles
 
@@ -156,6 +178,7 @@ class ActivationReport:
             model = ref()
             if model is not None:  # as `neuralop-mp train` reports it: tiles on CPU, and the last forward's count
                 entry["pointwise_work"] = describe_pointwise_tiles(model)
+                entry["device"] = next((str(p.device) for p in model.parameters()), None)
         if self.elapsed is None:
             self.elapsed = time.perf_counter() - self.started
 
@@ -164,8 +187,9 @@ class ActivationReport:
         seen = []
         for entry, trainer in self._trainer_refs or [(t, None) for t in self.trainers]:
             history = entry.get("history")
-            if history is None and trainer is not None:
-                history = getattr(trainer, "history", None)
+            if history is None:  # before finish(): the calls recorded, then the one under way
+                history = [h for call in entry["calls"] for h in call["history"]] + list(
+                    getattr(trainer, "history", None) or [])
             for h in history or []:
                 mode = h.get("precision")
                 if mode is not None and (not seen or seen[-1] != mode):

@@ -157,12 +157,17 @@ def start_warnings(scan, options):
     return warnings
 
 
-def describe_plan(scan):
-    """One line naming what the plugin will intercept in this script."""
+def describe_plan(scan, replaces_optimizer=True):
+    """One line naming what the plugin will intercept in this script; without
+    ``replaces_optimizer`` (no option needs the plugin's optimizer) the script's
+    ``neuralop.training.AdamW`` is said to be kept as upstream's."""
     parts = []
     parts.append("get_model" if scan.uses_get_model else "no get_model")
     parts.append("Trainer" if scan.uses_trainer else "no Trainer")
     reachable = sorted({o.rpartition(".")[2] for o in scan.replaceable_optimizers})
-    parts.append(", ".join(reachable) if reachable else "no neuralop AdamW")
+    if reachable and not replaces_optimizer:
+        parts.append(f"{', '.join(reachable)} kept as upstream's")
+    else:
+        parts.append(", ".join(reachable) if reachable else "no neuralop AdamW")
     parts.append(", ".join(scan.loaders) if scan.loaders else "no upstream loader")
     return "; ".join(parts)

@@ -1,7 +1,15 @@
-"""The text ``neuralop-mp run`` prints after the script: what ran, in which precision, at what cost."""
+"""The text ``neuralop-mp run`` prints after the script: what ran, in which precision, at what cost.
+
+The precision is told as ``neuralop-mp train`` tells it (the same functions): each phase with
+its autocast and resolved half type, and what the spectral layers computed on the device
+(:func:`neuralop_mp.train_report.precision_as_run`: "half" runs as "mixed" off CUDA).
+"""
+import torch
+
 from ..run_records import human_bytes as _bytes
 from ..run_records import phase_ranges
-
+from ..train_report import precision_as_run
+from ..vocabulary import resolve_half_dtype
 
 
 def _history(report):
@@ -9,6 +17,67 @@ def _history(report):
     for trainer in report.trainers:
         rows += trainer.get("history") or []
     return rows
+
+
+def _calls(report):
+    """``(trainer entry, call)`` of every ``train()`` call, in order (a report of a trainer whose
+    calls were not recorded: its history as one call)."""
+    calls = []
+    for trainer in report.trainers:
+        recorded = trainer.get("calls") or ([{"history": trainer["history"]}] if trainer.get("history") else [])
+        calls += [(trainer, call) for call in recorded if call["history"]]
+    return calls
+
+
+def _resolved(half_dtype, device):
+    """``half_dtype`` as it resolves on ``device`` ("auto (bfloat16)"); as it is without a device."""
+    if half_dtype is None or device is None:
+        return str(half_dtype)
+    name = str(resolve_half_dtype(half_dtype, device)).replace("torch.", "")
+    return name if name == half_dtype else f"{half_dtype} ({name})"
+
+
+def _phase_text(phase, history):
+    """One phase: its mode, ``+autocast``, ``+stabilizer``, the 16-bit type it computed in and
+    its epochs, e.g. ``half+autocast in bfloat16 (epochs 0-1)``."""
+    first, last = phase["start_epoch"], phase["end_epoch"] - 1
+    # full precision computes in no half type, but its autocast does (the epoch's record names it)
+    half = phase["half_dtype"] or (next((h.get("half_dtype") for h in history if h.get("epoch") == first), None)
+                                   if phase["autocast"] else None)
+    text = (f"{phase['mode']}{'+autocast' if phase['autocast'] else ''}"
+            f"{'+' + phase['stabilizer'] if phase['stabilizer'] else ''}{' in ' + half if half else ''}")
+    return f"{text} ({f'epochs {first}-{last}' if first != last else f'epoch {first}'})"
+
+
+def _grid_sizes(history):
+    """The resolutions a call evaluated at, as its metrics name them (``"32_l2"``: upstream's scripts
+    key their test loaders by resolution), for :func:`precision_as_run` (cuFFT's half FFT: powers of 2)."""
+    return sorted({int(key.partition("_")[0]) for h in history for key in h
+                   if key.partition("_")[0].isdigit() and key.partition("_")[2]})
+
+
+def _as_run(phase, device, sizes):
+    """:func:`precision_as_run` of a phase on ``device`` (None where the device or half type is unknown)."""
+    if device is None or (phase["mode"] != "full" and not phase["half_dtype"]):
+        return None
+    half = getattr(torch, phase["half_dtype"]) if phase["half_dtype"] else None
+    return precision_as_run(phase["mode"], half, device, sizes)
+
+
+def _optimizer_lines(report):
+    """How the script's optimizer came about: replaced (by what, because of which option) or kept."""
+    lines = []
+    for o in report.optimizers:
+        module, _, name = o["replaced"].rpartition(".")
+        # neuralop.training.adamw.AdamW is what the scripts import as neuralop.training.AdamW
+        public = module.rpartition(".")[0] if module.rpartition(".")[2] == name.lower() else module
+        because = f" because {o['reason']}" if o.get("reason") else ""
+        lines.append(f"optimizer: upstream {public}.{name} replaced by {o['class']} ({o['kind']}){because}")
+    if not lines and report.options.get("optimizer") is None and report.options.get(
+            "spectral_weight_dtype") != "complex32":
+        lines.append("optimizer: the script's own (upstream neuralop.training.AdamW is kept: no option asked "
+                     "for the plugin's optimizer)")
+    return lines
 
 
 def end_warnings(report):
@@ -49,30 +118,36 @@ def format_summary(report):
         lines.append(f"script interrupted (Ctrl-C), exit status {exit_status}: what it finished before is below")
     elif exit_status not in (None, 0):
         lines.append(f"script exit status: {exit_status}")
+    trainer_device = next((t["device"] for t in report.trainers if t.get("device")), None)
     for m in report.models:
         precision = m.get("precision")
+        device = m.get("device") or trainer_device  # where it ran (a model gone before the end: its trainer's)
         prec = (
-            f"{precision['mode']} (half dtype {precision['half_dtype']}, stabilizer {precision['stabilizer']}, "
-            f"spectral weights {m.get('spectral_weight_dtype', 'complex64')})"
+            f"{precision['mode']} (half dtype {_resolved(precision['half_dtype'], device)}, stabilizer "
+            f"{precision['stabilizer']}, spectral weights {m.get('spectral_weight_dtype', 'complex64')})"
             if precision
             else "upstream layer"
         )
         lines.append(f"model: {m['model_class']} with {', '.join(m['layer_types']) or 'no spectral layer'}; built in {prec}")
         if m.get("pointwise_work"):
             lines.append(f"pointwise work: {m['pointwise_work']}")
-    for o in report.optimizers:
-        lines.append(f"optimizer: {o['replaced']} -> {o['class']} ({o['kind']})")
+    lines += _optimizer_lines(report)
     for d in report.datasets:
         lines.append(f"data: {d['dataset']} read offline from {d['root']}")
     history = _history(report)
     for t in report.trainers:
-        lines.append(f"trainer: {t['class']} (a {t['bases'][0] if t['bases'] else 'Trainer'}), schedule {t['schedule']}")
+        device = f", on {t['device']}" if t.get("device") else ""
+        lines.append(f"trainer: {t['class']} (a {t['bases'][0] if t['bases'] else 'Trainer'}), schedule "
+                     f"{t['schedule']}{device}")
+    calls = _calls(report)
+    ran_as = []
+    for index, (trainer, call) in enumerate(calls):
+        which = f" (train() call {index + 1} of {len(calls)})" if len(calls) > 1 else ""
+        phases = phase_ranges(call["history"])
+        lines.append(f"precision phases{which}: " + ", ".join(_phase_text(p, call["history"]) for p in phases))
+        ran_as += [_as_run(p, trainer.get("device"), _grid_sizes(call["history"])) for p in phases]
+    lines += [f"precision as run: {text}" for text in dict.fromkeys(ran_as) if text]
     if history:
-        ranges = [(r["mode"], r["start_epoch"], r["end_epoch"] - 1) for r in phase_ranges(history)]
-        lines.append(
-            "precision phases: "
-            + ", ".join(f"{mode} (epochs {a}-{b})" if a != b else f"{mode} (epoch {a})" for mode, a, b in ranges)
-        )
         skipped = sum(int(h.get("skipped_steps") or 0) for h in history)
         lines.append(f"skipped steps (non-finite gradients): {skipped}")
         scales = [h.get("loss_scale") for h in history if h.get("loss_scale") is not None]
@@ -85,7 +160,8 @@ def format_summary(report):
         if saved:
             lines.append(f"activation memory saved for backward (max per step): {_bytes(max(saved))}")
         epoch_time = sum(float(h.get("epoch_time") or 0.0) for h in history)
-        lines.append(f"training time: {epoch_time:.2f} s over {len(history)} epochs")
+        calls_text = f" in {len(calls)} train() calls" if len(calls) > 1 else ""
+        lines.append(f"training time: {epoch_time:.2f} s over {len(history)} epochs{calls_text}")
     if report.elapsed is not None:
         lines.append(f"script wall time: {report.elapsed:.2f} s")
     lines += report.information

@@ -25,6 +25,7 @@ Weights-only loading: ``BaseModel.state_dict`` adds a ``_metadata`` entry holdin
 constructor arguments (classes and functions), which ``torch.load(weights_only=True)``
 refuses; we save the model's state dict without it.
 """
+import functools
 import hashlib
 import os
 import pickle
@@ -193,6 +194,32 @@ def save_training_files(save_dir, save_name, model, optimizer=None, scheduler=No
     if old_dir.exists():
         shutil.rmtree(old_dir)
     return manifest
+
+
+def save_model_metadata(save_dir, save_name, model):
+    """Write ``{save_name}_metadata.pkl`` into the checkpoint folder ``save_dir`` as upstream's
+    ``BaseModel.save_checkpoint`` writes it (the constructor arguments the model recorded), so
+    that ``Model.from_checkpoint(save_dir, save_name)`` rebuilds the model, as it does from
+    the folders upstream's ``Trainer`` saves.
+
+    Written beside the checkpoint, outside its manifest: resuming never reads it (it holds
+    pickled classes and functions, which a weights-only load refuses).
+
+    Returns
+    -------
+    Path or None
+        The file written; None for a model that records no constructor arguments (not a
+        neuralop ``BaseModel``), as upstream's ``Trainer`` then writes none either.
+    """
+    init_kwargs = getattr(unwrap(model), "_init_kwargs", None)
+    if init_kwargs is None:
+        return None
+    path = Path(save_dir) / f"{save_name}{METADATA_SUFFIX}"
+    try:
+        torch.save(init_kwargs, path)
+    except (OSError, RuntimeError) as err:  # RuntimeError: torch's writer on a full disk
+        raise _write_error(path, err) from err
+    return path
 
 
 def _write_error(path, err):
@@ -378,7 +405,58 @@ def check_model_state(model, state, path):
 _ROLE_WORDS = {"scheduler": "learning-rate scheduler"}  # in messages; the others by their role
 
 
-def check_state_class(role, obj, saved_class, path):
+def _upstream_adamw():
+    """neuraloperator's own ``AdamW`` class (the plugin's stand-in, while it is active, subclasses it)."""
+    from neuralop.training import adamw
+
+    return next(c for c in adamw.AdamW.__mro__ if c.__module__ == adamw.__name__)
+
+
+def class_text(cls):
+    """An optimizer class named as it is imported: ``torch.optim.AdamW``, ``upstream
+    neuralop.training.AdamW`` (two classes of one name), else ``module.Name``."""
+    name = cls.__qualname__
+    if getattr(torch.optim, name, None) is cls:
+        return f"torch.optim.{name}"
+    if cls.__module__ == "neuralop.training.adamw":
+        return f"upstream neuralop.training.{name}"
+    return f"{cls.__module__}.{name}"
+
+
+@functools.lru_cache(maxsize=None)
+def _known_optimizer_settings():
+    """``{class: settings of its parameter groups}`` of the optimizers a checkpoint of ours or
+    upstream's is written by (torch's Adam has AdamW's settings: told apart by the recorded name)."""
+    from ..optim.tensorgrad import TensorGRaD
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    classes = (torch.optim.AdamW, torch.optim.Adam, _upstream_adamw(), TensorGRaD)
+    return {cls: frozenset(cls([param]).param_groups[0]) - _OPTIMIZER_BOOKKEEPING for cls in classes}
+
+
+def _saved_writer(state, saved_class):
+    """The optimizer class whose parameter groups hold exactly the settings of ``state``'s (and
+    whose name is ``saved_class``, where the manifest records one); None when none or several do."""
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    if not groups:
+        return None
+    settings = frozenset(groups[0]) - _OPTIMIZER_BOOKKEEPING
+    found = [cls for cls, known in _known_optimizer_settings().items()
+             if known == settings and saved_class in (None, cls.__name__)]
+    return found[0] if len(found) == 1 else None
+
+
+def _writer_text(optimizer, state, saved_class):
+    """`` It was written by X; this run's optimizer is Y.`` where the saved state's settings tell
+    its writer X exactly and this run's Y is another class (two classes may share a name:
+    torch's and upstream's AdamW); "" otherwise."""
+    writer = _saved_writer(state, saved_class)
+    if writer is None or isinstance(optimizer, writer):
+        return ""
+    return f" It was written by {class_text(writer)}; this run's optimizer is {class_text(type(optimizer))}."
+
+
+def check_state_class(role, obj, saved_class, path, state=None):
     """Refuse the state of ``role`` (``"optimizer"``, ``"scheduler"``, ``"regularizer"``)
     when the manifest records another class than ``obj``'s as its writer (``saved_class``;
     None, as in older and upstream's checkpoints: nothing to compare).
@@ -392,13 +470,16 @@ def check_state_class(role, obj, saved_class, path):
     Classes are matched by name, not by module, on purpose: the state of upstream
     neuraloperator's ``TensorGRaD`` (main branch) converts into ours, so the same name is
     accepted. Two classes of one name, torch's and upstream's ``AdamW``, pass here and are
-    told apart by the settings of their parameter groups (:func:`check_optimizer_state`)."""
+    told apart by the settings of their parameter groups (:func:`check_optimizer_state`).
+    An optimizer's saved ``state``, where given, names both classes exactly when its settings
+    tell its writer."""
     name = type(obj).__name__
     if saved_class is not None and saved_class != name:
+        exactly = _writer_text(obj, state, saved_class) if role == "optimizer" and state is not None else ""
         raise CheckpointError(
             f"{path} was written by the {_ROLE_WORDS.get(role, role)} {saved_class}, not by this run's {name}: "
             f"a state does not carry over to another class. Resume with the {role} the run was saved with; to "
-            f"switch to {name}, load the saved weights into a new run instead of resuming.")
+            f"switch to {name}, load the saved weights into a new run instead of resuming.{exactly}")
 
 
 # parameter-group entries that are bookkeeping, not settings of the optimizer class: the optimizer
@@ -409,12 +490,18 @@ def check_state_class(role, obj, saved_class, path):
 _OPTIMIZER_BOOKKEEPING = BOOKKEEPING_KEYS | {"params", "differentiable"}
 
 
-def check_optimizer_state(optimizer, state, path):
+def check_optimizer_state(optimizer, state, path, saved_class=None):
     """Refuse an optimizer state of another parameter layout, or of another optimizer class
     as the settings of its parameter groups tell (torch loads it and fails only at the first
     ``step()``): the check where the manifest records no class (:func:`check_state_class`),
     or the same name for two classes (torch's and upstream's ``AdamW``). Bookkeeping entries
-    (``initial_lr``, ``param_names``, ...), which tell no class, are left out of the comparison."""
+    (``initial_lr``, ``param_names``, ...), which tell no class, are left out of the comparison.
+
+    Where the settings are exactly those of one known writer (torch's AdamW, upstream's AdamW,
+    TensorGRaD; of the name ``saved_class``, the manifest's record, where given), the message
+    names it and this run's class exactly, and a state of such a writer is refused by another
+    class also when only one side has settings the other lacks (upstream's AdamW state loaded
+    into TensorGRaD would turn compression off)."""
     groups = state.get("param_groups") if isinstance(state, dict) else None
     if groups is None:
         raise CheckpointError(f"{path} does not hold an optimizer state dict.")
@@ -423,14 +510,16 @@ def check_optimizer_state(optimizer, state, path):
     if sizes[0] != sizes[1]:
         raise CheckpointError(f"{path} holds parameter groups of sizes {sizes[0]}; this run's "
                               f"{type(optimizer).__name__} has {sizes[1]}: another model or another grouping.")
+    exactly = _writer_text(optimizer, state, saved_class)
     for i, (saved, now) in enumerate(zip(groups, current)):
         saved_keys, keys = set(saved) - _OPTIMIZER_BOOKKEEPING, set(now) - _OPTIMIZER_BOOKKEEPING
-        # keys missing on one side only is what a newer torch adds to a class: accepted
-        if saved_keys - keys and keys - saved_keys:
+        # keys missing on one side only is what a newer torch adds to a class: accepted, unless the
+        # settings tell another class exactly
+        if (saved_keys - keys and keys - saved_keys) or (exactly and saved_keys != keys):
             raise CheckpointError(
                 f"{path} was written by another optimizer than this run's {type(optimizer).__name__}: parameter "
                 f"group {i} has settings {sorted(saved_keys - keys)} that it lacks and lacks "
-                f"{sorted(keys - saved_keys)}.")
+                f"{sorted(keys - saved_keys)}.{exactly}")
 
 
 # scheduler state entries that are bookkeeping, not settings: their names differ between torch
@@ -524,10 +613,11 @@ def load_training_files(save_dir, model, optimizer=None, scheduler=None, regular
             path = save_dir / f"{role}.pt"
             states[role] = (obj, load_weights_only(path), path)
     classes = manifest.get("classes") or {}
-    for role, (obj, _, path) in states.items():
-        check_state_class(role, obj, classes.get(role), path)
+    for role, (obj, state, path) in states.items():
+        check_state_class(role, obj, classes.get(role), path, state=state)
     if optimizer is not None:
-        check_optimizer_state(optimizer, states["optimizer"][1], states["optimizer"][2])
+        check_optimizer_state(optimizer, states["optimizer"][1], states["optimizer"][2],
+                              saved_class=classes.get("optimizer"))
     if scheduler is not None and "scheduler" not in classes:  # no class to compare: the settings
         check_scheduler_state(scheduler, states["scheduler"][1], states["scheduler"][2])
     if check_states is not None:

@@ -142,13 +142,14 @@ def test_every_value_is_checked_by_the_librarys_own_check_before_the_script_star
 
 
 def test_valid_combinations_still_pass():
-    _, options, _ = parse_args(["t.py", "--mp.loss_scaling", "dynamic", "--mp.tensorgrad_rank", "0.5",
-                                "--mp.update_in_backward", "false", "--mp.schedule", "half:0.25,mixed"])
-    assert options == {"loss_scaling": "dynamic", "tensorgrad_rank": 0.5, "update_in_backward": False,
-                       "schedule": "half:0.25,mixed"}
+    _, options, _ = parse_args(["t.py", "--mp.loss_scaling", "dynamic", "--mp.optimizer", "tensorgrad",
+                                "--mp.tensorgrad_rank", "0.5", "--mp.update_in_backward", "false",
+                                "--mp.schedule", "half:0.25,mixed"])
+    assert options == {"loss_scaling": "dynamic", "optimizer": "tensorgrad", "tensorgrad_rank": 0.5,
+                       "update_in_backward": False, "schedule": "half:0.25,mixed"}
     # "auto" scales only with float16, which the device decides: left to the trainer; adamw ignores nonfinite_grad
-    assert parse_args(["t.py", "--mp.update_in_backward", "true", "--mp.loss_scaling", "auto",
-                       "--mp.tensorgrad_nonfinite_grad", "skip"])[1]["update_in_backward"] is True
+    assert parse_args(["t.py", "--mp.update_in_backward", "true", "--mp.loss_scaling", "auto", "--mp.optimizer",
+                       "adamw", "--mp.tensorgrad_nonfinite_grad", "skip"])[1]["update_in_backward"] is True
 
 
 def test_update_in_backward_is_refused_at_start_in_one_of_several_torchrun_ranks(tmp_path, capsys, monkeypatch):
