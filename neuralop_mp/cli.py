@@ -44,7 +44,8 @@ _QUIET_RANK_EXIT_DELAY_S = 1.0
 
 
 def _quiet_rank_exit(code, rank0):
-    """``code``, returned at once by rank 0 and after :data:`_QUIET_RANK_EXIT_DELAY_S` by another rank."""
+    """``code``, returned at once by rank 0 and after :data:`_QUIET_RANK_EXIT_DELAY_S` by another rank
+    (a stop every rank meets alike: rank 0 says it)."""
     if not rank0 and code:
         import time
 
@@ -52,11 +53,31 @@ def _quiet_rank_exit(code, rank0):
     return code
 
 
-def _error(message, command=None, show=True):
-    """Print ``message`` as the command's error (not where ``show`` is false); the exit code 2."""
-    if show:
-        where = f"{PROG} {command}" if command else PROG
-        print(f"{where}: error: {message}", file=sys.stderr)
+def _rank_error_exit(rank0, fail):
+    """``fail()``: print an error, return the exit code. Rank 0 prints it at once; another rank
+    prints it, prefixed with its rank, only after :func:`_quiet_rank_exit`'s wait: an error
+    every rank meets (a usage error) is then said once, by rank 0, as torchrun stops the others
+    during the wait, and one that only this rank met (a file missing on its node) is still said."""
+    if rank0:
+        return fail()
+    import contextlib
+    import io
+
+    from .training.distributed import launch_rank
+
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        code = fail()
+    code = _quiet_rank_exit(code, rank0)
+    for line in said.getvalue().splitlines():
+        print(f"[rank {launch_rank()}] {line}", file=sys.stderr)
+    return code
+
+
+def _error(message, command=None):
+    """Print ``message`` as the command's error; the exit code 2."""
+    where = f"{PROG} {command}" if command else PROG
+    print(f"{where}: error: {message}", file=sys.stderr)
     return 2
 
 
@@ -228,9 +249,8 @@ def _did_you_mean(error):
         return ""
 
 
-def _config_error(error, command, spec=None, show=True):
-    """:func:`_error` for an exception raised while the config ``spec`` was loaded (printed
-    unless ``show`` is false).
+def _config_error(error, command, spec=None):
+    """:func:`_error` for an exception raised while the config ``spec`` was loaded.
 
     Where a frame of the user's config file (``spec``'s ``path.py``) is in the traceback, the
     file's code raised it or called what did (whatever its type: an AttributeError, a NameError,
@@ -260,7 +280,7 @@ def _config_error(error, command, spec=None, show=True):
         helper = raised_beside(error, user_file)  # a module of the user's that the file called
         where = f"{helper.filename}:{helper.lineno}, from " if helper else ""
         message += f" (raised at {where}{frame.filename}:{frame.lineno})"
-    return _error(message, command, show=show)
+    return _error(message, command)
 
 
 def train_command(argv):
@@ -323,7 +343,7 @@ def train_command(argv):
         # with --resume: the run's overrides and the ones given now, which command.json then records
         command = (_absolute_spec(spec), _recorded_overrides(parsed, config))
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
-        return _quiet_rank_exit(_config_error(error, "train", spec, show=rank0), rank0)
+        return _rank_error_exit(rank0, lambda: _config_error(error, "train", spec))
 
     from .run_folder import release_run_folder
     from .train_pipeline import output_dir_for, run_training
@@ -338,13 +358,13 @@ def train_command(argv):
     try:
         out = output_dir_for(config, claim=claimed)
     except RunSetupError as error:  # the folder of the default one is not writable
-        return _quiet_rank_exit(_error(str(error), "train", show=rank0), rank0)
+        return _rank_error_exit(rank0, lambda: _error(str(error), "train"))
     try:
         result = run_training(config, progress=True, output_dir=out, resume=resume is not None,
                               save_best=save_best, threads=threads, command=command, cpu_allocator=cpu_allocator,
                               command_flags={"threads": flags.get("--threads"), "cpu_allocator": cpu_allocator})
     except (RunSetupError, CheckpointError) as error:  # a CheckpointError names the file (--resume's)
-        return _quiet_rank_exit(_error(str(error), "train", show=rank0), rank0)
+        return _rank_error_exit(rank0, lambda: _error(str(error), "train"))
     except CheckpointWriteError as error:  # a full disk while saving: the previous checkpoint is kept
         if rank0:
             print(file=sys.stderr)  # after the progress bar's line, as for Ctrl-C
