@@ -453,7 +453,12 @@ def _writer_text(optimizer, state, saved_class):
     writer = _saved_writer(state, saved_class)
     if writer is None or isinstance(optimizer, writer):
         return ""
-    return f" It was written by {class_text(writer)}; this run's optimizer is {class_text(type(optimizer))}."
+    text = f" It was written by {class_text(writer)}; this run's optimizer is {class_text(type(optimizer))}."
+    if writer is torch.optim.AdamW and type(optimizer).__module__ == "neuralop.training.adamw":
+        # what `neuralop-mp run` wrote before it kept the scripts' own AdamW
+        text += (" Under `neuralop-mp run` (or neuralop_mp.enabled()), --mp.optimizer adamw "
+                 "(optimizer='adamw') builds torch's AdamW again for the script's neuralop.training.AdamW.")
+    return text
 
 
 def check_state_class(role, obj, saved_class, path, state=None):

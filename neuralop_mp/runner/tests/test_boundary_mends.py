@@ -278,3 +278,20 @@ def test_tensorgrad_settings_without_an_optimizer_kind_are_refused():
                                          r"tensorgrad\|galore\|sparse reads, and no optimizer is given"):
         with neuralop_mp.enabled(optimizer_options={"tensorgrad_rank": 0.5}):
             pass
+
+
+def test_a_checkpoint_of_an_earlier_run_with_torchs_adamw_says_how_to_resume_it(tmp_path):
+    """Before upstream's AdamW was kept, `neuralop-mp run` built torch's AdamW in every run: the
+    refusal of such a state by the script's upstream AdamW says which option builds it again, and
+    that option resumes it."""
+    with neuralop_mp.enabled(optimizer="adamw"):  # what such a run built
+        model = _fno()
+        _train(model, neuralop.training.AdamW(model.parameters(), lr=1e-2), save_every=1, save_dir=tmp_path)
+    with neuralop_mp.enabled(), pytest.raises(CheckpointError) as refused:
+        model = _fno()
+        _train(model, neuralop.training.AdamW(model.parameters(), lr=1e-2), n_epochs=2, resume_from_dir=tmp_path)
+    assert "this run's optimizer is upstream neuralop.training.AdamW. Under `neuralop-mp run`" in str(refused.value)
+    assert "--mp.optimizer adamw (optimizer='adamw')" in str(refused.value)
+    with neuralop_mp.enabled(optimizer="adamw"):
+        model = _fno()
+        _train(model, neuralop.training.AdamW(model.parameters(), lr=1e-2), n_epochs=2, resume_from_dir=tmp_path)
