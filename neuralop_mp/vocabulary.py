@@ -287,6 +287,11 @@ def normalize_flag(value, key):
     raise TypeError(f"Invalid {key}={value!r}; allowed values: True, False.")
 
 
+def dtype_name(dtype):
+    """A torch dtype as configs and reports spell it: ``"float16"`` for ``torch.float16``."""
+    return str(dtype).replace("torch.", "")
+
+
 def resolve_half_dtype(half_dtype, device):
     """The torch dtype that ``half_dtype`` means on ``device``.
 

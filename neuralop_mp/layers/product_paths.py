@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from .complex_half import native_half_matmul
+from ..vocabulary import dtype_name
 from .rebuilt_weight import rebuild_pays
 
 MODE_BATCHED = "mode-batched matmul"
@@ -121,10 +122,6 @@ class ProductPath:
     precision_reason: str = ""
 
 
-def _dtype_name(dtype):
-    return str(dtype).replace("torch.", "")
-
-
 @functools.lru_cache(maxsize=None)
 def _choose(kind, separable, mode, half, device_type):
     if separable:
@@ -139,7 +136,7 @@ def _choose(kind, separable, mode, half, device_type):
             return ProductPath(kernel, torch.float32, f"{why}{_SLACK_WHY}; full precision",
                                precision_reason="full precision", peak_slack=FLOAT32_PAIRWISE_PEAK_SLACK)
         return ProductPath(kernel, torch.float32, f"{why}; full precision", precision_reason="full precision")
-    name = _dtype_name(half)
+    name = dtype_name(half)
     if device_type != "cpu" and native_half_matmul(half, device_type):
         return ProductPath(kernel, half, f"{why}; {name} matrix units", precision_reason=f"{name} matrix units")
     if device_type == "cpu" and native_half_matmul(half, device_type):

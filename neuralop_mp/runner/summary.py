@@ -9,7 +9,7 @@ import torch
 from ..run_records import human_bytes as _bytes
 from ..run_records import phase_ranges
 from ..train_report import precision_as_run
-from ..vocabulary import resolve_half_dtype
+from ..vocabulary import dtype_name, resolve_half_dtype
 
 
 def _history(report):
@@ -33,7 +33,7 @@ def _resolved(half_dtype, device):
     """``half_dtype`` as it resolves on ``device`` ("auto (bfloat16)"); as it is without a device."""
     if half_dtype is None or device is None:
         return str(half_dtype)
-    name = str(resolve_half_dtype(half_dtype, device)).replace("torch.", "")
+    name = dtype_name(resolve_half_dtype(half_dtype, device))
     return name if name == half_dtype else f"{half_dtype} ({name})"
 
 

@@ -40,7 +40,7 @@ import warnings
 from ..caller_frames import stacklevel_outside
 from ..layers.autocast_scope import get_autocast_scope
 from ..layers.layer_precision import get_spectral_weight_dtype, set_fixed_precision
-from ..vocabulary import check_int_at_least, resolve_autocast_scope
+from ..vocabulary import check_int_at_least, dtype_name, resolve_autocast_scope
 from . import distributed
 
 # what a phase's measurement depends on besides the phase and the schedule, in words
@@ -85,7 +85,7 @@ class AutoPrecisionPhases:
         where (the scope on the model's device), the spectral weights' storage, the device."""
         model = self._auto_model()
         device_type = next(model.parameters()).device.type
-        return {"half_dtype": str(self.autocast_dtype).replace("torch.", ""),
+        return {"half_dtype": dtype_name(self.autocast_dtype),
                 "stabilizer": self.phase.stabilizer_for(self.autocast_dtype),
                 "autocast": self.phase.autocast,
                 "autocast_scope": resolve_autocast_scope(get_autocast_scope(model), device_type),

@@ -47,7 +47,8 @@ from ..layers.precision_switch import (
     mixed_precision_layers,
     set_precision,
 )
-from ..vocabulary import check_choice, check_int_at_least, normalize_flag, normalize_half_dtype, resolve_half_dtype
+from ..vocabulary import (check_choice, check_int_at_least, dtype_name, normalize_flag, normalize_half_dtype,
+                          resolve_half_dtype)
 from ..wrapped_module import unwrap
 from . import checkpointing, distributed
 from .auto_phases import AutoPrecisionPhases
@@ -60,11 +61,6 @@ from .schedule import PrecisionSchedule
 
 LOSS_SCALING = ("auto", "dynamic", "none")
 _HALF_TYPES = (torch.float16, torch.bfloat16)
-
-
-def _dtype_name(dtype):
-    """``"float16"`` of ``torch.float16``."""
-    return str(dtype).replace("torch.", "")
 
 
 def _as_float32(out):
@@ -520,7 +516,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         try:
             # complex32 weights, which DDP leaves out (distributed.wrap_model): averaged here, before the
             # scaler unscales and checks them, so every rank checks and steps the same gradients
-            distributed.average_gradients(distributed.self_averaged_parameters(self.model))
+            distributed.average_gradients(self._self_averaged)
             stepped = self.scaler.step(optimizer)
         finally:
             self._close_step_meter()
@@ -729,7 +725,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             memory = dict(saved_bytes=saved_bytes, step_peak_bytes=step_peak_bytes)
         self.history.append(_epoch_record(
             epoch=epoch, phase=self.phase_index, precision=mode, autocast=self.autocast_enabled,
-            stabilizer=stabilizer, half_dtype=_dtype_name((self._half_dtypes() or [self._layer_half_dtype()])[0]),
+            stabilizer=stabilizer, half_dtype=dtype_name((self._half_dtypes() or [self._layer_half_dtype()])[0]),
             train_loss=float(avg_loss), train_err=float(train_err), lr=float(lr), skipped_steps=skipped,
             loss_scale=self.scaler.get_scale(), epoch_time=epoch_time,
             world_size=distributed.world_size() if isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
@@ -744,8 +740,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         where = f"phase {self.phase_index + 1}/{len(self.precision_schedule)} {str(self.phase)!r}: " \
             if self.phase is not None else ""
         # each with the type it computes in: the layers' and autocast's may differ (no schedule)
-        layers = f" ({_dtype_name(self._layer_half_dtype())})" if mode != "full" else ""
-        autocast = f" ({_dtype_name(self.autocast_dtype)})" if self.autocast_enabled else ""
+        layers = f" ({dtype_name(self._layer_half_dtype())})" if mode != "full" else ""
+        autocast = f" ({dtype_name(self.autocast_dtype)})" if self.autocast_enabled else ""
         scale = f"loss scale {self.scaler.get_scale():g}" if self.scaler.enabled else "loss scaling off"
         return (f"{where}fno_block_precision={mode!r}{layers}, autocast={self.autocast_enabled}{autocast}, "
                 f"stabilizer={stabilizer!r}, {scale}")
@@ -755,7 +751,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         return bool(self._half_dtypes())
 
     def _half_text(self):
-        return " and ".join(map(_dtype_name, self._half_dtypes()))
+        return " and ".join(map(dtype_name, self._half_dtypes()))
 
     def _overflow_tips(self):
         """What to try when losses or gradients are not finite: the one list of both stop
@@ -893,6 +889,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             # wrapped here: upstream's train() would pass device_ids=[rank], which DDP refuses on CPUs
             self.model = distributed.wrap_model(self.model, self.device)
             self.use_distributed = False
+        # the weights DDP leaves to _guarded_step, found once per run rather than at every step
+        self._self_averaged = distributed.self_averaged_parameters(self.model)
         hooks = None
         if self.update_in_backward:
             from ..optim.update_in_backward import enable_update_in_backward
@@ -927,6 +925,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         self.autocast_enabled = bool(self.mixed_precision) and self.precision_schedule is None
         # a decision left here would be taken for the new run's phase of the same index
         self._reset_auto_precision()
+        # the weights a DDP model of ours leaves to _guarded_step (distributed.wrap_model); train() finds
+        # them again once it has wrapped the model
+        self._self_averaged = distributed.self_averaged_parameters(self.model)
         # the scaler in place (a caller may hold it, or have set its settings): settings kept
         self.scaler.reset()
         self._epoch_stats = self._fresh_epoch_stats()  # filled by train_one_batch / _guarded_step
@@ -945,7 +946,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             return
         if layers == "auto" or resolve_half_dtype(layers, self.device) == self.autocast_dtype:
             return
-        resolved = f" ({_dtype_name(self.autocast_dtype)} on {torch.device(self.device).type})" \
+        resolved = f" ({dtype_name(self.autocast_dtype)} on {torch.device(self.device).type})" \
             if self.half_dtype == "auto" else ""
         warnings.warn(
             f"The precision schedule {str(schedule)!r} runs the spectral layers in the trainer's "
