@@ -144,13 +144,15 @@ def _train(world_size, rank, n_epochs=2, save_dir=None, resume_from_dir=None, **
                 final=state_digest(model, optimizer, trainer.scaler), skipped=trainer.scaler.skipped_steps)
 
 
-def _worker(rank, world_size, port, out_dir, kwargs):
+def _worker(rank, world_size, port, out_dir, kwargs, job=None):
+    """``job(world_size, rank, **kwargs)`` (default :func:`_train`) on one gloo rank; its result
+    saved as ``rank{rank}.pt`` in ``out_dir``."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     # a rank left waiting in a collective fails the test after a minute instead of hanging CI
     dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60))
     try:
-        result = _train(world_size, rank, **kwargs)
+        result = (job or _train)(world_size, rank, **kwargs)
     finally:
         dist.destroy_process_group()
     torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))

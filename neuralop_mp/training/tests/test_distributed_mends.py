@@ -6,13 +6,10 @@ complex32 weights fail inside DDP's reducer under autocast from the second backw
 keeps them out of DDP and the trainer averages their gradients itself
 (:func:`~neuralop_mp.training.distributed.average_gradients`).
 """
-import datetime
-import os
 import warnings
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from neuralop.losses import LpLoss
 
@@ -23,7 +20,7 @@ from neuralop_mp.training.checkpointing import unwrap
 from neuralop_mp.training.loss_scaling import ComplexGradScaler
 from neuralop_mp.training.trainer import MixedPrecisionTrainer
 
-from .test_distributed import _START_METHOD, _free_port
+from .test_distributed import _START_METHOD, _free_port, _worker
 from .tiny import DictDataset, tiny_fno
 
 N_TRAIN, BATCH, SIZE = 16, 4, 8  # per rank: 2 batches of 4; one process: 2 batches of 8, the same samples
@@ -96,21 +93,10 @@ def _train(world_size, rank, save_dir=None, resume_from_dir=None, n_epochs=2, we
                 dtypes={name: p.dtype for name, p in unwrap(trainer.model).named_parameters()})
 
 
-def _worker(rank, world_size, port, out_dir, job, kwargs):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60))
-    try:
-        result = job(world_size, rank, **kwargs)
-    finally:
-        dist.destroy_process_group()
-    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
-
-
 def _run_ranks(tmp_path, job, **kwargs):
     out = tmp_path / f"out_{len(list(tmp_path.iterdir()))}"
     out.mkdir()
-    mp.start_processes(_worker, args=(2, _free_port(), str(out), job, kwargs), nprocs=2, join=True,
+    mp.start_processes(_worker, args=(2, _free_port(), str(out), kwargs, job), nprocs=2, join=True,
                        start_method=_START_METHOD)
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
