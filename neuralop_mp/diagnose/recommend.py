@@ -174,27 +174,23 @@ def train_flags(model):
     """The ``neuralop-mp train`` options that run a model as ``model`` (the ``"model"`` entry of
     :func:`recommend`) says, throughout training.
 
-    Without a precision schedule, train runs ``model.fno_block_precision`` with that mode's
-    defaults: autocast on for "mixed" and "half", off for "full"; the model's stabilizer, or
-    for "half" without one, tanh with float16 (:func:`neuralop_mp.build_steps.precision_schedule`).
-    Where the recommendation differs from those defaults, a one-phase
-    ``opt.precision_schedule`` says autocast and stabilizer explicitly.
+    Always a one-phase ``opt.precision_schedule`` that says the mode, stabilizer and autocast
+    explicitly: given after the config's own options it replaces any schedule they set (a
+    config file's, or ``--opt.precision_schedule`` among the overrides passed on), which would
+    otherwise govern the run. ``model.stabilizer`` is set to "none": the phase applies the
+    stabilizer, and one set beside a schedule would only be warned about as not applied.
 
     Returns
     -------
     list of str
         Tokens such as ``["--model.fno_block_precision", "mixed", "--model.half_dtype",
-        "bfloat16", "--opt.precision_schedule", "mixed/notanh/noautocast"]``.
+        "bfloat16", "--model.stabilizer", "none", "--opt.precision_schedule",
+        "mixed/notanh/noautocast"]``.
     """
     mode, dtype, stabilizer, autocast = (model["fno_block_precision"], model["half_dtype"], model["stabilizer"],
                                          bool(model["autocast"]))
     flags = ["--model.fno_block_precision", mode]
     if dtype is not None:
         flags += ["--model.half_dtype", dtype]
-    mode_defaults = autocast == (mode != "full") and (stabilizer is not None or mode != "half")
-    if mode_defaults:
-        flags += ["--model.stabilizer", stabilizer or "none"]
-    else:
-        flags += ["--opt.precision_schedule",
-                  f"{mode}/{'tanh' if stabilizer else 'notanh'}/{'autocast' if autocast else 'noautocast'}"]
-    return flags
+    return flags + ["--model.stabilizer", "none", "--opt.precision_schedule",
+                    f"{mode}/{'tanh' if stabilizer else 'notanh'}/{'autocast' if autocast else 'noautocast'}"]

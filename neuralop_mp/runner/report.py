@@ -5,6 +5,7 @@ the plugin: which models were built through ``get_model`` and with which spectra
 layer, which trainer and optimizer classes were used, which precision phases
 the trainer went through, and which data files were read.
 """
+import json
 import time
 import weakref
 
@@ -14,6 +15,18 @@ def _spectral_layer_types(model):
     from neuralop.layers.spectral_convolution import SpectralConv
 
     return sorted({type(m).__name__ for m in model.modules() if isinstance(m, SpectralConv)})
+
+
+def _class_path(cls):
+    """``module.qualname`` of ``cls``, e.g. "neuralop.training.adamw.AdamW"."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _epoch_key(record):
+    """What tells one epoch record from another, hashable: its epoch and every value, NaN equal
+    to NaN (a resume's copy of an epoch whose metric was NaN is the same epoch; ``==`` on the
+    dicts says it is not). A second run of the same epochs differs in its losses and times."""
+    return record.get("epoch"), json.dumps(record, sort_keys=True, default=repr)
 
 
 class ActivationReport:
@@ -32,9 +45,10 @@ class ActivationReport:
     trainers : list of dict
         One entry per trainer created: ``class``, ``bases``, ``schedule``, ``device``,
         ``calls`` (one entry per ``train()`` call that trained: its ``history``, per-epoch
-        records), and after :meth:`finish`, ``history`` (the epochs of every call, in order;
-        a call that resumed from a checkpoint an earlier call saved adds only the epochs it
-        trained).
+        records), ``optimizers`` (the classes of the optimizers its ``train()`` calls were
+        given, ``module.qualname``), and after :meth:`finish`, ``history`` (the epochs of
+        every call, in order; a call that resumed from a checkpoint an earlier call saved adds
+        only the epochs it trained, matched by epoch and values, NaN metrics included).
     optimizers : list of dict
         One entry per optimizer built in place of the script's: ``replaced``
         (the class the script called), ``kind``, ``class``, ``model_matched``,
@@ -71,6 +85,7 @@ class ActivationReport:
         self.interrupted = False
         self._model_refs = []
         self._trainer_refs = []
+        self._recorded_epochs = set()  # _epoch_key of every epoch record of every call recorded
 
     # -- recording -------------------------------------------------------------
     def record_model(self, model, arch):
@@ -100,6 +115,7 @@ class ActivationReport:
             "device": None if getattr(trainer, "device", None) is None else str(trainer.device),
             "calls": [],
             "history": None,
+            "optimizers": [],
         }
         self.trainers.append(entry)
         self._trainer_refs.append((entry, trainer))  # strong until finish(): history is read then
@@ -110,11 +126,19 @@ class ActivationReport:
         when a new call replaces them or the activation finishes): each call starts a new
         history, which would hide the earlier calls' epochs from the report. Records already
         recorded (a resume restores those of the run it continues, which an earlier call of this
-        activation may have trained) are counted once; a call that adds none is not recorded."""
+        activation may have trained) are counted once; a call that adds none is not recorded.
+        The class of the optimizer ``trainer`` trains with is added to its ``optimizers``."""
         for entry, recorded in self._trainer_refs:
             if recorded is trainer:
-                earlier = [h for t in self.trainers for call in t["calls"] for h in call["history"]]
-                new = [dict(h) for h in history or [] if h not in earlier]
+                optimizer = getattr(trainer, "optimizer", None)  # upstream's train() keeps the one it was given
+                if optimizer is not None and _class_path(type(optimizer)) not in entry["optimizers"]:
+                    entry["optimizers"].append(_class_path(type(optimizer)))
+                new = []
+                for h in history or []:
+                    key = _epoch_key(h)
+                    if key not in self._recorded_epochs:
+                        self._recorded_epochs.add(key)
+                        new.append(dict(h))
                 if new:
                     entry["calls"].append({"history": new})
                 return

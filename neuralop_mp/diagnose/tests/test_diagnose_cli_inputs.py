@@ -108,14 +108,27 @@ RECOMMENDATIONS = [  # every "model" entry recommend() can give: full never with
 ]
 
 
+# what the config or the overrides passed on may set before the printed flags
+CONFLICTING = ["--opt.precision_schedule", "full:0.5,mixed:0.5", "--model.stabilizer", "tanh",
+               "--model.fno_block_precision", "half", "--model.half_dtype", "float16"]
+
+
 @pytest.mark.parametrize("model", RECOMMENDATIONS, ids=lambda m: "-".join(map(str, m.values())))
 def test_train_flags_run_the_recommendation_through_trains_parser(model, tmp_path, monkeypatch):
+    """Also after a schedule of the overrides: a recommendation equal to its mode's defaults
+    used to leave it (no schedule flag), and the run followed that schedule."""
+    from neuralop_mp.build_steps import stabilizer_schedule_warning
     from neuralop_mp.diagnose.recommend import train_flags
 
     flags = train_flags(model)
     assert "--model.autocast" not in flags and not any("=" in f for f in flags)
-    config = _train_config(["darcy", *flags], tmp_path, monkeypatch)
-    assert _runs_as(config) == tuple(model.values())
+    schedule = dict(zip(flags[::2], flags[1::2])).get("--opt.precision_schedule")
+    for before in ([], CONFLICTING):
+        config = _train_config(["darcy", *before, *flags], tmp_path, monkeypatch)
+        assert config.opt.precision_schedule == schedule, before  # the flags' one phase, whatever came before
+        assert _runs_as(config) == tuple(model.values())
+        # no warning that a stabilizer beside the schedule is not applied
+        assert stabilizer_schedule_warning(config.model.stabilizer, config.opt.precision_schedule) is None
 
 
 def test_diagnose_burgers_drops_the_odd_time_level_says_so_and_prints_train_flags(tmp_path, capsys, monkeypatch):
