@@ -181,6 +181,11 @@ def validate_data(data):
     for key in ("test_resolutions", "n_tests", "test_batch_sizes"):
         for value in getattr(data, key):
             _check_positive(f"data.{key}", value)
+    resolutions = list(data.test_resolutions)
+    repeated = sorted({r for r in resolutions if resolutions.count(r) > 1})
+    if repeated:  # the test loaders are keyed by resolution: a second set would replace the first
+        raise ValueError(f"Invalid data.test_resolutions={resolutions!r}: {', '.join(map(str, repeated))} "
+                         "given more than once; allowed values: each resolution once.")
     seed = _field(data, "seed")
     if seed is not _MISSING:
         # numpy's SeedSequence (the generators' per-sample seeds) takes any integer >= 0
@@ -269,10 +274,11 @@ def validate_value_ranges(config):
     ``model.n_modes`` entries (and each ``uno_n_modes`` entry) >= 1, ``model.n_layers``
     >= 1, ``model.hidden_channels`` >= 1, ``model.data_channels`` and ``model.out_channels``
     >= 1, ``model.domain_padding`` >= 0 (scalar or per dimension), ``model.rank`` > 0
-    (<= 1 when a float with a factorization: :func:`_check_fraction_rank`),
-    the widths the model derives from ``hidden_channels`` (:func:`_check_model_widths`),
-    UNO's per-layer lists (``n_layers`` entries; ``uno_out_channels`` >= 1,
-    ``uno_scalings`` > 0), ``model.channel_mlp_dropout`` in [0, 1),
+    (with a factorization, one the spectral layer accepts on every weight:
+    :func:`_check_factorized_rank`), the widths the model derives from ``hidden_channels``
+    (:func:`_check_model_widths`), UNO's per-layer lists (``n_layers`` entries;
+    ``uno_out_channels`` >= 1, ``uno_scalings`` > 0; with ``separable``, every layer as wide
+    out as in), ``model.channel_mlp_dropout`` in [0, 1),
     ``opt.gamma`` in (0, 1] and ``opt.step_size`` >= 1 when ``opt.scheduler`` is StepLR,
     ``opt.scheduler_T_max`` >= 1 when it is CosineAnnealingLR, ``opt.gamma`` in (0, 1)
     and ``opt.scheduler_patience`` >= 0 when it is ReduceLROnPlateau,
@@ -311,7 +317,7 @@ def validate_value_ranges(config):
         raise ValueError(f"Invalid model.rank={rank!r}; allowed values: a finite fraction > 0 or an integer >= 1.")
     _check_uno_layers(model)
     _check_model_widths(model)
-    _check_fraction_rank(model, rank)
+    _check_factorized_rank(model, rank)
     schedule = validate_precision_schedule(opt.precision_schedule)
     if schedule is not None and isinstance(opt.n_epochs, int) and opt.n_epochs >= 1:
         try:
@@ -351,30 +357,46 @@ def validate_value_ranges(config):
                          "(the padding of each patch, as a fraction of its size).")
 
 
-def _check_fraction_rank(model, rank):
-    """A float ``model.rank`` with a factorization is the fraction of the dense weight's
-    parameters kept: the plugin's spectral layer refuses one above 1 (and, with CP, one so
-    small that a weight gets rank 0) when the model is built, after the data load, and
-    upstream's full-precision layer builds it. Refused here by the layer's own check
-    (:func:`~neuralop_mp.layers.input_checks.check_layer_arguments`) on every spectral
-    weight's shape (UNO's differ from layer to layer); an int rank is left to the layer."""
-    factorization = none_if_null(_field(model, "factorization"))
-    if not isinstance(rank, float) or factorization in (_MISSING, None):
-        return
-    from neuralop_mp.layers.input_checks import check_layer_arguments
-
+def _spectral_layer_shapes(model):
+    """``[(in_channels, out_channels, n_modes), ...]`` of the model section's spectral layers, or
+    None for a section of the user's without the fields that give them (the layer checks then)."""
     hidden = _field(model, "hidden_channels")
     widths, uno_modes = _field(model, "uno_out_channels"), _field(model, "uno_n_modes")
     if widths not in (_MISSING, None) and uno_modes not in (_MISSING, None):
         layers = _uno_layer_shapes(hidden, widths, uno_modes)
     else:  # FNO/TFNO: every spectral weight has one shape
         layers = [(hidden, hidden, _field(model, "n_modes"))]
-    if _MISSING in (hidden, layers[0][2]):  # a model section of the user's without these fields: the layer checks
+    if not layers or _MISSING in (hidden, layers[0][2]):
+        return None
+    return layers
+
+
+def _check_factorized_rank(model, rank):
+    """With a factorization, ``model.rank`` must be one the spectral layer accepts on every
+    spectral weight's shape (UNO's differ from layer to layer): checked here, in every
+    precision and before the data load, by the layer's own check
+    (:func:`~neuralop_mp.layers.input_checks.check_layer_arguments`). The plugin's layer runs it
+    when the model is built, after the data, in mixed and half precision only; upstream's
+    full-precision layer checks nothing, and built a fraction above 1, or an integer rank far
+    above any the weight can use (Tucker rank 100 on an (8, 8, 4, 3) weight: 100 million
+    parameters), silently, in as much memory as it took."""
+    factorization = none_if_null(_field(model, "factorization"))
+    if factorization in (_MISSING, None) or rank in (_MISSING, None):
+        return
+    from neuralop_mp.layers.input_checks import check_layer_arguments
+
+    layers = _spectral_layer_shapes(model)
+    if layers is None:
         return
     separable = _field(model, "separable")
     separable = separable is not _MISSING and normalize_flag(separable, "model.separable")
+    fixed = _field(model, "fixed_rank_modes")
     for in_channels, out_channels, modes in layers:
-        check_layer_arguments(in_channels, out_channels, modes, rank, factorization, separable)
+        try:
+            check_layer_arguments(in_channels, out_channels, modes, rank, factorization, separable,
+                                  fixed_rank_modes=False if fixed is _MISSING else fixed)
+        except ValueError as error:  # the layer names its own arguments: say which keys set them
+            raise ValueError(f"model.rank: {error}") from None
 
 
 def _uno_layer_shapes(hidden, widths, modes):
@@ -391,8 +413,10 @@ def _uno_layer_shapes(hidden, widths, modes):
 
 
 def _check_uno_layers(model):
-    """UNO's per-layer lists: one entry per layer (upstream asserts it), widths >= 1 and
-    finite scalings > 0 (a scaling <= 0 asks for an empty or negative grid)."""
+    """UNO's per-layer lists: one entry per layer (upstream asserts it), widths >= 1,
+    finite scalings > 0 (a scaling <= 0 asks for an empty or negative grid) and, with
+    ``separable``, every spectral layer as wide out as in (a separable weight has one
+    channel axis: upstream refuses another layer when the model is built, after the data)."""
     n_layers = _field(model, "n_layers")
     for key in ("uno_out_channels", "uno_n_modes", "uno_scalings"):
         value = _field(model, key)
@@ -412,6 +436,17 @@ def _check_uno_layers(model):
             if not all(_is_finite(f) and f > 0 for f in factors):
                 raise ValueError(f"Invalid model.uno_scalings entry {factors!r}; allowed values: finite "
                                  "numbers > 0 (the resolution scaling of a layer, per dimension).")
+    separable = _field(model, "separable")
+    if widths in (_MISSING, None) or separable is _MISSING or not normalize_flag(separable, "model.separable"):
+        return
+    for index, (in_channels, out_channels, _) in enumerate(_spectral_layer_shapes(model) or ()):
+        if in_channels != out_channels:
+            raise ValueError(
+                f"Invalid model.separable=True with model.uno_out_channels={list(widths)!r} (model.hidden_channels="
+                f"{_field(model, 'hidden_channels')}): UNO layer {index} takes {in_channels} channels (the previous "
+                f"layer's, plus a horizontal skip's where it has one) and gives {out_channels}; a separable spectral "
+                "weight needs the two equal in every layer. Allowed: model.separable false, or widths that keep them "
+                "equal.")
 
 
 def _check_model_widths(model):

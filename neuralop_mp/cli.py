@@ -331,12 +331,20 @@ def train_command(argv):
         spec = spec or "darcy"
         def build(source):  # the overrides parsed once: for the config, and for command.json below
             parsed = parse_overrides(overrides)
+            if resume is None:
+                return load_config(source, parsed), parsed
+            # before any data or model: the checkpoint holds the saved architecture, trained on the saved data
+            saved = load_config(source, recorded["overrides"])
+            _check_resume_sections(resume, source, saved, given)  # the run's keys may not exist in another class
             config = load_config(source, parsed)
-            if resume is not None:  # before any data or model: the checkpoint holds the saved architecture
-                _check_resume_model(resume, config, load_config(source, recorded["overrides"]), given)
+            _check_resume_model(resume, config, saved, given)
+            _check_resume_data(resume, config, saved)
             return config, parsed
 
-        config, parsed = load_checked(build, overrides, spec, TRAIN_FLAGS)
+        # the options typed now are checked (with the run's recorded selections): a key the run
+        # recorded is no typo of the user's, whatever else fails
+        config, parsed = load_checked(build, overrides if resume is None else given, spec, TRAIN_FLAGS,
+                                      base=() if resume is None else recorded["overrides"])
         threads = resolve_threads(flags.get("--threads"))
         cpu_allocator = check_choice("--cpu-allocator", flags.get("--cpu-allocator", DEFAULT_CPU_ALLOCATOR),
                                      CPU_ALLOCATOR_MODES)
@@ -403,9 +411,62 @@ def _non_architecture_keys():
             "preactivation", "implementation"}
 
 
+def _check_resume_sections(resume, source, saved, given):
+    """Refuse a resume whose ``given`` overrides select another section class (``--model
+    FNOConfig``) than the run's recorded config ``saved``: the run's recorded keys of its own
+    class (``--model.uno_out_channels``) would not exist in the other, and its checkpoint holds
+    the weights of its own (``source``: the config class, resolved).
+
+    Raises
+    ------
+    ValueError
+        One line naming the section, the class given and the run's.
+    """
+    from .configs import parse_overrides
+    from .configs.loading import select_sections
+    from .configs.zencfg_compat import is_config
+    from .training.resume import given_and_saved
+
+    sections = {key: value for key, value in parse_overrides(given, lenient=True).items()
+                if "." not in key and is_config(getattr(saved, key, None))}
+    if not sections:
+        return
+    selected, _ = select_sections(source, sections)  # an unknown class name: its own one-line error
+    for key in sections:
+        new, old = type(getattr(selected, key)).__name__, type(getattr(saved, key)).__name__
+        if new != old:
+            changed = given_and_saved({key: (new, old)})
+            raise ValueError(f"Cannot resume {resume} with another --{key} class ({changed}): "
+                             f"cannot change --{key} at resume, the run's recorded keys and checkpoint are those of "
+                             f"{old}. Resume without --{key} {new}, or start a new run.")
+
+
+def _check_resume_data(resume, config, saved):
+    """Refuse a resume whose data keys change what the run was trained on or how its data are
+    encoded: the rule of ``eval``'s refusal (:func:`~neuralop_mp.evaluate.changed_trained_data`).
+    The resume would fit other normalizers, replace the run's ``data_processor.pt`` and go on
+    training on other data, with a history whose metric keys (and ``--save_best``'s) change.
+
+    Raises
+    ------
+    ValueError
+        Naming each key with the value given and the value the run recorded.
+    """
+    from .evaluate import changed_trained_data
+    from .training.resume import given_and_saved
+
+    changed = changed_trained_data(saved.data, config.data)
+    if changed:
+        raise ValueError(
+            f"Cannot resume {resume} with other training data than it was trained on ({given_and_saved(changed)}): "
+            "its checkpoint and data_processor.pt hold a model and normalizers of the saved data. Resume without "
+            "these overrides, or start a new run.")
+
+
 def _check_resume_model(resume, config, saved, given):
-    """Refuse a resume whose ``--model CLASS`` or ``--model.*`` overrides (of ``given``, the
-    ones given now) change the architecture of the run's recorded config ``saved``: the
+    """Refuse a resume whose ``--model.*`` or ``--model CLASS`` overrides (of ``given``, the ones
+    given now; another class than the run's is refused before, by :func:`_check_resume_sections`)
+    change the architecture of the run's recorded config ``saved``: the
     checkpoint holds that architecture's weights, and would fail to load, after the data,
     listing the tensors instead of the override at fault. Precision and recompute keys may
     change (:func:`_non_architecture_keys`).
@@ -420,8 +481,6 @@ def _check_resume_model(resume, config, saved, given):
 
     keys = parse_overrides(given, lenient=True)
     changed = {}
-    if "model" in keys and type(config.model) is not type(saved.model):
-        changed["model"] = (type(config.model).__name__, type(saved.model).__name__)
     free = _non_architecture_keys()
     # a section class given again starts from its defaults: every key may differ from the run's
     compared = config_keys(config) if "model" in keys else keys

@@ -23,7 +23,9 @@ from .training.checkpointing import STATE_DICT_SUFFIX
 
 # the data keys of a run's config that fix the model's training data or their encoding: an
 # evaluation of the run with another value would encode its inputs and decode its outputs
-# unlike the training did (n_train: the samples the normalizers were fitted on)
+# unlike the training did (n_train: the samples the normalizers were fitted on), and a resume
+# would fit other normalizers and go on training on other data (`neuralop-mp train --resume`
+# refuses them too: :func:`changed_trained_data`)
 TRAINED_DATA_KEYS = ("train_resolution", "encode_input", "encode_output", "n_train")
 
 
@@ -55,13 +57,18 @@ def _grid_sizes(resolutions):
     bad = [r for r in sizes if r < 2]
     if bad:
         raise ValueError(f"Invalid --res {bad}: resolutions are grid sizes >= 2.")
+    repeated = sorted({r for r in sizes if sizes.count(r) > 1})
+    if repeated:
+        raise ValueError(f"Invalid --res {' '.join(map(str, sizes))}: {', '.join(map(str, repeated))} given more "
+                         "than once; give each resolution once.")
     return sizes
 
 
 def eval_config(source, overrides=(), resolutions=None):
     """The config of an evaluation, loaded once: ``source``'s (:func:`config_source`: the run's
     own, else a given or the default config), then ``overrides``, then ``resolutions`` as the
-    test resolutions, each with the size and batch size of the config's first test set."""
+    test resolutions: one the config tests keeps its own test set's size and batch size (so the
+    errors there are the ones the run reported), another takes those of its first test set."""
     from .configs import load_config, resolve_config
     from .configs.validation import validate_config
 
@@ -75,20 +82,30 @@ def eval_config(source, overrides=(), resolutions=None):
         return validate_config(config)
     resolutions = _grid_sizes(resolutions)
     data = config.data
-    data.n_tests = [data.n_tests[0]] * len(resolutions)
-    data.test_batch_sizes = [data.test_batch_sizes[0]] * len(resolutions)
+    tested = dict(zip(data.test_resolutions, zip(data.n_tests, data.test_batch_sizes)))
+    sets = [tested.get(res, (data.n_tests[0], data.test_batch_sizes[0])) for res in resolutions]
+    data.n_tests = [n for n, _ in sets]
+    data.test_batch_sizes = [batch_size for _, batch_size in sets]
     data.test_resolutions = resolutions
     return validate_config(config)
+
+
+def changed_trained_data(run_data, data):
+    """``{"data.KEY": (given, the run's)}`` of the :data:`TRAINED_DATA_KEYS` that the data section
+    ``data`` sets otherwise than the run's ``run_data``: what changes the data a run's model was
+    trained on or their encoding. The rule of ``eval``'s refusal (:func:`_check_trained_data`)
+    and of ``train --resume``'s."""
+    return {f"data.{key}": (getattr(data, key, None), getattr(run_data, key)) for key in TRAINED_DATA_KEYS
+            if hasattr(run_data, key) and getattr(data, key, None) != getattr(run_data, key)}
 
 
 def _check_trained_data(run_data, data):
     """Refuse, naming the key, the value given and the run's, an override of the run's config
     that changes what its model was trained on or how its data are encoded
-    (:data:`TRAINED_DATA_KEYS`)."""
-    changed = [(key, getattr(data, key), getattr(run_data, key)) for key in TRAINED_DATA_KEYS
-               if hasattr(run_data, key) and getattr(data, key, None) != getattr(run_data, key)]
+    (:func:`changed_trained_data`)."""
+    changed = changed_trained_data(run_data, data)
     if changed:
-        listed = "; ".join(f"--data.{key} {value} (the run's: {run})" for key, value, run in changed)
+        listed = "; ".join(f"--{key} {value} (the run's: {run})" for key, (value, run) in changed.items())
         raise ValueError(f"{listed}: eval of a run keeps the data its model was trained on and their encoding; "
                          f"drop the override, or give --config CONFIG to evaluate with another config's data.")
 
@@ -168,9 +185,9 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     -------
     dict
         ``checkpoint``, ``model``, ``device``, ``train_resolution``,
-        ``test_resolutions``, ``metrics`` (``{"16_l2": ..., "16_h1": ...}``),
-        ``precision`` (mode, autocast, stabilizer, half dtype, what it ran as) and
-        ``wall_time_s``.
+        ``test_resolutions``, ``n_test_samples`` (``{resolution: samples}``), ``metrics``
+        (``{"16_l2": ..., "16_h1": ...}``), ``precision`` (mode, autocast, stabilizer, half
+        dtype, what it ran as) and ``wall_time_s``.
 
     Raises
     ------
@@ -230,6 +247,9 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
         schedule, epoch = PrecisionSchedule.constant("full"), 0  # upstream's layers: full precision
     trainer = build_trainer(config, model, data_processor, schedule, device, progress=False, policy=policy)
     trainer.on_epoch_start(epoch)
+    # the samples each error is the mean over: a resolution the run tested, its own count
+    n_test_samples = {resolution: len(loader.dataset) for resolution, loader in test_loaders.items()}
+    log("[neuralop-mp] test samples: " + ", ".join(f"{n} at {res}" for res, n in n_test_samples.items()))
     metrics = {}
     for resolution, loader in test_loaders.items():
         errors = trainer.evaluate(eval_losses, loader, log_prefix=str(resolution))
@@ -243,6 +263,7 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
         "device": str(device),
         "train_resolution": config.data.train_resolution,
         "test_resolutions": list(test_loaders),
+        "n_test_samples": n_test_samples,
         "metrics": metrics,
         "precision": {
             "mode": mode,

@@ -144,6 +144,7 @@ def check_model_fits_data(config, train_loader):
     """Refuse a model section whose channels or dimensions differ from the data's, before the
     model is built: an ``out_channels`` larger than the targets' broadcasts in the loss and
     trains to a wrong result without an error; the others fail inside the first batch.
+    (A built-in dataset's are known before its data load: :func:`check_model_fits_dataset`.)
 
     Raises
     ------
@@ -152,10 +153,38 @@ def check_model_fits_data(config, train_loader):
     """
     sample = train_loader.dataset[0]
     x, y = sample["x"], sample["y"]
-    model = config.model
-    dims = data_dims(train_loader)
     shapes = f"(a training sample has x of shape {tuple(x.shape)}, y of shape {tuple(y.shape)})"
-    for key, needed in (("data_channels", x.shape[0]), ("out_channels", y.shape[0])):
+    _check_model_layout(config, x.shape[0], y.shape[0], data_dims(train_loader), shapes)
+
+
+def check_model_fits_dataset(config):
+    """:func:`check_model_fits_data` for a built-in dataset (``config.data`` read by a loader of
+    :data:`~neuralop_mp.data.loaders.SAMPLE_LAYOUT`), from the channels and dimensions its
+    samples always have: before any file is read or generated. Another loader's data are
+    checked once loaded.
+
+    Raises
+    ------
+    ValueError
+        Naming the key, its value and what the dataset's samples need.
+    """
+    from .data.loaders import SAMPLE_LAYOUT
+
+    layout = SAMPLE_LAYOUT.get(config.data.loader_name())
+    if layout is None:
+        return
+    dims = layout["dims"]
+    shapes = (f"(its samples have {layout['data_channels']} input and {layout['out_channels']} output channel(s) "
+              f"on a {dims}-D grid)")
+    _check_model_layout(config, layout["data_channels"], layout["out_channels"], dims, shapes)
+
+
+def _check_model_layout(config, in_channels, out_channels, dims, shapes):
+    """The rule of :func:`check_model_fits_data`: ``model.data_channels`` and ``model.out_channels``
+    are the data's channels, and ``model.n_modes`` (each ``uno_n_modes`` entry) one count per
+    dimension; ``shapes`` says, in the message, what the data hold."""
+    model = config.model
+    for key, needed in (("data_channels", in_channels), ("out_channels", out_channels)):
         value = getattr(model, key, None)
         if value is not None and value != needed:
             raise ValueError(f"Invalid model.{key}={value}; the {config.name} data need {needed} {shapes}.")
@@ -482,19 +511,23 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         ``history`` (the trainer's per-epoch records), ``memory``, ``precision``
         (final mode, the schedule's phases and what each ran as on this device),
         ``seconds_per_epoch``, ``wall_time_s``, ``train_resolution``, ``output_dir``,
-        ``files``, ``threads`` and ``cpu_allocator`` (CPU runs).
+        ``files``, ``data_files`` (each data file read, its samples and its generation record
+        with the physics: :func:`~neuralop_mp.data.loaders.describe_files`; None for a loader
+        that does not say them), ``threads`` and ``cpu_allocator`` (CPU runs).
 
     Raises
     ------
     RunSetupError
         Before any data is loaded or generated, for an unavailable device, an
         unwritable output folder, a new run into a folder that holds a run, ``save_best``
-        without a test at the training resolution, ``opt.update_in_backward`` under
+        without a test at the training resolution, a model whose channels or dimensions a
+        built-in dataset's samples do not have (:func:`check_model_fits_dataset`), ``opt.update_in_backward`` under
         torchrun with several ranks or with "auto" loss scaling of a float16 run (both
         before anything is written: :func:`check_update_in_backward_scaling`) or a
         ``resume`` without a checkpoint folder; while
         loading data, for missing files that are not to be generated (with the command
-        that generates them); when the checkpoint is read,
+        that generates them); when the model is built, for an argument its constructor
+        refuses (a ValueError or TypeError, as one line); when the checkpoint is read,
         before anything is loaded or trained, for a ``resume`` whose optimizer or
         scheduler settings differ from the checkpoint's (:func:`check_resume_settings`).
     CheckpointError
@@ -550,6 +583,10 @@ def _run_training(config, claimed, *, progress, output_dir, write, log, resume, 
         progress, log = False, (lambda *args, **kwargs: None)
     if save_best:  # before a default folder is claimed: a refused run leaves none
         check_best_metric_resolution(config.data)
+    try:  # a built-in dataset's channels and dimensions: known before anything is generated
+        check_model_fits_dataset(config)
+    except ValueError as error:
+        raise RunSetupError(str(error)) from None
     # every rank reads the same run folder (resume); only rank 0 writes into it, and claims a default one
     claim = write and is_writer and not resume
     out = output_dir_for(config, output_dir, claim=claim) if write else None
@@ -589,8 +626,13 @@ def _run_training(config, claimed, *, progress, output_dir, write, log, resume, 
     # the normalizers fitted on the training data, before any epoch: `eval` of the run (a stopped
     # one's included) and a user's inference encode and decode with them, without the training data
     processor_file = save_data_processor(data_processor, out) if write and is_writer else None
+    # the files the load read, with the physics they record (a loader of ours says them)
+    data_files = getattr(train_loader, "data_files", None)
     train_loader = distributed.shard_loader(train_loader, seed=config.seed)
-    model = build_model(config, device, policy)
+    try:  # a model argument the validation could not see (a user's section): one line, as a data error
+        model = build_model(config, device, policy)
+    except (ValueError, TypeError) as error:
+        raise _setup_error("model", error) from error
     data_processor = attach_patching(config, model, data_processor, device)
     auto_decision = None
     # "auto" with a schedule: the trainer re-decides at each phase start (training/auto_phases.py);
@@ -674,6 +716,7 @@ def _run_training(config, claimed, *, progress, output_dir, write, log, resume, 
         "model": type(model).__name__,
         "train_resolution": config.data.train_resolution,
         "test_resolutions": list(test_loaders),
+        "data_files": data_files,
         "metrics": metrics,
         "seconds_per_epoch": (sum(epoch_times) / len(epoch_times)) if epoch_times else train_time / config.opt.n_epochs,
         "train_time_s": train_time,

@@ -45,6 +45,13 @@ UPSTREAM_RESOLUTIONS = {"darcy": (16, 32, 64, 128, 421), "nsforcing": (128, 1024
 # Trailing spatial axes of the stored tensors (Burgers' y is (N, time, space)).
 SPATIAL_DIMS = {"darcy": 2, "nsforcing": 2, "burgers": 1}
 
+# What each built-in loader's samples hold, known before any file is read (check_data_file checks
+# the stored tensors: one value per grid point): one input and one output channel, and the
+# dimensions of the target the model predicts (Burgers' whole space-time trajectory: 2).
+SAMPLE_LAYOUT = {"load_darcy": {"data_channels": 1, "out_channels": 1, "dims": SPATIAL_DIMS["darcy"]},
+                 "load_navier_stokes": {"data_channels": 1, "out_channels": 1, "dims": SPATIAL_DIMS["nsforcing"]},
+                 "load_burgers": {"data_channels": 1, "out_channels": 1, "dims": SPATIAL_DIMS["burgers"] + 1}}
+
 # The physics of a load: the split generator's arguments its files record. A file of ours
 # that is regenerated keeps its own; a missing one takes those of the load's other files.
 PHYSICS = {"darcy": ("face_average",), "nsforcing": ("viscosity", "t_final", "solver_resolution", "dt"),
@@ -271,11 +278,26 @@ LOADER_FILES = {"load_darcy": ("darcy", generate_darcy_split, "darcy"),
                 "load_burgers": ("burgers", generate_burgers_split, "burgers")}
 
 
-def make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes):
+def describe_files(stored):
+    """``[{"file", "samples_in_file", "record"}, ...]`` of the files a load read (``stored``, as
+    :func:`ensure_files` returns them): each file's path, the samples it holds and its generation
+    record (generator, seed and physics: viscosity, final time, ...; None for a file we did not
+    write), so a run's results say which equation its data solve."""
+    described = []
+    for path, data in stored.items():
+        record, n_samples = file_info(data)
+        described.append({"file": str(path), "samples_in_file": n_samples, "record": record})
+    return described
+
+
+def make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes, files=None):
     """DataLoaders over a PTDataset: shuffled training batches, ordered test batches (one
-    batch size per test resolution, as :func:`files_of_test_sets` checked)."""
+    batch size per test resolution, as :func:`files_of_test_sets` checked). ``files``
+    (:func:`describe_files`) is kept as the training loader's ``data_files``, for the run's
+    results (the return value stays upstream's three)."""
     # num_workers=0: worker processes cost more than they save on these small tensors.
     train_loader = DataLoader(dataset.train_db, batch_size=batch_size, shuffle=True, num_workers=0)
+    train_loader.data_files = files
     test_loaders = {
         res: DataLoader(dataset.test_dbs[res], batch_size=bs, shuffle=False, num_workers=0)
         for res, bs in zip(test_resolutions, test_batch_sizes)
@@ -352,7 +374,7 @@ def load_burgers(data_root=None, n_train=800, n_tests=(200,), batch_size=32, tes
     test_resolutions = [int(r) for r in test_resolutions]
     needed = needed_files(train_resolution, test_resolutions, n_train, n_tests, test_batch_sizes)
     prefix, generate_split, cli_name = LOADER_FILES["load_burgers"]
-    ensure_files(root, prefix, needed, generate_split, cli_name, generate, progress, seed)
+    files = describe_files(ensure_files(root, prefix, needed, generate_split, cli_name, generate, progress, seed))
     common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
                   test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
                   test_resolutions=test_resolutions)
@@ -363,7 +385,7 @@ def load_burgers(data_root=None, n_train=800, n_tests=(200,), batch_size=32, tes
                             channel_dim=1, **common)
         processor = dataset.data_processor
         dataset._data_processor = Burgers1dTimeDataProcessor(processor.in_normalizer, processor.out_normalizer)
-    return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes)
+    return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes, files)
 
 
 def load_test_sets(loader_name, data_root=None, n_tests=(200,), test_batch_sizes=(32,), test_resolutions=(16,),
@@ -402,7 +424,8 @@ def _load_2d(loader_name, upstream_class, data_root, n_train, n_tests, batch_siz
     test_resolutions = [int(r) for r in test_resolutions]
     dataset_name, generate_split, cli_name = LOADER_FILES[loader_name]
     needed = needed_files(train_resolution, test_resolutions, n_train, n_tests, test_batch_sizes)
-    ensure_files(root, dataset_name, needed, generate_split, cli_name, generate, progress, seed)
+    files = describe_files(ensure_files(root, dataset_name, needed, generate_split, cli_name, generate, progress,
+                                        seed))
     common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
                   test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
                   test_resolutions=test_resolutions, encode_input=encode_input, encode_output=encode_output)
@@ -410,4 +433,4 @@ def _load_2d(loader_name, upstream_class, data_root, n_train, n_tests, batch_siz
         dataset = upstream_class(root_dir=root, download=False, **common)
     else:
         dataset = PTDataset(root_dir=root, dataset_name=dataset_name, **common)
-    return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes)
+    return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes, files)
