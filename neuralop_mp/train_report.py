@@ -226,7 +226,9 @@ def format_eval_summary(result):
     precision = result["precision"]
     mode = precision["mode"] + ("+autocast" if precision["autocast"] else "") + \
         (f"+{precision['stabilizer']}" if precision["stabilizer"] else "")
-    rows = metric_rows(result) + [
+    samples = result.get("n_test_samples")  # how many samples each resolution's errors average
+    rows = metric_rows(result) + ([("samples per test set", ", ".join(f"{n} at {res}" for res, n in samples.items()))]
+                                  if samples else []) + [
         ("precision", f"{mode} (half_dtype {precision['half_dtype']})"),
         ("precision as run", precision["ran_as"]),
         ("checkpoint", result["checkpoint"]),

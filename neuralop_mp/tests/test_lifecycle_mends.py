@@ -6,6 +6,7 @@ line; a resume refuses another section class (before the run's recorded keys of 
 read) and the data keys ``eval`` refuses; ``eval --res`` keeps the run's test sets where it tested;
 a run records the physics of the files it read."""
 import json
+import re
 
 import pytest
 
@@ -223,5 +224,7 @@ def test_eval_at_the_runs_own_resolutions_repeats_its_errors_and_says_the_sample
     assert cli.main(["eval", str(out), "--res", "16", "8", "--json", str(tmp_path / "eval.json")]) == 0
     evaluated = json.loads((tmp_path / "eval.json").read_text())
     assert evaluated["metrics"] == trained  # bit for bit, at both resolutions
-    assert "[neuralop-mp] test samples: 2 at 16, 4 at 8" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "[neuralop-mp] test samples: 2 at 16, 4 at 8" in printed
+    assert re.search(r"\| samples per test set +\| 2 at 16, 4 at 8 ", printed)  # and in the result table
     assert evaluated["n_test_samples"] == {"16": 2, "8": 4}
