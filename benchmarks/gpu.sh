@@ -41,10 +41,9 @@ if [ -n "$wheelhouse" ]; then
   for wheel in "$wheelhouse"/*.whl; do
     [ -f "$wheel" ] || continue
     case ${wheel##*/} in
-      neuralop_mp-*) ;;  # this checkout is installed editable instead (see above)
-      pip-*) pip_wheel=$wheel; wheels+=("$wheel") ;;
-      *) wheels+=("$wheel") ;;
+      pip-*) pip_wheel=$wheel ;;
     esac
+    wheels+=("$wheel")
   done
   if [ ${#wheels[@]} -eq 0 ]; then
     echo "gpu.sh: error: --wheelhouse $wheelhouse: no wheels there" \

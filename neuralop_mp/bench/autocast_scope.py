@@ -34,6 +34,7 @@ import warnings
 import torch
 from neuralop.losses import H1Loss, LpLoss
 
+from ..data.cli import positive_float, positive_int
 from ..models.mixed_precision_models import ignoring_unrecorded_precision
 from .cli import threads_type
 from .report import add_output_arguments, fno_description, markdown_table, shown_command, timed_section, write_results
@@ -47,6 +48,9 @@ RUNS = {
     "mixed+autocast spectral": ("mixed", "spectral"),
 }
 DATASETS = {"darcy": "load_darcy", "navier_stokes": "load_navier_stokes"}
+# the options' defaults, and those of --quick (which an option given on the command line overrides)
+DEFAULTS = {"epochs": 4, "seeds": [0, 1, 2], "n_train": 200, "n_test": 100, "datasets": list(DATASETS)}
+QUICK = {"epochs": 1, "seeds": [0], "n_train": 32, "n_test": 16, "datasets": ["darcy"]}
 MODEL = {"model_arch": "fno", "data_channels": 1, "out_channels": 1, "n_modes": [8, 8],
          "hidden_channels": 16, "n_layers": 3, "half_dtype": "bfloat16"}
 
@@ -131,21 +135,26 @@ def summarize(dataset, name, results, full):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="neuralop-mp bench scope", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 epoch, 1 seed, 32 samples, Darcy only (seconds)")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--quick", action="store_true",
+                        help="1 epoch, 1 seed, 32 training and 16 test samples, Darcy only (seconds); --epochs, "
+                             "--seeds, --n-train, --n-test and --datasets given as well override these")
+    parser.add_argument("--datasets", nargs="+", default=None, choices=list(DATASETS), help="default: all")
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--n-train", type=int, default=200)
-    parser.add_argument("--n-test", type=int, default=100)
-    parser.add_argument("--resolution", type=int, default=16, help="training resolution N (tests at N and 2N)")
-    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--epochs", type=positive_int, default=None, help=f"default {DEFAULTS['epochs']}")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="default " + " ".join(map(str, DEFAULTS["seeds"])))
+    parser.add_argument("--n-train", type=positive_int, default=None, help=f"default {DEFAULTS['n_train']}")
+    parser.add_argument("--n-test", type=positive_int, default=None, help=f"default {DEFAULTS['n_test']}")
+    parser.add_argument("--resolution", type=positive_int, default=16,
+                        help="training resolution N (tests at N and 2N; default 16)")
+    parser.add_argument("--lr", type=positive_float, default=5e-3, help="default 5e-3")
     parser.add_argument("--threads", type=threads_type, default=1, metavar="N|auto",
                         help="torch intra-op threads; auto: the CPUs other processes leave idle (default 1)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.epochs, args.seeds, args.n_train, args.n_test, args.datasets = 1, [0], 32, 16, ["darcy"]
+    for key, default in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, key) is None:  # not given: an option given wins over --quick
+            setattr(args, key, default)
     torch.set_num_threads(args.threads)
     step_repeats = 2 if args.quick else 15
 

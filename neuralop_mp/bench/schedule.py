@@ -30,7 +30,7 @@ import warnings
 import torch
 from neuralop.losses import H1Loss, LpLoss
 
-from ..data.cli import _positive_float, _positive_int
+from ..data.cli import positive_float, positive_int
 from .cli import threads_type
 from .report import add_output_arguments, fno_description, markdown_table, shown_command, timed_section, write_results
 
@@ -106,11 +106,11 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="1 epoch, 1 seed, 64 training samples, runs full and mixed (seconds); --epochs, "
                              "--seeds, --n-train and --runs given as well override these")
-    parser.add_argument("--epochs", type=_positive_int, default=None, help=f"default {DEFAULTS['epochs']}")
+    parser.add_argument("--epochs", type=positive_int, default=None, help=f"default {DEFAULTS['epochs']}")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="default " + " ".join(map(str, DEFAULTS["seeds"])))
-    parser.add_argument("--n-train", type=_positive_int, default=None, help=f"default {DEFAULTS['n_train']}")
-    parser.add_argument("--lr", type=_positive_float, default=5e-3, help="default 5e-3")
+    parser.add_argument("--n-train", type=positive_int, default=None, help=f"default {DEFAULTS['n_train']}")
+    parser.add_argument("--lr", type=positive_float, default=5e-3, help="default 5e-3")
     parser.add_argument("--runs", nargs="+", default=None, choices=list(RUNS), help="default: all")
     parser.add_argument("--threads", type=threads_type, default=None, metavar="N|auto",
                         help="torch intra-op threads; auto: the CPUs other processes leave idle (default: torch's "

@@ -54,7 +54,7 @@ from ..models.mixed_precision_models import ignoring_unrecorded_precision
 from ..models.pointwise_tiles import set_pointwise_tiles
 from ..models.recompute import set_recompute
 from ..layers.precision_switch import set_precision
-from ..data.cli import _positive_int
+from ..data.cli import positive_int
 from ..vocabulary import check_int_at_least
 from .cli import threads_type
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
@@ -335,16 +335,28 @@ def render(data):
     )
 
 
+def _size(text):
+    """An argparse type: ``RESxBATCH`` (``64x2``), both positive integers, as ``(res, batch)``."""
+    parts = text.lower().split("x")
+    try:
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(text)
+        return tuple(positive_int(part) for part in parts)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: RESxBATCH, two positive "
+                                         "integers such as 64x2") from None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="neuralop-mp bench spectral", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="a small model at 32^2, one round (seconds); --rounds and --sizes given as well win")
-    parser.add_argument("--rounds", type=_positive_int, default=None,
+    parser.add_argument("--rounds", type=positive_int, default=None,
                         help="interleaved timed rounds (default 3; 1 with --quick)")
     parser.add_argument("--models", nargs="+", default=["FNO", "TFNO"], choices=["FNO", "TFNO"])
     parser.add_argument("--threads", type=threads_type, default=None, metavar="N|auto",
                         help="torch intra-op threads; auto: the CPUs other processes leave idle (default: torch's)")
-    parser.add_argument("--sizes", nargs="+", default=None, metavar="RESxBATCH",
+    parser.add_argument("--sizes", type=_size, nargs="+", default=None, metavar="RESxBATCH",
                         help="e.g. 64x2 256x2 (default: " + " ".join(f"{r}x{b}" for r, b in SIZES) + ")")
     parser.add_argument("--slow-step-s", type=float, default=float("inf"),
                         help="autocast rows whose warm-up step took longer are not repeated (default: never)")
@@ -353,13 +365,7 @@ def main(argv=None):
                              "alike (default); system: malloc as it is (neuralop_mp/cpu_allocator.py)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        sizes = [tuple(int(n) for n in s.lower().split("x")) for s in args.sizes] if args.sizes else None
-        if sizes and any(len(s) != 2 for s in sizes):
-            raise ValueError
-    except ValueError:
-        parser.error(f"invalid --sizes {' '.join(args.sizes)!r}; expected RESxBATCH items such as 64x2 256x2")
-    body, data = run(quick=args.quick, sizes=sizes, rounds=args.rounds, models=args.models, threads=args.threads,
+    body, data = run(quick=args.quick, sizes=args.sizes, rounds=args.rounds, models=args.models, threads=args.threads,
                      slow_step_s=args.slow_step_s, cpu_allocator=args.cpu_allocator)
     command = shown_command("neuralop-mp bench spectral", argv)
     text = header("Spectral layer: step time and saved-for-backward bytes", command) + "\n" + body

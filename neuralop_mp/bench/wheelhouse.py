@@ -1,9 +1,8 @@
-"""Wheels for a GPU node without a package index: neuralop-mp and what it needs, less torch.
+"""Wheels for a GPU node without a package index: what neuralop-mp needs, less torch.
 
 ``bash benchmarks/wheelhouse.sh DIR [--python-version 3.12] [--platform TAG ...] [--skip NAME ...]``
 on a machine with a package index writes into ``DIR``:
 
-- a wheel of this checkout (built offline: ``pip wheel --no-deps --no-build-isolation``);
 - a wheel of every package of neuralop-mp's runtime dependency closure, read from this
   environment's installed metadata (:func:`closure`), each pinned to the version installed
   here, downloaded for the node's CPython and platform (``pip download --no-deps
@@ -11,6 +10,9 @@ on a machine with a package index writes into ``DIR``:
   what only they need), which the node has;
 - pip and setuptools, so that ``bash benchmarks/gpu.sh OUT --wheelhouse DIR`` installs on a
   node whose Python has no pip or ``ensurepip`` and installs the checkout editable offline.
+
+No wheel of neuralop-mp itself: gpu.sh runs in the checkout and installs it editable (the
+CUDA tests import ``neuralop_mp.configs``, which only the editable install maps to configs/).
 
 ``--skip NAME`` leaves out a package the node already has, and what only it needs (the
 whole closure is about 120 MiB, scipy, wandb and numpy the most of it).
@@ -30,16 +32,12 @@ from packaging.requirements import Requirement
 
 from ..run_setup import RunSetupError, check_writable
 
-ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "neuralop-mp"
 # the usual manylinux tags, newest first; pure-python wheels ("any") always fit
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64", "any"]
 TOOLS = ["pip", "setuptools"]  # gpu.sh installs with them (see the module docstring)
 WARN_BYTES = 64 * 2**20  # the most a lent GPU machine takes along with a working tree
-# what a copy of the checkout for the wheel build leaves out
-NOT_SOURCE = (".git", ".venv", "build", "dist", "runs", "outputs", "data_cache", "*.egg-info", "__pycache__",
-              ".pytest_cache")
 
 
 class WheelhouseError(RuntimeError):
@@ -82,6 +80,9 @@ def target_environment(python_version, platforms=PLATFORMS):
 def closure(root, dists, env, leave_out=is_torch_stack):
     """Every distribution ``root`` needs at run time, with its installed version.
 
+    Requirements are followed with the extras they ask for: ``lib[x]`` brings what ``lib``
+    needs under its extra ``x`` too (``root`` itself is taken without extras).
+
     Parameters
     ----------
     root : str
@@ -90,7 +91,7 @@ def closure(root, dists, env, leave_out=is_torch_stack):
         ``{normalized name: (version, Requires-Dist lines)}``, as :func:`installed` returns.
     env : dict
         Marker values of the target (:func:`target_environment`); requirements whose marker
-        is false there, extras' included, are not followed.
+        is false there, for every extra asked of the distribution (and for none), are not followed.
     leave_out : callable
         Names neither listed nor followed: what only they need is left out too.
 
@@ -104,24 +105,33 @@ def closure(root, dists, env, leave_out=is_torch_stack):
     WheelhouseError
         When a needed distribution is not installed here.
     """
-    if normalize(root) not in dists:
+    root = normalize(root)
+    if root not in dists:
         raise WheelhouseError(f"{root} is not installed here: install it with its dependencies first")
-    env = dict(env, extra="")  # no extras asked for: their requirements do not apply
-    found, todo = {}, [normalize(root)]
+    # (name, extras asked of it): a distribution asked again with other extras is walked again
+    start = (root, frozenset())
+    found, seen, todo = {}, {start}, [start]
     while todo:
-        name = todo.pop()
+        name, extras = todo.pop()
+        # a marker may name an extra ("; extra == 'x'"): it holds for one asked, or for none asked
+        environments = [dict(env, extra=extra) for extra in ("", *sorted(extras))]
         for line in dists[name][1]:
             requirement = Requirement(line)
-            needed = normalize(requirement.name)
-            if requirement.marker and not requirement.marker.evaluate(env):
+            if requirement.marker and not any(requirement.marker.evaluate(e) for e in environments):
                 continue
-            if needed in found or needed == normalize(root) or leave_out(needed):
+            needed = normalize(requirement.name)
+            if leave_out(needed):
                 continue
             if needed not in dists:
                 raise WheelhouseError(f"{name} requires {requirement.name}, which is not installed here: "
                                       f"install {PROJECT} with its dependencies first")
-            found[needed] = dists[needed][0]
-            todo.append(needed)
+            asked = (needed, frozenset(normalize(extra) for extra in requirement.extras))
+            if asked in seen:
+                continue
+            seen.add(asked)
+            if needed != root:
+                found[needed] = dists[needed][0]
+            todo.append(asked)
     return dict(sorted(found.items()))
 
 
@@ -142,22 +152,6 @@ def download(name, version, folder, python_version, platforms=PLATFORMS, pip_arg
             reason = errors[0][len("ERROR:"):].strip() if errors else f"pip exited {done.returncode}"
             raise WheelhouseError(f"no wheel of {name}=={version} for CPython {python_version} on "
                                   f"{', '.join(platforms)}: {reason}")
-        return Path(shutil.move(wheels[0], Path(folder) / wheels[0].name))
-
-
-def build_own_wheel(folder, root=ROOT):
-    """A wheel of the checkout at ``root`` into ``folder``, offline, from a copy (no build/ in the checkout)."""
-    if not (root / "pyproject.toml").is_file():
-        raise WheelhouseError(f"{root} is not a checkout of {PROJECT}: run this from one")
-    with tempfile.TemporaryDirectory() as tmp:
-        source, built = Path(tmp) / "source", Path(tmp) / "built"
-        shutil.copytree(root, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
-        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                               "--no-index", "--wheel-dir", str(built), str(source)], capture_output=True, text=True)
-        wheels = list(built.glob("*.whl"))
-        if done.returncode or len(wheels) != 1:
-            last = (done.stderr.strip() or f"pip exited {done.returncode}").splitlines()[-1]
-            raise WheelhouseError(f"building the {PROJECT} wheel failed: {last}")
         return Path(shutil.move(wheels[0], Path(folder) / wheels[0].name))
 
 
@@ -201,13 +195,12 @@ def main(argv=None):
                                   f"{', '.join([*whole, *TOOLS])}")
         pins = closure(PROJECT, dists, env, lambda name: is_torch_stack(name) or name in skip)
         pins.update({tool: dists[tool][0] for tool in TOOLS if tool in dists and tool not in skip})
-        stale = stale_wheels(folder, {**pins, PROJECT: dists[PROJECT][0]})
+        stale = stale_wheels(folder, pins)
         if stale:
             raise WheelhouseError(f"{folder} holds wheels of other packages or versions ({', '.join(stale)}); "
                                   "gpu.sh installs every wheel there: remove them or choose another DIR")
-        print(f"{len(pins) + 1} wheels for CPython {args.python_version} ({', '.join(platforms)}) into {folder}")
-        made = [build_own_wheel(folder)] + [download(name, version, folder, args.python_version, platforms)
-                                            for name, version in pins.items()]
+        print(f"{len(pins)} wheels for CPython {args.python_version} ({', '.join(platforms)}) into {folder}")
+        made = [download(name, version, folder, args.python_version, platforms) for name, version in pins.items()]
     except (WheelhouseError, RunSetupError) as error:
         print(f"wheelhouse: error: {error}", file=sys.stderr)
         return 1

@@ -36,11 +36,13 @@ def _int_at_least(low, allowed):
     return parse
 
 
-_positive_int = _int_at_least(1, "positive integers")
+#: argparse type of a count (an integer >= 1); the bench commands use it too
+positive_int = _int_at_least(1, "positive integers")
 _non_negative_int = _int_at_least(0, "integers >= 0")
 
 
-def _positive_float(text):
+def positive_float(text):
+    """An argparse type: a number > 0, else an error naming the value (the bench commands use it too)."""
     try:
         value = float(text)
     except ValueError:
@@ -55,19 +57,19 @@ def build_parser(prog="neuralop-mp data"):
     parser = argparse.ArgumentParser(prog=prog, description="Generate PDE datasets offline, in neuraloperator's file layouts.")
     parser.add_argument("dataset", choices=DATASETS, help="which dataset to generate")
     parser.add_argument("--root", default=None, help="output folder (default: $NEURALOP_MP_DATA or ~/.cache/neuralop_mp/data)")
-    parser.add_argument("--res", type=_positive_int, nargs="+", default=None,
+    parser.add_argument("--res", type=positive_int, nargs="+", default=None,
                         help="stored resolutions (darcy: any >= 4; navier_stokes: powers of 2; burgers: >= 8)")
-    parser.add_argument("--n-train", type=_positive_int, default=None, help="training samples per resolution")
-    parser.add_argument("--n-test", type=_positive_int, default=None, help="test samples per resolution")
+    parser.add_argument("--n-train", type=positive_int, default=None, help="training samples per resolution")
+    parser.add_argument("--n-test", type=positive_int, default=None, help="test samples per resolution")
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="base seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate even if matching files exist")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     physics = parser.add_argument_group("navier_stokes and burgers")
-    physics.add_argument("--viscosity", type=_positive_float, default=None, help="nu (default 1e-3 / 0.01)")
-    physics.add_argument("--t-final", type=_positive_float, default=None, help="final time (default 10 / 1)")
-    physics.add_argument("--solver-resolution", type=_positive_int, default=None, help="smallest grid solved on (navier_stokes: a power of 2 >= 32; burgers: >= 65)")
-    physics.add_argument("--n-time", type=_positive_int, default=None, help="burgers: stored time points (default 17)")
-    physics.add_argument("--dt", type=_positive_float, default=None,
+    physics.add_argument("--viscosity", type=positive_float, default=None, help="nu (default 1e-3 / 0.01)")
+    physics.add_argument("--t-final", type=positive_float, default=None, help="final time (default 10 / 1)")
+    physics.add_argument("--solver-resolution", type=positive_int, default=None, help="smallest grid solved on (navier_stokes: a power of 2 >= 32; burgers: >= 65)")
+    physics.add_argument("--n-time", type=positive_int, default=None, help="burgers: stored time points (default 17)")
+    physics.add_argument("--dt", type=positive_float, default=None,
                          help="navier_stokes: largest time step (default 0.05*32/n on the n-point solver grid)")
     return parser
 

@@ -27,6 +27,11 @@ TENSORGRAD_FIELDS = tuple(option.name for option in TENSORGRAD_OPTIONS
                           if option.name not in ("lr", "betas", "weight_decay", "compress"))
 #: the keys create_optimizer reads besides the tensorgrad_<key> fields, with the setting checking each
 COMMON_FIELDS = {"learning_rate": "lr", "weight_decay": "weight_decay", "betas": "betas"}
+# the settings that take a float (eps, rank, sparse_ratio, scale, ...): text that is a number
+# is read as one, as for learning_rate (YAML reads 1e-8, without a dot, as text)
+_FLOAT_SETTINGS = frozenset(key for key in TENSORGRAD_FIELDS if isinstance(DEFAULTS[key], float))
+# the part a single-branch kind drops (galore: low-rank only; sparse: sparse only)
+DROPPED_SETTING = {"galore": "sparse_ratio", "sparse": "rank"}
 
 # opt-section fields of upstream neuraloperator 2.0.0's configs (OptimizationConfig and the
 # scripts' subclasses; ``alpha`` is read by its UQNO script) that create_optimizer does not
@@ -171,20 +176,35 @@ def _common_settings(opt_config):
     return common
 
 
-def _tensorgrad_settings(opt_config, name):
+def _tensorgrad_settings(opt_config, name, plain):
     """The ``opt.tensorgrad_<key>`` fields present, checked (messages name ``opt.tensorgrad_<key>``),
-    for optimizer ``name``; absent fields keep TensorGRaD's defaults."""
+    for optimizer ``name``; absent fields keep TensorGRaD's defaults.
+
+    Every present field is checked, whatever the kind (as ``load_config`` checks a config's),
+    "adamw", which reads none, included. A ``plain`` dict may not set the part its kind drops
+    (galore: ``tensorgrad_sparse_ratio``; sparse: ``tensorgrad_rank``) to anything but None: it
+    would not be used.
+    """
     _unknown_tensorgrad_fields(opt_config)
     present = set(_field_names(opt_config))
-    # an explicit None (e.g. no sparse part) is kept; absent fields keep TensorGRaD's defaults
-    settings = {key: OPTIONS_BY_NAME[key].check(f"opt.tensorgrad_{key}", _get(opt_config, f"tensorgrad_{key}"))
-                for key in TENSORGRAD_FIELDS if f"tensorgrad_{key}" in present}
-    # the part the kind drops is not the user's to set (galore: low-rank only; sparse: sparse only)
-    dropped = {"galore": "sparse_ratio", "sparse": "rank"}.get(name)
+    settings = {}
+    for key in TENSORGRAD_FIELDS:
+        if f"tensorgrad_{key}" in present:  # an explicit None (e.g. no sparse part) is kept
+            option, value = OPTIONS_BY_NAME[key], _get(opt_config, f"tensorgrad_{key}")
+            if key in _FLOAT_SETTINGS:
+                value = _number_text(f"tensorgrad_{key}", option, value, strict=False)
+            settings[key] = option.check(f"opt.tensorgrad_{key}", value)
+    if name == "adamw":
+        return settings
+    dropped = DROPPED_SETTING.get(name)
+    part = {"sparse_ratio": "sparse", "rank": "low-rank"}.get(dropped)
+    if plain and dropped and settings.get(dropped) is not None:
+        raise ValueError(f"Invalid opt.tensorgrad_{dropped}={settings[dropped]!r} with opt.optimizer={name!r}: that "
+                         f"kind has no {part} part and does not read it; leave it out (or None), or use "
+                         "opt.optimizer='tensorgrad' for both parts.")
     kept = [k for k in ("rank", "sparse_ratio") if k != dropped]
     if all(settings.get(k, DEFAULTS[k]) is None for k in kept):
-        only = f" (opt.optimizer={name!r} has no {'sparse' if dropped == 'sparse_ratio' else 'low-rank'} part)" \
-            if dropped else ""
+        only = f" (opt.optimizer={name!r} has no {part} part)" if dropped else ""
         fields = " with ".join(f"opt.tensorgrad_{k}=None" for k in kept)
         raise ValueError(f"Invalid {fields}{only}: the compressed weights need a low-rank or a sparse part; set "
                          f"{' or '.join(f'opt.tensorgrad_{k}' for k in kept)}, or use opt.optimizer='adamw'.")
@@ -253,7 +273,10 @@ def create_optimizer(model, opt_config):
         (0.0), ``betas`` (optional), and ``tensorgrad_<key>`` for any TensorGRaD
         setting ``<key>`` but lr, betas, weight_decay and compress
         (:data:`~neuralop_mp.optim.settings.TENSORGRAD_OPTIONS`; defaults are
-        TensorGRaD's; read by the TensorGRaD kinds only). A plain dict may also
+        TensorGRaD's; checked whatever the kind, read by the TensorGRaD kinds only;
+        the float ones may be numbers written as text, as ``learning_rate``). A
+        plain dict may not set the part its kind drops (``tensorgrad_sparse_ratio``
+        with "galore", ``tensorgrad_rank`` with "sparse") but to None. It may also
         hold the opt-section fields left to the training loop (``n_epochs``,
         ``scheduler``, ...: this package's ``OptimizationConfig`` and upstream's);
         any other key is refused, with the field it likely meant.
@@ -270,10 +293,11 @@ def create_optimizer(model, opt_config):
     """
     if _get(opt_config, "optimizer") is None and _get(opt_config, "opt") is not None:
         opt_config = _get(opt_config, "opt")
-    if _is_plain_mapping(opt_config):
+    plain = _is_plain_mapping(opt_config)
+    if plain:
         _check_known_keys(opt_config)
     name = _get(opt_config, "optimizer", "adamw") or "adamw"
     name = check_choice("opt.optimizer", name.lower() if isinstance(name, str) else name, list_optimizers())
     common = _common_settings(opt_config)
-    settings = _tensorgrad_settings(opt_config, name) if name != "adamw" else {}
+    settings = _tensorgrad_settings(opt_config, name, plain)  # checked for adamw too, which reads none
     return _REGISTRY[name].build(model, common, settings)

@@ -1,6 +1,7 @@
 """Benchmark options: bad values fail when parsed, in one line naming the option; options given
-beside ``--quick`` win over its settings; ``bench optimizer --threads``; the "why full" column of
-``bench auto``. The benchmarks' work is replaced by stubs: only what they are handed is checked."""
+beside ``--quick`` win over its settings (schedule, spectral, scope, optimizer, auto);
+``bench optimizer --threads``; the "why full" column of ``bench auto``. The benchmarks' work is
+replaced by stubs: only what they are handed is checked."""
 import pytest
 import torch
 
@@ -108,6 +109,91 @@ def test_spectral_run_refuses_zero_rounds_and_quick_keeps_given_rounds(monkeypat
     monkeypatch.setattr(spectral, "render", lambda data: "")
     spectral.run(quick=True, rounds=2, sizes=[(16, 1)], models=("FNO",))
     assert handed == [("FNO", 16, 1, 2)]
+
+
+@pytest.mark.parametrize("value", ["64x0", "0x2", "16x-2", "64x2x1", "64", "x"])
+def test_spectral_refuses_sizes_with_a_part_below_one_when_parsed(value, capsys, monkeypatch, tmp_path):
+    from neuralop_mp.bench import spectral
+
+    monkeypatch.setattr(spectral, "measure_size", _refuse)
+    with pytest.raises(SystemExit) as exit_status:
+        cli.main(["bench", "spectral", "--sizes", "32x2", value, "--out", str(tmp_path)])
+    assert exit_status.value.code == 2
+    assert _error_line(capsys) == (f"neuralop-mp bench spectral: error: argument --sizes: invalid value {value!r}; "
+                                   "allowed values: RESxBATCH, two positive integers such as 64x2")
+
+
+def test_spectral_sizes_reach_the_run_as_pairs(monkeypatch, tmp_path):
+    from neuralop_mp.bench import spectral
+
+    handed = []
+    monkeypatch.setattr(spectral, "run", lambda **kwargs: handed.append(kwargs["sizes"]) or ("", {}))
+    assert cli.main(["bench", "spectral", "--quick", "--sizes", "16X1", "32x2", "--out", str(tmp_path)]) == 0
+    assert handed == [[(16, 1), (32, 2)]]
+
+
+# ---- bench scope ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option, value, allowed", [
+    ("--epochs", "0", "positive integers"), ("--epochs", "-1", "positive integers"),
+    ("--n-train", "0", "positive integers"), ("--n-test", "-3", "positive integers"),
+    ("--resolution", "0", "positive integers"), ("--lr", "0", "positive numbers"), ("--lr", "-0.5", "positive numbers"),
+])
+@pytest.mark.parametrize("quick", [[], ["--quick"]])
+def test_scope_refuses_bad_counts_and_rates_when_parsed(option, value, allowed, quick, capsys, monkeypatch, tmp_path,
+                                                        threads_restored):
+    import neuralop_mp.data
+
+    monkeypatch.setattr(neuralop_mp.data, "load_darcy", _refuse)
+    monkeypatch.setattr(neuralop_mp.data, "load_navier_stokes", _refuse)
+    with pytest.raises(SystemExit) as exit_status:
+        cli.main(["bench", "scope", *quick, option, value, "--out", str(tmp_path)])
+    assert exit_status.value.code == 2
+    assert _error_line(capsys) == (f"neuralop-mp bench scope: error: argument {option}: invalid value "
+                                   f"{value!r}; allowed values: {allowed}")
+
+
+@pytest.fixture
+def scope_calls(monkeypatch, threads_restored):
+    """``bench scope`` with its data, training and step timing stubbed: what each was handed."""
+    import neuralop_mp.data
+    from neuralop_mp.bench import autocast_scope
+
+    calls = {"load": [], "train": []}
+
+    def loader(dataset):
+        def load(**kwargs):
+            calls["load"].append((dataset, kwargs["n_train"], kwargs["n_tests"], kwargs["train_resolution"]))
+            return None, None, None
+        return load
+
+    def train_once(loaders, run, seed, n_epochs, lr, resolution):
+        calls["train"].append((run, seed, n_epochs, lr))
+        return 0.1, 0.2, 1.0, 0
+
+    monkeypatch.setattr(neuralop_mp.data, "load_darcy", loader("darcy"))
+    monkeypatch.setattr(neuralop_mp.data, "load_navier_stokes", loader("navier_stokes"))
+    monkeypatch.setattr(autocast_scope, "train_once", train_once)
+    monkeypatch.setattr(autocast_scope, "step_times", lambda loaders, runs, repeats: {run: 1e-3 for run in runs})
+    return calls
+
+
+def test_scope_options_given_beside_quick_win_over_its_settings(scope_calls, tmp_path):
+    assert cli.main(["bench", "scope", "--quick", "--epochs", "3", "--seeds", "5", "6", "--n-train", "40",
+                     "--n-test", "8", "--datasets", "navier_stokes", "--runs", "full", "--lr", "0.01",
+                     "--resolution", "8", "--out", str(tmp_path)]) == 0
+    assert scope_calls["load"] == [("navier_stokes", 40, (8, 8), 8)]
+    assert scope_calls["train"] == [("full", 5, 3, 0.01), ("full", 6, 3, 0.01)]
+    # what is not given keeps --quick's setting: 1 epoch, seed 0, 32 + 16 samples, Darcy only
+    scope_calls["load"].clear(), scope_calls["train"].clear()
+    assert cli.main(["bench", "scope", "--quick", "--epochs", "2", "--runs", "full", "--out", str(tmp_path)]) == 0
+    assert scope_calls["load"] == [("darcy", 32, (16, 16), 16)]
+    assert scope_calls["train"] == [("full", 0, 2, 5e-3)]
+    # and without --quick, the full run's
+    scope_calls["load"].clear(), scope_calls["train"].clear()
+    assert cli.main(["bench", "scope", "--runs", "full", "--out", str(tmp_path)]) == 0
+    assert scope_calls["load"] == [("darcy", 200, (100, 100), 16), ("navier_stokes", 200, (100, 100), 16)]
+    assert scope_calls["train"] == [("full", seed, 4, 5e-3) for seed in (0, 1, 2)] * 2
 
 
 # ---- bench optimizer --------------------------------------------------------------------------

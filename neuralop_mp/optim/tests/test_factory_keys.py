@@ -1,5 +1,7 @@
 """Which keys ``create_optimizer`` takes, and its messages for bad values: each names the
 ``opt.<field>``, the value and the allowed values, in one line."""
+from types import SimpleNamespace
+
 import pydantic
 import pytest
 import torch
@@ -110,3 +112,51 @@ def test_numbers_written_as_text_still_read(fno):
     opt = create_optimizer(fno, {"learning_rate": "1e-3", "weight_decay": "0.01", "betas": ["0.8", 0.9]})
     group = opt.param_groups[0]
     assert (group["lr"], group["weight_decay"], group["betas"]) == (1e-3, 0.01, (0.8, 0.9))
+
+
+@pytest.mark.parametrize("field, value", [("tensorgrad_rank", 5.0), ("tensorgrad_sparse_type", "bogus"),
+                                          ("tensorgrad_scale", -1.0)])
+def test_adamw_checks_the_tensorgrad_fields_as_load_config_does(fno, field, value):
+    """AdamW reads none of them, but a bad one is refused as ``load_config --opt.<field>`` refuses it
+    (it used to build AdamW from a plain dict or a config object alike)."""
+    with pytest.raises(ValueError) as from_config:
+        load_config("darcy", {f"opt.{field}": str(value)})
+    with pytest.raises(ValueError) as from_dict:
+        create_optimizer(fno, {"optimizer": "adamw", field: value})
+    assert _message(from_dict) == _message(from_config)
+    with pytest.raises(ValueError) as from_object:  # an attribute-style section, as a Bunch
+        create_optimizer(fno, SimpleNamespace(optimizer="adamw", **{field: value}))
+    assert _message(from_object) == _message(from_config)
+    # a good one is accepted, and AdamW is torch's
+    assert type(create_optimizer(fno, {"optimizer": "adamw", "tensorgrad_rank": 0.5})) is torch.optim.AdamW
+
+
+@pytest.mark.parametrize("kind, field, value, part", [("galore", "tensorgrad_sparse_ratio", 0.1, "sparse"),
+                                                      ("sparse", "tensorgrad_rank", 0.5, "low-rank")])
+def test_a_dict_may_not_set_the_part_its_kind_drops(fno, kind, field, value, part):
+    with pytest.raises(ValueError) as error:
+        create_optimizer(fno, {"optimizer": kind, field: value})
+    assert _message(error) == (f"Invalid opt.{field}={value!r} with opt.optimizer={kind!r}: that kind has no {part} "
+                               "part and does not read it; leave it out (or None), or use "
+                               "opt.optimizer='tensorgrad' for both parts.")
+    # None is what the kind uses: accepted, and so is a config (whose every field is present)
+    group = create_optimizer(fno, {"optimizer": kind, field: None}).param_groups[-1]
+    assert group[field.removeprefix("tensorgrad_")] is None
+    config = load_config("darcy", {"opt.optimizer": kind})
+    assert create_optimizer(fno, config.opt).param_groups[-1][field.removeprefix("tensorgrad_")] is None
+
+
+@pytest.mark.parametrize("kind", ["tensorgrad", "adamw"])
+def test_tensorgrad_numbers_written_as_text_read_as_learning_rate_does(fno, kind):
+    # YAML reads 1e-8 (no dot) as text
+    config = {"optimizer": kind, "learning_rate": "1e-3", "tensorgrad_eps": "1e-8", "tensorgrad_scale": "2e0",
+              "tensorgrad_rank": "5e-1", "tensorgrad_sparse_ratio": "1e-1"}
+    opt = create_optimizer(fno, config)
+    if kind == "tensorgrad":
+        group = opt.param_groups[-1]
+        assert (group["eps"], group["scale"], group["rank"], group["sparse_ratio"]) == (1e-8, 2.0, 0.5, 0.1)
+    else:
+        assert type(opt) is torch.optim.AdamW
+    # text that is no number is still refused, naming the field
+    with pytest.raises(TypeError, match=r"^Invalid opt\.tensorgrad_scale='2x' \(str\); expected a finite number"):
+        create_optimizer(fno, {"optimizer": kind, "tensorgrad_scale": "2x"})

@@ -139,10 +139,11 @@ def test_run_command_line_flags_are_the_table_config_options():
 
     expected = {o.config_field for o in CONFIG_OPTIONS}
     assert {k for k in FLAGS if k.startswith("tensorgrad_")} == expected == set(OPTIMIZER_OPTION_KEYS)
-    argv = ["t.py"] + [f"--mp.tensorgrad_{k}={v}" for k, v in NON_DEFAULT.items()]
-    assert parse_args(argv)[1] == {f"tensorgrad_{k}": v for k, v in NON_DEFAULT.items()}
+    # read with an optimizer kind that reads them (refused without one: nothing would)
+    argv = ["t.py", "--mp.optimizer", "tensorgrad"] + [f"--mp.tensorgrad_{k}={v}" for k, v in NON_DEFAULT.items()]
+    assert parse_args(argv)[1] == {"optimizer": "tensorgrad", **{f"tensorgrad_{k}": v for k, v in NON_DEFAULT.items()}}
     with pytest.raises((UsageError, ValueError), match=r"tensorgrad_adam_convention='pytorch'"):
-        parse_args(["t.py", "--mp.tensorgrad_adam_convention", "pytorch"])
+        parse_args(["t.py", "--mp.optimizer", "tensorgrad", "--mp.tensorgrad_adam_convention", "pytorch"])
 
 
 def test_config_docs_list_every_setting_with_its_default():

@@ -296,3 +296,11 @@ def test_a_checkpoint_of_an_earlier_run_with_torchs_adamw_says_how_to_resume_it(
     with neuralop_mp.enabled(optimizer="adamw"):
         model = _fno()
         _train(model, neuralop.training.AdamW(model.parameters(), lr=1e-2), n_epochs=2, resume_from_dir=tmp_path)
+
+
+@pytest.mark.parametrize("optimizer, option", [("galore", "tensorgrad_sparse_ratio"), ("sparse", "tensorgrad_rank")])
+def test_a_setting_the_optimizer_kind_drops_is_refused_before_the_script_runs(optimizer, option):
+    with pytest.raises(ValueError, match=rf"Invalid {option}=0\.5 with optimizer='{optimizer}': that kind does not "
+                                         "read it"):
+        with neuralop_mp.enabled(optimizer=optimizer, optimizer_options={option: 0.5}):
+            pass
