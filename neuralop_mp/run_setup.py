@@ -62,13 +62,52 @@ def available_cpus():
         return os.cpu_count() or 1
 
 
-def default_threads(cpus=None, load=None):
+# how long a start looks at what runs now: the 1-minute load average lags a process started
+# seconds before (a run started with one just begun took two threads, 3x slower an epoch)
+BUSY_SAMPLE_S = 0.2
+
+
+def busy_cpus_now(interval=BUSY_SAMPLE_S, read_stat=None):
+    """The CPUs other processes keep busy now: the busy share of ``/proc/stat``'s CPU time over
+    ``interval`` seconds (this process sleeps meanwhile) times the machine's CPUs. None where
+    that cannot be read (not Linux) or does not describe this machine alone (a container that
+    sees more CPUs in ``/proc/stat`` than ``os.cpu_count()``, e.g. its host's).
+
+    ``read_stat``: a callable returning ``/proc/stat``'s text (tests); default the file."""
+    import time
+
+    def read():
+        if read_stat is not None:
+            return read_stat()
+        with open("/proc/stat") as stat:
+            return stat.read()
+
+    def sample():
+        lines = read().splitlines()
+        per_cpu = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+        values = [int(v) for v in lines[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return per_cpu, sum(values), values[3] + values[4]
+
+    try:
+        per_cpu, total0, idle0 = sample()
+        time.sleep(interval)
+        _, total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if per_cpu != (os.cpu_count() or 0) or total1 <= total0:
+        return None
+    return (1.0 - (idle1 - idle0) / (total1 - total0)) * per_cpu
+
+
+def default_threads(cpus=None, load=None, busy_now=None):
     """Intra-op threads for training on the CPU: the CPUs that other processes leave idle.
 
     torch starts one thread per core, and its OpenMP threads spin while they wait for
     each other: on a busy 2-core machine two threads ran a quickstart epoch in ~130 s
     instead of 4-10 s with one (docs/configs.md, "Threads on a shared CPU"). So the CPUs
-    that the 1-minute load average shows busy are left out, keeping at least one.
+    busy by the 1-minute load average, or by a short look at what runs now
+    (:func:`busy_cpus_now`, which sees a process started seconds ago), whichever is more,
+    are left out, keeping at least one.
 
     Under ``torchrun`` the idle CPUs are shared by this node's ranks: each takes its
     share, ``LOCAL_WORLD_SIZE`` (torchrun's number of ranks on this node) dividing them,
@@ -82,6 +121,9 @@ def default_threads(cpus=None, load=None):
     load : float, optional
         Load average of the last minute (default ``os.getloadavg()[0]``, 0 where the
         OS has none).
+    busy_now : float, optional
+        CPUs busy now (default: :func:`busy_cpus_now` where ``load`` is not given, outside
+        ``torchrun``, whose ranks starting together would count each other).
     """
     cpus = available_cpus() if cpus is None else int(cpus)
     if load is None:
@@ -89,7 +131,10 @@ def default_threads(cpus=None, load=None):
             load = os.getloadavg()[0]
         except (AttributeError, OSError):
             load = 0.0
-    idle = min(cpus, cpus - int(round(load)))
+        if busy_now is None and _local_ranks() == 1:
+            busy_now = busy_cpus_now()
+    busy = max(int(round(load)), int(round(busy_now or 0.0)))
+    idle = min(cpus, cpus - busy)
     return max(1, idle // _local_ranks())
 
 

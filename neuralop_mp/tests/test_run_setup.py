@@ -1,4 +1,5 @@
 """Checks before a run starts: device, threads, output folder; what a precision runs as."""
+import os
 import types
 
 import pytest
@@ -38,6 +39,34 @@ def test_malformed_or_unsupported_device_names_the_allowed_forms(device):
 def test_default_threads_leaves_the_busy_cpus_alone(monkeypatch, cpus, load, threads):
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert default_threads(cpus=cpus, load=load) == threads
+
+
+@pytest.mark.parametrize("load, busy_now, threads", [
+    (0.1, 1.0, 1),   # a process started seconds ago: the load average has not seen it yet
+    (1.2, 0.0, 1),   # one that just paused: the load average has
+    (0.0, 0.2, 2),   # a moment's noise is no busy CPU
+])
+def test_default_threads_leaves_out_what_the_load_average_or_a_look_now_shows_busy(monkeypatch, load, busy_now,
+                                                                                   threads):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_threads(cpus=2, load=load, busy_now=busy_now) == threads
+
+
+def _stat(user, idle, cpus=2):
+    """/proc/stat's text with the aggregate line's user and idle times (and ``cpus`` per-CPU lines)."""
+    return "\n".join([f"cpu  {user} 0 0 {idle} 0 0 0 0 0 0"] + [f"cpu{i} 0 0 0 0 0 0 0 0 0 0" for i in range(cpus)])
+
+
+def test_busy_cpus_now_reads_the_busy_share_of_proc_stat(monkeypatch):
+    from neuralop_mp.run_setup import busy_cpus_now
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    samples = iter([_stat(1000, 5000), _stat(1100, 5100)])  # half the CPU time busy: one of two CPUs
+    assert busy_cpus_now(interval=0, read_stat=lambda: next(samples)) == pytest.approx(1.0)
+    # a container seeing its host's 64 CPUs in /proc/stat: no measure of this machine's
+    samples = iter([_stat(1000, 5000, cpus=64), _stat(1100, 5100, cpus=64)])
+    assert busy_cpus_now(interval=0, read_stat=lambda: next(samples)) is None
+    assert busy_cpus_now(interval=0, read_stat=lambda: "garbage") is None
 
 
 @pytest.mark.parametrize("local_ranks, cpus, load, threads", [
