@@ -23,6 +23,20 @@ def _error_line(capsys):
     return line
 
 
+def _assert_refused_when_parsed(command, args, option, value, allowed, capsys, monkeypatch, tmp_path):
+    """``neuralop-mp bench COMMAND ARGS`` exits 2 with argparse's one line for ``option``, before
+    any data is loaded."""
+    import neuralop_mp.data
+
+    for loader in ("load_darcy", "load_navier_stokes"):
+        monkeypatch.setattr(neuralop_mp.data, loader, _refuse)
+    with pytest.raises(SystemExit) as exit_status:
+        cli.main(["bench", command, *args, "--out", str(tmp_path)])
+    assert exit_status.value.code == 2
+    assert _error_line(capsys) == (f"neuralop-mp bench {command}: error: argument {option}: invalid value "
+                                   f"{value!r}; allowed values: {allowed}")
+
+
 # ---- bench schedule ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("option, value, allowed", [
@@ -32,14 +46,8 @@ def _error_line(capsys):
 @pytest.mark.parametrize("quick", [[], ["--quick"]])
 def test_schedule_refuses_bad_counts_and_rates_when_parsed(option, value, allowed, quick, capsys, monkeypatch,
                                                            tmp_path):
-    import neuralop_mp.data
-
-    monkeypatch.setattr(neuralop_mp.data, "load_darcy", _refuse)
-    with pytest.raises(SystemExit) as exit_status:
-        cli.main(["bench", "schedule", *quick, option, value, "--out", str(tmp_path)])
-    assert exit_status.value.code == 2
-    assert _error_line(capsys) == (f"neuralop-mp bench schedule: error: argument {option}: invalid value "
-                                   f"{value!r}; allowed values: {allowed}")
+    _assert_refused_when_parsed("schedule", [*quick, option, value], option, value, allowed, capsys, monkeypatch,
+                                tmp_path)
 
 
 @pytest.fixture
@@ -90,11 +98,8 @@ def test_spectral_refuses_rounds_below_one_when_parsed(value, capsys, monkeypatc
     from neuralop_mp.bench import spectral
 
     monkeypatch.setattr(spectral, "measure_size", _refuse)
-    with pytest.raises(SystemExit) as exit_status:
-        cli.main(["bench", "spectral", "--quick", "--rounds", value, "--out", str(tmp_path)])
-    assert exit_status.value.code == 2
-    assert _error_line(capsys) == (f"neuralop-mp bench spectral: error: argument --rounds: invalid value {value!r}; "
-                                   "allowed values: positive integers")
+    _assert_refused_when_parsed("spectral", ["--quick", "--rounds", value], "--rounds", value, "positive integers",
+                                capsys, monkeypatch, tmp_path)
 
 
 def test_spectral_run_refuses_zero_rounds_and_quick_keeps_given_rounds(monkeypatch):
@@ -116,11 +121,8 @@ def test_spectral_refuses_sizes_with_a_part_below_one_when_parsed(value, capsys,
     from neuralop_mp.bench import spectral
 
     monkeypatch.setattr(spectral, "measure_size", _refuse)
-    with pytest.raises(SystemExit) as exit_status:
-        cli.main(["bench", "spectral", "--sizes", "32x2", value, "--out", str(tmp_path)])
-    assert exit_status.value.code == 2
-    assert _error_line(capsys) == (f"neuralop-mp bench spectral: error: argument --sizes: invalid value {value!r}; "
-                                   "allowed values: RESxBATCH, two positive integers such as 64x2")
+    _assert_refused_when_parsed("spectral", ["--sizes", "32x2", value], "--sizes", value,
+                                "RESxBATCH, two positive integers such as 64x2", capsys, monkeypatch, tmp_path)
 
 
 def test_spectral_sizes_reach_the_run_as_pairs(monkeypatch, tmp_path):
@@ -142,15 +144,8 @@ def test_spectral_sizes_reach_the_run_as_pairs(monkeypatch, tmp_path):
 @pytest.mark.parametrize("quick", [[], ["--quick"]])
 def test_scope_refuses_bad_counts_and_rates_when_parsed(option, value, allowed, quick, capsys, monkeypatch, tmp_path,
                                                         threads_restored):
-    import neuralop_mp.data
-
-    monkeypatch.setattr(neuralop_mp.data, "load_darcy", _refuse)
-    monkeypatch.setattr(neuralop_mp.data, "load_navier_stokes", _refuse)
-    with pytest.raises(SystemExit) as exit_status:
-        cli.main(["bench", "scope", *quick, option, value, "--out", str(tmp_path)])
-    assert exit_status.value.code == 2
-    assert _error_line(capsys) == (f"neuralop-mp bench scope: error: argument {option}: invalid value "
-                                   f"{value!r}; allowed values: {allowed}")
+    _assert_refused_when_parsed("scope", [*quick, option, value], option, value, allowed, capsys, monkeypatch,
+                                tmp_path)
 
 
 @pytest.fixture
