@@ -725,7 +725,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             memory = dict(saved_bytes=saved_bytes, step_peak_bytes=step_peak_bytes)
         self.history.append(_epoch_record(
             epoch=epoch, phase=self.phase_index, precision=mode, autocast=self.autocast_enabled,
-            stabilizer=stabilizer, half_dtype=dtype_name((self._half_dtypes() or [self._layer_half_dtype()])[0]),
+            stabilizer=stabilizer, half_dtype=dtype_name(  # the type computed in: autocast's alone in full precision
+                self.autocast_dtype if mode == "full" and self.autocast_enabled else self._layer_half_dtype()),
             train_loss=float(avg_loss), train_err=float(train_err), lr=float(lr), skipped_steps=skipped,
             loss_scale=self.scaler.get_scale(), epoch_time=epoch_time,
             world_size=distributed.world_size() if isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
