@@ -215,7 +215,7 @@ def _none_strings_are_read_as_none():
         n_layers: int = 1
         norm: str = "None"
         factorization: str = "None"
-        stabilizer: str = "none"
+        stabilizer: str = "None"  # upstream's config/models.py spelling
 
     class OtherConfig(ConfigBase):
         names: List[str] = ["None"]  # in a list: kept, as zencfg 0.7 keeps it
