@@ -145,7 +145,7 @@ class ActivationReport:
 
     def record_optimizer(self, optimizer, replaced, kind, model_matched, reason=None):
         entry = {
-            "replaced": f"{replaced.__module__}.{replaced.__qualname__}",
+            "replaced": _class_path(replaced),
             "kind": kind,
             "class": type(optimizer).__name__,
             "model_matched": model_matched,
