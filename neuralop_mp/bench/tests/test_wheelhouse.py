@@ -171,22 +171,6 @@ def test_download_names_the_package_pip_has_no_wheel_of(tmp_path):
     assert "demo-pkg==2.0" in message.split(": ", 1)[1] and "\n" not in message
 
 
-def test_a_wheelhouse_installs_offline_into_a_venv_over_the_system_packages(tmp_path):
-    index, house = tmp_path / "index", tmp_path / "house"
-    index.mkdir(), house.mkdir()
-    make_wheel(index)
-    wheelhouse.download("demo-pkg", "1.0", house, "{}.{}".format(*sys.version_info[:2]),
-                        pip_args=["--no-index", "--find-links", str(index)])
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-index",
-                    "--find-links", str(house), str(house / "demo_pkg-1.0-py3-none-any.whl")], check=True)
-    where = subprocess.run([str(python), "-c", "import demo_pkg; print(demo_pkg.__file__)"], capture_output=True,
-                           text=True, check=True).stdout
-    assert where.startswith(str(venv))
-
-
 @pytest.mark.parametrize("argv, message", [
     (["--wheelhouse"], "usage: bash benchmarks/gpu.sh OUT_DIR [--wheelhouse DIR]"),
     (["--dry-run", "--wheelhouse", "{empty}"], "--wheelhouse {empty}: no wheels there"),
