@@ -33,12 +33,6 @@ from .recommend import DEFAULT_FRACTION, DEFAULT_OVERFLOW_MARGIN, recommend
 AUTO = "auto"
 
 
-def _even_grid(x):
-    """Drop the last point of odd spatial axes, so the grid restricts to half its size."""
-    index = (slice(None), slice(None)) + tuple(slice(0, s - s % 2) for s in x.shape[2:])
-    return x[index]
-
-
 def calibrate_precision(model, batches, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN,
                         n_bands=4, apply=True):
     """Decide ``fno_block_precision`` of ``model`` from a few input batches, and apply it.
@@ -83,7 +77,7 @@ def _calibrate(model, batches, *, fraction=DEFAULT_FRACTION, overflow_margin=DEF
     if not batches or not all(torch.is_tensor(b) for b in batches):
         raise TypeError("calibrate_precision needs one or more input tensors (batch, channels, *spatial); "
                         f"got {type(batches).__name__}.")
-    x = _even_grid(torch.cat([b.detach() for b in batches]).float())
+    x = torch.cat([b.detach() for b in batches]).float()  # an odd grid: measure drops its last point
     _, half_name, _ = get_precision(model)
     half = str(resolve_half_dtype(half_name, x.device)).replace("torch.", "")
     diagnosis = measure(model, x, n_bands=n_bands, half_dtypes=(half,),

@@ -12,7 +12,6 @@ fine-grid size (Burgers' 17 time levels) loses its last point, as for
 ``fno_block_precision="auto"``, and the output says so.
 """
 import argparse
-import functools
 import shlex
 import sys
 import warnings
@@ -143,16 +142,10 @@ def _load(args, overrides):
     return (model, *_data_of(config.data, args), Path(str(args.target)).stem)
 
 
-def fine_inputs(loader_name, kwargs, resolution, n_samples, notes=None):
-    """``n_samples`` processed test inputs at ``2 * resolution`` from a built-in dataset.
-
-    An odd spatial size (Burgers' 17 time levels, which no resolution changes) loses its last
-    point, as ``fno_block_precision="auto"`` does (:func:`~neuralop_mp.diagnose.auto._even_grid`):
-    the fine grid must restrict to half its size. What was dropped is appended to ``notes``
-    (a list), or printed to stderr when there is none.
-    """
+def fine_inputs(loader_name, kwargs, resolution, n_samples):
+    """``n_samples`` processed test inputs at ``2 * resolution`` from a built-in dataset (an odd
+    spatial size, Burgers' time levels, is evened by :func:`~neuralop_mp.diagnose.measure.measure`)."""
     from .. import data as data_module
-    from .auto import _even_grid
 
     keep = {k: v for k, v in kwargs.items() if k in ("data_root", "encode_input", "encode_output", "seed")}
     train, tests, processor = getattr(data_module, loader_name)(
@@ -163,17 +156,7 @@ def fine_inputs(loader_name, kwargs, resolution, n_samples, notes=None):
     if processor is not None:
         processor.eval()
         batch = processor.preprocess(batch)
-    x = batch["x"].float()
-    even = _even_grid(x)
-    if even.shape != x.shape:
-        note = (f"the fine grid {'x'.join(map(str, x.shape[2:]))} of {loader_name.removeprefix('load_')} has an odd "
-                f"size: its last point was dropped ({'x'.join(map(str, even.shape[2:]))}), as "
-                "fno_block_precision='auto' does")
-        if notes is None:
-            print(f"note: {note}", file=sys.stderr)
-        elif note not in notes:
-            notes.append(note)
-    return even
+    return batch["x"].float()
 
 
 def _recipe_table(args, overrides):
@@ -184,7 +167,7 @@ def _recipe_table(args, overrides):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")
         rows = recipe_rows(args.target, overrides, args.archs.split(","), args.resolutions, args.n_samples,
-                           functools.partial(fine_inputs, notes=notes))
+                           fine_inputs, notes=notes)
     table = format_recipe_table(rows)
     print(table)
     for note in notes:
@@ -215,12 +198,10 @@ def main(argv=None):
         model, loader, kwargs, n, name = _load(args, overrides)
         out = Path(args.out or Path("diagnose") / name)
         check_out_folder(out)  # the default folder too, before the measurement (an explicit --out: when parsed)
-        notes = []
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")
-            x_fine = fine_inputs(loader, kwargs, n, args.n_samples, notes=notes)
+            x_fine = fine_inputs(loader, kwargs, n, args.n_samples)
             diagnosis = measure(model, x_fine, n_bands=args.n_bands)
-        diagnosis["notes"] += notes
         recommendation = recommend(diagnosis, fraction=fraction)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"neuralop-mp diagnose: error: {error}", file=sys.stderr)

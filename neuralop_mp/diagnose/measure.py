@@ -140,6 +140,18 @@ def _check_inputs(model, x_fine, n_bands):
 
 
 @torch.no_grad()
+def even_grid(x):
+    """``(x, note)``: ``x`` without the last point of its odd spatial axes, so that every other
+    point is a grid of half its size (Burgers' 17 time levels, which no resolution changes),
+    and a note saying what was dropped (None where nothing was)."""
+    if not torch.is_tensor(x) or x.ndim < 3 or all(s % 2 == 0 for s in x.shape[2:]):
+        return x, None
+    even = x[(slice(None), slice(None)) + tuple(slice(0, s - s % 2) for s in x.shape[2:])]
+    shape, kept = "x".join(map(str, x.shape[2:])), "x".join(map(str, even.shape[2:]))
+    return even, (f"the fine grid {shape} has an odd size: its last point was dropped ({kept}), so that every "
+                  "other point is the coarse grid")
+
+
 def measure(model, x_fine, *, n_bands=4, half_dtypes=HALF_DTYPES, modes=HALF_MODES):
     """Precision error, discretization error and overflow margin of each spectral layer.
 
@@ -166,6 +178,7 @@ def measure(model, x_fine, *, n_bands=4, half_dtypes=HALF_DTYPES, modes=HALF_MOD
         ``precision`` ``{variant: {"error", "bands"}}``) and ``model`` (the same at the
         output, with autocast variants).
     """
+    x_fine, dropped = even_grid(x_fine)
     layers, order = _check_inputs(model, x_fine, n_bands)
     _, _, model_stabilizer = get_precision(model)
     x_coarse = restrict(x_fine, order).contiguous()
@@ -185,6 +198,8 @@ def measure(model, x_fine, *, n_bands=4, half_dtypes=HALF_DTYPES, modes=HALF_MOD
             "notes": [],
             "layers": [],
         }
+        if dropped:
+            result["notes"].append(dropped)
         if x_fine.device.type != "cuda" and "half" in modes:
             result["notes"].append('on CPU "half" runs its FFTs in float32, i.e. exactly as "mixed"')
         for name, layer, coarse, fine in zip(_layer_names(model), layers, calls_coarse, calls_fine):

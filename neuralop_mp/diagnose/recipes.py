@@ -13,7 +13,7 @@ import torch
 from ..layers.autocast_scope import autocast_scope
 from ..layers.precision_switch import precision
 from .bands import relative_error
-from .measure import measure, quiet_float16_cpu, restrict, variant_name
+from .measure import even_grid, measure, quiet_float16_cpu, restrict, variant_name
 
 RECIPES = [(dtype, autocast, tanh) for dtype in ("bfloat16", "float16") for autocast in (False, True)
            for tanh in (False, True)]
@@ -47,8 +47,9 @@ def scope_errors(model, x):
     return errors
 
 
-def recipe_rows(target, overrides, archs, resolutions, n_samples, fine_inputs):
-    """``[(arch, N, discretization error, {recipe label: error})]`` for each arch and N."""
+def recipe_rows(target, overrides, archs, resolutions, n_samples, fine_inputs, notes=None):
+    """``[(arch, N, discretization error, {recipe label: error})]`` for each arch and N; an odd
+    fine grid's note (:func:`~neuralop_mp.diagnose.measure.even_grid`) appended once to ``notes``."""
     from ..configs import load_config
     from ..models.registry import get_model
     from ..train_pipeline import section_kwargs
@@ -59,7 +60,11 @@ def recipe_rows(target, overrides, archs, resolutions, n_samples, fine_inputs):
             config = load_config(target, list(overrides) + ["--model", arch, "--data.train_resolution", str(n)])
             torch.manual_seed(config.seed)
             model = get_model(config, mixed_precision_layer=True)
-            x_fine = fine_inputs(config.data.loader_name(), section_kwargs(config.data), n, n_samples)
+            # evened here too: the scope errors below restrict it as measure does
+            x_fine, dropped = even_grid(fine_inputs(config.data.loader_name(), section_kwargs(config.data), n,
+                                                    n_samples))
+            if dropped and notes is not None and dropped not in notes:
+                notes.append(dropped)
             diagnosis = measure(model, x_fine, modes=("mixed",), n_bands=1)
             errors = {_recipe_label(*r): diagnosis["model"]["precision"][variant_name("mixed", r[0], r[2], r[1])]["error"]
                       for r in RECIPES}

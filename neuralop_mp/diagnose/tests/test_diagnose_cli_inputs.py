@@ -141,8 +141,8 @@ def test_diagnose_burgers_drops_the_odd_time_level_says_so_and_prints_train_flag
     diagnosis, recommendation = result["diagnosis"], result["recommendation"]
     assert diagnosis["fine_resolution"] == [16, 16] and diagnosis["resolution"] == [8, 8]
     dropped = [n for n in diagnosis["notes"] if "last point was dropped" in n]
-    assert dropped == ["the fine grid 17x16 of burgers has an odd size: its last point was dropped (16x16), "
-                       "as fno_block_precision='auto' does"]
+    assert dropped == ["the fine grid 17x16 has an odd size: its last point was dropped (16x16), so that every "
+                       "other point is the coarse grid"]
     assert f"note: {dropped[0]}" in printed
     # the flags printed run the recommendation through `neuralop-mp train`'s own parser
     [line] = [line for line in printed.splitlines() if line.startswith("Train with: neuralop-mp train ")]
@@ -153,7 +153,8 @@ def test_diagnose_burgers_drops_the_odd_time_level_says_so_and_prints_train_flag
     assert _runs_as(config) == tuple(recommendation["model"].values())
 
 
-def test_fine_inputs_of_an_even_grid_are_kept_as_they_are():
-    notes = []
-    x = diagnose_cli.fine_inputs("load_darcy", {}, 4, 2, notes=notes)
-    assert tuple(x.shape[2:]) == (8, 8) and notes == []
+def test_an_even_grid_is_kept_as_it_is():
+    from neuralop_mp.diagnose.measure import even_grid
+
+    x = diagnose_cli.fine_inputs("load_darcy", {}, 4, 2)
+    assert even_grid(x) == (x, None) and tuple(x.shape[2:]) == (8, 8)
