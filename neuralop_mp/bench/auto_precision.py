@@ -36,7 +36,7 @@ import warnings
 import torch
 
 from ..vocabulary import plain_text
-from .cli import threads_type
+from .cli import fill_defaults, threads_type
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
 
 RECIPES = {
@@ -170,8 +170,7 @@ def main(argv=None):
     sizes, datasets = SIZES["full"], DATASETS
     if args.quick:
         sizes, datasets = SIZES["quick"], QUICK_DATASETS
-    if args.seeds is None:  # seeds given win over --quick's one
-        args.seeds = [0] if args.quick else [0, 1]
+    fill_defaults(args, {"seeds": [0]}, {"seeds": [0, 1]})
     threads_before = torch.get_num_threads()
     rows = []
     try:

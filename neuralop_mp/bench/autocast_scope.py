@@ -36,7 +36,7 @@ from neuralop.losses import H1Loss, LpLoss
 
 from ..data.cli import positive_float, positive_int
 from ..models.mixed_precision_models import ignoring_unrecorded_precision
-from .cli import threads_type
+from .cli import fill_defaults, threads_type
 from .report import add_output_arguments, fno_description, markdown_table, shown_command, timed_section, write_results
 
 # name -> (precision schedule, autocast scope); None: upstream's layer in full precision
@@ -152,9 +152,7 @@ def main(argv=None):
                         help="torch intra-op threads; auto: the CPUs other processes leave idle (default 1)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    for key, default in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key) is None:  # not given: an option given wins over --quick
-            setattr(args, key, default)
+    fill_defaults(args, QUICK, DEFAULTS)
     torch.set_num_threads(args.threads)
     step_repeats = 2 if args.quick else 15
 

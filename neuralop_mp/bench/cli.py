@@ -44,6 +44,14 @@ def threads_type(value):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def fill_defaults(args, quick, defaults):
+    """Set each option of ``defaults`` or ``quick`` (by ``args.quick``) that was not given (None):
+    an option given on the command line wins over ``--quick``'s settings."""
+    for key, default in (quick if args.quick else defaults).items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+
+
 def usage():
     lines = ["usage: neuralop-mp bench {" + ",".join(BENCHMARKS) + "} [--quick] [--out DIR] [--update-docs] ...",
              "", "benchmarks:"]

@@ -31,7 +31,7 @@ import torch
 from neuralop.losses import H1Loss, LpLoss
 
 from ..data.cli import positive_float, positive_int
-from .cli import threads_type
+from .cli import fill_defaults, threads_type
 from .report import add_output_arguments, fno_description, markdown_table, shown_command, timed_section, write_results
 
 RUNS = {
@@ -117,9 +117,7 @@ def main(argv=None):
                              "choice); 1 is faster on a busy machine")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    for key, default in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key) is None:  # not given: an option given wins over --quick
-            setattr(args, key, default)
+    fill_defaults(args, QUICK, DEFAULTS)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
