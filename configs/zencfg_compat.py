@@ -88,7 +88,7 @@ def field_names(config):
 _NONE_STRINGS = ("None", "none")
 
 
-def _is_zencfg_dict(value):
+def is_zencfg_dict(value):
     """A zencfg ``Bunch`` (``to_dict()``'s result, either version), not a plain dict."""
     return isinstance(value, dict) and type(value).__module__.split(".")[0] == "zencfg"
 
@@ -108,7 +108,7 @@ def section_dict(value):
         value = value.to_dict()
     elif not isinstance(value, dict):
         value = {k: v for k, v in vars(value).items() if not k.startswith("_")}
-    zencfg_dict = _is_zencfg_dict(value)
+    zencfg_dict = is_zencfg_dict(value)
     return {
         k: (section_dict(v) if isinstance(v, dict) or is_config(v)
             else None if zencfg_dict and isinstance(v, str) and v in _NONE_STRINGS else v)

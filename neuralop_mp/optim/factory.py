@@ -105,7 +105,9 @@ def _section_fields():
 def _is_plain_mapping(opt_config):
     # a zencfg Bunch is a config section turned into a dict (upstream's scripts pass
     # config.to_dict()), which may carry a script's own fields: read by name, as a config
-    return isinstance(opt_config, Mapping) and type(opt_config).__module__.split(".")[0] != "zencfg"
+    from ..configs.zencfg_compat import is_zencfg_dict
+
+    return isinstance(opt_config, Mapping) and not is_zencfg_dict(opt_config)
 
 
 def _unknown_text(unknown, known):
