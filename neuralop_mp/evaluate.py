@@ -206,7 +206,7 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     the precision the run trained in) and ``config`` as :func:`eval_config` built it from
     ``source`` (``neuralop-mp eval`` builds it to check its options)."""
     from . import build_steps
-    from .vocabulary import check_choice, PRECISION_MODES, resolve_half_dtype
+    from .vocabulary import check_choice, dtype_name, PRECISION_MODES, resolve_half_dtype
     from .run_setup import resolve_device
     from .train_pipeline import attach_patching, build_data, build_losses, build_trainer, data_dims
     from .train_report import precision_as_run
@@ -269,7 +269,7 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
             "mode": mode,
             "autocast": bool(trainer.autocast_enabled),
             "stabilizer": trainer.phase.stabilizer_for(half_dtype) if trainer.phase is not None else None,
-            "half_dtype": str(half_dtype).replace("torch.", ""),
+            "half_dtype": dtype_name(half_dtype),
             "ran_as": precision_as_run(mode, half_dtype, device,
                                        [config.data.train_resolution, *test_loaders]),
         },

@@ -18,6 +18,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from .vocabulary import dtype_name
+
 
 def _storage_key(tensor):
     storage = tensor.untyped_storage()
@@ -92,7 +94,7 @@ class _LiveStorages(TorchDispatchMode):
                         self.peak = self.current
                         self._at_new_peak = self.describe
                     if self.describe:
-                        self.made_by[key] = (str(func), tuple(tensor.shape), str(tensor.dtype).replace("torch.", ""))
+                        self.made_by[key] = (str(func), tuple(tensor.shape), dtype_name(tensor.dtype))
                 self.live[key][1] += 1
                 weakref.finalize(tensor, self._release, key)
         return out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .vocabulary import dtype_name
 from .run_records import human_bytes, parameters_text  # noqa: F401 (human_bytes: part of this module's interface)
 
 
@@ -34,7 +35,7 @@ def precision_as_run(mode, half_dtype, device, sizes):
         Grid sizes the model sees (training and test resolutions).
     """
     device = torch.device(device)
-    dtype = str(half_dtype).replace("torch.", "")
+    dtype = dtype_name(half_dtype)
     if mode == "full":
         return "full: fp32 FFT, complex64 contraction"
     if mode == "mixed":

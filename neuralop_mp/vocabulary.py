@@ -214,7 +214,7 @@ def normalize_half_dtype(value, key="half_dtype"):
         value = "auto"
     if isinstance(value, torch.dtype):
         names = {v: k for k, v in _TORCH_HALF.items()}
-        value = names.get(value, str(value).replace("torch.", ""))
+        value = names.get(value, dtype_name(value))
     return check_choice(key, value, HALF_DTYPES)
 
 
@@ -225,7 +225,7 @@ def normalize_spectral_weight_dtype(value, key="spectral_weight_dtype"):
         value = "complex64"
     if isinstance(value, torch.dtype):
         names = {v: k for k, v in _TORCH_COMPLEX.items()}
-        value = names.get(value, str(value).replace("torch.", ""))
+        value = names.get(value, dtype_name(value))
     if isinstance(value, str):
         value = _COMPLEX_ALIASES.get(value, value)
     return check_choice(key, value, SPECTRAL_WEIGHT_DTYPES)

@@ -26,7 +26,7 @@ References
 import torch
 
 from ..layers.layer_precision import get_precision, set_fixed_precision
-from ..vocabulary import normalize_half_dtype, resolve_half_dtype
+from ..vocabulary import dtype_name, normalize_half_dtype, resolve_half_dtype
 from .measure import measure, variant_name
 from .recommend import DEFAULT_FRACTION, DEFAULT_OVERFLOW_MARGIN, recommend
 
@@ -79,7 +79,7 @@ def _calibrate(model, batches, *, fraction=DEFAULT_FRACTION, overflow_margin=DEF
                         f"got {type(batches).__name__}.")
     x = torch.cat([b.detach() for b in batches]).float()  # an odd grid: measure drops its last point
     _, half_name, _ = get_precision(model)
-    half = str(resolve_half_dtype(half_name, x.device)).replace("torch.", "")
+    half = dtype_name(resolve_half_dtype(half_name, x.device))
     diagnosis = measure(model, x, n_bands=n_bands, half_dtypes=(half,),
                         modes=("mixed", "half") if x.device.type == "cuda" else ("mixed",))
     rec = recommend(diagnosis, fraction=fraction, overflow_margin=overflow_margin, half_dtypes=(half,))

@@ -28,6 +28,7 @@ from ..vocabulary import (
     PRECISION_MODES,
     STABILIZERS,
     check_choice,
+    dtype_name,
     normalize_half_dtype,
     normalize_stabilizer,
     resolve_half_dtype,
@@ -486,7 +487,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
         # the inverse's last axis: an FFT of the whole spectrum, or as the truncated one records below
         self._record_path(batch, spatial, mode, half, "float16 (cuFFT)" if fft_half else "float32",
                           **_last_axis_fields(LastAxisChoice(False)), kernel=path.kernel,
-                          compute_dtype=str(path.compute_dtype).replace("torch.", ""), reason=path.reason)
+                          compute_dtype=dtype_name(path.compute_dtype), reason=path.reason)
         if path.kernel in (MODE_BATCHED, REBUILT):
             # a rebuilt weight is rounded to the 16-bit type inside the product, like a dense one
             weight = operands[0] if path.kernel == MODE_BATCHED else rebuild_dense_weight(kind, operands)
@@ -551,7 +552,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
         self.last_product_path = {
             "input_shape": (batch, self.in_channels, *spatial),
             "mode": mode,
-            "half_dtype": None if half is None else str(half).replace("torch.", ""),
+            "half_dtype": None if half is None else dtype_name(half),
             "fft": fft,
             **fields,
         }

@@ -77,7 +77,7 @@ def _half_moments_hint(optimizer):
     Adam family on complex32 or float16 weights: ``eps=1e-8`` is 0 in float16, and the first
     step divides 0 by 0), else None."""
     half = (torch.float16, torch.complex32)  # bfloat16 has float32's range: eps is no 0 there
-    kept = sorted({str(p.dtype).replace("torch.", "") for group in optimizer.param_groups for p in group["params"]
+    kept = sorted({dtype_name(p.dtype) for group in optimizer.param_groups for p in group["params"]
                    if p.dtype in half and any(torch.is_tensor(value) and value.dtype == p.dtype and value.dim() > 0
                                               for value in optimizer.state.get(p, {}).values())})
     if not kept:
