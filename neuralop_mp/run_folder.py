@@ -28,9 +28,10 @@ import torch
 
 # the run folder names its model files as upstream's Trainer names a checkpoint's (one source)
 from .training.checkpointing import (BEST_MODEL_NAME as BEST_MODEL, METADATA_SUFFIX, MODEL_NAME as FINAL_MODEL,
-                                     STATE_DICT_SUFFIX, load_torch_files, unwrap)
+                                     STATE_DICT_SUFFIX, load_torch_files, previous_save_dir, unwrap)
 
 CHECKPOINT_DIR = "checkpoint"
+OLD_CHECKPOINT_DIR = previous_save_dir(CHECKPOINT_DIR).name  # what a crash during a save leaves
 RESULTS_FILE = "results.json"
 COMMAND_FILE = "command.json"
 DATA_PROCESSOR_FILE = "data_processor.pt"
@@ -141,7 +142,7 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
 
     folder, name = find_checkpoint(path)
     metadata_path = folder / f"{name}{METADATA_SUFFIX}"
-    if (not metadata_path.is_file() and folder.name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old")
+    if (not metadata_path.is_file() and folder.name in (CHECKPOINT_DIR, OLD_CHECKPOINT_DIR)
             and (folder.parent / COMMAND_FILE).is_file()):
         run_dir = folder.parent  # a run's training state: its weights alone, no model to rebuild them in
         finished = (run_dir / f"{FINAL_MODEL}{STATE_DICT_SUFFIX}").is_file()
@@ -300,7 +301,7 @@ def run_files(folder):
     folder that holds no run (missing, empty, other files only, or only the ``command.json`` and
     ``data_processor.pt`` of a run stopped before its first epoch)."""
     folder = Path(folder)
-    return [name for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old", RESULTS_FILE) if (folder / name).exists()]
+    return [name for name in (CHECKPOINT_DIR, OLD_CHECKPOINT_DIR, RESULTS_FILE) if (folder / name).exists()]
 
 
 def release_run_folder(folder):

@@ -132,8 +132,15 @@ def file_digest(path):
     return digest.hexdigest()
 
 
+def previous_save_dir(save_dir):
+    """The folder that holds the previous complete save of ``save_dir`` while a save renames
+    (``{save_dir}.old``): what a crash between the two renames leaves."""
+    save_dir = Path(save_dir)
+    return save_dir.with_name(save_dir.name + ".old")
+
+
 def _temporary_and_old(save_dir):
-    return save_dir.with_name(save_dir.name + ".tmp"), save_dir.with_name(save_dir.name + ".old")
+    return save_dir.with_name(save_dir.name + ".tmp"), previous_save_dir(save_dir)
 
 
 def save_training_files(save_dir, save_name, model, optimizer=None, scheduler=None,
