@@ -237,11 +237,45 @@ def average_gradients(params):
     present = torch.tensor([float(p.grad is not None) for p in params], device=_collective_device())
     dist.all_reduce(present, op=dist.ReduceOp.SUM)
     with torch.no_grad():
+        grads = []
         for p, count in zip(params, present.tolist()):
             if count:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-                _in_place_collective(p.grad, _mean_in_place)
+                grads.append(p.grad)
+        # packed as DDP packs its buckets: one all-reduce per bucket, not one per weight
+        for bucket in _buckets(grads):
+            flat = torch.cat([_real_view(g).reshape(-1) for g in bucket])
+            _mean_in_place(flat)
+            offset = 0
+            for g in bucket:
+                real = _real_view(g)
+                real.copy_(flat[offset:offset + real.numel()].view_as(real))
+                offset += real.numel()
+
+
+# DDP's default bucket size: bounds the packed copy a bucket adds to the gradients' memory
+_BUCKET_BYTES = 25 * 2 ** 20
+
+
+def _real_view(tensor):
+    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
+
+
+def _buckets(tensors):
+    """``tensors`` in lists of one real dtype (complex32 counts as float16) and device, each of
+    at most :data:`_BUCKET_BYTES` unless one tensor alone is larger."""
+    buckets, open_buckets = [], {}
+    for tensor in tensors:
+        key = (_real_view(tensor).dtype, tensor.device)
+        bucket, size = open_buckets.get(key, (None, 0))
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket is None or size + nbytes > _BUCKET_BYTES:
+            bucket, size = [], 0
+            buckets.append(bucket)
+        bucket.append(tensor)
+        open_buckets[key] = (bucket, size + nbytes)
+    return buckets
 
 
 def _mean_in_place(flat):

@@ -189,9 +189,17 @@ def _average_job(world_size, rank):
         params = distributed.self_averaged_parameters(model)
         if step == 2 and rank == 1:
             params[0].grad = None  # no gradient on one rank: counts as zeros there
-        distributed.average_gradients(params)
+        calls, all_reduce, bucket_bytes = [], torch.distributed.all_reduce, distributed._BUCKET_BYTES
+        torch.distributed.all_reduce = lambda *args, **kwargs: calls.append(1) or all_reduce(*args, **kwargs)
+        if step == 1:
+            distributed._BUCKET_BYTES = 1  # a bucket per weight: the unpacking of several buckets
+        try:
+            distributed.average_gradients(params)
+        finally:
+            torch.distributed.all_reduce, distributed._BUCKET_BYTES = all_reduce, bucket_bytes
         result["steps"].append(dict(own=own, averaged={n: p.grad.clone() for n, p in
-                                                       unwrap(model).named_parameters()}))
+                                                       unwrap(model).named_parameters()},
+                                    all_reduces=len(calls), n_params=len(params)))
     untouched = torch.nn.Parameter(torch.zeros(3, dtype=torch.complex32))
     distributed.average_gradients([untouched])  # no gradient on any rank: stays None
     result["untouched"] = untouched.grad
@@ -210,6 +218,9 @@ def test_complex32_gradients_are_the_mean_over_ranks_to_one_float16_rounding_of_
     reference = _complex32_fno(seed=0)
     assert all(torch.equal(_real(p), _real(r0["weights"][n])) for n, p in reference.named_parameters())
     for step, (s0, s1) in enumerate(zip(r0["steps"], r1["steps"])):
+        # the presence count, then one all-reduce for the packed gradients (one per weight in step 1's
+        # one-byte buckets)
+        assert s0["all_reduces"] == s1["all_reduces"] == (1 + s0["n_params"] if step == 1 else 2), step
         for name, averaged in s0["averaged"].items():
             assert torch.equal(_real(averaged), _real(s1["averaged"][name])), (step, name)
             own = [_real(s0["own"][name]), _real(s1["own"][name])]
