@@ -22,10 +22,25 @@ def check_options(args, source, spec, flags, base=()):
     for arg in args:
         name = arg.partition("=")[0]
         if name.startswith("--") and name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.8)
+            close = _run_flag_keys(name, known) or difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.8)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise ValueError(f"Unknown option {name}.{hint} Options: {', '.join(sorted(flags))} and the "
                              f"config keys (`neuralop-mp train {spec} --help` lists them).")
+
+
+# ``neuralop-mp run``'s --mp.<flag> whose config key has another name (the others keep theirs)
+_RUN_FLAG_FIELDS = {"precision": "fno_block_precision", "schedule": "precision_schedule"}
+
+
+def _run_flag_keys(name, known):
+    """The config keys of ``known`` that ``neuralop-mp run``'s flag ``name`` (``--mp.schedule``)
+    sets, where a config command was given it: a close spelling would name another setting
+    (``--opt.scheduler`` is the learning-rate scheduler)."""
+    flag = name[len("--mp."):] if name.startswith("--mp.") else None
+    if not flag:
+        return []
+    field = _RUN_FLAG_FIELDS.get(flag, flag)
+    return sorted(key for key in known if key.rpartition(".")[2] == field)
 
 
 def load_checked(build, args, spec, flags, base=()):

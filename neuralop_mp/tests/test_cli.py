@@ -171,6 +171,10 @@ def test_to_jsonable_handles_tensors_and_infinities():
     (["--modle.n_layers", "2"], ["Did you mean: --model.n_layers"]),
     # an option where a value was due: the unknown option is said before the missing value
     (["--output_dir", "--save_bset"], ["Unknown option --save_bset.", "Did you mean: --save_best"]),
+    # `neuralop-mp run`'s flags name the config key they set, not a close spelling of another setting
+    (["--mp.schedule", "paper"], ["Unknown option --mp.schedule.", "Did you mean: --opt.precision_schedule?"]),
+    (["--mp.precision", "mixed"], ["Did you mean: --model.fno_block_precision?"]),
+    (["--mp.tensorgrad_rank", "0.5"], ["Did you mean: --opt.tensorgrad_rank?"]),
 ])
 def test_train_run_options_misspelled_or_bad_exit_2_naming_the_allowed_ones(capsys, args, fragments):
     assert cli.main(["train", "darcy", *args]) == 2
