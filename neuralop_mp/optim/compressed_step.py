@@ -247,7 +247,8 @@ def apply_rows(target, change, group, generator=None):
     if generator is None:
         decoupled_update_(target, change, group)
         return
-    wide = target.to(change.dtype)
+    # contiguous whatever the weight's layout (a transposed or channels_last weight): read as one flat block
+    wide = target.to(change.dtype, memory_format=torch.contiguous_format)
     decoupled_update_(wide, change, group)
     stored = flat_real(target)
     if stored is None:  # a strided weight: round into a contiguous block, then copy it in

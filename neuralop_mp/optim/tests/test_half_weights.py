@@ -274,3 +274,30 @@ def test_factory_adamw_keeps_float32_moments_for_complex32_weights():
         opt.step()
     err = (model.spectral.detach().to(torch.complex64) - reference.detach()).abs().max()
     assert err < 4 * 2.0**-10 * reference.detach().abs().max()
+
+
+@pytest.mark.parametrize("layout", ["transposed", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_strided_16_bit_compressed_weight_steps_as_its_contiguous_copy(dtype, layout):
+    """A compressed 16-bit weight stored with strides (a transposed leaf, a channels_last conv
+    weight) is updated in place, keeping its layout, as a contiguous copy of it is, bit for bit
+    (the same update and rounding stream; the contiguous path's numerics are checked above)."""
+    g = torch.Generator().manual_seed(secrets.randbelow(2**31))
+    if layout == "transposed":
+        base = torch.randn(48, 64, generator=g).to(dtype).t()
+    else:
+        base = torch.randn(32, 24, 3, 3, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    assert not base.is_contiguous()
+    grads = [torch.randn(base.shape, generator=g).to(dtype) for _ in range(3)]
+    weights = {}
+    for name, start in (("strided", base), ("contiguous", base.contiguous())):
+        w = torch.nn.Parameter(start.clone(memory_format=torch.preserve_format))
+        opt = TensorGRaD([w], lr=1e-2, min_params=1, seed=3)
+        for grad in grads:
+            w.grad = grad
+            opt.step()
+        assert opt.state[w]["step"] == len(grads) and "low_rank_exp_avg" in opt.state[w]  # compressed
+        weights[name] = w.detach()
+    assert weights["strided"].stride() == base.stride()
+    assert torch.equal(weights["strided"], weights["contiguous"])
+    assert (weights["strided"] != base).float().mean() > 0.5  # most entries moved
