@@ -5,7 +5,7 @@ scheduler) and adds the plugin's optimizer choice with its TensorGRaD settings,
 the precision schedule and the loss-scaling settings of
 :class:`~neuralop_mp.MixedPrecisionTrainer`.
 """
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from zencfg import ConfigBase
 
@@ -25,7 +25,8 @@ class OptimizationConfig(ConfigBase):
     # neuralop_mp.optim.settings.CONFIG_OPTIONS (a test keeps the two equal)
     tensorgrad_adam_convention: str = "torch"  # "torch" | "neuralop"
     tensorgrad_min_params: int = 1000
-    tensorgrad_rank: float = 0.25
+    # an int is a rank per mode (8), a float the fraction of entries kept (0.25): read as model.rank
+    tensorgrad_rank: Union[int, float] = 0.25
     tensorgrad_sparse_ratio: float = 0.05
     tensorgrad_sparse_type: str = "randk"
     tensorgrad_update_proj_gap: int = 100

@@ -56,6 +56,15 @@ def _number(kind):
     return convert
 
 
+def _int_or_float(flag, value):
+    """An int stays an int ("8": a rank per mode), any other number is a float ("0.25": a fraction),
+    as the configs read ``model.rank`` and ``opt.tensorgrad_rank``."""
+    try:
+        return int(value)
+    except ValueError:
+        return _number(float)(flag, value)
+
+
 def _text(flag, value):
     return value
 
@@ -88,6 +97,10 @@ FLAGS = {
 }
 
 
+# TensorGRaD settings whose int and float mean different things (a rank per mode, a fraction)
+_INT_OR_FLOAT = ("rank",)
+
+
 def _tensorgrad_flags():
     """``--mp.tensorgrad_<name>`` for every TensorGRaD setting configs expose (one table)."""
     from ..optim.settings import CONFIG_OPTIONS
@@ -95,7 +108,10 @@ def _tensorgrad_flags():
     flags = {}
     for option in CONFIG_OPTIONS:
         number = isinstance(option.default, (int, float)) and not isinstance(option.default, bool)
-        flags[option.config_field] = (option.config_field, _number(type(option.default)) if number else _text)
+        convert = _number(type(option.default)) if number else _text
+        if option.name in _INT_OR_FLOAT:
+            convert = _int_or_float
+        flags[option.config_field] = (option.config_field, convert)
     return flags
 
 

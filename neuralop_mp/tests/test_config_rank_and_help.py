@@ -42,6 +42,20 @@ def test_the_command_line_rank_is_an_int_rank_or_a_float_fraction(no_training, v
     assert config.model.rank == rank and type(config.model.rank) is type(rank)
 
 
+@pytest.mark.parametrize("value, rank", [("8", 8), ("0.5", 0.5)])
+def test_the_command_line_tensorgrad_rank_reaches_the_optimizer_as_an_int_rank_or_a_float_fraction(
+        no_training, value, rank):
+    from neuralop_mp.optim import create_optimizer
+
+    # a float field made 8 the fraction 8.0, refused ("expected a float in (0, 1], a positive int, ...")
+    assert cli.main(["train", "darcy", *TINY_TFNO, "--opt.optimizer", "tensorgrad",
+                     "--opt.tensorgrad_rank", value]) == 130
+    (config,) = no_training
+    assert config.opt.tensorgrad_rank == rank and type(config.opt.tensorgrad_rank) is type(rank)
+    optimizer = create_optimizer(get_model(config), config.opt)
+    assert {group["rank"] for group in optimizer.param_groups if group["compress"]} == {rank}
+
+
 @pytest.mark.parametrize("precision", ["full", "mixed"])
 def test_an_integer_rank_is_the_built_weights_rank(no_training, precision):
     # a float field made 8 the fraction 8.0: a CP rank of 473 (8x the dense weight's parameters)

@@ -35,6 +35,13 @@ def test_tensorgrad_settings_are_converted_to_numbers():
         parse_args(["t.py", "--mp.tensorgrad_rank", "big"])
 
 
+@pytest.mark.parametrize("text, rank", [("8", 8), ("1", 1), ("1.0", 1.0), ("0.25", 0.25)])
+def test_an_integer_tensorgrad_rank_is_a_rank_per_mode_and_a_float_a_fraction(text, rank):
+    # as the configs read opt.tensorgrad_rank: 8 was made 8.0, which TensorGRaD refuses as a fraction > 1
+    _, options, _ = parse_args(["t.py", "--mp.optimizer", "tensorgrad", "--mp.tensorgrad_rank", text])
+    assert options["tensorgrad_rank"] == rank and type(options["tensorgrad_rank"]) is type(rank)
+
+
 def test_unknown_flag_lists_every_known_flag():
     with pytest.raises(UsageError) as info:
         parse_args(["t.py", "--mp.precison", "mixed"])
@@ -118,7 +125,7 @@ def test_main_reports_usage_errors_with_status_2(capsys):
     "argv, message",
     [
         (["--mp.loss_scaling", "dynamc"], "Invalid --mp.loss_scaling='dynamc'; allowed values: 'auto', 'dynamic', 'none'."),
-        (["--mp.tensorgrad_rank", "0"], "Invalid --mp.tensorgrad_rank=0.0; expected a float in (0, 1]"),
+        (["--mp.tensorgrad_rank", "0"], "Invalid --mp.tensorgrad_rank=0; expected a float in (0, 1]"),
         (["--mp.tensorgrad_sparse_ratio", "2"], "Invalid --mp.tensorgrad_sparse_ratio=2.0; expected a float in (0, 1]"),
         (["--mp.tensorgrad_update_proj_gap", "0"], "Invalid --mp.tensorgrad_update_proj_gap=0; expected an int >= 1."),
         (["--mp.tensorgrad_min_params", "-1"], "Invalid --mp.tensorgrad_min_params=-1; expected an int >= 0."),
