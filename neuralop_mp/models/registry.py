@@ -13,7 +13,7 @@ from neuralop.models.base_model import BaseModel
 from neuralop.models.base_model import available_models as _upstream_available_models
 
 from ..precision_policy import PrecisionPolicy
-from ..vocabulary import none_if_null, normalize_recompute_chunk_points, read_key, section_as_dict
+from ..vocabulary import none_if_null, normalize_recompute_chunk_points, read_key
 from .constructor_args import constructor_params
 from .mixed_precision_models import PLUGIN_MODEL_CLASSES, build_in_settings, set_recompute_settings
 from .recompute import check_recompute_mode
@@ -61,7 +61,10 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         Upstream's class, or the plugin's class for the architecture
         (:class:`~neuralop_mp.models.MixedPrecisionFNO`, ``...TFNO``, ``...UNO``).
     """
-    model_cfg = section_as_dict(read_key(config, "model"))
+    from ..configs.zencfg_compat import section_dict  # the configs import the model classes
+
+    # read as the runner reads it: zencfg 1.0 keeps upstream's "None" strings, which 0.7 made None
+    model_cfg = section_dict(read_key(config, "model")) or {}
     arch = str(model_cfg.pop("model_arch", model_cfg.pop("arch", ""))).lower()
     registry = BaseModel._models
     if arch not in registry:

@@ -169,6 +169,20 @@ def test_zencfg_config_builds_with_every_model_field_recorded():
     assert recorded["in_channels"] == config.model.data_channels
 
 
+@pytest.mark.parametrize("as_dict", [False, True], ids=["config", "to_dict"])
+def test_upstreams_none_strings_build_the_same_model_under_every_zencfg(as_dict):
+    """Upstream's configs write ``factorization: str = "None"``: zencfg 0.7 reads it as None, 1.0
+    keeps the string, which tltorch and the positional embedding refused (run under both versions by
+    integration_tests/test_zencfg_versions.py)."""
+    from neuralop_mp.configs import DarcyConfig, FNOConfig
+
+    config = DarcyConfig(model=FNOConfig(n_modes=[8, 8], hidden_channels=8, factorization="None",
+                                         positional_embedding="None"))
+    model = neuralop_mp.get_model(config.to_dict() if as_dict else config)
+    assert model.positional_embedding is None and model._init_kwargs["factorization"] is None
+    assert type(model.fno_blocks.convs[0].weight).__name__ == "DenseTensor"
+
+
 def _slice_sizes(model):
     """``chunk_points`` of every pointwise module that ``recompute="block"`` slices."""
     return [m.__dict__["forward"].chunk_points for m in model.modules()
