@@ -88,7 +88,7 @@ class TuckerProjector:
     rank_convention : {"core", "mode", "params"}, default "core"
         How a float rank is read. "core" (default): the core keeps about a
         fraction ``r`` of the gradient's entries, spread evenly over the ``n``
-        modes, ``r_k = round(r^(1/n) * d_k)`` (r = 0.25 on a 4-mode weight keeps
+        modes longer than 1, ``r_k = round(r^(1/n) * d_k)`` (r = 0.25 on a 4-mode weight keeps
         ~71% of every mode; the official TensorGRaD code's ``int(r^(1/n) d_k) + 1``
         differs by at most one per mode). "mode": ``r_k = ceil(r * d_k)``, a
         fraction of every mode (r = 0.25 keeps a quarter of every mode, a core of
@@ -136,7 +136,10 @@ class TuckerProjector:
         elif self.rank_convention == "mode":
             ranks = tuple(math.ceil(rank * d) for d in shape)
         elif self.rank_convention == "core":
-            ranks = tuple(round(rank ** (1.0 / len(shape)) * d) for d in shape)
+            # spread over the modes that can shrink: a size-1 mode (a Conv1d kernel's (out, in, 1))
+            # keeps its 1, and counting it would leave the core a larger share (40% at r = 0.25)
+            n_long = sum(1 for d in shape if d > 1) or 1
+            ranks = tuple(round(rank ** (1.0 / n_long) * d) if d > 1 else 1 for d in shape)
         else:
             ranks = tuple(validate_tucker_rank(shape, rank=rank))
         return tuple(max(1, min(int(r), d)) for r, d in zip(ranks, shape))

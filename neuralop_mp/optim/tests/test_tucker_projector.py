@@ -44,10 +44,14 @@ def test_bad_rank_is_named(bad):
         TuckerProjector(bad)
 
 
-def test_default_convention_core_keeps_about_the_fraction_of_entries():
-    shape = (128, 128, 64, 33)  # an FNO_Large2d-like spectral weight
+@pytest.mark.parametrize("shape", [
+    (128, 128, 64, 33),  # an FNO_Large2d-like spectral weight
+    (128, 256, 1),  # a channel MLP's Conv1d kernel: its size-1 mode cannot shrink
+    (1, 64, 1, 48),
+])
+def test_default_convention_core_keeps_about_the_fraction_of_entries(shape):
     ranks = TuckerProjector(0.25).mode_ranks(shape)
-    assert abs(math.prod(ranks) / math.prod(shape) - 0.25) < 0.02
+    assert abs(math.prod(ranks) / math.prod(shape) - 0.25) < 0.02, ranks
 
 
 def test_bad_convention_lists_allowed():
