@@ -119,6 +119,29 @@ def _fixed_modes(fixed_rank_modes):
     return (fixed_rank_modes,) if is_integer(fixed_rank_modes) else tuple(fixed_rank_modes)
 
 
+def tensorly_fixed_rank_modes(fixed_rank_modes):
+    """``fixed_rank_modes`` in the form tensorly-torch takes: one integer mode as a list of it,
+    anything else as it is. Upstream passes an int on unchanged and Tucker fails inside
+    tensorly ("'int' object is not iterable"); CP and TT ignore the value either way."""
+    return [int(fixed_rank_modes)] if is_integer(fixed_rank_modes) else fixed_rank_modes
+
+
+def _check_fixed_modes(fixed_rank_modes, shape):
+    """Refuse Tucker ``fixed_rank_modes`` that name no dimension of the weight of ``shape``:
+    tensorly-torch fails on a mode past the last with a bare IndexError, and keeps no
+    dimension at full rank for a negative one (it ignores it, or shifts the others' ranks)."""
+    allowed = (f"True, False, None, or an integer mode or a list of them in 0..{len(shape) - 1} "
+               f"(the dimensions of the spectral weight of shape {shape})")
+    try:
+        modes = _fixed_modes(fixed_rank_modes)
+    except TypeError:  # neither a bool, None, an integer nor a sequence
+        modes = None
+    if modes is None or not all(is_integer(m) and 0 <= m < len(shape) for m in modes):
+        raise ValueError(f"Invalid fixed_rank_modes={fixed_rank_modes!r} with factorization='tucker'; "
+                         f"allowed values: {allowed}.")
+    return tuple(int(m) for m in modes)
+
+
 def _tucker_ranks(shape, rank, fixed_modes):
     # as tensorly: an integer rank for every mode, fixed modes at full rank
     return [d if i in fixed_modes else rank for i, d in enumerate(shape)]
@@ -171,7 +194,8 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
     allocates (CP: the product of all its dimensions but the largest; Tucker: its largest
     dimension; TT: the largest product of the dimensions on either side of a bond; larger
     ranks add parameters and no expressiveness) and its factors would hold more than
-    ``MAX_PARAMETER_MULTIPLE`` times the dense weight's parameters.
+    ``MAX_PARAMETER_MULTIPLE`` times the dense weight's parameters. With Tucker,
+    ``fixed_rank_modes`` names dimensions of that weight (True: the first; an int: that one).
 
     Raises
     ------
@@ -190,6 +214,8 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
     if (factorization.lower() if isinstance(factorization, str) else factorization) not in choices:
         check_choice("factorization", factorization, choices)  # raises with the allowed names
     kind = factorization_kind(factorization)
+    # fixed modes matter to Tucker only (upstream passes them to CP and TT, which ignore them)
+    fixed = _check_fixed_modes(fixed_rank_modes, shape) if kind == "tucker" else ()
     if factorization is None or kind == "dense" or isinstance(rank, str):
         return  # a string rank ("same") is tensorly-torch's to interpret
     if isinstance(rank, (list, tuple)) and _positive_ints(rank):
@@ -216,9 +242,7 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
                 f"parameters kept, {rank!r} x {dense}, over the {sum(shape)} factor entries of one rank-one term, "
                 f"rounded), which builds no weight. Allowed values: {allowed}")
         return
-    # fixed modes matter to Tucker only (upstream passes them to CP and TT, which ignore them)
     rank, name = int(rank), _FACTORIZATION_NAMES[kind]
-    fixed = _fixed_modes(fixed_rank_modes) if kind == "tucker" else ()
     budget = MAX_PARAMETER_MULTIPLE * dense
     useful = _useful_rank(kind, shape)
     allowed = max(useful, _largest_rank_within(kind, shape, budget, fixed))

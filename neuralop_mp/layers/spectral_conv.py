@@ -36,7 +36,7 @@ from ..vocabulary import (
 from .complex_half import DEFAULT_COMPLEX_PRODUCT, run_plan, run_plan_rounded, to_real_form
 from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
-from .input_checks import check_input, check_layer_arguments
+from .input_checks import check_input, check_layer_arguments, tensorly_fixed_rank_modes
 from .mode_matmul import dense_mode_product
 from .product_paths import MODE_BATCHED, REBUILT, choose_product_path
 from .rebuilt_weight import rebuild_dense_weight
@@ -100,6 +100,19 @@ def _last_axis_fields(choice):
     return {"last_axis": str(choice), "last_axis_by_matmul": choice.by_matmul}
 
 
+def _plan_itemsize(mode, half, path):
+    """Bytes per complex element of a pairwise plan's intermediates as forward runs them.
+
+    8 (complex64) in "full" and where 16-bit-rounded operands are multiplied as complex64
+    (``path.complex_product == "complex"``: on CPU, and on devices without 16-bit matrix
+    units); 4 only for the real-form product of (real, imag) pairs in the 16-bit type. The
+    order chosen does not depend on it (the planner compares element counts); the byte
+    counts of the plan do."""
+    if mode == "full" or path.complex_product == "complex":
+        return 8
+    return 2 * half.itemsize
+
+
 def _is_power_of_two(n):
     return n > 0 and n & (n - 1) == 0
 
@@ -158,7 +171,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
     and for ``complex_data`` in 2D+, the output spectrum is un-shifted with the
     inverse of the shift applied to the input; upstream
     applies ``fftshift`` twice, which misplaces frequencies in those cases
-    (docs/spectral_layer.md), so results differ from upstream there.
+    (docs/spectral_layer.md), so results differ from upstream there. So do they where an
+    odd number of modes is kept from an even ``max_n_modes`` along a shifted axis
+    (:meth:`_weight_mode_slices`): upstream gives each frequency its neighbour's weight.
     """
 
     def __init__(
@@ -213,7 +228,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
             rank=rank,
             factorization=factorization,
             implementation=implementation,
-            fixed_rank_modes=fixed_rank_modes,
+            fixed_rank_modes=tensorly_fixed_rank_modes(fixed_rank_modes),  # an int: a list of it
             decomposition_kwargs=decomposition_kwargs,
             init_std=init_std,
             fft_norm=fft_norm,
@@ -299,18 +314,26 @@ class MixedPrecisionSpectralConv(SpectralConv):
 
     def _weight_mode_slices(self, fft_size):
         """Per transformed axis, the slice of the weight's ``max_n_modes`` used for a spectrum
-        of ``fft_size``, by upstream's arithmetic: ``min(size, n_mode)`` modes, centred along
-        shifted axes, the first ones otherwise. Where ``n_mode`` exceeds ``max_n_modes`` (and
-        the grid has more) upstream's slice is empty along a shifted axis and keeps
-        ``min(size, n_mode) - max_mode`` modes along the others: so is this one."""
+        of ``fft_size``: ``kept = min(size, n_mode)`` modes, the first ones along the
+        unshifted axes, and along shifted axes those of the kept signed frequencies
+        ``-(kept // 2) .. kept - kept // 2 - 1``, frequency ``f`` at weight index
+        ``f + max_mode // 2`` whatever ``kept`` is (the index every frequency has when all
+        ``max_mode`` modes are kept). Upstream's ``slice(start // 2, -((start + 1) // 2))``
+        agrees except for an odd ``kept`` below an even ``max_mode``, where it gives each
+        frequency its neighbour's weight (docs/spectral_layer.md, "Differences from upstream").
+        Where ``n_mode`` exceeds ``max_n_modes`` (and the grid has more) upstream's slice is
+        empty along a shifted axis and keeps ``min(size, n_mode) - max_mode`` modes along the
+        others: so is this one."""
         shifted = set(self._shifted_dims())
         slices = []
         for axis, (size, n_mode, max_mode) in enumerate(zip(fft_size, self.n_modes, self.max_n_modes)):
-            start = max_mode - min(size, n_mode)
+            kept = min(size, n_mode)
+            start = max_mode - kept
             if not start:
                 slices.append(slice(None))
             elif axis - self.order in shifted:
-                slices.append(slice(start // 2, -((start + 1) // 2)))
+                # beyond max_mode (start < 0): upstream's empty slice, kept as it is
+                slices.append(_centered(max_mode, kept) if start > 0 else slice(start // 2, -((start + 1) // 2)))
             else:
                 slices.append(slice(None, -start))
         return slices
@@ -373,7 +396,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
             ``(batch, in_channels, *spatial)`` of the layer's input.
         mode : {"full", "mixed", "half"}, optional
             Precision to plan for; defaults to the current ``fno_block_precision``
-            (bytes per complex element: 8 in "full", 4 in the 16-bit modes).
+            (bytes per complex element as forward's product holds them on the layer's
+            device: 8 in "full" and where the 16-bit modes multiply rounded operands in
+            complex64, as on CPU; 4 for (real, imag) pairs in the 16-bit type).
 
         Returns
         -------
@@ -388,12 +413,12 @@ class MixedPrecisionSpectralConv(SpectralConv):
         kept = self._kept_modes(slices)
         equation = spectral_equation(kind, 2 + self.order, self.separable)
         shapes = [(batch, self.in_channels, *kept)] + [tuple(op.shape) for op in operands]
-        itemsize = 8 if mode == "full" else 4
-        # the plan forward runs: its path says how much peak it trades for FLOPs
+        # the plan forward runs: its path says how much peak it trades for FLOPs, and in
+        # which dtype the intermediates are held
         device = next(self.parameters()).device
         half = None if mode == "full" else resolve_half_dtype(self._settings()[1], device)
-        slack = choose_product_path(kind, self.separable, mode, half, device).peak_slack
-        return plan_contraction(equation, shapes, itemsize, peak_slack=slack)
+        path = choose_product_path(kind, self.separable, mode, half, device)
+        return plan_contraction(equation, shapes, _plan_itemsize(mode, half, path), peak_slack=path.peak_slack)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, output_shape=None):
@@ -488,6 +513,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
         self._record_path(batch, spatial, mode, half, "float16 (cuFFT)" if fft_half else "float32",
                           **_last_axis_fields(LastAxisChoice(False)), kernel=path.kernel,
                           compute_dtype=dtype_name(path.compute_dtype), reason=path.reason)
+        if path.kernel not in (MODE_BATCHED, REBUILT):  # the pairwise plan, sized as it runs
+            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands],
+                                    _plan_itemsize(mode, half, path), peak_slack=path.peak_slack)
         if path.kernel in (MODE_BATCHED, REBUILT):
             # a rebuilt weight is rounded to the 16-bit type inside the product, like a dense one
             weight = operands[0] if path.kernel == MODE_BATCHED else rebuild_dense_weight(kind, operands)
@@ -495,20 +523,14 @@ class MixedPrecisionSpectralConv(SpectralConv):
             if fft_half:
                 out_kept = out_kept.to(torch.complex32)
         elif mode == "full":
-            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 8,
-                                    peak_slack=path.peak_slack)
             # complex32-stored weights are widened: "full" multiplies in complex64
             wide = [op.to(torch.complex64) if op.dtype != torch.complex64 else op for op in operands]
             out_kept = run_plan(plan, [x_kept] + wide, real_form=False)
         elif path.complex_product == "complex":
-            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 2 * half.itemsize,
-                                    peak_slack=path.peak_slack)
             out_kept = run_plan_rounded(plan, [x_kept] + operands, half)
             if fft_half:
                 out_kept = out_kept.to(torch.complex32)
         else:
-            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands], 2 * half.itemsize,
-                                    peak_slack=path.peak_slack)
             real = [to_real_form(t, half) for t in [x_kept] + operands]
             out = run_plan(
                 plan,
