@@ -182,7 +182,7 @@ def _parse_phase(text, position):
             ) from None
     elif "@" in head:
         mode, amount = (s.strip() for s in head.split("@", 1))
-        if not amount.isdigit():
+        if not (amount.isascii() and amount.isdigit()):  # str.isdigit alone takes "²", which int() refuses
             raise ValueError(
                 f"Invalid end epoch {amount!r} in precision phase {position} ({text.strip()!r}); "
                 "expected an integer such as 'half@10'."

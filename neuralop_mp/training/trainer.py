@@ -8,12 +8,15 @@ during training through the Trainer's template methods, not callbacks.
   (only what differs from the model's current settings is changed).
 - ``train_one_batch`` runs the forward pass under ``torch.autocast`` in phases
   that ask for it and computes the loss in float32.
-- upstream's ``train_one_epoch`` runs unchanged; during it, its
-  ``loss.backward()`` is a scaled backward (the loss returned by
-  ``train_one_batch`` scales its gradient) and its ``optimizer.step()`` a guarded
-  step (:class:`ComplexGradScaler`): a non-finite loss or gradient never reaches
-  the weights, and weights made non-finite by the update stop the run. Upstream's
-  ``Trainer(mixed_precision=True)`` autocasts with no scaler at all.
+- upstream's ``train_one_epoch`` runs unchanged; during it, the batch hook it calls
+  is the class's own ``train_one_batch`` (ours or a subclass's) wrapped by
+  :meth:`~MixedPrecisionTrainer._guarded_batch`: its ``loss.backward()`` is a
+  scaled backward (the loss the hook finally returns scales its gradient) and its
+  ``optimizer.step()`` a guarded step (:class:`ComplexGradScaler`): a non-finite
+  loss or gradient never reaches the weights, and weights made non-finite by the
+  update stop the run. Upstream's ``Trainer(mixed_precision=True)`` autocasts with
+  no scaler at all. A subclass's own epoch loop (one that does not call ours)
+  trains as under upstream's Trainer, and is refused where loss scaling is on.
 - with ``auto_precision=True`` (``fno_block_precision="auto"`` under a schedule),
   each phase that is not "full" is re-decided from a measurement on the first
   training batches when it starts (:mod:`.auto_phases`).
@@ -26,6 +29,7 @@ References
 .. [1] Tu, R. et al. (2024). "Guaranteed Approximation Bounds for Mixed-Precision
        Neural Operators". ICLR 2024, arXiv:2307.15034.
 """
+import contextlib
 import dis
 import functools
 import inspect
@@ -45,6 +49,7 @@ from ..layers.precision_switch import (
     get_precision,
     get_precision_policy,
     mixed_precision_layers,
+    set_fixed_precision,
     set_precision,
 )
 from ..vocabulary import (check_choice, check_int_at_least, dtype_name, normalize_flag, normalize_half_dtype,
@@ -213,6 +218,22 @@ class _NoScheduler:
 _NO_SCHEDULER = _NoScheduler()
 
 
+@contextlib.contextmanager
+def _shadowing(obj, name, value):
+    """Within the block, ``obj.<name>`` is ``value`` (an instance attribute, which a method of
+    the same name on its class yields to); then what was there before."""
+    attributes = vars(obj)
+    before = attributes.get(name, _ABSENT)
+    attributes[name] = value
+    try:
+        yield
+    finally:
+        if before is _ABSENT:
+            attributes.pop(name, None)
+        else:
+            attributes[name] = before
+
+
 def _check_checkpointable(*, saves, resumes, **objects):
     """TypeError naming the object (``objects``: by argument name, None for none) whose state
     a checkpoint cannot hold: one without ``state_dict()`` where ``train`` saves, or without
@@ -362,6 +383,10 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         self._bar = None
         self._step_meter = None
         self._epoch_log = None  # during upstream's epoch loop: its log_training call, deferred
+        self._guarded_epochs = 0  # calls of our train_one_epoch: a subclass's own loop adds none
+        self._in_guarded_step = False  # the one place the optimizer may step where steps are guarded
+        if self.precision_schedule is None and self.has_mixed_precision_layers:
+            self._layers_precision()  # layers in different precisions: refused now, not at the first epoch
         self._start_new_run()  # history, phase, autocast, epoch stats: a run's state
 
     # ------------------------------------------------------------------ precision state
@@ -374,9 +399,22 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if self.mixed_precision and self.autocast_dtype == torch.float16:
             return True
         if self.has_mixed_precision_layers:
-            mode, layer_dtype, _ = get_precision(self.model)
+            mode, layer_dtype, _ = self._layers_precision()
             return mode != "full" and resolve_half_dtype(layer_dtype, self.device) == torch.float16
         return False
+
+    def _layers_precision(self):
+        """``(mode, half_dtype, stabilizer)`` of the model's spectral layers, which run the whole
+        run without a schedule: ValueError, saying what to do, where they are in different ones."""
+        try:
+            return get_precision(self.model)
+        except ValueError as error:  # the model has such layers: they disagree
+            raise ValueError(
+                f"The spectral layers of {type(unwrap(self.model)).__name__} are in different precisions "
+                f"({str(error).split(': ', 1)[-1]}); without a precision_schedule MixedPrecisionTrainer runs "
+                "and records the one precision of all of them. Set one on every layer "
+                "(neuralop_mp.set_precision(model, 'mixed'), or 'full' / 'half'), or pass a precision_schedule "
+                "(each of its phases sets every layer).") from None
 
     def _scaling_enabled(self):
         if self.loss_scaling == "auto":
@@ -389,7 +427,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             mode = self._auto["mode"] if self.auto_precision and self._auto is not None else self.phase.mode
             return mode, self.phase.stabilizer_for(self.autocast_dtype)
         if self.has_mixed_precision_layers:
-            mode, _, stabilizer = get_precision(self.model)
+            mode, _, stabilizer = self._layers_precision()
             return mode, stabilizer
         return "full", None
 
@@ -398,7 +436,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         the trainer's (each phase writes it to them), else the one the layers were built with
         (or set to since); the trainer's for a model without such layers."""
         if self.precision_schedule is None and self.has_mixed_precision_layers:
-            return resolve_half_dtype(get_precision(self.model)[1], self.device)
+            return resolve_half_dtype(self._layers_precision()[1], self.device)
         return self.autocast_dtype
 
     def _half_dtypes(self):
@@ -432,6 +470,11 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             self.phase_index = schedule.index_for_epoch(epoch, self.n_epochs)
             self.phase = schedule[self.phase_index]
             if self.has_mixed_precision_layers:
+                try:
+                    get_precision(self.model)
+                except ValueError:  # layers built in different precisions: the phase sets every one alike
+                    set_fixed_precision(self.model, self.phase.mode, half_dtype=self.half_dtype,
+                                        stabilizer=self.phase.stabilizer_for(self.autocast_dtype))
                 base = get_precision_policy(self.model).replace(half_dtype=self.half_dtype)
                 apply_precision_policy(self.model, self.phase.policy(base, self.autocast_dtype))
             else:  # only full phases reach here (checked in __init__)
@@ -442,11 +485,12 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
 
     # ------------------------------------------------------------------ one batch / epoch
     # Upstream's ``train_one_epoch`` runs, per batch: ``loss = self.train_one_batch(...)``,
-    # ``loss.backward()``, ``self.optimizer.step()``, ``loss.item()``. We override only
-    # ``train_one_batch`` (forward under the phase's autocast; the returned loss scales its
-    # gradient by the loss scale on backward) and, for the duration of the epoch, hand
-    # upstream an optimizer whose ``step()`` is the scaler's guarded step. The epoch
-    # wrapper below only adds bookkeeping around ``super().train_one_epoch``.
+    # ``loss.backward()``, ``self.optimizer.step()``, ``loss.item()``. For the duration of our
+    # epoch, ``self.train_one_batch`` is :meth:`_guarded_batch` around the class's own hook
+    # (ours: the forward under the phase's autocast; or a subclass's, whose whole loss is then
+    # checked and scaled), and ``self.optimizer`` an optimizer whose ``step()`` is the
+    # scaler's guarded step. The epoch wrapper below only adds bookkeeping around
+    # ``super().train_one_epoch``.
     # test_the_trainer_overrides_only_the_batch_hook_of_upstreams_epoch_loop (tests/test_training_faults.py)
     # fails when upstream's loop changes under this.
     def _prepare(self, sample):
@@ -454,7 +498,13 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             return self.data_processor.preprocess(sample)
         return {k: v.to(self.device) for k, v in sample.items() if torch.is_tensor(v)}
 
-    def _forward_loss(self, idx, sample, training_loss):
+    def train_one_batch(self, idx, sample, training_loss):
+        """Upstream's batch hook: forward under the phase's autocast, loss in float32.
+
+        Returns the loss as computed. During an epoch the trainer's guard
+        (:meth:`_guarded_batch`) wraps whatever ``train_one_batch`` the class has, this
+        one or a subclass's (which may call this one and add terms to its loss), and
+        checks and scales the loss it finally returns."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.regularizer:
             self.regularizer.reset()
@@ -472,13 +522,14 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             loss = loss + self.regularizer.loss
         return loss
 
-    def train_one_batch(self, idx, sample, training_loss):
-        """Forward under the phase's autocast, loss in float32.
+    def _guarded_batch(self, batch_hook, idx, sample, training_loss):
+        """What upstream's loop calls as ``self.train_one_batch`` during our epoch: ``batch_hook``
+        (the class's ``train_one_batch``) with the per-batch bookkeeping around it.
 
-        Returns the loss, ready for upstream's ``loss.backward()``: with loss scaling
-        its backward multiplies the gradient by the scale (its value is the unscaled
-        loss). A non-finite loss is returned as a detached 0 (its backward does
-        nothing) and the step is marked to be skipped."""
+        Returns its loss, ready for upstream's ``loss.backward()``: with loss scaling its
+        backward multiplies the gradient by the scale (its value is the unscaled loss), every
+        term the hook added included. A non-finite loss is returned as a detached 0 (its
+        backward does nothing) and the step is marked to be skipped."""
         raise_if_interrupted()  # a Ctrl-C that a finalizer swallowed during the previous batch
         samples_before = self.n_samples
         if idx == 0 and self.autocast_device_type != "cuda":
@@ -488,10 +539,13 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                 alive=[list(self.model.parameters()), self._optimizer_in_epoch.state, sample])
             self._step_meter.__enter__()
             with SavedTensorBytes(exclude=self.model.parameters()) as meter:
-                loss = self._forward_loss(idx, sample, training_loss)
+                loss = batch_hook(idx, sample, training_loss)
             self._epoch_stats["saved_bytes"] = meter.bytes
         else:
-            loss = self._forward_loss(idx, sample, training_loss)
+            loss = batch_hook(idx, sample, training_loss)
+        if not torch.is_tensor(loss):  # upstream's loop would fail at loss.backward()
+            raise TypeError(f"{type(self).__name__}.train_one_batch returned a {type(loss).__name__} ({loss!r}); "
+                            "the epoch loop calls loss.backward() on it: return the loss tensor.")
         finite = bool(torch.isfinite(loss.detach()).all())
         self._batch = dict(idx=idx, finite=finite, loss=float(loss.detach()) if finite else math.nan,
                            samples=self.n_samples - samples_before,
@@ -513,16 +567,21 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         """What upstream's ``self.optimizer.step()`` runs during an epoch: the scaler's
         guarded step, then the checks that stop a run going wrong."""
         optimizer, batch, stats = self._optimizer_in_epoch, self._batch, self._epoch_stats
+        steps_taken_before = self.scaler.total_steps - self.scaler.skipped_steps  # in this run (resumed ones too)
         try:
             # complex32 weights, which DDP leaves out (distributed.wrap_model): averaged here, before the
             # scaler unscales and checks them, so every rank checks and steps the same gradients
             distributed.average_gradients(self._self_averaged)
+            self._in_guarded_step = True
             stepped = self.scaler.step(optimizer)
         finally:
+            self._in_guarded_step = False
             self._close_step_meter()
         self.scaler.update()
         if stepped:
             self._check_weights_finite(optimizer, batch["idx"])
+        elif self.scaler.enabled and batch["finite"] and not steps_taken_before:
+            stats["calibration_skips"] += 1  # the scale still coming down to one the gradients fit
         if batch["finite"]:
             stats["loss_sum"] += batch["loss"]
             stats["batches"] += 1
@@ -568,7 +627,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         # batches, each step taken or skipped); batches: those with a finite loss; totals: what
         # _epoch_totals computed (once per epoch)
         return dict(loss_sum=0.0, batches=0, steps_before=self.scaler.total_steps, samples=0, lasso_sum=0.0,
-                    saved_bytes=None, step_peak_bytes=None, totals=None)
+                    saved_bytes=None, step_peak_bytes=None, totals=None, calibration_skips=0)
 
     def _epoch_steps(self):
         """The steps of this epoch so far, taken or skipped: one per batch."""
@@ -586,28 +645,27 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         stops the run with a RuntimeError; under DDP every rank stops when one rank had
         none, and the message names those ranks (:meth:`_epoch_totals`). The ``verbose``
         epoch line (and wandb's values) gives these averages too (:meth:`log_training`)."""
+        self._guarded_epochs += 1  # see _checked_epoch
         self._epoch_stats = self._fresh_epoch_stats()
         distributed.set_sampler_epoch(train_loader, epoch)
         skipped_before = self.scaler.skipped_steps
         self._optimizer_in_epoch = self.optimizer
         self.optimizer = StepThroughTrainer(self._optimizer_in_epoch, self._guarded_step)
         scheduler = getattr(self, "scheduler", None)
-        plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-        if plateau:
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             # upstream would step it with a sum where a skipped batch counts 0: a stand-in that is
             # no ReduceLROnPlateau gets upstream's plain step() call, at the same point, instead
             self.scheduler = DeferredPlateauStep(scheduler, lambda: self._step_plateau(scheduler))
-        elif scheduler is None:  # no schedule: upstream steps one unconditionally after the epoch
-            self.scheduler = _NO_SCHEDULER
-        self._epoch_loader = train_loader  # for the "auto" re-check in on_epoch_start
+        # the class's batch hook, a subclass's own included: the guard wraps whatever it returns
+        guarded_batch = functools.partial(self._guarded_batch, self.train_one_batch)
         self._epoch_log = "deferred"  # see log_training
         try:
-            _, _, _, epoch_train_time = super().train_one_epoch(epoch, train_loader, training_loss)
+            with _shadowing(self, "train_one_batch", guarded_batch):
+                _, _, _, epoch_train_time = super().train_one_epoch(epoch, train_loader, training_loss)
         finally:
             log, self._epoch_log = self._epoch_log, None
             self.optimizer = self._optimizer_in_epoch
-            self.scheduler = scheduler  # None again: a checkpoint saves no scheduler.pt
-            self._epoch_loader = None
+            self.scheduler = scheduler
             self._close_step_meter()  # a step that raised before its end
         stats = self._epoch_stats
         # under DDP over every rank's batches, as the evaluation's metrics are: one rank's shard alone
@@ -626,11 +684,101 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                                  avg_lasso_loss=avg_lasso_loss, lr=lr)
         self._record_epoch(epoch, avg_loss, train_err, lr, skipped, epoch_train_time, stats["saved_bytes"],
                            stats["step_peak_bytes"])
-        if skipped and (self.verbose or not self.scaler.enabled):
-            # with float16 scaling a few early skips are the scale calibrating itself
-            warnings.warn(f"Epoch {epoch}: skipped {skipped} optimizer step(s) with non-finite loss or "
-                          f"gradients ({self._phase_text()}).", RuntimeWarning, stacklevel=2)
+        self._warn_skipped_steps(epoch, skipped)
         return train_err, avg_loss, avg_lasso_loss, epoch_train_time
+
+    def _warn_skipped_steps(self, epoch, skipped):
+        """Warn of the epoch's ``skipped`` steps: always without loss scaling (a skip there always
+        means trouble) and with ``verbose``; with scaling where more than half of the epoch's
+        steps were skipped, not counting the skips of a scale still calibrating itself at the
+        run's start (before its first step), or where no step of the epoch was taken at all."""
+        steps, calibrating = self._epoch_steps(), self._epoch_stats["calibration_skips"]
+        most = skipped == steps or 2 * (skipped - calibrating) > steps
+        if not skipped or not (self.verbose or not self.scaler.enabled or most):
+            return
+        text = f"Epoch {epoch}: skipped {skipped} optimizer step(s) of {steps} with non-finite loss or gradients " \
+               f"({self._phase_text()})"
+        if most and calibrating == skipped:
+            text += (": no step of the epoch changed the weights, the loss scale is still looking for one the "
+                     f"gradients fit (halved at each overflow from {self.scaler.init_scale:g}). If the next "
+                     "epochs skip as well, try: " + "; ".join(self._overflow_tips()))
+        elif most:
+            text += (": no step of the epoch changed the weights" if skipped == steps else
+                     ": most of the epoch's steps did not change the weights") + \
+                ". Try: " + "; ".join(self._overflow_tips())
+        # at the line that called train(), past our epoch wrappers and upstream's loop
+        warnings.warn(text + ".", RuntimeWarning, stacklevel=stacklevel_outside(
+            [os.path.dirname(__file__), os.path.dirname(inspect.getfile(Trainer))]))
+
+    # ------------------------------------------------------------------ a subclass's own epoch loop
+    @contextlib.contextmanager
+    def _checking_epoch_loops(self, optimizer):
+        """Within ``train``: ``self.train_one_epoch`` is :meth:`_checked_epoch` around the class's
+        own (a subclass's may run a loop of its own instead of calling ours), and where steps
+        must be guarded (:meth:`_steps_need_guard`) a step of ``optimizer`` outside the guarded
+        step raises before it changes anything."""
+        hook = None
+        if self._steps_need_guard() and callable(getattr(optimizer, "register_step_pre_hook", None)):
+            hook = optimizer.register_step_pre_hook(self._refuse_unguarded_step)
+        try:
+            with _shadowing(self, "train_one_epoch", functools.partial(self._checked_epoch, self.train_one_epoch)):
+                yield
+        finally:
+            if hook is not None:
+                hook.remove()
+
+    def _steps_need_guard(self):
+        """Why a step outside the guarded step would train wrongly (None where it would not):
+        loss scaling, or weights that only the guarded step averages over the ranks."""
+        if self.scaler.enabled:
+            return f"loss scaling is on (loss_scaling={self.loss_scaling!r}): such steps are neither scaled nor " \
+                "checked"
+        if self._self_averaged:
+            return ("the complex32 spectral weights, which DDP leaves out, are averaged over the ranks by the "
+                    "guarded step only")
+        return None
+
+    def _checked_epoch(self, epoch_hook, epoch, train_loader, training_loss):
+        """What upstream's ``train`` calls as ``self.train_one_epoch``: ``epoch_hook`` (the class's),
+        given a scheduler to step where ``train`` got None and the loader the "auto" re-check
+        measures. An epoch it trained without calling our :meth:`train_one_epoch` (a subclass's
+        own loop, as upstream's Trainer runs it) is recorded in :attr:`history` from what it
+        returns."""
+        guarded_before, scheduler = self._guarded_epochs, self.scheduler
+        if scheduler is None:  # no schedule: upstream's loop steps one unconditionally after the epoch
+            self.scheduler = _NO_SCHEDULER
+        self._epoch_loader = train_loader  # for the "auto" re-check in on_epoch_start
+        try:
+            result = epoch_hook(epoch, train_loader, training_loss)
+        finally:
+            self._epoch_loader = None
+            if self.scheduler is _NO_SCHEDULER:
+                self.scheduler = None  # a checkpoint saves no scheduler.pt
+        if self._guarded_epochs == guarded_before:
+            reason = self._steps_need_guard()
+            if reason:  # an optimizer without step hooks: its steps could not be refused one by one
+                raise RuntimeError(self._own_loop_message(reason))
+            train_err, avg_loss, _, epoch_time = result  # upstream's train() unpacks it alike
+            self._record_epoch(epoch, avg_loss, train_err, self.optimizer.param_groups[-1]["lr"], 0, epoch_time,
+                               None)
+        return result
+
+    def _refuse_unguarded_step(self, optimizer, args, kwargs):
+        """The optimizer's step pre-hook during ``train`` where steps must be guarded."""
+        if not self._in_guarded_step:
+            raise RuntimeError(self._own_loop_message(self._steps_need_guard()))
+
+    def _own_loop_message(self, reason):
+        owner = next(cls for cls in type(self).__mro__ if "train_one_epoch" in vars(cls))
+        if owner is MixedPrecisionTrainer:  # our epoch runs: a step of the optimizer itself, past the guard
+            return (f"The optimizer was stepped outside MixedPrecisionTrainer's guarded step, where {reason}: "
+                    "step through self.optimizer.step() inside the epoch (the guarded step), once per batch.")
+        return (f"{owner.__name__}.train_one_epoch stepped the optimizer outside MixedPrecisionTrainer's guarded "
+                f"step (its loop does not call super().train_one_epoch), where {reason}. Call "
+                "super().train_one_epoch(epoch, train_loader, training_loss) from it and put per-batch changes "
+                "into an override of train_one_batch (the guard wraps it and scales the loss it returns)"
+                + (", or train with loss_scaling='none' (neuralop-mp run: --mp.loss_scaling none)."
+                   if self.scaler.enabled else "."))
 
     def log_training(self, epoch, time, avg_loss, train_err, avg_lasso_loss=None, lr=None):
         """Upstream's per-epoch line (``verbose``) and wandb values.
@@ -795,6 +943,35 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         losses = {name: loss(out, **_accepted(loss, sample)) for name, loss in eval_losses.items()}
         return losses, (out if return_output else None)
 
+    def eval_one_batch_autoreg(self, sample, eval_losses, return_output=False, max_steps=None):
+        """Upstream's autoregressive evaluation (a rollout of up to ``max_steps`` steps, the data
+        processor preparing each step's input with ``step=t``; without ``max_steps`` until it
+        returns None), each step's forward in the current phase's precision as in
+        :meth:`eval_one_batch`; losses in float32, averaged over the steps."""
+        losses = dict.fromkeys(eval_losses, 0.0)
+        limit = math.inf if max_steps is None else max_steps
+        steps, out, counted = 0, None, False
+        while sample is not None and steps < limit:
+            if self.data_processor is not None:
+                sample = self.data_processor.preprocess(sample, step=steps)
+            else:
+                sample = self._prepare(sample)
+            if sample is None:
+                break
+            if not counted:  # the batch's samples, once per rollout
+                self.n_samples += sample["y"].shape[0]
+                counted = True
+            with self._autocast():
+                out = self.model(**_accepted(self.model.forward, sample))
+            out = _as_float32(out)
+            if self.data_processor is not None:
+                out, sample = self.data_processor.postprocess(out, sample, step=steps)
+            for name, loss in eval_losses.items():
+                losses[name] += loss(out, **_accepted(loss, sample))
+            steps += 1
+        losses = {name: value / steps for name, value in losses.items()}  # upstream's ZeroDivisionError for none
+        return losses, (out if return_output else None)
+
     def evaluate_all(self, epoch, eval_losses, test_loaders, eval_modes, max_autoregressive_steps=None):
         metrics = super().evaluate_all(epoch=epoch, eval_losses=eval_losses, test_loaders=test_loaders,
                                        eval_modes=eval_modes, max_autoregressive_steps=max_autoregressive_steps)
@@ -902,7 +1079,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         self._loop_saves_best = save_best is not None  # see TrainingStateCheckpoints._beats_earlier_epochs
         try:
             # the step meter's finalizers may swallow a Ctrl-C: it is raised again at the next batch
-            with catching_interrupts():
+            with catching_interrupts(), self._checking_epoch_loops(optimizer):
                 return super().train(train_loader, test_loaders, optimizer, scheduler, regularizer=regularizer,
                                      training_loss=training_loss, eval_losses=eval_losses, eval_modes=eval_modes,
                                      save_every=save_every, save_best=save_best, save_dir=save_dir,

@@ -79,15 +79,28 @@ def test_other_unraisable_errors_still_reach_the_previous_hook(monkeypatch):
     assert [type(u.exc_value) for u in reported] == [ZeroDivisionError]
 
 
-def test_the_trainer_checks_at_every_batch(monkeypatch):
+def test_the_trainer_checks_at_every_batch_of_a_batch_hook_of_its_own(monkeypatch):
+    # the check wraps whatever train_one_batch the class has: a subclass's own body too
+    from torch.utils.data import DataLoader
+
     from neuralop_mp.training.tests.tiny import tiny_fno
     from neuralop_mp.training.trainer import MixedPrecisionTrainer
 
-    trainer = MixedPrecisionTrainer(model=tiny_fno(), n_epochs=1, verbose=False)
-    monkeypatch.setattr(interrupts, "_pending", True)
-    sample = {"x": torch.randn(2, 1, 8, 8), "y": torch.randn(2, 1, 8, 8)}
+    batches = []
+
+    class OwnBatch(MixedPrecisionTrainer):
+        def train_one_batch(self, idx, sample, training_loss):
+            batches.append(idx)
+            monkeypatch.setattr(interrupts, "_pending", True)  # a Ctrl-C swallowed during this batch
+            self.optimizer.zero_grad(set_to_none=True)
+            self.n_samples += sample["y"].shape[0]
+            return (self.model(sample["x"]) - sample["y"]).square().mean()
+
+    samples = [{"x": torch.randn(1, 8, 8), "y": torch.randn(1, 8, 8)} for _ in range(4)]
+    trainer = OwnBatch(model=tiny_fno(), n_epochs=1, verbose=False)
     with pytest.raises(KeyboardInterrupt):
-        trainer.train_one_batch(1, sample, lambda out, **kwargs: out.square().mean())
+        trainer.train(DataLoader(samples, batch_size=2), {}, torch.optim.AdamW(trainer.model.parameters()), None)
+    assert batches == [0]  # raised at the second batch, before its hook
 
 
 def test_a_ctrl_c_swallowed_during_training_stops_train_from_python():

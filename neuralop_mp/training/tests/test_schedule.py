@@ -121,6 +121,8 @@ def test_from_config_accepts_strings_lists_and_schedules():
     (",", r"empty phase"),
     ("half:abc,full", r"Invalid share 'abc' in precision phase 1"),
     ("half@x,full", r"Invalid end epoch 'x'"),
+    # a digit to str.isdigit, not to int()
+    ("half@²,full", r"Invalid end epoch '²' in precision phase 1 \('half@²'\); expected an integer"),
     ("half@5,mixed@3,full", r"end epochs \[5, 3\] must be strictly increasing"),
     ("half@5,mixed@5,full", r"strictly increasing"),
     ("half:0.5,full@3", r"give every phase a share"),

@@ -214,9 +214,10 @@ def test_malformed_schedules_are_refused_with_the_reason(text, message):
 def test_the_trainer_overrides_only_the_batch_hook_of_upstreams_epoch_loop():
     """The guarded step relies on upstream's train_one_epoch calling, per batch,
     ``loss = self.train_one_batch(idx, sample, training_loss)``, ``loss.backward()``,
-    ``self.optimizer.step()``. If upstream changes that loop, re-check
-    MixedPrecisionTrainer.train_one_batch / _guarded_step / train_one_epoch before
-    updating the recorded source below."""
+    ``self.optimizer.step()``: during our epoch ``self.train_one_batch`` is the guard
+    (_guarded_batch) around the class's own hook, found on ``self`` by that very line. If
+    upstream changes that loop, re-check MixedPrecisionTrainer._guarded_batch / _guarded_step /
+    train_one_epoch before updating the recorded source below."""
     from neuralop.training import Trainer
 
     source = inspect.getsource(Trainer.train_one_epoch)
@@ -236,7 +237,7 @@ def test_the_trainer_overrides_only_the_batch_hook_of_upstreams_epoch_loop():
     digest = hashlib.sha256("\n".join(body).encode()).hexdigest()
     assert digest == UPSTREAM_TRAIN_ONE_EPOCH_SHA256, (
         f"neuralop's Trainer.train_one_epoch source changed (sha256 {digest}). Re-check that "
-        "MixedPrecisionTrainer's train_one_batch, _guarded_step and the train_one_epoch wrapper still "
+        "MixedPrecisionTrainer's _guarded_batch, _guarded_step and the train_one_epoch wrapper still "
         "see every batch, then record the new digest here.")
     assert "train_one_epoch" in MixedPrecisionTrainer.__dict__  # only bookkeeping around super()
     assert "super().train_one_epoch" in inspect.getsource(MixedPrecisionTrainer.train_one_epoch)
