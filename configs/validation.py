@@ -321,7 +321,8 @@ def validate_value_ranges(config):
     schedule = validate_precision_schedule(opt.precision_schedule)
     if schedule is not None and isinstance(opt.n_epochs, int) and opt.n_epochs >= 1:
         try:
-            schedule.check_fits(opt.n_epochs)  # a last phase that never runs: refused before any data is read
+            # a last phase that never runs: refused before any data is read; the trainer warns of skipped ones
+            schedule.check_fits(opt.n_epochs, warn=False)
         except ValueError as error:
             raise ValueError(f"Invalid opt.precision_schedule={str(schedule)!r} with opt.n_epochs={opt.n_epochs}: "
                              f"{error}") from None

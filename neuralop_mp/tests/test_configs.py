@@ -238,6 +238,25 @@ def test_valid_schedule_strings_and_no_schedule(value, expected):
     assert (None if schedule is None else str(schedule)) == expected
 
 
+def test_a_schedule_phase_without_epochs_is_said_once_by_the_trainer_not_also_by_the_config_check():
+    import warnings
+
+    from neuralop_mp.training.trainer import MixedPrecisionTrainer
+    from neuralop_mp.training.tests.tiny import tiny_fno
+
+    overrides = {"opt.precision_schedule": "half:0.25,mixed:0.5,full:0.25", "opt.n_epochs": "1"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = load_config("darcy", overrides)  # validated, as train/eval/diagnose load it
+        MixedPrecisionTrainer(model=tiny_fno(seed=0), n_epochs=1,
+                              precision_schedule=config.opt.precision_schedule)
+    said = [str(w.message) for w in caught if "get no epoch" in str(w.message)]
+    assert len(said) == 1 and "['half:0.25', 'mixed:0.5']" in said[0], said
+    # the config check still refuses a last phase that never runs
+    with pytest.raises(ValueError, match="never reaches its last phase"):
+        load_config("darcy", {"opt.precision_schedule": "half@5,full", "opt.n_epochs": "3"})
+
+
 @pytest.mark.parametrize("key, value, expected", [
     ("model.stabilizer", "None", None), ("model.stabilizer", "null", None), ("model.stabilizer", "tanh", "tanh"),
     ("model.norm", "none", None), ("model.positional_embedding", "None", None), ("output_dir", "", None),

@@ -370,8 +370,9 @@ class PrecisionSchedule:
         """Indices of the phases that get no epoch in a run of ``n_epochs``."""
         return [i for i, (start, end) in enumerate(self.boundaries(n_epochs)) if start == end]
 
-    def check_fits(self, n_epochs):
-        """Refuse a schedule whose last phase never runs; warn about other skipped phases.
+    def check_fits(self, n_epochs, warn=True):
+        """Refuse a schedule whose last phase never runs; warn about other skipped phases
+        (``warn=False``: refuse only, for a check made before the trainer that warns).
 
         An end-epoch schedule can ask for more epochs than the run has:
         ``"half@5,full"`` on 5 epochs or fewer never reaches "full", so the model would
@@ -401,7 +402,7 @@ class PrecisionSchedule:
                 f"in a run of {n_epochs} epochs (the phase before it ends at epoch "
                 f"{self.phases[last - 1].end_epoch}). Use more epochs, earlier end epochs, or shares "
                 "such as 'half:0.5,full:0.5'.")
-        if skipped:
+        if skipped and warn:
             names = [str(self.phases[i]) for i in skipped]
             warnings.warn(f"Precision schedule {str(self)!r}: phase(s) {names} get no epoch in a run of "
                           f"{n_epochs} epochs and are skipped.", UserWarning, stacklevel=2)
