@@ -16,7 +16,7 @@ from pathlib import Path
 
 from zencfg import ConfigBase, load_config_from_file
 
-from neuralop_mp.vocabulary import none_if_null, normalize_flag
+from neuralop_mp.vocabulary import CONFIG_NAME_KEY, none_if_null, normalize_flag
 
 from .base import TrainConfig
 from .burgers import BurgersConfig
@@ -467,7 +467,7 @@ def config_to_dict(config):
     ``make_config_from_nested_dict(type(config), config_to_dict(config))`` rebuilds
     the same config, section classes included (under zencfg 0.7 and 1.0 alike).
     """
-    result = {"_config_name": type(config).__name__}
+    result = {CONFIG_NAME_KEY: type(config).__name__}
     for name in config_fields(config):
         value = getattr(config, name)
         result[name] = config_to_dict(value) if is_config(value) else _plain(value)

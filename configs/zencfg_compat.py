@@ -20,17 +20,15 @@ import typing
 
 from zencfg import ConfigBase
 
-# one reader for a key of a dict, Bunch or config object, shared with the rest of the package
-from neuralop_mp.vocabulary import read_key  # noqa: F401  (re-exported)
+# one reader for a key of a dict, Bunch or config object, and zencfg's bookkeeping key in to_dict() output
+# (never a config field), shared with the rest of the package
+from neuralop_mp.vocabulary import CONFIG_NAME_KEY, read_key  # noqa: F401  (re-exported)
 
 #: True under zencfg >= 1.0 (configs are pydantic models)
 PYDANTIC_CONFIGS = hasattr(ConfigBase, "model_fields")
 
 #: default of a field that has none (a required field)
 REQUIRED = object()
-
-# zencfg's own bookkeeping key in to_dict() output (1.0), never a config field
-CONFIG_NAME_KEY = "_config_name"
 
 
 def is_config(value):

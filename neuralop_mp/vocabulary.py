@@ -13,8 +13,9 @@ standard library), so every other module can use it without creating an import c
 - :func:`check_int_at_least` and :func:`check_real`: an integer, or a finite real number in
   a range, in that format;
 - :func:`none_if_null`: configs spell "no value" as None, "None", "none", "null" or "";
-- :func:`read_key` and :func:`section_as_dict`: read a config section whether it is a
-  dict, a Bunch or a zencfg config object, under zencfg 0.7 and 1.0 alike;
+- :func:`read_key`: read a config section's key whether it is a dict, a Bunch or a
+  zencfg config object, under zencfg 0.7 and 1.0 alike (a whole section as a dict:
+  ``configs.zencfg_compat.section_dict``);
 - :func:`plain_text`: a docstring's reST roles and literals as plain text, for ``--help``.
 """
 import math
@@ -330,27 +331,6 @@ def read_key(section, key, default=None):
         return getattr(section, key)
     except (AttributeError, KeyError):
         return default
-
-
-def section_as_dict(section):
-    """A config section as a plain ``dict`` of its fields, without zencfg's ``_config_name``.
-
-    Accepts a dict, a Bunch or a zencfg config object (0.7 or 1.0). The method is
-    looked up on the type, never on the instance, so a Bunch's KeyError-raising
-    attribute access is never triggered.
-    """
-    if section is None:
-        return {}
-    if not _is_mapping(section):
-        to_dict = getattr(type(section), "to_dict", None)
-        if to_dict is None:
-            raise TypeError(
-                f"Expected a config section (dict, Bunch or zencfg config), got {type(section).__name__}."
-            )
-        section = to_dict(section)
-    plain = dict(section)
-    plain.pop(CONFIG_NAME_KEY, None)
-    return plain
 
 
 def plain_text(doc):

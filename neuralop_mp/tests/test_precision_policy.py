@@ -10,7 +10,8 @@ import neuralop_mp
 from neuralop_mp import MixedPrecisionFNO, MixedPrecisionTFNO, MixedPrecisionUNO, PrecisionPolicy
 from neuralop_mp.configs import ModelConfig, load_config
 from neuralop_mp.models.registry import PLUGIN_MODEL_KEYS
-from neuralop_mp.vocabulary import none_if_null, read_key, section_as_dict
+from neuralop_mp.configs.zencfg_compat import section_dict
+from neuralop_mp.vocabulary import none_if_null, read_key
 
 
 def test_values_are_normalized_once():
@@ -73,8 +74,8 @@ def test_readers_work_on_dicts_bunches_and_zencfg_configs():
                                ({"fno_block_precision": "mixed"}, "mixed"), (config.model, "half")):
         assert read_key(section, "fno_block_precision") == precision
         assert read_key(section, "not_a_key", 7) == 7
-        assert section_as_dict(section)["fno_block_precision"] == precision
-        assert "_config_name" not in section_as_dict(section)
+        assert section_dict(section)["fno_block_precision"] == precision
+        assert "_config_name" not in section_dict(section)
         assert PrecisionPolicy.from_config(section).fno_block_precision == precision
     assert read_key(None, "x", 3) == 3
     assert [none_if_null(v) for v in ("None", "null", " none ", "", "tanh", None)] == [None] * 4 + ["tanh", None]

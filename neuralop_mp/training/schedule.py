@@ -54,8 +54,7 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from ..vocabulary import (PRECISION_MODES, STABILIZERS, check_choice, check_int_at_least, is_integer, none_if_null,
-                          section_as_dict)
+from ..vocabulary import PRECISION_MODES, STABILIZERS, check_choice, check_int_at_least, is_integer, none_if_null
 
 SHARE_TOLERANCE = 1e-6
 STABILIZER_CHOICES = STABILIZERS + ("auto",)
@@ -205,7 +204,9 @@ def _as_phase(item, position):
     if isinstance(item, str):
         return _parse_phase(item, position)
     if isinstance(item, dict) or hasattr(type(item), "to_dict"):  # dict, Bunch, zencfg section
-        values = section_as_dict(item)
+        from ..configs.zencfg_compat import section_dict  # the configs import this module
+
+        values = section_dict(item)
         # Python's own "unexpected keyword argument" names neither the phase nor the fields there are
         allowed = [f.name for f in fields(PrecisionPhase)]
         unknown = [key for key in values if key not in allowed]
