@@ -3,7 +3,8 @@
 ``neuralop-mp bench gpu --out DIR`` (or ``bash benchmarks/gpu.sh DIR``) on a CUDA
 machine:
 
-1. runs the CUDA tests (``pytest -k cuda``);
+1. runs the CUDA tests (``pytest -k cuda``, from the checkout: a plain install ships no
+   tests, and its result then says "skipped (installed package ...)", not a failure);
 2. for FNO and TFNO 2D (4 layers, 64 hidden channels; FNO also 128 at 256^2) at
    256, 512 and 1024^2 (powers of two: cuFFT computes half precision) and 768^2
    (not a power of two: our "half" falls back to fp32 FFTs, upstream's crashes),
@@ -61,8 +62,9 @@ from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..optim.factory import create_optimizer
 from ..peak_memory import PeakTensorBytes
 from ..layers.precision_switch import set_precision, set_spectral_weight_dtype
-from .report import (DEFAULT_DOC, add_output_arguments, default_output_dir, header, markdown_table, shown_command,
-                     update_section, write_results)
+from ..run_setup import RunSetupError
+from .report import (DEFAULT_DOC, add_output_arguments, check_docs_checkout, checkout_root,
+                     default_output_dir, header, markdown_table, shown_command, update_section, write_results)
 from .spectral import Variant
 
 # (arch, hidden channels, resolution); 768 is the non-power-of-2 size
@@ -78,6 +80,8 @@ BATCH, DRY_BATCH = 4, 1
 MODES, DRY_MODES = 32, 4
 WARMUP, STEPS = 2, 5
 BUDGET_S = 420  # of at most 8 minutes: the rest is start-up and writing (an H200 needs ~100 s in all)
+#: the CUDA tests' result where the package is installed, not a checkout
+INSTALLED_SKIP = "skipped (installed package: the tests are not shipped; run from a checkout)"
 MAX_LISTED_FAILURES = 10  # failing CUDA tests listed in gpu.md (gpu.json and gpu_cuda_tests.txt keep all)
 
 
@@ -248,23 +252,25 @@ def unexpected_failures(rows, cuda_tests):
 
 
 def run_cuda_tests(dry_run, timeout_s=150, output=None):
-    """``pytest -q -k cuda``; returns ``(result, failures)``.
+    """``pytest -q -k cuda`` from the checkout; returns ``(result, failures)``.
 
     ``result`` is a one-line summary; ``failures`` the ``FAILED``/``ERROR`` lines of
     pytest's short summary, each naming a failing test and its reason (:func:`failed_tests`;
     from a timeout's partial output too). ``output``: a file that gets pytest's whole
     output, for a person to read (the failures come from the output in hand, not from it).
+    A dry run, and an installed package (no checkout around it: :data:`INSTALLED_SKIP`), run
+    nothing: ``result`` then starts with "skipped".
     """
     if dry_run:
         return "skipped (dry run / quick)", []
+    # from the repository root (its pytest settings and test folders) wherever the campaign was
+    # started; a plain install ships no tests (pyproject.toml lists no tests package), where
+    # pytest would find none and exit 5: said as a skip, not counted as a failure
+    root = checkout_root()
+    if root is None:
+        return INSTALLED_SKIP, []
     # -rfEs: the summary lists failures, errors (and skips) whatever the pytest settings say
     command = [sys.executable, "-m", "pytest", "-q", "-rfEs", "-k", "cuda", "-p", "no:cacheprovider"]
-    # from the repository root (its pytest settings and test folders) wherever the campaign was
-    # started; an installed package (no repository around it): the tests inside the package
-    package = Path(__file__).resolve().parents[1]
-    root = package.parent
-    if not (root / "pyproject.toml").is_file():
-        command.append(str(package))
     # a wide "terminal": pytest trims each summary line's reason to the terminal's width
     env = dict(os.environ, COLUMNS="400")
     try:
@@ -488,6 +494,12 @@ def main(argv=None):
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.apply is not None:
+        try:
+            # an installed package: no docs/ to put the table in
+            check_docs_checkout("--apply", instead="edit the table into the checkout's docs by hand")
+        except RunSetupError as error:
+            print(f"neuralop-mp bench gpu: error: {error}", file=sys.stderr)
+            return 2
         table = Path(args.apply) / "gpu.md"
         if not table.is_file():
             # a campaign killed before its end leaves only the rows it measured

@@ -5,7 +5,9 @@ Every benchmark writes ``<name>.md`` (its section: header, tables) and
 ``./runs/bench-<name>-<YYYYmmdd-HHMMSS>``). Only ``--update-docs`` also rewrites
 its section of docs/benchmarks.md, the text between ``<!-- BEGIN name -->`` and
 ``<!-- END name -->``, so one benchmark never touches another's section and a
-user measuring their own machine never edits the docs by accident. Hand-written
+user measuring their own machine never edits the docs by accident; from an installed
+package (no checkout around it, so no docs/) ``--update-docs`` is refused before the
+benchmark runs. Hand-written
 reading notes inside a section, between ``<!-- NOTES -->`` and ``<!-- END NOTES -->``,
 survive the rewrite: they are put back right under the new section's title.
 """
@@ -15,6 +17,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -24,7 +27,50 @@ from ..cpu_allocator import describe_cpu_allocator
 from ..layers.complex_half import native_half_matmul
 from ..run_setup import RunSetupError, check_writable
 
-DEFAULT_DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+#: the folder that holds the ``neuralop_mp`` package: a checkout's root, or site-packages after a plain install
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+DEFAULT_DOC = PACKAGE_PARENT / "docs" / "benchmarks.md"
+PROJECT = "neuralop-mp"
+
+
+def checkout_root(parent=None):
+    """The repository checkout the package runs from, or None for an installed package.
+
+    A checkout is ``parent`` (default :data:`PACKAGE_PARENT`) with a ``pyproject.toml``
+    naming this project. After a plain ``pip install`` the package's parent is
+    site-packages: no docs and no tests there, which ``--update-docs`` and the GPU
+    campaign's test run would otherwise write or look for.
+    """
+    parent = PACKAGE_PARENT if parent is None else Path(parent)
+    try:
+        text = (parent / "pyproject.toml").read_text()
+    except OSError:  # missing, a folder, unreadable: no checkout
+        return None
+    # the [project] table's name line (tomllib is Python >= 3.11 only)
+    names = re.findall(r'^\s*name\s*=\s*["\']([^"\']+)["\']', text, flags=re.M)
+    return parent if PROJECT in names else None
+
+
+def check_docs_checkout(option, parent=None, instead=None):
+    """Refuse ``option`` (``--update-docs``, ``--apply``), which rewrites the checkout's
+    docs/benchmarks.md, where the package runs from no checkout: it would create a
+    ``docs`` folder beside the installed package.
+
+    ``instead``: what the message offers besides a checkout (default: leaving ``option`` out,
+    the results still written to ``--out DIR``).
+
+    Raises
+    ------
+    RunSetupError
+        Naming the option, where the package is installed and what to do instead.
+    """
+    if checkout_root(parent) is None:
+        parent = PACKAGE_PARENT if parent is None else Path(parent)
+        instead = f"leave out {option} (the results still go to --out DIR)" if instead is None else instead
+        raise RunSetupError(
+            f"{option} rewrites docs/benchmarks.md of a {PROJECT} checkout, and this {PROJECT} is an installed "
+            f"package ({parent / 'neuralop_mp'}) with no checkout around it: run it from a checkout "
+            f"(pip install -e CHECKOUT), or {instead}.")
 
 
 def device_description():
@@ -165,9 +211,24 @@ def add_output_arguments(parser):
     """``--out DIR`` and ``--update-docs``, shared by every benchmark."""
     parser.add_argument("--out", default=None, metavar="DIR", type=writable_out,
                         help="folder for the markdown and JSON results (default: ./runs/bench-NAME-TIMESTAMP)")
-    parser.add_argument("--update-docs", action="store_true",
-                        help="also rewrite this benchmark's section of docs/benchmarks.md")
+    parser.add_argument("--update-docs", action=_UpdateDocs,
+                        help="also rewrite this benchmark's section of docs/benchmarks.md (from a checkout)")
     return parser
+
+
+class _UpdateDocs(argparse.Action):
+    """``--update-docs`` (a flag): refused while the arguments are parsed, before anything is
+    measured, where there is no checkout whose docs it could rewrite (:func:`check_docs_checkout`)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            check_docs_checkout(option_string)
+        except RunSetupError as error:
+            parser.error(str(error))
+        setattr(namespace, self.dest, True)
 
 
 def default_output_dir(name, now=None):
@@ -202,6 +263,8 @@ def write_results(name, body, data, out=None, update_docs=False, doc_path=DEFAUL
                **_jsonable(data)}
     (folder / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
     if update_docs:
+        if Path(doc_path) == DEFAULT_DOC:  # a Python caller: the command line refused it before measuring
+            check_docs_checkout("--update-docs")
         update_section(name, body, doc_path)
     print(f"wrote {folder / (name + '.md')} and {name}.json" + (f"; updated {doc_path}" if update_docs else ""))
     return folder

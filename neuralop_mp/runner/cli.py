@@ -24,7 +24,7 @@ from ..training.distributed import launch_rank
 from ..vocabulary import none_if_null, normalize_flag, plain_text
 from .activation import _enable_keywords, _enabled_checked, _validated_options, optimizer_replacement_reason
 from .static_check import describe_plan, scan_source, start_warnings
-from .summary import format_summary
+from .summary import format_summary, zencfg_cause
 from .upstream_scripts import refusal_reason
 
 USAGE = (
@@ -360,6 +360,9 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
             if _under(getattr(sys.modules[name], "__file__", None), folders):
                 del sys.modules[name]
     report.record_end(status, error, interrupted)
+    cause = None if report.models else zencfg_cause(error)  # a script that failed before it built a model
+    if cause is not None:
+        report.note(cause)  # the summary's last warning, after the script's traceback
     sys.stdout.flush()
     if launch_rank() == 0:  # under torchrun every rank runs the script; one prints the summary and writes the report
         print(format_summary(report), file=out)

@@ -4,8 +4,14 @@ The precision is told as ``neuralop-mp train`` tells it (the same functions): ea
 its autocast and resolved half type, and what the spectral layers computed on the device
 (:func:`neuralop_mp.train_report.precision_as_run`: "half" runs as "mixed" off CUDA).
 """
-import torch
+import re
+import traceback
+from pathlib import Path
 
+import torch
+import zencfg
+
+from ..configs.zencfg_compat import PYDANTIC_CONFIGS
 from ..run_records import human_bytes as _bytes
 from ..run_records import phase_ranges
 from ..train_report import precision_as_run
@@ -94,6 +100,35 @@ def _optimizer_lines(report):
         if others:
             lines.append(f"optimizer: the script's own {', '.join(others)}")
     return lines
+
+
+#: pyproject.toml's zencfg requirement: the versions that load neuraloperator 2.0.0's configs
+ZENCFG_REQUIREMENT = "zencfg>=0.7,<1.0"
+
+# zencfg 1.0 raises a pydantic validation error's text: "1 validation error for FNO_Small2d\narch\n  Field required"
+_MISSING_FIELD = re.compile(r"^\d+ validation errors? for (\w+)\n(\S+)\n\s+Field required", re.M)
+
+
+def zencfg_cause(error):
+    """One line naming zencfg >= 1.0 as the cause of ``error``, the exception a script ended
+    with, or None.
+
+    neuraloperator 2.0.0's ``config/models.py`` declares ``ModelConfig.arch`` without a default:
+    zencfg 1.0 makes it a required field, so every upstream script fails while it imports its
+    config with "1 validation error for FNO_Small2d / arch / Field required", which names
+    neither zencfg's version nor the fix. Told so only for that error (a required field missing)
+    raised through zencfg's own code while zencfg >= 1.0 is installed.
+    """
+    if error is None or not PYDANTIC_CONFIGS:
+        return None
+    match = _MISSING_FIELD.search(str(error))
+    package = Path(zencfg.__file__).resolve().parent
+    through_zencfg = any(package in Path(frame.filename).resolve().parents
+                         for frame in traceback.extract_tb(error.__traceback__))
+    if match is None or not through_zencfg:
+        return None
+    return (f"neuraloperator 2.0.0's configs need zencfg<1.0 (installed: {zencfg.__version__}, which requires their "
+            f"field {match[1]}.{match[2]}: it has no default): pip install '{ZENCFG_REQUIREMENT}'")
 
 
 def end_warnings(report):
