@@ -651,21 +651,20 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         skipped_before = self.scaler.skipped_steps
         self._optimizer_in_epoch = self.optimizer
         self.optimizer = StepThroughTrainer(self._optimizer_in_epoch, self._guarded_step)
-        scheduler = getattr(self, "scheduler", None)
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            # upstream would step it with a sum where a skipped batch counts 0: a stand-in that is
-            # no ReduceLROnPlateau gets upstream's plain step() call, at the same point, instead
-            self.scheduler = DeferredPlateauStep(scheduler, lambda: self._step_plateau(scheduler))
         # the class's batch hook, a subclass's own included: the guard wraps whatever it returns
         guarded_batch = functools.partial(self._guarded_batch, self.train_one_batch)
         self._epoch_log = "deferred"  # see log_training
         try:
-            with _shadowing(self, "train_one_batch", guarded_batch):
+            with self._epoch_stand_ins(train_loader), _shadowing(self, "train_one_batch", guarded_batch):
+                scheduler = self.scheduler
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    # upstream would step it with a sum where a skipped batch counts 0: a stand-in that is
+                    # no ReduceLROnPlateau gets upstream's plain step() call, at the same point, instead
+                    self.scheduler = DeferredPlateauStep(scheduler, lambda: self._step_plateau(scheduler))
                 _, _, _, epoch_train_time = super().train_one_epoch(epoch, train_loader, training_loss)
         finally:
             log, self._epoch_log = self._epoch_log, None
             self.optimizer = self._optimizer_in_epoch
-            self.scheduler = scheduler
             self._close_step_meter()  # a step that raised before its end
         stats = self._epoch_stats
         # under DDP over every rank's batches, as the evaluation's metrics are: one rank's shard alone
@@ -738,22 +737,32 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                     "guarded step only")
         return None
 
+    @contextlib.contextmanager
+    def _epoch_stand_ins(self, train_loader):
+        """For one epoch, ours (called by ``train`` or directly) or a subclass's own loop: a
+        scheduler to step where there is none (upstream's loop steps one unconditionally after
+        the epoch) and ``train_loader`` as the loader the "auto" re-check measures; then what
+        was there before (a checkpoint saves no scheduler.pt for None). Nested, the outer
+        block's are kept."""
+        scheduler, loader = getattr(self, "scheduler", None), self._epoch_loader  # none before train()
+        if scheduler is None:
+            self.scheduler = _NO_SCHEDULER
+        if loader is None:
+            self._epoch_loader = train_loader
+        try:
+            yield
+        finally:
+            self.scheduler, self._epoch_loader = scheduler, loader
+
     def _checked_epoch(self, epoch_hook, epoch, train_loader, training_loss):
         """What upstream's ``train`` calls as ``self.train_one_epoch``: ``epoch_hook`` (the class's),
         given a scheduler to step where ``train`` got None and the loader the "auto" re-check
         measures. An epoch it trained without calling our :meth:`train_one_epoch` (a subclass's
         own loop, as upstream's Trainer runs it) is recorded in :attr:`history` from what it
         returns."""
-        guarded_before, scheduler = self._guarded_epochs, self.scheduler
-        if scheduler is None:  # no schedule: upstream's loop steps one unconditionally after the epoch
-            self.scheduler = _NO_SCHEDULER
-        self._epoch_loader = train_loader  # for the "auto" re-check in on_epoch_start
-        try:
+        guarded_before = self._guarded_epochs
+        with self._epoch_stand_ins(train_loader):
             result = epoch_hook(epoch, train_loader, training_loss)
-        finally:
-            self._epoch_loader = None
-            if self.scheduler is _NO_SCHEDULER:
-                self.scheduler = None  # a checkpoint saves no scheduler.pt
         if self._guarded_epochs == guarded_before:
             reason = self._steps_need_guard()
             if reason:  # an optimizer without step hooks: its steps could not be refused one by one
@@ -770,7 +779,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
 
     def _own_loop_message(self, reason):
         owner = next(cls for cls in type(self).__mro__ if "train_one_epoch" in vars(cls))
-        if owner is MixedPrecisionTrainer:  # our epoch runs: a step of the optimizer itself, past the guard
+        if self._epoch_log is not None:  # our epoch runs: a step of the optimizer itself, past the guard
             return (f"The optimizer was stepped outside MixedPrecisionTrainer's guarded step, where {reason}: "
                     "step through self.optimizer.step() inside the epoch (the guarded step), once per batch.")
         return (f"{owner.__name__}.train_one_epoch stepped the optimizer outside MixedPrecisionTrainer's guarded "
@@ -798,7 +807,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         """Step ``scheduler`` (a ``ReduceLROnPlateau``) where upstream's epoch loop steps it.
 
         Upstream passes the sum of the epoch's batch losses, where a batch whose loss is
-        not finite adds the 0 that :meth:`train_one_batch` returns in its place: a lower
+        not finite adds the 0 that :meth:`_guarded_batch` returns in its place: a lower
         "loss" the more batches were skipped. Here the sum is taken over the batches with
         a finite loss (those of ``train_err``) and scaled to the epoch's batch count: their
         mean, in upstream's units, and upstream's exact number when none was skipped (so

@@ -142,6 +142,43 @@ def test_an_epoch_loop_of_a_subclasss_own_is_refused_before_its_first_step_with_
     assert not optimizer._optimizer_step_pre_hooks  # train() took its hook off again
 
 
+class StepsInEpochStart(MixedPrecisionTrainer):
+    """Calls our epoch, but steps the optimizer itself at each epoch's start (a warm-up of its own)."""
+
+    def train_one_epoch(self, epoch, train_loader, training_loss):
+        return super().train_one_epoch(epoch, train_loader, training_loss)
+
+    def on_epoch_start(self, epoch):
+        super().on_epoch_start(epoch)
+        self._optimizer_in_epoch.step()
+
+
+def test_a_step_outside_the_guard_inside_our_epoch_is_named_as_such_not_as_an_own_loop():
+    model = tiny_fno()
+    train, test = tiny_data(n=8, batch_size=4)
+    trainer = StepsInEpochStart(model=model, n_epochs=1, loss_scaling="dynamic")
+    with pytest.raises(RuntimeError) as raised:
+        trainer.train(train, test, torch.optim.AdamW(model.parameters(), lr=1e-2), None, training_loss=loss())
+    # its train_one_epoch calls ours: no "does not call super()" advice
+    assert str(raised.value).startswith("The optimizer was stepped outside MixedPrecisionTrainer's guarded step, "
+                                        "where loss scaling is on"), raised.value
+
+
+def test_our_epoch_called_directly_after_train_runs_without_a_scheduler():
+    """``train_one_epoch`` is a public hook of upstream's Trainer: called outside ``train`` (a loop of a
+    caller's own) it still has a scheduler to step where ``train`` got None, and leaves None."""
+    model = tiny_fno()
+    train, test = tiny_data(n=8, batch_size=4)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train(train, test, torch.optim.AdamW(model.parameters(), lr=1e-3), None, training_loss=loss())
+        train_err, avg_loss, _, _ = trainer.train_one_epoch(1, train, loss())
+    assert math.isfinite(train_err) and math.isfinite(avg_loss)
+    assert trainer.scheduler is None and trainer._epoch_loader is None
+    assert [record["epoch"] for record in trainer.history] == [0, 1]
+
+
 class StepHooklessSGD:
     """An optimizer of one's own that has no step hooks (not a torch.optim.Optimizer)."""
 
