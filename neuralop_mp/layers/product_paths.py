@@ -184,7 +184,20 @@ def choose_product_path(kind, separable, mode, half, device, shapes=None):
     if shapes is None or device_type != "cpu":
         return path
     shapes = tuple(tuple(int(d) for d in s) for s in shapes)
-    return _choose_for_shapes(path, kind, shapes, 8 if half is None else 2 * half.itemsize)
+    return _choose_for_shapes(path, kind, shapes, plan_itemsize(mode, half, path))
+
+
+def plan_itemsize(mode, half, path):
+    """Bytes per complex element of a pairwise plan's intermediates as forward runs them.
+
+    8 (complex64) in "full" and where 16-bit-rounded operands are multiplied as complex64
+    (``path.complex_product == "complex"``: on CPU, and on devices without 16-bit matrix
+    units); 4 only for the real-form product of (real, imag) pairs in the 16-bit type. The
+    order chosen does not depend on it (the planner compares element counts); the byte
+    counts of the plan do."""
+    if mode == "full" or path.complex_product == "complex":
+        return 8
+    return 2 * half.itemsize
 
 
 @functools.lru_cache(maxsize=None)

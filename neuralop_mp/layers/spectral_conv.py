@@ -38,7 +38,7 @@ from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
 from .input_checks import check_input, check_layer_arguments, tensorly_fixed_rank_modes
 from .mode_matmul import dense_mode_product
-from .product_paths import MODE_BATCHED, REBUILT, choose_product_path
+from .product_paths import MODE_BATCHED, REBUILT, choose_product_path, plan_itemsize
 from .rebuilt_weight import rebuild_dense_weight
 from .stabilizer import tanh_stabilizer
 from .truncated_fft import (
@@ -98,19 +98,6 @@ def _last_axis_fields(choice):
     :class:`~neuralop_mp.layers.truncated_fft.LastAxisChoice`), as plain values so that the record
     serialises (JSON): its text, ``str(choice)``, and whether it was the DFT-block matmul."""
     return {"last_axis": str(choice), "last_axis_by_matmul": choice.by_matmul}
-
-
-def _plan_itemsize(mode, half, path):
-    """Bytes per complex element of a pairwise plan's intermediates as forward runs them.
-
-    8 (complex64) in "full" and where 16-bit-rounded operands are multiplied as complex64
-    (``path.complex_product == "complex"``: on CPU, and on devices without 16-bit matrix
-    units); 4 only for the real-form product of (real, imag) pairs in the 16-bit type. The
-    order chosen does not depend on it (the planner compares element counts); the byte
-    counts of the plan do."""
-    if mode == "full" or path.complex_product == "complex":
-        return 8
-    return 2 * half.itemsize
 
 
 def _is_power_of_two(n):
@@ -418,7 +405,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
         device = next(self.parameters()).device
         half = None if mode == "full" else resolve_half_dtype(self._settings()[1], device)
         path = choose_product_path(kind, self.separable, mode, half, device)
-        return plan_contraction(equation, shapes, _plan_itemsize(mode, half, path), peak_slack=path.peak_slack)
+        return plan_contraction(equation, shapes, plan_itemsize(mode, half, path), peak_slack=path.peak_slack)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, output_shape=None):
@@ -515,7 +502,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
                           compute_dtype=dtype_name(path.compute_dtype), reason=path.reason)
         if path.kernel not in (MODE_BATCHED, REBUILT):  # the pairwise plan, sized as it runs
             plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands],
-                                    _plan_itemsize(mode, half, path), peak_slack=path.peak_slack)
+                                    plan_itemsize(mode, half, path), peak_slack=path.peak_slack)
         if path.kernel in (MODE_BATCHED, REBUILT):
             # a rebuilt weight is rounded to the 16-bit type inside the product, like a dense one
             weight = operands[0] if path.kernel == MODE_BATCHED else rebuild_dense_weight(kind, operands)
