@@ -218,7 +218,7 @@ def _in_place_collective(tensor, collective):
     """Run ``collective`` on the real view of ``tensor`` (complex32 as float16 pairs, which gloo and
     nccl reduce), in place; a non-contiguous tensor through a contiguous copy."""
     flat = tensor if tensor.is_contiguous() else tensor.contiguous()
-    collective(torch.view_as_real(flat) if flat.is_complex() else flat)
+    collective(_real_view(flat))
     if flat is not tensor:
         tensor.copy_(flat)
 
@@ -259,6 +259,7 @@ _BUCKET_BYTES = 25 * 2 ** 20
 
 
 def _real_view(tensor):
+    """``tensor``, complex ones as (real, imag) pairs: what gloo and nccl reduce (complex32 included)."""
     return torch.view_as_real(tensor) if tensor.is_complex() else tensor
 
 
