@@ -212,7 +212,12 @@ def generate_navier_stokes_split(root, resolution, split, n_samples, seed=0, pro
                                   disable=not progress, leave=False) as bar:
             for start, chunk in zip(range(0, n_samples, batch_size), chunks):
                 w0 = initial_vorticity(chunk, n_solve, dtype).to(dev)
-                wt = solve_vorticity(w0, t_final, viscosity, forcing, dt=step, progress=bar)
+                # torch's CPU rfft2 rounds a batch of one otherwise than the same field in a larger batch:
+                # a lone sample is solved beside a copy of itself, so that its numbers do not depend on the
+                # chunk it falls in (a file's first rows are the same samples as a smaller file's)
+                lone = len(chunk) == 1
+                wt = solve_vorticity(w0.repeat(2, 1, 1) if lone else w0, t_final, viscosity, forcing, dt=step,
+                                     progress=bar)[:len(chunk)]
                 _check_finite(wt, start, split, viscosity, t_final, n_solve, t_final / n_steps)
                 xs.append(w0[:, ::stride, ::stride].float().cpu())
                 ys.append(wt[:, ::stride, ::stride].float().cpu())

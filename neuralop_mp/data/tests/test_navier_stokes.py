@@ -107,3 +107,21 @@ def test_a_final_time_that_is_not_a_finite_number_at_least_zero_is_refused(t_fin
     with pytest.raises(ValueError, match=r"Invalid t_final="):
         generate_navier_stokes(tmp_path, resolutions=(32,), n_train=2, n_test=1, t_final=t_final, progress=False)
     assert not list(tmp_path.glob("*.pt"))
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_a_sample_is_the_same_numbers_solved_alone_or_in_a_larger_chunk(tmp_path, batch_size):
+    """Sample ``i`` depends only on ``(seed, split, i)`` (docs/data.md): a file of 1 sample, or a last
+    chunk of 1 (3 samples in chunks of 2), holds the same bits as the first rows of a file of 3 solved
+    together (torch's CPU rfft2 rounds a batch of one otherwise)."""
+    from neuralop_mp.data.navier_stokes import generate_navier_stokes_split
+
+    common = dict(resolution=8, split="train", t_final=0.5, progress=False)
+    alone = torch.load(generate_navier_stokes_split(tmp_path / "alone", n_samples=1, **common),
+                       weights_only=True)
+    chunked = torch.load(generate_navier_stokes_split(tmp_path / "chunked", n_samples=3, batch_size=batch_size,
+                                                      **common), weights_only=True)
+    together = torch.load(generate_navier_stokes_split(tmp_path / "together", n_samples=3, **common),
+                          weights_only=True)
+    assert torch.equal(alone["y"][0], together["y"][0])
+    assert torch.equal(chunked["y"], together["y"]) and torch.equal(chunked["x"], together["x"])
