@@ -107,7 +107,8 @@ def train_help(spec="darcy", args=()):
         "Run options (not config keys):",
         "  --save_best         also keep the model with the lowest test L2 at the training resolution",
         "  --resume RUN_DIR    continue a run from the last epoch its folder saved",
-        "  --threads N|auto    torch CPU threads (auto: the CPUs other processes leave idle)",
+        "  --threads N|auto    torch CPU threads (auto: the CPUs other processes leave idle; --resume",
+        "                      keeps the count the run used)",
         "  --cpu-allocator keep|system",
         "                      on a CPU, keep freed memory in the process for the next step (keep, the",
         "                      default: no page faults on every step's tensors) or leave malloc as it is",
@@ -288,7 +289,7 @@ def train_command(argv):
     from .configs import load_config, parse_overrides
     from .cpu_allocator import CPU_ALLOCATOR_MODES, DEFAULT_CPU_ALLOCATOR
     from .run_folder import read_command
-    from .run_setup import RunSetupError, resolve_threads
+    from .run_setup import RunSetupError, train_threads
     from .training.distributed import launch_rank
     from .vocabulary import check_choice
 
@@ -310,6 +311,7 @@ def train_command(argv):
                                    for token in ([flag] if value is True else [flag, str(value)]))]
         resume = flags.get("--resume")
         save_best = bool(flags.get("--save_best"))
+        recorded_threads = None
         if resume is not None:
             recorded = read_command(resume)
             if recorded is None:
@@ -321,10 +323,10 @@ def train_command(argv):
             spec = recorded["config"]
             recorded_flags = recorded.get("flags", {})
             save_best = save_best or bool(recorded_flags.get("save_best"))
-            # the run's own --threads / --cpu-allocator, unless given again now
-            for flag, key in (("--threads", "threads"), ("--cpu-allocator", "cpu_allocator")):
-                if flag not in flags and recorded_flags.get(key) is not None:
-                    flags[flag] = str(recorded_flags[key])
+            # the run's own --cpu-allocator and thread count (train_threads), unless given again now
+            if "--cpu-allocator" not in flags and recorded_flags.get("cpu_allocator") is not None:
+                flags["--cpu-allocator"] = str(recorded_flags["cpu_allocator"])
+            recorded_threads = recorded_flags.get("threads")
             given = overrides
             # absolute, as command.json records it: results.json names the run's files from any folder
             overrides = [*recorded["overrides"], *overrides, "--output_dir", os.path.abspath(os.path.expanduser(resume))]
@@ -345,7 +347,7 @@ def train_command(argv):
         # recorded is no typo of the user's, whatever else fails
         config, parsed = load_checked(build, overrides if resume is None else given, spec, TRAIN_FLAGS,
                                       base=() if resume is None else recorded["overrides"])
-        threads = resolve_threads(flags.get("--threads"))
+        threads, threads_reason = train_threads(flags.get("--threads"), recorded_threads, resume is not None)
         cpu_allocator = check_choice("--cpu-allocator", flags.get("--cpu-allocator", DEFAULT_CPU_ALLOCATOR),
                                      CPU_ALLOCATOR_MODES)
         # with --resume: the run's overrides and the ones given now, which command.json then records
@@ -370,7 +372,9 @@ def train_command(argv):
     try:
         result = run_training(config, progress=True, output_dir=out, resume=resume is not None,
                               save_best=save_best, threads=threads, command=command, cpu_allocator=cpu_allocator,
-                              command_flags={"threads": flags.get("--threads"), "cpu_allocator": cpu_allocator})
+                              threads_reason=threads_reason,
+                              # the count used, not "auto": a resume goes on with it whatever the load then
+                              command_flags={"threads": str(threads), "cpu_allocator": cpu_allocator})
     except (RunSetupError, CheckpointError) as error:  # a CheckpointError names the file (--resume's)
         return _rank_error_exit(rank0, lambda: _error(str(error), "train"))
     except CheckpointWriteError as error:  # a full disk while saving: the previous checkpoint is kept

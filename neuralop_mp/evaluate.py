@@ -13,12 +13,15 @@ A run's final model is evaluated in the precision its run finished in, its best 
 in that of its best epoch, unless ``precision`` says otherwise; with the same data,
 device and thread count, the errors are bitwise the ones ``train`` reported for that
 epoch. A model saved elsewhere is evaluated in the precision, stabilizer and half type
-its file records.
+its file records. A run's final model that a ``--resume`` trained past and stopped before
+its final save is refused, as a run stopped before its final save is
+(:func:`~neuralop_mp.run_folder.check_final_model_current`).
 """
 import time
 from typing import NamedTuple
 
-from .run_folder import DATA_PROCESSOR_FILE, find_checkpoint, load_data_processor, load_model, read_command
+from .run_folder import (DATA_PROCESSOR_FILE, FINAL_MODEL, check_final_model_current, find_checkpoint,
+                         load_data_processor, load_model, read_command)
 from .training.checkpointing import STATE_DICT_SUFFIX
 
 # the data keys of a run's config that fix the model's training data or their encoding: an
@@ -143,16 +146,18 @@ def _run_schedule(config, saved_precision):
 def _model_epoch(folder, name, config):
     """The epoch whose precision a run's model is evaluated in: the run's last epoch for its
     final model; for its best model, the best epoch, from ``results.json``, else (a run
-    stopped before writing it) the lowest test L2 at the training resolution in the history
-    of its ``checkpoint/``, else the last epoch."""
-    from .run_folder import BEST_MODEL, CHECKPOINT_DIR, read_results
+    stopped before writing it, or a resume stopped before rewriting it:
+    :func:`~neuralop_mp.run_folder.results_behind`) the lowest test L2 at the training
+    resolution in the history of its ``checkpoint/``, else the last epoch."""
+    from .run_folder import BEST_MODEL, CHECKPOINT_DIR, read_results, results_behind
     from .train_report import best_epoch, best_metric_key
     from .training.checkpointing import PRECISION_STATE_FILE, load_weights_only
 
     last = config.opt.n_epochs - 1
     if name != BEST_MODEL:
         return last
-    best = (read_results(folder) or {}).get("best")
+    results = read_results(folder) or {}
+    best = results.get("best") if results_behind(folder, results) is None else None
     if best is None:
         try:
             history = load_weights_only(folder / CHECKPOINT_DIR / PRECISION_STATE_FILE)["history"]
@@ -214,6 +219,8 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
 
     start = time.perf_counter()
     folder, name = find_checkpoint(path)
+    if source.run and name == FINAL_MODEL:  # named as a file too: the run's config is no longer its own
+        check_final_model_current(folder)
     checkpoint = folder / f"{name}{STATE_DICT_SUFFIX}"
     if precision is not None:
         precision = check_choice("--precision", precision, PRECISION_MODES)

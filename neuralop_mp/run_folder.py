@@ -10,7 +10,9 @@ A run folder holds, besides ``results.json`` and ``loss_curve.png``:
   resolution (``neuralop-mp train --save_best``);
 - ``command.json``: the config and overrides of the run (those of its start and of
   every ``--resume`` that added some, later values winning; paths absolute), from
-  which ``--resume`` and ``neuralop-mp eval`` rebuild the same config;
+  which ``--resume`` and ``neuralop-mp eval`` rebuild the same config, and its flags
+  (``save_best``, the thread count it uses, ``cpu_allocator``); a resume's record
+  holds from the first epoch it saved (:func:`write_pending_command`);
 - ``data_processor.pt``: the data normalizers fitted on the training data (written when
   the data are loaded, before the first epoch), with which ``neuralop-mp eval`` encodes the
   test inputs and decodes the predictions without the training data; :func:`load_data_processor`
@@ -28,7 +30,7 @@ import torch
 
 # the run folder names its model files as upstream's Trainer names a checkpoint's (one source)
 from .training.checkpointing import (BEST_MODEL_NAME as BEST_MODEL, METADATA_SUFFIX, MODEL_NAME as FINAL_MODEL,
-                                     STATE_DICT_SUFFIX, load_torch_files, previous_save_dir, unwrap)
+                                     STATE_DICT_SUFFIX, load_torch_files, loadable_save, previous_save_dir, unwrap)
 
 CHECKPOINT_DIR = "checkpoint"
 OLD_CHECKPOINT_DIR = previous_save_dir(CHECKPOINT_DIR).name  # what a crash during a save leaves
@@ -78,9 +80,17 @@ def find_checkpoint(path):
     """``(folder, name)`` of the model checkpoint that ``path`` points at.
 
     ``path`` is a run folder (its final model, else its best model), a folder with a
-    single ``*_state_dict.pt``, or a ``NAME_state_dict.pt`` file.
+    single ``*_state_dict.pt``, or a ``NAME_state_dict.pt`` file. A folder that a crash
+    between the two renames of a save left only as ``{folder}.old`` is read there, with a
+    warning (:func:`~neuralop_mp.training.checkpointing.loadable_save`).
+
+    Raises
+    ------
+    FileNotFoundError
+        For no model there, and for a run folder whose model is not the run's last: stopped
+        before its final save, or (:func:`check_final_model_current`) resumed and stopped so.
     """
-    path = Path(path)
+    path = loadable_save(path)
     suffix = STATE_DICT_SUFFIX
     if path.is_file() and path.name.endswith(suffix):
         return path.parent, path.name[: -len(suffix)]
@@ -89,6 +99,8 @@ def find_checkpoint(path):
                                 f"or a NAME{suffix} file written by save_checkpoint.")
     for name in (FINAL_MODEL, BEST_MODEL):
         if (path / f"{name}{suffix}").is_file():
+            if name == FINAL_MODEL:
+                check_final_model_current(path)
             return path, name
     found = sorted(p.name[: -len(suffix)] for p in path.glob(f"*{suffix}"))
     if len(found) == 1:
@@ -187,15 +199,57 @@ def saved_epoch(run_dir):
     return saved_state(run_dir)[1]
 
 
-def _unfinished_run_message(run_dir):
-    """Why a run folder with a training state but no model file has no model to evaluate, and
-    how to get one: the run stopped before its final save."""
+def _unfinished_run_message(run_dir, model_epoch=None):
+    """Why a run folder with a training state but no model file (or, ``model_epoch`` given, a model
+    file of that earlier epoch) has no model of the run to evaluate, and how to get one: the run
+    stopped before its final save."""
     checkpoint, epoch = saved_state(run_dir)
     checkpoint = checkpoint or Path(run_dir) / CHECKPOINT_DIR  # the folder that holds the epoch
     epoch = "an unreadable epoch" if epoch is None else f"epoch {epoch}"  # the folder is still named
-    return (f"No model file in {run_dir}: the run stopped before its final save ({FINAL_MODEL}{STATE_DICT_SUFFIX}); "
+    head = (f"No model file in {run_dir}: the run stopped" if model_epoch is None else
+            f"The model file in {run_dir} is of epoch {model_epoch} ({RESULTS_FILE}'s last): the run, resumed "
+            "since, stopped")
+    return (f"{head} before its final save ({FINAL_MODEL}{STATE_DICT_SUFFIX}); "
             f"{checkpoint} holds {epoch}, the last saved. Finish the run with `neuralop-mp train --resume "
             f"{run_dir}`, which writes the model, then evaluate it.")
+
+
+def results_behind(run_dir, results=None):
+    """``(results' last epoch, the checkpoint's epoch)`` when the run folder's ``checkpoint/`` holds a
+    later epoch than the last of its ``results.json`` (``results``: as read already), else None.
+
+    So a ``--resume`` that trained more epochs and stopped before its final save leaves the run:
+    ``results.json`` and the final model file are of the earlier end, while ``command.json`` is
+    the resume's (its epochs, its precision). A ``results.json`` that is missing, cannot be read
+    or records no epoch says nothing here (None): its own reader reports it.
+    """
+    if results is None:
+        try:
+            results = read_results(run_dir)
+        except ValueError:
+            return None
+    history = results.get("history") if isinstance(results, dict) else None
+    last = history[-1].get("epoch") if history and isinstance(history[-1], dict) else None
+    if not isinstance(last, int):
+        return None
+    epoch = saved_epoch(run_dir)
+    return (last, epoch) if isinstance(epoch, int) and epoch > last else None
+
+
+def check_final_model_current(run_dir):
+    """Refuse the final model file of a run folder that a ``--resume`` trained past
+    (:func:`results_behind`): it is not the run's model, and the run's ``command.json`` (epochs,
+    precision) is no longer the one it was trained with.
+
+    Raises
+    ------
+    FileNotFoundError
+        As for a run stopped before its final save: the epoch the checkpoint holds, and the
+        ``neuralop-mp train --resume`` that finishes the run.
+    """
+    behind = results_behind(run_dir)
+    if behind is not None:
+        raise FileNotFoundError(_unfinished_run_message(run_dir, model_epoch=behind[0]))
 
 
 def write_atomic(path, write):
@@ -327,9 +381,22 @@ def release_run_folder(folder):
 
 
 def read_results(run_dir):
-    """The ``results.json`` of a run folder, or None when there is none."""
+    """The ``results.json`` of a run folder, or None when there is none.
+
+    Raises
+    ------
+    ValueError
+        For a file that is not JSON (cut short, edited), naming it and the resume that writes
+        it again.
+    """
     path = Path(run_dir) / RESULTS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:  # UnicodeDecodeError included
+        raise ValueError(f"{path} is damaged ({type(err).__name__}: {err}); `neuralop-mp train --resume {run_dir}` "
+                         "writes it again from the run's checkpoint (a finished run trains nothing).") from err
 
 
 def override_tokens(overrides):
@@ -358,32 +425,69 @@ def _readable_overrides(tokens):
     return readable
 
 
+def _command_record(spec, overrides, flags):
+    return {"config": str(spec), "overrides": list(overrides), "flags": flags}
+
+
+def _write_record(run_dir, record):
+    """``command.json`` holding ``record``, written atomically (:func:`write_atomic`)."""
+    text = json.dumps(record, indent=2) + "\n"
+    return write_atomic(Path(run_dir) / COMMAND_FILE, lambda f: f.write(text.encode("utf-8")))
+
+
 def write_command(run_dir, spec, overrides, **flags):
-    """Record the config, overrides and run flags (``save_best``; from the CLI also ``threads``
-    as asked and ``cpu_allocator``, which ``--resume`` reuses unless given again) a run was
-    started with.
+    """Record the config, overrides and run flags (``save_best``; from the CLI also ``threads``,
+    the count the run uses, and ``cpu_allocator``, which ``--resume`` reuses unless given again)
+    a run was started with.
 
     Written atomically (a temporary file in the same folder, then renamed over the old one):
     a resume rewrites it mid-run, and a kill during the write must leave the previous
     record, which ``--resume`` reads, complete.
     """
-    text = json.dumps({"config": str(spec), "overrides": list(overrides), "flags": flags}, indent=2) + "\n"
-    return write_atomic(Path(run_dir) / COMMAND_FILE, lambda f: f.write(text.encode("utf-8")))
+    return _write_record(run_dir, _command_record(spec, overrides, flags))
+
+
+def write_pending_command(run_dir, spec, overrides, from_epoch, **flags):
+    """Record, beside the run's current record, the command a resumed run trains with, to hold
+    once the run's ``checkpoint/`` holds epoch ``from_epoch`` (:func:`read_command` picks by it).
+
+    Written before the save of that epoch: whenever a kill comes, ``command.json`` holds the
+    command of the epoch the checkpoint holds (the previous one until the save's rename, the
+    resumed one from then on), with nothing written before the resumed run saves (a refused or
+    stopped resume leaves the file as it was). :func:`write_command` then writes the resumed
+    record alone. A run folder without a record has none to keep: nothing is written (None).
+    """
+    current = read_command(run_dir)
+    if current is None:
+        return None
+    record = _command_record(current["config"], current["overrides"], current.get("flags", {}))
+    record["pending"] = {**_command_record(spec, overrides, flags), "from_epoch": int(from_epoch)}
+    return _write_record(run_dir, record)
 
 
 def read_command(run_dir):
     """The dict :func:`write_command` wrote (``config``, ``overrides``, ``flags``), or None;
-    ``overrides`` as ``parse_overrides`` reads them, an older record's included."""
+    ``overrides`` as ``parse_overrides`` reads them, an older record's included. A record
+    written with a pending one (:func:`write_pending_command`) gives the pending one where the
+    run's checkpoint holds its ``from_epoch`` or a later one (:func:`saved_epoch`)."""
     path = Path(run_dir) / COMMAND_FILE
     if not path.is_file():
         return None
     try:
         recorded = json.loads(path.read_text())
+        pending = recorded.pop("pending", None)
+        if pending is not None:
+            from_epoch = pending.pop("from_epoch")
+            if not isinstance(from_epoch, int):
+                raise TypeError(f"pending.from_epoch={from_epoch!r} is no epoch")
+            epoch = saved_epoch(run_dir)
+            if epoch is not None and epoch >= from_epoch:
+                recorded = pending
         missing = [key for key in ("config", "overrides") if key not in recorded]
         if missing:
             raise KeyError(", ".join(missing))
         recorded["overrides"] = _readable_overrides(recorded["overrides"])
-    except (ValueError, KeyError, TypeError) as err:  # not JSON, or not the record write_command writes
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # not JSON, or not what write_command writes
         raise ValueError(f"{path} is not a run record of `neuralop-mp train` (damaged or edited: "
                          f"{type(err).__name__}: {err}); a run folder's command.json holds its config, "
                          "overrides and flags.") from err

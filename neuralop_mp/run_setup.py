@@ -203,6 +203,28 @@ def resolve_threads(value):
     return default_threads() if threads is None else threads
 
 
+_AUTO_REASON = "auto: the CPUs other processes leave idle"
+
+
+def train_threads(given=None, recorded=None, resume=False):
+    """``(threads, reason)``: the thread count of a ``train`` run and why, for its log line.
+
+    ``given`` (``--threads`` typed now) wins; else, at a ``resume``, ``recorded`` (the run's
+    ``command.json``: the count the run used, so it goes on bitwise as it started, whatever the
+    load now); else "auto" (:func:`default_threads`). A run recorded before the count was
+    (``recorded`` None, or the "auto" it was given) is asked again, as then.
+    """
+    if given is not None:
+        threads = parse_threads(given)
+        return (default_threads(), _AUTO_REASON) if threads is None else (threads, "as given")
+    if resume and recorded is not None:
+        threads = parse_threads(recorded)
+        if threads is not None:
+            return threads, "the run's own, from its command.json"
+        return default_threads(), _AUTO_REASON + ", as the run recorded --threads auto"
+    return default_threads(), _AUTO_REASON + ("; the run recorded no count" if resume else "")
+
+
 def check_writable(folder, option="--output_dir", *, what="Output folder", create=True):
     """Create ``folder`` if needed (``create``) and prove a file can be written in it.
 

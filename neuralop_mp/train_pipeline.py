@@ -455,7 +455,8 @@ def _setup_error(step, error):
 
 
 def run_training(config, *, progress=True, output_dir=None, write=True, log=print, resume=False,
-                 save_best=False, threads=None, command=None, cpu_allocator=None, command_flags=None):
+                 save_best=False, threads=None, command=None, cpu_allocator=None, command_flags=None,
+                 threads_reason=None):
     """Train and evaluate the experiment ``config`` describes; write its results.
 
     Parameters
@@ -489,6 +490,9 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         resolution over the evaluated epochs.
     threads : int, optional
         torch's intra-op CPU threads for this run (default: left as they are).
+    threads_reason : str, optional
+        Why this count, said in the log line that gives it (the CLI's: ``--threads`` given,
+        auto, or the count the run recorded).
     cpu_allocator : {"keep", "system"}, optional
         On a CPU device, how the process obtains memory
         (:func:`neuralop_mp.cpu_allocator.set_cpu_allocator`; ``"keep"``: freed memory
@@ -501,7 +505,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         recorded once the resumed run has saved an epoch (a run stopped before that, by
         an error, Ctrl-C or a kill, keeps its previous record).
     command_flags : dict, optional
-        Run flags recorded next to ``command`` (the CLI's ``threads`` as asked and
+        Run flags recorded next to ``command`` (the CLI's ``threads``, the count used, and
         ``cpu_allocator``), which ``--resume`` reuses unless given again.
 
     Returns
@@ -544,7 +548,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     try:
         return _run_training(config, claimed, progress=progress, output_dir=output_dir, write=write, log=log,
                              resume=resume, save_best=save_best, threads=threads, command=command,
-                             cpu_allocator=cpu_allocator, command_flags=command_flags)
+                             cpu_allocator=cpu_allocator, command_flags=command_flags,
+                             threads_reason=threads_reason)
     except BaseException:  # Ctrl-C included: a run stopped before saving any of itself leaves no folder
         for folder in claimed:
             release_run_folder(folder)
@@ -552,7 +557,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
 
 
 def _run_training(config, claimed, *, progress, output_dir, write, log, resume, save_best, threads, command,
-                  cpu_allocator, command_flags):
+                  cpu_allocator, command_flags, threads_reason=None):
     """:func:`run_training`, appending to ``claimed`` the default folder it claims."""
     from .configs import config_to_dict
     from .configs.validation import validated_precision_policy
@@ -606,7 +611,8 @@ def _run_training(config, claimed, *, progress, output_dir, write, log, resume, 
     if threads is not None:
         torch.set_num_threads(int(threads))
     if device.type == "cpu":
-        log(f"[neuralop-mp] {torch.get_num_threads()} CPU thread(s) for torch (--threads to change)")
+        why = f"{threads_reason}; " if threads_reason else ""
+        log(f"[neuralop-mp] {torch.get_num_threads()} CPU thread(s) for torch ({why}--threads to change)")
         if allocator is not None:
             log(f"[neuralop-mp] CPU memory: {allocator} (--cpu-allocator to change)")
 
@@ -843,12 +849,16 @@ def _resume_command(trainer, out, command, record, **flags):
     overrides merged with the ones the resume gave), so a later ``eval`` or ``--resume``
     rebuilds the config the run now trains with.
 
-    It is written right after ``trainer`` saves the first epoch of the resumed run (or when
-    training ends, for a run that had no epoch left): until then nothing was trained with
-    the new overrides (the checkpoint may not even fit them), and a run stopped before, by
-    an error, Ctrl-C or a kill alike, keeps the record it had.
+    It holds from the first epoch the resumed run saves (or from when training ends, for a
+    run that had no epoch left): until then nothing was trained with the new overrides (the
+    checkpoint may not even fit them), and a run stopped before, by an error, Ctrl-C or a
+    kill alike, keeps the record it had. Right before ``trainer`` saves that epoch, the
+    record is written as pending from it (:func:`~neuralop_mp.run_folder.write_pending_command`),
+    and right after, alone: whenever a kill comes (the save's rename included),
+    :func:`~neuralop_mp.run_folder.read_command` gives the command of the epoch the checkpoint
+    holds, never the run's earlier overrides beside an epoch the resume trained.
     """
-    from .run_folder import write_command
+    from .run_folder import write_command, write_pending_command
 
     if not record:
         yield
@@ -862,11 +872,26 @@ def _resume_command(trainer, out, command, record, **flags):
             return
         trainer.on_checkpoint = None  # recorded once
 
+    save, pending_from = trainer.checkpoint, {"epoch": None, "written": False}
+
+    def checkpoint(save_dir):
+        if trainer.on_checkpoint is not None and not pending_from["written"]:  # the command is not recorded yet
+            if pending_from["epoch"] is None:  # the first epoch this run saves (the trainer's, as the manifest's)
+                pending_from["epoch"] = trainer.epoch
+            try:
+                write_pending_command(out, *command, pending_from["epoch"], **flags)
+                pending_from["written"] = True
+            except OSError:  # a full disk: on_checkpoint's write after the save warns; both tried again
+                pass
+        save(save_dir)
+
     trainer.on_checkpoint = on_checkpoint
+    trainer.checkpoint = checkpoint  # the trainer's loop calls self.checkpoint(save_dir)
     try:
         yield
     finally:
         pending, trainer.on_checkpoint = trainer.on_checkpoint is not None, None
+        del trainer.checkpoint  # the class's own again
     # a finished run resumed (nothing trained: its results now come from this config), or a write
     # that failed after every saved epoch: this one raises, so the run does not end with a stale record
     if pending:

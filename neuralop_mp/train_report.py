@@ -326,7 +326,11 @@ def write_outputs(result, output_dir, extra_files=None):
     """Write ``results.json`` and ``loss_curve.png`` into ``output_dir``; return every file's path.
 
     ``extra_files`` (name -> path, e.g. the model files) are listed in results.json too.
+    ``results.json`` is written atomically (:func:`~neuralop_mp.run_folder.write_atomic`): a
+    resume rewrites it, and a kill during the write must leave the previous one whole.
     """
+    from .run_folder import write_atomic
+
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     files = {
@@ -337,6 +341,6 @@ def write_outputs(result, output_dir, extra_files=None):
     plot_loss_curve(result["history"], files["loss_curve"], result["train_resolution"])
     payload = {k: v for k, v in result.items() if k != "model_object"}
     payload["files"] = files
-    with open(files["results"], "w") as f:
-        json.dump(to_jsonable(payload), f, indent=2)
+    text = json.dumps(to_jsonable(payload), indent=2)
+    write_atomic(files["results"], lambda f: f.write(text.encode("utf-8")))
     return files

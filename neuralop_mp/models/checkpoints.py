@@ -18,7 +18,7 @@ from neuralop.models.base_model import BaseModel
 from ..caller_frames import stacklevel_outside
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
-from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX
+from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX, loadable_save
 from .mixed_precision_models import (PLUGIN_MODEL_CLASSES, RECOMPUTE_DEFAULTS, build_in_settings, recompute_keys_taken,
                                      set_recompute_settings)
 from .constructor_args import constructor_params, rebuilding_arguments
@@ -135,6 +135,8 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     Parameters
     ----------
     save_folder : str or Path
+        A folder that a crash between the two renames of a trainer's save left only as
+        ``{save_folder}.old`` is loaded from there, with a warning.
     save_name : str
     model_class : type or str, optional
         The class to build (or its registered name, e.g. "fno" or
@@ -178,6 +180,8 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     (not those saved before they did); for upstream's own classes it can only be fixed in
     neuraloperator (``BaseModel.__new__``), and this function is the way to load them.
     """
+    # a folder a crash left between the two renames of a save: its previous save, with a warning
+    save_folder = loadable_save(save_folder)
     model = build_model(read_checkpoint_metadata(save_folder, save_name), model_class,
                         precision_policy=precision_policy)
     model.load_checkpoint(save_folder, save_name, map_location=map_location)

@@ -8,7 +8,8 @@ history, RNG state). Upstream's ``load_training_state`` reads it as is.
 Crash safety: the folder is written under a temporary sibling name
 (``{folder}.tmp``) and renamed into place once every file is on disk, so a
 crash while writing leaves the previous checkpoint untouched (or, between the
-two renames, under ``{folder}.old``, which resume then uses with a warning). A write
+two renames, under ``{folder}.old``, which resume, and a model load, then use with a
+warning: :func:`resolve_checkpoint_dir`, :func:`loadable_save`). A write
 that fails (a full disk) removes the partial ``{folder}.tmp`` and raises
 :class:`CheckpointWriteError` naming the file.
 
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from ..caller_frames import stacklevel_outside
 from ..optim.settings import BOOKKEEPING_KEYS
 from ..wrapped_module import unwrap
 
@@ -137,6 +139,26 @@ def previous_save_dir(save_dir):
     (``{save_dir}.old``): what a crash between the two renames leaves."""
     save_dir = Path(save_dir)
     return save_dir.with_name(save_dir.name + ".old")
+
+
+def loadable_save(path):
+    """``path`` (a save folder, or a file in one) to load a model from: as it is, or, where a crash
+    between the two renames of a save left the folder only as ``{folder}.old``
+    (:func:`previous_save_dir`), the same path in that folder, with a warning (as a resume takes
+    it: :func:`resolve_checkpoint_dir`). A path that is missing either way is returned as it is,
+    for its loader to say so."""
+    path = Path(path)
+    if path.exists():
+        return path
+    for folder, inside in ((path, ()), (path.parent, (path.name,))):
+        old = previous_save_dir(folder).joinpath(*inside)
+        if not folder.exists() and previous_save_dir(folder).is_dir() and old.exists():
+            package = Path(__file__).parents[1]  # the warning names the caller's line
+            warnings.warn(f"{folder} is missing but {previous_save_dir(folder)} holds its previous complete save "
+                          "(a crash between the two renames of a save); loading from it.", RuntimeWarning,
+                          stacklevel=stacklevel_outside([package, *(package / sub for sub in ("models", "training"))]))
+            return old
+    return path
 
 
 def _temporary_and_old(save_dir):
