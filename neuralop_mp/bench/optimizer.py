@@ -281,7 +281,7 @@ def _run(args, argv):
         for row in state_rows:
             if row["size"] == size:
                 row["state_vs_adamw"] = row["state_MB"] * 2**20 / per_size["torch_adamw"]
-        setups = None if args.setups is None else [labels[i] for i in args.setups]
+        setups = None if args.setups is None else [list(TRAINING_SETUPS)[i] for i in args.setups]
         memory_rows += [dict(r, size=size) for r in total_memory_rows(size, setups, args.peak_tensors)]
 
     accuracy_rows = []

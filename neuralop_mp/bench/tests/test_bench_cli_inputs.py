@@ -240,6 +240,21 @@ def test_optimizer_sizes_given_beside_quick_win_over_its_tiny_model(optimizer_ca
     assert [size for size, _ in optimizer_calls] == ["small"]
 
 
+def test_optimizer_setups_measure_the_rows_they_name(threads_restored, tmp_path):
+    """``--setups N ...`` (the memory figures' command in docs/benchmarks.md) measures those rows alone,
+    for real: it used to fail with a NameError."""
+    import json
+
+    from neuralop_mp.bench.optimizer import TRAINING_SETUPS
+
+    assert cli.main(["bench", "optimizer", "--quick", "--memory-only", "--setups", "0", "7", "--threads", "1",
+                     "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "optimizer.json").read_text())["training_memory"]
+    labels = list(TRAINING_SETUPS)
+    assert [row["setup"] for row in rows] == [labels[0], labels[7]]
+    assert all(row["total_MB"] > 0 for row in rows)
+
+
 # ---- bench auto -------------------------------------------------------------------------------
 
 def _auto_row(dataset, recipe, seed):
