@@ -5,8 +5,10 @@ train``, or upstream's own ``FNO(...).save_checkpoint(folder, name)``). The data
 the evaluation settings come from the run's config (its ``command.json``), else from
 a built-in config (``darcy`` by default), with any ``--key value`` override on top.
 A run folder's ``data_processor.pt`` (the normalizers its training fitted) encodes the test
-inputs and decodes the predictions: only the test files are read; a run folder of an
-earlier version, without it, fits them on the training data again, as its training did.
+inputs and decodes the predictions: only the test files are read, with the physics of the
+run's data (viscosity, final time, ...: a test file generated takes it, one of other physics is
+refused); a run folder of an earlier version, without it, fits them on the training data
+again, as its training did.
 Overrides of the run's own config that would change what the model was trained on or how
 its data are encoded (:data:`TRAINED_DATA_KEYS`) are refused.
 A run's final model is evaluated in the precision its run finished in, its best model
@@ -18,6 +20,7 @@ its final save is refused, as a run stopped before its final save is
 (:func:`~neuralop_mp.run_folder.check_final_model_current`).
 """
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 from .run_folder import (DATA_PROCESSOR_FILE, FINAL_MODEL, check_final_model_current, find_checkpoint,
@@ -113,15 +116,48 @@ def _check_trained_data(run_data, data):
                          f"drop the override, or give --config CONFIG to evaluate with another config's data.")
 
 
-def _test_loaders(data, progress):
+def _test_loaders(data, progress, folder):
     """The test sets of the data section ``data`` alone (:func:`~neuralop_mp.data.loaders.load_test_sets`),
+    with the physics of the data the run in ``folder`` trained on (:func:`run_data_records`),
     or None for a loader without files of its own."""
     from .data.loaders import LOADER_FILES, load_test_sets
 
     if data.loader_name() not in LOADER_FILES:
         return None
     return load_test_sets(data.loader_name(), data.data_root, data.n_tests, data.test_batch_sizes,
-                          data.test_resolutions, data.generate, progress, data.seed)
+                          data.test_resolutions, data.generate, progress, data.seed,
+                          reference=run_data_records(folder, data))
+
+
+def run_data_records(folder, data):
+    """``{name: generation record}`` of the data the run in ``folder`` trained on: the physics its
+    test files must have (a test set generated without it would take the generator's defaults,
+    another equation). The training file's record in its ``results.json`` (``data_files``), else
+    the records there of its other files; a run without them (stopped before its final save, or
+    of an earlier version) gives the record of the training file in ``data``'s root. Empty when
+    none is known (a training file of the user's own, no longer there, ...)."""
+    from .data.cache import data_file, read_file_info, resolve_root
+    from .data.file_checks import DataFileError
+    from .data.loaders import LOADER_FILES
+    from .run_folder import RESULTS_FILE, read_results
+
+    prefix = LOADER_FILES[data.loader_name()][0]
+    train_file = data_file(resolve_root(data.data_root), prefix, "train", data.train_resolution)
+    try:
+        results = read_results(folder)
+    except ValueError:  # a damaged results.json: the training file still says it
+        results = None
+    files = (results.get("data_files") if isinstance(results, dict) else None) or []
+    recorded = [entry for entry in files if isinstance(entry, dict) and isinstance(entry.get("record"), dict)]
+    trained = [entry for entry in recorded if Path(str(entry.get("file"))).name == train_file.name]
+    if recorded:
+        return {f"{entry.get('file')} (as {Path(folder) / RESULTS_FILE} records it)": entry["record"]
+                for entry in trained or recorded}
+    try:
+        meta, _ = read_file_info(train_file)
+    except (DataFileError, OSError):  # missing or unreadable: nothing known of the run's physics
+        return {}
+    return {f"{train_file} (the run's training file)": meta} if meta else {}
 
 
 def _run_schedule(config, saved_precision):
@@ -230,7 +266,7 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     log(f"[neuralop-mp] {type(model).__name__} from {folder / name}_*: loading data ({type(config.data).__name__})")
     test_loaders = None
     if source.run and (folder / DATA_PROCESSOR_FILE).is_file():  # the run's normalizers: no training data
-        test_loaders = _test_loaders(config.data, progress)
+        test_loaders = _test_loaders(config.data, progress, folder)
     if test_loaders is None:  # a run of an earlier version, or another config: fitted again, as training did
         sample_loader, test_loaders, data_processor = build_data(config, progress=progress)
     else:  # a test set's samples have the training samples' dimensions

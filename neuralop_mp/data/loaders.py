@@ -15,8 +15,10 @@ it records (viscosity, final time, ...), with a warning naming both seeds and th
 settings kept, or, with ``generate=False``, refused with a message naming both
 seeds. The physics of a load is one: a missing file is generated with the physics
 our other files of the load record (the generator's defaults when there are none),
-and files of ours recording different physics are refused, naming them. To change
-the physics, generate explicitly with the CLI or ``generate_*`` and ``overwrite=True``.
+and files of ours recording different physics are refused, naming them. A load of
+test files alone (:func:`load_test_sets`) may be given the records whose physics it
+must have (the files a run trained on): they join those of its files. To change the
+physics, generate explicitly with the CLI or ``generate_*`` and ``overwrite=True``.
 """
 import os
 import warnings
@@ -104,7 +106,8 @@ def files_of_test_sets(test_resolutions, n_tests, test_batch_sizes):
     return [(res, "test", n) for res, n in zip(test_resolutions, n_tests)]
 
 
-def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, progress=True, seed=0):
+def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, progress=True, seed=0,
+                 reference=None):
     """Make sure every ``(resolution, split, n_samples)`` file exists with enough samples,
     then check each (:func:`~neuralop_mp.data.file_checks.check_data_file`): declared
     resolution, sample count, finite values. Each file is read (and its checksums
@@ -125,6 +128,10 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     or unreadable one is generated with those of our other files of the load (the
     generator's defaults when there are none), and our files recording different
     physics are refused with a ValueError naming them, before anything is generated.
+    ``reference`` (``{name: generation record}``, e.g. the training file of a run whose
+    test files alone are loaded) joins the files' records there: a missing file is
+    generated with its physics, a file of other physics is refused naming it and the
+    reference, and the command a FileNotFoundError suggests carries its flags.
 
     Returns
     -------
@@ -147,6 +154,8 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
             except DataFileError as err:
                 unreadable[path] = err
     records = {path: file_info(data)[0] for path, data in read.items()}
+    # the reference first: the files differing from it are the ones the refusal lists after it
+    records = {**(reference or {}), **records}
     physics = _load_physics(prefix, cli_name, root, {path: meta for path, meta in records.items() if meta})
     if generate:
         # a file generated from scratch (missing or unreadable) needs a resolution its generator
@@ -211,20 +220,36 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
         else:
             missing.append((path, res, split, n))
     if missing:
-        names = ", ".join(str(p) for p, *_ in missing)
-        resolutions = " ".join(str(r) for r in sorted({r for _, r, _, _ in missing}))
-        n_train = max([n for _, _, s, n in missing if s == "train"], default=0)
-        n_test = max([n for _, _, s, n in missing if s == "test"], default=0)
-        raise FileNotFoundError(
-            f"Missing data files: {names}. Generate them offline with:\n"
-            f"  neuralop-mp data {cli_name} --root {root} --res {resolutions} "
-            f"--n-train {max(n_train, 1)} --n-test {max(n_test, 1)}{_cli_flags(physics)}\n"
-            "or call the loader with generate=True."
-        )
+        raise FileNotFoundError(_missing_files_message(root, prefix, cli_name, needed, missing, physics))
     for res, split, n in needed:
         path = data_file(root, prefix, split, res)
         read[path] = check_data_file(path, res, n, SPATIAL_DIMS[prefix], data=read.get(path), split=split)
     return read
+
+
+def _missing_files_message(root, prefix, cli_name, needed, missing, physics):
+    """The FileNotFoundError of :func:`ensure_files` with ``generate=False``: the ``missing``
+    files (``(path, res, split, n)``) and the ``neuralop-mp data`` command that writes them with
+    the load's ``physics``. The command writes both splits of each resolution it is given: a
+    file it writes that the load does not read (a test set's training file) is named too."""
+    names = ", ".join(str(p) for p, *_ in missing)
+    resolutions = sorted({r for _, r, _, _ in missing})
+    n_train = max(max([n for _, _, s, n in missing if s == "train"], default=0), 1)
+    n_test = max(max([n for _, _, s, n in missing if s == "test"], default=0), 1)
+    read = {data_file(root, prefix, split, res) for res, split, _ in needed}
+    extra = [(path, n_train if split == "train" else n_test) for res in resolutions for split in ("train", "test")
+             if (path := data_file(root, prefix, split, res)) not in read]
+    also = ""
+    if extra:
+        listed = ", ".join(f"{path} ({n} sample{'s' if n > 1 else ''})" for path, n in extra)
+        # the CLI regenerates a file of ours recording other settings: say so before it is run
+        replaced = "".join(f"; {path} exists: it is replaced if it records other settings"
+                           for path, _ in extra if path.exists())
+        also = f"It also writes {listed}, which this load does not read{replaced}.\n"
+    return (f"Missing data files: {names}. Generate them offline with:\n"
+            f"  neuralop-mp data {cli_name} --root {root} --res {' '.join(map(str, resolutions))} "
+            f"--n-train {n_train} --n-test {n_test}{_cli_flags(physics)}\n"
+            f"{also}or load with generate=True (--data.generate true).")
 
 
 def _recorded_physics(prefix, meta):
@@ -235,7 +260,8 @@ def _recorded_physics(prefix, meta):
 def _load_physics(prefix, cli_name, root, records):
     """The generator arguments for the files of a load that are generated from scratch.
 
-    ``records`` maps each readable file of ours in the load to its metadata. They
+    ``records`` maps each readable file of ours in the load (and each reference record
+    :func:`ensure_files` was given) to its metadata. They
     must all record the same physics (:data:`PHYSICS` but :data:`PER_FILE`): a
     ValueError names the files and the settings that differ otherwise. The grid
     solved on differs with the resolution, and with it the default time step, so neither
@@ -389,7 +415,7 @@ def load_burgers(data_root=None, n_train=800, n_tests=(200,), batch_size=32, tes
 
 
 def load_test_sets(loader_name, data_root=None, n_tests=(200,), test_batch_sizes=(32,), test_resolutions=(16,),
-                   generate=True, progress=True, seed=0):
+                   generate=True, progress=True, seed=0, reference=None):
     """``{resolution: DataLoader}`` of a loader's test files alone (no training file read or
     generated), ordered batches of the raw samples as upstream's ``PTDataset`` reads them
     (float32 inputs, a channel axis, the first ``n`` samples): for a run whose data processor
@@ -397,13 +423,16 @@ def load_test_sets(loader_name, data_root=None, n_tests=(200,), test_batch_sizes
 
     ``loader_name`` is one of :data:`LOADER_FILES` (``"load_darcy"``, ...); the other
     arguments as in :func:`load_darcy`; missing files are generated as it generates them.
+    ``reference`` (``{name: generation record}``: the files the run trained on, as its
+    ``results.json`` records them) gives the physics the test files must have: without the
+    training file in the load, nothing else says it (:func:`ensure_files`).
     """
     from neuralop.data.datasets.tensor_dataset import TensorDataset
 
     prefix, generate_split, cli_name = LOADER_FILES[check_choice("loader", loader_name, tuple(LOADER_FILES))]
     root = resolve_root(data_root)
     tests = files_of_test_sets(test_resolutions, n_tests, test_batch_sizes)
-    stored = ensure_files(root, prefix, tests, generate_split, cli_name, generate, progress, seed)
+    stored = ensure_files(root, prefix, tests, generate_split, cli_name, generate, progress, seed, reference)
     loaders = {}
     for (res, _, n), batch_size in zip(tests, test_batch_sizes):
         data = stored[data_file(root, prefix, "test", res)]
