@@ -393,10 +393,13 @@ def read_results(run_dir):
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text())
+        if not isinstance(results, dict):  # JSON, but not the object train writes
+            raise ValueError(f"a JSON {type(results).__name__}, not the object of a run's results")
     except ValueError as err:  # UnicodeDecodeError included
         raise ValueError(f"{path} is damaged ({type(err).__name__}: {err}); `neuralop-mp train --resume {run_dir}` "
                          "writes it again from the run's checkpoint (a finished run trains nothing).") from err
+    return results
 
 
 def override_tokens(overrides):

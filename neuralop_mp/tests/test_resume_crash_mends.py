@@ -162,15 +162,17 @@ def test_results_json_is_written_whole_or_not_at_all(monkeypatch, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss_curve.png", RESULTS_FILE]  # no temporary file
 
 
-def test_a_damaged_results_json_is_named_with_the_resume_that_writes_it_again(two_epoch_run, capsys):
-    """eval printed `error: Unterminated string starting at: line 14 ...`, naming no file."""
+@pytest.mark.parametrize("damage, error", [("cut", "JSONDecodeError"), ("not an object", "ValueError")])
+def test_a_damaged_results_json_is_named_with_the_resume_that_writes_it_again(two_epoch_run, capsys, damage, error):
+    """eval printed `error: Unterminated string starting at: line 14 ...`, naming no file (and a JSON
+    list there was an AttributeError traceback)."""
     out = two_epoch_run
     results = out / RESULTS_FILE
     whole = json.loads(results.read_text())
-    results.write_text(results.read_text()[:300])
+    results.write_text(results.read_text()[:300] if damage == "cut" else "[1]")
     assert cli.main(["eval", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"neuralop-mp eval: error: {results} is damaged (JSONDecodeError: "), err
+    assert err.startswith(f"neuralop-mp eval: error: {results} is damaged ({error}: "), err
     assert f"`neuralop-mp train --resume {out}` writes it again" in err and len(err.splitlines()) == 1
     assert cli.main(["train", "--resume", str(out)]) == 0  # the finished run trains nothing, writes it again
     assert json.loads(results.read_text())["history"] == whole["history"]
