@@ -31,19 +31,13 @@ from neuralop.layers.channel_mlp import ChannelMLP
 from neuralop.layers.fno_block import FNOBlocks
 from torch.utils.checkpoint import checkpoint
 
-from ..vocabulary import check_int_at_least
 
-__all__ = ["DEFAULT_CHUNK_POINTS", "check_chunk_points", "pointwise_in_chunks", "pointwise_targets", "split_points"]
+__all__ = ["DEFAULT_CHUNK_POINTS", "pointwise_in_chunks", "pointwise_targets", "split_points"]
 
 # Grid points (batch x spatial) per slice. A 128-channel float32 hidden tensor of this
 # many points is 8 MiB; fewer points per slice would add per-slice overhead (each
 # slice is a separate matmul and checkpoint) for little memory.
 DEFAULT_CHUNK_POINTS = 16384
-
-
-def check_chunk_points(chunk_points, key="chunk_points"):
-    """``chunk_points`` if it is a positive int; TypeError / ValueError naming it otherwise."""
-    return check_int_at_least(key, chunk_points, unit="grid points per chunk")
 
 
 def pointwise_targets(model):

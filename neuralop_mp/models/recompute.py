@@ -15,28 +15,56 @@ Recompute uses ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``,
 which replays the forward under the autocast state and RNG state of the original
 call, so the tanh stabilizer, autocast and the layer's current precision (set by a
 precision schedule before the epoch) are the same in the replay: gradients equal
-those without recompute.
+those without recompute. A norm layer with running statistics (``norm="batch_norm"``)
+updates them in the replay on copies that are then dropped, so they are updated once
+per step, as without recompute.
 
 References
 ----------
 .. [1] T. Chen, B. Xu, C. Zhang, C. Guestrin, "Training Deep Nets with Sublinear
    Memory Cost", arXiv:1604.06174, 2016.
 """
+import contextlib
 import functools
 
 import torch
 from neuralop.layers.fno_block import FNOBlocks
 from neuralop.layers.spectral_convolution import SpectralConv
+from torch.nn.modules.batchnorm import _NormBase
 from torch.utils.checkpoint import checkpoint
 
-from ..vocabulary import RECOMPUTE_MODES, normalize_recompute
+from ..vocabulary import RECOMPUTE_MODES, normalize_recompute, normalize_recompute_chunk_points
 from .bound_forward import BoundToModule
-from .pointwise_chunks import (DEFAULT_CHUNK_POINTS, check_chunk_points, pointwise_in_chunks, pointwise_targets,
-                               split_points)
+from .pointwise_chunks import DEFAULT_CHUNK_POINTS, pointwise_in_chunks, pointwise_targets, split_points
 from .pointwise_tiles import mlp_piece_forward, reinstall_pointwise_tiles
 
 __all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "pointwise_targets", "recompute_chunk_points", "recompute_mode",
            "set_recompute"]
+
+
+_RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@contextlib.contextmanager
+def _running_stats_on_copies(module):
+    """Within the context, the norm layers of ``module`` that track running statistics
+    (BatchNorm, InstanceNorm with ``track_running_stats``) hold copies of them; the
+    originals are put back, untouched, on exit.
+
+    The replay of a training-mode forward would otherwise update the statistics a second
+    time for the same batch. Copies rather than a restore afterwards: the replayed layer
+    saves its statistics for its backward, and writing into them would fail that
+    backward's version check; its output does not depend on them (batch statistics)."""
+    kept = [(norm, {name: norm._buffers[name] for name in _RUNNING_STATS if norm._buffers.get(name) is not None})
+            for norm in module.modules() if isinstance(norm, _NormBase) and norm.track_running_stats]
+    for norm, buffers in kept:
+        for name, buffer in buffers.items():
+            norm._buffers[name] = buffer.clone()
+    try:
+        yield
+    finally:
+        for norm, buffers in kept:
+            norm._buffers.update(buffers)
 
 
 class _RecomputedForward(BoundToModule):
@@ -46,7 +74,11 @@ class _RecomputedForward(BoundToModule):
         forward = type(self.module).forward
         if not torch.is_grad_enabled():
             return forward(self.module, *args, **kwargs)
-        return checkpoint(forward, self.module, *args, use_reentrant=False, **kwargs)
+        return checkpoint(forward, self.module, *args, use_reentrant=False, context_fn=self._contexts, **kwargs)
+
+    def _contexts(self):
+        """checkpoint's (forward, replay) contexts: the replay leaves running statistics alone."""
+        return contextlib.nullcontext(), _running_stats_on_copies(self.module)
 
     def __reduce__(self):  # a pickled or deep-copied model recomputes too
         return (_RecomputedForward, (self.module,))
@@ -86,7 +118,7 @@ def check_recompute_mode(mode, key="recompute"):
     return normalize_recompute(mode, key)
 
 
-def set_recompute(model, mode, chunk_points=DEFAULT_CHUNK_POINTS):
+def set_recompute(model, mode, chunk_points=None):
     """Recompute the Fourier path (``"fourier"``), whole FNO blocks and the lifting and
     projection (``"block"``) or nothing (``"none"``) in backward; returns ``model``.
 
@@ -96,18 +128,22 @@ def set_recompute(model, mode, chunk_points=DEFAULT_CHUNK_POINTS):
         Any model built from neuraloperator's ``FNOBlocks`` / ``SpectralConv`` (FNO,
         TFNO, UNO, the plugin's mixed-precision models).
     mode : {"none", "fourier", "block"}
-    chunk_points : int, default DEFAULT_CHUNK_POINTS
+    chunk_points : int, optional
         ``"block"`` only: most grid points (batch x spatial) per slice of the lifting
-        and projection's recompute.
+        and projection's recompute; None: ``DEFAULT_CHUNK_POINTS``.
 
     Raises
     ------
     ValueError
         Unknown ``mode``, or ``mode`` is not "none" and ``model`` has no layer it applies
-        to, or ``chunk_points`` is not positive (TypeError if it is not an int).
+        to, or ``chunk_points`` is not positive (TypeError if it is not an int), or
+        ``chunk_points`` is given with a mode other than "block" (it would change nothing).
     """
     mode = check_recompute_mode(mode)
-    chunk_points = check_chunk_points(chunk_points)
+    # the constructor's and the config's check, with this function's argument names
+    chunk_points = normalize_recompute_chunk_points(chunk_points, mode, key="chunk_points", recompute_key="mode")
+    if chunk_points is None:
+        chunk_points = DEFAULT_CHUNK_POINTS
     for module in model.modules():
         if isinstance(module.__dict__.get("forward"), _WRAPPERS):
             del module.forward

@@ -13,7 +13,7 @@ import torch
 from neuralop.layers.channel_mlp import ChannelMLP
 
 from neuralop_mp.memory import SavedTensorBytes
-from neuralop_mp.models.pointwise_chunks import check_chunk_points, pointwise_in_chunks, split_points
+from neuralop_mp.models.pointwise_chunks import pointwise_in_chunks, split_points
 
 FLOAT32_UNIT_ROUNDOFF = 2.0 ** -24
 
@@ -80,12 +80,6 @@ def test_without_grad_mode_it_runs_the_same_slices_unrecorded():
         assert torch.equal(pointwise_in_chunks(mlp, x, 3 * 64), mlp(x))
 
 
-def test_bad_chunk_points_and_inputs_are_named():
-    with pytest.raises(ValueError, match=r"chunk_points=0; allowed values: integers >= 1"):
-        check_chunk_points(0)
-    with pytest.raises(TypeError, match=r"chunk_points=1.5"):
-        check_chunk_points(1.5)
-    with pytest.raises(TypeError, match=r"chunk_points=True"):
-        check_chunk_points(True)
+def test_bad_inputs_are_named():  # bad chunk_points: set_recompute's check (test_recompute_mends.py)
     with pytest.raises(ValueError, match=r"\(batch, channels, \*spatial\).*\(3, 4\)"):
         pointwise_in_chunks(torch.nn.Identity(), torch.randn(3, 4), 2)
