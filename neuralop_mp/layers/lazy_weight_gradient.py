@@ -15,8 +15,10 @@ Who consumes it is registered per parameter with :func:`consume_weight_gradients
 product hands the lazy gradient over only when the whole gradient of that parameter
 is its own and would be accumulated: the parameter enters the product as a view of the
 whole parameter (not sliced to fewer modes), it is used once in the graph being
-differentiated, this backward accumulates into it, and it holds no gradient yet. Otherwise
-the ordinary gradient is built, which has the same numbers.
+differentiated (and no backward of this use built a graph, with ``create_graph``, which
+uses it again), this backward accumulates into it, it holds no gradient yet, and it has
+no tensor hooks (``register_hook``: they are handed the gradient and may replace it).
+Otherwise the ordinary gradient is built, which has the same numbers.
 
 A slice is computed with the kernel the ordinary backward uses (a batched matmul of
 the same operands, restricted to the slice's rows, columns or modes) and rounded to the
@@ -105,18 +107,30 @@ def record_use(weight, needs_grad):
 
 def consumer_for(use):
     """The consumer to hand this use's gradient to, or None (build the ordinary one).
-    Called once by the backward."""
+    Called by the backward, each time it runs (a graph kept with ``retain_graph`` is
+    differentiated again)."""
     if use is None:
         return None
     param = use.param()
     if param is None:
         return None
     _pending.get(id(param), set()).discard(use)
+    if torch.is_grad_enabled():
+        # a backward that builds a graph (create_graph, a gradient penalty): that graph uses
+        # the weight again, so a later backward through both gives it two gradients to sum
+        use.shared = True
     entry = _consumers.get(id(param))
     if use.shared or param.grad is not None or entry is None or entry[0]() is not param \
+            or _has_tensor_hooks(param) \
             or not torch._C._will_engine_execute_node(use.accumulate) or not entry[2]():
         return None
     return entry[1]
+
+
+def _has_tensor_hooks(param):
+    """Whether ``param.register_hook`` hooks are set: they read (and may replace) the
+    gradient on its way into ``.grad``, so it must be built and passed through them."""
+    return bool(param._backward_hooks)
 
 
 class LazyWeightGradient:

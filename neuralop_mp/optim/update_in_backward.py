@@ -138,8 +138,10 @@ def enable_update_in_backward(optimizer, *, lazy_gradients=True, **settings):
     (:mod:`neuralop_mp.layers.mode_matmul`) hands each compressed weight's gradient to
     :meth:`~neuralop_mp.optim.tensorgrad.TensorGRaD.step_parameter` as a
     :class:`~neuralop_mp.layers.lazy_weight_gradient.LazyWeightGradient` when that
-    product is the weight's only use in the graph; otherwise the ordinary gradient is
-    built (same numbers). A weight stepped this way that then receives another gradient
+    product is the weight's only use in the graph, no backward of it builds a graph
+    (``create_graph``), and the weight has no hooks of the user's (``register_hook``,
+    ``register_post_accumulate_grad_hook``: they are given the gradient); otherwise the
+    ordinary gradient is built (same numbers). A weight stepped this way that then receives another gradient
     in the same backward (it is used outside the spectral product too) raises a
     RuntimeError: pass ``lazy_gradients=False``.
     """
@@ -194,7 +196,15 @@ def enable_update_in_backward(optimizer, *, lazy_gradients=True, **settings):
                 torch.autograd.Variable._execution_engine.queue_callback(step_later)
             return consume
 
-        handles += [consume_weight_gradients(p, consumer_of(p), lambda p=p: optimizer.steps_from_slices(p))
+        own_hook = {id(p): handle.id for p, handle in zip(params, handles)}
+
+        def hands_over(param):
+            # a post-accumulate-grad hook of the user's (set before this one) reads param.grad,
+            # which a weight stepped from slices never has: build the gradient for it
+            users_hooks = set(param._post_accumulate_grad_hooks or ()) - {own_hook[id(param)]}
+            return not users_hooks and optimizer.steps_from_slices(param)
+
+        handles += [consume_weight_gradients(p, consumer_of(p), lambda p=p: hands_over(p))
                     for p in params if p.is_complex()]
     if hasattr(optimizer, "owns_gradients"):  # TensorGRaD: consume each gradient, release it once projected
         optimizer.owns_gradients = True
