@@ -17,8 +17,9 @@ seeds. The physics of a load is one: a missing file is generated with the physic
 our other files of the load record (the generator's defaults when there are none),
 and files of ours recording different physics are refused, naming them. A load of
 test files alone (:func:`load_test_sets`) may be given the records whose physics it
-must have (the files a run trained on): they join those of its files. To change the
-physics, generate explicitly with the CLI or ``generate_*`` and ``overwrite=True``.
+must have (the files a run trained on): they join those of its files; so may a full
+load (``load_*``'s ``reference``: a run's data at another resolution than its own). To
+change the physics, generate explicitly with the CLI or ``generate_*`` and ``overwrite=True``.
 """
 import os
 import warnings
@@ -337,7 +338,7 @@ def _accepted_upstream(prefix, resolutions):
 
 def load_darcy(data_root=None, n_train=1000, n_tests=(200, 200), batch_size=32, test_batch_sizes=(32, 32),
                train_resolution=16, test_resolutions=(16, 32), encode_input=False, encode_output=True,
-               generate=True, progress=True, seed=0):
+               generate=True, progress=True, seed=0, reference=None):
     """Darcy-flow loaders from local files, generating the missing ones first.
 
     Reads with upstream's ``DarcyDataset(download=False)`` (resolutions 16, 32, 64,
@@ -358,6 +359,10 @@ def load_darcy(data_root=None, n_train=1000, n_tests=(200, 200), batch_size=32, 
         Progress bar while generating.
     seed : int
         Seed for generated files.
+    reference : dict, optional
+        ``{name: generation record}`` whose physics the files must have, e.g. those a trained
+        run's data record (:func:`neuralop_mp.evaluate.run_data_records`): with no file of the
+        load there yet, nothing else says it (:func:`ensure_files`). None: the files' own.
 
     Returns
     -------
@@ -366,13 +371,13 @@ def load_darcy(data_root=None, n_train=1000, n_tests=(200, 200), batch_size=32, 
     """
     return _load_2d(
         "load_darcy", DarcyDataset, data_root, n_train, n_tests, batch_size, test_batch_sizes,
-        train_resolution, test_resolutions, encode_input, encode_output, generate, progress, seed,
+        train_resolution, test_resolutions, encode_input, encode_output, generate, progress, seed, reference,
     )
 
 
 def load_navier_stokes(data_root=None, n_train=400, n_tests=(100,), batch_size=16, test_batch_sizes=(16,),
                        train_resolution=32, test_resolutions=(32,), encode_input=False, encode_output=True,
-                       generate=True, progress=True, seed=0):
+                       generate=True, progress=True, seed=0, reference=None):
     """Forced 2-D Navier-Stokes loaders (``nsforcing_{split}_{res}.pt``), generating missing files.
 
     Reads with upstream's ``NavierStokesDataset(download=False)`` when every
@@ -381,12 +386,12 @@ def load_navier_stokes(data_root=None, n_train=400, n_tests=(100,), batch_size=1
     """
     return _load_2d(
         "load_navier_stokes", NavierStokesDataset, data_root, n_train, n_tests, batch_size, test_batch_sizes,
-        train_resolution, test_resolutions, encode_input, encode_output, generate, progress, seed,
+        train_resolution, test_resolutions, encode_input, encode_output, generate, progress, seed, reference,
     )
 
 
 def load_burgers(data_root=None, n_train=800, n_tests=(200,), batch_size=32, test_batch_sizes=(32,),
-                 train_resolution=16, test_resolutions=(16,), generate=True, progress=True, seed=0):
+                 train_resolution=16, test_resolutions=(16,), generate=True, progress=True, seed=0, reference=None):
     """1-D Burgers time-series loaders (``burgers_{split}_{res}.pt``), generating missing files.
 
     Reads with upstream's ``Burgers1dTimeDataset`` (resolutions 16, 128; it has no
@@ -400,7 +405,8 @@ def load_burgers(data_root=None, n_train=800, n_tests=(200,), batch_size=32, tes
     test_resolutions = [int(r) for r in test_resolutions]
     needed = needed_files(train_resolution, test_resolutions, n_train, n_tests, test_batch_sizes)
     prefix, generate_split, cli_name = LOADER_FILES["load_burgers"]
-    files = describe_files(ensure_files(root, prefix, needed, generate_split, cli_name, generate, progress, seed))
+    files = describe_files(ensure_files(root, prefix, needed, generate_split, cli_name, generate, progress, seed,
+                                        reference))
     common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
                   test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
                   test_resolutions=test_resolutions)
@@ -443,7 +449,7 @@ def load_test_sets(loader_name, data_root=None, n_tests=(200,), test_batch_sizes
 
 
 def _load_2d(loader_name, upstream_class, data_root, n_train, n_tests, batch_size, test_batch_sizes,
-             train_resolution, test_resolutions, encode_input, encode_output, generate, progress, seed):
+             train_resolution, test_resolutions, encode_input, encode_output, generate, progress, seed, reference):
     """Shared body of the 2-D loaders: make sure the files exist, then read them as upstream does.
 
     ``upstream_class`` reads them with ``download=False`` when it accepts every
@@ -454,7 +460,7 @@ def _load_2d(loader_name, upstream_class, data_root, n_train, n_tests, batch_siz
     dataset_name, generate_split, cli_name = LOADER_FILES[loader_name]
     needed = needed_files(train_resolution, test_resolutions, n_train, n_tests, test_batch_sizes)
     files = describe_files(ensure_files(root, dataset_name, needed, generate_split, cli_name, generate, progress,
-                                        seed))
+                                        seed, reference))
     common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
                   test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
                   test_resolutions=test_resolutions, encode_input=encode_input, encode_output=encode_output)

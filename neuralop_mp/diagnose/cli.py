@@ -93,15 +93,23 @@ def _data_of(data, args):
 
 def _run_data(folder, args):
     """:func:`_data_of` a checkpoint: in a run folder of ``neuralop-mp train``, the run's config
-    (its command.json, written from the run's start: a stopped run has it too)."""
+    (its command.json, written from the run's start: a stopped run has it too). On the run's
+    dataset the loader kwargs carry ``reference``, the records of the data the run trained on
+    (:func:`~neuralop_mp.evaluate.run_data_records`): the files generated at 2N (and N, other
+    than the run's) solve the run's equation, not the generator's defaults."""
     from ..run_folder import read_command
 
     recorded = read_command(folder)
     if recorded is None:
         return _data_of(None, args)
     from ..configs import load_config
+    from ..evaluate import run_data_records
 
-    return _data_of(load_config(recorded["config"], recorded["overrides"]).data, args)
+    data = load_config(recorded["config"], recorded["overrides"]).data
+    loader, kwargs, n = _data_of(data, args)
+    if loader == data.loader_name():
+        kwargs = {**kwargs, "reference": run_data_records(folder, data)}
+    return loader, kwargs, n
 
 
 def _option_names():
@@ -144,10 +152,13 @@ def _load(args, overrides):
 
 def fine_inputs(loader_name, kwargs, resolution, n_samples):
     """``n_samples`` processed test inputs at ``2 * resolution`` from a built-in dataset (an odd
-    spatial size, Burgers' time levels, is evened by :func:`~neuralop_mp.diagnose.measure.measure`)."""
+    spatial size, Burgers' time levels, is evened by :func:`~neuralop_mp.diagnose.measure.measure`).
+    ``kwargs``'s ``reference`` (a run's data records, :func:`_run_data`) gives the physics of the
+    files generated."""
     from .. import data as data_module
 
-    keep = {k: v for k, v in kwargs.items() if k in ("data_root", "encode_input", "encode_output", "seed")}
+    keep = {k: v for k, v in kwargs.items()
+            if k in ("data_root", "encode_input", "encode_output", "seed", "reference")}
     train, tests, processor = getattr(data_module, loader_name)(
         n_train=max(n_samples, 8), batch_size=n_samples, train_resolution=resolution,
         test_resolutions=[2 * resolution], n_tests=[n_samples], test_batch_sizes=[n_samples],
