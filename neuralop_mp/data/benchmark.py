@@ -1,8 +1,11 @@
 """Time the default data generation and measure the solvers' validation errors.
 
-Run ``python -m neuralop_mp.data.benchmark``; writes the section ``data-generation``
-of docs/benchmarks.md (numbers quoted in docs/data.md come from here).
+Run ``python -m neuralop_mp.data.benchmark``: the results go to ``--out DIR`` (default
+``./runs/bench-data-generation-TIMESTAMP``); ``--update-docs`` also rewrites the section
+``data-generation`` of docs/benchmarks.md, from a checkout (numbers quoted in docs/data.md
+come from there).
 """
+import argparse
 import math
 import tempfile
 import time
@@ -10,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from ..bench.report import header, markdown_table, update_section
+from ..bench.report import add_output_arguments, header, markdown_table, write_results
 from .burgers import generate_burgers, initial_condition, solve_burgers
 from .darcy import generate_darcy, solve_darcy, vertex_grid
 from .navier_stokes import benchmark_forcing, generate_navier_stokes, initial_vorticity, solve_vorticity
@@ -82,7 +85,10 @@ def burgers_checks():
     return [dict(check="Burgers default (128 pts) vs 1024 pts, nu=0.01: relative L2", value=err)]
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    add_output_arguments(parser)
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as root:
         times = generation_times(root)
     checks = darcy_orders() + ns_checks() + burgers_checks()
@@ -94,8 +100,10 @@ def main():
         markdown_table(checks, ["check", "value", "order"]),
     ])
     print(body)
-    update_section("data-generation", body)
+    write_results("data-generation", body, dict(generation=times, validation=checks), out=args.out,
+                  update_docs=args.update_docs)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
