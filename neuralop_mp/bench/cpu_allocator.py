@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 
+from ..data.cli import positive_int
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
 
 VARIANTS = ("upstream full", "ours mixed bfloat16 + autocast")
@@ -67,8 +68,9 @@ def add_ratios(rows):
 
 def run(quick=False, steps=None, res=None, batch=None, models=("FNO", "TFNO")):
     """Measure every (model, variant, malloc) in its own process; returns (markdown body, data)."""
-    res, batch = res or (32 if quick else 256), batch or 2
-    steps = steps or (2 if quick else 3)
+    res = (32 if quick else 256) if res is None else res
+    batch = 2 if batch is None else batch
+    steps = (2 if quick else 3) if steps is None else steps
     rows = []
     for arch in models:
         for variant in VARIANTS:
@@ -97,9 +99,10 @@ def main(argv=None):
         return 0
     parser = argparse.ArgumentParser(prog="neuralop-mp bench allocator", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small model at 32^2, 2 steps (seconds)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per process (default 3)")
-    parser.add_argument("--res", type=int, default=None, help="grid size (default 256)")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default 2)")
+    # counts >= 1, refused at parse time as the other benchmarks refuse them (0 was read as the default)
+    parser.add_argument("--steps", type=positive_int, default=None, help="timed steps per process (default 3)")
+    parser.add_argument("--res", type=positive_int, default=None, help="grid size (default 256)")
+    parser.add_argument("--batch", type=positive_int, default=None, help="batch size (default 2)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     body, data = run(quick=args.quick, steps=args.steps, res=args.res, batch=args.batch)

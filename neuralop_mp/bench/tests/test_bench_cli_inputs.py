@@ -91,6 +91,19 @@ def test_schedule_options_given_beside_quick_win_over_its_settings(schedule_call
     assert schedule_calls["train"] == [(None, 0, 10, 5e-3), (None, 1, 10, 5e-3)]
 
 
+# ---- bench allocator --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option", ["--steps", "--res", "--batch"])
+@pytest.mark.parametrize("value", ["-1", "0"])
+def test_allocator_refuses_counts_below_one_when_parsed(option, value, capsys, monkeypatch, tmp_path):
+    # --res 0 ran at 256^2 and --steps 0 took 3 (read as "not given"); --steps -1 crashed in statistics.median
+    from neuralop_mp.bench import cpu_allocator
+
+    monkeypatch.setattr(cpu_allocator, "run", _refuse)
+    _assert_refused_when_parsed("allocator", ["--quick", option, value], option, value, "positive integers",
+                                capsys, monkeypatch, tmp_path)
+
+
 # ---- bench spectral ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", ["-1", "0", "two"])
