@@ -152,6 +152,7 @@ def even_grid(x):
                   "other point is the coarse grid")
 
 
+@torch.no_grad()  # forward passes only: the model-level ones recorded a graph each (and warned in bands)
 def measure(model, x_fine, *, n_bands=4, half_dtypes=HALF_DTYPES, modes=HALF_MODES):
     """Precision error, discretization error and overflow margin of each spectral layer.
 

@@ -165,3 +165,15 @@ def test_only_the_float16_cpu_warning_is_silenced(float16_cpu_warning_due):
     with pytest.warns(UserWarning, match="another warning"):
         with quiet_float16_cpu("float16"):
             warnings.warn("another warning", UserWarning)
+
+
+def test_a_measurement_records_no_graph_and_warns_nothing_of_autograd():
+    """The model-level forwards ran with autograd on: each recorded a graph, and the band errors
+    warned "Converting a tensor with requires_grad=True to a scalar" at every diagnosis."""
+    model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2)
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        measure(model, x, n_bands=2)
+    assert not [w for w in caught if "requires_grad" in str(w.message)]
+    assert torch.is_grad_enabled()  # left as it was
