@@ -140,10 +140,26 @@ def validate_opt(opt):
     from neuralop_mp.optim.settings import check_config_fields
 
     check_config_fields(opt)  # the optimizer's own checks of every opt.tensorgrad_* field
+    _check_settings_read(opt)
     if len(opt.betas) != 2 or not all(0 <= b < 1 for b in opt.betas):
         raise ValueError(f"Invalid opt.betas={list(opt.betas)!r}; expected two values in [0, 1).")
     validate_precision_schedule(opt.precision_schedule)
     validate_update_in_backward(opt)
+
+
+def _check_settings_read(opt):
+    """A TensorGRaD setting changed from its default that ``opt.optimizer`` does not read (AdamW
+    reads none; galore and sparse drop one part) would be recorded in the run and ignored:
+    refused, as ``neuralop-mp run`` refuses its ``--mp.tensorgrad_*`` flags. A config carries
+    every field: only the values other than the default were set."""
+    from neuralop_mp.optim.factory import unread_settings_error
+    from neuralop_mp.optim.settings import CONFIG_OPTIONS
+
+    changed = {option.config_field: getattr(opt, option.config_field) for option in CONFIG_OPTIONS
+               if hasattr(opt, option.config_field) and getattr(opt, option.config_field) != option.default}
+    error = unread_settings_error(opt.optimizer, changed, "opt.optimizer", "opt.")
+    if error is not None:
+        raise error
 
 
 def validate_update_in_backward(opt):

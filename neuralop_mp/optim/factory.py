@@ -59,6 +59,24 @@ class OptimizerSpec:
 _REGISTRY = {}
 
 
+def unread_settings_error(kind, given, optimizer_key, prefix):
+    """ValueError for the first of ``given`` (``{"tensorgrad_<name>": value}`` set by the user) that
+    optimizer ``kind`` does not read, else None: AdamW reads none of them, galore and sparse do not
+    read the part they drop (:data:`DROPPED_SETTING`); set, it would be recorded and ignored.
+    ``optimizer_key`` and ``prefix`` spell the option and the fields as the caller's user typed them
+    (``opt.optimizer``, ``opt.``; ``--mp.optimizer``, ``--mp.``)."""
+    dropped = DROPPED_SETTING.get(kind)
+    for key, value in given.items():
+        if kind == "adamw":
+            kinds = "|".join(name for name in _REGISTRY if name != "adamw")
+            return ValueError(f"Invalid {prefix}{key}={value!r} with {optimizer_key}={kind!r}: AdamW reads no "
+                              f"TensorGRaD setting; leave it out, or use {optimizer_key} {kinds}.")
+        if dropped and key == f"tensorgrad_{dropped}":
+            return ValueError(f"Invalid {prefix}{key}={value!r} with {optimizer_key}={kind!r}: that kind does not "
+                              f"read it; leave it out, or use {optimizer_key} tensorgrad for both parts.")
+    return None
+
+
 def register_optimizer(name, description):
     """Decorator registering ``build(model, common_kwargs, tensorgrad_settings)`` under ``name``."""
     def wrap(build):

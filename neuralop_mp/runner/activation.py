@@ -175,14 +175,13 @@ def _validated_options(options, prefix=""):
     for key, value in optimizer_options.items():
         check_choice("optimizer option", key, OPTIMIZER_OPTION_KEYS)
         _OPTIONS_BY_FIELD[key].check(name(key), value)  # TensorGRaD's own check, now rather than at the first step
-    from ..optim.factory import DROPPED_SETTING
+    from ..optim.factory import unread_settings_error
 
-    dropped = DROPPED_SETTING.get(optimizer)
-    if dropped and optimizer_options.get(f"tensorgrad_{dropped}") is not None:  # the factory's refusal, now
-        key = name(f"tensorgrad_{dropped}")
-        raise ValueError(f"Invalid {key}={optimizer_options[f'tensorgrad_{dropped}']!r} with {name('optimizer')}="
-                         f"{optimizer!r}: that kind does not read it; leave it out, or use {name('optimizer')} "
-                         "tensorgrad for both parts.")
+    # a setting the kind does not read (AdamW: none; galore/sparse: their dropped part): refused now
+    unread = unread_settings_error(optimizer, {k: v for k, v in optimizer_options.items() if v is not None},
+                                   name("optimizer"), prefix)
+    if unread is not None:
+        raise unread
     if optimizer_options and optimizer is None:  # upstream's AdamW is kept: nothing would read them
         compressing = [kind for kind in OPTIMIZER_KINDS if kind != "adamw"]
         raise ValueError(f"{', '.join(name(key) for key in optimizer_options)} set(s) TensorGRaD settings, which "

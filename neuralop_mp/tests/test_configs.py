@@ -238,6 +238,23 @@ def test_valid_schedule_strings_and_no_schedule(value, expected):
     assert (None if schedule is None else str(schedule)) == expected
 
 
+@pytest.mark.parametrize("overrides, message", [
+    # AdamW (the default) reads no TensorGRaD setting: it was recorded in the run and ignored
+    ({"opt.tensorgrad_rank": "0.5"},
+     "Invalid opt.tensorgrad_rank=0.5 with opt.optimizer='adamw': AdamW reads no TensorGRaD setting; leave it "
+     "out, or use opt.optimizer tensorgrad|galore|sparse."),
+    ({"opt.optimizer": "sparse", "opt.tensorgrad_rank": "0.5"},
+     "Invalid opt.tensorgrad_rank=0.5 with opt.optimizer='sparse': that kind does not read it"),
+])
+def test_a_tensorgrad_setting_the_optimizer_does_not_read_is_refused(overrides, message):
+    with pytest.raises(ValueError) as raised:
+        load_config("darcy", overrides)
+    assert str(raised.value).startswith(message), raised.value
+    # at its default, or read by the kind: accepted
+    load_config("darcy", {"opt.optimizer": "galore", "opt.tensorgrad_rank": "0.5"})
+    load_config("darcy", {"opt.tensorgrad_rank": "0.25"})
+
+
 def test_a_schedule_phase_without_epochs_is_said_once_by_the_trainer_not_also_by_the_config_check():
     import warnings
 

@@ -123,7 +123,8 @@ def test_every_config_field_reaches_the_compressed_group():
 
 
 def test_train_command_line_takes_every_setting_and_checks_it_as_the_optimizer_does():
-    overrides = {f"opt.tensorgrad_{k}": str(v) for k, v in NON_DEFAULT.items()}
+    # with an optimizer kind that reads them (AdamW, the default, reads none: refused)
+    overrides = {"opt.optimizer": "tensorgrad", **{f"opt.tensorgrad_{k}": str(v) for k, v in NON_DEFAULT.items()}}
     config = load_config("darcy", overrides)
     assert {k: getattr(config.opt, f"tensorgrad_{k}") for k in NON_DEFAULT} == NON_DEFAULT
     with pytest.raises(ValueError, match=r"Invalid opt\.tensorgrad_adam_convention='pytorch'; allowed values: "

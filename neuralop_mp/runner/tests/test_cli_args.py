@@ -154,9 +154,24 @@ def test_valid_combinations_still_pass():
                                 "--mp.schedule", "half:0.25,mixed"])
     assert options == {"loss_scaling": "dynamic", "optimizer": "tensorgrad", "tensorgrad_rank": 0.5,
                        "update_in_backward": False, "schedule": "half:0.25,mixed"}
-    # "auto" scales only with float16, which the device decides: left to the trainer; adamw ignores nonfinite_grad
+    # "auto" scales only with float16, which the device decides: left to the trainer
     assert parse_args(["t.py", "--mp.update_in_backward", "true", "--mp.loss_scaling", "auto", "--mp.optimizer",
-                       "adamw", "--mp.tensorgrad_nonfinite_grad", "skip"])[1]["update_in_backward"] is True
+                       "adamw"])[1]["update_in_backward"] is True
+
+
+@pytest.mark.parametrize("argv, message", [
+    # AdamW reads no TensorGRaD setting: it was accepted and ignored
+    (["--mp.optimizer", "adamw", "--mp.tensorgrad_rank", "0.5"],
+     "Invalid --mp.tensorgrad_rank=0.5 with --mp.optimizer='adamw': AdamW reads no TensorGRaD setting"),
+    (["--mp.optimizer", "adamw", "--mp.tensorgrad_nonfinite_grad", "skip"],
+     "Invalid --mp.tensorgrad_nonfinite_grad='skip' with --mp.optimizer='adamw'"),
+    (["--mp.optimizer", "galore", "--mp.tensorgrad_sparse_ratio", "0.1"],
+     "Invalid --mp.tensorgrad_sparse_ratio=0.1 with --mp.optimizer='galore': that kind does not read it"),
+])
+def test_a_tensorgrad_setting_the_optimizer_does_not_read_is_refused(argv, message):
+    with pytest.raises(UsageError) as info:
+        parse_args(["t.py", *argv])
+    assert str(info.value).startswith(message), info.value
 
 
 def test_update_in_backward_is_refused_at_start_in_one_of_several_torchrun_ranks(tmp_path, capsys, monkeypatch):
