@@ -95,7 +95,10 @@ def train_help(spec="darcy", args=()):
     # read as the option check reads a command line that may not parse ("-h" would be read as a value)
     parsed = parse_overrides([a for a in args if a not in ("-h", "--help")], lenient=True)
     _, rest = select_sections(source, parsed)
-    config = load_config(source, {k: v for k, v in parsed.items() if k not in rest}, validate=False)
+    try:  # the values given too: the help lists the fields as this command line sets them
+        config = load_config(source, parsed, validate=False)
+    except Exception:  # a value that does not load (said by the command without --help): the defaults
+        config = load_config(source, {k: v for k, v in parsed.items() if k not in rest}, validate=False)
     lines = [
         f"usage: {PROG} train [CONFIG] [--key value ...]",
         "",

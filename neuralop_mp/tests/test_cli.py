@@ -45,8 +45,14 @@ def test_train_help_shows_every_config_field(capsys, config_name, class_name):
 
 
 def test_train_help_reflects_overrides_given_before_it(capsys):
-    assert cli.main(["train", "darcy", "--opt.n_epochs", "3", "--help"]) == 0
-    assert "--opt.n_epochs" in capsys.readouterr().out
+    # the values given, not the defaults (12 epochs, UNO's [32, 64, 64, 32]), as "current values" says
+    assert cli.main(["train", "darcy", "--opt.n_epochs", "3", "--model", "UNOConfig", "--model.uno_out_channels",
+                     "[16,32,32,16]", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "  --opt.n_epochs 3\n" in out and "  --model.uno_out_channels [16, 32, 32, 16]\n" in out, out
+    # a value that does not load: the help still comes, with the default there
+    assert cli.main(["train", "darcy", "--opt.n_epochs", "abc", "--help"]) == 0
+    assert "  --opt.n_epochs 12\n" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, fragments", [
