@@ -62,8 +62,10 @@ def generate_command(dataset, resolutions, root, n_train=None, n_test=None):
     return f"neuralop-mp data {dataset} --res {res}{counts} --root {root}"
 
 
-def require_files(dataset, root, train_resolution, test_resolutions):
-    """Return the paths of a dataset's files, or raise :class:`OfflineDataError` naming the missing ones.
+def require_files(dataset, root, train_resolution, test_resolutions, n_train=None, n_tests=None):
+    """Return the paths of a dataset's files, or raise :class:`OfflineDataError` naming the missing ones
+    and the command that writes them with the samples the script asks for (``n_train``, the most
+    of ``n_tests``; the generator's defaults where not given).
 
     Only the training file of the training resolution and the test files of the
     test resolutions are read by upstream, so only those are required.
@@ -75,9 +77,10 @@ def require_files(dataset, root, train_resolution, test_resolutions):
     missing = [p.name for p in needed if not p.is_file()]
     if missing:
         resolutions = [train_resolution, *test_resolutions]
+        n_test = max((int(n) for n in _listify(n_tests)), default=None) if n_tests is not None else None
         raise OfflineDataError(
             f"neuralop-mp (offline data): {', '.join(missing)} not found in {root}. "
-            f"Generate them with:\n    {generate_command(dataset, resolutions, root)}\n"
+            f"Generate them with:\n    {generate_command(dataset, resolutions, root, n_train, n_test)}\n"
             "or point the script at a folder that has them (--mp.data-root DIR; from Python, "
             "neuralop_mp.enable(data_root=DIR)). "
             "(While the plugin is enabled, datasets are never downloaded.)"
@@ -132,7 +135,8 @@ def _downloading_init(dataset, original, report, data_root):
         values = _arguments(original, self, args, kwargs)
         root = _resolve_root(values["root_dir"], data_root)
         test_resolutions = _listify(values["test_resolutions"])
-        files = require_files(dataset, root, values["train_resolution"], test_resolutions)
+        files = require_files(dataset, root, values["train_resolution"], test_resolutions,
+                              values.get("n_train"), values.get("n_tests"))
         report.record_dataset(dataset, root, files, download_requested=values.get("download", False))
         # upstream's __init__ after its download step, without the resolution whitelist
         PTDataset.__init__(
@@ -163,7 +167,8 @@ def _reading_init(dataset, original, report, data_root):
     def __init__(self, *args, **kwargs):
         values = _arguments(original, self, args, kwargs)
         root = _resolve_root(values["root_dir"], data_root)
-        files = require_files(dataset, root, values["train_resolution"], _listify(values["test_resolutions"]))
+        files = require_files(dataset, root, values["train_resolution"], _listify(values["test_resolutions"]),
+                              values.get("n_train"), values.get("n_tests"))
         report.record_dataset(dataset, root, files, download_requested=False)
         values["root_dir"] = root
         original(self, **values)

@@ -70,7 +70,8 @@ def test_missing_files_name_themselves_and_the_generate_command(no_network, fake
             load_darcy_flow_small(data_root="unused", **DARCY_KWARGS)
     message = str(info.value)
     assert "darcy_test_32.pt not found in" in message and "darcy_train_16.pt" not in message
-    assert f"neuralop-mp data darcy --res 16 32 --root {empty}" in message
+    # with the samples the script asks for (a default-sized file stopped it again, at "holds N samples")
+    assert f"neuralop-mp data darcy --res 16 32 --n-train 6 --n-test 4 --root {empty}" in message
     assert no_network == []
 
 
@@ -87,7 +88,7 @@ def test_navier_stokes_reads_any_resolution_present(tmp_path, no_network, fake_p
     assert report.datasets[0]["dataset"] == "navier_stokes"
     assert no_network == []
     with neuralop_mp.enabled(data_root=tmp_path / "nowhere"):
-        with pytest.raises(OfflineDataError, match=r"neuralop-mp data navier_stokes --res 16 --root"):
+        with pytest.raises(OfflineDataError, match=r"neuralop-mp data navier_stokes --res 16 --n-train 4 --n-test 2 --root"):
             load_navier_stokes_pt(n_train=4, n_tests=[2], batch_size=2, test_batch_sizes=[2],
                                   train_resolution=16, test_resolutions=[16])
 
