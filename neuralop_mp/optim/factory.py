@@ -201,9 +201,10 @@ def _tensorgrad_settings(opt_config, name, plain):
     for optimizer ``name``; absent fields keep TensorGRaD's defaults.
 
     Every present field is checked, whatever the kind (as ``load_config`` checks a config's),
-    "adamw", which reads none, included. A ``plain`` dict may not set the part its kind drops
-    (galore: ``tensorgrad_sparse_ratio``; sparse: ``tensorgrad_rank``) to anything but None: it
-    would not be used.
+    "adamw", which reads none, included. A ``plain`` dict may not set a field its kind does not
+    read (:func:`unread_settings_error`: any for "adamw", the dropped part for galore and sparse)
+    to another value than its default or None: it would not be used. Its default is what a
+    dict copied from a config section carries.
     """
     _unknown_tensorgrad_fields(opt_config)
     present = set(_field_names(opt_config))
@@ -214,14 +215,15 @@ def _tensorgrad_settings(opt_config, name, plain):
             if key in _FLOAT_SETTINGS:
                 value = _number_text(f"tensorgrad_{key}", option, value, strict=False)
             settings[key] = option.check(f"opt.tensorgrad_{key}", value)
+    if plain:  # the rule of configs and of neuralop-mp run
+        error = unread_settings_error(name, {f"tensorgrad_{k}": v for k, v in settings.items()
+                                             if v is not None and v != DEFAULTS[k]}, "opt.optimizer", "opt.")
+        if error is not None:
+            raise error
     if name == "adamw":
         return settings
     dropped = DROPPED_SETTING.get(name)
     part = {"sparse_ratio": "sparse", "rank": "low-rank"}.get(dropped)
-    if plain and dropped and settings.get(dropped) is not None:
-        raise ValueError(f"Invalid opt.tensorgrad_{dropped}={settings[dropped]!r} with opt.optimizer={name!r}: that "
-                         f"kind has no {part} part and does not read it; leave it out (or None), or use "
-                         "opt.optimizer='tensorgrad' for both parts.")
     kept = [k for k in ("rank", "sparse_ratio") if k != dropped]
     if all(settings.get(k, DEFAULTS[k]) is None for k in kept):
         only = f" (opt.optimizer={name!r} has no {part} part)" if dropped else ""

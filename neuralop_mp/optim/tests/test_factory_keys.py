@@ -10,6 +10,7 @@ from zencfg import ConfigBase
 
 from neuralop_mp.configs import load_config
 from neuralop_mp.optim import TensorGRaD, create_optimizer
+from neuralop_mp.optim.settings import DEFAULTS
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +128,12 @@ def test_adamw_checks_the_tensorgrad_fields_as_load_config_does(fno, field, valu
     with pytest.raises(ValueError) as from_object:  # an attribute-style section, as a Bunch
         create_optimizer(fno, SimpleNamespace(optimizer="adamw", **{field: value}))
     assert _message(from_object) == _message(from_config)
-    # a good one is accepted, and AdamW is torch's
-    assert type(create_optimizer(fno, {"optimizer": "adamw", "tensorgrad_rank": 0.5})) is torch.optim.AdamW
+    # a good one at its default (what a dict copied from a config section carries) is accepted, and AdamW is
+    # torch's; another value is refused, as configs and neuralop-mp run refuse it: AdamW would ignore it
+    assert type(create_optimizer(fno, {"optimizer": "adamw", "tensorgrad_rank": 0.25})) is torch.optim.AdamW
+    with pytest.raises(ValueError, match=r"^Invalid opt\.tensorgrad_rank=0\.5 with opt\.optimizer='adamw': AdamW "
+                                         r"reads no TensorGRaD setting"):
+        create_optimizer(fno, {"optimizer": "adamw", "tensorgrad_rank": 0.5})
 
 
 @pytest.mark.parametrize("kind, field, value, part", [("galore", "tensorgrad_sparse_ratio", 0.1, "sparse"),
@@ -136,10 +141,12 @@ def test_adamw_checks_the_tensorgrad_fields_as_load_config_does(fno, field, valu
 def test_a_dict_may_not_set_the_part_its_kind_drops(fno, kind, field, value, part):
     with pytest.raises(ValueError) as error:
         create_optimizer(fno, {"optimizer": kind, field: value})
-    assert _message(error) == (f"Invalid opt.{field}={value!r} with opt.optimizer={kind!r}: that kind has no {part} "
-                               "part and does not read it; leave it out (or None), or use "
-                               "opt.optimizer='tensorgrad' for both parts.")
-    # None is what the kind uses: accepted, and so is a config (whose every field is present)
+    # the message of configs and of neuralop-mp run (optim.factory.unread_settings_error)
+    assert _message(error) == (f"Invalid opt.{field}={value!r} with opt.optimizer={kind!r}: that kind does not "
+                               "read it; leave it out, or use opt.optimizer tensorgrad for both parts.")
+    # None is what the kind uses, and the default what a dict copied from a config section carries: accepted,
+    # and so is a config (whose every field is present)
+    create_optimizer(fno, {"optimizer": kind, field: DEFAULTS[field.removeprefix("tensorgrad_")]})
     group = create_optimizer(fno, {"optimizer": kind, field: None}).param_groups[-1]
     assert group[field.removeprefix("tensorgrad_")] is None
     config = load_config("darcy", {"opt.optimizer": kind})
@@ -151,6 +158,8 @@ def test_tensorgrad_numbers_written_as_text_read_as_learning_rate_does(fno, kind
     # YAML reads 1e-8 (no dot) as text
     config = {"optimizer": kind, "learning_rate": "1e-3", "tensorgrad_eps": "1e-8", "tensorgrad_scale": "2e0",
               "tensorgrad_rank": "5e-1", "tensorgrad_sparse_ratio": "1e-1"}
+    if kind == "adamw":  # it reads none: its defaults (as a dict copied from a config carries them), as text
+        config = {"optimizer": kind, "learning_rate": "1e-3", "tensorgrad_eps": "1e-6", "tensorgrad_scale": "4e0"}
     opt = create_optimizer(fno, config)
     if kind == "tensorgrad":
         group = opt.param_groups[-1]
