@@ -141,12 +141,12 @@ def previous_save_dir(save_dir):
     return save_dir.with_name(save_dir.name + ".old")
 
 
-def loadable_save(path):
+def loadable_save(path, action="loading"):
     """``path`` (a save folder, or a file in one) to load a model from: as it is, or, where a crash
     between the two renames of a save left the folder only as ``{folder}.old``
-    (:func:`previous_save_dir`), the same path in that folder, with a warning (as a resume takes
-    it: :func:`resolve_checkpoint_dir`). A path that is missing either way is returned as it is,
-    for its loader to say so."""
+    (:func:`previous_save_dir`), the same path in that folder, with a warning saying ``action``
+    ("resuming" for :func:`resolve_checkpoint_dir`). A path that is missing either way is
+    returned as it is, for its loader to say so."""
     path = Path(path)
     if path.exists():
         return path
@@ -155,7 +155,7 @@ def loadable_save(path):
         if not folder.exists() and previous_save_dir(folder).is_dir() and old.exists():
             package = Path(__file__).parents[1]  # the warning names the caller's line
             warnings.warn(f"{folder} is missing but {previous_save_dir(folder)} holds its previous complete save "
-                          "(a crash between the two renames of a save); loading from it.", RuntimeWarning,
+                          f"(a crash between the two renames of a save); {action} from it.", RuntimeWarning,
                           stacklevel=stacklevel_outside([package, *(package / sub for sub in ("models", "training"))]))
             return old
     return path
@@ -316,12 +316,7 @@ def checkpoint_name(save_dir):
 
 def resolve_checkpoint_dir(save_dir):
     """``save_dir``, or ``{save_dir}.old`` when a crash came between the two renames of a save."""
-    save_dir = Path(save_dir)
-    _, old_dir = _temporary_and_old(save_dir)
-    if not save_dir.exists() and old_dir.is_dir():
-        warnings.warn(f"{save_dir} is missing but {old_dir} holds the previous complete checkpoint "
-                      "(a crash during the last save); resuming from it.", RuntimeWarning, stacklevel=3)
-        return old_dir
+    save_dir = loadable_save(save_dir, action="resuming")
     if not save_dir.is_dir():
         raise CheckpointError(f"Checkpoint folder {save_dir} does not exist.")
     return save_dir

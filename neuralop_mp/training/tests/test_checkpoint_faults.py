@@ -129,7 +129,7 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(ckpt, monkeypatch)
 def test_a_crash_between_the_two_renames_resumes_from_the_old_folder(ckpt):
     os.replace(ckpt, ckpt.with_name("ckpt.old"))
     _, trainer = fresh_resumer()
-    with pytest.warns(RuntimeWarning, match="previous complete checkpoint"):
+    with pytest.warns(RuntimeWarning, match="holds its previous complete save .*; resuming from it"):
         trainer.resume_state_from_dir(ckpt)
     assert trainer.start_epoch == 2
 
