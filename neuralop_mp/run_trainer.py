@@ -44,14 +44,19 @@ class RunFolderTrainer(MixedPrecisionTrainer):
     on_checkpoint : callable, optional
         Called with ``save_dir`` after each saved training state (the attribute of the
         same name may be changed or set to None during training).
+    before_checkpoint : callable, optional
+        Called with ``save_dir`` just before each save of the training state (an
+        attribute, as ``on_checkpoint``).
     **kwargs
         As :class:`~neuralop_mp.MixedPrecisionTrainer`.
     """
 
-    def __init__(self, *, run_dir=None, best_metric=None, log=None, on_checkpoint=None, **kwargs):
+    def __init__(self, *, run_dir=None, best_metric=None, log=None, on_checkpoint=None, before_checkpoint=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.run_dir = run_dir
         self.on_checkpoint = on_checkpoint
+        self.before_checkpoint = before_checkpoint
         self.best_metric = best_metric
         self.log = log
         self.best_files = None
@@ -114,7 +119,9 @@ class RunFolderTrainer(MixedPrecisionTrainer):
 
     def checkpoint(self, save_dir):
         """The training state after every epoch, without the trainer's per-epoch "saved" line
-        (the summary names the run folder)."""
+        (the summary names the run folder); ``before_checkpoint`` and ``on_checkpoint`` run around it."""
+        if self.before_checkpoint is not None:
+            self.before_checkpoint(save_dir)
         verbose, self.verbose = self.verbose, False
         try:
             super().checkpoint(save_dir)

@@ -872,9 +872,9 @@ def _resume_command(trainer, out, command, record, **flags):
             return
         trainer.on_checkpoint = None  # recorded once
 
-    save, pending_from = trainer.checkpoint, {"epoch": None, "written": False}
+    pending_from = {"epoch": None, "written": False}
 
-    def checkpoint(save_dir):
+    def before_checkpoint(save_dir):
         if trainer.on_checkpoint is not None and not pending_from["written"]:  # the command is not recorded yet
             if pending_from["epoch"] is None:  # the first epoch this run saves (the trainer's, as the manifest's)
                 pending_from["epoch"] = trainer.epoch
@@ -883,15 +883,13 @@ def _resume_command(trainer, out, command, record, **flags):
                 pending_from["written"] = True
             except OSError:  # a full disk: on_checkpoint's write after the save warns; both tried again
                 pass
-        save(save_dir)
 
-    trainer.on_checkpoint = on_checkpoint
-    trainer.checkpoint = checkpoint  # the trainer's loop calls self.checkpoint(save_dir)
+    trainer.on_checkpoint, trainer.before_checkpoint = on_checkpoint, before_checkpoint
     try:
         yield
     finally:
         pending, trainer.on_checkpoint = trainer.on_checkpoint is not None, None
-        del trainer.checkpoint  # the class's own again
+        trainer.before_checkpoint = None
     # a finished run resumed (nothing trained: its results now come from this config), or a write
     # that failed after every saved epoch: this one raises, so the run does not end with a stale record
     if pending:
