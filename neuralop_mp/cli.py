@@ -97,7 +97,7 @@ def train_help(spec="darcy", args=()):
     _, rest = select_sections(source, parsed)
     try:  # the values given too: the help lists the fields as this command line sets them
         config = load_config(source, parsed, validate=False)
-    except Exception:  # a value that does not load (said by the command without --help): the defaults
+    except USAGE_ERRORS:  # a value that does not load (said by the command without --help): the defaults
         config = load_config(source, {k: v for k, v in parsed.items() if k not in rest}, validate=False)
     lines = [
         f"usage: {PROG} train [CONFIG] [--key value ...]",
@@ -603,12 +603,24 @@ def _refuse_model_overrides(overrides):
                          "come from the checkpoint; --precision {full,mixed,half} chooses the precision.")
 
 
+def _run_threads(folder, source):
+    """The thread count the run in ``folder`` trained with, for ``eval`` to run as it did: the one its
+    ``command.json`` records (``source.flags``, :func:`~neuralop_mp.evaluate.config_source`), else,
+    for a run recorded before the count was (none, or "auto"), the ``threads`` of its ``results.json``."""
+    from .run_folder import read_results
+
+    recorded = (source.flags or {}).get("threads")
+    if recorded is not None and str(recorded).strip().lower() != "auto":
+        return recorded
+    return (read_results(folder) or {}).get("threads")
+
+
 def eval_command(argv):
     """``neuralop-mp eval``; returns the exit code."""
     import json
 
     from .evaluate import config_source, eval_config
-    from .run_folder import find_checkpoint, read_results
+    from .run_folder import find_checkpoint
     from .run_setup import RunSetupError, check_output_file, resolve_threads
     from .training.checkpointing import CheckpointError
 
@@ -634,9 +646,7 @@ def eval_command(argv):
                                                             flags.get("--res")),
                                overrides, source.spec, EVAL_FLAGS, base=source.overrides)
         threads = flags.get("--threads")
-        if threads is None:
-            threads = (read_results(folder) or {}).get("threads")
-        threads = resolve_threads(threads)
+        threads = resolve_threads(_run_threads(folder, source) if threads is None else threads)
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
         return _config_error(error, "eval", spec)
 

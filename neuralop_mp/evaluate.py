@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from .run_folder import (DATA_PROCESSOR_FILE, FINAL_MODEL, check_final_model_current, find_checkpoint,
-                         load_data_processor, load_model, read_command)
+from .run_folder import (DATA_PROCESSOR_FILE, find_checkpoint, load_data_processor, load_model, read_command,
+                         run_data_records)
 from .training.checkpointing import STATE_DICT_SUFFIX
 
 # the data keys of a run's config that fix the model's training data or their encoding: an
@@ -41,15 +41,16 @@ class ConfigSource(NamedTuple):
     spec: object  # a config's name or path.py[:Class] (as command.json records it), or the config it names
     overrides: list
     run: bool  # the run's own recorded config: its model runs in the precision the run trained in
+    flags: dict = None  # the run's recorded flags (threads, ...) with its own config, else None
 
 
 def config_source(folder, spec=None):
-    """``(spec, overrides, run)`` an evaluation's config starts from: the run's recorded ones
-    (``run`` True) when ``folder`` has a ``command.json`` and no ``spec`` is given, else
-    ``spec`` (default ``darcy``) without overrides."""
+    """``(spec, overrides, run, flags)`` an evaluation's config starts from: the run's recorded
+    ones (``run`` True, and its recorded flags) when ``folder`` has a ``command.json`` and no
+    ``spec`` is given, else ``spec`` (default ``darcy``) without overrides."""
     recorded = read_command(folder) if spec is None else None
     if recorded is not None:
-        return ConfigSource(recorded["config"], list(recorded["overrides"]), True)
+        return ConfigSource(recorded["config"], list(recorded["overrides"]), True, dict(recorded.get("flags") or {}))
     return ConfigSource(spec or "darcy", [], False)
 
 
@@ -118,7 +119,7 @@ def _check_trained_data(run_data, data):
 
 def _test_loaders(data, progress, folder):
     """The test sets of the data section ``data`` alone (:func:`~neuralop_mp.data.loaders.load_test_sets`),
-    with the physics of the data the run in ``folder`` trained on (:func:`run_data_records`),
+    with the physics of the data the run in ``folder`` trained on (:func:`~neuralop_mp.run_folder.run_data_records`),
     or None for a loader without files of its own."""
     from .data.loaders import LOADER_FILES, load_test_sets
 
@@ -127,37 +128,6 @@ def _test_loaders(data, progress, folder):
     return load_test_sets(data.loader_name(), data.data_root, data.n_tests, data.test_batch_sizes,
                           data.test_resolutions, data.generate, progress, data.seed,
                           reference=run_data_records(folder, data))
-
-
-def run_data_records(folder, data):
-    """``{name: generation record}`` of the data the run in ``folder`` trained on: the physics its
-    test files must have (a test set generated without it would take the generator's defaults,
-    another equation). The training file's record in its ``results.json`` (``data_files``), else
-    the records there of its other files; a run without them (stopped before its final save, or
-    of an earlier version) gives the record of the training file in ``data``'s root. Empty when
-    none is known (a training file of the user's own, no longer there, ...)."""
-    from .data.cache import data_file, read_file_info, resolve_root
-    from .data.file_checks import DataFileError
-    from .data.loaders import LOADER_FILES
-    from .run_folder import RESULTS_FILE, read_results
-
-    prefix = LOADER_FILES[data.loader_name()][0]
-    train_file = data_file(resolve_root(data.data_root), prefix, "train", data.train_resolution)
-    try:
-        results = read_results(folder)
-    except ValueError:  # a damaged results.json: the training file still says it
-        results = None
-    files = (results.get("data_files") if isinstance(results, dict) else None) or []
-    recorded = [entry for entry in files if isinstance(entry, dict) and isinstance(entry.get("record"), dict)]
-    trained = [entry for entry in recorded if Path(str(entry.get("file"))).name == train_file.name]
-    if recorded:
-        return {f"{entry.get('file')} (as {Path(folder) / RESULTS_FILE} records it)": entry["record"]
-                for entry in trained or recorded}
-    try:
-        meta, _ = read_file_info(train_file)
-    except (DataFileError, OSError):  # missing or unreadable: nothing known of the run's physics
-        return {}
-    return {f"{train_file} (the run's training file)": meta} if meta else {}
 
 
 def _run_schedule(config, saved_precision):
@@ -254,9 +224,7 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     from .training.schedule import PrecisionSchedule
 
     start = time.perf_counter()
-    folder, name = find_checkpoint(path)
-    if source.run and name == FINAL_MODEL:  # named as a file too: the run's config is no longer its own
-        check_final_model_current(folder)
+    folder, name = find_checkpoint(path)  # a run's final model, the folder or the file named: current
     checkpoint = folder / f"{name}{STATE_DICT_SUFFIX}"
     if precision is not None:
         precision = check_choice("--precision", precision, PRECISION_MODES)

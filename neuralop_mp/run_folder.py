@@ -87,21 +87,20 @@ def find_checkpoint(path):
     Raises
     ------
     FileNotFoundError
-        For no model there, and for a run folder whose model is not the run's last: stopped
-        before its final save, or (:func:`check_final_model_current`) resumed and stopped so.
+        For no model there, and for a run folder's model that is not the run's last (the folder
+        or its final model file named): stopped before its final save, or
+        (:func:`check_final_model_current`) resumed and stopped so.
     """
     path = loadable_save(path)
     suffix = STATE_DICT_SUFFIX
     if path.is_file() and path.name.endswith(suffix):
-        return path.parent, path.name[: -len(suffix)]
+        return _checked_model(path.parent, path.name[: -len(suffix)])
     if not path.is_dir():
         raise FileNotFoundError(f"No model checkpoint at {path}: give a run folder of `neuralop-mp train` "
                                 f"or a NAME{suffix} file written by save_checkpoint.")
     for name in (FINAL_MODEL, BEST_MODEL):
         if (path / f"{name}{suffix}").is_file():
-            if name == FINAL_MODEL:
-                check_final_model_current(path)
-            return path, name
+            return _checked_model(path, name)
     found = sorted(p.name[: -len(suffix)] for p in path.glob(f"*{suffix}"))
     if len(found) == 1:
         return path, found[0]
@@ -113,6 +112,14 @@ def find_checkpoint(path):
         f"No single model checkpoint in {path}: expected {FINAL_MODEL}{suffix}"
         + (f"; found {', '.join(f + suffix for f in found)}: name one of them." if found else ".")
     )
+
+
+def _checked_model(folder, name):
+    """``(folder, name)``, once a run folder's final model (the folder or the file named) is
+    found current (:func:`check_final_model_current`)."""
+    if name == FINAL_MODEL and (folder / COMMAND_FILE).is_file():
+        check_final_model_current(folder)
+    return folder, name
 
 
 def load_model(path, map_location="cpu", mixed_precision_layer=False):
@@ -220,14 +227,12 @@ def results_behind(run_dir, results=None):
 
     So a ``--resume`` that trained more epochs and stopped before its final save leaves the run:
     ``results.json`` and the final model file are of the earlier end, while ``command.json`` is
-    the resume's (its epochs, its precision). A ``results.json`` that is missing, cannot be read
-    or records no epoch says nothing here (None): its own reader reports it.
+    the resume's (its epochs, its precision). A ``results.json`` that is missing or records no
+    epoch says nothing here (None); a damaged one raises :func:`read_results`' ValueError (naming
+    it and the resume that writes it again): whether the model is current cannot be told.
     """
     if results is None:
-        try:
-            results = read_results(run_dir)
-        except ValueError:
-            return None
+        results = read_results(run_dir)
     history = results.get("history") if isinstance(results, dict) else None
     last = history[-1].get("epoch") if history and isinstance(history[-1], dict) else None
     if not isinstance(last, int):
@@ -400,6 +405,36 @@ def read_results(run_dir):
         raise ValueError(f"{path} is damaged ({type(err).__name__}: {err}); `neuralop-mp train --resume {run_dir}` "
                          "writes it again from the run's checkpoint (a finished run trains nothing).") from err
     return results
+
+
+def run_data_records(folder, data):
+    """``{name: generation record}`` of the data the run in ``folder`` trained on: the physics its
+    test files must have (a test set generated without it would take the generator's defaults,
+    another equation). The training file's record in its ``results.json`` (``data_files``), else
+    the records there of its other files; a run without them (stopped before its final save, or
+    of an earlier version) gives the record of the training file in ``data``'s root. Empty when
+    none is known (a training file of the user's own, no longer there, ...)."""
+    from .data.cache import data_file, read_file_info, resolve_root
+    from .data.file_checks import DataFileError
+    from .data.loaders import LOADER_FILES
+
+    prefix = LOADER_FILES[data.loader_name()][0]
+    train_file = data_file(resolve_root(data.data_root), prefix, "train", data.train_resolution)
+    try:
+        results = read_results(folder)
+    except ValueError:  # a damaged results.json: the training file still says it
+        results = None
+    files = (results.get("data_files") if isinstance(results, dict) else None) or []
+    recorded = [entry for entry in files if isinstance(entry, dict) and isinstance(entry.get("record"), dict)]
+    trained = [entry for entry in recorded if Path(str(entry.get("file"))).name == train_file.name]
+    if recorded:
+        return {f"{entry.get('file')} (as {Path(folder) / RESULTS_FILE} records it)": entry["record"]
+                for entry in trained or recorded}
+    try:
+        meta, _ = read_file_info(train_file)
+    except (DataFileError, OSError):  # missing or unreadable: nothing known of the run's physics
+        return {}
+    return {f"{train_file} (the run's training file)": meta} if meta else {}
 
 
 def override_tokens(overrides):

@@ -361,7 +361,7 @@ def load_darcy(data_root=None, n_train=1000, n_tests=(200, 200), batch_size=32, 
         Seed for generated files.
     reference : dict, optional
         ``{name: generation record}`` whose physics the files must have, e.g. those a trained
-        run's data record (:func:`neuralop_mp.evaluate.run_data_records`): with no file of the
+        run's data record (:func:`neuralop_mp.run_folder.run_data_records`): with no file of the
         load there yet, nothing else says it (:func:`ensure_files`). None: the files' own.
 
     Returns

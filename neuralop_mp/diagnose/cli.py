@@ -95,15 +95,14 @@ def _run_data(folder, args):
     """:func:`_data_of` a checkpoint: in a run folder of ``neuralop-mp train``, the run's config
     (its command.json, written from the run's start: a stopped run has it too). On the run's
     dataset the loader kwargs carry ``reference``, the records of the data the run trained on
-    (:func:`~neuralop_mp.evaluate.run_data_records`): the files generated at 2N (and N, other
+    (:func:`~neuralop_mp.run_folder.run_data_records`): the files generated at 2N (and N, other
     than the run's) solve the run's equation, not the generator's defaults."""
-    from ..run_folder import read_command
+    from ..run_folder import read_command, run_data_records
 
     recorded = read_command(folder)
     if recorded is None:
         return _data_of(None, args)
     from ..configs import load_config
-    from ..evaluate import run_data_records
 
     data = load_config(recorded["config"], recorded["overrides"]).data
     loader, kwargs, n = _data_of(data, args)

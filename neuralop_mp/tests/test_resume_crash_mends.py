@@ -170,6 +170,7 @@ def test_a_damaged_results_json_is_named_with_the_resume_that_writes_it_again(tw
     results = out / RESULTS_FILE
     whole = json.loads(results.read_text())
     results.write_text(results.read_text()[:300] if damage == "cut" else "[1]")
+    # whether the final model is the run's last cannot be told without it: refused, naming the file
     assert cli.main(["eval", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"neuralop-mp eval: error: {results} is damaged ({error}: "), err
@@ -266,3 +267,23 @@ def test_a_resumes_overrides_hold_from_the_instant_its_first_checkpoint_is_in_pl
     history = json.loads((out / RESULTS_FILE).read_text())["history"]
     assert [(h["epoch"], h["precision"]) for h in history] == [(0, "full"), (1, "full"), (2, "mixed"), (3, "mixed")]
     assert "pending" not in json.loads((out / COMMAND_FILE).read_text())  # the resumed record, alone
+
+
+def test_eval_runs_with_the_thread_count_the_runs_command_json_records(two_epoch_run, monkeypatch, tmp_path):
+    """eval read the count from results.json alone: one without it (or damaged) gave "auto", another
+    count than the run's, so not the errors train reported."""
+    out = two_epoch_run
+    monkeypatch.setattr(run_setup, "default_threads", lambda *args, **kwargs: 2)  # what "auto" would give
+    results = json.loads((out / RESULTS_FILE).read_text())
+    del results["threads"]
+    (out / RESULTS_FILE).write_text(json.dumps(results))
+    assert read_command(out)["flags"]["threads"] == "1"
+    assert cli.main(["eval", str(out), "--json", str(tmp_path / "eval.json")]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["threads"] == 1
+    # a run recorded before the count was (threads null): the count of its results.json
+    record = json.loads((out / COMMAND_FILE).read_text())
+    record["flags"]["threads"] = None
+    (out / COMMAND_FILE).write_text(json.dumps(record))
+    (out / RESULTS_FILE).write_text(json.dumps({**results, "threads": 1}))
+    assert cli.main(["eval", str(out), "--json", str(tmp_path / "eval.json")]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["threads"] == 1
