@@ -498,6 +498,13 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             return self.data_processor.preprocess(sample)
         return {k: v.to(self.device) for k, v in sample.items() if torch.is_tensor(v)}
 
+    def _forward(self, sample):
+        """The model on a prepared ``sample`` under the phase's autocast, its output in float32
+        (training and evaluation alike: the losses are computed in float32)."""
+        with self._autocast():
+            out = self.model(**_accepted(self.model.forward, sample))
+        return _as_float32(out)
+
     def train_one_batch(self, idx, sample, training_loss):
         """Upstream's batch hook: forward under the phase's autocast, loss in float32.
 
@@ -510,9 +517,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             self.regularizer.reset()
         sample = self._prepare(sample)
         self.n_samples += sample["y"].shape[0] if torch.is_tensor(sample["y"]) else 1
-        with self._autocast():
-            out = self.model(**_accepted(self.model.forward, sample))
-        out = _as_float32(out)
+        out = self._forward(sample)
         if self.epoch == 0 and idx == 0 and self.verbose and torch.is_tensor(out):
             print(f"Raw outputs of shape {out.shape}")
         if self.data_processor is not None:
@@ -944,9 +949,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         (the precision the model was last trained in); losses in float32."""
         sample = self._prepare(sample)
         self.n_samples += sample["y"].size(0)
-        with self._autocast():
-            out = self.model(**_accepted(self.model.forward, sample))
-        out = _as_float32(out)
+        out = self._forward(sample)
         if self.data_processor is not None:
             out, sample = self.data_processor.postprocess(out, sample)
         losses = {name: loss(out, **_accepted(loss, sample)) for name, loss in eval_losses.items()}
@@ -970,9 +973,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             if not counted:  # the batch's samples, once per rollout
                 self.n_samples += sample["y"].shape[0]
                 counted = True
-            with self._autocast():
-                out = self.model(**_accepted(self.model.forward, sample))
-            out = _as_float32(out)
+            out = self._forward(sample)
             if self.data_processor is not None:
                 out, sample = self.data_processor.postprocess(out, sample, step=steps)
             for name, loss in eval_losses.items():
