@@ -100,6 +100,12 @@ def _last_axis_fields(choice):
     return {"last_axis": str(choice), "last_axis_by_matmul": choice.by_matmul}
 
 
+def _pairwise_plan(equation, shapes, mode, half, path):
+    """The pairwise plan of ``path`` for ``shapes``: its peak slack, its bytes per element as forward
+    holds them (:func:`~.product_paths.plan_itemsize`); the one rule of forward and contraction_plan()."""
+    return plan_contraction(equation, shapes, plan_itemsize(mode, half, path), peak_slack=path.peak_slack)
+
+
 def _is_power_of_two(n):
     return n > 0 and n & (n - 1) == 0
 
@@ -405,7 +411,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
         device = next(self.parameters()).device
         half = None if mode == "full" else resolve_half_dtype(self._settings()[1], device)
         path = choose_product_path(kind, self.separable, mode, half, device)
-        return plan_contraction(equation, shapes, plan_itemsize(mode, half, path), peak_slack=path.peak_slack)
+        return _pairwise_plan(equation, shapes, mode, half, path)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, output_shape=None):
@@ -501,8 +507,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
                           **_last_axis_fields(LastAxisChoice(False)), kernel=path.kernel,
                           compute_dtype=dtype_name(path.compute_dtype), reason=path.reason)
         if path.kernel not in (MODE_BATCHED, REBUILT):  # the pairwise plan, sized as it runs
-            plan = plan_contraction(equation, [x_kept.shape] + [op.shape for op in operands],
-                                    plan_itemsize(mode, half, path), peak_slack=path.peak_slack)
+            plan = _pairwise_plan(equation, [x_kept.shape] + [op.shape for op in operands], mode, half, path)
         if path.kernel in (MODE_BATCHED, REBUILT):
             # a rebuilt weight is rounded to the 16-bit type inside the product, like a dense one
             weight = operands[0] if path.kernel == MODE_BATCHED else rebuild_dense_weight(kind, operands)
