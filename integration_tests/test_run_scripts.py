@@ -234,7 +234,8 @@ def test_missing_data_names_the_files_and_the_command(in_scripts, no_network, tm
     assert result.exit_status == 1 and isinstance(result.error, OfflineDataError)
     message = str(result.error)
     assert "nsforcing_train_16.pt, nsforcing_test_16.pt not found" in message
-    assert f"neuralop-mp data navier_stokes --res 16 --root {empty}" in message
+    # with the samples the script asks for (--data.n_train 32, --data.n_tests [16])
+    assert f"neuralop-mp data navier_stokes --res 16 --n-train 32 --n-test 16 --root {empty}" in message
     assert no_network == []
 
 

@@ -69,8 +69,10 @@ def make_optimizer(name, model, lr=1e-3, update_proj_gap=100, scale=1.0):
         return UpstreamAdamW(regular, lr=lr, galore_params=spectral, galore_rank=0.25,
                              galore_update_proj_gap=update_proj_gap)
     kind = {"tensorgrad_bf16": "tensorgrad"}.get(name, name)
-    cfg = {"optimizer": kind, "learning_rate": lr, "tensorgrad_update_proj_gap": update_proj_gap,
-           "tensorgrad_scale": scale, "tensorgrad_state_dtype": "bfloat16" if name.endswith("bf16") else "float32"}
+    cfg = {"optimizer": kind, "learning_rate": lr}
+    if kind != "adamw":  # AdamW reads no TensorGRaD setting (create_optimizer refuses one)
+        cfg.update(tensorgrad_update_proj_gap=update_proj_gap, tensorgrad_scale=scale,
+                   tensorgrad_state_dtype="bfloat16" if name.endswith("bf16") else "float32")
     return create_optimizer(model, cfg)
 
 

@@ -75,7 +75,7 @@ def test_a_run_killed_between_the_two_renames_of_a_save_resumes_from_the_old_fol
     capsys.readouterr()
     assert not (out / "checkpoint").exists()
     assert (out / "checkpoint.old").is_dir() and (out / "checkpoint.tmp").is_dir()
-    with pytest.warns(RuntimeWarning, match=r"checkpoint is missing but .*checkpoint\.old holds the previous"):
+    with pytest.warns(RuntimeWarning, match=r"checkpoint is missing but .*checkpoint\.old holds its previous complete save"):
         assert resume(out) == 0, capsys.readouterr().err
     assert not (out / "checkpoint.old").exists() and not (out / "checkpoint.tmp").exists()
     assert_same_run(out, uninterrupted)
