@@ -506,9 +506,10 @@ class MixedPrecisionSpectralConv(SpectralConv):
         self._record_path(batch, spatial, mode, half, "float16 (cuFFT)" if fft_half else "float32",
                           **_last_axis_fields(LastAxisChoice(False)), kernel=path.kernel,
                           compute_dtype=dtype_name(path.compute_dtype), reason=path.reason)
-        if path.kernel not in (MODE_BATCHED, REBUILT):  # the pairwise plan, sized as it runs
-            plan = _pairwise_plan(equation, [x_kept.shape] + [op.shape for op in operands], mode, half, path)
-        if path.kernel in (MODE_BATCHED, REBUILT):
+        # the pairwise plan, sized as it runs; none where the weight is contracted whole
+        plan = None if path.kernel in (MODE_BATCHED, REBUILT) else _pairwise_plan(
+            equation, [x_kept.shape] + [op.shape for op in operands], mode, half, path)
+        if plan is None:
             # a rebuilt weight is rounded to the 16-bit type inside the product, like a dense one
             weight = operands[0] if path.kernel == MODE_BATCHED else rebuild_dense_weight(kind, operands)
             out_kept = dense_mode_product(x_kept, weight, half, path.compute_dtype)
