@@ -45,18 +45,23 @@ __all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "pointwise_targets", "reco
 _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
+def _norms_with_running_stats(module):
+    """The norm layers of ``module`` that track running statistics (BatchNorm, InstanceNorm with
+    ``track_running_stats``)."""
+    return [norm for norm in module.modules() if isinstance(norm, _NormBase) and norm.track_running_stats]
+
+
 @contextlib.contextmanager
-def _running_stats_on_copies(module):
-    """Within the context, the norm layers of ``module`` that track running statistics
-    (BatchNorm, InstanceNorm with ``track_running_stats``) hold copies of them; the
-    originals are put back, untouched, on exit.
+def _running_stats_on_copies(norms):
+    """Within the context, the ``norms`` (:func:`_norms_with_running_stats`) hold copies of their
+    running statistics; the originals are put back, untouched, on exit.
 
     The replay of a training-mode forward would otherwise update the statistics a second
     time for the same batch. Copies rather than a restore afterwards: the replayed layer
     saves its statistics for its backward, and writing into them would fail that
     backward's version check; its output does not depend on them (batch statistics)."""
     kept = [(norm, {name: norm._buffers[name] for name in _RUNNING_STATS if norm._buffers.get(name) is not None})
-            for norm in module.modules() if isinstance(norm, _NormBase) and norm.track_running_stats]
+            for norm in norms]
     for norm, buffers in kept:
         for name, buffer in buffers.items():
             norm._buffers[name] = buffer.clone()
@@ -70,6 +75,8 @@ def _running_stats_on_copies(module):
 class _RecomputedForward(BoundToModule):
     """An instance-level ``forward`` that runs the class's forward under checkpoint."""
 
+    _norms = None  # found at the first replay, not at each one (a copy's module is still being built here)
+
     def __call__(self, *args, **kwargs):
         forward = type(self.module).forward
         if not torch.is_grad_enabled():
@@ -78,7 +85,11 @@ class _RecomputedForward(BoundToModule):
 
     def _contexts(self):
         """checkpoint's (forward, replay) contexts: the replay leaves running statistics alone."""
-        return contextlib.nullcontext(), _running_stats_on_copies(self.module)
+        if self._norms is None:
+            self._norms = _norms_with_running_stats(self.module)
+        # an FNO has no such norm by default: its replay needs no context
+        replay = _running_stats_on_copies(self._norms) if self._norms else contextlib.nullcontext()
+        return contextlib.nullcontext(), replay
 
     def __reduce__(self):  # a pickled or deep-copied model recomputes too
         return (_RecomputedForward, (self.module,))
