@@ -608,9 +608,10 @@ def _run_threads(folder, source):
     ``command.json`` records (``source.flags``, :func:`~neuralop_mp.evaluate.config_source`), else,
     for a run recorded before the count was (none, or "auto"), the ``threads`` of its ``results.json``."""
     from .run_folder import read_results
+    from .run_setup import parse_threads
 
     recorded = (source.flags or {}).get("threads")
-    if recorded is not None and str(recorded).strip().lower() != "auto":
+    if recorded is not None and parse_threads(recorded) is not None:  # a count, not "auto"
         return recorded
     return (read_results(folder) or {}).get("threads")
 

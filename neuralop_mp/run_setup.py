@@ -215,7 +215,8 @@ def train_threads(given=None, recorded=None, resume=False):
     (``recorded`` None, or the "auto" it was given) is asked again, as then.
     """
     if given is not None:
-        return resolve_threads(given), (_AUTO_REASON if parse_threads(given) is None else "as given")
+        threads = parse_threads(given)
+        return (default_threads(), _AUTO_REASON) if threads is None else (threads, "as given")
     if resume and recorded is not None:
         threads = parse_threads(recorded)
         if threads is not None:
