@@ -83,7 +83,12 @@ def test_without_an_optimizer_option_upstreams_adamw_is_kept_and_trains_bitwise_
     assert "upstream neuralop.training.AdamW is kept" not in format_summary(report)
 
 
-def test_update_in_backward_trains_with_upstreams_adamw_as_the_ordinary_step():
+def test_update_in_backward_trains_with_upstreams_adamw_as_the_ordinary_step(monkeypatch):
+    from neuralop_mp.optim import update_in_backward as module
+
+    enabled, enable = [], module.enable_update_in_backward  # the hooks really stepped in backward
+    monkeypatch.setattr(module, "enable_update_in_backward",
+                        lambda optimizer, **kwargs: enabled.append(optimizer) or enable(optimizer, **kwargs))
     runs = {}
     for update_in_backward in (False, True):
         with neuralop_mp.enabled(update_in_backward=update_in_backward):
@@ -92,6 +97,7 @@ def test_update_in_backward_trains_with_upstreams_adamw_as_the_ordinary_step():
             torch.manual_seed(0)
             _train(model, optimizer)
         assert type(optimizer) is UPSTREAM_ADAMW
+        assert enabled == ([optimizer] if update_in_backward else [])
         runs[update_in_backward] = model.state_dict()
     assert all(torch.equal(v, runs[True][k]) for k, v in runs[False].items() if torch.is_tensor(v))
 
