@@ -15,7 +15,7 @@ No wheel of neuralop-mp itself: gpu.sh runs in the checkout and installs it edit
 CUDA tests import ``neuralop_mp.configs``, which only the editable install maps to configs/).
 
 ``--skip NAME`` leaves out a package the node already has, and what only it needs (the
-whole closure is about 120 MiB, scipy, wandb and numpy the most of it).
+whole closure is about 117 MiB for CPython 3.12, docs/benchmarks.md; scipy, wandb and numpy the most of it).
 """
 import argparse
 import platform
