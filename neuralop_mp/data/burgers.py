@@ -230,7 +230,7 @@ def generate_burgers(root=None, resolutions=(16,), n_train=800, n_test=200, seed
     resolutions : sequence of int
         Stored grid sizes (>= 8).
     n_train, n_test : int
-        Samples per split.
+        Samples per split; a split of 0 is not written (its path is None).
     seed : int
         Base seed; each sample's initial field comes from ``(seed, split, index)``.
     progress : bool

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..run_setup import check_writable
+from ..vocabulary import check_int_at_least
 from .file_checks import (DataFileError, ForeignDataFileChecksumError, generation_record, read_data_file,
                           unreadable_file_warning)
 
@@ -107,6 +108,7 @@ def generate_cached(path, settings, n_samples, overwrite, compute):
         naming the folder and why).
     """
     path = Path(path)
+    n_samples = check_int_at_least("n_samples", n_samples, 1)
     seen = _identity(path)
     # an up-to-date file is used without the lock: a read-only data root stays usable
     if not _stale(path, settings, n_samples, overwrite):
@@ -212,14 +214,22 @@ def generate_train_test(generate_split, check_settings, root, resolutions, n_tra
     resolution is checked before any file is generated, so a bad one late in the
     list does not leave the earlier ones' files behind an error.
 
+    A split of 0 samples is not written (its path is None): a test set at a new
+    resolution needs no training file there.
+
     Returns ``{res: (train_path, test_path)}``, the shape every ``generate_*`` returns.
     """
     if isinstance(resolutions, int):
         resolutions = (resolutions,)
+    n_train = check_int_at_least("n_train", n_train, 0)
+    n_test = check_int_at_least("n_test", n_test, 0)
+    if n_train == n_test == 0:
+        raise ValueError("n_train=0 and n_test=0: nothing to generate; give at least one split a count >= 1")
     for res in resolutions:
         check_settings(res)
     splits = (("train", n_train), ("test", n_test))
     return {
-        int(res): tuple(generate_split(root, res, split, n, seed, progress, overwrite, **kwargs) for split, n in splits)
+        int(res): tuple(generate_split(root, res, split, n, seed, progress, overwrite, **kwargs) if n else None
+                        for split, n in splits)
         for res in resolutions
     }

@@ -6,6 +6,7 @@ Example::
     neuralop-mp data navier_stokes --res 32 --viscosity 1e-3 --t-final 10
     neuralop-mp data navier_stokes --res 64 --t-final 50 --dt 0.0125
     neuralop-mp data burgers --res 16 --n-time 17
+    neuralop-mp data darcy --res 64 --n-train 0 --n-test 200   # a test set alone
 
 Prints one line per file (cached files are marked). Exit status 0 on success,
 2 on bad arguments (the message names the bad value and the allowed ones).
@@ -13,6 +14,8 @@ Prints one line per file (cached files are marked). Exit status 0 on success,
 import argparse
 import sys
 import time
+
+from .darcy import FACE_AVERAGES
 
 DATASETS = ("darcy", "navier_stokes", "burgers")
 # Defaults per dataset: resolutions, n_train, n_test (those of the generate_* functions).
@@ -59,11 +62,16 @@ def build_parser(prog="neuralop-mp data"):
     parser.add_argument("--root", default=None, help="output folder (default: $NEURALOP_MP_DATA or ~/.cache/neuralop_mp/data)")
     parser.add_argument("--res", type=positive_int, nargs="+", default=None,
                         help="stored resolutions (darcy: any >= 4; navier_stokes: powers of 2; burgers: >= 8)")
-    parser.add_argument("--n-train", type=positive_int, default=None, help="training samples per resolution")
-    parser.add_argument("--n-test", type=positive_int, default=None, help="test samples per resolution")
+    parser.add_argument("--n-train", type=_non_negative_int, default=None,
+                        help="training samples per resolution (0: no training file)")
+    parser.add_argument("--n-test", type=_non_negative_int, default=None,
+                        help="test samples per resolution (0: no test file)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="base seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate even if matching files exist")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    darcy = parser.add_argument_group("darcy")
+    darcy.add_argument("--face-average", choices=FACE_AVERAGES, default=None,
+                       help="permeability averaged onto cell faces (default harmonic)")
     physics = parser.add_argument_group("navier_stokes and burgers")
     physics.add_argument("--viscosity", type=positive_float, default=None, help="nu (default 1e-3 / 0.01)")
     physics.add_argument("--t-final", type=positive_float, default=None, help="final time (default 10 / 1)")
@@ -76,8 +84,8 @@ def build_parser(prog="neuralop-mp data"):
 
 def _generate(args):
     resolutions, n_train, n_test = DEFAULTS[args.dataset]
-    common = dict(resolutions=tuple(args.res or resolutions), n_train=args.n_train or n_train,
-                  n_test=args.n_test or n_test, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
+    common = dict(resolutions=tuple(args.res or resolutions), n_train=n_train if args.n_train is None else args.n_train,
+                  n_test=n_test if args.n_test is None else args.n_test, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
     # the loaders' list of the physics flags and of each dataset's physics: a setting a file
     # records is one the loaders keep and name in their advice (a flag of its own here drifted)
     from .loaders import CLI_FLAGS, LOADER_FILES, PHYSICS
@@ -116,7 +124,7 @@ def main(argv=None):
         print(f"neuralop-mp data: error: {err}", file=sys.stderr)
         return 2
     for res, paths in files.items():
-        for path in paths:
+        for path in filter(None, paths):  # None: a split of 0 samples, not written
             cached = before.get(path) == path.stat().st_mtime_ns
             print(f"{path}{'  (cached)' if cached else ''}")
     print(f"done in {time.perf_counter() - start:.1f} s")

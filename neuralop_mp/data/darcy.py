@@ -189,7 +189,7 @@ def generate_darcy_split(root, resolution, split, n_samples, seed=0, progress=Tr
 
 
 def generate_darcy(root=None, resolutions=(16, 32), n_train=1000, n_test=200, seed=0, progress=True,
-                   overwrite=False):
+                   overwrite=False, *, face_average="harmonic"):
     """Generate the Darcy-flow dataset in the layout of upstream's ``DarcyDataset``.
 
     Writes ``darcy_train_{res}.pt`` and ``darcy_test_{res}.pt`` per resolution, each
@@ -205,18 +205,20 @@ def generate_darcy(root=None, resolutions=(16, 32), n_train=1000, n_test=200, se
         Grid points per axis (boundary included), each >= 4. Upstream's
         ``DarcyDataset`` only accepts 16, 32, 64, 128 and 421.
     n_train, n_test : int
-        Samples per split.
+        Samples per split; a split of 0 is not written (its path is None).
     seed : int
         Base seed; each sample's field comes from ``(seed, split, index)``.
     progress : bool
         Show a tqdm progress bar.
     overwrite : bool
         Regenerate even when a matching file exists (and replace foreign files).
+    face_average : {"harmonic", "arithmetic"}
+        How the permeability is averaged onto cell faces (harmonic: the benchmark's).
 
     Returns
     -------
     dict
         ``{res: (train_path, test_path)}``.
     """
-    return generate_train_test(generate_darcy_split, lambda res: darcy_settings(res, seed), root, resolutions,
-                               n_train, n_test, seed, progress, overwrite)
+    return generate_train_test(generate_darcy_split, lambda res: darcy_settings(res, seed, face_average), root,
+                               resolutions, n_train, n_test, seed, progress, overwrite, face_average=face_average)

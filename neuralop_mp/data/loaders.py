@@ -66,7 +66,7 @@ PHYSICS = {"darcy": ("face_average",), "nsforcing": ("viscosity", "t_final", "so
 PER_FILE = ("solver_resolution", "dt")
 # the physics settings `neuralop-mp data` has a flag for (--viscosity, ...), in its order; its
 # parser reads them from here
-CLI_FLAGS = ("viscosity", "t_final", "solver_resolution", "n_time", "dt")
+CLI_FLAGS = ("face_average", "viscosity", "t_final", "solver_resolution", "n_time", "dt")
 
 # Each generator's own check of a stored resolution: its settings function, which raises a
 # ValueError naming the value and the rule (the resolution rules do not depend on the physics,
@@ -231,15 +231,15 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
 def _missing_files_message(root, prefix, cli_name, needed, missing, physics):
     """The FileNotFoundError of :func:`ensure_files` with ``generate=False``: the ``missing``
     files (``(path, res, split, n)``) and the ``neuralop-mp data`` command that writes them with
-    the load's ``physics``. The command writes both splits of each resolution it is given: a
-    file it writes that the load does not read (a test set's training file) is named too."""
+    the load's ``physics``. The command writes a split at each resolution it is given, unless
+    its count is 0: a file it writes that the load does not read (where the missing files
+    are of both splits at different resolutions) is named too."""
     names = ", ".join(str(p) for p, *_ in missing)
     resolutions = sorted({r for _, r, _, _ in missing})
-    n_train = max(max([n for _, _, s, n in missing if s == "train"], default=0), 1)
-    n_test = max(max([n for _, _, s, n in missing if s == "test"], default=0), 1)
+    counts = {split: max([n for _, _, s, n in missing if s == split], default=0) for split in ("train", "test")}
     read = {data_file(root, prefix, split, res) for res, split, _ in needed}
-    extra = [(path, n_train if split == "train" else n_test) for res in resolutions for split in ("train", "test")
-             if (path := data_file(root, prefix, split, res)) not in read]
+    extra = [(path, counts[split]) for res in resolutions for split in ("train", "test")
+             if counts[split] and (path := data_file(root, prefix, split, res)) not in read]
     also = ""
     if extra:
         listed = ", ".join(f"{path} ({n} sample{'s' if n > 1 else ''})" for path, n in extra)
@@ -249,7 +249,7 @@ def _missing_files_message(root, prefix, cli_name, needed, missing, physics):
         also = f"It also writes {listed}, which this load does not read{replaced}.\n"
     return (f"Missing data files: {names}. Generate them offline with:\n"
             f"  neuralop-mp data {cli_name} --root {root} --res {' '.join(map(str, resolutions))} "
-            f"--n-train {n_train} --n-test {n_test}{_cli_flags(physics)}\n"
+            f"--n-train {counts['train']} --n-test {counts['test']}{_cli_flags(physics)}\n"
             f"{also}or load with generate=True (--data.generate true).")
 
 

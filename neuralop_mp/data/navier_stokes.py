@@ -256,7 +256,7 @@ def generate_navier_stokes(root=None, resolutions=(32,), n_train=400, n_test=100
     resolutions : sequence of int
         Stored grid sizes, powers of 2 (>= 8).
     n_train, n_test : int
-        Samples per split.
+        Samples per split; a split of 0 is not written (its path is None).
     seed : int
         Base seed; each sample's initial field comes from ``(seed, split, index)``.
     progress : bool

@@ -80,14 +80,15 @@ def test_an_existing_test_file_of_other_physics_is_refused_naming_both(run, caps
 
 def test_the_command_suggested_without_generation_carries_the_physics_and_works(run, capsys):
     """With --data.generate false the suggested command lacked --viscosity/--t-final: run as given, it
-    wrote a default-physics test file (and a training file eval never reads, which it now names)."""
+    wrote a default-physics test file (and a training file eval never reads: now --n-train 0)."""
     out, root = run
     code, err = _eval(capsys, out, "--res", "32", "--data.data_root", root, "--data.generate", "false")
     assert code == 2
     command = next(line.strip() for line in err.splitlines() if line.strip().startswith("neuralop-mp data "))
     assert f"--viscosity {VISCOSITY}" in command and f"--t-final {T_FINAL}" in command
-    assert f"It also writes {root / 'nsforcing_train_32.pt'} (1 sample), which this load does not read." in err
+    assert "--n-train 0 " in command and "also writes" not in err
     assert cli.main(shlex.split(command)[1:] + ["--quiet"]) == 0
+    assert not (root / "nsforcing_train_32.pt").exists()
     code, err = _eval(capsys, out, "--res", "32", "--data.data_root", root, "--data.generate", "false")
     assert code == 0, err
     assert (_meta(root / "nsforcing_test_32.pt")["viscosity"], _meta(root / "nsforcing_test_32.pt")["t_final"]) \

@@ -77,7 +77,7 @@ def test_a_missing_file_of_a_load_takes_the_physics_of_its_other_files(tmp_path)
     physics = dict(viscosity=2e-3, t_final=0.5)
     generate_navier_stokes(tmp_path, resolutions=(8,), n_train=4, n_test=2, progress=False, **physics)
     wider = dict(NS_SMALL, test_resolutions=(8, 16), n_tests=(2, 2), test_batch_sizes=(2, 2))
-    with pytest.raises(FileNotFoundError, match=r"(?s)nsforcing_test_16.pt.*--res 16 --n-train 1 --n-test 2 "
+    with pytest.raises(FileNotFoundError, match=r"(?s)nsforcing_test_16.pt.*--res 16 --n-train 0 --n-test 2 "
                                                 r"--viscosity 0.002 --t-final 0.5 --solver-resolution 32"):
         load_navier_stokes(tmp_path, generate=False, **wider)
     _, tests, _ = load_navier_stokes(tmp_path, **wider)

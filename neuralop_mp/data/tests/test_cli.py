@@ -30,7 +30,9 @@ def test_physics_flags_reach_the_generator(tmp_path):
     "argv, expected",
     [
         (["darcy", "--res", "0"], ["'0'", "positive integers"]),
-        (["darcy", "--n-train", "many"], ["'many'", "positive integers"]),
+        (["darcy", "--n-train", "many"], ["'many'", "integers >= 0"]),
+        (["darcy", "--n-train", "0", "--n-test", "0"], ["n_train=0 and n_test=0", "nothing to generate"]),
+        (["darcy", "--face-average", "geometric"], ["'geometric'", "harmonic", "arithmetic"]),
         (["navier_stokes", "--viscosity", "-1"], ["'-1'", "positive numbers"]),
         (["heat"], ["'heat'", "darcy", "navier_stokes", "burgers"]),
         (["navier_stokes", "--res", "24"], ["resolution=24", "powers of 2"]),

@@ -252,7 +252,7 @@ def test_load_darcy_regenerates_or_refuses_a_file_of_another_seed(tmp_path):
         load_darcy(tmp_path, **small, seed=1, generate=False)
     message = str(info.value)
     assert "darcy_train_8.pt was generated with seed=0, not the requested seed=1 (data.seed=1" in message, message
-    assert "neuralop-mp data darcy --root" in message and "--seed 1 --overwrite" in message
+    assert "neuralop-mp data darcy --root" in message and "--seed 1 --face-average harmonic --overwrite" in message
     assert torch.load(tmp_path / "darcy_train_8.pt", weights_only=True)["meta"]["seed"] == 0  # left as it was
 
     with pytest.warns(RuntimeWarning, match=r"darcy_train_8.pt was generated with seed=0, not the requested seed=1: "
