@@ -17,8 +17,10 @@ is its own and would be accumulated: the parameter enters the product as a view 
 whole parameter (not sliced to fewer modes), it is used once in the graph being
 differentiated (and no backward of this use built a graph, with ``create_graph``, which
 uses it again), this backward accumulates into it, it holds no gradient yet, and it has
-no tensor hooks (``register_hook``: they are handed the gradient and may replace it).
-Otherwise the ordinary gradient is built, which has the same numbers.
+no gradient hooks but the consumer's own (``register_hook``: handed the gradient, they may
+replace it; ``register_post_accumulate_grad_hook``: they read ``.grad``, which a weight
+whose gradient was handed over never has). Otherwise the ordinary gradient is built,
+which has the same numbers. That rule is checked here, for every consumer.
 
 A slice is computed with the kernel the ordinary backward uses (a batched matmul of
 the same operands, restricted to the slice's rows, columns or modes) and rounded to the
@@ -29,10 +31,21 @@ another shape, so there a slice can differ from the ordinary gradient in its las
 """
 import math
 import weakref
+from typing import Callable, NamedTuple
 
 import torch
 
-_consumers = {}  # id(parameter) -> (weak reference to it, consumer)
+
+class _Consumer(NamedTuple):
+    """What :func:`consume_weight_gradients` registered for one parameter."""
+
+    param: weakref.ref
+    consume: Callable
+    accepts: Callable
+    own_hooks: frozenset  # ids of the consumer's own hook handles on the parameter
+
+
+_consumers = {}  # id(parameter) -> _Consumer
 _pending = {}  # id(parameter) -> WeakSet of its uses whose backward has not run yet
 
 
@@ -58,25 +71,31 @@ def _accumulate_node(param):
 class ConsumerHandle:
     """``remove()`` stops handing lazy gradients of the parameter to the consumer."""
 
-    def __init__(self, key):
-        self._key = key
+    def __init__(self, key, entry):
+        self._key, self._entry = key, entry
 
     def remove(self):
-        _consumers.pop(self._key, None)
+        # only its own registration: a later one for the same parameter stays
+        if _consumers.get(self._key) is self._entry:
+            del _consumers[self._key]
 
 
-def consume_weight_gradients(param, consumer, accepts):
+def consume_weight_gradients(param, consumer, accepts, own_hooks=()):
     """Hand the dense mode product's gradient of ``param`` to ``consumer`` as a
     :class:`LazyWeightGradient` instead of building it.
 
     ``accepts()`` is asked in each backward, before anything is computed: True, and
     ``consumer(lazy_gradient)`` is called (the parameter then receives no gradient from
-    the product); False, and the ordinary gradient is built. Returns a handle whose
-    ``remove()`` undoes the registration.
+    the product); False, and the ordinary gradient is built. It is not asked, and the
+    ordinary gradient is built, while ``param`` has a gradient hook (``register_hook``,
+    ``register_post_accumulate_grad_hook``) other than ``own_hooks``: the handles of the
+    consumer's own hooks on ``param``, which know the gradient may not come. Returns a
+    handle whose ``remove()`` undoes the registration.
     """
     key = id(param)
-    _consumers[key] = (weakref.ref(param, lambda _: _consumers.pop(key, None)), consumer, accepts)
-    return ConsumerHandle(key)
+    entry = _consumers[key] = _Consumer(weakref.ref(param, lambda _: _consumers.pop(key, None)), consumer, accepts,
+                                        frozenset(handle.id for handle in own_hooks))
+    return ConsumerHandle(key, entry)
 
 
 def record_use(weight, needs_grad):
@@ -88,7 +107,7 @@ def record_use(weight, needs_grad):
         return None
     param = weight if weight._base is None else weight._base
     entry = _consumers.get(id(param))
-    if entry is None or entry[0]() is not param:
+    if entry is None or entry.param() is not param:
         return None
     same_layout = (weight.shape == param.shape and weight.stride() == param.stride()
                    and weight.storage_offset() == param.storage_offset() and weight.dtype == param.dtype)
@@ -120,17 +139,20 @@ def consumer_for(use):
         # the weight again, so a later backward through both gives it two gradients to sum
         use.shared = True
     entry = _consumers.get(id(param))
-    if use.shared or param.grad is not None or entry is None or entry[0]() is not param \
-            or _has_tensor_hooks(param) \
-            or not torch._C._will_engine_execute_node(use.accumulate) or not entry[2]():
+    if use.shared or param.grad is not None or entry is None or entry.param() is not param \
+            or _has_users_hooks(param, entry.own_hooks) \
+            or not torch._C._will_engine_execute_node(use.accumulate) or not entry.accepts():
         return None
-    return entry[1]
+    return entry.consume
 
 
-def _has_tensor_hooks(param):
-    """Whether ``param.register_hook`` hooks are set: they read (and may replace) the
-    gradient on its way into ``.grad``, so it must be built and passed through them."""
-    return bool(param._backward_hooks)
+def _has_users_hooks(param, own_hooks):
+    """Whether ``param`` has gradient hooks whose handle ids are not in ``own_hooks``: a
+    ``register_hook`` hook reads (and may replace) the gradient on its way into ``.grad``,
+    a ``register_post_accumulate_grad_hook`` hook reads ``.grad``; either needs it built.
+    Read at each backward, so hooks set or removed since the registration count."""
+    return any(key not in own_hooks for hooks in (param._backward_hooks, param._post_accumulate_grad_hooks)
+               for key in (hooks or ()))
 
 
 class LazyWeightGradient:

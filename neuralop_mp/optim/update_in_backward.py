@@ -177,7 +177,8 @@ def enable_update_in_backward(optimizer, *, lazy_gradients=True, **settings):
         finally:
             param.grad = None
 
-    handles = [p.register_post_accumulate_grad_hook(step_now) for p in params]
+    step_hooks = [p.register_post_accumulate_grad_hook(step_now) for p in params]
+    handles = list(step_hooks)
     if lazy_gradients and hasattr(optimizer, "step_parameter"):
         from ..layers.lazy_weight_gradient import consume_weight_gradients
 
@@ -196,16 +197,11 @@ def enable_update_in_backward(optimizer, *, lazy_gradients=True, **settings):
                 torch.autograd.Variable._execution_engine.queue_callback(step_later)
             return consume
 
-        own_hook = {id(p): handle.id for p, handle in zip(params, handles)}
-
-        def hands_over(param):
-            # a post-accumulate-grad hook of the user's (set before this one) reads param.grad,
-            # which a weight stepped from slices never has: build the gradient for it
-            users_hooks = set(param._post_accumulate_grad_hooks or ()) - {own_hook[id(param)]}
-            return not users_hooks and optimizer.steps_from_slices(param)
-
-        handles += [consume_weight_gradients(p, consumer_of(p), lambda p=p: hands_over(p))
-                    for p in params if p.is_complex()]
+        # step_now is told of a lazy step (stepped_lazily); any other hook on the weight makes the
+        # product build the ordinary gradient (lazy_weight_gradient checks that for every consumer)
+        handles += [consume_weight_gradients(p, consumer_of(p), lambda p=p: optimizer.steps_from_slices(p),
+                                             own_hooks=(handle,))
+                    for p, handle in zip(params, step_hooks) if p.is_complex()]
     if hasattr(optimizer, "owns_gradients"):  # TensorGRaD: consume each gradient, release it once projected
         optimizer.owns_gradients = True
     return UpdateInBackward(optimizer, handles)
