@@ -388,6 +388,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if self.precision_schedule is None and self.has_mixed_precision_layers:
             self._layers_precision()  # layers in different precisions: refused now, not at the first epoch
         self._start_new_run()  # history, phase, autocast, epoch stats: a run's state
+        # the weights a DDP model of ours leaves to _guarded_step (distributed.wrap_model), for a
+        # train_one_epoch called directly; train() finds them again once it has wrapped the model
+        self._self_averaged = distributed.self_averaged_parameters(self.model)
 
     # ------------------------------------------------------------------ precision state
     def _uses_float16(self):
@@ -1113,9 +1116,6 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         self.autocast_enabled = bool(self.mixed_precision) and self.precision_schedule is None
         # a decision left here would be taken for the new run's phase of the same index
         self._reset_auto_precision()
-        # the weights a DDP model of ours leaves to _guarded_step (distributed.wrap_model); train() finds
-        # them again once it has wrapped the model
-        self._self_averaged = distributed.self_averaged_parameters(self.model)
         # the scaler in place (a caller may hold it, or have set its settings): settings kept
         self.scaler.reset()
         self._epoch_stats = self._fresh_epoch_stats()  # filled by train_one_batch / _guarded_step
