@@ -27,6 +27,9 @@ TENSORGRAD_FIELDS = tuple(option.name for option in TENSORGRAD_OPTIONS
                           if option.name not in ("lr", "betas", "weight_decay", "compress"))
 #: the keys create_optimizer reads besides the tensorgrad_<key> fields, with the setting checking each
 COMMON_FIELDS = {"learning_rate": "lr", "weight_decay": "weight_decay", "betas": "betas"}
+_TENSORGRAD_KEYS = tuple(f"tensorgrad_{k}" for k in TENSORGRAD_FIELDS)
+# the fields create_optimizer reads: optimizer, learning_rate, weight_decay, betas and every tensorgrad_<key>
+_READ_FIELDS = ("optimizer", *COMMON_FIELDS, *_TENSORGRAD_KEYS)
 # the settings that take a float (eps, rank, sparse_ratio, scale, ...): text that is a number
 # is read as one, as for learning_rate (YAML reads 1e-8, without a dot, as text)
 _FLOAT_SETTINGS = frozenset(key for key in TENSORGRAD_FIELDS if isinstance(DEFAULTS[key], float))
@@ -104,12 +107,6 @@ def _field_names(cfg):
     return [k for k in vars(cfg) if not k.startswith("_")] if hasattr(cfg, "__dict__") else []
 
 
-def _read_fields():
-    """The fields ``create_optimizer`` reads: optimizer, learning_rate, weight_decay, betas
-    and every ``tensorgrad_<key>``."""
-    return ("optimizer", *COMMON_FIELDS, *(f"tensorgrad_{k}" for k in TENSORGRAD_FIELDS))
-
-
 @functools.lru_cache(maxsize=None)
 def _section_fields():
     """Fields of a config's ``opt`` section that create_optimizer does not read (n_epochs,
@@ -117,7 +114,7 @@ def _section_fields():
     from ..configs.opt import OptimizationConfig  # the configs import the optimizer's settings
     from ..configs.zencfg_compat import field_names
 
-    return tuple(sorted((set(field_names(OptimizationConfig)) | UPSTREAM_OPT_FIELDS) - set(_read_fields())))
+    return tuple(sorted((set(field_names(OptimizationConfig)) | UPSTREAM_OPT_FIELDS) - set(_READ_FIELDS)))
 
 
 def _is_plain_mapping(opt_config):
@@ -144,7 +141,7 @@ def _unknown_text(unknown, known):
 
 def _check_known_keys(opt_config):
     """Refuse a key of a plain dict that is neither read nor an opt-section field."""
-    read, section = _read_fields(), _section_fields()
+    read, section = _READ_FIELDS, _section_fields()
     unknown = [key for key in opt_config if key not in read and key not in section and key != CONFIG_NAME_KEY]
     if unknown:
         raise ValueError(
@@ -155,10 +152,11 @@ def _check_known_keys(opt_config):
 
 def _unknown_tensorgrad_fields(opt_config):
     """Refuse a ``tensorgrad_<key>`` field of a config object that names no TensorGRaD setting."""
-    fields = [f"tensorgrad_{k}" for k in TENSORGRAD_FIELDS]
-    unknown = [name for name in _field_names(opt_config) if name.startswith("tensorgrad_") and name not in fields]
+    unknown = [name for name in _field_names(opt_config)
+               if name.startswith("tensorgrad_") and name not in _TENSORGRAD_KEYS]
     if unknown:
-        raise ValueError(f"{_unknown_text(unknown, fields)}; known TensorGRaD fields: {', '.join(fields)}.")
+        raise ValueError(f"{_unknown_text(unknown, _TENSORGRAD_KEYS)}; known TensorGRaD fields: "
+                         f"{', '.join(_TENSORGRAD_KEYS)}.")
 
 
 def _number_text(field, option, value, strict=True):
