@@ -178,10 +178,11 @@ def _common_settings(opt_config):
     common = {}
     for field, name in COMMON_FIELDS.items():
         option = OPTIONS_BY_NAME[name]
-        value = _get(opt_config, field, {"learning_rate": 1e-3}.get(field))
+        # an absent learning rate or weight decay is TensorGRaD's default, for every kind
+        value = _get(opt_config, field, DEFAULTS["lr"] if name == "lr" else None)
         if value is None:
-            if field == "weight_decay":
-                common[name] = 0.0
+            if name == "weight_decay":
+                common[name] = DEFAULTS["weight_decay"]
             continue
         if field == "betas":
             if isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping, tuple, list)):
