@@ -111,15 +111,6 @@ def _betas():
     return check, text
 
 
-def _optional(check_text, what):
-    check, text = check_text
-
-    def optional(key, value):
-        return None if value is None else check(key, value)
-
-    return optional, f"{text}, or None ({what})"
-
-
 def _rank():
     text = "a float in (0, 1], a positive int, a sequence of positive ints (one per mode), or None (no low-rank part)"
 
