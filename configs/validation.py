@@ -19,7 +19,7 @@ import typing
 import torch
 
 from neuralop_mp.precision_policy import PrecisionPolicy
-from neuralop_mp.vocabulary import (check_choice, none_if_null, normalize_flag, normalize_recompute,
+from neuralop_mp.vocabulary import (check_choice, check_each_once, none_if_null, normalize_flag, normalize_recompute,
                                    normalize_recompute_chunk_points)
 
 TRAINING_LOSSES = ("h1", "l2")
@@ -197,11 +197,8 @@ def validate_data(data):
     for key in ("test_resolutions", "n_tests", "test_batch_sizes"):
         for value in getattr(data, key):
             _check_positive(f"data.{key}", value)
-    resolutions = list(data.test_resolutions)
-    repeated = sorted({r for r in resolutions if resolutions.count(r) > 1})
-    if repeated:  # the test loaders are keyed by resolution: a second set would replace the first
-        raise ValueError(f"Invalid data.test_resolutions={resolutions!r}: {', '.join(map(str, repeated))} "
-                         "given more than once; allowed values: each resolution once.")
+    # the test loaders are keyed by resolution: a second set would replace the first
+    check_each_once(f"data.test_resolutions={list(data.test_resolutions)!r}", data.test_resolutions)
     seed = _field(data, "seed")
     if seed is not _MISSING:
         # numpy's SeedSequence (the generators' per-sample seeds) takes any integer >= 0

@@ -637,7 +637,9 @@ def eval_command(argv):
         if flags.get("--json"):
             check_output_file(flags["--json"], "--json", "eval.json")
         spec = flags.get("--config")
-        folder, _ = find_checkpoint(path)
+        # found once (a run's final model: checked current), and evaluated as found
+        found = find_checkpoint(path)
+        folder = found.folder
         # the run's own overrides come first, section selections included; command.json is read
         # here only, for the config, the option check and the evaluation
         source = config_source(folder, flags.get("--config"))
@@ -658,8 +660,7 @@ def eval_command(argv):
 
     torch.set_num_threads(threads)
     try:
-        result = evaluate_with_config(path, source, config, precision=flags.get("--precision"),
-                                progress=True)
+        result = evaluate_with_config(found, source, config, precision=flags.get("--precision"), progress=True)
     except (RunSetupError, CheckpointError, ValueError, FileNotFoundError) as error:
         return _error(str(error), "eval")
     result["threads"] = threads

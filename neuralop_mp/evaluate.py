@@ -26,6 +26,7 @@ from typing import NamedTuple
 from .run_folder import (DATA_PROCESSOR_FILE, find_checkpoint, load_data_processor, load_model, read_command,
                          run_data_records)
 from .training.checkpointing import STATE_DICT_SUFFIX
+from .vocabulary import check_each_once
 
 # the data keys of a run's config that fix the model's training data or their encoding: an
 # evaluation of the run with another value would encode its inputs and decode its outputs
@@ -64,11 +65,8 @@ def _grid_sizes(resolutions):
     bad = [r for r in sizes if r < 2]
     if bad:
         raise ValueError(f"Invalid --res {bad}: resolutions are grid sizes >= 2.")
-    repeated = sorted({r for r in sizes if sizes.count(r) > 1})
-    if repeated:
-        raise ValueError(f"Invalid --res {' '.join(map(str, sizes))}: {', '.join(map(str, repeated))} given more "
-                         "than once; give each resolution once.")
-    return sizes
+    # the config's check (validate_data) would name data.test_resolutions: --res is named here
+    return check_each_once(f"--res {' '.join(map(str, sizes))}", sizes)
 
 
 def eval_config(source, overrides=(), resolutions=None):
@@ -101,7 +99,14 @@ def changed_trained_data(run_data, data):
     """``{"data.KEY": (given, the run's)}`` of the :data:`TRAINED_DATA_KEYS` that the data section
     ``data`` sets otherwise than the run's ``run_data``: what changes the data a run's model was
     trained on or their encoding. The rule of ``eval``'s refusal (:func:`_check_trained_data`)
-    and of ``train --resume``'s."""
+    and of ``train --resume``'s.
+
+    Another data section class (``--data NavierStokesDatasetConfig`` for a Darcy run: another
+    dataset) is ``{"data": (its name, the run's)}`` alone: the keys it has otherwise follow from it.
+    """
+    given, run = type(data).__name__, type(run_data).__name__
+    if given != run:
+        return {"data": (given, run)}
     return {f"data.{key}": (getattr(data, key, None), getattr(run_data, key)) for key in TRAINED_DATA_KEYS
             if hasattr(run_data, key) and getattr(data, key, None) != getattr(run_data, key)}
 
@@ -179,8 +184,10 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
 
     Parameters
     ----------
-    path : str or Path
-        A run folder, a folder with one ``NAME_state_dict.pt``, or that file.
+    path : str, Path or FoundCheckpoint
+        A run folder, a folder with one ``NAME_state_dict.pt``, or that file; or the
+        :class:`~neuralop_mp.run_folder.FoundCheckpoint` :func:`~neuralop_mp.run_folder.find_checkpoint`
+        found for one.
     spec : str, optional
         Config to take data and settings from instead of the run's own (a built-in
         name or ``path.py[:Class]``).
@@ -205,9 +212,10 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     CheckpointError
         For a model file (or its metadata) that cannot be loaded, naming it.
     """
-    folder, _ = find_checkpoint(path)
-    source = config_source(folder, spec)  # command.json read once, for the config and for whether it is the run's own
-    return evaluate_with_config(path, source, eval_config(source, overrides, resolutions), precision=precision,
+    found = find_checkpoint(path)  # found (a run's final model: checked current) once, here
+    # command.json read once, for the config and for whether it is the run's own
+    source = config_source(found.folder, spec)
+    return evaluate_with_config(found, source, eval_config(source, overrides, resolutions), precision=precision,
                                 progress=progress, log=log)
 
 
@@ -215,7 +223,9 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     """:func:`run_evaluation` with the config already built: ``source`` as :func:`config_source`
     read it for ``path``'s folder (whether the config is the run's own, whose model then runs in
     the precision the run trained in) and ``config`` as :func:`eval_config` built it from
-    ``source`` (``neuralop-mp eval`` builds it to check its options)."""
+    ``source`` (``neuralop-mp eval`` builds it to check its options). ``path`` as for
+    :func:`run_evaluation`: a :class:`~neuralop_mp.run_folder.FoundCheckpoint` the caller found is
+    neither looked up nor checked again."""
     from . import build_steps
     from .vocabulary import check_choice, dtype_name, PRECISION_MODES, resolve_half_dtype
     from .run_setup import resolve_device
@@ -224,12 +234,13 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     from .training.schedule import PrecisionSchedule
 
     start = time.perf_counter()
-    folder, name = find_checkpoint(path)  # a run's final model, the folder or the file named: current
+    found = find_checkpoint(path)  # a run's final model, the folder or the file named: current
+    folder, name = found
     checkpoint = folder / f"{name}{STATE_DICT_SUFFIX}"
     if precision is not None:
         precision = check_choice("--precision", precision, PRECISION_MODES)
     device = resolve_device(config.device)
-    model, saved_precision = load_model(checkpoint, mixed_precision_layer=precision not in (None, "full"))
+    model, saved_precision = load_model(found, mixed_precision_layer=precision not in (None, "full"))
     model = model.to(device)
     log(f"[neuralop-mp] {type(model).__name__} from {folder / name}_*: loading data ({type(config.data).__name__})")
     test_loaders = None

@@ -25,6 +25,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -76,11 +77,22 @@ def save_model(model, folder, name=FINAL_MODEL):
             "metadata": str(folder / f"{name}{METADATA_SUFFIX}")}
 
 
+class FoundCheckpoint(NamedTuple):
+    """A model checkpoint :func:`find_checkpoint` found: its folder and its ``NAME``. Given again
+    where a path is taken (:func:`find_checkpoint`, :func:`load_model`,
+    :func:`~neuralop_mp.evaluate.evaluate_with_config`), it is used as it is: a run's final model
+    is checked current once, where it is found, however many of them a caller passes it through."""
+
+    folder: Path
+    name: str
+
+
 def find_checkpoint(path):
-    """``(folder, name)`` of the model checkpoint that ``path`` points at.
+    """``(folder, name)`` (a :class:`FoundCheckpoint`) of the model checkpoint that ``path`` points at.
 
     ``path`` is a run folder (its final model, else its best model), a folder with a
-    single ``*_state_dict.pt``, or a ``NAME_state_dict.pt`` file. A folder that a crash
+    single ``*_state_dict.pt``, or a ``NAME_state_dict.pt`` file; a :class:`FoundCheckpoint`
+    is returned as it is, neither looked up nor checked again. A folder that a crash
     between the two renames of a save left only as ``{folder}.old`` is read there, with a
     warning (:func:`~neuralop_mp.training.checkpointing.loadable_save`).
 
@@ -91,6 +103,8 @@ def find_checkpoint(path):
         or its final model file named): stopped before its final save, or
         (:func:`check_final_model_current`) resumed and stopped so.
     """
+    if isinstance(path, FoundCheckpoint):  # found, and checked, by the caller
+        return path
     path = loadable_save(path)
     suffix = STATE_DICT_SUFFIX
     if path.is_file() and path.name.endswith(suffix):
@@ -103,7 +117,7 @@ def find_checkpoint(path):
             return _checked_model(path, name)
     found = sorted(p.name[: -len(suffix)] for p in path.glob(f"*{suffix}"))
     if len(found) == 1:
-        return path, found[0]
+        return FoundCheckpoint(path, found[0])
     # a training state (checkpoint/, or the checkpoint.old a crashed save leaves) and no model: a run
     # stopped before its final save
     if not found and any(name != RESULTS_FILE for name in run_files(path)):
@@ -115,11 +129,12 @@ def find_checkpoint(path):
 
 
 def _checked_model(folder, name):
-    """``(folder, name)``, once a run folder's final model (the folder or the file named) is
-    found current (:func:`check_final_model_current`)."""
+    """:class:`FoundCheckpoint` ``(folder, name)``, once a run folder's final model (the folder or
+    the file named) is found current (:func:`check_final_model_current`): the one place that
+    check runs."""
     if name == FINAL_MODEL and (folder / COMMAND_FILE).is_file():
         check_final_model_current(folder)
-    return folder, name
+    return FoundCheckpoint(folder, name)
 
 
 def load_model(path, map_location="cpu", mixed_precision_layer=False):
@@ -131,7 +146,7 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
 
     Parameters
     ----------
-    path : str or Path
+    path : str, Path or FoundCheckpoint
         See :func:`find_checkpoint`.
     map_location : str or torch.device
     mixed_precision_layer : bool

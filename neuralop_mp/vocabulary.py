@@ -11,12 +11,13 @@ standard library), so every other module can use it without creating an import c
 - :func:`check_choice`, the one error format for a bad value (key, value, allowed
   values);
 - :func:`check_int_at_least` and :func:`check_real`: an integer, or a finite real number in
-  a range, in that format;
+  a range, in that format; :func:`check_each_once`: a list without a value given twice;
 - :func:`none_if_null`: configs spell "no value" as None, "None", "none", "null" or "";
 - :func:`read_key`: read a config section's key whether it is a dict, a Bunch or a
   zencfg config object, under zencfg 0.7 and 1.0 alike (a whole section as a dict:
   ``configs.zencfg_compat.section_dict``);
-- :func:`plain_text`: a docstring's reST roles and literals as plain text, for ``--help``.
+- :func:`plain_text`: a docstring's reST roles and literals as plain text, for ``--help``;
+  :func:`public_name`: a class's dotted name as scripts import it, for messages.
 """
 import math
 import re
@@ -98,6 +99,18 @@ def check_int_at_least(key, value, minimum=1, unit=None):
     if number < minimum:
         raise ValueError(f"Invalid {key}={value!r}; allowed values: {allowed}.")
     return number
+
+
+def check_each_once(given, values, item="resolution"):
+    """``values`` if no value is in it twice, else a ValueError naming them as given (``given``:
+    ``--res 16 32 16``, ``data.test_resolutions=[16, 32, 16]``), the repeated ones and the rule,
+    e.g. ``Invalid --res 16 32 16: 16 given more than once; allowed values: each resolution once.``"""
+    values = list(values)
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"Invalid {given}: {', '.join(map(str, repeated))} given more than once; "
+                         f"allowed values: each {item} once.")
+    return values
 
 
 class NotARealNumberError(TypeError, ValueError):
@@ -337,3 +350,18 @@ def plain_text(doc):
     """``doc`` (a module docstring shown by ``--help``) with its reST roles and literals as plain
     text: ``:func:`name``` and ````value```` become ``name`` and ``value``."""
     return re.sub(r"(?::\w+:)?`+([^`]+)`+", r"\1", doc)
+
+
+def public_name(path):
+    """A class's ``module.qualname`` (``path``, as a class or a report records it) by the name
+    scripts import it under: torch's optimizers from ``torch.optim`` (``torch.optim.sparse_adam.SparseAdam``
+    is ``torch.optim.SparseAdam``), else a class in a module named after it from the package
+    (``neuralop.training.adamw.AdamW`` is ``neuralop.training.AdamW``), else ``path`` itself.
+
+    A string, not a class: ``neuralop-mp run`` names the classes its script's process recorded."""
+    module, _, name = path.rpartition(".")
+    exported = getattr(torch.optim, name, None)
+    if isinstance(exported, type) and f"{exported.__module__}.{exported.__qualname__}" == path:
+        return f"torch.optim.{name}"
+    package, _, leaf = module.rpartition(".")
+    return f"{package}.{name}" if package and leaf == name.lower() else path

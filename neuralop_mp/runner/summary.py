@@ -15,7 +15,7 @@ from ..configs.zencfg_compat import PYDANTIC_CONFIGS
 from ..run_records import human_bytes as _bytes
 from ..run_records import phase_ranges
 from ..train_report import precision_as_run
-from ..vocabulary import dtype_name, resolve_half_dtype
+from ..vocabulary import dtype_name, public_name, resolve_half_dtype
 from .activation import optimizer_replacement_reason
 
 
@@ -75,28 +75,20 @@ def _as_run(phase, device, sizes):
 UPSTREAM_ADAMW = "neuralop.training.adamw.AdamW"
 
 
-def _public_name(path):
-    """``path`` (``module.qualname``) by the name scripts import it under: a class in a module
-    named after it is taken from the package, e.g. ``neuralop.training.adamw.AdamW`` is
-    ``neuralop.training.AdamW`` and ``torch.optim.sgd.SGD`` is ``torch.optim.SGD``."""
-    module, _, name = path.rpartition(".")
-    return f"{module.rpartition('.')[0] if module.rpartition('.')[2] == name.lower() else module}.{name}"
-
-
 def _optimizer_lines(report):
     """How the script's optimizer came about: replaced (by what, because of which option), or
     kept; a kept one is named where a trainer trained with it (a hand-written loop's is unknown)."""
     lines = []
     for o in report.optimizers:
         because = f" because {o['reason']}" if o.get("reason") else ""
-        lines.append(f"optimizer: upstream {_public_name(o['replaced'])} replaced by {o['class']} "
+        lines.append(f"optimizer: upstream {public_name(o['replaced'])} replaced by {o['class']} "
                      f"({o['kind']}){because}")
     if optimizer_replacement_reason(report.options) is None:  # nothing was replaced: what the trainers got
         used = list(dict.fromkeys(path for t in report.trainers for path in t.get("optimizers") or ()))
         if UPSTREAM_ADAMW in used:
             lines.append("optimizer: the script's own (upstream neuralop.training.AdamW is kept: no option asked "
                          "for the plugin's optimizer)")
-        others = [_public_name(path) for path in used if path != UPSTREAM_ADAMW]
+        others = [public_name(path) for path in used if path != UPSTREAM_ADAMW]
         if others:
             lines.append(f"optimizer: the script's own {', '.join(others)}")
     return lines

@@ -39,6 +39,7 @@ import torch
 
 from ..caller_frames import stacklevel_outside
 from ..optim.settings import BOOKKEEPING_KEYS
+from ..vocabulary import public_name
 from ..wrapped_module import unwrap
 
 # upstream's names, which its load_training_state reads: Trainer.checkpoint saves the model as
@@ -437,14 +438,11 @@ def _upstream_adamw():
 
 
 def class_text(cls):
-    """An optimizer class named as it is imported: ``torch.optim.AdamW``, ``upstream
-    neuralop.training.AdamW`` (two classes of one name), else ``module.Name``."""
-    name = cls.__qualname__
-    if getattr(torch.optim, name, None) is cls:
-        return f"torch.optim.{name}"
-    if cls.__module__ == "neuralop.training.adamw":
-        return f"upstream neuralop.training.{name}"
-    return f"{cls.__module__}.{name}"
+    """An optimizer class named as it is imported (:func:`~neuralop_mp.vocabulary.public_name`):
+    ``torch.optim.AdamW``, ``upstream neuralop.training.AdamW`` (two classes of one name: upstream's
+    is said so), ``neuralop_mp.optim.TensorGRaD``."""
+    upstream = "upstream " if cls.__module__ == "neuralop.training.adamw" else ""
+    return upstream + public_name(f"{cls.__module__}.{cls.__qualname__}")
 
 
 @functools.lru_cache(maxsize=None)

@@ -147,13 +147,13 @@ def test_checkpoint_checks_name_upstreams_adamw_and_the_plugins_optimizers_exact
     params = list(_fno().parameters())
     upstream, ours = UPSTREAM_ADAMW(params), TensorGRaD(params)
     # TensorGRaD's state, class recorded, resumed by upstream's AdamW
-    with pytest.raises(CheckpointError, match=r"It was written by neuralop_mp\.optim\.tensorgrad\.TensorGRaD; "
+    with pytest.raises(CheckpointError, match=r"It was written by neuralop_mp\.optim\.TensorGRaD; "
                                               r"this run's optimizer is upstream neuralop\.training\.AdamW\.$"):
         check_state_class("optimizer", upstream, "TensorGRaD", path, state=ours.state_dict())
     # upstream's AdamW state without a recorded class (a converted upstream checkpoint): its settings are a
     # subset of TensorGRaD's, which loaded it and ran without compression; refused now, naming both
     with pytest.raises(CheckpointError, match=r"It was written by upstream neuralop\.training\.AdamW; this run's "
-                                              r"optimizer is neuralop_mp\.optim\.tensorgrad\.TensorGRaD\.$"):
+                                              r"optimizer is neuralop_mp\.optim\.TensorGRaD\.$"):
         check_optimizer_state(ours, upstream.state_dict(), path)
     check_optimizer_state(UPSTREAM_ADAMW(params), upstream.state_dict(), path)  # its own class: accepted
 
