@@ -69,7 +69,9 @@ def _checkpoint_path(target):
 
     path = Path(target)
     if Path(f"{target}{METADATA_SUFFIX}").exists():
-        return path.parent, path.name
+        state_dict = Path(f"{target}{STATE_DICT_SUFFIX}")
+        # found (a run's final model: checked current) here, once; load_model then takes it as found
+        return find_checkpoint(state_dict) if state_dict.is_file() else (path.parent, path.name)
     if not path.is_dir() or config_file(target) is None:  # a built-in name wins over a folder of that name
         return None
     try:
@@ -125,11 +127,10 @@ def _load_config(target, overrides):
     return load_checked(lambda source: load_config(source, overrides), overrides, target, _option_names())
 
 
-def _load(args, overrides):
-    """(model, loader name, loader kwargs, N, name)."""
-    checkpoint = _checkpoint_path(args.target)
+def _load(args, overrides, checkpoint):
+    """(model, loader name, loader kwargs, N, name); ``checkpoint``: :func:`_checkpoint_path`'s."""
     if checkpoint is not None:
-        from ..run_folder import load_model
+        from ..run_folder import FoundCheckpoint, load_model
 
         if overrides:
             unknown = [o.partition("=")[0] for o in overrides if o.startswith("--")]
@@ -138,7 +139,8 @@ def _load(args, overrides):
                              + ", ".join(_option_names()) + ".")
         folder, name = checkpoint
         # the plugin's layer even for a full-precision checkpoint (a plain `train` run's): it switches precision
-        model, _ = load_model(Path(folder) / f"{name}{STATE_DICT_SUFFIX}", mixed_precision_layer=True)
+        found = checkpoint if isinstance(checkpoint, FoundCheckpoint) else Path(folder) / f"{name}{STATE_DICT_SUFFIX}"
+        model, _ = load_model(found, mixed_precision_layer=True)
         return (model, *_run_data(folder, args), Path(args.target).resolve().name)
     from ..models.registry import get_model
 
@@ -205,7 +207,8 @@ def main(argv=None):
         check_settings(fraction, DEFAULT_OVERFLOW_MARGIN)
         if args.recipe_table:
             return _recipe_table(args, overrides)
-        model, loader, kwargs, n, name = _load(args, overrides)
+        checkpoint = _checkpoint_path(args.target)
+        model, loader, kwargs, n, name = _load(args, overrides, checkpoint)
         out = Path(args.out or Path("diagnose") / name)
         check_out_folder(out)  # the default folder too, before the measurement (an explicit --out: when parsed)
         with warnings.catch_warnings():
@@ -217,7 +220,7 @@ def main(argv=None):
         print(f"neuralop-mp diagnose: error: {error}", file=sys.stderr)
         return 2
     print(format_table(diagnosis, recommendation))
-    config_part = "CONFIG" if _checkpoint_path(args.target) is not None else shlex.join([args.target, *overrides])
+    config_part = "CONFIG" if checkpoint is not None else shlex.join([args.target, *overrides])
     print(f"Train with: neuralop-mp train {config_part} {shlex.join(recommendation['train_flags'])}")
     out.mkdir(parents=True, exist_ok=True)
     write_json(diagnosis, recommendation, out / "results.json")

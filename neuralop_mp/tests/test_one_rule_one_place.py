@@ -124,3 +124,13 @@ def test_a_checkpoint_message_and_the_run_summary_name_a_class_alike(cls, name):
     assert _optimizer_lines(report)[-1] == (f"optimizer: the script's own ({upstream}neuralop.training.AdamW is kept: "
                                             "no option asked for the plugin's optimizer)" if upstream
                                             else f"optimizer: the script's own {name}")
+
+
+@pytest.mark.parametrize("named", ["folder", "folder/NAME"])
+def test_diagnose_checks_a_runs_final_model_current_once(tiny_run, monkeypatch, capsys, tmp_path, named):
+    """diagnose found the checkpoint twice (and checked it again in load_model): three checks."""
+    target = tiny_run if named == "folder" else tiny_run / "model"
+    checked = _count_checks(monkeypatch)
+    assert cli.main(["diagnose", str(target), "--n-samples", "1", "--resolution", "8", "--n-bands", "2",
+                     "--out", str(tmp_path / "diag")]) == 0, capsys.readouterr().err
+    assert checked == [tiny_run]
