@@ -127,8 +127,11 @@ def _load_config(target, overrides):
     return load_checked(lambda source: load_config(source, overrides), overrides, target, _option_names())
 
 
-def _load(args, overrides, checkpoint):
-    """(model, loader name, loader kwargs, N, name); ``checkpoint``: :func:`_checkpoint_path`'s."""
+def _load(args, overrides, checkpoint=...):
+    """(model, loader name, loader kwargs, N, name); ``checkpoint``: :func:`_checkpoint_path`'s
+    (found here when not given)."""
+    if checkpoint is ...:
+        checkpoint = _checkpoint_path(args.target)
     if checkpoint is not None:
         from ..run_folder import FoundCheckpoint, load_model
 
