@@ -235,7 +235,7 @@ def test_missing_data_names_the_files_and_the_command(in_scripts, no_network, tm
     message = str(result.error)
     assert "nsforcing_train_16.pt, nsforcing_test_16.pt not found" in message
     # with the samples the script asks for (--data.n_train 32, --data.n_tests [16])
-    assert f"neuralop-mp data navier_stokes --res 16 --n-train 32 --n-test 16 --root {empty}" in message
+    assert f"neuralop-mp data navier_stokes --root {empty} --res 16 --n-train 32 --n-test 16\n" in message
     assert no_network == []
 
 
@@ -278,8 +278,9 @@ def test_asking_for_more_samples_than_the_files_hold_is_said_with_the_command_fo
             "--data.n_tests", "[50,4]", "--data.test_batch_sizes", "[4,4]", "--opt.n_epochs", "1"]
     result = run_script("train_darcy.py", args, precision="mixed", data_root=root)
     assert result.exit_status == 0, result.error
-    commands = [f"neuralop-mp data darcy --res 16 --n-train 1000 --root {root}",
-                f"neuralop-mp data darcy --res 16 --n-test 50 --root {root}"]
+    # each writes that file alone, with the physics the files record
+    commands = [f"neuralop-mp data darcy --root {root} --res 16 --n-train 1000 --n-test 0 --face-average harmonic",
+                f"neuralop-mp data darcy --root {root} --res 16 --n-train 0 --n-test 50 --face-average harmonic"]
     assert result.report.notes == [
         f"darcy_train_16.pt in {root} holds 8 samples but the script asked for 1000 (training on 8); generate more "
         f"with `{commands[0]}`.",

@@ -17,15 +17,6 @@ import time
 
 from .darcy import FACE_AVERAGES
 
-DATASETS = ("darcy", "navier_stokes", "burgers")
-# Defaults per dataset: resolutions, n_train, n_test (those of the generate_* functions).
-DEFAULTS = {
-    "darcy": ((16, 32), 1000, 200),
-    "navier_stokes": ((32,), 400, 100),
-    "burgers": ((16,), 800, 200),
-}
-
-
 def _int_at_least(low, allowed):
     """An argparse type: an integer >= ``low``, else an error naming the value and ``allowed``."""
     def parse(text):
@@ -58,7 +49,9 @@ def positive_float(text):
 def build_parser(prog="neuralop-mp data"):
     """The argument parser of the ``data`` command."""
     parser = argparse.ArgumentParser(prog=prog, description="Generate PDE datasets offline, in neuraloperator's file layouts.")
-    parser.add_argument("dataset", choices=DATASETS, help="which dataset to generate")
+    from .loaders import GENERATORS
+
+    parser.add_argument("dataset", choices=tuple(GENERATORS), help="which dataset to generate")
     parser.add_argument("--root", default=None, help="output folder (default: $NEURALOP_MP_DATA or ~/.cache/neuralop_mp/data)")
     parser.add_argument("--res", type=positive_int, nargs="+", default=None,
                         help="stored resolutions (darcy: any >= 4; navier_stokes: powers of 2; burgers: >= 8)")
@@ -83,26 +76,21 @@ def build_parser(prog="neuralop-mp data"):
 
 
 def _generate(args):
-    resolutions, n_train, n_test = DEFAULTS[args.dataset]
-    common = dict(resolutions=tuple(args.res or resolutions), n_train=n_train if args.n_train is None else args.n_train,
-                  n_test=n_test if args.n_test is None else args.n_test, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
     # the loaders' list of the physics flags and of each dataset's physics: a setting a file
     # records is one the loaders keep and name in their advice (a flag of its own here drifted)
-    from .loaders import CLI_FLAGS, LOADER_FILES, PHYSICS
+    from .loaders import CLI_FLAGS, GENERATORS, LOADER_FILES, PHYSICS
 
+    # what is not given keeps the generator's default (the loaders' advice takes the same)
+    given = {key: value for key, value in (("resolutions", tuple(args.res or ())), ("n_train", args.n_train),
+                                           ("n_test", args.n_test)) if value not in (None, ())}
     physics = {k: getattr(args, k) for k in CLI_FLAGS if getattr(args, k) is not None}
     allowed = {k for prefix, _, name in LOADER_FILES.values() if name == args.dataset for k in PHYSICS[prefix]}
-    if args.dataset == "darcy":
-        from .darcy import generate_darcy as generate
-    elif args.dataset == "navier_stokes":
-        from .navier_stokes import generate_navier_stokes as generate
-    else:
-        from .burgers import generate_burgers as generate
     unused = sorted(set(physics) - allowed)
     if unused:
         flags = ", ".join("--" + k.replace("_", "-") for k in unused)
         raise ValueError(f"{flags} does not apply to dataset {args.dataset!r}")
-    return generate(args.root, **common, **physics)
+    return GENERATORS[args.dataset](args.root, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite,
+                                    **given, **physics)
 
 
 def main(argv=None):

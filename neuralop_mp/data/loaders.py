@@ -21,6 +21,7 @@ must have (the files a run trained on): they join those of its files; so may a f
 load (``load_*``'s ``reference``: a run's data at another resolution than its own). To
 change the physics, generate explicitly with the CLI or ``generate_*`` and ``overwrite=True``.
 """
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -35,11 +36,11 @@ from torch.utils.data import DataLoader
 from ..caller_frames import stacklevel_outside
 from ..vocabulary import check_choice, check_int_at_least
 from . import burgers, navier_stokes
-from .burgers import burgers_settings, generate_burgers_split
+from .burgers import burgers_settings, generate_burgers, generate_burgers_split
 from .cache import data_file, file_info, resolve_root
-from .darcy import darcy_settings, generate_darcy_split
+from .darcy import darcy_settings, generate_darcy, generate_darcy_split
 from .file_checks import DataFileError, ForeignDataFileChecksumError, check_data_file, read_data_file
-from .navier_stokes import generate_navier_stokes_split, ns_settings
+from .navier_stokes import generate_navier_stokes, generate_navier_stokes_split, ns_settings
 
 # Resolutions upstream's dataset classes accept (they assert on anything else).
 UPSTREAM_RESOLUTIONS = {"darcy": (16, 32, 64, 128, 421), "nsforcing": (128, 1024), "burgers": (16, 128)}
@@ -54,6 +55,17 @@ SPATIAL_DIMS = {"darcy": 2, "nsforcing": 2, "burgers": 1}
 SAMPLE_LAYOUT = {"load_darcy": {"data_channels": 1, "out_channels": 1, "dims": SPATIAL_DIMS["darcy"]},
                  "load_navier_stokes": {"data_channels": 1, "out_channels": 1, "dims": SPATIAL_DIMS["nsforcing"]},
                  "load_burgers": {"data_channels": 1, "out_channels": 1, "dims": SPATIAL_DIMS["burgers"] + 1}}
+
+#: each dataset's generator, by the name `neuralop-mp data` takes
+GENERATORS = {"darcy": generate_darcy, "navier_stokes": generate_navier_stokes, "burgers": generate_burgers}
+
+
+def generator_defaults(cli_name):
+    """``{"resolutions", "n_train", "n_test"}``: the defaults of the dataset's generator
+    (:data:`GENERATORS`), which ``neuralop-mp data`` and its advice take for what is not given."""
+    params = inspect.signature(GENERATORS[cli_name]).parameters
+    return {key: params[key].default for key in ("resolutions", "n_train", "n_test")}
+
 
 # The physics of a load: the split generator's arguments its files record. A file of ours
 # that is regenerated keeps its own; a missing one takes those of the load's other files.
@@ -231,26 +243,84 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
 def _missing_files_message(root, prefix, cli_name, needed, missing, physics):
     """The FileNotFoundError of :func:`ensure_files` with ``generate=False``: the ``missing``
     files (``(path, res, split, n)``) and the ``neuralop-mp data`` command that writes them with
-    the load's ``physics``. The command writes a split at each resolution it is given, unless
-    its count is 0: a file it writes that the load does not read (where the missing files
-    are of both splits at different resolutions) is named too."""
+    the load's ``physics`` (:func:`data_command`)."""
     names = ", ".join(str(p) for p, *_ in missing)
-    resolutions = sorted({r for _, r, _, _ in missing})
-    counts = {split: max([n for _, _, s, n in missing if s == split], default=0) for split in ("train", "test")}
-    read = {data_file(root, prefix, split, res) for res, split, _ in needed}
+    command, also = data_command(root, prefix, cli_name, [(res, split) for res, split, _ in needed],
+                                 [(res, split, n) for _, res, split, n in missing], physics)
+    also = f"{also}\n" if also else ""
+    return (f"Missing data files: {names}. Generate them offline with:\n  {command}\n"
+            f"{also}or load with generate=True (--data.generate true).")
+
+
+def data_command(root, prefix, cli_name, reads, writes, physics=None):
+    """The ``neuralop-mp data`` command that writes the files ``writes``, and what else it writes.
+
+    The one builder of that advice: the loaders' missing files and the offline data of
+    upstream's scripts under ``neuralop-mp run`` (:mod:`neuralop_mp.runner.offline`) both
+    call it.
+
+    Parameters
+    ----------
+    root : path
+        The data folder (``--root``).
+    prefix, cli_name : str
+        The files' prefix (``nsforcing``) and the CLI's dataset name (``navier_stokes``).
+    reads : iterable of (int, str)
+        ``(resolution, split)`` of every file the load reads.
+    writes : iterable of (int, str, int or None)
+        ``(resolution, split, n_samples)`` of the files to write; ``n_samples`` None (a
+        count the caller does not know): the generator's default (:func:`generator_defaults`).
+    physics : dict, optional
+        Generator arguments the command carries as flags (:data:`CLI_FLAGS`).
+
+    Returns
+    -------
+    (str, str)
+        The command, and the sentence naming the files it also writes that the load does
+        not read ("" when none). The CLI writes each split at every resolution it is given
+        (with the most samples asked of that split), unless its count is 0: a split with no
+        file to write gets 0, so a test set alone writes no training file; missing files of
+        both splits at different resolutions also write the files between them.
+    """
+    writes = list(writes)
+    defaults = generator_defaults(cli_name)
+    defaults = {"train": defaults["n_train"], "test": defaults["n_test"]}
+    counts = {}
+    for split in ("train", "test"):
+        asked = [n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else defaults[split]
+                 for _, s, n in writes if s == split]
+        counts[split] = max(asked, default=0)
+    resolutions = sorted({int(res) for res, _, _ in writes})
+    command = (f"neuralop-mp data {cli_name} --root {root} --res {' '.join(map(str, resolutions))} "
+               f"--n-train {counts['train']} --n-test {counts['test']}{_cli_flags(physics or {})}")
+    read = {data_file(root, prefix, split, int(res)) for res, split in reads}
     extra = [(path, counts[split]) for res in resolutions for split in ("train", "test")
              if counts[split] and (path := data_file(root, prefix, split, res)) not in read]
-    also = ""
-    if extra:
-        listed = ", ".join(f"{path} ({n} sample{'s' if n > 1 else ''})" for path, n in extra)
-        # the CLI regenerates a file of ours recording other settings: say so before it is run
-        replaced = "".join(f"; {path} exists: it is replaced if it records other settings"
-                           for path, _ in extra if path.exists())
-        also = f"It also writes {listed}, which this load does not read{replaced}.\n"
-    return (f"Missing data files: {names}. Generate them offline with:\n"
-            f"  neuralop-mp data {cli_name} --root {root} --res {' '.join(map(str, resolutions))} "
-            f"--n-train {counts['train']} --n-test {counts['test']}{_cli_flags(physics)}\n"
-            f"{also}or load with generate=True (--data.generate true).")
+    if not extra:
+        return command, ""
+    listed = ", ".join(f"{path} ({n} sample{'s' if n > 1 else ''})" for path, n in extra)
+    # the CLI regenerates a file of ours recording other settings: say so before it is run
+    replaced = "".join(f"; {path} exists: it is replaced if it records other settings"
+                       for path, _ in extra if path.exists())
+    return command, f"It also writes {listed}, which this load does not read{replaced}."
+
+
+def recorded_load_physics(prefix, cli_name, root, paths):
+    """The physics (:func:`_load_physics`) that the readable files of ours among ``paths`` record:
+    what a command writing the others of their load carries; {} when there are none.
+
+    Raises ValueError (naming them) where they record different physics.
+    """
+    records = {}
+    for path in paths:
+        if Path(path).is_file():
+            try:
+                meta = file_info(read_data_file(path))[0]
+            except DataFileError:  # an unreadable file records nothing
+                continue
+            if meta:
+                records[Path(path)] = meta
+    return _load_physics(prefix, cli_name, root, records)
 
 
 def _recorded_physics(prefix, meta):
@@ -295,7 +365,7 @@ def _settings_text(settings):
 
 
 def _cli_flags(settings):
-    """``settings`` as ``neuralop-mp data`` flags (those it has: face_average has none)."""
+    """``settings`` as ``neuralop-mp data`` flags (:data:`CLI_FLAGS`, in their order)."""
     return "".join(f" --{k.replace('_', '-')} {settings[k]}" for k in CLI_FLAGS if k in settings)
 
 

@@ -28,6 +28,9 @@ from pathlib import Path
 
 from neuralop.data.datasets.pt_dataset import PTDataset
 
+from neuralop_mp.data.cache import data_file
+from neuralop_mp.data.loaders import data_command, recorded_load_physics
+
 
 class OfflineDataError(FileNotFoundError):
     """Data files are missing and the plugin does not download (no network call)."""
@@ -46,41 +49,47 @@ DATASETS = {
 DOWNLOAD_FUNCTIONS = ("download_from_zenodo_record", "download_from_url")
 
 
-def expected_files(prefix, resolutions):
-    """File names upstream's PTDataset reads for ``resolutions`` (train and test)."""
-    names = []
-    for res in sorted(set(int(r) for r in resolutions)):
-        names += [f"{prefix}_train_{res}.pt", f"{prefix}_test_{res}.pt"]
-    return names
+def _advice(dataset, root, values, writes):
+    """The ``neuralop-mp data`` command that writes ``writes`` (``[(res, split, n)]``) into ``root``
+    and the sentence naming what else it writes (the loaders' builder,
+    :func:`neuralop_mp.data.loaders.data_command`), for the files of one dataset construction
+    (``values``: its arguments). It carries the physics that the construction's files of ours
+    record, so a file it adds matches them; none where they disagree (upstream compares nothing:
+    the generator's defaults, as before)."""
+    prefix = DATASETS[dataset]["prefix"]
+    reads = _files_read(values)
+    try:
+        physics = recorded_load_physics(prefix, dataset, root, [data_file(root, prefix, s, r) for r, s in reads])
+    except ValueError:
+        physics = {}
+    return data_command(root, prefix, dataset, reads, writes, physics)
 
 
-def generate_command(dataset, resolutions, root, n_train=None, n_test=None):
-    """The shell command that writes the files of ``dataset`` at ``resolutions`` into ``root``
-    (with ``n_train`` / ``n_test`` samples where given, else the generator's defaults)."""
-    res = " ".join(str(r) for r in sorted(set(int(r) for r in resolutions)))
-    counts = "".join(f" --n-{split} {int(n)}" for split, n in (("train", n_train), ("test", n_test)) if n is not None)
-    return f"neuralop-mp data {dataset} --res {res}{counts} --root {root}"
+def _files_read(values):
+    """``[(res, split), ...]`` of the files upstream reads: the training file of the training
+    resolution and the test files of the test resolutions."""
+    return [(int(values["train_resolution"]), "train")] + [
+        (int(res), "test") for res in _listify(values["test_resolutions"])]
 
 
-def require_files(dataset, root, train_resolution, test_resolutions, n_train=None, n_tests=None):
-    """Return the paths of a dataset's files, or raise :class:`OfflineDataError` naming the missing ones
-    and the command that writes them with the samples the script asks for (``n_train``, the most
-    of ``n_tests``; the generator's defaults where not given).
-
-    Only the training file of the training resolution and the test files of the
-    test resolutions are read by upstream, so only those are required.
+def require_files(dataset, root, values):
+    """Return the paths of the files a dataset construction (``values``: its arguments) reads, or
+    raise :class:`OfflineDataError` naming the missing ones and the command that writes them
+    alone, with the samples the script asks for (the generator's defaults where it gives none).
     """
     prefix = DATASETS[dataset]["prefix"]
     root = Path(root)
-    needed = [root / f"{prefix}_train_{int(train_resolution)}.pt"]
-    needed += [root / f"{prefix}_test_{int(r)}.pt" for r in test_resolutions]
-    missing = [p.name for p in needed if not p.is_file()]
+    reads = _files_read(values)
+    counts = [values.get("n_train")] + _listify(values.get("n_tests"))
+    asked = [(res, split, counts[i] if i < len(counts) else None) for i, (res, split) in enumerate(reads)]
+    needed = [data_file(root, prefix, split, res) for res, split, _ in asked]
+    missing = [(path, spec) for path, spec in zip(needed, asked) if not path.is_file()]
     if missing:
-        resolutions = [train_resolution, *test_resolutions]
-        n_test = max((int(n) for n in _listify(n_tests)), default=None) if n_tests is not None else None
+        command, also = _advice(dataset, root, values, [spec for _, spec in missing])
+        also = f"{also}\n" if also else ""
         raise OfflineDataError(
-            f"neuralop-mp (offline data): {', '.join(missing)} not found in {root}. "
-            f"Generate them with:\n    {generate_command(dataset, resolutions, root, n_train, n_test)}\n"
+            f"neuralop-mp (offline data): {', '.join(path.name for path, _ in missing)} not found in {root}. "
+            f"Generate them with:\n    {command}\n{also}"
             "or point the script at a folder that has them (--mp.data-root DIR; from Python, "
             "neuralop_mp.enable(data_root=DIR)). "
             "(While the plugin is enabled, datasets are never downloaded.)"
@@ -103,11 +112,10 @@ def _note_short_samples(report, dataset, root, values, loaded):
     for split, res, wanted, held in asked:
         if not isinstance(wanted, int) or held >= wanted:
             continue
-        counts = {"n_train": wanted} if split == "train" else {"n_test": wanted}
+        command, _ = _advice(dataset, root, values, [(res, split, wanted)])  # that file alone: nothing else
         report.note(
-            f"{prefix}_{split}_{res}.pt in {root} holds {held} samples but the script asked for {wanted} "
-            f"({'training' if split == 'train' else 'testing'} on {held}); generate more with "
-            f"`{generate_command(dataset, [res], root, **counts)}`."
+            f"{data_file(root, prefix, split, res).name} in {root} holds {held} samples but the script asked for {wanted} "
+            f"({'training' if split == 'train' else 'testing'} on {held}); generate more with `{command}`."
         )
 
 
@@ -135,8 +143,7 @@ def _downloading_init(dataset, original, report, data_root):
         values = _arguments(original, self, args, kwargs)
         root = _resolve_root(values["root_dir"], data_root)
         test_resolutions = _listify(values["test_resolutions"])
-        files = require_files(dataset, root, values["train_resolution"], test_resolutions,
-                              values.get("n_train"), values.get("n_tests"))
+        files = require_files(dataset, root, values)
         report.record_dataset(dataset, root, files, download_requested=values.get("download", False))
         # upstream's __init__ after its download step, without the resolution whitelist
         PTDataset.__init__(
@@ -167,8 +174,7 @@ def _reading_init(dataset, original, report, data_root):
     def __init__(self, *args, **kwargs):
         values = _arguments(original, self, args, kwargs)
         root = _resolve_root(values["root_dir"], data_root)
-        files = require_files(dataset, root, values["train_resolution"], _listify(values["test_resolutions"]),
-                              values.get("n_train"), values.get("n_tests"))
+        files = require_files(dataset, root, values)
         report.record_dataset(dataset, root, files, download_requested=False)
         values["root_dir"] = root
         original(self, **values)

@@ -186,9 +186,6 @@ class ActivationReport:
         """Models built during the activation that are still alive."""
         return [m for m in (r() for r in self._model_refs) if m is not None]
 
-    def live_trainers(self):
-        return [t for _, t in self._trainer_refs]
-
     def finish(self):
         """Copy the trainers' histories and drop every reference to them."""
         for entry, trainer in self._trainer_refs:  # the last call's history, which no later call replaced

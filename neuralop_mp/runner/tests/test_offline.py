@@ -10,7 +10,7 @@ from neuralop.data.datasets import darcy as upstream_darcy
 from neuralop.data.datasets import web_utils
 
 import neuralop_mp
-from neuralop_mp.runner.offline import OfflineDataError, expected_files, generate_command
+from neuralop_mp.runner.offline import OfflineDataError
 
 from .conftest import write_pt_pair
 
@@ -70,8 +70,9 @@ def test_missing_files_name_themselves_and_the_generate_command(no_network, fake
             load_darcy_flow_small(data_root="unused", **DARCY_KWARGS)
     message = str(info.value)
     assert "darcy_test_32.pt not found in" in message and "darcy_train_16.pt" not in message
-    # with the samples the script asks for (a default-sized file stopped it again, at "holds N samples")
-    assert f"neuralop-mp data darcy --res 16 32 --n-train 6 --n-test 4 --root {empty}" in message
+    # the missing file alone, with the samples the script asks for (a default-sized file stopped it
+    # again, at "holds N samples")
+    assert f"neuralop-mp data darcy --root {empty} --res 32 --n-train 0 --n-test 3\n" in message
     assert no_network == []
 
 
@@ -88,7 +89,7 @@ def test_navier_stokes_reads_any_resolution_present(tmp_path, no_network, fake_p
     assert report.datasets[0]["dataset"] == "navier_stokes"
     assert no_network == []
     with neuralop_mp.enabled(data_root=tmp_path / "nowhere"):
-        with pytest.raises(OfflineDataError, match=r"neuralop-mp data navier_stokes --res 16 --n-train 4 --n-test 2 --root"):
+        with pytest.raises(OfflineDataError, match=r"neuralop-mp data navier_stokes --root \S+ --res 16 --n-train 4 --n-test 2\n"):
             load_navier_stokes_pt(n_train=4, n_tests=[2], batch_size=2, test_batch_sizes=[2],
                                   train_resolution=16, test_resolutions=[16])
 
@@ -140,25 +141,18 @@ def test_files_holding_fewer_samples_than_asked_are_noted_with_the_command_for_m
     assert len(train_loader.dataset) == 8 and len(test_loaders[32].dataset) == 8
     assert report.notes == [
         f"darcy_train_16.pt in {root} holds 8 samples but the script asked for 20 (training on 8); generate more "
-        f"with `neuralop-mp data darcy --res 16 --n-train 20 --root {root}`.",
+        f"with `neuralop-mp data darcy --root {root} --res 16 --n-train 20 --n-test 0`.",
         f"darcy_test_32.pt in {root} holds 8 samples but the script asked for 30 (testing on 8); generate more "
-        f"with `neuralop-mp data darcy --res 32 --n-test 30 --root {root}`.",
+        f"with `neuralop-mp data darcy --root {root} --res 32 --n-train 0 --n-test 30`.",
     ]
     # a dataset whose class reads the files itself (Burgers), and one with enough samples: no note
     write_pt_pair(tmp_path, "burgers", 16, n=6, x_shape=(16,), y_shape=(5, 16), seed=4)
     with neuralop_mp.enabled(data_root=tmp_path) as report:
         load_mini_burgers_1dtime(data_path="x", n_train=10, n_test=2, batch_size=2, test_batch_size=2)
     assert report.notes == [f"burgers_train_16.pt in {tmp_path} holds 6 samples but the script asked for 10 "
-                            f"(training on 6); generate more with `neuralop-mp data burgers --res 16 --n-train 10 "
-                            f"--root {tmp_path}`."]
+                            f"(training on 6); generate more with `neuralop-mp data burgers --root {tmp_path} --res 16 "
+                            "--n-train 10 --n-test 0`."]
     with neuralop_mp.enabled(data_root=root) as report:
         load_darcy_flow_small(data_root="unused", **DARCY_KWARGS)
     assert report.notes == []
 
-
-def test_helpers():
-    assert expected_files("darcy", [32, 16, 16]) == [
-        "darcy_train_16.pt", "darcy_test_16.pt", "darcy_train_32.pt", "darcy_test_32.pt"]
-    assert generate_command("burgers", [16], "/d") == "neuralop-mp data burgers --res 16 --root /d"
-    assert generate_command("darcy", [16], "/d", n_train=100, n_test=8) == (
-        "neuralop-mp data darcy --res 16 --n-train 100 --n-test 8 --root /d")
