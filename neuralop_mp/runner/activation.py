@@ -54,9 +54,6 @@ from ..vocabulary import (PRECISION_MODES, check_choice, normalize_flag, normali
                           normalize_recompute_chunk_points, normalize_stabilizer)
 from .report import ActivationReport
 
-#: optimizer kinds the factory builds (agreed interface of neuralop_mp.optim.factory)
-OPTIMIZER_KINDS = ("adamw", "tensorgrad", "galore", "sparse")
-
 #: extra optimizer settings ``enable(optimizer_options=...)`` passes to the factory
 OPTIMIZER_OPTION_KEYS = tuple(option.config_field for option in CONFIG_OPTIONS)
 _OPTIONS_BY_FIELD = {option.config_field: option for option in CONFIG_OPTIONS}
@@ -164,9 +161,12 @@ def _validated_options(options, prefix=""):
             raise type(error)(f"Invalid {name('schedule')}={schedule!r}: {error}") from None
     else:
         schedule = None
+    # the factory's registry, read now: a kind added with register_optimizer is one `train` builds
+    from ..optim.factory import list_optimizers, unread_settings_error
+
     optimizer = options["optimizer"]
     if optimizer is not None:
-        check_choice(name("optimizer"), optimizer, OPTIMIZER_KINDS)
+        check_choice(name("optimizer"), optimizer, list_optimizers())
     optimizer_options = options["optimizer_options"] or {}
     if not isinstance(optimizer_options, Mapping):
         raise TypeError(f"Invalid {name('optimizer_options')}={optimizer_options!r}; expected a dict of "
@@ -175,15 +175,13 @@ def _validated_options(options, prefix=""):
     for key, value in optimizer_options.items():
         check_choice("optimizer option", key, OPTIMIZER_OPTION_KEYS)
         _OPTIONS_BY_FIELD[key].check(name(key), value)  # TensorGRaD's own check, now rather than at the first step
-    from ..optim.factory import unread_settings_error
-
     # a setting the kind does not read (AdamW: none; galore/sparse: their dropped part): refused now
     unread = unread_settings_error(optimizer, {k: v for k, v in optimizer_options.items() if v is not None},
                                    name("optimizer"), prefix)
     if unread is not None:
         raise unread
     if optimizer_options and optimizer is None:  # upstream's AdamW is kept: nothing would read them
-        compressing = [kind for kind in OPTIMIZER_KINDS if kind != "adamw"]
+        compressing = [kind for kind in list_optimizers() if kind != "adamw"]
         raise ValueError(f"{', '.join(name(key) for key in optimizer_options)} set(s) TensorGRaD settings, which "
                          f"only {name('optimizer')} {'|'.join(compressing)} reads, and no {name('optimizer')} is "
                          "given; add it, or leave them out.")
