@@ -21,21 +21,31 @@ from pathlib import Path
 
 from ..run_setup import RunSetupError, check_output_file, check_update_in_backward_launch
 from ..training.distributed import launch_rank
-from ..vocabulary import none_if_null, normalize_flag, plain_text
+from ..vocabulary import (HALF_DTYPES, PRECISION_MODES, RECOMPUTE_MODES, SPECTRAL_WEIGHT_DTYPES, STABILIZERS,
+                          none_if_null, normalize_flag, plain_text)
 from .activation import _enable_keywords, _enabled_checked, _validated_options, optimizer_replacement_reason
 from .static_check import describe_plan, scan_source, start_warnings
 from .summary import format_summary, zencfg_cause
 from .upstream_scripts import refusal_reason
 
-USAGE = (
-    "usage: neuralop-mp run SCRIPT.py [--mp.precision {full,mixed,half}] [--mp.half_dtype "
-    "{auto,float16,bfloat16}] [--mp.schedule SCHEDULE] [--mp.stabilizer {None,tanh}] "
-    "[--mp.spectral_weight_dtype {complex64,complex32}] "
-    "[--mp.optimizer {adamw,tensorgrad,galore,sparse}] [--mp.tensorgrad_* VALUE] "
-    "[--mp.loss_scaling VALUE] [--mp.recompute {none,fourier,block}] [--mp.recompute_chunk_points N] "
-    "[--mp.update_in_backward {true,false}] "
-    "[--mp.data-root DIR] [--mp.report FILE.json] [-- SCRIPT ARGS...]"
-)
+def usage():
+    """The usage line, its allowed values from the lists the checks use (the optimizer kinds:
+    the factory's registry, a kind registered since included)."""
+    from ..optim.factory import list_optimizers
+
+    def one_of(values):
+        return "{" + ",".join(str(v) for v in values) + "}"
+
+    return (
+        f"usage: neuralop-mp run SCRIPT.py [--mp.precision {one_of(PRECISION_MODES)}] [--mp.half_dtype "
+        f"{one_of(HALF_DTYPES)}] [--mp.schedule SCHEDULE] [--mp.stabilizer {one_of(STABILIZERS)}] "
+        f"[--mp.spectral_weight_dtype {one_of(SPECTRAL_WEIGHT_DTYPES)}] "
+        f"[--mp.optimizer {one_of(list_optimizers())}] [--mp.tensorgrad_* VALUE] "
+        f"[--mp.loss_scaling VALUE] [--mp.recompute {one_of(RECOMPUTE_MODES)}] [--mp.recompute_chunk_points N] "
+        "[--mp.update_in_backward {true,false}] "
+        "[--mp.data-root DIR] [--mp.report FILE.json] [-- SCRIPT ARGS...]"
+    )
+
 
 #: what our flags start with; the messages about an option name it with it
 FLAG_PREFIX = "--mp."
@@ -193,7 +203,7 @@ def _split_args(argv):
             )
         i += 1
     if script is None:
-        raise UsageError("No script given. " + USAGE)
+        raise UsageError("No script given. " + usage())
     return script, options, script_args
 
 
@@ -375,7 +385,7 @@ def main(argv=None):
     """Entry point of ``neuralop-mp run``; returns the exit status (2 on a usage error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(usage())
         print(plain_text(__doc__))
         return 0 if argv else 2
     try:

@@ -34,3 +34,11 @@ def test_run_accepts_it_and_lists_it_when_refusing_another(toy_optimizer):
     assert options["optimizer"] == toy_optimizer
     with pytest.raises(UsageError, match=rf"'nope'.*{toy_optimizer}"):
         parse_args(["t.py", "--mp.optimizer", "nope"])
+
+
+def test_runs_usage_lists_it(toy_optimizer, capsys):
+    from neuralop_mp.runner.cli import main
+
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out.split("--mp.optimizer {", 1)[1].split("}", 1)[0].split(",")
+    assert listed == list(factory.list_optimizers()) and toy_optimizer in listed
