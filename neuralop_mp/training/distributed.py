@@ -204,6 +204,13 @@ def wrap_model(model, device):
     return wrapped
 
 
+def data_parallel(model, use_distributed=False):
+    """Whether ``model`` trains data-parallel: it is a DistributedDataParallel module (one the
+    caller wrapped included, on any number of ranks), or ``use_distributed`` is set inside a
+    process group of more than one rank (where the trainer wraps it)."""
+    return isinstance(model, DistributedDataParallel) or bool(use_distributed and is_distributed())
+
+
 def self_averaged_parameters(model):
     """The parameters of the DDP ``model`` that :func:`wrap_model` kept out of DDP: those whose
     gradients :func:`average_gradients` must average. ``[]`` for any other model."""
@@ -228,7 +235,11 @@ def average_gradients(params):
 
     As DDP: each rank divides by the number of ranks, then the ranks sum (in the gradient's
     own dtype: complex32 as float16 pairs), so the sum of loss-scaled float16 gradients
-    overflows no sooner than the mean would. A parameter without a gradient on some rank
+    overflows no sooner than the mean would, and rounds as any float16 sum does: on 2 ranks
+    the result is within one float16 rounding of the exact mean, on more each rank's share
+    and each partial sum round. Gradients of one dtype are packed into buckets of at most
+    :data:`_BUCKET_BYTES`, one all-reduce each; a gradient alone in its bucket (any larger
+    one is) is reduced in place, without a copy. A parameter without a gradient on some rank
     counts zeros there; on none, it keeps none. A collective: every rank passes the same
     parameters, once per optimizer step, after backward; nothing outside a group.
     """
@@ -245,16 +256,28 @@ def average_gradients(params):
                 grads.append(p.grad)
         # packed as DDP packs its buckets: one all-reduce per bucket, not one per weight
         for bucket in _buckets(grads):
-            flat = torch.cat([_real_view(g).reshape(-1) for g in bucket])
-            _mean_in_place(flat)
-            offset = 0
-            for g in bucket:
-                real = _real_view(g)
-                real.copy_(flat[offset:offset + real.numel()].view_as(real))
-                offset += real.numel()
+            if len(bucket) == 1:
+                # a lone gradient (any one larger than a bucket is) is reduced on its own storage:
+                # packing it would copy it whole, adding its size to the step's peak memory
+                _in_place_collective(bucket[0], _mean_in_place)
+            else:
+                _mean_packed(bucket)
 
 
-# DDP's default bucket size: bounds the packed copy a bucket adds to the gradients' memory
+def _mean_packed(bucket):
+    """Average the tensors of ``bucket`` with one all-reduce of a packed copy of them (freed on
+    return, so one bucket's copy exists at a time)."""
+    flat = torch.cat([_real_view(g).reshape(-1) for g in bucket])
+    _mean_in_place(flat)
+    offset = 0
+    for g in bucket:
+        real = _real_view(g)
+        real.copy_(flat[offset:offset + real.numel()].view_as(real))
+        offset += real.numel()
+
+
+# DDP's default bucket size: bounds the packed copy a bucket of several gradients adds to the
+# gradients' memory (a gradient larger than this is alone in its bucket, reduced in place)
 _BUCKET_BYTES = 25 * 2 ** 20
 
 

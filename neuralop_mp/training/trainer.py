@@ -304,7 +304,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         and free that gradient (:mod:`~neuralop_mp.optim.update_in_backward`): the same
         weights as the ordinary step, without all gradients held at once. Refused
         (ValueError, when the trainer is built) together with loss scaling or several
-        ranks, and at ``train()`` with TensorGRaD's ``nonfinite_grad="skip"``.
+        ranks (``use_distributed``, or a model wrapped in ``DistributedDataParallel``), and at
+        ``train()`` with TensorGRaD's ``nonfinite_grad="skip"``.
 
     Attributes
     ----------
@@ -378,8 +379,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if self.update_in_backward:  # refused now, not after the data are loaded
             from ..optim.update_in_backward import check_update_in_backward_settings
 
+            # a model the caller wrapped in DDP counts, whatever use_distributed says
             check_update_in_backward_settings(loss_scaling=self.loss_scaling if self.scaler.enabled else False,
-                                              distributed=bool(use_distributed and distributed.is_distributed()))
+                                              distributed=distributed.data_parallel(self.model, use_distributed))
         self._bar = None
         self._step_meter = None
         self._epoch_log = None  # during upstream's epoch loop: its log_training call, deferred
@@ -1088,7 +1090,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
 
             hooks = enable_update_in_backward(
                 optimizer, loss_scaling=self.loss_scaling if self.scaler.enabled else False,
-                distributed=bool(use_distributed and distributed.is_distributed()))
+                distributed=distributed.data_parallel(self.model, use_distributed))
         self._loop_saves_best = save_best is not None  # see TrainingStateCheckpoints._beats_earlier_epochs
         try:
             # the step meter's finalizers may swallow a Ctrl-C: it is raised again at the next batch

@@ -192,7 +192,7 @@ def _average_job(world_size, rank):
         calls, all_reduce, bucket_bytes = [], torch.distributed.all_reduce, distributed._BUCKET_BYTES
         torch.distributed.all_reduce = lambda *args, **kwargs: calls.append(1) or all_reduce(*args, **kwargs)
         if step == 1:
-            distributed._BUCKET_BYTES = 1  # a bucket per weight: the unpacking of several buckets
+            distributed._BUCKET_BYTES = 1  # a bucket per weight: each reduced in place on its own storage
         try:
             distributed.average_gradients(params)
         finally:
