@@ -22,6 +22,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
+
 from .vocabulary import (
     normalize_autocast_scope,
     normalize_half_dtype,
@@ -32,6 +34,21 @@ from .vocabulary import (
     resolve_half_dtype,
     spectral_weight_torch_dtype,
 )
+
+
+def default_stabilizer(mode):
+    """The stabilizer of precision ``mode`` when none is named: "auto" for "half" (resolved by
+    :func:`auto_stabilizer`), None for the other modes (the paper's recipe)."""
+    return "auto" if mode == "half" else None
+
+
+def auto_stabilizer(half_dtype):
+    """What a stabilizer of "auto" is when the half type is ``half_dtype`` (a torch dtype):
+    "tanh" for float16, whose 65504 the FFT's inputs overflow otherwise; None for bfloat16,
+    which has float32's exponent range. The one rule for a model built from a config
+    (:meth:`PrecisionPolicy.with_mode_stabilizer`) and a schedule's phases
+    (:meth:`neuralop_mp.training.schedule.PrecisionPhase.stabilizer_for`)."""
+    return "tanh" if half_dtype == torch.float16 else None
 
 
 def _key(normalize, config_type, help):
@@ -170,6 +187,20 @@ class PrecisionPolicy:
     def half_torch_dtype(self, device):
         """The torch 16-bit dtype this policy computes in on ``device``."""
         return resolve_half_dtype(self.half_dtype, device)
+
+    def with_mode_stabilizer(self, device):
+        """This policy with an unset stabilizer (None) replaced by its mode's default on
+        ``device``: tanh for "half" in float16, as ``neuralop-mp train`` runs the mode (a
+        config's ``model.stabilizer`` of None means "the mode's default"); the policy
+        itself where it names a stabilizer or its mode's default is none.
+
+        ``device`` (a torch device or its name) decides a ``half_dtype`` of "auto"
+        (float16 on CUDA); a concrete half type does not depend on it.
+        """
+        if self.stabilizer is not None or default_stabilizer(self.fno_block_precision) != "auto":
+            return self
+        stabilizer = auto_stabilizer(self.half_torch_dtype(device))
+        return self if stabilizer is None else self.replace(stabilizer=stabilizer)
 
     @property
     def weight_torch_dtype(self):

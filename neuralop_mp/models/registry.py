@@ -9,10 +9,12 @@ configured), the model is the plugin's class for the architecture
 constructor arguments, so its checkpoints keep them.
 """
 
+import torch
 from neuralop.models.base_model import BaseModel
 from neuralop.models.base_model import available_models as _upstream_available_models
 
 from ..precision_policy import PrecisionPolicy
+from ..run_setup import DEVICE_FORMS
 from ..vocabulary import none_if_null, normalize_recompute_chunk_points, read_key
 from .constructor_args import constructor_params
 from .mixed_precision_models import PLUGIN_MODEL_CLASSES, build_in_settings, set_recompute_settings
@@ -30,6 +32,34 @@ def available_models():
     return _upstream_available_models()
 
 
+def _no_arch_message(config, no_section, allowed):
+    """Why ``config`` names no architecture: no ``model`` section (naming upstream's older layout,
+    a top-level ``arch`` with a section of that name, where the config has it), or no ``model_arch``."""
+    allowed = ", ".join(allowed)
+    if not no_section:
+        return f"config.model has no model_arch (the architecture to build); allowed values: {allowed}."
+    older = none_if_null(read_key(config, "arch"))
+    layout = "" if older is None else (
+        f" (it has the older layout of upstream's config/default_config.py, arch={older!r} with the model's "
+        f"arguments in a {str(older)!r} section: move them into 'model' with model_arch={older!r})")
+    return (f"config has no 'model' section{layout}; get_model builds config.model, whose model_arch is one of: "
+            f"{allowed}.")
+
+
+def _run_device(config):
+    """The device type the config's run computes on, which decides a ``half_dtype`` of "auto":
+    ``config.device`` as ``neuralop-mp train`` reads it ("auto": CUDA when available), CUDA when
+    available for a config without one (upstream's configs)."""
+    device = none_if_null(read_key(config, "device"))
+    text = "auto" if device is None else str(device).strip().lower()
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return torch.device(text).type
+    except RuntimeError:
+        raise ValueError(f"Invalid device={device!r}; allowed values: {', '.join(DEVICE_FORMS)}.") from None
+
+
 def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
     """Build the model described by ``config.model``, as upstream's ``get_model`` does.
 
@@ -45,11 +75,21 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         ("auto" | "float16" | "bfloat16"),
         ``model.stabilizer`` (None | "tanh"), ``model.spectral_weight_dtype``
         ("complex64" | "complex32"), and ``patching.levels`` and
-        ``opt.precision_schedule``.
+        ``opt.precision_schedule``. A stabilizer of None (unset) is the mode's
+        default, as ``neuralop-mp train`` runs the config: "tanh" for "half" in
+        float16, none otherwise (:meth:`~neuralop_mp.PrecisionPolicy.with_mode_stabilizer`).
+        With ``half_dtype="auto"`` the device decides (float16 on CUDA): the config's
+        ``device`` ("auto", "cpu", "cuda", "cuda:N"), or CUDA when available for a
+        config without one; the stabilizer built stays when the model moves to
+        another device. To build "half" without it, set it after building:
+        ``neuralop_mp.set_precision(model, "half", stabilizer=None)``.
     mixed_precision_layer : bool, optional
         Force (True) or forbid (False) the mixed-precision spectral layer. By default
         it is used when the plugin keys are not upstream's defaults or a precision
-        schedule is set; otherwise the model is exactly upstream's.
+        schedule is set; otherwise the model is exactly upstream's. False with
+        ``fno_block_precision`` "mixed" or "half" builds upstream's own mixed/half mode
+        (CUDA only: it fails at the first forward on CPU), whose stabilizer is the
+        config's as given (no mode default).
     precision_policy : PrecisionPolicy, optional
         The precision keys of ``config.model`` already parsed (by a caller that
         shares the policy with the schedule and the trainer); ``config.model``'s own
@@ -60,13 +100,23 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
     torch.nn.Module
         Upstream's class, or the plugin's class for the architecture
         (:class:`~neuralop_mp.models.MixedPrecisionFNO`, ``...TFNO``, ``...UNO``).
+
+    Raises
+    ------
+    ValueError
+        For a config without a ``model`` section or ``model.model_arch`` (naming the
+        registered names), and for a bad value of a key, naming it.
     """
     from ..configs.zencfg_compat import section_dict  # the configs import the model classes
 
     # read as the runner reads it: zencfg 1.0 keeps upstream's "None" strings, which 0.7 made None
-    model_cfg = section_dict(read_key(config, "model")) or {}
-    arch = str(model_cfg.pop("model_arch", model_cfg.pop("arch", ""))).lower()
+    section = read_key(config, "model")
+    model_cfg = section_dict(section) or {}
+    named = [none_if_null(model_cfg.pop(key, None)) for key in ("model_arch", "arch")]
     registry = BaseModel._models
+    if all(name is None for name in named):
+        raise ValueError(_no_arch_message(config, section is None, sorted(registry)))
+    arch = str(next(name for name in named if name is not None)).lower()
     if arch not in registry:
         raise ValueError(
             f"Invalid model.model_arch={arch!r}; allowed values: {', '.join(sorted(registry))}."
@@ -123,6 +173,11 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
                              "mixed_precision_layer=False.")
         return set_recompute_settings(cls(**model_cfg, **upstream_flags), recompute, chunk_points)
 
+    # an unset stabilizer is the mode's default, as `neuralop-mp train` runs the config: tanh in
+    # float16 "half" (precision_policy.auto_stabilizer, the rule of the schedule's phases too)
+    resolved = policy.with_mode_stabilizer(_run_device(config) if policy.half_dtype == "auto" else "cpu")
+    if resolved != policy:
+        policy, given = resolved, given | {"stabilizer"}
     if ours:
         # the settings the config gives (a subclass's constructor may pick its own for the others)
         settings = {key: value for key, value in policy.as_dict().items() if key in given}

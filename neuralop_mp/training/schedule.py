@@ -52,8 +52,8 @@ import math
 import warnings
 from dataclasses import dataclass, field, fields
 
-import torch
-
+# the modes' default stabilizers and what "auto" is: one rule with the model a config builds
+from ..precision_policy import auto_stabilizer, default_stabilizer
 from ..vocabulary import PRECISION_MODES, STABILIZERS, check_choice, check_int_at_least, is_integer, none_if_null
 
 SHARE_TOLERANCE = 1e-6
@@ -75,10 +75,6 @@ class _ModeDefault:
 
 
 _UNSET = _ModeDefault()
-
-
-def _default_stabilizer(mode):
-    return "auto" if mode == "half" else None
 
 
 @dataclass(frozen=True)
@@ -131,7 +127,7 @@ class PrecisionPhase:
         if not isinstance(autocast, bool):
             raise TypeError(f"Invalid phase autocast={autocast!r}; expected True or False.")
         object.__setattr__(self, "autocast", autocast)
-        stabilizer = _default_stabilizer(self.mode) if self.stabilizer is _UNSET else self.stabilizer
+        stabilizer = default_stabilizer(self.mode) if self.stabilizer is _UNSET else self.stabilizer
         stabilizer = check_choice("precision phase stabilizer", none_if_null(stabilizer), STABILIZER_CHOICES)
         object.__setattr__(self, "stabilizer", stabilizer)
 
@@ -139,7 +135,7 @@ class PrecisionPhase:
         """The stabilizer this phase applies when the half type is ``half_dtype``
         (a torch dtype): "auto" is "tanh" for float16 and None otherwise."""
         if self.stabilizer == "auto":
-            return "tanh" if half_dtype == torch.float16 else None
+            return auto_stabilizer(half_dtype)
         return self.stabilizer
 
     def policy(self, base, half_dtype):
@@ -159,7 +155,7 @@ class PrecisionPhase:
             text += f":{self.share:.12g}"
         elif self.end_epoch is not None:
             text += f"@{self.end_epoch}"
-        if self.stabilizer != _default_stabilizer(self.mode):
+        if self.stabilizer != default_stabilizer(self.mode):
             text += {"tanh": "/tanh", None: "/notanh", "auto": "/autotanh"}[self.stabilizer]
         if self.autocast != (self.mode != "full"):
             text += "/autocast" if self.autocast else "/noautocast"
