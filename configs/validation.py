@@ -19,6 +19,7 @@ import typing
 import torch
 
 from neuralop_mp.precision_policy import PrecisionPolicy
+from neuralop_mp.run_setup import parse_device
 from neuralop_mp.vocabulary import (check_choice, check_each_once, none_if_null, normalize_flag, normalize_recompute,
                                    normalize_recompute_chunk_points)
 
@@ -206,13 +207,10 @@ def validate_data(data):
 
 
 def validate_device(device):
-    if device == "auto":
-        return
+    # the run's own parse (run_setup.parse_device), in the config's error format
     try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        parsed = None
-    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        parse_device(device)
+    except ValueError:
         check_choice("device", device, DEVICES)
 
 

@@ -19,6 +19,27 @@ class RunSetupError(ValueError):
     """A run cannot start as configured; the message says why and what to change."""
 
 
+def parse_device(device):
+    """``device`` as the torch device a run would use, without asking whether it is there
+    (:func:`resolve_device` does): "auto" is CUDA when available, else CPU.
+
+    Raises
+    ------
+    RunSetupError
+        For a malformed name or a device type other than CPU and CUDA, naming the allowed forms.
+    """
+    text = str(device).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, TypeError):
+        raise RunSetupError(f"Invalid device {device!r}; allowed: {', '.join(DEVICE_FORMS)}.") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise RunSetupError(f"Unsupported device {device!r}; allowed: {', '.join(DEVICE_FORMS)}.")
+    return parsed
+
+
 def resolve_device(device):
     """The torch device a run uses; fails now when it is unavailable.
 
@@ -32,15 +53,7 @@ def resolve_device(device):
     RunSetupError
         For a malformed name, or a CUDA device this torch or this machine lacks.
     """
-    text = str(device).strip().lower()
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(text)
-    except RuntimeError:
-        raise RunSetupError(f"Invalid device {device!r}; allowed: {', '.join(DEVICE_FORMS)}.") from None
-    if resolved.type not in ("cpu", "cuda"):
-        raise RunSetupError(f"Unsupported device {device!r}; allowed: {', '.join(DEVICE_FORMS)}.")
+    resolved = parse_device(device)
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             why = ("this torch build has no CUDA support" if torch.version.cuda is None

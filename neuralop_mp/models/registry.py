@@ -9,12 +9,11 @@ configured), the model is the plugin's class for the architecture
 constructor arguments, so its checkpoints keep them.
 """
 
-import torch
 from neuralop.models.base_model import BaseModel
 from neuralop.models.base_model import available_models as _upstream_available_models
 
 from ..precision_policy import PrecisionPolicy
-from ..run_setup import DEVICE_FORMS
+from ..run_setup import parse_device
 from ..vocabulary import none_if_null, normalize_recompute_chunk_points, read_key
 from .constructor_args import constructor_params
 from .mixed_precision_models import PLUGIN_MODEL_CLASSES, build_in_settings, set_recompute_settings
@@ -48,16 +47,10 @@ def _no_arch_message(config, no_section, allowed):
 
 def _run_device(config):
     """The device type the config's run computes on, which decides a ``half_dtype`` of "auto":
-    ``config.device`` as ``neuralop-mp train`` reads it ("auto": CUDA when available), CUDA when
-    available for a config without one (upstream's configs)."""
+    ``config.device`` as ``neuralop-mp train`` reads it (:func:`~neuralop_mp.run_setup.parse_device`:
+    "auto" is CUDA when available), CUDA when available for a config without one (upstream's configs)."""
     device = none_if_null(read_key(config, "device"))
-    text = "auto" if device is None else str(device).strip().lower()
-    if text == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        return torch.device(text).type
-    except RuntimeError:
-        raise ValueError(f"Invalid device={device!r}; allowed values: {', '.join(DEVICE_FORMS)}.") from None
+    return parse_device("auto" if device is None else device).type
 
 
 def get_model(config, *, mixed_precision_layer=None, precision_policy=None):

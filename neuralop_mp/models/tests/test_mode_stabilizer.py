@@ -76,8 +76,11 @@ def test_half_dtype_auto_follows_the_configs_device(monkeypatch):
 
 
 def test_a_bad_device_is_named_when_it_decides_the_stabilizer():
-    with pytest.raises(ValueError, match=r"^Invalid device='gpu'; allowed values: auto, cpu, cuda, cuda:N\.$"):
+    with pytest.raises(ValueError, match=r"^Invalid device 'gpu'; allowed: auto, cpu, cuda, cuda:N\.$"):
         build({**half("fno", "auto"), "device": "gpu"})
+    # the run's parse (run_setup.parse_device): a device type train refuses is refused here too
+    with pytest.raises(ValueError, match=r"^Unsupported device 'mps'; allowed: auto, cpu, cuda, cuda:N\.$"):
+        build({**half("fno", "auto"), "device": "mps"})
 
 
 def test_the_plugin_class_by_name_and_a_passed_policy_get_it_too():
