@@ -183,6 +183,7 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
         # concurrent run may have made it meanwhile) and warns about an unreadable file it replaces
         generate_split(root, res, split, n, seed=seed, progress=progress, overwrite=False, **settings)
 
+    reads = [(res, split) for res, split, _ in needed]
     for res, split, n in needed:
         path = data_file(root, prefix, split, res)
         if path in unreadable:
@@ -203,10 +204,12 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
                 recorded = ", ".join(f"{k}={v!r}" for k, v in differing.items())
                 wanted = ", ".join(f"{k}={requested[k]!r}" for k in differing)
                 if not generate:
+                    # that file alone, as many samples as it held (the other split's count 0: kept)
+                    command, _ = data_command(root, prefix, cli_name, reads, [(res, split, max(n, n_file))], kept,
+                                              seed=requested["seed"], overwrite=True)
                     raise ValueError(
                         f"{path} was generated with {recorded}, not the requested {wanted} (data.{wanted} in a "
-                        f"training config); regenerate it (`neuralop-mp data {cli_name} --root {root} --res {res} "
-                        f"--n-{split} {n} --seed {requested['seed']}{_cli_flags(kept)} --overwrite`, or "
+                        f"training config); regenerate it (`{command}`, or "
                         f"generate=True: --data.generate true), or request {recorded}.")
                 # as many samples as the file held: regenerating must not shrink a user's dataset
                 keeping = f", keeping its {_settings_text(kept)}" if kept else ""
@@ -225,34 +228,35 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
                                  f"(no generation record of neuralop-mp data): lower the count to at most {n_file} "
                                  f"({count}).")
             if not generate:
+                command, _ = data_command(root, prefix, cli_name, reads, [(res, split, n)], kept, seed=int(seed))
                 raise ValueError(f"{path} holds {n_file} samples but {n} were requested; lower the count or "
-                                 f"regenerate it (`neuralop-mp data {cli_name} ...{_cli_flags(kept)} --overwrite`).")
+                                 f"regenerate it (`{command}`).")
             generate_file(path, res, split, n, kept)
         elif generate:
             generate_file(path, res, split, n, physics)
         else:
             missing.append((path, res, split, n))
     if missing:
-        raise FileNotFoundError(_missing_files_message(root, prefix, cli_name, needed, missing, physics))
+        raise FileNotFoundError(_missing_files_message(root, prefix, cli_name, needed, missing, physics, seed))
     for res, split, n in needed:
         path = data_file(root, prefix, split, res)
         read[path] = check_data_file(path, res, n, SPATIAL_DIMS[prefix], data=read.get(path), split=split)
     return read
 
 
-def _missing_files_message(root, prefix, cli_name, needed, missing, physics):
+def _missing_files_message(root, prefix, cli_name, needed, missing, physics, seed):
     """The FileNotFoundError of :func:`ensure_files` with ``generate=False``: the ``missing``
     files (``(path, res, split, n)``) and the ``neuralop-mp data`` command that writes them with
     the load's ``physics`` (:func:`data_command`)."""
     names = ", ".join(str(p) for p, *_ in missing)
     command, also = data_command(root, prefix, cli_name, [(res, split) for res, split, _ in needed],
-                                 [(res, split, n) for _, res, split, n in missing], physics)
+                                 [(res, split, n) for _, res, split, n in missing], physics, seed=seed)
     also = f"{also}\n" if also else ""
     return (f"Missing data files: {names}. Generate them offline with:\n  {command}\n"
             f"{also}or load with generate=True (--data.generate true).")
 
 
-def data_command(root, prefix, cli_name, reads, writes, physics=None):
+def data_command(root, prefix, cli_name, reads, writes, physics=None, *, seed=0, overwrite=False):
     """The ``neuralop-mp data`` command that writes the files ``writes``, and what else it writes.
 
     The one builder of that advice: the loaders' missing files and the offline data of
@@ -272,6 +276,10 @@ def data_command(root, prefix, cli_name, reads, writes, physics=None):
         count the caller does not know): the generator's default (:func:`generator_defaults`).
     physics : dict, optional
         Generator arguments the command carries as flags (:data:`CLI_FLAGS`).
+    seed : int
+        The base seed the files must have (``--seed``, given where it is not the CLI's 0).
+    overwrite : bool
+        Regenerate the files even where they match (``--overwrite``: a file of another seed).
 
     Returns
     -------
@@ -292,7 +300,8 @@ def data_command(root, prefix, cli_name, reads, writes, physics=None):
         counts[split] = max(asked, default=0)
     resolutions = sorted({int(res) for res, _, _ in writes})
     command = (f"neuralop-mp data {cli_name} --root {root} --res {' '.join(map(str, resolutions))} "
-               f"--n-train {counts['train']} --n-test {counts['test']}{_cli_flags(physics or {})}")
+               f"--n-train {counts['train']} --n-test {counts['test']}{' --seed %d' % seed if seed else ''}"
+               f"{_cli_flags(physics or {})}{' --overwrite' if overwrite else ''}")
     read = {data_file(root, prefix, split, int(res)) for res, split in reads}
     extra = [(path, counts[split]) for res in resolutions for split in ("train", "test")
              if counts[split] and (path := data_file(root, prefix, split, res)) not in read]

@@ -43,7 +43,7 @@ def test_a_missing_file_takes_the_smallest_dt_of_the_load_and_files_of_other_ste
 
 def test_the_advice_to_regenerate_names_dt(ns_dt):
     with pytest.raises(ValueError, match=r"holds 2 samples but 3 were requested.*--t-final 1.0 --solver-resolution "
-                                         r"32 --dt 0.02 --overwrite"):
+                                         r"32 --dt 0.02`"):
         load_navier_stokes(ns_dt, n_train=3, n_tests=(2,), test_batch_sizes=(2,), test_resolutions=(8,),
                            generate=False, **NS)
     with pytest.raises(FileNotFoundError, match=r"--res 16 .*--t-final 1.0 --solver-resolution 32 --dt 0.02\n"):
