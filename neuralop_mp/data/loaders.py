@@ -39,7 +39,8 @@ from . import burgers, navier_stokes
 from .burgers import burgers_settings, generate_burgers, generate_burgers_split
 from .cache import data_file, file_info, resolve_root
 from .darcy import darcy_settings, generate_darcy, generate_darcy_split
-from .file_checks import DataFileError, ForeignDataFileChecksumError, check_data_file, read_data_file
+from .file_checks import (DataFileError, ForeignDataFileChecksumError, check_data_file, generation_record,
+                          read_data_file)
 from .navier_stokes import generate_navier_stokes, generate_navier_stokes_split, ns_settings
 
 # Resolutions upstream's dataset classes accept (they assert on anything else).
@@ -323,9 +324,11 @@ def recorded_load_physics(prefix, cli_name, root, paths):
     records = {}
     for path in paths:
         if Path(path).is_file():
+            # the record alone, memory-mapped: no checksum pass over a file (upstream's many-GB
+            # downloads included) only to word advice; a file that does not load records nothing
             try:
-                meta = file_info(read_data_file(path))[0]
-            except DataFileError:  # an unreadable file records nothing
+                meta = generation_record(torch.load(path, mmap=True, weights_only=True, map_location="cpu"))
+            except Exception:
                 continue
             if meta:
                 records[Path(path)] = meta
