@@ -33,7 +33,7 @@ from .adam_math import (
     storage_dtype,
 )
 from .gradient_chunks import GradientChunks, ResidualChunks, rows_per_chunk, spans
-from .seeds import draw_seed
+from .seeds import WEIGHT_WRITE, draw_seed, rounding_seed
 from .state_checks import BASIS_INFIX, BIRTH  # BIRTH: the births of a part's moments (see _births)
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
@@ -175,12 +175,11 @@ def adam_directions_(parts, group, state):
         count = float(state[f"{name}_step"])
         births = state.get(f"{name}_{BIRTH}")  # entries of different ages: each its own count
         births = None if births is None else births.view(-1)
-        stream = (seed * 1_000_003 + step) * 8 + 2 * salt
         stored = [state[f"{name}_{key}"].view(-1) for key in MOMENTS]
         # 16-bit moments are written back with stochastic rounding; wider ones (any dtype the
         # optimizer makes, a loaded state included: it is cast on load) are the math's own
-        generators = [rounding_generator(stream + i, part.device) if t.element_size() == 2 else None
-                      for i, t in enumerate(stored)]
+        generators = [rounding_generator(rounding_seed(seed, step, 2 * salt + i), part.device)
+                      if t.element_size() == 2 else None for i, t in enumerate(stored)]
         flat = part.view(-1)
         per_entry = [t.numel() // max(1, flat.numel()) for t in stored]
         real = as_real(part).dtype
@@ -222,7 +221,7 @@ def apply_update(p, projector, bases, directions, group, state):
         weight = _weight(name, projector, group, shape, bases[name])
         weighted[name] = direction if weight == 1.0 else direction.mul_(weight)
     # step was already advanced: the pre-increment count names this step's noise stream
-    seed = (int(state["seed"]) * 1_000_003 + int(state["step"]) - 1) * 8 + 7
+    seed = rounding_seed(state["seed"], int(state["step"]) - 1, WEIGHT_WRITE)
     generator = rounding_generator(seed, p.device) if compute_dtype(p) != p.dtype else None
     itemsize = torch.empty((), dtype=dtype).element_size()
     # the back-projection of a block makes about four block-sized intermediates (the last

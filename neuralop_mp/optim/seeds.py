@@ -3,7 +3,9 @@ same on every platform).
 
 A parameter's state seed (``state["seed"]``, an int64 tensor) comes from its group's
 ``seed`` and its position over all groups (:func:`state_seed`); each random-k draw is
-seeded from the state seed and the step of the refresh (:func:`draw_seed`).
+seeded from the state seed and the step of the refresh (:func:`draw_seed`), and each
+stochastically rounded write from the state seed, the step and the write
+(:func:`rounding_seed`).
 """
 
 #: group seeds accepted: what ``torch.Generator.manual_seed`` takes, ``[0, 2**64)``
@@ -44,3 +46,27 @@ def draw_seed(seed, step):
     (odds about 2**-24), and then only at steps whose XOR is that value.
     """
     return splitmix64(splitmix64(int(seed) & _MASK64) ^ (int(step) & _MASK64)) & (2**63 - 1)
+
+
+#: rounding streams of one step: moment writes ``2 * part + moment`` (parts "low_rank" and
+#: "sparse", moments exp_avg and exp_avg_sq) and :data:`WEIGHT_WRITE`
+ROUNDING_WRITES = 8
+#: the write of the updated 16-bit weight
+WEIGHT_WRITE = 7
+
+
+def rounding_seed(seed, step, write):
+    """Seed (in ``[0, 2**62)``) of the stochastic-rounding noise of ``write`` (in
+    ``[0, ROUNDING_WRITES)``) at ``step`` (the count before the step) of the parameter
+    with state seed ``seed``.
+
+    Hashed like :func:`draw_seed`: a linear seed (``(seed * c + step) * 8 + write``) let
+    group seeds ``2**29`` apart share every stream on the CPU, whose generator keeps
+    only the low 32 bits of its seed. Here every bit of the state seed reaches the low
+    32 bits of the result.
+    """
+    if not 0 <= int(write) < ROUNDING_WRITES:
+        raise ValueError(f"Invalid rounding write={write}; expected an int in [0, {ROUNDING_WRITES}).")
+    mixed = splitmix64(splitmix64(int(seed) & _MASK64) ^ (int(step) & _MASK64))
+    # a second round separates the writes of one step (and these seeds from draw_seed's)
+    return splitmix64(mixed ^ (ROUNDING_WRITES + int(write))) & (2**62 - 1)

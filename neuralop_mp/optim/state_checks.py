@@ -25,9 +25,8 @@ import torch
 from .adam_math import STATE_DTYPES, as_real, compute_dtype, real_dtype, storage_dtype
 from .seeds import state_seed
 from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, validate_group
+from .state_memory import BASIS_INFIX, compression_saves_memory
 
-#: state keys of a basis tensor: ``<branch>_basis_<key>``, e.g. ``low_rank_basis_factor_0``
-BASIS_INFIX = "_basis_"
 #: state key (after ``<branch>_``) of the per-entry births of a part's moments
 BIRTH = "birth"
 #: top-level key of a state dict listing its parameters' shapes, one list per param group
@@ -248,6 +247,8 @@ def check_param_state(optimizer, param, group, value, where):
     # still require the group's layout)
     routed = optimizer.eligible_for_compression(param, group) if compressed else optimizer.routes_to_compression(
         param, group)
+    if routed and not compressed and _plain_before_clipping(optimizer, param, group):
+        routed = False  # saved by a version whose wider Tucker ranks kept it plain: the step follows the flag
     if compressed != routed:
         _fail(where, f"state was saved {'compressed' if compressed else 'uncompressed'}, but with these settings "
                      f"the parameter is {'uncompressed' if compressed else 'compressed'}")
@@ -275,6 +276,16 @@ def check_param_state(optimizer, param, group, value, where):
         for key, tensor in value.items():
             if key.startswith(name + BASIS_INFIX):
                 _check_basis(where, key, tensor, key[len(name + BASIS_INFIX):], param, part, shape, complex_)
+
+
+def _plain_before_clipping(optimizer, param, group):
+    """Whether ``param`` got plain moments with the Tucker ranks of earlier versions (not
+    clipped to the other modes' ranks, which made its compressed state larger)."""
+    projector = optimizer.projector_for(group)
+    if "low_rank" not in projector.names:
+        return False
+    projector["low_rank"].clip_ranks = False  # a new projector each call: nothing else sees it
+    return not compression_saves_memory(param, group, projector)
 
 
 def _check_births(where, name, value, shape):
@@ -311,6 +322,8 @@ def _compressed_shape(where, part, param, value):
     a float tolerance, one more for e.g. 0.07 * 100), and stepping reads the count from
     the indices (the next refresh moves the moments to a set of this class's count).
     Any of these counts is accepted; another is a state of another model size."""
+    if hasattr(part, "unclipped_ranks"):
+        return _low_rank_shape(part, param, value)
     key = f"{part.name}{BASIS_INFIX}indices"
     if key not in value:
         return part.compressed_shape(param.shape)
@@ -323,6 +336,20 @@ def _compressed_shape(where, part, param, value):
         _fail(where, f"state {key!r} has shape {tuple(indices.shape)}, expected ({' or '.join(map(str, counts))},) "
                      f"for sparse_ratio={part.sparse_ratio} of {total}")
     return part.compressed_shape(param.shape, indices.numel())
+
+
+def _low_rank_shape(part, param, value):
+    """Core shape of a Tucker part: that of its ranks or, for a state saved before ranks
+    were clipped to the other modes' ranks, that of the unclipped ones when a factor has
+    their width (stepping keeps the factors' widths; see ``basis_ranks``)."""
+    shape = part.compressed_shape(param.shape)
+    ranks = part.unclipped_ranks(param.shape)
+    saved = tuple(r if r < d else d for r, d in zip(ranks, param.shape))
+    for k in part.compressed_modes(param.shape):
+        factor = value.get(f"{part.name}{BASIS_INFIX}factor_{k}")
+        if isinstance(factor, torch.Tensor) and factor.dim() >= 2 and factor.shape[1] == saved[k] != shape[k]:
+            return saved
+    return shape
 
 
 def _branch_of(key):

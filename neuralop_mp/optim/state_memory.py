@@ -5,7 +5,9 @@ import math
 import torch
 
 from .adam_math import compute_dtype, real_dtype, storage_dtype
-from .state_checks import BASIS_INFIX
+
+#: state keys of a basis tensor: ``<branch>_basis_<key>``, e.g. ``low_rank_basis_factor_0``
+BASIS_INFIX = "_basis_"
 
 _MOMENTS = ("exp_avg", "exp_avg_sq")
 _INDEX_BYTES = 4  # sparse indices and the births of kept sparse moments are int32

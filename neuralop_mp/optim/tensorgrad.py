@@ -24,7 +24,7 @@ from .adam_math import (
 )
 from .composite_projector import CompositeProjector
 from .compressed_step import adam_directions_, apply_update, project_parts
-from .seeds import state_seed
+from .seeds import WEIGHT_WRITE, rounding_seed, state_seed
 from .state_checks import PARAM_SHAPES, checked_state
 from .state_memory import compression_saves_memory, state_memory_report
 from .settings import (
@@ -638,7 +638,7 @@ class TensorGRaD(Optimizer):
             decoupled_update_(p, update, group)
             return
         # step was already advanced: the pre-increment count names this step's noise stream
-        seed = (int(state["seed"]) * 1_000_003 + int(state["step"]) - 1) * 8 + 7
+        seed = rounding_seed(state["seed"], int(state["step"]) - 1, WEIGHT_WRITE)
         stored, change = flat_real(p), flat_real(update.contiguous())
         if stored is None:  # a strided weight: through a whole fp32 copy
             wide = p.to(update.dtype)

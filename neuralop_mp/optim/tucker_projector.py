@@ -99,6 +99,9 @@ class TuckerProjector:
     warm_start : bool, default True
         Start a refresh from the previous factors (then ``n_iter >= 1`` sweeps
         update them) instead of from a fresh higher-order SVD.
+    clip_ranks : bool, default True
+        Clip each compressed mode's rank to the product of the other modes' ranks
+        (see :meth:`mode_ranks`); False gives the ranks of earlier versions.
 
     References
     ----------
@@ -113,16 +116,39 @@ class TuckerProjector:
 
     name = "low_rank"
 
-    def __init__(self, rank=0.25, *, rank_convention="core", n_iter=1, warm_start=True):
+    def __init__(self, rank=0.25, *, rank_convention="core", n_iter=1, warm_start=True, clip_ranks=True):
         self.rank = _check_rank(rank)
         self.rank_convention = check_choice("rank_convention", rank_convention, RANK_CONVENTIONS)
         if isinstance(n_iter, bool) or not isinstance(n_iter, Integral) or n_iter < 0:
             raise ValueError(f"Invalid tucker_n_iter_max={n_iter!r}; expected an int >= 0.")
         self.n_iter = int(n_iter)
         self.warm_start = bool(warm_start)
+        self.clip_ranks = bool(clip_ranks)
 
     def mode_ranks(self, shape):
-        """Rank of each mode of a tensor of ``shape``, each in ``[1, d_k]``."""
+        """Rank of each mode of a tensor of ``shape``, each in ``[1, d_k]``.
+
+        The rank of a compressed mode (``r_k < d_k``) is clipped to the product of the
+        other modes' ranks, repeated until none changes: the mode-``k`` unfolding of the
+        core has that many columns, so a wider factor adds core rows that are always
+        zero (dead moments) and factor columns fitted to noise. A 64 x 32 matrix at
+        rank 0.25 gets (16, 16), not (32, 16). A full mode stays full (no factor: rank
+        1.0 stays AdamW). :meth:`unclipped_ranks` gives the ranks before clipping
+        (as does ``clip_ranks=False``).
+        """
+        ranks = list(self.unclipped_ranks(shape))
+        changed = self.clip_ranks
+        while changed:  # each pass only lowers ranks, so this ends
+            changed = False
+            for k, d in enumerate(shape):
+                others = math.prod(ranks[:k] + ranks[k + 1:])
+                if ranks[k] < d and ranks[k] > others:
+                    ranks[k], changed = others, True
+        return tuple(ranks)
+
+    def unclipped_ranks(self, shape):
+        """:meth:`mode_ranks` before clipping to the other modes' ranks: the ranks of
+        states saved by earlier versions, whose factors a loaded state may still hold."""
         shape = tuple(int(d) for d in shape)
         rank = self.rank
         if isinstance(rank, tuple):
@@ -144,6 +170,15 @@ class TuckerProjector:
             ranks = tuple(validate_tucker_rank(shape, rank=rank))
         return tuple(max(1, min(int(r), d)) for r, d in zip(ranks, shape))
 
+    def basis_ranks(self, shape, previous=None):
+        """:meth:`mode_ranks`, but a refresh keeps the widths of the ``previous`` factors:
+        a state saved before ranks were clipped (:meth:`unclipped_ranks`) goes on with
+        its moments' shape (the clipped rank only drops always-zero core rows)."""
+        ranks = list(self.mode_ranks(shape))
+        for k in self.compressed_modes(shape) if previous is not None else ():
+            ranks[k] = int(previous[f"factor_{k}"].shape[1])
+        return tuple(ranks)
+
     def compressed_modes(self, shape):
         """Modes that get a factor (rank below the mode size)."""
         return [k for k, (r, d) in enumerate(zip(self.mode_ranks(shape), shape)) if r < d]
@@ -154,7 +189,7 @@ class TuckerProjector:
         ``previous`` (the last basis, or None) is the warm start and the target the
         new factors are aligned to. ``seed`` is unused (the basis is deterministic).
         """
-        ranks = self.mode_ranks(grad.shape)
+        ranks = self.basis_ranks(grad.shape, previous)
         modes = self.compressed_modes(grad.shape)
         warm = self.warm_start and previous is not None and self.n_iter > 0
         if warm:
@@ -178,7 +213,7 @@ class TuckerProjector:
         (:class:`~neuralop_mp.optim.gradient_chunks.GradientChunks`): Gram matrices
         accumulated chunk by chunk, no full-size intermediate (see
         :mod:`~neuralop_mp.optim.tucker_chunks`). ``seed`` is unused."""
-        ranks = self.mode_ranks(source.shape)
+        ranks = self.basis_ranks(source.shape, previous)
         modes = self.compressed_modes(source.shape)
         warm = self.warm_start and previous is not None and self.n_iter > 0
         start = {k: previous[f"factor_{k}"].to(source.dtype) for k in modes} if warm else None

@@ -260,12 +260,13 @@ MISFITS = [({"rank": (3, 3, 3)}, r"Invalid rank=\(3, 3, 3\) for a tensor of shap
 @pytest.mark.parametrize("stepped", [True, False], ids=["stepped", "not_stepped"])
 @pytest.mark.parametrize("misfit, cause", MISFITS, ids=["rank", "sparse_mode"])
 def test_settings_changed_to_misfit_a_plain_weight_are_refused_naming_it(misfit, cause, stepped):
-    """An (8, 200) weight keeps plain moments (compressing it costs more); changed settings
+    """An (8, 200) weight at rank 1.0 keeps plain moments (compressing it costs more); changed settings
     that no longer fit its shape are named with the group, the parameter and its shape,
     before anything moves, not raised bare by the routing's estimate."""
     other = torch.nn.Parameter(random_tensor((5,), False, 0, torch.float32))
     weight = torch.nn.Parameter(random_tensor((8, 200), False, 1, torch.float32))
-    opt = TensorGRaD([{"params": [("bias", other)]}, {"params": [("head.weight", weight)], "min_params": 10}])
+    opt = TensorGRaD([{"params": [("bias", other)]}, {"params": [("head.weight", weight)], "min_params": 10,
+                                                            "rank": 1.0}])
     params = [other, weight]
     if stepped:
         _step(opt, params, 0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neuralop_mp.optim import TensorGRaD
-from neuralop_mp.optim.seeds import draw_seed, splitmix64, state_seed
+from neuralop_mp.optim.seeds import ROUNDING_WRITES, draw_seed, rounding_seed, splitmix64, state_seed
 from neuralop_mp.optim.tests.helpers import random_tensor, run_steps
 
 COMPLEX_SHAPE = (6, 5, 4, 3)
@@ -113,3 +113,45 @@ def test_resume_across_a_refresh_is_bitwise_an_uninterrupted_run(seed, tmp_path)
         assert p.dtype == q.dtype and torch.equal(p, q)
         for key, value in opt.state[p].items():
             assert second.state[q][key].dtype == value.dtype and torch.equal(second.state[q][key], value), key
+
+
+# seeds whose state seeds differ only above bit 32 of the old linear rounding seed: the CPU
+# generator keeps the low 32 bits of its seed, so they shared every rounding stream
+ALIASED_SEEDS = (0, 2**29, 2**32)
+
+
+def _half_run(seed, **settings):
+    """Three steps of a complex32 weight (compressed: its write is rounded) and a bf16 one
+    too small to compress (plain AdamW: its write is rounded too); the rounded tensors."""
+    big = torch.nn.Parameter(random_tensor((8, 8, 6, 5), True, 3).to(torch.complex64).to(torch.complex32))
+    small = torch.nn.Parameter(random_tensor((4, 3), False, 4).to(torch.bfloat16))
+    opt = TensorGRaD([big, small], lr=1e-4, sparse_ratio=None, seed=seed, **settings)
+    run_steps(opt, [big, small], [[random_tensor(big.shape, True, 30 + s), random_tensor(small.shape, False, 40 + s)]
+                                  for s in range(3)])
+    assert bool(opt.state[big]["compressed"]) and not bool(opt.state[small]["compressed"])
+    return [torch.view_as_real(big.detach()).float(), small.detach().float()] + [
+        t.float() for key, t in sorted(opt.state[big].items()) if key.endswith(("exp_avg", "exp_avg_sq"))]
+
+
+@pytest.mark.parametrize("seed", ALIASED_SEEDS[1:])
+def test_rounding_streams_of_seeds_2_29_and_2_32_apart_differ(seed):
+    base, other = _half_run(0, state_dtype="bfloat16"), _half_run(seed, state_dtype="bfloat16")
+    # the compressed weight's write, the dense weight's write and the bf16 moments' writes
+    assert len(base) == len(other) >= 4
+    for i, (a, b) in enumerate(zip(base, other)):
+        assert not torch.equal(a, b), i
+
+
+def test_the_same_seed_rounds_the_same():
+    for a, b in zip(_half_run(2**29, state_dtype="bfloat16"), _half_run(2**29, state_dtype="bfloat16")):
+        assert torch.equal(a, b)
+
+
+def test_rounding_seeds_differ_in_their_low_32_bits():
+    # torch's CPU generator keeps only the low 32 bits: they alone must tell the streams apart
+    seeds = [state_seed(g, o) for g in ALIASED_SEEDS + (1, 2**63, 2**64 - 1) for o in (1, 2)]
+    low = {rounding_seed(s, step, w) % 2**32 for s in seeds for step in range(50) for w in range(ROUNDING_WRITES)}
+    assert len(low) == len(seeds) * 50 * ROUNDING_WRITES
+    assert all(0 <= rounding_seed(s, 0, w) < 2**62 for s in seeds for w in range(ROUNDING_WRITES))
+    with pytest.raises(ValueError, match=r"Invalid rounding write=8; expected an int in \[0, 8\)"):
+        rounding_seed(0, 0, ROUNDING_WRITES)

@@ -46,12 +46,47 @@ def test_bad_rank_is_named(bad):
 
 @pytest.mark.parametrize("shape", [
     (128, 128, 64, 33),  # an FNO_Large2d-like spectral weight
-    (128, 256, 1),  # a channel MLP's Conv1d kernel: its size-1 mode cannot shrink
-    (1, 64, 1, 48),
+    (128, 96, 12, 7),
+    (6, 5, 4, 4, 3),
 ])
 def test_default_convention_core_keeps_about_the_fraction_of_entries(shape):
     ranks = TuckerProjector(0.25).mode_ranks(shape)
-    assert abs(math.prod(ranks) / math.prod(shape) - 0.25) < 0.02, ranks
+    assert ranks == TuckerProjector(0.25).unclipped_ranks(shape)  # no mode is clipped
+    assert abs(math.prod(ranks) / math.prod(shape) - 0.25) < 0.03, ranks
+
+
+@pytest.mark.parametrize("rank, shape, unclipped, expected", [
+    # a matrix: (32, 16) would give the core 16 rows that are always zero
+    (0.25, (64, 32), (32, 16), (16, 16)),
+    (0.25, (128, 256, 1), (64, 128, 1), (64, 64, 1)),  # a channel MLP's Conv1d kernel
+    (0.25, (1, 64, 1, 48), (1, 32, 1, 24), (1, 24, 1, 24)),
+    (0.25, (64, 629), (32, 314), (32, 32)),  # a CP factor
+    (0.25, (64, 2, 2), (40, 1, 1), (1, 1, 1)),  # repeated: mode 0 to 1, then nothing changes
+    ((40, 16), (64, 32), (40, 16), (16, 16)),
+    ((64, 16), (64, 32), (64, 16), (64, 16)),  # a full mode stays full: no factor
+    (1.0, (64, 2, 2), (64, 2, 2), (64, 2, 2)),  # rank 1.0 stays AdamW
+    (0.25, (32, 32, 16, 5), (23, 23, 11, 4), (23, 23, 11, 4)),  # spectral weights: unchanged
+])
+def test_compressed_mode_ranks_are_clipped_to_the_product_of_the_others(rank, shape, unclipped, expected):
+    projector = TuckerProjector(rank)
+    assert projector.unclipped_ranks(shape) == unclipped
+    assert projector.mode_ranks(shape) == expected
+    assert TuckerProjector(rank, clip_ranks=False).mode_ranks(shape) == unclipped
+
+
+@pytest.mark.parametrize("n_iter", [0, 1])
+def test_a_matrix_core_has_no_always_zero_rows(n_iter):
+    grad = random_tensor((64, 32), False, 7)
+    projector = TuckerProjector(0.25, n_iter=n_iter)
+    basis = projector.compute_basis(grad)
+    assert [tuple(basis[f"factor_{k}"].shape) for k in (0, 1)] == [(64, 16), (32, 16)]
+    core = projector.project(grad, basis)
+    assert core.shape == (16, 16) and core.norm(dim=1).min() > 1e-3 * core.norm()
+    # the same capture as the wider factor of the old ranks: its extra columns held nothing
+    wide = TuckerProjector(0.25, n_iter=n_iter, clip_ranks=False)
+    old = wide.compute_basis(grad)
+    assert torch.allclose(projector.project_back(core, basis), wide.project_back(wide.project(grad, old), old),
+                          atol=1e-10)
 
 
 def test_bad_convention_lists_allowed():
