@@ -343,6 +343,7 @@ def train_command(argv):
             _check_resume_sections(resume, source, saved, given)  # the run's keys may not exist in another class
             config = load_config(source, parsed)
             _check_resume_model(resume, config, saved, given)
+            _check_resume_optimizer_class(resume, config, saved)
             _check_resume_data(resume, config, saved)
             return config, parsed
 
@@ -505,6 +506,42 @@ def _check_resume_model(resume, config, saved, given):
             "the saved model's weights. Resume without these overrides (the precision keys may change), "
             "or start a new run.")
     _check_resume_rank(resume, config)
+
+
+def _check_resume_optimizer_class(resume, config, saved):
+    """Refuse a resume whose ``model.spectral_weight_dtype`` changes the class ``opt.optimizer``
+    "adamw" builds: torch's AdamW for complex64 weights, TensorGRaD without compression for
+    complex32 ones (fp32 moments, :func:`neuralop_mp.optim.factory.create_optimizer`). The
+    checkpoint's optimizer state is the saved class's, which the resume would refuse only after
+    the data load, blaming the optimizer. The TensorGRaD kinds build TensorGRaD either way: the
+    dtype may change with them.
+
+    Raises
+    ------
+    ValueError
+        Naming the key with the value given and the value saved, and the optimizer switch.
+    """
+    from .training.resume import given_and_saved
+    from .vocabulary import normalize_spectral_weight_dtype
+
+    def adamw_class(run):
+        kind = getattr(run.opt, "optimizer", "adamw") or "adamw"
+        if not isinstance(kind, str) or kind.lower() != "adamw":
+            return None
+        low = normalize_spectral_weight_dtype(getattr(run.model, "spectral_weight_dtype", None)) == "complex32"
+        return "TensorGRaD" if low else "torch's AdamW"
+
+    new, old = adamw_class(config), adamw_class(saved)
+    if new is None or old is None or new == old:
+        return
+    key = "model.spectral_weight_dtype"
+    changed = given_and_saved({key: (getattr(config.model, "spectral_weight_dtype", None),
+                                     getattr(saved.model, "spectral_weight_dtype", None))})
+    raise ValueError(
+        f"Cannot resume {resume} with another {key} ({changed}): with opt.optimizer 'adamw' it switches the "
+        f"optimizer from {old} to {new} (complex32 weights get TensorGRaD without compression, for fp32 moments), "
+        "and the checkpoint holds the state of the saved one. Resume without this override, or start a new run "
+        "(with opt.optimizer tensorgrad, galore or sparse the dtype may change at a resume).")
 
 
 def _check_resume_rank(resume, config):

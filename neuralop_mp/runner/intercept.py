@@ -9,6 +9,7 @@ they build with :mod:`neuralop_mp.build_steps`, the steps ``neuralop-mp train`` 
 import inspect
 import threading
 import weakref
+from pathlib import Path
 from types import SimpleNamespace
 
 from .. import build_steps
@@ -185,19 +186,20 @@ def make_trainer_class(options, report, parts):
             # upstream's Trainer writes the model's constructor arguments beside its weights
             # (BaseModel.save_checkpoint): its scripts rebuild the model with Model.from_checkpoint
             super().checkpoint(save_dir)
-            save_model_metadata_beside(save_dir, self.model)
+            save_model_metadata_beside(save_dir, self.model, epoch=getattr(self, "epoch", None))
 
     Trainer.__module__ = __name__
     Trainer.__qualname__ = "Trainer"
     return Trainer
 
 
-def save_model_metadata_beside(save_dir, model):
+def save_model_metadata_beside(save_dir, model, epoch=None):
     """``{name}_metadata.pkl`` beside the model weights a trainer's checkpoint wrote into
     ``save_dir`` (``best_model`` or ``model``, upstream's names), by the process that writes
-    checkpoints (local rank 0); nothing where no checkpoint is there yet (``save_best``
-    skipped a worse epoch before any better one) or the model records no constructor
-    arguments."""
+    checkpoints (local rank 0); nothing where no checkpoint is there yet, or the checkpoint
+    there is of another ``epoch`` than the one just trained (``save_best`` skipped a worse epoch:
+    the metadata stays that of the saved weights, not the precision of the current phase), or
+    the model records no constructor arguments."""
     import neuralop.mpu.comm as comm
 
     from ..training import checkpointing
@@ -206,7 +208,11 @@ def save_model_metadata_beside(save_dir, model):
         return None
     try:
         name = checkpointing.checkpoint_name(save_dir)
-    except checkpointing.CheckpointError:  # no weights saved there yet
+        if epoch is not None:
+            manifest = checkpointing.load_weights_only(Path(save_dir) / checkpointing.MANIFEST_FILE)
+            if not isinstance(manifest, dict) or manifest.get("epoch") != epoch:  # this epoch was not saved
+                return None
+    except checkpointing.CheckpointError:  # no weights saved there yet, or no manifest telling their epoch
         return None
     return checkpointing.save_model_metadata(save_dir, name, model)
 

@@ -139,6 +139,8 @@ def previous_save_dir(save_dir):
     """The folder that holds the previous complete save of ``save_dir`` while a save renames
     (``{save_dir}.old``): what a crash between the two renames leaves."""
     save_dir = Path(save_dir)
+    if not save_dir.name:  # "." (the parent of a bare relative name) has no name to extend: its own
+        save_dir = save_dir.absolute()
     return save_dir.with_name(save_dir.name + ".old")
 
 
@@ -152,8 +154,10 @@ def loadable_save(path, action="loading"):
     if path.exists():
         return path
     for folder, inside in ((path, ()), (path.parent, (path.name,))):
+        if folder.exists():  # "." and "/", which exist, first: they have no previous save
+            continue
         old = previous_save_dir(folder).joinpath(*inside)
-        if not folder.exists() and previous_save_dir(folder).is_dir() and old.exists():
+        if previous_save_dir(folder).is_dir() and old.exists():
             package = Path(__file__).parents[1]  # the warning names the caller's line
             warnings.warn(f"{folder} is missing but {previous_save_dir(folder)} holds its previous complete save "
                           f"(a crash between the two renames of a save); {action} from it.", RuntimeWarning,
@@ -349,6 +353,46 @@ def verify_checkpoint(save_dir, require=()):
     return manifest
 
 
+def check_format_version(version, path):
+    """Refuse a ``format_version`` (recorded in ``path``) that this version does not read: one
+    above :data:`FORMAT_VERSION` was written by a newer neuralop_mp; any other (0, "2", None) is
+    no format of ours."""
+    if version in READABLE_FORMAT_VERSIONS and isinstance(version, int) and not isinstance(version, bool):
+        return
+    reads = f"this neuralop_mp reads {READABLE_FORMAT_VERSIONS[0]}..{READABLE_FORMAT_VERSIONS[-1]}"
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format_version={version!r} ({reads}): it was written by a newer "
+                              "neuralop_mp; upgrade to resume it.")
+    raise CheckpointError(f"{path} has format_version={version!r}, an unknown format version ({reads}): "
+                          "damaged, or not written by neuralop_mp.")
+
+
+def check_state_epoch(save_dir, manifest, precision_state):
+    """Refuse a ``precision_state.pt`` of another epoch than the ``manifest`` records, where it
+    records one (upstream's always does).
+
+    Our manifest lists the files' checksums, so a mismatch there is a damaged folder. Upstream's
+    manifest lists none: a folder that upstream's ``Trainer`` went on saving into (``save_dir`` and
+    ``resume_from_dir`` the same) holds its later weights, optimizer and scheduler and our older
+    ``precision_state.pt``, whose epoch would train the epochs between again, on weights and an
+    optimizer state that already trained them, with the learning rate ahead of the history."""
+    saved, recorded = precision_state.get("epoch"), manifest.get("epoch")
+    if saved == recorded or (recorded is None and manifest.get("files") is None):  # upstream's without an epoch
+        return
+    save_dir = Path(save_dir)
+    state_path, manifest_path = save_dir / PRECISION_STATE_FILE, save_dir / MANIFEST_FILE
+    if manifest.get("files") is not None or not (isinstance(saved, int) and isinstance(recorded, int)
+                                                 and saved < recorded):
+        raise CheckpointError(f"{state_path} is of epoch {saved} but the manifest of epoch {recorded}.")
+    raise CheckpointError(
+        f"{state_path} is of epoch {saved} but {manifest_path} of epoch {recorded}: another trainer (upstream's "
+        f"Trainer, which writes no {PRECISION_STATE_FILE}) saved epochs {saved + 1}-{recorded} into the folder "
+        f"after it, and resuming from epoch {saved + 1} would train them again on weights and an optimizer state "
+        f"that already trained them. Continue with that trainer, or delete {state_path} to resume after epoch "
+        f"{recorded} as an upstream checkpoint (MixedPrecisionTrainer; history, loss scale and RNG state start "
+        f"fresh; `neuralop-mp train --resume` needs the file: start a new run instead).")
+
+
 def _verify(save_dir, require):
     """:func:`verify_checkpoint`, returning also the files it read (``{"model": ..., "precision_state":
     ...}``, None where not read) for :func:`load_training_files`, which then reads each file once."""
@@ -369,11 +413,10 @@ def _verify(save_dir, require):
         version, version_path = read["precision_state"].get("format_version"), state_path
     if version is None and ours:
         version = 1
-    if version is not None and version not in READABLE_FORMAT_VERSIONS:
-        raise CheckpointError(
-            f"{version_path} has format_version={version!r}; this version of neuralop_mp reads "
-            f"{list(READABLE_FORMAT_VERSIONS)}. It was written by a newer neuralop_mp: upgrade to resume it."
-        )
+    if version is not None:
+        check_format_version(version, version_path)
+    if isinstance(read["precision_state"], dict):  # read: no file list (upstream's manifest), before the model file
+        check_state_epoch(save_dir, manifest, read["precision_state"])
     if files is not None:
         for filename, entry in files.items():
             path = save_dir / filename
@@ -624,13 +667,8 @@ def load_training_files(save_dir, model, optimizer=None, scheduler=None, regular
     if state_path.exists():
         if precision_state is None:
             precision_state = load_weights_only(state_path)
-        version = precision_state.get("format_version")
-        if version not in READABLE_FORMAT_VERSIONS:
-            raise CheckpointError(f"{state_path} has format_version={version!r}; readable: "
-                                  f"{list(READABLE_FORMAT_VERSIONS)}.")
-        if manifest.get("files") is not None and precision_state.get("epoch") != manifest.get("epoch"):
-            raise CheckpointError(f"{state_path} is of epoch {precision_state.get('epoch')} but the manifest "
-                                  f"of epoch {manifest.get('epoch')}.")
+        check_format_version(precision_state.get("format_version"), state_path)
+        check_state_epoch(save_dir, manifest, precision_state)
     if model_state is None:
         model_state = load_weights_only(model_path)
     check_model_state(unwrap(model), model_state, model_path)
