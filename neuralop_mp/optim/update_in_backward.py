@@ -90,7 +90,9 @@ def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, dis
         refused.append(f"{prefix}grad_accumulation_steps={grad_accumulation_steps!r} (every micro-batch's "
                        "backward would step the weights; use 1)")
     if distributed:
-        refused.append(f"{prefix}distributed={distributed!r} (DDP all-reduces gradients after the hooks run, so "
+        # a text says what made the run data-parallel (training.distributed.data_parallel)
+        what = distributed if isinstance(distributed, str) else f"{prefix}distributed={distributed!r}"
+        refused.append(f"{what} (DDP all-reduces gradients after the hooks run, so "
                        "each rank would step with its own gradient; train on one process)")
     skip_reason = "(a NaN gradient would skip only the parameters after it; use 'raise')"
     if nonfinite_grad == "skip":

@@ -205,10 +205,15 @@ def wrap_model(model, device):
 
 
 def data_parallel(model, use_distributed=False):
-    """Whether ``model`` trains data-parallel: it is a DistributedDataParallel module (one the
-    caller wrapped included, on any number of ranks), or ``use_distributed`` is set inside a
-    process group of more than one rank (where the trainer wraps it)."""
-    return isinstance(model, DistributedDataParallel) or bool(use_distributed and is_distributed())
+    """Why ``model`` trains data-parallel, else None: it is a DistributedDataParallel module (one
+    the caller wrapped included, on any number of ranks), or ``use_distributed`` is set inside a
+    process group of more than one rank (where the trainer wraps it). The reason names what the
+    caller gave, for the messages of what data parallelism refuses."""
+    if isinstance(model, DistributedDataParallel):
+        return "a model wrapped in DistributedDataParallel"
+    if use_distributed and is_distributed():
+        return f"use_distributed=True on {world_size()} ranks"
+    return None
 
 
 def self_averaged_parameters(model):

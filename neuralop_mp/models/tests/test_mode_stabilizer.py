@@ -102,7 +102,7 @@ def test_a_saved_model_records_and_restores_the_stabilizer_it_was_built_with(tmp
     assert get_precision(loaded) == get_precision(model) == ("half", "float16", "tanh")
 
 
-def test_get_model_and_train_of_the_same_config_run_the_same_recipe(monkeypatch, tmp_path):
+def test_get_model_and_train_of_the_same_config_build_the_same_stabilizer(monkeypatch, tmp_path):
     """One epoch of ``train`` (what its saved model records) against ``get_model`` of its config."""
     from torch.utils.data import DataLoader
 

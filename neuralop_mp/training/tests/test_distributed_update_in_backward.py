@@ -59,6 +59,9 @@ def test_update_in_backward_is_refused_on_every_rank_for_a_data_parallel_model(r
     for result in refusals:
         message = result[case]
         assert message is not None, case
-        assert message.startswith("update_in_backward=True cannot be combined with distributed=True"), message
+        # the message names what the caller gave: its own DDP model, or use_distributed on the ranks
+        cause = "use_distributed=True on 2 ranks" if case == "use_distributed" else \
+            "a model wrapped in DistributedDataParallel"
+        assert message.startswith(f"update_in_backward=True cannot be combined with {cause} "), message
         if case == "at_train":
             assert result["unchanged"]
