@@ -277,8 +277,7 @@ def write_atomic(path, write):
     same folder, then rename it over ``path``: a kill during the write leaves the previous file
     (or none) complete, never a partial one that a later run or ``eval`` would read."""
     path = Path(path)
-    # a temporary file of its own, so that two writers never remove each other's
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, tmp = _new_temporary(path)
     try:
         with os.fdopen(handle, "wb") as f:
             write(f)
@@ -288,6 +287,22 @@ def write_atomic(path, write):
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def _new_temporary(path):
+    """``(descriptor, name)`` of a new empty file ``.<name>.<random>.tmp`` beside ``path``, of its own
+    so that two writers never remove each other's.
+
+    Created with mode 0666 less the umask (and the folder's default ACL), as ``open`` creates a file:
+    ``tempfile.mkstemp`` creates 0600, so ``results.json`` and ``command.json`` were unreadable to the
+    group of a shared run folder whose model files it could read."""
+    for _ in range(tempfile.TMP_MAX):
+        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:  # 48 random bits taken: draw again
+            continue
+    raise FileExistsError(f"no free temporary file name beside {path}")
 
 
 def _normalizer_state(normalizer):

@@ -15,8 +15,15 @@ where ``fcntl`` is missing, e.g. on Windows, there is no lock) from the check th
 decides to generate to the save, so that two runs never both report a file as
 theirs: the second one finds the first one's file and uses it, or refuses to
 replace it with other settings.
+
+A file is saved through a temporary file next to it, named after the host and the process
+(:func:`save_data_file`), which an exception or a Ctrl-C removes. A process killed where no
+code of its own runs (SIGKILL, a crash of the machine) leaves it: the next generation of that
+file removes it once it holds the lock, when its process is gone (:func:`_remove_stale_temporaries`).
 """
 import os
+import re
+import socket
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,7 +121,9 @@ def generate_cached(path, settings, n_samples, overwrite, compute):
     if not _stale(path, settings, n_samples, overwrite):
         return path
     check_writable(path.parent, DATA_ROOT_OPTIONS, what="Data folder")
-    with _generation_lock(path):
+    with _generation_lock(path) as locked:
+        if locked:  # every generation of this file locks it: no other one is writing a temporary now
+            _remove_stale_temporaries(path)
         if _identity(path) != seen:  # written (or removed) by another run while this one waited
             if not _stale(path, settings, n_samples, overwrite=False):
                 return path
@@ -144,19 +153,19 @@ def _identity(path):
 
 @contextmanager
 def _generation_lock(path):
-    """Hold an exclusive lock on ``<path>.lock`` (none where ``fcntl`` is missing).
+    """Hold an exclusive lock on ``<path>.lock`` (none where ``fcntl`` is missing); yield whether it is held.
 
     The lock file stays: removing it would let a third run lock a new file of that
     name while a second one still waits on the removed one."""
     if fcntl is None:
-        yield
+        yield False
         return
     # opened for reading (flock needs no more): another user's lock file in a shared data root, which
     # it created 0644 under its umask, is as usable as one's own, as the folder is
     descriptor = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY | os.O_CREAT, 0o666)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
+        yield True
     finally:
         os.close(descriptor)  # releases the lock, on an exception too
 
@@ -189,9 +198,7 @@ def save_data_file(path, tensors, settings, n_samples):
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(tensors)
     payload["meta"] = dict(settings, n_samples=int(n_samples))
-    # a unique temporary name: two generations of the same file never share a partial file (threads
-    # too, where no lock serializes them)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = _temporary_path(path)
     try:
         # saved through a handle: given a file name, torch names the archive's records after
         # it (here with the pid), so the same data gave different bytes in every run
@@ -203,6 +210,54 @@ def save_data_file(path, tensors, settings, n_samples):
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+# the host in a temporary's name: a process id tells whether a writer is gone on its own host only
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+
+
+def _temporary_path(path):
+    """``<path>.<host>.<pid>.<thread>.tmp``: a unique name, so two generations of the same file never
+    share a partial file (threads too, where no lock serializes them), saying whose it is."""
+    return path.with_name(f"{path.name}.{_HOST}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def _remove_stale_temporaries(path):
+    """Remove the temporaries of ``path`` (:func:`_temporary_path`) that processes of this host that
+    no longer exist left (killed by SIGKILL while saving). Called holding ``path``'s generation lock.
+
+    This process's own and those of a live process or of another host are left alone: a writer
+    that did not take the lock (a host whose ``flock`` does not reach this folder) may still be
+    writing them. Versions before the host was named wrote ``<path>.<pid>.<thread>.tmp``, taken
+    as this host's. A temporary that cannot be removed (another user's) is left too.
+    """
+    pattern = re.compile(re.escape(path.name) + r"\.(?:([A-Za-z0-9-]*)\.)?(\d+)\.(\d+)\.tmp")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or match[1] not in (None, _HOST):
+            continue
+        pid = int(match[2])
+        if pid == os.getpid() or _process_exists(pid):
+            continue
+        try:
+            (path.parent / name).unlink()
+        except OSError:  # gone meanwhile, or not ours to remove
+            pass
+
+
+def _process_exists(pid):
+    """Whether a process ``pid`` exists on this host (POSIX; the lock, and so this, exists only there)."""
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, only whether the process exists is checked
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):  # another user's; or no pid of this system
+        return True
+    return True
 
 
 def generate_train_test(generate_split, check_settings, root, resolutions, n_train, n_test, seed, progress, overwrite,

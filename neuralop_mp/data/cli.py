@@ -9,12 +9,15 @@ Example::
     neuralop-mp data darcy --res 64 --n-train 0 --n-test 200   # a test set alone
 
 Prints one line per file (cached files are marked). Exit status 0 on success,
-2 on bad arguments (the message names the bad value and the allowed ones).
+2 on bad arguments (the message names the bad value and the allowed ones), 130 after
+Ctrl-C and 143 after SIGTERM (one line on stderr: the files finished before it are kept,
+the one being written is not, and no temporary file is left).
 """
 import argparse
 import sys
 import time
 
+from ..signals import exit_status, interrupt_name, terminate_as_interrupt
 from .darcy import FACE_AVERAGES
 
 def _int_at_least(low, allowed):
@@ -102,15 +105,24 @@ def main(argv=None):
         return int(exit_.code or 0)
     start = time.perf_counter()
     before = {}
-    try:
-        from .cache import resolve_root
+    # SIGTERM as Ctrl-C: the save's cleanup runs (no temporary left), one line instead of a traceback
+    with terminate_as_interrupt():
+        try:
+            from .cache import resolve_root
 
-        root = resolve_root(args.root)
-        before = {p: p.stat().st_mtime_ns for p in root.glob("*.pt")} if root.exists() else {}
-        files = _generate(args)
-    except (ValueError, FileExistsError) as err:
-        print(f"neuralop-mp data: error: {err}", file=sys.stderr)
-        return 2
+            root = resolve_root(args.root)
+            before = {p: p.stat().st_mtime_ns for p in root.glob("*.pt")} if root.exists() else {}
+            files = _generate(args)
+        except (ValueError, FileExistsError) as err:
+            print(f"neuralop-mp data: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as interrupt:
+            if not args.quiet:
+                print(file=sys.stderr)  # after the progress bar's line
+            print(f"neuralop-mp data: {interrupt_name(interrupt)}; the files finished before it are kept, the one "
+                  "being written was not saved; run the same command again to go on (finished files are reused)",
+                  file=sys.stderr)
+            return exit_status(interrupt)
     for res, paths in files.items():
         for path in filter(None, paths):  # None: a split of 0 samples, not written
             cached = before.get(path) == path.stat().st_mtime_ns
