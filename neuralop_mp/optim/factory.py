@@ -62,6 +62,12 @@ class OptimizerSpec:
 _REGISTRY = {}
 
 
+def setting_readers():
+    """The optimizer kinds that read TensorGRaD settings: every registered kind but "adamw"
+    (a kind registered with :func:`register_optimizer` is handed them too)."""
+    return tuple(name for name in _REGISTRY if name != "adamw")
+
+
 def unread_settings_error(kind, given, optimizer_key, prefix):
     """ValueError for the first of ``given`` (``{"tensorgrad_<name>": value}`` set by the user) that
     optimizer ``kind`` does not read, else None: AdamW reads none of them, galore and sparse do not
@@ -71,7 +77,7 @@ def unread_settings_error(kind, given, optimizer_key, prefix):
     dropped = DROPPED_SETTING.get(kind)
     for key, value in given.items():
         if kind == "adamw":
-            kinds = "|".join(name for name in _REGISTRY if name != "adamw")
+            kinds = "|".join(setting_readers())
             return ValueError(f"Invalid {prefix}{key}={value!r} with {optimizer_key}={kind!r}: AdamW reads no "
                               f"TensorGRaD setting; leave it out, or use {optimizer_key} {kinds}.")
         if dropped and key == f"tensorgrad_{dropped}":

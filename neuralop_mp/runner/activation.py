@@ -162,7 +162,7 @@ def _validated_options(options, prefix=""):
     else:
         schedule = None
     # the factory's registry, read now: a kind added with register_optimizer is one `train` builds
-    from ..optim.factory import list_optimizers, unread_settings_error
+    from ..optim.factory import list_optimizers, setting_readers, unread_settings_error
 
     optimizer = options["optimizer"]
     if optimizer is not None:
@@ -181,9 +181,8 @@ def _validated_options(options, prefix=""):
     if unread is not None:
         raise unread
     if optimizer_options and optimizer is None:  # upstream's AdamW is kept: nothing would read them
-        compressing = [kind for kind in list_optimizers() if kind != "adamw"]
         raise ValueError(f"{', '.join(name(key) for key in optimizer_options)} set(s) TensorGRaD settings, which "
-                         f"only {name('optimizer')} {'|'.join(compressing)} reads, and no {name('optimizer')} is "
+                         f"only {name('optimizer')} {'|'.join(setting_readers())} reads, and no {name('optimizer')} is "
                          "given; add it, or leave them out.")
     loss_scaling = options["loss_scaling"]
     if loss_scaling is not None:
