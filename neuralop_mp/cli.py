@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 
 from .option_check import load_checked
+from .signals import Terminated, exit_status, interrupt_name, terminate_as_interrupt
 
 PROG = "neuralop-mp"
 
@@ -395,11 +396,12 @@ def train_command(argv):
             print(_interrupted_message(out, given_now if resume is not None else (), stopped="stopped",
                                        change=" with one of the changes above"), file=sys.stderr)
         return _quiet_rank_exit(1, rank0)
-    except KeyboardInterrupt:  # Ctrl-C: what is kept and how to go on, not the traceback of where it stopped
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM (main): what is kept and how to go on, no traceback
         if rank0:
             print(file=sys.stderr)
-            print(_interrupted_message(out, given_now if resume is not None else ()), file=sys.stderr)
-        return _quiet_rank_exit(130, rank0)
+            stopped = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+            print(_interrupted_message(out, given_now if resume is not None else (), stopped=stopped), file=sys.stderr)
+        return _quiet_rank_exit(exit_status(interrupt), rank0)
     finally:
         if claimed:
             release_run_folder(out)
@@ -606,7 +608,25 @@ def _interrupted_message(out, again=(), stopped="interrupted", change=""):
         return (f"{PROG} train: {stopped} before any epoch was saved in {out}: nothing to resume; run the command "
                 f"again{change}.")
     return (f"{PROG} train: {stopped}; {checkpoint} holds epoch {epoch}, the last saved. "
-            f"Continue{change} with: {PROG} train --resume {shlex.join([str(out), *again])}")
+            f"Continue{change} with: {_train_launch()} --resume {shlex.join([str(out), *again])}")
+
+
+def _train_launch(environ=None):
+    """How the command that continues a run starts ``train``: ``neuralop-mp train``, or under torchrun
+    with more than one rank the torchrun form of docs/distributed.md on as many ranks (the same number
+    continues each rank's RNG stream; another continues differently, and the resume warns)."""
+    environ = os.environ if environ is None else environ
+    try:
+        world, local = int(environ.get("WORLD_SIZE", "1")), int(environ.get("LOCAL_WORLD_SIZE", "0"))
+    except ValueError:  # not torchrun's: no launch of its to repeat
+        return f"{PROG} train"
+    if world <= 1:
+        return f"{PROG} train"
+    if local <= 0 or local == world:  # one node
+        return f"torchrun --standalone --nproc_per_node {world} -m neuralop_mp.cli train"
+    # several nodes: the same per node, with the rendezvous options of the run's own launch
+    return (f"torchrun --nnodes {world // local} --nproc_per_node {local} <your rendezvous options> "
+            "-m neuralop_mp.cli train")
 
 
 def eval_help():
@@ -738,7 +758,23 @@ HANDLERS = {"train": train_command, "eval": eval_command, "data": _data_command,
 
 
 def main(argv=None):
-    """Entry point of the ``neuralop-mp`` console script; returns the exit code."""
+    """Entry point of the ``neuralop-mp`` console script; returns the exit code.
+
+    SIGTERM (a scheduler's preemption, ``kill``, ``timeout``, torchrun stopping its ranks) ends a
+    command as Ctrl-C does (:mod:`neuralop_mp.signals`): its own handler says what is kept, exit
+    143. An interrupt no command handles (while a command imports, after a summary) is one line,
+    exit 130 (143), not a traceback.
+    """
+    with terminate_as_interrupt():
+        try:
+            return _dispatch(argv)
+        except KeyboardInterrupt as interrupt:
+            print(f"\n{PROG}: {interrupt_name(interrupt)}", file=sys.stderr)
+            return exit_status(interrupt)
+
+
+def _dispatch(argv):
+    """:func:`main`'s work: the command of ``argv`` run, its exit code returned."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())

@@ -18,14 +18,21 @@ A run folder holds, besides ``results.json`` and ``loss_curve.png``:
   test inputs and decodes the predictions without the training data; :func:`load_data_processor`
   gives them back for a user's own inference;
 - ``checkpoint/``: the trainer's training state after the last finished epoch,
-  which ``neuralop-mp train --resume RUN_DIR`` continues from.
+  which ``neuralop-mp train --resume RUN_DIR`` continues from;
+- ``.lock``: while a run writes the folder, locked, holding its pid (:func:`run_folder_lock`).
 """
 import json
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock
+    fcntl = None
 
 import torch
 
@@ -38,6 +45,7 @@ OLD_CHECKPOINT_DIR = previous_save_dir(CHECKPOINT_DIR).name  # what a crash duri
 RESULTS_FILE = "results.json"
 COMMAND_FILE = "command.json"
 DATA_PROCESSOR_FILE = "data_processor.pt"
+LOCK_FILE = ".lock"
 
 
 def _processor_classes():
@@ -413,6 +421,79 @@ def release_run_folder(folder):
         return False
     folder.rmdir()
     return True
+
+
+@contextmanager
+def run_folder_lock(folder):
+    """Hold an exclusive lock on ``folder/.lock`` while the block runs (nothing where ``fcntl`` is
+    missing): one run at a time writes a run folder.
+
+    Without it a ``--resume`` (or a new run) of a folder another run is writing is accepted, and
+    the two replace each other's checkpoint until one fails to rename a temporary the other
+    moved. The lock is ``flock``'s: the system releases it when its process ends, a killed one
+    included, so a lock file left behind never blocks a later run. The file records the pid of
+    the holder, for the message of the run refused; the holder removes it when the block ends
+    (a lock taken checks that its file is still the one at the path: not one removed meanwhile).
+
+    Raises
+    ------
+    RunSetupError
+        At once (never waiting), when another process holds the lock: naming the folder and its pid.
+    """
+    from .run_setup import RunSetupError
+
+    if fcntl is None:
+        yield
+        return
+    path = Path(folder) / LOCK_FILE
+    while True:
+        try:
+            descriptor, writable = os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+        except PermissionError:  # another user's lock file (0644 under its umask): flock needs reading only
+            descriptor, writable = os.open(path, os.O_RDONLY), False
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(descriptor)
+            os.close(descriptor)
+            raise RunSetupError(
+                f"{folder} is in use by another neuralop-mp train ({f'pid {holder}' if holder else 'pid unknown'}): "
+                "a second run would overwrite its checkpoint. Wait for it to end (or stop it), then resume; "
+                "or give a new run another --output_dir.") from None
+        except BaseException:
+            os.close(descriptor)
+            raise
+        if _same_file(descriptor, path):
+            break
+        os.close(descriptor)  # its holder removed that file as it ended: lock the one at the path now
+    try:
+        if writable:
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        if writable:  # removed while held: a run that opened it meanwhile finds it gone (_same_file)
+            path.unlink(missing_ok=True)
+        os.close(descriptor)  # releases the lock, on an exception too
+
+
+def _same_file(descriptor, path):
+    """Whether ``path`` still names the file open as ``descriptor``."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(descriptor)
+    return (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _lock_holder(descriptor):
+    """The pid a lock file records, or None (not written yet, or not a number)."""
+    try:
+        text = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def read_results(run_dir):

@@ -23,6 +23,7 @@ when an upstream script calls ``get_model``, ``Trainer`` or ``neuralop.training.
 resolution and writes ``results.json`` and ``loss_curve.png``
 (:mod:`neuralop_mp.train_report`). ``neuralop-mp train`` is a thin shell around it.
 """
+import contextlib
 import inspect
 import os
 import time
@@ -546,22 +547,25 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
 
     claimed = []  # the default folder this call claims
     try:
-        return _run_training(config, claimed, progress=progress, output_dir=output_dir, write=write, log=log,
-                             resume=resume, save_best=save_best, threads=threads, command=command,
-                             cpu_allocator=cpu_allocator, command_flags=command_flags,
-                             threads_reason=threads_reason)
+        with contextlib.ExitStack() as held:  # the run folder's lock, released when the run ends
+            return _run_training(config, claimed, held, progress=progress, output_dir=output_dir, write=write,
+                                 log=log, resume=resume, save_best=save_best, threads=threads, command=command,
+                                 cpu_allocator=cpu_allocator, command_flags=command_flags,
+                                 threads_reason=threads_reason)
     except BaseException:  # Ctrl-C included: a run stopped before saving any of itself leaves no folder
         for folder in claimed:
             release_run_folder(folder)
         raise
 
 
-def _run_training(config, claimed, *, progress, output_dir, write, log, resume, save_best, threads, command,
+def _run_training(config, claimed, held, *, progress, output_dir, write, log, resume, save_best, threads, command,
                   cpu_allocator, command_flags, threads_reason=None):
-    """:func:`run_training`, appending to ``claimed`` the default folder it claims."""
+    """:func:`run_training`, appending to ``claimed`` the default folder it claims and entering the run
+    folder's lock into ``held`` (an ``ExitStack``)."""
     from .configs import config_to_dict
     from .configs.validation import validated_precision_policy
-    from .run_folder import CHECKPOINT_DIR, FINAL_MODEL, save_data_processor, save_model, write_command
+    from .run_folder import (CHECKPOINT_DIR, FINAL_MODEL, run_folder_lock, save_data_processor, save_model,
+                             write_command)
     from .run_records import parameters_text, phase_ranges
     from .train_report import no_best_model_reason, precision_as_run, write_outputs
     from .training import distributed
@@ -597,13 +601,16 @@ def _run_training(config, claimed, *, progress, output_dir, write, log, resume, 
     out = output_dir_for(config, output_dir, claim=claim) if write else None
     if claim and not (output_dir or config.output_dir):  # a default folder, created now for this run
         claimed.append(out)
+    if write and is_writer and (not resume or out.is_dir()):  # a resume's missing folder: refused below
+        check_writable(out)  # created if new: the lock file is in it
+        # one run at a time writes the folder: a second (resume or new) is refused before it reads or writes
+        held.enter_context(run_folder_lock(out))
     checkpoint_dir = out / CHECKPOINT_DIR if write else None
     # the folder a resume reads: checkpoint/, or checkpoint.old after a crash between a save's renames
     resume_dir = checkpoint_to_resume(out, checkpoint_dir if write else None) if resume else None
     if write and is_writer:
         if not resume:
             check_new_run_folder(out)
-        check_writable(out)
         if command is not None and not resume:
             write_command(out, *command, save_best=bool(save_best), **(command_flags or {}))
     # a resumed run records its command (the run's overrides and the ones given now) once it saves an epoch

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..run_setup import RunSetupError, check_output_file, check_update_in_backward_launch
+from ..signals import exit_status, terminate_as_interrupt
 from ..training.distributed import launch_rank
 from ..vocabulary import (HALF_DTYPES, PRECISION_MODES, RECOMPUTE_MODES, SPECTRAL_WEIGHT_DTYPES, STABILIZERS,
                           none_if_null, normalize_flag, plain_text)
@@ -49,9 +50,6 @@ def usage():
 
 #: what our flags start with; the messages about an option name it with it
 FLAG_PREFIX = "--mp."
-
-#: exit status of a script stopped by Ctrl-C, as a shell reports it (128 + SIGINT)
-INTERRUPTED_STATUS = 130
 
 
 # Converters of a flag's text into the value a Python caller of enable() would pass. They
@@ -300,7 +298,7 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
     -------
     RunResult
         ``exit_status`` is the script's: 0, its ``sys.exit`` status, 1 after an uncaught
-        exception, 130 after Ctrl-C (``interrupted``; the summary and the report then cover
+        exception, 130 after Ctrl-C, 143 after SIGTERM (``interrupted``; the summary and the report then cover
         what the script finished); 1 also when the script succeeded but the report could
         not be written.
 
@@ -357,8 +355,8 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
                 runpy.run_path(str(path), run_name="__main__")
             except SystemExit as exit_:
                 status = _exit_status(exit_.code)
-            except KeyboardInterrupt:  # Ctrl-C ends the script, not the run: the summary and report follow
-                status, interrupted = INTERRUPTED_STATUS, True
+            except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM (main) ends the script, not the run: the
+                status, interrupted = exit_status(interrupt), True  # summary and report follow, exit 130 / 143
             except Exception as exc:  # the script's own failure: report it like Python would
                 traceback.print_exc()
                 status, error = 1, exc
@@ -391,7 +389,9 @@ def main(argv=None):
     try:
         script, options, script_args = _split_args(argv)  # run_script checks the values
         report_path = options.pop("report", None)
-        return run_script(script, script_args, report_path=report_path, **options).exit_status
+        # SIGTERM (a scheduler's preemption, torchrun stopping its ranks) ends the script as Ctrl-C does
+        with terminate_as_interrupt():
+            return run_script(script, script_args, report_path=report_path, **options).exit_status
     except UsageError as exc:  # a bad command line or option value (its check names the flag)
         print(f"neuralop-mp run: error: {exc}", file=sys.stderr)
         return 2

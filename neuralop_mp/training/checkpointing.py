@@ -198,7 +198,7 @@ def save_training_files(save_dir, save_name, model, optimizer=None, scheduler=No
     path = tmp_dir  # what is being written, for the message of a write that fails
     try:
         if tmp_dir.exists():  # left by a crash during an earlier write: never complete
-            shutil.rmtree(tmp_dir)
+            _remove_tree(tmp_dir)
         tmp_dir.mkdir(parents=True)
         for role, (filename, payload) in objects.items():
             path = tmp_dir / filename
@@ -210,24 +210,41 @@ def save_training_files(save_dir, save_name, model, optimizer=None, scheduler=No
         path = tmp_dir
         _fsync_folder(tmp_dir)
     # RuntimeError: torch.save's writer reports a full disk so; nothing else here raises one
-    except (OSError, RuntimeError) as err:
-        shutil.rmtree(tmp_dir, ignore_errors=True)  # incomplete, and save_dir not touched yet
-        raise _write_error(path, err) from err
+    except BaseException as err:  # a Ctrl-C or SIGTERM too: no partial temporary left behind
+        _remove_tree(tmp_dir, ignore_errors=True)  # incomplete, and save_dir not touched yet
+        if isinstance(err, (OSError, RuntimeError)):
+            raise _write_error(path, err) from err
+        raise
     if save_dir.exists():
         _check_replaceable(save_dir)
     try:  # a failed rename leaves save_dir, or else old_dir (resolve_checkpoint_dir), complete
         if save_dir.exists():
             path = old_dir
             if old_dir.exists():
-                shutil.rmtree(old_dir)
+                _remove_tree(old_dir)
             os.replace(save_dir, old_dir)
         path = save_dir
         os.replace(tmp_dir, save_dir)
     except OSError as err:
         raise _write_error(path, err) from err
     if old_dir.exists():
-        shutil.rmtree(old_dir)
+        _remove_tree(old_dir)
     return manifest
+
+
+def _remove_tree(path, ignore_errors=False):
+    """``shutil.rmtree(path)``, raising a Ctrl-C (or SIGTERM) that stopped it as itself.
+
+    CPython 3.11's ``rmtree`` closes a descriptor twice when interrupted, and the ``OSError``
+    (Bad file descriptor) of the second close replaces the ``KeyboardInterrupt``, which a
+    command's interrupt handler would then miss (a traceback instead of what is kept).
+    """
+    try:
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+    except OSError as error:
+        if isinstance(error.__context__, KeyboardInterrupt):
+            raise error.__context__ from None
+        raise
 
 
 def save_model_metadata(save_dir, save_name, model):

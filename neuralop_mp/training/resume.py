@@ -149,6 +149,35 @@ def restore_rng_states(state):
             torch.cuda.set_rng_state(device_state, device)
 
 
+def saved_world_size(state):
+    """The number of ranks that trained the last epoch a checkpoint's ``precision_state.pt`` saved (its
+    history's ``world_size``, else the count of its per-rank RNG states); None where neither says."""
+    history = state.get("history") or []
+    last = history[-1] if history and isinstance(history[-1], dict) else {}
+    if isinstance(last.get("world_size"), int):
+        return last["world_size"]
+    by_rank = state.get("rng_states_by_rank")
+    return len(by_rank) if by_rank is not None else None
+
+
+def _warn_other_world_size(state, save_dir):
+    """Warn when this resume runs on another number of ranks than the checkpoint's last epoch: the
+    weights and optimizer state are the saved ones, but the shards, the global batch and the RNG
+    streams are not, so the run continues differently from the one it resumes (docs/distributed.md)."""
+    saved, now = saved_world_size(state), distributed.world_size()
+    if saved is None or saved == now:
+        return
+    history = state.get("history") or []
+    epoch = history[-1].get("epoch") if history and isinstance(history[-1], dict) else None
+    same = ("neuralop-mp train --resume" if saved == 1
+            else f"torchrun --nproc_per_node {saved} -m neuralop_mp.cli train --resume")
+    warnings.warn(
+        f"Resuming {save_dir} on {now} rank(s), but its last saved epoch{'' if epoch is None else f' ({epoch})'} "
+        f"ran on {saved}: the shards and the global batch (batch_size x ranks) change and every rank starts from "
+        f"rank 0's RNG state, so the run continues differently from one on {saved} rank(s) (docs/distributed.md). "
+        f"To continue it as it ran: {same}.", UserWarning, stacklevel=3)
+
+
 class TrainingStateCheckpoints:
     """Mixin for a neuralop ``Trainer`` subclass with ``precision_schedule``, ``scaler``,
     ``history``, ``half_dtype`` and ``_scaling_enabled()``."""
@@ -305,6 +334,8 @@ class TrainingStateCheckpoints:
                               f"phase boundaries move (epoch {moved} changes phase).", stacklevel=2)
             self._load_scaler_state(state["scaler"], state.get("half_dtype"))
             self.history = [dict(h) for h in state["history"]]
+            if distributed.rank() == 0:  # every rank resumes alike: rank 0 alone says it
+                _warn_other_world_size(state, save_dir)
             restore_rng_states(state)
             next_epoch = state["next_epoch"]
         elif manifest.get("epoch") is not None:
