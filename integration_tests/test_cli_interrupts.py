@@ -104,6 +104,6 @@ def test_sigterm_ends_a_run_script_with_its_summary_and_report(tmp_path):
     out, err = process.communicate(timeout=60)
     assert process.returncode == 143, err
     assert "Traceback" not in err
-    assert "exit status 143" in out
+    assert "script terminated (SIGTERM), exit status 143" in out
     written = json.loads(report.read_text())
     assert written["interrupted"] is True and written["exit_status"] == 143

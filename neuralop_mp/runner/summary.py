@@ -158,7 +158,9 @@ def format_summary(report):
     exit_status = report.exit_status
     lines = ["", "=" * 24 + " neuralop-mp summary " + "=" * 24]
     if report.interrupted:
-        lines.append(f"script interrupted (Ctrl-C), exit status {exit_status}: what it finished before is below")
+        # the exit status tells the signal (128 + its number): SIGTERM is a scheduler's or torchrun's stop
+        how = "terminated (SIGTERM)" if exit_status == 143 else "interrupted (Ctrl-C)"
+        lines.append(f"script {how}, exit status {exit_status}: what it finished before is below")
     elif exit_status not in (None, 0):
         lines.append(f"script exit status: {exit_status}")
     trainer_device = next((t["device"] for t in report.trainers if t.get("device")), None)
