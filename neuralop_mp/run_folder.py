@@ -21,6 +21,7 @@ A run folder holds, besides ``results.json`` and ``loss_curve.png``:
   which ``neuralop-mp train --resume RUN_DIR`` continues from;
 - ``.lock``: while a run writes the folder, locked, holding its pid (:func:`run_folder_lock`).
 """
+import contextlib
 import json
 import os
 import tempfile
@@ -28,11 +29,6 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
-
-try:
-    import fcntl
-except ImportError:  # Windows: no lock
-    fcntl = None
 
 import torch
 
@@ -440,41 +436,34 @@ def run_folder_lock(folder):
     RunSetupError
         At once (never waiting), when another process holds the lock: naming the folder and its pid.
     """
-    from .run_setup import RunSetupError
+    from .run_setup import RunSetupError, file_lock
 
-    if fcntl is None:
-        yield
-        return
     path = Path(folder) / LOCK_FILE
     while True:
-        try:
-            descriptor, writable = os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
-        except PermissionError:  # another user's lock file (0644 under its umask): flock needs reading only
-            descriptor, writable = os.open(path, os.O_RDONLY), False
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _lock_holder(descriptor)
-            os.close(descriptor)
-            raise RunSetupError(
-                f"{folder} is in use by another neuralop-mp train ({f'pid {holder}' if holder else 'pid unknown'}): "
-                "a second run would overwrite its checkpoint. Wait for it to end (or stop it), then resume; "
-                "or give a new run another --output_dir.") from None
-        except BaseException:
-            os.close(descriptor)
-            raise
-        if _same_file(descriptor, path):
-            break
-        os.close(descriptor)  # its holder removed that file as it ended: lock the one at the path now
-    try:
-        if writable:
-            os.ftruncate(descriptor, 0)
-            os.write(descriptor, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        if writable:  # removed while held: a run that opened it meanwhile finds it gone (_same_file)
-            path.unlink(missing_ok=True)
-        os.close(descriptor)  # releases the lock, on an exception too
+        with contextlib.ExitStack() as stack:
+            try:
+                held = stack.enter_context(file_lock(path, wait=False))
+            except BlockingIOError:
+                holder = _lock_holder(path)
+                raise RunSetupError(
+                    f"{folder} is in use by another neuralop-mp train "
+                    f"({f'pid {holder}' if holder else 'pid unknown'}): a second run would overwrite its checkpoint. "
+                    "Wait for it to end (or stop it), then resume; or give a new run another --output_dir.") from None
+            if held is None:  # no fcntl: no lock
+                yield
+                return
+            descriptor, writable = held
+            if not _same_file(descriptor, path):
+                continue  # its holder removed that file as it ended: lock the one at the path now
+            if writable:
+                os.ftruncate(descriptor, 0)
+                os.write(descriptor, f"{os.getpid()}\n".encode())
+            try:
+                yield
+            finally:
+                if writable:  # removed while held: a run that opened it meanwhile finds it gone (_same_file)
+                    path.unlink(missing_ok=True)
+            return
 
 
 def _same_file(descriptor, path):
@@ -487,10 +476,10 @@ def _same_file(descriptor, path):
     return (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
 
 
-def _lock_holder(descriptor):
-    """The pid a lock file records, or None (not written yet, or not a number)."""
+def _lock_holder(path):
+    """The pid a lock file records, or None (gone, not written yet, or not a number)."""
     try:
-        text = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip()
+        text = Path(path).read_text(errors="replace").strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None

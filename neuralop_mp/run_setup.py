@@ -8,7 +8,13 @@ the last epoch, losing the results).
 """
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no file locks
+    fcntl = None
 
 import torch
 
@@ -287,3 +293,28 @@ def check_output_file(file, option, example_name):
         raise RunSetupError(f"{option} {str(path)!r} is a folder; give a file name, e.g. "
                             f"{str(path / example_name)!r}.")
     check_writable(path.parent, option, what=f"The folder of {option}", create=False)
+
+
+@contextmanager
+def file_lock(path, wait=True):
+    """Hold ``flock``'s exclusive lock on the file ``path`` (created if missing) while the block
+    runs; yield ``(descriptor, writable)``, or None where ``fcntl`` is missing (no lock).
+
+    The system releases the lock when its process ends, a killed one included, so a lock file left
+    behind never blocks. Another user's lock file (0644 under its umask) is opened for reading,
+    which ``flock`` needs alone (``writable`` False). ``wait=False`` raises BlockingIOError at once
+    while another process holds it. The data cache (:mod:`neuralop_mp.data.cache`) and the run
+    folder (:func:`neuralop_mp.run_folder.run_folder_lock`) lock through it.
+    """
+    if fcntl is None:
+        yield None
+        return
+    try:
+        descriptor, writable = os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+    except PermissionError:
+        descriptor, writable = os.open(path, os.O_RDONLY), False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        yield descriptor, writable
+    finally:
+        os.close(descriptor)  # releases the lock, on an exception too

@@ -30,15 +30,10 @@ from pathlib import Path
 
 import torch
 
-from ..run_setup import check_writable
+from ..run_setup import check_writable, file_lock
 from ..vocabulary import check_int_at_least
 from .file_checks import (DataFileError, ForeignDataFileChecksumError, generation_record, read_data_file,
                           unreadable_file_warning)
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks of this kind; generation is not locked there
-    fcntl = None
 
 # Bump when the numerics of a generator change, so stale caches are regenerated.
 GENERATOR_VERSION = 1
@@ -157,17 +152,9 @@ def _generation_lock(path):
 
     The lock file stays: removing it would let a third run lock a new file of that
     name while a second one still waits on the removed one."""
-    if fcntl is None:
-        yield False
-        return
-    # opened for reading (flock needs no more): another user's lock file in a shared data root, which
-    # it created 0644 under its umask, is as usable as one's own, as the folder is
-    descriptor = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield True
-    finally:
-        os.close(descriptor)  # releases the lock, on an exception too
+    # another user's lock file in a shared data root is as usable as one's own (run_setup.file_lock)
+    with file_lock(path.with_name(path.name + ".lock")) as held:
+        yield held is not None
 
 
 def _stale(path, settings, n_samples, overwrite):
