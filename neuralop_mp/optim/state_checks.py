@@ -18,12 +18,14 @@ groups carry ``tensorgrad`` but not this class's ``compress``. Such a state dict
 is converted to this class's layout: same moment keys, real views (bf16-capable)
 instead of complex moments, factors and int32 indices as tensors.
 """
+import copy
 import math
 
 import torch
 
 from .adam_math import STATE_DTYPES, as_real, compute_dtype, real_dtype, storage_dtype
 from .seeds import state_seed
+from .composite_projector import CompositeProjector
 from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, validate_group
 from .state_memory import BASIS_INFIX, compression_saves_memory
 
@@ -284,8 +286,11 @@ def _plain_before_clipping(optimizer, param, group):
     projector = optimizer.projector_for(group)
     if "low_rank" not in projector.names:
         return False
-    projector["low_rank"].clip_ranks = False  # a new projector each call: nothing else sees it
-    return not compression_saves_memory(param, group, projector)
+    # a copy of the group's projector with the old ranks: the group's own stays as it is
+    unclipped = copy.copy(projector["low_rank"])
+    unclipped.clip_ranks = False
+    parts = [unclipped if part.name == "low_rank" else part for part in projector.projectors]
+    return not compression_saves_memory(param, group, CompositeProjector(*parts, default_second=False))
 
 
 def _check_births(where, name, value, shape):

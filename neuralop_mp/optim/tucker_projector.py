@@ -128,16 +128,18 @@ class TuckerProjector:
     def mode_ranks(self, shape):
         """Rank of each mode of a tensor of ``shape``, each in ``[1, d_k]``.
 
-        The rank of a compressed mode (``r_k < d_k``) is clipped to the product of the
-        other modes' ranks, repeated until none changes: the mode-``k`` unfolding of the
-        core has that many columns, so a wider factor adds core rows that are always
-        zero (dead moments) and factor columns fitted to noise. A 64 x 32 matrix at
-        rank 0.25 gets (16, 16), not (32, 16). A full mode stays full (no factor: rank
-        1.0 stays AdamW). :meth:`unclipped_ranks` gives the ranks before clipping
-        (as does ``clip_ranks=False``).
+        For a tensor with at most two modes longer than 1 (a matrix, a Conv1d kernel, a CP
+        factor), the rank of a compressed mode (``r_k < d_k``) is clipped to the other
+        mode's: the core is a matrix of rank at most the smaller one, so a wider factor
+        adds core rows that are always zero (dead moments) and factor columns fitted to
+        noise. A 64 x 32 matrix at rank 0.25 gets (16, 16), not (32, 16). Tensors of three
+        or more long modes are not clipped: there the extra rows are not zero, and a
+        narrower factor from the higher-order SVD (``n_iter=0``) keeps less of the
+        gradient. A full mode stays full (no factor: rank 1.0 stays AdamW).
+        :meth:`unclipped_ranks` gives the ranks before clipping (as does ``clip_ranks=False``).
         """
         ranks = list(self.unclipped_ranks(shape))
-        changed = self.clip_ranks
+        changed = self.clip_ranks and sum(1 for d in shape if d > 1) <= 2
         while changed:  # each pass only lowers ranks, so this ends
             changed = False
             for k, d in enumerate(shape):

@@ -61,7 +61,7 @@ def test_default_convention_core_keeps_about_the_fraction_of_entries(shape):
     (0.25, (128, 256, 1), (64, 128, 1), (64, 64, 1)),  # a channel MLP's Conv1d kernel
     (0.25, (1, 64, 1, 48), (1, 32, 1, 24), (1, 24, 1, 24)),
     (0.25, (64, 629), (32, 314), (32, 32)),  # a CP factor
-    (0.25, (64, 2, 2), (40, 1, 1), (1, 1, 1)),  # repeated: mode 0 to 1, then nothing changes
+    (0.25, (64, 2, 2), (40, 1, 1), (40, 1, 1)),  # three long modes: not clipped (test below)
     ((40, 16), (64, 32), (40, 16), (16, 16)),
     ((64, 16), (64, 32), (64, 16), (64, 16)),  # a full mode stays full: no factor
     (1.0, (64, 2, 2), (64, 2, 2), (64, 2, 2)),  # rank 1.0 stays AdamW
@@ -87,6 +87,20 @@ def test_a_matrix_core_has_no_always_zero_rows(n_iter):
     old = wide.compute_basis(grad)
     assert torch.allclose(projector.project_back(core, basis), wide.project_back(wide.project(grad, old), old),
                           atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(64, 2, 2), (48, 6, 3)])
+def test_a_tensor_of_three_long_modes_keeps_its_ranks_and_what_they_capture(shape):
+    """Clipped as a matrix is, (64, 2, 2) at rank 0.25 got (1, 1, 1): with the higher-order SVD
+    (n_iter=0) its projection kept 0.04 of the gradient's norm, against 0.48 with (40, 1, 1)."""
+    grad = random_tensor(shape, False, 11).double()
+    projector = TuckerProjector(0.25, n_iter=0)
+    assert projector.mode_ranks(shape) == projector.unclipped_ranks(shape)
+    basis = projector.compute_basis(grad)
+    kept = projector.project_back(projector.project(grad, basis), basis).norm() / grad.norm()
+    wide = TuckerProjector(0.25, n_iter=0, clip_ranks=False)
+    old = wide.compute_basis(grad)
+    assert torch.isclose(kept, wide.project_back(wide.project(grad, old), old).norm() / grad.norm())
 
 
 def test_bad_convention_lists_allowed():
