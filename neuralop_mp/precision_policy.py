@@ -194,11 +194,14 @@ class PrecisionPolicy:
         config's ``model.stabilizer`` of None means "the mode's default"); the policy
         itself where it names a stabilizer or its mode's default is none.
 
-        ``device`` (a torch device or its name) decides a ``half_dtype`` of "auto"
-        (float16 on CUDA); a concrete half type does not depend on it.
+        ``device`` (a torch device or its name, or a callable giving one) decides a
+        ``half_dtype`` of "auto" (float16 on CUDA); a callable is called only then (a config's
+        device is read only where it decides something).
         """
         if self.stabilizer is not None or default_stabilizer(self.fno_block_precision) != "auto":
             return self
+        if callable(device):
+            device = device() if self.half_dtype == "auto" else "cpu"  # a concrete half type: any device
         stabilizer = auto_stabilizer(self.half_torch_dtype(device))
         return self if stabilizer is None else self.replace(stabilizer=stabilizer)
 

@@ -168,7 +168,7 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
 
     # an unset stabilizer is the mode's default, as `neuralop-mp train` runs the config: tanh in
     # float16 "half" (precision_policy.auto_stabilizer, the rule of the schedule's phases too)
-    resolved = policy.with_mode_stabilizer(_run_device(config) if policy.half_dtype == "auto" else "cpu")
+    resolved = policy.with_mode_stabilizer(lambda: _run_device(config))
     if resolved != policy:
         policy, given = resolved, given | {"stabilizer"}
     if ours:

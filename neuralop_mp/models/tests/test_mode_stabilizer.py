@@ -81,6 +81,11 @@ def test_a_bad_device_is_named_when_it_decides_the_stabilizer():
     # the run's parse (run_setup.parse_device): a device type train refuses is refused here too
     with pytest.raises(ValueError, match=r"^Unsupported device 'mps'; allowed: auto, cpu, cuda, cuda:N\.$"):
         build({**half("fno", "auto"), "device": "mps"})
+    # where the device decides nothing (a named stabilizer, another mode, a concrete half type) it is
+    # not read: get_model read no device before the default was built
+    for config in (half("fno", "auto", stabilizer="tanh"), half("fno", "bfloat16"),
+                   {"model": dict(half("fno", "auto")["model"], fno_block_precision="mixed")}):
+        build({**config, "device": "mps"})
 
 
 def test_the_plugin_class_by_name_and_a_passed_policy_get_it_too():
