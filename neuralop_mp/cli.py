@@ -399,7 +399,8 @@ def train_command(argv):
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM (main): what is kept and how to go on, no traceback
         if rank0:
             print(file=sys.stderr)
-            stopped = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+            # Ctrl-C's line keeps its short word; SIGTERM's says the signal (signals.interrupt_name)
+            stopped = interrupt_name(interrupt) if isinstance(interrupt, Terminated) else "interrupted"
             print(_interrupted_message(out, given_now if resume is not None else (), stopped=stopped), file=sys.stderr)
         return _quiet_rank_exit(exit_status(interrupt), rank0)
     finally:
@@ -612,21 +613,18 @@ def _interrupted_message(out, again=(), stopped="interrupted", change=""):
 
 
 def _train_launch(environ=None):
-    """How the command that continues a run starts ``train``: ``neuralop-mp train``, or under torchrun
-    with more than one rank the torchrun form of docs/distributed.md on as many ranks (the same number
-    continues each rank's RNG stream; another continues differently, and the resume warns)."""
+    """How the command that continues a run starts ``train``: as this process was launched
+    (``WORLD_SIZE`` / ``LOCAL_WORLD_SIZE``: the same number of ranks continues each rank's RNG
+    stream; another continues differently, and the resume warns), by
+    :func:`~neuralop_mp.training.resume.train_launch`."""
+    from .training.resume import train_launch
+
     environ = os.environ if environ is None else environ
     try:
         world, local = int(environ.get("WORLD_SIZE", "1")), int(environ.get("LOCAL_WORLD_SIZE", "0"))
     except ValueError:  # not torchrun's: no launch of its to repeat
         return f"{PROG} train"
-    if world <= 1:
-        return f"{PROG} train"
-    if local <= 0 or local == world:  # one node
-        return f"torchrun --standalone --nproc_per_node {world} -m neuralop_mp.cli train"
-    # several nodes: the same per node, with the rendezvous options of the run's own launch
-    return (f"torchrun --nnodes {world // local} --nproc_per_node {local} <your rendezvous options> "
-            "-m neuralop_mp.cli train")
+    return train_launch(world, local)
 
 
 def eval_help():

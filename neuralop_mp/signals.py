@@ -60,4 +60,10 @@ def exit_status(interrupt):
 
 def interrupt_name(interrupt):
     """How a message names ``interrupt``: ``"terminated (SIGTERM)"`` or ``"interrupted (Ctrl-C)"``."""
-    return "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted (Ctrl-C)"
+    return status_name(exit_status(interrupt))
+
+
+def status_name(status):
+    """How a message names the interrupt a command ended with from its exit status (what a
+    report records): ``"terminated (SIGTERM)"`` for 143, else ``"interrupted (Ctrl-C)"``."""
+    return "terminated (SIGTERM)" if status == 128 + signal.SIGTERM else "interrupted (Ctrl-C)"

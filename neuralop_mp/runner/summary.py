@@ -15,6 +15,7 @@ from ..configs.zencfg_compat import PYDANTIC_CONFIGS
 from ..run_records import human_bytes as _bytes
 from ..run_records import phase_ranges
 from ..train_report import precision_as_run
+from ..signals import status_name
 from ..vocabulary import dtype_name, public_name, resolve_half_dtype
 from .activation import optimizer_replacement_reason
 
@@ -159,8 +160,7 @@ def format_summary(report):
     lines = ["", "=" * 24 + " neuralop-mp summary " + "=" * 24]
     if report.interrupted:
         # the exit status tells the signal (128 + its number): SIGTERM is a scheduler's or torchrun's stop
-        how = "terminated (SIGTERM)" if exit_status == 143 else "interrupted (Ctrl-C)"
-        lines.append(f"script {how}, exit status {exit_status}: what it finished before is below")
+        lines.append(f"script {status_name(exit_status)}, exit status {exit_status}: what it finished before is below")
     elif exit_status not in (None, 0):
         lines.append(f"script exit status: {exit_status}")
     trainer_device = next((t["device"] for t in report.trainers if t.get("device")), None)

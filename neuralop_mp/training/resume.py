@@ -149,6 +149,19 @@ def restore_rng_states(state):
             torch.cuda.set_rng_state(device_state, device)
 
 
+def train_launch(world, local=None):
+    """How a command starts ``neuralop-mp train`` on ``world`` ranks, ``local`` of them a node:
+    plainly on one, else the torchrun form of docs/distributed.md (on several nodes with the
+    rendezvous options of the run's own launch). The interrupt line of ``train`` and the warning
+    of a resume on another rank count both give it."""
+    if world <= 1:
+        return "neuralop-mp train"
+    if not local or local == world:  # one node
+        return f"torchrun --standalone --nproc_per_node {world} -m neuralop_mp.cli train"
+    return (f"torchrun --nnodes {world // local} --nproc_per_node {local} <your rendezvous options> "
+            "-m neuralop_mp.cli train")
+
+
 def saved_world_size(state):
     """The number of ranks that trained the last epoch a checkpoint's ``precision_state.pt`` saved (its
     history's ``world_size``, else the count of its per-rank RNG states); None where neither says."""
@@ -169,8 +182,7 @@ def _warn_other_world_size(state, save_dir):
         return
     history = state.get("history") or []
     epoch = history[-1].get("epoch") if history and isinstance(history[-1], dict) else None
-    same = ("neuralop-mp train --resume" if saved == 1
-            else f"torchrun --nproc_per_node {saved} -m neuralop_mp.cli train --resume")
+    same = f"{train_launch(saved)} --resume RUN_DIR"
     warnings.warn(
         f"Resuming {save_dir} on {now} rank(s), but its last saved epoch{'' if epoch is None else f' ({epoch})'} "
         f"ran on {saved}: the shards and the global batch (batch_size x ranks) change and every rank starts from "

@@ -143,3 +143,22 @@ def test_a_format_version_above_ours_is_called_newer(ckpt):
     with pytest.raises(CheckpointError, match=r"format_version=3 \(this neuralop_mp reads 1\.\.2\): it was written "
                                               r"by a newer neuralop_mp"):
         trainer.resume_state_from_dir(ckpt)
+
+
+def test_upstreams_own_adamw_fails_on_the_torch_adamw_state_train_saves():
+    """What docs/training.md says of resuming a train checkpoint in upstream's Trainer with
+    upstream's own AdamW: the state loads, its first step raises KeyError 'correct_bias' (torch's
+    AdamW, which train saves, has no such group key); torch's AdamW steps on it."""
+    from neuralop.training import AdamW as UpstreamAdamW
+
+    weight = torch.nn.Parameter(torch.randn(3, 3))
+    saved = torch.optim.AdamW([weight], lr=1e-3)
+    weight.grad = torch.randn(3, 3)
+    saved.step()
+    upstream = UpstreamAdamW([weight], lr=1e-3)
+    upstream.load_state_dict(saved.state_dict())
+    with pytest.raises(KeyError, match="correct_bias"):
+        upstream.step()
+    again = torch.optim.AdamW([weight], lr=1e-3)
+    again.load_state_dict(saved.state_dict())
+    again.step()

@@ -50,7 +50,7 @@ def test_an_interrupt_that_rmtree_turns_into_bad_file_descriptor_is_raised_as_it
 def test_a_resume_on_another_number_of_ranks_warns_naming_both(tmp_path):
     state = {"history": [{"epoch": 0, "world_size": 2}, {"epoch": 1, "world_size": 2}]}
     with pytest.warns(UserWarning, match=r"on 1 rank\(s\), but its last saved epoch \(1\) ran on 2: .*"
-                                         r"torchrun --nproc_per_node 2 -m neuralop_mp.cli train --resume"):
+                                         r"torchrun --standalone --nproc_per_node 2 -m neuralop_mp.cli train --resume RUN_DIR"):
         resume._warn_other_world_size(state, tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
