@@ -14,7 +14,10 @@
 #   bash benchmarks/gpu.sh OUT_DIR --wheelhouse DIR [other flags]
 # runs the campaign in a throw-away venv that sees the node's packages (its torch), with DIR's
 # wheels installed over them and this checkout installed editable (the CUDA tests import
-# neuralop_mp.configs, which only the editable install maps to configs/).
+# neuralop_mp.configs, which only the editable install maps to configs/). Without --wheelhouse,
+# a Python that cannot import neuraloperator, zencfg or tensorly is refused up front (exit 2).
+# The campaign's 8 minutes count from this script's start (NEURALOP_MP_GPU_START, epoch seconds;
+# one set by the caller is kept): the venv, installs and imports come out of its time budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 usage="usage: bash benchmarks/gpu.sh OUT_DIR [--wheelhouse DIR] [--dry-run] [--update-docs] [other flags of neuralop-mp bench gpu]"
@@ -24,6 +27,7 @@ if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
 fi
 out=$1
 shift
+export NEURALOP_MP_GPU_START=${NEURALOP_MP_GPU_START:-$(date +%s)}
 PYTHON=${PYTHON:-.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python3
 wheelhouse=
@@ -65,5 +69,21 @@ if [ -n "$wheelhouse" ]; then
   "${pip[@]}" install --disable-pip-version-check --no-index --find-links "$wheelhouse" "${wheels[@]}"
   "${pip[@]}" install --disable-pip-version-check --no-index --find-links "$wheelhouse" --no-build-isolation -e .
   PYTHON=$venv/bin/python
+else
+  # the node's Python may have torch but not the rest: one line naming --wheelhouse, not a traceback
+  missing=$("$PYTHON" -c '
+import importlib
+missing = []
+for name in ("neuralop", "zencfg", "tensorly"):
+    try:
+        importlib.import_module(name)
+    except Exception:
+        missing.append(name)
+print(" ".join(missing))' 2>/dev/null) || missing="neuralop zencfg tensorly (it did not run)"
+  if [ -n "$missing" ]; then
+    echo "gpu.sh: error: $PYTHON cannot import $missing; make the wheels where there is a package index" \
+      "(bash benchmarks/wheelhouse.sh DIR) and run: bash benchmarks/gpu.sh $out --wheelhouse DIR" >&2
+    exit 2
+  fi
 fi
 "$PYTHON" -m neuralop_mp.cli bench gpu --out "$out" ${args[@]+"${args[@]}"}

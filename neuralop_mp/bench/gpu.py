@@ -30,10 +30,22 @@ their FAILED/ERROR lines also go into ``gpu.json`` and ``gpu.md``) and ``gpu_row
 On one H200 the table took 84 and 90 s in two runs (2026-12-04, the table's "Wall time",
 which includes the CUDA tests' 16 and 24 s), the whole command about 100 s; it stays
 within 8 minutes on slower GPUs: a variant is skipped (and the row says so) once the
-time budget is spent. ``--dry-run`` walks every variant through
-the same code at a tiny size on CPU, with the CUDA calls (events, memory
-statistics, the test run) skipped: the CI check that the campaign cannot fail for
-a reason other than the GPU.
+time budget is spent. That budget is what is left of the 8 minutes since ``gpu.sh`` started
+(:data:`START_ENV`: its venv, installs and imports count) less :data:`END_MARGIN_S`, or
+:data:`BUDGET_S` from the campaign's start where the variable is unset.
+
+``--dry-run`` walks every variant at a tiny size on CPU with a GPU's choices
+(:func:`gpu_choices_on_cpu`): the plugin's choices made from a tensor's device are forced to
+CUDA's (:func:`~neuralop_mp.layers.product_paths.force_device_choices`: the 16-bit products,
+TFNO's rebuilt weight, whole-grid pointwise work with the lifting and projection recomputed,
+the GPU's mode-chunk budget), cuFFT's float16 transforms have a CPU stand-in
+(:mod:`.cufft_float16_standin`: our "half" fp16 takes the float16-FFT path at power-of-2 sizes,
+upstream's 16-bit modes run there and crash elsewhere, as on a GPU), and the autocast scope is
+CUDA's ("model"); the CUDA calls (events, memory statistics, the test run) are skipped. Each
+row of ours records its spectral product path, pointwise work and autocast scope
+(:func:`path_fields`), which CI checks are the GPU's. What stays the CPU's: autocast itself (CPU autocast, its own op
+lists), the 1x1 convolutions as CPU matrix products (they act on a CPU tensor only) and the
+kernels under all of it.
 
 References
 ----------
@@ -42,6 +54,7 @@ References
    58% more throughput).
 """
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -55,14 +68,18 @@ from pathlib import Path
 import torch
 from neuralop.models import FNO, TFNO
 
-from ..layers.autocast_scope import set_autocast_scope
+from ..layers.autocast_scope import get_autocast_scope, set_autocast_scope
+from ..layers.path_report import model_product_paths
+from ..layers.product_paths import choice_device_type, force_device_choices
 from ..models.mixed_precision_models import ignoring_unrecorded_precision
-from ..models.pointwise_tiles import set_pointwise_tiles
+from ..models.pointwise_tiles import describe_pointwise_tiles, set_pointwise_tiles
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..optim.factory import create_optimizer
 from ..peak_memory import PeakTensorBytes
 from ..layers.precision_switch import set_precision, set_spectral_weight_dtype
 from ..run_setup import RunSetupError
+from ..vocabulary import scope_on_device
+from .cufft_float16_standin import emulate_float16_cufft
 from .report import (DEFAULT_DOC, add_output_arguments, check_docs_checkout, checkout_root,
                      default_output_dir, header, markdown_table, shown_command, update_section, write_results)
 from .spectral import Variant
@@ -70,7 +87,9 @@ from .spectral import Variant
 # (arch, hidden channels, resolution); 768 is the non-power-of-2 size
 SIZES = [("FNO", 64, 256), ("FNO", 128, 256), ("FNO", 64, 512), ("FNO", 64, 768), ("FNO", 64, 1024),
          ("TFNO", 64, 256), ("TFNO", 64, 512), ("TFNO", 64, 1024)]
-DRY_SIZES = [("FNO", 8, 16), ("TFNO", 8, 12)]  # a power of two and not
+# as SIZES: FNO at a power of two and not (768's float32 FFT fallback, upstream's 16-bit crashes),
+# TFNO at powers of two only (its float16-FFT path with the rebuilt weight)
+DRY_SIZES = [("FNO", 8, 16), ("FNO", 8, 12), ("TFNO", 8, 16)]
 # the issue's targets are at 1024^2: measured first, so a spent budget skips smaller sizes
 MEASURE_FIRST = 1024
 # variants profiled kernel by kernel at the largest FNO size: where the time goes
@@ -80,6 +99,12 @@ BATCH, DRY_BATCH = 4, 1
 MODES, DRY_MODES = 32, 4
 WARMUP, STEPS = 2, 5
 BUDGET_S = 420  # of at most 8 minutes: the rest is start-up and writing (an H200 needs ~100 s in all)
+LIMIT_S = 480  # the whole campaign, gpu.sh's venv and installs included
+#: set by gpu.sh (epoch seconds of its start): the budget is what is left of LIMIT_S since then
+START_ENV = "NEURALOP_MP_GPU_START"
+# what the budget leaves of LIMIT_S when gpu.sh's start is known: the variant already started
+# when the budget runs out (tens of seconds at 1024^2 on a slow GPU) and writing the results
+END_MARGIN_S = 45
 #: the CUDA tests' result where the package is installed, not a checkout
 INSTALLED_SKIP = "skipped (installed package: the tests are not shipped; run from a checkout)"
 MAX_LISTED_FAILURES = 10  # failing CUDA tests listed in gpu.md (gpu.json and gpu_cuda_tests.txt keep all)
@@ -117,13 +142,63 @@ def build(arch, hidden, variant, modes, device):
             set_precision(model, variant.mode, half_dtype=variant.half_dtype, stabilizer=variant.stabilizer)
             if variant.weight_dtype != "complex64":
                 set_spectral_weight_dtype(model, variant.weight_dtype)
-            set_autocast_scope(model, variant.autocast_scope)  # "auto": the whole model on CUDA
-        set_pointwise_tiles(model)  # as the plugin's models do (tiles act on CPU only: the dry run)
+            # "auto": the whole model on CUDA; resolved at every forward from the tensor's device,
+            # so where another device's choices are forced (the dry run) that device's is set
+            scope = variant.autocast_scope
+            if choice_device_type(device) != torch.device(device).type:
+                scope = scope_on_device(scope, choice_device_type(device))
+            set_autocast_scope(model, scope)
+        set_pointwise_tiles(model)  # as the plugin's models do (tiles act on CPU choices only)
     else:
         model = cls(fno_block_precision=variant.mode, stabilizer=variant.stabilizer, **kwargs)
     model = model.to(device)
     optimizer = create_optimizer(model, {"optimizer": variant.optimizer, "learning_rate": 1e-4})
     return model, optimizer
+
+
+@contextlib.contextmanager
+def gpu_choices_on_cpu(enabled=True):
+    """The dry run's setting (``enabled``; else nothing changes): a GPU's choices forced
+    (``force_device_choices("cuda")``) and cuFFT's float16 transforms stood in for
+    (:func:`~.cufft_float16_standin.emulate_float16_cufft`)."""
+    if not enabled:
+        yield
+        return
+    with force_device_choices("cuda"), emulate_float16_cufft():
+        yield
+
+
+def path_fields(model):
+    """What a row records of how our model ran its last step: ``product path`` (the distinct
+    spectral product paths of its layers, "KERNEL in DTYPE, FFT in DTYPE", joined by "; "),
+    ``pointwise`` (:func:`~neuralop_mp.models.pointwise_tiles.describe_pointwise_tiles`) and
+    ``autocast scope`` (where autocast acts on the device the choices are made for).
+    Nothing for upstream's model."""
+    paths = [p for p in model_product_paths(model) if p["kernel"] is not None]
+    if not paths:
+        return {}
+    lines = dict.fromkeys(f"{p['kernel']} in {p['compute_dtype']}, FFT in {p['fft']}" for p in paths)
+    device = choice_device_type(next(model.parameters()).device)
+    return {"product path": "; ".join(lines), "pointwise": describe_pointwise_tiles(model),
+            "autocast scope": scope_on_device(get_autocast_scope(model), device)}
+
+
+def start_budget_s(environ=None, now=None):
+    """The campaign's time budget: what is left of :data:`LIMIT_S` since :data:`START_ENV`
+    (gpu.sh's start, epoch seconds) less :data:`END_MARGIN_S`, at least 0; :data:`BUDGET_S`
+    where the variable is unset or empty. Raises ``ValueError`` naming a value that is not a
+    number."""
+    environ = os.environ if environ is None else environ
+    started = environ.get(START_ENV, "").strip()
+    if not started:
+        return BUDGET_S
+    try:
+        started_at = float(started)
+    except ValueError:
+        raise ValueError(f"{START_ENV}={started!r} is not a time in epoch seconds (gpu.sh sets it to date +%s)") \
+            from None
+    elapsed = (time.time() if now is None else now) - started_at
+    return max(0, round(LIMIT_S - END_MARGIN_S - elapsed))  # whole seconds: the rows' notes name it
 
 
 class _Timer:
@@ -207,6 +282,7 @@ def measure(arch, hidden, res, variant, batch, modes, device, steps=STEPS, warmu
                 _step(model, optimizer, x, variant, device.type)
             times.append(timer.seconds)
         row["step ms"] = 1e3 * statistics.median(times)
+        row.update(path_fields(model))
         if cuda:
             row["peak MiB"] = torch.cuda.max_memory_allocated() / 2**20
     except Exception as exc:  # upstream's half modes at non-power-of-2 sizes, or on CPU
@@ -273,6 +349,7 @@ def run_cuda_tests(dry_run, timeout_s=150, output=None):
     command = [sys.executable, "-m", "pytest", "-q", "-rfEs", "-k", "cuda", "-p", "no:cacheprovider"]
     # a wide "terminal": pytest trims each summary line's reason to the terminal's width
     env = dict(os.environ, COLUMNS="400")
+    env.pop(START_ENV, None)  # the tests' own campaigns (dry runs) get the whole default budget
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, cwd=root, env=env)
     except subprocess.TimeoutExpired as timeout:
@@ -341,6 +418,23 @@ def _plan(tiny, archs=None):
     return [s for s in sizes if archs is None or s[0] in archs], batch, modes
 
 
+def _measure_rows(sizes, batch, modes, device, steps, warmup, start, budget_s, rows, rows_file):
+    """Measure each (size, variant) into ``rows`` (and ``rows_file``, as it goes), the
+    :data:`MEASURE_FIRST` size first, skipping what would start after ``budget_s``."""
+    for arch, hidden, res in sorted(sizes, key=lambda size: size[2] != MEASURE_FIRST):
+        for variant in VARIANTS:
+            if time.perf_counter() - start > budget_s:
+                row = dict(model=arch, hidden=hidden, res=res, variant=variant.name, batch=batch,
+                           note=f"skipped: time budget of {budget_s} s spent")
+            else:
+                row = measure(arch, hidden, res, variant, batch, modes, device, steps, warmup)
+                print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+            rows.append(row)
+            if rows_file is not None:
+                rows_file.write(json.dumps(row) + "\n")
+                rows_file.flush()
+
+
 def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None, out=None):
     """Run the campaign; returns (markdown body, data dict, rows).
 
@@ -367,18 +461,9 @@ def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None, out=None):
     # each row goes to disk as soon as it exists: an outer timeout killing the process keeps them
     rows_file = open(folder / "gpu_rows.jsonl", "w") if folder is not None else None
     try:
-        for arch, hidden, res in sorted(sizes, key=lambda size: size[2] != MEASURE_FIRST):
-            for variant in VARIANTS:
-                if time.perf_counter() - start > budget_s:
-                    row = dict(model=arch, hidden=hidden, res=res, variant=variant.name, batch=batch,
-                               note=f"skipped: time budget of {budget_s} s spent")
-                else:
-                    row = measure(arch, hidden, res, variant, batch, modes, device, steps, warmup)
-                    print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-                rows.append(row)
-                if rows_file is not None:
-                    rows_file.write(json.dumps(row) + "\n")
-                    rows_file.flush()
+        # the dry run: a GPU's choices and cuFFT's float16 stand-in, for the rows (not the CUDA tests)
+        with gpu_choices_on_cpu(dry_run):
+            _measure_rows(sizes, batch, modes, device, steps, warmup, start, budget_s, rows, rows_file)
     finally:
         if rows_file is not None:
             rows_file.close()
@@ -457,13 +542,15 @@ def profile_table(rows, dry_run=False, quick=False, top=25, start=None, budget_s
             model = optimizer = None
             try:
                 torch.manual_seed(0)
-                model, optimizer = build(arch, hidden, variant, modes, device)
+                with gpu_choices_on_cpu(dry_run):  # build too: the autocast scope is chosen there
+                    model, optimizer = build(arch, hidden, variant, modes, device)
                 x = torch.randn(batch, 1, res, res, device=device)
-                _step(model, optimizer, x, variant, device.type)  # warm-up: plans, handles, allocator
-                with profile(activities=activities) as prof:
-                    _step(model, optimizer, x, variant, device.type)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
+                with gpu_choices_on_cpu(dry_run):  # the dry run's, as its rows
+                    _step(model, optimizer, x, variant, device.type)  # warm-up: plans, handles, allocator
+                    with profile(activities=activities) as prof:
+                        _step(model, optimizer, x, variant, device.type)
+                        if device.type == "cuda":
+                            torch.cuda.synchronize()
                 events = prof.key_averages()
                 calls = sum(e.count for e in events if e.key.startswith("aten::"))
                 table = f"aten calls: {calls}\n" + events.table(sort_by=sort_by, row_limit=top)
@@ -478,10 +565,13 @@ def profile_table(rows, dry_run=False, quick=False, top=25, start=None, budget_s
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="neuralop-mp bench gpu", description=__doc__.split("\n")[0])
     parser.add_argument("--dry-run", action="store_true",
-                        help="every variant at a tiny size on CPU, CUDA calls skipped (checks the script)")
+                        help="every variant at a tiny size on CPU with a GPU's choices (cuFFT's float16 transforms stood in "
+                             "for), CUDA calls skipped (checks the script)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, no test run (on a machine without CUDA: the dry run)")
-    parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="stop starting variants after this")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help=f"stop starting variants after this many seconds (default: what is left of {LIMIT_S} s "
+                             f"since ${START_ENV}, gpu.sh's start, less {END_MARGIN_S} s; unset: {BUDGET_S})")
     parser.add_argument("--arch", action="append", choices=sorted({s[0] for s in SIZES}),
                         help="only this model (repeat for several; default: all)")
     parser.add_argument("--profile", action="store_true",
@@ -523,6 +613,12 @@ def main(argv=None):
               "to match the new table)")
         return 0
     dry_run = args.dry_run or (args.quick and not torch.cuda.is_available())
+    if args.budget_s is None:
+        try:  # after the imports: they count against what gpu.sh's start leaves
+            args.budget_s = start_budget_s()
+        except ValueError as error:
+            print(f"neuralop-mp bench gpu: error: {error}", file=sys.stderr)
+            return 2
     start = time.perf_counter()
     folder = Path(args.out) if args.out else default_output_dir("gpu")
     try:

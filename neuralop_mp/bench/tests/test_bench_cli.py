@@ -1,5 +1,6 @@
 """``neuralop-mp bench NAME --quick --out DIR``: result files written, docs/ left alone."""
 import json
+import os
 import re
 from pathlib import Path
 
@@ -93,17 +94,40 @@ def test_spectral_floor_replaces_every_spectral_layer_and_still_trains():
 
 
 def test_gpu_dry_run_walks_every_variant_at_every_size(tmp_path):
+    """The dry run's rows take a GPU's paths on CPU (forced device choices, cuFFT's float16
+    transforms stood in for), and each row records the ones it took."""
     assert gpu.main(["--dry-run", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
     assert len(rows) == len(gpu.DRY_SIZES) * len(gpu.VARIANTS)
+    variants = {v.name: v for v in gpu.VARIANTS}
+    power_of_two = {res: res & (res - 1) == 0 for _, _, res in gpu.DRY_SIZES}
+    assert sorted(power_of_two.values()) == [False, True]  # both sides of cuFFT's half-precision rule
     for row in rows:
-        upstream_half = row["variant"].startswith(("upstream mixed", "upstream half"))
-        # on CPU only upstream's half modes crash; every other variant completes a training step
-        assert ("note" in row) == upstream_half, row
-        assert upstream_half or row["step ms"] > 0
+        variant = variants[row["variant"]]
+        # as on a GPU: upstream's 16-bit FFTs (its mixed and half modes, and its fp16 autocast)
+        # crash where the size is not a power of two (768^2 there), and run elsewhere
+        upstream_16_bit = not variant.ours and (variant.mode != "full" or variant.autocast == torch.float16)
+        crashes = upstream_16_bit and not power_of_two[row["res"]]
+        assert ("note" in row) == crashes, row
+        if crashes:
+            assert "power-of-2 sizes only" in row["note"], row
+            continue
+        assert row["step ms"] > 0
         # one more step split in phases: what its forward keeps for backward, and where its peak is
-        assert upstream_half or (row["kept by forward MiB"] > 0
-                                 and row["peak in"] in ("forward", "backward", "optimizer step")), row
+        assert row["kept by forward MiB"] > 0 and row["peak in"] in ("forward", "backward", "optimizer step"), row
+        if not variant.ours:
+            assert "product path" not in row
+            continue
+        # the GPU's product: TFNO's weight rebuilt dense (the CPU's pairwise plan otherwise),
+        # multiplied in the 16-bit type (float32 on CPU); cuFFT's float16 FFTs for "half" fp16
+        # at powers of two (_float16_kept_spectrum)
+        kernel = "mode-batched matmul" if row["model"] == "FNO" else "rebuilt dense weight + mode-batched matmul"
+        fft = "float16 (cuFFT)" if (variant.mode == "half" and variant.half_dtype == "float16"
+                                    and power_of_two[row["res"]]) else "float32"
+        assert row["product path"] == f"{kernel} in {variant.half_dtype}, FFT in {fft}", row
+        # whole-grid pointwise work with the lifting and projection recomputed, autocast on the whole model
+        assert "lifting and projection recompute" in row["pointwise"], row
+        assert row["autocast scope"] == "model", row
     assert (tmp_path / "gpu_memory.png").stat().st_size > 0
 
 
@@ -238,7 +262,9 @@ def test_gpu_dry_run_profile_has_a_kernel_table_per_profiled_case(tmp_path):
     sections = text.split("== ")[1:]
     assert [s.split(":")[0] for s in sections] == [name for *_, names in cases for name in names]
     for section in sections:
-        if section.startswith("upstream mixed"):  # upstream's half modes crash on CPU
+        res = int(re.search(r"(\d+)\^2, batch", section.split("\n")[0]).group(1))
+        # upstream's 16-bit FFTs crash where the size is not a power of two (cuFFT's stand-in), as on a GPU
+        if section.startswith(("upstream mixed", "upstream half", "upstream + autocast fp16")) and res & (res - 1):
             assert "crashes:" in section
         else:  # a profiler table: one row per operator, with its time
             assert "Self CPU" in section and "aten::" in section and "aten calls: " in section, section[:300]
@@ -350,6 +376,46 @@ def test_gpu_shell_script_requires_an_output_folder():
     script = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu.sh"
     done = subprocess.run(["bash", str(script)], capture_output=True, text=True)
     assert done.returncode == 2 and "usage: bash benchmarks/gpu.sh OUT_DIR" in done.stderr
+
+
+def test_gpu_shell_script_refuses_a_python_without_neuraloperator_naming_wheelhouse(tmp_path):
+    """Without --wheelhouse, a Python that has not neuraloperator, zencfg, tensorly (a GPU node's
+    own) is refused in one line naming --wheelhouse, before the campaign's traceback."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu.sh"
+    bare = tmp_path / "bare"  # a venv that does not see this one's packages
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out"), "--dry-run"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": str(bare / "bin" / "python")})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "cannot import neuralop zencfg tensorly" in done.stderr
+    assert "bash benchmarks/wheelhouse.sh DIR" in done.stderr and "--wheelhouse DIR" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_gpu_shell_script_passes_its_start_time_to_the_campaign(tmp_path):
+    """gpu.sh exports its start (epoch seconds) for the campaign's budget, keeping a caller's."""
+    import subprocess
+    import time
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu.sh"
+    fake = tmp_path / "python"  # passes the preflight (-c), then shows what the campaign would get
+    fake.write_text('#!/bin/bash\n[ "$1" = -c ] && exit 0\necho "start=$NEURALOP_MP_GPU_START args=$*"\n')
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != gpu.START_ENV}
+    before = int(time.time())
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out"), "--dry-run"], capture_output=True, text=True,
+                          env={**env, "PYTHON": str(fake)})
+    assert done.returncode == 0, done.stderr
+    start = int(done.stdout.split("start=")[1].split()[0])
+    assert before <= start <= time.time()
+    assert "args=-m neuralop_mp.cli bench gpu --out" in done.stdout
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True,
+                          env={**env, "PYTHON": str(fake), gpu.START_ENV: "1234"})
+    assert "start=1234 " in done.stdout
 
 
 def test_shown_command_drops_where_the_results_went():

@@ -133,3 +133,56 @@ def test_profile_skips_the_cases_the_time_budget_has_no_room_for(tmp_path, capsy
     rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
     profiled = gpu.profile_table(rows, dry_run=True, start=time.perf_counter(), budget_s=600)
     assert "aten calls" in profiled and "skipped" not in profiled
+
+
+def test_the_budget_is_what_is_left_of_8_minutes_since_gpu_sh_started(monkeypatch, tmp_path, capsys):
+    """gpu.sh's start (NEURALOP_MP_GPU_START) counts its venv, installs and imports against the
+    8 minutes; without it the budget is BUDGET_S from the campaign's start, as before."""
+    assert (gpu.LIMIT_S, gpu.END_MARGIN_S, gpu.BUDGET_S) == (480, 45, 420)
+    assert gpu.start_budget_s({}, now=5000.0) == gpu.BUDGET_S
+    assert gpu.start_budget_s({gpu.START_ENV: ""}, now=5000.0) == gpu.BUDGET_S
+    assert gpu.start_budget_s({gpu.START_ENV: "1000"}, now=1100.4) == 480 - 45 - 100  # 100 s of installs
+    assert gpu.start_budget_s({gpu.START_ENV: "1000"}, now=1000.0) == 435
+    assert gpu.start_budget_s({gpu.START_ENV: "1000"}, now=1435.0) == 0
+    assert gpu.start_budget_s({gpu.START_ENV: "1000"}, now=1600.0) == 0  # never negative
+    with pytest.raises(ValueError, match=r"NEURALOP_MP_GPU_START='soon' is not a time in epoch seconds"):
+        gpu.start_budget_s({gpu.START_ENV: "soon"})
+    # through main: a start 10 minutes ago leaves no budget, every row says so; --budget-s still wins
+    monkeypatch.setenv(gpu.START_ENV, str(int(time.time()) - 600))
+    assert gpu.main(["--dry-run", "--arch", "TFNO", "--out", str(tmp_path / "late")]) == 0
+    rows = json.loads((tmp_path / "late" / "gpu.json").read_text())["rows"]
+    assert rows and all(r["note"] == "skipped: time budget of 0 s spent" for r in rows)
+    monkeypatch.setenv(gpu.START_ENV, "soon")
+    assert gpu.main(["--dry-run", "--out", str(tmp_path / "bad")]) == 2
+    assert capsys.readouterr().err.strip().endswith("NEURALOP_MP_GPU_START='soon' is not a time in epoch seconds "
+                                                    "(gpu.sh sets it to date +%s)")
+    monkeypatch.setattr(gpu, "run", lambda **kwargs: (_ for _ in ()).throw(SystemExit(kwargs["budget_s"])))
+    with pytest.raises(SystemExit) as given:
+        gpu.main(["--dry-run", "--budget-s", "7", "--out", str(tmp_path / "given")])
+    assert given.value.code == 7.0
+
+
+def test_the_cufft_float16_stand_in_refuses_what_cufft_refuses_and_is_undone_on_exit():
+    import torch
+
+    from neuralop_mp.bench.cufft_float16_standin import emulate_float16_cufft
+    from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
+
+    originals = [getattr(torch.fft, n) for n in ("rfftn", "irfftn", "fftn", "ifftn")]
+    rule = MixedPrecisionSpectralConv._fft_in_half
+    x = torch.randn(1, 2, 16, 8)
+    with pytest.raises(ZeroDivisionError), emulate_float16_cufft():
+        half = torch.fft.rfftn(x.half(), dim=(-2, -1))
+        assert half.dtype == torch.complex32
+        assert torch.allclose(torch.view_as_real(half.to(torch.complex64)),
+                              torch.view_as_real(torch.fft.rfftn(x, dim=(-2, -1))), atol=0.05)
+        assert torch.fft.rfftn(x, dim=(-2, -1)).dtype == torch.complex64  # float32: the real transform
+        with pytest.raises(RuntimeError, match=r"power-of-2 sizes only, got \[12, 8\]"):
+            torch.fft.rfftn(torch.randn(1, 12, 8).half(), dim=(-2, -1))
+        # the layer asks its float16-FFT rule as for an input on a GPU
+        assert MixedPrecisionSpectralConv._fft_in_half(None, "half", torch.float16, x, (16, 8), (16, 8))
+        assert not MixedPrecisionSpectralConv._fft_in_half(None, "half", torch.float16, x, (12, 8), (12, 8))
+        1 / 0
+    assert [getattr(torch.fft, n) for n in ("rfftn", "irfftn", "fftn", "ifftn")] == originals
+    assert MixedPrecisionSpectralConv._fft_in_half is rule
+    assert not rule(None, "half", torch.float16, x, (16, 8), (16, 8))  # on a CPU tensor: no cuFFT

@@ -1,13 +1,13 @@
 """Review mends of MixedPrecisionSpectralConv: the float16 range of the spectral product for every
 ``fft_norm``, the early output where no mode is kept, the weight's mode slices computed once."""
 import math
-import types
 import warnings
 
 import pytest
 import torch
 from neuralop.layers.spectral_convolution import SpectralConv
 
+from neuralop_mp.bench import cufft_float16_standin
 from neuralop_mp.layers import spectral_conv as sc
 from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
 from neuralop_mp.layers.tests.reference import (
@@ -153,34 +153,10 @@ def test_float16_cufft_transforms_stay_in_range(norm, size, device):
 
 
 def _emulate_float16_cufft(monkeypatch):
-    """CPU stand-ins for cuFFT's float16 transforms as torch runs them on CUDA: the unnormalised
-    sums (computed here in float32) stored in float16, inf past 65504, then fft_norm's factor
-    applied to that float16 result. And "half" takes the float16-FFT path on CPU."""
-    exact = {name: getattr(torch.fft, name) for name in ("rfftn", "fftn", "irfftn", "ifftn")}
-
-    def emulated(name):
-        inverse = name.startswith("i")
-
-        def transform(x, s=None, dim=None, norm=None):
-            if x.dtype not in (torch.float16, torch.complex32):
-                return exact[name](x, s=s, dim=dim, norm=norm)
-            wide = x.to(torch.complex64 if x.is_complex() else torch.float32)
-            raw = exact[name](wide, s=s, dim=dim, norm="forward" if inverse else "backward")  # unnormalised
-            stored = raw.to(torch.complex32 if raw.is_complex() else torch.float16)
-            points = math.prod(s) if s is not None else math.prod(x.shape[d] for d in dim)
-            scale = {"ortho": points ** -0.5, "forward": 1.0 if inverse else 1 / points}.get(
-                norm, 1 / points if inverse else 1.0)
-            return stored if scale == 1 else (stored.to(raw.dtype) * scale).to(stored.dtype)
-
-        return transform
-
-    for name in exact:
-        monkeypatch.setattr(torch.fft, name, emulated(name))
-    # the layer's own rule, asked as for an input on a GPU
-    real = MixedPrecisionSpectralConv._fft_in_half
-    on_gpu = types.SimpleNamespace(device=torch.device("cuda"))
-    monkeypatch.setattr(MixedPrecisionSpectralConv, "_fft_in_half",
-                        lambda self, mode, half, x, spatial, out: real(self, mode, half, on_gpu, spatial, out))
+    """cuFFT's float16 transforms on CPU, and "half" takes the float16-FFT path there: the
+    package's stand-in (:mod:`neuralop_mp.bench.cufft_float16_standin`), undone by monkeypatch."""
+    for owner, name, value in cufft_float16_standin.replacements():
+        monkeypatch.setattr(owner, name, value)
 
 
 @pytest.mark.parametrize("norm", NORMS)
