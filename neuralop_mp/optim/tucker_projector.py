@@ -133,9 +133,13 @@ class TuckerProjector:
         mode's: the core is a matrix of rank at most the smaller one, so a wider factor
         adds core rows that are always zero (dead moments) and factor columns fitted to
         noise. A 64 x 32 matrix at rank 0.25 gets (16, 16), not (32, 16). Tensors of three
-        or more long modes are not clipped: there the extra rows are not zero, and a
-        narrower factor from the higher-order SVD (``n_iter=0``) keeps less of the
-        gradient. A full mode stays full (no factor: rank 1.0 stays AdamW).
+        or more long modes are not clipped: the other modes' ranks bound nothing there for
+        the higher-order SVD (``n_iter=0``), where a narrower factor keeps less of the
+        gradient ((64, 2, 2) at (1, 1, 1) rather than (40, 1, 1)).
+        A factor wider than the product of the other modes' sizes (36 of those 40 columns)
+        only holds always-zero core rows; such small modes are rare in neural-operator
+        weights and are left as they are. A full mode stays full (no factor: rank 1.0 stays
+        AdamW).
         :meth:`unclipped_ranks` gives the ranks before clipping (as does ``clip_ranks=False``).
         """
         ranks = list(self.unclipped_ranks(shape))

@@ -92,7 +92,8 @@ def test_a_matrix_core_has_no_always_zero_rows(n_iter):
 @pytest.mark.parametrize("shape", [(64, 2, 2), (48, 6, 3)])
 def test_a_tensor_of_three_long_modes_keeps_its_ranks_and_what_they_capture(shape):
     """Clipped as a matrix is, (64, 2, 2) at rank 0.25 got (1, 1, 1): with the higher-order SVD
-    (n_iter=0) its projection kept 0.04 of the gradient's norm, against 0.48 with (40, 1, 1)."""
+    (n_iter=0) its projection kept less of the gradient than with (40, 1, 1) (0.41 against 0.54
+    of this one's norm)."""
     grad = random_tensor(shape, False, 11).double()
     projector = TuckerProjector(0.25, n_iter=0)
     assert projector.mode_ranks(shape) == projector.unclipped_ranks(shape)
@@ -101,6 +102,10 @@ def test_a_tensor_of_three_long_modes_keeps_its_ranks_and_what_they_capture(shap
     wide = TuckerProjector(0.25, n_iter=0, clip_ranks=False)
     old = wide.compute_basis(grad)
     assert torch.isclose(kept, wide.project_back(wide.project(grad, old), old).norm() / grad.norm())
+    if shape == (64, 2, 2):  # clipped to the other modes' ranks, as a matrix is: (1, 1, 1) keeps less
+        narrow = TuckerProjector((1, 1, 1), n_iter=0)
+        fit = narrow.compute_basis(grad)
+        assert narrow.project_back(narrow.project(grad, fit), fit).norm() / grad.norm() < 0.9 * kept
 
 
 def test_bad_convention_lists_allowed():
