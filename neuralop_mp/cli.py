@@ -12,6 +12,7 @@ function in :data:`HANDLERS`.
 import difflib
 import os
 import shlex
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -342,6 +343,7 @@ def train_command(argv):
             # before any data or model: the checkpoint holds the saved architecture, trained on the saved data
             saved = load_config(source, recorded["overrides"])
             _check_resume_sections(resume, source, saved, given)  # the run's keys may not exist in another class
+            _check_resume_optimizer_kind(resume, saved, given)  # before the run's settings meet another kind
             config = load_config(source, parsed)
             _check_resume_model(resume, config, saved, given)
             _check_resume_optimizer_class(resume, config, saved)
@@ -420,6 +422,29 @@ def _non_architecture_keys():
 
     return {*PrecisionPolicy.keys(), "recompute", "recompute_chunk_points", "channel_mlp_dropout", "domain_padding",
             "preactivation", "implementation"}
+
+
+def _check_resume_optimizer_kind(resume, saved, given):
+    """Refuse a resume whose ``given`` overrides name another ``opt.optimizer`` than the run's
+    recorded config ``saved``, before that config is built: the checkpoint holds the state of the
+    run's optimizer, and the run's recorded TensorGRaD settings would otherwise be refused first
+    under the new kind, naming keys the user never typed.
+
+    Raises
+    ------
+    ValueError
+        Naming the kind given and the run's, and what to do.
+    """
+    from .configs import parse_overrides
+    from .training.resume import given_and_saved
+
+    kind = parse_overrides(given, lenient=True).get("opt.optimizer")
+    run_kind = getattr(saved.opt, "optimizer", None)
+    if kind is None or str(kind).strip().lower() == str(run_kind).strip().lower():
+        return
+    changed = given_and_saved({"opt.optimizer": (kind, run_kind)})
+    raise ValueError(f"Cannot resume {resume} with another opt.optimizer ({changed}): its checkpoint holds the "
+                     f"state of {run_kind!r}. Resume without --opt.optimizer, or start a new run.")
 
 
 def _check_resume_sections(resume, source, saved, given):
@@ -785,5 +810,16 @@ def _dispatch(argv):
     return _error(f"unknown command {command!r}; choose from: {', '.join(COMMANDS)}.{hint}")
 
 
+def console_main():
+    """The ``neuralop-mp`` console script (and ``python -m neuralop_mp.cli``, torchrun's form):
+    :func:`main`, then SIGINT and SIGTERM ignored while the interpreter shuts down: the command's
+    work and exit status are settled, and a late signal would turn a finished run into a
+    traceback or a failure status (130 / 143) without a word."""
+    status = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -13,9 +13,9 @@ from neuralop_mp import cli
 from neuralop_mp.train_report import format_summary, to_jsonable, write_outputs
 
 
-def test_console_script_points_at_main():
+def test_console_script_points_at_console_main():
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "neuralop-mp"]
-    assert script.value == "neuralop_mp.cli:main"
+    assert script.value == "neuralop_mp.cli:console_main"
 
 
 def test_top_level_help_lists_commands(capsys):

@@ -36,3 +36,17 @@ def test_a_torchrun_run_is_continued_with_torchrun_on_as_many_ranks(monkeypatch,
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert "torchrun --nnodes 2 --nproc_per_node 4 <your rendezvous options> -m neuralop_mp.cli train --resume" \
         in cli._interrupted_message(out)
+
+
+def test_the_console_script_ignores_signals_once_its_command_is_done():
+    """A Ctrl-C or SIGTERM landing after a run's summary (while the interpreter shuts down) gave a
+    traceback or exit -2 / -15 for a finished run: the console entry ignores both once main returned."""
+    import subprocess
+    import sys
+
+    probe = ("import signal, sys\nfrom neuralop_mp import cli\nsys.argv = ['neuralop-mp', '--help']\n"
+             "status = cli.console_main()\n"
+             "print(status, signal.getsignal(signal.SIGINT) is signal.SIG_IGN, "
+             "signal.getsignal(signal.SIGTERM) is signal.SIG_IGN, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.stderr.strip().splitlines()[-1] == "0 True True", done.stderr

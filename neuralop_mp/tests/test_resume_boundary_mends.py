@@ -49,3 +49,24 @@ def test_the_same_dtype_spelled_otherwise_resumes(tmp_path, seen):
     assert cli.main(["train", "--resume", str(tmp_path), "--model.spectral_weight_dtype", "chalf"]) == 0
     assert seen["resume"] is True
 
+
+
+@pytest.mark.parametrize("saved, given", [("tensorgrad", "adamw"), ("adamw", "galore")])
+def test_another_optimizer_kind_is_refused_naming_it_not_the_runs_recorded_settings(tmp_path, capsys, seen,
+                                                                                   saved, given):
+    """Switching tensorgrad to adamw was refused for the run's recorded --opt.tensorgrad_update_proj_gap
+    ("AdamW reads no TensorGRaD setting; leave it out"), a key the user never typed and cannot leave out."""
+    write_command(tmp_path, "darcy", ["--opt.n_epochs", "2", "--opt.optimizer", saved,
+                                      *(["--opt.tensorgrad_update_proj_gap", "3"] if saved != "adamw" else [])])
+    assert cli.main(["train", "--resume", str(tmp_path), "--opt.optimizer", given]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert (f"Cannot resume {tmp_path} with another opt.optimizer (opt.optimizer={given!r} given, {saved!r} saved): "
+            f"its checkpoint holds the state of {saved!r}.") in err, err
+    assert not seen
+
+
+def test_the_runs_own_optimizer_kind_given_again_resumes(tmp_path, seen):
+    write_command(tmp_path, "darcy", ["--opt.n_epochs", "2", "--opt.optimizer", "tensorgrad"])
+    assert cli.main(["train", "--resume", str(tmp_path), "--opt.optimizer", "tensorgrad"]) == 0
+    assert seen["resume"] is True
