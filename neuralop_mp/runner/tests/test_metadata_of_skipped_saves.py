@@ -7,21 +7,14 @@ import warnings
 
 import neuralop
 import neuralop.training
-import pytest
 import torch
 
 import neuralop_mp
 from neuralop_mp.training.checkpointing import MANIFEST_FILE
 from neuralop_mp.training.tests.tiny import loss, tiny_data
 
-TINY_CONFIG = {"model": {"model_arch": "fno", "data_channels": 1, "out_channels": 1, "n_modes": [4, 4],
-                         "hidden_channels": 4, "n_layers": 1}}
-
-
-@pytest.fixture(autouse=True)
-def _left_disabled():
-    yield
-    neuralop_mp.disable()  # a failing test must not leave the plugin on for the next one
+# the plugin left disabled after each test, a failing one too (autouse)
+from .test_boundary_mends import TINY_CONFIG, _left_disabled  # noqa: F401
 
 
 class ConstantMetric:

@@ -1,7 +1,6 @@
 """Checkpoint folders at the boundary with upstream and with the file system: a folder that
 upstream's ``Trainer`` went on saving into, a relative folder that does not exist, and format
 versions that are no version of ours."""
-import shutil
 import warnings
 
 import pytest
@@ -11,25 +10,11 @@ import neuralop_mp
 from neuralop_mp.training import checkpointing
 from neuralop_mp.training.checkpointing import MANIFEST_FILE, PRECISION_STATE_FILE, CheckpointError
 
-from .test_checkpoint_faults import fresh_resumer, train_and_save
+from .test_checkpoint_damage import ckpt, saved  # noqa: F401 (fixtures: a checkpoint of epoch 1, a copy of it)
+from .test_checkpoint_faults import fresh_resumer
 from .tiny import loss, optimizer_and_scheduler, tiny_data
 
 pytestmark = pytest.mark.reliability
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """A checkpoint of epoch 1 (two epochs trained by our trainer)."""
-    root = tmp_path_factory.mktemp("boundary")
-    train_and_save(root / "run", n_epochs=2)
-    return root / "run"
-
-
-@pytest.fixture
-def ckpt(saved, tmp_path):
-    folder = tmp_path / "ckpt"
-    shutil.copytree(saved, folder)
-    return folder
 
 
 def _continue_with_upstreams_trainer(folder, n_epochs):
@@ -152,13 +137,13 @@ def test_upstreams_own_adamw_fails_on_the_torch_adamw_state_train_saves():
     from neuralop.training import AdamW as UpstreamAdamW
 
     weight = torch.nn.Parameter(torch.randn(3, 3))
-    saved = torch.optim.AdamW([weight], lr=1e-3)
+    torch_adamw = torch.optim.AdamW([weight], lr=1e-3)
     weight.grad = torch.randn(3, 3)
-    saved.step()
+    torch_adamw.step()
     upstream = UpstreamAdamW([weight], lr=1e-3)
-    upstream.load_state_dict(saved.state_dict())
+    upstream.load_state_dict(torch_adamw.state_dict())
     with pytest.raises(KeyError, match="correct_bias"):
         upstream.step()
     again = torch.optim.AdamW([weight], lr=1e-3)
-    again.load_state_dict(saved.state_dict())
+    again.load_state_dict(torch_adamw.state_dict())
     again.step()
