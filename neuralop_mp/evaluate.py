@@ -20,7 +20,6 @@ its final save is refused, as a run stopped before its final save is
 (:func:`~neuralop_mp.run_folder.check_final_model_current`).
 """
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 from .run_folder import (DATA_PROCESSOR_FILE, find_checkpoint, load_data_processor, load_model, read_command,

@@ -1,7 +1,6 @@
 """The cache of generated files: whose files are replaced, with which physics, byte-identical
 runs, settings checked before any work, and two runs generating the same file at once."""
 import hashlib
-import os
 import subprocess
 import sys
 import threading
