@@ -485,7 +485,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         the last one saved; ``checkpoint.old`` where a crash came between the two renames
         of a save, :func:`checkpoint_to_resume`); the result is bitwise the one of an
         uninterrupted run on CPU. A run that had no epoch left trains nothing and says so
-        through ``log``.
+        through ``log``; where its ``results.json`` and final model are its last epoch's
+        (:func:`current_results`) it writes nothing and returns the recorded results.
     save_best : bool
         Also write ``best_model_*``: the model with the lowest test L2 at the training
         resolution over the evaluated epochs.
@@ -564,8 +565,8 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     folder's lock into ``held`` (an ``ExitStack``)."""
     from .configs import config_to_dict
     from .configs.validation import validated_precision_policy
-    from .run_folder import (CHECKPOINT_DIR, FINAL_MODEL, run_folder_lock, save_data_processor, save_model,
-                             write_command)
+    from .run_folder import (CHECKPOINT_DIR, COMMAND_FILE, FINAL_MODEL, RESULTS_FILE, run_folder_lock,
+                             save_data_processor, save_model, write_command)
     from .run_records import parameters_text, phase_ranges
     from .train_report import no_best_model_reason, precision_as_run, write_outputs
     from .training import distributed
@@ -691,7 +692,7 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
 
     train_start = time.perf_counter()
     with _resume_command(trainer, out, command, record_resume, save_best=bool(save_best),
-                         **(command_flags or {})):
+                         **(command_flags or {})) as recording:
         trainer.train(
             train_loader=train_loader,
             test_loaders=test_loaders,
@@ -704,6 +705,16 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
             save_dir=checkpoint_dir or "./ckpt",
             resume_from_dir=resume_dir,
         )
+        # a finished run resumed whose outputs are those of its last epoch: nothing was trained with this
+        # resume's config, so nothing of the run is rewritten (an override of the weights' storage, say,
+        # would round the saved model and stand in command.json for epochs it never trained)
+        kept = current_results(out, trainer.history) if write and trainer.resumed_finished_run else None
+        if kept is not None:
+            recording["final"] = False
+    if kept is not None:
+        log(f"[neuralop-mp] {out} keeps its final model, {RESULTS_FILE} and {COMMAND_FILE} as they are: "
+            "no epoch was trained with this resume's settings")
+        return {**kept, "output_dir": str(out), "model_object": model}
     train_time = time.perf_counter() - train_start
     half_dtype = policy.half_torch_dtype(device)
     history = list(getattr(trainer, "history", []))
@@ -714,10 +725,12 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     for phase in phases:  # a span a resume ran in another half type says what that one computed
         phase_half = getattr(torch, phase["half_dtype"]) if phase.get("half_dtype") else half_dtype
         phase["ran_as"] = precision_as_run(phase["mode"], phase_half, device, sizes)
+    if trainer.resumed_finished_run:  # nothing trained nor evaluated (the metrics are the history's): the
+        # reports below describe the last forward, so one evaluation of every test loader runs, as the last epoch's
+        for resolution, loader in test_loaders.items():
+            trainer.evaluate(eval_losses, loader, log_prefix=str(resolution))
     forward_reports = {"product_paths": summarize_product_paths(model),
                        "pointwise_work": describe_pointwise_tiles(model)}
-    if write and trainer.resumed_finished_run:  # a finished run: no forward ran
-        forward_reports.update(_previous_forward_reports(out))
 
     result = {
         "config_name": config.name,
@@ -774,23 +787,25 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     return result
 
 
-def _previous_forward_reports(out):
-    """``product_paths`` and ``pointwise_work`` of the run folder ``out``'s ``results.json`` (those
-    it holds; ``{}`` for none or an unreadable file). A finished run resumed trains nothing and
-    takes its metrics from the history, so no forward runs that these could describe; the
-    previous results describe the forward the metrics come from, which evaluating again just
-    for them would repeat."""
-    from .run_folder import read_results
+def current_results(out, history):
+    """The ``results.json`` of the run folder ``out`` where it records the epochs of ``history`` (the
+    checkpoint's, as a resume loaded it) and the final model file is there, else None (missing,
+    unreadable, or of an earlier end of the run: a resume stopped after its last save, before its
+    final one). What a finished run resumed keeps rather than writes again: its final save follows
+    the final model's, so both are of the run's last epoch."""
+    from .run_folder import FINAL_MODEL, read_results
+    from .training.checkpointing import STATE_DICT_SUFFIX
 
     try:
-        previous = read_results(out)
-    except (OSError, ValueError):  # unreadable: reported as this process saw it
-        previous = None
-    if not isinstance(previous, dict):
-        return {}
-    reports = {"product_paths": (previous.get("precision") or {}).get("product_paths"),
-               "pointwise_work": previous.get("pointwise_work")}
-    return {key: value for key, value in reports.items() if value is not None}
+        results = read_results(out)
+    except (OSError, ValueError):  # damaged: written again
+        return None
+    if not isinstance(results, dict) or not (Path(out) / f"{FINAL_MODEL}{STATE_DICT_SUFFIX}").is_file():
+        return None
+    recorded = results.get("history")
+    if not history or not isinstance(recorded, list) or not all(isinstance(h, dict) for h in recorded):
+        return None
+    return results if [h.get("epoch") for h in recorded] == [h.get("epoch") for h in history] else None
 
 
 # the optimizer's parameter-group settings and the scheduler's attributes that config keys set:
@@ -857,7 +872,8 @@ def _resume_command(trainer, out, command, record, **flags):
     rebuilds the config the run now trains with.
 
     It holds from the first epoch the resumed run saves (or from when training ends, for a
-    run that had no epoch left): until then nothing was trained with the new overrides (the
+    run that had no epoch left and whose outputs are written again; one that keeps them sets the
+    yielded ``recording["final"]`` False and keeps its record): until then nothing was trained with the new overrides (the
     checkpoint may not even fit them), and a run stopped before, by an error, Ctrl-C or a
     kill alike, keeps the record it had. Right before ``trainer`` saves that epoch, the
     record is written as pending from it (:func:`~neuralop_mp.run_folder.write_pending_command`),
@@ -867,8 +883,9 @@ def _resume_command(trainer, out, command, record, **flags):
     """
     from .run_folder import write_command, write_pending_command
 
+    recording = {"final": True}  # the caller sets it False: a finished run that keeps its record
     if not record:
-        yield
+        yield recording
         return
     def on_checkpoint(save_dir):  # the trainer saves its state only after an epoch it trained
         try:
@@ -893,13 +910,13 @@ def _resume_command(trainer, out, command, record, **flags):
 
     trainer.on_checkpoint, trainer.before_checkpoint = on_checkpoint, before_checkpoint
     try:
-        yield
+        yield recording
     finally:
         pending, trainer.on_checkpoint = trainer.on_checkpoint is not None, None
         trainer.before_checkpoint = None
-    # a finished run resumed (nothing trained: its results now come from this config), or a write
-    # that failed after every saved epoch: this one raises, so the run does not end with a stale record
-    if pending:
+    # a finished run resumed whose outputs are missing or stale (written now, from this config), or a
+    # write that failed after every saved epoch: this one raises, so the run does not end with a stale record
+    if pending and recording["final"]:
         write_command(out, *command, **flags)
 
 

@@ -286,13 +286,29 @@ class TrainingStateCheckpoints:
         self.scaler.load_state_dict(scaler_state)
         if self.scaler.enabled != wanted:
             if distributed.rank() == 0:  # every rank resumes alike: rank 0 alone says it, as it logs
+                # the saved half type explains the saved scaler only where it is not this run's
+                saved = (f" (half_dtype={saved_half_dtype!r})"
+                         if saved_half_dtype is not None and saved_half_dtype != self.half_dtype else "")
                 warnings.warn(
-                    f"The checkpoint was saved with loss scaling {'on' if self.scaler.enabled else 'off'} "
-                    f"(half_dtype={saved_half_dtype!r}); this run (half_dtype={self.half_dtype!r}, "
-                    f"loss_scaling={self.loss_scaling!r}) turns it {'on' if wanted else 'off'}"
+                    f"The checkpoint was saved with loss scaling {'on' if self.scaler.enabled else 'off'}{saved}; "
+                    f"this run ({self._scaling_reason(wanted)}) turns it {'on' if wanted else 'off'}"
                     + (f", starting from scale {self.scaler.init_scale:g}." if wanted else "."),
                     RuntimeWarning, stacklevel=3)
             self.scaler.set_enabled(wanted)
+
+    def _scaling_reason(self, wanted):
+        """Why this run scales its loss (``wanted``) or does not, as the trainer's ``_scaling_enabled``
+        decides: ``loss_scaling`` itself, else ("auto") 16-bit weights or float16 compute."""
+        if self.loss_scaling != "auto":
+            return f"loss_scaling={self.loss_scaling!r}"
+        # 16-bit weights keep their gradients in the float16 range, whatever the half type computes in
+        stored = sorted({str(p.dtype).replace("torch.", "") for p in self.model.parameters()
+                         if p.dtype in (torch.float16, torch.complex32)})
+        if wanted and stored:
+            return f"loss_scaling='auto', parameters stored in {', '.join(stored)}"
+        if wanted:
+            return f"loss_scaling='auto', half_dtype={self.half_dtype!r}: computes in float16"
+        return f"loss_scaling='auto', half_dtype={self.half_dtype!r}: nothing in float16"
 
     def _first_moved_epoch(self, saved_schedule, saved_n_epochs, next_epoch):
         """The first epoch from ``next_epoch`` on that this run trains in another phase than
