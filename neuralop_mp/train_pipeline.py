@@ -353,6 +353,11 @@ def evaluate_final(trainer, test_loaders, eval_losses):
     keys = [f"{res}_{name}" for res in test_loaders for name in eval_losses]
     if history and all(key in history[-1] for key in keys):
         return {key: float(history[-1][key]) for key in keys}
+    return evaluate_loaders(trainer, test_loaders, eval_losses)
+
+
+def evaluate_loaders(trainer, test_loaders, eval_losses):
+    """``{"RES_LOSS": value}``: one evaluation of every test loader by ``trainer``."""
     metrics = {}
     for resolution, loader in test_loaders.items():
         errors = trainer.evaluate(eval_losses, loader, log_prefix=str(resolution))
@@ -692,7 +697,7 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
 
     train_start = time.perf_counter()
     with _resume_command(trainer, out, command, record_resume, save_best=bool(save_best),
-                         **(command_flags or {})) as recording:
+                         **(command_flags or {})):
         trainer.train(
             train_loader=train_loader,
             test_loaders=test_loaders,
@@ -710,11 +715,12 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
         # would round the saved model and stand in command.json for epochs it never trained)
         kept = current_results(out, trainer.history) if write and trainer.resumed_finished_run else None
         if kept is not None:
-            recording["final"] = False
+            trainer.on_checkpoint = None  # the run keeps its record: _resume_command writes none
     if kept is not None:
         log(f"[neuralop-mp] {out} keeps its final model, {RESULTS_FILE} and {COMMAND_FILE} as they are: "
             "no epoch was trained with this resume's settings")
-        return {**kept, "output_dir": str(out), "model_object": model}
+        # no model_object: the one built here carries this resume's settings, not the saved model's
+        return {**kept, "output_dir": str(out)}
     train_time = time.perf_counter() - train_start
     half_dtype = policy.half_torch_dtype(device)
     history = list(getattr(trainer, "history", []))
@@ -727,8 +733,7 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
         phase["ran_as"] = precision_as_run(phase["mode"], phase_half, device, sizes)
     if trainer.resumed_finished_run:  # nothing trained nor evaluated (the metrics are the history's): the
         # reports below describe the last forward, so one evaluation of every test loader runs, as the last epoch's
-        for resolution, loader in test_loaders.items():
-            trainer.evaluate(eval_losses, loader, log_prefix=str(resolution))
+        evaluate_loaders(trainer, test_loaders, eval_losses)
     forward_reports = {"product_paths": summarize_product_paths(model),
                        "pointwise_work": describe_pointwise_tiles(model)}
 
@@ -872,8 +877,8 @@ def _resume_command(trainer, out, command, record, **flags):
     rebuilds the config the run now trains with.
 
     It holds from the first epoch the resumed run saves (or from when training ends, for a
-    run that had no epoch left and whose outputs are written again; one that keeps them sets the
-    yielded ``recording["final"]`` False and keeps its record): until then nothing was trained with the new overrides (the
+    run that had no epoch left and whose outputs are written again; a caller that keeps them
+    unsets ``trainer.on_checkpoint`` in the block): until then nothing was trained with the new overrides (the
     checkpoint may not even fit them), and a run stopped before, by an error, Ctrl-C or a
     kill alike, keeps the record it had. Right before ``trainer`` saves that epoch, the
     record is written as pending from it (:func:`~neuralop_mp.run_folder.write_pending_command`),
@@ -883,9 +888,8 @@ def _resume_command(trainer, out, command, record, **flags):
     """
     from .run_folder import write_command, write_pending_command
 
-    recording = {"final": True}  # the caller sets it False: a finished run that keeps its record
     if not record:
-        yield recording
+        yield
         return
     def on_checkpoint(save_dir):  # the trainer saves its state only after an epoch it trained
         try:
@@ -910,13 +914,13 @@ def _resume_command(trainer, out, command, record, **flags):
 
     trainer.on_checkpoint, trainer.before_checkpoint = on_checkpoint, before_checkpoint
     try:
-        yield recording
+        yield
     finally:
         pending, trainer.on_checkpoint = trainer.on_checkpoint is not None, None
         trainer.before_checkpoint = None
     # a finished run resumed whose outputs are missing or stale (written now, from this config), or a
     # write that failed after every saved epoch: this one raises, so the run does not end with a stale record
-    if pending and recording["final"]:
+    if pending:
         write_command(out, *command, **flags)
 
 
