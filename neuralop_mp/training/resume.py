@@ -302,8 +302,7 @@ class TrainingStateCheckpoints:
         if self.loss_scaling != "auto":
             return f"loss_scaling={self.loss_scaling!r}"
         # 16-bit weights keep their gradients in the float16 range, whatever the half type computes in
-        stored = sorted({str(p.dtype).replace("torch.", "") for p in self.model.parameters()
-                         if p.dtype in (torch.float16, torch.complex32)})
+        stored = self._float16_storage()
         if wanted and stored:
             return f"loss_scaling='auto', parameters stored in {', '.join(stored)}"
         if wanted:

@@ -395,9 +395,15 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         self._self_averaged = distributed.self_averaged_parameters(self.model)
 
     # ------------------------------------------------------------------ precision state
+    def _float16_storage(self):
+        """Names of the float16-range dtypes the model's parameters are stored in (their gradients
+        are too), sorted; [] for none. What makes "auto" loss scaling scale, whatever is computed."""
+        return sorted({dtype_name(p.dtype) for p in self.model.parameters()
+                       if p.dtype in (torch.float16, torch.complex32)})
+
     def _uses_float16(self):
         """Whether some part of the run computes in float16 or keeps gradients in its range."""
-        if any(p.dtype in (torch.float16, torch.complex32) for p in self.model.parameters()):
+        if self._float16_storage():
             return True
         if self.precision_schedule is not None:
             return self.autocast_dtype == torch.float16 and self.precision_schedule.uses_half
