@@ -232,12 +232,35 @@ def _unfinished_run_message(run_dir, model_epoch=None):
     checkpoint, epoch = saved_state(run_dir)
     checkpoint = checkpoint or Path(run_dir) / CHECKPOINT_DIR  # the folder that holds the epoch
     epoch = "an unreadable epoch" if epoch is None else f"epoch {epoch}"  # the folder is still named
+    holder = run_in_progress(run_dir)
+    if holder is not None:  # not stopped: still training (a resume of it would be refused)
+        head = (f"No model file in {run_dir} yet" if model_epoch is None else
+                f"The model file in {run_dir} is of epoch {model_epoch} ({RESULTS_FILE}'s last)")
+        return (f"{head}: a neuralop-mp train (pid {holder or 'unknown'}) is still writing the run; "
+                f"{checkpoint} holds {epoch}, the last saved. Evaluate it once that run has ended.")
     head = (f"No model file in {run_dir}: the run stopped" if model_epoch is None else
             f"The model file in {run_dir} is of epoch {model_epoch} ({RESULTS_FILE}'s last): the run, resumed "
             "since, stopped")
     return (f"{head} before its final save ({FINAL_MODEL}{STATE_DICT_SUFFIX}); "
             f"{checkpoint} holds {epoch}, the last saved. Finish the run with `neuralop-mp train --resume "
             f"{run_dir}`, which writes the model, then evaluate it.")
+
+
+def run_in_progress(folder):
+    """The pid (0 where it records none) of the run holding ``folder``'s lock (:func:`run_folder_lock`),
+    else None: no lock file, or one no process holds (a killed run's). Asked without creating the
+    file; the lock, when free, is taken and let go at once (a run starting in that instant is
+    refused as a second run would be: started again, it runs)."""
+    from .run_setup import file_lock
+
+    path = Path(folder) / LOCK_FILE
+    if not path.is_file():
+        return None
+    try:
+        with file_lock(path, wait=False):
+            return None
+    except BlockingIOError:
+        return _lock_holder(path) or 0
 
 
 def results_behind(run_dir, results=None):

@@ -4,6 +4,7 @@ relative to a working directory the user never saw; ``opt.update_in_backward`` w
 scaling of a float16 run; a resume whose factorized rank changed kind (1.0 read now as 1); and a
 finished run resumed, said as a line of the run's log. Small real runs on four random 8x8 samples."""
 import json
+import os
 import warnings
 from datetime import datetime
 
@@ -315,3 +316,20 @@ def test_resuming_a_finished_run_says_so_in_the_runs_log_not_as_a_python_warning
     printed = capsys.readouterr().out
     assert (f"[neuralop-mp] {out / 'checkpoint'} already finished all 1 epochs; nothing to train "
             "(resume with --opt.n_epochs N, N > 1, to train more)") in printed
+
+
+def test_eval_of_a_run_still_training_says_so_not_to_resume_it(tmp_path):
+    """eval of a folder whose run is still writing said "Finish the run with neuralop-mp train --resume",
+    which the running run's lock refuses: it names the run still writing instead."""
+    from neuralop_mp.run_folder import CHECKPOINT_DIR, find_checkpoint, run_folder_lock, run_in_progress
+
+    run = tmp_path / "run"
+    (run / CHECKPOINT_DIR).mkdir(parents=True)
+    (run / "command.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="Finish the run with"):
+        find_checkpoint(run)  # stopped before its final save
+    with run_folder_lock(run):
+        assert run_in_progress(run) == os.getpid()
+        with pytest.raises(FileNotFoundError, match=rf"a neuralop-mp train \(pid {os.getpid()}\) is still writing"):
+            find_checkpoint(run)
+    assert run_in_progress(run) is None
