@@ -36,14 +36,20 @@ def write_counted_config(folder):
 def tiny_run(monkeypatch, tmp_path, capsys):
     """A run folder of `neuralop-mp train` (one epoch), its config a file whose class notes each
     instance built; returns ``(folder, builds)`` with ``builds()`` the instances built so far."""
-    _four_random_samples_as_data(monkeypatch)
     built = write_counted_config(tmp_path)
-    out = tmp_path / "run"
-    assert cli.main(["train", f"{tmp_path}/counted.py:Counted", "--output_dir", str(out), "--opt.n_epochs", "1",
-                     "--threads", "1", *TINY_ARGS]) == 0
-    capsys.readouterr()
+    out = train_tiny_run(monkeypatch, capsys, tmp_path / "run", 1, config=f"{tmp_path}/counted.py:Counted")
     built.unlink()
     return out, lambda: built.read_text().count("built") if built.exists() else 0
+
+
+def train_tiny_run(monkeypatch, capsys, out, n_epochs, config="darcy"):
+    """``out``, a finished run folder of `neuralop-mp train` (``n_epochs`` epochs, one thread) on the
+    four random samples."""
+    _four_random_samples_as_data(monkeypatch)
+    assert cli.main(["train", config, "--output_dir", str(out), "--opt.n_epochs", str(n_epochs), "--threads", "1",
+                     *TINY_ARGS]) == 0
+    capsys.readouterr()
+    return out
 
 
 def _count_load_config(monkeypatch):

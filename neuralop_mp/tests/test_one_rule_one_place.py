@@ -10,19 +10,13 @@ from neuralop_mp import cli
 from neuralop_mp import run_folder
 from neuralop_mp.evaluate import ConfigSource, eval_config, evaluate_with_config, run_evaluation
 
-from .test_eval_and_best import TINY_ARGS
-from .test_train_pipeline import _four_random_samples_as_data
+from .test_eval_and_best import TINY_ARGS, train_tiny_run
 
 
 @pytest.fixture
 def tiny_run(monkeypatch, tmp_path, capsys):
     """A finished run folder of `neuralop-mp train` (darcy, one epoch)."""
-    _four_random_samples_as_data(monkeypatch)
-    out = tmp_path / "run"
-    assert cli.main(["train", "darcy", "--output_dir", str(out), "--opt.n_epochs", "1", "--threads", "1",
-                     *TINY_ARGS]) == 0
-    capsys.readouterr()
-    return out
+    return train_tiny_run(monkeypatch, capsys, tmp_path / "run", 1)
 
 
 def _count_checks(monkeypatch):

@@ -18,11 +18,11 @@ import torch
 from neuralop_mp import cli, run_setup
 from neuralop_mp.run_folder import COMMAND_FILE, RESULTS_FILE, read_command, saved_epoch
 
+from .test_eval_and_best import TINY_ARGS, train_tiny_run
 from .test_train_pipeline import TINY_RUN, _four_random_samples_as_data
 
 pytestmark = pytest.mark.reliability
 
-TINY_ARGS = [token for key, value in TINY_RUN.items() for token in (f"--{key}", value)]
 DATA_ARGS = [token for key, value in TINY_RUN.items() if key.startswith("data.") for token in (f"--{key}", value)]
 
 # `neuralop-mp` on the four random samples of _four_random_samples_as_data; with KILL_AT_SAVE=before|after, a
@@ -73,12 +73,7 @@ def run_killed(tmp_path, args, kill_at, kill_epoch=None):
 @pytest.fixture
 def two_epoch_run(monkeypatch, tmp_path, capsys):
     """A finished run of `neuralop-mp train` (two epochs, one thread) on the four random samples."""
-    _four_random_samples_as_data(monkeypatch)
-    out = tmp_path / "run"
-    assert cli.main(["train", "darcy", "--output_dir", str(out), "--opt.n_epochs", "2", "--threads", "1",
-                     *TINY_ARGS]) == 0
-    capsys.readouterr()
-    return out
+    return train_tiny_run(monkeypatch, capsys, tmp_path / "run", 2)
 
 
 def test_auto_threads_record_the_count_used_which_a_resume_keeps_whatever_the_load(monkeypatch, tmp_path, capsys):

@@ -204,21 +204,6 @@ def test_resuming_a_finished_run_returns_upstreams_metrics_in_the_last_phases_pr
     assert get_precision(model)[0] == "mixed" and trainer.autocast_enabled == trainer.history[-1]["autocast"]
 
 
-def test_resuming_in_float16_warns_with_the_scale_this_run_starts_from(tmp_path):
-    train, test = tiny_data(n=8, batch_size=8)
-    model = tiny_fno()
-    optimizer, scheduler = optimizer_and_scheduler(model)
-    MixedPrecisionTrainer(model=model, n_epochs=1, precision_schedule="mixed", half_dtype="bfloat16").train(
-        train, test, optimizer, scheduler, training_loss=loss(), save_every=1, save_dir=tmp_path)
-    model = tiny_fno()
-    optimizer, scheduler = optimizer_and_scheduler(model)
-    trainer = MixedPrecisionTrainer(model=model, n_epochs=1, precision_schedule="mixed", half_dtype="float16")
-    trainer.scaler = ComplexGradScaler(init_scale=256.0, enabled=False)
-    with pytest.warns(RuntimeWarning, match=r"turns it on, starting from scale 256\."):
-        trainer.resume_state_from_dir(tmp_path)
-    assert trainer.scaler.enabled and trainer.scaler.get_scale() == 256.0
-
-
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"progress": "no"}, TypeError, r"Invalid progress='no'; allowed values: True, False"),
     ({"max_consecutive_skips": None}, TypeError, r"Invalid max_consecutive_skips=None; allowed values: integers >= 1"),

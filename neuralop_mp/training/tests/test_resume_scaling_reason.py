@@ -4,6 +4,7 @@ spectral weights are resumed in complex32 scales its loss, in the same half type
 import pytest
 import torch
 
+from neuralop_mp.training.loss_scaling import ComplexGradScaler
 from neuralop_mp.training.tests.tiny import loss, optimizer_and_scheduler, tiny_data, tiny_fno
 from neuralop_mp.training.trainer import MixedPrecisionTrainer
 
@@ -53,3 +54,12 @@ def test_loss_scaling_given_is_the_reason_when_it_decides(tmp_path):
     with pytest.warns(RuntimeWarning, match=r"saved with loss scaling off; this run \(loss_scaling='dynamic'\) "
                                             r"turns it on"):
         trainer.resume_state_from_dir(tmp_path)
+
+
+def test_resuming_in_float16_warns_with_the_scale_this_run_starts_from(tmp_path):
+    _saved_bfloat16_run(tmp_path)
+    trainer = _resuming(tiny_fno(), half_dtype="float16")
+    trainer.scaler = ComplexGradScaler(init_scale=256.0, enabled=False)
+    with pytest.warns(RuntimeWarning, match=r"turns it on, starting from scale 256\."):
+        trainer.resume_state_from_dir(tmp_path)
+    assert trainer.scaler.enabled and trainer.scaler.get_scale() == 256.0
