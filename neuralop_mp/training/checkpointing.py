@@ -681,9 +681,8 @@ def load_training_files(save_dir, model, optimizer=None, scheduler=None, regular
     save_name = checkpoint_name(save_dir)
     model_path = save_dir / f"{save_name}{STATE_DICT_SUFFIX}"
     state_path = save_dir / PRECISION_STATE_FILE
-    if state_path.exists():
-        if precision_state is None:
-            precision_state = load_weights_only(state_path)
+    if state_path.exists() and precision_state is None:  # read by _verify: checked there (upstream's manifest)
+        precision_state = load_weights_only(state_path)
         check_format_version(precision_state.get("format_version"), state_path)
         check_state_epoch(save_dir, manifest, precision_state)
     if model_state is None:
