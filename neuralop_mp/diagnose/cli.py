@@ -62,16 +62,17 @@ def _parser():
 
 
 def _checkpoint_path(target):
-    """``(folder, name)`` of the checkpoint ``target`` names (``folder/NAME``, or a folder
-    holding one, such as a ``neuralop-mp train`` run folder), else None (a config)."""
+    """The :class:`~neuralop_mp.run_folder.FoundCheckpoint` ``target`` names (``folder/NAME``, or a
+    folder holding one, such as a ``neuralop-mp train`` run folder), else None (a config). Found
+    (a run's final model: checked current) here, once; ``load_model`` takes it as found."""
     from ..configs.loading import config_file
-    from ..run_folder import find_checkpoint
+    from ..run_folder import FoundCheckpoint, find_checkpoint
 
     path = Path(target)
     if Path(f"{target}{METADATA_SUFFIX}").exists():
         state_dict = Path(f"{target}{STATE_DICT_SUFFIX}")
-        # found (a run's final model: checked current) here, once; load_model then takes it as found
-        return find_checkpoint(state_dict) if state_dict.is_file() else (path.parent, path.name)
+        # without its state dict: load_model names the missing file
+        return find_checkpoint(state_dict) if state_dict.is_file() else FoundCheckpoint(path.parent, path.name)
     if not path.is_dir() or config_file(target) is None:  # a built-in name wins over a folder of that name
         return None
     try:
@@ -127,24 +128,19 @@ def _load_config(target, overrides):
     return load_checked(lambda source: load_config(source, overrides), overrides, target, _option_names())
 
 
-def _load(args, overrides, checkpoint=...):
-    """(model, loader name, loader kwargs, N, name); ``checkpoint``: :func:`_checkpoint_path`'s
-    (found here when not given)."""
-    if checkpoint is ...:
-        checkpoint = _checkpoint_path(args.target)
+def _load(args, overrides, checkpoint):
+    """(model, loader name, loader kwargs, N, name); ``checkpoint``: :func:`_checkpoint_path`'s."""
     if checkpoint is not None:
-        from ..run_folder import FoundCheckpoint, load_model
+        from ..run_folder import load_model
 
         if overrides:
             unknown = [o.partition("=")[0] for o in overrides if o.startswith("--")]
             raise ValueError((f"Unknown option {unknown[0]}: " if unknown else "")
                              + f"config overrides {overrides} do not apply to a checkpoint; options: "
                              + ", ".join(_option_names()) + ".")
-        folder, name = checkpoint
         # the plugin's layer even for a full-precision checkpoint (a plain `train` run's): it switches precision
-        found = checkpoint if isinstance(checkpoint, FoundCheckpoint) else Path(folder) / f"{name}{STATE_DICT_SUFFIX}"
-        model, _ = load_model(found, mixed_precision_layer=True)
-        return (model, *_run_data(folder, args), Path(args.target).resolve().name)
+        model, _ = load_model(checkpoint, mixed_precision_layer=True)
+        return (model, *_run_data(checkpoint.folder, args), Path(args.target).resolve().name)
     from ..models.registry import get_model
 
     config = _load_config(args.target, overrides)

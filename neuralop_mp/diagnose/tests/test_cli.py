@@ -145,5 +145,5 @@ def test_a_config_gives_its_training_resolution_also_when_another_dataset_is_nam
 
     args = argparse.Namespace(target="darcy", data=data, resolution=resolution)
     _, loader, _, n, _ = _load(args, ["--data.train_resolution", "32", "--model.hidden_channels", "4",
-                                      "--model.n_layers", "1", "--model.n_modes", "[4,4]"])
+                                      "--model.n_layers", "1", "--model.n_modes", "[4,4]"], None)
     assert (loader, n) == expected
