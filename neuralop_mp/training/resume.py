@@ -182,12 +182,13 @@ def _warn_other_world_size(state, save_dir):
         return
     history = state.get("history") or []
     epoch = history[-1].get("epoch") if history and isinstance(history[-1], dict) else None
-    same = f"{train_launch(saved)} --resume RUN_DIR"
+    # the history records the ranks, not how they were spread over nodes: the one-node form as an example
+    same = f"{train_launch(saved)} --resume RUN_DIR" + (" on one node" if saved > 1 else "")
     warnings.warn(
         f"Resuming {save_dir} on {now} rank(s), but its last saved epoch{'' if epoch is None else f' ({epoch})'} "
         f"ran on {saved}: the shards and the global batch (batch_size x ranks) change and every rank starts from "
         f"rank 0's RNG state, so the run continues differently from one on {saved} rank(s) (docs/distributed.md). "
-        f"To continue it as it ran: {same}.", UserWarning, stacklevel=3)
+        f"To continue it as it ran, launch it on {saved} rank(s) again, e.g. {same}.", UserWarning, stacklevel=3)
 
 
 class TrainingStateCheckpoints:
