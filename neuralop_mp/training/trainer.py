@@ -44,10 +44,9 @@ from neuralop.training import Trainer
 from ..caller_frames import stacklevel_outside
 from ..memory import SavedTensorBytes
 from ..peak_memory import PeakTensorBytes
+from ..precision_policy import PrecisionPolicy
 from ..layers.precision_switch import (
-    apply_precision_policy,
     get_precision,
-    get_precision_policy,
     mixed_precision_layers,
     set_fixed_precision,
     set_precision,
@@ -481,18 +480,27 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             self.phase_index = schedule.index_for_epoch(epoch, self.n_epochs)
             self.phase = schedule[self.phase_index]
             if self.has_mixed_precision_layers:
-                try:
-                    get_precision(self.model)
-                except ValueError:  # layers built in different precisions: the phase sets every one alike
-                    set_fixed_precision(self.model, self.phase.mode, half_dtype=self.half_dtype,
-                                        stabilizer=self.phase.stabilizer_for(self.autocast_dtype))
-                base = get_precision_policy(self.model).replace(half_dtype=self.half_dtype)
-                apply_precision_policy(self.model, self.phase.policy(base, self.autocast_dtype))
+                self._switch_layers_to_phase()
             else:  # only full phases reach here (checked in __init__)
                 set_precision(self.model, "full", stabilizer=self.phase.stabilizer_for(self.autocast_dtype))
             self.autocast_enabled = self.phase.autocast
             if self.auto_precision:
                 self._apply_auto_precision(epoch, measure=measure)
+
+    def _switch_layers_to_phase(self):
+        """Put every spectral layer in the phase's mode and stabilizer and the trainer's half type,
+        where they are not in them already (their weight storage and autocast scope are the
+        model's: a phase leaves them). Layers built in different precisions are all set alike."""
+        # built from what the trainer knows, not read back from the layers: they are read once (every epoch
+        # starts here), and the other fields keep their defaults on both sides of the comparison
+        wanted = self.phase.policy(PrecisionPolicy(half_dtype=self.half_dtype), self.autocast_dtype)
+        try:
+            current = PrecisionPolicy(*get_precision(self.model))
+        except ValueError:  # layers in different precisions: none is the phase's
+            current = None
+        if current != wanted:
+            set_fixed_precision(self.model, wanted.fno_block_precision, half_dtype=wanted.half_dtype,
+                                stabilizer=wanted.stabilizer)
 
     # ------------------------------------------------------------------ one batch / epoch
     # Upstream's ``train_one_epoch`` runs, per batch: ``loss = self.train_one_batch(...)``,

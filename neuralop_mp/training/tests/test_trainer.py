@@ -8,6 +8,7 @@ from neuralop.training import Trainer
 import neuralop_mp.layers.precision_switch as precision_switch
 from neuralop_mp.tests.exact import equal_exactly
 from neuralop_mp.training.loss_scaling import ComplexGradScaler
+import neuralop_mp.training.trainer as trainer_module
 from neuralop_mp.training.trainer import MixedPrecisionTrainer
 
 from .tiny import (assert_same, loss, optimizer_and_scheduler, snapshot, spectral_weights, tiny_data,
@@ -32,9 +33,10 @@ def autocast_probe(model, record):
                                                   (6, "bfloat16")])
 def test_layers_switch_at_the_schedules_boundaries(n_epochs, half_dtype, monkeypatch):
     calls = []
-    real_set_precision = precision_switch.set_precision
-    monkeypatch.setattr(precision_switch, "set_precision",
-                        lambda model, mode, **kw: calls.append((mode, kw)) or real_set_precision(model, mode, **kw))
+    # the phase switch's one setter of the layers
+    real_setter = trainer_module.set_fixed_precision
+    monkeypatch.setattr(trainer_module, "set_fixed_precision",
+                        lambda model, mode, **kw: calls.append((mode, kw)) or real_setter(model, mode, **kw))
     model = tiny_fno()
     built = (model.fno_blocks.convs[0].fno_block_precision, model.fno_blocks.convs[0].half_dtype, None)
     train, test = tiny_data(n=8, batch_size=8)
@@ -61,6 +63,30 @@ def test_layers_switch_at_the_schedules_boundaries(n_epochs, half_dtype, monkeyp
     assert train_autocast == [p.autocast for p in expected]
     assert [h["precision"] for h in trainer.history] == [p.mode for p in expected]
     assert [h["phase"] for h in trainer.history] == [schedule.index_for_epoch(e, n_epochs) for e in range(n_epochs)]
+
+
+def test_an_epoch_in_the_phase_the_layers_are_in_reads_them_once_and_writes_nothing(monkeypatch):
+    """Every epoch's start switches to its phase: one where the layers are in it already costs one
+    read of them (the phase's settings are the trainer's), not three reads and a recorded-precision
+    check; a layer changed since is still switched back."""
+    model = tiny_fno()
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=4, precision_schedule="mixed:0.5,full:0.5",
+                                    half_dtype="bfloat16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # upstream's FNO does not record the switch
+        trainer.on_epoch_start(0)
+    walks, writes = [], []
+    walk = model.modules
+    monkeypatch.setattr(model, "modules", lambda: walks.append(1) or walk(), raising=False)
+    real_set = trainer_module.set_fixed_precision
+    monkeypatch.setattr(trainer_module, "set_fixed_precision",
+                        lambda model, mode, **kw: writes.append(mode) or real_set(model, mode, **kw))
+    trainer.on_epoch_start(1)
+    assert (len(walks), writes) == (2, [])  # the layers, and their FNOBlocks for the stabilizer
+    assert precision_switch.get_precision(model) == ("mixed", "bfloat16", None)
+    model.fno_blocks.convs[1].fno_block_precision = "full"  # changed between epochs of the phase
+    trainer.on_epoch_start(1)
+    assert writes == ["mixed"] and precision_switch.get_precision(model) == ("mixed", "bfloat16", None)
 
 
 def test_history_has_the_agreed_keys_and_saved_bytes_shrink_in_half_phases():
