@@ -114,6 +114,24 @@ def _run_data(folder, args):
     return loader, kwargs, n
 
 
+def _train_config_part(target, overrides, checkpoint):
+    """The tokens before the recommended flags in the printed ``neuralop-mp train`` command: the
+    config and its overrides as diagnose was given them; for a run folder of ``neuralop-mp train``
+    (``checkpoint``'s folder holds its command.json), the run's recorded config and overrides, less
+    its ``--output_dir`` (a new run must not train into the diagnosed one's folder). None for a
+    checkpoint outside a run folder: it records no config."""
+    if checkpoint is None:
+        return [target, *overrides]
+    from ..configs import parse_overrides
+    from ..run_folder import override_tokens, read_command
+
+    recorded = read_command(checkpoint.folder)
+    if recorded is None:
+        return None
+    kept = {key: value for key, value in parse_overrides(recorded["overrides"]).items() if key != "output_dir"}
+    return [recorded["config"], *override_tokens(kept.items())]
+
+
 def _option_names():
     """Every option of diagnose's own (what a ``--key`` that is no config key may be)."""
     return sorted(name for action in _parser()._actions for name in action.option_strings if name.startswith("--"))
@@ -208,6 +226,7 @@ def main(argv=None):
             return _recipe_table(args, overrides)
         checkpoint = _checkpoint_path(args.target)
         model, loader, kwargs, n, name = _load(args, overrides, checkpoint)
+        config_part = _train_config_part(args.target, overrides, checkpoint)
         out = Path(args.out or Path("diagnose") / name)
         check_out_folder(out)  # the default folder too, before the measurement (an explicit --out: when parsed)
         with warnings.catch_warnings():
@@ -219,8 +238,12 @@ def main(argv=None):
         print(f"neuralop-mp diagnose: error: {error}", file=sys.stderr)
         return 2
     print(format_table(diagnosis, recommendation))
-    config_part = "CONFIG" if checkpoint is not None else shlex.join([args.target, *overrides])
-    print(f"Train with: neuralop-mp train {config_part} {shlex.join(recommendation['train_flags'])}")
+    flags = shlex.join(recommendation["train_flags"])
+    if config_part is None:  # no config to name: the options alone, said as such (no command that fails as printed)
+        print(f"Train with these options after the config that built this model (the checkpoint records none): "
+              f"{flags}")
+    else:
+        print(f"Train with: neuralop-mp train {shlex.join(config_part)} {flags}")
     out.mkdir(parents=True, exist_ok=True)
     write_json(diagnosis, recommendation, out / "results.json")
     plot_bands(diagnosis, out / "error_bands.png")
