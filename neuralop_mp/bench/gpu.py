@@ -30,9 +30,9 @@ their FAILED/ERROR lines also go into ``gpu.json`` and ``gpu.md``) and ``gpu_row
 On one H200 the table took 84 and 90 s in two runs (2026-12-04, the table's "Wall time",
 which includes the CUDA tests' 16 and 24 s), the whole command about 100 s; it stays
 within 8 minutes on slower GPUs: a variant is skipped (and the row says so) once the
-time budget is spent. That budget is what is left of the 8 minutes since ``gpu.sh`` started
-(:data:`START_ENV`: its venv, installs and imports count) less :data:`END_MARGIN_S`, or
-:data:`BUDGET_S` from the campaign's start where the variable is unset.
+time budget is spent. That budget is one rule: :data:`BUDGET_S` (the 8 minutes less
+:data:`END_MARGIN_S`) less the time since the campaign started: since ``gpu.sh`` started
+(:data:`START_ENV`: its venv, installs and imports count), else since ``bench gpu``'s own start.
 
 ``--dry-run`` walks every variant at a tiny size on CPU with a GPU's choices
 (:func:`gpu_choices_on_cpu`): the plugin's choices made from a tensor's device are forced to
@@ -98,13 +98,14 @@ PROFILED = ("upstream full", "upstream mixed + tanh", "ours mixed fp16 + tanh + 
 BATCH, DRY_BATCH = 4, 1
 MODES, DRY_MODES = 32, 4
 WARMUP, STEPS = 2, 5
-BUDGET_S = 420  # of at most 8 minutes: the rest is start-up and writing (an H200 needs ~100 s in all)
-LIMIT_S = 480  # the whole campaign, gpu.sh's venv and installs included
-#: set by gpu.sh (epoch seconds of its start): the budget is what is left of LIMIT_S since then
-START_ENV = "NEURALOP_MP_GPU_START"
-# what the budget leaves of LIMIT_S when gpu.sh's start is known: the variant already started
-# when the budget runs out (tens of seconds at 1024^2 on a slow GPU) and writing the results
+LIMIT_S = 480  # the whole campaign, gpu.sh's venv and installs included (an H200 needs ~100 s in all)
+# what the budget leaves of LIMIT_S: the variant already started when the budget runs out (tens
+# of seconds at 1024^2 on a slow GPU) and writing the results
 END_MARGIN_S = 45
+#: the time budget, counted from the campaign's start (gpu.sh's, else bench gpu's): no variant starts after it
+BUDGET_S = LIMIT_S - END_MARGIN_S
+#: set by gpu.sh (epoch seconds of its start): the campaign's start, its venv, installs and imports included
+START_ENV = "NEURALOP_MP_GPU_START"
 #: the CUDA tests' result where the package is installed, not a checkout
 INSTALLED_SKIP = "skipped (installed package: the tests are not shipped; run from a checkout)"
 MAX_LISTED_FAILURES = 10  # failing CUDA tests listed in gpu.md (gpu.json and gpu_cuda_tests.txt keep all)
@@ -184,21 +185,19 @@ def path_fields(model):
 
 
 def start_budget_s(environ=None, now=None):
-    """The campaign's time budget: what is left of :data:`LIMIT_S` since :data:`START_ENV`
-    (gpu.sh's start, epoch seconds) less :data:`END_MARGIN_S`, at least 0; :data:`BUDGET_S`
-    where the variable is unset or empty. Raises ``ValueError`` naming a value that is not a
-    number."""
+    """The campaign's time budget from ``now``: :data:`BUDGET_S` less the seconds since the
+    campaign started, at least 0. The start is :data:`START_ENV` (gpu.sh's start, epoch seconds),
+    else ``now`` (``bench gpu`` run without gpu.sh: the campaign starts here). Raises ``ValueError``
+    naming a value that is not a number."""
     environ = os.environ if environ is None else environ
+    now = time.time() if now is None else now
     started = environ.get(START_ENV, "").strip()
-    if not started:
-        return BUDGET_S
     try:
-        started_at = float(started)
+        started_at = float(started) if started else now
     except ValueError:
         raise ValueError(f"{START_ENV}={started!r} is not a time in epoch seconds (gpu.sh sets it to date +%s)") \
             from None
-    elapsed = (time.time() if now is None else now) - started_at
-    return max(0, round(LIMIT_S - END_MARGIN_S - elapsed))  # whole seconds: the rows' notes name it
+    return max(0, round(BUDGET_S - (now - started_at)))  # whole seconds: the rows' notes name it
 
 
 class _Timer:
@@ -570,8 +569,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, no test run (on a machine without CUDA: the dry run)")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help=f"stop starting variants after this many seconds (default: what is left of {LIMIT_S} s "
-                             f"since ${START_ENV}, gpu.sh's start, less {END_MARGIN_S} s; unset: {BUDGET_S})")
+                        help=f"stop starting variants after this many seconds (default: {LIMIT_S} s less "
+                             f"{END_MARGIN_S} s, less the time since ${START_ENV}, gpu.sh's start, where set)")
     parser.add_argument("--arch", action="append", choices=sorted({s[0] for s in SIZES}),
                         help="only this model (repeat for several; default: all)")
     parser.add_argument("--profile", action="store_true",
