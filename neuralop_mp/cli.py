@@ -538,28 +538,31 @@ def _check_resume_model(resume, config, saved, given):
 
 def _check_resume_optimizer_class(resume, config, saved):
     """Refuse a resume whose ``model.spectral_weight_dtype`` changes the class ``opt.optimizer``
-    "adamw" builds: torch's AdamW for complex64 weights, TensorGRaD without compression for
-    complex32 ones (fp32 moments, :func:`neuralop_mp.optim.factory.create_optimizer`). The
-    checkpoint's optimizer state is the saved class's, which the resume would refuse only after
-    the data load, blaming the optimizer. The TensorGRaD kinds build TensorGRaD either way: the
-    dtype may change with them.
+    "adamw" builds (:func:`neuralop_mp.optim.factory.adamw_class`: torch's AdamW for complex64
+    weights, TensorGRaD without compression for complex32 ones). The checkpoint's optimizer
+    state is the saved class's, which the resume would refuse only after the data load, blaming
+    the optimizer. The TensorGRaD kinds build TensorGRaD either way: the dtype may change with them.
 
     Raises
     ------
     ValueError
         Naming the key with the value given and the value saved, and the optimizer switch.
     """
+    import torch
+
+    from .optim.factory import adamw_class
     from .training.resume import given_and_saved
     from .vocabulary import normalize_spectral_weight_dtype
 
-    def adamw_class(run):
+    def built(run):  # as a message names it; None for another kind
         kind = getattr(run.opt, "optimizer", "adamw") or "adamw"
         if not isinstance(kind, str) or kind.lower() != "adamw":
             return None
-        low = normalize_spectral_weight_dtype(getattr(run.model, "spectral_weight_dtype", None)) == "complex32"
-        return "TensorGRaD" if low else "torch's AdamW"
+        sixteen_bit = normalize_spectral_weight_dtype(getattr(run.model, "spectral_weight_dtype", None)) == "complex32"
+        cls = adamw_class(sixteen_bit)
+        return "torch's AdamW" if cls is torch.optim.AdamW else cls.__name__
 
-    new, old = adamw_class(config), adamw_class(saved)
+    new, old = built(config), built(saved)
     if new is None or old is None or new == old:
         return
     key = "model.spectral_weight_dtype"
@@ -684,9 +687,10 @@ def _refuse_model_overrides(overrides):
 
 
 def _run_threads(folder, source):
-    """The thread count the run in ``folder`` trained with, for ``eval`` to run as it did: the one its
-    ``command.json`` records (``source.flags``, :func:`~neuralop_mp.evaluate.config_source`), else,
-    for a run recorded before the count was (none, or "auto"), the ``threads`` of its ``results.json``."""
+    """The thread count the run in ``folder`` recorded, for ``eval`` to run as it did
+    (:func:`~neuralop_mp.run_setup.train_threads`, as a resume): the one its ``command.json``
+    records (``source.flags``, :func:`~neuralop_mp.evaluate.config_source`), else, for a run
+    recorded before the count was (none, or "auto"), the ``threads`` of its ``results.json``."""
     from .run_folder import read_results
     from .run_setup import parse_threads
 
@@ -702,7 +706,7 @@ def eval_command(argv):
 
     from .evaluate import config_source, eval_config
     from .run_folder import find_checkpoint
-    from .run_setup import RunSetupError, check_output_file, resolve_threads
+    from .run_setup import RunSetupError, check_output_file, train_threads
     from .training.checkpointing import CheckpointError
 
     args = list(argv)
@@ -728,8 +732,9 @@ def eval_command(argv):
         config = load_checked(lambda resolved: eval_config(source._replace(spec=resolved), overrides,
                                                             flags.get("--res")),
                                overrides, source.spec, EVAL_FLAGS, base=source.overrides)
-        threads = flags.get("--threads")
-        threads = resolve_threads(_run_threads(folder, source) if threads is None else threads)
+        # a resume's rule: --threads given now, else the run's count (read only then), else auto
+        given = flags.get("--threads")
+        threads, _ = train_threads(given, _run_threads(folder, source) if given is None else None, resume=True)
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
         return _config_error(error, "eval", spec)
 

@@ -236,7 +236,7 @@ def _unfinished_run_message(run_dir, model_epoch=None):
     if holder is not None:  # not stopped: still training (a resume of it would be refused)
         head = (f"No model file in {run_dir} yet" if model_epoch is None else
                 f"The model file in {run_dir} is of epoch {model_epoch} ({RESULTS_FILE}'s last)")
-        return (f"{head}: a neuralop-mp train (pid {holder or 'unknown'}) is still writing the run; "
+        return (f"{head}: a neuralop-mp train ({_pid_text(holder)}) is still writing the run; "
                 f"{checkpoint} holds {epoch}, the last saved. Evaluate it once that run has ended.")
     head = (f"No model file in {run_dir}: the run stopped" if model_epoch is None else
             f"The model file in {run_dir} is of epoch {model_epoch} ({RESULTS_FILE}'s last): the run, resumed "
@@ -251,16 +251,14 @@ def run_in_progress(folder):
     else None: no lock file, or one no process holds (a killed run's). Asked without creating the
     file; the lock, when free, is taken and let go at once (a run starting in that instant is
     refused as a second run would be: started again, it runs)."""
-    from .run_setup import file_lock
-
     path = Path(folder) / LOCK_FILE
     if not path.is_file():
         return None
     try:
-        with file_lock(path, wait=False):
+        with _lock_at_once(path):
             return None
-    except BlockingIOError:
-        return _lock_holder(path) or 0
+    except _LockHeld as held:
+        return held.pid
 
 
 def results_behind(run_dir, results=None):
@@ -275,12 +273,22 @@ def results_behind(run_dir, results=None):
     """
     if results is None:
         results = read_results(run_dir)
-    history = results.get("history") if isinstance(results, dict) else None
-    last = history[-1].get("epoch") if history and isinstance(history[-1], dict) else None
+    epochs = recorded_epochs(results)
+    last = epochs[-1] if epochs else None
     if not isinstance(last, int):
         return None
     epoch = saved_epoch(run_dir)
     return (last, epoch) if isinstance(epoch, int) and epoch > last else None
+
+
+def recorded_epochs(results):
+    """The epochs a run's ``results.json`` (``results``, as :func:`read_results` gives it) records,
+    in order (None for an entry that is no epoch record); None where it records no history (no
+    results, or a ``history`` that is no list)."""
+    history = results.get("history") if isinstance(results, dict) else None
+    if not isinstance(history, list):
+        return None
+    return [entry.get("epoch") if isinstance(entry, dict) else None for entry in history]
 
 
 def check_final_model_current(run_dir):
@@ -459,18 +467,17 @@ def run_folder_lock(folder):
     RunSetupError
         At once (never waiting), when another process holds the lock: naming the folder and its pid.
     """
-    from .run_setup import RunSetupError, file_lock
+    from .run_setup import RunSetupError
 
     path = Path(folder) / LOCK_FILE
     while True:
         with contextlib.ExitStack() as stack:
             try:
-                held = stack.enter_context(file_lock(path, wait=False))
-            except BlockingIOError:
-                holder = _lock_holder(path)
+                held = stack.enter_context(_lock_at_once(path))
+            except _LockHeld as busy:
                 raise RunSetupError(
                     f"{folder} is in use by another neuralop-mp train "
-                    f"({f'pid {holder}' if holder else 'pid unknown'}): a second run would overwrite its checkpoint. "
+                    f"({_pid_text(busy.pid)}): a second run would overwrite its checkpoint. "
                     "Wait for it to end (or stop it), then resume; or give a new run another --output_dir.") from None
             if held is None:  # no fcntl: no lock
                 yield
@@ -499,13 +506,43 @@ def _same_file(descriptor, path):
     return (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
 
 
+class _LockHeld(Exception):
+    """A run folder's lock that another process holds: ``pid`` as its file records it, 0 where the
+    file records none (not written yet, gone, or not a number)."""
+
+    def __init__(self, pid):
+        super().__init__(_pid_text(pid))
+        self.pid = pid
+
+
+@contextmanager
+def _lock_at_once(path):
+    """Hold the lock on ``path`` (:func:`~neuralop_mp.run_setup.file_lock`, never waiting) while the
+    block runs, yielding file_lock's value; where another process holds it, raise :class:`_LockHeld`
+    with the pid its file records. The one probe of :func:`run_in_progress` and
+    :func:`run_folder_lock`."""
+    from .run_setup import file_lock
+
+    with contextlib.ExitStack() as stack:
+        try:
+            held = stack.enter_context(file_lock(path, wait=False))
+        except BlockingIOError:
+            raise _LockHeld(_lock_holder(path)) from None
+        yield held
+
+
 def _lock_holder(path):
-    """The pid a lock file records, or None (gone, not written yet, or not a number)."""
+    """The pid a lock file records, or 0 (gone, not written yet, or not a number)."""
     try:
         text = Path(path).read_text(errors="replace").strip()
     except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+        return 0
+    return int(text) if text.isdigit() else 0
+
+
+def _pid_text(pid):
+    """How a message names a lock's holder: ``pid N``, or ``pid unknown`` for 0."""
+    return f"pid {pid}" if pid else "pid unknown"
 
 
 def read_results(run_dir):

@@ -797,20 +797,19 @@ def current_results(out, history):
     checkpoint's, as a resume loaded it) and the final model file is there, else None (missing,
     unreadable, or of an earlier end of the run: a resume stopped after its last save, before its
     final one). What a finished run resumed keeps rather than writes again: its final save follows
-    the final model's, so both are of the run's last epoch."""
-    from .run_folder import FINAL_MODEL, read_results
+    the final model's, so both are of the run's last epoch. The epochs are read as
+    :func:`~neuralop_mp.run_folder.results_behind` reads them
+    (:func:`~neuralop_mp.run_folder.recorded_epochs`)."""
+    from .run_folder import FINAL_MODEL, read_results, recorded_epochs
     from .training.checkpointing import STATE_DICT_SUFFIX
 
     try:
         results = read_results(out)
     except (OSError, ValueError):  # damaged: written again
         return None
-    if not isinstance(results, dict) or not (Path(out) / f"{FINAL_MODEL}{STATE_DICT_SUFFIX}").is_file():
+    if not history or not (Path(out) / f"{FINAL_MODEL}{STATE_DICT_SUFFIX}").is_file():
         return None
-    recorded = results.get("history")
-    if not history or not isinstance(recorded, list) or not all(isinstance(h, dict) for h in recorded):
-        return None
-    return results if [h.get("epoch") for h in recorded] == [h.get("epoch") for h in history] else None
+    return results if recorded_epochs(results) == [h.get("epoch") for h in history] else None
 
 
 # the optimizer's parameter-group settings and the scheduler's attributes that config keys set:

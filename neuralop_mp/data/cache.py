@@ -243,7 +243,7 @@ def _process_exists(pid):
     except ProcessLookupError:
         return False
     except (PermissionError, OverflowError, ValueError):  # another user's; or no pid of this system
-        return True
+        pass  # counted as one that exists: its files are kept
     return True
 
 

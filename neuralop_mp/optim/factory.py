@@ -252,18 +252,30 @@ def _tensorgrad_groups(model, settings):
     return groups
 
 
-@register_optimizer("adamw", "torch.optim.AdamW on every parameter")
-def _build_adamw(model, common, settings):
-    if any(compute_dtype(p) != p.dtype for p in model.parameters()):
-        # torch's AdamW keeps moments in the parameter's dtype: for complex32 weights the
-        # squared gradients underflow in fp16 and updates below the fp16 spacing are lost.
-        # TensorGRaD without compression is the same AdamW update with fp32 moments and
-        # stochastically rounded weight writes; eps is torch's default.
+def adamw_class(sixteen_bit_weights):
+    """The class ``opt.optimizer`` "adamw" builds (:func:`create_optimizer`) for a model that holds
+    16-bit weights (complex32 spectral weights, ``model.spectral_weight_dtype``) or not:
+    TensorGRaD without compression for 16-bit weights, else torch's AdamW. The one rule of the
+    build and of ``neuralop-mp train --resume``'s refusal of a dtype that switches the class.
+
+    torch's AdamW keeps moments in the parameter's dtype: for complex32 weights the squared
+    gradients underflow in fp16 and updates below the fp16 spacing are lost. TensorGRaD without
+    compression is the same AdamW update with fp32 moments and stochastically rounded weight writes.
+    """
+    if sixteen_bit_weights:
         from .tensorgrad import TensorGRaD
 
-        return TensorGRaD([p for p in model.parameters() if p.requires_grad], compress=False,
-                          **{"eps": 1e-8, **common})
-    return torch.optim.AdamW(model.parameters(), **common)
+        return TensorGRaD
+    return torch.optim.AdamW
+
+
+@register_optimizer("adamw", "torch.optim.AdamW on every parameter")
+def _build_adamw(model, common, settings):
+    cls = adamw_class(any(compute_dtype(p) != p.dtype for p in model.parameters()))
+    if cls is torch.optim.AdamW:
+        return cls(model.parameters(), **common)
+    # eps is torch's default (TensorGRaD's own differs)
+    return cls([p for p in model.parameters() if p.requires_grad], compress=False, **{"eps": 1e-8, **common})
 
 
 @register_optimizer("tensorgrad", "TensorGRaD: sparse + low-rank compressed moments for spectral weights")
