@@ -819,11 +819,44 @@ def console_main():
     """The ``neuralop-mp`` console script (and ``python -m neuralop_mp.cli``, torchrun's form):
     :func:`main`, then SIGINT and SIGTERM ignored while the interpreter shuts down: the command's
     work and exit status are settled, and a late signal would turn a finished run into a
-    traceback or a failure status (130 / 143) without a word."""
-    status = main()
+    traceback or a failure status (130 / 143) without a word.
+
+    A command whose output's reader closed early (``neuralop-mp train --help | head -1``) ends
+    quietly, with the status of a process SIGPIPE stopped (141), as the shell's own tools do.
+    """
+    try:
+        status = main()
+        if sys.stdout is not None:  # what is left in its buffer meets a closed reader here, not at exit
+            sys.stdout.flush()
+    except BrokenPipeError:
+        if not _stdout_closed():  # another pipe (a data loader's, a launcher's): not the reader's doing
+            raise
+        status = _reader_gone()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return status
+
+
+def _stdout_closed():
+    """Whether standard output is a pipe (or socket) whose reader has closed it (``poll``'s POLLERR;
+    False where that cannot be asked)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or no file behind sys.stdout
+        return False
+
+
+def _reader_gone():
+    """Point standard output at the null device, so that the interpreter's last flush of what the
+    command printed writes nowhere instead of failing again; the exit status of SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + getattr(signal, "SIGPIPE", 13)
 
 
 if __name__ == "__main__":
