@@ -360,7 +360,7 @@ def train_command(argv):
         # with --resume: the run's overrides and the ones given now, which command.json then records
         command = (_absolute_spec(spec), _recorded_overrides(parsed, config))
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
-        return _rank_error_exit(rank0, lambda: _config_error(error, "train", spec))
+        return _rank_error_exit(rank0, lambda error=error: _config_error(error, "train", spec))
 
     from .run_folder import release_run_folder
     from .train_pipeline import output_dir_for, run_training
@@ -375,7 +375,7 @@ def train_command(argv):
     try:
         out = output_dir_for(config, claim=claimed)
     except RunSetupError as error:  # the folder of the default one is not writable
-        return _rank_error_exit(rank0, lambda: _error(str(error), "train"))
+        return _rank_error_exit(rank0, lambda error=error: _error(str(error), "train"))
     try:
         result = run_training(config, progress=True, output_dir=out, resume=resume is not None,
                               save_best=save_best, threads=threads, command=command, cpu_allocator=cpu_allocator,
@@ -383,7 +383,7 @@ def train_command(argv):
                               # the count used, not "auto": a resume goes on with it whatever the load then
                               command_flags={"threads": str(threads), "cpu_allocator": cpu_allocator})
     except (RunSetupError, CheckpointError) as error:  # a CheckpointError names the file (--resume's)
-        return _rank_error_exit(rank0, lambda: _error(str(error), "train"))
+        return _rank_error_exit(rank0, lambda error=error: _error(str(error), "train"))
     except CheckpointWriteError as error:  # a full disk while saving: the previous checkpoint is kept
         if rank0:
             print(file=sys.stderr)  # after the progress bar's line, as for Ctrl-C
