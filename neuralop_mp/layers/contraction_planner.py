@@ -16,7 +16,7 @@ cheap). From the front of the whole contraction we take the smallest peak among
 the trees within a FLOP budget (default 2x the FLOP-optimal count), ties broken by
 FLOPs: a pure peak-first order would, e.g., rebuild a CP weight in full to save 6%
 of memory at 8x the FLOPs. Plans are cached per (equation, shapes, bytes per
-element, budget).
+element, budget, peak slack).
 
 References
 ----------
@@ -28,6 +28,8 @@ References
 from dataclasses import dataclass
 from functools import lru_cache
 from math import prod
+
+from ..vocabulary import check_int_at_least, check_real, is_integer
 
 # real floating point operations per complex multiply-add (4 mul + 4 add)
 FLOPS_PER_COMPLEX_MAC = 8
@@ -42,7 +44,8 @@ class ContractionPlan:
     Attributes
     ----------
     equation : str
-        The full einsum, e.g. ``"bixy,ioxy->boxy"``.
+        The full einsum without whitespace, e.g. ``"bixy,ioxy->boxy"`` (the steps
+        are read from it).
     shapes : tuple of tuple of int
         Operand shapes the plan was made for.
     path : tuple of (int, int)
@@ -76,9 +79,65 @@ class ContractionPlan:
         return self.steps
 
 
+_EQUATION_RULE = ("an explicit einsum: operands' indices (letters) separated by ',', then '->' and the "
+                  "output's indices, each in some operand and at most once, e.g. 'bixy,ioxy->boxy'")
+
+
 def _parse(equation):
-    inputs, output = equation.replace(" ", "").split("->")
+    """``(inputs, output)`` of an equation :func:`_normalised_equation` accepted."""
+    inputs, output = equation.split("->")
     return inputs.split(","), output
+
+
+@lru_cache(maxsize=512)
+def _normalised_equation(equation):
+    """``equation`` without whitespace (as einsum reads it; the plan's steps are cut from it),
+    or a ValueError naming what is wrong with it."""
+    text = "".join(equation.split())
+    parts = text.split("->")
+    why = None
+    if len(parts) != 2:
+        why = "no '->'" if len(parts) == 1 else "more than one '->'"
+    else:
+        inputs, output = _parse(text)
+        bad = [c for c in "".join(inputs) + output if not (c.isascii() and c.isalpha())]
+        if bad:
+            why = f"{bad[0]!r} is no index"
+        elif len(inputs) < 2:
+            why = "one operand (a plan needs at least two)"
+        else:
+            missing = [c for c in output if c not in "".join(inputs)]
+            repeated = [c for c in output if output.count(c) > 1]
+            if missing:
+                why = f"output index {missing[0]!r} is in no operand"
+            elif repeated:
+                why = f"output index {repeated[0]!r} appears {output.count(repeated[0])} times"
+    if why:
+        raise ValueError(f"Invalid equation={equation!r}: {why}; allowed values: {_EQUATION_RULE}.")
+    return text
+
+
+def _checked_arguments(equation, shapes, itemsize):
+    """The normalised equation, the shapes as tuples of ints and the itemsize as an int, or
+    an error naming the argument, its value and the allowed values (plan_contraction and
+    evaluate_path take the same three)."""
+    if not isinstance(equation, str):
+        raise TypeError(f"Invalid equation={equation!r}; allowed values: {_EQUATION_RULE}.")
+    equation = _normalised_equation(equation)
+    inputs, _ = _parse(equation)
+    allowed = f"one shape (a sequence of integers >= 0) per operand of {equation!r}, as many entries as its indices"
+    try:
+        given = [tuple(s) for s in shapes]
+    except TypeError:  # not a sequence of sequences
+        raise TypeError(f"Invalid shapes={shapes!r}; allowed values: {allowed}.") from None
+    if len(given) != len(inputs):
+        raise ValueError(f"Invalid shapes={shapes!r}: {len(given)} shapes for {len(inputs)} operands; "
+                         f"allowed values: {allowed}.")
+    for subs, shape in zip(inputs, given):
+        if len(subs) != len(shape) or not all(is_integer(d) and d >= 0 for d in shape):
+            raise ValueError(f"Invalid shapes={shapes!r}: {shape} for operand {subs!r}; allowed values: {allowed}.")
+    shapes = tuple(tuple(int(d) for d in s) for s in given)
+    return equation, shapes, check_int_at_least("itemsize", itemsize, 1, unit="bytes per complex element")
 
 
 def _index_sizes(inputs, shapes):
@@ -88,7 +147,8 @@ def _index_sizes(inputs, shapes):
             raise ValueError(f"Operand {subs!r} has {len(shape)} dimensions, expected {len(subs)}.")
         for c, d in zip(subs, shape):
             if sizes.setdefault(c, d) != d and d != 1 and sizes[c] != 1:
-                raise ValueError(f"Index {c!r} has sizes {sizes[c]} and {d}.")
+                raise ValueError(f"Invalid shapes={shapes!r}: index {c!r} has sizes {sizes[c]} and {d}; allowed "
+                                 "values: one size per index (or 1, broadcast).")
             sizes[c] = max(sizes[c], d)
     return sizes
 
@@ -221,12 +281,9 @@ def _plan_from_steps(problem, equation, shapes, itemsize, order):
 
 @lru_cache(maxsize=512)
 def _plan_cached(equation, shapes, itemsize, flop_budget, peak_slack):
+    # the arguments as plan_contraction checked them: equation normalised, shapes tuples of ints
     inputs, output = _parse(equation)
-    if len(inputs) != len(shapes):
-        raise ValueError(f"{equation!r} has {len(inputs)} operands, got {len(shapes)} shapes.")
     problem = _Problem(inputs, output, _index_sizes(inputs, shapes))
-    if problem.n == 1:
-        raise ValueError("A contraction plan needs at least two operands.")
     tree = _choose(_pareto_trees(problem), flop_budget, peak_slack)
     return _plan_from_tree(problem, equation, shapes, itemsize, tree)
 
@@ -237,11 +294,13 @@ def plan_contraction(equation, shapes, itemsize=8, flop_budget=DEFAULT_FLOP_BUDG
     Parameters
     ----------
     equation : str
-        Explicit einsum (with ``->``).
+        Explicit einsum (with ``->``) of at least two operands; indices are letters,
+        each output index in some operand and at most once. Whitespace is ignored (the
+        plan holds the equation without it).
     shapes : sequence of sequence of int
-        Operand shapes.
+        Operand shapes: one per operand, one integer >= 0 per index.
     itemsize : int, default 8
-        Bytes per complex element (8 for complex64, 4 for a 16-bit real/imag pair).
+        Bytes per complex element, >= 1 (8 for complex64, 4 for a 16-bit real/imag pair).
     flop_budget : float or None, default 2.0
         Only trees with at most ``flop_budget`` times the fewest possible FLOPs are
         considered; ``None`` minimises the peak whatever the FLOPs. Without a budget a
@@ -258,26 +317,50 @@ def plan_contraction(equation, shapes, itemsize=8, flop_budget=DEFAULT_FLOP_BUDG
     -------
     ContractionPlan
         Cached per (equation, shapes, itemsize, flop_budget, peak_slack).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument, its value and the allowed values.
     """
-    if flop_budget is not None and not flop_budget >= 1:
-        raise ValueError(f"Invalid flop_budget={flop_budget!r}; expected None or a number >= 1.")
-    if not (isinstance(peak_slack, (int, float)) and peak_slack >= 1):
-        raise ValueError(f"Invalid peak_slack={peak_slack!r}; expected a number >= 1.")
-    shapes = tuple(tuple(int(d) for d in s) for s in shapes)
-    return _plan_cached(equation, shapes, int(itemsize), flop_budget, float(peak_slack))
+    equation, shapes, itemsize = _checked_arguments(equation, shapes, itemsize)
+    if flop_budget is not None:
+        flop_budget = check_real("flop_budget", flop_budget, low=1, allowed="None, or a finite number >= 1")
+    peak_slack = check_real("peak_slack", peak_slack, low=1)
+    return _plan_cached(equation, shapes, itemsize, flop_budget, peak_slack)
+
+
+def _checked_path(path, n):
+    """``path`` as a tuple of ``(i, j)`` int pairs if it contracts ``n`` operands to one: ``n - 1``
+    steps, each two different positions of the operand list at that step (``n - k`` long at
+    step ``k``, counted from 0); else a ValueError naming the path and the step."""
+    allowed = (f"{n - 1} steps (one per pairwise contraction of the {n} operands), each two different "
+               "positions in the current operand list (n - k entries at step k, from 0)")
+    try:
+        steps = [tuple(pair) for pair in path]
+    except TypeError:
+        raise ValueError(f"Invalid path={path!r}; allowed values: {allowed}.") from None
+    if len(steps) != n - 1:
+        raise ValueError(f"Invalid path={path!r}: {len(steps)} step(s); allowed values: {allowed}.")
+    for k, pair in enumerate(steps):
+        if not (len(pair) == 2 and all(is_integer(i) and 0 <= i < n - k for i in pair) and pair[0] != pair[1]):
+            raise ValueError(f"Invalid path={path!r}: step {k} {pair!r} (positions 0..{n - k - 1} at that step); "
+                             f"allowed values: {allowed}.")
+    return tuple((int(i), int(j)) for i, j in steps)
 
 
 def evaluate_path(equation, shapes, path, itemsize=8):
-    """The :class:`ContractionPlan` of a given opt_einsum-style ``path`` (for comparisons)."""
+    """The :class:`ContractionPlan` of a given opt_einsum-style ``path`` (for comparisons).
+
+    ``equation``, ``shapes`` and ``itemsize`` as :func:`plan_contraction` takes them;
+    ``path`` holds ``len(shapes) - 1`` steps of two different in-range positions.
+    """
+    equation, shapes, itemsize = _checked_arguments(equation, shapes, itemsize)
     inputs, output = _parse(equation)
-    shapes = tuple(tuple(int(d) for d in s) for s in shapes)
     problem = _Problem(inputs, output, _index_sizes(inputs, shapes))
     current = [1 << k for k in range(problem.n)]
     order = []
-    for pair in path:
-        if len(pair) != 2:
-            raise ValueError(f"Only pairwise paths are supported, got step {pair}.")
-        i, j = pair
+    for i, j in _checked_path(path, problem.n):
         a, b = current[i], current[j]
         for k in sorted((i, j), reverse=True):
             current.pop(k)

@@ -37,6 +37,23 @@ def _positive_ints(values):
     return None
 
 
+def check_n_modes(n_modes, order=None):
+    """``n_modes`` as a tuple of ints: one integer >= 1 per spatial dimension, ``order`` of them
+    where given (a built layer's ``n_modes`` set at run time, as incremental training does).
+
+    Raises
+    ------
+    ValueError
+        Naming ``n_modes``, its value and the allowed values.
+    """
+    modes = _positive_ints(_as_tuple(n_modes))
+    if not modes or order is not None and len(modes) != order:
+        dims = ("(1 to 3 dimensions)" if order is None else
+                f"of this {order}-D layer ({order} integer{'s' if order > 1 else ''})")
+        raise ValueError(f"Invalid n_modes={n_modes!r}; allowed values: one integer >= 1 per spatial dimension {dims}.")
+    return modes
+
+
 # An integer rank above the largest one the factorization can use on the weight (see
 # _useful_rank) adds parameters and no expressiveness; such a rank is still accepted while its
 # factors hold at most this many times the dense weight's parameters (upstream builds it in
@@ -205,10 +222,7 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
         if not is_integer(value) or value < 1:
             raise ValueError(f"Invalid {name}={value!r}; allowed values: integers >= 1.")
-    modes = _positive_ints(_as_tuple(n_modes))
-    if not modes:
-        raise ValueError(f"Invalid n_modes={n_modes!r}; allowed values: one integer >= 1 per spatial dimension "
-                         "(1 to 3 dimensions).")
+    modes = check_n_modes(n_modes)
     shape = _weight_shape(in_channels, out_channels, modes, max_n_modes, separable, complex_data)
     choices = factorization_choices()
     if (factorization.lower() if isinstance(factorization, str) else factorization) not in choices:

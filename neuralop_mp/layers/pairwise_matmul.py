@@ -32,7 +32,6 @@ import torch
 _MAX_CANDIDATES = 2048
 
 
-@functools.lru_cache(maxsize=256)
 @functools.lru_cache(maxsize=512)
 def consumer_layouts(steps, path, output):
     """For each step of a plan, what the step consuming its result needs.

@@ -29,6 +29,7 @@ from ..vocabulary import (
     STABILIZERS,
     check_choice,
     dtype_name,
+    is_integer,
     normalize_half_dtype,
     normalize_stabilizer,
     resolve_half_dtype,
@@ -36,7 +37,7 @@ from ..vocabulary import (
 from .complex_half import DEFAULT_COMPLEX_PRODUCT, run_plan, run_plan_rounded, to_real_form
 from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
-from .input_checks import check_input, check_layer_arguments, tensorly_fixed_rank_modes
+from .input_checks import check_input, check_layer_arguments, check_n_modes, tensorly_fixed_rank_modes
 from .mode_matmul import dense_mode_product
 from .product_paths import MODE_BATCHED, REBUILT, choose_product_path, plan_itemsize
 from .rebuilt_weight import rebuild_dense_weight
@@ -234,6 +235,21 @@ class MixedPrecisionSpectralConv(SpectralConv):
         store_layer_weights(self, policy.spectral_weight_dtype)
 
     @property
+    def n_modes(self):
+        """Fourier modes kept per spatial dimension, as upstream stores them (the last one
+        halved, plus one, for real data). Settable at run time (incremental training) with the
+        constructor's rule: one integer >= 1 per spatial dimension; above ``max_n_modes`` it
+        keeps what upstream keeps (:meth:`_weight_mode_slices`)."""
+        return SpectralConv.n_modes.fget(self)
+
+    @n_modes.setter
+    def n_modes(self, n_modes):
+        # upstream's setter takes any length, and forward then zips the sizes with the modes
+        # (silently wrong for extra or missing entries, nothing kept for a negative one); no
+        # order yet while the constructor sets it, which checked it already
+        SpectralConv.n_modes.fset(self, list(check_n_modes(n_modes, getattr(self, "order", None))))
+
+    @property
     def precision_policy(self):
         """The layer's own settings as a :class:`~neuralop_mp.PrecisionPolicy`
         (a stabilizer applied by an enclosing ``FNOBlocks`` is not the layer's)."""
@@ -398,9 +414,20 @@ class MixedPrecisionSpectralConv(SpectralConv):
         ContractionPlan
             ``.steps`` (order), ``.path``, ``.peak_bytes``, ``.intermediate_bytes``,
             ``.flops``. Cached per shape.
+
+        Raises
+        ------
+        ValueError
+            For a shape forward refuses (:func:`~.input_checks.check_input`): wrong number of
+            dimensions or channels, a spatial size below 1; or one that is no shape.
         """
         mode = check_choice("mode", mode or self.fno_block_precision, PRECISION_MODES)
-        batch, _, *spatial = x_shape
+        # forward's own input check, on a tensor of that shape with no storage
+        if not (isinstance(x_shape, (list, tuple)) and all(is_integer(s) and s >= 0 for s in x_shape)):
+            raise ValueError(f"Invalid x_shape={x_shape!r}; allowed values: a sequence of integers, (batch, "
+                             f"{self.in_channels}, {', '.join(['d'] * self.order)}) with every d >= 1.")
+        check_input(self, torch.empty([int(s) for s in x_shape], device="meta"))
+        batch, _, *spatial = (int(s) for s in x_shape)
         slices = self._weight_mode_slices(self._fft_size(spatial))
         kind, operands = self._operands(slices)
         kept = self._kept_modes(slices)
