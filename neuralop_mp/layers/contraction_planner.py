@@ -119,8 +119,8 @@ def _normalised_equation(equation):
 
 def _checked_arguments(equation, shapes, itemsize):
     """The normalised equation, the shapes as tuples of ints and the itemsize as an int, or
-    an error naming the argument, its value and the allowed values (plan_contraction and
-    evaluate_path take the same three)."""
+    an error naming the argument, its value and the allowed values (plan_contraction,
+    evaluate_path and flop_optimal_plan take the same three)."""
     if not isinstance(equation, str):
         raise TypeError(f"Invalid equation={equation!r}; allowed values: {_EQUATION_RULE}.")
     equation = _normalised_equation(equation)
@@ -281,11 +281,47 @@ def _plan_from_steps(problem, equation, shapes, itemsize, order):
 
 @lru_cache(maxsize=512)
 def _plan_cached(equation, shapes, itemsize, flop_budget, peak_slack):
-    # the arguments as plan_contraction checked them: equation normalised, shapes tuples of ints
+    # the arguments as _checked_plan checked them: equation normalised, shapes tuples of ints
     inputs, output = _parse(equation)
     problem = _Problem(inputs, output, _index_sizes(inputs, shapes))
     tree = _choose(_pareto_trees(problem), flop_budget, peak_slack)
     return _plan_from_tree(problem, equation, shapes, itemsize, tree)
+
+
+def _checked_plan(equation, shapes, itemsize, flop_budget, peak_slack):
+    """:func:`plan_contraction` of arguments checked and normalised first (so that a spaced and an
+    unspaced equation, or numpy and Python numbers, share one plan)."""
+    equation, shapes, itemsize = _checked_arguments(equation, shapes, itemsize)
+    if flop_budget is not None:
+        flop_budget = check_real("flop_budget", flop_budget, low=1, allowed="None, or a finite number >= 1")
+    peak_slack = check_real("peak_slack", peak_slack, low=1)
+    return _plan_cached(equation, shapes, itemsize, flop_budget, peak_slack)
+
+
+_PLAIN_REALS = (int, float)
+
+
+def _plain_key(equation, shapes, itemsize, flop_budget, peak_slack):
+    """The arguments as a cache key where all are plain Python values (a str, ints, floats, None),
+    else None. Only those: as keys, True and 2.0 equal 1 and 2, and a tensor equals itself
+    after an in-place change, so such a value could be found under a valid call's entry."""
+    if (type(equation) is not str or type(itemsize) is not int or type(peak_slack) not in _PLAIN_REALS
+            or flop_budget is not None and type(flop_budget) not in _PLAIN_REALS):
+        return None
+    try:
+        if iter(shapes) is shapes:  # an iterator: read once, by the checks
+            return None
+        shapes = tuple(map(tuple, shapes))
+    except TypeError:  # no sequence of sequences: the checks name it
+        return None
+    if not all(type(d) is int for shape in shapes for d in shape):
+        return None
+    return equation, shapes, itemsize, flop_budget, peak_slack
+
+
+# plain arguments as given -> their plan; forward asks once per layer per step
+_PLANS_AS_GIVEN = {}
+_PLANS_AS_GIVEN_MAX = 512
 
 
 def plan_contraction(equation, shapes, itemsize=8, flop_budget=DEFAULT_FLOP_BUDGET, peak_slack=1.0):
@@ -323,11 +359,17 @@ def plan_contraction(equation, shapes, itemsize=8, flop_budget=DEFAULT_FLOP_BUDG
     TypeError, ValueError
         Naming the argument, its value and the allowed values.
     """
-    equation, shapes, itemsize = _checked_arguments(equation, shapes, itemsize)
-    if flop_budget is not None:
-        flop_budget = check_real("flop_budget", flop_budget, low=1, allowed="None, or a finite number >= 1")
-    peak_slack = check_real("peak_slack", peak_slack, low=1)
-    return _plan_cached(equation, shapes, itemsize, flop_budget, peak_slack)
+    # The checks cost several times the look-up (about 10 us against 2), so plain arguments
+    # seen before skip them. A refused call is never stored: it is checked, and refused, every time.
+    key = _plain_key(equation, shapes, itemsize, flop_budget, peak_slack)
+    plan = None if key is None else _PLANS_AS_GIVEN.get(key)
+    if plan is None:
+        plan = _checked_plan(equation, shapes, itemsize, flop_budget, peak_slack)
+        if key is not None:
+            if len(_PLANS_AS_GIVEN) >= _PLANS_AS_GIVEN_MAX:
+                _PLANS_AS_GIVEN.clear()  # the plans stay in _plan_cached's own cache
+            _PLANS_AS_GIVEN[key] = plan
+    return plan
 
 
 def _checked_path(path, n):
@@ -349,15 +391,21 @@ def _checked_path(path, n):
     return tuple((int(i), int(j)) for i, j in steps)
 
 
+def _checked_problem(equation, shapes, itemsize):
+    """The checked arguments (:func:`_checked_arguments`) and their :class:`_Problem`, whose index
+    sizes are checked to agree across the operands."""
+    equation, shapes, itemsize = _checked_arguments(equation, shapes, itemsize)
+    inputs, output = _parse(equation)
+    return equation, shapes, itemsize, _Problem(inputs, output, _index_sizes(inputs, shapes))
+
+
 def evaluate_path(equation, shapes, path, itemsize=8):
     """The :class:`ContractionPlan` of a given opt_einsum-style ``path`` (for comparisons).
 
     ``equation``, ``shapes`` and ``itemsize`` as :func:`plan_contraction` takes them;
     ``path`` holds ``len(shapes) - 1`` steps of two different in-range positions.
     """
-    equation, shapes, itemsize = _checked_arguments(equation, shapes, itemsize)
-    inputs, output = _parse(equation)
-    problem = _Problem(inputs, output, _index_sizes(inputs, shapes))
+    equation, shapes, itemsize, problem = _checked_problem(equation, shapes, itemsize)
     current = [1 << k for k in range(problem.n)]
     order = []
     for i, j in _checked_path(path, problem.n):
@@ -370,8 +418,13 @@ def evaluate_path(equation, shapes, path, itemsize=8):
 
 
 def flop_optimal_plan(equation, shapes, itemsize=8):
-    """opt_einsum's FLOP-optimal path for the same contraction, with our cost accounting."""
+    """opt_einsum's FLOP-optimal path for the same contraction, with our cost accounting.
+
+    The arguments as :func:`plan_contraction` takes them, checked before opt_einsum sees them
+    (it reads an equation without '->' as implicit, and names neither argument nor rule).
+    """
     import opt_einsum
 
+    equation, shapes, itemsize, _ = _checked_problem(equation, shapes, itemsize)
     path, _ = opt_einsum.contract_path(equation, *shapes, shapes=True, optimize="optimal")
     return evaluate_path(equation, shapes, path, itemsize)

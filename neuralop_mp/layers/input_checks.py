@@ -48,9 +48,9 @@ def check_n_modes(n_modes, order=None):
     """
     modes = _positive_ints(_as_tuple(n_modes))
     if not modes or order is not None and len(modes) != order:
-        dims = ("(1 to 3 dimensions)" if order is None else
-                f"of this {order}-D layer ({order} integer{'s' if order > 1 else ''})")
-        raise ValueError(f"Invalid n_modes={n_modes!r}; allowed values: one integer >= 1 per spatial dimension {dims}.")
+        # no limit on the number of dimensions is claimed: a 4-D layer builds and runs
+        dims = "" if order is None else f" of this {order}-D layer ({order} integer{'s' if order > 1 else ''})"
+        raise ValueError(f"Invalid n_modes={n_modes!r}; allowed values: one integer >= 1 per spatial dimension{dims}.")
     return modes
 
 

@@ -14,8 +14,10 @@ from neuralop_mp.layers import contraction_planner
 from neuralop_mp.layers.complex_half import run_plan
 from neuralop_mp.layers.contraction_planner import evaluate_path, plan_contraction
 from neuralop_mp.layers.pairwise_matmul import consumer_layouts
+from neuralop_mp.layers.path_report import model_product_paths
 from neuralop_mp.layers.product_paths import MODE_BATCHED, REBUILT, choose_product_path
 from neuralop_mp.layers.spectral_conv import MixedPrecisionSpectralConv
+from neuralop_mp.peak_memory import PeakTensorBytes
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "spectral_layer.md"
 
@@ -46,6 +48,15 @@ def test_n_modes_set_at_run_time_takes_numpy_integers_and_a_1d_int():
     line.n_modes = 6
     assert line.n_modes == [4]
     assert line(torch.randn(1, 2, 16)).shape == (1, 2, 16)
+
+
+def test_the_constructors_n_modes_message_claims_no_limit_on_the_dimensions():
+    """It said "(1 to 3 dimensions)", which nothing enforces: a 4-D layer builds and runs."""
+    with pytest.raises(ValueError, match=re.escape("Invalid n_modes=(0, 4); allowed values: one integer >= 1 per "
+                                                   "spatial dimension.") + "$"):
+        MixedPrecisionSpectralConv(2, 2, (0, 4))
+    layer = MixedPrecisionSpectralConv(2, 2, (4, 4, 4, 4))
+    assert layer(torch.randn(1, 2, 6, 6, 6, 6)).shape == (1, 2, 6, 6, 6, 6)
 
 
 def test_incremental_mode_growth_still_matches_upstream():
@@ -152,6 +163,66 @@ def test_an_equation_with_spaces_is_planned_and_runs():
     assert evaluate_path(" ab ,bc->ac", ((2, 3), (3, 4)), [(0, 1)]).equation == "ab,bc->ac"
 
 
+def test_a_repeated_plan_skips_the_checks_and_a_bad_call_is_refused_every_time(monkeypatch):
+    """Forward asks for its plan once per layer per step: the checks (twice the look-up's cost)
+    run on the first call only. A refused call is never stored, and values that equal a stored
+    valid call's (True == 1, 1.0 == 1, a tensor changed in place) are still refused."""
+    checked = []
+    real = contraction_planner._checked_arguments
+    monkeypatch.setattr(contraction_planner, "_checked_arguments", lambda *a: checked.append(a) or real(*a))
+    shapes = [torch.Size([1, 7]), torch.Size([7, 13])]  # as forward passes them
+    plan = plan_contraction(EQ, shapes, 1, flop_budget=1, peak_slack=1)
+    assert len(checked) == 1
+    for _ in range(3):
+        assert plan_contraction(EQ, shapes, 1, flop_budget=1, peak_slack=1) is plan
+        assert plan_contraction(EQ, ((1, 7), (7, 13)), 1, flop_budget=1, peak_slack=1) is plan
+    assert len(checked) == 1
+    assert plan_contraction(EQ, iter(shapes), 1, flop_budget=1, peak_slack=1) is plan  # read once
+    slack = torch.tensor(1.0)
+    assert plan_contraction(EQ, shapes, 1, flop_budget=1, peak_slack=slack) is plan  # planned, not stored
+    slack.fill_(0.5)
+    bad = [({"shapes": ((True, 7), (7, 13))}, ValueError, "Invalid shapes=((True, 7), (7, 13))"),
+           ({"shapes": ((1.0, 7), (7, 13))}, ValueError, "Invalid shapes=((1.0, 7), (7, 13))"),
+           ({"itemsize": True}, TypeError, "Invalid itemsize=True"),
+           ({"itemsize": 1.0}, TypeError, "Invalid itemsize=1.0"),
+           ({"flop_budget": True}, TypeError, "Invalid flop_budget=True"),
+           ({"peak_slack": True}, TypeError, "Invalid peak_slack=True"),
+           ({"peak_slack": slack}, ValueError, "Invalid peak_slack=tensor(0.5000)"),
+           ({"shapes": ((1, 7), (7, -13))}, ValueError, "Invalid shapes=((1, 7), (7, -13))")]
+    for change, error, message in bad:
+        arguments = {"shapes": shapes, "itemsize": 1, "flop_budget": 1, "peak_slack": 1, **change}
+        for _ in range(2):  # refused each time
+            with pytest.raises(error, match=re.escape(message)):
+                plan_contraction(EQ, **arguments)
+
+
+@pytest.mark.parametrize("args, error, message", [
+    (("bi,ij", SHAPES), ValueError, "Invalid equation='bi,ij': no '->'"),
+    ((None, SHAPES), TypeError, "Invalid equation=None"),
+    (("bi,ij->bk", SHAPES), ValueError, "Invalid equation='bi,ij->bk': output index 'k' is in no operand"),
+    ((EQ, ((2, 3),)), ValueError, "Invalid shapes=((2, 3),): 1 shapes for 2 operands"),
+    ((EQ, ((2, 3), (5, 4))), ValueError, "Invalid shapes=((2, 3), (5, 4)): index 'i' has sizes 3 and 5"),
+    ((EQ, SHAPES, 0), ValueError, "Invalid itemsize=0"),
+])
+def test_flop_optimal_plan_checks_its_arguments_before_opt_einsum(monkeypatch, args, error, message):
+    """opt_einsum read 'bi,ij' as implicit, failed with KeyError 4 on None, and named neither
+    argument nor rule on a wrong count or mismatched sizes."""
+    import opt_einsum
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("opt_einsum was asked before the checks")
+
+    monkeypatch.setattr(opt_einsum, "contract_path", not_reached)
+    with pytest.raises(error, match=re.escape(message)):
+        contraction_planner.flop_optimal_plan(*args)
+
+
+def test_flop_optimal_plan_still_plans_a_spaced_equation():
+    plan = contraction_planner.flop_optimal_plan("ab, bc ,cd->ad", SHAPES3)
+    assert plan.equation == EQ3
+    assert plan == contraction_planner.flop_optimal_plan(EQ3, SHAPES3)
+
+
 # ------------------------------------------------------------------------ evaluate_path
 EQ3, SHAPES3 = "ab,bc,cd->ad", ((2, 3), (3, 4), (4, 5))
 
@@ -191,12 +262,30 @@ def _cp_layer(implementation="factorized"):
                                       fno_block_precision="mixed", half_dtype="bfloat16")
 
 
+def _layer_peaks_mib(layer, batch):
+    """The layer's measured peak (live tensor bytes, MiB, input not counted): forward without
+    gradients, and forward and backward (the input's gradient included)."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, 64, 64, 64)
+    with torch.no_grad(), PeakTensorBytes() as forward:
+        layer(x)
+    kernel = model_product_paths(layer)[0]["kernel"]
+    x.requires_grad_()
+    with PeakTensorBytes() as step:
+        layer(x).square().mean().backward()
+    layer.zero_grad(set_to_none=True)
+    return f"{forward.peak_bytes / 2**20:.1f}", f"{step.peak_bytes / 2**20:.1f}", kernel
+
+
 def test_budget_cutoff_numbers_in_the_docs():
     """docs/spectral_layer.md: the hard 2x budget makes the CP layer's plan peak 41.8 MiB at batch
     8, 83.6 MiB at batch 16, 19.7 MiB at batch 32; the 19.7 MiB order's FLOP ratio crosses 2
-    between 16 and 32. Re-measured here; the paragraph must give these numbers."""
+    between 16 and 32. At batch 32 forward rebuilds the dense weight instead of running the plan,
+    so the paragraph gives the layer's measured peaks too (forward: 68.9, 118.2, 116.0 MiB;
+    forward and backward: 141.6, 231.6, 213.2 MiB). Re-measured here; the paragraph must give
+    these numbers."""
     layer = _cp_layer()
-    mib, ratio, kernel = {}, {}, {}
+    mib, ratio, kernel, forward, step, ran = {}, {}, {}, {}, {}, {}
     for batch in (8, 16, 32):
         plan = layer.contraction_plan((batch, 64, 64, 64))
         fewest = plan_contraction(plan.equation, plan.shapes, plan.itemsize, flop_budget=1.0)
@@ -205,9 +294,13 @@ def test_budget_cutoff_numbers_in_the_docs():
         ratio[batch] = f"{smallest.flops / fewest.flops:.2f}"
         assert smallest.peak_bytes / 2**20 == pytest.approx(19.7, abs=0.05)
         kernel[batch] = choose_product_path("cp", False, "mixed", torch.bfloat16, "cpu", shapes=plan.shapes).kernel
+        forward[batch], step[batch], ran[batch] = _layer_peaks_mib(layer, batch)
     assert mib == {8: "41.8", 16: "83.6", 32: "19.7"}
     assert float(ratio[16]) > 2 > float(ratio[32])
     assert kernel[32] == REBUILT and kernel[16] != REBUILT
+    assert ran == kernel  # what model_product_paths reports is the path the rule chose
+    # the whole layer at batch 32 still takes less than at 16, as the paragraph says
+    assert float(forward[32]) < float(forward[16]) and float(step[32]) < float(step[16])
     dense = _cp_layer("reconstructed").contraction_plan((16, 64, 64, 64))
     assert dense.shapes[1] == (64, 64, 32, 17)  # 17 MiB in complex64
     assert choose_product_path("dense", False, "mixed", torch.bfloat16, "cpu").kernel == MODE_BATCHED
@@ -219,3 +312,9 @@ def test_budget_cutoff_numbers_in_the_docs():
         assert f"{mib[batch]} MiB at batch {batch}" in paragraph, batch
     assert f"{ratio[8]}x the fewest FLOPs at batch 8, {ratio[16]}x at batch 16" in paragraph
     assert f"{ratio[32]}x at batch 32" in paragraph
+    assert (f"peaks at {forward[8]} MiB at batch 8, {forward[16]} MiB at batch 16 and {forward[32]} MiB at batch 32"
+            in paragraph)
+    assert f"at {step[8]}, {step[16]} and {step[32]} MiB" in paragraph
+    # the advice: measure the layer, and read a plan's peak only where the layer runs the plan
+    assert "PeakTensorBytes" in paragraph and "model_product_paths(model)" in paragraph
+    assert "Before choosing a batch size, compare `layer.contraction_plan" not in paragraph
