@@ -129,9 +129,18 @@ class AutoPrecisionPhases:
                 if phase_mode != "full" and measure:
                     record.update(self._check_phase(epoch, phase_mode, conditions, changed))
             self._auto = record
-        if self._auto["mode"] != phase_mode:
-            set_fixed_precision(self._auto_model(), self._auto["mode"])
+            # the phase's first epoch here: the layers are in the phase's mode (measured in it); its
+            # later epochs find the decision in place (_switch_layers_to_phase builds it)
+            if record["mode"] != phase_mode:
+                set_fixed_precision(self._auto_model(), record["mode"])
         self.autocast_enabled = self._auto.get("autocast", self.phase.autocast)
+
+    def _decided_mode(self):
+        """The mode "auto" decided for the current phase, once it has (the phase's later epochs);
+        None before, or without auto_precision: the phase's own mode applies."""
+        if self.auto_precision and self._auto is not None and self._auto["phase"] == self.phase_index:
+            return self._auto["mode"]
+        return None
 
     def _auto_model(self):
         return getattr(self.model, "module", self.model)  # the model inside DDP

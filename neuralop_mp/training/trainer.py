@@ -488,12 +488,16 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                 self._apply_auto_precision(epoch, measure=measure)
 
     def _switch_layers_to_phase(self):
-        """Put every spectral layer in the phase's mode and stabilizer and the trainer's half type,
-        where they are not in them already (their weight storage and autocast scope are the
-        model's: a phase leaves them). Layers built in different precisions are all set alike."""
+        """Put every spectral layer in the phase's mode (or the mode "auto" decided for the phase),
+        stabilizer and the trainer's half type, where they are not in them already (their weight
+        storage and autocast scope are the model's: a phase leaves them). Layers built in
+        different precisions are all set alike."""
         # built from what the trainer knows, not read back from the layers: they are read once (every epoch
         # starts here), and the other fields keep their defaults on both sides of the comparison
         wanted = self.phase.policy(PrecisionPolicy(half_dtype=self.half_dtype), self.autocast_dtype)
+        decided = self._decided_mode()  # "auto"'s decision for this phase, where made: what the layers run
+        if decided is not None:
+            wanted = wanted.replace(fno_block_precision=decided)
         try:
             current = PrecisionPolicy(*get_precision(self.model))
         except ValueError:  # layers in different precisions: none is the phase's

@@ -89,6 +89,39 @@ def test_an_epoch_in_the_phase_the_layers_are_in_reads_them_once_and_writes_noth
     assert writes == ["mixed"] and precision_switch.get_precision(model) == ("mixed", "bfloat16", None)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # float16 on a CPU is emulated; FNO records no switch
+def test_an_auto_phase_decided_otherwise_is_switched_once_not_every_epoch(monkeypatch):
+    """An "auto" phase run in another mode than its own (float16 "mixed" without tanh on data
+    past float16's range: "full") was set to the phase's mode and back to the decision at every
+    epoch start, two writes and two recorded-precision checks; now its first epoch writes the
+    phase's mode (the measurement's) and the decision, later epochs nothing, and a layer changed
+    between epochs is switched back to the decision."""
+    import neuralop_mp.training.auto_phases as auto_phases
+    from .tiny import DictDataset
+
+    writes = []
+    for module in (trainer_module, auto_phases):
+        real = module.set_fixed_precision
+        monkeypatch.setattr(module, "set_fixed_precision", lambda model, mode, _real=real, **kw: writes.append(
+            (trainer.epoch, mode)) or _real(model, mode, **kw))
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 1e6  # float16 ends at 65504
+    train = torch.utils.data.DataLoader(DictDataset(x, torch.tanh(x)), batch_size=4, shuffle=True)
+    test = {"8": torch.utils.data.DataLoader(DictDataset(x[:4], torch.tanh(x[:4])), batch_size=4)}
+    model = tiny_fno()
+    trainer = RecordingTrainer(model=model, n_epochs=3, precision_schedule="mixed/noautocast", half_dtype="float16",
+                               auto_precision=True)
+    trainer.seen = []
+    trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
+    assert [h["auto_precision"]["mode"] for h in trainer.history] == ["full"] * 3
+    assert [modes for _, modes, _ in trainer.seen] == [{"full"}] * 3
+    assert writes == [(0, "mixed"), (0, "full")]  # epochs 1 and 2: none
+    model.fno_blocks.convs[1].fno_block_precision = "mixed"  # changed between epochs of the phase
+    writes.clear()
+    trainer.on_epoch_start(2)
+    assert writes == [(2, "full")]
+    assert {conv.fno_block_precision for conv in model.fno_blocks.convs} == {"full"}
+
+
 def test_history_has_the_agreed_keys_and_saved_bytes_shrink_in_half_phases():
     model = tiny_fno()
     train, test = tiny_data()
