@@ -28,11 +28,15 @@ their FAILED/ERROR lines also go into ``gpu.json`` and ``gpu.md``) and ``gpu_row
 (one JSON object a line, each row as soon as it is measured: :func:`read_rows`).
 
 On one H200 the table took 84 and 90 s in two runs (2026-12-04, the table's "Wall time",
-which includes the CUDA tests' 16 and 24 s), the whole command about 100 s; it stays
-within 8 minutes on slower GPUs: a variant is skipped (and the row says so) once the
-time budget is spent. That budget is one rule: :data:`BUDGET_S` (the 8 minutes less
-:data:`END_MARGIN_S`) less the time since the campaign started: since ``gpu.sh`` started
-(:data:`START_ENV`: its venv, installs and imports count), else since ``bench gpu``'s own start.
+which includes the CUDA tests' 16 and 24 s), the whole command about 100 s. On slower GPUs
+a time budget bounds it: no variant starts once the budget is spent (its row says it was
+skipped). That budget is one rule: :data:`BUDGET_S` (:data:`LIMIT_S`, 8 minutes, less
+:data:`END_MARGIN_S`, the margin for the variant running then and for writing the results)
+less the time since the campaign started. Run by ``gpu.sh``, the campaign starts with it
+(:data:`START_ENV`: its venv, installs and imports count), and the whole of it is meant to
+end within the 8 minutes. Run without ``gpu.sh``, the 8 minutes count from ``bench gpu``'s
+:func:`main`, after Python's start and the imports (a few seconds, more on a cold
+machine), so the command as a whole may take that much longer.
 
 ``--dry-run`` walks every variant at a tiny size on CPU with a GPU's choices
 (:func:`gpu_choices_on_cpu`): the plugin's choices made from a tensor's device are forced to
