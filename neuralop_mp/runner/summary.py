@@ -130,8 +130,8 @@ def end_warnings(report):
 
     The report's exit status tells a script that stopped early: one that failed or was
     interrupted before it built a model gets one line saying so, not the warnings about
-    what a finished script should have built; one that stopped after its model but before
-    its Trainer is told it stopped before the Trainer, not that it never creates one.
+    what a finished script should have built; one that stopped after its model without a
+    Trainer is told how it ended and that it had created none, not that it never creates one.
     """
     options = report.options
     status = report.exit_status
@@ -150,8 +150,9 @@ def end_warnings(report):
     elif wants_precision and not any("MixedPrecisionSpectralConv" in m["layer_types"] for m in report.models):
         warnings.append("no model got the mixed-precision layer: the requested precision was NOT applied.")
     if not report.trainers:
-        # a script stopped early may have been about to create one: say when it stopped, not "never"
-        warnings.append(f"the script {ended + ' before it created' if stopped else 'never created'} "
+        # a script stopped early: how it ended, and that it had created none so far (not "never", nor
+        # "before it created", which says it would have)
+        warnings.append(f"the script {ended + ', and had not created' if stopped else 'never created'} "
                         "neuralop.Trainer: no schedule or loss scaling was applied.")
     if options.get("optimizer") is not None and not any(o["kind"] == options["optimizer"] for o in report.optimizers):
         warnings.append(f"no optimizer was replaced by the requested {options['optimizer']!r} optimizer.")

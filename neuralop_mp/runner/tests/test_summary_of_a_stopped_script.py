@@ -1,5 +1,6 @@
-"""The summary of a script stopped after it built its model but before its Trainer: it says when the
-script stopped, not that the script never creates a Trainer (a warning for a script that finished)."""
+"""The summary of a script stopped after it built its model, without a Trainer: it says how the script
+ended and that it had created none, neither that the script never creates a Trainer (a warning for a
+script that finished) nor that it stopped "before it created" one (which says it would have)."""
 import textwrap
 
 import pytest
@@ -39,21 +40,21 @@ def _summary(script, end, capsys):
     return status, out[out.index("neuralop-mp summary"):]
 
 
-def test_ctrl_c_after_the_model_is_said_to_come_before_the_trainer(script, fake_parts, capsys):
+def test_ctrl_c_after_the_model_is_said_with_no_trainer_created(script, fake_parts, capsys):
     status, summary = _summary(script, "interrupt", capsys)
     assert status == 130
     assert "script interrupted (Ctrl-C), exit status 130" in summary
-    assert ("WARNING: the script was interrupted before it created neuralop.Trainer: no schedule or loss scaling "
-            "was applied.") in summary, summary
-    assert "never created" not in summary
+    assert ("WARNING: the script was interrupted, and had not created neuralop.Trainer: no schedule or loss "
+            "scaling was applied.") in summary, summary
+    assert "never created" not in summary and "before it created" not in summary
 
 
-def test_a_failure_after_the_model_is_said_to_come_before_the_trainer(script, fake_parts, capsys):
+def test_a_failure_after_the_model_is_said_with_no_trainer_created(script, fake_parts, capsys):
     status, summary = _summary(script, "3", capsys)
     assert status == 3
-    assert ("WARNING: the script ended with exit status 3 before it created neuralop.Trainer: no schedule or loss "
-            "scaling was applied.") in summary, summary
-    assert "never created" not in summary
+    assert ("WARNING: the script ended with exit status 3, and had not created neuralop.Trainer: no schedule or "
+            "loss scaling was applied.") in summary, summary
+    assert "never created" not in summary and "before it created" not in summary
 
 
 def test_a_script_that_finished_without_a_trainer_is_still_told_it_never_created_one(script, fake_parts, capsys):
@@ -62,7 +63,7 @@ def test_a_script_that_finished_without_a_trainer_is_still_told_it_never_created
 
 
 @pytest.mark.parametrize("status, expected", [
-    (143, "the script was interrupted before it created neuralop.Trainer"),  # SIGTERM: the runner's interrupt
+    (143, "the script was interrupted, and had not created neuralop.Trainer"),  # SIGTERM: the runner's interrupt
     (None, "the script never created neuralop.Trainer"),  # an activation without a script: no end recorded
 ])
 def test_end_warnings_name_how_the_script_ended(status, expected):
