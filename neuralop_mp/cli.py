@@ -405,12 +405,25 @@ def train_command(argv):
             stopped = interrupt_name(interrupt) if isinstance(interrupt, Terminated) else "interrupted"
             print(_interrupted_message(out, given_now if resume is not None else (), stopped=stopped), file=sys.stderr)
         return _quiet_rank_exit(exit_status(interrupt), rank0)
+    except BrokenPipeError:  # stdout's reader gone (`| head`): the run stops there, what is kept said on stderr
+        if not _stdout_closed():  # another pipe (a data loader's): not the reader's doing
+            raise
+        said = _interrupted_message(out, given_now if resume is not None else (), stopped=f"{_OUTPUT_CLOSED}: stopped")
+        return _quiet_rank_exit(_output_closed(said if rank0 else None), rank0)
     finally:
         if claimed:
             release_run_folder(out)
     if rank0:  # under torchrun every rank has the result; rank 0 alone prints it
-        print()
-        print(format_summary(result))
+        try:
+            print()
+            print(format_summary(result))
+            sys.stdout.flush()  # a reader gone is met here, where the run's folder can be named
+        except BrokenPipeError:
+            if not _stdout_closed():
+                raise
+            folder = Path(result.get("output_dir") or out)
+            return _output_closed(f"{PROG} train: {_OUTPUT_CLOSED} before its summary: the run finished, and "
+                                  f"{folder / 'results.json'} holds its results.")
     return 0
 
 
@@ -538,10 +551,10 @@ def _check_resume_model(resume, config, saved, given):
 
 def _check_resume_optimizer_class(resume, config, saved):
     """Refuse a resume whose ``model.spectral_weight_dtype`` changes the class ``opt.optimizer``
-    "adamw" builds (:func:`neuralop_mp.optim.factory.adamw_class`: torch's AdamW for complex64
-    weights, TensorGRaD without compression for complex32 ones). The checkpoint's optimizer
-    state is the saved class's, which the resume would refuse only after the data load, blaming
-    the optimizer. The TensorGRaD kinds build TensorGRaD either way: the dtype may change with them.
+    "adamw" builds (:func:`neuralop_mp.optim.factory.adamw_class`, the one rule: the message names
+    the two classes it gives, not the rule). The checkpoint's optimizer state is the saved class's,
+    which the resume would refuse only after the data load, blaming the optimizer. The TensorGRaD
+    kinds build TensorGRaD either way: the dtype may change with them.
 
     Raises
     ------
@@ -570,9 +583,9 @@ def _check_resume_optimizer_class(resume, config, saved):
                                      getattr(saved.model, "spectral_weight_dtype", None))})
     raise ValueError(
         f"Cannot resume {resume} with another {key} ({changed}): with opt.optimizer 'adamw' it switches the "
-        f"optimizer from {old} to {new} (complex32 weights get TensorGRaD without compression, for fp32 moments), "
-        "and the checkpoint holds the state of the saved one. Resume without this override, or start a new run "
-        "(with opt.optimizer tensorgrad, galore or sparse the dtype may change at a resume).")
+        f"optimizer from {old} to {new}, and the checkpoint holds the state of {old}. Resume without this "
+        "override, or start a new run (with opt.optimizer tensorgrad, galore or sparse the dtype may change at "
+        "a resume).")
 
 
 def _check_resume_rank(resume, config):
@@ -749,10 +762,10 @@ def eval_command(argv):
     except (RunSetupError, CheckpointError, ValueError, FileNotFoundError) as error:
         return _error(str(error), "eval")
     result["threads"] = threads
+    if flags.get("--json"):  # before the summary: a closed output (`| head`) stops the command at its print
+        Path(flags["--json"]).write_text(json.dumps(result, indent=2) + "\n")
     print()
     print(format_eval_summary(result))
-    if flags.get("--json"):
-        Path(flags["--json"]).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
@@ -821,8 +834,13 @@ def console_main():
     work and exit status are settled, and a late signal would turn a finished run into a
     traceback or a failure status (130 / 143) without a word.
 
-    A command whose output's reader closed early (``neuralop-mp train --help | head -1``) ends
-    quietly, with the status of a process SIGPIPE stopped (141), as the shell's own tools do.
+    A command whose output's reader closed early (``neuralop-mp train --help | head -1``,
+    ``neuralop-mp run s.py | head``) stops at the print that meets it, with the status of a process
+    SIGPIPE stopped (141), as the shell's own tools do, and without a traceback; one line on
+    standard error says it stopped (``train`` says what its run folder keeps and how to continue,
+    :func:`_interrupted_message`). What a command was asked to write (``run``'s ``--mp.report``,
+    ``eval``'s ``--json``, ``diagnose``'s results) is written before its summary is printed.
+    The ``--help`` of ``data`` and ``diagnose`` (argparse's) drops a write that fails: exit 0.
     """
     try:
         status = main()
@@ -831,10 +849,16 @@ def console_main():
     except BrokenPipeError:
         if not _stdout_closed():  # another pipe (a data loader's, a launcher's): not the reader's doing
             raise
-        status = _reader_gone()
+        command = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in HANDLERS else None
+        where = f"{PROG} {command}" if command else PROG
+        status = _output_closed(f"{where}: {_OUTPUT_CLOSED}: stopped there, and what it had left to print is lost.")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return status
+
+
+# what a command says, on standard error, when its standard output's reader is gone
+_OUTPUT_CLOSED = "its output was closed (the program reading it exited)"
 
 
 def _stdout_closed():
@@ -850,12 +874,35 @@ def _stdout_closed():
         return False
 
 
+def _output_closed(message):
+    """The end of a command whose standard output's reader is gone: ``message`` (None: nothing)
+    said on standard error, the stream left to say it on, then :func:`_reader_gone`'s status.
+    A standard error closed too is pointed at the null device: the message is lost, quietly."""
+    if message is None or sys.stderr is None:  # print(file=None) would write to stdout
+        return _reader_gone()
+    try:
+        print(message, file=sys.stderr)
+        sys.stderr.flush()
+    except (OSError, ValueError):  # closed as well: the interpreter's last flush must not fail on it
+        _to_null(sys.stderr)
+    return _reader_gone()
+
+
+def _to_null(stream):
+    """Point ``stream``'s file descriptor at the null device (nothing where it has none)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def _reader_gone():
     """Point standard output at the null device, so that the interpreter's last flush of what the
     command printed writes nowhere instead of failing again; the exit status of SIGPIPE."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    _to_null(sys.stdout)
     return 128 + getattr(signal, "SIGPIPE", 13)
 
 

@@ -101,16 +101,16 @@ def check_int_at_least(key, value, minimum=1, unit=None):
     return number
 
 
-def check_each_once(given, values, noun="resolution"):
+def check_each_once(given, values):
     """``values`` if no value is in it twice, else a ValueError naming them as given (``given``:
-    ``--res 16 32 16``, ``data.test_resolutions=[16, 32, 16]``), the repeated ones and the rule
-    in the caller's ``noun`` for a value, e.g. ``Invalid --res 16 32 16: 16 given more than once;
-    allowed values: each resolution once.``"""
+    ``--res 16 32 16``, ``data.test_resolutions=[16, 32, 16]``), the repeated ones and the rule,
+    worded for resolutions (what its callers check), e.g. ``Invalid --res 16 32 16: 16 given more
+    than once; allowed values: each resolution once.``"""
     values = list(values)
     repeated = sorted({v for v in values if values.count(v) > 1})
     if repeated:
         raise ValueError(f"Invalid {given}: {', '.join(map(str, repeated))} given more than once; "
-                         f"allowed values: each {noun} once.")
+                         "allowed values: each resolution once.")
     return values
 
 

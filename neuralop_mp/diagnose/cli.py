@@ -114,22 +114,43 @@ def _run_data(folder, args):
     return loader, kwargs, n
 
 
-def _train_config_part(target, overrides, checkpoint):
-    """The tokens before the recommended flags in the printed ``neuralop-mp train`` command: the
-    config and its overrides as diagnose was given them; for a run folder of ``neuralop-mp train``
-    (``checkpoint``'s folder holds its command.json), the run's recorded config and overrides, less
-    its ``--output_dir`` (a new run must not train into the diagnosed one's folder). None for a
-    checkpoint outside a run folder: it records no config."""
-    if checkpoint is None:
-        return [target, *overrides]
+def _train_config_part(target, overrides, checkpoint, flags):
+    """The tokens before the recommended ``flags`` (``train_flags``) in the printed ``neuralop-mp
+    train`` command: the config and its overrides as diagnose was given them; for a run folder of
+    ``neuralop-mp train`` (``checkpoint``'s folder holds its command.json), the run's recorded config
+    and overrides, less its ``--output_dir`` (a new run must not train into the diagnosed one's
+    folder), and, where the config class itself sets ``output_dir`` (which may be that folder), a new
+    ``--output_dir``: the default folder of a config without one. An override of a key ``flags`` set
+    is left out: the command would give it twice. None for a checkpoint outside a run folder: it
+    records no config."""
     from ..configs import parse_overrides
     from ..run_folder import override_tokens, read_command
 
+    recommended = set(parse_overrides(flags))
+    if checkpoint is None:
+        given = parse_overrides(overrides)
+        return [target, *override_tokens((k, v) for k, v in given.items() if k not in recommended)]
     recorded = read_command(checkpoint.folder)
     if recorded is None:
         return None
-    kept = {key: value for key, value in parse_overrides(recorded["overrides"]).items() if key != "output_dir"}
-    return [recorded["config"], *override_tokens(kept.items())]
+    run = {key: value for key, value in parse_overrides(recorded["overrides"]).items() if key != "output_dir"}
+    kept = {key: value for key, value in run.items() if key not in recommended}
+    return [recorded["config"], *override_tokens(kept.items()), *_new_output_dir(recorded["config"], run)]
+
+
+def _new_output_dir(spec, overrides):
+    """``["--output_dir", DIR]`` for a new run of config ``spec`` whose class sets ``output_dir`` itself
+    (DIR: :func:`~neuralop_mp.train_pipeline.default_output_dir`, where a config without one trains),
+    else ``[]``: without the run's recorded ``--output_dir`` the class's folder would be used, and
+    there a run (the diagnosed one, maybe) is refused."""
+    from ..configs import load_config
+    from ..train_pipeline import default_output_dir
+    from ..vocabulary import none_if_null
+
+    config = load_config(spec, overrides)
+    if none_if_null(config.output_dir) is None:
+        return []
+    return ["--output_dir", str(default_output_dir(config))]
 
 
 def _option_names():
@@ -198,12 +219,12 @@ def _recipe_table(args, overrides):
         rows = recipe_rows(args.target, overrides, args.archs.split(","), args.resolutions, args.n_samples,
                            fine_inputs, notes=notes)
     table = format_recipe_table(rows)
+    if args.out:  # before the table is printed: an output closed early (`| head`) stops the command there
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "recipe_table.md").write_text(table + "\n")
     print(table)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "recipe_table.md").write_text(table + "\n")
     return 0
 
 
@@ -226,7 +247,6 @@ def main(argv=None):
             return _recipe_table(args, overrides)
         checkpoint = _checkpoint_path(args.target)
         model, loader, kwargs, n, name = _load(args, overrides, checkpoint)
-        config_part = _train_config_part(args.target, overrides, checkpoint)
         out = Path(args.out or Path("diagnose") / name)
         check_out_folder(out)  # the default folder too, before the measurement (an explicit --out: when parsed)
         with warnings.catch_warnings():
@@ -234,9 +254,14 @@ def main(argv=None):
             x_fine = fine_inputs(loader, kwargs, n, args.n_samples)
             diagnosis = measure(model, x_fine, n_bands=args.n_bands)
         recommendation = recommend(diagnosis, fraction=fraction)
+        config_part = _train_config_part(args.target, overrides, checkpoint, recommendation["train_flags"])
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"neuralop-mp diagnose: error: {error}", file=sys.stderr)
         return 2
+    # the files before the table: an output closed early (`| head`) stops the command at its first print
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(diagnosis, recommendation, out / "results.json")
+    plot_bands(diagnosis, out / "error_bands.png")
     print(format_table(diagnosis, recommendation))
     flags = shlex.join(recommendation["train_flags"])
     if config_part is None:  # no config to name: the options alone, said as such (no command that fails as printed)
@@ -244,8 +269,5 @@ def main(argv=None):
               f"{flags}")
     else:
         print(f"Train with: neuralop-mp train {shlex.join(config_part)} {flags}")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(diagnosis, recommendation, out / "results.json")
-    plot_bands(diagnosis, out / "error_bands.png")
     print(f"\nwrote {out / 'results.json'} and {out / 'error_bands.png'}")
     return 0

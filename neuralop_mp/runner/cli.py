@@ -371,11 +371,14 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
     cause = None if report.models else zencfg_cause(error)  # a script that failed before it built a model
     if cause is not None:
         report.note(cause)  # the summary's last warning, after the script's traceback
+    # under torchrun every rank runs the script; one writes the report and prints the summary. The report
+    # first: a summary that meets a closed output (`| head`) stops the command there, and must not lose it
+    printer = launch_rank() == 0
+    if printer and report_path and not _write_report(report, report_path):
+        status = status or 1
     sys.stdout.flush()
-    if launch_rank() == 0:  # under torchrun every rank runs the script; one prints the summary and writes the report
+    if printer:
         print(format_summary(report), file=out)
-        if report_path and not _write_report(report, report_path):
-            status = status or 1
     return RunResult(status, report, error)
 
 

@@ -1,7 +1,8 @@
 """One rule, one place (session 22): the run lock is probed by one helper (a holder without a pid is
 "pid unknown" for the refusal, the probe and eval alike), eval takes its thread count by train's
-resume rule, results.json's epochs are read by one reader, the resume check asks the optimizer
-factory which class "adamw" builds, and check_each_once words its rule in the caller's noun."""
+resume rule, results.json's epochs are read by one reader (a history that is no list no longer
+crashes results_behind), and the resume check asks the optimizer factory which class "adamw" builds,
+its refusal naming the classes the factory gives, not restating the factory's rule."""
 import json
 import os
 
@@ -12,7 +13,6 @@ from neuralop_mp import run_setup
 from neuralop_mp.run_folder import (CHECKPOINT_DIR, COMMAND_FILE, LOCK_FILE, RESULTS_FILE, find_checkpoint,
                                     results_behind, run_folder_lock, run_in_progress, write_command)
 from neuralop_mp.run_setup import RunSetupError, file_lock
-from neuralop_mp.vocabulary import check_each_once
 
 from .test_eval_and_best import train_tiny_run
 from .test_resume_boundary_mends import seen  # noqa: F401 (a fixture)
@@ -57,7 +57,6 @@ def test_results_epochs_are_read_by_one_reader(tmp_path):
     assert recorded_epochs(None) is None and recorded_epochs({}) is None
     assert recorded_epochs({"history": {"0": {"epoch": 0}}}) is None
     assert recorded_epochs({"history": [{"epoch": 0}, "damaged", {"epoch": 2}]}) == [0, None, 2]
-    assert results_behind(tmp_path, {"history": {"0": {"epoch": 0}}}) is None  # was: KeyError: -1
     # a finished run resumed keeps its results where they record the checkpoint's epochs and the model is there
     results = {"history": [{"epoch": 0}, {"epoch": 1}]}
     (tmp_path / RESULTS_FILE).write_text(json.dumps(results))
@@ -66,6 +65,12 @@ def test_results_epochs_are_read_by_one_reader(tmp_path):
     (tmp_path / "model_state_dict.pt").write_bytes(b"")
     assert current_results(tmp_path, loaded) == results
     assert current_results(tmp_path, loaded[:1]) is None and current_results(tmp_path, []) is None
+
+
+def test_results_behind_reads_a_history_that_is_no_list_without_a_crash(tmp_path):
+    """It raised KeyError: -1 (history[-1] of a dict); results_behind alone is imported: the guard's test
+    must not fail on a missing import of the reader that replaced its own reading."""
+    assert results_behind(tmp_path, {"history": {"0": {"epoch": 0}}}) is None
 
 
 def test_the_resume_check_asks_the_factory_which_class_adamw_builds(tmp_path, monkeypatch, seen):  # noqa: F811
@@ -80,11 +85,21 @@ def test_the_resume_check_asks_the_factory_which_class_adamw_builds(tmp_path, mo
     assert seen["config"].model.spectral_weight_dtype == "complex32"
 
 
-def test_check_each_once_words_its_rule_in_the_callers_noun():
-    with pytest.raises(ValueError) as named:
-        check_each_once("--names a b a", ["a", "b", "a"], noun="name")
-    assert str(named.value) == "Invalid --names a b a: a given more than once; allowed values: each name once."
-    with pytest.raises(ValueError) as default:
-        check_each_once("--res 16 32 16", [16, 32, 16])
-    assert str(default.value) == ("Invalid --res 16 32 16: 16 given more than once; "
-                                  "allowed values: each resolution once.")
+def test_the_refusal_of_a_dtype_that_switches_adamws_class_names_the_factorys_classes_alone(
+        tmp_path, monkeypatch, capsys, seen):  # noqa: F811
+    """The message restated the factory's rule ("complex32 weights get TensorGRaD without compression"),
+    which would stay in it whatever classes the factory builds."""
+    import torch
+
+    from neuralop_mp.optim import factory
+
+    write_command(tmp_path, "darcy", ["--opt.n_epochs", "2"])
+    monkeypatch.setattr(factory, "adamw_class", lambda sixteen_bit: torch.optim.SGD if sixteen_bit
+                        else torch.optim.AdamW)
+    assert cli.main(["train", "--resume", str(tmp_path), "--model.spectral_weight_dtype", "complex32"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert ("it switches the optimizer from torch's AdamW to SGD, and the checkpoint holds the state of torch's "
+            "AdamW. Resume without this override") in err, err
+    assert "TensorGRaD" not in err.partition("(with opt.optimizer")[0] and "complex32 weights" not in err
+    assert not seen

@@ -71,3 +71,46 @@ def test_diagnose_of_a_checkpoint_without_a_config_prints_options_not_a_placehol
     assert head == "Train with these options after the config that built this model (the checkpoint records none)"
     recommendation = json.loads((out / "results.json").read_text())["recommendation"]
     assert shlex.split(flags) == recommendation["train_flags"]
+
+
+def _printed_tokens(printed):
+    [line] = _printed_lines(printed)
+    return shlex.split(line.removeprefix("Train with: neuralop-mp train "))
+
+
+def test_a_run_whose_config_sets_output_dir_gets_a_new_one_and_no_key_twice(tmp_path, capsys, monkeypatch):
+    """Without the run's recorded --output_dir, the config class's own folder (the diagnosed run's here)
+    took the new run, which train refuses there; the run's --model.fno_block_precision came before the
+    recommended one, printed twice."""
+    run = tmp_path / "run"
+    config = tmp_path / "own_folder.py"
+    config.write_text("from neuralop_mp.configs.darcy import DarcyConfig\n\n"
+                      f"class OwnFolder(DarcyConfig):\n    output_dir: str = {str(run)!r}\n")
+    spec = f"{config}:OwnFolder"
+    assert main(["train", spec, *RUN_OVERRIDES, "--model.fno_block_precision", "full"]) == 0
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["diagnose", str(run), *DIAGNOSE_TINY, "--out", str(out)]) == 0
+    tokens = _printed_tokens(capsys.readouterr().out)
+    assert tokens[0] == spec
+    assert tokens.count("--model.fno_block_precision") == 1, tokens
+    recommendation = json.loads((out / "results.json").read_text())["recommendation"]
+    assert tokens[-len(recommendation["train_flags"]):] == recommendation["train_flags"]
+    assert tokens.count("--output_dir") == 1 and tokens[tokens.index("--output_dir") + 1].startswith("runs/")
+    monkeypatch.chdir(tmp_path)
+    trained, folder = _train_as_printed(tokens, monkeypatch)
+    assert folder.resolve() != run.resolve() and folder.resolve().parent == (tmp_path / "runs").resolve()
+    assert trained.model.hidden_channels == 4
+    assert trained.model.fno_block_precision == recommendation["model"]["fno_block_precision"]
+
+
+def test_a_configs_override_of_a_recommended_key_is_printed_once(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["diagnose", "darcy", "--model.hidden_channels", "4", "--model.n_layers", "1", "--model.n_modes",
+                 "[4, 4]", "--data.train_resolution", "8", "--model.stabilizer", "tanh", *DIAGNOSE_TINY,
+                 "--out", str(out)]) == 0
+    tokens = _printed_tokens(capsys.readouterr().out)
+    assert tokens.count("--model.stabilizer") == 1, tokens
+    assert tokens[:3] == ["darcy", "--model.hidden_channels", "4"]
+    recommendation = json.loads((out / "results.json").read_text())["recommendation"]
+    assert tokens[-len(recommendation["train_flags"]):] == recommendation["train_flags"]
