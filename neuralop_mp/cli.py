@@ -754,7 +754,7 @@ def eval_command(argv):
     import torch
 
     from .evaluate import evaluate_with_config
-    from .train_report import format_eval_summary
+    from .train_report import format_eval_summary, to_jsonable
 
     torch.set_num_threads(threads)
     try:
@@ -763,7 +763,8 @@ def eval_command(argv):
         return _error(str(error), "eval")
     result["threads"] = threads
     if flags.get("--json"):  # before the summary: a closed output (`| head`) stops the command at its print
-        Path(flags["--json"]).write_text(json.dumps(result, indent=2) + "\n")
+        # an inf/NaN metric as a string, as results.json writes it: JSON has no Infinity or NaN
+        Path(flags["--json"]).write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
     print()
     print(format_eval_summary(result))
     return 0

@@ -19,6 +19,7 @@ its file records. A run's final model that a ``--resume`` trained past and stopp
 its final save is refused, as a run stopped before its final save is
 (:func:`~neuralop_mp.run_folder.check_final_model_current`).
 """
+import math
 import time
 from typing import NamedTuple
 
@@ -177,6 +178,31 @@ def _model_epoch(folder, name, config):
     return min(int(best["epoch"]), last) if best else last
 
 
+def non_finite_metrics_text(trainer, keys):
+    """Why the test metrics ``keys`` an evaluation with ``trainer`` computed are inf/NaN, and what
+    to try, in one line: the advice of the trainer's own warning for non-finite metrics
+    (:meth:`~neuralop_mp.training.trainer.MixedPrecisionTrainer.evaluate_all`), whose weights
+    training keeps finite; a saved model's weights are checked here first."""
+    import torch
+
+    params = list(trainer.model.named_parameters())
+    bad = [name for name, p in params if not bool(torch.isfinite(p.detach()).all())]
+    listed = ", ".join(keys)
+    if bad:
+        more = f" and {len(bad) - 3} more (of {len(params)})" if len(bad) > 3 else ""
+        return (f"test metrics {listed} are inf/NaN: the model's weights {bad[:3]}{more} hold inf/NaN; "
+                "evaluate a model saved before they did.")
+    if torch.float16 in trainer._half_dtypes():
+        # finite test data overflow float16 as easily as training data do
+        return (f"test metrics {listed} are inf/NaN although the weights are finite: computing in float16 "
+                f"({trainer._phase_text()}), the model probably overflows on a test sample. Try: "
+                + "; ".join(trainer._overflow_tips()) + "; or evaluate in full precision (--precision full).")
+    # a saved model's finite weights can still overflow float32 (the trainer's own weights rarely do)
+    return (f"test metrics {listed} are inf/NaN although the weights are finite: the model's outputs overflow "
+            "float32, or a test sample (input or target) is not finite. The built-in loaders refuse non-finite "
+            "files (neuralop_mp.data.file_checks); check your test data.")
+
+
 def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision=None, progress=False,
                    log=print):
     """Evaluate the model checkpoint at ``path`` on every test resolution.
@@ -275,6 +301,9 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     for resolution, loader in test_loaders.items():
         errors = trainer.evaluate(eval_losses, loader, log_prefix=str(resolution))
         metrics.update({k: float(v) for k, v in errors.items()})
+    non_finite = [key for key, value in metrics.items() if not math.isfinite(value)]
+    if non_finite:  # once, after every resolution: the table then shows them as inf and nan
+        log(f"[neuralop-mp] WARNING: {non_finite_metrics_text(trainer, non_finite)}")
 
     half_dtype = resolve_half_dtype(policy.half_dtype, device)
     mode = trainer.phase.mode if trainer.phase is not None else "full"

@@ -51,8 +51,17 @@ def precision_as_run(mode, half_dtype, device, sizes):
     return "half: fp16 FFT, float16 contraction"
 
 
+# the count of optimizer steps skipped, as train's table and run's summary label it: a step is skipped
+# for an inf/NaN loss (no backward) as well as for inf/NaN gradients, and the count holds both (short:
+# a longer quantity widens the table's first column and wraps its values)
+SKIPPED_STEPS = "skipped steps (inf/nan)"
+
+
 def _fmt_error(value):
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+    """A test error with 4 significant digits (0.02614, 4.2e-05: a fixed count of decimals shows
+    errors below 1e-4 as 0.0000), ``inf``/``nan`` as they are (a NaN was evaluated: it is no
+    missing value), "n/a" for one not evaluated (None)."""
+    return "n/a" if value is None else f"{float(value):.4g}"
 
 
 def metric_rows(result):
@@ -144,7 +153,7 @@ def summary_rows(result):
         rows.append((f"precision (auto, epoch {check['epoch']})",
                      f"phase {check['phase_mode']} runs {auto_decision_text(check)}{recheck}"))
     rows += [
-        ("skipped steps (inf/nan)", str(result["skipped_steps"])),
+        (SKIPPED_STEPS, str(result["skipped_steps"])),
         ("parameters", f"{parameters_text(memory)}, {human_bytes(memory['params_bytes'])}"),
         ("optimizer state", human_bytes(memory["optimizer_state_bytes"])),
     ]
@@ -194,7 +203,7 @@ def best_model_text(result):
 
     ``result["best"]`` is the best evaluated epoch of the history, file or not."""
     best = result["best"]
-    epoch = f"epoch {best['epoch']}, {best['metric']} {best['value']:.4f}"
+    epoch = f"epoch {best['epoch']}, {best['metric']} {_fmt_error(best['value'])}"
     if (result.get("files") or {}).get("best_model"):
         return epoch
     if not result.get("output_dir"):

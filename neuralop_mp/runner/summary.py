@@ -14,7 +14,7 @@ import zencfg
 from ..configs.zencfg_compat import PYDANTIC_CONFIGS
 from ..run_records import human_bytes as _bytes
 from ..run_records import phase_ranges
-from ..train_report import precision_as_run
+from ..train_report import SKIPPED_STEPS, precision_as_run
 from ..signals import status_name
 from ..vocabulary import dtype_name, public_name, resolve_half_dtype
 from .activation import optimizer_replacement_reason
@@ -199,7 +199,7 @@ def format_summary(report):
     lines += [f"precision as run: {text}" for text in dict.fromkeys(ran_as) if text]
     if history:
         skipped = sum(int(h.get("skipped_steps") or 0) for h in history)
-        lines.append(f"skipped steps (non-finite gradients): {skipped}")
+        lines.append(f"{SKIPPED_STEPS}: {skipped}")  # train's label: the count holds inf/NaN losses too
         scales = [h.get("loss_scale") for h in history if h.get("loss_scale") is not None]
         if scales:
             lines.append(f"final loss scale: {scales[-1]:g}")

@@ -144,7 +144,7 @@ def test_summary_table_has_every_reported_quantity():
     table = format_summary({**fake_result(), "cpu_allocator": "freed memory kept in the process"})
     assert "| CPU memory" in table and "freed memory kept in the process" in table
     for fragment in ("test rel. L2 @ 16 (train)", "test H1 @ 16 (train)", "test rel. L2 @ 32 (2x)",
-                     "test H1 @ 32 (2x)", "| n/a", "seconds / epoch", "1.25", "precision (final)",
+                     "test H1 @ 32 (2x)", "| nan", "seconds / epoch", "1.25", "precision (final)",
                      "mixed+autocast [epochs 0-2]", "skipped steps", "1,234, 4.82 KiB",
                      "optimizer state", "9.64 KiB", "saved activations / step", "1002 B"):
         assert fragment in table, fragment

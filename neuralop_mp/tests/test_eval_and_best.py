@@ -227,7 +227,7 @@ def test_the_reason_for_a_best_epoch_before_save_best_is_worded_once():
     assert no_best_model_reason("8_l2", best, name_epoch=True) == (
         "the best epoch (3, 8_l2 0.125) came before --save_best was given, and no later epoch beat it")
     assert best_model_text(result) == (
-        "no file written (epoch 3, 8_l2 0.1250): " + no_best_model_reason("8_l2", best))
+        "no file written (epoch 3, 8_l2 0.125): " + no_best_model_reason("8_l2", best))
     assert no_best_model_reason("8_l2", best) == (
         "the best epoch came before --save_best was given, and no later epoch beat it")
 

@@ -626,11 +626,14 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if not bad:
             return
         lrs = sorted({g.get("lr") for g in optimizer.param_groups}, key=str)
+        # the first three by name, and how many more: a list of three must not read as all there are
+        n_params = sum(len(g["params"]) for g in optimizer.param_groups)
+        named = f"{bad[:3]}" + (f" and {len(bad) - 3} more (of {n_params})" if len(bad) > 3 else "")
         self._close_bar()
         if self.update_in_backward:
             # each parameter was stepped as backward produced its gradient, before any check
             raise TrainingStopped(
-                f"The weights {bad[:3]} turned into inf/NaN at epoch {self.epoch}, batch {idx}. With "
+                f"The weights {named} turned into inf/NaN at epoch {self.epoch}, batch {idx}. With "
                 "update_in_backward=True each parameter is stepped as soon as backward produces its "
                 "gradient, before the gradients are checked, so a non-finite gradient (an overflow in "
                 "backward) or a non-finite update (learning rate(s) "
@@ -638,7 +641,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                 "and lower the learning rate, or train without update_in_backward, where a non-finite "
                 "gradient skips the step instead; resume from the last checkpoint, the current weights are lost.")
         raise TrainingStopped(
-            f"The optimizer step at epoch {self.epoch}, batch {idx} turned the weights {bad[:3]} into inf/NaN "
+            f"The optimizer step at epoch {self.epoch}, batch {idx} turned the weights {named} into inf/NaN "
             f"although every gradient was finite: the update itself is not finite (learning rate(s) {lrs}, "
             f"{type(optimizer).__name__}). " + (_half_moments_hint(optimizer) or "") +
             "Lower the learning rate or check the optimizer's settings; resume from the last checkpoint, the "

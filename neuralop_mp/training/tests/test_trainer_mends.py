@@ -173,11 +173,11 @@ BEST = {"metric": "16_l2", "value": 0.25, "epoch": 0}
 
 
 @pytest.mark.parametrize("result, row", [
-    (_result(BEST, files={"best_model": "runs/x/best_model_state_dict.pt"}), "epoch 0, 16_l2 0.2500"),
+    (_result(BEST, files={"best_model": "runs/x/best_model_state_dict.pt"}), "epoch 0, 16_l2 0.25"),
     # --save_best given first at a resume, after the best epoch (run_training logs the same reason)
-    (_result(BEST), "no file written (epoch 0, 16_l2 0.2500): the best epoch came before --save_best was "
+    (_result(BEST), "no file written (epoch 0, 16_l2 0.25): the best epoch came before --save_best was "
                     "given, and no later epoch beat it"),
-    (_result(BEST, output_dir=None), "no file written (epoch 0, 16_l2 0.2500): this run wrote no output folder"),
+    (_result(BEST, output_dir=None), "no file written (epoch 0, 16_l2 0.25): this run wrote no output folder"),
     (_result({**BEST, "value": math.nan}),
      "no file written (epoch 0, 16_l2 nan): no evaluated epoch had a finite 16_l2"),
 ])
