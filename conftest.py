@@ -1,8 +1,15 @@
 """Repository-wide pytest setup: never write into the user's home or the working directory."""
 import os
+import signal
 
 import pytest
 import torch
+
+# A shell without job control starts a background command (`bash .ci/run &`) with SIGINT ignored,
+# and Python keeps it ignored: the Ctrl-C tests (in-process, and the processes they start, which
+# inherit it) would then see no Ctrl-C at all. The suite runs with SIGINT's own handling.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)
