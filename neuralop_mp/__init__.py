@@ -35,6 +35,7 @@ _LAZY = {
     "PrecisionPhase": "neuralop_mp.training.schedule",
     "ComplexGradScaler": "neuralop_mp.training.loss_scaling",
     "MixedPrecisionTrainer": "neuralop_mp.training.trainer",
+    "IncrementalMixedPrecisionTrainer": "neuralop_mp.training.incremental",
     "TrainingStopped": "neuralop_mp.training.guarded_step",
     "TensorGRaD": "neuralop_mp.optim.tensorgrad",
     "TuckerProjector": "neuralop_mp.optim.tucker_projector",

@@ -19,8 +19,8 @@ from ..caller_frames import stacklevel_outside
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX, loadable_save
-from .mixed_precision_models import (PLUGIN_MODEL_CLASSES, RECOMPUTE_DEFAULTS, build_in_settings, recompute_keys_taken,
-                                     set_recompute_settings)
+from .mixed_precision_models import (N_MODES_KEY, PLUGIN_MODEL_CLASSES, RECOMPUTE_DEFAULTS, build_in_settings,
+                                     n_modes_key_taken, recompute_keys_taken, set_n_modes, set_recompute_settings)
 from .constructor_args import constructor_params, rebuilding_arguments
 
 _RECORD_ONLY = ("_name", "_version", "args")
@@ -115,6 +115,8 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
     # from_checkpoint's), set on the built model otherwise (upstream's classes, a narrow subclass's)
     taken = recompute_keys_taken(model_class)
     recompute = {key: kwargs.pop(key) for key in RECOMPUTE_DEFAULTS if key in kwargs and key not in taken}
+    # the modules' Fourier modes set since the saved model was built (incremental training): the same way
+    n_modes = kwargs.pop(N_MODES_KEY, None) if not n_modes_key_taken(model_class) else None
     # a subclass of the plugin's classes takes the record as they do (or fails as the narrow one it is)
     if saved_class is not None and issubclass(saved_class, plugin) and not issubclass(model_class, plugin):
         kwargs = _for_upstream_class(model_class, kwargs)
@@ -126,6 +128,8 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
         saver = saved_class.__name__ if saved_class else repr(saved_name)
         raise TypeError(f"{model_class.__name__} cannot be built from the arguments that a checkpoint saved by "
                         f"{saver} records: {err}") from err
+    if n_modes is not None:
+        set_n_modes(model, n_modes, f"the checkpoint's {N_MODES_KEY}")
     return set_recompute_settings(model, **recompute) if recompute else model
 
 
@@ -163,7 +167,10 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
         model did where its checkpoint records it (the plugin's classes do;
         :func:`~neuralop_mp.models.recompute.set_recompute` on the built model where the class
         built does not take it as a constructor argument). Upstream's classes record no
-        recompute: set it again on a model loaded from their checkpoints.
+        recompute: set it again on a model loaded from their checkpoints. The Fourier modes
+        the saved model's modules kept, where they had moved since it was built (incremental
+        training), are set again the same way (the plugin's classes record them as
+        ``layer_n_modes``; upstream's record none).
 
     Notes
     -----

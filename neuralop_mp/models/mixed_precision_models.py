@@ -11,7 +11,9 @@ work runs in tiles of grid points, :mod:`~neuralop_mp.models.pointwise_tiles`), 
 model's current settings into the record whenever it is saved. What the model recomputes in
 backward (:func:`~neuralop_mp.models.recompute.set_recompute`) is recorded the same way: they take
 ``recompute`` and ``recompute_chunk_points`` as constructor arguments too, and a save records the
-current ones where they are not the defaults. They are registered
+current ones where they are not the defaults. So are the Fourier modes set on the built model
+(incremental training; no state dict entry holds them): ``layer_n_modes``, recorded where they moved
+(:func:`current_n_modes`, :func:`set_n_modes`). They are registered
 in upstream's registry under names of their own ("mixedprecisionfno",
 "mixedprecisiontfno", "mixedprecisionuno"); "fno", "tfno" stay upstream's classes.
 
@@ -40,7 +42,7 @@ from ..layers.precision_switch import apply_precision_policy, get_precision_poli
 from ..layers.soft_gating import adopt_half_safe_soft_gating
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
-from ..vocabulary import normalize_recompute_chunk_points
+from ..vocabulary import is_integer, normalize_recompute_chunk_points
 from ..wrapped_module import unwrap
 from .constructor_args import constructor_params, positional_parameters, rebuilding_arguments
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS
@@ -66,11 +68,94 @@ def _layer_class(value, key):
 #: (set_recompute's mode and chunk_points; None: its default), and their defaults
 RECOMPUTE_DEFAULTS = {"recompute": "none", "recompute_chunk_points": None}
 
+#: the constructor argument of the plugin's classes that sets the Fourier modes a built model's modules
+#: were given since (incremental training): ``{module name: n_modes}``, what :func:`current_n_modes` reads
+N_MODES_KEY = "layer_n_modes"
+
+
+def _has_settable_n_modes(module):
+    """Whether ``module``'s class has an ``n_modes`` property that can be set (upstream's spectral
+    layers, ``FNOBlocks`` and FNO: what incremental training and ``model.n_modes = ...`` change)."""
+    prop = getattr(type(module), "n_modes", None)
+    return isinstance(prop, property) and prop.fset is not None
+
+
+def _mode_list(n_modes):
+    return [int(k) for k in n_modes] if isinstance(n_modes, (list, tuple)) else [int(n_modes)]
+
+
+def current_n_modes(model):
+    """The Fourier modes every module of ``model`` (the model it wraps, under DDP) keeps now.
+
+    No state dict entry holds them: a layer's ``n_modes`` is an attribute, which upstream's
+    ``IncrementalFNOTrainer`` (and ``model.n_modes = ...``) changes during training.
+
+    Returns
+    -------
+    dict
+        ``{module name: [int, ...]}`` for every module with a settable ``n_modes`` (the model
+        itself under ""), each as its ``n_modes`` reads (a spectral layer's last entry halved
+        plus one for real data, as upstream's ``SpectralConv`` stores it), parents first.
+    """
+    return {name: _mode_list(module.n_modes) for name, module in unwrap(model).named_modules()
+            if _has_settable_n_modes(module)}
+
+
+def _check_is_record(record, what):
+    """ValueError naming ``what`` unless ``record`` is a dict (:func:`current_n_modes`' form)."""
+    if not isinstance(record, dict):
+        raise ValueError(f"Invalid {what}={record!r}; allowed values: a dict {{module name: n_modes}}, as "
+                         "neuralop_mp.models.mixed_precision_models.current_n_modes(model) returns it.")
+
+
+def check_n_modes_record(model, record, what=N_MODES_KEY):
+    """ValueError (naming ``what``, the bad entry and the allowed values) unless ``record``
+    (:func:`current_n_modes`' form) fits ``model``: a dict naming modules of ``model`` that have
+    a settable ``n_modes``, each with as many integers >= 1 as the module's ``n_modes`` has."""
+    _check_is_record(record, what)
+    modules = dict(unwrap(model).named_modules())
+    for name, modes in record.items():
+        module = modules.get(name) if isinstance(name, str) else None
+        if module is None or not _has_settable_n_modes(module):
+            names = [key for key, m in modules.items() if _has_settable_n_modes(m)]
+            raise ValueError(f"Invalid {what}: {name!r} is no module of {type(unwrap(model)).__name__} with "
+                             f"n_modes; allowed names: {', '.join(map(repr, names)) or 'none'}.")
+        count = len(_mode_list(module.n_modes))
+        if (not isinstance(modes, (list, tuple)) or len(modes) != count
+                or not all(is_integer(k) and k >= 1 for k in modes)):
+            raise ValueError(f"Invalid {what}[{name!r}]={modes!r}; allowed values: {count} integer(s) >= 1, one per "
+                             "spatial dimension of the module.")
+
+
+def set_n_modes(model, record, what=N_MODES_KEY):
+    """Set every module's ``n_modes`` that ``record`` (:func:`current_n_modes`' form) names back to
+    the value recorded, checked first (:func:`check_n_modes_record`); returns ``model``.
+
+    Parents are set before their children (a model's or ``FNOBlocks``' setter hands its value to
+    every layer below it), so a record of every module gives each back exactly. A spectral layer's
+    last entry is recorded as stored (``n // 2 + 1`` of the ``n`` its setter is given, real data):
+    it is set through the setter with the ``n`` that gives it back, so the layer's own check runs."""
+    check_n_modes_record(model, record, what)
+    for name, module in unwrap(model).named_modules():
+        if name not in record:
+            continue
+        modes = [int(k) for k in record[name]]
+        if isinstance(module, SpectralConv) and not module.complex_data:
+            modes[-1] = 2 * modes[-1] - 1  # the setter keeps n // 2 + 1 of the last one
+        module.n_modes = modes
+    kept = current_n_modes(model)
+    wrong = {name: kept[name] for name in record if kept[name] != _mode_list(record[name])}
+    if wrong:  # a module whose setter keeps something else than its getter read
+        raise ValueError(f"Invalid {what}: setting it left {', '.join(f'{n!r} at {m}' for n, m in wrong.items())}, "
+                         f"not at the values recorded ({', '.join(f'{record[n]}' for n in wrong)}).")
+    return model
+
 
 def _signature_with_policy(upstream_signature, layer_kwarg, **default_overrides):
     """Upstream's constructor signature, the layer argument defaulting to our layer, and
     every policy key: upstream's own (``fno_block_precision``, ``stabilizer``) where they
-    are, the others keyword-only at the end, then the recompute arguments (keyword-only)."""
+    are, the others keyword-only at the end, then the recompute arguments and
+    ``layer_n_modes`` (keyword-only)."""
     params = []
     for name, param in upstream_signature.parameters.items():
         if name == layer_kwarg:
@@ -85,6 +170,7 @@ def _signature_with_policy(upstream_signature, layer_kwarg, **default_overrides)
                for key, default in PrecisionPolicy.defaults().items() if key not in present]
     params += [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=default)
                for key, default in RECOMPUTE_DEFAULTS.items()]
+    params.append(inspect.Parameter(N_MODES_KEY, inspect.Parameter.KEYWORD_ONLY, default=None))
     return upstream_signature.replace(parameters=params)
 
 
@@ -145,6 +231,11 @@ def recompute_keys_taken(cls):
     return _keys_taken(cls, tuple(RECOMPUTE_DEFAULTS))
 
 
+def n_modes_key_taken(cls):
+    """Whether ``cls``'s constructor takes ``layer_n_modes`` by name (:func:`_keys_taken`)."""
+    return N_MODES_KEY in _keys_taken(cls, (N_MODES_KEY,))
+
+
 def set_recompute_settings(model, recompute="none", recompute_chunk_points=None):
     """:func:`~neuralop_mp.models.recompute.set_recompute` from the constructor arguments of that
     name (a record's; ``recompute_chunk_points=None``: its default); returns ``model``."""
@@ -158,12 +249,15 @@ def _keeping_built_policy(init):
     of its code, which may switch the model; where constructors of this kind call one another,
     the outermost one's note, the last, stands. Layers left in different settings are noted as
     ``None``: a record rebuilds them so, and no uniform setting is what it rebuilds. The recompute
-    it left is noted too (``_record_current_recompute``)."""
+    it left is noted too (``_record_current_recompute``), and so are the Fourier modes where it
+    does not take ``layer_n_modes`` (``_record_current_n_modes``)."""
 
     @functools.wraps(init)  # its signature stays init's: upstream records, and rebuilds, by it
     def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
         self._built_recompute = self._current_recompute()
+        if not n_modes_key_taken(type(self)):  # a rebuild gives what it built
+            self._built_n_modes = current_n_modes(self)
         try:
             self._built_policy = get_precision_policy(self).as_dict()
         except ValueError:  # the layers' settings differ
@@ -246,6 +340,9 @@ class _PrecisionRecordingModel:
         chunk_points = normalize_recompute_chunk_points(
             arguments.pop("recompute_chunk_points", None), recompute,
             key=f"{type(self).__name__}.recompute_chunk_points", recompute_key=f"{type(self).__name__}.recompute")
+        layer_n_modes = arguments.pop(N_MODES_KEY, None)
+        if layer_n_modes is not None:  # before the model is built; its entries are checked against it once built
+            _check_is_record(layer_n_modes, f"{type(self).__name__}.{N_MODES_KEY}")
         # "auto" is decided later from data (neuralop_mp.diagnose.auto); until then: full
         auto = policy.fno_block_precision == "auto"
         if auto:
@@ -267,6 +364,11 @@ class _PrecisionRecordingModel:
         if recompute != "none":
             set_recompute_settings(self, recompute, chunk_points)
         self._record_current_recompute()  # upstream recorded the defaults: a record holds only other values
+        # what the other arguments build: a save records the modes only where they moved from it
+        self._built_n_modes = current_n_modes(self)
+        if layer_n_modes is not None:
+            set_n_modes(self, layer_n_modes, f"{type(self).__name__}.{N_MODES_KEY}")
+        self._record_current_n_modes()
 
     def _upstream_kwargs(self, arguments, policy, layer):
         return {**arguments, self._layer_kwarg: layer, "fno_block_precision": policy.fno_block_precision,
@@ -367,6 +469,35 @@ class _PrecisionRecordingModel:
         self._init_kwargs = {**{key: value for key, value in self._init_kwargs.items() if key not in taken},
                              **{key: value for key, value in changed.items() if key in taken}}
 
+    def _record_current_n_modes(self):
+        """Write the Fourier modes the model's modules keep now (:func:`current_n_modes`) into the
+        constructor record as ``layer_n_modes``, where any of them differs from what the other
+        arguments built (incremental training grows a layer's ``n_modes``, which no state dict entry
+        holds): the whole map then, so a rebuild sets every module back. A record of a model whose
+        modes never moved holds no such key (as before it was recorded). A subclass whose own
+        constructor does not take it by keyword rebuilds the modes that constructor builds: a warning
+        (once per model) says what is lost.
+        """
+        built = self.__dict__.get("_built_n_modes")
+        if built is None:  # a model pickled whole before the modes were noted: nothing to compare with
+            return
+        current = current_n_modes(self)
+        record = {key: value for key, value in self._init_kwargs.items() if key != N_MODES_KEY}
+        if current != built:
+            if n_modes_key_taken(type(self)):
+                record[N_MODES_KEY] = current
+            else:
+                moved = ", ".join(f"{name or 'the model'} {current[name]} (it loads with {built[name]})"
+                                  for name in current if current[name] != built[name])
+                _warn_once(self, "unrecorded n_modes",
+                           f"{type(self).__name__}'s constructor does not take {N_MODES_KEY}: its checkpoint "
+                           f"rebuilds the Fourier modes that constructor sets, so those set since are lost: {moved}. "
+                           f"Take {N_MODES_KEY} as a keyword argument (or **kwargs passed on) to record them, or "
+                           "set them again after loading (neuralop_mp.models.mixed_precision_models.set_n_modes).",
+                           UnrecordedPrecisionWarning)
+        # a new dict, not an update in place: earlier state dicts hold the old one as their _metadata
+        self._init_kwargs = record
+
     def _apply(self, fn, recurse=True):
         """``Module._apply``, after every spectral layer has checked ``fn`` (a conversion to a real
         dtype is refused, :meth:`MixedPrecisionSpectralConv._apply`): here, before any module of the
@@ -377,15 +508,19 @@ class _PrecisionRecordingModel:
         return super()._apply(fn, recurse)
 
     def state_dict(self, *args, **kwargs):
-        """Upstream's state dict; its ``_metadata`` holds the current precision and recompute settings."""
+        """Upstream's state dict; its ``_metadata`` holds the current precision and recompute settings
+        and the modules' Fourier modes where they moved (:meth:`_record_current_n_modes`)."""
         self._record_current_policy()
         self._record_current_recompute()
+        self._record_current_n_modes()
         return super().state_dict(*args, **kwargs)
 
     def save_checkpoint(self, save_folder, save_name):
-        """Upstream's ``save_checkpoint``, recording the current precision and recompute settings."""
+        """Upstream's ``save_checkpoint``, recording the current precision and recompute settings and
+        the modules' Fourier modes where they moved since the model was built."""
         self._record_current_policy()
         self._record_current_recompute()
+        self._record_current_n_modes()
         return super().save_checkpoint(save_folder, save_name)
 
 

@@ -10,6 +10,10 @@ upstream training script uses to build its model, trainer, optimizer and data:
 * ``neuralop.Trainer`` (also ``neuralop.training.Trainer`` and
   ``neuralop.training.trainer.Trainer``) becomes a subclass of
   :class:`~neuralop_mp.MixedPrecisionTrainer` bound to the requested schedule;
+  ``neuralop.training.IncrementalFNOTrainer`` (also
+  ``neuralop.training.incremental.IncrementalFNOTrainer``) becomes the same with
+  upstream's incremental algorithms
+  (:class:`~neuralop_mp.training.incremental.IncrementalMixedPrecisionTrainer`);
 * ``neuralop.training.AdamW`` (what upstream's scripts import), only where an
   option needs the plugin's optimizer (:func:`optimizer_replacement_reason`:
   ``optimizer``, or complex32 spectral weights, which upstream's AdamW cannot
@@ -68,6 +72,10 @@ TRAINER_SITES = (
     ("neuralop", "Trainer"),
     ("neuralop.training", "Trainer"),
     ("neuralop.training.trainer", "Trainer"),
+)
+INCREMENTAL_TRAINER_SITES = (
+    ("neuralop.training", "IncrementalFNOTrainer"),
+    ("neuralop.training.incremental", "IncrementalFNOTrainer"),
 )
 SETUP_SITES = (
     ("neuralop.training", "setup"),
@@ -334,6 +342,7 @@ def _activate(options, prefix=""):
     # Import everything we build with *before* patching, so that our own modules bind
     # upstream's original classes (MixedPrecisionTrainer subclasses the real Trainer).
     from . import intercept, offline as offline_data
+    from ..training.incremental import IncrementalMixedPrecisionTrainer
 
     parts = intercept.plugin_parts()
     report = ActivationReport(options)
@@ -352,6 +361,9 @@ def _activate(options, prefix=""):
         trainer_cls = intercept.make_trainer_class(options, report, parts)
         for module, name in TRAINER_SITES:
             patches.set_module_attr(module, name, trainer_cls)
+        incremental_cls = incremental_trainer_class(IncrementalMixedPrecisionTrainer, trainer_cls)
+        for module, name in INCREMENTAL_TRAINER_SITES:
+            patches.set_module_attr(module, name, incremental_cls)
 
         if reason is not None:  # otherwise the script's own AdamW is upstream's, untouched
             kind = options["optimizer"] or "adamw"
@@ -373,6 +385,19 @@ def _activate(options, prefix=""):
         raise
     _state["patches"], _state["report"] = patches, report
     return report
+
+
+def incremental_trainer_class(incremental_base, trainer_cls):
+    """What ``neuralop.training.IncrementalFNOTrainer`` is while the plugin is enabled: the plugin's
+    ``incremental_base`` (:class:`~neuralop_mp.training.incremental.IncrementalMixedPrecisionTrainer`,
+    upstream's incremental arguments and algorithms) before the activation's ``Trainer`` stand-in
+    ``trainer_cls``, whose constructor it reaches in the MRO: a script's incremental trainer gets the
+    precision settings, checks and report entry a script's ``Trainer`` gets."""
+    return type("IncrementalFNOTrainer", (incremental_base, trainer_cls), {
+        "__doc__": ("neuraloperator's IncrementalFNOTrainer, replaced by neuralop_mp while the plugin is enabled: "
+                    f"{incremental_base.__name__} with the precision settings of the activation "
+                    f"({(trainer_cls.__doc__ or '').split(': ', 1)[-1]})"),
+        "__module__": trainer_cls.__module__, "__qualname__": "IncrementalFNOTrainer"})
 
 
 def disable():

@@ -1,7 +1,8 @@
 """Checkpoint and resume of :class:`~neuralop_mp.training.trainer.MixedPrecisionTrainer`.
 
 What the trainer adds to upstream's ``checkpoint`` / ``resume_state_from_dir``: the
-schedule position, loss scaler, history and RNG state (``precision_state.pt``), a
+schedule position, loss scaler, history, RNG state and the model's Fourier modes
+(``precision_state.pt``), a
 verified, atomically written folder (:mod:`~neuralop_mp.training.checkpointing`),
 resume at the epoch after the saved one, and a loss scaler that follows the
 resuming run's precision.
@@ -15,6 +16,7 @@ import neuralop.mpu.comm as comm
 
 from . import checkpointing, distributed
 from ..caller_frames import stacklevel_outside
+from ..models.mixed_precision_models import current_n_modes, set_n_modes
 from ..optim.settings import BOOKKEEPING_KEYS, LAYOUT_KEYS
 from ..optim.tensorgrad import TensorGRaD
 
@@ -200,8 +202,11 @@ class TrainingStateCheckpoints:
     check_resume_states = None
 
     def precision_state_dict(self, rng_states=None, cuda_rng_states=None):
-        """Schedule position, scaler, history and RNG state (weights-only loadable).
+        """Schedule position, scaler, history, RNG state and the model's Fourier modes
+        (weights-only loadable).
 
+        ``n_modes``: every module's ``n_modes`` (:func:`~neuralop_mp.models.mixed_precision_models.current_n_modes`,
+        by module name): no state dict entry holds them, and incremental training changes them.
         ``rng_states``: every rank's CPU RNG state, indexed by rank (data-parallel runs);
         ``cuda_rng_states``: every rank's state of its own CUDA device, the same way."""
         epoch = getattr(self, "epoch", None)
@@ -209,7 +214,7 @@ class TrainingStateCheckpoints:
                      schedule=None if self.precision_schedule is None else str(self.precision_schedule),
                      phase_index=self.phase_index, half_dtype=self.half_dtype,
                      scaler=self.scaler.state_dict(), history=[dict(h) for h in self.history],
-                     rng_state=torch.get_rng_state())
+                     rng_state=torch.get_rng_state(), n_modes=current_n_modes(self.model))
         if rng_states is not None and len(rng_states) > 1:
             state["rng_states_by_rank"] = list(rng_states)
         if torch.cuda.is_available():
@@ -240,6 +245,10 @@ class TrainingStateCheckpoints:
         distributed.barrier()
         if self.verbose:
             print(f"[Rank 0]: saved training state to {save_dir}")
+
+    def _restore_run_state(self, state):
+        """Hook of a subclass that saves state of its own in :meth:`precision_state_dict`: set it
+        from the ``precision_state.pt`` contents ``state`` a resume read (after everything else)."""
 
     def _beats_earlier_epochs(self):
         """With ``save_best``: whether this epoch's metric is lower than every earlier
@@ -333,8 +342,10 @@ class TrainingStateCheckpoints:
     def resume_state_from_dir(self, save_dir):
         """Load a checkpoint and set ``start_epoch`` to the epoch after the saved one.
 
-        Restores model, optimizer, scheduler, regularizer, loss scaler, history and
-        the RNG state (so data shuffling continues as in an uninterrupted run). An
+        Restores model, optimizer, scheduler, regularizer, loss scaler, history, the
+        RNG state (so data shuffling continues as in an uninterrupted run) and the
+        Fourier modes of the model's modules (a checkpoint from before they were saved
+        leaves the model's own). An
         upstream checkpoint without ``precision_state.pt`` resumes after its
         manifest's epoch with a fresh scaler.
 
@@ -365,6 +376,9 @@ class TrainingStateCheckpoints:
             if distributed.rank() == 0:  # every rank resumes alike: rank 0 alone says it
                 _warn_other_world_size(state, save_dir)
             restore_rng_states(state)
+            if state.get("n_modes") is not None:  # checked with the files; older checkpoints: the model's own
+                set_n_modes(self.model, state["n_modes"], f"{checkpointing.PRECISION_STATE_FILE}'s n_modes")
+            self._restore_run_state(state)
             next_epoch = state["next_epoch"]
         elif manifest.get("epoch") is not None:
             next_epoch = manifest["epoch"] + 1
