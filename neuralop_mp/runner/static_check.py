@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 # upstream model classes a script could construct directly, bypassing get_model
 DIRECT_MODEL_CLASSES = ("FNO", "TFNO", "UNO", "SFNO", "UQNO", "LocalNO", "CODANO", "FNOGNO", "GINO")
-# upstream trainers that are not neuralop.Trainer (they keep subclassing the original)
-OTHER_TRAINERS = ("IncrementalFNOTrainer",)
+# upstream trainers the plugin replaces while enabled (runner/activation.py)
+TRAINERS = ("Trainer", "IncrementalFNOTrainer")
 # the optimizer the plugin stands in for (neuralop.training.AdamW; torch.optim is never touched)
 INTERCEPTED_OPTIMIZERS = ("AdamW",)
 OPTIMIZER_NAMES = ("AdamW", "Adam", "SGD", "Adagrad", "RMSprop")
@@ -43,15 +43,11 @@ class ScriptScan:
 
     @property
     def uses_trainer(self):
-        return "Trainer" in self.calls
+        return any(name in self.calls for name in TRAINERS)
 
     @property
     def direct_models(self):
         return sorted(c for c in self.calls if c in DIRECT_MODEL_CLASSES)
-
-    @property
-    def other_trainers(self):
-        return sorted(c for c in self.calls if c in OTHER_TRAINERS)
 
     @property
     def optimizers(self):
@@ -135,9 +131,8 @@ def start_warnings(scan, options):
         )
         warnings.append(f"the script {what}: {effect}.")
     if not scan.uses_trainer:
-        extra = f" (it uses {', '.join(scan.other_trainers)}, which the plugin does not replace)" if scan.other_trainers else ""
         warnings.append(
-            "the script never creates neuralop.Trainer" + extra + ": no precision schedule, "
+            "the script never creates neuralop.Trainer (or IncrementalFNOTrainer): no precision schedule, "
             "loss scaling or per-epoch summary from the plugin."
         )
     if options.get("optimizer") is not None:
