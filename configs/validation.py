@@ -23,6 +23,8 @@ from neuralop_mp.run_setup import parse_device
 from neuralop_mp.vocabulary import (check_choice, check_each_once, none_if_null, normalize_flag, normalize_recompute,
                                    normalize_recompute_chunk_points)
 
+from .grid_checks import check_grid_settings
+
 TRAINING_LOSSES = ("h1", "l2")
 SCHEDULERS = ("StepLR", "CosineAnnealingLR", "ReduceLROnPlateau", "none")
 # upstream compares positional_embedding with "grid" and names these two in its error,
@@ -247,6 +249,7 @@ def validated_precision_policy(config):
     validate_data(config.data)
     _check_positive("patching.levels", config.patching.levels, allow_zero=True)
     validate_value_ranges(config)
+    check_grid_settings(config)
     _check_update_in_backward_weights(config.opt, policy)
     return policy
 

@@ -131,12 +131,32 @@ def _check_inputs(model, x_fine, n_bands):
     order = layers[0].order
     if x_fine.ndim != order + 2:
         raise ValueError(f"x_fine has shape {tuple(x_fine.shape)}; allowed: (batch, channels) + {order} spatial axes.")
+    _check_channels(model, x_fine.shape[1])
     small = [s for s in x_fine.shape[2:] if s < 4 or s % 2]
     if small:
         raise ValueError(f"x_fine's spatial sizes {tuple(x_fine.shape[2:])} must be even and >= 4 "
                          "(the fine grid 2N is restricted to N by taking every other point).")
     band_edges(x_fine.shape[2:], n_bands)  # validates n_bands
     return layers, order
+
+
+def _check_channels(model, channels):
+    """The model must take the inputs' ``channels``. A model trained with multi-grid patching takes
+    ``channels * (patching.levels + 1)`` (each patch with its coarser levels stacked as channels): the
+    measurement runs the model on whole grids, so such a model is refused by name, in one line, not
+    with the model's traceback at its first layer."""
+    expected = getattr(model, "in_channels", None)
+    if not isinstance(expected, int) or expected == channels:
+        return
+    name = type(model).__name__
+    if expected > channels and expected % channels == 0:
+        raise ValueError(
+            f"{name} takes {expected} input channels and the data give {channels}: a model trained with multi-grid "
+            f"patching (patching.levels={expected // channels - 1}, which stacks each patch's coarser levels as "
+            "channels) cannot be diagnosed: diagnose runs the model on whole grids, not on patches. Allowed: a "
+            "model trained with patching.levels 0.")
+    raise ValueError(f"{name} takes {expected} input channels and the data give {channels}; allowed: a model "
+                     f"whose in_channels are the data's ({channels}).")
 
 
 @torch.no_grad()

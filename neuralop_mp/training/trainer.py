@@ -169,6 +169,19 @@ def _warns_and_forwards_nothing(code):
 _ABSENT = object()
 
 
+def _loss_terms(sample):
+    """The number of samples a loss sums over: the batch size of the targets ``sample["y"]`` as the
+    loss sees them, after the data processor's ``postprocess`` (1 for a target that is no tensor).
+
+    Upstream's trainer counts the targets after ``preprocess``; multi-grid patching without stitching
+    splits them there into ``batch * 4**levels`` patches and, in evaluation, stitches them back into
+    ``batch`` samples before the loss: the test errors were divided by ``4**levels`` times too many
+    samples. Counted after ``postprocess``, an error is the mean over what the loss summed: the
+    samples, or in training without stitching the patches."""
+    y = sample["y"]
+    return y.shape[0] if torch.is_tensor(y) else 1
+
+
 def _epoch_record(*, epoch, phase, precision, autocast, stabilizer, half_dtype, train_loss, train_err, lr,
                   skipped_steps, loss_scale, epoch_time, world_size, auto_precision=_ABSENT, auto_check=_ABSENT,
                   cuda_peak_bytes=_ABSENT, saved_bytes=_ABSENT, step_peak_bytes=_ABSENT):
@@ -539,12 +552,12 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if self.regularizer:
             self.regularizer.reset()
         sample = self._prepare(sample)
-        self.n_samples += sample["y"].shape[0] if torch.is_tensor(sample["y"]) else 1
         out = self._forward(sample)
         if self.epoch == 0 and idx == 0 and self.verbose and torch.is_tensor(out):
             print(f"Raw outputs of shape {out.shape}")
         if self.data_processor is not None:
             out, sample = self.data_processor.postprocess(out, sample)
+        self.n_samples += _loss_terms(sample)
         loss = training_loss(out, **_accepted(training_loss, sample))
         if self.regularizer:
             loss = loss + self.regularizer.loss
@@ -974,10 +987,10 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         """Upstream's evaluation step, run in the current phase's precision
         (the precision the model was last trained in); losses in float32."""
         sample = self._prepare(sample)
-        self.n_samples += sample["y"].size(0)
         out = self._forward(sample)
         if self.data_processor is not None:
             out, sample = self.data_processor.postprocess(out, sample)
+        self.n_samples += _loss_terms(sample)
         losses = {name: loss(out, **_accepted(loss, sample)) for name, loss in eval_losses.items()}
         return losses, (out if return_output else None)
 
@@ -996,12 +1009,12 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                 sample = self._prepare(sample)
             if sample is None:
                 break
-            if not counted:  # the batch's samples, once per rollout
-                self.n_samples += sample["y"].shape[0]
-                counted = True
             out = self._forward(sample)
             if self.data_processor is not None:
                 out, sample = self.data_processor.postprocess(out, sample, step=steps)
+            if not counted:  # the batch's samples, once per rollout
+                self.n_samples += _loss_terms(sample)
+                counted = True
             for name, loss in eval_losses.items():
                 losses[name] += loss(out, **_accepted(loss, sample))
             steps += 1
