@@ -53,13 +53,25 @@ def upstream_choices():
     from neuralop_mp.layers.input_checks import factorization_choices
 
     skips = _literal_choices(FNO, "fno_skip")
+    dropped = _unbuildable_norms()
     return {
-        "norm": _literal_choices(FNO, "norm"),
+        "norm": tuple(norm for norm in _literal_choices(FNO, "norm") if norm not in dropped),
         "fno_skip": skips,
         "channel_mlp_skip": _literal_choices(FNO, "channel_mlp_skip"),
         "horizontal_skip": skips,  # UNO's argument is not annotated; it builds the same skips
         "factorization": factorization_choices(),  # the spectral layer's own list
     }
+
+
+def _unbuildable_norms():
+    """``{norm: why}``: the values of ``FNO``'s ``norm`` annotation that it cannot build. Its
+    blocks make ``ada_in`` from ``ada_in_features``, which FNO (and so TFNO and UNO) does not
+    pass on: the build failed after the data load. Read from the installed FNO's signature."""
+    from neuralop.models import FNO
+
+    if "ada_in_features" in inspect.signature(FNO.__init__).parameters:
+        return {}
+    return {"ada_in": "FNO takes no ada_in_features, the embedding size AdaIN needs, so it cannot build it"}
 
 
 def _check_optional_choice(key, value, allowed, *, ignore_case=False):
@@ -94,18 +106,20 @@ def _field(section, name):
 
 
 def validate_model(model, prefix="model"):
-    """Check the enumerated fields of a model section (those it has)."""
-    from neuralop.models.base_model import BaseModel
-
-    import neuralop_mp  # noqa: F401  (registers "uno")
-
-    check_choice(f"{prefix}.model_arch", str(model.model_arch).lower(), tuple(sorted(BaseModel._models)))
+    """Check the enumerated fields of a model section (those it has), and that its ``model_arch``
+    builds from it (:func:`_check_architecture`)."""
+    _check_architecture(model, str(model.model_arch).lower(), prefix)
     policy = PrecisionPolicy.from_config(model, prefix=prefix)
     enumerated = {name: (allowed, name == "factorization") for name, allowed in upstream_choices().items()}
     enumerated["positional_embedding"] = (POSITIONAL_EMBEDDINGS, False)
     enumerated["implementation"] = (IMPLEMENTATIONS, False)
+    unbuildable_norms = _unbuildable_norms()
     for name, (allowed, ignore_case) in enumerated.items():
         value = _field(model, name)
+        reason = unbuildable_norms.get(value) if name == "norm" and isinstance(value, str) else None
+        if reason is not None:  # a value upstream lists: said why it is not allowed
+            raise ValueError(f"Invalid {prefix}.norm={value!r} ({reason}); allowed values: "
+                             f"{', '.join(map(repr, allowed))}.")
         if value is not _MISSING:
             _check_optional_choice(f"{prefix}.{name}", value, allowed, ignore_case=ignore_case)
     recompute = _field(model, "recompute")
@@ -116,6 +130,87 @@ def validate_model(model, prefix="model"):
         normalize_recompute_chunk_points(chunk_points, "none" if recompute is _MISSING else normalize_recompute(recompute),
                                          key=f"{prefix}.recompute_chunk_points", recompute_key=f"{prefix}.recompute")
     return policy
+
+
+# what a training sample hands the model's forward (the trainer passes the keys it takes)
+SAMPLE_KEYS = ("x", "y")
+
+
+def _unbuildable_reason(cls):
+    """Why no config can train ``cls`` (a registered model class), or None: its forward needs
+    inputs other than a sample's (GINO's and FNOGNO's point clouds), or its constructor a model
+    (UQNO's ``base_model``), which no config value is."""
+    from torch import nn
+
+    forward = inspect.signature(cls.forward).parameters
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    needs = [name for name, p in list(forward.items())[1:]
+             if p.default is p.empty and p.kind in named and name not in SAMPLE_KEYS]
+    if needs:
+        return f"{cls.__name__}'s forward needs {', '.join(needs)}; a training sample gives {' and '.join(SAMPLE_KEYS)}"
+    from neuralop_mp.models.constructor_args import constructor_params
+
+    params, _ = constructor_params(cls)
+    models = [name for name, p in params.items() if p.default is p.empty and isinstance(p.annotation, type)
+              and issubclass(p.annotation, nn.Module)]
+    if models:
+        return f"{cls.__name__} needs {', '.join(models)}, a model, which no config value is"
+    return None
+
+
+def trainable_architectures():
+    """The names of the model registry that a config section can build and train: upstream's
+    registry less those :func:`_unbuildable_reason` refuses (read from the installed version)."""
+    from neuralop.models.base_model import BaseModel
+
+    import neuralop_mp  # noqa: F401  (registers "uno")
+
+    return tuple(sorted(name for name, cls in BaseModel._models.items() if _unbuildable_reason(cls) is None))
+
+
+def _check_architecture(model, arch, prefix="model"):
+    """Refuse, before any data loads, a ``model_arch`` that is not registered or that no config
+    can train (:func:`_unbuildable_reason`), and a section whose fields cannot build it
+    (:func:`_section_problem`: ``uno`` with FNOConfig's ``n_modes``), naming a section class that
+    can. Each failed when the model was built, after the data."""
+    from neuralop.models.base_model import BaseModel
+
+    from neuralop_mp.configs.zencfg_compat import category, config_fields, select_subclass, subclass_choices
+
+    allowed = trainable_architectures()  # first: it registers "uno"
+    cls = BaseModel._models.get(arch)
+    reason = None if cls is None else _unbuildable_reason(cls)
+    if reason is not None:  # a registered name: said why it is not allowed
+        raise ValueError(f"Invalid {prefix}.model_arch={arch!r} ({reason}); allowed values: "
+                         f"{', '.join(map(repr, allowed))}.")
+    check_choice(f"{prefix}.model_arch", arch, allowed)
+    problem = _section_problem(model, cls, prefix)
+    if problem is None:
+        return
+    # a section class whose own fields build this architecture, where the config's category has one
+    section, base = type(model), category(type(model))
+    fits = [name for name in subclass_choices(base) if name not in (base.__name__, section.__name__)
+            and str(config_fields(select_subclass(base, name)).get("model_arch", (None, None))[1]).lower() == arch
+            and _section_problem(select_subclass(base, name), cls, prefix) is None]
+    hint = f" Select its section with --{prefix} {fits[0]}." if fits else ""
+    raise ValueError(f"Invalid {prefix}.model_arch={arch!r} with the section {section.__name__}: {problem}{hint}")
+
+
+def _section_problem(section, cls, prefix="model"):
+    """What keeps the model section ``section`` (class or instance) from building ``cls``, or None:
+    keys its constructor does not take (the rule of :func:`~neuralop_mp.get_model`), or a required
+    argument the section lacks."""
+    from neuralop_mp.configs.zencfg_compat import config_fields
+    from neuralop_mp.models.constructor_args import constructor_params
+    from neuralop_mp.models.registry import CONFIG_ONLY_KEYS, unaccepted_keys_error
+
+    keys = [name for name in config_fields(section) if name not in CONFIG_ONLY_KEYS] + ["in_channels"]
+    error = unaccepted_keys_error(cls, keys)
+    if error is not None:
+        return str(error)
+    params, _ = constructor_params(cls)
+    missing = [name for name, p in params.items() if p.default is p.empty and name not in keys]
+    return f"config.{prefix} lacks {', '.join(missing)}, which {cls.__name__} needs." if missing else None
 
 
 def _owned_choices():

@@ -76,6 +76,16 @@ def _rank_error_exit(rank0, fail):
     return code
 
 
+def _warn_threads(threads, command, rank0=True):
+    """Say once, on rank 0, where ``threads`` is more than the CPUs the process may run on
+    (:func:`~neuralop_mp.run_setup.threads_above_cpus`): it runs as given, slower."""
+    from .run_setup import threads_above_cpus
+
+    warning = threads_above_cpus(threads)
+    if warning and rank0:
+        print(f"{PROG} {command}: warning: {warning}", file=sys.stderr)
+
+
 def _error(message, command=None):
     """Print ``message`` as the command's error; the exit code 2."""
     where = f"{PROG} {command}" if command else PROG
@@ -342,6 +352,7 @@ def train_command(argv):
                 return load_config(source, parsed), parsed
             # before any data or model: the checkpoint holds the saved architecture, trained on the saved data
             saved = load_config(source, recorded["overrides"])
+            _check_resume_folder(resume, saved, given)  # first: a resume replaces the run's own results
             _check_resume_sections(resume, source, saved, given)  # the run's keys may not exist in another class
             _check_resume_optimizer_kind(resume, saved, given)  # before the run's settings meet another kind
             config = load_config(source, parsed)
@@ -355,6 +366,7 @@ def train_command(argv):
         config, parsed = load_checked(build, overrides if resume is None else given, spec, TRAIN_FLAGS,
                                       base=() if resume is None else recorded["overrides"])
         threads, threads_reason = train_threads(flags.get("--threads"), recorded_threads, resume is not None)
+        _warn_threads(threads, "train", rank0)
         cpu_allocator = check_choice("--cpu-allocator", flags.get("--cpu-allocator", DEFAULT_CPU_ALLOCATOR),
                                      CPU_ALLOCATOR_MODES)
         # with --resume: the run's overrides and the ones given now, which command.json then records
@@ -435,6 +447,38 @@ def _non_architecture_keys():
 
     return {*PrecisionPolicy.keys(), "recompute", "recompute_chunk_points", "channel_mlp_dropout", "domain_padding",
             "preactivation", "implementation"}
+
+
+def _check_resume_folder(resume, saved, given):
+    """Refuse a resume whose ``given`` overrides name another run folder than ``resume``: an
+    ``--output_dir`` elsewhere, or a ``--name`` other than the run's (recorded config ``saved``),
+    which names the folder of a run started without ``--output_dir``. A resume continues the run in
+    its own folder, replacing its final model and results: the folder given would be ignored.
+
+    Raises
+    ------
+    ValueError
+        One line naming the option, the run's folder and how to continue a copy instead.
+    """
+    from .configs import parse_overrides
+    from .vocabulary import none_if_null
+
+    keys = parse_overrides(given, lenient=True)
+    here = os.path.realpath(os.path.expanduser(resume))
+    value = none_if_null(keys.get("output_dir"))
+    # the folder given, where cp -r makes it the copy (into one that exists, cp -r puts the run in a subfolder)
+    new = shlex.quote(str(value)) if value is not None and not os.path.exists(os.path.expanduser(str(value))) \
+        else "NEW_DIR"
+    copy = f"to continue a copy, cp -r {shlex.quote(str(resume))} {new}, then {PROG} train --resume {new}"
+    if "output_dir" in keys:
+        if value is None or os.path.realpath(os.path.expanduser(str(value))) != here:
+            raise ValueError(f"--output_dir {keys['output_dir']!r} cannot be given with --resume {resume}: a resume "
+                             f"trains on in the run's own folder, replacing its final model and results; leave out "
+                             f"--output_dir, or, {copy}.")
+    if "name" in keys and str(keys["name"]) != str(saved.name):
+        raise ValueError(f"--name {keys['name']!r} cannot be given with --resume {resume} (the run's name: "
+                         f"{saved.name!r}): a resume trains on in the run's own folder under its own name; leave out "
+                         f"--name, or, {copy}.")
 
 
 def _check_resume_optimizer_kind(resume, saved, given):
@@ -726,6 +770,10 @@ def eval_command(argv):
     if not args or any(a in ("-h", "--help") for a in args):
         print(eval_help())
         return 0 if args else 2
+    if args[0].startswith("--"):  # not a path: the options would be read from the second token on
+        option = args[0].partition("=")[0]
+        return _error(f"the checkpoint or run folder to evaluate is missing (got the option {option} first); "
+                      f"usage: {PROG} eval CHECKPOINT_OR_RUN_DIR [options].", "eval")
     path = args.pop(0)
     spec = None  # the config loaded, once known: a config error raised in the user's file names its line
     try:
@@ -748,6 +796,7 @@ def eval_command(argv):
         # a resume's rule: --threads given now, else the run's count (read only then), else auto
         given = flags.get("--threads")
         threads, _ = train_threads(given, _run_threads(folder, source) if given is None else None, resume=True)
+        _warn_threads(threads, "eval")
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
         return _config_error(error, "eval", spec)
 

@@ -222,6 +222,19 @@ def resolve_threads(value):
     return default_threads() if threads is None else threads
 
 
+def threads_above_cpus(threads):
+    """A one-line warning where ``threads`` (a count, per rank: ``torchrun``'s ranks on this node
+    each take as many) is more than the CPUs this process may run on (:func:`available_cpus`),
+    else None. torch's threads spin while they wait for each other, so more threads than CPUs
+    run each step slower; "auto" (:func:`default_threads`) never asks for more."""
+    cpus, ranks = available_cpus(), _local_ranks()
+    if threads * ranks <= cpus:
+        return None
+    per_rank = f" on each of this node's {ranks} ranks ({threads * ranks} in all)" if ranks > 1 else ""
+    return (f"--threads {threads}{per_rank} is more than the {cpus} CPU(s) this process may run on: torch's "
+            f"threads wait for each other and each step runs slower; --threads auto uses the idle ones.")
+
+
 _AUTO_REASON = "auto: the CPUs other processes leave idle"
 
 

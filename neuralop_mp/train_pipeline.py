@@ -271,11 +271,13 @@ def output_dir_for(config, output_dir=None, *, claim=True, now=None):
     Raises
     ------
     RunSetupError
-        When the folder of the default one cannot be written (:func:`check_writable`).
+        When the folder of the default one cannot be written (:func:`check_writable`), or
+        ``config.name``, which names it, is not one folder name (:func:`check_run_name`).
     """
     explicit = output_dir or config.output_dir
     if explicit:
         return Path(os.path.expanduser(str(explicit))).absolute()
+    check_run_name(config.name)
     base = default_output_dir(config, now).absolute()
     if not claim:
         return base
@@ -288,6 +290,22 @@ def output_dir_for(config, output_dir=None, *, claim=True, now=None):
             return folder
         except FileExistsError:
             suffix += 1
+
+
+def check_run_name(name):
+    """Refuse a ``name`` that cannot name the default run folder ``runs/<name>-<timestamp>``: empty
+    (``runs/-<timestamp>``) or holding a path separator (``../../x`` wrote outside ``runs/``).
+
+    Raises
+    ------
+    RunSetupError
+        Naming the value and what is allowed.
+    """
+    text = str(name)
+    if not text.strip() or any(sep and sep in text for sep in (os.sep, os.altsep, "/")):
+        raise RunSetupError(f"Invalid name {text!r}; allowed values: one folder name, not empty and without "
+                            f"'/', as it names the default run folder runs/<name>-<timestamp> (--output_dir DIR "
+                            "chooses any folder).")
 
 
 def check_new_run_folder(out):

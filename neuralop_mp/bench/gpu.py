@@ -61,6 +61,7 @@ import argparse
 import contextlib
 import gc
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -565,6 +566,18 @@ def profile_table(rows, dry_run=False, quick=False, top=25, start=None, budget_s
     return "\n".join(parts)
 
 
+def _budget_seconds(text):
+    """An argparse type of ``--budget-s``: a finite number of seconds > 0; NaN, inf, 0 or a negative
+    number is refused, naming the value (with one, every variant was skipped, or none ever was)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: a finite number of seconds > 0")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="neuralop-mp bench gpu", description=__doc__.split("\n")[0])
     parser.add_argument("--dry-run", action="store_true",
@@ -572,7 +585,7 @@ def main(argv=None):
                              "for), CUDA calls skipped (checks the script)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, no test run (on a machine without CUDA: the dry run)")
-    parser.add_argument("--budget-s", type=float, default=None,
+    parser.add_argument("--budget-s", type=_budget_seconds, default=None,
                         help=f"stop starting variants after this many seconds (default: {LIMIT_S} s less "
                              f"{END_MARGIN_S} s, less the time since ${START_ENV}, gpu.sh's start, where set)")
     parser.add_argument("--arch", action="append", choices=sorted({s[0] for s in SIZES}),

@@ -347,6 +347,18 @@ def _size(text):
                                          "integers such as 64x2") from None
 
 
+def _seconds(text):
+    """An argparse type of ``--slow-step-s``: seconds >= 0, or inf (its default: never); NaN or a
+    negative number is refused, naming the value (either ran every size and exited 0)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value >= 0:  # NaN fails every comparison
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: seconds >= 0, or inf (never)")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="neuralop-mp bench spectral", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -358,7 +370,7 @@ def main(argv=None):
                         help="torch intra-op threads; auto: the CPUs other processes leave idle (default: torch's)")
     parser.add_argument("--sizes", type=_size, nargs="+", default=None, metavar="RESxBATCH",
                         help="e.g. 64x2 256x2 (default: " + " ".join(f"{r}x{b}" for r, b in SIZES) + ")")
-    parser.add_argument("--slow-step-s", type=float, default=float("inf"),
+    parser.add_argument("--slow-step-s", type=_seconds, default=float("inf"),
                         help="autocast rows whose warm-up step took longer are not repeated (default: never)")
     parser.add_argument("--cpu-allocator", choices=CPU_ALLOCATOR_MODES, default=DEFAULT_CPU_ALLOCATOR,
                         help="keep: freed memory stays in the process for the next step, for every variant "

@@ -24,6 +24,20 @@ __all__ = ["UNO", "PLUGIN_MODEL_KEYS", "available_models", "get_model"]
 
 # config.model keys that belong to the plugin (one list: the policy's fields)
 PLUGIN_MODEL_KEYS = PrecisionPolicy.keys()
+# config.model keys that get_model reads itself, none a constructor argument (data_channels gives in_channels)
+CONFIG_ONLY_KEYS = ("model_arch", "arch", "recompute", "recompute_chunk_points", "data_channels", *PLUGIN_MODEL_KEYS)
+
+
+def unaccepted_keys_error(cls, keys):
+    """The ValueError for the constructor arguments ``keys`` (of ``config.model``, less
+    :data:`CONFIG_ONLY_KEYS`) that ``cls`` does not take, or None where it takes them all (or
+    takes any keyword: then they cannot be told apart)."""
+    params, takes_any = constructor_params(cls)
+    unknown = sorted(k for k in keys if k not in params)
+    if not unknown or takes_any:
+        return None
+    return ValueError(f"config.model has keys {unknown} that {cls.__name__} does not accept; "
+                      f"its arguments are: {', '.join(params)}.")
 
 
 def available_models():
@@ -140,7 +154,7 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
     # the plugin's classes and a user's registered subclass of one: always our layer
     ours = issubclass(cls, tuple(PLUGIN_MODEL_CLASSES.values()))
     schedule = none_if_null(read_key(read_key(config, "opt"), "precision_schedule"))
-    params, takes_any = constructor_params(cls)
+    params, _ = constructor_params(cls)
     if mixed_precision_layer is None:
         # a stabilizer on a model whose constructor has none (UNO) is applied by our layer
         needs_layer_stabilizer = policy.stabilizer is not None and "stabilizer" not in params
@@ -148,12 +162,9 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
                                  or not policy.replace(stabilizer=None).is_default)
 
 
-    unknown = sorted(k for k in model_cfg if k not in params)
-    if unknown and not takes_any:
-        raise ValueError(
-            f"config.model has keys {unknown} that {cls.__name__} does not accept; "
-            f"its arguments are: {', '.join(params)}."
-        )
+    error = unaccepted_keys_error(cls, model_cfg)
+    if error is not None:
+        raise error
 
     if not mixed_precision_layer:
         # exactly upstream: upstream's own flags pass through where the constructor takes them

@@ -186,10 +186,14 @@ def _parse_phase(text, position):
     else:
         mode = head
     check_choice(f"precision phase {position} mode", mode.lower(), PRECISION_MODES)
+    given = {}  # field -> the option that set it: a second option setting it otherwise contradicts it
     for option in options:
         key = check_choice(f"precision phase {position} option", option.lower(), tuple(_OPTIONS))
         name, value = _OPTIONS[key]
-        kwargs[name] = value
+        if name in kwargs and kwargs[name] != value:
+            raise ValueError(f"Invalid precision phase {position} ({text.strip()!r}): the options {given[name]!r} and "
+                             f"{key!r} contradict each other (both set its {name}); give one of them.")
+        kwargs[name], given[name] = value, key
     return PrecisionPhase(mode.lower(), **kwargs)
 
 
@@ -225,8 +229,9 @@ class PrecisionSchedule:
 
     Parameters
     ----------
-    phases : sequence of PrecisionPhase
-        At least one. Either every phase has a ``share`` (shares sum to 1 within
+    phases : sequence of PrecisionPhase (or of their string / dict forms), or str
+        A string is read as :meth:`parse` reads it (a preset name too). At least one
+        phase. Either every phase has a ``share`` (shares sum to 1 within
         1e-6; the last may be None and takes what is left) or every phase but
         possibly the last has an ``end_epoch`` (strictly increasing). A single
         phase with neither is a constant schedule.
@@ -241,6 +246,8 @@ class PrecisionSchedule:
     PRESETS = {"paper": "half:0.25,mixed:0.5,full:0.25"}
 
     def __init__(self, phases):
+        if isinstance(phases, str):  # not a sequence of one-letter phases ("paper" read 'p', 'a', ...)
+            phases = self.parse(phases).phases
         phases = [_as_phase(p, i + 1) for i, p in enumerate(phases)]
         if not phases:
             raise ValueError("A precision schedule needs at least one phase, e.g. 'mixed' or 'half:0.25,full:0.75'.")
