@@ -308,12 +308,10 @@ def _plain_key(equation, shapes, itemsize, flop_budget, peak_slack):
     if (type(equation) is not str or type(itemsize) is not int or type(peak_slack) not in _PLAIN_REALS
             or flop_budget is not None and type(flop_budget) not in _PLAIN_REALS):
         return None
-    try:
-        if iter(shapes) is shapes:  # an iterator: read once, by the checks
-            return None
-        shapes = tuple(map(tuple, shapes))
-    except TypeError:  # no sequence of sequences: the checks name it
+    # sequences only, outside and in (torch.Size is a tuple): an iterator is read once, by the checks
+    if not isinstance(shapes, (list, tuple)) or not all(isinstance(shape, (list, tuple)) for shape in shapes):
         return None
+    shapes = tuple(map(tuple, shapes))
     if not all(type(d) is int for shape in shapes for d in shape):
         return None
     return equation, shapes, itemsize, flop_budget, peak_slack

@@ -38,11 +38,12 @@ from neuralop.models.fno import FNO, TFNO
 
 from ..caller_frames import stacklevel_outside
 from ..layers.autocast_scope import install_recorded_precision_check, set_autocast_scope
+from ..layers.input_checks import check_n_modes
 from ..layers.precision_switch import apply_precision_policy, get_precision_policy, mixed_precision_layers
 from ..layers.soft_gating import adopt_half_safe_soft_gating
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
-from ..vocabulary import is_integer, normalize_recompute_chunk_points
+from ..vocabulary import normalize_recompute_chunk_points
 from ..wrapped_module import unwrap
 from .constructor_args import constructor_params, positional_parameters, rebuilding_arguments
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS
@@ -121,10 +122,13 @@ def check_n_modes_record(model, record, what=N_MODES_KEY):
             raise ValueError(f"Invalid {what}: {name!r} is no module of {type(unwrap(model)).__name__} with "
                              f"n_modes; allowed names: {', '.join(map(repr, names)) or 'none'}.")
         count = len(_mode_list(module.n_modes))
-        if (not isinstance(modes, (list, tuple)) or len(modes) != count
-                or not all(is_integer(k) and k >= 1 for k in modes)):
-            raise ValueError(f"Invalid {what}[{name!r}]={modes!r}; allowed values: {count} integer(s) >= 1, one per "
-                             "spatial dimension of the module.")
+        try:  # the layer's own rule (a list or tuple here: a record holds no bare int)
+            if not isinstance(modes, (list, tuple)):
+                raise ValueError
+            check_n_modes(modes, count)
+        except ValueError:
+            raise ValueError(f"Invalid {what}[{name!r}]={modes!r}; allowed values: {count} integer(s) >= 1, one "
+                             "per spatial dimension of the module.") from None
 
 
 def set_n_modes(model, record, what=N_MODES_KEY):

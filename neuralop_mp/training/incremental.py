@@ -69,7 +69,8 @@ class IncrementalMixedPrecisionTrainer(IncrementalFNOTrainer, MixedPrecisionTrai
     before they were saved resumes with the model's own modes and a fresh state.
     """
 
-    def __init__(self, *, model, n_epochs, incremental_grad=False, incremental_loss_gap=False,
+    # model and n_epochs also by position, as upstream's IncrementalFNOTrainer takes them (its Trainer does not)
+    def __init__(self, model, n_epochs, *, incremental_grad=False, incremental_loss_gap=False,
                  incremental_grad_eps=0.001, incremental_buffer=5, incremental_max_iter=1,
                  incremental_grad_max_iter=10, incremental_loss_eps=0.001, **kwargs):
         grad = normalize_flag(incremental_grad, "incremental_grad")

@@ -318,3 +318,9 @@ def test_budget_cutoff_numbers_in_the_docs():
     # the advice: measure the layer, and read a plan's peak only where the layer runs the plan
     assert "PeakTensorBytes" in paragraph and "model_product_paths(model)" in paragraph
     assert "Before choosing a batch size, compare `layer.contraction_plan" not in paragraph
+
+
+def test_shapes_given_as_iterators_inside_a_list_are_planned():
+    """The fast path's key read inner iterators before the checks did: a valid call was refused."""
+    plan = plan_contraction("ab,bc->ac", [iter((2, 3)), iter((3, 4))])
+    assert plan.shapes == ((2, 3), (3, 4))

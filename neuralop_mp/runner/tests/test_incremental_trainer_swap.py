@@ -50,3 +50,13 @@ def test_a_model_built_directly_is_refused_as_by_the_replaced_trainer():
     with neuralop_mp.enabled(schedule="mixed:0.5,full:0.5"):
         with pytest.raises(RuntimeError, match=r"the model passed to Trainer \(FNO\) has no MixedPrecisionSpectralConv"):
             neuralop.training.IncrementalFNOTrainer(model=model, n_epochs=2, **INCREMENTAL)
+
+
+def test_a_scripts_incremental_trainer_takes_model_and_n_epochs_by_position_as_upstreams_does():
+    """Upstream's IncrementalFNOTrainer(model, n_epochs, ...) (its Trainer is keyword-only): the
+    replaced class refused the positional form, so a script that ran without the plugin failed with it."""
+    ORIGINAL(FNO(n_modes=(2, 2), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1), 2, **INCREMENTAL)
+    with neuralop_mp.enabled():
+        model = neuralop.get_model(CONFIG)
+        trainer = neuralop.training.IncrementalFNOTrainer(model, 2, device="cpu", **INCREMENTAL)
+        assert trainer.model is model and trainer.n_epochs == 2 and trainer.incremental_loss_gap
