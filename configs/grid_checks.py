@@ -10,6 +10,7 @@ arithmetic of ``neuralop.models.UNO.forward`` (``round(size * product of the sca
 with its ``DomainPadding``).
 """
 import contextlib
+import functools
 import io
 
 import torch
@@ -61,6 +62,7 @@ def _dataset_name(data):
 
 # ---------------------------------------------------------------- multi-grid patching
 
+@functools.lru_cache(maxsize=None)  # a probe of the whole grid: train validates twice, eval again
 def patching_works(resolution, levels, padding, stitching):
     """Whether upstream's multi-grid patching handles a ``resolution`` x ``resolution`` grid:
     patches it, gives the loss outputs and targets of one shape (training) and stitches the

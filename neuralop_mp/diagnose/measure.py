@@ -150,11 +150,13 @@ def _check_channels(model, channels):
         return
     name = type(model).__name__
     if expected > channels and expected % channels == 0:
+        # the channels alone cannot tell patching from other data: both are said
         raise ValueError(
             f"{name} takes {expected} input channels and the data give {channels}: a model trained with multi-grid "
             f"patching (patching.levels={expected // channels - 1}, which stacks each patch's coarser levels as "
-            "channels) cannot be diagnosed: diagnose runs the model on whole grids, not on patches. Allowed: a "
-            "model trained with patching.levels 0.")
+            "channels) cannot be diagnosed, as diagnose runs the model on whole grids, not on patches; or one "
+            f"trained on other data. Allowed: a model whose in_channels are the data's ({channels}), trained with "
+            "patching.levels 0.")
     raise ValueError(f"{name} takes {expected} input channels and the data give {channels}; allowed: a model "
                      f"whose in_channels are the data's ({channels}).")
 

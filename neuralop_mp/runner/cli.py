@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..run_setup import RunSetupError, check_output_file, check_update_in_backward_launch
 from ..signals import exit_status, terminate_as_interrupt
+from ..train_report import to_jsonable
 from ..training.distributed import launch_rank
 from ..vocabulary import (HALF_DTYPES, PRECISION_MODES, RECOMPUTE_MODES, SPECTRAL_WEIGHT_DTYPES, STABILIZERS,
                           none_if_null, normalize_flag, plain_text)
@@ -268,7 +269,8 @@ def _check_report_path(report_path):
 def _write_report(report, report_path):
     """Write the report as JSON; False, after one message on stderr, when it cannot be written."""
     try:
-        Path(report_path).write_text(json.dumps(report.to_dict(), indent=2, default=str))
+        # an inf/NaN metric as a string, as results.json and eval --json write it: JSON has no Infinity
+        Path(report_path).write_text(json.dumps(to_jsonable(report.to_dict()), indent=2, default=str))
     except OSError as error:  # the folder was checked before the script: it changed since
         print(f"neuralop-mp run: error: the report could not be written to {str(report_path)!r} "
               f"({error.strerror or error}).", file=sys.stderr)
