@@ -567,14 +567,15 @@ def profile_table(rows, dry_run=False, quick=False, top=25, start=None, budget_s
 
 
 def _budget_seconds(text):
-    """An argparse type of ``--budget-s``: a finite number of seconds > 0; NaN, inf, 0 or a negative
-    number is refused, naming the value (with one, every variant was skipped, or none ever was)."""
+    """An argparse type of ``--budget-s``: a finite number of seconds >= 0 (0: the budget is spent
+    at once, every variant skipped and said so, as the campaign's tests ask); NaN, inf or a negative
+    number is refused, naming the value (a negative one skipped every variant as 0 does, unsaid)."""
     try:
         value = float(text)
     except ValueError:
         value = None
-    if value is None or not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: a finite number of seconds > 0")
+    if value is None or not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: a finite number of seconds >= 0")
     return value
 
 
