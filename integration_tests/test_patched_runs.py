@@ -13,21 +13,10 @@ import torch
 
 from neuralop_mp.cli import main
 
-RUN = [
-    "--data.n_train", "8", "--data.batch_size", "4", "--data.n_tests", "[4]", "--data.test_resolutions", "[16]",
-    "--data.test_batch_sizes", "[4]", "--data.generate", "false", "--model.hidden_channels", "4",
-    "--model.n_layers", "1", "--model.n_modes", "[4,4]", "--model.fno_block_precision", "full",
-    "--opt.n_epochs", "2", "--verbose", "false", "--threads", "1", "--patching.levels", "1",
-]
+from .test_cli_train import NANO_RUN, nano_root  # noqa: F401 (a fixture)
 
-
-@pytest.fixture(scope="module")
-def nano_root(tmp_path_factory):
-    from neuralop_mp.data.darcy import generate_darcy
-
-    root = tmp_path_factory.mktemp("patched_darcy")
-    generate_darcy(root, resolutions=(16,), n_train=8, n_test=4, seed=0, progress=False)
-    return root
+# the tiny Darcy run of test_cli_train (8 and 4 samples at 16x16), patched once
+RUN = [*NANO_RUN, "--model.fno_block_precision", "full", "--opt.n_epochs", "2", "--patching.levels", "1"]
 
 
 def level_one_patches(x):
@@ -66,7 +55,7 @@ def true_test_error(run, data_root):
 
 @pytest.mark.parametrize("stitching", ["false", "true"])
 def test_a_patched_runs_reported_and_evaluated_errors_are_the_true_mean_over_samples(
-        nano_root, tmp_path, stitching):
+        nano_root, tmp_path, stitching):  # noqa: F811
     from neuralop_mp.evaluate import run_evaluation
 
     out = tmp_path / "run"
@@ -79,7 +68,7 @@ def test_a_patched_runs_reported_and_evaluated_errors_are_the_true_mean_over_sam
     assert evaluated == pytest.approx(expected, abs=1e-6)
 
 
-def test_diagnose_refuses_a_patched_run_in_one_line(nano_root, tmp_path, capsys):
+def test_diagnose_refuses_a_patched_run_in_one_line(nano_root, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "run"
     assert main(["train", "darcy", "--data.data_root", str(nano_root), "--output_dir", str(out), *RUN]) == 0
     capsys.readouterr()
