@@ -19,6 +19,7 @@ standard library), so every other module can use it without creating an import c
 - :func:`plain_text`: a docstring's reST roles and literals as plain text, for ``--help``;
   :func:`public_name`: a class's dotted name as scripts import it, for messages.
 """
+import argparse
 import math
 import re
 import numbers
@@ -366,3 +367,12 @@ def public_name(path):
         return f"torch.optim.{name}"
     package, _, leaf = module.rpartition(".")
     return f"{package}.{name}" if package and leaf == name.lower() else path
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ``argparse`` parser whose usage errors are one line, as ``train`` and ``eval`` print
+    theirs: argparse's own ``PROG: error: MESSAGE``, exit status 2, without the usage block it
+    prints first (3 to 9 lines before the line that says what is wrong; ``--help`` shows it)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")

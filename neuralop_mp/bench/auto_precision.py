@@ -25,7 +25,6 @@ References
 .. [1] Tu, R. et al. (2024). "Guaranteed Approximation Bounds for Mixed-Precision
        Neural Operators". ICLR 2024, arXiv:2307.15034.
 """
-import argparse
 import contextlib
 import io
 import os
@@ -35,7 +34,7 @@ import warnings
 
 import torch
 
-from ..vocabulary import plain_text
+from ..vocabulary import OneLineErrorParser, plain_text
 from .cli import fill_defaults, threads_type
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
 
@@ -155,7 +154,7 @@ def decision_rows(rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="neuralop-mp bench auto", description=plain_text(__doc__.splitlines()[0]))
+    parser = OneLineErrorParser(prog="neuralop-mp bench auto", description=plain_text(__doc__.splitlines()[0]))
     parser.add_argument("--quick", action="store_true",
                         help="1 seed, 2 epochs, 16 samples on half the grids, every recipe and dataset (seconds); "
                              "--seeds given as well win")

@@ -23,7 +23,6 @@ References
 .. [1] Tu, R. et al. (2024). "Guaranteed Approximation Bounds for Mixed-Precision Neural
        Operators". ICLR 2024, arXiv:2307.15034.
 """
-import argparse
 import contextlib
 import io
 import statistics
@@ -34,6 +33,7 @@ import warnings
 import torch
 from neuralop.losses import H1Loss, LpLoss
 
+from ..vocabulary import OneLineErrorParser
 from ..data.cli import positive_float, positive_int
 from ..models.mixed_precision_models import ignoring_unrecorded_precision
 from .cli import fill_defaults, threads_type
@@ -134,7 +134,7 @@ def summarize(dataset, name, results, full):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="neuralop-mp bench scope", description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog="neuralop-mp bench scope", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="1 epoch, 1 seed, 32 training and 16 test samples, Darcy only (seconds); --epochs, "
                              "--seeds, --n-train, --n-test and --datasets given as well override these")

@@ -11,7 +11,6 @@ resident size never goes down.
 
 Usage: ``neuralop-mp bench allocator [--quick] [--out DIR] [--update-docs]``.
 """
-import argparse
 import json
 import os
 import resource
@@ -20,6 +19,7 @@ import subprocess
 import sys
 import time
 
+from ..vocabulary import OneLineErrorParser
 from ..data.cli import positive_int
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
 
@@ -97,7 +97,7 @@ def main(argv=None):
         mode, arch, variant, res, batch, steps = argv[1:7]
         print(json.dumps(measure(mode, arch, variant, int(res), int(batch), int(steps), "--quick" in argv)))
         return 0
-    parser = argparse.ArgumentParser(prog="neuralop-mp bench allocator", description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser(prog="neuralop-mp bench allocator", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small model at 32^2, 2 steps (seconds)")
     # counts >= 1, refused at parse time as the other benchmarks refuse them (0 was read as the default)
     parser.add_argument("--steps", type=positive_int, default=None, help="timed steps per process (default 3)")

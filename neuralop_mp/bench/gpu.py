@@ -83,7 +83,7 @@ from ..optim.factory import create_optimizer
 from ..peak_memory import PeakTensorBytes
 from ..layers.precision_switch import set_precision, set_spectral_weight_dtype
 from ..run_setup import RunSetupError
-from ..vocabulary import scope_on_device
+from ..vocabulary import OneLineErrorParser, scope_on_device
 from .cufft_float16_standin import emulate_float16_cufft
 from .report import (DEFAULT_DOC, add_output_arguments, check_docs_checkout, checkout_root,
                      default_output_dir, header, markdown_table, shown_command, update_section, write_results)
@@ -580,7 +580,7 @@ def _budget_seconds(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="neuralop-mp bench gpu", description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser(prog="neuralop-mp bench gpu", description=__doc__.split("\n")[0])
     parser.add_argument("--dry-run", action="store_true",
                         help="every variant at a tiny size on CPU with a GPU's choices (cuFFT's float16 transforms stood in "
                              "for), CUDA calls skipped (checks the script)")

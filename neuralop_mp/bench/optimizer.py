@@ -18,7 +18,6 @@ and complex32 spectral weights (the half recipe). A short Darcy run (16 x 16) co
 final test errors, in full precision and with the half recipe. Results go to the
 "optimizer" section of docs/benchmarks.md.
 """
-import argparse
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ import time
 import torch
 from neuralop.models import FNO
 
+from ..vocabulary import OneLineErrorParser
 from ..memory import SavedTensorBytes
 from .cli import threads_type
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
@@ -234,7 +234,7 @@ def darcy_accuracy(runs, epochs=8, lr=5e-3, scale=4.0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="neuralop-mp bench optimizer", description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog="neuralop-mp bench optimizer", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="a tiny model only, no accuracy run (seconds); --sizes given as well replace the tiny "
                              "model")

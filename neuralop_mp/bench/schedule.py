@@ -20,7 +20,6 @@ References
        Neural Operators". ICLR 2024, arXiv:2307.15034 (Navier-Stokes: schedule
        H1 0.00515 vs full 0.00536 at equal wall-clock).
 """
-import argparse
 import contextlib
 import io
 import statistics
@@ -30,6 +29,7 @@ import warnings
 import torch
 from neuralop.losses import H1Loss, LpLoss
 
+from ..vocabulary import OneLineErrorParser
 from ..data.cli import positive_float, positive_int
 from .cli import fill_defaults, threads_type
 from .report import add_output_arguments, fno_description, markdown_table, shown_command, timed_section, write_results
@@ -102,7 +102,7 @@ def phases_text(history):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="neuralop-mp bench schedule", description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog="neuralop-mp bench schedule", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="1 epoch, 1 seed, 64 training samples, runs full and mixed (seconds); --epochs, "
                              "--seeds, --n-train and --runs given as well override these")

@@ -49,7 +49,7 @@ from ..layers.path_report import summarize_product_paths
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..cpu_allocator import CPU_ALLOCATOR_MODES, DEFAULT_CPU_ALLOCATOR, describe_cpu_allocator, set_cpu_allocator
 from ..memory import SavedTensorBytes
-from ..vocabulary import scope_on_device
+from ..vocabulary import OneLineErrorParser, scope_on_device
 from ..models.mixed_precision_models import ignoring_unrecorded_precision
 from ..models.pointwise_tiles import set_pointwise_tiles
 from ..models.recompute import set_recompute
@@ -327,7 +327,7 @@ def render(data):
         + ("`per-round range` is the lowest and highest ratio of a row's step to upstream full's step in the same "
            "round (how far the ratio moves within this run); " if per_round else "")
         + "`spectral / up.` is the step's time minus its library's floor row's, over "
-        f"upstream full's minus upstream's floor row's. " + spread_summary(rows) +
+        "upstream full's minus upstream's floor row's. " + spread_summary(rows) +
         f"Load average (1 min) before / after: {data['load_average_before']:.1f} / "
         f"{data['load_average_after']:.1f}.\n\n"
         + markdown_table(rows, columns) + "\n\nSpectral product paths of our rows (`neuralop_mp.model_product_paths`):\n\n"
@@ -360,7 +360,7 @@ def _seconds(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="neuralop-mp bench spectral", description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser(prog="neuralop-mp bench spectral", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="a small model at 32^2, one round (seconds); --rounds and --sizes given as well win")
     parser.add_argument("--rounds", type=positive_int, default=None,

@@ -5,7 +5,6 @@ Run ``python -m neuralop_mp.data.benchmark``: the results go to ``--out DIR`` (d
 ``data-generation`` of docs/benchmarks.md, from a checkout (numbers quoted in docs/data.md
 come from there).
 """
-import argparse
 import math
 import tempfile
 import time
@@ -13,6 +12,7 @@ import time
 import numpy as np
 import torch
 
+from ..vocabulary import OneLineErrorParser
 from ..bench.report import add_output_arguments, header, markdown_table, write_results
 from .burgers import generate_burgers, initial_condition, solve_burgers
 from .darcy import generate_darcy, solve_darcy, vertex_grid
@@ -86,7 +86,7 @@ def burgers_checks():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog=COMMAND, description=__doc__.splitlines()[0])
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as root:

@@ -17,6 +17,7 @@ import argparse
 import sys
 import time
 
+from ..vocabulary import OneLineErrorParser
 from ..signals import exit_status, interrupt_name, terminate_as_interrupt
 from .darcy import FACE_AVERAGES
 
@@ -51,7 +52,7 @@ def positive_float(text):
 
 def build_parser(prog="neuralop-mp data"):
     """The argument parser of the ``data`` command."""
-    parser = argparse.ArgumentParser(prog=prog, description="Generate PDE datasets offline, in neuraloperator's file layouts.")
+    parser = OneLineErrorParser(prog=prog, description="Generate PDE datasets offline, in neuraloperator's file layouts.")
     from .loaders import GENERATORS
 
     parser.add_argument("dataset", choices=tuple(GENERATORS), help="which dataset to generate")

@@ -21,7 +21,7 @@ import torch
 
 from ..bench.report import check_out_folder, writable_out
 from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX
-from ..vocabulary import plain_text
+from ..vocabulary import OneLineErrorParser, plain_text
 
 LOADERS = {"darcy": "load_darcy", "navier_stokes": "load_navier_stokes"}
 
@@ -39,7 +39,7 @@ def _resolution_list(text):
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="neuralop-mp diagnose", description=plain_text(__doc__),
+    p = OneLineErrorParser(prog="neuralop-mp diagnose", description=plain_text(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="CONFIG_OR_CHECKPOINT")
     p.add_argument("--data", choices=sorted(LOADERS), default=None,
