@@ -12,9 +12,8 @@ from neuralop_mp import cli
      "neuralop-mp diagnose: error: argument --n-bands: invalid int value: 'x'"),
     (["bench", "spectral", "--rounds", "x"],
      "neuralop-mp bench spectral: error: argument --rounds: invalid value 'x'; allowed values: positive integers"),
-    (["bench", "optimizer", "--sizes", "huge"],
-     "neuralop-mp bench optimizer: error: argument --sizes: invalid choice: 'huge' (choose from 'small', 'medium', "
-     "'large2d')"),
+    (["bench", "optimizer", "--setups", "x"],
+     "neuralop-mp bench optimizer: error: argument --setups: invalid int value: 'x'"),
 ])
 def test_a_usage_error_is_one_line(argv, line, capsys):
     try:  # data returns argparse's status, the others exit with it
