@@ -57,11 +57,9 @@ References
    Operators", ICLR 2024, arXiv:2307.15034 (targets: up to 50% less memory, up to
    58% more throughput).
 """
-import argparse
 import contextlib
 import gc
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -73,6 +71,7 @@ from pathlib import Path
 import torch
 from neuralop.models import FNO, TFNO
 
+from ..data.cli import finite_seconds
 from ..layers.autocast_scope import get_autocast_scope, set_autocast_scope
 from ..layers.path_report import model_product_paths
 from ..layers.product_paths import choice_device_type, force_device_choices
@@ -566,19 +565,6 @@ def profile_table(rows, dry_run=False, quick=False, top=25, start=None, budget_s
     return "\n".join(parts)
 
 
-def _budget_seconds(text):
-    """An argparse type of ``--budget-s``: a finite number of seconds >= 0 (0: the budget is spent
-    at once, every variant skipped and said so, as the campaign's tests ask); NaN, inf or a negative
-    number is refused, naming the value (a negative one skipped every variant as 0 does, unsaid)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: a finite number of seconds >= 0")
-    return value
-
-
 def main(argv=None):
     parser = OneLineErrorParser(prog="neuralop-mp bench gpu", description=__doc__.split("\n")[0])
     parser.add_argument("--dry-run", action="store_true",
@@ -586,7 +572,7 @@ def main(argv=None):
                              "for), CUDA calls skipped (checks the script)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, no test run (on a machine without CUDA: the dry run)")
-    parser.add_argument("--budget-s", type=_budget_seconds, default=None,
+    parser.add_argument("--budget-s", type=finite_seconds, default=None,
                         help=f"stop starting variants after this many seconds (default: {LIMIT_S} s less "
                              f"{END_MARGIN_S} s, less the time since ${START_ENV}, gpu.sh's start, where set)")
     parser.add_argument("--arch", action="append", choices=sorted({s[0] for s in SIZES}),

@@ -54,7 +54,7 @@ from ..models.mixed_precision_models import ignoring_unrecorded_precision
 from ..models.pointwise_tiles import set_pointwise_tiles
 from ..models.recompute import set_recompute
 from ..layers.precision_switch import set_precision
-from ..data.cli import positive_int
+from ..data.cli import positive_int, seconds
 from ..vocabulary import check_int_at_least
 from .cli import threads_type
 from .report import add_output_arguments, header, markdown_table, shown_command, write_results
@@ -347,18 +347,6 @@ def _size(text):
                                          "integers such as 64x2") from None
 
 
-def _seconds(text):
-    """An argparse type of ``--slow-step-s``: seconds >= 0, or inf (its default: never); NaN or a
-    negative number is refused, naming the value (either ran every size and exited 0)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not value >= 0:  # NaN fails every comparison
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: seconds >= 0, or inf (never)")
-    return value
-
-
 def main(argv=None):
     parser = OneLineErrorParser(prog="neuralop-mp bench spectral", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -370,7 +358,7 @@ def main(argv=None):
                         help="torch intra-op threads; auto: the CPUs other processes leave idle (default: torch's)")
     parser.add_argument("--sizes", type=_size, nargs="+", default=None, metavar="RESxBATCH",
                         help="e.g. 64x2 256x2 (default: " + " ".join(f"{r}x{b}" for r, b in SIZES) + ")")
-    parser.add_argument("--slow-step-s", type=_seconds, default=float("inf"),
+    parser.add_argument("--slow-step-s", type=seconds, default=float("inf"),
                         help="autocast rows whose warm-up step took longer are not repeated (default: never)")
     parser.add_argument("--cpu-allocator", choices=CPU_ALLOCATOR_MODES, default=DEFAULT_CPU_ALLOCATOR,
                         help="keep: freed memory stays in the process for the next step, for every variant "

@@ -14,6 +14,7 @@ Ctrl-C and 143 after SIGTERM (one line on stderr: the files finished before it a
 the one being written is not, and no temporary file is left).
 """
 import argparse
+import math
 import sys
 import time
 
@@ -39,15 +40,31 @@ positive_int = _int_at_least(1, "positive integers")
 _non_negative_int = _int_at_least(0, "integers >= 0")
 
 
-def positive_float(text):
-    """An argparse type: a number > 0, else an error naming the value (the bench commands use it too)."""
+def _number(text, accepted, allowed):
+    """``text`` as a float where ``accepted(value)``, else an argparse error naming it and ``allowed``
+    (NaN fails every comparison, so a rule of comparisons refuses it)."""
     try:
         value = float(text)
     except ValueError:
         value = None
-    if value is None or not value > 0:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: positive numbers")
+    if value is None or not accepted(value):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed values: {allowed}")
     return value
+
+
+def positive_float(text):
+    """An argparse type: a number > 0, else an error naming the value (the bench commands use it too)."""
+    return _number(text, lambda value: value > 0, "positive numbers")
+
+
+def seconds(text):
+    """An argparse type: seconds >= 0, or inf (never)."""
+    return _number(text, lambda value: value >= 0, "seconds >= 0, or inf (never)")
+
+
+def finite_seconds(text):
+    """An argparse type: a finite number of seconds >= 0."""
+    return _number(text, lambda value: math.isfinite(value) and value >= 0, "a finite number of seconds >= 0")
 
 
 def build_parser(prog="neuralop-mp data"):
