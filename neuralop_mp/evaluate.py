@@ -180,27 +180,21 @@ def _model_epoch(folder, name, config):
 
 def non_finite_metrics_text(trainer, keys):
     """Why the test metrics ``keys`` an evaluation with ``trainer`` computed are inf/NaN, and what
-    to try, in one line: the advice of the trainer's own warning for non-finite metrics
-    (:meth:`~neuralop_mp.training.trainer.MixedPrecisionTrainer.evaluate_all`), whose weights
-    training keeps finite; a saved model's weights are checked here first."""
-    import torch
+    to try, in one line: a saved model's weights are checked first (training keeps the trainer's
+    finite), then the trainer's own advice
+    (:meth:`~neuralop_mp.training.trainer.MixedPrecisionTrainer.non_finite_metrics_cause`)."""
+    from .optim.nonfinite import finite_flags
 
     params = list(trainer.model.named_parameters())
-    bad = [name for name, p in params if not bool(torch.isfinite(p.detach()).all())]
+    flags = finite_flags([p.detach() for _, p in params])  # one read back per device
+    bad = [name for (name, _), ok in zip(params, flags) if not ok]
     listed = ", ".join(keys)
     if bad:
         more = f" and {len(bad) - 3} more (of {len(params)})" if len(bad) > 3 else ""
         return (f"test metrics {listed} are inf/NaN: the model's weights {bad[:3]}{more} hold inf/NaN; "
                 "evaluate a model saved before they did.")
-    if torch.float16 in trainer._half_dtypes():
-        # finite test data overflow float16 as easily as training data do
-        return (f"test metrics {listed} are inf/NaN although the weights are finite: computing in float16 "
-                f"({trainer._phase_text()}), the model probably overflows on a test sample. Try: "
-                + "; ".join(trainer._overflow_tips()) + "; or evaluate in full precision (--precision full).")
-    # a saved model's finite weights can still overflow float32 (the trainer's own weights rarely do)
-    return (f"test metrics {listed} are inf/NaN although the weights are finite: the model's outputs overflow "
-            "float32, or a test sample (input or target) is not finite. The built-in loaders refuse non-finite "
-            "files (neuralop_mp.data.file_checks); check your test data.")
+    return (f"test metrics {listed} are inf/NaN although the weights are finite: "
+            + trainer.non_finite_metrics_cause("it", "--precision full"))
 
 
 def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision=None, progress=False,

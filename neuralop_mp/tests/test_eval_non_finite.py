@@ -3,7 +3,6 @@ strings "inf" and "nan", as results.json writes them), its table prints nan (not
 not evaluated), and one warning line says why and what to try, as the trainer's own does. Small real
 runs on four random 8x8 samples (a second each)."""
 import json
-from types import SimpleNamespace
 
 import torch
 
@@ -65,12 +64,16 @@ def test_eval_of_a_model_with_nan_weights_names_them(monkeypatch, tmp_path, caps
 
 
 def test_a_float16_evaluation_gives_the_trainers_overflow_advice_and_full_precision():
-    model = torch.nn.Linear(2, 2)
-    trainer = SimpleNamespace(model=model, _half_dtypes=lambda: [torch.float16],
-                              _phase_text=lambda: "fno_block_precision='mixed' (float16)",
-                              _overflow_tips=lambda: ["enable the tanh stabilizer", "lower the learning rate"])
+    """On the plugin's own trainer (its model's layers in float16 "mixed"), the advice of its
+    evaluation warning, with eval's --precision full."""
+    from neuralop_mp import MixedPrecisionFNO, MixedPrecisionTrainer
+
+    model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1,
+                              fno_block_precision="mixed", half_dtype="float16")
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1, device="cpu", verbose=False)
     text = non_finite_metrics_text(trainer, ["16_l2", "16_h1"])
-    assert text == ("test metrics 16_l2, 16_h1 are inf/NaN although the weights are finite: computing in float16 "
-                    "(fno_block_precision='mixed' (float16)), the model probably overflows on a test sample. Try: "
-                    "enable the tanh stabilizer; lower the learning rate; or evaluate in full precision "
-                    "(--precision full).")
+    assert text == ("test metrics 16_l2, 16_h1 are inf/NaN although the weights are finite: "
+                    + trainer.non_finite_metrics_cause("it", "--precision full"))
+    assert text.startswith("test metrics 16_l2, 16_h1 are inf/NaN although the weights are finite: computing in "
+                           "float16 (fno_block_precision='mixed' (float16)")
+    assert "Try: " in text and text.endswith("; or evaluate it in full precision (--precision full).")

@@ -1035,19 +1035,25 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                     non_finite.append(key)
                 if self.history and self.history[-1]["epoch"] == epoch:
                     self.history[-1][key] = float(value)
-        if non_finite and torch.float16 in self._half_dtypes():
-            # finite test data overflow float16 as easily as training data do
+        if non_finite:
             warnings.warn(f"Epoch {epoch}: evaluation metrics {non_finite} are inf/NaN although the weights are "
-                          f"finite: computing in float16 ({self._phase_text()}), the model probably overflows on "
-                          "a test sample. Try: " + "; ".join(self._overflow_tips()) + "; or evaluate the saved "
-                          "model in full precision (neuralop-mp eval RUN_DIR --precision full).",
-                          RuntimeWarning, stacklevel=2)
-        elif non_finite:
-            warnings.warn(f"Epoch {epoch}: evaluation metrics {non_finite} are inf/NaN although the weights are "
-                          "finite: a test sample (input or target) is probably not finite. The built-in loaders "
-                          "refuse such files (neuralop_mp.data.file_checks); check your test data.",
+                          "finite: " + self.non_finite_metrics_cause("the saved model",
+                                                                     "neuralop-mp eval RUN_DIR --precision full"),
                           RuntimeWarning, stacklevel=2)
         return metrics
+
+    def non_finite_metrics_cause(self, what, full_precision):
+        """Why finite weights gave inf/NaN test metrics in this trainer's precision, and what to try
+        (the end of one sentence): in float16, an overflow and the phase's remedies, or evaluating
+        ``what`` in full precision (``full_precision``: how); else an overflow of float32 or a test
+        sample that is not finite. The one text of the trainer's warning and of ``neuralop-mp eval``."""
+        if torch.float16 in self._half_dtypes():
+            # finite test data overflow float16 as easily as training data do
+            return (f"computing in float16 ({self._phase_text()}), the model probably overflows on a test sample. "
+                    "Try: " + "; ".join(self._overflow_tips()) + f"; or evaluate {what} in full precision "
+                    f"({full_precision}).")
+        return ("the model's outputs overflow float32, or a test sample (input or target) is not finite. The "
+                "built-in loaders refuse non-finite files (neuralop_mp.data.file_checks); check your test data.")
 
     # ------------------------------------------------------------------ train / checkpoint
     def train(self, train_loader, test_loaders, optimizer, scheduler, regularizer=None,
