@@ -176,7 +176,7 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
         as it is.
     """
     from .layers.precision_switch import mixed_precision_layers
-    from .models.checkpoints import build_model, read_checkpoint_metadata
+    from .models.checkpoints import build_model, read_checkpoint_metadata, restore_trained_n_modes
 
     folder, name = find_checkpoint(path)
     metadata_path = folder / f"{name}{METADATA_SUFFIX}"
@@ -199,6 +199,7 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
         model = build_model(metadata, precision_policy="full")
     load_torch_files(lambda: model.load_checkpoint(folder, name, map_location=map_location), weights, metadata_path,
                      context=context)
+    restore_trained_n_modes(model, folder, name, metadata)  # a trainer folder's grown modes (upstream classes)
     return model, model_precision(model)
 
 

@@ -18,7 +18,8 @@ from neuralop.models.base_model import BaseModel
 from ..caller_frames import stacklevel_outside
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
-from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX, loadable_save
+from ..training.checkpointing import (METADATA_SUFFIX, PRECISION_STATE_FILE, STATE_DICT_SUFFIX, CheckpointError,
+                                      checkpoint_name, load_weights_only, loadable_save)
 from .mixed_precision_models import (N_MODES_KEY, PLUGIN_MODEL_CLASSES, RECOMPUTE_DEFAULTS, build_in_settings,
                                      n_modes_key_taken, recompute_keys_taken, set_n_modes, set_recompute_settings)
 from .constructor_args import constructor_params, rebuilding_arguments
@@ -133,6 +134,42 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
     return set_recompute_settings(model, **recompute) if recompute else model
 
 
+def restore_trained_n_modes(model, save_folder, save_name, metadata):
+    """Set the Fourier modes a trainer's checkpoint records beside the weights on ``model``, built
+    from ``metadata``, where that record is the only one: upstream's classes record none in their
+    metadata (incremental training grows ``n_modes``, which no state dict entry holds; a new
+    metadata key would break upstream's ``from_checkpoint``), but a folder that
+    ``MixedPrecisionTrainer.checkpoint`` wrote (``neuralop-mp run``'s trainer included) holds every
+    module's ``n_modes`` of the same save in its ``precision_state.pt``. Nothing is done for a
+    metadata holding ``layer_n_modes`` (the plugin's classes: set by the build), for a folder without
+    that file, or for weights of another name than the trainer's save there (``best_model`` over
+    ``model``); returns ``model``.
+
+    Raises
+    ------
+    CheckpointError
+        For a ``precision_state.pt`` that cannot be read or whose modes do not fit ``model``, naming it.
+    """
+    folder = Path(save_folder)
+    path = folder / PRECISION_STATE_FILE
+    if N_MODES_KEY in metadata or not path.is_file():
+        return model
+    try:
+        if checkpoint_name(folder) != save_name:  # other weights than the ones the trainer saved with it
+            return model
+    except CheckpointError:
+        return model
+    state = load_weights_only(path)
+    record = state.get("n_modes") if isinstance(state, dict) else None
+    if record is not None:
+        try:
+            set_n_modes(model, record, f"n_modes of {path}")
+        except ValueError as err:
+            raise CheckpointError(f"{path} is the training state of another model than {type(model).__name__}: "
+                                  f"{err}") from None
+    return model
+
+
 def load_model(save_folder, save_name, model_class=None, *, precision_policy=None, map_location=None):
     """Rebuild a model saved with ``model.save_checkpoint(save_folder, save_name)``.
 
@@ -170,7 +207,9 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
         recompute: set it again on a model loaded from their checkpoints. The Fourier modes
         the saved model's modules kept, where they had moved since it was built (incremental
         training), are set again the same way (the plugin's classes record them as
-        ``layer_n_modes``; upstream's record none).
+        ``layer_n_modes``; upstream's record none: in a trainer's checkpoint folder they are
+        set from its ``precision_state.pt``, :func:`restore_trained_n_modes`, elsewhere an
+        upstream class's checkpoint loads with its constructor's modes).
 
     Notes
     -----
@@ -189,7 +228,7 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     """
     # a folder a crash left between the two renames of a save: its previous save, with a warning
     save_folder = loadable_save(save_folder)
-    model = build_model(read_checkpoint_metadata(save_folder, save_name), model_class,
-                        precision_policy=precision_policy)
+    metadata = read_checkpoint_metadata(save_folder, save_name)
+    model = build_model(metadata, model_class, precision_policy=precision_policy)
     model.load_checkpoint(save_folder, save_name, map_location=map_location)
-    return model
+    return restore_trained_n_modes(model, save_folder, save_name, metadata)

@@ -487,14 +487,14 @@ def check_model_state(model, state, path):
             f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, shape mismatches {shapes[:5]}.")
 
 
-def check_n_modes_state(model, record, path):
-    """Refuse, before anything is loaded, a ``precision_state.pt`` whose Fourier modes (``n_modes``, by
-    module name) do not fit ``model``: a module it names that the model lacks, or another number of
-    spatial dimensions."""
+def check_n_modes_state(model, record, path, key="n_modes"):
+    """Refuse, before anything is loaded, a ``precision_state.pt`` whose Fourier modes (``key``:
+    ``n_modes`` or ``n_modes_at_start``, by module name) do not fit ``model``: a module it names that
+    the model lacks, or another number of spatial dimensions."""
     from ..models.mixed_precision_models import check_n_modes_record  # models import this module
 
     try:
-        check_n_modes_record(model, record, f"n_modes of {path}")
+        check_n_modes_record(model, record, f"{key} of {path}")
     except ValueError as err:
         raise CheckpointError(f"{path} is the checkpoint of another model than {type(unwrap(model)).__name__}: "
                               f"{err}") from None
@@ -701,8 +701,9 @@ def load_training_files(save_dir, model, optimizer=None, scheduler=None, regular
     if model_state is None:
         model_state = load_weights_only(model_path)
     check_model_state(unwrap(model), model_state, model_path)
-    if isinstance(precision_state, dict) and precision_state.get("n_modes") is not None:
-        check_n_modes_state(model, precision_state["n_modes"], state_path)
+    for key in ("n_modes", "n_modes_at_start"):  # the modes to set, and those a resume compares with the model's
+        if isinstance(precision_state, dict) and precision_state.get(key) is not None:
+            check_n_modes_state(model, precision_state[key], state_path, key)
     states = {}
     for role, obj in objects.items():
         if obj is not None:

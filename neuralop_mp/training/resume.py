@@ -164,6 +164,26 @@ def train_launch(world, local=None):
             "-m neuralop_mp.cli train")
 
 
+def _warn_built_other_n_modes(built, state, save_dir):
+    """Warn when the model a resume is given was built with other Fourier modes than the saved run
+    started with (``n_modes_at_start``): the code that builds it was changed, not the modes grown by
+    the run (incremental training), and the resume sets the saved modes over the built ones. One
+    warning naming every such module; nothing for a record without ``n_modes_at_start`` (saved
+    before it was)."""
+    start, saved = state.get("n_modes_at_start"), state.get("n_modes") or {}
+    if not isinstance(start, dict):
+        return
+    changed = [name for name in start if name in built and built[name] != list(start[name])]
+    if not changed:
+        return
+    moves = "; ".join(f"{name or 'the model'} built {built[name]}, the run started at {list(start[name])}, "
+                      f"restored {list(saved.get(name, start[name]))}" for name in changed)
+    warnings.warn(f"Resuming {save_dir} with a model built with other Fourier modes (n_modes) than the saved run "
+                  f"started with: the checkpoint's are set over them ({moves}). To train with the modes built, "
+                  "start a new run; to continue the saved one, build the model as it was built.",
+                  UserWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
+
+
 def saved_world_size(state):
     """The number of ranks that trained the last epoch a checkpoint's ``precision_state.pt`` saved (its
     history's ``world_size``, else the count of its per-rank RNG states); None where neither says."""
@@ -201,12 +221,19 @@ class TrainingStateCheckpoints:
     #: before loading them (``check_states`` of :func:`~neuralop_mp.training.checkpointing.load_training_files`)
     check_resume_states = None
 
+    def _note_n_modes_at_start(self):
+        """Note the Fourier modes the model has as a run starts (``n_modes_at_start`` of the training
+        state; a resume replaces them with the saved run's)."""
+        self._n_modes_at_start = current_n_modes(self.model)
+
     def precision_state_dict(self, rng_states=None, cuda_rng_states=None):
         """Schedule position, scaler, history, RNG state and the model's Fourier modes
         (weights-only loadable).
 
         ``n_modes``: every module's ``n_modes`` (:func:`~neuralop_mp.models.mixed_precision_models.current_n_modes`,
         by module name): no state dict entry holds them, and incremental training changes them.
+        ``n_modes_at_start``: the same as the run started (its first epoch, before a resume), so that
+        a resume tells modes the run grew from a model built with other modes (a warning).
         ``rng_states``: every rank's CPU RNG state, indexed by rank (data-parallel runs);
         ``cuda_rng_states``: every rank's state of its own CUDA device, the same way."""
         epoch = getattr(self, "epoch", None)
@@ -214,7 +241,8 @@ class TrainingStateCheckpoints:
                      schedule=None if self.precision_schedule is None else str(self.precision_schedule),
                      phase_index=self.phase_index, half_dtype=self.half_dtype,
                      scaler=self.scaler.state_dict(), history=[dict(h) for h in self.history],
-                     rng_state=torch.get_rng_state(), n_modes=current_n_modes(self.model))
+                     rng_state=torch.get_rng_state(), n_modes=current_n_modes(self.model),
+                     n_modes_at_start=self.__dict__.get("_n_modes_at_start"))
         if rng_states is not None and len(rng_states) > 1:
             state["rng_states_by_rank"] = list(rng_states)
         if torch.cuda.is_available():
@@ -345,7 +373,8 @@ class TrainingStateCheckpoints:
         Restores model, optimizer, scheduler, regularizer, loss scaler, history, the
         RNG state (so data shuffling continues as in an uninterrupted run) and the
         Fourier modes of the model's modules (a checkpoint from before they were saved
-        leaves the model's own). An
+        leaves the model's own; a ``UserWarning`` names the modules of a model built with
+        other modes than the saved run started with, which the saved ones replace). An
         upstream checkpoint without ``precision_state.pt`` resumes after its
         manifest's epoch with a fresh scaler.
 
@@ -377,7 +406,11 @@ class TrainingStateCheckpoints:
                 _warn_other_world_size(state, save_dir)
             restore_rng_states(state)
             if state.get("n_modes") is not None:  # checked with the files; older checkpoints: the model's own
+                if distributed.rank() == 0:  # every rank resumes alike: rank 0 alone says it
+                    _warn_built_other_n_modes(current_n_modes(self.model), state, save_dir)
                 set_n_modes(self.model, state["n_modes"], f"{checkpointing.PRECISION_STATE_FILE}'s n_modes")
+            if state.get("n_modes_at_start") is not None:  # the run continues: its start stays the saved one
+                self._n_modes_at_start = state["n_modes_at_start"]
             self._restore_run_state(state)
             next_epoch = state["next_epoch"]
         elif manifest.get("epoch") is not None:

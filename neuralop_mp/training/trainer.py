@@ -1161,6 +1161,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         # the scaler in place (a caller may hold it, or have set its settings): settings kept
         self.scaler.reset()
         self._epoch_stats = self._fresh_epoch_stats()  # filled by train_one_batch / _guarded_step
+        self._note_n_modes_at_start()  # a resume tells the modes the run grew from a model built otherwise
 
     def _warn_schedule_overrides_layer_half_type(self):
         """Warn when the schedule will run the spectral layers in another half type than the
