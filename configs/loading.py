@@ -418,7 +418,7 @@ def _type_words(annotation):
     return str(annotation).replace("typing.", "")
 
 
-def load_config(spec="darcy", overrides=None, *, validate=True):
+def load_config(spec="darcy", overrides=None, *, validate=True, training=True):
     """Build a validated config instance.
 
     Parameters
@@ -431,6 +431,11 @@ def load_config(spec="darcy", overrides=None, *, validate=True):
         name (``{"model": "TFNOConfig"}``) selects another section class.
     validate : bool
         Check every enumerated value (:func:`validate_config`).
+    training : bool
+        Also refuse a model that the package's training loop (``neuralop-mp train``,
+        :func:`~neuralop_mp.train_pipeline.run_training`) cannot run: one whose forward needs
+        more than a sample's ``x`` and ``y``. False for a model trained by a loop of your own
+        (:func:`~neuralop_mp.get_model` builds it).
 
     Returns
     -------
@@ -456,7 +461,7 @@ def load_config(spec="darcy", overrides=None, *, validate=True):
     config = _apply_overrides(base, rest)
     _none_for_null_strings(config)
     if validate:
-        validate_config(config)
+        validate_config(config, training=training)
     return config
 
 

@@ -105,10 +105,10 @@ def _field(section, name):
     return getattr(section, name, _MISSING)
 
 
-def validate_model(model, prefix="model"):
+def validate_model(model, prefix="model", *, training=True):
     """Check the enumerated fields of a model section (those it has), and that its ``model_arch``
-    builds from it (:func:`_check_architecture`)."""
-    _check_architecture(model, str(model.model_arch).lower(), prefix)
+    builds from it (:func:`_check_architecture`; ``training``: and that the training loop can run it)."""
+    _check_architecture(model, str(model.model_arch).lower(), prefix, training=training)
     policy = PrecisionPolicy.from_config(model, prefix=prefix)
     enumerated = {name: (allowed, name == "factorization") for name, allowed in upstream_choices().items()}
     enumerated["positional_embedding"] = (POSITIONAL_EMBEDDINGS, False)
@@ -136,18 +136,20 @@ def validate_model(model, prefix="model"):
 SAMPLE_KEYS = ("x", "y")
 
 
-def _unbuildable_reason(cls):
-    """Why no config can train ``cls`` (a registered model class), or None: its forward needs
-    inputs other than a sample's (GINO's and FNOGNO's point clouds), or its constructor a model
-    (UQNO's ``base_model``), which no config value is."""
+def _unbuildable_reason(cls, training=True):
+    """Why no config can build ``cls`` (a registered model class), or None: its constructor needs
+    a model (UQNO's ``base_model``), which no config value is; with ``training``, also why the
+    package's training loop cannot run it: its forward needs inputs other than a sample's (GINO's
+    and FNOGNO's point clouds), which a loop of the user's own may give."""
     from torch import nn
 
     forward = inspect.signature(cls.forward).parameters
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     needs = [name for name, p in list(forward.items())[1:]
              if p.default is p.empty and p.kind in named and name not in SAMPLE_KEYS]
-    if needs:
-        return f"{cls.__name__}'s forward needs {', '.join(needs)}; a training sample gives {' and '.join(SAMPLE_KEYS)}"
+    if needs and training:
+        return (f"{cls.__name__}'s forward needs {', '.join(needs)}; neuralop-mp's training loop gives a sample's "
+                f"{' and '.join(SAMPLE_KEYS)}; for a loop of your own, load_config(..., training=False) loads it")
     from neuralop_mp.models.constructor_args import constructor_params
 
     params, _ = constructor_params(cls)
@@ -158,28 +160,30 @@ def _unbuildable_reason(cls):
     return None
 
 
-def trainable_architectures():
-    """The names of the model registry that a config section can build and train: upstream's
-    registry less those :func:`_unbuildable_reason` refuses (read from the installed version)."""
+def trainable_architectures(training=True):
+    """The names of the model registry that a config section can build and (``training``) the
+    package's training loop can run: upstream's registry less those :func:`_unbuildable_reason`
+    refuses (read from the installed version)."""
     from neuralop.models.base_model import BaseModel
 
     import neuralop_mp  # noqa: F401  (registers "uno")
 
-    return tuple(sorted(name for name, cls in BaseModel._models.items() if _unbuildable_reason(cls) is None))
+    return tuple(sorted(name for name, cls in BaseModel._models.items()
+                        if _unbuildable_reason(cls, training) is None))
 
 
-def _check_architecture(model, arch, prefix="model"):
+def _check_architecture(model, arch, prefix="model", training=True):
     """Refuse, before any data loads, a ``model_arch`` that is not registered or that no config
-    can train (:func:`_unbuildable_reason`), and a section whose fields cannot build it
+    can build or (``training``) train (:func:`_unbuildable_reason`), and a section whose fields cannot build it
     (:func:`_section_problem`: ``uno`` with FNOConfig's ``n_modes``), naming a section class that
     can. Each failed when the model was built, after the data."""
     from neuralop.models.base_model import BaseModel
 
     from neuralop_mp.configs.zencfg_compat import category, config_fields, select_subclass, subclass_choices
 
-    allowed = trainable_architectures()  # first: it registers "uno"
+    allowed = trainable_architectures(training)  # first: it registers "uno"
     cls = BaseModel._models.get(arch)
-    reason = None if cls is None else _unbuildable_reason(cls)
+    reason = None if cls is None else _unbuildable_reason(cls, training)
     if reason is not None:  # a registered name: said why it is not allowed
         raise ValueError(f"Invalid {prefix}.model_arch={arch!r} ({reason}); allowed values: "
                          f"{', '.join(map(repr, allowed))}.")
@@ -311,24 +315,28 @@ def validate_device(device):
         check_choice("device", device, DEVICES)
 
 
-def validate_config(config):
+def validate_config(config, *, training=True):
     """Raise ValueError naming the key, value and allowed values of the first bad field.
 
     Parameters
     ----------
     config : TrainConfig
         A loaded config (see :func:`neuralop_mp.configs.load_config`).
+    training : bool
+        Also refuse a ``model.model_arch`` that the package's training loop cannot run (a
+        forward that needs inputs other than a sample's ``x`` and ``y``). False for a config
+        whose model :func:`~neuralop_mp.get_model` builds for a training loop of the caller's own.
 
     Returns
     -------
     config
         The same object, for chaining.
     """
-    validated_precision_policy(config)
+    validated_precision_policy(config, training=training)
     return config
 
 
-def validated_precision_policy(config):
+def validated_precision_policy(config, *, training=True):
     """Validate ``config`` as :func:`validate_config` does; return its precision policy.
 
     For a caller that goes on to build from the config: the precision keys of
@@ -339,7 +347,7 @@ def validated_precision_policy(config):
     PrecisionPolicy
     """
     validate_device(config.device)
-    policy = validate_model(config.model)
+    policy = validate_model(config.model, training=training)
     validate_opt(config.opt)
     validate_data(config.data)
     _check_positive("patching.levels", config.patching.levels, allow_zero=True)

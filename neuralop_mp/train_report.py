@@ -283,7 +283,9 @@ def format_table(title, rows):
 
 
 def to_jsonable(value):
-    """Tensors, numpy scalars, paths and dtypes to plain JSON values (NaN/inf as strings)."""
+    """Tensors, numpy scalars, paths and dtypes to plain JSON values; NaN/inf as the strings
+    "nan", "inf", "-inf" (strict JSON has no such numbers). The one rule of the package's JSON
+    files: results.json, eval --json, run's report, diagnose's and the benchmarks' JSON."""
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -44,8 +44,14 @@ OPTIMIZERS = ("torch_adamw", "upstream_adamw", "upstream_galore", "tensorgrad", 
 QUICK_SIZE = (8, 6, 2, 16, 2)
 
 
+def size_dims(size):
+    """The (hidden, modes, layers, resolution, batch) of a size name: one of :data:`SIZES`, or
+    "quick" (:data:`QUICK_SIZE`, kept out of SIZES: it is no ``--sizes`` choice)."""
+    return QUICK_SIZE if size == "quick" else SIZES[size]
+
+
 def build_fno(size, conv_module=None):
-    hidden, modes, layers, _, _ = SIZES[size]
+    hidden, modes, layers, _, _ = size_dims(size)
     kwargs = {} if conv_module is None else {"conv_module": conv_module}
     return FNO(n_modes=(modes, modes), in_channels=1, out_channels=1, hidden_channels=hidden,
                n_layers=layers, **kwargs)
@@ -149,7 +155,7 @@ def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name
     from ..peak_memory import PeakTensorBytes
 
     torch.manual_seed(0)
-    _, _, _, res, batch = SIZES[size]
+    _, _, _, res, batch = size_dims(size)
     model = build_fno(size, conv_module=MixedPrecisionSpectralConv if precision else None)
     if precision:
         with ignoring_unrecorded_precision():  # never saved
@@ -266,9 +272,9 @@ def main(argv=None):
 
 def _run(args, argv):
     """The benchmark of :func:`main`'s parsed ``args``."""
-    if args.quick and not args.sizes:  # sizes given win over --quick's tiny model
-        SIZES.setdefault("quick", QUICK_SIZE)
-    sizes = args.sizes or (["quick"] if args.quick else [s for s in SIZES if s != "quick"])
+    # sizes given win over --quick's tiny model
+    sizes = args.sizes or (["quick"] if args.quick else list(SIZES))
+    dims = {k: size_dims(k) for k in (*SIZES, "quick") if k in sizes}  # what the report shows, in SIZES' order
 
     state_rows, memory_rows = [], []
     for size in sizes:
@@ -293,7 +299,7 @@ def _run(args, argv):
     command = shown_command("neuralop-mp bench optimizer", argv)
     body = [header("Optimizer state and training memory (TensorGRaD)", command)]
     body.append("Sizes (hidden, modes, layers, activation resolution, batch): "
-                + "; ".join(f"{k} = {v}" for k, v in SIZES.items() if k in sizes) + ".\n")
+                + "; ".join(f"{k} = {v}" for k, v in dims.items()) + ".\n")
     body.append("### Optimizer state after 3 steps on random gradients\n")
     body.append(markdown_table(state_rows, ["size", "optimizer", "params_MB", "state_MB", "state_vs_adamw",
                                             "first_step_s", "step_s"]))
@@ -316,7 +322,7 @@ def _run(args, argv):
         body.append(markdown_table(accuracy_rows, ["optimizer", "weights", "test_rel_L2", "train_s"]))
     text = "\n".join(body)
     print(text)
-    data = dict(sizes={k: v for k, v in SIZES.items() if k in sizes}, optimizer_state=state_rows,
+    data = dict(sizes=dims, optimizer_state=state_rows,
                 training_memory=memory_rows, accuracy=accuracy_rows, threads=torch.get_num_threads())
     write_results("optimizer", text, data, out=args.out, update_docs=args.update_docs)
     return 0

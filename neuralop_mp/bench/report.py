@@ -14,7 +14,6 @@ survive the rewrite: they are put back right under the new section's title.
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import re
@@ -26,6 +25,7 @@ import torch
 from ..cpu_allocator import describe_cpu_allocator
 from ..layers.complex_half import native_half_matmul
 from ..run_setup import RunSetupError, check_writable
+from ..train_report import to_jsonable
 
 #: the folder that holds the ``neuralop_mp`` package: a checkout's root, or site-packages after a plain install
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
@@ -237,30 +237,19 @@ def default_output_dir(name, now=None):
     return Path("runs") / f"bench-{name}-{stamp}"
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def write_results(name, body, data, out=None, update_docs=False, doc_path=DEFAULT_DOC):
     """Write ``<name>.md`` and ``<name>.json`` into ``out``; with ``update_docs`` also the docs section.
 
-    Returns the output folder. ``data`` is made JSON-safe (non-finite floats become
-    null, other objects their ``str``).
+    Returns the output folder. ``data`` is made JSON-safe as results.json is
+    (:func:`~neuralop_mp.train_report.to_jsonable`: non-finite floats become "inf", "-inf"
+    or "nan", other objects their ``str``).
     """
     folder = Path(out) if out else default_output_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.md").write_text(body.rstrip() + "\n")
     payload = {"benchmark": name, "device": device_description(), "date": datetime.date.today().isoformat(),
                "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-               **_jsonable(data)}
+               **to_jsonable(data)}
     (folder / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
     if update_docs:
         if Path(doc_path) == DEFAULT_DOC:  # a Python caller: the command line refused it before measuring

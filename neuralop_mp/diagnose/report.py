@@ -3,6 +3,7 @@ import json
 import math
 from pathlib import Path
 
+from ..train_report import to_jsonable
 from .measure import variant_name
 
 LAYER_VARIANTS = [(mode, dtype, tanh) for mode in ("mixed",) for dtype in ("float16", "bfloat16")
@@ -54,17 +55,10 @@ def _columns(header, rows):
 
 
 def write_json(diagnosis, recommendation, path):
-    """``{"diagnosis": ..., "recommendation": ...}`` to ``path`` (non-finite numbers as strings)."""
-    def clean(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return str(value)
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        return value
-
-    Path(path).write_text(json.dumps(clean({"diagnosis": diagnosis, "recommendation": recommendation}), indent=1))
+    """``{"diagnosis": ..., "recommendation": ...}`` to ``path`` (non-finite numbers as strings:
+    :func:`~neuralop_mp.train_report.to_jsonable`)."""
+    Path(path).write_text(json.dumps(to_jsonable({"diagnosis": diagnosis, "recommendation": recommendation}),
+                                     indent=1))
     return path
 
 

@@ -24,7 +24,8 @@ __all__ = ["UNO", "PLUGIN_MODEL_KEYS", "available_models", "get_model"]
 
 # config.model keys that belong to the plugin (one list: the policy's fields)
 PLUGIN_MODEL_KEYS = PrecisionPolicy.keys()
-# config.model keys that get_model reads itself, none a constructor argument (data_channels gives in_channels)
+# config.model keys that get_model reads itself, none a constructor argument (data_channels gives in_channels):
+# the one list of them, which get_model withholds from the constructor and the config's validation skips
 CONFIG_ONLY_KEYS = ("model_arch", "arch", "recompute", "recompute_chunk_points", "data_channels", *PLUGIN_MODEL_KEYS)
 
 
@@ -119,7 +120,9 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
     # read as the runner reads it: zencfg 1.0 keeps upstream's "None" strings, which 0.7 made None
     section = read_key(config, "model")
     model_cfg = section_dict(section) or {}
-    named = [none_if_null(model_cfg.pop(key, None)) for key in ("model_arch", "arch")]
+    # what get_model reads itself (CONFIG_ONLY_KEYS); the rest are the constructor's arguments
+    own = {key: model_cfg.pop(key) for key in CONFIG_ONLY_KEYS if key in model_cfg}
+    named = [none_if_null(own.get(key)) for key in ("model_arch", "arch")]
     registry = BaseModel._models
     if all(name is None for name in named):
         raise ValueError(_no_arch_message(config, section is None, sorted(registry)))
@@ -130,22 +133,21 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         )
     cls = registry[arch]
     # before the (possibly large) model is built; set on the built model (upstream's classes take no such argument)
-    recompute = check_recompute_mode(model_cfg.pop("recompute", None), key="model.recompute")
-    chunk_points = normalize_recompute_chunk_points(model_cfg.pop("recompute_chunk_points", None), recompute,
+    recompute = check_recompute_mode(own.get("recompute"), key="model.recompute")
+    chunk_points = normalize_recompute_chunk_points(own.get("recompute_chunk_points"), recompute,
                                                     key="model.recompute_chunk_points",
                                                     recompute_key="model.recompute")
     if precision_policy is None:
-        given = set(PrecisionPolicy.keys()) & set(model_cfg)  # the settings the config itself gives
-        policy, model_cfg = PrecisionPolicy.pop_from(model_cfg, prefix="model")
+        given = set(PrecisionPolicy.keys()) & set(own)  # the settings the config itself gives
+        policy, _ = PrecisionPolicy.pop_from(own, prefix="model")
     else:  # parsed by the caller: config.model's keys are not read again
         given = set(PrecisionPolicy.keys())
         policy = PrecisionPolicy.coerce(precision_policy)
-        model_cfg = {key: value for key, value in model_cfg.items() if key not in PrecisionPolicy.keys()}
 
-    if "data_channels" not in model_cfg:  # upstream's name for the model's input channels (in_channels)
+    if "data_channels" not in own:  # upstream's name for the model's input channels (in_channels)
         raise ValueError("config.model needs data_channels: the input's channel count, an integer >= 1 "
                          "(the model's in_channels, times patching.levels + 1 with patching).")
-    data_channels = model_cfg.pop("data_channels")
+    data_channels = own["data_channels"]
     patching_levels = read_key(read_key(config, "patching"), "levels", 0) or 0
     if patching_levels:
         data_channels *= patching_levels + 1

@@ -62,8 +62,10 @@ def test_norm_ada_in_is_refused_with_its_reason(monkeypatch, capsys, tmp_path, s
 
 @pytest.mark.parametrize("arch, reason", [
     ("uqno", "UQNO needs base_model, a model, which no config value is"),
-    ("gino", "GINO's forward needs input_geom, latent_queries, output_queries; a training sample gives x and y"),
-    ("FNOGNO", "FNOGNO's forward needs in_p, out_p, f; a training sample gives x and y"),
+    ("gino", "GINO's forward needs input_geom, latent_queries, output_queries; neuralop-mp's training loop gives a "
+             "sample's x and y; for a loop of your own, load_config(..., training=False) loads it"),
+    ("FNOGNO", "FNOGNO's forward needs in_p, out_p, f; neuralop-mp's training loop gives a sample's x and y; for a "
+               "loop of your own, load_config(..., training=False) loads it"),
 ])
 def test_an_architecture_no_config_can_train_is_refused_with_its_reason(monkeypatch, capsys, tmp_path, arch, reason):
     assert _train_error(monkeypatch, capsys, tmp_path, "--model.model_arch", arch) == (
@@ -106,3 +108,50 @@ def test_a_section_lacking_an_argument_the_architecture_needs_is_refused(tmp_pat
 def test_the_built_in_sections_still_load(section, arch):
     assert load_config("darcy", {"model": section}).model.model_arch == arch
     assert arch in validation.trainable_architectures()
+
+
+@pytest.fixture
+def masked_arch(monkeypatch):
+    """A registered FNO whose forward takes a mask besides x (a user's model, for a loop of their own)."""
+    from neuralop.models.base_model import BaseModel
+
+    monkeypatch.setattr(BaseModel, "_models", dict(BaseModel._models))  # the registration is undone after
+
+    class MaskedFNO(FNO, name="maskedfno"):
+        def forward(self, x, mask, **kwargs):
+            return super().forward(x * mask, **kwargs)
+
+    return "maskedfno"
+
+
+def test_the_training_loops_rule_has_a_way_out_for_a_loop_of_ones_own(masked_arch, monkeypatch):
+    """The forward rule is the training loop's: load_config(training=False) loads the model and
+    get_model builds it; the training loop still refuses it, before the data."""
+    import torch
+
+    from neuralop_mp import get_model
+
+    overrides = {"model.model_arch": masked_arch, "model.hidden_channels": "8", "model.n_modes": "[4, 4]"}
+    with pytest.raises(ValueError) as raised:
+        load_config("darcy", overrides)
+    assert str(raised.value) == (
+        f"Invalid model.model_arch={masked_arch!r} (MaskedFNO's forward needs mask; neuralop-mp's training loop gives "
+        f"a sample's x and y; for a loop of your own, load_config(..., training=False) loads it); allowed values: "
+        f"{_allowed()}.")
+    config = load_config("darcy", overrides, training=False)
+    model = get_model(config)
+    assert model(torch.ones(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)).shape == (1, 1, 8, 8)
+    assert masked_arch in validation.trainable_architectures(training=False)
+    assert masked_arch not in validation.trainable_architectures()
+
+    def refuse(*args, **kwargs):
+        raise WorkStarted("the data load started")
+
+    monkeypatch.setattr(pipeline, "build_data", refuse)
+    with pytest.raises(ValueError, match="MaskedFNO's forward needs mask"):
+        pipeline.run_training(config, write=False, progress=False, log=lambda *a: None)
+
+
+def test_a_model_no_config_can_build_is_refused_for_a_loop_of_ones_own_too():
+    with pytest.raises(ValueError, match=r"\(UQNO needs base_model, a model, which no config value is\)"):
+        load_config("darcy", {"model.model_arch": "uqno"}, training=False)

@@ -87,3 +87,18 @@ def test_peak_tensors_must_not_be_negative(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--quick", "--memory-only", "--peak-tensors", "-1"])
     assert "--peak-tensors must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_quick_leaves_the_size_table_and_the_sizes_choices_as_they_were(tmp_path, capsys):
+    """--quick added its tiny model to SIZES, so a later parse in the process took ``--sizes quick``."""
+    import json
+
+    before = dict(bench.SIZES)
+    assert bench.main(["--quick", "--memory-only", "--setups", "0", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "optimizer.json").read_text())["sizes"] == {"quick": list(bench.QUICK_SIZE)}
+    assert "quick = (8, 6, 2, 16, 2)" in (tmp_path / "optimizer.md").read_text()
+    assert bench.SIZES == before
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        bench.main(["--sizes", "quick", "--memory-only", "--out", str(tmp_path)])
+    assert "invalid choice: 'quick'" in capsys.readouterr().err
