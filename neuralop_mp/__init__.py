@@ -6,6 +6,7 @@ no global backend switch, no monkey-patching. Everything else is imported
 lazily on first attribute access, so ``import neuralop_mp`` stays cheap.
 """
 from importlib import import_module
+from importlib.util import find_spec
 
 from . import models as _models  # noqa: F401  (registers the plugin's models with neuralop's registry)
 
@@ -57,12 +58,14 @@ __all__ = sorted(_LAZY) + ["data", "__version__"]
 
 
 def __getattr__(name):
-    if name == "data":
-        return import_module("neuralop_mp.data")
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    # a submodule on first use, so that the dotted paths the docs call (``neuralop_mp.run_folder.load_model``)
+    # work after a plain ``import neuralop_mp``, as ``neuralop_mp.data.load_darcy`` does
+    if not name.startswith("_") and find_spec(f"neuralop_mp.{name}") is not None:
+        return import_module(f"neuralop_mp.{name}")
     raise AttributeError(f"module 'neuralop_mp' has no attribute {name!r}")
 
 
