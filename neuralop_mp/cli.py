@@ -90,6 +90,34 @@ def _warn_threads(given, threads, command, rank0=True):
         print(f"{PROG} {command}: warning: {warning}", file=sys.stderr)
 
 
+def _opt_keys_set(spec, parsed, config):
+    """The ``opt`` field names a user set for ``train`` (``config``, loaded from ``spec`` with the
+    overrides ``parsed``): those of ``parsed`` (with ``--resume``, the run's recorded ones too), and
+    for a config file (its class runs no second time) every one whose value differs from the
+    built-in config the class derives from (from its section class's own default where it derives
+    from none): a built-in config's own values are its defaults, not the user's."""
+    from .configs import CONFIGS, load_config
+    from .configs.loading import config_file
+    from .configs.zencfg_compat import section_dict
+
+    keys = {key.partition(".")[2] for key in parsed if key.startswith("opt.")}
+    if config_file(spec) is None:
+        return keys
+    base = next((c for c in type(config).__mro__ if c in CONFIGS.values()), None)
+    default = section_dict(load_config(base, validate=False).opt if base is not None else type(config.opt)())
+    return keys | {key for key, value in section_dict(config.opt).items() if default.get(key, object()) != value}
+
+
+def _warn_unread_scheduler_keys(spec, parsed, config, rank0):
+    """Say once, on rank 0, a scheduler key the user set that ``opt.scheduler`` does not read
+    (:func:`~neuralop_mp.train_pipeline.unread_scheduler_keys_warning`)."""
+    from .train_pipeline import unread_scheduler_keys_warning
+
+    warning = unread_scheduler_keys_warning(config.opt, _opt_keys_set(spec, parsed, config))
+    if warning and rank0:
+        print(f"{PROG} train: warning: {warning}", file=sys.stderr)
+
+
 def _error(message, command=None):
     """Print ``message`` as the command's error; the exit code 2."""
     where = f"{PROG} {command}" if command else PROG
@@ -373,6 +401,7 @@ def train_command(argv):
         _warn_threads(flags.get("--threads"), threads, "train", rank0)
         cpu_allocator = check_choice("--cpu-allocator", flags.get("--cpu-allocator", DEFAULT_CPU_ALLOCATOR),
                                      CPU_ALLOCATOR_MODES)
+        _warn_unread_scheduler_keys(spec, parsed, config, rank0)
         # with --resume: the run's overrides and the ones given now, which command.json then records
         command = (_absolute_spec(spec), _recorded_overrides(parsed, config))
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
@@ -888,13 +917,14 @@ def console_main():
     work and exit status are settled, and a late signal would turn a finished run into a
     traceback or a failure status (130 / 143) without a word.
 
-    A command whose output's reader closed early (``neuralop-mp train --help | head -1``,
-    ``neuralop-mp run s.py | head``) stops at the print that meets it, with the status of a process
-    SIGPIPE stopped (141), as the shell's own tools do, and without a traceback; one line on
+    A command whose output's reader closed early (``neuralop-mp run s.py | head``) stops at the
+    print that meets it, with the status of a process SIGPIPE stopped (141), as the shell's own tools do, and without a traceback; one line on
     standard error says it stopped (``train`` says what its run folder keeps and how to continue,
     :func:`_interrupted_message`). What a command was asked to write (``run``'s ``--mp.report``,
     ``eval``'s ``--json``, ``diagnose``'s results) is written before its summary is printed.
-    The ``--help`` of ``data`` and ``diagnose`` (argparse's) drops a write that fails: exit 0.
+    A help text read in part (``neuralop-mp train --help | head -1``) is no lost work: nothing is
+    said and the status is 0, for every command, as argparse's ``--help`` (``data``, ``diagnose``)
+    drops a write that fails.
     """
     try:
         status = main()
@@ -903,12 +933,27 @@ def console_main():
     except BrokenPipeError:
         if not _stdout_closed():  # another pipe (a data loader's, a launcher's): not the reader's doing
             raise
-        command = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in HANDLERS else None
-        where = f"{PROG} {command}" if command else PROG
-        status = _output_closed(f"{where}: {_OUTPUT_CLOSED}: stopped there, and what it had left to print is lost.")
+        if _asks_for_help(sys.argv[1:]):  # a help read in part (`| head -1`) loses no work: quiet, exit 0,
+            _reader_gone()                # as argparse's --help of data and diagnose
+            status = 0
+        else:
+            command = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in HANDLERS else None
+            where = f"{PROG} {command}" if command else PROG
+            status = _output_closed(f"{where}: {_OUTPUT_CLOSED}: stopped there, and what it had left to print is lost.")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return status
+
+
+def _asks_for_help(argv):
+    """Whether the command line ``argv`` (without the program) asks for a help text, as the
+    commands read it: ``--help``, ``-h`` or ``help`` as the command; ``-h`` or ``--help`` as
+    ``run``'s first argument (what follows its script is the script's, whose output is a run's);
+    ``-h`` or ``--help`` anywhere in another command's arguments."""
+    if argv and argv[0] in ("-h", "--help", "help"):
+        return True
+    own = argv[1:2] if argv[:1] == ["run"] else argv[1:]
+    return any(arg in ("-h", "--help") for arg in own)
 
 
 # what a command says, on standard error, when its standard output's reader is gone

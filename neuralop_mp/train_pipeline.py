@@ -26,6 +26,7 @@ resolution and writes ``results.json`` and ``loss_curve.png``
 import contextlib
 import inspect
 import os
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -106,6 +107,30 @@ def attach_patching(config, model, data_processor, device="cpu"):
 def build_optimizer(model, config):
     """The optimizer ``config.opt`` names (:func:`neuralop_mp.build_steps.build_optimizer`)."""
     return build_steps.build_optimizer(model, config.opt)
+
+
+# the opt keys each learning-rate scheduler reads (build_scheduler's), as upstream's scripts read them
+SCHEDULER_KEYS = {"StepLR": ("step_size", "gamma"), "CosineAnnealingLR": ("scheduler_T_max",),
+                  "ReduceLROnPlateau": ("gamma", "scheduler_patience"), "none": ()}
+
+
+def unread_scheduler_keys_warning(opt, given):
+    """What to say of the scheduler keys among ``given`` (the ``opt`` field names a user set: on the
+    command line or in a config file, not a config's own defaults) that ``opt.scheduler`` does not
+    read, e.g. ``opt.gamma`` with ``CosineAnnealingLR``: accepted and checked, then unused. None
+    when every one given is read (or the scheduler is unknown: its check says so)."""
+    name = "none" if none_if_null(opt.scheduler) is None else str(opt.scheduler)
+    read = SCHEDULER_KEYS.get(name)
+    if read is None:
+        return None
+    every = dict.fromkeys(key for keys in SCHEDULER_KEYS.values() for key in keys)
+    unread = [key for key in every if key in given and key not in read]
+    if not unread:
+        return None
+    keys = " and ".join(f"opt.{key}" for key in unread)
+    reads = f"it reads {', '.join(f'opt.{key}' for key in read)}" if read else "it reads no scheduler key"
+    return (f"{keys} {'is' if len(unread) == 1 else 'are'} set but unused: opt.scheduler={opt.scheduler!r} does not "
+            f"read {'it' if len(unread) == 1 else 'them'} ({reads}).")
 
 
 def build_scheduler(optimizer, config):
@@ -650,7 +675,7 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     stabilizer_warning = build_steps.stabilizer_schedule_warning(
         policy.stabilizer, config.opt.precision_schedule, policy.half_torch_dtype(device))
     if stabilizer_warning:
-        log(f"[neuralop-mp] WARNING: {stabilizer_warning}")
+        _log_warning(log, stabilizer_warning)
     log(f"[neuralop-mp] {config.name}: loading data ({type(config.data).__name__})")
     try:
         train_loader, test_loaders, data_processor = build_data(config, progress=progress)
@@ -939,6 +964,18 @@ def _resume_command(trainer, out, command, record, **flags):
     # write that failed after every saved epoch: this one raises, so the run does not end with a stale record
     if pending:
         write_command(out, *command, **flags)
+
+
+def _log_warning(log, text):
+    """``text`` as a WARNING line of ``log``: on standard error where ``log`` is ``print``, as the run's
+    other warnings (the trainer's Python warnings, ``train``'s thread-count warning) are, so a
+    reader of standard output (``| grep``, ``> results.txt``) is not handed it as a result. Another
+    ``log`` (a caller's collector) gets the line as it gets every other."""
+    line = f"[neuralop-mp] WARNING: {text}"
+    if log is print:
+        print(line, file=sys.stderr)
+    else:
+        log(line)
 
 
 def _progress_log(log, progress):

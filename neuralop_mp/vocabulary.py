@@ -9,7 +9,8 @@ standard library), so every other module can use it without creating an import c
 - allowed values of the memory flags (:data:`RECOMPUTE_MODES`) and the reader of
   on/off flags (:func:`normalize_flag`);
 - :func:`check_choice`, the one error format for a bad value (key, value, allowed
-  values);
+  values, and :func:`did_you_mean` for another case or ``-``/``_``), which
+  :class:`OneLineErrorParser` gives argparse's ``choices`` too;
 - :func:`check_int_at_least` and :func:`check_real`: an integer, or a finite real number in
   a range, in that format; :func:`check_each_once`: a list without a value given twice;
 - :func:`none_if_null`: configs spell "no value" as None, "None", "none", "null" or "";
@@ -56,11 +57,37 @@ _COMPLEX_ALIASES = {"chalf": "complex32", "cfloat": "complex64"}
 CONFIG_NAME_KEY = "_config_name"
 
 
+def spelling_key(value):
+    """``value`` with case, ``-`` and ``_`` made alike (``"FNO-blocks"`` -> ``"fno_blocks"``): the
+    variants of one spelling that :func:`spelled_as` recognizes. Not a value's own: a choice is
+    taken only as its allowed values spell it."""
+    return value.strip().casefold().replace("-", "_") if isinstance(value, str) else None
+
+
+def spelled_as(value, allowed):
+    """The one allowed value that ``value`` spells in another case or with ``-`` for ``_`` (or the
+    other way), for a "did you mean"; None where none or several do."""
+    key = spelling_key(value)
+    matches = [a for a in allowed if key is not None and spelling_key(a) == key and a != value]
+    return matches[0] if len(matches) == 1 else None
+
+
+def did_you_mean(value, allowed):
+    """``" Did you mean 'mixed'?"`` for ``value`` that :func:`spelled_as` an allowed value, else "".
+    The CLI's one rule for every choice: a value is taken as its allowed values spell it; another
+    case or ``-``/``_`` is refused, with this hint (only names documented as case-free are not:
+    the built-in configs, factorizations, the spellings of None)."""
+    match = spelled_as(value, allowed)
+    return f" Did you mean {match!r}?" if match is not None else ""
+
+
 def check_choice(key, value, allowed):
     """Return ``value`` if it is one of ``allowed``, else raise a ValueError.
 
     The message names the key, the bad value and every allowed value, e.g.
-    ``Invalid model.fno_block_precision='hlaf'; allowed values: 'full', 'mixed', 'half'.``
+    ``Invalid model.fno_block_precision='hlaf'; allowed values: 'full', 'mixed', 'half'.``,
+    and the allowed value a variant of case or ``-``/``_`` spells (:func:`did_you_mean`):
+    ``Invalid model.fno_block_precision='Mixed'; allowed values: ... Did you mean 'mixed'?``
     """
     try:
         ok = value in allowed
@@ -68,7 +95,7 @@ def check_choice(key, value, allowed):
         ok = False
     if not ok:
         shown = ", ".join(repr(a) for a in allowed)
-        raise ValueError(f"Invalid {key}={value!r}; allowed values: {shown}.")
+        raise ValueError(f"Invalid {key}={value!r}; allowed values: {shown}.{did_you_mean(value, allowed)}")
     return value
 
 
@@ -267,14 +294,9 @@ def scope_on_device(scope, device_type):
 
 
 def normalize_recompute(value, key="recompute"):
-    """Validate a recompute mode; the spellings of "no value" mean "none", case is ignored."""
+    """Validate a recompute mode; the spellings of "no value" mean "none"."""
     value = none_if_null(value)
-    if value is None:
-        return "none"
-    probe = value.lower() if isinstance(value, str) else value
-    if probe not in RECOMPUTE_MODES:
-        check_choice(key, value, RECOMPUTE_MODES)  # raises with the standard message
-    return probe
+    return "none" if value is None else check_choice(key, value, RECOMPUTE_MODES)
 
 
 def normalize_recompute_chunk_points(value, recompute, key="recompute_chunk_points", recompute_key="recompute"):
@@ -376,3 +398,13 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def _check_value(self, action, value):
+        # argparse's refusal of a value outside ``choices``, with check_choice's hint
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as error:
+            hint = did_you_mean(value, action.choices)
+            if not hint:
+                raise
+            raise argparse.ArgumentError(action, f"{str(error).partition(': ')[2]}.{hint}") from None

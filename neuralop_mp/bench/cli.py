@@ -6,6 +6,9 @@ plots) into ``--out DIR`` (default ``./runs/bench-NAME-TIMESTAMP``); only
 """
 import argparse
 import importlib
+import sys
+
+from ..vocabulary import did_you_mean
 
 BENCHMARKS = {
     "spectral": ("neuralop_mp.bench.spectral", "step time and saved bytes of FNO/TFNO, upstream vs ours"),
@@ -69,7 +72,8 @@ def main(argv):
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in BENCHMARKS:
-        print(f"neuralop-mp bench: error: unknown benchmark {name!r}; choose from: {', '.join(BENCHMARKS)}.")
+        print(f"neuralop-mp bench: error: unknown benchmark {name!r}; choose from: {', '.join(BENCHMARKS)}."
+              f"{did_you_mean(name, BENCHMARKS)}", file=sys.stderr)
         return 2
     module = importlib.import_module(BENCHMARKS[name][0])
     return module.main(rest)

@@ -24,6 +24,13 @@ from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX
 from ..vocabulary import OneLineErrorParser, plain_text
 
 LOADERS = {"darcy": "load_darcy", "navier_stokes": "load_navier_stokes"}
+DEFAULT_N_BANDS = 4
+DEFAULT_ARCHS = "FNOConfig,TFNOConfig"
+DEFAULT_RESOLUTIONS = [64, 128]
+# the options that one of diagnose's two modes reads and the other does not: given to the other they
+# would be ignored, so they are refused (their defaults are None: "not given")
+RECIPE_TABLE_ONLY = ("archs", "resolutions")
+DIAGNOSIS_ONLY = ("data", "resolution", "n_bands", "fraction")
 
 
 def _resolution_list(text):
@@ -48,17 +55,52 @@ def _parser():
                    help="working resolution N (default: the config's or run folder's train_resolution; "
                         "16 for another checkpoint)")
     p.add_argument("--n-samples", type=int, default=4, help="samples measured (default 4)")
-    p.add_argument("--n-bands", type=int, default=4, help="Fourier mode bands (default 4)")
+    p.add_argument("--n-bands", type=int, default=None,
+                   help=f"Fourier mode bands (default {DEFAULT_N_BANDS}; at most N // 2 + 1 on the N-point grid)")
     p.add_argument("--fraction", type=float, default=None,
                    help="allowed precision error as a fraction of the discretization error (default 0.5)")
     p.add_argument("--out", default=None, type=writable_out, metavar="DIR",
                    help="output folder, checked before any work (default diagnose/<name>)")
     p.add_argument("--recipe-table", action="store_true",
                    help="instead: a markdown table of precision vs discretization error per recipe")
-    p.add_argument("--archs", default="FNOConfig,TFNOConfig", help="model sections of --recipe-table")
-    p.add_argument("--resolutions", default=[64, 128], type=_resolution_list, metavar="N,N,...",
-                   help="resolutions N of --recipe-table (default 64,128)")
+    p.add_argument("--archs", default=None, help=f"model sections of --recipe-table (default {DEFAULT_ARCHS})")
+    p.add_argument("--resolutions", default=None, type=_resolution_list, metavar="N,N,...",
+                   help=f"resolutions N of --recipe-table (default {','.join(map(str, DEFAULT_RESOLUTIONS))})")
     return p
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _unread_options(args):
+    """The usage error for options the mode ``args`` asks for does not read (``--archs`` without
+    ``--recipe-table``, ``--n-bands`` with it), else None."""
+    unread = DIAGNOSIS_ONLY if args.recipe_table else RECIPE_TABLE_ONLY
+    given = [_flag(name) for name in unread if getattr(args, name) is not None]
+    if not given:
+        return None
+    is_, it = ("is", "it") if len(given) == 1 else ("are", "them")
+    if args.recipe_table:
+        return f"{' and '.join(given)} {is_} read only by a layer diagnosis, not by --recipe-table: leave {it} out"
+    return f"{' and '.join(given)} {is_} read only with --recipe-table: add --recipe-table, or leave {it} out"
+
+
+def _check_n_bands(n_bands, x_fine):
+    """``n_bands`` (None: :data:`DEFAULT_N_BANDS`), if the coarse grid of ``x_fine`` holds that many bands
+    of ``|k|_inf`` (one frequency each at least: N // 2 + 1 on an N-point grid); a ValueError naming the
+    cap otherwise (the band split would use fewer without a word)."""
+    from .bands import band_edges
+
+    if n_bands is None:
+        return DEFAULT_N_BANDS
+    coarse = [(s - s % 2) // 2 for s in x_fine.shape[2:]]  # the grid measure restricts the evened input to
+    cap = len(band_edges(coarse, n_bands))
+    if n_bands > cap:
+        raise ValueError(f"Invalid --n-bands={n_bands}; allowed values: integers in [1, {cap}] (the "
+                         f"{'x'.join(map(str, coarse))} grid has frequencies |k| 0 to {cap - 1}, one band each "
+                         "at most).")
+    return n_bands
 
 
 def _checkpoint_path(target):
@@ -216,8 +258,8 @@ def _recipe_table(args, overrides):
     notes = []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")
-        rows = recipe_rows(args.target, overrides, args.archs.split(","), args.resolutions, args.n_samples,
-                           fine_inputs, notes=notes)
+        rows = recipe_rows(args.target, overrides, (args.archs or DEFAULT_ARCHS).split(","),
+                           args.resolutions or DEFAULT_RESOLUTIONS, args.n_samples, fine_inputs, notes=notes)
     table = format_recipe_table(rows)
     if args.out:  # before the table is printed: an output closed early (`| head`) stops the command there
         Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -234,7 +276,11 @@ def main(argv=None):
     from .recommend import DEFAULT_FRACTION, DEFAULT_OVERFLOW_MARGIN, check_settings, recommend
     from .report import format_table, plot_bands, write_json
 
-    args, overrides = _parser().parse_known_args(argv)
+    parser = _parser()
+    args, overrides = parser.parse_known_args(argv)
+    unread = _unread_options(args)
+    if unread:
+        parser.error(unread)
     try:
         for name in ("n_samples", "n_bands", "resolution"):
             value = getattr(args, name)
@@ -252,7 +298,8 @@ def main(argv=None):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")
             x_fine = fine_inputs(loader, kwargs, n, args.n_samples)
-            diagnosis = measure(model, x_fine, n_bands=args.n_bands)
+            n_bands = _check_n_bands(args.n_bands, x_fine)
+            diagnosis = measure(model, x_fine, n_bands=n_bands)
         recommendation = recommend(diagnosis, fraction=fraction)
         config_part = _train_config_part(args.target, overrides, checkpoint, recommendation["train_flags"])
     except (ValueError, TypeError, FileNotFoundError) as error:

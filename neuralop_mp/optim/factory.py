@@ -278,25 +278,57 @@ def _build_adamw(model, common, settings):
     return cls([p for p in model.parameters() if p.requires_grad], compress=False, **{"eps": 1e-8, **common})
 
 
-@register_optimizer("tensorgrad", "TensorGRaD: sparse + low-rank compressed moments for spectral weights")
-def _build_tensorgrad(model, common, settings):
+def nothing_compressed_warning(model, optimizer, kind):
+    """What to say when the TensorGRaD ``optimizer`` (``opt.optimizer`` ``kind``) built for ``model``
+    compresses no parameter, else None: it then keeps plain AdamW moments for every weight, the
+    memory TensorGRaD was chosen to save. Named: ``opt.tensorgrad_min_params``, against the
+    largest candidate weight (the model's spectral weights, any weight of two or more modes
+    longer than 1 in a model without them) where that is below it."""
     from .tensorgrad import TensorGRaD
 
-    return TensorGRaD(_tensorgrad_groups(model, settings), **common)
+    pairs = [(p, g) for g in optimizer.param_groups if g.get("compress") for p in g["params"]]
+    if not pairs or any(TensorGRaD.routes_to_compression(p, g) for p, g in pairs):
+        return None
+    matrices = [p for p in (spectral_parameters(model, 0) or [p for p, _ in pairs])
+                if sum(1 for d in p.shape if d > 1) >= 2]
+    threshold = max(1, pairs[0][1]["min_params"])
+    head = f"opt.optimizer={kind!r} compresses no weight and keeps plain AdamW moments for all of them: "
+    if not matrices:
+        return head + "the model has no weight of two or more modes longer than 1 to compress."
+    largest = max(p.numel() for p in matrices)
+    if largest < threshold:
+        return (head + f"the largest candidate weight has {largest:,} entries, below opt.tensorgrad_min_params="
+                f"{threshold}; set opt.tensorgrad_min_params to {largest} or less to compress it.")
+    return head + ("the compressed state of each candidate weight would not be smaller than its AdamW moments "
+                   "(a lower opt.tensorgrad_rank or opt.tensorgrad_sparse_ratio makes it smaller).")
+
+
+def _compressing(model, common, settings, kind):
+    """TensorGRaD of kind ``kind`` on :func:`_tensorgrad_groups`, warning once where it compresses nothing."""
+    import warnings
+
+    from .tensorgrad import TensorGRaD
+
+    optimizer = TensorGRaD(_tensorgrad_groups(model, settings), **common)
+    warning = nothing_compressed_warning(model, optimizer, kind)
+    if warning:
+        warnings.warn(warning, UserWarning, stacklevel=2)
+    return optimizer
+
+
+@register_optimizer("tensorgrad", "TensorGRaD: sparse + low-rank compressed moments for spectral weights")
+def _build_tensorgrad(model, common, settings):
+    return _compressing(model, common, settings, "tensorgrad")
 
 
 @register_optimizer("galore", "TensorGRaD with the low-rank (Tucker) part only (Tensor-GaLore)")
 def _build_galore(model, common, settings):
-    from .tensorgrad import TensorGRaD
-
-    return TensorGRaD(_tensorgrad_groups(model, dict(settings, sparse_ratio=None)), **common)
+    return _compressing(model, common, dict(settings, sparse_ratio=None), "galore")
 
 
 @register_optimizer("sparse", "TensorGRaD with the sparse part only")
 def _build_sparse(model, common, settings):
-    from .tensorgrad import TensorGRaD
-
-    return TensorGRaD(_tensorgrad_groups(model, dict(settings, rank=None)), **common)
+    return _compressing(model, common, dict(settings, rank=None), "sparse")
 
 
 def create_optimizer(model, opt_config):

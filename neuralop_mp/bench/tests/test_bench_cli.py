@@ -358,7 +358,7 @@ def test_update_docs_keeps_the_sections_hand_written_notes(tmp_path):
 
 def test_unknown_benchmark_names_the_choices(capsys):
     assert cli.main(["bench", "spectrl"]) == 2
-    assert "'spectrl'; choose from: spectral, optimizer, schedule, scope, auto, allocator, gpu" in capsys.readouterr().out
+    assert "'spectrl'; choose from: spectral, optimizer, schedule, scope, auto, allocator, gpu" in capsys.readouterr().err
     assert cli.main(["bench", "--help"]) == 0
     assert "spectral" in capsys.readouterr().out
 
