@@ -248,7 +248,8 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     from . import build_steps
     from .vocabulary import check_choice, dtype_name, PRECISION_MODES, resolve_half_dtype
     from .run_setup import resolve_device
-    from .train_pipeline import attach_patching, build_data, build_losses, build_trainer, data_dims
+    from .train_pipeline import (attach_patching, build_data, build_losses, build_trainer, data_dims,
+                                 log_warning)
     from .train_report import precision_as_run
     from .training.schedule import PrecisionSchedule
 
@@ -297,7 +298,7 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
         metrics.update({k: float(v) for k, v in errors.items()})
     non_finite = [key for key, value in metrics.items() if not math.isfinite(value)]
     if non_finite:  # once, after every resolution: the table then shows them as inf and nan
-        log(f"[neuralop-mp] WARNING: {non_finite_metrics_text(trainer, non_finite)}")
+        log_warning(log, non_finite_metrics_text(trainer, non_finite))  # on stderr, as train's
 
     half_dtype = resolve_half_dtype(policy.half_dtype, device)
     mode = trainer.phase.mode if trainer.phase is not None else "full"

@@ -675,7 +675,7 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     stabilizer_warning = build_steps.stabilizer_schedule_warning(
         policy.stabilizer, config.opt.precision_schedule, policy.half_torch_dtype(device))
     if stabilizer_warning:
-        _log_warning(log, stabilizer_warning)
+        log_warning(log, stabilizer_warning)
     log(f"[neuralop-mp] {config.name}: loading data ({type(config.data).__name__})")
     try:
         train_loader, test_loaders, data_processor = build_data(config, progress=progress)
@@ -966,9 +966,10 @@ def _resume_command(trainer, out, command, record, **flags):
         write_command(out, *command, **flags)
 
 
-def _log_warning(log, text):
+def log_warning(log, text):
     """``text`` as a WARNING line of ``log``: on standard error where ``log`` is ``print``, as the run's
-    other warnings (the trainer's Python warnings, ``train``'s thread-count warning) are, so a
+    other warnings (the trainer's Python warnings, ``train``'s thread-count warning) are (``train``'s
+    and ``eval``'s), so a
     reader of standard output (``| grep``, ``> results.txt``) is not handed it as a result. Another
     ``log`` (a caller's collector) gets the line as it gets every other."""
     line = f"[neuralop-mp] WARNING: {text}"

@@ -35,7 +35,9 @@ def _with_projection_scaled(run, factor):
 def _eval(run, tmp_path, capsys):
     written = tmp_path / "eval.json"
     assert cli.main(["eval", str(run), "--json", str(written), "--threads", "1"]) == 0
-    return written.read_text(), capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert WARNING not in captured.out  # a warning is no result: on stderr, as train's
+    return written.read_text(), captured.out + captured.err
 
 
 def test_eval_of_an_overflowing_model_writes_strict_json_prints_the_same_and_warns_once(monkeypatch, tmp_path, capsys):
