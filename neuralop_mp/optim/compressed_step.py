@@ -34,7 +34,7 @@ from .adam_math import (
 )
 from .gradient_chunks import GradientChunks, ResidualChunks, rows_per_chunk, spans
 from .seeds import WEIGHT_WRITE, draw_seed, rounding_seed
-from .state_checks import BASIS_INFIX, BIRTH  # BIRTH: the births of a part's moments (see _births)
+from .state_checks import BASIS_INFIX, BIRTH, REFRESH_PENDING  # BIRTH: the births of a part's moments (see _births)
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
 
@@ -119,19 +119,36 @@ def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False, 
     ``owns_grad``: the sparse residual is written into ``grad``, and a last Tucker part's
     core over it once that part has moments (the caller must not read ``grad``
     afterwards; the core keeps its memory until dropped).
+
+    A refresh is due every ``update_proj_gap`` steps, or pending (``state[REFRESH_PENDING]``)
+    since a due one found an all-zero gradient: that one kept the bases (and, before any
+    existed, returned ``({}, {})``: nothing to project), and the next nonzero gradient
+    refreshes them.
     """
     grad = p.grad if grad is None else grad
     dtype = compute_dtype(p)
     step, seed = int(state["step"]), int(state["seed"])
-    refresh = step % group["update_proj_gap"] == 0
     source = GradientChunks(grad, dtype, grad_scale)
+    refresh = step % group["update_proj_gap"] == 0 or bool(state.get(REFRESH_PENDING, False))
+    if refresh and _all_zero(source):
+        # a zero gradient (torch.distributed.checkpoint's state initialisation, a frozen or
+        # unused parameter whose gradient was zeroed, not dropped) has no directions: its
+        # Gram matrix's eigenvectors would be coordinate axes, its top-k arbitrary entries,
+        # kept until the next refresh. The basis stays; the first nonzero gradient refreshes it
+        state[REFRESH_PENDING] = torch.tensor(True)
+        if not read_basis(state, projector.projectors[0].name, p):
+            return {}, {}  # no basis yet: nothing to project (the step only decays the weight)
+        refresh = False
+    elif refresh:
+        state.pop(REFRESH_PENDING, None)
     bases, parts = {}, {}
     for i, part_projector in enumerate(projector.projectors):
         name = part_projector.name
         basis = read_basis(state, name, p)
         if refresh:
-            new = part_projector.compute_basis_chunks(source, basis if step > 0 else None, seed=draw_seed(seed, step))
-            _install_basis(part_projector, new, basis, state, group, dtype, step > 0)
+            # no basis yet (the first step, or every gradient so far was zero): a cold start
+            new = part_projector.compute_basis_chunks(source, basis or None, seed=draw_seed(seed, step))
+            _install_basis(part_projector, new, basis, state, group, dtype, bool(basis))
             basis = read_basis(state, name, p)
         bases[name] = basis
         last = i + 1 == len(projector.projectors)
@@ -155,6 +172,15 @@ def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False, 
             source = ResidualChunks(
                 source, lambda start, stop, pr=part_projector, c=part, b=basis: pr.back_project_rows(c, b, start, stop))
     return bases, parts
+
+
+def _all_zero(source):
+    """Whether every entry of the gradient ``source`` (a ``GradientChunks``) is zero: read a
+    chunk at a time, one read back to the host."""
+    nonzero = torch.zeros((), dtype=torch.bool, device=source.device)
+    for _, _, piece in source.chunks(0):
+        nonzero |= as_real(piece).ne(0).any()
+    return not bool(nonzero)
 
 
 def adam_directions_(parts, group, state):
@@ -208,18 +234,30 @@ def _weight(name, projector, group, shape, basis):
     return weight
 
 
-def apply_update(p, projector, bases, directions, group, state):
-    """Back-project the directions a block of rows at a time and update those rows of ``p``.
-
-    Each block is ``scale * low-rank rows + weight * sparse entries in them``; the decay
-    and the update follow :func:`apply_rows`.
-    """
+def weigh_directions_(p, projector, bases, directions, group):
+    """Multiply each part's direction, in place, by its weight: ``scale`` for the low-rank
+    part, ``sparse_scale * lambda_sparse`` (times ``sqrt(numel / k)`` with
+    ``scale_by_mask_ratio``) for the sparse one. Done before the finite check of the update,
+    so the check sees what :func:`apply_update` adds (a finite direction times a large
+    weight may overflow)."""
     shape = tuple(p.shape)
-    dtype = next(iter(directions.values())).dtype
-    weighted = {}
     for name, direction in directions.items():  # the step's own tensors: weighted in place
         weight = _weight(name, projector, group, shape, bases[name])
-        weighted[name] = direction if weight == 1.0 else direction.mul_(weight)
+        if weight != 1.0:
+            direction.mul_(weight)
+    return directions
+
+
+def apply_update(p, projector, bases, weighted, group, state):
+    """Back-project the weighted directions (:func:`weigh_directions_`) a block of rows at a
+    time and update those rows of ``p``.
+
+    Each block is the low-rank rows plus the sparse entries in them; the decay and the
+    update follow :func:`apply_rows`. With no directions (a first step whose gradient was
+    zero, see :func:`project_parts`) the weight is only decayed.
+    """
+    shape = tuple(p.shape)
+    dtype = next(iter(weighted.values())).dtype if weighted else compute_dtype(p)
     # step was already advanced: the pre-increment count names this step's noise stream
     seed = rounding_seed(state["seed"], int(state["step"]) - 1, WEIGHT_WRITE)
     generator = rounding_generator(seed, p.device) if compute_dtype(p) != p.dtype else None

@@ -306,13 +306,10 @@ def _allowed_words(spec):
     return ", ".join(words) + " or leaving it out" + (", or any with weight_decay=0" if spec.any_without_decay else "")
 
 
-def check_group_keys(group, weight_decay):
+def check_torch_keys(group, weight_decay):
     """Refuse a torch AdamW key asking for what TensorGRaD lacks (:data:`TORCH_ADAMW_KEYS`:
     ``maximize=True``, ``fused=True``, ``decoupled_weight_decay=False`` with a nonzero
-    ``weight_decay``, the group's) and warn of a key that is neither a setting, a torch
-    AdamW key nor bookkeeping (likely a misspelt setting, which would otherwise be ignored).
-    The warning names the caller's line, so the default filter shows it once per line of
-    user code."""
+    ``weight_decay``, the group's): ValueError naming the key, its value and the allowed ones."""
     for key, spec in TORCH_ADAMW_KEYS.items():
         value = group.get(key, spec.default)
         if (None if value is None else bool(value)) in spec.allowed or (spec.any_without_decay and not weight_decay):
@@ -321,6 +318,14 @@ def check_group_keys(group, weight_decay):
         raise ValueError(f"Invalid {key}={value!r}{decay}: TensorGRaD does not support {key}={value!r}, "
                          f"{spec.refused_because} (allowed: {_allowed_words(spec)}). torch AdamW's keys are "
                          "accepted for drop-in use with the values TensorGRaD's step matches.")
+
+
+def check_group_keys(group, weight_decay):
+    """Refuse a torch AdamW key asking for what TensorGRaD lacks (:func:`check_torch_keys`)
+    and warn of a key that is neither a setting, a torch AdamW key nor bookkeeping (likely a
+    misspelt setting, which would otherwise be ignored). The warning names the caller's
+    line, so the default filter shows it once per line of user code."""
+    check_torch_keys(group, weight_decay)
     for key in group:
         if key in OPTIONS_BY_NAME or key in BOOKKEEPING_KEYS or key in TORCH_ADAMW_KEYS or key == "params":
             continue

@@ -26,7 +26,7 @@ import torch
 from .adam_math import STATE_DTYPES, as_real, compute_dtype, real_dtype, storage_dtype
 from .seeds import state_seed
 from .composite_projector import CompositeProjector
-from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, validate_group
+from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, check_torch_keys, validate_group
 from .state_memory import BASIS_INFIX, compression_saves_memory
 
 #: state key (after ``<branch>_``) of the per-entry births of a part's moments
@@ -35,14 +35,18 @@ BIRTH = "birth"
 #: (parallel to its ``params``). Top-level, not in the groups: torch's optimizers copy every
 #: group key, so a TensorGRaD state dict loaded into ``AdamW`` would carry it into theirs
 PARAM_SHAPES = "param_shapes"
+#: state key of a compressed parameter whose basis refresh waits for a nonzero gradient
+#: (present only while it waits; see ``compressed_step.project_parts``)
+REFRESH_PENDING = "refresh_pending"
 REQUIRED_KEYS = ("step", "compressed", "seed")
 _BRANCH_SUFFIXES = ("_exp_avg", "_exp_avg_sq", "_step", f"_{BIRTH}")
 
 
 def is_counter(key, value):
     """Whether state ``key`` is a scalar counter kept on the CPU (``step``, ``compressed``,
-    ``seed``, a part's ``<branch>_step``), not a tensor on the parameter's device."""
-    return value.dim() == 0 and (key in REQUIRED_KEYS or key.endswith("_step"))
+    ``seed``, a part's ``<branch>_step``, the pending-refresh flag), not a tensor on the
+    parameter's device."""
+    return value.dim() == 0 and (key in REQUIRED_KEYS or key == REFRESH_PENDING or key.endswith("_step"))
 
 
 def checked_state(optimizer, state_dict):
@@ -62,6 +66,7 @@ def checked_state(optimizer, state_dict):
         raise ValueError(f"The state dict has {len(saved_groups)} param group(s); this TensorGRaD has "
                          f"{len(optimizer.param_groups)}.")
     upstream = is_upstream_layout(saved_groups)
+    foreign = None  # the first group of another optimizer: refused once the states are checked
     groups, by_index = [], {}
     ordinal = 0
     for group_index, (saved, current) in enumerate(zip(saved_groups, optimizer.param_groups)):
@@ -70,6 +75,13 @@ def checked_state(optimizer, state_dict):
                              f"this TensorGRaD's has {len(current['params'])}: saved for another model.")
         group = _upstream_group(saved) if upstream else dict(saved)
         group = validate_group({**DEFAULTS, **group})
+        if upstream or "compress" in saved:
+            try:  # torch AdamW's keys, which the step would ignore (maximize=True, amsgrad=True, ...)
+                check_torch_keys(group, group["weight_decay"])
+            except ValueError as error:
+                raise ValueError(f"Param group {group_index} of the state dict: {error}") from None
+        elif foreign is None:
+            foreign = group_index, saved
         groups.append(group)
         for position, (index, param) in enumerate(zip(saved["params"], current["params"])):
             ordinal += 1
@@ -93,6 +105,8 @@ def checked_state(optimizer, state_dict):
             value = {**{k: value[k] for k in REQUIRED_KEYS if k in value}, "compressed": torch.tensor(False)}
         check_param_state(optimizer, param, group, value, where)
         state[param] = placed_state(param, group, value)
+    if foreign is not None:  # after the states, whose message names a stepped one's keys
+        _refuse_foreign_group(*foreign)
     # after the state checks, whose messages name the mismatched state: this one also covers
     # the parameters without state
     listed = state_dict.get(PARAM_SHAPES)
@@ -103,6 +117,21 @@ def checked_state(optimizer, state_dict):
         for group_index, (shapes, current) in enumerate(zip(listed, optimizer.param_groups)):
             _check_listed_shapes(group_index, shapes, current["params"])
     return groups, state
+
+
+def _refuse_foreign_group(group_index, saved):
+    """Raise the ValueError of a param group saved by another optimizer: it has none of
+    TensorGRaD's settings (``compress``) nor upstream's (``correct_bias``). Its torch keys
+    (``maximize``, ``amsgrad``, Adam's coupled decay) would be ignored by the step, and a
+    never-stepped state holds no parameter state that could tell."""
+    keys = sorted(key for key in saved if key != "params")
+    if {"betas", "amsgrad"} <= set(keys):
+        decoupled = saved.get("decoupled_weight_decay")
+        writer = {True: "torch.optim.AdamW", False: "torch.optim.Adam"}.get(decoupled, "torch.optim.Adam or AdamW")
+    else:
+        writer = "another optimizer"
+    raise ValueError(f"Param group {group_index} of the state dict was saved by {writer}, not TensorGRaD (its keys "
+                     f"{keys} lack TensorGRaD's 'compress'): load it into that optimizer, or start this one fresh.")
 
 
 def _check_listed_shapes(group_index, shapes, params):

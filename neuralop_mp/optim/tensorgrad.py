@@ -23,13 +23,14 @@ from .adam_math import (
     stochastic_round_chunk_,
 )
 from .composite_projector import CompositeProjector
-from .compressed_step import adam_directions_, apply_update, project_parts
+from .compressed_step import adam_directions_, apply_update, project_parts, weigh_directions_
 from .seeds import WEIGHT_WRITE, rounding_seed, state_seed
 from .state_checks import PARAM_SHAPES, checked_state
 from .state_memory import compression_saves_memory, state_memory_report
 from .settings import (
     DEFAULTS,
     LAYOUT_KEYS,
+    OPTIONS_BY_NAME,
     TORCH_ADAMW_DEFAULTS,
     UPSTREAM_PLAIN_GROUP_DEFAULTS,
     check_group_keys,
@@ -53,6 +54,29 @@ def _records_passed_keywords(init):
         init(self, params, *args, **kwargs)
 
     return wrapper
+
+
+def _settings_snapshot(group):
+    """A param group's keys and values, its ``params`` left out: what :meth:`TensorGRaD.step`
+    compares with the values it last checked."""
+    return {key: value for key, value in group.items() if key != "params"}
+
+
+def _changed_keys(now, checked):
+    """The keys whose values differ between two snapshots (a tensor learning rate compared by
+    value), or None when the keys themselves differ or a value cannot be compared."""
+    if checked is None or now.keys() != checked.keys():
+        return None
+    try:
+        return [key for key, value in now.items() if value is not checked[key] and not bool(value == checked[key])]
+    except (RuntimeError, TypeError, ValueError):  # e.g. a tensor of several entries under a user's key
+        return None
+
+
+#: settings whose check involves no other key: changed alone (an LR schedule's ``lr``), only
+#: they are checked again (the others: rank and sparse_ratio with compress, weight_decay with
+#: decoupled_weight_decay, torch's keys)
+_STANDALONE = frozenset(OPTIONS_BY_NAME) - {"compress", "rank", "sparse_ratio", "weight_decay"}
 
 
 class TensorGRaD(Optimizer):
@@ -182,8 +206,9 @@ class TensorGRaD(Optimizer):
         TensorGRaD's step matches: torch's defaults, ``foreach`` any (no effect),
         ``fused=False``, ``decoupled_weight_decay=True`` (its decay is AdamW's; False,
         torch Adam's default, only with ``weight_decay=0``). Any other value
-        (``maximize=True``, ``fused=True``, ...) raises ValueError. They are no settings:
-        groups do not get them.
+        (``maximize=True``, ``fused=True``, ...) raises ValueError, also set in
+        ``param_groups`` (at the next :meth:`step`) or in a loaded group. They are no
+        settings: groups do not get them.
 
     Notes
     -----
@@ -195,7 +220,13 @@ class TensorGRaD(Optimizer):
     raises ValueError naming the group, the key and both values (a new optimizer restarts
     the state). Plain AdamW moments (a parameter that is not compressed, before the change
     nor after it) are laid out by ``adam_convention`` alone. The others (``lr``, ``betas``, ``eps``, ``weight_decay``, ``scale``,
-    ``update_proj_gap``, ...) may change at any time.
+    ``update_proj_gap``, ...) may change at any time. Any setting changed in ``param_groups``
+    is checked again at the next :meth:`step`, as the constructor checks it.
+
+    A refresh whose gradient is all zero (torch.distributed.checkpoint's state
+    initialisation, an unused parameter after ``zero_grad(set_to_none=False)``) keeps the
+    bases and waits for the next nonzero gradient (``state[p]["refresh_pending"]``); before
+    any basis exists such a step only decays the weight.
 
     References
     ----------
@@ -248,6 +279,7 @@ class TensorGRaD(Optimizer):
         # (also in the constructor: the groups join one at a time, none has state yet)
         self._group_keys = []
         self._layouts = []  # each group's LAYOUT_KEYS as its parameters' state is built (see step)
+        self._checked = []  # each group's keys as last checked (see _check_settings)
         super().__init__(params, defaults)
 
     # ------------------------------------------------------------------ groups
@@ -278,6 +310,7 @@ class TensorGRaD(Optimizer):
         super().add_param_group(param_group)
         self._group_keys.append(keys)
         self._layouts.append(layout_of(param_group))
+        self._checked.append(_settings_snapshot(self.param_groups[-1]))
         if not upstream and "tensorgrad" in keys:
             self._plain_groups_become_upstream_adamw()
 
@@ -359,6 +392,40 @@ class TensorGRaD(Optimizer):
         self.__dict__.setdefault("_decoupled_weight_decay", TORCH_ADAMW_DEFAULTS["decoupled_weight_decay"])
         if "_layouts" not in state:  # load_state_dict (the loaded groups built the loaded state), older pickles
             self._layouts = [layout_of(group) for group in self.param_groups]
+        # loaded groups were checked by load_state_dict (unpickled ones when they stepped): a
+        # later change is checked at the next step (not pickled: a snapshot would have to
+        # compare equal to the unpickled groups' copies of their tensors)
+        self._checked = [_settings_snapshot(group) for group in self.param_groups]
+
+    def _check_settings(self, groups=None):
+        """Check again the settings of each group changed in ``param_groups`` since it was last
+        checked (``groups``: ``(index, group)`` pairs, default all), as the constructor checks
+        them: an invalid value (``update_proj_gap=0``, ``state_dtype="float16"``,
+        ``lambda_sparse=nan``) or a torch AdamW key the step would ignore (``maximize=True``)
+        raises the constructor's error, naming the group. A group's checked values (a list as a
+        tuple, a numpy number as a float) are written back. Costs a comparison of the group's
+        keys with the last checked copy when nothing changed."""
+        for index, group in enumerate(self.param_groups) if groups is None else groups:
+            snapshot = _settings_snapshot(group)
+            changed = _changed_keys(snapshot, self._checked[index])
+            if changed == []:
+                continue
+            try:
+                if changed is not None and _STANDALONE.issuperset(changed):
+                    settings = {key: OPTIONS_BY_NAME[key].check(key, group[key]) for key in changed}
+                else:
+                    missing = [key for key in DEFAULTS if key not in group]
+                    if missing:
+                        raise ValueError(f"the settings {missing} were removed from the group; set them back")
+                    settings = validate_group({key: group[key] for key in DEFAULTS})
+                    check_group_keys(snapshot, settings["weight_decay"])
+                    if "decoupled_weight_decay" not in group:  # the constructor's, against the group's decay
+                        check_group_keys({"decoupled_weight_decay": self._decoupled_weight_decay},
+                                         settings["weight_decay"])
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"TensorGRaD: param group {index} was changed in param_groups: {error}") from None
+            group.update(settings)
+            self._checked[index] = _settings_snapshot(group)
 
     def _check_layouts(self, groups=None):
         """Refuse a change of a group's :data:`~neuralop_mp.optim.settings.LAYOUT_KEYS` since
@@ -478,9 +545,11 @@ class TensorGRaD(Optimizer):
 
         Raises
         ------
-        ValueError
-            A setting that lays out the state (:data:`~neuralop_mp.optim.settings.LAYOUT_KEYS`)
-            was changed in a group whose parameters have stepped; nothing is updated.
+        ValueError, TypeError
+            A setting changed in ``param_groups`` is invalid (as the constructor would
+            refuse it, e.g. ``update_proj_gap=0``, ``maximize=True``), or a setting that lays
+            out the state (:data:`~neuralop_mp.optim.settings.LAYOUT_KEYS`) was changed in a
+            group whose parameters have stepped; nothing is updated.
         NonFiniteError
             A gradient holds NaN or inf (checked for every parameter before any is
             updated), or an update is not finite (e.g. ``eps=0`` with a zero
@@ -502,6 +571,7 @@ class TensorGRaD(Optimizer):
             scale = check_real("grad_scale", grad_scale, low=0, low_open=True)
             if not isinstance(grad_scale, torch.Tensor):  # a 0-d tensor is kept, as before
                 grad_scale = scale
+        self._check_settings()
         self._check_layouts()
         loss = None
         if closure is not None:
@@ -579,7 +649,7 @@ class TensorGRaD(Optimizer):
         if hasattr(grad, "release"):  # a lazily computed gradient: its operands, likewise
             grad.release()
         del grad
-        directions = adam_directions_(parts, group, state)
+        directions = weigh_directions_(p, projector, bases, adam_directions_(parts, group, state), group)
         state["step"] += 1
         if nonfinite.update_is_finite(directions, group, group_index, position, p):
             apply_update(p, projector, bases, directions, group, state)
@@ -622,7 +692,8 @@ class TensorGRaD(Optimizer):
                 ordinal += 1
                 if p is not param:
                     continue
-                self._check_layouts([(group_index, group)])  # its own group: this runs once per parameter
+                self._check_settings([(group_index, group)])  # its own group: this runs once per parameter
+                self._check_layouts([(group_index, group)])
                 if nonfinite.gradient_is_finite(grad, group, group_index, position, p):
                     state = self._state_of(p, group, ordinal)
                     self._step_compressed(p, grad, group, group_index, position, state, None, False)
