@@ -7,6 +7,7 @@ Example::
     neuralop-mp data navier_stokes --res 64 --t-final 50 --dt 0.0125
     neuralop-mp data burgers --res 16 --n-time 17
     neuralop-mp data darcy --res 64 --n-train 0 --n-test 200   # a test set alone
+    neuralop-mp data darcy --res 16 --solver-resolution 241    # labels solved on 241 points
 
 Prints one line per file (cached files are marked). Exit status 0 on success,
 2 on bad arguments (the message names the bad value and the allowed ones), 130 after
@@ -89,7 +90,9 @@ def build_parser(prog="neuralop-mp data"):
     physics = parser.add_argument_group("navier_stokes and burgers")
     physics.add_argument("--viscosity", type=positive_float, default=None, help="nu (default 1e-3 / 0.01)")
     physics.add_argument("--t-final", type=positive_float, default=None, help="final time (default 10 / 1)")
-    physics.add_argument("--solver-resolution", type=positive_int, default=None, help="smallest grid solved on (navier_stokes: a power of 2 >= 32; burgers: >= 65)")
+    physics.add_argument("--solver-resolution", type=positive_int, default=None,
+                         help="smallest grid solved on (navier_stokes: a power of 2 >= 32; burgers: >= 65; darcy too: "
+                              ">= 4, solved on the nested (res-1)k+1 points, default the stored grid)")
     physics.add_argument("--n-time", type=positive_int, default=None, help="burgers: stored time points (default 17)")
     physics.add_argument("--dt", type=positive_float, default=None,
                          help="navier_stokes: largest time step (default 0.05*32/n on the n-point solver grid)")

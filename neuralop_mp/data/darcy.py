@@ -15,6 +15,14 @@ face coefficients averaged from the two neighbouring vertices (harmonic mean by
 default, the flux-continuous choice for jumps in ``a`` [2]_; arithmetic on request),
 which is second-order accurate for smooth ``a`` and ``u``.
 
+Solver grid: by default the equation is solved on the stored grid itself. Because
+``a`` jumps across a curve the grid does not follow, the discrete solution then
+converges only at order ~1.3, and a 16-point label is a few percent from the PDE's
+solution (docs/data.md, Validation evidence). ``solver_resolution=N`` solves on the
+nested vertex grid of ``(res - 1) k + 1 >= N`` points (the smallest such ``k``) and
+stores every ``k``-th vertex, so the stored points are solver points and the stored
+``x`` is the permeability solved with at those points.
+
 References
 ----------
 .. [1] Z. Li et al., "Fourier Neural Operator for Parametric Partial Differential
@@ -31,7 +39,7 @@ import scipy.sparse.linalg
 import torch
 from tqdm.auto import tqdm
 
-from ..vocabulary import check_choice, check_int_at_least
+from ..vocabulary import check_choice, check_int_at_least, is_integer
 from .compute import cpu_threads
 from .cache import GENERATOR_VERSION, data_file, generate_cached, generate_train_test, resolve_root
 from .grf import sample_grf, sample_seed
@@ -157,31 +165,67 @@ def permeability(seeds, resolution):
     return torch.where(field >= 0, HIGH_PERMEABILITY, LOW_PERMEABILITY).to(torch.float64)
 
 
-def darcy_settings(resolution, seed, face_average="harmonic"):
-    """Every setting that changes the data, as recorded in the file metadata; each value checked."""
-    return dict(
-        generator="darcy", version=GENERATOR_VERSION,
-        resolution=check_int_at_least("Darcy resolution", resolution, MIN_RESOLUTION), seed=int(seed),
+def solver_grid(resolution, solver_resolution=None):
+    """``(n_solve, stride)``: the points per axis solved on and the stride of the stored grid in it.
+
+    ``n_solve = (resolution - 1) * stride + 1`` with the smallest ``stride >= 1`` that gives
+    ``n_solve >= solver_resolution``: a vertex grid that contains the stored one (its every
+    ``stride``-th vertex). None, or a value up to ``resolution``: the stored grid, stride 1.
+    """
+    if solver_resolution is None:
+        return resolution, 1
+    # an integer as the package's other settings take one (numpy and 0-d tensor integers too, no bool)
+    if not is_integer(solver_resolution) or int(solver_resolution) < MIN_RESOLUTION:
+        raise ValueError(f"Invalid solver_resolution={solver_resolution!r}; allowed values: None (the stored grid) "
+                         f"or integers >= {MIN_RESOLUTION}.")
+    stride = max(1, -(-(int(solver_resolution) - 1) // (resolution - 1)))  # ceil division
+    return (resolution - 1) * stride + 1, stride
+
+
+def darcy_settings(resolution, seed, face_average="harmonic", solver_resolution=None):
+    """Every setting that changes the data, as recorded in the file metadata; each value checked.
+
+    ``solver_resolution`` is recorded only when the grid solved on is finer than the stored
+    one, as the number of points really solved on (:func:`solver_grid`): files solved on
+    their own grid keep the record (and bytes) they had before the setting existed.
+    """
+    resolution = check_int_at_least("Darcy resolution", resolution, MIN_RESOLUTION)
+    settings = dict(
+        generator="darcy", version=GENERATOR_VERSION, resolution=resolution, seed=int(seed),
         forcing=1.0, high=HIGH_PERMEABILITY, low=LOW_PERMEABILITY,
         face_average=check_choice("face_average", face_average, FACE_AVERAGES), grf=dict(DARCY_GRF), grid="vertex",
     )
+    n_solve, stride = solver_grid(resolution, solver_resolution)
+    if stride > 1:
+        settings["solver_resolution"] = n_solve
+    return settings
 
 
 def generate_darcy_split(root, resolution, split, n_samples, seed=0, progress=True, overwrite=False,
-                         face_average="harmonic"):
+                         face_average="harmonic", solver_resolution=None):
     """Write (or find in the cache) ``darcy_{split}_{resolution}.pt``; return its path."""
-    settings = darcy_settings(resolution, seed, face_average)
+    settings = darcy_settings(resolution, seed, face_average, solver_resolution)
     resolution = settings["resolution"]
+    n_solve, stride = solver_grid(resolution, solver_resolution)
 
     def compute():
         seeds = [sample_seed(seed, split, i) for i in range(n_samples)]
         with cpu_threads(1):
             a = permeability(seeds, resolution).numpy()
         u = np.empty_like(a)
-        bar = tqdm(range(n_samples), desc=f"darcy {split} {resolution}x{resolution}", disable=not progress,
-                   leave=False)
+        solved_on = "" if stride == 1 else f" (solved {n_solve}x{n_solve})"
+        bar = tqdm(range(n_samples), desc=f"darcy {split} {resolution}x{resolution}{solved_on}",
+                   disable=not progress, leave=False)
         for n in bar:
-            u[n] = solve_darcy(a[n], 1.0, face_average)
+            if stride == 1:
+                u[n] = solve_darcy(a[n], 1.0, face_average)
+                continue
+            with cpu_threads(1):
+                fine = permeability(seeds[n:n + 1], n_solve).numpy()[0]
+            # the stored x is the coefficient solved with at the stored vertices, bitwise: a GRF
+            # value within round-off of 0 could otherwise threshold differently on the two grids
+            fine[::stride, ::stride] = a[n]
+            u[n] = solve_darcy(fine, 1.0, face_average)[::stride, ::stride]
         return {"x": torch.from_numpy(a).float(), "y": torch.from_numpy(u).float()}
 
     return generate_cached(data_file(resolve_root(root), "darcy", split, resolution), settings, n_samples, overwrite,
@@ -189,13 +233,15 @@ def generate_darcy_split(root, resolution, split, n_samples, seed=0, progress=Tr
 
 
 def generate_darcy(root=None, resolutions=(16, 32), n_train=1000, n_test=200, seed=0, progress=True,
-                   overwrite=False, *, face_average="harmonic"):
+                   overwrite=False, *, face_average="harmonic", solver_resolution=None):
     """Generate the Darcy-flow dataset in the layout of upstream's ``DarcyDataset``.
 
     Writes ``darcy_train_{res}.pt`` and ``darcy_test_{res}.pt`` per resolution, each
     a dict with ``"x"`` (permeability) and ``"y"`` (solution), float32 tensors of
     shape ``(N, res, res)`` (``DarcyDataset`` adds the channel axis), plus ``"meta"``.
-    Sample ``i`` of a split is the same permeability field at every resolution.
+    Sample ``i`` of a split is the same permeability field at every resolution (the
+    stored vertices ``i / (res - 1)`` of two resolutions coincide only where one
+    ``res - 1`` divides the other: 16 and 31, not 16 and 32).
 
     Parameters
     ----------
@@ -214,11 +260,19 @@ def generate_darcy(root=None, resolutions=(16, 32), n_train=1000, n_test=200, se
         Regenerate even when a matching file exists (and replace foreign files).
     face_average : {"harmonic", "arithmetic"}
         How the permeability is averaged onto cell faces (harmonic: the benchmark's).
+    solver_resolution : int, optional
+        Smallest number of points per axis to solve on (>= 4): each file is solved on the
+        nested grid of ``(res - 1) k + 1 >= solver_resolution`` points and stores every
+        ``k``-th vertex (:func:`solver_grid`); its ``"meta"`` records the grid solved on.
+        None (default), or a value up to ``res``: solved on the stored grid, whose labels
+        are a few percent from the PDE's solution at 16 points (docs/data.md).
 
     Returns
     -------
     dict
         ``{res: (train_path, test_path)}``.
     """
-    return generate_train_test(generate_darcy_split, lambda res: darcy_settings(res, seed, face_average), root,
-                               resolutions, n_train, n_test, seed, progress, overwrite, face_average=face_average)
+    return generate_train_test(generate_darcy_split,
+                               lambda res: darcy_settings(res, seed, face_average, solver_resolution), root,
+                               resolutions, n_train, n_test, seed, progress, overwrite, face_average=face_average,
+                               solver_resolution=solver_resolution)

@@ -70,12 +70,14 @@ def generator_defaults(cli_name):
 
 # The physics of a load: the split generator's arguments its files record. A file of ours
 # that is regenerated keeps its own; a missing one takes those of the load's other files.
-PHYSICS = {"darcy": ("face_average",), "nsforcing": ("viscosity", "t_final", "solver_resolution", "dt"),
+PHYSICS = {"darcy": ("face_average", "solver_resolution"),
+           "nsforcing": ("viscosity", "t_final", "solver_resolution", "dt"),
            "burgers": ("viscosity", "t_final", "n_time", "solver_resolution")}
 # the discretization, not the equation: each file solves on at least its own grid (with the
 # default step of that grid unless it records a dt), so files of one load legitimately record
 # different ones; never compared between files. A file made from scratch takes the smallest
-# recorded: the finest grid and step the load has solved with.
+# recorded: the finest grid and step the load has solved with. (Darcy records a solver grid only
+# where it is finer than the stored one: the smallest of those that record one.)
 PER_FILE = ("solver_resolution", "dt")
 # the physics settings `neuralop-mp data` has a flag for (--viscosity, ...), in its order; its
 # parser reads them from here

@@ -17,6 +17,7 @@ def measured(monkeypatch):
     monkeypatch.setattr(benchmark, "darcy_orders", lambda: [dict(check="darcy", value=1e-3, order=2.0)])
     monkeypatch.setattr(benchmark, "ns_checks", lambda: [])
     monkeypatch.setattr(benchmark, "burgers_checks", lambda: [])
+    monkeypatch.setattr(benchmark, "darcy_label_errors", lambda root: [])
     sections = []
     monkeypatch.setattr(report, "update_section", lambda name, body, path=None: sections.append((name, path)))
     return sections
