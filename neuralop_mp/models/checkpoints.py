@@ -25,6 +25,7 @@ from .mixed_precision_models import (N_MODES_KEY, PLUGIN_MODEL_CLASSES, RECOMPUT
 from .constructor_args import constructor_params, rebuilding_arguments
 
 _RECORD_ONLY = ("_name", "_version", "args")
+_PACKAGE = os.path.dirname(os.path.dirname(__file__))
 
 
 def read_checkpoint_metadata(save_folder, save_name):
@@ -134,32 +135,49 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
     return set_recompute_settings(model, **recompute) if recompute else model
 
 
+def _records_n_modes(metadata):
+    """Whether the class that saved ``metadata`` records its modules' moved Fourier modes in it
+    (the plugin's classes, and subclasses whose constructor takes ``layer_n_modes``): then the
+    metadata is the whole record, ``layer_n_modes`` absent where none moved."""
+    saved_class = BaseModel._models.get(str(metadata.get("_name", "")).lower())
+    return N_MODES_KEY in metadata or (saved_class is not None and n_modes_key_taken(saved_class))
+
+
 def restore_trained_n_modes(model, save_folder, save_name, metadata):
     """Set the Fourier modes a trainer's checkpoint records beside the weights on ``model``, built
     from ``metadata``, where that record is the only one: upstream's classes record none in their
     metadata (incremental training grows ``n_modes``, which no state dict entry holds; a new
     metadata key would break upstream's ``from_checkpoint``), but a folder that
     ``MixedPrecisionTrainer.checkpoint`` wrote (``neuralop-mp run``'s trainer included) holds every
-    module's ``n_modes`` of the same save in its ``precision_state.pt``. Nothing is done for a
-    metadata holding ``layer_n_modes`` (the plugin's classes: set by the build), for a folder without
-    that file, or for weights of another name than the trainer's save there (``best_model`` over
-    ``model``); returns ``model``.
+    module's ``n_modes`` of the same save in its ``precision_state.pt``. Returns ``model``.
+
+    Nothing is read for metadata of a class that records the modes itself (the plugin's classes,
+    whose ``layer_n_modes`` the build set, absent where none moved), for a folder without that
+    file, or for weights of another name than the trainer's save there (``best_model`` over
+    ``model``). A ``precision_state.pt`` that cannot be read (truncated, overwritten) leaves the
+    constructor's modes, with a warning naming it: the weights and metadata loaded are sound.
 
     Raises
     ------
     CheckpointError
-        For a ``precision_state.pt`` that cannot be read or whose modes do not fit ``model``, naming it.
+        For a readable ``precision_state.pt`` whose modes do not fit ``model``, naming it.
     """
     folder = Path(save_folder)
     path = folder / PRECISION_STATE_FILE
-    if N_MODES_KEY in metadata or not path.is_file():
+    if _records_n_modes(metadata) or not path.is_file():
         return model
     try:
         if checkpoint_name(folder) != save_name:  # other weights than the ones the trainer saved with it
             return model
     except CheckpointError:
         return model
-    state = load_weights_only(path)
+    try:
+        state = load_weights_only(path)
+    except CheckpointError as err:
+        warnings.warn(f"{path} cannot be read, so the Fourier modes the training left ({type(model).__name__} "
+                      f"records none in its metadata) are not set: the model has its constructor's modes. {err}",
+                      UserWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__), _PACKAGE]))
+        return model
     record = state.get("n_modes") if isinstance(state, dict) else None
     if record is not None:
         try:

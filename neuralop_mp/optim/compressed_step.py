@@ -110,7 +110,13 @@ def _gradient_memory(grad, dtype):
     return flat[:flat.numel() - flat.numel() % ratio].view(dtype)
 
 
-def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False, grad=None):
+def refresh_due(state, group):
+    """Whether the step of a compressed parameter with ``state`` refreshes its bases: its step
+    count is a multiple of ``update_proj_gap``, or a refresh is pending (:func:`project_parts`)."""
+    return int(state["step"]) % group["update_proj_gap"] == 0 or bool(state.get(REFRESH_PENDING, False))
+
+
+def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False, grad=None, zero=None):
     """Refresh the bases when due and project the gradient ``grad`` (default ``p.grad``):
     ``(bases, {name: part})``.
 
@@ -123,14 +129,16 @@ def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False, 
     A refresh is due every ``update_proj_gap`` steps, or pending (``state[REFRESH_PENDING]``)
     since a due one found an all-zero gradient: that one kept the bases (and, before any
     existed, returned ``({}, {})``: nothing to project), and the next nonzero gradient
-    refreshes them.
+    refreshes them. ``zero``: whether ``grad`` is all zero, where the caller read it with its
+    other checks (:func:`~neuralop_mp.optim.nonfinite.gradient_flags`, one read for every
+    parameter); None: read here when a refresh is due, one read back to the host.
     """
     grad = p.grad if grad is None else grad
     dtype = compute_dtype(p)
     step, seed = int(state["step"]), int(state["seed"])
     source = GradientChunks(grad, dtype, grad_scale)
-    refresh = step % group["update_proj_gap"] == 0 or bool(state.get(REFRESH_PENDING, False))
-    if refresh and _all_zero(source):
+    refresh = refresh_due(state, group)
+    if refresh and (_all_zero(source) if zero is None else zero):
         # a zero gradient (torch.distributed.checkpoint's state initialisation, a frozen or
         # unused parameter whose gradient was zeroed, not dropped) has no directions: its
         # Gram matrix's eigenvectors would be coordinate axes, its top-k arbitrary entries,

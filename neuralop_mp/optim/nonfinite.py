@@ -46,54 +46,85 @@ def _handle(message, groups):
                   stacklevel=stacklevel_outside(OPTIMIZER_CODE_FOLDERS, OPTIMIZER_CODE_FILES))
 
 
-def all_finite(tensor):
-    """0-d bool tensor: every entry of ``tensor`` is finite. Checked a quarter of
-    :func:`~neuralop_mp.optim.gradient_chunks.chunk_bytes` at a time, so the check of a
-    large gradient allocates no full-size mask."""
+def _everywhere(tensor, test):
+    """0-d bool tensor: ``test`` (a piece -> 0-d bool reduction) holds for every piece of
+    ``tensor`` (its real view), a quarter of
+    :func:`~neuralop_mp.optim.gradient_chunks.chunk_bytes` at a time, so the check of a large
+    gradient allocates no full-size mask."""
     real = as_real(tensor)
     # isfinite makes a float copy (abs) and three bool masks of its input: a quarter chunk
     # keeps them below one chunk, as this check runs when the step holds the most
     step = max(1, gradient_chunks.chunk_bytes(real.device) // (4 * max(1, real.element_size())))
     if not real.is_contiguous() or real.numel() <= step:  # one piece: two kernels, not a running flag's five
-        return torch.isfinite(real).all()
+        return test(real)
     flat = real.view(-1)
     flag = torch.ones((), dtype=torch.bool, device=flat.device)
     for start in range(0, flat.numel(), step):
-        flag &= torch.isfinite(flat[start:start + step]).all()
+        flag &= test(flat[start:start + step])
     return flag
 
 
-def finite_flags(tensors):
-    """Whether each tensor is finite, as Python bools: one reduction per tensor, stacked on
-    its device, and one copy to the host per device (on a GPU every copy waits for the
-    device, so a copy per tensor would wait each time)."""
+def all_finite(tensor):
+    """0-d bool tensor: every entry of ``tensor`` is finite (checked in chunks, :func:`_everywhere`)."""
+    return _everywhere(tensor, lambda piece: torch.isfinite(piece).all())
+
+
+def all_zero(tensor):
+    """0-d bool tensor: every entry of ``tensor`` is zero (checked in chunks, :func:`_everywhere`)."""
+    return _everywhere(tensor, lambda piece: piece.eq(0).all())
+
+
+def host_flags(flags):
+    """0-d bool tensors ``flags`` as Python bools: stacked on their device and copied to the host
+    once per device (on a GPU every copy waits for the device, so a copy per flag would wait
+    each time)."""
     by_device = {}
-    for i, tensor in enumerate(tensors):
-        by_device.setdefault(tensor.device, []).append(i)
-    ok = [True] * len(tensors)
+    for i, flag in enumerate(flags):
+        by_device.setdefault(flag.device, []).append(i)
+    values = [True] * len(flags)
     for indices in by_device.values():
-        flags = torch.stack([all_finite(tensors[i]) for i in indices]).cpu().tolist()
-        for i, flag in zip(indices, flags):
-            ok[i] = flag
-    return ok
+        for i, value in zip(indices, torch.stack([flags[i] for i in indices]).cpu().tolist()):
+            values[i] = value
+    return values
 
 
-def gradients_are_finite(optimizer):
-    """True when every gradient is finite; otherwise raise or warn (see module doc)."""
+def finite_flags(tensors):
+    """Whether each tensor is finite, as Python bools: one reduction per tensor and one copy
+    to the host per device (:func:`host_flags`)."""
+    return host_flags([all_finite(tensor) for tensor in tensors])
+
+
+def zero_flags(params):
+    """``{param: whether its gradient is all zero}`` for ``params``, one copy to the host per
+    device: what a refresh of compressed bases asks (a zero gradient has no directions)."""
+    return dict(zip(params, host_flags([all_zero(p.grad) for p in params])))
+
+
+def gradient_flags(optimizer, zero_tested=()):
+    """``(finite, zero)``: whether every gradient is finite (otherwise raise, or warn and
+    return False: see module doc), and ``{param: whether its gradient is all zero}`` for the
+    parameters ``zero_tested`` (those whose step refreshes a compressed basis). Both are read
+    back together, one copy to the host per device."""
     entries = [
         (group, group_index, position, p)
         for group_index, group in enumerate(optimizer.param_groups)
         for position, p in enumerate(group["params"])
         if p.grad is not None and not p.grad.is_sparse
     ]
-    ok = finite_flags([p.grad for *_, p in entries])
+    flags = host_flags([all_finite(p.grad) for *_, p in entries] + [all_zero(p.grad) for p in zero_tested])
+    ok, zero = flags[:len(entries)], dict(zip(zero_tested, flags[len(entries):]))
     if all(ok):
-        return True
+        return True, zero
     bad = [entry for entry, good in zip(entries, ok) if not good]
     where = ", ".join(describe(*entry) for entry in bad)
     _handle(f"non-finite gradient (NaN or inf) in {where}; no parameter or optimizer state was changed",
             [entry[0] for entry in bad])
-    return False
+    return False, zero
+
+
+def gradients_are_finite(optimizer):
+    """True when every gradient is finite; otherwise raise or warn (see module doc)."""
+    return gradient_flags(optimizer)[0]
 
 
 def gradient_is_finite(grad, group, group_index, position, param):

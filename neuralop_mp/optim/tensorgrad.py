@@ -23,7 +23,7 @@ from .adam_math import (
     stochastic_round_chunk_,
 )
 from .composite_projector import CompositeProjector
-from .compressed_step import adam_directions_, apply_update, project_parts, weigh_directions_
+from .compressed_step import adam_directions_, apply_update, project_parts, refresh_due, weigh_directions_
 from .seeds import WEIGHT_WRITE, rounding_seed, state_seed
 from .state_checks import PARAM_SHAPES, checked_state
 from .state_memory import compression_saves_memory, state_memory_report
@@ -34,6 +34,7 @@ from .settings import (
     TORCH_ADAMW_DEFAULTS,
     UPSTREAM_PLAIN_GROUP_DEFAULTS,
     check_group_keys,
+    check_torch_keys,
     group_settings,
     layout_change_error,
     layout_of,
@@ -56,19 +57,53 @@ def _records_passed_keywords(init):
     return wrapper
 
 
-def _settings_snapshot(group):
-    """A param group's keys and values, its ``params`` left out: what :meth:`TensorGRaD.step`
-    compares with the values it last checked."""
+class _CheckedTensor:
+    """A tensor setting as last checked (a tensor ``lr``, which torch's schedulers change in place
+    with ``fill_``): on the CPU its value, read cheaply; on a device, where a read would wait for
+    it at every step, the tensor and its in-place version counter (``fill_`` advances it)."""
+
+    __slots__ = ("tensor", "version", "value")
+
+    def __init__(self, tensor):
+        try:
+            version = tensor._version
+        except RuntimeError:  # an inference-mode tensor counts no versions: checked at every step
+            version = None
+        self.tensor, self.version = tensor, version
+        self.value = tensor.item() if tensor.device.type == "cpu" and tensor.numel() == 1 else None
+
+    def holds(self, value):
+        """Whether ``value`` is this setting unchanged (else it is checked again)."""
+        if not isinstance(value, torch.Tensor):
+            return False
+        if self.value is not None and value.device.type == "cpu" and value.numel() == 1:
+            now = value.item()
+            return now == self.value or (now != now and self.value != self.value)  # NaN: as before
+        return value is self.tensor and self.version is not None and value._version == self.version
+
+
+def _settings(group):
+    """A param group's keys and values, its ``params`` left out."""
     return {key: value for key, value in group.items() if key != "params"}
 
 
+def _settings_snapshot(group):
+    """:func:`_settings` of ``group`` as checked, a tensor's by value (:class:`_CheckedTensor`):
+    what :meth:`TensorGRaD.step` compares the group's settings with."""
+    return {key: _CheckedTensor(value) if isinstance(value, torch.Tensor) else value
+            for key, value in _settings(group).items()}
+
+
 def _changed_keys(now, checked):
-    """The keys whose values differ between two snapshots (a tensor learning rate compared by
-    value), or None when the keys themselves differ or a value cannot be compared."""
+    """The keys of settings ``now`` (:func:`_settings`) whose values differ from the ``checked``
+    snapshot (:func:`_settings_snapshot`; a tensor compared by value, or by its version counter
+    on a device), or None when the keys themselves differ or a value cannot be compared."""
     if checked is None or now.keys() != checked.keys():
         return None
     try:
-        return [key for key, value in now.items() if value is not checked[key] and not bool(value == checked[key])]
+        return [key for key, value in now.items()
+                if not (checked[key].holds(value) if isinstance(checked[key], _CheckedTensor)
+                        else value is checked[key] or bool(value == checked[key]))]
     except (RuntimeError, TypeError, ValueError):  # e.g. a tensor of several entries under a user's key
         return None
 
@@ -304,8 +339,7 @@ class TensorGRaD(Optimizer):
         upstream = self._upstream_style()
         keys = frozenset(k for k in param_group if k != "params")
         param_group.update(group_settings(param_group, self.defaults, self._explicit_keywords, upstream))
-        if "decoupled_weight_decay" not in param_group:  # the constructor's, against this group's decay
-            check_group_keys({"decoupled_weight_decay": self._decoupled_weight_decay}, param_group["weight_decay"])
+        self._check_constructor_decay(param_group)
         self._check_shapes(param_group, len(self.param_groups))
         super().add_param_group(param_group)
         self._group_keys.append(keys)
@@ -313,6 +347,15 @@ class TensorGRaD(Optimizer):
         self._checked.append(_settings_snapshot(self.param_groups[-1]))
         if not upstream and "tensorgrad" in keys:
             self._plain_groups_become_upstream_adamw()
+
+    def _check_constructor_decay(self, group):
+        """Refuse (ValueError) a nonzero ``weight_decay`` in a ``group`` that names no
+        ``decoupled_weight_decay`` when the constructor was given ``decoupled_weight_decay=False``
+        (torch Adam's coupled decay, which the step does not make): the one torch keyword whose
+        check depends on a group's own setting. Run as a group joins, when its settings change in
+        ``param_groups`` and on each group ``load_state_dict`` loads."""
+        if "decoupled_weight_decay" not in group:
+            check_torch_keys({"decoupled_weight_decay": self._decoupled_weight_decay}, group["weight_decay"])
 
     @staticmethod
     def _check_shapes(group, index):
@@ -406,7 +449,7 @@ class TensorGRaD(Optimizer):
         tuple, a numpy number as a float) are written back. Costs a comparison of the group's
         keys with the last checked copy when nothing changed."""
         for index, group in enumerate(self.param_groups) if groups is None else groups:
-            snapshot = _settings_snapshot(group)
+            snapshot = _settings(group)
             changed = _changed_keys(snapshot, self._checked[index])
             if changed == []:
                 continue
@@ -419,9 +462,7 @@ class TensorGRaD(Optimizer):
                         raise ValueError(f"the settings {missing} were removed from the group; set them back")
                     settings = validate_group({key: group[key] for key in DEFAULTS})
                     check_group_keys(snapshot, settings["weight_decay"])
-                    if "decoupled_weight_decay" not in group:  # the constructor's, against the group's decay
-                        check_group_keys({"decoupled_weight_decay": self._decoupled_weight_decay},
-                                         settings["weight_decay"])
+                    self._check_constructor_decay({**group, **settings})
             except (TypeError, ValueError) as error:
                 raise type(error)(f"TensorGRaD: param group {index} was changed in param_groups: {error}") from None
             group.update(settings)
@@ -577,13 +618,20 @@ class TensorGRaD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if (closure is not None or not gradients_checked) and not nonfinite.gradients_are_finite(self):
-            return loss
+        # whether a gradient is all zero matters where a compressed basis is refreshed: read with
+        # the finite check, not a read per parameter (docs/tensorgrad.md, one host read)
+        refreshing = self._refreshing()
+        if closure is not None or not gradients_checked:
+            finite, zero = nonfinite.gradient_flags(self, refreshing)
+            if not finite:
+                return loss
+        else:  # the caller checked the gradients: the refreshes' flags alone, one read per device
+            zero = nonfinite.zero_flags(refreshing) if refreshing else {}
         # dense updates wait for one shared finite check (a chunk's worth at a time, in
         # order): on a GPU a check per parameter would wait for the device each time
         pending = []
         try:
-            self._step_all(pending, grad_scale)
+            self._step_all(pending, grad_scale, zero)
         except BaseException as error:
             # a parameter whose moments have moved is stepped, as it was before the error
             try:
@@ -593,7 +641,22 @@ class TensorGRaD(Optimizer):
             raise
         return loss
 
-    def _step_all(self, pending, grad_scale):
+    def _refreshing(self):
+        """The parameters with a gradient whose step refreshes a compressed basis
+        (:func:`~neuralop_mp.optim.compressed_step.refresh_due`), or may: one without state
+        yet that could be compressed (its first step refreshes, if the routing compresses it)."""
+        refreshing = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None or p.grad.is_sparse:
+                    continue
+                state = self.state.get(p)
+                if (bool(state["compressed"]) and refresh_due(state, group) if state
+                        else self.eligible_for_compression(p, group)):
+                    refreshing.append(p)
+        return refreshing
+
+    def _step_all(self, pending, grad_scale, zero):
         waiting = 0  # bytes of the updates in pending
 
         def flush():
@@ -613,7 +676,7 @@ class TensorGRaD(Optimizer):
                 if bool(state["compressed"]):
                     flush()  # in order: earlier ones first
                     self._step_compressed(p, p.grad, group, group_index, position, state, grad_scale,
-                                          self.owns_gradients)
+                                          self.owns_gradients, zero.get(p))
                     continue
                 grad = p.grad.to(compute_dtype(p))
                 if grad_scale is not None and grad_scale != 1.0:
@@ -641,9 +704,9 @@ class TensorGRaD(Optimizer):
             state["seed"] = torch.tensor(state_seed(group["seed"], ordinal), dtype=torch.int64)
         return state
 
-    def _step_compressed(self, p, grad, group, group_index, position, state, grad_scale, owns_grad):
+    def _step_compressed(self, p, grad, group, group_index, position, state, grad_scale, owns_grad, zero=None):
         projector = self.projector_for(group)
-        bases, parts = project_parts(p, projector, group, state, grad_scale, owns_grad, grad=grad)
+        bases, parts = project_parts(p, projector, group, state, grad_scale, owns_grad, grad=grad, zero=zero)
         if owns_grad:  # projected: nothing reads this gradient again
             p.grad = None
         if hasattr(grad, "release"):  # a lazily computed gradient: its operands, likewise
@@ -788,6 +851,11 @@ class TensorGRaD(Optimizer):
             if result is not None:
                 state_dict = result
         groups, state_by_param = checked_state(self, state_dict)
+        for index, group in enumerate(groups):  # saved with decoupled decay, loaded into coupled
+            try:
+                self._check_constructor_decay(group)
+            except ValueError as error:
+                raise ValueError(f"Param group {index} of the state dict: {error}") from None
         state = defaultdict(dict, state_by_param)
         param_groups = []
         for current, saved in zip(self.param_groups, copy.deepcopy(groups)):

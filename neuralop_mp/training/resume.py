@@ -168,12 +168,14 @@ def _warn_built_other_n_modes(built, state, save_dir):
     """Warn when the model a resume is given was built with other Fourier modes than the saved run
     started with (``n_modes_at_start``): the code that builds it was changed, not the modes grown by
     the run (incremental training), and the resume sets the saved modes over the built ones. One
-    warning naming every such module; nothing for a record without ``n_modes_at_start`` (saved
-    before it was)."""
+    warning naming every such module; nothing for a module that already has the modes restored (the
+    run's own model resumed in the same process: nothing is overwritten), nor for a record without
+    ``n_modes_at_start`` (saved before it was)."""
     start, saved = state.get("n_modes_at_start"), state.get("n_modes") or {}
     if not isinstance(start, dict):
         return
-    changed = [name for name in start if name in built and built[name] != list(start[name])]
+    changed = [name for name in start if name in built and built[name] != list(start[name])
+               and built[name] != list(saved.get(name, start[name]))]
     if not changed:
         return
     moves = "; ".join(f"{name or 'the model'} built {built[name]}, the run started at {list(start[name])}, "

@@ -11,11 +11,12 @@ import torch
 from neuralop.models import FNO
 
 import neuralop_mp
-from neuralop_mp.models.mixed_precision_models import current_n_modes
+from neuralop_mp.models.mixed_precision_models import MixedPrecisionFNO, current_n_modes
 from neuralop_mp.runner.intercept import save_model_metadata_beside
 from neuralop_mp.training.checkpointing import PRECISION_STATE_FILE, CheckpointError
 from neuralop_mp.training.incremental import IncrementalMixedPrecisionTrainer
 from neuralop_mp.training.tests.tiny import loss, tiny_data
+from neuralop_mp.training.trainer import MixedPrecisionTrainer
 
 
 class WritesMetadataBeside(IncrementalMixedPrecisionTrainer):
@@ -91,3 +92,47 @@ def test_eval_loads_the_modes_of_the_trainer_checkpoint_it_loads(tmp_path):
     x = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(loaded.eval()(x), model(x), atol=1e-6)
+
+
+class TrainerWritingMetadataBeside(MixedPrecisionTrainer):
+    """Checkpoints as ``neuralop-mp run``'s trainer does, without growing any modes."""
+
+    def checkpoint(self, save_dir):
+        super().checkpoint(save_dir)
+        save_model_metadata_beside(save_dir, self.model, epoch=self.epoch)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:64])
+
+
+@pytest.mark.parametrize("loader", ["load_model", "eval"])
+def test_a_plugin_model_loads_from_its_metadata_without_reading_the_training_state(tmp_path, loader):
+    """The plugin's classes record moved modes in their metadata (none here: never grown), so a
+    damaged precision_state.pt beside sound weights is no reason to refuse the model."""
+    from neuralop_mp.run_folder import load_model as load_for_eval
+
+    torch.manual_seed(0)
+    model = MixedPrecisionFNO(n_modes=(2, 2), in_channels=1, out_channels=1, hidden_channels=6, n_layers=2)
+    train, _ = tiny_data(n=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        TrainerWritingMetadataBeside(model=model, n_epochs=1, verbose=False).train(
+            train, {}, torch.optim.AdamW(model.parameters(), lr=1e-2), None, training_loss=loss(), eval_losses={},
+            save_every=1, save_dir=tmp_path)
+    _truncate(tmp_path / PRECISION_STATE_FILE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to say either: the file is not read
+        loaded = neuralop_mp.load_model(tmp_path, "model") if loader == "load_model" else load_for_eval(tmp_path)[0]
+    weights = {key: value for key, value in model.state_dict().items() if isinstance(value, torch.Tensor)}
+    assert all(torch.equal(loaded.state_dict()[key], value) for key, value in weights.items())
+
+
+def test_an_unreadable_training_state_leaves_an_upstream_model_its_constructor_modes_with_a_warning(tmp_path):
+    _grown_upstream_fno(tmp_path)
+    _truncate(tmp_path / PRECISION_STATE_FILE)
+    with pytest.warns(UserWarning, match=r"precision_state.pt cannot be read, so the Fourier modes .* the model has "
+                                         r"its constructor's modes") as caught:
+        loaded = neuralop_mp.load_model(tmp_path, "model")
+    assert loaded.fno_blocks.convs[0].n_modes == [2, 2]
+    assert any(w.filename == __file__ for w in caught)  # the caller's line

@@ -226,3 +226,87 @@ def test_a_tensorgrad_state_dict_with_a_torch_key_it_would_ignore_is_refused():
                                          r"does not support amsgrad=True"):
         other.load_state_dict(saved)
     assert not other.state
+
+
+# ------------------------------------------------- reread mends: tensor lr, decay on load
+def test_a_tensor_lr_changed_in_place_is_checked_again():
+    """torch's schedulers change a tensor lr in place (fill_): the same tensor object, another
+    value. lr.fill_(inf) would make the weights non-finite; it is refused as the constructor does."""
+    p = torch.nn.Parameter(torch.ones(4, 3))
+    lr = torch.tensor(1e-2)
+    opt = TensorGRaD([p], lr=lr, compress=False)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    opt.param_groups[0]["lr"].fill_(math.inf)
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match=r"param group 0 was changed in param_groups: Invalid lr=tensor\(inf\)"):
+        opt.step()
+    assert torch.equal(p, before)
+    opt.param_groups[0]["lr"].fill_(5e-3)  # a valid in-place change steps
+    opt.step()
+    assert torch.isfinite(p).all() and not torch.equal(p, before)
+
+
+def test_a_tensor_lr_is_checked_again_by_its_version_where_its_value_is_not_read():
+    """Off the CPU reading the value would wait for the device at every step: the snapshot keeps
+    the tensor's version counter instead, which fill_ advances (the CPU's multi-entry tensors
+    take that path too)."""
+    from neuralop_mp.optim.tensorgrad import _changed_keys, _settings, _settings_snapshot
+
+    group = {"params": [], "lr": torch.tensor(1e-2), "other": torch.ones(2)}
+    checked = _settings_snapshot(group)
+    assert _changed_keys(_settings(group), checked) == []
+    group["other"].fill_(3.0)
+    group["lr"].fill_(2e-2)
+    assert _changed_keys(_settings(group), checked) == ["lr", "other"]
+
+
+@pytest.mark.parametrize("settings", [dict(weight_decay=0.1), dict(weight_decay=0.1, tensorgrad=True)])
+def test_a_state_dict_with_decay_is_refused_by_an_optimizer_asked_for_adams_coupled_decay(settings):
+    """TensorGRaD(decoupled_weight_decay=False) takes only weight_decay=0 (its decay is always
+    decoupled): a loaded group with a decay is checked as a group that joins is."""
+    saved = TensorGRaD([{"params": [torch.nn.Parameter(torch.ones(4, 3))], **settings}]).state_dict()
+    q = torch.nn.Parameter(torch.ones(4, 3))
+    opt = TensorGRaD([q], decoupled_weight_decay=False)
+    with pytest.raises(ValueError, match=r"^Param group 0 of the state dict: Invalid decoupled_weight_decay=False "
+                                         r"with weight_decay=0.1"):
+        opt.load_state_dict(saved)
+    assert opt.param_groups[0]["weight_decay"] == 0.0
+    explicit = TensorGRaD([{"params": [torch.nn.Parameter(torch.ones(4, 3))], "decoupled_weight_decay": True}],
+                          weight_decay=0.1).state_dict()
+    opt.load_state_dict(explicit)  # the group's own key: decoupled, as it asked
+    assert opt.param_groups[0]["weight_decay"] == 0.1
+
+
+def _counted_reads(monkeypatch):
+    """Every copy of flags to the host (``.cpu()``) and every per-parameter zero test of a refresh."""
+    from neuralop_mp.optim import compressed_step
+
+    reads = []
+    real_cpu, real_all_zero = torch.Tensor.cpu, compressed_step._all_zero
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: reads.append("cpu") or real_cpu(self, *a, **k))
+    monkeypatch.setattr(compressed_step, "_all_zero", lambda source: reads.append("zero") or real_all_zero(source))
+    return reads
+
+
+@pytest.mark.parametrize("gradients_checked", [False, True])
+def test_a_refresh_step_reads_no_more_flags_than_another_step(monkeypatch, gradients_checked):
+    """Whether a refreshing weight's gradient is all zero comes back with the gradients' finite
+    check (one copy per device), not one read per compressed weight; where a caller checked the
+    gradients (the scaler), the refreshes' flags alone, in one copy. A weight left with a zero
+    gradient (refresh pending at every step) costs no read of its own either."""
+    weights = [_weight(seed=i) for i in range(3)]
+    opt = TensorGRaD(weights, lr=1e-2, min_params=10, update_proj_gap=2, order="lowrank_first")
+    grads = _grads(3)
+    reads = _counted_reads(monkeypatch)
+    counts = []
+    for step in range(4):  # steps 0 and 2 refresh; weight 2's gradient is zero from step 1: pending at step 3
+        for p, grad in zip(weights, grads):
+            p.grad = torch.zeros_like(p) if p is weights[2] and step > 0 else grad.clone()
+        reads.clear()
+        opt.step(gradients_checked=gradients_checked)
+        counts.append((reads.count("cpu"), reads.count("zero")))
+    # each step: one copy per weight's update check (3) and one for the gradients' flags; with
+    # gradients_checked that one only where a basis refreshes (not step 1; step 3: weight 2's pending)
+    assert counts == ([(4, 0), (3, 0), (4, 0), (4, 0)] if gradients_checked else [(4, 0)] * 4)
+    assert bool(opt.state[weights[2]]["refresh_pending"]) and "refresh_pending" not in opt.state[weights[0]]
