@@ -149,7 +149,8 @@ def _unbuildable_reason(cls, training=True):
              if p.default is p.empty and p.kind in named and name not in SAMPLE_KEYS]
     if needs and training:
         return (f"{cls.__name__}'s forward needs {', '.join(needs)}; neuralop-mp's training loop gives a sample's "
-                f"{' and '.join(SAMPLE_KEYS)}; for a loop of your own, load_config(..., training=False) loads it")
+                f"{' and '.join(SAMPLE_KEYS)}; for a loop of your own, load_config(..., training=False) loads it "
+                "with a model section whose keys are its arguments")
     from neuralop_mp.models.constructor_args import constructor_params
 
     params, _ = constructor_params(cls)

@@ -530,6 +530,8 @@ def _check_resume_optimizer_kind(resume, saved, given):
 
     kind = parse_overrides(given, lenient=True).get("opt.optimizer")
     run_kind = getattr(saved.opt, "optimizer", None)
+    # ``kind`` is as typed, not yet checked: "AdamW" for an adamw run is the same kind, refused next by
+    # the config's check with its "Did you mean 'adamw'?", not here as another optimizer
     if kind is None or str(kind).strip().lower() == str(run_kind).strip().lower():
         return
     changed = given_and_saved({"opt.optimizer": (kind, run_kind)})
@@ -645,8 +647,8 @@ def _check_resume_optimizer_class(resume, config, saved):
     from .vocabulary import normalize_spectral_weight_dtype
 
     def built(run):  # as a message names it; None for another kind
-        kind = getattr(run.opt, "optimizer", "adamw") or "adamw"
-        if not isinstance(kind, str) or kind.lower() != "adamw":
+        # both configs are checked (validate_opt): opt.optimizer is spelled as list_optimizers() spells it
+        if getattr(run.opt, "optimizer", "adamw") != "adamw":
             return None
         sixteen_bit = normalize_spectral_weight_dtype(getattr(run.model, "spectral_weight_dtype", None)) == "complex32"
         cls = adamw_class(sixteen_bit)

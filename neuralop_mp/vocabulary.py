@@ -75,8 +75,10 @@ def spelled_as(value, allowed):
 def did_you_mean(value, allowed):
     """``" Did you mean 'mixed'?"`` for ``value`` that :func:`spelled_as` an allowed value, else "".
     The CLI's one rule for every choice: a value is taken as its allowed values spell it; another
-    case or ``-``/``_`` is refused, with this hint (only names documented as case-free are not:
-    the built-in configs, factorizations, the spellings of None)."""
+    case or ``-``/``_`` is refused, with this hint (only values documented as case-free are not,
+    docs/configs.md: the built-in configs, section class names, the spellings of None,
+    factorizations, model_arch, device, precision schedules, recompute modes, on/off values,
+    ``--threads auto`` and :func:`~neuralop_mp.optim.factory.create_optimizer`'s ``optimizer``)."""
     match = spelled_as(value, allowed)
     return f" Did you mean {match!r}?" if match is not None else ""
 
@@ -294,9 +296,17 @@ def scope_on_device(scope, device_type):
 
 
 def normalize_recompute(value, key="recompute"):
-    """Validate a recompute mode; the spellings of "no value" mean "none"."""
+    """A recompute mode as :data:`RECOMPUTE_MODES` spells it: the spellings of "no value" mean
+    "none", and case is ignored (``"Fourier"`` -> ``"fourier"``; a documented exception to the one
+    spelling rule of :func:`did_you_mean`, as earlier versions read it: run folders' command.json
+    and scripts' ``neuralop_mp.enabled(recompute=...)`` hold it as typed)."""
     value = none_if_null(value)
-    return "none" if value is None else check_choice(key, value, RECOMPUTE_MODES)
+    if value is None:
+        return "none"
+    probe = value.lower() if isinstance(value, str) else value
+    if probe not in RECOMPUTE_MODES:
+        check_choice(key, value, RECOMPUTE_MODES)  # raises with the standard message
+    return probe
 
 
 def normalize_recompute_chunk_points(value, recompute, key="recompute_chunk_points", recompute_key="recompute"):

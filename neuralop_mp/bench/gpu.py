@@ -60,6 +60,7 @@ References
 import contextlib
 import gc
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -82,6 +83,7 @@ from ..optim.factory import create_optimizer
 from ..peak_memory import PeakTensorBytes
 from ..layers.precision_switch import set_precision, set_spectral_weight_dtype
 from ..run_setup import RunSetupError
+from ..train_report import to_jsonable
 from ..vocabulary import OneLineErrorParser, scope_on_device
 from .cufft_float16_standin import emulate_float16_cufft
 from .report import (DEFAULT_DOC, add_output_arguments, check_docs_checkout, checkout_root,
@@ -383,10 +385,18 @@ def failed_tests(output):
     return [line.strip() for line in output.splitlines() if line.startswith(("FAILED ", "ERROR "))]
 
 
+# how to_jsonable writes a non-finite float (strict JSON has no NaN or Infinity)
+_NON_FINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
 def read_rows(path):
-    """The rows of a ``gpu_rows.jsonl`` (what a killed campaign measured before it stopped)."""
+    """The rows of a ``gpu_rows.jsonl`` (what a killed campaign measured before it stopped), as
+    measured: a non-finite number, written as the string "nan", "inf" or "-inf"
+    (:func:`~neuralop_mp.train_report.to_jsonable`), is a float again."""
     with open(path) as lines:
-        return [json.loads(line) for line in lines if line.strip()]
+        rows = [json.loads(line) for line in lines if line.strip()]
+    return [{key: _NON_FINITE.get(value, value) if isinstance(value, str) else value for key, value in row.items()}
+            for row in rows]
 
 
 def plot_memory(rows, path):
@@ -400,7 +410,7 @@ def plot_memory(rows, path):
     hidden = min(r["hidden"] for r in rows)
     for variant in dict.fromkeys(r["variant"] for r in rows):
         points = sorted((r["res"], r["peak MiB"]) for r in rows if r["variant"] == variant
-                        and r["model"] == "FNO" and r["hidden"] == hidden and "peak MiB" in r)
+                        and r["model"] == "FNO" and r["hidden"] == hidden and _finite(r.get("peak MiB")))
         if points:
             ax.plot(*zip(*points), marker="o", label=variant)
     ax.set_xlabel("resolution (N for N x N)")
@@ -412,6 +422,11 @@ def plot_memory(rows, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _finite(value):
+    """A number a log axis can show: a finite one (rows read back may hold "nan"/"inf" strings)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _plan(tiny, archs=None):
@@ -434,7 +449,8 @@ def _measure_rows(sizes, batch, modes, device, steps, warmup, start, budget_s, r
                 print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
             rows.append(row)
             if rows_file is not None:
-                rows_file.write(json.dumps(row) + "\n")
+                # strict JSON, as every JSON file of the package: a NaN/inf timing as "nan"/"inf"
+                rows_file.write(json.dumps(to_jsonable(row), allow_nan=False) + "\n")
                 rows_file.flush()
 
 

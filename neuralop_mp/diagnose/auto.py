@@ -34,7 +34,7 @@ AUTO = "auto"
 
 
 def calibrate_precision(model, batches, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN,
-                        n_bands=4, apply=True):
+                        n_bands=None, apply=True):
     """Decide ``fno_block_precision`` of ``model`` from a few input batches, and apply it.
 
     Parameters
@@ -46,8 +46,9 @@ def calibrate_precision(model, batches, *, fraction=DEFAULT_FRACTION, overflow_m
         Model inputs ``(batch, channels, *spatial)`` (after the data processor).
     fraction, overflow_margin : float
         The rule of :func:`~neuralop_mp.diagnose.recommend.recommend`.
-    n_bands : int
-        Mode bands recorded in the decision.
+    n_bands : int or None
+        Mode bands recorded in the decision (None: the default, 4, fewer on a grid that holds
+        fewer; a number above what the grid holds is refused).
     apply : bool, default True
         Switch the model to the decided precision.
 
@@ -67,7 +68,7 @@ def calibrate_precision(model, batches, *, fraction=DEFAULT_FRACTION, overflow_m
     return decision
 
 
-def _calibrate(model, batches, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN, n_bands=4,
+def _calibrate(model, batches, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN, n_bands=None,
                runs_in=None):
     """The decision of :func:`calibrate_precision`, nothing applied; its ``autocast_check`` is for
     the mode ``runs_in(decided mode)`` (default: the decided mode), the one the layers will run in."""

@@ -14,12 +14,33 @@ import torch
 from ..vocabulary import check_int_at_least
 
 
+# bands of a diagnosis unless asked for another number; fewer on a grid that holds fewer
+DEFAULT_N_BANDS = 4
+
+
+def band_count(spatial, n_bands=None, key="n_bands"):
+    """The number of bands to split a grid of size ``spatial`` into: ``n_bands``, checked, or for
+    None :data:`DEFAULT_N_BANDS` capped at what the grid holds (small grids keep working with the
+    default). A band holds one frequency at least, so a grid has ``max(spatial) // 2 + 1``: a
+    larger ``n_bands`` is a ValueError naming ``key``, the cap and the grid (it was capped
+    without a word, and the bands reported were fewer than asked for)."""
+    cap = max(int(s) // 2 for s in spatial) + 1
+    if n_bands is None:
+        return min(DEFAULT_N_BANDS, cap)
+    n_bands = check_int_at_least(key, n_bands)
+    if n_bands > cap:
+        raise ValueError(f"Invalid {key}={n_bands}; allowed values: integers in [1, {cap}] (the "
+                         f"{'x'.join(str(int(s)) for s in spatial)} grid has frequencies |k| 0 to {cap - 1}, "
+                         "one band each at most).")
+    return n_bands
+
+
 def band_edges(spatial, n_bands):
     """``n_bands`` contiguous ``[low, high)`` ranges of ``|k|_inf`` covering every mode of a
-    grid of size ``spatial`` (the highest resolvable frequency is ``min(spatial) // 2``)."""
-    n_bands = check_int_at_least("n_bands", n_bands)
+    grid of size ``spatial`` (frequencies ``0`` to ``max(spatial) // 2``); ``n_bands`` as
+    :func:`band_count` reads it (None: the default; more than the grid holds: a ValueError)."""
+    n_bands = band_count(spatial, n_bands)
     k_max = max(int(s) // 2 for s in spatial) + 1
-    n_bands = min(n_bands, k_max)
     cuts = [round(i * k_max / n_bands) for i in range(n_bands + 1)]
     return [(cuts[i], cuts[i + 1]) for i in range(n_bands)]
 

@@ -22,9 +22,9 @@ import torch
 from ..bench.report import check_out_folder, writable_out
 from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX
 from ..vocabulary import OneLineErrorParser, plain_text
+from .bands import DEFAULT_N_BANDS
 
 LOADERS = {"darcy": "load_darcy", "navier_stokes": "load_navier_stokes"}
-DEFAULT_N_BANDS = 4
 DEFAULT_ARCHS = "FNOConfig,TFNOConfig"
 DEFAULT_RESOLUTIONS = [64, 128]
 # the options that one of diagnose's two modes reads and the other does not: given to the other they
@@ -56,7 +56,8 @@ def _parser():
                         "16 for another checkpoint)")
     p.add_argument("--n-samples", type=int, default=4, help="samples measured (default 4)")
     p.add_argument("--n-bands", type=int, default=None,
-                   help=f"Fourier mode bands (default {DEFAULT_N_BANDS}; at most N // 2 + 1 on the N-point grid)")
+                   help=f"Fourier mode bands (default {DEFAULT_N_BANDS}, fewer where the grid holds fewer; "
+                        "at most N // 2 + 1 on the N-point grid)")
     p.add_argument("--fraction", type=float, default=None,
                    help="allowed precision error as a fraction of the discretization error (default 0.5)")
     p.add_argument("--out", default=None, type=writable_out, metavar="DIR",
@@ -86,21 +87,19 @@ def _unread_options(args):
     return f"{' and '.join(given)} {is_} read only with --recipe-table: add --recipe-table, or leave {it} out"
 
 
-def _check_n_bands(n_bands, x_fine):
-    """``n_bands`` (None: :data:`DEFAULT_N_BANDS`), if the coarse grid of ``x_fine`` holds that many bands
-    of ``|k|_inf`` (one frequency each at least: N // 2 + 1 on an N-point grid); a ValueError naming the
-    cap otherwise (the band split would use fewer without a word)."""
-    from .bands import band_edges
+def _check_n_bands(n_bands, model, resolution):
+    """``--n-bands`` as given (None: not given, the default that measure caps on a small grid),
+    refused before any data are generated where the N-point grid (``resolution``) the errors are
+    measured on holds fewer bands of ``|k|_inf`` (one frequency each: N // 2 + 1), in
+    :func:`~neuralop_mp.diagnose.bands.band_count`'s words. measure checks it again on the grid
+    it is given (the inputs are at 2N, restricted to N)."""
+    from ..layers.layer_precision import mixed_precision_layers
+    from .bands import band_count
 
-    if n_bands is None:
-        return DEFAULT_N_BANDS
-    coarse = [(s - s % 2) // 2 for s in x_fine.shape[2:]]  # the grid measure restricts the evened input to
-    cap = len(band_edges(coarse, n_bands))
-    if n_bands > cap:
-        raise ValueError(f"Invalid --n-bands={n_bands}; allowed values: integers in [1, {cap}] (the "
-                         f"{'x'.join(map(str, coarse))} grid has frequencies |k| 0 to {cap - 1}, one band each "
-                         "at most).")
-    return n_bands
+    layers = mixed_precision_layers(model)
+    if n_bands is None or not layers:  # a model without such layers: measure refuses it by name
+        return n_bands
+    return band_count([resolution] * layers[0].order, n_bands, key="--n-bands")
 
 
 def _checkpoint_path(target):
@@ -295,10 +294,10 @@ def main(argv=None):
         model, loader, kwargs, n, name = _load(args, overrides, checkpoint)
         out = Path(args.out or Path("diagnose") / name)
         check_out_folder(out)  # the default folder too, before the measurement (an explicit --out: when parsed)
+        n_bands = _check_n_bands(args.n_bands, model, n)  # before the data are generated
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")
             x_fine = fine_inputs(loader, kwargs, n, args.n_samples)
-            n_bands = _check_n_bands(args.n_bands, x_fine)
             diagnosis = measure(model, x_fine, n_bands=n_bands)
         recommendation = recommend(diagnosis, fraction=fraction)
         config_part = _train_config_part(args.target, overrides, checkpoint, recommendation["train_flags"])

@@ -33,7 +33,7 @@ import torch
 from ..layers import product_paths
 from ..layers.autocast_scope import autocast_scope
 from ..layers.layer_precision import get_precision, mixed_precision_layers, precision
-from .bands import band_edges, band_errors, relative_error
+from .bands import band_count, band_edges, band_errors, relative_error
 
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 HALF_MODES = ("mixed", "half")
@@ -136,8 +136,14 @@ def _check_inputs(model, x_fine, n_bands):
     if small:
         raise ValueError(f"x_fine's spatial sizes {tuple(x_fine.shape[2:])} must be even and >= 4 "
                          "(the fine grid 2N is restricted to N by taking every other point).")
-    band_edges(x_fine.shape[2:], n_bands)  # validates n_bands
-    return layers, order
+    return layers, order, _bands_asked(n_bands, [s // 2 for s in x_fine.shape[2:]])
+
+
+def _bands_asked(n_bands, coarse):
+    """The bands to split the ``coarse`` grid (where the errors are measured) into:
+    :func:`~neuralop_mp.diagnose.bands.band_count`'s reading of ``n_bands``, a refusal of more than
+    the grid holds."""
+    return band_count(coarse, n_bands)
 
 
 def _check_channels(model, channels):
@@ -175,7 +181,7 @@ def even_grid(x):
 
 
 @torch.no_grad()  # forward passes only: the model-level ones recorded a graph each (and warned in bands)
-def measure(model, x_fine, *, n_bands=4, half_dtypes=HALF_DTYPES, modes=HALF_MODES):
+def measure(model, x_fine, *, n_bands=None, half_dtypes=HALF_DTYPES, modes=HALF_MODES):
     """Precision error, discretization error and overflow margin of each spectral layer.
 
     Parameters
@@ -187,8 +193,10 @@ def measure(model, x_fine, *, n_bands=4, half_dtypes=HALF_DTYPES, modes=HALF_MOD
         A few input samples ``(batch, channels, *spatial)`` on the fine grid 2N (already
         through the data processor). The model's working resolution N is ``x_fine``
         restricted to every other point; precision errors are measured at N.
-    n_bands : int, default 4
-        Number of Fourier mode bands (by ``|k|_inf``, lowest first).
+    n_bands : int or None, default None
+        Number of Fourier mode bands (by ``|k|_inf``, lowest first) of the grid N, at most
+        ``N // 2 + 1`` (one frequency each; more is a ValueError naming the cap). None (or 4,
+        :data:`~neuralop_mp.diagnose.bands.DEFAULT_N_BANDS`): 4, fewer on a grid that holds fewer.
     half_dtypes, modes : sequences of str
         The 16-bit types and the modes ("mixed", "half") to measure.
 
@@ -202,7 +210,7 @@ def measure(model, x_fine, *, n_bands=4, half_dtypes=HALF_DTYPES, modes=HALF_MOD
         output, with autocast variants).
     """
     x_fine, dropped = even_grid(x_fine)
-    layers, order = _check_inputs(model, x_fine, n_bands)
+    layers, order, n_bands = _check_inputs(model, x_fine, n_bands)
     _, _, model_stabilizer = get_precision(model)
     x_coarse = restrict(x_fine, order).contiguous()
     was_training = model.training

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from ..caller_frames import stacklevel_outside
-from ..vocabulary import check_real
+from ..vocabulary import check_choice, check_real
 from .adam_math import ADAM_CONVENTIONS, STATE_DTYPES
 from .composite_projector import ORDERS
 from .nonfinite import OPTIMIZER_CODE_FILES, OPTIMIZER_CODE_FOLDERS
@@ -84,8 +84,7 @@ def _choice(allowed):
         if not isinstance(value, str):
             raise TypeError(f"Invalid {key}={value!r} ({type(value).__name__}); allowed values: "
                             + ", ".join(repr(a) for a in allowed) + ".")
-        if value not in allowed:
-            raise ValueError(f"Invalid {key}={value!r}; allowed values: " + ", ".join(repr(a) for a in allowed) + ".")
+        check_choice(key, value, allowed)  # the one format, with its "Did you mean" for another case or -/_
         return str(value)  # a str subclass (numpy.str_) would not load with weights_only=True
 
     return check, text

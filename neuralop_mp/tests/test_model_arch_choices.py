@@ -63,9 +63,11 @@ def test_norm_ada_in_is_refused_with_its_reason(monkeypatch, capsys, tmp_path, s
 @pytest.mark.parametrize("arch, reason", [
     ("uqno", "UQNO needs base_model, a model, which no config value is"),
     ("gino", "GINO's forward needs input_geom, latent_queries, output_queries; neuralop-mp's training loop gives a "
-             "sample's x and y; for a loop of your own, load_config(..., training=False) loads it"),
+             "sample's x and y; for a loop of your own, load_config(..., training=False) loads it with a model section "
+             "whose keys are its arguments"),
     ("FNOGNO", "FNOGNO's forward needs in_p, out_p, f; neuralop-mp's training loop gives a sample's x and y; for a "
-               "loop of your own, load_config(..., training=False) loads it"),
+               "loop of your own, load_config(..., training=False) loads it with a model section whose keys are its "
+               "arguments"),
 ])
 def test_an_architecture_no_config_can_train_is_refused_with_its_reason(monkeypatch, capsys, tmp_path, arch, reason):
     assert _train_error(monkeypatch, capsys, tmp_path, "--model.model_arch", arch) == (
@@ -136,7 +138,8 @@ def test_the_training_loops_rule_has_a_way_out_for_a_loop_of_ones_own(masked_arc
         load_config("darcy", overrides)
     assert str(raised.value) == (
         f"Invalid model.model_arch={masked_arch!r} (MaskedFNO's forward needs mask; neuralop-mp's training loop gives "
-        f"a sample's x and y; for a loop of your own, load_config(..., training=False) loads it); allowed values: "
+        f"a sample's x and y; for a loop of your own, load_config(..., training=False) loads it with a model section "
+        f"whose keys are its arguments); allowed values: "
         f"{_allowed()}.")
     config = load_config("darcy", overrides, training=False)
     model = get_model(config)

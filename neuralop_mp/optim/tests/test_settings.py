@@ -156,3 +156,17 @@ def test_config_docs_list_every_setting_with_its_default():
     rows = dict(re.findall(r"^\| `(tensorgrad_\w+)` \| `([^`]*)` \|", text, re.M))
     assert {name: ast.literal_eval(value) for name, value in rows.items()} == {
         o.config_field: o.default for o in CONFIG_OPTIONS}
+
+
+@pytest.mark.parametrize("name, given, meant", [("sparse_type", "TopK", "topk"), ("state_dtype", "BFloat16", "bfloat16")])
+def test_a_choice_setting_in_another_case_names_the_spelling_meant_everywhere(name, given, meant):
+    """The settings' own copy of check_choice gave no "Did you mean": --opt.tensorgrad_sparse_type TopK
+    was refused without naming 'topk'. One check for the config, the factory and the constructor."""
+    with pytest.raises(ValueError) as refused:
+        load_config("darcy", ["--opt.optimizer", "tensorgrad", f"--opt.tensorgrad_{name}", given])
+    assert str(refused.value).startswith(f"Invalid opt.tensorgrad_{name}={given!r}; allowed values: ")
+    assert str(refused.value).endswith(f". Did you mean {meant!r}?")
+    with pytest.raises(ValueError, match=rf"Did you mean {meant!r}\?$"):
+        TensorGRaD([torch.nn.Parameter(torch.zeros(3))], **{name: given})
+    with pytest.raises(TypeError, match=rf"^Invalid {name}=3 \(int\); allowed values: "):  # a non-string: TypeError
+        TensorGRaD([torch.nn.Parameter(torch.zeros(3))], **{name: 3})

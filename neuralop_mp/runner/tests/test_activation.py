@@ -260,7 +260,7 @@ def test_trainer_takes_upstream_arguments_and_is_bound_to_the_schedule(fake_part
 
 
 def test_recompute_reaches_the_model_config_and_update_in_backward_the_trainer(fake_parts, tiny_config):
-    with neuralop_mp.enabled(recompute="fourier", update_in_backward="true"):
+    with neuralop_mp.enabled(recompute="Fourier", update_in_backward="true"):
         model = neuralop.get_model(tiny_config)
         trainer = neuralop.Trainer(model=model, n_epochs=1)
         explicit = neuralop.Trainer(model=model, n_epochs=1, update_in_backward=False)
