@@ -8,7 +8,11 @@ A run folder's ``data_processor.pt`` (the normalizers its training fitted) encod
 inputs and decodes the predictions: only the test files are read, with the physics of the
 run's data (viscosity, final time, ...: a test file generated takes it, one of other physics is
 refused); a run folder of an earlier version, without it, fits them on the training data
-again, as its training did.
+again, as its training did. A checkpoint folder that ``MixedPrecisionTrainer`` wrote (``save_every`` /
+``save_best`` of a script under ``neuralop-mp run``) is evaluated with the data processor its
+training used, which its ``precision_state.pt`` records (an upstream script may train on raw
+data where the ``darcy`` config encodes them), and its errors are compared with the ones that
+training recorded at its last epoch (:func:`recorded_metrics_text`).
 Overrides of the run's own config that would change what the model was trained on or how
 its data are encoded (:data:`TRAINED_DATA_KEYS`) are refused.
 A run's final model is evaluated in the precision its run finished in, its best model
@@ -23,9 +27,9 @@ import math
 import time
 from typing import NamedTuple
 
-from .run_folder import (DATA_PROCESSOR_FILE, find_checkpoint, load_data_processor, load_model, read_command,
-                         run_data_records)
-from .training.checkpointing import STATE_DICT_SUFFIX
+from .run_folder import (DATA_PROCESSOR_FILE, data_processor_from_state, find_checkpoint, load_data_processor,
+                         load_model, read_command, run_data_records)
+from .training.checkpointing import PRECISION_STATE_FILE, STATE_DICT_SUFFIX
 from .vocabulary import check_each_once
 
 # the data keys of a run's config that fix the model's training data or their encoding: an
@@ -34,6 +38,71 @@ from .vocabulary import check_each_once
 # would fit other normalizers and go on training on other data (`neuralop-mp train --resume`
 # refuses them too: :func:`changed_trained_data`)
 TRAINED_DATA_KEYS = ("train_resolution", "encode_input", "encode_output", "n_train")
+
+# eval's error and the one a checkpoint's training recorded may differ by this factor, either way,
+# without a warning: eval's test set is the config's (other samples, usually more: the mean of a
+# few rel. L2 errors moves by tens of percent from one draw to another), its precision may be
+# another; another normalizer, or other data, is off by far more (upstream's train_darcy.py model
+# decoded with the darcy config's normalizer: 0.66 for 32.4)
+RECORDED_METRIC_FACTOR = 1.5
+
+
+class TrainingRecord(NamedTuple):
+    """What a trainer's checkpoint folder records of its training (:func:`training_record`)."""
+
+    processor: dict = None  # its data processor (run_folder.data_processor_state), or None
+    last_epoch: dict = None  # the history entry of its last epoch, or None
+
+
+def training_record(folder):
+    """The :class:`TrainingRecord` of ``folder``'s ``precision_state.pt``, which
+    ``MixedPrecisionTrainer.checkpoint`` writes; empty for a folder without one (a model saved
+    by upstream's ``save_checkpoint``) or with one that cannot be read (the weights load without
+    it: eval goes on as for a model saved elsewhere, with nothing to compare)."""
+    from .training.checkpointing import load_weights_only
+
+    path = folder / PRECISION_STATE_FILE
+    if not path.is_file():
+        return TrainingRecord()
+    try:
+        state = load_weights_only(path)
+    except Exception:  # damaged, or not ours: nothing recorded
+        return TrainingRecord()
+    if not isinstance(state, dict):
+        return TrainingRecord()
+    history = state.get("history")
+    last = history[-1] if isinstance(history, list) and history and isinstance(history[-1], dict) else None
+    processor = state.get("data_processor")
+    return TrainingRecord(processor if isinstance(processor, dict) else None, last)
+
+
+def recorded_metrics_text(metrics, last_epoch, processor_recorded):
+    """One line saying which of eval's ``metrics`` differ from the same keys of the checkpoint's
+    recorded ``last_epoch`` (its history entry) by more than :data:`RECORDED_METRIC_FACTOR`
+    either way, with both numbers and the likely causes; None where none does (or nothing
+    comparable was recorded). ``processor_recorded``: eval used the training's own data processor,
+    so another normalizer is not the cause."""
+    if not last_epoch:
+        return None
+    off = []
+    for key, value in metrics.items():
+        recorded = last_epoch.get(key)
+        if isinstance(recorded, bool) or not isinstance(recorded, (int, float)):
+            continue
+        if not (math.isfinite(value) and math.isfinite(recorded)) or recorded <= 0 or value <= 0:
+            continue  # inf/NaN are said by themselves; a zero error has no ratio
+        if max(value / recorded, recorded / value) > RECORDED_METRIC_FACTOR:
+            off.append(f"{key} {value:.4g} (recorded {recorded:.4g})")
+    if not off:
+        return None
+    causes = ("other test data than the training's (--data.data_root, --data.n_tests) or another precision"
+              if processor_recorded else
+              "the training encoded its data otherwise than this config (upstream's scripts train on raw data: "
+              "try --data.encode_output false --data.encode_input false, or the training's config with "
+              "--config), or other test data (--data.data_root, --data.n_tests)")
+    return (f"the test errors differ from the ones the checkpoint's training recorded at its last epoch "
+            f"(epoch {last_epoch.get('epoch')}) by more than {RECORDED_METRIC_FACTOR}x: {', '.join(off)}; "
+            f"likely causes: {causes}.")
 
 
 class ConfigSource(NamedTuple):
@@ -178,6 +247,15 @@ def _model_epoch(folder, name, config):
     return min(int(best["epoch"]), last) if best else last
 
 
+def _encoding_text(processor):
+    """What ``processor`` encodes, in words: "inputs normalized, raw outputs", ..."""
+    sides = {"inputs": processor.in_normalizer is not None, "outputs": processor.out_normalizer is not None}
+    encoded = [side for side, on in sides.items() if on]
+    raw = [side for side, on in sides.items() if not on]
+    return ", ".join(([f"{' and '.join(encoded)} normalized"] if encoded else [])
+                     + ([f"raw {' and '.join(raw)}"] if raw else []))
+
+
 def non_finite_metrics_text(trainer, keys):
     """Why the test metrics ``keys`` an evaluation with ``trainer`` computed are inf/NaN, and what
     to try, in one line: a saved model's weights are checked first (training keeps the trainer's
@@ -263,13 +341,22 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     model, saved_precision = load_model(found, mixed_precision_layer=precision not in (None, "full"))
     model = model.to(device)
     log(f"[neuralop-mp] {type(model).__name__} from {folder / name}_*: loading data ({type(config.data).__name__})")
-    test_loaders = None
+    # a trainer's checkpoint folder (not a run's): the processor its training used, and the errors it recorded
+    record = TrainingRecord() if source.run else training_record(folder)
+    saved_processor = None
     if source.run and (folder / DATA_PROCESSOR_FILE).is_file():  # the run's normalizers: no training data
-        test_loaders = _test_loaders(config.data, progress, folder)
+        saved_processor = load_data_processor(folder)
+    elif record.processor is not None:
+        saved_processor = data_processor_from_state(record.processor, folder / PRECISION_STATE_FILE)
+        log(f"[neuralop-mp] data encoding: the training's own ({_encoding_text(saved_processor)}, as "
+            f"{PRECISION_STATE_FILE} records it; the config's data.encode_input/encode_output are not used)")
+    test_loaders = _test_loaders(config.data, progress, folder) if saved_processor is not None else None
     if test_loaders is None:  # a run of an earlier version, or another config: fitted again, as training did
         sample_loader, test_loaders, data_processor = build_data(config, progress=progress)
+        if record.processor is not None:  # a loader without files of its own: its data, the training's encoding
+            data_processor = saved_processor
     else:  # a test set's samples have the training samples' dimensions
-        data_processor, sample_loader = load_data_processor(folder), next(iter(test_loaders.values()))
+        data_processor, sample_loader = saved_processor, next(iter(test_loaders.values()))
     data_processor = attach_patching(config, model, data_processor, device)
     if data_processor is not None:
         data_processor = data_processor.to(device)
@@ -299,6 +386,9 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     non_finite = [key for key, value in metrics.items() if not math.isfinite(value)]
     if non_finite:  # once, after every resolution: the table then shows them as inf and nan
         log_warning(log, non_finite_metrics_text(trainer, non_finite))  # on stderr, as train's
+    mismatch = recorded_metrics_text(metrics, record.last_epoch, record.processor is not None)
+    if mismatch:  # once, naming every error that is off
+        log_warning(log, mismatch)
 
     half_dtype = resolve_half_dtype(policy.half_dtype, device)
     mode = trainer.phase.mode if trainer.phase is not None else "full"

@@ -348,20 +348,56 @@ def _normalizer_state(normalizer):
             "eps": float(normalizer.eps)}
 
 
+def data_processor_state(data_processor):
+    """``{"class", "in_normalizer", "out_normalizer"}`` of ``data_processor``, each normalizer
+    ``{"mean", "std", "eps"}`` or None (no encoding of that side), readable with
+    ``torch.load(weights_only=True)``: what ``data_processor.pt`` holds, and a trainer's checkpoint
+    (``precision_state.pt``'s ``"data_processor"``). None for a processor this record cannot
+    rebuild: none, another class than upstream's ``DefaultDataProcessor`` /
+    ``Burgers1dTimeDataProcessor`` (a subclass, ``MGPatchingDataProcessor``, an incremental one),
+    or a normalizer other than upstream's ``UnitGaussianNormalizer`` (whose encoding is its mean,
+    std and eps alone)."""
+    from neuralop.data.transforms.normalizers import UnitGaussianNormalizer
+
+    cls = _processor_classes().get(type(data_processor).__name__)
+    if data_processor is None or type(data_processor) is not cls:
+        return None
+    normalizers = [getattr(data_processor, key, None) for key in ("in_normalizer", "out_normalizer")]
+    if any(n is not None and type(n) is not UnitGaussianNormalizer for n in normalizers):
+        return None
+    return {"class": cls.__name__, "in_normalizer": _normalizer_state(normalizers[0]),
+            "out_normalizer": _normalizer_state(normalizers[1])}
+
+
+def data_processor_from_state(state, where):
+    """The data processor of a :func:`data_processor_state` record, in eval mode on the CPU;
+    a ValueError naming ``where`` (the file it was read from) for a class it does not know."""
+    from neuralop.data.transforms.normalizers import UnitGaussianNormalizer
+
+    classes = _processor_classes()
+    name = state.get("class") if isinstance(state, dict) else None
+    if name not in classes:
+        raise ValueError(f"{where} records data processor {name!r}; allowed: {', '.join(classes)}.")
+
+    def normalizer(saved):
+        return None if saved is None else UnitGaussianNormalizer(mean=saved["mean"], std=saved["std"],
+                                                                 eps=saved["eps"])
+
+    processor = classes[name](in_normalizer=normalizer(state["in_normalizer"]),
+                              out_normalizer=normalizer(state["out_normalizer"]))
+    processor.eval()
+    return processor
+
+
 def save_data_processor(data_processor, run_dir):
     """Write ``data_processor``'s fitted normalizers to ``run_dir/data_processor.pt``, atomically
-    (:func:`write_atomic`): ``{"class", "in_normalizer", "out_normalizer"}``, each normalizer
-    ``{"mean", "std", "eps"}`` or None, readable with ``torch.load(weights_only=True)``.
+    (:func:`write_atomic`), as :func:`data_processor_state` records them.
 
-    Returns the path, or None for a processor this file cannot record (none, or another class
-    than upstream's ``DefaultDataProcessor`` / ``Burgers1dTimeDataProcessor``).
+    Returns the path, or None for a processor this file cannot record (:func:`data_processor_state`).
     """
-    name = type(data_processor).__name__
-    if data_processor is None or name not in _processor_classes():
+    state = data_processor_state(data_processor)
+    if state is None:
         return None
-    state = {"class": name,
-             "in_normalizer": _normalizer_state(getattr(data_processor, "in_normalizer", None)),
-             "out_normalizer": _normalizer_state(getattr(data_processor, "out_normalizer", None))}
     return write_atomic(Path(run_dir) / DATA_PROCESSOR_FILE, lambda f: torch.save(state, f))
 
 
@@ -388,8 +424,6 @@ def load_data_processor(run_dir):
     CheckpointError
         For a file torch cannot read, naming it.
     """
-    from neuralop.data.transforms.normalizers import UnitGaussianNormalizer
-
     from .training.checkpointing import load_weights_only
 
     run_dir = Path(run_dir)
@@ -400,19 +434,7 @@ def load_data_processor(run_dir):
         raise FileNotFoundError(f"{path} is missing: `neuralop-mp train` writes it in the run folder when it loads "
                                 "the data (runs of earlier versions have none; evaluate them with `neuralop-mp eval`, "
                                 "which fits the normalizers on the training data again).")
-    state = load_weights_only(path)
-    classes = _processor_classes()
-    if state.get("class") not in classes:
-        raise ValueError(f"{path} records data processor {state.get('class')!r}; allowed: {', '.join(classes)}.")
-
-    def normalizer(saved):
-        return None if saved is None else UnitGaussianNormalizer(mean=saved["mean"], std=saved["std"],
-                                                                 eps=saved["eps"])
-
-    processor = classes[state["class"]](in_normalizer=normalizer(state["in_normalizer"]),
-                                        out_normalizer=normalizer(state["out_normalizer"]))
-    processor.eval()
-    return processor
+    return data_processor_from_state(load_weights_only(path), path)
 
 
 # what a run writes before its first epoch: a run stopped there left nothing to resume, and a new

@@ -728,9 +728,10 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
         # nothing and keeps its previous command.json (recorded only once an epoch is saved)
         trainer.check_resume_states = partial(check_resume_settings, optimizer, scheduler)
         # a run with no epoch left: a line of the run's log, not the trainer's Python warning
+        # (the epochs the checkpoint holds, which a resume with a smaller --opt.n_epochs does not change)
         trainer.on_finished_run = lambda folder: log(
-            f"[neuralop-mp] {folder} already finished all {trainer.n_epochs} epochs; nothing to train "
-            f"(resume with --opt.n_epochs N, N > {trainer.n_epochs}, to train more)")
+            f"[neuralop-mp] {folder} already finished all {trainer.start_epoch} epochs; nothing to train "
+            f"(resume with --opt.n_epochs N, N > {trainer.start_epoch}, to train more)")
     log(
         f"[neuralop-mp] {type(model).__name__} with {parameters_text(parameter_counts(model))} parameters, "
         f"{len(train_loader.dataset)} training samples at {config.data.train_resolution}, "

@@ -1103,8 +1103,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             self.resumed_finished_run = self.start_epoch >= self.n_epochs
             if self.resumed_finished_run:
                 if self.on_finished_run is None:
+                    # the epochs the checkpoint holds: a run resumed with fewer asks for fewer
                     warnings.warn(f"The checkpoint in {resume_from_dir} already finished all "
-                                  f"{self.n_epochs} epochs; nothing to train.", stacklevel=2)
+                                  f"{self.start_epoch} epochs; nothing to train.", stacklevel=2)
                 else:
                     self.on_finished_run(resume_from_dir)
                 if self.history:  # the model in the precision the run finished in, as after training
@@ -1195,6 +1196,19 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                        epoch_train_time=last.get("epoch_time"))
         metrics.update({key: value for key, value in last.items() if key not in _EPOCH_RECORD_KEYS})
         return metrics
+
+    def precision_state_dict(self, rng_states=None, cuda_rng_states=None):
+        """The saved training state (:meth:`~.resume.TrainingStateCheckpoints.precision_state_dict`)
+        with ``data_processor``: the trainer's data processor as ``data_processor.pt`` records it
+        (:func:`~neuralop_mp.run_folder.data_processor_state`; None for one it cannot record), so that
+        ``neuralop-mp eval`` of the checkpoint encodes and decodes as the training did, not as a
+        config's defaults would (upstream's ``train_darcy.py`` trains on raw outputs; the ``darcy``
+        config encodes them). A resume does not read it: the caller hands the processor over."""
+        from ..run_folder import data_processor_state
+
+        state = super().precision_state_dict(rng_states, cuda_rng_states)
+        state["data_processor"] = data_processor_state(getattr(self, "data_processor", None))
+        return state
 
     def _close_bar(self):
         if self._bar is not None:

@@ -57,3 +57,13 @@ def test_a_resume_with_epochs_left_is_no_finished_run(saved):
     trainer.train(train, test, optimizer, scheduler, training_loss=loss(), resume_from_dir=folder)
     assert trainer.resumed_finished_run is False and not said
     assert [h["epoch"] for h in trainer.history] == [0, 1, 2]
+
+
+def test_a_finished_run_resumed_with_fewer_epochs_names_the_epochs_it_holds(saved):
+    """The checkpoint holds 2 epochs; asking for 1 does not make it a run of 1 epoch (it said "all 1 epochs")."""
+    folder, train, test = saved
+    trainer, optimizer, scheduler = _trainer(1)
+    with pytest.warns(UserWarning, match=f"The checkpoint in {folder} already finished all 2 epochs") as caught:
+        trainer.train(train, test, optimizer, scheduler, training_loss=loss(), resume_from_dir=folder)
+    assert trainer.resumed_finished_run is True
+    assert not [w for w in caught if "all 1 epochs" in str(w.message)]

@@ -226,7 +226,7 @@ def test_a_checkpoint_past_this_runs_last_epoch_resumes_as_finished(tmp_path):
     model = tiny_fno(seed=1)
     optimizer, scheduler = optimizer_and_scheduler(model)
     trainer = MixedPrecisionTrainer(model=model, n_epochs=2, precision_schedule="full:0.5,mixed")
-    with pytest.warns(UserWarning, match="already finished all 2 epochs"):
+    with pytest.warns(UserWarning, match="already finished all 3 epochs"):  # the checkpoint's, not this run's 2
         metrics = trainer.train(train, test, optimizer, scheduler, training_loss=loss(), resume_from_dir=tmp_path)
     assert metrics["train_err"] == trainer.history[-1]["train_err"] and get_precision(model)[0] == "mixed"
 
