@@ -30,10 +30,15 @@ def saved_checkpoint(upstream_scripts, darcy_root, tmp_path_factory):
     call = "    eval_losses=eval_losses,\n)"
     assert script.count(call) == 1 and "encode_output=False" in script  # the script trains on raw outputs
     folder = tmp_path_factory.mktemp("saved") / "ckpt_darcy"
-    saving = upstream_scripts / "train_darcy_saving.py"
+    # a copy of its own: the session's copy of upstream's scripts/ must hold upstream's files alone
+    # (test_every_upstream_script_either_runs_or_is_refused_up_front lists them)
+    own = tmp_path_factory.mktemp("neuraloperator_saving")
+    for name in ("scripts", "config"):
+        shutil.copytree(upstream_scripts.parent / name, own / name)
+    saving = own / "scripts" / "train_darcy_saving.py"
     saving.write_text(script.replace(call, f"    eval_losses=eval_losses,\n    save_every=1,\n"
                                            f"    save_dir={str(folder)!r},\n)"))
-    with contextlib.chdir(upstream_scripts):  # upstream's scripts find ../config from their folder
+    with contextlib.chdir(saving.parent):  # upstream's scripts find ../config from their folder
         result = run_script(saving.name, TINY, data_root=darcy_root)
     assert result.exit_status == 0, result.error
     return folder, torch.load(folder / PRECISION_STATE_FILE, weights_only=True)
