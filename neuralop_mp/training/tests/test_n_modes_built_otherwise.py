@@ -103,33 +103,32 @@ def test_a_run_start_naming_no_module_of_the_model_is_refused_before_anything_is
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_the_same_model_resumed_in_the_same_process_is_not_warned(tmp_path):
-    """A notebook: train() stopped, then train(..., resume_from_dir=...) on the same model object.
-    Its grown modules already have the modes restored: nothing is overwritten, nothing to say."""
-    model, _ = _run(tmp_path, (2, 2), 2)  # grew the first layer to [4, 3], saved after epoch 1
-    assert model.fno_blocks.convs[0].n_modes == [4, 3]
+def _resumed_on_the_same_object(model, folder):
+    """Resume the run in ``folder`` on ``model`` itself (as a notebook would); the warnings of a model
+    built otherwise that it gave."""
     train, _ = tiny_data(n=8)
     optimizer, scheduler = optimizer_and_scheduler(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         GrowAtEpochOne(model=model, n_epochs=3, verbose=False).train(
             train, {}, optimizer, scheduler, training_loss=loss(), eval_losses={}, save_every=1,
-            save_dir=tmp_path, resume_from_dir=tmp_path)
-    assert [str(w.message) for w in caught if BUILT_OTHERWISE in str(w.message)] == []
+            save_dir=folder, resume_from_dir=folder)
+    return [str(w.message) for w in caught if BUILT_OTHERWISE in str(w.message)]
+
+
+def test_the_same_model_resumed_in_the_same_process_is_not_warned(tmp_path):
+    """A notebook: train() stopped, then train(..., resume_from_dir=...) on the same model object.
+    Its grown modules already have the modes restored: nothing is overwritten, nothing to say."""
+    model, _ = _run(tmp_path, (2, 2), 2)  # grew the first layer to [4, 3], saved after epoch 1
+    assert model.fno_blocks.convs[0].n_modes == [4, 3]
+    assert _resumed_on_the_same_object(model, tmp_path) == []
     assert model.fno_blocks.convs[0].n_modes == [4, 3]
 
 
 def test_a_module_that_differs_from_both_the_start_and_the_restored_modes_is_still_warned(tmp_path):
     model, _ = _run(tmp_path, (2, 2), 2)
     model.fno_blocks.convs[1].n_modes = (6, 6)  # moved after the save: the resume sets [2, 2] over it
-    train, _ = tiny_data(n=8)
-    optimizer, scheduler = optimizer_and_scheduler(model)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        GrowAtEpochOne(model=model, n_epochs=3, verbose=False).train(
-            train, {}, optimizer, scheduler, training_loss=loss(), eval_losses={}, save_every=1,
-            save_dir=tmp_path, resume_from_dir=tmp_path)
-    messages = [str(w.message) for w in caught if BUILT_OTHERWISE in str(w.message)]
+    messages = _resumed_on_the_same_object(model, tmp_path)
     assert len(messages) == 1
     assert "fno_blocks.convs.1 built [6, 4], the run started at [2, 2], restored [2, 2]" in messages[0]
     assert "fno_blocks.convs.0" not in messages[0]  # it has the restored modes
