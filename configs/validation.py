@@ -75,11 +75,9 @@ def _unbuildable_norms():
 
 
 def _check_optional_choice(key, value, allowed, *, ignore_case=False):
-    value = none_if_null(value)
-    probe = value.lower() if ignore_case and isinstance(value, str) else value
-    if probe not in allowed:
-        check_choice(key, value, allowed)  # raises with the standard message
-    return value
+    """``value`` (a spelling of None read as None) checked against ``allowed``
+    (:func:`~neuralop_mp.vocabulary.check_choice`; ``ignore_case``: returned as allowed spells it)."""
+    return check_choice(key, none_if_null(value), allowed, ignore_case=ignore_case)
 
 
 def _is_finite(value):

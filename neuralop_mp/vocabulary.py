@@ -83,22 +83,31 @@ def did_you_mean(value, allowed):
     return f" Did you mean {match!r}?" if match is not None else ""
 
 
-def check_choice(key, value, allowed):
+def check_choice(key, value, allowed, ignore_case=False):
     """Return ``value`` if it is one of ``allowed``, else raise a ValueError.
 
-    The message names the key, the bad value and every allowed value, e.g.
+    The message names the key, the bad value as typed and every allowed value, e.g.
     ``Invalid model.fno_block_precision='hlaf'; allowed values: 'full', 'mixed', 'half'.``,
     and the allowed value a variant of case or ``-``/``_`` spells (:func:`did_you_mean`):
     ``Invalid model.fno_block_precision='Mixed'; allowed values: ... Did you mean 'mixed'?``
+
+    ``ignore_case``: a string is also taken in any case, and the allowed value it spells is
+    returned (``'AdamW'`` -> ``'adamw'``), for the few choices documented as case-free
+    (:func:`did_you_mean` lists them).
     """
     try:
         ok = value in allowed
     except TypeError:  # an unhashable value tested against a set-like
         ok = False
-    if not ok:
-        shown = ", ".join(repr(a) for a in allowed)
-        raise ValueError(f"Invalid {key}={value!r}; allowed values: {shown}.{did_you_mean(value, allowed)}")
-    return value
+    if ok:
+        return value
+    if ignore_case and isinstance(value, str):
+        folded = value.lower()
+        for choice in allowed:
+            if isinstance(choice, str) and choice.lower() == folded:
+                return choice
+    shown = ", ".join(repr(a) for a in allowed)
+    raise ValueError(f"Invalid {key}={value!r}; allowed values: {shown}.{did_you_mean(value, allowed)}")
 
 
 def is_integer(value):
@@ -303,10 +312,7 @@ def normalize_recompute(value, key="recompute"):
     value = none_if_null(value)
     if value is None:
         return "none"
-    probe = value.lower() if isinstance(value, str) else value
-    if probe not in RECOMPUTE_MODES:
-        check_choice(key, value, RECOMPUTE_MODES)  # raises with the standard message
-    return probe
+    return check_choice(key, value, RECOMPUTE_MODES, ignore_case=True)
 
 
 def normalize_recompute_chunk_points(value, recompute, key="recompute_chunk_points", recompute_key="recompute"):

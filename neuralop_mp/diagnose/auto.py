@@ -47,8 +47,9 @@ def calibrate_precision(model, batches, *, fraction=DEFAULT_FRACTION, overflow_m
     fraction, overflow_margin : float
         The rule of :func:`~neuralop_mp.diagnose.recommend.recommend`.
     n_bands : int or None
-        Mode bands recorded in the decision (None: the default, 4, fewer on a grid that holds
-        fewer; a number above what the grid holds is refused).
+        Mode bands recorded in the decision, as :func:`~neuralop_mp.diagnose.measure.measure`
+        reads them (None: the default, 4, capped at what the grid holds; a number given is not
+        capped: above what the grid holds, 4 included, it is refused).
     apply : bool, default True
         Switch the model to the decided precision.
 

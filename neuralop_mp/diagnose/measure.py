@@ -194,9 +194,11 @@ def measure(model, x_fine, *, n_bands=None, half_dtypes=HALF_DTYPES, modes=HALF_
         through the data processor). The model's working resolution N is ``x_fine``
         restricted to every other point; precision errors are measured at N.
     n_bands : int or None, default None
-        Number of Fourier mode bands (by ``|k|_inf``, lowest first) of the grid N, at most
-        ``N // 2 + 1`` (one frequency each; more is a ValueError naming the cap). None (or 4,
-        :data:`~neuralop_mp.diagnose.bands.DEFAULT_N_BANDS`): 4, fewer on a grid that holds fewer.
+        Number of Fourier mode bands (by ``|k|_inf``, lowest first) of the grid N. None: the
+        default, :data:`~neuralop_mp.diagnose.bands.DEFAULT_N_BANDS` (4), capped at what the
+        grid holds. A number is used as given and must be at most ``N // 2 + 1`` (one
+        frequency a band); any larger number, 4 included (a 4x4 grid holds 3), is a
+        ValueError naming the cap.
     half_dtypes, modes : sequences of str
         The 16-bit types and the modes ("mixed", "half") to measure.
 

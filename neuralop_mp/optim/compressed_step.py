@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from . import gradient_chunks
+from . import gradient_chunks, nonfinite
 from .adam_math import (
     adam_step,
     as_complex_like,
@@ -131,14 +131,18 @@ def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False, 
     existed, returned ``({}, {})``: nothing to project), and the next nonzero gradient
     refreshes them. ``zero``: whether ``grad`` is all zero, where the caller read it with its
     other checks (:func:`~neuralop_mp.optim.nonfinite.gradient_flags`, one read for every
-    parameter); None: read here when a refresh is due, one read back to the host.
+    parameter; :func:`~neuralop_mp.optim.nonfinite.single_gradient_flags`); None: read here
+    when a refresh is due, one read back to the host. Either way by the one rule,
+    :func:`~neuralop_mp.optim.nonfinite.all_zero` of ``grad`` as stored (before the up-cast
+    and the unscaling by ``grad_scale``: a gradient that only underflows to zero once
+    unscaled is nonzero, and refreshes).
     """
     grad = p.grad if grad is None else grad
     dtype = compute_dtype(p)
     step, seed = int(state["step"]), int(state["seed"])
     source = GradientChunks(grad, dtype, grad_scale)
     refresh = refresh_due(state, group)
-    if refresh and (_all_zero(source) if zero is None else zero):
+    if refresh and (nonfinite.sliced_all_zero(grad) if zero is None else zero):
         # a zero gradient (torch.distributed.checkpoint's state initialisation, a frozen or
         # unused parameter whose gradient was zeroed, not dropped) has no directions: its
         # Gram matrix's eigenvectors would be coordinate axes, its top-k arbitrary entries,
@@ -180,15 +184,6 @@ def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False, 
             source = ResidualChunks(
                 source, lambda start, stop, pr=part_projector, c=part, b=basis: pr.back_project_rows(c, b, start, stop))
     return bases, parts
-
-
-def _all_zero(source):
-    """Whether every entry of the gradient ``source`` (a ``GradientChunks``) is zero: read a
-    chunk at a time, one read back to the host."""
-    nonzero = torch.zeros((), dtype=torch.bool, device=source.device)
-    for _, _, piece in source.chunks(0):
-        nonzero |= as_real(piece).ne(0).any()
-    return not bool(nonzero)
 
 
 def adam_directions_(parts, group, state):

@@ -370,7 +370,7 @@ def create_optimizer(model, opt_config):
     name = _get(opt_config, "optimizer", "adamw") or "adamw"
     # any case, a documented exception to the one spelling rule (docs/configs.md): upstream's configs
     # write "AdamW"; our configs' opt.optimizer is checked exactly before it gets here
-    name = check_choice("opt.optimizer", name.lower() if isinstance(name, str) else name, list_optimizers())
+    name = check_choice("opt.optimizer", name, list_optimizers(), ignore_case=True)
     common = _common_settings(opt_config)
     settings = _tensorgrad_settings(opt_config, name, plain)  # checked for adamw too, which reads none
     return _REGISTRY[name].build(model, common, settings)

@@ -70,7 +70,13 @@ def all_finite(tensor):
 
 
 def all_zero(tensor):
-    """0-d bool tensor: every entry of ``tensor`` is zero (checked in chunks, :func:`_everywhere`)."""
+    """0-d bool tensor: every entry of ``tensor`` is zero (checked in chunks, :func:`_everywhere`).
+
+    The one rule of "a gradient is all zero" (a refresh of compressed bases keeps them, see
+    ``compressed_step.project_parts``): applied to the gradient as stored, before any up-cast
+    or loss unscaling, by :meth:`~neuralop_mp.optim.tensorgrad.TensorGRaD.step` and
+    ``step_parameter`` alike. A scaled gradient whose entries only underflow to zero once
+    unscaled is therefore "nonzero" in both paths (its refresh runs on what is left)."""
     return _everywhere(tensor, lambda piece: piece.eq(0).all())
 
 
@@ -127,19 +133,38 @@ def gradients_are_finite(optimizer):
     return gradient_flags(optimizer)[0]
 
 
-def gradient_is_finite(grad, group, group_index, position, param):
-    """True when the one gradient ``grad`` is finite; otherwise raise or warn. ``grad`` is
-    read a chunk along axis 0 at a time through ``narrow``, so it may be computed lazily."""
+def _by_slices(grad, tests):
+    """0-d bool tensors, one per test of ``tests`` (:func:`all_finite`, :func:`all_zero`): the
+    test holds for all of ``grad``. ``grad`` is read a chunk along axis 0 at a time through
+    ``narrow``, once for all the tests, so it may be computed lazily (each read computes it)."""
     step = gradient_chunks.rows_per_chunk(tuple(grad.shape), 0, torch.empty((), dtype=grad.dtype).element_size(),
                                           device=grad.device)
-    flag = torch.ones((), dtype=torch.bool, device=grad.device)
+    flags = [torch.ones((), dtype=torch.bool, device=grad.device) for _ in tests]
     for start, stop in gradient_chunks.spans(grad.shape[0], step):
-        flag &= all_finite(grad.narrow(0, start, stop - start))
-    if bool(flag):
-        return True
+        piece = grad.narrow(0, start, stop - start)
+        for flag, test in zip(flags, tests):
+            flag &= test(piece)
+    return flags
+
+
+def sliced_all_zero(grad):
+    """Whether every entry of ``grad`` (read through ``narrow``, see :func:`_by_slices`) is zero,
+    by the rule of :func:`all_zero`: one read back to the host."""
+    return bool(_by_slices(grad, [all_zero])[0])
+
+
+def single_gradient_flags(grad, group, group_index, position, param, zero_tested=False):
+    """``(finite, zero)`` for the one gradient ``grad`` (read through ``narrow``, so it may be
+    computed lazily: :func:`_by_slices`): whether it is finite (otherwise raise, or warn and
+    return False: see module doc), and with ``zero_tested`` (its step refreshes a compressed
+    basis) whether it is all zero (:func:`all_zero`), else None. Both come back in one read."""
+    flags = host_flags(_by_slices(grad, [all_finite, all_zero] if zero_tested else [all_finite]))
+    zero = flags[1] if zero_tested else None
+    if flags[0]:
+        return True, zero
     _handle(f"non-finite gradient (NaN or inf) in {describe(group, group_index, position, param)}; "
             "no parameter or optimizer state was changed", [group])
-    return False
+    return False, zero
 
 
 def _bad_update(where, group, groups, changed):

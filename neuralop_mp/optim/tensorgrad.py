@@ -757,9 +757,14 @@ class TensorGRaD(Optimizer):
                     continue
                 self._check_settings([(group_index, group)])  # its own group: this runs once per parameter
                 self._check_layouts([(group_index, group)])
-                if nonfinite.gradient_is_finite(grad, group, group_index, position, p):
+                state = self.state.get(p)
+                # a refresh's zero test rides the finite check's read (and its computation of a lazy gradient)
+                refreshing = not state or refresh_due(state, group)
+                finite, zero = nonfinite.single_gradient_flags(grad, group, group_index, position, p,
+                                                               zero_tested=refreshing)
+                if finite:
                     state = self._state_of(p, group, ordinal)
-                    self._step_compressed(p, grad, group, group_index, position, state, None, False)
+                    self._step_compressed(p, grad, group, group_index, position, state, None, False, zero)
 
     @staticmethod
     def _apply(p, update, group, state):

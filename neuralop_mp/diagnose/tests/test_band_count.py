@@ -52,3 +52,12 @@ def test_the_cli_refuses_before_generating_any_data(monkeypatch, capsys, tmp_pat
     assert status == 2
     assert capsys.readouterr().err == ("neuralop-mp diagnose: error: Invalid --n-bands=6; allowed values: integers "
                                        "in [1, 5] (the 8x8 grid has frequencies |k| 0 to 4, one band each at most).\n")
+
+
+def test_an_explicit_default_is_not_capped():
+    """As measure's docstring says: None is the default, capped (3 bands on a 4x4 grid); the number
+    4 given is refused there like any number above the cap."""
+    x = torch.randn(2, 1, 8, 8)  # measured on 4x4
+    assert len(measure(_model(), x, n_bands=None)["bands"]) == 3
+    with pytest.raises(ValueError, match=r"^Invalid n_bands=4; allowed values: integers in \[1, 3\]"):
+        measure(_model(), x, n_bands=4)

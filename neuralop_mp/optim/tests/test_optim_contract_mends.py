@@ -280,12 +280,12 @@ def test_a_state_dict_with_decay_is_refused_by_an_optimizer_asked_for_adams_coup
 
 def _counted_reads(monkeypatch):
     """Every copy of flags to the host (``.cpu()``) and every per-parameter zero test of a refresh."""
-    from neuralop_mp.optim import compressed_step
+    from neuralop_mp.optim import nonfinite
 
     reads = []
-    real_cpu, real_all_zero = torch.Tensor.cpu, compressed_step._all_zero
+    real_cpu, real_all_zero = torch.Tensor.cpu, nonfinite.sliced_all_zero
     monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: reads.append("cpu") or real_cpu(self, *a, **k))
-    monkeypatch.setattr(compressed_step, "_all_zero", lambda source: reads.append("zero") or real_all_zero(source))
+    monkeypatch.setattr(nonfinite, "sliced_all_zero", lambda grad: reads.append("zero") or real_all_zero(grad))
     return reads
 
 
