@@ -837,12 +837,13 @@ def eval_command(argv):
 
     import torch
 
-    from .evaluate import evaluate_with_config
+    from .evaluate import evaluate_with_config, given_encoding
     from .train_report import format_eval_summary, to_jsonable
 
     torch.set_num_threads(threads)
     try:
-        result = evaluate_with_config(found, source, config, precision=flags.get("--precision"), progress=True)
+        result = evaluate_with_config(found, source, config, precision=flags.get("--precision"), progress=True,
+                                      encoding_given=given_encoding(overrides))
     except (RunSetupError, CheckpointError, ValueError, FileNotFoundError) as error:
         return _error(str(error), "eval")
     result["threads"] = threads

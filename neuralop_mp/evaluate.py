@@ -10,9 +10,10 @@ run's data (viscosity, final time, ...: a test file generated takes it, one of o
 refused); a run folder of an earlier version, without it, fits them on the training data
 again, as its training did. A checkpoint folder that ``MixedPrecisionTrainer`` wrote (``save_every`` /
 ``save_best`` of a script under ``neuralop-mp run``) is evaluated with the data processor its
-training used, which its ``precision_state.pt`` records (an upstream script may train on raw
-data where the ``darcy`` config encodes them), and its errors are compared with the ones that
-training recorded at its last epoch (:func:`recorded_metrics_text`).
+training used, which its ``precision_state.pt`` records for the trainer's own save (an upstream
+script may train on raw data where the ``darcy`` config encodes them; a ``--data.encode_*`` given
+that it does not do is refused), and its errors are compared with the ones that training recorded
+at its last epoch (:func:`recorded_metrics_text`).
 Overrides of the run's own config that would change what the model was trained on or how
 its data are encoded (:data:`TRAINED_DATA_KEYS`) are refused.
 A run's final model is evaluated in the precision its run finished in, its best model
@@ -46,6 +47,10 @@ TRAINED_DATA_KEYS = ("train_resolution", "encode_input", "encode_output", "n_tra
 # decoded with the darcy config's normalizer: 0.66 for 32.4)
 RECORDED_METRIC_FACTOR = 1.5
 
+# the data section's encoding keys: a checkpoint that records its training's data processor encodes
+# as the training did, and refuses one given that it does not encode so (:func:`_check_given_encoding`)
+ENCODING_KEYS = ("encode_input", "encode_output")
+
 
 class TrainingRecord(NamedTuple):
     """What a trainer's checkpoint folder records of its training (:func:`training_record`)."""
@@ -54,20 +59,21 @@ class TrainingRecord(NamedTuple):
     last_epoch: dict = None  # the history entry of its last epoch, or None
 
 
-def training_record(folder):
-    """The :class:`TrainingRecord` of ``folder``'s ``precision_state.pt``, which
-    ``MixedPrecisionTrainer.checkpoint`` writes; empty for a folder without one (a model saved
-    by upstream's ``save_checkpoint``) or with one that cannot be read (the weights load without
-    it: eval goes on as for a model saved elsewhere, with nothing to compare)."""
-    from .training.checkpointing import load_weights_only
+def training_record(folder, name):
+    """The :class:`TrainingRecord` of the weights ``name`` in ``folder``: what the folder's
+    ``precision_state.pt``, which ``MixedPrecisionTrainer.checkpoint`` writes with its own save,
+    records (:func:`~neuralop_mp.models.checkpoints.trainer_record`). Empty for a folder without
+    one (a model saved by upstream's ``save_checkpoint``), for other weights than the trainer's
+    save (a user's own ``model`` beside its ``best_model``: another model's record), and for one
+    that cannot be read (the weights load without it: eval goes on as for a model saved
+    elsewhere, with nothing to compare)."""
+    from .models.checkpoints import trainer_record
 
-    path = folder / PRECISION_STATE_FILE
-    if not path.is_file():
-        return TrainingRecord()
     try:
-        state = load_weights_only(path)
+        found = trainer_record(folder, name)
     except Exception:  # damaged, or not ours: nothing recorded
         return TrainingRecord()
+    state = found[1] if found is not None else None
     if not isinstance(state, dict):
         return TrainingRecord()
     history = state.get("history")
@@ -162,6 +168,29 @@ def eval_config(source, overrides=(), resolutions=None):
     data.test_batch_sizes = [batch_size for _, batch_size in sets]
     data.test_resolutions = resolutions
     return validate_config(config)
+
+
+def given_encoding(overrides):
+    """The :data:`ENCODING_KEYS` of the data section that an evaluation's own ``overrides`` give."""
+    from .configs.loading import parse_overrides
+
+    keys = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides), lenient=True)
+    return tuple(key for key in ENCODING_KEYS if f"data.{key}" in keys)
+
+
+def _check_given_encoding(config, given, processor, where):
+    """Refuse, in one line, a ``--data.encode_input`` / ``--data.encode_output`` given to the
+    evaluation (``given``: :func:`given_encoding`) of a checkpoint whose ``processor`` (its
+    training's, recorded in ``where``) does not encode that side so: eval encodes as the training
+    did, and would ignore it."""
+    does = {"encode_input": processor.in_normalizer is not None,
+            "encode_output": processor.out_normalizer is not None}
+    off = [key for key in given if bool(getattr(config.data, key)) != does[key]]
+    if off:
+        listed = ", ".join(f"--data.{key} {str(getattr(config.data, key)).lower()} (the training's: "
+                           f"{str(does[key]).lower()})" for key in off)
+        raise ValueError(f"{listed}: eval of a checkpoint that records its training's data processor ({where}) "
+                         "encodes as the training did; drop the override.")
 
 
 def changed_trained_data(run_data, data):
@@ -313,16 +342,17 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
     # command.json read once, for the config and for whether it is the run's own
     source = config_source(found.folder, spec)
     return evaluate_with_config(found, source, eval_config(source, overrides, resolutions), precision=precision,
-                                progress=progress, log=log)
+                                progress=progress, log=log, encoding_given=given_encoding(overrides))
 
 
-def evaluate_with_config(path, source, config, *, precision=None, progress=False, log=print):
+def evaluate_with_config(path, source, config, *, precision=None, progress=False, log=print, encoding_given=()):
     """:func:`run_evaluation` with the config already built: ``source`` as :func:`config_source`
     read it for ``path``'s folder (whether the config is the run's own, whose model then runs in
     the precision the run trained in) and ``config`` as :func:`eval_config` built it from
     ``source`` (``neuralop-mp eval`` builds it to check its options). ``path`` as for
     :func:`run_evaluation`: a :class:`~neuralop_mp.run_folder.FoundCheckpoint` the caller found is
-    neither looked up nor checked again."""
+    neither looked up nor checked again. ``encoding_given``: the encoding keys the evaluation's own
+    overrides give (:func:`given_encoding`), refused where a recorded data processor encodes otherwise."""
     from . import build_steps
     from .vocabulary import check_choice, dtype_name, PRECISION_MODES, resolve_half_dtype
     from .run_setup import resolve_device
@@ -342,12 +372,13 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     model = model.to(device)
     log(f"[neuralop-mp] {type(model).__name__} from {folder / name}_*: loading data ({type(config.data).__name__})")
     # a trainer's checkpoint folder (not a run's): the processor its training used, and the errors it recorded
-    record = TrainingRecord() if source.run else training_record(folder)
+    record = TrainingRecord() if source.run else training_record(folder, name)
     saved_processor = None
     if source.run and (folder / DATA_PROCESSOR_FILE).is_file():  # the run's normalizers: no training data
         saved_processor = load_data_processor(folder)
     elif record.processor is not None:
         saved_processor = data_processor_from_state(record.processor, folder / PRECISION_STATE_FILE)
+        _check_given_encoding(config, encoding_given, saved_processor, folder / PRECISION_STATE_FILE)
         log(f"[neuralop-mp] data encoding: the training's own ({_encoding_text(saved_processor)}, as "
             f"{PRECISION_STATE_FILE} records it; the config's data.encode_input/encode_output are not used)")
     test_loaders = _test_loaders(config.data, progress, folder) if saved_processor is not None else None

@@ -369,6 +369,24 @@ def data_processor_state(data_processor):
             "out_normalizer": _normalizer_state(normalizers[1])}
 
 
+_MISSING = object()
+
+
+def _normalizer_record_problem(saved):
+    """What is wrong with a normalizer's record of :func:`data_processor_state`, in words; None
+    for a sound one (None, or ``{"mean", "std", "eps"}`` with tensors and a number)."""
+    if saved is _MISSING:
+        return "missing"
+    if saved is None:
+        return None
+    if not isinstance(saved, dict):
+        return f"a {type(saved).__name__}"
+    kinds = {"mean": torch.Tensor, "std": torch.Tensor, "eps": (int, float)}
+    bad = [key for key, kind in kinds.items()
+           if not isinstance(saved.get(key), kind) or isinstance(saved.get(key), bool)]
+    return f"a dict with keys {sorted(map(str, saved))} (bad or missing: {', '.join(bad)})" if bad else None
+
+
 def data_processor_from_state(state, where):
     """The data processor of a :func:`data_processor_state` record, in eval mode on the CPU;
     a ValueError naming ``where`` (the file it was read from) for a class it does not know."""
@@ -378,6 +396,12 @@ def data_processor_from_state(state, where):
     name = state.get("class") if isinstance(state, dict) else None
     if name not in classes:
         raise ValueError(f"{where} records data processor {name!r}; allowed: {', '.join(classes)}.")
+    for key in ("in_normalizer", "out_normalizer"):  # a damaged or hand-made record: one line, not a KeyError
+        problem = _normalizer_record_problem(state.get(key, _MISSING))
+        if problem:
+            raise ValueError(f"{where} records a malformed data processor: its {key} is {problem}; allowed: None "
+                             "or {'mean': tensor, 'std': tensor, 'eps': number}, as `neuralop-mp train` and "
+                             "MixedPrecisionTrainer.checkpoint write it.")
 
     def normalizer(saved):
         return None if saved is None else UnitGaussianNormalizer(mean=saved["mean"], std=saved["std"],
@@ -403,7 +427,11 @@ def save_data_processor(data_processor, run_dir):
 
 def load_data_processor(run_dir):
     """The data processor a ``neuralop-mp train`` run fitted on its training data, from its run
-    folder's ``data_processor.pt``, in eval mode on the CPU (``.to(device)`` to move it).
+    folder's ``data_processor.pt``, in eval mode on the CPU (``.to(device)`` to move it). A
+    checkpoint folder of ``MixedPrecisionTrainer`` (``save_every`` / ``save_best``, e.g. of a script
+    under ``neuralop-mp run``) has no such file: there it is the processor its training used, as
+    the ``precision_state.pt`` of the trainer's own save records it
+    (:func:`~neuralop_mp.models.checkpoints.trainer_record`), as ``neuralop-mp eval`` takes it.
 
     ``processor.preprocess({"x": x, "y": y})`` encodes a batch as the model was trained on it,
     ``processor.postprocess(model(x), {"y": y})`` decodes the predictions to physical units.
@@ -411,7 +439,8 @@ def load_data_processor(run_dir):
     Parameters
     ----------
     run_dir : str or Path
-        A run folder of ``neuralop-mp train`` (or a model file in it).
+        A run folder of ``neuralop-mp train`` or a trainer's checkpoint folder (or a model file in
+        it: in a checkpoint folder, only the trainer's own save has the record).
 
     Returns
     -------
@@ -420,21 +449,44 @@ def load_data_processor(run_dir):
     Raises
     ------
     FileNotFoundError
-        For a run folder without ``data_processor.pt`` (one of a version that did not write it).
+        For a folder with neither (a run folder of a version that did not write ``data_processor.pt``,
+        a trainer's checkpoint that records no processor, a model saved by ``save_checkpoint`` alone).
     CheckpointError
         For a file torch cannot read, naming it.
+    ValueError
+        For a record that is no data processor this function rebuilds, naming the file.
     """
-    from .training.checkpointing import load_weights_only
+    from .models.checkpoints import trainer_record
+    from .training.checkpointing import CheckpointError, checkpoint_name, load_weights_only
 
-    run_dir = Path(run_dir)
+    run_dir, name = Path(run_dir), None
     if run_dir.is_file():
+        name = next((run_dir.name[: -len(suffix)] for suffix in (STATE_DICT_SUFFIX, METADATA_SUFFIX)
+                     if run_dir.name.endswith(suffix)), None)
         run_dir = run_dir.parent
     path = run_dir / DATA_PROCESSOR_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: `neuralop-mp train` writes it in the run folder when it loads "
-                                "the data (runs of earlier versions have none; evaluate them with `neuralop-mp eval`, "
-                                "which fits the normalizers on the training data again).")
-    return data_processor_from_state(load_weights_only(path), path)
+    if path.is_file():
+        return data_processor_from_state(load_weights_only(path), path)
+    # a trainer's checkpoint folder (save_every / save_best): the processor its precision_state.pt records
+    # for the trainer's own save (a folder given: whichever that is)
+    if name is None:
+        try:
+            name = checkpoint_name(run_dir)
+        except CheckpointError:  # no trainer save there
+            name = None
+    found = trainer_record(run_dir, name) if name is not None else None
+    if found is not None:
+        record, state = found
+        if isinstance(state, dict) and state.get("data_processor") is not None:
+            return data_processor_from_state(state["data_processor"], record)
+        raise FileNotFoundError(f"{record} records no data processor (the training had none, or one it cannot "
+                                f"record: a processor of another class, MGPatchingDataProcessor, ...), and {path} "
+                                "is missing: the model was trained on data encoded otherwise, or raw.")
+    raise FileNotFoundError(f"{path} is missing, and {run_dir} holds no trainer checkpoint recording a data "
+                            f"processor: `neuralop-mp train` writes {DATA_PROCESSOR_FILE} in the run folder, "
+                            f"MixedPrecisionTrainer.checkpoint records it in precision_state.pt beside its save. "
+                            "A run folder of an earlier version has neither: `neuralop-mp eval` fits its "
+                            "normalizers on the training data again.")
 
 
 # what a run writes before its first epoch: a run stopped there left nothing to resume, and a new

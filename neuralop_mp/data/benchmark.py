@@ -15,7 +15,7 @@ import torch
 from ..vocabulary import OneLineErrorParser
 from ..bench.report import add_output_arguments, header, markdown_table, write_results
 from .burgers import generate_burgers, initial_condition, solve_burgers
-from .darcy import generate_darcy, permeability, solve_darcy, vertex_grid
+from .darcy import generate_darcy, permeability, solve_darcy, solver_grid, vertex_grid
 from .grf import sample_seed
 from .navier_stokes import benchmark_forcing, generate_navier_stokes, initial_vorticity, solve_vorticity
 
@@ -69,10 +69,9 @@ def darcy_label_errors(root, n_samples=8, reference_points=481, solver_grids=(12
     """
     rows = []
     for res in (16, 32):
-        stride = -(-(reference_points - 1) // (res - 1))
+        n_reference, stride = solver_grid(res, reference_points)  # the generator's own nesting rule
         seeds = [sample_seed(0, "test", i) for i in range(n_samples)]
-        reference = [solve_darcy(permeability([s], (res - 1) * stride + 1)[0].numpy())[::stride, ::stride]
-                     for s in seeds]
+        reference = [solve_darcy(permeability([s], n_reference)[0].numpy())[::stride, ::stride] for s in seeds]
         variants = [("default", {}), ("default, arithmetic faces", dict(face_average="arithmetic"))]
         variants += [(f"solver grid {n}", dict(solver_resolution=n)) for n in solver_grids]
         for name, settings in variants:
@@ -84,7 +83,7 @@ def darcy_label_errors(root, n_samples=8, reference_points=481, solver_grids=(12
                       for y, ref in zip(data["y"], reference)]
             solved = data["meta"].get("solver_resolution", res)
             rows.append(dict(check=f"darcy {res} labels, {name} (solved {solved} pts) vs nested "
-                                   f"{(res - 1) * stride + 1} pts: relative L2, mean of {n_samples} samples",
+                                   f"{n_reference} pts: relative L2, mean of {n_samples} samples",
                              value=float(np.mean(errors)), max=float(np.max(errors)),
                              seconds_per_sample=seconds / n_samples))
     return rows

@@ -77,7 +77,8 @@ PHYSICS = {"darcy": ("face_average", "solver_resolution"),
 # default step of that grid unless it records a dt), so files of one load legitimately record
 # different ones; never compared between files. A file made from scratch takes the smallest
 # recorded: the finest grid and step the load has solved with. (Darcy records a solver grid only
-# where it is finer than the stored one: the smallest of those that record one.)
+# where it is finer than the stored one: the smallest of those that record one; and its files that
+# record one are not mixed with coarser ones that do not: _check_darcy_solver_grids.)
 PER_FILE = ("solver_resolution", "dt")
 # the physics settings `neuralop-mp data` has a flag for (--viscosity, ...), in its order; its
 # parser reads them from here
@@ -371,7 +372,60 @@ def _load_physics(prefix, cli_name, root, records):
         values = [meta[key] for meta in records.values() if key in PHYSICS[prefix] and key in meta]
         if values:
             physics[key] = min(values)
+    if prefix == "darcy":
+        _check_darcy_solver_grids(cli_name, root, records, physics)
     return physics
+
+
+def _check_darcy_solver_grids(cli_name, root, records, physics):
+    """Refuse a Darcy load whose files of ours mix labels solved on a finer grid with plain ones.
+
+    Darcy records a solver grid only where it is finer than the stored one (:data:`PER_FILE`), and
+    its plain labels are a few percent from the PDE's solution at 16 points, about the FNO's own
+    error (docs/data.md): a model trained on one kind and tested on the other measures the labels'
+    difference. The values recorded differ with the resolution by design (121 at 16, 125 at 32),
+    so only whether one is recorded is compared. A plain file whose own grid has at least the
+    points of the smallest recorded solver grid (``physics``' one) was solved as finely, as a file
+    generated for this load is there (:func:`~neuralop_mp.data.darcy.solver_grid`): not refused.
+    The ValueError names both kinds and the command that regenerates the plain files of ``root``
+    on the solver grid (where the plain ones are only a reference's, a run's training files, the
+    one that regenerates the refined ones plainly).
+    """
+    grid = physics.get("solver_resolution")
+    if grid is None:  # none records one
+        return
+    refined = {path: meta["solver_resolution"] for path, meta in records.items() if "solver_resolution" in meta}
+    plain = [path for path, meta in records.items()
+             if "solver_resolution" not in meta and int(meta.get("resolution") or 0) < grid]
+    if not plain:
+        return
+    def in_root(paths):
+        """``(resolution, split, samples, seed)`` of the files of ``root`` among ``paths`` (a
+        reference's record names a run's file, which is not regenerated here)."""
+        files = []
+        for path in paths:
+            meta = records[path]
+            res = meta.get("resolution")
+            for split in ("train", "test"):
+                if isinstance(res, int) and Path(path) == data_file(root, "darcy", split, res):
+                    files.append((res, split, meta.get("n_samples"), int(meta.get("seed", 0))))
+        return files
+
+    files, flags, which = in_root(plain), physics, "the plain ones on the solver grid"
+    if not files:  # the plain labels are a run's training data: this folder's refined files go plain
+        files, which = in_root(refined), "the refined ones of this folder plainly"
+        flags = {k: v for k, v in physics.items() if k != "solver_resolution"}
+    advice = ""
+    if files:
+        reads = [(res, split) for res, split, _, _ in in_root(list(records))]
+        command, also = data_command(root, "darcy", cli_name, reads, [(res, split, n) for res, split, n, _ in files],
+                                     flags, seed=files[0][3], overwrite=True)
+        advice = f"regenerate {which} (`{command}`{'; ' + also if also else ''}), or "
+    listing = ", ".join(f"{path} ({value})" for path, value in refined.items())
+    raise ValueError(
+        f"The Darcy files of this load mix labels solved on a finer grid (solver grid recorded: {listing}) with "
+        f"labels solved on their own grid (none recorded: {', '.join(map(str, plain))}); the two differ by about "
+        f"a model's own error (docs/data.md). Make them one kind: {advice}give this load another data root.")
 
 
 def _settings_text(settings):

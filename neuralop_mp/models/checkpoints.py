@@ -136,11 +136,49 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
 
 
 def _records_n_modes(metadata):
-    """Whether the class that saved ``metadata`` records its modules' moved Fourier modes in it
-    (the plugin's classes, and subclasses whose constructor takes ``layer_n_modes``): then the
-    metadata is the whole record, ``layer_n_modes`` absent where none moved."""
+    """Where the Fourier modes that ``metadata``'s model moved since its build are recorded:
+
+    - "metadata": it holds ``layer_n_modes`` (the plugin's classes, grown): the whole record.
+    - "either": it was saved by a class that records them (the plugin's classes, and subclasses
+      whose constructor takes ``layer_n_modes``) but holds none: none moved, or the model was
+      pickled before its built modes were noted and then grown (then only the training state
+      holds them). The training state is read where it can be; where not, the metadata stands,
+      without a word (a damaged record beside sound weights is no reason to refuse them).
+    - "training state": upstream's classes, which record none in their metadata.
+    """
+    if N_MODES_KEY in metadata:
+        return "metadata"
     saved_class = BaseModel._models.get(str(metadata.get("_name", "")).lower())
-    return N_MODES_KEY in metadata or (saved_class is not None and n_modes_key_taken(saved_class))
+    return "either" if saved_class is not None and n_modes_key_taken(saved_class) else "training state"
+
+
+def trainer_record(save_folder, save_name):
+    """``(path, state)`` of the training record beside the weights ``save_name`` in ``save_folder``:
+    the ``precision_state.pt`` that ``MixedPrecisionTrainer.checkpoint`` writes with its own save
+    (:func:`~neuralop_mp.training.checkpointing.checkpoint_name`: ``best_model`` over ``model``), as
+    loaded. None for a folder without one, and for other weights than the trainer's save there (a
+    user's own ``model`` saved beside the trainer's ``best_model``): the record is not theirs.
+
+    The one rule of whose record it is, for the modes a load restores
+    (:func:`restore_trained_n_modes`), the data processor and errors ``eval`` takes
+    (:func:`neuralop_mp.evaluate.training_record`) and
+    :func:`neuralop_mp.run_folder.load_data_processor`.
+
+    Raises
+    ------
+    CheckpointError
+        For a ``precision_state.pt`` of that save that cannot be read, naming it.
+    """
+    folder = Path(save_folder)
+    path = folder / PRECISION_STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        if checkpoint_name(folder) != save_name:  # other weights than the ones the trainer saved with it
+            return None
+    except CheckpointError:  # no trainer save in the folder at all
+        return None
+    return path, load_weights_only(path)
 
 
 def restore_trained_n_modes(model, save_folder, save_name, metadata):
@@ -151,33 +189,35 @@ def restore_trained_n_modes(model, save_folder, save_name, metadata):
     ``MixedPrecisionTrainer.checkpoint`` wrote (``neuralop-mp run``'s trainer included) holds every
     module's ``n_modes`` of the same save in its ``precision_state.pt``. Returns ``model``.
 
-    Nothing is read for metadata of a class that records the modes itself (the plugin's classes,
-    whose ``layer_n_modes`` the build set, absent where none moved), for a folder without that
-    file, or for weights of another name than the trainer's save there (``best_model`` over
-    ``model``). A ``precision_state.pt`` that cannot be read (truncated, overwritten) leaves the
-    constructor's modes, with a warning naming it: the weights and metadata loaded are sound.
+    Nothing is read for metadata holding ``layer_n_modes`` (the plugin's classes, grown: the build
+    set them), for a folder without that file, or for weights of another name than the trainer's
+    save there (``best_model`` over ``model``). A ``precision_state.pt`` that cannot be read
+    (truncated, overwritten) leaves the constructor's modes, with a warning naming it: the weights
+    and metadata loaded are sound. For a class that records the modes itself but whose metadata
+    holds none (never grown, or pickled before its built modes were noted and grown since) the
+    file is read where it can be, and skipped without a word where not (:func:`_records_n_modes`).
 
     Raises
     ------
     CheckpointError
         For a readable ``precision_state.pt`` whose modes do not fit ``model``, naming it.
     """
-    folder = Path(save_folder)
-    path = folder / PRECISION_STATE_FILE
-    if _records_n_modes(metadata) or not path.is_file():
+    path = Path(save_folder) / PRECISION_STATE_FILE
+    recorded = _records_n_modes(metadata)
+    if recorded == "metadata":
         return model
     try:
-        if checkpoint_name(folder) != save_name:  # other weights than the ones the trainer saved with it
-            return model
-    except CheckpointError:
-        return model
-    try:
-        state = load_weights_only(path)
+        found = trainer_record(save_folder, save_name)
     except CheckpointError as err:
+        if recorded == "either":  # the metadata is likely the whole record: nothing lost to say
+            return model
         warnings.warn(f"{path} cannot be read, so the Fourier modes the training left ({type(model).__name__} "
                       f"records none in its metadata) are not set: the model has its constructor's modes. {err}",
                       UserWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__), _PACKAGE]))
         return model
+    if found is None:
+        return model
+    _, state = found
     record = state.get("n_modes") if isinstance(state, dict) else None
     if record is not None:
         try:

@@ -32,9 +32,11 @@ def test_errors_beyond_the_factor_are_named_with_both_numbers_and_the_causes():
 
 
 def test_the_record_is_read_from_precision_state(tmp_path):
-    assert training_record(tmp_path) == TrainingRecord()  # upstream's save_checkpoint: none
+    (tmp_path / "model_state_dict.pt").write_bytes(b"")  # the trainer's save (save_every): `model`
+    assert training_record(tmp_path, "model") == TrainingRecord()  # upstream's save_checkpoint: none
     processor = {"class": "DefaultDataProcessor", "in_normalizer": None, "out_normalizer": None}
     torch.save({"history": [{"epoch": 0}, LAST], "data_processor": processor}, tmp_path / PRECISION_STATE_FILE)
-    assert training_record(tmp_path) == TrainingRecord(processor, LAST)
+    assert training_record(tmp_path, "model") == TrainingRecord(processor, LAST)
+    assert training_record(tmp_path, "mine") == TrainingRecord()  # other weights: not their record
     (tmp_path / PRECISION_STATE_FILE).write_bytes(b"damaged")
-    assert training_record(tmp_path) == TrainingRecord()
+    assert training_record(tmp_path, "model") == TrainingRecord()
