@@ -363,8 +363,13 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
                 traceback.print_exc()
                 status, error = 1, exc
     finally:
-        added_paths = [Path(p).resolve() for p in sys.path if p and p not in saved_path]
+        added = [p for p in sys.path if p and p not in saved_path]
+        added_paths = [Path(p).resolve() for p in added]
         sys.argv, sys.path[:] = saved_argv, saved_path
+        # the import system caches a finder per sys.path string, resolved once: a relative entry
+        # ("../", as upstream's scripts add) would find the next script's `config` in this folder
+        for entry in added:
+            sys.path_importer_cache.pop(entry, None)
         folders = [script_dir] + added_paths
         for name in set(sys.modules) - saved_modules:
             if _under(getattr(sys.modules[name], "__file__", None), folders):

@@ -267,3 +267,34 @@ def test_under_torchrun_only_rank_0_prints_the_start_header_and_warnings(probe, 
         assert ("neuralop-mp run: intercepting" in before_script) == (rank == 0)
         assert ("with the plugin enabled (precision=mixed)" in before_script) == (rank == 0)
         assert ("WARNING: the script never calls get_model" in before_script) == (rank == 0)
+
+
+def test_two_scripts_of_two_folders_import_their_own_config(tmp_path, fake_parts):
+    """Upstream's scripts import ``config`` through ``sys.path.insert(0, "../")``: a script run after
+    another, from another folder, imports its own folder's ``config``, not the first one's (the
+    import system keeps one finder per sys.path string, which pointed at the first folder)."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, "../")
+        import config
+        with open(sys.argv[1], "w") as f:
+            f.write(config.NAME)
+        """
+    )
+    seen = []
+    for name in ("first", "second"):
+        (tmp_path / name / "scripts").mkdir(parents=True)
+        (tmp_path / name / "config").mkdir()
+        (tmp_path / name / "config" / "__init__.py").write_text(f"NAME = {name!r}\n")
+        (tmp_path / name / "scripts" / "train_x.py").write_text(script)
+        record = tmp_path / f"{name}.txt"
+        cwd = os.getcwd()
+        os.chdir(tmp_path / name / "scripts")  # as upstream's scripts run: from their folder
+        try:
+            assert run_script("train_x.py", [str(record)]).exit_status == 0
+        finally:
+            os.chdir(cwd)
+        seen.append(record.read_text())
+        assert "config" not in sys.modules
+    assert seen == ["first", "second"]
