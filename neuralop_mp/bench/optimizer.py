@@ -262,6 +262,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.peak_tensors < 0:
         parser.error(f"--peak-tensors must be >= 0, got {args.peak_tensors}")
+    partial = [flag for flag, given in (("--quick", args.quick), ("--sizes", args.sizes), ("--memory-only",
+               args.memory_only), ("--setups", args.setups is not None)) if given]
+    if args.update_docs and partial:  # the docs' section is the whole benchmark: a part would replace it
+        parser.error(f"--update-docs rewrites docs/benchmarks.md's whole optimizer section; it takes the full run, "
+                     f"not {', '.join(partial)} (leave them out, or leave --update-docs out and copy the rows)")
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
@@ -300,9 +305,10 @@ def _run(args, argv):
     body = [header("Optimizer state and training memory (TensorGRaD)", command)]
     body.append("Sizes (hidden, modes, layers, activation resolution, batch): "
                 + "; ".join(f"{k} = {v}" for k, v in dims.items()) + ".\n")
-    body.append("### Optimizer state after 3 steps on random gradients\n")
-    body.append(markdown_table(state_rows, ["size", "optimizer", "params_MB", "state_MB", "state_vs_adamw",
-                                            "first_step_s", "step_s"]))
+    if state_rows:  # none with --memory-only: no empty table
+        body.append("### Optimizer state after 3 steps on random gradients\n")
+        body.append(markdown_table(state_rows, ["size", "optimizer", "params_MB", "state_MB", "state_vs_adamw",
+                                                "first_step_s", "step_s"]))
     body.append("\n### Training memory: params + grads + optimizer state + saved activations\n")
     body.append("Measured on one real training step of each setup (forward at the size's batch and "
                 "resolution, backward, optimizer step): bytes of the parameters, of their gradients, of the "

@@ -150,7 +150,7 @@ def set_recompute(model, mode, chunk_points=None):
         to, or ``chunk_points`` is not positive (TypeError if it is not an int), or
         ``chunk_points`` is given with a mode other than "block" (it would change nothing).
     """
-    mode = check_recompute_mode(mode)
+    mode = check_recompute_mode(mode, key="mode")  # named as this function names it
     # the constructor's and the config's check, with this function's argument names
     chunk_points = normalize_recompute_chunk_points(chunk_points, mode, key="chunk_points", recompute_key="mode")
     if chunk_points is None:

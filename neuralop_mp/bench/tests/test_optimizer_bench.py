@@ -96,9 +96,23 @@ def test_quick_leaves_the_size_table_and_the_sizes_choices_as_they_were(tmp_path
     before = dict(bench.SIZES)
     assert bench.main(["--quick", "--memory-only", "--setups", "0", "--out", str(tmp_path)]) == 0
     assert json.loads((tmp_path / "optimizer.json").read_text())["sizes"] == {"quick": list(bench.QUICK_SIZE)}
-    assert "quick = (8, 6, 2, 16, 2)" in (tmp_path / "optimizer.md").read_text()
+    text = (tmp_path / "optimizer.md").read_text()
+    assert "quick = (8, 6, 2, 16, 2)" in text
+    assert "Optimizer state after 3 steps" not in text  # --memory-only measures none: no empty table
     assert bench.SIZES == before
     capsys.readouterr()
     with pytest.raises(SystemExit):
         bench.main(["--sizes", "quick", "--memory-only", "--out", str(tmp_path)])
     assert "invalid choice: 'quick'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("partial", [["--memory-only"], ["--sizes", "medium"], ["--setups", "0", "7"], ["--quick"]])
+def test_update_docs_takes_the_full_run_only(partial, capsys, monkeypatch):
+    """docs/benchmarks.md's optimizer section is the whole benchmark: a partial run (as docs/training.md's
+    commands are) with --update-docs replaced it with its few rows. Refused before anything is measured."""
+    monkeypatch.setattr(bench, "total_memory_rows", lambda *a, **k: pytest.fail("measured before the refusal"))
+    with pytest.raises(SystemExit) as stopped:
+        bench.main([*partial, "--update-docs"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "--update-docs rewrites docs/benchmarks.md's whole optimizer section" in err and partial[0] in err

@@ -276,7 +276,7 @@ def test_none_restores_the_ordinary_forward_and_bad_mode_is_named():
     forwards = [m.__dict__["forward"] for m in model.modules() if "forward" in m.__dict__]
     assert all(isinstance(f, _TiledPointwiseForward) for f in forwards)
     assert {id(m) for m in model.modules() if "forward" in m.__dict__} == {id(model.lifting), id(model.projection)}
-    with pytest.raises(ValueError, match=r"recompute='spectral'.*'none', 'fourier', 'block'"):
+    with pytest.raises(ValueError, match=r"Invalid mode='spectral'.*'none', 'fourier', 'block'"):
         set_recompute(model, "spectral")
     with pytest.raises(ValueError, match="SpectralConv"):
         set_recompute(torch.nn.Linear(2, 2), "fourier")
