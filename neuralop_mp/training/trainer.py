@@ -37,6 +37,7 @@ import math
 import os
 import warnings
 import weakref
+from collections.abc import Mapping
 
 import torch
 from neuralop.training import Trainer
@@ -51,8 +52,8 @@ from ..layers.precision_switch import (
     set_fixed_precision,
     set_precision,
 )
-from ..vocabulary import (check_choice, check_int_at_least, dtype_name, normalize_flag, normalize_half_dtype,
-                          resolve_half_dtype)
+from ..vocabulary import (check_choice, check_int_at_least, did_you_mean, dtype_name, normalize_flag,
+                          normalize_half_dtype, resolve_half_dtype)
 from ..wrapped_module import unwrap
 from . import checkpointing, distributed
 from .auto_phases import AutoPrecisionPhases
@@ -166,6 +167,40 @@ def _warns_and_forwards_nothing(code):
                              for op in dis.get_instructions(code))
 
 
+def _call_loss(loss, out, sample, what):
+    """``loss(out, **kept)``, ``kept`` the entries of ``sample`` that :func:`_accepted` passes.
+
+    Where that left keys out and the call does not bind (``torch.nn.MSELoss`` takes
+    ``(input, target)``: no key of ``{"x", "y"}`` reaches it), the TypeError is said again in
+    one line naming ``what`` (e.g. "training_loss"), the keys passed and those left out, and
+    how losses are called; upstream's ``loss(out, **sample)`` would show the unexpected key."""
+    kept = _accepted(loss, sample)
+    try:
+        return loss(out, **kept)
+    except TypeError as error:
+        dropped = [key for key in sample if key not in kept]
+        if not dropped or _binds(loss, out, **kept):
+            raise  # a TypeError of the loss's own code, not of the call
+        raise TypeError(
+            f"{what} ({type(loss).__name__}) could not be called: {error}. The trainer calls a loss as "
+            f"loss(y_pred, **sample), with the sample's keys as keyword arguments (y_pred=..., y=...): it was passed "
+            f"{sorted(kept)} and not {sorted(dropped)}, which it does not name. Give it parameters named after the "
+            "sample's keys (e.g. def loss(y_pred, y, **kwargs)) or wrap it: "
+            "lambda y_pred, y, **kwargs: mse(y_pred, y).") from None
+
+
+def _binds(fn, *args, **kwargs):
+    """Whether a call of ``fn`` (read as :func:`_accepted` reads it) with these arguments binds;
+    True where its signature cannot be read."""
+    try:
+        inspect.signature(_forward_of(fn)).bind(*args, **kwargs)
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True
+
+
 _ABSENT = object()
 
 
@@ -218,6 +253,35 @@ def _check_save_best(save_best, test_loaders, eval_losses):
         shown = ", ".join(map(repr, allowed)) or "none (no test loader or no eval loss is given)"
         raise ValueError(f"Invalid save_best={save_best!r}; allowed values: {shown} (the evaluation "
                          "metrics \"<test_loaders key>_<eval_losses key>\" of this train() call).")
+
+
+# the modes upstream's ``evaluate`` runs (any other value leaves its losses unset: an
+# UnboundLocalError after a whole epoch of training)
+EVAL_MODES = ("single_step", "autoregression")
+
+
+def _check_eval_modes(eval_modes, test_loaders):
+    """ValueError unless every key of ``eval_modes`` is a key of ``test_loaders`` and every
+    value one of :data:`EVAL_MODES` (upstream looks a loader's mode up by its key, so a key
+    of another type or spelling is silently single-step, and fails on another mode only
+    when it first evaluates). None is no mode given."""
+    if eval_modes is None:
+        return
+    if not isinstance(eval_modes, Mapping):
+        raise ValueError(f"Invalid eval_modes={eval_modes!r}; allowed values: None or a dict "
+                         "{test_loaders key: mode}, each mode one of " + ", ".join(map(repr, EVAL_MODES)) + ".")
+    loaders = list(test_loaders or {})
+    for key, mode in eval_modes.items():
+        if key not in loaders:
+            shown = ", ".join(map(repr, loaders)) or "none (no test loader is given)"
+            same = [name for name in loaders if str(name) == str(key)]
+            hint = f" Did you mean {same[0]!r} ({type(same[0]).__name__}, not {type(key).__name__})?" if same else ""
+            raise ValueError(f"Invalid eval_modes key {key!r}; allowed values: the test_loaders keys {shown}.{hint}")
+        if not (isinstance(mode, str) and mode in EVAL_MODES):
+            # upstream's train() docstring spells the mode "autoregressive"; its evaluate() takes "autoregression"
+            hint = " Did you mean 'autoregression'?" if mode == "autoregressive" else did_you_mean(mode, EVAL_MODES)
+            raise ValueError(f"Invalid eval_modes[{key!r}]={mode!r}; allowed values: "
+                             + ", ".join(map(repr, EVAL_MODES)) + f".{hint}")
 
 
 class _NoScheduler:
@@ -558,7 +622,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if self.data_processor is not None:
             out, sample = self.data_processor.postprocess(out, sample)
         self.n_samples += _loss_terms(sample)
-        loss = training_loss(out, **_accepted(training_loss, sample))
+        loss = _call_loss(training_loss, out, sample, "training_loss")
         if self.regularizer:
             loss = loss + self.regularizer.loss
         return loss
@@ -991,7 +1055,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if self.data_processor is not None:
             out, sample = self.data_processor.postprocess(out, sample)
         self.n_samples += _loss_terms(sample)
-        losses = {name: loss(out, **_accepted(loss, sample)) for name, loss in eval_losses.items()}
+        losses = {name: _call_loss(loss, out, sample, f"eval_losses[{name!r}]") for name, loss in eval_losses.items()}
         return losses, (out if return_output else None)
 
     def eval_one_batch_autoreg(self, sample, eval_losses, return_output=False, max_steps=None):
@@ -1016,7 +1080,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                 self.n_samples += _loss_terms(sample)
                 counted = True
             for name, loss in eval_losses.items():
-                losses[name] += loss(out, **_accepted(loss, sample))
+                losses[name] += _call_loss(loss, out, sample, f"eval_losses[{name!r}]")
             steps += 1
         losses = {name: value / steps for name, value in losses.items()}  # upstream's ZeroDivisionError for none
         return losses, (out if return_output else None)
@@ -1081,13 +1145,17 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         ValueError
             Before anything is trained or loaded, for a ``save_best`` that is not one of
             the evaluation keys ``"{test loader}_{eval loss}"`` (upstream: a bare
-            AssertionError).
+            AssertionError), and for ``eval_modes`` with a key that is no ``test_loaders``
+            key (upstream: that loader silently single-step) or a mode other than
+            ``"single_step"`` and ``"autoregression"`` (upstream: an UnboundLocalError at
+            the first evaluation).
         TypeError
             Before anything is trained or loaded, for an optimizer, scheduler or regularizer
             that a checkpoint to save or resume cannot hold (no ``state_dict`` /
             ``load_state_dict``; upstream: an AttributeError after the first epoch)."""
         if save_best is not None:
             _check_save_best(save_best, test_loaders, eval_losses)
+        _check_eval_modes(eval_modes, test_loaders)
         _check_checkpointable(optimizer=optimizer, scheduler=scheduler, regularizer=regularizer or None,
                               saves=save_every is not None or save_best is not None,
                               resumes=resume_from_dir is not None)

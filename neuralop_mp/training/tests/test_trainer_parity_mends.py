@@ -1,0 +1,71 @@
+"""Trainer-parity mends: eval_modes checked up front, and a loss call that lost its keys said
+plainly."""
+import warnings
+
+import pytest
+import torch
+
+from neuralop_mp.training.tests.tiny import loss, optimizer_and_scheduler, tiny_data, tiny_fno
+from neuralop_mp.training.trainer import MixedPrecisionTrainer
+
+
+def _train(trainer_cls=MixedPrecisionTrainer, n_epochs=1, test=None, trainer_kw=None, **train_kw):
+    torch.manual_seed(0)
+    train, tiny_test = tiny_data()
+    model = tiny_fno()
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = trainer_cls(model=model, n_epochs=n_epochs, **(trainer_kw or {}))
+    train_kw.setdefault("training_loss", loss())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train(train, tiny_test if test is None else test, optimizer, scheduler, **train_kw)
+    return trainer
+
+
+@pytest.mark.parametrize("eval_modes, test_keys, expected", [
+    # upstream's train() docstring spelling: was an UnboundLocalError after a whole epoch
+    ({"8": "autoregressive"}, ("8",), r"Invalid eval_modes\['8'\]='autoregressive'; allowed values: 'single_step', "
+                                      r"'autoregression'\. Did you mean 'autoregression'\?"),
+    ({"8": "rollout"}, ("8",), r"Invalid eval_modes\['8'\]='rollout'; allowed values"),
+    # a key of another type than the loader's: was silently single-step
+    ({"8": "autoregression"}, (8,), r"Invalid eval_modes key '8'; allowed values: the test_loaders keys 8\. "
+                                    r"Did you mean 8 \(int, not str\)\?"),
+    ({"16": "single_step"}, ("8",), r"Invalid eval_modes key '16'"),
+])
+def test_bad_eval_modes_are_refused_before_training(eval_modes, test_keys, expected):
+    loader = tiny_data()[1]["8"]
+    test = {key: loader for key in test_keys}
+    torch.manual_seed(0)
+    model = tiny_fno()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1)
+    with pytest.raises(ValueError, match=expected):
+        trainer.train(tiny_data()[0], test, optimizer, scheduler, training_loss=loss(), eval_modes=eval_modes)
+    assert trainer.history == []  # nothing trained
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_good_eval_modes_train():
+    trainer = _train(eval_modes={"8": "single_step"})
+    assert "8_l2" in trainer.history[-1]
+
+
+def test_a_loss_that_names_no_sample_key_is_said_plainly():
+    # MSELoss.forward(input, target): neither "x" nor "y" reaches it
+    with pytest.raises(TypeError) as info:
+        _train(training_loss=torch.nn.MSELoss(reduction="sum"))
+    text = str(info.value)
+    assert "training_loss (MSELoss)" in text and "missing 1 required positional argument: 'target'" in text
+    assert "passed [] and not ['x', 'y']" in text and "keyword arguments (y_pred=..., y=...)" in text
+    assert "\n" not in text
+    with pytest.raises(TypeError, match=r"eval_losses\['mse'\] \(MSELoss\) could not be called"):
+        _train(eval_losses={"mse": torch.nn.MSELoss(reduction="sum")})
+
+
+def test_a_type_error_inside_the_loss_is_left_as_raised():
+    def own(y_pred, y):  # binds (x is left out): the error is the loss's own
+        raise TypeError("the loss's own error")
+
+    with pytest.raises(TypeError, match=r"^the loss's own error$"):
+        _train(training_loss=own)
