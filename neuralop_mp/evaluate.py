@@ -57,6 +57,7 @@ class TrainingRecord(NamedTuple):
 
     processor: dict = None  # its data processor (run_folder.data_processor_state), or None
     last_epoch: dict = None  # the history entry of its last epoch, or None
+    unreadable: str = None  # why a record that is there cannot be read, or None
 
 
 def training_record(folder, name):
@@ -65,14 +66,15 @@ def training_record(folder, name):
     records (:func:`~neuralop_mp.models.checkpoints.trainer_record`). Empty for a folder without
     one (a model saved by upstream's ``save_checkpoint``), for other weights than the trainer's
     save (a user's own ``model`` beside its ``best_model``: another model's record), and for one
-    that cannot be read (the weights load without it: eval goes on as for a model saved
-    elsewhere, with nothing to compare)."""
+    that cannot be read, which ``unreadable`` then says (the weights load without it: eval goes on
+    as for a model saved elsewhere, with nothing to compare, and warns)."""
     from .models.checkpoints import trainer_record
+    from .training.checkpointing import CheckpointError
 
     try:
         found = trainer_record(folder, name)
-    except Exception:  # damaged, or not ours: nothing recorded
-        return TrainingRecord()
+    except CheckpointError as error:  # damaged: nothing to use, which eval says
+        return TrainingRecord(unreadable=str(error))
     state = found[1] if found is not None else None
     if not isinstance(state, dict):
         return TrainingRecord()
@@ -373,6 +375,9 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     log(f"[neuralop-mp] {type(model).__name__} from {folder / name}_*: loading data ({type(config.data).__name__})")
     # a trainer's checkpoint folder (not a run's): the processor its training used, and the errors it recorded
     record = TrainingRecord() if source.run else training_record(folder, name)
+    if record.unreadable:
+        log_warning(log, f"{record.unreadable}: the data processor and test errors its training recorded are not "
+                         "used; the data are encoded as the config says and the errors are not compared.")
     saved_processor = None
     if source.run and (folder / DATA_PROCESSOR_FILE).is_file():  # the run's normalizers: no training data
         saved_processor = load_data_processor(folder)

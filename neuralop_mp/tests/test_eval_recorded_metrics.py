@@ -39,4 +39,5 @@ def test_the_record_is_read_from_precision_state(tmp_path):
     assert training_record(tmp_path, "model") == TrainingRecord(processor, LAST)
     assert training_record(tmp_path, "mine") == TrainingRecord()  # other weights: not their record
     (tmp_path / PRECISION_STATE_FILE).write_bytes(b"damaged")
-    assert training_record(tmp_path, "model") == TrainingRecord()
+    damaged = training_record(tmp_path, "model")  # nothing used, and why, which eval says
+    assert damaged._replace(unreadable=None) == TrainingRecord() and PRECISION_STATE_FILE in damaged.unreadable

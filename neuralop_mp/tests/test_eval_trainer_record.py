@@ -137,3 +137,20 @@ def test_an_explicit_encoding_the_record_does_not_do_is_refused(trainer_folder, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("neuralop-mp eval: error: --data.encode_output false (the training's: true)")
     assert "\n" not in err and "Traceback" not in err
+
+
+def test_an_unreadable_record_is_said_and_eval_goes_on_with_the_config(trainer_folder, tmp_path):
+    """A damaged precision_state.pt: the weights still load, eval encodes as the config says, and
+    says that the training's processor and errors were not used (was: silently)."""
+    import shutil
+
+    folder, root = trainer_folder
+    damaged = tmp_path / "ckpt"
+    shutil.copytree(folder, damaged)
+    path = damaged / PRECISION_STATE_FILE
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    assert "precision_state.pt" in training_record(damaged, "best_model").unreadable
+    result, log = _evaluate(damaged / "best_model_state_dict.pt", root)
+    assert OWN_ENCODING not in log and result["metrics"]
+    (line,) = [line for line in log.splitlines() if "WARNING" in line]
+    assert str(path) in line and "are not used" in line
