@@ -36,7 +36,8 @@ import torch
 
 from ..vocabulary import OneLineErrorParser, plain_text
 from .cli import fill_defaults, threads_type
-from .report import add_output_arguments, header, markdown_table, shown_command, write_results
+from .report import (add_output_arguments, header, markdown_table, refuse_partial_docs_update,
+                     shown_command, write_results)
 
 RECIPES = {
     "full": {"model.fno_block_precision": "full"},
@@ -166,6 +167,7 @@ def main(argv=None):
                              "fastest on a shared 2-core machine)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
+    refuse_partial_docs_update(parser, "auto", args, {"--quick": args.quick})  # a tiny run is no table
     sizes, datasets = SIZES["full"], DATASETS
     if args.quick:
         sizes, datasets = SIZES["quick"], QUICK_DATASETS

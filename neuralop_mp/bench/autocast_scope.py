@@ -37,7 +37,8 @@ from ..vocabulary import OneLineErrorParser
 from ..data.cli import positive_float, positive_int
 from ..models.mixed_precision_models import ignoring_unrecorded_precision
 from .cli import fill_defaults, threads_type
-from .report import add_output_arguments, fno_description, markdown_table, shown_command, timed_section, write_results
+from .report import (add_output_arguments, fno_description, markdown_table, refuse_partial_docs_update,
+                     shown_command, timed_section, write_results)
 
 # name -> (precision schedule, autocast scope); None: upstream's layer in full precision
 RUNS = {
@@ -152,6 +153,7 @@ def main(argv=None):
                         help="torch intra-op threads; auto: the CPUs other processes leave idle (default 1)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
+    refuse_partial_docs_update(parser, "scope", args, {"--quick": args.quick})  # a tiny run is no table
     fill_defaults(args, QUICK, DEFAULTS)
     torch.set_num_threads(args.threads)
     step_repeats = 2 if args.quick else 15

@@ -21,7 +21,8 @@ import time
 
 from ..vocabulary import OneLineErrorParser
 from ..data.cli import positive_int
-from .report import add_output_arguments, header, markdown_table, shown_command, write_results
+from .report import (add_output_arguments, header, markdown_table, refuse_partial_docs_update,
+                     shown_command, write_results)
 
 VARIANTS = ("upstream full", "ours mixed bfloat16 + autocast")
 
@@ -105,6 +106,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=positive_int, default=None, help="batch size (default 2)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
+    refuse_partial_docs_update(parser, "allocator", args, {"--quick": args.quick})  # a tiny run is no table
     body, data = run(quick=args.quick, steps=args.steps, res=args.res, batch=args.batch)
     text = header("Freed CPU memory kept: step time, page faults and resident memory",
                   shown_command("neuralop-mp bench allocator", argv)) + "\n" + body

@@ -28,7 +28,8 @@ from neuralop.models import FNO
 from ..vocabulary import OneLineErrorParser
 from ..memory import SavedTensorBytes
 from .cli import threads_type
-from .report import add_output_arguments, header, markdown_table, shown_command, write_results
+from .report import (add_output_arguments, header, markdown_table, refuse_partial_docs_update, shown_command,
+                     write_results)
 from .tiny_training import fit_and_test
 
 SIZES = {
@@ -262,11 +263,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.peak_tensors < 0:
         parser.error(f"--peak-tensors must be >= 0, got {args.peak_tensors}")
-    partial = [flag for flag, given in (("--quick", args.quick), ("--sizes", args.sizes), ("--memory-only",
-               args.memory_only), ("--setups", args.setups is not None)) if given]
-    if args.update_docs and partial:  # the docs' section is the whole benchmark: a part would replace it
-        parser.error(f"--update-docs rewrites docs/benchmarks.md's whole optimizer section; it takes the full run, "
-                     f"not {', '.join(partial)} (leave them out, or leave --update-docs out and copy the rows)")
+    refuse_partial_docs_update(parser, "optimizer", args, {"--quick": args.quick, "--sizes": args.sizes,
+                                                           "--memory-only": args.memory_only,
+                                                           "--setups": args.setups is not None})
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

@@ -216,6 +216,16 @@ def add_output_arguments(parser):
     return parser
 
 
+def refuse_partial_docs_update(parser, name, args, partial):
+    """A usage error (before anything is measured) for ``--update-docs`` beside an option of
+    ``partial`` (``{flag: given}``) that was given: the docs' ``name`` section is the benchmark's
+    whole table, which a partial or tiny run (``--quick``) would replace with its few rows."""
+    given = [flag for flag, on in partial.items() if on]
+    if args.update_docs and given:
+        parser.error(f"--update-docs rewrites docs/benchmarks.md's whole {name} section; it takes the full run, "
+                     f"not {', '.join(given)} (leave them out, or leave --update-docs out and copy the rows)")
+
+
 class _UpdateDocs(argparse.Action):
     """``--update-docs`` (a flag): refused while the arguments are parsed, before anything is
     measured, where there is no checkout whose docs it could rewrite (:func:`check_docs_checkout`)."""

@@ -32,7 +32,8 @@ from neuralop.losses import H1Loss, LpLoss
 from ..vocabulary import OneLineErrorParser
 from ..data.cli import positive_float, positive_int
 from .cli import fill_defaults, threads_type
-from .report import add_output_arguments, fno_description, markdown_table, shown_command, timed_section, write_results
+from .report import (add_output_arguments, fno_description, markdown_table, refuse_partial_docs_update,
+                     shown_command, timed_section, write_results)
 
 RUNS = {
     "full": None,
@@ -117,6 +118,7 @@ def main(argv=None):
                              "choice); 1 is faster on a busy machine")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
+    refuse_partial_docs_update(parser, "schedule", args, {"--quick": args.quick})  # a tiny run is no table
     fill_defaults(args, QUICK, DEFAULTS)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -57,7 +57,8 @@ from ..layers.precision_switch import set_precision
 from ..data.cli import positive_int, seconds
 from ..vocabulary import check_int_at_least
 from .cli import threads_type
-from .report import add_output_arguments, header, markdown_table, shown_command, write_results
+from .report import (add_output_arguments, header, markdown_table, refuse_partial_docs_update,
+                     shown_command, write_results)
 
 MODEL = dict(n_modes=(32, 32), hidden_channels=64, n_layers=4)
 QUICK_MODEL = dict(n_modes=(8, 8), hidden_channels=16, n_layers=2)
@@ -365,6 +366,7 @@ def main(argv=None):
                              "alike (default); system: malloc as it is (neuralop_mp/cpu_allocator.py)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
+    refuse_partial_docs_update(parser, "spectral", args, {"--quick": args.quick})  # a tiny run is no table
     body, data = run(quick=args.quick, sizes=args.sizes, rounds=args.rounds, models=args.models, threads=args.threads,
                      slow_step_s=args.slow_step_s, cpu_allocator=args.cpu_allocator)
     command = shown_command("neuralop-mp bench spectral", argv)

@@ -471,3 +471,19 @@ def test_an_unwritable_out_fails_before_the_benchmark_runs(tmp_path, capsys, mon
         with pytest.raises(SystemExit):
             cli.main(["bench", "spectral", "--quick", "--out", str(tmp_path / "new" / "deep"), *tail])
         assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("module, section", [("spectral", "spectral"), ("schedule", "schedule"),
+                                             ("autocast_scope", "scope"), ("auto_precision", "auto"),
+                                             ("cpu_allocator", "allocator"), ("optimizer", "optimizer")])
+def test_a_quick_run_does_not_rewrite_the_docs_section(module, section, capsys):
+    """The docs' section of a benchmark is its whole table: --quick's tiny sizes with --update-docs
+    replaced it. Refused as the arguments are read, naming the section and the option."""
+    import importlib
+
+    bench = importlib.import_module(f"neuralop_mp.bench.{module}")
+    with pytest.raises(SystemExit) as stopped:
+        bench.main(["--quick", "--update-docs"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert f"rewrites docs/benchmarks.md's whole {section} section" in err and "not --quick" in err
