@@ -376,8 +376,8 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     # a trainer's checkpoint folder (not a run's): the processor its training used, and the errors it recorded
     record = TrainingRecord() if source.run else training_record(folder, name)
     if record.unreadable:
-        log_warning(log, f"{record.unreadable}: the data processor and test errors its training recorded are not "
-                         "used; the data are encoded as the config says and the errors are not compared.")
+        log_warning(log, f"{record.unreadable.rstrip('.')}: the data processor and test errors its training recorded "
+                         "are not used; the data are encoded as the config says and the errors are not compared.")
     saved_processor = None
     if source.run and (folder / DATA_PROCESSOR_FILE).is_file():  # the run's normalizers: no training data
         saved_processor = load_data_processor(folder)

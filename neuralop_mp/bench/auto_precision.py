@@ -167,7 +167,10 @@ def main(argv=None):
                              "fastest on a shared 2-core machine)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    refuse_partial_docs_update(parser, "auto", args, {"--quick": args.quick})  # a tiny run is no table
+    # a tiny run, or some of the table's rows, is not the docs' table
+    refuse_partial_docs_update(parser, "auto", args, {"--quick": args.quick,
+                                                      "--datasets": args.datasets != list(DATASETS),
+                                                      "--recipes": args.recipes != list(RECIPES)})
     sizes, datasets = SIZES["full"], DATASETS
     if args.quick:
         sizes, datasets = SIZES["quick"], QUICK_DATASETS

@@ -153,7 +153,9 @@ def main(argv=None):
                         help="torch intra-op threads; auto: the CPUs other processes leave idle (default 1)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    refuse_partial_docs_update(parser, "scope", args, {"--quick": args.quick})  # a tiny run is no table
+    # a tiny run, or some of the table's rows, is not the docs' table
+    refuse_partial_docs_update(parser, "scope", args, {"--quick": args.quick, "--datasets": args.datasets,
+                                                       "--runs": args.runs != list(RUNS)})
     fill_defaults(args, QUICK, DEFAULTS)
     torch.set_num_threads(args.threads)
     step_repeats = 2 if args.quick else 15

@@ -106,7 +106,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=positive_int, default=None, help="batch size (default 2)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    refuse_partial_docs_update(parser, "allocator", args, {"--quick": args.quick})  # a tiny run is no table
+    refuse_partial_docs_update(parser, "allocator", args, {"--quick": args.quick})  # a tiny run is not the docs' table
     body, data = run(quick=args.quick, steps=args.steps, res=args.res, batch=args.batch)
     text = header("Freed CPU memory kept: step time, page faults and resident memory",
                   shown_command("neuralop-mp bench allocator", argv)) + "\n" + body

@@ -654,6 +654,9 @@ def main(argv=None):
     text = header(title, command) + "\n" + body
     print(text)
     folder = write_results("gpu", text, data, out=folder, update_docs=args.update_docs and not tiny)
+    if args.update_docs and tiny:  # gpu.sh passes --update-docs to its dry run too: said, not refused
+        print(f"neuralop-mp bench gpu: docs/benchmarks.md not updated: a {'dry' if dry_run else 'quick'} run's "
+              "tiny sizes are no measurement.", file=sys.stderr)
     plot_memory(rows, Path(folder) / "gpu_memory.png")
     if args.profile:
         (Path(folder) / "gpu_profile.txt").write_text(

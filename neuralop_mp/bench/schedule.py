@@ -118,7 +118,8 @@ def main(argv=None):
                              "choice); 1 is faster on a busy machine")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    refuse_partial_docs_update(parser, "schedule", args, {"--quick": args.quick})  # a tiny run is no table
+    # a tiny run, or some of the table's rows, is not the docs' table
+    refuse_partial_docs_update(parser, "schedule", args, {"--quick": args.quick, "--runs": args.runs})
     fill_defaults(args, QUICK, DEFAULTS)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -52,8 +52,8 @@ from ..layers.precision_switch import (
     set_fixed_precision,
     set_precision,
 )
-from ..vocabulary import (check_choice, check_int_at_least, did_you_mean, dtype_name, normalize_flag,
-                          normalize_half_dtype, resolve_half_dtype)
+from ..vocabulary import (check_choice, check_int_at_least, dtype_name, normalize_flag, normalize_half_dtype,
+                          resolve_half_dtype)
 from ..wrapped_module import unwrap
 from . import checkpointing, distributed
 from .auto_phases import AutoPrecisionPhases
@@ -277,11 +277,13 @@ def _check_eval_modes(eval_modes, test_loaders):
             same = [name for name in loaders if str(name) == str(key)]
             hint = f" Did you mean {same[0]!r} ({type(same[0]).__name__}, not {type(key).__name__})?" if same else ""
             raise ValueError(f"Invalid eval_modes key {key!r}; allowed values: the test_loaders keys {shown}.{hint}")
-        if not (isinstance(mode, str) and mode in EVAL_MODES):
-            # upstream's train() docstring spells the mode "autoregressive"; its evaluate() takes "autoregression"
-            hint = " Did you mean 'autoregression'?" if mode == "autoregressive" else did_you_mean(mode, EVAL_MODES)
-            raise ValueError(f"Invalid eval_modes[{key!r}]={mode!r}; allowed values: "
-                             + ", ".join(map(repr, EVAL_MODES)) + f".{hint}")
+        try:
+            check_choice(f"eval_modes[{key!r}]", mode, EVAL_MODES)
+        except ValueError as error:
+            if mode != "autoregressive":
+                raise
+            # upstream's train() docstring spells the mode so; its evaluate() takes "autoregression"
+            raise ValueError(f"{error} Did you mean 'autoregression'?") from None
 
 
 class _NoScheduler:

@@ -473,17 +473,38 @@ def test_an_unwritable_out_fails_before_the_benchmark_runs(tmp_path, capsys, mon
         assert not (tmp_path / "new").exists()
 
 
-@pytest.mark.parametrize("module, section", [("spectral", "spectral"), ("schedule", "schedule"),
-                                             ("autocast_scope", "scope"), ("auto_precision", "auto"),
-                                             ("cpu_allocator", "allocator"), ("optimizer", "optimizer")])
-def test_a_quick_run_does_not_rewrite_the_docs_section(module, section, capsys):
-    """The docs' section of a benchmark is its whole table: --quick's tiny sizes with --update-docs
-    replaced it. Refused as the arguments are read, naming the section and the option."""
+@pytest.mark.parametrize("module, section, partial", [
+    ("spectral", "spectral", ["--quick"]), ("spectral", "spectral", ["--models", "FNO"]),
+    ("spectral", "spectral", ["--sizes", "64x2"]), ("schedule", "schedule", ["--quick"]),
+    ("schedule", "schedule", ["--runs", "full"]), ("autocast_scope", "scope", ["--quick"]),
+    ("autocast_scope", "scope", ["--datasets", "darcy"]), ("autocast_scope", "scope", ["--runs", "full"]),
+    ("auto_precision", "auto", ["--quick"]), ("auto_precision", "auto", ["--datasets", "darcy"]),
+    ("auto_precision", "auto", ["--recipes", "full"]), ("cpu_allocator", "allocator", ["--quick"]),
+    ("optimizer", "optimizer", ["--quick"]),
+])
+def test_a_partial_run_does_not_rewrite_the_docs_section(module, section, partial, capsys, monkeypatch):
+    """The docs' section of a benchmark is its whole table: a tiny run (--quick) or some of its rows
+    with --update-docs replaced it. Refused as the arguments are read, naming the section and the
+    option; were it not, nothing is written to the real docs (write_results fails the test)."""
     import importlib
 
+    from neuralop_mp.bench import report
+
     bench = importlib.import_module(f"neuralop_mp.bench.{module}")
+    monkeypatch.setattr(report, "update_section", lambda *a, **k: pytest.fail("the docs would be rewritten"))
+    monkeypatch.setattr(bench, "write_results", lambda *a, **k: pytest.fail("a partial run wrote its results"))
     with pytest.raises(SystemExit) as stopped:
-        bench.main(["--quick", "--update-docs"])
+        bench.main([*partial, "--update-docs"])
     assert stopped.value.code == 2
     err = capsys.readouterr().err
-    assert f"rewrites docs/benchmarks.md's whole {section} section" in err and "not --quick" in err
+    assert f"rewrites docs/benchmarks.md's whole {section} section" in err and f"not {partial[0]}" in err
+
+
+def test_a_dry_gpu_campaign_says_it_did_not_update_the_docs(tmp_path, monkeypatch, capsys):
+    """gpu.sh passes --update-docs to its dry run too: the tiny table is never written to the docs,
+    and the campaign says so (it was silent)."""
+    from neuralop_mp.bench import gpu, report
+
+    monkeypatch.setattr(report, "update_section", lambda *a, **k: pytest.fail("the docs would be rewritten"))
+    assert gpu.main(["--dry-run", "--arch", "TFNO", "--update-docs", "--out", str(tmp_path / "out")]) == 0
+    assert "docs/benchmarks.md not updated: a dry run's tiny sizes are no measurement" in capsys.readouterr().err
