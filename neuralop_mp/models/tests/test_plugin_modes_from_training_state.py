@@ -8,29 +8,18 @@ import torch
 
 import neuralop_mp
 from neuralop_mp.models.mixed_precision_models import MixedPrecisionFNO, current_n_modes
-from neuralop_mp.models.tests.test_trained_n_modes_load import WritesMetadataBeside, _truncate
+from neuralop_mp.models.tests.test_trained_n_modes_load import _grown_upstream_fno, _truncate
 from neuralop_mp.training.checkpointing import PRECISION_STATE_FILE
-from neuralop_mp.training.tests.tiny import loss, tiny_data
 
 METADATA = "model_metadata.pkl"
 
 
 def _grown_plugin_fno_with_an_old_record(folder):
-    torch.manual_seed(0)
-    model = MixedPrecisionFNO(n_modes=(2, 2), max_n_modes=(8, 8), in_channels=1, out_channels=1,
-                              hidden_channels=6, n_layers=2)
-    train, _ = tiny_data(n=8)
-    trainer = WritesMetadataBeside(model=model, n_epochs=3, verbose=False, incremental_loss_gap=True,
-                                   incremental_loss_eps=1e9)  # grows after every epoch but the first
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.train(train, {}, torch.optim.AdamW(model.parameters(), lr=1e-2), None, training_loss=loss(),
-                      eval_losses={}, save_every=1, save_dir=folder)
-    assert model.fno_blocks.convs[0].n_modes == [4, 3]
+    model = _grown_upstream_fno(folder, MixedPrecisionFNO)
     metadata = torch.load(folder / METADATA, weights_only=False)
     del metadata["layer_n_modes"]  # as a model pickled before _built_n_modes existed records it
     torch.save(metadata, folder / METADATA)
-    return model.eval()
+    return model
 
 
 def test_a_grown_plugin_model_without_layer_n_modes_gets_its_modes_from_the_training_state(tmp_path):

@@ -27,9 +27,12 @@ class WritesMetadataBeside(IncrementalMixedPrecisionTrainer):
         save_model_metadata_beside(save_dir, self.model, epoch=self.epoch)
 
 
-def _grown_upstream_fno(folder):
+def _grown_upstream_fno(folder, model_class=FNO):
+    """A ``model_class`` (upstream's FNO by default) grown from 2x2 to 4x3 modes by incremental
+    training, checkpointed in ``folder`` after every epoch as ``neuralop-mp run``'s trainer does."""
     torch.manual_seed(0)
-    model = FNO(n_modes=(2, 2), max_n_modes=(8, 8), in_channels=1, out_channels=1, hidden_channels=6, n_layers=2)
+    model = model_class(n_modes=(2, 2), max_n_modes=(8, 8), in_channels=1, out_channels=1, hidden_channels=6,
+                        n_layers=2)
     train, _ = tiny_data(n=8)
     trainer = WritesMetadataBeside(model=model, n_epochs=3, verbose=False, incremental_loss_gap=True,
                                    incremental_loss_eps=1e9)  # grows after every epoch but the first
