@@ -109,9 +109,14 @@ def build_optimizer(model, config):
     return build_steps.build_optimizer(model, config.opt)
 
 
-# the opt keys each learning-rate scheduler reads (build_scheduler's), as upstream's scripts read them
-SCHEDULER_KEYS = {"StepLR": ("step_size", "gamma"), "CosineAnnealingLR": ("scheduler_T_max",),
-                  "ReduceLROnPlateau": ("gamma", "scheduler_patience"), "none": ()}
+# each learning-rate scheduler's torch arguments and the opt keys that set them, as upstream's scripts
+# read them: the one table build_scheduler builds from, the unread-key warning reads and a resume checks
+# the saved scheduler's attributes against
+SCHEDULER_ARGUMENTS = {"StepLR": {"step_size": "step_size", "gamma": "gamma"},
+                       "CosineAnnealingLR": {"T_max": "scheduler_T_max"},
+                       "ReduceLROnPlateau": {"factor": "gamma", "patience": "scheduler_patience"}, "none": {}}
+# the opt keys each scheduler reads
+SCHEDULER_KEYS = {name: tuple(arguments.values()) for name, arguments in SCHEDULER_ARGUMENTS.items()}
 
 
 def unread_scheduler_keys_warning(opt, given):
@@ -138,19 +143,16 @@ def build_scheduler(optimizer, config):
     opt = config.opt
     name = str(opt.scheduler)
     lr_scheduler = torch.optim.lr_scheduler
-    if name == "StepLR":
-        return lr_scheduler.StepLR(optimizer, step_size=opt.step_size, gamma=opt.gamma)
-    if name == "CosineAnnealingLR":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=opt.scheduler_T_max)
+    arguments = {argument: getattr(opt, key) for argument, key in SCHEDULER_ARGUMENTS.get(name, {}).items()}
+    if name in ("StepLR", "CosineAnnealingLR"):
+        return getattr(lr_scheduler, name)(optimizer, **arguments)
     if name == "ReduceLROnPlateau":
         # torch's other schedulers record the configured rate in each group as "initial_lr", saved with the
         # optimizer while "lr" decays; ReduceLROnPlateau does not, and a resume could not tell a changed
         # opt.learning_rate (check_resume_settings) without it
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
-        return lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=opt.gamma, patience=opt.scheduler_patience, mode="min"
-        )
+        return lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", **arguments)
     if none_if_null(name) is None:
         return lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
     from .configs.validation import SCHEDULERS
@@ -858,8 +860,8 @@ def current_results(out, history):
 
 # the optimizer's parameter-group settings and the scheduler's attributes that config keys set:
 # loading a checkpoint replaces them with the saved ones (torch's load_state_dict)
-_SCHEDULER_SETTINGS = {"step_size": "opt.step_size", "gamma": "opt.gamma", "factor": "opt.gamma",
-                       "T_max": "opt.scheduler_T_max", "patience": "opt.scheduler_patience"}
+_SCHEDULER_SETTINGS = {argument: f"opt.{key}" for arguments in SCHEDULER_ARGUMENTS.values()
+                       for argument, key in arguments.items()}
 
 
 def _optimizer_settings():

@@ -118,3 +118,17 @@ def test_scheduler_keys_match_what_build_scheduler_reads():
         base = built()
         for key in every:
             assert (built(**{key: other[key]}) != base) == (key in read), (name, key)
+
+
+def test_scheduler_ranges_checked_for_the_keys_each_scheduler_reads():
+    """The config check refuses an out-of-range value of exactly the keys SCHEDULER_KEYS says the
+    chosen scheduler reads (the one table build_scheduler builds from); other schedulers' keys pass."""
+    every = {key for keys in pipeline.SCHEDULER_KEYS.values() for key in keys}
+    for name, read in pipeline.SCHEDULER_KEYS.items():
+        for key in every:
+            overrides = ["--opt.scheduler", name, f"--opt.{key}", "-5"]
+            if key in read:
+                with pytest.raises(ValueError, match=rf"opt\.{key}=-5\b"):
+                    load_config("darcy", overrides)
+            else:
+                load_config("darcy", overrides)
