@@ -87,7 +87,8 @@ from ..train_report import to_jsonable
 from ..vocabulary import OneLineErrorParser, scope_on_device
 from .cufft_float16_standin import emulate_float16_cufft
 from .report import (DEFAULT_DOC, add_output_arguments, check_docs_checkout, checkout_root,
-                     default_output_dir, header, markdown_table, shown_command, update_section, write_results)
+                     default_output_dir, header, markdown_table, refuse_partial_docs_update, shown_command,
+                     update_section, write_results)
 from .spectral import Variant
 
 # (arch, hidden channels, resolution); 768 is the non-power-of-2 size
@@ -506,7 +507,7 @@ def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None, out=None):
         + markdown_table(rows, columns) + "\n"
     )
     data = dict(rows=rows, cuda_tests=tests, cuda_test_failures=failing, dry_run=dry_run, tiny=tiny, batch=batch,
-                modes=modes)
+                modes=modes, archs=sorted(set(archs)) if archs else None)
     return body, data, rows
 
 
@@ -602,6 +603,9 @@ def main(argv=None):
                              "whose copy of the docs does not come back), into docs/benchmarks.md's GPU section")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
+    # a campaign of some models only would leave the others' rows out of the docs' whole GPU table (a tiny
+    # run's --update-docs is said to write nothing, below: gpu.sh passes it to its dry run too)
+    refuse_partial_docs_update(parser, "gpu", args, {"--arch": args.arch and not (args.dry_run or args.quick)})
     if args.apply is not None:
         try:
             # an installed package: no docs/ to put the table in
@@ -618,10 +622,16 @@ def main(argv=None):
             return 2
         text = table.read_text()
         record = table.with_suffix(".json")
-        if not record.is_file() or json.loads(record.read_text()).get("tiny", True):
+        recorded = json.loads(record.read_text()) if record.is_file() else {}
+        if recorded.get("tiny", True):
             # what --update-docs refuses too: tiny sizes are a check of the script, not a measurement
             print(f"neuralop-mp bench gpu: error: --apply {args.apply}: {record.name} is missing or records a dry "
                   "run or quick campaign (tiny sizes); the docs take a full campaign's table only", file=sys.stderr)
+            return 2
+        if recorded.get("archs"):  # --update-docs refuses --arch too (a campaign before it was recorded: all)
+            print(f"neuralop-mp bench gpu: error: --apply {args.apply}: {record.name} records a campaign of "
+                  f"{', '.join(recorded['archs'])} only (--arch); the docs' GPU table takes a campaign of every "
+                  "model: copy its rows by hand", file=sys.stderr)
             return 2
         try:
             update_section("gpu", text, DEFAULT_DOC)

@@ -180,6 +180,33 @@ def test_a_campaigns_table_from_another_machine_is_applied_to_the_docs_with_thei
     assert gpu.main(["--apply", str(out)]) == 2 and doc.read_text() == "<!-- BEGIN gpu -->\nno end marker\n"
 
 
+def test_a_campaign_of_some_models_only_does_not_replace_the_docs_gpu_table(tmp_path, monkeypatch, capsys):
+    """The docs' GPU section is the table of every model: a campaign of one (``--arch``) replaced it
+    with its rows. Refused with --update-docs before anything runs, and at --apply from its record."""
+    doc = tmp_path / "benchmarks.md"
+    kept = "<!-- BEGIN gpu -->\n<!-- NOTES -->\nnotes\n<!-- END NOTES -->\nFNO and TFNO rows\n<!-- END gpu -->\n"
+    doc.write_text(kept)
+    monkeypatch.setattr(gpu, "DEFAULT_DOC", doc)
+    with pytest.raises(SystemExit) as exit_info:
+        gpu.main(["--arch", "TFNO", "--update-docs", "--out", str(tmp_path / "never")])
+    assert exit_info.value.code == 2 and "not --arch" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+    out = tmp_path / "tfno-only"
+    assert gpu.main(["--dry-run", "--arch", "TFNO", "--out", str(out)]) == 0
+    record = json.loads((out / "gpu.json").read_text())
+    assert record["archs"] == ["TFNO"]
+    (out / "gpu.json").write_text(json.dumps({**record, "tiny": False}))  # as a real campaign's would read
+    capsys.readouterr()
+    assert gpu.main(["--apply", str(out)]) == 2
+    assert "records a campaign of TFNO only (--arch)" in capsys.readouterr().err and doc.read_text() == kept
+    # the same campaign of every model is applied
+    assert gpu.main(["--dry-run", "--out", str(out)]) == 0
+    record = json.loads((out / "gpu.json").read_text())
+    assert record["archs"] is None
+    (out / "gpu.json").write_text(json.dumps({**record, "tiny": False}))
+    assert gpu.main(["--apply", str(out)]) == 0 and "FNO and TFNO rows" not in doc.read_text()
+
+
 def test_the_cuda_tests_run_from_the_repository_root_wherever_the_campaign_starts(tmp_path, monkeypatch):
     """Started from another folder, ``pytest -k cuda`` found no tests (exit 5), which the
     campaign counts as a failure. bench gpu's own command, started from an empty folder and
