@@ -32,7 +32,7 @@ import torch
 
 from ..run_setup import check_writable, file_lock
 from ..vocabulary import check_int_at_least
-from .file_checks import (DataFileError, ForeignDataFileChecksumError, generation_record, read_data_file,
+from .file_checks import (DataFileError, generation_record, read_data_file,
                           unreadable_file_warning)
 
 # Bump when the numerics of a generator change, so stale caches are regenerated.
@@ -165,7 +165,7 @@ def _stale(path, settings, n_samples, overwrite):
     try:
         meta, _ = read_file_info(path)
     except DataFileError as err:  # nothing usable in it: replacing it loses nothing
-        if isinstance(err, ForeignDataFileChecksumError):  # readable, damaged, and not ours: never replaced
+        if not err.replaceable:  # the user's own, or a complete file whose owner cannot be read: never replaced
             # the error already says it is not ours and is not replaced; only the way out is added
             raise FileExistsError(f"{err} To replace it with generated data anyway, pass overwrite=True "
                                   "(CLI: --overwrite), or choose another root.") from err

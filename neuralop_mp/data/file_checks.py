@@ -7,6 +7,7 @@ std become NaN) and every batch is then skipped. Both are caught here, before an
 work, with the path, the tensor and the sample indices in the message.
 """
 import os
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -35,7 +36,12 @@ def generation_record(data):
 
 
 class DataFileError(ValueError):
-    """A data file that cannot be used as is; the message names the path."""
+    """A data file that cannot be used as is; the message names the path.
+
+    ``replaceable``: whether generating the file anew loses nothing (a partial file, a
+    damaged cache of ours); the loaders and ``generate_*`` never replace one that is not."""
+
+    replaceable = True
 
 
 class DataFileChecksumError(DataFileError):
@@ -47,6 +53,16 @@ class ForeignDataFileChecksumError(DataFileChecksumError):
     """A readable data file whose bytes do not match their stored checksums, not written by
     this package (no generation record: the user's own data or upstream's download): never
     replaced."""
+
+    replaceable = False
+
+
+class UnreadableDataFileError(DataFileError):
+    """A complete file that cannot be read as a data file of torch tensors (numpy arrays or
+    other objects a weights-only load refuses, torch's legacy format, another format, a
+    damaged archive): whose it is cannot be read from it, so it is never replaced."""
+
+    replaceable = False
 
 
 def read_data_file(path):
@@ -64,9 +80,15 @@ def read_data_file(path):
     path = Path(path)
     try:
         data = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
-    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for broken files
-        raise DataFileError(f"{path} is not a readable data file (truncated or corrupted: "
-                            f"{type(err).__name__}: {err}).") from err
+    except Exception as err:  # torch raises RuntimeError, OSError, UnpicklingError, ... for files it cannot read
+        reason = f"{type(err).__name__}: {_first_line(err)}"
+        if _is_partial(path):  # cut short by an interrupted copy or write: nothing in it is usable
+            raise DataFileError(f"{path} is not a readable data file (truncated: {reason}).") from err
+        raise UnreadableDataFileError(
+            f"{path} is a complete file but not one of torch tensors that a weights-only load reads ({reason}); "
+            "it is not replaced with generated data. Your own data: save 'x' and 'y' as torch tensors "
+            "(torch.from_numpy for numpy arrays) with torch.save's default format; a file neuralop-mp generated: "
+            "delete it to regenerate it.") from err
     # a memory-mapped load reads no checksum: bytes overwritten in place (same size, same
     # layout) would be trained on; torch's archive keeps a CRC-32 of every record
     bad = _damaged_record(path)
@@ -82,6 +104,25 @@ def read_data_file(path):
     if not isinstance(data, dict) or not all(torch.is_tensor(data.get(k)) for k in ("x", "y")):
         raise DataFileError(f"{path} does not hold a dict with tensors 'x' and 'y'.")
     return data
+
+
+def _is_partial(path):
+    """Whether ``path`` is a file cut short: empty, or the start of a zip archive (torch's format)
+    without the directory written at its end. Anything else that does not load is complete."""
+    with open(path, "rb") as file:
+        head = file.read(4)
+    return not head or (head == b"PK\x03\x04" and not zipfile.is_zipfile(path))
+
+
+def _first_line(err):
+    """``err``'s message in one line: the global a weights-only load refused (torch's message is a
+    page of advice with terminal escapes), else the first line."""
+    text = str(err)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"a weights-only load refuses the object {found.group(1)}"
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()
+    return lines[0].strip() if lines else ""
 
 
 # files whose checksums were read in this process: a process that loads the same files

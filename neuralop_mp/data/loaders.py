@@ -39,8 +39,7 @@ from . import burgers, navier_stokes
 from .burgers import burgers_settings, generate_burgers, generate_burgers_split
 from .cache import data_file, file_info, resolve_root
 from .darcy import darcy_settings, generate_darcy, generate_darcy_split
-from .file_checks import (DataFileError, ForeignDataFileChecksumError, check_data_file, generation_record,
-                          read_data_file)
+from .file_checks import DataFileError, check_data_file, generation_record, read_data_file
 from .navier_stokes import generate_navier_stokes, generate_navier_stokes_split, ns_settings
 
 # Resolutions upstream's dataset classes accept (they assert on anything else).
@@ -192,9 +191,9 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
         path = data_file(root, prefix, split, res)
         if path in unreadable:
             err = unreadable.pop(path)
-            # a readable file of the user's own (no generation record) with a damaged
-            # checksum is theirs to replace: never overwritten here
-            if not generate or isinstance(err, ForeignDataFileChecksumError):
+            # only a partial file or a damaged one of ours is regenerated: the user's own (no
+            # generation record), or a complete file whose owner cannot be read, is theirs to replace
+            if not generate or not err.replaceable:
                 raise err
             generate_file(path, res, split, n, physics)
             continue

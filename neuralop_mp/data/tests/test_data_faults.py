@@ -10,7 +10,7 @@ import torch
 from neuralop_mp.data import generate_darcy, load_darcy
 from neuralop_mp.data.darcy import generate_darcy_split
 from neuralop_mp.data.file_checks import (DataFileChecksumError, DataFileError, ForeignDataFileChecksumError,
-                                          read_data_file)
+                                          UnreadableDataFileError, read_data_file)
 from neuralop_mp.data.loaders import ensure_files
 
 pytestmark = pytest.mark.reliability
@@ -84,6 +84,54 @@ def test_partially_written_file_is_regenerated_never_loaded(darcy8, tmp_path):
     expected = torch.load(darcy8 / "darcy_train_8.pt", weights_only=True)
     assert torch.equal(regenerated["x"], expected["x"]) and torch.equal(regenerated["y"], expected["y"])
     assert len(train.dataset) == 4
+
+
+def _numpy_pair(path):
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    torch.save({"x": rng.random((4, 8, 8), dtype=np.float32), "y": rng.random((4, 8, 8), dtype=np.float32)}, path)
+
+
+def _legacy_format(path):
+    torch.save({"x": torch.rand(4, 8, 8), "y": torch.rand(4, 8, 8)}, path, _use_new_zipfile_serialization=False)
+
+
+def _numpy_archive(path):
+    import numpy as np
+
+    with open(path, "wb") as file:
+        np.savez(file, x=np.ones((4, 8, 8)), y=np.ones((4, 8, 8)))
+
+
+@pytest.mark.parametrize("write", [_numpy_pair, _legacy_format, _numpy_archive])
+def test_a_complete_file_of_the_users_that_torch_cannot_read_is_never_replaced(darcy8, tmp_path, write):
+    """A user's complete file of numpy arrays (a weights-only load refuses them), in torch's legacy
+    format or in numpy's was taken for a partial one: replaced with generated Darcy data, the run
+    training on it after a warning. Refused in one line naming the path and the way out; its bytes kept."""
+    root = copy_of(darcy8, tmp_path)
+    path = root / "darcy_train_8.pt"
+    write(path)
+    before = path.read_bytes()
+    for generate in (True, False):
+        with pytest.raises(UnreadableDataFileError, match=r"darcy_train_8.pt is a complete file but not one of "
+                                                          r"torch tensors .* not replaced .*torch.from_numpy") as info:
+            load_darcy(root, **SMALL, generate=generate)
+        assert "\n" not in str(info.value) and "\x1b" not in str(info.value)
+        assert path.read_bytes() == before
+    with pytest.raises(FileExistsError, match=r"darcy_train_8.pt is a complete file .*overwrite=True"):
+        generate_darcy(root, resolutions=(8,), n_train=4, n_test=2, progress=False)
+    assert path.read_bytes() == before
+    generate_darcy(root, resolutions=(8,), n_train=4, n_test=2, progress=False, overwrite=True)  # told to: replaced
+    assert path.read_bytes() == (darcy8 / "darcy_train_8.pt").read_bytes()
+
+
+def test_an_empty_file_is_partial_and_regenerated(darcy8, tmp_path):
+    root = copy_of(darcy8, tmp_path)
+    (root / "darcy_train_8.pt").write_bytes(b"")  # a copy interrupted before its first byte
+    with pytest.warns(RuntimeWarning, match=r"darcy_train_8.pt cannot be read .*truncated.* it is regenerated"):
+        load_darcy(root, **SMALL, generate=True)
+    assert (root / "darcy_train_8.pt").read_bytes() == (darcy8 / "darcy_train_8.pt").read_bytes()
 
 
 def test_bytes_overwritten_in_place_are_caught_by_the_checksum_and_regenerated(darcy8, tmp_path):
