@@ -647,8 +647,10 @@ def run_data_records(folder, data):
     test files must have (a test set generated without it would take the generator's defaults,
     another equation). The training file's record in its ``results.json`` (``data_files``), else
     the records there of its other files; a run without them (stopped before its final save, or
-    of an earlier version) gives the record of the training file in ``data``'s root. Empty when
-    none is known (a training file of the user's own, no longer there, ...)."""
+    of an earlier version) gives the record of the training file in ``data``'s root. A training
+    file of the user's own (recorded without a generation record, or found without one) gives
+    ``{name: None}``: its test files must be the user's too (the loaders refuse to generate them).
+    Empty when none is known (a training file no longer there, unreadable, ...)."""
     from .data.cache import data_file, read_file_info, resolve_root
     from .data.file_checks import DataFileError
     from .data.loaders import LOADER_FILES
@@ -665,11 +667,15 @@ def run_data_records(folder, data):
     if recorded:
         return {f"{entry.get('file')} (as {Path(folder) / RESULTS_FILE} records it)": entry["record"]
                 for entry in trained or recorded}
+    own = [entry for entry in files if isinstance(entry, dict) and "record" in entry and entry["record"] is None
+           and Path(str(entry.get("file"))).name == train_file.name]
+    if own:
+        return {f"{own[0].get('file')} (as {Path(folder) / RESULTS_FILE} records it)": None}
     try:
         meta, _ = read_file_info(train_file)
     except (DataFileError, OSError):  # missing or unreadable: nothing known of the run's physics
         return {}
-    return {f"{train_file} (the run's training file)": meta} if meta else {}
+    return {f"{train_file} (the run's training file)": meta}
 
 
 def override_tokens(overrides):

@@ -172,6 +172,7 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     records = {path: file_info(data)[0] for path, data in read.items()}
     # the reference first: the files differing from it are the ones the refusal lists after it
     records = {**(reference or {}), **records}
+    _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, generate)
     physics = _load_physics(prefix, cli_name, root, {path: meta for path, meta in records.items() if meta})
     if generate:
         # a file generated from scratch (missing or unreadable) needs a resolution its generator
@@ -245,6 +246,45 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
         path = data_file(root, prefix, split, res)
         read[path] = check_data_file(path, res, n, SPATIAL_DIMS[prefix], data=read.get(path), split=split)
     return read
+
+
+def _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, generate):
+    """Refuse a load that holds the user's own data files (no generation record; a reference
+    entry of None: the run trained on one) beside files of ours, or beside files it would
+    generate: the generator's equation is not theirs, and the test errors of such a load
+    compare a model trained on one PDE with labels of another (1e4 relative L2, said nowhere).
+
+    Raises
+    ------
+    ValueError
+        Naming the user's files and ours (or the ones that would be generated), and the way out.
+    FileNotFoundError
+        With ``generate`` False, for missing files beside the user's own: naming them, and what
+        to put there (not the ``neuralop-mp data`` command, which writes the generator's data).
+    """
+    own = [str(name) for name, meta in records.items() if meta is None]
+    if not own:
+        return
+    ours = [str(name) for name, meta in records.items() if meta is not None]
+    absent = [str(path) for path in dict.fromkeys(data_file(root, prefix, split, res) for res, split, _ in needed)
+              if path not in read and (path not in unreadable or unreadable[path].replaceable)]
+    theirs = f"{', '.join(own)} {'holds' if len(own) == 1 else 'hold'} your own data (no generation record of " \
+             "neuralop-mp data)"
+    if ours:
+        raise ValueError(f"This load mixes files of your own with files neuralop-mp generated: {theirs}; "
+                         f"{', '.join(ours)} {'was' if len(ours) == 1 else 'were'} generated (synthetic {prefix} "
+                         "data, another equation). Replace the generated ones with your own data, or leave their "
+                         "resolutions out of the load.")
+    if not absent:
+        return
+    missing = ", ".join(absent)
+    if generate:
+        raise ValueError(f"{theirs}; {missing} {'is' if len(absent) == 1 else 'are'} not there, and generating "
+                         f"{'it' if len(absent) == 1 else 'them'} would put synthetic {prefix} data (another equation) "
+                         "beside yours. Put your own file there (a dict with tensors 'x' and 'y'), or leave its "
+                         "resolution out of the load.")
+    raise FileNotFoundError(f"Missing data files: {missing}. {theirs[0].upper()}{theirs[1:]}: put your own file "
+                            "there (a dict with tensors 'x' and 'y'), or leave its resolution out of the load.")
 
 
 def _missing_files_message(root, prefix, cli_name, needed, missing, physics, seed):

@@ -1,0 +1,71 @@
+"""A load holding the user's own data files (no generation record) never gets generated files
+beside them: generating the missing test resolution wrote synthetic Darcy labels next to the
+user's own PDE data, and the summary reported test errors of 1e4 between two equations."""
+import json
+
+import pytest
+import torch
+
+from neuralop_mp.configs import load_config
+from neuralop_mp.data import generate_darcy, load_darcy
+from neuralop_mp.data.loaders import load_test_sets
+from neuralop_mp.run_folder import run_data_records
+
+pytestmark = pytest.mark.reliability
+
+KW = dict(n_train=4, batch_size=2, progress=False, train_resolution=8)
+
+
+def _own(root, split, res, n):
+    generator = torch.Generator().manual_seed(res * 10 + len(split))
+    torch.save({"x": torch.rand(n, 1, res, res, generator=generator),
+                "y": 100 + torch.rand(n, 1, res, res, generator=generator)}, root / f"darcy_{split}_{res}.pt")
+
+
+def test_generating_beside_the_users_own_files_is_refused(tmp_path):
+    _own(tmp_path, "train", 8, 4)
+    _own(tmp_path, "test", 8, 2)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    kw = dict(KW, n_tests=[2, 2], test_batch_sizes=[2, 2], test_resolutions=[8, 16])
+    with pytest.raises(ValueError, match=r"darcy_train_8.pt, .*darcy_test_8.pt hold your own data .*"
+                                         r"darcy_test_16.pt is not there, and generating it would put synthetic"):
+        load_darcy(tmp_path, **kw, generate=True)
+    with pytest.raises(FileNotFoundError, match=r"Missing data files: .*darcy_test_16.pt\. .*put your own file") as info:
+        load_darcy(tmp_path, **kw, generate=False)
+    assert "neuralop-mp data darcy" not in str(info.value)  # that command writes the generator's data, not theirs
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    # the user's files alone still load
+    train, tests, _ = load_darcy(tmp_path, **dict(KW, n_tests=[2], test_batch_sizes=[2], test_resolutions=[8]))
+    assert float(train.dataset[0]["y"].min()) >= 100
+
+
+def test_a_load_of_own_and_generated_files_is_refused(tmp_path):
+    generate_darcy(tmp_path, resolutions=(16,), n_train=1, n_test=2, progress=False)
+    (tmp_path / "darcy_train_16.pt").unlink()
+    _own(tmp_path, "train", 8, 4)
+    _own(tmp_path, "test", 8, 2)
+    with pytest.raises(ValueError, match=r"mixes files of your own with files neuralop-mp generated: .*"
+                                         r"darcy_test_16.pt was generated"):
+        load_darcy(tmp_path, **dict(KW, n_tests=[2, 2], test_batch_sizes=[2, 2], test_resolutions=[8, 16]))
+
+
+def test_eval_of_a_run_trained_on_own_data_does_not_generate_its_test_sets(tmp_path):
+    """eval --res N of such a run loads the test files alone: the run's record says its training
+    file was the user's own, and the test set is not generated at another resolution either."""
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    _own(data_root, "train", 8, 4)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"data_files": [
+        {"file": str(data_root / "darcy_train_8.pt"), "samples_in_file": 4, "record": None}]}))
+    config = load_config("darcy", ["--data.data_root", str(data_root), "--data.train_resolution", "8"])
+    reference = run_data_records(run, config.data)
+    assert list(reference.values()) == [None]
+    with pytest.raises(ValueError, match=r"hold[s]? your own data .*darcy_test_16.pt is not there"):
+        load_test_sets("load_darcy", data_root, n_tests=[2], test_batch_sizes=[2], test_resolutions=[16],
+                       progress=False, reference=reference)
+    assert not (data_root / "darcy_test_16.pt").exists()
+    # without results.json: the training file found at the data root without a record says the same
+    (run / "results.json").unlink()
+    assert list(run_data_records(run, config.data).values()) == [None]
