@@ -286,7 +286,8 @@ def validate_precision_schedule(value):
 
 
 def validate_data(data):
-    """Sizes must be positive and the per-test-set lists must line up."""
+    """The loader must exist, sizes must be positive and the per-test-set lists must line up."""
+    _check_loader(data)
     for key in ("n_train", "batch_size", "train_resolution"):
         _check_positive(f"data.{key}", getattr(data, key))
     lengths = {k: len(getattr(data, k)) for k in ("test_resolutions", "n_tests", "test_batch_sizes")}
@@ -304,6 +305,24 @@ def validate_data(data):
     if seed is not _MISSING:
         # numpy's SeedSequence (the generators' per-sample seeds) takes any integer >= 0
         _check_positive("data.seed", seed, allow_zero=True)
+
+
+def _check_loader(data):
+    """``data.loader_name()`` must name a loader of ``neuralop_mp.data`` (a data section of one's own,
+    for another dataset, raised AttributeError in build_data after the run folder was made)."""
+    loader_name = getattr(data, "loader_name", None)
+    if not callable(loader_name):
+        return
+    import neuralop_mp.data as data_module
+    from neuralop_mp.data.loaders import LOADER_FILES
+
+    name = loader_name()
+    if not callable(getattr(data_module, str(name), None)):
+        raise ValueError(
+            f"Invalid data section {type(data).__name__}: its loader_name() is {name!r}, which names no loader of "
+            f"neuralop_mp.data; allowed values: {', '.join(sorted(LOADER_FILES))}. The CLI trains these datasets "
+            "(your own files in their layout: docs/data.md); for other data, train from Python with "
+            "MixedPrecisionTrainer (docs/training.md).")
 
 
 def validate_device(device):

@@ -89,3 +89,27 @@ def test_the_cli_refuses_them_with_exit_2_before_any_data_is_read(tmp_path, caps
                  "--opt.scheduler_T_max", "0"]) == 2
     assert "Invalid opt.scheduler_T_max=0" in capsys.readouterr().err
     assert not root.exists()
+
+
+def test_a_data_section_naming_no_loader_is_refused_before_the_run_folder(tmp_path, capsys):
+    """A config's own data section for another dataset (loader_name() naming no loader of
+    neuralop_mp.data) ended in build_data's AttributeError traceback, a command.json left behind."""
+    from neuralop_mp.cli import main
+
+    path = tmp_path / "mine.py"
+    path.write_text("from neuralop_mp.configs import DarcyConfig\n"
+                    "from neuralop_mp.configs.datasets import DataConfig\n"
+                    "class MineData(DataConfig):\n"
+                    "    def loader_name(self):\n"
+                    "        return 'load_mine'\n"
+                    "class Mine(DarcyConfig):\n"
+                    "    data: DataConfig = MineData()\n")
+    out = tmp_path / "run"
+    assert main(["train", f"{path}:Mine", "--opt.n_epochs", "1", "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("neuralop-mp train: error: Invalid data section MineData: its loader_name() is 'load_mine', "
+                       "which names no loader of neuralop_mp.data; allowed values: load_burgers, load_darcy, "
+                       "load_navier_stokes. The CLI trains these datasets (your own files in their layout: "
+                       "docs/data.md); for other data, train from Python with MixedPrecisionTrainer "
+                       "(docs/training.md).")
+    assert not out.exists()
