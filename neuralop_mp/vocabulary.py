@@ -18,14 +18,18 @@ standard library), so every other module can use it without creating an import c
   zencfg config object, under zencfg 0.7 and 1.0 alike (a whole section as a dict:
   ``configs.zencfg_compat.section_dict``);
 - :func:`plain_text`: a docstring's reST roles and literals as plain text, for ``--help``;
-  :func:`public_name`: a class's dotted name as scripts import it, for messages.
+  :func:`public_name`: a class's dotted name as scripts import it, for messages;
+- :func:`ignoring_upstream_unused_keys`: a block without upstream's one warning the
+  commands hide (:data:`UPSTREAM_UNUSED_KEYS_WARNING`), every other warning kept.
 """
 import argparse
 import math
 import re
 import numbers
 import operator
+import warnings
 from collections.abc import Mapping
+from contextlib import contextmanager
 
 import torch
 
@@ -55,6 +59,9 @@ _TORCH_COMPLEX = {"complex64": torch.complex64, "complex32": torch.complex32}
 _COMPLEX_ALIASES = {"chalf": "complex32", "cfloat": "complex64"}
 # zencfg's tag of the selected config subclass: bookkeeping, never a model argument
 CONFIG_NAME_KEY = "_config_name"
+# upstream's models and losses warn of each sample key they do not take, once per batch
+# ("FNO.forward() received unexpected keyword arguments: ['y']"), where they are called with them all
+UPSTREAM_UNUSED_KEYS_WARNING = r".*received unexpected keyword arguments"
 
 
 def spelling_key(value):
@@ -247,11 +254,6 @@ def none_if_null(value):
     return value
 
 
-def normalize_precision(value, key="fno_block_precision"):
-    """Validate a precision mode ("full", "mixed" or "half")."""
-    return check_choice(key, value, PRECISION_MODES)
-
-
 def normalize_precision_request(value, key="fno_block_precision"):
     """Validate a requested precision: a mode, or "auto" (decided by a calibration)."""
     return check_choice(key, value, PRECISION_REQUESTS)
@@ -424,3 +426,12 @@ class OneLineErrorParser(argparse.ArgumentParser):
             if not hint:
                 raise
             raise argparse.ArgumentError(action, f"{str(error).partition(': ')[2]}.{hint}") from None
+
+
+@contextmanager
+def ignoring_upstream_unused_keys():
+    """A block in which upstream's unused-keys warning (:data:`UPSTREAM_UNUSED_KEYS_WARNING`) is
+    not shown; every other warning is, and the warning filters are restored when it ends."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=UPSTREAM_UNUSED_KEYS_WARNING)
+        yield

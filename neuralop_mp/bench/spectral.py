@@ -28,6 +28,10 @@ default (``--cpu-allocator keep``, :mod:`neuralop_mp.cpu_allocator`) for every v
 alike: otherwise each step's page faults on fresh memory dominate the large sizes and
 move with the host's memory pressure.
 
+A crash of one of our rows, or of upstream full or its floor (the references of the
+ratios), fails the command (exit 1, one line on stderr): the rows are written all the same,
+the docs are not updated. Upstream's own 16-bit modes crashing is what their row notes.
+
 Usage: ``neuralop-mp bench spectral [--quick] [--out DIR] [--update-docs]``
 (or ``python -m neuralop_mp.bench.spectral``).
 """
@@ -182,7 +186,9 @@ def measure_size(arch, res, batch, variants, rounds, device, model_kwargs, slow_
             if v.name == "upstream full":
                 reference_warmup_s = warmup_s
         except Exception as exc:  # upstream's half modes on CPU, e.g. "MKL FFT doesn't support Half"
+            # noted in the row; a crash of a reference or of our code fails the command (unexpected_failures)
             row["note"] = _crash_note(exc, device)
+            row["failed"] = "run"
             continue
         if v.ours:
             row["product path"] = "; ".join(summarize_product_paths(model))
@@ -206,6 +212,19 @@ def measure_size(arch, res, batch, variants, rounds, device, model_kwargs, slow_
         if device.type == "cpu":
             rows[name]["cpu s"] = statistics.median(cpu for _, cpu in times)
     return list(rows.values())
+
+
+# the rows every ratio is taken against: their crash leaves the table without its reference
+REFERENCES = ("upstream full", FLOOR)
+
+
+def unexpected_failures(rows):
+    """What should fail the run: a crash of one of our rows, or of a reference row
+    (:data:`REFERENCES`): one line per crashed row. Upstream's own 16-bit modes crashing (on a CPU:
+    no half FFT) is what the table reports, not a failure of the run (as ``bench gpu``'s rule)."""
+    ours = {v.name for v in VARIANTS if v.ours}
+    return [f"{r['model']} {r['res']}^2 batch {r['batch']} {r['variant']}: {r['note']}" for r in rows
+            if r.get("failed") and (r["variant"] in ours or r["variant"] in REFERENCES)]
 
 
 def _floor_applies(variant_name, device_type):
@@ -374,7 +393,14 @@ def main(argv=None):
     command = shown_command("neuralop-mp bench spectral", argv)
     text = header("Spectral layer: step time and saved-for-backward bytes", command) + "\n" + body
     print(text)
-    write_results("spectral", text, data, out=args.out, update_docs=args.update_docs)
+    failures = unexpected_failures(data.get("rows", []))  # a stand-in run (tests) may return none
+    # the rows are written all the same (what ran is worth reading); a table with our crash is no measurement
+    write_results("spectral", text, data, out=args.out, update_docs=args.update_docs and not failures)
+    if failures:  # one line: the first crash; every row's note is in the table
+        more = f" (and {len(failures) - 1} more row(s), each noted in the table)" if len(failures) > 1 else ""
+        docs = "; docs/benchmarks.md not updated" if args.update_docs else ""
+        print(f"neuralop-mp bench spectral: error: {failures[0]}{more}{docs}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -30,8 +30,6 @@ from ..vocabulary import dtype_name, normalize_half_dtype, resolve_half_dtype
 from .measure import measure, variant_name
 from .recommend import DEFAULT_FRACTION, DEFAULT_OVERFLOW_MARGIN, recommend
 
-AUTO = "auto"
-
 
 def calibrate_precision(model, batches, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_OVERFLOW_MARGIN,
                         n_bands=None, apply=True):

@@ -14,14 +14,13 @@ fine-grid size (Burgers' 17 time levels) loses its last point, as for
 import argparse
 import shlex
 import sys
-import warnings
 from pathlib import Path
 
 import torch
 
 from ..bench.report import check_out_folder, writable_out
 from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX
-from ..vocabulary import OneLineErrorParser, plain_text
+from ..vocabulary import OneLineErrorParser, ignoring_upstream_unused_keys, plain_text
 from .bands import DEFAULT_N_BANDS
 
 LOADERS = {"darcy": "load_darcy", "navier_stokes": "load_navier_stokes"}
@@ -255,8 +254,7 @@ def _recipe_table(args, overrides):
 
     _load_config(args.target, overrides)  # an unknown option is said now, not as a config error of each arch
     notes = []
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")
+    with ignoring_upstream_unused_keys():
         rows = recipe_rows(args.target, overrides, (args.archs or DEFAULT_ARCHS).split(","),
                            args.resolutions or DEFAULT_RESOLUTIONS, args.n_samples, fine_inputs, notes=notes)
     table = format_recipe_table(rows)
@@ -295,8 +293,7 @@ def main(argv=None):
         out = Path(args.out or Path("diagnose") / name)
         check_out_folder(out)  # the default folder too, before the measurement (an explicit --out: when parsed)
         n_bands = _check_n_bands(args.n_bands, model, n)  # before the data are generated
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*received unexpected keyword arguments")
+        with ignoring_upstream_unused_keys():
             x_fine = fine_inputs(loader, kwargs, n, args.n_samples)
             diagnosis = measure(model, x_fine, n_bands=n_bands)
         recommendation = recommend(diagnosis, fraction=fraction)

@@ -248,11 +248,6 @@ def is_enabled():
     return _state["patches"] is not None
 
 
-def active_report():
-    """The :class:`ActivationReport` of the activation in force, or None."""
-    return _state["report"]
-
-
 def enable(
     *,
     precision=None,
