@@ -34,7 +34,8 @@ from .adam_math import (
 )
 from .gradient_chunks import GradientChunks, ResidualChunks, rows_per_chunk, spans
 from .seeds import WEIGHT_WRITE, draw_seed, rounding_seed
-from .state_checks import BASIS_INFIX, BIRTH, REFRESH_PENDING  # BIRTH: the births of a part's moments (see _births)
+# BIRTH: the births of a part's moments (see _births)
+from .state_checks import BASIS_INFIX, BIRTH, REFRESH_PENDING, RESIDUAL_REFRESH_PENDING
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
 
@@ -136,13 +137,22 @@ def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False, 
     :func:`~neuralop_mp.optim.nonfinite.all_zero` of ``grad`` as stored (before the up-cast
     and the unscaling by ``grad_scale``: a gradient that only underflows to zero once
     unscaled is nonzero, and refreshes).
+
+    The second part's refresh follows the same rule for its own source, the residual: an
+    all-zero residual of a nonzero gradient (a top-k part that took every nonzero entry, a
+    sparse part covering every entry) keeps that part's basis (none yet: the part projects
+    nothing this step) and waits (``state[RESIDUAL_REFRESH_PENDING]``) for the next nonzero
+    residual, which refreshes that part alone; the first part's refresh is not delayed. The
+    residual is tested (:func:`~neuralop_mp.optim.nonfinite.chunks_all_zero`, one pass and
+    one read back) only where that refresh is due or waits.
     """
     grad = p.grad if grad is None else grad
     dtype = compute_dtype(p)
     step, seed = int(state["step"]), int(state["seed"])
     source = GradientChunks(grad, dtype, grad_scale)
     refresh = refresh_due(state, group)
-    if refresh and (nonfinite.sliced_all_zero(grad) if zero is None else zero):
+    zero = refresh and (nonfinite.sliced_all_zero(grad) if zero is None else zero)
+    if zero:
         # a zero gradient (torch.distributed.checkpoint's state initialisation, a frozen or
         # unused parameter whose gradient was zeroed, not dropped) has no directions: its
         # Gram matrix's eigenvectors would be coordinate axes, its top-k arbitrary entries,
@@ -157,7 +167,21 @@ def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False, 
     for i, part_projector in enumerate(projector.projectors):
         name = part_projector.name
         basis = read_basis(state, name, p)
-        if refresh:
+        renew = refresh
+        if i and (refresh or RESIDUAL_REFRESH_PENDING in state):
+            # the residual is this part's gradient: from zeros its basis would be arbitrary
+            # (coordinate axes, top-k of ties), kept until the next refresh. It waits, as above.
+            # A sparse part keeping every entry leaves a zero residual at every step: known unread
+            first = projector.projectors[0]
+            covered = hasattr(first, "kept_fraction") and first.kept_fraction(tuple(p.shape), bases[first.name]) >= 1
+            renew = not (zero or covered or nonfinite.chunks_all_zero(source))
+            if renew:
+                state.pop(RESIDUAL_REFRESH_PENDING, None)
+            else:
+                state[RESIDUAL_REFRESH_PENDING] = torch.tensor(True)
+                if not basis:
+                    break  # nothing to project onto: its moments start with the first nonzero residual
+        if renew:
             # no basis yet (the first step, or every gradient so far was zero): a cold start
             new = part_projector.compute_basis_chunks(source, basis or None, seed=draw_seed(seed, step))
             _install_basis(part_projector, new, basis, state, group, dtype, bool(basis))

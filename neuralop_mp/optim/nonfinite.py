@@ -153,6 +153,18 @@ def sliced_all_zero(grad):
     return bool(_by_slices(grad, [all_zero])[0])
 
 
+def chunks_all_zero(source):
+    """Whether every entry of ``source`` is zero, by the rule of :func:`all_zero`: ``source``
+    is read a chunk along axis 0 at a time (``source.chunks(0)``: a
+    :class:`~neuralop_mp.optim.gradient_chunks.GradientChunks` or ``ResidualChunks``, e.g. the
+    residual a second compressed part's basis is computed from, in the math's dtype), with
+    one read back to the host."""
+    flag = torch.ones((), dtype=torch.bool, device=source.device)
+    for _, _, piece in source.chunks(0):
+        flag &= all_zero(piece)
+    return bool(flag)
+
+
 def single_gradient_flags(grad, group, group_index, position, param, zero_tested=False):
     """``(finite, zero)`` for the one gradient ``grad`` (read through ``narrow``, so it may be
     computed lazily: :func:`_by_slices`): whether it is finite (otherwise raise, or warn and
@@ -172,16 +184,28 @@ def _bad_update(where, group, groups, changed):
             f"eps={group['eps']!r}); {changed} not changed", groups)
 
 
+def part_weight_words(name, group):
+    """The settings that weigh part ``name``'s direction in a compressed update, in words:
+    ``scale=4.0`` (low rank); ``sparse_scale=1.0, lambda_sparse=1.0`` (sparse, and
+    ``scale_by_mask_ratio=True`` when set). A large one can make a finite direction's
+    update overflow."""
+    if name == "low_rank":
+        return f"scale={group['scale']!r}"
+    words = f"sparse_scale={group['sparse_scale']!r}, lambda_sparse={group['lambda_sparse']!r}"
+    return words + (", scale_by_mask_ratio=True" if group["scale_by_mask_ratio"] else "")
+
+
 def update_is_finite(parts, group, group_index, position, param):
-    """True when every part of a compressed update (``{name: direction}``, its sparse and
-    low-rank directions) is finite, read back in one copy; otherwise raise or warn,
-    naming the bad parts, before the weight changes."""
+    """True when every part of a compressed update (``{name: weighted direction}``, its
+    sparse and low-rank parts) is finite, read back in one copy; otherwise raise or warn,
+    naming the bad parts and the settings that weighed them, before the weight changes."""
     ok = finite_flags(list(parts.values()))
     if all(ok):
         return True
-    bad = [name.replace("_", "-") for name, good in zip(parts, ok) if not good]
-    _bad_update(f" in its {' and '.join(bad)} part{'s' if len(bad) > 1 else ''} for "
-                f"{describe(group, group_index, position, param)}", group, [group], "the parameter was")
+    bad = [f"{name.replace('_', '-')} part (weighted by {part_weight_words(name, group)})"
+           for name, good in zip(parts, ok) if not good]
+    _bad_update(f" in its {' and '.join(bad)} for {describe(group, group_index, position, param)}", group,
+                [group], "the parameter was")
     return False
 
 

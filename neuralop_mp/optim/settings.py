@@ -319,18 +319,35 @@ def check_torch_keys(group, weight_decay):
                          "accepted for drop-in use with the values TensorGRaD's step matches.")
 
 
+def unknown_group_keys(group):
+    """The keys of param group ``group`` that are neither a setting, a torch AdamW key nor
+    bookkeeping (:data:`BOOKKEEPING_KEYS`), in the group's order: likely a misspelt setting
+    or another optimizer's key, which the step would ignore."""
+    return [key for key in group if key != "params" and key not in OPTIONS_BY_NAME
+            and key not in BOOKKEEPING_KEYS and key not in TORCH_ADAMW_KEYS]
+
+
+def warn_unknown_keys(group, where=""):
+    """Warn, in one line, of the :func:`unknown_group_keys` of ``group`` (``where``: words
+    after the keys that name the group, e.g. "of param group 1 of the loaded state dict"),
+    listing the settings TensorGRaD reads. The warning names the caller's line, so the
+    default filter shows it once per line of user code."""
+    keys = unknown_group_keys(group)
+    if keys:
+        named = f"key{'s' if len(keys) > 1 else ''} {', '.join(repr(key) for key in keys)}"
+        warnings.warn(f"TensorGRaD ignores the unknown param-group {named}{' ' + where if where else ''}; its "
+                      f"settings are {', '.join(OPTIONS_BY_NAME)}.", UserWarning,
+                      stacklevel=stacklevel_outside(OPTIMIZER_CODE_FOLDERS, OPTIMIZER_CODE_FILES))
+
+
 def check_group_keys(group, weight_decay):
     """Refuse a torch AdamW key asking for what TensorGRaD lacks (:func:`check_torch_keys`)
-    and warn of a key that is neither a setting, a torch AdamW key nor bookkeeping (likely a
-    misspelt setting, which would otherwise be ignored). The warning names the caller's
-    line, so the default filter shows it once per line of user code."""
+    and warn of the keys that are neither a setting, a torch AdamW key nor bookkeeping
+    (:func:`warn_unknown_keys`). The one rule of unknown keys: a group joining (the
+    constructor, :meth:`~neuralop_mp.optim.tensorgrad.TensorGRaD.add_param_group`), changed in
+    ``param_groups`` and loaded (``load_state_dict``) alike."""
     check_torch_keys(group, weight_decay)
-    for key in group:
-        if key in OPTIONS_BY_NAME or key in BOOKKEEPING_KEYS or key in TORCH_ADAMW_KEYS or key == "params":
-            continue
-        warnings.warn(f"TensorGRaD ignores the unknown param-group key {key!r}; its settings are "
-                      f"{', '.join(OPTIONS_BY_NAME)}.", UserWarning,
-                      stacklevel=stacklevel_outside(OPTIMIZER_CODE_FOLDERS, OPTIMIZER_CODE_FILES))
+    warn_unknown_keys(group)
 
 
 def group_settings(group, defaults, explicit=(), upstream=False):

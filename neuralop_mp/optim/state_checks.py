@@ -26,7 +26,7 @@ import torch
 from .adam_math import STATE_DTYPES, as_real, compute_dtype, real_dtype, storage_dtype
 from .seeds import state_seed
 from .composite_projector import CompositeProjector
-from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, check_torch_keys, validate_group
+from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, check_torch_keys, validate_group, warn_unknown_keys
 from .state_memory import BASIS_INFIX, compression_saves_memory
 
 #: state key (after ``<branch>_``) of the per-entry births of a part's moments
@@ -38,20 +38,30 @@ PARAM_SHAPES = "param_shapes"
 #: state key of a compressed parameter whose basis refresh waits for a nonzero gradient
 #: (present only while it waits; see ``compressed_step.project_parts``)
 REFRESH_PENDING = "refresh_pending"
+#: state key of a compressed parameter whose second part's basis refresh waits for a nonzero
+#: residual (the gradient less the first part; present only while it waits)
+RESIDUAL_REFRESH_PENDING = "residual_refresh_pending"
 REQUIRED_KEYS = ("step", "compressed", "seed")
 _BRANCH_SUFFIXES = ("_exp_avg", "_exp_avg_sq", "_step", f"_{BIRTH}")
 
 
 def is_counter(key, value):
     """Whether state ``key`` is a scalar counter kept on the CPU (``step``, ``compressed``,
-    ``seed``, a part's ``<branch>_step``, the pending-refresh flag), not a tensor on the
+    ``seed``, a part's ``<branch>_step``, the pending-refresh flags), not a tensor on the
     parameter's device."""
-    return value.dim() == 0 and (key in REQUIRED_KEYS or key == REFRESH_PENDING or key.endswith("_step"))
+    return value.dim() == 0 and (key in REQUIRED_KEYS or key in (REFRESH_PENDING, RESIDUAL_REFRESH_PENDING)
+                                 or key.endswith("_step"))
 
 
 def checked_state(optimizer, state_dict):
     """Param groups and ``{param: state}`` of ``state_dict``, checked against ``optimizer``
     and placed as the optimizer keeps them (see :func:`placed_state`).
+
+    A saved group's keys that TensorGRaD does not read (a misspelt setting, another
+    optimizer's key) are named in a warning once everything has been checked, by the rule
+    of the constructor (:func:`~neuralop_mp.optim.settings.check_group_keys`). A warning,
+    not an error, as there: a TensorGRaD given such a key saves it in its state dict, which
+    must load again.
 
     Raises
     ------
@@ -67,6 +77,7 @@ def checked_state(optimizer, state_dict):
                          f"{len(optimizer.param_groups)}.")
     upstream = is_upstream_layout(saved_groups)
     foreign = None  # the first group of another optimizer: refused once the states are checked
+    read = []  # (index, saved group) of the groups loaded: their unknown keys named once all is checked
     groups, by_index = [], {}
     ordinal = 0
     for group_index, (saved, current) in enumerate(zip(saved_groups, optimizer.param_groups)):
@@ -80,6 +91,7 @@ def checked_state(optimizer, state_dict):
                 check_torch_keys(group, group["weight_decay"])
             except ValueError as error:
                 raise ValueError(f"Param group {group_index} of the state dict: {error}") from None
+            read.append((group_index, saved))
         elif foreign is None:
             foreign = group_index, saved
         groups.append(group)
@@ -116,6 +128,8 @@ def checked_state(optimizer, state_dict):
                              f"its {len(optimizer.param_groups)} param group(s), got {listed!r}.")
         for group_index, (shapes, current) in enumerate(zip(listed, optimizer.param_groups)):
             _check_listed_shapes(group_index, shapes, current["params"])
+    for group_index, saved in read:
+        warn_unknown_keys(saved, f"of param group {group_index} of the loaded state dict")
     return groups, state
 
 

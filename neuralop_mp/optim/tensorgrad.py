@@ -261,7 +261,9 @@ class TensorGRaD(Optimizer):
     A refresh whose gradient is all zero (torch.distributed.checkpoint's state
     initialisation, an unused parameter after ``zero_grad(set_to_none=False)``) keeps the
     bases and waits for the next nonzero gradient (``state[p]["refresh_pending"]``); before
-    any basis exists such a step only decays the weight.
+    any basis exists such a step only decays the weight. Likewise a second part whose
+    residual is all zero (the first part took all of the gradient) keeps its basis and
+    waits for the next nonzero residual (``state[p]["residual_refresh_pending"]``).
 
     References
     ----------
@@ -827,7 +829,9 @@ class TensorGRaD(Optimizer):
         shape against the one the state dict lists (``param_shapes``, saved by
         :meth:`state_dict`; state dicts without it, older ones, torch's and upstream's,
         list none), before anything is loaded: a state dict of another optimizer or of
-        another model size raises a ValueError naming the parameter and the mismatch.
+        another model size raises a ValueError naming the parameter and the mismatch. A
+        loaded group's keys that TensorGRaD does not read are named in a warning, as the
+        constructor names a joining group's (:func:`~neuralop_mp.optim.settings.check_group_keys`).
 
         torch's loader casts floating-point state to the parameter's dtype (and,
         for real parameters, integer state too), which would widen bf16 moments

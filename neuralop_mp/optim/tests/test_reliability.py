@@ -221,7 +221,8 @@ def test_a_compressed_update_is_read_back_once_and_its_bad_parts_named(monkeypat
     opt = TensorGRaD([weight], min_params=10, rank=0.5, scale=1e39, sparse_scale=1e39)
     weight.grad = torch.randn_like(weight)
     before = weight.detach().clone()
-    with pytest.raises(NonFiniteError, match=r"non-finite update \(NaN or inf\) in its sparse and low-rank parts"):
+    with pytest.raises(NonFiniteError, match=r"non-finite update \(NaN or inf\) in its sparse part \(weighted by "
+                       r"sparse_scale=1e\+39, lambda_sparse=1.0\) and low-rank part \(weighted by scale=1e\+39\)"):
         opt.step()
     assert torch.equal(weight, before)
 
