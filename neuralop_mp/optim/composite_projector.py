@@ -16,18 +16,29 @@ class CompositeProjector:
     sparse part first and a Tucker part of the residual whose core keeps 25% of
     the entries:
     the sparse part absorbs the few large "outlier" entries a low-rank model
-    fits poorly. ``second=None`` gives a single projector (GaLore-style low-rank
-    only, or sparse only) behind the same interface.
+    fits poorly. ``second=None, default_second=False`` gives a single projector
+    (GaLore-style low-rank only, or sparse only) behind the same interface.
 
     Stateless: bases are dicts of tensors keyed by the projector's ``name``
-    ("sparse", "low_rank"), stored by the optimizer in its state.
+    ("sparse", "low_rank"), stored by the optimizer in its state. The optimizer
+    reads the projectors and their order from it (``projectors``, ``names``) and
+    computes the same decomposition in row chunks of the gradient
+    (:func:`neuralop_mp.optim.compressed_step.project_parts`); the whole-tensor
+    methods here (:meth:`compute_bases`, :meth:`project`, :meth:`project_back`,
+    :meth:`reconstruct`) are that decomposition written plainly, for analysis and as
+    the tests' reference.
 
     Parameters
     ----------
     first : SparseProjector or TuckerProjector, optional
         Default ``SparseProjector(0.05, "randk")``.
     second : SparseProjector, TuckerProjector or None, optional
-        Default ``TuckerProjector(0.25)``. Must differ in kind from ``first``.
+        Must differ in kind from ``first``. None: the other kind's default
+        (``TuckerProjector(0.25)`` after a sparse ``first``,
+        ``SparseProjector(0.05, "randk")`` after a Tucker one), or no second part
+        with ``default_second=False``.
+    default_second : bool, optional
+        Whether ``second=None`` means the default second part (True) or none.
 
     References
     ----------

@@ -25,6 +25,10 @@ def test_default_is_sparse_randk_5_percent_then_tucker_quarter():
     assert isinstance(sparse, SparseProjector) and (sparse.sparse_ratio, sparse.sparse_type) == (0.05, "randk")
     assert isinstance(lowrank, TuckerProjector) and (lowrank.rank, lowrank.rank_convention) == (0.25, "core")
     assert composite.names == ["sparse", "low_rank"]
+    # second=None is the other kind's default (the docstring said a single projector), none when told
+    after_tucker = CompositeProjector(TuckerProjector(0.25))
+    assert after_tucker.names == ["low_rank", "sparse"] and after_tucker.projectors[1].sparse_type == "randk"
+    assert CompositeProjector(TuckerProjector(0.25), None, default_second=False).names == ["low_rank"]
 
 
 def _error(composite, grad, exact):
