@@ -15,11 +15,18 @@ References
 .. [1] Tu, R. et al. "Guaranteed Approximation Bounds for Mixed-Precision Neural
    Operators", ICLR 2024, arXiv:2307.15034.
 """
+import contextlib
+import os
+import warnings
+import weakref
 from contextlib import contextmanager
 
+import neuralop
+import torch
 from neuralop.layers.fno_block import FNOBlocks
 from torch import nn
 
+from ..caller_frames import stacklevel_outside
 from ..precision_policy import PrecisionPolicy
 from .autocast_scope import check_recorded_precision, deferred_precision_check, get_autocast_scope
 from .soft_gating import adopt_half_safe_soft_gating
@@ -28,7 +35,24 @@ from .weight_storage import layer_weight_dtype
 
 _UNCHANGED = object()
 _NO_LAYER_HINT = ("build it with neuralop_mp.get_model(config) or pass "
-                  "conv_module=neuralop_mp.MixedPrecisionSpectralConv.")
+                  "conv_module=neuralop_mp.MixedPrecisionSpectralConv; a module of your own that creates "
+                  "SpectralConv(...) itself: use MixedPrecisionSpectralConv in its place (same arguments "
+                  "and state_dict).")
+
+
+class UpstreamLayersKeptWarning(UserWarning):
+    """Upstream spectral layers of a model that a precision switch leaves in their own precision
+    (:func:`set_fixed_precision`)."""
+
+
+# model -> the sets of upstream layer names it was warned about (weakly held: the warning keeps no model alive)
+_WARNED_KEPT = weakref.WeakKeyDictionary()
+_HERE = os.path.dirname(__file__)
+# frames the warning skips to name the user's line: the setters here, the trainer's schedule and the
+# calibration that call them, upstream's training loop that calls the trainer's hooks, context managers
+_SWITCHING_CODE = [_HERE, os.path.join(os.path.dirname(neuralop.__file__), "training")] + [
+    os.path.join(os.path.dirname(_HERE), name) for name in ("training", "diagnose")]
+_PASSING_FILES = [contextlib.__file__, torch.nn.modules.module.__file__]
 
 
 def mixed_precision_layers(model, layer_class=None):
@@ -42,6 +66,43 @@ def mixed_precision_layers(model, layer_class=None):
 
 def _fno_blocks(model):
     return [m for m in model.modules() if isinstance(m, FNOBlocks)]
+
+
+def _flag_holders(model):
+    """``(name, module)`` of every module of ``model`` that stores ``fno_block_precision``."""
+    return [(name, m) for name, m in model.named_modules() if "fno_block_precision" in m.__dict__]
+
+
+def upstream_spectral_layers(model, layer_class=None):
+    """``(name, layer)`` of every spectral layer of ``model`` that is not a
+    :class:`~neuralop_mp.MixedPrecisionSpectralConv`: upstream's ``SpectralConv`` (and its
+    subclasses), or any module of the user's that stores ``fno_block_precision`` and holds no
+    module that stores it (a container such as FNO or FNOBlocks holds the layers it passes it to).
+
+    A precision switch leaves them in their own precision: upstream's half modes crash on CPU.
+    ``layer_class`` replaces the plugin's class, as in :func:`mixed_precision_layers`.
+    """
+    layer_class = MixedPrecisionSpectralConv if layer_class is None else layer_class
+    holders = _flag_holders(model)
+    return [(name, m) for name, m in holders if not isinstance(m, layer_class)
+            and not any(other is not m and "fno_block_precision" in other.__dict__ for other in m.modules())]
+
+
+def _kept_warning(model, mode, kept):
+    """Warn, once per model and set of layers, that ``kept`` (upstream layers not in ``mode``) stay as they are."""
+    names = tuple(name or type(layer).__name__ for name, layer in kept)
+    given = _WARNED_KEPT.setdefault(model, set())
+    if names in given:
+        return
+    own = sorted({layer.fno_block_precision for _, layer in kept})
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    warnings.warn(f"fno_block_precision={mode!r} is set on the MixedPrecisionSpectralConv layers of "
+                  f"{type(model).__name__} only; its {len(names)} upstream spectral layer(s) keep their own "
+                  f"precision ({', '.join(map(repr, own))}): {shown}. That part runs as it was built (upstream's "
+                  "half modes crash on CPU); to switch it too, " + _NO_LAYER_HINT,
+                  UpstreamLayersKeptWarning,
+                  stacklevel=stacklevel_outside(_SWITCHING_CODE, _PASSING_FILES))
+    given.add(names)
 
 
 def _layers_or_raise(model, what):
@@ -106,7 +167,12 @@ def set_fixed_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabil
         (FNO, TFNO, UNO, FNOBlocks, or a bare layer).
     mode : {"full", "mixed", "half"}
         New ``fno_block_precision``. Also written to upstream's copies of the flag
-        on ``FNO`` and ``FNOBlocks`` so that they never disagree with the layers.
+        on the ``FNO`` and ``FNOBlocks`` that hold these layers, so that they never
+        disagree with them. Upstream spectral layers of the same model (a frozen
+        upstream FNO beside a plugin one) and the containers holding only them keep
+        their own precision and stabilizer, with an ``UpstreamLayersKeptWarning``
+        naming them, once per model (:func:`upstream_spectral_layers`). A model
+        without mixed-precision layer takes only "full", written to every copy.
         "auto" raises a ValueError: it is decided from data by
         :func:`neuralop_mp.set_precision` with ``calibration=``.
     half_dtype : {"auto", "float16", "bfloat16"}, optional
@@ -138,6 +204,9 @@ def set_fixed_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabil
     UnrecordedPrecisionWarning
         Once per model, where upstream's checkpoint of ``model`` would not rebuild the
         new settings (:func:`~.autocast_scope.check_recorded_precision`).
+    UpstreamLayersKeptWarning
+        Once per model (and set of layers), where upstream spectral layers of ``model``
+        stay in a precision other than ``mode``.
     """
     # validated together, with the policy's messages; unchanged fields are not applied
     changes = {"fno_block_precision": mode}
@@ -162,17 +231,22 @@ def set_fixed_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabil
         adopt_half_safe_soft_gating(model)
     blocks = _fno_blocks(model)
     in_block = {id(c) for b in blocks for c in b.convs}
+    # what is switched: our layers and the containers holding them (FNO, TFNO, FNOBlocks, ...: upstream's
+    # copies of the flags); a model without our layers (only "full" gets here) is switched as a whole
+    ours = {id(layer) for layer in layers}
+    switched = [m for m in model.modules() if not layers or any(id(sub) in ours for sub in m.modules())]
+    kept = [(name, layer) for name, layer in upstream_spectral_layers(model) if layer.fno_block_precision != mode]
+    if layers and kept:
+        _kept_warning(model, mode, kept)
 
-    for m in model.modules():
-        # upstream's copies of the flag (FNO, TFNO, FNOBlocks, ...)
+    for m in switched:
         if "fno_block_precision" in m.__dict__:
             m.fno_block_precision = mode
     for layer in layers:
-        layer.fno_block_precision = mode
         if half_dtype is not _UNCHANGED:
             layer.half_dtype = wanted.half_dtype
     if stabilizer is not _UNCHANGED:
-        for m in model.modules():  # FNO and FNOBlocks keep a copy of the stabilizer flag
+        for m in switched:  # FNO and FNOBlocks keep a copy of the stabilizer flag
             if "stabilizer" in m.__dict__ and not isinstance(m, (nn.ModuleList, MixedPrecisionSpectralConv)):
                 m.stabilizer = wanted.stabilizer
         for layer in layers:

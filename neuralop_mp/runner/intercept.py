@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 from .. import build_steps
 from ..configs.zencfg_compat import read_key, section_dict
+from ..layers.layer_precision import upstream_spectral_layers
 from ..layers.precision_switch import mixed_precision_layers
 from ..precision_policy import PrecisionPolicy
 
@@ -156,9 +157,12 @@ def make_trainer_class(options, report, parts):
                     f"neuralop-mp: precision schedule {str(schedule)!r} requested, but the model "
                     f"passed to Trainer ({type(model).__name__}) has no MixedPrecisionSpectralConv "
                     "layer: the script built it without neuralop.get_model, so the plugin cannot "
-                    "switch its precision. Build the model with get_model(config), or run "
-                    "without --mp.precision/--mp.schedule."
+                    "switch its precision. Build the model with get_model(config) (or give it the plugin's "
+                    "layer: conv_module=neuralop_mp.MixedPrecisionSpectralConv, or MixedPrecisionSpectralConv in "
+                    "place of a SpectralConv(...) a module of your own creates), or run without "
+                    "--mp.precision/--mp.schedule."
                 )
+            own_schedule = kwargs.get("precision_schedule")  # the script's own choice wins over the option's
             kwargs.setdefault("precision_schedule", schedule)
             for key, value in precision_kwargs.items():
                 kwargs.setdefault(key, value)
@@ -167,7 +171,16 @@ def make_trainer_class(options, report, parts):
             # the trainer warns as the run starts, the summary says it again
             if self.overruled_autocast:
                 report.note(self.overruled_autocast)
-            report.record_trainer(self, schedule=kwargs["precision_schedule"])
+            entry = report.record_trainer(self, schedule=kwargs["precision_schedule"])
+            if model is not None:
+                entry.update(trained_model_entry(model, report, parts))
+            kept = own_schedule is not None and schedule is not None and str(own_schedule) != str(schedule)
+            entry["schedule_from"] = ("the script" if kept or (own_schedule is not None and schedule is None)
+                                      else "options" if schedule is not None else None)
+            if kept:
+                report.note(f"the script passes its own precision_schedule={str(own_schedule)!r} to "
+                            f"{type(self).__name__}: it was kept, and the requested {requested_precision(options)} "
+                            f"(schedule {str(schedule)!r}) was NOT applied to that trainer.")
 
         # Each train() call starts a new history list (a resume then fills it with the saved one):
         # the report keeps the epochs of the list that is replaced, and finish() those of the last.
@@ -191,6 +204,27 @@ def make_trainer_class(options, report, parts):
     Trainer.__module__ = __name__
     Trainer.__qualname__ = "Trainer"
     return Trainer
+
+
+def requested_precision(options):
+    """The option that asked for a precision, as typed: ``--mp.schedule paper`` or ``--mp.precision mixed``."""
+    if options.get("schedule") is not None:
+        return f"--mp.schedule {options['schedule']}"
+    return f"--mp.precision {options.get('precision')}"
+
+
+def trained_model_entry(model, report, parts):
+    """What the runner tells of the model a trainer received (it may not come from ``get_model``):
+    ``trained_model`` (its class), ``built_by`` ("get_model" or "the script"), ``plugin_layers``
+    (its count of the plugin's spectral layer) and ``upstream_layers`` (the names of the upstream
+    spectral layers in it, which a precision switch leaves in their own precision)."""
+    through_get_model = any(built is model or built is getattr(model, "module", None)
+                            for built in report.live_models())
+    layer_class = parts.MixedPrecisionSpectralConv
+    return {"trained_model": type(model).__name__,
+            "built_by": "get_model" if through_get_model else "the script",
+            "plugin_layers": len(mixed_precision_layers(model, layer_class=layer_class)),
+            "upstream_layers": [name for name, _ in upstream_spectral_layers(model, layer_class=layer_class)]}
 
 
 def save_model_metadata_beside(save_dir, model, epoch=None):

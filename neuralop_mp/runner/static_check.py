@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 # upstream model classes a script could construct directly, bypassing get_model
 DIRECT_MODEL_CLASSES = ("FNO", "TFNO", "UNO", "SFNO", "UQNO", "LocalNO", "CODANO", "FNOGNO", "GINO")
+# the plugin's own classes a script can build its model with, bypassing get_model but not the
+# mixed-precision layer (MixedPrecisionFNO(...), FNO(..., conv_module=MixedPrecisionSpectralConv))
+PLUGIN_CLASSES = ("MixedPrecisionFNO", "MixedPrecisionTFNO", "MixedPrecisionUNO", "MixedPrecisionSpectralConv")
 # upstream trainers the plugin replaces while enabled (runner/activation.py)
 TRAINERS = ("Trainer", "IncrementalFNOTrainer")
 # the optimizer the plugin stands in for (neuralop.training.AdamW; torch.optim is never touched)
@@ -36,6 +39,8 @@ class ScriptScan:
     calls: set = field(default_factory=set)
     # optimizer calls by where their name comes from, e.g. "torch.optim.Adam", "neuralop.training.AdamW"
     optimizer_calls: set = field(default_factory=set)
+    # the plugin's classes the script names anywhere (called, passed as conv_module=, imported)
+    plugin_classes: set = field(default_factory=set)
 
     @property
     def uses_get_model(self):
@@ -101,6 +106,11 @@ def scan_source(source, filename="<script>"):
         if isinstance(node, ast.ImportFrom) and node.module:
             for alias in node.names:
                 imported[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+                if alias.name in PLUGIN_CLASSES:
+                    scan.plugin_classes.add(alias.name)
+        name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+        if name in PLUGIN_CLASSES:
+            scan.plugin_classes.add(name)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             name = _called_name(node.func)
@@ -118,17 +128,29 @@ def start_warnings(scan, options):
     """Warnings to print before the script runs, one string per thing we cannot reach."""
     warnings = []
     wants_precision = options.get("precision") not in (None, "full") or options.get("schedule") is not None
-    if not scan.uses_get_model:
+    if not scan.uses_get_model and scan.plugin_classes:
+        # the script builds the plugin's layers itself: the trainer's schedule can switch them
+        if wants_precision:
+            effect = ("the plugin's Trainer switches them to the requested precision unless the script passes "
+                      "its own precision_schedule (the summary says which)" if scan.uses_trainer else
+                      "without a Trainer the plugin switches nothing: the requested precision will NOT be applied "
+                      "(the layers run as the script sets them)")
+            warnings.append(f"the script never calls get_model; it builds the plugin's layers itself "
+                            f"({', '.join(sorted(scan.plugin_classes))}): {effect}.")
+    elif not scan.uses_get_model:
         what = (
             f"builds its model directly ({', '.join(n + '(...)' for n in scan.direct_models)})"
             if scan.direct_models
             else "never calls get_model"
         )
-        effect = (
-            "the mixed-precision layer cannot be injected and the requested precision will NOT be applied"
-            if wants_precision
-            else "its model keeps upstream's spectral layer"
-        )
+        if wants_precision:
+            effect = ("the mixed-precision layer cannot be injected and the requested precision will NOT be applied"
+                      if scan.direct_models else
+                      "the mixed-precision layer cannot be injected, and whether its model has the plugin's layers "
+                      "(built elsewhere) cannot be told from its source: the summary says what was trained")
+        else:
+            effect = ("its model keeps upstream's spectral layer" if scan.direct_models else
+                      "its model keeps upstream's spectral layer, unless it is built elsewhere with the plugin's")
         warnings.append(f"the script {what}: {effect}.")
     if not scan.uses_trainer:
         warnings.append(

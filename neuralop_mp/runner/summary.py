@@ -18,6 +18,7 @@ from ..train_report import SKIPPED_STEPS, precision_as_run
 from ..signals import status_name
 from ..vocabulary import dtype_name, public_name, resolve_half_dtype
 from .activation import optimizer_replacement_reason
+from .intercept import requested_precision
 
 
 def _history(report):
@@ -70,6 +71,25 @@ def _as_run(phase, device, sizes):
         return None
     half = getattr(torch, phase["half_dtype"]) if phase["half_dtype"] else None
     return precision_as_run(phase["mode"], half, device, sizes)
+
+
+def _trained_model_line(trainer, options):
+    """The model a trainer received that the script built itself: its plugin layers, and whose
+    schedule switched them (the requested option's, or the script's own precision_schedule)."""
+    count = trainer.get("plugin_layers") or 0
+    text = (f"trained model: {trainer['trained_model']} (built by the script, not through get_model) with "
+            f"{count} MixedPrecisionSpectralConv layer(s)")
+    upstream = len(trainer.get("upstream_layers") or ())
+    if upstream:
+        text += f" and {upstream} upstream spectral layer(s)"
+    if not count:
+        return text + ": no precision was switched"
+    source = trainer.get("schedule_from")
+    if source == "options":
+        return text + f"; precision set by the trainer's schedule from {requested_precision(options)}"
+    if source == "the script":
+        return text + "; precision set by the script's own precision_schedule"
+    return text + "; precision as the script built it"
 
 
 # what upstream's scripts import as neuralop.training.AdamW, where the report records its class
@@ -132,23 +152,38 @@ def end_warnings(report):
     interrupted before it built a model gets one line saying so, not the warnings about
     what a finished script should have built; one that stopped after its model without a
     Trainer is told how it ended and that it had created none, not that it never creates one.
+    A model the script built itself with the plugin's layers counts by what its trainer
+    trained: the precision was applied to its plugin layers (the upstream layers beside them,
+    which keep their own precision, are named).
     """
     options = report.options
     status = report.exit_status
     stopped = status not in (None, 0)
     ended = "was interrupted" if report.interrupted else f"ended with exit status {status}"
-    if not report.models and stopped:
+    # a model the script built itself with the plugin's layers (MixedPrecisionFNO(...), conv_module=...) and
+    # handed to a trainer: what that trainer trained is what tells whether the precision was applied
+    trained = [t for t in report.trainers if t.get("plugin_layers")]
+    if not report.models and not trained and stopped:
         return [f"the script {ended} before it built a model through neuralop.get_model: nothing ran with the "
                 "plugin."] + report.notes
     warnings = []
     wants_precision = options.get("precision") not in (None, "full") or options.get("schedule") is not None
     if not report.models:
-        warnings.append(
-            "no model was built through neuralop.get_model"
-            + (": the requested precision was NOT applied." if wants_precision else ".")
-        )
-    elif wants_precision and not any("MixedPrecisionSpectralConv" in m["layer_types"] for m in report.models):
+        if not (wants_precision and trained):
+            warnings.append(
+                "no model was built through neuralop.get_model"
+                + (": the requested precision was NOT applied." if wants_precision else ".")
+            )
+    elif wants_precision and not trained and not any("MixedPrecisionSpectralConv" in m["layer_types"] for m in report.models):
         warnings.append("no model got the mixed-precision layer: the requested precision was NOT applied.")
+    if wants_precision:
+        for t in trained:
+            if t.get("upstream_layers"):
+                names = t["upstream_layers"]
+                warnings.append(f"{t['trained_model']} (trained by {t['class']}) has {len(names)} upstream spectral "
+                                f"layer(s) that stayed in their own precision: {', '.join(names[:6])}"
+                                f"{f' and {len(names) - 6} more' if len(names) > 6 else ''}; only its "
+                                "MixedPrecisionSpectralConv layers took the requested precision.")
     if not report.trainers:
         # a script stopped early: how it ended, and that it had created none so far (not "never", nor
         # "before it created", which says it would have)
@@ -189,6 +224,8 @@ def format_summary(report):
         device = f", on {t['device']}" if t.get("device") else ""
         lines.append(f"trainer: {t['class']} (a {t['bases'][0] if t['bases'] else 'Trainer'}), schedule "
                      f"{t['schedule']}{device}")
+        if t.get("built_by") == "the script":  # not in the model lines above: say what it trained
+            lines.append(_trained_model_line(t, report.options))
     calls = _calls(report)
     ran_as = []
     for index, (trainer, call) in enumerate(calls):
