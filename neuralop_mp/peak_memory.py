@@ -61,6 +61,7 @@ class _LiveStorages(TorchDispatchMode):
         self.made_by = {}
         self.at_peak = []
         self._at_new_peak = False
+        self._refs = {}  # id -> (weak reference to a watched tensor, its storage's key)
 
     def snapshot_peak(self):
         """Record the live storages as those at the peak (called when the total first falls
@@ -79,24 +80,41 @@ class _LiveStorages(TorchDispatchMode):
                 del self.live[key]
                 self.made_by.pop(key, None)
 
+    def _watch(self, tensor, func):
+        """Count ``tensor``'s storage while some tensor holding it is alive."""
+        if tensor.device.type == "meta":
+            return
+        storage = tensor.untyped_storage()
+        nbytes = storage.nbytes()
+        key = (storage.data_ptr(), nbytes)
+        if key in self.counted:
+            return
+        entry = self.live.get(key)
+        if entry is None:
+            entry = self.live[key] = [nbytes, 0]
+            self.current += nbytes
+            if self.current > self.peak:
+                self.peak = self.current
+                self._at_new_peak = self.describe
+            if self.describe:
+                self.made_by[key] = (str(func), tuple(tensor.shape), dtype_name(tensor.dtype))
+        entry[1] += 1
+        # a weak reference whose callback releases the storage (what weakref.finalize does, without
+        # its global registry: this runs for every operator of the block)
+        ref = weakref.ref(tensor, self._dead)
+        self._refs[id(ref)] = (ref, key)
+
+    def _dead(self, ref):
+        self._release(self._refs.pop(id(ref))[1])
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for tensor in tree_flatten(out)[0]:
-            if isinstance(tensor, torch.Tensor) and tensor.device.type != "meta":
-                storage = tensor.untyped_storage()
-                key = _storage_key(tensor)
-                if key in self.counted:
-                    continue
-                if key not in self.live:
-                    self.live[key] = [storage.nbytes(), 0]
-                    self.current += storage.nbytes()
-                    if self.current > self.peak:
-                        self.peak = self.current
-                        self._at_new_peak = self.describe
-                    if self.describe:
-                        self.made_by[key] = (str(func), tuple(tensor.shape), dtype_name(tensor.dtype))
-                self.live[key][1] += 1
-                weakref.finalize(tensor, self._release, key)
+        if isinstance(out, torch.Tensor):  # most operators return one tensor: no pytree walk
+            self._watch(out, func)
+        else:
+            for tensor in tree_flatten(out)[0]:
+                if isinstance(tensor, torch.Tensor):
+                    self._watch(tensor, func)
         return out
 
 

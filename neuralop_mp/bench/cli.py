@@ -21,6 +21,8 @@ BENCHMARKS = {
     "allocator": ("neuralop_mp.bench.cpu_allocator", "step time, page faults and resident memory with freed CPU "
                   "memory kept vs malloc as it is"),
     "gpu": ("neuralop_mp.bench.gpu", "the GPU campaign: CUDA tests, spectral and optimizer rows (--dry-run on CPU)"),
+    "trainer": ("neuralop_mp.bench.trainer_overhead", "time per epoch of MixedPrecisionTrainer in full precision vs "
+                "upstream's Trainer (CPU, one thread)"),
 }
 
 

@@ -40,7 +40,7 @@ def test_no_hint_for_a_value_that_no_spelling_variant_matches():
     (["diagnose", "darcy", "--data", "Darcy"], "neuralop-mp diagnose: error: argument --data: invalid choice: 'Darcy' "
                                                "(choose from 'darcy', 'navier_stokes'). Did you mean 'darcy'?"),
     (["bench", "Spectral"], "neuralop-mp bench: error: unknown benchmark 'Spectral'; choose from: spectral, optimizer, "
-                            "schedule, scope, auto, allocator, gpu. Did you mean 'spectral'?"),
+                            "schedule, scope, auto, allocator, gpu, trainer. Did you mean 'spectral'?"),
 ])
 def test_argparse_choices_and_bench_names_say_the_spelling_meant(argv, line, capsys):
     """argparse's refusal named no spelling meant; bench's unknown name went to standard output."""

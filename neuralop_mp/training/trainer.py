@@ -44,8 +44,11 @@ from neuralop.training import Trainer
 
 from ..caller_frames import stacklevel_outside
 from ..memory import SavedTensorBytes
+from ..optim.adam_math import as_real
+from ..optim.nonfinite import host_flags
 from ..peak_memory import PeakTensorBytes
 from ..precision_policy import PrecisionPolicy
+from ..models.mixed_precision_models import current_n_modes
 from ..layers.precision_switch import (
     get_precision,
     mixed_precision_layers,
@@ -75,6 +78,25 @@ def _as_float32(out):
     if isinstance(out, (tuple, list)):
         return type(out)(_as_float32(o) for o in out)
     return out
+
+
+def _all_finite(tensors):
+    """Whether every entry of ``tensors`` is finite, in one fused reduction per device and dtype and
+    one read back per device: the 2-norm of each (of a complex tensor's real view, its parts) is
+    finite only where every entry is (an inf or NaN makes it inf or NaN). False may also mean a
+    norm that overflowed from finite entries (above about 1e19 in float32): the caller then checks
+    each tensor itself (:func:`~.guarded_step.non_finite_parameters`)."""
+    groups = {}
+    for tensor in tensors:
+        if tensor.numel():
+            groups.setdefault((tensor.device, tensor.dtype), []).append(as_real(tensor.detach()))
+    flags = []
+    for (_, dtype), group in groups.items():
+        # 16-bit types summed in float32: a float16 weight's squares overflow float16 itself
+        wide = torch.float32 if group[0].dtype in _HALF_TYPES else None
+        norms = torch._foreach_norm(group, 2, dtype=wide)
+        flags.append(torch.stack(norms).isfinite().all())
+    return all(host_flags(flags))
 
 
 def _half_moments_hint(optimizer):
@@ -393,7 +415,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         ``skipped_steps``, ``loss_scale``, ``epoch_time``, ``world_size``, ``saved_bytes`` and
         ``step_peak_bytes`` (CPU: bytes saved for backward by the epoch's first batch,
         and the peak of live tensor bytes during that whole step, measured by
-        :class:`~neuralop_mp.peak_memory.PeakTensorBytes`) or ``cuda_peak_bytes``,
+        :class:`~neuralop_mp.peak_memory.PeakTensorBytes`; an epoch in which nothing they
+        depend on changed since the last measured one records that one's values, see
+        :meth:`_memory_needs_measuring`) or ``cuda_peak_bytes``,
         the eval metrics (``"{loader}_{loss}"``) of epochs that were evaluated, and
         with ``auto_precision`` the ``auto_precision`` decision (its ``mode``, ``autocast``
         and the ``conditions`` it was measured under; ``auto_check`` where it was measured).
@@ -639,7 +663,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         backward does nothing) and the step is marked to be skipped."""
         raise_if_interrupted()  # a Ctrl-C that a finalizer swallowed during the previous batch
         samples_before = self.n_samples
-        if idx == 0 and self.autocast_device_type != "cuda":
+        if idx == 0 and self.autocast_device_type != "cuda" and self._memory_needs_measuring(sample):
             # the peak of live tensor bytes of this whole step: forward here, upstream's backward
             # (with the in-backward updates), the step; closed at the end of _guarded_step
             self._step_meter = PeakTensorBytes(
@@ -675,6 +699,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         guarded step, then the checks that stop a run going wrong."""
         optimizer, batch, stats = self._optimizer_in_epoch, self._batch, self._epoch_stats
         steps_taken_before = self.scaler.total_steps - self.scaler.skipped_steps  # in this run (resumed ones too)
+        metered = self._step_meter is not None
         try:
             # complex32 weights, which DDP leaves out (distributed.wrap_model): averaged here, before the
             # scaler unscales and checks them, so every rank checks and steps the same gradients
@@ -685,6 +710,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             self._in_guarded_step = False
             self._close_step_meter()
         self.scaler.update()
+        if metered:
+            stats["metered_step_taken"] = stepped  # a skipped step's peak is no other step's (_remember_memory)
         if stepped:
             self._check_weights_finite(optimizer, batch["idx"])
         elif self.scaler.enabled and batch["finite"] and not steps_taken_before:
@@ -701,6 +728,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
     def _check_weights_finite(self, optimizer, idx):
         """The gradients were finite; if the weights are not, the update overflowed
         (e.g. an infinite learning rate). Stop: every later step would build on NaN."""
+        if _all_finite([p for group in optimizer.param_groups for p in group["params"]]):
+            return  # the one check of nearly every step; naming the bad weights is the rare case's
         bad = non_finite_parameters(optimizer, self.model)
         if not bad:
             return
@@ -735,9 +764,52 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
     def _fresh_epoch_stats(self):
         # steps_before: the scaler's step count at the epoch's start (its steps since are the epoch's
         # batches, each step taken or skipped); batches: those with a finite loss; totals: what
-        # _epoch_totals computed (once per epoch)
+        # _epoch_totals computed (once per epoch); memory_setting / metered_step_taken: see
+        # _memory_needs_measuring
         return dict(loss_sum=0.0, batches=0, steps_before=self.scaler.total_steps, samples=0, lasso_sum=0.0,
-                    saved_bytes=None, step_peak_bytes=None, totals=None, calibration_skips=0)
+                    saved_bytes=None, step_peak_bytes=None, totals=None, calibration_skips=0,
+                    memory_setting=None, metered_step_taken=False)
+
+    def _memory_setting(self, sample):
+        """What the CPU meters' values of a first batch depend on: the precision the epoch runs in
+        (phase, mode, stabilizer, autocast, half types, loss scaling), the batch's tensors' shapes and
+        dtypes, the parameters' shapes and dtypes, the Fourier modes every module keeps (a subclass
+        may grow them, as upstream's ``IncrementalFNOTrainer`` does) and the optimizer state's bytes
+        (the run's first step creates it, so the next step's peak holds it from the start)."""
+        batch = tuple((key, tuple(value.shape), value.dtype) for key, value in sample.items()
+                      if torch.is_tensor(value)) if isinstance(sample, Mapping) else type(sample)
+        state = self._optimizer_in_epoch.state
+        state_bytes = sum(value.numel() * value.element_size() for entry in state.values()
+                          for value in (entry.values() if isinstance(entry, Mapping) else ())
+                          if torch.is_tensor(value))
+        return (self.phase_index, self._current_precision(), self.autocast_enabled, self.autocast_dtype,
+                self._layer_half_dtype(), self.scaler.enabled, batch,
+                tuple((tuple(p.shape), p.dtype) for p in self.model.parameters()),
+                tuple((name, tuple(modes)) for name, modes in current_n_modes(self.model).items()),
+                len(state), state_bytes)
+
+    def _memory_needs_measuring(self, sample):
+        """Whether the CPU meters watch this epoch's first batch (``sample``): not where nothing they
+        depend on (:meth:`_memory_setting`) changed since the last epoch whose first step they watched
+        and that step was taken; the epoch then records that epoch's values, which its own first
+        batch would measure again. Watching one step takes about as long as the step itself (every
+        operator passes through Python), so a run measures its first epochs and each new phase."""
+        setting = self._memory_setting(sample)
+        known = self._measured_memory
+        if known is not None and known[0] == setting:
+            self._epoch_stats["saved_bytes"], self._epoch_stats["step_peak_bytes"] = known[1:]
+            return False
+        self._epoch_stats["memory_setting"] = setting
+        return True
+
+    def _remember_memory(self):
+        """After an epoch whose first step the meters watched: keep its values for the epochs with
+        the same setting, where that step was taken (a skipped step frees no optimizer update's
+        temporaries and creates no state: the next epoch measures again)."""
+        stats = self._epoch_stats
+        if stats["memory_setting"] is not None and stats["metered_step_taken"] \
+                and stats["saved_bytes"] is not None and stats["step_peak_bytes"] is not None:
+            self._measured_memory = (stats["memory_setting"], stats["saved_bytes"], stats["step_peak_bytes"])
 
     def _epoch_steps(self):
         """The steps of this epoch so far, taken or skipped: one per batch."""
@@ -791,6 +863,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if log == "asked":  # where upstream's loop logs, with the numbers the history records
             super().log_training(epoch=epoch, time=epoch_train_time, avg_loss=avg_loss, train_err=train_err,
                                  avg_lasso_loss=avg_lasso_loss, lr=lr)
+        self._remember_memory()
         self._record_epoch(epoch, avg_loss, train_err, lr, skipped, epoch_train_time, stats["saved_bytes"],
                            stats["step_peak_bytes"])
         self._warn_skipped_steps(epoch, skipped)
@@ -1232,6 +1305,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         # the scaler in place (a caller may hold it, or have set its settings): settings kept
         self.scaler.reset()
         self._epoch_stats = self._fresh_epoch_stats()  # filled by train_one_batch / _guarded_step
+        # (setting, saved_bytes, step_peak_bytes) of the last epoch the CPU meters watched: a run measures anew
+        self._measured_memory = None
         self._note_n_modes_at_start()  # a resume tells the modes the run grew from a model built otherwise
 
     def _warn_schedule_overrides_layer_half_type(self):

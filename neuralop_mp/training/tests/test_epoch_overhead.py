@@ -1,0 +1,144 @@
+"""What the trainer adds to an epoch: the CPU memory meters watch only the epochs whose setting is
+new, and the weight check after each step is one fused reduction, with the per-weight check
+(which names the bad weights) only where it found something. Neither changes what a run records."""
+import gc
+import weakref
+
+import pytest
+import torch
+
+import neuralop_mp.training.trainer as trainer_module
+from neuralop_mp.peak_memory import PeakTensorBytes
+from neuralop_mp.training.guarded_step import TrainingStopped
+from neuralop_mp.training.tests.tiny import loss, optimizer_and_scheduler, tiny_data, tiny_fno
+from neuralop_mp.training.trainer import MixedPrecisionTrainer
+
+MEMORY = ("saved_bytes", "step_peak_bytes")
+
+
+def _train(monkeypatch, schedule=None, n_epochs=4, measure_every_epoch=False, **kwargs):
+    """A tiny run; returns (history, the epochs whose first batch the step meter watched)."""
+    watched = []
+
+    class CountingMeter(PeakTensorBytes):
+        def __enter__(self):
+            watched.append(trainer.epoch)
+            return super().__enter__()
+
+    monkeypatch.setattr(trainer_module, "PeakTensorBytes", CountingMeter)
+    if measure_every_epoch:
+        monkeypatch.setattr(MixedPrecisionTrainer, "_memory_needs_measuring", lambda self, sample: True)
+    train, test = tiny_data()
+    torch.manual_seed(0)
+    model = tiny_fno(mixed_precision_layer=schedule is not None)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=n_epochs, precision_schedule=schedule, **kwargs)
+    trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
+    return trainer.history, watched
+
+
+def _measured(history):
+    """The history without the epochs' times and the first epoch's step peak (which the process's first
+    forward of a model class may raise by a cached tensor or two: test_checkpoint.without_times)."""
+    return [{k: v for k, v in h.items() if k != "epoch_time" and (h["epoch"] or k != "step_peak_bytes")}
+            for h in history]
+
+
+def test_the_meters_watch_the_first_two_epochs_and_the_later_ones_record_what_they_measured(monkeypatch):
+    history, watched = _train(monkeypatch, n_epochs=5)
+    # epoch 0's step creates AdamW's state: epoch 1 starts with it, so its peak is measured again
+    assert watched == [0, 1]
+    assert history[0]["step_peak_bytes"] < history[1]["step_peak_bytes"]
+    assert all(h[key] == history[1][key] for h in history[2:] for key in MEMORY)
+    monkeypatch.undo()
+    every, watched_every = _train(monkeypatch, n_epochs=5, measure_every_epoch=True)
+    assert watched_every == [0, 1, 2, 3, 4]
+    # what each epoch's own first batch measures: the same numbers
+    assert _measured(history) == _measured(every)
+
+
+def test_a_new_phase_is_measured_and_the_history_is_that_of_measuring_every_epoch(monkeypatch):
+    schedule = "mixed:0.5,full:0.5"
+    history, watched = _train(monkeypatch, schedule, n_epochs=6)
+    assert watched == [0, 1, 3]  # the run's first two epochs, then the full phase's first
+    monkeypatch.undo()
+    every, _ = _train(monkeypatch, schedule, n_epochs=6, measure_every_epoch=True)
+    assert _measured(history) == _measured(every)
+    assert history[0]["saved_bytes"] < history[-1]["saved_bytes"]  # mixed saves less than full
+
+
+def test_an_epoch_whose_watched_step_was_skipped_is_not_carried(monkeypatch):
+    """A first batch whose loss is not finite takes no step: its peak is no other epoch's."""
+    calls = []
+
+    def nan_on_the_first_batch_of_epoch_1(out, y, **kwargs):
+        calls.append(1)
+        value = loss()(out, y=y)
+        return value * float("nan") if len(calls) == 5 else value  # 4 batches per epoch
+
+    watched = []
+
+    class CountingMeter(PeakTensorBytes):
+        def __enter__(self):
+            watched.append(trainer.epoch)
+            return super().__enter__()
+
+    monkeypatch.setattr(trainer_module, "PeakTensorBytes", CountingMeter)
+    train, test = tiny_data()
+    model = tiny_fno(mixed_precision_layer=False)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=4)
+    with pytest.warns(RuntimeWarning, match="skipped 1 optimizer step"):
+        trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=nan_on_the_first_batch_of_epoch_1,
+                      eval_losses={"l2": loss()})
+    assert watched == [0, 1, 2]  # epoch 1's watched step was skipped: epoch 2 measures again
+    assert [h["skipped_steps"] for h in trainer.history] == [0, 1, 0, 0]
+    assert trainer.history[3]["step_peak_bytes"] == trainer.history[2]["step_peak_bytes"]
+
+
+def test_the_weight_check_names_weights_only_where_the_fused_check_found_something(monkeypatch):
+    calls = []
+    check = trainer_module.non_finite_parameters
+    monkeypatch.setattr(trainer_module, "non_finite_parameters", lambda *a: calls.append(1) or check(*a))
+    history, _ = _train(monkeypatch, n_epochs=2)
+    assert len(history) == 2 and calls == []  # 8 steps, finite weights: the fused check alone
+
+    # finite weights whose 2-norm overflows float32: the per-weight check clears them, no stop
+    model = tiny_fno(mixed_precision_layer=False)
+    optimizer, _ = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1)
+    trainer.epoch = 0  # as during an epoch (the stop message names it)
+    with torch.no_grad():
+        next(model.parameters()).fill_(1e30)
+    trainer._check_weights_finite(optimizer, 0)
+    assert calls == [1]
+    with torch.no_grad():
+        next(model.parameters())[0] = float("nan")
+    with pytest.raises(TrainingStopped, match="turned the weights"):
+        trainer._check_weights_finite(optimizer, 0)
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize("dtype, bad", [
+    (dtype, bad) for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.complex64,
+                               torch.complex32)
+    for bad in (INF, -INF, NAN) + ((complex(0, INF), complex(0, NAN)) if dtype.is_complex else ())])  # imaginary parts too
+def test_the_fused_check_finds_every_non_finite_entry(dtype, bad):
+    make = (lambda n: torch.ones(n, dtype=torch.complex64).to(dtype)) if dtype.is_complex else \
+        (lambda n: torch.ones(n, dtype=dtype))
+    tensors = [make(5), make(1000), torch.zeros(0, dtype=dtype)]  # an empty one has no entry to check
+    assert trainer_module._all_finite(tensors)
+    tensors[1][999] = bad
+    assert not trainer_module._all_finite(tensors)
+
+
+def test_the_step_meter_leaves_nothing_alive_after_its_block():
+    """Tensors made in the block that outlive it (a first step's optimizer state) keep no
+    bookkeeping of the meter alive for the rest of the run."""
+    with PeakTensorBytes() as meter:
+        kept = torch.ones(100) * 2
+    mode = weakref.ref(meter._mode)
+    del meter
+    gc.collect()
+    assert mode() is None
+    assert kept.sum() == 200
