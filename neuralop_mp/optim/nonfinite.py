@@ -94,6 +94,33 @@ def host_flags(flags):
     return values
 
 
+def norms_finite(tensors):
+    """Whether every entry of ``tensors`` is finite, in one fused 2-norm per device and dtype and
+    one read back per device: a norm (of a complex tensor's real view: both parts) is finite only
+    where every entry is. False may also mean a norm that overflowed from finite entries (above
+    about 1e19 in float32; 16-bit types are summed in float32): the caller then checks each tensor
+    (:func:`finite_flags`, :func:`all_tensors_finite`). Much cheaper than one reduction per tensor
+    where there are many small ones (a model's weights or gradients on a CPU)."""
+    groups = {}
+    for tensor in tensors:
+        if tensor.is_sparse:  # no fused norm: the per-tensor check decides
+            return False
+        if tensor.numel():
+            groups.setdefault((tensor.device, tensor.dtype), []).append(as_real(tensor.detach()))
+    flags = []
+    for group in groups.values():
+        wide = torch.float32 if group[0].dtype in (torch.float16, torch.bfloat16) else None
+        flags.append(torch.stack(torch._foreach_norm(group, 2, dtype=wide)).isfinite().all())
+    return all(host_flags(flags))
+
+
+def all_tensors_finite(tensors):
+    """Whether every entry of ``tensors`` is finite, exactly: :func:`norms_finite`, and where that
+    says no, the per-tensor check (a non-finite entry, or a norm overflowed from finite ones)."""
+    tensors = list(tensors)
+    return norms_finite(tensors) or all(finite_flags(tensors))
+
+
 def finite_flags(tensors):
     """Whether each tensor is finite, as Python bools: one reduction per tensor and one copy
     to the host per device (:func:`host_flags`)."""

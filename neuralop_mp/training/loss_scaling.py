@@ -31,10 +31,8 @@ References
 """
 import warnings
 
-import torch
-
 from ..optim.adam_math import as_real
-from ..optim.nonfinite import finite_flags
+from ..optim.nonfinite import all_tensors_finite
 from ..vocabulary import check_int_at_least, check_real, normalize_flag
 from .distributed import any_rank
 from .guarded_step import TrainingStopped
@@ -198,8 +196,8 @@ class ComplexGradScaler:
         if inverse is not None:
             for grad in grads:
                 as_real(grad).mul_(inverse)
-        # one read back to the host per device (on a GPU every read waits for it)
-        return not all(finite_flags(grads))
+        # one fused reduction and one read back to the host per device (on a GPU every read waits for it)
+        return not all_tensors_finite(grads)
 
     def skip_step(self):
         """Mark the current step as non-finite without looking at gradients

@@ -44,8 +44,7 @@ from neuralop.training import Trainer
 
 from ..caller_frames import stacklevel_outside
 from ..memory import SavedTensorBytes
-from ..optim.adam_math import as_real
-from ..optim.nonfinite import host_flags
+from ..optim.nonfinite import norms_finite
 from ..peak_memory import PeakTensorBytes
 from ..precision_policy import PrecisionPolicy
 from ..models.mixed_precision_models import current_n_modes
@@ -78,25 +77,6 @@ def _as_float32(out):
     if isinstance(out, (tuple, list)):
         return type(out)(_as_float32(o) for o in out)
     return out
-
-
-def _all_finite(tensors):
-    """Whether every entry of ``tensors`` is finite, in one fused reduction per device and dtype and
-    one read back per device: the 2-norm of each (of a complex tensor's real view, its parts) is
-    finite only where every entry is (an inf or NaN makes it inf or NaN). False may also mean a
-    norm that overflowed from finite entries (above about 1e19 in float32): the caller then checks
-    each tensor itself (:func:`~.guarded_step.non_finite_parameters`)."""
-    groups = {}
-    for tensor in tensors:
-        if tensor.numel():
-            groups.setdefault((tensor.device, tensor.dtype), []).append(as_real(tensor.detach()))
-    flags = []
-    for (_, dtype), group in groups.items():
-        # 16-bit types summed in float32: a float16 weight's squares overflow float16 itself
-        wide = torch.float32 if group[0].dtype in _HALF_TYPES else None
-        norms = torch._foreach_norm(group, 2, dtype=wide)
-        flags.append(torch.stack(norms).isfinite().all())
-    return all(host_flags(flags))
 
 
 def _half_moments_hint(optimizer):
@@ -728,7 +708,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
     def _check_weights_finite(self, optimizer, idx):
         """The gradients were finite; if the weights are not, the update overflowed
         (e.g. an infinite learning rate). Stop: every later step would build on NaN."""
-        if _all_finite([p for group in optimizer.param_groups for p in group["params"]]):
+        if norms_finite([p for group in optimizer.param_groups for p in group["params"]]):
             return  # the one check of nearly every step; naming the bad weights is the rare case's
         bad = non_finite_parameters(optimizer, self.model)
         if not bad:

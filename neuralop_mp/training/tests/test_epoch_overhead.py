@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import neuralop_mp.training.trainer as trainer_module
+from neuralop_mp.optim.nonfinite import all_tensors_finite, norms_finite
 from neuralop_mp.peak_memory import PeakTensorBytes
 from neuralop_mp.training.guarded_step import TrainingStopped
 from neuralop_mp.training.tests.tiny import loss, optimizer_and_scheduler, tiny_data, tiny_fno
@@ -127,9 +128,27 @@ def test_the_fused_check_finds_every_non_finite_entry(dtype, bad):
     make = (lambda n: torch.ones(n, dtype=torch.complex64).to(dtype)) if dtype.is_complex else \
         (lambda n: torch.ones(n, dtype=dtype))
     tensors = [make(5), make(1000), torch.zeros(0, dtype=dtype)]  # an empty one has no entry to check
-    assert trainer_module._all_finite(tensors)
+    assert norms_finite(tensors) and all_tensors_finite(tensors)
     tensors[1][999] = bad
-    assert not trainer_module._all_finite(tensors)
+    assert not norms_finite(tensors) and not all_tensors_finite(tensors)
+
+
+def test_the_scalers_gradient_check_is_exact_where_a_norm_overflows():
+    """The scaler checks the gradients by the fused norms (one reduction per device and dtype), and
+    where a norm overflows from finite entries (scaled gradients of 1e30) by each tensor: no step is
+    skipped for finite gradients; a NaN is still found."""
+    from neuralop_mp.training.loss_scaling import ComplexGradScaler
+
+    weight = torch.nn.Parameter(torch.zeros(4, 4))
+    optimizer = torch.optim.SGD([weight], lr=0.0)
+    scaler = ComplexGradScaler(enabled=False)
+    weight.grad = torch.full((4, 4), 1e30)
+    assert not norms_finite([weight.grad]) and all_tensors_finite([weight.grad])
+    assert scaler.step(optimizer) is True
+    scaler.update()
+    weight.grad[1, 2] = float("nan")
+    assert scaler.step(optimizer) is False
+    scaler.update()
 
 
 def test_the_step_meter_leaves_nothing_alive_after_its_block():
