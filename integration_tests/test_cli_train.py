@@ -324,7 +324,7 @@ def test_unwritable_output_dir_fails_before_any_work(tmp_path, capsys):
     data_root = tmp_path / "never"
     assert main(["train", "darcy", "--output_dir", str(tmp_path / "a_file" / "run"),
                  "--data.data_root", str(data_root)]) == 2
-    assert "is not writable" in capsys.readouterr().err
+    assert "is a file, not a folder" in capsys.readouterr().err
     assert not data_root.exists()
 
 
@@ -597,7 +597,7 @@ def test_eval_refuses_model_overrides_and_bad_paths_before_evaluating(nano_root,
         assert captured.err.count("\n") == 1 and expected in captured.err and not captured.out
     monkeypatch.undo()
     assert main(["eval", str(out), "--data.data_root", str(blocker), "--data.generate", "true"]) == 2
-    assert f"Data folder '{blocker}' is not writable (File exists)" in capsys.readouterr().err
+    assert f"Data folder '{blocker}' is a file, not a folder" in capsys.readouterr().err
     assert main(["eval", str(out), "--json", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["precision"]["mode"] == "mixed"
 

@@ -407,7 +407,7 @@ def train_command(argv):
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
         return _rank_error_exit(rank0, lambda error=error: _config_error(error, "train", spec))
 
-    from .run_folder import release_run_folder
+    from .run_folder import RunFolderRemoved, release_run_folder
     from .train_pipeline import output_dir_for, run_training
     from .train_report import format_summary
     from .training.checkpointing import CheckpointError, CheckpointWriteError
@@ -429,10 +429,12 @@ def train_command(argv):
                               command_flags={"threads": str(threads), "cpu_allocator": cpu_allocator})
     except (RunSetupError, CheckpointError) as error:  # a CheckpointError names the file (--resume's)
         return _rank_error_exit(rank0, lambda error=error: _error(str(error), "train"))
-    except CheckpointWriteError as error:  # a full disk while saving: the previous checkpoint is kept
+    except CheckpointWriteError as error:  # a full disk while saving a file of the run: the previous one is kept
         if rank0:
             print(file=sys.stderr)  # after the progress bar's line, as for Ctrl-C
-            print(_interrupted_message(out, given_now if resume is not None else (),
+            # a removed run folder took its checkpoint with it: its message says there is nothing to resume
+            print(f"{PROG} train: error: {error}" if isinstance(error, RunFolderRemoved) else
+                  _interrupted_message(out, given_now if resume is not None else (),
                                        stopped=f"error: {error}; stopped"), file=sys.stderr)
         return _quiet_rank_exit(1, rank0)
     except TrainingStopped as error:  # the trainer's own stop (overflow, NaN weights): why, and what is kept

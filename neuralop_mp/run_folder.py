@@ -22,8 +22,10 @@ A run folder holds, besides ``results.json`` and ``loss_curve.png``:
 - ``.lock``: while a run writes the folder, locked, holding its pid (:func:`run_folder_lock`).
 """
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -34,7 +36,8 @@ import torch
 
 # the run folder names its model files as upstream's Trainer names a checkpoint's (one source)
 from .training.checkpointing import (BEST_MODEL_NAME as BEST_MODEL, METADATA_SUFFIX, MODEL_NAME as FINAL_MODEL,
-                                     STATE_DICT_SUFFIX, load_torch_files, loadable_save, previous_save_dir, unwrap)
+                                     STATE_DICT_SUFFIX, CheckpointWriteError, load_torch_files, loadable_save,
+                                     previous_save_dir, unwrap, write_error)
 
 CHECKPOINT_DIR = "checkpoint"
 OLD_CHECKPOINT_DIR = previous_save_dir(CHECKPOINT_DIR).name  # what a crash during a save leaves
@@ -67,18 +70,75 @@ def model_precision(model):
 def save_model(model, folder, name=FINAL_MODEL):
     """Write ``model`` with upstream's ``save_checkpoint(folder, name)`` (precision included).
 
+    Written through a temporary folder beside the files (upstream's ``save_checkpoint`` writes in
+    place), whose files, of upstream's names, are then renamed over the previous ones: a write
+    that fails (a full disk) or a kill during it leaves the previous files (or none), never a
+    cut-off one that a resume or ``eval`` would read.
+
     Returns
     -------
     dict
         ``{"state_dict": path, "metadata": path}``.
+
+    Raises
+    ------
+    CheckpointWriteError
+        An ``OSError`` naming the file that could not be written and a full disk
+        (:func:`~neuralop_mp.training.checkpointing.write_error`); the previous files are kept.
     """
     folder = Path(folder)
     model = unwrap(model)
     if not hasattr(model, "save_checkpoint"):
         raise TypeError(f"{type(model).__name__} is not a neuralop BaseModel: it has no save_checkpoint().")
-    model.save_checkpoint(folder, name)
-    return {"state_dict": str(folder / f"{name}{STATE_DICT_SUFFIX}"),
-            "metadata": str(folder / f"{name}{METADATA_SUFFIX}")}
+    files = {"state_dict": folder / f"{name}{STATE_DICT_SUFFIX}", "metadata": folder / f"{name}{METADATA_SUFFIX}"}
+    written = folder  # what is being written, for the message of a write that fails
+    try:
+        folder.mkdir(parents=True, exist_ok=True)  # as upstream's save_checkpoint does
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=folder))
+        try:
+            try:
+                model.save_checkpoint(tmp, name)
+            finally:  # upstream writes the weights, then the metadata: the one that failed is the last there
+                written = files["metadata" if (tmp / files["metadata"].name).exists() else "state_dict"]
+            # every file the save wrote (a subclass's own too), the weights last: they mark a model saved
+            saved = sorted(tmp.iterdir(), key=lambda path: path.name == files["state_dict"].name)
+            for path in saved:  # on disk before a rename makes any of them visible
+                written = folder / path.name
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+            for path in saved:
+                written = folder / path.name
+                os.replace(path, written)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except (OSError, RuntimeError) as err:  # RuntimeError: torch's writer on a full disk
+        from .peak_memory import tensor_bytes
+
+        raise write_error(written, err, "the model file", needed=tensor_bytes(model.state_dict())) from err
+    return {key: str(path) for key, path in files.items()}
+
+
+class RunFolderRemoved(CheckpointWriteError):
+    """A run folder removed while its run wrote it (:func:`check_run_folder_present`)."""
+
+
+def check_run_folder_present(run_dir):
+    """Refuse to save into a run folder that was removed while the run wrote it: each save would
+    otherwise create it again holding that file alone (a ``results.json`` listing files that are
+    gone), and the run would end as if it had written a run. Called before every save of a run.
+
+    Raises
+    ------
+    RunFolderRemoved
+        A :class:`~neuralop_mp.training.checkpointing.CheckpointWriteError` (``ENOENT``) naming
+        the folder: its checkpoint went with it, so there is nothing to resume from.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        error = RunFolderRemoved(f"{run_dir.absolute()} was removed while the run wrote it: stopped, and nothing is "
+                                 "left to resume from (its checkpoint went with it); run the command again.")
+        error.errno, error.filename = errno.ENOENT, str(run_dir)
+        raise error
 
 
 class FoundCheckpoint(NamedTuple):
@@ -308,20 +368,33 @@ def check_final_model_current(run_dir):
         raise FileNotFoundError(_unfinished_run_message(run_dir, model_epoch=behind[0]))
 
 
-def write_atomic(path, write):
+def write_atomic(path, write, what=""):
     """Write ``path`` with ``write(file)`` (a binary file object) through a temporary file in the
     same folder, then rename it over ``path``: a kill during the write leaves the previous file
-    (or none) complete, never a partial one that a later run or ``eval`` would read."""
+    (or none) complete, never a partial one that a later run or ``eval`` would read.
+
+    Raises
+    ------
+    CheckpointWriteError
+        An ``OSError`` naming ``path`` (``what`` it is, for the message) and a full disk
+        (:func:`~neuralop_mp.training.checkpointing.write_error`), for a write that failed; the
+        previous file is kept and the temporary removed. A RuntimeError of ``write`` is taken
+        as torch's writer's report of a failed write, as a checkpoint's is.
+    """
     path = Path(path)
-    handle, tmp = _new_temporary(path)
+    tmp = None
     try:
-        with os.fdopen(handle, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        handle, tmp = _new_temporary(path)
+        try:
+            with os.fdopen(handle, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except (OSError, RuntimeError) as err:
+        raise write_error(path, err, what) from err
     return path
 
 

@@ -287,9 +287,26 @@ def check_writable(folder, option="--output_dir", *, what="Output folder", creat
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_check_"):
             pass
     except OSError as error:
+        blocker = file_in_the_way(folder)
+        if blocker is not None:  # "Not a directory" / "File exists" said what the user must change
+            where = "is" if blocker == folder else f"cannot be created: {str(blocker)!r} is"
+            raise RunSetupError(f"{what} {str(folder)!r} {where} a file, not a folder; "
+                                f"choose another with {option}.") from None
         raise RunSetupError(f"{what} {str(folder)!r} is not writable ({error.strerror or error}); "
                             f"choose another with {option}.") from None
     return folder
+
+
+def file_in_the_way(folder):
+    """``folder``, or the folder above it that a path to it meets first, where that exists as a file
+    (or anything but a folder), in which no folder can be made; None where there is none (the first
+    path of ``folder`` and its parents that exists is a folder). The one rule of the messages that
+    say "is a file, not a folder" (:func:`check_writable`, a checkpoint's ``save_dir``)."""
+    folder = Path(folder)
+    for path in (folder, *folder.parents):
+        if path.exists():
+            return None if path.is_dir() else path
+    return None
 
 
 def check_output_file(file, option, example_name):

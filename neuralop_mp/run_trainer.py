@@ -16,7 +16,7 @@ template methods:
 """
 import time
 
-from .run_folder import BEST_MODEL, save_model
+from .run_folder import BEST_MODEL, check_run_folder_present, save_model
 from .train_report import best_epoch
 from .training.trainer import MixedPrecisionTrainer
 
@@ -119,7 +119,10 @@ class RunFolderTrainer(MixedPrecisionTrainer):
 
     def checkpoint(self, save_dir):
         """The training state after every epoch, without the trainer's per-epoch "saved" line
-        (the summary names the run folder); ``before_checkpoint`` and ``on_checkpoint`` run around it."""
+        (the summary names the run folder); ``before_checkpoint`` and ``on_checkpoint`` run around it.
+        A run folder removed meanwhile stops the run (:func:`~neuralop_mp.run_folder.check_run_folder_present`)."""
+        if self.run_dir is not None:
+            check_run_folder_present(self.run_dir)
         if self.before_checkpoint is not None:
             self.before_checkpoint(save_dir)
         verbose, self.verbose = self.verbose, False
@@ -149,5 +152,6 @@ class RunFolderTrainer(MixedPrecisionTrainer):
         earlier = [h for h in self.history if h.get("epoch") != epoch]
         best = best_epoch([*earlier, {"epoch": epoch, self.best_metric: float(value)}], self.best_metric)
         if best is not None and best["epoch"] == epoch:
+            check_run_folder_present(self.run_dir)
             self.best_files = save_model(self.model, self.run_dir, BEST_MODEL)
             self.best_files["epoch"] = epoch

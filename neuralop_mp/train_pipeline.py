@@ -591,8 +591,12 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         data is loaded (:func:`checkpoint_to_resume`), or one refused when it is read
         (naming the file).
     CheckpointWriteError
-        An ``OSError`` naming the file, for a checkpoint that could not be written (a full
-        disk); the previous checkpoint is kept.
+        An ``OSError`` naming the file (and a full disk, with its free space:
+        :func:`~neuralop_mp.training.checkpointing.write_error`), for a checkpoint or another file
+        of the run folder (model files, ``results.json``, ``loss_curve.png``, ``data_processor.pt``)
+        that could not be written; the previous one is kept. Its subclass
+        :class:`~neuralop_mp.run_folder.RunFolderRemoved` at the first save after the run folder
+        was removed (:func:`~neuralop_mp.run_folder.check_run_folder_present`).
     """
     from .run_folder import release_run_folder
 
@@ -615,8 +619,8 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     folder's lock into ``held`` (an ``ExitStack``)."""
     from .configs import config_to_dict
     from .configs.validation import validated_precision_policy
-    from .run_folder import (CHECKPOINT_DIR, COMMAND_FILE, FINAL_MODEL, RESULTS_FILE, run_folder_lock,
-                             save_data_processor, save_model, write_command)
+    from .run_folder import (CHECKPOINT_DIR, COMMAND_FILE, FINAL_MODEL, RESULTS_FILE, check_run_folder_present,
+                             run_folder_lock, save_data_processor, save_model, write_command)
     from .run_records import parameters_text, phase_ranges
     from .train_report import no_best_model_reason, precision_as_run, write_outputs
     from .training import distributed
@@ -689,6 +693,8 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
         raise RunSetupError(str(error)) from None
     # the normalizers fitted on the training data, before any epoch: `eval` of the run (a stopped
     # one's included) and a user's inference encode and decode with them, without the training data
+    if write and is_writer:  # every save of the run checks its folder is still there (a run_folder rule)
+        check_run_folder_present(out)
     processor_file = save_data_processor(data_processor, out) if write and is_writer else None
     # the files the load read, with the physics they record (a loader of ours says them)
     data_files = getattr(train_loader, "data_files", None)
@@ -825,6 +831,7 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     result["files"] = {}
     if write and is_writer:
         result["output_dir"] = str(out)
+        check_run_folder_present(out)
         model_files = save_model(model, out, FINAL_MODEL)
         best_file = out / f"{BEST_MODEL_NAME}{STATE_DICT_SUFFIX}"
         if save_best and not best_file.is_file():  # no finite epoch, or --save_best given first at a resume

@@ -329,7 +329,7 @@ def plot_loss_curve(history, path, train_resolution):
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")  # a file object (write_outputs') has no suffix to tell it
     return path
 
 
@@ -337,8 +337,9 @@ def write_outputs(result, output_dir, extra_files=None):
     """Write ``results.json`` and ``loss_curve.png`` into ``output_dir``; return every file's path.
 
     ``extra_files`` (name -> path, e.g. the model files) are listed in results.json too.
-    ``results.json`` is written atomically (:func:`~neuralop_mp.run_folder.write_atomic`): a
-    resume rewrites it, and a kill during the write must leave the previous one whole.
+    Both are written atomically (:func:`~neuralop_mp.run_folder.write_atomic`): a resume rewrites
+    them, and a kill or a full disk during the write must leave the previous one whole (a write
+    that fails raises its ``CheckpointWriteError``, naming the file).
     """
     from .run_folder import write_atomic
 
@@ -349,7 +350,7 @@ def write_outputs(result, output_dir, extra_files=None):
         "loss_curve": str(output_dir / "loss_curve.png"),
         **(extra_files or {}),
     }
-    plot_loss_curve(result["history"], files["loss_curve"], result["train_resolution"])
+    write_atomic(files["loss_curve"], lambda f: plot_loss_curve(result["history"], f, result["train_resolution"]))
     payload = {k: v for k, v in result.items() if k != "model_object"}
     payload["files"] = files
     text = json.dumps(to_jsonable(payload), indent=2)

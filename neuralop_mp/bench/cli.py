@@ -78,4 +78,10 @@ def main(argv):
               f"{did_you_mean(name, BENCHMARKS)}", file=sys.stderr)
         return 2
     module = importlib.import_module(BENCHMARKS[name][0])
-    return module.main(rest)
+    from ..training.checkpointing import CheckpointWriteError
+
+    try:
+        return module.main(rest)
+    except CheckpointWriteError as error:  # a results file or the docs not written (a full disk): kept whole
+        print(f"neuralop-mp bench {name}: error: {error}", file=sys.stderr)
+        return 1

@@ -24,7 +24,8 @@ import torch
 
 from ..cpu_allocator import describe_cpu_allocator
 from ..layers.complex_half import native_half_matmul
-from ..run_setup import RunSetupError, check_writable
+from ..run_folder import write_atomic
+from ..run_setup import RunSetupError, check_writable, file_in_the_way
 from ..train_report import to_jsonable
 
 #: the folder that holds the ``neuralop_mp`` package: a checkout's root, or site-packages after a plain install
@@ -130,7 +131,8 @@ def update_section(name, body, path=DEFAULT_DOC):
     else:
         text = text.rstrip() + f"\n\n{begin}\n{body.rstrip()}\n{end}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    # atomically: a full disk mid-write cut the document short, every later section and its notes lost
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
     return path
 
 
@@ -185,6 +187,8 @@ def check_out_folder(text, option="--out"):
     RunSetupError
         Naming the folder, the reason and ``option``.
     """
+    if file_in_the_way(text) is not None:  # check_writable's message names the file, once
+        check_writable(text, option, create=False)
     folder = Path(text)
     while not folder.exists() and folder.parent != folder:
         folder = folder.parent
@@ -256,11 +260,14 @@ def write_results(name, body, data, out=None, update_docs=False, doc_path=DEFAUL
     """
     folder = Path(out) if out else default_output_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.md").write_text(body.rstrip() + "\n")
+    # atomically, as the docs: a full disk leaves an earlier run's file whole, or none, never a cut-off one
+    markdown = body.rstrip() + "\n"
+    write_atomic(folder / f"{name}.md", lambda f: f.write(markdown.encode("utf-8")))
     payload = {"benchmark": name, "device": device_description(), "date": datetime.date.today().isoformat(),
                "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
                **to_jsonable(data)}
-    (folder / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    text = json.dumps(payload, indent=1) + "\n"
+    write_atomic(folder / f"{name}.json", lambda f: f.write(text.encode("utf-8")))
     if update_docs:
         if Path(doc_path) == DEFAULT_DOC:  # a Python caller: the command line refused it before measuring
             check_docs_checkout("--update-docs")

@@ -10,11 +10,13 @@ Example::
     neuralop-mp data darcy --res 16 --solver-resolution 241    # labels solved on 241 points
 
 Prints one line per file (cached files are marked). Exit status 0 on success,
-2 on bad arguments (the message names the bad value and the allowed ones), 130 after
+2 on bad arguments (the message names the bad value and the allowed ones), 1 for a file
+that cannot be written (one line naming it and, on a full disk, the free space), 130 after
 Ctrl-C and 143 after SIGTERM (one line on stderr: the files finished before it are kept,
 the one being written is not, and no temporary file is left).
 """
 import argparse
+import errno
 import math
 import sys
 import time
@@ -117,6 +119,25 @@ def _generate(args):
                                     **given, **physics)
 
 
+def _write_failure(err, root):
+    """The ``CheckpointWriteError`` of ``err``, raised while a data file was being generated into
+    ``root``, by the one rule of a failed write (:func:`~neuralop_mp.training.checkpointing.write_error`:
+    the file, a full disk with its free space). The file is the one
+    :func:`~neuralop_mp.data.cache.save_data_file` was saving where the error passed through it (the
+    error names none: its last is the close's), else the data folder."""
+    import traceback
+
+    from ..training.checkpointing import write_error
+    from . import cache
+
+    path = root
+    for frame, _ in traceback.walk_tb(err.__traceback__):
+        if frame.f_code is cache.save_data_file.__code__:
+            path = frame.f_locals.get("path", root)
+    what = "the data file" if path != root else "a data file in"
+    return write_error(path, err, what)
+
+
 def main(argv=None):
     """Run ``neuralop-mp data ...``; return the exit status."""
     parser = build_parser()
@@ -137,6 +158,12 @@ def main(argv=None):
         except (ValueError, FileExistsError) as err:
             print(f"neuralop-mp data: error: {err}", file=sys.stderr)
             return 2
+        except OSError as err:  # a full disk while saving: the save removed its temporary, the files before it are kept
+            error = _write_failure(err, root)
+            free = "free some space and " if error.errno == errno.ENOSPC else ""
+            print(f"neuralop-mp data: error: {error}; the files finished before it are kept, the one being written "
+                  f"was not saved; {free}run the same command again (finished files are reused)", file=sys.stderr)
+            return 1
         except KeyboardInterrupt as interrupt:
             if not args.quiet:
                 print(file=sys.stderr)  # after the progress bar's line

@@ -125,7 +125,8 @@ def test_output_folder_is_created_and_checked_writable(tmp_path):
     assert list((tmp_path / "a" / "b").iterdir()) == []  # the probe file is gone
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(RunSetupError, match=f"Output folder '{blocker / 'run'}' is not writable"):
+    with pytest.raises(RunSetupError, match=f"Output folder '{blocker / 'run'}' cannot be created: '{blocker}' is a "
+                       "file, not a folder"):
         check_writable(blocker / "run")
 
 

@@ -11,7 +11,8 @@ crash while writing leaves the previous checkpoint untouched (or, between the
 two renames, under ``{folder}.old``, which resume, and a model load, then use with a
 warning: :func:`resolve_checkpoint_dir`, :func:`loadable_save`). A write
 that fails (a full disk) removes the partial ``{folder}.tmp`` and raises
-:class:`CheckpointWriteError` naming the file.
+:class:`CheckpointWriteError` naming the file, and a full disk with its free space
+(:func:`write_error`, the rule of every file a run writes).
 
 Verification (:func:`verify_checkpoint`) runs before anything is loaded: the
 manifest records ``format_version``, the epoch and, per file, its size and
@@ -26,6 +27,7 @@ Weights-only loading: ``BaseModel.state_dict`` adds a ``_metadata`` entry holdin
 constructor arguments (classes and functions), which ``torch.load(weights_only=True)``
 refuses; we save the model's state dict without it.
 """
+import errno
 import functools
 import hashlib
 import os
@@ -60,9 +62,10 @@ class CheckpointError(RuntimeError):
 
 
 class CheckpointWriteError(OSError):
-    """A checkpoint that could not be written (a full disk, a lost mount): the previous one is
-    kept. ``filename`` is the file (or folder) being written, ``errno`` the error's (None where
-    torch's writer reported it: it raises a RuntimeError on a full disk)."""
+    """A checkpoint, or another file of a run (its model files, records, loss curve), that could not
+    be written (a full disk, a lost mount): the previous one is kept. ``filename`` is the file (or
+    folder) being written, ``errno`` the error's (``ENOSPC`` where :func:`write_error` finds the disk
+    full, which torch's writer does not say: it raises a RuntimeError without one)."""
 
     def __str__(self):  # the message alone: OSError's would be "[Errno N] None: 'filename'"
         return str(self.args[0])
@@ -213,7 +216,10 @@ def save_training_files(save_dir, save_name, model, optimizer=None, scheduler=No
     except BaseException as err:  # a Ctrl-C or SIGTERM too: no partial temporary left behind
         _remove_tree(tmp_dir, ignore_errors=True)  # incomplete, and save_dir not touched yet
         if isinstance(err, (OSError, RuntimeError)):
-            raise _write_error(path, err) from err
+            from ..peak_memory import tensor_bytes
+
+            # the whole folder must fit beside the previous one: what a full disk is told by
+            raise write_error(path, err, needed=tensor_bytes([payload for _, payload in objects.values()])) from err
         raise
     if save_dir.exists():
         _check_replaceable(save_dir)
@@ -226,7 +232,7 @@ def save_training_files(save_dir, save_name, model, optimizer=None, scheduler=No
         path = save_dir
         os.replace(tmp_dir, save_dir)
     except OSError as err:
-        raise _write_error(path, err) from err
+        raise write_error(path, err) from err
     if old_dir.exists():
         _remove_tree(old_dir)
     return manifest
@@ -269,14 +275,53 @@ def save_model_metadata(save_dir, save_name, model):
     try:
         torch.save(init_kwargs, path)
     except (OSError, RuntimeError) as err:  # RuntimeError: torch's writer on a full disk
-        raise _write_error(path, err) from err
+        raise write_error(path, err) from err
     return path
 
 
-def _write_error(path, err):
-    """The :class:`CheckpointWriteError` of ``err``, raised while writing ``path``."""
-    error = CheckpointWriteError(f"could not write the checkpoint file {path} ({err})")
-    error.errno, error.filename = getattr(err, "errno", None), str(path)
+#: free bytes under which a write that failed without saying why (torch's writer: a RuntimeError,
+#: no errno) is taken to have met a full disk, whatever it was writing
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def free_bytes(path):
+    """The bytes an unprivileged user may still write on the file system of ``path`` (of the nearest
+    folder above it that exists); None where it cannot be asked."""
+    path = Path(path).absolute()
+    for folder in (path, *path.parents):
+        try:
+            return shutil.disk_usage(folder).free
+        except OSError:  # not there (yet), or not a folder: ask the one above
+            continue
+    return None
+
+
+def size_text(n_bytes):
+    """``512`` -> ``"512 bytes"``, ``49280`` -> ``"48.1 KiB"``, in binary units up to GiB."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes} bytes"
+
+
+def write_error(path, err, what="the checkpoint file", needed=None):
+    """The :class:`CheckpointWriteError` of ``err``, raised while writing ``path`` (``what`` it is):
+    one rule for every file a run writes (checkpoint, model files, run records, plots).
+
+    A full disk is said so, with the free space of ``path``'s file system, and the error's
+    ``errno`` is then ``ENOSPC``: when ``err`` is ENOSPC, or when it carries no errno (torch's
+    writer reports a full disk as ``RuntimeError: [enforce fail at inline_container.cc] unexpected
+    pos``) and less is free than ``needed`` (the bytes being written, where known) or
+    :data:`NEARLY_FULL_BYTES`.
+    """
+    code = getattr(err, "errno", None)
+    free = free_bytes(path)
+    full = code == errno.ENOSPC or (code is None and free is not None
+                                    and free < max(needed or 0, NEARLY_FULL_BYTES))
+    room = f": the disk is full, {size_text(free)} free on its file system" if full and free is not None else \
+        (": the disk is full" if full else "")
+    error = CheckpointWriteError(f"could not write {what + ' ' if what else ''}{path}{room} ({err})")
+    error.errno, error.filename = errno.ENOSPC if full else code, str(path)
     return error
 
 
@@ -316,9 +361,14 @@ def check_save_dir(save_dir):
     if not isinstance(save_dir, (str, os.PathLike)) or not str(save_dir):
         raise ValueError(f"Invalid save_dir={save_dir!r}: save_every and save_best write checkpoints into a "
                          "folder; give its path.")
+    from ..run_setup import file_in_the_way
+
     save_dir = Path(save_dir)
     if save_dir.exists():
         _check_replaceable(save_dir)
+    blocker = file_in_the_way(save_dir.parent)
+    if blocker is not None:  # not "not writable": no permission would help
+        raise CheckpointError(f"Cannot write checkpoints to {save_dir}: {blocker} is a file, not a folder.")
     parent = save_dir.parent
     while not parent.exists():
         parent = parent.parent

@@ -492,7 +492,8 @@ def test_an_unwritable_out_fails_before_the_benchmark_runs(tmp_path, capsys, mon
             cli.main(["bench", "spectral", "--quick", "--out", str(out)])
         assert exit_.value.code == 2
         err = capsys.readouterr().err
-        assert f"argument --out: Output folder '{out}' " in err and "is not writable" in err and "Traceback" not in err
+        assert f"argument --out: Output folder '{out}' " in err and "Traceback" not in err
+        assert err.count(f"'{blocker}' is a file, not a folder") == 1, err  # was "is not writable (Not a directory)"
     # parsing creates nothing: a later bad argument, or --help, leaves no folder behind
     for tail in (["--bogus-flag"], ["--help"]):
         with pytest.raises(SystemExit):

@@ -64,4 +64,5 @@ def test_a_root_blocked_by_a_file_fails_before_generating_naming_it(tmp_path, ca
     root = blocker / below if below else blocker
     assert main(["darcy", "--root", str(root), "--res", "8", "--n-train", "2", "--n-test", "1", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"Data folder '{root}' is not writable" in err and "--root" in err
+    assert err.count("\n") == 1 and f"Data folder '{root}' " in err and "--root" in err
+    assert f"'{blocker}' is a file, not a folder" in err  # was "is not writable (Not a directory)"

@@ -195,7 +195,7 @@ def test_an_unwritable_report_path_is_a_usage_error_before_the_script_starts(pro
         report, expected = tmp_path, f"--mp.report {str(tmp_path)!r} is a folder; give a file name"
     elif where == "a file as its folder":
         (tmp_path / "file").write_text("")
-        report, expected = tmp_path / "file" / "r.json", "Not a directory"
+        report, expected = tmp_path / "file" / "r.json", "is a file, not a folder"
     else:
         locked = tmp_path / "locked"
         locked.mkdir()

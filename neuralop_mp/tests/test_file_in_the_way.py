@@ -1,0 +1,52 @@
+"""A file where a folder is to be written says so ("is a file, not a folder"), one rule
+(:func:`~neuralop_mp.run_setup.file_in_the_way`) for every folder a command writes into: it said
+"is not writable (File exists)" / "(Not a directory)", or of a checkpoint's ``save_dir`` under a file,
+that the file "is not writable", which no permission would change."""
+import pytest
+
+from neuralop_mp.run_setup import RunSetupError, check_writable
+from neuralop_mp.training.checkpointing import CheckpointError, check_save_dir
+
+
+@pytest.fixture
+def afile(tmp_path):
+    path = tmp_path / "afile"
+    path.write_text("x")
+    return path
+
+
+def test_the_file_in_the_way_is_the_first_path_that_exists(tmp_path, afile):
+    from neuralop_mp.run_setup import file_in_the_way
+
+    assert file_in_the_way(afile) == afile
+    assert file_in_the_way(afile / "a" / "b") == afile
+    assert file_in_the_way(tmp_path / "new" / "run") is None
+    assert file_in_the_way(tmp_path) is None
+
+
+def test_a_file_given_as_the_folder_is_said_to_be_a_file(afile):
+    with pytest.raises(RunSetupError) as raised:
+        check_writable(afile)
+    assert str(raised.value) == (f"Output folder {str(afile)!r} is a file, not a folder; choose another with "
+                                 "--output_dir.")
+
+
+def test_a_folder_under_a_file_names_the_file(afile):
+    with pytest.raises(RunSetupError) as raised:
+        check_writable(afile / "run", "--data.data_root", what="Data folder")
+    assert str(raised.value) == (f"Data folder {str(afile / 'run')!r} cannot be created: {str(afile)!r} is a file, "
+                                 "not a folder; choose another with --data.data_root.")
+
+
+def test_a_checkpoint_folder_under_a_file_names_the_file(afile):
+    with pytest.raises(CheckpointError) as raised:
+        check_save_dir(afile / "ck")
+    assert str(raised.value) == f"Cannot write checkpoints to {afile / 'ck'}: {afile} is a file, not a folder."
+
+
+def test_train_with_a_file_as_output_dir_is_one_line(afile, capsys):
+    from neuralop_mp import cli
+
+    assert cli.main(["train", "darcy", "--output_dir", str(afile), "--opt.n_epochs", "1"]) == 2
+    assert capsys.readouterr().err == (f"neuralop-mp train: error: Output folder {str(afile)!r} is a file, not a "
+                                       "folder; choose another with --output_dir.\n")
