@@ -279,13 +279,18 @@ def _check_eval_modes(eval_modes, test_loaders):
             same = [name for name in loaders if str(name) == str(key)]
             hint = f" Did you mean {same[0]!r} ({type(same[0]).__name__}, not {type(key).__name__})?" if same else ""
             raise ValueError(f"Invalid eval_modes key {key!r}; allowed values: the test_loaders keys {shown}.{hint}")
-        try:
-            check_choice(f"eval_modes[{key!r}]", mode, EVAL_MODES)
-        except ValueError as error:
-            if mode != "autoregressive":
-                raise
-            # upstream's train() docstring spells the mode so; its evaluate() takes "autoregression"
-            raise ValueError(f"{error} Did you mean 'autoregression'?") from None
+        _check_eval_mode(f"eval_modes[{key!r}]", mode)
+
+
+def _check_eval_mode(name, mode):
+    """ValueError unless ``mode`` (``name`` in the message) is one of :data:`EVAL_MODES`."""
+    try:
+        check_choice(name, mode, EVAL_MODES)
+    except ValueError as error:
+        if mode != "autoregressive":
+            raise
+        # upstream's train() docstring spells the mode so; its evaluate() takes "autoregression"
+        raise ValueError(f"{error} Did you mean 'autoregression'?") from None
 
 
 class _NoScheduler:
@@ -1139,6 +1144,14 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             steps += 1
         losses = {name: value / steps for name, value in losses.items()}  # upstream's ZeroDivisionError for none
         return losses, (out if return_output else None)
+
+    def evaluate(self, loss_dict, data_loader, log_prefix="", epoch=None, mode="single_step", max_steps=None):
+        """Upstream's ``evaluate``, ``mode`` checked first: upstream evaluates nothing for another
+        value and ends in an UnboundLocalError after moving the model (``"autoregressive"``, its
+        ``train`` docstring's spelling, included: a ValueError names the mode meant)."""
+        _check_eval_mode("mode", mode)
+        return super().evaluate(loss_dict, data_loader, log_prefix=log_prefix, epoch=epoch, mode=mode,
+                                max_steps=max_steps)
 
     def evaluate_all(self, epoch, eval_losses, test_loaders, eval_modes, max_autoregressive_steps=None):
         metrics = super().evaluate_all(epoch=epoch, eval_losses=eval_losses, test_loaders=test_loaders,

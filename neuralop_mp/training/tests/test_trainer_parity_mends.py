@@ -46,6 +46,21 @@ def test_bad_eval_modes_are_refused_before_training(eval_modes, test_keys, expec
     assert all(torch.equal(b, p) for b, p in zip(before, model.parameters()))
 
 
+@pytest.mark.parametrize("mode, expected", [
+    ("autoregressive", r"Invalid mode='autoregressive'; allowed values: 'single_step', 'autoregression'\. "
+                       r"Did you mean 'autoregression'\?"),
+    ("rollout", r"Invalid mode='rollout'; allowed values: 'single_step', 'autoregression'"),
+])
+def test_evaluate_called_directly_refuses_a_mode_it_does_not_run(mode, expected):
+    """trainer.evaluate(..., mode=...) outside train(): upstream ended in an UnboundLocalError
+    ('eval_step_losses') after moving the model, for the spelling its own docstring gives too."""
+    trainer = MixedPrecisionTrainer(model=tiny_fno(), n_epochs=1)
+    with pytest.raises(ValueError, match=expected):
+        trainer.evaluate({"l2": loss()}, tiny_data()[1]["8"], log_prefix="8", mode=mode)
+    errors = trainer.evaluate({"l2": loss()}, tiny_data()[1]["8"], log_prefix="8", mode="single_step")
+    assert set(errors) == {"8_l2"}
+
+
 def test_good_eval_modes_train():
     trainer = _train(eval_modes={"8": "single_step"})
     assert "8_l2" in trainer.history[-1]
