@@ -34,7 +34,8 @@ from .spectral_conv import MixedPrecisionSpectralConv
 from .weight_storage import layer_weight_dtype
 
 _UNCHANGED = object()
-_NO_LAYER_HINT = ("build it with neuralop_mp.get_model(config) or pass "
+# what to do with a model that has no MixedPrecisionSpectralConv layer (every message that refuses one)
+NO_LAYER_HINT = ("build it with neuralop_mp.get_model(config) or pass "
                   "conv_module=neuralop_mp.MixedPrecisionSpectralConv; a module of your own that creates "
                   "SpectralConv(...) itself: use MixedPrecisionSpectralConv in its place (same arguments "
                   "and state_dict).")
@@ -99,7 +100,7 @@ def _kept_warning(model, mode, kept):
     warnings.warn(f"fno_block_precision={mode!r} is set on the MixedPrecisionSpectralConv layers of "
                   f"{type(model).__name__} only; its {len(names)} upstream spectral layer(s) keep their own "
                   f"precision ({', '.join(map(repr, own))}): {shown}. That part runs as it was built (upstream's "
-                  "half modes crash on CPU); to switch it too, " + _NO_LAYER_HINT,
+                  "half modes crash on CPU); to switch it too, " + NO_LAYER_HINT,
                   UpstreamLayersKeptWarning,
                   stacklevel=stacklevel_outside(_SWITCHING_CODE, _PASSING_FILES))
     given.add(names)
@@ -109,7 +110,7 @@ def _layers_or_raise(model, what):
     layers = mixed_precision_layers(model)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no MixedPrecisionSpectralConv layer, so {what}; "
-                         + _NO_LAYER_HINT)
+                         + NO_LAYER_HINT)
     return layers
 
 
@@ -224,7 +225,7 @@ def set_fixed_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabil
     layers = mixed_precision_layers(model)
     if not layers and (mode != "full" or half_dtype is not _UNCHANGED):
         raise ValueError(f"Cannot set fno_block_precision={mode!r}: {type(model).__name__} has no "
-                         "MixedPrecisionSpectralConv layer; " + _NO_LAYER_HINT)
+                         "MixedPrecisionSpectralConv layer; " + NO_LAYER_HINT)
     snapshot = _snapshot(model)
     if layers:
         # the block's soft-gating skip would otherwise promote autocast activations to fp32

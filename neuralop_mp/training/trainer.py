@@ -48,6 +48,7 @@ from ..optim.nonfinite import norms_finite
 from ..peak_memory import PeakTensorBytes
 from ..precision_policy import PrecisionPolicy
 from ..models.mixed_precision_models import current_n_modes
+from ..layers.layer_precision import NO_LAYER_HINT
 from ..layers.precision_switch import (
     get_precision,
     mixed_precision_layers,
@@ -457,10 +458,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             if modes:
                 raise ValueError(
                     f"precision_schedule={str(schedule)!r} switches the spectral layers to {modes}, but "
-                    f"{type(model).__name__} has no MixedPrecisionSpectralConv layer. Build the model with "
-                    "neuralop_mp.get_model(config) (with opt.precision_schedule set) or pass "
-                    "conv_module=neuralop_mp.MixedPrecisionSpectralConv."
-                )
+                    f"{type(model).__name__} has no MixedPrecisionSpectralConv layer; {NO_LAYER_HINT}")
         self._init_auto_precision(auto_precision, auto_precision_batches)
         self.scaler = ComplexGradScaler(enabled=self._scaling_enabled())
         if self.update_in_backward:  # refused now, not after the data are loaded

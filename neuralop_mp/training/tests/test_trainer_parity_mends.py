@@ -84,3 +84,17 @@ def test_a_type_error_inside_the_loss_is_left_as_raised():
 
     with pytest.raises(TypeError, match=r"^the loss's own error$"):
         _train(training_loss=own)
+
+
+def test_a_schedule_for_a_model_without_plugin_layers_names_every_way_out():
+    """The trainer's refusal wrote its own hint, without the way for a module that creates
+    SpectralConv itself: it now gives the one hint every such refusal gives."""
+    from neuralop.models import FNO
+
+    from neuralop_mp.layers.layer_precision import NO_LAYER_HINT
+
+    model = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4)
+    with pytest.raises(ValueError) as info:
+        MixedPrecisionTrainer(model=model, n_epochs=1, precision_schedule="mixed")
+    assert str(info.value).endswith("FNO has no MixedPrecisionSpectralConv layer; " + NO_LAYER_HINT)
+    assert "SpectralConv(...) itself" in NO_LAYER_HINT
