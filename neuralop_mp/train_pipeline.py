@@ -993,6 +993,6 @@ def _progress_log(log, progress):
     """Messages printed while a tqdm bar runs go through ``tqdm.write`` so the bar stays intact."""
     if not progress or log is not print:
         return log
-    from tqdm.auto import tqdm
+    from .progress_bars import write_line
 
-    return tqdm.write
+    return write_line

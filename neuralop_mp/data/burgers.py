@@ -35,8 +35,8 @@ import warnings
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from ..progress_bars import progress_bar
 from ..vocabulary import check_int_at_least, check_real
 from .compute import cpu_threads, default_device, solver_threads
 from .cache import GENERATOR_VERSION, data_file, generate_cached, generate_train_test, resolve_root
@@ -193,8 +193,8 @@ def generate_burgers_split(root, resolution, split, n_samples, seed=0, progress=
         seeds = [sample_seed(seed, split, i) for i in range(n_samples)]
         chunks = [seeds[i:i + batch_size] for i in range(0, n_samples, batch_size)]
         trajectories, growth = [], 0.0
-        with cpu_threads(1), tqdm(total=len(times) * len(chunks), desc=f"burgers {split} {resolution}",
-                                  disable=not progress, leave=False) as bar:
+        with cpu_threads(1), progress_bar(total=len(times) * len(chunks), desc=f"burgers {split} {resolution}",
+                                          enabled=progress, leave=False) as bar:
             for chunk in chunks:
                 u0 = initial_condition(chunk, n_solve).to(dev)
                 u = solve_burgers(u0, times, viscosity, progress=bar)

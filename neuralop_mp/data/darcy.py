@@ -37,8 +37,8 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 import torch
-from tqdm.auto import tqdm
 
+from ..progress_bars import progress_bar
 from ..vocabulary import check_choice, check_int_at_least, is_integer
 from .compute import cpu_threads
 from .cache import GENERATOR_VERSION, data_file, generate_cached, generate_train_test, resolve_root
@@ -214,8 +214,8 @@ def generate_darcy_split(root, resolution, split, n_samples, seed=0, progress=Tr
             a = permeability(seeds, resolution).numpy()
         u = np.empty_like(a)
         solved_on = "" if stride == 1 else f" (solved {n_solve}x{n_solve})"
-        bar = tqdm(range(n_samples), desc=f"darcy {split} {resolution}x{resolution}{solved_on}",
-                   disable=not progress, leave=False)
+        bar = progress_bar(range(n_samples), desc=f"darcy {split} {resolution}x{resolution}{solved_on}",
+                           enabled=progress, leave=False)
         for n in bar:
             if stride == 1:
                 u[n] = solve_darcy(a[n], 1.0, face_average)

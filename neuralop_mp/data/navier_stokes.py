@@ -31,8 +31,8 @@ import math
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from ..progress_bars import progress_bar
 from ..vocabulary import check_real, is_integer
 from .compute import cpu_threads, default_device, solver_threads
 from .cache import GENERATOR_VERSION, data_file, generate_cached, generate_train_test, resolve_root
@@ -208,8 +208,8 @@ def generate_navier_stokes_split(root, resolution, split, n_samples, seed=0, pro
         chunks = [seeds[i:i + batch_size] for i in range(0, n_samples, batch_size)]
         n_steps = max(1, math.ceil(t_final / step - 1e-9))
         xs, ys = [], []
-        with cpu_threads(1), tqdm(total=n_steps * len(chunks), desc=f"navier-stokes {split} {resolution}x{resolution}",
-                                  disable=not progress, leave=False) as bar:
+        with cpu_threads(1), progress_bar(total=n_steps * len(chunks), desc=f"navier-stokes {split} {resolution}x{resolution}",
+                                          enabled=progress, leave=False) as bar:
             for start, chunk in zip(range(0, n_samples, batch_size), chunks):
                 w0 = initial_vorticity(chunk, n_solve, dtype).to(dev)
                 # torch's CPU rfft2 rounds a batch of one otherwise than the same field in a larger batch:

@@ -552,9 +552,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         super().on_epoch_start(epoch)
         self._enter_phase(epoch)
         if self.progress and self._bar is None:
-            from tqdm.auto import tqdm
+            from ..progress_bars import progress_bar
 
-            self._bar = tqdm(total=self.n_epochs, initial=epoch, unit="epoch", desc="train")
+            self._bar = progress_bar(total=self.n_epochs, initial=epoch, unit="epoch", desc="train")
         if self.autocast_device_type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
