@@ -5,6 +5,7 @@ Most functions take the result dict of :func:`neuralop_mp.train_pipeline.run_tra
 the epoch whose model the trainer keeps, the report names, and ``eval`` runs in the
 precision of.
 """
+import io
 import json
 import math
 import re
@@ -350,7 +351,10 @@ def write_outputs(result, output_dir, extra_files=None):
         "loss_curve": str(output_dir / "loss_curve.png"),
         **(extra_files or {}),
     }
-    write_atomic(files["loss_curve"], lambda f: plot_loss_curve(result["history"], f, result["train_resolution"]))
+    # drawn first: an error of the plot is the plot's, not a failed write of the file
+    png = io.BytesIO()
+    plot_loss_curve(result["history"], png, result["train_resolution"])
+    write_atomic(files["loss_curve"], lambda f: f.write(png.getvalue()))
     payload = {k: v for k, v in result.items() if k != "model_object"}
     payload["files"] = files
     text = json.dumps(to_jsonable(payload), indent=2)

@@ -34,7 +34,7 @@ import warnings
 
 import torch
 
-from ..vocabulary import OneLineErrorParser, plain_text
+from ..vocabulary import OneLineErrorParser, ignoring_upstream_unused_keys, plain_text
 from .cli import fill_defaults, threads_type
 from .report import (add_output_arguments, header, markdown_table, refuse_partial_docs_update,
                      shown_command, write_results)
@@ -70,9 +70,9 @@ def train_once(dataset, recipe, seed, overrides, threads=None):
     from ..configs import load_config
     from ..train_pipeline import run_training
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        # upstream's unused-kwargs chatter; the paper schedule skipping phases in a short --quick run
-        warnings.simplefilter("ignore", UserWarning)
+    with ignoring_upstream_unused_keys(), contextlib.redirect_stdout(io.StringIO()):
+        # the paper schedule skipping phases in a short --quick run; every other warning (the plugin's) shown
+        warnings.filterwarnings("ignore", message=r"Precision schedule .* get no epoch in a run of")
         config = load_config(dataset, {**overrides, **RECIPES[recipe], "seed": seed})
         result = run_training(config, progress=False, write=False, log=lambda *a, **k: None, threads=threads)
     train_res = result["train_resolution"]

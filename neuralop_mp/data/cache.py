@@ -180,22 +180,35 @@ def _stale(path, settings, n_samples, overwrite):
 
 
 def save_data_file(path, tensors, settings, n_samples):
-    """Write ``tensors`` plus metadata atomically (a partial file never looks complete)."""
+    """Write ``tensors`` plus metadata atomically (a partial file never looks complete).
+
+    Raises
+    ------
+    CheckpointWriteError
+        An ``OSError`` naming ``path`` and a full disk with its free space, for a write that
+        failed (:func:`~neuralop_mp.training.checkpointing.write_error`); the temporary removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(tensors)
     payload["meta"] = dict(settings, n_samples=int(n_samples))
     tmp = _temporary_path(path)
     try:
-        # saved through a handle: given a file name, torch names the archive's records after
-        # it (here with the pid), so the same data gave different bytes in every run
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            # saved through a handle: given a file name, torch names the archive's records after
+            # it (here with the pid), so the same data gave different bytes in every run
+            with open(tmp, "wb") as handle:
+                torch.save(payload, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except (OSError, RuntimeError) as err:  # RuntimeError: torch's writer on a full disk
+        from ..training.checkpointing import write_error
+
+        raise write_error(path, err, "the data file", needed=sum(
+            t.numel() * t.element_size() for t in tensors.values() if torch.is_tensor(t))) from err
     return path
 
 

@@ -23,6 +23,7 @@ import time
 
 from ..vocabulary import OneLineErrorParser
 from ..signals import exit_status, interrupt_name, terminate_as_interrupt
+from ..training.checkpointing import CheckpointWriteError
 from .darcy import FACE_AVERAGES
 
 def _int_at_least(low, allowed):
@@ -119,25 +120,6 @@ def _generate(args):
                                     **given, **physics)
 
 
-def _write_failure(err, root):
-    """The ``CheckpointWriteError`` of ``err``, raised while a data file was being generated into
-    ``root``, by the one rule of a failed write (:func:`~neuralop_mp.training.checkpointing.write_error`:
-    the file, a full disk with its free space). The file is the one
-    :func:`~neuralop_mp.data.cache.save_data_file` was saving where the error passed through it (the
-    error names none: its last is the close's), else the data folder."""
-    import traceback
-
-    from ..training.checkpointing import write_error
-    from . import cache
-
-    path = root
-    for frame, _ in traceback.walk_tb(err.__traceback__):
-        if frame.f_code is cache.save_data_file.__code__:
-            path = frame.f_locals.get("path", root)
-    what = "the data file" if path != root else "a data file in"
-    return write_error(path, err, what)
-
-
 def main(argv=None):
     """Run ``neuralop-mp data ...``; return the exit status."""
     parser = build_parser()
@@ -158,8 +140,7 @@ def main(argv=None):
         except (ValueError, FileExistsError) as err:
             print(f"neuralop-mp data: error: {err}", file=sys.stderr)
             return 2
-        except OSError as err:  # a full disk while saving: the save removed its temporary, the files before it are kept
-            error = _write_failure(err, root)
+        except CheckpointWriteError as error:  # a full disk while saving: its temporary removed, earlier files kept
             free = "free some space and " if error.errno == errno.ENOSPC else ""
             print(f"neuralop-mp data: error: {error}; the files finished before it are kept, the one being written "
                   f"was not saved; {free}run the same command again (finished files are reused)", file=sys.stderr)

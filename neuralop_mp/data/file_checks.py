@@ -60,7 +60,8 @@ class ForeignDataFileChecksumError(DataFileChecksumError):
 class UnreadableDataFileError(DataFileError):
     """A complete file that cannot be read as a data file of torch tensors (numpy arrays or
     other objects a weights-only load refuses, torch's legacy format, another format, a
-    damaged archive): whose it is cannot be read from it, so it is never replaced."""
+    damaged archive), or a path of a data file's name that cannot be read at all (a folder):
+    whose it is cannot be read from it, so it is never replaced."""
 
     replaceable = False
 
@@ -82,7 +83,12 @@ def read_data_file(path):
         data = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
     except Exception as err:  # torch raises RuntimeError, OSError, UnpicklingError, ... for files it cannot read
         reason = f"{type(err).__name__}: {_first_line(err)}"
-        if _is_partial(path):  # cut short by an interrupted copy or write: nothing in it is usable
+        try:
+            partial = _is_partial(path)
+        except OSError as unreadable:  # a folder of that name, a file this user may not read
+            raise UnreadableDataFileError(f"{path} cannot be read ({type(unreadable).__name__}: {unreadable}); it is "
+                                          "not replaced with generated data.") from err
+        if partial:  # cut short by an interrupted copy or write: nothing in it is usable
             raise DataFileError(f"{path} is not a readable data file (truncated: {reason}).") from err
         raise UnreadableDataFileError(
             f"{path} is a complete file but not one of torch tensors that a weights-only load reads ({reason}); "

@@ -248,6 +248,14 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     return read
 
 
+class OwnDataError(ValueError):
+    """A load of the user's own data files that would mix in generated ones (:func:`ensure_files`)."""
+
+
+class OwnDataMissingError(FileNotFoundError):
+    """Files missing from a load of the user's own data files, with ``generate=False``."""
+
+
 def _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, generate):
     """Refuse a load that holds the user's own data files (no generation record; a reference
     entry of None: the run trained on one) beside files of ours, or beside files it would
@@ -256,10 +264,10 @@ def _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, gene
 
     Raises
     ------
-    ValueError
-        Naming the user's files and ours (or the ones that would be generated), and the way out.
-    FileNotFoundError
-        With ``generate`` False, for missing files beside the user's own: naming them, and what
+    OwnDataError
+        A ValueError naming the user's files and ours (or the ones that would be generated), and the way out.
+    OwnDataMissingError
+        A FileNotFoundError, with ``generate`` False, for missing files beside the user's own: naming them, and what
         to put there (not the ``neuralop-mp data`` command, which writes the generator's data).
     """
     own = [str(name) for name, meta in records.items() if meta is None]
@@ -271,7 +279,7 @@ def _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, gene
     theirs = f"{', '.join(own)} {'holds' if len(own) == 1 else 'hold'} your own data (no generation record of " \
              "neuralop-mp data)"
     if ours:
-        raise ValueError(f"This load mixes files of your own with files neuralop-mp generated: {theirs}; "
+        raise OwnDataError(f"This load mixes files of your own with files neuralop-mp generated: {theirs}; "
                          f"{', '.join(ours)} {'was' if len(ours) == 1 else 'were'} generated (synthetic {prefix} "
                          "data, another equation). Replace the generated ones with your own data, or leave their "
                          "resolutions out of the load.")
@@ -279,11 +287,11 @@ def _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, gene
         return
     missing = ", ".join(absent)
     if generate:
-        raise ValueError(f"{theirs}; {missing} {'is' if len(absent) == 1 else 'are'} not there, and generating "
+        raise OwnDataError(f"{theirs}; {missing} {'is' if len(absent) == 1 else 'are'} not there, and generating "
                          f"{'it' if len(absent) == 1 else 'them'} would put synthetic {prefix} data (another equation) "
                          "beside yours. Put your own file there (a dict with tensors 'x' and 'y'), or leave its "
                          "resolution out of the load.")
-    raise FileNotFoundError(f"Missing data files: {missing}. {theirs[0].upper()}{theirs[1:]}: put your own file "
+    raise OwnDataMissingError(f"Missing data files: {missing}. {theirs[0].upper()}{theirs[1:]}: put your own file "
                             "there (a dict with tensors 'x' and 'y'), or leave its resolution out of the load.")
 
 

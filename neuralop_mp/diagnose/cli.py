@@ -235,13 +235,20 @@ def fine_inputs(loader_name, kwargs, resolution, n_samples):
     ``kwargs``'s ``reference`` (a run's data records, :func:`_run_data`) gives the physics of the
     files generated."""
     from .. import data as data_module
+    from ..data.loaders import OwnDataError, OwnDataMissingError
 
     keep = {k: v for k, v in kwargs.items()
             if k in ("data_root", "encode_input", "encode_output", "seed", "reference")}
-    train, tests, processor = getattr(data_module, loader_name)(
-        n_train=max(n_samples, 8), batch_size=n_samples, train_resolution=resolution,
-        test_resolutions=[2 * resolution], n_tests=[n_samples], test_batch_sizes=[n_samples],
-        progress=False, **keep)
+    try:
+        train, tests, processor = getattr(data_module, loader_name)(
+            n_train=max(n_samples, 8), batch_size=n_samples, train_resolution=resolution,
+            test_resolutions=[2 * resolution], n_tests=[n_samples], test_batch_sizes=[n_samples],
+            progress=False, **keep)
+    except (OwnDataError, OwnDataMissingError) as error:  # its advice is a load's: say diagnose's
+        raise ValueError(f"{error} diagnose measures the model on test inputs at twice the working resolution "
+                         f"({2 * resolution} for --resolution {resolution}), with {max(n_samples, 8)} training "
+                         f"samples at {resolution} for the normalizer: put your own files at those resolutions "
+                         "there, or give --resolution N where your data holds N and 2N.") from None
     batch = next(iter(tests[2 * resolution]))
     if processor is not None:
         processor.eval()

@@ -113,3 +113,18 @@ def test_a_data_section_naming_no_loader_is_refused_before_the_run_folder(tmp_pa
                        "docs/data.md); for other data, train from Python with MixedPrecisionTrainer "
                        "(docs/training.md).")
     assert not out.exists()
+
+
+def test_a_data_section_naming_another_function_of_the_data_module_is_refused():
+    """Only the built-in loaders: generate_darcy (a function of neuralop_mp.data, not a loader) passed
+    the check and failed later in build_data."""
+    from neuralop_mp.configs.datasets import DarcyDatasetConfig
+    from neuralop_mp.configs.validation import validate_data
+
+    class Generating(DarcyDatasetConfig):
+        def loader_name(self):
+            return "generate_darcy"
+
+    with pytest.raises(ValueError, match=r"loader_name\(\) is 'generate_darcy', which names no loader"):
+        validate_data(Generating())
+    validate_data(DarcyDatasetConfig())

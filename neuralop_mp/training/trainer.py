@@ -34,6 +34,7 @@ import dis
 import functools
 import inspect
 import math
+import re
 import os
 import warnings
 import weakref
@@ -56,7 +57,7 @@ from ..layers.precision_switch import (
     set_precision,
 )
 from ..vocabulary import (check_choice, check_int_at_least, dtype_name, normalize_flag, normalize_half_dtype,
-                          resolve_half_dtype)
+                          resolve_half_dtype, UPSTREAM_UNUSED_KEYS_WARNING)
 from ..wrapped_module import unwrap
 from . import checkpointing, distributed
 from .auto_phases import AutoPrecisionPhases
@@ -162,7 +163,7 @@ def _drops_unnamed_keys(fn):
 
 @functools.lru_cache(maxsize=None)
 def _warns_and_forwards_nothing(code):
-    warns = any(isinstance(const, str) and "received unexpected keyword arguments" in const
+    warns = any(isinstance(const, str) and re.search(UPSTREAM_UNUSED_KEYS_WARNING, const)
                 for const in code.co_consts)  # upstream's warning text
     # a call passing a keyword mapping (f(**kwargs)): CALL_FUNCTION_EX with its flag 1 set (f(*args) clears it)
     # a Python that no longer sets the flag (op.arg None) counts as handing them on: every key, as upstream

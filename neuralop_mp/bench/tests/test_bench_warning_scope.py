@@ -36,3 +36,27 @@ def test_only_upstreams_unused_keys_warning_is_hidden_and_only_during_the_run(be
     shown = [str(w.message) for w in recwarn]
     assert PLUGIN in shown, shown  # the plugin's own warning reaches the user
     assert UPSTREAM not in shown, shown
+
+
+def test_bench_auto_shows_the_plugins_warnings_of_its_runs(tmp_path, monkeypatch, recwarn):
+    """bench auto ignored every UserWarning of its training runs (scoped, but the plugin's own
+    hidden from runs whose numbers go to the docs): upstream's unused-keys warning and the short
+    --quick schedule's skipped phases only, now."""
+    from neuralop_mp import train_pipeline
+    from neuralop_mp.bench import auto_precision
+
+    real = train_pipeline.run_training
+    skipped = "Precision schedule 'paper': phase(s) ['mixed'] get no epoch in a run of 2 epochs and are skipped."
+
+    def warning_run_training(*args, **kwargs):
+        for text in (PLUGIN, UPSTREAM, skipped):
+            warnings.warn(text, UserWarning)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_pipeline, "run_training", warning_run_training)
+    before = list(warnings.filters)
+    argv = ["--quick", "--datasets", "darcy", "--recipes", "full", "--threads", "1", "--out", str(tmp_path)]
+    assert auto_precision.main(argv) == 0
+    assert warnings.filters == before
+    shown = [str(w.message) for w in recwarn]
+    assert PLUGIN in shown and UPSTREAM not in shown and skipped not in shown, shown

@@ -38,3 +38,26 @@ def test_a_full_disk_while_generating_is_one_line_naming_the_file_and_the_free_s
                    "2.9 KiB free on its file system ([Errno 28] No space left on device); the files finished "
                    "before it are kept, the one being written was not saved; free some space and run the same "
                    "command again (finished files are reused)\n")
+
+
+def test_generate_from_python_on_a_full_disk_names_the_file_and_the_full_disk(tmp_path, monkeypatch):
+    """The Python API got a bare OSError naming no file; the CLI found the file by walking the traceback."""
+    from neuralop_mp.data import generate_darcy
+
+    def save(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(checkpointing, "free_bytes", lambda path: 3000, raising=False)
+    with pytest.raises(checkpointing.CheckpointWriteError, match=r"could not write the data file .*darcy_t\w+_8\.pt: "
+                                                                 r"the disk is full") as info:
+        generate_darcy(tmp_path, resolutions=(8,), n_train=2, n_test=1, progress=False)
+    assert info.value.errno == errno.ENOSPC
+
+
+def test_a_folder_in_a_data_files_place_is_refused_as_unreadable_not_as_a_failed_write(tmp_path, capsys):
+    (tmp_path / "darcy_train_8.pt").mkdir()
+    assert cli.main([*ARGS, "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "could not write" not in err and "darcy_train_8.pt cannot be read (IsADirectoryError" in err, err
+    assert (tmp_path / "darcy_train_8.pt").is_dir()

@@ -69,3 +69,18 @@ def test_eval_of_a_run_trained_on_own_data_does_not_generate_its_test_sets(tmp_p
     # without results.json: the training file found at the data root without a record says the same
     (run / "results.json").unlink()
     assert list(run_data_records(run, config.data).values()) == [None]
+
+
+def test_diagnose_on_own_data_says_which_files_it_needs(tmp_path):
+    """diagnose reads test inputs at twice the working resolution: with own files at 8 alone, the
+    load's advice ('leave its resolution out of the load') is none a diagnose user can follow."""
+    from neuralop_mp.diagnose.cli import fine_inputs
+
+    _own(tmp_path, "train", 8, 8)
+    _own(tmp_path, "test", 8, 2)
+    with pytest.raises(ValueError, match=r"darcy_test_16.pt is not there.* diagnose measures the model on test inputs "
+                                         r"at twice the working resolution \(16 for --resolution 8\).*--resolution N"):
+        fine_inputs("load_darcy", {"data_root": tmp_path}, 8, 4)
+    assert not (tmp_path / "darcy_test_16.pt").exists()
+    _own(tmp_path, "test", 16, 4)  # the user's own file at 2N: diagnosed on it
+    assert fine_inputs("load_darcy", {"data_root": tmp_path}, 8, 4).shape[-1] == 16
