@@ -877,6 +877,14 @@ class TensorGRaD(Optimizer):
             post_hook(self)
 
     # ----------------------------------------------------------------- memory
+    def next_step_refreshes(self):
+        """``(group index, position)`` of each compressed parameter whose next step refreshes its
+        bases (:func:`~neuralop_mp.optim.compressed_step.refresh_due`): such a step's memory
+        differs from the others' (the Gram matrices, the new factors), so a meter that measures one
+        step as every step's (``MixedPrecisionTrainer``'s) measures again where this changes."""
+        return tuple((i, j) for i, group in enumerate(self.param_groups) for j, p in enumerate(group["params"])
+                     if (state := self.state.get(p)) and bool(state["compressed"]) and refresh_due(state, group))
+
     def memory_report(self):
         """Bytes held by parameters, gradients and optimizer state, by category
         (see :func:`~neuralop_mp.optim.state_memory.state_memory_report`)."""

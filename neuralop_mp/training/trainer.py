@@ -46,7 +46,7 @@ from neuralop.training import Trainer
 from ..caller_frames import stacklevel_outside
 from ..memory import SavedTensorBytes
 from ..optim.nonfinite import norms_finite
-from ..peak_memory import PeakTensorBytes
+from ..peak_memory import PeakTensorBytes, tensor_bytes
 from ..precision_policy import PrecisionPolicy
 from ..models.mixed_precision_models import current_n_modes
 from ..layers.layer_precision import NO_LAYER_HINT
@@ -79,6 +79,17 @@ def _as_float32(out):
     if isinstance(out, (tuple, list)):
         return type(out)(_as_float32(o) for o in out)
     return out
+
+
+def _processor_setting(processor):
+    """The data processor's plain settings (numbers, strings, flags), of the CPU meters' setting
+    (``MixedPrecisionTrainer._memory_setting``): a processor may change the batch in ``preprocess``
+    as training goes, e.g. upstream's ``IncrementalDataProcessor`` its resolution every few epochs,
+    while the loader's batches keep their shapes."""
+    if processor is None:
+        return None
+    return tuple(sorted((key, value) for key, value in vars(processor).items()
+                        if isinstance(value, (bool, int, float, str)) and not key.startswith("_")))
 
 
 def _half_moments_hint(optimizer):
@@ -762,15 +773,16 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         (the run's first step creates it, so the next step's peak holds it from the start)."""
         batch = tuple((key, tuple(value.shape), value.dtype) for key, value in sample.items()
                       if torch.is_tensor(value)) if isinstance(sample, Mapping) else type(sample)
-        state = self._optimizer_in_epoch.state
-        state_bytes = sum(value.numel() * value.element_size() for entry in state.values()
-                          for value in (entry.values() if isinstance(entry, Mapping) else ())
-                          if torch.is_tensor(value))
+        optimizer = self._optimizer_in_epoch
+        state = optimizer.state
+        state_bytes = tensor_bytes([entry for entry in state.values() if isinstance(entry, Mapping)])
+        # a step that refreshes TensorGRaD's bases holds more than one that does not
+        refreshes = getattr(optimizer, "next_step_refreshes", None)
         return (self.phase_index, self._current_precision(), self.autocast_enabled, self.autocast_dtype,
-                self._layer_half_dtype(), self.scaler.enabled, batch,
+                self._layer_half_dtype(), self.scaler.enabled, batch, _processor_setting(self.data_processor),
                 tuple((tuple(p.shape), p.dtype) for p in self.model.parameters()),
                 tuple((name, tuple(modes)) for name, modes in current_n_modes(self.model).items()),
-                len(state), state_bytes)
+                len(state), state_bytes, refreshes() if callable(refreshes) else None)
 
     def _memory_needs_measuring(self, sample):
         """Whether the CPU meters watch this epoch's first batch (``sample``): not where nothing they

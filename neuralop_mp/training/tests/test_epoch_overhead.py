@@ -161,3 +161,68 @@ def test_the_step_meter_leaves_nothing_alive_after_its_block():
     gc.collect()
     assert mode() is None
     assert kept.sum() == 200
+
+
+def _train_with(monkeypatch, make_optimizer, n_epochs, measure_every_epoch=False, data_processor=None,
+                trainer_cls=MixedPrecisionTrainer, **trainer_kwargs):
+    """A tiny run with ``make_optimizer(model)``; returns (history, the epochs the step meter watched)."""
+    watched = []
+
+    class CountingMeter(PeakTensorBytes):
+        def __enter__(self):
+            watched.append(trainer.epoch)
+            return super().__enter__()
+
+    monkeypatch.setattr(trainer_module, "PeakTensorBytes", CountingMeter)
+    if measure_every_epoch:
+        monkeypatch.setattr(MixedPrecisionTrainer, "_memory_needs_measuring", lambda self, sample: True)
+    train, test = tiny_data()
+    torch.manual_seed(0)
+    model = tiny_fno()
+    trainer = trainer_cls(model=model, n_epochs=n_epochs, data_processor=data_processor, **trainer_kwargs)
+    optimizer = make_optimizer(model)
+    trainer.train(train, test, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, 100), training_loss=loss())
+    return trainer.history, watched
+
+
+def test_an_epoch_starting_on_a_tensorgrad_refresh_step_is_measured(monkeypatch):
+    """Whether an epoch's first step refreshes TensorGRaD's bases (its update_proj_gap) sets its peak:
+    those epochs were given the last measured epoch's figures."""
+    from neuralop_mp.optim import TensorGRaD
+
+    def tensorgrad(model):  # 4 steps an epoch, a refresh every 6: epochs 0 and 3 start on one
+        return TensorGRaD(model.parameters(), lr=1e-3, update_proj_gap=6, min_params=0, rank=0.5, sparse_ratio=0.25)
+
+    history, watched = _train_with(monkeypatch, tensorgrad, n_epochs=5)
+    assert 3 in watched
+    monkeypatch.undo()
+    every, _ = _train_with(monkeypatch, tensorgrad, n_epochs=5, measure_every_epoch=True)
+    assert _measured(history) == _measured(every)
+
+
+def test_a_data_processor_that_changes_the_batch_during_training_is_measured_again(monkeypatch):
+    """Upstream's IncrementalDataProcessor raises the resolution in preprocess every few epochs while the
+    loader's batches keep their shape: the epochs at a finer resolution recorded the coarse one's bytes."""
+    from neuralop.data.transforms.data_processors import IncrementalDataProcessor
+
+    from neuralop_mp.training.incremental import IncrementalMixedPrecisionTrainer
+
+    def processor():
+        return IncrementalDataProcessor(in_normalizer=None, out_normalizer=None, device="cpu",
+                                        subsampling_rates=[2, 1], dataset_resolution=8, dataset_indices=[2, 3],
+                                        epoch_gap=2, verbose=False)
+
+    def adamw(model):
+        return torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    # upstream's incremental trainer steps the processor's epoch (its loss-gap rule also grows the modes)
+    kwargs = dict(trainer_cls=IncrementalMixedPrecisionTrainer, incremental_loss_gap=True)
+    history, watched = _train_with(monkeypatch, adamw, n_epochs=5, data_processor=processor(), **kwargs)
+    assert 2 in watched  # the epoch whose batches the processor refines
+    monkeypatch.undo()
+    every, _ = _train_with(monkeypatch, adamw, n_epochs=5, measure_every_epoch=True, data_processor=processor(),
+                           **kwargs)
+    # the step peaks of the incremental algorithms' epochs move by a KiB from run to run (their lazily
+    # made state): the saved bytes, which the resolution sets, are compared
+    assert [h["saved_bytes"] for h in history] == [h["saved_bytes"] for h in every]
+    assert history[1]["saved_bytes"] < history[-1]["saved_bytes"]  # the finer grid saves more
