@@ -89,18 +89,20 @@ def upstream_spectral_layers(model, layer_class=None):
             and not any(other is not m and "fno_block_precision" in other.__dict__ for other in m.modules())]
 
 
-def _kept_warning(model, mode, kept):
-    """Warn, once per model and set of layers, that ``kept`` (upstream layers not in ``mode``) stay as they are."""
+def _kept_warning(model, mode, kept, stabilizer=_UNCHANGED):
+    """Warn, once per model and set of layers, that ``kept`` (upstream layers not in ``mode``, or not
+    under ``stabilizer`` where one is set) stay as they are."""
     names = tuple(name or type(layer).__name__ for name, layer in kept)
     given = _WARNED_KEPT.setdefault(model, set())
     if names in given:
         return
     own = sorted({layer.fno_block_precision for _, layer in kept})
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-    warnings.warn(f"fno_block_precision={mode!r} is set on the MixedPrecisionSpectralConv layers of "
-                  f"{type(model).__name__} only; its {len(names)} upstream spectral layer(s) keep their own "
-                  f"precision ({', '.join(map(repr, own))}): {shown}. That part runs as it was built (upstream's "
-                  "half modes crash on CPU); to switch it too, " + NO_LAYER_HINT,
+    setting = f"fno_block_precision={mode!r}" + ("" if stabilizer is _UNCHANGED else f" and stabilizer={stabilizer!r}")
+    warnings.warn(f"{setting} {'is' if stabilizer is _UNCHANGED else 'are'} set on the MixedPrecisionSpectralConv "
+                  f"layers of {type(model).__name__} only; its {len(names)} upstream spectral layer(s) keep their "
+                  f"own precision ({', '.join(map(repr, own))}) and stabilizer: {shown}. That part runs as it was "
+                  "built (upstream's half modes crash on CPU); to switch it too, " + NO_LAYER_HINT,
                   UpstreamLayersKeptWarning,
                   stacklevel=stacklevel_outside(_SWITCHING_CODE, _PASSING_FILES))
     given.add(names)
@@ -236,9 +238,15 @@ def set_fixed_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabil
     # copies of the flags); a model without our layers (only "full" gets here) is switched as a whole
     ours = {id(layer) for layer in layers}
     switched = [m for m in model.modules() if not layers or any(id(sub) in ours for sub in m.modules())]
-    kept = [(name, layer) for name, layer in upstream_spectral_layers(model) if layer.fno_block_precision != mode]
+    # upstream's part keeps its stabilizer too (its FNOBlocks' flag): told where that differs from the one set
+    switched_ids = {id(m) for m in switched}
+    other_stabilizer = stabilizer is not _UNCHANGED and any(
+        m.stabilizer != wanted.stabilizer for m in model.modules()
+        if id(m) not in switched_ids and "stabilizer" in m.__dict__ and not isinstance(m, nn.ModuleList))
+    kept = [(name, layer) for name, layer in upstream_spectral_layers(model)
+            if layer.fno_block_precision != mode or other_stabilizer]
     if layers and kept:
-        _kept_warning(model, mode, kept)
+        _kept_warning(model, mode, kept, stabilizer=wanted.stabilizer if other_stabilizer else _UNCHANGED)
 
     for m in switched:
         if "fno_block_precision" in m.__dict__:

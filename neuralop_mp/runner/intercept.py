@@ -17,6 +17,7 @@ from ..configs.zencfg_compat import read_key, section_dict
 from ..layers.layer_precision import upstream_spectral_layers
 from ..layers.precision_switch import mixed_precision_layers
 from ..precision_policy import PrecisionPolicy
+from ..training.schedule import PrecisionSchedule
 
 # While the factory builds an optimizer it may itself call the replaced name (a
 # factory optimizer that subclasses upstream's AdamW): this flag makes the stand-in step aside.
@@ -174,8 +175,10 @@ def make_trainer_class(options, report, parts):
             entry = report.record_trainer(self, schedule=kwargs["precision_schedule"])
             if model is not None:
                 entry.update(trained_model_entry(model, report, parts))
-            kept = own_schedule is not None and schedule is not None and str(own_schedule) != str(schedule)
-            entry["schedule_from"] = ("the script" if kept or (own_schedule is not None and schedule is None)
+            # compared as schedules: the script's "paper" is the option's half:0.25,mixed:0.5,full:0.25
+            kept = (own_schedule is not None and schedule is not None
+                    and self.precision_schedule != PrecisionSchedule.from_config(schedule))
+            entry["schedule_from"] = ("the script" if own_schedule is not None
                                       else "options" if schedule is not None else None)
             if kept:
                 report.note(f"the script passes its own precision_schedule={str(own_schedule)!r} to "

@@ -68,7 +68,7 @@ def test_a_model_save_that_fails_keeps_the_previous_files_whole(tmp_path, monkey
     with pytest.raises(CheckpointWriteError) as raised:
         save_model(model, tmp_path)
     error = raised.value
-    assert str(error) == (f"could not write the model file {tmp_path / name}: the disk is full, 4.0 KiB free on its "
+    assert str(error) == (f"could not write the model file {tmp_path / name}: the disk is full, 4.00 KiB free on its "
                           f"file system ({WRITER_ERROR})")
     assert error.errno == errno.ENOSPC and error.filename == str(tmp_path / name)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary left either

@@ -41,6 +41,7 @@ import torch
 
 from ..caller_frames import stacklevel_outside
 from ..optim.settings import BOOKKEEPING_KEYS
+from ..run_records import human_bytes
 from ..vocabulary import public_name
 from ..wrapped_module import unwrap
 
@@ -296,14 +297,6 @@ def free_bytes(path):
     return None
 
 
-def size_text(n_bytes):
-    """``512`` -> ``"512 bytes"``, ``49280`` -> ``"48.1 KiB"``, in binary units up to GiB."""
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:.1f} {unit}"
-    return f"{n_bytes} bytes"
-
-
 def write_error(path, err, what="the checkpoint file", needed=None):
     """The :class:`CheckpointWriteError` of ``err``, raised while writing ``path`` (``what`` it is):
     one rule for every file a run writes (checkpoint, model files, run records, plots).
@@ -318,7 +311,7 @@ def write_error(path, err, what="the checkpoint file", needed=None):
     free = free_bytes(path)
     full = code == errno.ENOSPC or (code is None and free is not None
                                     and free < max(needed or 0, NEARLY_FULL_BYTES))
-    room = f": the disk is full, {size_text(free)} free on its file system" if full and free is not None else \
+    room = f": the disk is full, {human_bytes(free)} free on its file system" if full and free is not None else \
         (": the disk is full" if full else "")
     error = CheckpointWriteError(f"could not write {what + ' ' if what else ''}{path}{room} ({err})")
     error.errno, error.filename = errno.ENOSPC if full else code, str(path)

@@ -35,7 +35,7 @@ def test_a_full_disk_while_generating_is_one_line_naming_the_file_and_the_free_s
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
     (failed,) = {"darcy_train_8.pt", "darcy_test_8.pt"} - set(written)
     assert err == (f"neuralop-mp data: error: could not write the data file {tmp_path / failed}: the disk is full, "
-                   "2.9 KiB free on its file system ([Errno 28] No space left on device); the files finished "
+                   "2.93 KiB free on its file system ([Errno 28] No space left on device); the files finished "
                    "before it are kept, the one being written was not saved; free some space and run the same "
                    "command again (finished files are reused)\n")
 

@@ -117,3 +117,16 @@ def test_the_no_layer_hint_covers_a_module_that_creates_spectral_conv_itself():
     assert "conv_module=neuralop_mp.MixedPrecisionSpectralConv" in message
     assert "creates SpectralConv(...) itself: use MixedPrecisionSpectralConv in its place (same arguments and " \
            "state_dict)" in message
+
+
+def test_a_stabilizer_set_in_full_precision_names_the_upstream_part_that_keeps_its_own():
+    """set_precision(model, 'full', stabilizer='tanh'): the upstream part keeps no stabilizer while the
+    plugin's gets tanh; the upstream layers matched the mode, so nothing was said."""
+    model = _Correction()
+    with pytest.warns(UpstreamLayersKeptWarning, match=r"fno_block_precision='full' and stabilizer='tanh' are set "
+                                                       r".* keep their own precision \('full'\) and stabilizer"):
+        set_precision(model, "full", stabilizer="tanh")
+    assert model.base.fno_blocks.stabilizer is None and model.corr.fno_blocks.stabilizer == "tanh"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UpstreamLayersKeptWarning)
+        set_precision(_Correction(), "full")  # nothing differs from what upstream's part keeps: quiet

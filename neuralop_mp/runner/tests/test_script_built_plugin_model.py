@@ -39,7 +39,8 @@ SCRIPT = textwrap.dedent(
                 return self.base(x) + self.corr(x)
 
         model = Corrected(model)
-    extra = {{"precision_schedule": "full"}} if "--own-schedule" in sys.argv else {{}}
+    extra = ({{"precision_schedule": "full"}} if "--own-schedule" in sys.argv else
+             {{"precision_schedule": "paper"}} if "--own-paper" in sys.argv else {{}})
     trainer = Trainer(model=model, n_epochs=1, verbose=False, **extra)
     import torch
     from neuralop.losses import LpLoss
@@ -94,6 +95,17 @@ def test_the_scripts_own_schedule_is_said_to_win(tmp_path, capsys):
     assert "precision set by the script's own precision_schedule" in summary
     assert ("WARNING: the script passes its own precision_schedule='full' to Trainer: it was kept, and the requested "
             "--mp.precision mixed (schedule 'mixed') was NOT applied to that trainer.") in summary, summary
+
+
+def test_the_scripts_own_schedule_equal_to_the_requested_one_is_no_override(tmp_path, capsys):
+    """'paper' passed by the script under --mp.schedule paper was compared as text with the expanded
+    schedule, and the summary said the requested precision was NOT applied."""
+    path = tmp_path / "own_model.py"
+    path.write_text(SCRIPT.format(build=BUILDS["plugin_class"]))
+    assert main([str(path), "--mp.schedule", "paper", "--", "--own-paper"]) == 0
+    out = capsys.readouterr().out
+    assert "NOT applied" not in out, out
+    assert "precision set by the script's own precision_schedule" in out
 
 
 def test_upstream_layers_beside_the_plugins_are_named(tmp_path, capsys):

@@ -33,7 +33,7 @@ def _save_with_torchs_full_disk_error(tmp_path, monkeypatch, free):
 def test_torchs_writer_error_on_a_nearly_full_disk_says_the_disk_is_full(tmp_path, monkeypatch):
     error = _save_with_torchs_full_disk_error(tmp_path, monkeypatch, free=12 * 1024)
     path = tmp_path / "ckpt.tmp" / "optimizer.pt"
-    assert str(error).startswith(f"could not write the checkpoint file {path}: the disk is full, 12.0 KiB free on "
+    assert str(error).startswith(f"could not write the checkpoint file {path}: the disk is full, 12.00 KiB free on "
                                  "its file system ("), str(error)
     assert error.errno == errno.ENOSPC and error.filename == str(path)
 
@@ -58,7 +58,7 @@ def test_enospc_is_a_full_disk_and_another_errno_is_not(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpointing, "free_bytes", lambda path: 0, raising=False)
     path = tmp_path / "f.pt"
     full = checkpointing.write_error(path, OSError(errno.ENOSPC, "No space left on device"), "the model file")
-    assert str(full) == (f"could not write the model file {path}: the disk is full, 0 bytes free on its file system "
+    assert str(full) == (f"could not write the model file {path}: the disk is full, 0 B free on its file system "
                          "([Errno 28] No space left on device)")
     denied = checkpointing.write_error(path, PermissionError(errno.EACCES, "Permission denied"), "the model file")
     assert str(denied) == f"could not write the model file {path} ([Errno 13] Permission denied)"
