@@ -1,33 +1,11 @@
 """With ``save_best``, an epoch whose metric ties the best earlier one does not replace the best
 checkpoint (strictly lower only, as upstream's loop), the epochs before a resume included."""
-import warnings
-from pathlib import Path
-
-import torch
-
-from .tiny import CrashingTrainer, Interrupted, loss, tiny_data, tiny_fno
+from .test_resume_and_step_edges import _best_run, _checkpoint_epoch
 
 
 def _run(save_dir, n_epochs, crash_at=None, resume=False):
     """lr=0: the weights never move, so every epoch's test metric ties the first's."""
-    train, test = tiny_data()
-    model = tiny_fno(seed=0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=100)
-    trainer = CrashingTrainer(model=model, n_epochs=n_epochs, precision_schedule="full", verbose=False)
-    trainer.crash_at = crash_at
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            trainer.train(train, test, optimizer, scheduler, training_loss=loss(), save_best="8_l2",
-                          save_dir=save_dir, resume_from_dir=save_dir if resume else None)
-        except Interrupted:
-            pass
-    return trainer
-
-
-def _checkpoint_epoch(save_dir):
-    return torch.load(Path(save_dir) / "manifest.pt", weights_only=True)["epoch"]
+    return _best_run(save_dir, crash_at=crash_at, resume=resume, n_epochs=n_epochs, lr=0.0)
 
 
 def test_a_tie_after_a_resume_does_not_replace_the_best_checkpoint(tmp_path):

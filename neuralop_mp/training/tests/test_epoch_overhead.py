@@ -18,23 +18,9 @@ MEMORY = ("saved_bytes", "step_peak_bytes")
 
 
 def _train(monkeypatch, schedule=None, n_epochs=4, measure_every_epoch=False, **kwargs):
-    """A tiny run; returns (history, the epochs whose first batch the step meter watched)."""
-    watched = []
-
-    class CountingMeter(PeakTensorBytes):
-        def __enter__(self):
-            watched.append(trainer.epoch)
-            return super().__enter__()
-
-    monkeypatch.setattr(trainer_module, "PeakTensorBytes", CountingMeter)
-    if measure_every_epoch:
-        monkeypatch.setattr(MixedPrecisionTrainer, "_memory_needs_measuring", lambda self, sample: True)
-    train, test = tiny_data()
-    torch.manual_seed(0)
-    model = tiny_fno(mixed_precision_layer=schedule is not None)
-    trainer = MixedPrecisionTrainer(model=model, n_epochs=n_epochs, precision_schedule=schedule, **kwargs)
-    trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=loss())
-    return trainer.history, watched
+    """A tiny run with AdamW; returns (history, the epochs whose first batch the step meter watched)."""
+    return _train_with(monkeypatch, n_epochs=n_epochs, measure_every_epoch=measure_every_epoch,
+                       mixed_precision_layer=schedule is not None, precision_schedule=schedule, **kwargs)
 
 
 def _measured(history):
@@ -163,9 +149,10 @@ def test_the_step_meter_leaves_nothing_alive_after_its_block():
     assert kept.sum() == 200
 
 
-def _train_with(monkeypatch, make_optimizer, n_epochs, measure_every_epoch=False, data_processor=None,
-                trainer_cls=MixedPrecisionTrainer, **trainer_kwargs):
-    """A tiny run with ``make_optimizer(model)``; returns (history, the epochs the step meter watched)."""
+def _train_with(monkeypatch, make_optimizer=None, n_epochs=4, measure_every_epoch=False, data_processor=None,
+                trainer_cls=MixedPrecisionTrainer, mixed_precision_layer=True, **trainer_kwargs):
+    """A tiny run with ``make_optimizer(model)`` (default AdamW and a StepLR); returns (history, the
+    epochs whose first batch the step meter watched)."""
     watched = []
 
     class CountingMeter(PeakTensorBytes):
@@ -178,10 +165,14 @@ def _train_with(monkeypatch, make_optimizer, n_epochs, measure_every_epoch=False
         monkeypatch.setattr(MixedPrecisionTrainer, "_memory_needs_measuring", lambda self, sample: True)
     train, test = tiny_data()
     torch.manual_seed(0)
-    model = tiny_fno()
+    model = tiny_fno(mixed_precision_layer=mixed_precision_layer)
     trainer = trainer_cls(model=model, n_epochs=n_epochs, data_processor=data_processor, **trainer_kwargs)
-    optimizer = make_optimizer(model)
-    trainer.train(train, test, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, 100), training_loss=loss())
+    if make_optimizer is None:
+        optimizer, scheduler = optimizer_and_scheduler(model)
+    else:
+        optimizer = make_optimizer(model)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 100)
+    trainer.train(train, test, optimizer, scheduler, training_loss=loss())
     return trainer.history, watched
 
 

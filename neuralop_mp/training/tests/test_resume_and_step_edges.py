@@ -83,11 +83,11 @@ def test_after_tensorgrads_own_error_its_next_step_is_unscaled_and_checked():
     assert not torch.equal(weight.detach(), start)
 
 
-def _best_run(save_dir, crash_at=None, resume=False, n_epochs=8):
+def _best_run(save_dir, crash_at=None, resume=False, n_epochs=8, lr=0.2):
     train, test = tiny_data()
     torch.manual_seed(123)
     model = tiny_fno(seed=0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=100, gamma=0.5)
     trainer = CrashingTrainer(model=model, n_epochs=n_epochs, precision_schedule="full")
     trainer.crash_at = crash_at
