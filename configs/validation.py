@@ -317,7 +317,7 @@ def _check_loader(data):
     from neuralop_mp.data.loaders import LOADER_FILES
 
     name = loader_name()
-    if name not in LOADER_FILES:  # the loaders eval and the run records know (evaluate.load_test_sets)
+    if not isinstance(name, str) or name not in LOADER_FILES:  # the loaders whose files eval and the records know
         raise ValueError(
             f"Invalid data section {type(data).__name__}: its loader_name() is {name!r}, which names no loader of "
             f"neuralop_mp.data; allowed values: {', '.join(sorted(LOADER_FILES))}. The CLI trains these datasets "

@@ -23,7 +23,7 @@ import time
 
 from ..vocabulary import OneLineErrorParser
 from ..signals import exit_status, interrupt_name, terminate_as_interrupt
-from ..training.checkpointing import CheckpointWriteError
+from ..training.checkpointing import CheckpointWriteError, write_error
 from .darcy import FACE_AVERAGES
 
 def _int_at_least(low, allowed):
@@ -140,7 +140,9 @@ def main(argv=None):
         except (ValueError, FileExistsError) as err:
             print(f"neuralop-mp data: error: {err}", file=sys.stderr)
             return 2
-        except CheckpointWriteError as error:  # a full disk while saving: its temporary removed, earlier files kept
+        except OSError as err:  # a full disk while saving: its temporary removed, earlier files kept
+            # save_data_file names its file; another write (the folder, the lock file) names the data folder
+            error = err if isinstance(err, CheckpointWriteError) else write_error(root, err, "a data file in")
             free = "free some space and " if error.errno == errno.ENOSPC else ""
             print(f"neuralop-mp data: error: {error}; the files finished before it are kept, the one being written "
                   f"was not saved; {free}run the same command again (finished files are reused)", file=sys.stderr)

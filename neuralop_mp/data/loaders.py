@@ -249,11 +249,22 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
 
 
 class OwnDataError(ValueError):
-    """A load of the user's own data files that would mix in generated ones (:func:`ensure_files`)."""
+    """A load of the user's own data files that would mix in generated ones (:func:`ensure_files`):
+    ``own`` (the user's files) and ``absent`` (the load's files that are not there, or were
+    generated: not the user's) name them."""
+
+    def __init__(self, message, own=(), absent=()):
+        super().__init__(message)
+        self.own, self.absent = list(own), list(absent)
 
 
 class OwnDataMissingError(FileNotFoundError):
-    """Files missing from a load of the user's own data files, with ``generate=False``."""
+    """Files missing from a load of the user's own data files, with ``generate=False``
+    (``own``, ``absent`` as :class:`OwnDataError`'s)."""
+
+    def __init__(self, message, own=(), absent=()):
+        super().__init__(message)
+        self.own, self.absent = list(own), list(absent)
 
 
 def _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, generate):
@@ -280,19 +291,20 @@ def _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, gene
              "neuralop-mp data)"
     if ours:
         raise OwnDataError(f"This load mixes files of your own with files neuralop-mp generated: {theirs}; "
-                         f"{', '.join(ours)} {'was' if len(ours) == 1 else 'were'} generated (synthetic {prefix} "
-                         "data, another equation). Replace the generated ones with your own data, or leave their "
-                         "resolutions out of the load.")
+                           f"{', '.join(ours)} {'was' if len(ours) == 1 else 'were'} generated (synthetic {prefix} "
+                           "data, another equation). Replace the generated ones with your own data, or leave their "
+                           "resolutions out of the load.", own=own, absent=ours)
     if not absent:
         return
     missing = ", ".join(absent)
     if generate:
         raise OwnDataError(f"{theirs}; {missing} {'is' if len(absent) == 1 else 'are'} not there, and generating "
-                         f"{'it' if len(absent) == 1 else 'them'} would put synthetic {prefix} data (another equation) "
-                         "beside yours. Put your own file there (a dict with tensors 'x' and 'y'), or leave its "
-                         "resolution out of the load.")
+                           f"{'it' if len(absent) == 1 else 'them'} would put synthetic {prefix} data (another "
+                           "equation) beside yours. Put your own file there (a dict with tensors 'x' and 'y'), or "
+                           "leave its resolution out of the load.", own=own, absent=absent)
     raise OwnDataMissingError(f"Missing data files: {missing}. {theirs[0].upper()}{theirs[1:]}: put your own file "
-                            "there (a dict with tensors 'x' and 'y'), or leave its resolution out of the load.")
+                              "there (a dict with tensors 'x' and 'y'), or leave its resolution out of the load.",
+                              own=own, absent=absent)
 
 
 def _missing_files_message(root, prefix, cli_name, needed, missing, physics, seed):

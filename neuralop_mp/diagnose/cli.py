@@ -229,7 +229,7 @@ def _load(args, overrides, checkpoint):
     return (model, *_data_of(config.data, args), Path(str(args.target)).stem)
 
 
-def fine_inputs(loader_name, kwargs, resolution, n_samples):
+def fine_inputs(loader_name, kwargs, resolution, n_samples, flag="--resolution"):
     """``n_samples`` processed test inputs at ``2 * resolution`` from a built-in dataset (an odd
     spatial size, Burgers' time levels, is evened by :func:`~neuralop_mp.diagnose.measure.measure`).
     ``kwargs``'s ``reference`` (a run's data records, :func:`_run_data`) gives the physics of the
@@ -244,11 +244,13 @@ def fine_inputs(loader_name, kwargs, resolution, n_samples):
             n_train=max(n_samples, 8), batch_size=n_samples, train_resolution=resolution,
             test_resolutions=[2 * resolution], n_tests=[n_samples], test_batch_sizes=[n_samples],
             progress=False, **keep)
-    except (OwnDataError, OwnDataMissingError) as error:  # its advice is a load's: say diagnose's
-        raise ValueError(f"{error} diagnose measures the model on test inputs at twice the working resolution "
-                         f"({2 * resolution} for --resolution {resolution}), with {max(n_samples, 8)} training "
-                         f"samples at {resolution} for the normalizer: put your own files at those resolutions "
-                         "there, or give --resolution N where your data holds N and 2N.") from None
+    except (OwnDataError, OwnDataMissingError) as error:  # the load's advice is a load's: diagnose's here
+        raise ValueError(f"{', '.join(error.own)} {'holds' if len(error.own) == 1 else 'hold'} your own data, and "
+                         f"diagnose measures the model on test inputs at twice the working resolution "
+                         f"({2 * resolution} for {flag} {resolution}) with {max(n_samples, 8)} training samples at "
+                         f"{resolution} for the normalizer: {', '.join(error.absent)} "
+                         f"{'is' if len(error.absent) == 1 else 'are'} not your own. Put your own files there, or "
+                         f"give {flag} N where your data holds N and 2N.") from None
     batch = next(iter(tests[2 * resolution]))
     if processor is not None:
         processor.eval()

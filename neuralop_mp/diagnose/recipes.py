@@ -62,7 +62,7 @@ def recipe_rows(target, overrides, archs, resolutions, n_samples, fine_inputs, n
             model = get_model(config, mixed_precision_layer=True)
             # evened here too: the scope errors below restrict it as measure does
             x_fine, dropped = even_grid(fine_inputs(config.data.loader_name(), section_kwargs(config.data), n,
-                                                    n_samples))
+                                                    n_samples, flag="--resolutions"))
             if dropped and notes is not None and dropped not in notes:
                 notes.append(dropped)
             diagnosis = measure(model, x_fine, modes=("mixed",), n_bands=1)

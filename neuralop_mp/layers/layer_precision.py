@@ -43,10 +43,10 @@ NO_LAYER_HINT = ("build it with neuralop_mp.get_model(config) or pass "
 
 class UpstreamLayersKeptWarning(UserWarning):
     """Upstream spectral layers of a model that a precision switch leaves in their own precision
-    (:func:`set_fixed_precision`)."""
+    and stabilizer (:func:`set_fixed_precision`)."""
 
 
-# model -> the sets of upstream layer names it was warned about (weakly held: the warning keeps no model alive)
+# model -> (upstream layer names, whether of a stabilizer) it was warned about (weakly held: it keeps no model alive)
 _WARNED_KEPT = weakref.WeakKeyDictionary()
 _HERE = os.path.dirname(__file__)
 # frames the warning skips to name the user's line: the setters here, the trainer's schedule and the
@@ -94,7 +94,8 @@ def _kept_warning(model, mode, kept, stabilizer=_UNCHANGED):
     under ``stabilizer`` where one is set) stay as they are."""
     names = tuple(name or type(layer).__name__ for name, layer in kept)
     given = _WARNED_KEPT.setdefault(model, set())
-    if names in given:
+    told = (names, stabilizer is not _UNCHANGED)  # a stabilizer they keep is told once more, after the precision
+    if told in given:
         return
     own = sorted({layer.fno_block_precision for _, layer in kept})
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
@@ -105,7 +106,7 @@ def _kept_warning(model, mode, kept, stabilizer=_UNCHANGED):
                   "built (upstream's half modes crash on CPU); to switch it too, " + NO_LAYER_HINT,
                   UpstreamLayersKeptWarning,
                   stacklevel=stacklevel_outside(_SWITCHING_CODE, _PASSING_FILES))
-    given.add(names)
+    given.add(told)
 
 
 def _layers_or_raise(model, what):
@@ -209,7 +210,8 @@ def set_fixed_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabil
         new settings (:func:`~.autocast_scope.check_recorded_precision`).
     UpstreamLayersKeptWarning
         Once per model (and set of layers), where upstream spectral layers of ``model``
-        stay in a precision other than ``mode``.
+        stay in a precision other than ``mode``, and once more where they keep another
+        stabilizer than the one set.
     """
     # validated together, with the policy's messages; unchanged fields are not applied
     changes = {"fno_block_precision": mode}

@@ -653,10 +653,14 @@ class TensorGRaD(Optimizer):
                 if p.grad is None or p.grad.is_sparse:
                     continue
                 state = self.state.get(p)
-                if (bool(state["compressed"]) and refresh_due(state, group) if state
-                        else self.eligible_for_compression(p, group)):
+                if self._refreshes(p, group) if state else self.eligible_for_compression(p, group):
                     refreshing.append(p)
         return refreshing
+
+    def _refreshes(self, p, group):
+        """Whether the next step of ``p`` (a parameter with state) refreshes compressed bases."""
+        state = self.state[p]
+        return bool(state["compressed"]) and refresh_due(state, group)
 
     def _step_all(self, pending, grad_scale, zero):
         waiting = 0  # bytes of the updates in pending
@@ -883,7 +887,7 @@ class TensorGRaD(Optimizer):
         differs from the others' (the Gram matrices, the new factors), so a meter that measures one
         step as every step's (``MixedPrecisionTrainer``'s) measures again where this changes."""
         return tuple((i, j) for i, group in enumerate(self.param_groups) for j, p in enumerate(group["params"])
-                     if (state := self.state.get(p)) and bool(state["compressed"]) and refresh_due(state, group))
+                     if self.state.get(p) and self._refreshes(p, group))
 
     def memory_report(self):
         """Bytes held by parameters, gradients and optimizer state, by category

@@ -125,6 +125,12 @@ def test_a_data_section_naming_another_function_of_the_data_module_is_refused():
         def loader_name(self):
             return "generate_darcy"
 
+    class Listed(DarcyDatasetConfig):
+        def loader_name(self):
+            return ["load_darcy"]
+
     with pytest.raises(ValueError, match=r"loader_name\(\) is 'generate_darcy', which names no loader"):
         validate_data(Generating())
+    with pytest.raises(ValueError, match=r"loader_name\(\) is \['load_darcy'\], which names no loader"):
+        validate_data(Listed())  # not a TypeError of an unhashable name
     validate_data(DarcyDatasetConfig())

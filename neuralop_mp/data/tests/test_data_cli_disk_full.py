@@ -61,3 +61,22 @@ def test_a_folder_in_a_data_files_place_is_refused_as_unreadable_not_as_a_failed
     err = capsys.readouterr().err
     assert "could not write" not in err and "darcy_train_8.pt cannot be read (IsADirectoryError" in err, err
     assert (tmp_path / "darcy_train_8.pt").is_dir()
+
+
+def test_a_full_disk_at_the_lock_file_is_one_line_naming_the_data_folder(tmp_path, monkeypatch, capsys):
+    """A write before the data file's own (its lock file, its folder) printed a traceback."""
+    from contextlib import contextmanager
+
+    from neuralop_mp.data import cache
+
+    @contextmanager
+    def full_disk_lock(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        yield
+
+    monkeypatch.setattr(cache, "file_lock", full_disk_lock)
+    monkeypatch.setattr(checkpointing, "free_bytes", lambda path: 3000, raising=False)
+    assert cli.main([*ARGS, "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"neuralop-mp data: error: could not write a data file in {tmp_path}: the disk is full")
+    assert len(err.strip().splitlines()) == 1, err

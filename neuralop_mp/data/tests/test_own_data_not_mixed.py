@@ -78,9 +78,13 @@ def test_diagnose_on_own_data_says_which_files_it_needs(tmp_path):
 
     _own(tmp_path, "train", 8, 8)
     _own(tmp_path, "test", 8, 2)
-    with pytest.raises(ValueError, match=r"darcy_test_16.pt is not there.* diagnose measures the model on test inputs "
-                                         r"at twice the working resolution \(16 for --resolution 8\).*--resolution N"):
+    with pytest.raises(ValueError) as info:
         fine_inputs("load_darcy", {"data_root": tmp_path}, 8, 4)
+    assert str(info.value) == (
+        f"{tmp_path / 'darcy_train_8.pt'} holds your own data, and diagnose measures "
+        "the model on test inputs at twice the working resolution (16 for --resolution 8) with 8 training samples at "
+        f"8 for the normalizer: {tmp_path / 'darcy_test_16.pt'} is not your own. Put your own files there, or give "
+        "--resolution N where your data holds N and 2N.")  # the load's own advice is none diagnose can follow
     assert not (tmp_path / "darcy_test_16.pt").exists()
     _own(tmp_path, "test", 16, 4)  # the user's own file at 2N: diagnosed on it
     assert fine_inputs("load_darcy", {"data_root": tmp_path}, 8, 4).shape[-1] == 16

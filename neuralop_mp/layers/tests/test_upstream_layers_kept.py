@@ -130,3 +130,12 @@ def test_a_stabilizer_set_in_full_precision_names_the_upstream_part_that_keeps_i
     with warnings.catch_warnings():
         warnings.simplefilter("error", UpstreamLayersKeptWarning)
         set_precision(_Correction(), "full")  # nothing differs from what upstream's part keeps: quiet
+
+
+def test_a_stabilizer_after_a_precision_switch_is_told_too():
+    """The warning was told once per set of layers: a later stabilizer the upstream part keeps went untold."""
+    model = _Correction()
+    with pytest.warns(UpstreamLayersKeptWarning, match="fno_block_precision='mixed' is set"):
+        set_precision(model, "mixed")
+    with pytest.warns(UpstreamLayersKeptWarning, match="stabilizer='tanh' are set"):
+        set_precision(model, "full", stabilizer="tanh")
