@@ -224,12 +224,10 @@ def _check_trained_data(run_data, data):
 
 def _test_loaders(data, progress, folder):
     """The test sets of the data section ``data`` alone (:func:`~neuralop_mp.data.loaders.load_test_sets`),
-    with the physics of the data the run in ``folder`` trained on (:func:`~neuralop_mp.run_folder.run_data_records`),
-    or None for a loader without files of its own."""
-    from .data.loaders import LOADER_FILES, load_test_sets
+    with the physics of the data the run in ``folder`` trained on (:func:`~neuralop_mp.run_folder.run_data_records`).
+    The config check admits the built-in loaders only, each with files of its own."""
+    from .data.loaders import load_test_sets
 
-    if data.loader_name() not in LOADER_FILES:
-        return None
     return load_test_sets(data.loader_name(), data.data_root, data.n_tests, data.test_batch_sizes,
                           data.test_resolutions, data.generate, progress, data.seed,
                           reference=run_data_records(folder, data))
@@ -389,8 +387,6 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     test_loaders = _test_loaders(config.data, progress, folder) if saved_processor is not None else None
     if test_loaders is None:  # a run of an earlier version, or another config: fitted again, as training did
         sample_loader, test_loaders, data_processor = build_data(config, progress=progress)
-        if record.processor is not None:  # a loader without files of its own: its data, the training's encoding
-            data_processor = saved_processor
     else:  # a test set's samples have the training samples' dimensions
         data_processor, sample_loader = saved_processor, next(iter(test_loaders.values()))
     data_processor = attach_patching(config, model, data_processor, device)

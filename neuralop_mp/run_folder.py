@@ -715,7 +715,7 @@ def read_results(run_dir):
     return results
 
 
-def run_data_records(folder, data):
+def run_data_records(folder, data, *, recorded_only=False):
     """``{name: generation record}`` of the data the run in ``folder`` trained on: the physics its
     test files must have (a test set generated without it would take the generator's defaults,
     another equation). The training file's record in its ``results.json`` (``data_files``), else
@@ -723,7 +723,8 @@ def run_data_records(folder, data):
     of an earlier version) gives the record of the training file in ``data``'s root. A training
     file of the user's own (recorded without a generation record, or found without one) gives
     ``{name: None}``: its test files must be the user's too (the loaders refuse to generate them).
-    Empty when none is known (a training file no longer there, unreadable, ...)."""
+    Empty when none is known (a training file no longer there, unreadable, ...). ``recorded_only``:
+    from ``results.json`` alone (a resume compares the data root with it)."""
     from .data.cache import data_file, read_file_info, resolve_root
     from .data.file_checks import DataFileError
     from .data.loaders import LOADER_FILES
@@ -735,15 +736,19 @@ def run_data_records(folder, data):
     except ValueError:  # a damaged results.json: the training file still says it
         results = None
     files = (results.get("data_files") if isinstance(results, dict) else None) or []
-    recorded = [entry for entry in files if isinstance(entry, dict) and isinstance(entry.get("record"), dict)]
-    trained = [entry for entry in recorded if Path(str(entry.get("file"))).name == train_file.name]
+    entries = [entry for entry in files if isinstance(entry, dict) and "record" in entry
+               and (entry["record"] is None or isinstance(entry["record"], dict))]
+    named = f"(as {Path(folder) / RESULTS_FILE} records it)"
+    # the training file's own entry first: a record, or None for a file of the user's (whose run's test
+    # files are the user's too, whatever else the load generated beside them)
+    trained = [entry for entry in entries if Path(str(entry.get("file"))).name == train_file.name]
+    if trained:
+        return {f"{trained[0].get('file')} {named}": trained[0]["record"]}
+    recorded = [entry for entry in entries if entry["record"] is not None]
     if recorded:
-        return {f"{entry.get('file')} (as {Path(folder) / RESULTS_FILE} records it)": entry["record"]
-                for entry in trained or recorded}
-    own = [entry for entry in files if isinstance(entry, dict) and "record" in entry and entry["record"] is None
-           and Path(str(entry.get("file"))).name == train_file.name]
-    if own:
-        return {f"{own[0].get('file')} (as {Path(folder) / RESULTS_FILE} records it)": None}
+        return {f"{entry.get('file')} {named}": entry["record"] for entry in recorded}
+    if recorded_only:  # what the run recorded, not what its data root holds now
+        return {}
     try:
         meta, _ = read_file_info(train_file)
     except (DataFileError, OSError):  # missing or unreadable: nothing known of the run's physics

@@ -53,8 +53,10 @@ def section_kwargs(section):
     return {name: getattr(section, name) for name in field_names(section)}
 
 
-def build_data(config, *, progress=True):
-    """Load (generating when missing) the dataset that ``config.data`` describes.
+def build_data(config, *, progress=True, reference=None):
+    """Load (generating when missing) the dataset that ``config.data`` describes; ``reference``
+    (``{name: generation record}``: the data a resumed run trained on,
+    :func:`~neuralop_mp.run_folder.run_data_records`) is the loader's, where it takes one.
 
     Returns
     -------
@@ -76,6 +78,8 @@ def build_data(config, *, progress=True):
         )
     if "progress" in params or takes_any:
         kwargs["progress"] = progress
+    if reference and ("reference" in params or takes_any):
+        kwargs["reference"] = reference
     return loader(**kwargs)
 
 
@@ -620,7 +624,7 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     from .configs import config_to_dict
     from .configs.validation import validated_precision_policy
     from .run_folder import (CHECKPOINT_DIR, COMMAND_FILE, FINAL_MODEL, RESULTS_FILE, check_run_folder_present,
-                             run_folder_lock, save_data_processor, save_model, write_command)
+                             run_data_records, run_folder_lock, save_data_processor, save_model, write_command)
     from .run_records import parameters_text, phase_ranges
     from .train_report import no_best_model_reason, precision_as_run, write_outputs
     from .training import distributed
@@ -683,8 +687,13 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     if stabilizer_warning:
         log_warning(log, stabilizer_warning)
     log(f"[neuralop-mp] {config.name}: loading data ({type(config.data).__name__})")
+    # a resume trains on the data the run trained on: its files as results.json records them (the
+    # user's own, or generated with this physics) must be the files there now
+    reference = (run_data_records(out, config.data, recorded_only=True)
+                 if resume and out is not None and out.is_dir() else None)
     try:
-        train_loader, test_loaders, data_processor = build_data(config, progress=progress)
+        train_loader, test_loaders, data_processor = build_data(
+            config, progress=progress, **({"reference": reference} if reference else {}))
     except (FileNotFoundError, ValueError) as error:
         raise _setup_error("data", error) from error
     try:

@@ -88,3 +88,43 @@ def test_diagnose_on_own_data_says_which_files_it_needs(tmp_path):
     assert not (tmp_path / "darcy_test_16.pt").exists()
     _own(tmp_path, "test", 16, 4)  # the user's own file at 2N: diagnosed on it
     assert fine_inputs("load_darcy", {"data_root": tmp_path}, 8, 4).shape[-1] == 16
+
+
+def test_a_run_recorded_on_own_training_data_beside_a_generated_test_file_is_own(tmp_path):
+    """A run of the previous version trained on own files while it generated a test file beside them:
+    its results.json records the generated file's physics, which was taken for the run's, and every
+    eval of it was refused as a mix, even of the user's own test file alone."""
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"data_files": [
+        {"file": str(data_root / "darcy_test_32.pt"), "samples_in_file": 2, "record": {"generator": "darcy",
+                                                                                       "seed": 0, "n_samples": 2}},
+        {"file": str(data_root / "darcy_train_8.pt"), "samples_in_file": 4, "record": None}]}))
+    config = load_config("darcy", ["--data.data_root", str(data_root), "--data.train_resolution", "8"])
+    assert list(run_data_records(run, config.data).values()) == [None]
+    _own(data_root, "test", 8, 2)
+    tests = load_test_sets("load_darcy", data_root, n_tests=[2], test_batch_sizes=[2], test_resolutions=[8],
+                           progress=False, reference=run_data_records(run, config.data))
+    assert list(tests) == [8]
+
+
+def test_a_resume_refuses_training_data_that_is_not_the_runs(tmp_path, monkeypatch, capsys):
+    """train --resume read whatever the data root held: a run trained on generated data went on with the
+    user's own files put there since (normalizers and the run's data record rewritten, without a word)."""
+    from neuralop_mp.cli import main
+
+    data_root = tmp_path / "data"
+    run = tmp_path / "run"
+    tiny = ["--data.data_root", str(data_root), "--data.train_resolution", "8", "--data.test_resolutions", "[8]",
+            "--data.n_train", "4", "--data.n_tests", "[2]", "--data.batch_size", "2", "--data.test_batch_sizes",
+            "[2]", "--model.hidden_channels", "4", "--model.n_modes", "[2,2]", "--threads", "1"]
+    assert main(["train", "darcy", "--opt.n_epochs", "1", "--output_dir", str(run), *tiny]) == 0
+    _own(data_root, "train", 8, 4)  # the user's own data where the run's generated file was
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--opt.n_epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "This load mixes files of your own with files neuralop-mp generated" in err
+    assert f"{run / 'results.json'} records it" in err
+    assert json.loads((run / "results.json").read_text())["data_files"][0]["record"] is not None  # not rewritten
