@@ -157,9 +157,11 @@ def set_autocast_scope(model, scope):
 
 def get_autocast_scope(model):
     """The model's autocast scope; "model" (plain autocast) if none was ever set. Of a wrapper or
-    container of models (:func:`scope_owners`), the scope of the models inside, which must agree."""
+    container of models (:func:`scope_owners`), the scope of the models inside that have one set
+    (the plugin's models set theirs when built), which must agree: an upstream model beside a
+    plugin one (a frozen upstream FNO and its plugin correction) has none, and disagrees with none."""
     owners = scope_owners(model)
-    scopes = {owner.__dict__.get("_autocast_scope", "model") for owner in owners}
+    scopes = {owner.__dict__["_autocast_scope"] for owner in owners if "_autocast_scope" in owner.__dict__} or {"model"}
     if len(scopes) > 1:
         raise ValueError(f"The models inside {type(model).__name__} have different autocast scopes "
                          f"({', '.join(sorted(scopes))}): read each model's own, or set one for all of them.")

@@ -295,6 +295,16 @@ def _check_eval_modes(eval_modes, test_loaders):
         _check_eval_mode(f"eval_modes[{key!r}]", mode)
 
 
+def _check_rollout_ends(trainer, max_steps, where):
+    """ValueError for a rollout that could never end: without a data processor (whose
+    ``preprocess`` returning None ends it) and without a step limit, upstream's loop evaluates the
+    same batch forever. ``where`` names the argument asking for the rollout."""
+    if trainer.data_processor is None and max_steps is None:
+        raise ValueError(f"Invalid {where}: an autoregressive rollout without a data processor never ends (the "
+                         "data processor's preprocess ends it by returning None); give a step limit "
+                         "(train's max_autoregressive_steps, evaluate's max_steps) or a data processor.")
+
+
 def _check_eval_mode(name, mode):
     """ValueError unless ``mode`` (``name`` in the message) is one of :data:`EVAL_MODES`."""
     try:
@@ -1161,6 +1171,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         value and ends in an UnboundLocalError after moving the model (``"autoregressive"``, its
         ``train`` docstring's spelling, included: a ValueError names the mode meant)."""
         _check_eval_mode("mode", mode)
+        if mode == "autoregression":
+            _check_rollout_ends(self, max_steps, "mode='autoregression' with max_steps=None")
         return super().evaluate(loss_dict, data_loader, log_prefix=log_prefix, epoch=epoch, mode=mode,
                                 max_steps=max_steps)
 
@@ -1235,6 +1247,10 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if save_best is not None:
             _check_save_best(save_best, test_loaders, eval_losses)
         _check_eval_modes(eval_modes, test_loaders)
+        rollouts = sorted(str(key) for key, mode in (eval_modes or {}).items() if mode == "autoregression")
+        if rollouts:
+            _check_rollout_ends(self, max_autoregressive_steps,
+                                f"eval_modes for {', '.join(rollouts)} with max_autoregressive_steps=None")
         _check_checkpointable(optimizer=optimizer, scheduler=scheduler, regularizer=regularizer or None,
                               saves=save_every is not None or save_best is not None,
                               resumes=resume_from_dir is not None)

@@ -139,3 +139,19 @@ def test_a_stabilizer_after_a_precision_switch_is_told_too():
         set_precision(model, "mixed")
     with pytest.warns(UpstreamLayersKeptWarning, match="stabilizer='tanh' are set"):
         set_precision(model, "full", stabilizer="tanh")
+
+
+def test_the_policy_and_scope_of_a_model_with_an_upstream_part_are_the_plugin_parts():
+    """get_precision_policy / get_autocast_scope raised 'different autocast scopes (auto, model)' on such a
+    model: the upstream FNO has no scope set, the plugin's sets 'auto' when built."""
+    model = _Correction()
+    with pytest.warns(UpstreamLayersKeptWarning):
+        set_precision(model, "mixed")
+    assert neuralop_mp.get_autocast_scope(model) == "auto"
+    assert neuralop_mp.get_precision_policy(model).fno_block_precision == "mixed"
+    neuralop_mp.set_autocast_scope(model.corr, "model")
+    assert neuralop_mp.get_autocast_scope(model) == "model"
+    two = nn.ModuleDict({"a": neuralop_mp.MixedPrecisionFNO(**KW), "b": neuralop_mp.MixedPrecisionFNO(**KW)})
+    neuralop_mp.set_autocast_scope(two["b"], "model")
+    with pytest.raises(ValueError, match="different autocast scopes"):  # two set, disagreeing: still refused
+        neuralop_mp.get_autocast_scope(two)

@@ -98,3 +98,23 @@ def test_a_schedule_for_a_model_without_plugin_layers_names_every_way_out():
         MixedPrecisionTrainer(model=model, n_epochs=1, precision_schedule="mixed")
     assert str(info.value).endswith("FNO has no MixedPrecisionSpectralConv layer; " + NO_LAYER_HINT)
     assert "SpectralConv(...) itself" in NO_LAYER_HINT
+
+
+def test_a_rollout_that_could_never_end_is_refused():
+    """Without a data processor (whose preprocess returning None ends a rollout) and without a step limit,
+    upstream's autoregressive evaluation ran the same batch forever (train() after its first epoch)."""
+    trainer = MixedPrecisionTrainer(model=tiny_fno(), n_epochs=1)
+    with pytest.raises(ValueError, match=r"Invalid mode='autoregression' with max_steps=None: an autoregressive "
+                                         r"rollout without a data processor never ends"):
+        trainer.evaluate({"l2": loss()}, tiny_data()[1]["8"], log_prefix="8", mode="autoregression")
+    errors = trainer.evaluate({"l2": loss()}, tiny_data()[1]["8"], log_prefix="8", mode="autoregression",
+                              max_steps=2)
+    assert set(errors) == {"8_l2"}
+    torch.manual_seed(0)
+    model = tiny_fno()
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=1)
+    with pytest.raises(ValueError, match=r"Invalid eval_modes for 8 with max_autoregressive_steps=None"):
+        trainer.train(tiny_data()[0], tiny_data()[1], optimizer, scheduler, training_loss=loss(),
+                      eval_modes={"8": "autoregression"})
+    assert trainer.history == []
