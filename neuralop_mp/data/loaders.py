@@ -172,7 +172,7 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     records = {path: file_info(data)[0] for path, data in read.items()}
     # the reference first: the files differing from it are the ones the refusal lists after it
     records = {**(reference or {}), **records}
-    _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, generate)
+    _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, generate, set(reference or ()))
     physics = _load_physics(prefix, cli_name, root, {path: meta for path, meta in records.items() if meta})
     if generate:
         # a file generated from scratch (missing or unreadable) needs a resolution its generator
@@ -267,11 +267,14 @@ class OwnDataMissingError(FileNotFoundError):
         self.own, self.absent = list(own), list(absent)
 
 
-def _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, generate):
+def _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, generate, run_records=()):
     """Refuse a load that holds the user's own data files (no generation record; a reference
     entry of None: the run trained on one) beside files of ours, or beside files it would
     generate: the generator's equation is not theirs, and the test errors of such a load
     compare a model trained on one PDE with labels of another (1e4 relative L2, said nowhere).
+    ``run_records``: the names of the records that are a run's (a resume's or an eval's
+    ``reference``): own against generated between those and the files now is a change of the
+    data since the run, said so.
 
     Raises
     ------
@@ -289,6 +292,17 @@ def _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, gene
               if path not in read and (path not in unreadable or unreadable[path].replaceable)]
     theirs = f"{', '.join(own)} {'holds' if len(own) == 1 else 'hold'} your own data (no generation record of " \
              "neuralop-mp data)"
+    if ours and run_records:  # the run's record (a resume, an eval of its test sets) against the files now
+        recorded = [name for name in own + ours if name in run_records]
+        kind = "your own data" if recorded and recorded[0] in own else "generated"
+        # the files now of the other kind than the run's
+        now = [name for name in (ours if kind == "your own data" else own) if name not in run_records]
+        if recorded and now:
+            raise OwnDataError(
+                f"The data changed since the run: {', '.join(recorded)} {'was' if len(recorded) == 1 else 'were'} "
+                f"{kind}, and {', '.join(now)} {'is' if len(now) == 1 else 'are'} now "
+                f"{'generated' if kind == 'your own data' else 'your own data'}. Put the run's files back in "
+                "the data root, or start a new run on this data.", own=own, absent=ours)
     if ours:
         raise OwnDataError(f"This load mixes files of your own with files neuralop-mp generated: {theirs}; "
                            f"{', '.join(ours)} {'was' if len(ours) == 1 else 'were'} generated (synthetic {prefix} "

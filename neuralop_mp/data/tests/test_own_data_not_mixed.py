@@ -18,8 +18,8 @@ KW = dict(n_train=4, batch_size=2, progress=False, train_resolution=8)
 
 def _own(root, split, res, n):
     generator = torch.Generator().manual_seed(res * 10 + len(split))
-    torch.save({"x": torch.rand(n, 1, res, res, generator=generator),
-                "y": 100 + torch.rand(n, 1, res, res, generator=generator)}, root / f"darcy_{split}_{res}.pt")
+    torch.save({"x": torch.rand(n, res, res, generator=generator),
+                "y": 100 + torch.rand(n, res, res, generator=generator)}, root / f"darcy_{split}_{res}.pt")
 
 
 def test_generating_beside_the_users_own_files_is_refused(tmp_path):
@@ -125,6 +125,19 @@ def test_a_resume_refuses_training_data_that_is_not_the_runs(tmp_path, monkeypat
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--opt.n_epochs", "2"]) == 2
     err = capsys.readouterr().err
-    assert "This load mixes files of your own with files neuralop-mp generated" in err
-    assert f"{run / 'results.json'} records it" in err
+    assert (f"The data changed since the run: {data_root / 'darcy_train_8.pt'} (as {run / 'results.json'} records "
+            f"it) was generated, and {data_root / 'darcy_train_8.pt'} is now your own data. Put the run's files back "
+            "in the data root, or start a new run on this data.") in err, err
     assert json.loads((run / "results.json").read_text())["data_files"][0]["record"] is not None  # not rewritten
+    # the reverse: a run on the user's own files, the data root regenerated since
+    own_root, own_run = tmp_path / "own", tmp_path / "own_run"
+    own_root.mkdir()
+    _own(own_root, "train", 8, 4)
+    _own(own_root, "test", 8, 2)
+    mine = [own_root if value == str(data_root) else value for value in tiny]
+    assert main(["train", "darcy", "--opt.n_epochs", "1", "--output_dir", str(own_run), *map(str, mine)]) == 0
+    generate_darcy(own_root, resolutions=(8,), n_train=4, n_test=2, progress=False, overwrite=True)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(own_run), "--opt.n_epochs", "2"]) == 2
+    assert (f"{own_root / 'darcy_train_8.pt'} (as {own_run / 'results.json'} records it) was your own data, and "
+            f"{own_root / 'darcy_train_8.pt'}, {own_root / 'darcy_test_8.pt'} are now generated.") in capsys.readouterr().err
