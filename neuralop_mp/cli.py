@@ -407,7 +407,7 @@ def train_command(argv):
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
         return _rank_error_exit(rank0, lambda error=error: _config_error(error, "train", spec))
 
-    from .run_folder import RunFolderRemoved, release_run_folder
+    from .run_folder import RunFolderRemoved, check_run_folder_present, release_run_folder
     from .train_pipeline import output_dir_for, run_training
     from .train_report import format_summary
     from .training.checkpointing import CheckpointError, CheckpointWriteError
@@ -433,6 +433,12 @@ def train_command(argv):
         if rank0:
             print(file=sys.stderr)  # after the progress bar's line, as for Ctrl-C
             # a removed run folder took its checkpoint with it: its message says there is nothing to resume
+            # (also where the removal met a save halfway, which then failed on a missing file)
+            if not isinstance(error, RunFolderRemoved):
+                try:
+                    check_run_folder_present(out)
+                except RunFolderRemoved as removed:
+                    error = removed
             print(f"{PROG} train: error: {error}" if isinstance(error, RunFolderRemoved) else
                   _interrupted_message(out, given_now if resume is not None else (),
                                        stopped=f"error: {error}; stopped"), file=sys.stderr)

@@ -256,3 +256,28 @@ def test_a_run_folder_removed_before_the_final_save_is_not_written_again(monkeyp
         run_training(config, progress=False, output_dir=out, log=lambda *a, **k: None)
     assert raised.value.errno == errno.ENOENT and not out.exists()
     assert json.dumps(str(raised.value))  # one plain message
+
+
+def test_a_run_folder_removed_during_a_checkpoint_save_is_said_removed(monkeypatch, tmp_path, capsys):
+    """The removal met a save halfway: the rename of checkpoint.tmp failed on a missing file, and the line
+    said 'stopped before any epoch was saved', though epochs had been saved."""
+    import shutil
+
+    _four_random_samples_as_data(monkeypatch)
+    out = tmp_path / "run"
+    real_save = checkpointing.save_training_files
+    calls = []
+
+    def removed_halfway(save_dir, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second epoch's save: the folder goes while it writes
+            shutil.rmtree(out)  # the rename of checkpoint.tmp then finds no file, as the save reports it:
+            raise checkpointing.write_error(save_dir, FileNotFoundError(2, "No such file or directory", str(save_dir)))
+        return real_save(save_dir, *args, **kwargs)
+
+    monkeypatch.setattr(checkpointing, "save_training_files", removed_halfway)
+    assert train(out) == 1
+    err = capsys.readouterr().err
+    assert err.rstrip("\n").splitlines()[-1] == (
+        f"neuralop-mp train: error: {out} was removed while the run wrote it: stopped, and nothing is left to "
+        "resume from (its checkpoint went with it); run the command again."), err
