@@ -807,7 +807,7 @@ def eval_command(argv):
     from .evaluate import config_source, eval_config
     from .run_folder import find_checkpoint
     from .run_setup import RunSetupError, check_output_file, train_threads
-    from .training.checkpointing import CheckpointError
+    from .training.checkpointing import CheckpointError, CheckpointWriteError
 
     args = list(argv)
     if not args or any(a in ("-h", "--help") for a in args):
@@ -854,6 +854,9 @@ def eval_command(argv):
                                       encoding_given=given_encoding(overrides))
     except (RunSetupError, CheckpointError, ValueError, FileNotFoundError) as error:
         return _error(str(error), "eval")
+    except CheckpointWriteError as error:  # a test set generated on a full disk: its temporary removed
+        print(f"{PROG} eval: error: {error}", file=sys.stderr)
+        return 1
     result["threads"] = threads
     if flags.get("--json"):  # before the summary: a closed output (`| head`) stops the command at its print
         # an inf/NaN metric as a string, as results.json writes it: JSON has no Infinity or NaN

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..bench.report import check_out_folder, writable_out
-from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX
+from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX, CheckpointWriteError
 from ..vocabulary import OneLineErrorParser, ignoring_upstream_unused_keys, plain_text
 from .bands import DEFAULT_N_BANDS
 
@@ -310,6 +310,9 @@ def main(argv=None):
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"neuralop-mp diagnose: error: {error}", file=sys.stderr)
         return 2
+    except CheckpointWriteError as error:  # its test inputs generated on a full disk: the temporary removed
+        print(f"neuralop-mp diagnose: error: {error}", file=sys.stderr)
+        return 1
     # the files before the table: an output closed early (`| head`) stops the command at its first print
     out.mkdir(parents=True, exist_ok=True)
     write_json(diagnosis, recommendation, out / "results.json")
