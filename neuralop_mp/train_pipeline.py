@@ -83,6 +83,19 @@ def build_data(config, *, progress=True, reference=None):
     return loader(**kwargs)
 
 
+def _refuse_a_file_as_data_root(data):
+    """The data folder's check (:func:`~neuralop_mp.run_setup.check_writable`, "is a file, not a
+    folder") where a file is in its way: before the run folder is made. Only then: a read-only data
+    root holding the files a run needs is usable, and is checked where a file must be written."""
+    from .data.cache import DATA_ROOT_OPTIONS, resolve_root
+    from .run_setup import file_in_the_way
+
+    root = getattr(data, "data_root", None)
+    root = resolve_root(root)
+    if file_in_the_way(root) is not None:
+        check_writable(root, DATA_ROOT_OPTIONS, what="Data folder")
+
+
 def build_model(config, device="cpu", policy=None):
     """Seed torch with ``config.seed`` and build ``config.model`` on ``device`` (with
     ``policy``, the parsed precision keys; parsed from ``config.model`` when not given)."""
@@ -655,6 +668,7 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
         check_model_fits_dataset(config)
     except ValueError as error:
         raise RunSetupError(str(error)) from None
+    _refuse_a_file_as_data_root(config.data)  # before the run folder is made: no empty folder left behind
     # every rank reads the same run folder (resume); only rank 0 writes into it, and claims a default one
     claim = write and is_writer and not resume
     out = output_dir_for(config, output_dir, claim=claim) if write else None

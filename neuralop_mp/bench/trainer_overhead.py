@@ -141,7 +141,9 @@ def run(quick=False, repeats=None):
     rows, data = [], []
     for size in QUICK_SIZES if quick else SIZES:
         row, measured = measure(size, repeats)
-        print({k: v for k, v in row.items()}, file=sys.stderr, flush=True)
+        # progress: each row as it is measured (the table comes at the end)
+        print(f"{row['model']}, {row['grid']}: ours / upstream {row['ours / upstream (CPU)']} (CPU seconds), "
+              f"same weights: {row['same weights']}", file=sys.stderr, flush=True)
         rows.append(row)
         data.append(measured)
     return markdown_table(rows, COLUMNS), data

@@ -50,3 +50,14 @@ def test_train_with_a_file_as_output_dir_is_one_line(afile, capsys):
     assert cli.main(["train", "darcy", "--output_dir", str(afile), "--opt.n_epochs", "1"]) == 2
     assert capsys.readouterr().err == (f"neuralop-mp train: error: Output folder {str(afile)!r} is a file, not a "
                                        "folder; choose another with --output_dir.\n")
+
+
+def test_a_file_as_the_data_root_is_refused_before_the_run_folder_is_made(tmp_path, afile, capsys):
+    """The refusal came at the data load, after the run folder (its command.json) was made."""
+    from neuralop_mp.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "darcy", "--opt.n_epochs", "1", "--threads", "1", "--data.data_root", str(afile),
+                 "--output_dir", str(out)]) == 2
+    assert f"Data folder {str(afile)!r} is a file, not a folder" in capsys.readouterr().err
+    assert not out.exists()

@@ -69,7 +69,8 @@ def test_a_benchmark_whose_results_cannot_be_written_says_it_in_one_line(tmp_pat
         raise write_error(path, OSError(errno.ENOSPC, "No space left on device"), what)
 
     monkeypatch.setattr(report, "write_atomic", full)
-    assert cli.main(["allocator", "--quick", "--out", str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("neuralop-mp bench allocator: error: could not write ")
-    assert "the disk is full" in err[0]
+    assert cli.main(["trainer", "--quick", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()  # the rows' progress lines, then the error's one line
+    assert err[-1].startswith("neuralop-mp bench trainer: error: could not write ")
+    assert not any("Traceback" in line for line in err)
+    assert "the disk is full" in err[-1]

@@ -62,23 +62,12 @@ def test_an_epoch_whose_watched_step_was_skipped_is_not_carried(monkeypatch):
         value = loss()(out, y=y)
         return value * float("nan") if len(calls) == 5 else value  # 4 batches per epoch
 
-    watched = []
-
-    class CountingMeter(PeakTensorBytes):
-        def __enter__(self):
-            watched.append(trainer.epoch)
-            return super().__enter__()
-
-    monkeypatch.setattr(trainer_module, "PeakTensorBytes", CountingMeter)
-    train, test = tiny_data()
-    model = tiny_fno(mixed_precision_layer=False)
-    trainer = MixedPrecisionTrainer(model=model, n_epochs=4)
     with pytest.warns(RuntimeWarning, match="skipped 1 optimizer step"):
-        trainer.train(train, test, *optimizer_and_scheduler(model), training_loss=nan_on_the_first_batch_of_epoch_1,
-                      eval_losses={"l2": loss()})
+        history, watched = _train_with(monkeypatch, n_epochs=4, mixed_precision_layer=False,
+                                       training_loss=nan_on_the_first_batch_of_epoch_1, eval_losses={"l2": loss()})
     assert watched == [0, 1, 2]  # epoch 1's watched step was skipped: epoch 2 measures again
-    assert [h["skipped_steps"] for h in trainer.history] == [0, 1, 0, 0]
-    assert trainer.history[3]["step_peak_bytes"] == trainer.history[2]["step_peak_bytes"]
+    assert [h["skipped_steps"] for h in history] == [0, 1, 0, 0]
+    assert history[3]["step_peak_bytes"] == history[2]["step_peak_bytes"]
 
 
 def test_the_weight_check_names_weights_only_where_the_fused_check_found_something(monkeypatch):
@@ -150,9 +139,10 @@ def test_the_step_meter_leaves_nothing_alive_after_its_block():
 
 
 def _train_with(monkeypatch, make_optimizer=None, n_epochs=4, measure_every_epoch=False, data_processor=None,
-                trainer_cls=MixedPrecisionTrainer, mixed_precision_layer=True, **trainer_kwargs):
-    """A tiny run with ``make_optimizer(model)`` (default AdamW and a StepLR); returns (history, the
-    epochs whose first batch the step meter watched)."""
+                trainer_cls=MixedPrecisionTrainer, mixed_precision_layer=True, training_loss=None, eval_losses=None,
+                **trainer_kwargs):
+    """A tiny run with ``make_optimizer(model)`` (default AdamW and a StepLR) and ``training_loss``
+    (default the relative L2); returns (history, the epochs whose first batch the step meter watched)."""
     watched = []
 
     class CountingMeter(PeakTensorBytes):
@@ -172,7 +162,7 @@ def _train_with(monkeypatch, make_optimizer=None, n_epochs=4, measure_every_epoc
     else:
         optimizer = make_optimizer(model)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 100)
-    trainer.train(train, test, optimizer, scheduler, training_loss=loss())
+    trainer.train(train, test, optimizer, scheduler, training_loss=training_loss or loss(), eval_losses=eval_losses)
     return trainer.history, watched
 
 
