@@ -83,31 +83,28 @@ def test_a_full_disk_at_the_lock_file_is_one_line_naming_the_data_folder(tmp_pat
 
 
 def test_diagnose_and_eval_generating_on_a_full_disk_say_it_in_one_line(tmp_path, monkeypatch, capsys):
-    """Train and data said a full disk in one line; diagnose (its test inputs) and eval (a test set)
-    generating data printed a traceback."""
+    """Train and data said a full disk in one line; diagnose (its test inputs) and eval (a test set at
+    another resolution) generating data printed a traceback. Both through their real generation."""
     from neuralop_mp import cli as main_cli
-    from neuralop_mp import evaluate
+
+    data_root, run = tmp_path / "data", tmp_path / "run"
+    tiny = ["--data.data_root", str(data_root), "--data.train_resolution", "8", "--data.test_resolutions", "[8]",
+            "--data.n_train", "4", "--data.n_tests", "[2]", "--data.batch_size", "2", "--data.test_batch_sizes",
+            "[2]", "--model.hidden_channels", "4", "--model.n_modes", "[2,2]", "--threads", "1"]
+    assert main_cli.main(["train", "darcy", "--opt.n_epochs", "1", "--output_dir", str(run), *tiny]) == 0
 
     def save(obj, f, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(torch, "save", save)  # from here on, the disk is full
     monkeypatch.setattr(checkpointing, "free_bytes", lambda path: 3000, raising=False)
+    capsys.readouterr()
     code = main_cli.main(["diagnose", "darcy", "--resolution", "8", "--n-samples", "2", "--data.data_root",
-                          str(tmp_path / "data"), "--out", str(tmp_path / "out")])
+                          str(data_root), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert err.startswith("neuralop-mp diagnose: error: could not write the data file ") and "the disk is full" in err
-
-    def full(*args, **kwargs):
-        raise checkpointing.write_error(tmp_path / "data" / "darcy_test_32.pt",
-                                        OSError(errno.ENOSPC, "No space left on device"), "the data file")
-
-    monkeypatch.setattr(evaluate, "evaluate_with_config", full)
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "model_state_dict.pt").write_bytes(b"")
-    (run / "model_metadata.pkl").write_bytes(b"")
-    code = main_cli.main(["eval", str(run), "--res", "32"])
+    code = main_cli.main(["eval", str(run), "--res", "32"])  # the run's test set at 32 is generated
     err = capsys.readouterr().err
-    assert code == 1 and err.startswith("neuralop-mp eval: error: could not write the data file "), err
+    assert code == 1 and err.startswith(f"neuralop-mp eval: error: could not write the data file "
+                                        f"{data_root / 'darcy_test_32.pt'}: the disk is full"), err
