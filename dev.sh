@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine (see README.md):
 #   bash dev.sh quickstart [extra train flags]  set up, then train an FNO on built-in Darcy data in mixed precision
-#   bash dev.sh test [pytest args]              set up, then run the test suite except its slow end-to-end tier
+#   bash dev.sh test [pytest args]              set up, then run the test suite except its slow end-to-end tier, on every CPU
 #   bash dev.sh test --slow | --all [pytest args]   only the slow tier | everything (CI runs both tiers)
 #   bash dev.sh setup                           only set up
 # Setup creates .venv/, installs the CPU build of torch first when none is present (a bare
@@ -54,9 +54,14 @@ case "$cmd" in
     setup
     exec "$VENV/bin/neuralop-mp" train darcy --model.fno_block_precision mixed "$@" ;;
   test)
-    # Tests marked `slow` (multi-seed training comparisons, real upstream scripts under
-    # torchrun, upstream's own tests, the docs' shell examples) form the end-to-end tier.
-    tier=(-m "not slow")
+    # Tests marked `slow` form the end-to-end tier: those that start Python interpreters of their
+    # own (the command as a shell runs it, signals, closed pipes, fresh imports, older code,
+    # torchrun; each pays about 2.5 s of imports before it does anything), multi-seed training
+    # comparisons, upstream's own tests, the docs' shell examples. The default tier is spread
+    # over one worker per CPU (pytest-xdist; `-n 0` after it runs it in this one process); the
+    # end-to-end tier runs in one process: its tests time processes, signals and ranks, which
+    # workers beside them would skew.
+    tier=(-m "not slow" -n auto)
     case "${1:-}" in
       --slow) tier=(-m slow); shift ;;
       --all) tier=(); shift ;;

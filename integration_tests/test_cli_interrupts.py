@@ -9,6 +9,8 @@ import time
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # every test starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
+
 NANO_RUN = [
     "--data.n_train", "8", "--data.batch_size", "4", "--data.n_tests", "[4]", "--data.test_resolutions", "[16]",
     "--data.test_batch_sizes", "[4]", "--data.generate", "false", "--model.hidden_channels", "4",

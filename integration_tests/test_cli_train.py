@@ -602,6 +602,7 @@ def test_eval_refuses_model_overrides_and_bad_paths_before_evaluating(nano_root,
     assert json.loads((tmp_path / "e.json").read_text())["precision"]["mode"] == "mixed"
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_ctrl_c_names_the_last_saved_epoch_and_the_resume_command(nano_root, tmp_path):
     """SIGINT to a real `neuralop-mp train`: one line with the checkpoint's last epoch and the exact
     `--resume` command, exit 130; that command then finishes the run."""

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from neuralop_mp.runner.cli import KNOWN_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,6 +19,7 @@ def _docs_text():
     return {path.relative_to(ROOT).as_posix(): path.read_text() for path in DOC_FILES}
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_every_dotted_call_in_the_docs_works_after_a_plain_import():
     calls = sorted({m.group(1) for text in _docs_text().values()
                     for m in re.finditer(r"\b(neuralop_mp(?:\.[A-Za-z_]\w*)+)\(", text)})

@@ -295,6 +295,7 @@ def test_asking_for_more_samples_than_the_files_hold_is_said_with_the_command_fo
         assert (parsed.dataset, parsed.res, parsed.root) == ("darcy", [16], str(root))
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_ctrl_c_keeps_the_summary_and_the_report_of_the_epochs_trained(in_scripts, darcy_root, tmp_path):
     # a real SIGINT to a real `neuralop-mp run` of upstream's script, once its second epoch has trained
     report_file = tmp_path / "report.json"

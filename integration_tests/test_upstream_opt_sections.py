@@ -6,6 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # every test starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
+
 CHECK = r'''
 import importlib, json, pkgutil, sys
 sys.path.insert(0, ".")

@@ -15,9 +15,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import REPO_ROOT
 from .test_run_scripts import TINY_DARCY
 from .test_zencfg_versions import ZENCFG_1_DIR, zencfg_1  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slow  # every test starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 
 HINT = ("neuraloperator 2.0.0's configs need zencfg<1.0 (installed: 1.0.0, which requires their field "
         "FNO_Small2d.arch: it has no default): pip install 'zencfg>=0.7,<1.0'")

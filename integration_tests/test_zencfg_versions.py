@@ -92,6 +92,7 @@ def zencfg_1():
     return ZENCFG_1_DIR
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_our_configs_and_readers_pass_their_tests_under_zencfg_1_0(zencfg_1):
     code = (
         "import sys, zencfg, pytest\n"

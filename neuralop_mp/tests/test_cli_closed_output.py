@@ -14,6 +14,8 @@ import pytest
 
 from neuralop_mp.cli import main
 
+pytestmark = pytest.mark.slow  # every test starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
+
 CLI = [sys.executable, "-m", "neuralop_mp.cli"]
 CLOSED = "its output was closed (the program reading it exited)"
 # every print written at once, as under `python -u`: the print that meets the closed reader fails there

@@ -38,6 +38,7 @@ def test_a_torchrun_run_is_continued_with_torchrun_on_as_many_ranks(monkeypatch,
         in cli._interrupted_message(out)
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_the_console_script_ignores_signals_once_its_command_is_done():
     """A Ctrl-C or SIGTERM landing after a run's summary (while the interpreter shuts down) gave a
     traceback or exit -2 / -15 for a finished run: once main returned, both leave the exit status."""

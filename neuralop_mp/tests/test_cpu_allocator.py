@@ -39,6 +39,7 @@ def _faults(mode):
 _REAL_GLIBC = cpu_allocator._glibc()  # at import, before conftest's fake replaces it
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 @pytest.mark.skipif(_REAL_GLIBC is None, reason="'keep' needs glibc")
 def test_keep_stops_the_page_faults_of_reallocating_a_freed_large_tensor():
     system_mode, system = _faults("system")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import neuralop_mp
 import neuralop_mp.configs
 
@@ -111,6 +113,7 @@ def test_public_precision_is_the_context_manager_not_a_module():
     assert importlib.util.find_spec("neuralop_mp.precision") is None
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_every_module_imports_alone_in_random_order():
     """One fresh interpreter imports every module, in a shuffled order (seed printed on failure)."""
     names = sorted(package_modules())

@@ -109,6 +109,7 @@ def test_auto_threads_record_the_count_used_which_a_resume_keeps_whatever_the_lo
     assert read_command(out)["flags"]["threads"] == "1"
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_eval_refuses_a_final_model_that_a_killed_resume_trained_past(two_epoch_run, tmp_path, capsys):
     """It evaluated the two-epoch model file with the resume's config (its epochs, its precision), silently."""
     out = two_epoch_run
@@ -208,6 +209,7 @@ TRAINER_KILLED_BETWEEN_RENAMES = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_a_save_dir_killed_between_the_two_renames_of_a_save_loads_from_its_old_folder(monkeypatch, tmp_path,
                                                                                        capsys):
     """load_model and `eval DIR` said "No model checkpoint at DIR" while DIR.old held epoch 0's save."""
@@ -239,6 +241,7 @@ def test_a_save_dir_killed_between_the_two_renames_of_a_save_loads_from_its_old_
     assert f"checkpoint               | {old / 'model_state_dict.pt'}" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_a_resumes_overrides_hold_from_the_instant_its_first_checkpoint_is_in_place(two_epoch_run, tmp_path,
                                                                                     capsys):
     """A kill right after the resume's first save, before command.json was written, lost its overrides:

@@ -19,7 +19,9 @@ FILES = {"spectral": ["spectral.md", "spectral.json"], "optimizer": ["optimizer.
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("name", list(FILES))
+# the allocator benchmark measures each setting in Python interpreters of its own: the end-to-end tier
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "allocator" else name
+                                  for name in FILES])
 def test_quick_run_writes_its_files_and_leaves_docs_untouched(name, tmp_path):
     docs_before = DEFAULT_DOC.read_bytes()
     out = tmp_path / "results"
@@ -207,6 +209,7 @@ def test_a_campaign_of_some_models_only_does_not_replace_the_docs_gpu_table(tmp_
     assert gpu.main(["--apply", str(out)]) == 0 and "FNO and TFNO rows" not in doc.read_text()
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_the_cuda_tests_run_from_the_repository_root_wherever_the_campaign_starts(tmp_path, monkeypatch):
     """Started from another folder, ``pytest -k cuda`` found no tests (exit 5), which the
     campaign counts as a failure. bench gpu's own command, started from an empty folder and
@@ -249,6 +252,7 @@ def test_no_model_of_an_earlier_gpu_row_is_alive_when_a_row_starts(monkeypatch):
     assert alive_at_build == [0, 0, 0]
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_the_forward_peak_count_with_the_gpus_choices_runs_and_orders_the_rows():
     """benchmarks/forward_peak_gpu_choices.py (the counts docs/benchmarks.md quotes), at a tiny
     size: one line per variant, ours keeping less for backward than upstream full (at this grid

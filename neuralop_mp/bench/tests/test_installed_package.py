@@ -69,6 +69,7 @@ def test_the_checkout_is_told_from_an_installed_package(tmp_path):
     assert parser.parse_args(["--update-docs"]).update_docs is True and parser.parse_args([]).update_docs is False
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_update_docs_is_refused_before_measuring_without_a_checkout(installed):
     out = installed.work / "results"
     done = installed("from neuralop_mp import cli\n"
@@ -82,6 +83,7 @@ def test_update_docs_is_refused_before_measuring_without_a_checkout(installed):
     assert not (installed.site / "docs").exists()
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_applying_a_gpu_table_is_refused_without_a_checkout(installed):
     campaign = installed.work / "from-the-gpu"
     campaign.mkdir()
@@ -93,6 +95,7 @@ def test_applying_a_gpu_table_is_refused_without_a_checkout(installed):
     assert not (installed.site / "docs").exists()
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_the_gpu_campaigns_cuda_tests_are_skipped_not_failed_without_a_checkout(installed):
     done = installed("import json\nfrom neuralop_mp.bench import gpu\n"
                      "result, failures = gpu.run_cuda_tests(dry_run=False)\n"

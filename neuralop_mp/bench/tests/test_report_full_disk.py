@@ -32,6 +32,7 @@ def run_limited(code):
     return done.stdout
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_a_docs_update_that_meets_a_full_disk_keeps_the_whole_document(tmp_path):
     doc = tmp_path / "benchmarks.md"
     sections = [f"<!-- BEGIN b{i} -->\n## b{i}\n\n<!-- NOTES -->\nnote {i}\n<!-- END NOTES -->\n\n"
@@ -46,6 +47,7 @@ def test_a_docs_update_that_meets_a_full_disk_keeps_the_whole_document(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmarks.md"]  # no temporary left
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_a_benchmarks_markdown_that_meets_a_full_disk_keeps_the_previous_one(tmp_path):
     folder = tmp_path / "out"
     folder.mkdir()

@@ -100,6 +100,7 @@ def test_files_of_one_load_recording_different_physics_are_refused_naming_them(t
     assert {p.name: sha256(p) for p in tmp_path.glob("*.pt")} == before
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_the_same_seed_gives_byte_identical_files_in_another_process(tmp_path):
     """torch named the archive's records after the temporary file, whose name holds the pid."""
     generate_darcy(tmp_path / "a", resolutions=(8,), n_train=2, n_test=1, progress=False)

@@ -10,6 +10,8 @@ import pytest
 
 from neuralop_mp.data.darcy import generate_darcy
 
+pytestmark = pytest.mark.slow  # every test starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
+
 ARGV = ["darcy", "--res", "8", "--n-train", "2", "--n-test", "1", "--quiet"]
 
 # the data command, its torch.save writing part of the file and then waiting: a signal sent once it

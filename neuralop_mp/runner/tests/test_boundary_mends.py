@@ -246,6 +246,7 @@ def test_upstreams_none_strings_are_none_under_the_installed_zencfg():
     _none_strings_are_read_as_none()
 
 
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_upstreams_none_strings_are_none_under_zencfg_1_0():
     if not (ZENCFG_1_DIR / "zencfg" / "__init__.py").is_file():
         pytest.skip(f"zencfg 1.0.0 not found in {ZENCFG_1_DIR}; `bash dev.sh setup` installs it there")

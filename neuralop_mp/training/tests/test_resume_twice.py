@@ -102,6 +102,7 @@ def train_with_older_code(root, out, n_epochs, resume=False, **overrides):
 @pytest.mark.parametrize("optimizer, resumed_before", [("tensorgrad", False), ("tensorgrad", True),
                                                         ("adamw", False)],
                          ids=["tensorgrad", "tensorgrad-resumed-by-older-code", "adamw"])
+@pytest.mark.slow  # starts Python interpreters of its own: the end-to-end tier (pyproject.toml)
 def test_an_older_plateau_checkpoint_resumes_twice(older_code, four_samples, tmp_path, optimizer, resumed_before):
     """The first epochs trained by the older code itself, then two resumes by this code."""
     settings = {**PLATEAU, "opt.optimizer": optimizer}
