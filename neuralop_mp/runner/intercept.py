@@ -151,7 +151,12 @@ def make_trainer_class(options, report, parts):
         def __init__(self, *args, **kwargs):
             report.reached = True
             model = kwargs.get("model", args[0] if args else None)
-            switches_layers = schedule is not None and any(p.mode != "full" for p in schedule)
+            own_schedule = kwargs.get("precision_schedule")  # the script's own choice wins over the option's
+            # the option's schedule is refused for a model without the plugin's layer only where it is the one
+            # the trainer gets: a script's own all-"full" schedule asks nothing of the model (the summary says
+            # the option was overridden), and MixedPrecisionTrainer refuses an own one that switches layers
+            switches_layers = (own_schedule is None and schedule is not None
+                               and any(p.mode != "full" for p in schedule))
             if switches_layers and model is not None and not mixed_precision_layers(
                     model, layer_class=parts.MixedPrecisionSpectralConv):
                 raise RuntimeError(
@@ -163,7 +168,6 @@ def make_trainer_class(options, report, parts):
                     "place of a SpectralConv(...) a module of your own creates), or run without "
                     "--mp.precision/--mp.schedule."
                 )
-            own_schedule = kwargs.get("precision_schedule")  # the script's own choice wins over the option's
             kwargs.setdefault("precision_schedule", schedule)
             for key, value in precision_kwargs.items():
                 kwargs.setdefault(key, value)

@@ -39,7 +39,8 @@ class ScriptScan:
     calls: set = field(default_factory=set)
     # optimizer calls by where their name comes from, e.g. "torch.optim.Adam", "neuralop.training.AdamW"
     optimizer_calls: set = field(default_factory=set)
-    # the plugin's classes the script names anywhere (called, passed as conv_module=, imported)
+    # the plugin's classes the script builds with (called, or given as conv_module=): not those it only
+    # imports or checks with isinstance, which build nothing (see _built_plugin_classes)
     plugin_classes: set = field(default_factory=set)
 
     @property
@@ -97,6 +98,53 @@ def _dotted_name(func):
     return ".".join([func.id, *reversed(parts)])
 
 
+def _plugin_class_aliases(tree):
+    """Local name -> plugin class name, for every name the source gives a plugin class:
+    ``from neuralop_mp import MixedPrecisionFNO as MPF`` and ``cls = neuralop_mp.MixedPrecisionFNO``."""
+    aliases = {name: name for name in PLUGIN_CLASSES}  # as imported (or star-imported) under its own name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            aliases.update({a.asname: a.name for a in node.names if a.asname and a.name in PLUGIN_CLASSES})
+    for node in ast.walk(tree):  # after the imports: `cls = MPF` resolves through the import's alias
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            named = _named_plugin_class(node.value, aliases)
+            if named:
+                aliases[node.targets[0].id] = named
+    return aliases
+
+
+def _named_plugin_class(expr, aliases):
+    """The plugin class ``expr`` names (``MixedPrecisionFNO``, ``neuralop_mp.MixedPrecisionFNO``, an alias), or None."""
+    if isinstance(expr, ast.Name):
+        return aliases.get(expr.id)
+    if isinstance(expr, ast.Attribute) and expr.attr in PLUGIN_CLASSES:
+        return expr.attr
+    return None
+
+
+def _built_plugin_classes(tree):
+    """The plugin classes the source builds something with: a call of the class (``MixedPrecisionFNO(...)``,
+    ``neuralop_mp.MixedPrecisionFNO(...)``, ``MixedPrecisionFNO.from_checkpoint(...)``), the class given
+    as a keyword argument (``FNO(..., conv_module=MixedPrecisionSpectralConv)``) or to ``partial``.
+
+    A class only imported, or named in ``isinstance(model, MixedPrecisionFNO)``, builds nothing: counted,
+    it made the start check say that a script building upstream's model builds the plugin's layers itself.
+    """
+    aliases = _plugin_class_aliases(tree)
+    built = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr == "from_checkpoint":
+            func = func.value  # the classmethod upstream's models build from a checkpoint with
+        given = [kw.value for kw in node.keywords]
+        if _called_name(node.func) == "partial" and node.args:
+            given.append(node.args[0])
+        built.update(filter(None, [_named_plugin_class(e, aliases) for e in [func, *given]]))
+    return built
+
+
 def scan_source(source, filename="<script>"):
     """Collect the names of everything the script calls (by the last part of the name)."""
     tree = ast.parse(source, filename=filename)
@@ -106,11 +154,7 @@ def scan_source(source, filename="<script>"):
         if isinstance(node, ast.ImportFrom) and node.module:
             for alias in node.names:
                 imported[alias.asname or alias.name] = f"{node.module}.{alias.name}"
-                if alias.name in PLUGIN_CLASSES:
-                    scan.plugin_classes.add(alias.name)
-        name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
-        if name in PLUGIN_CLASSES:
-            scan.plugin_classes.add(name)
+    scan.plugin_classes = _built_plugin_classes(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             name = _called_name(node.func)
