@@ -327,35 +327,38 @@ def unknown_group_keys(group):
             and key not in BOOKKEEPING_KEYS and key not in TORCH_ADAMW_KEYS]
 
 
-def warn_unknown_keys(group, where=""):
-    """Warn, in one line, of the :func:`unknown_group_keys` of ``group`` (``where``: words
-    after the keys that name the group, e.g. "of param group 1 of the loaded state dict"),
-    listing the settings TensorGRaD reads. The warning names the caller's line, so the
-    default filter shows it once per line of user code."""
-    keys = unknown_group_keys(group)
+def warn_unknown_keys(group, where, warned=()):
+    """Warn, in one line, of the :func:`unknown_group_keys` of ``group`` but those in ``warned``
+    (named for this group before), listing the settings TensorGRaD reads. ``where``: words after
+    the keys that name the group, e.g. "of param group 1" or "of param group 1 of the loaded
+    state dict": with several groups, the user finds the one that holds the key. The warning
+    names the caller's line, so the default filter shows it once per line of user code and group."""
+    keys = [key for key in unknown_group_keys(group) if key not in warned]
     if keys:
         named = f"key{'s' if len(keys) > 1 else ''} {', '.join(repr(key) for key in keys)}"
-        warnings.warn(f"TensorGRaD ignores the unknown param-group {named}{' ' + where if where else ''}; its "
+        warnings.warn(f"TensorGRaD ignores the unknown param-group {named} {where}; its "
                       f"settings are {', '.join(OPTIONS_BY_NAME)}.", UserWarning,
                       stacklevel=stacklevel_outside(OPTIMIZER_CODE_FOLDERS, OPTIMIZER_CODE_FILES))
 
 
-def check_group_keys(group, weight_decay):
+def check_group_keys(group, weight_decay, where, warned=()):
     """Refuse a torch AdamW key asking for what TensorGRaD lacks (:func:`check_torch_keys`)
     and warn of the keys that are neither a setting, a torch AdamW key nor bookkeeping
-    (:func:`warn_unknown_keys`). The one rule of unknown keys: a group joining (the
-    constructor, :meth:`~neuralop_mp.optim.tensorgrad.TensorGRaD.add_param_group`), changed in
-    ``param_groups`` and loaded (``load_state_dict``) alike."""
+    (:func:`warn_unknown_keys`, with ``where`` and ``warned``). The one rule of unknown keys,
+    applied once to each group, where it enters: joining (the constructor,
+    :meth:`~neuralop_mp.optim.tensorgrad.TensorGRaD.add_param_group`), loaded
+    (``load_state_dict``), and for a key added to it in ``param_groups``."""
     check_torch_keys(group, weight_decay)
-    warn_unknown_keys(group)
+    warn_unknown_keys(group, where, warned)
 
 
 def group_settings(group, defaults, explicit=(), upstream=False):
     """Every setting of param group ``group`` (its ``params`` left out), checked.
 
     Each key comes from the first of: the group itself (its ``tensorgrad`` is its
-    ``compress``, unless it names ``compress`` too; its keys are checked by
-    :func:`check_group_keys`); the constructor keywords
+    ``compress``, unless it names ``compress`` too; its torch AdamW keys are checked by
+    :func:`check_torch_keys`, its unknown keys are the caller's to name, once per group:
+    :func:`warn_unknown_keys`); the constructor keywords
     named in ``explicit`` (those its caller passed, whatever their values);
     upstream's defaults, for a group naming ``tensorgrad``
     (:data:`UPSTREAM_GROUP_DEFAULTS`) and, when ``upstream`` (some group of the
@@ -372,7 +375,7 @@ def group_settings(group, defaults, explicit=(), upstream=False):
         upstream_defaults = {}
     passed = {key: defaults[key] for key in explicit}
     settings = validate_group({**defaults, **upstream_defaults, **passed, **own})
-    check_group_keys(own, settings["weight_decay"])
+    check_torch_keys(own, settings["weight_decay"])
     return settings
 
 

@@ -39,6 +39,7 @@ from .settings import (
     layout_change_error,
     layout_of,
     validate_group,
+    warn_unknown_keys,
 )
 
 
@@ -306,7 +307,7 @@ class TensorGRaD(Optimizer):
             activation_checkpoint=activation_checkpoint,
         )
         validate_group(defaults)
-        check_group_keys(dict(maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
+        check_torch_keys(dict(maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
                               fused=fused, amsgrad=amsgrad, decoupled_weight_decay=decoupled_weight_decay),
                          weight_decay)
         # the only torch keyword whose check depends on a group's own setting (its weight decay)
@@ -331,6 +332,10 @@ class TensorGRaD(Optimizer):
         neither ``tensorgrad`` nor ``compress`` become upstream's plain AdamW too, as
         they would have in the constructor, if they have not stepped yet; one that has
         keeps the settings its moments were made with, and a warning names it.
+
+        Keys of the group that TensorGRaD does not read are named in one warning, with the
+        group's index, once it has joined (:func:`~neuralop_mp.optim.settings.warn_unknown_keys`):
+        a later group joining does not name them again.
         """
         if not isinstance(param_group, dict):
             raise TypeError(f"Invalid param_group of type {type(param_group).__name__}; expected a dict.")
@@ -342,13 +347,17 @@ class TensorGRaD(Optimizer):
         keys = frozenset(k for k in param_group if k != "params")
         param_group.update(group_settings(param_group, self.defaults, self._explicit_keywords, upstream))
         self._check_constructor_decay(param_group)
-        self._check_shapes(param_group, len(self.param_groups))
+        index = len(self.param_groups)
+        self._check_shapes(param_group, index)
         super().add_param_group(param_group)
         self._group_keys.append(keys)
         self._layouts.append(layout_of(param_group))
         self._checked.append(_settings_snapshot(self.param_groups[-1]))
         if not upstream and "tensorgrad" in keys:
             self._plain_groups_become_upstream_adamw()
+        # once, as it joins (a refused group is not named); last, so a warning raised as an
+        # error (-W error) leaves the joined group's bookkeeping complete
+        warn_unknown_keys(param_group, f"of param group {index}")
 
     def _check_constructor_decay(self, group):
         """Refuse (ValueError) a nonzero ``weight_decay`` in a ``group`` that names no
@@ -463,7 +472,9 @@ class TensorGRaD(Optimizer):
                     if missing:
                         raise ValueError(f"the settings {missing} were removed from the group; set them back")
                     settings = validate_group({key: group[key] for key in DEFAULTS})
-                    check_group_keys(snapshot, settings["weight_decay"])
+                    # only a key added since the last check is named: the others were, as the group entered
+                    check_group_keys(snapshot, settings["weight_decay"], f"of param group {index} (added in "
+                                     "param_groups)", warned=self._checked[index] or ())
                     self._check_constructor_decay({**group, **settings})
             except (TypeError, ValueError) as error:
                 raise type(error)(f"TensorGRaD: param group {index} was changed in param_groups: {error}") from None

@@ -245,18 +245,19 @@ def test_unknown_group_key_warns_at_each_construction_and_bookkeeping_keys_do_no
     assert named[0].lineno != named[1].lineno
 
 
-def test_unknown_group_key_warns_once_per_line_under_the_default_filter():
+def test_unknown_group_key_warns_once_per_line_and_group_under_the_default_filter():
     typo = f"weight_deacy_{uuid.uuid4().hex[:8]}"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
-        for _ in range(3):
+        for _ in range(3):  # group 0 of each: named once
             TensorGRaD([{"params": [torch.nn.Parameter(torch.zeros(5))], typo: 0.5}])
         opt = TensorGRaD([torch.nn.Parameter(torch.zeros(5))])
-        for _ in range(2):  # another line: named again
+        for _ in range(2):  # another line, and groups 1 and 2: each named
             opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(5))], typo: 0.5})
-    named = [w for w in caught if repr(typo) in str(w.message)]
-    assert len(named) == 2 and named[0].lineno != named[1].lineno
-    assert all(w.filename == __file__ for w in named)
+    named = [str(w.message) for w in caught if repr(typo) in str(w.message)]
+    assert [text.split(f"{typo!r} ")[1].split(";")[0] for text in named] == [
+        "of param group 0", "of param group 1", "of param group 2"]
+    assert [w.filename for w in caught if repr(typo) in str(w.message)] == [__file__] * 3
 
 
 def _dense_state():
