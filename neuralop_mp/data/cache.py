@@ -21,6 +21,7 @@ A file is saved through a temporary file next to it, named after the host and th
 code of its own runs (SIGKILL, a crash of the machine) leaves it: the next generation of that
 file removes it once it holds the lock, when its process is gone (:func:`_remove_stale_temporaries`).
 """
+import contextvars
 import os
 import re
 import socket
@@ -82,8 +83,22 @@ def _recorded_settings(meta):
     return {k: v for k, v in meta.items() if k != "n_samples"}
 
 
-# what a user changes to write the data elsewhere, for the message of an unwritable data root
-DATA_ROOT_OPTIONS = "--data.data_root (`neuralop-mp data`: --root)"
+# what a user changes to write the data elsewhere, for the message of an unwritable data root: the
+# option of the command that runs (:func:`data_root_option`); unset, the config key of train and eval,
+# which a Python caller of the loaders (their ``data_root``) reaches too
+_DATA_ROOT_OPTION = contextvars.ContextVar("data_root_option", default="--data.data_root")
+
+
+@contextmanager
+def data_root_option(option):
+    """Within this block (this thread), the message of a data root that cannot be written
+    (:func:`generate_cached`) names ``option`` as the way to choose another: a command gives
+    its own (``neuralop-mp data``: ``"--root"``), so its user is told the option they typed."""
+    token = _DATA_ROOT_OPTION.set(option)
+    try:
+        yield
+    finally:
+        _DATA_ROOT_OPTION.reset(token)
 
 
 def generate_cached(path, settings, n_samples, overwrite, compute):
@@ -107,7 +122,7 @@ def generate_cached(path, settings, n_samples, overwrite, compute):
         False; or another run wrote it with other settings while this one waited.
     RunSetupError
         If the file must be written and its folder cannot be written into (a ValueError,
-        naming the folder and why).
+        naming the folder, why, and the option to choose another: :func:`data_root_option`).
     """
     path = Path(path)
     n_samples = check_int_at_least("n_samples", n_samples, 1)
@@ -115,7 +130,7 @@ def generate_cached(path, settings, n_samples, overwrite, compute):
     # an up-to-date file is used without the lock: a read-only data root stays usable
     if not _stale(path, settings, n_samples, overwrite):
         return path
-    check_writable(path.parent, DATA_ROOT_OPTIONS, what="Data folder")
+    check_writable(path.parent, _DATA_ROOT_OPTION.get(), what="Data folder")
     with _generation_lock(path) as locked:
         if locked:  # every generation of this file locks it: no other one is writing a temporary now
             _remove_stale_temporaries(path)

@@ -132,11 +132,12 @@ def main(argv=None):
     # SIGTERM as Ctrl-C: the save's cleanup runs (no temporary left), one line instead of a traceback
     with terminate_as_interrupt():
         try:
-            from .cache import resolve_root
+            from .cache import data_root_option, resolve_root
 
             root = resolve_root(args.root)
             before = {p: p.stat().st_mtime_ns for p in root.glob("*.pt")} if root.exists() else {}
-            files = _generate(args)
+            with data_root_option("--root"):  # a data root that cannot be written names this command's option
+                files = _generate(args)
         except (ValueError, FileExistsError) as err:
             print(f"neuralop-mp data: error: {err}", file=sys.stderr)
             return 2
