@@ -509,13 +509,13 @@ def test_eval_of_a_standalone_checkpoint_keeps_its_saved_stabilizer_and_half_dty
     import neuralop_mp
     from neuralop_mp.configs import load_config
     from neuralop_mp.evaluate import run_evaluation
-    from neuralop_mp.run_folder import load_model, save_model
+    from neuralop_mp.run_folder import load_model_and_precision, save_model
     from neuralop_mp.train_pipeline import build_data, build_trainer
 
     out = tmp_path / "run"
     assert main(["train", "darcy", "--data.data_root", str(nano_root), "--output_dir", str(out),
                  "--opt.n_epochs", "1", *NANO_RUN]) == 0
-    model, _ = load_model(out / "model_state_dict.pt", mixed_precision_layer=True)
+    model, _ = load_model_and_precision(out / "model_state_dict.pt", mixed_precision_layer=True)
     neuralop_mp.set_precision(model, "half", half_dtype="float16", stabilizer="tanh")
     save_model(model, tmp_path / "solo", "mine")
     overrides = ["--data.data_root", str(nano_root), *NANO_RUN[:-2]]  # all but --threads
@@ -524,7 +524,7 @@ def test_eval_of_a_standalone_checkpoint_keeps_its_saved_stabilizer_and_half_dty
     assert {k: evaluated["precision"][k] for k in ("mode", "stabilizer", "half_dtype", "autocast")} == \
         {"mode": "half", "stabilizer": "tanh", "half_dtype": "float16", "autocast": False}
 
-    loaded, _ = load_model(tmp_path / "solo" / "mine_state_dict.pt")
+    loaded, _ = load_model_and_precision(tmp_path / "solo" / "mine_state_dict.pt")
     config = load_config("darcy", overrides)
     _, test_loaders, data_processor = build_data(config, progress=False)
     trainer = build_trainer(config, loaded, data_processor, None, progress=False)

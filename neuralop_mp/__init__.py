@@ -62,8 +62,9 @@ def __getattr__(name):
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
-    # a submodule on first use, so that the dotted paths the docs call (``neuralop_mp.run_folder.load_model``)
-    # work after a plain ``import neuralop_mp``, as ``neuralop_mp.data.load_darcy`` does
+    # a submodule on first use, so that the dotted paths the docs call
+    # (``neuralop_mp.run_folder.load_model_and_precision``) work after a plain ``import neuralop_mp``,
+    # as ``neuralop_mp.data.load_darcy`` does
     if not name.startswith("_") and find_spec(f"neuralop_mp.{name}") is not None:
         return import_module(f"neuralop_mp.{name}")
     raise AttributeError(f"module 'neuralop_mp' has no attribute {name!r}")

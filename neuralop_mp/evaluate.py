@@ -29,7 +29,7 @@ import time
 from typing import NamedTuple
 
 from .run_folder import (DATA_PROCESSOR_FILE, data_processor_from_state, find_checkpoint, load_data_processor,
-                         load_model, read_command, run_data_records)
+                         load_model_and_precision, read_command, run_data_records)
 from .training.checkpointing import PRECISION_STATE_FILE, STATE_DICT_SUFFIX
 from .vocabulary import check_each_once
 
@@ -368,7 +368,7 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     if precision is not None:
         precision = check_choice("--precision", precision, PRECISION_MODES)
     device = resolve_device(config.device)
-    model, saved_precision = load_model(found, mixed_precision_layer=precision not in (None, "full"))
+    model, saved_precision = load_model_and_precision(found, mixed_precision_layer=precision not in (None, "full"))
     model = model.to(device)
     log(f"[neuralop-mp] {type(model).__name__} from {folder / name}_*: loading data ({type(config.data).__name__})")
     # a trainer's checkpoint folder (not a run's): the processor its training used, and the errors it recorded

@@ -143,7 +143,7 @@ def check_run_folder_present(run_dir):
 
 class FoundCheckpoint(NamedTuple):
     """A model checkpoint :func:`find_checkpoint` found: its folder and its ``NAME``. Given again
-    where a path is taken (:func:`find_checkpoint`, :func:`load_model`,
+    where a path is taken (:func:`find_checkpoint`, :func:`load_model_and_precision`,
     :func:`~neuralop_mp.evaluate.evaluate_with_config`), it is used as it is: a run's final model
     is checked current once, where it is found, however many of them a caller passes it through."""
 
@@ -201,8 +201,12 @@ def _checked_model(folder, name):
     return FoundCheckpoint(folder, name)
 
 
-def load_model(path, map_location="cpu", mixed_precision_layer=False):
-    """Rebuild a model from a checkpoint written by ``save_checkpoint``, in its saved precision.
+def load_model_and_precision(path, map_location="cpu", mixed_precision_layer=False):
+    """Rebuild a model from a checkpoint written by ``save_checkpoint``, in its saved precision,
+    and return it with that precision: a ``(model, precision)`` tuple.
+
+    Unlike :func:`neuralop_mp.load_model` (``save_folder, save_name``; the model alone), it takes
+    one path, as ``neuralop-mp eval`` does.
 
     Works for models written by ``neuralop-mp train`` and for upstream's own
     ``FNO(...).save_checkpoint(folder, name)`` (which runs in full precision).
@@ -261,6 +265,20 @@ def load_model(path, map_location="cpu", mixed_precision_layer=False):
                      context=context)
     restore_trained_n_modes(model, folder, name, metadata)  # a trainer folder's grown modes (upstream classes)
     return model, model_precision(model)
+
+
+def load_model(path, map_location="cpu", mixed_precision_layer=False):
+    """Deprecated name of :func:`load_model_and_precision`: returns ``(model, precision)``.
+
+    It shared its name with :func:`neuralop_mp.load_model`, which returns the model alone, so a
+    caller of the one got what the other returns. Warns (``FutureWarning``) and forwards.
+    """
+    # FutureWarning, not DeprecationWarning: Python shows it to a script's user by default
+    warnings.warn("neuralop_mp.run_folder.load_model is deprecated: use "
+                  "neuralop_mp.run_folder.load_model_and_precision, which returns (model, precision) as this "
+                  "did (neuralop_mp.load_model(folder, name) returns the model alone).",
+                  FutureWarning, stacklevel=2)
+    return load_model_and_precision(path, map_location=map_location, mixed_precision_layer=mixed_precision_layer)
 
 
 def saved_state(run_dir):

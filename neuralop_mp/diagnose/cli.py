@@ -104,14 +104,14 @@ def _check_n_bands(n_bands, model, resolution):
 def _checkpoint_path(target):
     """The :class:`~neuralop_mp.run_folder.FoundCheckpoint` ``target`` names (``folder/NAME``, or a
     folder holding one, such as a ``neuralop-mp train`` run folder), else None (a config). Found
-    (a run's final model: checked current) here, once; ``load_model`` takes it as found."""
+    (a run's final model: checked current) here, once; ``load_model_and_precision`` takes it as found."""
     from ..configs.loading import config_file
     from ..run_folder import FoundCheckpoint, find_checkpoint
 
     path = Path(target)
     if Path(f"{target}{METADATA_SUFFIX}").exists():
         state_dict = Path(f"{target}{STATE_DICT_SUFFIX}")
-        # without its state dict: load_model names the missing file
+        # without its state dict: load_model_and_precision names the missing file
         return find_checkpoint(state_dict) if state_dict.is_file() else FoundCheckpoint(path.parent, path.name)
     if not path.is_dir() or config_file(target) is None:  # a built-in name wins over a folder of that name
         return None
@@ -210,7 +210,7 @@ def _load_config(target, overrides):
 def _load(args, overrides, checkpoint):
     """(model, loader name, loader kwargs, N, name); ``checkpoint``: :func:`_checkpoint_path`'s."""
     if checkpoint is not None:
-        from ..run_folder import load_model
+        from ..run_folder import load_model_and_precision
 
         if overrides:
             unknown = [o.partition("=")[0] for o in overrides if o.startswith("--")]
@@ -218,7 +218,7 @@ def _load(args, overrides, checkpoint):
                              + f"config overrides {overrides} do not apply to a checkpoint; options: "
                              + ", ".join(_option_names()) + ".")
         # the plugin's layer even for a full-precision checkpoint (a plain `train` run's): it switches precision
-        model, _ = load_model(checkpoint, mixed_precision_layer=True)
+        model, _ = load_model_and_precision(checkpoint, mixed_precision_layer=True)
         return (model, *_run_data(checkpoint.folder, args), Path(args.target).resolve().name)
     from ..models.registry import get_model
 

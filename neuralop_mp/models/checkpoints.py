@@ -78,8 +78,8 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
     """The model that a checkpoint's recorded constructor arguments build, without its weights.
 
     The half of :func:`load_model` that runs no file read: callers that report unreadable
-    files (``neuralop_mp.run_folder.load_model``) read the metadata and load the weights
-    under their own checks and let an error of the constructor pass as it is.
+    files (``neuralop_mp.run_folder.load_model_and_precision``) read the metadata and load
+    the weights under their own checks and let an error of the constructor pass as it is.
 
     Parameters
     ----------

@@ -11,7 +11,7 @@ import torch
 
 from neuralop_mp import cli
 from neuralop_mp.data import load_darcy
-from neuralop_mp.run_folder import DATA_PROCESSOR_FILE, load_data_processor, load_model
+from neuralop_mp.run_folder import DATA_PROCESSOR_FILE, load_data_processor, load_model_and_precision
 
 from .test_train_pipeline import TINY_RUN
 
@@ -97,12 +97,12 @@ def test_eval_accepts_the_runs_own_value_of_a_trained_data_key(trained, capsys):
 
 
 def test_a_python_user_decodes_predictions_to_physical_units(trained):
-    """load_model + load_data_processor give the predictions train evaluated: their relative L2
+    """load_model_and_precision + load_data_processor give the predictions train evaluated: their relative L2
     error against the stored targets is the one results.json reports."""
     from neuralop.losses import LpLoss
 
     out, root = trained
-    model, _ = load_model(out)
+    model, _ = load_model_and_precision(out)
     model.eval()
     processor = load_data_processor(out)
     stored = torch.load(root / "darcy_test_8.pt", weights_only=True)

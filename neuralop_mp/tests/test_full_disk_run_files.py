@@ -80,7 +80,7 @@ def test_a_model_save_keeps_upstreams_file_names_and_loads_back(tmp_path):
     assert files == {"state_dict": str(tmp_path / "mine_state_dict.pt"),
                      "metadata": str(tmp_path / "mine_metadata.pkl")}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine_metadata.pkl", "mine_state_dict.pt"]
-    loaded, _ = run_folder.load_model(tmp_path / "mine_state_dict.pt")
+    loaded, _ = run_folder.load_model_and_precision(tmp_path / "mine_state_dict.pt")
     assert all(torch.equal(a, b) for a, b in zip(loaded.parameters(), model.parameters()))
 
 

@@ -27,10 +27,11 @@ def _count_checks(monkeypatch):
     return checked
 
 
-@pytest.mark.parametrize("caller", ["cli", "run_evaluation", "evaluate_with_config", "load_model"])
+@pytest.mark.parametrize("caller", ["cli", "run_evaluation", "evaluate_with_config",
+                                    "load_model_and_precision"])
 @pytest.mark.parametrize("named", ["folder", "file"])
 def test_a_runs_final_model_is_checked_current_once(tiny_run, monkeypatch, capsys, caller, named):
-    """`eval` checked it three times (its own find, evaluate_with_config's, load_model's), run_evaluation
+    """`eval` checked it three times (its own find, evaluate_with_config's, load_model_and_precision's), run_evaluation
     three, evaluate_with_config two."""
     path = tiny_run if named == "folder" else tiny_run / "model_state_dict.pt"
     checked = _count_checks(monkeypatch)
@@ -43,7 +44,7 @@ def test_a_runs_final_model_is_checked_current_once(tiny_run, monkeypatch, capsy
         source = ConfigSource("darcy", list(TINY_ARGS), True)
         evaluate_with_config(path, source, eval_config(source), **quiet)
     else:
-        run_folder.load_model(path)
+        run_folder.load_model_and_precision(path)
     assert checked == [tiny_run]
 
 
@@ -52,7 +53,7 @@ def test_a_found_checkpoint_is_used_as_found(tiny_run, monkeypatch):
     assert found == (tiny_run, "model") and found.folder == tiny_run
     checked = _count_checks(monkeypatch)
     assert run_folder.find_checkpoint(found) is found
-    run_folder.load_model(found)
+    run_folder.load_model_and_precision(found)
     assert checked == []
 
 
@@ -122,7 +123,7 @@ def test_a_checkpoint_message_and_the_run_summary_name_a_class_alike(cls, name):
 
 @pytest.mark.parametrize("named", ["folder", "folder/NAME"])
 def test_diagnose_checks_a_runs_final_model_current_once(tiny_run, monkeypatch, capsys, tmp_path, named):
-    """diagnose found the checkpoint twice (and checked it again in load_model): three checks."""
+    """diagnose found the checkpoint twice (and checked it again in load_model_and_precision): three checks."""
     target = tiny_run if named == "folder" else tiny_run / "model"
     checked = _count_checks(monkeypatch)
     assert cli.main(["diagnose", str(target), "--n-samples", "1", "--resolution", "8", "--n-bands", "2",

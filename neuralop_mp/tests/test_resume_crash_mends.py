@@ -214,7 +214,7 @@ def test_a_save_dir_killed_between_the_two_renames_of_a_save_loads_from_its_old_
                                                                                        capsys):
     """load_model and `eval DIR` said "No model checkpoint at DIR" while DIR.old held epoch 0's save."""
     from neuralop_mp.models.checkpoints import load_model as load_saved
-    from neuralop_mp.run_folder import load_model
+    from neuralop_mp.run_folder import load_model_and_precision
 
     script, save_dir = tmp_path / "train.py", tmp_path / "ckpt"
     script.write_text(TRAINER_KILLED_BETWEEN_RENAMES)
@@ -229,7 +229,7 @@ def test_a_save_dir_killed_between_the_two_renames_of_a_save_loads_from_its_old_
     warning = rf"{save_dir} is missing but {old} holds its previous complete save"
     for path in (save_dir, save_dir / "model_state_dict.pt"):
         with pytest.warns(RuntimeWarning, match=warning):
-            model, _ = load_model(path)
+            model, _ = load_model_and_precision(path)
         assert all(torch.equal(model.state_dict()[key], value) for key, value in saved.items())
     with pytest.warns(RuntimeWarning, match=warning):
         model = load_saved(save_dir, "model")

@@ -7,7 +7,7 @@ import torch
 
 from neuralop_mp.cli import _interrupted_message
 from neuralop_mp.evaluate import ConfigSource, eval_config
-from neuralop_mp.run_folder import find_checkpoint, load_model, saved_epoch
+from neuralop_mp.run_folder import find_checkpoint, load_model_and_precision, saved_epoch
 
 from .test_configs import COUNTED_CONFIG, restore_registries  # noqa: F401 (a fixture)
 
@@ -33,11 +33,11 @@ def test_a_run_stopped_before_its_final_save_names_the_epoch_its_manifest_record
     assert f"neuralop-mp train --resume {tmp_path}" in message
     # train's message for an interrupted run reads the same epoch, in the same folder
     assert f"{tmp_path / folder} holds epoch 3, the last saved" in _interrupted_message(tmp_path)
-    # the training state itself (the trainer's weights, no metadata) is no model: load_model says
+    # the training state itself (the trainer's weights, no metadata) is no model: load_model_and_precision says
     # whose it is, for either folder
     torch.save({}, tmp_path / folder / "model_state_dict.pt")
     with pytest.raises(FileNotFoundError, match=rf"is the training state of the run {tmp_path}, not a model"):
-        load_model(tmp_path / folder)
+        load_model_and_precision(tmp_path / folder)
 
 
 def test_an_unreadable_manifest_still_names_the_stopped_run(tmp_path):

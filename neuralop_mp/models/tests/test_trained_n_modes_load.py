@@ -86,8 +86,8 @@ def test_a_training_state_of_another_model_is_refused_naming_it(tmp_path):
 
 
 def test_eval_loads_the_modes_of_the_trainer_checkpoint_it_loads(tmp_path):
-    """``neuralop-mp eval``'s lookup (run_folder.load_model) gives the grown model, as load_model does."""
-    from neuralop_mp.run_folder import load_model as load_for_eval
+    """``neuralop-mp eval``'s lookup (run_folder.load_model_and_precision) gives the grown model, as load_model does."""
+    from neuralop_mp.run_folder import load_model_and_precision as load_for_eval
 
     model = _grown_upstream_fno(tmp_path)
     loaded, _ = load_for_eval(tmp_path)
@@ -113,7 +113,7 @@ def _truncate(path):
 def test_a_plugin_model_loads_from_its_metadata_without_reading_the_training_state(tmp_path, loader):
     """The plugin's classes record moved modes in their metadata (none here: never grown), so a
     damaged precision_state.pt beside sound weights is no reason to refuse the model."""
-    from neuralop_mp.run_folder import load_model as load_for_eval
+    from neuralop_mp.run_folder import load_model_and_precision as load_for_eval
 
     torch.manual_seed(0)
     model = MixedPrecisionFNO(n_modes=(2, 2), in_channels=1, out_channels=1, hidden_channels=6, n_layers=2)
