@@ -128,6 +128,8 @@ def _validated_options(options, prefix=""):
     (``prefix="--mp."`` on the command line). Values and settings that cannot be combined
     are refused with the library's own checks (TensorGRaD's settings, the trainer's loss
     scaling, the schedule parser, update in backward's), before anything is patched.
+    Besides the keywords, ``schedule_as_given``: the schedule as the caller spelled it
+    (``"paper"``; None without a schedule), which the report's notes name the option by.
     """
     from ..optim.update_in_backward import check_update_in_backward_settings
     from ..training.trainer import _normalize_loss_scaling
@@ -158,6 +160,8 @@ def _validated_options(options, prefix=""):
     if stabilizer is not None:
         stabilizer = normalize_stabilizer(stabilizer, key=name("stabilizer"))
     schedule = options["schedule"]
+    # the schedule as the caller spelled it ("paper"), which the notes name the option by
+    schedule_as_given = schedule if isinstance(schedule, str) else None
     if schedule is not None and schedule != "":
         from ..training.schedule import PrecisionSchedule
 
@@ -167,8 +171,9 @@ def _validated_options(options, prefix=""):
             schedule = PrecisionSchedule.from_config(schedule)
         except (ValueError, TypeError) as error:
             raise type(error)(f"Invalid {name('schedule')}={schedule!r}: {error}") from None
+        schedule_as_given = schedule_as_given or str(schedule)  # a list or PrecisionSchedule: its own text
     else:
-        schedule = None
+        schedule = schedule_as_given = None
     # the factory's registry, read now: a kind added with register_optimizer is one `train` builds
     from ..optim.factory import list_optimizers, setting_readers, unread_settings_error
 
@@ -209,6 +214,7 @@ def _validated_options(options, prefix=""):
         precision=precision,
         half_dtype=half_dtype,
         schedule=schedule,
+        schedule_as_given=schedule_as_given,
         stabilizer=stabilizer,
         spectral_weight_dtype=spectral_weight_dtype,
         optimizer=optimizer,

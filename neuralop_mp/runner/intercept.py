@@ -130,12 +130,20 @@ def trainer_schedule(options):
     return build_steps.precision_schedule(options.get("schedule"), options_policy(options))
 
 
+# Trainer arguments whose None is the trainer's own default ("no schedule of the script's own",
+# "auto"): a script passing None asks for nothing, so the activation's value fills them as if
+# absent. Not loss_scaling (None is "none", not the default "auto") nor update_in_backward
+# (None is refused): there the script's None is its own choice.
+_NONE_IS_DEFAULT = ("precision_schedule", "half_dtype")
+
+
 def make_trainer_class(options, report, parts):
     """A ``Trainer`` subclass of :class:`MixedPrecisionTrainer` bound to ``options``.
 
     It takes upstream ``Trainer``'s constructor arguments; the schedule, half dtype,
     loss scaling and update in backward of the activation are filled in unless the
-    script passes them.
+    script passes them (a ``precision_schedule`` or ``half_dtype`` of None counts as not
+    passed: None is the trainer's default for them).
     """
     schedule = trainer_schedule(options)
     precision_kwargs = build_steps.trainer_precision_kwargs(
@@ -150,6 +158,9 @@ def make_trainer_class(options, report, parts):
 
         def __init__(self, *args, **kwargs):
             report.reached = True
+            for key in _NONE_IS_DEFAULT:
+                if key in kwargs and kwargs[key] is None:
+                    del kwargs[key]
             model = kwargs.get("model", args[0] if args else None)
             own_schedule = kwargs.get("precision_schedule")  # the script's own choice wins over the option's
             # the option's schedule is refused for a model without the plugin's layer only where it is the one
@@ -186,8 +197,8 @@ def make_trainer_class(options, report, parts):
                                       else "options" if schedule is not None else None)
             if kept:
                 report.note(f"the script passes its own precision_schedule={str(own_schedule)!r} to "
-                            f"{type(self).__name__}: it was kept, and the requested {requested_precision(options)} "
-                            f"(schedule {str(schedule)!r}) was NOT applied to that trainer.")
+                            f"{type(self).__name__}: it was kept, and the requested "
+                            f"{requested_precision(options, schedule)} was NOT applied to that trainer.")
 
         # Each train() call starts a new history list (a resume then fills it with the saved one):
         # the report keeps the epochs of the list that is replaced, and finish() those of the last.
@@ -213,11 +224,20 @@ def make_trainer_class(options, report, parts):
     return Trainer
 
 
-def requested_precision(options):
-    """The option that asked for a precision, as typed: ``--mp.schedule paper`` or ``--mp.precision mixed``."""
+def requested_precision(options, schedule=None):
+    """The option that asked for a precision, as typed: ``--mp.schedule paper`` or ``--mp.precision mixed``.
+
+    With ``schedule`` (the schedule the option means), that schedule follows in parentheses where
+    it says more than the value typed: ``--mp.schedule paper (schedule 'half:0.25,mixed:0.5,full:0.25')``,
+    but ``--mp.schedule mixed:0.5,full:0.5`` and ``--mp.precision mixed`` alone.
+    """
     if options.get("schedule") is not None:
-        return f"--mp.schedule {options['schedule']}"
-    return f"--mp.precision {options.get('precision')}"
+        flag, typed = "--mp.schedule", options.get("schedule_as_given") or str(options["schedule"])
+    else:
+        flag, typed = "--mp.precision", options.get("precision")
+    if schedule is not None and str(schedule) != typed:
+        return f"{flag} {typed} (schedule {str(schedule)!r})"
+    return f"{flag} {typed}"
 
 
 def trained_model_entry(model, report, parts):

@@ -288,9 +288,13 @@ def test_precision_alone_means_a_constant_schedule_and_script_kwargs_win(fake_pa
     with neuralop_mp.enabled(precision="half", stabilizer=None):
         model = neuralop.get_model(tiny_config)
         constant = neuralop.Trainer(model=model, n_epochs=1)
-        explicit = neuralop.Trainer(model=model, n_epochs=1, precision_schedule=None, half_dtype="float16")
+        explicit = neuralop.Trainer(model=model, n_epochs=1, precision_schedule=PrecisionSchedule.constant("full"),
+                                    half_dtype="float16")
+        # None is the trainer's own default: not a schedule of the script's, the option's applies
+        default = neuralop.Trainer(model=model, n_epochs=1, precision_schedule=None)
     assert constant.precision_schedule == PrecisionSchedule.constant("half")
-    assert explicit.precision_schedule is None and explicit.half_dtype == "float16"
+    assert explicit.precision_schedule == PrecisionSchedule.constant("full") and explicit.half_dtype == "float16"
+    assert default.precision_schedule == PrecisionSchedule.constant("half")
 
 
 def test_trainer_refuses_a_model_the_plugin_did_not_build(fake_parts, tiny_config):
