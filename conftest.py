@@ -27,9 +27,13 @@ def pytest_collection_finish(session):
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_data_root(tmp_path_factory):
-    # Generated datasets go to a per-session temporary folder unless the caller chose one.
+    # Generated datasets go to a per-session temporary folder unless the caller chose one; under
+    # pytest-xdist, a chosen one gets a subfolder per worker: two workers generating one file
+    # with different settings would otherwise meet in the same folder.
     if "NEURALOP_MP_DATA" not in os.environ:
         os.environ["NEURALOP_MP_DATA"] = str(tmp_path_factory.mktemp("neuralop_mp_data"))
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["NEURALOP_MP_DATA"] = os.path.join(os.environ["NEURALOP_MP_DATA"], os.environ["PYTEST_XDIST_WORKER"])
     yield
 
 

@@ -32,7 +32,7 @@ setup() {
       "${pip[@]}" "$TORCH_SPEC"
     fi
   fi
-  if ! "$VENV/bin/python" -c "import neuralop_mp, pytest" >/dev/null 2>&1 \
+  if ! "$VENV/bin/python" -c "import neuralop_mp, pytest, xdist" >/dev/null 2>&1 \
      || [ pyproject.toml -nt "$VENV/.neuralop_mp_installed" ]; then
     echo "[dev.sh] installing neuralop-mp and its dependencies"
     "${pip[@]}" -e ".[test]"
@@ -54,10 +54,11 @@ case "$cmd" in
     setup
     exec "$VENV/bin/neuralop-mp" train darcy --model.fno_block_precision mixed "$@" ;;
   test)
-    # Tests marked `slow` form the end-to-end tier: those that start Python interpreters of their
-    # own (the command as a shell runs it, signals, closed pipes, fresh imports, older code,
-    # torchrun; each pays about 2.5 s of imports before it does anything), multi-seed training
-    # comparisons, upstream's own tests, the docs' shell examples. The default tier is spread
+    # Tests marked `slow` form the end-to-end tier: those that start the package (or neuraloperator)
+    # in a Python interpreter of their own (the command as a shell runs it, signals, closed pipes,
+    # fresh imports, older code, torchrun; each pays about 2.5 s of imports before it does
+    # anything; cheap helper interpreters such as pip, venv or a zencfg-only check stay in the
+    # default tier), multi-seed training comparisons, upstream's own tests, the docs' shell examples. The default tier is spread
     # over one worker per CPU (pytest-xdist; `-n 0` after it runs it in this one process); the
     # end-to-end tier runs in one process: its tests time processes, signals and ranks, which
     # workers beside them would skew.

@@ -86,7 +86,8 @@ def _recorded_settings(meta):
 # what a user changes to write the data elsewhere, for the message of an unwritable data root: the
 # option of the command that runs (:func:`data_root_option`); unset, the config key of train and eval,
 # which a Python caller of the loaders (their ``data_root``) reaches too
-_DATA_ROOT_OPTION = contextvars.ContextVar("data_root_option", default="--data.data_root")
+CONFIG_DATA_ROOT_OPTION = "--data.data_root"  # train's and eval's spelling (a config key)
+_DATA_ROOT_OPTION = contextvars.ContextVar("data_root_option", default=CONFIG_DATA_ROOT_OPTION)
 
 
 @contextmanager

@@ -343,11 +343,11 @@ def warn_unknown_keys(group, where, warned=()):
 
 def check_group_keys(group, weight_decay, where, warned=()):
     """Refuse a torch AdamW key asking for what TensorGRaD lacks (:func:`check_torch_keys`)
-    and warn of the keys that are neither a setting, a torch AdamW key nor bookkeeping
-    (:func:`warn_unknown_keys`, with ``where`` and ``warned``). The one rule of unknown keys,
-    applied once to each group, where it enters: joining (the constructor,
-    :meth:`~neuralop_mp.optim.tensorgrad.TensorGRaD.add_param_group`), loaded
-    (``load_state_dict``), and for a key added to it in ``param_groups``."""
+    and warn of the keys that are neither a setting, a torch AdamW key nor bookkeeping and not
+    in ``warned`` (:func:`warn_unknown_keys`, with ``where``): the check of a group changed in
+    ``param_groups``. A group entering (the constructor,
+    :meth:`~neuralop_mp.optim.tensorgrad.TensorGRaD.add_param_group`, ``load_state_dict``) is
+    named by :func:`warn_unknown_keys` alone, its torch keys checked by :func:`group_settings`."""
     check_torch_keys(group, weight_decay)
     warn_unknown_keys(group, where, warned)
 

@@ -59,7 +59,7 @@ def checked_state(optimizer, state_dict):
 
     A saved group's keys that TensorGRaD does not read (a misspelt setting, another
     optimizer's key) are named in a warning once everything has been checked, by the rule
-    of the constructor (:func:`~neuralop_mp.optim.settings.check_group_keys`). A warning,
+    of the constructor (:func:`~neuralop_mp.optim.settings.warn_unknown_keys`). A warning,
     not an error, as there: a TensorGRaD given such a key saves it in its state dict, which
     must load again.
 

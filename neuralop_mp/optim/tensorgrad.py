@@ -474,7 +474,7 @@ class TensorGRaD(Optimizer):
                     settings = validate_group({key: group[key] for key in DEFAULTS})
                     # only a key added since the last check is named: the others were, as the group entered
                     check_group_keys(snapshot, settings["weight_decay"], f"of param group {index} (added in "
-                                     "param_groups)", warned=self._checked[index] or ())
+                                     "param_groups)", warned=self._checked[index])
                     self._check_constructor_decay({**group, **settings})
             except (TypeError, ValueError) as error:
                 raise type(error)(f"TensorGRaD: param group {index} was changed in param_groups: {error}") from None
@@ -846,7 +846,7 @@ class TensorGRaD(Optimizer):
         list none), before anything is loaded: a state dict of another optimizer or of
         another model size raises a ValueError naming the parameter and the mismatch. A
         loaded group's keys that TensorGRaD does not read are named in a warning, as the
-        constructor names a joining group's (:func:`~neuralop_mp.optim.settings.check_group_keys`).
+        constructor names a joining group's (:func:`~neuralop_mp.optim.settings.warn_unknown_keys`).
 
         torch's loader casts floating-point state to the parameter's dtype (and,
         for real parameters, integer state too), which would widen bf16 moments
