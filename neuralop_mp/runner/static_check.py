@@ -15,6 +15,8 @@ DIRECT_MODEL_CLASSES = ("FNO", "TFNO", "UNO", "SFNO", "UQNO", "LocalNO", "CODANO
 # the plugin's own classes a script can build its model with, bypassing get_model but not the
 # mixed-precision layer (MixedPrecisionFNO(...), FNO(..., conv_module=MixedPrecisionSpectralConv))
 PLUGIN_CLASSES = ("MixedPrecisionFNO", "MixedPrecisionTFNO", "MixedPrecisionUNO", "MixedPrecisionSpectralConv")
+# the keywords upstream's models take a spectral layer class by (FNO, TFNO, FNOBlocks; FNOGNO's and GINO's)
+LAYER_CLASS_KEYWORDS = ("conv_module", "fno_conv_module")
 # upstream trainers the plugin replaces while enabled (runner/activation.py)
 TRAINERS = ("Trainer", "IncrementalFNOTrainer")
 # the optimizer the plugin stands in for (neuralop.training.AdamW; torch.optim is never touched)
@@ -98,19 +100,42 @@ def _dotted_name(func):
     return ".".join([func.id, *reversed(parts)])
 
 
-def _plugin_class_aliases(tree):
-    """Local name -> plugin class name, for every name the source gives a plugin class:
-    ``from neuralop_mp import MixedPrecisionFNO as MPF`` and ``cls = neuralop_mp.MixedPrecisionFNO``."""
+def _plugin_class_aliases(tree, imported):
+    """Local name -> plugin class name, for every name the source leaves bound to a plugin class:
+    ``from neuralop_mp import MixedPrecisionFNO as MPF``, ``cls = neuralop_mp.MixedPrecisionFNO`` and
+    ``class Net(MixedPrecisionFNO)`` (calling ``Net`` builds the plugin's layers too).
+
+    ``imported`` maps local names to ``module.name`` (:func:`scan_source` reads the imports once).
+    Assignments and class statements are read in source order and a name's last one decides:
+    ``cls = MixedPrecisionFNO; cls = FNO`` leaves ``cls`` an upstream class. Branches and scopes are
+    not told apart: a start warning, not a proof.
+    """
     aliases = {name: name for name in PLUGIN_CLASSES}  # as imported (or star-imported) under its own name
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            aliases.update({a.asname: a.name for a in node.names if a.asname and a.name in PLUGIN_CLASSES})
-    for node in ast.walk(tree):  # after the imports: `cls = MPF` resolves through the import's alias
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            named = _named_plugin_class(node.value, aliases)
-            if named:
-                aliases[node.targets[0].id] = named
+    aliases.update({local: dotted.rpartition(".")[2] for local, dotted in imported.items()
+                    if dotted.rpartition(".")[2] in PLUGIN_CLASSES})
+    bindings = [node for node in ast.walk(tree) if isinstance(node, (ast.Assign, ast.AnnAssign, ast.ClassDef))]
+    for node in sorted(bindings, key=lambda n: (n.lineno, n.col_offset)):  # ast.walk is breadth-first
+        if isinstance(node, ast.ClassDef):
+            # a class deriving from a plugin class (directly or through an earlier such class) is one
+            _bind(aliases, node.name, next(filter(None, (_named_plugin_class(b, aliases) for b in node.bases)), None))
+            continue
+        named = _named_plugin_class(node.value, aliases) if node.value is not None else None
+        for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+            if isinstance(target, ast.Name):
+                _bind(aliases, target.id, named)
+            else:  # `a, b = ...`: not paired up, each name it binds is taken as rebound to something else
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name) and isinstance(name.ctx, ast.Store):
+                        _bind(aliases, name.id, None)
     return aliases
+
+
+def _bind(aliases, name, named):
+    """Record that ``name`` now names the plugin class ``named`` (None: something else)."""
+    if named:
+        aliases[name] = named
+    else:
+        aliases.pop(name, None)  # rebound: calling it builds no plugin class
 
 
 def _named_plugin_class(expr, aliases):
@@ -122,15 +147,17 @@ def _named_plugin_class(expr, aliases):
     return None
 
 
-def _built_plugin_classes(tree):
+def _built_plugin_classes(tree, imported):
     """The plugin classes the source builds something with: a call of the class (``MixedPrecisionFNO(...)``,
-    ``neuralop_mp.MixedPrecisionFNO(...)``, ``MixedPrecisionFNO.from_checkpoint(...)``), the class given
-    as a keyword argument (``FNO(..., conv_module=MixedPrecisionSpectralConv)``) or to ``partial``.
+    ``neuralop_mp.MixedPrecisionFNO(...)``, ``MixedPrecisionFNO.from_checkpoint(...)``, a subclass's call),
+    the class given as a layer keyword (``FNO(..., conv_module=MixedPrecisionSpectralConv)``) or as the
+    first argument of ``partial``.
 
-    A class only imported, or named in ``isinstance(model, MixedPrecisionFNO)``, builds nothing: counted,
-    it made the start check say that a script building upstream's model builds the plugin's layers itself.
+    A class only imported, named in ``isinstance(model, MixedPrecisionFNO)`` or given to another keyword
+    (``log(kind=MixedPrecisionFNO)``) builds nothing: counted, it made the start check say that a script
+    building upstream's model builds the plugin's layers itself.
     """
-    aliases = _plugin_class_aliases(tree)
+    aliases = _plugin_class_aliases(tree, imported)
     built = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
@@ -138,7 +165,7 @@ def _built_plugin_classes(tree):
         func = node.func
         if isinstance(func, ast.Attribute) and func.attr == "from_checkpoint":
             func = func.value  # the classmethod upstream's models build from a checkpoint with
-        given = [kw.value for kw in node.keywords]
+        given = [kw.value for kw in node.keywords if kw.arg in LAYER_CLASS_KEYWORDS]
         if _called_name(node.func) == "partial" and node.args:
             given.append(node.args[0])
         built.update(filter(None, [_named_plugin_class(e, aliases) for e in [func, *given]]))
@@ -154,7 +181,7 @@ def scan_source(source, filename="<script>"):
         if isinstance(node, ast.ImportFrom) and node.module:
             for alias in node.names:
                 imported[alias.asname or alias.name] = f"{node.module}.{alias.name}"
-    scan.plugin_classes = _built_plugin_classes(tree)
+    scan.plugin_classes = _built_plugin_classes(tree, imported)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             name = _called_name(node.func)

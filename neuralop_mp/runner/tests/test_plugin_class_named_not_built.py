@@ -1,6 +1,8 @@
 """The start check counts a plugin class as the script's model only where the script builds with it:
 one it imports or names in an isinstance check while it builds upstream's FNO(...) builds nothing,
-and the check said the script "builds the plugin's layers itself" and the Trainer would switch them."""
+and the check said the script "builds the plugin's layers itself" and the Trainer would switch them.
+So does one given to a keyword other than a layer keyword (conv_module=), or a name rebound to an
+upstream class before it is called; a call of the script's own subclass of a plugin class builds it."""
 import textwrap
 
 import pytest
@@ -15,7 +17,18 @@ NAMED_ONLY = {
     "isinstance": "import neuralop_mp\nprint(isinstance(model, neuralop_mp.MixedPrecisionFNO))\n",
     "issubclass of an import": ("from neuralop_mp import MixedPrecisionSpectralConv\n"
                                 "print(issubclass(type(model), MixedPrecisionSpectralConv))\n"),
+    # passes on the code before 7d1e41f too, by design: the scan reads the syntax tree, where a comment is
+    # absent and a string is a constant, never a name; it guards that no later change reads the text
     "comment and string": "# a MixedPrecisionFNO would do\nNOTE = 'MixedPrecisionFNO'\n",
+    # only a layer keyword builds: any keyword counted before
+    "another keyword": "from neuralop_mp import MixedPrecisionFNO\nlog(kind=MixedPrecisionFNO)\n",
+    "a keyword of partial": ("import functools, neuralop_mp\n"
+                             "f = functools.partial(print, kind=neuralop_mp.MixedPrecisionFNO)\n"),
+    # a name's last assignment decides: an alias rebound to upstream's class builds upstream's
+    "rebound to upstream's class": ("from neuralop_mp import MixedPrecisionFNO\ncls = MixedPrecisionFNO\n"
+                                    "cls = FNO\nother = cls(n_modes=(4, 4), hidden_channels=4)\n"),
+    "rebound by unpacking": ("import neuralop_mp\ncls = neuralop_mp.MixedPrecisionFNO\ncls, n = FNO, 4\n"
+                             "other = cls(n_modes=(n, n), hidden_channels=4)\n"),
 }
 
 
@@ -48,6 +61,20 @@ BUILT = {
                 "model = FNO(**KW, conv_module=conv)\n", "MixedPrecisionSpectralConv"),
     "assigned, then called": ("import neuralop_mp\ncls = neuralop_mp.MixedPrecisionFNO\nmodel = cls(**KW)\n",
                               "MixedPrecisionFNO"),
+    # the last assignment in source order decides (a breadth-first walk sees the nested one last)
+    "rebound to a plugin class after a branch": ("from neuralop_mp import MixedPrecisionFNO\nif KW:\n"
+                                                 "    cls = FNO\ncls = MixedPrecisionFNO\nmodel = cls(**KW)\n",
+                                                 "MixedPrecisionFNO"),
+    "GINO's fno_conv_module=": ("import neuralop_mp\n"
+                                "model = GINO(**KW, fno_conv_module=neuralop_mp.MixedPrecisionSpectralConv)\n",
+                                "MixedPrecisionSpectralConv"),
+    # the script's own subclass, directly or through another one, is the plugin class it derives from
+    "subclass": ("from neuralop_mp import MixedPrecisionFNO\n\n\nclass Net(MixedPrecisionFNO):\n"
+                 "    def forward(self, x):\n        return super().forward(x) * 2\n\n\nmodel = Net(**KW)\n",
+                 "MixedPrecisionFNO"),
+    "subclass of a subclass": ("import neuralop_mp as mp\nclass Base(mp.MixedPrecisionTFNO):\n    pass\n"
+                               "class Net(torch.nn.Module, Base):\n    pass\nmodel = Net(**KW)\n",
+                               "MixedPrecisionTFNO"),
 }
 
 
