@@ -59,5 +59,33 @@ def test_a_file_as_the_data_root_is_refused_before_the_run_folder_is_made(tmp_pa
     out = tmp_path / "run"
     assert main(["train", "darcy", "--opt.n_epochs", "1", "--threads", "1", "--data.data_root", str(afile),
                  "--output_dir", str(out)]) == 2
-    assert f"Data folder {str(afile)!r} is a file, not a folder" in capsys.readouterr().err
+    # train's own option alone (it named data's --root beside it)
+    assert capsys.readouterr().err == (f"neuralop-mp train: error: Data folder {str(afile)!r} is a file, not a "
+                                       "folder; choose another with --data.data_root.\n")
     assert not out.exists()
+
+
+def test_the_data_command_names_its_own_option(afile, capsys):
+    from neuralop_mp.cli import main
+
+    assert main(["data", "darcy", "--root", str(afile), "--res", "8", "--n-train", "2", "--n-test", "1",
+                 "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"neuralop-mp data: error: Data folder {str(afile)!r} is a file, not a "
+                                       "folder; choose another with --root.\n")
+
+
+def test_the_data_cache_names_the_option_of_the_command_around_it(afile):
+    """The generation's own check (a loader generating for train or eval, or a Python caller):
+    the config key, unless a command named its own option around it; restored after the block."""
+    from neuralop_mp.data.cache import data_root_option, generate_cached
+
+    def refusal():
+        with pytest.raises(RunSetupError) as raised:
+            generate_cached(afile / "darcy_train_8.pt", {"generator": "test"}, 1, False,
+                            lambda: pytest.fail("computed"))
+        return str(raised.value)
+
+    assert refusal().endswith("is a file, not a folder; choose another with --data.data_root.")
+    with data_root_option("--root"):
+        assert refusal().endswith("is a file, not a folder; choose another with --root.")
+    assert refusal().endswith("choose another with --data.data_root.")
