@@ -11,7 +11,7 @@ Each step takes the function it builds with as an optional argument (``get_model
 bound before patching upstream's names (and its tests pass fakes).
 """
 from .precision_policy import PrecisionPolicy
-from .vocabulary import none_if_null, normalize_flag, read_key
+from .vocabulary import STABILIZER_OFF, none_if_null, normalize_flag, normalize_stabilizer, read_key
 
 
 def precision_policy(config, prefix="model"):
@@ -49,15 +49,17 @@ def precision_schedule(schedule, policy, autocast=None):
 
     The constant schedule keeps that mode's defaults (autocast on for "mixed" and
     "half"; for "half", tanh with float16 and none with bfloat16, whose range needs no
-    stabilizer) unless the policy names a stabilizer, or ``autocast`` (True / False)
-    says otherwise: "auto" turns autocast off where its calibration does not accept it.
+    stabilizer) unless the policy names a stabilizer ("tanh", or "off": the phase runs
+    none, whatever the mode), or ``autocast`` (True / False) says otherwise: "auto" turns
+    autocast off where its calibration does not accept it.
     """
     from .training.schedule import PrecisionSchedule
 
     parsed = parse_precision_schedule(schedule)
     if parsed is not None:
         return parsed
-    phase_kwargs = {"stabilizer": policy.stabilizer} if policy.stabilizer is not None else {}
+    # None is no request (the phase's default); "off" a phase stabilizer of None, said explicitly
+    phase_kwargs = {"stabilizer": policy.applied().stabilizer} if policy.stabilizer is not None else {}
     if autocast is not None:
         phase_kwargs["autocast"] = autocast
     return PrecisionSchedule.constant(policy.fno_block_precision, **phase_kwargs)
@@ -70,11 +72,14 @@ def stabilizer_schedule_warning(stabilizer, schedule, half_dtype=None, *, stabil
     Each phase of a schedule sets its own stabilizer when it starts, so the stabilizer the
     model is built with does not run. ``neuralop-mp train`` (``model.stabilizer`` with
     ``opt.precision_schedule``) and ``neuralop-mp run`` (``--mp.stabilizer`` with
-    ``--mp.schedule``) say so with this message.
+    ``--mp.schedule``) say so with this message. No warning where every phase runs the
+    stabilizer asked anyway (``"off"`` beside ``mixed/notanh``, as ``neuralop-mp diagnose``
+    recommends; ``"tanh"`` beside ``half/tanh`` with a known half type).
 
     Parameters
     ----------
     stabilizer : str or None
+        The request: None (also its null spellings) is none, "off" or "tanh".
     schedule : str, PrecisionSchedule or None
     half_dtype : torch.dtype or str, optional
         The half type the run computes in (a dtype, or "float16" / "bfloat16"), which
@@ -97,11 +102,48 @@ def stabilizer_schedule_warning(stabilizer, schedule, half_dtype=None, *, stabil
             return "tanh with float16, none with bfloat16"
         return phase.stabilizer_for(half_dtype) or "none"
 
+    # what the request applies ("off": none); every phase running it anyway leaves nothing unapplied
+    asked = normalize_stabilizer(stabilizer) or "none"
+    if all(runs_with(phase) == asked for phase in parsed):
+        return None
+
     phases = "; ".join(f"'{phase}': {runs_with(phase)}" for phase in parsed)
     return (f"{stabilizer_key}={stabilizer!r} is not applied: with {schedule_key}={str(parsed)!r} each phase "
             f"runs with its own stabilizer ({phases}). To run a phase with tanh, write '/tanh' after it in "
             f"{schedule_key}, e.g. 'mixed/tanh'; to use {stabilizer_key} for the whole run, leave "
             f"{schedule_key} unset.")
+
+
+def stabilizer_off_note(policy, schedule, half_dtype, *, stabilizer_key="model.stabilizer"):
+    """A note for a stabilizer of "off" that leaves a float16 "half" run without tanh, or None: the
+    stabilizer that runs and what it risks (``"none, as model.stabilizer asks: ..."``), which the
+    callers give after the word "stabilizer".
+
+    tanh is the "half" mode's default in float16 for a reason: float16's largest value is
+    65504, and the FFT's inputs can exceed it. A run whose ``policy`` asks "off" (``--model.stabilizer
+    none`` / ``--mp.stabilizer none``, typed) gets what it asked, and this one note says what it
+    risks. Only where the policy's request decides the stabilizer: a constant "half" phase (no
+    ``schedule`` given: a schedule's phases set their own) in float16.
+
+    Parameters
+    ----------
+    policy : PrecisionPolicy
+    schedule : str, PrecisionSchedule or None
+        The schedule the run was given (``opt.precision_schedule``, ``--mp.schedule``).
+    half_dtype : torch.dtype or None
+        The half type the run computes in (None: not known).
+    stabilizer_key : str
+        The option as the user gave it, for the note.
+    """
+    import torch
+
+    if (policy.stabilizer != STABILIZER_OFF or policy.fno_block_precision != "half"
+            or half_dtype != torch.float16 or parse_precision_schedule(schedule) is not None):
+        return None
+    return (f"none, as {stabilizer_key} asks: no tanh before the FFTs of the float16 'half' run (the mode's "
+            "default there), so spectral values beyond float16's 65504 overflow to inf and the steps they spoil "
+            f"are skipped (see the skipped steps); if many are, set {stabilizer_key} tanh or use the bfloat16 "
+            "half type.")
 
 
 def build_model(config, policy, get_model=None):

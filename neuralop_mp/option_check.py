@@ -1,6 +1,7 @@
 """Command-line overrides checked against a config's keys: an unknown ``--key`` is named,
 with close matches, before whatever else a config that does not load reports. Used by
-``neuralop-mp train``, ``eval`` and ``diagnose``."""
+``neuralop-mp train``, ``eval`` and ``diagnose``; :func:`typed_no_stabilizer` is what a typed
+``--model.stabilizer none`` means there."""
 import difflib
 
 
@@ -64,3 +65,22 @@ def load_checked(build, args, spec, flags, base=()):
     except Exception:
         check_options(args, source, spec, flags, base=base)
         raise
+
+
+def typed_no_stabilizer(parsed, typed):
+    """``parsed`` (the overrides a config is loaded with) with a ``--model.stabilizer`` typed now
+    as a spelling of None (``none``, ``None``, ``null``, ``""``) made ``"off"``: no stabilizer, whatever
+    the mode. In a config None means "the mode's default" (tanh for float16 "half"), as upstream's
+    configs write it; typed on a command line it is a request of its own, and ``command.json``
+    records it as "off", so a ``--resume`` or ``eval`` of the run keeps it. ``typed``: the tokens
+    given now (a resume's, not the run's recorded ones, which older runs wrote meaning the default);
+    they come last, so ``parsed`` holds their value.
+    """
+    from .configs.loading import parse_overrides
+    from .vocabulary import STABILIZER_OFF, none_if_null
+
+    key = "model.stabilizer"
+    typed = parse_overrides(list(typed), lenient=True)
+    if key in typed and isinstance(parsed.get(key), str) and none_if_null(parsed[key]) is None:
+        parsed = {**parsed, key: STABILIZER_OFF}
+    return parsed

@@ -25,11 +25,12 @@ from typing import Optional
 import torch
 
 from .vocabulary import (
+    STABILIZER_OFF,
     normalize_autocast_scope,
     normalize_half_dtype,
     normalize_precision_request,
     normalize_spectral_weight_dtype,
-    normalize_stabilizer,
+    normalize_stabilizer_request,
     read_key,
     resolve_half_dtype,
     spectral_weight_torch_dtype,
@@ -68,8 +69,12 @@ class PrecisionPolicy:
         (:func:`neuralop_mp.diagnose.auto.calibrate_precision`); models start in "full".
     half_dtype : {"auto", "float16", "bfloat16"} or torch dtype, default "auto"
         16-bit type of "mixed"/"half"; "auto" is float16 on CUDA, bfloat16 elsewhere.
-    stabilizer : {None, "tanh"}, default None
-        Pre-activation before every forward FFT; "none"/"null"/"" mean None.
+    stabilizer : {None, "off", "tanh"}, default None
+        Pre-activation before every forward FFT. None (also "none"/"null"/"") is not
+        given: where a config is built (:meth:`with_mode_stabilizer`, a precision
+        schedule's constant phase) the mode's default, tanh for "half" in float16; a
+        model or layer built directly applies none. "off": no stabilizer, whatever the
+        mode (kept as "off" here, so that it can be told from None; layers store None).
     spectral_weight_dtype : {"complex64", "complex32"} or torch dtype, default "complex64"
         Storage of the spectral weights and of their gradients.
     autocast_scope : {"auto", "model", "fno_blocks", "spectral"}, default "auto"
@@ -94,7 +99,9 @@ class PrecisionPolicy:
     half_dtype: str = field(default="auto", metadata=_key(
         normalize_half_dtype, str, 'half type of "mixed"/"half" ("auto": float16 on CUDA, bfloat16 elsewhere)'))
     stabilizer: Optional[str] = field(default=None, metadata=_key(
-        normalize_stabilizer, Optional[str], 'pre-activation before every forward FFT (None | "tanh")'))
+        normalize_stabilizer_request, Optional[str],
+        'pre-activation before every forward FFT (None: the mode\'s default, tanh for float16 "half" | "off": '
+        'none, whatever the mode | "tanh")'))
     spectral_weight_dtype: str = field(default="complex64", metadata=_key(
         normalize_spectral_weight_dtype, str,
         'storage of the spectral weights and their gradients ("complex64" | "complex32")'))
@@ -188,16 +195,25 @@ class PrecisionPolicy:
         """The torch 16-bit dtype this policy computes in on ``device``."""
         return resolve_half_dtype(self.half_dtype, device)
 
+    def applied(self):
+        """This policy as a layer or a model built directly is set to: a stabilizer of "off"
+        becomes None (no stabilizer; layers store only None and "tanh"). The policy itself
+        otherwise; None stays None (no mode default is applied: :meth:`with_mode_stabilizer`)."""
+        return self.replace(stabilizer=None) if self.stabilizer == STABILIZER_OFF else self
+
     def with_mode_stabilizer(self, device):
-        """This policy with an unset stabilizer (None) replaced by its mode's default on
-        ``device``: tanh for "half" in float16, as ``neuralop-mp train`` runs the mode (a
-        config's ``model.stabilizer`` of None means "the mode's default"); the policy
-        itself where it names a stabilizer or its mode's default is none.
+        """This policy with its stabilizer request resolved to the one the model runs: an unset
+        stabilizer (None) replaced by its mode's default on ``device``, tanh for "half" in
+        float16, as ``neuralop-mp train`` runs the mode (a config's ``model.stabilizer`` of None
+        means "the mode's default"); "off" replaced by None (no stabilizer, :meth:`applied`);
+        the policy itself where it names "tanh" or its mode's default is none.
 
         ``device`` (a torch device or its name, or a callable giving one) decides a
         ``half_dtype`` of "auto" (float16 on CUDA); a callable is called only then (a config's
         device is read only where it decides something).
         """
+        if self.stabilizer == STABILIZER_OFF:
+            return self.applied()
         if self.stabilizer is not None or default_stabilizer(self.fno_block_precision) != "auto":
             return self
         if callable(device):

@@ -700,6 +700,11 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
         policy.stabilizer, config.opt.precision_schedule, policy.half_torch_dtype(device))
     if stabilizer_warning:
         log_warning(log, stabilizer_warning)
+    # model.stabilizer "off" (a typed --model.stabilizer none) in float16 "half": what it risks, once
+    stabilizer_note = build_steps.stabilizer_off_note(policy, config.opt.precision_schedule,
+                                                      policy.half_torch_dtype(device))
+    if stabilizer_note:
+        log(f"[neuralop-mp] note: stabilizer {stabilizer_note}")
     log(f"[neuralop-mp] {config.name}: loading data ({type(config.data).__name__})")
     # a resume trains on the data the run trained on: its files as results.json records them (the
     # user's own, or generated with this physics) must be the files there now
@@ -841,6 +846,7 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
             # "auto" under a schedule: each phase's re-check, of this process and of those the run resumed
             # from (the history's; a check is recorded in the epoch it was made)
             "auto_rechecks": [h["auto_check"] for h in history if h.get("auto_check")] if auto_phases else None,
+            "stabilizer_note": stabilizer_note,
         },
         # the pointwise work in tiles of grid points on CPU (neuralop_mp.models.pointwise_tiles)
         "pointwise_work": forward_reports["pointwise_work"],

@@ -144,6 +144,8 @@ def summary_rows(result):
         *((("pointwise work", result["pointwise_work"]),) if result.get("pointwise_work") else ()),
         ("spectral weights stored in", precision.get("spectral_weight_dtype", "complex64")),
     ]
+    if precision.get("stabilizer_note"):  # model.stabilizer "off" in float16 "half"
+        rows.append(("stabilizer", precision["stabilizer_note"]))
     if precision.get("autocast_scope") and any(p["autocast"] for p in precision["phases"]):
         rows.append(("autocast scope", precision["autocast_scope"]))
     if precision.get("auto_decision"):  # fno_block_precision="auto": what the calibration decided

@@ -5,7 +5,7 @@ standard library), so every other module can use it without creating an import c
 
 - allowed values of the precision flags (:data:`PRECISION_MODES`, :data:`HALF_DTYPES`,
   :data:`STABILIZERS`, :data:`SPECTRAL_WEIGHT_DTYPES`, :data:`AUTOCAST_SCOPES`) and their
-  normalizers;
+  normalizers; a stabilizer *request* (:data:`STABILIZER_REQUESTS`) may also be "off";
 - allowed values of the memory flags (:data:`RECOMPUTE_MODES`) and the reader of
   on/off flags (:func:`normalize_flag`);
 - :func:`check_choice`, the one error format for a bad value (key, value, allowed
@@ -38,7 +38,12 @@ PRECISION_MODES = ("full", "mixed", "half")
 AUTO_PRECISION = "auto"
 PRECISION_REQUESTS = PRECISION_MODES + (AUTO_PRECISION,)
 HALF_DTYPES = ("auto", "float16", "bfloat16")
+# what a layer applies before every forward FFT (and what checkpoints record)
 STABILIZERS = (None, "tanh")
+# what a user may ask for (a policy, a config, an option): None is "not given", the mode's default
+# where a config is built (tanh for float16 "half"); "off" is "no stabilizer, whatever the mode"
+STABILIZER_OFF = "off"
+STABILIZER_REQUESTS = (None, STABILIZER_OFF, "tanh")
 SPECTRAL_WEIGHT_DTYPES = ("complex64", "complex32")
 NULL_SPELLINGS = ("none", "null", "")
 # where torch.autocast may round a plugin model's activations to 16 bits (widest first):
@@ -90,7 +95,7 @@ def did_you_mean(value, allowed):
     return f" Did you mean {match!r}?" if match is not None else ""
 
 
-def check_choice(key, value, allowed, ignore_case=False):
+def check_choice(key, value, allowed, ignore_case=False, labels=None):
     """Return ``value`` if it is one of ``allowed``, else raise a ValueError.
 
     The message names the key, the bad value as typed and every allowed value, e.g.
@@ -101,6 +106,9 @@ def check_choice(key, value, allowed, ignore_case=False):
     ``ignore_case``: a string is also taken in any case, and the allowed value it spells is
     returned (``'AdamW'`` -> ``'adamw'``), for the few choices documented as case-free
     (:func:`did_you_mean` lists them).
+
+    ``labels``: ``{allowed value: text}`` shown for those values in the message instead of
+    their repr, e.g. ``{None: "None (the mode's default)"}``.
     """
     try:
         ok = value in allowed
@@ -113,7 +121,7 @@ def check_choice(key, value, allowed, ignore_case=False):
         for choice in allowed:
             if isinstance(choice, str) and choice.lower() == folded:
                 return choice
-    shown = ", ".join(repr(a) for a in allowed)
+    shown = ", ".join(labels.get(a, repr(a)) if labels else repr(a) for a in allowed)
     raise ValueError(f"Invalid {key}={value!r}; allowed values: {shown}.{did_you_mean(value, allowed)}")
 
 
@@ -259,9 +267,20 @@ def normalize_precision_request(value, key="fno_block_precision"):
     return check_choice(key, value, PRECISION_REQUESTS)
 
 
+def normalize_stabilizer_request(value, key="stabilizer"):
+    """Validate a requested stabilizer (a policy's, a config's, an option's): None, "off" or
+    "tanh". The spellings of "no value" ("None", "none", "null", "") become None, which means
+    "not given": the mode's default where a config is built. "off" asks for no stabilizer
+    whatever the mode (a command line's typed "none" becomes it)."""
+    return check_choice(key, none_if_null(value), STABILIZER_REQUESTS,
+                        labels={None: "None (the mode's default)"})
+
+
 def normalize_stabilizer(value, key="stabilizer"):
-    """Validate a stabilizer; the spellings of "no stabilizer" become None."""
-    return check_choice(key, none_if_null(value), STABILIZERS)
+    """Validate the stabilizer a layer or a model built directly applies: None or "tanh".
+    "off" and the spellings of "no value" become None (no mode default applies there)."""
+    request = check_choice(key, none_if_null(value), STABILIZER_REQUESTS)
+    return None if request == STABILIZER_OFF else request
 
 
 def normalize_half_dtype(value, key="half_dtype"):

@@ -200,11 +200,14 @@ def _option_names():
 
 def _load_config(target, overrides):
     """The config ``target`` names with ``overrides``; an unknown ``--option`` (neither a config
-    key nor one of diagnose's) is said as such, with close matches, as ``train`` says it."""
-    from ..option_check import load_checked
-    from ..configs import load_config
+    key nor one of diagnose's) is said as such, with close matches, as ``train`` says it.
+    ``--model.stabilizer none`` is "off", as ``train`` reads it (:func:`neuralop_mp.option_check.typed_no_stabilizer`)."""
+    from ..option_check import load_checked, typed_no_stabilizer
+    from ..configs import load_config, parse_overrides
 
-    return load_checked(lambda source: load_config(source, overrides), overrides, target, _option_names())
+    # a typed --model.stabilizer none is "off" (no tanh, whatever the mode), as `train` reads it
+    return load_checked(lambda source: load_config(source, typed_no_stabilizer(parse_overrides(overrides), overrides)),
+                        overrides, target, _option_names())
 
 
 def _load(args, overrides, checkpoint):

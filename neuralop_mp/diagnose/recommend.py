@@ -177,8 +177,9 @@ def train_flags(model):
     Always a one-phase ``opt.precision_schedule`` that says the mode, stabilizer and autocast
     explicitly: given after the config's own options it replaces any schedule they set (a
     config file's, or ``--opt.precision_schedule`` among the overrides passed on), which would
-    otherwise govern the run. ``model.stabilizer`` is set to "none": the phase applies the
-    stabilizer, and one set beside a schedule would only be warned about as not applied.
+    otherwise govern the run. ``model.stabilizer`` names the phase's stabilizer too ("none", typed:
+    no stabilizer, or "tanh"): it replaces one the config sets, which beside a schedule that does
+    not run it would be warned about as not applied; the same as the phase, it is not.
 
     Returns
     -------
@@ -192,5 +193,5 @@ def train_flags(model):
     flags = ["--model.fno_block_precision", mode]
     if dtype is not None:
         flags += ["--model.half_dtype", dtype]
-    return flags + ["--model.stabilizer", "none", "--opt.precision_schedule",
+    return flags + ["--model.stabilizer", "tanh" if stabilizer else "none", "--opt.precision_schedule",
                     f"{mode}/{'tanh' if stabilizer else 'notanh'}/{'autocast' if autocast else 'noautocast'}"]

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..caller_frames import stacklevel_outside
 from ..precision_policy import PrecisionPolicy
+from ..vocabulary import STABILIZER_OFF, normalize_stabilizer
 from .autocast_scope import check_recorded_precision, deferred_precision_check, get_autocast_scope
 from .soft_gating import adopt_half_safe_soft_gating
 from .spectral_conv import MixedPrecisionSpectralConv
@@ -129,6 +130,8 @@ def get_precision(model):
     states = set()
     for layer in layers:
         stabilizer = owner[id(layer)].stabilizer if id(layer) in owner else layer.stabilizer
+        if stabilizer == STABILIZER_OFF:  # an FNOBlocks built directly with "off": it applies none
+            stabilizer = None
         states.add((layer.fno_block_precision, layer.half_dtype, stabilizer))
     if len(states) != 1:
         raise ValueError(f"Layers of the model are in different precisions: {sorted(map(str, states))}")
@@ -181,8 +184,8 @@ def set_fixed_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabil
         :func:`neuralop_mp.set_precision` with ``calibration=``.
     half_dtype : {"auto", "float16", "bfloat16"}, optional
         Half type of the layers; unchanged if not given.
-    stabilizer : {None, "tanh"}, optional
-        Pre-activation before every forward FFT; unchanged if not given. Set on
+    stabilizer : {None, "off", "tanh"}, optional
+        Pre-activation before every forward FFT (None and "off": none); unchanged if not given. Set on
         each ``FNOBlocks`` (upstream applies its stabilizer right before each
         spectral convolution) and on layers that live outside an FNOBlocks, so
         tanh is applied exactly once per forward FFT.
@@ -217,8 +220,8 @@ def set_fixed_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabil
     changes = {"fno_block_precision": mode}
     if half_dtype is not _UNCHANGED:
         changes["half_dtype"] = half_dtype
-    if stabilizer is not _UNCHANGED:
-        changes["stabilizer"] = stabilizer
+    if stabilizer is not _UNCHANGED:  # "off" and None: no stabilizer (layers and blocks store None)
+        changes["stabilizer"] = normalize_stabilizer(stabilizer)
     wanted = PrecisionPolicy(**changes)
     mode = wanted.fno_block_precision
     if mode == "auto":

@@ -137,9 +137,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
           (other sizes, bfloat16, CPU) that call uses fp32 FFTs: never an exception.
     half_dtype : {"auto", "float16", "bfloat16"}, default "auto"
         16-bit type of the product; "auto" is float16 on CUDA, bfloat16 elsewhere.
-    stabilizer : {None, "tanh"}, default None
+    stabilizer : {None, "off", "tanh"}, default None
         ``tanh`` applied to the input before the forward FFT (keeps fp16 FFTs from
-        overflowing). Inside ``FNOBlocks`` use the block's own ``stabilizer``;
+        overflowing); None and "off" (stored as None): none. Inside ``FNOBlocks`` use the block's own ``stabilizer``;
         :func:`neuralop_mp.set_precision` puts it there, so it is applied once.
     spectral_weight_dtype : {"complex64", "complex32"}, default "complex64"
         Storage dtype of the spectral weight (dense, or every CP/Tucker/TT factor)
@@ -200,9 +200,11 @@ class MixedPrecisionSpectralConv(SpectralConv):
                              "'mixed', 'half'. 'auto' is for a model: neuralop_mp.set_precision(model, 'auto', "
                              "calibration=...) or model.fno_block_precision='auto' in a config.")
         check_choice("fno_block_precision", fno_block_precision, PRECISION_MODES)  # "auto" is no layer mode
-        # the four precision settings are parsed and validated once, together
+        # the four precision settings are parsed and validated once, together; the stabilizer as a
+        # layer takes it ("off" and None: none; no mode default here), with a layer's message
         policy = PrecisionPolicy(fno_block_precision=fno_block_precision, half_dtype=half_dtype,
-                                 stabilizer=stabilizer, spectral_weight_dtype=spectral_weight_dtype)
+                                 stabilizer=normalize_stabilizer(stabilizer),
+                                 spectral_weight_dtype=spectral_weight_dtype)
         check_choice("implementation", implementation, ("reconstructed", "factorized"))
         # torch.fft's norms (None is "backward"): another fails only at the first forward, in torch
         check_choice("fft_norm", fft_norm, FFT_NORMS)

@@ -55,6 +55,7 @@ def _for_upstream_class(cls, kwargs):
     TFNO through its ``**kwargs``)."""
     params, _ = constructor_params(cls)
     policy, kwargs = PrecisionPolicy.pop_from(kwargs)
+    policy = policy.applied()  # a stabilizer of "off" is upstream's None
     keeps_stabilizer = "stabilizer" in params
     lost = policy.replace(stabilizer=None) if keeps_stabilizer else policy
     if not lost.is_default:

@@ -43,7 +43,7 @@ from ..layers.precision_switch import apply_precision_policy, get_precision_poli
 from ..layers.soft_gating import adopt_half_safe_soft_gating
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
-from ..vocabulary import normalize_recompute_chunk_points
+from ..vocabulary import normalize_recompute_chunk_points, normalize_stabilizer
 from ..wrapped_module import unwrap
 from .constructor_args import constructor_params, positional_parameters, rebuilding_arguments
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS
@@ -338,6 +338,10 @@ class _PrecisionRecordingModel:
                                                  self._init_kwargs)
         self._init_kwargs = {**record, "args": args_kept}
         arguments = self._plugin_signature.bind(*args, **kwargs).arguments
+        if "stabilizer" in arguments:  # as a model built directly takes it: "off" and None are none (no mode
+            # default here); upstream's FNOBlocks and the layers take None
+            arguments["stabilizer"] = normalize_stabilizer(arguments["stabilizer"],
+                                                           key=f"{type(self).__name__}.stabilizer")
         policy, arguments = PrecisionPolicy.pop_from(arguments, prefix=type(self).__name__)
         # checked before the (possibly large) model is built; set on it once built, as get_model does
         recompute = check_recompute_mode(arguments.pop("recompute", "none"), key=f"{type(self).__name__}.recompute")

@@ -81,16 +81,17 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         :func:`~neuralop_mp.models.recompute.set_recompute`) and, with "block",
         ``model.recompute_chunk_points`` (its ``chunk_points``), ``model.half_dtype``
         ("auto" | "float16" | "bfloat16"),
-        ``model.stabilizer`` (None | "tanh"), ``model.spectral_weight_dtype``
+        ``model.stabilizer`` (None | "off" | "tanh"), ``model.spectral_weight_dtype``
         ("complex64" | "complex32"), and ``patching.levels`` and
-        ``opt.precision_schedule``. A stabilizer of None (unset) is the mode's
-        default, as ``neuralop-mp train`` runs the config: "tanh" for "half" in
-        float16, none otherwise (:meth:`~neuralop_mp.PrecisionPolicy.with_mode_stabilizer`).
-        With ``half_dtype="auto"`` the device decides (float16 on CUDA): the config's
+        ``opt.precision_schedule``. A stabilizer of None (unset; also "None", "none",
+        "null") is the mode's default, as ``neuralop-mp train`` runs the config:
+        "tanh" for "half" in float16, none otherwise
+        (:meth:`~neuralop_mp.PrecisionPolicy.with_mode_stabilizer`). With
+        ``half_dtype="auto"`` the device decides (float16 on CUDA): the config's
         ``device`` ("auto", "cpu", "cuda", "cuda:N"), or CUDA when available for a
         config without one; the stabilizer built stays when the model moves to
-        another device. To build "half" without it, set it after building:
-        ``neuralop_mp.set_precision(model, "half", stabilizer=None)``.
+        another device. "off" builds no stabilizer, whatever the mode (float16
+        "half" without tanh).
     mixed_precision_layer : bool, optional
         Force (True) or forbid (False) the mixed-precision spectral layer. By default
         it is used when the plugin keys are not upstream's defaults or a precision
@@ -159,7 +160,7 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
     params, _ = constructor_params(cls)
     if mixed_precision_layer is None:
         # a stabilizer on a model whose constructor has none (UNO) is applied by our layer
-        needs_layer_stabilizer = policy.stabilizer is not None and "stabilizer" not in params
+        needs_layer_stabilizer = policy.stabilizer == "tanh" and "stabilizer" not in params
         mixed_precision_layer = (ours or bool(schedule) or needs_layer_stabilizer
                                  or not policy.replace(stabilizer=None).is_default)
 
@@ -169,6 +170,7 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         raise error
 
     if not mixed_precision_layer:
+        policy = policy.applied()  # "off": upstream's stabilizer=None (upstream's FNOBlocks know no "off")
         # exactly upstream: upstream's own flags pass through where the constructor takes them
         upstream_flags = {key: value for key, value in policy.as_dict().items() if key in params}
         plugin_only = {key: value for key, value in policy.as_dict().items()
@@ -180,7 +182,7 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         return set_recompute_settings(cls(**model_cfg, **upstream_flags), recompute, chunk_points)
 
     # an unset stabilizer is the mode's default, as `neuralop-mp train` runs the config: tanh in
-    # float16 "half" (precision_policy.auto_stabilizer, the rule of the schedule's phases too)
+    # float16 "half" (precision_policy.auto_stabilizer, the rule of the schedule's phases too); "off" is none
     resolved = policy.with_mode_stabilizer(lambda: _run_device(config))
     if resolved != policy:
         policy, given = resolved, given | {"stabilizer"}

@@ -50,12 +50,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from importlib import import_module
 
-from ..build_steps import stabilizer_schedule_warning
+from ..build_steps import stabilizer_off_note, stabilizer_schedule_warning
 from ..caller_frames import stacklevel_outside
 from ..layers.weight_storage import normalize_spectral_weight_dtype
 from ..optim.settings import CONFIG_OPTIONS
 from ..vocabulary import (PRECISION_MODES, check_choice, normalize_flag, normalize_half_dtype, normalize_recompute,
-                          normalize_recompute_chunk_points, normalize_stabilizer)
+                          normalize_recompute_chunk_points, normalize_stabilizer_request)
 from .report import ActivationReport
 
 #: extra optimizer settings ``enable(optimizer_options=...)`` passes to the factory
@@ -158,7 +158,7 @@ def _validated_options(options, prefix=""):
         half_dtype = normalize_half_dtype(half_dtype, key=name("half_dtype"))
     stabilizer = options["stabilizer"]
     if stabilizer is not None:
-        stabilizer = normalize_stabilizer(stabilizer, key=name("stabilizer"))
+        stabilizer = normalize_stabilizer_request(stabilizer, key=name("stabilizer"))
     schedule = options["schedule"]
     # the schedule as the caller spelled it ("paper"), which the notes name the option by
     schedule_as_given = schedule if isinstance(schedule, str) else None
@@ -230,6 +230,23 @@ def _validated_options(options, prefix=""):
     )
 
 
+def _stabilizer_off_note(options, prefix):
+    """:func:`~neuralop_mp.build_steps.stabilizer_off_note` for an activation's options: the half type
+    "auto" as the models built through ``neuralop.get_model`` resolve it (a script's config names no
+    device: CUDA when available)."""
+    import torch
+
+    from . import intercept
+    from ..vocabulary import resolve_half_dtype
+
+    if options["precision"] is None:  # the script's own mode: not known here
+        return None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return stabilizer_off_note(intercept.options_policy(options), options["schedule"],
+                               resolve_half_dtype(options["half_dtype"] or "auto", device),
+                               stabilizer_key=prefix + "stabilizer")
+
+
 def optimizer_replacement_reason(options, prefix=""):
     """Why the activation replaces ``neuralop.training.AdamW``, in words, or None when it keeps it.
 
@@ -283,8 +300,10 @@ def enable(
         Precision schedule of the trainer, e.g. ``"half:0.25,mixed:0.5,full:0.25"``
         or ``"paper"``. Without it and with ``precision`` given, the trainer keeps
         that precision for the whole run.
-    stabilizer : {None, "tanh"}, optional
-        Pre-activation before every forward FFT.
+    stabilizer : {None, "off", "tanh"}, optional
+        Pre-activation before every forward FFT. None (not given): the mode's default
+        (tanh for "half" in float16, as ``neuralop-mp train``); "off": none, whatever the
+        mode (``--mp.stabilizer none`` on the command line).
     spectral_weight_dtype : {"complex64", "complex32"}, optional
         Storage of the spectral weights (and their gradients) of models built
         through ``neuralop.get_model``; "complex32" is TensorGRaD's half recipe.
@@ -352,6 +371,9 @@ def _activate(options, prefix=""):
                                                      schedule_key=prefix + "schedule")
     if stabilizer_warning:  # the same message as `neuralop-mp train`'s for model.stabilizer
         report.note(stabilizer_warning)
+    off_note = _stabilizer_off_note(options, prefix)
+    if off_note:  # "off" in float16 "half": what it risks, as `train` says it
+        report.note(f"stabilizer {off_note}")
     patches = AttributePatches()
     reason = optimizer_replacement_reason(options, prefix)
     try:

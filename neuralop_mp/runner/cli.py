@@ -23,8 +23,8 @@ from ..run_setup import RunSetupError, check_output_file, check_update_in_backwa
 from ..signals import exit_status, terminate_as_interrupt
 from ..train_report import to_jsonable
 from ..training.distributed import launch_rank
-from ..vocabulary import (HALF_DTYPES, PRECISION_MODES, RECOMPUTE_MODES, SPECTRAL_WEIGHT_DTYPES, STABILIZERS,
-                          none_if_null, normalize_flag, plain_text)
+from ..vocabulary import (HALF_DTYPES, PRECISION_MODES, RECOMPUTE_MODES, SPECTRAL_WEIGHT_DTYPES, STABILIZER_OFF,
+                          STABILIZER_REQUESTS, check_choice, none_if_null, normalize_flag, plain_text)
 from .activation import _enable_keywords, _enabled_checked, _validated_options, optimizer_replacement_reason
 from .static_check import describe_plan, scan_source, start_warnings
 from .summary import format_summary, zencfg_cause
@@ -40,7 +40,8 @@ def usage():
 
     return (
         f"usage: neuralop-mp run SCRIPT.py [--mp.precision {one_of(PRECISION_MODES)}] [--mp.half_dtype "
-        f"{one_of(HALF_DTYPES)}] [--mp.schedule SCHEDULE] [--mp.stabilizer {one_of(STABILIZERS)}] "
+        f"{one_of(HALF_DTYPES)}] [--mp.schedule SCHEDULE] [--mp.stabilizer "
+        f"{one_of('none' if v is None else v for v in STABILIZER_REQUESTS)}] "
         f"[--mp.spectral_weight_dtype {one_of(SPECTRAL_WEIGHT_DTYPES)}] "
         f"[--mp.optimizer {one_of(list_optimizers())}] [--mp.tensorgrad_* VALUE] "
         f"[--mp.loss_scaling VALUE] [--mp.recompute {one_of(RECOMPUTE_MODES)}] [--mp.recompute_chunk_points N] "
@@ -85,8 +86,17 @@ def _on_off(flag, value):
         raise UsageError(str(error)) from None
 
 
-def _none_or_text(flag, value):
-    return none_if_null(value)  # "None", "null", "": no stabilizer
+def _stabilizer(flag, value):
+    # typed on a command line, "none" (or "None", "null", "") asks for no stabilizer: "off", which
+    # the mode's default (tanh for float16 "half") does not replace, as a config's None would mean.
+    # Checked here: enable's check would offer None, "the mode's default", which no typed value is
+    if none_if_null(value) is None:
+        return STABILIZER_OFF
+    try:
+        return check_choice(flag, value, ("none", STABILIZER_OFF, "tanh"),
+                            labels={STABILIZER_OFF: f"{STABILIZER_OFF!r} (both: no stabilizer)"})
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 # flag (as written after --mp.) -> (destination, converter)
@@ -94,7 +104,7 @@ FLAGS = {
     "precision": ("precision", _text),
     "half_dtype": ("half_dtype", _text),
     "schedule": ("schedule", _text),
-    "stabilizer": ("stabilizer", _none_or_text),
+    "stabilizer": ("stabilizer", _stabilizer),
     "spectral_weight_dtype": ("spectral_weight_dtype", _text),
     "optimizer": ("optimizer", _text),
     "loss_scaling": ("loss_scaling", _text),

@@ -39,7 +39,7 @@ def test_keyword_the_installed_spectral_conv_does_not_take_is_named():
 @pytest.mark.parametrize("key, value, allowed", [
     ("fno_block_precision", "hlaf", "'full', 'mixed', 'half'"),
     ("half_dtype", "fp16", "'auto', 'float16', 'bfloat16'"),
-    ("stabilizer", "clip", "None, 'tanh'"),
+    ("stabilizer", "clip", "None, 'off', 'tanh'"),
     ("spectral_weight_dtype", "complex16", "'complex64', 'complex32'"),
 ])
 def test_bad_precision_argument_names_value_and_allowed_values(key, value, allowed):

@@ -85,7 +85,7 @@ def test_bad_values_are_rejected_naming_the_allowed_ones():
         set_precision(model, "hlaf")
     with pytest.raises(ValueError, match=r"half_dtype='fp8'.*'auto', 'float16', 'bfloat16'"):
         set_precision(model, "mixed", half_dtype="fp8")
-    with pytest.raises(ValueError, match=r"stabilizer='clip'.*None, 'tanh'"):
+    with pytest.raises(ValueError, match=r"stabilizer='clip'.*None, 'off', 'tanh'"):
         set_precision(model, "mixed", stabilizer="clip")
     assert get_precision(model) == ("full", "auto", None)  # nothing changed by the failed calls
     upstream = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4)

@@ -57,7 +57,7 @@ def test_unknown_flag_lists_every_known_flag():
         (["t.py", "--mp.precision", "hlaf"], "Invalid --mp.precision='hlaf'; allowed values: 'full', 'mixed', 'half'."),
         (["t.py", "--mp.half_dtype", "fp8"], "Invalid --mp.half_dtype='fp8'; allowed values: 'auto', 'float16', 'bfloat16'."),
         (["t.py", "--mp.optimizer", "sgd"], "Invalid --mp.optimizer='sgd'; allowed values: 'adamw', 'tensorgrad', 'galore', 'sparse'."),
-        (["t.py", "--mp.stabilizer", "clip"], "Invalid --mp.stabilizer='clip'; allowed values: None, 'tanh'."),
+        (["t.py", "--mp.stabilizer", "clip"], "Invalid --mp.stabilizer='clip'; allowed values: 'none', 'off' (both: no stabilizer), 'tanh'."),
         (["t.py", "--mp.spectral_weight_dtype", "half"],
          "Invalid --mp.spectral_weight_dtype='half'; allowed values: 'complex64', 'complex32'."),
         (["t.py", "--mp.recompute", "spectral"],
@@ -92,7 +92,8 @@ def test_recompute_chunk_points_flag_is_an_int_and_needs_block():
 
 
 def test_stabilizer_none_spellings():
-    assert parse_args(["t.py", "--mp.stabilizer", "None"])[1] == {"stabilizer": None}
+    # typed, a spelling of None asks for no stabilizer: "off", not the mode's default
+    assert parse_args(["t.py", "--mp.stabilizer", "None"])[1] == {"stabilizer": "off"}
     assert parse_args(["t.py", "--mp.stabilizer", "tanh"])[1] == {"stabilizer": "tanh"}
 
 

@@ -1,0 +1,187 @@
+"""An explicit "no stabilizer" is honoured: the request "off" (``--model.stabilizer none`` and
+``--mp.stabilizer none`` typed on a command line) runs float16 "half" without tanh, where None
+(unset, a config's "None") keeps meaning the mode's default, tanh."""
+import json
+
+import neuralop
+import pytest
+import torch
+
+import neuralop_mp
+from neuralop_mp import build_steps, cli, option_check
+from neuralop_mp.configs import load_config
+from neuralop_mp.diagnose.recommend import train_flags
+from neuralop_mp.layers.precision_switch import get_precision, mixed_precision_layers
+from neuralop_mp.models import MixedPrecisionFNO
+from neuralop_mp.precision_policy import PrecisionPolicy
+from neuralop_mp.run_folder import COMMAND_FILE, load_model_and_precision
+from neuralop_mp.runner import cli as run_cli
+from neuralop_mp.runner import intercept
+
+from .test_eval_and_best import TINY_ARGS
+from .test_train_pipeline import _four_random_samples_as_data
+
+HALF_FP16 = {"fno_block_precision": "half", "half_dtype": "float16"}
+
+
+def _tiny_model_config(**model):
+    return {"model": {"model_arch": "fno", "n_modes": [4, 4], "hidden_channels": 4, "n_layers": 2,
+                      "data_channels": 1, "out_channels": 1, **model}}
+
+
+def _stabilizers(model):
+    """The stabilizer of every FNOBlocks and of every spectral layer of ``model``."""
+    return ({model.fno_blocks.stabilizer}, {layer.stabilizer for layer in mixed_precision_layers(model)})
+
+
+def test_the_policy_keeps_off_apart_from_unset_and_resolves_it_to_none():
+    off = PrecisionPolicy(**HALF_FP16, stabilizer="off")
+    assert off.stabilizer == "off" and PrecisionPolicy(**HALF_FP16, stabilizer="none").stabilizer is None
+    assert off.with_mode_stabilizer("cpu").stabilizer is None
+    assert PrecisionPolicy(**HALF_FP16).with_mode_stabilizer("cpu").stabilizer == "tanh"  # unset: the default
+    with pytest.raises(ValueError, match=r"^Invalid model\.stabilizer='tahn'; allowed values: None \(the mode's "
+                                         r"default\), 'off', 'tanh'\.$"):
+        PrecisionPolicy.from_config({"stabilizer": "tahn"})
+
+
+def test_get_model_builds_half_float16_without_tanh_for_off_and_with_it_when_unset():
+    off = neuralop_mp.get_model(_tiny_model_config(**HALF_FP16, stabilizer="off"))
+    assert _stabilizers(off) == ({None}, {None}) and get_precision(off)[2] is None
+    unset = neuralop_mp.get_model(_tiny_model_config(**HALF_FP16, stabilizer="None"))  # upstream's spelling
+    assert _stabilizers(unset) == ({"tanh"}, {None})  # the block applies it, once per forward FFT
+    # upstream's own layer (mixed_precision_layer=False) gets None, never "off"
+    upstream = neuralop_mp.get_model(_tiny_model_config(stabilizer="off"), mixed_precision_layer=False)
+    assert type(upstream).__name__ == "FNO" and upstream.fno_blocks.stabilizer is None
+
+
+def test_models_and_layers_built_directly_take_off_as_none():
+    model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1,
+                              **HALF_FP16, stabilizer="off")
+    assert _stabilizers(model) == ({None}, {None})
+    assert model.precision_policy.stabilizer is None
+    neuralop_mp.set_precision(model, "half", stabilizer="tanh")
+    neuralop_mp.set_precision(model, "half", stabilizer="off")
+    assert _stabilizers(model) == ({None}, {None})
+    layer = neuralop_mp.MixedPrecisionSpectralConv(2, 2, (4, 4), stabilizer="off")
+    assert layer.stabilizer is None
+    with pytest.raises(ValueError, match=r"Invalid stabilizer='tahn'; allowed values: None, 'off', 'tanh'\."):
+        neuralop_mp.MixedPrecisionSpectralConv(2, 2, (4, 4), stabilizer="tahn")
+
+
+def test_a_checkpoint_of_off_records_none_and_loads_without_tanh(tmp_path):
+    model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1,
+                              **HALF_FP16, stabilizer="off")
+    model.save_checkpoint(tmp_path, "model")
+    metadata = torch.load(tmp_path / "model_metadata.pkl", weights_only=False)
+    assert metadata["stabilizer"] is None  # records as before: layers store None or "tanh"
+    loaded = neuralop_mp.load_model(tmp_path, "model")
+    assert _stabilizers(loaded) == ({None}, {None})
+    # "off" given at load time, over a record of tanh, into the plugin's class and into upstream's
+    tanh = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1,
+                             **HALF_FP16, stabilizer="tanh")
+    tanh.save_checkpoint(tmp_path, "tanh")
+    assert _stabilizers(neuralop_mp.load_model(tmp_path, "tanh", precision_policy={"stabilizer": "off"})) == (
+        {None}, {None})
+    # a record holding "off" (the request, as a policy may carry it) reads as None, upstream's class included
+    record = torch.load(tmp_path / "tanh_metadata.pkl", weights_only=False)
+    torch.save({**record, "stabilizer": "off"}, tmp_path / "tanh_metadata.pkl")
+    assert _stabilizers(neuralop_mp.load_model(tmp_path, "tanh")) == ({None}, {None})
+    with pytest.warns(UserWarning, match="runs in full precision"):  # its half mode is not upstream's
+        upstream = neuralop_mp.load_model(tmp_path, "tanh", model_class="fno")
+    assert type(upstream).__name__ == "FNO" and upstream.fno_blocks.stabilizer is None
+
+
+def test_a_constant_schedule_runs_none_for_off_and_the_mode_default_when_unset():
+    (off,) = build_steps.precision_schedule(None, PrecisionPolicy(**HALF_FP16, stabilizer="off"))
+    assert off.stabilizer is None and off.stabilizer_for(torch.float16) is None and str(off) == "half/notanh"
+    (unset,) = build_steps.precision_schedule(None, PrecisionPolicy(**HALF_FP16))
+    assert unset.stabilizer == "auto" and unset.stabilizer_for(torch.float16) == "tanh"
+
+
+def test_the_runner_reads_a_typed_none_as_off_and_builds_and_trains_without_tanh():
+    _, options, _ = run_cli.parse_args(["t.py", "--mp.precision", "half", "--mp.half_dtype", "float16",
+                                        "--mp.stabilizer", "none"])
+    assert options["stabilizer"] == "off"
+    checked = run_cli._checked_options(options)
+    (phase,) = intercept.trainer_schedule(checked)
+    assert phase.stabilizer_for(torch.float16) is None
+    config = intercept.plugin_config(_tiny_model_config(), checked)
+    model = neuralop_mp.get_model(config, precision_policy=build_steps.precision_policy(config))
+    assert _stabilizers(model) == ({None}, {None})
+    with pytest.raises(run_cli.UsageError, match=r"Invalid --mp\.stabilizer='tahn'; allowed values: 'none', "
+                                                 r"'off' \(both: no stabilizer\), 'tanh'\."):
+        run_cli.parse_args(["t.py", "--mp.stabilizer", "tahn"])
+
+
+def test_enable_off_builds_and_trains_without_tanh_and_notes_the_risk_once():
+    with neuralop_mp.enabled(precision="half", half_dtype="float16", stabilizer="off") as report:
+        model = neuralop.get_model(_tiny_model_config())
+        trainer = neuralop.Trainer(model=model, n_epochs=1, device="cpu")
+    assert _stabilizers(model) == ({None}, {None})
+    assert [phase.stabilizer for phase in trainer.precision_schedule] == [None]
+    (note,) = [n for n in report.notes if "stabilizer" in n]
+    assert note.startswith("stabilizer none, as stabilizer asks: no tanh before the FFTs of the float16 'half' run")
+    with neuralop_mp.enabled(precision="half", half_dtype="float16") as report:  # unset: tanh, nothing to note
+        model = neuralop.get_model(_tiny_model_config())
+    assert _stabilizers(model) == ({"tanh"}, {None}) and not report.notes
+
+
+def test_typed_none_is_off_on_the_train_command_line_and_a_config_none_stays_the_default():
+    assert option_check.typed_no_stabilizer({"model.stabilizer": "none"}, ["--model.stabilizer", "none"]) == {
+        "model.stabilizer": "off"}
+    # a resume replays the run's recorded overrides: an older run's "none" meant the default, and stays it
+    assert option_check.typed_no_stabilizer({"model.stabilizer": "none"}, []) == {"model.stabilizer": "none"}
+    config = load_config("darcy", {"model.stabilizer": "none", "model.fno_block_precision": "half",
+                                   "model.half_dtype": "float16"})
+    assert build_steps.precision_policy(config).with_mode_stabilizer("cpu").stabilizer == "tanh"
+
+
+def test_diagnose_reads_a_typed_none_as_train_does():
+    from neuralop_mp.diagnose.cli import _load_config
+
+    half = ["--model.fno_block_precision", "half", "--model.half_dtype", "float16"]
+    typed = _load_config("darcy", [*half, "--model.stabilizer", "none"])
+    assert typed.model.stabilizer == "off"
+    assert _stabilizers(neuralop_mp.get_model(typed, mixed_precision_layer=True)) == ({None}, {None})
+    # not typed: the config's None, the mode's default (tanh in float16 "half")
+    unset = neuralop_mp.get_model(_load_config("darcy", half), mixed_precision_layer=True)
+    assert _stabilizers(unset) == ({"tanh"}, {None})
+
+
+def test_train_with_a_typed_none_runs_half_float16_without_tanh_records_it_and_a_resume_keeps_it(
+        monkeypatch, tmp_path, capsys):
+    _four_random_samples_as_data(monkeypatch)
+    out = tmp_path / "run"
+    assert cli.main(["train", "darcy", "--output_dir", str(out), "--opt.n_epochs", "1", "--threads", "1",
+                     *TINY_ARGS, "--model.fno_block_precision", "half", "--model.half_dtype", "float16",
+                     "--model.stabilizer", "none"]) == 0
+    printed = capsys.readouterr().out
+    assert "| stabilizer" in printed and "none, as model.stabilizer asks" in printed
+    assert printed.count("as model.stabilizer asks") == 2  # the run's note, then the summary's row
+    command = json.loads((out / COMMAND_FILE).read_text())
+    assert "off" in command["overrides"] and "none" not in command["overrides"]
+    results = json.loads((out / "results.json").read_text())
+    assert [(p["mode"], p["stabilizer"]) for p in results["precision"]["phases"]] == [("half", None)]
+    model, precision = load_model_and_precision(out)
+    assert precision["stabilizer"] is None and _stabilizers(model) == ({None}, {None})
+
+    assert cli.main(["train", "--resume", str(out), "--opt.n_epochs", "2", "--threads", "1"]) == 0
+    capsys.readouterr()
+    history = json.loads((out / "results.json").read_text())["history"]
+    assert [(h["epoch"], h["precision"], h["stabilizer"]) for h in history] == [(0, "half", None), (1, "half", None)]
+    assert cli.main(["eval", str(out)]) == 0
+    assert "half+autocast (half_dtype float16)" in capsys.readouterr().out  # no +tanh
+
+
+def test_no_warning_for_a_stabilizer_every_phase_runs_anyway_and_one_where_it_is_not_applied():
+    for model in ({"fno_block_precision": "mixed", "half_dtype": "bfloat16", "stabilizer": None, "autocast": True},
+                  {"fno_block_precision": "half", "half_dtype": "float16", "stabilizer": "tanh", "autocast": True}):
+        flags = dict(zip(train_flags(model)[::2], train_flags(model)[1::2]))
+        request = option_check.typed_no_stabilizer({"model.stabilizer": flags["--model.stabilizer"]},
+                                          ["--model.stabilizer", flags["--model.stabilizer"]])["model.stabilizer"]
+        assert build_steps.stabilizer_schedule_warning(request, flags["--opt.precision_schedule"],
+                                                       model["half_dtype"]) is None, flags
+    assert build_steps.stabilizer_schedule_warning("off", "half:0.5/notanh,full") is None
+    assert "model.stabilizer='off' is not applied" in build_steps.stabilizer_schedule_warning("off", "half:0.5,full",
+                                                                                             "float16")
+    assert "model.stabilizer='tanh' is not applied" in build_steps.stabilizer_schedule_warning("tanh", "half:0.5,mixed")
