@@ -87,13 +87,13 @@ def _refuse_a_file_as_data_root(data):
     """The data folder's check (:func:`~neuralop_mp.run_setup.check_writable`, "is a file, not a
     folder") where a file is in its way: before the run folder is made. Only then: a read-only data
     root holding the files a run needs is usable, and is checked where a file must be written."""
-    from .data.cache import CONFIG_DATA_ROOT_OPTION, resolve_root
+    from .data.cache import current_data_root_option, resolve_root
     from .run_setup import file_in_the_way
 
     root = getattr(data, "data_root", None)
     root = resolve_root(root)
-    if file_in_the_way(root) is not None:
-        check_writable(root, CONFIG_DATA_ROOT_OPTION, what="Data folder")
+    if file_in_the_way(root) is not None:  # named as the running command lets the user choose it
+        check_writable(root, current_data_root_option(), what="Data folder")
 
 
 def build_model(config, device="cpu", policy=None):

@@ -35,7 +35,7 @@ import warnings
 import torch
 
 from ..vocabulary import OneLineErrorParser, ignoring_upstream_unused_keys, plain_text
-from .cli import fill_defaults, threads_type
+from .cli import data_root_errors, fill_defaults, threads_type
 from .report import (add_output_arguments, header, markdown_table, refuse_partial_docs_update,
                      shown_command, write_results)
 
@@ -178,15 +178,16 @@ def main(argv=None):
     threads_before = torch.get_num_threads()
     rows = []
     try:
-        for dataset in args.datasets:
-            for seed in args.seeds:
-                for recipe in args.recipes:
-                    row = train_once(dataset, recipe, seed, {**sizes, **datasets[dataset]}, threads=args.threads)
-                    rows.append(row)
-                    print(f"{dataset:>13} {recipe:>10} seed {seed}: L2 {row['l2']:.4f}, L2@2x {row['l2_2x']:.4f}, "
-                          f"{row['seconds_per_epoch']:.2f} s/epoch"
-                          + (f", auto -> {row['auto_decision']}" if "auto_decision" in row else ""),
-                          file=sys.stderr, flush=True)
+        with data_root_errors(parser):  # an unwritable data root: a one-line error
+            for dataset in args.datasets:
+                for seed in args.seeds:
+                    for recipe in args.recipes:
+                        row = train_once(dataset, recipe, seed, {**sizes, **datasets[dataset]}, threads=args.threads)
+                        rows.append(row)
+                        print(f"{dataset:>13} {recipe:>10} seed {seed}: L2 {row['l2']:.4f}, "
+                              f"L2@2x {row['l2_2x']:.4f}, {row['seconds_per_epoch']:.2f} s/epoch"
+                              + (f", auto -> {row['auto_decision']}" if "auto_decision" in row else ""),
+                              file=sys.stderr, flush=True)
     finally:
         torch.set_num_threads(threads_before)
 

@@ -35,7 +35,7 @@ from neuralop.losses import H1Loss, LpLoss
 from ..vocabulary import OneLineErrorParser, ignoring_upstream_unused_keys
 from ..data.cli import positive_float, positive_int
 from ..models.mixed_precision_models import ignoring_unrecorded_precision
-from .cli import fill_defaults, threads_type
+from .cli import data_root_errors, fill_defaults, threads_type
 from .report import (add_output_arguments, fno_description, markdown_table, refuse_partial_docs_update,
                      shown_command, timed_section, write_results)
 
@@ -159,8 +159,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     # upstream's unused-keys warning only: the plugin's own warnings reach the user, and the
-    # filters are as they were when main returns
-    with ignoring_upstream_unused_keys():
+    # filters are as they were when main returns; an unwritable data root is a one-line error
+    with data_root_errors(parser), ignoring_upstream_unused_keys():
         return _measure(args, argv)
 
 

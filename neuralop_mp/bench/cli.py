@@ -7,6 +7,7 @@ plots) into ``--out DIR`` (default ``./runs/bench-NAME-TIMESTAMP``); only
 import argparse
 import importlib
 import sys
+from contextlib import contextmanager
 
 from ..vocabulary import did_you_mean
 
@@ -55,6 +56,21 @@ def fill_defaults(args, quick, defaults):
     for key, default in (quick if args.quick else defaults).items():
         if getattr(args, key) is None:
             setattr(args, key, default)
+
+
+@contextmanager
+def data_root_errors(parser):
+    """Within this block, a data root that cannot be written is ``parser``'s one-line usage error,
+    naming what chooses the folder: a benchmark has no data-root option of its own, so the message
+    names ``$NEURALOP_MP_DATA`` (:data:`~neuralop_mp.data.cache.ENVIRONMENT_DATA_ROOT_OPTION`)."""
+    from ..data.cache import ENVIRONMENT_DATA_ROOT_OPTION, data_root_option
+    from ..run_setup import RunSetupError
+
+    try:
+        with data_root_option(ENVIRONMENT_DATA_ROOT_OPTION):
+            yield
+    except RunSetupError as error:
+        parser.error(str(error))
 
 
 def usage():

@@ -27,7 +27,7 @@ from neuralop.models import FNO
 
 from ..vocabulary import OneLineErrorParser
 from ..memory import SavedTensorBytes
-from .cli import threads_type
+from .cli import data_root_errors, threads_type
 from .report import (add_output_arguments, header, markdown_table, refuse_partial_docs_update, shown_command,
                      write_results)
 from .tiny_training import fit_and_test
@@ -269,7 +269,8 @@ def main(argv=None):
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        return _run(args, argv)
+        with data_root_errors(parser):  # an unwritable data root (darcy_accuracy): a one-line error
+            return _run(args, argv)
     finally:
         torch.set_num_threads(threads_before)
 

@@ -86,7 +86,9 @@ def _recorded_settings(meta):
 # what a user changes to write the data elsewhere, for the message of an unwritable data root: the
 # option of the command that runs (:func:`data_root_option`); unset, the config key of train and eval,
 # which a Python caller of the loaders (their ``data_root``) reaches too
-CONFIG_DATA_ROOT_OPTION = "--data.data_root"  # train's and eval's spelling (a config key)
+CONFIG_DATA_ROOT_OPTION = "--data.data_root"  # train's, eval's and diagnose's spelling (a config key)
+# a command without a data-root option of its own (the benchmarks): what chooses their data root
+ENVIRONMENT_DATA_ROOT_OPTION = "the NEURALOP_MP_DATA environment variable"
 _DATA_ROOT_OPTION = contextvars.ContextVar("data_root_option", default=CONFIG_DATA_ROOT_OPTION)
 
 
@@ -94,12 +96,19 @@ _DATA_ROOT_OPTION = contextvars.ContextVar("data_root_option", default=CONFIG_DA
 def data_root_option(option):
     """Within this block (this thread), the message of a data root that cannot be written
     (:func:`generate_cached`) names ``option`` as the way to choose another: a command gives
-    its own (``neuralop-mp data``: ``"--root"``), so its user is told the option they typed."""
+    its own (``neuralop-mp data``: ``"--root"``; ``neuralop-mp bench``, which has none:
+    :data:`ENVIRONMENT_DATA_ROOT_OPTION`), so its user is told what they can change there."""
     token = _DATA_ROOT_OPTION.set(option)
     try:
         yield
     finally:
         _DATA_ROOT_OPTION.reset(token)
+
+
+def current_data_root_option():
+    """What a data root that cannot be written names now (:func:`data_root_option`): the running
+    command's option, else :data:`CONFIG_DATA_ROOT_OPTION`."""
+    return _DATA_ROOT_OPTION.get()
 
 
 def generate_cached(path, settings, n_samples, overwrite, compute):
@@ -131,7 +140,7 @@ def generate_cached(path, settings, n_samples, overwrite, compute):
     # an up-to-date file is used without the lock: a read-only data root stays usable
     if not _stale(path, settings, n_samples, overwrite):
         return path
-    check_writable(path.parent, _DATA_ROOT_OPTION.get(), what="Data folder")
+    check_writable(path.parent, current_data_root_option(), what="Data folder")
     with _generation_lock(path) as locked:
         if locked:  # every generation of this file locks it: no other one is writing a temporary now
             _remove_stale_temporaries(path)

@@ -6,7 +6,8 @@ or a folder holding one (a ``neuralop-mp train`` run folder: its final model).
 A config's model is built untrained (seeded); its data section says which built-in
 dataset and resolution N to use. With a checkpoint, ``--data`` and ``--resolution`` say it;
 in a run folder they default to the run's dataset and training resolution, elsewhere to
-darcy and 16.
+darcy and 16. ``--data.data_root DIR`` (the one config key a checkpoint takes) is the folder
+the data are read from and generated in.
 The inputs are a few test samples at 2N, passed through the data processor; an odd
 fine-grid size (Burgers' 17 time levels) loses its last point, as for
 ``fno_block_precision="auto"``, and the output says so.
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..bench.report import check_out_folder, writable_out
+from ..data.cache import CONFIG_DATA_ROOT_OPTION
 from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX, CheckpointWriteError
 from ..vocabulary import OneLineErrorParser, ignoring_upstream_unused_keys, plain_text
 from .bands import DEFAULT_N_BANDS
@@ -128,7 +130,8 @@ def _data_of(data, args):
     section ``data`` (its dataset and training resolution), else Darcy at 16."""
     n = args.resolution or (data.train_resolution if data is not None else 16)
     if data is None or args.data is not None:
-        return LOADERS[args.data or "darcy"], {}, n
+        # none of the config's data settings but its folder: a --data.data_root given is kept with --data
+        return LOADERS[args.data or "darcy"], {"data_root": getattr(data, "data_root", None)}, n
     from ..train_pipeline import section_kwargs
 
     return data.loader_name(), section_kwargs(data), n
@@ -215,14 +218,19 @@ def _load(args, overrides, checkpoint):
     if checkpoint is not None:
         from ..run_folder import load_model_and_precision
 
+        data_root, overrides = _checkpoint_data_root(overrides)
         if overrides:
             unknown = [o.partition("=")[0] for o in overrides if o.startswith("--")]
             raise ValueError((f"Unknown option {unknown[0]}: " if unknown else "")
                              + f"config overrides {overrides} do not apply to a checkpoint; options: "
-                             + ", ".join(_option_names()) + ".")
+                             + ", ".join(_option_names()) + f", and {CONFIG_DATA_ROOT_OPTION} DIR (the folder "
+                             "its test inputs are generated in).")
         # the plugin's layer even for a full-precision checkpoint (a plain `train` run's): it switches precision
         model, _ = load_model_and_precision(checkpoint, mixed_precision_layer=True)
-        return (model, *_run_data(checkpoint.folder, args), Path(args.target).resolve().name)
+        loader, kwargs, n = _run_data(checkpoint.folder, args)
+        if data_root is not None:
+            kwargs = {**kwargs, "data_root": data_root}
+        return model, loader, kwargs, n, Path(args.target).resolve().name
     from ..models.registry import get_model
 
     config = _load_config(args.target, overrides)
@@ -230,6 +238,34 @@ def _load(args, overrides, checkpoint):
     # the plugin's layer even for a full-precision config: it is what switches precision
     model = get_model(config, mixed_precision_layer=True)
     return (model, *_data_of(config.data, args), Path(str(args.target)).stem)
+
+
+def _checkpoint_data_root(overrides):
+    """``(DIR, the other overrides)``: the ``--data.data_root DIR`` (or ``=DIR``; None where not given)
+    of the ``overrides`` given with a checkpoint, the one config key that applies to one: the folder its
+    test inputs are generated in, as ``eval RUN_FOLDER`` takes it. It is the option a data root that
+    cannot be written names (:func:`~neuralop_mp.data.cache.data_root_option`), a run's recorded
+    one included, so it can be typed for a checkpoint too.
+
+    Raises
+    ------
+    ValueError
+        For ``--data.data_root`` without a value.
+    """
+    rest, data_root, i = [], None, 0
+    while i < len(overrides):
+        name, has_value, value = overrides[i].partition("=")
+        if name != CONFIG_DATA_ROOT_OPTION:
+            rest.append(overrides[i])
+        elif has_value:
+            data_root = value
+        elif i + 1 < len(overrides) and not overrides[i + 1].startswith("--"):
+            i += 1
+            data_root = overrides[i]
+        else:
+            raise ValueError(f"Missing value for option {CONFIG_DATA_ROOT_OPTION}.")
+        i += 1
+    return data_root, rest
 
 
 def fine_inputs(loader_name, kwargs, resolution, n_samples, flag="--resolution"):

@@ -89,3 +89,94 @@ def test_the_data_cache_names_the_option_of_the_command_around_it(afile):
     with data_root_option("--root"):
         assert refusal().endswith("is a file, not a folder; choose another with --root.")
     assert refusal().endswith("choose another with --data.data_root.")
+
+
+# Each command that generates data names how its own user chooses another data root.
+
+def _data_folder_refusal(afile, option):
+    return (f"Data folder {str(afile / 'd')!r} cannot be created: {str(afile)!r} is a file, not a folder; "
+            f"choose another with {option}.")
+
+
+@pytest.fixture
+def threads_kept():
+    """The benchmarks set torch's thread count for the process: restored for the tests after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", ["schedule", "scope"])
+def test_a_benchmark_names_the_environment_variable_in_one_line(name, afile, tmp_path, monkeypatch, capsys,
+                                                                 threads_kept):
+    """bench has no data-root option: it said --data.data_root, in a traceback."""
+    from neuralop_mp.cli import main
+
+    monkeypatch.setenv("NEURALOP_MP_DATA", str(afile / "d"))
+    with pytest.raises(SystemExit) as stopped:
+        main(["bench", name, "--quick", "--threads", "1", "--out", str(tmp_path / "out")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (f"neuralop-mp bench {name}: error: "
+                                       + _data_folder_refusal(afile, "the NEURALOP_MP_DATA environment variable")
+                                       + "\n")
+
+
+def test_the_optimizer_benchmarks_accuracy_data_names_the_environment_variable(afile, monkeypatch, capsys,
+                                                                                threads_kept):
+    """Its accuracy rows read $NEURALOP_MP_DATA itself (a temporary folder without it); they come
+    after the memory rows, so the run is cut to them here."""
+    from neuralop_mp.bench import optimizer
+
+    monkeypatch.setenv("NEURALOP_MP_DATA", str(afile / "d"))
+    monkeypatch.setattr(optimizer, "_run", lambda args, argv: optimizer.darcy_accuracy([]))
+    with pytest.raises(SystemExit) as stopped:
+        optimizer.main(["--quick"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == ("neuralop-mp bench optimizer: error: "
+                                       + _data_folder_refusal(afile, "the NEURALOP_MP_DATA environment variable")
+                                       + "\n")
+
+
+def test_the_auto_benchmark_refuses_a_data_root_in_one_line(afile, tmp_path, monkeypatch, capsys, threads_kept):
+    from neuralop_mp.cli import main
+
+    monkeypatch.setenv("NEURALOP_MP_DATA", str(afile / "d"))
+    with pytest.raises(SystemExit) as stopped:
+        main(["bench", "auto", "--quick", "--datasets", "darcy", "--recipes", "full", "--out", str(tmp_path / "out")])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"neuralop-mp bench auto: error: Data folder {str(afile / 'd')!r}") and err.count("\n") == 1
+    assert err.endswith("choose another with the NEURALOP_MP_DATA environment variable.\n")
+
+
+def test_diagnose_takes_the_data_root_it_names_with_a_checkpoint(afile, tmp_path, monkeypatch, capsys):
+    """It named --data.data_root, then refused it: "config overrides ... do not apply to a checkpoint"."""
+    import torch
+
+    from neuralop_mp import MixedPrecisionFNO
+    from neuralop_mp.cli import main
+
+    torch.manual_seed(0)
+    MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1,
+                      fno_block_precision="mixed", half_dtype="bfloat16").save_checkpoint(tmp_path / "ckpt", "model")
+    command = ["diagnose", str(tmp_path / "ckpt" / "model"), "--resolution", "8", "--n-samples", "2",
+               "--n-bands", "2", "--out", str(tmp_path / "out")]
+    monkeypatch.setenv("NEURALOP_MP_DATA", str(afile / "d"))
+    assert main(command) == 2
+    assert capsys.readouterr().err == ("neuralop-mp diagnose: error: "
+                                       + _data_folder_refusal(afile, "--data.data_root") + "\n")
+    assert main([*command, "--data.data_root", str(tmp_path / "data")]) == 0
+    assert (tmp_path / "data" / "darcy_test_16.pt").is_file()
+
+
+def test_diagnose_keeps_the_data_root_with_another_dataset(afile, tmp_path, capsys):
+    """--data dropped the config's data root: the data were generated in the default one, silently."""
+    from neuralop_mp.cli import main
+
+    assert main(["diagnose", "darcy", "--data", "darcy", "--data.data_root", str(afile / "d"), "--resolution", "8",
+                 "--n-samples", "2", "--n-bands", "2", "--model.hidden_channels", "4", "--model.n_layers", "1",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == ("neuralop-mp diagnose: error: "
+                                       + _data_folder_refusal(afile, "--data.data_root") + "\n")
