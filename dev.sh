@@ -58,10 +58,12 @@ case "$cmd" in
     # in a Python interpreter of their own (the command as a shell runs it, signals, closed pipes,
     # fresh imports, older code, torchrun; each pays about 2.5 s of imports before it does
     # anything; cheap helper interpreters such as pip, venv or a zencfg-only check stay in the
-    # default tier), multi-seed training comparisons, upstream's own tests, the docs' shell examples. The default tier is spread
-    # over one worker per CPU (pytest-xdist; `-n 0` after it runs it in this one process); the
-    # end-to-end tier runs in one process: its tests time processes, signals and ranks, which
-    # workers beside them would skew.
+    # default tier), multi-seed training comparisons, upstream's own tests, the docs' shell examples. The
+    # root conftest.py checks the first part: a default-tier test that starts the package (or torchrun)
+    # fails, naming the command (an exception needs @pytest.mark.allow_package_subprocess("why")).
+    # The default tier is spread over one worker per CPU (pytest-xdist; `-n 0` after it runs it in
+    # this one process); the end-to-end tier runs in one process: its tests time processes,
+    # signals and ranks, which workers beside them would skew.
     tier=(-m "not slow" -n auto)
     case "${1:-}" in
       --slow) tier=(-m slow); shift ;;
