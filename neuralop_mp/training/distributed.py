@@ -31,8 +31,9 @@ the ranks must make the same decisions on their own:
   their gradients with :func:`average_gradients` before each step's check.
 
 This module builds no communication of its own: it calls ``torch.distributed``
-collectives and DDP.
+collectives and DDP. A group it joins (:func:`init_from_env`) it also leaves, at exit.
 """
+import atexit
 import os
 
 import torch
@@ -325,7 +326,8 @@ def init_from_env(backend=None):
     torch.device
         ``cuda:LOCAL_RANK`` with nccl, else the CPU. Outside torchrun (no
         ``WORLD_SIZE`` in the environment) no group is created and the device is
-        ``cuda`` when available, else the CPU.
+        ``cuda`` when available, else the CPU. A group created here is destroyed when
+        the process exits (``atexit``), unless the caller destroyed it before.
     """
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"Invalid backend={backend!r}; expected one of {list(BACKENDS)} or None.")
@@ -341,7 +343,16 @@ def init_from_env(backend=None):
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
+        atexit.register(_leave_process_group)
     return device
+
+
+def _leave_process_group():
+    # at exit, while the interpreter is whole: a gloo group left to the interpreter's teardown can
+    # abort a rank whose run finished ("terminate called without an active exception", exit -6),
+    # which torchrun then reports as a failed run. A script that left the group itself: nothing to do
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def launched_by_torchrun():

@@ -294,6 +294,29 @@ def test_outside_a_process_group_the_helpers_are_local_and_bad_backends_are_refu
         distributed.init_from_env("mpi")
 
 
+def test_a_group_joined_from_torchruns_environment_is_left_at_exit(monkeypatch):
+    """A rank that exits with its gloo group alive can abort in the interpreter's teardown
+    ("terminate called without an active exception"; seen once in CI's torchrun test); the group
+    init_from_env joins is destroyed by an exit hook, and one the caller destroyed is left alone."""
+    from neuralop_mp.training import distributed
+
+    hooks = []
+    monkeypatch.setattr(distributed.atexit, "register", hooks.append)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    try:
+        assert distributed.init_from_env("gloo") == torch.device("cpu") and dist.is_initialized()
+        assert len(hooks) == 1
+        hooks[0]()  # what the interpreter runs at exit
+        assert not dist.is_initialized()
+        hooks[0]()  # a group the script destroyed itself: nothing left to do, no error
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def _auto_worker(rank, world_size, port, out_dir, _):
     from neuralop_mp import MixedPrecisionFNO, get_precision
     from neuralop_mp.diagnose.auto import agree_across_ranks, calibrate_precision
