@@ -74,7 +74,8 @@ def stabilizer_schedule_warning(stabilizer, schedule, half_dtype=None, *, stabil
     ``opt.precision_schedule``) and ``neuralop-mp run`` (``--mp.stabilizer`` with
     ``--mp.schedule``) say so with this message. No warning where every phase runs the
     stabilizer asked anyway (``"off"`` beside ``mixed/notanh``, as ``neuralop-mp diagnose``
-    recommends; ``"tanh"`` beside ``half/tanh`` with a known half type).
+    recommends; ``"tanh"`` beside ``half/tanh`` with a known half type). Its advice is the phase
+    suffix of the request: ``/tanh`` for ``"tanh"``, ``/notanh`` for ``"off"``.
 
     Parameters
     ----------
@@ -108,10 +109,12 @@ def stabilizer_schedule_warning(stabilizer, schedule, half_dtype=None, *, stabil
         return None
 
     phases = "; ".join(f"'{phase}': {runs_with(phase)}" for phase in parsed)
+    # the way to what was asked, phase by phase: tanh with '/tanh', none ("off") with '/notanh'
+    advice = ("with tanh, write '/tanh' after it in {key}, e.g. 'mixed/tanh'" if asked == "tanh" else
+              "without tanh, write '/notanh' after it in {key}, e.g. 'half/notanh'").format(key=schedule_key)
     return (f"{stabilizer_key}={stabilizer!r} is not applied: with {schedule_key}={str(parsed)!r} each phase "
-            f"runs with its own stabilizer ({phases}). To run a phase with tanh, write '/tanh' after it in "
-            f"{schedule_key}, e.g. 'mixed/tanh'; to use {stabilizer_key} for the whole run, leave "
-            f"{schedule_key} unset.")
+            f"runs with its own stabilizer ({phases}). To run a phase {advice}; to use {stabilizer_key} for "
+            f"the whole run, leave {schedule_key} unset.")
 
 
 def stabilizer_off_note(policy, schedule, half_dtype, *, stabilizer_key="model.stabilizer"):

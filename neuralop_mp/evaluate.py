@@ -17,7 +17,8 @@ at its last epoch (:func:`recorded_metrics_text`).
 Overrides of the run's own config that would change what the model was trained on or how
 its data are encoded (:data:`TRAINED_DATA_KEYS`) are refused.
 A run's final model is evaluated in the precision its run finished in, its best model
-in that of its best epoch, unless ``precision`` says otherwise; with the same data,
+in that of its best epoch, unless ``precision`` says otherwise (the run's ``model.stabilizer``
+kept where it applied to the whole run: :func:`_given_precision_schedule`); with the same data,
 device and thread count, the errors are bitwise the ones ``train`` reported for that
 epoch. A model saved elsewhere is evaluated in the precision, stabilizer and half type
 its file records. A run's final model that a ``--resume`` trained past and stopped before
@@ -252,6 +253,20 @@ def _run_schedule(config, saved_precision):
     return PrecisionSchedule.constant(decided, autocast=last.autocast, stabilizer=last.stabilizer)
 
 
+def _given_precision_schedule(config, policy, precision, run):
+    """The constant schedule of ``--precision``: the mode's defaults, but for the run's own config
+    without ``opt.precision_schedule``, whose recorded stabilizer request (``policy``'s) applied
+    to the whole run and still does: "off" (a typed ``--model.stabilizer none``) runs none, "tanh"
+    runs tanh, in any mode; unset keeps the mode's default (tanh for float16 "half"). Under a
+    schedule the request ran in no phase; another config's says nothing of the model."""
+    from . import build_steps
+    from .training.schedule import PrecisionSchedule
+
+    if run and build_steps.parse_precision_schedule(config.opt.precision_schedule) is None:
+        return build_steps.precision_schedule(None, policy.replace(fno_block_precision=precision))
+    return PrecisionSchedule.constant(precision)
+
+
 def _model_epoch(folder, name, config):
     """The epoch whose precision a run's model is evaluated in: the run's last epoch for its
     final model; for its best model, the best epoch, from ``results.json``, else (a run
@@ -323,7 +338,9 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
         Test resolutions (default: the config's).
     precision : {"full", "mixed", "half"}, optional
         Evaluate in this precision instead of the one the model was trained in (the
-        run's last epoch for its final model, its best epoch for ``best_model``).
+        run's last epoch for its final model, its best epoch for ``best_model``), with
+        the mode's defaults; a run trained without a precision schedule keeps its
+        ``model.stabilizer`` ("off": none, "tanh": tanh, in any mode).
 
     Returns
     -------
@@ -396,7 +413,7 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
 
     policy = build_steps.precision_policy(config)
     if precision is not None:
-        schedule, epoch = PrecisionSchedule.constant(precision), 0
+        schedule, epoch = _given_precision_schedule(config, policy, precision, source.run), 0
     elif source.run:
         schedule, epoch = _run_schedule(config, saved_precision), _model_epoch(folder, name, config)
     else:  # a model saved elsewhere: the precision its file records (stabilizer and half type), without autocast

@@ -100,8 +100,8 @@ class PrecisionPolicy:
         normalize_half_dtype, str, 'half type of "mixed"/"half" ("auto": float16 on CUDA, bfloat16 elsewhere)'))
     stabilizer: Optional[str] = field(default=None, metadata=_key(
         normalize_stabilizer_request, Optional[str],
-        'pre-activation before every forward FFT (None: the mode\'s default, tanh for float16 "half" | "off": '
-        'none, whatever the mode | "tanh")'))
+        'pre-activation before every forward FFT (None, unset: the mode\'s default, tanh for float16 "half" | '
+        '"off": none, whatever the mode; typed on a command line, none is "off" | "tanh")'))
     spectral_weight_dtype: str = field(default="complex64", metadata=_key(
         normalize_spectral_weight_dtype, str,
         'storage of the spectral weights and their gradients ("complex64" | "complex32")'))

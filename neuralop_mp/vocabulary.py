@@ -88,9 +88,10 @@ def did_you_mean(value, allowed):
     """``" Did you mean 'mixed'?"`` for ``value`` that :func:`spelled_as` an allowed value, else "".
     The CLI's one rule for every choice: a value is taken as its allowed values spell it; another
     case or ``-``/``_`` is refused, with this hint (only values documented as case-free are not,
-    docs/configs.md: the built-in configs, section class names, the spellings of None,
-    factorizations, model_arch, device, precision schedules, recompute modes, on/off values,
-    ``--threads auto`` and :func:`~neuralop_mp.optim.factory.create_optimizer`'s ``optimizer``)."""
+    docs/configs.md: the built-in configs, section class names, the spellings of None and the
+    stabilizer's "off", factorizations, model_arch, device, precision schedules, recompute modes,
+    on/off values, ``--threads auto`` and :func:`~neuralop_mp.optim.factory.create_optimizer`'s
+    ``optimizer``)."""
     match = spelled_as(value, allowed)
     return f" Did you mean {match!r}?" if match is not None else ""
 
@@ -267,19 +268,39 @@ def normalize_precision_request(value, key="fno_block_precision"):
     return check_choice(key, value, PRECISION_REQUESTS)
 
 
-def normalize_stabilizer_request(value, key="stabilizer"):
+def _off_in_any_case(value):
+    """``"off"`` for ``value`` spelling it in any case (``"OFF"``, ``" Off"``), as the spellings of
+    None are read (an explicit "no stabilizer", like a typed ``none``); ``value`` otherwise."""
+    if isinstance(value, str) and value.strip().lower() == STABILIZER_OFF:
+        return STABILIZER_OFF
+    return value
+
+
+def normalize_stabilizer_request(value, key="stabilizer", *, given=False):
     """Validate a requested stabilizer (a policy's, a config's, an option's): None, "off" or
     "tanh". The spellings of "no value" ("None", "none", "null", "") become None, which means
-    "not given": the mode's default where a config is built. "off" asks for no stabilizer
-    whatever the mode (a command line's typed "none" becomes it)."""
-    return check_choice(key, none_if_null(value), STABILIZER_REQUESTS,
-                        labels={None: "None (the mode's default)"})
+    "not given": the mode's default where a config is built. "off" (in any case) asks for no
+    stabilizer whatever the mode (a command line's typed "none" becomes it).
+
+    ``given``: the value was given explicitly, where None is the only "not given" (``neuralop-mp
+    run --mp.stabilizer``, :func:`neuralop_mp.enable`'s keyword): a string spelling of None is then
+    "off" too, and the message lists ``'none'`` beside ``'off'``.
+    """
+    if given:
+        if value is None:  # still "not given"
+            return None
+        if isinstance(value, str) and none_if_null(value) is None:
+            return STABILIZER_OFF
+        return check_choice(key, _off_in_any_case(value), ("none", STABILIZER_OFF, "tanh"),
+                            labels={STABILIZER_OFF: f"{STABILIZER_OFF!r} (both: no stabilizer)"})
+    return check_choice(key, _off_in_any_case(none_if_null(value)), STABILIZER_REQUESTS,
+                        labels={None: "None (unset: the mode's default; typed on a command line, none is 'off')"})
 
 
 def normalize_stabilizer(value, key="stabilizer"):
     """Validate the stabilizer a layer or a model built directly applies: None or "tanh".
-    "off" and the spellings of "no value" become None (no mode default applies there)."""
-    request = check_choice(key, none_if_null(value), STABILIZER_REQUESTS)
+    "off" (in any case) and the spellings of "no value" become None (no mode default applies there)."""
+    request = check_choice(key, _off_in_any_case(none_if_null(value)), STABILIZER_REQUESTS)
     return None if request == STABILIZER_OFF else request
 
 

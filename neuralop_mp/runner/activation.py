@@ -156,9 +156,9 @@ def _validated_options(options, prefix=""):
     half_dtype = options["half_dtype"]
     if half_dtype is not None:
         half_dtype = normalize_half_dtype(half_dtype, key=name("half_dtype"))
-    stabilizer = options["stabilizer"]
-    if stabilizer is not None:
-        stabilizer = normalize_stabilizer_request(stabilizer, key=name("stabilizer"))
+    # an explicit keyword, whose default None is "not given" (the mode's default): a string spelling
+    # of None ("none", "null") asks for no stabilizer, "off", as --mp.stabilizer none does
+    stabilizer = normalize_stabilizer_request(options["stabilizer"], key=name("stabilizer"), given=True)
     schedule = options["schedule"]
     # the schedule as the caller spelled it ("paper"), which the notes name the option by
     schedule_as_given = schedule if isinstance(schedule, str) else None
@@ -300,10 +300,11 @@ def enable(
         Precision schedule of the trainer, e.g. ``"half:0.25,mixed:0.5,full:0.25"``
         or ``"paper"``. Without it and with ``precision`` given, the trainer keeps
         that precision for the whole run.
-    stabilizer : {None, "off", "tanh"}, optional
+    stabilizer : {None, "off", "none", "tanh"}, optional
         Pre-activation before every forward FFT. None (not given): the mode's default
-        (tanh for "half" in float16, as ``neuralop-mp train``); "off": none, whatever the
-        mode (``--mp.stabilizer none`` on the command line).
+        (tanh for "half" in float16, as ``neuralop-mp train``); "off" (in any case), or a
+        string spelling of None ("none", "None", "null"): none, whatever the mode, as
+        ``--mp.stabilizer none`` on the command line.
     spectral_weight_dtype : {"complex64", "complex32"}, optional
         Storage of the spectral weights (and their gradients) of models built
         through ``neuralop.get_model``; "complex32" is TensorGRaD's half recipe.

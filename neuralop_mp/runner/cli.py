@@ -23,8 +23,8 @@ from ..run_setup import RunSetupError, check_output_file, check_update_in_backwa
 from ..signals import exit_status, terminate_as_interrupt
 from ..train_report import to_jsonable
 from ..training.distributed import launch_rank
-from ..vocabulary import (HALF_DTYPES, PRECISION_MODES, RECOMPUTE_MODES, SPECTRAL_WEIGHT_DTYPES, STABILIZER_OFF,
-                          STABILIZER_REQUESTS, check_choice, none_if_null, normalize_flag, plain_text)
+from ..vocabulary import (HALF_DTYPES, PRECISION_MODES, RECOMPUTE_MODES, SPECTRAL_WEIGHT_DTYPES, STABILIZER_REQUESTS,
+                          normalize_flag, normalize_stabilizer_request, plain_text)
 from .activation import _enable_keywords, _enabled_checked, _validated_options, optimizer_replacement_reason
 from .static_check import describe_plan, scan_source, start_warnings
 from .summary import format_summary, zencfg_cause
@@ -87,14 +87,11 @@ def _on_off(flag, value):
 
 
 def _stabilizer(flag, value):
-    # typed on a command line, "none" (or "None", "null", "") asks for no stabilizer: "off", which
-    # the mode's default (tanh for float16 "half") does not replace, as a config's None would mean.
-    # Checked here: enable's check would offer None, "the mode's default", which no typed value is
-    if none_if_null(value) is None:
-        return STABILIZER_OFF
+    # typed on a command line, "none" (or "None", "null", "") and "off" in any case ask for no
+    # stabilizer: "off", which the mode's default (tanh for float16 "half") does not replace, as a
+    # config's None would mean; a bad value's message lists the typed values, not a config's None
     try:
-        return check_choice(flag, value, ("none", STABILIZER_OFF, "tanh"),
-                            labels={STABILIZER_OFF: f"{STABILIZER_OFF!r} (both: no stabilizer)"})
+        return normalize_stabilizer_request(value, flag, given=True)
     except ValueError as error:
         raise UsageError(str(error)) from None
 

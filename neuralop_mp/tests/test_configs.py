@@ -149,7 +149,7 @@ def test_a_config_file_by_path_and_class(tmp_path):
 BAD_VALUES = [
     ("model.fno_block_precision", "hlaf", "'full', 'mixed', 'half'"),
     ("model.half_dtype", "fp16", "'auto', 'float16', 'bfloat16'"),
-    ("model.stabilizer", "relu", "None (the mode's default), 'off', 'tanh'"),
+    ("model.stabilizer", "relu", "None (unset: the mode's default; typed on a command line, none is 'off'), 'off', 'tanh'"),
     ("model.spectral_weight_dtype", "complex16", "'complex64', 'complex32'"),
     ("model.autocast_scope", "blocks", "'auto', 'model', 'fno_blocks', 'spectral'"),
     ("model.model_arch", "fnoo", "'fno'"),

@@ -31,14 +31,15 @@ def test_policy_is_immutable_and_replace_revalidates():
     with pytest.raises(dataclasses.FrozenInstanceError):
         policy.fno_block_precision = "full"
     assert policy.replace(stabilizer="tanh").stabilizer == "tanh" and policy.stabilizer is None
-    with pytest.raises(ValueError, match=r"Invalid stabilizer='clip'; allowed values: None \(the mode's default\), 'off', 'tanh'\."):
+    with pytest.raises(ValueError, match=r"Invalid stabilizer='clip'; allowed values: None \(unset: the mode's default; typed on a "
+                                         r"command line, none is 'off'\), 'off', 'tanh'\."):
         policy.replace(stabilizer="clip")
 
 
 @pytest.mark.parametrize("key, value, allowed", [
     ("fno_block_precision", "hlaf", "'full', 'mixed', 'half', 'auto'"),
     ("half_dtype", torch.float32, "'auto', 'float16', 'bfloat16'"),
-    ("stabilizer", "Tanh", r"None \(the mode's default\), 'off', 'tanh'"),
+    ("stabilizer", "Tanh", r"None \(unset: the mode's default; typed on a command line, none is 'off'\), 'off', 'tanh'"),
     ("spectral_weight_dtype", "complex128", "'complex64', 'complex32'"),
     ("autocast_scope", "blocks", "'auto', 'model', 'fno_blocks', 'spectral'"),
 ])

@@ -16,7 +16,7 @@ from neuralop_mp.models import MixedPrecisionFNO
 from neuralop_mp.precision_policy import PrecisionPolicy
 from neuralop_mp.run_folder import COMMAND_FILE, load_model_and_precision
 from neuralop_mp.runner import cli as run_cli
-from neuralop_mp.runner import intercept
+from neuralop_mp.runner import activation, intercept
 
 from .test_eval_and_best import TINY_ARGS
 from .test_train_pipeline import _four_random_samples_as_data
@@ -39,8 +39,8 @@ def test_the_policy_keeps_off_apart_from_unset_and_resolves_it_to_none():
     assert off.stabilizer == "off" and PrecisionPolicy(**HALF_FP16, stabilizer="none").stabilizer is None
     assert off.with_mode_stabilizer("cpu").stabilizer is None
     assert PrecisionPolicy(**HALF_FP16).with_mode_stabilizer("cpu").stabilizer == "tanh"  # unset: the default
-    with pytest.raises(ValueError, match=r"^Invalid model\.stabilizer='tahn'; allowed values: None \(the mode's "
-                                         r"default\), 'off', 'tanh'\.$"):
+    with pytest.raises(ValueError, match=r"^Invalid model\.stabilizer='tahn'; allowed values: None \(unset: the "
+                                         r"mode's default; typed on a command line, none is 'off'\), 'off', 'tanh'\.$"):
         PrecisionPolicy.from_config({"stabilizer": "tahn"})
 
 
@@ -98,7 +98,7 @@ def test_a_constant_schedule_runs_none_for_off_and_the_mode_default_when_unset()
     assert unset.stabilizer == "auto" and unset.stabilizer_for(torch.float16) == "tanh"
 
 
-def test_the_runner_reads_a_typed_none_as_off_and_builds_and_trains_without_tanh():
+def test_the_runner_reads_a_typed_none_as_off_and_builds_the_model_and_schedule_without_tanh():
     _, options, _ = run_cli.parse_args(["t.py", "--mp.precision", "half", "--mp.half_dtype", "float16",
                                         "--mp.stabilizer", "none"])
     assert options["stabilizer"] == "off"
@@ -113,12 +113,23 @@ def test_the_runner_reads_a_typed_none_as_off_and_builds_and_trains_without_tanh
         run_cli.parse_args(["t.py", "--mp.stabilizer", "tahn"])
 
 
-def test_enable_off_builds_and_trains_without_tanh_and_notes_the_risk_once():
-    with neuralop_mp.enabled(precision="half", half_dtype="float16", stabilizer="off") as report:
+# enable's stabilizer is an explicit keyword (its default None: not given): a string spelling of None
+# asks for none, as `--mp.stabilizer none` does, and "off" is read in any case
+@pytest.mark.parametrize("off", ["off", "none", "None", "null", "OFF", "Off"])
+def test_enable_off_builds_and_trains_a_step_without_tanh_and_notes_the_risk_once(off):
+    from neuralop.losses import LpLoss
+
+    with neuralop_mp.enabled(precision="half", half_dtype="float16", stabilizer=off) as report:
         model = neuralop.get_model(_tiny_model_config())
         trainer = neuralop.Trainer(model=model, n_epochs=1, device="cpu")
+        batch = [{"x": torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+                  "y": torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))}]
+        trainer.train(batch, {}, torch.optim.AdamW(model.parameters()), None, training_loss=LpLoss(d=2),
+                      eval_losses={})
+    assert report.options["stabilizer"] == "off"
     assert _stabilizers(model) == ({None}, {None})
     assert [phase.stabilizer for phase in trainer.precision_schedule] == [None]
+    assert [(h["precision"], h["stabilizer"]) for h in trainer.history] == [("half", None)]
     (note,) = [n for n in report.notes if "stabilizer" in n]
     assert note.startswith("stabilizer none, as stabilizer asks: no tanh before the FFTs of the float16 'half' run")
     with neuralop_mp.enabled(precision="half", half_dtype="float16") as report:  # unset: tanh, nothing to note
@@ -185,3 +196,77 @@ def test_no_warning_for_a_stabilizer_every_phase_runs_anyway_and_one_where_it_is
     assert "model.stabilizer='off' is not applied" in build_steps.stabilizer_schedule_warning("off", "half:0.5,full",
                                                                                              "float16")
     assert "model.stabilizer='tanh' is not applied" in build_steps.stabilizer_schedule_warning("tanh", "half:0.5,mixed")
+
+
+def _train_tiny(out, *flags, epochs=1):
+    """A one-batch darcy run (8x8 random samples: :func:`_four_random_samples_as_data`) in ``out``."""
+    assert cli.main(["train", "darcy", "--output_dir", str(out), "--opt.n_epochs", str(epochs), "--threads", "1",
+                     *TINY_ARGS, "--model.fno_block_precision", "half", *flags]) == 0
+
+
+def test_eval_in_another_precision_keeps_the_stabilizer_the_run_asked_for(monkeypatch, tmp_path, capsys):
+    from neuralop_mp.evaluate import run_evaluation
+
+    _four_random_samples_as_data(monkeypatch)
+
+    def evaluated(run, precision=None):  # the stabilizer the evaluation ran
+        return run_evaluation(run, precision=precision, log=lambda *args: None)["precision"]["stabilizer"]
+
+    off, tanh, unset, scheduled = (tmp_path / name for name in ("off", "tanh", "unset", "scheduled"))
+    _train_tiny(off, "--model.half_dtype", "float16", "--model.stabilizer", "none")  # typed: "off"
+    _train_tiny(tanh, "--model.half_dtype", "bfloat16", "--model.stabilizer", "tanh")
+    _train_tiny(unset, "--model.half_dtype", "float16")
+    _train_tiny(scheduled, "--model.half_dtype", "float16", "--model.stabilizer", "none",
+                "--opt.precision_schedule", "half:0.5,full", epochs=2)
+    capsys.readouterr()
+    # "off": none in every mode, float16 "half" included (it ran tanh there: the mode's default)
+    assert [evaluated(off, p) for p in (None, "half", "mixed")] == [None, None, None]
+    assert cli.main(["eval", str(off), "--precision", "half"]) == 0
+    assert "half+autocast (half_dtype float16)" in capsys.readouterr().out  # no +tanh
+    # "tanh" (bfloat16, whose "half" runs none by default): tanh in every mode, as the model was trained
+    assert [evaluated(tanh, p) for p in (None, "half", "mixed", "full")] == ["tanh"] * 4
+    # unset: the mode's default, as before
+    assert [evaluated(unset, p) for p in ("half", "mixed")] == ["tanh", None]
+    # beside a schedule the request ran in no phase: the mode's default
+    assert evaluated(scheduled, "half") == "tanh"
+
+
+def test_off_beside_a_schedule_is_advised_notanh_and_tanh_tanh(monkeypatch, tmp_path, capsys):
+    off = build_steps.stabilizer_schedule_warning("off", "half:0.5,full", "float16")
+    assert ("('half:0.5': tanh; 'full:0.5': none). To run a phase without tanh, write '/notanh' after it in "
+            "opt.precision_schedule, e.g. 'half/notanh'; to use model.stabilizer for the whole run") in off
+    assert "/tanh'" not in off
+    tanh = build_steps.stabilizer_schedule_warning("tanh", "half:0.5,mixed", "bfloat16")
+    assert "To run a phase with tanh, write '/tanh' after it in opt.precision_schedule, e.g. 'mixed/tanh';" in tanh
+    # as `train` prints it for a typed none
+    _four_random_samples_as_data(monkeypatch)
+    _train_tiny(tmp_path / "run", "--model.half_dtype", "float16", "--model.stabilizer", "none",
+                "--opt.precision_schedule", "half:0.5,full", epochs=2)
+    printed = capsys.readouterr()
+    printed = printed.out + printed.err
+    assert "model.stabilizer='off' is not applied" in printed and "e.g. 'half/notanh'" in printed, printed
+
+
+def test_off_is_read_in_any_case_and_tanh_as_spelled():
+    for off in ("OFF", "Off", " off "):
+        assert run_cli.parse_args(["t.py", "--mp.stabilizer", off])[1] == {"stabilizer": "off"}
+        assert PrecisionPolicy(**HALF_FP16, stabilizer=off).stabilizer == "off"
+        config = load_config("darcy", {"model.stabilizer": off, **{f"model.{k}": v for k, v in HALF_FP16.items()}})
+        assert build_steps.precision_policy(config).stabilizer == "off"
+        assert neuralop_mp.MixedPrecisionSpectralConv(2, 2, (4, 4), stabilizer=off).stabilizer is None
+    # tanh is taken as spelled, as every choice not documented as case-free
+    with pytest.raises(run_cli.UsageError, match=r"^Invalid --mp\.stabilizer='TANH'; .* Did you mean 'tanh'\?$"):
+        run_cli.parse_args(["t.py", "--mp.stabilizer", "TANH"])
+    with pytest.raises(ValueError, match=r"Did you mean 'tanh'\?$"):
+        PrecisionPolicy(stabilizer="Tanh")
+
+
+def test_a_bad_stabilizer_is_refused_naming_what_a_typed_none_means(capsys):
+    assert cli.main(["train", "darcy", "--model.stabilizer", "tahn"]) == 2
+    assert ("Invalid model.stabilizer='tahn'; allowed values: None (unset: the mode's default; typed on a command "
+            "line, none is 'off'), 'off', 'tanh'.") in capsys.readouterr().err
+    # enable's keyword is given, as a typed option: a null spelling is "off" there
+    with pytest.raises(ValueError, match=r"^Invalid stabilizer='tahn'; allowed values: 'none', 'off' \(both: no "
+                                         r"stabilizer\), 'tanh'\.$"):
+        neuralop_mp.enable(stabilizer="tahn")
+    assert not activation.is_enabled()  # refused before anything is patched

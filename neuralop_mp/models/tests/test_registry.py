@@ -132,7 +132,7 @@ def test_unknown_model_key_is_an_error_not_ignored():
 @pytest.mark.parametrize("key, value, allowed", [
     ("fno_block_precision", "hlaf", "'full', 'mixed', 'half'"),
     ("half_dtype", "fp16", "'auto', 'float16', 'bfloat16'"),
-    ("stabilizer", "relu", "None (the mode's default), 'off', 'tanh'"),
+    ("stabilizer", "relu", "None (unset: the mode's default; typed on a command line, none is 'off'), 'off', 'tanh'"),
     ("spectral_weight_dtype", "complex16", "'complex64', 'complex32'"),
 ])
 def test_bad_precision_flags_rejected(key, value, allowed):
