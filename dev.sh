@@ -59,7 +59,7 @@ case "$cmd" in
     # fresh imports, older code, torchrun; each pays about 2.5 s of imports before it does
     # anything; cheap helper interpreters such as pip, venv or a zencfg-only check stay in the
     # default tier), multi-seed training comparisons, upstream's own tests, the docs' shell examples. The
-    # root conftest.py checks the first part: a default-tier test that starts the package (or torchrun)
+    # check in neuralop_mp/tests/tier_check.py (loaded by the root conftest.py) enforces the first part: a default-tier test that starts the package (or torchrun)
     # fails, naming the command (an exception needs @pytest.mark.allow_package_subprocess("why")).
     # The default tier is spread over one worker per CPU (pytest-xdist; `-n 0` after it runs it in
     # this one process); the end-to-end tier runs in one process: its tests time processes,
