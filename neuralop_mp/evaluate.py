@@ -17,12 +17,15 @@ at its last epoch (:func:`recorded_metrics_text`).
 Overrides of the run's own config that would change what the model was trained on or how
 its data are encoded (:data:`TRAINED_DATA_KEYS`) are refused.
 A run's final model is evaluated in the precision its run finished in, its best model
-in that of its best epoch, unless ``precision`` says otherwise (the run's ``model.stabilizer``
-kept where it applied to the whole run: :func:`_given_precision_schedule`); with the same data,
+in that of its best epoch, unless ``precision`` names another mode (the run's ``model.stabilizer``
+kept where it applied to the whole run: :func:`_given_precision_schedule`; ``precision`` of the
+mode that epoch ran in evaluates as it ran: :func:`_ran_in`); with the same data,
 device and thread count, the errors are bitwise the ones ``train`` reported for that
 epoch. A model saved elsewhere is evaluated in the precision, stabilizer and half type
-its file records. A run's final model that a ``--resume`` trained past and stopped before
-its final save is refused, as a run stopped before its final save is
+its file records. A model with upstream's layers runs in full precision, with the stabilizer
+its blocks apply (a run trained with ``--model.stabilizer tanh`` in full precision: tanh). A
+run's final model that a ``--resume`` trained past and stopped before its final save is
+refused, as a run stopped before its final save is
 (:func:`~neuralop_mp.run_folder.check_final_model_current`).
 """
 import math
@@ -253,12 +256,25 @@ def _run_schedule(config, saved_precision):
     return PrecisionSchedule.constant(decided, autocast=last.autocast, stabilizer=last.stabilizer)
 
 
+def _ran_in(as_run, precision, config):
+    """Whether ``precision`` (``--precision``) is the mode a run's model ran in: the mode of its
+    phase in ``as_run`` (``(schedule, epoch)`` as :func:`_run_schedule` and :func:`_model_epoch`
+    give them; None for a model saved elsewhere). Then the model is evaluated as it ran, with that
+    phase's autocast and stabilizer (a schedule's ``mixed/tanh`` last phase keeps its tanh), not
+    the mode's defaults: "evaluate in this mode" of a model that ran in it is its run's own."""
+    if as_run is None:
+        return False
+    schedule, epoch = as_run
+    return schedule.phase_for_epoch(epoch, config.opt.n_epochs).mode == precision
+
+
 def _given_precision_schedule(config, policy, precision, run):
     """The constant schedule of ``--precision``: the mode's defaults, but for the run's own config
     without ``opt.precision_schedule``, whose recorded stabilizer request (``policy``'s) applied
     to the whole run and still does: "off" (a typed ``--model.stabilizer none``) runs none, "tanh"
     runs tanh, in any mode; unset keeps the mode's default (tanh for float16 "half"). Under a
-    schedule the request ran in no phase; another config's says nothing of the model."""
+    schedule the request ran in no phase (a phase's own ``/tanh`` is kept where ``precision`` is
+    that phase's mode: :func:`_ran_in`); another config's says nothing of the model."""
     from . import build_steps
     from .training.schedule import PrecisionSchedule
 
@@ -340,7 +356,9 @@ def run_evaluation(path, *, spec=None, overrides=(), resolutions=None, precision
         Evaluate in this precision instead of the one the model was trained in (the
         run's last epoch for its final model, its best epoch for ``best_model``), with
         the mode's defaults; a run trained without a precision schedule keeps its
-        ``model.stabilizer`` ("off": none, "tanh": tanh, in any mode).
+        ``model.stabilizer`` ("off": none, "tanh": tanh, in any mode). The mode that
+        epoch ran in evaluates the run's model as it ran (its phase's autocast and
+        stabilizer: a schedule's last phase ``mixed/tanh`` with "mixed" keeps tanh).
 
     Returns
     -------
@@ -412,17 +430,23 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     _, eval_losses = build_losses(config, data_dims(sample_loader))
 
     policy = build_steps.precision_policy(config)
-    if precision is not None:
+    # a run's model: the schedule and epoch it ran in (its run's last epoch, or its best)
+    as_run = (_run_schedule(config, saved_precision), _model_epoch(folder, name, config)) if source.run else None
+    if precision is not None and not _ran_in(as_run, precision, config):
         schedule, epoch = _given_precision_schedule(config, policy, precision, source.run), 0
-    elif source.run:
-        schedule, epoch = _run_schedule(config, saved_precision), _model_epoch(folder, name, config)
+    elif as_run is not None:  # as it ran: --precision of that mode too (bitwise train's errors)
+        schedule, epoch = as_run
     else:  # a model saved elsewhere: the precision its file records (stabilizer and half type), without autocast
         schedule, epoch = PrecisionSchedule.constant(saved_precision["mode"], autocast=False,
                                                      stabilizer=saved_precision.get("stabilizer")), 0
         if saved_precision.get("half_dtype") is not None:
             policy = policy.replace(half_dtype=saved_precision["half_dtype"])
+    half_dtype = resolve_half_dtype(policy.half_dtype, device)
     if saved_precision.get("half_dtype") is None and precision in (None, "full"):
-        schedule, epoch = PrecisionSchedule.constant("full"), 0  # upstream's layers: full precision
+        # upstream's layers: full precision, without autocast, with the stabilizer the schedule runs
+        # there (their blocks apply it; the trainer sets it on them: a constant "full" would drop it)
+        stabilizer = schedule.phase_for_epoch(epoch, config.opt.n_epochs).stabilizer_for(half_dtype)
+        schedule, epoch = PrecisionSchedule.constant("full", stabilizer=stabilizer), 0
     trainer = build_trainer(config, model, data_processor, schedule, device, progress=False, policy=policy)
     trainer.on_epoch_start(epoch)
     # the samples each error is the mean over: a resolution the run tested, its own count
@@ -439,7 +463,6 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     if mismatch:  # once, naming every error that is off
         log_warning(log, mismatch)
 
-    half_dtype = resolve_half_dtype(policy.half_dtype, device)
     mode = trainer.phase.mode if trainer.phase is not None else "full"
     return {
         "checkpoint": str(checkpoint),

@@ -55,13 +55,30 @@ def _processor_classes():
     return {cls.__name__: cls for cls in (DefaultDataProcessor, Burgers1dTimeDataProcessor)}
 
 
+def _upstream_stabilizer(model):
+    """The stabilizer a model without mixed-precision layers applies: "tanh" where the upstream
+    blocks that store one (``FNOBlocks``, ...) hold "tanh" (upstream applies it before each of
+    their spectral convolutions: a run trained with ``--model.stabilizer tanh`` in full precision
+    builds upstream's FNO so), None where they hold none or there is no such block; a ValueError
+    naming the values where they differ (no one stabilizer to evaluate the model in)."""
+    # upstream tests `stabilizer == "tanh"`: any other value (None, "off") applies none
+    held = {"tanh" if m.stabilizer == "tanh" else None for m in model.modules()
+            if "stabilizer" in m.__dict__ and not isinstance(m, torch.nn.ModuleList)}
+    if len(held) > 1:
+        raise ValueError(f"The blocks of {type(model).__name__} apply different stabilizers "
+                         f"({sorted(map(str, held))}): a model is evaluated with one; set the same on every block.")
+    return held.pop() if held else None
+
+
 def model_precision(model):
     """``{"mode", "half_dtype", "stabilizer", "spectral_weight_dtype"}`` of a model;
-    ``mode`` is "full" and ``half_dtype`` None for a model without mixed-precision layers."""
+    ``mode`` is "full" and ``half_dtype`` None for a model without mixed-precision layers, whose
+    ``stabilizer`` is the one its upstream blocks apply (:func:`_upstream_stabilizer`)."""
     from .layers.precision_switch import get_precision_policy, mixed_precision_layers
 
-    if not mixed_precision_layers(model):  # upstream's layers: full precision
-        return {"mode": "full", "half_dtype": None, "stabilizer": None, "spectral_weight_dtype": "complex64"}
+    if not mixed_precision_layers(model):  # upstream's layers: full precision, with their blocks' stabilizer
+        return {"mode": "full", "half_dtype": None, "stabilizer": _upstream_stabilizer(model),
+                "spectral_weight_dtype": "complex64"}
     policy = get_precision_policy(model)
     return {"mode": policy.fno_block_precision, "half_dtype": policy.half_dtype,
             "stabilizer": policy.stabilizer, "spectral_weight_dtype": policy.spectral_weight_dtype}
@@ -238,6 +255,9 @@ def load_model_and_precision(path, map_location="cpu", mixed_precision_layer=Fal
         (:func:`~neuralop_mp.training.checkpointing.load_torch_files`). An error the
         model's constructor raises (a subclass's own) is no fault of the files: it passes
         as it is.
+    ValueError
+        For a model whose layers (or, with upstream's layers, blocks) are in different
+        precisions or stabilizers (:func:`model_precision`), naming them.
     """
     from .layers.precision_switch import mixed_precision_layers
     from .models.checkpoints import build_model, read_checkpoint_metadata, restore_trained_n_modes
