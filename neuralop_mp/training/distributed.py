@@ -31,7 +31,7 @@ the ranks must make the same decisions on their own:
   their gradients with :func:`average_gradients` before each step's check.
 
 This module builds no communication of its own: it calls ``torch.distributed``
-collectives and DDP. A group it joins (:func:`init_from_env`) it also leaves, at exit.
+collectives and DDP. A gloo group it joins (:func:`init_from_env`) it also leaves, at exit.
 """
 import atexit
 import os
@@ -326,8 +326,8 @@ def init_from_env(backend=None):
     torch.device
         ``cuda:LOCAL_RANK`` with nccl, else the CPU. Outside torchrun (no
         ``WORLD_SIZE`` in the environment) no group is created and the device is
-        ``cuda`` when available, else the CPU. A group created here is destroyed when
-        the process exits (``atexit``), unless the caller destroyed it before.
+        ``cuda`` when available, else the CPU. A gloo group created here is destroyed when
+        the process exits (``atexit``; the default group then, unless the caller destroyed it).
     """
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"Invalid backend={backend!r}; expected one of {list(BACKENDS)} or None.")
@@ -343,7 +343,10 @@ def init_from_env(backend=None):
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
-        atexit.register(_leave_process_group)
+        if backend == "gloo":  # left at exit; nccl's as torch leaves it: destroying a communicator
+            # whose peer died can block (NCCL's ncclCommDestroy), which an exit after a failed rank must not
+            atexit.unregister(_leave_process_group)  # once, however often a group is joined
+            atexit.register(_leave_process_group)
     return device
 
 

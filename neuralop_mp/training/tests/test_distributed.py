@@ -302,6 +302,7 @@ def test_a_group_joined_from_torchruns_environment_is_left_at_exit(monkeypatch):
 
     hooks = []
     monkeypatch.setattr(distributed.atexit, "register", hooks.append)
+    monkeypatch.setattr(distributed.atexit, "unregister", lambda hook: hooks.remove(hook) if hook in hooks else None)
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(_free_port()))
     monkeypatch.setenv("WORLD_SIZE", "1")
@@ -312,6 +313,11 @@ def test_a_group_joined_from_torchruns_environment_is_left_at_exit(monkeypatch):
         hooks[0]()  # what the interpreter runs at exit
         assert not dist.is_initialized()
         hooks[0]()  # a group the script destroyed itself: nothing left to do, no error
+        monkeypatch.setenv("MASTER_PORT", str(_free_port()))  # a fresh store: the last one's port may linger
+        distributed.init_from_env("gloo")  # joined again: still one hook
+        assert len(hooks) == 1 and dist.is_initialized()
+        hooks[0]()
+        assert not dist.is_initialized()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
