@@ -137,7 +137,9 @@ def summary_rows(result):
     ran_as = list(dict.fromkeys(p["ran_as"] for p in precision["phases"] if p.get("ran_as")))
     rows += [
         ("seconds / epoch (training)", f"{result['seconds_per_epoch']:.2f}"),
-        ("precision (final)", f"{precision['final_mode']} (half_dtype {precision['half_dtype']})"),
+        # a half type only where a phase computed in one (a full-precision run has none to name)
+        ("precision (final)", precision["final_mode"] + (f" (half_dtype {precision['half_dtype']})" if any(
+            p["mode"] != "full" for p in precision["phases"]) or not precision["phases"] else "")),
         ("precision phases", phases or str(precision["schedule"])),
         *(("precision as run", text) for text in ran_as),
         *(("spectral product path", text) for text in precision.get("product_paths", [])),
