@@ -257,13 +257,12 @@ def _run_schedule(config, saved_precision):
 
 
 def _ran_in(as_run, precision, config):
-    """Whether ``precision`` (``--precision``) is the mode a run's model ran in: the mode of its
-    phase in ``as_run`` (``(schedule, epoch)`` as :func:`_run_schedule` and :func:`_model_epoch`
-    give them; None for a model saved elsewhere). Then the model is evaluated as it ran, with that
-    phase's autocast and stabilizer (a schedule's ``mixed/tanh`` last phase keeps its tanh), not
-    the mode's defaults: "evaluate in this mode" of a model that ran in it is its run's own."""
-    if as_run is None:
-        return False
+    """Whether ``precision`` (``--precision``) is the mode the model ran in: the mode of its phase
+    in ``as_run`` (``(schedule, epoch)``: a run's, as :func:`_run_schedule` and :func:`_model_epoch`
+    give them; a model saved elsewhere, the constant precision its file records). Then the model is
+    evaluated as it ran, with that phase's autocast and stabilizer (a schedule's ``mixed/tanh`` last
+    phase keeps its tanh; an upstream FNO holding tanh, ``--precision full``, keeps it), not the
+    mode's defaults: "evaluate in this mode" of a model that ran in it is as it ran."""
     schedule, epoch = as_run
     return schedule.phase_for_epoch(epoch, config.opt.n_epochs).mode == precision
 
@@ -430,23 +429,21 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     _, eval_losses = build_losses(config, data_dims(sample_loader))
 
     policy = build_steps.precision_policy(config)
-    # a run's model: the schedule and epoch it ran in (its run's last epoch, or its best)
-    as_run = (_run_schedule(config, saved_precision), _model_epoch(folder, name, config)) if source.run else None
-    if precision is not None and not _ran_in(as_run, precision, config):
-        schedule, epoch = _given_precision_schedule(config, policy, precision, source.run), 0
-    elif as_run is not None:  # as it ran: --precision of that mode too (bitwise train's errors)
-        schedule, epoch = as_run
-    else:  # a model saved elsewhere: the precision its file records (stabilizer and half type), without autocast
-        schedule, epoch = PrecisionSchedule.constant(saved_precision["mode"], autocast=False,
-                                                     stabilizer=saved_precision.get("stabilizer")), 0
+    # how the model ran: a run's, the schedule and epoch of its run (its last epoch, or its best); a
+    # model saved elsewhere, the precision its file records (stabilizer and half type; upstream's
+    # layers: full, with the stabilizer their blocks hold), without autocast
+    if source.run:
+        as_run = _run_schedule(config, saved_precision), _model_epoch(folder, name, config)
+    else:
+        as_run = PrecisionSchedule.constant(saved_precision["mode"], autocast=False,
+                                            stabilizer=saved_precision.get("stabilizer")), 0
         if saved_precision.get("half_dtype") is not None:
             policy = policy.replace(half_dtype=saved_precision["half_dtype"])
+    if precision is not None and not _ran_in(as_run, precision, config):
+        schedule, epoch = _given_precision_schedule(config, policy, precision, source.run), 0
+    else:  # as it ran: --precision of that mode too (a run's: bitwise train's errors)
+        schedule, epoch = as_run
     half_dtype = resolve_half_dtype(policy.half_dtype, device)
-    if saved_precision.get("half_dtype") is None and precision in (None, "full"):
-        # upstream's layers: full precision, without autocast, with the stabilizer the schedule runs
-        # there (their blocks apply it; the trainer sets it on them: a constant "full" would drop it)
-        stabilizer = schedule.phase_for_epoch(epoch, config.opt.n_epochs).stabilizer_for(half_dtype)
-        schedule, epoch = PrecisionSchedule.constant("full", stabilizer=stabilizer), 0
     trainer = build_trainer(config, model, data_processor, schedule, device, progress=False, policy=policy)
     trainer.on_epoch_start(epoch)
     # the samples each error is the mean over: a resolution the run tested, its own count

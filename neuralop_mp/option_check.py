@@ -1,7 +1,7 @@
 """Command-line overrides checked against a config's keys: an unknown ``--key`` is named,
 with close matches, before whatever else a config that does not load reports. Used by
 ``neuralop-mp train``, ``eval`` and ``diagnose``; :func:`typed_no_stabilizer` is what a typed
-``--model.stabilizer none`` means there."""
+``--model.stabilizer none`` means in ``train`` and ``diagnose`` (``eval`` takes no model keys)."""
 import difflib
 
 
@@ -77,10 +77,9 @@ def typed_no_stabilizer(parsed, typed):
     they come last, so ``parsed`` holds their value.
     """
     from .configs.loading import parse_overrides
-    from .vocabulary import STABILIZER_OFF, none_if_null
+    from .vocabulary import typed_null_is_off
 
     key = "model.stabilizer"
-    typed = parse_overrides(list(typed), lenient=True)
-    if key in typed and isinstance(parsed.get(key), str) and none_if_null(parsed[key]) is None:
-        parsed = {**parsed, key: STABILIZER_OFF}
+    if key in parse_overrides(list(typed), lenient=True):
+        parsed = {**parsed, key: typed_null_is_off(parsed.get(key))}
     return parsed

@@ -61,8 +61,9 @@ def _upstream_stabilizer(model):
     their spectral convolutions: a run trained with ``--model.stabilizer tanh`` in full precision
     builds upstream's FNO so), None where they hold none or there is no such block; a ValueError
     naming the values where they differ (no one stabilizer to evaluate the model in)."""
-    # upstream tests `stabilizer == "tanh"`: any other value (None, "off") applies none
-    held = {"tanh" if m.stabilizer == "tanh" else None for m in model.modules()
+    from .vocabulary import applied_stabilizer
+
+    held = {applied_stabilizer(m.stabilizer) for m in model.modules()
             if "stabilizer" in m.__dict__ and not isinstance(m, torch.nn.ModuleList)}
     if len(held) > 1:
         raise ValueError(f"The blocks of {type(model).__name__} apply different stabilizers "

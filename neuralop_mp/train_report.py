@@ -121,6 +121,13 @@ def _mode_text(decision):
             f"<= bound {layer['bound']:.1e})")
 
 
+def with_half_type(text, half_dtype, modes):
+    """``text`` (a precision) followed by ``(half_dtype ...)`` where one of ``modes`` (the modes the
+    run or evaluation computed in) is a 16-bit one: a full-precision run computes in no half type,
+    and naming one ("full (half_dtype auto (bfloat16))") would say it did."""
+    return text + (f" (half_dtype {half_dtype})" if any(mode != "full" for mode in modes) else "")
+
+
 def summary_rows(result):
     """``[(quantity, value), ...]`` of the final summary table."""
     rows = metric_rows(result)
@@ -137,9 +144,8 @@ def summary_rows(result):
     ran_as = list(dict.fromkeys(p["ran_as"] for p in precision["phases"] if p.get("ran_as")))
     rows += [
         ("seconds / epoch (training)", f"{result['seconds_per_epoch']:.2f}"),
-        # a half type only where a phase computed in one (a full-precision run has none to name)
-        ("precision (final)", precision["final_mode"] + (f" (half_dtype {precision['half_dtype']})" if any(
-            p["mode"] != "full" for p in precision["phases"]) or not precision["phases"] else "")),
+        ("precision (final)", with_half_type(precision["final_mode"], precision["half_dtype"],
+                                             [p["mode"] for p in precision["phases"]])),
         ("precision phases", phases or str(precision["schedule"])),
         *(("precision as run", text) for text in ran_as),
         *(("spectral product path", text) for text in precision.get("product_paths", [])),
@@ -244,7 +250,7 @@ def format_eval_summary(result):
     samples = result.get("n_test_samples")  # how many samples each resolution's errors average
     rows = metric_rows(result) + ([("samples per test set", ", ".join(f"{n} at {res}" for res, n in samples.items()))]
                                   if samples else []) + [
-        ("precision", f"{mode} (half_dtype {precision['half_dtype']})"),
+        ("precision", with_half_type(mode, precision["half_dtype"], [precision["mode"]])),
         ("precision as run", precision["ran_as"]),
         ("checkpoint", result["checkpoint"]),
     ]

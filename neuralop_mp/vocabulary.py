@@ -276,6 +276,19 @@ def _off_in_any_case(value):
     return value
 
 
+def typed_null_is_off(value):
+    """``"off"`` for a string spelling of None ("none", "None", "null", "") given as a stabilizer
+    request of its own (typed on a command line, or ``enable``'s keyword), where it asks for no
+    stabilizer rather than "not given"; ``value`` otherwise. The one place of that rule."""
+    return STABILIZER_OFF if isinstance(value, str) and none_if_null(value) is None else value
+
+
+def applied_stabilizer(held):
+    """What a block or layer holding ``held`` applies: "tanh" for "tanh" (upstream's FNOBlocks test
+    exactly that), None for anything else (None, "off")."""
+    return "tanh" if held == "tanh" else None
+
+
 def normalize_stabilizer_request(value, key="stabilizer", *, given=False):
     """Validate a requested stabilizer (a policy's, a config's, an option's): None, "off" or
     "tanh". The spellings of "no value" ("None", "none", "null", "") become None, which means
@@ -289,7 +302,7 @@ def normalize_stabilizer_request(value, key="stabilizer", *, given=False):
     if given:
         if value is None:  # still "not given"
             return None
-        if isinstance(value, str) and none_if_null(value) is None:
+        if typed_null_is_off(value) == STABILIZER_OFF:
             return STABILIZER_OFF
         return check_choice(key, _off_in_any_case(value), ("none", STABILIZER_OFF, "tanh"),
                             labels={STABILIZER_OFF: f"{STABILIZER_OFF!r} (both: no stabilizer)"})

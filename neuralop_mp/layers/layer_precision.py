@@ -28,7 +28,7 @@ from torch import nn
 
 from ..caller_frames import stacklevel_outside
 from ..precision_policy import PrecisionPolicy
-from ..vocabulary import STABILIZER_OFF, normalize_stabilizer
+from ..vocabulary import applied_stabilizer, normalize_stabilizer
 from .autocast_scope import check_recorded_precision, deferred_precision_check, get_autocast_scope
 from .soft_gating import adopt_half_safe_soft_gating
 from .spectral_conv import MixedPrecisionSpectralConv
@@ -129,9 +129,8 @@ def get_precision(model):
     owner = {id(conv): block for block in _fno_blocks(model) for conv in block.convs}
     states = set()
     for layer in layers:
-        stabilizer = owner[id(layer)].stabilizer if id(layer) in owner else layer.stabilizer
-        if stabilizer == STABILIZER_OFF:  # an FNOBlocks built directly with "off": it applies none
-            stabilizer = None
+        # what it applies (an FNOBlocks built directly with "off" applies none)
+        stabilizer = applied_stabilizer(owner[id(layer)].stabilizer if id(layer) in owner else layer.stabilizer)
         states.add((layer.fno_block_precision, layer.half_dtype, stabilizer))
     if len(states) != 1:
         raise ValueError(f"Layers of the model are in different precisions: {sorted(map(str, states))}")

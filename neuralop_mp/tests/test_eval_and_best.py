@@ -46,10 +46,16 @@ def train_tiny_run(monkeypatch, capsys, out, n_epochs, config="darcy"):
     """``out``, a finished run folder of `neuralop-mp train` (``n_epochs`` epochs, one thread) on the
     four random samples."""
     _four_random_samples_as_data(monkeypatch)
-    assert cli.main(["train", config, "--output_dir", str(out), "--opt.n_epochs", str(n_epochs), "--threads", "1",
-                     *TINY_ARGS]) == 0
+    train_tiny(out, epochs=n_epochs, config=config)
     capsys.readouterr()
     return out
+
+
+def train_tiny(out, *flags, epochs=1, config="darcy"):
+    """`neuralop-mp train` of the tiny run (:data:`TINY_ARGS`, one thread) into ``out``, with ``flags``
+    after; the data are the caller's (e.g. :func:`_four_random_samples_as_data`)."""
+    assert cli.main(["train", config, "--output_dir", str(out), "--opt.n_epochs", str(epochs), "--threads", "1",
+                     *TINY_ARGS, *flags]) == 0
 
 
 def _count_load_config(monkeypatch):

@@ -10,14 +10,9 @@ from neuralop_mp import cli
 from neuralop_mp.evaluate import run_evaluation
 from neuralop_mp.run_folder import load_model_and_precision
 
-from .test_eval_and_best import TINY_ARGS
+from .test_eval_and_best import train_tiny
+from .test_report_table import cells
 from .test_train_pipeline import _four_random_samples_as_data
-
-
-def _train(out, *flags, epochs=1):
-    """A one-batch darcy run (8x8 random samples: :func:`_four_random_samples_as_data`) in ``out``."""
-    assert cli.main(["train", "darcy", "--output_dir", str(out), "--opt.n_epochs", str(epochs), "--threads", "1",
-                     *TINY_ARGS, *flags]) == 0
 
 
 def _evaluated(path, precision=None, **kwargs):
@@ -27,8 +22,10 @@ def _evaluated(path, precision=None, **kwargs):
 def test_a_full_precision_tanh_run_is_evaluated_and_reported_with_tanh(monkeypatch, tmp_path, capsys):
     _four_random_samples_as_data(monkeypatch)
     run = tmp_path / "run"
-    _train(run, "--model.stabilizer", "tanh")  # no fno_block_precision: upstream's FNO, tanh in its blocks
-    assert "full+tanh [epochs 0-0]" in capsys.readouterr().out  # train's summary: the phase as it ran
+    train_tiny(run, "--model.stabilizer", "tanh")  # no fno_block_precision: upstream's FNO, tanh in its blocks
+    trained = capsys.readouterr().out
+    assert "full+tanh [epochs 0-0]" in trained  # train's summary: the phase as it ran, and no half type
+    assert ("precision (final)", "full") in cells(trained)
     results = json.loads((run / "results.json").read_text())
     assert [(p["mode"], p["stabilizer"]) for p in results["precision"]["phases"]] == [("full", "tanh")]
     for given in (None, "full"):  # tanh runs: the errors train reported, bit for bit
@@ -39,7 +36,7 @@ def test_a_full_precision_tanh_run_is_evaluated_and_reported_with_tanh(monkeypat
     assert type(model).__name__ == "FNO" and model.fno_blocks.stabilizer == "tanh"
     assert (precision["mode"], precision["half_dtype"], precision["stabilizer"]) == ("full", None, "tanh")
     assert cli.main(["eval", str(run)]) == 0
-    assert "full+tanh (half_dtype" in capsys.readouterr().out  # eval's precision row
+    assert ("precision", "full+tanh") in cells(capsys.readouterr().out)  # eval's row: no half type either
 
 
 def test_an_upstream_model_saved_elsewhere_with_tanh_is_evaluated_with_it(monkeypatch, tmp_path):
@@ -51,6 +48,9 @@ def test_an_upstream_model_saved_elsewhere_with_tanh_is_evaluated_with_it(monkey
         stabilizer="tanh").save_checkpoint(tmp_path / "tanh", "model")
     evaluated = _evaluated(tmp_path / "tanh", overrides=data)
     assert (evaluated["precision"]["mode"], evaluated["precision"]["stabilizer"]) == ("full", "tanh")
+    # --precision full is the precision it runs in: evaluated as it runs, tanh kept, the same errors
+    in_full = _evaluated(tmp_path / "tanh", "full", overrides=data)
+    assert in_full["precision"]["stabilizer"] == "tanh" and in_full["metrics"] == evaluated["metrics"]
     # the same weights recorded without tanh: other errors (the blocks' tanh ran above)
     (tmp_path / "none").mkdir()
     for suffix in ("_state_dict.pt", "_metadata.pkl"):
@@ -64,7 +64,7 @@ def test_an_upstream_model_saved_elsewhere_with_tanh_is_evaluated_with_it(monkey
 def test_precision_of_the_last_phases_mode_keeps_that_phases_stabilizer(monkeypatch, tmp_path, capsys):
     _four_random_samples_as_data(monkeypatch)
     run = tmp_path / "run"
-    _train(run, "--model.fno_block_precision", "half", "--model.half_dtype", "bfloat16",
+    train_tiny(run, "--model.fno_block_precision", "half", "--model.half_dtype", "bfloat16",
            "--opt.precision_schedule", "half:0.5,mixed:0.5/tanh", epochs=2)
     results = json.loads((run / "results.json").read_text())
     assert [(p["mode"], p["stabilizer"]) for p in results["precision"]["phases"]] == [("half", None),
@@ -85,7 +85,7 @@ def test_precision_of_the_best_epochs_mode_keeps_its_phases_stabilizer(monkeypat
     _four_random_samples_as_data(monkeypatch)
     run = tmp_path / "run"
     # a large step makes the second epoch worse: the best model is the first phase's (half/tanh)
-    _train(run, "--save_best", "--opt.learning_rate", "5.0", "--model.fno_block_precision", "half",
+    train_tiny(run, "--save_best", "--opt.learning_rate", "5.0", "--model.fno_block_precision", "half",
            "--model.half_dtype", "bfloat16", "--opt.precision_schedule", "half:0.5/tanh,mixed:0.5", epochs=2)
     results = json.loads((run / "results.json").read_text())
     assert results["best"]["epoch"] == 0, results["best"]

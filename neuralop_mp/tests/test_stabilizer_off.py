@@ -18,7 +18,7 @@ from neuralop_mp.run_folder import COMMAND_FILE, load_model_and_precision
 from neuralop_mp.runner import cli as run_cli
 from neuralop_mp.runner import activation, intercept
 
-from .test_eval_and_best import TINY_ARGS
+from .test_eval_and_best import TINY_ARGS, train_tiny
 from .test_train_pipeline import _four_random_samples_as_data
 
 HALF_FP16 = {"fno_block_precision": "half", "half_dtype": "float16"}
@@ -199,9 +199,8 @@ def test_no_warning_for_a_stabilizer_every_phase_runs_anyway_and_one_where_it_is
 
 
 def _train_tiny(out, *flags, epochs=1):
-    """A one-batch darcy run (8x8 random samples: :func:`_four_random_samples_as_data`) in ``out``."""
-    assert cli.main(["train", "darcy", "--output_dir", str(out), "--opt.n_epochs", str(epochs), "--threads", "1",
-                     *TINY_ARGS, "--model.fno_block_precision", "half", *flags]) == 0
+    """A one-batch darcy run in "half" (8x8 random samples: :func:`_four_random_samples_as_data`) in ``out``."""
+    train_tiny(out, "--model.fno_block_precision", "half", *flags, epochs=epochs)
 
 
 def test_eval_in_another_precision_keeps_the_stabilizer_the_run_asked_for(monkeypatch, tmp_path, capsys):
