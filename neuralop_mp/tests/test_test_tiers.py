@@ -238,6 +238,9 @@ def test_runs_a_script_of_its_own(tmp_path):
     ["env", "-i", "PATH=/usr/bin", "--", "torchrun", "--nproc_per_node", "2", "x.py"],
     ["setsid", "-w", E, "-m", "neuralop_mp.cli", "bench", "spectral"],
     ["/usr/bin/timeout", "60", "env", "A=1", "bash", "-c", "neuralop-mp train darcy"],
+    ["/usr/bin/time", "-f", "%e", E, "-m", "neuralop_mp.cli", "train"],
+    ["stdbuf", "-o", "L", "neuralop-mp", "train"],
+    ["taskset", "-c", "0", E, "-c", "import neuralop_mp"],
 ])
 def test_a_wrapped_command_is_judged_by_what_it_wraps(plugin, args):
     assert plugin.package_start(args)

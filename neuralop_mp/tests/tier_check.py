@@ -42,6 +42,9 @@ _WRAPPERS = {
     "setsid": (set(), 0),
     "nohup": (set(), 0),
     "nice": ({"-n", "--adjustment"}, 0),
+    "time": ({"-f", "--format", "-o", "--output"}, 0),  # /usr/bin/time
+    "stdbuf": ({"-i", "-o", "-e"}, 0),
+    "taskset": (set(), 1),  # its CPU mask or list (`taskset -c 0 cmd`)
 }
 
 # one list per test phase running (nested: pytester's in-process sessions push their own)
@@ -161,8 +164,8 @@ def package_start(args, executable=None, shell=False, cwd=None, env=None):
         True for ``neuralop-mp`` and ``torchrun``; a Python interpreter whose ``-m`` module,
         ``-c`` code, script (path or text) or arguments name the package (``-m pip``/``venv``
         never do), or a ``-m pytest`` that collects this repository's tests; a shell whose
-        command line names the package; ``timeout``, ``env``, ``setsid``, ``nohup`` or ``nice``
-        whose command does. False for anything else. The checkout's path, its parent folder's
+        command line names the package; a wrapper (``timeout``, ``env``, ``setsid``, ``nohup``,
+        ``nice``, ``time``, ``stdbuf``, ``taskset``) whose command does. False for anything else. The checkout's path, its parent folder's
         and the temporary roots' are no name: ``bash <checkout>/benchmarks/gpu.sh`` is False in
         a checkout at ``.../neuralop-mp/neuralop-mp`` too.
     """
