@@ -17,7 +17,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .option_check import load_checked, typed_no_stabilizer
+from .option_check import load_checked, parse_typed_overrides
 from .signals import Terminated, exit_status, interrupt_name, terminate_as_interrupt
 
 PROG = "neuralop-mp"
@@ -333,7 +333,7 @@ def _config_error(error, command, spec=None):
 
 def train_command(argv):
     """``neuralop-mp train``; returns the exit code."""
-    from .configs import load_config, parse_overrides
+    from .configs import load_config
     from .cpu_allocator import CPU_ALLOCATOR_MODES, DEFAULT_CPU_ALLOCATOR
     from .run_folder import read_command
     from .run_setup import RunSetupError, train_threads
@@ -379,7 +379,7 @@ def train_command(argv):
             overrides = [*recorded["overrides"], *overrides, "--output_dir", os.path.abspath(os.path.expanduser(resume))]
         spec = spec or "darcy"
         def build(source):  # the overrides parsed once: for the config, and for command.json below
-            parsed = typed_no_stabilizer(parse_overrides(overrides), overrides if resume is None else given)
+            parsed = parse_typed_overrides(overrides, None if resume is None else given)
             if resume is None:
                 return load_config(source, parsed), parsed
             # before any data or model: the checkpoint holds the saved architecture, trained on the saved data

@@ -67,6 +67,15 @@ def load_checked(build, args, spec, flags, base=()):
         raise
 
 
+def parse_typed_overrides(tokens, typed=None):
+    """``tokens`` parsed (:func:`~neuralop_mp.configs.parse_overrides`) with a ``--model.stabilizer``
+    null spelling among ``typed`` (the tokens typed now; default ``tokens``) made "off"
+    (:func:`typed_no_stabilizer`): the overrides ``train`` and ``diagnose`` load a config with."""
+    from .configs.loading import parse_overrides
+
+    return typed_no_stabilizer(parse_overrides(tokens), tokens if typed is None else typed)
+
+
 def typed_no_stabilizer(parsed, typed):
     """``parsed`` (the overrides a config is loaded with) with a ``--model.stabilizer`` typed now
     as a spelling of None (``none``, ``None``, ``null``, ``""``) made ``"off"``: no stabilizer, whatever

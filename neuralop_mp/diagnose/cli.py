@@ -204,12 +204,12 @@ def _option_names():
 def _load_config(target, overrides):
     """The config ``target`` names with ``overrides``; an unknown ``--option`` (neither a config
     key nor one of diagnose's) is said as such, with close matches, as ``train`` says it.
-    ``--model.stabilizer none`` is "off", as ``train`` reads it (:func:`neuralop_mp.option_check.typed_no_stabilizer`)."""
-    from ..option_check import load_checked, typed_no_stabilizer
-    from ..configs import load_config, parse_overrides
+    ``--model.stabilizer none`` is "off", as ``train`` reads it (:func:`neuralop_mp.option_check.parse_typed_overrides`)."""
+    from ..option_check import load_checked, parse_typed_overrides
+    from ..configs import load_config
 
     # a typed --model.stabilizer none is "off" (no tanh, whatever the mode), as `train` reads it
-    return load_checked(lambda source: load_config(source, typed_no_stabilizer(parse_overrides(overrides), overrides)),
+    return load_checked(lambda source: load_config(source, parse_typed_overrides(overrides)),
                         overrides, target, _option_names())
 
 
@@ -218,11 +218,10 @@ def _load(args, overrides, checkpoint):
     if checkpoint is not None:
         from ..run_folder import load_model_and_precision
 
-        data_root, overrides = _checkpoint_data_root(overrides)
-        if overrides:
-            unknown = [o.partition("=")[0] for o in overrides if o.startswith("--")]
-            raise ValueError((f"Unknown option {unknown[0]}: " if unknown else "")
-                             + f"config overrides {overrides} do not apply to a checkpoint; options: "
+        data_root, unknown = _checkpoint_data_root(overrides)
+        if unknown:
+            raise ValueError(f"Unknown option {unknown[0]}: config overrides {overrides} do not apply to a "
+                             "checkpoint; options: "
                              + ", ".join(_option_names()) + f", and {CONFIG_DATA_ROOT_OPTION} DIR (the folder "
                              "its test inputs are generated in).")
         # the plugin's layer even for a full-precision checkpoint (a plain `train` run's): it switches precision
@@ -241,8 +240,8 @@ def _load(args, overrides, checkpoint):
 
 
 def _checkpoint_data_root(overrides):
-    """``(DIR, the other overrides)``: the ``--data.data_root DIR`` (or ``=DIR``; None where not given)
-    of the ``overrides`` given with a checkpoint, the one config key that applies to one: the folder its
+    """``(DIR, the other overrides' options)``: the ``--data.data_root DIR`` (None where not given) of
+    the ``overrides`` given with a checkpoint, the one config key that applies to one: the folder its
     test inputs are generated in, as ``eval RUN_FOLDER`` takes it. It is the option a data root that
     cannot be written names (:func:`~neuralop_mp.data.cache.data_root_option`), a run's recorded
     one included, so it can be typed for a checkpoint too.
@@ -250,22 +249,14 @@ def _checkpoint_data_root(overrides):
     Raises
     ------
     ValueError
-        For ``--data.data_root`` without a value.
+        For an option without a value, or a token that is no option
+        (:func:`~neuralop_mp.configs.parse_overrides`).
     """
-    rest, data_root, i = [], None, 0
-    while i < len(overrides):
-        name, has_value, value = overrides[i].partition("=")
-        if name != CONFIG_DATA_ROOT_OPTION:
-            rest.append(overrides[i])
-        elif has_value:
-            data_root = value
-        elif i + 1 < len(overrides) and not overrides[i + 1].startswith("--"):
-            i += 1
-            data_root = overrides[i]
-        else:
-            raise ValueError(f"Missing value for option {CONFIG_DATA_ROOT_OPTION}.")
-        i += 1
-    return data_root, rest
+    from ..configs import parse_overrides
+
+    parsed = parse_overrides(overrides)
+    data_root = parsed.pop(CONFIG_DATA_ROOT_OPTION[2:], None)
+    return data_root, [f"--{key}" for key in parsed]
 
 
 def fine_inputs(loader_name, kwargs, resolution, n_samples, flag="--resolution"):

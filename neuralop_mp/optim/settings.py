@@ -341,17 +341,6 @@ def warn_unknown_keys(group, where, warned=()):
                       stacklevel=stacklevel_outside(OPTIMIZER_CODE_FOLDERS, OPTIMIZER_CODE_FILES))
 
 
-def check_group_keys(group, weight_decay, where, warned=()):
-    """Refuse a torch AdamW key asking for what TensorGRaD lacks (:func:`check_torch_keys`)
-    and warn of the keys that are neither a setting, a torch AdamW key nor bookkeeping and not
-    in ``warned`` (:func:`warn_unknown_keys`, with ``where``): the check of a group changed in
-    ``param_groups``. A group entering (the constructor,
-    :meth:`~neuralop_mp.optim.tensorgrad.TensorGRaD.add_param_group`, ``load_state_dict``) is
-    named by :func:`warn_unknown_keys` alone, its torch keys checked by :func:`group_settings`."""
-    check_torch_keys(group, weight_decay)
-    warn_unknown_keys(group, where, warned)
-
-
 def group_settings(group, defaults, explicit=(), upstream=False):
     """Every setting of param group ``group`` (its ``params`` left out), checked.
 

@@ -33,7 +33,6 @@ from .settings import (
     OPTIONS_BY_NAME,
     TORCH_ADAMW_DEFAULTS,
     UPSTREAM_PLAIN_GROUP_DEFAULTS,
-    check_group_keys,
     check_torch_keys,
     group_settings,
     layout_change_error,
@@ -472,9 +471,11 @@ class TensorGRaD(Optimizer):
                     if missing:
                         raise ValueError(f"the settings {missing} were removed from the group; set them back")
                     settings = validate_group({key: group[key] for key in DEFAULTS})
-                    # only a key added since the last check is named: the others were, as the group entered
-                    check_group_keys(snapshot, settings["weight_decay"], f"of param group {index} (added in "
-                                     "param_groups)", warned=self._checked[index])
+                    # a torch AdamW key asking for what TensorGRaD lacks is refused; of the unknown keys only
+                    # one added since the last check is named: the others were, as the group entered
+                    check_torch_keys(snapshot, settings["weight_decay"])
+                    warn_unknown_keys(snapshot, f"of param group {index} (added in param_groups)",
+                                      self._checked[index])
                     self._check_constructor_decay({**group, **settings})
             except (TypeError, ValueError) as error:
                 raise type(error)(f"TensorGRaD: param group {index} was changed in param_groups: {error}") from None

@@ -232,7 +232,7 @@ def requested_precision(options, schedule=None):
     but ``--mp.schedule mixed:0.5,full:0.5`` and ``--mp.precision mixed`` alone.
     """
     if options.get("schedule") is not None:
-        flag, typed = "--mp.schedule", options.get("schedule_as_given") or str(options["schedule"])
+        flag, typed = "--mp.schedule", options["schedule_as_given"]
     else:
         flag, typed = "--mp.precision", options.get("precision")
     if schedule is not None and str(schedule) != typed:
