@@ -98,19 +98,8 @@ def _data_folder_refusal(afile, option):
             f"choose another with {option}.")
 
 
-@pytest.fixture
-def threads_kept():
-    """The benchmarks set torch's thread count for the process: restored for the tests after."""
-    import torch
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", ["schedule", "scope"])
-def test_a_benchmark_names_the_environment_variable_in_one_line(name, afile, tmp_path, monkeypatch, capsys,
-                                                                 threads_kept):
+def test_a_benchmark_names_the_environment_variable_in_one_line(name, afile, tmp_path, monkeypatch, capsys):
     """bench has no data-root option: it said --data.data_root, in a traceback."""
     from neuralop_mp.cli import main
 
@@ -123,8 +112,7 @@ def test_a_benchmark_names_the_environment_variable_in_one_line(name, afile, tmp
                                        + "\n")
 
 
-def test_the_optimizer_benchmarks_accuracy_data_names_the_environment_variable(afile, monkeypatch, capsys,
-                                                                                threads_kept):
+def test_the_optimizer_benchmarks_accuracy_data_names_the_environment_variable(afile, monkeypatch, capsys):
     """Its accuracy rows read $NEURALOP_MP_DATA itself (a temporary folder without it); they come
     after the memory rows, so the run is cut to them here."""
     from neuralop_mp.bench import optimizer
@@ -139,7 +127,7 @@ def test_the_optimizer_benchmarks_accuracy_data_names_the_environment_variable(a
                                        + "\n")
 
 
-def test_the_auto_benchmark_refuses_a_data_root_in_one_line(afile, tmp_path, monkeypatch, capsys, threads_kept):
+def test_the_auto_benchmark_refuses_a_data_root_in_one_line(afile, tmp_path, monkeypatch, capsys):
     from neuralop_mp.cli import main
 
     monkeypatch.setenv("NEURALOP_MP_DATA", str(afile / "d"))

@@ -54,6 +54,15 @@ def test_get_model_builds_half_float16_without_tanh_for_off_and_with_it_when_uns
     assert type(upstream).__name__ == "FNO" and upstream.fno_blocks.stabilizer is None
 
 
+def test_a_block_holding_off_reads_as_applying_none():
+    # "off" set on a block after building (upstream's FNOBlocks take any value; they apply tanh only for
+    # "tanh"): get_precision says what runs, None, not "off"
+    model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1,
+                              **HALF_FP16)
+    model.fno_blocks.stabilizer = "off"
+    assert get_precision(model)[2] is None
+
+
 def test_models_and_layers_built_directly_take_off_as_none():
     model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1,
                               **HALF_FP16, stabilizer="off")

@@ -144,6 +144,7 @@ def test_what_starts_the_package(plugin, args, kwargs):
     ["git", "-C", "repo", "archive", "HEAD", "neuralop_mp", "configs"],
     ["bash", "/repo/benchmarks/gpu.sh", "/tmp/out", "--dry-run"],
     [E, "--version"],
+    [E, "-W", "neuralop", "-c", "pass"],  # -W's value is the interpreter's, not a script naming the package
 ])
 def test_what_does_not(plugin, args):
     assert not plugin.package_start(args)

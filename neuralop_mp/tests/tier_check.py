@@ -123,16 +123,7 @@ def _unwrapped(program, args, cwd, env):
         if arg == "--":
             i += 1
             break
-        if program == "env" and (arg in ("-i", "--ignore-environment") or arg == "-"):
-            env = {}
-        elif program == "env" and arg in ("-C", "--chdir") and i + 1 < len(args):
-            cwd = os.path.join(_text(cwd) if cwd is not None else os.getcwd(), args[i + 1])
-        elif program == "env" and arg in ("-S", "--split-string") and i + 1 < len(args):
-            try:  # a command line in one argument (shebang lines)
-                return [*shlex.split(args[i + 1]), *args[i + 2:]], cwd, env
-            except ValueError:
-                return [], cwd, env
-        elif program == "env" and not arg.startswith("-") and "=" in arg:  # NAME=VALUE
+        if program == "env" and not arg.startswith("-") and "=" in arg:  # NAME=VALUE
             name, _, value = arg.partition("=")
             env = {**(os.environ if env is None else env), name: value}
         elif not arg.startswith("-") or arg == "-":
@@ -235,11 +226,6 @@ def _install_watchers():
 
     init = subprocess.Popen.__init__
     subprocess.Popen.__init__ = _watch(getattr(init, "__wrapped__", init), popen_init)
-    for name in ("posix_spawn", "posix_spawnp"):  # subprocess uses posix_spawn in some cases
-        spawn = getattr(os, name, None)
-        if spawn is not None:
-            setattr(os, name, _watch(getattr(spawn, "__wrapped__", spawn),
-                                     lambda path, argv, env, *rest, **kwargs: _record_start(argv, path, env=env)))
     # os.system runs a shell command line without Popen
     os.system = _watch(getattr(os.system, "__wrapped__", os.system), lambda command: _record_start(command, shell=True))
 
@@ -273,7 +259,7 @@ def _shown(command, limit=160):
 
 def tier_message(nodeid, commands):
     """The one line a default-tier test that started the package fails with."""
-    shown = "; ".join(dict.fromkeys(_shown(command) for command in commands))  # posix_spawn: once
+    shown = "; ".join(dict.fromkeys(_shown(command) for command in commands))  # a command started twice: once
     return (f"{nodeid} started the package in a Python interpreter of its own ({shown}): mark it "
             "@pytest.mark.slow (the end-to-end tier, pyproject.toml) or test in-process through "
             "neuralop_mp.cli.main([...]); a justified exception: @pytest.mark.allow_package_subprocess(\"why\")")
