@@ -349,3 +349,24 @@ def test_ctrl_c_keeps_the_summary_and_the_report_of_the_epochs_trained(in_script
     assert len(history) >= 1 and [h["epoch"] for h in history] == list(range(len(history)))
     assert f"over {len(history)} epochs" in summary
     assert report["models"][0]["layer_types"] == ["MixedPrecisionSpectralConv"]
+
+
+def test_upstream_train_darcy_in_float16_half_runs_tanh_unless_the_command_line_says_none(
+        in_scripts, darcy_root, no_network, capsys, tmp_path):
+    """Upstream's real config says stabilizer "None" (its default): under --mp.precision half in float16
+    that is the mode's default, tanh; a typed --mp.stabilizer none is "off": no tanh, one warning
+    before the script and again in the summary. On a CPU "half" runs as mixed (float16 products)."""
+    half = ["--mp.precision", "half", "--mp.half_dtype", "float16", "--mp.data-root", str(darcy_root)]
+    stabilizers = {}
+    for name, flags in (("unset", []), ("off", ["--mp.stabilizer", "none"])):
+        report = tmp_path / f"{name}.json"
+        assert main(["train_darcy.py", *half, *flags, "--mp.report", str(report), "--",
+                     *TINY_DARCY, "--opt.n_epochs", "1"]) == 0
+        out = capsys.readouterr().out
+        (trainer,) = json.loads(report.read_text())["trainers"]
+        stabilizers[name] = [h["stabilizer"] for h in trainer["history"]]
+        warned = "WARNING: stabilizer none, as --mp.stabilizer asks: no tanh before the FFTs of the float16 'half' run"
+        assert out.count(warned) == (2 if name == "off" else 0), out  # before the script, and in the summary
+        if name == "off":
+            assert out.index(warned) < out.index("neuralop-mp summary")
+    assert stabilizers == {"unset": ["tanh"], "off": [None]}
