@@ -124,7 +124,8 @@ def _mode_text(decision):
 def with_half_type(text, half_dtype, modes):
     """``text`` (a precision) followed by ``(half_dtype ...)`` where one of ``modes`` (the modes the
     run or evaluation computed in) is a 16-bit one: a full-precision run computes in no half type,
-    and naming one ("full (half_dtype auto (bfloat16))") would say it did."""
+    and naming one ("full (half_dtype auto (bfloat16))") would say it did; no mode (a run that
+    trained no epoch) names none either."""
     return text + (f" (half_dtype {half_dtype})" if any(mode != "full" for mode in modes) else "")
 
 
