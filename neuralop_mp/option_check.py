@@ -78,17 +78,17 @@ def parse_typed_overrides(tokens, typed=None):
 
 def typed_no_stabilizer(parsed, typed):
     """``parsed`` (the overrides a config is loaded with) with a ``--model.stabilizer`` typed now
-    as a spelling of None (``none``, ``None``, ``null``, ``""``) made ``"off"``: no stabilizer, whatever
+    as a spelling of None (``none``, ``None``, ``null``) made ``"off"``: no stabilizer, whatever
     the mode. In a config None means "the mode's default" (tanh for float16 "half"), as upstream's
     configs write it; typed on a command line it is a request of its own, and ``command.json``
     records it as "off", so a ``--resume`` or ``eval`` of the run keeps it. ``typed``: the tokens
     given now (a resume's, not the run's recorded ones, which older runs wrote meaning the default);
-    they come last, so ``parsed`` holds their value.
+    they come last, so ``parsed`` holds their value. A typed empty value is refused.
     """
     from .configs.loading import parse_overrides
     from .vocabulary import typed_null_is_off
 
     key = "model.stabilizer"
     if key in parse_overrides(list(typed), lenient=True):
-        parsed = {**parsed, key: typed_null_is_off(parsed.get(key))}
+        parsed = {**parsed, key: typed_null_is_off(parsed.get(key), key)}
     return parsed

@@ -276,10 +276,18 @@ def _off_in_any_case(value):
     return value
 
 
-def typed_null_is_off(value):
-    """``"off"`` for a string spelling of None ("none", "None", "null", "") given as a stabilizer
+def typed_null_is_off(value, key="stabilizer"):
+    """``"off"`` for a string spelling of None ("none", "None", "null") given as a stabilizer
     request of its own (typed on a command line, or ``enable``'s keyword), where it asks for no
-    stabilizer rather than "not given"; ``value`` otherwise. The one place of that rule."""
+    stabilizer rather than "not given"; ``value`` otherwise. The one place of that rule.
+
+    An empty (or blank) string is refused, naming ``key``: ``--mp.stabilizer "$S"`` with ``S``
+    unset would otherwise turn tanh off without anyone having asked for it.
+    """
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(f"Invalid {key}={value!r}: an empty value (an unset shell variable?) is refused; "
+                         f"allowed values: 'none' or 'off' (no stabilizer, whatever the mode), 'tanh'; "
+                         f"leave the option out for the mode's default.")
     return STABILIZER_OFF if isinstance(value, str) and none_if_null(value) is None else value
 
 
@@ -297,12 +305,13 @@ def normalize_stabilizer_request(value, key="stabilizer", *, given=False):
 
     ``given``: the value was given explicitly, where None is the only "not given" (``neuralop-mp
     run --mp.stabilizer``, :func:`neuralop_mp.enable`'s keyword): a string spelling of None is then
-    "off" too, and the message lists ``'none'`` beside ``'off'``.
+    "off" too (an empty string is refused: :func:`typed_null_is_off`), and the message lists
+    ``'none'`` beside ``'off'``.
     """
     if given:
         if value is None:  # still "not given"
             return None
-        if typed_null_is_off(value) == STABILIZER_OFF:
+        if typed_null_is_off(value, key) == STABILIZER_OFF:
             return STABILIZER_OFF
         return check_choice(key, _off_in_any_case(value), ("none", STABILIZER_OFF, "tanh"),
                             labels={STABILIZER_OFF: f"{STABILIZER_OFF!r} (both: no stabilizer)"})

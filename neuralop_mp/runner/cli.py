@@ -87,9 +87,10 @@ def _on_off(flag, value):
 
 
 def _stabilizer(flag, value):
-    # typed on a command line, "none" (or "None", "null", "") and "off" in any case ask for no
+    # typed on a command line, "none" (or "None", "null") and "off" in any case ask for no
     # stabilizer: "off", which the mode's default (tanh for float16 "half") does not replace, as a
-    # config's None would mean; a bad value's message lists the typed values, not a config's None
+    # config's None would mean (an empty value is refused); a bad value's message lists the typed
+    # values, not a config's None
     try:
         return normalize_stabilizer_request(value, flag, given=True)
     except ValueError as error:

@@ -278,3 +278,23 @@ def test_a_bad_stabilizer_is_refused_naming_what_a_typed_none_means(capsys):
                                          r"stabilizer\), 'tanh'\.$"):
         neuralop_mp.enable(stabilizer="tahn")
     assert not activation.is_enabled()  # refused before anything is patched
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_a_typed_empty_stabilizer_is_refused_where_a_config_empty_stays_the_default(empty, capsys):
+    # `--mp.stabilizer "$S"` with S unset: refused, not read as a typed none ("off", no tanh)
+    message = r"an empty value \(an unset shell variable\?\) is refused; allowed values: 'none' or 'off'"
+    with pytest.raises(run_cli.UsageError, match=r"^Invalid --mp.stabilizer=.*" + message):
+        run_cli.parse_args(["t.py", "--mp.stabilizer", empty])
+    with pytest.raises(ValueError, match=r"^Invalid stabilizer=.*" + message):
+        neuralop_mp.enable(stabilizer=empty)
+    assert not activation.is_enabled()
+    from neuralop_mp.diagnose.cli import _load_config
+
+    with pytest.raises(ValueError, match=r"^Invalid model.stabilizer=.*" + message):
+        _load_config("darcy", ["--model.stabilizer", empty])
+    assert cli.main(["train", "darcy", "--model.stabilizer", empty]) == 2
+    assert "Invalid model.stabilizer=" in capsys.readouterr().err
+    # in a config (file or recorded overrides), "" is a spelling of None: the mode's default
+    config = load_config("darcy", {"model.stabilizer": empty, **{f"model.{k}": v for k, v in HALF_FP16.items()}})
+    assert build_steps.precision_policy(config).with_mode_stabilizer("cpu").stabilizer == "tanh"
