@@ -53,16 +53,31 @@ def read_basis(state, name, like):
     return basis
 
 
+def has_basis(state, name):
+    """Whether part ``name`` has a basis: stored keys or, for a basis with none (a Tucker part
+    at full rank in every mode: no factor, the identity), the moments made on the step that
+    installed it. Not the stored basis's emptiness, which cannot tell such a basis from none."""
+    prefix = name + BASIS_INFIX
+    return f"{name}_exp_avg" in state or any(key.startswith(prefix) for key in state)
+
+
 def _install_basis(projector, new, old, state, group, dtype, has_old):
-    """Store a refreshed basis; reset or carry over the part's moments."""
+    """Store a refreshed basis; reset or carry over the part's moments (kept as they are when a
+    sparse part's index set is the old one)."""
     name = projector.name
+    # the same index set again (every entry, at sparse_ratio=1.0; a top-k set that did not
+    # change): each moment (and birth) is already its entry's and a reset would only forget
+    # history, so a sparse part covering every entry is AdamW
+    same = name == "sparse" and has_old and torch.equal(new["indices"], old["indices"])
     if has_old and f"{name}_exp_avg" in state:
         reset = group["reset_sparse_moments"] if name == "sparse" else group["reset_lowrank_moments"]
         # another set of factored modes (a converted upstream state keeps a factor for a
         # full-rank mode, which this class leaves unrotated): the moments' coordinates
         # were in the old basis and have no counterpart in the new one
         reset = reset or set(new) != set(old)
-        if reset:
+        if reset and same:
+            pass  # nothing to reset; no births either (only carried-over moments have them)
+        elif reset:
             for key in (*MOMENTS, "step"):
                 del state[f"{name}_{key}"]
             state.pop(f"{name}_{BIRTH}", None)
@@ -158,7 +173,7 @@ def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False, 
         # Gram matrix's eigenvectors would be coordinate axes, its top-k arbitrary entries,
         # kept until the next refresh. The basis stays; the first nonzero gradient refreshes it
         state[REFRESH_PENDING] = torch.tensor(True)
-        if not read_basis(state, projector.projectors[0].name, p):
+        if not has_basis(state, projector.projectors[0].name):
             return {}, {}  # no basis yet: nothing to project (the step only decays the weight)
         refresh = False
     elif refresh:
@@ -179,7 +194,7 @@ def project_parts(p, projector, group, state, grad_scale=None, owns_grad=False, 
                 state.pop(RESIDUAL_REFRESH_PENDING, None)
             else:
                 state[RESIDUAL_REFRESH_PENDING] = torch.tensor(True)
-                if not basis:
+                if not has_basis(state, name):
                     break  # nothing to project onto: its moments start with the first nonzero residual
         if renew:
             # no basis yet (the first step, or every gradient so far was zero): a cold start

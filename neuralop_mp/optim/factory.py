@@ -283,12 +283,17 @@ def nothing_compressed_warning(model, optimizer, kind):
     compresses no parameter, else None: it then keeps plain AdamW moments for every weight, the
     memory TensorGRaD was chosen to save. Named: ``opt.tensorgrad_min_params``, against the
     largest candidate weight (the model's spectral weights, any weight of two or more modes
-    longer than 1 in a model without them) where that is below it."""
+    longer than 1 in a model without them) where that is below it. None too where an int or tuple
+    rank above their mode sizes is why (:meth:`TensorGRaD.rank_exceeds_modes`): the constructor
+    warned of that."""
     from .tensorgrad import TensorGRaD
 
     pairs = [(p, g) for g in optimizer.param_groups if g.get("compress") for p in g["params"]]
     if not pairs or any(TensorGRaD.routes_to_compression(p, g) for p, g in pairs):
         return None
+    candidates = [(p, g) for p, g in pairs if TensorGRaD.eligible_for_compression(p, g)]
+    if candidates and all(TensorGRaD.rank_exceeds_modes(p, g) for p, g in candidates):
+        return None  # the constructor named the rank above their mode sizes, group by group
     matrices = [p for p in (spectral_parameters(model, 0) or [p for p, _ in pairs])
                 if sum(1 for d in p.shape if d > 1) >= 2]
     threshold = max(1, pairs[0][1]["min_params"])

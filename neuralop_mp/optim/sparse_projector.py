@@ -264,6 +264,8 @@ class SparseProjector:
         Entries selected both times keep their moment (moved to their new
         position); newly selected entries start from zero. The moment's leading
         axis (unstructured) or axis ``mode`` (structured) runs over the index set.
+        Returns a contiguous tensor: the optimizer steps stored moments (and births)
+        through flat views, written in place.
         """
         old, new = old_basis["indices"], new_basis["indices"]
         pos = torch.searchsorted(old, new).clamp_(max=old.numel() - 1)
@@ -272,7 +274,9 @@ class SparseProjector:
         moved = moment.movedim(axis, 0)
         out = torch.zeros((new.numel(),) + tuple(moved.shape[1:]), dtype=moment.dtype, device=moment.device)
         out[kept] = moved[pos[kept]]
-        return out.movedim(0, axis)
+        # moved back to a mode other than 0 the strides are permuted: stored as they are,
+        # a flat view of them would fail, and a reshaped copy would take no in-place writes
+        return out.movedim(0, axis).contiguous()
 
     def __repr__(self):
         return f"SparseProjector(sparse_ratio={self.sparse_ratio}, sparse_type={self.sparse_type!r}, mode={self.mode})"

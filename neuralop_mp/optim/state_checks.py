@@ -170,13 +170,19 @@ def placed_state(param, group, value):
     on the CPU, the rest on the parameter's device; floating-point (and complex) tensors in
     the dtype the optimizer makes them in for ``param`` and ``group`` (so an fp32 checkpoint
     resumes a float64 model, as torch's optimizers allow), other tensors in their own dtype
-    (int32 indices stay int32)."""
+    (int32 indices stay int32). A compressed part's moments and births are made contiguous, as
+    the optimizer makes them; other tensors keep their layout, as torch's loader keeps it."""
     placed = {}
     for key, tensor in value.items():
         if isinstance(tensor, torch.Tensor):
             counter = is_counter(key, tensor)
             dtype = None if counter else _made_dtype(param, group, key, tensor)
-            tensor = tensor.to(device="cpu" if counter else param.device, dtype=dtype, copy=True)
+            # a compressed part's moments and births are stepped through flat views (compressed_step),
+            # as the optimizer makes them: contiguous. Bases keep their layout (the product's rounding)
+            flat = _branch_of(key) is not None and key.endswith(("_exp_avg", "_exp_avg_sq", f"_{BIRTH}"))
+            layout = torch.contiguous_format if flat else torch.preserve_format
+            tensor = tensor.to(device="cpu" if counter else param.device, dtype=dtype, copy=True,
+                               memory_format=layout)
         placed[key] = tensor
     return placed
 

@@ -8,6 +8,7 @@ from collections import defaultdict
 import torch
 from torch.optim import Optimizer
 
+from ..caller_frames import stacklevel_outside
 from ..vocabulary import check_real
 from . import gradient_chunks, nonfinite
 from .adam_math import (
@@ -142,7 +143,8 @@ class TensorGRaD(Optimizer):
     On a refresh, sparse moments are reset by default (``reset_sparse_moments=True``)
     together with that branch's step counter: a new random (or top-k) index set
     mostly selects entries whose history was never tracked, and bias correction
-    from a fresh counter restores a correctly scaled first update. With
+    from a fresh counter restores a correctly scaled first update. A refresh that
+    selects the same index set (every entry, at ``sparse_ratio=1.0``) keeps them. With
     ``False`` the moments of entries chosen again move with them and new entries
     start at zero, each entry bias-corrected by its own age. Low-rank moments carry
     over by default: the new factors are rotated to align with the old ones, so the
@@ -193,7 +195,9 @@ class TensorGRaD(Optimizer):
         False: the group is plain AdamW. ``tensorgrad`` is upstream's name for it.
     min_params : int, default 1000
     rank : float, int, sequence of int or None, default 0.25
-        Tucker rank (see :class:`TuckerProjector`); None drops the low-rank part.
+        Tucker rank (see :class:`TuckerProjector`); None drops the low-rank part. An
+        int or tuple above a mode's size is clipped to it; a warning names the weights
+        this leaves with plain AdamW moments (:meth:`rank_exceeds_modes`).
     rank_convention : {"core", "mode", "params"}, default "core"
         "core": a float rank is the fraction of entries the Tucker core keeps.
     sparse_ratio : float or None, default 0.05
@@ -208,7 +212,10 @@ class TensorGRaD(Optimizer):
         that of upstream-style groups is 1.0). At rank 0.25 the Adam-normalised
         core update is about half as long as AdamW's; 4.0 matched AdamW on the
         built-in Darcy and Navier-Stokes tasks (docs/tensorgrad.md). Use 1.0 with
-        rank 1.0 and ``sparse_ratio=None`` for exactly AdamW.
+        rank 1.0 under ``rank_convention`` "core" or "mode" (every mode at full rank;
+        not "params", where 1.0 counts the factors' entries too and a matrix gets a
+        lower rank) and ``sparse_ratio=None`` for exactly AdamW (so is
+        ``rank=None, sparse_ratio=1.0``, a sparse part keeping every entry).
     sparse_scale, lambda_sparse : float, default 1.0
         Multipliers of the sparse update (upstream's keys).
     scale_by_mask_ratio : bool, default False
@@ -218,13 +225,14 @@ class TensorGRaD(Optimizer):
     tucker_n_iter_max : int, default 1
         HOOI sweeps per refresh (0 = plain higher-order SVD on a cold start).
     reset_sparse_moments : bool, default True
-        False: on a refresh the moments of entries chosen again move with them and
-        new entries start at zero; each entry is bias-corrected by its own age (the
-        branch's steps since its moments started, ``state[p]["sparse_birth"]``, int32,
-        one per entry), so a new entry's first update is a fresh Adam's, as with a
-        reset. A state saved before births were kept counts every entry as born when
-        the branch's moments started (its counter's age), the correction it was
-        stepped with.
+        True: a refresh resets the sparse moments and their step counter, unless it
+        selects the same index set again. False: on a refresh the moments of entries
+        chosen again move with them and new entries start at zero; each entry is
+        bias-corrected by its own age (the branch's steps since its moments started,
+        ``state[p]["sparse_birth"]``, int32, one per entry), so a new entry's first
+        update is a fresh Adam's, as with a reset. A state saved before births were
+        kept counts every entry as born when the branch's moments started (its
+        counter's age), the correction it was stepped with.
     reset_lowrank_moments : bool, default False
     state_dtype : {"float32", "bfloat16"}, default "float32"
         Storage dtype of compressed moments and Tucker factors; the arithmetic is
@@ -357,6 +365,22 @@ class TensorGRaD(Optimizer):
         # once, as it joins (a refused group is not named); last, so a warning raised as an
         # error (-W error) leaves the joined group's bookkeeping complete
         warn_unknown_keys(param_group, f"of param group {index}")
+        self._warn_rank_above_modes(self.param_groups[-1], index)
+
+    @staticmethod
+    def _warn_rank_above_modes(group, index):
+        """Warn once, naming param group ``index``, its rank and the shapes, where an int or
+        tuple rank above the mode sizes leaves parameters with plain AdamW moments
+        (:meth:`rank_exceeds_modes`): a rank meant to compress them, silently clipped."""
+        params = group["params"]
+        shapes = list(dict.fromkeys(tuple(p.shape) for p in params if TensorGRaD.rank_exceeds_modes(p, group)))
+        if shapes:
+            warnings.warn(
+                f"TensorGRaD: rank={group['rank']!r} of param group {index} is above a mode size of its "
+                f"parameters of shape {', '.join(map(str, shapes))}: clipped to the mode sizes, their compressed "
+                "state would not be smaller than AdamW moments, so they keep plain AdamW moments. A rank "
+                "below the mode sizes compresses them.", UserWarning,
+                stacklevel=stacklevel_outside(nonfinite.OPTIMIZER_CODE_FOLDERS, nonfinite.OPTIMIZER_CODE_FILES))
 
     def _check_constructor_decay(self, group):
         """Refuse (ValueError) a nonzero ``weight_decay`` in a ``group`` that names no
@@ -559,6 +583,19 @@ class TensorGRaD(Optimizer):
         AdamW moments (:func:`~neuralop_mp.optim.state_memory.compression_saves_memory`)."""
         return TensorGRaD.eligible_for_compression(param, group) and compression_saves_memory(
             param, group, TensorGRaD.projector_for(group))
+
+    @staticmethod
+    def rank_exceeds_modes(param, group):
+        """Whether ``param`` keeps plain AdamW moments in ``group``, which could compress it
+        (:meth:`eligible_for_compression`), under an int or tuple ``rank`` above one of its
+        mode sizes: clipped to them, its compressed state is not smaller
+        (:meth:`routes_to_compression`). The constructor warns of it, once per group."""
+        rank = group["rank"]
+        if rank is None or isinstance(rank, float):  # a fraction never exceeds a mode
+            return False
+        ranks = tuple(rank) if isinstance(rank, (list, tuple)) else (rank,) * param.dim()
+        return (any(r > d for r, d in zip(ranks, param.shape)) and TensorGRaD.eligible_for_compression(param, group)
+                and not TensorGRaD.routes_to_compression(param, group))
 
     @staticmethod
     def projector_for(group):
