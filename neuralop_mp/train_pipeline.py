@@ -745,6 +745,11 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
             auto_decision = agree_across_ranks(model, calibrate_from_loader(model, train_loader, data_processor))
         policy = policy.replace(fno_block_precision=auto_decision["fno_block_precision"] if auto_decision
                                 else "full")  # the model's mode until the first phase is decided
+        if auto_decision is not None and stabilizer_note is None:  # the calibration chose float16 "half"
+            stabilizer_note = build_steps.stabilizer_off_note(policy, config.opt.precision_schedule,
+                                                              policy.half_torch_dtype(device))
+            if stabilizer_note:
+                log(f"[neuralop-mp] note: stabilizer {stabilizer_note}")
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     training_loss, eval_losses = build_losses(config, data_dims(train_loader))

@@ -50,7 +50,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from importlib import import_module
 
-from ..build_steps import stabilizer_off_note, stabilizer_schedule_warning
+from ..build_steps import stabilizer_schedule_warning
 from ..caller_frames import stacklevel_outside
 from ..layers.weight_storage import normalize_spectral_weight_dtype
 from ..optim.settings import CONFIG_OPTIONS
@@ -230,23 +230,6 @@ def _validated_options(options, prefix=""):
     )
 
 
-def _stabilizer_off_note(options, prefix):
-    """:func:`~neuralop_mp.build_steps.stabilizer_off_note` for an activation's options: the half type
-    "auto" as the models built through ``neuralop.get_model`` resolve it (a script's config names no
-    device: CUDA when available)."""
-    import torch
-
-    from . import intercept
-    from ..vocabulary import resolve_half_dtype
-
-    if options["precision"] is None:  # the script's own mode: not known here
-        return None
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return stabilizer_off_note(intercept.options_policy(options), options["schedule"],
-                               resolve_half_dtype(options["half_dtype"] or "auto", device),
-                               stabilizer_key=prefix + "stabilizer")
-
-
 def optimizer_replacement_reason(options, prefix=""):
     """Why the activation replaces ``neuralop.training.AdamW``, in words, or None when it keeps it.
 
@@ -372,13 +355,16 @@ def _activate(options, prefix=""):
                                                      schedule_key=prefix + "schedule")
     if stabilizer_warning:  # the same message as `neuralop-mp train`'s for model.stabilizer
         report.note(stabilizer_warning)
-    off_note = _stabilizer_off_note(options, prefix)
+    # the script's own mode (no precision given) is noted as its model is built (make_get_model)
+    off_note = (intercept.stabilizer_off_note(intercept.options_policy(options), options, prefix)
+                if options["precision"] is not None else None)
     if off_note:  # "off" in float16 "half": what it risks, as `train` says it
         report.note(f"stabilizer {off_note}")
     patches = AttributePatches()
     reason = optimizer_replacement_reason(options, prefix)
     try:
-        get_model = intercept.make_get_model(options, report, parts, keeps_upstream_adamw=reason is None)
+        get_model = intercept.make_get_model(options, report, parts, keeps_upstream_adamw=reason is None,
+                                             prefix=prefix)
         for module, name in GET_MODEL_SITES:
             patches.set_module_attr(module, name, get_model)
 

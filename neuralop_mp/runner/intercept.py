@@ -82,12 +82,26 @@ def plugin_config(config, options):
     return built
 
 
-def make_get_model(options, report, parts, keeps_upstream_adamw=False):
+def stabilizer_off_note(policy, options, prefix=""):
+    """:func:`~neuralop_mp.build_steps.stabilizer_off_note` for an activation's ``options`` and
+    the ``policy`` a model is built with: the half type "auto" as the models built through
+    ``neuralop.get_model`` resolve it (a script's config names no device: CUDA when available);
+    ``prefix`` names the option as the caller wrote it."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return build_steps.stabilizer_off_note(policy, options["schedule"], policy.half_torch_dtype(device),
+                                           stabilizer_key=prefix + "stabilizer")
+
+
+def make_get_model(options, report, parts, keeps_upstream_adamw=False, prefix=""):
     """A ``get_model(config)`` that builds through :func:`neuralop_mp.get_model`.
 
     With ``keeps_upstream_adamw`` (the activation leaves ``neuralop.training.AdamW`` as it
     is), a model whose complex32 spectral weights come from the script's own config gets
-    a note: upstream's AdamW cannot step them.
+    a note: upstream's AdamW cannot step them. A stabilizer "off" beside the script's own
+    float16 "half" (no precision option given: the activation could not tell) gets the note
+    :func:`stabilizer_off_note` (``prefix``: the options' as the caller wrote them).
     """
 
     def get_model(config):
@@ -97,6 +111,9 @@ def make_get_model(options, report, parts, keeps_upstream_adamw=False):
         policy = build_steps.precision_policy(built)
         model = build_steps.build_model(built, policy, get_model=parts.get_model)
         entry = report.record_model(model, arch=str(built["model"].get("model_arch", "")))
+        off_note = stabilizer_off_note(policy, options, prefix) if options["precision"] is None else None
+        if off_note:  # given a precision, the activation said it already
+            report.note(f"stabilizer {off_note}")
         if keeps_upstream_adamw and entry.get("spectral_weight_dtype") == "complex32":
             report.note(
                 "the model has complex32 spectral weights (the script's model.spectral_weight_dtype), which "

@@ -298,3 +298,39 @@ def test_a_typed_empty_stabilizer_is_refused_where_a_config_empty_stays_the_defa
     # in a config (file or recorded overrides), "" is a spelling of None: the mode's default
     config = load_config("darcy", {"model.stabilizer": empty, **{f"model.{k}": v for k, v in HALF_FP16.items()}})
     assert build_steps.precision_policy(config).with_mode_stabilizer("cpu").stabilizer == "tanh"
+
+
+@pytest.mark.parametrize("stabilizer", ["none", None])
+def test_auto_deciding_float16_half_notes_off_and_runs_the_mode_default_when_unset(
+        stabilizer, monkeypatch, tmp_path, capsys):
+    # a calibration that chooses "half" (what a measurement on CUDA may decide)
+    from neuralop_mp.diagnose import auto
+
+    monkeypatch.setattr(auto, "calibrate_from_loader", lambda model, *args, **kwargs: {"fno_block_precision": "half"})
+    _four_random_samples_as_data(monkeypatch)
+    out = tmp_path / "run"
+    typed = ["--model.stabilizer", stabilizer] if stabilizer else []
+    assert cli.main(["train", "darcy", "--output_dir", str(out), "--opt.n_epochs", "1", "--threads", "1",
+                     *TINY_ARGS, "--model.fno_block_precision", "auto", "--model.half_dtype", "float16", *typed]) == 0
+    printed = capsys.readouterr().out
+    phases = json.loads((out / "results.json").read_text())["precision"]["phases"]
+    if stabilizer:  # "off": the note, once before training and once in the summary
+        assert printed.count("none, as model.stabilizer asks") == 2, printed
+        assert [(p["mode"], p["stabilizer"]) for p in phases] == [("half", None)]
+    else:  # unset: float16 "half"'s default, tanh, and no note
+        assert "as model.stabilizer asks" not in printed
+        assert [(p["mode"], p["stabilizer"]) for p in phases] == [("half", "tanh")]
+
+
+def test_enable_off_beside_the_scripts_own_float16_half_notes_it_as_the_model_is_built():
+    # no precision given: the activation cannot tell the mode; the script's config says "half"
+    with neuralop_mp.enabled(half_dtype="float16", stabilizer="none") as report:
+        assert not report.notes
+        model = neuralop.get_model(_tiny_model_config(fno_block_precision="half"))
+        neuralop.get_model(_tiny_model_config(fno_block_precision="half"))  # a second model: one note
+    assert _stabilizers(model) == ({None}, {None})
+    (note,) = [n for n in report.notes if "stabilizer" in n]
+    assert note.startswith("stabilizer none, as stabilizer asks: no tanh before the FFTs of the float16 'half' run")
+    with neuralop_mp.enabled(half_dtype="float16", stabilizer="none") as report:  # the script's own "mixed"
+        neuralop.get_model(_tiny_model_config(fno_block_precision="mixed"))
+    assert not report.notes
