@@ -63,9 +63,11 @@ FLOAT16_FFT_POINTS = 2**14
 # (at most max|x| there, 1 after tanh), not at it. float16's normal numbers span 2**-14 to 65504
 # (< 2**16); the product's result sums in_channels terms, at most in_channels * max|w| * 2**H *
 # max|x|: H = 8 keeps it finite after tanh up to in_channels * max|w| = 2**8 (upstream's init
-# gives 28 at 64 channels, 64 at 256), and keeps the coefficients 2**8 further from the
-# subnormals than "forward"'s scale, where small inputs and the upper modes of smooth fields
-# lost their digits (docs/spectral_layer.md, "float16 range").
+# gives 28 at 64 channels, 64 at 256), and keeps the coefficients of "backward" and "ortho"
+# 2**8 further from the subnormals than "forward"'s scale, where small inputs and the upper modes
+# of smooth fields lost their digits. "forward" itself keeps its scale: raised, the product's
+# incoming gradient sinks as far, and without loss scaling the weight gradients of FNOs went 25-100x
+# worse while their forward error did not change (docs/spectral_layer.md, "float16 range").
 FLOAT16_HEADROOM_BITS = 8
 
 
@@ -388,11 +390,18 @@ class MixedPrecisionSpectralConv(SpectralConv):
 
     def _output_spatial(self, spatial, output_shape):
         """Output spatial sizes: ``output_shape`` as :func:`check_input` returns it (a tuple of
-        ints, or None), else the input's, scaled by ``resolution_scaling_factor`` if set."""
+        ints, or None), else the input's, scaled by ``resolution_scaling_factor`` if set (a
+        ValueError where a size rounds below 1, as ``output_shape`` with a 0 gets one)."""
         if output_shape is not None:
             return list(output_shape)
         if self.resolution_scaling_factor is not None:
-            return [round(s * r) for s, r in zip(spatial, self.resolution_scaling_factor)]
+            sizes = [round(s * r) for s, r in zip(spatial, self.resolution_scaling_factor)]
+            if any(n < 1 for n in sizes):  # else the inverse FFT fails deep inside (MKL: "0 data points")
+                raise ValueError(
+                    f"Invalid resolution_scaling_factor={self.resolution_scaling_factor} for an input of spatial "
+                    f"size {tuple(spatial)}: the output would have {tuple(sizes)} points (round(size * factor)); "
+                    f"every output size must be >= 1: a larger factor or input, or an explicit output_shape.")
+            return sizes
         return list(spatial)
 
     def contraction_plan(self, x_shape, mode=None):

@@ -175,6 +175,34 @@ def test_a_bad_single_size_of_a_1d_layer_is_named_as_given(output_shape):
         layer(torch.randn(1, 2, 12), output_shape=output_shape)
 
 
+@pytest.mark.parametrize("complex_data", [False, True])
+@pytest.mark.parametrize("factor, spatial, sizes", [(0.1, (4, 4), (0, 0)), ([1, 0.1], (4, 4), (4, 0)),
+                                                    (0.1, (4,), (0,)), (-1, (4, 4), (-4, -4))])
+def test_a_resolution_scaling_factor_that_rounds_a_size_below_1_is_refused_by_name(factor, spatial, sizes,
+                                                                                   complex_data):
+    """A factor that rounds an output axis to no point (0.1 on 4 points) failed deep inside the
+    inverse FFT ("Invalid number of data points (0)", MKL's); an output_shape with a 0 is refused
+    by name: so is this, naming the factor, the input's size and the output sizes it gives."""
+    layer = MixedPrecisionSpectralConv(2, 2, (2,) * len(spatial), complex_data=complex_data,
+                                       resolution_scaling_factor=factor)
+    x = torch.randn(1, 2, *spatial, dtype=torch.complex64 if complex_data else torch.float32)
+    rounded = re.escape(str([float(f) for f in ([factor] * len(spatial) if not isinstance(factor, list) else factor)]))
+    with pytest.raises(ValueError, match=rf"^Invalid resolution_scaling_factor={rounded} for an input of spatial size "
+                                         rf"{re.escape(str(tuple(spatial)))}: the output would have "
+                                         rf"{re.escape(str(sizes))} points .*>= 1"):
+        layer(x)
+
+
+def test_the_same_resolution_scaling_factor_on_a_larger_grid_matches_float64():
+    """0.1 of 40 points is 4: the same layer runs, against the float64 reference on that grid."""
+    torch.manual_seed(0)
+    layer = MixedPrecisionSpectralConv(2, 3, (4, 4), resolution_scaling_factor=0.1)
+    x = torch.randn(2, 2, 40, 40)
+    y = layer(x)
+    ref = reference_forward(x, layer.weight.to_tensor().detach(), bias=layer.bias.detach(), out_spatial=[4, 4])[0]
+    assert y.shape == (2, 3, 4, 4) and rel_err(y, ref) <= 1e-5
+
+
 # look-alikes of an integer >= 1 that have __index__ (every tensor has): a float, bool or complex
 # tensor, and a one-element tensor that is no scalar
 NOT_INTEGERS = [torch.tensor(12.7), torch.tensor(4.0), torch.tensor(True), torch.tensor(4 + 0j), torch.tensor([4])]

@@ -396,3 +396,45 @@ def test_float16_weight_gradients_of_a_mean_loss_without_loss_scaling_stay_accur
 
     half, full = weight_gradient("mixed"), weight_gradient("full")
     assert 1e-5 < rel_err(half, full) <= 5e-3
+
+
+@pytest.mark.parametrize("amplitude", [1.0, 1e-4])
+@pytest.mark.parametrize("stabilizer", ["tanh", "off"])
+def test_float16_fno_with_forward_norm_small_inputs_and_mean_loss_gradients(amplitude, stabilizer):
+    """Why fft_norm="forward" (upstream's default) keeps its own scale (docs/spectral_layer.md, "float16
+    range"): an FNO (upstream init, 4 layers, 32 channels, 64^2, batch 4) fed a smooth field of
+    amplitude 1 or 1e-4. Its spectral layers see the lifted hidden state (the lifting's biases and
+    positional channels), not the data's amplitude: each layer's float16 output is as accurate at 1e-4
+    as at 1 (measured 2.1e-4 to 2.8e-4, the same with the spectrum taken 2**4 or 2**8 above
+    "forward"'s scale). The weight gradients of a mean squared loss without loss scaling are within
+    1.5e-3 of float32's (measured 3.0e-4 to 4.2e-4); taking the spectrum 2**4 (2**8) up makes the
+    product's incoming gradient that much smaller, nearer float16's subnormals: up to 3.2e-3 (5.0e-2),
+    failing here. Against the float32 model ("full", about 1e-6 off float64): tolerances about two
+    float16 roundings (2**-11 each) for the outputs, three for the gradients."""
+    from neuralop_mp import MixedPrecisionFNO
+    from neuralop_mp.layers.precision_switch import set_precision
+
+    torch.manual_seed(0)
+    model = MixedPrecisionFNO(n_modes=(16, 16), in_channels=1, out_channels=1, hidden_channels=32, n_layers=4,
+                              fno_block_precision="full")
+    x = _smooth_field((4, 1, 64, 64), amplitude)
+    target = _smooth_field((4, 1, 64, 64), 1.0)
+
+    def run(mode):
+        set_precision(model, mode, half_dtype="float16", stabilizer=stabilizer)
+        outputs = []
+        hooks = [conv.register_forward_hook(lambda m, i, out: outputs.append(out.detach()))
+                 for conv in model.fno_blocks.convs]
+        model.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # float16 on a CPU without fp16 units
+            y = model(x)
+            (y - target).pow(2).mean().backward()  # no loss scaling
+        for hook in hooks:
+            hook.remove()
+        assert finite(y)
+        return outputs, [conv.weight.tensor.grad.clone() for conv in model.fno_blocks.convs]
+
+    (full_out, full_grad), (half_out, half_grad) = run("full"), run("mixed")
+    assert all(1e-5 < rel_err(a, b) <= 1e-3 for a, b in zip(half_out, full_out))
+    assert all(rel_err(a, b) <= 1.5e-3 for a, b in zip(half_grad, full_grad))
