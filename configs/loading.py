@@ -22,6 +22,7 @@ from .base import TrainConfig
 from .burgers import BurgersConfig
 from .darcy import DarcyConfig
 from .navier_stokes import NavierStokesConfig
+from .unknown_fields import remember_file, unknown_keyword_error
 from .validation import validate_config
 from .zencfg_compat import config_fields, invalid_default, is_config, section_class, select_subclass
 
@@ -100,6 +101,12 @@ def _load_class(path, class_name):
     passes as it is."""
     try:
         return load_config_from_file(path.parent, path.name, config_name=class_name)
+    except ValueError as err:  # zencfg 1.0's multi-line report of a keyword a class does not take
+        frame = raised_in_file(err, path)
+        unknown = unknown_keyword_error(err, f"{frame.filename}:{frame.lineno}") if frame is not None else None
+        if unknown is None:
+            raise
+        raise unknown from None
     except AttributeError as err:
         if raised_in_file(err, path) is not None:
             raise
@@ -143,6 +150,7 @@ def _load_from_file(spec):
             "subclass TrainConfig (or DarcyConfig, ...) so the config has the model, "
             "opt, data and patching sections the trainer reads."
         )
+    remember_file(config_cls, f"{path}:{config_cls.__name__}")  # named by a refusal of its unknown keys
     return item
 
 
@@ -444,7 +452,8 @@ def load_config(spec="darcy", overrides=None, *, validate=True, training=True):
     Raises
     ------
     ValueError
-        Unknown config name or key (with the closest valid keys), or a bad value.
+        Unknown config name or key (with the closest valid keys), or a bad value; with ``validate``,
+        also a key of the config (file) that no field has (:mod:`.unknown_fields`).
     """
     source = resolve_config(spec)
     if overrides is None:

@@ -44,6 +44,8 @@ CONFIG_TESTS = [
     "neuralop_mp/tests/test_cli.py::test_eval_refuses_a_config_class_missing_from_its_file_as_train_does",
     "neuralop_mp/tests/test_cli.py::test_a_config_file_that_is_no_python_file_or_does_not_parse_is_a_usage_error",
     "neuralop_mp/tests/test_cli.py::test_an_error_in_a_module_beside_the_config_file_names_both_lines",
+    # a misspelt key of a config file: zencfg 1.0 refuses a keyword itself, in a report made one line
+    "neuralop_mp/tests/test_config_file_fields.py",
 ]
 
 

@@ -64,18 +64,15 @@ def build_data(config, *, progress=True, reference=None):
         ``test_loaders`` is a dict keyed by resolution.
     """
     from . import data as data_module
+    from .configs.validation import unaccepted_data_fields
 
-    loader_name = config.data.loader_name()
-    loader = getattr(data_module, loader_name)
+    loader = getattr(data_module, config.data.loader_name())
     kwargs = section_kwargs(config.data)
     params = inspect.signature(loader).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    not_taken = [] if takes_any else sorted(k for k in kwargs if k not in params)
-    if not_taken:
-        raise ValueError(
-            f"config.data has fields {not_taken} that neuralop_mp.data.{loader_name} does not "
-            f"take; its arguments are: {', '.join(params)}."
-        )
+    unaccepted = unaccepted_data_fields(config.data, loader)  # validation's check, for a config it did not see
+    if unaccepted is not None:
+        raise unaccepted
     if "progress" in params or takes_any:
         kwargs["progress"] = progress
     if reference and ("reference" in params or takes_any):

@@ -266,9 +266,10 @@ def test_loader_that_does_not_take_a_field_is_an_error(monkeypatch):
     def narrow_loader(data_root=None, n_train=10):
         raise AssertionError("must not be called")
 
+    config = load_config("darcy")  # loaded first: load_config refuses the fields too (test_config_file_fields.py)
     monkeypatch.setattr(data_module, "load_darcy", narrow_loader, raising=False)
     with pytest.raises(ValueError, match=r"config.data has fields \[.*'batch_size'.*load_darcy"):
-        pipeline.build_data(load_config("darcy"))
+        pipeline.build_data(config)
 
 
 def test_tensor_bytes_counts_nested_state():
