@@ -24,7 +24,8 @@ from .darcy import DarcyConfig
 from .navier_stokes import NavierStokesConfig
 from .unknown_fields import remember_file, unknown_keyword_error
 from .validation import validate_config
-from .zencfg_compat import config_fields, invalid_default, is_config, section_class, select_subclass
+from .zencfg_compat import (  # noqa: F401  (config_keys re-exported)
+    config_fields, config_keys, invalid_default, is_config, section_class, select_subclass)
 
 CONFIGS = {
     "darcy": DarcyConfig,
@@ -219,17 +220,6 @@ def resolve_config(spec):
         f"Unknown config {text!r}; built-in configs: {', '.join(available_configs())}, "
         f"or a path to a .py file (path.py or path.py:ClassName).{hint}"
     )
-
-
-def config_keys(config):
-    """Every dotted key of a config (class or instance), sections included."""
-    keys = []
-    for name, (_, default) in config_fields(config).items():
-        value = getattr(config, name) if not isinstance(config, type) else default
-        keys.append(name)
-        if is_config(value):
-            keys.extend(f"{name}.{sub}" for sub in config_keys(value))
-    return keys
 
 
 def parse_overrides(args, *, lenient=False):

@@ -13,12 +13,13 @@ A config file sets such a key in one of three ways:
 * a field of its own in a subclass of ``OptimizationConfig`` or ``PatchingConfig``, whose fields the
   trainer reads by name. A model section's fields are checked against its model's constructor
   (``validation._section_problem``), a data section's against its loader
-  (:func:`~.validation.unaccepted_data_fields`): a subclass may add an argument they take.
+  (:func:`unaccepted_data_fields`): a subclass may add an argument they take.
 
 Under zencfg 0.7 and 1.0 alike; zencfg's bookkeeping (``_config_name``, ``_target_class``, the
 registry) is private and never a key.
 """
 import difflib
+import inspect
 import re
 import weakref
 from typing import get_args
@@ -29,7 +30,7 @@ from .base import TrainConfig
 from .models import ModelConfig
 from .datasets import DataConfig
 from .opt import OptimizationConfig, PatchingConfig
-from .zencfg_compat import category, config_fields, is_config
+from .zencfg_compat import category, config_fields, config_keys, field_names, is_config
 
 # the sections of the trainer: a section of these categories is read only at its own key
 _TRAINER_SECTIONS = (ModelConfig, OptimizationConfig, DataConfig, PatchingConfig)
@@ -136,8 +137,6 @@ def check_config_fields(config):
     ------
     ValueError
     """
-    from .loading import config_keys
-
     if not is_config(config):  # not a zencfg config (a stand-in of a test): no fields to compare
         return config
     where = _file_of(config)
@@ -170,12 +169,44 @@ def check_config_fields(config):
     return config
 
 
+def data_fields_not_taken(data, loader=None):
+    """``(loader name, [fields], [its arguments])``: the fields of the data section ``data`` that the
+    function reading it does not take, or None when it takes them all. ``loader``: that function
+    (default: the built-in loader of ``neuralop_mp.data`` that the section's ``loader_name()`` names;
+    None where there is none, or it takes ``**kwargs``)."""
+    from neuralop_mp import data as data_module
+    from neuralop_mp.data.loaders import LOADER_FILES
+
+    named = getattr(data, "loader_name", None)
+    name = named() if callable(named) else getattr(loader, "__name__", None)
+    if loader is None:  # a built-in loader only: another name is _check_loader's to refuse
+        loader = getattr(data_module, name, None) if isinstance(name, str) and name in LOADER_FILES else None
+    if not callable(loader):
+        return None
+    params = inspect.signature(loader).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    not_taken = sorted(field for field in field_names(data) if field not in params)
+    return (name, not_taken, list(params)) if not_taken else None
+
+
+def unaccepted_data_fields(data, loader=None):
+    """The ValueError for the fields of ``data`` that ``loader`` does not take
+    (:func:`data_fields_not_taken`), with their close matches, or None."""
+    found = data_fields_not_taken(data, loader)
+    if found is None:
+        return None
+    name, not_taken, params = found
+    close = [match for field in not_taken for match in difflib.get_close_matches(field, params, n=1, cutoff=0.75)]
+    hint = f" Did you mean: {', '.join(dict.fromkeys(close))}?" if close else ""
+    return ValueError(f"config.data has fields {not_taken} that neuralop_mp.data.{name} does not "
+                      f"take; its arguments are: {', '.join(params)}.{hint}")
+
+
 def _check_data_fields(data, where):
     """A field of the data section that its loader does not take (a data section's own, e.g.
     ``n_trian: int = 8``): said here, before anything is written; ``build_data`` refused it after the
     run folder was made."""
-    from .validation import data_fields_not_taken
-
     found = data_fields_not_taken(data)
     if found is not None:
         loader, not_taken, params = found

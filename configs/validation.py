@@ -12,7 +12,6 @@ follow the installed version: normalization layers and skip connections from the
 ``Literal`` annotations of ``FNO``'s constructor, factorizations from tltorch's
 registry of factorized tensors.
 """
-import difflib
 import inspect
 import math
 import typing
@@ -306,41 +305,6 @@ def validate_data(data):
     if seed is not _MISSING:
         # numpy's SeedSequence (the generators' per-sample seeds) takes any integer >= 0
         _check_positive("data.seed", seed, allow_zero=True)
-
-
-def data_fields_not_taken(data, loader=None):
-    """``(loader name, [fields], [its arguments])``: the fields of the data section ``data`` that the
-    function reading it does not take, or None when it takes them all. ``loader``: that function
-    (default: the built-in loader of ``neuralop_mp.data`` that the section's ``loader_name()`` names;
-    None where there is none, or it takes ``**kwargs``)."""
-    from neuralop_mp import data as data_module
-    from neuralop_mp.configs.zencfg_compat import field_names
-    from neuralop_mp.data.loaders import LOADER_FILES
-
-    named = getattr(data, "loader_name", None)
-    name = named() if callable(named) else getattr(loader, "__name__", None)
-    if loader is None:  # a built-in loader only: another name is _check_loader's to refuse
-        loader = getattr(data_module, name, None) if isinstance(name, str) and name in LOADER_FILES else None
-    if not callable(loader):
-        return None
-    params = inspect.signature(loader).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return None
-    not_taken = sorted(field for field in field_names(data) if field not in params)
-    return (name, not_taken, list(params)) if not_taken else None
-
-
-def unaccepted_data_fields(data, loader=None):
-    """The ValueError for the fields of ``data`` that ``loader`` does not take
-    (:func:`data_fields_not_taken`), with their close matches, or None."""
-    found = data_fields_not_taken(data, loader)
-    if found is None:
-        return None
-    name, not_taken, params = found
-    close = [match for field in not_taken for match in difflib.get_close_matches(field, params, n=1, cutoff=0.75)]
-    hint = f" Did you mean: {', '.join(dict.fromkeys(close))}?" if close else ""
-    return ValueError(f"config.data has fields {not_taken} that neuralop_mp.data.{name} does not "
-                      f"take; its arguments are: {', '.join(params)}.{hint}")
 
 
 def _check_loader(data):

@@ -180,3 +180,14 @@ def select_subclass(config_cls, name):
         f"Invalid {config_cls.__name__} class {name!r}; allowed values: "
         f"{', '.join(subclass_choices(config_cls))}."
     )
+
+
+def config_keys(config):
+    """Every dotted key of a config (class or instance), sections included."""
+    keys = []
+    for name, (_, default) in config_fields(config).items():
+        value = getattr(config, name) if not isinstance(config, type) else default
+        keys.append(name)
+        if is_config(value):
+            keys.extend(f"{name}.{sub}" for sub in config_keys(value))
+    return keys

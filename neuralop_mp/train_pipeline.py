@@ -64,7 +64,7 @@ def build_data(config, *, progress=True, reference=None):
         ``test_loaders`` is a dict keyed by resolution.
     """
     from . import data as data_module
-    from .configs.validation import unaccepted_data_fields
+    from .configs.unknown_fields import unaccepted_data_fields
 
     loader = getattr(data_module, config.data.loader_name())
     kwargs = section_kwargs(config.data)
