@@ -117,6 +117,42 @@ def stabilizer_schedule_warning(stabilizer, schedule, half_dtype=None, *, stabil
             f"the whole run, leave {schedule_key} unset.")
 
 
+def precision_schedule_warning(precision, schedule, *, precision_key="model.fno_block_precision",
+                               schedule_key="opt.precision_schedule"):
+    """The warning for a precision mode set beside a precision schedule that does not start in
+    it, or None when there is none.
+
+    Each phase of a schedule sets the spectral layers' mode as it starts, the first one at the
+    first epoch, so the mode the model is built in (``model.fno_block_precision`` beside
+    ``opt.precision_schedule`` in ``neuralop-mp train``, ``--mp.precision`` beside
+    ``--mp.schedule`` in ``neuralop-mp run``) trains only where a phase runs it. No warning
+    where the first phase runs the mode asked: the run starts in the mode the model was built
+    in and the schedule moves on from it, as it says (``mixed`` beside ``mixed:0.5,full:0.5``).
+    None for ``"auto"``, which each phase re-decides at its start (its documented use with a
+    schedule), and without a mode or a schedule.
+
+    Parameters
+    ----------
+    precision : str or None
+        The mode asked: "full", "mixed", "half" or "auto"; None (also its null spellings): none.
+    schedule : str, PrecisionSchedule or None
+    precision_key, schedule_key : str
+        The names the user gave the two settings, for the message.
+    """
+    from .vocabulary import AUTO_PRECISION
+
+    precision = none_if_null(precision)
+    parsed = parse_precision_schedule(schedule)
+    if precision is None or precision == AUTO_PRECISION or parsed is None or parsed[0].mode == precision:
+        return None
+    modes = [phase.mode for phase in parsed]
+    never = "" if precision in modes else f", and no phase runs {precision!r}"
+    return (f"{precision_key}={precision!r} is not what the run starts in: with {schedule_key}={str(parsed)!r} "
+            f"each phase sets its own mode from the first epoch on ({' then '.join(modes)}){never}. To start in "
+            f"{precision!r}, make it the first phase of {schedule_key}; to run {precision!r} throughout, leave "
+            f"{schedule_key} unset; to run the schedule as written, leave {precision_key} out.")
+
+
 def stabilizer_off_note(policy, schedule, half_dtype, *, stabilizer_key="model.stabilizer"):
     """A note for a stabilizer of "off" that leaves a float16 "half" run without tanh, or None: the
     stabilizer that runs and what it risks (``"none, as model.stabilizer asks: ..."``), which the

@@ -17,6 +17,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from .bench.cli import BENCHMARKS
 from .option_check import load_checked, parse_typed_overrides
 from .signals import Terminated, exit_status, interrupt_name, terminate_as_interrupt
 
@@ -27,7 +28,8 @@ COMMANDS = {
     "eval": "evaluate a saved model: neuralop-mp eval CHECKPOINT_OR_RUN_DIR [--res 16 32] [--precision MODE]",
     "data": "generate the built-in datasets offline: neuralop-mp data {darcy,navier_stokes,burgers} ...",
     "run": "run an upstream training script with the plugin: neuralop-mp run SCRIPT.py [--mp.* ...] -- [args]",
-    "bench": "run a benchmark: neuralop-mp bench {spectral,optimizer,schedule,scope,auto,allocator,gpu} [--quick] [--out DIR]",
+    # the benchmarks as `bench --help` lists them: one table
+    "bench": f"run a benchmark: neuralop-mp bench {{{','.join(BENCHMARKS)}}} [--quick] [--out DIR]",
     "diagnose": "precision vs discretization error per layer: neuralop-mp diagnose CONFIG_OR_CHECKPOINT [...]",
 }
 

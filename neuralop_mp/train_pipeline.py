@@ -697,6 +697,11 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
         policy.stabilizer, config.opt.precision_schedule, policy.half_torch_dtype(device))
     if stabilizer_warning:
         log_warning(log, stabilizer_warning)
+    # "full" is model.fno_block_precision's default: beside a schedule it asks nothing the phases overrule
+    precision_warning = build_steps.precision_schedule_warning(
+        None if policy.fno_block_precision == "full" else policy.fno_block_precision, config.opt.precision_schedule)
+    if precision_warning:
+        log_warning(log, precision_warning)
     # model.stabilizer "off" (a typed --model.stabilizer none) in float16 "half": what it risks, once
     stabilizer_note = build_steps.stabilizer_off_note(policy, config.opt.precision_schedule,
                                                       policy.half_torch_dtype(device))

@@ -73,7 +73,10 @@ def finite_seconds(text):
 
 def build_parser(prog="neuralop-mp data"):
     """The argument parser of the ``data`` command."""
-    parser = OneLineErrorParser(prog=prog, description="Generate PDE datasets offline, in neuraloperator's file layouts.")
+    # no abbreviations: `--n-tr 4` would be taken for --n-train, and a later option sharing the
+    # prefix (--n-time beside --n-test) would turn a working command into an ambiguous one
+    parser = OneLineErrorParser(prog=prog, description="Generate PDE datasets offline, in neuraloperator's file layouts.",
+                                allow_abbrev=False)
     from .loaders import GENERATORS
 
     parser.add_argument("dataset", choices=tuple(GENERATORS), help="which dataset to generate")

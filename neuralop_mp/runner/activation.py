@@ -36,7 +36,7 @@ patched on import: importing this module changes nothing.
 Examples
 --------
 >>> import neuralop, neuralop_mp
->>> with neuralop_mp.enabled(precision="mixed", schedule="paper") as report:
+>>> with neuralop_mp.enabled(schedule="paper") as report:
 ...     exec(open("train_darcy.py").read())       # an unmodified upstream script
 >>> report.models[0]["layer_types"]
 ['MixedPrecisionSpectralConv']
@@ -50,7 +50,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from importlib import import_module
 
-from ..build_steps import stabilizer_schedule_warning
+from ..build_steps import precision_schedule_warning, stabilizer_schedule_warning
 from ..caller_frames import stacklevel_outside
 from ..layers.weight_storage import normalize_spectral_weight_dtype
 from ..optim.settings import CONFIG_OPTIONS
@@ -204,6 +204,11 @@ def _validated_options(options, prefix=""):
         check_update_in_backward_settings(loss_scaling=loss_scaling, optimizer_kind=optimizer or "adamw",
                                           nonfinite_grad=optimizer_options.get("tensorgrad_nonfinite_grad"),
                                           prefix=prefix)
+        if loss_scaling is None or _normalize_loss_scaling(loss_scaling) == "auto":
+            scaled = _float16_scaling_error(precision, half_dtype, schedule, schedule_as_given,
+                                            spectral_weight_dtype, prefix)
+            if scaled is not None:
+                raise ValueError(scaled)
     data_root = options["data_root"]
     if data_root is not None and not isinstance(data_root, (str, os.PathLike)):
         raise TypeError(f"Invalid {name('data_root')}={data_root!r}; expected a folder's path (a str or a Path).")
@@ -228,6 +233,42 @@ def _validated_options(options, prefix=""):
         offline=bool(options["offline"]) if options["offline"] in (None, 0, 1) else normalize_flag(
             options["offline"], name("offline")),
     )
+
+
+def _as_given(prefix, key, value):
+    """A setting as the caller writes it: ``--mp.loss_scaling none`` on the command line (``prefix``
+    a flag's), ``loss_scaling='none'`` in a call of :func:`enable`."""
+    return f"{prefix}{key} {value}" if prefix.startswith("-") else f"{prefix}{key}={value!r}"
+
+
+def _float16_scaling_error(precision, half_dtype, schedule, schedule_as_given, spectral_weight_dtype, prefix=""):
+    """The refusal of update in backward beside the trainer's default loss scaling, "auto", where the
+    options alone tell that the trainer will scale the loss (it then refuses update in backward as the
+    script builds it, after the data are loaded), or None.
+
+    "auto" scales where the run computes in float16: a half type of float16 with a schedule, or a
+    constant ``precision``, that runs a half type (a "mixed" or "half" mode, or autocast), or complex32
+    spectral weights (stored in float16's range) whatever runs. A half type of "auto" resolves on the
+    device the script picks, and without ``precision`` or ``schedule`` the script's own config decides:
+    left to the trainer there.
+    """
+    causes = []
+    # the trainer's schedule: the one asked, else constant `precision`, whose "full" runs no half type
+    runs_half = schedule.uses_half if schedule is not None else precision in ("mixed", "half")
+    if half_dtype == "float16" and runs_half:
+        asked = (_as_given(prefix, "schedule", schedule_as_given) if schedule is not None
+                 else _as_given(prefix, "precision", precision))
+        causes.append(f"{_as_given(prefix, 'half_dtype', 'float16')} with {asked} computes in float16")
+    if spectral_weight_dtype == "complex32":
+        causes.append(f"{_as_given(prefix, 'spectral_weight_dtype', 'complex32')} stores the spectral weights in "
+                      "float16's range")
+    if not causes:
+        return None
+    other = f"use {_as_given(prefix, 'half_dtype', 'bfloat16')}, " if half_dtype == "float16" and runs_half else ""
+    return (f"{_as_given(prefix, 'update_in_backward', 'true' if prefix.startswith('-') else True)} cannot be "
+            f"combined with loss scaling: {' and '.join(causes)}, so the trainer's loss scaling 'auto' (its default) "
+            "scales the loss, and an overflow found in a late layer cannot undo the updates already made to earlier "
+            f"ones. Add {_as_given(prefix, 'loss_scaling', 'none')}, {other}or leave {prefix}update_in_backward out.")
 
 
 def optimizer_replacement_reason(options, prefix=""):
@@ -355,6 +396,10 @@ def _activate(options, prefix=""):
                                                      schedule_key=prefix + "schedule")
     if stabilizer_warning:  # the same message as `neuralop-mp train`'s for model.stabilizer
         report.note(stabilizer_warning)
+    precision_warning = precision_schedule_warning(options["precision"], options["schedule"],
+                                                   precision_key=prefix + "precision", schedule_key=prefix + "schedule")
+    if precision_warning:  # as `neuralop-mp train`'s for model.fno_block_precision
+        report.note(precision_warning)
     # the script's own mode (no precision given) is noted as its model is built (make_get_model)
     off_note = (intercept.stabilizer_off_note(intercept.options_policy(options), options, prefix)
                 if options["precision"] is not None else None)
@@ -368,10 +413,10 @@ def _activate(options, prefix=""):
         for module, name in GET_MODEL_SITES:
             patches.set_module_attr(module, name, get_model)
 
-        trainer_cls = intercept.make_trainer_class(options, report, parts)
+        trainer_cls = intercept.make_trainer_class(options, report, parts, prefix=prefix)
         for module, name in TRAINER_SITES:
             patches.set_module_attr(module, name, trainer_cls)
-        incremental_cls = incremental_trainer_class(IncrementalMixedPrecisionTrainer, trainer_cls)
+        incremental_cls = incremental_trainer_class(IncrementalMixedPrecisionTrainer, trainer_cls, report)
         for module, name in INCREMENTAL_TRAINER_SITES:
             patches.set_module_attr(module, name, incremental_cls)
 
@@ -397,13 +442,27 @@ def _activate(options, prefix=""):
     return report
 
 
-def incremental_trainer_class(incremental_base, trainer_cls):
+def incremental_trainer_class(incremental_base, trainer_cls, report=None):
     """What ``neuralop.training.IncrementalFNOTrainer`` is while the plugin is enabled: the plugin's
     ``incremental_base`` (:class:`~neuralop_mp.training.incremental.IncrementalMixedPrecisionTrainer`,
     upstream's incremental arguments and algorithms) before the activation's ``Trainer`` stand-in
     ``trainer_cls``, whose constructor it reaches in the MRO: a script's incremental trainer gets the
-    precision settings, checks and report entry a script's ``Trainer`` gets."""
+    precision settings, checks and report entry a script's ``Trainer`` gets. With ``report``, a refusal
+    of its own arguments (before that constructor) is recorded there as the stand-in's are."""
+    import functools
+
+    from .intercept import refusal_recorded
+
+    @functools.wraps(incremental_base.__init__)
+    def __init__(self, *args, **kwargs):
+        if report is None:
+            return incremental_base.__init__(self, *args, **kwargs)
+        report.reached = True
+        with refusal_recorded(report, self):
+            incremental_base.__init__(self, *args, **kwargs)
+
     return type("IncrementalFNOTrainer", (incremental_base, trainer_cls), {
+        "__init__": __init__,
         "__doc__": ("neuraloperator's IncrementalFNOTrainer, replaced by neuralop_mp while the plugin is enabled: "
                     f"{incremental_base.__name__} with the precision settings of the activation "
                     f"({(trainer_cls.__doc__ or '').split(': ', 1)[-1]})"),

@@ -27,7 +27,7 @@ from ..vocabulary import (HALF_DTYPES, PRECISION_MODES, RECOMPUTE_MODES, SPECTRA
                           normalize_flag, normalize_stabilizer_request, plain_text)
 from .activation import _enable_keywords, _enabled_checked, _validated_options, optimizer_replacement_reason
 from .static_check import describe_plan, scan_source, start_warnings
-from .summary import format_summary, zencfg_cause
+from .summary import flags_after_separator_cause, format_summary, script_folder_cause, zencfg_cause
 from .upstream_scripts import refusal_reason
 
 def usage():
@@ -274,6 +274,17 @@ def _check_report_path(report_path):
         raise UsageError(str(error)) from None
 
 
+def _script_line(error, script):
+    """``"train.py, line 120: "``: the last line of ``script`` that ``error`` passed through ("" for none)."""
+    try:
+        target = Path(script).resolve()
+        lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+                 if Path(frame.filename).resolve() == target]
+    except (OSError, ValueError):
+        return ""
+    return f"{Path(script).name}, line {lines[-1]}: " if lines else ""
+
+
 def _write_report(report, report_path):
     """Write the report as JSON; False, after one message on stderr, when it cannot be written."""
     try:
@@ -368,7 +379,13 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
             except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM (main) ends the script, not the run: the
                 status, interrupted = exit_status(interrupt), True  # summary and report follow, exit 130 / 143
             except Exception as exc:  # the script's own failure: report it like Python would
-                traceback.print_exc()
+                refusal = report.refused_trainer(exc)
+                if refusal is not None and isinstance(exc, (ValueError, TypeError)):
+                    # a Trainer refusing its arguments (the options' among them) is said as the refusal it is
+                    print(f"neuralop-mp run: error: {_script_line(exc, path)}neuralop.Trainer ({refusal['class']}) "
+                          f"refused to be created: {exc}", file=sys.stderr)
+                else:
+                    traceback.print_exc()
                 status, error = 1, exc
     finally:
         added = [p for p in sys.path if p and p not in saved_path]
@@ -383,9 +400,10 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
             if _under(getattr(sys.modules[name], "__file__", None), folders):
                 del sys.modules[name]
     report.record_end(status, error, interrupted)
-    cause = None if report.models else zencfg_cause(error)  # a script that failed before it built a model
-    if cause is not None:
-        report.note(cause)  # the summary's last warning, after the script's traceback
+    if not report.models and status != 0 and not interrupted:  # a script that failed before it built a model: why
+        causes = (zencfg_cause(error), script_folder_cause(error, path), flags_after_separator_cause(script_args))
+        for cause in filter(None, causes):
+            report.note(cause)  # the summary's last warnings, after the script's traceback
     # under torchrun every rank runs the script; one writes the report and prints the summary. The report
     # first: a summary that meets a closed output (`| head`) stops the command there, and must not lose it
     printer = launch_rank() == 0

@@ -9,6 +9,7 @@ they build with :mod:`neuralop_mp.build_steps`, the steps ``neuralop-mp train`` 
 import inspect
 import threading
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -154,13 +155,45 @@ def trainer_schedule(options):
 _NONE_IS_DEFAULT = ("precision_schedule", "half_dtype")
 
 
-def make_trainer_class(options, report, parts):
+@contextmanager
+def refusal_recorded(report, trainer):
+    """A block that builds ``trainer`` (a trainer stand-in under construction): an exception its
+    constructor raises is recorded in ``report`` (:meth:`ActivationReport.record_trainer_refusal`),
+    so the summary says the trainer refused and why, not that the script never created one; the
+    exception goes on to the script."""
+    try:
+        yield
+    except Exception as error:
+        report.record_trainer_refusal(type(trainer).__name__, error)
+        raise
+
+
+def check_schedule_fits(schedule, options, n_epochs, prefix=""):
+    """Refuse, naming both, the activation's ``schedule`` where the ``n_epochs`` the script gives its
+    trainer never reach its last phase (``--mp.schedule half@5,full`` with the script's ``--opt.n_epochs
+    2``): the trainer's own message names neither the option nor the script's setting. A count that is
+    no count (0, 2.5) is left to the trainer's check, which names it."""
+    from ..vocabulary import is_integer
+
+    if not is_integer(n_epochs) or int(n_epochs) < 1:
+        return
+    try:
+        schedule.check_fits(int(n_epochs), warn=False)  # the trainer warns of the phases it skips
+    except (TypeError, ValueError) as error:
+        typed = options.get("schedule_as_given") or str(schedule)
+        raise ValueError(f"{prefix}schedule {typed!r} does not fit the script's n_epochs={n_epochs!r} (what it passes "
+                         f"to Trainer): {error}") from None
+
+
+def make_trainer_class(options, report, parts, prefix=""):
     """A ``Trainer`` subclass of :class:`MixedPrecisionTrainer` bound to ``options``.
 
     It takes upstream ``Trainer``'s constructor arguments; the schedule, half dtype,
     loss scaling and update in backward of the activation are filled in unless the
     script passes them (a ``precision_schedule`` or ``half_dtype`` of None counts as not
-    passed: None is the trainer's default for them).
+    passed: None is the trainer's default for them). A constructor that raises is recorded
+    in ``report`` (:func:`refusal_recorded`); ``prefix`` names the options in its messages as
+    the caller wrote them (``--mp.`` on the command line).
     """
     schedule = trainer_schedule(options)
     precision_kwargs = build_steps.trainer_precision_kwargs(
@@ -175,6 +208,29 @@ def make_trainer_class(options, report, parts):
 
         def __init__(self, *args, **kwargs):
             report.reached = True
+            with refusal_recorded(report, self):
+                own_schedule = self._construct_from_script_arguments(args, kwargs)
+            model = kwargs.get("model", args[0] if args else None)
+            # the script's own autocast flag, where the schedule of --mp.precision/--mp.schedule overrules it:
+            # the trainer warns as the run starts, the summary says it again
+            if self.overruled_autocast:
+                report.note(self.overruled_autocast)
+            entry = report.record_trainer(self, schedule=kwargs["precision_schedule"])
+            if model is not None:
+                entry.update(trained_model_entry(model, report, parts))
+            # compared as schedules: the script's "paper" is the option's half:0.25,mixed:0.5,full:0.25
+            kept = (own_schedule is not None and schedule is not None
+                    and self.precision_schedule != PrecisionSchedule.from_config(schedule))
+            entry["schedule_from"] = ("the script" if own_schedule is not None
+                                      else "options" if schedule is not None else None)
+            if kept:
+                report.note(f"the script passes its own precision_schedule={str(own_schedule)!r} to "
+                            f"{type(self).__name__}: it was kept, and the requested "
+                            f"{requested_precision(options, schedule)} was NOT applied to that trainer.")
+
+        def _construct_from_script_arguments(self, args, kwargs):
+            """The plugin's trainer built from the script's arguments (``kwargs`` filled in with the
+            activation's settings, in place); returns the schedule the script passed itself, or None."""
             for key in _NONE_IS_DEFAULT:
                 if key in kwargs and kwargs[key] is None:
                     del kwargs[key]
@@ -196,26 +252,13 @@ def make_trainer_class(options, report, parts):
                     "place of a SpectralConv(...) a module of your own creates), or run without "
                     "--mp.precision/--mp.schedule."
                 )
+            if own_schedule is None and schedule is not None and "n_epochs" in kwargs:
+                check_schedule_fits(schedule, options, kwargs["n_epochs"], prefix)
             kwargs.setdefault("precision_schedule", schedule)
             for key, value in precision_kwargs.items():
                 kwargs.setdefault(key, value)
             super().__init__(*args, **kwargs)
-            # the script's own autocast flag, where the schedule of --mp.precision/--mp.schedule overrules it:
-            # the trainer warns as the run starts, the summary says it again
-            if self.overruled_autocast:
-                report.note(self.overruled_autocast)
-            entry = report.record_trainer(self, schedule=kwargs["precision_schedule"])
-            if model is not None:
-                entry.update(trained_model_entry(model, report, parts))
-            # compared as schedules: the script's "paper" is the option's half:0.25,mixed:0.5,full:0.25
-            kept = (own_schedule is not None and schedule is not None
-                    and self.precision_schedule != PrecisionSchedule.from_config(schedule))
-            entry["schedule_from"] = ("the script" if own_schedule is not None
-                                      else "options" if schedule is not None else None)
-            if kept:
-                report.note(f"the script passes its own precision_schedule={str(own_schedule)!r} to "
-                            f"{type(self).__name__}: it was kept, and the requested "
-                            f"{requested_precision(options, schedule)} was NOT applied to that trainer.")
+            return own_schedule
 
         # Each train() call starts a new history list (a resume then fills it with the saved one):
         # the report keeps the epochs of the list that is replaced, and finish() those of the last.

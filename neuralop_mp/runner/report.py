@@ -56,6 +56,10 @@ class ActivationReport:
     datasets : list of dict
         One entry per dataset read offline: ``dataset``, ``root``, ``files``,
         ``download_requested``.
+    trainer_refusals : list of dict
+        One entry per trainer constructor that raised (the plugin's ``Trainer`` refusing the
+        script's arguments, or the activation's settings beside them): ``class`` and ``error``
+        (the exception's type and the first line of its message).
     notes : list of str
         Things that were requested but could not be applied, in words.
     information : list of str
@@ -75,6 +79,8 @@ class ActivationReport:
         self.trainers = []
         self.optimizers = []
         self.datasets = []
+        self.trainer_refusals = []
+        self._refused = []  # the exceptions of trainer_refusals, until finish(): which ones the script met
         self.notes = []
         self.information = []
         self.reached = False  # the plugin's get_model, Trainer or AdamW was called (even if it then raised)
@@ -164,6 +170,25 @@ class ActivationReport:
         self.datasets.append(entry)
         return entry
 
+    def record_trainer_refusal(self, trainer_class, error):
+        """A trainer constructor of class ``trainer_class`` (its name) that raised ``error``: the summary
+        says the trainer refused and why, not that the script never created one. Once per exception
+        (an incremental trainer's constructor runs the plain stand-in's)."""
+        if any(seen is error for seen in self._refused):
+            return
+        self._refused.append(error)
+        reason = (str(error).strip().splitlines() or [""])[0]
+        self.trainer_refusals.append({"class": trainer_class,
+                                      "error": f"{type(error).__name__}: {reason}" if reason else type(error).__name__})
+
+    def refused_trainer(self, error):
+        """The entry of :attr:`trainer_refusals` for ``error`` (the exception the script ended with),
+        or None where no trainer constructor raised it; only before :meth:`finish`."""
+        for seen, entry in zip(self._refused, self.trainer_refusals):
+            if seen is error:
+                return entry
+        return None
+
     def record_end(self, exit_status, error=None, interrupted=False):
         """How the script ended: its exit status, the exception it raised, a Ctrl-C."""
         self.exit_status = int(exit_status)
@@ -193,6 +218,7 @@ class ActivationReport:
         for entry, trainer in self._trainer_refs:
             entry["history"] = [h for call in entry["calls"] for h in call["history"]]
         self._trainer_refs = []
+        self._refused = []  # their tracebacks hold the script's frames
         from ..models.pointwise_tiles import describe_pointwise_tiles
 
         for entry, ref in zip(self.models, self._model_refs):
@@ -225,6 +251,7 @@ class ActivationReport:
             "trainers": self.trainers,
             "optimizers": self.optimizers,
             "datasets": self.datasets,
+            "trainer_refusals": self.trainer_refusals,
             "phases_seen": self.phases_seen(),
             "notes": self.notes,
             "information": self.information,

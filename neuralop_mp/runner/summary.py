@@ -4,6 +4,7 @@ The precision is told as ``neuralop-mp train`` tells it (the same functions): ea
 its autocast and resolved half type, and what the spectral layers computed on the device
 (:func:`neuralop_mp.train_report.precision_as_run`: "half" runs as "mixed" off CUDA).
 """
+import os
 import re
 import traceback
 from pathlib import Path
@@ -144,6 +145,50 @@ def zencfg_cause(error):
             f"field {match[1]}.{match[2]}: it has no default): pip install '{ZENCFG_REQUIREMENT}'")
 
 
+def script_folder_cause(error, script, cwd=None):
+    """One line for a script that could not import a module kept beside its own folder, or None.
+
+    neuraloperator's scripts import their configs with ``sys.path.insert(0, "../")``: ``../``
+    of the working directory, which is the folder beside ``scripts/`` only when the script is
+    run from inside ``scripts/``. From elsewhere (``neuralop-mp run scripts/train_darcy.py``)
+    the import fails with "No module named 'config'", which says neither why nor where to run it.
+    Told so only for a :class:`ModuleNotFoundError` whose module is in the script folder's parent
+    while the working directory (``cwd``, default the current one) is another folder.
+    """
+    name = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
+    if not name:
+        return None
+    folder = Path(script).resolve().parent
+    top = name.partition(".")[0]
+    beside = folder.parent / top
+    if not (beside.is_dir() or beside.with_suffix(".py").is_file()):
+        return None
+    here = Path(cwd or Path.cwd()).resolve()
+    if here == folder:
+        return None
+    shown = os.path.relpath(folder, here)
+    shown = shown if not shown.startswith(os.pardir * 2) else str(folder)  # far away: the whole path
+    return (f"{Path(script).name} imports {top!r} through '../' of the working directory, which reaches {beside} only "
+            f"from inside {folder.name}/: run it from its {folder.name}/ folder (cd {shown}).")
+
+
+#: what our flags start with (neuralop_mp.runner.cli reads them before '--' in any of these spellings)
+_FLAG_STARTS = ("--mp.", "--mp-", "--mp_")
+
+
+def flags_after_separator_cause(script_args):
+    """One line for ``--mp.*`` flags given after ``--``, which went to the script, or None: a script
+    that stopped on them (zencfg's "Got key 'mp' that is not a valid field") names neither the flags nor
+    where they go."""
+    flags = [arg.partition("=")[0] for arg in script_args if arg.startswith(_FLAG_STARTS)]
+    if not flags:
+        return None
+    flags = list(dict.fromkeys(flags))
+    return (f"{', '.join(flags)} came after '--', so {'they' if len(flags) > 1 else 'it'} went to the script, not to "
+            "neuralop-mp run: the --mp.* flags go before '--' (neuralop-mp run SCRIPT.py --mp.precision mixed -- "
+            "SCRIPT ARGS).")
+
+
 def end_warnings(report):
     """What was requested but, judging from what was actually intercepted, did not happen, and
     the report's notes.
@@ -151,7 +196,9 @@ def end_warnings(report):
     The report's exit status tells a script that stopped early: one that failed or was
     interrupted before it built a model gets one line saying so, not the warnings about
     what a finished script should have built; one that stopped after its model without a
-    Trainer is told how it ended and that it had created none, not that it never creates one.
+    Trainer is told how it ended and that it had created none, not that it never creates one; one
+    whose ``Trainer(...)`` raised is told that the trainer refused to be created, and why (the
+    report's ``trainer_refusals``).
     A model the script built itself with the plugin's layers counts by what its trainer
     trained: the precision was applied to its plugin layers (the upstream layers beside them,
     which keep their own precision, are named).
@@ -184,7 +231,14 @@ def end_warnings(report):
                                 f"layer(s) that stayed in their own precision: {', '.join(names[:6])}"
                                 f"{f' and {len(names) - 6} more' if len(names) > 6 else ''}; only its "
                                 "MixedPrecisionSpectralConv layers took the requested precision.")
-    if not report.trainers:
+    refusal = report.trainer_refusals[-1] if report.trainer_refusals else None
+    if not report.trainers and refusal is not None:
+        # the script created one, whose constructor raised: what it refused, not that none was created
+        refused = f"neuralop.Trainer ({refusal['class']}) refused to be created ({refusal['error']})"
+        warnings.append(f"the script {ended} after its {refused}: no schedule or loss scaling was applied." if stopped
+                        else f"the script's {refused}, and it created no other: no schedule or loss scaling was "
+                             "applied.")
+    elif not report.trainers:
         # a script stopped early: how it ended, and that it had created none so far (not "never", nor
         # "before it created", which says it would have)
         warnings.append(f"the script {ended + ', and had not created' if stopped else 'never created'} "

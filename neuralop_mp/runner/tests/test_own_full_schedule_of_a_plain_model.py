@@ -52,8 +52,11 @@ def test_the_scripts_full_schedule_overrides_the_option(tmp_path, capsys, option
 def test_the_scripts_own_switching_schedule_is_refused_naming_it(tmp_path, capsys):
     status, captured = _run(tmp_path, capsys, "--mp.precision", "mixed", "--", "precision_schedule=half")
     assert status == 1
-    assert ("ValueError: precision_schedule='half' switches the spectral layers to ['half'], but FNO has no "
+    # the trainer's refusal as one line naming the script's line, not a traceback
+    assert ("neuralop-mp run: error: plain_fno.py, line 9: neuralop.Trainer (Trainer) refused to be created: "
+            "precision_schedule='half' switches the spectral layers to ['half'], but FNO has no "
             "MixedPrecisionSpectralConv layer") in captured.err, captured.err
+    assert "Traceback" not in captured.err
 
 
 def test_without_a_schedule_of_its_own_the_option_is_still_refused(tmp_path, capsys):
