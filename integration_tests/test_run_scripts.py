@@ -157,8 +157,8 @@ def test_upstream_train_darcy_runs_the_pointwise_work_in_tiles_where_they_engage
     work = result.report.models[0]["pointwise_work"]
     if torch.cuda.is_available():  # upstream's script trains on the GPU: whole grid, lifting/projection recompute
         assert work == ("tiles of at most 16384 grid points on CPU; lifting and projection recompute their hidden "
-                        "activation in backward (not on CPU); last forward: whole grid (not on CPU, one tile's "
-                        "worth of points, or not applicable)"), work
+                        "activation in backward (not on CPU); last forward: whole grid at once (it fit in one "
+                        "tile, or it ran off the CPU, where tiles do not apply)"), work
     else:
         # the default autocast scope keeps the pointwise layers in float32 on a CPU
         assert work == ("tiles of at most 16384 grid points on CPU; 1x1 convolutions as float32 matrix products; "

@@ -474,7 +474,13 @@ def public_name(path):
 class OneLineErrorParser(argparse.ArgumentParser):
     """An ``argparse`` parser whose usage errors are one line, as ``train`` and ``eval`` print
     theirs: argparse's own ``PROG: error: MESSAGE``, exit status 2, without the usage block it
-    prints first (3 to 9 lines before the line that says what is wrong; ``--help`` shows it)."""
+    prints first (3 to 9 lines before the line that says what is wrong; ``--help`` shows it).
+    Options are written in full (``allow_abbrev=False`` unless given): an abbreviation would be
+    taken for one option, and an option added later with the same prefix would make it ambiguous."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")

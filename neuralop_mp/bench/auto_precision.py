@@ -35,6 +35,7 @@ import warnings
 import torch
 
 from ..vocabulary import OneLineErrorParser, ignoring_upstream_unused_keys, plain_text
+from ..data.cli import non_negative_int
 from .cli import data_root_errors, fill_defaults, threads_type
 from .report import (add_output_arguments, header, markdown_table, refuse_partial_docs_update,
                      shown_command, write_results)
@@ -159,7 +160,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="1 seed, 2 epochs, 16 samples on half the grids, every recipe and dataset (seconds); "
                              "--seeds given as well win")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1; 0 with --quick")
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=None, help="default 0 1; 0 with --quick")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--threads", type=threads_type, default=1, metavar="N|auto",

@@ -33,7 +33,7 @@ import torch
 from neuralop.losses import H1Loss, LpLoss
 
 from ..vocabulary import OneLineErrorParser, ignoring_upstream_unused_keys
-from ..data.cli import positive_float, positive_int
+from ..data.cli import non_negative_int, positive_float, positive_int
 from ..models.mixed_precision_models import ignoring_unrecorded_precision
 from .cli import data_root_errors, fill_defaults, threads_type
 from .report import (add_output_arguments, fno_description, markdown_table, refuse_partial_docs_update,
@@ -141,7 +141,7 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", default=None, choices=list(DATASETS), help="default: all")
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--epochs", type=positive_int, default=None, help=f"default {DEFAULTS['epochs']}")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=None,
                         help="default " + " ".join(map(str, DEFAULTS["seeds"])))
     parser.add_argument("--n-train", type=positive_int, default=None, help=f"default {DEFAULTS['n_train']}")
     parser.add_argument("--n-test", type=positive_int, default=None, help=f"default {DEFAULTS['n_test']}")

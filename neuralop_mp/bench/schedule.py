@@ -29,7 +29,7 @@ import torch
 from neuralop.losses import H1Loss, LpLoss
 
 from ..vocabulary import OneLineErrorParser, ignoring_upstream_unused_keys
-from ..data.cli import positive_float, positive_int
+from ..data.cli import non_negative_int, positive_float, positive_int
 from .cli import data_root_errors, fill_defaults, threads_type
 from .report import (add_output_arguments, fno_description, markdown_table, refuse_partial_docs_update,
                      shown_command, timed_section, write_results)
@@ -107,7 +107,7 @@ def main(argv=None):
                         help="1 epoch, 1 seed, 64 training samples, runs full and mixed (seconds); --epochs, "
                              "--seeds, --n-train and --runs given as well override these")
     parser.add_argument("--epochs", type=positive_int, default=None, help=f"default {DEFAULTS['epochs']}")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=None,
                         help="default " + " ".join(map(str, DEFAULTS["seeds"])))
     parser.add_argument("--n-train", type=positive_int, default=None, help=f"default {DEFAULTS['n_train']}")
     parser.add_argument("--lr", type=positive_float, default=5e-3, help="default 5e-3")

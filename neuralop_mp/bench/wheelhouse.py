@@ -169,7 +169,8 @@ def _python_version(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="bash benchmarks/wheelhouse.sh", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="bash benchmarks/wheelhouse.sh", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("dir", metavar="DIR", help="the folder to write the wheels into (made if missing)")
     parser.add_argument("--python-version", type=_python_version, default="{}.{}".format(*sys.version_info[:2]),
                         help="the node's Python, MAJOR.MINOR (default: this one's)")

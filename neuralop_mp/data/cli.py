@@ -41,7 +41,7 @@ def _int_at_least(low, allowed):
 
 #: argparse type of a count (an integer >= 1); the bench commands use it too
 positive_int = _int_at_least(1, "positive integers")
-_non_negative_int = _int_at_least(0, "integers >= 0")
+non_negative_int = _int_at_least(0, "integers >= 0")
 
 
 def _number(text, accepted, allowed):
@@ -73,21 +73,18 @@ def finite_seconds(text):
 
 def build_parser(prog="neuralop-mp data"):
     """The argument parser of the ``data`` command."""
-    # no abbreviations: `--n-tr 4` would be taken for --n-train, and a later option sharing the
-    # prefix (--n-time beside --n-test) would turn a working command into an ambiguous one
-    parser = OneLineErrorParser(prog=prog, description="Generate PDE datasets offline, in neuraloperator's file layouts.",
-                                allow_abbrev=False)
+    parser = OneLineErrorParser(prog=prog, description="Generate PDE datasets offline, in neuraloperator's file layouts.")
     from .loaders import GENERATORS
 
     parser.add_argument("dataset", choices=tuple(GENERATORS), help="which dataset to generate")
     parser.add_argument("--root", default=None, help="output folder (default: $NEURALOP_MP_DATA or ~/.cache/neuralop_mp/data)")
     parser.add_argument("--res", type=positive_int, nargs="+", default=None,
                         help="stored resolutions (darcy: any >= 4; navier_stokes: powers of 2; burgers: >= 8)")
-    parser.add_argument("--n-train", type=_non_negative_int, default=None,
+    parser.add_argument("--n-train", type=non_negative_int, default=None,
                         help="training samples per resolution (0: no training file)")
-    parser.add_argument("--n-test", type=_non_negative_int, default=None,
+    parser.add_argument("--n-test", type=non_negative_int, default=None,
                         help="test samples per resolution (0: no test file)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="base seed (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="base seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate even if matching files exist")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     darcy = parser.add_argument_group("darcy")

@@ -411,5 +411,5 @@ def describe_pointwise_tiles(model):
     if products:
         text += f"; 1x1 convolutions as {' / '.join(sorted(str(d).replace('torch.', '') for d in products))} matrix products"
     if max(used) == 1:
-        return text + "; last forward: whole grid (not on CPU, one tile's worth of points, or not applicable)"
+        return text + "; last forward: whole grid at once (it fit in one tile, or it ran off the CPU, where tiles do not apply)"
     return text + f"; last forward: up to {max(used)} tiles per layer"
