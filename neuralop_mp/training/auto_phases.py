@@ -100,11 +100,12 @@ class AutoPrecisionPhases:
         decision was not measured for: no record. Records without ``schedule`` (older
         checkpoints) are matched by the phase's mode; those without ``conditions`` count as
         measured under other conditions."""
-        schedule = str(self.precision_schedule)
         for entry in reversed(self.history):
             record = entry.get("auto_precision")
             if record and entry.get("phase") == phase_index:
-                if record.get("phase_mode") == self.phase.mode and record.get("schedule", schedule) == schedule:
+                # an older checkpoint's text (shares to 12 digits) is this schedule too
+                if record.get("phase_mode") == self.phase.mode and (
+                        "schedule" not in record or self.precision_schedule.written_as(record["schedule"])):
                     return dict(record), _changed_conditions(record.get("conditions"), conditions)
                 return None, None
         return None, None

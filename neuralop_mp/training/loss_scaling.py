@@ -281,12 +281,19 @@ class ComplexGradScaler:
             self.last_step_skipped = False
         return True
 
-    def update(self):
+    def update(self, grow=True):
         """Adjust the scale after a step: back off on a step skipped for non-finite
         gradients (of any optimizer), grow after ``growth_interval`` finite steps in a row;
         a step skipped for a non-finite loss (:meth:`skip_step`) changes nothing. Clears the
         per-iteration state. Raises RuntimeError when nothing was stepped, unscaled or
-        skipped since the last update."""
+        skipped since the last update.
+
+        ``grow=False``: a finite step leaves the scale and its count of finite steps as they
+        are (a non-finite one still backs off). The trainer passes it in a phase where nothing
+        is computed or stored in float16: nothing there can overflow, so the scale would double
+        without limit, and the next float16 phase skip one step per doubling to come back
+        down. ``torch.amp.GradScaler.update`` has no such switch: it grows after every
+        ``growth_interval`` finite steps."""
         if not self._per_optimizer and not self._loss_skip:
             raise RuntimeError("update() found no step() since the last update(): call "
                                "scaler.scale(loss).backward() and scaler.step(optimizer) (or skip_step()) first.")
@@ -315,7 +322,7 @@ class ComplexGradScaler:
                     "the model overflows in float16: check the data for inf/NaN (neuralop_mp.data reports "
                     "them per sample), use half_dtype='bfloat16', enable the tanh stabilizer, encode the "
                     "inputs and outputs, train in full precision, or lower the learning rate.")
-        else:
+        elif grow:
             self.growth_tracker += 1
             if self.growth_tracker == self.growth_interval:
                 self.scale_value *= self.growth_factor

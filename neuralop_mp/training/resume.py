@@ -355,7 +355,11 @@ class TrainingStateCheckpoints:
         None. Only the epochs still to train count: a longer run of one phase moves nothing."""
         from .schedule import PrecisionSchedule
 
-        saved = PrecisionSchedule.from_config(saved_schedule)  # written by str(PrecisionSchedule)
+        current = self.precision_schedule
+        if current is not None and isinstance(saved_schedule, str) and current.written_as(saved_schedule):
+            saved = current  # an older checkpoint's shares, rounded to 12 digits, would move boundaries
+        else:
+            saved = PrecisionSchedule.from_config(saved_schedule)  # written by str(PrecisionSchedule)
 
         def phase(schedule, epoch, n_epochs):
             if schedule is None:

@@ -150,9 +150,18 @@ class PrecisionPhase:
         return self.mode == "full" and not self.autocast and self.stabilizer is None
 
     def __str__(self):
+        return self._text()
+
+    def _text(self, exact=True):
+        """The phase as :meth:`PrecisionSchedule.parse` reads it. A share is written with 12
+        significant digits where they read back as the same number (0.5 stays "0.5"), else
+        exactly (repr): a checkpoint stores the text, and a resume compares its boundaries with
+        this run's (1/3 as 0.333333333333 ends a phase of 3000 epochs one epoch earlier).
+        ``exact=False``: always 12 digits, as versions before exact shares wrote it."""
         text = self.mode
         if self.share is not None:
-            text += f":{self.share:.12g}"
+            share = f"{self.share:.12g}"
+            text += ":" + (share if not exact or float(share) == self.share else repr(self.share))
         elif self.end_epoch is not None:
             text += f"@{self.end_epoch}"
         if self.stabilizer != default_stabilizer(self.mode):
@@ -465,6 +474,12 @@ class PrecisionSchedule:
 
     def __str__(self):
         return ",".join(str(p) for p in self.phases)
+
+    def written_as(self, text):
+        """Whether ``text`` (a schedule a checkpoint or history holds) is this schedule: its
+        ``str()``, or the text versions before exact shares wrote for it (shares to 12
+        significant digits, which read back as other numbers for shares such as 1/3)."""
+        return text == str(self) or text == ",".join(p._text(exact=False) for p in self.phases)
 
     def __repr__(self):
         return f"PrecisionSchedule.parse({str(self)!r})"

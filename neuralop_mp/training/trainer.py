@@ -392,8 +392,12 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
     loss_scaling : {"auto", "dynamic", "none"} or bool
         "auto" scales the loss only when float16 is used (bfloat16 and float32 have
         float32's range): as the half type, or as storage, i.e. complex32 spectral
-        weights, whose gradients are float16 pairs. The non-finite guard runs in
-        every case.
+        weights, whose gradients are float16 pairs. Decided when the trainer is built and
+        again by each ``train()`` (the model may have been switched to float16 since), and
+        by a resume against its checkpoint. In a phase where nothing is computed or stored
+        in float16 the scale does not grow (nothing there overflows: the next float16 phase
+        would skip a step per doubling); a run without float16 anywhere grows it as
+        ``torch.amp.GradScaler`` does. The non-finite guard runs in every case.
     max_consecutive_skips : int, default 20
         Stop with a :class:`~.guarded_step.TrainingStopped` (a RuntimeError) after this many
         skipped steps in a row.
@@ -483,12 +487,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                     f"{type(model).__name__} has no MixedPrecisionSpectralConv layer; {NO_LAYER_HINT}")
         self._init_auto_precision(auto_precision, auto_precision_batches)
         self.scaler = ComplexGradScaler(enabled=self._scaling_enabled())
-        if self.update_in_backward:  # refused now, not after the data are loaded
-            from ..optim.update_in_backward import check_update_in_backward_settings
-
-            # a model the caller wrapped in DDP counts, whatever use_distributed says
-            check_update_in_backward_settings(loss_scaling=self.loss_scaling if self.scaler.enabled else False,
-                                              distributed=distributed.data_parallel(self.model, use_distributed))
+        self._check_update_in_backward(self.scaler.enabled)  # refused now, not after the data are loaded
         self._bar = None
         self._step_meter = None
         self._epoch_log = None  # during upstream's epoch loop: its log_training call, deferred
@@ -538,6 +537,35 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if self.loss_scaling == "auto":
             return self._uses_float16()
         return self.loss_scaling == "dynamic"
+
+    def _check_update_in_backward(self, scaling):
+        """With ``update_in_backward``: ValueError where the run scales its loss (``scaling``) or
+        runs on several ranks, naming the setting."""
+        if self.update_in_backward:
+            from ..optim.update_in_backward import check_update_in_backward_settings
+
+            # a model the caller wrapped in DDP counts, whatever use_distributed says
+            check_update_in_backward_settings(loss_scaling=self.loss_scaling if scaling else False,
+                                              distributed=distributed.data_parallel(self.model, self.use_distributed))
+
+    def _decide_loss_scaling(self):
+        """Decide whether the run that starts now scales its loss: "auto" again, as the model may
+        have been switched to float16 since the trainer was built (``set_precision`` after it,
+        complex32 weights converted later). A resume then decides once more, against its
+        checkpoint's scaler (``_load_scaler_state``), as it did before."""
+        scaling = self._scaling_enabled()
+        self._check_update_in_backward(scaling)  # before anything of the run changes
+        self.scaler.set_enabled(scaling)
+
+    def _scale_may_grow(self):
+        """Whether this epoch's finite steps may grow the loss scale: not in a phase where nothing
+        is computed or stored in float16 (e.g. "full" without autocast) of a run that uses float16
+        in another phase. Nothing overflows there, so the scale would double without limit and the
+        next float16 phase skip a step per doubling (``max_consecutive_skips`` of them stop the
+        run). A run without float16 anywhere ("dynamic" in bfloat16) grows it as torch's does."""
+        if not self.scaler.enabled or torch.float16 in self._half_dtypes() or self._float16_storage():
+            return True
+        return not self._uses_float16()
 
     def _current_precision(self):
         """(mode, stabilizer) the layers run in now, for the history."""
@@ -714,7 +742,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         finally:
             self._in_guarded_step = False
             self._close_step_meter()
-        self.scaler.update()
+        if stats["scale_grows"] is None:  # the epoch's first step: its phase is entered (on_epoch_start)
+            stats["scale_grows"] = self._scale_may_grow()
+        self.scaler.update(grow=stats["scale_grows"])
         if metered:
             stats["metered_step_taken"] = stepped  # a skipped step's peak is no other step's (_remember_memory)
         if stepped:
@@ -770,10 +800,10 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         # steps_before: the scaler's step count at the epoch's start (its steps since are the epoch's
         # batches, each step taken or skipped); batches: those with a finite loss; totals: what
         # _epoch_totals computed (once per epoch); memory_setting / metered_step_taken: see
-        # _memory_needs_measuring
+        # _memory_needs_measuring; scale_grows: _scale_may_grow, at the epoch's first step
         return dict(loss_sum=0.0, batches=0, steps_before=self.scaler.total_steps, samples=0, lasso_sum=0.0,
                     saved_bytes=None, step_peak_bytes=None, totals=None, calibration_skips=0,
-                    memory_setting=None, metered_step_taken=False)
+                    memory_setting=None, metered_step_taken=False, scale_grows=None)
 
     def _memory_setting(self, sample):
         """What the CPU meters' values of a first batch depend on: the precision the epoch runs in
@@ -1224,7 +1254,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         over (:attr:`auto_decisions` empty). What it keeps is what the caller hands over, as
         with upstream's Trainer: the model's weights (and, without a schedule, the layers'
         precision), and the optimizer, scheduler and regularizer objects as given, with
-        their states. A resume starts from the same blank state and loads the checkpoint's.
+        their states. ``loss_scaling="auto"`` is decided again for the model as it is now
+        (``update_in_backward`` refused where it scales). A resume starts from the same
+        blank state and loads the checkpoint's.
 
         ``scheduler`` may be None: no learning-rate schedule (upstream's loop would fail
         on it after the first epoch); such a run saves no ``scheduler.pt`` and resumes
@@ -1239,7 +1271,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             AssertionError), and for ``eval_modes`` with a key that is no ``test_loaders``
             key (upstream: that loader silently single-step) or a mode other than
             ``"single_step"`` and ``"autoregression"`` (upstream: an UnboundLocalError at
-            the first evaluation).
+            the first evaluation); and for ``update_in_backward`` where the run now scales
+            its loss (a model switched to float16 after the trainer was built).
         TypeError
             Before anything is trained or loaded, for an optimizer, scheduler or regularizer
             that a checkpoint to save or resume cannot hold (no ``state_dict`` /
@@ -1257,6 +1290,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         if save_every is not None or save_best is not None:
             checkpointing.check_save_dir(save_dir)  # fail now, not after the first epoch
         self._warn_schedule_overrides_layer_half_type()
+        self._decide_loss_scaling()
         self._start_new_run()
         if resume_from_dir is not None:
             # resume here rather than inside upstream's train(), so a finished run is detected
