@@ -133,7 +133,9 @@ def test_main_reports_usage_errors_with_status_2(capsys):
         (["--mp.tensorgrad_scale", "-1"], "Invalid --mp.tensorgrad_scale=-1.0; expected a finite number >= 0.0."),
         (["--mp.schedule", "half:2"], "Invalid --mp.schedule='half:2': "),
         (["--mp.precision", "mixed", "--mp.update_in_backward", "true", "--mp.loss_scaling", "dynamic"],
-         "--mp.update_in_backward=True cannot be combined with --mp.loss_scaling='dynamic'"),
+         "--mp.update_in_backward=True cannot be combined with --mp.loss_scaling='dynamic' (an overflow found "
+         "in a late layer cannot undo the updates already made to earlier ones; train in bfloat16 or float32, or "
+         "set --mp.loss_scaling='none')."),
         (["--mp.optimizer", "galore", "--mp.tensorgrad_nonfinite_grad", "skip", "--mp.update_in_backward", "true"],
          "--mp.update_in_backward=True cannot be combined with --mp.tensorgrad_nonfinite_grad='skip'"),
     ],
