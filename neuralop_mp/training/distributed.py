@@ -113,12 +113,17 @@ def check_same_on_all_ranks(**values):
             "the same length).")
 
 
-def mean_over_ranks(metrics):
-    """``metrics`` (a dict) with each number replaced by its mean over the ranks.
+def mean_over_ranks(metrics, counts=None):
+    """``metrics`` (a dict) with each number replaced by its mean over every rank's samples.
 
-    Each rank evaluates its shard of the test set (a DistributedSampler pads the
-    shards to equal sizes, so the plain mean is the whole set's mean up to the
-    padding). A collective; non-numeric entries are kept as they are.
+    Each rank evaluated its shard of a test set: its value of a metric is a mean over
+    ``counts[key]`` samples, so the ranks' values are weighted by those counts (shards of
+    unequal sizes: the mean over all their samples, not the mean of the ranks' means). A
+    key without a count weighs the same on every rank. A DistributedSampler pads the shards
+    to equal sizes by repeating samples: those count twice, which nothing here can undo.
+    One collective (every number and count in one all-reduce); every rank passes the same
+    numeric keys. Non-numeric entries are kept as they are; outside a group ``metrics``
+    itself is returned.
     """
     if not is_distributed():
         return metrics
@@ -126,8 +131,10 @@ def mean_over_ranks(metrics):
                   if (torch.is_tensor(v) and v.numel() == 1) or (isinstance(v, (int, float)) and not isinstance(v, bool)))
     if not keys:
         return metrics
-    totals = sum_over_ranks([float(metrics[k]) for k in keys])
-    return {**metrics, **{k: total / dist.get_world_size() for k, total in zip(keys, totals)}}
+    weights = [float((counts or {}).get(k, 1)) for k in keys]
+    totals = sum_over_ranks([float(metrics[k]) * w for k, w in zip(keys, weights)] + weights)
+    sums, weight_sums = totals[:len(keys)], totals[len(keys):]
+    return {**metrics, **{k: total / weight for k, total, weight in zip(keys, sums, weight_sums)}}
 
 
 def sum_over_ranks(values):

@@ -493,6 +493,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         self._epoch_log = None  # during upstream's epoch loop: its log_training call, deferred
         self._guarded_epochs = 0  # calls of our train_one_epoch: a subclass's own loop adds none
         self._in_guarded_step = False  # the one place the optimizer may step where steps are guarded
+        self._eval_sample_counts = {}  # per metric key, the samples it is the mean over (evaluate_all)
         if self.precision_schedule is None and self.has_mixed_precision_layers:
             self._layers_precision()  # layers in different precisions: refused now, not at the first epoch
         self._start_new_run()  # history, phase, autocast, epoch stats: a run's state
@@ -1203,16 +1204,28 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         _check_eval_mode("mode", mode)
         if mode == "autoregression":
             _check_rollout_ends(self, max_steps, "mode='autoregression' with max_steps=None")
-        return super().evaluate(loss_dict, data_loader, log_prefix=log_prefix, epoch=epoch, mode=mode,
-                                max_steps=max_steps)
+        errors = super().evaluate(loss_dict, data_loader, log_prefix=log_prefix, epoch=epoch, mode=mode,
+                                  max_steps=max_steps)
+        # the samples each metric is the mean over: evaluate_all weighs the ranks' shards by them
+        self._eval_sample_counts.update(dict.fromkeys(errors, self.n_samples))
+        return errors
 
     def evaluate_all(self, epoch, eval_losses, test_loaders, eval_modes, max_autoregressive_steps=None):
-        metrics = super().evaluate_all(epoch=epoch, eval_losses=eval_losses, test_loaders=test_loaders,
-                                       eval_modes=eval_modes, max_autoregressive_steps=max_autoregressive_steps)
-        if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
-            # each rank evaluated its shard: report (and pick save_best by) the mean over ranks,
-            # so every rank makes the same checkpoint decision
-            metrics = distributed.mean_over_ranks(metrics)
+        self._eval_sample_counts = {}
+        data_parallel = isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
+        # under DDP upstream's "Eval:" line (verbose) would print this rank's shard: printed below, over all ranks
+        verbose, self.verbose = self.verbose, self.verbose and not data_parallel
+        try:
+            metrics = super().evaluate_all(epoch=epoch, eval_losses=eval_losses, test_loaders=test_loaders,
+                                           eval_modes=eval_modes, max_autoregressive_steps=max_autoregressive_steps)
+        finally:
+            self.verbose = verbose
+        if data_parallel:
+            # each rank evaluated its shard: report (and pick save_best by) the mean over every rank's
+            # samples, so every rank makes the same checkpoint decision
+            metrics = distributed.mean_over_ranks(metrics, self._eval_sample_counts)
+            if self.verbose:
+                self.log_eval(epoch=epoch, eval_metrics=metrics)
         non_finite = []
         for key, value in metrics.items():
             if torch.is_tensor(value) or isinstance(value, (int, float)):
