@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..caller_frames import stacklevel_outside
-from ..vocabulary import check_choice, check_int_at_least
+from ..vocabulary import check_choice, check_each_once, check_int_at_least
 from . import burgers, navier_stokes
 from .burgers import burgers_settings, generate_burgers, generate_burgers_split
 from .cache import data_file, file_info, resolve_root
@@ -48,13 +48,16 @@ UPSTREAM_RESOLUTIONS = {"darcy": (16, 32, 64, 128, 421), "nsforcing": (128, 1024
 
 # Trailing spatial axes of the stored tensors (Burgers' y is (N, time, space)).
 SPATIAL_DIMS = {"darcy": 2, "nsforcing": 2, "burgers": 1}
+# Axes of the stored y between its samples and its spatial axes (Burgers' times); x has none.
+TIME_AXES = {"darcy": 0, "nsforcing": 0, "burgers": 1}
 
 # What each built-in loader's samples hold, known before any file is read (check_data_file checks
 # the stored tensors: one value per grid point): one input and one output channel, and the
 # dimensions of the target the model predicts (Burgers' whole space-time trajectory: 2).
 SAMPLE_LAYOUT = {"load_darcy": {"data_channels": 1, "out_channels": 1, "dims": SPATIAL_DIMS["darcy"]},
                  "load_navier_stokes": {"data_channels": 1, "out_channels": 1, "dims": SPATIAL_DIMS["nsforcing"]},
-                 "load_burgers": {"data_channels": 1, "out_channels": 1, "dims": SPATIAL_DIMS["burgers"] + 1}}
+                 "load_burgers": {"data_channels": 1, "out_channels": 1,
+                                  "dims": SPATIAL_DIMS["burgers"] + TIME_AXES["burgers"]}}
 
 #: each dataset's generator, by the name `neuralop-mp data` takes
 GENERATORS = {"darcy": generate_darcy, "navier_stokes": generate_navier_stokes, "burgers": generate_burgers}
@@ -104,7 +107,8 @@ def needed_files(train_resolution, test_resolutions, n_train, n_tests, test_batc
 
 
 def files_of_test_sets(test_resolutions, n_tests, test_batch_sizes):
-    """``[(resolution, "test", n_samples), ...]`` of the test sets, every value checked.
+    """``[(resolution, "test", n_samples), ...]`` of the test sets, every value checked (each
+    resolution once: a ValueError names a repeated one).
 
     ``test_batch_sizes`` must also have one entry per test resolution: checked here, before
     any file is generated, for the training loaders and the test sets alike.
@@ -118,6 +122,8 @@ def files_of_test_sets(test_resolutions, n_tests, test_batch_sizes):
         raise ValueError(f"test_batch_sizes={list(test_batch_sizes)} needs one entry per test resolution "
                          f"{test_resolutions}")
     test_resolutions = [check_int_at_least("test_resolutions entry", r, 2) for r in test_resolutions]
+    # one test set per resolution: the loaders key them by resolution, so a repeated one kept the last
+    check_each_once(f"test_resolutions={test_resolutions}", test_resolutions)
     n_tests = [check_int_at_least("n_tests entry", n, 1) for n in n_tests]
     return [(res, "test", n) for res, n in zip(test_resolutions, n_tests)]
 
@@ -244,7 +250,8 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
         raise FileNotFoundError(_missing_files_message(root, prefix, cli_name, needed, missing, physics, seed))
     for res, split, n in needed:
         path = data_file(root, prefix, split, res)
-        read[path] = check_data_file(path, res, n, SPATIAL_DIMS[prefix], data=read.get(path), split=split)
+        read[path] = check_data_file(path, res, n, SPATIAL_DIMS[prefix], data=read.get(path), split=split,
+                                     time_axes=TIME_AXES[prefix])
     return read
 
 

@@ -19,7 +19,7 @@ from ..caller_frames import stacklevel_outside
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..training.checkpointing import (METADATA_SUFFIX, PRECISION_STATE_FILE, STATE_DICT_SUFFIX, CheckpointError,
-                                      checkpoint_name, load_weights_only, loadable_save)
+                                      checkpoint_name, load_torch_files, load_weights_only, loadable_save)
 from .mixed_precision_models import (N_MODES_KEY, PLUGIN_MODEL_CLASSES, RECOMPUTE_DEFAULTS, build_in_settings,
                                      n_modes_key_taken, recompute_keys_taken, set_n_modes, set_recompute_settings)
 from .constructor_args import constructor_params, rebuilding_arguments
@@ -270,6 +270,14 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
         set from its ``precision_state.pt``, :func:`restore_trained_n_modes`, elsewhere an
         upstream class's checkpoint loads with its constructor's modes).
 
+    Raises
+    ------
+    FileNotFoundError
+        For a missing metadata or weights file, naming it.
+    CheckpointError
+        A RuntimeError naming the file, for one that torch cannot read (truncated, emptied,
+        overwritten) or weights that do not fit the model built.
+
     Notes
     -----
     Upstream's ``BaseModel`` records a model built with positional arguments
@@ -287,7 +295,23 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     """
     # a folder a crash left between the two renames of a save: its previous save, with a warning
     save_folder = loadable_save(save_folder)
-    metadata = read_checkpoint_metadata(save_folder, save_name)
+    metadata_path = Path(save_folder) / f"{save_name}{METADATA_SUFFIX}"
+    weights = Path(save_folder) / f"{save_name}{STATE_DICT_SUFFIX}"
+    context = f"Cannot load the model from {save_folder}"
+    metadata = _named_load(lambda: read_checkpoint_metadata(save_folder, save_name), metadata_path, context=context)
+    # built outside the wrapper: an error of the constructor (a subclass's own) is no fault of the files
     model = build_model(metadata, model_class, precision_policy=precision_policy)
-    model.load_checkpoint(save_folder, save_name, map_location=map_location)
+    _named_load(lambda: model.load_checkpoint(save_folder, save_name, map_location=map_location), weights,
+                metadata_path, context=context)
     return restore_trained_n_modes(model, save_folder, save_name, metadata)
+
+
+def _named_load(load, path, *others, context):
+    """``load()`` of the file ``path`` (with ``others``, what else its error may come from), a
+    damaged file refused with a :class:`CheckpointError` naming it, as
+    :func:`~neuralop_mp.run_folder.load_model_and_precision` does
+    (:func:`~neuralop_mp.training.checkpointing.load_torch_files`; torch's own errors name no
+    file). A missing ``path`` is left to ``load``, whose FileNotFoundError names it."""
+    if not path.exists():
+        return load()
+    return load_torch_files(load, path, *others, context=context)
