@@ -7,9 +7,10 @@ A config file sets such a key in one of three ways:
   as an attribute of the instance (:func:`stray_attributes`); zencfg 1.0 refuses it while the file
   runs, in a multi-line pydantic report (:func:`unknown_keyword_error` says it in this module's line);
 * a field of its own in a subclass of :class:`~.base.TrainConfig` (``n_epoch: int = 1`` in the class
-  body), which no step of the trainer reads. A section of the user's own (a config of a category other
-  than the plugin's sections, or a dict, e.g. upstream's ``WandbConfig``) is left alone: the trainer
-  reads none of it, so none of its keys is a misspelling of one it reads;
+  body), which no step of the trainer reads. An UPPER_CASE constant of the class body is no field; a
+  section of the user's own (a config of a category other than the plugin's sections, or a dict, e.g.
+  upstream's ``WandbConfig``) is left alone unless its name is a near-miss of one of the trainer's:
+  the trainer reads none of it, so none of its keys is a misspelling of one it reads;
 * a field of its own in a subclass of ``OptimizationConfig`` or ``PatchingConfig``, whose fields the
   trainer reads by name. A model section's fields are checked against its model's constructor
   (``validation._section_problem``), a data section's against its loader
@@ -59,6 +60,12 @@ def stray_attributes(section):
         return []
     fields = config_fields(section)
     return [name for name in vars(section) if not name.startswith("_") and name not in fields]
+
+
+def _constant(name):
+    """Whether a class-body name is a constant (UPPER_CASE, as PEP 8 writes them: ``EPOCHS = 1``
+    used by the fields below it), which no field of the trainer is or misspells: left alone."""
+    return name.isupper()
 
 
 def _own_section(value, annotation):
@@ -142,6 +149,7 @@ def check_config_fields(config):
     where = _file_of(config)
     top = list(config_fields(TrainConfig))
     extra = [name for name, (annotation, _) in config_fields(config).items() if name not in top
+             and not _constant(name)
              and (not _own_section(getattr(config, name, None), annotation) or _close(name, top))]
     known = [key for key in config_keys(config) if key.partition(".")[0] not in extra]
     for key, section in _sections(config):
@@ -155,12 +163,14 @@ def check_config_fields(config):
     if extra:
         raise ValueError(unknown_fields_message(
             type(config).__name__, extra, known, where, "no field of TrainConfig, the fields the trainer reads",
-            "Settings of your own go in a section of your own (a config class of another category, or a dict)."))
+            "Settings of your own go in a section of your own (a config class of another category, or a dict) "
+            "named apart from the trainer's sections; constants of the class body are written in UPPER_CASE."))
     _check_data_fields(getattr(config, "data", None), where)
     for name in top:
         section = getattr(config, name, None)
         base = next((c for c in _READ_BY_NAME if isinstance(section, c)), None)
-        own = [field for field in config_fields(section) if field not in config_fields(base)] if base else []
+        own = [field for field in config_fields(section)
+               if field not in config_fields(base) and not _constant(field)] if base else []
         if own:
             raise ValueError(unknown_fields_message(
                 type(section).__name__, [f"{name}.{field}" for field in own],

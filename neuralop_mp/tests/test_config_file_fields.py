@@ -127,3 +127,17 @@ def test_a_stray_keyword_of_a_users_own_section_is_refused_too(tmp_path, restore
     with pytest.raises(ValueError, match=r"^Unknown field (tracking\.)?projet of Tracking in .*Did you mean: "
                                          r"(tracking\.)?project\?"):
         load_config(f"{path}:Mine")
+
+
+def test_an_upper_case_constant_of_the_class_body_is_no_field(tmp_path):
+    # a constant the fields below it use (PEP 8's UPPER_CASE): no field of the trainer, nor a misspelt one
+    path = tmp_path / "constant.py"
+    path.write_text("from neuralop_mp.configs import DarcyConfig, OptimizationConfig\n\n"
+                    "class Mine(DarcyConfig):\n    EPOCHS = 3\n"
+                    "    opt: OptimizationConfig = OptimizationConfig(n_epochs=EPOCHS)\n")
+    assert load_config(f"{path}:Mine").opt.n_epochs == 3
+    # lower case it is a field of the class's own: refused, and the hint says how to write a constant
+    path.write_text(path.read_text().replace("EPOCHS", "epochs"))
+    with pytest.raises(ValueError, match=r"Unknown field epochs of Mine .* constants of the class body are "
+                                         r"written in UPPER_CASE"):
+        load_config(f"{path}:Mine")
