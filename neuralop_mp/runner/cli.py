@@ -274,6 +274,13 @@ def _check_report_path(report_path):
         raise UsageError(str(error)) from None
 
 
+def _raised_by_plugin(error):
+    """Whether ``error`` was raised in the plugin's own code (an argument check of its trainer), not
+    inside upstream's or torch's code, which a one-line message would leave without its traceback."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and _under(frames[-1].filename, (Path(__file__).resolve().parents[1],))
+
+
 def _script_line(error, script):
     """``"train.py, line 120: "``: the last line of ``script`` that ``error`` passed through ("" for none)."""
     try:
@@ -380,8 +387,9 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
                 status, interrupted = exit_status(interrupt), True  # summary and report follow, exit 130 / 143
             except Exception as exc:  # the script's own failure: report it like Python would
                 refusal = report.refused_trainer(exc)
-                if refusal is not None and isinstance(exc, (ValueError, TypeError)):
-                    # a Trainer refusing its arguments (the options' among them) is said as the refusal it is
+                if refusal is not None and isinstance(exc, (ValueError, TypeError)) and _raised_by_plugin(exc):
+                    # a Trainer refusing its arguments (the options' among them) is said as the refusal it is;
+                    # an error inside upstream's constructor (or torch's) keeps its traceback
                     print(f"neuralop-mp run: error: {_script_line(exc, path)}neuralop.Trainer ({refusal['class']}) "
                           f"refused to be created: {exc}", file=sys.stderr)
                 else:

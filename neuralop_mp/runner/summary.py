@@ -210,9 +210,12 @@ def end_warnings(report):
     # a model the script built itself with the plugin's layers (MixedPrecisionFNO(...), conv_module=...) and
     # handed to a trainer: what that trainer trained is what tells whether the precision was applied
     trained = [t for t in report.trainers if t.get("plugin_layers")]
+    refusal = report.trainer_refusals[-1] if report.trainer_refusals else None
     if not report.models and not trained and stopped:
-        return [f"the script {ended} before it built a model through neuralop.get_model: nothing ran with the "
-                "plugin."] + report.notes
+        refused = (f" (its neuralop.Trainer ({refusal['class']}) refused to be created: {refusal['error']})"
+                   if refusal is not None else "")
+        return [f"the script {ended} before it built a model through neuralop.get_model{refused}: nothing ran "
+                "with the plugin."] + report.notes
     warnings = []
     wants_precision = options.get("precision") not in (None, "full") or options.get("schedule") is not None
     if not report.models:
@@ -231,7 +234,6 @@ def end_warnings(report):
                                 f"layer(s) that stayed in their own precision: {', '.join(names[:6])}"
                                 f"{f' and {len(names) - 6} more' if len(names) > 6 else ''}; only its "
                                 "MixedPrecisionSpectralConv layers took the requested precision.")
-    refusal = report.trainer_refusals[-1] if report.trainer_refusals else None
     if not report.trainers and refusal is not None:
         # the script created one, whose constructor raised: what it refused, not that none was created
         refused = f"neuralop.Trainer ({refusal['class']}) refused to be created ({refusal['error']})"

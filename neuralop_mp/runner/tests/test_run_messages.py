@@ -223,3 +223,22 @@ def test_mp_flags_after_the_separator_are_told_to_go_before_it(fake_parts, tmp_p
     assert main([str(script), "--", "--mp.precision", "mixed"]) == 0
     assert "came after '--'" not in capsys.readouterr().out
     assert summary.flags_after_separator_cause(["--opt.n_epochs", "2", "--mpx"]) is None
+
+
+def test_an_error_inside_upstreams_constructor_keeps_its_traceback_and_the_summary_names_it(
+        tmp_path, fake_parts, capsys):
+    # not one of our argument checks: upstream's Trainer fails on device=None; its traceback is the
+    # evidence, and the model built directly (not through get_model) still gets the trainer's error named
+    script = tmp_path / "direct.py"
+    script.write_text(textwrap.dedent("""
+        from neuralop.models import FNO
+        from neuralop.training import Trainer
+        model = FNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1)
+        Trainer(model=model, n_epochs=1, device=None)
+        """))
+    result = run_script(script, [], half_dtype="bfloat16")
+    captured = capsys.readouterr()
+    assert result.exit_status == 1 and isinstance(result.error, TypeError)
+    assert "Traceback (most recent call last)" in captured.err and "refused to be created" not in captured.err
+    assert ("before it built a model through neuralop.get_model (its neuralop.Trainer (Trainer) refused to be "
+            "created: TypeError: argument of type 'NoneType' is not iterable)") in captured.out, captured.out
