@@ -256,6 +256,13 @@ def check_real(key, value, low=None, high=None, low_open=False, high_open=False,
     raise error(f"Invalid {key}={value!r}; allowed values: {allowed}.")
 
 
+def setting_as_given(prefix, key, value):
+    """A setting as its caller writes it, for advice in a message: ``--mp.loss_scaling none`` where
+    ``prefix`` is a command line flag's (``"--mp."``), ``opt.loss_scaling='none'`` (a config key's
+    or a keyword's prefix) otherwise."""
+    return f"{prefix}{key} {value}" if prefix.startswith("-") else f"{prefix}{key}={value!r}"
+
+
 def none_if_null(value):
     """Map the spellings configs use for "no value" ("None", "none", "null", "") to None."""
     if isinstance(value, str) and value.strip().lower() in NULL_SPELLINGS:

@@ -35,6 +35,8 @@ What needs all gradients at once, and the answer here:
 """
 import torch
 
+from ..vocabulary import setting_as_given
+
 
 class UpdateInBackward:
     """Handle of the hooks :func:`enable_update_in_backward` registered; ``remove()``
@@ -81,11 +83,11 @@ def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, dis
     refused = []
     if max_grad_norm is not None:
         refused.append(f"{prefix}max_grad_norm={max_grad_norm!r} (global-norm clipping needs every gradient "
-                       f"before any update; use {prefix}max_grad_norm=None)")
+                       f"before any update; use {setting_as_given(prefix, 'max_grad_norm', None)})")
     if loss_scaling:
         refused.append(f"{prefix}loss_scaling={loss_scaling!r} (an overflow found in a late layer cannot undo the "
                        "updates already made to earlier ones; train in bfloat16 or float32, or set "
-                       f"{prefix}loss_scaling='none')")
+                       f"{setting_as_given(prefix, 'loss_scaling', 'none')})")
     if int(grad_accumulation_steps) != 1:
         refused.append(f"{prefix}grad_accumulation_steps={grad_accumulation_steps!r} (every micro-batch's "
                        "backward would step the weights; use 1)")

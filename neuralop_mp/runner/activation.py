@@ -55,7 +55,7 @@ from ..caller_frames import stacklevel_outside
 from ..layers.weight_storage import normalize_spectral_weight_dtype
 from ..optim.settings import CONFIG_OPTIONS
 from ..vocabulary import (PRECISION_MODES, check_choice, normalize_flag, normalize_half_dtype, normalize_recompute,
-                          normalize_recompute_chunk_points, normalize_stabilizer_request)
+                          normalize_recompute_chunk_points, normalize_stabilizer_request, setting_as_given)
 from .report import ActivationReport
 
 #: extra optimizer settings ``enable(optimizer_options=...)`` passes to the factory
@@ -235,12 +235,6 @@ def _validated_options(options, prefix=""):
     )
 
 
-def _as_given(prefix, key, value):
-    """A setting as the caller writes it: ``--mp.loss_scaling none`` on the command line (``prefix``
-    a flag's), ``loss_scaling='none'`` in a call of :func:`enable`."""
-    return f"{prefix}{key} {value}" if prefix.startswith("-") else f"{prefix}{key}={value!r}"
-
-
 def _float16_scaling_error(precision, half_dtype, schedule, schedule_as_given, spectral_weight_dtype, prefix=""):
     """The refusal of update in backward beside the trainer's default loss scaling, "auto", where the
     options alone tell that the trainer will scale the loss (it then refuses update in backward as the
@@ -256,19 +250,21 @@ def _float16_scaling_error(precision, half_dtype, schedule, schedule_as_given, s
     # the trainer's schedule: the one asked, else constant `precision`, whose "full" runs no half type
     runs_half = schedule.uses_half if schedule is not None else precision in ("mixed", "half")
     if half_dtype == "float16" and runs_half:
-        asked = (_as_given(prefix, "schedule", schedule_as_given) if schedule is not None
-                 else _as_given(prefix, "precision", precision))
-        causes.append(f"{_as_given(prefix, 'half_dtype', 'float16')} with {asked} computes in float16")
+        asked = (setting_as_given(prefix, "schedule", schedule_as_given) if schedule is not None
+                 else setting_as_given(prefix, "precision", precision))
+        causes.append(f"{setting_as_given(prefix, 'half_dtype', 'float16')} with {asked} computes in float16")
     if spectral_weight_dtype == "complex32":
-        causes.append(f"{_as_given(prefix, 'spectral_weight_dtype', 'complex32')} stores the spectral weights in "
-                      "float16's range")
+        causes.append(f"{setting_as_given(prefix, 'spectral_weight_dtype', 'complex32')} stores the spectral "
+                      "weights in float16's range")
     if not causes:
         return None
-    other = f"use {_as_given(prefix, 'half_dtype', 'bfloat16')}, " if half_dtype == "float16" and runs_half else ""
-    return (f"{_as_given(prefix, 'update_in_backward', 'true' if prefix.startswith('-') else True)} cannot be "
+    bfloat16 = setting_as_given(prefix, "half_dtype", "bfloat16")
+    other = f"use {bfloat16}, " if half_dtype == "float16" and runs_half else ""
+    return (f"{setting_as_given(prefix, 'update_in_backward', 'true' if prefix.startswith('-') else True)} cannot be "
             f"combined with loss scaling: {' and '.join(causes)}, so the trainer's loss scaling 'auto' (its default) "
             "scales the loss, and an overflow found in a late layer cannot undo the updates already made to earlier "
-            f"ones. Add {_as_given(prefix, 'loss_scaling', 'none')}, {other}or leave {prefix}update_in_backward out.")
+            f"ones. Add {setting_as_given(prefix, 'loss_scaling', 'none')}, {other}or leave {prefix}update_in_backward "
+            "out.")
 
 
 def optimizer_replacement_reason(options, prefix=""):

@@ -135,7 +135,7 @@ def test_main_reports_usage_errors_with_status_2(capsys):
         (["--mp.precision", "mixed", "--mp.update_in_backward", "true", "--mp.loss_scaling", "dynamic"],
          "--mp.update_in_backward=True cannot be combined with --mp.loss_scaling='dynamic' (an overflow found "
          "in a late layer cannot undo the updates already made to earlier ones; train in bfloat16 or float32, or "
-         "set --mp.loss_scaling='none')."),
+         "set --mp.loss_scaling none)."),
         (["--mp.optimizer", "galore", "--mp.tensorgrad_nonfinite_grad", "skip", "--mp.update_in_backward", "true"],
          "--mp.update_in_backward=True cannot be combined with --mp.tensorgrad_nonfinite_grad='skip'"),
     ],
