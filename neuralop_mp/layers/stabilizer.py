@@ -14,7 +14,9 @@ of 4), where only the 16-bit kept spectrum of the same layer is saved for the pr
   the wide ``y`` and rounded to the layer's half type, times ``2**15`` (exact: a power of
   two) so that every nonzero float32 derivative, down to ``2**-23`` at ``|x| ~ 9``, is a
   normal float16 number: the same 2 bytes an entry, and a gradient
-  ``g d`` within ``u`` of torch's entry by entry, at every ``x``. Keeping ``y`` rounded
+  ``g d`` within ``u |g d|`` of the exact one entry by entry, plus float32's own rounding of
+  ``1 - y^2`` (a few ``2**-24 |g|``, as torch's float32 tanh backward; a float64 input's
+  derivatives below ``2**-39``, ``|x| > ~10.9``, round to 0). Keeping ``y`` rounded
   instead (as this module once did) puts an absolute error of about ``2u`` on ``d``:
   where tanh saturates ``d`` is far smaller than that (bfloat16's ``y`` is 1.0 from
   ``|x| ~ 3.5``, gradient 0), and the input gradient of a layer fed ``x = 4 + 0.5 randn``
@@ -80,7 +82,8 @@ def tanh_stabilizer(x, half=None, out_dtype=None, keep_input=False):
     For backward it keeps ``x`` itself where ``x`` is 16-bit or ``keep_input`` says the
     caller keeps ``x`` anyway (an FNO block's skip saves the same tensor), and recomputes
     tanh from it; else, with ``half`` a 16-bit dtype, tanh's derivative rounded to ``half``
-    (a gradient within ``half``'s unit roundoff of torch's, entry by entry);
+    (a gradient within ``half``'s unit roundoff of the exact one, entry by entry, plus float32's
+    rounding of the derivative);
     else the output, as ``torch.tanh``. Forward values are always those of ``torch.tanh``
     of the widened input, and from a kept input the gradient is torch's bit for bit.
     """
