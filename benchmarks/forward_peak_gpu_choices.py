@@ -42,7 +42,7 @@ def count(arch, variant, res, batch, hidden=64, modes=32):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--arch", default="FNO", choices=("FNO", "TFNO"))
     parser.add_argument("--res", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
