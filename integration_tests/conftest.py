@@ -59,6 +59,39 @@ def upstream_scripts(tmp_path_factory):
     return root / "scripts"
 
 
+@pytest.fixture
+def upstream_config(upstream_scripts, monkeypatch):
+    """upstream's ``config`` package (the copied one), imported in this process and dropped from
+    ``sys.modules`` afterwards (its modules' names would shadow another copy's)."""
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(upstream_scripts.parent))
+    try:
+        yield importlib.import_module("config")
+    finally:
+        for name in [m for m in sys.modules if m == "config" or m.startswith("config.")]:
+            del sys.modules[name]
+
+
+def upstream_config_classes(package):
+    """``(module name, class name, class)`` of every zencfg config class that upstream's ``config/``
+    package (``package``) defines, module by module."""
+    import importlib
+    import pkgutil
+
+    from zencfg import ConfigBase
+
+    for found in pkgutil.iter_modules(package.__path__):
+        try:
+            module = importlib.import_module(f"config.{found.name}")
+        except ImportError:  # test_config imports a module upstream does not ship
+            continue
+        for name, cls in vars(module).items():
+            if isinstance(cls, type) and issubclass(cls, ConfigBase) and cls.__module__ == module.__name__:
+                yield found.name, name, cls
+
+
 @pytest.fixture(scope="session")
 def darcy_root(tmp_path_factory):
     """A folder with darcy_{train,test}_{16,32}.pt generated offline (seeded)."""

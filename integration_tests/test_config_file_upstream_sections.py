@@ -4,42 +4,22 @@ stray keyword (zencfg 0.7's bookkeeping, ``_config_name`` and ``_target_class``,
 ``WandbConfig`` and ``DistributedConfig`` load as sections of a user's own in a TrainConfig
 subclass, their keys settable from the command line. In-process (upstream's configs need zencfg 0.7).
 """
-import importlib
-import pkgutil
-import sys
-
-import pytest
 from zencfg import ConfigBase
 
 from neuralop_mp.configs import config_keys, load_config
 from neuralop_mp.configs.unknown_fields import stray_attributes
 
-
-@pytest.fixture
-def upstream_config(upstream_scripts, monkeypatch):
-    """upstream's ``config`` package (the copied one), dropped from ``sys.modules`` afterwards."""
-    monkeypatch.syspath_prepend(str(upstream_scripts.parent))
-    try:
-        yield importlib.import_module("config")
-    finally:
-        for name in [m for m in sys.modules if m == "config" or m.startswith("config.")]:
-            del sys.modules[name]
+from .conftest import upstream_config_classes
 
 
 def _instances(package):
     """``{module.Class: instance}`` of every config class of upstream's ``config/`` that builds."""
     built = {}
-    for found in pkgutil.iter_modules(package.__path__):
+    for module, name, cls in upstream_config_classes(package):
         try:
-            module = importlib.import_module(f"config.{found.name}")
-        except ImportError:  # test_config imports a module upstream does not ship
+            built[f"{module}.{name}"] = cls()
+        except Exception:  # a base class with a required field (ModelConfig.arch)
             continue
-        for name, cls in vars(module).items():
-            if isinstance(cls, type) and issubclass(cls, ConfigBase) and cls.__module__ == module.__name__:
-                try:
-                    built[f"{found.name}.{name}"] = cls()
-                except Exception:  # a base class with a required field (ModelConfig.arch)
-                    continue
     return built
 
 
