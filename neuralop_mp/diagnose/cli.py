@@ -54,7 +54,7 @@ def _parser():
                    help="built-in dataset (default: the config's or run folder's; darcy for another checkpoint)")
     p.add_argument("--resolution", type=int, default=None,
                    help="working resolution N (default: the config's or run folder's train_resolution; "
-                        "16 for another checkpoint)")
+                        "16 for another checkpoint); darcy: >= 4, navier_stokes: powers of 2 >= 8, burgers: >= 8")
     p.add_argument("--n-samples", type=int, default=4, help="samples measured (default 4)")
     p.add_argument("--n-bands", type=int, default=None,
                    help=f"Fourier mode bands (default {DEFAULT_N_BANDS}, fewer where the grid holds fewer; "
@@ -103,6 +103,32 @@ def _check_n_bands(n_bands, model, resolution):
     return band_count([resolution] * layers[0].order, n_bands, key="--n-bands")
 
 
+def _check_resolution(loader_name, resolution, flag):
+    """``resolution`` (N, given as ``flag``), refused in one line naming ``flag`` and the rule where
+    it is below the smallest grid ``loader_name``'s dataset is generated at (Darcy 4, Navier-Stokes
+    and Burgers 8: the generators' own rule, :data:`~neuralop_mp.data.loaders.CHECK_RESOLUTION`),
+    before any data are generated; the load would name its own ``train_resolution`` (with the
+    bound of every dataset, 2) or the generator's. A resolution at or above that grid which the
+    generator refuses (Navier-Stokes: powers of 2) may be the user's own files: the load decides."""
+    from ..data.loaders import CHECK_RESOLUTION, LOADER_FILES
+
+    prefix, _, dataset = LOADER_FILES[loader_name]
+
+    def refusal(n):
+        try:
+            CHECK_RESOLUTION[prefix](n)
+        except (TypeError, ValueError) as error:
+            return str(error)
+        return None
+
+    smallest = next((n for n in range(1, 1025) if refusal(n) is None), 1)
+    if resolution >= smallest:
+        return resolution
+    rule = refusal(resolution).partition("allowed values: ")[2].rstrip(".") or f"integers >= {smallest}"
+    raise ValueError(f"Invalid {flag}={resolution}; allowed values for the {dataset} data: {rule} (the working "
+                     "resolution N; the test inputs are generated at 2N).")
+
+
 def _checkpoint_path(target):
     """The :class:`~neuralop_mp.run_folder.FoundCheckpoint` ``target`` names (``folder/NAME``, or a
     folder holding one, such as a ``neuralop-mp train`` run folder), else None (a config). Found
@@ -128,7 +154,10 @@ def _checkpoint_path(target):
 def _data_of(data, args):
     """(loader name, loader kwargs, N): those ``args`` give, else those of the config's data
     section ``data`` (its dataset and training resolution), else Darcy at 16."""
-    n = args.resolution or (data.train_resolution if data is not None else 16)
+    if args.resolution is not None:  # 0 too: a value, refused by _check_resolution
+        n = args.resolution
+    else:
+        n = data.train_resolution if data is not None else 16
     if data is None or args.data is not None:
         # none of the config's data settings but its folder: a --data.data_root given is kept with --data
         return LOADERS[args.data or "darcy"], {"data_root": getattr(data, "data_root", None)}, n
@@ -318,7 +347,7 @@ def main(argv=None):
     if unread:
         parser.error(unread)
     try:
-        for name in ("n_samples", "n_bands", "resolution"):
+        for name in ("n_samples", "n_bands"):  # --resolution: by its dataset's rule (_check_resolution)
             value = getattr(args, name)
             if value is not None and value < 1:
                 raise ValueError(f"Invalid --{name.replace('_', '-')}={value}; allowed values: integers >= 1.")
@@ -329,6 +358,8 @@ def main(argv=None):
             return _recipe_table(args, overrides)
         checkpoint = _checkpoint_path(args.target)
         model, loader, kwargs, n, name = _load(args, overrides, checkpoint)
+        if args.resolution is not None or checkpoint is None:  # a run's own resolution: the data it trained on
+            _check_resolution(loader, n, "--resolution" if args.resolution is not None else "data.train_resolution")
         out = Path(args.out or Path("diagnose") / name)
         check_out_folder(out)  # the default folder too, before the measurement (an explicit --out: when parsed)
         n_bands = _check_n_bands(args.n_bands, model, n)  # before the data are generated

@@ -13,7 +13,8 @@ of Fourier modes:
     layer's forward FFT sees (input and spectrum). bfloat16 has float32's range.
 
 The same comparisons are made at the model's output, including recipes that run the
-rest of the network under ``torch.autocast`` (plain autocast: autocast scope "model").
+rest of the network under ``torch.autocast`` (plain autocast: autocast scope "model",
+:data:`AUTOCAST_SCOPE_MEASURED`, whatever the model's own scope, which the result records).
 
 Layer inputs are recorded from one full-precision forward with the stabilizer
 switched off; a "+tanh" variant applies tanh to that recorded input, and its reference
@@ -31,13 +32,15 @@ import contextlib
 import torch
 
 from ..layers import product_paths
-from ..layers.autocast_scope import autocast_scope
+from ..layers.autocast_scope import autocast_scope, get_autocast_scope, scope_owners
 from ..layers.layer_precision import get_precision, mixed_precision_layers, precision
 from .bands import band_count, band_edges, band_errors, relative_error
 
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 HALF_MODES = ("mixed", "half")
 HALF_DTYPES = ("float16", "bfloat16")
+# the autocast scope of the model-level "+autocast" variants: plain autocast over the whole model
+AUTOCAST_SCOPE_MEASURED = "model"
 
 
 def variant_name(mode, half_dtype, tanh, autocast=False):
@@ -130,13 +133,34 @@ def _check_inputs(model, x_fine, n_bands):
                         + (f" of dtype {x_fine.dtype}" if torch.is_tensor(x_fine) else "") + ".")
     order = layers[0].order
     if x_fine.ndim != order + 2:
-        raise ValueError(f"x_fine has shape {tuple(x_fine.shape)}; allowed: (batch, channels) + {order} spatial axes.")
+        raise ValueError(_dimension_mismatch(model, order, tuple(x_fine.shape), alone=model is layers[0]))
     _check_channels(model, x_fine.shape[1])
     small = [s for s in x_fine.shape[2:] if s < 4 or s % 2]
     if small:
         raise ValueError(f"x_fine's spatial sizes {tuple(x_fine.shape[2:])} must be even and >= 4 "
                          "(the fine grid 2N is restricted to N by taking every other point).")
     return layers, order, _bands_asked(n_bands, [s // 2 for s in x_fine.shape[2:]])
+
+
+def _dimension_mismatch(model, order, shape, alone=False):
+    """Why inputs of ``shape`` do not fit ``model``, whose spectral layers transform ``order`` axes:
+    said as the model's and the data's dimensions, with the config key that sets the model's
+    (``model.n_modes``, UNO's ``model.uno_n_modes``; a spectral layer measured ``alone``: its
+    ``n_modes``), not as the shape of an argument the user of ``neuralop-mp diagnose`` never named."""
+    name = type(model).__name__
+    if len(shape) < 3:
+        return (f"The inputs have shape {shape}, not (batch, channels) + spatial axes; allowed: (batch, channels) + "
+                f"{order} spatial axes, the {order}-D data {name} takes.")
+    dims = len(shape) - 2
+    key = "n_modes" if alone else "each entry of model.uno_n_modes" if hasattr(model, "uno_n_modes") else "model.n_modes"
+
+    def entries(n):
+        return f"{n} {'entry' if n == 1 else 'entries'}"
+
+    return (f"{name} is {order}-D ({key} has {entries(order)}) and the data are {dims}-D (inputs of shape {shape}: "
+            f"batch, channels and {dims} spatial {'axis' if dims == 1 else 'axes'}); allowed: a model whose "
+            f"{key.removeprefix('each entry of ')} {'entries have' if key.startswith('each') else 'has'} "
+            f"{entries(dims)} for these data.")
 
 
 def _bands_asked(n_bands, coarse):
@@ -206,10 +230,12 @@ def measure(model, x_fine, *, n_bands=None, half_dtypes=HALF_DTYPES, modes=HALF_
     -------
     dict
         JSON-ready: ``resolution``, ``fine_resolution``, ``device``, ``notes``,
-        ``bands``, ``stabilizer`` (the model's own), ``layers`` (per layer: ``name``,
-        ``overflow``, ``discretization_error``, ``discretization_bands``,
+        ``bands``, ``stabilizer`` and ``autocast_scope`` (the model's own, as set: "auto"
+        unresolved; None where the models inside a container disagree), ``layers`` (per
+        layer: ``name``, ``overflow``, ``discretization_error``, ``discretization_bands``,
         ``precision`` ``{variant: {"error", "bands"}}``) and ``model`` (the same at the
-        output, with autocast variants).
+        output, with autocast variants measured with the scope its ``autocast_scope`` names,
+        :data:`AUTOCAST_SCOPE_MEASURED`).
     """
     x_fine, dropped = even_grid(x_fine)
     layers, order, n_bands = _check_inputs(model, x_fine, n_bands)
@@ -228,6 +254,7 @@ def measure(model, x_fine, *, n_bands=None, half_dtypes=HALF_DTYPES, modes=HALF_
             "n_samples": int(x_fine.shape[0]),
             "bands": [list(e) for e in edges],
             "stabilizer": model_stabilizer,
+            "autocast_scope": _own_autocast_scope(model),
             "notes": [],
             "layers": [],
         }
@@ -260,19 +287,26 @@ def measure(model, x_fine, *, n_bands=None, half_dtypes=HALF_DTYPES, modes=HALF_
     return result
 
 
+def _own_autocast_scope(model):
+    """The autocast scope ``model`` runs with as set ("auto" unresolved), None where the models
+    inside a container have different ones (nothing to name: each keeps its own)."""
+    scopes = {get_autocast_scope(owner) for owner in scope_owners(model)}
+    return scopes.pop() if len(scopes) == 1 else None
+
+
 def _model_level(model, x, y_full, y_fine, edges, order, modes, half_dtypes):
     device_type = x.device.type
     reference = {False: y_full}
     with precision(model, "full", stabilizer="tanh"):
         reference[True] = model(x).to(torch.float32)
-    out = {"precision": {}}
+    out = {"precision": {}, "autocast_scope": AUTOCAST_SCOPE_MEASURED}
     for mode in modes:
         for dtype in half_dtypes:
             for tanh in (False, True):
                 for autocast in (False, True):
                     # "+autocast" is plain autocast over the whole model, whatever the model's own scope
                     with precision(model, mode, half_dtype=dtype, stabilizer="tanh" if tanh else None), \
-                            autocast_scope(model, "model"), quiet_float16_cpu(dtype):
+                            autocast_scope(model, AUTOCAST_SCOPE_MEASURED), quiet_float16_cpu(dtype):
                         with torch.autocast(device_type, dtype=getattr(torch, dtype), enabled=autocast):
                             y = model(x).to(torch.float32)
                     ref = reference[tanh]

@@ -11,7 +11,9 @@ bfloat16 first elsewhere. Only the model's own stabilizer is considered: switchi
 tanh on or off changes the function the model computes.
 
 The model as a whole runs in one precision: the cheapest that every layer accepts. ``autocast`` is recommended when the model-level error with autocast
-also meets the rule against the model's discretization error.
+also meets the rule against the model's discretization error; that error was measured with
+autocast over the whole model (autocast scope "model"), so the ``train`` options then set that
+scope, unless the model's own scope is it on the device anyway (:func:`scope_to_train_with`).
 
 References
 ----------
@@ -20,8 +22,8 @@ References
 """
 import math
 
-from ..vocabulary import check_real
-from .measure import variant_name
+from ..vocabulary import check_real, resolve_autocast_scope
+from .measure import AUTOCAST_SCOPE_MEASURED, variant_name
 
 DEFAULT_FRACTION = 0.5
 DEFAULT_OVERFLOW_MARGIN = 16.0
@@ -149,6 +151,7 @@ def recommend(diagnosis, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_O
         key = variant_name(mode, dtype, tanh, autocast=True)
         measured = diagnosis["model"]["precision"].get(key)
         autocast = bool(measured) and _acceptable(measured["error"], fraction * model_disc)
+    scope = scope_to_train_with(diagnosis, device_type) if autocast else None
     stab = "/tanh" if tanh else "/notanh"
     ac = "/autocast" if autocast else "/noautocast"
     if mode == "half":
@@ -165,12 +168,25 @@ def recommend(diagnosis, *, fraction=DEFAULT_FRACTION, overflow_margin=DEFAULT_O
                          f"float16 without tanh only with overflow margin >= {overflow_margin:g}"},
         "layers": layers,
         "model": model,
-        "train_flags": train_flags(model),
+        "train_flags": train_flags(model, autocast_scope=scope),
         "schedule": schedule,
     }
 
 
-def train_flags(model):
+def scope_to_train_with(diagnosis, device_type):
+    """The autocast scope a run must be given (``--model.autocast_scope``) to autocast as the
+    model-level "+autocast" errors of ``diagnosis`` were measured: that scope (``diagnosis["model"]
+    ["autocast_scope"]``, "model"), or None where the model's own (``diagnosis["autocast_scope"]``)
+    resolves to it on ``device_type`` anyway ("model", or "auto" on CUDA). A diagnosis that does not
+    record the model's own scope (or whose models disagree) gets the scope named."""
+    measured = diagnosis["model"].get("autocast_scope", AUTOCAST_SCOPE_MEASURED)
+    own = diagnosis.get("autocast_scope")
+    if own is not None and resolve_autocast_scope(own, device_type) == measured:
+        return None
+    return measured
+
+
+def train_flags(model, autocast_scope=None):
     """The ``neuralop-mp train`` options that run a model as ``model`` (the ``"model"`` entry of
     :func:`recommend`) says, throughout training.
 
@@ -180,6 +196,9 @@ def train_flags(model):
     otherwise govern the run. ``model.stabilizer`` names the phase's stabilizer too ("none", typed:
     no stabilizer, or "tanh"): it replaces one the config sets, which beside a schedule that does
     not run it would be warned about as not applied; the same as the phase, it is not.
+    ``autocast_scope`` (with autocast only; None: the run's own) is given as ``model.autocast_scope``:
+    the scope the autocast error was measured with, where the run's own would be another
+    (:func:`scope_to_train_with`).
 
     Returns
     -------
@@ -193,5 +212,8 @@ def train_flags(model):
     flags = ["--model.fno_block_precision", mode]
     if dtype is not None:
         flags += ["--model.half_dtype", dtype]
-    return flags + ["--model.stabilizer", "tanh" if stabilizer else "none", "--opt.precision_schedule",
+    flags += ["--model.stabilizer", "tanh" if stabilizer else "none"]
+    if autocast and autocast_scope is not None:
+        flags += ["--model.autocast_scope", autocast_scope]
+    return flags + ["--opt.precision_schedule",
                     f"{mode}/{'tanh' if stabilizer else 'notanh'}/{'autocast' if autocast else 'noautocast'}"]

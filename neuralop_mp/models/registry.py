@@ -181,6 +181,9 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
                              "mixed_precision_layer=False.")
         return set_recompute_settings(cls(**model_cfg, **upstream_flags), recompute, chunk_points)
 
+    plugin_cls = PLUGIN_MODEL_CLASSES.get(arch)
+    if not ours and plugin_cls is None:  # the settings as given: before the mode's stabilizer is filled in
+        raise _no_mixed_precision_version(arch, cls, policy, schedule)
     # an unset stabilizer is the mode's default, as `neuralop-mp train` runs the config: tanh in
     # float16 "half" (precision_policy.auto_stabilizer, the rule of the schedule's phases too); "off" is none
     resolved = policy.with_mode_stabilizer(lambda: _run_device(config))
@@ -190,11 +193,29 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         # the settings the config gives (a subclass's constructor may pick its own for the others)
         settings = {key: value for key, value in policy.as_dict().items() if key in given}
         return set_recompute_settings(build_in_settings(cls, (), model_cfg, settings), recompute, chunk_points)
-    plugin_cls = PLUGIN_MODEL_CLASSES.get(arch)
-    if plugin_cls is None:
-        raise ValueError(
-            f"model.model_arch={arch!r} ({cls.__name__}) has no mixed-precision version, so it can only run "
-            f"in full precision (fno_block_precision='full', no schedule); mixed precision is available for: "
-            f"{', '.join(sorted(PLUGIN_MODEL_CLASSES))}."
-        )
     return set_recompute_settings(plugin_cls(**model_cfg, **policy.as_dict()), recompute, chunk_points)
+
+
+def _no_mixed_precision_version(arch, cls, policy, schedule):
+    """The ValueError for an architecture without a plugin class asked for the mixed-precision
+    layer: it names what asked for it, the ``policy`` keys not at their defaults and the
+    ``schedule`` (a key alone, e.g. ``model.half_dtype='bfloat16'``, is no request for "mixed",
+    and a message saying "only full precision" would not say which key to drop); where none did
+    (a caller's ``mixed_precision_layer=True``), the precision the architecture runs in."""
+    available = ", ".join(sorted(PLUGIN_MODEL_CLASSES))
+    head = f"model.model_arch={arch!r} ({cls.__name__}) has no mixed-precision version"
+    defaults = PrecisionPolicy.defaults()
+    # stabilizer "off" is upstream's None: it asks for no layer of ours (get_model builds upstream's model with it)
+    changed = {key: value for key, value in policy.as_dict().items()
+               if value != defaults[key] and not (key == "stabilizer" and value == "off")}
+    shown = [f"model.{key}={value!r}" for key, value in changed.items()]
+    if schedule:
+        shown.append(f"opt.precision_schedule={schedule!r}")
+    if not shown:
+        return ValueError(f"{head}, so it can only run in full precision (fno_block_precision='full', no schedule); "
+                          f"mixed precision is available for: {available}.")
+    it = "it" if len(shown) == 1 else "them"
+    kept = f" (default{'s' if len(changed) > 1 else ''}: {', '.join(f'model.{k}={defaults[k]!r}' for k in changed)})"
+    return ValueError(f"{head}: it runs as upstream's model, with the plugin's keys at their defaults, and the config "
+                      f"sets {', '.join(shown)}. Leave {it} out{kept if changed else ''}; mixed precision is available "
+                      f"for: {available}.")

@@ -116,13 +116,16 @@ def test_model_measurement_restores_settings_and_covers_every_layer():
         assert entry["precision"]["mixed-float16"]["error"] < entry["precision"]["mixed-bfloat16"]["error"] / 2
 
 
-@pytest.mark.parametrize("bad, error", [
-    (torch.randn(1, 4, 3, 16), ValueError),  # below 4 once evened (an odd 15 is evened to 14, with a note)
-    (torch.randn(1, 4, 16), ValueError),
-    (torch.zeros(1, 4, 16, 16, dtype=torch.long), TypeError),
+@pytest.mark.parametrize("bad, error, match", [
+    # below 4 once evened (an odd 15 is evened to 14, with a note)
+    (torch.randn(1, 4, 3, 16), ValueError, "x_fine's spatial sizes"),
+    # the dimensions said, not x_fine's shape: the user of `neuralop-mp diagnose` names no x_fine
+    (torch.randn(1, 4, 16), ValueError, r"^MixedPrecisionSpectralConv is 2-D \(n_modes has 2 entries\) and the data "
+                                        r"are 1-D \(inputs of shape \(1, 4, 16\)"),
+    (torch.zeros(1, 4, 16, 16, dtype=torch.long), TypeError, "x_fine"),
 ])
-def test_bad_inputs_are_refused(bad, error):
-    with pytest.raises(error, match="x_fine"):
+def test_bad_inputs_are_refused(bad, error, match):
+    with pytest.raises(error, match=match):
         measure(_dense_layer(), bad)
 
 
