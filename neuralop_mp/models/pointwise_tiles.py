@@ -273,17 +273,25 @@ def _runs_as_products(mlp):
 def _conv_after_tanh(conv, x):
     """``conv(tanh(x))``; our layer applies the tanh itself where nothing would notice that
     its call is bypassed, so that tanh's output is freed once widened for the FFT instead
-    of living through the layer."""
+    of living through the layer. Under recompute's "fourier" wrapper the layer's
+    ``forward_after_tanh`` is what is recomputed: the checkpoint keeps ``x`` alone, where
+    ``conv(tanh(x))`` would keep tanh's output beside the ``x`` tanh keeps."""
     if _plain_call(conv):
+        recomputed = conv.__dict__.get("forward")
+        if recomputed is not None:
+            return recomputed.run(MixedPrecisionSpectralConv.forward_after_tanh, x)
         return conv.forward_after_tanh(x)
     return conv(tanh_stabilizer(x, keep_input=True))
 
 
 def _plain_call(conv):
     # our own class (a subclass may change any step of the forward), called as it is
-    # defined: no forward replaced on the instance, not compiled, and no hook on it or
-    # global (``forward_after_tanh`` runs no ``Module.__call__``)
-    return (type(conv) is MixedPrecisionSpectralConv and "forward" not in conv.__dict__
+    # defined: no forward replaced on the instance but by recompute's wrapper of the class's
+    # forward (known by its marker: recompute imports this module), not compiled, and no
+    # hook on it or global (``forward_after_tanh`` runs no ``Module.__call__``)
+    forward = conv.__dict__.get("forward")
+    return (type(conv) is MixedPrecisionSpectralConv
+            and (forward is None or getattr(forward, "recomputes_class_forward", False))
             and getattr(conv, "_compiled_call_impl", None) is None and _unhooked([conv]))
 
 

@@ -36,7 +36,7 @@ from torch.utils.checkpoint import checkpoint
 from ..vocabulary import RECOMPUTE_MODES, normalize_recompute, normalize_recompute_chunk_points
 from .bound_forward import BoundToModule
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS, pointwise_in_chunks, pointwise_targets, split_points
-from .pointwise_tiles import mlp_piece_forward, reinstall_pointwise_tiles
+from .pointwise_tiles import _mlp_sliceable, mlp_piece_forward, reinstall_pointwise_tiles
 
 __all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "pointwise_targets", "recompute_chunk_points", "recompute_mode",
            "set_recompute"]
@@ -76,12 +76,18 @@ class _RecomputedForward(BoundToModule):
     """An instance-level ``forward`` that runs the class's forward under checkpoint."""
 
     _norms = None  # found at the first replay, not at each one (a copy's module is still being built here)
+    # how pointwise_tiles (imported by this module) knows it: it may recompute the layer's
+    # forward_after_tanh through run() instead
+    recomputes_class_forward = True
 
     def __call__(self, *args, **kwargs):
-        forward = type(self.module).forward
+        return self.run(type(self.module).forward, *args, **kwargs)
+
+    def run(self, function, *args, **kwargs):
+        """``function(module, *args, **kwargs)``, under checkpoint where autograd records."""
         if not torch.is_grad_enabled():
-            return forward(self.module, *args, **kwargs)
-        return checkpoint(forward, self.module, *args, use_reentrant=False, context_fn=self._contexts, **kwargs)
+            return function(self.module, *args, **kwargs)
+        return checkpoint(function, self.module, *args, use_reentrant=False, context_fn=self._contexts, **kwargs)
 
     def _contexts(self):
         """checkpoint's (forward, replay) contexts: the replay leaves running statistics alone."""
@@ -168,7 +174,9 @@ def set_recompute(model, mode, chunk_points=None):
         module.forward = _RecomputedForward(module)
     if mode == "block":
         for module in pointwise_targets(model):
-            sliceable = module.dropout is None
+            # the tiles' rule: upstream's forward, no dropout (a mask drawn per slice would differ)
+            # and an elementwise activation (one across grid points, e.g. a softmax, would see a slice)
+            sliceable = _mlp_sliceable(module)
             module.forward = _ChunkedPointwiseForward(module, chunk_points) if sliceable else _RecomputedForward(module)
     return reinstall_pointwise_tiles(model)
 
@@ -184,7 +192,7 @@ def recompute_mode(model):
 def recompute_chunk_points(model):
     """The ``chunk_points`` of the slices that :func:`set_recompute`'s ``"block"`` last set on
     ``model``; None where nothing is sliced (another mode, or a lifting and projection with
-    dropout, recomputed whole)."""
+    dropout or an activation that is not elementwise, recomputed whole)."""
     for module in model.modules():
         forward = module.__dict__.get("forward")
         if isinstance(forward, _ChunkedPointwiseForward):

@@ -136,7 +136,15 @@ def enable_update_in_backward(optimizer, *, lazy_gradients=True, **settings):
     Call ``optimizer.zero_grad(set_to_none=True)`` (the default) before each
     backward: a gradient left over from elsewhere would be stepped again by the
     first hook. After backward every ``p.grad`` is None, and ``optimizer.step()`` is
-    a no-op, so a training loop written for the ordinary step runs unchanged.
+    a no-op, so a training loop written for the ordinary step runs unchanged, except
+    for what reads the gradients after backward: ``torch.nn.utils.clip_grad_norm_``
+    there sees none, returns 0.0 and clips nothing.
+
+    The hooks go on the parameters that require a gradient now. One unfrozen later, or
+    added with ``add_param_group``, would be stepped by the other parameters' hooks (by
+    torch's optimizers at every hook): the first hook of such a backward raises a
+    RuntimeError naming it, before any step; ``remove()`` the hooks and call this again
+    after such a change.
 
     With ``lazy_gradients`` and TensorGRaD, the dense mode product
     (:mod:`neuralop_mp.layers.mode_matmul`) hands each compressed weight's gradient to
@@ -157,6 +165,33 @@ def enable_update_in_backward(optimizer, *, lazy_gradients=True, **settings):
         raise ValueError("update_in_backward=True needs each parameter in exactly one param group.")
 
     stepped_lazily = set()  # ids of parameters stepped by their product's backward, not yet hooked
+    hooked = {id(p) for p in params}
+
+    def check_alone(param):
+        """RuntimeError unless ``param`` is the only parameter of the optimizer (its groups as
+        they are now) that a step would update: a parameter without a hook (frozen at enable
+        time, or added since) would be stepped by the other parameters' hooks, torch's
+        optimizers stepping it at every hook (TensorGRaD frees its gradient at the first)."""
+        unhooked, stale = [], []
+        for group_index, group in enumerate(optimizer.param_groups):
+            for position, p in enumerate(group["params"]):
+                if p is param:
+                    continue
+                if p.requires_grad and id(p) not in hooked:
+                    unhooked.append(f"group {group_index} parameter {position} {tuple(p.shape)}")
+                elif p.grad is not None:
+                    stale.append(f"group {group_index} parameter {position}")
+        if unhooked:
+            raise RuntimeError(
+                f"update_in_backward: {', '.join(unhooked)} of the optimizer require a gradient but have no "
+                "update-in-backward hook (frozen when enable_update_in_backward was called, or added with "
+                "add_param_group since): other parameters' hooks would step them (torch's optimizers at every hook); "
+                "remove() the hooks and call "
+                "enable_update_in_backward(optimizer) again after changing requires_grad or the param groups.")
+        if stale:
+            raise RuntimeError(
+                f"update_in_backward: {', '.join(stale)} still hold a gradient from before this backward; "
+                "call optimizer.zero_grad(set_to_none=True) before each backward.")
 
     def step_now(param):
         if id(param) in stepped_lazily:  # AccumulateGrad runs (with no gradient) after the product
@@ -171,11 +206,7 @@ def enable_update_in_backward(optimizer, *, lazy_gradients=True, **settings):
                 "outside the spectral product too); call enable_update_in_backward(..., lazy_gradients=False).")
         # every other parameter's gradient is None here (set to none before backward, freed
         # after its own hook), so the optimizer's own step() updates this parameter alone
-        stale = [i for i, p in enumerate(params) if p.grad is not None and p is not param]
-        if stale:
-            raise RuntimeError(
-                f"update_in_backward: parameters {stale} still hold a gradient from before this backward; "
-                "call optimizer.zero_grad(set_to_none=True) before each backward.")
+        check_alone(param)
         try:
             optimizer.step()
         finally:
@@ -188,6 +219,7 @@ def enable_update_in_backward(optimizer, *, lazy_gradients=True, **settings):
 
         def consumer_of(param):
             def consume(grad):
+                check_alone(param)  # before the step is queued: it runs only if backward finishes
                 stepped_lazily.add(id(param))
                 # stepped when this backward finishes: the lazy gradient keeps only the product's
                 # 16-bit spectrum and output gradient alive (rank <= batch per mode: a few MB where
