@@ -25,7 +25,7 @@ from .navier_stokes import NavierStokesConfig
 from .unknown_fields import remember_file, unknown_keyword_error
 from .validation import validate_config
 from .zencfg_compat import (  # noqa: F401  (config_keys re-exported)
-    config_fields, config_keys, invalid_default, is_config, section_class, select_subclass)
+    config_fields, config_keys, invalid_default, is_config, is_constant, section_class, select_subclass)
 
 CONFIGS = {
     "darcy": DarcyConfig,
@@ -266,6 +266,10 @@ def parse_overrides(args, *, lenient=False):
 def _check_keys(config, overrides):
     valid = set(config_keys(config))
     for key in overrides:
+        if key not in valid and is_constant(key.rpartition(".")[2]) and _has_key(config, key):
+            raise ValueError(f"Invalid --{key}: {key.rpartition('.')[2]} is a constant of the config class's body "
+                             "(UPPER_CASE), read once when the class is defined; set the key that uses it "
+                             "(`neuralop-mp train CONFIG --help` lists the keys).")
         if key not in valid:
             close = difflib.get_close_matches(key, sorted(valid), n=5, cutoff=0.6)
             section = key.rpartition(".")[0]
@@ -276,6 +280,16 @@ def _check_keys(config, overrides):
                 + (f"did you mean: {', '.join('--' + k for k in suggestions)}? " if suggestions else "")
                 + "Run `neuralop-mp train CONFIG --help` to list every key."
             )
+
+
+def _has_key(config, key):
+    """Whether the dotted ``key`` names a field of ``config`` (constants included)."""
+    section = config
+    for part in key.split("."):
+        if not is_config(section) or part not in config_fields(section):
+            return False
+        section = getattr(section, part, None)
+    return True
 
 
 def _numeric_type(annotation):

@@ -31,7 +31,7 @@ from .base import TrainConfig
 from .models import ModelConfig
 from .datasets import DataConfig
 from .opt import OptimizationConfig, PatchingConfig
-from .zencfg_compat import category, config_fields, config_keys, field_names, is_config
+from .zencfg_compat import category, config_fields, config_keys, field_names, is_config, is_constant
 
 # the sections of the trainer: a section of these categories is read only at its own key
 _TRAINER_SECTIONS = (ModelConfig, OptimizationConfig, DataConfig, PatchingConfig)
@@ -60,12 +60,6 @@ def stray_attributes(section):
         return []
     fields = config_fields(section)
     return [name for name in vars(section) if not name.startswith("_") and name not in fields]
-
-
-def _constant(name):
-    """Whether a class-body name is a constant (UPPER_CASE, as PEP 8 writes them: ``EPOCHS = 1``
-    used by the fields below it), which no field of the trainer is or misspells: left alone."""
-    return name.isupper()
 
 
 def _own_section(value, annotation):
@@ -149,7 +143,7 @@ def check_config_fields(config):
     where = _file_of(config)
     top = list(config_fields(TrainConfig))
     extra = [name for name, (annotation, _) in config_fields(config).items() if name not in top
-             and not _constant(name)
+             and not is_constant(name)
              and (not _own_section(getattr(config, name, None), annotation) or _close(name, top))]
     known = [key for key in config_keys(config) if key.partition(".")[0] not in extra]
     for key, section in _sections(config):
@@ -170,7 +164,7 @@ def check_config_fields(config):
         section = getattr(config, name, None)
         base = next((c for c in _READ_BY_NAME if isinstance(section, c)), None)
         own = [field for field in config_fields(section)
-               if field not in config_fields(base) and not _constant(field)] if base else []
+               if field not in config_fields(base) and not is_constant(field)] if base else []
         if own:
             raise ValueError(unknown_fields_message(
                 type(section).__name__, [f"{name}.{field}" for field in own],

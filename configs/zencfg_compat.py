@@ -183,11 +183,21 @@ def select_subclass(config_cls, name):
 
 
 def config_keys(config):
-    """Every dotted key of a config (class or instance), sections included."""
+    """Every dotted key of a config (class or instance), sections included; not the UPPER_CASE
+    constants of a class body (:func:`is_constant`), which no override can change."""
     keys = []
     for name, (_, default) in config_fields(config).items():
+        if is_constant(name):
+            continue
         value = getattr(config, name) if not isinstance(config, type) else default
         keys.append(name)
         if is_config(value):
             keys.extend(f"{name}.{sub}" for sub in config_keys(value))
     return keys
+
+
+def is_constant(name):
+    """Whether a class-body name is a constant (UPPER_CASE, as PEP 8 writes them: ``EPOCHS = 1``
+    used by the fields below it). zencfg keeps it as a field, but the fields that used it were
+    set when the class was defined: no key of the trainer, and no override reaches them."""
+    return name.isupper()

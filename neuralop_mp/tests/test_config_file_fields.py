@@ -136,6 +136,10 @@ def test_an_upper_case_constant_of_the_class_body_is_no_field(tmp_path):
                     "class Mine(DarcyConfig):\n    EPOCHS = 3\n"
                     "    opt: OptimizationConfig = OptimizationConfig(n_epochs=EPOCHS)\n")
     assert load_config(f"{path}:Mine").opt.n_epochs == 3
+    # no key: the fields that used it were set when the class was defined, so an override is refused
+    assert "EPOCHS" not in config_keys(load_config(f"{path}:Mine"))
+    with pytest.raises(ValueError, match=r"^Invalid --EPOCHS: EPOCHS is a constant of the config class's body"):
+        load_config(f"{path}:Mine", {"EPOCHS": 5})
     # lower case it is a field of the class's own: refused, and the hint says how to write a constant
     path.write_text(path.read_text().replace("EPOCHS", "epochs"))
     with pytest.raises(ValueError, match=r"Unknown field epochs of Mine .* constants of the class body are "
