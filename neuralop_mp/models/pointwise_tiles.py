@@ -82,8 +82,9 @@ DEFAULT_TILE_POINTS = DEFAULT_CHUNK_POINTS
 
 # activations that act on each element alone (a tile gives the same values as the whole grid)
 _ELEMENTWISE = (F.gelu, F.relu, torch.relu, F.silu, F.elu, F.leaky_relu, F.tanh, torch.tanh, torch.sigmoid,
-                F.sigmoid)
-_ELEMENTWISE_MODULES = (nn.GELU, nn.ReLU, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity)
+                F.sigmoid, F.mish, F.softplus, F.hardswish, F.selu, F.celu, F.relu6, F.hardtanh, F.hardsigmoid)
+_ELEMENTWISE_MODULES = (nn.GELU, nn.ReLU, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.Mish,
+                        nn.Softplus, nn.Hardswish, nn.SELU, nn.CELU, nn.ReLU6, nn.Hardtanh, nn.Hardsigmoid)
 # upstream's skips: each acts on every grid point alone
 _POINTWISE_SKIPS = (Flattened1dConv, SoftGating, nn.Identity)
 _RECORD = "_pointwise_tile_points"  # the setting, kept on each tiled module
