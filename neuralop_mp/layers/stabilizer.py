@@ -15,8 +15,9 @@ of 4), where only the 16-bit kept spectrum of the same layer is saved for the pr
   two) so that every nonzero float32 derivative, down to ``2**-23`` at ``|x| ~ 9``, is a
   normal float16 number: the same 2 bytes an entry, and a gradient
   ``g d`` within ``u |g d|`` of the exact one entry by entry, plus float32's own rounding of
-  ``1 - y^2`` (a few ``2**-24 |g|``, as torch's float32 tanh backward; a float64 input's
-  derivatives below ``2**-39``, ``|x| > ~10.9``, round to 0). Keeping ``y`` rounded
+  ``1 - y^2`` (a few ``2**-24 |g|``, as torch's float32 tanh backward). A float64 input's
+  derivative below ``2**-29`` (``|x| > ~10.9``) is a float16 subnormal, off by at most
+  ``2**-40 |g|``, and one below ``2**-40`` (``|x| > ~14.5``) rounds to 0. Keeping ``y`` rounded
   instead (as this module once did) puts an absolute error of about ``2u`` on ``d``:
   where tanh saturates ``d`` is far smaller than that (bfloat16's ``y`` is 1.0 from
   ``|x| ~ 3.5``, gradient 0), and the input gradient of a layer fed ``x = 4 + 0.5 randn``

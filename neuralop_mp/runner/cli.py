@@ -277,8 +277,12 @@ def _check_report_path(report_path):
 def _raised_by_plugin(error):
     """Whether ``error`` was raised in the plugin's own code (an argument check of its trainer), not
     inside upstream's or torch's code, which a one-line message would leave without its traceback."""
+    from .. import configs
+
+    # the package, and its configs wherever they live (an editable install keeps them beside it)
+    roots = (Path(__file__).resolve().parents[1], *(Path(p).resolve() for p in configs.__path__))
     frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and _under(frames[-1].filename, (Path(__file__).resolve().parents[1],))
+    return bool(frames) and _under(frames[-1].filename, roots)
 
 
 def _script_line(error, script):

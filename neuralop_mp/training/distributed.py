@@ -121,8 +121,9 @@ def mean_over_ranks(metrics, counts=None):
     unequal sizes: the mean over all their samples, not the mean of the ranks' means). A
     key without a count weighs the same on every rank. A DistributedSampler pads the shards
     to equal sizes by repeating samples: those count twice, which nothing here can undo.
-    One collective (every number and count in one all-reduce); every rank passes the same
-    numeric keys. Non-numeric entries are kept as they are; outside a group ``metrics``
+    One collective (every number and count in one all-reduce); every rank must pass the same
+    numeric keys (evaluate_all does): with others the ranks' sums do not line up, and the call
+    fails or gives wrong means. Non-numeric entries are kept as they are; outside a group ``metrics``
     itself is returned.
     """
     if not is_distributed():

@@ -15,15 +15,6 @@ OVERRIDES = ["--model.hidden_channels", "4", "--model.n_layers", "1", "--model.n
 TINY = ["--n-samples", "2", "--n-bands", "2", *OVERRIDES]
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """Loading the data is the first work of a diagnosis: it must not start."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the diagnosis started its work")
-
-    monkeypatch.setattr(diagnose_cli, "fine_inputs", refuse)
-
-
 def _error_lines(err):
     assert "Traceback" not in err, err
     return [line for line in err.splitlines() if "error:" in line]

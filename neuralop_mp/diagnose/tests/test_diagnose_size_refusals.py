@@ -14,15 +14,6 @@ from neuralop_mp.diagnose.measure import measure
 SMALL = ["--n-samples", "2", "--model.hidden_channels", "4", "--model.n_layers", "1"]
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """Loading the data is the first work of a diagnosis: it must not start."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the diagnosis started its work")
-
-    monkeypatch.setattr(diagnose_cli, "fine_inputs", refuse)
-
-
 def _error_line(err):
     assert "Traceback" not in err, err
     [line] = [line for line in err.splitlines() if "error:" in line]
