@@ -185,7 +185,7 @@ def mlp_is_products(mlp):
     """Whether every layer of the ``ChannelMLP`` ``mlp`` is a 1x1 convolution that
     :func:`pointwise_product` computes. The caller has checked that ``mlp`` runs upstream's
     ``ChannelMLP.forward`` without dropout (a mask is drawn per call): the pointwise tiles'
-    rule for slicing it (``_mlp_sliceable``)."""
+    rule for slicing it (``mlp_sliceable``)."""
     return all(is_pointwise_conv(fc) for fc in mlp.fcs)
 
 

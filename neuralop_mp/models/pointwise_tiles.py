@@ -124,9 +124,11 @@ def _unhooked(modules):
                    for root in modules for m in root.modules())
 
 
-def _mlp_sliceable(mlp):
-    # upstream's forward (a subclass may do anything); a dropout mask drawn per tile would
-    # differ from one drawn for the whole grid
+def mlp_sliceable(mlp):
+    """Whether a ChannelMLP gives the same values run on slices of the grid as on the whole grid:
+    upstream's forward (a subclass may do anything), no dropout (a mask drawn per slice would
+    differ from one drawn for the whole grid) and an elementwise activation (one across grid
+    points, e.g. a softmax, would see a slice). The rule of the tiles and of block recompute."""
     return (isinstance(mlp, ChannelMLP) and type(mlp).forward is ChannelMLP.forward and mlp.dropout is None
             and _elementwise(mlp.non_linearity))
 
@@ -147,7 +149,7 @@ def block_tiles_apply(block):
             and _elementwise(block.non_linearity)
             and _pointwise_skips(block.fno_skips)
             and (not block.use_channel_mlp
-                 or (all(_mlp_sliceable(m) for m in block.channel_mlp) and _pointwise_skips(block.channel_mlp_skips)))
+                 or (all(mlp_sliceable(m) for m in block.channel_mlp) and _pointwise_skips(block.channel_mlp_skips)))
             and all(type(conv).transform is SpectralConv.transform for conv in block.convs))
 
 
@@ -248,11 +250,11 @@ def mlp_piece_forward(mlp, x, tiling, sliceable=None, casts=None):
     projection ``mlp``: ``forward(mlp, piece)`` is the class's forward, its 1x1 convolutions
     as matrix products in ``dtype`` where those apply (else ``dtype`` is None). The rule of
     the tiles, shared with recompute's slices so that both compute the same sums;
-    ``sliceable`` is the caller's :func:`_mlp_sliceable` and no-hooks check, if it made it;
+    ``sliceable`` is the caller's :func:`mlp_sliceable` and no-hooks check, if it made it;
     ``casts``, a dict for one call, makes the products cast the weights once for every piece
     (see :func:`~.pointwise_gemm.pointwise_product`)."""
     if sliceable is None:
-        sliceable = _mlp_sliceable(mlp) and _unhooked(mlp.children())
+        sliceable = mlp_sliceable(mlp) and _unhooked(mlp.children())
     dtype = _product_dtype(x, tiling) if sliceable and mlp_is_products(mlp) else None
     if dtype is None:
         return type(mlp).forward, None
@@ -309,7 +311,7 @@ class _TiledPointwiseForward(BoundToModule):
     def __call__(self, x):
         tiling = _tiling(x, self.tile_points)
         self.last_recomputed = False
-        sliceable = _mlp_sliceable(self.module) and _unhooked(self.module.children())
+        sliceable = mlp_sliceable(self.module) and _unhooked(self.module.children())
         forward, self.last_product_dtype = mlp_piece_forward(self.module, x, tiling, sliceable, casts={})
         if tiling is None or not sliceable:
             self.last_tiles = 1
@@ -335,7 +337,7 @@ def recomputes_on(mlp, device_type):
 
 
 def _outside_block_mlps(model):
-    return [m for m in pointwise_targets(model) if _mlp_sliceable(m)]
+    return [m for m in pointwise_targets(model) if mlp_sliceable(m)]
 
 
 def reinstall_pointwise_tiles(model):

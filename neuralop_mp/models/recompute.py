@@ -36,7 +36,7 @@ from torch.utils.checkpoint import checkpoint
 from ..vocabulary import RECOMPUTE_MODES, normalize_recompute, normalize_recompute_chunk_points
 from .bound_forward import BoundToModule
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS, pointwise_in_chunks, pointwise_targets, split_points
-from .pointwise_tiles import _mlp_sliceable, mlp_piece_forward, reinstall_pointwise_tiles
+from .pointwise_tiles import mlp_sliceable, mlp_piece_forward, reinstall_pointwise_tiles
 
 __all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "pointwise_targets", "recompute_chunk_points", "recompute_mode",
            "set_recompute"]
@@ -176,7 +176,7 @@ def set_recompute(model, mode, chunk_points=None):
         for module in pointwise_targets(model):
             # the tiles' rule: upstream's forward, no dropout (a mask drawn per slice would differ)
             # and an elementwise activation (one across grid points, e.g. a softmax, would see a slice)
-            sliceable = _mlp_sliceable(module)
+            sliceable = mlp_sliceable(module)
             module.forward = _ChunkedPointwiseForward(module, chunk_points) if sliceable else _RecomputedForward(module)
     return reinstall_pointwise_tiles(model)
 
