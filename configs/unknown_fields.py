@@ -14,7 +14,7 @@ A config file sets such a key in one of three ways:
 * a field of its own in a subclass of ``OptimizationConfig`` or ``PatchingConfig``, whose fields the
   trainer reads by name. A model section's fields are checked against its model's constructor
   (``validation._section_problem``), a data section's against its loader
-  (:func:`unaccepted_data_fields`): a subclass may add an argument they take.
+  (:func:`check_data_fields`): a subclass may add an argument they take.
 
 Under zencfg 0.7 and 1.0 alike; zencfg's bookkeeping (``_config_name``, ``_target_class``, the
 registry) is private and never a key.
@@ -129,7 +129,7 @@ def _sections(config, key=""):
             yield from _sections(value, f"{key}.{name}" if key else name)
 
 
-def check_config_fields(config):
+def refuse_unknown_fields(config):
     """Refuse a key of the training config ``config`` (a TrainConfig instance) that no reader reads
     (see the module's docstring); the one line names the class, the keys, their close matches and
     the config file. Returns ``config``.
@@ -159,7 +159,7 @@ def check_config_fields(config):
             type(config).__name__, extra, known, where, "no field of TrainConfig, the fields the trainer reads",
             "Settings of your own go in a section of your own (a config class of another category, or a dict) "
             "named apart from the trainer's sections; constants of the class body are written in UPPER_CASE."))
-    _check_data_fields(getattr(config, "data", None), where)
+    check_data_fields(getattr(config, "data", None), where)
     for name in top:
         section = getattr(config, name, None)
         base = next((c for c in _READ_BY_NAME if isinstance(section, c)), None)
@@ -194,24 +194,11 @@ def data_fields_not_taken(data, loader=None):
     return (name, not_taken, list(params)) if not_taken else None
 
 
-def unaccepted_data_fields(data, loader=None):
-    """The ValueError for the fields of ``data`` that ``loader`` does not take
-    (:func:`data_fields_not_taken`), with their close matches, or None."""
-    found = data_fields_not_taken(data, loader)
-    if found is None:
-        return None
-    name, not_taken, params = found
-    close = [match for field in not_taken for match in difflib.get_close_matches(field, params, n=1, cutoff=0.75)]
-    hint = f" Did you mean: {', '.join(dict.fromkeys(close))}?" if close else ""
-    return ValueError(f"config.data has fields {not_taken} that neuralop_mp.data.{name} does not "
-                      f"take; its arguments are: {', '.join(params)}.{hint}")
-
-
-def _check_data_fields(data, where):
+def check_data_fields(data, where=None, loader=None):
     """A field of the data section that its loader does not take (a data section's own, e.g.
-    ``n_trian: int = 8``): said here, before anything is written; ``build_data`` refused it after the
-    run folder was made."""
-    found = data_fields_not_taken(data)
+    ``n_trian: int = 8``): refused when the config loads, before anything is written, and by
+    ``build_data`` again for ``loader``, the function it calls (a config it did not see)."""
+    found = data_fields_not_taken(data, loader)
     if found is not None:
         loader, not_taken, params = found
         raise ValueError(unknown_fields_message(

@@ -364,9 +364,9 @@ def validated_precision_policy(config, *, training=True):
     -------
     PrecisionPolicy
     """
-    from .unknown_fields import check_config_fields
+    from .unknown_fields import refuse_unknown_fields
 
-    check_config_fields(config)  # a config made in Python too: a key no field has would be ignored
+    refuse_unknown_fields(config)  # a config made in Python too: a key no field has would be ignored
     validate_device(config.device)
     policy = validate_model(config.model, training=training)
     validate_opt(config.opt)

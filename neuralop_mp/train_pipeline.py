@@ -64,15 +64,13 @@ def build_data(config, *, progress=True, reference=None):
         ``test_loaders`` is a dict keyed by resolution.
     """
     from . import data as data_module
-    from .configs.unknown_fields import unaccepted_data_fields
+    from .configs.unknown_fields import check_data_fields
 
     loader = getattr(data_module, config.data.loader_name())
+    check_data_fields(config.data, loader=loader)  # validation's check, for a config it did not see
     kwargs = section_kwargs(config.data)
     params = inspect.signature(loader).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    unaccepted = unaccepted_data_fields(config.data, loader)  # validation's check, for a config it did not see
-    if unaccepted is not None:
-        raise unaccepted
     if "progress" in params or takes_any:
         kwargs["progress"] = progress
     if reference and ("reference" in params or takes_any):
