@@ -24,8 +24,8 @@ from .darcy import DarcyConfig
 from .navier_stokes import NavierStokesConfig
 from .unknown_fields import remember_file, unknown_keyword_error
 from .validation import validate_config
-from .zencfg_compat import (  # noqa: F401  (config_keys re-exported)
-    config_fields, config_keys, invalid_default, is_config, is_constant, section_class, select_subclass)
+from .zencfg_compat import (config_fields, config_keys, invalid_default, is_config, is_constant, section_class,
+                             select_subclass)
 
 CONFIGS = {
     "darcy": DarcyConfig,

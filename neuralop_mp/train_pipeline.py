@@ -700,11 +700,14 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
         None if policy.fno_block_precision == "full" else policy.fno_block_precision, config.opt.precision_schedule)
     if precision_warning:
         log_warning(log, precision_warning)
-    # model.stabilizer "off" (a typed --model.stabilizer none) in float16 "half": what it risks, once
-    stabilizer_note = build_steps.stabilizer_off_note(policy, config.opt.precision_schedule,
-                                                      policy.half_torch_dtype(device))
-    if stabilizer_note:
-        log(f"[neuralop-mp] note: stabilizer {stabilizer_note}")
+    def note_stabilizer_off(policy):
+        # model.stabilizer "off" (a typed --model.stabilizer none) in float16 "half": what it risks, once
+        note = build_steps.stabilizer_off_note(policy, config.opt.precision_schedule, policy.half_torch_dtype(device))
+        if note:
+            log(f"[neuralop-mp] note: stabilizer {note}")
+        return note
+
+    stabilizer_note = note_stabilizer_off(policy)
     log(f"[neuralop-mp] {config.name}: loading data ({type(config.data).__name__})")
     # a resume trains on the data the run trained on: its files as results.json records them (the
     # user's own, or generated with this physics) must be the files there now
@@ -745,11 +748,8 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
             auto_decision = agree_across_ranks(model, calibrate_from_loader(model, train_loader, data_processor))
         policy = policy.replace(fno_block_precision=auto_decision["fno_block_precision"] if auto_decision
                                 else "full")  # the model's mode until the first phase is decided
-        if auto_decision is not None and stabilizer_note is None:  # the calibration chose float16 "half"
-            stabilizer_note = build_steps.stabilizer_off_note(policy, config.opt.precision_schedule,
-                                                              policy.half_torch_dtype(device))
-            if stabilizer_note:
-                log(f"[neuralop-mp] note: stabilizer {stabilizer_note}")
+        if auto_decision is not None and stabilizer_note is None:  # the calibration may choose float16 "half"
+            stabilizer_note = note_stabilizer_off(policy)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     training_loss, eval_losses = build_losses(config, data_dims(train_loader))

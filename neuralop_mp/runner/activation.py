@@ -438,21 +438,19 @@ def _activate(options, prefix=""):
     return report
 
 
-def incremental_trainer_class(incremental_base, trainer_cls, report=None):
+def incremental_trainer_class(incremental_base, trainer_cls, report):
     """What ``neuralop.training.IncrementalFNOTrainer`` is while the plugin is enabled: the plugin's
     ``incremental_base`` (:class:`~neuralop_mp.training.incremental.IncrementalMixedPrecisionTrainer`,
     upstream's incremental arguments and algorithms) before the activation's ``Trainer`` stand-in
     ``trainer_cls``, whose constructor it reaches in the MRO: a script's incremental trainer gets the
-    precision settings, checks and report entry a script's ``Trainer`` gets. With ``report``, a refusal
-    of its own arguments (before that constructor) is recorded there as the stand-in's are."""
+    precision settings, checks and report entry a script's ``Trainer`` gets. A refusal of its own
+    arguments (before that constructor) is recorded in ``report`` as the stand-in's are."""
     import functools
 
     from .intercept import refusal_recorded
 
     @functools.wraps(incremental_base.__init__)
     def __init__(self, *args, **kwargs):
-        if report is None:
-            return incremental_base.__init__(self, *args, **kwargs)
         report.reached = True
         with refusal_recorded(report, self):
             incremental_base.__init__(self, *args, **kwargs)
