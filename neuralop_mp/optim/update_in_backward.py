@@ -166,12 +166,21 @@ def enable_update_in_backward(optimizer, *, lazy_gradients=True, **settings):
 
     stepped_lazily = set()  # ids of parameters stepped by their product's backward, not yet hooked
     hooked = {id(p) for p in params}
+    checked_backward = [None]  # the graph task (backward) check_alone last passed in
 
     def check_alone(param):
         """RuntimeError unless ``param`` is the only parameter of the optimizer (its groups as
         they are now) that a step would update: a parameter without a hook (frozen at enable
         time, or added since) would be stepped by the other parameters' hooks, torch's
-        optimizers stepping it at every hook (TensorGRaD frees its gradient at the first)."""
+        optimizers stepping it at every hook (TensorGRaD frees its gradient at the first).
+
+        Once per backward, at its first hook: a gradient left from before the backward, or one
+        that requires_grad without a hook, is there (or would come) at the first hook as at any
+        later one, and every hooked parameter's own gradient is freed by its hook. Scanned at
+        every hook, the parameters cost a backward of 400 small ones 65%."""
+        backward = torch._C._current_graph_task_id()  # -1 outside a backward (not reached here)
+        if backward == checked_backward[0] and backward != -1:
+            return
         unhooked, stale = [], []
         for group_index, group in enumerate(optimizer.param_groups):
             for position, p in enumerate(group["params"]):
@@ -192,6 +201,7 @@ def enable_update_in_backward(optimizer, *, lazy_gradients=True, **settings):
             raise RuntimeError(
                 f"update_in_backward: {', '.join(stale)} still hold a gradient from before this backward; "
                 "call optimizer.zero_grad(set_to_none=True) before each backward.")
+        checked_backward[0] = backward
 
     def step_now(param):
         if id(param) in stepped_lazily:  # AccumulateGrad runs (with no gradient) after the product
