@@ -66,8 +66,9 @@ FLOAT16_FFT_POINTS = 2**14
 # gives 28 at 64 channels, 64 at 256), and keeps the coefficients of "backward" and "ortho"
 # 2**8 further from the subnormals than "forward"'s scale, where small inputs and the upper modes
 # of smooth fields lost their digits. "forward" itself keeps its scale: raised, the product's
-# incoming gradient sinks as far, and without loss scaling the weight gradients of FNOs went 25-100x
-# worse while their forward error did not change (docs/spectral_layer.md, "float16 range").
+# incoming gradient sinks as far, and without loss scaling the weight gradients of FNOs got worse while
+# their forward error did not change (docs/spectral_layer.md, "float16 range", measured; guarded by
+# test_spectral_mends.py::test_float16_fno_with_forward_norm_small_inputs_and_mean_loss_gradients).
 FLOAT16_HEADROOM_BITS = 8
 
 

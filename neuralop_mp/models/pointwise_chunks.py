@@ -43,8 +43,9 @@ DEFAULT_CHUNK_POINTS = 16384
 def pointwise_targets(model):
     """The ``ChannelMLP`` modules of ``model`` outside its ``FNOBlocks``: the ones
     ``"block"`` recompute in slices of grid points (lifting and projection of FNO, TFNO
-    and UNO). Those inside a block are recomputed with it; a ChannelMLP with dropout is
-    recomputed whole instead (a sliced call would draw a different random mask)."""
+    and UNO). Those inside a block are recomputed with it; one that slices would change
+    (dropout, an activation that is not elementwise, a subclass's own forward:
+    :func:`~neuralop_mp.models.pointwise_tiles.mlp_sliceable`) is recomputed whole instead."""
     inside_blocks = {id(m) for block in model.modules() if isinstance(block, FNOBlocks) for m in block.modules()}
     return [m for m in model.modules() if isinstance(m, ChannelMLP) and id(m) not in inside_blocks]
 
