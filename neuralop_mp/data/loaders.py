@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 
 from ..caller_frames import stacklevel_outside
 from ..vocabulary import check_choice, check_each_once, check_int_at_least
-from . import burgers, navier_stokes
+from . import burgers, darcy, navier_stokes
 from .burgers import burgers_settings, generate_burgers, generate_burgers_split
 from .cache import data_file, file_info, resolve_root
 from .darcy import darcy_settings, generate_darcy, generate_darcy_split
@@ -95,6 +95,12 @@ CHECK_RESOLUTION = {
                                          navier_stokes.DEFAULT_SOLVER_RESOLUTION),
     "burgers": lambda res: burgers_settings(res, 0, burgers.DEFAULT_VISCOSITY, burgers.DEFAULT_T_FINAL,
                                             burgers.DEFAULT_N_TIME, burgers.DEFAULT_SOLVER_RESOLUTION),
+}
+# each generator's smallest stored grid and its rule, in words (what CHECK_RESOLUTION refuses below it)
+RESOLUTION_RULES = {
+    "darcy": (darcy.MIN_RESOLUTION, f"integers >= {darcy.MIN_RESOLUTION}"),
+    "nsforcing": (navier_stokes.MIN_RESOLUTION, f"powers of 2 >= {navier_stokes.MIN_RESOLUTION}"),
+    "burgers": (burgers.MIN_RESOLUTION, f"integers >= {burgers.MIN_RESOLUTION}"),
 }
 
 

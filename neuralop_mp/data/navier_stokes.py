@@ -38,6 +38,9 @@ from .compute import cpu_threads, default_device, solver_threads
 from .cache import GENERATOR_VERSION, data_file, generate_cached, generate_train_test, resolve_root
 from .grf import sample_grf, sample_seed
 
+# the smallest stored grid (a power of 2, as every stored grid)
+MIN_RESOLUTION = 8
+
 # n_modes=10: the spectrum decays as |k|^-5, so mode 10 carries < 1% of mode 1's amplitude.
 NS_GRF = dict(alpha=2.5, tau=7.0, sigma=7.0**1.5, n_modes=10, period=1.0)
 DEFAULT_VISCOSITY = 1e-3
@@ -161,7 +164,7 @@ def ns_settings(resolution, seed, viscosity, t_final, solver_resolution, dt=None
     The recorded ``solver_resolution`` is the grid really solved on,
     ``max(resolution, solver_resolution)``. ``dt`` is recorded only when given: files
     made with the default step keep the record (and bytes) they had before ``dt`` existed."""
-    resolution = _check_power_of_two("Navier-Stokes resolution", resolution, 8)
+    resolution = _check_power_of_two("Navier-Stokes resolution", resolution, MIN_RESOLUTION)
     settings = dict(
         generator="navier_stokes", version=GENERATOR_VERSION, resolution=resolution, seed=int(seed),
         # checked here, before the cache lookup: a bad viscosity must not find a cached file

@@ -105,26 +105,17 @@ def _check_n_bands(n_bands, model, resolution):
 
 def _check_resolution(loader_name, resolution, flag):
     """``resolution`` (N, given as ``flag``), refused in one line naming ``flag`` and the rule where
-    it is below the smallest grid ``loader_name``'s dataset is generated at (Darcy 4, Navier-Stokes
-    and Burgers 8: the generators' own rule, :data:`~neuralop_mp.data.loaders.CHECK_RESOLUTION`),
-    before any data are generated; the load would name its own ``train_resolution`` (with the
-    bound of every dataset, 2) or the generator's. A resolution at or above that grid which the
-    generator refuses (Navier-Stokes: powers of 2) may be the user's own files: the load decides."""
-    from ..data.loaders import CHECK_RESOLUTION, LOADER_FILES
+    it is below the smallest grid ``loader_name``'s dataset is generated at
+    (:data:`~neuralop_mp.data.loaders.RESOLUTION_RULES`), before any data are generated; the load
+    would name its own ``train_resolution`` (with the bound of every dataset, 2) or the generator's.
+    A resolution at or above that grid which the generator refuses (Navier-Stokes: powers of 2) may
+    be the user's own files: the load decides."""
+    from ..data.loaders import LOADER_FILES, RESOLUTION_RULES
 
     prefix, _, dataset = LOADER_FILES[loader_name]
-
-    def refusal(n):
-        try:
-            CHECK_RESOLUTION[prefix](n)
-        except (TypeError, ValueError) as error:
-            return str(error)
-        return None
-
-    smallest = next((n for n in range(1, 1025) if refusal(n) is None), 1)
+    smallest, rule = RESOLUTION_RULES[prefix]
     if resolution >= smallest:
         return resolution
-    rule = refusal(resolution).partition("allowed values: ")[2].rstrip(".") or f"integers >= {smallest}"
     raise ValueError(f"Invalid {flag}={resolution}; allowed values for the {dataset} data: {rule} (the working "
                      "resolution N; the test inputs are generated at 2N).")
 
