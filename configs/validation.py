@@ -374,25 +374,35 @@ def validated_precision_policy(config, *, training=True):
     _check_positive("patching.levels", config.patching.levels, allow_zero=True)
     validate_value_ranges(config)
     check_grid_settings(config)
-    _check_update_in_backward_weights(config.opt, policy)
+    _check_update_in_backward_scaling(config, policy)
     return policy
 
 
-def _check_update_in_backward_weights(opt, policy):
-    """``opt.update_in_backward`` with complex32 spectral weights and ``opt.loss_scaling``
-    "auto": the trainer turns "auto" scaling on for any parameter stored in a 16-bit float and
-    then refuses update in backward, after the data are loaded; refused here by the trainer's
-    own check, with its reason."""
-    if policy.weight_torch_dtype != torch.complex32 or opt.loss_scaling != "auto":
+def _check_update_in_backward_scaling(config, policy):
+    """``opt.update_in_backward`` beside ``opt.loss_scaling`` "auto" where the trainer will scale the
+    loss (complex32 spectral weights, or a float16 half type in a run that computes in a half type):
+    it refuses it then, after the data are loaded; refused here, by the rule ``run`` applies
+    (:func:`~neuralop_mp.optim.update_in_backward.auto_scaling_refusal`). "auto" precision is decided
+    from data: left to the trainer."""
+    opt = config.opt
+    if opt.loss_scaling != "auto" or not normalize_flag(getattr(opt, "update_in_backward", False),
+                                                         "opt.update_in_backward"):
         return
-    if normalize_flag(getattr(opt, "update_in_backward", False), "opt.update_in_backward"):
-        from neuralop_mp.optim.update_in_backward import check_update_in_backward_settings
+    from neuralop_mp.build_steps import parse_precision_schedule
+    from neuralop_mp.optim.update_in_backward import auto_scaling_refusal
 
-        try:
-            check_update_in_backward_settings(loss_scaling=opt.loss_scaling, prefix="opt.")
-        except ValueError as error:
-            raise ValueError(f"{error} With model.spectral_weight_dtype={policy.spectral_weight_dtype!r}, "
-                             "opt.loss_scaling='auto' scales the loss.") from None
+    schedule = parse_precision_schedule(opt.precision_schedule)
+    mode = policy.fno_block_precision
+    asked = (f"opt.precision_schedule={opt.precision_schedule!r}" if schedule is not None
+             else f"model.fno_block_precision={mode!r}")
+    refusal = auto_scaling_refusal(
+        runs_half=schedule.uses_half if schedule is not None else mode in ("mixed", "half"),
+        half_is_float16=policy.half_torch_dtype(parse_device(config.device).type) == torch.float16, asked=asked,
+        complex32_weights=policy.weight_torch_dtype == torch.complex32,
+        names={"half_dtype": "model.half_dtype", "spectral_weight_dtype": "model.spectral_weight_dtype",
+               "loss_scaling": "opt.loss_scaling", "update_in_backward": "opt.update_in_backward"})
+    if refusal is not None:
+        raise ValueError(refusal)
 
 
 # ---------------------------------------------------------------- value ranges

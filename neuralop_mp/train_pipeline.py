@@ -473,43 +473,6 @@ def checkpoint_to_resume(out, checkpoint_dir):
     return folder
 
 
-def check_update_in_backward_scaling(config, policy, device):
-    """Refuse ``opt.update_in_backward`` in a run whose loss the trainer would scale because it
-    computes in float16 on ``device``: ``opt.loss_scaling`` "auto" turns scaling on for a phase
-    in half or mixed precision (or autocast) when ``model.half_dtype`` resolves to float16 there
-    (float16 itself, or "auto" on CUDA), and the trainer then refuses update in backward, after
-    the data are loaded. Refused here, before the data load and before anything is written, by
-    the trainer's own check, naming the keys.
-
-    Complex32 spectral weights turn scaling on whatever the device: that case is refused by the
-    config's validation (``configs.validation._check_update_in_backward_weights``), which needs no
-    device. A run in "auto" precision without a schedule is decided from its first batches: the
-    trainer checks it then.
-
-    Raises
-    ------
-    RunSetupError
-    """
-    from .optim.update_in_backward import check_update_in_backward_settings
-
-    opt = config.opt
-    if not build_steps.trainer_memory_kwargs(getattr(opt, "update_in_backward", None)).get("update_in_backward"):
-        return
-    if str(opt.loss_scaling) != "auto" or policy.half_torch_dtype(device) != torch.float16:
-        return  # "dynamic" is refused by the config's validation; "none" scales nothing
-    if policy.fno_block_precision == "auto" and build_steps.parse_precision_schedule(opt.precision_schedule) is None:
-        return
-    schedule = build_schedule(config, policy)
-    if not schedule.uses_half:  # full precision throughout: nothing in float16
-        return
-    try:
-        check_update_in_backward_settings(loss_scaling=opt.loss_scaling, prefix="opt.")
-    except ValueError as error:
-        raise RunSetupError(
-            f"{error} With model.half_dtype={policy.half_dtype!r} (float16 on {device.type}) and the precision "
-            f"schedule {str(schedule)!r}, opt.loss_scaling='auto' scales the loss.") from None
-
-
 def _setup_error(step, error):
     """A bad input found while setting the run up, as a one-line :class:`RunSetupError`."""
     if isinstance(error, RunSetupError):
@@ -590,8 +553,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         unwritable output folder, a new run into a folder that holds a run, ``save_best``
         without a test at the training resolution, a model whose channels or dimensions a
         built-in dataset's samples do not have (:func:`check_model_fits_dataset`), ``opt.update_in_backward`` under
-        torchrun with several ranks or with "auto" loss scaling of a float16 run (both
-        before anything is written: :func:`check_update_in_backward_scaling`) or a
+        torchrun with several ranks (before anything is written; with "auto" loss scaling of a
+        float16 run the config's validation refuses it, a ValueError) or a
         ``resume`` without a checkpoint folder; while
         loading data, for missing files that are not to be generated (with the command
         that generates them); when the model is built, for an argument its constructor
@@ -647,7 +610,6 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
         memory_kwargs = build_steps.trainer_memory_kwargs(getattr(config.opt, "update_in_backward", None))
         check_update_in_backward_launch(memory_kwargs.get("update_in_backward", False), "opt.update_in_backward")
         device = distributed.init_from_env("nccl" if device.type == "cuda" else "gloo")
-    check_update_in_backward_scaling(config, policy, device)
     is_writer = distributed.rank() == 0
     allocator = None
     if device.type == "cpu" and cpu_allocator is not None:  # before anything is written

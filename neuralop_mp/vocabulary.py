@@ -260,7 +260,8 @@ def setting_as_given(prefix, key, value):
     """A setting as its caller writes it, for advice in a message: ``--mp.loss_scaling none`` where
     ``prefix`` is a command line flag's (``"--mp."``), ``opt.loss_scaling='none'`` (a config key's
     or a keyword's prefix) otherwise."""
-    return f"{prefix}{key} {value}" if prefix.startswith("-") else f"{prefix}{key}={value!r}"
+    name = prefix + key
+    return f"{name} {value}" if name.startswith("-") else f"{name}={value!r}"
 
 
 def none_if_null(value):

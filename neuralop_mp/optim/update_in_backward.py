@@ -58,6 +58,42 @@ class UpdateInBackward:
         return bool(self._handles)
 
 
+def auto_scaling_refusal(*, runs_half, half_is_float16, asked, complex32_weights, names):
+    """The refusal of update in backward beside the trainer's default loss scaling "auto", where
+    the settings tell that the trainer will scale the loss (its own check then refuses it, once
+    the data are loaded), or None. The one rule of ``neuralop-mp train``'s config check and of
+    ``neuralop-mp run`` / :func:`neuralop_mp.enable`'s options.
+
+    "auto" scales where the run computes in float16 (a float16 half type in a run that computes in
+    a half type: ``runs_half``) or stores weights in float16's range (complex32 spectral weights),
+    as :meth:`~neuralop_mp.training.trainer.MixedPrecisionTrainer._uses_float16` decides on the model.
+
+    Parameters
+    ----------
+    asked : str
+        The setting that makes the run compute in a half type, as the caller wrote it
+        (``--mp.precision mixed``, ``opt.precision_schedule='paper'``).
+    names : dict
+        The caller's names of ``half_dtype``, ``spectral_weight_dtype``, ``loss_scaling`` and
+        ``update_in_backward`` (``"--mp.half_dtype"``, ``"model.half_dtype"``, ...).
+    """
+    def given(key, value):
+        return setting_as_given("", names[key], value)
+
+    computes = runs_half and half_is_float16
+    causes = [f"{given('half_dtype', 'float16')} with {asked} computes in float16"] if computes else []
+    if complex32_weights:
+        causes.append(f"{given('spectral_weight_dtype', 'complex32')} stores the spectral weights in float16's range")
+    if not causes:
+        return None
+    flag = names["update_in_backward"].startswith("-")
+    other = f"use {given('half_dtype', 'bfloat16')}, " if computes else ""
+    return (f"{given('update_in_backward', 'true' if flag else True)} cannot be combined with loss scaling: "
+            f"{' and '.join(causes)}, so the trainer's loss scaling 'auto' (its default) scales the loss, and an "
+            "overflow found in a late layer cannot undo the updates already made to earlier ones. Add "
+            f"{given('loss_scaling', 'none')}, {other}or leave {names['update_in_backward']} out.")
+
+
 def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, distributed=False,
                                       grad_accumulation_steps=1, max_grad_norm=None, nonfinite_grad=None,
                                       optimizer_kind=None, prefix=""):

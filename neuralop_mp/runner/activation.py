@@ -131,7 +131,7 @@ def _validated_options(options, prefix=""):
     Besides the keywords, ``schedule_as_given``: the schedule as the caller spelled it
     (``"paper"``; None without a schedule), which the report's notes name the option by.
     """
-    from ..optim.update_in_backward import check_update_in_backward_settings
+    from ..optim.update_in_backward import auto_scaling_refusal, check_update_in_backward_settings
     from ..training.trainer import _normalize_loss_scaling
 
     def name(key):
@@ -205,8 +205,17 @@ def _validated_options(options, prefix=""):
                                           nonfinite_grad=optimizer_options.get("tensorgrad_nonfinite_grad"),
                                           prefix=prefix)
         if loss_scaling is None or _normalize_loss_scaling(loss_scaling) == "auto":
-            scaled = _float16_scaling_error(precision, half_dtype, schedule, schedule_as_given,
-                                            spectral_weight_dtype, prefix)
+            # what the trainer will run: the schedule asked, else constant `precision` ("full": no half
+            # type); a half type of "auto" resolves on the script's device, and without either the
+            # script's own config decides: left to the trainer there
+            asked = (setting_as_given(prefix, "schedule", schedule_as_given) if schedule is not None
+                     else setting_as_given(prefix, "precision", precision))
+            scaled = auto_scaling_refusal(
+                runs_half=schedule.uses_half if schedule is not None else precision in ("mixed", "half"),
+                half_is_float16=half_dtype == "float16", asked=asked,
+                complex32_weights=spectral_weight_dtype == "complex32",
+                names={key: prefix + key for key in ("half_dtype", "spectral_weight_dtype", "loss_scaling",
+                                                     "update_in_backward")})
             if scaled is not None:
                 raise ValueError(scaled)
     data_root = options["data_root"]
@@ -233,38 +242,6 @@ def _validated_options(options, prefix=""):
         offline=bool(options["offline"]) if options["offline"] in (None, 0, 1) else normalize_flag(
             options["offline"], name("offline")),
     )
-
-
-def _float16_scaling_error(precision, half_dtype, schedule, schedule_as_given, spectral_weight_dtype, prefix=""):
-    """The refusal of update in backward beside the trainer's default loss scaling, "auto", where the
-    options alone tell that the trainer will scale the loss (it then refuses update in backward as the
-    script builds it, after the data are loaded), or None.
-
-    "auto" scales where the run computes in float16: a half type of float16 with a schedule, or a
-    constant ``precision``, that runs a half type (a "mixed" or "half" mode, or autocast), or complex32
-    spectral weights (stored in float16's range) whatever runs. A half type of "auto" resolves on the
-    device the script picks, and without ``precision`` or ``schedule`` the script's own config decides:
-    left to the trainer there.
-    """
-    causes = []
-    # the trainer's schedule: the one asked, else constant `precision`, whose "full" runs no half type
-    runs_half = schedule.uses_half if schedule is not None else precision in ("mixed", "half")
-    if half_dtype == "float16" and runs_half:
-        asked = (setting_as_given(prefix, "schedule", schedule_as_given) if schedule is not None
-                 else setting_as_given(prefix, "precision", precision))
-        causes.append(f"{setting_as_given(prefix, 'half_dtype', 'float16')} with {asked} computes in float16")
-    if spectral_weight_dtype == "complex32":
-        causes.append(f"{setting_as_given(prefix, 'spectral_weight_dtype', 'complex32')} stores the spectral "
-                      "weights in float16's range")
-    if not causes:
-        return None
-    bfloat16 = setting_as_given(prefix, "half_dtype", "bfloat16")
-    other = f"use {bfloat16}, " if half_dtype == "float16" and runs_half else ""
-    return (f"{setting_as_given(prefix, 'update_in_backward', 'true' if prefix.startswith('-') else True)} cannot be "
-            f"combined with loss scaling: {' and '.join(causes)}, so the trainer's loss scaling 'auto' (its default) "
-            "scales the loss, and an overflow found in a late layer cannot undo the updates already made to earlier "
-            f"ones. Add {setting_as_given(prefix, 'loss_scaling', 'none')}, {other}or leave {prefix}update_in_backward "
-            "out.")
 
 
 def optimizer_replacement_reason(options, prefix=""):

@@ -124,16 +124,23 @@ def test_train_help_of_an_unknown_section_class_names_the_allowed_ones(capsys):
 
 
 def test_update_in_backward_with_complex32_weights_is_refused_before_the_data_load(no_training, capsys):
-    from neuralop_mp.optim.update_in_backward import check_update_in_backward_settings
-
     args = ["--opt.update_in_backward", "true", "--model.spectral_weight_dtype", "complex32"]
     assert cli.main(["train", "darcy", *args]) == 2
     err = _one_line_error(capsys)
     assert not no_training
-    # the trainer's own refusal (its check once "auto" scaling is on), naming the config keys
-    with pytest.raises(ValueError) as trainer_error:
-        check_update_in_backward_settings(loss_scaling="auto", prefix="opt.")
-    assert str(trainer_error.value) in err and "model.spectral_weight_dtype='complex32'" in err, err
+    # the rule `run` applies to its flags (optim.update_in_backward.auto_scaling_refusal), naming the config keys
+    assert err.rstrip().endswith("opt.update_in_backward=True cannot be combined with loss scaling: "
+                        "model.spectral_weight_dtype='complex32' stores the spectral weights in float16's range, so "
+                        "the trainer's loss scaling 'auto' (its default) scales the loss, and an overflow found in a "
+                        "late layer cannot undo the updates already made to earlier ones. Add opt.loss_scaling='none', "
+                        "or leave opt.update_in_backward out."), err
+    # a float16 half type the run computes in: refused before the data too, as `run` refuses it
+    half = ["--model.fno_block_precision", "half", "--model.half_dtype", "float16", "--opt.update_in_backward", "true"]
+    assert cli.main(["train", "darcy", *half]) == 2
+    assert "model.half_dtype='float16' with model.fno_block_precision='half' computes in float16" in \
+        _one_line_error(capsys)
+    assert not no_training
+    assert load_config("darcy", [*half[:2], *half[4:]]).opt.update_in_backward is True  # "auto": bfloat16 on CPU
     # without loss scaling, or with complex64 weights, "auto" leaves update in backward alone
     assert load_config("darcy", [*args, "--opt.loss_scaling", "none"]).opt.update_in_backward is True
     assert load_config("darcy", args[:2]).opt.update_in_backward is True
