@@ -374,16 +374,18 @@ def validated_precision_policy(config, *, training=True):
     _check_positive("patching.levels", config.patching.levels, allow_zero=True)
     validate_value_ranges(config)
     check_grid_settings(config)
-    _check_update_in_backward_scaling(config, policy)
+    check_update_in_backward_scaling(config, policy)  # what needs no device
     return policy
 
 
-def _check_update_in_backward_scaling(config, policy):
+def check_update_in_backward_scaling(config, policy, device=None):
     """``opt.update_in_backward`` beside ``opt.loss_scaling`` "auto" where the trainer will scale the
-    loss (complex32 spectral weights, or a float16 half type in a run that computes in a half type):
-    it refuses it then, after the data are loaded; refused here, by the rule ``run`` applies
-    (:func:`~neuralop_mp.optim.update_in_backward.auto_scaling_refusal`). "auto" precision is decided
-    from data: left to the trainer."""
+    loss: it refuses it then, after the data are loaded; refused here, by the rule ``run`` applies
+    (:func:`~neuralop_mp.optim.update_in_backward.auto_scaling_refusal`). Complex32 spectral weights
+    scale on any device (the config's validation: ``device`` None); a float16 half type in a run that
+    computes in one only on the ``device`` the run trains on (``neuralop-mp train`` passes it: a
+    config trained on a CPU with half type "auto" evaluates on a CUDA machine). "auto" precision is
+    decided from data: left to the trainer."""
     opt = config.opt
     if opt.loss_scaling != "auto" or not normalize_flag(getattr(opt, "update_in_backward", False),
                                                          "opt.update_in_backward"):
@@ -397,7 +399,7 @@ def _check_update_in_backward_scaling(config, policy):
              else f"model.fno_block_precision={mode!r}")
     refusal = auto_scaling_refusal(
         runs_half=schedule.uses_half if schedule is not None else mode in ("mixed", "half"),
-        half_is_float16=policy.half_torch_dtype(parse_device(config.device).type) == torch.float16, asked=asked,
+        half_is_float16=device is not None and policy.half_torch_dtype(device) == torch.float16, asked=asked,
         complex32_weights=policy.weight_torch_dtype == torch.complex32,
         names={"half_dtype": "model.half_dtype", "spectral_weight_dtype": "model.spectral_weight_dtype",
                "loss_scaling": "opt.loss_scaling", "update_in_backward": "opt.update_in_backward"})

@@ -553,8 +553,8 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         unwritable output folder, a new run into a folder that holds a run, ``save_best``
         without a test at the training resolution, a model whose channels or dimensions a
         built-in dataset's samples do not have (:func:`check_model_fits_dataset`), ``opt.update_in_backward`` under
-        torchrun with several ranks (before anything is written; with "auto" loss scaling of a
-        float16 run the config's validation refuses it, a ValueError) or a
+        torchrun with several ranks or with "auto" loss scaling of a float16 run (both before
+        anything is written: :func:`~neuralop_mp.configs.validation.check_update_in_backward_scaling`) or a
         ``resume`` without a checkpoint folder; while
         loading data, for missing files that are not to be generated (with the command
         that generates them); when the model is built, for an argument its constructor
@@ -593,7 +593,7 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     """:func:`run_training`, appending to ``claimed`` the default folder it claims and entering the run
     folder's lock into ``held`` (an ``ExitStack``)."""
     from .configs import config_to_dict
-    from .configs.validation import validated_precision_policy
+    from .configs.validation import check_update_in_backward_scaling, validated_precision_policy
     from .run_folder import (CHECKPOINT_DIR, COMMAND_FILE, FINAL_MODEL, RESULTS_FILE, check_run_folder_present,
                              run_data_records, run_folder_lock, save_data_processor, save_model, write_command)
     from .run_records import parameters_text, phase_ranges
@@ -610,6 +610,10 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
         memory_kwargs = build_steps.trainer_memory_kwargs(getattr(config.opt, "update_in_backward", None))
         check_update_in_backward_launch(memory_kwargs.get("update_in_backward", False), "opt.update_in_backward")
         device = distributed.init_from_env("nccl" if device.type == "cuda" else "gloo")
+    try:  # a float16 half type on the device it trains on: refused before the data, as the trainer would after
+        check_update_in_backward_scaling(config, policy, device)
+    except ValueError as error:
+        raise RunSetupError(str(error)) from None
     is_writer = distributed.rank() == 0
     allocator = None
     if device.type == "cpu" and cpu_allocator is not None:  # before anything is written

@@ -134,13 +134,10 @@ def test_update_in_backward_with_complex32_weights_is_refused_before_the_data_lo
                         "the trainer's loss scaling 'auto' (its default) scales the loss, and an overflow found in a "
                         "late layer cannot undo the updates already made to earlier ones. Add opt.loss_scaling='none', "
                         "or leave opt.update_in_backward out."), err
-    # a float16 half type the run computes in: refused before the data too, as `run` refuses it
+    # a float16 half type is refused on the device a run trains on (train_pipeline: test_run_folder_reuse.py),
+    # not by the config alone, which may be evaluated on another device than it trained on
     half = ["--model.fno_block_precision", "half", "--model.half_dtype", "float16", "--opt.update_in_backward", "true"]
-    assert cli.main(["train", "darcy", *half]) == 2
-    assert "model.half_dtype='float16' with model.fno_block_precision='half' computes in float16" in \
-        _one_line_error(capsys)
-    assert not no_training
-    assert load_config("darcy", [*half[:2], *half[4:]]).opt.update_in_backward is True  # "auto": bfloat16 on CPU
+    assert load_config("darcy", half).opt.update_in_backward is True
     # without loss scaling, or with complex64 weights, "auto" leaves update in backward alone
     assert load_config("darcy", [*args, "--opt.loss_scaling", "none"]).opt.update_in_backward is True
     assert load_config("darcy", args[:2]).opt.update_in_backward is True
