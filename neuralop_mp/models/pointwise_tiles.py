@@ -61,6 +61,7 @@ from neuralop.layers.skip_connections import Flattened1dConv, SoftGating
 from neuralop.layers.spectral_convolution import SpectralConv
 from torch import nn
 from torch.nn.modules import module as torch_module
+from torch.nn.utils import parametrize
 
 from ..vocabulary import check_int_at_least
 from ..layers.product_paths import choice_device_type
@@ -116,12 +117,15 @@ def _elementwise(activation):
 def _unhooked(modules):
     """Whether no hook would see a tile instead of the whole grid: no forward or backward
     hook on these modules or their children, and no global one (a backward hook on a
-    module called once per tile would run once per tile, on that tile's gradients)."""
+    module called once per tile would run once per tile, on that tile's gradients); nor a
+    parametrization (torch.nn.utils.parametrize), computed again at every read of its
+    weight: once per tile, which steps a stateful one such as spectral_norm's power
+    iteration once per tile in training."""
     if (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
             or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks):
         return False
     return not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-                   for root in modules for m in root.modules())
+                   or parametrize.is_parametrized(m) for root in modules for m in root.modules())
 
 
 def mlp_sliceable(mlp):
@@ -131,6 +135,15 @@ def mlp_sliceable(mlp):
     points, e.g. a softmax, would see a slice). The rule of the tiles and of block recompute."""
     return (isinstance(mlp, ChannelMLP) and type(mlp).forward is ChannelMLP.forward and mlp.dropout is None
             and _elementwise(mlp.non_linearity))
+
+
+def mlp_sliceable_now(mlp):
+    """Whether a ChannelMLP (lifting, projection) may run on slices of the grid now:
+    :func:`mlp_sliceable`, and no hook (forward or backward, or a global one) on its layers,
+    which a sliced call would run once per slice, on that slice. A hook on ``mlp`` itself runs
+    once around the sliced call and sees the whole grid. Asked at every call, since layers and
+    hooks may change after slicing was set: the rule of the tiles and of block recompute."""
+    return mlp_sliceable(mlp) and _unhooked(mlp.children())
 
 
 def _pointwise_skips(skips):
@@ -250,11 +263,11 @@ def mlp_piece_forward(mlp, x, tiling, sliceable=None, casts=None):
     projection ``mlp``: ``forward(mlp, piece)`` is the class's forward, its 1x1 convolutions
     as matrix products in ``dtype`` where those apply (else ``dtype`` is None). The rule of
     the tiles, shared with recompute's slices so that both compute the same sums;
-    ``sliceable`` is the caller's :func:`mlp_sliceable` and no-hooks check, if it made it;
+    ``sliceable`` is the caller's :func:`mlp_sliceable_now`, if it asked it;
     ``casts``, a dict for one call, makes the products cast the weights once for every piece
     (see :func:`~.pointwise_gemm.pointwise_product`)."""
     if sliceable is None:
-        sliceable = mlp_sliceable(mlp) and _unhooked(mlp.children())
+        sliceable = mlp_sliceable_now(mlp)
     dtype = _product_dtype(x, tiling) if sliceable and mlp_is_products(mlp) else None
     if dtype is None:
         return type(mlp).forward, None
@@ -311,7 +324,7 @@ class _TiledPointwiseForward(BoundToModule):
     def __call__(self, x):
         tiling = _tiling(x, self.tile_points)
         self.last_recomputed = False
-        sliceable = mlp_sliceable(self.module) and _unhooked(self.module.children())
+        sliceable = mlp_sliceable_now(self.module)
         forward, self.last_product_dtype = mlp_piece_forward(self.module, x, tiling, sliceable, casts={})
         if tiling is None or not sliceable:
             self.last_tiles = 1

@@ -8,8 +8,9 @@ for each call of an ``FNOBlocks`` (spectral path, skips, channel MLP and
 activation), and recomputes every ``ChannelMLP`` outside the FNO blocks (the lifting
 and the projection of FNO, TFNO and UNO) a slice of grid points at a time
 (:mod:`~neuralop_mp.models.pointwise_chunks`), so their hidden tensors, the widest
-of the model, are never alive at full resolution; ``"none"`` restores the ordinary
-forward.
+of the model, are never alive at full resolution (a call made while a hook sits on one
+of their layers replays them whole: the hook sees the whole grid); ``"none"`` restores
+the ordinary forward.
 
 Recompute uses ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``,
 which replays the forward under the autocast state and RNG state of the original
@@ -26,6 +27,7 @@ References
 """
 import contextlib
 import functools
+import math
 
 import torch
 from neuralop.layers.fno_block import FNOBlocks
@@ -36,7 +38,7 @@ from torch.utils.checkpoint import checkpoint
 from ..vocabulary import RECOMPUTE_MODES, normalize_recompute, normalize_recompute_chunk_points
 from .bound_forward import BoundToModule
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS, pointwise_in_chunks, pointwise_targets, split_points
-from .pointwise_tiles import mlp_sliceable, mlp_piece_forward, reinstall_pointwise_tiles
+from .pointwise_tiles import mlp_piece_forward, mlp_sliceable, mlp_sliceable_now, reinstall_pointwise_tiles
 
 __all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "pointwise_targets", "recompute_chunk_points", "recompute_mode",
            "set_recompute"]
@@ -102,20 +104,31 @@ class _RecomputedForward(BoundToModule):
 
 
 class _ChunkedPointwiseForward(BoundToModule):
-    """An instance-level ``forward`` of a pointwise module, recomputed a slice of grid points at a time."""
+    """An instance-level ``forward`` of a pointwise module, recomputed a slice of grid points at a
+    time; replayed whole (as :class:`_RecomputedForward`) at a call where slices would not be exact
+    or a hook sits on one of its layers (:func:`~.pointwise_tiles.mlp_sliceable_now`)."""
 
     def __init__(self, module, chunk_points):
         super().__init__(module)
         self.chunk_points = chunk_points
+        self.whole = _RecomputedForward(module)
+        self.last_slices = None  # slices of the last call (1: replayed whole, or it fit one slice)
 
     def __call__(self, x):
+        # asked at every call: a hook put on a layer after set_recompute would otherwise see each
+        # slice (forward and replay) and its changes to the output would act slice by slice
+        if not mlp_sliceable_now(self.module):
+            self.last_slices = 1
+            return self.whole(x)
+        split = split_points(x.shape, self.chunk_points)
+        self.last_slices = 1 if split is None else math.ceil(x.shape[split[0]] / split[1])
         # 1x1 convolutions as matrix products where the tiles would run them so: the same sums.
         # One casts dict per call: each 1x1 weight and bias is cast once for all the slices, and
         # their replays in backward reuse the casts (kept until then: 16-bit copies of the small
         # 1x1 weights). Safe: the casts are detached, the gradients reach the parameters through
         # the products, and they hold what a replay would cast again (the parameters do not
         # change between forward and backward)
-        forward, _ = mlp_piece_forward(self.module, x, split_points(x.shape, self.chunk_points), casts={})
+        forward, _ = mlp_piece_forward(self.module, x, split, sliceable=True, casts={})
         return pointwise_in_chunks(functools.partial(forward, self.module), x, self.chunk_points)
 
     def __reduce__(self):
@@ -192,7 +205,9 @@ def recompute_mode(model):
 def recompute_chunk_points(model):
     """The ``chunk_points`` of the slices that :func:`set_recompute`'s ``"block"`` last set on
     ``model``; None where nothing is sliced (another mode, or a lifting and projection with
-    dropout or an activation that is not elementwise, recomputed whole)."""
+    dropout or an activation that is not elementwise, recomputed whole). A call made while a hook
+    sits on one of their layers is replayed whole whatever this returns
+    (:func:`~.pointwise_tiles.mlp_sliceable_now`)."""
     for module in model.modules():
         forward = module.__dict__.get("forward")
         if isinstance(forward, _ChunkedPointwiseForward):
