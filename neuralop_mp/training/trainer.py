@@ -743,7 +743,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         finally:
             self._in_guarded_step = False
             self._close_step_meter()
-        if stats["scale_grows"] is None:  # the epoch's first step: its phase is entered (on_epoch_start)
+        # decided at the epoch's first step, not in on_epoch_start: a subclass's on_epoch_start may set
+        # precision or weight dtypes after super()'s (or not call it), and the step sees what it set
+        if stats["scale_grows"] is None:
             stats["scale_grows"] = self._scale_may_grow()
         self.scaler.update(grow=stats["scale_grows"])
         if metered:
@@ -857,7 +859,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         ``(train_err, avg_loss, avg_lasso_loss, epoch_train_time)`` as upstream does.
 
         Under DDP the averages (and ``history``'s ``train_loss``, ``train_err``) are over
-        every rank's batches, the same on every rank. Losses of non-finite batches are left
+        every rank's batches, the same on every rank: what one process of the ranks' batch size
+        records (with a loss averaged over the batch, ``avg_loss`` is per sample divided by that
+        size, as upstream's; docs/distributed.md). Losses of non-finite batches are left
         out of the averages (they are counted in ``history[-1]["skipped_steps"]``), and out
         of the loss a ``ReduceLROnPlateau``
         scheduler is stepped with (:meth:`_step_plateau`). An epoch without a finite loss
