@@ -285,6 +285,12 @@ def _raised_by_plugin(error):
     return bool(frames) and _under(frames[-1].filename, roots)
 
 
+def _plugin_refusal(error):
+    """Whether ``error`` is a refusal of the plugin's own checks: a ValueError or TypeError raised in its
+    code (:func:`_raised_by_plugin`), said in one line; anything else keeps its traceback."""
+    return isinstance(error, (ValueError, TypeError)) and _raised_by_plugin(error)
+
+
 def _script_line(error, script):
     """``"train.py, line 120: "``: the last line of ``script`` that ``error`` passed through ("" for none)."""
     try:
@@ -391,7 +397,7 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
                 status, interrupted = exit_status(interrupt), True  # summary and report follow, exit 130 / 143
             except Exception as exc:  # the script's own failure: report it like Python would
                 refusal = report.refused_trainer(exc)
-                if refusal is not None and isinstance(exc, (ValueError, TypeError)) and _raised_by_plugin(exc):
+                if refusal is not None and _plugin_refusal(exc):
                     # a Trainer refusing its arguments (the options' among them) is said as the refusal it is;
                     # an error inside upstream's constructor (or torch's) keeps its traceback
                     print(f"neuralop-mp run: error: {_script_line(exc, path)}neuralop.Trainer ({refusal['class']}) "
@@ -399,6 +405,9 @@ def run_script(script, script_args=(), *, report_path=None, out=None, **options)
                 else:
                     traceback.print_exc()
                 status, error = 1, exc
+            # each trainer that raised, as the summary tells it: refused by our checks, or raised in
+            # upstream's code (the traceback above); one the script caught included
+            report.mark_trainer_refusals(_plugin_refusal, error)
     finally:
         added = [p for p in sys.path if p and p not in saved_path]
         added_paths = [Path(p).resolve() for p in added]

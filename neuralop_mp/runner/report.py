@@ -59,7 +59,10 @@ class ActivationReport:
     trainer_refusals : list of dict
         One entry per trainer constructor that raised (the plugin's ``Trainer`` refusing the
         script's arguments, or the activation's settings beside them): ``class`` and ``error``
-        (the exception's type and the first line of its message).
+        (the exception's type and the first line of its message); once the script ended,
+        ``refused_by_plugin`` (the plugin's own checks refused, not an error raised inside
+        upstream's constructor or torch's) and ``ended_script`` (the script ended with it, not
+        caught it): :meth:`mark_trainer_refusals`.
     notes : list of str
         Things that were requested but could not be applied, in words.
     information : list of str
@@ -188,6 +191,14 @@ class ActivationReport:
             if seen is error:
                 return entry
         return None
+
+    def mark_trainer_refusals(self, is_plugin_refusal, ended_with):
+        """Record in each entry of :attr:`trainer_refusals` ``refused_by_plugin``
+        (``is_plugin_refusal(exception)``) and ``ended_script`` (its exception is ``ended_with``,
+        the one the script ended with); only before :meth:`finish`, which drops the exceptions."""
+        for error, entry in zip(self._refused, self.trainer_refusals):
+            entry["refused_by_plugin"] = is_plugin_refusal(error)
+            entry["ended_script"] = error is ended_with
 
     def record_end(self, exit_status, error=None, interrupted=False):
         """How the script ended: its exit status, the exception it raised, a Ctrl-C."""

@@ -189,6 +189,19 @@ def flags_after_separator_cause(script_args):
             "SCRIPT ARGS).")
 
 
+def trainer_failure(refusal):
+    """``(what, why)`` of an entry of the report's ``trainer_refusals``, as the summary says it: a
+    refusal of the plugin's own checks (``refused_by_plugin``; an entry without it too) "refused to be
+    created", anything else (an error inside upstream's constructor, or torch's) "raised TYPE while
+    being created", pointing at its traceback where the script ended with it (``ended_script``)."""
+    trainer = f"neuralop.Trainer ({refusal['class']})"
+    if refusal.get("refused_by_plugin", True):
+        return f"{trainer} refused to be created", refusal["error"]
+    kind, _, message = refusal["error"].partition(":")  # the entry's error: "TypeName: first line of its message"
+    shown = "its traceback above shows where" if refusal.get("ended_script") else ""
+    return f"{trainer} raised {kind} while being created", "; ".join(filter(None, (message.strip(), shown))) or kind
+
+
 def end_warnings(report):
     """What was requested but, judging from what was actually intercepted, did not happen, and
     the report's notes.
@@ -197,8 +210,9 @@ def end_warnings(report):
     interrupted before it built a model gets one line saying so, not the warnings about
     what a finished script should have built; one that stopped after its model without a
     Trainer is told how it ended and that it had created none, not that it never creates one; one
-    whose ``Trainer(...)`` raised is told that the trainer refused to be created, and why (the
-    report's ``trainer_refusals``).
+    whose ``Trainer(...)`` raised is told that the trainer refused to be created, and why, or, for an
+    error raised inside upstream's constructor, that it raised one (the report's ``trainer_refusals``,
+    :func:`trainer_failure`).
     A model the script built itself with the plugin's layers counts by what its trainer
     trained: the precision was applied to its plugin layers (the upstream layers beside them,
     which keep their own precision, are named).
@@ -212,8 +226,7 @@ def end_warnings(report):
     trained = [t for t in report.trainers if t.get("plugin_layers")]
     refusal = report.trainer_refusals[-1] if report.trainer_refusals else None
     if not report.models and not trained and stopped:
-        refused = (f" (its neuralop.Trainer ({refusal['class']}) refused to be created: {refusal['error']})"
-                   if refusal is not None else "")
+        refused = " (its {}: {})".format(*trainer_failure(refusal)) if refusal is not None else ""
         return [f"the script {ended} before it built a model through neuralop.get_model{refused}: nothing ran "
                 "with the plugin."] + report.notes
     warnings = []
@@ -236,7 +249,7 @@ def end_warnings(report):
                                 "MixedPrecisionSpectralConv layers took the requested precision.")
     if not report.trainers and refusal is not None:
         # the script created one, whose constructor raised: what it refused, not that none was created
-        refused = f"neuralop.Trainer ({refusal['class']}) refused to be created ({refusal['error']})"
+        refused = "{} ({})".format(*trainer_failure(refusal))
         warnings.append(f"the script {ended} after its {refused}: no schedule or loss scaling was applied." if stopped
                         else f"the script's {refused}, and it created no other: no schedule or loss scaling was "
                              "applied.")
