@@ -449,7 +449,7 @@ def checkpoint_to_resume(out, checkpoint_dir):
         loaded weights (a folder of upstream's ``Trainer``, which resumes from its
         manifest's epoch, is never a run folder's checkpoint).
     """
-    from .run_folder import CHECKPOINT_DIR
+    from .run_folder import CHECKPOINT_DIR, COMMAND_FILE
     from .training.checkpointing import (MANIFEST_FILE, PRECISION_STATE_FILE, CheckpointError,
                                          resolve_checkpoint_dir)
 
@@ -460,8 +460,13 @@ def checkpoint_to_resume(out, checkpoint_dir):
         except CheckpointError:  # neither the folder nor its .old
             pass
     if folder is None:
+        # the command.json of a run stopped before its first epoch (in a folder the user made: one the
+        # run created is removed) is no run: the same command, without --resume, starts it in this folder
+        again = (f" The run recorded in its {COMMAND_FILE} stopped before its first epoch: run its command again "
+                 "without --resume (a new run may use this folder, which holds no run)."
+                 if (Path(out) / COMMAND_FILE).is_file() else "")
         raise RunSetupError(f"Nothing to resume in {out}: it has no {CHECKPOINT_DIR}/ folder "
-                            "(a run writes one after its first epoch).")
+                            f"(a run writes one after its first epoch).{again}")
     missing = [name for name in (PRECISION_STATE_FILE, MANIFEST_FILE) if not (folder / name).is_file()]
     if PRECISION_STATE_FILE in missing:
         listed = " and ".join(str(folder / name) for name in missing)
@@ -497,7 +502,10 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         Recorded and returned as an absolute path. A new run (not ``resume``) refuses a
         folder that holds a run already (:func:`check_new_run_folder`). A default folder is
         given back when the run raises (Ctrl-C included) before it saved any of itself
-        (:func:`~neuralop_mp.run_folder.release_run_folder`).
+        (:func:`~neuralop_mp.run_folder.release_run_folder`), and so is a folder a new run
+        was given that did not exist (with the parents it created for it): a run refused
+        at its data leaves no folder holding only its ``command.json``. A folder that
+        existed before is never removed.
     write : bool
         Write the run folder: ``results.json``, ``loss_curve.png``, the final model
         (upstream's ``save_checkpoint`` format, :mod:`neuralop_mp.run_folder`), the data
@@ -575,7 +583,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
     """
     from .run_folder import release_run_folder
 
-    claimed = []  # the default folder this call claims
+    claimed = []  # the folders this call created for its run folder (a default one claimed), innermost first
     try:
         with contextlib.ExitStack() as held:  # the run folder's lock, released when the run ends
             return _run_training(config, claimed, held, progress=progress, output_dir=output_dir, write=write,
@@ -583,14 +591,27 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
                                  cpu_allocator=cpu_allocator, command_flags=command_flags,
                                  threads_reason=threads_reason)
     except BaseException:  # Ctrl-C included: a run stopped before saving any of itself leaves no folder
-        for folder in claimed:
-            release_run_folder(folder)
+        for folder in claimed:  # each only if empty once released: a parent left holding anything stays
+            if folder.is_dir() and not release_run_folder(folder):  # not a dir: never made (a refused mkdir)
+                break
         raise
+
+
+def _missing_folders(folder):
+    """``folder`` and its parents that do not exist, innermost first: those a ``mkdir(parents=True)``
+    of it creates."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
 
 
 def _run_training(config, claimed, held, *, progress, output_dir, write, log, resume, save_best, threads, command,
                   cpu_allocator, command_flags, threads_reason=None):
-    """:func:`run_training`, appending to ``claimed`` the default folder it claims and entering the run
+    """:func:`run_training`, appending to ``claimed`` the folders it creates for a new run's folder (a
+    default one claimed, or a given one that did not exist and its missing parents) and entering the run
     folder's lock into ``held`` (an ``ExitStack``)."""
     from .configs import config_to_dict
     from .configs.validation import check_update_in_backward_scaling, validated_precision_policy
@@ -636,6 +657,8 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     if claim and not (output_dir or config.output_dir):  # a default folder, created now for this run
         claimed.append(out)
     if write and is_writer and (not resume or out.is_dir()):  # a resume's missing folder: refused below
+        if claim and not claimed:  # a folder given, made now for this run: given back as a claimed one
+            claimed.extend(_missing_folders(out))
         check_writable(out)  # created if new: the lock file is in it
         # one run at a time writes the folder: a second (resume or new) is refused before it reads or writes
         held.enter_context(run_folder_lock(out))
