@@ -96,7 +96,7 @@ CHECK_RESOLUTION = {
     "burgers": lambda res: burgers_settings(res, 0, burgers.DEFAULT_VISCOSITY, burgers.DEFAULT_T_FINAL,
                                             burgers.DEFAULT_N_TIME, burgers.DEFAULT_SOLVER_RESOLUTION),
 }
-# each generator's smallest stored grid and its rule, in words (what CHECK_RESOLUTION refuses below it)
+# each generator's smallest stored grid and its rule, in words: the sizes CHECK_RESOLUTION takes (diagnose's refusal)
 RESOLUTION_RULES = {
     "darcy": (darcy.MIN_RESOLUTION, f"integers >= {darcy.MIN_RESOLUTION}"),
     "nsforcing": (navier_stokes.MIN_RESOLUTION, f"powers of 2 >= {navier_stokes.MIN_RESOLUTION}"),

@@ -103,18 +103,32 @@ def _check_n_bands(n_bands, model, resolution):
     return band_count([resolution] * layers[0].order, n_bands, key="--n-bands")
 
 
-def _check_resolution(loader_name, resolution, flag):
-    """``resolution`` (N, given as ``flag``), refused in one line naming ``flag`` and the rule where
-    it is below the smallest grid ``loader_name``'s dataset is generated at
-    (:data:`~neuralop_mp.data.loaders.RESOLUTION_RULES`), before any data are generated; the load
-    would name its own ``train_resolution`` (with the bound of every dataset, 2) or the generator's.
-    A resolution at or above that grid which the generator refuses (Navier-Stokes: powers of 2) may
-    be the user's own files: the load decides."""
-    from ..data.loaders import LOADER_FILES, RESOLUTION_RULES
+def _check_resolution(loader_name, resolution, flag, data_root=None):
+    """``resolution`` (N, given as ``flag``), refused in one line naming ``flag`` and the rule of
+    ``loader_name``'s dataset (:data:`~neuralop_mp.data.loaders.RESOLUTION_RULES`), before any data
+    are generated: where it is below the smallest grid the dataset is generated at, and where the
+    load would generate a file at N (training) or 2N (test) that the dataset's generator refuses
+    (:data:`~neuralop_mp.data.loaders.CHECK_RESOLUTION`; Navier-Stokes: powers of 2), as
+    :func:`~neuralop_mp.data.loaders.ensure_files` checks a file it generates. The load would name
+    its own ``train_resolution`` (with the bound of every dataset, 2) or the generator's
+    ``Navier-Stokes resolution``, not the option typed. A file already in ``data_root`` at a size the
+    generator refuses may be the user's own: the load decides."""
+    from ..data.cache import data_file, resolve_root
+    from ..data.loaders import CHECK_RESOLUTION, LOADER_FILES, RESOLUTION_RULES
 
     prefix, _, dataset = LOADER_FILES[loader_name]
     smallest, rule = RESOLUTION_RULES[prefix]
-    if resolution >= smallest:
+    refused = resolution < smallest
+    if not refused:
+        root = resolve_root(data_root)
+        for size, split in ((resolution, "train"), (2 * resolution, "test")):
+            if data_file(root, prefix, split, size).exists():
+                continue
+            try:
+                CHECK_RESOLUTION[prefix](size)
+            except ValueError:
+                refused = True
+    if not refused:
         return resolution
     raise ValueError(f"Invalid {flag}={resolution}; allowed values for the {dataset} data: {rule} (the working "
                      "resolution N; the test inputs are generated at 2N).")
@@ -311,7 +325,9 @@ def fine_inputs(loader_name, kwargs, resolution, n_samples, flag="--resolution")
 def _recipe_table(args, overrides):
     from .recipes import format_recipe_table, recipe_rows
 
-    _load_config(args.target, overrides)  # an unknown option is said now, not as a config error of each arch
+    config = _load_config(args.target, overrides)  # an unknown option is said now, not as a config error of each arch
+    for n in args.resolutions or DEFAULT_RESOLUTIONS:  # each by its dataset's rule, before the first is measured
+        _check_resolution(config.data.loader_name(), n, "--resolutions", getattr(config.data, "data_root", None))
     notes = []
     with ignoring_upstream_unused_keys():
         rows = recipe_rows(args.target, overrides, (args.archs or DEFAULT_ARCHS).split(","),
@@ -350,7 +366,8 @@ def main(argv=None):
         checkpoint = _checkpoint_path(args.target)
         model, loader, kwargs, n, name = _load(args, overrides, checkpoint)
         if args.resolution is not None or checkpoint is None:  # a run's own resolution: the data it trained on
-            _check_resolution(loader, n, "--resolution" if args.resolution is not None else "data.train_resolution")
+            _check_resolution(loader, n, "--resolution" if args.resolution is not None else "data.train_resolution",
+                              kwargs.get("data_root"))
         out = Path(args.out or Path("diagnose") / name)
         check_out_folder(out)  # the default folder too, before the measurement (an explicit --out: when parsed)
         n_bands = _check_n_bands(args.n_bands, model, n)  # before the data are generated
