@@ -25,7 +25,7 @@ from ..training.checkpointing import METADATA_SUFFIX, STATE_DICT_SUFFIX, Checkpo
 from ..vocabulary import OneLineErrorParser, ignoring_upstream_unused_keys, plain_text
 from .bands import DEFAULT_N_BANDS
 
-LOADERS = {"darcy": "load_darcy", "navier_stokes": "load_navier_stokes"}
+LOADERS = {"darcy": "load_darcy", "navier_stokes": "load_navier_stokes", "burgers": "load_burgers"}
 DEFAULT_ARCHS = "FNOConfig,TFNOConfig"
 DEFAULT_RESOLUTIONS = [64, 128]
 # the options that one of diagnose's two modes reads and the other does not: given to the other they
