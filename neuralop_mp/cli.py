@@ -172,13 +172,17 @@ def train_help(spec="darcy", args=()):
             parent = getattr(parent, part)
         value = getattr(parent, name)
         if is_config(value):  # the classes the field admits: a config may narrow model to TFNOConfig
-            choices = [c for c in subclass_choices(section_class(parent, name)) if c != "ModelConfig"]
+            # less the bases a config file subclasses: ModelConfig builds no model, DataConfig is Darcy
+            # without its encoding keys (both still accepted when typed)
+            choices = [c for c in subclass_choices(section_class(parent, name)) if c not in BASE_SECTIONS]
             lines.append(f"  --{key} {{{', '.join(choices)}}}  (current: {type(value).__name__})")
         else:
             lines.append(f"  --{key} {value!r}")
     return "\n".join(lines)
 
 
+# Section classes --help leaves out of a section's choices: the bases of the others (docs/configs.md).
+BASE_SECTIONS = ("ModelConfig", "DataConfig")
 # Options of `train` that are not config keys: name -> metavar (None: a switch without value).
 TRAIN_FLAGS = {"--resume": "RUN_DIR", "--save_best": None, "--threads": "N|auto", "--cpu-allocator": "keep|system"}
 # Options of `eval` besides --key value config overrides.

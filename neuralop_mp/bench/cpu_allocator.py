@@ -9,7 +9,7 @@ its peak resident memory (``ru_maxrss``, which includes torch and Python themsel
 Fresh processes because the setting lasts for the life of a process and the peak
 resident size never goes down.
 
-Usage: ``neuralop-mp bench allocator [--quick] [--out DIR] [--update-docs]``.
+Usage: ``neuralop-mp bench allocator [--quick] [--steps N] [--res N] [--batch N] [--out DIR] [--update-docs]``.
 """
 import json
 import os
@@ -106,7 +106,9 @@ def main(argv=None):
     parser.add_argument("--batch", type=positive_int, default=None, help="batch size (default 2)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    refuse_partial_docs_update(parser, "allocator", args, {"--quick": args.quick})  # a tiny run is not the docs' table
+    # a tiny run, or another grid or batch, is not the table the docs' notes (and the README) describe
+    refuse_partial_docs_update(parser, "allocator", args,
+                               {"--quick": args.quick, "--res": args.res is not None, "--batch": args.batch is not None})
     body, data = run(quick=args.quick, steps=args.steps, res=args.res, batch=args.batch)
     text = header("Freed CPU memory kept: step time, page faults and resident memory",
                   shown_command("neuralop-mp bench allocator", argv)) + "\n" + body

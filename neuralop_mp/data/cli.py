@@ -90,12 +90,14 @@ def build_parser(prog="neuralop-mp data"):
     darcy = parser.add_argument_group("darcy")
     darcy.add_argument("--face-average", choices=FACE_AVERAGES, default=None,
                        help="permeability averaged onto cell faces (default harmonic)")
+    # a physics flag of every dataset: its own group, not under navier_stokes and burgers
+    solver = parser.add_argument_group("darcy, navier_stokes and burgers")
+    solver.add_argument("--solver-resolution", type=positive_int, default=None,
+                        help="smallest grid solved on (darcy: >= 4, solved on the nested (res-1)k+1 points, default "
+                             "the stored grid; navier_stokes: a power of 2 >= 32; burgers: >= 65)")
     physics = parser.add_argument_group("navier_stokes and burgers")
     physics.add_argument("--viscosity", type=positive_float, default=None, help="nu (default 1e-3 / 0.01)")
     physics.add_argument("--t-final", type=positive_float, default=None, help="final time (default 10 / 1)")
-    physics.add_argument("--solver-resolution", type=positive_int, default=None,
-                         help="smallest grid solved on (navier_stokes: a power of 2 >= 32; burgers: >= 65; darcy too: "
-                              ">= 4, solved on the nested (res-1)k+1 points, default the stored grid)")
     physics.add_argument("--n-time", type=positive_int, default=None, help="burgers: stored time points (default 17)")
     physics.add_argument("--dt", type=positive_float, default=None,
                          help="navier_stokes: largest time step (default 0.05*32/n on the n-point solver grid)")

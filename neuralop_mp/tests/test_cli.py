@@ -40,7 +40,8 @@ def test_train_help_shows_every_config_field(capsys, config_name, class_name):
     assert f"Fields of {class_name}" in out
     for key in ("--model.fno_block_precision 'full'", "--model.half_dtype 'auto'", "--model.stabilizer None",
                 "--opt.optimizer 'adamw'", "--opt.precision_schedule None", "--data.test_resolutions",
-                "--output_dir None", "--model {FNOConfig, TFNOConfig, UNOConfig}"):
+                "--output_dir None", "--model {FNOConfig, TFNOConfig, UNOConfig}",
+                "--data {DarcyDatasetConfig, NavierStokesDatasetConfig, BurgersDatasetConfig}"):
         assert key in out
 
 

@@ -512,6 +512,7 @@ def test_an_unwritable_out_fails_before_the_benchmark_runs(tmp_path, capsys, mon
     ("autocast_scope", "scope", ["--datasets", "darcy"]), ("autocast_scope", "scope", ["--runs", "full"]),
     ("auto_precision", "auto", ["--quick"]), ("auto_precision", "auto", ["--datasets", "darcy"]),
     ("auto_precision", "auto", ["--recipes", "full"]), ("cpu_allocator", "allocator", ["--quick"]),
+    ("cpu_allocator", "allocator", ["--res", "64"]), ("cpu_allocator", "allocator", ["--batch", "4"]),
     ("optimizer", "optimizer", ["--quick"]),
 ])
 def test_a_partial_run_does_not_rewrite_the_docs_section(module, section, partial, capsys, monkeypatch):
