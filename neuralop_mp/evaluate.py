@@ -30,6 +30,7 @@ refused, as a run stopped before its final save is
 """
 import math
 import time
+import warnings
 from typing import NamedTuple
 
 from .run_folder import (DATA_PROCESSOR_FILE, data_processor_from_state, find_checkpoint, load_data_processor,
@@ -393,7 +394,7 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     from .train_pipeline import (attach_patching, build_data, build_losses, build_trainer, data_dims,
                                  log_warning)
     from .train_report import precision_as_run
-    from .training.schedule import PrecisionSchedule
+    from .training.schedule import PrecisionSchedule, SkippedPhaseWarning
 
     start = time.perf_counter()
     found = find_checkpoint(path)  # a run's final model, the folder or the file named: current
@@ -444,7 +445,9 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     else:  # as it ran: --precision of that mode too (a run's: bitwise train's errors)
         schedule, epoch = as_run
     half_dtype = resolve_half_dtype(policy.half_dtype, device)
-    trainer = build_trainer(config, model, data_processor, schedule, device, progress=False, policy=policy)
+    with warnings.catch_warnings():  # the run's schedule, as train warned of it: nothing is trained here
+        warnings.simplefilter("ignore", SkippedPhaseWarning)
+        trainer = build_trainer(config, model, data_processor, schedule, device, progress=False, policy=policy)
     trainer.on_epoch_start(epoch)
     # the samples each error is the mean over: a resolution the run tested, its own count
     n_test_samples = {resolution: len(loader.dataset) for resolution, loader in test_loaders.items()}

@@ -96,3 +96,18 @@ def test_precision_of_the_best_epochs_mode_keeps_its_phases_stabilizer(monkeypat
         assert (evaluated["precision"]["mode"], evaluated["precision"]["stabilizer"]) == ("half", "tanh"), given
         assert evaluated["metrics"] == first, given
     assert _evaluated(best, "mixed")["precision"]["stabilizer"] is None  # another mode: its defaults
+
+
+def test_eval_of_a_run_whose_schedule_skipped_a_phase_warns_of_nothing(monkeypatch, tmp_path, recwarn):
+    """A schedule with a phase that got no epoch (paper's "half:0.25" in 2 epochs) is warned of by
+    train; eval, which builds the run's trainer again to evaluate in its last phase, trained nothing
+    and repeated it (a SkippedPhaseWarning now, which eval leaves out)."""
+    from neuralop_mp.training.schedule import SkippedPhaseWarning
+
+    _four_random_samples_as_data(monkeypatch)
+    run = tmp_path / "run"
+    train_tiny(run, "--model.half_dtype", "bfloat16", "--opt.precision_schedule", "paper", epochs=2)
+    assert any(issubclass(w.category, SkippedPhaseWarning) and "get no epoch" in str(w.message) for w in recwarn)
+    recwarn.clear()
+    assert cli.main(["eval", str(run)]) == 0
+    assert [str(w.message) for w in recwarn if "get no epoch" in str(w.message)] == []

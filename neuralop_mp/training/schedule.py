@@ -67,6 +67,11 @@ _OPTIONS = {
 }
 
 
+class SkippedPhaseWarning(UserWarning):
+    """A schedule's phase gets no epoch in a run of so few epochs (:meth:`PrecisionSchedule.check_fits`):
+    a warning for training; an evaluation that builds the run's trainer again leaves it out."""
+
+
 class _ModeDefault:
     """Sentinel: "use the mode's default" (shown as such in signatures and help())."""
 
@@ -418,7 +423,7 @@ class PrecisionSchedule:
         if skipped and warn:
             names = [str(self.phases[i]) for i in skipped]
             warnings.warn(f"Precision schedule {str(self)!r}: phase(s) {names} get no epoch in a run of "
-                          f"{n_epochs} epochs and are skipped.", UserWarning, stacklevel=2)
+                          f"{n_epochs} epochs and are skipped.", SkippedPhaseWarning, stacklevel=2)
         return self
 
     def index_for_epoch(self, epoch, n_epochs):
