@@ -24,6 +24,7 @@ A checkpoint of upstream's plain model loads into these classes (its recorded
 import contextlib
 import functools
 import inspect
+import io
 import os
 import types
 import warnings
@@ -311,6 +312,7 @@ class _PrecisionRecordingModel:
     """
 
     _layer_kwarg = "conv_module"
+    _prints_when_built = False  # whether upstream's constructor prints although verbose is False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -363,7 +365,9 @@ class _PrecisionRecordingModel:
         layer = functools.partial(_layer_class(arguments.pop(self._layer_kwarg, None), self._layer_kwarg),
                                   **layer_settings)
         upstream_kwargs = self._upstream_kwargs(arguments, policy, layer)
-        super().__init__(**upstream_kwargs)
+        quiet = self._prints_when_built and not upstream_kwargs.get("verbose", False)
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+            super().__init__(**upstream_kwargs)
         # the block's soft-gating skip would otherwise promote autocast activations to fp32
         adopt_half_safe_soft_gating(self)
         set_autocast_scope(self, policy.autocast_scope)
@@ -570,6 +574,9 @@ class MixedPrecisionUNO(_PrecisionRecordingModel, UNO, name="MixedPrecisionUNO")
 
     _layer_kwarg = "integral_operator"
     __signature__ = _plugin_signature = _signature_with_policy(inspect.signature(UNO), "integral_operator")
+    # upstream's UNO prints its skips' names (fno_skip=..., channel_mlp_skip=...) at every build, whatever
+    # `verbose`: lines amid a run's output; printed here with verbose=True only
+    _prints_when_built = True
 
     def _upstream_kwargs(self, arguments, policy, layer):
         block = arguments.pop("operator_block", FNOBlocks)
