@@ -440,7 +440,8 @@ def train_command(argv):
             print(file=sys.stderr)  # after the progress bar's line, as for Ctrl-C
             # a removed run folder took its checkpoint with it: its message says there is nothing to resume
             # (also where the removal met a save halfway, which then failed on a missing file)
-            if not isinstance(error, RunFolderRemoved):
+            # (not where the run gave back the folder it had made, nothing of it saved: run_training)
+            if not isinstance(error, RunFolderRemoved) and not getattr(error, "run_folder_released", False):
                 try:
                     check_run_folder_present(out)
                 except RunFolderRemoved as removed:

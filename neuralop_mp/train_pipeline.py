@@ -590,10 +590,16 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
                                  log=log, resume=resume, save_best=save_best, threads=threads, command=command,
                                  cpu_allocator=cpu_allocator, command_flags=command_flags,
                                  threads_reason=threads_reason)
-    except BaseException:  # Ctrl-C included: a run stopped before saving any of itself leaves no folder
+    except BaseException as error:  # Ctrl-C included: a run stopped before saving any of itself leaves no folder
+        released = []
         for folder in claimed:  # each only if empty once released: a parent left holding anything stays
-            if folder.is_dir() and not release_run_folder(folder):  # not a dir: never made (a refused mkdir)
+            if not folder.is_dir():  # never made (a refused mkdir), or removed under the run
+                continue
+            if not release_run_folder(folder):
                 break
+            released.append(folder)
+        # the caller's messages then tell a folder this run gave back from one removed under it
+        error.run_folder_released = bool(released)
         raise
 
 
