@@ -36,7 +36,7 @@ import torch
 
 # the run folder names its model files as upstream's Trainer names a checkpoint's (one source)
 from .training.checkpointing import (BEST_MODEL_NAME as BEST_MODEL, METADATA_SUFFIX, MODEL_NAME as FINAL_MODEL,
-                                     STATE_DICT_SUFFIX, CheckpointWriteError, load_torch_files, loadable_save,
+                                     STATE_DICT_SUFFIX, CheckpointWriteError, loadable_save,
                                      previous_save_dir, unwrap, write_error)
 
 CHECKPOINT_DIR = "checkpoint"
@@ -261,7 +261,7 @@ def load_model_and_precision(path, map_location="cpu", mixed_precision_layer=Fal
         precisions or stabilizers (:func:`model_precision`), naming them.
     """
     from .layers.precision_switch import mixed_precision_layers
-    from .models.checkpoints import build_model, read_checkpoint_metadata, restore_trained_n_modes
+    from .models.checkpoints import build_model, load_saved_model
 
     folder, name = find_checkpoint(path)
     metadata_path = folder / f"{name}{METADATA_SUFFIX}"
@@ -275,16 +275,14 @@ def load_model_and_precision(path, map_location="cpu", mixed_precision_layer=Fal
     if not metadata_path.is_file():
         raise FileNotFoundError(f"{metadata_path} is missing: save_checkpoint writes it next to "
                                 f"{name}{STATE_DICT_SUFFIX}, and the model cannot be rebuilt without it.")
-    context = f"Cannot load the model from {folder}"
-    weights = folder / f"{name}{STATE_DICT_SUFFIX}"
-    metadata = load_torch_files(lambda: read_checkpoint_metadata(folder, name), metadata_path, context=context)
-    # built outside load_torch_files: an error of the constructor (a subclass's own) is no fault of the files
-    model = build_model(metadata)
-    if mixed_precision_layer and not mixed_precision_layers(model):
-        model = build_model(metadata, precision_policy="full")
-    load_torch_files(lambda: model.load_checkpoint(folder, name, map_location=map_location), weights, metadata_path,
-                     context=context)
-    restore_trained_n_modes(model, folder, name, metadata)  # a trainer folder's grown modes (upstream classes)
+
+    def build(metadata):  # the saved class, or the plugin's for upstream's layers where asked
+        model = build_model(metadata)
+        if mixed_precision_layer and not mixed_precision_layers(model):
+            model = build_model(metadata, precision_policy="full")
+        return model
+
+    model = load_saved_model(folder, name, build, map_location=map_location)
     return model, model_precision(model)
 
 

@@ -6,6 +6,7 @@ upstream's classes cannot take the plugin's keys. :func:`load_model` reads the
 class name the checkpoint recorded (or takes the class to load into), adapts the
 recorded arguments across upstream's and the plugin's classes, and loads the weights.
 """
+import errno
 import os
 import warnings
 from pathlib import Path
@@ -35,6 +36,12 @@ def read_checkpoint_metadata(save_folder, save_name):
     ``non_linearity``...), so it is read with ``weights_only=False``, as upstream
     does: load only checkpoints you trust.
     """
+    return torch.load(_metadata_file(save_folder, save_name), weights_only=False)
+
+
+def _metadata_file(save_folder, save_name):
+    """The path of ``save_name``'s metadata in ``save_folder``, or a FileNotFoundError naming it
+    (with the recipe for a Trainer's folder of weights only)."""
     path = Path(save_folder) / f"{save_name}{METADATA_SUFFIX}"
     if not path.exists():
         message = f"No model checkpoint metadata at {path} (written by model.save_checkpoint)."
@@ -44,7 +51,7 @@ def read_checkpoint_metadata(save_folder, save_name):
                         "as the run did, e.g. neuralop_mp.get_model(config), then "
                         f"model.load_state_dict(torch.load({str(weights)!r}, weights_only=True)).")
         raise FileNotFoundError(message)
-    return torch.load(path, weights_only=False)
+    return path
 
 
 def _for_upstream_class(cls, kwargs):
@@ -78,9 +85,9 @@ def _for_upstream_class(cls, kwargs):
 def build_model(metadata, model_class=None, *, precision_policy=None):
     """The model that a checkpoint's recorded constructor arguments build, without its weights.
 
-    The half of :func:`load_model` that runs no file read: callers that report unreadable
-    files (``neuralop_mp.run_folder.load_model_and_precision``) read the metadata and load
-    the weights under their own checks and let an error of the constructor pass as it is.
+    The half of :func:`load_model` that runs no file read: :func:`load_saved_model` reads the
+    metadata and loads the weights under its file checks around it, and lets an error of the
+    constructor pass as it is.
 
     Parameters
     ----------
@@ -295,23 +302,48 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     """
     # a folder a crash left between the two renames of a save: its previous save, with a warning
     save_folder = loadable_save(save_folder)
-    metadata_path = Path(save_folder) / f"{save_name}{METADATA_SUFFIX}"
-    weights = Path(save_folder) / f"{save_name}{STATE_DICT_SUFFIX}"
-    context = f"Cannot load the model from {save_folder}"
-    metadata = _named_load(lambda: read_checkpoint_metadata(save_folder, save_name), metadata_path, context=context)
-    # built outside the wrapper: an error of the constructor (a subclass's own) is no fault of the files
-    model = build_model(metadata, model_class, precision_policy=precision_policy)
-    _named_load(lambda: model.load_checkpoint(save_folder, save_name, map_location=map_location), weights,
-                metadata_path, context=context)
-    return restore_trained_n_modes(model, save_folder, save_name, metadata)
+    return load_saved_model(save_folder, save_name,
+                            lambda metadata: build_model(metadata, model_class, precision_policy=precision_policy),
+                            map_location=map_location)
 
 
-def _named_load(load, path, *others, context):
-    """``load()`` of the file ``path`` (with ``others``, what else its error may come from), a
-    damaged file refused with a :class:`CheckpointError` naming it, as
-    :func:`~neuralop_mp.run_folder.load_model_and_precision` does
+def load_saved_model(save_folder, save_name, build, *, map_location=None):
+    """The model saved with ``save_checkpoint(save_folder, save_name)``, built by ``build`` and
+    loaded: the one path of :func:`load_model` and
+    :func:`neuralop_mp.run_folder.load_model_and_precision`, which differ in the folder they are
+    given (a save folder, a run folder) and the model they build from the metadata.
+
+    The metadata is read, ``build(metadata)`` builds the model, ``model.load_checkpoint`` loads
+    its weights, and :func:`restore_trained_n_modes` sets the Fourier modes a trainer's record
+    holds. A damaged file, or weights that do not fit the model built, is a
+    :class:`CheckpointError` naming the files
     (:func:`~neuralop_mp.training.checkpointing.load_torch_files`; torch's own errors name no
-    file). A missing ``path`` is left to ``load``, whose FileNotFoundError names it."""
-    if not path.exists():
-        return load()
-    return load_torch_files(load, path, *others, context=context)
+    file); a missing one a FileNotFoundError naming it.
+
+    Parameters
+    ----------
+    save_folder : str or Path
+    save_name : str
+    build : callable
+        ``build(metadata)``: the model without its weights (:func:`build_model`). Called outside
+        the file checks: an error of the constructor (a subclass's own) is no fault of the files
+        and passes as it is.
+    map_location : optional
+        As for ``torch.load``.
+
+    Returns
+    -------
+    torch.nn.Module
+    """
+    folder = Path(save_folder)
+    context = f"Cannot load the model from {save_folder}"
+    # a missing file is refused before load_torch_files, which would call it unreadable
+    metadata_path = _metadata_file(folder, save_name)
+    metadata = load_torch_files(lambda: read_checkpoint_metadata(folder, save_name), metadata_path, context=context)
+    model = build(metadata)
+    weights = folder / f"{save_name}{STATE_DICT_SUFFIX}"
+    if not weights.exists():  # named as torch's own open names it
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), weights.as_posix())
+    load_torch_files(lambda: model.load_checkpoint(folder, save_name, map_location=map_location), weights,
+                     metadata_path, context=context)
+    return restore_trained_n_modes(model, folder, save_name, metadata)
