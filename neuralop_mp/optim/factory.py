@@ -292,7 +292,8 @@ def nothing_compressed_warning(model, optimizer, kind):
     if not pairs or any(TensorGRaD.routes_to_compression(p, g) for p, g in pairs):
         return None
     candidates = [(p, g) for p, g in pairs if TensorGRaD.eligible_for_compression(p, g)]
-    if candidates and all(TensorGRaD.rank_exceeds_modes(p, g) for p, g in candidates):
+    # none routes to compression (above): a candidate's rank above its modes is rank_exceeds_modes
+    if candidates and all(TensorGRaD.asks_rank_above_modes(p, g) for p, g in candidates):
         return None  # the constructor named the rank above their mode sizes, group by group
     matrices = [p for p in (spectral_parameters(model, 0) or [p for p, _ in pairs])
                 if sum(1 for d in p.shape if d > 1) >= 2]

@@ -197,7 +197,9 @@ class TensorGRaD(Optimizer):
     rank : float, int, sequence of int or None, default 0.25
         Tucker rank (see :class:`TuckerProjector`); None drops the low-rank part. An
         int or tuple above a mode's size is clipped to it; a warning names the weights
-        this leaves with plain AdamW moments (:meth:`rank_exceeds_modes`).
+        this leaves with plain AdamW moments (:meth:`rank_exceeds_modes`). A tuple holds one
+        rank per mode of each parameter the group compresses: another length is refused
+        (ValueError) as the group joins.
     rank_convention : {"core", "mode", "params"}, default "core"
         "core": a float rank is the fraction of entries the Tucker core keeps.
     sparse_ratio : float or None, default 0.05
@@ -588,14 +590,24 @@ class TensorGRaD(Optimizer):
     def rank_exceeds_modes(param, group):
         """Whether ``param`` keeps plain AdamW moments in ``group``, which could compress it
         (:meth:`eligible_for_compression`), under an int or tuple ``rank`` above one of its
-        mode sizes: clipped to them, its compressed state is not smaller
-        (:meth:`routes_to_compression`). The constructor warns of it, once per group."""
-        rank = group["rank"]
-        if rank is None or isinstance(rank, float):  # a fraction never exceeds a mode
-            return False
-        ranks = tuple(rank) if isinstance(rank, (list, tuple)) else (rank,) * param.dim()
-        return (any(r > d for r, d in zip(ranks, param.shape)) and TensorGRaD.eligible_for_compression(param, group)
+        mode sizes (:meth:`asks_rank_above_modes`): clipped to them, its compressed state is not
+        smaller (:meth:`routes_to_compression`). The constructor warns of it, once per group."""
+        return (TensorGRaD.eligible_for_compression(param, group) and TensorGRaD.asks_rank_above_modes(param, group)
                 and not TensorGRaD.routes_to_compression(param, group))
+
+    @staticmethod
+    def asks_rank_above_modes(param, group):
+        """Whether ``group``'s int or tuple ``rank`` asks more than one of ``param``'s mode sizes,
+        as the group's Tucker projector reads it (:meth:`TuckerProjector.asked_ranks
+        <neuralop_mp.optim.tucker_projector.TuckerProjector.asked_ranks>`); a fraction never does.
+        For a parameter the group could compress (:meth:`eligible_for_compression`, which this
+        does not check): a tuple of another length than its modes raises the projector's
+        ValueError naming both, as the constructor refused it (:meth:`_check_shapes`)."""
+        rank = group["rank"]
+        if rank is None or isinstance(rank, float):  # no Tucker part; a fraction never exceeds a mode
+            return False
+        asked = TensorGRaD.projector_for(group)["low_rank"].asked_ranks(param.shape)
+        return any(r > d for r, d in zip(asked, param.shape))
 
     @staticmethod
     def projector_for(group):

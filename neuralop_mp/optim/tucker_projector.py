@@ -155,26 +155,38 @@ class TuckerProjector:
     def unclipped_ranks(self, shape):
         """:meth:`mode_ranks` before clipping to the other modes' ranks: the ranks of
         states saved by earlier versions, whose factors a loaded state may still hold."""
+        return tuple(max(1, min(int(r), d)) for r, d in zip(self.asked_ranks(shape), map(int, shape)))
+
+    def asked_ranks(self, shape):
+        """The rank this projector's ``rank`` asks of each mode of a tensor of ``shape``, before
+        any clipping: an int or tuple rank may ask more than a mode's size (clipped to it by
+        :meth:`unclipped_ranks`; ``TensorGRaD.rank_exceeds_modes`` says when that leaves a
+        weight uncompressed).
+
+        Raises
+        ------
+        ValueError
+            For a tuple rank of another length than ``shape``, naming both.
+        """
         shape = tuple(int(d) for d in shape)
         rank = self.rank
         if isinstance(rank, tuple):
             if len(rank) != len(shape):
                 raise ValueError(
-                    f"Invalid rank={rank!r} for a tensor of shape {shape}: need one rank per mode."
+                    f"Invalid rank={rank!r} for a tensor of shape {shape}: need one rank per mode (a tuple of "
+                    f"{len(shape)} ints), or one rank for every mode (an int, or a float fraction)."
                 )
-            ranks = rank
-        elif isinstance(rank, int):
-            ranks = (rank,) * len(shape)
-        elif self.rank_convention == "mode":
-            ranks = tuple(math.ceil(rank * d) for d in shape)
-        elif self.rank_convention == "core":
+            return rank
+        if isinstance(rank, int):
+            return (rank,) * len(shape)
+        if self.rank_convention == "mode":
+            return tuple(math.ceil(rank * d) for d in shape)
+        if self.rank_convention == "core":
             # spread over the modes that can shrink: a size-1 mode (a Conv1d kernel's (out, in, 1))
             # keeps its 1, and counting it would leave the core a larger share (40% at r = 0.25)
             n_long = sum(1 for d in shape if d > 1) or 1
-            ranks = tuple(round(rank ** (1.0 / n_long) * d) if d > 1 else 1 for d in shape)
-        else:
-            ranks = tuple(validate_tucker_rank(shape, rank=rank))
-        return tuple(max(1, min(int(r), d)) for r, d in zip(ranks, shape))
+            return tuple(round(rank ** (1.0 / n_long) * d) if d > 1 else 1 for d in shape)
+        return tuple(validate_tucker_rank(shape, rank=rank))
 
     def basis_ranks(self, shape, previous=None):
         """:meth:`mode_ranks`, but a refresh keeps the widths of the ``previous`` factors:
