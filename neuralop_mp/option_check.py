@@ -73,7 +73,10 @@ def parse_typed_overrides(tokens, typed=None):
     (:func:`typed_no_stabilizer`): the overrides ``train`` and ``diagnose`` load a config with."""
     from .configs.loading import parse_overrides
 
-    return typed_no_stabilizer(parse_overrides(tokens), tokens if typed is None else typed)
+    parsed = parse_overrides(tokens)
+    # tokens typed now and parsed above: their keys are those of that one parse
+    typed_keys = parsed if typed is None else parse_overrides(list(typed), lenient=True)
+    return _typed_null_is_off(parsed, typed_keys)
 
 
 def typed_no_stabilizer(parsed, typed):
@@ -86,9 +89,16 @@ def typed_no_stabilizer(parsed, typed):
     they come last, so ``parsed`` holds their value. A typed empty value is refused.
     """
     from .configs.loading import parse_overrides
+
+    return _typed_null_is_off(parsed, parse_overrides(list(typed), lenient=True))
+
+
+def _typed_null_is_off(parsed, typed_keys):
+    """``parsed`` with its ``model.stabilizer`` made "off" where it is a null spelling and among
+    ``typed_keys`` (the keys typed now): :func:`typed_no_stabilizer`'s rule."""
     from .vocabulary import typed_null_is_off
 
     key = "model.stabilizer"
-    if key in parse_overrides(list(typed), lenient=True):
+    if key in typed_keys:
         parsed = {**parsed, key: typed_null_is_off(parsed.get(key), key)}
     return parsed
