@@ -50,7 +50,7 @@ def _parser():
     p = OneLineErrorParser(prog="neuralop-mp diagnose", description=plain_text(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="CONFIG_OR_CHECKPOINT")
-    p.add_argument("--data", choices=sorted(LOADERS), default=None,
+    p.add_argument("--data", choices=list(LOADERS), default=None,  # the order of `neuralop-mp data`
                    help="built-in dataset (default: the config's or run folder's; darcy for another checkpoint)")
     p.add_argument("--resolution", type=int, default=None,
                    help="working resolution N (default: the config's or run folder's train_resolution; "

@@ -38,7 +38,7 @@ def test_no_hint_for_a_value_that_no_spelling_variant_matches():
     (["data", "navier-stokes"], "neuralop-mp data: error: argument dataset: invalid choice: 'navier-stokes' (choose "
                                 "from 'darcy', 'navier_stokes', 'burgers'). Did you mean 'navier_stokes'?"),
     (["diagnose", "darcy", "--data", "Darcy"], "neuralop-mp diagnose: error: argument --data: invalid choice: 'Darcy' "
-                                               "(choose from 'burgers', 'darcy', 'navier_stokes'). Did you mean 'darcy'?"),
+                                               "(choose from 'darcy', 'navier_stokes', 'burgers'). Did you mean 'darcy'?"),
     (["bench", "Spectral"], "neuralop-mp bench: error: unknown benchmark 'Spectral'; choose from: spectral, optimizer, "
                             "schedule, scope, auto, allocator, gpu, trainer. Did you mean 'spectral'?"),
 ])
