@@ -1,7 +1,20 @@
 """Darcy flow, end to end: config -> get_model -> MixedPrecisionTrainer with the paper schedule.
 
-The default schedule must end within 3% relative L2 of full-precision training with
+Over seeds 0-2, the mean final 16x16 test relative L2 error with the default ("paper")
+schedule may be at most ``1 + TOLERANCE`` times the mean of full-precision training with
 the same seeds and epochs (one-sided: ending better is fine).
+
+Measured seed spread (this configuration, seeds 0-4, 2026-12-06 at fd795b4, one thread on
+this repository's 2-core CPU machine, torch 2.13; ``train_darcy(root, None, seed)`` and
+``train_darcy(root, "paper", seed)`` on the ``darcy_root`` data for each seed):
+full L2 0.2090, 0.1637, 0.3998, 0.2718, 0.2211; paper 0.2090, 0.1636, 0.3997, 0.2729,
+0.2215; per-seed ratio paper/full 0.9998, 0.9994, 0.9999, 1.0042, 1.0016 (mean 1.0010,
+std s = 0.0020). The ten 3-seed ratios of means of the five seeds ranged 0.9998-1.0021;
+seeds 0-2 give 0.9998.
+
+As in ``test_spectral_layer_training.py``: a mean over 3 seeds has a standard error of
+about s / sqrt(3), and the tolerance is 3 of those, sqrt(3) s = 0.0035, rounded up to
+the next percent: 1%.
 """
 import contextlib
 import io
@@ -20,10 +33,19 @@ pytestmark = pytest.mark.slow  # multi-seed training comparisons: the end-to-end
 
 N_TRAIN = 120
 SEEDS = (0, 1, 2)
-TOLERANCE = 0.02  # from the measured seed spread, see the module docstring
+TOLERANCE = 0.01  # from the measured seed spread, see the module docstring
 N_EPOCHS = 8
 MODEL = {"model_arch": "fno", "data_channels": 1, "out_channels": 1, "n_modes": [6, 6],
          "hidden_channels": 16, "n_layers": 3}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The seed spread was measured on one thread; another thread count sums in another order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def train_darcy(darcy_root, schedule, seed=0):

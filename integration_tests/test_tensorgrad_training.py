@@ -5,7 +5,14 @@ their product in bfloat16, the rest under bfloat16 autocast), over three seeds.
 
 The runs are those of ``python -m neuralop_mp.optim.measure_defaults --tasks darcy``
 (300 samples at 16x16, 8 epochs, FNO 8x8 modes, 24 channels, 3 layers); the
-numbers below come from it (2 shared CPU cores, torch 2.13, 2026-12-03).
+numbers below come from it and from this module's own ``train_and_test`` calls on the
+``darcy_root`` data, which give the same errors to every printed digit (one thread on 2
+shared CPU cores, torch 2.13, 2026-12-06 at fd795b4).
+
+Each bound is the ratio of means that seeds 0-2 measured plus 3 standard errors of a
+3-seed mean, 3 s / sqrt(3) = sqrt(3) s, rounded up to the next hundredth, where s is the
+standard deviation over seeds 0-4 of the per-seed ratio (that optimizer's error over
+AdamW's, both with that seed). AdamW, seeds 0-4: 0.2027, 0.1980, 0.1822, 0.2189, 0.1937.
 """
 import statistics
 
@@ -48,11 +55,12 @@ def adamw_errors(loaders):
 
 
 def test_default_tensorgrad_matches_adamw_over_seeds(loaders, adamw_errors):
-    """Measured test L2 over seeds 0-2 (2026-12-06, ``measure_defaults --tasks darcy``): AdamW
-    0.2027 / 0.1980 / 0.1822 (mean 0.1943, std 0.0107), default TensorGRaD 0.1718 / 0.1676 /
-    0.1723 (mean 0.1706, std 0.0026): ratio of means 0.878. The standard error of the
-    difference of the two means is sqrt((0.0107^2 + 0.0026^2) / 3) = 0.0064, 3.3% of AdamW's
-    mean; the bound, 3% above AdamW's mean, sits 4.6 of those above the measured ratio."""
+    """Measured test L2 (2026-12-06, ``measure_defaults --tasks darcy --seeds 0 1 2 3 4``):
+    default TensorGRaD 0.1718 / 0.1676 / 0.1723 / 0.2009 / 0.1802, against AdamW's (module
+    docstring) per-seed ratios 0.848 / 0.847 / 0.945 / 0.918 / 0.930 (std s = 0.047).
+    Seeds 0-2: TensorGRaD mean 0.1706 (std 0.0026), AdamW 0.1943 (std 0.0107), ratio of
+    means 0.878. Bound: 0.878 + sqrt(3) * 0.047 = 0.959, rounded up to 0.96 (the ten 3-seed
+    ratios of means of the five seeds ranged 0.872-0.930)."""
     runs = [train_and_test(loaders, {"optimizer": "tensorgrad"}, seed, EPOCHS) for seed in SEEDS]
     errors = [error for error, _ in runs]
     optimizer = runs[0][1]
@@ -60,16 +68,16 @@ def test_default_tensorgrad_matches_adamw_over_seeds(loaders, adamw_errors):
     assert len(compressed) == 3 and all("sparse_exp_avg" in optimizer.state[p] for p in compressed)
     assert optimizer.memory_report()["state_ratio"] < 0.6
     ratio = statistics.mean(errors) / statistics.mean(adamw_errors)
-    assert ratio <= 1.03, (errors, adamw_errors, ratio)
+    assert ratio <= 0.96, (errors, adamw_errors, ratio)
 
 
 def test_half_recipe_with_default_tensorgrad_matches_full_precision_adamw(loaders, adamw_errors):
-    """Measured test L2 over seeds 0-2 (``measure_defaults --tasks darcy --variants ""
-    --half``, 2026-12-06), half recipe with default TensorGRaD: 0.1732 / 0.1651 / 0.1730
-    (mean 0.1704, std 0.0046) against AdamW's mean 0.1943 (std 0.0107) in full precision:
-    ratio of means 0.877. The standard error of the difference of the means is
-    sqrt((0.0107^2 + 0.0046^2) / 3) = 0.0067, 3.5% of AdamW's mean; the bound, 5% above
-    AdamW's mean, sits 5.0 of those above the measured ratio."""
+    """Measured test L2 (2026-12-06, ``measure_defaults --tasks darcy --variants "" --half
+    --seeds 0 1 2 3 4``), half recipe with default TensorGRaD: 0.1726 / 0.1727 / 0.1726 /
+    0.1965 / 0.1745, against full-precision AdamW's (module docstring) per-seed ratios
+    0.852 / 0.872 / 0.947 / 0.898 / 0.901 (std s = 0.036). Seeds 0-2: mean 0.1726 (std
+    0.0001) against AdamW's 0.1943, ratio of means 0.889. Bound: 0.889 + sqrt(3) * 0.036 =
+    0.951, rounded up to 0.96 (the ten 3-seed ratios of means ranged 0.875-0.914)."""
     runs = [train_and_test(loaders, {"optimizer": "tensorgrad"}, seed, EPOCHS, half=True) for seed in SEEDS]
     errors = [error for error, _ in runs]
     optimizer = runs[0][1]
@@ -78,4 +86,4 @@ def test_half_recipe_with_default_tensorgrad_matches_full_precision_adamw(loader
     assert all(p.dtype == torch.complex32 and p.grad.dtype == torch.complex32 for p in spectral)
     assert all(optimizer.state[p]["low_rank_exp_avg"].dtype == torch.float32 for p in spectral)
     ratio = statistics.mean(errors) / statistics.mean(adamw_errors)
-    assert ratio <= 1.05, (errors, adamw_errors, ratio)
+    assert ratio <= 0.96, (errors, adamw_errors, ratio)
