@@ -3,7 +3,6 @@
 How a block is run, shrunk or skipped (with its reason) is written next to it in the
 markdown (see :mod:`integration_tests.docs_examples`).
 """
-import types
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def _precision_is_still_a_module():
-    """``neuralop_mp.precision`` must be the context manager the docs call; while it is the
-    submodule of the same name, ``neuralop_mp.precision(model, "full")`` cannot work."""
-    import neuralop_mp
-
-    return isinstance(neuralop_mp.precision, types.ModuleType)
-
-
 def _runnable(path, language):
     return [b for b in extract_blocks(path) if b.language == language and b.skip_reason is None]
 
@@ -40,14 +31,7 @@ def _files_with(language):
 def test_python_examples_run(path, tmp_path, monkeypatch):
     blocks = _runnable(path, "python")
     monkeypatch.chdir(tmp_path)  # examples that write files (checkpoints) write here
-    try:
-        run_python_blocks(blocks)
-    except DocsExampleError as error:
-        cause = error.__cause__
-        if (_precision_is_still_a_module() and isinstance(cause, TypeError)
-                and "'module' object is not callable" in str(cause)):
-            pytest.xfail("neuralop_mp.precision is still the submodule, not the context manager the example calls")
-        raise
+    run_python_blocks(blocks)
 
 
 @pytest.mark.slow  # each block is a fresh process tree of neuralop-mp commands: the end-to-end tier

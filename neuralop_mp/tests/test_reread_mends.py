@@ -31,5 +31,8 @@ def test_the_thread_warning_is_for_a_count_typed_now(monkeypatch, capsys):
 
 def test_the_patching_probe_runs_once_per_grid(monkeypatch):
     grid_checks.patching_works.cache_clear()
-    assert grid_checks.patching_works(32, 2, 0.0, False) == grid_checks.patching_works(32, 2, 0.0, False)
-    assert grid_checks.patching_works.cache_info().hits == 1
+    assert grid_checks.patching_works(32, 2, 0.0, False) is True  # 32 = 4 patches of 8 per axis
+    assert grid_checks.patching_works.cache_info().misses == 1
+    assert grid_checks.patching_works(32, 2, 0.0, False) is True
+    info = grid_checks.patching_works.cache_info()
+    assert (info.hits, info.misses) == (1, 1)  # the second call is the cache's: no second probe

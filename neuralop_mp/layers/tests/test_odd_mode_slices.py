@@ -80,7 +80,11 @@ def test_odd_kept_modes_of_an_even_weight_match_the_signed_frequency_reference(n
 
 @pytest.mark.parametrize("factorization", ["cp", "tt"])
 @pytest.mark.parametrize("separable", [False, True])
-@pytest.mark.parametrize("mode, tolerance", [("full", 1e-5), ("mixed", 2e-2)])
+# "mixed" (bfloat16 product): measured 4.0e-4 .. 1.7e-3 here, at most 2.7e-3 over 8 seeds (layer and
+# input) of each case; 6e-3 is ~2x that worst. Upstream's slice (each frequency its neighbour's weight,
+# along axis 0) is 0.12 .. 0.72 off. The derived bound of the factorized chain
+# (reference.half_relative_bound) is 0.1 .. 0.9 here: too loose to tell the two apart
+@pytest.mark.parametrize("mode, tolerance", [("full", 1e-5), ("mixed", 6e-3)])
 def test_other_factorizations_separable_and_mixed_keep_each_frequencys_weight(factorization, separable, mode,
                                                                              tolerance):
     torch.manual_seed(5)

@@ -4,6 +4,7 @@ from neuralop.models import FNO
 
 import neuralop_mp
 from neuralop_mp.layers.soft_gating import HalfSafeSoftGating, adopt_half_safe_soft_gating
+from neuralop_mp.layers.tests.reference import U
 from neuralop_mp.memory import SavedTensorBytes
 
 
@@ -28,6 +29,7 @@ def test_set_precision_swaps_soft_gating_keeping_state_and_fp32_outputs():
 
 
 def test_gate_follows_input_dtype_and_gradient_stays_fp32():
+    torch.manual_seed(0)
     gate = SoftGating(4, n_dim=1, bias=True)
     with torch.no_grad():
         gate.weight.uniform_(0.5, 1.5)
@@ -38,9 +40,11 @@ def test_gate_follows_input_dtype_and_gradient_stays_fp32():
     assert y.dtype == torch.bfloat16
     y.float().sum().backward()
     assert gate.weight.grad.dtype == torch.float32
-    # d/dw sum(w * x + b) = sum of x over batch and space; bf16 rounding of x: relative 2^-8 per term
+    # d/dw sum(w * x + b) = sum over batch and space of the bfloat16 input (the reference takes
+    # that same rounded x); the bfloat16 weight's gradient is that sum rounded once to bfloat16:
+    # within u = 2^-8 of it, relative (measured 3.8e-3 worst over 200 seeds)
     ref = x.bfloat16().double().sum(dim=(0, 2)).reshape(gate.weight.shape)
-    assert torch.allclose(gate.weight.grad.double(), ref, rtol=1e-2, atol=1e-2)
+    assert ((gate.weight.grad.double() - ref).abs() <= U[torch.bfloat16] * ref.abs()).all()
 
 
 def test_half_safe_gating_reduces_saved_bytes_under_autocast():

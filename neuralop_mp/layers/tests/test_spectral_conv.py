@@ -148,6 +148,7 @@ def _summed_length(eq, *operands):
 @pytest.mark.parametrize("factorization", [None, "tucker", "cp", "tt"])
 @pytest.mark.parametrize("separable", [False, True])
 def test_full_equals_upstream_and_loads_its_state_dict(factorization, separable):
+    torch.manual_seed(0)
     up = SpectralConv(6, 6, (8, 6), factorization=factorization, separable=separable,
                       implementation="factorized", rank=0.5)
     ours = MixedPrecisionSpectralConv(6, 6, (8, 6), factorization=factorization, separable=separable,
@@ -159,6 +160,7 @@ def test_full_equals_upstream_and_loads_its_state_dict(factorization, separable)
 
 
 def test_upstream_fno_checkpoint_loads_into_fno_with_our_layer():
+    torch.manual_seed(0)
     kwargs = dict(n_modes=(6, 6), in_channels=2, out_channels=1, hidden_channels=8, n_layers=2)
     up = FNO(**kwargs)
     buffer = io.BytesIO()
@@ -172,6 +174,7 @@ def test_upstream_fno_checkpoint_loads_into_fno_with_our_layer():
 
 
 def test_n_modes_changed_at_run_time_uses_centre_of_weight():
+    torch.manual_seed(0)
     layer = MixedPrecisionSpectralConv(4, 4, (8, 8), max_n_modes=(8, 5), bias=False)
     up = SpectralConv(4, 4, (8, 8), max_n_modes=(8, 5), bias=False)
     up.load_state_dict(layer.state_dict())
@@ -189,6 +192,7 @@ def test_n_modes_changed_at_run_time_uses_centre_of_weight():
 
 @pytest.mark.parametrize("mode", ["full", "mixed"])
 def test_resolution_scaling_and_output_shape(mode):
+    torch.manual_seed(0)
     layer = MixedPrecisionSpectralConv(3, 3, (6, 6), resolution_scaling_factor=2, fno_block_precision=mode)
     x = torch.randn(2, 3, 12, 12)
     y = layer(x)
@@ -213,7 +217,9 @@ def test_odd_sizes_fix_upstream_shift():
 
 
 @pytest.mark.parametrize("mode", ["full", "mixed", "half"])
-def test_autocast_dtype_in_and_out(mode):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_autocast_dtype_in_and_out(mode, seed):
+    torch.manual_seed(seed)
     layer = MixedPrecisionSpectralConv(4, 4, (6, 6), fno_block_precision=mode)
     x = torch.randn(2, 4, 12, 12)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -223,12 +229,35 @@ def test_autocast_dtype_in_and_out(mode):
     y_half_in = layer(x.bfloat16())
     assert y_half_in.dtype == torch.float32
     assert rel_err(y_half_in, layer(x.bfloat16().float()).double()) <= 1e-6
-    assert rel_err(y.float(), layer(x.bfloat16().float()).double()) <= 0.05
+    # autocast changes only the boundary casts, never the layer's own precision: bitwise the
+    # autocast-free run of the same (cast) input, rounded to bfloat16 at the end
+    assert torch.equal(y, layer(x.bfloat16().float()).bfloat16())
+
+
+@pytest.mark.parametrize("complex_data", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_full_under_autocast_computes_in_float32(complex_data, seed):
+    """"full" ignores autocast's 16-bit dtype: its product runs in float32 all the same.
+
+    Real data: the output is the float32 layer's output rounded to bfloat16, bitwise.
+    Complex data keeps its dtype under autocast: the output is the float32 output itself, bitwise.
+    """
+    torch.manual_seed(seed)
+    layer = MixedPrecisionSpectralConv(4, 4, (6, 6), complex_data=complex_data)
+    x = _input((12, 12), complex_data, batch=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    y_float32 = layer(x)
+    assert y.dtype == (torch.complex64 if complex_data else torch.bfloat16)
+    assert torch.equal(y, y_float32.to(y.dtype))
+    ref, *_ = reference_forward(x, _ref_weight(layer), complex_data, bias=layer.bias.detach())
+    assert rel_err(y_float32, ref) <= 1e-5
 
 
 @pytest.mark.parametrize("mode", ["full", "mixed", "half"])
 @pytest.mark.parametrize("factorization", [None, "tucker"])
 def test_gradients_every_mode_stay_fp32(mode, factorization):
+    torch.manual_seed(0)
     layer = MixedPrecisionSpectralConv(4, 4, (6, 6), factorization=factorization,
                                        implementation="factorized", fno_block_precision=mode)
     x = torch.randn(2, 4, 12, 12, requires_grad=True)

@@ -119,6 +119,7 @@ def test_float16_gradients_for_every_norm(norm, output_shape):
     """Backward through the power of two and back: the input's and the weight's gradients match
     those of the float64 layer within float16 accuracy (a few roundings of u = 4.9e-4: measured
     5e-4, a gradient a power of two off would be O(1)), the bias's is exact to float32."""
+    torch.manual_seed(0)
     layer = _float16_layer(norm)
     x = (1 + torch.randn(2, 4, 64, 64)).requires_grad_()
     g = torch.randn(2, 4, *(output_shape or (64, 64)))

@@ -83,6 +83,7 @@ def test_mixed_precision_injects_our_layer(arch):
 
 @pytest.mark.parametrize("arch", ["fno", "tfno", "uno"])
 def test_our_layer_in_full_precision_matches_upstream_weights(arch):
+    torch.manual_seed(0)
     # a schedule forces our layer even in "full"; with upstream's weights the outputs agree
     config = config_for(arch, fno_block_precision="full")
     config["opt"] = {"precision_schedule": "mixed:0.5,full:0.5"}

@@ -46,6 +46,7 @@ def _grown_upstream_fno(folder, model_class=FNO):
 
 @pytest.mark.parametrize("model_class", [None, "mixedprecisionfno"])
 def test_load_model_sets_the_modes_of_the_trainer_checkpoint_it_loads(tmp_path, model_class):
+    torch.manual_seed(0)
     model = _grown_upstream_fno(tmp_path)
     assert "layer_n_modes" not in torch.load(tmp_path / "model_metadata.pkl", weights_only=False)
     loaded = neuralop_mp.load_model(tmp_path, "model", model_class=model_class).eval()
@@ -87,6 +88,7 @@ def test_a_training_state_of_another_model_is_refused_naming_it(tmp_path):
 
 def test_eval_loads_the_modes_of_the_trainer_checkpoint_it_loads(tmp_path):
     """``neuralop-mp eval``'s lookup (run_folder.load_model_and_precision) gives the grown model, as load_model does."""
+    torch.manual_seed(0)
     from neuralop_mp.run_folder import load_model_and_precision as load_for_eval
 
     model = _grown_upstream_fno(tmp_path)

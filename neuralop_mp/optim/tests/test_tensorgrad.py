@@ -163,15 +163,26 @@ def test_load_state_dict_hooks_see_the_state_as_torch_optimizers_do():
     assert seen["post"][1]["low_rank_exp_avg_sq"].dtype == torch.bfloat16  # real fp32 weight
 
 
-def test_bfloat16_state_tracks_float32_state():
+@pytest.mark.parametrize("grad_offset", [0, 100, 200])
+def test_bfloat16_state_tracks_float32_state(grad_offset):
+    """The moments are kept in the dtype asked for; bfloat16 ones change the run, a little."""
     runs = {}
     for dtype in ("float32", "bfloat16"):
         params = _params()
-        run_steps(TensorGRaD(params, min_params=10, rank=0.5, state_dtype=dtype, **HYPER), params, _grads(40))
+        opt = TensorGRaD(params, min_params=10, rank=0.5, state_dtype=dtype, **HYPER)
+        run_steps(opt, params, _grads(40, grad_offset))
+        # the compared complex weight is compressed in both runs (the real 7 x 9 one only with
+        # bfloat16 state: in float32 its compressed state would outweigh plain AdamW's)
+        state = opt.state[params[0]]
+        assert bool(state["compressed"])
+        for moment in ("low_rank_exp_avg", "low_rank_exp_avg_sq", "sparse_exp_avg", "sparse_exp_avg_sq"):
+            assert state[moment].dtype == getattr(torch, dtype), (moment, state[moment].dtype)
         runs[dtype] = params[0].detach()
+    assert not torch.equal(runs["bfloat16"], runs["float32"])  # the bfloat16 state was really used
     start = _params()[0].detach()
     change = (runs["float32"] - start).norm()
-    assert (runs["bfloat16"] - runs["float32"]).norm() < 0.05 * change
+    # measured ratio 1.45e-2, 5.6e-3, 5.8e-3 for grad_offset 0, 100, 200: the bound is 2x the worst
+    assert (runs["bfloat16"] - runs["float32"]).norm() < 0.03 * change
 
 
 def test_refresh_happens_exactly_at_the_gap():

@@ -1,4 +1,5 @@
 """MixedPrecisionTrainer: phase switching, autocast, guarded steps, upstream equivalence."""
+import math
 import warnings
 
 import pytest
@@ -226,7 +227,7 @@ def _sample_keys_given(name):
 
     from neuralop.losses import LpLoss
     from neuralop.losses.equation_losses import PoissonEqnLoss
-    from neuralop.models import FNO, GINO
+    from neuralop.models import GINO
 
     fno = tiny_fno(mixed_precision_layer=False)
     callables = {
@@ -419,18 +420,25 @@ def test_non_finite_loss_skips_without_backward():
     optimizer, scheduler = optimizer_and_scheduler(model)
     trainer = MixedPrecisionTrainer(model=model, n_epochs=1, precision_schedule="mixed")
     calls = {"n": 0}
+    finite_losses = []  # the training losses of the batches that are not made NaN
     lp = loss()
 
     def sometimes_nan_loss(out, **sample):
         calls["n"] += 1
         value = lp(out, **sample)
-        return value * float("nan") if calls["n"] == 2 else value
+        if calls["n"] == 2:
+            return value * float("nan")
+        finite_losses.append(float(value.detach()))
+        return value
 
     with pytest.warns(RuntimeWarning, match="skipped 1 optimizer step"):
         trainer.train(train, test, optimizer, scheduler, training_loss=sometimes_nan_loss, eval_losses={"l2": lp})
     entry = trainer.history[-1]
     assert entry["skipped_steps"] == 1
-    assert entry["train_loss"] == entry["train_loss"]  # the NaN batch is left out of the average
+    # the NaN batch is left out of the averages: those of the one finite batch (of 4 samples), exactly
+    assert len(finite_losses) == 1 and math.isfinite(entry["train_loss"])
+    assert entry["train_err"] == sum(finite_losses) / len(finite_losses)  # mean per batch
+    assert entry["train_loss"] == sum(finite_losses) / 4  # per sample
     assert int(optimizer.state[next(iter(model.parameters()))]["step"]) == 1
 
 
