@@ -92,32 +92,38 @@ def _warn_threads(given, threads, command, rank0=True):
         print(f"{PROG} {command}: warning: {warning}", file=sys.stderr)
 
 
-def _opt_keys_set(spec, parsed, config):
-    """The ``opt`` field names a user set for ``train`` (``config``, loaded from ``spec`` with the
-    overrides ``parsed``): those of ``parsed`` (with ``--resume``, the run's recorded ones too), and
-    for a config file (its class runs no second time) every one whose value differs from the
-    built-in config the class derives from (from its section class's own default where it derives
-    from none): a built-in config's own values are its defaults, not the user's."""
+def _section_keys_set(spec, parsed, config, section):
+    """The field names of ``config``'s ``section`` (``"opt"``, ``"patching"``) a user set for ``train``
+    (``config``, loaded from ``spec`` with the overrides ``parsed``): those of ``parsed`` (with
+    ``--resume``, the run's recorded ones too), and for a config file (its class runs no second time)
+    every one whose value differs from the built-in config the class derives from (from its section
+    class's own default where it derives from none): a built-in config's own values are its defaults,
+    not the user's."""
     from .configs import CONFIGS, load_config
     from .configs.loading import config_file
     from .configs.zencfg_compat import section_dict
 
-    keys = {key.partition(".")[2] for key in parsed if key.startswith("opt.")}
+    keys = {key.partition(".")[2] for key in parsed if key.startswith(f"{section}.")}
     if config_file(spec) is None:
         return keys
     base = next((c for c in type(config).__mro__ if c in CONFIGS.values()), None)
-    default = section_dict(load_config(base, validate=False).opt if base is not None else type(config.opt)())
-    return keys | {key for key, value in section_dict(config.opt).items() if default.get(key, object()) != value}
+    mine = getattr(config, section)
+    default = section_dict(getattr(load_config(base, validate=False), section) if base is not None else type(mine)())
+    return keys | {key for key, value in section_dict(mine).items() if default.get(key, object()) != value}
 
 
-def _warn_unread_scheduler_keys(spec, parsed, config, rank0):
-    """Say once, on rank 0, a scheduler key the user set that ``opt.scheduler`` does not read
-    (:func:`~neuralop_mp.train_pipeline.unread_scheduler_keys_warning`)."""
-    from .train_pipeline import unread_scheduler_keys_warning
+def _warn_unread_keys(spec, parsed, config, rank0):
+    """Say once, on rank 0, the keys the user set that the run does not read: a scheduler key
+    ``opt.scheduler`` does not read, a patching key with patching off
+    (:func:`~neuralop_mp.train_pipeline.unread_scheduler_keys_warning`,
+    :func:`~neuralop_mp.train_pipeline.unread_patching_keys_warning`)."""
+    from .train_pipeline import unread_patching_keys_warning, unread_scheduler_keys_warning
 
-    warning = unread_scheduler_keys_warning(config.opt, _opt_keys_set(spec, parsed, config))
-    if warning and rank0:
-        print(f"{PROG} train: warning: {warning}", file=sys.stderr)
+    warnings = (unread_scheduler_keys_warning(config.opt, _section_keys_set(spec, parsed, config, "opt")),
+                unread_patching_keys_warning(config.patching, _section_keys_set(spec, parsed, config, "patching")))
+    for warning in filter(None, warnings):
+        if rank0:
+            print(f"{PROG} train: warning: {warning}", file=sys.stderr)
 
 
 def _error(message, command=None):
@@ -407,7 +413,7 @@ def train_command(argv):
         _warn_threads(flags.get("--threads"), threads, "train", rank0)
         cpu_allocator = check_choice("--cpu-allocator", flags.get("--cpu-allocator", DEFAULT_CPU_ALLOCATOR),
                                      CPU_ALLOCATOR_MODES)
-        _warn_unread_scheduler_keys(spec, parsed, config, rank0)
+        _warn_unread_keys(spec, parsed, config, rank0)
         # with --resume: the run's overrides and the ones given now, which command.json then records
         command = (_absolute_spec(spec), _recorded_overrides(parsed, config))
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error

@@ -150,6 +150,21 @@ def unread_scheduler_keys_warning(opt, given):
             f"read {'it' if len(unread) == 1 else 'them'} ({reads}).")
 
 
+def unread_patching_keys_warning(patching, given):
+    """What to say of ``patching.padding`` / ``patching.stitching`` among ``given`` (the ``patching``
+    field names a user set, as for :func:`unread_scheduler_keys_warning`) where ``patching.levels``
+    is 0: patching is off and reads neither. A warning, not a refusal: ``--patching.levels 0`` is
+    how a config that patches is run without it. None otherwise."""
+    if patching.levels:
+        return None
+    unread = [key for key in ("padding", "stitching") if key in given]
+    if not unread:
+        return None
+    keys = " and ".join(f"patching.{key}" for key in unread)
+    return (f"{keys} {'is' if len(unread) == 1 else 'are'} set but unused: patching.levels=0 turns patching off "
+            "(a level of 1 or more patches).")
+
+
 def build_scheduler(optimizer, config):
     """The learning-rate scheduler of ``config.opt`` (stepped once per epoch by the trainer)."""
     opt = config.opt

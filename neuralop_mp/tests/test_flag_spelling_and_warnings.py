@@ -102,6 +102,29 @@ def test_a_scheduler_key_the_chosen_scheduler_ignores_is_warned(monkeypatch, cap
             "read it (it reads no scheduler key).") in err.splitlines()
 
 
+def test_patching_keys_with_patching_off_are_warned(monkeypatch, capsys, tmp_path):
+    """--patching.padding / --patching.stitching with patching.levels 0 (patching off) were accepted and
+    unused without a word; a warning, not a refusal (--patching.levels 0 runs a patching config without)."""
+    err = _train_until_run(["darcy", "--patching.padding", "0.25", "--patching.stitching", "true",
+                            "--output_dir", str(tmp_path / "a")], monkeypatch, capsys)
+    assert ("neuralop-mp train: warning: patching.padding and patching.stitching are set but unused: "
+            "patching.levels=0 turns patching off (a level of 1 or more patches).") in err.splitlines()
+    # read where patching is on; none set: nothing to say
+    for args in (["--patching.levels", "1", "--patching.padding", "0.25"], []):
+        err = _train_until_run(["darcy", *args, "--output_dir", str(tmp_path / f"b{len(args)}")], monkeypatch, capsys)
+        assert "patching" not in err
+    # a config file's own, turned off from the command line
+    path = tmp_path / "mine.py"
+    path.write_text("from neuralop_mp.configs import DarcyConfig\n"
+                    "from neuralop_mp.configs.opt import PatchingConfig\n"
+                    "class Mine(DarcyConfig):\n"
+                    "    patching: PatchingConfig = PatchingConfig(levels=1, padding=0.25)\n")
+    err = _train_until_run([f"{path}:Mine", "--patching.levels", "0", "--output_dir", str(tmp_path / "c")],
+                           monkeypatch, capsys)
+    assert ("neuralop-mp train: warning: patching.padding is set but unused: patching.levels=0 turns patching off "
+            "(a level of 1 or more patches).") in err.splitlines()
+
+
 def test_scheduler_keys_match_what_build_scheduler_reads():
     """Each key SCHEDULER_KEYS says a scheduler reads changes the scheduler it builds; the others do not."""
     import torch
