@@ -96,7 +96,7 @@ def auto_scaling_refusal(*, runs_half, half_is_float16, asked, complex32_weights
 
 def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, distributed=False,
                                       grad_accumulation_steps=1, max_grad_norm=None, nonfinite_grad=None,
-                                      optimizer_kind=None, prefix=""):
+                                      optimizer_kind=None, prefix="", float16_storage=()):
     """Raise ValueError for a setting that cannot be combined with update in backward.
 
     Each message names ``update_in_backward`` and the other setting, with its value.
@@ -112,6 +112,8 @@ def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, dis
     is left to the trainer, which scales only when the device computes in float16; and
     ``nonfinite_grad`` counts only for the TensorGRaD kinds ("adamw" does not read it).
     Without it, a true ``loss_scaling`` means that the run scales its loss.
+    ``float16_storage``: the float16-range dtypes the model's parameters are stored in (the
+    trainer's), which make "auto" scale whatever the run computes in: named, with advice that fits.
     """
     if optimizer_kind is not None:
         loss_scaling = loss_scaling if loss_scaling is True or loss_scaling == "dynamic" else False
@@ -121,8 +123,14 @@ def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, dis
         refused.append(f"{prefix}max_grad_norm={max_grad_norm!r} (global-norm clipping needs every gradient "
                        f"before any update; use {setting_as_given(prefix, 'max_grad_norm', None)})")
     if loss_scaling:
-        refused.append(f"{prefix}loss_scaling={loss_scaling!r} (an overflow found in a late layer cannot undo the "
-                       "updates already made to earlier ones; train in bfloat16 or float32, or set "
+        # parameters stored in float16's range scale the loss under "auto" whatever is computed: a half
+        # type changes nothing then, the storage does
+        storage = ", ".join(float16_storage) if loss_scaling == "auto" else ""
+        why = f"parameters stored in {storage} make 'auto' scale the loss; " if storage else ""
+        instead = ("store them in float32 / complex64 (set_spectral_weight_dtype(model, 'complex64'))" if storage
+                   else "train in bfloat16 or float32")
+        refused.append(f"{prefix}loss_scaling={loss_scaling!r} ({why}an overflow found in a late layer cannot undo the "
+                       f"updates already made to earlier ones; {instead}, or set "
                        f"{setting_as_given(prefix, 'loss_scaling', 'none')})")
     if int(grad_accumulation_steps) != 1:
         refused.append(f"{prefix}grad_accumulation_steps={grad_accumulation_steps!r} (every micro-batch's "

@@ -547,7 +547,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
 
             # a model the caller wrapped in DDP counts, whatever use_distributed says
             check_update_in_backward_settings(loss_scaling=self.loss_scaling if scaling else False,
-                                              distributed=distributed.data_parallel(self.model, self.use_distributed))
+                                              distributed=distributed.data_parallel(self.model, self.use_distributed),
+                                              float16_storage=self._float16_storage() if scaling else ())
 
     def _decide_loss_scaling(self):
         """Decide whether the run that starts now scales its loss: "auto" again, as the model may

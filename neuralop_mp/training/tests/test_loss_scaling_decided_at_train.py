@@ -58,3 +58,17 @@ def test_update_in_backward_is_refused_before_training_once_float16_is_set():
         _train(trainer, model)
     assert trainer.history == []
     assert_same(snapshot(model, optimizer_and_scheduler(model)[0])[0], before)
+
+
+def test_update_in_backward_beside_complex32_weights_is_refused_naming_the_storage():
+    """complex32 spectral weights make "auto" scale the loss whatever the run computes in: the refusal
+    names that storage and advises what helps (complex64 weights, or loss_scaling='none'), not a
+    bfloat16 half type, which changes nothing here."""
+    model = tiny_fno()
+    neuralop_mp.set_spectral_weight_dtype(model, "complex32")
+    with pytest.raises(ValueError) as refused:
+        MixedPrecisionTrainer(model=model, n_epochs=1, update_in_backward=True)
+    message = str(refused.value)
+    assert "loss_scaling='auto' (parameters stored in complex32 make 'auto' scale the loss;" in message
+    assert "store them in float32 / complex64" in message and "loss_scaling='none'" in message
+    assert "bfloat16" not in message
