@@ -56,6 +56,15 @@ def _one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _seeded_torch():
+    """Every test starts from torch's seed 0: a test's random inputs are its own, not what the
+    tests before it (another order, another xdist worker) left torch's generator at. A test
+    that seeds itself is unaffected (integration_tests/conftest.py seeds alike)."""
+    torch.manual_seed(0)
+    yield
+
+
 class _FakeGlibc:
     """Takes mallopt calls without changing malloc: in-process tests see the allocator code run
     as on glibc while the test session's own malloc stays as it is."""
