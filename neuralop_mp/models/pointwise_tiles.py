@@ -61,7 +61,6 @@ from neuralop.layers.skip_connections import Flattened1dConv, SoftGating
 from neuralop.layers.spectral_convolution import SpectralConv
 from torch import nn
 from torch.nn.modules import module as torch_module
-from torch.nn.utils import parametrize
 
 from ..vocabulary import check_int_at_least
 from ..layers.product_paths import choice_device_type
@@ -114,18 +113,22 @@ def _elementwise(activation):
     return any(activation is f for f in _ELEMENTWISE) or isinstance(activation, _ELEMENTWISE_MODULES)
 
 
-def _unhooked(modules):
-    """Whether no hook would see a tile instead of the whole grid: no forward or backward
-    hook on these modules or their children, and no global one (a backward hook on a
-    module called once per tile would run once per tile, on that tile's gradients); nor a
-    parametrization (torch.nn.utils.parametrize), computed again at every read of its
-    weight: once per tile, which steps a stateful one such as spectral_norm's power
-    iteration once per tile in training."""
+def _seen_whole(modules):
+    """Whether these modules may run on tiles or slices and be seen as on the whole grid: no
+    forward or backward hook on them or their children, and no global one (a backward hook on a
+    module called once per tile would run once per tile, on that tile's gradients; a global
+    forward hook too, e.g. torch's ModuleTracker, which FlopCounterMode uses: while one is
+    registered the tiles and block recompute's slices run whole); nor a parametrization
+    (torch.nn.utils.parametrize), computed again at every read of its weight: once per tile,
+    which steps a stateful one such as spectral_norm's power iteration once per tile in training.
+    Asked at every call: cheap (dictionary lookups)."""
     if (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
             or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks):
         return False
+    # "parametrizations" in _modules: parametrize.is_parametrized's own test, without the
+    # AttributeError Module.__getattr__ raises and catches for a module without one (3x the cost)
     return not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-                   or parametrize.is_parametrized(m) for root in modules for m in root.modules())
+                   or "parametrizations" in m._modules for root in modules for m in root.modules())
 
 
 def mlp_sliceable(mlp):
@@ -139,11 +142,12 @@ def mlp_sliceable(mlp):
 
 def mlp_sliceable_now(mlp):
     """Whether a ChannelMLP (lifting, projection) may run on slices of the grid now:
-    :func:`mlp_sliceable`, and no hook (forward or backward, or a global one) on its layers,
-    which a sliced call would run once per slice, on that slice. A hook on ``mlp`` itself runs
-    once around the sliced call and sees the whole grid. Asked at every call, since layers and
+    :func:`mlp_sliceable`, and no hook (forward or backward, or a global one) nor parametrization
+    on its layers, which a sliced call would run (or compute) once per slice, on that slice
+    (:func:`_seen_whole`). A hook on ``mlp`` itself runs once around the sliced call and sees the
+    whole grid. Asked at every call, since layers and
     hooks may change after slicing was set: the rule of the tiles and of block recompute."""
-    return mlp_sliceable(mlp) and _unhooked(mlp.children())
+    return mlp_sliceable(mlp) and _seen_whole(mlp.children())
 
 
 def _pointwise_skips(skips):
@@ -223,7 +227,7 @@ class _TiledPostactivation(BoundToModule):
         # checked at every call, since a block's layers or hooks may change after tiles were set
         ours = (output_shape is None and block_tiles_apply(self.block)
                 and getattr(conv, "resolution_scaling_factor", None) is None
-                and _unhooked(_tail_modules(self.block, index)))
+                and _seen_whole(_tail_modules(self.block, index)))
         tanh = self.block.stabilizer == "tanh"
         product_dtype = _product_dtype(x, tiling) if ours else None
         self.last_product_dtype = product_dtype
@@ -308,7 +312,7 @@ def _plain_call(conv):
     forward = conv.__dict__.get("forward")
     return (type(conv) is MixedPrecisionSpectralConv
             and (forward is None or getattr(forward, "recomputes_class_forward", False))
-            and getattr(conv, "_compiled_call_impl", None) is None and _unhooked([conv]))
+            and getattr(conv, "_compiled_call_impl", None) is None and _seen_whole([conv]))
 
 
 class _TiledPointwiseForward(BoundToModule):
@@ -342,7 +346,8 @@ class _TiledPointwiseForward(BoundToModule):
 
 def recomputes_on(mlp, device_type):
     """Whether the lifting or projection ``mlp``, one the tiles could run (the caller's check:
-    upstream's forward, no dropout, an elementwise activation, no hook on its layers),
+    upstream's forward, no dropout, an elementwise activation, no hook or parametrization on its
+    layers),
     recomputes its hidden activation in backward (:mod:`.recomputed_activation`) on
     ``device_type``: on a GPU, where memory is what a 16-bit step runs out of and the extra
     elementwise kernel is small, for two-layer MLPs. On a CPU the tiles keep their speed."""

@@ -8,9 +8,9 @@ for each call of an ``FNOBlocks`` (spectral path, skips, channel MLP and
 activation), and recomputes every ``ChannelMLP`` outside the FNO blocks (the lifting
 and the projection of FNO, TFNO and UNO) a slice of grid points at a time
 (:mod:`~neuralop_mp.models.pointwise_chunks`), so their hidden tensors, the widest
-of the model, are never alive at full resolution (a call made while a hook sits on one
-of their layers replays them whole: the hook sees the whole grid); ``"none"`` restores
-the ordinary forward.
+of the model, are never alive at full resolution (a call made while a hook or a
+parametrization sits on one of their layers, or a global module hook is registered,
+replays them whole: the hook sees the whole grid); ``"none"`` restores the ordinary forward.
 
 Recompute uses ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``,
 which replays the forward under the autocast state and RNG state of the original
@@ -106,7 +106,7 @@ class _RecomputedForward(BoundToModule):
 class _ChunkedPointwiseForward(BoundToModule):
     """An instance-level ``forward`` of a pointwise module, recomputed a slice of grid points at a
     time; replayed whole (as :class:`_RecomputedForward`) at a call where slices would not be exact
-    or a hook sits on one of its layers (:func:`~.pointwise_tiles.mlp_sliceable_now`)."""
+    or a hook or parametrization sits on one of its layers (:func:`~.pointwise_tiles.mlp_sliceable_now`)."""
 
     def __init__(self, module, chunk_points):
         super().__init__(module)
