@@ -96,7 +96,7 @@ def auto_scaling_refusal(*, runs_half, half_is_float16, asked, complex32_weights
 
 def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, distributed=False,
                                       grad_accumulation_steps=1, max_grad_norm=None, nonfinite_grad=None,
-                                      optimizer_kind=None, prefix="", float16_storage=()):
+                                      optimizer_kind=None, prefix="", float16_storage=(), float16_compute=True):
     """Raise ValueError for a setting that cannot be combined with update in backward.
 
     Each message names ``update_in_backward`` and the other setting, with its value.
@@ -113,7 +113,9 @@ def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, dis
     ``nonfinite_grad`` counts only for the TensorGRaD kinds ("adamw" does not read it).
     Without it, a true ``loss_scaling`` means that the run scales its loss.
     ``float16_storage``: the float16-range dtypes the model's parameters are stored in (the
-    trainer's), which make "auto" scale whatever the run computes in: named, with advice that fits.
+    trainer's), which make "auto" scale whatever the run computes in, and ``float16_compute``
+    whether the run also computes in float16: what made "auto" scale is named, with the advice
+    that fits each cause.
     """
     if optimizer_kind is not None:
         loss_scaling = loss_scaling if loss_scaling is True or loss_scaling == "dynamic" else False
@@ -126,9 +128,12 @@ def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, dis
         # parameters stored in float16's range scale the loss under "auto" whatever is computed: a half
         # type changes nothing then, the storage does
         storage = ", ".join(float16_storage) if loss_scaling == "auto" else ""
-        why = f"parameters stored in {storage} make 'auto' scale the loss; " if storage else ""
-        instead = ("store them in float32 / complex64 (set_spectral_weight_dtype(model, 'complex64'))" if storage
-                   else "train in bfloat16 or float32")
+        causes = ([f"parameters stored in {storage}"] if storage else []) + (
+            ["float16 compute"] if storage and float16_compute else [])
+        why = f"{' and '.join(causes)} make 'auto' scale the loss; " if causes else ""
+        remedies = (["store them in float32 / complex64 (set_spectral_weight_dtype(model, 'complex64'))"]
+                    if storage else []) + (["train in bfloat16 or float32"] if float16_compute or not storage else [])
+        instead = " and ".join(remedies)
         refused.append(f"{prefix}loss_scaling={loss_scaling!r} ({why}an overflow found in a late layer cannot undo the "
                        f"updates already made to earlier ones; {instead}, or set "
                        f"{setting_as_given(prefix, 'loss_scaling', 'none')})")

@@ -510,8 +510,11 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
 
     def _uses_float16(self):
         """Whether some part of the run computes in float16 or keeps gradients in its range."""
-        if self._float16_storage():
-            return True
+        return bool(self._float16_storage()) or self._computes_float16()
+
+    def _computes_float16(self):
+        """Whether some phase of the run (its one precision, without a schedule) computes in
+        float16: the half type of its layers or of autocast. Storage aside (:meth:`_uses_float16`)."""
         if self.precision_schedule is not None:
             return self.autocast_dtype == torch.float16 and self.precision_schedule.uses_half
         if self.mixed_precision and self.autocast_dtype == torch.float16:
@@ -548,7 +551,8 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             # a model the caller wrapped in DDP counts, whatever use_distributed says
             check_update_in_backward_settings(loss_scaling=self.loss_scaling if scaling else False,
                                               distributed=distributed.data_parallel(self.model, self.use_distributed),
-                                              float16_storage=self._float16_storage() if scaling else ())
+                                              float16_storage=self._float16_storage() if scaling else (),
+                                              float16_compute=scaling and self._computes_float16())
 
     def _decide_loss_scaling(self):
         """Decide whether the run that starts now scales its loss: "auto" again, as the model may

@@ -72,3 +72,16 @@ def test_update_in_backward_beside_complex32_weights_is_refused_naming_the_stora
     assert "loss_scaling='auto' (parameters stored in complex32 make 'auto' scale the loss;" in message
     assert "store them in float32 / complex64" in message and "loss_scaling='none'" in message
     assert "bfloat16" not in message
+
+
+def test_update_in_backward_beside_complex32_weights_and_float16_compute_names_both_causes():
+    """Both causes named, and both remedies: complex64 weights alone would be refused again for
+    the float16 compute."""
+    model = tiny_fno()
+    neuralop_mp.set_spectral_weight_dtype(model, "complex32")
+    neuralop_mp.set_precision(model, "mixed", half_dtype="float16")
+    with pytest.raises(ValueError) as refused:
+        MixedPrecisionTrainer(model=model, n_epochs=1, update_in_backward=True)
+    message = str(refused.value)
+    assert "(parameters stored in complex32 and float16 compute make 'auto' scale the loss;" in message
+    assert "store them in float32 / complex64" in message and "train in bfloat16 or float32" in message
