@@ -134,6 +134,27 @@ def files_of_test_sets(test_resolutions, n_tests, test_batch_sizes):
     return [(res, "test", n) for res, n in zip(test_resolutions, n_tests)]
 
 
+def generated_from_scratch(root, prefix, needed, read=None):
+    """The ``(res, split)`` of ``needed`` whose file a load generates from scratch: missing, or
+    unreadable (:func:`~.file_checks.read_data_file` refuses it). ``read``: path -> contents the
+    caller read already (a path not in it is then not readable); without it, each file is read
+    here. The rule :func:`ensure_files` checks generator resolutions by, and ``neuralop-mp
+    diagnose`` before it loads."""
+    generated = []
+    for res, split in needed:
+        path = data_file(root, prefix, split, res)
+        if read is not None:
+            readable = path in read
+        else:
+            try:
+                readable = path.exists() and read_data_file(path) is not None
+            except DataFileError:
+                readable = False
+        if not readable:
+            generated.append((res, split))
+    return generated
+
+
 def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, progress=True, seed=0,
                  reference=None):
     """Make sure every ``(resolution, split, n_samples)`` file exists with enough samples,
@@ -187,11 +208,10 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, generate, set(reference or ()))
     physics = _load_physics(prefix, cli_name, root, {path: meta for path, meta in records.items() if meta})
     if generate:
-        # a file generated from scratch (missing or unreadable) needs a resolution its generator
-        # takes: all checked before the first is generated, as `neuralop-mp data` and generate_* do
-        for res, split, _ in needed:
-            if data_file(root, prefix, split, res) not in read:
-                CHECK_RESOLUTION[prefix](res)
+        # a file generated from scratch needs a resolution its generator takes: all checked before
+        # the first is generated, as `neuralop-mp data` and generate_* do
+        for res, _ in generated_from_scratch(root, prefix, [(res, split) for res, split, _ in needed], read):
+            CHECK_RESOLUTION[prefix](res)
 
     def generate_file(path, res, split, n, settings):
         read.pop(path, None)  # the new file is read for its checks

@@ -113,17 +113,15 @@ def _check_resolution(loader_name, resolution, flag, data_root=None):
     its own ``train_resolution`` (with the bound of every dataset, 2) or the generator's
     ``Navier-Stokes resolution``, not the option typed. A file already in ``data_root`` at a size the
     generator refuses may be the user's own: the load decides."""
-    from ..data.cache import data_file, resolve_root
-    from ..data.loaders import CHECK_RESOLUTION, LOADER_FILES, RESOLUTION_RULES
+    from ..data.cache import resolve_root
+    from ..data.loaders import CHECK_RESOLUTION, LOADER_FILES, RESOLUTION_RULES, generated_from_scratch
 
     prefix, _, dataset = LOADER_FILES[loader_name]
     smallest, rule = RESOLUTION_RULES[prefix]
     refused = resolution < smallest
     if not refused:
-        root = resolve_root(data_root)
-        for size, split in ((resolution, "train"), (2 * resolution, "test")):
-            if data_file(root, prefix, split, size).exists():
-                continue
+        needed = [(resolution, "train"), (2 * resolution, "test")]
+        for size, _ in generated_from_scratch(resolve_root(data_root), prefix, needed):
             try:
                 CHECK_RESOLUTION[prefix](size)
             except ValueError:

@@ -4,6 +4,7 @@ generate it: it said the generator's "Invalid Navier-Stokes resolution=12", nami
 is the one table's (data.loaders.CHECK_RESOLUTION, worded by RESOLUTION_RULES); files already in the
 data root at that size (the user's own) are left to the load."""
 import pytest
+import torch
 
 from neuralop_mp.cli import main
 from neuralop_mp.data import loaders
@@ -36,13 +37,30 @@ def test_the_generators_sizes_are_taken(tmp_path, no_work):
               "--out", str(tmp_path / "out")])
 
 
+def _users_own_file(path, res):
+    torch.save({"x": torch.randn(2, 1, res, res), "y": torch.randn(2, 1, res, res)}, path)
+
+
 def test_files_already_there_are_left_to_the_load(tmp_path):
-    for name in ("nsforcing_train_12.pt", "nsforcing_test_24.pt"):
-        (tmp_path / name).write_bytes(b"the user's own")
+    for name, res in (("nsforcing_train_12.pt", 12), ("nsforcing_test_24.pt", 24)):
+        _users_own_file(tmp_path / name, res)
     assert diagnose_cli._check_resolution("load_navier_stokes", 12, "--resolution", tmp_path) == 12
     (tmp_path / "nsforcing_test_24.pt").unlink()  # the load would generate the test file at 24: refused
     with pytest.raises(ValueError, match=r"^Invalid --resolution=12; allowed values for the navier_stokes data"):
         diagnose_cli._check_resolution("load_navier_stokes", 12, "--resolution", tmp_path)
+
+
+def test_an_unreadable_file_there_counts_as_one_the_load_generates(tmp_path):
+    """A truncated file at 24 is no file the load reads: it would generate one there (as
+    loaders.ensure_files decides, one rule: generated_from_scratch), so 12 is refused by the option
+    typed, not later by the generator's message."""
+    _users_own_file(tmp_path / "nsforcing_train_12.pt", 12)
+    _users_own_file(tmp_path / "nsforcing_test_24.pt", 24)
+    data = (tmp_path / "nsforcing_test_24.pt").read_bytes()
+    (tmp_path / "nsforcing_test_24.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"^Invalid --resolution=12; allowed values for the navier_stokes data"):
+        diagnose_cli._check_resolution("load_navier_stokes", 12, "--resolution", tmp_path)
+    assert loaders.generated_from_scratch(tmp_path, "nsforcing", [(12, "train"), (24, "test")]) == [(24, "test")]
 
 
 def _multiples_of_5(res):
