@@ -606,15 +606,21 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
                                  cpu_allocator=cpu_allocator, command_flags=command_flags,
                                  threads_reason=threads_reason)
     except BaseException as error:  # Ctrl-C included: a run stopped before saving any of itself leaves no folder
-        released = []
-        for folder in claimed:  # each only if empty once released: a parent left holding anything stays
+        released = False
+        for index, folder in enumerate(claimed):  # a parent left holding anything stays, and those above it
             if not folder.is_dir():  # never made (a refused mkdir), or removed under the run
                 continue
-            if not release_run_folder(folder):
+            if index == 0:  # the run folder: the files the run wrote before its first epoch go with it
+                if not release_run_folder(folder):
+                    break
+                released = True
+                continue
+            try:  # a parent made for it: the run wrote nothing there, so only an empty one goes
+                folder.rmdir()
+            except OSError:
                 break
-            released.append(folder)
         # the caller's messages then tell a folder this run gave back from one removed under it
-        error.run_folder_released = bool(released)
+        error.run_folder_released = released
         raise
 
 
