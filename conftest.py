@@ -58,9 +58,10 @@ def _one_torch_thread():
 
 @pytest.fixture(autouse=True)
 def _seeded_torch():
-    """Every test starts from torch's seed 0: a test's random inputs are its own, not what the
-    tests before it (another order, another xdist worker) left torch's generator at. A test
-    that seeds itself is unaffected (integration_tests/conftest.py seeds alike)."""
+    """Every test function starts from torch's seed 0: a test's random inputs are its own, not
+    what the tests before it (another order, another xdist worker) left torch's generator at. A
+    test that seeds itself is unaffected. Fixtures of a wider scope (module, session) run before
+    it: one drawing random numbers seeds itself."""
     torch.manual_seed(0)
     yield
 

@@ -4,7 +4,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 # Sizes shared by the integration tests: 16x16 training grid, 32x32 for the 2x test.
 DARCY_N_TRAIN = 500
@@ -102,7 +101,3 @@ def darcy_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture(autouse=True)
-def _seeded():
-    torch.manual_seed(0)
-    yield
