@@ -14,7 +14,7 @@ seeds 0-2 give 0.9998.
 
 As in ``test_spectral_layer_training.py``: a mean over 3 seeds has a standard error of
 about s / sqrt(3), and the tolerance is 3 of those, sqrt(3) s = 0.0035, rounded up to
-the next percent: 1%.
+the next percent: 1% (about three times that bound, in a unit a reader compares at a glance).
 """
 import contextlib
 import io

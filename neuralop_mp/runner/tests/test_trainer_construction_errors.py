@@ -6,6 +6,7 @@ import json
 import textwrap
 
 from neuralop_mp.runner.cli import run_script
+from neuralop_mp.runner.report import ActivationReport
 from neuralop_mp.runner.summary import end_warnings, trainer_failure
 
 # a model through get_model, then upstream's Trainer given device=None, which its constructor fails on
@@ -85,13 +86,12 @@ def test_the_plugins_own_refusal_is_still_refused_to_be_created_and_recorded_as_
     assert entry["refused_by_plugin"] is True and entry["ended_script"] is True
 
 
-class _Report:
-    """The fields of an ActivationReport that end_warnings reads, for a script stopped before its model."""
-
-    def __init__(self, refusal):
-        self.options, self.exit_status, self.interrupted = {}, 1, False
-        self.models, self.trainers, self.notes = [], [], []
-        self.trainer_refusals = [refusal]
+def _report(refusal):
+    """The report of a script that ended with exit status 1 before its model, its trainer having raised."""
+    report = ActivationReport({})
+    report.trainer_refusals.append(refusal)
+    report.record_end(1)
+    return report
 
 
 def test_each_kind_of_entry_is_worded_by_what_it_is():
@@ -106,7 +106,7 @@ def test_each_kind_of_entry_is_worded_by_what_it_is():
                                          "created", "CUDA out of memory; its traceback above shows where")
     assert trainer_failure(bare) == ("neuralop.Trainer (Trainer) raised KeyError while being created", "KeyError")
     assert trainer_failure(older) == ("neuralop.Trainer (Trainer) refused to be created", "ValueError: bad")
-    assert end_warnings(_Report(upstream)) == [
+    assert end_warnings(_report(upstream)) == [
         "the script ended with exit status 1 before it built a model through neuralop.get_model (its "
         "neuralop.Trainer (IncrementalFNOTrainer) raised RuntimeError while being created: CUDA out of memory; its "
         "traceback above shows where): nothing ran with the plugin."]
