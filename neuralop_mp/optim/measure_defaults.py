@@ -2,7 +2,8 @@
 
 ``python -m neuralop_mp.optim.measure_defaults --tasks darcy ns --seeds 0 1 2``
 trains the same small FNO with torch's AdamW and with the factory's TensorGRaD
-(default settings, overridden only by the ``--variants``) for every seed, and
+(default settings, overridden only by the ``--variants``) for every seed (which
+also seeds TensorGRaD's random-k draws and stochastic rounding), and
 prints the mean and spread of the test relative L2 error per setting and the
 ratio of means to AdamW's. The numbers in docs/tensorgrad.md come from it.
 
@@ -54,15 +55,23 @@ def build_model(half=False):
 def train_and_test(loaders, opt_config, seed, epochs, half=False, lr=LR):
     """Train a fresh FNO (seeded) with the optimizer ``opt_config`` describes.
 
+    ``seed`` seeds torch (the model's initial weights, the data order) and, unless
+    ``opt_config`` sets ``tensorgrad_seed`` itself, TensorGRaD's group ``seed`` (its random-k
+    draws and stochastic rounding), so that a sweep over seeds samples those streams too.
+
     Returns the test relative L2 error and the optimizer.
     """
     from neuralop_mp.bench.tiny_training import fit_and_test
     from neuralop_mp.optim import create_optimizer
+    from neuralop_mp.optim.factory import setting_readers
 
     train_loader, test_loader, processor = loaders
     torch.manual_seed(seed)
     model = build_model(half)
-    optimizer = create_optimizer(model, {"learning_rate": lr, "weight_decay": WD, **opt_config})
+    config = {"learning_rate": lr, "weight_decay": WD, **opt_config}
+    if config["optimizer"] in setting_readers():  # AdamW refuses TensorGRaD settings
+        config.setdefault("tensorgrad_seed", seed)
+    optimizer = create_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(train_loader))
     error, _ = fit_and_test(model, optimizer, schedule, train_loader, test_loader, processor, epochs, autocast=half)
     return error, optimizer
