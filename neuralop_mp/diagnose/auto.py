@@ -59,6 +59,12 @@ def calibrate_precision(model, batches, *, fraction=DEFAULT_FRACTION, overflow_m
         ``discretization_error``, ``calibration_resolution`` and ``autocast_check``
         (:func:`autocast_check`, for the decided mode); also stored as
         ``model.precision_decision``.
+
+    Raises
+    ------
+    ValueError
+        For inputs holding inf or NaN (in float32), naming how many entries and which samples;
+        the model is left as it was.
     """
     decision = _calibrate(model, batches, fraction=fraction, overflow_margin=overflow_margin, n_bands=n_bands)
     if apply:
@@ -78,6 +84,7 @@ def _calibrate(model, batches, *, fraction=DEFAULT_FRACTION, overflow_margin=DEF
         raise TypeError("calibrate_precision needs one or more input tensors (batch, channels, *spatial); "
                         f"got {type(batches).__name__}.")
     x = torch.cat([b.detach() for b in batches]).float()  # an odd grid: measure drops its last point
+    _check_finite_calibration(x)
     _, half_name, _ = get_precision(model)
     half = dtype_name(resolve_half_dtype(half_name, x.device))
     diagnosis = measure(model, x, n_bands=n_bands, half_dtypes=(half,),
@@ -95,6 +102,22 @@ def _calibrate(model, batches, *, fraction=DEFAULT_FRACTION, overflow_margin=DEF
     decision["autocast_check"] = autocast_check(diagnosis, runs_in(mode) if runs_in else mode, half,
                                                 fraction=fraction, overflow_margin=overflow_margin)
     return decision
+
+
+def _check_finite_calibration(x):
+    """Refuse calibration inputs holding inf or NaN (in float32, which the measurement computes in):
+    every precision's error would be NaN and the rule would decide "full" for no reason of
+    precision. The data loaders refuse such data (:func:`~neuralop_mp.data.file_checks.check_data_file`)."""
+    from ..data.file_checks import non_finite_samples
+
+    n_bad = int((~torch.isfinite(x)).sum())
+    if n_bad:
+        bad = non_finite_samples(x)
+        raise ValueError(
+            f"Invalid calibration inputs: {n_bad} of their {x.numel()} entries are not finite (inf or NaN in "
+            f"float32), in {len(bad)} of {x.shape[0]} samples, at sample indices {bad[:10]}"
+            f"{' ...' if len(bad) > 10 else ''}; allowed values: finite numbers. 'auto' measures each precision's "
+            "error on them, which inf/NaN makes NaN: fix or drop these samples.")
 
 
 def autocast_check(diagnosis, mode, half_dtype, *, fraction=DEFAULT_FRACTION,

@@ -6,7 +6,6 @@ upstream's classes cannot take the plugin's keys. :func:`load_model` reads the
 class name the checkpoint recorded (or takes the class to load into), adapts the
 recorded arguments across upstream's and the plugin's classes, and loads the weights.
 """
-import errno
 import os
 import warnings
 from pathlib import Path
@@ -20,7 +19,8 @@ from ..caller_frames import stacklevel_outside
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..training.checkpointing import (METADATA_SUFFIX, PRECISION_STATE_FILE, STATE_DICT_SUFFIX, CheckpointError,
-                                      checkpoint_name, load_torch_files, load_weights_only, loadable_save)
+                                      check_map_location, checkpoint_name, load_torch_files, load_weights_only,
+                                      loadable_save)
 from .mixed_precision_models import (N_MODES_KEY, PLUGIN_MODEL_CLASSES, RECOMPUTE_DEFAULTS, build_in_settings,
                                      n_modes_key_taken, recompute_keys_taken, set_n_modes, set_recompute_settings)
 from .constructor_args import constructor_params, rebuilding_arguments
@@ -52,6 +52,15 @@ def _metadata_file(save_folder, save_name):
                         f"model.load_state_dict(torch.load({str(weights)!r}, weights_only=True)).")
         raise FileNotFoundError(message)
     return path
+
+
+def _missing_weights_error(weights, metadata_path):
+    """The FileNotFoundError for a checkpoint whose metadata is there and whose weights are not,
+    worded as the missing-metadata one (what is missing, what writes it; the message alone, as
+    that one: an ``errno`` would make it "[Errno 2] None: 'path'")."""
+    return FileNotFoundError(f"No model checkpoint weights at {weights}: model.save_checkpoint writes them next "
+                             f"to the metadata {metadata_path.name}, which is there, and the model cannot be "
+                             "loaded without them (a save cut short, or the file moved or removed).")
 
 
 def _for_upstream_class(cls, kwargs):
@@ -261,7 +270,9 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
         of the plugin's classes takes it too: settings its constructor does not take are set
         on the built model.
     map_location : optional
-        As for ``torch.load``.
+        As for ``torch.load``: None, a device (``torch.device`` or a name, on a CUDA device
+        this machine has), a dict of location names to device names, or a callable; another
+        value is refused (ValueError or TypeError naming it) before any file is read.
 
     Returns
     -------
@@ -280,7 +291,9 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     Raises
     ------
     FileNotFoundError
-        For a missing metadata or weights file, naming it.
+        For a missing metadata or weights file, naming it and what writes it.
+    ValueError or TypeError
+        For a ``map_location`` that ``torch.load`` cannot use, naming it.
     CheckpointError
         A RuntimeError naming the file, for one that torch cannot read (truncated, emptied,
         overwritten) or weights that do not fit the model built.
@@ -300,6 +313,7 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
     (not those saved before they did); for upstream's own classes it can only be fixed in
     neuraloperator (``BaseModel.__new__``), and this function is the way to load them.
     """
+    check_map_location(map_location)  # first: a bad value is no fault of the files
     # a folder a crash left between the two renames of a save: its previous save, with a warning
     save_folder = loadable_save(save_folder)
     return load_saved_model(save_folder, save_name,
@@ -335,6 +349,7 @@ def load_saved_model(save_folder, save_name, build, *, map_location=None):
     -------
     torch.nn.Module
     """
+    check_map_location(map_location)  # before the files: torch's error would be blamed on them
     folder = Path(save_folder)
     context = f"Cannot load the model from {save_folder}"
     # a missing file is refused before load_torch_files, which would call it unreadable
@@ -342,8 +357,8 @@ def load_saved_model(save_folder, save_name, build, *, map_location=None):
     metadata = load_torch_files(lambda: read_checkpoint_metadata(folder, save_name), metadata_path, context=context)
     model = build(metadata)
     weights = folder / f"{save_name}{STATE_DICT_SUFFIX}"
-    if not weights.exists():  # named as torch's own open names it
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), weights.as_posix())
+    if not weights.exists():
+        raise _missing_weights_error(weights, metadata_path)
     load_torch_files(lambda: model.load_checkpoint(folder, save_name, map_location=map_location), weights,
                      metadata_path, context=context)
     return restore_trained_n_modes(model, folder, save_name, metadata)

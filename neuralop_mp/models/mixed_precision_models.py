@@ -22,6 +22,7 @@ A checkpoint of upstream's plain model loads into these classes (its recorded
 :func:`neuralop_mp.load_model` loads theirs into upstream's classes.
 """
 import contextlib
+import difflib
 import functools
 import inspect
 import io
@@ -44,7 +45,7 @@ from ..layers.precision_switch import apply_precision_policy, get_precision_poli
 from ..layers.soft_gating import adopt_half_safe_soft_gating
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
-from ..vocabulary import normalize_recompute_chunk_points, normalize_stabilizer
+from ..vocabulary import check_int_at_least, normalize_recompute_chunk_points, normalize_stabilizer
 from ..wrapped_module import unwrap
 from .constructor_args import constructor_params, positional_parameters, rebuilding_arguments
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS
@@ -301,6 +302,48 @@ def set_after_construction(model, settings):
     return model
 
 
+# the model's own sizes, checked before it is built: upstream builds in_channels=0 or out_channels=0 and
+# fails at the first forward, and hidden_channels=0 would be refused by the first layer under its own
+# name (in_channels). n_layers >= 1 too: a model of 0 blocks has no Fourier layer (a pointwise lifting
+# then projection: no neural operator, nothing for the plugin's precision settings to act on), and
+# upstream's UNO fails to build one (IndexError); the CLI refuses model.n_layers=0 already.
+_MODEL_SIZE_ARGUMENTS = ("in_channels", "out_channels", "hidden_channels", "n_layers")
+
+
+def _check_model_sizes(name, arguments):
+    """Refuse (naming ``<name>.<argument>``, its value and the allowed values) a given size in
+    :data:`_MODEL_SIZE_ARGUMENTS` that is no integer >= 1; an accepted one becomes a Python int."""
+    for key in _MODEL_SIZE_ARGUMENTS:
+        if key in arguments:
+            arguments[key] = check_int_at_least(f"{name}.{key}", arguments[key])
+
+
+def _bound_arguments(cls, signature, args, kwargs):
+    """``signature.bind(*args, **kwargs).arguments``; its TypeError names the class whose
+    constructor takes ``signature`` and, for an unknown keyword, the closest argument (or
+    them all), as Python's own names ``FNO.__init__()``."""
+    try:
+        return signature.bind(*args, **kwargs).arguments
+    except TypeError as err:
+        # the plugin's class that holds the signature (a user's subclass calls it through super())
+        owner = next((klass for klass in cls.__mro__ if "_plugin_signature" in vars(klass)), cls).__name__
+        params = signature.parameters
+        names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        unknown = [] if takes_any else [key for key in kwargs if key not in params]
+        if not unknown:
+            raise TypeError(f"{owner}.__init__() {err}") from None
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, names, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        what = "unexpected keyword arguments" if len(unknown) > 1 else "an unexpected keyword argument"
+        listed = "" if all("did you mean" in hint for hint in hints) else f"; its arguments are: {', '.join(names)}"
+        # Python's own first complaint (a missing argument, too many positional ones) leads where it is another
+        first = "" if "unexpected keyword argument" in str(err) else f"{err}; it also "
+        raise TypeError(f"{owner}.__init__() {first}got {what} {', '.join(hints)}{listed}.") from None
+
+
 class _PrecisionRecordingModel:
     """Constructor and checkpoint glue shared by the plugin's model classes.
 
@@ -339,7 +382,8 @@ class _PrecisionRecordingModel:
         args_kept, record = rebuilding_arguments(type(self), tuple(self._init_kwargs.get("args", ())),
                                                  self._init_kwargs)
         self._init_kwargs = {**record, "args": args_kept}
-        arguments = self._plugin_signature.bind(*args, **kwargs).arguments
+        arguments = _bound_arguments(type(self), self._plugin_signature, args, kwargs)
+        _check_model_sizes(type(self).__name__, arguments)
         if "stabilizer" in arguments:  # as a model built directly takes it: "off" and None are none (no mode
             # default here); upstream's FNOBlocks and the layers take None
             arguments["stabilizer"] = normalize_stabilizer(arguments["stabilizer"],

@@ -14,7 +14,7 @@ from neuralop.models.base_model import available_models as _upstream_available_m
 
 from ..precision_policy import PrecisionPolicy
 from ..run_setup import parse_device
-from ..vocabulary import none_if_null, normalize_recompute_chunk_points, read_key
+from ..vocabulary import check_int_at_least, none_if_null, normalize_recompute_chunk_points, read_key
 from .constructor_args import constructor_params
 from .mixed_precision_models import PLUGIN_MODEL_CLASSES, build_in_settings, set_recompute_settings
 from .recompute import check_recompute_mode
@@ -82,7 +82,8 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         ``model.recompute_chunk_points`` (its ``chunk_points``), ``model.half_dtype``
         ("auto" | "float16" | "bfloat16"),
         ``model.stabilizer`` (None | "off" | "tanh"), ``model.spectral_weight_dtype``
-        ("complex64" | "complex32"), and ``patching.levels`` and
+        ("complex64" | "complex32"), and ``patching.levels`` (an integer >= 0: the
+        model's in_channels are ``data_channels``, an integer >= 1, times levels + 1) and
         ``opt.precision_schedule``. A stabilizer of None (unset; also "None", "none",
         "null") is the mode's default, as ``neuralop-mp train`` runs the config:
         "tanh" for "half" in float16, none otherwise
@@ -112,9 +113,10 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
 
     Raises
     ------
-    ValueError
+    ValueError or TypeError
         For a config without a ``model`` section or ``model.model_arch`` (naming the
-        registered names), and for a bad value of a key, naming it.
+        registered names), and for a bad value of a key, naming it (TypeError for a
+        ``model.data_channels`` or ``patching.levels`` that is no integer).
     """
     from ..configs.zencfg_compat import section_dict  # the configs import the model classes
 
@@ -148,9 +150,13 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
     if "data_channels" not in own:  # upstream's name for the model's input channels (in_channels)
         raise ValueError("config.model needs data_channels: the input's channel count, an integer >= 1 "
                          "(the model's in_channels, times patching.levels + 1 with patching).")
-    data_channels = own["data_channels"]
-    patching_levels = read_key(read_key(config, "patching"), "levels", 0) or 0
-    if patching_levels:
+    # as the missing-key message promises: 0, -1 or 1.5 would build a model that fails at its first forward
+    data_channels = check_int_at_least("model.data_channels", own["data_channels"], minimum=1,
+                                       unit="the input's channel count")
+    patching_levels = none_if_null(read_key(read_key(config, "patching"), "levels", 0))
+    if patching_levels is not None:
+        patching_levels = check_int_at_least("patching.levels", patching_levels, minimum=0,
+                                             unit="0: no patching")
         data_channels *= patching_levels + 1
     model_cfg["in_channels"] = data_channels
 

@@ -337,6 +337,18 @@ def _build_sparse(model, common, settings):
     return _compressing(model, common, dict(settings, rank=None), "sparse")
 
 
+def _check_config_kind(what, config):
+    """``config`` if it is a mapping or an object with attributes (a zencfg or pydantic config),
+    which fields are read from; a TypeError naming ``what``, the value and the accepted kinds
+    otherwise. Any other value reads as no field at all: ``create_optimizer(model, "tensorgrad")``
+    would build AdamW."""
+    if isinstance(config, Mapping) or (hasattr(config, "__dict__") and not isinstance(config, type)):
+        return config
+    raise TypeError(f"Invalid {what}={config!r} ({type(config).__name__}); allowed values: a dict of the opt "
+                    "section's fields (e.g. {'optimizer': 'tensorgrad'}), a zencfg Bunch, or a zencfg or "
+                    "pydantic config object (an opt section, or a whole config with one).")
+
+
 def create_optimizer(model, opt_config):
     """Build the optimizer ``opt_config.optimizer`` names for ``model``.
 
@@ -366,10 +378,12 @@ def create_optimizer(model, opt_config):
     ------
     ValueError or TypeError
         An unknown key of a dict, or a bad value: the message names ``opt.<field>``,
-        the value and the allowed values.
+        the value and the allowed values. TypeError for an ``opt_config`` (or its
+        ``opt`` section) of another kind (a string, a number, a list, None).
     """
+    _check_config_kind("opt_config", opt_config)
     if _get(opt_config, "optimizer") is None and _get(opt_config, "opt") is not None:
-        opt_config = _get(opt_config, "opt")
+        opt_config = _check_config_kind("opt_config.opt", _get(opt_config, "opt"))
     plain = _is_plain_mapping(opt_config)
     if plain:
         _check_known_keys(opt_config)

@@ -341,6 +341,12 @@ def warn_unknown_keys(group, where, warned=()):
                       stacklevel=stacklevel_outside(OPTIMIZER_CODE_FOLDERS, OPTIMIZER_CODE_FILES))
 
 
+def upstream_compress_flag(value):
+    """A group's upstream ``tensorgrad`` key as its ``compress``: True or False, as ``compress``
+    itself is checked (the string "False" would be truthy); TypeError naming ``tensorgrad`` otherwise."""
+    return OPTIONS_BY_NAME["compress"].check("tensorgrad", value)
+
+
 def group_settings(group, defaults, explicit=(), upstream=False):
     """Every setting of param group ``group`` (its ``params`` left out), checked.
 
@@ -356,7 +362,7 @@ def group_settings(group, defaults, explicit=(), upstream=False):
     """
     own = {key: value for key, value in group.items() if key != "params"}
     if "tensorgrad" in own and "compress" not in own:
-        own["compress"] = bool(own["tensorgrad"])
+        own["compress"] = upstream_compress_flag(own["tensorgrad"])
         upstream_defaults = UPSTREAM_GROUP_DEFAULTS
     elif upstream and "tensorgrad" not in own and "compress" not in own:
         upstream_defaults = UPSTREAM_PLAIN_GROUP_DEFAULTS

@@ -26,7 +26,8 @@ import torch
 from .adam_math import STATE_DTYPES, as_real, compute_dtype, real_dtype, storage_dtype
 from .seeds import state_seed
 from .composite_projector import CompositeProjector
-from .settings import DEFAULTS, UPSTREAM_GROUP_DEFAULTS, check_torch_keys, validate_group, warn_unknown_keys
+from .settings import (DEFAULTS, UPSTREAM_GROUP_DEFAULTS, check_torch_keys, upstream_compress_flag, validate_group,
+                       warn_unknown_keys)
 from .state_memory import BASIS_INFIX, compression_saves_memory
 
 #: state key (after ``<branch>_``) of the per-entry births of a part's moments
@@ -207,7 +208,7 @@ def is_upstream_layout(param_groups):
 def _upstream_group(group):
     group = dict(group)
     if "tensorgrad" in group:
-        group["compress"] = bool(group["tensorgrad"])
+        group["compress"] = upstream_compress_flag(group["tensorgrad"])
         for key, value in UPSTREAM_GROUP_DEFAULTS.items():
             group.setdefault(key, value)
     else:

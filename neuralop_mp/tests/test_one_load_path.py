@@ -42,7 +42,11 @@ def test_missing_weights_are_a_file_not_found_error_naming_them_from_either_load
             load()
         assert not isinstance(raised.value, CheckpointError)
         messages.append(str(raised.value))
-    assert messages[0] == messages[1] and str(folder / "model_state_dict.pt") in messages[0], messages
+    # as clear as the missing-metadata message: what is missing, and what writes it (was a bare "[Errno 2] ...")
+    assert messages[0] == messages[1] == (
+        f"No model checkpoint weights at {folder / 'model_state_dict.pt'}: model.save_checkpoint writes them next "
+        "to the metadata model_metadata.pkl, which is there, and the model cannot be loaded without them (a save "
+        "cut short, or the file moved or removed)."), messages
 
 
 def test_damaged_weights_are_the_same_checkpoint_error_from_either_loader(saved):
