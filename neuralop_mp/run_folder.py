@@ -234,7 +234,9 @@ def load_model_and_precision(path, map_location="cpu", mixed_precision_layer=Fal
     ----------
     path : str, Path or FoundCheckpoint
         See :func:`find_checkpoint`.
-    map_location : str or torch.device
+    map_location : str, torch.device, dict, callable or None
+        As ``torch.load`` takes it; anything else is refused before a file is read
+        (:func:`~neuralop_mp.training.checkpointing.check_map_location`).
     mixed_precision_layer : bool
         Build a model saved with upstream's ``SpectralConv`` as the plugin's class for
         it instead (same parameters and state dict keys), so it can run in "mixed" or

@@ -99,7 +99,8 @@ def set_precision(model: nn.Module, mode, *, half_dtype=_UNCHANGED, stabilizer=_
     ------
     ValueError
         On an invalid value; "auto" without ``calibration`` (the message says how to
-        pass it); ``calibration`` with another mode; ``mode != "full"`` on a model
+        pass it); ``calibration`` with another mode; a ``calibration`` holding NaN or inf
+        (named, before anything is decided); ``mode != "full"`` on a model
         without mixed-precision layer (upstream's own half modes crash on CPU, so we
         refuse to silently hand the request to them).
     TypeError
