@@ -19,7 +19,7 @@ import torch
 from tensorly.cp_tensor import validate_cp_rank
 from tltorch.factorized_tensors.core import FactorizedTensor
 
-from ..vocabulary import check_choice, is_integer
+from ..vocabulary import check_choice, check_real, is_integer
 from .weight_contractions import factorization_kind
 
 _REAL_INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -197,16 +197,64 @@ def _largest_rank_within(kind, shape, budget, fixed_modes):
     return low
 
 
+def check_resolution_scaling_factor(factor, order):
+    """``resolution_scaling_factor`` as the list of ``order`` floats the forward scales the
+    spatial sizes by (None stays None).
+
+    Allowed: None; one finite number > 0, the same along every spatial dimension; a list or a
+    tuple of ``order`` finite numbers > 0, one per dimension. Numbers may be numpy's or 0-d
+    tensors. Upstream's ``validate_scaling_factor`` turns a tuple, a numpy integer or a string
+    into None (the output keeps the input's size, silently), and a list of another length into
+    a list of lists that fails at forward; a tuple is taken here as the list it spells.
+
+    Raises
+    ------
+    ValueError
+        Naming ``resolution_scaling_factor``, its value and the allowed values: a string, a bool,
+        NaN, an infinity, a factor <= 0, or a list of another length (a list per layer, as
+        ``FNOBlocks`` takes, included: it gives each of its layers one entry).
+    """
+    if factor is None:
+        return None
+    single = _positive_factor(factor)
+    if single is not None:
+        return [single] * order
+    if isinstance(factor, (list, tuple)) and len(factor) == order:
+        factors = [_positive_factor(f) for f in factor]
+        if None not in factors:
+            return factors
+    raise ValueError(
+        f"Invalid resolution_scaling_factor={factor!r} for this {order}-D layer; allowed values: None, a finite "
+        f"number > 0 (the same along every spatial dimension), or a list or tuple of {order} finite number"
+        f"{'s' if order > 1 else ''} > 0 (one per spatial dimension).")
+
+
+def _positive_factor(value):
+    """``value`` as a float if it is a finite number > 0 (not a bool, not a string), else None."""
+    try:
+        return check_real("resolution_scaling_factor", value, low=0, low_open=True)
+    except ValueError:  # NotARealNumberError included
+        return None
+
+
+def tensorly_rank(rank):
+    """``rank`` in the form tensorly-torch takes: an integer of another type (numpy's, a 0-d
+    tensor) as a Python int, anything else as it is. Tucker and TT take any non-int, non-float
+    rank for a sequence of ranks ("'numpy.int64' object is not iterable"); CP converts it."""
+    return int(rank) if is_integer(rank) else rank
+
+
 def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable, complex_data=False,
                           max_n_modes=None, fixed_rank_modes=False):
     """Refuse constructor arguments that would build a wrong or oversized layer.
 
     Rules: channels and every ``n_modes`` (and ``max_n_modes``) entry are integers >= 1;
-    ``factorization`` is one of :func:`factorization_choices`; with a factorization, a
-    float ``rank`` is the fraction of the dense weight's parameters kept and must be in
-    (0, 1] (with CP, also large enough that tensorly-torch derives a CP rank >= 1 from it),
-    per-mode ranks fit the weight (Tucker: one per dimension; TT: one per bond and the two
-    boundary ranks of 1; CP takes none), and an integer ``rank`` is refused only when
+    ``factorization`` is one of :func:`factorization_choices`; with a factorization, the one
+    string ``rank`` is tensorly-torch's ``'same'``, a float ``rank`` is the fraction of the
+    dense weight's parameters kept and must be in (0, 1] (with CP, also large enough that
+    tensorly-torch derives a CP rank >= 1 from it), per-mode ranks fit the weight (Tucker:
+    one per dimension; TT: one per bond and the two boundary ranks of 1; CP takes none),
+    and an integer ``rank`` is refused only when
     it is both larger than any rank the factorization can use on the weight upstream
     allocates (CP: the product of all its dimensions but the largest; Tucker: its largest
     dimension; TT: the largest product of the dimensions on either side of a bond; larger
@@ -221,7 +269,11 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
     """
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
         if not is_integer(value) or value < 1:
-            raise ValueError(f"Invalid {name}={value!r}; allowed values: integers >= 1.")
+            # a model builds its spectral layers from its own arguments (FNO: hidden_channels):
+            # the message says whose argument this is, not to be read as the model's in_channels
+            raise ValueError(f"Invalid {name}={value!r}: the spectral layer's {name} (in a model, the width it "
+                             f"gives its spectral layers, e.g. FNO's hidden_channels); allowed values: integers "
+                             f">= 1.")
     modes = check_n_modes(n_modes)
     shape = _weight_shape(in_channels, out_channels, modes, max_n_modes, separable, complex_data)
     choices = factorization_choices()
@@ -230,8 +282,15 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
     kind = factorization_kind(factorization)
     # fixed modes matter to Tucker only (upstream passes them to CP and TT, which ignore them)
     fixed = _check_fixed_modes(fixed_rank_modes, shape) if kind == "tucker" else ()
-    if factorization is None or kind == "dense" or isinstance(rank, str):
-        return  # a string rank ("same") is tensorly-torch's to interpret
+    if factorization is None or kind == "dense":
+        return  # no factorization takes the rank
+    if isinstance(rank, str):
+        if rank == "same":  # tensorly-torch's: as many parameters as the dense weight
+            return
+        # tensorly-torch takes any other string for a sequence of ranks: a TypeError in torch.empty
+        raise ValueError(f"Invalid rank={rank!r} with factorization={factorization!r}; allowed values: 'same' (as "
+                         "many parameters as the dense weight), a fraction in (0, 1] of the dense weight's "
+                         "parameters, an integer >= 1, or a tuple of integers >= 1 (one per mode: Tucker, TT).")
     if isinstance(rank, (list, tuple)) and _positive_ints(rank):
         _check_rank_tuple(rank, factorization, kind, shape)
         return

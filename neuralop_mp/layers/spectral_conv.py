@@ -37,7 +37,14 @@ from ..vocabulary import (
 from .complex_half import DEFAULT_COMPLEX_PRODUCT, run_plan, run_plan_rounded, to_real_form
 from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
-from .input_checks import check_input, check_layer_arguments, check_n_modes, tensorly_fixed_rank_modes
+from .input_checks import (
+    check_input,
+    check_layer_arguments,
+    check_n_modes,
+    check_resolution_scaling_factor,
+    tensorly_fixed_rank_modes,
+    tensorly_rank,
+)
 from .mode_matmul import dense_mode_product
 from .product_paths import MODE_BATCHED, REBUILT, choose_product_path, plan_itemsize
 from .rebuilt_weight import rebuild_dense_weight
@@ -128,7 +135,10 @@ class MixedPrecisionSpectralConv(SpectralConv):
     in_channels, out_channels, n_modes, complex_data, max_n_modes, bias, separable,
     resolution_scaling_factor, fno_block_precision, rank, factorization,
     implementation, fixed_rank_modes, decomposition_kwargs, init_std, fft_norm, device
-        As upstream's ``SpectralConv``. ``fno_block_precision`` is validated:
+        As upstream's ``SpectralConv``, checked in the constructor
+        (:mod:`.input_checks`); ``resolution_scaling_factor`` also takes a tuple, as the list
+        it spells (upstream drops one silently), and a numpy integer ``rank`` builds that
+        int's rank. ``fno_block_precision`` is validated:
 
         * ``"full"``: the input is cast to float32 (complex64) at the layer boundary,
           everything runs in fp32; equal to upstream up to fp32 rounding.
@@ -214,6 +224,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
         _check_forwardable(super().__init__, kwargs)
         check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable, complex_data,
                               max_n_modes=max_n_modes, fixed_rank_modes=fixed_rank_modes)
+        # a list of floats, one per spatial dimension: upstream's own validation keeps it as it is
+        resolution_scaling_factor = check_resolution_scaling_factor(resolution_scaling_factor,
+                                                                    len(check_n_modes(n_modes)))
         super().__init__(
             in_channels,
             out_channels,
@@ -224,7 +237,7 @@ class MixedPrecisionSpectralConv(SpectralConv):
             separable=separable,
             resolution_scaling_factor=resolution_scaling_factor,
             fno_block_precision=policy.fno_block_precision,
-            rank=rank,
+            rank=tensorly_rank(rank),  # a numpy integer: an int
             factorization=factorization,
             implementation=implementation,
             fixed_rank_modes=tensorly_fixed_rank_modes(fixed_rank_modes),  # an int: a list of it
@@ -492,11 +505,14 @@ class MixedPrecisionSpectralConv(SpectralConv):
     def _forward_no_autocast(self, x, mode, half, stabilizer, output_shape, block_tanh=False):
         batch, _, *spatial = x.shape
         out_spatial = self._output_spatial(spatial, output_shape)
+        if batch == 0:  # the FFTs refuse an empty batch (MKL: "Inconsistent configuration parameters")
+            return self._zeros_plus_bias(x, mode, half, out_spatial, "an empty batch: no FFT")
         fft_size = self._fft_size(spatial)
         weight_slices = self._weight_mode_slices(fft_size)  # once a forward: the kept modes and the weight's slice
         kept = self._kept_modes(weight_slices)
         if 0 in kept:
-            return self._no_mode_kept(x, mode, half, out_spatial)
+            return self._zeros_plus_bias(x, mode, half, out_spatial,
+                                         "no Fourier mode kept (n_modes beyond max_n_modes): the bias alone, no FFT")
         fft_dims = list(range(-self.order, 0))
         fft_half = self._fft_in_half(mode, half, x, spatial, out_spatial)
         if self.complex_data:
@@ -611,14 +627,14 @@ class MixedPrecisionSpectralConv(SpectralConv):
             **fields,
         }
 
-    def _no_mode_kept(self, x, mode, half, out_spatial):
-        """The output where some axis keeps no mode (``n_modes`` beyond ``max_n_modes`` along a
-        shifted axis: upstream's weight slice is empty there, see :meth:`_weight_mode_slices`):
-        zeros plus the bias, with no transform. As from upstream's empty product, the input and
-        the weight get zero gradients, the bias its usual one."""
+    def _zeros_plus_bias(self, x, mode, half, out_spatial, reason):
+        """Zeros plus the bias, with no transform, where the product has nothing to sum: some axis
+        keeps no mode (``n_modes`` beyond ``max_n_modes`` along a shifted axis: upstream's weight
+        slice is empty there, see :meth:`_weight_mode_slices`), or the batch is empty (an empty
+        output, as torch's convolutions give). As from an empty product, the input and the weight
+        get zero gradients, the bias its usual one (zero for an empty batch)."""
         self._record_path(x.shape[0], x.shape[2:], mode, half, None, last_axis=None, last_axis_by_matmul=False,
-                          kernel=None, compute_dtype=None,
-                          reason="no Fourier mode kept (n_modes beyond max_n_modes): the bias alone, no FFT")
+                          kernel=None, compute_dtype=None, reason=reason)
         y = _ZeroOutput.apply((x.shape[0], self.out_channels, *out_spatial),
                               torch.complex64 if self.complex_data else torch.float32,
                               x, *spectral_weight_parameters(self))

@@ -176,8 +176,10 @@ def test_a_bad_single_size_of_a_1d_layer_is_named_as_given(output_shape):
 
 
 @pytest.mark.parametrize("complex_data", [False, True])
+# a factor <= 0 is refused in the constructor (test_layer_input_refusals.py); a positive one
+# rounds a size to 0 only on a small enough input
 @pytest.mark.parametrize("factor, spatial, sizes", [(0.1, (4, 4), (0, 0)), ([1, 0.1], (4, 4), (4, 0)),
-                                                    (0.1, (4,), (0,)), (-1, (4, 4), (-4, -4))])
+                                                    (0.1, (4,), (0,)), ((0.1, 1), (4, 4), (0, 4))])
 def test_a_resolution_scaling_factor_that_rounds_a_size_below_1_is_refused_by_name(factor, spatial, sizes,
                                                                                    complex_data):
     """A factor that rounds an output axis to no point (0.1 on 4 points) failed deep inside the
@@ -186,7 +188,8 @@ def test_a_resolution_scaling_factor_that_rounds_a_size_below_1_is_refused_by_na
     layer = MixedPrecisionSpectralConv(2, 2, (2,) * len(spatial), complex_data=complex_data,
                                        resolution_scaling_factor=factor)
     x = torch.randn(1, 2, *spatial, dtype=torch.complex64 if complex_data else torch.float32)
-    rounded = re.escape(str([float(f) for f in ([factor] * len(spatial) if not isinstance(factor, list) else factor)]))
+    factors = factor if isinstance(factor, (list, tuple)) else [factor] * len(spatial)
+    rounded = re.escape(str([float(f) for f in factors]))
     with pytest.raises(ValueError, match=rf"^Invalid resolution_scaling_factor={rounded} for an input of spatial size "
                                          rf"{re.escape(str(tuple(spatial)))}: the output would have "
                                          rf"{re.escape(str(sizes))} points .*>= 1"):
