@@ -26,6 +26,7 @@ import difflib
 import functools
 import inspect
 import io
+import numbers
 import os
 import types
 import warnings
@@ -318,6 +319,20 @@ def _check_model_sizes(name, arguments):
             arguments[key] = check_int_at_least(f"{name}.{key}", arguments[key])
 
 
+def _as_upstream_scaling_factor(factor):
+    """A model's ``resolution_scaling_factor`` in the types upstream's validation reads: a tuple as
+    the list it spells, numpy (or 0-d tensor) numbers as floats. Upstream turns a tuple or a numpy
+    integer into None (no scaling) without a word; anything else is left to it and to the layers'
+    own check (:func:`~neuralop_mp.layers.input_checks.check_resolution_scaling_factor`)."""
+    def number(value):
+        foreign = isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float))  # numpy's
+        return float(value) if foreign or (torch.is_tensor(value) and value.dim() == 0) else value
+
+    if isinstance(factor, (list, tuple)):
+        return [[number(v) for v in item] if isinstance(item, (list, tuple)) else number(item) for item in factor]
+    return number(factor)
+
+
 def _bound_arguments(cls, signature, args, kwargs):
     """``signature.bind(*args, **kwargs).arguments``; its TypeError names the class whose
     constructor takes ``signature`` and, for an unknown keyword, the closest argument (or
@@ -384,6 +399,8 @@ class _PrecisionRecordingModel:
         self._init_kwargs = {**record, "args": args_kept}
         arguments = _bound_arguments(type(self), self._plugin_signature, args, kwargs)
         _check_model_sizes(type(self).__name__, arguments)
+        if "resolution_scaling_factor" in arguments:
+            arguments["resolution_scaling_factor"] = _as_upstream_scaling_factor(arguments["resolution_scaling_factor"])
         if "stabilizer" in arguments:  # as a model built directly takes it: "off" and None are none (no mode
             # default here); upstream's FNOBlocks and the layers take None
             arguments["stabilizer"] = normalize_stabilizer(arguments["stabilizer"],

@@ -5,10 +5,12 @@ its first forward) and failed deep in torch for ``data_channels=1.5`` or ``patch
 the plugin's classes built ``in_channels=0`` and named ``hidden_channels=0`` as a layer's
 ``in_channels``; an unknown keyword was Python's bare "got an unexpected keyword argument".
 """
+import numpy as np
 import pytest
 import torch
 
 import neuralop_mp
+from neuralop.models import FNO
 from neuralop_mp import MixedPrecisionFNO, MixedPrecisionTFNO, MixedPrecisionUNO
 
 FNO_CONFIG = dict(model_arch="fno", data_channels=1, out_channels=1, n_modes=[4, 4], hidden_channels=4, n_layers=1)
@@ -93,3 +95,22 @@ def test_a_missing_argument_leads_and_an_unknown_keyword_beside_it_is_named_too(
                                         r"it also got an unexpected keyword argument 'rnak' \(did you mean "
                                         r"'rank'\?\)\.$"):
         MixedPrecisionFNO(**args, rnak=2)
+
+
+@pytest.mark.parametrize("factor, as_upstream_reads_it", [
+    ((0.5, 0.5), [0.5, 0.5]), (np.float32(0.5), 0.5), (np.int64(2), 2), ([np.float64(0.5), np.int64(1)], [0.5, 1]),
+    (torch.tensor(0.5), 0.5),
+], ids=["tuple", "numpy-float", "numpy-int", "numpy-list", "0-d tensor"])
+def test_a_models_tuple_or_numpy_scaling_factor_scales_as_the_list_or_number_it_spells(factor, as_upstream_reads_it):
+    """Upstream's validation turned a tuple or a numpy integer into None (no scaling, without a word):
+    the plugin's model takes them as the list or number they spell, as upstream's FNO takes that
+    (same weights: the same output, float32 rounding)."""
+    x = torch.randn(2, 1, 16, 16)
+    kwargs = dict(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2)
+    torch.manual_seed(0)
+    ours = MixedPrecisionFNO(**kwargs, resolution_scaling_factor=factor)
+    torch.manual_seed(0)
+    upstream = FNO(**kwargs, resolution_scaling_factor=as_upstream_reads_it)
+    expected = upstream(x)
+    assert expected.shape[-1] != 16  # the factor scales
+    torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-6)
