@@ -71,6 +71,14 @@ def finite_seconds(text):
     return _number(text, lambda value: math.isfinite(value) and value >= 0, "a finite number of seconds >= 0")
 
 
+def data_write_error(root, err):
+    """The one-line error of an OSError raised while a data file of ``root`` was being made:
+    save_data_file's own (a :class:`CheckpointWriteError` naming its file), else one naming the
+    data folder (the folder, a lock file that cannot be opened: ``err`` names it). ``neuralop-mp
+    data`` and ``train`` say it."""
+    return err if isinstance(err, CheckpointWriteError) else write_error(root, err, "a data file in")
+
+
 def build_parser(prog="neuralop-mp data"):
     """The argument parser of the ``data`` command."""
     parser = OneLineErrorParser(prog=prog, description="Generate PDE datasets offline, in neuraloperator's file layouts.")
@@ -144,8 +152,7 @@ def main(argv=None):
             print(f"neuralop-mp data: error: {err}", file=sys.stderr)
             return 2
         except OSError as err:  # a full disk while saving: its temporary removed, earlier files kept
-            # save_data_file names its file; another write (the folder, the lock file) names the data folder
-            error = err if isinstance(err, CheckpointWriteError) else write_error(root, err, "a data file in")
+            error = data_write_error(root, err)
             free = "free some space and " if error.errno == errno.ENOSPC else ""
             print(f"neuralop-mp data: error: {error}; the files finished before it are kept, the one being written "
                   f"was not saved; {free}run the same command again (finished files are reused)", file=sys.stderr)

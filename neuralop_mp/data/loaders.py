@@ -13,7 +13,9 @@ generator wrote it with another ``seed`` than the one requested: that file is
 regenerated with the requested seed, as many samples as it held and the physics
 it records (viscosity, final time, ...), with a warning naming both seeds and the
 settings kept, or, with ``generate=False``, refused with a message naming both
-seeds. The physics of a load is one: a missing file is generated with the physics
+seeds. A file of ours written by another generator version is regenerated (or refused) the same
+way; one of another dataset (its record names another generator: a copy under this dataset's name)
+is regenerated as a missing file is, or refused, naming both generators. The physics of a load is one: a missing file is generated with the physics
 our other files of the load record (the generator's defaults when there are none),
 and files of ours recording different physics are refused, naming them. A load of
 test files alone (:func:`load_test_sets`) may be given the records whose physics it
@@ -37,7 +39,7 @@ from ..caller_frames import stacklevel_outside
 from ..vocabulary import check_choice, check_each_once, check_int_at_least
 from . import burgers, darcy, navier_stokes
 from .burgers import burgers_settings, generate_burgers, generate_burgers_split
-from .cache import data_file, file_info, resolve_root
+from .cache import GENERATOR_VERSION, data_file, file_info, resolve_root
 from .darcy import darcy_settings, generate_darcy, generate_darcy_split
 from .file_checks import DataFileError, check_data_file, generation_record, read_data_file
 from .navier_stokes import generate_navier_stokes, generate_navier_stokes_split, ns_settings
@@ -167,7 +169,10 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     copy; replaced with a warning, never loaded) and our own files with too few
     samples or another seed than ``seed`` are generated when ``generate`` is True;
     otherwise a FileNotFoundError names the missing files and the command that
-    generates them, and a ValueError the file of another seed.
+    generates them, and a ValueError the file of another seed. A file of ours that this
+    generator does not write now (:func:`_outdated_record`: another dataset's, or another
+    generator version's) is regenerated with a warning, or refused with a ValueError naming
+    what its record says and what the load expects (:func:`_outdated_file`).
 
     A file to generate from scratch at a resolution its generator refuses (Navier-Stokes:
     powers of 2) is a ValueError naming the value and the rule, before anything is generated.
@@ -205,8 +210,12 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     records = {path: file_info(data)[0] for path, data in read.items()}
     # the reference first: the files differing from it are the ones the refusal lists after it
     records = {**(reference or {}), **records}
+    # another generator's file under this dataset's name records another equation's physics: it is
+    # regenerated or refused below (_outdated_record), its physics never the load's
+    physics_records = {path: meta for path, meta in records.items()
+                       if meta and "generator" not in _outdated_record(prefix, meta)}
     _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, generate, set(reference or ()))
-    physics = _load_physics(prefix, cli_name, root, {path: meta for path, meta in records.items() if meta})
+    physics = _load_physics(prefix, cli_name, root, physics_records)
     if generate:
         # a file generated from scratch needs a resolution its generator takes: all checked before
         # the first is generated, as `neuralop-mp data` and generate_* do
@@ -234,6 +243,12 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
             if path not in read:
                 read[path] = read_data_file(path)
             meta, n_file = file_info(read[path])
+            outdated = _outdated_record(prefix, meta)
+            if outdated:  # ours, but not what this load's generator writes now
+                n_new, settings = _outdated_file(root, prefix, cli_name, (res, split, n), n_file, meta, outdated,
+                                                 reads, physics, generate, seed)
+                generate_file(path, res, split, n_new, settings)
+                continue
             kept = _recorded_physics(prefix, meta)  # a file of ours keeps its physics when regenerated
             differing = {} if meta is None else {k: meta.get(k) for k, v in requested.items() if meta.get(k) != v}
             if differing:
@@ -279,6 +294,59 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
         read[path] = check_data_file(path, res, n, SPATIAL_DIMS[prefix], data=read.get(path), split=split,
                                      time_axes=TIME_AXES[prefix])
     return read
+
+
+# the generator each file prefix's records name (file_checks.GENERATORS: the ``generator`` of a record of ours)
+RECORDED_GENERATOR = {"darcy": "darcy", "nsforcing": "navier_stokes", "burgers": "burgers"}
+
+
+def _outdated_record(prefix, meta):
+    """What makes a generation record of ours ``meta`` not one that this load's generator writes
+    now: ``{"generator": (recorded, expected)}`` for another dataset's file under this one's name
+    (a copy or rename: another equation), else ``{"version": (recorded, expected)}`` for a file of
+    another :data:`~neuralop_mp.data.cache.GENERATOR_VERSION` (numerics changed since); ``{}``
+    for a current one, or a file that is not ours (None)."""
+    if not meta:
+        return {}
+    expected = RECORDED_GENERATOR[prefix]
+    if meta.get("generator") != expected:
+        return {"generator": (meta.get("generator"), expected)}
+    if meta.get("version") != GENERATOR_VERSION:
+        return {"version": (meta.get("version"), GENERATOR_VERSION)}
+    return {}
+
+
+def _outdated_file(root, prefix, cli_name, file, n_file, meta, outdated, reads, physics, generate, seed):
+    """Refuse, or say it is regenerated, a file of ours that this load's generator does not write
+    now (``outdated``, :func:`_outdated_record`); return the ``(n_samples, physics)`` to regenerate
+    it with where ``generate``.
+
+    Another dataset's file (a copy under this one's name) is replaced as a missing one is: the
+    requested count, the load's ``physics``; a file of another generator version keeps its count
+    and the physics it records, as a file of another seed does. With ``generate`` False, a
+    ValueError names the file, what its record says, what this load expects, and the command
+    that regenerates it (which replaces it: its record differs).
+    """
+    res, split, n = file
+    path = data_file(root, prefix, split, res)
+    if "generator" in outdated:
+        recorded, expected = outdated["generator"]
+        what = (f"{path} holds {recorded} data (its generation record names the generator {recorded!r}), not "
+                f"{expected} data (the generator {expected!r} this load's files are written by)")
+        n_new, settings, other_way = n, physics, f", or put {expected} data of your own there"
+    else:
+        recorded, expected = outdated["version"]
+        what = (f"{path} was written by version {recorded!r} of the {meta['generator']} generator, not by its "
+                f"current version {expected!r} (whose numerics differ)")
+        n_new, settings, other_way = max(n, n_file), _recorded_physics(prefix, meta), ""
+    if not generate:
+        command, _ = data_command(root, prefix, cli_name, reads, [(res, split, n_new)], settings, seed=int(seed))
+        raise ValueError(f"{what}; regenerate it (`{command}`, or generate=True: --data.generate true)"
+                         f"{other_way}.")
+    keeping = f", keeping its {_settings_text(settings)}" if settings and "version" in outdated else ""
+    warnings.warn(f"{what}: it is regenerated with {n_new} samples{keeping}.", RuntimeWarning,
+                  stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
+    return n_new, settings
 
 
 class OwnDataError(ValueError):
@@ -439,7 +507,7 @@ def recorded_load_physics(prefix, cli_name, root, paths):
                 meta = generation_record(torch.load(path, mmap=True, weights_only=True, map_location="cpu"))
             except Exception:
                 continue
-            if meta:
+            if meta and "generator" not in _outdated_record(prefix, meta):  # another equation's: not this load's
                 records[Path(path)] = meta
     return _load_physics(prefix, cli_name, root, records)
 
