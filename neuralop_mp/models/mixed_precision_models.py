@@ -303,20 +303,21 @@ def set_after_construction(model, settings):
     return model
 
 
-# the model's own sizes, checked before it is built: upstream builds in_channels=0 or out_channels=0 and
-# fails at the first forward, and hidden_channels=0 would be refused by the first layer under its own
-# name (in_channels). n_layers >= 1 too: a model of 0 blocks has no Fourier layer (a pointwise lifting
-# then projection: no neural operator, nothing for the plugin's precision settings to act on), and
-# upstream's UNO fails to build one (IndexError); the CLI refuses model.n_layers=0 already.
+# the model's own sizes and their least values, checked before it is built: upstream builds in_channels=0
+# or out_channels=0 and fails at the first forward, and hidden_channels=0 would be refused by the first
+# layer under its own name (in_channels). n_layers=0 builds upstream's FNO and TFNO (a lifting then a
+# projection: kept, a checkpoint of one loads), not its UNO (an IndexError): the class's _min_layers
 _MODEL_SIZE_ARGUMENTS = ("in_channels", "out_channels", "hidden_channels", "n_layers")
 
 
-def _check_model_sizes(name, arguments):
+def _check_model_sizes(name, arguments, min_layers):
     """Refuse (naming ``<name>.<argument>``, its value and the allowed values) a given size in
-    :data:`_MODEL_SIZE_ARGUMENTS` that is no integer >= 1; an accepted one becomes a Python int."""
+    :data:`_MODEL_SIZE_ARGUMENTS` that is no integer >= 1 (``n_layers``: >= ``min_layers``); an
+    accepted one becomes a Python int."""
     for key in _MODEL_SIZE_ARGUMENTS:
         if key in arguments:
-            arguments[key] = check_int_at_least(f"{name}.{key}", arguments[key])
+            least = min_layers if key == "n_layers" else 1
+            arguments[key] = check_int_at_least(f"{name}.{key}", arguments[key], least)
 
 
 def _as_upstream_scaling_factor(factor):
@@ -371,6 +372,7 @@ class _PrecisionRecordingModel:
 
     _layer_kwarg = "conv_module"
     _prints_when_built = False  # whether upstream's constructor prints although verbose is False
+    _min_layers = 0  # the least n_layers upstream's class builds (see _MODEL_SIZE_ARGUMENTS)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -398,7 +400,7 @@ class _PrecisionRecordingModel:
                                                  self._init_kwargs)
         self._init_kwargs = {**record, "args": args_kept}
         arguments = _bound_arguments(type(self), self._plugin_signature, args, kwargs)
-        _check_model_sizes(type(self).__name__, arguments)
+        _check_model_sizes(type(self).__name__, arguments, self._min_layers)
         if "resolution_scaling_factor" in arguments:
             arguments["resolution_scaling_factor"] = _as_upstream_scaling_factor(arguments["resolution_scaling_factor"])
         if "stabilizer" in arguments:  # as a model built directly takes it: "off" and None are none (no mode
@@ -638,6 +640,7 @@ class MixedPrecisionUNO(_PrecisionRecordingModel, UNO, name="MixedPrecisionUNO")
     # upstream's UNO prints its skips' names (fno_skip=..., channel_mlp_skip=...) at every build, whatever
     # `verbose`: lines amid a run's output; printed here with verbose=True only
     _prints_when_built = True
+    _min_layers = 1  # upstream's UNO fails to build 0 blocks (an IndexError)
 
     def _upstream_kwargs(self, arguments, policy, layer):
         block = arguments.pop("operator_block", FNOBlocks)

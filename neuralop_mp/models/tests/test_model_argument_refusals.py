@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import neuralop_mp
-from neuralop.models import FNO
+from neuralop.models import FNO, TFNO
 from neuralop_mp import MixedPrecisionFNO, MixedPrecisionTFNO, MixedPrecisionUNO
 
 FNO_CONFIG = dict(model_arch="fno", data_channels=1, out_channels=1, n_modes=[4, 4], hidden_channels=4, n_layers=1)
@@ -55,8 +55,24 @@ def test_get_model_builds_data_channels_times_levels_plus_one(patching, in_chann
 @pytest.mark.parametrize("key", ["in_channels", "out_channels", "hidden_channels", "n_layers"])
 @pytest.mark.parametrize("value, error", [(0, ValueError), (-1, ValueError), (2.0, TypeError), ("4", TypeError)])
 def test_the_plugin_models_refuse_sizes_below_one_naming_their_own_argument(cls, base, key, value, error):
-    with pytest.raises(error, match=rf"^Invalid {cls.__name__}\.{key}={value!r}; allowed values: integers >= 1\.$"):
+    least = 0 if key == "n_layers" and cls is not MixedPrecisionUNO else 1
+    if value == 0 and least == 0:  # n_layers=0: an FNO/TFNO of no block, as upstream builds (test below)
+        assert len(cls(**{**base, key: value}).fno_blocks.convs) == 0
+        return
+    with pytest.raises(error, match=rf"^Invalid {cls.__name__}\.{key}={value!r}; allowed values: integers >= {least}\.$"):
         cls(**{**base, key: value})
+
+
+@pytest.mark.parametrize("cls, upstream_cls", [(MixedPrecisionFNO, FNO), (MixedPrecisionTFNO, TFNO)], ids=["fno", "tfno"])
+def test_a_model_of_no_block_builds_as_upstreams_does(cls, upstream_cls):
+    """Upstream's FNO and TFNO build n_layers=0 (a lifting then a projection); its checkpoint loads into
+    the plugin's class: the same output."""
+    x = torch.randn(2, 1, 8, 8)
+    torch.manual_seed(0)
+    upstream = upstream_cls(**{**FNO_ARGS, "n_layers": 0})
+    torch.manual_seed(0)
+    ours = cls(**{**FNO_ARGS, "n_layers": 0})
+    torch.testing.assert_close(ours(x), upstream(x))
 
 
 def test_a_numpy_integer_size_still_builds_the_model():
