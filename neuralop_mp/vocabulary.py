@@ -180,7 +180,7 @@ class NotARealNumberError(TypeError, ValueError):
     """
 
 
-def _real_scalar(value):
+def real_scalar(value):
     """``value`` as a Python real number if it is one: a Python or numpy real, a 0-d numpy
     array or a 0-d tensor of a real dtype; never a bool (numpy's or torch's either). None
     otherwise (a 1-element 1-d tensor is an array, not a number)."""
@@ -240,7 +240,7 @@ def check_real(key, value, low=None, high=None, low_open=False, high_open=False,
     ValueError
         NaN, an infinity, or out of the bounds.
     """
-    number = _real_scalar(value)
+    number = real_scalar(value)
     if number is not None:
         try:
             number = float(number)

@@ -19,7 +19,7 @@ import torch
 from tensorly.cp_tensor import validate_cp_rank
 from tltorch.factorized_tensors.core import FactorizedTensor
 
-from ..vocabulary import check_choice, check_real, is_integer
+from ..vocabulary import check_choice, check_real, is_integer, real_scalar
 from .weight_contractions import factorization_kind
 
 _REAL_INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -238,10 +238,16 @@ def _positive_factor(value):
 
 
 def tensorly_rank(rank):
-    """``rank`` in the form tensorly-torch takes: an integer of another type (numpy's, a 0-d
-    tensor) as a Python int, anything else as it is. Tucker and TT take any non-int, non-float
-    rank for a sequence of ranks ("'numpy.int64' object is not iterable"); CP converts it."""
-    return int(rank) if is_integer(rank) else rank
+    """``rank`` in the form tensorly-torch takes: a number of another type (numpy's, a 0-d
+    tensor) as a Python int (an integer) or float (a fraction), anything else as it is. Tucker
+    and TT take any non-int, non-float rank for a sequence of ranks ("'numpy.int64' object is
+    not iterable"); CP converts it."""
+    if isinstance(rank, (str, list, tuple)):
+        return rank
+    number = real_scalar(rank)
+    if number is None:
+        return rank
+    return int(number) if is_integer(number) else float(number)
 
 
 def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable, complex_data=False,
@@ -284,24 +290,26 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
     fixed = _check_fixed_modes(fixed_rank_modes, shape) if kind == "tucker" else ()
     if factorization is None or kind == "dense":
         return  # no factorization takes the rank
+    # numpy's and 0-d tensors' numbers are checked as the int or float they are, named as given
+    given, rank = rank, tensorly_rank(rank)
     if isinstance(rank, str):
         if rank == "same":  # tensorly-torch's: as many parameters as the dense weight
             return
         # tensorly-torch takes any other string for a sequence of ranks: a TypeError in torch.empty
-        raise ValueError(f"Invalid rank={rank!r} with factorization={factorization!r}; allowed values: 'same' (as "
+        raise ValueError(f"Invalid rank={given!r} with factorization={factorization!r}; allowed values: 'same' (as "
                          "many parameters as the dense weight), a fraction in (0, 1] of the dense weight's "
                          "parameters, an integer >= 1, or a tuple of integers >= 1 (one per mode: Tucker, TT).")
     if isinstance(rank, (list, tuple)) and _positive_ints(rank):
         _check_rank_tuple(rank, factorization, kind, shape)
         return
     if isinstance(rank, bool) or not isinstance(rank, (int, float)) and not is_integer(rank) or not rank > 0:
-        raise ValueError(f"Invalid rank={rank!r}; allowed values: a fraction in (0, 1] of the dense weight's "
+        raise ValueError(f"Invalid rank={given!r}; allowed values: a fraction in (0, 1] of the dense weight's "
                          "parameters, an integer >= 1, or a tuple of integers >= 1 (one per mode: Tucker, TT).")
     dense = math.prod(shape)
     if isinstance(rank, float) and rank > 1.0:
         raise ValueError(
-            f"Invalid rank={rank!r} with factorization={factorization!r}: a float rank is the fraction of the "
-            f"dense weight's {dense} parameters kept, so {rank!r} asks for more parameters than the dense "
+            f"Invalid rank={given!r} with factorization={factorization!r}: a float rank is the fraction of the "
+            f"dense weight's {dense} parameters kept, so {given!r} asks for more parameters than the dense "
             "weight and ranks larger than its dimensions. Allowed values: (0, 1], or an integer rank.")
     if not is_integer(rank):  # a fraction: Tucker and TT ranks stay >= 1, a CP rank can round to 0
         cp_rank = validate_cp_rank(shape, float(rank)) if kind == "cp" else 1
@@ -310,9 +318,9 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
             allowed = (f"a fraction in [{smallest}, 1] (CP rank 1 and up), or an integer >= 1." if smallest <= 1
                        else "an integer >= 1 (no fraction in (0, 1] gives CP rank 1 on this weight).")
             raise ValueError(
-                f"Invalid rank={rank!r} with factorization={factorization!r} on the spectral weight of shape "
+                f"Invalid rank={given!r} with factorization={factorization!r} on the spectral weight of shape "
                 f"{shape} (dense: {dense} parameters): tensorly-torch derives CP rank {cp_rank} from it (the "
-                f"parameters kept, {rank!r} x {dense}, over the {sum(shape)} factor entries of one rank-one term, "
+                f"parameters kept, {given!r} x {dense}, over the {sum(shape)} factor entries of one rank-one term, "
                 f"rounded), which builds no weight. Allowed values: {allowed}")
         return
     rank, name = int(rank), _FACTORIZATION_NAMES[kind]
@@ -331,7 +339,7 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
               "bond, which bounds the rank between two cores)",
     }[kind]
     raise ValueError(
-        f"Invalid rank={rank!r} with factorization={factorization!r} on the spectral weight of shape {shape} "
+        f"Invalid rank={given!r} with factorization={factorization!r} on the spectral weight of shape {shape} "
         f"(dense: {dense} parameters): its {name} factors would hold {params} parameters, "
         f"{params / dense:.0f}x the dense weight, and {why} adds parameters, no expressiveness. "
         f"Allowed values: integers <= {allowed} (every {name} rank up to {useful}, and larger ones while their "

@@ -229,7 +229,15 @@ def test_integer_arguments_refuse_float_bool_and_complex_tensors(bad):
              lambda: MixedPrecisionSpectralConv(3, 4, (4, 4), max_n_modes=(bad, 4)))
     _refused("in_channels", bad, r"integers >= 1\.", lambda: MixedPrecisionSpectralConv(bad, 4, (4, 4)))
     _refused("out_channels", bad, r"integers >= 1\.", lambda: MixedPrecisionSpectralConv(3, bad, (4, 4)))
+    # a float tensor rank is the float it holds (a fraction, 5cd8f34's numpy ranks): above 1, refused as one
+    float_rank = not bad.dtype.is_complex and bad.dtype.is_floating_point and bad.dim() == 0
     for rank in (bad, (bad, 2, 2, 2)):
+        if float_rank and rank is bad:
+            with pytest.raises(ValueError, match=rf"^Invalid rank={re.escape(repr(bad))} with factorization='tucker': "
+                                                 r"a float rank is the fraction .* Allowed values: \(0, 1\], or an "
+                                                 r"integer rank\.$"):
+                MixedPrecisionSpectralConv(3, 4, (4, 4), factorization="tucker", rank=rank)
+            continue
         _refused("rank", rank, r"a fraction in \(0, 1\] of the dense weight's parameters, an integer >= 1",
                  lambda: MixedPrecisionSpectralConv(3, 4, (4, 4), factorization="tucker", rank=rank))
     _refused("output_shape", (bad, 10), r"allows None or a sequence of 2 integer\(s\) >= 1",

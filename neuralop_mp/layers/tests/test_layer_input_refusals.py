@@ -116,6 +116,21 @@ def test_a_numpy_or_tensor_integer_rank_builds_the_rank_of_that_int(factorizatio
 
 
 @pytest.mark.parametrize("factorization", ["cp", "tucker", "tt"])
+@pytest.mark.parametrize("rank_type", [np.float32, np.float64, torch.tensor])
+def test_a_numpy_or_tensor_fraction_rank_builds_the_rank_of_that_float(factorization, rank_type):
+    """A numpy float32 or 0-d tensor fraction was refused as "Invalid rank=np.float32(0.5); allowed
+    values: a fraction in (0, 1]", which it is: it is taken as the float, the factor shapes of
+    ``rank=0.5``, the float64 reference's output."""
+    torch.manual_seed(0)
+    layer = MixedPrecisionSpectralConv(3, 2, (4, 4), factorization=factorization, rank=rank_type(0.5))
+    as_float = MixedPrecisionSpectralConv(3, 2, (4, 4), factorization=factorization, rank=0.5)
+    assert [p.shape for p in layer.parameters()] == [p.shape for p in as_float.parameters()]
+    x = torch.randn(2, 3, 10, 9)
+    ref = reference_forward(x, _dense_weight(layer), bias=layer.bias.detach())[0]
+    assert rel_err(layer(x), ref) <= 1e-5
+
+
+@pytest.mark.parametrize("factorization", ["cp", "tucker", "tt"])
 @pytest.mark.parametrize("rank", ["0.5", "bogus", "SAME", ""])
 def test_a_string_rank_other_than_same_is_refused_naming_the_allowed_forms(factorization, rank):
     """A string rank skipped the rank check and failed in torch.empty ("must be tuple of ints,
