@@ -264,7 +264,9 @@ def load_model_and_precision(path, map_location="cpu", mixed_precision_layer=Fal
     """
     from .layers.precision_switch import mixed_precision_layers
     from .models.checkpoints import build_model, load_saved_model
+    from .training.checkpointing import check_map_location
 
+    check_map_location(map_location)  # first: a bad value is no fault of the files, nor a missing one
     folder, name = find_checkpoint(path)
     metadata_path = folder / f"{name}{METADATA_SUFFIX}"
     if (not metadata_path.is_file() and folder.name in (CHECKPOINT_DIR, OLD_CHECKPOINT_DIR)

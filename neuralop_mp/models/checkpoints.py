@@ -57,7 +57,7 @@ def _metadata_file(save_folder, save_name):
 def _missing_weights_error(weights, metadata_path):
     """The FileNotFoundError for a checkpoint whose metadata is there and whose weights are not,
     worded as the missing-metadata one (what is missing, what writes it; the message alone, as
-    that one: an ``errno`` would make it "[Errno 2] None: 'path'")."""
+    that one: an ``errno`` set on it would make it print "[Errno 2] None: 'path'")."""
     return FileNotFoundError(f"No model checkpoint weights at {weights}: model.save_checkpoint writes them next "
                              f"to the metadata {metadata_path.name}, which is there, and the model cannot be "
                              "loaded without them (a save cut short, or the file moved or removed).")
@@ -343,13 +343,12 @@ def load_saved_model(save_folder, save_name, build, *, map_location=None):
         the file checks: an error of the constructor (a subclass's own) is no fault of the files
         and passes as it is.
     map_location : optional
-        As for ``torch.load``.
+        As for ``torch.load``; the public callers check it first (``check_map_location``).
 
     Returns
     -------
     torch.nn.Module
     """
-    check_map_location(map_location)  # before the files: torch's error would be blamed on them
     folder = Path(save_folder)
     context = f"Cannot load the model from {save_folder}"
     # a missing file is refused before load_torch_files, which would call it unreadable

@@ -69,7 +69,8 @@ def train_and_test(loaders, opt_config, seed, epochs, half=False, lr=LR):
     torch.manual_seed(seed)
     model = build_model(half)
     config = {"learning_rate": lr, "weight_decay": WD, **opt_config}
-    if config["optimizer"] in setting_readers():  # AdamW refuses TensorGRaD settings
+    # AdamW (also the factory's default kind) refuses TensorGRaD settings; kinds are read in any case
+    if str(config.get("optimizer", "adamw")).lower() in setting_readers():
         config.setdefault("tensorgrad_seed", seed)
     optimizer = create_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(train_loader))

@@ -96,7 +96,7 @@ def auto_scaling_refusal(*, runs_half, half_is_float16, asked, complex32_weights
 
 def check_update_in_backward_settings(optimizer=None, *, loss_scaling=False, distributed=False,
                                       grad_accumulation_steps=1, max_grad_norm=None, nonfinite_grad=None,
-                                      optimizer_kind=None, prefix="", float16_storage=(), float16_compute=True):
+                                      optimizer_kind=None, prefix="", float16_storage=(), float16_compute=False):
     """Raise ValueError for a setting that cannot be combined with update in backward.
 
     Each message names ``update_in_backward`` and the other setting, with its value.

@@ -61,3 +61,12 @@ def test_every_kind_torch_load_takes_still_loads_the_saved_weights(saved, map_lo
         got = {k: v for k, v in loaded.state_dict().items() if k != "_metadata"}
         assert got.keys() == expected.keys()
         assert all(torch.equal(got[k], v) for k, v in expected.items())
+
+
+@pytest.mark.parametrize("load", [lambda path, m: neuralop_mp.load_model(path, "model", map_location=m),
+                                  lambda path, m: load_model_and_precision(path, map_location=m)],
+                         ids=["load_model", "load_model_and_precision"])
+def test_a_bad_map_location_is_named_before_the_checkpoint_is_looked_for(tmp_path, load):
+    """Checked first, as said: a missing checkpoint beside a bad value names the value, not the files."""
+    with pytest.raises(ValueError, match=r"^Invalid map_location='bogus'"):
+        load(tmp_path / "nothing here", "bogus")

@@ -115,10 +115,10 @@ MAP_LOCATION_KINDS = ("None", "a device (torch.device, or a name such as 'cpu', 
                       "a dict of location names to device names", "a callable (storage, location)")
 
 
-def check_map_location(map_location, key="map_location"):
+def check_map_location(map_location):
     """``map_location`` if ``torch.load`` can use it: None, a device (a ``torch.device`` or a name
     ``torch.device`` takes, on a CUDA device this machine has), a dict of location names to device
-    names, or a callable. Otherwise a ValueError or TypeError naming ``key``, the value and these
+    names, or a callable. Otherwise a ValueError or TypeError naming it, its value and these
     kinds, before any file is read: torch would fail inside the load, and the error would be
     blamed on the checkpoint's files."""
     allowed = "; allowed values: " + ", ".join(MAP_LOCATION_KINDS) + "."
@@ -127,26 +127,27 @@ def check_map_location(map_location, key="map_location"):
     if isinstance(map_location, dict):
         for name in map_location.values():
             if not isinstance(name, (str, torch.device)):
-                raise TypeError(f"Invalid {key}={map_location!r}: its value {name!r} is no device name{allowed}")
-            _device(key, map_location, name, allowed)
+                raise TypeError(f"Invalid map_location={map_location!r}: its value {name!r} is no device "
+                                f"name{allowed}")
+            _device(map_location, name, allowed)
         return map_location
     if not isinstance(map_location, (str, torch.device)):
-        raise TypeError(f"Invalid {key}={map_location!r} ({type(map_location).__name__}){allowed}")
-    _device(key, map_location, map_location, allowed)
+        raise TypeError(f"Invalid map_location={map_location!r} ({type(map_location).__name__}){allowed}")
+    _device(map_location, map_location, allowed)
     return map_location
 
 
-def _device(key, map_location, name, allowed):
+def _device(map_location, name, allowed):
     """``name`` (part of ``map_location``) as a torch.device, refused where torch cannot place a
     tensor there: no such device name, or a CUDA device this machine lacks."""
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"Invalid {key}={map_location!r}: {name!r} is no device name{allowed}") from None
+        raise ValueError(f"Invalid map_location={map_location!r}: {name!r} is no device name{allowed}") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:
-            raise ValueError(f"Invalid {key}={map_location!r}: {name!r} is not available on this machine "
+            raise ValueError(f"Invalid map_location={map_location!r}: {name!r} is not available on this machine "
                              f"({count} CUDA device{'' if count == 1 else 's'} visible); load onto 'cpu' or a "
                              "device it has.")
     return device
