@@ -1,10 +1,15 @@
-"""Offline loaders: generate missing files, then read them with upstream's own dataset code.
+"""Offline loaders: generate missing files, then build upstream's datasets from the files checked.
 
 Each ``load_*`` returns ``(train_loader, test_loaders, data_processor)`` like
-upstream's ``load_darcy_flow_small`` but never touches the network: files are
-read through upstream's dataset classes with ``download=False`` (or, for
-resolutions those classes refuse, through the ``PTDataset`` code they all use),
-so what we generate is exactly what an upstream user would read.
+upstream's ``load_darcy_flow_small`` but never touches the network. Its datasets are
+built from the very contents :func:`ensure_files` read and checked (and a run's
+``results.json`` records), never by opening the paths again: a concurrent run
+regenerating a file in between (another seed, ``neuralop-mp data --overwrite``)
+does not change what is trained on. They hold what upstream's ``PTDataset`` (behind
+``DarcyDataset``, ``NavierStokesDataset``, ``Burgers1dTimeDataset``) holds for the same
+files: the first ``n`` samples of each, float32 inputs, a channel axis, its
+channel-wise ``UnitGaussianNormalizer`` fitted on the training tensors and its data
+processors, so what we generate is exactly what an upstream user would read.
 
 A file that exists and holds at least the requested number of samples is used as
 is, whoever wrote it (our generator, or upstream's download, or the user: a file
@@ -28,10 +33,10 @@ import os
 import warnings
 from pathlib import Path
 
-from neuralop.data.datasets.burgers import Burgers1dTimeDataProcessor, Burgers1dTimeDataset
-from neuralop.data.datasets.darcy import DarcyDataset
-from neuralop.data.datasets.navier_stokes import NavierStokesDataset
-from neuralop.data.datasets.pt_dataset import PTDataset
+from neuralop.data.datasets.burgers import Burgers1dTimeDataProcessor
+from neuralop.data.datasets.tensor_dataset import TensorDataset
+from neuralop.data.transforms.data_processors import DefaultDataProcessor
+from neuralop.data.transforms.normalizers import UnitGaussianNormalizer
 import torch
 from torch.utils.data import DataLoader
 
@@ -43,10 +48,6 @@ from .cache import GENERATOR_VERSION, data_file, file_info, resolve_root
 from .darcy import darcy_settings, generate_darcy, generate_darcy_split
 from .file_checks import DataFileError, check_data_file, generation_record, read_data_file
 from .navier_stokes import generate_navier_stokes, generate_navier_stokes_split, ns_settings
-
-# Resolutions upstream's dataset classes accept (they assert on anything else).
-UPSTREAM_RESOLUTIONS = {"darcy": (16, 32, 64, 128, 421), "nsforcing": (128, 1024), "burgers": (16, 128)}
-
 
 # Trailing spatial axes of the stored tensors (Burgers' y is (N, time, space)).
 SPATIAL_DIMS = {"darcy": 2, "nsforcing": 2, "burgers": 1}
@@ -630,8 +631,9 @@ def describe_files(stored):
 
 
 def make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes, files=None):
-    """DataLoaders over a PTDataset: shuffled training batches, ordered test batches (one
-    batch size per test resolution, as :func:`files_of_test_sets` checked). ``files``
+    """DataLoaders over a dataset with upstream's ``PTDataset`` attributes (``train_db``,
+    ``test_dbs``, ``data_processor``: a :class:`CheckedDataset`): shuffled training batches,
+    ordered test batches (one batch size per test resolution, as :func:`files_of_test_sets` checked). ``files``
     (:func:`describe_files`) is kept as the training loader's ``data_files``, for the run's
     results (the return value stays upstream's three)."""
     # num_workers=0: worker processes cost more than they save on these small tensors.
@@ -644,8 +646,40 @@ def make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes, files=
     return train_loader, test_loaders, dataset.data_processor
 
 
-def _accepted_upstream(prefix, resolutions):
-    return all(r in UPSTREAM_RESOLUTIONS[prefix] for r in resolutions)
+def stored_samples(data, n):
+    """The first ``n`` samples of a file's contents (``data``, as :func:`ensure_files` returns
+    them) as upstream's ``PTDataset`` holds them: ``x`` as float32, ``y`` in its stored dtype,
+    each with a channel axis (axis 1). Copied out of the memory-mapped file: the dataset keeps
+    no reference to it."""
+    return data["x"][:n].float().clone().unsqueeze(1), data["y"][:n].clone().unsqueeze(1)
+
+
+def _channel_normalizer(train_tensor):
+    """Upstream's channel-wise ``UnitGaussianNormalizer`` (``PTDataset``'s default
+    ``encoding``), fitted on ``train_tensor``: over every axis but the channel axis 1."""
+    normalizer = UnitGaussianNormalizer(dim=[axis for axis in range(train_tensor.ndim) if axis != 1])
+    normalizer.fit(train_tensor)
+    return normalizer
+
+
+class CheckedDataset:
+    """A load's training set, test sets and data processor, built from the file contents
+    :func:`ensure_files` checked (``stored``), as upstream's ``PTDataset`` builds them from the
+    same files (no subsampling, channel-wise encoding): the attributes ``train_db``,
+    ``test_dbs`` (``{resolution: TensorDataset}``, in ``test_resolutions``' order) and
+    ``data_processor`` (a ``DefaultDataProcessor`` whose normalizers, where ``encode_input`` /
+    ``encode_output``, are fitted on the training tensors; None otherwise).
+    """
+
+    def __init__(self, stored, root, prefix, n_train, n_tests, train_resolution, test_resolutions,
+                 encode_input, encode_output):
+        x_train, y_train = stored_samples(stored[data_file(root, prefix, "train", train_resolution)], n_train)
+        self.train_db = TensorDataset(x_train, y_train)
+        self.data_processor = DefaultDataProcessor(
+            in_normalizer=_channel_normalizer(x_train) if encode_input else None,
+            out_normalizer=_channel_normalizer(y_train) if encode_output else None)
+        self.test_dbs = {res: TensorDataset(*stored_samples(stored[data_file(root, prefix, "test", res)], n))
+                         for res, n in zip(test_resolutions, n_tests)}
 
 
 def load_darcy(data_root=None, n_train=1000, n_tests=(200, 200), batch_size=32, test_batch_sizes=(32, 32),
@@ -653,8 +687,9 @@ def load_darcy(data_root=None, n_train=1000, n_tests=(200, 200), batch_size=32, 
                generate=True, progress=True, seed=0, reference=None):
     """Darcy-flow loaders from local files, generating the missing ones first.
 
-    Reads with upstream's ``DarcyDataset(download=False)`` (resolutions 16, 32, 64,
-    128, 421) or its ``PTDataset`` base for any other resolution.
+    The datasets hold what upstream's ``DarcyDataset(download=False)`` (resolutions 16,
+    32, 64, 128, 421) and its ``PTDataset`` base (any resolution) read from the files, built
+    from the contents the load checked (:class:`CheckedDataset`): the files are read once.
 
     Parameters
     ----------
@@ -682,7 +717,7 @@ def load_darcy(data_root=None, n_train=1000, n_tests=(200, 200), batch_size=32, 
         ``(train_loader, {res: test_loader}, data_processor)``.
     """
     return _load_2d(
-        "load_darcy", DarcyDataset, data_root, n_train, n_tests, batch_size, test_batch_sizes,
+        "load_darcy", data_root, n_train, n_tests, batch_size, test_batch_sizes,
         train_resolution, test_resolutions, encode_input, encode_output, generate, progress, seed, reference,
     )
 
@@ -692,12 +727,13 @@ def load_navier_stokes(data_root=None, n_train=400, n_tests=(100,), batch_size=1
                        generate=True, progress=True, seed=0, reference=None):
     """Forced 2-D Navier-Stokes loaders (``nsforcing_{split}_{res}.pt``), generating missing files.
 
-    Reads with upstream's ``NavierStokesDataset(download=False)`` when every
-    resolution is one it accepts (128, 1024), otherwise with its ``PTDataset`` base.
+    The datasets hold what upstream's ``NavierStokesDataset(download=False)`` (128,
+    1024) and its ``PTDataset`` base (any resolution) read from the files, built from the
+    contents the load checked (:class:`CheckedDataset`).
     Parameters and return value as in :func:`load_darcy`.
     """
     return _load_2d(
-        "load_navier_stokes", NavierStokesDataset, data_root, n_train, n_tests, batch_size, test_batch_sizes,
+        "load_navier_stokes", data_root, n_train, n_tests, batch_size, test_batch_sizes,
         train_resolution, test_resolutions, encode_input, encode_output, generate, progress, seed, reference,
     )
 
@@ -706,30 +742,24 @@ def load_burgers(data_root=None, n_train=800, n_tests=(200,), batch_size=32, tes
                  train_resolution=16, test_resolutions=(16,), generate=True, progress=True, seed=0, reference=None):
     """1-D Burgers time-series loaders (``burgers_{split}_{res}.pt``), generating missing files.
 
-    Reads with upstream's ``Burgers1dTimeDataset`` (resolutions 16, 128; it has no
-    download path) or, for other resolutions, the same ``PTDataset`` reading plus
-    upstream's ``Burgers1dTimeDataProcessor``. As upstream, inputs and outputs are
-    normalized, and the processor repeats ``x`` along the time axis of ``y``:
-    batches reach the model as ``(B, 1, n_time, res)``.
+    The datasets hold what upstream's ``Burgers1dTimeDataset`` (resolutions 16, 128; it
+    has no download path) reads from the files, at any resolution, built from the contents
+    the load checked (:class:`CheckedDataset`). As upstream, inputs and outputs are
+    normalized, and its ``Burgers1dTimeDataProcessor`` repeats ``x`` along the time axis of
+    ``y``: batches reach the model as ``(B, 1, n_time, res)``.
     Parameters and return value as in :func:`load_darcy`.
     """
     root = resolve_root(data_root)
     test_resolutions = [int(r) for r in test_resolutions]
     needed = needed_files(train_resolution, test_resolutions, n_train, n_tests, test_batch_sizes)
     prefix, generate_split, cli_name = LOADER_FILES["load_burgers"]
-    files = describe_files(ensure_files(root, prefix, needed, generate_split, cli_name, generate, progress, seed,
-                                        reference))
-    common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
-                  test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
-                  test_resolutions=test_resolutions)
-    if _accepted_upstream("burgers", test_resolutions + [int(train_resolution)]):
-        dataset = Burgers1dTimeDataset(root_dir=root, **common)
-    else:
-        dataset = PTDataset(root_dir=root, dataset_name="burgers", encode_input=True, encode_output=True,
-                            channel_dim=1, **common)
-        processor = dataset.data_processor
-        dataset._data_processor = Burgers1dTimeDataProcessor(processor.in_normalizer, processor.out_normalizer)
-    return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes, files)
+    stored = ensure_files(root, prefix, needed, generate_split, cli_name, generate, progress, seed, reference)
+    # upstream's Burgers1dTimeDataset: both sides normalized, its processor in place of the default one
+    dataset = CheckedDataset(stored, root, prefix, int(n_train), list(n_tests), int(train_resolution),
+                             test_resolutions, encode_input=True, encode_output=True)
+    processor = dataset.data_processor
+    dataset.data_processor = Burgers1dTimeDataProcessor(processor.in_normalizer, processor.out_normalizer)
+    return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes, describe_files(stored))
 
 
 def load_test_sets(loader_name, data_root=None, n_tests=(200,), test_batch_sizes=(32,), test_resolutions=(16,),
@@ -745,39 +775,26 @@ def load_test_sets(loader_name, data_root=None, n_tests=(200,), test_batch_sizes
     ``results.json`` records them) gives the physics the test files must have: without the
     training file in the load, nothing else says it (:func:`ensure_files`).
     """
-    from neuralop.data.datasets.tensor_dataset import TensorDataset
-
     prefix, generate_split, cli_name = LOADER_FILES[check_choice("loader", loader_name, tuple(LOADER_FILES))]
     root = resolve_root(data_root)
     tests = files_of_test_sets(test_resolutions, n_tests, test_batch_sizes)
     stored = ensure_files(root, prefix, tests, generate_split, cli_name, generate, progress, seed, reference)
     loaders = {}
     for (res, _, n), batch_size in zip(tests, test_batch_sizes):
-        data = stored[data_file(root, prefix, "test", res)]
-        # the first n samples copied out of the (memory-mapped) file, not the whole tensor
-        x, y = data["x"][:n].float().clone().unsqueeze(1), data["y"][:n].clone().unsqueeze(1)
-        loaders[res] = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False, num_workers=0)
+        samples = stored_samples(stored[data_file(root, prefix, "test", res)], n)
+        loaders[res] = DataLoader(TensorDataset(*samples), batch_size=batch_size, shuffle=False, num_workers=0)
     return loaders
 
 
-def _load_2d(loader_name, upstream_class, data_root, n_train, n_tests, batch_size, test_batch_sizes,
-             train_resolution, test_resolutions, encode_input, encode_output, generate, progress, seed, reference):
-    """Shared body of the 2-D loaders: make sure the files exist, then read them as upstream does.
-
-    ``upstream_class`` reads them with ``download=False`` when it accepts every
-    resolution; otherwise its ``PTDataset`` base does the same reading.
-    """
+def _load_2d(loader_name, data_root, n_train, n_tests, batch_size, test_batch_sizes, train_resolution,
+             test_resolutions, encode_input, encode_output, generate, progress, seed, reference):
+    """Shared body of the 2-D loaders: make sure the files exist, then build the datasets from
+    the contents checked (:class:`CheckedDataset`), as upstream's ``PTDataset`` reads them."""
     root = resolve_root(data_root)
     test_resolutions = [int(r) for r in test_resolutions]
     dataset_name, generate_split, cli_name = LOADER_FILES[loader_name]
     needed = needed_files(train_resolution, test_resolutions, n_train, n_tests, test_batch_sizes)
-    files = describe_files(ensure_files(root, dataset_name, needed, generate_split, cli_name, generate, progress,
-                                        seed, reference))
-    common = dict(n_train=n_train, n_tests=list(n_tests), batch_size=batch_size,
-                  test_batch_sizes=list(test_batch_sizes), train_resolution=int(train_resolution),
-                  test_resolutions=test_resolutions, encode_input=encode_input, encode_output=encode_output)
-    if _accepted_upstream(dataset_name, test_resolutions + [int(train_resolution)]):
-        dataset = upstream_class(root_dir=root, download=False, **common)
-    else:
-        dataset = PTDataset(root_dir=root, dataset_name=dataset_name, **common)
-    return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes, files)
+    stored = ensure_files(root, dataset_name, needed, generate_split, cli_name, generate, progress, seed, reference)
+    dataset = CheckedDataset(stored, root, dataset_name, int(n_train), list(n_tests), int(train_resolution),
+                             test_resolutions, encode_input, encode_output)
+    return make_loaders(dataset, test_resolutions, batch_size, test_batch_sizes, describe_files(stored))
