@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 # Sizes shared by the integration tests: 16x16 training grid, 32x32 for the 2x test.
 DARCY_N_TRAIN = 500
@@ -101,3 +102,12 @@ def darcy_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread_for_module_fixtures():
+    """One intra-op thread for module-scoped fixtures too (the root conftest sets it per test, after
+    them): the multi-seed comparisons train in such fixtures, and their seed spreads were measured
+    on one thread (another thread count sums in another order)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

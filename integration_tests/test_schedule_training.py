@@ -39,15 +39,6 @@ MODEL = {"model_arch": "fno", "data_channels": 1, "out_channels": 1, "n_modes": 
          "hidden_channels": 16, "n_layers": 3}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The seed spread was measured on one thread; another thread count sums in another order."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def train_darcy(darcy_root, schedule, seed=0):
     with contextlib.redirect_stdout(io.StringIO()):  # upstream's dataset prints while loading
         train_loader, test_loaders, data_processor = neuralop_mp.data.load_darcy(

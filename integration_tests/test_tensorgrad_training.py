@@ -33,15 +33,6 @@ SEEDS = (0, 1, 2)
 EPOCHS = 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The measurement ran on one thread; small CPU ops only lose time to a second one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def loaders(darcy_root):
     from neuralop_mp.data import load_darcy

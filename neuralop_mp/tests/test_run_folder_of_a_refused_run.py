@@ -42,31 +42,20 @@ def test_only_the_parents_the_run_made_are_removed(tmp_path, monkeypatch):
     assert _tree(tmp_path) == ["mine"]
 
 
-def test_a_parent_that_came_to_hold_something_else_is_kept(tmp_path, monkeypatch):
-    """The run's folder is removed; its parent, made by the run, is not empty then, and stays."""
+@pytest.mark.parametrize("name", ["other.txt", "command.json"])
+def test_a_parent_that_came_to_hold_something_else_is_kept(tmp_path, monkeypatch, name):
+    """The run's folder is removed; its parent, made by the run, is not empty then, and stays with
+    what came to be in it: also a file named as one the run writes (command.json: another run's,
+    started there meanwhile), which is not this run's to remove."""
     out = tmp_path / "made" / "run"
 
     def refused_after_a_file_beside(config, progress=True):
-        (tmp_path / "made" / "other.txt").write_text("someone else's")
+        (tmp_path / "made" / name).write_text("someone else's")
         raise FileNotFoundError("no data file x.pt")
 
     monkeypatch.setattr(pipeline, "build_data", refused_after_a_file_beside)
     assert train("--output_dir", str(out)) == 2
-    assert _tree(tmp_path) == ["made", "made/other.txt"]
-
-
-def test_files_named_as_the_runs_in_a_parent_it_made_are_not_the_runs(tmp_path, monkeypatch):
-    """A command.json put in a parent the run made (another run's, started there meanwhile) is not
-    this run's: the parent is only removed when empty, no file of it is."""
-    out = tmp_path / "made" / "run"
-
-    def refused_after_a_command_file_beside(config, progress=True):
-        (tmp_path / "made" / "command.json").write_text("{}")
-        raise FileNotFoundError("no data file x.pt")
-
-    monkeypatch.setattr(pipeline, "build_data", refused_after_a_command_file_beside)
-    assert train("--output_dir", str(out)) == 2
-    assert _tree(tmp_path) == ["made", "made/command.json"]
+    assert _tree(tmp_path) == ["made", f"made/{name}"]
 
 
 def test_a_folder_that_existed_keeps_the_runs_files_and_resume_says_to_run_the_command_again(

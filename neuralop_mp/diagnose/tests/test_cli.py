@@ -38,16 +38,20 @@ def test_diagnose_config_prints_table_and_writes_json_and_png(tmp_path, capsys, 
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-def test_diagnose_checkpoint(tmp_path, capsys):
+@pytest.mark.parametrize("data, resolution", [("darcy", "16"), ("burgers", "8")])
+def test_diagnose_checkpoint(tmp_path, capsys, data, resolution):
+    """A model saved outside a run folder, measured on the dataset --data names: Burgers too (--data
+    took darcy and navier_stokes only, though a Burgers config was diagnosed on Burgers data)."""
     torch.manual_seed(0)
     model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=1,
                               fno_block_precision="mixed", half_dtype="bfloat16")
     model.save_checkpoint(tmp_path / "ckpt", "model")
     out = tmp_path / "out"
-    assert main(["diagnose", str(tmp_path / "ckpt" / "model"), "--data", "darcy", "--resolution", "16",
-                 "--n-samples", "2", "--out", str(out)]) == 0
+    assert main(["diagnose", str(tmp_path / "ckpt" / "model"), "--data", data, "--resolution", resolution,
+                 "--n-samples", "2", "--out", str(out), "--data.data_root", str(tmp_path / "data")]) == 0
     result = json.loads((out / "results.json").read_text())
     assert [e["name"] for e in result["diagnosis"]["layers"]] == ["fno_blocks.convs.0"]
+    assert any(p.name.startswith(data) for p in (tmp_path / "data").iterdir())
 
 
 def test_diagnose_a_train_run_folder_at_the_runs_resolution(tmp_path, capsys):
@@ -147,19 +151,3 @@ def test_a_config_gives_its_training_resolution_also_when_another_dataset_is_nam
     _, loader, _, n, _ = _load(args, ["--data.train_resolution", "32", "--model.hidden_channels", "4",
                                       "--model.n_layers", "1", "--model.n_modes", "[4,4]"], None)
     assert (loader, n) == expected
-
-
-def test_diagnose_a_checkpoint_on_burgers_data(tmp_path, capsys):
-    """--data takes every built-in dataset: Burgers too (it took darcy and navier_stokes only, though
-    a Burgers config was diagnosed on Burgers data), so a Burgers model saved outside a run folder is
-    measured on Burgers' space-time grid."""
-    torch.manual_seed(0)
-    model = MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=1,
-                              fno_block_precision="mixed", half_dtype="bfloat16")
-    model.save_checkpoint(tmp_path / "ckpt", "model")
-    out = tmp_path / "out"
-    assert main(["diagnose", str(tmp_path / "ckpt" / "model"), "--data", "burgers", "--resolution", "8",
-                 "--n-samples", "2", "--out", str(out), "--data.data_root", str(tmp_path / "data")]) == 0
-    result = json.loads((out / "results.json").read_text())
-    assert [e["name"] for e in result["diagnosis"]["layers"]] == ["fno_blocks.convs.0"]
-    assert any(p.name.startswith("burgers") for p in (tmp_path / "data").iterdir())
