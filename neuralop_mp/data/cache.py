@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ..run_setup import check_writable, file_lock
+from ..run_setup import RunSetupError, check_writable, file_lock
 from ..vocabulary import check_int_at_least
 from .file_checks import (DataFileError, generation_record, read_data_file,
                           unreadable_file_warning)
@@ -41,16 +41,47 @@ GENERATOR_VERSION = 1
 
 
 def default_data_root():
-    """Where generated data lives: ``$NEURALOP_MP_DATA`` if set, else ``~/.cache/neuralop_mp/data``."""
+    """Where generated data lives: ``$NEURALOP_MP_DATA`` if set, else ``~/.cache/neuralop_mp/data``.
+
+    Raises
+    ------
+    RunSetupError
+        If the variable is set but empty or blank (a ValueError naming it): an empty value
+        written ``NEURALOP_MP_DATA=`` is a folder forgotten, not a request for the default,
+        and a blank one would be a folder named by spaces.
+    """
     env = os.environ.get("NEURALOP_MP_DATA")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "neuralop_mp" / "data"
+    if env is None:
+        return Path.home() / ".cache" / "neuralop_mp" / "data"
+    _refuse_blank(env, ENVIRONMENT_DATA_ROOT_OPTION, "unset it for the default (~/.cache/neuralop_mp/data)")
+    return Path(env).expanduser()
 
 
 def resolve_root(root):
-    """``root`` as a Path, or the default data root when ``root`` is None."""
-    return default_data_root() if root is None else Path(root).expanduser()
+    """``root`` as a Path, or the default data root (:func:`default_data_root`) when ``root`` is None.
+
+    Raises
+    ------
+    RunSetupError
+        If ``root`` is an empty or blank string (a ValueError naming the running command's
+        option, :func:`current_data_root_option`): ``Path("")`` is the current folder, so
+        ``--root ""`` wrote the data there. None is the way to ask for the default (a
+        config's ``data_root: null``, whose spellings include ``""``, is None here).
+    """
+    if root is None:
+        return default_data_root()
+    if isinstance(root, str):
+        _refuse_blank(root, current_data_root_option(), "leave it out for the default "
+                      "($NEURALOP_MP_DATA, else ~/.cache/neuralop_mp/data)")
+    return Path(root).expanduser()
+
+
+def _refuse_blank(value, what, default):
+    """Refuse a data root ``value`` given as an empty or blank string, naming ``what`` gave it
+    and the allowed values (a folder's path, or ``default``, the way to ask for the default)."""
+    if not value.strip():
+        raise RunSetupError(f"{what} is {value!r} ({'empty' if not value else 'blank'}): allowed is a folder's "
+                            f"path; {default}.")
 
 
 def data_file(root, prefix, split, resolution):

@@ -10,10 +10,11 @@ Example::
     neuralop-mp data darcy --res 16 --solver-resolution 241    # labels solved on 241 points
 
 Prints one line per file (cached files are marked). Exit status 0 on success,
-2 on bad arguments (the message names the bad value and the allowed ones), 1 for a file
-that cannot be written (one line naming it and, on a full disk, the free space), 130 after
-Ctrl-C and 143 after SIGTERM (one line on stderr: the files finished before it are kept,
-the one being written is not, and no temporary file is left).
+2 on bad arguments (the message names the bad value and the allowed ones) and on a data
+folder or lock file that cannot be written or opened (one line naming it, as ``neuralop-mp
+train``), 1 for a data file that cannot be written (one line naming it and, on a full disk,
+the free space), 130 after Ctrl-C and 143 after SIGTERM (one line on stderr: the files
+finished before it are kept, the one being written is not, and no temporary file is left).
 """
 import argparse
 import errno
@@ -144,19 +145,26 @@ def main(argv=None):
         try:
             from .cache import data_root_option, resolve_root
 
-            root = resolve_root(args.root)
-            before = {p: p.stat().st_mtime_ns for p in root.glob("*.pt")} if root.exists() else {}
-            with data_root_option("--root"):  # a data root that cannot be written names this command's option
+            # a data root that cannot be written, or an empty --root, names this command's option
+            with data_root_option("--root"):
+                root = resolve_root(args.root)
+                before = {p: p.stat().st_mtime_ns for p in root.glob("*.pt")} if root.exists() else {}
                 files = _generate(args)
         except (ValueError, FileExistsError) as err:
             print(f"neuralop-mp data: error: {err}", file=sys.stderr)
             return 2
-        except OSError as err:  # a full disk while saving: its temporary removed, earlier files kept
+        except OSError as err:
             error = data_write_error(root, err)
             free = "free some space and " if error.errno == errno.ENOSPC else ""
-            print(f"neuralop-mp data: error: {error}; the files finished before it are kept, the one being written "
-                  f"was not saved; {free}run the same command again (finished files are reused)", file=sys.stderr)
-            return 1
+            if isinstance(err, CheckpointWriteError):  # a data file not saved (save_data_file): its temporary removed
+                print(f"neuralop-mp data: error: {error}; the files finished before it are kept, the one being "
+                      f"written was not saved; {free}run the same command again (finished files are reused)",
+                      file=sys.stderr)
+                return 1
+            # before a file's save (its lock file, its folder): a setup error, exit 2 as in `neuralop-mp train`
+            print(f"neuralop-mp data: error: {error}; the files finished before it are kept; {free}run the same "
+                  "command again (finished files are reused)", file=sys.stderr)
+            return 2
         except KeyboardInterrupt as interrupt:
             if not args.quiet:
                 print(file=sys.stderr)  # after the progress bar's line

@@ -253,10 +253,13 @@ def check_data_file(path, resolution, n_samples, spatial_dims, data=None, split=
         tensor = data[key]
         spatial = tuple(tensor.shape[-spatial_dims:])
         if tensor.ndim < spatial_dims + 1 or spatial != (resolution,) * spatial_dims:
+            # a file of ours recording another resolution is regenerated or refused, naming the command, by the
+            # loaders before this check (loaders._other_resolution_file); here: the user's own, or one whose record
+            # agrees with its name, whose command cannot be read from it
+            ours = f" {REGENERATE_ADVICE[:-1]}, or rename" if meta else " Rename"
             raise DataFileError(
                 f"{path}: '{key}' has shape {tuple(tensor.shape)}, i.e. samples of size {spatial}, but the "
-                f"file name declares resolution {resolution}. Regenerate it (`neuralop-mp data ... --overwrite`) "
-                "or rename it after its real resolution.")
+                f"file name declares resolution {resolution}.{ours} it after its real resolution.")
     n_x, n_y = data["x"].shape[0], data["y"].shape[0]
     if n_x != n_y:
         raise DataFileError(f"{path}: 'x' holds {n_x} samples but 'y' holds {n_y}.")

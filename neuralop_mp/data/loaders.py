@@ -18,8 +18,10 @@ generator wrote it with another ``seed`` than the one requested: that file is
 regenerated with the requested seed, as many samples as it held and the physics
 it records (viscosity, final time, ...), with a warning naming both seeds and the
 settings kept, or, with ``generate=False``, refused with a message naming both
-seeds. A file of ours written by another generator version is regenerated (or refused) the same
-way; one of another dataset (its record names another generator: a copy under this dataset's name)
+seeds. A file of ours recording another resolution than its name's (a copy under another
+resolution's name) and one written by another generator version are regenerated (or refused,
+naming the command that regenerates them) the same way; one of another dataset (its record
+names another generator: a copy under this dataset's name)
 is regenerated as a missing file is, or refused, naming both generators. The physics of a load is one: a missing file is generated with the physics
 our other files of the load record (the generator's defaults when there are none),
 and files of ours recording different physics are refused, naming them. A load of
@@ -173,7 +175,9 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     generates them, and a ValueError the file of another seed. A file of ours that this
     generator does not write now (:func:`_outdated_record`: another dataset's, or another
     generator version's) is regenerated with a warning, or refused with a ValueError naming
-    what its record says and what the load expects (:func:`_outdated_file`).
+    what its record says and what the load expects (:func:`_outdated_file`). So is a file of ours
+    whose record names another resolution than its name (:func:`_other_resolution_file`), refused
+    with a :class:`~.file_checks.DataFileError`.
 
     A file to generate from scratch at a resolution its generator refuses (Navier-Stokes:
     powers of 2) is a ValueError naming the value and the rule, before anything is generated.
@@ -251,6 +255,11 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
                 generate_file(path, res, split, n_new, settings)
                 continue
             kept = _recorded_physics(prefix, meta)  # a file of ours keeps its physics when regenerated
+            if meta is not None and meta.get("resolution", res) != res:  # ours, copied under another name
+                n_new = _other_resolution_file(root, prefix, cli_name, (res, split, n), read[path], meta, reads,
+                                               kept, generate, seed)
+                generate_file(path, res, split, n_new, kept)
+                continue
             differing = {} if meta is None else {k: meta.get(k) for k, v in requested.items() if meta.get(k) != v}
             if differing:
                 recorded = ", ".join(f"{k}={v!r}" for k, v in differing.items())
@@ -348,6 +357,32 @@ def _outdated_file(root, prefix, cli_name, file, n_file, meta, outdated, reads, 
     warnings.warn(f"{what}: it is regenerated with {n_new} samples{keeping}.", RuntimeWarning,
                   stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
     return n_new, settings
+
+
+def _other_resolution_file(root, prefix, cli_name, file, data, meta, reads, kept, generate, seed):
+    """Refuse, or say it is regenerated, a file of ours (contents ``data``, record ``meta``) whose
+    record names another resolution than the one its name declares (a copy or rename of another
+    resolution's file), as a file of another seed is; return the samples to regenerate it with.
+
+    Where ``generate``, it is regenerated at its name's resolution with as many samples as it
+    held and the physics it records (``kept``), with a warning; otherwise a
+    :class:`~.file_checks.DataFileError` names the command that regenerates it.
+    """
+    res, split, n = file
+    path = data_file(root, prefix, split, res)
+    n_new = max(n, int(data["x"].shape[0]))  # regenerating must not shrink a user's dataset
+    what = (f"{path}: 'x' has shape {tuple(data['x'].shape)} and its generation record says resolution "
+            f"{meta['resolution']!r}, but the file name declares resolution {res} (a copy or rename of another "
+            "resolution's file)")
+    if not generate:
+        command, _ = data_command(root, prefix, cli_name, reads, [(res, split, n_new)], kept, seed=int(seed),
+                                  overwrite=True)
+        raise DataFileError(f"{what}; regenerate it (`{command}`, or generate=True: --data.generate true), or "
+                            "rename it after its real resolution.")
+    keeping = f", keeping its {_settings_text(kept)}" if kept else ""
+    warnings.warn(f"{what}: it is regenerated at resolution {res} with {n_new} samples{keeping}.",
+                  RuntimeWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
+    return n_new
 
 
 class OwnDataError(ValueError):

@@ -64,7 +64,8 @@ def test_a_folder_in_a_data_files_place_is_refused_as_unreadable_not_as_a_failed
 
 
 def test_a_full_disk_at_the_lock_file_is_one_line_naming_the_data_folder(tmp_path, monkeypatch, capsys):
-    """A write before the data file's own (its lock file, its folder) printed a traceback."""
+    """A write before the data file's own (its lock file, its folder) printed a traceback. It is a setup
+    error: exit status 2, as `neuralop-mp train`'s for the same lock file (it was 1, a data file's)."""
     from contextlib import contextmanager
 
     from neuralop_mp.data import cache
@@ -76,7 +77,7 @@ def test_a_full_disk_at_the_lock_file_is_one_line_naming_the_data_folder(tmp_pat
 
     monkeypatch.setattr(cache, "file_lock", full_disk_lock)
     monkeypatch.setattr(checkpointing, "free_bytes", lambda path: 3000, raising=False)
-    assert cli.main([*ARGS, "--root", str(tmp_path)]) == 1
+    assert cli.main([*ARGS, "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"neuralop-mp data: error: could not write a data file in {tmp_path}: the disk is full")
     assert len(err.strip().splitlines()) == 1, err
