@@ -218,7 +218,11 @@ def darcy_accuracy(runs, epochs=8, lr=5e-3, scale=4.0):
     from ..data import load_darcy
     from ..models.mixed_precision_models import ignoring_unrecorded_precision
 
-    root = os.environ.get("NEURALOP_MP_DATA") or tempfile.mkdtemp(prefix="neuralop_mp_bench_")
+    from ..data.cache import DATA_ROOT_ENV, default_data_root
+
+    # the data root the other commands use where NEURALOP_MP_DATA is set (a blank one refused by the
+    # one rule, default_data_root), else a temporary folder: the benchmark leaves no cache behind
+    root = default_data_root() if DATA_ROOT_ENV in os.environ else tempfile.mkdtemp(prefix="neuralop_mp_bench_")
     train, tests, processor = load_darcy(root, n_train=500, n_tests=(100,), batch_size=32, test_batch_sizes=(100,),
                                          train_resolution=16, test_resolutions=(16,), progress=False)
     rows = []

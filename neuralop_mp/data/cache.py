@@ -40,6 +40,9 @@ from .file_checks import (DataFileError, generation_record, read_data_file,
 GENERATOR_VERSION = 1
 
 
+DATA_ROOT_ENV = "NEURALOP_MP_DATA"  # the environment variable that moves the default data root
+
+
 def default_data_root():
     """Where generated data lives: ``$NEURALOP_MP_DATA`` if set, else ``~/.cache/neuralop_mp/data``.
 
@@ -50,7 +53,7 @@ def default_data_root():
         written ``NEURALOP_MP_DATA=`` is a folder forgotten, not a request for the default,
         and a blank one would be a folder named by spaces.
     """
-    env = os.environ.get("NEURALOP_MP_DATA")
+    env = os.environ.get(DATA_ROOT_ENV)
     if env is None:
         return Path.home() / ".cache" / "neuralop_mp" / "data"
     _refuse_blank(env, ENVIRONMENT_DATA_ROOT_OPTION, "unset it for the default (~/.cache/neuralop_mp/data)")

@@ -116,3 +116,14 @@ def test_update_docs_takes_the_full_run_only(partial, capsys, monkeypatch):
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     assert "--update-docs rewrites docs/benchmarks.md's whole optimizer section" in err and partial[0] in err
+
+
+def test_the_accuracy_runs_refuse_a_blank_data_root_variable(monkeypatch):
+    """NEURALOP_MP_DATA=" " made the benchmark write its data into a folder named " " (it read the
+    variable itself): the one rule of the data commands (cache.default_data_root) refuses it."""
+    from neuralop_mp.bench import optimizer
+    from neuralop_mp.run_setup import RunSetupError
+
+    monkeypatch.setenv("NEURALOP_MP_DATA", " ")
+    with pytest.raises(RunSetupError, match=r"^the NEURALOP_MP_DATA environment variable is ' ' \(blank\)"):
+        optimizer.darcy_accuracy([("torch_adamw", False)], epochs=1)

@@ -192,3 +192,12 @@ def test_update_in_backward_is_refused_at_start_in_one_of_several_torchrun_ranks
     assert parse_args([str(script), "--mp.update_in_backward", "false"])[1] == {"update_in_backward": False}
     monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one rank: no DDP, nothing to refuse
     assert parse_args(argv)[1] == {"update_in_backward": True}
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_or_blank_data_root_is_refused_naming_the_flag(value):
+    """--mp.data-root "" (an unset shell variable) was read as no data root at all, or, with the
+    offline patches on, as the current folder; refused as the data command's --root is."""
+    with pytest.raises(UsageError, match=rf"^--mp.data-root is {value!r} \((empty|blank)\): allowed is a folder's path"):
+        parse_args(["train.py", "--mp.data-root", value])
+    assert parse_args(["train.py", "--mp.data-root", "data"])[1]["data_root"] == "data"
