@@ -79,19 +79,6 @@ def _text(flag, value):
     return value
 
 
-def _data_root(flag, value):
-    """A folder: an empty or blank value (an unset shell variable) is refused, as the data
-    command's ``--root`` is (``Path("")`` is the current folder)."""
-    from ..data.cache import data_root_option, resolve_root
-
-    try:
-        with data_root_option(flag):
-            resolve_root(value)
-    except RunSetupError as error:
-        raise UsageError(str(error)) from None
-    return value
-
-
 def _on_off(flag, value):
     try:
         return normalize_flag(value, flag)
@@ -122,7 +109,7 @@ FLAGS = {
     "recompute": ("recompute", _text),
     "recompute_chunk_points": ("recompute_chunk_points", _number(int)),
     "update_in_backward": ("update_in_backward", _on_off),
-    "data-root": ("data_root", _data_root),
+    "data-root": ("data_root", _text),
     "report": ("report", _text),
 }
 

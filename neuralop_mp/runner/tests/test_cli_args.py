@@ -195,9 +195,17 @@ def test_update_in_backward_is_refused_at_start_in_one_of_several_torchrun_ranks
 
 
 @pytest.mark.parametrize("value", ["", "  "])
-def test_an_empty_or_blank_data_root_is_refused_naming_the_flag(value):
-    """--mp.data-root "" (an unset shell variable) was read as no data root at all, or, with the
-    offline patches on, as the current folder; refused as the data command's --root is."""
-    with pytest.raises(UsageError, match=rf"^--mp.data-root is {value!r} \((empty|blank)\): allowed is a folder's path"):
-        parse_args(["train.py", "--mp.data-root", value])
-    assert parse_args(["train.py", "--mp.data-root", "data"])[1]["data_root"] == "data"
+def test_an_empty_or_blank_data_root_is_refused_naming_the_flag(value, tmp_path, capsys):
+    """--mp.data-root "" (an unset shell variable), or enable(data_root=""), was read as no data
+    root at all, or, with the offline patches on, as the current folder; refused as the data
+    command's --root is, before the script runs."""
+    import neuralop_mp
+
+    script = tmp_path / "train.py"
+    script.write_text("raise SystemExit('the script ran')\n")
+    assert main([str(script), "--mp.data-root", value]) == 2
+    assert f"--mp.data_root is {value!r} ({'empty' if not value else 'blank'}): allowed is a folder's path" in \
+        capsys.readouterr().err
+    for offline in (True, False):
+        with pytest.raises(ValueError, match=rf"^data_root is {value!r} \((empty|blank)\): allowed is a folder's path"):
+            neuralop_mp.enable(data_root=value, offline=offline)
