@@ -26,7 +26,6 @@ import difflib
 import functools
 import inspect
 import io
-import numbers
 import os
 import types
 import warnings
@@ -44,6 +43,7 @@ from ..layers.autocast_scope import install_recorded_precision_check, set_autoca
 from ..layers.input_checks import check_n_modes
 from ..layers.precision_switch import apply_precision_policy, get_precision_policy, mixed_precision_layers
 from ..layers.soft_gating import adopt_half_safe_soft_gating
+from ..layers.input_checks import check_resolution_scaling_factor
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..vocabulary import check_int_at_least, normalize_recompute_chunk_points, normalize_stabilizer
@@ -320,18 +320,23 @@ def _check_model_sizes(name, arguments, min_layers):
             arguments[key] = check_int_at_least(f"{name}.{key}", arguments[key], least)
 
 
-def _as_upstream_scaling_factor(factor):
-    """A model's ``resolution_scaling_factor`` in the types upstream's validation reads: a tuple as
-    the list it spells, numpy (or 0-d tensor) numbers as floats. Upstream turns a tuple or a numpy
-    integer into None (no scaling) without a word; anything else is left to it and to the layers'
-    own check (:func:`~neuralop_mp.layers.input_checks.check_resolution_scaling_factor`)."""
-    def number(value):
-        foreign = isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float))  # numpy's
-        return float(value) if foreign or (torch.is_tensor(value) and value.dim() == 0) else value
-
-    if isinstance(factor, (list, tuple)):
-        return [[number(v) for v in item] if isinstance(item, (list, tuple)) else number(item) for item in factor]
-    return number(factor)
+def _as_upstream_scaling_factor(factor, order, key):
+    """A model's ``resolution_scaling_factor`` (``key``) checked and in the types upstream's
+    validation reads: a number (numpy's, a 0-d tensor too) as a float, a list or tuple as a list
+    with one entry per layer, each a number or the list of ``order`` floats the layer's own check
+    gives (:func:`~neuralop_mp.layers.input_checks.check_resolution_scaling_factor`). Upstream
+    turns a tuple, a numpy integer or a string into None (no scaling) without a word."""
+    if factor is None or not order:  # no n_modes: upstream's own error comes first
+        return factor
+    try:
+        if isinstance(factor, (list, tuple)):
+            return [check_resolution_scaling_factor(item, order) for item in factor]
+        return check_resolution_scaling_factor(factor, order)[0]
+    except ValueError:
+        raise ValueError(
+            f"Invalid {key}={factor!r}; allowed values: None, a finite number > 0 (every layer, every spatial "
+            f"dimension), or a list or tuple with one entry per layer, each a finite number > 0 or a list of "
+            f"{order} of them (one per spatial dimension).") from None
 
 
 def _bound_arguments(cls, signature, args, kwargs):
@@ -402,7 +407,9 @@ class _PrecisionRecordingModel:
         arguments = _bound_arguments(type(self), self._plugin_signature, args, kwargs)
         _check_model_sizes(type(self).__name__, arguments, self._min_layers)
         if "resolution_scaling_factor" in arguments:
-            arguments["resolution_scaling_factor"] = _as_upstream_scaling_factor(arguments["resolution_scaling_factor"])
+            arguments["resolution_scaling_factor"] = _as_upstream_scaling_factor(
+                arguments["resolution_scaling_factor"], len(arguments.get("n_modes") or ()),
+                f"{type(self).__name__}.resolution_scaling_factor")
         if "stabilizer" in arguments:  # as a model built directly takes it: "off" and None are none (no mode
             # default here); upstream's FNOBlocks and the layers take None
             arguments["stabilizer"] = normalize_stabilizer(arguments["stabilizer"],

@@ -115,8 +115,8 @@ def test_a_missing_argument_leads_and_an_unknown_keyword_beside_it_is_named_too(
 
 @pytest.mark.parametrize("factor, as_upstream_reads_it", [
     ((0.5, 0.5), [0.5, 0.5]), (np.float32(0.5), 0.5), (np.int64(2), 2), ([np.float64(0.5), np.int64(1)], [0.5, 1]),
-    (torch.tensor(0.5), 0.5),
-], ids=["tuple", "numpy-float", "numpy-int", "numpy-list", "0-d tensor"])
+    (torch.tensor(0.5), 0.5), (np.array(2.0), 2), ([(0.5, 1), [1, 2]], [[0.5, 1], [1, 2]]),
+], ids=["tuple", "numpy-float", "numpy-int", "numpy-list", "0-d tensor", "0-d array", "per-layer-per-dim"])
 def test_a_models_tuple_or_numpy_scaling_factor_scales_as_the_list_or_number_it_spells(factor, as_upstream_reads_it):
     """Upstream's validation turned a tuple or a numpy integer into None (no scaling, without a word):
     the plugin's model takes them as the list or number they spell, as upstream's FNO takes that
@@ -130,3 +130,15 @@ def test_a_models_tuple_or_numpy_scaling_factor_scales_as_the_list_or_number_it_
     expected = upstream(x)
     assert expected.shape[-1] != 16  # the factor scales
     torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("factor", [torch.tensor(True), torch.tensor(2 + 0j), True, "2", float("nan"), 0,
+                                    [0.5, "2"], [[0.5, 0.5, 0.5]]],
+                         ids=["bool-tensor", "complex-tensor", "bool", "str", "nan", "zero", "str-entry", "3-entry"])
+def test_a_models_malformed_scaling_factor_is_refused_naming_it(factor):
+    """Refused by the model's own name (a bool tensor became 1.0, a complex one 2.0, a string was
+    dropped by upstream, a list entry of another length failed at forward)."""
+    with pytest.raises(ValueError, match=r"^Invalid MixedPrecisionFNO\.resolution_scaling_factor=.*; allowed values: "
+                                         r"None, a finite number > 0"):
+        MixedPrecisionFNO(n_modes=(4, 4), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2,
+                          resolution_scaling_factor=factor)
