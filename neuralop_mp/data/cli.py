@@ -161,9 +161,12 @@ def main(argv=None):
                       f"written was not saved; {free}run the same command again (finished files are reused)",
                       file=sys.stderr)
                 return 1
-            # before a file's save (its lock file, its folder): a setup error, exit 2 as in `neuralop-mp train`
-            print(f"neuralop-mp data: error: {error}; the files finished before it are kept; {free}run the same "
-                  "command again (finished files are reused)", file=sys.stderr)
+            # before a file's save (its lock file, its folder): a setup error, exit 2 as in `neuralop-mp train`;
+            # only space comes back by itself: a permission or a read-only disk fails the same way again
+            fix = (f"{free}run the same command again (finished files are reused)" if free else
+                   "fix the folder's permissions, or give another --root, and run the command again (finished "
+                   "files are reused)")
+            print(f"neuralop-mp data: error: {error}; the files finished before it are kept; {fix}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as interrupt:
             if not args.quiet:

@@ -8,6 +8,7 @@ work, with the path, the tensor and the sample indices in the message.
 """
 import os
 import re
+import struct
 import warnings
 import zipfile
 from pathlib import Path
@@ -45,7 +46,8 @@ class DataFileError(ValueError):
 
 
 # the way out a damaged file of ours offers where it is refused (generate=False); moot where it is regenerated
-REGENERATE_ADVICE = "Delete it to regenerate it."
+REGENERATE = "Delete it to regenerate it"
+REGENERATE_ADVICE = f"{REGENERATE}."
 
 
 class DataFileChecksumError(DataFileError):
@@ -121,8 +123,14 @@ def _archive_damage(err):
     """Whether ``err``, raised while zipfile read an archive, says its bytes are damaged: beside
     BadZipFile, a header field read as another zip version (NotImplementedError), a record's name
     no longer UTF-8 (UnicodeDecodeError), sizes and offsets pointing nowhere (ValueError, EOFError,
-    struct.error, ...). Not a machine out of memory, nor a file that could not be read (OSError)."""
-    return not isinstance(err, (MemoryError, OSError))
+    struct.error, and RuntimeError, which torch's own zip reader raises). Not a machine out of
+    memory, a file that could not be read (OSError), nor a bug of ours (TypeError, AttributeError...)."""
+    return isinstance(err, _ARCHIVE_DAMAGE) and not isinstance(err, (MemoryError, OSError))
+
+
+# what reading a damaged archive raises (zipfile, struct, codecs, torch's reader); see _archive_damage
+_ARCHIVE_DAMAGE = (zipfile.BadZipFile, NotImplementedError, UnicodeDecodeError, ValueError, EOFError, struct.error,
+                   RuntimeError, KeyError, IndexError, OverflowError)
 
 
 def _is_partial(path):
@@ -256,7 +264,7 @@ def check_data_file(path, resolution, n_samples, spatial_dims, data=None, split=
             # a file of ours recording another resolution is regenerated or refused, naming the command, by the
             # loaders before this check (loaders._other_resolution_file); here: the user's own, or one whose record
             # agrees with its name, whose command cannot be read from it
-            ours = f" {REGENERATE_ADVICE[:-1]}, or rename" if meta else " Rename"
+            ours = f" {REGENERATE}, or rename" if meta else " Rename"
             raise DataFileError(
                 f"{path}: '{key}' has shape {tuple(tensor.shape)}, i.e. samples of size {spatial}, but the "
                 f"file name declares resolution {resolution}.{ours} it after its real resolution.")

@@ -21,8 +21,9 @@ settings kept, or, with ``generate=False``, refused with a message naming both
 seeds. A file of ours recording another resolution than its name's (a copy under another
 resolution's name) and one written by another generator version are regenerated (or refused,
 naming the command that regenerates them) the same way; one of another dataset (its record
-names another generator: a copy under this dataset's name)
-is regenerated as a missing file is, or refused, naming both generators. The physics of a load is one: a missing file is generated with the physics
+names another generator: a copy under this dataset's name) is regenerated as a missing file
+is, or refused, naming both generators. The physics of a load is one: a missing file is
+generated with the physics
 our other files of the load record (the generator's defaults when there are none),
 and files of ours recording different physics are refused, naming them. A load of
 test files alone (:func:`load_test_sets`) may be given the records whose physics it

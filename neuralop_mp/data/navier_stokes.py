@@ -250,7 +250,7 @@ def generate_navier_stokes(root=None, resolutions=(32,), n_train=400, n_test=100
     ``"x"`` = initial vorticity ``w(0)``, ``"y"`` = ``w(t_final)``, float32
     ``(N, res, res)``, plus ``"meta"``. Upstream's ``NavierStokesDataset`` accepts
     only resolutions 128 and 1024; :func:`neuralop_mp.data.load_navier_stokes`
-    reads any resolution through the same ``PTDataset`` code.
+    reads any resolution, holding what upstream's ``PTDataset`` would read from the file.
 
     Parameters
     ----------

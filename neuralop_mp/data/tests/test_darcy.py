@@ -118,7 +118,7 @@ def test_upstream_darcy_dataset_reads_generated_files(tmp_path):
 def test_load_darcy_generates_then_reads_and_any_resolution_works(tmp_path):
     train, tests, processor = load_darcy(tmp_path, n_train=12, n_tests=(4, 4), batch_size=6, test_batch_sizes=(4, 2),
                                          train_resolution=16, test_resolutions=(16, 24), progress=False)
-    assert sorted(tests) == [16, 24]  # 24 is not an upstream resolution: read through PTDataset
+    assert sorted(tests) == [16, 24]  # 24 is not an upstream resolution: read all the same
     assert next(iter(train))["x"].shape == (6, 1, 16, 16)
     assert next(iter(tests[24]))["y"].shape == (2, 1, 24, 24)
     assert processor.out_normalizer is not None
