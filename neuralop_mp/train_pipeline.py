@@ -735,8 +735,7 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     except (FileNotFoundError, FileExistsError, ValueError) as error:  # FileExistsError: another run's file
         raise _setup_error("data", error) from error
     except OSError as error:  # a lock file of the data root that cannot be opened: `neuralop-mp data`'s line
-        from .data.cache import resolve_root
-        from .data.cli import data_write_error
+        from .data.cache import data_write_error, resolve_root
         from .training.checkpointing import CheckpointWriteError
 
         if isinstance(error, CheckpointWriteError):  # a data file not saved (a full disk): the CLI says it

@@ -76,7 +76,11 @@ def resolve_root(root):
     if isinstance(root, str):
         _refuse_blank(root, current_data_root_option(), "leave it out for the default "
                       "($NEURALOP_MP_DATA, else ~/.cache/neuralop_mp/data)")
-    return Path(root).expanduser()
+    try:
+        return Path(root).expanduser()
+    except RuntimeError as err:  # "~nosuchuser/...": no home folder to expand it to
+        raise RunSetupError(f"{current_data_root_option()} is {str(root)!r}: {err}; allowed is a folder's "
+                            "path.") from None
 
 
 def _refuse_blank(value, what, default):
@@ -269,6 +273,16 @@ def save_data_file(path, tensors, settings, n_samples):
         raise write_error(path, err, "the data file", needed=sum(
             t.numel() * t.element_size() for t in tensors.values() if torch.is_tensor(t))) from err
     return path
+
+
+def data_write_error(root, err):
+    """The one-line error of an OSError raised while a data file of ``root`` was being made:
+    :func:`save_data_file`'s own (a ``CheckpointWriteError`` naming its file), else one naming the
+    data folder (the folder, a lock file that cannot be opened: ``err`` names it). ``neuralop-mp
+    data`` and ``train`` say it."""
+    from ..training.checkpointing import CheckpointWriteError, write_error
+
+    return err if isinstance(err, CheckpointWriteError) else write_error(root, err, "a data file in")
 
 
 # the host in a temporary's name: a process id tells whether a writer is gone on its own host only

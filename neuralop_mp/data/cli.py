@@ -24,7 +24,7 @@ import time
 
 from ..vocabulary import OneLineErrorParser
 from ..signals import exit_status, interrupt_name, terminate_as_interrupt
-from ..training.checkpointing import CheckpointWriteError, write_error
+from ..training.checkpointing import CheckpointWriteError
 from .darcy import FACE_AVERAGES
 
 def _int_at_least(low, allowed):
@@ -70,14 +70,6 @@ def seconds(text):
 def finite_seconds(text):
     """An argparse type: a finite number of seconds >= 0."""
     return _number(text, lambda value: math.isfinite(value) and value >= 0, "a finite number of seconds >= 0")
-
-
-def data_write_error(root, err):
-    """The one-line error of an OSError raised while a data file of ``root`` was being made:
-    save_data_file's own (a :class:`CheckpointWriteError` naming its file), else one naming the
-    data folder (the folder, a lock file that cannot be opened: ``err`` names it). ``neuralop-mp
-    data`` and ``train`` say it."""
-    return err if isinstance(err, CheckpointWriteError) else write_error(root, err, "a data file in")
 
 
 def build_parser(prog="neuralop-mp data"):
@@ -143,7 +135,7 @@ def main(argv=None):
     # SIGTERM as Ctrl-C: the save's cleanup runs (no temporary left), one line instead of a traceback
     with terminate_as_interrupt():
         try:
-            from .cache import data_root_option, resolve_root
+            from .cache import data_root_option, data_write_error, resolve_root
 
             # a data root that cannot be written, or an empty --root, names this command's option
             with data_root_option("--root"):

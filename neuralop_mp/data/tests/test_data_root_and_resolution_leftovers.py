@@ -50,6 +50,16 @@ def test_an_empty_or_blank_root_option_is_refused_and_writes_nothing(root, kind,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_root_of_an_unknown_users_home_is_one_line_naming_the_option(tmp_path, monkeypatch, capsys):
+    """"~nosuchuser/x" was a RuntimeError traceback from Path.expanduser."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([*ARGS, "--root", "~neuralop_mp_no_such_user/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neuralop-mp data: error: --root is '~neuralop_mp_no_such_user/x': ") and \
+        err.endswith("; allowed is a folder's path.\n") and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("value, kind", [("", "empty"), (" ", "blank")])
 def test_an_empty_or_blank_data_variable_is_refused_naming_it(value, kind, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # NEURALOP_MP_DATA=" " wrote into a folder named " " here
