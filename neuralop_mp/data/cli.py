@@ -72,6 +72,19 @@ def finite_seconds(text):
     return _number(text, lambda value: math.isfinite(value) and value >= 0, "a finite number of seconds >= 0")
 
 
+def _retry_advice(error_number):
+    """What to do before running the command again after a write failed with ``error_number``: space
+    comes back once freed; a permission or a read-only disk (another user's file in a shared
+    folder, where the rename over it is refused) fails the same way again until it is fixed."""
+    again = "run the same command again (finished files are reused)"
+    if error_number == errno.ENOSPC:
+        return f"free some space and {again}"
+    if error_number in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ("fix the folder's permissions (or its files': another user's cannot be replaced in a shared "
+                f"folder), or give another --root, and {again}")
+    return again
+
+
 def build_parser(prog="neuralop-mp data"):
     """The argument parser of the ``data`` command."""
     parser = OneLineErrorParser(prog=prog, description="Generate PDE datasets offline, in neuraloperator's file layouts.")
@@ -147,17 +160,12 @@ def main(argv=None):
             return 2
         except OSError as err:
             error = data_write_error(root, err)
-            free = "free some space and " if error.errno == errno.ENOSPC else ""
+            fix = _retry_advice(error.errno)
             if isinstance(err, CheckpointWriteError):  # a data file not saved (save_data_file): its temporary removed
                 print(f"neuralop-mp data: error: {error}; the files finished before it are kept, the one being "
-                      f"written was not saved; {free}run the same command again (finished files are reused)",
-                      file=sys.stderr)
+                      f"written was not saved; {fix}", file=sys.stderr)
                 return 1
-            # before a file's save (its lock file, its folder): a setup error, exit 2 as in `neuralop-mp train`;
-            # only space comes back by itself: a permission or a read-only disk fails the same way again
-            fix = (f"{free}run the same command again (finished files are reused)" if free else
-                   "fix the folder's permissions, or give another --root, and run the command again (finished "
-                   "files are reused)")
+            # before a file's save (its lock file, its folder): a setup error, exit 2 as in `neuralop-mp train`
             print(f"neuralop-mp data: error: {error}; the files finished before it are kept; {fix}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as interrupt:

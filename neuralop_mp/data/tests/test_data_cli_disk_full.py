@@ -109,3 +109,26 @@ def test_diagnose_and_eval_generating_on_a_full_disk_say_it_in_one_line(tmp_path
     err = capsys.readouterr().err
     assert code == 1 and err.startswith(f"neuralop-mp eval: error: could not write the data file "
                                         f"{data_root / 'darcy_test_32.pt'}: the disk is full"), err
+
+
+def test_a_data_file_that_may_not_replace_another_users_is_told_to_fix_permissions(tmp_path, monkeypatch, capsys):
+    """In a shared (sticky) folder the rename over another user's file is refused (EPERM) after the
+    samples were computed; "run the same command again" would fail the same way: the line says to
+    fix the permissions or give another --root."""
+    from neuralop_mp.data import cache
+
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith("darcy_test_8.pt"):
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(cache.os, "replace", replace)
+    assert cli.main([*ARGS, "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(tmp_path / "darcy_test_8.pt") in err, err
+    assert err.rstrip().endswith("fix the folder's permissions (or its files': another user's cannot be replaced in a "
+                                 "shared folder), or give another --root, and run the same command again (finished "
+                                 "files are reused)")
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]

@@ -192,5 +192,5 @@ def test_a_lock_file_the_data_command_cannot_open_exits_2_as_train(error, tmp_pa
     assert "the one being written was not saved" not in err  # no file was being written yet
     assert ("free some space and run" in err) == (error.errno == errno.ENOSPC)
     # a permission does not come back by itself: "run again" alone would fail the same way
-    assert ("fix the folder's permissions, or give another --root" in err) == (error.errno != errno.ENOSPC)
+    assert ("fix the folder's permissions (or its files'" in err) == (error.errno != errno.ENOSPC)
     assert not list(Path(tmp_path).glob("*.pt"))
