@@ -260,7 +260,7 @@ def check_data_file(path, resolution, n_samples, spatial_dims, data=None, split=
         _check_axes(path, key, data[key], resolution, spatial_dims, time_axes if key == "y" else 0)
         tensor = data[key]
         spatial = tuple(tensor.shape[-spatial_dims:])
-        if tensor.ndim < spatial_dims + 1 or spatial != (resolution,) * spatial_dims:
+        if spatial != (resolution,) * spatial_dims:  # _check_axes: ndim is 1 + time axes + spatial_dims
             # a file of ours recording another resolution is regenerated or refused, naming the command, by the
             # loaders before this check (loaders._other_resolution_file); here: the user's own, or one whose record
             # agrees with its name, whose command cannot be read from it

@@ -219,7 +219,7 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     # another generator's file under this dataset's name records another equation's physics: it is
     # regenerated or refused below (_outdated_record), its physics never the load's
     physics_records = {path: meta for path, meta in records.items()
-                       if meta and "generator" not in _outdated_record(prefix, meta)}
+                       if meta and "generator" not in _outdated_record(cli_name, meta)}
     _refuse_own_data_mixed(root, prefix, needed, records, read, unreadable, generate, set(reference or ()))
     physics = _load_physics(prefix, cli_name, root, physics_records)
     if generate:
@@ -249,7 +249,7 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
             if path not in read:
                 read[path] = read_data_file(path)
             meta, n_file = file_info(read[path])
-            outdated = _outdated_record(prefix, meta)
+            outdated = _outdated_record(cli_name, meta)
             if outdated:  # ours, but not what this load's generator writes now
                 n_new, settings = _outdated_file(root, prefix, cli_name, (res, split, n), n_file, meta, outdated,
                                                  reads, physics, generate, seed)
@@ -307,19 +307,16 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     return read
 
 
-# the generator each file prefix's records name (file_checks.GENERATORS: the ``generator`` of a record of ours)
-RECORDED_GENERATOR = {"darcy": "darcy", "nsforcing": "navier_stokes", "burgers": "burgers"}
-
-
-def _outdated_record(prefix, meta):
+def _outdated_record(cli_name, meta):
     """What makes a generation record of ours ``meta`` not one that this load's generator writes
     now: ``{"generator": (recorded, expected)}`` for another dataset's file under this one's name
     (a copy or rename: another equation), else ``{"version": (recorded, expected)}`` for a file of
     another :data:`~neuralop_mp.data.cache.GENERATOR_VERSION` (numerics changed since); ``{}``
-    for a current one, or a file that is not ours (None)."""
+    for a current one, or a file that is not ours (None). ``cli_name``, the dataset's name
+    (:data:`LOADER_FILES`), is the ``generator`` its records name."""
     if not meta:
         return {}
-    expected = RECORDED_GENERATOR[prefix]
+    expected = cli_name
     if meta.get("generator") != expected:
         return {"generator": (meta.get("generator"), expected)}
     if meta.get("version") != GENERATOR_VERSION:
@@ -544,7 +541,7 @@ def recorded_load_physics(prefix, cli_name, root, paths):
                 meta = generation_record(torch.load(path, mmap=True, weights_only=True, map_location="cpu"))
             except Exception:
                 continue
-            if meta and "generator" not in _outdated_record(prefix, meta):  # another equation's: not this load's
+            if meta and "generator" not in _outdated_record(cli_name, meta):  # another equation's: not this load's
                 records[Path(path)] = meta
     return _load_physics(prefix, cli_name, root, records)
 

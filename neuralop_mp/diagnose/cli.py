@@ -120,12 +120,11 @@ def _check_resolution(loader_name, resolution, flag, data_root=None):
     smallest, rule = RESOLUTION_RULES[prefix]
     refused = resolution < smallest
     if not refused:
-        needed = [(resolution, "train"), (2 * resolution, "test")]
-        for size, _ in generated_from_scratch(resolve_root(data_root), prefix, needed):
+        for size, split in ((resolution, "train"), (2 * resolution, "test")):
             try:
                 CHECK_RESOLUTION[prefix](size)
-            except ValueError:
-                refused = True
+            except ValueError:  # refused only where the load would make the file (the files read only then)
+                refused = refused or bool(generated_from_scratch(resolve_root(data_root), prefix, [(size, split)]))
     if not refused:
         return resolution
     raise ValueError(f"Invalid {flag}={resolution}; allowed values for the {dataset} data: {rule} (the working "
