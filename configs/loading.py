@@ -284,12 +284,11 @@ def _check_keys(config, overrides):
 
 def _has_key(config, key):
     """Whether the dotted ``key`` names a field of ``config`` (constants included)."""
-    section = config
-    for part in key.split("."):
-        if not is_config(section) or part not in config_fields(section):
-            return False
-        section = getattr(section, part, None)
-    return True
+    try:
+        section, name = _owner(config, key)
+    except AttributeError:  # a section on the way that the config does not have
+        return False
+    return is_config(section) and name in config_fields(section)
 
 
 def _numeric_type(annotation):

@@ -92,24 +92,28 @@ def _warn_threads(given, threads, command, rank0=True):
         print(f"{PROG} {command}: warning: {warning}", file=sys.stderr)
 
 
-def _section_keys_set(spec, parsed, config, section):
-    """The field names of ``config``'s ``section`` (``"opt"``, ``"patching"``) a user set for ``train``
-    (``config``, loaded from ``spec`` with the overrides ``parsed``): those of ``parsed`` (with
-    ``--resume``, the run's recorded ones too), and for a config file (its class runs no second time)
-    every one whose value differs from the built-in config the class derives from (from its section
-    class's own default where it derives from none): a built-in config's own values are its defaults,
-    not the user's."""
+def _section_keys_set(spec, parsed, config, sections):
+    """``{section: field names}`` of ``config``'s ``sections`` (``"opt"``, ``"patching"``) a user set
+    for ``train`` (``config``, loaded from ``spec`` with the overrides ``parsed``): those of ``parsed``
+    (with ``--resume``, the run's recorded ones too), and for a config file (its class runs no second
+    time) every one whose value differs from the built-in config the class derives from (loaded once;
+    from its section class's own default where it derives from none): a built-in config's own values
+    are its defaults, not the user's."""
     from .configs import CONFIGS, load_config
     from .configs.loading import config_file
     from .configs.zencfg_compat import section_dict
 
-    keys = {key.partition(".")[2] for key in parsed if key.startswith(f"{section}.")}
+    keys = {section: {key.partition(".")[2] for key in parsed if key.startswith(f"{section}.")}
+            for section in sections}
     if config_file(spec) is None:
         return keys
     base = next((c for c in type(config).__mro__ if c in CONFIGS.values()), None)
-    mine = getattr(config, section)
-    default = section_dict(getattr(load_config(base, validate=False), section) if base is not None else type(mine)())
-    return keys | {key for key, value in section_dict(mine).items() if default.get(key, object()) != value}
+    base_config = load_config(base, validate=False) if base is not None else None
+    for section in sections:
+        mine = getattr(config, section)
+        default = section_dict(getattr(base_config, section) if base_config is not None else type(mine)())
+        keys[section] |= {key for key, value in section_dict(mine).items() if default.get(key, object()) != value}
+    return keys
 
 
 def _warn_unread_keys(spec, parsed, config, rank0):
@@ -119,8 +123,9 @@ def _warn_unread_keys(spec, parsed, config, rank0):
     :func:`~neuralop_mp.train_pipeline.unread_patching_keys_warning`)."""
     from .train_pipeline import unread_patching_keys_warning, unread_scheduler_keys_warning
 
-    warnings = (unread_scheduler_keys_warning(config.opt, _section_keys_set(spec, parsed, config, "opt")),
-                unread_patching_keys_warning(config.patching, _section_keys_set(spec, parsed, config, "patching")))
+    given = _section_keys_set(spec, parsed, config, ("opt", "patching"))
+    warnings = (unread_scheduler_keys_warning(config.opt, given["opt"]),
+                unread_patching_keys_warning(config.patching, given["patching"]))
     for warning in filter(None, warnings):
         if rank0:
             print(f"{PROG} train: warning: {warning}", file=sys.stderr)

@@ -88,12 +88,12 @@ def _retry_advice(error_number):
 def build_parser(prog="neuralop-mp data"):
     """The argument parser of the ``data`` command."""
     parser = OneLineErrorParser(prog=prog, description="Generate PDE datasets offline, in neuraloperator's file layouts.")
-    from .loaders import GENERATORS
+    from .loaders import GENERATORS, resolution_rules_text
 
     parser.add_argument("dataset", choices=tuple(GENERATORS), help="which dataset to generate")
     parser.add_argument("--root", default=None, help="output folder (default: $NEURALOP_MP_DATA or ~/.cache/neuralop_mp/data)")
     parser.add_argument("--res", type=positive_int, nargs="+", default=None,
-                        help="stored resolutions (darcy: any >= 4; navier_stokes: powers of 2; burgers: >= 8)")
+                        help=f"stored resolutions ({resolution_rules_text()})")
     parser.add_argument("--n-train", type=non_negative_int, default=None,
                         help="training samples per resolution (0: no training file)")
     parser.add_argument("--n-test", type=non_negative_int, default=None,

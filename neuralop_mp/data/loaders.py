@@ -651,6 +651,12 @@ LOADER_FILES = {"load_darcy": ("darcy", generate_darcy_split, "darcy"),
                 "load_burgers": ("burgers", generate_burgers_split, "burgers")}
 
 
+def resolution_rules_text():
+    """Every dataset's stored resolutions in words, from :data:`RESOLUTION_RULES` (the help of
+    ``neuralop-mp data --res`` and ``diagnose --resolution``): "darcy: integers >= 4; ..."."""
+    return "; ".join(f"{name}: {RESOLUTION_RULES[prefix][1]}" for prefix, _, name in LOADER_FILES.values())
+
+
 def describe_files(stored):
     """``[{"file", "samples_in_file", "record"}, ...]`` of the files a load read (``stored``, as
     :func:`ensure_files` returns them): each file's path, the samples it holds and its generation

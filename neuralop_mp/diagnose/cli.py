@@ -52,9 +52,11 @@ def _parser():
     p.add_argument("target", metavar="CONFIG_OR_CHECKPOINT")
     p.add_argument("--data", choices=list(LOADERS), default=None,  # the order of `neuralop-mp data`
                    help="built-in dataset (default: the config's or run folder's; darcy for another checkpoint)")
+    from ..data.loaders import resolution_rules_text
+
     p.add_argument("--resolution", type=int, default=None,
                    help="working resolution N (default: the config's or run folder's train_resolution; "
-                        "16 for another checkpoint); darcy: >= 4, navier_stokes: powers of 2 >= 8, burgers: >= 8")
+                        f"16 for another checkpoint); {resolution_rules_text()}")
     p.add_argument("--n-samples", type=int, default=4, help="samples measured (default 4)")
     p.add_argument("--n-bands", type=int, default=None,
                    help=f"Fourier mode bands (default {DEFAULT_N_BANDS}, fewer where the grid holds fewer; "
