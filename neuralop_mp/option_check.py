@@ -1,6 +1,6 @@
 """Command-line overrides checked against a config's keys: an unknown ``--key`` is named,
 with close matches, before whatever else a config that does not load reports. Used by
-``neuralop-mp train``, ``eval`` and ``diagnose``; :func:`typed_no_stabilizer` is what a typed
+``neuralop-mp train``, ``eval`` and ``diagnose``; :func:`parse_typed_overrides` says what a typed
 ``--model.stabilizer none`` means in ``train`` and ``diagnose`` (``eval`` takes no model keys)."""
 import difflib
 
@@ -68,9 +68,14 @@ def load_checked(build, args, spec, flags, base=()):
 
 
 def parse_typed_overrides(tokens, typed=None):
-    """``tokens`` parsed (:func:`~neuralop_mp.configs.parse_overrides`) with a ``--model.stabilizer``
-    null spelling among ``typed`` (the tokens typed now; default ``tokens``) made "off"
-    (:func:`typed_no_stabilizer`): the overrides ``train`` and ``diagnose`` load a config with."""
+    """``tokens`` parsed (:func:`~neuralop_mp.configs.parse_overrides`): the overrides ``train`` and
+    ``diagnose`` load a config with, a ``--model.stabilizer`` among ``typed`` (the tokens typed now;
+    default ``tokens``) as a spelling of None (``none``, ``None``, ``null``) made ``"off"``: no
+    stabilizer, whatever the mode. In a config None means "the mode's default" (tanh for float16
+    "half"), as upstream's configs write it; typed on a command line it is a request of its own,
+    and ``command.json`` records it as "off", so a ``--resume`` or ``eval`` of the run keeps it.
+    A resume gives its own ``typed`` (not the run's recorded tokens, which older runs wrote meaning
+    the default); they come last in ``tokens``. A typed empty value is refused."""
     from .configs.loading import parse_overrides
 
     parsed = parse_overrides(tokens)
@@ -79,23 +84,9 @@ def parse_typed_overrides(tokens, typed=None):
     return _typed_null_is_off(parsed, typed_keys)
 
 
-def typed_no_stabilizer(parsed, typed):
-    """``parsed`` (the overrides a config is loaded with) with a ``--model.stabilizer`` typed now
-    as a spelling of None (``none``, ``None``, ``null``) made ``"off"``: no stabilizer, whatever
-    the mode. In a config None means "the mode's default" (tanh for float16 "half"), as upstream's
-    configs write it; typed on a command line it is a request of its own, and ``command.json``
-    records it as "off", so a ``--resume`` or ``eval`` of the run keeps it. ``typed``: the tokens
-    given now (a resume's, not the run's recorded ones, which older runs wrote meaning the default);
-    they come last, so ``parsed`` holds their value. A typed empty value is refused.
-    """
-    from .configs.loading import parse_overrides
-
-    return _typed_null_is_off(parsed, parse_overrides(list(typed), lenient=True))
-
-
 def _typed_null_is_off(parsed, typed_keys):
     """``parsed`` with its ``model.stabilizer`` made "off" where it is a null spelling and among
-    ``typed_keys`` (the keys typed now): :func:`typed_no_stabilizer`'s rule."""
+    ``typed_keys`` (the keys typed now): :func:`parse_typed_overrides`' rule."""
     from .vocabulary import typed_null_is_off
 
     key = "model.stabilizer"

@@ -147,10 +147,10 @@ def test_enable_off_builds_and_trains_a_step_without_tanh_and_notes_the_risk_onc
 
 
 def test_typed_none_is_off_on_the_train_command_line_and_a_config_none_stays_the_default():
-    assert option_check.typed_no_stabilizer({"model.stabilizer": "none"}, ["--model.stabilizer", "none"]) == {
-        "model.stabilizer": "off"}
+    assert option_check.parse_typed_overrides(["--model.stabilizer", "none"]) == {"model.stabilizer": "off"}
     # a resume replays the run's recorded overrides: an older run's "none" meant the default, and stays it
-    assert option_check.typed_no_stabilizer({"model.stabilizer": "none"}, []) == {"model.stabilizer": "none"}
+    assert option_check.parse_typed_overrides(["--model.stabilizer", "none"], typed=[]) == {
+        "model.stabilizer": "none"}
     config = load_config("darcy", {"model.stabilizer": "none", "model.fno_block_precision": "half",
                                    "model.half_dtype": "float16"})
     assert build_steps.precision_policy(config).with_mode_stabilizer("cpu").stabilizer == "tanh"
@@ -197,8 +197,8 @@ def test_no_warning_for_a_stabilizer_every_phase_runs_anyway_and_one_where_it_is
     for model in ({"fno_block_precision": "mixed", "half_dtype": "bfloat16", "stabilizer": None, "autocast": True},
                   {"fno_block_precision": "half", "half_dtype": "float16", "stabilizer": "tanh", "autocast": True}):
         flags = dict(zip(train_flags(model)[::2], train_flags(model)[1::2]))
-        request = option_check.typed_no_stabilizer({"model.stabilizer": flags["--model.stabilizer"]},
-                                          ["--model.stabilizer", flags["--model.stabilizer"]])["model.stabilizer"]
+        request = option_check.parse_typed_overrides(
+            ["--model.stabilizer", flags["--model.stabilizer"]])["model.stabilizer"]
         assert build_steps.stabilizer_schedule_warning(request, flags["--opt.precision_schedule"],
                                                        model["half_dtype"]) is None, flags
     assert build_steps.stabilizer_schedule_warning("off", "half:0.5/notanh,full") is None
