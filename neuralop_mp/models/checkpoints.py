@@ -353,7 +353,7 @@ def load_saved_model(save_folder, save_name, build, *, map_location=None):
     context = f"Cannot load the model from {save_folder}"
     # a missing file is refused before load_torch_files, which would call it unreadable
     metadata_path = _metadata_file(folder, save_name)
-    metadata = load_torch_files(lambda: read_checkpoint_metadata(folder, save_name), metadata_path, context=context)
+    metadata = load_torch_files(lambda: torch.load(metadata_path, weights_only=False), metadata_path, context=context)
     model = build(metadata)
     weights = folder / f"{save_name}{STATE_DICT_SUFFIX}"
     if not weights.exists():

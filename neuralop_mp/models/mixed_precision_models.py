@@ -40,10 +40,9 @@ from neuralop.models.fno import FNO, TFNO
 
 from ..caller_frames import stacklevel_outside
 from ..layers.autocast_scope import install_recorded_precision_check, set_autocast_scope
-from ..layers.input_checks import check_n_modes
+from ..layers.input_checks import check_n_modes, check_resolution_scaling_factor
 from ..layers.precision_switch import apply_precision_policy, get_precision_policy, mixed_precision_layers
 from ..layers.soft_gating import adopt_half_safe_soft_gating
-from ..layers.input_checks import check_resolution_scaling_factor
 from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..vocabulary import check_int_at_least, normalize_recompute_chunk_points, normalize_stabilizer

@@ -47,7 +47,6 @@ import os
 import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from importlib import import_module
 
 from ..build_steps import precision_schedule_warning, stabilizer_schedule_warning
@@ -221,12 +220,12 @@ def _validated_options(options, prefix=""):
     data_root = options["data_root"]
     if data_root is not None and not isinstance(data_root, (str, os.PathLike)):
         raise TypeError(f"Invalid {name('data_root')}={data_root!r}; expected a folder's path (a str or a Path).")
-    if isinstance(data_root, str):  # "" or blank (an unset shell variable): the data commands' rule
+    if data_root is not None:  # "" or blank (an unset shell variable) refused: the data commands' rule
         from ..data.cache import data_root_option, resolve_root
 
         with data_root_option(name("data_root")):
-            resolve_root(data_root)
-    if data_root is not None and Path(data_root).exists() and not Path(data_root).is_dir():
+            root = resolve_root(data_root)  # "~" expanded, as the loaders will read it
+    if data_root is not None and root.exists() and not root.is_dir():
         raise ValueError(f"Invalid {name('data_root')}={str(data_root)!r}: a file; give the folder that holds "
                          "(or is to hold) the data files.")
     return dict(

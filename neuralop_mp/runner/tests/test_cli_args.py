@@ -209,3 +209,14 @@ def test_an_empty_or_blank_data_root_is_refused_naming_the_flag(value, tmp_path,
     for offline in (True, False):
         with pytest.raises(ValueError, match=rf"^data_root is {value!r} \((empty|blank)\): allowed is a folder's path"):
             neuralop_mp.enable(data_root=value, offline=offline)
+
+
+def test_a_data_root_under_the_home_folder_that_is_a_file_is_refused(tmp_path, monkeypatch):
+    """"~/data" was checked unexpanded (a folder "~" in the current one never exists), so a file at
+    ~/data passed the is-it-a-file check the loaders then met."""
+    import neuralop_mp
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"^Invalid data_root='~/data': a file; give the folder"):
+        neuralop_mp.enable(data_root="~/data")
