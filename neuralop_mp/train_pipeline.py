@@ -734,14 +734,15 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
             config, progress=progress, **({"reference": reference} if reference else {}))
     except (FileNotFoundError, FileExistsError, ValueError) as error:  # FileExistsError: another run's file
         raise _setup_error("data", error) from error
-    except OSError as error:  # a lock file of the data root that cannot be opened: `neuralop-mp data`'s line
-        from .data.cache import data_write_error, resolve_root
+    except OSError as error:  # `neuralop-mp data`'s line, worded after what failed: a data file that could
+        # not be read (naming it), else a lock file of the data root that cannot be opened
+        from .data.cache import data_os_error, resolve_root
         from .training.checkpointing import CheckpointWriteError
 
         if isinstance(error, CheckpointWriteError):  # a data file not saved (a full disk): the CLI says it
             raise
         root = resolve_root(getattr(config.data, "data_root", None))
-        raise _setup_error("data", data_write_error(root, error)) from error
+        raise _setup_error("data", data_os_error(root, error)) from error
     try:
         check_model_fits_data(config, train_loader)
     except ValueError as error:

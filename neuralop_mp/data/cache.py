@@ -18,22 +18,27 @@ replace it with other settings.
 
 A file is saved through a temporary file next to it, named after the host and the process
 (:func:`save_data_file`), which an exception or a Ctrl-C removes. A process killed where no
-code of its own runs (SIGKILL, a crash of the machine) leaves it: the next generation of that
-file removes it once it holds the lock, when its process is gone (:func:`_remove_stale_temporaries`).
+code of its own runs (SIGKILL, a crash of the machine) leaves it: the next generation in that
+folder (of any file, or a check that finds a file up to date) removes the temporaries of every
+data file there whose process is gone, each under its file's lock
+(:func:`_remove_stale_temporaries`), and says so (:func:`reporting_generation`).
 """
+import contextlib
 import contextvars
 import os
 import re
 import socket
 import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from ..caller_frames import stacklevel_outside
 from ..run_setup import RunSetupError, check_writable, file_lock
 from ..vocabulary import check_int_at_least
-from .file_checks import (DataFileError, generation_record, read_data_file,
+from .file_checks import (DataFileError, DataFileReadError, generation_record, read_data_file,
                           unreadable_file_warning)
 
 # Bump when the numerics of a generator change, so stale caches are regenerated.
@@ -66,15 +71,17 @@ def resolve_root(root):
     Raises
     ------
     RunSetupError
-        If ``root`` is an empty or blank string (a ValueError naming the running command's
-        option, :func:`current_data_root_option`): ``Path("")`` is the current folder, so
-        ``--root ""`` wrote the data there. None is the way to ask for the default (a
+        If ``root`` is an empty or blank string, or a path object of blanks (a ValueError naming
+        the running command's option, :func:`current_data_root_option`): ``Path("")`` is the
+        current folder, so ``--root ""`` wrote the data there. None is the way to ask for the default (a
         config's ``data_root: null``, whose spellings include ``""``, is None here).
     """
     if root is None:
         return default_data_root()
-    if isinstance(root, str):
-        _refuse_blank(root, current_data_root_option(), "leave it out for the default "
+    # a path object of blanks too (Path(" ") is the folder " "); Path("") is Path("."): no way to tell
+    text = os.fspath(root) if isinstance(root, (str, os.PathLike)) else None
+    if isinstance(text, str):
+        _refuse_blank(text, current_data_root_option(), "leave it out for the default "
                       "($NEURALOP_MP_DATA, else ~/.cache/neuralop_mp/data)")
     try:
         return Path(root).expanduser()
@@ -149,6 +156,32 @@ def current_data_root_option():
     return _DATA_ROOT_OPTION.get()
 
 
+class GenerationReport:
+    """What the generations of this thread did while :func:`reporting_generation` ran: ``generated``,
+    the data files it saved itself (not those another run saved meanwhile, which it found), and
+    ``removed``, the paths of the stale temporaries it removed (:func:`_remove_stale_temporaries`)."""
+
+    def __init__(self):
+        self.generated, self.removed = [], []
+
+
+_GENERATION_REPORT = contextvars.ContextVar("generation_report", default=None)
+
+
+@contextmanager
+def reporting_generation():
+    """Within this block (this thread), :func:`generate_cached` records what it did in the
+    :class:`GenerationReport` yielded, for a command to say: ``neuralop-mp data`` lists the files it
+    generated, those it found, and the temporaries it removed. Outside one, a removed temporary is
+    a RuntimeWarning."""
+    report = GenerationReport()
+    token = _GENERATION_REPORT.set(report)
+    try:
+        yield report
+    finally:
+        _GENERATION_REPORT.reset(token)
+
+
 def generate_cached(path, settings, n_samples, overwrite, compute):
     """Make sure ``path`` holds ``n_samples`` samples generated with ``settings``; return ``path``.
 
@@ -177,11 +210,11 @@ def generate_cached(path, settings, n_samples, overwrite, compute):
     seen = _identity(path)
     # an up-to-date file is used without the lock: a read-only data root stays usable
     if not _stale(path, settings, n_samples, overwrite):
+        _remove_stale_temporaries(path.parent)  # a file found up to date: what a killed rewrite left
         return path
     check_writable(path.parent, current_data_root_option(), what="Data folder")
     with _generation_lock(path) as locked:
-        if locked:  # every generation of this file locks it: no other one is writing a temporary now
-            _remove_stale_temporaries(path)
+        _remove_stale_temporaries(path.parent, held=path if locked else None)
         if _identity(path) != seen:  # written (or removed) by another run while this one waited
             if not _stale(path, settings, n_samples, overwrite=False):
                 return path
@@ -197,7 +230,11 @@ def generate_cached(path, settings, n_samples, overwrite, compute):
                 raise FileExistsError(
                     f"{path} was written by another run ({theirs}) while this one waited to write it ({ours}); "
                     "refusing to replace it. Run this one again to replace it, or give the runs different roots.")
-        return save_data_file(path, compute(), settings, n_samples)
+        save_data_file(path, compute(), settings, n_samples)
+    report = _GENERATION_REPORT.get()
+    if report is not None:
+        report.generated.append(path)
+    return path
 
 
 def _identity(path):
@@ -216,8 +253,13 @@ def _generation_lock(path):
     The lock file stays: removing it would let a third run lock a new file of that
     name while a second one still waits on the removed one."""
     # another user's lock file in a shared data root is as usable as one's own (run_setup.file_lock)
-    with file_lock(path.with_name(path.name + ".lock")) as held:
+    with file_lock(_lock_file(path)) as held:
         yield held is not None
+
+
+def _lock_file(path):
+    """The lock file of the data file ``path``: ``<path>.lock``."""
+    return path.with_name(path.name + ".lock")
 
 
 def _stale(path, settings, n_samples, overwrite):
@@ -275,14 +317,17 @@ def save_data_file(path, tensors, settings, n_samples):
     return path
 
 
-def data_write_error(root, err):
-    """The one-line error of an OSError raised while a data file of ``root`` was being made:
-    :func:`save_data_file`'s own (a ``CheckpointWriteError`` naming its file), else one naming the
-    data folder (the folder, a lock file that cannot be opened: ``err`` names it). ``neuralop-mp
-    data`` and ``train`` say it."""
+def data_os_error(root, err):
+    """The one-line error of an OSError raised while a data file of ``root`` was being made or read,
+    worded after what failed: :func:`save_data_file`'s own (a ``CheckpointWriteError`` naming its
+    file) and a read that failed (a :class:`~.file_checks.DataFileReadError` naming its file) as
+    they are; anything else happened before a save (the folder, a lock file that cannot be opened:
+    ``err`` names it), one naming the data folder. ``neuralop-mp data`` and ``train`` say it."""
     from ..training.checkpointing import CheckpointWriteError, write_error
 
-    return err if isinstance(err, CheckpointWriteError) else write_error(root, err, "a data file in")
+    if isinstance(err, (CheckpointWriteError, DataFileReadError)):
+        return err
+    return write_error(root, err, "a data file in")
 
 
 # the host in a temporary's name: a process id tells whether a writer is gone on its own host only
@@ -295,31 +340,59 @@ def _temporary_path(path):
     return path.with_name(f"{path.name}.{_HOST}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
-def _remove_stale_temporaries(path):
-    """Remove the temporaries of ``path`` (:func:`_temporary_path`) that processes of this host that
-    no longer exist left (killed by SIGKILL while saving). Called holding ``path``'s generation lock.
+# a temporary of a data file of ours (data_file's name, :func:`_temporary_path`'s suffix; versions
+# before the host was named wrote ``<file>.<pid>.<thread>.tmp``): groups file, host, pid
+_TEMPORARY = re.compile(r"([A-Za-z0-9]+_(?:train|test)_\d+\.pt)\.(?:([A-Za-z0-9-]*)\.)?(\d+)\.\d+\.tmp")
+
+
+def _remove_stale_temporaries(folder, held=None):
+    """Remove the temporaries of the data files of ``folder`` (:func:`_temporary_path`) that processes
+    of this host that no longer exist left (killed by SIGKILL while saving), each while holding its
+    data file's generation lock (``held``: the data file whose lock the caller holds; the others'
+    are tried without waiting, one being generated now is left for a later run). Each removal is
+    recorded (:func:`reporting_generation`), or warned of outside a report.
 
     This process's own and those of a live process or of another host are left alone: a writer
     that did not take the lock (a host whose ``flock`` does not reach this folder) may still be
-    writing them. Versions before the host was named wrote ``<path>.<pid>.<thread>.tmp``, taken
-    as this host's. A temporary that cannot be removed (another user's) is left too.
+    writing them; so are all where there is no lock (no ``fcntl``). Names of another pattern (a
+    user's file) are never touched. A temporary that cannot be removed (another user's) is left.
     """
-    pattern = re.compile(re.escape(path.name) + r"\.(?:([A-Za-z0-9-]*)\.)?(\d+)\.(\d+)\.tmp")
     try:
-        names = os.listdir(path.parent)
+        names = sorted(os.listdir(folder))
     except OSError:
         return
+    removed = []
     for name in names:
-        match = pattern.fullmatch(name)
-        if match is None or match[1] not in (None, _HOST):
+        match = _TEMPORARY.fullmatch(name)
+        if match is None or match[2] not in (None, _HOST):
             continue
-        pid = int(match[2])
+        pid = int(match[3])
         if pid == os.getpid() or _process_exists(pid):
             continue
+        data_path = Path(folder) / match[1]
         try:
-            (path.parent / name).unlink()
-        except OSError:  # gone meanwhile, or not ours to remove
-            pass
+            with contextlib.ExitStack() as stack:
+                if data_path != held:  # BlockingIOError below while another run generates it
+                    if stack.enter_context(file_lock(_lock_file(data_path), wait=False)) is None:
+                        continue  # no lock here: a writer cannot be told from a dead one
+                (Path(folder) / name).unlink()
+        except OSError:  # being generated, gone meanwhile, or not ours to remove (a lock file we cannot open)
+            continue
+        removed.append(Path(folder) / name)
+    if not removed:
+        return
+    report = _GENERATION_REPORT.get()
+    if report is not None:
+        report.removed.extend(removed)
+    else:
+        warnings.warn(removed_temporaries_line(removed), RuntimeWarning,
+                      stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
+
+
+def removed_temporaries_line(removed):
+    """The one line that says the stale temporaries ``removed`` (paths) were removed."""
+    return (f"removed {len(removed)} temporary file{'s' if len(removed) > 1 else ''} that a killed generation "
+            f"left: {', '.join(map(str, removed))}")
 
 
 def _process_exists(pid):

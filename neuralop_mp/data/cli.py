@@ -9,7 +9,9 @@ Example::
     neuralop-mp data darcy --res 64 --n-train 0 --n-test 200   # a test set alone
     neuralop-mp data darcy --res 16 --solver-resolution 241    # labels solved on 241 points
 
-Prints one line per file (cached files are marked). Exit status 0 on success,
+Prints one line per file: those this run did not generate itself (found up to date, or written
+by another run on the same root meanwhile) are marked ``(cached)``; then, where it removed
+temporary files that a killed generation left, one line naming them. Exit status 0 on success,
 2 on bad arguments (the message names the bad value and the allowed ones) and on a data
 folder or lock file that cannot be written or opened (one line naming it, as ``neuralop-mp
 train``), 1 for a data file that cannot be written (one line naming it and, on a full disk,
@@ -144,22 +146,22 @@ def main(argv=None):
     except SystemExit as exit_:  # argparse exits on --help and on bad arguments
         return int(exit_.code or 0)
     start = time.perf_counter()
-    before = {}
     # SIGTERM as Ctrl-C: the save's cleanup runs (no temporary left), one line instead of a traceback
     with terminate_as_interrupt():
         try:
-            from .cache import data_root_option, data_write_error, resolve_root
+            from .cache import (data_os_error, data_root_option, removed_temporaries_line, reporting_generation,
+                                resolve_root)
 
-            # a data root that cannot be written, or an empty --root, names this command's option
-            with data_root_option("--root"):
+            # a data root that cannot be written, or an empty --root, names this command's option;
+            # the files this run generates itself, told from those another run wrote meanwhile
+            with data_root_option("--root"), reporting_generation() as report:
                 root = resolve_root(args.root)
-                before = {p: p.stat().st_mtime_ns for p in root.glob("*.pt")} if root.exists() else {}
                 files = _generate(args)
         except (ValueError, FileExistsError) as err:
             print(f"neuralop-mp data: error: {err}", file=sys.stderr)
             return 2
         except OSError as err:
-            error = data_write_error(root, err)
+            error = data_os_error(root, err)
             fix = _retry_advice(error.errno)
             if isinstance(err, CheckpointWriteError):  # a data file not saved (save_data_file): its temporary removed
                 print(f"neuralop-mp data: error: {error}; the files finished before it are kept, the one being "
@@ -177,8 +179,9 @@ def main(argv=None):
             return exit_status(interrupt)
     for res, paths in files.items():
         for path in filter(None, paths):  # None: a split of 0 samples, not written
-            cached = before.get(path) == path.stat().st_mtime_ns
-            print(f"{path}{'  (cached)' if cached else ''}")
+            print(f"{path}{'' if path in report.generated else '  (cached)'}")
+    if report.removed:
+        print(removed_temporaries_line(report.removed))
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -22,7 +22,8 @@ seeds. A file of ours recording another resolution than its name's (a copy under
 resolution's name) and one written by another generator version are regenerated (or refused,
 naming the command that regenerates them) the same way; one of another dataset (its record
 names another generator: a copy under this dataset's name) is regenerated as a missing file
-is, or refused, naming both generators. The physics of a load is one: a missing file is
+is, or refused, naming both generators; a ``reference`` record of another dataset is refused,
+naming both. The physics of a load is one: a missing file is
 generated with the physics
 our other files of the load record (the generator's defaults when there are none),
 and files of ours recording different physics are refused, naming them. A load of
@@ -191,7 +192,9 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     ``reference`` (``{name: generation record}``, e.g. the training file of a run whose
     test files alone are loaded) joins the files' records there: a missing file is
     generated with its physics, a file of other physics is refused naming it and the
-    reference, and the command a FileNotFoundError suggests carries its flags.
+    reference, and the command a FileNotFoundError suggests carries its flags. A reference
+    record of another dataset (its generator is not this load's) is a ValueError naming both
+    generators, before any file is read (:func:`_refuse_reference_of_another_dataset`).
 
     Returns
     -------
@@ -201,6 +204,7 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
         that reads the tensors itself, without reading the files again.
     """
     root = Path(root)
+    _refuse_reference_of_another_dataset(cli_name, reference)
     requested = {"seed": int(seed)}  # what the loader asks for; the physics is whatever the files hold
     missing = []
     # path -> its contents (memory-mapped) as read here, checked below without reading the file
@@ -305,6 +309,22 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
         read[path] = check_data_file(path, res, n, SPATIAL_DIMS[prefix], data=read.get(path), split=split,
                                      time_axes=TIME_AXES[prefix])
     return read
+
+
+def _refuse_reference_of_another_dataset(cli_name, reference):
+    """Refuse a ``reference`` (``{name: generation record}``, :func:`ensure_files`) whose record
+    names another generator than ``cli_name``, this load's: the run it comes from trained on
+    another dataset (another equation), so this load's files are not the data it recorded, and
+    neither its physics nor its seed say anything about them. A ValueError names both generators."""
+    for name, meta in (reference or {}).items():
+        other = _outdated_record(cli_name, meta).get("generator")
+        if other:
+            recorded, expected = other
+            raise ValueError(
+                f"{name} records {recorded} data (its generation record names the generator {recorded!r}), but this "
+                f"load reads {expected} data (the generator {expected!r}): a run trains and is evaluated on the data "
+                f"it recorded. Load {recorded} data as the run did (its config's data section), or start a new run "
+                f"for {expected} data.")
 
 
 def _outdated_record(cli_name, meta):
