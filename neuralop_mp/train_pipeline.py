@@ -798,6 +798,8 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
         trainer.on_finished_run = lambda folder: log(
             f"[neuralop-mp] {folder} already finished all {trainer.start_epoch} epochs; nothing to train "
             f"(resume with --opt.n_epochs N, N > {trainer.start_epoch}, to train more)")
+        # moved phase boundaries: a warning line of the run's log, not a Python warning with its source line
+        trainer.on_moved_phases = partial(log_warning, log)
     log(
         f"[neuralop-mp] {type(model).__name__} with {parameters_text(parameter_counts(model))} parameters, "
         f"{len(train_loader.dataset)} training samples at {config.data.train_resolution}, "

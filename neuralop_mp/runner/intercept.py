@@ -19,6 +19,7 @@ from ..layers.layer_precision import upstream_spectral_layers
 from ..layers.precision_switch import mixed_precision_layers
 from ..precision_policy import PrecisionPolicy
 from ..training.schedule import PrecisionSchedule
+from ..vocabulary import none_if_null
 
 # While the factory builds an optimizer it may itself call the replaced name (a
 # factory optimizer that subclasses upstream's AdamW): this flag makes the stand-in step aside.
@@ -62,9 +63,11 @@ def plugin_config(config, options):
 
     The script's ``config.model`` with the requested precision, half dtype,
     stabilizer, spectral weight dtype and recompute mode written over it, the script's ``patching``
-    section, and the requested schedule as ``opt.precision_schedule`` (so the model gets the
-    mixed-precision layer even when it starts in "full"). The script's own config
-    object is not modified.
+    section, the requested schedule as ``opt.precision_schedule`` (so the model gets the
+    mixed-precision layer even when it starts in "full"), and the script's ``device`` where its
+    config has one (a half type of "auto" resolves on it, as :func:`neuralop_mp.get_model`
+    resolves it; upstream's configs have none: CUDA when available, the device upstream's
+    ``setup`` picks). The script's own config object is not modified.
     """
     model = _section(config, "model")
     if model is None:
@@ -80,17 +83,21 @@ def plugin_config(config, options):
     if options.get("schedule") is not None:
         opt["precision_schedule"] = str(options["schedule"])
     built["opt"] = opt
+    device = none_if_null(read_key(config, "device"))
+    if device is not None:
+        built["device"] = device
     return built
 
 
-def stabilizer_off_note(policy, options, prefix=""):
+def stabilizer_off_note(policy, options, prefix="", config=None):
     """:func:`~neuralop_mp.build_steps.stabilizer_off_note` for an activation's ``options`` and
     the ``policy`` a model is built with: the half type "auto" as the models built through
-    ``neuralop.get_model`` resolve it (a script's config names no device: CUDA when available);
+    ``neuralop.get_model`` resolve it, on ``config``'s device (a :func:`plugin_config`), CUDA when
+    available without one (upstream's configs; the activation, before any config is read);
     ``prefix`` names the option as the caller wrote it."""
-    import torch
+    from ..models.registry import _run_device  # get_model's own rule
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _run_device({} if config is None else config)
     return build_steps.stabilizer_off_note(policy, options["schedule"], policy.half_torch_dtype(device),
                                            stabilizer_key=prefix + "stabilizer")
 
@@ -112,7 +119,7 @@ def make_get_model(options, report, parts, keeps_upstream_adamw=False, prefix=""
         policy = build_steps.precision_policy(built)
         model = build_steps.build_model(built, policy, get_model=parts.get_model)
         entry = report.record_model(model, arch=str(built["model"].get("model_arch", "")))
-        off_note = stabilizer_off_note(policy, options, prefix) if options["precision"] is None else None
+        off_note = stabilizer_off_note(policy, options, prefix, built) if options["precision"] is None else None
         if off_note:  # given a precision, the activation said it already
             report.note(f"stabilizer {off_note}")
         if keeps_upstream_adamw and entry.get("spectral_weight_dtype") == "complex32":

@@ -199,6 +199,13 @@ class ComplexGradScaler:
         # one fused reduction and one read back to the host per device (on a GPU every read waits for it)
         return not all_tensors_finite(grads)
 
+    @property
+    def loss_skipped(self):
+        """Whether this iteration's step is skipped for a non-finite loss (:meth:`skip_step`), not
+        for a gradient: this process's own until :meth:`step` skips, then any rank's (agreed in a
+        process group, so every rank reads the same); False again after :meth:`update`."""
+        return self._loss_skip
+
     def skip_step(self):
         """Mark the current step as non-finite without looking at gradients
         (e.g. when the loss itself is not finite and backward was not run).

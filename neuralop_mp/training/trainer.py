@@ -442,6 +442,10 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
     on_finished_run : callable or None
         None: such a resume is said as a warning. A callable taking the checkpoint folder
         says it instead (the training pipeline's writes it in the run's log).
+    on_moved_phases : callable or None
+        None: a resume whose schedule or ``n_epochs`` moves a phase boundary of the epochs
+        still to train says it as a ``UserWarning``. A callable taking the message says it
+        instead (the training pipeline's writes it as a warning line of the run's log).
     """
 
     on_finished_run = None
@@ -748,6 +752,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         finally:
             self._in_guarded_step = False
             self._close_step_meter()
+        # a non-finite loss on any rank (agreed once the step skips; update() clears it) is no skip of
+        # a scale still calibrating: this rank's own finite loss would count it on this rank only
+        loss_skipped = self.scaler.loss_skipped
         # decided at the epoch's first step, not in on_epoch_start: a subclass's on_epoch_start may set
         # precision or weight dtypes after super()'s (or not call it), and the step sees what it set
         if stats["scale_grows"] is None:
@@ -757,7 +764,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             stats["metered_step_taken"] = stepped  # a skipped step's peak is no other step's (_remember_memory)
         if stepped:
             self._check_weights_finite(optimizer, batch["idx"])
-        elif self.scaler.enabled and batch["finite"] and not steps_taken_before:
+        elif self.scaler.enabled and not loss_skipped and not steps_taken_before:
             stats["calibration_skips"] += 1  # the scale still coming down to one the gradients fit
         if batch["finite"]:
             stats["loss_sum"] += batch["loss"]
@@ -919,10 +926,13 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         """Warn of the epoch's ``skipped`` steps: always without loss scaling (a skip there always
         means trouble) and with ``verbose``; with scaling where more than half of the epoch's
         steps were skipped, not counting the skips of a scale still calibrating itself at the
-        run's start (before its first step), or where no step of the epoch was taken at all."""
+        run's start (before its first step; a step skipped for a non-finite loss, on any rank,
+        is none), or where no step of the epoch was taken at all. Under DDP rank 0 alone warns:
+        every rank counts the same skips."""
         steps, calibrating = self._epoch_steps(), self._epoch_stats["calibration_skips"]
         most = skipped == steps or 2 * (skipped - calibrating) > steps
-        if not skipped or not (self.verbose or not self.scaler.enabled or most):
+        # every rank counts the same skips (the scaler's all-reduced decisions): rank 0 alone says them
+        if not skipped or not (self.verbose or not self.scaler.enabled or most) or distributed.rank() != 0:
             return
         text = f"Epoch {epoch}: skipped {skipped} optimizer step(s) of {steps} with non-finite loss or gradients " \
                f"({self._phase_text()})"

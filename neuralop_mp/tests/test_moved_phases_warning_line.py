@@ -1,0 +1,53 @@
+"""``train --resume`` whose schedule's phase boundaries move: one ``[neuralop-mp] WARNING:`` line on
+standard error (as the run's other warnings), not a raw Python warning with its file, line and source
+line; the Python API still warns, at the caller's line."""
+import warnings
+
+from neuralop_mp import cli
+from neuralop_mp.training.tests.tiny import (CrashingTrainer, Interrupted, loss, optimizer_and_scheduler, tiny_data,
+                                             tiny_fno)
+from neuralop_mp.training.trainer import MixedPrecisionTrainer
+
+from .test_train_pipeline import TINY_RUN, _four_random_samples_as_data
+
+TINY_ARGS = [token for key, value in TINY_RUN.items() for token in (f"--{key}", value)]
+MOVED = "the phase boundaries move"
+
+
+def test_train_resume_says_moved_phase_boundaries_in_one_warning_line_of_its_own(monkeypatch, tmp_path, capsys):
+    _four_random_samples_as_data(monkeypatch)
+    out = tmp_path / "run"
+    assert cli.main(["train", "darcy", "--output_dir", str(out), "--opt.n_epochs", "2", "--threads", "1",
+                     "--opt.precision_schedule", "half:0.5,full:0.5", *TINY_ARGS]) == 0
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # 8 epochs: "half" runs epochs 0-3, so epochs 2 and 3, "full" in the saved run, move to "half"
+        assert cli.main(["train", "--resume", str(out), "--opt.n_epochs", "8"]) == 0
+    said = capsys.readouterr()
+    assert not [w for w in caught if MOVED in str(w.message)]  # was: a UserWarning
+    lines = [line for line in said.err.splitlines() if MOVED in line]
+    assert lines == ["[neuralop-mp] WARNING: Resuming a run saved with (schedule, n_epochs)=('half:0.5,full:0.5', 2) "
+                     "as ('half:0.5,full:0.5', 8): the phase boundaries move (epoch 2 changes phase)."]
+    assert MOVED not in said.out and "UserWarning" not in said.err
+
+
+def test_the_python_api_still_warns_of_moved_phase_boundaries_at_the_callers_line(tmp_path):
+    train, test = tiny_data(n=8, batch_size=8)
+    model = tiny_fno(seed=0)
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    first = CrashingTrainer(model=model, n_epochs=4, precision_schedule="half:0.5,full")
+    first.crash_at = 2
+    try:
+        first.train(train, test, optimizer, scheduler, training_loss=loss(), save_every=1, save_dir=tmp_path)
+    except Interrupted:
+        pass
+    model = tiny_fno(seed=1)
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=8, precision_schedule="half:0.5,full")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train(train, test, optimizer, scheduler, training_loss=loss(), resume_from_dir=tmp_path)
+    moved = [w for w in caught if MOVED in str(w.message)]
+    assert len(moved) == 1 and moved[0].category is UserWarning
+    assert moved[0].filename == __file__  # was: trainer.py, the package's own line
