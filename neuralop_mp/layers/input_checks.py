@@ -15,6 +15,7 @@ trainer skips such steps and the data loaders refuse non-finite data up front).
 """
 import math
 
+import numpy as np
 import torch
 from tensorly.cp_tensor import validate_cp_rank
 from tltorch.factorized_tensors.core import FactorizedTensor
@@ -250,6 +251,97 @@ def tensorly_rank(rank):
     return int(number) if is_integer(number) else float(number)
 
 
+def check_rank_value(rank, factorization, key="rank", dense=None):
+    """A factorization's ``rank`` (``key``) as tensorly-torch takes it (:func:`tensorly_rank`), where
+    it is one of the kinds it means whatever the weight's shape: tensorly-torch's ``'same'`` (as
+    many parameters as the dense weight), a fraction in (0, 1] of the dense weight's parameters, an
+    integer >= 1 (the rank of every mode), or a tuple of integers >= 1 (one per mode: Tucker, TT).
+    Whether a tuple's length or an integer's size fits a weight is :func:`check_layer_arguments`'.
+
+    tensorly-torch builds nothing sensible from the others: rank 0 divides by zero (a warning,
+    then a Tucker core of zeros) or fails in CP, a negative or NaN rank fails deep inside its
+    solver, a fraction above 1 builds more parameters than the dense weight. ``dense``: the
+    dense weight's parameter count, said in the message of a fraction above 1 where known.
+
+    Raises
+    ------
+    ValueError
+        Naming ``key``, the value (as given) and the allowed values.
+    """
+    # numpy's and 0-d tensors' numbers are checked as the int or float they are, named as given
+    given, rank = rank, tensorly_rank(rank)
+    allowed = ("a fraction in (0, 1] of the dense weight's parameters, an integer >= 1, or a tuple of integers >= 1 "
+               "(one per mode: Tucker, TT)")
+    if isinstance(rank, str):
+        if rank == "same":  # tensorly-torch's: as many parameters as the dense weight
+            return rank
+        # tensorly-torch takes any other string for a sequence of ranks: a TypeError in torch.empty
+        raise ValueError(f"Invalid {key}={given!r} with factorization={factorization!r}; allowed values: 'same' (as "
+                         f"many parameters as the dense weight), {allowed}.")
+    if isinstance(rank, (list, tuple)) and _positive_ints(rank):
+        return rank
+    if isinstance(rank, bool) or not isinstance(rank, (int, float)) and not is_integer(rank) or not rank > 0:
+        raise ValueError(f"Invalid {key}={given!r}; allowed values: {allowed}.")
+    if isinstance(rank, float) and rank > 1.0:
+        weight = "the dense weight's parameters" if dense is None else f"the dense weight's {dense} parameters"
+        raise ValueError(
+            f"Invalid {key}={given!r} with factorization={factorization!r}: a float rank is the fraction of "
+            f"{weight} kept, so {given!r} asks for more parameters than the dense "
+            "weight and ranks larger than its dimensions. Allowed values: (0, 1], or an integer rank.")
+    return rank
+
+
+def check_flag(key, value):
+    """An on/off setting (``key``: ``separable``, ``bias``, a model's ``use_channel_mlp``) as a
+    Python bool: a bool, a numpy bool, or the integer 0 or 1 (upstream's default_config.py writes
+    ``use_channel_mlp: int = 0``). Upstream takes any value for its truth: the string "False" is
+    truthy and silently meant True.
+
+    Raises
+    ------
+    TypeError
+        Not a bool nor an integer (a string, a float, None), naming ``key``, the value and the
+        allowed values.
+    ValueError
+        An integer other than 0 and 1, worded the same.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if is_integer(value) and value in (0, 1):
+        return bool(value)
+    error = ValueError if is_integer(value) else TypeError
+    raise error(f"Invalid {key}={value!r}; allowed values: True, False (a numpy bool, or the integer 1 or 0, "
+                "taken as them).")
+
+
+def flag_parameters(params):
+    """The names among ``params`` (``{name: inspect.Parameter}``) of on/off settings, checked by
+    :func:`check_flag`: those whose default is a bool, but ``fixed_rank_modes`` (also
+    ``fno_fixed_rank_modes``), which takes an integer mode or a list of them too."""
+    return [name for name, param in params.items()
+            if isinstance(param.default, bool) and not name.endswith("fixed_rank_modes")]
+
+
+def check_init_std(init_std):
+    """``init_std`` as upstream's ``SpectralConv`` uses it: ``"auto"`` as it is, a number as a Python
+    float. Upstream draws the spectral weight (and the bias) with it as their standard deviation:
+    torch refuses a negative or NaN one deep inside (``normal expects std >= 0.0``, or a
+    tensorly-torch error for a factorized weight), an infinite one gives NaN weights silently, and
+    ``True`` means 1.
+
+    Raises
+    ------
+    ValueError
+        Naming ``init_std``, the value and the allowed values (a TypeError too for a value that
+        is no number: :class:`~neuralop_mp.vocabulary.NotARealNumberError`).
+    """
+    if isinstance(init_std, str) and init_std == "auto":
+        return init_std
+    return check_real("init_std", init_std, low=0, allowed=(
+        "'auto' ((2 / (in_channels + out_channels)) ** 0.5), or a finite number >= 0 (the standard deviation of the "
+        "initial spectral weight and bias; 0: zeros)"))
+
+
 def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable, complex_data=False,
                           max_n_modes=None, fixed_rank_modes=False):
     """Refuse constructor arguments that would build a wrong or oversized layer.
@@ -257,7 +349,8 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
     Rules: channels and every ``n_modes`` (and ``max_n_modes``) entry are integers >= 1;
     ``factorization`` is one of :func:`factorization_choices`; with a factorization, the one
     string ``rank`` is tensorly-torch's ``'same'``, a float ``rank`` is the fraction of the
-    dense weight's parameters kept and must be in (0, 1] (with CP, also large enough that
+    dense weight's parameters kept and must be in (0, 1] (those two and the rank's kind:
+    :func:`check_rank_value`; with CP, also large enough that
     tensorly-torch derives a CP rank >= 1 from it), per-mode ranks fit the weight (Tucker:
     one per dimension; TT: one per bond and the two boundary ranks of 1; CP takes none),
     and an integer ``rank`` is refused only when
@@ -290,27 +383,13 @@ def check_layer_arguments(in_channels, out_channels, n_modes, rank, factorizatio
     fixed = _check_fixed_modes(fixed_rank_modes, shape) if kind == "tucker" else ()
     if factorization is None or kind == "dense":
         return  # no factorization takes the rank
-    # numpy's and 0-d tensors' numbers are checked as the int or float they are, named as given
-    given, rank = rank, tensorly_rank(rank)
-    if isinstance(rank, str):
-        if rank == "same":  # tensorly-torch's: as many parameters as the dense weight
-            return
-        # tensorly-torch takes any other string for a sequence of ranks: a TypeError in torch.empty
-        raise ValueError(f"Invalid rank={given!r} with factorization={factorization!r}; allowed values: 'same' (as "
-                         "many parameters as the dense weight), a fraction in (0, 1] of the dense weight's "
-                         "parameters, an integer >= 1, or a tuple of integers >= 1 (one per mode: Tucker, TT).")
-    if isinstance(rank, (list, tuple)) and _positive_ints(rank):
+    given, dense = rank, math.prod(shape)
+    rank = check_rank_value(rank, factorization, dense=dense)
+    if isinstance(rank, str):  # "same"
+        return
+    if isinstance(rank, (list, tuple)):
         _check_rank_tuple(rank, factorization, kind, shape)
         return
-    if isinstance(rank, bool) or not isinstance(rank, (int, float)) and not is_integer(rank) or not rank > 0:
-        raise ValueError(f"Invalid rank={given!r}; allowed values: a fraction in (0, 1] of the dense weight's "
-                         "parameters, an integer >= 1, or a tuple of integers >= 1 (one per mode: Tucker, TT).")
-    dense = math.prod(shape)
-    if isinstance(rank, float) and rank > 1.0:
-        raise ValueError(
-            f"Invalid rank={given!r} with factorization={factorization!r}: a float rank is the fraction of the "
-            f"dense weight's {dense} parameters kept, so {given!r} asks for more parameters than the dense "
-            "weight and ranks larger than its dimensions. Allowed values: (0, 1], or an integer rank.")
     if not is_integer(rank):  # a fraction: Tucker and TT ranks stay >= 1, a CP rank can round to 0
         cp_rank = validate_cp_rank(shape, float(rank)) if kind == "cp" else 1
         if cp_rank < 1:

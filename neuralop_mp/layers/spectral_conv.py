@@ -38,10 +38,13 @@ from .complex_half import DEFAULT_COMPLEX_PRODUCT, run_plan, run_plan_rounded, t
 from .contraction_planner import plan_contraction
 from .fft import rfftn as rfftn_saving_nothing
 from .input_checks import (
+    check_flag,
+    check_init_std,
     check_input,
     check_layer_arguments,
     check_n_modes,
     check_resolution_scaling_factor,
+    flag_parameters,
     tensorly_fixed_rank_modes,
     tensorly_rank,
 )
@@ -138,7 +141,9 @@ class MixedPrecisionSpectralConv(SpectralConv):
         As upstream's ``SpectralConv``, checked in the constructor
         (:mod:`.input_checks`); ``resolution_scaling_factor`` also takes a tuple, as the list
         it spells (upstream drops one silently), and a numpy integer ``rank`` builds that
-        int's rank. ``fno_block_precision`` is validated:
+        int's rank. ``complex_data``, ``bias`` and ``separable`` take a bool (a numpy bool, or
+        the integer 0 or 1; upstream reads the string "False" as True), ``init_std`` "auto" or a
+        finite number >= 0. ``fno_block_precision`` is validated:
 
         * ``"full"``: the input is cast to float32 (complex64) at the layer boundary,
           everything runs in fp32; equal to upstream up to fp32 rounding.
@@ -222,6 +227,13 @@ class MixedPrecisionSpectralConv(SpectralConv):
         # torch.fft's norms (None is "backward"): another fails only at the first forward, in torch
         check_choice("fft_norm", fft_norm, FFT_NORMS)
         _check_forwardable(super().__init__, kwargs)
+        # on/off settings as bools: upstream takes any value for its truth ("False" meant True); the
+        # parent's other flags among kwargs (a newer version's enforce_hermitian_symmetry) too
+        complex_data, bias, separable = (check_flag(name, value) for name, value in
+                                         (("complex_data", complex_data), ("bias", bias), ("separable", separable)))
+        parent_flags = flag_parameters(inspect.signature(super().__init__).parameters)
+        kwargs = {key: check_flag(key, value) if key in parent_flags else value for key, value in kwargs.items()}
+        init_std = check_init_std(init_std)
         check_layer_arguments(in_channels, out_channels, n_modes, rank, factorization, separable, complex_data,
                               max_n_modes=max_n_modes, fixed_rank_modes=fixed_rank_modes)
         # a list of floats, one per spatial dimension: upstream's own validation keeps it as it is

@@ -5,6 +5,8 @@ import inspect
 
 from torch import nn
 
+from ..layers.input_checks import check_flag, flag_parameters
+
 
 def constructor_params(cls):
     """Named constructor arguments of ``cls``, following ``**kwargs`` up the MRO.
@@ -61,3 +63,17 @@ def rebuilding_arguments(cls, args, kwargs):
     unnamed = {p.name for p in positional[:kept]} | {p.name for p in params if p.kind is p.POSITIONAL_ONLY}
     named = {p.name: value for p, value in zip(positional[kept:], args[kept:])}
     return tuple(args[:kept]), {**{k: v for k, v in kwargs.items() if k not in unnamed}, **named}
+
+
+def check_flag_arguments(prefix, arguments, params):
+    """``arguments`` (a dict of constructor arguments, changed in place and returned) with each of
+    its on/off settings, the arguments of ``params`` whose default is a bool
+    (:func:`~neuralop_mp.layers.input_checks.flag_parameters`: ``separable``, ``use_channel_mlp``,
+    ``preactivation``, ...), checked and made a Python bool
+    (:func:`~neuralop_mp.layers.input_checks.check_flag`), named ``<prefix>.<name>`` in its error:
+    upstream's models take any value for its truth, so ``separable="False"`` built a separable
+    model."""
+    for name in flag_parameters(params):
+        if name in arguments:
+            arguments[name] = check_flag(f"{prefix}.{name}", arguments[name])
+    return arguments

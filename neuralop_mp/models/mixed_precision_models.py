@@ -47,7 +47,7 @@ from ..layers.spectral_conv import MixedPrecisionSpectralConv
 from ..precision_policy import PrecisionPolicy
 from ..vocabulary import check_int_at_least, normalize_recompute_chunk_points, normalize_stabilizer
 from ..wrapped_module import unwrap
-from .constructor_args import constructor_params, positional_parameters, rebuilding_arguments
+from .constructor_args import check_flag_arguments, constructor_params, positional_parameters, rebuilding_arguments
 from .pointwise_chunks import DEFAULT_CHUNK_POINTS
 from .pointwise_tiles import set_pointwise_tiles
 from .recompute import check_recompute_mode, recompute_chunk_points, recompute_mode, set_recompute
@@ -338,6 +338,37 @@ def _as_upstream_scaling_factor(factor, order, key):
             f"{order} of them (one per spatial dimension).") from None
 
 
+def _as_upstream_uno_scalings(scalings, uno_n_modes, key):
+    """UNO's ``uno_scalings`` (``key``) checked, each row as a list of floats: one row per layer
+    (upstream counts them), each a list or tuple of one finite number > 0 per spatial dimension (as
+    many as ``uno_n_modes[0]`` has entries), the layer's ``resolution_scaling_factor``
+    (:func:`~neuralop_mp.layers.input_checks.check_resolution_scaling_factor`). A row of another
+    length was refused by the layer under its own argument's name, not the row the user typed;
+    upstream builds one (its end-to-end factor zips the rows, the layer keeps what it is given) and
+    a row of one entry fails at the first forward. Where ``uno_n_modes`` gives no count, or
+    ``scalings`` is None, upstream's own error comes first."""
+    rows_of_modes = uno_n_modes if isinstance(uno_n_modes, (list, tuple)) else ()
+    if scalings is None or not rows_of_modes or not isinstance(rows_of_modes[0], (list, tuple)):
+        return scalings
+    order = len(rows_of_modes[0])
+    allowed = (f"a list of {order} finite number{'s' if order > 1 else ''} > 0 (the layer's scaling of each of its "
+               f"{order} spatial dimension{'s' if order > 1 else ''}, as uno_n_modes[0] has {order} entr"
+               f"{'ies' if order > 1 else 'y'})")
+    if not isinstance(scalings, (list, tuple)):
+        raise ValueError(f"Invalid {key}={scalings!r}; allowed values: a list with one row per layer, each {allowed}.")
+    checked = []
+    for i, row in enumerate(scalings):
+        try:
+            if not isinstance(row, (list, tuple)) or len(row) != order:
+                raise ValueError
+            checked.append(check_resolution_scaling_factor(row, order))
+        except ValueError:
+            wrong_length = isinstance(row, (list, tuple)) and len(row) != order
+            length = f" ({len(row)} entr{'ies' if len(row) != 1 else 'y'})" if wrong_length else ""
+            raise ValueError(f"Invalid {key}[{i}]={row!r}{length}; allowed values: {allowed}.") from None
+    return checked
+
+
 def _bound_arguments(cls, signature, args, kwargs):
     """``signature.bind(*args, **kwargs).arguments``; its TypeError names the class whose
     constructor takes ``signature`` and, for an unknown keyword, the closest argument (or
@@ -405,6 +436,7 @@ class _PrecisionRecordingModel:
         self._init_kwargs = {**record, "args": args_kept}
         arguments = _bound_arguments(type(self), self._plugin_signature, args, kwargs)
         _check_model_sizes(type(self).__name__, arguments, self._min_layers)
+        check_flag_arguments(type(self).__name__, arguments, self._plugin_signature.parameters)
         if "resolution_scaling_factor" in arguments:
             arguments["resolution_scaling_factor"] = _as_upstream_scaling_factor(
                 arguments["resolution_scaling_factor"], len(arguments.get("n_modes") or ()),
@@ -649,6 +681,9 @@ class MixedPrecisionUNO(_PrecisionRecordingModel, UNO, name="MixedPrecisionUNO")
     _min_layers = 1  # upstream's UNO fails to build 0 blocks (an IndexError)
 
     def _upstream_kwargs(self, arguments, policy, layer):
+        if "uno_scalings" in arguments:
+            arguments["uno_scalings"] = _as_upstream_uno_scalings(
+                arguments["uno_scalings"], arguments.get("uno_n_modes"), f"{type(self).__name__}.uno_scalings")
         block = arguments.pop("operator_block", FNOBlocks)
         if isinstance(block, functools.partial):  # a record of ours: keep its block class only
             block = block.func

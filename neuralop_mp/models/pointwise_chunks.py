@@ -32,7 +32,8 @@ from neuralop.layers.fno_block import FNOBlocks
 from torch.utils.checkpoint import checkpoint
 
 
-__all__ = ["DEFAULT_CHUNK_POINTS", "pointwise_in_chunks", "pointwise_targets", "split_points"]
+__all__ = ["DEFAULT_CHUNK_POINTS", "pointwise_in_chunks", "pointwise_in_slices", "pointwise_targets",
+           "split_points"]
 
 # Grid points (batch x spatial) per slice. A 128-channel float32 hidden tensor of this
 # many points is 8 MiB; fewer points per slice would add per-slice overhead (each
@@ -68,6 +69,11 @@ def split_points(shape, points):
     return (2, rows) if rows < shape[2] else None
 
 
+def _check_pointwise_input(x):
+    if x.ndim < 3:
+        raise ValueError(f"pointwise_in_chunks needs (batch, channels, *spatial) input, got shape {tuple(x.shape)}.")
+
+
 def pointwise_in_chunks(forward, x, chunk_points=DEFAULT_CHUNK_POINTS):
     """``forward(x)`` computed and recomputed in backward a slice of grid points at a time.
 
@@ -89,9 +95,15 @@ def pointwise_in_chunks(forward, x, chunk_points=DEFAULT_CHUNK_POINTS):
         grad mode the same slices, not checkpointed (the pieces a tiled run computes,
         :mod:`~neuralop_mp.models.pointwise_tiles`, so evaluation gives the same sums).
     """
-    if x.ndim < 3:
-        raise ValueError(f"pointwise_in_chunks needs (batch, channels, *spatial) input, got shape {tuple(x.shape)}.")
-    split = split_points(x.shape, chunk_points)
+    _check_pointwise_input(x)  # before split_points reads its shape
+    return pointwise_in_slices(forward, x, split_points(x.shape, chunk_points))
+
+
+def pointwise_in_slices(forward, x, split):
+    """:func:`pointwise_in_chunks` with the cut already decided: ``split`` is
+    :func:`split_points`' ``(dim, size)`` for ``x``, or None (one slice), for a caller that
+    decides other things by it first (recompute's 1x1 products), so that it is computed once."""
+    _check_pointwise_input(x)
     if not torch.is_grad_enabled():
         return forward(x) if split is None else torch.cat([forward(part) for part in x.split(*split[::-1])], split[0])
     if split is None:

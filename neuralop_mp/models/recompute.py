@@ -27,7 +27,6 @@ References
 """
 import contextlib
 import functools
-import math
 
 import torch
 from neuralop.layers.fno_block import FNOBlocks
@@ -37,7 +36,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..vocabulary import RECOMPUTE_MODES, normalize_recompute, normalize_recompute_chunk_points
 from .bound_forward import BoundToModule
-from .pointwise_chunks import DEFAULT_CHUNK_POINTS, pointwise_in_chunks, pointwise_targets, split_points
+from .pointwise_chunks import DEFAULT_CHUNK_POINTS, pointwise_in_slices, pointwise_targets, split_points
 from .pointwise_tiles import mlp_piece_forward, mlp_sliceable, mlp_sliceable_now, reinstall_pointwise_tiles
 
 __all__ = ["RECOMPUTE_MODES", "check_recompute_mode", "pointwise_targets", "recompute_chunk_points", "recompute_mode",
@@ -112,16 +111,13 @@ class _ChunkedPointwiseForward(BoundToModule):
         super().__init__(module)
         self.chunk_points = chunk_points
         self.whole = _RecomputedForward(module)
-        self.last_slices = None  # slices of the last call (1: replayed whole, or it fit one slice)
 
     def __call__(self, x):
         # asked at every call: a hook put on a layer after set_recompute would otherwise see each
         # slice (forward and replay) and its changes to the output would act slice by slice
         if not mlp_sliceable_now(self.module):
-            self.last_slices = 1
             return self.whole(x)
-        split = split_points(x.shape, self.chunk_points)
-        self.last_slices = 1 if split is None else math.ceil(x.shape[split[0]] / split[1])
+        split = split_points(x.shape, self.chunk_points)  # once: the products' rule and the slices
         # 1x1 convolutions as matrix products where the tiles would run them so: the same sums.
         # One casts dict per call: each 1x1 weight and bias is cast once for all the slices, and
         # their replays in backward reuse the casts (kept until then: 16-bit copies of the small
@@ -129,7 +125,7 @@ class _ChunkedPointwiseForward(BoundToModule):
         # the products, and they hold what a replay would cast again (the parameters do not
         # change between forward and backward)
         forward, _ = mlp_piece_forward(self.module, x, split, sliceable=True, casts={})
-        return pointwise_in_chunks(functools.partial(forward, self.module), x, self.chunk_points)
+        return pointwise_in_slices(functools.partial(forward, self.module), x, split)
 
     def __reduce__(self):
         return (_ChunkedPointwiseForward, (self.module, self.chunk_points))

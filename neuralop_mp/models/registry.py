@@ -12,10 +12,11 @@ constructor arguments, so its checkpoints keep them.
 from neuralop.models.base_model import BaseModel
 from neuralop.models.base_model import available_models as _upstream_available_models
 
+from ..layers.input_checks import check_rank_value
 from ..precision_policy import PrecisionPolicy
 from ..run_setup import parse_device
 from ..vocabulary import check_int_at_least, none_if_null, normalize_recompute_chunk_points, read_key
-from .constructor_args import constructor_params
+from .constructor_args import check_flag_arguments, constructor_params
 from .mixed_precision_models import PLUGIN_MODEL_CLASSES, build_in_settings, set_recompute_settings
 from .recompute import check_recompute_mode
 from .uno_registration import UNO
@@ -116,7 +117,9 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
     ValueError or TypeError
         For a config without a ``model`` section or ``model.model_arch`` (naming the
         registered names), and for a bad value of a key, naming it (TypeError for a
-        ``model.data_channels`` or ``patching.levels`` that is no integer).
+        ``model.data_channels`` or ``patching.levels`` that is no integer, and for an on/off
+        key such as ``model.separable`` that is no bool, 0 or 1; ValueError for a factorization's
+        ``model.rank`` <= 0, NaN or a fraction above 1).
     """
     from ..configs.zencfg_compat import section_dict  # the configs import the model classes
 
@@ -174,6 +177,7 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
     error = unaccepted_keys_error(cls, model_cfg)
     if error is not None:
         raise error
+    _check_model_values(arch, cls, model_cfg)
 
     if not mixed_precision_layer:
         policy = policy.applied()  # "off": upstream's stabilizer=None (upstream's FNOBlocks know no "off")
@@ -200,6 +204,29 @@ def get_model(config, *, mixed_precision_layer=None, precision_policy=None):
         settings = {key: value for key, value in policy.as_dict().items() if key in given}
         return set_recompute_settings(build_in_settings(cls, (), model_cfg, settings), recompute, chunk_points)
     return set_recompute_settings(plugin_cls(**model_cfg, **policy.as_dict()), recompute, chunk_points)
+
+
+def _check_model_values(arch, cls, model_cfg):
+    """Refuse, before the model is built and whichever layer builds it (upstream's checks none of
+    these), an on/off setting of ``config.model`` that is no bool
+    (:func:`~neuralop_mp.models.constructor_args.check_flag_arguments`; it is made a Python bool in
+    ``model_cfg``), and a factorization's rank of no kind tensorly-torch means
+    (:func:`~neuralop_mp.layers.input_checks.check_rank_value`: a TFNO's ``rank=0`` built upstream's
+    model with a divide-by-zero warning). A rank is checked where a factorization takes it: the
+    config's ``factorization`` (``fno_factorization`` beside ``fno_rank``: GINO, FNOGNO), or the
+    architecture's default (TFNO's "Tucker": its plugin class's signature holds upstream's defaults), and
+    passed on as tensorly-torch takes it (a numpy number as the Python number it holds)."""
+    params, _ = constructor_params(cls)
+    check_flag_arguments("model", model_cfg, params)
+    defaults, _ = constructor_params(PLUGIN_MODEL_CLASSES.get(arch, cls))
+    for prefix in ("", "fno_"):
+        rank_key, factorization_key = f"{prefix}rank", f"{prefix}factorization"
+        if rank_key not in model_cfg:
+            continue
+        default = defaults[factorization_key].default if factorization_key in defaults else None
+        factorization = none_if_null(model_cfg.get(factorization_key, default))
+        if factorization is not None:  # a numpy number as the Python one: upstream's layer fails on a numpy float
+            model_cfg[rank_key] = check_rank_value(model_cfg[rank_key], factorization, key=f"model.{rank_key}")
 
 
 def _no_mixed_precision_version(arch, cls, policy, schedule):

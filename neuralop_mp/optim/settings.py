@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..caller_frames import stacklevel_outside
@@ -69,10 +70,13 @@ def _int(low, high=None, high_text=None):
 
 
 def _bool():
+    """Check of True or False; a numpy bool (a mask's ``.any()``) is taken as the Python bool it is,
+    and returned as one (a numpy scalar in a param group would make a state dict that
+    ``torch.load(weights_only=True)`` refuses). A string is refused: "False" is truthy."""
     def check(key, value):
-        if not isinstance(value, bool):
+        if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"Invalid {key}={value!r}; expected True or False.")
-        return value
+        return bool(value)
 
     return check, "True or False"
 
@@ -362,7 +366,8 @@ def group_settings(group, defaults, explicit=(), upstream=False):
     """
     own = {key: value for key, value in group.items() if key != "params"}
     if "tensorgrad" in own and "compress" not in own:
-        own["compress"] = upstream_compress_flag(own["tensorgrad"])
+        # the checked flag in both: a numpy bool stays in the group as the Python bool it is
+        own["tensorgrad"] = own["compress"] = upstream_compress_flag(own["tensorgrad"])
         upstream_defaults = UPSTREAM_GROUP_DEFAULTS
     elif upstream and "tensorgrad" not in own and "compress" not in own:
         upstream_defaults = UPSTREAM_PLAIN_GROUP_DEFAULTS

@@ -20,11 +20,34 @@ import torch
 from neuralop.models import FNO
 from torch.nn.modules import module as torch_module
 
+from neuralop_mp.models import pointwise_chunks, recompute
 from neuralop_mp.models.recompute import recompute_chunk_points, set_recompute
 
 RTOL = 1e-4
 CHUNK_POINTS = 64  # 2 x 16 x 16 grid points: slices of 2 rows across the batch, 8 of them
 SLICES = 8
+
+
+class _SlicesRun:
+    """Counts, per module, the slices of grid points recompute's "block" ran a lifting or
+    projection in: its checkpointed calls in :mod:`~neuralop_mp.models.pointwise_chunks` (made in
+    the forward only; a call replayed whole is one checkpoint of recompute's own, none here)."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        real = pointwise_chunks.checkpoint
+
+        def counted(function, *args, **kwargs):
+            self.calls.append(function.args[0])  # functools.partial(forward, module)
+            return real(function, *args, **kwargs)
+
+        monkeypatch.setattr(pointwise_chunks, "checkpoint", counted)
+
+    def of(self, modules):
+        """The slices each of ``modules`` ran in since the last call, in order; then forgets them."""
+        counts = [sum(called is module for called in self.calls) for module in modules]
+        self.calls.clear()
+        return counts
 
 
 def _fno():
@@ -113,7 +136,7 @@ def test_a_forward_hook_on_a_layer_of_the_lifting_or_projection_sees_and_changes
     torch.testing.assert_close(seen[0], plain_seen[0], rtol=RTOL, atol=RTOL * plain_seen[0].abs().max().item())
 
 
-def test_hooks_put_after_a_sliced_call_are_seen_and_slicing_resumes_once_removed():
+def test_hooks_put_after_a_sliced_call_are_seen_and_slicing_resumes_once_removed(monkeypatch):
     """Decided at every call: sliced without hooks, whole while a forward pre-hook (adding to
     its layer's input its mean over the grid) and a full backward hook sit on layers of the
     lifting and projection, or while a global forward hook is registered, and sliced again once
@@ -122,9 +145,9 @@ def test_hooks_put_after_a_sliced_call_are_seen_and_slicing_resumes_once_removed
     base = _fno()
     x, y = _inputs()
     model = set_recompute(copy.deepcopy(base), "block", chunk_points=CHUNK_POINTS)
-    wrappers = [model.lifting.__dict__["forward"], model.projection.__dict__["forward"]]
+    mlps, slices = [model.lifting, model.projection], _SlicesRun(monkeypatch)
     _step(model, x, y)
-    assert [w.last_slices for w in wrappers] == [SLICES, SLICES]
+    assert slices.of(mlps) == [SLICES, SLICES]
 
     def put_hooks(m, gradients):
         return [m.lifting.fcs[1].register_forward_pre_hook(lambda mod, args: (_plus_mean_over_points(args[0]),)),
@@ -138,7 +161,7 @@ def test_hooks_put_after_a_sliced_call_are_seen_and_slicing_resumes_once_removed
     plain = _step(base, x, y)
     handles = put_hooks(model, gradients)
     recomputed = _step(model, x, y)
-    assert [w.last_slices for w in wrappers] == [1, 1]
+    assert slices.of(mlps) == [0, 0]  # replayed whole
     _assert_close_to_float64([recomputed, plain], reference)
     assert len(gradients) == len(plain_gradients) == 1
     torch.testing.assert_close(gradients[0], plain_gradients[0], rtol=RTOL,
@@ -146,18 +169,18 @@ def test_hooks_put_after_a_sliced_call_are_seen_and_slicing_resumes_once_removed
     for handle in handles:
         handle.remove()
     _step(model, x, y)
-    assert [w.last_slices for w in wrappers] == [SLICES, SLICES]
+    assert slices.of(mlps) == [SLICES, SLICES]
     handle = torch_module.register_module_forward_hook(lambda mod, args, out: None)
     try:
         _step(model, x, y)
-        assert [w.last_slices for w in wrappers] == [1, 1]
+        assert slices.of(mlps) == [0, 0]
     finally:
         handle.remove()
     assert recompute_chunk_points(model) == CHUNK_POINTS  # the setting, whatever a call did
 
 
 @pytest.mark.parametrize("name", ["lifting", "projection"])
-def test_hooks_on_the_lifting_or_projection_itself_run_once_around_the_sliced_call(name):
+def test_hooks_on_the_lifting_or_projection_itself_run_once_around_the_sliced_call(name, monkeypatch):
     """A hook on the module itself is outside the slices: the call stays sliced, the forward
     hook (adding to the output its mean over the grid) runs once with the whole output, not
     again in the replay, the full backward hook once with the whole gradient; the numbers are
@@ -179,8 +202,9 @@ def test_hooks_on_the_lifting_or_projection_itself_run_once_around_the_sliced_ca
     plain_seen.clear()
     plain = _step(base, x, y)
     put_hooks(model, seen)
+    slices = _SlicesRun(monkeypatch)
     recomputed = _step(model, x, y)
-    assert getattr(model, name).__dict__["forward"].last_slices == SLICES
+    assert slices.of([getattr(model, name)]) == [SLICES]
     _assert_close_to_float64([recomputed, plain], reference)
     assert seen == plain_seen and len(seen) == 2
 
@@ -224,3 +248,26 @@ def test_a_parametrized_layer_of_the_lifting_is_read_once_per_call_not_once_per_
         reads.append(scale.reads)
     assert reads == [1, 1]
     torch.testing.assert_close(outputs[1], outputs[0], rtol=RTOL, atol=RTOL * outputs[0].abs().max().item())
+
+
+def test_a_sliced_call_decides_its_slices_once(monkeypatch):
+    """Each call of the sliced lifting and projection computes its cut once (it was computed for
+    the 1x1 products' rule, then again for the slices): two cuts per forward, and each module still
+    runs in its SLICES slices, with the model's output without recompute (float32 rounding)."""
+    cuts, real = [], pointwise_chunks.split_points
+
+    def counted(shape, points):
+        cuts.append(tuple(shape))
+        return real(shape, points)
+
+    base = _fno()
+    x, _ = _inputs()
+    model = set_recompute(copy.deepcopy(base), "block", chunk_points=CHUNK_POINTS)
+    slices = _SlicesRun(monkeypatch)
+    for module in (recompute, pointwise_chunks):  # each module's own name for it
+        monkeypatch.setattr(module, "split_points", counted)
+    out = model(x)
+    assert len(cuts) == 2 and slices.of([model.lifting, model.projection]) == [SLICES, SLICES]
+    with torch.no_grad():
+        expected = base(x)
+    torch.testing.assert_close(out.detach(), expected, rtol=0, atol=RTOL * expected.abs().max().item())
