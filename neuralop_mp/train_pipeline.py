@@ -274,12 +274,13 @@ def build_schedule(config, policy=None, autocast=None):
 
 
 def build_trainer(config, model, data_processor, schedule, device="cpu", *, progress=True, policy=None,
-                  auto_precision=False, **run_kwargs):
+                  auto_precision=False, on_skipped_phases=None, **run_kwargs):
     """The trainer running ``schedule`` for ``opt.n_epochs``.
 
     A :class:`~neuralop_mp.MixedPrecisionTrainer`; with ``run_kwargs`` (``run_dir``,
     ``best_metric``, ``log``) a :class:`~neuralop_mp.run_trainer.RunFolderTrainer`.
     ``auto_precision``: re-decide "auto" at each phase start of ``schedule``.
+    ``on_skipped_phases``: the trainer's (None: a ``SkippedPhaseWarning``).
     ``config.verbose`` holds on rank 0 only (every rank but 0 of a process group is quiet).
     """
     from .run_trainer import RunFolderTrainer
@@ -303,6 +304,7 @@ def build_trainer(config, model, data_processor, schedule, device="cpu", *, prog
         **build_steps.trainer_memory_kwargs(getattr(opt, "update_in_backward", None)),
         progress=progress,
         use_distributed=distributed.is_distributed(),
+        on_skipped_phases=on_skipped_phases,
         **({"auto_precision": True} if auto_precision else {}),
     )
 
@@ -789,7 +791,9 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     best_metric = best_metric_key(config.data.train_resolution) if save_best else None
     trainer = build_trainer(config, model, data_processor, schedule, device, progress=progress, policy=policy,
                             run_dir=out if is_writer else None, best_metric=best_metric,
-                            log=_progress_log(log, progress), auto_precision=auto_phases)
+                            log=_progress_log(log, progress), auto_precision=auto_phases,
+                            # phases that get no epoch: a warning line of the run's log, not a Python warning
+                            on_skipped_phases=partial(log_warning, log))
     if resume:  # on the states the trainer's resume reads, before it loads them: a refused resume trains
         # nothing and keeps its previous command.json (recorded only once an epoch is saved)
         trainer.check_resume_states = partial(check_resume_settings, optimizer, scheduler)
@@ -808,7 +812,8 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     )
 
     train_start = time.perf_counter()
-    with _resume_command(trainer, out, command, record_resume, save_best=bool(save_best),
+    # a failed write of the command: a warning line of the run's log, not a Python warning
+    with _resume_command(trainer, out, command, record_resume, partial(log_warning, log), save_best=bool(save_best),
                          **(command_flags or {})):
         trainer.train(
             train_loader=train_loader,
@@ -984,7 +989,7 @@ def check_resume_settings(optimizer, scheduler, states, checkpoint_dir):
 
 
 @contextmanager
-def _resume_command(trainer, out, command, record, **flags):
+def _resume_command(trainer, out, command, record, say_warning=None, **flags):
     """While a resumed run trains, its ``command.json`` comes to record ``command`` (the run's
     overrides merged with the ones the resume gave), so a later ``eval`` or ``--resume``
     rebuilds the config the run now trains with.
@@ -998,6 +1003,8 @@ def _resume_command(trainer, out, command, record, **flags):
     and right after, alone: whenever a kill comes (the save's rename included),
     :func:`~neuralop_mp.run_folder.read_command` gives the command of the epoch the checkpoint
     holds, never the run's earlier overrides beside an epoch the resume trained.
+    A write that fails is said by ``say_warning`` (a callable taking the message; None: a
+    ``UserWarning``) and tried again.
     """
     from .run_folder import write_command, write_pending_command
 
@@ -1008,8 +1015,12 @@ def _resume_command(trainer, out, command, record, **flags):
         try:
             write_command(out, *command, **flags)
         except OSError as err:  # a full disk must not end the run: tried again at the next epoch and at the end
-            warnings.warn(f"Could not record the resumed run's command in {out}: {err}; trying again after "
-                          "the next saved epoch and when training ends.", stacklevel=2)
+            text = (f"Could not record the resumed run's command in {out}: {err}; trying again after "
+                    "the next saved epoch and when training ends.")
+            if say_warning is None:
+                warnings.warn(text, UserWarning, stacklevel=2)
+            else:
+                say_warning(text)
             return
         trainer.on_checkpoint = None  # recorded once
 

@@ -34,7 +34,7 @@ import warnings
 from ..optim.adam_math import as_real
 from ..optim.nonfinite import all_tensors_finite
 from ..vocabulary import check_int_at_least, check_real, normalize_flag
-from .distributed import any_rank
+from .distributed import any_rank, rank
 from .guarded_step import TrainingStopped
 
 # Added after the first release: optional in loaded states (older checkpoints lack them).
@@ -88,7 +88,8 @@ class ComplexGradScaler:
     min_scale : float, default 1.0
         Floor of the scale. Scales below 1 would shrink gradients, not protect them
         from underflow: a run that keeps overflowing at scale 1 overflows in its data
-        or its model, which no scale fixes. Reaching the floor warns once.
+        or its model, which no scale fixes. Reaching the floor warns once (under data
+        parallelism rank 0 alone warns: every rank's scale is the same).
     max_floor_hits : int, default 10
         After this many non-finite steps at the floor (without the scale growing in
         between), :meth:`update` raises a :class:`~.guarded_step.TrainingStopped` (a
@@ -316,7 +317,9 @@ class ComplexGradScaler:
                 return
             self.scale_value = self.min_scale
             self.floor_hits += 1
-            if self.floor_hits == 1:
+            # every rank's scale and count are the same (the skip decisions are all-reduced in step()):
+            # rank 0 alone says it, as it alone logs
+            if self.floor_hits == 1 and rank() == 0:
                 warnings.warn(
                     f"The loss scale reached its floor {self.min_scale:g} and a step was still not finite: "
                     "the data or the model overflows (not the gradients' range). Training stops after "

@@ -421,10 +421,19 @@ class PrecisionSchedule:
                 f"{self.phases[last - 1].end_epoch}). Use more epochs, earlier end epochs, or shares "
                 "such as 'half:0.5,full:0.5'.")
         if skipped and warn:
-            names = [str(self.phases[i]) for i in skipped]
-            warnings.warn(f"Precision schedule {str(self)!r}: phase(s) {names} get no epoch in a run of "
-                          f"{n_epochs} epochs and are skipped.", SkippedPhaseWarning, stacklevel=2)
+            warnings.warn(self.skipped_phases_text(n_epochs), SkippedPhaseWarning, stacklevel=2)
         return self
+
+    def skipped_phases_text(self, n_epochs):
+        """What :meth:`check_fits` warns of the phases that get no epoch in a run of ``n_epochs``
+        (:meth:`phases_without_epochs`), or None where every phase gets one: the trainer says the
+        same words, as a warning or through its ``on_skipped_phases``."""
+        skipped = self.phases_without_epochs(n_epochs)
+        if not skipped:
+            return None
+        names = [str(self.phases[i]) for i in skipped]
+        return f"Precision schedule {str(self)!r}: phase(s) {names} get no epoch in a run of {n_epochs} epochs " \
+               "and are skipped."
 
     def index_for_epoch(self, epoch, n_epochs):
         """Index of the phase that epoch ``epoch`` (0-based) of ``n_epochs`` runs in."""

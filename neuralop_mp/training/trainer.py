@@ -66,7 +66,7 @@ from .guarded_step import (DeferredPlateauStep, ScaleGradient, StepThroughTraine
 from .interrupts import catching_interrupts, raise_if_interrupted
 from .loss_scaling import ComplexGradScaler
 from .resume import TrainingStateCheckpoints
-from .schedule import PrecisionSchedule
+from .schedule import PrecisionSchedule, SkippedPhaseWarning
 
 LOSS_SCALING = ("auto", "dynamic", "none")
 _HALF_TYPES = (torch.float16, torch.bfloat16)
@@ -418,6 +418,11 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         (ValueError, when the trainer is built) together with loss scaling or several
         ranks (``use_distributed``, or a model wrapped in ``DistributedDataParallel``), and at
         ``train()`` with TensorGRaD's ``nonfinite_grad="skip"``.
+    on_skipped_phases : callable or None, default None
+        None: schedule phases that get no epoch in a run of ``n_epochs`` are said as a
+        :class:`~.schedule.SkippedPhaseWarning` naming the line that built the trainer. A
+        callable taking the message says it instead (the training pipeline's writes it as a
+        warning line of the run's log). Under DDP rank 0 alone says it: every rank builds alike.
 
     Attributes
     ----------
@@ -454,7 +459,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                  log_output=False, use_distributed=False, verbose=False, wandb_log=False,
                  mixed_precision=False, precision_schedule=None, half_dtype="auto",
                  loss_scaling="auto", max_consecutive_skips=20, progress=False, auto_precision=False,
-                 auto_precision_batches=2, update_in_backward=False):
+                 auto_precision_batches=2, update_in_backward=False, on_skipped_phases=None):
         # upstream's own arguments too: n_epochs=0 ends in an UnboundLocalError, eval_interval=0
         # in a ZeroDivisionError after a whole epoch, a fractional n_epochs in range()
         n_epochs = check_int_at_least("n_epochs", n_epochs)
@@ -468,13 +473,20 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         #: kept for the runner's summary, which says it again
         self.overruled_autocast = None
         if self.precision_schedule is not None:
-            self.precision_schedule.check_fits(n_epochs)  # a last phase that never runs is an error
+            # a last phase that never runs is an error; the earlier ones that get no epoch are said below
+            self.precision_schedule.check_fits(n_epochs, warn=False)
+            skipped_phases = self.precision_schedule.skipped_phases_text(n_epochs)
             self.overruled_autocast = self.precision_schedule.autocast_overruled(mixed_precision)
             # named at the line that built the trainer (the plugin's subclasses and runner passed); every
-            # rank of a data-parallel run builds one: rank 0 alone says it, as it alone logs the epochs
+            # rank of a data-parallel run builds one: rank 0 alone says them, as it alone logs the epochs
+            builders = [os.path.dirname(__file__), os.path.join(os.path.dirname(os.path.dirname(__file__)), "runner")]
+            if skipped_phases and distributed.rank() == 0:
+                if on_skipped_phases is None:
+                    warnings.warn(skipped_phases, SkippedPhaseWarning, stacklevel=stacklevel_outside(builders))
+                else:
+                    on_skipped_phases(skipped_phases)
             if self.overruled_autocast and distributed.rank() == 0:
-                warnings.warn(self.overruled_autocast, stacklevel=stacklevel_outside(
-                    [os.path.dirname(__file__), os.path.join(os.path.dirname(os.path.dirname(__file__)), "runner")]))
+                warnings.warn(self.overruled_autocast, stacklevel=stacklevel_outside(builders))
         self.half_dtype = normalize_half_dtype(half_dtype)
         self.autocast_dtype = resolve_half_dtype(self.half_dtype, device)
         self.loss_scaling = _normalize_loss_scaling(loss_scaling)
