@@ -20,11 +20,16 @@ A run folder holds, besides ``results.json`` and ``loss_curve.png``:
 - ``checkpoint/``: the trainer's training state after the last finished epoch,
   which ``neuralop-mp train --resume RUN_DIR`` continues from;
 - ``.lock``: while a run writes the folder, locked, holding its pid (:func:`run_folder_lock`).
+
+Each file above is written through a temporary beside it (``.NAME.<12 hex digits>.tmp``: a file,
+or a folder for a model's files), renamed into place; the one a killed run (SIGKILL) left is
+removed by the next run that takes the folder's lock (:func:`remove_killed_temporaries`).
 """
 import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -38,12 +43,14 @@ import torch
 from .training.checkpointing import (BEST_MODEL_NAME as BEST_MODEL, METADATA_SUFFIX, MODEL_NAME as FINAL_MODEL,
                                      STATE_DICT_SUFFIX, CheckpointWriteError, loadable_save,
                                      previous_save_dir, unwrap, write_error)
+from .run_setup import removed_temporaries_line as _removed_line
 
 CHECKPOINT_DIR = "checkpoint"
 OLD_CHECKPOINT_DIR = previous_save_dir(CHECKPOINT_DIR).name  # what a crash during a save leaves
 RESULTS_FILE = "results.json"
 COMMAND_FILE = "command.json"
 DATA_PROCESSOR_FILE = "data_processor.pt"
+LOSS_CURVE_FILE = "loss_curve.png"
 LOCK_FILE = ".lock"
 
 
@@ -112,7 +119,7 @@ def save_model(model, folder, name=FINAL_MODEL):
     written = folder  # what is being written, for the message of a write that fails
     try:
         folder.mkdir(parents=True, exist_ok=True)  # as upstream's save_checkpoint does
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=folder))
+        tmp = _new_temporary_folder(folder / name)
         try:
             try:
                 model.save_checkpoint(tmp, name)
@@ -439,20 +446,110 @@ def write_atomic(path, write, what=""):
     return path
 
 
+def _temporary_name(path):
+    """``.<name>.<12 random hex digits>.tmp`` beside ``path``: the name of every temporary this module
+    writes (:data:`_RUN_TEMPORARY` finds a run folder's)."""
+    return path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+
+
 def _new_temporary(path):
-    """``(descriptor, name)`` of a new empty file ``.<name>.<random>.tmp`` beside ``path``, of its own
+    """``(descriptor, name)`` of a new empty file :func:`_temporary_name` beside ``path``, of its own
     so that two writers never remove each other's.
 
     Created with mode 0666 less the umask (and the folder's default ACL), as ``open`` creates a file:
     ``tempfile.mkstemp`` creates 0600, so ``results.json`` and ``command.json`` were unreadable to the
     group of a shared run folder whose model files it could read."""
     for _ in range(tempfile.TMP_MAX):
-        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+        tmp = _temporary_name(path)
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
         except FileExistsError:  # 48 random bits taken: draw again
             continue
     raise FileExistsError(f"no free temporary file name beside {path}")
+
+
+def _new_temporary_folder(path):
+    """A new empty folder :func:`_temporary_name` beside ``path`` (mode 0700, as ``tempfile.mkdtemp``
+    makes one), of its own as :func:`_new_temporary`'s file is: where :func:`save_model` writes a model
+    named ``path.name`` before renaming its files into place."""
+    for _ in range(tempfile.TMP_MAX):
+        tmp = _temporary_name(path)
+        try:
+            tmp.mkdir(mode=0o700)
+            return tmp
+        except FileExistsError:  # 48 random bits taken: draw again
+            continue
+    raise FileExistsError(f"no free temporary folder name beside {path}")
+
+
+# the temporaries a run writes in its run folder (:func:`_temporary_name`): a file of write_atomic for
+# each file it writes so, a folder of save_model for each model it saves. Versions before 2026-12-06
+# named the model's folder ``tempfile.mkdtemp``'s way (8 characters of [a-z0-9_]): found too.
+_RUN_FILES = "|".join(map(re.escape, (COMMAND_FILE, DATA_PROCESSOR_FILE, RESULTS_FILE, LOSS_CURVE_FILE)))
+_RUN_MODELS = "|".join(map(re.escape, (FINAL_MODEL, BEST_MODEL)))
+_RUN_TEMPORARY = re.compile(rf"\.(?:(?P<file>{_RUN_FILES})\.[0-9a-f]{{12}}"
+                            rf"|(?P<model>{_RUN_MODELS})\.(?P<draw>[0-9a-f]{{12}}|[a-z0-9_]{{8}}))\.tmp")
+
+
+def _killed_run_temporary(entry):
+    """Whether ``entry`` (an ``os.DirEntry`` of a run folder) is a temporary a run of this package
+    writes there (:data:`_RUN_TEMPORARY`): a file of its file names, or a folder of its model names
+    (one named ``tempfile.mkdtemp``'s way, as earlier versions did, holding only files of that
+    model's name, as upstream's ``save_checkpoint`` writes them). A link is never one."""
+    match = _RUN_TEMPORARY.fullmatch(entry.name)
+    if match is None or entry.is_symlink():
+        return False
+    if match["file"]:
+        return entry.is_file()
+    if not entry.is_dir():
+        return False
+    if len(match["draw"]) == 12:  # this version's name: the folder is ours whatever it holds
+        return True
+    try:  # an earlier version's name, which a folder of the user's could have: ours by what it holds
+        with os.scandir(entry.path) as inside:
+            return all(inner.is_file(follow_symlinks=False) and inner.name.startswith(f"{match['model']}_")
+                       for inner in inside)
+    except OSError:
+        return False
+
+
+def remove_killed_temporaries(folder):
+    """Remove the temporaries that runs killed while writing ``folder`` left in it (SIGKILL, a machine
+    crash: their own cleanup never ran), and return their paths. Called by :func:`run_folder_lock`
+    once it holds the folder's lock: no other run writes the folder then, so every temporary of a
+    run's naming there (:func:`_killed_run_temporary`) is an earlier writer's, whose random name no
+    later write would find. Other names (a user's file), links, and the checkpoint's own
+    ``checkpoint.tmp`` (cleared at the next save) are left; so is a temporary that cannot be removed
+    (another user's)."""
+    removed = []
+    try:
+        with os.scandir(folder) as found:
+            entries = sorted(found, key=lambda entry: entry.name)
+    except OSError:  # no folder (yet), or not readable: nothing of a run's to remove
+        return removed
+    for entry in entries:
+        if not _killed_run_temporary(entry):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:  # not ours to remove (another user's), or removed meanwhile
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def removed_temporaries_line(removed):
+    """The one line that says the temporaries ``removed`` (paths) that killed runs left were removed, in
+    the words of the data cache's (:func:`neuralop_mp.data.cache.removed_temporaries_line`); a folder
+    (a model's) is named with a trailing ``/``."""
+    def named(path):  # a model's temporary is a folder (save_model's)
+        match = _RUN_TEMPORARY.fullmatch(Path(path).name)
+        return f"{path}{os.sep}" if match and match["model"] else str(path)
+
+    return _removed_line([named(path) for path in removed], "a killed run")
 
 
 def _normalizer_state(normalizer):
@@ -640,7 +737,7 @@ def release_run_folder(folder):
 
 
 @contextmanager
-def run_folder_lock(folder):
+def run_folder_lock(folder, removed=None):
     """Hold an exclusive lock on ``folder/.lock`` while the block runs (nothing where ``fcntl`` is
     missing): one run at a time writes a run folder.
 
@@ -650,6 +747,12 @@ def run_folder_lock(folder):
     included, so a lock file left behind never blocks a later run. The file records the pid of
     the holder, for the message of the run refused; the holder removes it when the block ends
     (a lock taken checks that its file is still the one at the path: not one removed meanwhile).
+
+    Once the lock is held, the temporaries that killed runs left in the folder are removed
+    (:func:`remove_killed_temporaries`; not without ``fcntl``, where a writer of the folder cannot be
+    told from a dead one): their paths are appended to ``removed`` (a list) where one is given, for
+    the caller to say; otherwise they are said in one ``RuntimeWarning``
+    (:func:`removed_temporaries_line`).
 
     Raises
     ------
@@ -678,11 +781,24 @@ def run_folder_lock(folder):
                 os.ftruncate(descriptor, 0)
                 os.write(descriptor, f"{os.getpid()}\n".encode())
             try:
+                _say_removed(remove_killed_temporaries(folder), removed)
                 yield
             finally:
                 if writable:  # removed while held: a run that opened it meanwhile finds it gone (_same_file)
                     path.unlink(missing_ok=True)
             return
+
+
+def _say_removed(swept, removed):
+    """``swept`` (paths :func:`remove_killed_temporaries` removed) appended to the caller's list
+    ``removed``, or, where none is given, said in one ``RuntimeWarning`` pointing at the caller's line."""
+    from .caller_frames import stacklevel_outside
+
+    if removed is not None:
+        removed.extend(swept)
+    elif swept:
+        warnings.warn(removed_temporaries_line(swept), RuntimeWarning,
+                      stacklevel=stacklevel_outside([os.path.dirname(__file__), os.path.dirname(contextlib.__file__)]))
 
 
 def _same_file(descriptor, path):

@@ -325,6 +325,14 @@ def check_output_file(file, option, example_name):
     check_writable(path.parent, option, what=f"The folder of {option}", create=False)
 
 
+def removed_temporaries_line(names, left_by):
+    """The one line that says the temporaries ``names`` (paths, as they are to be shown) that
+    ``left_by`` ("a killed run", "a killed generation") left were removed: the run folder's and
+    the data cache's sweeps of what a SIGKILL left say it in these words."""
+    return (f"removed {len(names)} temporary file{'s' if len(names) > 1 else ''} that {left_by} left: "
+            f"{', '.join(map(str, names))}")
+
+
 @contextmanager
 def file_lock(path, wait=True):
     """Hold ``flock``'s exclusive lock on the file ``path`` (created if missing) while the block

@@ -353,13 +353,13 @@ def write_outputs(result, output_dir, extra_files=None):
     them, and a kill or a full disk during the write must leave the previous one whole (a write
     that fails raises its ``CheckpointWriteError``, naming the file).
     """
-    from .run_folder import write_atomic
+    from .run_folder import LOSS_CURVE_FILE, RESULTS_FILE, write_atomic
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     files = {
-        "results": str(output_dir / "results.json"),
-        "loss_curve": str(output_dir / "loss_curve.png"),
+        "results": str(output_dir / RESULTS_FILE),
+        "loss_curve": str(output_dir / LOSS_CURVE_FILE),
         **(extra_files or {}),
     }
     # drawn first: an error of the plot is the plot's, not a failed write of the file

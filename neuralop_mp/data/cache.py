@@ -37,6 +37,7 @@ import torch
 
 from ..caller_frames import stacklevel_outside
 from ..run_setup import RunSetupError, check_writable, file_lock
+from ..run_setup import removed_temporaries_line as _removed_line
 from ..vocabulary import check_int_at_least
 from .file_checks import (DataFileError, DataFileReadError, generation_record, read_data_file,
                           unreadable_file_warning)
@@ -391,8 +392,7 @@ def _remove_stale_temporaries(folder, held=None):
 
 def removed_temporaries_line(removed):
     """The one line that says the stale temporaries ``removed`` (paths) were removed."""
-    return (f"removed {len(removed)} temporary file{'s' if len(removed) > 1 else ''} that a killed generation "
-            f"left: {', '.join(map(str, removed))}")
+    return _removed_line(removed, "a killed generation")
 
 
 def _process_exists(pid):

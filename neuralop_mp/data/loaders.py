@@ -199,9 +199,9 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
     Returns
     -------
     dict
-        ``{path: contents}`` of every file in ``needed``, as
-        :func:`~neuralop_mp.data.file_checks.check_data_file` returns them: for a caller
-        that reads the tensors itself, without reading the files again.
+        ``{path: contents}`` of every file in ``needed``, in the order of ``needed`` whichever
+        were found and whichever generated, as :func:`~neuralop_mp.data.file_checks.check_data_file`
+        returns them: for a caller that reads the tensors itself, without reading the files again.
     """
     root = Path(root)
     _refuse_reference_of_another_dataset(cli_name, reference)
@@ -304,11 +304,14 @@ def ensure_files(root, prefix, needed, generate_split, cli_name, generate=True, 
             missing.append((path, res, split, n))
     if missing:
         raise FileNotFoundError(_missing_files_message(root, prefix, cli_name, needed, missing, physics, seed))
+    # in the order of ``needed`` (a run's ``data_files`` lists them so): ``read`` holds the files found
+    # first and those generated after, an order that depends on what the data root held
+    checked = {}
     for res, split, n in needed:
         path = data_file(root, prefix, split, res)
-        read[path] = check_data_file(path, res, n, SPATIAL_DIMS[prefix], data=read.get(path), split=split,
-                                     time_axes=TIME_AXES[prefix])
-    return read
+        checked[path] = check_data_file(path, res, n, SPATIAL_DIMS[prefix], data=read.pop(path, None), split=split,
+                                        time_axes=TIME_AXES[prefix])
+    return checked
 
 
 def _refuse_reference_of_another_dataset(cli_name, reference):
