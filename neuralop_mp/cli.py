@@ -7,7 +7,8 @@ table and writes a run folder (:mod:`neuralop_mp.run_folder`): ``results.json``,
 from. ``eval`` evaluates a saved model (:mod:`neuralop_mp.evaluate`). ``data`` and
 ``run`` hand their arguments unchanged to :func:`neuralop_mp.data.cli.main` and
 :func:`neuralop_mp.runner.cli.main`. A command is a line in :data:`COMMANDS` and a
-function in :data:`HANDLERS`.
+function in :data:`HANDLERS`. While one runs, but ``run`` (the user's script's process), each warning
+shown is one ``[neuralop-mp] WARNING:`` line on standard error (:mod:`neuralop_mp.warning_lines`).
 """
 import difflib
 import os
@@ -936,8 +937,13 @@ def _dispatch(argv):
         print(_usage())
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command in HANDLERS:
+    if command == "run":  # the process is the user's upstream script's: its warnings as Python shows them
         return HANDLERS[command](rest)
+    if command in HANDLERS:
+        from .warning_lines import warnings_as_lines
+
+        with warnings_as_lines():  # every warning shown while our command runs: one line on stderr
+            return HANDLERS[command](rest)
     close = difflib.get_close_matches(command, list(COMMANDS), n=1)
     hint = f" Did you mean: {close[0]}?" if close else ""
     return _error(f"unknown command {command!r}; choose from: {', '.join(COMMANDS)}.{hint}")

@@ -391,10 +391,10 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     from . import build_steps
     from .vocabulary import check_choice, dtype_name, PRECISION_MODES, resolve_half_dtype
     from .run_setup import resolve_device
-    from .train_pipeline import (attach_patching, build_data, build_losses, build_trainer, data_dims,
-                                 log_warning)
+    from .train_pipeline import attach_patching, build_data, build_losses, build_trainer, data_dims
     from .train_report import precision_as_run
     from .training.schedule import PrecisionSchedule, SkippedPhaseWarning
+    from .warning_lines import log_warning
 
     start = time.perf_counter()
     found = find_checkpoint(path)  # a run's final model, the folder or the file named: current

@@ -26,7 +26,6 @@ resolution and writes ``results.json`` and ``loss_curve.png``
 import contextlib
 import inspect
 import os
-import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -44,6 +43,7 @@ from .run_setup import RunSetupError, check_update_in_backward_launch, check_wri
 from .run_setup import resolve_device  # noqa: F401 (re-exported)
 from .train_report import best_epoch, best_metric_key
 from .vocabulary import none_if_null, resolve_autocast_scope
+from .warning_lines import log_warning
 
 
 def section_kwargs(section):
@@ -274,13 +274,12 @@ def build_schedule(config, policy=None, autocast=None):
 
 
 def build_trainer(config, model, data_processor, schedule, device="cpu", *, progress=True, policy=None,
-                  auto_precision=False, on_skipped_phases=None, **run_kwargs):
+                  auto_precision=False, **run_kwargs):
     """The trainer running ``schedule`` for ``opt.n_epochs``.
 
     A :class:`~neuralop_mp.MixedPrecisionTrainer`; with ``run_kwargs`` (``run_dir``,
     ``best_metric``, ``log``) a :class:`~neuralop_mp.run_trainer.RunFolderTrainer`.
     ``auto_precision``: re-decide "auto" at each phase start of ``schedule``.
-    ``on_skipped_phases``: the trainer's (None: a ``SkippedPhaseWarning``).
     ``config.verbose`` holds on rank 0 only (every rank but 0 of a process group is quiet).
     """
     from .run_trainer import RunFolderTrainer
@@ -304,7 +303,6 @@ def build_trainer(config, model, data_processor, schedule, device="cpu", *, prog
         **build_steps.trainer_memory_kwargs(getattr(opt, "update_in_backward", None)),
         progress=progress,
         use_distributed=distributed.is_distributed(),
-        on_skipped_phases=on_skipped_phases,
         **({"auto_precision": True} if auto_precision else {}),
     )
 
@@ -791,9 +789,7 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     best_metric = best_metric_key(config.data.train_resolution) if save_best else None
     trainer = build_trainer(config, model, data_processor, schedule, device, progress=progress, policy=policy,
                             run_dir=out if is_writer else None, best_metric=best_metric,
-                            log=_progress_log(log, progress), auto_precision=auto_phases,
-                            # phases that get no epoch: a warning line of the run's log, not a Python warning
-                            on_skipped_phases=partial(log_warning, log))
+                            log=_progress_log(log, progress), auto_precision=auto_phases)
     if resume:  # on the states the trainer's resume reads, before it loads them: a refused resume trains
         # nothing and keeps its previous command.json (recorded only once an epoch is saved)
         trainer.check_resume_states = partial(check_resume_settings, optimizer, scheduler)
@@ -802,8 +798,6 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
         trainer.on_finished_run = lambda folder: log(
             f"[neuralop-mp] {folder} already finished all {trainer.start_epoch} epochs; nothing to train "
             f"(resume with --opt.n_epochs N, N > {trainer.start_epoch}, to train more)")
-        # moved phase boundaries: a warning line of the run's log, not a Python warning with its source line
-        trainer.on_moved_phases = partial(log_warning, log)
     log(
         f"[neuralop-mp] {type(model).__name__} with {parameters_text(parameter_counts(model))} parameters, "
         f"{len(train_loader.dataset)} training samples at {config.data.train_resolution}, "
@@ -812,9 +806,7 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     )
 
     train_start = time.perf_counter()
-    # a failed write of the command: a warning line of the run's log, not a Python warning
-    with _resume_command(trainer, out, command, record_resume, partial(log_warning, log), save_best=bool(save_best),
-                         **(command_flags or {})):
+    with _resume_command(trainer, out, command, record_resume, save_best=bool(save_best), **(command_flags or {})):
         trainer.train(
             train_loader=train_loader,
             test_loaders=test_loaders,
@@ -989,7 +981,7 @@ def check_resume_settings(optimizer, scheduler, states, checkpoint_dir):
 
 
 @contextmanager
-def _resume_command(trainer, out, command, record, say_warning=None, **flags):
+def _resume_command(trainer, out, command, record, **flags):
     """While a resumed run trains, its ``command.json`` comes to record ``command`` (the run's
     overrides merged with the ones the resume gave), so a later ``eval`` or ``--resume``
     rebuilds the config the run now trains with.
@@ -1003,8 +995,8 @@ def _resume_command(trainer, out, command, record, say_warning=None, **flags):
     and right after, alone: whenever a kill comes (the save's rename included),
     :func:`~neuralop_mp.run_folder.read_command` gives the command of the epoch the checkpoint
     holds, never the run's earlier overrides beside an epoch the resume trained.
-    A write that fails is said by ``say_warning`` (a callable taking the message; None: a
-    ``UserWarning``) and tried again.
+    A write that fails is said in a ``UserWarning`` (under ``neuralop-mp train`` one warning line,
+    :mod:`neuralop_mp.warning_lines`) and tried again.
     """
     from .run_folder import write_command, write_pending_command
 
@@ -1017,10 +1009,7 @@ def _resume_command(trainer, out, command, record, say_warning=None, **flags):
         except OSError as err:  # a full disk must not end the run: tried again at the next epoch and at the end
             text = (f"Could not record the resumed run's command in {out}: {err}; trying again after "
                     "the next saved epoch and when training ends.")
-            if say_warning is None:
-                warnings.warn(text, UserWarning, stacklevel=2)
-            else:
-                say_warning(text)
+            warnings.warn(text, UserWarning, stacklevel=2)
             return
         trainer.on_checkpoint = None  # recorded once
 
@@ -1046,19 +1035,6 @@ def _resume_command(trainer, out, command, record, say_warning=None, **flags):
     # write that failed after every saved epoch: this one raises, so the run does not end with a stale record
     if pending:
         write_command(out, *command, **flags)
-
-
-def log_warning(log, text):
-    """``text`` as a WARNING line of ``log``: on standard error where ``log`` is ``print``, as the run's
-    other warnings (the trainer's Python warnings, ``train``'s thread-count warning) are (``train``'s
-    and ``eval``'s), so a
-    reader of standard output (``| grep``, ``> results.txt``) is not handed it as a result. Another
-    ``log`` (a caller's collector) gets the line as it gets every other."""
-    line = f"[neuralop-mp] WARNING: {text}"
-    if log is print:
-        print(line, file=sys.stderr)
-    else:
-        log(line)
 
 
 def _progress_log(log, progress):

@@ -13,6 +13,7 @@ from neuralop_mp.run_folder import load_model_and_precision
 from .test_eval_and_best import train_tiny
 from .test_report_table import cells
 from .test_train_pipeline import _four_random_samples_as_data
+from .test_warning_lines import shown_by_python
 
 
 def _evaluated(path, precision=None, **kwargs):
@@ -100,11 +101,12 @@ def test_precision_of_the_best_epochs_mode_keeps_its_phases_stabilizer(monkeypat
 
 def test_eval_of_a_run_whose_schedule_skipped_a_phase_warns_of_nothing(monkeypatch, tmp_path, recwarn, capsys):
     """A schedule with a phase that got no epoch (paper's "half:0.25" in 2 epochs) is warned of by
-    train (a warning line of its log); eval, which builds the run's trainer again to evaluate in its
-    last phase, trained nothing and repeated it (a SkippedPhaseWarning now, which eval leaves out)."""
+    train (one warning line); eval, which builds the run's trainer again to evaluate in its last
+    phase, trained nothing and repeated it (a SkippedPhaseWarning now, which eval leaves out)."""
     _four_random_samples_as_data(monkeypatch)
     run = tmp_path / "run"
-    train_tiny(run, "--model.half_dtype", "bfloat16", "--opt.precision_schedule", "paper", epochs=2)
+    with shown_by_python():  # as a terminal shows it, pytest's recording set aside
+        train_tiny(run, "--model.half_dtype", "bfloat16", "--opt.precision_schedule", "paper", epochs=2)
     assert any(line.startswith("[neuralop-mp] WARNING: ") and "get no epoch" in line
                for line in capsys.readouterr().err.splitlines())
     recwarn.clear()

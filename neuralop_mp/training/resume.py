@@ -222,10 +222,6 @@ class TrainingStateCheckpoints:
     #: None, or a callable that :meth:`resume_state_from_dir` runs on the saved states it read,
     #: before loading them (``check_states`` of :func:`~neuralop_mp.training.checkpointing.load_training_files`)
     check_resume_states = None
-    #: None: a resume whose schedule or epoch count moves a phase boundary of the epochs still to train
-    #: warns (a ``UserWarning``). A callable taking the message says it instead (the training
-    #: pipeline's writes it as a warning line of the run's log)
-    on_moved_phases = None
 
     def _note_n_modes_at_start(self):
         """Note the Fourier modes the model has as a run starts (``n_modes_at_start`` of the training
@@ -410,10 +406,7 @@ class TrainingStateCheckpoints:
                 current = (None if self.precision_schedule is None else str(self.precision_schedule), self.n_epochs)
                 text = (f"Resuming a run saved with (schedule, n_epochs)={saved} as {current}: the "
                         f"phase boundaries move (epoch {moved} changes phase).")
-                if self.on_moved_phases is None:
-                    warnings.warn(text, UserWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
-                else:
-                    self.on_moved_phases(text)
+                warnings.warn(text, UserWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
             self._load_scaler_state(state["scaler"], state.get("half_dtype"))
             self.history = [dict(h) for h in state["history"]]
             if distributed.rank() == 0:  # every rank resumes alike: rank 0 alone says it

@@ -426,8 +426,8 @@ class PrecisionSchedule:
 
     def skipped_phases_text(self, n_epochs):
         """What :meth:`check_fits` warns of the phases that get no epoch in a run of ``n_epochs``
-        (:meth:`phases_without_epochs`), or None where every phase gets one: the trainer says the
-        same words, as a warning or through its ``on_skipped_phases``."""
+        (:meth:`phases_without_epochs`), or None where every phase gets one: the trainer warns with
+        the same words, naming the line that built it."""
         skipped = self.phases_without_epochs(n_epochs)
         if not skipped:
             return None

@@ -385,6 +385,9 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
     precision_schedule : PrecisionSchedule, str, list or None
         Anything :meth:`PrecisionSchedule.from_config` accepts, e.g. ``"paper"`` or
         ``"half:0.25,mixed:0.5,full:0.25"``. None: the layers keep their precision.
+        Phases that get no epoch in a run of ``n_epochs`` are said in a
+        :class:`~.schedule.SkippedPhaseWarning` naming the line that built the trainer (under
+        DDP by rank 0 alone: every rank builds alike).
     half_dtype : {"auto", "float16", "bfloat16"}
         Half type of autocast and, with a schedule, of the spectral layers (set on them at
         each phase: ``train()`` warns where that overrides a type the layers were built with;
@@ -418,11 +421,6 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
         (ValueError, when the trainer is built) together with loss scaling or several
         ranks (``use_distributed``, or a model wrapped in ``DistributedDataParallel``), and at
         ``train()`` with TensorGRaD's ``nonfinite_grad="skip"``.
-    on_skipped_phases : callable or None, default None
-        None: schedule phases that get no epoch in a run of ``n_epochs`` are said as a
-        :class:`~.schedule.SkippedPhaseWarning` naming the line that built the trainer. A
-        callable taking the message says it instead (the training pipeline's writes it as a
-        warning line of the run's log). Under DDP rank 0 alone says it: every rank builds alike.
 
     Attributes
     ----------
@@ -447,10 +445,6 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
     on_finished_run : callable or None
         None: such a resume is said as a warning. A callable taking the checkpoint folder
         says it instead (the training pipeline's writes it in the run's log).
-    on_moved_phases : callable or None
-        None: a resume whose schedule or ``n_epochs`` moves a phase boundary of the epochs
-        still to train says it as a ``UserWarning``. A callable taking the message says it
-        instead (the training pipeline's writes it as a warning line of the run's log).
     """
 
     on_finished_run = None
@@ -459,7 +453,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
                  log_output=False, use_distributed=False, verbose=False, wandb_log=False,
                  mixed_precision=False, precision_schedule=None, half_dtype="auto",
                  loss_scaling="auto", max_consecutive_skips=20, progress=False, auto_precision=False,
-                 auto_precision_batches=2, update_in_backward=False, on_skipped_phases=None):
+                 auto_precision_batches=2, update_in_backward=False):
         # upstream's own arguments too: n_epochs=0 ends in an UnboundLocalError, eval_interval=0
         # in a ZeroDivisionError after a whole epoch, a fractional n_epochs in range()
         n_epochs = check_int_at_least("n_epochs", n_epochs)
@@ -481,10 +475,7 @@ class MixedPrecisionTrainer(TrainingStateCheckpoints, AutoPrecisionPhases, Train
             # rank of a data-parallel run builds one: rank 0 alone says them, as it alone logs the epochs
             builders = [os.path.dirname(__file__), os.path.join(os.path.dirname(os.path.dirname(__file__)), "runner")]
             if skipped_phases and distributed.rank() == 0:
-                if on_skipped_phases is None:
-                    warnings.warn(skipped_phases, SkippedPhaseWarning, stacklevel=stacklevel_outside(builders))
-                else:
-                    on_skipped_phases(skipped_phases)
+                warnings.warn(skipped_phases, SkippedPhaseWarning, stacklevel=stacklevel_outside(builders))
             if self.overruled_autocast and distributed.rank() == 0:
                 warnings.warn(self.overruled_autocast, stacklevel=stacklevel_outside(builders))
         self.half_dtype = normalize_half_dtype(half_dtype)
