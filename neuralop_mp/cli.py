@@ -85,12 +85,13 @@ def _warn_threads(given, threads, command, rank0=True):
     given, slower. Not for "auto" (one per rank at least, under torchrun too) nor for a count read
     back from the run (a resume keeps it to go on bitwise)."""
     from .run_setup import threads_above_cpus
+    from .warning_lines import write_warning_line
 
     if given is None or str(given).strip().lower() == "auto":
         return
     warning = threads_above_cpus(threads)
     if warning and rank0:
-        print(f"{PROG} {command}: warning: {warning}", file=sys.stderr)
+        write_warning_line(warning)  # as every warning of a command (warning_lines)
 
 
 def _section_keys_set(spec, parsed, config, sections):
@@ -123,13 +124,14 @@ def _warn_unread_keys(spec, parsed, config, rank0):
     (:func:`~neuralop_mp.train_pipeline.unread_scheduler_keys_warning`,
     :func:`~neuralop_mp.train_pipeline.unread_patching_keys_warning`)."""
     from .train_pipeline import unread_patching_keys_warning, unread_scheduler_keys_warning
+    from .warning_lines import write_warning_line
 
     given = _section_keys_set(spec, parsed, config, ("opt", "patching"))
     warnings = (unread_scheduler_keys_warning(config.opt, given["opt"]),
                 unread_patching_keys_warning(config.patching, given["patching"]))
     for warning in filter(None, warnings):
         if rank0:
-            print(f"{PROG} train: warning: {warning}", file=sys.stderr)
+            write_warning_line(warning)
 
 
 def _error(message, command=None):

@@ -104,8 +104,8 @@ def test_a_thread_count_above_the_cpus_is_said_once(monkeypatch, tmp_path, capsy
     _no_data(monkeypatch)
     with pytest.raises(WorkStarted):
         cli.main(["train", "--threads", "1000", "--output_dir", str(tmp_path / "run"), *TINY_ARGS])
-    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    assert warnings == ["neuralop-mp train: warning: --threads 1000 is more than the 2 CPU(s) this process may run "
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
+    assert warnings == ["[neuralop-mp] WARNING: --threads 1000 is more than the 2 CPU(s) this process may run "
                         "on: torch's threads wait for each other and each step runs slower; --threads auto uses the "
                         "idle ones."]
 

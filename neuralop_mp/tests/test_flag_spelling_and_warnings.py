@@ -85,7 +85,7 @@ def test_a_scheduler_key_the_chosen_scheduler_ignores_is_warned(monkeypatch, cap
     """--opt.gamma with CosineAnnealingLR was accepted and unused without a word."""
     err = _train_until_run(["darcy", "--opt.scheduler", "CosineAnnealingLR", "--opt.gamma", "0.3",
                             "--output_dir", str(tmp_path / "a")], monkeypatch, capsys)
-    assert ("neuralop-mp train: warning: opt.gamma is set but unused: opt.scheduler='CosineAnnealingLR' does not "
+    assert ("[neuralop-mp] WARNING: opt.gamma is set but unused: opt.scheduler='CosineAnnealingLR' does not "
             "read it (it reads opt.scheduler_T_max).") in err.splitlines()
     # a built-in config's own values (darcy's step_size and gamma) are no key the user set
     err = _train_until_run(["darcy", "--opt.scheduler", "CosineAnnealingLR", "--output_dir", str(tmp_path / "b")],
@@ -98,7 +98,7 @@ def test_a_scheduler_key_the_chosen_scheduler_ignores_is_warned(monkeypatch, cap
                     "    opt: OptimizationConfig = OptimizationConfig(n_epochs=1, scheduler='none', step_size=4, "
                     "gamma=0.5, scheduler_patience=2)\n")
     err = _train_until_run([f"{path}:Mine", "--output_dir", str(tmp_path / "c")], monkeypatch, capsys)
-    assert ("neuralop-mp train: warning: opt.scheduler_patience is set but unused: opt.scheduler='none' does not "
+    assert ("[neuralop-mp] WARNING: opt.scheduler_patience is set but unused: opt.scheduler='none' does not "
             "read it (it reads no scheduler key).") in err.splitlines()
 
 
@@ -107,7 +107,7 @@ def test_patching_keys_with_patching_off_are_warned(monkeypatch, capsys, tmp_pat
     unused without a word; a warning, not a refusal (--patching.levels 0 runs a patching config without)."""
     err = _train_until_run(["darcy", "--patching.padding", "0.25", "--patching.stitching", "true",
                             "--output_dir", str(tmp_path / "a")], monkeypatch, capsys)
-    assert ("neuralop-mp train: warning: patching.padding and patching.stitching are set but unused: "
+    assert ("[neuralop-mp] WARNING: patching.padding and patching.stitching are set but unused: "
             "patching.levels=0 turns patching off (a level of 1 or more patches).") in err.splitlines()
     # read where patching is on; none set: nothing to say
     for args in (["--patching.levels", "1", "--patching.padding", "0.25"], []):
@@ -121,7 +121,7 @@ def test_patching_keys_with_patching_off_are_warned(monkeypatch, capsys, tmp_pat
                     "    patching: PatchingConfig = PatchingConfig(levels=1, padding=0.25)\n")
     err = _train_until_run([f"{path}:Mine", "--patching.levels", "0", "--output_dir", str(tmp_path / "c")],
                            monkeypatch, capsys)
-    assert ("neuralop-mp train: warning: patching.padding is set but unused: patching.levels=0 turns patching off "
+    assert ("[neuralop-mp] WARNING: patching.padding is set but unused: patching.levels=0 turns patching off "
             "(a level of 1 or more patches).") in err.splitlines()
 
 
