@@ -35,7 +35,7 @@ from neuralop.losses import H1Loss, LpLoss
 from ..vocabulary import OneLineErrorParser, ignoring_upstream_unused_keys
 from ..data.cli import non_negative_int, positive_float, positive_int
 from ..models.mixed_precision_models import ignoring_unrecorded_precision
-from .cli import data_root_errors, fill_defaults, threads_type
+from .cli import announce_data, data_root_errors, fill_defaults, threads_type
 from .report import (add_output_arguments, fno_description, markdown_table, refuse_partial_docs_update,
                      shown_command, timed_section, write_results)
 
@@ -129,7 +129,7 @@ def summarize(dataset, name, results, full):
         if full is not None:
             row[f"{label} / full"] = f"{statistics.fmean(values) / statistics.fmean(r[index] for r in full):.3f}"
     row["s/epoch"] = f"{statistics.fmean(r[2] for r in results):.2f}"
-    row["saved MB"] = f"{statistics.fmean(r[3] for r in results) / 2**20:.2f}"
+    row["saved MiB"] = f"{statistics.fmean(r[3] for r in results) / 2**20:.2f}"
     return row
 
 
@@ -172,10 +172,12 @@ def _measure(args, argv):
     n = args.resolution
     rows, raw = [], {}
     for dataset in args.datasets:
+        announce_data("neuralop-mp bench scope", dataset, args.n_train, (args.n_test, args.n_test), n, (n, 2 * n))
+        # the loader's own lines kept off stdout (the table's); its progress bar goes to stderr, in a terminal
         with contextlib.redirect_stdout(io.StringIO()):
             loaders = getattr(neuralop_mp.data, DATASETS[dataset])(
                 n_train=args.n_train, n_tests=(args.n_test, args.n_test), batch_size=16,
-                test_batch_sizes=(50, 50), train_resolution=n, test_resolutions=(n, 2 * n), progress=False)
+                test_batch_sizes=(50, 50), train_resolution=n, test_resolutions=(n, 2 * n), progress=True)
         per_run = {}
         for name in args.runs:
             per_run[name] = []
@@ -183,14 +185,14 @@ def _measure(args, argv):
                 result = train_once(loaders, name, seed, args.epochs, args.lr, n)
                 per_run[name].append(result)
                 print(f"{dataset} {name:>26} seed {seed}: L2 {result[0]:.4f} / {result[1]:.4f}, "
-                      f"{result[2]:.2f} s/epoch, {result[3] / 2**20:.2f} MB", file=sys.stderr, flush=True)
+                      f"{result[2]:.2f} s/epoch, {result[3] / 2**20:.2f} MiB", file=sys.stderr, flush=True)
         steps = step_times(loaders, args.runs, repeats=step_repeats)
         for name, results in per_run.items():
             rows.append(summarize(dataset, name, results, per_run.get("full")))
             rows[-1]["step ms"] = f"{1000 * steps[name]:.1f}"
         raw[dataset] = per_run
 
-    columns = ["data", "run", "L2 @ N", "L2 @ N / full", "L2 @ 2N", "L2 @ 2N / full", "s/epoch", "step ms", "saved MB"]
+    columns = ["data", "run", "L2 @ N", "L2 @ N / full", "L2 @ 2N", "L2 @ 2N / full", "s/epoch", "step ms", "saved MiB"]
     table = markdown_table(rows, [c for c in columns if any(c in r for r in rows)])
     command = shown_command("neuralop-mp bench scope", argv)
     body = timed_section(
@@ -199,11 +201,13 @@ def _measure(args, argv):
         f"{n}x{n}, test {args.n_test} at N={n} and 2N={2 * n}; AdamW lr {args.lr}, cosine, {args.epochs} "
         f"epochs, H1 training loss, batch 16; seeds {args.seeds} (mean ± std), the same initial weights "
         f"and data order for every run of a seed. s/epoch: training time only; step ms: median of {step_repeats} "
-        "training steps (forward, loss, backward) on one batch of 16, the runs interleaved; saved MB: bytes "
-        "autograd saved for backward on the first batch.", table)
+        "training steps (forward, loss, backward) on one batch of 16, the runs interleaved; saved MiB: bytes "
+        "autograd saved for backward on the first batch (MiB: 2^20 bytes).", table)
     print(table)
+    # raw: per dataset and run, one (L2 @ N, L2 @ 2N, s/epoch, saved bytes) per seed, in the order of seeds
     write_results("scope", body, dict(rows=rows, raw=raw, epochs=args.epochs, seeds=args.seeds,
-                                      n_train=args.n_train, threads=torch.get_num_threads()),
+                                      n_train=args.n_train, n_test=args.n_test, resolution=n, lr=args.lr,
+                                      step_repeats=step_repeats, threads=torch.get_num_threads()),
                   out=args.out, update_docs=args.update_docs)
     return 0
 

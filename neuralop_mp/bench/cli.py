@@ -73,6 +73,16 @@ def data_root_errors(parser):
         parser.error(str(error))
 
 
+def announce_data(prog, dataset, n_train, n_tests, train_resolution, test_resolutions):
+    """Say on stderr, before a benchmark loads its data, how many samples it asks for: the built-in
+    data are generated into the data root on first use, which for a large ``--n-train`` takes long
+    (the loaders' progress bar is drawn in a terminal only)."""
+    tests = " and ".join(f"{n} at {r}x{r}" for n, r in zip(n_tests, test_resolutions))
+    print(f"{prog}: {dataset} data: {n_train} training samples at {train_resolution}x{train_resolution}, test "
+          f"{tests}; read from the data root, or generated there first (longer the more samples)",
+          file=sys.stderr, flush=True)
+
+
 def usage():
     lines = ["usage: neuralop-mp bench {" + ",".join(BENCHMARKS) + "} [--quick] [--out DIR] [--update-docs] ...",
              "", "benchmarks:"]

@@ -99,7 +99,11 @@ def main(argv=None):
         print(json.dumps(measure(mode, arch, variant, int(res), int(batch), int(steps), "--quick" in argv)))
         return 0
     parser = OneLineErrorParser(prog="neuralop-mp bench allocator", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small model at 32^2, 2 steps (seconds)")
+    # the time is the 8 processes' start (Python, torch, neuraloperator), not their steps
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a small model at 32^2, 2 steps; still one fresh process per row "
+                             f"({2 * len(VARIANTS) * 2}: FNO and TFNO, {len(VARIANTS)} variants, 2 malloc settings), "
+                             "each starting Python and torch: about a minute")
     # counts >= 1, refused at parse time as the other benchmarks refuse them (0 was read as the default)
     parser.add_argument("--steps", type=positive_int, default=None, help="timed steps per process (default 3)")
     parser.add_argument("--res", type=positive_int, default=None, help="grid size (default 256)")

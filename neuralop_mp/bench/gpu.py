@@ -400,29 +400,43 @@ def read_rows(path):
             for row in rows]
 
 
+# what plot_memory draws: the first column of these any FNO row holds a number of, its axis label and title
+PLOTTED = (("peak MiB", "peak CUDA memory of a training step (MiB)", "peak memory vs resolution"),
+           ("kept by forward MiB", "kept by the forward for backward (MiB)", "kept by forward (no CUDA peak)"))
+
+
 def plot_memory(rows, path):
-    """Peak memory against resolution, one line per variant (FNO, 64 channels)."""
+    """Memory against resolution, one line per variant (FNO, its fewest channels): the peak CUDA
+    memory, or where no row has one (the dry run on CPU) what the forward keeps for backward,
+    the axis saying which. Returns the column drawn; None, writing no file, where no FNO row
+    holds a number of either."""
+    fno = [r for r in rows if r["model"] == "FNO"]
+    column = next((c for c in PLOTTED if any(_finite(r.get(c[0])) for r in fno)), None)
+    if column is None:
+        return None
+    key, ylabel, what = column
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    hidden = min(r["hidden"] for r in rows)
+    hidden = min(r["hidden"] for r in fno)
     for variant in dict.fromkeys(r["variant"] for r in rows):
-        points = sorted((r["res"], r["peak MiB"]) for r in rows if r["variant"] == variant
-                        and r["model"] == "FNO" and r["hidden"] == hidden and _finite(r.get("peak MiB")))
+        points = sorted((r["res"], r[key]) for r in fno if r["variant"] == variant
+                        and r["hidden"] == hidden and _finite(r.get(key)))
         if points:
             ax.plot(*zip(*points), marker="o", label=variant)
     ax.set_xlabel("resolution (N for N x N)")
-    ax.set_ylabel("peak CUDA memory of a training step (MiB)")
+    ax.set_ylabel(ylabel)
     ax.set_yscale("log")
-    ax.set_title(f"FNO 2D, 4 layers, {hidden} channels: peak memory vs resolution")
+    ax.set_title(f"FNO 2D, 4 layers, {hidden} channels: {what}")
     if ax.lines:
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return key
 
 
 def _finite(value):
@@ -491,6 +505,10 @@ def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None, out=None):
     add_ratios(rows)
     columns = ["model", "hidden", "res", "variant", "step ms", "speed-up vs up. full", "speed-up vs up. mixed",
                "peak MiB", "memory / up. full", "memory / up. mixed", "kept by forward MiB", "peak in", "note"]
+    # the sizes this campaign ran that are no power of two (768 in the full campaign, 12 in the tiny one)
+    odd = sorted({res for _, _, res in sizes if res & (res - 1)})
+    odd_text = (f"{' and '.join(map(str, odd))} {'is' if len(odd) == 1 else 'are'} not a power of two: our \"half\" "
+                "runs its FFTs in fp32 there, cuFFT half elsewhere. " if odd else "")
     shown = failing[:MAX_LISTED_FAILURES]
     listed = "".join(f"- `{line[:300]}`\n" for line in shown)
     if len(failing) > len(shown):
@@ -499,11 +517,12 @@ def run(dry_run=False, quick=False, budget_s=BUDGET_S, archs=None, out=None):
         f"CUDA tests (`pytest -k cuda`): {tests}.\n\n" + (listed + "\n" if listed else "") +
         f"FNO/TFNO 2D, 4 layers, {modes}x{modes} modes, batch {batch}; {warmup} warm-up step(s), median of "
         f"{steps} timed step(s) ({'perf_counter: dry run' if dry_run else 'CUDA events'}); peak = `torch.cuda.max_memory_allocated` of the training step "
-        "(reset before each variant; parameters, gradients and optimizer state included); every row but the "
+        "(reset before each variant; parameters, gradients and optimizer state included"
+        + ("; blank in this dry run: no CUDA" if dry_run else "") + "); every row but the "
         "TensorGRaD one steps AdamW; \"kept by forward\" = what one more step's forward leaves allocated "
         "for backward (saved activations and output; on a CPU counted from the tensors), \"peak in\" = the phase "
-        "of that step with the highest allocation. 768 is not a power of two: our \"half\" runs its FFTs in fp32 there, "
-        f"cuFFT half elsewhere. Wall time: {time.perf_counter() - start:.0f} s.\n\n"
+        f"of that step with the highest allocation. {odd_text}"
+        f"Wall time: {time.perf_counter() - start:.0f} s.\n\n"
         + markdown_table(rows, columns) + "\n"
     )
     data = dict(rows=rows, cuda_tests=tests, cuda_test_failures=failing, dry_run=dry_run, tiny=tiny, batch=batch,
@@ -667,7 +686,11 @@ def main(argv=None):
     if args.update_docs and tiny:  # gpu.sh passes --update-docs to its dry run too: said, not refused
         print(f"neuralop-mp bench gpu: docs/benchmarks.md not updated: a {'dry' if dry_run else 'quick'} run's "
               "tiny sizes are no measurement.", file=sys.stderr)
-    plot_memory(rows, Path(folder) / "gpu_memory.png")
+    plotted = plot_memory(rows, Path(folder) / "gpu_memory.png")
+    if plotted is None:  # every FNO row crashed, or none was asked for (--arch TFNO)
+        print("neuralop-mp bench gpu: gpu_memory.png not written: no FNO row holds a memory figure", file=sys.stderr)
+    elif plotted != "peak MiB":
+        print(f"gpu_memory.png shows {plotted!r}: no row has a CUDA peak", flush=True)
     if args.profile:
         (Path(folder) / "gpu_profile.txt").write_text(
             profile_table(rows, dry_run=dry_run, quick=args.quick, start=start, budget_s=args.budget_s,

@@ -39,6 +39,11 @@ SIZES = {
     "large2d": (128, 64, 2, 128, 2),  # 2 layers keep the CPU run short; ratios do not depend on depth
 }
 OPTIMIZERS = ("torch_adamw", "upstream_adamw", "upstream_galore", "tensorgrad", "tensorgrad_bf16", "galore", "sparse")
+# (size, optimizer) pairs of the state table left out, and why: said under the table
+SKIPPED_STATE_ROWS = {
+    ("large2d", "upstream_galore"): "tensorly's 10-iteration Tucker decomposition of its 34M-entry spectral "
+                                    "weights takes minutes on a CPU",
+}
 
 
 # (hidden, modes, layers, resolution, batch) of --quick: checks the benchmark runs, in seconds
@@ -118,7 +123,7 @@ def measure_optimizer(size, name, n_steps=3):
         optimizer.step()
         times.append(time.perf_counter() - start)
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    result = dict(size=size, optimizer=name, params_MB=params / 2**20, state_MB=state_bytes(optimizer) / 2**20,
+    result = dict(size=size, optimizer=name, params_MiB=params / 2**20, state_MiB=state_bytes(optimizer) / 2**20,
                   first_step_s=times[0], step_s=statistics.median(times[1:]) if n_steps > 1 else times[0])
     del optimizer, model
     return result
@@ -126,8 +131,10 @@ def measure_optimizer(size, name, n_steps=3):
 
 # Training setups of the memory table: (spectral layer precision or None for upstream's
 # layer, autocast bf16, spectral weight storage, optimizer[, update in backward, recompute])
+#: the setup every ratio of the memory table is taken against, where it is measured
+BASELINE_SETUP = "AdamW, full precision (baseline)"
 TRAINING_SETUPS = {
-    "AdamW, full precision (baseline)": (None, False, "complex64", "torch_adamw"),
+    BASELINE_SETUP: (None, False, "complex64", "torch_adamw"),
     "AdamW, upstream layer + bf16 autocast": (None, True, "complex64", "torch_adamw"),
     "TensorGRaD fp32 states, mixed layer": ("mixed", True, "complex64", "tensorgrad"),
     "TensorGRaD bf16 states, mixed layer": ("mixed", True, "complex64", "tensorgrad_bf16"),
@@ -176,29 +183,60 @@ def training_step_memory(size, precision, autocast, weight_dtype, optimizer_name
         optimizer.step()
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     if peak_tensors > 0:
-        print(f"{size} {label}: at the peak, besides the parameters ({params / 2**20:.1f} MB) and the input:")
+        print(f"{size} {label}: at the peak, besides the parameters ({params / 2**20:.1f} MiB) and the input:")
         for nbytes, op, shape, dtype in peak.peak_tensors[:peak_tensors]:
-            print(f"  {nbytes / 2**20:9.1f} MB  {dtype:10s} {str(shape):24s} {op}")
+            print(f"  {nbytes / 2**20:9.1f} MiB  {dtype:10s} {str(shape):24s} {op}")
         rest = sum(row[0] for row in peak.peak_tensors[peak_tensors:])
-        print(f"  {rest / 2**20:9.1f} MB  in {max(0, len(peak.peak_tensors) - peak_tensors)} smaller tensors")
+        print(f"  {rest / 2**20:9.1f} MiB  in {max(0, len(peak.peak_tensors) - peak_tensors)} smaller tensors")
     return params, grads, state_bytes(optimizer), meter.bytes, peak.peak_bytes
 
 
+def baseline_of(setups):
+    """The setup the ratios of ``setups`` (labels of :data:`TRAINING_SETUPS`) are taken against:
+    :data:`BASELINE_SETUP` where it is one of them, else the first.
+
+    Raises
+    ------
+    ValueError
+        Naming a setup given twice (its row would be measured and shown twice) or an unknown one.
+    """
+    setups = list(setups)
+    unknown = [label for label in setups if label not in TRAINING_SETUPS]
+    if unknown:
+        raise ValueError(f"unknown training setup {unknown[0]!r}; allowed: {', '.join(map(repr, TRAINING_SETUPS))}")
+    repeated = next((label for i, label in enumerate(setups) if label in setups[:i]), None)
+    if repeated is not None:
+        number = list(TRAINING_SETUPS).index(repeated)
+        raise ValueError(f"setup {number} ({repeated!r}) is given twice; name each setup once")
+    if not setups:
+        raise ValueError("no training setup given")
+    return BASELINE_SETUP if BASELINE_SETUP in setups else setups[0]
+
+
 def total_memory_rows(size, setups=None, peak_tensors=0):
-    """Training memory of each :data:`TRAINING_SETUPS` entry, measured (MB), and its ratio
-    to the baseline; ``peak_tensors``: see :func:`training_step_memory`."""
-    rows, baseline = [], None
-    for label in setups or TRAINING_SETUPS:
+    """Training memory of each :data:`TRAINING_SETUPS` entry (or of ``setups``, in their order),
+    measured (MiB), and its ratio to the baseline (:func:`baseline_of`: AdamW in full precision
+    where it is among them, else the first); ``peak_tensors``: see :func:`training_step_memory`."""
+    labels = list(setups or TRAINING_SETUPS)
+    baseline_label = baseline_of(labels)
+    measured = {}
+    # the baseline first, so that every progress line can show its ratios; the rows keep the given order
+    for label in [baseline_label] + [label for label in labels if label != baseline_label]:
         params, grads, state, activations, peak = training_step_memory(size, *TRAINING_SETUPS[label],
                                                                        peak_tensors=peak_tensors, label=label)
         total = params + grads + state + activations
-        baseline = baseline or (total, peak)  # the first setup
-        rows.append({"setup": label, "params+grads_MB": (params + grads) / 2**20, "state_MB": state / 2**20,
-                     "activations_MB": activations / 2**20, "total_MB": total / 2**20,
-                     "vs_baseline": total / baseline[0], "peak_MB": peak / 2**20,
-                     "peak_vs_baseline": peak / baseline[1]})
-        print(f"{size:8s} {label:66s} total {total / 2**20:9.1f} MB  x{total / baseline[0]:.3f}  "
-              f"peak {peak / 2**20:9.1f} MB  x{peak / baseline[1]:.3f}", flush=True)
+        measured[label] = (params, grads, state, activations, peak, total)
+        base_total, base_peak = measured[baseline_label][5], measured[baseline_label][4]
+        print(f"{size:8s} {label:66s} total {total / 2**20:9.1f} MiB  x{total / base_total:.3f}  "
+              f"peak {peak / 2**20:9.1f} MiB  x{peak / base_peak:.3f}", flush=True)
+    base_total, base_peak = measured[baseline_label][5], measured[baseline_label][4]
+    rows = []
+    for label in labels:
+        params, grads, state, activations, peak, total = measured[label]
+        rows.append({"setup": label, "params+grads_MiB": (params + grads) / 2**20, "state_MiB": state / 2**20,
+                     "activations_MiB": activations / 2**20, "total_MiB": total / 2**20,
+                     "vs_baseline": total / base_total, "peak_MiB": peak / 2**20,
+                     "peak_vs_baseline": peak / base_peak})
     return rows
 
 
@@ -254,8 +292,9 @@ def main(argv=None):
                         help="only the training-memory rows (no state-after-3-steps rows, no accuracy run)")
     labels = list(TRAINING_SETUPS)
     parser.add_argument("--setups", nargs="+", type=int, choices=range(len(labels)), metavar="N",
-                        help="only these rows of the training-memory table, by number (the first one named is "
-                             "the baseline of the ratios; default: all): "
+                        help="only these rows of the training-memory table, by number, each once (the ratios "
+                             "are to setup 0 where it is named, else to the first one named, which the table "
+                             "then says; default: all): "
                              + "; ".join(f"{i} = {label}" for i, label in enumerate(labels)))
     parser.add_argument("--peak-tensors", type=int, default=0, metavar="N",
                         help="print the N largest tensors alive at each training-memory row's peak "
@@ -267,6 +306,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.peak_tensors < 0:
         parser.error(f"--peak-tensors must be >= 0, got {args.peak_tensors}")
+    if args.setups is not None:
+        try:
+            baseline_of([labels[i] for i in args.setups])
+        except ValueError as error:  # a setup given twice
+            parser.error(f"argument --setups: {error}")
     refuse_partial_docs_update(parser, "optimizer", args, {"--quick": args.quick, "--sizes": args.sizes,
                                                            "--memory-only": args.memory_only,
                                                            "--setups": args.setups is not None})
@@ -285,20 +329,20 @@ def _run(args, argv):
     sizes = args.sizes or (["quick"] if args.quick else list(SIZES))
     dims = {k: size_dims(k) for k in (*SIZES, "quick") if k in sizes}  # what the report shows, in SIZES' order
 
+    setups = list(TRAINING_SETUPS) if args.setups is None else [list(TRAINING_SETUPS)[i] for i in args.setups]
     state_rows, memory_rows = [], []
     for size in sizes:
         per_size = {}
         for name in () if args.memory_only else OPTIMIZERS:
-            if size == "large2d" and name == "upstream_galore":
-                continue  # tensorly's 10-iteration Tucker of 34M-entry weights takes minutes on CPU
+            if (size, name) in SKIPPED_STATE_ROWS:  # said under the table
+                continue
             row = measure_optimizer(size, name)
-            per_size[name] = row["state_MB"] * 2**20
+            per_size[name] = row["state_MiB"] * 2**20
             state_rows.append(row)
-            print(f"{size:8s} {name:16s} state {row['state_MB']:9.1f} MB  step {row['step_s']:.3f} s", flush=True)
+            print(f"{size:8s} {name:16s} state {row['state_MiB']:9.1f} MiB  step {row['step_s']:.3f} s", flush=True)
         for row in state_rows:
             if row["size"] == size:
-                row["state_vs_adamw"] = row["state_MB"] * 2**20 / per_size["torch_adamw"]
-        setups = None if args.setups is None else [list(TRAINING_SETUPS)[i] for i in args.setups]
+                row["state_vs_adamw"] = row["state_MiB"] * 2**20 / per_size["torch_adamw"]
         memory_rows += [dict(r, size=size) for r in total_memory_rows(size, setups, args.peak_tensors)]
 
     accuracy_rows = []
@@ -309,10 +353,13 @@ def _run(args, argv):
     body = [header("Optimizer state and training memory (TensorGRaD)", command)]
     body.append("Sizes (hidden, modes, layers, activation resolution, batch): "
                 + "; ".join(f"{k} = {v}" for k, v in dims.items()) + ".\n")
+    # the state rows left out at the sizes measured (none with --memory-only: no state table at all)
+    skipped = [(size, name, why) for (size, name), why in SKIPPED_STATE_ROWS.items() if size in sizes and state_rows]
     if state_rows:  # none with --memory-only: no empty table
         body.append("### Optimizer state after 3 steps on random gradients\n")
-        body.append(markdown_table(state_rows, ["size", "optimizer", "params_MB", "state_MB", "state_vs_adamw",
+        body.append(markdown_table(state_rows, ["size", "optimizer", "params_MiB", "state_MiB", "state_vs_adamw",
                                                 "first_step_s", "step_s"]))
+        body += [f"\n`{name}` at {size} is left out: {why}." for size, name, why in skipped]
     body.append("\n### Training memory: params + grads + optimizer state + saved activations\n")
     body.append("Measured on one real training step of each setup (forward at the size's batch and "
                 "resolution, backward, optimizer step): bytes of the parameters, of their gradients, of the "
@@ -321,18 +368,23 @@ def _run(args, argv):
                 "autocast. \"complex32 spectral weights\": the spectral weights, and so their gradients, "
                 "stored in complex32 (`model.spectral_weight_dtype`). \"AdamW\" with complex32 weights is the "
                 "factory's `adamw`, i.e. AdamW with fp32 moments.\n")
-    body.append("`peak_MB`: the peak of live tensor bytes during that step (forward, backward with the "
+    body.append("MiB: 2^20 bytes. `peak_MiB`: the peak of live tensor bytes during that step (forward, backward with the "
                 "in-backward updates where enabled, optimizer step), measured as the section \"Peak of live tensor bytes during a training step\" below describes; "
                 "`grads` there are those held after backward (none with update in backward).\n")
-    body.append(markdown_table(memory_rows, ["size", "setup", "params+grads_MB", "state_MB", "activations_MB",
-                                             "total_MB", "vs_baseline", "peak_MB", "peak_vs_baseline"]))
+    baseline = baseline_of(setups)
+    if baseline != BASELINE_SETUP:
+        body.append(f"`vs_baseline` and `peak_vs_baseline` are ratios to setup {list(TRAINING_SETUPS).index(baseline)}, "
+                    f"\"{baseline}\", the first one given: setup 0, \"{BASELINE_SETUP}\", was not measured.\n")
+    body.append(markdown_table(memory_rows, ["size", "setup", "params+grads_MiB", "state_MiB", "activations_MiB",
+                                             "total_MiB", "vs_baseline", "peak_MiB", "peak_vs_baseline"]))
     if accuracy_rows:
         body.append("\n### Darcy 16x16, 500 train / 100 test, FNO hidden 24, 3 layers, 8 epochs, lr 5e-3, "
                     "cosine schedule, gap 10, TensorGRaD scale 4 (no weight decay)\n")
         body.append(markdown_table(accuracy_rows, ["optimizer", "weights", "test_rel_L2", "train_s"]))
     text = "\n".join(body)
     print(text)
-    data = dict(sizes=dims, optimizer_state=state_rows,
+    data = dict(sizes=dims, optimizer_state=state_rows, baseline_setup=baseline,
+                skipped_state_rows=[f"{name} at {size}: {why}" for size, name, why in skipped],
                 training_memory=memory_rows, accuracy=accuracy_rows, threads=torch.get_num_threads())
     write_results("optimizer", text, data, out=args.out, update_docs=args.update_docs)
     return 0

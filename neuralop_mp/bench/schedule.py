@@ -30,7 +30,7 @@ from neuralop.losses import H1Loss, LpLoss
 
 from ..vocabulary import OneLineErrorParser, ignoring_upstream_unused_keys
 from ..data.cli import non_negative_int, positive_float, positive_int
-from .cli import data_root_errors, fill_defaults, threads_type
+from .cli import announce_data, data_root_errors, fill_defaults, threads_type
 from .report import (add_output_arguments, fno_description, markdown_table, refuse_partial_docs_update,
                      shown_command, timed_section, write_results)
 
@@ -41,6 +41,7 @@ RUNS = {
     "paper+tanh": "half:0.25/tanh,mixed:0.5,full:0.25",
 }
 METRICS = ("16_l2", "16_h1", "32_l2", "32_h1")
+N_TESTS, TEST_RESOLUTIONS = (200, 200), (16, 32)  # test samples at each test resolution
 # the options' defaults, and those of --quick (which an option given on the command line overrides)
 DEFAULTS = {"epochs": 10, "seeds": [0, 1], "n_train": 500, "runs": list(RUNS)}
 QUICK = {"epochs": 1, "seeds": [0], "n_train": 64, "runs": ["full", "mixed"]}
@@ -73,6 +74,13 @@ def train_once(loaders, schedule, seed, n_epochs, lr):
     return {k: float(metrics[k]) for k in METRICS}, seconds, history
 
 
+def signed_percent(change):
+    """``change`` (a fraction) as the table's percentage: "+0.8%", "-1.2%", and "0.0%" where it
+    rounds to zero (no "-0.0%" for a change a hair below zero)."""
+    text = f"{100 * change:+.1f}%"
+    return "0.0%" if text in ("+0.0%", "-0.0%") else text
+
+
 def summarize(name, schedule, results):
     """One table row: mean (and spread) over seeds."""
     def mean(key):
@@ -85,7 +93,7 @@ def summarize(name, schedule, results):
         row[key] = f"{statistics.fmean(values):.4f}{spread}"
     row["s/epoch"] = f"{mean('seconds'):.2f}"
     row["skipped"] = sum(r["skipped"] for r in results)
-    row["saved MB (phase 1)"] = f"{mean('saved_bytes') / 2**20:.2f}"
+    row["saved MiB (phase 1)"] = f"{mean('saved_bytes') / 2**20:.2f}"
     row["phases"] = results[0]["phases"]
     return row
 
@@ -133,11 +141,13 @@ def _measure(args, argv):
     """Run the benchmark ``args`` (parsed and filled in) asks for; write its results."""
     import neuralop_mp
 
+    announce_data("neuralop-mp bench schedule", "Darcy", args.n_train, N_TESTS, 16, TEST_RESOLUTIONS)
+    # the loader's own lines kept off stdout (the table's); its progress bar goes to stderr, in a terminal
     with contextlib.redirect_stdout(io.StringIO()):
-        loaders = neuralop_mp.data.load_darcy(n_train=args.n_train, n_tests=(200, 200), batch_size=16,
+        loaders = neuralop_mp.data.load_darcy(n_train=args.n_train, n_tests=N_TESTS, batch_size=16,
                                               test_batch_sizes=(50, 50), train_resolution=16,
-                                              test_resolutions=(16, 32), progress=False)
-    rows, means = [], {}
+                                              test_resolutions=TEST_RESOLUTIONS, progress=True)
+    rows, means, raw = [], {}, {}
     for name in args.runs:
         results = []
         for seed in args.seeds:
@@ -145,6 +155,7 @@ def _measure(args, argv):
             metrics.update(seconds=seconds, skipped=sum(h["skipped_steps"] for h in history),
                            saved_bytes=history[0]["saved_bytes"] or 0, phases=phases_text(history))
             results.append(metrics)
+            raw.setdefault(name, []).append(dict(seed=seed, **metrics))
             print(f"{name:>10} seed {seed}: " + ", ".join(f"{k}={metrics[k]:.4f}" for k in METRICS)
                   + f", {seconds:.2f} s/epoch", file=sys.stderr, flush=True)
         rows.append(summarize(name, RUNS[name], results))
@@ -152,12 +163,12 @@ def _measure(args, argv):
     if "full" in means:  # relative to full precision, so the table reads at a glance
         for row in rows:
             m, ref = means[row["run"]], means["full"]
-            row["L2/H1 vs full"] = (f"{100 * (m['16_l2'] / ref['16_l2'] - 1):+.1f}% / "
-                                   f"{100 * (m['16_h1'] / ref['16_h1'] - 1):+.1f}%")
+            row["L2/H1 vs full"] = (f"{signed_percent(m['16_l2'] / ref['16_l2'] - 1)} / "
+                                   f"{signed_percent(m['16_h1'] / ref['16_h1'] - 1)}")
             row["time vs full"] = f"{m['seconds'] / ref['seconds']:.2f}x"
 
     columns = ["run", "schedule", *METRICS, "L2/H1 vs full", "s/epoch", "time vs full", "skipped",
-               "saved MB (phase 1)", "phases"]
+               "saved MiB (phase 1)", "phases"]
     table = markdown_table(rows, columns)
     command = shown_command("neuralop-mp bench schedule", argv)
     body = timed_section(
@@ -167,10 +178,14 @@ def _measure(args, argv):
         f"{args.epochs} epochs, H1 training loss, batch 16; seeds {args.seeds} (mean ± std). Same "
         "initial weights and data order for every run of a seed. Half type: bfloat16 (CPU default); "
         "on CPU \"half\" runs as \"mixed\" (torch.fft has no CPU half). s/epoch is training time only; "
-        "saved MB = bytes autograd saved for backward on the first batch of the first phase.", table)
+        "saved MiB = bytes autograd saved for backward on the first batch of the first phase (MiB: 2^20 "
+        "bytes).", table)
     print(table)
-    write_results("schedule", body, dict(rows=rows, epochs=args.epochs, seeds=args.seeds, n_train=args.n_train,
-                                         threads=torch.get_num_threads()),
+    # raw: each (run, seed)'s unrounded numbers, from which every cell and ratio of the table can be recomputed
+    write_results("schedule", body, dict(rows=rows, raw=raw, epochs=args.epochs, seeds=args.seeds,
+                                         n_train=args.n_train, n_tests=list(N_TESTS),
+                                         test_resolutions=list(TEST_RESOLUTIONS), lr=args.lr, runs=args.runs,
+                                         batch_size=16, threads=torch.get_num_threads()),
                   out=args.out, update_docs=args.update_docs)
     return 0
 

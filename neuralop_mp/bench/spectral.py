@@ -60,6 +60,7 @@ from ..models.recompute import set_recompute
 from ..layers.precision_switch import set_precision
 from ..data.cli import positive_int, seconds
 from ..vocabulary import check_int_at_least
+from ..run_records import human_bytes
 from .cli import threads_type
 from .report import (add_output_arguments, header, markdown_table, refuse_partial_docs_update,
                      shown_command, write_results)
@@ -355,6 +356,30 @@ def render(data):
     )
 
 
+def machine_memory_bytes():
+    """The machine's physical memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows), or no such name
+        return None
+
+
+def oversized(sizes, model_kwargs, memory=None):
+    """The first ``(res, batch)`` of ``sizes`` whose one float32 activation of the model (batch x
+    hidden channels x res^2, the lifted input) alone exceeds ``memory`` bytes (default: the
+    machine's), with what that activation needs; None where every size fits or the memory is
+    unknown. A training step holds several such tensors, so a size refused here could never run:
+    without this check it ended in an allocator's traceback, possibly after the smaller sizes' work."""
+    memory = machine_memory_bytes() if memory is None else memory
+    if memory is None:
+        return None
+    for res, batch in sizes:
+        needed = batch * model_kwargs["hidden_channels"] * res * res * 4
+        if needed > memory:
+            return (res, batch), needed, memory
+    return None
+
+
 def _size(text):
     """An argparse type: ``RESxBATCH`` (``64x2``), both positive integers, as ``(res, batch)``."""
     parts = text.lower().split("x")
@@ -388,6 +413,13 @@ def main(argv=None):
     # a tiny run, or some of the table's rows, is not the docs' table
     refuse_partial_docs_update(parser, "spectral", args, {"--quick": args.quick, "--sizes": args.sizes,
                                                           "--models": args.models != ["FNO", "TFNO"]})
+    model_kwargs = QUICK_MODEL if args.quick else MODEL
+    too_large = oversized(args.sizes or (QUICK_SIZES if args.quick else SIZES), model_kwargs)
+    if too_large is not None:  # before anything is measured: one line naming the size
+        (res, batch), needed, memory = too_large
+        parser.error(f"argument --sizes: {res}x{batch} needs {human_bytes(needed)} for one activation of the model "
+                     f"(batch {batch} x {model_kwargs['hidden_channels']} channels x {res}^2 float32), more than "
+                     f"this machine's {human_bytes(memory)} of memory; a training step holds several")
     body, data = run(quick=args.quick, sizes=args.sizes, rounds=args.rounds, models=args.models, threads=args.threads,
                      slow_step_s=args.slow_step_s, cpu_allocator=args.cpu_allocator)
     command = shown_command("neuralop-mp bench spectral", argv)

@@ -69,8 +69,8 @@ def test_quick_run_writes_its_files_and_leaves_docs_untouched(name, tmp_path):
         rows = {r["run"]: r for r in data["rows"]}
         # scope "spectral" under autocast computes exactly what "mixed" without autocast does
         assert rows["mixed+autocast spectral"]["L2 @ N"] == rows["mixed"]["L2 @ N"]
-        assert float(rows["mixed+autocast"]["saved MB"]) < float(rows["mixed+autocast fno_blocks"]["saved MB"]) \
-            < float(rows["full"]["saved MB"])
+        assert float(rows["mixed+autocast"]["saved MiB"]) < float(rows["mixed+autocast fno_blocks"]["saved MiB"]) \
+            < float(rows["full"]["saved MiB"])
 
 
 def test_spectral_floor_replaces_every_spectral_layer_and_still_trains():

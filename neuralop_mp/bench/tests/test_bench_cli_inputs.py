@@ -265,7 +265,7 @@ def test_optimizer_setups_measure_the_rows_they_name(threads_restored, tmp_path)
     rows = json.loads((tmp_path / "optimizer.json").read_text())["training_memory"]
     labels = list(TRAINING_SETUPS)
     assert [row["setup"] for row in rows] == [labels[0], labels[7]]
-    assert all(row["total_MB"] > 0 for row in rows)
+    assert all(row["total_MiB"] > 0 for row in rows)
 
 
 # ---- bench auto -------------------------------------------------------------------------------

@@ -55,12 +55,12 @@ def test_total_memory_rows_are_relative_to_the_baseline(tiny_size, monkeypatch):
     })
     rows = bench.total_memory_rows(tiny_size)
     assert rows[0]["vs_baseline"] == 1.0 and rows[0]["peak_vs_baseline"] == 1.0
-    assert rows[1]["peak_vs_baseline"] == pytest.approx(rows[1]["peak_MB"] / rows[0]["peak_MB"])
-    assert rows[1]["peak_MB"] >= rows[1]["params+grads_MB"]  # the peak holds at least the weights
-    assert rows[1]["vs_baseline"] == pytest.approx(rows[1]["total_MB"] / rows[0]["total_MB"])
+    assert rows[1]["peak_vs_baseline"] == pytest.approx(rows[1]["peak_MiB"] / rows[0]["peak_MiB"])
+    assert rows[1]["peak_MiB"] >= rows[1]["params+grads_MiB"]  # the peak holds at least the weights
+    assert rows[1]["vs_baseline"] == pytest.approx(rows[1]["total_MiB"] / rows[0]["total_MiB"])
     assert 0 < rows[1]["vs_baseline"] < 1
-    torch.testing.assert_close(rows[1]["params+grads_MB"] + rows[1]["state_MB"] + rows[1]["activations_MB"],
-                               rows[1]["total_MB"])
+    torch.testing.assert_close(rows[1]["params+grads_MiB"] + rows[1]["state_MiB"] + rows[1]["activations_MiB"],
+                               rows[1]["total_MiB"])
 
 
 def test_peak_tensors_lists_what_is_alive_at_the_peak(tiny_size, capsys):

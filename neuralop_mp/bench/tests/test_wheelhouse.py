@@ -4,7 +4,6 @@ Nothing here reaches a package index: downloads read a local folder of handmade 
 """
 import json
 import subprocess
-import sys
 import zipfile
 from importlib import metadata
 from pathlib import Path
