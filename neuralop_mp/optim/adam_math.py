@@ -145,6 +145,19 @@ def load_moment(stored, dtype=torch.float32):
 _HALF_FORMATS = {torch.float16: (10, -14), torch.bfloat16: (7, -126)}
 
 
+def _finite_range(dtype):
+    """``(largest, overflow)`` of the 16-bit ``dtype``: its largest finite number, and the
+    smallest magnitude a plain (round-to-nearest-even) cast turns into inf, the largest plus
+    half its spacing (float16: 65504 and 65520). Both are float32 numbers."""
+    bits, _ = _HALF_FORMATS[dtype]
+    largest = torch.finfo(dtype).max
+    _, exponent = math.frexp(largest)  # largest = m 2**exponent, m in [0.5, 1): spacing 2**(exponent - 1 - bits)
+    return largest, largest + 2.0 ** (exponent - 2 - bits)
+
+
+_FINITE_RANGES = {dtype: _finite_range(dtype) for dtype in _HALF_FORMATS}
+
+
 # elements rounded per chunk: the rounding's fp32 temporaries (noise, spacing, quotient)
 # then hold a few MB whatever the tensor's size, instead of several copies of it (they
 # coexist with the activations when the update runs during backward)
@@ -180,7 +193,10 @@ def stochastic_round_(stored, value, seed):
     so the rounding is unbiased: updates much smaller than the spacing still move
     the stored value in expectation (round-to-nearest drops them all). The noise
     comes from a generator seeded with ``seed``, which keeps steps reproducible.
-    Values beyond the type's range become inf, as a plain cast would. The work runs
+    Values beyond the type's range become inf, as a plain cast would: exactly those
+    (float16: magnitudes from 65520 up). A value a plain cast keeps finite never becomes
+    inf: above the largest finite number it becomes that number, and below it the upper
+    neighbour is at most that number. NaN stays NaN. The work runs
     in chunks of :func:`rounding_chunk` elements, drawing the noise of each chunk in
     turn from the one generator.
 
@@ -230,9 +246,10 @@ def stochastic_round_chunk_(stored, value, generator):
         # bf16 is the top half of fp32: add uniform noise below the kept 16 bits,
         # then truncate; it rounds up with probability equal to the discarded fraction
         noise = torch.randint(0, 1 << 16, value.shape, generator=generator, dtype=torch.int32, device=value.device)
-        rounded = (value.view(torch.int32) + noise).bitwise_and_(-65536).view(torch.float32)
-        # a NaN's payload can carry into the sign or clear to inf's or zero's bits: NaN stays NaN
-        stored.copy_(torch.where(value.isnan(), value, rounded, out=rounded))  # no second full-size buffer
+        rounded = noise.add_(value.view(torch.int32)).bitwise_and_(-65536).view(torch.float32)
+        # a NaN's payload can carry into the sign or clear to inf's or zero's bits: NaN is
+        # kept by _keep_the_casts_range_, as the values the cast overflows are
+        stored.copy_(_keep_the_casts_range_(rounded, value, stored.dtype))
         return
     bits, min_exponent = _HALF_FORMATS[stored.dtype]
     # spacing of the 16-bit numbers around x: 2**(e - 1 - bits) for |x| in [2**(e-1), 2**e),
@@ -244,4 +261,21 @@ def stochastic_round_chunk_(stored, value, generator):
     # up with probability equal to the fraction, compared rather than added: floor(scaled +
     # noise) rounds in float32 when noise is near 1, which moved exact values a spacing up
     up = torch.rand(value.shape, generator=generator, device=value.device) < scaled.sub_(lower)
-    stored.copy_(lower.add_(up).mul_(spacing))
+    rounded = lower.add_(up).mul_(spacing)
+    # scaled and up are spent: the range check reuses their memory
+    stored.copy_(_keep_the_casts_range_(rounded, value, stored.dtype, scaled, up))
+
+
+def _keep_the_casts_range_(rounded, value, dtype, magnitude=None, keep=None):
+    """``rounded`` (a float32 stochastic rounding of ``value`` to the 16-bit ``dtype``) made
+    to overflow where a plain cast of ``value`` does, and only there, in place; returned.
+
+    Rounding up from the top binade gives the next power of two, inf in ``dtype``: a value
+    the cast keeps finite (float16: below 65520) is clamped to the largest finite number
+    instead, and a value the cast turns into inf (or a NaN) is taken as it is, so the cast
+    to ``dtype`` makes it inf (or NaN). ``magnitude`` (float32) and ``keep`` (bool), shaped
+    like ``value``, are spent buffers to reuse, else new ones are made."""
+    largest, overflow = _FINITE_RANGES[dtype]
+    magnitude = torch.abs(value, out=magnitude) if magnitude is not None else value.abs()
+    keep = torch.lt(magnitude, overflow, out=keep) if keep is not None else magnitude < overflow  # NaN: False
+    return torch.where(keep, rounded.clamp_(-largest, largest), value, out=rounded)

@@ -283,18 +283,21 @@ def nothing_compressed_warning(model, optimizer, kind):
     compresses no parameter, else None: it then keeps plain AdamW moments for every weight, the
     memory TensorGRaD was chosen to save. Named: ``opt.tensorgrad_min_params``, against the
     largest candidate weight (the model's spectral weights, any weight of two or more modes
-    longer than 1 in a model without them) where that is below it. None too where an int or tuple
-    rank above their mode sizes is why (:meth:`TensorGRaD.rank_exceeds_modes`): the constructor
-    warned of that."""
+    longer than 1 in a model without them) where that is below it. None too where the constructor
+    warned of why, for every candidate: an int or tuple rank above their mode sizes
+    (:meth:`TensorGRaD.rank_exceeds_modes`), or a rank or sparse ratio of the user's that leaves their
+    compressed state no smaller (:meth:`TensorGRaD.keeps_plain_for_chosen_settings`)."""
     from .tensorgrad import TensorGRaD
 
-    pairs = [(p, g) for g in optimizer.param_groups if g.get("compress") for p in g["params"]]
+    triples = [(p, g, i) for i, g in enumerate(optimizer.param_groups) if g.get("compress") for p in g["params"]]
+    pairs = [(p, g) for p, g, _ in triples]
     if not pairs or any(TensorGRaD.routes_to_compression(p, g) for p, g in pairs):
         return None
-    candidates = [(p, g) for p, g in pairs if TensorGRaD.eligible_for_compression(p, g)]
+    candidates = [(p, g, i) for p, g, i in triples if TensorGRaD.eligible_for_compression(p, g)]
     # none routes to compression (above): a candidate's rank above its modes is rank_exceeds_modes
-    if candidates and all(TensorGRaD.asks_rank_above_modes(p, g) for p, g in candidates):
-        return None  # the constructor named the rank above their mode sizes, group by group
+    if candidates and all(TensorGRaD.asks_rank_above_modes(p, g) or optimizer.keeps_plain_for_chosen_settings(p, i)
+                          for p, g, i in candidates):
+        return None  # the constructor named the cause, group by group
     matrices = [p for p in (spectral_parameters(model, 0) or [p for p, _ in pairs])
                 if sum(1 for d in p.shape if d > 1) >= 2]
     threshold = max(1, pairs[0][1]["min_params"])

@@ -365,18 +365,25 @@ def group_settings(group, defaults, explicit=(), upstream=False):
     ``compress`` (:data:`UPSTREAM_PLAIN_GROUP_DEFAULTS`); ``defaults``.
     """
     own = {key: value for key, value in group.items() if key != "params"}
+    upstream_defaults = upstream_defaults_of(own, upstream)
     if "tensorgrad" in own and "compress" not in own:
         # the checked flag in both: a numpy bool stays in the group as the Python bool it is
         own["tensorgrad"] = own["compress"] = upstream_compress_flag(own["tensorgrad"])
-        upstream_defaults = UPSTREAM_GROUP_DEFAULTS
-    elif upstream and "tensorgrad" not in own and "compress" not in own:
-        upstream_defaults = UPSTREAM_PLAIN_GROUP_DEFAULTS
-    else:
-        upstream_defaults = {}
     passed = {key: defaults[key] for key in explicit}
     settings = validate_group({**defaults, **upstream_defaults, **passed, **own})
     check_torch_keys(own, settings["weight_decay"])
     return settings
+
+
+def upstream_defaults_of(keys, upstream=False):
+    """The upstream defaults of a param group that names ``keys``: :data:`UPSTREAM_GROUP_DEFAULTS`
+    where it names ``tensorgrad`` and not ``compress``; :data:`UPSTREAM_PLAIN_GROUP_DEFAULTS` where
+    it names neither and ``upstream`` (some group of its optimizer names ``tensorgrad``); else none."""
+    if "tensorgrad" in keys and "compress" not in keys:
+        return UPSTREAM_GROUP_DEFAULTS
+    if upstream and "tensorgrad" not in keys and "compress" not in keys:
+        return UPSTREAM_PLAIN_GROUP_DEFAULTS
+    return {}
 
 
 def validate_group(group):

@@ -27,7 +27,7 @@ from .composite_projector import CompositeProjector
 from .compressed_step import adam_directions_, apply_update, project_parts, refresh_due, weigh_directions_
 from .seeds import WEIGHT_WRITE, rounding_seed, state_seed
 from .state_checks import PARAM_SHAPES, checked_state
-from .state_memory import compression_saves_memory, state_memory_report
+from .state_memory import compressed_state_bytes, compression_saves_memory, plain_state_bytes, state_memory_report
 from .settings import (
     DEFAULTS,
     LAYOUT_KEYS,
@@ -38,6 +38,7 @@ from .settings import (
     group_settings,
     layout_change_error,
     layout_of,
+    upstream_defaults_of,
     validate_group,
     warn_unknown_keys,
 )
@@ -139,6 +140,8 @@ class TensorGRaD(Optimizer):
     moments: otherwise compressing it costs memory (a CP factor of 64 x 629 at the default
     rank keeps a 629 x 314 factor) and it gets plain AdamW moments (counted by
     :meth:`memory_report` as ``kept_plain``). The decision is cached in ``state[p]["compressed"]``.
+    Where a ``rank`` or ``sparse_ratio`` the user chose is why, a warning names the group, the
+    settings and the shapes (:meth:`keeps_plain_for_chosen_settings`).
 
     On a refresh, sparse moments are reset by default (``reset_sparse_moments=True``)
     together with that branch's step counter: a new random (or top-k) index set
@@ -368,6 +371,7 @@ class TensorGRaD(Optimizer):
         # error (-W error) leaves the joined group's bookkeeping complete
         warn_unknown_keys(param_group, f"of param group {index}")
         self._warn_rank_above_modes(self.param_groups[-1], index)
+        self._warn_chosen_settings_keep_plain(index)
 
     @staticmethod
     def _warn_rank_above_modes(group, index):
@@ -383,6 +387,61 @@ class TensorGRaD(Optimizer):
                 "state would not be smaller than AdamW moments, so they keep plain AdamW moments. A rank "
                 "below the mode sizes compresses them.", UserWarning,
                 stacklevel=stacklevel_outside(nonfinite.OPTIMIZER_CODE_FOLDERS, nonfinite.OPTIMIZER_CODE_FILES))
+
+    def chosen_compression_settings(self, index):
+        """The ``rank`` and ``sparse_ratio`` of param group ``index`` that its user chose: set, to
+        another value than the default the group would have without them (upstream's, for a group
+        naming ``tensorgrad``). None, which drops a part and so shrinks the state, is no choice
+        that can keep a weight plain. Configs pass every field, their defaults too: those are the
+        defaults' routing, not the user's choice."""
+        group, keys = self.param_groups[index], self._group_keys[index] or ()
+        defaults = {**DEFAULTS, **upstream_defaults_of(keys, self._upstream_style())}
+        return {key: group[key] for key in ("rank", "sparse_ratio")
+                if group[key] is not None and group[key] != defaults[key]}
+
+    def keeps_plain_for_chosen_settings(self, param, index):
+        """Whether ``param`` of param group ``index``, which the group could compress
+        (:meth:`eligible_for_compression`), keeps plain AdamW moments because its compressed state
+        would be no smaller, under a rank or sparse ratio the user chose
+        (:meth:`chosen_compression_settings`). Not where the rank is above its mode sizes
+        (:meth:`rank_exceeds_modes`, warned of on its own), nor where a part keeps all of the
+        weight (full rank in every mode, or every entry: the documented way to ask for AdamW
+        itself). The constructor warns of it, once per group."""
+        group = self.param_groups[index]
+        if not (self.chosen_compression_settings(index) and self.eligible_for_compression(param, group)):
+            return False
+        if self.routes_to_compression(param, group) or self.rank_exceeds_modes(param, group):
+            return False
+        shape = tuple(param.shape)
+        return not any(part.kept_fraction(shape) == 1 if part.name == "sparse" else not part.compressed_modes(shape)
+                       for part in self.projector_for(group).projectors)
+
+    def _warn_chosen_settings_keep_plain(self, index):
+        """Warn once, naming param group ``index``, the chosen settings, the shapes and both sizes,
+        where :meth:`keeps_plain_for_chosen_settings`: settings meant to compress the weights that
+        silently give them AdamW's moments."""
+        group = self.param_groups[index]
+        chosen = self.chosen_compression_settings(index)
+        if not chosen:  # the defaults' own routing (e.g. a weight just above min_params): no warning
+            return
+        plain = [p for p in group["params"] if self.keeps_plain_for_chosen_settings(p, index)]
+        if not plain:
+            return
+        projector = self.projector_for(group)
+        sizes = {}
+        for p in plain:  # one entry per shape and dtype: weights alike have alike state
+            shape, dtype = tuple(p.shape), compute_dtype(p)
+            sizes.setdefault((shape, dtype), (compressed_state_bytes(shape, dtype, group, projector),
+                                              plain_state_bytes(shape, dtype, group["adam_convention"])))
+        shapes = ", ".join(map(str, dict.fromkeys(shape for shape, _ in sizes)))
+        listed = "; ".join(f"{shape} {str(dtype).removeprefix('torch.')}: {compressed:,} bytes against {adamw:,}"
+                           for (shape, dtype), (compressed, adamw) in sizes.items())
+        settings = ", ".join(f"{key}={value!r}" for key, value in chosen.items())
+        warnings.warn(
+            f"TensorGRaD: {settings} of param group {index} leaves its parameters of shape {shapes} with plain "
+            "AdamW moments: their compressed state (moments, Tucker factors, sparse indices) would be no smaller "
+            f"than AdamW's moments ({listed}). A lower rank or sparse_ratio compresses them.", UserWarning,
+            stacklevel=stacklevel_outside(nonfinite.OPTIMIZER_CODE_FOLDERS, nonfinite.OPTIMIZER_CODE_FILES))
 
     def _check_constructor_decay(self, group):
         """Refuse (ValueError) a nonzero ``weight_decay`` in a ``group`` that names no
