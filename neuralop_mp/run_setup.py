@@ -342,15 +342,19 @@ def file_lock(path, wait=True):
     behind never blocks. Another user's lock file (0644 under its umask) is opened for reading,
     which ``flock`` needs alone (``writable`` False). ``wait=False`` raises BlockingIOError at once
     while another process holds it. The data cache (:mod:`neuralop_mp.data.cache`) and the run
-    folder (:func:`neuralop_mp.run_folder.run_folder_lock`) lock through it.
+    folder (:func:`neuralop_mp.run_folder.run_folder_lock`) lock through it. A symbolic link at
+    ``path`` is an OSError (ELOOP), never followed.
     """
     if fcntl is None:
         yield None
         return
+    # a link in the lock's place is refused (ELOOP), not followed: in a shared folder anyone may
+    # plant one, and opening it with O_CREAT would create (or lock) a file wherever it points
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
     try:
-        descriptor, writable = os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+        descriptor, writable = os.open(path, os.O_RDWR | os.O_CREAT | nofollow, 0o666), True
     except PermissionError:
-        descriptor, writable = os.open(path, os.O_RDONLY), False
+        descriptor, writable = os.open(path, os.O_RDONLY | nofollow), False
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         yield descriptor, writable

@@ -83,10 +83,27 @@ def plugin_config(config, options):
     if options.get("schedule") is not None:
         opt["precision_schedule"] = str(options["schedule"])
     built["opt"] = opt
-    device = none_if_null(read_key(config, "device"))
+    device = _script_device(config)
     if device is not None:
         built["device"] = device
     return built
+
+
+def _script_device(config):
+    """The script config's ``device`` where :func:`~neuralop_mp.run_setup.parse_device` reads it
+    (auto, cpu, cuda, cuda:N), else None: a device the plugin does not run on ("mps", an index)
+    is the script's own business, and the half type's "auto" then follows upstream's ``setup``
+    (CUDA when available) as for a config without one."""
+    from ..run_setup import parse_device
+
+    device = none_if_null(read_key(config, "device"))
+    if device is None:
+        return None
+    try:
+        parse_device(device)
+    except ValueError:  # RunSetupError
+        return None
+    return device
 
 
 def stabilizer_off_note(policy, options, prefix="", config=None):

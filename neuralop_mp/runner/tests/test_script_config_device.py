@@ -47,3 +47,16 @@ def test_the_stabilizer_off_note_follows_the_script_configs_device(cuda_machine,
     with neuralop_mp.enabled(stabilizer="off") as report:
         neuralop.get_model(config)
     assert any("stabilizer" in note and "float16" in note for note in report.notes) == noted, report.notes
+
+
+@pytest.mark.parametrize("device", ["mps", 0, "xpu:1"])
+@pytest.mark.parametrize("precision", [None, "half"])
+def test_a_device_the_plugin_does_not_run_on_is_the_scripts_own(cuda_machine, device, precision):
+    """A script config naming "mps" (or an index) built under the activation before the device was read;
+    reading it must not refuse it: "auto" then follows upstream's setup (CUDA when available)."""
+    with neuralop_mp.enabled(**({"precision": precision} if precision else {})):
+        model = neuralop.get_model(_script_config(device=device))
+    if precision == "half":
+        assert _stabilizers(model) == ("tanh", {None})
+    else:
+        assert isinstance(model, torch.nn.Module)
