@@ -43,26 +43,46 @@ def _usage():
     return "\n".join(lines)
 
 
-# how long a rank other than 0 waits before it exits on a stop or error of train: torchrun stops every
-# rank as soon as one exits with an error, and rank 0, the one that says why, must get to say it first
+# how long a rank other than 0 waits before it exits on a stop of train (one every rank meets alike, which
+# rank 0 alone says): torchrun stops every rank as soon as one exits with an error, and rank 0 must get to
+# say it first
 _QUIET_RANK_EXIT_DELAY_S = 1.0
+# how long a rank other than 0 waits, after an error of train, for torchrun to stop it: rank 0 met the
+# same error (a usage error: the same command line on every rank) and said it, and its exit makes
+# torchrun stop this rank, which then says nothing. Long enough for a rank 0 that meets the error
+# seconds later (it started later, on a loaded machine); a rank still running past it did not meet the
+# error, which is this rank's own (a file missing on its node), then said
+_RANK_ERROR_WAIT_S = 15.0
+
+
+def _wait_to_be_stopped(seconds):
+    """Sleep ``seconds``; True when a Ctrl-C or SIGTERM (torchrun stopping this rank, as it does
+    every rank once one exits with an error) cut the wait short, False when it ran out."""
+    import time
+
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (main's terminate_as_interrupt)
+        return True
+    return False
 
 
 def _quiet_rank_exit(code, rank0):
     """``code``, returned at once by rank 0 and after :data:`_QUIET_RANK_EXIT_DELAY_S` by another rank
-    (a stop every rank meets alike: rank 0 says it)."""
+    (a stop every rank meets alike: rank 0 says it), or as soon as torchrun stops that rank in the wait:
+    the rank, which says nothing of the stop, says nothing of that either."""
     if not rank0 and code:
-        import time
-
-        time.sleep(_QUIET_RANK_EXIT_DELAY_S)
+        _wait_to_be_stopped(_QUIET_RANK_EXIT_DELAY_S)
     return code
 
 
 def _rank_error_exit(rank0, fail):
-    """``fail()``: print an error, return the exit code. Rank 0 prints it at once; another rank
-    prints it, prefixed with its rank, only after :func:`_quiet_rank_exit`'s wait: an error
-    every rank meets (a usage error) is then said once, by rank 0, as torchrun stops the others
-    during the wait, and one that only this rank met (a file missing on its node) is still said."""
+    """``fail()``: print an error, return the exit code. Rank 0 prints it at once. Another rank
+    first waits up to :data:`_RANK_ERROR_WAIT_S`: stopped by torchrun in the wait (rank 0 met the
+    error too, said it and exited: a usage error, the same command line on every rank), it says
+    nothing; the wait run out (rank 0 goes on: the error is this rank's alone, a file missing on
+    its node), it says the error, prefixed with its rank. Either way it returns the code: a usage
+    error is said once, by rank 0, whatever the ranks' timing."""
     if rank0:
         return fail()
     import contextlib
@@ -73,7 +93,8 @@ def _rank_error_exit(rank0, fail):
     said = io.StringIO()
     with contextlib.redirect_stderr(said):
         code = fail()
-    code = _quiet_rank_exit(code, rank0)
+    if _wait_to_be_stopped(_RANK_ERROR_WAIT_S):
+        return code
     for line in said.getvalue().splitlines():
         print(f"[rank {launch_rank()}] {line}", file=sys.stderr)
     return code
@@ -484,6 +505,14 @@ def train_command(argv):
             raise
         said = _interrupted_message(out, given_now if resume is not None else (), stopped=f"{_OUTPUT_CLOSED}: stopped")
         return _quiet_rank_exit(_output_closed(said if rank0 else None), rank0)
+    except RuntimeError as error:  # a collective of the ranks failed (a peer rank's process is gone): one line
+        from .training.distributed import collective_failure
+
+        if not collective_failure(error):  # any other (a model's bug) keeps its traceback
+            raise
+        # a default folder's name rank 0 alone knows: it took the first free one of the second it claimed it
+        known = rank0 or resume is not None or bool(config.output_dir)
+        return _collective_failure_exit(error, out, given_now if resume is not None else (), folder_known=known)
     finally:
         if claimed:
             release_run_folder(out)
@@ -759,6 +788,38 @@ def _interrupted_message(out, again=(), stopped="interrupted", change=""):
                 f"again{change}.")
     return (f"{PROG} train: {stopped}; {checkpoint} holds epoch {epoch}, the last saved. "
             f"Continue{change} with: {_train_launch()} --resume {shlex.join([str(out), *again])}")
+
+
+def _collective_failure_exit(error, out, again=(), folder_known=True):
+    """Say, in one line, that the run stopped because a collective of the data-parallel ranks failed
+    (``error``, :func:`~neuralop_mp.training.distributed.collective_failure`: another rank's process
+    stopped), what its run folder ``out`` keeps and the command that continues it
+    (:func:`_interrupted_message`); where ``out`` is a default folder's name that only rank 0 knows
+    for sure (not ``folder_known``: it claimed the first free one), the folder it is one of. The
+    exit code 1.
+
+    Said by every rank that meets it, at once: the rank that stopped may be rank 0 (the others'
+    lines are prefixed with their rank; on 2 ranks one line). From here SIGTERM is ignored: torchrun
+    sends it to every rank it sees still running once it sees the stopped one, which would otherwise
+    cut the line short or add a "terminated" one (main restores the handler as it returns).
+    """
+    import threading
+
+    from .training.distributed import collective_failure_text, launch_rank
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stopped = (f"error: the data-parallel ranks could not communicate ({collective_failure_text(error)}): another "
+               "rank's process stopped (its own output, or torchrun's report, says why); stopped")
+    if folder_known:
+        line = _interrupted_message(out, again, stopped=stopped)
+    else:
+        line = (f"{PROG} train: {stopped}. Continue with: {_train_launch()} --resume RUN_DIR, RUN_DIR the folder "
+                f"rank 0 created for the run ({Path(out).absolute()}, or the same name with -2, -3, ...)")
+    rank = launch_rank()
+    print(file=sys.stderr)  # after the progress bar's line, as for Ctrl-C
+    print(line if rank == 0 else f"[rank {rank}] {line}", file=sys.stderr)
+    return 1
 
 
 def _train_launch(environ=None):

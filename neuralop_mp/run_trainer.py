@@ -18,6 +18,7 @@ import time
 
 from .run_folder import BEST_MODEL, check_run_folder_present, save_model
 from .train_report import best_epoch
+from .training import distributed
 from .training.trainer import MixedPrecisionTrainer
 
 
@@ -96,9 +97,11 @@ class RunFolderTrainer(MixedPrecisionTrainer):
         per_batch = (time.perf_counter() - self._early_started) / timed
         epochs = self.n_epochs - epoch
         # three significant digits: a small model's batch takes milliseconds ("0.00 s" said nothing)
+        # on several ranks each runs its shard's batches, all at once: the count is one rank's
+        each = " per rank" if distributed.is_distributed() else ""
         self.log(f"[neuralop-mp] {per_batch:.3g} s per training batch: expect about "
                  f"{format_duration(per_batch * n_batches * epochs)} of training for {epochs} epoch(s) "
-                 f"of {n_batches} batches, plus evaluation (refined after the first epoch)")
+                 f"of {n_batches} batches{each}, plus evaluation (refined after the first epoch)")
         self._early_estimate = False
 
     def on_epoch_start(self, epoch):

@@ -164,16 +164,22 @@ def summary_rows(result):
         recheck = f" (re-checked: {check['recheck_reason']})" if check.get("recheck_reason") else ""
         rows.append((f"precision (auto, epoch {check['epoch']})",
                      f"phase {check['phase_mode']} runs {auto_decision_text(check)}{recheck}"))
+    rows.append((SKIPPED_STEPS, str(result["skipped_steps"])))
+    parallel = data_parallel_text(result)
+    if parallel:
+        rows.append(("data parallel", parallel))
+    # on several ranks every rank holds the model, its optimizer state and its own batches' activations:
+    # the memory figures (rank 0's) are those of one rank
+    each = " (per rank)" if parallel else ""
     rows += [
-        (SKIPPED_STEPS, str(result["skipped_steps"])),
-        ("parameters", f"{parameters_text(memory)}, {human_bytes(memory['params_bytes'])}"),
-        ("optimizer state", human_bytes(memory["optimizer_state_bytes"])),
+        (f"parameters{each}", f"{parameters_text(memory)}, {human_bytes(memory['params_bytes'])}"),
+        (f"optimizer state{each}", human_bytes(memory["optimizer_state_bytes"])),
     ]
     if memory.get("cuda_peak_bytes") is not None:
-        rows.append(("CUDA peak memory", human_bytes(memory["cuda_peak_bytes"])))
-    rows.append(("saved activations / step", human_bytes(memory.get("saved_bytes"))))
+        rows.append((f"CUDA peak memory{each}", human_bytes(memory["cuda_peak_bytes"])))
+    rows.append((f"saved activations / step{each}", human_bytes(memory.get("saved_bytes"))))
     if memory.get("step_peak_bytes") is not None:
-        rows.append(("peak tensor memory / step", human_bytes(memory["step_peak_bytes"])))
+        rows.append((f"peak tensor memory / step{each}", human_bytes(memory["step_peak_bytes"])))
     if result.get("threads"):
         rows.append(("torch CPU threads", str(result["threads"])))
     if result.get("cpu_allocator"):
@@ -184,6 +190,22 @@ def summary_rows(result):
     if result.get("output_dir"):
         rows.append(("output folder", result["output_dir"]))
     return rows
+
+
+def data_parallel_text(result):
+    """How a run of several ranks (``result["world_size"]`` > 1) trained, in words: the ranks, the
+    backend they communicated through and the batch per rank and over all ranks (each optimizer
+    step averages the gradients of the global batch); None for one process."""
+    from .training.distributed import backend_for
+
+    ranks = int(result.get("world_size") or 1)
+    if ranks <= 1:
+        return None
+    backend = result.get("backend") or backend_for(result["device"])
+    batch = ((result.get("config") or {}).get("data") or {}).get("batch_size")
+    batches = (f", batch {batch} per rank, {int(batch) * ranks} global (each step averages the ranks' gradients)"
+               if isinstance(batch, int) and not isinstance(batch, bool) else "")
+    return f"{ranks} ranks ({backend}){batches}"
 
 
 def best_metric_key(train_resolution):

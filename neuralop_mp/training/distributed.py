@@ -35,6 +35,7 @@ collectives and DDP. A gloo group it joins (:func:`init_from_env`) it also leave
 """
 import atexit
 import os
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -366,16 +367,68 @@ def _leave_process_group():
         dist.destroy_process_group()
 
 
+def backend_for(device):
+    """The backend a process group of ranks on ``device`` uses: nccl for CUDA, gloo else (what
+    ``neuralop-mp train`` joins, and how its summary names it)."""
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
 def launched_by_torchrun():
     """True in a process that ``torchrun`` started as one of several ranks."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def collective_failure(error):
+    """Whether ``error`` is a collective of the process group that failed: a peer rank's process
+    is gone (killed, crashed) or unreachable, or a collective timed out. torch raises it as a
+    :class:`torch.distributed.DistError`, or (gloo, and DDP's reducer in ``backward``) as a plain
+    RuntimeError whose message names gloo's transport or NCCL. Any other error (a model's shape
+    mismatch, a bug) is not one, and only inside a launch of several ranks is any."""
+    if not launched_by_torchrun() or not isinstance(error, RuntimeError):
+        return False
+    if isinstance(error, dist.DistError):
+        return True
+    message = str(error)
+    return any(marker in message for marker in _COLLECTIVE_FAILURE_MARKERS)
+
+
+# what gloo's and NCCL's failures put in the message of the RuntimeError torch raises for them
+_COLLECTIVE_FAILURE_MARKERS = ("gloo/transport/", "ProcessGroupGloo", "ProcessGroupNCCL", "NCCL error",
+                               "NCCL communicator")
+
+
+def collective_failure_text(error):
+    """The gist of the :func:`collective_failure` ``error``, for one line: its first sentence, without
+    the source location gloo puts first (``Connection reset by peer [127.0.0.1]:19376``)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if text.startswith("[") and "] " in text:  # "[/path/gloo/transport/tcp/pair.cc:537] Read error ..."
+        text = text.split("] ", 1)[1]
+    return text.split(". ", 1)[0].rstrip(".")
+
+
+def padded_samples(n_samples, n_ranks):
+    """How many samples a DistributedSampler (``drop_last=False``) repeats each epoch so that each
+    of ``n_ranks`` ranks gets as many of ``n_samples``: up to the next multiple of ``n_ranks``."""
+    return -n_samples % n_ranks
+
+
 def shard_loader(loader, seed=0):
     """``loader`` over this rank's shard of its dataset (a shuffling DistributedSampler
-    seeded with ``seed``, the same on every rank); ``loader`` itself outside a group."""
+    seeded with ``seed``, the same on every rank); ``loader`` itself outside a group.
+
+    Where the dataset's size is no multiple of the number of ranks, the sampler repeats samples
+    to give every rank as many (every rank must take as many steps): rank 0 says how many, once,
+    in a ``UserWarning``."""
     if not is_distributed():
         return loader
+    repeated = padded_samples(len(loader.dataset), world_size())
+    if repeated and rank() == 0:
+        n, ranks = len(loader.dataset), world_size()
+        warnings.warn(
+            f"{repeated} of the {n} training samples are seen twice in every epoch: the DistributedSampler pads "
+            f"the {n} samples to {n + repeated} ({(n + repeated) // ranks} per rank on {ranks} ranks) so that "
+            f"every rank takes as many steps; with a number of training samples that is a multiple of {ranks} "
+            "none is repeated.", UserWarning, stacklevel=2)
     sampler = torch.utils.data.DistributedSampler(loader.dataset, shuffle=True, seed=int(seed))
     return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
                                        num_workers=loader.num_workers, collate_fn=loader.collate_fn,

@@ -48,3 +48,32 @@ def test_the_data_parallel_note_is_information_in_the_summary_not_a_warning(monk
     lines = format_summary(report).splitlines()
     assert note in lines and "WARNING: a real problem" in lines
     assert not any(line.startswith("WARNING") and "data parallel" in line for line in lines)
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_under_torchrun_without_use_distributed_rank_0_warns_once_that_each_rank_trains_alone(
+        monkeypatch, capsys, rank):
+    """Before: every rank trained the whole data on its own, the same work repeated, without a word."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    report = ActivationReport({})
+    setup = make_setup(lambda config: ("upstream-device", True), report)
+    assert setup(_config()) == ("upstream-device", True)
+    assert setup(_config()) == ("upstream-device", True)  # once, however often the script calls it
+    printed = capsys.readouterr().out
+    if rank == "1":
+        assert printed == "" and report.notes == []
+        return
+    (line,) = printed.splitlines()
+    assert line.startswith("neuralop-mp run: WARNING: torchrun started 2 ranks, but the script's "
+                           "distributed.use_distributed is False: each rank trains on the whole data on its own")
+    assert "--distributed.use_distributed True" in line
+    (note,) = report.notes  # the summary repeats it among its warnings
+    assert line.endswith(note)
+
+
+def test_one_process_without_use_distributed_is_not_warned(monkeypatch, capsys):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    report = ActivationReport({})
+    make_setup(lambda config: None, report)(_config())
+    assert capsys.readouterr().out == "" and report.notes == []

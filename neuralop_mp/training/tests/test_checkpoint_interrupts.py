@@ -47,10 +47,20 @@ def test_an_interrupt_that_rmtree_turns_into_bad_file_descriptor_is_raised_as_it
 
 
 def test_a_resume_on_another_number_of_ranks_warns_naming_both(tmp_path):
+    """The command that continues the run names its run folder (was the placeholder RUN_DIR); a
+    checkpoint folder of a script's own (no run folder of train) names the script's launch."""
     state = {"history": [{"epoch": 0, "world_size": 2}, {"epoch": 1, "world_size": 2}]}
-    with pytest.warns(UserWarning, match=r"on 1 rank\(s\), but its last saved epoch \(1\) ran on 2: .*"
-                                         r"torchrun --standalone --nproc_per_node 2 -m neuralop_mp.cli train --resume RUN_DIR"):
-        resume._warn_other_world_size(state, tmp_path)
+    run = tmp_path / "my run"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "command.json").write_text("{}")
+    with pytest.warns(UserWarning) as caught:
+        resume._warn_other_world_size(state, run / "checkpoint")
+    message = str(caught[0].message)
+    assert "on 1 rank(s), but its last saved epoch (1) ran on 2: " in message
+    assert message.endswith("torchrun --standalone --nproc_per_node 2 -m neuralop_mp.cli train "
+                            f"--resume '{run}' on one node."), message
+    with pytest.warns(UserWarning, match=r"e\.g\. torchrun --standalone --nproc_per_node 2 YOUR_SCRIPT\.py on one"):
+        resume._warn_other_world_size(state, tmp_path / "ckpt")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         resume._warn_other_world_size({"history": [{"epoch": 1, "world_size": 1}]}, tmp_path)

@@ -266,6 +266,7 @@ def test_train_stops_errors_and_interrupts_are_said_by_rank_0_only_with_the_exit
     monkeypatch.setenv("RANK", rank)
     monkeypatch.setattr(train_pipeline, "run_training", run_training)
     monkeypatch.setattr(cli, "_QUIET_RANK_EXIT_DELAY_S", 0.0)
+    monkeypatch.setattr(cli, "_RANK_ERROR_WAIT_S", 0.0)
     assert cli.train_command(["darcy", "--output_dir", str(tmp_path / "run")]) == code
     err = capsys.readouterr().err
     if raised == "setup" and rank == "1":
@@ -282,6 +283,7 @@ def test_train_usage_errors_are_said_by_rank_0_and_by_another_rank_after_the_wai
 
     monkeypatch.setenv("RANK", rank)
     monkeypatch.setattr(cli, "_QUIET_RANK_EXIT_DELAY_S", 0.0)
+    monkeypatch.setattr(cli, "_RANK_ERROR_WAIT_S", 0.0)
     assert cli.train_command(["darcy", "--output-dir", "x"]) == 2
     err = capsys.readouterr().err
     # rank 1's after the wait, in which torchrun stops it when rank 0 said the same
