@@ -108,6 +108,11 @@ def _load_class(path, class_name):
         if unknown is None:
             raise
         raise unknown from None
+    except TypeError as err:  # zencfg's refusal of a name that is no config ("must be a ConfigBase class")
+        if raised_in_file(err, path) is not None:
+            raise
+        raise TypeError(_not_a_train_config(f"{path}:{class_name}", class_name,
+                                            "not a config (no zencfg ConfigBase class or instance)")) from None
     except AttributeError as err:
         if raised_in_file(err, path) is not None:
             raise
@@ -146,13 +151,18 @@ def _load_from_file(spec):
         item = _default_config_in_file(path)
     config_cls = item if isinstance(item, type) else type(item)
     if not issubclass(config_cls, TrainConfig):
-        raise TypeError(
-            f"{spec}: {config_cls.__name__} is not a neuralop_mp.configs.TrainConfig; "
-            "subclass TrainConfig (or DarcyConfig, ...) so the config has the model, "
-            "opt, data and patching sections the trainer reads."
-        )
+        raise TypeError(_not_a_train_config(spec, config_cls.__name__))
     remember_file(config_cls, f"{path}:{config_cls.__name__}")  # named by a refusal of its unknown keys
     return item
+
+
+def _not_a_train_config(spec, name, what="not a neuralop_mp.configs.TrainConfig"):
+    """The refusal of the config file's ``name`` (as ``spec`` names it), which is ``what`` instead of
+    a TrainConfig: the file and what is expected there."""
+    path = str(spec).rpartition(":")[0] or spec
+    return (f"{spec}: {name} is {what}; expected in {path} a subclass of neuralop_mp.configs.TrainConfig (or "
+            "DarcyConfig, ...), or an instance of one, so the config has the model, opt, data and patching "
+            "sections the trainer reads.")
 
 
 def _default_config_in_file(path):

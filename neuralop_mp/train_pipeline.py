@@ -493,6 +493,60 @@ def checkpoint_to_resume(out, checkpoint_dir):
     return folder
 
 
+def resumed_auto_decision(model, decision, resume_dir, train_loader, data_processor, config, policy, device, log):
+    """The plain "auto" decision (no precision schedule) of a run resumed from ``resume_dir``.
+
+    ``decision`` is the calibration of the model as built (untrained, seeded), as every start of
+    the run makes it: with the conditions the saved epochs ran under, that is the run's own decision,
+    kept (the resume trains as an uninterrupted run would). Where a condition of the measurement
+    changed (the half type, or the stabilizer the decided mode runs with: the last saved epoch's
+    ``half_dtype`` and ``stabilizer``), or the decision is not the mode the saved epochs ran in
+    (other data shards, another device), the weights the run resumes are measured instead, as a
+    schedule's phase re-check does (:mod:`~neuralop_mp.training.auto_phases`), and a warning says
+    so. Such a decision records ``recheck_reason``, ``measured_on`` and ``resumed_from`` (the
+    saved epochs' mode, half type, stabilizer and autocast) for ``results.json``.
+    """
+    import copy
+
+    from .diagnose.auto import agree_across_ranks, calibrate_from_loader
+    from .layers.layer_precision import set_fixed_precision
+    from .models.mixed_precision_models import set_n_modes
+    from .training.auto_phases import changed_conditions
+    from .training.checkpointing import PRECISION_STATE_FILE, load_training_files, load_weights_only
+    from .vocabulary import dtype_name
+
+    history = (load_weights_only(Path(resume_dir) / PRECISION_STATE_FILE) or {}).get("history") or []
+    saved = history[-1] if history else None
+    if not isinstance(saved, dict) or "precision" not in saved:  # nothing recorded to compare with
+        return decision
+    half = policy.half_torch_dtype(device)
+    # the stabilizer the saved epochs' mode runs with under this run's settings, as the trainer records it
+    stabilizer = build_schedule(config, policy.replace(fno_block_precision=saved["precision"]))[0].stabilizer_for(half)
+    changed = changed_conditions({"half_dtype": saved.get("half_dtype"), "stabilizer": saved.get("stabilizer")},
+                                 {"half_dtype": dtype_name(half), "stabilizer": stabilizer})
+    if changed is None and decision["fno_block_precision"] == saved["precision"]:
+        return decision
+    if changed is None:
+        changed = (f"the model as built decides {decision['fno_block_precision']!r}, and the saved epochs ran "
+                   f"{saved['precision']!r} (other data shards or another device?)")
+    # measured on a copy holding the saved weights and modes: the trainer loads them into the run's model
+    resumed = copy.deepcopy(model)
+    _, state = load_training_files(resume_dir, resumed)
+    if isinstance(state, dict) and state.get("n_modes") is not None:
+        set_n_modes(resumed, state["n_modes"], f"{PRECISION_STATE_FILE}'s n_modes")
+    decision = agree_across_ranks(model, calibrate_from_loader(resumed, train_loader, data_processor), apply=False)
+    set_fixed_precision(model, decision["fno_block_precision"])
+    epoch = saved.get("epoch")
+    decision = {**decision, "recheck_reason": changed,
+                "measured_on": f"the weights saved after epoch {epoch} in {resume_dir}",
+                "resumed_from": {key: saved.get(key) for key in ("epoch", "precision", "half_dtype", "stabilizer",
+                                                                 "autocast")}}
+    model.precision_decision = decision
+    log_warning(log, f"fno_block_precision='auto' re-checked on the weights saved after epoch {epoch}: {changed}; "
+                     f"decided {decision['fno_block_precision']!r} (the saved epochs ran {saved['precision']!r}).")
+    return decision
+
+
 def _setup_error(step, error):
     """A bad input found while setting the run up, as a one-line :class:`RunSetupError`."""
     if isinstance(error, RunSetupError):
@@ -771,6 +825,9 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
 
             # under torchrun each rank measured its own shard: all run the most precise choice
             auto_decision = agree_across_ranks(model, calibrate_from_loader(model, train_loader, data_processor))
+            if resume_dir is not None:  # the run's decision, or (a condition changed) its weights measured
+                auto_decision = resumed_auto_decision(model, auto_decision, resume_dir, train_loader, data_processor,
+                                                      config, policy, device, log)
         policy = policy.replace(fno_block_precision=auto_decision["fno_block_precision"] if auto_decision
                                 else "full")  # the model's mode until the first phase is decided
         if auto_decision is not None and stabilizer_note is None:  # the calibration may choose float16 "half"

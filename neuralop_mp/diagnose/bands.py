@@ -6,6 +6,10 @@ the difference restricted to that band divided by the norm of the *whole*
 reference, so the band errors of one comparison add up in squares to its total
 relative error, and a band without energy in the reference (beyond the kept modes
 of a spectral layer) is simply small instead of undefined.
+
+A reference that is exactly zero (a spectral layer whose weights and bias are zero) has
+no scale: an error of it is 0 where the other field is exactly zero too (nothing was
+rounded) and infinite where it is not (:func:`norm_ratio`), never 0/0.
 """
 import math
 
@@ -89,18 +93,30 @@ def band_errors(difference, reference, edges):
     spatial = list(difference.shape[2:])
     k = _max_frequency(spatial)
     diff_energy = _spectral_energy(difference, spatial)
-    ref_total = float(reference.to(torch.float64).square().sum())
-    scale = math.sqrt(ref_total) if ref_total > 0 else float("nan")
+    scale = math.sqrt(float(reference.to(torch.float64).square().sum()))
     out = []
     for low, high in edges:
         mask = (k >= low) & (k < high)
         # rfftn with norm="forward" is the mean: Parseval gives sum |x|^2 = N * sum |X|^2
         energy = float(diff_energy[mask].sum()) * math.prod(spatial)
-        out.append(math.sqrt(max(energy, 0.0)) / scale)
+        out.append(norm_ratio(math.sqrt(max(energy, 0.0)), scale))
     return out
 
 
+def norm_ratio(difference_norm, reference_norm):
+    """``difference_norm / reference_norm``, defined where the reference is exactly zero too: 0.0
+    where the difference is exactly zero as well (two zero fields agree exactly: no rounding error
+    to bound), ``inf`` where it is not (any error is infinitely many times a zero reference); NaN
+    stays NaN (a non-finite field)."""
+    if reference_norm > 0 or reference_norm != reference_norm:  # a NaN reference: NaN, as divided
+        return difference_norm / reference_norm
+    if difference_norm == 0:
+        return 0.0
+    return math.inf if difference_norm > 0 else difference_norm
+
+
 def relative_error(value, reference):
-    """``||value - reference|| / ||reference||`` computed in float64."""
+    """``||value - reference|| / ||reference||`` computed in float64 (:func:`norm_ratio`: 0 where
+    both are exactly zero, ``inf`` where only the reference is)."""
     value, reference = value.to(torch.float64), reference.to(torch.float64)
-    return float((value - reference).norm() / reference.norm())
+    return norm_ratio(float((value - reference).norm()), float(reference.norm()))

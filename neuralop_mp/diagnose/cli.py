@@ -46,6 +46,25 @@ def _resolution_list(text):
     return values
 
 
+def _arch_list(text):
+    """argparse ``type`` of ``--archs``: comma-separated model section classes that build a model
+    (the ones ``--model CLASS`` selects, case ignored, less the base ``ModelConfig``, which builds
+    none), each as its class is named; an empty value or entry is refused, not read as the default."""
+    from ..configs import ModelConfig
+    from ..configs.zencfg_compat import subclass_choices
+
+    allowed = [name for name in subclass_choices(ModelConfig) if name != ModelConfig.__name__]
+    by_name = {name.lower(): name for name in allowed}
+    names = [item.strip() for item in text.split(",")]
+    bad = [name for name in names if name.lower() not in by_name]
+    if bad:
+        what = ", ".join("an empty name" if not name else repr(name) for name in dict.fromkeys(bad))
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} ({what} not allowed); allowed values: "
+                                         "comma-separated names of the model section classes that build a model: "
+                                         f"{', '.join(allowed)} (e.g. {DEFAULT_ARCHS})")
+    return [by_name[name.lower()] for name in names]
+
+
 def _parser():
     p = OneLineErrorParser(prog="neuralop-mp diagnose", description=plain_text(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,16 +80,28 @@ def _parser():
     p.add_argument("--n-bands", type=int, default=None,
                    help=f"Fourier mode bands (default {DEFAULT_N_BANDS}, fewer where the grid holds fewer; "
                         "at most N // 2 + 1 on the N-point grid)")
-    p.add_argument("--fraction", type=float, default=None,
+    p.add_argument("--fraction", default=None,  # checked as typed: _fraction
                    help="allowed precision error as a fraction of the discretization error (default 0.5)")
     p.add_argument("--out", default=None, type=writable_out, metavar="DIR",
                    help="output folder, checked before any work (default diagnose/<name>)")
     p.add_argument("--recipe-table", action="store_true",
                    help="instead: a markdown table of precision vs discretization error per recipe")
-    p.add_argument("--archs", default=None, help=f"model sections of --recipe-table (default {DEFAULT_ARCHS})")
+    p.add_argument("--archs", default=None, type=_arch_list,
+                   help=f"model sections of --recipe-table (default {DEFAULT_ARCHS})")
     p.add_argument("--resolutions", default=None, type=_resolution_list, metavar="N,N,...",
                    help=f"resolutions N of --recipe-table (default {','.join(map(str, DEFAULT_RESOLUTIONS))})")
     return p
+
+
+def _fraction(text):
+    """``--fraction`` TEXT as a number, by recommend's rule (:func:`~neuralop_mp.diagnose.recommend.check_settings`:
+    finite, > 0); refused naming ``--fraction=TEXT`` as typed, as the integer options are named."""
+    from .recommend import DEFAULT_OVERFLOW_MARGIN, check_settings
+
+    try:
+        return check_settings(float(text), DEFAULT_OVERFLOW_MARGIN)[0]
+    except ValueError:  # float("abc") too
+        raise ValueError(f"Invalid --fraction={text}; allowed values: finite numbers > 0.") from None
 
 
 def _flag(name):
@@ -141,6 +172,7 @@ def _checkpoint_path(target):
     from ..run_folder import FoundCheckpoint, find_checkpoint
 
     path = Path(target)
+    _refuse_unknown_checkpoint_name(target)
     if Path(f"{target}{METADATA_SUFFIX}").exists():
         state_dict = Path(f"{target}{STATE_DICT_SUFFIX}")
         # without its state dict: load_model_and_precision names the missing file
@@ -153,6 +185,26 @@ def _checkpoint_path(target):
         raise ValueError(f"Invalid CONFIG_OR_CHECKPOINT {target}: {error} diagnose takes a config (a built-in "
                          "name or path.py[:ClassName]) or a checkpoint: a folder holding one (a `neuralop-mp train` "
                          f"run folder) or folder/NAME for NAME{METADATA_SUFFIX}.") from None
+
+
+def _refuse_unknown_checkpoint_name(target):
+    """Refuse ``folder/NAME`` where ``folder`` is a folder holding checkpoints and none is ``NAME``
+    (no ``NAME_metadata.pkl``), and ``target`` is no config (a built-in name or ``path.py``): said as
+    the checkpoint form, with the checkpoints ``folder`` holds, not as an unknown config."""
+    from ..configs.loading import config_file
+
+    path = Path(target)
+    if (path.exists() or Path(f"{target}{METADATA_SUFFIX}").exists() or path.parent == Path(".")
+            or not path.parent.is_dir() or config_file(target) is not None):
+        return
+    held = sorted(p.name[: -len(METADATA_SUFFIX)] for p in path.parent.glob(f"*{METADATA_SUFFIX}"))
+    if not held:  # a folder of no checkpoint: the name may mean a config, as said for one
+        return
+    raise ValueError(f"Invalid CONFIG_OR_CHECKPOINT {target}: {path.parent} holds no checkpoint {path.name} (no "
+                     f"{path.name}{METADATA_SUFFIX}); checkpoints there: {', '.join(held)}. A checkpoint is given as "
+                     f"folder/NAME for the NAME{METADATA_SUFFIX} written by model.save_checkpoint(folder, NAME), or "
+                     "as a folder holding one (a `neuralop-mp train` run folder); a config as a built-in name or "
+                     "path.py[:ClassName].")
 
 
 def _data_of(data, args):
@@ -190,28 +242,64 @@ def _run_data(folder, args):
     return loader, kwargs, n
 
 
-def _train_config_part(target, overrides, checkpoint, flags):
+def _data_section_class(loader_name):
+    """The name of the built-in data section class whose ``loader_name()`` is ``loader_name``
+    (``load_navier_stokes``: ``NavierStokesDatasetConfig``), as ``train --data CLASS`` takes it."""
+    from ..configs import BurgersDatasetConfig, DarcyDatasetConfig, NavierStokesDatasetConfig
+
+    for section in (DarcyDatasetConfig, NavierStokesDatasetConfig, BurgersDatasetConfig):
+        if section().loader_name() == loader_name:
+            return section.__name__
+    raise ValueError(f"no built-in data section loads with {loader_name!r}")
+
+
+def measured_data_overrides(data, args, loader_name, resolution):
+    """``{key: value}``: the ``train`` overrides that make a run train on the data diagnose measured
+    (``loader_name`` at ``resolution`` N), where the config's data section ``data`` would train on
+    others: ``data`` (the section class: :func:`_data_section_class`) where the dataset is another
+    (``--data``), ``data.train_resolution`` where N is another (``--resolution``; always with another
+    class, whose own default may differ). ``data`` None (a checkpoint that records no config): those
+    of ``--data`` and ``--resolution`` given (``args``), nothing guessed."""
+    out = {}
+    other_class = (args.data is not None) if data is None else loader_name != data.loader_name()
+    if other_class:
+        out["data"] = _data_section_class(loader_name)
+    if (args.resolution is not None) if data is None else (other_class or resolution != data.train_resolution):
+        out["data.train_resolution"] = str(resolution)
+    return out
+
+
+def _train_config_part(target, overrides, checkpoint, flags, measured=None):
     """The tokens before the recommended ``flags`` (``train_flags``) in the printed ``neuralop-mp
     train`` command: the config and its overrides as diagnose was given them; for a run folder of
     ``neuralop-mp train`` (``checkpoint``'s folder holds its command.json), the run's recorded config
     and overrides, less its ``--output_dir`` (a new run must not train into the diagnosed one's
     folder), and, where the config class itself sets ``output_dir`` (which may be that folder), a new
-    ``--output_dir``: the default folder of a config without one. An override of a key ``flags`` set
-    is left out: the command would give it twice. None for a checkpoint outside a run folder: it
-    records no config."""
-    from ..configs import parse_overrides
+    ``--output_dir``: the default folder of a config without one. ``measured`` (``(args, loader name,
+    N)``: the data measured) adds, right after the config, ``--data CLASS`` and
+    ``--data.train_resolution N`` where diagnose measured other data than the config trains on
+    (:func:`measured_data_overrides`). An override of a key ``flags`` or those set is left out: the
+    command would give it twice. None for a checkpoint outside a run folder: it records no config."""
+    from ..configs import load_config, parse_overrides
     from ..run_folder import override_tokens, read_command
 
     recommended = set(parse_overrides(flags))
     if checkpoint is None:
-        given = parse_overrides(overrides)
-        return [target, *override_tokens((k, v) for k, v in given.items() if k not in recommended)]
-    recorded = read_command(checkpoint.folder)
-    if recorded is None:
-        return None
-    run = {key: value for key, value in parse_overrides(recorded["overrides"]).items() if key != "output_dir"}
-    kept = {key: value for key, value in run.items() if key not in recommended}
-    return [recorded["config"], *override_tokens(kept.items()), *_new_output_dir(recorded["config"], run)]
+        spec, given = target, parse_overrides(overrides)
+        data = _load_config(target, overrides).data if measured else None
+        run = None
+    else:
+        recorded = read_command(checkpoint.folder)
+        if recorded is None:
+            return None
+        spec = recorded["config"]
+        run = {key: value for key, value in parse_overrides(recorded["overrides"]).items() if key != "output_dir"}
+        given = run
+        data = load_config(spec, recorded["overrides"]).data if measured else None
+    data_part = measured_data_overrides(data, *measured) if measured else {}
+    kept = {key: value for key, value in given.items() if key not in recommended and key not in data_part}
+    tokens = [spec, *override_tokens(data_part.items()), *override_tokens(kept.items())]
+    return tokens if run is None else [*tokens, *_new_output_dir(spec, run)]
 
 
 def _new_output_dir(spec, overrides):
@@ -329,7 +417,7 @@ def _recipe_table(args, overrides):
         _check_resolution(config.data.loader_name(), n, "--resolutions", getattr(config.data, "data_root", None))
     notes = []
     with ignoring_upstream_unused_keys():
-        rows = recipe_rows(args.target, overrides, (args.archs or DEFAULT_ARCHS).split(","),
+        rows = recipe_rows(args.target, overrides, args.archs or DEFAULT_ARCHS.split(","),
                            args.resolutions or DEFAULT_RESOLUTIONS, args.n_samples, fine_inputs, notes=notes)
     table = format_recipe_table(rows)
     if args.out:  # before the table is printed: an output closed early (`| head`) stops the command there
@@ -344,7 +432,7 @@ def _recipe_table(args, overrides):
 def main(argv=None):
     """Run the diagnosis; print the table; write results.json and error_bands.png."""
     from .measure import measure
-    from .recommend import DEFAULT_FRACTION, DEFAULT_OVERFLOW_MARGIN, check_settings, recommend
+    from .recommend import DEFAULT_FRACTION, recommend
     from .report import format_table, plot_bands, write_json
 
     parser = _parser()
@@ -358,8 +446,7 @@ def main(argv=None):
             if value is not None and value < 1:
                 raise ValueError(f"Invalid --{name.replace('_', '-')}={value}; allowed values: integers >= 1.")
         # None is "not given": 0 is a value, refused here (before the measurement) as recommend would
-        fraction = DEFAULT_FRACTION if args.fraction is None else args.fraction
-        check_settings(fraction, DEFAULT_OVERFLOW_MARGIN)
+        fraction = DEFAULT_FRACTION if args.fraction is None else _fraction(args.fraction)
         if args.recipe_table:
             return _recipe_table(args, overrides)
         checkpoint = _checkpoint_path(args.target)
@@ -374,7 +461,10 @@ def main(argv=None):
             x_fine = fine_inputs(loader, kwargs, n, args.n_samples)
             diagnosis = measure(model, x_fine, n_bands=n_bands)
         recommendation = recommend(diagnosis, fraction=fraction)
-        config_part = _train_config_part(args.target, overrides, checkpoint, recommendation["train_flags"])
+        measured = (args, loader, n)
+        config_part = _train_config_part(args.target, overrides, checkpoint, recommendation["train_flags"], measured)
+        # a checkpoint that records no config: the data options given, before the recommended flags
+        data_part = measured_data_overrides(None, *measured) if config_part is None else {}
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"neuralop-mp diagnose: error: {error}", file=sys.stderr)
         return 2
@@ -386,7 +476,9 @@ def main(argv=None):
     write_json(diagnosis, recommendation, out / "results.json")
     plot_bands(diagnosis, out / "error_bands.png")
     print(format_table(diagnosis, recommendation))
-    flags = shlex.join(recommendation["train_flags"])
+    from ..run_folder import override_tokens
+
+    flags = shlex.join([*override_tokens(data_part.items()), *recommendation["train_flags"]])
     if config_part is None:  # no config to name: the options alone, said as such (no command that fails as printed)
         print(f"Train with these options after the config that built this model (the checkpoint records none): "
               f"{flags}")

@@ -113,6 +113,13 @@ def _layer_output(layer, calls, mode, half_dtype, tanh):
     return torch.cat([o.to(torch.float32) for o in outs])
 
 
+def zero_output_note(name):
+    """The note of a layer ``name`` whose full-precision output is exactly zero (``zero_output``)."""
+    return (f"{name} outputs exactly zero in full precision on these inputs (zero weights and bias?): no rounding "
+            "error to bound, so its errors are 0 where the other output is exactly zero too and infinite where it "
+            "is not (not 0/0)")
+
+
 def _overflow(calls, order):
     dims = tuple(range(-order, 0))
     max_in = max(float(x.abs().max()) for x, _ in calls)
@@ -233,7 +240,9 @@ def measure(model, x_fine, *, n_bands=None, half_dtypes=HALF_DTYPES, modes=HALF_
         ``bands``, ``stabilizer`` and ``autocast_scope`` (the model's own, as set: "auto"
         unresolved; None where the models inside a container disagree), ``layers`` (per
         layer: ``name``, ``overflow``, ``discretization_error``, ``discretization_bands``,
-        ``precision`` ``{variant: {"error", "bands"}}``) and ``model`` (the same at the
+        ``precision`` ``{variant: {"error", "bands"}}``, ``zero_output``: whether its full-precision
+        output is exactly zero, with and without tanh, which makes each error 0 where the other
+        output is exactly zero too and ``inf`` where not, and adds a note) and ``model`` (the same at the
         output, with autocast variants measured with the scope its ``autocast_scope`` names,
         :data:`AUTOCAST_SCOPE_MEASURED`).
     """
@@ -265,6 +274,9 @@ def measure(model, x_fine, *, n_bands=None, half_dtypes=HALF_DTYPES, modes=HALF_
         for name, layer, coarse, fine in zip(_layer_names(model), layers, calls_coarse, calls_fine):
             entry = {"name": name, "overflow": _overflow(coarse, order), "precision": {}}
             full_out = {t: _layer_output(layer, coarse, "full", None, t) for t in (False, True)}
+            entry["zero_output"] = not any(bool(out.any()) for out in full_out.values())
+            if entry["zero_output"]:
+                result["notes"].append(zero_output_note(name))
             for mode in modes:
                 for dtype in half_dtypes:
                     for tanh in (False, True):

@@ -66,6 +66,8 @@ def _judge(entry, mode, dtype, *, tanh, bound, overflow_margin):
     error = measured["error"]
     if _acceptable(error, bound):
         return error, None
+    if error == math.inf and entry.get("zero_output"):
+        return None, "precision error inf: the full-precision output is exactly zero and this one is not"
     if error is None or not math.isfinite(error):
         return None, f"precision error {error} is not finite"
     return None, f"precision error {error:.1e} > bound {bound:.1e}"

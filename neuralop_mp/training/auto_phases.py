@@ -106,7 +106,7 @@ class AutoPrecisionPhases:
                 # an older checkpoint's text (shares to 12 digits) is this schedule too
                 if record.get("phase_mode") == self.phase.mode and (
                         "schedule" not in record or self.precision_schedule.written_as(record["schedule"])):
-                    return dict(record), _changed_conditions(record.get("conditions"), conditions)
+                    return dict(record), changed_conditions(record.get("conditions"), conditions)
                 return None, None
         return None, None
 
@@ -179,9 +179,10 @@ class AutoPrecisionPhases:
         return records
 
 
-def _changed_conditions(recorded, current):
+def changed_conditions(recorded, current):
     """None when a decision measured under ``recorded`` conditions holds under ``current``;
-    else what changed, in words, e.g. "half type changed from bfloat16 to float16"."""
+    else what changed, in words, e.g. "half type changed from bfloat16 to float16" (also the
+    words of a plain "auto" run resumed: :func:`neuralop_mp.train_pipeline.resumed_auto_decision`)."""
     if not isinstance(recorded, dict):
         return "the recorded decision does not say what it was measured with (an older checkpoint)"
     changes = [f"{_CONDITION_NAMES.get(key, key)} changed from {recorded.get(key)} to {value}"

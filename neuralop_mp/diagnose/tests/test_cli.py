@@ -107,8 +107,8 @@ def test_a_built_in_config_name_wins_over_a_folder_of_that_name(tmp_path, monkey
     (["--n-samples", "0"], "--n-samples=0"),
     (["--model.fno_block_precision", "hlaf"], "hlaf"),
     # 0 is a value, not "not given" (it used to run with the default 0.5)
-    (["--fraction", "0"], "Invalid fraction=0.0; allowed values: finite numbers > 0"),
-    (["--fraction", "-1"], "Invalid fraction=-1.0"),
+    (["--fraction", "0"], "Invalid --fraction=0; allowed values: finite numbers > 0"),  # as typed
+    (["--fraction", "-1"], "Invalid --fraction=-1;"),
 ])
 def test_diagnose_bad_arguments(tmp_path, capsys, args, message):
     assert main(["diagnose", "darcy", "--out", str(tmp_path)] + args) == 2

@@ -138,9 +138,10 @@ def test_diagnose_burgers_drops_the_odd_time_level_says_so_and_prints_train_flag
     # the flags printed run the recommendation through `neuralop-mp train`'s own parser
     [line] = [line for line in printed.splitlines() if line.startswith("Train with: neuralop-mp train ")]
     tokens = shlex.split(line.removeprefix("Train with: neuralop-mp train "))
-    assert tokens == ["burgers", *OVERRIDES, *recommendation["train_flags"]]  # the config, its overrides
+    # the config, the resolution measured (burgers trains at 32), its overrides
+    assert tokens == ["burgers", "--data.train_resolution", "8", *OVERRIDES, *recommendation["train_flags"]]
     config = _train_config(tokens, tmp_path, monkeypatch)
-    assert config.name == "burgers" and config.model.hidden_channels == 4
+    assert config.name == "burgers" and config.model.hidden_channels == 4 and config.data.train_resolution == 8
     assert _runs_as(config) == tuple(recommendation["model"].values())
 
 
