@@ -711,7 +711,7 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
         # refused before the process group, any file or data: the trainer would refuse it after loading
         memory_kwargs = build_steps.trainer_memory_kwargs(getattr(config.opt, "update_in_backward", None))
         check_update_in_backward_launch(memory_kwargs.get("update_in_backward", False), "opt.update_in_backward")
-        device = distributed.init_from_env("nccl" if device.type == "cuda" else "gloo")
+        device = distributed.init_from_env(distributed.backend_for(device))
     try:  # a float16 half type on the device it trains on: refused before the data, as the trainer would after
         check_update_in_backward_scaling(config, policy, device)
     except ValueError as error:
