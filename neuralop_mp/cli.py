@@ -458,8 +458,9 @@ def train_command(argv):
     # the process that writes, torchrun's rank 0), so they name the one this run took; given back when the
     # run is refused or stopped before it saved any of itself (release_run_folder)
     claimed = resume is None and not config.output_dir and rank0
+    made = []  # the claimed folder, then the folders above it the claim created (runs/)
     try:
-        out = output_dir_for(config, claim=claimed)
+        out = output_dir_for(config, claim=claimed, created=made)
     except RunSetupError as error:  # the folder of the default one is not writable
         return _rank_error_exit(rank0, lambda error=error: _error(str(error), "train"))
     try:
@@ -514,8 +515,12 @@ def train_command(argv):
         known = rank0 or resume is not None or bool(config.output_dir)
         return _collective_failure_exit(error, out, given_now if resume is not None else (), folder_known=known)
     finally:
-        if claimed:
-            release_run_folder(out)
+        if claimed and release_run_folder(out):
+            for parent in made[1:]:  # made for it, so empty unless something else was put there since
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
     if rank0:  # under torchrun every rank has the result; rank 0 alone prints it
         try:
             print()

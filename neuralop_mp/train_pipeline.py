@@ -313,14 +313,16 @@ def default_output_dir(config, now=None):
     return Path("runs") / f"{config.name}-{stamp}"
 
 
-def output_dir_for(config, output_dir=None, *, claim=True, now=None):
+def output_dir_for(config, output_dir=None, *, claim=True, now=None, created=None):
     """The run folder of a run, as an absolute path (printed and recorded, it must be found from
     any folder): ``output_dir``, else ``config.output_dir``, else :func:`default_output_dir`.
 
     A default folder is claimed for this run (``claim``): created now, and where another run took
     that name already (two runs started in the same second) the first free one of ``NAME-2``,
     ``NAME-3``, ...; a creation that fails when the name exists is what makes the claim atomic.
-    ``claim=False`` (a process that writes nothing, a resume) only names it.
+    ``claim=False`` (a process that writes nothing, a resume) only names it. ``created`` (a list):
+    the claimed folder and the folders above it that the claim created (``runs/``), innermost first,
+    are appended to it, for a run refused or stopped before it saved anything to give them back.
 
     Raises
     ------
@@ -335,15 +337,19 @@ def output_dir_for(config, output_dir=None, *, claim=True, now=None):
     base = default_output_dir(config, now).absolute()
     if not claim:
         return base
+    parents = _missing_folders(base.parent)  # made by check_writable: given back with the run's folder
     check_writable(base.parent)
     suffix = 1
     while True:
         folder = base if suffix == 1 else base.with_name(f"{base.name}-{suffix}")
         try:
             folder.mkdir()
-            return folder
         except FileExistsError:
             suffix += 1
+            continue
+        if created is not None:
+            created.extend([folder, *parents])
+        return folder
 
 
 def check_run_name(name):
@@ -734,9 +740,8 @@ def _run_training(config, claimed, held, *, progress, output_dir, write, log, re
     _refuse_a_file_as_data_root(config.data)  # before the run folder is made: no empty folder left behind
     # every rank reads the same run folder (resume); only rank 0 writes into it, and claims a default one
     claim = write and is_writer and not resume
-    out = output_dir_for(config, output_dir, claim=claim) if write else None
-    if claim and not (output_dir or config.output_dir):  # a default folder, created now for this run
-        claimed.append(out)
+    # a default folder, created now for this run, with the folders above it it needed (runs/)
+    out = output_dir_for(config, output_dir, claim=claim, created=claimed) if write else None
     if write and is_writer and (not resume or out.is_dir()):  # a resume's missing folder: refused below
         if claim and not claimed:  # a folder given, made now for this run: given back as a claimed one
             claimed.extend(_missing_folders(out))
