@@ -17,6 +17,7 @@ _LAZY = {
     "get_model": "neuralop_mp.models.registry",
     "available_models": "neuralop_mp.models.registry",
     "load_model": "neuralop_mp.models.checkpoints",
+    "export_upstream_checkpoint": "neuralop_mp.models.checkpoints",
     "MixedPrecisionFNO": "neuralop_mp.models.mixed_precision_models",
     "MixedPrecisionTFNO": "neuralop_mp.models.mixed_precision_models",
     "MixedPrecisionUNO": "neuralop_mp.models.mixed_precision_models",

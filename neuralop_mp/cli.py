@@ -403,8 +403,13 @@ def train_command(argv):
         if resume is not None:
             recorded = read_command(resume)
             if recorded is None:
+                from .training.resume import run_folder_of
+
+                run_dir = run_folder_of(resume)  # RUN/checkpoint given for RUN: name the run folder
+                hint = (f" It is the checkpoint folder of the run {run_dir}: give --resume {shlex.quote(str(run_dir))}."
+                        if run_dir is not None else "")
                 raise RunSetupError(f"Nothing to resume in {resume}: it has no command.json (it is not a "
-                                    f"run folder of `{PROG} train`, or the run never started).")
+                                    f"run folder of `{PROG} train`, or the run never started).{hint}")
             if spec is not None and recorded["config"] not in (spec, _absolute_spec(spec)):
                 raise ValueError(f"--resume {resume} continues a run of config {recorded['config']!r}; "
                                  f"leave out the config {spec!r}.")

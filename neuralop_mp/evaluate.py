@@ -309,11 +309,33 @@ def _model_epoch(folder, name, config):
 
 def _encoding_text(processor):
     """What ``processor`` encodes, in words: "inputs normalized, raw outputs", ..."""
-    sides = {"inputs": processor.in_normalizer is not None, "outputs": processor.out_normalizer is not None}
+    return _encoding_words(processor.in_normalizer is not None, processor.out_normalizer is not None)
+
+
+def _encoding_words(inputs, outputs):
+    """"inputs normalized, raw outputs", ...: whether the ``inputs`` and the ``outputs`` are normalized."""
+    sides = {"inputs": bool(inputs), "outputs": bool(outputs)}
     encoded = [side for side, on in sides.items() if on]
     raw = [side for side, on in sides.items() if not on]
     return ", ".join(([f"{' and '.join(encoded)} normalized"] if encoded else [])
                      + ([f"raw {' and '.join(raw)}"] if raw else []))
+
+
+def _config_encoding_text(data, folder, name):
+    """The log line of an evaluation that encodes its data as the config's data section ``data``
+    says, not the run's own: the model ``name`` in ``folder`` records no data processor of its
+    training (upstream's Trainer and ``save_checkpoint`` write none), or a run folder is evaluated
+    with another config. Says what the config encodes and the two flags that set it (upstream's
+    scripts train on raw data)."""
+    if (folder / DATA_PROCESSOR_FILE).is_file():  # a run folder evaluated with another config (--config)
+        why = f"the run's own {DATA_PROCESSOR_FILE} goes with the run's own config, not with --config"
+    else:
+        why = (f"{folder / name}_* records no data processor of its training (upstream's Trainer and "
+               "save_checkpoint write none)")
+    raw = " ".join(f"--data.{key} false" for key in ENCODING_KEYS)
+    return (f"data encoding: the config's ({_encoding_words(data.encode_input, data.encode_output)}): {why}; if "
+            f"the training encoded otherwise, give its encoding with --data.encode_input / --data.encode_output "
+            f"(upstream's scripts train on raw data: {raw}), or its config with --config.")
 
 
 def non_finite_metrics_text(trainer, keys):
@@ -419,6 +441,8 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
         _check_given_encoding(config, encoding_given, saved_processor, folder / PRECISION_STATE_FILE)
         log(f"[neuralop-mp] data encoding: the training's own ({_encoding_text(saved_processor)}, as "
             f"{PRECISION_STATE_FILE} records it; the config's data.encode_input/encode_output are not used)")
+    elif not source.run and not record.unreadable:  # the config's encoding, said with how to change it
+        log(f"[neuralop-mp] {_config_encoding_text(config.data, folder, name)}")
     test_loaders = _test_loaders(config.data, progress, folder) if saved_processor is not None else None
     if test_loaders is None:  # a run of an earlier version, or another config: fitted again, as training did
         sample_loader, test_loaders, data_processor = build_data(config, progress=progress)

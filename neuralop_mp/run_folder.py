@@ -40,15 +40,14 @@ from typing import NamedTuple
 import torch
 
 # the run folder names its model files as upstream's Trainer names a checkpoint's (one source)
-from .training.checkpointing import (BEST_MODEL_NAME as BEST_MODEL, METADATA_SUFFIX, MODEL_NAME as FINAL_MODEL,
-                                     STATE_DICT_SUFFIX, CheckpointWriteError, loadable_save,
-                                     previous_save_dir, unwrap, write_error)
+# (and its checkpoint folder and command record: a weights file's load names the folder to resume from)
+from .training.checkpointing import (BEST_MODEL_NAME as BEST_MODEL, CHECKPOINT_DIR, COMMAND_FILE, METADATA_SUFFIX,
+                                     MODEL_NAME as FINAL_MODEL, STATE_DICT_SUFFIX, CheckpointWriteError,
+                                     loadable_save, previous_save_dir, unwrap, write_error)
 from .run_setup import removed_temporaries_line as _removed_line
 
-CHECKPOINT_DIR = "checkpoint"
 OLD_CHECKPOINT_DIR = previous_save_dir(CHECKPOINT_DIR).name  # what a crash during a save leaves
 RESULTS_FILE = "results.json"
-COMMAND_FILE = "command.json"
 DATA_PROCESSOR_FILE = "data_processor.pt"
 LOSS_CURVE_FILE = "loss_curve.png"
 LOCK_FILE = ".lock"

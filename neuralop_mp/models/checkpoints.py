@@ -7,6 +7,7 @@ class name the checkpoint recorded (or takes the class to load into), adapts the
 recorded arguments across upstream's and the plugin's classes, and loads the weights.
 """
 import os
+import pickle
 import warnings
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from ..training.checkpointing import (METADATA_SUFFIX, PRECISION_STATE_FILE, STA
                                       check_map_location, checkpoint_name, load_torch_files, load_weights_only,
                                       loadable_save)
 from .mixed_precision_models import (N_MODES_KEY, PLUGIN_MODEL_CLASSES, RECOMPUTE_DEFAULTS, build_in_settings,
-                                     n_modes_key_taken, recompute_keys_taken, set_n_modes, set_recompute_settings)
+                                     current_n_modes, n_modes_key_taken, recompute_keys_taken, set_n_modes,
+                                     set_recompute_settings)
 from .constructor_args import constructor_params, rebuilding_arguments
 
 _RECORD_ONLY = ("_name", "_version", "args")
@@ -111,6 +113,7 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
     args = kwargs.pop("args", ())
     for key in _RECORD_ONLY:
         kwargs.pop(key, None)
+    asked_for = model_class  # a class the caller named: built as named, never swapped for the plugin's
     if model_class is None:
         model_class = saved_name
     if isinstance(model_class, str):
@@ -125,7 +128,13 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
     settings = {}  # precision settings asked for: build_in_settings puts them where the class takes them
     if precision_policy is not None:
         if model_class in BaseModel._models.values() and not issubclass(model_class, plugin):
-            model_class = PLUGIN_MODEL_CLASSES.get(model_class.__name__.lower(), model_class)
+            swapped = PLUGIN_MODEL_CLASSES.get(model_class.__name__.lower(), model_class)
+            if asked_for is not None and swapped is not model_class:  # its checkpoints would be the plugin's
+                raise ValueError(f"Invalid model_class={_class_text(asked_for)} with precision_policy="
+                                 f"{precision_policy!r}: upstream's {model_class.__name__} runs no precision "
+                                 f"policy; give model_class={swapped.__name__.lower()!r} (the plugin's "
+                                 f"{model_class.__name__}, which takes it), or leave out precision_policy.")
+            model_class = swapped
         if not issubclass(model_class, plugin):
             raise ValueError(f"precision_policy needs one of the plugin's classes (or a subclass of one), not "
                              f"{model_class.__name__}.")
@@ -150,6 +159,11 @@ def build_model(metadata, model_class=None, *, precision_policy=None):
     if n_modes is not None:
         set_n_modes(model, n_modes, f"the checkpoint's {N_MODES_KEY}")
     return set_recompute_settings(model, **recompute) if recompute else model
+
+
+def _class_text(model_class):
+    """``model_class`` as the caller gave it: a registered name quoted, a class by its name."""
+    return repr(model_class) if isinstance(model_class, str) else model_class.__name__
 
 
 def _records_n_modes(metadata):
@@ -266,9 +280,12 @@ def load_model(save_folder, save_name, model_class=None, *, precision_policy=Non
         recorded ones (e.g. load an upstream checkpoint to evaluate it in "mixed"): a
         mode string changes only ``fno_block_precision`` and a dict only its keys, the
         recorded settings keep the rest (a checkpoint saved with the tanh stabilizer
-        keeps it); a ``PrecisionPolicy`` replaces every precision setting. A user's subclass
-        of the plugin's classes takes it too: settings its constructor does not take are set
-        on the built model.
+        keeps it); a ``PrecisionPolicy`` replaces every precision setting. Without
+        ``model_class``, a checkpoint of upstream's FNO/TFNO/UNO is built as the plugin's class
+        for it; a ``model_class`` of upstream's given with it is refused (ValueError naming the
+        plugin's class to give): it would not be the class asked for, and its checkpoints would
+        be the plugin's. A user's subclass of the plugin's classes takes it too: settings its
+        constructor does not take are set on the built model.
     map_location : optional
         As for ``torch.load``: None, a device (``torch.device`` or a name, on a CUDA device
         this machine has), a dict of location names to device names, or a callable; another
@@ -361,3 +378,124 @@ def load_saved_model(save_folder, save_name, build, *, map_location=None):
     load_torch_files(lambda: model.load_checkpoint(folder, save_name, map_location=map_location), weights,
                      metadata_path, context=context)
     return restore_trained_n_modes(model, folder, save_name, metadata)
+
+
+_PLUGIN_PACKAGE = __name__.split(".")[0]
+
+
+class _PluginReference(pickle.UnpicklingError):
+    """A pickle that names one of the plugin's classes or functions (:func:`_plugin_reference`)."""
+
+
+class _RefusesPlugin:
+    """A ``pickle_module`` for ``torch.load`` that unpickles as plain neuraloperator would without
+    the plugin installed: a global of the plugin's package raises :class:`_PluginReference`."""
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if module == _PLUGIN_PACKAGE or module.startswith(_PLUGIN_PACKAGE + "."):
+                raise _PluginReference(f"{module}.{name}")
+            return super().find_class(module, name)
+
+    load = pickle.load
+
+
+def _plugin_reference(path):
+    """The first of the plugin's classes or functions that the torch file ``path`` pickles (what
+    makes it unreadable where neuralop_mp is not installed), else None."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RefusesPlugin)
+    except _PluginReference as found:
+        return str(found)
+    return None
+
+
+def _upstream_class_of(saved_class):
+    """The upstream ``BaseModel`` class that ``saved_class`` is or derives from (MixedPrecisionFNO:
+    FNO), else None (the plugin's registration of UNO: upstream's UNO is no BaseModel)."""
+    for cls in saved_class.__mro__:
+        if cls is not BaseModel and issubclass(cls, BaseModel) and cls.__module__.split(".")[0] == "neuralop":
+            return cls
+    return None
+
+
+def export_upstream_checkpoint(save_folder, save_name, out_folder, out_name=None, *, map_location=None):
+    """Write the checkpoint ``save_name`` of ``save_folder`` again, in ``out_folder``, as one that
+    plain neuraloperator reads where neuralop_mp is not installed:
+    ``FNO.from_checkpoint(out_folder, out_name)`` (TFNO's for a TFNO).
+
+    The plugin's checkpoints (of ``MixedPrecisionFNO`` / ``MixedPrecisionTFNO``, and of upstream's
+    FNO/TFNO built with ``conv_module=MixedPrecisionSpectralConv``) pickle the plugin's classes in
+    both files (upstream's ``BaseModel.state_dict()`` stores the constructor record under
+    ``_metadata`` in the weights file too), so upstream alone cannot unpickle them. This is
+    :func:`load_model` into the upstream class the saving class derives from (the plugin's layer
+    back to ``SpectralConv``; full precision, complex64 weights: a warning names the settings
+    dropped) and that model's ``save_checkpoint``, with both files written checked to name none
+    of the plugin's classes.
+
+    Parameters
+    ----------
+    save_folder : str or Path
+        A ``save_checkpoint`` folder, e.g. a run folder of ``neuralop-mp train``.
+    save_name : str
+        ``"model"``, ``"best_model"``, ...
+    out_folder : str or Path
+        Where to write ``{out_name}_state_dict.pt`` and ``{out_name}_metadata.pkl`` (created if needed).
+    out_name : str, optional
+        Default: ``save_name``.
+    map_location : optional
+        As for :func:`load_model`.
+
+    Returns
+    -------
+    torch.nn.Module
+        The upstream model written (upstream's class, the checkpoint's weights).
+
+    Raises
+    ------
+    ValueError
+        For a model of no upstream ``BaseModel`` class (UNO: upstream's UNO has no checkpoint
+        format), or one whose record keeps one of the plugin's objects upstream's class takes
+        as it is (e.g. the plugin's layer in a ``functools.partial``), naming it.
+    """
+    check_map_location(map_location)
+    save_folder = loadable_save(save_folder)
+    out_name = save_name if out_name is None else out_name
+
+    def build(metadata):
+        saved_class = BaseModel._models.get(str(metadata.get("_name", "")).lower())
+        upstream = _upstream_class_of(saved_class) if saved_class is not None else None
+        if upstream is None:
+            raise ValueError(
+                f"Cannot export {Path(save_folder) / save_name}_* (a {metadata.get('_name')!r} checkpoint) to "
+                "upstream's format: its model is of no upstream BaseModel class (upstream's UNO is a plain "
+                "torch Module, without checkpoints). Load it with neuralop_mp.load_model, save "
+                "torch.nn.Module.state_dict(model) with torch.save, and load that into upstream's class built "
+                "with the same arguments.")
+        plugin = PLUGIN_MODEL_CLASSES.get(upstream.__name__.lower())
+        if not issubclass(saved_class, tuple(PLUGIN_MODEL_CLASSES.values())) and plugin is not None and any(
+                isinstance(value, type) and issubclass(value, MixedPrecisionSpectralConv) for value in metadata.values()):
+            # upstream's FNO/TFNO with the plugin's layer: read as the plugin's class for it records it, so
+            # the layer and its precision keys go back to upstream's as they do for the plugin's classes
+            metadata = {**metadata, "_name": plugin._name}
+        return build_model(metadata, upstream)
+
+    model = load_saved_model(save_folder, save_name, build, map_location=map_location)
+    model.save_checkpoint(out_folder, out_name)
+    written = [Path(out_folder) / f"{out_name}{suffix}" for suffix in (STATE_DICT_SUFFIX, METADATA_SUFFIX)]
+    for path in written:
+        found = _plugin_reference(path)
+        if found is not None:
+            raise ValueError(f"Cannot export {Path(save_folder) / save_name}_* to upstream's format: {path} still "
+                             f"names the plugin's {found} (a value of the model's constructor arguments that "
+                             "upstream's class takes as it is); build the model without it.")
+    # the Fourier modes a training moved (incremental): upstream's record holds the constructor's only
+    rebuilt = current_n_modes(type(model).from_checkpoint(out_folder, out_name))
+    moved = {name: modes for name, modes in current_n_modes(model).items() if rebuilt.get(name) != modes}
+    if moved:
+        warnings.warn(f"{written[0].parent}: upstream's {type(model).__name__}.from_checkpoint rebuilds the Fourier "
+                      f"modes its constructor sets, not those the training moved to ("
+                      + ", ".join(f"{name or 'the model'} {modes}" for name, modes in moved.items())
+                      + "): set them again after loading (model.n_modes = ...).",
+                      UserWarning, stacklevel=stacklevel_outside([os.path.dirname(__file__)]))
+    return model

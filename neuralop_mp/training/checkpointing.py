@@ -32,6 +32,7 @@ import functools
 import hashlib
 import os
 import pickle
+import shlex
 import shutil
 import warnings
 import zipfile
@@ -52,6 +53,9 @@ MODEL_NAME, BEST_MODEL_NAME = "model", "best_model"
 STATE_DICT_SUFFIX, METADATA_SUFFIX = "_state_dict.pt", "_metadata.pkl"
 PRECISION_STATE_FILE = "precision_state.pt"
 MANIFEST_FILE = "manifest.pt"
+# a run folder of `neuralop-mp train` (neuralop_mp.run_folder): its checkpoint folder and its command record
+CHECKPOINT_DIR = "checkpoint"
+COMMAND_FILE = "command.json"
 FORMAT_VERSION = 2
 # Format 1 (before manifests listed files) is still read, with a warning: it cannot be verified.
 READABLE_FORMAT_VERSIONS = (1, 2)
@@ -161,15 +165,30 @@ def load_weights_only(path):
         try:
             return torch.load(Path(path), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:  # of a zip archive: not damaged, but not weights only
+            lead = (f"{path} cannot be loaded with torch.load(weights_only=True): it contains pickled "
+                    "Python objects (upstream's BaseModel.save_checkpoint stores the constructor "
+                    "arguments, classes and functions included, under '_metadata').")
+            run_checkpoint = _checkpoint_of_run_folder_holding(path)
+            if run_checkpoint is not None:  # a run's own model beside its checkpoint/: the recipe leads nowhere
+                raise CheckpointError(
+                    f"{lead} It is a model that a run of `neuralop-mp train` saved in its run folder "
+                    f"{run_checkpoint.parent}; the training state to resume from is its {run_checkpoint.name}/ "
+                    f"folder: resume_from_dir={str(run_checkpoint)!r} (from the command line: neuralop-mp train "
+                    f"--resume {shlex.quote(str(run_checkpoint.parent))}).") from err
             raise CheckpointError(
-                f"{path} cannot be loaded with torch.load(weights_only=True): it contains pickled "
-                "Python objects (upstream's BaseModel.save_checkpoint stores the constructor "
-                "arguments, classes and functions included, under '_metadata'). Checkpoints written "
-                "by MixedPrecisionTrainer.checkpoint() do not; to convert an upstream one, load it "
-                "with weights_only=False only if you trust it, drop '_metadata' and save it again."
+                f"{lead} Checkpoints written by MixedPrecisionTrainer.checkpoint() do not; to convert an upstream "
+                "one, load it with weights_only=False only if you trust it, drop '_metadata' and save it again."
             ) from err
 
     return load_torch_files(load, path)
+
+
+def _checkpoint_of_run_folder_holding(path):
+    """The ``checkpoint/`` folder of the run folder of ``neuralop-mp train`` that holds the file
+    ``path`` at its top (beside its ``command.json``: the run's final or best model), else None."""
+    folder = Path(path).absolute().parent
+    checkpoint = folder / CHECKPOINT_DIR
+    return checkpoint if (folder / COMMAND_FILE).is_file() and checkpoint.is_dir() else None
 
 
 def file_digest(path):

@@ -199,7 +199,7 @@ def saved_world_size(state):
     return len(by_rank) if by_rank is not None else None
 
 
-def _run_folder_of(save_dir):
+def run_folder_of(save_dir):
     """The run folder of ``neuralop-mp train`` whose checkpoint folder ``save_dir`` is (its
     ``checkpoint/`` or ``checkpoint.old``, beside the run's ``command.json``), else None."""
     from ..run_folder import CHECKPOINT_DIR, COMMAND_FILE, OLD_CHECKPOINT_DIR
@@ -221,7 +221,7 @@ def _warn_other_world_size(state, save_dir):
     epoch = history[-1].get("epoch") if history and isinstance(history[-1], dict) else None
     # the history records the ranks, not how they were spread over nodes: the one-node form as an example;
     # `train --resume` takes the run folder, which holds the checkpoint folder (a script's own: its launch)
-    run_dir = _run_folder_of(save_dir)
+    run_dir = run_folder_of(save_dir)
     same = (f"{train_launch(saved)} --resume {shlex.quote(str(run_dir))}" if run_dir is not None
             else f"torchrun --standalone --nproc_per_node {saved} YOUR_SCRIPT.py") + (" on one node" if saved > 1 else "")
     warnings.warn(

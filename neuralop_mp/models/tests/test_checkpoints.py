@@ -376,7 +376,7 @@ def test_the_narrow_subclass_warning_names_the_line_that_saved_through_a_contain
     assert "rebuilds it as that constructor builds it" in message and "them" not in message, message
 
 
-@pytest.mark.parametrize("target, policy", [(_PassThroughFNO, None), ("tfno", None), ("tfno", "mixed"),
+@pytest.mark.parametrize("target, policy", [(_PassThroughFNO, None), ("tfno", None), (None, "mixed"),
                                             ("mixedprecisiontfno", "mixed")])
 def test_an_upstream_checkpoint_built_positionally_loads_into_a_class_taking_any_arguments(tmp_path, target, policy):
     """The record's positional values are named after the class that saved it (FNO): a class whose
