@@ -12,23 +12,11 @@ import pytest
 import torch
 
 from neuralop_mp import cli
+from neuralop_mp.bench.tests.test_bench_cli_inputs import _error_line, _refuse
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "benchmarks.md"
 
 
-class WorkStarted(AssertionError):
-    """A stub was reached where the options should have been refused first."""
-
-
-def _refuse(*args, **kwargs):
-    raise WorkStarted("the benchmark started its work")
-
-
-def _error_line(capsys):
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    [line] = [line for line in err.splitlines() if "error:" in line]
-    return line
 
 
 def _headers(markdown):
