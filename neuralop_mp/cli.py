@@ -403,7 +403,7 @@ def train_command(argv):
         if resume is not None:
             recorded = read_command(resume)
             if recorded is None:
-                from .training.resume import run_folder_of
+                from .training.checkpointing import run_folder_of
 
                 run_dir = run_folder_of(resume)  # RUN/checkpoint given for RUN: name the run folder
                 hint = (f" It is the checkpoint folder of the run {run_dir}: give --resume {shlex.quote(str(run_dir))}."
@@ -453,7 +453,7 @@ def train_command(argv):
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
         return _rank_error_exit(rank0, lambda error=error: _config_error(error, "train", spec))
 
-    from .run_folder import RunFolderRemoved, check_run_folder_present, release_run_folder
+    from .run_folder import RunFolderRemoved, check_run_folder_present, give_back_claimed
     from .train_pipeline import output_dir_for, run_training
     from .train_report import format_summary
     from .training.checkpointing import CheckpointError, CheckpointWriteError
@@ -520,12 +520,8 @@ def train_command(argv):
         known = rank0 or resume is not None or bool(config.output_dir)
         return _collective_failure_exit(error, out, given_now if resume is not None else (), folder_known=known)
     finally:
-        if claimed and release_run_folder(out):
-            for parent in made[1:]:  # made for it, so empty unless something else was put there since
-                try:
-                    parent.rmdir()
-                except OSError:
-                    break
+        if claimed:  # the folder, then the empty folders above it made for it
+            give_back_claimed(made)
     if rank0:  # under torchrun every rank has the result; rank 0 alone prints it
         try:
             print()

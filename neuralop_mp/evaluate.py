@@ -89,12 +89,13 @@ def training_record(folder, name):
     return TrainingRecord(processor if isinstance(processor, dict) else None, last)
 
 
-def recorded_metrics_text(metrics, last_epoch, processor_recorded):
+def recorded_metrics_text(metrics, last_epoch, processor_recorded, encoding_flags=True):
     """One line saying which of eval's ``metrics`` differ from the same keys of the checkpoint's
     recorded ``last_epoch`` (its history entry) by more than :data:`RECORDED_METRIC_FACTOR`
     either way, with both numbers and the likely causes; None where none does (or nothing
     comparable was recorded). ``processor_recorded``: eval used the training's own data processor,
-    so another normalizer is not the cause."""
+    so another normalizer is not the cause. ``encoding_flags``: the config's data section has the
+    :data:`ENCODING_KEYS` (Burgers' has none: only another config encodes otherwise)."""
     if not last_epoch:
         return None
     off = []
@@ -108,11 +109,16 @@ def recorded_metrics_text(metrics, last_epoch, processor_recorded):
             off.append(f"{key} {value:.4g} (recorded {recorded:.4g})")
     if not off:
         return None
-    causes = ("other test data than the training's (--data.data_root, --data.n_tests) or another precision"
-              if processor_recorded else
-              "the training encoded its data otherwise than this config (upstream's scripts train on raw data: "
-              "try --data.encode_output false --data.encode_input false, or the training's config with "
-              "--config), or other test data (--data.data_root, --data.n_tests)")
+    other_data = "other test data (--data.data_root, --data.n_tests)"
+    if processor_recorded:
+        causes = "other test data than the training's (--data.data_root, --data.n_tests) or another precision"
+    elif encoding_flags:
+        causes = ("the training encoded its data otherwise than this config (upstream's scripts train on raw data: "
+                  "try --data.encode_output false --data.encode_input false, or the training's config with "
+                  f"--config), or {other_data}")
+    else:
+        causes = ("the training encoded its data otherwise than this config (try its config with --config), "
+                  f"or {other_data}")
     return (f"the test errors differ from the ones the checkpoint's training recorded at its last epoch "
             f"(epoch {last_epoch.get('epoch')}) by more than {RECORDED_METRIC_FACTOR}x: {', '.join(off)}; "
             f"likely causes: {causes}.")
@@ -308,8 +314,9 @@ def _model_epoch(folder, name, config):
 
 
 def _encoding_text(processor):
-    """What ``processor`` encodes, in words: "inputs normalized, raw outputs", ..."""
-    return _encoding_words(processor.in_normalizer is not None, processor.out_normalizer is not None)
+    """What ``processor`` encodes, in words: "inputs normalized, raw outputs", ... (None: nothing)."""
+    return _encoding_words(getattr(processor, "in_normalizer", None) is not None,
+                           getattr(processor, "out_normalizer", None) is not None)
 
 
 def _encoding_words(inputs, outputs):
@@ -321,21 +328,33 @@ def _encoding_words(inputs, outputs):
                      + ([f"raw {' and '.join(raw)}"] if raw else []))
 
 
-def _config_encoding_text(data, folder, name):
+def _sets_encoding(data):
+    """Whether the data section ``data`` has the :data:`ENCODING_KEYS` (Burgers' has none: its
+    loader always normalizes inputs and outputs, as upstream's Burgers dataset)."""
+    return all(hasattr(data, key) for key in ENCODING_KEYS)
+
+
+def _config_encoding_text(data, processor, folder, name):
     """The log line of an evaluation that encodes its data as the config's data section ``data``
     says, not the run's own: the model ``name`` in ``folder`` records no data processor of its
     training (upstream's Trainer and ``save_checkpoint`` write none), or a run folder is evaluated
-    with another config. Says what the config encodes and the two flags that set it (upstream's
-    scripts train on raw data)."""
+    with another config. Says what the config's ``processor`` (the one its loader built) encodes
+    and how to change it: the two flags that set it (upstream's scripts train on raw data) where
+    the section has them, else the training's config."""
     if (folder / DATA_PROCESSOR_FILE).is_file():  # a run folder evaluated with another config (--config)
         why = f"the run's own {DATA_PROCESSOR_FILE} goes with the run's own config, not with --config"
     else:
         why = (f"{folder / name}_* records no data processor of its training (upstream's Trainer and "
                "save_checkpoint write none)")
-    raw = " ".join(f"--data.{key} false" for key in ENCODING_KEYS)
-    return (f"data encoding: the config's ({_encoding_words(data.encode_input, data.encode_output)}): {why}; if "
-            f"the training encoded otherwise, give its encoding with --data.encode_input / --data.encode_output "
-            f"(upstream's scripts train on raw data: {raw}), or its config with --config.")
+    if _sets_encoding(data):
+        raw = " ".join(f"--data.{key} false" for key in ENCODING_KEYS)
+        how = ("give its encoding with --data.encode_input / --data.encode_output (upstream's scripts train on raw "
+               f"data: {raw}), or its config with --config.")
+    else:  # no flag sets it
+        how = (f"give its config with --config ({type(data).__name__} has no "
+               f"{' / '.join(ENCODING_KEYS)}: its loader always encodes so).")
+    return (f"data encoding: the config's ({_encoding_text(processor)}): {why}; if the training encoded "
+            f"otherwise, {how}")
 
 
 def non_finite_metrics_text(trainer, keys):
@@ -439,13 +458,16 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     elif record.processor is not None:
         saved_processor = data_processor_from_state(record.processor, folder / PRECISION_STATE_FILE)
         _check_given_encoding(config, encoding_given, saved_processor, folder / PRECISION_STATE_FILE)
+        unused = "; the config's data.encode_input/encode_output are not used" if _sets_encoding(config.data) else ""
         log(f"[neuralop-mp] data encoding: the training's own ({_encoding_text(saved_processor)}, as "
-            f"{PRECISION_STATE_FILE} records it; the config's data.encode_input/encode_output are not used)")
-    elif not source.run and not record.unreadable:  # the config's encoding, said with how to change it
-        log(f"[neuralop-mp] {_config_encoding_text(config.data, folder, name)}")
+            f"{PRECISION_STATE_FILE} records it{unused})")
+    # the config's encoding, said (as its loader built it) with how to change it
+    say_config_encoding = saved_processor is None and not source.run and not record.unreadable
     test_loaders = _test_loaders(config.data, progress, folder) if saved_processor is not None else None
     if test_loaders is None:  # a run of an earlier version, or another config: fitted again, as training did
         sample_loader, test_loaders, data_processor = build_data(config, progress=progress)
+        if say_config_encoding:
+            log(f"[neuralop-mp] {_config_encoding_text(config.data, data_processor, folder, name)}")
     else:  # a test set's samples have the training samples' dimensions
         data_processor, sample_loader = saved_processor, next(iter(test_loaders.values()))
     data_processor = attach_patching(config, model, data_processor, device)
@@ -483,7 +505,8 @@ def evaluate_with_config(path, source, config, *, precision=None, progress=False
     non_finite = [key for key, value in metrics.items() if not math.isfinite(value)]
     if non_finite:  # once, after every resolution: the table then shows them as inf and nan
         log_warning(log, non_finite_metrics_text(trainer, non_finite))  # on stderr, as train's
-    mismatch = recorded_metrics_text(metrics, record.last_epoch, record.processor is not None)
+    mismatch = recorded_metrics_text(metrics, record.last_epoch, record.processor is not None,
+                                     encoding_flags=_sets_encoding(config.data))
     if mismatch:  # once, naming every error that is off
         log_warning(log, mismatch)
 

@@ -42,11 +42,10 @@ import torch
 # the run folder names its model files as upstream's Trainer names a checkpoint's (one source)
 # (and its checkpoint folder and command record: a weights file's load names the folder to resume from)
 from .training.checkpointing import (BEST_MODEL_NAME as BEST_MODEL, CHECKPOINT_DIR, COMMAND_FILE, METADATA_SUFFIX,
-                                     MODEL_NAME as FINAL_MODEL, STATE_DICT_SUFFIX, CheckpointWriteError,
-                                     loadable_save, previous_save_dir, unwrap, write_error)
+                                     MODEL_NAME as FINAL_MODEL, OLD_CHECKPOINT_DIR, STATE_DICT_SUFFIX,
+                                     CheckpointWriteError, loadable_save, run_folder_of, unwrap, write_error)
 from .run_setup import removed_temporaries_line as _removed_line
 
-OLD_CHECKPOINT_DIR = previous_save_dir(CHECKPOINT_DIR).name  # what a crash during a save leaves
 RESULTS_FILE = "results.json"
 DATA_PROCESSOR_FILE = "data_processor.pt"
 LOSS_CURVE_FILE = "loss_curve.png"
@@ -275,9 +274,8 @@ def load_model_and_precision(path, map_location="cpu", mixed_precision_layer=Fal
     check_map_location(map_location)  # first: a bad value is no fault of the files, nor a missing one
     folder, name = find_checkpoint(path)
     metadata_path = folder / f"{name}{METADATA_SUFFIX}"
-    if (not metadata_path.is_file() and folder.name in (CHECKPOINT_DIR, OLD_CHECKPOINT_DIR)
-            and (folder.parent / COMMAND_FILE).is_file()):
-        run_dir = folder.parent  # a run's training state: its weights alone, no model to rebuild them in
+    run_dir = run_folder_of(folder) if not metadata_path.is_file() else None
+    if run_dir is not None:  # a run's training state: its weights alone, no model to rebuild them in
         finished = (run_dir / f"{FINAL_MODEL}{STATE_DICT_SUFFIX}").is_file()
         raise FileNotFoundError(f"{folder} is the training state of the run {run_dir}, not a model checkpoint: "
                                 + (f"evaluate the run folder, {run_dir}." if finished
@@ -733,6 +731,35 @@ def release_run_folder(folder):
         return False
     folder.rmdir()
     return True
+
+
+def give_back_claimed(folders):
+    """Give back the folders made for a run that was refused or stopped before it saved any of
+    itself: ``folders`` innermost first, index 0 the run folder (given back by
+    :func:`release_run_folder`), then the folders above it made for it (``runs/``), each removed
+    only where empty. One missing is passed over (never made, or removed under the run); the first
+    one left (the run folder holding a run or another file, a parent holding anything) stays, and
+    so do those above it.
+
+    Returns
+    -------
+    bool
+        Whether the run folder was given back (removed here).
+    """
+    released = False
+    for index, folder in enumerate(Path(folder) for folder in folders):
+        if not folder.is_dir():
+            continue
+        if index == 0:  # the files the run wrote before its first epoch go with it
+            if not release_run_folder(folder):
+                break
+            released = True
+            continue
+        try:  # made for it: the run wrote nothing there, so only an empty one goes
+            folder.rmdir()
+        except OSError:
+            break
+    return released
 
 
 @contextmanager

@@ -313,6 +313,10 @@ def default_output_dir(config, now=None):
     return Path("runs") / f"{config.name}-{stamp}"
 
 
+#: times :func:`output_dir_for` makes again the folder of a default run folder removed under its claim
+_CLAIM_RETRIES = 3
+
+
 def output_dir_for(config, output_dir=None, *, claim=True, now=None, created=None):
     """The run folder of a run, as an absolute path (printed and recorded, it must be found from
     any folder): ``output_dir``, else ``config.output_dir``, else :func:`default_output_dir`.
@@ -323,6 +327,8 @@ def output_dir_for(config, output_dir=None, *, claim=True, now=None, created=Non
     ``claim=False`` (a process that writes nothing, a resume) only names it. ``created`` (a list):
     the claimed folder and the folders above it that the claim created (``runs/``), innermost first,
     are appended to it, for a run refused or stopped before it saved anything to give them back.
+    A ``runs/`` that another run gave back (removed, empty) between its check and the claim is
+    made again, up to :data:`_CLAIM_RETRIES` times.
 
     Raises
     ------
@@ -339,13 +345,23 @@ def output_dir_for(config, output_dir=None, *, claim=True, now=None, created=Non
         return base
     parents = _missing_folders(base.parent)  # made by check_writable: given back with the run's folder
     check_writable(base.parent)
-    suffix = 1
+    suffix, made_again = 1, 0
     while True:
         folder = base if suffix == 1 else base.with_name(f"{base.name}-{suffix}")
         try:
             folder.mkdir()
         except FileExistsError:
             suffix += 1
+            continue
+        except FileNotFoundError:  # another run gave back the empty runs/ since: made again, for this run too
+            made_again += 1
+            if made_again > _CLAIM_RETRIES:
+                raise RunSetupError(f"Output folder {str(base.parent)!r} was removed {made_again} times while a "
+                                    "run folder was claimed in it; give the run a folder with --output_dir.") from None
+            # innermost first, each once: the folders missing now are this run's to give back as well
+            parents = sorted({*parents, *_missing_folders(base.parent)}, key=lambda path: len(path.parts),
+                             reverse=True)
+            check_writable(base.parent)
             continue
         if created is not None:
             created.extend([folder, *parents])
@@ -656,7 +672,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
         :class:`~neuralop_mp.run_folder.RunFolderRemoved` at the first save after the run folder
         was removed (:func:`~neuralop_mp.run_folder.check_run_folder_present`).
     """
-    from .run_folder import release_run_folder
+    from .run_folder import give_back_claimed
 
     claimed = []  # the folders this call created for its run folder (a default one claimed), innermost first
     try:
@@ -666,19 +682,7 @@ def run_training(config, *, progress=True, output_dir=None, write=True, log=prin
                                  cpu_allocator=cpu_allocator, command_flags=command_flags,
                                  threads_reason=threads_reason)
     except BaseException as error:  # Ctrl-C included: a run stopped before saving any of itself leaves no folder
-        released = False
-        for index, folder in enumerate(claimed):  # a parent left holding anything stays, and those above it
-            if not folder.is_dir():  # never made (a refused mkdir), or removed under the run
-                continue
-            if index == 0:  # the run folder: the files the run wrote before its first epoch go with it
-                if not release_run_folder(folder):
-                    break
-                released = True
-                continue
-            try:  # a parent made for it: the run wrote nothing there, so only an empty one goes
-                folder.rmdir()
-            except OSError:
-                break
+        released = give_back_claimed(claimed)
         # the caller's messages then tell a folder this run gave back from one removed under it
         error.run_folder_released = released
         raise

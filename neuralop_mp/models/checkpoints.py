@@ -8,6 +8,8 @@ recorded arguments across upstream's and the plugin's classes, and loads the wei
 """
 import os
 import pickle
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -441,6 +443,9 @@ def export_upstream_checkpoint(save_folder, save_name, out_folder, out_name=None
         ``"model"``, ``"best_model"``, ...
     out_folder : str or Path
         Where to write ``{out_name}_state_dict.pt`` and ``{out_name}_metadata.pkl`` (created if needed).
+        Both are written and checked first in a temporary folder in it, then moved into place: an
+        export refused leaves it as it was (files of an earlier export included; a folder made for
+        it removed).
     out_name : str, optional
         Default: ``save_name``.
     map_location : optional
@@ -481,19 +486,43 @@ def export_upstream_checkpoint(save_folder, save_name, out_folder, out_name=None
         return build_model(metadata, upstream)
 
     model = load_saved_model(save_folder, save_name, build, map_location=map_location)
-    model.save_checkpoint(out_folder, out_name)
-    written = [Path(out_folder) / f"{out_name}{suffix}" for suffix in (STATE_DICT_SUFFIX, METADATA_SUFFIX)]
-    for path in written:
-        found = _plugin_reference(path)
-        if found is not None:
-            raise ValueError(f"Cannot export {Path(save_folder) / save_name}_* to upstream's format: {path} still "
-                             f"names the plugin's {found} (a value of the model's constructor arguments that "
-                             "upstream's class takes as it is); build the model without it.")
+    out_folder = Path(out_folder).absolute()
+    made = []  # out_folder and the folders above it made for it, innermost first: gone with a refused export
+    for folder in (out_folder, *out_folder.parents):
+        if folder.exists():
+            break
+        made.append(folder)
+    out_folder.mkdir(parents=True, exist_ok=True)
+    # written and checked in a folder of its own first: a refused export leaves out_folder as it was
+    # (an earlier export of out_name there included); in out_folder, so the renames stay on its disk
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_name}.export-", suffix=".tmp", dir=out_folder))
+    try:
+        model.save_checkpoint(staging, out_name)
+        names = [f"{out_name}{suffix}" for suffix in (STATE_DICT_SUFFIX, METADATA_SUFFIX)]
+        for name in names:
+            found = _plugin_reference(staging / name)
+            if found is not None:
+                raise ValueError(f"Cannot export {Path(save_folder) / save_name}_* to upstream's format: its {name} "
+                                 f"still names the plugin's {found} (a value of the model's constructor arguments "
+                                 f"that upstream's class takes as it is); build the model without it. Nothing was "
+                                 f"written in {out_folder}.")
+        # the Fourier modes upstream's from_checkpoint rebuilds, read before the files are in place
+        rebuilt = current_n_modes(type(model).from_checkpoint(staging, out_name))
+        for name in names:  # the metadata, which from_checkpoint reads first, last
+            os.replace(staging / name, out_folder / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:  # made for this export: removed while empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
     # the Fourier modes a training moved (incremental): upstream's record holds the constructor's only
-    rebuilt = current_n_modes(type(model).from_checkpoint(out_folder, out_name))
     moved = {name: modes for name, modes in current_n_modes(model).items() if rebuilt.get(name) != modes}
     if moved:
-        warnings.warn(f"{written[0].parent}: upstream's {type(model).__name__}.from_checkpoint rebuilds the Fourier "
+        warnings.warn(f"{out_folder}: upstream's {type(model).__name__}.from_checkpoint rebuilds the Fourier "
                       f"modes its constructor sets, not those the training moved to ("
                       + ", ".join(f"{name or 'the model'} {modes}" for name, modes in moved.items())
                       + "): set them again after loading (model.n_modes = ...).",

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from neuralop_mp.data import generate_darcy
-from neuralop_mp.evaluate import run_evaluation
+from neuralop_mp.data import generate_burgers, generate_darcy
+from neuralop_mp.evaluate import recorded_metrics_text, run_evaluation
 from neuralop_mp.training.tests.tiny import tiny_fno
 
 
@@ -57,3 +57,47 @@ def test_a_run_folder_evaluated_with_another_config_says_its_processor_is_not_us
         "goes with the run's own config, not with --config; if the training encoded otherwise, give its encoding "
         "with --data.encode_input / --data.encode_output (upstream's scripts train on raw data: --data.encode_input "
         "false --data.encode_output false), or its config with --config."], lines
+
+
+@pytest.fixture(scope="module")
+def burgers_root(tmp_path_factory):
+    """Burgers files at 8 points in space (17 time levels): 4 training samples, 2 test samples."""
+    root = tmp_path_factory.mktemp("burgers")
+    generate_burgers(root, resolutions=(8,), n_train=4, n_test=2, progress=False, device="cpu")
+    return root
+
+
+@pytest.mark.parametrize("as_run", [False, True], ids=["save_checkpoint folder", "run folder with --config"])
+def test_a_burgers_config_says_its_fixed_encoding_and_no_flag_it_lacks(saved, burgers_root, tmp_path, as_run):
+    """A Burgers data section has no encode_input/encode_output (its loader always normalizes both):
+    eval says so, evaluates, and suggests only --config (was: AttributeError on data.encode_input)."""
+    folder, _ = saved
+    if as_run:
+        folder = tmp_path / "run"
+        shutil.copytree(saved[0], folder)
+        (folder / "data_processor.pt").write_bytes(b"")  # only its presence is looked at with --config
+        why = "the run's own data_processor.pt goes with the run's own config, not with --config"
+    else:
+        why = (f"{folder / 'model'}_* records no data processor of its training (upstream's Trainer and "
+               "save_checkpoint write none)")
+    lines = []
+    result = run_evaluation(folder, spec="burgers", log=lines.append, overrides=[
+        "--data.data_root", str(burgers_root), "--data.train_resolution", "8", "--data.n_train", "4",
+        "--data.batch_size", "2", "--data.test_resolutions", "[8]", "--data.n_tests", "[2]",
+        "--data.test_batch_sizes", "[2]", "--device", "cpu"])
+    assert [line for line in lines if "data encoding:" in line] == [
+        f"[neuralop-mp] data encoding: the config's (inputs and outputs normalized): {why}; if the training encoded "
+        "otherwise, give its config with --config (BurgersDatasetConfig has no encode_input / encode_output: its "
+        "loader always encodes so)."], lines
+    assert "--data.encode" not in "\n".join(lines)
+    assert sorted(result["metrics"]) == ["8_h1", "8_l2"] and all(v > 0 for v in result["metrics"].values())
+
+
+def test_recorded_errors_off_with_a_burgers_config_suggest_no_encoding_flag():
+    """The likely causes of errors far from the recorded ones name --config alone where the data
+    section has no encode_* fields, and both flags where it has them."""
+    last = {"epoch": 3, "8_l2": 0.1}
+    with_flags = recorded_metrics_text({"8_l2": 10.0}, last, False)
+    without = recorded_metrics_text({"8_l2": 10.0}, last, False, encoding_flags=False)
+    assert "--data.encode_output false --data.encode_input false" in with_flags
+    assert "--data.encode" not in without and "try its config with --config" in without

@@ -183,12 +183,21 @@ def load_weights_only(path):
     return load_torch_files(load, path)
 
 
+def run_folder_of(save_dir):
+    """The run folder of ``neuralop-mp train`` whose checkpoint folder ``save_dir`` is (its
+    ``checkpoint/`` or ``checkpoint.old``, beside the run's ``command.json``), else None: the one
+    rule of where a run keeps its training state."""
+    folder = Path(save_dir).absolute()
+    if folder.name in (CHECKPOINT_DIR, OLD_CHECKPOINT_DIR) and (folder.parent / COMMAND_FILE).is_file():
+        return folder.parent
+    return None
+
+
 def _checkpoint_of_run_folder_holding(path):
     """The ``checkpoint/`` folder of the run folder of ``neuralop-mp train`` that holds the file
     ``path`` at its top (beside its ``command.json``: the run's final or best model), else None."""
-    folder = Path(path).absolute().parent
-    checkpoint = folder / CHECKPOINT_DIR
-    return checkpoint if (folder / COMMAND_FILE).is_file() and checkpoint.is_dir() else None
+    checkpoint = Path(path).absolute().parent / CHECKPOINT_DIR
+    return checkpoint if checkpoint.is_dir() and run_folder_of(checkpoint) is not None else None
 
 
 def file_digest(path):
@@ -207,6 +216,9 @@ def previous_save_dir(save_dir):
     if not save_dir.name:  # "." (the parent of a bare relative name) has no name to extend: its own
         save_dir = save_dir.absolute()
     return save_dir.with_name(save_dir.name + ".old")
+
+
+OLD_CHECKPOINT_DIR = previous_save_dir(CHECKPOINT_DIR).name  # what a crash during a run's save leaves
 
 
 def loadable_save(path, action="loading"):

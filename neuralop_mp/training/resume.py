@@ -11,7 +11,6 @@ import math
 import os
 import shlex
 import warnings
-from pathlib import Path
 
 import torch
 import neuralop.mpu.comm as comm
@@ -199,17 +198,6 @@ def saved_world_size(state):
     return len(by_rank) if by_rank is not None else None
 
 
-def run_folder_of(save_dir):
-    """The run folder of ``neuralop-mp train`` whose checkpoint folder ``save_dir`` is (its
-    ``checkpoint/`` or ``checkpoint.old``, beside the run's ``command.json``), else None."""
-    from ..run_folder import CHECKPOINT_DIR, COMMAND_FILE, OLD_CHECKPOINT_DIR
-
-    folder = Path(save_dir).absolute()
-    if folder.name in (CHECKPOINT_DIR, OLD_CHECKPOINT_DIR) and (folder.parent / COMMAND_FILE).is_file():
-        return folder.parent
-    return None
-
-
 def _warn_other_world_size(state, save_dir):
     """Warn when this resume runs on another number of ranks than the checkpoint's last epoch: the
     weights and optimizer state are the saved ones, but the shards, the global batch and the RNG
@@ -221,7 +209,7 @@ def _warn_other_world_size(state, save_dir):
     epoch = history[-1].get("epoch") if history and isinstance(history[-1], dict) else None
     # the history records the ranks, not how they were spread over nodes: the one-node form as an example;
     # `train --resume` takes the run folder, which holds the checkpoint folder (a script's own: its launch)
-    run_dir = run_folder_of(save_dir)
+    run_dir = checkpointing.run_folder_of(save_dir)
     same = (f"{train_launch(saved)} --resume {shlex.quote(str(run_dir))}" if run_dir is not None
             else f"torchrun --standalone --nproc_per_node {saved} YOUR_SCRIPT.py") + (" on one node" if saved > 1 else "")
     warnings.warn(

@@ -3,6 +3,7 @@
 neuraloperator cannot read them where neuralop_mp is not installed; ``export_upstream_checkpoint``
 writes files that it can read, and a trainer's weights-only file loads into upstream's class as it is.
 ``load_model`` builds the class it is asked for, or refuses."""
+import functools
 import pickle
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from neuralop.models import FNO, TFNO
+from neuralop.models import FNO, TFNO, UNO
 
 import neuralop_mp
 from neuralop_mp import MixedPrecisionFNO, MixedPrecisionTFNO, MixedPrecisionUNO
@@ -84,43 +85,63 @@ def test_export_writes_a_checkpoint_plain_neuraloperator_reads(tmp_path, index):
     for key, value in model.state_dict().items():  # complex32 storage widened exactly to complex64
         if key != "_metadata":
             assert torch.equal(loaded.state_dict()[key], value.to(loaded.state_dict()[key].dtype)), (label, key)
+    # the outputs are the plugin's model's in full precision up to float32 rounding: both against the
+    # float64 reference (the checkpoint's weights in upstream's layers, complex128), and each other
     torch.manual_seed(3)
     x = torch.randn(2, 1, 16, 16)
     reference = _float64_output(_from_checkpoint_as_plain_neuralop(upstream, tmp_path / "up", "model"), x)
+    neuralop_mp.set_precision(model, "full")
     with torch.no_grad():
-        y = loaded.eval()(x)
-    error = ((y.double() - reference).norm() / reference.norm()).item()
-    assert error < 1e-5, (label, error)  # float32 arithmetic against float64: ~1e-7 expected
+        outputs = {"exported": loaded.eval()(x), "plugin's in full": model.eval()(x)}
+    assert all(y.dtype == torch.float32 for y in outputs.values())
+    for name, y in outputs.items():
+        error = ((y.double() - reference).norm() / reference.norm()).item()
+        assert error < 1e-5, (label, name, error)  # float32 arithmetic against float64: ~1e-7 expected
+    gap = ((outputs["exported"] - outputs["plugin's in full"]).norm() / reference.norm()).item()
+    assert gap < 1e-5, (label, gap)
 
 
-def test_a_trainers_weights_only_file_loads_into_upstreams_class(tmp_path):
+UNO_ARGS = dict(in_channels=1, out_channels=1, hidden_channels=8, n_layers=2, uno_out_channels=[8, 8],
+                uno_n_modes=[[4, 4], [4, 4]], uno_scalings=[[1.0, 1.0], [1.0, 1.0]], channel_mlp_skip="linear")
+
+
+@pytest.mark.parametrize("plugin, upstream, args, storage", [
+    (MixedPrecisionFNO, FNO, ARGS, "complex64"),
+    (MixedPrecisionFNO, FNO, ARGS, "complex32"),
+    (MixedPrecisionUNO, UNO, UNO_ARGS, "complex32"),
+], ids=["FNO", "FNO complex32", "UNO complex32"])
+def test_a_trainers_weights_only_file_loads_into_upstreams_class(tmp_path, plugin, upstream, args, storage):
     """Route (b), without the plugin: a trainer checkpoint's weights file (a run folder's
     ``checkpoint/model_state_dict.pt``) holds tensors only, so it loads with
-    ``torch.load(weights_only=True)`` into upstream's class built with the same arguments."""
+    ``torch.load(weights_only=True)`` into upstream's class built with the same arguments (a UNO
+    into ``neuralop.models.UNO``), complex32 storage widened exactly to complex64 as it loads."""
     from neuralop_mp.training.tests.tiny import loss, tiny_data
 
     torch.manual_seed(0)
-    model = MixedPrecisionFNO(**ARGS, fno_block_precision="mixed")
+    model = plugin(**args, fno_block_precision="mixed", spectral_weight_dtype=storage)
     train, test = tiny_data(n=4)
     trainer = neuralop_mp.MixedPrecisionTrainer(model=model, n_epochs=1, verbose=False)
+    # an optimizer that keeps complex32 weights' moments in float32 (AdamW's own overflow)
+    optimizer = neuralop_mp.create_optimizer(model, {"optimizer": "adamw", "learning_rate": 1e-2})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.train(train, test, torch.optim.AdamW(model.parameters(), lr=1e-2), None, training_loss=loss(),
-                      eval_losses={"l2": loss()}, save_every=1, save_dir=tmp_path)
+        trainer.train(train, test, optimizer, None, training_loss=loss(), eval_losses={"l2": loss()}, save_every=1,
+                      save_dir=tmp_path)
     state = torch.load(tmp_path / "model_state_dict.pt", weights_only=True)
     assert "_metadata" not in state
-    plain = FNO(**ARGS)
+    assert {v.dtype for v in state.values() if torch.is_tensor(v) and v.is_complex()} == {getattr(torch, storage)}  # as the file holds it
+    plain = upstream(**args)
     plain.load_state_dict(state)  # strict
+    loaded = plain.state_dict()
+    assert {v.dtype for v in loaded.values() if torch.is_tensor(v) and v.is_complex()} == {torch.complex64}
     for key, value in model.state_dict().items():
         if key != "_metadata":
-            assert torch.equal(plain.state_dict()[key], value), key
+            assert torch.equal(loaded[key], value.to(loaded[key].dtype)), key
 
 
 def test_export_of_a_uno_is_refused_naming_the_way(tmp_path):
     torch.manual_seed(0)
-    model = MixedPrecisionUNO(in_channels=1, out_channels=1, hidden_channels=8, n_layers=2, uno_out_channels=[8, 8],
-                              uno_n_modes=[[4, 4], [4, 4]], uno_scalings=[[1.0, 1.0], [1.0, 1.0]],
-                              channel_mlp_skip="linear", fno_block_precision="mixed")
+    model = MixedPrecisionUNO(**UNO_ARGS, fno_block_precision="mixed")
     model.save_checkpoint(tmp_path, "model")
     with pytest.raises(ValueError, match=r"'MixedPrecisionUNO' checkpoint.*upstream's UNO is a plain torch Module.*"
                                          r"torch\.nn\.Module\.state_dict\(model\)"):
@@ -180,3 +201,28 @@ def test_the_export_loads_in_a_process_without_neuralop_mp(tmp_path):
     reference = _float64_output(exported, torch.load(tmp_path / "x.pt"))
     error = ((torch.load(tmp_path / "y.pt").double() - reference).norm() / reference.norm()).item()
     assert error < 1e-5, error  # float32 arithmetic against float64 (the thread count may differ: not bitwise)
+
+
+def test_a_refused_export_leaves_the_out_folder_as_it_was(tmp_path):
+    """The files are written and checked in a temporary folder, then moved into place: an export
+    refused for a plugin object in the record leaves an earlier export of the same name as it was,
+    and no folder it made (was: its files written over the earlier ones, then the refusal)."""
+    torch.manual_seed(0)
+    FNO(**ARGS, conv_module=neuralop_mp.MixedPrecisionSpectralConv).save_checkpoint(tmp_path / "good", "model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_upstream_checkpoint(tmp_path / "good", "model", tmp_path / "up")
+    before = {path.name: path.read_bytes() for path in (tmp_path / "up").iterdir()}
+    assert sorted(before) == ["model_metadata.pkl", "model_state_dict.pt"]
+
+    torch.manual_seed(1)  # the plugin's layer in a partial: upstream's FNO takes it as it is
+    FNO(**ARGS, conv_module=functools.partial(neuralop_mp.MixedPrecisionSpectralConv)).save_checkpoint(
+        tmp_path / "bad", "model")
+    for out in (tmp_path / "up", tmp_path / "new" / "up"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(ValueError, match=r"its model_state_dict\.pt still names the plugin's .*"
+                                                 rf"MixedPrecisionSpectralConv.*Nothing was written in {out}"):
+                export_upstream_checkpoint(tmp_path / "bad", "model", out)
+    assert {path.name: path.read_bytes() for path in (tmp_path / "up").iterdir()} == before
+    assert not (tmp_path / "new").exists()

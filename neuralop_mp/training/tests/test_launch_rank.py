@@ -39,7 +39,7 @@ def test_train_claims_the_default_run_folder_on_the_launch_rank_0_only(monkeypat
         monkeypatch.setenv("RANK", rank_env)
     seen = []
 
-    def output_dir_for(config, claim):
+    def output_dir_for(config, claim, created=None):
         seen.append(claim)
         raise RunSetupError("stop here")
 
