@@ -805,26 +805,37 @@ def _collective_failure_exit(error, out, again=(), folder_known=True):
     exit code 1.
 
     Said by every rank that meets it, at once: the rank that stopped may be rank 0 (the others'
-    lines are prefixed with their rank; on 2 ranks one line). From here SIGTERM is ignored: torchrun
-    sends it to every rank it sees still running once it sees the stopped one, which would otherwise
-    cut the line short or add a "terminated" one (main restores the handler as it returns).
+    lines are prefixed with their rank; on 2 ranks one line). SIGTERM is ignored while it is said:
+    torchrun sends it to every rank it sees still running once it sees the stopped one, which would
+    otherwise cut the line short or add a "terminated" one. Under :func:`main` it stays ignored until
+    main returns (and restores the handler it replaced): the command is over. Called otherwise
+    (``train_command`` from Python), the previous handler is back as this returns.
     """
     import threading
 
+    from .signals import _raise_terminated
     from .training.distributed import collective_failure_text, launch_rank
 
+    previous = None
     if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    stopped = (f"error: the data-parallel ranks could not communicate ({collective_failure_text(error)}): another "
-               "rank's process stopped (its own output, or torchrun's report, says why); stopped")
-    if folder_known:
-        line = _interrupted_message(out, again, stopped=stopped)
-    else:
-        line = (f"{PROG} train: {stopped}. Continue with: {_train_launch()} --resume RUN_DIR, RUN_DIR the folder "
-                f"rank 0 created for the run ({Path(out).absolute()}, or the same name with -2, -3, ...)")
-    rank = launch_rank()
-    print(file=sys.stderr)  # after the progress bar's line, as for Ctrl-C
-    print(line if rank == 0 else f"[rank {rank}] {line}", file=sys.stderr)
+    try:
+        stopped = (f"error: the data-parallel ranks could not communicate ({collective_failure_text(error)}): "
+                   "another rank's process stopped (its own output, or torchrun's report, says why); stopped")
+        if folder_known:
+            line = _interrupted_message(out, again, stopped=stopped)
+        else:
+            line = (f"{PROG} train: {stopped}. Continue with: {_train_launch()} --resume RUN_DIR, RUN_DIR the folder "
+                    f"rank 0 created for the run ({Path(out).absolute()}, or the same name with -2, -3, ...)")
+        rank = launch_rank()
+        print(file=sys.stderr)  # after the progress bar's line, as for Ctrl-C
+        print(line if rank == 0 else f"[rank {rank}] {line}", file=sys.stderr)
+    finally:
+        # main's own handler (signals.terminate_as_interrupt) main restores as it returns; any other is
+        # restored here, but None (a handler set outside Python, which Python cannot put back)
+        if previous is not None and previous is not _raise_terminated:
+            signal.signal(signal.SIGTERM, previous)
     return 1
 
 

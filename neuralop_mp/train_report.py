@@ -201,7 +201,7 @@ def data_parallel_text(result):
     ranks = int(result.get("world_size") or 1)
     if ranks <= 1:
         return None
-    backend = result.get("backend") or backend_for(result["device"])
+    backend = backend_for(result["device"])  # the rule the run joined its process group by
     batch = ((result.get("config") or {}).get("data") or {}).get("batch_size")
     batches = (f", batch {batch} per rank, {int(batch) * ranks} global (each step averages the ranks' gradients)"
                if isinstance(batch, int) and not isinstance(batch, bool) else "")

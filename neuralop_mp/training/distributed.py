@@ -121,7 +121,7 @@ def mean_over_ranks(metrics, counts=None):
     ``counts[key]`` samples, so the ranks' values are weighted by those counts (shards of
     unequal sizes: the mean over all their samples, not the mean of the ranks' means). A
     key without a count weighs the same on every rank. A DistributedSampler pads the shards
-    to equal sizes by repeating samples: those count twice, which nothing here can undo.
+    to equal sizes by repeating samples: those count more than once, which nothing here can undo.
     One collective (every number and count in one all-reduce); every rank must pass the same
     numeric keys (evaluate_all does): with others the ranks' sums do not line up, and the call
     fails or gives wrong means. Non-numeric entries are kept as they are; outside a group ``metrics``
@@ -328,7 +328,7 @@ def init_from_env(backend=None):
     Parameters
     ----------
     backend : {"gloo", "nccl"} or None
-        None: "nccl" when CUDA is available, else "gloo".
+        None: :func:`backend_for` the default device (nccl when CUDA is available, else gloo).
 
     Returns
     -------
@@ -340,10 +340,11 @@ def init_from_env(backend=None):
     """
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"Invalid backend={backend!r}; expected one of {list(BACKENDS)} or None.")
+    default_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if "WORLD_SIZE" not in os.environ:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        return default_device
+    if backend is None:  # the rule `neuralop-mp train` joins by, and names the backend by in its summary
+        backend = backend_for(default_device)
     if backend == "nccl" and not torch.cuda.is_available():
         raise ValueError("backend='nccl' needs CUDA, which is not available here; use backend='gloo' on CPUs.")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -379,22 +380,38 @@ def launched_by_torchrun():
 
 
 def collective_failure(error):
-    """Whether ``error`` is a collective of the process group that failed: a peer rank's process
-    is gone (killed, crashed) or unreachable, or a collective timed out. torch raises it as a
-    :class:`torch.distributed.DistError`, or (gloo, and DDP's reducer in ``backward``) as a plain
-    RuntimeError whose message names gloo's transport or NCCL. Any other error (a model's shape
-    mismatch, a bug) is not one, and only inside a launch of several ranks is any."""
+    """Whether ``error`` says that a peer rank's process is gone (killed, crashed, or stopped by an
+    error of its own) while this rank communicated with it: gloo's transport found the connection
+    closed or reset by the peer (a plain RuntimeError, DDP's reducer in ``backward`` included), or
+    NCCL aborted its communicator, found the remote process exited, or its watchdog timed out a
+    collective. Only inside a launch of several ranks.
+
+    Not one: torch's refusal of a collective's arguments (``ProcessGroupGloo::allgather: invalid
+    tensor size ...``, a caller's bug, which keeps its traceback), and a failure to set the group up
+    (a :class:`torch.distributed.DistNetworkError` or :class:`torch.distributed.DistStoreError`: a
+    wrong ``MASTER_ADDR``, a port taken), which no stopped rank caused. A
+    :class:`torch.distributed.DistBackendError` is one only where its text says so, as any other.
+    """
     if not launched_by_torchrun() or not isinstance(error, RuntimeError):
         return False
-    if isinstance(error, dist.DistError):
-        return True
+    if isinstance(error, (dist.DistNetworkError, dist.DistStoreError)):
+        return False
     message = str(error)
-    return any(marker in message for marker in _COLLECTIVE_FAILURE_MARKERS)
+    if _GLOO_TRANSPORT in message:
+        return any(marker in message for marker in _GLOO_PEER_GONE)
+    return any(marker in message for marker in _NCCL_PEER_GONE)
 
 
-# what gloo's and NCCL's failures put in the message of the RuntimeError torch raises for them
-_COLLECTIVE_FAILURE_MARKERS = ("gloo/transport/", "ProcessGroupGloo", "ProcessGroupNCCL", "NCCL error",
-                               "NCCL communicator")
+# where gloo's transport errors come from (``[.../gloo/transport/tcp/pair.cc:553] Connection closed by
+# peer ...``), and the words of those a peer gone causes. Not gloo's timeouts: a peer gone closes its
+# connections at once, so a timeout means one still alive elsewhere (a collective missing on one rank)
+_GLOO_TRANSPORT = "gloo/transport/"
+_GLOO_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Read error")
+# NCCL's, as torch raises them: its communicator aborted (the watchdog's doing after an error or a
+# timeout), NCCL's ncclRemoteError, and the watchdog's timeout, which is how NCCL meets a peer gone
+# mid-collective (its kernel waits on the peer; nothing else ends the wait)
+_NCCL_PEER_GONE = ("NCCL communicator was aborted", "remote process exited or there was a network error",
+                   "Watchdog caught collective operation timeout")
 
 
 def collective_failure_text(error):
@@ -412,23 +429,42 @@ def padded_samples(n_samples, n_ranks):
     return -n_samples % n_ranks
 
 
+def padding_warning(n_samples, n_ranks):
+    """What :func:`shard_loader` says of the samples a DistributedSampler repeats to give each of
+    ``n_ranks`` ranks as many of ``n_samples`` (:func:`padded_samples`); None where it repeats none.
+
+    The sampler appends the samples from the first on, again as often as needed: with fewer
+    repeats than samples, as many samples are seen twice; with more (fewer samples than ranks),
+    every sample is repeated, seen as many times as the padded count allows, some once more.
+    """
+    repeated = padded_samples(n_samples, n_ranks)
+    if not repeated:
+        return None
+    total = n_samples + repeated
+    if repeated <= n_samples:
+        how = f"{repeated} of the {n_samples} training samples are seen twice in every epoch"
+    else:
+        times, more = divmod(total, n_samples)  # each sample `times` times, `more` of them once more
+        seen = f"{times} times" if not more else f"{times} or {times + 1} times"
+        how = (f"all {n_samples} training samples are repeated in every epoch (each seen {seen})" if n_samples > 1
+               else f"the one training sample is repeated in every epoch (seen {seen})")
+    return (f"{how}: the DistributedSampler pads the {n_samples} samples to {total} ({total // n_ranks} per rank "
+            f"on {n_ranks} ranks) so that every rank takes as many steps; with a number of training samples that "
+            f"is a multiple of {n_ranks} none is repeated.")
+
+
 def shard_loader(loader, seed=0):
     """``loader`` over this rank's shard of its dataset (a shuffling DistributedSampler
     seeded with ``seed``, the same on every rank); ``loader`` itself outside a group.
 
     Where the dataset's size is no multiple of the number of ranks, the sampler repeats samples
     to give every rank as many (every rank must take as many steps): rank 0 says how many, once,
-    in a ``UserWarning``."""
+    in a ``UserWarning`` (:func:`padding_warning`)."""
     if not is_distributed():
         return loader
-    repeated = padded_samples(len(loader.dataset), world_size())
-    if repeated and rank() == 0:
-        n, ranks = len(loader.dataset), world_size()
-        warnings.warn(
-            f"{repeated} of the {n} training samples are seen twice in every epoch: the DistributedSampler pads "
-            f"the {n} samples to {n + repeated} ({(n + repeated) // ranks} per rank on {ranks} ranks) so that "
-            f"every rank takes as many steps; with a number of training samples that is a multiple of {ranks} "
-            "none is repeated.", UserWarning, stacklevel=2)
+    message = padding_warning(len(loader.dataset), world_size())
+    if message and rank() == 0:
+        warnings.warn(message, UserWarning, stacklevel=2)
     sampler = torch.utils.data.DistributedSampler(loader.dataset, shuffle=True, seed=int(seed))
     return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
                                        num_workers=loader.num_workers, collate_fn=loader.collate_fn,
