@@ -10,15 +10,8 @@ import pytest
 import torch
 
 from neuralop_mp import cli
-from neuralop_mp.data import generate_darcy
 from neuralop_mp.data.file_checks import DataFileChecksumError, DataFileReadError, read_data_file
-
-
-@pytest.fixture(scope="module")
-def darcy8(tmp_path_factory):
-    root = tmp_path_factory.mktemp("darcy8")
-    generate_darcy(root, resolutions=(8,), n_train=4, n_test=4, progress=False)
-    return root
+from neuralop_mp.data.tests.test_data_faults import darcy8  # noqa: F401 (a fixture: 4 train, 2 test samples at 8)
 
 
 def _damaged_copy(source, target):
@@ -103,7 +96,7 @@ def test_a_read_that_fails_is_a_read_error_naming_the_file(darcy8, tmp_path, mon
 
 
 TRAIN_FLAGS = ["--model.n_modes", "[4,4]", "--model.hidden_channels", "4", "--model.n_layers", "1",
-               "--data.test_resolutions", "[8]", "--data.n_tests", "[4]", "--data.test_batch_sizes", "[4]",
+               "--data.test_resolutions", "[8]", "--data.n_tests", "[2]", "--data.test_batch_sizes", "[2]",
                "--data.train_resolution", "8", "--data.batch_size", "4", "--data.n_train", "4",
                "--opt.n_epochs", "1", "--verbose", "false"]
 

@@ -33,6 +33,9 @@ def test_train_claims_the_default_run_folder_on_the_launch_rank_0_only(monkeypat
     malformed RANK reads as 0 there as in ``neuralop-mp run`` (it was read as another rank)."""
     import neuralop_mp.train_pipeline as pipeline
 
+    # a rank other than 0 waits for torchrun to stop it before it says an error rank 0 says too
+    monkeypatch.setattr(cli, "_RANK_ERROR_WAIT_S", 0.0)
+    monkeypatch.setattr(cli, "_QUIET_RANK_EXIT_DELAY_S", 0.0)
     if rank_env is None:
         monkeypatch.delenv("RANK", raising=False)
     else:
