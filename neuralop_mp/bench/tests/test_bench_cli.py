@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -95,11 +96,11 @@ def test_spectral_floor_replaces_every_spectral_layer_and_still_trains():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.lifting.parameters())
 
 
-def test_gpu_dry_run_walks_every_variant_at_every_size(tmp_path):
+def test_gpu_dry_run_walks_every_variant_at_every_size(gpu_dry_run):
     """The dry run's rows take a GPU's paths on CPU (forced device choices, cuFFT's float16
     transforms stood in for), and each row records the ones it took."""
-    assert gpu.main(["--dry-run", "--out", str(tmp_path)]) == 0
-    rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+    out = gpu_dry_run()  # `--dry-run`, exit code 0 (conftest.py: one run for the session)
+    rows = json.loads((out / "gpu.json").read_text())["rows"]
     assert len(rows) == len(gpu.DRY_SIZES) * len(gpu.VARIANTS)
     variants = {v.name: v for v in gpu.VARIANTS}
     power_of_two = {res: res & (res - 1) == 0 for _, _, res in gpu.DRY_SIZES}
@@ -130,7 +131,7 @@ def test_gpu_dry_run_walks_every_variant_at_every_size(tmp_path):
         # whole-grid pointwise work with the lifting and projection recomputed, autocast on the whole model
         assert "lifting and projection recompute" in row["pointwise"], row
         assert row["autocast scope"] == "model", row
-    assert (tmp_path / "gpu_memory.png").stat().st_size > 0
+    assert (out / "gpu_memory.png").stat().st_size > 0
 
 
 def test_the_gpu_campaign_fails_on_our_crashes_and_failed_cuda_tests_not_on_upstreams(tmp_path, monkeypatch, capsys):
@@ -157,7 +158,8 @@ def test_the_gpu_campaign_fails_on_our_crashes_and_failed_cuda_tests_not_on_upst
     assert (tmp_path / "gpu.json").exists()
 
 
-def test_a_campaigns_table_from_another_machine_is_applied_to_the_docs_with_their_notes_kept(tmp_path, monkeypatch):
+def test_a_campaigns_table_from_another_machine_is_applied_to_the_docs_with_their_notes_kept(tmp_path, monkeypatch,
+                                                                                              gpu_dry_run):
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n<!-- BEGIN gpu -->\n<!-- NOTES -->\nhand-written\n<!-- END NOTES -->\nold table\n"
                    "<!-- END gpu -->\n")
@@ -172,8 +174,8 @@ def test_a_campaigns_table_from_another_machine_is_applied_to_the_docs_with_thei
     assert "new table" in text and "old table" not in text and "hand-written" in text
     assert gpu.main(["--apply", str(tmp_path / "nothing")]) == 2
     # a dry run's table is a check of the script, not a measurement: refused, as --update-docs refuses it
-    # (the real dry run's files)
-    assert gpu.main(["--dry-run", "--arch", "TFNO", "--out", str(out)]) == 0
+    # (the real dry run's files: `--dry-run --arch TFNO`'s, exit code 0, copied over the folder's)
+    shutil.copytree(gpu_dry_run("--arch", "TFNO"), out, dirs_exist_ok=True)
     assert gpu.main(["--apply", str(out)]) == 2 and "dry run" not in doc.read_text()
     (out / "gpu.json").write_text(json.dumps({"tiny": False}))
     # broken markers in the docs: an error line and exit 2, nothing written
@@ -182,7 +184,8 @@ def test_a_campaigns_table_from_another_machine_is_applied_to_the_docs_with_thei
     assert gpu.main(["--apply", str(out)]) == 2 and doc.read_text() == "<!-- BEGIN gpu -->\nno end marker\n"
 
 
-def test_a_campaign_of_some_models_only_does_not_replace_the_docs_gpu_table(tmp_path, monkeypatch, capsys):
+def test_a_campaign_of_some_models_only_does_not_replace_the_docs_gpu_table(tmp_path, monkeypatch, capsys,
+                                                                           gpu_dry_run):
     """The docs' GPU section is the table of every model: a campaign of one (``--arch``) replaced it
     with its rows. Refused with --update-docs before anything runs, and at --apply from its record."""
     doc = tmp_path / "benchmarks.md"
@@ -193,16 +196,16 @@ def test_a_campaign_of_some_models_only_does_not_replace_the_docs_gpu_table(tmp_
         gpu.main(["--arch", "TFNO", "--update-docs", "--out", str(tmp_path / "never")])
     assert exit_info.value.code == 2 and "not --arch" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
-    out = tmp_path / "tfno-only"
-    assert gpu.main(["--dry-run", "--arch", "TFNO", "--out", str(out)]) == 0
+    out = tmp_path / "tfno-only"  # `--dry-run --arch TFNO`'s files (exit code 0), changed below: a copy
+    shutil.copytree(gpu_dry_run("--arch", "TFNO"), out)
     record = json.loads((out / "gpu.json").read_text())
     assert record["archs"] == ["TFNO"]
     (out / "gpu.json").write_text(json.dumps({**record, "tiny": False}))  # as a real campaign's would read
     capsys.readouterr()
     assert gpu.main(["--apply", str(out)]) == 2
     assert "records a campaign of TFNO only (--arch)" in capsys.readouterr().err and doc.read_text() == kept
-    # the same campaign of every model is applied
-    assert gpu.main(["--dry-run", "--out", str(out)]) == 0
+    # the same campaign of every model is applied (`--dry-run`'s files over the folder's)
+    shutil.copytree(gpu_dry_run(), out, dirs_exist_ok=True)
     record = json.loads((out / "gpu.json").read_text())
     assert record["archs"] is None
     (out / "gpu.json").write_text(json.dumps({**record, "tiny": False}))
@@ -272,12 +275,12 @@ def test_the_forward_peak_count_with_the_gpus_choices_runs_and_orders_the_rows()
     assert counts[1][1] < counts[0][1]
 
 
-def test_gpu_campaign_runs_only_the_models_asked_for(tmp_path, capsys):
-    assert gpu.main(["--dry-run", "--arch", "TFNO", "--out", str(tmp_path)]) == 0
-    rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+def test_gpu_campaign_runs_only_the_models_asked_for(tmp_path, capsys, gpu_dry_run):
+    out = gpu_dry_run("--arch", "TFNO")  # exit code 0 (conftest.py: one run for the session)
+    rows = json.loads((out / "gpu.json").read_text())["rows"]
     assert {r["model"] for r in rows} == {"TFNO"} and len(rows) == len(gpu.VARIANTS)
     # the table's command is the one that reproduces it (the output folder left out)
-    assert "Command: `neuralop-mp bench gpu --dry-run --arch TFNO`" in (tmp_path / "gpu.md").read_text()
+    assert "Command: `neuralop-mp bench gpu --dry-run --arch TFNO`" in (out / "gpu.md").read_text()
     with pytest.raises(SystemExit):
         gpu.main(["--dry-run", "--arch", "UNO", "--out", str(tmp_path)])
     assert "invalid choice: 'UNO'" in capsys.readouterr().err

@@ -93,10 +93,10 @@ def test_run_without_an_output_folder_reports_the_failing_cuda_tests(monkeypatch
     assert all(line in printed.out for line in expected), printed
 
 
-def test_every_row_is_on_disk_as_soon_as_it_is_measured(tmp_path):
-    assert gpu.main(["--dry-run", "--arch", "TFNO", "--out", str(tmp_path)]) == 0
-    rows = gpu.read_rows(tmp_path / "gpu_rows.jsonl")
-    measured = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+def test_every_row_is_on_disk_as_soon_as_it_is_measured(gpu_dry_run):
+    out = gpu_dry_run("--arch", "TFNO")  # exit code 0 (conftest.py: one run for the session)
+    rows = gpu.read_rows(out / "gpu_rows.jsonl")
+    measured = json.loads((out / "gpu.json").read_text())["rows"]
     assert len(rows) == len(measured) == len(gpu.VARIANTS)
     assert [(r["variant"], r["res"], r.get("step ms")) for r in rows] == \
         [(r["variant"], r["res"], r.get("step ms")) for r in measured]
