@@ -11,6 +11,8 @@ from neuralop_mp.bench.report import DEFAULT_DOC
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+# trains every recipe on both datasets (seconds): the end-to-end tier
+@pytest.mark.slow
 def test_quick_run_compares_every_recipe_on_both_datasets(tmp_path):
     docs_before = DEFAULT_DOC.read_bytes()
     assert cli.main(["bench", "auto", "--quick", "--out", str(tmp_path)]) == 0

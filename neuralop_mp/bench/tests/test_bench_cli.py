@@ -20,8 +20,9 @@ FILES = {"spectral": ["spectral.md", "spectral.json"], "optimizer": ["optimizer.
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-# the allocator benchmark measures each setting in Python interpreters of its own: the end-to-end tier
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "allocator" else name
+# the allocator benchmark measures each setting in Python interpreters of its own, and the GPU campaign's
+# dry run takes seconds: the end-to-end tier
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in ("allocator", "gpu") else name
                                   for name in FILES])
 def test_quick_run_writes_its_files_and_leaves_docs_untouched(name, tmp_path):
     docs_before = DEFAULT_DOC.read_bytes()
@@ -286,6 +287,8 @@ def test_gpu_campaign_runs_only_the_models_asked_for(tmp_path, capsys, gpu_dry_r
     assert "invalid choice: 'UNO'" in capsys.readouterr().err
 
 
+# profiles every case of the GPU campaign's dry run (seconds): the end-to-end tier
+@pytest.mark.slow
 def test_gpu_dry_run_profile_has_a_kernel_table_per_profiled_case(tmp_path):
     assert gpu.main(["--dry-run", "--profile", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
@@ -304,6 +307,8 @@ def test_gpu_dry_run_profile_has_a_kernel_table_per_profiled_case(tmp_path):
             assert "Self CPU" in section and "aten::" in section and "aten calls: " in section, section[:300]
 
 
+# profiles the GPU campaign's dry run (seconds): the end-to-end tier
+@pytest.mark.slow
 def test_gpu_profile_with_arch_profiles_only_that_model(tmp_path):
     assert gpu.main(["--dry-run", "--arch", "TFNO", "--profile", "--out", str(tmp_path)]) == 0
     titles = [line for line in (tmp_path / "gpu_profile.txt").read_text().splitlines() if line.startswith("== ")]

@@ -277,6 +277,8 @@ def _layer_peaks_mib(layer, batch):
     return f"{forward.peak_bytes / 2**20:.1f}", f"{step.peak_bytes / 2**20:.1f}", kernel
 
 
+# measures the docs' budget figures again (seconds): the end-to-end tier
+@pytest.mark.slow
 def test_budget_cutoff_numbers_in_the_docs():
     """docs/spectral_layer.md: the hard 2x budget makes the CP layer's plan peak 41.8 MiB at batch
     8, 83.6 MiB at batch 16, 19.7 MiB at batch 32; the 19.7 MiB order's FLOP ratio crosses 2
