@@ -1,12 +1,9 @@
 """``train --resume`` whose schedule's phase boundaries move: one ``[neuralop-mp] WARNING:`` line on
 standard error (as every warning of the command, :mod:`neuralop_mp.warning_lines`), not Python's display
 with its file, line and source line; the Python API warns at the caller's line."""
-import warnings
-
 from neuralop_mp import cli
-from neuralop_mp.training.tests.tiny import (CrashingTrainer, Interrupted, loss, optimizer_and_scheduler, tiny_data,
-                                             tiny_fno)
-from neuralop_mp.training.trainer import MixedPrecisionTrainer
+from neuralop_mp.training.tests import tiny
+from neuralop_mp.training.tests.tiny import crash_then_resume
 
 from .test_train_pipeline import TINY_RUN, _four_random_samples_as_data
 from .test_warning_lines import PYTHON_DISPLAY, shown_by_python
@@ -33,21 +30,7 @@ def test_train_resume_says_moved_phase_boundaries_in_one_warning_line_of_its_own
 
 
 def test_the_python_api_still_warns_of_moved_phase_boundaries_at_the_callers_line(tmp_path):
-    train, test = tiny_data(n=8, batch_size=8)
-    model = tiny_fno(seed=0)
-    optimizer, scheduler = optimizer_and_scheduler(model)
-    first = CrashingTrainer(model=model, n_epochs=4, precision_schedule="half:0.5,full")
-    first.crash_at = 2
-    try:
-        first.train(train, test, optimizer, scheduler, training_loss=loss(), save_every=1, save_dir=tmp_path)
-    except Interrupted:
-        pass
-    model = tiny_fno(seed=1)
-    optimizer, scheduler = optimizer_and_scheduler(model)
-    trainer = MixedPrecisionTrainer(model=model, n_epochs=8, precision_schedule="half:0.5,full")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        trainer.train(train, test, optimizer, scheduler, training_loss=loss(), resume_from_dir=tmp_path)
+    caught = crash_then_resume(tmp_path, ("half:0.5,full", 4), ("half:0.5,full", 8), crash_at=2)
     moved = [w for w in caught if MOVED in str(w.message)]
     assert len(moved) == 1 and moved[0].category is UserWarning
-    assert moved[0].filename == __file__  # was: trainer.py, the package's own line
+    assert moved[0].filename == tiny.__file__  # the line that called train(); was: trainer.py, the package's own

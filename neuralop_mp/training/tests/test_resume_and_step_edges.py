@@ -10,7 +10,7 @@ import torch
 from neuralop_mp.layers.precision_switch import get_precision
 from neuralop_mp.training.checkpointing import CheckpointError, check_scheduler_state
 from neuralop_mp.training.loss_scaling import ComplexGradScaler
-from neuralop_mp.training.tests.tiny import (CrashingTrainer, Interrupted, loss, optimizer_and_scheduler, tiny_data,
+from neuralop_mp.training.tests.tiny import (CrashingTrainer, crash_then_resume, Interrupted, loss, optimizer_and_scheduler, tiny_data,
                                              tiny_fno)
 from neuralop_mp.training.trainer import MixedPrecisionTrainer
 
@@ -263,20 +263,6 @@ def test_a_finished_resume_with_auto_precision_measures_nothing(tmp_path):
 ])
 def test_the_phase_boundaries_warning_fires_only_when_an_epoch_to_train_changes_phase(
         tmp_path, saved, resumed, crash_at, warns):
-    train, test = tiny_data(n=8, batch_size=8)
-    model = tiny_fno(seed=0)
-    optimizer, scheduler = optimizer_and_scheduler(model)
-    first = CrashingTrainer(model=model, n_epochs=saved[1], precision_schedule=saved[0])
-    first.crash_at = crash_at
-    try:
-        first.train(train, test, optimizer, scheduler, training_loss=loss(), save_every=1, save_dir=tmp_path)
-    except Interrupted:
-        pass
-    model = tiny_fno(seed=1)
-    optimizer, scheduler = optimizer_and_scheduler(model)
-    trainer = MixedPrecisionTrainer(model=model, n_epochs=resumed[1], precision_schedule=resumed[0])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        trainer.train(train, test, optimizer, scheduler, training_loss=loss(), resume_from_dir=tmp_path)
+    caught = crash_then_resume(tmp_path, saved, resumed, crash_at)
     moved = [str(w.message) for w in caught if "phase boundaries move" in str(w.message)]
     assert bool(moved) == warns, moved

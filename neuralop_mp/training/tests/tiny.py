@@ -87,3 +87,27 @@ class CrashingTrainer(MixedPrecisionTrainer):
         if epoch == self.crash_at:
             raise Interrupted(epoch)
         super().on_epoch_start(epoch)
+
+
+def crash_then_resume(save_dir, saved, resumed, crash_at):
+    """Train a tiny FNO with ``saved`` = (precision schedule, n_epochs) until a crash after epoch
+    ``crash_at`` (checkpoints in ``save_dir`` every epoch), then resume a fresh model from them with
+    ``resumed`` = (schedule, n_epochs); return the warnings the resume raised, every one recorded."""
+    import warnings
+
+    train, test = tiny_data(n=8, batch_size=8)
+    model = tiny_fno(seed=0)
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    first = CrashingTrainer(model=model, n_epochs=saved[1], precision_schedule=saved[0])
+    first.crash_at = crash_at
+    try:
+        first.train(train, test, optimizer, scheduler, training_loss=loss(), save_every=1, save_dir=save_dir)
+    except Interrupted:
+        pass
+    model = tiny_fno(seed=1)
+    optimizer, scheduler = optimizer_and_scheduler(model)
+    trainer = MixedPrecisionTrainer(model=model, n_epochs=resumed[1], precision_schedule=resumed[0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train(train, test, optimizer, scheduler, training_loss=loss(), resume_from_dir=save_dir)
+    return caught
