@@ -100,7 +100,7 @@ def _rank_error_exit(rank0, fail):
     return code
 
 
-def _warn_threads(given, threads, command, rank0=True):
+def _warn_threads(given, threads, rank0=True):
     """Say once, on rank 0, where a count typed now (``given``: ``--threads N``) is more than the
     CPUs the process may run on (:func:`~neuralop_mp.run_setup.threads_above_cpus`): it runs as
     given, slower. Not for "auto" (one per rank at least, under torchrun too) nor for a count read
@@ -444,7 +444,7 @@ def train_command(argv):
         config, parsed = load_checked(build, overrides if resume is None else given, spec, TRAIN_FLAGS,
                                       base=() if resume is None else recorded["overrides"])
         threads, threads_reason = train_threads(flags.get("--threads"), recorded_threads, resume is not None)
-        _warn_threads(flags.get("--threads"), threads, "train", rank0)
+        _warn_threads(flags.get("--threads"), threads, rank0)
         cpu_allocator = check_choice("--cpu-allocator", flags.get("--cpu-allocator", DEFAULT_CPU_ALLOCATOR),
                                      CPU_ALLOCATOR_MODES)
         _warn_unread_keys(spec, parsed, config, rank0)
@@ -938,7 +938,7 @@ def eval_command(argv):
         # a resume's rule: --threads given now, else the run's count (read only then), else auto
         given = flags.get("--threads")
         threads, _ = train_threads(given, _run_threads(folder, source) if given is None else None, resume=True)
-        _warn_threads(given, threads, "eval")
+        _warn_threads(given, threads)
     except Exception as error:  # _config_error raises again what is neither the user's nor a usage error
         return _config_error(error, "eval", spec)
 

@@ -226,10 +226,9 @@ def total_memory_rows(size, setups=None, peak_tensors=0):
                                                                        peak_tensors=peak_tensors, label=label)
         total = params + grads + state + activations
         measured[label] = (params, grads, state, activations, peak, total)
-        base_total, base_peak = measured[baseline_label][5], measured[baseline_label][4]
+        base_total, base_peak = measured[baseline_label][5], measured[baseline_label][4]  # measured first
         print(f"{size:8s} {label:66s} total {total / 2**20:9.1f} MiB  x{total / base_total:.3f}  "
               f"peak {peak / 2**20:9.1f} MiB  x{peak / base_peak:.3f}", flush=True)
-    base_total, base_peak = measured[baseline_label][5], measured[baseline_label][4]
     rows = []
     for label in labels:
         params, grads, state, activations, peak, total = measured[label]

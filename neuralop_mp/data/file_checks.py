@@ -180,10 +180,11 @@ def _archive_damage(err):
     no longer UTF-8 (UnicodeDecodeError), sizes and offsets pointing nowhere (ValueError, EOFError,
     struct.error, and RuntimeError, which torch's own zip reader raises). Not a machine out of
     memory, a file that could not be read (OSError), nor a bug of ours (TypeError, AttributeError...)."""
-    return isinstance(err, _ARCHIVE_DAMAGE) and not isinstance(err, (MemoryError, OSError))
+    return isinstance(err, _ARCHIVE_DAMAGE)
 
 
-# what reading a damaged archive raises (zipfile, struct, codecs, torch's reader); see _archive_damage
+# what reading a damaged archive raises (zipfile, struct, codecs, torch's reader); see _archive_damage.
+# No MemoryError nor OSError, nor a class above them: those are the machine's or the disk's, not damage
 _ARCHIVE_DAMAGE = (zipfile.BadZipFile, NotImplementedError, UnicodeDecodeError, ValueError, EOFError, struct.error,
                    RuntimeError, KeyError, IndexError, OverflowError)
 

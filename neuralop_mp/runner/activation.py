@@ -225,9 +225,9 @@ def _validated_options(options, prefix=""):
 
         with data_root_option(name("data_root")):
             root = resolve_root(data_root)  # "~" expanded, as the loaders will read it
-    if data_root is not None and root.exists() and not root.is_dir():
-        raise ValueError(f"Invalid {name('data_root')}={str(data_root)!r}: a file; give the folder that holds "
-                         "(or is to hold) the data files.")
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"Invalid {name('data_root')}={str(data_root)!r}: a file; give the folder that holds "
+                             "(or is to hold) the data files.")
     return dict(
         precision=precision,
         half_dtype=half_dtype,

@@ -23,13 +23,14 @@ from ..training import distributed
 def make_setup(original, report):
     """A ``setup(config)`` like upstream's ``original`` that also runs data parallel on CPUs."""
 
-    warned = []
+    warned = False
 
     def setup(config):
+        nonlocal warned
         section = read_key(config, "distributed")
         if section is None or not read_key(section, "use_distributed"):
             if distributed.launched_by_torchrun() and not warned:
-                warned.append(True)
+                warned = True
                 _warn_ranks_train_alone(report)
             return original(config)
         model_parallel = read_key(section, "model_parallel_size")
@@ -61,4 +62,3 @@ def _warn_ranks_train_alone(report):
     if distributed.launch_rank() == 0:
         print(f"neuralop-mp run: WARNING: {message}", file=sys.stdout, flush=True)
         report.note(message)
-

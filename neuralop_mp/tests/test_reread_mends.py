@@ -23,9 +23,9 @@ def test_the_thread_warning_is_for_a_count_typed_now(monkeypatch, capsys):
     monkeypatch.setattr("neuralop_mp.run_setup.available_cpus", lambda: 2)
     monkeypatch.setattr("neuralop_mp.run_setup._local_ranks", lambda: 4)
     for given in (None, "auto", "AUTO"):
-        cli._warn_threads(given, 1, "train")
+        cli._warn_threads(given, 1)
     assert capsys.readouterr().err == ""
-    cli._warn_threads("3", 3, "train")
+    cli._warn_threads("3", 3)
     assert "--threads 3 on each of this node's 4 ranks (12 in all) is more than the 2 CPU(s)" in capsys.readouterr().err
 
 

@@ -210,8 +210,9 @@ def _warn_other_world_size(state, save_dir):
     # the history records the ranks, not how they were spread over nodes: the one-node form as an example;
     # `train --resume` takes the run folder, which holds the checkpoint folder (a script's own: its launch)
     run_dir = checkpointing.run_folder_of(save_dir)
-    same = (f"{train_launch(saved)} --resume {shlex.quote(str(run_dir))}" if run_dir is not None
-            else f"torchrun --standalone --nproc_per_node {saved} YOUR_SCRIPT.py") + (" on one node" if saved > 1 else "")
+    # (--standalone is one node already)
+    same = (f"{train_launch(saved)} --resume {shlex.quote(str(run_dir))}" + (" on one node" if saved > 1 else "")
+            if run_dir is not None else f"torchrun --standalone --nproc_per_node {saved} YOUR_SCRIPT.py")
     warnings.warn(
         f"Resuming {save_dir} on {now} rank(s), but its last saved epoch{'' if epoch is None else f' ({epoch})'} "
         f"ran on {saved}: the shards and the global batch (batch_size x ranks) change and every rank starts from "

@@ -59,7 +59,7 @@ def test_a_resume_on_another_number_of_ranks_warns_naming_both(tmp_path):
     assert "on 1 rank(s), but its last saved epoch (1) ran on 2: " in message
     assert message.endswith("torchrun --standalone --nproc_per_node 2 -m neuralop_mp.cli train "
                             f"--resume '{run}' on one node."), message
-    with pytest.warns(UserWarning, match=r"e\.g\. torchrun --standalone --nproc_per_node 2 YOUR_SCRIPT\.py on one"):
+    with pytest.warns(UserWarning, match=r"e\.g\. torchrun --standalone --nproc_per_node 2 YOUR_SCRIPT\.py\.$"):
         resume._warn_other_world_size(state, tmp_path / "ckpt")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
