@@ -60,6 +60,8 @@ def split_points(shape, points):
     otherwise slices of the first spatial dimension across the batch (``dim=2``), at
     least one row each, so a piece may exceed ``points`` when one row of the batch does.
     """
+    if len(shape) < 3:  # every caller cuts through here first: the shape is checked once, before it is read
+        raise ValueError(f"pointwise_in_chunks needs (batch, channels, *spatial) input, got shape {tuple(shape)}.")
     per_sample = math.prod(shape[2:])
     if shape[0] * per_sample <= points:
         return None
@@ -67,11 +69,6 @@ def split_points(shape, points):
         return 0, points // per_sample
     rows = max(1, points // (shape[0] * math.prod(shape[3:])))
     return (2, rows) if rows < shape[2] else None
-
-
-def _check_pointwise_input(x):
-    if x.ndim < 3:
-        raise ValueError(f"pointwise_in_chunks needs (batch, channels, *spatial) input, got shape {tuple(x.shape)}.")
 
 
 def pointwise_in_chunks(forward, x, chunk_points=DEFAULT_CHUNK_POINTS):
@@ -95,15 +92,14 @@ def pointwise_in_chunks(forward, x, chunk_points=DEFAULT_CHUNK_POINTS):
         grad mode the same slices, not checkpointed (the pieces a tiled run computes,
         :mod:`~neuralop_mp.models.pointwise_tiles`, so evaluation gives the same sums).
     """
-    _check_pointwise_input(x)  # before split_points reads its shape
     return pointwise_in_slices(forward, x, split_points(x.shape, chunk_points))
 
 
 def pointwise_in_slices(forward, x, split):
     """:func:`pointwise_in_chunks` with the cut already decided: ``split`` is
     :func:`split_points`' ``(dim, size)`` for ``x``, or None (one slice), for a caller that
-    decides other things by it first (recompute's 1x1 products), so that it is computed once."""
-    _check_pointwise_input(x)
+    decides other things by it first (recompute's 1x1 products), so that it is computed once
+    (:func:`split_points` refuses an input of fewer than 3 dimensions)."""
     if not torch.is_grad_enabled():
         return forward(x) if split is None else torch.cat([forward(part) for part in x.split(*split[::-1])], split[0])
     if split is None:

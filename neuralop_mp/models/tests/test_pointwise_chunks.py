@@ -83,3 +83,10 @@ def test_without_grad_mode_it_runs_the_same_slices_unrecorded():
 def test_bad_inputs_are_named():  # bad chunk_points: set_recompute's check (test_recompute_mends.py)
     with pytest.raises(ValueError, match=r"\(batch, channels, \*spatial\).*\(3, 4\)"):
         pointwise_in_chunks(torch.nn.Identity(), torch.randn(3, 4), 2)
+
+
+def test_the_cut_refuses_an_input_without_spatial_dimensions_whatever_its_batch():
+    """Recompute's sliced 1x1 layers cut before anything checked the input: a (batch, channels)
+    input larger than the slice ended in an IndexError of split_points, not the message."""
+    with pytest.raises(ValueError, match=r"needs \(batch, channels, \*spatial\) input, got shape \(100000, 4\)"):
+        split_points((100000, 4), 1000)
